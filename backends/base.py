@@ -1,0 +1,37 @@
+"""The backend protocol: what every code generator (built-in or third-party) implements."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..ir.deployment import Deployment
+from ..ir.graph import Graph
+
+
+class Backend:
+    """A code generator registered through ``tinycc_register_backends``.
+
+    The driver calls, in order: ``check`` (before any code is emitted: raise
+    ``UnsupportedLayerError`` naming the op and its Keras layer), ``arena_bytes``
+    (the feature extractor's working memory on this target, used by the memory
+    model and the budget check), then ``emit`` into an empty folder (the driver
+    makes output atomic).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        """Raise UnsupportedLayerError for anything this backend cannot run."""
+
+    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:  # pragma: no cover
+        """Bytes of activation memory the extractor needs on this target."""
+        raise NotImplementedError
+
+    def runtime_state_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
+        """Fixed RAM of the generated runtime besides arena, classifier and buffer."""
+        return 0
+
+    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
+        """Write the project into ``outdir`` (exists, empty); return the files written."""
+        raise NotImplementedError

@@ -1,0 +1,59 @@
+"""What a backend receives: the int8 feature extractor, the trainable float classifier,
+the replay buffer and training settings, and the memory figures they must allocate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graph import Graph
+from .tensor import QuantParams
+
+
+@dataclass
+class TrainConfig:
+    """On-device training settings (identical semantics on host and device)."""
+
+    lr: float = 0.01
+    epochs: int = 1
+    batch_size: int = 1
+
+
+@dataclass
+class BufferConfig:
+    """Replay buffer: ``capacity`` entries of features + label. TinyOL = capacity 1."""
+
+    capacity: int
+    policy: str = "fifo"  # fifo | reservoir | class_balanced
+    storage: str = "int8"  # int8 (features in the extractor's output quantization) | float32
+    seed: int = 1
+
+
+@dataclass
+class Deployment:
+    """The program a backend emits.
+
+    ``extractor`` is a quantized graph whose single output is the int8 feature tensor
+    (before dequantization); ``feature_quant`` is that tensor's quantization, used to
+    dequantize features and buffer entries before the float classifier.
+    ``classifier`` is a list of ``tinycc.ir.train.DenseLayer`` (weights ``[O, I]``).
+    ``memory`` is filled by the memory model (sections in bytes) and is what the
+    backend must allocate exactly.
+    """
+
+    name: str
+    extractor: Graph
+    feature_quant: QuantParams
+    classifier: list[Any]
+    num_classes: int
+    buffer: BufferConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    memory: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_count(self) -> int:
+        out = self.extractor.tensors[self.extractor.outputs[0]]
+        n = 1
+        for d in out.shape[1:]:
+            n *= d
+        return n

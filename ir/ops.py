@@ -1,0 +1,276 @@
+"""Op kinds of the tinycc IR: attribute schemas and shape inference.
+
+Layouts are TFLite's: activations NHWC; Conv2D weights ``[O, KH, KW, I/groups]``;
+DepthwiseConv2D weights ``[1, KH, KW, C*M]``; Dense weights ``[O, I]``; biases ``[O]``.
+Activations are separate ops after import; the ``fuse_activations`` pass folds
+ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+Shape = tuple[int, ...]
+
+
+class OpKind(str, Enum):
+    CONV2D = "conv2d"
+    DEPTHWISE_CONV2D = "depthwise_conv2d"
+    DENSE = "dense"
+    BATCH_NORM = "batch_norm"
+    RELU = "relu"
+    RELU6 = "relu6"
+    LEAKY_RELU = "leaky_relu"
+    SIGMOID = "sigmoid"
+    HARD_SIGMOID = "hard_sigmoid"
+    TANH = "tanh"
+    SWISH = "swish"
+    HARD_SWISH = "hard_swish"
+    SOFTMAX = "softmax"
+    MAX_POOL2D = "max_pool2d"
+    AVG_POOL2D = "avg_pool2d"
+    GLOBAL_AVG_POOL = "global_avg_pool"
+    GLOBAL_MAX_POOL = "global_max_pool"
+    FLATTEN = "flatten"
+    RESHAPE = "reshape"
+    ADD = "add"
+    MUL = "mul"
+    CONCAT = "concat"
+    PAD = "pad"
+    DROPOUT = "dropout"
+    RESCALE = "rescale"
+    QUANTIZE = "quantize"
+    DEQUANTIZE = "dequantize"
+
+
+FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
+ELEMENTWISE_UNARY = {
+    OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID,
+    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE,
+}
+
+
+class ShapeError(ValueError):
+    """Raised by shape inference; the caller adds the op name."""
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = v
+    return (int(a), int(b))
+
+
+def conv_out_size(size: int, k: int, stride: int, dilation: int, padding: str) -> int:
+    eff = (k - 1) * dilation + 1
+    if padding == "same":
+        return (size + stride - 1) // stride
+    if padding == "valid":
+        return (size - eff) // stride + 1
+    raise ShapeError(f"unknown padding {padding!r}")
+
+
+def same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite/Keras 'same' padding: (before, after); the extra pixel goes after."""
+    eff = (k - 1) * dilation + 1
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def broadcast_shapes(a: Shape, b: Shape) -> Shape:
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            raise ShapeError(f"shapes {a} and {b} do not broadcast")
+        out.append(max(x, y))
+    return tuple(out)
+
+
+def _same(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    return [shapes[0]]
+
+
+def _conv(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, w = shapes[0], shapes[1]
+    if len(x) != 4 or len(w) != 4:
+        raise ShapeError(f"conv2d needs 4-D input and weights, got {x} and {w}")
+    groups = attrs["groups"]
+    if x[3] != w[3] * groups:
+        raise ShapeError(f"input channels {x[3]} != weight channels {w[3]} x groups {groups}")
+    if w[0] % groups:
+        raise ShapeError(f"filters {w[0]} not divisible by groups {groups}")
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilation"]
+    oh = conv_out_size(x[1], w[1], sh, dh, attrs["padding"])
+    ow = conv_out_size(x[2], w[2], sw, dw, attrs["padding"])
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"kernel larger than input {x}")
+    return [(x[0], oh, ow, w[0])]
+
+
+def _dwconv(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, w = shapes[0], shapes[1]
+    m = attrs["depth_multiplier"]
+    if len(x) != 4 or len(w) != 4 or w[0] != 1 or w[3] != x[3] * m:
+        raise ShapeError(f"depthwise weights {w} do not match input {x} x multiplier {m}")
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilation"]
+    oh = conv_out_size(x[1], w[1], sh, dh, attrs["padding"])
+    ow = conv_out_size(x[2], w[2], sw, dw, attrs["padding"])
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"kernel larger than input {x}")
+    return [(x[0], oh, ow, w[3])]
+
+
+def _dense(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, w = shapes[0], shapes[1]
+    if len(w) != 2 or x[-1] != w[1]:
+        raise ShapeError(f"dense weights {w} do not match input features {x[-1]}")
+    return [tuple(x[:-1]) + (w[0],)]
+
+
+def _pool(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    if len(x) != 4:
+        raise ShapeError(f"pooling needs a 4-D input, got {x}")
+    ph, pw = attrs["pool_size"]
+    sh, sw = attrs["strides"]
+    oh = conv_out_size(x[1], ph, sh, 1, attrs["padding"])
+    ow = conv_out_size(x[2], pw, sw, 1, attrs["padding"])
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"pool window larger than input {x}")
+    return [(x[0], oh, ow, x[3])]
+
+
+def _global_pool(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    if len(x) != 4:
+        raise ShapeError(f"global pooling needs a 4-D input, got {x}")
+    return [(x[0], 1, 1, x[3]) if attrs["keepdims"] else (x[0], x[3])]
+
+
+def _flatten(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    return [(x[0], math.prod(x[1:]))]
+
+
+def _reshape(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    target = list(attrs["shape"])
+    n = math.prod(x[1:])
+    if target.count(-1) > 1:
+        raise ShapeError("reshape allows at most one -1")
+    if -1 in target:
+        known = math.prod(d for d in target if d != -1)
+        if known == 0 or n % known:
+            raise ShapeError(f"cannot reshape {x} to {target}")
+        target[target.index(-1)] = n // known
+    if math.prod(target) != n:
+        raise ShapeError(f"cannot reshape {x} to {tuple(target)}")
+    return [(x[0],) + tuple(target)]
+
+
+def _broadcast(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    return [broadcast_shapes(shapes[0], shapes[1])]
+
+
+def _concat(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    axis = attrs["axis"]
+    first = shapes[0]
+    if not 0 < axis < len(first):
+        raise ShapeError(f"concat axis {axis} out of range for rank {len(first)}")
+    total = 0
+    for s in shapes:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis):
+            raise ShapeError(f"concat inputs {shapes} differ outside axis {axis}")
+        total += s[axis]
+    out = list(first)
+    out[axis] = total
+    return [tuple(out)]
+
+
+def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    (t, b), (l, r) = attrs["paddings"]
+    if len(x) != 4:
+        raise ShapeError(f"zero padding needs a 4-D input, got {x}")
+    return [(x[0], x[1] + t + b, x[2] + l + r, x[3])]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Schema of one op kind."""
+
+    kind: OpKind
+    min_inputs: int
+    max_inputs: int
+    shape_fn: Callable[[list[Shape], dict], list[Shape]]
+    defaults: dict = field(default_factory=dict)
+    weight_inputs: tuple[int, ...] = ()  # indices of inputs that must be constants
+
+
+_CONV_DEFAULTS = {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "activation": "none"}
+_POOL_DEFAULTS = {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "activation": "none"}
+
+OP_DEFS: dict[OpKind, OpDef] = {
+    d.kind: d
+    for d in [
+        OpDef(OpKind.CONV2D, 2, 3, _conv, {**_CONV_DEFAULTS, "groups": 1}, (1, 2)),
+        OpDef(OpKind.DEPTHWISE_CONV2D, 2, 3, _dwconv, {**_CONV_DEFAULTS, "depth_multiplier": 1}, (1, 2)),
+        OpDef(OpKind.DENSE, 2, 3, _dense, {"activation": "none"}, (1, 2)),
+        OpDef(OpKind.BATCH_NORM, 5, 5, _same, {"epsilon": 1e-3}, (1, 2, 3, 4)),
+        OpDef(OpKind.RELU, 1, 1, _same),
+        OpDef(OpKind.RELU6, 1, 1, _same),
+        OpDef(OpKind.LEAKY_RELU, 1, 1, _same, {"alpha": 0.3}),
+        OpDef(OpKind.SIGMOID, 1, 1, _same),
+        OpDef(OpKind.HARD_SIGMOID, 1, 1, _same),
+        OpDef(OpKind.TANH, 1, 1, _same),
+        OpDef(OpKind.SWISH, 1, 1, _same),
+        OpDef(OpKind.HARD_SWISH, 1, 1, _same),
+        OpDef(OpKind.SOFTMAX, 1, 1, _same, {"beta": 1.0}),
+        OpDef(OpKind.MAX_POOL2D, 1, 1, _pool, dict(_POOL_DEFAULTS)),
+        OpDef(OpKind.AVG_POOL2D, 1, 1, _pool, dict(_POOL_DEFAULTS)),
+        OpDef(OpKind.GLOBAL_AVG_POOL, 1, 1, _global_pool, {"keepdims": False}),
+        OpDef(OpKind.GLOBAL_MAX_POOL, 1, 1, _global_pool, {"keepdims": False}),
+        OpDef(OpKind.FLATTEN, 1, 1, _flatten),
+        OpDef(OpKind.RESHAPE, 1, 1, _reshape, {"shape": ()}),
+        OpDef(OpKind.ADD, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.MUL, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
+        OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
+        OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),
+        OpDef(OpKind.RESCALE, 1, 1, _same, {"scale": 1.0, "offset": 0.0}),
+        OpDef(OpKind.QUANTIZE, 1, 1, _same),
+        OpDef(OpKind.DEQUANTIZE, 1, 1, _same),
+    ]
+}
+
+_PAIR_ATTRS = ("strides", "dilation", "pool_size")
+
+
+def normalize_attrs(kind: OpKind, attrs: dict) -> dict:
+    """Fill defaults, canonicalise pairs and tuples; reject unknown attributes."""
+    d = OP_DEFS[kind]
+    unknown = set(attrs) - set(d.defaults)
+    if unknown:
+        raise ValueError(f"{kind.value}: unknown attributes {sorted(unknown)}")
+    out = {**d.defaults, **attrs}
+    for k in _PAIR_ATTRS:
+        if k in out:
+            out[k] = _pair(out[k])
+    if "paddings" in out:
+        out["paddings"] = tuple(_pair(p) for p in out["paddings"])
+    if "shape" in out:
+        out["shape"] = tuple(int(s) for s in out["shape"])
+    if "activation" in out and out["activation"] not in FUSABLE_ACTIVATIONS:
+        raise ValueError(f"{kind.value}: fused activation must be one of {FUSABLE_ACTIVATIONS}")
+    for k in ("scale", "offset"):
+        if k in out and isinstance(out[k], (list, tuple)):
+            out[k] = tuple(float(v) for v in out[k])
+    return out

@@ -1,0 +1,75 @@
+"""Per-op statistics: parameters, MACs, activation bytes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .graph import Graph, Op
+from .ops import OpKind
+
+
+@dataclass
+class OpStats:
+    name: str
+    kind: str
+    origin: str
+    output_shape: tuple[int, ...]
+    params: int
+    param_bytes: int
+    macs: int
+    activation_bytes: int
+
+
+def op_macs(graph: Graph, op: Op) -> int:
+    """Multiply-accumulates of one inference (batch 1)."""
+    out = graph.tensors[op.outputs[0]]
+    n_out = math.prod(out.shape[1:])
+    if op.kind == OpKind.CONV2D:
+        w = graph.tensors[op.inputs[1]].shape
+        return n_out * w[1] * w[2] * w[3]
+    if op.kind == OpKind.DEPTHWISE_CONV2D:
+        w = graph.tensors[op.inputs[1]].shape
+        return n_out * w[1] * w[2]
+    if op.kind == OpKind.DENSE:
+        return n_out * graph.tensors[op.inputs[1]].shape[1]
+    return 0
+
+
+def op_stats(graph: Graph, op: Op) -> OpStats:
+    consts = [graph.tensors[t] for t in op.inputs if graph.tensors[t].is_const]
+    out = graph.tensors[op.outputs[0]]
+    return OpStats(
+        name=op.name,
+        kind=op.kind.value,
+        origin=op.origin,
+        output_shape=tuple(out.shape),
+        params=sum(t.size for t in consts),
+        param_bytes=sum(t.nbytes for t in consts),
+        macs=op_macs(graph, op),
+        activation_bytes=math.prod(out.shape[1:]) * out.dtype.itemsize,
+    )
+
+
+def graph_stats(graph: Graph) -> list[OpStats]:
+    """Stats per op in schedule order. A constant shared by two ops counts once (first user)."""
+    seen: set[str] = set()
+    rows = []
+    for op in graph.ops:
+        s = op_stats(graph, op)
+        dup = [graph.tensors[t] for t in op.inputs if graph.tensors[t].is_const and t in seen]
+        s.params -= sum(t.size for t in dup)
+        s.param_bytes -= sum(t.nbytes for t in dup)
+        seen.update(t for t in op.inputs if graph.tensors[t].is_const)
+        rows.append(s)
+    return rows
+
+
+def totals(graph: Graph) -> dict[str, int]:
+    rows = graph_stats(graph)
+    return {
+        "params": sum(r.params for r in rows),
+        "param_bytes": sum(r.param_bytes for r in rows),
+        "macs": sum(r.macs for r in rows),
+        "activation_bytes": sum(r.activation_bytes for r in rows),
+        "max_activation_bytes": max((r.activation_bytes for r in rows), default=0),
+    }

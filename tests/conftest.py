@@ -1,0 +1,29 @@
+"""Shared pytest configuration and fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TINYCC_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture()
+def session():
+    """A fresh plugin session without third-party autoload (tests never leak registries)."""
+    from tinycc.session import Session
+
+    return Session(autoload=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (../shared/data); tests that need it skip with a reason when absent."""
+    if not (SHARED_DATA / "cifar10.npz").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set TINYCC_DATA)")
+    return SHARED_DATA

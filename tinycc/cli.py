@@ -1,0 +1,172 @@
+"""Command-line interface: ``tinycc inspect | plugins | passes | compile`` plus plugin commands.
+
+Exit codes: 0 success, 2 bad input or usage, 1 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import TinyccError
+
+log = logging.getLogger("tinycc")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 2 and one line on usage errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _session(args: argparse.Namespace) -> Any:
+    from .session import Session
+
+    blocked = tuple(p[3:] for p in (args.plugin or []) if p.startswith("no:"))
+    return Session(blocked=blocked)
+
+
+def _load_model(session: Any, path: str, options: dict | None = None) -> Any:
+    if not os.path.exists(path):
+        raise TinyccError(f"{path}: no such file")
+    frontend = session.registry.frontend_for(path)
+    return frontend.load(path, options or {})
+
+
+# ---- core commands --------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
+    from .ir.stats import graph_stats, totals
+    from .passes import PassContext, run_pipeline
+
+    graph = _load_model(session, args.model)
+    if args.cleanup:
+        run_pipeline(graph, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rows = graph_stats(graph)
+    tot = totals(graph)
+    if args.json:
+        out = {"model": graph.name, "inputs": {n: list(graph.tensors[n].shape) for n in graph.inputs},
+               "layers": [{"name": r.name, "op": r.kind, "layer": r.origin, "output_shape": list(r.output_shape),
+                           "params": r.params, "macs": r.macs, "activation_bytes": r.activation_bytes} for r in rows],
+               "totals": tot}
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        return 0
+    from .report import table
+
+    body = [[r.name, r.kind, "x".join(str(d) for d in r.output_shape[1:]), f"{r.params:,}", f"{r.macs:,}",
+             f"{r.activation_bytes:,}"] for r in rows]
+    body.append(["total", "", "", f"{tot['params']:,}", f"{tot['macs']:,}", f"{tot['activation_bytes']:,}"])
+    sys.stdout.write(f"model {graph.name}: {len(graph.ops)} ops, input "
+                     + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs) + "\n")
+    sys.stdout.write(table(["name", "op", "output", "params", "MACs", "act. bytes"], body) + "\n")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
+    reg = session.registry
+    sections = [("frontends", reg.frontends), ("passes", reg.passes), ("pipelines", reg.pipelines),
+                ("backends", reg.backends), ("boards", reg.boards),
+                ("calibration sources", reg.calibration_sources), ("prune criteria", reg.prune_criteria)]
+    sys.stdout.write("plugins:\n")
+    for name in session.order:
+        sys.stdout.write(f"  {name:<22} {session.plugin_source(name)}\n")
+    for title, table_ in sections:
+        sys.stdout.write(f"{title}:\n")
+        for e in table_.values():
+            extra = " -> " + ", ".join(e.obj) if title == "pipelines" else ""
+            sys.stdout.write(f"  {e.name:<22} from {e.plugin}{extra}\n")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace, session: Any) -> int:
+    reg = session.registry
+    used = {p for e in reg.pipelines.values() for p in e.obj}
+    for e in reg.passes.values():
+        mark = "" if e.name in used else "  (in no pipeline)"
+        sys.stdout.write(f"{e.name:<22} {e.obj.description}{mark}\n")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace, session: Any) -> int:
+    from .driver import compile_model, options_from_args
+
+    result = compile_model(args.model, args.target, args.output, options_from_args(args), session)
+    sys.stdout.write(result.summary() + "\n")
+    return 0
+
+
+def build_parser(session: Any | None) -> argparse.ArgumentParser:
+    p = _Parser(prog="tinycc", description="Compile Keras models into on-device learning programs for MCUs.")
+    p.add_argument("--version", action="version", version=f"tinycc {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-p", dest="plugin", action="append", metavar="no:NAME", help="block a plugin by name")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("inspect", help="per-layer table of a model (params, MACs, activation bytes)")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--cleanup", action="store_true", help="show the graph after the cleanup pipeline")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("plugins", help="list registered plugins and what they registered")
+    s.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("passes", help="list registered passes")
+    s.set_defaults(func=cmd_passes)
+
+    s = sub.add_parser("compile", help="compile a model into a project for a target")
+    s.add_argument("model")
+    s.add_argument("--target", "-t", required=True, help="backend name (see `tinycc plugins`)")
+    s.add_argument("-o", "--output", required=True, help="output project folder (written atomically)")
+    from .driver import add_compile_arguments
+
+    add_compile_arguments(s)
+    s.set_defaults(func=cmd_compile)
+
+    if session is not None:
+        session.add_commands(sub)
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="tinycc: %(levelname)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = _Parser(add_help=False)
+    pre.add_argument("-p", dest="plugin", action="append")
+    pre.add_argument("-v", "--verbose", action="count", default=0)
+    pre.add_argument("--debug", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    _setup_logging(known.verbose)
+    try:
+        session = _session(known)
+        parser = build_parser(session)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args, session) or 0)
+    except TinyccError as e:
+        sys.stderr.write(f"tinycc: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("tinycc: interrupted\n")
+        return 130
+    except Exception as e:  # internal error: one line unless --debug
+        if known.debug:
+            raise
+        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

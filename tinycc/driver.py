@@ -1,0 +1,149 @@
+"""The compile driver: one linear function from model file to project folder.
+
+load -> verify -> cleanup pipeline -> [prune] -> build deployment (cut, int8, classifier,
+buffer, memory model, budget) -> backend.check -> backend.emit into a temporary folder
+-> atomic rename. Nothing is written to the output path unless every step succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TinyccError
+from .ir.verify import verify
+from .passes import PassContext, PassRecord, run_pipeline
+
+log = logging.getLogger("tinycc.driver")
+
+
+def parse_bytes(text: str) -> int:
+    """'256K' -> 262144, '1M' -> 1048576, '8192' -> 8192 (binary multiples)."""
+    s = str(text).strip().upper().removesuffix("B")
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(s[-1:], 1)
+    num = s[:-1] if s[-1:] in "KMG" else s
+    try:
+        value = float(num) * mult
+    except ValueError:
+        raise TinyccError(f"cannot read a byte count from {text!r} (examples: 8192, 256K, 1M)") from None
+    if value <= 0:
+        raise TinyccError(f"byte count must be positive, got {text!r}")
+    return int(value)
+
+
+def add_compile_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("deployment")
+    g.add_argument("--cut", help="layer/tensor after which the trainable classifier starts (default: automatic)")
+    g.add_argument("--calib", help="calibration data: .npz/.npy, image folder, or SOURCE:ARG from a plugin")
+    g.add_argument("--observer", default="minmax", help="calibration observer (minmax, percentile)")
+    g.add_argument("--board", help="board preset (see `tinycc plugins`): sets the RAM/flash budget")
+    g.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
+    g.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
+    g.add_argument("--buffer", type=int, help="replay buffer capacity (default: the largest that fits)")
+    g.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
+    g.add_argument("--storage", default="int8", choices=["int8", "float32"], help="buffer entry storage")
+    g.add_argument("--tinyol", action="store_true", help="TinyOL mode: train on the latest sample only")
+    g.add_argument("--lr", type=float, default=0.01, help="on-device SGD learning rate")
+    g.add_argument("--epochs", type=int, default=1, help="epochs over the buffer per learned sample")
+    g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
+    g = p.add_argument_group("compiler")
+    g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
+    g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
+    try:
+        from .plugins.prune import add_prune_arguments
+    except ImportError:  # pruning plugin not built in
+        return
+    add_prune_arguments(p.add_argument_group("pruning"))
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"func", "command", "model", "target", "output", "plugin", "verbose", "debug"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+@dataclass
+class CompileResult:
+    output: Path
+    files: list[Path]
+    deployment: Any
+    passes: list[PassRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        mem = self.deployment.memory
+        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s"]
+        if "report" in mem:
+            lines.append(mem["report"])
+        return "\n".join(lines)
+
+
+def _check_output(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise TinyccError(f"{out} exists and is not empty (use --force to replace it)")
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move a finished project into place; the old folder goes only after the new one is in."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def compile_model(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> CompileResult:
+    """Compile ``model`` for ``target`` into ``output``; raise TinyccError on bad input."""
+    t0 = time.perf_counter()
+    reg = session.registry
+    backend = reg.backend(target)()
+    out = Path(output)
+    _check_output(out, bool(options.get("force")))
+    if options.get("board"):
+        reg.board(options["board"])  # unknown board: error before any work
+    if not os.path.exists(model):
+        raise TinyccError(f"{model}: no such file")
+    graph = reg.frontend_for(model).load(model, options)
+    verify(graph)
+    ctx = PassContext(options=options, session=session, progress=True)
+    kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
+          "dump_dir": out.parent}
+    records = run_pipeline(graph, reg.pipeline("cleanup"), ctx,
+                           dump_after=tuple(p for p in kw["dump_after"] if p in reg.pipeline("cleanup")),
+                           verify_each=kw["verify_each"], dump_dir=kw["dump_dir"])
+    prune = _prune_hook()
+    if prune is not None:
+        prune(graph, options, session)
+    from .plugins.ondevice import build_deployment
+
+    deployment = build_deployment(graph, options, session, backend)
+    backend.check(deployment, options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files = backend.emit(deployment, options, tmp)
+        report = {k: v for k, v in deployment.memory.items() if k != "report"}
+        (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+        files = [out / Path(f).relative_to(tmp) for f in files] + [out / "tinycc_memory.json"]
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CompileResult(out, files, deployment, records, time.perf_counter() - t0)
+
+
+def _prune_hook() -> Any:
+    try:
+        from .plugins.prune import prune_from_options
+    except ImportError:
+        return None
+    return prune_from_options

@@ -1,0 +1,65 @@
+"""The only extension contract of tinycc: pluggy hook specifications.
+
+Hooks *register* things into a :class:`tinycc.session.Registry`; the pass manager
+and the driver decide order and execution (pluggy's LIFO call order never matters).
+Built-in frontends, passes and backends use exactly these hooks.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .session import Registry
+
+hookspec = pluggy.HookspecMarker("tinycc")
+
+
+@hookspec
+def tinycc_register_frontends(registry: "Registry") -> None:
+    """Add model importers with ``registry.add_frontend(Frontend)``."""
+
+
+@hookspec
+def tinycc_register_passes(registry: "Registry") -> None:
+    """Add IR passes with ``registry.add_pass(PassClass)``."""
+
+
+@hookspec
+def tinycc_register_pipelines(registry: "Registry") -> None:
+    """Add named pass lists with ``registry.add_pipeline(name, [pass names])``."""
+
+
+@hookspec
+def tinycc_register_backends(registry: "Registry") -> None:
+    """Add code generators with ``registry.add_backend(BackendClass)``."""
+
+
+@hookspec
+def tinycc_register_boards(registry: "Registry") -> None:
+    """Add target boards with ``registry.add_board(Board)``."""
+
+
+@hookspec
+def tinycc_register_calibration_sources(registry: "Registry") -> None:
+    """Add calibration data providers with ``registry.add_calibration_source(name, fn)``;
+    ``fn(spec: str) -> numpy array`` of float samples in the model's input layout."""
+
+
+@hookspec
+def tinycc_register_prune_criteria(registry: "Registry") -> None:
+    """Add channel-importance criteria with ``registry.add_prune_criterion(name, fn)``;
+    ``fn(weights [O, ...]) -> scores [O]`` (higher = more important)."""
+
+
+@hookspec
+def tinycc_configure(config: Any) -> None:
+    """Adjust the session configuration after all plugins are registered."""
+
+
+@hookspec
+def tinycc_add_commands(subparsers: Any) -> None:
+    """Add CLI subcommands: ``p = subparsers.add_parser(...); p.set_defaults(func=handler)``
+    where ``handler(args, session) -> int`` returns the exit code. Import heavy modules
+    (tensorflow) inside the handler, never at plugin import time."""

@@ -1,0 +1,77 @@
+"""Pass base class, pass context and the pass manager that runs pipelines."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .ir.graph import Graph, IRError
+from .ir.verify import verify
+from .errors import TinyccError
+
+log = logging.getLogger("tinycc.passes")
+
+
+@dataclass
+class PassContext:
+    """What a pass may read besides the graph: options, the session, shared results."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    session: Any = None
+    results: dict[str, Any] = field(default_factory=dict)  # reports keyed by pass name
+    progress: bool = False
+
+    def option(self, key: str, default: Any = None) -> Any:
+        v = self.options.get(key)
+        return default if v is None else v
+
+
+class Pass:
+    """A named graph transformation. ``run`` returns True when it changed the graph."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class PassRecord:
+    name: str
+    seconds: float
+    changed: bool
+
+
+def run_pipeline(graph: Graph, pass_names: list[str], ctx: PassContext, *, verify_each: bool = True,
+                 dump_after: tuple[str, ...] = (), dump_dir: str | Path | None = None) -> list[PassRecord]:
+    """Run passes in order on ``graph`` (in place). Unknown names are a hard error."""
+    registry = ctx.session.registry
+    unknown = [n for n in pass_names if n not in registry.passes]
+    if unknown:
+        raise TinyccError(f"unknown pass(es): {', '.join(unknown)}; registered: {', '.join(sorted(registry.passes))}")
+    bad_dump = [n for n in dump_after if n not in pass_names]
+    if bad_dump:
+        raise TinyccError(f"--dump-after names passes not in the pipeline: {', '.join(bad_dump)}")
+    records = []
+    for name in pass_names:
+        p = registry.passes[name].obj()
+        t0 = time.perf_counter()
+        changed = bool(p.run(graph, ctx))
+        dt = time.perf_counter() - t0
+        records.append(PassRecord(name, dt, changed))
+        log.info("pass %s: %.3f s%s", name, dt, " (changed)" if changed else "")
+        if verify_each:
+            try:
+                verify(graph)
+            except IRError as e:
+                raise IRError(f"after pass {name!r}: {e}") from None
+        if name in dump_after:
+            from .ir import serialize
+
+            out = Path(dump_dir or ".") / f"{graph.name}.after-{name}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            serialize.save(graph, out)
+    return records
