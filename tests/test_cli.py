@@ -1,0 +1,84 @@
+"""CLI behaviour: exit codes, one-line errors without tracebacks, inspect output."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "digits_cnn.h5"
+
+
+def tinycc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_inspect_table_and_json() -> None:
+    r = tinycc("inspect", str(EXAMPLE))
+    assert r.returncode == 0, r.stderr
+    assert "conv1" in r.stdout and "total" in r.stdout
+    r = tinycc("inspect", str(EXAMPLE), "--json")
+    data = json.loads(r.stdout)
+    assert data["totals"]["params"] == 6242  # Keras count_params() of the example model
+    assert sum(l["params"] for l in data["layers"]) == 6242
+    assert any(l["op"] == "conv2d" and l["layer"] == "conv1" for l in data["layers"])
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_clean_error(tinycc("inspect", str(tmp_path / "nope.h5")), 2, "nope.h5")
+
+
+def test_wrong_extension(tmp_path: Path) -> None:
+    p = tmp_path / "model.onnx"
+    p.write_bytes(b"\0" * 10)
+    assert_clean_error(tinycc("inspect", str(p)), 2, "extension")
+
+
+def test_random_bytes_and_truncated(tmp_path: Path) -> None:
+    rnd = tmp_path / "random.h5"
+    rnd.write_bytes(bytes(range(256)) * 40)
+    assert_clean_error(tinycc("inspect", str(rnd)), 2, "random.h5")
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(EXAMPLE.read_bytes()[:5000])
+    assert_clean_error(tinycc("inspect", str(trunc)), 2, "trunc.h5")
+    bad_keras = tmp_path / "bad.keras"
+    bad_keras.write_bytes(b"not a zip at all")
+    assert_clean_error(tinycc("inspect", str(bad_keras)), 2, "bad.keras")
+
+
+def test_usage_errors_exit_2() -> None:
+    r = tinycc("compile", str(EXAMPLE))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = tinycc("no-such-command")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_unknown_target_lists_targets(tmp_path: Path) -> None:
+    r = tinycc("compile", str(EXAMPLE), "--target", "fpga", "-o", str(tmp_path / "out"))
+    assert_clean_error(r, 2, "fpga", "registered targets")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    import keras
+
+    inp = keras.Input((6, 4))
+    x = keras.layers.LSTM(3, name="my_lstm")(inp)
+    out = keras.layers.Dense(2, name="head")(x)
+    path = tmp_path / "lstm.keras"
+    keras.Model(inp, out).save(path)
+    assert_clean_error(tinycc("inspect", str(path)), 2, "my_lstm", "LSTM")
