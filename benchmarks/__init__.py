@@ -1,0 +1,1 @@
+"""tinycc benchmarks: ``python -m benchmarks NAME --data DIR --out DIR``."""

@@ -1,0 +1,175 @@
+"""Standard cleanup passes: dropout removal, BatchNorm folding, activation fusion, Rescaling folding.
+
+- ``remove_dropout``: Dropout (and identity ops the frontend kept for names) are inference no-ops.
+- ``fold_batchnorm``: BN right after Conv2D/DepthwiseConv2D/Dense (whose output has no other
+  reader and no fused activation) is folded into the weights and bias; other BNs stay.
+- ``fuse_activations``: ReLU/ReLU6 after Conv2D/DepthwiseConv2D/Dense/Add/Mul becomes the
+  producer's ``activation`` attribute (as TFLite fuses them), when the producer has one reader.
+- ``fold_rescaling``: a Rescaling that feeds only a Conv2D/Dense folds into its weights and bias
+  when exact: scale always; a non-zero offset only if no zero padding is applied ('valid' conv
+  or Dense), because padded zeros would otherwise receive the offset.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from ..ir.graph import Graph, Op
+from ..ir.ops import OpKind
+from ..passes import Pass, PassContext
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+
+_LINEAR = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
+
+
+def _single_reader(graph: Graph, tensor: str) -> Op | None:
+    readers = graph.consumers(tensor)
+    if len(readers) != 1 or tensor in graph.outputs:
+        return None
+    return readers[0]
+
+
+def _out_axis_weights(graph: Graph, op: Op) -> np.ndarray:
+    """Weights reshaped so that axis 0 is the output channel."""
+    w = graph.tensors[op.inputs[1]].data
+    if op.kind == OpKind.DEPTHWISE_CONV2D:
+        return np.moveaxis(w, 3, 0)
+    return w
+
+
+def _set_out_axis_weights(graph: Graph, op: Op, w: np.ndarray) -> None:
+    if op.kind == OpKind.DEPTHWISE_CONV2D:
+        w = np.moveaxis(w, 0, 3)
+    name = graph.unique_tensor_name(op.inputs[1])
+    graph.add_const(name, np.ascontiguousarray(w, dtype=np.float32))
+    op.inputs[1] = name
+
+
+def _bias(graph: Graph, op: Op) -> np.ndarray:
+    n = graph.tensors[op.outputs[0]].shape[-1]
+    return graph.tensors[op.inputs[2]].data.copy() if len(op.inputs) > 2 else np.zeros(n, np.float32)
+
+
+def _set_bias(graph: Graph, op: Op, b: np.ndarray) -> None:
+    name = graph.unique_tensor_name(op.inputs[2] if len(op.inputs) > 2 else f"{op.name}/bias")
+    graph.add_const(name, b.astype(np.float32))
+    if len(op.inputs) > 2:
+        op.inputs[2] = name
+    else:
+        op.inputs.append(name)
+
+
+class RemoveDropout(Pass):
+    name = "remove_dropout"
+    description = "remove Dropout and identity ops (inference no-ops)"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        for op in [o for o in graph.ops if o.kind == OpKind.DROPOUT]:
+            if op.outputs[0] in graph.outputs and op.inputs[0] in graph.inputs:
+                continue
+            graph.bypass(op)
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
+class FoldBatchNorm(Pass):
+    name = "fold_batchnorm"
+    description = "fold BatchNormalization into the preceding Conv2D/DepthwiseConv2D/Dense"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        producers = graph.producers_map()
+        for bn in [o for o in graph.ops if o.kind == OpKind.BATCH_NORM]:
+            prev = producers.get(bn.inputs[0])
+            if prev is None or prev.kind not in _LINEAR or prev.attrs["activation"] != "none":
+                continue
+            if _single_reader(graph, prev.outputs[0]) is not bn:
+                continue
+            gamma, beta, mean, var = (graph.tensors[t].data.astype(np.float64) for t in bn.inputs[1:5])
+            scale = gamma / np.sqrt(var + bn.attrs["epsilon"])
+            w = _out_axis_weights(graph, prev).astype(np.float64)
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = (_bias(graph, prev).astype(np.float64) - mean) * scale + beta
+            _set_out_axis_weights(graph, prev, w)
+            _set_bias(graph, prev, b)
+            graph.bypass(bn)
+            producers = graph.producers_map()
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
+class FuseActivations(Pass):
+    name = "fuse_activations"
+    description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        producers = graph.producers_map()
+        for act in [o for o in graph.ops if o.kind in (OpKind.RELU, OpKind.RELU6)]:
+            prev = producers.get(act.inputs[0])
+            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL):
+                continue
+            if prev.attrs["activation"] != "none" or _single_reader(graph, prev.outputs[0]) is not act:
+                continue
+            prev.attrs["activation"] = act.kind.value
+            # keep the activation's tensor name: later references (cut points, outputs) still resolve
+            old, new = prev.outputs[0], act.outputs[0]
+            graph.ops.remove(act)
+            prev.outputs = [new]
+            graph.tensors.pop(old, None)
+            producers = graph.producers_map()
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
+class FoldRescaling(Pass):
+    name = "fold_rescaling"
+    description = "fold Rescaling into the following Conv2D/Dense when exact"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        for rs in [o for o in graph.ops if o.kind == OpKind.RESCALE]:
+            nxt = _single_reader(graph, rs.outputs[0])
+            if nxt is None or nxt.kind not in (OpKind.CONV2D, OpKind.DENSE) or nxt.inputs[0] != rs.outputs[0]:
+                continue
+            if nxt.kind == OpKind.CONV2D and nxt.attrs["groups"] != 1:
+                continue
+            cin = graph.tensors[rs.inputs[0]].shape[-1]
+            scale = np.broadcast_to(np.asarray(rs.attrs["scale"], np.float64), (cin,))
+            offset = np.broadcast_to(np.asarray(rs.attrs["offset"], np.float64), (cin,))
+            padded = nxt.kind == OpKind.CONV2D and nxt.attrs["padding"] == "same" and \
+                graph.tensors[nxt.inputs[1]].shape[1:3] != (1, 1)
+            if padded and np.any(offset != 0):
+                continue
+            w = graph.tensors[nxt.inputs[1]].data.astype(np.float64)  # [O, ..., I]
+            b = _bias(graph, nxt).astype(np.float64)
+            b = b + (w * offset).reshape(w.shape[0], -1).sum(axis=1) if np.any(offset != 0) else b
+            w = w * scale
+            _set_out_axis_weights(graph, nxt, w)
+            if np.any(offset != 0) or len(nxt.inputs) > 2:
+                _set_bias(graph, nxt, b)
+            graph.bypass(rs)
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
+PASSES = (RemoveDropout, FoldBatchNorm, FuseActivations, FoldRescaling)
+
+
+@hookimpl
+def tinycc_register_passes(registry: Any) -> None:
+    for p in PASSES:
+        registry.add_pass(p)
+
+
+@hookimpl
+def tinycc_register_pipelines(registry: Any) -> None:
+    registry.add_pipeline("cleanup", [p.name for p in PASSES])
