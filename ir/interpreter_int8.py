@@ -1,0 +1,236 @@
+"""int8 reference interpreter: numpy kernels bit-exact with TFLite's reference kernels.
+
+Runs a quantized graph (see docs/architecture.md, "Quantized IR"). Float ops after a
+DEQUANTIZE (the classifier of a combined graph) run on the float kernels.
+Requantization parameters are derived from tensor scales exactly as TFLite's Prepare does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import interpreter as fl
+from .graph import Graph, IRError, Op
+from .ops import OpKind, same_padding
+from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
+                    multiply_by_quantized_multiplier_int64, quantize, quantize_multiplier,
+                    rounding_divide_by_pot, saturating_rounding_doubling_high_mul)
+from .tensor import DType, QuantParams
+
+Array = np.ndarray
+
+# ops whose int8 kernels exist here (and in the C runtime); anything else has no int8 kernel
+INT8_KINDS = frozenset({
+    OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
+    OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
+    OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE,
+})
+# ops whose int8 output must carry the input's quantization parameters (TFLite rules)
+SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
+                         OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
+
+
+def _qp(q: QuantParams | None, what: str) -> tuple[float, int]:
+    if q is None:
+        raise IRError(f"{what} has no quantization parameters")
+    return float(q.scale[0]), int(q.zero_point[0])
+
+
+def _clamp(x: Array, lo: int, hi: int) -> Array:
+    return np.clip(x, lo, hi).astype(np.int8)
+
+
+def _windows_padded(x: Array, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: str,
+                    fill: int) -> Array:
+    if padding == "same":
+        pt, pb = same_padding(x.shape[1], kh, sh, dh)
+        pl, pr = same_padding(x.shape[2], kw, sw, dw)
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=fill)
+    return fl._windows(np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw)
+
+
+def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[int, int]) -> Array:
+    return _clamp(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, *act)
+
+
+def conv_params(g: Graph, op: Op) -> dict:
+    """Everything an int8 Conv2D/DepthwiseConv2D/Dense kernel needs (shared with the C emitter)."""
+    x, w, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
+    out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
+    if w.quant is None:
+        raise IRError(f"{op.describe()}: weights are not quantized")
+    ws = w.quant.scale.astype(np.float32)
+    if op.kind == OpKind.DENSE and not w.quant.per_axis:
+        m, s = fc_requant(in_s, float(ws[0]), out_s)
+        mult, shift = np.array([m], np.int64), np.array([s], np.int64)
+    else:
+        mult, shift = conv_requant(in_s, ws, out_s)
+    bias = g.tensors[op.inputs[2]].data.astype(np.int64) if len(op.inputs) > 2 else None
+    return {"in_zp": in_zp, "out_zp": out_zp, "mult": mult, "shift": shift, "bias": bias,
+            "act": activation_range(op.attrs.get("activation", "none"), out_s, out_zp)}
+
+
+def _conv(g: Graph, op: Op, x: Array) -> Array:
+    p = conv_params(g, op)
+    w = g.tensors[op.inputs[1]].data.astype(np.int64)
+    a = op.attrs
+    (sh, sw), (dh, dw) = a["strides"], a["dilation"]
+    xo = x.astype(np.int64) - p["in_zp"]  # padded pixels contribute 0, like TFLite skipping them
+    if op.kind == OpKind.DEPTHWISE_CONV2D:
+        _, kh, kw, cm = w.shape
+        m = a["depth_multiplier"]
+        win = _windows_padded(xo, kh, kw, sh, sw, dh, dw, a["padding"], 0)
+        acc = np.einsum("nhwijc,ijcm->nhwcm", win, w.reshape(kh, kw, cm // m, m))
+        acc = acc.reshape(acc.shape[:3] + (cm,))
+    else:
+        o, kh, kw, ig = w.shape
+        gr = a["groups"]
+        win = _windows_padded(xo, kh, kw, sh, sw, dh, dw, a["padding"], 0)
+        if gr == 1:
+            acc = np.tensordot(win, w, axes=([3, 4, 5], [1, 2, 3]))
+        else:
+            n, oh, ow = win.shape[:3]
+            acc = np.einsum("nhwijgc,gkijc->nhwgk", win.reshape(n, oh, ow, kh, kw, gr, ig),
+                            w.reshape(gr, o // gr, kh, kw, ig)).reshape(n, oh, ow, o)
+    if p["bias"] is not None:
+        acc = acc + p["bias"]
+    return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
+
+
+def _dense(g: Graph, op: Op, x: Array, flavor: str) -> Array:
+    p = conv_params(g, op)
+    w = g.tensors[op.inputs[1]].data.astype(np.int64)
+    acc = np.matmul(x.astype(np.int64) - p["in_zp"], w.T)
+    if p["bias"] is not None:
+        acc = acc + p["bias"]
+    if flavor == "tflite":  # TFLite's reference FULLY_CONNECTED rounds once (see quant.py)
+        return _clamp(multiply_by_quantized_multiplier_int64(acc, p["mult"], p["shift"]) + p["out_zp"], *p["act"])
+    return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
+
+
+def _round_div(acc: Array, cnt: Array) -> Array:
+    """TFLite average: (acc + cnt/2) / cnt for acc > 0 else (acc - cnt/2) / cnt, truncating."""
+    num = np.where(acc > 0, acc + cnt // 2, acc - cnt // 2)
+    return np.sign(num) * (np.abs(num) // cnt)
+
+
+def _pool(g: Graph, op: Op, x: Array) -> Array:
+    a = op.attrs
+    y = g.tensors[op.outputs[0]]
+    s, zp = _qp(y.quant, f"{op.describe()} output")
+    act = activation_range(a.get("activation", "none"), s, zp)
+    if op.kind in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+        ph, pw, sh, sw, pad = x.shape[1], x.shape[2], 1, 1, "valid"
+    else:
+        (ph, pw), (sh, sw), pad = a["pool_size"], a["strides"], a["padding"]
+    xi = x.astype(np.int64)
+    if op.kind in (OpKind.MAX_POOL2D, OpKind.GLOBAL_MAX_POOL):
+        out = _windows_padded(xi, ph, pw, sh, sw, 1, 1, pad, -(1 << 40)).max(axis=(3, 4))
+    else:
+        acc = _windows_padded(xi, ph, pw, sh, sw, 1, 1, pad, 0).sum(axis=(3, 4))
+        ones = np.ones((1,) + x.shape[1:3] + (1,), np.int64)
+        cnt = _windows_padded(ones, ph, pw, sh, sw, 1, 1, pad, 0).sum(axis=(3, 4))
+        out = _round_div(acc, cnt)
+    out = _clamp(out, *act)
+    return out.reshape((x.shape[0],) + y.shape[1:])
+
+
+def add_params(s1: float, s2: float, so: float) -> dict:
+    """TFLite int8 ADD Prepare: left shift 20, inputs scaled to twice the larger input scale."""
+    twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
+    m1, e1 = quantize_multiplier(float(np.float32(s1)) / twice_max)
+    m2, e2 = quantize_multiplier(float(np.float32(s2)) / twice_max)
+    mo, eo = quantize_multiplier(twice_max / ((1 << 20) * float(np.float32(so))))
+    return {"left_shift": 20, "m1": m1, "e1": e1, "m2": m2, "e2": e2, "mo": mo, "eo": eo}
+
+
+def _scaled(v: Array, m: int, e: int) -> Array:
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(v, m), -e)
+
+
+def _binary(g: Graph, op: Op, a: Array, b: Array) -> Array:
+    (s1, z1), (s2, z2) = (_qp(g.tensors[t].quant, f"{op.describe()} input") for t in op.inputs)
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    act = activation_range(op.attrs["activation"], so, zo)
+    a64, b64 = a.astype(np.int64) - z1, b.astype(np.int64) - z2
+    if op.kind == OpKind.ADD:
+        p = add_params(s1, s2, so)
+        sa = _scaled(a64 * (1 << p["left_shift"]), p["m1"], p["e1"])
+        sb = _scaled(b64 * (1 << p["left_shift"]), p["m2"], p["e2"])
+        out = _scaled(sa + sb, p["mo"], p["eo"]) + zo
+    else:
+        real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
+        m, e = quantize_multiplier(float(np.float32(real)))
+        out = multiply_by_quantized_multiplier(a64 * b64, m, e) + zo
+    return _clamp(out, *act)
+
+
+def _relu(g: Graph, op: Op, x: Array) -> Array:
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+    act = activation_range("relu" if op.kind == OpKind.RELU else "relu6", so, zo)
+    return _clamp(multiply_by_quantized_multiplier(x.astype(np.int64) - zi, m, e) + zo, *act)
+
+
+def _check_same(g: Graph, op: Op) -> None:
+    out = g.tensors[op.outputs[0]].quant
+    for t in op.inputs:
+        if not g.tensors[t].is_const and not out.equals(g.tensors[t].quant):
+            raise IRError(f"{op.describe()}: int8 input {t!r} must share the output's quantization parameters")
+
+
+def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Array:
+    k = op.kind
+    if k == OpKind.QUANTIZE:
+        s, zp = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+        return quantize(args[0], s, zp)
+    if k == OpKind.DEQUANTIZE:
+        s, zp = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+        return dequantize(args[0], s, zp)
+    if g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+        return fl.eval_op(op, args, g)
+    if k not in INT8_KINDS:
+        raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")
+    if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
+        return _conv(g, op, args[0])
+    if k == OpKind.DENSE:
+        return _dense(g, op, args[0], flavor)
+    if k in (OpKind.RELU, OpKind.RELU6):
+        return _relu(g, op, args[0])
+    if k in (OpKind.ADD, OpKind.MUL):
+        return _binary(g, op, args[0], args[1])
+    if k in SAME_PARAMS:
+        _check_same(g, op)
+    if k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+        return _pool(g, op, args[0])
+    if k in (OpKind.FLATTEN, OpKind.RESHAPE):
+        return args[0].reshape((args[0].shape[0],) + g.tensors[op.outputs[0]].shape[1:])
+    if k == OpKind.PAD:
+        _, zp = _qp(g.tensors[op.outputs[0]].quant, "pad output")
+        (t, b), (l, r) = op.attrs["paddings"]
+        return np.pad(args[0], ((0, 0), (t, b), (l, r), (0, 0)), constant_values=zp)
+    if k == OpKind.CONCAT:
+        return np.concatenate(args, axis=op.attrs["axis"])
+    raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")  # pragma: no cover
+
+
+def run_int8(graph: Graph, inputs: dict[str, Array] | Array, outputs: list[str] | None = None,
+             flavor: str = "tflm") -> dict[str, Array]:
+    """Execute a quantized graph on a batch; float graph inputs go through QUANTIZE ops.
+
+    ``flavor``: "tflm" (default) is bit-exact with TFLite Micro and tinycc's C runtime;
+    "tflite" is bit-exact with TFLite's BUILTIN_REF kernels. They differ only in
+    FULLY_CONNECTED's final rounding (TFLite rounds once, TFLite Micro twice).
+    """
+    if not isinstance(inputs, dict):
+        inputs = {graph.inputs[0]: inputs}
+    want = list(outputs or graph.outputs)
+    env: dict[str, Array] = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        env[name] = np.asarray(inputs[name], dtype=t.dtype.numpy)
+    for op in graph.ops:
+        args = [env[t] if t in env else graph.tensors[t].data for t in op.inputs]
+        env[op.outputs[0]] = eval_int8(graph, op, args, flavor)
+    return {t: env[t] for t in want}

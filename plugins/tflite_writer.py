@@ -1,0 +1,206 @@
+"""Serialise a quantized IR graph to a TFLite flatbuffer (schema version 3).
+
+Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
+relu/relu6 -> RELU/RELU6, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool ->
+AVERAGE_POOL_2D over the whole map (+ RESHAPE without keepdims; same arithmetic as the IR's
+int8 kernel), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape -> RESHAPE, add/mul ->
+ADD/MUL, concat -> CONCATENATION, pad -> PAD, quantize/dequantize -> QUANTIZE/DEQUANTIZE.
+Output bytes are deterministic.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..ir.graph import Graph, Op
+from ..ir.ops import OpKind
+from ..ir.tensor import DType, Tensor
+from .tflite_schema import schema
+
+# operator versions as the TFLite converter emits them for int8 models
+_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2, "MAX_POOL_2D": 2,
+             "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2, "PAD": 2, "QUANTIZE": 2,
+             "DEQUANTIZE": 2}
+_ACT = {"none": 0, "relu": 1, "relu6": 3}
+_TYPES = {DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT8: 9}
+
+
+class _Writer:
+    def __init__(self, graph: Graph) -> None:
+        self.s = schema()
+        self.g = graph
+        self.buffers: list[Any] = [self.s.BufferT()]
+        self.tensors: list[Any] = []
+        self.index: dict[str, int] = {}
+        self.opcodes: list[str] = []
+        self.operators: list[Any] = []
+
+    def tensor(self, t: Tensor) -> int:
+        if t.name in self.index:
+            return self.index[t.name]
+        s = self.s
+        tt = s.TensorT()
+        tt.name = t.name.encode()
+        tt.shape = np.array(t.shape, np.int32)
+        tt.type = _TYPES[t.dtype]
+        tt.buffer = 0
+        if t.data is not None:
+            b = s.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(t.data).astype(t.data.dtype.newbyteorder("<")).tobytes(),
+                                   np.uint8)
+            self.buffers.append(b)
+            tt.buffer = len(self.buffers) - 1
+        if t.quant is not None:
+            q = s.QuantizationParametersT()
+            q.scale = t.quant.scale.astype(np.float32)
+            q.zeroPoint = t.quant.zero_point.astype(np.int64)
+            q.quantizedDimension = int(t.quant.axis or 0)
+            tt.quantization = q
+        self.tensors.append(tt)
+        self.index[t.name] = len(self.tensors) - 1
+        return self.index[t.name]
+
+    def const_i32(self, name: str, values: list[int]) -> int:
+        arr = np.array(values, np.int32)
+        return self.tensor(Tensor(name, arr.shape, DType.INT32, arr))
+
+    def emit(self, code: str, inputs: list[int], outputs: list[int], opt_type: int = 0, opt: Any = None) -> None:
+        if code not in self.opcodes:
+            self.opcodes.append(code)
+        o = self.s.OperatorT()
+        o.opcodeIndex = self.opcodes.index(code)
+        o.inputs = np.array(inputs, np.int32)
+        o.outputs = np.array(outputs, np.int32)
+        if opt is not None:
+            o.builtinOptionsType = opt_type
+            o.builtinOptions = opt
+        self.operators.append(o)
+
+    def op(self, op: Op) -> None:
+        s, g = self.s, self.g
+        ins = [self.tensor(g.tensors[t]) for t in op.inputs]
+        outs = [self.tensor(g.tensors[t]) for t in op.outputs]
+        a, k = op.attrs, op.kind
+        if k == OpKind.CONV2D:
+            if a["groups"] != 1:
+                raise UnsupportedLayerError(
+                    f"layer {op.origin!r}: grouped convolution ({a['groups']} groups) has no TFLite/TFLite Micro "
+                    "reference kernel; use the 'c' target, or depthwise (groups == channels)")
+            o = s.Conv2DOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.dilationHFactor, o.dilationWFactor = a["dilation"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("CONV_2D", ins, outs, s.BuiltinOptions.Conv2DOptions, o)
+        elif k == OpKind.DEPTHWISE_CONV2D:
+            o = s.DepthwiseConv2DOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.dilationHFactor, o.dilationWFactor = a["dilation"]
+            o.depthMultiplier = a["depth_multiplier"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("DEPTHWISE_CONV_2D", ins, outs, s.BuiltinOptions.DepthwiseConv2DOptions, o)
+        elif k == OpKind.DENSE:
+            o = s.FullyConnectedOptionsT()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            o.keepNumDims = len(g.tensors[op.inputs[0]].shape) > 2
+            if len(ins) == 2:
+                ins.append(-1)
+            self.emit("FULLY_CONNECTED", ins, outs, s.BuiltinOptions.FullyConnectedOptions, o)
+        elif k in (OpKind.RELU, OpKind.RELU6):
+            self.emit(k.name, ins, outs)
+        elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D):
+            self._pool("MAX_POOL_2D" if k == OpKind.MAX_POOL2D else "AVERAGE_POOL_2D", ins, outs,
+                       a["pool_size"], a["strides"], a["padding"], a["activation"])
+        elif k in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+            x = g.tensors[op.inputs[0]]
+            y = g.tensors[op.outputs[0]]
+            code = "AVERAGE_POOL_2D" if k == OpKind.GLOBAL_AVG_POOL else "MAX_POOL_2D"
+            if a["keepdims"]:
+                self._pool(code, ins, outs, x.shape[1:3], (1, 1), "valid", "none")
+            else:
+                mid = self.tensor(Tensor(f"{y.name}/pooled", (x.shape[0], 1, 1, x.shape[3]), y.dtype, quant=y.quant))
+                self._pool(code, ins, [mid], x.shape[1:3], (1, 1), "valid", "none")
+                self._reshape([mid], outs, y.shape)
+        elif k in (OpKind.FLATTEN, OpKind.RESHAPE):
+            self._reshape(ins, outs, g.tensors[op.outputs[0]].shape)
+        elif k in (OpKind.ADD, OpKind.MUL):
+            o = (s.AddOptionsT if k == OpKind.ADD else s.MulOptionsT)()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit(k.name, ins, outs, s.BuiltinOptions.AddOptions if k == OpKind.ADD else s.BuiltinOptions.MulOptions, o)
+        elif k == OpKind.CONCAT:
+            o = s.ConcatenationOptionsT()
+            o.axis = a["axis"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("CONCATENATION", ins, outs, s.BuiltinOptions.ConcatenationOptions, o)
+        elif k == OpKind.PAD:
+            (t, b), (l, r) = a["paddings"]
+            pads = self.tensor(Tensor(f"{op.name}/paddings", (4, 2), DType.INT32,
+                                      np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32)))
+            self.emit("PAD", ins + [pads], outs, s.BuiltinOptions.PadOptions, s.PadOptionsT())
+        elif k in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
+            self.emit(k.name, ins, outs)
+        else:
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite")
+
+    def _pool(self, code: str, ins: list[int], outs: list[int], size: Any, strides: Any, padding: str, act: str) -> None:
+        o = self.s.Pool2DOptionsT()
+        o.padding = 0 if padding == "same" else 1
+        o.filterHeight, o.filterWidth = int(size[0]), int(size[1])
+        o.strideH, o.strideW = int(strides[0]), int(strides[1])
+        o.fusedActivationFunction = _ACT[act]
+        self.emit(code, ins, outs, self.s.BuiltinOptions.Pool2DOptions, o)
+
+    def _reshape(self, ins: list[int], outs: list[int], shape: tuple[int, ...]) -> None:
+        name = f"{self.tensors[outs[0]].name.decode()}/shape"
+        shp = self.const_i32(name, list(shape))
+        o = self.s.ReshapeOptionsT()
+        o.newShape = np.array(shape, np.int32)
+        self.emit("RESHAPE", ins[:1] + [shp], outs, self.s.BuiltinOptions.ReshapeOptions, o)
+
+    def finish(self) -> bytes:
+        import flatbuffers
+
+        s = self.s
+        for t in self.g.inputs:
+            self.tensor(self.g.tensors[t])
+        for op in self.g.ops:
+            self.op(op)
+        sub = s.SubGraphT()
+        sub.tensors = self.tensors
+        sub.inputs = np.array([self.index[t] for t in self.g.inputs], np.int32)
+        sub.outputs = np.array([self.index[t] for t in self.g.outputs], np.int32)
+        sub.operators = self.operators
+        sub.name = b"main"
+        codes = []
+        for name in self.opcodes:
+            oc = s.OperatorCodeT()
+            code = getattr(s.BuiltinOperator, name)
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)
+            oc.version = _VERSIONS.get(name, 1)
+            codes.append(oc)
+        m = s.ModelT()
+        m.version = 3
+        m.operatorCodes = codes
+        m.subgraphs = [sub]
+        m.description = b"tinycc"
+        m.buffers = self.buffers
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def write_tflite(graph: Graph) -> bytes:
+    """The graph as TFLite flatbuffer bytes (int8 tensors carry their quantization)."""
+    return _Writer(graph).finish()
+
+
+def operator_names(tflite: bytes) -> list[str]:
+    """Builtin operator names used by a .tflite model, in its operator-code order."""
+    from .tflite_schema import builtin_name
+
+    m = schema().ModelT.InitFromPackedBuf(tflite, 0)
+    return [builtin_name(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in m.operatorCodes]
