@@ -227,7 +227,8 @@ class QuantizeInt8(Pass):
             ten = graph.tensors[t]
             ten.quant = params[t]
             ten.dtype = DType.INT8
-        self._boundaries(graph, params, bool(ctx.option("int8_io", False)))
+        io = bool(ctx.option("int8_io", False))
+        self._boundaries(graph, bool(ctx.option("int8_input", io)), bool(ctx.option("int8_output", io)))
         graph.meta["quantized"] = "int8"
         return True
 
@@ -267,10 +268,10 @@ class QuantizeInt8(Pass):
         graph.prune_unused()
 
     @staticmethod
-    def _boundaries(graph: Graph, params: dict[str, QuantParams], int8_io: bool) -> None:
+    def _boundaries(graph: Graph, int8_input: bool, int8_output: bool) -> None:
         for i, name in enumerate(list(graph.inputs)):
             t = graph.tensors[name]
-            if int8_io:
+            if int8_input:
                 continue
             q = Tensor(graph.unique_tensor_name(f"{name}_int8"), t.shape, DType.INT8, quant=t.quant)
             graph.add_tensor(q)
@@ -278,7 +279,7 @@ class QuantizeInt8(Pass):
             graph.ops.insert(0, Op(graph.unique_op_name(f"{name}_quantize"), OpKind.QUANTIZE, [name], [q.name],
                                    {}, origin=name))
             t.dtype, t.quant = DType.FLOAT32, None
-        if int8_io:
+        if int8_output:
             return
         for i, name in enumerate(list(graph.outputs)):
             t = graph.tensors[name]

@@ -1,0 +1,116 @@
+"""The `c` backend: an interpreter-free C99 project (static arena, const weights, on-device training)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from ... import __version__
+from ...errors import UnsupportedLayerError
+from ...ir.deployment import Deployment
+from ...ir.graph import Graph
+from ...memory import plan
+from ..base import Backend
+from .emitter import C_KINDS, _c_float, build_emit_model
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+HERE = Path(__file__).parent
+RUNTIME_FILES = ("tinycc_port.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
+
+
+def _env() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+    def wrap(values: list[str], per_line: int = 16) -> str:
+        lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
+        return ",\n".join("    " + l for l in lines)
+
+    env.filters["wrap"] = wrap
+    return env
+
+
+def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels embedded in the demo: options['test_vectors'] or calibration samples."""
+    tv = options.get("test_vectors")
+    if tv is not None:
+        x, y = tv
+    else:
+        x = np.asarray(dep.meta.get("samples", np.zeros((0,))))
+        y = np.asarray(dep.meta.get("labels", np.arange(len(x))))
+    x = np.asarray(x, np.float32)
+    if x.size == 0:
+        x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
+        y = np.zeros(1, np.int64)
+    n = min(len(x), int(options.get("test_count") or 8))
+    return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+
+
+def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True) -> list[Path]:
+    """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir."""
+    em = build_emit_model(dep, options)
+    env = _env()
+    name = dep.name
+    c = em.consts
+    quant_call = [k for k in em.calls if k.fn == "tcc_quantize_f32"]
+    ctx = {
+        "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
+        "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "lr": _c_float(dep.train.lr),
+        "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
+        "source": dep.meta.get("source", {}).get("path", dep.name),
+        "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),
+        "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
+        "n_layers": len(dep.classifier),
+    }
+    files = {"model.c": "model.c.j2", "model.h": "model.h.j2", "tinycc_config.h": "tinycc_config.h.j2"}
+    if with_main:
+        files.update({"main.c": "main.c.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
+                      "README.md": "README.md.j2", "cortexm/startup.c": "cortexm/startup.c.j2",
+                      "cortexm/link.ld": "cortexm/link.ld.j2"})
+    written = []
+    for out, tpl in files.items():
+        path = outdir / out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(env.get_template(tpl).render(**ctx))
+        written.append(path)
+    if with_main:
+        x, y = test_vectors(dep, options)
+        size = int(np.prod(x.shape[1:]))
+        rows = [[_c_float(v) for v in r.reshape(-1)] for r in x]
+        tv = env.get_template("test_vectors.h.j2").render(n=len(x), size=size, xs=rows, ys=[str(int(v)) for v in y],
+                                                          n_learn=int(options.get("test_learn") or len(x)))
+        (outdir / "test_vectors.h").write_text(tv)
+        written.append(outdir / "test_vectors.h")
+    rt = outdir / "runtime"
+    rt.mkdir(exist_ok=True)
+    for f in RUNTIME_FILES:
+        shutil.copyfile(HERE / "runtime" / f, rt / f)
+        written.append(rt / f)
+    return written
+
+
+class CBackend(Backend):
+    name = "c"
+    description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
+
+    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        for op in deployment.extractor.ops:
+            if op.kind not in C_KINDS:
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+
+    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        return max(plan(extractor, options.get("planner") or "best").arena, 16)
+
+    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
+        return render_project(deployment, options, outdir)
+
+
+@hookimpl
+def tinycc_register_backends(registry: Any) -> None:
+    registry.add_backend(CBackend)

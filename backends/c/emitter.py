@@ -1,0 +1,238 @@
+"""Emit model: the backend-neutral description (arrays, kernel calls, sizes) that templates render."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import UnsupportedLayerError
+from ...ir.deployment import Deployment
+from ...ir.graph import Graph, Op
+from ...ir.interpreter_int8 import add_params, conv_params
+from ...ir.ops import OpKind, same_padding
+from ...ir.quant import activation_range, quantize_multiplier
+from ...memory import MemoryPlan, plan
+
+C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
+           OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
+           OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE}
+ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
+
+
+@dataclass
+class CArray:
+    name: str
+    ctype: str
+    values: list[str]
+    flash: bool = True
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Call:
+    fn: str
+    args: list[str]
+    comment: str = ""
+    skip_when_int8_input: bool = False
+
+
+@dataclass
+class EmitModel:
+    name: str
+    arrays: list[CArray] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    plan: MemoryPlan | None = None
+    consts: dict[str, Any] = field(default_factory=dict)
+
+
+def _c_float(v: float) -> str:
+    r = repr(float(np.float32(v)))
+    if r in ("inf", "-inf", "nan"):
+        raise ValueError("non-finite constant")
+    if "e" not in r and "." not in r:
+        r += ".0"
+    return r + "f"
+
+
+def _vals(a: np.ndarray, ctype: str) -> list[str]:
+    flat = np.asarray(a).reshape(-1)
+    if ctype == "float":
+        return [_c_float(v) for v in flat]
+    if ctype == "int32_t":
+        return [f"{int(v)}" if int(v) != -2147483648 else "(-2147483647L - 1L)" for v in flat]
+    return [str(int(v)) for v in flat]
+
+
+class _Builder:
+    def __init__(self, dep: Deployment, options: dict[str, Any]) -> None:
+        self.dep = dep
+        self.g: Graph = dep.extractor
+        self.m = EmitModel(dep.name)
+        self.names: dict[str, str] = {}
+        self.m.plan = plan(self.g, options.get("planner") or "best")
+
+    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
+        name = f"tcc_{base}_{len(self.m.arrays)}"
+        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash))
+        return name
+
+    def const(self, tensor: str) -> str:
+        if tensor not in self.names:
+            t = self.g.tensors[tensor]
+            ctype = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}[t.dtype.value]
+            self.names[tensor] = self.array("w", ctype, t.data)
+        return self.names[tensor]
+
+    def ptr(self, tensor: str) -> str:
+        t = self.g.tensors[tensor]
+        if t.is_const:
+            return self.const(tensor)
+        if tensor in self.g.inputs and t.dtype.value == "float32":
+            return "x"
+        return f"(tcc_arena + {self.m.plan.offsets[tensor]})"
+
+    def build(self) -> EmitModel:
+        for op in self.g.ops:
+            if op.kind not in C_KINDS:
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+            self.op(op)
+        return self.m
+
+    def _q(self, tensor: str) -> tuple[float, int]:
+        q = self.g.tensors[tensor].quant
+        return float(q.scale[0]), int(q.zero_point[0])
+
+    def op(self, op: Op) -> None:
+        g, k, a = self.g, op.kind, op.attrs
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        out = self.ptr(op.outputs[0])
+        if k == OpKind.QUANTIZE:
+            s, zp = self._q(op.outputs[0])
+            self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
+            self.m.consts["input_tensor"] = op.outputs[0]
+            self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
+                                     op.name, skip_when_int8_input=True))
+        elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
+            p = conv_params(g, op)
+            w = self.const(op.inputs[1])
+            b = self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL"
+            mult = self.array("mult", "int32_t", p["mult"])
+            shift = self.array("shift", "int32_t", p["shift"])
+            q = [str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
+            if k == OpKind.DENSE:
+                rows = math.prod(x.shape[1:-1])
+                per = "1" if g.tensors[op.inputs[1]].quant.per_axis else "0"
+                self.m.calls.append(Call("tcc_fc_s8", [self.ptr(op.inputs[0]), str(rows), str(x.shape[-1]), w, b,
+                                                       str(y.shape[-1]), mult, shift, per] + q + [out], op.name))
+                return
+            kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+            (sh, sw), (dh, dw) = a["strides"], a["dilation"]
+            pt = same_padding(x.shape[1], kh, sh, dh)[0] if a["padding"] == "same" else 0
+            pl = same_padding(x.shape[2], kw, sw, dw)[0] if a["padding"] == "same" else 0
+            geo = [str(v) for v in (sh, sw, dh, dw, pt, pl)]
+            if k == OpKind.CONV2D:
+                args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(y.shape[3]), str(kh), str(kw),
+                        str(a["groups"]), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
+                self.m.calls.append(Call("tcc_conv2d_s8", args, op.name))
+            else:
+                args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(a["depth_multiplier"]), str(kh),
+                        str(kw), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
+                self.m.calls.append(Call("tcc_dwconv2d_s8", args, op.name))
+        elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+            s, zp = self._q(op.outputs[0])
+            lo, hi = activation_range(a.get("activation", "none"), s, zp)
+            is_max = "1" if k in (OpKind.MAX_POOL2D, OpKind.GLOBAL_MAX_POOL) else "0"
+            if k in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+                ph, pw, sh, sw, pt, pl, oh, ow = x.shape[1], x.shape[2], 1, 1, 0, 0, 1, 1
+            else:
+                (ph, pw), (sh, sw) = a["pool_size"], a["strides"]
+                pt = same_padding(x.shape[1], ph, sh, 1)[0] if a["padding"] == "same" else 0
+                pl = same_padding(x.shape[2], pw, sw, 1)[0] if a["padding"] == "same" else 0
+                oh, ow = y.shape[1], y.shape[2]
+            args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), *map(str, (ph, pw, sh, sw, pt, pl)), is_max,
+                    str(lo), str(hi), out, str(oh), str(ow)]
+            self.m.calls.append(Call("tcc_pool_s8", args, op.name))
+        elif k in (OpKind.ADD, OpKind.MUL):
+            self._binary(op, out)
+        elif k == OpKind.CONCAT:
+            ax = a["axis"]
+            outer = math.prod(y.shape[1:ax])
+            out_inner = math.prod(y.shape[ax:])
+            off = 0
+            for t in op.inputs:
+                ti = g.tensors[t]
+                inner = math.prod(ti.shape[ax:])
+                self.m.calls.append(Call("tcc_concat_s8", [self.ptr(t), "1" if ti.is_const else "0", str(outer),
+                                                           str(inner), str(out_inner), str(off), out], op.name))
+                off += inner
+        elif k == OpKind.PAD:
+            (t, b), (l, r) = a["paddings"]
+            _, zp = self._q(op.outputs[0])
+            self.m.calls.append(Call("tcc_pad_s8", [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]),
+                                                    *map(str, (t, b, l, r)), str(zp), out], op.name))
+        elif k in (OpKind.RELU, OpKind.RELU6):
+            si, zi = self._q(op.inputs[0])
+            so, zo = self._q(op.outputs[0])
+            m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+            lo, hi = activation_range(k.value, so, zo)
+            self.m.calls.append(Call("tcc_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(m), str(e),
+                                                     str(zo), str(lo), str(hi), out], op.name))
+        # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
+
+    def _binary(self, op: Op, out: str) -> None:
+        g = self.g
+        y = g.tensors[op.outputs[0]]
+        oshape = (y.shape[1:] if len(y.shape) > 1 else ())
+        o3 = (1,) * (3 - len(oshape)) + tuple(oshape)
+
+        def strides(t: str) -> list[str]:
+            ten = g.tensors[t]
+            shp = ten.shape if ten.is_const else ten.shape[1:]
+            s3 = (1,) * (3 - len(shp)) + tuple(shp)
+            res, acc = [], 1
+            for d in (2, 1, 0):
+                res.append(0 if s3[d] == 1 and o3[d] != 1 else acc)
+                acc *= s3[d]
+            return [str(v) for v in reversed(res)]
+
+        (s1, z1), (s2, z2) = (self._q(t) for t in op.inputs)
+        so, zo = self._q(op.outputs[0])
+        lo, hi = activation_range(op.attrs["activation"], so, zo)
+        opnd = []
+        for t in op.inputs:
+            opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
+        if op.kind == OpKind.ADD:
+            p = add_params(s1, s2, so)
+            q = [str(v) for v in (z1, z2, p["m1"], p["e1"], p["m2"], p["e2"], p["mo"], p["eo"], zo, lo, hi)]
+            self.m.calls.append(Call("tcc_add_s8", opnd + [str(v) for v in o3] + q + [out], op.name))
+        else:
+            real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
+            m, e = quantize_multiplier(float(np.float32(real)))
+            q = [str(v) for v in (z1, z2, m, e, zo, lo, hi)]
+            self.m.calls.append(Call("tcc_mul_s8", opnd + [str(v) for v in o3] + q + [out], op.name))
+
+
+def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
+    b = _Builder(dep, options)
+    m = b.build()
+    feat = dep.extractor.outputs[0]
+    fq = dep.feature_quant
+    m.consts.update({
+        "features_ptr": b.ptr(feat), "feature_scale": _c_float(float(fq.scale[0])),
+        "feature_zp": int(fq.zero_point[0]), "n_features": dep.feature_count, "n_classes": dep.num_classes,
+        "input_size": dep.extractor.tensors[dep.extractor.inputs[0]].size,
+        "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
+    })
+    for i, l in enumerate(dep.classifier):
+        m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True))
+        m.arrays.append(CArray(f"tcc_cb_init_{i}", "float", _vals(l.bias, "float"), True))
+    m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation]}
+                          for i, l in enumerate(dep.classifier)]
+    m.consts["policy"] = POLICY_CODES[dep.buffer.policy]
+    return m

@@ -1,0 +1,273 @@
+/* tinycc int8 kernels (C99, no heap, no VLAs). Arithmetic follows TFLite Micro's reference kernels. */
+#include "tinycc_kernels.h"
+
+#include <math.h>
+
+#define TCC_I32_MIN ((int32_t)(-2147483647L - 1L))
+#define TCC_I32_MAX ((int32_t)2147483647L)
+
+static int32_t srdhm(int32_t a, int32_t b) {
+    int64_t ab;
+    int64_t nudge;
+    if (a == b && a == TCC_I32_MIN) {
+        return TCC_I32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates toward zero */
+}
+
+static int32_t rdbpot(int32_t x, int32_t exponent) {
+    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t tcc_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t shifted = (int32_t)(uint32_t)((uint32_t)x << left);
+    return rdbpot(srdhm(shifted, multiplier), right);
+}
+
+static int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
+    if (v < lo) {
+        v = lo;
+    }
+    if (v > hi) {
+        v = hi;
+    }
+    return (int8_t)v;
+}
+
+void tcc_conv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                   int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                   int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                   int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    const int32_t icg = ic / groups;
+    const int32_t ocg = oc / groups;
+    int32_t y, x, o, ky, kx, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                const int32_t c0 = (o / ocg) * icg;
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t iy = y * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t ix = x * sw - pl + kx * dw;
+                        const int8_t *px;
+                        const int8_t *pw;
+                        if (ix < 0 || ix >= iw) {
+                            continue;
+                        }
+                        px = in + ((int32_t)iy * iw + ix) * ic + c0;
+                        pw = w + ((o * kh + ky) * kw + kx) * icg;
+                        for (c = 0; c < icg; ++c) {
+                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
+                        }
+                    }
+                }
+                if (bias) {
+                    acc += TCC_READ_S32(bias + o);
+                }
+                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
+                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_dwconv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                     int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                     int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
+                     int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    const int32_t oc = ic * m;
+    int32_t y, x, o, ky, kx;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                const int32_t c = o / m;
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t iy = y * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t ix = x * sw - pl + kx * dw;
+                        if (ix < 0 || ix >= iw) {
+                            continue;
+                        }
+                        acc += ((int32_t)in[(iy * iw + ix) * ic + c] - in_zp) *
+                               (int32_t)TCC_READ_S8(w + (ky * kw + kx) * oc + o);
+                    }
+                }
+                if (bias) {
+                    acc += TCC_READ_S32(bias + o);
+                }
+                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
+                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_fc_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int32_t *bias, int32_t n_out,
+               const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
+               int32_t act_min, int32_t act_max, int8_t *out) {
+    int32_t r, o, i;
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < n_out; ++o) {
+            const int32_t q = per_channel ? o : 0;
+            int32_t acc = 0;
+            for (i = 0; i < n_in; ++i) {
+                acc += ((int32_t)in[r * n_in + i] - in_zp) * (int32_t)TCC_READ_S8(w + o * n_in + i);
+            }
+            if (bias) {
+                acc += TCC_READ_S32(bias + o);
+            }
+            acc = tcc_mbqm(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)) + out_zp;
+            out[r * n_out + o] = clamp8(acc, act_min, act_max);
+        }
+    }
+}
+
+void tcc_pool_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t ph, int32_t pw, int32_t sh,
+                 int32_t sw, int32_t pt, int32_t pl, int32_t is_max, int32_t act_min, int32_t act_max, int8_t *out,
+                 int32_t oh, int32_t ow) {
+    int32_t y, x, ch, ky, kx;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (ch = 0; ch < c; ++ch) {
+                int32_t acc = is_max ? -128 : 0;
+                int32_t count = 0;
+                for (ky = 0; ky < ph; ++ky) {
+                    const int32_t iy = y * sh - pt + ky;
+                    if (iy < 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < pw; ++kx) {
+                        const int32_t ix = x * sw - pl + kx;
+                        int32_t v;
+                        if (ix < 0 || ix >= iw) {
+                            continue;
+                        }
+                        v = in[(iy * iw + ix) * c + ch];
+                        if (is_max) {
+                            acc = v > acc ? v : acc;
+                        } else {
+                            acc += v;
+                        }
+                        ++count;
+                    }
+                }
+                if (!is_max) {
+                    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                }
+                out[(y * ow + x) * c + ch] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+static int32_t rd8(const int8_t *p, int32_t flash) {
+    return flash ? (int32_t)TCC_READ_S8(p) : (int32_t)*p;
+}
+
+void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m1,
+                int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min,
+                int32_t act_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
+                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 20), m1), -e1);
+                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 20), m2), -e2);
+                const int32_t r = rdbpot(srdhm(sa + sb, mo), -eo) + out_zp;
+                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m,
+                int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
+                const int32_t r = tcc_mbqm(va * vb, m, e) + out_zp;
+                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
+                   int32_t offset, int8_t *out) {
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            out[o * out_inner + offset + i] = (int8_t)rd8(in + o * inner + i, in_flash);
+        }
+    }
+}
+
+void tcc_pad_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt, int32_t pb, int32_t pl, int32_t pr,
+                int32_t zp, int8_t *out) {
+    const int32_t oh = ih + pt + pb;
+    const int32_t ow = iw + pl + pr;
+    int32_t y, x, ch;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            const int32_t iy = y - pt;
+            const int32_t ix = x - pl;
+            const int32_t inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
+            for (ch = 0; ch < c; ++ch) {
+                out[(y * ow + x) * c + ch] = inside ? in[(iy * iw + ix) * c + ch] : (int8_t)zp;
+            }
+        }
+    }
+}
+
+void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min,
+                 int32_t act_max, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = clamp8(tcc_mbqm((int32_t)in[i] - in_zp, m, e) + out_zp, act_min, act_max);
+    }
+}
+
+void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const float r = roundf(in[i] / scale);
+        int32_t q;
+        if (r > 1e9f) {
+            q = 1000000000L;
+        } else if (r < -1e9f) {
+            q = -1000000000L;
+        } else {
+            q = (int32_t)r;
+        }
+        out[i] = clamp8(q + zp, -128, 127);
+    }
+}
+
+void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = scale * (float)((int32_t)in[i] - zp);
+    }
+}

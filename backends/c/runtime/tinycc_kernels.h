@@ -1,0 +1,49 @@
+/* tinycc int8 kernels: bit-exact with TFLite Micro's reference kernels (NHWC, batch 1).
+ * Activations are RAM pointers; pointers marked "flash" are read with TCC_READ_*.
+ * Requantization: per output channel int32 multiplier and shift as TFLite QuantizeMultiplier. */
+#ifndef TINYCC_KERNELS_H
+#define TINYCC_KERNELS_H
+
+#include "tinycc_port.h"
+
+int32_t tcc_mbqm(int32_t x, int32_t multiplier, int32_t shift);
+
+/* Conv2D (groups >= 1). w (flash) [oc][kh][kw][ic/groups]; bias (flash, may be NULL) [oc]. */
+void tcc_conv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                   int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                   int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                   int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
+/* DepthwiseConv2D: w (flash) [kh][kw][ic*m], output channel c*m+j reads input channel c. */
+void tcc_dwconv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                     int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                     int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
+                     int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
+/* Fully connected on `rows` input rows: w (flash) [n_out][n_in]; per_channel selects mult[o] or mult[0]. */
+void tcc_fc_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int32_t *bias, int32_t n_out,
+               const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
+               int32_t act_min, int32_t act_max, int8_t *out);
+/* Max (is_max=1) or average pooling; padded pixels are skipped. */
+void tcc_pool_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t ph, int32_t pw, int32_t sh,
+                 int32_t sw, int32_t pt, int32_t pl, int32_t is_max, int32_t act_min, int32_t act_max, int8_t *out,
+                 int32_t oh, int32_t ow);
+/* Elementwise over an [oh][ow][oc] output; operand strides per dimension (0 = broadcast).
+ * a_flash/b_flash: the operand is a constant in flash. */
+void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m1,
+                int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min,
+                int32_t act_max, int8_t *out);
+void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m,
+                int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* Copy `outer` blocks of `inner` bytes into blocks of `out_inner` bytes at `offset` (concatenation). */
+void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
+                   int32_t offset, int8_t *out);
+void tcc_pad_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt, int32_t pb, int32_t pl, int32_t pr,
+                int32_t zp, int8_t *out);
+/* Standalone RELU/RELU6: requantize then clamp. */
+void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min,
+                 int32_t act_max, int8_t *out);
+void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
+void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
+
+#endif

@@ -1,0 +1,237 @@
+"""Incremental on-device learning: the cut, the deployment (int8 Φf + float Φc + buffer), budgets.
+
+Cut candidates are the tensors after which only a chain of Dense layers (with ReLU, sigmoid,
+tanh, linear activations and a final softmax; Dropout ignored; a Flatten/Reshape right after
+the cut is part of Φf) leads to the output: the Flatten or GlobalAveragePooling output, and the
+input of each later Dense layer. ``--cut NAME`` takes a layer, op or tensor name.
+
+Automatic policy: with a RAM budget, every candidate is sized (exact memory model, buffer as
+large as the remaining RAM allows) and the one that leaves the largest buffer wins; ties go to
+the earliest cut (more trainable layers). Without a budget: the earliest candidate (the
+TyBox-like cut at the Flatten/GAP output) and a default buffer of 64 entries.
+
+Φf is quantized (int8 in, int8 features out; a float input goes through a QUANTIZE op);
+features and int8 buffer entries are dequantized with Φf's output parameters before Φc.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from ..errors import BudgetError, TinyccError
+from ..ir.buffer import ReplayBuffer
+from ..ir.deployment import BufferConfig, Deployment, TrainConfig
+from ..ir.graph import Graph, Op
+from ..ir.memory_model import MemoryReport, deployment_memory
+from ..ir.ops import OpKind
+from ..ir.train import Classifier, DenseLayer
+from ..passes import Pass, PassContext, run_pipeline
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+log = logging.getLogger("tinycc.ondevice")
+
+_HEAD_ACT = {OpKind.RELU: "relu", OpKind.SIGMOID: "sigmoid", OpKind.TANH: "tanh", OpKind.SOFTMAX: "softmax"}
+_HEAD_KINDS = set(_HEAD_ACT) | {OpKind.DENSE, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.RESHAPE}
+DEFAULT_BUFFER = 64
+
+
+@dataclass
+class CutPoint:
+    tensor: str
+    index: int  # ops[:index] form the extractor
+
+
+def cut_candidates(graph: Graph) -> list[CutPoint]:
+    """Tensors after which only the Dense head follows (earliest first)."""
+    if len(graph.outputs) != 1:
+        raise TinyccError("on-device learning needs a model with exactly one output")
+    consumers = graph.consumers_map()
+    chain: list[Op] = []
+    t = graph.outputs[0]
+    prod = graph.producers_map()
+    while t in prod:
+        op = prod[t]
+        if op.kind not in _HEAD_KINDS or len(consumers.get(t, [])) > 1:
+            break
+        chain.append(op)
+        t = op.inputs[0]
+    chain.reverse()
+    cands: list[CutPoint] = []
+    index = {o.name: i for i, o in enumerate(graph.ops)}
+    seen_dense = False
+    for op in chain:
+        if op.kind == OpKind.DENSE:
+            if len(graph.tensors[op.inputs[0]].shape) != 2:
+                break
+            cands.append(CutPoint(op.inputs[0], index[op.name]))
+            seen_dense = True
+        elif op.kind in (OpKind.FLATTEN, OpKind.RESHAPE) and seen_dense:
+            break
+    if not cands:
+        raise TinyccError("no cut point: the model must end with Dense layers on a flat feature vector "
+                          "(e.g. ... -> Flatten or GlobalAveragePooling -> Dense)")
+    return cands
+
+
+def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
+    names = {name}
+    for op in graph.ops:
+        if name in (op.name, op.origin):
+            names.update(op.outputs)
+    for c in cands:
+        if c.tensor in names:
+            return c
+    # a name just before a flatten: accept the layer whose output is flattened into the cut
+    for c in cands:
+        p = graph.producer(c.tensor)
+        if p is not None and p.kind in (OpKind.FLATTEN, OpKind.RESHAPE) and p.inputs[0] in names:
+            return c
+    valid = ", ".join(f"{c.tensor}" for c in cands)
+    raise TinyccError(f"cannot cut at {name!r}: only Dense layers may follow a cut; valid cut points: {valid}")
+
+
+def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
+    """Φf (ops before the cut) and Φc (the Dense chain after it) from a float graph."""
+    ext = graph.copy()
+    ext.ops = ext.ops[:cut.index]
+    ext.outputs = [cut.tensor]
+    ext.prune_unused()
+    layers: list[DenseLayer] = []
+    for op in graph.ops[cut.index:]:
+        if op.kind == OpKind.DENSE:
+            w = graph.tensors[op.inputs[1]].data
+            b = graph.tensors[op.inputs[2]].data if len(op.inputs) > 2 else np.zeros(w.shape[0], np.float32)
+            act = op.attrs["activation"]
+            if act == "relu6":
+                raise TinyccError(f"classifier layer {op.origin!r}: relu6 is not trainable on the device")
+            layers.append(DenseLayer(w.copy(), b.copy(), "linear" if act == "none" else act))
+        elif op.kind in _HEAD_ACT:
+            if layers[-1].activation != "linear":
+                raise TinyccError(f"classifier layer {op.origin!r}: two activations in a row")
+            layers[-1].activation = _HEAD_ACT[op.kind]
+    return ext, layers
+
+
+def quantize_extractor(ext: Graph, options: dict[str, Any], session: Any) -> tuple[Graph, np.ndarray]:
+    """Quantize Φf in place (float input, int8 features out); return it and the calibration samples."""
+    opts = {**options, "int8_output": True}
+    ctx = PassContext(options=opts, session=session, progress=bool(options.get("progress")))
+    run_pipeline(ext, session.registry.pipeline("int8"), ctx)
+    return ext, ctx.results["calibrate"]["samples"]
+
+
+def _labels_for(options: dict[str, Any], n: int) -> np.ndarray | None:
+    """Labels stored next to the calibration samples (y_calib / y_train / y), if any."""
+    spec = options.get("calib")
+    if not spec or not str(spec).endswith(".npz"):
+        return None
+    with np.load(spec, allow_pickle=False) as z:
+        for key in ("y_calib", "y_train", "y"):
+            if key in z.files:
+                return np.asarray(z[key][:n]).astype(np.int64)
+    return None
+
+
+def _budget(options: dict[str, Any], session: Any) -> tuple[int | None, int | None, str]:
+    ram, flash, where = options.get("ram"), options.get("flash"), "--ram/--flash"
+    if options.get("board"):
+        b = session.registry.board(options["board"])
+        ram = ram or b.ram
+        flash = flash or b.flash
+        where = f"board {b.name}"
+    return ram, flash, where
+
+
+def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
+            arena: int) -> MemoryReport:
+    storage = options.get("storage") or "int8"
+    return deployment_memory(ext, clf, ReplayBuffer.bytes_for(cap, feat, storage), int(options.get("batch_size") or 1),
+                             arena, backend.runtime_state_bytes(None, options) if backend else 0)
+
+
+def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
+    """Cut, quantize Φf, build Φc and the buffer, size everything, and check the budget."""
+    cands = cut_candidates(graph)
+    if options.get("cut"):
+        cands = [_resolve_cut(graph, options["cut"], cands)]
+    ram, flash, where = _budget(options, session)
+    batch = int(options.get("batch_size") or 1)
+    explicit = 1 if options.get("tinyol") else options.get("buffer")
+    best = None
+    for cut in cands:
+        ext, layers = split(graph, cut)
+        ext, samples = quantize_extractor(ext, options, session)
+        clf = Classifier(layers, max_batch=batch)
+        feat = clf.n_in
+        arena = backend.arena_bytes(ext, options) if backend else 0
+        if explicit:
+            cap = int(explicit)
+        elif ram:
+            fixed = _report(ext, clf, 1, feat, options, backend, arena).total("ram") - ReplayBuffer.bytes_for(1, feat, options.get("storage") or "int8")
+            per = ReplayBuffer.bytes_for(2, feat, options.get("storage") or "int8") - ReplayBuffer.bytes_for(1, feat, options.get("storage") or "int8")
+            cap = max((ram - fixed - 16) // per, 1)
+        else:
+            cap = DEFAULT_BUFFER
+        report = _report(ext, clf, cap, feat, options, backend, arena)
+        fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
+        key = (fits, cap if fits else -report.total("ram"))
+        if best is None or key > best[0]:
+            best = (key, cut, ext, clf, cap, report, samples)
+    _, cut, ext, clf, cap, report, samples = best
+    _check_budget(report, ram, flash, where)
+    fq = ext.tensors[ext.outputs[0]].quant
+    dep = Deployment(
+        name=_c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
+        buffer=BufferConfig(cap, options.get("policy") or "fifo", options.get("storage") or "int8",
+                            int(options.get("seed") or 1)),
+        train=TrainConfig(float(options.get("lr") or 0.01), int(options.get("epochs") or 1), batch),
+        memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
+        meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]})
+    labels = _labels_for(options, 16)
+    if labels is not None:
+        dep.meta["labels"] = labels
+    return dep
+
+
+def _c_name(name: str) -> str:
+    out = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "model"
+    return out if not out[0].isdigit() else f"m_{out}"
+
+
+def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, where: str) -> None:
+    problems = []
+    for section, limit in (("ram", ram), ("flash", flash)):
+        if limit is None:
+            continue
+        total = report.total(section)
+        if total > limit:
+            big = ", ".join(f"{i.name} {i.bytes:,} B" for i in report.biggest(section))
+            problems.append(f"{section.upper()} needs {total:,} bytes but {where} allows {limit:,}: "
+                            f"short by {total - limit:,} bytes (biggest: {big})")
+    if problems:
+        raise BudgetError("; ".join(problems) + ". Try a smaller --buffer, pruning (--ratio), a later --cut, "
+                          "or a bigger board")
+
+
+class Cut(Pass):
+    """Truncate the graph to Φf at the chosen cut; Φc goes to ``ctx.results['cut']``."""
+
+    name = "cut"
+    description = "split into feature extractor (kept) and trainable Dense classifier (ctx.results)"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        cands = cut_candidates(graph)
+        cut = _resolve_cut(graph, ctx.options["cut"], cands) if ctx.options.get("cut") else cands[0]
+        ext, layers = split(graph, cut)
+        graph.ops, graph.outputs, graph.tensors = ext.ops, ext.outputs, ext.tensors
+        ctx.results["cut"] = {"tensor": cut.tensor, "classifier": layers}
+        return True
+
+
+@hookimpl
+def tinycc_register_passes(registry: Any) -> None:
+    registry.add_pass(Cut)

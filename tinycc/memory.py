@@ -1,0 +1,129 @@
+"""Static memory planning of activation tensors into one arena.
+
+Lifetimes: a tensor lives from the op that produces it (graph inputs: step 0) to its last
+reader (graph outputs: to the end). Reshape/flatten outputs are aliases of their input (same
+bytes, no copy) and extend its lifetime. Strategies:
+- ``greedy``: greedy by size, TFLite Micro's GreedyMemoryPlanner: largest first, each placed at
+  the lowest offset that does not overlap a time-overlapping, already placed buffer.
+- ``best``: tries several orders (size, lifetime length x size, start time) with lowest-offset
+  placement and keeps the smallest arena; never worse than ``greedy``.
+Float graph inputs are read from the caller's memory and are not planned.
+The lower bound is the largest total of simultaneously live bytes; no plan can be smaller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir.graph import Graph
+from .ir.ops import OpKind
+
+ALIAS_KINDS = (OpKind.RESHAPE, OpKind.FLATTEN)
+
+
+@dataclass
+class Buffer:
+    name: str
+    size: int
+    start: int
+    end: int  # inclusive step of the last use
+    offset: int = -1
+
+    def overlaps_time(self, other: "Buffer") -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+
+@dataclass
+class MemoryPlan:
+    arena: int
+    lower_bound: int
+    greedy: int
+    strategy: str
+    offsets: dict[str, int] = field(default_factory=dict)  # every activation tensor (aliases share)
+    buffers: list[Buffer] = field(default_factory=list)
+
+
+def _align(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+def lifetimes(graph: Graph, alignment: int = 16) -> tuple[list[Buffer], dict[str, str]]:
+    """Buffers with aligned sizes and [start, end] steps, and the alias map tensor -> buffer."""
+    alias: dict[str, str] = {}
+    for op in graph.ops:
+        if op.kind in ALIAS_KINDS:
+            src = op.inputs[0]
+            alias[op.outputs[0]] = alias.get(src, src)
+    bufs: dict[str, Buffer] = {}
+    end = len(graph.ops)
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if t.dtype.value != "float32":  # float inputs stay in the caller's memory
+            bufs[name] = Buffer(name, _align(t.nbytes, alignment), 0, 0)
+    for i, op in enumerate(graph.ops):
+        for t in op.inputs:
+            root = alias.get(t, t)
+            if root in bufs:
+                bufs[root].end = max(bufs[root].end, i)
+        for t in op.outputs:
+            root = alias.get(t, t)
+            if root not in bufs:
+                bufs[root] = Buffer(root, _align(graph.tensors[t].nbytes, alignment), i, i)
+            bufs[root].end = max(bufs[root].end, i)
+    for t in graph.outputs:
+        if alias.get(t, t) in bufs:
+            bufs[alias.get(t, t)].end = end
+    return list(bufs.values()), alias
+
+
+def lower_bound(bufs: list[Buffer]) -> int:
+    steps = {b.start for b in bufs} | {b.end for b in bufs}
+    return max((sum(b.size for b in bufs if b.start <= s <= b.end) for s in steps), default=0)
+
+
+def _place(bufs: list[Buffer], order: list[Buffer]) -> int:
+    placed: list[Buffer] = []
+    top = 0
+    for b in order:
+        conflicts = sorted((p for p in placed if p.overlaps_time(b)), key=lambda p: p.offset)
+        off = 0
+        for p in conflicts:
+            if off + b.size <= p.offset:
+                break
+            off = max(off, p.offset + p.size)
+        b.offset = off
+        placed.append(b)
+        top = max(top, off + b.size)
+    return top
+
+
+def _copy(bufs: list[Buffer]) -> list[Buffer]:
+    return [Buffer(b.name, b.size, b.start, b.end) for b in bufs]
+
+
+def plan_buffers(bufs: list[Buffer], strategy: str = "best") -> tuple[int, int, list[Buffer]]:
+    """Return (arena, greedy arena, placed buffers)."""
+    g = _copy(bufs)
+    greedy = _place(g, sorted(g, key=lambda b: (-b.size, b.start)))
+    if strategy == "greedy":
+        return greedy, greedy, g
+    best, best_bufs = greedy, g
+    keys = [lambda b: (-(b.end - b.start + 1) * b.size, b.start), lambda b: (b.start, -b.size),
+            lambda b: (-(b.end - b.start), -b.size), lambda b: (-b.size, -b.end)]
+    for key in keys:
+        c = _copy(bufs)
+        top = _place(c, sorted(c, key=key))
+        if top < best:
+            best, best_bufs = top, c
+    return best, greedy, best_bufs
+
+
+def plan(graph: Graph, strategy: str = "best", alignment: int = 16) -> MemoryPlan:
+    """Arena offsets for every activation tensor of ``graph``."""
+    if strategy not in ("best", "greedy"):
+        raise ValueError(f"unknown memory planning strategy {strategy!r}")
+    bufs, alias = lifetimes(graph, alignment)
+    arena, greedy, placed = plan_buffers(bufs, strategy)
+    offsets = {b.name: b.offset for b in placed}
+    for t, root in alias.items():
+        offsets[t] = offsets[root]
+    return MemoryPlan(arena, lower_bound(bufs), greedy, strategy, offsets, placed)
