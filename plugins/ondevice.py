@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..errors import BudgetError, TinyccError
+from ..errors import BudgetError, TinyccError, UnsupportedLayerError
 from ..ir.buffer import ReplayBuffer
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
@@ -161,10 +161,17 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     ram, flash, where = _budget(options, session)
     batch = int(options.get("batch_size") or 1)
     explicit = 1 if options.get("tinyol") else options.get("buffer")
+    if not (ram or flash):
+        cands = cands[:1]
     best = None
+    first_error: Exception | None = None
     for cut in cands:
         ext, layers = split(graph, cut)
-        ext, samples = quantize_extractor(ext, options, session)
+        try:
+            ext, samples = quantize_extractor(ext, options, session)
+        except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
+            first_error = first_error or e
+            continue
         clf = Classifier(layers, max_batch=batch)
         feat = clf.n_in
         arena = backend.arena_bytes(ext, options) if backend else 0
@@ -181,6 +188,8 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:
             best = (key, cut, ext, clf, cap, report, samples)
+    if best is None:
+        raise first_error  # type: ignore[misc]
     _, cut, ext, clf, cap, report, samples = best
     _check_budget(report, ram, flash, where)
     fq = ext.tensors[ext.outputs[0]].quant

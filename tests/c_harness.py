@@ -1,0 +1,87 @@
+"""Build and run generated C projects (host gcc with -Werror and sanitizers, or Cortex-M4 under QEMU)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STRICT = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
+
+
+@dataclass
+class DemoOutput:
+    features: dict[int, np.ndarray] = field(default_factory=dict)
+    before: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+    after: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+    weights: dict[int, np.ndarray] = field(default_factory=dict)
+    bias: dict[int, np.ndarray] = field(default_factory=dict)
+    buffer: int = -1
+    memory: dict[str, int] = field(default_factory=dict)
+
+
+def parse(text: str) -> DemoOutput:
+    out = DemoOutput()
+    seen_weights = False
+    for line in text.splitlines():
+        p = line.split()
+        if not p:
+            continue
+        if p[0] == "memory":
+            out.memory = {p[i]: int(p[i + 1]) for i in range(1, len(p) - 1, 2)}
+        elif p[0] == "features":
+            out.features[int(p[1])] = np.array([int(v) for v in p[2:]], np.int8)
+        elif p[0] == "predict":
+            target = out.after if seen_weights else out.before
+            target[int(p[1])] = (int(p[2]), np.array([float(v) for v in p[3:]], np.float32))
+        elif p[0] == "weights":
+            seen_weights = True
+            out.weights[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
+        elif p[0] == "bias":
+            out.bias[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
+        elif p[0] == "buffer":
+            out.buffer = int(p[1])
+    return out
+
+
+def build_host(project: Path, sanitize: bool = True) -> Path:
+    exe = project / ("demo_asan" if sanitize else "demo")
+    cmd = ["gcc", *STRICT, *(SANITIZE if sanitize else []), "-I", str(project), "-I", str(project / "runtime"),
+           "-o", str(exe), *[str(project / s) for s in SOURCES], "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"gcc failed:\n{r.stderr[-4000:]}")
+    return exe
+
+
+def run_host(exe: Path) -> DemoOutput:
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 or "runtime error" in r.stderr or "ERROR: AddressSanitizer" in r.stderr:
+        raise AssertionError(f"demo failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return parse(r.stdout)
+
+
+def have_arm() -> bool:
+    return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"))
+
+
+def build_and_run_qemu(project: Path) -> tuple[DemoOutput, dict[str, int]]:
+    r = subprocess.run(["make", "-C", str(project), "cortexm"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"arm build failed:\n{r.stderr[-4000:]}")
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(project / "tinycc_demo.elf")], capture_output=True, text=True)
+    sections = {}
+    for line in size.stdout.splitlines():
+        p = line.split()
+        if len(p) >= 2 and p[0].startswith(".") and p[1].isdigit():
+            sections[p[0]] = int(p[1])
+    q = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                        "enable=on,target=native", "-kernel", str(project / "tinycc_demo.elf")],
+                       capture_output=True, text=True, timeout=600)
+    if q.returncode != 0 or "done" not in q.stdout:
+        raise AssertionError(f"qemu run failed ({q.returncode}):\n{q.stdout[-2000:]}\n{q.stderr[-2000:]}")
+    return parse(q.stdout), sections

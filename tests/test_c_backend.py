@@ -1,0 +1,119 @@
+"""Generated C (host gcc -Werror + ASan/UBSan, and Cortex-M4 under QEMU) against the host simulator."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend, render_project
+from tinycc.errors import BudgetError
+from tinycc.ir.simulator import Simulator
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.ondevice import build_deployment
+
+from . import c_harness
+from .test_int8 import _extra_model
+from .zoo import build, sample_input
+
+ROOT = Path(__file__).resolve().parents[1]
+N_INPUTS = 100
+N_LEARN = 50
+
+
+def _graph(session, name: str):
+    if name == "digits":
+        g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
+        d = np.load(ROOT / "examples" / "digits_data.npz")
+        x, y, calib = d["x_test"][:N_INPUTS], d["y_test"][:N_INPUTS], d["x_train"][:200]
+    else:
+        m = _extra_model() if name == "int8_extra" else build(name)
+        if name == "int8_extra":
+            import keras
+
+            out = keras.layers.Dense(4, activation="softmax", name="head")(keras.layers.Dense(6, activation="tanh", name="hid")(m.output))
+            m = keras.Model(m.input, out, name="int8_extra_head")
+        g = graph_from_keras_model(m)
+        x, calib = sample_input(m, N_INPUTS, 1), sample_input(m, 200, 2)
+        y = np.arange(N_INPUTS) % int(m.output.shape[-1])
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return g, np.asarray(x, np.float32), np.asarray(y, np.int64), calib
+
+
+CASES = {"digits": {"buffer": 16, "lr": 0.05, "epochs": 1},
+         "resnet_add": {"buffer": 10, "lr": 0.1, "epochs": 2, "policy": "reservoir"},
+         "mobilenet_v2": {"buffer": 8, "lr": 0.05, "epochs": 1, "batch_size": 3, "policy": "class_balanced"},
+         "grouped_conv": {"buffer": 12, "lr": 0.05, "epochs": 1, "storage": "float32"},
+         "int8_extra": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "mlp": {"buffer": 9, "lr": 0.2, "epochs": 1, "batch_size": 2}}
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    return tmp_path_factory.mktemp("cproj")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_generated_c_matches_simulator(session, projects, name: str) -> None:
+    g, x, y, calib = _graph(session, name)
+    opts = {"calib_data": calib, **CASES[name]}
+    dep = build_deployment(g, opts, session, CBackend())
+    proj = projects / name
+    proj.mkdir()
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": N_INPUTS, "test_learn": N_LEARN}, proj)
+    out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(x)
+    for i in range(N_INPUTS):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    _, p = sim.predict_features(feats)
+    got = np.stack([out.before[i][1] for i in range(N_INPUTS)])
+    np.testing.assert_allclose(got, p, atol=1e-5)
+    for i in range(N_LEARN):
+        sim.learn_features(feats[i % N_INPUTS], int(y[i % N_INPUTS]))
+    assert out.buffer == sim.buffer.count
+    for l, layer in enumerate(sim.classifier.layers):
+        scale = max(np.abs(layer.weight).max(), 1e-3)
+        assert np.abs(out.weights[l] - layer.weight.reshape(-1)).max() <= 1e-4 * scale, f"layer {l} weights"
+        assert np.abs(out.bias[l] - layer.bias).max() <= 1e-4 * max(np.abs(layer.bias).max(), 1e-3)
+    _, p2 = sim.predict_features(feats)
+    np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(N_INPUTS)]), p2, atol=1e-4)
+    # the arrays the C code declares are exactly the memory model's figures
+    assert out.memory["ram"] == dep.memory["ram"] and out.memory["arena"] == CBackend().arena_bytes(dep.extractor, {})
+    nm = subprocess.run(["nm", "-S", "--size-sort", str(proj / "demo_asan")], capture_output=True, text=True).stdout
+    sizes = {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
+    model_ram = sum(v for k, v in sizes.items() if k.startswith(("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_",
+                                                                 "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
+                                                                 "tcc_feat", "tcc_probs", "tcc_ywork"))
+                    and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
+    assert model_ram == dep.memory["ram"]
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("name", ["digits", "mobilenet_v2"])
+def test_cortex_m4_qemu_matches_host(session, tmp_path: Path, name: str) -> None:
+    g, x, y, calib = _graph(session, name)
+    opts = {"calib_data": calib, **CASES[name]}
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, {**opts, "test_vectors": (x[:20], y[:20]), "test_count": 20, "test_learn": 20}, tmp_path)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=False))
+    dev, sections = c_harness.build_and_run_qemu(tmp_path)
+    for i in range(20):
+        np.testing.assert_array_equal(dev.features[i], host.features[i])
+        assert dev.before[i][0] == host.before[i][0]
+        np.testing.assert_allclose(dev.before[i][1], host.before[i][1], atol=1e-5)
+    for l in host.weights:
+        np.testing.assert_allclose(dev.weights[l], host.weights[l], atol=1e-4 * max(1.0, np.abs(host.weights[l]).max()))
+    assert sections.get(".text", 0) > 0 and ".bss" in sections
+
+
+def test_budget_failure_writes_nothing(session, tmp_path: Path) -> None:
+    from tinycc.driver import compile_model
+
+    out = tmp_path / "proj"
+    with pytest.raises(BudgetError, match="short by"):
+        compile_model(str(ROOT / "examples" / "digits_cnn.h5"), "c", str(out),
+                      {"calib": str(ROOT / "examples" / "digits_data.npz"), "ram": 4096}, session)
+    assert not out.exists() and not any(tmp_path.iterdir())
