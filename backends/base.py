@@ -20,6 +20,7 @@ class Backend:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    arena_detail: ClassVar[str] = "int8 activations, planned"
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""

@@ -87,10 +87,10 @@ def code_estimate(graph: Graph) -> int:
 
 
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
-                      runtime_state: int) -> MemoryReport:
+                      runtime_state: int, arena_detail: str = "int8 activations, planned") -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier)."""
     r = MemoryReport()
-    r.add("feature extractor arena", "ram", arena, detail="int8 activations, planned")
+    r.add("feature extractor arena", "ram", arena, detail=arena_detail)
     r.add("classifier weights", "ram", classifier.param_bytes(), detail="float32, trainable")
     st = classifier.training_state_bytes(batch_size)
     r.add("training state", "ram", sum(st.values()), detail=", ".join(f"{k} {v}" for k, v in st.items()))

@@ -51,7 +51,8 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
     return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
 
 
-def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True) -> list[Path]:
+def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
+                   classifier_only: bool = False, runtime_dir: str = "runtime") -> list[Path]:
     """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir."""
     em = build_emit_model(dep, options)
     env = _env()
@@ -66,7 +67,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "source": dep.meta.get("source", {}).get("path", dep.name),
         "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
-        "n_layers": len(dep.classifier),
+        "n_layers": len(dep.classifier), "classifier_only": classifier_only,
     }
     files = {"model.c": "model.c.j2", "model.h": "model.h.j2", "tinycc_config.h": "tinycc_config.h.j2"}
     if with_main:
@@ -87,7 +88,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
                                                           n_learn=int(options.get("test_learn") or len(x)))
         (outdir / "test_vectors.h").write_text(tv)
         written.append(outdir / "test_vectors.h")
-    rt = outdir / "runtime"
+    rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
     for f in RUNTIME_FILES:
         shutil.copyfile(HERE / "runtime" / f, rt / f)

@@ -28,6 +28,7 @@ class CArray:
     ctype: str
     values: list[str]
     flash: bool = True
+    part: str = "extractor"  # or "classifier"
 
     @property
     def count(self) -> int:
@@ -230,8 +231,8 @@ def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
         "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
     })
     for i, l in enumerate(dep.classifier):
-        m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True))
-        m.arrays.append(CArray(f"tcc_cb_init_{i}", "float", _vals(l.bias, "float"), True))
+        m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))
+        m.arrays.append(CArray(f"tcc_cb_init_{i}", "float", _vals(l.bias, "float"), True, "classifier"))
     m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation]}
                           for i, l in enumerate(dep.classifier)]
     m.consts["policy"] = POLICY_CODES[dep.buffer.policy]

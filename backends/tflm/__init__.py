@@ -1,0 +1,86 @@
+"""The `tflm` backend: Φf as a .tflite run by TensorFlow Lite Micro; Φc, buffer and training from tinycc's C runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from ... import __version__
+from ...errors import UnsupportedLayerError
+from ...ir.deployment import Deployment
+from ...ir.graph import Graph
+from ..base import Backend
+from .measure import measure_arena
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+HERE = Path(__file__).parent
+
+# TFLite builtin operator -> MicroMutableOpResolver method (what TFLite Micro supports among
+# the operators tinycc's writer emits)
+RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "FULLY_CONNECTED": "AddFullyConnected",
+            "RELU": "AddRelu", "RELU6": "AddRelu6", "MAX_POOL_2D": "AddMaxPool2D",
+            "AVERAGE_POOL_2D": "AddAveragePool2D", "RESHAPE": "AddReshape", "ADD": "AddAdd", "MUL": "AddMul",
+            "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "QUANTIZE": "AddQuantize",
+            "DEQUANTIZE": "AddDequantize", "LOGISTIC": "AddLogistic", "TANH": "AddTanh",
+            "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean"}
+
+
+def extractor_tflite(extractor: Graph) -> bytes:
+    from ...plugins.tflite_writer import write_tflite
+
+    return write_tflite(extractor)
+
+
+class TflmBackend(Backend):
+    name = "tflm"
+    description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
+    arena_detail = "TFLite Micro arena: recorded + margin"
+
+    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        from ...plugins.tflite_writer import operator_names
+
+        names = operator_names(extractor_tflite(deployment.extractor))
+        missing = [n for n in names if n not in RESOLVER]
+        if missing:
+            raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
+
+    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        return measure_arena(extractor_tflite(extractor)).arena
+
+    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
+        import jinja2
+
+        from ...plugins.tflite_writer import operator_names
+        from ..c import render_project
+
+        data = extractor_tflite(deployment.extractor)
+        m = measure_arena(data)
+        names = operator_names(data)
+        name = deployment.name
+        src = outdir / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".")
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
+                                 lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        hexes = [f"0x{b:02x}" for b in data]
+        body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
+        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
+               "op_names": names, "arena": m.arena, "recorded": m.recorded, "margin": m.margin, "data": body,
+               "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
+               "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
+               "mem_table": deployment.memory.get("report", "")}
+        out = {"src/tinycc_tflm.h": "tinycc_tflm.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm.cc.j2",
+               "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
+               "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2"}
+        for path, tpl in out.items():
+            (outdir / path).write_text(env.get_template(tpl).render(**ctx))
+            files.append(outdir / path)
+        (outdir / f"{name}_extractor.tflite").write_bytes(data)
+        files.append(outdir / f"{name}_extractor.tflite")
+        return files
+
+
+@hookimpl
+def tinycc_register_backends(registry: Any) -> None:
+    registry.add_backend(TflmBackend)
