@@ -1,150 +1,326 @@
-"""Replay buffers and the online learner (reference semantics for the device runtime).
+"""Replay buffers and the online learner: reference semantics for the device runtime.
 
-Policies (``capacity`` entries of features + a uint8 label):
-- ``fifo``: a ring; when full the oldest entry is overwritten. Training visits every valid
-  entry, oldest to newest (TyBox's Python buffer only used entries written since the last
-  wrap-around; this one never drops valid entries).
-- ``reservoir``: reservoir sampling over the stream: the n-th sample (1-based) is kept if
-  n <= capacity, else it replaces slot r = rand() % n when r < capacity. rand() is xorshift32
-  (x ^= x << 13; x ^= x >> 17; x ^= x << 5 on uint32) seeded with ``seed`` (non-zero).
-  Training visits slots in index order.
-- ``class_balanced``: while not full, append; when full, overwrite the oldest entry of the
-  most represented class, counting the incoming sample (ties: the incoming sample's class,
-  else the lowest class index; only classes with stored entries are candidates). Training
-  visits slots in index order.
-Storage ``int8`` keeps features quantized with the feature extractor's output (scale, zero
-point): float features are quantized as TFLite does (round half away from zero, clamp), int8
-features are stored as they are; training dequantizes (q - zp) * scale in float32.
+A buffer holds ``capacity`` entries (features + a uint8 label, so at most 256 classes).
+Its arrays, all allocated once (``nbytes`` counts exactly these)::
+
+    data   [capacity, features]  int8 (storage "int8") or float32 (storage "float32")
+    labels [capacity]            uint8
+    stamp  [capacity]            uint32  stream index (1-based) of the sample held by each slot
+    state  [4]                   uint32  count, head, seen, rng
+
+``count`` = valid entries; ``seen`` = samples pushed since ``reset`` (stream length, < 2**32);
+``head`` = the next fifo slot (= the oldest entry once full; 0 for other policies);
+``rng`` = the PRNG state. ``reset`` sets count = head = seen = 0 and rng = seed (0 -> 1).
+
+``push(x, y)`` first does seen += 1, then picks a slot:
+
+- ``fifo``: a ring. slot = head; head = (head + 1) % capacity; count = min(count + 1, capacity).
+  When full the oldest entry is overwritten. Training order: oldest to newest, i.e. slots
+  (head + k) % capacity for k = 0..count-1 once full, 0..count-1 before. Every valid entry is
+  trained on (TyBox's Python buffer only trained on the entries written since the last
+  wrap-around; this one never drops a valid entry).
+- ``reservoir`` (Algorithm R): while count < capacity, slot = count and count += 1 (no PRNG
+  draw). Afterwards: rng = xorshift32(rng); r = rng % seen; if r < capacity the sample replaces
+  slot r, else it is dropped (push returns -1, nothing is written). xorshift32 on uint32:
+  ``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` (shifts drop the bits above 32);
+  e.g. xorshift32(1) = 270369. Training order: slot order 0..count-1.
+- ``class_balanced``: while count < capacity, slot = count and count += 1. When full, with s[c]
+  the stored entries of class c and y the incoming label, the victim class is y itself when
+  s[y] > 0 and s[y] + 1 >= s[c] for every other class c (i.e. y would be a most represented
+  class counting the incoming sample); otherwise it is the most represented class, ties going to
+  the lowest class index. The victim slot is the oldest entry (smallest stamp) of the victim class.
+  Consequences (tested): once full, the largest class count never grows, and a class that has
+  lost an entry holds at least (largest count - 1) entries, so a class more than one below the
+  largest still holds every sample of it that was pushed. Training order: slot order.
+
+The chosen slot gets the features, the label and stamp = seen. ``push`` returns the slot.
+
+Features: an int8 array is taken as already quantized with (scale, zero_point) — the int8
+feature extractor's output — and stored as is (float32 storage: dequantized). Any float array is
+stored as float32, or, with int8 storage, quantized like TFLite QUANTIZE:
+q = clamp(round(x / scale) + zero_point, -128, 127), with x / scale a float32 division and round()
+= C ``roundf`` (to nearest, ties away from zero; the quotient is clamped to +-1e9 first).
+NaN features are rejected. Training reads int8 entries dequantized as
+scale * (float)(q - zero_point) in float32; float32 entries as they are.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .quant import dequantize, quantize
+from .train import F32, Classifier
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
+STORAGES = ("int8", "float32")
+MAX_CLASSES = 256
+STATE_WORDS = 4  # count, head, seen, rng
+_COUNT, _HEAD, _SEEN, _RNG = range(STATE_WORDS)
+_MASK = 0xFFFFFFFF
 
 
-def xorshift32(state: int) -> int:
-    x = state & 0xFFFFFFFF
-    x ^= (x << 13) & 0xFFFFFFFF
+def xorshift32(x: int) -> int:
+    """One step of Marsaglia's xorshift32 (13, 17, 5) on a uint32."""
+    x &= _MASK
+    x ^= (x << 13) & _MASK
     x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
+    x ^= (x << 5) & _MASK
     return x
 
 
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """C ``roundf`` of float32 values, exactly (float64 arithmetic is exact here)."""
+    v = np.asarray(x, F32).astype(np.float64)
+    return np.copysign(np.floor(np.abs(v) + 0.5), v)
+
+
+def quantize_features(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """TFLite QUANTIZE to int8: clamp(roundf(x / scale) + zero_point, -128, 127)."""
+    q = np.asarray(x, F32) / F32(scale)
+    if np.isnan(q).any():
+        raise ValueError("features must not be NaN")
+    r = np.clip(round_half_away(q), -1e9, 1e9).astype(np.int64) + int(zero_point)
+    return np.clip(r, -128, 127).astype(np.int8)
+
+
+def dequantize_features(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """scale * (float)(q - zero_point), float32."""
+    return F32(scale) * (np.asarray(q, np.int32) - np.int32(zero_point)).astype(F32)
+
+
 class ReplayBuffer:
-    def __init__(self, capacity: int, feature_count: int, storage: str = "int8", scale: float = 1.0,
-                 zero_point: int = 0, policy: str = "fifo", seed: int = 1) -> None:
+    """Fixed-capacity replay buffer (policies ``fifo``, ``reservoir``, ``class_balanced``)."""
+
+    def __init__(self, capacity: int, feature_count: int, storage: str = "int8", scale: float | None = None,
+                 zero_point: int | None = None, policy: str = "fifo", seed: int = 1) -> None:
         if capacity < 1:
             raise ValueError("buffer capacity must be at least 1")
+        if feature_count < 1:
+            raise ValueError("feature_count must be at least 1")
         if policy not in POLICIES:
             raise ValueError(f"unknown buffer policy {policy!r}; known: {', '.join(POLICIES)}")
-        if storage not in ("int8", "float32"):
-            raise ValueError("buffer storage must be int8 or float32")
-        self.capacity, self.features, self.storage, self.policy = capacity, feature_count, storage, policy
-        self.scale, self.zero_point = float(scale), int(zero_point)
-        self.data = np.zeros((capacity, feature_count), np.int8 if storage == "int8" else np.float32)
-        self.labels = np.zeros(capacity, np.uint8)
-        self.seed = seed if seed else 1
+        if storage not in STORAGES:
+            raise ValueError(f"buffer storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        if scale is not None and not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale}")
+        if storage == "int8" and scale is None:
+            raise ValueError("int8 storage needs the features' scale (and zero point)")
+        zp = 0 if zero_point is None else int(zero_point)
+        if not -128 <= zp <= 127:
+            raise ValueError(f"int8 zero point must be in -128..127, got {zp}")
+        if not 0 <= int(seed) <= _MASK:
+            raise ValueError("seed must be a uint32")
+        self.capacity, self.feature_count = int(capacity), int(feature_count)
+        self.storage, self.policy = storage, policy
+        self.scale = None if scale is None else float(F32(scale))
+        self.zero_point = zp
+        self.seed = int(seed)
+        self.data = np.zeros((self.capacity, self.feature_count), np.int8 if storage == "int8" else F32)
+        self.labels = np.zeros(self.capacity, np.uint8)
+        self.stamp = np.zeros(self.capacity, np.uint32)
+        self.state = np.zeros(STATE_WORDS, np.uint32)
         self.reset()
 
-    # state: count (valid entries), head (next slot / oldest for fifo), seen (stream length), rng,
-    # and for class_balanced the insertion stamp of each slot
-    def reset(self) -> None:
-        self.count = 0
-        self.head = 0
-        self.seen = 0
-        self.rng = self.seed & 0xFFFFFFFF
-        self.stamp = np.zeros(self.capacity, np.uint32)
+    # ---- state ----
+    @property
+    def count(self) -> int:
+        return int(self.state[_COUNT])
 
+    @property
+    def head(self) -> int:
+        return int(self.state[_HEAD])
+
+    @property
+    def seen(self) -> int:
+        return int(self.state[_SEEN])
+
+    @property
+    def rng(self) -> int:
+        return int(self.state[_RNG])
+
+    def reset(self) -> None:
+        """Empty the buffer: count = head = seen = 0, rng = seed (0 -> 1)."""
+        self.state[:] = (0, 0, 0, self.seed or 1)
+
+    # ---- memory ----
     def nbytes(self) -> int:
-        """Bytes of the buffer arrays (entries + labels + per-slot stamps) plus 16 bytes of state."""
-        return self.data.nbytes + self.labels.nbytes + self.stamp.nbytes + 16
+        """Bytes of every array the buffer allocates (see ``bytes_for``)."""
+        return self.data.nbytes + self.labels.nbytes + self.stamp.nbytes + self.state.nbytes
 
     @staticmethod
     def bytes_for(capacity: int, feature_count: int, storage: str = "int8") -> int:
-        item = 1 if storage == "int8" else 4
-        return capacity * (feature_count * item + 1 + 4) + 16
+        """capacity * (features * elem + 1 label + 4 stamp) + 16 state bytes."""
+        elem = 1 if storage == "int8" else 4
+        return capacity * (feature_count * elem + 1 + 4) + 4 * STATE_WORDS
 
-    def _store(self, slot: int, features: np.ndarray, label: int) -> None:
+    # ---- insertion ----
+    def _encode(self, features: np.ndarray) -> np.ndarray:
         f = np.asarray(features).reshape(-1)
-        if f.size != self.features:
-            raise ValueError(f"expected {self.features} features, got {f.size}")
+        if f.size != self.feature_count:
+            raise ValueError(f"expected {self.feature_count} features, got {f.size}")
+        if f.dtype == np.int8:
+            if self.storage == "int8":
+                return f
+            if self.scale is None:
+                raise ValueError("int8 features need the buffer's scale to be stored as float32")
+            return dequantize_features(f, self.scale, self.zero_point)
+        if not np.issubdtype(f.dtype, np.floating):
+            raise TypeError(f"features must be int8 (quantized) or floating point, got {f.dtype}")
         if self.storage == "int8":
-            self.data[slot] = f if f.dtype == np.int8 else quantize(f, self.scale, self.zero_point)
+            return quantize_features(f, self.scale, self.zero_point)
+        f32 = f.astype(F32)
+        if np.isnan(f32).any():
+            raise ValueError("features must not be NaN")
+        return f32
+
+    def _balanced_victim(self, label: int) -> int:
+        stored = self.class_counts(MAX_CLASSES)
+        others = stored.copy()
+        others[label] = 0
+        if stored[label] > 0 and stored[label] + 1 >= others.max():
+            cls = label
         else:
-            self.data[slot] = dequantize(f, self.scale, self.zero_point) if f.dtype == np.int8 else f
-        self.labels[slot] = label
-        self.stamp[slot] = self.seen
+            cls = int(np.argmax(stored))  # first maximum = lowest class index
+        members = np.flatnonzero(self.labels[:self.count] == cls)
+        return int(members[np.argmin(self.stamp[members])])
 
     def push(self, features: np.ndarray, label: int) -> int:
-        """Insert one sample; return the slot written, or -1 when reservoir sampling skipped it."""
-        if not 0 <= int(label) <= 255:
-            raise ValueError("labels must be in 0..255")
-        self.seen += 1
+        """Insert one sample; returns the slot written, or -1 when reservoir sampling drops it."""
+        y = int(label)
+        if not 0 <= y < MAX_CLASSES:
+            raise ValueError(f"labels are stored as uint8: {y} is not in 0..{MAX_CLASSES - 1}")
+        values = self._encode(features)
+        if self.seen == _MASK:
+            raise OverflowError("stream longer than 2**32 - 1 samples; reset the buffer")
+        st = self.state
+        st[_SEEN] += 1
+        n = self.count
         if self.policy == "fifo":
             slot = self.head
-            self.head = (self.head + 1) % self.capacity
-            self.count = min(self.count + 1, self.capacity)
-        elif self.count < self.capacity:
-            slot = self.count
-            self.count += 1
+            st[_HEAD] = (slot + 1) % self.capacity
+            st[_COUNT] = min(n + 1, self.capacity)
+        elif n < self.capacity:
+            slot = n
+            st[_COUNT] = n + 1
         elif self.policy == "reservoir":
-            self.rng = xorshift32(self.rng)
+            st[_RNG] = xorshift32(self.rng)
             r = self.rng % self.seen
             if r >= self.capacity:
                 return -1
-            slot = int(r)
-        else:  # class_balanced
-            stored = self.class_counts(256)
-            counts = stored.copy()
-            counts[int(label)] += 1
-            cands = [c for c in np.nonzero(counts == counts.max())[0] if stored[c] > 0]
-            if not cands:  # the incoming class is the only maximum and has no entry yet
-                cands = list(np.nonzero(stored == stored.max())[0])
-            cls = int(label) if int(label) in cands else int(min(cands))
-            members = np.nonzero(self.labels[:self.count] == cls)[0]
-            slot = int(members[np.argmin(self.stamp[members])])
-        self._store(slot, features, int(label))
+            slot = r
+        else:
+            slot = self._balanced_victim(y)
+        self.data[slot] = values
+        self.labels[slot] = y
+        self.stamp[slot] = st[_SEEN]
         return slot
 
-    def order(self) -> np.ndarray:
-        """Slots in training order."""
+    # ---- reading ----
+    def slot(self, k: int) -> int:
+        """The slot of the k-th entry in training order."""
+        if not 0 <= k < self.count:
+            raise IndexError(f"entry {k} of {self.count}")
         if self.policy == "fifo" and self.count == self.capacity:
-            return (np.arange(self.capacity) + self.head) % self.capacity
-        return np.arange(self.count)
+            return (self.head + k) % self.capacity
+        return k
+
+    def order(self) -> np.ndarray:
+        """All valid slots in training order."""
+        return np.array([self.slot(k) for k in range(self.count)], dtype=np.intp)
+
+    def entry(self, k: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """(float32 features, label) of the k-th entry in training order, written into ``out``."""
+        s = self.slot(k)
+        out = np.empty(self.feature_count, F32) if out is None else out
+        if self.storage == "int8":
+            out[:] = dequantize_features(self.data[s], self.scale, self.zero_point)
+        else:
+            out[:] = self.data[s]
+        return out, int(self.labels[s])
 
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 features, labels) of every valid entry in training order."""
+        """(float32 features [count, F], int64 labels [count]) of every valid entry, training order."""
         idx = self.order()
         d = self.data[idx]
-        x = dequantize(d, self.scale, self.zero_point) if self.storage == "int8" else d.astype(np.float32)
+        x = dequantize_features(d, self.scale, self.zero_point) if self.storage == "int8" else d.astype(F32)
         return x, self.labels[idx].astype(np.int64)
 
-    def class_counts(self, n_classes: int) -> np.ndarray:
-        return np.bincount(self.labels[:self.count], minlength=n_classes)[:n_classes]
+    def class_counts(self, n_classes: int | None = None) -> np.ndarray:
+        """Valid entries per class; length ``n_classes`` (default: largest stored label + 1)."""
+        valid = self.labels[:self.count]  # every policy fills slots 0..count-1
+        n = (int(valid.max()) + 1 if self.count else 0) if n_classes is None else int(n_classes)
+        return np.bincount(valid, minlength=n)[:n]
 
 
 class OnlineLearner:
-    """``learn(x, y)`` = push into the buffer, then retrain the classifier on every valid entry."""
+    """``learn(x, y)`` = push into the buffer, then retrain Φc on every valid entry.
 
-    def __init__(self, classifier, buffer: ReplayBuffer, lr: float = 0.01, epochs: int = 1,
+    Retraining runs ``epochs`` epochs over the buffer in its training order; each batch of up to
+    ``batch_size`` consecutive entries is dequantized into preallocated staging arrays
+    (features [batch_size, F] float32, labels [batch_size] uint8) and takes one SGD step, the last
+    batch of an epoch may be partial. TinyOL mode is a buffer of capacity 1 (``tinyol``).
+    """
+
+    def __init__(self, classifier: Classifier, buffer: ReplayBuffer, lr: float = 0.01, epochs: int = 1,
                  batch_size: int = 1) -> None:
+        if classifier.n_in != buffer.feature_count:
+            raise ValueError(f"classifier takes {classifier.n_in} features, the buffer holds {buffer.feature_count}")
+        if classifier.n_classes > MAX_CLASSES:
+            raise ValueError(f"at most {MAX_CLASSES} classes (labels are uint8), got {classifier.n_classes}")
+        if not 1 <= batch_size <= classifier.max_batch:
+            raise ValueError(f"batch_size must be in 1..{classifier.max_batch} (the classifier's max_batch)")
+        if epochs < 0:
+            raise ValueError("epochs must be >= 0")
         self.classifier, self.buffer = classifier, buffer
-        self.lr, self.epochs, self.batch_size = lr, epochs, batch_size
-        self.last_trained = 0
+        self.lr, self.epochs, self.batch_size = float(lr), int(epochs), int(batch_size)
+        self.x_stage = np.zeros((self.batch_size, buffer.feature_count), F32)
+        self.y_stage = np.zeros(self.batch_size, np.uint8)
+        self.last_trained = 0  # entries visited by the last retrain (epochs * count)
 
-    def learn(self, features: np.ndarray, label: int) -> None:
-        self.buffer.push(features, label)
-        x, y = self.buffer.entries()
-        self.last_trained = self.classifier.train_epochs(x, y, self.lr, self.epochs, self.batch_size)
+    @classmethod
+    def tinyol(cls, classifier: Classifier, scale: float | None = None, zero_point: int | None = None,
+               lr: float = 0.01, epochs: int = 1, storage: str | None = None) -> OnlineLearner:
+        """TinyOL: train on the latest sample only (a fifo buffer of capacity 1).
+
+        ``storage`` defaults to int8 when a scale is given, else float32.
+        """
+        storage = storage or ("int8" if scale is not None else "float32")
+        buf = ReplayBuffer(1, classifier.n_in, storage, scale, zero_point, "fifo")
+        return cls(classifier, buf, lr, epochs, 1)
+
+    def staging_bytes(self) -> dict[str, int]:
+        """Bytes of the staging arrays retraining uses."""
+        return {"features": self.x_stage.nbytes, "labels": self.y_stage.nbytes}
+
+    def retrain(self) -> int:
+        """``epochs`` epochs over the buffer; returns the number of entries visited."""
+        n, b = self.buffer.count, self.batch_size
+        visited = 0
+        for _ in range(self.epochs):
+            for s in range(0, n, b):
+                m = min(b, n - s)
+                for k in range(m):
+                    _, self.y_stage[k] = self.buffer.entry(s + k, out=self.x_stage[k])
+                self.classifier.sgd_step(self.x_stage[:m], self.y_stage[:m], self.lr)
+                visited += m
+        self.last_trained = visited
+        return visited
+
+    def learn(self, features: np.ndarray, label: int) -> int:
+        """Push one sample, then retrain; returns the slot written (-1: dropped by reservoir)."""
+        if not 0 <= int(label) < self.classifier.n_classes:
+            raise ValueError(f"label {label} is not in 0..{self.classifier.n_classes - 1}")
+        slot = self.buffer.push(features, int(label))
+        self.retrain()
+        return slot
 
     def features_float(self, features: np.ndarray) -> np.ndarray:
+        """float32 features: int8 ones dequantized with the buffer's (scale, zero point)."""
         f = np.asarray(features)
         if f.dtype == np.int8:
-            return dequantize(f, self.buffer.scale, self.buffer.zero_point)
-        return f.astype(np.float32)
+            if self.buffer.scale is None:
+                raise ValueError("int8 features need the buffer's scale")
+            return dequantize_features(f, self.buffer.scale, self.buffer.zero_point)
+        return f.astype(F32)
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, probabilities) of one feature vector or a batch [N, F]."""
         return self.classifier.predict(self.features_float(features))

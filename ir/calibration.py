@@ -1,12 +1,24 @@
-"""Calibration observers: per-tensor ranges from a representative dataset (numpy only)."""
+"""Calibration: per-tensor float ranges from a representative dataset (numpy only).
+
+Observers see every activation of every batch and turn what they saw into ``(min, max)``
+ranges. ``MinMaxObserver`` is what the TFLite converter does (running min/max over all
+samples); ``PercentileObserver`` clips rare outliers using an exact streaming histogram.
+"""
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import numpy as np
 
 from .graph import Graph
 from .interpreter import run
+
+Ranges = dict[str, tuple[float, float]]
+
+
+class CalibrationDataError(ValueError):
+    """Unusable calibration samples; the message says what is wrong (the plugin shows it to the user)."""
 
 
 class MinMaxObserver:
@@ -23,52 +35,140 @@ class MinMaxObserver:
         self.lo[name] = min(self.lo.get(name, lo), lo)
         self.hi[name] = max(self.hi.get(name, hi), hi)
 
-    def ranges(self) -> dict[str, tuple[float, float]]:
+    def ranges(self) -> Ranges:
         return {k: (self.lo[k], self.hi[k]) for k in self.lo}
 
 
-class PercentileObserver(MinMaxObserver):
-    """Clips each range to the [100-p, p] percentiles of a bounded, deterministic sample of values.
+class Histogram:
+    """Exact streaming histogram: bins of width ``w`` aligned to 0, at most ``bins`` of them.
 
-    Robust to rare outliers; never widens beyond min/max. ``p`` defaults to 99.99.
+    When new values fall outside the covered span the width doubles and neighbouring bins
+    merge, so counts stay exact at the current resolution whatever order the data comes in.
+    """
+
+    def __init__(self, bins: int = 4096) -> None:
+        self.bins = bins
+        self.width = 0.0
+        self.start = 0  # bin index of counts[0]; bin i covers [i*w, (i+1)*w)
+        self.counts = np.zeros(0, np.int64)
+
+    def add(self, x: np.ndarray) -> None:
+        v = np.asarray(x, np.float64).reshape(-1)
+        if v.size == 0:
+            return
+        if self.width == 0.0:
+            span = max(float(v.max() - v.min()), float(np.abs(v).max()) * 1e-6, 1e-30)
+            self.width = 2.0 ** math.ceil(math.log2(span / (self.bins - 1)))
+        vmin, vmax = float(v.min()), float(v.max())
+        while True:  # coarsen first (in float arithmetic, so huge values cannot overflow int64)
+            lo, hi = math.floor(vmin / self.width), math.floor(vmax / self.width)
+            if self.counts.size:
+                lo, hi = min(lo, self.start), max(hi, self.start + self.counts.size - 1)
+            if hi - lo + 1 <= self.bins:
+                break
+            self._coarsen()
+        idx = np.floor(v / self.width).astype(np.int64)
+        grown = np.zeros(hi - lo + 1, np.int64)
+        if self.counts.size:
+            grown[self.start - lo:self.start - lo + self.counts.size] = self.counts
+        grown += np.bincount(idx - lo, minlength=grown.size)
+        self.start, self.counts = lo, grown
+
+    def _coarsen(self) -> None:
+        if self.counts.size:
+            old = np.arange(self.start, self.start + self.counts.size) // 2
+            self.counts = np.bincount(old - old[0], weights=self.counts).astype(np.int64)
+        self.start //= 2
+        self.width *= 2.0
+
+    def quantile(self, q: float, upper: bool) -> float:
+        """A bin edge bracketing the q-quantile: the bin's right edge if ``upper`` else its left edge."""
+        cum = np.cumsum(self.counts)
+        k = int(np.searchsorted(cum, q * cum[-1], side="left"))
+        k = min(k, self.counts.size - 1)
+        return (self.start + k + (1 if upper else 0)) * self.width
+
+
+class PercentileObserver(MinMaxObserver):
+    """Ranges from the [100-p, p] percentiles (default p = 99.99) of each tensor's values.
+
+    Robust to rare outliers; the range never goes beyond min/max and errs on the wide side by
+    at most one histogram bin (span / 4096).
     """
 
     name = "percentile"
 
-    def __init__(self, percentile: float = 99.99, keep: int = 200_000) -> None:
+    def __init__(self, percentile: float = 99.99, bins: int = 4096) -> None:
         super().__init__()
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
         self.p = percentile
-        self.keep = keep
-        self.values: dict[str, list[np.ndarray]] = {}
-        self.rng = np.random.default_rng(0)
+        self.bins = bins
+        self.hists: dict[str, Histogram] = {}
 
     def observe(self, name: str, x: np.ndarray) -> None:
         super().observe(name, x)
-        flat = x.reshape(-1)
-        if flat.size > self.keep // 8:
-            flat = self.rng.choice(flat, self.keep // 8, replace=False)
-        self.values.setdefault(name, []).append(flat.astype(np.float32))
+        self.hists.setdefault(name, Histogram(self.bins)).add(x)
 
-    def ranges(self) -> dict[str, tuple[float, float]]:
+    def ranges(self) -> Ranges:
         out = {}
-        for k, vs in self.values.items():
-            v = np.concatenate(vs)
-            lo, hi = np.percentile(v, [100.0 - self.p, self.p])
-            out[k] = (max(float(lo), self.lo[k]), min(float(hi), self.hi[k]))
+        for k, h in self.hists.items():
+            lo = h.quantile(1.0 - self.p / 100.0, upper=False)
+            hi = h.quantile(self.p / 100.0, upper=True)
+            out[k] = (max(lo, self.lo[k]), min(hi, self.hi[k]))
         return out
 
 
 OBSERVERS: dict[str, Callable[[], MinMaxObserver]] = {"minmax": MinMaxObserver, "percentile": PercentileObserver}
 
 
-def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver, batch_size: int = 64,
-              progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, tuple[float, float]]:
-    """Run ``samples`` through the float graph; return per-tensor (min, max) of every activation."""
+def check_samples(graph: Graph, x: object, what: str = "calibration data") -> np.ndarray:
+    """Validate samples for the graph's first input; return them as float32 ``[N, ...]``.
+
+    A single sample without the batch axis is accepted, as is a missing trailing channel
+    axis of size 1 (grayscale images stored as ``[N, H, W]``).
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise CalibrationDataError(f"{what}: dtype {x.dtype} is not numeric")
+    want = tuple(graph.tensors[graph.inputs[0]].shape[1:])
+    if x.size == 0 or x.ndim == 0 or x.shape[0] == 0:
+        raise CalibrationDataError(f"{what}: empty (no samples); the model expects samples of shape {want}")
+    if tuple(x.shape) == want:
+        x = x[None]
+    if tuple(x.shape[1:]) != want:
+        if want and want[-1] == 1 and tuple(x.shape[1:]) == want[:-1]:
+            x = x[..., None]
+        else:
+            raise CalibrationDataError(f"{what}: samples have shape {tuple(x.shape[1:])}, the model expects {want}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        per = bad.reshape(len(x), -1).sum(axis=1)
+        first = int(np.nonzero(per)[0][0])
+        raise CalibrationDataError(f"{what}: {int(bad.sum())} NaN/Inf values in {int((per > 0).sum())} of {len(x)} "
+                                   f"samples (first in sample {first})")
+    return x
+
+
+def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None = None, batch_size: int = 64,
+              progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> Ranges:
+    """Run ``samples`` through the float graph; return (min, max) of every activation tensor.
+
+    Raises CalibrationDataError for bad samples and for activations that become NaN/Inf.
+    """
+    x = check_samples(graph, samples)
+    if batch_size < 1:
+        raise CalibrationDataError(f"batch size must be >= 1, got {batch_size}")
+    observer = observer or MinMaxObserver()
     names = graph.activations()
-    starts = range(0, len(samples), batch_size)
+    starts = range(0, len(x), batch_size)
     for i in (progress(starts) if progress else starts):
-        x = samples[i:i + batch_size]
-        env = run(graph, x, outputs=names)
+        env = run(graph, x[i:i + batch_size], outputs=names)
         for name in names:
-            observer.observe(name, env[name])
+            v = env[name]
+            if not np.isfinite(v).all():
+                raise CalibrationDataError(f"calibration data: tensor {name!r} becomes NaN/Inf on samples "
+                                           f"{i}..{i + len(v) - 1} (check the input scale)")
+            observer.observe(name, v)
     return observer.ranges()

@@ -1,40 +1,89 @@
-"""On-device classifier training: the reference semantics the generated C reproduces.
+"""On-device classifier training: the reference semantics the generated C code reproduces.
 
-Float32 throughout. For a batch X [N, I] and integer labels y:
-  forward, per layer l:  z_l = a_{l-1} W_l^T + b_l;  a_l = act_l(z_l)   (a_0 = X)
-  the last layer is trained through softmax + cross-entropy, whatever its activation in Keras
-  (a linear or softmax last layer both mean logits z_L); probabilities p = softmax(z_L) with the
-  row max subtracted first.
-  backward: d_L = (p - onehot(y)) / N;  dW_l = d_l^T a_{l-1};  db_l = sum_n d_l
-            d_{l-1} = (d_l W_l) * act'_{l-1}(z_{l-1})  with act' taken from a_{l-1}:
-            relu: a > 0; sigmoid: a (1 - a); tanh: 1 - a^2; linear: 1
-  SGD: W_l -= lr dW_l; b_l -= lr db_l (all layers updated after the backward pass).
-Epochs run over the given samples in order; batch_size 1 = per-sample updates (TyBox), larger
-batches take consecutive samples, the last batch may be partial. No shuffling.
+The trainable classifier Φc is a chain of L Dense layers, weights W_l [out, in] (TFLite layout),
+biases b_l [out]. Every value and every intermediate is float32 (numpy arrays are float32 and
+float32 scalars are used for constants, so a C port in ``float`` matches within 1e-5; sums may be
+accumulated in any order, which is the only source of difference).
+
+Forward, for the rows r of a batch X [N, I] (used by training and by prediction)::
+
+    a_0 = X
+    for l = 1..L:
+        z_l[r, o] = (sum_i a_{l-1}[r, i] * W_l[o, i]) + b_l[o]       # dot product, then + bias
+        a_l = act_l(z_l)  for l < L
+        a_L = z_L                                                    # logits
+    p[r] = softmax(z_L[r]):  m = max_o z_L[r, o];  e_o = exp(z_L[r, o] - m);  s = sum_o e_o;
+                             p[r, o] = e_o / s
+
+    act: relu max(z, 0); sigmoid 1 / (1 + exp(-z)); tanh tanh(z); linear z.
+
+The last layer's Keras activation is not applied as such: whether the Keras model ends in
+``softmax`` or in a linear layer producing logits, Φc always trains with softmax cross-entropy on
+z_L and ``forward``/``predict`` always return softmax(z_L). (A last ``relu``/``sigmoid``/``tanh``
+is likewise ignored: z_L are the logits.) Softmax is rejected on hidden layers, and Φc needs at
+least 2 outputs.
+
+Backward, for the mean softmax cross-entropy loss = -(1/N) sum_r log p[r, y_r] with integer
+labels y_r (exactly Keras ``SparseCategoricalCrossentropy``, mean over the batch)::
+
+    d_L[r, o] = p[r, o];  d_L[r, y_r] -= 1;  d_L[r, o] = d_L[r, o] / N
+    for l = L..1:
+        dW_l[o, i] = sum_r d_l[r, o] * a_{l-1}[r, i]
+        db_l[o]    = sum_r d_l[r, o]
+        if l > 1:
+            d_{l-1}[r, i] = (sum_o d_l[r, o] * W_l[o, i]) * act'_{l-1}(a_{l-1}[r, i])
+
+    act' from the activation output a: relu (a > 0 ? 1 : 0); sigmoid a * (1 - a);
+    tanh 1 - a * a; linear 1.
+
+SGD, after the whole backward pass (so the backward pass uses the old weights), every layer::
+
+    W_l[o, i] = W_l[o, i] - lr * dW_l[o, i];   b_l[o] = b_l[o] - lr * db_l[o]
+
+No clipping, no momentum, no weight decay. Epochs (``train_epochs``) visit the samples in the
+order given, no shuffling: batch_size 1 = one update per sample (TyBox); batch_size B = updates on
+consecutive rows [0, B), [B, 2B), ...; the last, partial batch is included (N = its size).
+``predict`` returns the arg-max of p (ties: the lowest class index).
+
+Training state: the arrays a training step writes are preallocated for ``max_batch`` rows, one set
+per layer — kept activations a_l (the logits for l = L) [max_batch, out], deltas d_l
+[max_batch, out], weight gradients dW_l [out, in], bias gradients db_l [out] (see
+``training_state_bytes``). The softmax probabilities are written into d_L. A batch larger than
+``max_batch`` is an error, as on the device.
+
+Summation order: every sum above is accumulated sequentially in float32 in index order (inputs of
+a dot product, outputs of a delta, rows of a gradient), and exp/tanh are rounded from double, so
+that the C runtime (plain loops, expf/tanhf) reproduces these numbers bit for bit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 F32 = np.float32
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+FLOAT_BYTES = 4
 
 
 @dataclass
 class DenseLayer:
-    """weight [out, in] (TFLite layout), bias [out], activation name."""
+    """One trainable Dense layer: weight [out, in] (TFLite layout), bias [out], activation name."""
 
     weight: np.ndarray
     bias: np.ndarray
     activation: str = "linear"
 
     def __post_init__(self) -> None:
-        self.weight = np.ascontiguousarray(self.weight, dtype=F32)
-        self.bias = np.ascontiguousarray(self.bias, dtype=F32)
+        self.weight = np.array(self.weight, dtype=F32, order="C")
+        self.bias = np.array(self.bias, dtype=F32, order="C")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unsupported classifier activation {self.activation!r}")
+            raise ValueError(f"unsupported classifier activation {self.activation!r}; "
+                             f"supported: {', '.join(ACTIVATIONS)}")
+        if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"dense layer needs weight [out, in] and bias [out], got {self.weight.shape} "
+                             f"and {self.bias.shape}")
 
     @property
     def n_in(self) -> int:
@@ -44,58 +93,94 @@ class DenseLayer:
     def n_out(self) -> int:
         return int(self.weight.shape[0])
 
+    def copy(self) -> DenseLayer:
+        return DenseLayer(self.weight.copy(), self.bias.copy(), self.activation)
 
-def _act(z: np.ndarray, name: str) -> np.ndarray:
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """float32 exp rounded from double: what C's expf gives (correctly rounded in glibc/newlib)."""
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(x, np.float64)).astype(F32)
+
+
+def _dot_(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[N, O] = a[N, I] w[O, I]^T summed over I in index order (float32), as the C loops."""
+    out[...] = 0
+    for i in range(w.shape[1]):
+        out += a[:, i:i + 1] * w[:, i]
+    return out
+
+
+def activate_(z: np.ndarray, name: str) -> np.ndarray:
+    """Apply a hidden activation to float32 ``z`` in place; returns ``z``."""
     if name == "relu":
-        return np.maximum(z, F32(0))
-    if name == "sigmoid":
-        return (F32(1) / (F32(1) + np.exp(-z))).astype(F32)
-    if name == "tanh":
-        return np.tanh(z).astype(F32)
+        np.maximum(z, F32(0), out=z)
+    elif name == "sigmoid":
+        z[...] = F32(1) / (F32(1) + _exp(-z))
+    elif name == "tanh":
+        z[...] = np.tanh(z.astype(np.float64)).astype(F32)
     return z
 
 
-def _dact(a: np.ndarray, name: str) -> np.ndarray:
+def activation_derivative(a: np.ndarray, name: str) -> np.ndarray:
+    """act' expressed with the activation output ``a`` (float32)."""
     if name == "relu":
-        return (a > 0).astype(F32)
+        return (a > F32(0)).astype(F32)
     if name == "sigmoid":
-        return (a * (F32(1) - a)).astype(F32)
+        return a * (F32(1) - a)
     if name == "tanh":
-        return (F32(1) - a * a).astype(F32)
+        return F32(1) - a * a
     return np.ones_like(a, dtype=F32)
 
 
+def softmax_(z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Row softmax of float32 ``z`` [N, C] into ``out`` (may be ``z``): max subtracted first."""
+    m = z.max(axis=1, keepdims=True)
+    np.subtract(z, m, out=out)
+    out[...] = _exp(out)
+    total = np.zeros((out.shape[0], 1), F32)
+    for k in range(out.shape[1]):  # sequential sum, as the C runtime
+        total += out[:, k:k + 1]
+    out /= total
+    return out
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp((z - z.max(axis=-1, keepdims=True)).astype(F32))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(F32)
+    """Row softmax (float32, a new array)."""
+    z = np.atleast_2d(np.asarray(z, F32))
+    return softmax_(z, np.empty_like(z))
 
 
-@dataclass
 class Classifier:
-    """A chain of Dense layers trained on the device with softmax cross-entropy and SGD."""
+    """A chain of Dense layers trained on the device with softmax cross-entropy and plain SGD."""
 
-    layers: list[DenseLayer]
-    max_batch: int = 1
-    _acts: list[np.ndarray] = field(init=False, repr=False)
-    _deltas: list[np.ndarray] = field(init=False, repr=False)
-    _dw: list[np.ndarray] = field(init=False, repr=False)
-    _db: list[np.ndarray] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, layers: Sequence[DenseLayer], max_batch: int = 1) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("the classifier needs at least one Dense layer")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
             if a.n_out != b.n_in:
                 raise ValueError(f"classifier layer {i + 1} expects {b.n_in} inputs, layer {i} gives {a.n_out}")
             if a.activation == "softmax":
                 raise ValueError("softmax is only allowed on the last classifier layer")
-        self._alloc(self.max_batch)
+        if self.n_classes < 2:
+            raise ValueError("the classifier needs at least 2 outputs (it trains with softmax cross-entropy)")
+        self.max_batch = int(max_batch)
+        self._act = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
+        self._delta = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
+        self._dw = [np.zeros((l.n_out, l.n_in), F32) for l in self.layers]
+        self._db = [np.zeros(l.n_out, F32) for l in self.layers]
 
-    # preallocated training state: exactly what training_state_bytes() counts
-    def _alloc(self, batch: int) -> None:
-        self.max_batch = batch
-        self._acts = [np.zeros((batch, l.n_out), F32) for l in self.layers]
-        self._deltas = [np.zeros((batch, l.n_out), F32) for l in self.layers]
-        self._dw = [np.zeros_like(l.weight) for l in self.layers]
-        self._db = [np.zeros_like(l.bias) for l in self.layers]
+    @classmethod
+    def from_keras_dense(cls, layers: Sequence[tuple[np.ndarray, np.ndarray, str | None]],
+                         max_batch: int = 1) -> Classifier:
+        """From Keras ``(kernel [in, out], bias [out], activation)`` triples (None = linear)."""
+        return cls([DenseLayer(np.asarray(k, F32).T, b, a or "linear") for k, b, a in layers], max_batch)
+
+    def copy(self) -> Classifier:
+        return Classifier([l.copy() for l in self.layers], self.max_batch)
 
     @property
     def n_in(self) -> int:
@@ -105,81 +190,125 @@ class Classifier:
     def n_classes(self) -> int:
         return self.layers[-1].n_out
 
+    # ---- memory accounting ----
     def param_bytes(self) -> int:
+        """Bytes of the trainable float32 weights and biases."""
         return sum(l.weight.nbytes + l.bias.nbytes for l in self.layers)
 
-    def training_state_bytes(self, batch_size: int = 1) -> dict[str, int]:
-        """Bytes of the arrays training allocates: kept activations, deltas, weight/bias gradients."""
+    def training_state_bytes(self, batch_size: int | None = None) -> dict[str, int]:
+        """Bytes of the training work arrays for ``batch_size`` rows (default ``max_batch``)."""
+        b = self.max_batch if batch_size is None else int(batch_size)
         outs = sum(l.n_out for l in self.layers)
-        return {"activations": 4 * batch_size * outs, "deltas": 4 * batch_size * outs,
-                "weight_grads": sum(l.weight.nbytes for l in self.layers),
-                "bias_grads": sum(l.bias.nbytes for l in self.layers)}
+        return {"activations": FLOAT_BYTES * b * outs, "deltas": FLOAT_BYTES * b * outs,
+                "weight_grads": FLOAT_BYTES * sum(l.n_out * l.n_in for l in self.layers),
+                "bias_grads": FLOAT_BYTES * outs}
 
-    def allocated_training_bytes(self) -> int:
-        arrays = self._acts + self._deltas + self._dw + self._db
-        return int(sum(a.nbytes for a in arrays))
+    def work_arrays(self) -> dict[str, list[np.ndarray]]:
+        """The preallocated training arrays, keyed like ``training_state_bytes``."""
+        return {"activations": self._act, "deltas": self._delta, "weight_grads": self._dw, "bias_grads": self._db}
 
-    @classmethod
-    def from_keras_dense(cls, layers: list[tuple[np.ndarray, np.ndarray, str]], max_batch: int = 1) -> "Classifier":
-        """From Keras (kernel [in, out], bias, activation) triples."""
-        return cls([DenseLayer(np.asarray(k).T, b, a) for k, b, a in layers], max_batch)
-
-    def copy(self) -> "Classifier":
-        return Classifier([DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in self.layers],
-                          self.max_batch)
-
-    # forward / backward
+    # ---- inference ----
     def logits(self, x: np.ndarray) -> np.ndarray:
-        a = np.asarray(x, F32)
+        """z_L for a batch [N, in] (or one vector); allocates its result."""
+        a = np.atleast_2d(np.asarray(x, F32))
+        last = len(self.layers) - 1
         for i, l in enumerate(self.layers):
-            z = (a @ l.weight.T + l.bias).astype(F32)
-            a = z if i == len(self.layers) - 1 else _act(z, l.activation)
+            z = _dot_(a, l.weight, np.empty((a.shape[0], l.n_out), F32))
+            z += l.bias
+            a = z if i == last else activate_(z, l.activation)
         return a
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
+        """Probabilities softmax(z_L) [N, classes]."""
+        z = self.logits(x)
+        return softmax_(z, z)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = self.forward(np.atleast_2d(x))
-        return p.argmax(axis=-1), p
+        """(arg-max class per row, probabilities)."""
+        p = self.forward(x)
+        return p.argmax(axis=1), p
 
-    def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Gradients of the mean softmax cross-entropy (filled into the preallocated arrays)."""
-        x = np.atleast_2d(np.asarray(x, F32))
-        y = np.asarray(y, np.int64).reshape(-1)
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean softmax cross-entropy (for monitoring; not used by training)."""
+        p = self.forward(x)
+        yy = self._labels(y, p.shape[0])
+        return float(-np.mean(np.log(p[np.arange(len(yy)), yy]), dtype=F32))
+
+    # ---- training ----
+    def _labels(self, y: np.ndarray, n: int) -> np.ndarray:
+        yy = np.asarray(y).reshape(-1)
+        if yy.shape[0] != n:
+            raise ValueError(f"{n} feature rows but {yy.shape[0]} labels")
+        if not np.issubdtype(yy.dtype, np.integer):
+            raise ValueError("labels must be integer class indices")
+        if n and (yy.min() < 0 or yy.max() >= self.n_classes):
+            raise ValueError(f"labels must be in 0..{self.n_classes - 1}")
+        return yy.astype(np.intp)
+
+    def _backward(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Forward + backward into the work arrays (see the module docstring)."""
+        x = np.ascontiguousarray(np.atleast_2d(x), dtype=F32)
         n = x.shape[0]
-        if n > self.max_batch:
-            self._alloc(n)
+        if x.shape[1] != self.n_in:
+            raise ValueError(f"expected {self.n_in} features, got {x.shape[1]}")
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"a training batch of {n} rows does not fit the preallocated state "
+                             f"(max_batch {self.max_batch})")
+        yy = self._labels(y, n)
         last = len(self.layers) - 1
         a = x
         for i, l in enumerate(self.layers):
-            z = (a @ l.weight.T + l.bias).astype(F32)
-            self._acts[i][:n] = z if i == last else _act(z, l.activation)
-            a = self._acts[i][:n]
-        d = self._deltas[last][:n]
-        d[:] = softmax(self._acts[last][:n])
-        d[np.arange(n), y] -= F32(1)
+            z = self._act[i][:n]
+            _dot_(a, l.weight, z)
+            z += l.bias
+            if i < last:
+                activate_(z, l.activation)
+            a = z
+        d = softmax_(self._act[last][:n], self._delta[last][:n])
+        d[np.arange(n), yy] -= F32(1)
         d /= F32(n)
         for i in range(last, -1, -1):
-            prev = x if i == 0 else self._acts[i - 1][:n]
-            d = self._deltas[i][:n]
-            self._dw[i][:] = (d.T @ prev).astype(F32)
-            self._db[i][:] = d.sum(axis=0, dtype=F32)
+            prev = x if i == 0 else self._act[i - 1][:n]
+            d = self._delta[i][:n]
+            self._dw[i][...] = 0
+            self._db[i][...] = 0
+            for r in range(n):  # sequential over rows, as the C loops
+                self._dw[i] += d[r][:, None] * prev[r][None, :]
+                self._db[i] += d[r]
             if i > 0:
-                self._deltas[i - 1][:n] = ((d @ self.layers[i].weight) *
-                                           _dact(prev, self.layers[i - 1].activation)).astype(F32)
-        return [(dw, db) for dw, db in zip(self._dw, self._db)]
+                dp = self._delta[i - 1][:n]
+                w = self.layers[i].weight
+                dp[...] = 0
+                for o in range(w.shape[0]):
+                    dp += d[:, o:o + 1] * w[o]
+                dp *= activation_derivative(prev, self.layers[i - 1].activation)
+
+    def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer (dW [out, in], db [out]) of the mean cross-entropy; copies of the work arrays."""
+        self._backward(x, y)
+        return [(dw.copy(), db.copy()) for dw, db in zip(self._dw, self._db)]
 
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        for l, (dw, db) in zip(self.layers, self.grads(x, y)):
-            l.weight -= F32(lr) * dw
-            l.bias -= F32(lr) * db
+        """One SGD update on the batch (at most ``max_batch`` rows)."""
+        self._backward(x, y)
+        rate = F32(lr)
+        for l, dw, db in zip(self.layers, self._dw, self._db):
+            l.weight -= rate * dw
+            l.bias -= rate * db
 
     def train_epochs(self, xs: np.ndarray, ys: np.ndarray, lr: float, epochs: int = 1, batch_size: int = 1) -> int:
-        """Train in order; return the number of samples visited (for accounting tests)."""
+        """Epochs over (xs, ys) in order, consecutive batches; returns the number of rows visited."""
+        xs = np.asarray(xs, F32)
+        ys = np.asarray(ys)
+        if batch_size < 1 or batch_size > self.max_batch:
+            raise ValueError(f"batch_size must be in 1..{self.max_batch} (max_batch)")
+        if epochs < 0:
+            raise ValueError("epochs must be >= 0")
+        if len(xs) != len(ys):
+            raise ValueError(f"{len(xs)} feature rows but {len(ys)} labels")
         seen = 0
         for _ in range(epochs):
             for s in range(0, len(xs), batch_size):
                 self.sgd_step(xs[s:s + batch_size], ys[s:s + batch_size], lr)
-                seen += len(xs[s:s + batch_size])
+                seen += min(batch_size, len(xs) - s)
         return seen

@@ -1,59 +1,269 @@
-"""Replay buffer policies: property tests."""
+"""Replay buffer policies and the online learner: property tests against reference models."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinycc.ir.buffer import OnlineLearner, ReplayBuffer
+from tinycc.ir.buffer import (OnlineLearner, ReplayBuffer, dequantize_features, quantize_features,
+                              round_half_away, xorshift32)
 from tinycc.ir.train import Classifier, DenseLayer
 
-streams = st.lists(st.integers(0, 4), min_size=1, max_size=60)
+N_CLASSES = 5
+F = 3
+SCALE, ZP = 0.05, 3
+streams = st.lists(st.integers(0, N_CLASSES - 1), min_size=1, max_size=60)
+policies = st.sampled_from(["fifo", "reservoir", "class_balanced"])
 
 
-@settings(max_examples=40, deadline=None)
-@given(labels=streams, cap=st.integers(1, 12), policy=st.sampled_from(["fifo", "reservoir", "class_balanced"]))
-def test_capacity_and_training_uses_every_entry(labels, cap, policy) -> None:
-    buf = ReplayBuffer(cap, 3, "int8", 0.05, 3, policy, seed=7)
-    clf = Classifier([DenseLayer(np.zeros((5, 3)), np.zeros(5), "softmax")])
-    learner = OnlineLearner(clf, buf, lr=0.01)
+class RecordingClassifier(Classifier):
+    """Records every training batch it is given."""
+
+    def __init__(self, layers: list[DenseLayer], max_batch: int = 1) -> None:
+        super().__init__(layers, max_batch)
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
+        self.batches.append((np.array(x), np.array(y)))
+        super().sgd_step(x, y, lr)
+
+
+def _sample(i: int, y: int, storage: str) -> np.ndarray:
+    """Features that identify sample i (int8: pushed already quantized)."""
+    if storage == "int8":
+        return np.array([i, y, -i], np.int8)
+    return np.array([i, y, -i], np.float32) * np.float32(0.25)
+
+
+def _stored(i: int, y: int, storage: str) -> np.ndarray:
+    f = _sample(i, y, storage)
+    return dequantize_features(f, SCALE, ZP) if storage == "int8" else f
+
+
+def _ref_reservoir(n: int, cap: int, seed: int) -> list[int]:
+    """Algorithm R with xorshift32, written out independently: sample indices per slot."""
+    x, slots = seed or 1, []
+    for i in range(n):
+        if len(slots) < cap:
+            slots.append(i)
+            continue
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        j = x % (i + 1)
+        if j < cap:
+            slots[j] = i
+    return slots
+
+
+def _ref_balanced(labels: list[int], cap: int) -> list[int]:
+    """Class-balanced eviction as in the C runtime: most represented class counting the incoming
+    sample (ties: the incoming class if stored, else the lowest index), its oldest entry."""
+    slots: list[int] = []
     for i, y in enumerate(labels):
-        learner.learn(np.full(3, i * 0.01, np.float32), y)
-        assert buf.count <= cap and buf.count == min(i + 1, cap)
-        assert learner.last_trained == buf.count
+        if len(slots) < cap:
+            slots.append(i)
+            continue
+        stored = Counter(labels[k] for k in slots)
+        with_new = stored + Counter([y])
+        best = max(with_new.values())
+        cls = y if stored[y] > 0 and with_new[y] == best else min(c for c in stored if stored[c] == best)
+        victim = min((s for s in range(cap) if labels[slots[s]] == cls), key=lambda s: slots[s])
+        slots[victim] = i
+    return slots
+
+
+def _expected_order(labels: list[int], cap: int, policy: str, seed: int) -> list[int]:
+    n = len(labels)
+    if policy == "fifo":
+        return list(range(max(0, n - cap), n))
+    return _ref_reservoir(n, cap, seed) if policy == "reservoir" else _ref_balanced(labels, cap)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=streams, cap=st.integers(1, 12), policy=policies, storage=st.sampled_from(["int8", "float32"]),
+       epochs=st.integers(1, 2), batch=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_policies_capacity_contents_and_training_uses_every_entry(labels, cap, policy, storage, epochs, batch,
+                                                                    seed) -> None:
+    buf = ReplayBuffer(cap, F, storage, SCALE, ZP, policy, seed)
+    clf = RecordingClassifier([DenseLayer(np.zeros((N_CLASSES, F)), np.zeros(N_CLASSES), "softmax")], batch)
+    learner = OnlineLearner(clf, buf, lr=0.01, epochs=epochs, batch_size=batch)
+    for i, y in enumerate(labels):
+        clf.batches.clear()
+        slot = learner.learn(_sample(i, y, storage), y)
+        assert buf.count == min(i + 1, cap) <= cap
+        assert -1 <= slot < cap and (slot >= 0 or policy == "reservoir")
+        # every valid entry, exactly once per epoch, in training order, in consecutive batches
+        assert learner.last_trained == epochs * buf.count
         x, ys = buf.entries()
-        assert len(x) == buf.count and len(set(buf.order().tolist())) == buf.count
-    if policy == "fifo":  # the newest min(n, cap) samples, oldest first
-        np.testing.assert_array_equal(buf.entries()[1], np.array(labels[-cap:]))
-    if policy == "class_balanced" and len(labels) >= cap:
-        counts = buf.class_counts(5)
-        present = counts[counts > 0]
-        total = np.bincount(labels, minlength=5)
-        # a class is only under-represented if the stream did not offer more of it
-        for c in range(5):
-            if counts[c] < present.max() - 1:
-                assert counts[c] == total[c]
+        n = buf.count
+        per_epoch = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+        assert [len(b[1]) for b in clf.batches] == per_epoch * epochs
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in clf.batches]), np.tile(x, (epochs, 1)))
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in clf.batches]), np.tile(ys, epochs))
+    order = _expected_order(labels, cap, policy, seed)
+    x, ys = buf.entries()
+    np.testing.assert_array_equal(ys, [labels[i] for i in order])
+    np.testing.assert_array_equal(x, np.stack([_stored(i, labels[i], storage) for i in order]))
+    assert sorted(buf.order().tolist()) == list(range(buf.count))
+    np.testing.assert_array_equal(buf.class_counts(N_CLASSES), np.bincount(ys, minlength=N_CLASSES))
 
 
-@settings(max_examples=40, deadline=None)
-@given(values=st.lists(st.floats(-6, 6, allow_nan=False), min_size=4, max_size=4),
-       scale=st.floats(0.01, 0.5), zp=st.integers(-20, 20))
+@settings(max_examples=80, deadline=None)
+@given(labels=st.lists(st.integers(0, N_CLASSES - 1), min_size=1, max_size=120), cap=st.integers(1, 16))
+def test_class_balanced_counts(labels, cap) -> None:
+    """Once full the largest class never grows, and a class that lost an entry stays within one of
+    the largest; so a class more than one below the largest holds every sample of it pushed."""
+    buf = ReplayBuffer(cap, 2, "float32", policy="class_balanced")
+    offered = np.zeros(N_CLASSES, int)
+    prev_max = None
+    lost = np.zeros(N_CLASSES, bool)
+    for y in labels:
+        before = buf.class_counts(N_CLASSES)
+        buf.push(np.zeros(2, np.float32), y)
+        offered[y] += 1
+        counts = buf.class_counts(N_CLASSES)
+        assert counts.sum() == buf.count <= cap
+        lost |= counts < before
+        if buf.count == cap:
+            if prev_max is not None:
+                assert counts.max() <= prev_max
+            prev_max = counts.max()
+        assert np.all(counts[lost] >= counts.max() - 1)
+        assert np.all((counts >= counts.max() - 1) | (counts == offered))
+
+
+def test_class_balanced_tie_rules() -> None:
+    buf = ReplayBuffer(4, 1, "float32", policy="class_balanced")
+    for i, y in enumerate([1, 0, 1, 0]):  # full: {0: 2, 1: 2}
+        assert buf.push(np.array([i], np.float32), y) == i
+    assert buf.push(np.array([4.0], np.float32), 1) == 0  # incoming class tied for max: its oldest
+    assert buf.push(np.array([5.0], np.float32), 2) == 1  # new class: lowest max class (0), oldest
+    assert buf.push(np.array([6.0], np.float32), 2) == 1  # {0:1, 1:2, 2:1}: 2 would tie the max: its oldest
+    assert buf.push(np.array([7.0], np.float32), 3) == 2  # new class: most represented (1), its oldest
+    np.testing.assert_array_equal(buf.entries()[1], [1, 2, 3, 0])
+
+
+def test_reservoir_prng_is_specified_and_deterministic() -> None:
+    assert xorshift32(1) == 270369
+    x, seq = 1, []
+    for _ in range(3):
+        x = xorshift32(x)
+        seq.append(x)
+    assert seq == [270369, 67634689, 2647435461]
+    a = ReplayBuffer(5, 8, "int8", 0.1, 0, "reservoir", seed=3)
+    b = ReplayBuffer(5, 8, "int8", 0.1, 0, "reservoir", seed=3)
+    slots = [a.push(np.full(8, i % 7, np.float32) * 0.1, i % 10) for i in range(200)]
+    assert slots == [b.push(np.full(8, i % 7, np.float32) * 0.1, i % 10) for i in range(200)]
+    assert slots[:5] == [0, 1, 2, 3, 4] and -1 in slots and a.seen == 200
+    a.reset()
+    assert (a.count, a.seen, a.rng) == (0, 0, 3)
+    assert [a.push(np.full(8, i % 7, np.float32) * 0.1, i % 10) for i in range(200)] == slots
+    assert ReplayBuffer(2, 1, "float32", policy="reservoir", seed=0).rng == 1  # 0 would be a fixed point
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=4, max_size=4),
+       scale=st.floats(0.01, 0.5).map(lambda s: float(np.float32(s))), zp=st.integers(-20, 20))
 def test_int8_round_trip_error(values, scale, zp) -> None:
     buf = ReplayBuffer(2, 4, "int8", scale, zp)
     f = np.asarray(values, np.float32)
     buf.push(f, 1)
     x, _ = buf.entries()
-    lo, hi = np.float32(scale) * (-128 - zp), np.float32(scale) * (127 - zp)
-    inside = (f >= lo) & (f <= hi)
-    assert np.all(np.abs(x[0][inside] - f[inside]) <= np.float32(scale) / 2 * (1 + 1e-5))
+    s = np.float32(scale)
+    q = buf.data[0].astype(int)
+    inside = (f >= s * (-128 - zp)) & (f <= s * (127 - zp))
+    bound = s / 2 + 4 * np.finfo(np.float32).eps * np.maximum(np.abs(f), s)
+    assert np.all(np.abs(x[0] - f)[inside] <= bound[inside])
+    assert np.all(q[(f > s * (127.5 - zp) * (1 + 1e-6))] == 127)
+    assert np.all(q[(f < s * (-128.5 - zp) * (1 + 1e-6))] == -128)
 
 
-def test_reservoir_is_deterministic_and_nbytes_exact() -> None:
-    a = ReplayBuffer(5, 8, "int8", 0.1, 0, "reservoir", seed=3)
-    b = ReplayBuffer(5, 8, "int8", 0.1, 0, "reservoir", seed=3)
-    for i in range(100):
-        assert a.push(np.full(8, i % 7, np.float32) * 0.1, i % 10) == b.push(np.full(8, i % 7, np.float32) * 0.1, i % 10)
-    assert a.nbytes() == ReplayBuffer.bytes_for(5, 8, "int8")
-    assert a.nbytes() == a.data.nbytes + a.labels.nbytes + a.stamp.nbytes + 16
-    f = ReplayBuffer(3, 10, "float32")
-    assert f.nbytes() == ReplayBuffer.bytes_for(3, 10, "float32") == 3 * (40 + 1 + 4) + 16
+def test_quantize_is_roundf_then_clamp() -> None:
+    v = np.array([0.5, -0.5, 1.5, -1.5, 2.5, 0.49999997, -0.49999997, 1e30, -1e30, np.inf], np.float32)
+    np.testing.assert_array_equal(round_half_away(v[:7]), [1, -1, 2, -2, 3, 0, -0])
+    np.testing.assert_array_equal(quantize_features(v, 1.0, 0), [1, -1, 2, -2, 3, 0, 0, 127, -128, 127])
+    np.testing.assert_array_equal(quantize_features(np.float32([0.25, -0.25]), 0.5, -3), [-2, -4])
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_features(np.float32([np.nan]), 1.0, 0)
+
+
+def test_int8_features_are_stored_as_is() -> None:
+    q = np.array([-128, -1, 0, 127], np.int8)
+    buf = ReplayBuffer(1, 4, "int8", 0.1, -2)
+    buf.push(q, 3)
+    np.testing.assert_array_equal(buf.data[0], q)
+    np.testing.assert_array_equal(buf.entries()[0][0], dequantize_features(q, 0.1, -2))
+    fbuf = ReplayBuffer(1, 4, "float32", 0.1, -2)
+    fbuf.push(q, 3)
+    np.testing.assert_array_equal(fbuf.entries()[0][0], np.float32(0.1) * (q.astype(np.float32) + 2))
+    with pytest.raises(ValueError, match="scale"):
+        ReplayBuffer(1, 4, "float32").push(q, 0)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "reservoir", "class_balanced"])
+@pytest.mark.parametrize("storage,elem", [("int8", 1), ("float32", 4)])
+def test_nbytes_is_exactly_what_the_buffer_allocates(policy: str, storage: str, elem: int) -> None:
+    cap, feat = 7, 10
+    buf = ReplayBuffer(cap, feat, storage, 0.1, 0, policy)
+    arrays = [v for v in vars(buf).values() if isinstance(v, np.ndarray)]
+    ids = {id(a) for a in arrays}
+    state = 4 * cap + 16  # per-slot uint32 stamps + count, head, seen, rng
+    assert buf.nbytes() == sum(a.nbytes for a in arrays) == cap * (feat * elem + 1) + state
+    assert buf.nbytes() == ReplayBuffer.bytes_for(cap, feat, storage)
+    for i in range(30):
+        buf.push(np.full(feat, i * 0.01, np.float32), i % 4)
+    buf.reset()
+    after = [v for v in vars(buf).values() if isinstance(v, np.ndarray)]
+    assert {id(a) for a in after} == ids and sum(a.nbytes for a in after) == buf.nbytes()
+    clf = Classifier([DenseLayer(np.zeros((4, feat)), np.zeros(4))], max_batch=3)
+    learner = OnlineLearner(clf, buf, batch_size=3)
+    assert learner.staging_bytes() == {"features": 3 * feat * 4, "labels": 3}
+
+
+def test_validation_errors() -> None:
+    with pytest.raises(ValueError, match="0..255"):
+        ReplayBuffer(2, 1, "float32").push(np.zeros(1, np.float32), 256)
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(0, 1, "float32")
+    with pytest.raises(ValueError, match="policy"):
+        ReplayBuffer(1, 1, "float32", policy="lru")
+    with pytest.raises(ValueError, match="scale"):
+        ReplayBuffer(1, 1, "int8")
+    with pytest.raises(ValueError, match="expected 2 features"):
+        ReplayBuffer(1, 2, "float32").push(np.zeros(3, np.float32), 0)
+    with pytest.raises(TypeError):
+        ReplayBuffer(1, 2, "float32").push(np.zeros(2, np.int32), 0)
+    big = Classifier([DenseLayer(np.zeros((257, 2)), np.zeros(257))])
+    with pytest.raises(ValueError, match="256"):
+        OnlineLearner(big, ReplayBuffer(1, 2, "float32"))
+    clf = Classifier([DenseLayer(np.zeros((3, 2)), np.zeros(3))])
+    with pytest.raises(ValueError, match="max_batch"):
+        OnlineLearner(clf, ReplayBuffer(4, 2, "float32"), batch_size=2)
+    with pytest.raises(ValueError, match="label"):
+        OnlineLearner(clf, ReplayBuffer(4, 2, "float32")).learn(np.zeros(2, np.float32), 3)
+
+
+def test_tinyol_trains_on_the_latest_sample_only() -> None:
+    rng = np.random.default_rng(0)
+    layers = [DenseLayer(rng.normal(size=(4, 6)), rng.normal(size=4), "relu"),
+              DenseLayer(rng.normal(size=(3, 4)), rng.normal(size=3), "softmax")]
+    learner = OnlineLearner.tinyol(Classifier([l.copy() for l in layers]), lr=0.1, epochs=2)
+    ref = Classifier([l.copy() for l in layers])
+    assert learner.buffer.capacity == 1 and learner.buffer.storage == "float32"
+    for i in range(5):
+        x = rng.normal(size=6).astype(np.float32)
+        learner.learn(x, i % 3)
+        ref.train_epochs(x[None], [i % 3], 0.1, epochs=2)
+        assert learner.buffer.count == 1 and learner.last_trained == 2
+    for a, b in zip(learner.classifier.layers, ref.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+    cls, p = learner.predict(x)
+    np.testing.assert_array_equal(p, ref.forward(x))
+    q = OnlineLearner.tinyol(Classifier([l.copy() for l in layers]), scale=0.1, zero_point=0)
+    assert q.buffer.storage == "int8"
+    fresh = Classifier([l.copy() for l in layers])
+    np.testing.assert_array_equal(q.predict(np.ones(6, np.int8))[1], fresh.forward(np.full(6, 0.1, np.float32)))

@@ -1,77 +1,214 @@
-"""Classifier training equals TensorFlow (GradientTape + SGD)."""
+"""Classifier training reference: equal to TensorFlow (GradientTape + SGD); exact memory accounting."""
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
 
-from tinycc.ir.train import Classifier, DenseLayer
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tinycc.ir.train import Classifier, DenseLayer, softmax  # noqa: E402
+
+HIDDEN = ["relu", "sigmoid", "tanh", "linear"]
+SIZES = {1: [12, 4], 2: [12, 9, 4], 3: [12, 9, 7, 4]}
+TOL = 1e-5
 
 
-def _model(sizes: list[int], act: str, seed: int) -> Classifier:
+def _keras(depth: int, hidden: str, last: str, seed: int) -> tf.keras.Model:
     rng = np.random.default_rng(seed)
-    layers = [DenseLayer(rng.normal(0, 0.5, (o, i)), rng.normal(0, 0.1, o), act if k < len(sizes) - 2 else "softmax")
-              for k, (i, o) in enumerate(zip(sizes, sizes[1:]))]
-    return Classifier(layers)
+    sizes = SIZES[depth]
+    inp = tf.keras.Input((sizes[0],))
+    x = inp
+    for k, o in enumerate(sizes[1:]):
+        x = tf.keras.layers.Dense(o, activation=hidden if k < depth - 1 else last)(x)
+    model = tf.keras.Model(inp, x)
+    model.set_weights([rng.normal(0, 0.5 if w.ndim == 2 else 0.1, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
 
 
-def _tf_step(clf: Classifier, x: np.ndarray, y: np.ndarray, lr: float):
-    import tensorflow as tf
+def _from_keras(model: tf.keras.Model, max_batch: int) -> Classifier:
+    dense = [l for l in model.layers if isinstance(l, tf.keras.layers.Dense)]
+    return Classifier.from_keras_dense([(l.kernel.numpy(), l.bias.numpy(), l.activation.__name__) for l in dense],
+                                       max_batch)
 
-    ws = [tf.Variable(l.weight.T.copy()) for l in clf.layers]
-    bs = [tf.Variable(l.bias.copy()) for l in clf.layers]
-    acts = {"relu": tf.nn.relu, "sigmoid": tf.sigmoid, "tanh": tf.tanh, "linear": lambda z: z}
-    with tf.GradientTape() as tape:
-        a = tf.constant(x)
-        for i, l in enumerate(clf.layers):
-            z = a @ ws[i] + bs[i]
-            a = z if i == len(clf.layers) - 1 else acts[l.activation](z)
-        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, a)
-    grads = tape.gradient(loss, ws + bs)
-    opt = tf.keras.optimizers.SGD(learning_rate=lr)
-    opt.apply_gradients(zip(grads, ws + bs))
-    n = len(ws)
-    return ([g.numpy().T for g in grads[:n]], [g.numpy() for g in grads[n:]],
-            [w.numpy().T for w in ws], [b.numpy() for b in bs])
+
+class _TFTrainer:
+    """SparseCategoricalCrossentropy (mean over the batch) + tf.keras.optimizers.SGD."""
+
+    def __init__(self, model: tf.keras.Model, lr: float, last: str) -> None:
+        self.model = model
+        self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=last == "linear")
+        self.opt = tf.keras.optimizers.SGD(learning_rate=lr)
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """One SGD step; returns the gradients (Keras layout, before the step)."""
+        with tf.GradientTape() as tape:
+            loss = self.loss(tf.constant(y), self.model(tf.constant(x), training=True))
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.opt.apply_gradients(zip(grads, self.model.trainable_variables))
+        return [g.numpy() for g in grads]
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
+    """max |a - b| relative to max |b|."""
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(b).max(), 1e-6))
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh", "linear"])
-@pytest.mark.parametrize("batch", [1, 5])
-def test_grads_and_sgd_match_tensorflow(depth: int, act: str, batch: int) -> None:
-    sizes = [12, 9, 7, 4][:depth] + [4] if depth < 3 else [12, 9, 7, 4]
-    sizes = [12] + [9, 7][:depth - 1] + [4]
-    clf = _model(sizes, act, seed=depth * 10 + batch)
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, 12)).astype(np.float32)
-    y = rng.integers(0, 4, batch)
-    dw_tf, db_tf, w_tf, b_tf = _tf_step(clf, x, y, 0.1)
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 12)).astype(np.float32), rng.integers(0, 4, n)
+
+
+def _params(model: tf.keras.Model) -> list[np.ndarray]:
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def _assert_params(clf: Classifier, model: tf.keras.Model) -> None:
+    ref = _params(model)
+    for i, l in enumerate(clf.layers):
+        assert _rel(l.weight, ref[2 * i].T) <= TOL, f"layer {i} weights"
+        assert _rel(l.bias, ref[2 * i + 1]) <= TOL, f"layer {i} bias"
+
+
+@pytest.mark.parametrize("depth,hidden", [(1, "linear")] + [(d, h) for d in (2, 3) for h in HIDDEN])
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("last", ["linear", "softmax"])
+def test_grads_and_sgd_step_match_tensorflow(depth: int, hidden: str, batch: int, last: str) -> None:
+    model = _keras(depth, hidden, last, seed=depth * 100 + batch)
+    clf = _from_keras(model, max_batch=batch)
+    x, y = _data(batch, seed=depth + batch)
+    p_ref = model(x).numpy()
+    p = clf.forward(x)
+    if last == "softmax":
+        assert _rel(p, p_ref) <= TOL
+    else:
+        assert _rel(p, softmax(p_ref)) <= TOL
+    g_ref = _TFTrainer(model, 0.1, last).step(x, y)
     grads = clf.grads(x, y)
-    for (dw, db), dwt, dbt in zip(grads, dw_tf, db_tf):
-        assert _rel(dw, dwt) <= 1e-5 and _rel(db, dbt) <= 1e-5
+    for i, (dw, db) in enumerate(grads):
+        assert _rel(dw, g_ref[2 * i].T) <= TOL, f"layer {i} dW"
+        assert _rel(db, g_ref[2 * i + 1]) <= TOL, f"layer {i} db"
     clf.sgd_step(x, y, 0.1)
-    for l, wt, bt in zip(clf.layers, w_tf, b_tf):
-        assert _rel(l.weight, wt) <= 1e-5 and _rel(l.bias, bt) <= 1e-5
+    _assert_params(clf, model)
 
 
-def test_training_state_bytes_equal_allocated() -> None:
-    clf = _model([20, 8, 3], "relu", 0)
-    for batch in (1, 4):
-        clf.grads(np.zeros((batch, 20), np.float32), np.zeros(batch, int))
-        assert sum(clf.training_state_bytes(batch).values()) == clf.allocated_training_bytes()
-    assert clf.param_bytes() == 4 * (20 * 8 + 8 + 8 * 3 + 3)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_train_epochs_match_tensorflow_loop(batch: int, hidden: str) -> None:
+    """2 epochs over 7 samples in order; batch 3 includes the partial last batch of 1."""
+    model = _keras(3, hidden, "softmax", seed=7)
+    clf = _from_keras(model, max_batch=batch)
+    x, y = _data(7, seed=3)
+    assert clf.train_epochs(x, y, 0.05, epochs=2, batch_size=batch) == 14
+    trainer = _TFTrainer(model, 0.05, "softmax")
+    for _ in range(2):
+        for s in range(0, 7, batch):
+            trainer.step(x[s:s + batch], y[s:s + batch])
+    _assert_params(clf, model)
 
 
-def test_train_epochs_visits_every_sample_in_order() -> None:
-    clf = _model([6, 3], "linear", 2)
-    x = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
-    y = np.arange(7) % 3
+def test_train_epochs_is_sgd_steps_in_order() -> None:
+    rng = np.random.default_rng(0)
+    clf = Classifier([DenseLayer(rng.normal(size=(5, 6)), rng.normal(size=5), "tanh"),
+                      DenseLayer(rng.normal(size=(3, 5)), rng.normal(size=3), "softmax")], max_batch=3)
     ref = clf.copy()
+    x = rng.normal(size=(7, 6)).astype(np.float32)
+    y = np.arange(7) % 3
     assert clf.train_epochs(x, y, 0.05, epochs=2, batch_size=3) == 14
     for _ in range(2):
         for s in (0, 3, 6):
             ref.sgd_step(x[s:s + 3], y[s:s + 3], 0.05)
-    np.testing.assert_array_equal(clf.layers[0].weight, ref.layers[0].weight)
+    for a, b in zip(clf.layers, ref.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.bias, b.bias)
+
+
+def test_last_activation_is_ignored_and_predict_is_argmax() -> None:
+    rng = np.random.default_rng(1)
+    w, b = rng.normal(size=(4, 6)), rng.normal(size=4)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    outs = []
+    for act in ("linear", "softmax", "relu"):
+        clf = Classifier([DenseLayer(w, b, act)])
+        clf.sgd_step(x[:1], [2], 0.1)
+        cls, p = clf.predict(x)
+        assert p.dtype == np.float32 and np.allclose(p.sum(axis=1), 1, atol=1e-6)
+        np.testing.assert_array_equal(cls, p.argmax(axis=1))
+        outs.append((clf.layers[0].weight, p))
+    for wt, p in outs[1:]:
+        np.testing.assert_array_equal(wt, outs[0][0])
+        np.testing.assert_array_equal(p, outs[0][1])
+    assert Classifier([DenseLayer(w, b)]).predict(x[0])[0].shape == (1,)
+
+
+def test_from_keras_dense_layout_and_validation() -> None:
+    k = np.arange(6, dtype=np.float32).reshape(3, 2)  # Keras [in, out]
+    clf = Classifier.from_keras_dense([(k, np.zeros(2), None)])
+    np.testing.assert_array_equal(clf.layers[0].weight, k.T)
+    assert (clf.n_in, clf.n_classes, clf.layers[0].activation) == (3, 2, "linear")
+    with pytest.raises(ValueError, match="softmax"):
+        Classifier([DenseLayer(np.ones((3, 3)), np.ones(3), "softmax"), DenseLayer(np.ones((2, 3)), np.ones(2))])
+    with pytest.raises(ValueError, match="at least 2 outputs"):
+        Classifier([DenseLayer(np.ones((1, 3)), np.ones(1), "sigmoid")])
+    with pytest.raises(ValueError, match="unsupported"):
+        DenseLayer(np.ones((2, 3)), np.ones(2), "hard_swish")
+    with pytest.raises(ValueError, match="expects"):
+        Classifier([DenseLayer(np.ones((4, 3)), np.ones(4)), DenseLayer(np.ones((2, 5)), np.ones(2))])
+    clf = Classifier([DenseLayer(np.ones((2, 3)), np.ones(2))], max_batch=2)
+    with pytest.raises(ValueError, match="max_batch"):
+        clf.sgd_step(np.ones((3, 3)), [0, 1, 0], 0.1)
+    with pytest.raises(ValueError, match="labels"):
+        clf.sgd_step(np.ones((1, 3)), [2], 0.1)
+    with pytest.raises(ValueError, match="labels"):
+        clf.sgd_step(np.ones((1, 3)), [-1], 0.1)
+    with pytest.raises(ValueError, match="batch_size"):
+        clf.train_epochs(np.ones((4, 3)), [0, 1, 0, 1], 0.1, batch_size=3)
+
+
+def _held_arrays(obj: object) -> list[np.ndarray]:
+    """Every numpy array an object holds (through attributes, lists, tuples, dicts)."""
+    out: list[np.ndarray] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, np.ndarray):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            for e in v:
+                walk(e)
+        elif isinstance(v, dict):
+            for e in v.values():
+                walk(e)
+        elif hasattr(v, "__dict__"):
+            for e in vars(v).values():
+                walk(e)
+
+    walk(obj)
+    return out
+
+
+@pytest.mark.parametrize("sizes,acts,batch", [([20, 3], ["softmax"], 1), ([20, 8, 3], ["relu", "linear"], 4),
+                                              ([16, 10, 7, 5], ["sigmoid", "tanh", "softmax"], 3)])
+def test_training_state_bytes_are_the_allocated_arrays(sizes: list[int], acts: list[str], batch: int) -> None:
+    rng = np.random.default_rng(0)
+    clf = Classifier([DenseLayer(rng.normal(size=(o, i)), np.zeros(o), a)
+                      for i, o, a in zip(sizes, sizes[1:], acts)], max_batch=batch)
+    state = clf.training_state_bytes()
+    assert state == clf.training_state_bytes(batch)
+    outs = sum(sizes[1:])
+    assert state == {"activations": 4 * batch * outs, "deltas": 4 * batch * outs,
+                     "weight_grads": 4 * sum(i * o for i, o in zip(sizes, sizes[1:])), "bias_grads": 4 * outs}
+    assert clf.param_bytes() == 4 * sum(i * o + o for i, o in zip(sizes, sizes[1:]))
+    work = clf.work_arrays()
+    assert {k: sum(a.nbytes for a in v) for k, v in work.items()} == state
+    held = _held_arrays(clf)
+    assert sum(a.nbytes for a in held) == clf.param_bytes() + sum(state.values())
+    ids = {id(a) for a in held}
+    x = rng.normal(size=(2 * batch + 1, sizes[0])).astype(np.float32)
+    clf.train_epochs(x, np.arange(len(x)) % sizes[-1], 0.1, epochs=2, batch_size=batch)
+    clf.grads(x[:1], [0])
+    after = _held_arrays(clf)
+    assert {id(a) for a in after} == ids  # training wrote in place: nothing was reallocated
+    assert all(a.dtype == np.float32 for a in after)

@@ -79,7 +79,11 @@ class CompileResult:
 
     def summary(self) -> str:
         mem = self.deployment.memory
-        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s"]
+        d = self.deployment
+        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s",
+                 f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable Dense "
+                 f"layer(s), {d.num_classes} classes; replay buffer {d.buffer.capacity} entries "
+                 f"({d.buffer.policy}, {d.buffer.storage})"]
         if "report" in mem:
             lines.append(mem["report"])
         return "\n".join(lines)
