@@ -29,8 +29,8 @@ class Backend:
         """Bytes of activation memory the extractor needs on this target."""
         raise NotImplementedError
 
-    def runtime_state_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
-        """Fixed RAM of the generated runtime besides arena, classifier and buffer."""
+    def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
+        """RAM of the generated runtime besides arena, classifier, training state and buffer."""
         return 0
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover

@@ -71,8 +71,8 @@ def multiply_by_quantized_multiplier(x: np.ndarray, m: np.ndarray | int, shift: 
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
-    """std::round semantics (ties away from zero)."""
-    x = np.asarray(x)
+    """std::round semantics (ties away from zero), exact for float32 inputs (done in float64)."""
+    x = np.asarray(x, np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 

@@ -2,8 +2,8 @@
 
 The trainable classifier Φc is a chain of L Dense layers, weights W_l [out, in] (TFLite layout),
 biases b_l [out]. Every value and every intermediate is float32 (numpy arrays are float32 and
-float32 scalars are used for constants, so a C port in ``float`` matches within 1e-5; sums may be
-accumulated in any order, which is the only source of difference).
+float32 scalars are used for constants); sums follow the C loop order (see "Summation order"
+below), so a C port in ``float`` matches bit for bit, and within 1e-5 whatever its order.
 
 Forward, for the rows r of a batch X [N, I] (used by training and by prediction)::
 

@@ -150,7 +150,7 @@ def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str,
             arena: int) -> MemoryReport:
     storage = options.get("storage") or "int8"
     return deployment_memory(ext, clf, ReplayBuffer.bytes_for(cap, feat, storage), int(options.get("batch_size") or 1),
-                             arena, backend.runtime_state_bytes(None, options) if backend else 0,
+                             arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"))
 
 

@@ -1,11 +1,13 @@
-"""Serialise a quantized IR graph to a TFLite flatbuffer (schema version 3).
+"""Serialise an IR graph (int8 quantized, float, or mixed) to a TFLite flatbuffer (schema version 3).
 
 Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
-relu/relu6 -> RELU/RELU6, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool ->
-AVERAGE_POOL_2D over the whole map (+ RESHAPE without keepdims; same arithmetic as the IR's
-int8 kernel), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape -> RESHAPE, add/mul ->
-ADD/MUL, concat -> CONCATENATION, pad -> PAD, quantize/dequantize -> QUANTIZE/DEQUANTIZE.
-Output bytes are deterministic.
+relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
+HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
+over the whole map (+ RESHAPE without keepdims; the same integer arithmetic as the IR's int8
+kernel, where MEAN would differ), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape ->
+RESHAPE (const int32 shape), add/mul -> ADD/MUL, concat -> CONCATENATION, pad -> PAD (const int32
+paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
+converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ from ..ir.ops import OpKind
 from ..ir.tensor import DType, Tensor
 from .tflite_schema import schema
 
-# operator versions as the TFLite converter emits them for int8 models
-_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2, "MAX_POOL_2D": 2,
-             "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2, "PAD": 2, "QUANTIZE": 2,
-             "DEQUANTIZE": 2}
+# operator versions the TF 2.21 converter emits for int8 models (float ops: version 1)
+INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2,
+                 "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
+                 "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
+                 "HARD_SWISH": 1, "LEAKY_RELU": 1}
+_UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
+          OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
 _TYPES = {DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT8: 9}
 
@@ -34,7 +39,7 @@ class _Writer:
         self.buffers: list[Any] = [self.s.BufferT()]
         self.tensors: list[Any] = []
         self.index: dict[str, int] = {}
-        self.opcodes: list[str] = []
+        self.opcodes: list[tuple[str, int]] = []
         self.operators: list[Any] = []
 
     def tensor(self, t: Tensor) -> int:
@@ -67,10 +72,12 @@ class _Writer:
         return self.tensor(Tensor(name, arr.shape, DType.INT32, arr))
 
     def emit(self, code: str, inputs: list[int], outputs: list[int], opt_type: int = 0, opt: Any = None) -> None:
-        if code not in self.opcodes:
-            self.opcodes.append(code)
+        int8 = self.tensors[inputs[0]].type != _TYPES[DType.FLOAT32] or code == "QUANTIZE"
+        key = (code, INT8_VERSIONS.get(code, 1) if int8 else 1)
+        if key not in self.opcodes:
+            self.opcodes.append(key)
         o = self.s.OperatorT()
-        o.opcodeIndex = self.opcodes.index(code)
+        o.opcodeIndex = self.opcodes.index(key)
         o.inputs = np.array(inputs, np.int32)
         o.outputs = np.array(outputs, np.int32)
         if opt is not None:
@@ -109,8 +116,16 @@ class _Writer:
             if len(ins) == 2:
                 ins.append(-1)
             self.emit("FULLY_CONNECTED", ins, outs, s.BuiltinOptions.FullyConnectedOptions, o)
-        elif k in (OpKind.RELU, OpKind.RELU6):
-            self.emit(k.name, ins, outs)
+        elif k in _UNARY:
+            self.emit(_UNARY[k], ins, outs)
+        elif k == OpKind.LEAKY_RELU:
+            o = s.LeakyReluOptionsT()
+            o.alpha = float(a["alpha"])
+            self.emit("LEAKY_RELU", ins, outs, s.BuiltinOptions.LeakyReluOptions, o)
+        elif k == OpKind.SOFTMAX:
+            o = s.SoftmaxOptionsT()
+            o.beta = float(a["beta"])
+            self.emit("SOFTMAX", ins, outs, s.BuiltinOptions.SoftmaxOptions, o)
         elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D):
             self._pool("MAX_POOL_2D" if k == OpKind.MAX_POOL2D else "AVERAGE_POOL_2D", ins, outs,
                        a["pool_size"], a["strides"], a["padding"], a["activation"])
@@ -175,12 +190,12 @@ class _Writer:
         sub.operators = self.operators
         sub.name = b"main"
         codes = []
-        for name in self.opcodes:
+        for name, version in self.opcodes:
             oc = s.OperatorCodeT()
             code = getattr(s.BuiltinOperator, name)
             oc.builtinCode = code
             oc.deprecatedBuiltinCode = min(code, 127)
-            oc.version = _VERSIONS.get(name, 1)
+            oc.version = version
             codes.append(oc)
         m = s.ModelT()
         m.version = 3
@@ -194,13 +209,21 @@ class _Writer:
 
 
 def write_tflite(graph: Graph) -> bytes:
-    """The graph as TFLite flatbuffer bytes (int8 tensors carry their quantization)."""
+    """The graph as TFLite flatbuffer bytes (int8 tensors carry their quantization).
+
+    Raises UnsupportedLayerError (naming the layer) for ops TFLite's kernels cannot run.
+    """
     return _Writer(graph).finish()
 
 
 def operator_names(tflite: bytes) -> list[str]:
     """Builtin operator names used by a .tflite model, in its operator-code order."""
+    return [name for name, _ in operator_versions(tflite)]
+
+
+def operator_versions(tflite: bytes) -> list[tuple[str, int]]:
+    """(builtin operator name, version) of every operator code of a .tflite model."""
     from .tflite_schema import builtin_name
 
     m = schema().ModelT.InitFromPackedBuf(tflite, 0)
-    return [builtin_name(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in m.operatorCodes]
+    return [(builtin_name(max(oc.builtinCode, oc.deprecatedBuiltinCode)), int(oc.version)) for oc in m.operatorCodes]

@@ -53,6 +53,8 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=0.01, help="on-device SGD learning rate")
     g.add_argument("--epochs", type=int, default=1, help="epochs over the buffer per learned sample")
     g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
+    g.add_argument("--test-count", type=int, default=8, help="calibration samples embedded as demo/self-test vectors")
+    g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g = p.add_argument_group("compiler")
     g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
