@@ -148,3 +148,31 @@ def test_board_too_small_fails_with_shortfall(session, tmp_path: Path) -> None:
     with pytest.raises(BudgetError, match=r"RAM needs [\d,]+ bytes but board uno allows 2,048: short by"):
         compile_model(str(MODEL), "arduino", str(tmp_path / "o"), {"calib": str(DATA), "board": "uno"}, session)
     assert not (tmp_path / "o").exists()
+
+
+def test_serial_companion_over_pty(host_proto, tmp_path: Path) -> None:
+    """`tinycc serial` against the host build of the sketch's runtime, through a pseudo-terminal."""
+    import os
+    import sys
+    import tty
+
+    dep, d, exe = host_proto
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    p = subprocess.Popen([str(exe)], stdin=master, stdout=master)
+    stream = tmp_path / "stream.npz"
+    np.savez(stream, x=d["x_test"][:12].astype(np.float32), y=d["y_test"][:12])
+    try:
+        r = subprocess.run([sys.executable, "-m", "tinycc.cli", "serial", "--port", os.ttyname(slave), "--data",
+                            str(stream), "-o", str(tmp_path / "run"), "--timeout", "20"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        rows = (tmp_path / "run.csv").read_text().splitlines()
+        assert rows[0].startswith("sample,label,predicted") and len(rows) == 13
+        assert rows[-1].split(",")[-1] == str(min(12, dep.buffer.capacity))
+        assert (tmp_path / "run.png").stat().st_size > 1000
+    finally:
+        p.kill()
+        os.close(master)
+        os.close(slave)

@@ -1,0 +1,132 @@
+"""`tinycc serial`: stream labelled samples to a board running the tinycc sketch and plot accuracy.
+
+For each sample of the stream: predict (the board answers with its class), then learn (the board
+pushes the sample into its replay buffer and retrains). The running accuracy of the predictions made
+before each learn call is written as CSV and plotted (prequential evaluation).
+"""
+from __future__ import annotations
+
+import csv
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from ..errors import TinyccError
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range", 5: "payload too large"}
+
+
+def frame(cmd: bytes, payload: bytes = b"") -> bytes:
+    body = cmd + struct.pack("<H", len(payload)) + payload
+    return b"\xa5" + body + bytes([sum(body) % 256])
+
+
+class Board:
+    """The host side of the protocol over any object with read(n)/write(b) (a pyserial port)."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+
+    def _read(self, n: int) -> bytes:
+        data = self.port.read(n)
+        if len(data) != n:
+            raise TinyccError("no reply from the board (timeout): is the tinycc sketch running at this baud rate?")
+        return data
+
+    def ask(self, cmd: bytes, payload: bytes = b"") -> bytes:
+        self.port.write(frame(cmd, payload))
+        while self._read(1) != b"\x5a":
+            pass
+        c = self._read(1)
+        n = struct.unpack("<H", self._read(2))[0]
+        data = self._read(n)
+        chk = self._read(1)[0]
+        if chk != (c[0] + (n & 255) + (n >> 8) + sum(data)) % 256:
+            raise TinyccError("corrupt reply from the board (checksum)")
+        if c == b"E":
+            raise TinyccError(f"board refused {cmd.decode()}: {ERRORS.get(data[0], data[0])}")
+        return data
+
+    def status(self) -> tuple[int, int, int]:
+        return struct.unpack("<HHB", self.ask(b"S"))
+
+    def predict(self, x: np.ndarray) -> int:
+        return self.ask(b"P", np.asarray(x, "<f4").tobytes())[0]
+
+    def learn(self, x: np.ndarray, label: int) -> int:
+        return struct.unpack("<H", self.ask(b"L", np.asarray(x, "<f4").tobytes() + bytes([int(label)])))[0]
+
+
+def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool = True) -> list[float]:
+    """Prequential run; writes OUT.csv and OUT.png; returns the running accuracy."""
+    acc, correct = [], 0
+    it = range(len(x))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="stream", unit="sample")
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample", "label", "predicted", "running_accuracy", "buffer"])
+        for i in it:
+            k = board.predict(x[i])
+            correct += int(k == int(y[i]))
+            n = board.learn(x[i], int(y[i]))
+            acc.append(correct / (i + 1))
+            w.writerow([i, int(y[i]), k, f"{acc[-1]:.6f}", n])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(1, len(acc) + 1), acc)
+    ax.set_xlabel("supervised samples")
+    ax.set_ylabel("running accuracy (predict before learn)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+    return acc
+
+
+def _cmd(args: Any, session: Any) -> int:
+    try:
+        import serial
+    except ImportError:
+        raise TinyccError("tinycc serial needs pyserial: pip install pyserial") from None
+    try:
+        with np.load(args.data, allow_pickle=False) as z:
+            x = z["x"] if "x" in z.files else z["x_test"]
+            y = z["y"] if "y" in z.files else z["y_test"]
+    except (OSError, KeyError, ValueError) as e:
+        raise TinyccError(f"{args.data}: cannot read a stream (.npz with x/y or x_test/y_test): {e}") from None
+    try:
+        port = serial.Serial(args.port, args.baud, timeout=args.timeout)
+    except (serial.SerialException, OSError) as e:
+        raise TinyccError(f"cannot open {args.port}: {e}") from None
+    with port:
+        board = Board(port)
+        count, cap, classes = board.status()
+        n = len(x) if args.limit is None else min(args.limit, len(x))
+        acc = stream(board, x[:n].astype(np.float32), y[:n], Path(args.out))
+    print(f"board: buffer {count}/{cap}, {classes} classes; final running accuracy {acc[-1]:.3f} "
+          f"over {n} samples; wrote {Path(args.out).with_suffix('.csv')} and .png")
+    return 0
+
+
+@hookimpl
+def tinycc_add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("serial", help="stream labelled samples to a board and plot accuracy (pyserial)")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0")
+    p.add_argument("--data", required=True, help=".npz stream with x/y (or x_test/y_test)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--limit", type=int, help="stream at most N samples")
+    p.add_argument("-o", "--out", default="serial_stream", help="output prefix for .csv and .png")
+    p.set_defaults(func=_cmd)
