@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import TinyccError
 from ..ir.graph import Graph
 from ..ir.interpreter import run
 from ..ir.interpreter_int8 import run_int8
+from ..ir.ops import OpKind
 from ..ir.quant import dequantize, quantize
 from ..ir.tensor import DType
 
@@ -92,14 +94,22 @@ def build_report(float_graph: Graph, int8_graph: Graph, calib: np.ndarray, eval_
                  eval_y: np.ndarray | None = None, batch_size: int = 256) -> QuantReport:
     """Compare the int8 graph with the float graph it came from (same input and output order)."""
     producers = int8_graph.producers_map()
-    names = [t for t in int8_graph.activations() if int8_graph.tensors[t].dtype == DType.INT8
-             and t in float_graph.tensors and t in producers]
+    pairs = {}  # int8 tensor -> float tensor (a QUANTIZE output stands for the float input it quantizes)
+    for t in int8_graph.activations():
+        op = producers.get(t)
+        if op is None or int8_graph.tensors[t].dtype != DType.INT8:
+            continue
+        f = op.inputs[0] if op.kind == OpKind.QUANTIZE else t
+        if f in float_graph.tensors:
+            pairs[t] = f
+    names = list(pairs)
     fout, qout = float_graph.outputs[0], int8_graph.outputs[0]
-    f_env: dict[str, list[np.ndarray]] = {t: [] for t in names + [fout]}
+    fnames = list(dict.fromkeys(list(pairs.values()) + [fout]))
+    f_env: dict[str, list[np.ndarray]] = {t: [] for t in fnames}
     q_env: dict[str, list[np.ndarray]] = {t: [] for t in names + [qout]}
     for i in range(0, len(calib), batch_size):
         x = calib[i:i + batch_size]
-        for t, v in run(float_graph, x, outputs=names + [fout]).items():
+        for t, v in run(float_graph, x, outputs=fnames).items():
             f_env[t].append(v)
         for t, v in run_int8(int8_graph, _input(int8_graph, x), outputs=names + [qout]).items():
             q_env[t].append(v)
@@ -107,7 +117,7 @@ def build_report(float_graph: Graph, int8_graph: Graph, calib: np.ndarray, eval_
     for t in names:
         q = int8_graph.tensors[t].quant
         s, zp = float(q.scale[0]), int(q.zero_point[0])
-        f = np.concatenate(f_env[t])
+        f = np.concatenate(f_env[pairs[t]])
         dq = dequantize(np.concatenate(q_env[t]), s, zp)
         lo, hi = s * (-128.5 - zp), s * (127.5 - zp)
         op = producers[t]
@@ -118,8 +128,6 @@ def build_report(float_graph: Graph, int8_graph: Graph, calib: np.ndarray, eval_
         y = np.asarray(eval_y)
         y = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)  # one-hot or indices
         if len(y) != len(eval_x):
-            from ..errors import TinyccError
-
             raise TinyccError(f"evaluation data: {len(eval_x)} samples but {len(y)} labels")
         fp = np.concatenate([_top1(run(float_graph, eval_x[i:i + batch_size])[fout])
                              for i in range(0, len(eval_x), batch_size)])

@@ -321,7 +321,7 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
         fixed = {FIXED_PARAMS[producers[t].kind] for t in members
                  if t in producers and producers[t].kind in FIXED_PARAMS}
         if len(fixed) > 1 or (fixed and len(members) > 1):
-            op = producers[members[0]]
+            op = next(producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS)
             raise UnsupportedLayerError(f"layer {op.origin!r}: an output with fixed int8 parameters must share "
                                         "parameters with another tensor (needs a requantize op)")
         if fixed:

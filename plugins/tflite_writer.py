@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..ir.graph import Graph, Op
 from ..ir.ops import OpKind
-from ..ir.tensor import DType, Tensor
+from ..ir.tensor import DType, QuantParams, Tensor
 from .tflite_schema import schema
 
 # operator versions the TF 2.21 converter emits for int8 models (float ops: version 1)
@@ -90,6 +90,8 @@ class _Writer:
         ins = [self.tensor(g.tensors[t]) for t in op.inputs]
         outs = [self.tensor(g.tensors[t]) for t in op.outputs]
         a, k = op.attrs, op.kind
+        if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D) and len(ins) == 2:
+            ins.append(self._zero_bias(op))  # TFLite's int8 convolutions require a bias
         if k == OpKind.CONV2D:
             if a["groups"] != 1:
                 raise UnsupportedLayerError(
@@ -159,6 +161,16 @@ class _Writer:
             self.emit(k.name, ins, outs)
         else:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite")
+
+    def _zero_bias(self, op: Op) -> int:
+        x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]
+        n = w.shape[0] if op.kind == OpKind.CONV2D else w.shape[3]
+        name = f"{op.name}/zero_bias"
+        if w.quant is None:
+            return self.tensor(Tensor(name, (n,), DType.FLOAT32, np.zeros(n, np.float32)))
+        scale = (np.float32(x.quant.scale[0]) * np.broadcast_to(w.quant.scale, (n,))).astype(np.float32)
+        return self.tensor(Tensor(name, (n,), DType.INT32, np.zeros(n, np.int32),
+                                  QuantParams(scale, np.zeros(n, np.int64), 0)))
 
     def _pool(self, code: str, ins: list[int], outs: list[int], size: Any, strides: Any, padding: str, act: str) -> None:
         o = self.s.Pool2DOptionsT()

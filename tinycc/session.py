@@ -24,6 +24,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tinycc.plugins.ondevice", "ondevice"),
     ("tinycc.plugins.boards", "boards"),
     ("tinycc.plugins.serial_cmd", "serial"),
+    ("tinycc.plugins.scenarios", "scenarios"),
     ("tinycc.backends.c", "c-backend"),
     ("tinycc.backends.tflm", "tflm-backend"),
     ("tinycc.backends.arduino", "arduino-backend"),
