@@ -38,7 +38,7 @@ import pluggy
 from ..errors import TinyccError, UnsupportedLayerError
 from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_samples
 from ..ir.graph import Graph, Op
-from ..ir.interpreter_int8 import INT8_KINDS, SAME_PARAMS
+from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ..ir.ops import OpKind
 from ..ir.quant import (choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)

@@ -47,7 +47,8 @@ CASES = {"digits": {"buffer": 16, "lr": 0.05, "epochs": 1},
          "mobilenet_v2": {"buffer": 8, "lr": 0.05, "epochs": 1, "batch_size": 3, "policy": "class_balanced"},
          "grouped_conv": {"buffer": 12, "lr": 0.05, "epochs": 1, "storage": "float32"},
          "int8_extra": {"buffer": 6, "lr": 0.05, "epochs": 1},
-         "mlp": {"buffer": 9, "lr": 0.2, "epochs": 1, "batch_size": 2}}
+         "mlp": {"buffer": 9, "lr": 0.2, "epochs": 1, "batch_size": 2},
+         "cnas_like": {"buffer": 7, "lr": 0.05, "epochs": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("name", ["digits", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["digits", "cnas_like"])
 def test_cortex_m4_qemu_matches_host(session, tmp_path: Path, name: str) -> None:
     g, x, y, calib = _graph(session, name)
     opts = {"calib_data": calib, **CASES[name]}

@@ -74,7 +74,7 @@ def _quantized(session, name: str):
     return float_graph, g, np.concatenate([rnd, real]).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra"])
+@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like"])
 def test_tflite_bit_exact(session, name: str) -> None:
     fg, g, x = _quantized(session, name)
     data = write_tflite(g)

@@ -161,10 +161,34 @@ def grouped_conv() -> Any:
     return _randomise_bn(k.Model(inp, out, name="grouped_conv"), 4)
 
 
+def cnas_like() -> Any:
+    """The reference CNAS model's traits, small: grouped-conv depthwise, SE on the pooled vector, swish."""
+    k = _keras()
+    L = k.layers
+    inp = k.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("swish", name="stem_swish")(x)
+    x = L.Conv2D(8, 3, padding="same", groups=8, use_bias=False, name="dw")(x)
+    x = L.BatchNormalization(name="dw_bn")(x)
+    x = L.Activation("relu", name="dw_relu")(x)
+    se = L.GlobalAveragePooling2D(keepdims=True, name="se_gap")(x)
+    s = L.Conv2D(4, 1, activation="relu", name="se_reduce")(se)
+    s = L.Conv2D(8, 1, name="se_expand")(s)
+    s = L.Activation("hard_sigmoid", name="se_hsig")(s)
+    x = L.Multiply(name="se_mul")([s, se])
+    x = L.Conv2D(12, 1, use_bias=False, name="head")(x)
+    x = L.Activation("swish", name="head_swish")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = L.Dropout(0.2, name="dropout")(x)
+    out = L.Dense(5, activation="softmax", name="dense")(x)
+    return _randomise_bn(k.Model(inp, out, name="cnas_like"), 5)
+
+
 ZOO: dict[str, Callable[[], Any]] = {
     "sequential_cnn": sequential_cnn, "resnet_add": resnet_add, "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3": mobilenet_v3, "concat_branch": concat_branch, "bn_conv_act": bn_conv_act, "mlp": mlp,
-    "grouped_conv": grouped_conv,
+    "grouped_conv": grouped_conv, "cnas_like": cnas_like,
 }
 ZOO_NAMES = tuple(ZOO)
 

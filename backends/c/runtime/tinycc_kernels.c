@@ -249,6 +249,90 @@ void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t 
     }
 }
 
+/* ---- gemmlowp-style fixed point for LOGISTIC ---- */
+static int32_t sat_mul_pot(int32_t x, int32_t exponent) {
+    if (exponent < 0) {
+        return rdbpot(x, -exponent);
+    } else {
+        const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+        if (x > threshold) {
+            return TCC_I32_MAX;
+        }
+        if (x < -threshold) {
+            return TCC_I32_MIN;
+        }
+        return (int32_t)((uint32_t)x << exponent);
+    }
+}
+
+static int32_t wadd(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+static int32_t wsub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+
+static int32_t exp_quarter(int32_t a) {
+    const int32_t const_term = 1895147668L, one_third = 715827883L;
+    const int32_t x = wadd(a, (int32_t)1 << 28);
+    const int32_t x2 = srdhm(x, x);
+    const int32_t x3 = srdhm(x2, x);
+    const int32_t x4 = srdhm(x2, x2);
+    const int32_t x4_over_4 = sat_mul_pot(x4, -2);
+    const int32_t poly = sat_mul_pot(wadd(srdhm(wadd(x4_over_4, x3), one_third), x2), -1);
+    return wadd(const_term, srdhm(const_term, wadd(x, poly)));
+}
+
+/* exp(a) for a <= 0 in Q4.27 (integer bits 4); result Q0.31 */
+static int32_t exp_neg_q4(int32_t a) {
+    static const int32_t mults[7] = {1672461947L, 1302514674L, 790015084L, 290630308L, 39332535L, 720401L, 242L};
+    const int32_t frac = 27;
+    const int32_t quarter = (int32_t)1 << (frac - 2);
+    const int32_t a_mod = wsub(a & (quarter - 1), quarter);
+    int32_t result = exp_quarter(sat_mul_pot(a_mod, 4));
+    const int32_t remainder = wsub(a_mod, a);
+    int32_t e;
+    for (e = -2; e <= 3; ++e) { /* integer bits 4 > exponent for -2..3 */
+        if (remainder & ((int32_t)1 << (frac + e))) {
+            result = srdhm(result, mults[e + 2]);
+        }
+    }
+    return a == 0 ? TCC_I32_MAX : result;
+}
+
+static int32_t one_over_one_plus_x(int32_t a) {
+    const int64_t s0 = (int64_t)a + (int64_t)TCC_I32_MAX;
+    const int64_t s = s0 + (s0 >= 0 ? 1 : -1);
+    const int32_t half_den = (int32_t)(s / 2);
+    int32_t x = wadd(1515870810L, srdhm(half_den, -1010580540L));
+    int32_t i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t hdx = srdhm(half_den, x);
+        x = wadd(x, sat_mul_pot(srdhm(x, wsub((int32_t)1 << 29, hdx)), 2));
+    }
+    return sat_mul_pot(x >> 1, 2);
+}
+
+void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
+                     int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t v = (int32_t)in[i] - in_zp;
+        if (v <= -radius) {
+            out[i] = -128;
+        } else if (v >= radius) {
+            out[i] = 127;
+        } else {
+            const int32_t q4 = tcc_mbqm(v, mult, shift);
+            int32_t r;
+            if (q4 == 0) {
+                r = (int32_t)1 << 30;
+            } else {
+                const int32_t absx = q4 > 0 ? q4 : wsub(0, q4);
+                const int32_t rp = one_over_one_plus_x(exp_neg_q4(wsub(0, absx)));
+                r = q4 > 0 ? rp : wsub(TCC_I32_MAX, rp);
+            }
+            out[i] = clamp8(rdbpot(r, 23) - 128, -128, 127);
+        }
+    }
+}
+
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {

@@ -43,6 +43,10 @@ void tcc_pad_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt,
 /* Standalone RELU/RELU6: requantize then clamp. */
 void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min,
                  int32_t act_max, int8_t *out);
+/* LOGISTIC (output scale 1/256, zero point -128): TFLite Micro's fixed-point algorithm;
+ * mult/shift/radius as its Prepare computes them (see tinycc.ir.fixedpoint.logistic_params). */
+void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
+                     int8_t *out);
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
 void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
 
