@@ -97,7 +97,8 @@ def pool(x: Array, attrs: dict, kind: str) -> Array:
 
 
 def sigmoid(x: Array) -> Array:
-    return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+    with np.errstate(over="ignore"):  # exp overflow gives inf and a correct 0
+        return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
 
 
 def softmax(x: Array, beta: float = 1.0) -> Array:

@@ -105,9 +105,8 @@ def _exp(x: np.ndarray) -> np.ndarray:
 
 def _dot_(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out[N, O] = a[N, I] w[O, I]^T summed over I in index order (float32), as the C loops."""
-    out[...] = 0
-    for i in range(w.shape[1]):
-        out += a[:, i:i + 1] * w[:, i]
+    # np.add.accumulate (cumsum) adds strictly in sequence, like the C loop (0 + p0 == p0 exactly)
+    out[...] = np.cumsum(a[:, :, None] * w.T[None, :, :], axis=1, dtype=F32)[:, -1, :]
     return out
 
 
@@ -278,9 +277,7 @@ class Classifier:
             if i > 0:
                 dp = self._delta[i - 1][:n]
                 w = self.layers[i].weight
-                dp[...] = 0
-                for o in range(w.shape[0]):
-                    dp += d[:, o:o + 1] * w[o]
+                dp[...] = np.cumsum(d[:, :, None] * w[None, :, :], axis=1, dtype=F32)[:, -1, :]
                 dp *= activation_derivative(prev, self.layers[i - 1].activation)
 
     def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
