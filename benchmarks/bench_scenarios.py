@@ -1,0 +1,67 @@
+"""The thesis's incremental-learning scenarios on a CNAS model, next to the thesis's accuracies.
+
+Ω = int8 Φf + float Φc + replay buffer (158 entries, FIFO), TinyOL = buffer of 1, baseline = float Φf.
+The model is whatever --model gives (state its training honestly in benchmarks/README.md); the
+incremental scenario needs a model trained on classes 0-7 (--incremental-model) and is skipped otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .common import Result
+
+THESIS = {"concept-drift": {"omega": "0.658 ± 0.019 (Ω801kB)", "tinyol": "0.613 ± 0.014",
+                            "baseline": "0.778 ± 0.007"},
+          "transfer": {"omega": "0.320 ± 0.041 (Ω801kB)", "tinyol": "0.021 ± 0.020", "baseline": "0.505 ± 0.092"},
+          "incremental": {"omega": "new 0.353 / old 0.502 (Ω954kB)", "tinyol": "new 0.243",
+                          "baseline": "new 0.518 / old 0.422"}}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--incremental-model", help="a model trained on classes 0-7 only")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--buffer", type=int, default=158)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--scenarios", default="concept-drift,transfer,incremental")
+
+
+def run(args: argparse.Namespace) -> Result:
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.plugins.scenarios import simulate, write_results
+    from tinycc.report import markdown_table
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    out = Path(args.out)
+    res = Result("scenarios")
+    rows, data = [], {}
+    for scen in args.scenarios.split(","):
+        model = args.incremental_model if scen == "incremental" else args.model
+        if not model:
+            res.add(f"{scen}: skipped (no model trained on classes 0-7 given).")
+            continue
+        g = session.registry.frontend_for(model).load(model, {})
+        run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+        curves = simulate(g, scen, args.data, {"buffer": args.buffer, "lr": args.lr, "storage": "int8"}, session,
+                          runs=args.runs)
+        csv_path, png = write_results(curves, scen, out)
+        res.plots.append(png.name)
+        data[scen] = {}
+        for mode in ("omega", "tinyol", "baseline"):
+            v = curves[mode]["all"][:, -1]
+            txt = f"{v.mean():.3f} ± {v.std():.3f}"
+            if scen == "incremental":
+                txt = (f"new {np.nanmean(curves[mode]['new'][:, -1]):.3f} / old "
+                       f"{np.nanmean(curves[mode]['old'][:, -1]):.3f}")
+            data[scen][mode] = txt
+            rows.append([scen, mode, txt, THESIS[scen][mode]])
+    res.add(f"Model `{Path(args.model).name}`; buffer {args.buffer} entries (FIFO, int8), SGD lr {args.lr}, "
+            f"1 epoch over the buffer per sample, {args.runs} runs (mean ± std of the final accuracy).")
+    res.add(markdown_table(["scenario", "mode", "tinycc", "thesis"], rows))
+    res.data = {"final": data, "runs": args.runs, "buffer": args.buffer, "lr": args.lr}
+    return res
