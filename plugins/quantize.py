@@ -6,9 +6,12 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   Conv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
   scale); int32 biases with scale input_scale * weight_scale[c], zero point 0;
 - activations asymmetric int8 from calibrated ranges (widened to include 0, zero point nudged);
-- max/avg pool, global pools, reshape/flatten, pad and concatenate share one set of parameters
-  between their inputs and output (computed from the union of their ranges);
-- softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0 (used once the int8 interpreter has them);
+- max/avg pool, global pools, reshape/flatten, pad, concatenate and relu6 share one set of
+  parameters between their inputs and output (computed from the union of their ranges; relu6
+  because TFLite Micro's int8 RELU6 clamps without requantizing);
+- softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0 (for the ops the int8 interpreter runs);
+  pools/reshapes/pads after them inherit these; a concatenation mixing them with other tensors
+  would need a requantize op and is refused;
 - a constant operand of add/mul/concat gets its own per-tensor asymmetric parameters;
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (options
   ``int8_input`` / ``int8_output`` / ``int8_io`` keep int8 at the boundaries). A final softmax with
@@ -48,9 +51,13 @@ from ..passes import Pass, PassContext
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
 
-# output parameters fixed by the TFLite int8 specification (scale, zero point)
+# output parameters fixed by the TFLite int8 specification (scale, zero point); the int8 interpreter's
+# table wins, softmax and tanh are listed for when it gets kernels for them
 FIXED_PARAMS: dict[OpKind, tuple[float, int]] = {
-    OpKind.SOFTMAX: (1.0 / 256.0, -128), OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0)}
+    OpKind.SOFTMAX: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0), **FIXED_OUTPUT}
+# ops whose int8 input and output share parameters: the interpreter's list plus RELU6, because TFLite
+# Micro's int8 RELU6 only clamps to [q(0), q(6)] of the *input* parameters (no requantization)
+SHARED_KINDS = SAME_PARAMS | {OpKind.RELU6}
 CALIB_KEYS = ("x_calib", "x_train", "x")
 EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -192,8 +199,8 @@ def _float_tail(graph: Graph) -> list[Op]:
 def lower_for_int8(graph: Graph) -> bool:
     """Rewrite float ops into ops with int8 kernels (float results equal to rounding).
 
-    hard_sigmoid -> add 3, relu6, mul 1/6; hard_swish (while int8 has no kernel for it) -> the same
-    times x; swish -> sigmoid times x (once int8 has a sigmoid kernel); batch_norm -> mul + add
+    hard_sigmoid -> add 3 (fused relu6), mul 1/6; hard_swish (while int8 has no kernel for it) -> the
+    same times x; swish -> sigmoid times x (once int8 has a sigmoid kernel); batch_norm -> mul + add
     (per-channel constants); rescale -> mul + add; dropout is removed.
     """
     changed = False
@@ -201,7 +208,7 @@ def lower_for_int8(graph: Graph) -> bool:
         chain = _chain(graph, op)
         if op.kind == OpKind.DROPOUT:
             graph.bypass(op)
-        elif chain is not None and all(OpKind(k) in INT8_KINDS for k, _ in chain):
+        elif chain is not None and all(OpKind(k) in INT8_KINDS for k, _, _ in chain):
             _replace(graph, op, chain)
         else:
             continue
@@ -210,43 +217,48 @@ def lower_for_int8(graph: Graph) -> bool:
     return changed
 
 
-def _chain(graph: Graph, op: Op) -> list[tuple[str, list[str | None]]] | None:
-    """The replacement as (kind, extra operands); None stands for the op's own input."""
+Chain = list[tuple[str, list[str | None], dict[str, Any]]]
+
+
+def _chain(graph: Graph, op: Op) -> Chain | None:
+    """The replacement as (kind, extra operands, attributes); None stands for the op's own input."""
     n, k = op.name, op.kind
+    relu6_of_x_plus_3: Chain = [("add", [_const(graph, f"{n}/three", [3.0])], {"activation": "relu6"}),
+                                ("mul", [_const(graph, f"{n}/sixth", [1.0 / 6.0])], {})] \
+        if k in (OpKind.HARD_SIGMOID, OpKind.HARD_SWISH) else []
     if k == OpKind.HARD_SIGMOID:
-        return [("add", [_const(graph, f"{n}/three", [3.0])]), ("relu6", []),
-                ("mul", [_const(graph, f"{n}/sixth", [1.0 / 6.0])])]
+        return relu6_of_x_plus_3
     if k == OpKind.HARD_SWISH and k not in INT8_KINDS:
-        return [("add", [_const(graph, f"{n}/three", [3.0])]), ("relu6", []),
-                ("mul", [_const(graph, f"{n}/sixth", [1.0 / 6.0])]), ("mul", [None])]
+        return relu6_of_x_plus_3 + [("mul", [None], {})]
     if k == OpKind.SWISH:
-        return [("sigmoid", []), ("mul", [None])]
+        return [("sigmoid", [], {}), ("mul", [None], {})]
     if k == OpKind.BATCH_NORM:
         g, b, m, v = (graph.tensors[t].data.astype(np.float64) for t in op.inputs[1:5])
         scale = g / np.sqrt(v + op.attrs["epsilon"])
-        return [("mul", [_const(graph, f"{n}/scale", scale)]), ("add", [_const(graph, f"{n}/offset", b - m * scale)])]
+        return [("mul", [_const(graph, f"{n}/scale", scale)], {}),
+                ("add", [_const(graph, f"{n}/offset", b - m * scale)], {})]
     if k == OpKind.RESCALE:
         c = graph.tensors[op.inputs[0]].shape[-1]
         s = np.broadcast_to(np.asarray(op.attrs["scale"], np.float32), (c,))
         o = np.broadcast_to(np.asarray(op.attrs["offset"], np.float32), (c,))
-        chain: list[tuple[str, list[str | None]]] = []
+        chain: Chain = []
         if np.any(s != 1.0):
-            chain.append(("mul", [_const(graph, f"{n}/scale", s)]))
+            chain.append(("mul", [_const(graph, f"{n}/scale", s)], {}))
         if np.any(o != 0.0) or not chain:
-            chain.append(("add", [_const(graph, f"{n}/offset", o)]))
+            chain.append(("add", [_const(graph, f"{n}/offset", o)], {}))
         return chain
     return None
 
 
-def _replace(graph: Graph, op: Op, chain: list[tuple[str, list[str | None]]]) -> None:
+def _replace(graph: Graph, op: Op, chain: Chain) -> None:
     idx = graph.ops.index(op)
     graph.ops.remove(op)
     src = x = op.inputs[0]
     final = op.outputs[0]
     graph.tensors.pop(final)
-    for i, (kind, extra) in enumerate(chain):
+    for i, (kind, extra, attrs) in enumerate(chain):
         operands = [x] + [src if e is None else e for e in extra]
-        new = graph.add_op(kind, operands, f"{op.name}/{kind}", origin=op.origin,
+        new = graph.add_op(kind, operands, f"{op.name}/{kind}", attrs, origin=op.origin,
                            output_name=final if i == len(chain) - 1 else None, index=idx + i)
         x = new.outputs[0]
 
@@ -309,7 +321,7 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
     uf = _UnionFind()
     producers = graph.producers_map()
     for op in graph.ops:
-        if op.kind in SAME_PARAMS:
+        if op.kind in SHARED_KINDS:
             for t in op.inputs:
                 if not graph.tensors[t].is_const:
                     uf.union(t, op.outputs[0])
@@ -318,12 +330,14 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
         groups.setdefault(uf.find(t), []).append(t)
     params: dict[str, QuantParams] = {}
     for members in groups.values():
-        fixed = {FIXED_PARAMS[producers[t].kind] for t in members
-                 if t in producers and producers[t].kind in FIXED_PARAMS}
-        if len(fixed) > 1 or (fixed and len(members) > 1):
-            op = next(producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS)
-            raise UnsupportedLayerError(f"layer {op.origin!r}: an output with fixed int8 parameters must share "
-                                        "parameters with another tensor (needs a requantize op)")
+        fixed_ops = [producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS]
+        fixed = {FIXED_PARAMS[o.kind] for o in fixed_ops}
+        free = [t for t in members if t not in producers or
+                (producers[t].kind not in SHARED_KINDS and producers[t].kind not in FIXED_PARAMS)]
+        if len(fixed) > 1 or (fixed and free):
+            raise UnsupportedLayerError(
+                f"layer {fixed_ops[0].origin!r}: its {fixed_ops[0].kind.value} output has fixed int8 parameters but "
+                f"must share them with tensor {(free or members)[0]!r} (that needs a requantize op)")
         if fixed:
             s, zp = fixed.pop()
         else:
@@ -516,7 +530,7 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("quantize", help="int8-quantize a model into a .tflite file (with a report)")
-    p.add_argument("model", help="Keras model (.h5/.keras)")
+    p.add_argument("model", help="model file (.h5/.keras or any registered frontend)")
     p.add_argument("--calib", required=True, help="calibration data: .npz/.npy, image folder, or SOURCE:ARG")
     p.add_argument("--observer", default="minmax", choices=sorted(OBSERVERS), help="range observer")
     p.add_argument("--calib-scale", type=float, help="multiply calibration/eval samples by this (e.g. 0.00392)")

@@ -23,7 +23,7 @@ from .tflite_schema import schema
 
 # operator versions the TF 2.21 converter emits for int8 models (float ops: version 1)
 INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2,
-                 "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "LOGISTIC": 2, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
+                 "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1}
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",

@@ -114,7 +114,7 @@ def test_operator_codes_listed(session) -> None:
 def test_no_int8_kernel_is_reported_with_layer(session) -> None:
     g = graph_from_keras_model(build("mlp"))
     ctx = PassContext(session=session, options={"calib_data": np.zeros((4, 20), np.float32)})
-    with pytest.raises(UnsupportedLayerError, match="'h2' \\(sigmoid\\) has no int8 kernel"):
+    with pytest.raises(UnsupportedLayerError, match="'h3' \\(tanh\\) has no int8 kernel"):
         run_pipeline(g, session.registry.pipeline("int8"), ctx)
 
 

@@ -13,7 +13,7 @@ import pytest
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter import run
-from tinycc.ir.interpreter_int8 import SAME_PARAMS, run_int8
+from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
 from tinycc.ir.quant import choose_activation_params, quantize
 from tinycc.ir.tensor import DType
@@ -74,7 +74,8 @@ def test_lowering_keeps_float_results(monkeypatch) -> None:
     np.testing.assert_allclose(got[g.outputs[0]], model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_swish_stays_when_int8_has_no_sigmoid(session) -> None:
+def test_swish_stays_when_int8_has_no_sigmoid(session, monkeypatch) -> None:
+    monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS - {OpKind.SIGMOID})
     g = _cleaned(session, build("mobilenet_v3"))
     with pytest.raises(UnsupportedLayerError, match="layer 'head' \\(swish\\) has no int8 kernel"):
         run_pipeline(g, ["lower_for_int8"], PassContext(session=session))
@@ -127,7 +128,7 @@ def test_activation_parameters(mnv3) -> None:
     ranges = ctx.results["calibrate"]["ranges"]
     shared = set()
     for op in g.ops:
-        if op.kind in SAME_PARAMS:
+        if op.kind in qz.SHARED_KINDS:
             for t in op.inputs:
                 assert g.tensors[t].quant.equals(g.tensors[op.outputs[0]].quant), op.name
                 shared.update((t, op.outputs[0]))
@@ -170,7 +171,8 @@ def _sigmoid_graph(concat: bool) -> Graph:
     g.add_input("x", (1, 4))
     g.add_op("sigmoid", ["x"], "sig")
     g.add_op("tanh", ["x"], "th")
-    g.outputs = ["sig", "th"]
+    g.add_op("reshape", ["th"], "th2", {"shape": (2, 2)})
+    g.outputs = ["sig", "th2"]
     if concat:
         g.add_op("concat", ["sig", "x"], "cat", {"axis": 1})
         g.outputs = ["cat"]
@@ -183,8 +185,10 @@ def test_fixed_output_parameters() -> None:
     p = qz.activation_params(g, ranges)
     assert (float(p["sig"].scale[0]), int(p["sig"].zero_point[0])) == (1 / 256, -128)
     assert (float(p["th"].scale[0]), int(p["th"].zero_point[0])) == (1 / 128, 0)
+    assert p["th2"].equals(p["th"])  # a reshape after a fixed-parameter op inherits them
     g = _sigmoid_graph(True)
-    with pytest.raises(UnsupportedLayerError, match="fixed int8 parameters .* requantize"):
+    with pytest.raises(UnsupportedLayerError, match="layer 'sig': its sigmoid output has fixed int8 parameters "
+                                                    "but must share them with tensor 'x'.*requantize"):
         qz.activation_params(g, {**ranges, "cat": (-3.0, 3.0)})
 
 
@@ -384,14 +388,19 @@ def test_cli_bad_calibration_data_writes_nothing(capsys, tmp_path: Path, kind: s
     assert not out.exists() and not list(tmp_path.glob(".m.tflite*"))
 
 
-@pytest.mark.parametrize("zoo_name,words", [("mlp", ["layer 'h2' (sigmoid) has no int8 kernel"]),
-                                            ("grouped_conv", ["layer 'g4': grouped convolution (4 groups)"])])
-def test_cli_unsupported_layers_write_nothing(capsys, tmp_path: Path, zoo_name: str, words: list[str]) -> None:
-    model = save_model(build(zoo_name), tmp_path, "keras")
-    shape = (8, 8, 8) if zoo_name == "grouped_conv" else (20,)
-    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(16,) + shape).astype(np.float32))
+@pytest.mark.parametrize("zoo_name", ["mlp", "grouped_conv"])
+def test_cli_unsupported_layers_write_nothing(capsys, session, tmp_path: Path, zoo_name: str) -> None:
+    model = build(zoo_name)
+    g = _cleaned(session, model)
+    qz.lower_for_int8(g)
+    bad = qz.int8_unsupported(g)  # mlp: tanh (and sigmoid while int8 lacks it); grouped_conv: TFLite lacks it
+    words = [f"layer '{bad[0].origin}' ({bad[0].kind.value}) has no int8 kernel"] if bad else \
+        ["layer 'g4': grouped convolution (4 groups)"]
+    assert bad or zoo_name == "grouped_conv"
+    path = save_model(model, tmp_path, "keras")
+    np.save(tmp_path / "calib.npy", sample_input(model, 16))
     out = tmp_path / "m.tflite"
-    code, _, err = _cli(capsys, "quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "-o", str(out))
+    code, _, err = _cli(capsys, "quantize", str(path), "--calib", str(tmp_path / "calib.npy"), "-o", str(out))
     assert code == 2 and all(w in err for w in words), err
     assert not out.exists()
 

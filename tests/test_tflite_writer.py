@@ -23,7 +23,8 @@ from .zoo import ZOO_NAMES, build, sample_input
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 ARENA = 512 * 1024
 # zoo models whose every op has an int8 kernel today (others may fail with UnsupportedLayerError)
-MUST_QUANTIZE = {"resnet_add", "mobilenet_v2", "grouped_conv", "mobilenet_v3_style", "concat_pad"}
+MUST_QUANTIZE = {"resnet_add", "mobilenet_v2", "mobilenet_v3", "grouped_conv", "cnas_like", "mobilenet_v3_style",
+                 "concat_pad"}
 
 
 def mobilenet_v3_style():
@@ -69,7 +70,7 @@ def mobilenet_v3_style():
 
 def concat_pad():
     """Concatenation of a conv and a padded branch, dilation, 'same' max pooling, global max pooling,
-    and a linear head (int8 logits dequantized as the output)."""
+    a standalone ReLU6 and a linear head (int8 logits dequantized as the output)."""
     import keras
 
     L = keras.layers
@@ -83,6 +84,7 @@ def concat_pad():
     x = L.Conv2D(8, 3, dilation_rate=2, padding="same", name="dil")(x)
     x = L.MaxPooling2D(2, padding="same", name="mp")(x)
     x = L.GlobalMaxPooling2D(name="gmp")(x)
+    x = L.ReLU(6.0, name="clip")(x)  # standalone RELU6 (TFLite Micro clamps with the input's parameters)
     out = L.Dense(3, name="logits")(x)
     return keras.Model(inp, out, name="concat_pad")
 
