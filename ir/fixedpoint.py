@@ -117,3 +117,53 @@ def logistic_s8(x: Array, input_zp: int, input_scale: float) -> Array:
     out = np.clip(out, -128, 127)
     out = np.where(v <= -radius, -128, out)
     return np.where(v >= radius, 127, out).astype(np.int8)
+
+
+def one_minus_x_over_one_plus_x(a: Array) -> Array:
+    """(1 - a) / (1 + a) for a in (0, 1) in Q0.31; result Q0.31."""
+    half_den = rounding_half_sum(a, INT32_MAX)
+    x = _wrap(1515870810 + mul(half_den, -1010580540))
+    one_q2 = 1 << 29
+    for _ in range(3):
+        hdx = mul(half_den, x)
+        x = _wrap(x + sat_mul_pot(mul(x, _wrap(one_q2 - hdx)), 2))
+    return sat_mul_pot(_wrap(x - one_q2), 2)
+
+
+def tanh_q(a: Array, integer_bits: int) -> Array:
+    """gemmlowp tanh of a Q(integer_bits) value; Q0.31 result."""
+    a = np.asarray(a, np.int64)
+    neg = a < 0
+    n = np.where(neg, a, _wrap(-a))
+    t = one_minus_x_over_one_plus_x(exp_on_negative_values(_wrap(n << 1), integer_bits))
+    return np.where(a == 0, 0, np.where(neg, _wrap(-t), t))
+
+
+def tanh_s8(x: Array, input_zp: int, input_scale: float) -> Array:
+    """int8 TANH (output scale 1/128, zero point 0), TFLite Micro's reference algorithm."""
+    mult, shift, radius = logistic_params(input_scale)
+    v = np.asarray(x, np.int64) - input_zp
+    q4 = multiply_by_quantized_multiplier(v, mult, shift)
+    out = np.clip(rounding_divide_by_pot(tanh_q(q4, 4), 24), -128, 127)
+    out = np.where(v <= -radius, -128, out)
+    return np.where(v >= radius, 127, out).astype(np.int8)
+
+
+def leaky_relu_params(input_scale: float, output_scale: float, alpha: float) -> tuple[int, int, int, int]:
+    """(identity multiplier, shift, alpha multiplier, shift) as TFLite Micro's LEAKY_RELU Prepare (float math)."""
+    from .quant import quantize_multiplier
+
+    s_in, s_out, al = np.float32(input_scale), np.float32(output_scale), np.float32(alpha)
+    alpha_real = float(np.float32(np.float32(s_in * al) / s_out))
+    ident_real = float(np.float32(s_in / s_out))
+    mi, ei = quantize_multiplier(ident_real)
+    ma, ea = quantize_multiplier(alpha_real)
+    return mi, ei, ma, ea
+
+
+def leaky_relu_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int, int]) -> Array:
+    mi, ei, ma, ea = params
+    v = np.asarray(x, np.int64) - in_zp
+    pos = multiply_by_quantized_multiplier(v, mi, ei)
+    negv = multiply_by_quantized_multiplier(v, ma, ea)
+    return np.clip(np.where(v >= 0, pos, negv) + out_zp, -128, 127).astype(np.int8)

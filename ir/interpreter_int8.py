@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import interpreter as fl
-from .fixedpoint import logistic_s8
+from .fixedpoint import leaky_relu_params, leaky_relu_s8, logistic_s8, tanh_s8
 from .graph import Graph, IRError, Op
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
@@ -23,10 +23,11 @@ Array = np.ndarray
 INT8_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
-    OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID,
+    OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
+    OpKind.LEAKY_RELU,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
-FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128)}
+FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
@@ -201,11 +202,15 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _dense(g, op, args[0], flavor)
     if k in (OpKind.RELU, OpKind.RELU6):
         return _relu(g, op, args[0])
-    if k == OpKind.SIGMOID:
+    if k in (OpKind.SIGMOID, OpKind.TANH):
         s, zp = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
-        if _qp(g.tensors[op.outputs[0]].quant, "logistic output") != FIXED_OUTPUT[k]:
-            raise IRError(f"{op.describe()}: int8 logistic output must have scale 1/256 and zero point -128")
-        return logistic_s8(args[0], zp, s)
+        if _qp(g.tensors[op.outputs[0]].quant, f"{k.value} output") != FIXED_OUTPUT[k]:
+            raise IRError(f"{op.describe()}: int8 {k.value} output must have scale/zero point {FIXED_OUTPUT[k]}")
+        return (logistic_s8 if k == OpKind.SIGMOID else tanh_s8)(args[0], zp, s)
+    if k == OpKind.LEAKY_RELU:
+        si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+        so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+        return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]))
     if k in (OpKind.ADD, OpKind.MUL):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:

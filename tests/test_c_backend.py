@@ -48,7 +48,11 @@ CASES = {"digits": {"buffer": 16, "lr": 0.05, "epochs": 1},
          "grouped_conv": {"buffer": 12, "lr": 0.05, "epochs": 1, "storage": "float32"},
          "int8_extra": {"buffer": 6, "lr": 0.05, "epochs": 1},
          "mlp": {"buffer": 9, "lr": 0.2, "epochs": 1, "batch_size": 2},
-         "cnas_like": {"buffer": 7, "lr": 0.05, "epochs": 1}}
+         "cnas_like": {"buffer": 7, "lr": 0.05, "epochs": 1},
+         "sequential_cnn": {"buffer": 5, "lr": 0.05, "epochs": 1},
+         "concat_branch": {"buffer": 6, "lr": 0.05, "epochs": 1, "policy": "reservoir"},
+         "bn_conv_act": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "mobilenet_v3": {"buffer": 6, "lr": 0.05, "epochs": 1}}
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def _quantized(session, name: str):
     return float_graph, g, np.concatenate([rnd, real]).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like"])
+@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like", "sequential_cnn",
+                                  "concat_branch", "bn_conv_act", "mobilenet_v3"])
 def test_tflite_bit_exact(session, name: str) -> None:
     fg, g, x = _quantized(session, name)
     data = write_tflite(g)
@@ -112,9 +113,14 @@ def test_operator_codes_listed(session) -> None:
 
 
 def test_no_int8_kernel_is_reported_with_layer(session) -> None:
-    g = graph_from_keras_model(build("mlp"))
-    ctx = PassContext(session=session, options={"calib_data": np.zeros((4, 20), np.float32)})
-    with pytest.raises(UnsupportedLayerError, match="'h3' \\(tanh\\) has no int8 kernel"):
+    import keras
+
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(4, activation="softmax", name="attention")(inp)
+    out = keras.layers.Dense(2, name="head")(x)
+    g = graph_from_keras_model(keras.Model(inp, out))
+    ctx = PassContext(session=session, options={"calib_data": np.zeros((4, 6), np.float32)})
+    with pytest.raises(UnsupportedLayerError, match="'attention' \\(softmax\\) has no int8 kernel"):
         run_pipeline(g, session.registry.pipeline("int8"), ctx)
 
 

@@ -19,7 +19,8 @@ from .test_c_backend import CASES, _graph
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 
-@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like"])
+@pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like", "sequential_cnn",
+                                  "concat_branch", "bn_conv_act", "mobilenet_v3"])
 def test_tflm_project(session, tmp_path: Path, name: str) -> None:
     g, x, _, calib = _graph(session, name)
     dep = build_deployment(g, {"calib_data": calib, **CASES[name]}, session, TflmBackend())

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayerError
 from ...ir.deployment import Deployment
-from ...ir.fixedpoint import logistic_params
+from ...ir.fixedpoint import leaky_relu_params, logistic_params
 from ...ir.graph import Graph, Op
 from ...ir.interpreter_int8 import add_params, conv_params
 from ...ir.ops import OpKind, same_padding
@@ -18,7 +18,8 @@ from ...memory import MemoryPlan, plan
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
-           OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID}
+           OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
+           OpKind.TANH, OpKind.LEAKY_RELU}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 
@@ -185,11 +186,18 @@ class _Builder:
             lo, hi = activation_range(k.value, so, zo)
             self.m.calls.append(Call("tcc_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(m), str(e),
                                                      str(zo), str(lo), str(hi), out], op.name))
-        elif k == OpKind.SIGMOID:
+        elif k in (OpKind.SIGMOID, OpKind.TANH):
             si, zi = self._q(op.inputs[0])
             m, e, radius = logistic_params(si)
-            self.m.calls.append(Call("tcc_logistic_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(m), str(e),
-                                                         str(radius), out], op.name))
+            fn = "tcc_logistic_s8" if k == OpKind.SIGMOID else "tcc_tanh_s8"
+            self.m.calls.append(Call(fn, [self.ptr(op.inputs[0]), str(x.size), str(zi), str(m), str(e),
+                                          str(radius), out], op.name))
+        elif k == OpKind.LEAKY_RELU:
+            si, zi = self._q(op.inputs[0])
+            so, zo = self._q(op.outputs[0])
+            p = leaky_relu_params(si, so, a["alpha"])
+            self.m.calls.append(Call("tcc_leaky_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
+                                                           *map(str, p), out], op.name))
         # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
 
     def _binary(self, op: Op, out: str) -> None:

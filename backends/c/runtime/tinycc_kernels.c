@@ -333,6 +333,51 @@ void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, i
     }
 }
 
+static int32_t one_minus_x_over_one_plus_x(int32_t a) {
+    const int64_t s0 = (int64_t)a + (int64_t)TCC_I32_MAX;
+    const int64_t s = s0 + (s0 >= 0 ? 1 : -1);
+    const int32_t half_den = (int32_t)(s / 2);
+    int32_t x = wadd(1515870810L, srdhm(half_den, -1010580540L));
+    int32_t i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t hdx = srdhm(half_den, x);
+        x = wadd(x, sat_mul_pot(srdhm(x, wsub((int32_t)1 << 29, hdx)), 2));
+    }
+    return sat_mul_pot(wsub(x, (int32_t)1 << 29), 2);
+}
+
+void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
+                 int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t v = (int32_t)in[i] - in_zp;
+        if (v <= -radius) {
+            out[i] = -128;
+        } else if (v >= radius) {
+            out[i] = 127;
+        } else {
+            const int32_t q4 = tcc_mbqm(v, mult, shift);
+            int32_t r = 0;
+            if (q4 != 0) {
+                const int32_t neg = q4 < 0 ? q4 : wsub(0, q4);
+                const int32_t t = one_minus_x_over_one_plus_x(exp_neg_q4((int32_t)((uint32_t)neg << 1)));
+                r = q4 < 0 ? wsub(0, t) : t;
+            }
+            out[i] = clamp8(rdbpot(r, 24), -128, 127);
+        }
+    }
+}
+
+void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
+                       int32_t m_alpha, int32_t e_alpha, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t v = (int32_t)in[i] - in_zp;
+        const int32_t r = v >= 0 ? tcc_mbqm(v, m_id, e_id) : tcc_mbqm(v, m_alpha, e_alpha);
+        out[i] = clamp8(r + out_zp, -128, 127);
+    }
+}
+
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {

@@ -47,6 +47,12 @@ void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t 
  * mult/shift/radius as its Prepare computes them (see tinycc.ir.fixedpoint.logistic_params). */
 void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
                      int8_t *out);
+/* TANH (output scale 1/128, zero point 0): TFLite Micro's fixed-point algorithm (same Prepare as LOGISTIC). */
+void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
+                 int8_t *out);
+/* LEAKY_RELU: identity multiplier for x >= zp, alpha multiplier below. */
+void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
+                       int32_t m_alpha, int32_t e_alpha, int8_t *out);
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
 void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
 
