@@ -1,0 +1,270 @@
+"""Structured L1-norm filter pruning (channels really removed), budget-driven, with fine-tuning.
+
+Units (channel positions removed together, see ``tinycc.ir.channels``) are grouped into
+*families* by their producing layers (all filters of one Conv2D/Dense, or every member of a
+residual group). With a ratio r, each family drops its round(r * n) lowest-scoring units, keeping at
+least ``min_channels`` and a multiple of ``round_to``. Per-layer ratios override r for the families
+that layer produces. A budget (params, macs, flash, activations or features) is met by bisection
+on the global ratio. Scores: the criterion ("l1" default: sum |w| of each producing filter; "l2";
+plugins add more) summed over the unit's producers.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pluggy
+
+from ..errors import TinyccError
+from ..ir.channels import Unit, analyse, remove, unit_scores
+from ..ir.graph import Graph
+from ..ir.stats import graph_stats, totals
+from ..passes import Pass, PassContext
+
+hookimpl = pluggy.HookimplMarker("tinycc")
+log = logging.getLogger("tinycc.prune")
+
+
+def l1(w: np.ndarray) -> np.ndarray:
+    return np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
+
+
+def l2(w: np.ndarray) -> np.ndarray:
+    return np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(axis=1))
+
+
+def _cost(graph: Graph, metric: str, feature_tensor: str | None = None) -> int:
+    t = totals(graph)
+    if metric == "params":
+        return t["params"]
+    if metric == "macs":
+        return t["macs"]
+    if metric == "flash":  # int8 weights + int32 biases
+        return sum(r.params for r in graph_stats(graph)) + 3 * sum(
+            graph.tensors[o.inputs[2]].size for o in graph.ops if len(o.inputs) > 2 and o.kind.value in
+            ("conv2d", "depthwise_conv2d", "dense"))
+    if metric == "activations":
+        return t["max_activation_bytes"]
+    if metric == "features":
+        if not feature_tensor:
+            raise TinyccError("a features budget needs the cut tensor (--cut)")
+        return graph.tensors[feature_tensor].size
+    raise TinyccError(f"unknown budget metric {metric!r}; use params, macs, flash, activations or features")
+
+
+@dataclass
+class Plan:
+    drop: list[int]
+    ratio: float
+
+
+def plan_ratio(graph: Graph, units: list[Unit], scores: np.ndarray, ratio: float, layer_ratios: dict[str, float],
+               min_channels: int, round_to: int) -> list[int]:
+    fams: dict[tuple[str, ...], list[int]] = {}
+    for i, u in enumerate(units):
+        if u.prunable:
+            fams.setdefault(u.family, []).append(i)
+    drop = []
+    for fam, idx in sorted(fams.items()):
+        r = ratio
+        for name in fam:
+            r = layer_ratios.get(name, r)
+        n = len(idx)
+        keep = n - int(round(r * n))
+        keep = max(keep, min(min_channels, n))
+        if round_to > 1:
+            keep = min(n, -(-keep // round_to) * round_to)
+        order = sorted(idx, key=lambda i: (scores[i], i))
+        drop += order[:n - keep]
+    return sorted(drop)
+
+
+def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] | None = None,
+          layer_ratios: dict[str, float] | None = None, criterion: Callable = l1, min_channels: int = 1,
+          round_to: int = 1, feature_tensor: str | None = None) -> dict:
+    """Prune in place; return a report (before/after per layer and totals)."""
+    before = {r.name: r for r in graph_stats(graph)}
+    chans_before = {o.name: graph.tensors[o.outputs[0]].shape[-1] for o in graph.ops}
+    units = analyse(graph)
+    scores = unit_scores(graph, units, criterion)
+    layer_ratios = layer_ratios or {}
+    if budget is not None:
+        metric, limit = budget
+        if _cost(graph, metric, feature_tensor) <= limit:
+            r = 0.0
+        else:
+            lo, hi = 0.0, 1.0
+            trial = graph.copy()
+            remove(trial, units, plan_ratio(graph, units, scores, hi, layer_ratios, min_channels, round_to))
+            if _cost(trial, metric, feature_tensor) > limit:
+                raise TinyccError(f"{metric} budget {limit:,} cannot be reached: removing every prunable channel "
+                                  f"(keeping {min_channels} per layer) still gives "
+                                  f"{_cost(trial, metric, feature_tensor):,}")
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                trial = graph.copy()
+                remove(trial, units, plan_ratio(graph, units, scores, mid, layer_ratios, min_channels, round_to))
+                if _cost(trial, metric, feature_tensor) <= limit:
+                    hi = mid
+                else:
+                    lo = mid
+            r = hi
+    else:
+        r = float(ratio or 0.0)
+    if not 0.0 <= r <= 1.0:
+        raise TinyccError(f"pruning ratio must be in [0, 1], got {r}")
+    drop = plan_ratio(graph, units, scores, r, layer_ratios, min_channels, round_to)
+    remove(graph, units, drop)
+    after = {x.name: x for x in graph_stats(graph)}
+    rows = []
+    for o in graph.ops:
+        b, a = before.get(o.name), after[o.name]
+        rows.append({"layer": o.origin, "op": o.kind.value, "channels_before": chans_before.get(o.name),
+                     "channels_after": graph.tensors[o.outputs[0]].shape[-1],
+                     "params_before": b.params if b else None, "params_after": a.params,
+                     "macs_before": b.macs if b else None, "macs_after": a.macs,
+                     "bytes_before": b.param_bytes if b else None, "bytes_after": a.param_bytes})
+    return {"ratio": r, "removed_units": len(drop), "prunable_units": sum(u.prunable for u in units),
+            "layers": rows, "totals_before": {k: sum((x.params, x.macs, x.param_bytes)[j] for x in before.values())
+                                              for j, k in enumerate(("params", "macs", "bytes"))},
+            "totals_after": totals(graph)}
+
+
+def render(report: dict) -> str:
+    from ..report import table
+
+    rows = [[r["layer"], r["op"], f"{r['channels_before']} -> {r['channels_after']}",
+             f"{r['params_before']:,} -> {r['params_after']:,}" if r["params_before"] is not None else "",
+             f"{r['macs_before']:,} -> {r['macs_after']:,}" if r["macs_before"] is not None else ""]
+            for r in report["layers"] if r["params_before"] or r["macs_before"]]
+    tb, ta = report["totals_before"], report["totals_after"]
+    rows.append(["total", "", "", f"{tb['params']:,} -> {ta['params']:,}", f"{tb['macs']:,} -> {ta['macs']:,}"])
+    return table(["layer", "op", "channels", "params", "MACs"], rows) + \
+        f"\nratio {report['ratio']:.4f}: {report['removed_units']} of {report['prunable_units']} prunable channels removed"
+
+
+def _parse_budget(text: str) -> tuple[str, int]:
+    from ..driver import parse_bytes
+
+    if "=" not in text:
+        raise TinyccError(f"--budget takes METRIC=N (params, macs, flash, activations, features), got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), parse_bytes(v)
+
+
+def add_prune_arguments(p: Any) -> None:
+    p.add_argument("--ratio", type=float, help="fraction of each layer's filters to remove (0..1)")
+    p.add_argument("--budget", help="METRIC=N with METRIC params, macs, flash, activations or features")
+    p.add_argument("--layer-ratio", action="append", default=[], metavar="LAYER=R", help="per-layer ratio")
+    p.add_argument("--criterion", default="l1", help="filter ranking: l1 (default), l2 or a plugin's")
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels")
+    p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
+    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--finetune-lr", type=float, default=5e-4)
+
+
+def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> dict | None:
+    if options.get("ratio") is None and not options.get("budget") and not options.get("layer_ratio"):
+        return None
+    crit = options.get("criterion") or "l1"
+    if crit not in session.registry.prune_criteria:
+        raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")
+    layer_ratios = {}
+    for item in options.get("layer_ratio") or []:
+        k, _, v = item.partition("=")
+        layer_ratios[k] = float(v)
+    names = {o.origin: o.name for o in graph.ops}
+    layer_ratios = {names.get(k, k): v for k, v in layer_ratios.items()}
+    report = prune(graph, ratio=options.get("ratio"), layer_ratios=layer_ratios,
+                   budget=_parse_budget(options["budget"]) if options.get("budget") else None,
+                   criterion=session.registry.prune_criteria[crit].obj,
+                   min_channels=int(options.get("min_channels") or 1), round_to=int(options.get("round_to") or 1))
+    if options.get("finetune"):
+        finetune(graph, options["finetune"], int(options.get("finetune_epochs") or 1),
+                 float(options.get("finetune_lr") or 5e-4))
+    else:
+        log.warning("pruned without fine-tuning data: accuracy is not recovered (use --finetune DATA)")
+    return report
+
+
+def finetune(graph: Graph, data: str, epochs: int, lr: float) -> None:
+    """IR -> Keras, fit on the data, weights back into the IR."""
+    import keras
+
+    from .keras_export import graph_to_keras, update_graph_weights
+
+    try:
+        with np.load(data, allow_pickle=False) as z:
+            x, y = z["x_train"], z["y_train"]
+    except (OSError, KeyError) as e:
+        raise TinyccError(f"{data}: fine-tuning needs an .npz with x_train and y_train ({e})") from None
+    model = graph_to_keras(graph)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    model.fit(np.asarray(x, np.float32), np.asarray(y), epochs=epochs, batch_size=64, verbose=2)
+    update_graph_weights(graph, model)
+
+
+class PruneChannels(Pass):
+    name = "prune_channels"
+    description = "structured filter pruning (options ratio / budget / layer_ratio)"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        report = prune_from_options(graph, ctx.options, ctx.session)
+        ctx.results[self.name] = report
+        return report is not None and report["removed_units"] > 0
+
+
+def _cmd(args: argparse.Namespace, session: Any) -> int:
+    import json
+
+    from ..passes import run_pipeline
+    from .keras_export import graph_to_keras
+
+    g = session.registry.frontend_for(args.model).load(args.model, {})
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    if args.ratio is None and not args.budget and not args.layer_ratio:
+        raise TinyccError("give --ratio R, --budget METRIC=N or --layer-ratio LAYER=R")
+    report = prune_from_options(g, vars(args), session)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".keras", dir=out.parent)
+    os.close(fd)
+    try:
+        graph_to_keras(g).save(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(render(report))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+@hookimpl
+def tinycc_register_passes(registry: Any) -> None:
+    registry.add_pass(PruneChannels)
+
+
+@hookimpl
+def tinycc_register_prune_criteria(registry: Any) -> None:
+    registry.add_prune_criterion("l1", l1)
+    registry.add_prune_criterion("l2", l2)
+
+
+@hookimpl
+def tinycc_add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("prune", help="structured L1-norm filter pruning (channels removed)")
+    p.add_argument("model")
+    add_prune_arguments(p)
+    p.add_argument("-o", "--output", required=True, help="pruned model (.keras)")
+    p.add_argument("--report", help="write the per-layer report as JSON")
+    p.set_defaults(func=_cmd)
