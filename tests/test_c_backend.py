@@ -24,6 +24,12 @@ N_LEARN = 50
 
 
 def _graph(session, name: str):
+    if name.endswith("_pruned"):
+        from tinycc.plugins.prune import prune
+
+        g, x, y, calib = _graph(session, name[:-len("_pruned")])
+        prune(g, ratio=0.5)
+        return g, x, y, calib
     if name == "digits":
         g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
         d = np.load(ROOT / "examples" / "digits_data.npz")
@@ -52,7 +58,9 @@ CASES = {"digits": {"buffer": 16, "lr": 0.05, "epochs": 1},
          "sequential_cnn": {"buffer": 5, "lr": 0.05, "epochs": 1},
          "concat_branch": {"buffer": 6, "lr": 0.05, "epochs": 1, "policy": "reservoir"},
          "bn_conv_act": {"buffer": 6, "lr": 0.05, "epochs": 1},
-         "mobilenet_v3": {"buffer": 6, "lr": 0.05, "epochs": 1}}
+         "mobilenet_v3": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "mobilenet_v3_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "cnas_like_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1}}
 
 
 @pytest.fixture(scope="module")
