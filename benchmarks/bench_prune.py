@@ -15,7 +15,7 @@ import numpy as np
 from .common import Result, data_file
 
 THESIS = {"baseline": (2_154_538, "79.29%"), "step1": (1_093_358, "79.32%"), "budget1": (1_093_358, "79.48% (4.31 MB)"),
-          "budget2": (770_621, "77.15% (2.89 MB)")}
+          "budget2": (770_621, "77.15% (2.89 MB)"), "budget1-uniform": (1_093_358, "79.48% (4.31 MB)")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> Result:
              "", THESIS["baseline"][1], ""]]
     data = {}
     steps = {"step1": {},
-             "budget1": {"budget": ("params", 1_093_358)}, "budget2": {"budget": ("params", 770_621)}}
+             "budget1": {"budget": ("params", 1_093_358)}, "budget2": {"budget": ("params", 770_621)},
+             "budget1-uniform": {"budget": ("params", 1_093_358), "policy": "uniform"}}
     for name, kw in steps.items():
         g = base.copy()
         if name == "step1":
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> Result:
                             "filters removed"], rows))
     res.add("The thesis picked per-layer counts by hand (first step: 1,094 of 1,280 filters of the last 1x1 "
             "convolution, then ten more layers from the back). `step1` reproduces its first step exactly; the "
-            "budget rows use tinycc's policy (the same fraction of every layer's filters, found by bisection).")
+            "budget rows use tinycc's cost-aware policy (least important channels per parameter saved first); "
+            "budget1-uniform keeps the same fraction of every layer's filters; both found by bisection.")
     res.data = {"steps": data}
     return res

@@ -166,6 +166,34 @@ def unit_scores(graph: Graph, units: list[Unit], criterion) -> np.ndarray:
     return scores
 
 
+def unit_params(graph: Graph, units: list[Unit]) -> np.ndarray:
+    """Parameters each unit's removal saves: its producers' filters and biases, and the weights that read it."""
+    readers: dict[str, list[Op]] = {}
+    for op in graph.ops:
+        readers.setdefault(op.inputs[0], []).append(op)
+    ops = {o.name: o for o in graph.ops}
+    out = np.zeros(len(units))
+    for i, u in enumerate(units):
+        n = 0
+        for name, _ in u.producers:
+            op = ops[name]
+            n += graph.tensors[op.inputs[1]].size // graph.tensors[op.inputs[1]].shape[0]
+            n += 1 if len(op.inputs) > 2 else 0
+        for t, _ in u.positions:
+            for op in readers.get(t, []):
+                w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+                if op.kind == OpKind.CONV2D and op.attrs["groups"] == 1:
+                    n += w.shape[0] * w.shape[1] * w.shape[2]
+                elif op.kind == OpKind.DENSE:
+                    n += w.shape[0]
+                elif op.kind == OpKind.DEPTHWISE_CONV2D:
+                    n += (w.shape[1] * w.shape[2] + (1 if len(op.inputs) > 2 else 0)) * op.attrs["depth_multiplier"]
+                elif op.kind == OpKind.BATCH_NORM:
+                    n += 4
+        out[i] = n
+    return out
+
+
 def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
     """Remove the units with indices ``drop`` from the graph (in place)."""
     gone: dict[str, set[int]] = {}

@@ -2,10 +2,12 @@
 
 Units (channel positions removed together, see ``tinycc.ir.channels``) are grouped into
 *families* by their producing layers (all filters of one Conv2D/Dense, or every member of a
-residual group). With a ratio r, each family drops its round(r * n) lowest-scoring units, keeping at
-least ``min_channels`` and a multiple of ``round_to``. Per-layer ratios override r for the families
-that layer produces. A budget (params, macs, flash, activations or features) is met by bisection
-on the global ratio. Scores: the criterion ("l1" default: sum |w| of each producing filter; "l2";
+residual group). Policy ``uniform`` (default with --ratio): each family drops its round(r * n)
+lowest-scoring units, keeping at least ``min_channels`` and a multiple of ``round_to``; per-layer
+ratios override r for the families that layer produces. Policy ``cost`` (default with --budget):
+units ranked by relative importance (score / its family's mean score) per parameter their removal
+saves, so unimportant channels of parameter-heavy layers go first. A budget (params, macs, flash,
+activations or features) is met by bisection on the fraction removed. Scores: the criterion ("l1" default: sum |w| of each producing filter; "l2";
 plugins add more) summed over the unit's producers.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..ir.channels import Unit, analyse, remove, unit_scores
+from ..ir.channels import Unit, analyse, remove, unit_params, unit_scores
 from ..ir.graph import Graph
 from ..ir.stats import graph_stats, totals
 from ..passes import Pass, PassContext
@@ -85,15 +87,50 @@ def plan_ratio(graph: Graph, units: list[Unit], scores: np.ndarray, ratio: float
     return sorted(drop)
 
 
+def plan_cost(units: list[Unit], scores: np.ndarray, params: np.ndarray, count: int, min_channels: int) -> list[int]:
+    """The ``count`` cheapest units by (score / family mean score) / parameters saved, keeping
+    ``min_channels`` per family: the least important channels per parameter go first."""
+    fams: dict[tuple[str, ...], list[int]] = {}
+    for i, u in enumerate(units):
+        if u.prunable:
+            fams.setdefault(u.family, []).append(i)
+    rel = np.zeros(len(units))
+    for idx in fams.values():
+        m = scores[idx].mean() or 1.0
+        rel[idx] = scores[idx] / m
+    order = sorted((i for idx in fams.values() for i in idx), key=lambda i: (rel[i] / max(params[i], 1.0), i))
+    left = {f: len(idx) for f, idx in fams.items()}
+    drop = []
+    for i in order:
+        if len(drop) >= count:
+            break
+        f = units[i].family
+        if left[f] > min_channels:
+            left[f] -= 1
+            drop.append(i)
+    return sorted(drop)
+
+
 def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] | None = None,
           layer_ratios: dict[str, float] | None = None, criterion: Callable = l1, min_channels: int = 1,
-          round_to: int = 1, feature_tensor: str | None = None) -> dict:
+          round_to: int = 1, feature_tensor: str | None = None, policy: str | None = None) -> dict:
     """Prune in place; return a report (before/after per layer and totals)."""
     before = {r.name: r for r in graph_stats(graph)}
     chans_before = {o.name: graph.tensors[o.outputs[0]].shape[-1] for o in graph.ops}
     units = analyse(graph)
     scores = unit_scores(graph, units, criterion)
     layer_ratios = layer_ratios or {}
+    policy = policy or ("cost" if budget is not None and round_to == 1 and not layer_ratios else "uniform")
+    if policy not in ("uniform", "cost"):
+        raise TinyccError(f"unknown pruning policy {policy!r}; use uniform or cost")
+    params = unit_params(graph, units)
+    n_prunable = sum(u.prunable for u in units)
+
+    def plan(x: float) -> list[int]:
+        if policy == "cost":
+            return plan_cost(units, scores, params, int(round(x * n_prunable)), min_channels)
+        return plan_ratio(graph, units, scores, x, layer_ratios, min_channels, round_to)
+
     if budget is not None:
         metric, limit = budget
         if _cost(graph, metric, feature_tensor) <= limit:
@@ -101,7 +138,7 @@ def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] |
         else:
             lo, hi = 0.0, 1.0
             trial = graph.copy()
-            remove(trial, units, plan_ratio(graph, units, scores, hi, layer_ratios, min_channels, round_to))
+            remove(trial, units, plan(hi))
             if _cost(trial, metric, feature_tensor) > limit:
                 raise TinyccError(f"{metric} budget {limit:,} cannot be reached: removing every prunable channel "
                                   f"(keeping {min_channels} per layer) still gives "
@@ -109,7 +146,7 @@ def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] |
             for _ in range(30):
                 mid = (lo + hi) / 2
                 trial = graph.copy()
-                remove(trial, units, plan_ratio(graph, units, scores, mid, layer_ratios, min_channels, round_to))
+                remove(trial, units, plan(mid))
                 if _cost(trial, metric, feature_tensor) <= limit:
                     hi = mid
                 else:
@@ -119,7 +156,7 @@ def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] |
         r = float(ratio or 0.0)
     if not 0.0 <= r <= 1.0:
         raise TinyccError(f"pruning ratio must be in [0, 1], got {r}")
-    drop = plan_ratio(graph, units, scores, r, layer_ratios, min_channels, round_to)
+    drop = plan(r)
     remove(graph, units, drop)
     after = {x.name: x for x in graph_stats(graph)}
     rows = []
@@ -130,7 +167,7 @@ def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] |
                      "params_before": b.params if b else None, "params_after": a.params,
                      "macs_before": b.macs if b else None, "macs_after": a.macs,
                      "bytes_before": b.param_bytes if b else None, "bytes_after": a.param_bytes})
-    return {"ratio": r, "removed_units": len(drop), "prunable_units": sum(u.prunable for u in units),
+    return {"ratio": r, "policy": policy, "removed_units": len(drop), "prunable_units": sum(u.prunable for u in units),
             "layers": rows, "totals_before": {k: sum((x.params, x.macs, x.param_bytes)[j] for x in before.values())
                                               for j, k in enumerate(("params", "macs", "bytes"))},
             "totals_after": totals(graph)}
@@ -163,6 +200,8 @@ def add_prune_arguments(p: Any) -> None:
     p.add_argument("--budget", help="METRIC=N with METRIC params, macs, flash, activations or features")
     p.add_argument("--layer-ratio", action="append", default=[], metavar="LAYER=R", help="per-layer ratio")
     p.add_argument("--criterion", default="l1", help="filter ranking: l1 (default), l2 or a plugin's")
+    p.add_argument("--prune-policy", choices=["uniform", "cost"], help="uniform per-layer ratio, or cost-aware ranking "
+                   "(default: uniform for --ratio, cost for --budget)")
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels")
     p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
@@ -185,7 +224,8 @@ def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> d
     report = prune(graph, ratio=options.get("ratio"), layer_ratios=layer_ratios,
                    budget=_parse_budget(options["budget"]) if options.get("budget") else None,
                    criterion=session.registry.prune_criteria[crit].obj,
-                   min_channels=int(options.get("min_channels") or 1), round_to=int(options.get("round_to") or 1))
+                   min_channels=int(options.get("min_channels") or 1), round_to=int(options.get("round_to") or 1),
+                   policy=options.get("prune_policy"))
     if options.get("finetune"):
         finetune(graph, options["finetune"], int(options.get("finetune_epochs") or 1),
                  float(options.get("finetune_lr") or 5e-4))
