@@ -104,7 +104,9 @@ def logistic_params(input_scale: float) -> tuple[int, int, int]:
     real = float(np.float32(input_scale)) * float(1 << 27)
     q, shift = math.frexp(real)
     mult = int(math.copysign(math.floor(abs(q) * (1 << 31) + 0.5), q))
-    radius = int(math.floor(1.0 * 15 * (1 << 27) / (1 << shift)))
+    # TFLite computes 15 * 2^27 / (1 << shift); a negative shift (input scale below 2^-28) is undefined
+    # there, the mathematical value is used here, capped to int32 (then every input is inside the radius)
+    radius = min(int(math.floor(math.ldexp(15.0 * (1 << 27), -shift))), (1 << 31) - 1)
     return mult, shift, radius
 
 

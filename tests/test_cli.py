@@ -82,3 +82,20 @@ def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
     path = tmp_path / "lstm.keras"
     keras.Model(inp, out).save(path)
     assert_clean_error(tinycc("inspect", str(path)), 2, "my_lstm", "LSTM")
+
+
+def test_compile_time_passes_adds_up(tmp_path: Path) -> None:
+    r = tinycc("compile", str(EXAMPLE), "--target", "c", "--calib", str(ROOT / "examples" / "digits_data.npz"),
+               "-o", str(tmp_path / "out"), "--time-passes")
+    assert r.returncode == 0, r.stderr
+    rows = {}
+    for line in r.stdout.split("pass / phase", 1)[1].splitlines()[1:]:
+        parts = line.split()
+        rows[" ".join(parts[:-3] if parts[0] not in ("total", "(untimed)") else parts[:1])] = parts
+    for name in ("frontend", "fold_batchnorm", "calibrate", "quantize_int8", "emit (c)"):
+        assert name in rows, r.stdout
+        assert rows[name][-3] == "1"  # one cut candidate without a budget: every pass ran once
+    timed = sum(float(p[-2]) for n, p in rows.items() if n not in ("total", "(untimed)"))
+    total = float(rows["total"][-1])
+    slack = 5e-4 * len(rows)  # every row is rounded to 1 ms
+    assert 0 < timed <= total + slack and float(rows["(untimed)"][-1]) == pytest.approx(max(total - timed, 0), abs=slack)

@@ -134,3 +134,15 @@ def test_bad_calibration_data(session, bad, msg: str) -> None:
     g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
     with pytest.raises(TinyccError, match=msg):
         run_pipeline(g, ["calibrate"], PassContext(session=session, options={"calib_data": bad}))
+
+
+def test_logistic_and_tanh_with_tiny_input_scale() -> None:
+    # an input scale below 2^-28 gives TFLite's input_left_shift < 0, where its radius formula shifts by a
+    # negative count (undefined); tinycc uses the exact value (capped): every input maps to ~sigmoid(0)
+    from tinycc.ir.fixedpoint import logistic_params, logistic_s8, tanh_s8
+
+    mult, shift, radius = logistic_params(1e-10)
+    assert shift < 0 and radius == (1 << 31) - 1 and mult > 0
+    x = np.arange(-128, 128, dtype=np.int8)
+    assert set(logistic_s8(x, 0, 1e-10).tolist()) == {0}  # 0.5 at scale 1/256, zero point -128
+    assert set(tanh_s8(x, 0, 1e-10).tolist()) == {0}

@@ -96,6 +96,8 @@ def cmd_compile(args: argparse.Namespace, session: Any) -> int:
 
     result = compile_model(args.model, args.target, args.output, options_from_args(args), session)
     sys.stdout.write(result.summary() + "\n")
+    if args.time_passes:
+        sys.stdout.write(result.timing_table() + "\n")
     return 0
 
 

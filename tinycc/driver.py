@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import TinyccError
 from .ir.verify import verify
-from .passes import PassContext, PassRecord, run_pipeline
+from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
 
 log = logging.getLogger("tinycc.driver")
 
@@ -59,6 +59,7 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
+    g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
     try:
         from .plugins.prune import add_prune_arguments
     except ImportError:  # pruning plugin not built in
@@ -90,6 +91,16 @@ class CompileResult:
             lines.append(mem["report"])
         return "\n".join(lines)
 
+    def timing_table(self) -> str:
+        """Wall time per pass and phase (passes run once per cut candidate are summed)."""
+        rows = summarize(self.passes)
+        total = sum(r[3] for r in rows)
+        lines = [f"{'pass / phase':<28} {'runs':>4} {'seconds':>9} {'share':>6}"]
+        lines += [f"{n:<28} {k:>4} {s:>9.3f} {100 * s / max(self.seconds, 1e-9):>5.1f}%" for n, _, k, s in rows]
+        lines.append(f"{'(untimed)':<28} {'':>4} {max(self.seconds - total, 0.0):>9.3f}")
+        lines.append(f"{'total':<28} {'':>4} {self.seconds:>9.3f}")
+        return "\n".join(lines)
+
 
 def _check_output(out: Path, force: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
@@ -110,6 +121,12 @@ def _install(tmp: Path, out: Path) -> None:
 def compile_model(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> CompileResult:
     """Compile ``model`` for ``target`` into ``output``; raise TinyccError on bad input."""
     t0 = time.perf_counter()
+    with collect_records() as records:
+        out, files, deployment = _compile(model, target, output, options, session)
+    return CompileResult(out, files, deployment, records, time.perf_counter() - t0)
+
+
+def _compile(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> tuple[Path, list[Path], Any]:
     reg = session.registry
     backend = reg.backend(target)()
     out = Path(output)
@@ -118,33 +135,37 @@ def compile_model(model: str, target: str, output: str, options: dict[str, Any],
         reg.board(options["board"])  # unknown board: error before any work
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
-    graph = reg.frontend_for(model).load(model, options)
-    verify(graph)
+    with timed("frontend"):
+        graph = reg.frontend_for(model).load(model, options)
+        verify(graph)
     ctx = PassContext(options=options, session=session, progress=True)
     kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
           "dump_dir": out.parent}
-    records = run_pipeline(graph, reg.pipeline("cleanup"), ctx,
-                           dump_after=tuple(p for p in kw["dump_after"] if p in reg.pipeline("cleanup")),
-                           verify_each=kw["verify_each"], dump_dir=kw["dump_dir"])
+    run_pipeline(graph, reg.pipeline("cleanup"), ctx,
+                 dump_after=tuple(p for p in kw["dump_after"] if p in reg.pipeline("cleanup")),
+                 verify_each=kw["verify_each"], dump_dir=kw["dump_dir"])
     prune = _prune_hook()
     if prune is not None:
-        prune(graph, options, session)
+        with timed("prune"):
+            prune(graph, options, session)
     from .plugins.ondevice import build_deployment
 
-    deployment = build_deployment(graph, options, session, backend)
-    backend.check(deployment, options)
+    with timed("cut, classifier, budget"):
+        deployment = build_deployment(graph, options, session, backend)
+        backend.check(deployment, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = backend.emit(deployment, options, tmp)
-        report = {k: v for k, v in deployment.memory.items() if k != "report"}
-        (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+        with timed(f"emit ({target})"):
+            files = backend.emit(deployment, options, tmp)
+            report = {k: v for k, v in deployment.memory.items() if k != "report"}
+            (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
         files = [out / Path(f).relative_to(tmp) for f in files] + [out / "tinycc_memory.json"]
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, files, deployment, records, time.perf_counter() - t0)
+    return out, files, deployment
 
 
 def _prune_hook() -> Any:

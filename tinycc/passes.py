@@ -1,11 +1,13 @@
 """Pass base class, pass context and the pass manager that runs pipelines."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from .ir.graph import Graph, IRError
 from .ir.verify import verify
@@ -43,6 +45,49 @@ class PassRecord:
     name: str
     seconds: float
     changed: bool
+    kind: str = "pass"  # "pass" (run by run_pipeline) or "phase" (frontend, emit, ... timed by the driver)
+
+
+_SINK: contextvars.ContextVar[list[PassRecord] | None] = contextvars.ContextVar("tinycc_pass_records", default=None)
+
+
+@contextmanager
+def collect_records() -> Iterator[list[PassRecord]]:
+    """Collect the record of every pass and phase run inside the block, nested pipelines included."""
+    records: list[PassRecord] = []
+    token = _SINK.set(records)
+    try:
+        yield records
+    finally:
+        _SINK.reset(token)
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Time a phase of a compile (frontend, cut search, emit) into the active collector.
+
+    The record holds the phase's own time: passes and phases recorded inside it are subtracted, so that
+    the records of one compile add up to its wall time.
+    """
+    t0 = time.perf_counter()
+    sink = _SINK.get()
+    start = len(sink) if sink is not None else 0
+    try:
+        yield
+    finally:
+        if sink is not None:
+            inner = sum(r.seconds for r in sink[start:])
+            sink.append(PassRecord(name, time.perf_counter() - t0 - inner, False, "phase"))
+
+
+def summarize(records: list[PassRecord]) -> list[tuple[str, str, int, float]]:
+    """(name, kind, runs, total seconds) per distinct name, in first-run order."""
+    out: dict[str, list[Any]] = {}
+    for r in records:
+        row = out.setdefault(r.name, [r.name, r.kind, 0, 0.0])
+        row[2] += 1
+        row[3] += r.seconds
+    return [tuple(v) for v in out.values()]  # type: ignore[misc]
 
 
 def run_pipeline(graph: Graph, pass_names: list[str], ctx: PassContext, *, verify_each: bool = True,
@@ -62,6 +107,9 @@ def run_pipeline(graph: Graph, pass_names: list[str], ctx: PassContext, *, verif
         changed = bool(p.run(graph, ctx))
         dt = time.perf_counter() - t0
         records.append(PassRecord(name, dt, changed))
+        sink = _SINK.get()
+        if sink is not None:
+            sink.append(records[-1])
         log.info("pass %s: %.3f s%s", name, dt, " (changed)" if changed else "")
         if verify_each:
             try:

@@ -1,0 +1,123 @@
+"""Compiler speed: ``tinycc compile`` wall time per pass and phase on the CNAS model.
+
+The model is ``tinycc.models.cnas_cifar10`` (2,154,538 parameters; random weights unless --model is
+given), saved as .keras; calibration uses --calib-count CIFAR-10 training images from --data, or
+uniform random images without it. Every target is compiled --repeat times in this process (the
+first compile also pays TensorFlow's import, reported apart); the table shows the median per pass.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import Result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a .keras/.h5 model (default: the CNAS builder with random weights)")
+    p.add_argument("--targets", default="c,tflm,arduino")
+    p.add_argument("--calib-count", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=3)
+
+
+def _tf_import_seconds() -> float:
+    code = "import time; t = time.perf_counter(); import tensorflow; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _calibration(args: argparse.Namespace, tmp: Path) -> Path:
+    if args.data:
+        from .common import data_file
+
+        with np.load(data_file(args.data, "cifar10.npz"), allow_pickle=False) as z:
+            x = z["x_train"][:args.calib_count].astype(np.float32) / 255
+    else:
+        x = np.random.default_rng(0).random((args.calib_count, 32, 32, 3), dtype=np.float32)
+    path = tmp / "calib.npz"
+    np.savez(path, x_calib=x)
+    return path
+
+
+def run(args: argparse.Namespace) -> Result:
+    from tinycc.driver import compile_model
+    from tinycc.passes import summarize
+    from tinycc.session import Session
+
+    tf_import = _tf_import_seconds()
+    tmp = Path(tempfile.mkdtemp(prefix="tinycc-bench-compile-"))
+    model = args.model
+    if not model:
+        from tinycc.models import cnas_cifar10
+
+        model = str(tmp / "cnas.keras")
+        cnas_cifar10().save(model)
+    calib = _calibration(args, tmp)
+    targets = [t for t in args.targets.split(",") if t]
+    res = Result("compile")
+    data: dict[str, dict] = {}
+    plot_rows: dict[str, dict[str, float]] = {}
+    for target in targets:
+        per_name: dict[str, list[float]] = {}
+        totals, kinds, runs = [], {}, {}
+        for i in range(args.repeat):
+            session = Session()
+            t0 = time.perf_counter()
+            r = compile_model(model, target, str(tmp / f"out-{target}"), {"calib": str(calib), "force": True}, session)
+            totals.append(time.perf_counter() - t0)
+            for name, kind, n, sec in summarize(r.passes):
+                per_name.setdefault(name, []).append(sec)
+                kinds[name], runs[name] = kind, n
+            print(f"compile --target {target} run {i + 1}/{args.repeat}: {totals[-1]:.2f} s", flush=True)
+        med = {n: statistics.median(v) for n, v in per_name.items()}
+        total = statistics.median(totals)
+        rows = [[n, kinds[n], str(runs[n]), f"{med[n]:.3f}", f"{100 * med[n] / total:.1f}%"] for n in med]
+        rows.append(["total (median)", "", "", f"{total:.3f}", "100%"])
+        res.add(f"### --target {target}\n\n" + _table(["pass / phase", "kind", "runs", "seconds", "share"], rows))
+        data[target] = {"median_seconds": med, "total_seconds": total, "all_totals": totals, "runs": runs}
+        plot_rows[target] = med
+    res.sections.insert(0, f"Model `{Path(args.model).name if args.model else 'cnas_cifar10() random weights'}`, "
+                           f"{args.calib_count} calibration images ({'CIFAR-10' if args.data else 'random'}), "
+                           f"median of {args.repeat} compiles per target in one process. `import tensorflow` "
+                           f"alone takes {tf_import:.2f} s in a fresh process (inside the first compile's "
+                           "frontend time; later compiles reuse the import). `calibrate` runs the float "
+                           "reference interpreter over the calibration images; it runs once per cut "
+                           "candidate tried.")
+    res.data = {"targets": data, "tf_import_seconds": tf_import, "calib_count": args.calib_count,
+                "model": args.model or "cnas_cifar10()"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(plot_rows, out / "compile.png")
+    res.plots.append("compile.png")
+    return res
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plot(rows: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    names = sorted({n for r in rows.values() for n in r}, key=lambda n: -max(r.get(n, 0) for r in rows.values()))
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
+    h = 0.8 / max(len(rows), 1)
+    for i, (target, r) in enumerate(rows.items()):
+        ax.barh([j + i * h for j in range(len(names))], [r.get(n, 0) for n in names], h, label=f"--target {target}")
+    ax.set_yticks([j + h * (len(rows) - 1) / 2 for j in range(len(names))], names)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median)")
+    ax.set_title("tinycc compile: time per pass / phase (CNAS model)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
