@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["backends", "quant", "scenarios", "thesis"]
+ORDER = ["thesis", "prune", "quant", "scenarios", "backends", "compile"]
 
 HEADER = """# tinycc benchmarks
 
@@ -14,9 +14,14 @@ Each section below is `benchmarks/results/NAME.md` as written by `python -m benc
 `python -m benchmarks.make_readme`. Commands used for the current numbers:
 
 ```bash
+python examples/train_cnas.py --data ../shared/data --epochs 3 --out cnas.keras        # the CNAS model
+python examples/train_incremental_base.py --data ../shared/data --epochs 8 --out cifar8.keras
+python -m benchmarks thesis --data ../shared/data --model cnas.keras
+python -m benchmarks prune --data ../shared/data --model cnas.keras
+python -m benchmarks quant --data ../shared/data --model cnas.keras --test 1000
+python -m benchmarks scenarios --data ../shared/data --model cnas.keras --incremental-model cifar8.keras --runs 5
 python -m benchmarks backends
-python -m benchmarks quant --data ../shared/data --model MODEL.keras --test 1000
-python -m benchmarks scenarios --data ../shared/data --model MODEL.keras --runs 5 --scenarios concept-drift,transfer
+python -m benchmarks compile --data ../shared/data
 ```
 """
 

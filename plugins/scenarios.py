@@ -107,8 +107,13 @@ def _learner(dep: Any, capacity: int, storage: str, lr: float, epochs: int) -> O
 
 def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, runs: int = 5,
              n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0,
-             progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
-    """Run a scenario ``runs`` times for Ω, TinyOL and the float baseline; return curves [runs, steps]."""
+             progress: bool = True, first_seed: int = 0,
+             lr_by_mode: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Run a scenario ``runs`` times for Ω, TinyOL and the float baseline; return curves [runs, steps].
+
+    Run r draws its stream and test set with seed ``first_seed + r``; ``lr_by_mode`` overrides the
+    learning rate of a mode ("omega", "tinyol", "baseline"), e.g. after tuning on other seeds.
+    """
     from ..backends.c import CBackend
     from ..ir.interpreter_int8 import run_int8
     from .ondevice import build_deployment, cut_candidates, _resolve_cut, split
@@ -128,15 +133,16 @@ def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], sess
 
         it = tqdm(it, desc=scenario, unit="run")
     for r in it:
-        st = make_stream(scenario, data, n_stream, n_test, seed=r, scale=scale)
+        st = make_stream(scenario, data, n_stream, n_test, seed=first_seed + r, scale=scale)
         q_stream = run_int8(dep.extractor, st.x)[dep.extractor.outputs[0]].reshape(len(st.x), -1)
         q_test = run_int8(dep.extractor, st.x_test)[dep.extractor.outputs[0]].reshape(len(st.x_test), -1)
         f_stream = run(float_ext, st.x)[float_ext.outputs[0]].reshape(len(st.x), -1)
         f_test = run(float_ext, st.x_test)[float_ext.outputs[0]].reshape(len(st.x_test), -1)
-        lr, ep = dep.train.lr, dep.train.epochs
-        modes = {"omega": (_learner(dep, dep.buffer.capacity, dep.buffer.storage, lr, ep), q_stream, q_test),
-                 "tinyol": (_learner(dep, 1, dep.buffer.storage, lr, ep), q_stream, q_test),
-                 "baseline": (_learner(dep, dep.buffer.capacity, "float32", lr, ep), f_stream, f_test)}
+        ep = dep.train.epochs
+        lr = {m: (lr_by_mode or {}).get(m, dep.train.lr) for m in ("omega", "tinyol", "baseline")}
+        modes = {"omega": (_learner(dep, dep.buffer.capacity, dep.buffer.storage, lr["omega"], ep), q_stream, q_test),
+                 "tinyol": (_learner(dep, 1, dep.buffer.storage, lr["tinyol"], ep), q_stream, q_test),
+                 "baseline": (_learner(dep, dep.buffer.capacity, "float32", lr["baseline"], ep), f_stream, f_test)}
         for mode, (learner, fs, ft) in modes.items():
             res = run_mode(learner, fs, ft, st)
             for k, v in res.items():
