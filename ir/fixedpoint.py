@@ -169,3 +169,86 @@ def leaky_relu_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int
     pos = multiply_by_quantized_multiplier(v, mi, ei)
     negv = multiply_by_quantized_multiplier(v, ma, ea)
     return np.clip(np.where(v >= 0, pos, negv) + out_zp, -128, 127).astype(np.int8)
+
+
+def softmax_params(input_scale: float, beta: float) -> tuple[int, int, int]:
+    """(input multiplier, left shift, diff_min) as TFLite's int8 SOFTMAX Prepare computes them (Q5.26 input)."""
+    from .quant import quantize_multiplier
+
+    real = min(float(beta) * float(np.float32(input_scale)) * float(1 << 26), float((1 << 31) - 1))
+    mult, shift = quantize_multiplier(real)
+    radius = min(int(math.floor(math.ldexp(31.0 * (1 << 26), -shift))), (1 << 31) - 1)
+    return mult, shift, -radius
+
+
+def softmax_s8(x: Array, input_scale: float, beta: float) -> Array:
+    """int8 SOFTMAX over the last axis (output scale 1/256, zero point -128), TFLite's reference algorithm."""
+    mult, shift, diff_min = softmax_params(input_scale, beta)
+    xi = np.asarray(x, np.int64)
+    diff = xi - xi.max(axis=-1, keepdims=True)
+    use = diff >= diff_min
+    scaled = multiply_by_quantized_multiplier(diff, mult, shift)  # shift >= 0: one rounding, as TFLite
+    e = np.where(use, exp_on_negative_values(scaled, 5), 0)  # Q0.31
+    total = _wrap(rounding_divide_by_pot(e, 12).sum(axis=-1, keepdims=True))  # Q12.19 accumulator
+    clz = 32 - np.floor(np.log2(np.maximum(total, 1))).astype(np.int64) - 1
+    clz = np.where(total <= 0, np.where(total == 0, 32, 0), clz)
+    bits_over_unit = 12 - clz
+    shifted_minus_one = _wrap(((total << clz) & 0xFFFFFFFF) - (1 << 31))
+    recip = one_over_one_plus_x(shifted_minus_one)
+    exponent = bits_over_unit + 31 - 8
+    out = rounding_divide_by_pot(mul(recip, e), exponent) - 128
+    return np.where(use, np.clip(out, -128, 127), -128).astype(np.int8)
+
+
+def _i16(x: Array) -> Array:
+    return ((np.asarray(x, np.int64) + (1 << 15)) % (1 << 16)) - (1 << 15)
+
+
+def _srdhm16(a: Array, b: int) -> Array:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16."""
+    ab = np.asarray(a, np.int64) * b
+    s = ab + np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    out = np.where(s >= 0, s >> 15, -((-s) >> 15))
+    return np.where((np.asarray(a) == b) & (b == -(1 << 15)), (1 << 15) - 1, _i16(out))
+
+
+def _sat_shift16(v: Array, amount: int) -> Array:
+    return np.clip(np.asarray(v, np.int64) * (1 << amount), -(1 << 15), (1 << 15) - 1)
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    from .quant import quantize_multiplier
+
+    m32, e = quantize_multiplier(real)
+    m16 = (1 << 15) - 1 if m32 >= (1 << 31) - 1 - (1 << 15) else (m32 + (1 << 15)) >> 16
+    return m16, e
+
+
+def hard_swish_params(input_scale: float, output_scale: float) -> tuple[int, int, int, int]:
+    """(output multiplier, its exponent, reluish multiplier, its exponent) as TFLite's int8 HARD_SWISH Prepare."""
+    hires = np.float32(1.0 / 128.0) * np.float32(input_scale)
+    out_m, out_e = _int16_multiplier(float(np.float32(hires / np.float32(output_scale))))
+    rel_m, rel_e = _int16_multiplier(float(np.float32(hires / np.float32(3.0 / 32768.0))))
+    return out_m, out_e, rel_m, rel_e
+
+
+def hard_swish_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int, int]) -> Array:
+    """int8 HARD_SWISH, TFLite's reference kernel (int16 fixed point)."""
+    out_m, out_e, rel_m, rel_e = params
+    v = _i16(np.asarray(x, np.int64) - in_zp)
+    hires = _i16(v * (1 << 7))
+    pre_out = _srdhm16(hires, out_m)
+    rel = hires
+    if rel_e > 0:
+        rel = _sat_shift16(rel, rel_e - 1)
+    rel = _srdhm16(rel, rel_m)
+    if rel_e > 0:
+        rel = _sat_shift16(rel, 1)
+    if rel_e < 0:
+        rel = rounding_divide_by_pot(rel, -rel_e)
+    rel = _i16((rel + (1 << 15)) >> 1)
+    ab = rel * pre_out
+    prod = np.where(ab >= 0, ab >> 15, -((-ab) >> 15))
+    prod = np.where((rel == pre_out) & (rel == -(1 << 15)), (1 << 15) - 1, _i16(prod))
+    out = rounding_divide_by_pot(prod, -out_e) + out_zp
+    return np.clip(out, -128, 127).astype(np.int8)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import interpreter as fl
-from .fixedpoint import leaky_relu_params, leaky_relu_s8, logistic_s8, tanh_s8
+from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
+                         tanh_s8)
 from .graph import Graph, IRError, Op
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
@@ -26,6 +27,9 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU,
 })
+# int8 kernels the interpreter has for imported .tflite models only (no C kernel yet; the quantize pass
+# lowers or rejects these ops): SOFTMAX, HARD_SWISH, and GLOBAL_AVG_POOL with ``requantize`` (TFLite's MEAN)
+IMPORT_ONLY_KINDS = frozenset({OpKind.SOFTMAX, OpKind.HARD_SWISH})
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
@@ -139,6 +143,19 @@ def _pool(g: Graph, op: Op, x: Array) -> Array:
     return out.reshape((x.shape[0],) + y.shape[1:])
 
 
+def _mean(g: Graph, op: Op, x: Array) -> Array:
+    """TFLite's int8 MEAN over height and width (reference QuantizedMeanOrSum): requantizes in -> out."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    n = x.shape[1] * x.shape[2]
+    mult, shift = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+    nshift = min(n.bit_length() - 1, 32, 31 + shift)
+    mult = (mult << nshift) // n
+    total = x.astype(np.int64).sum(axis=(1, 2)) - zi * n
+    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift - nshift) + zo, -128, 127)
+    return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
+
+
 def add_params(s1: float, s2: float, so: float) -> dict:
     """TFLite int8 ADD Prepare: left shift 20, inputs scaled to twice the larger input scale."""
     twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
@@ -194,8 +211,19 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return dequantize(args[0], s, zp)
     if g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
         return fl.eval_op(op, args, g)
-    if k not in INT8_KINDS:
+    if k not in INT8_KINDS and k not in IMPORT_ONLY_KINDS:
         raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")
+    if k == OpKind.SOFTMAX:
+        s, _ = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+        if _qp(g.tensors[op.outputs[0]].quant, "softmax output") != (1.0 / 256.0, -128):
+            raise IRError(f"{op.describe()}: int8 softmax output must have scale 1/256 and zero point -128")
+        return softmax_s8(args[0], s, op.attrs["beta"])
+    if k == OpKind.HARD_SWISH:
+        si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+        so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+        return hard_swish_s8(args[0], zi, zo, hard_swish_params(si, so))
+    if k == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
+        return _mean(g, op, args[0])
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
         return _conv(g, op, args[0])
     if k == OpKind.DENSE:

@@ -236,7 +236,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.SOFTMAX, 1, 1, _same, {"beta": 1.0}),
         OpDef(OpKind.MAX_POOL2D, 1, 1, _pool, dict(_POOL_DEFAULTS)),
         OpDef(OpKind.AVG_POOL2D, 1, 1, _pool, dict(_POOL_DEFAULTS)),
-        OpDef(OpKind.GLOBAL_AVG_POOL, 1, 1, _global_pool, {"keepdims": False}),
+        OpDef(OpKind.GLOBAL_AVG_POOL, 1, 1, _global_pool, {"keepdims": False, "requantize": False}),
         OpDef(OpKind.GLOBAL_MAX_POOL, 1, 1, _global_pool, {"keepdims": False}),
         OpDef(OpKind.FLATTEN, 1, 1, _flatten),
         OpDef(OpKind.RESHAPE, 1, 1, _reshape, {"shape": ()}),

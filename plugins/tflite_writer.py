@@ -4,7 +4,7 @@ Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> F
 relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
 HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
 over the whole map (+ RESHAPE without keepdims; the same integer arithmetic as the IR's int8
-kernel, where MEAN would differ), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape ->
+kernel, where MEAN would differ; an imported MEAN, ``requantize``, is written back as MEAN), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape ->
 RESHAPE (const int32 shape), add/mul -> ADD/MUL, concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
@@ -25,7 +25,7 @@ from .tflite_schema import schema
 INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2,
                  "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
-                 "HARD_SWISH": 1, "LEAKY_RELU": 1}
+                 "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2}
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
@@ -131,6 +131,11 @@ class _Writer:
         elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D):
             self._pool("MAX_POOL_2D" if k == OpKind.MAX_POOL2D else "AVERAGE_POOL_2D", ins, outs,
                        a["pool_size"], a["strides"], a["padding"], a["activation"])
+        elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # imported MEAN: its own arithmetic
+            axes = self.tensor(Tensor(f"{op.name}/axes", (2,), DType.INT32, np.array([1, 2], np.int32)))
+            o = s.ReducerOptionsT()
+            o.keepDims = bool(a["keepdims"])
+            self.emit("MEAN", ins + [axes], outs, s.BuiltinOptions.ReducerOptions, o)
         elif k in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
             x = g.tensors[op.inputs[0]]
             y = g.tensors[op.outputs[0]]

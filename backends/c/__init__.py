@@ -104,6 +104,8 @@ class CBackend(Backend):
         for op in deployment.extractor.ops:
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+            if op.attrs.get("requantize"):
+                raise UnsupportedLayerError(f"layer {op.origin!r}: TFLite's requantizing MEAN has no C kernel")
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return max(plan(extractor, options.get("planner") or "best").arena, 16)
