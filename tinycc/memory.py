@@ -2,7 +2,10 @@
 
 Lifetimes: a tensor lives from the op that produces it (graph inputs: step 0) to its last
 reader (graph outputs: to the end). Reshape/flatten outputs are aliases of their input (same
-bytes, no copy) and extend its lifetime. Strategies:
+bytes, no copy) and extend its lifetime. In-place (default): the output of an element-wise int8
+op (relu, relu6, leaky relu, logistic, tanh, add, mul) takes over the buffer of an input of the
+same shape whose last reader it is (not a graph input or output); every such C kernel reads
+element i before writing element i. Strategies:
 - ``greedy``: greedy by size, TFLite Micro's GreedyMemoryPlanner: largest first, each placed at
   the lowest offset that does not overlap a time-overlapping, already placed buffer.
 - ``best``: tries several orders (size, lifetime length x size, start time) with lowest-offset
@@ -18,6 +21,7 @@ from .ir.graph import Graph
 from .ir.ops import OpKind
 
 ALIAS_KINDS = (OpKind.RESHAPE, OpKind.FLATTEN)
+INPLACE_KINDS = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.ADD, OpKind.MUL)
 
 
 @dataclass
@@ -46,13 +50,27 @@ def _align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def lifetimes(graph: Graph, alignment: int = 16) -> tuple[list[Buffer], dict[str, str]]:
+def lifetimes(graph: Graph, alignment: int = 16, inplace: bool = True) -> tuple[list[Buffer], dict[str, str]]:
     """Buffers with aligned sizes and [start, end] steps, and the alias map tensor -> buffer."""
     alias: dict[str, str] = {}
-    for op in graph.ops:
+    last: dict[str, int] = {}
+    for i, op in enumerate(graph.ops):
+        for t in op.inputs:
+            last[t] = i
+    for t in graph.outputs:
+        last[t] = len(graph.ops)
+    members: dict[str, list[str]] = {}
+    for i, op in enumerate(graph.ops):
+        out = op.outputs[0]
         if op.kind in ALIAS_KINDS:
             src = op.inputs[0]
-            alias[op.outputs[0]] = alias.get(src, src)
+            alias[out] = alias.get(src, src)
+        elif inplace and op.kind in INPLACE_KINDS:
+            root = _inplace_source(graph, op, i, alias, last, members)
+            if root is not None:
+                alias[out] = root
+        if out in alias:
+            members.setdefault(alias[out], []).append(out)
     bufs: dict[str, Buffer] = {}
     end = len(graph.ops)
     for name in graph.inputs:
@@ -73,6 +91,23 @@ def lifetimes(graph: Graph, alignment: int = 16) -> tuple[list[Buffer], dict[str
         if alias.get(t, t) in bufs:
             bufs[alias.get(t, t)].end = end
     return list(bufs.values()), alias
+
+
+def _inplace_source(graph: Graph, op, i: int, alias: dict[str, str], last: dict[str, int],
+                    members: dict[str, list[str]]) -> str | None:
+    """The buffer an element-wise op may overwrite: an int8 activation input it reads last."""
+    out = graph.tensors[op.outputs[0]]
+    if out.dtype.value != "int8":
+        return None
+    for t in op.inputs:
+        ten = graph.tensors[t]
+        root = alias.get(t, t)
+        if ten.is_const or ten.shape != out.shape or ten.dtype != out.dtype or root in graph.inputs:
+            continue
+        group = [root] + members.get(root, [])
+        if all(last.get(m, -1) <= i for m in group) and not any(m in graph.outputs for m in group):
+            return root
+    return None
 
 
 def lower_bound(bufs: list[Buffer]) -> int:
@@ -117,11 +152,11 @@ def plan_buffers(bufs: list[Buffer], strategy: str = "best") -> tuple[int, int, 
     return best, greedy, best_bufs
 
 
-def plan(graph: Graph, strategy: str = "best", alignment: int = 16) -> MemoryPlan:
+def plan(graph: Graph, strategy: str = "best", alignment: int = 16, inplace: bool = True) -> MemoryPlan:
     """Arena offsets for every activation tensor of ``graph``."""
     if strategy not in ("best", "greedy"):
         raise ValueError(f"unknown memory planning strategy {strategy!r}")
-    bufs, alias = lifetimes(graph, alignment)
+    bufs, alias = lifetimes(graph, alignment, inplace)
     arena, greedy, placed = plan_buffers(bufs, strategy)
     offsets = {b.name: b.offset for b in placed}
     for t, root in alias.items():
