@@ -62,16 +62,36 @@ int main(void) {{
                     str(bench), str(project / "model.c"), str(project / "runtime" / "tinycc_kernels.c"),
                     str(project / "runtime" / "tinycc_learn.c"), "-lm"], check=True)
     times = [float(subprocess.run([str(exe)], capture_output=True, text=True).stdout) for _ in range(runs)]
-    sizes = {}
-    r = subprocess.run(["make", "-s", "-C", str(project), "cortexm"], capture_output=True, text=True)
-    if r.returncode == 0:
-        out = subprocess.run(["arm-none-eabi-size", "-A", str(project / "tinycc_demo.elf")], capture_output=True,
-                             text=True).stdout
-        for line in out.splitlines():
+    return statistics.median(times), _cortex_m(project)
+
+
+INSTRUCTIONS_PER_TICK = 40  # mps2-an386 SysTick at 25 MHz; -icount shift=0 runs one instruction per ns
+
+
+def _cortex_m(project: Path) -> dict:
+    """.text/.data/.bss per CPU (m4, m7, m0plus) and, on the M4 board, instructions per call (QEMU icount)."""
+    out: dict = {}
+    for cpu in ("m4", "m7", "m0plus"):
+        r = subprocess.run(["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"], capture_output=True, text=True)
+        elf = project / ("tinycc_demo.elf" if cpu == "m4" else f"tinycc_demo-{cpu}.elf")
+        if r.returncode != 0:
+            continue
+        sizes = {}
+        for line in subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True,
+                                   text=True).stdout.splitlines():
             p = line.split()
             if len(p) >= 2 and p[0] in (".text", ".data", ".bss") and p[1].isdigit():
                 sizes[p[0]] = int(p[1])
-    return statistics.median(times), sizes
+        out[cpu] = sizes
+    if "m4" in out:
+        q = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                            "enable=on,target=native", "-icount", "shift=0", "-kernel",
+                            str(project / "tinycc_demo.elf")], capture_output=True, text=True, timeout=900)
+        for line in q.stdout.splitlines():
+            p = line.split()
+            if p[:1] == ["ticks"]:
+                out["m4_instructions"] = {p[i]: int(p[i + 1]) * INSTRUCTIONS_PER_TICK for i in range(1, len(p) - 1, 2)}
+    return out
 
 
 def _tflm_timing(data: bytes, arena: int, x: np.ndarray, repeats: int, runs: int) -> float:
@@ -124,7 +144,7 @@ def run(args: argparse.Namespace) -> Result:
 
     session = Session(autoload=False)
     res = Result("backends")
-    rows, data = [], {}
+    rows, data, cpu_rows = [], {}, []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, g, x, calib in _models(session):
@@ -144,9 +164,12 @@ def run(args: argparse.Namespace) -> Result:
                       "arena_no_inplace": no_inplace.arena, "lower_bound_no_inplace": no_inplace.lower_bound,
                       "tflm_recorded": m.recorded, "tflm_head": m.head, "tflm_tail": m.tail, "c_us": c_time * 1e6,
                       "tflm_us": tflm_time * 1e6, "cortex_m4": sizes, "deploy_seconds": t_build}
+        m4, ins = sizes.get("m4", {}), sizes.get("m4_instructions", {})
         rows.append([name, best.lower_bound, best.arena, greedy.arena, no_inplace.arena, m.recorded, m.head,
-                     f"{c_time * 1e6:.1f}", f"{tflm_time * 1e6:.1f}", sizes.get(".text", "-"), sizes.get(".data", "-"),
-                     sizes.get(".bss", "-")])
+                     f"{c_time * 1e6:.1f}", f"{tflm_time * 1e6:.1f}", m4.get(".text", "-"), m4.get(".data", "-"),
+                     m4.get(".bss", "-"), f"{ins['features']:,}" if "features" in ins else "-"])
+        cpu_rows += [[name, cpu, v.get(".text", "-"), v.get(".data", "-"), v.get(".bss", "-")]
+                     for cpu, v in sizes.items() if cpu in ("m4", "m7", "m0plus")]
         if name == "mobilenet_v2":
             _memory_map(best, dep.extractor, out / "memory_map_mobilenet_v2.png")
             res.plots.append("memory_map_mobilenet_v2.png")
@@ -155,9 +178,14 @@ def run(args: argparse.Namespace) -> Result:
             "includes its own bookkeeping (tail), its activation planning is the head part. Time per "
             "inference on the host: generated C (-O2) vs the tflite-micro Python interpreter's "
             "set_input+invoke (reference kernels). Cortex-M4 sizes: the whole demo program (-Os, "
-            "newlib, embedded test vectors).")
+            "newlib, embedded test vectors), M4 build.")
     res.add(markdown_table(["model", "lower bound", "tinycc arena", "greedy", "without in-place", "TFLM total", "TFLM head",
-                            "C µs", "TFLM µs", ".text", ".data", ".bss"], rows))
+                            "C µs", "TFLM µs", ".text", ".data", ".bss", "M4 instructions"], rows))
+    res.add("Per Cortex-M CPU (whole demo program, -Os): M4 and M7 with hardware float (M7 double precision), "
+            "M0+ ARMv6-M with soft float. `M4 instructions` is one feature-extractor call on the first test "
+            "vector, counted under `qemu-system-arm -icount shift=0` with SysTick (40 instructions per tick, so "
+            "within 40); not cycles: QEMU does not model pipelines or wait states.")
+    res.add(markdown_table(["model", "CPU", ".text", ".data", ".bss"], cpu_rows))
     behind = [n for n, v in data.items() if v["arena_best"] > v["tflm_head"]]
     slower = [n for n, v in data.items() if v["c_us"] > v["tflm_us"]]
     res.add("Where tinycc is behind: arena — " + (", ".join(behind) if behind else "none of these models") +

@@ -69,18 +69,22 @@ def have_arm() -> bool:
     return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"))
 
 
-def build_and_run_qemu(project: Path) -> tuple[DemoOutput, dict[str, int]]:
-    r = subprocess.run(["make", "-C", str(project), "cortexm"], capture_output=True, text=True)
+QEMU_BOARDS = {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385"}  # M0+ image runs on the M3 board
+
+
+def build_and_run_qemu(project: Path, cpu: str = "m4") -> tuple[DemoOutput, dict[str, int]]:
+    r = subprocess.run(["make", "-C", str(project), "cortexm", f"CPU={cpu}"], capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(f"arm build failed:\n{r.stderr[-4000:]}")
-    size = subprocess.run(["arm-none-eabi-size", "-A", str(project / "tinycc_demo.elf")], capture_output=True, text=True)
+    elf = project / ("tinycc_demo.elf" if cpu == "m4" else f"tinycc_demo-{cpu}.elf")
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True)
     sections = {}
     for line in size.stdout.splitlines():
         p = line.split()
         if len(p) >= 2 and p[0].startswith(".") and p[1].isdigit():
             sections[p[0]] = int(p[1])
-    q = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
-                        "enable=on,target=native", "-kernel", str(project / "tinycc_demo.elf")],
+    q = subprocess.run(["qemu-system-arm", "-M", QEMU_BOARDS[cpu], "-nographic", "-semihosting-config",
+                        "enable=on,target=native", "-kernel", str(elf)],
                        capture_output=True, text=True, timeout=600)
     if q.returncode != 0 or "done" not in q.stdout:
         raise AssertionError(f"qemu run failed ({q.returncode}):\n{q.stdout[-2000:]}\n{q.stderr[-2000:]}")

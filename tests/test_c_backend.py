@@ -105,14 +105,16 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("name", ["digits", "cnas_like"])
-def test_cortex_m4_qemu_matches_host(session, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name,cpu", [("digits", "m4"), ("cnas_like", "m4"), ("digits", "m7"), ("cnas_like", "m0plus")])
+def test_cortex_m_qemu_matches_host(session, tmp_path: Path, name: str, cpu: str) -> None:
+    """Cortex-M4 (mps2-an386), M7 (mps2-an500, double-precision FPU) and M0+ (ARMv6-M, soft float; run on
+    the Cortex-M3 board mps2-an385): int8 features exact, float results within the stated tolerances."""
     g, x, y, calib = _graph(session, name)
     opts = {"calib_data": calib, **CASES[name]}
     dep = build_deployment(g, opts, session, CBackend())
     render_project(dep, {**opts, "test_vectors": (x[:20], y[:20]), "test_count": 20, "test_learn": 20}, tmp_path)
     host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=False))
-    dev, sections = c_harness.build_and_run_qemu(tmp_path)
+    dev, sections = c_harness.build_and_run_qemu(tmp_path, cpu)
     for i in range(20):
         np.testing.assert_array_equal(dev.features[i], host.features[i])
         assert dev.before[i][0] == host.before[i][0]
