@@ -32,7 +32,7 @@ def _models(session):
     sys.path.insert(0, str(ROOT))
     from tests.test_c_backend import _graph
 
-    for name in ("digits", "resnet_add", "mobilenet_v2", "int8_extra"):
+    for name in ("digits", "resnet_add", "mobilenet_v2", "int8_extra", "mobilenet_v3", "cnas_like"):
         g, x, y, calib = _graph(session, name)
         yield name, g, x, calib
 
