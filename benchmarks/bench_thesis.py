@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> Result:
     for name, kw in steps.items():
         g = base.copy()
         rep = prune(g, **kw)
+        keras.utils.set_random_seed(0)  # fine-tuning order and dropout; TF's threads still add some noise
         k = graph_to_keras(g)
         k.compile(optimizer=keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy")
         k.fit(xf, yf, epochs=args.finetune_epochs, batch_size=96, verbose=0)
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> Result:
             dep = r.deployment
             m = {i["name"]: i["bytes"] for i in dep.memory["items"]}
             net = sum(m.get(n, 0) for n in ("extractor weights", "extractor biases", "requantization tables",
-                                            "extractor arena", "classifier weights", "training state"))
+                                            "feature extractor arena", "classifier weights", "training state",
+                                            "staging vectors", "runtime state"))
             per_entry = _entry_bytes(dep)
             omega = net + 158 * per_entry  # Ω as the thesis sized it: the network plus a 158-entry buffer
             entry[target] = {"ram": dep.memory["ram"], "flash": dep.memory["flash"], "items": m,
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace) -> Result:
     res.add(markdown_table(["model", "params", "thesis params", "float acc", "thesis float acc", "Ω acc", "thesis Ω acc",
                             "conv layers pruned", "generated C = int8 interpreter"], acc_rows))
     res.add("Memory (bytes). `network` is what the thesis's Ω size counts besides the buffer: Φf's int8 weights, "
-            "biases and requantization tables, the planned arena, the float classifier and its training state; "
+            "biases and requantization tables, the arena (tinycc's plan for `c`, TFLite Micro's measured arena for "
+            "`tflm`), the float classifier, its training state and staging vectors; "
             "`Ω (158 entries)` adds the thesis's 158-entry buffer at tinycc's entry size (int8 features, label, "
             "4-byte stamp). The thesis counted Φf's weights inside its 830 kB of RAM; tinycc keeps them in flash, "
             "so on the device the 830 kB of RAM hold the arena, the classifier, its training state and a much "
