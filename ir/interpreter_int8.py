@@ -28,13 +28,27 @@ INT8_KINDS = frozenset({
     OpKind.LEAKY_RELU,
 })
 # int8 kernels the interpreter has for imported .tflite models only (no C kernel yet; the quantize pass
-# lowers or rejects these ops): SOFTMAX, HARD_SWISH, and GLOBAL_AVG_POOL with ``requantize`` (TFLite's MEAN)
+# lowers or rejects these ops): SOFTMAX, HARD_SWISH. Two more cases are decided by attributes and dtypes,
+# not kinds: GLOBAL_AVG_POOL with ``requantize`` (TFLite's MEAN) and an integer -> integer QUANTIZE
+# (requantization); :func:`interpreter_only` names all of them for the backends.
 IMPORT_ONLY_KINDS = frozenset({OpKind.SOFTMAX, OpKind.HARD_SWISH})
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
+
+
+def interpreter_only(g: Graph, op: Op) -> str | None:
+    """Why ``op`` runs in :func:`run_int8` but has no kernel in tinycc's C runtime, or None."""
+    if op.kind in IMPORT_ONLY_KINDS and g.tensors[op.inputs[0]].dtype != DType.FLOAT32:
+        return f"int8 {op.kind.value}"
+    if op.kind == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
+        return "TFLite's requantizing MEAN"
+    if op.kind == OpKind.QUANTIZE and g.tensors[op.inputs[0]].dtype != DType.FLOAT32:
+        src, dst = g.tensors[op.inputs[0]].dtype.value, g.tensors[op.outputs[0]].dtype.value
+        return f"requantizing QUANTIZE ({src} -> {dst})"
+    return None
 
 
 def _qp(q: QuantParams | None, what: str) -> tuple[float, int]:
@@ -156,6 +170,17 @@ def _mean(g: Graph, op: Op, x: Array) -> Array:
     return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
 
 
+def _requantize(g: Graph, op: Op, x: Array) -> Array:
+    """TFLite's QUANTIZE between integer types (reference Requantize): multiplier in/out scale."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    out = g.tensors[op.outputs[0]]
+    so, zo = _qp(out.quant, f"{op.describe()} output")
+    m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+    info = np.iinfo(out.dtype.numpy)
+    y = multiply_by_quantized_multiplier(x.astype(np.int64) - zi, m, e) + zo
+    return np.clip(y, info.min, info.max).astype(out.dtype.numpy)
+
+
 def add_params(s1: float, s2: float, so: float) -> dict:
     """TFLite int8 ADD Prepare: left shift 20, inputs scaled to twice the larger input scale."""
     twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
@@ -204,8 +229,11 @@ def _check_same(g: Graph, op: Op) -> None:
 def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Array:
     k = op.kind
     if k == OpKind.QUANTIZE:
-        s, zp = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
-        return quantize(args[0], s, zp)
+        out = g.tensors[op.outputs[0]]
+        s, zp = _qp(out.quant, f"{op.describe()} output")
+        if g.tensors[op.inputs[0]].dtype != DType.FLOAT32:
+            return _requantize(g, op, args[0])
+        return quantize(args[0], s, zp, out.dtype.value)
     if k == OpKind.DEQUANTIZE:
         s, zp = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         return dequantize(args[0], s, zp)

@@ -109,6 +109,8 @@ class FuseActivations(Pass):
     description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # int8: a standalone ReLU may requantize, fusing it would round differently
+            return False
         changed = False
         producers = graph.producers_map()
         for act in [o for o in graph.ops if o.kind in (OpKind.RELU, OpKind.RELU6)]:

@@ -12,6 +12,11 @@ TyBox-like cut at the Flatten/GAP output) and a default buffer of 64 entries.
 
 Φf is quantized (int8 in, int8 features out; a float input goes through a QUANTIZE op);
 features and int8 buffer entries are dequantized with Φf's output parameters before Φc.
+
+An imported int8 model (``meta["quantized"]``, e.g. a converter `.tflite`) keeps the file's
+parameters: Φf is taken as it is (an int8 input gets a float input and a QUANTIZE with the same
+parameters in front, as tinycc's own models have), Φc starts from the dequantized int8 Dense
+layers, and the QUANTIZE/DEQUANTIZE/int8 SOFTMAX at the output belong to the head.
 """
 from __future__ import annotations
 
@@ -24,10 +29,13 @@ import pluggy
 
 from ..errors import BudgetError, TinyccError, UnsupportedLayerError
 from ..ir.buffer import ReplayBuffer
+from ..ir.calibration import CalibrationDataError
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, deployment_memory
 from ..ir.ops import OpKind
+from ..ir.quant import dequantize
+from ..ir.tensor import DType, Tensor
 from ..ir.train import Classifier, DenseLayer
 from ..passes import Pass, PassContext, run_pipeline
 
@@ -35,7 +43,9 @@ hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.ondevice")
 
 _HEAD_ACT = {OpKind.RELU: "relu", OpKind.SIGMOID: "sigmoid", OpKind.TANH: "tanh", OpKind.SOFTMAX: "softmax"}
-_HEAD_KINDS = set(_HEAD_ACT) | {OpKind.DENSE, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.RESHAPE}
+# QUANTIZE/DEQUANTIZE: the output boundary of an imported int8 model (Φc is float)
+_HEAD_KINDS = set(_HEAD_ACT) | {OpKind.DENSE, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE,
+                                OpKind.DEQUANTIZE}
 DEFAULT_BUFFER = 64
 
 
@@ -103,8 +113,7 @@ def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
     layers: list[DenseLayer] = []
     for op in graph.ops[cut.index:]:
         if op.kind == OpKind.DENSE:
-            w = graph.tensors[op.inputs[1]].data
-            b = graph.tensors[op.inputs[2]].data if len(op.inputs) > 2 else np.zeros(w.shape[0], np.float32)
+            w, b = _float_dense(graph, op)
             act = op.attrs["activation"]
             if act == "relu6":
                 raise TinyccError(f"classifier layer {op.origin!r}: relu6 is not trainable on the device")
@@ -116,8 +125,56 @@ def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
     return ext, layers
 
 
+def _float_dense(graph: Graph, op: Op) -> tuple[np.ndarray, np.ndarray]:
+    """Float weights [O, I] and bias [O] of a Dense op (dequantized when the model is int8)."""
+    w = graph.tensors[op.inputs[1]]
+    b = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
+    if w.dtype == DType.FLOAT32:
+        return w.data.copy(), (b.data.copy() if b is not None else np.zeros(w.shape[0], np.float32))
+    if w.quant is None or (b is not None and b.quant is None):
+        raise TinyccError(f"classifier layer {op.origin!r}: int8 weights without quantization parameters")
+    wf = dequantize(w.data, w.quant.scale.reshape(-1, 1), w.quant.zero_point.reshape(-1, 1))
+    if b is None:
+        return wf, np.zeros(w.shape[0], np.float32)
+    return wf, dequantize(b.data, b.quant.scale, b.quant.zero_point)
+
+
+def _float_input(ext: Graph) -> None:
+    """Give an imported Φf with an integer input a float input, quantized with the same parameters."""
+    name = ext.inputs[0]
+    t = ext.tensors[name]
+    if t.dtype == DType.FLOAT32:
+        return
+    readers = ext.consumers(name)
+    fname = ext.unique_tensor_name(f"{name}_float")
+    ext.add_tensor(Tensor(fname, t.shape, DType.FLOAT32))
+    ext.inputs[0] = fname
+    first = readers[0] if len(readers) == 1 and name not in ext.outputs else None
+    q = ext.tensors[first.outputs[0]].quant if first is not None and first.kind == OpKind.QUANTIZE else None
+    if (q is not None and t.quant is not None and ext.tensors[first.outputs[0]].dtype == DType.INT8
+            and np.array_equal(t.quant.scale, q.scale)
+            and int(q.zero_point[0]) - int(t.quant.zero_point[0]) == -128 - int(np.iinfo(t.dtype.numpy).min)):
+        # uint8 -> int8 at the same scale, zero point moved by 128 (uint8-IO models): quantizing the float
+        # input straight to int8 rounds and clamps identically
+        first.inputs = [fname]
+        del ext.tensors[name]
+        return
+    op = Op(ext.unique_op_name(f"{name}/quantize"), OpKind.QUANTIZE, [fname], [name], {}, name)
+    ext.ops.insert(0, op)
+
+
 def quantize_extractor(ext: Graph, options: dict[str, Any], session: Any) -> tuple[Graph, np.ndarray]:
     """Quantize Φf in place (float input, int8 features out); return it and the calibration samples."""
+    if ext.meta.get("quantized"):  # imported int8 model: the file's parameters stay
+        _float_input(ext)
+        if options.get("calib_data") is None and not options.get("calib"):
+            return ext, np.zeros((0,) + tuple(ext.tensors[ext.inputs[0]].shape[1:]), np.float32)
+        from .quantize import samples_from_options
+
+        try:
+            return ext, samples_from_options(ext, options, session.registry if session else None)
+        except CalibrationDataError as e:
+            raise TinyccError(str(e)) from None
     opts = {**options, "int8_output": True}
     ctx = PassContext(options=opts, session=session, progress=bool(options.get("progress")))
     run_pipeline(ext, session.registry.pipeline("int8"), ctx)

@@ -212,6 +212,8 @@ def add_prune_arguments(p: Any) -> None:
 def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> dict | None:
     if options.get("ratio") is None and not options.get("budget") and not options.get("layer_ratio"):
         return None
+    if graph.meta.get("quantized"):
+        raise TinyccError(f"{graph.name}: an int8 model; pruning (and fine-tuning) needs the float model (.h5/.keras)")
     crit = options.get("criterion") or "l1"
     if crit not in session.registry.prune_criteria:
         raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")

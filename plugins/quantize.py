@@ -270,6 +270,8 @@ class LowerForInt8(Pass):
     description = "lower hard_sigmoid/swish/hard_swish, BatchNorm, Rescaling, Dropout for int8"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # an imported int8 model is already in the quantized form
+            return False
         changed = lower_for_int8(graph)
         check_int8_support(graph)
         return changed
@@ -280,6 +282,8 @@ class Calibrate(Pass):
     description = "record per-tensor float ranges on representative data"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # imported int8 model: its parameters come from the file
+            return False
         x = samples_from_options(graph, ctx.options, ctx.session.registry if ctx.session else None)
         kind = ctx.option("observer", "minmax")
         if kind not in OBSERVERS:
@@ -355,6 +359,8 @@ class QuantizeInt8(Pass):
     description = "full-integer int8 quantization of the graph (TFLite int8 specification)"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # imported int8 model (e.g. a converter .tflite): nothing to do
+            return False
         if "calibrate" not in ctx.results:
             raise TinyccError("quantize_int8 needs the calibrate pass to run first")
         check_int8_support(graph)
@@ -488,6 +494,8 @@ def quantize_model(model: str, options: dict[str, Any], session: Any) -> tuple[G
         raise TinyccError(f"{model}: no such file")
     reg = session.registry
     graph = reg.frontend_for(model).load(model, options)
+    if graph.meta.get("quantized"):
+        raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras)")
     ctx = PassContext(options=options, session=session, progress=bool(options.get("progress")))
     if "cleanup" in reg.pipelines:
         run_pipeline(graph, reg.pipeline("cleanup"), ctx)

@@ -3,13 +3,21 @@
 The file is read with the flatbuffer schema bindings into the IR in the form the quantize pass
 produces: int8 activations with per-tensor parameters, int8 weights (per-axis for convolutions),
 int32 biases, fused activations as attributes, QUANTIZE/DEQUANTIZE at float boundaries. Op mapping:
-CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MUL, RELU, RELU6, LEAKY_RELU, LOGISTIC, TANH,
-MAX/AVERAGE_POOL_2D, RESHAPE, CONCATENATION, PAD, QUANTIZE, DEQUANTIZE, SOFTMAX (int8, interpreter
-only), MEAN over H,W (global average pooling with TFLite's requantizing MEAN arithmetic), REDUCE_MAX
-over H,W (global max pooling), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D + BATCH_TO_SPACE_ND (the
-converter's dilated convolution). Shape arithmetic the converter emits for Flatten (SHAPE,
-STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static shape. Anything
-else is reported with the operator and tensor names before any work is done.
+CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
+rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
+LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE, CONCATENATION, PAD (spatial), QUANTIZE
+(float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
+DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
+arithmetic), REDUCE_MAX over H,W (global max pooling), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
+BATCH_TO_SPACE_ND (the converter's dilated convolution). Shape arithmetic the converter emits for
+Flatten (SHAPE, STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static
+shape. int8 SOFTMAX, HARD_SWISH, the requantizing MEAN and integer QUANTIZE run in the int8 reference
+interpreter only (``interpreter_int8.interpreter_only``).
+
+Not read (reported with the operator and tensor names): other operators (SUB, GATHER and the
+dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), float or dynamic-range models, int16
+activations, several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
+reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, IRError
+from ..ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
 from ..ir.ops import OpKind, same_padding
 from ..ir.tensor import DType, QuantParams, Tensor
 from .tflite_schema import builtin_name, schema
@@ -96,9 +105,32 @@ class _Reader:
         """Give the IR op's output the TFLite tensor's name, dtype and quantization."""
         out = self.g.tensors[op.outputs[0]]
         t = self.sg.tensors[i]
-        out.dtype = _TYPES.get(t.type, out.dtype)
+        if t.type not in _TYPES or t.type == 2:
+            raise UnsupportedLayerError(f"operator writing {out.name!r}: TFLite tensor type {t.type} is not supported "
+                                        "(activations must be int8, uint8 at the boundaries, or float32)")
+        out.dtype = _TYPES[t.type]
         out.quant = self._quant(i)
         self.names[i] = out.name
+        self._check_params(op)
+
+    def _check_params(self, op: Any) -> None:
+        """TFLite's int8 parameter rules that the IR's kernels rely on, checked at import."""
+        g = self.g
+        out = g.tensors[op.outputs[0]]
+        if out.dtype != DType.INT8 or g.tensors[op.inputs[0]].dtype != DType.INT8:
+            return
+        if out.quant is None:
+            raise UnsupportedLayerError(f"int8 tensor {out.name!r} has no quantization parameters")
+        qp = (float(out.quant.scale[0]), int(out.quant.zero_point[0]))
+        fixed = {**FIXED_OUTPUT, OpKind.SOFTMAX: (1.0 / 256.0, -128)}
+        if op.kind in fixed and qp != fixed[op.kind]:
+            raise UnsupportedLayerError(f"{op.kind.value} writing {out.name!r}: int8 output parameters {qp}, TFLite "
+                                        f"requires {fixed[op.kind]}")
+        if op.kind in SAME_PARAMS and not op.attrs.get("requantize"):
+            for t in op.inputs:
+                if not g.tensors[t].is_const and not out.quant.equals(g.tensors[t].quant):
+                    raise UnsupportedLayerError(f"{op.kind.value} writing {out.name!r}: input {t!r} has other "
+                                                "quantization parameters than the output (TFLite requires the same)")
 
     def add(self, kind: OpKind, ins: list[str], out_idx: int, attrs: dict | None = None, origin: str = "") -> Any:
         name = self._tname(out_idx)
@@ -121,6 +153,11 @@ class _Reader:
             inp.quant = self._quant(i)
             self.names[i] = inp.name
         ops = list(sg.operators or [])
+        variable = [t for t in sg.tensors if self._is_activation(t)]
+        if variable and not any(t.type in (3, 9) for t in variable):
+            raise UnsupportedLayerError(f"{self.g.name}: a float .tflite model (float32 activations; float or "
+                                        "dynamic-range quantized); tinycc imports full-integer int8 models "
+                                        "(compile the Keras model instead)")
         self._check_supported(ops)
         skip: set[int] = set()
         for k, o in enumerate(ops):
@@ -132,18 +169,23 @@ class _Reader:
             if code == "SPACE_TO_BATCH_ND":
                 skip.update(self._dilated(ops, k))
                 continue
-            self._op(code, o)
+            try:
+                self._op(code, o)
+            except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
+                outs = ", ".join(self._tname(i) for i in o.outputs)
+                raise TinyccError(f"TFLite operator {code} (writing {outs!r}): {e}") from None
         outs = [self.names.get(i) for i in sg.outputs]
         if any(n is None for n in outs):
             raise TinyccError("a model output is not written by any operator")
         self.g.outputs = [n for n in outs if n is not None]
         self.g.prune_unused()
-        if not any(self.g.tensors[t].dtype == DType.INT8 for t in self.g.activations()):
-            raise UnsupportedLayerError(f"{self.g.name}: a float .tflite model; tinycc imports int8 models "
-                                        "(compile the Keras model instead)")
         self.g.meta["source"] = {"format": "tflite"}
         self.g.meta["quantized"] = True
         return self.g
+
+    def _is_activation(self, t: Any) -> bool:
+        buf = self.m.buffers[t.buffer] if 0 <= t.buffer < len(self.m.buffers) else None
+        return buf is None or buf.data is None or len(buf.data) == 0
 
     def _check_supported(self, ops: list[Any]) -> None:
         known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
@@ -152,6 +194,8 @@ class _Reader:
                                             "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
         for o in ops:
             code = self.codes[o.opcodeIndex]
+            if code in _SHAPE_OPS and any(self.sg.tensors[i].type != 2 for i in o.outputs):
+                known = known - _SHAPE_OPS  # only the int32 shape arithmetic of Flatten is dropped
             if code not in known:
                 outs = ", ".join(self._tname(i) for i in o.outputs)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
@@ -190,7 +234,8 @@ class _Reader:
             xs = self.g.tensors[x].shape
             w = self.tensor(ins[1])
             n_in = self.g.tensors[w].shape[1]
-            if len(xs) != 2 or xs[-1] != n_in:
+            keep = bool(getattr(opt, "keepNumDims", False))  # [1, ..., I] -> [1, ..., O]: Dense on the last axis
+            if not (keep and xs[-1] == n_in) and (len(xs) != 2 or xs[-1] != n_in):
                 flat = self.g.unique_tensor_name(f"{x}/flat")
                 q = self.g.tensors[x].quant
                 x = self.g.add_op(OpKind.RESHAPE, [x], flat, {"shape": (n_in,)}, output_name=flat).outputs[0]
@@ -280,7 +325,11 @@ def read_tflite(path: str) -> Graph:
         data = p.read_bytes()
     except OSError as e:
         raise TinyccError(f"{path}: {e.strerror or e}") from None
-    g = _Reader(data, p.stem).read()
+    try:
+        g = _Reader(data, p.stem).read()
+    except (IndexError, AttributeError, TypeError, ValueError, OverflowError) as e:  # bad indices, missing tables
+        raise TinyccError(f"{path}: malformed TFLite model ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:120]})") from None
     g.meta["source"]["path"] = p.name
     return g
 

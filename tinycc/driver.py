@@ -138,10 +138,6 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     with timed("frontend"):
         graph = reg.frontend_for(model).load(model, options)
         verify(graph)
-    if graph.meta.get("quantized"):
-        raise TinyccError(f"{model}: an int8 model; compile needs the float model (the classifier is trained in "
-                          "float32 on the device and Φf is calibrated by tinycc): pass the .h5/.keras file. "
-                          "Imported .tflite models can be inspected and run by the int8 reference interpreter")
     ctx = PassContext(options=options, session=session, progress=True)
     kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
           "dump_dir": out.parent}

@@ -12,6 +12,7 @@ from ... import __version__
 from ...errors import UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
+from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan
 from ..base import Backend
 from .emitter import C_KINDS, _c_float, build_emit_model
@@ -101,11 +102,14 @@ class CBackend(Backend):
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
-        for op in deployment.extractor.ops:
+        g = deployment.extractor
+        for op in g.ops:
+            why = interpreter_only(g, op)  # run_int8 has these kernels (imported .tflite models), C does not
+            if why is not None:
+                raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel (int8 reference "
+                                            "interpreter only)")
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
-            if op.attrs.get("requantize"):
-                raise UnsupportedLayerError(f"layer {op.origin!r}: TFLite's requantizing MEAN has no C kernel")
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return max(plan(extractor, options.get("planner") or "best").arena, 16)
