@@ -24,6 +24,7 @@ THESIS = {"concept-drift": {"omega": "0.658 ± 0.019 (Ω801kB)", "tinyol": "0.61
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--incremental-model", help="a model trained on classes 0-7 only")
+    p.add_argument("--tag", default="", help="suffix for the result names (scenarios-TAG.md, SCENARIO-TAG.png)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--buffer", type=int, default=158)
     p.add_argument("--lr", type=float, default=0.01, help="learning rate when --lr-grid is empty")
@@ -34,23 +35,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenarios", default="concept-drift,transfer,incremental")
 
 
-def run(args: argparse.Namespace) -> Result:
+def _cleaned(session, model: str):
     from tinycc.passes import PassContext, run_pipeline
+
+    g = session.registry.frontend_for(model).load(model, {})
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return g
+
+
+def run(args: argparse.Namespace) -> Result:
     from tinycc.plugins.scenarios import simulate, write_results
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
     session = Session(autoload=False)
     out = Path(args.out)
-    res = Result("scenarios")
+    res = Result(f"scenarios-{args.tag}" if args.tag else "scenarios")
     rows, data = [], {}
     for scen in args.scenarios.split(","):
         model = args.incremental_model if scen == "incremental" else args.model
         if not model:
             res.add(f"{scen}: skipped (no model trained on classes 0-7 given).")
             continue
-        g = session.registry.frontend_for(model).load(model, {})
-        run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+        g = _cleaned(session, model)
         opts = {"buffer": args.buffer, "lr": args.lr, "storage": "int8"}
         lrs = {m: args.lr for m in ("omega", "tinyol", "baseline")}
         grid = [float(v) for v in args.lr_grid.split(",") if v]
@@ -65,6 +72,9 @@ def run(args: argparse.Namespace) -> Result:
             print(f"{scen}: tuned learning rates {lrs}", flush=True)
         curves = simulate(g, scen, args.data, opts, session, runs=args.runs, lr_by_mode=lrs)
         csv_path, png = write_results(curves, scen, out)
+        if args.tag:
+            csv_path = csv_path.rename(csv_path.with_name(f"{scen}-{args.tag}.csv"))
+            png = png.rename(png.with_name(f"{scen}-{args.tag}.png"))
         res.plots.append(png.name)
         data[scen] = {}
         for mode in ("omega", "tinyol", "baseline"):
