@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tinycc.backends.c import CBackend, render_project
 from tinycc.errors import BudgetError
@@ -132,3 +134,98 @@ def test_budget_failure_writes_nothing(session, tmp_path: Path) -> None:
         compile_model(str(ROOT / "examples" / "digits_cnn.h5"), "c", str(out),
                       {"calib": str(ROOT / "examples" / "digits_data.npz"), "ram": 1500}, session)
     assert not out.exists() and not any(tmp_path.iterdir())
+
+
+def _elementwise_graph(steps: list[tuple[int, int, int]]):
+    """A float graph: conv, then element-wise ops (relu, relu6, leaky relu, sigmoid, tanh, add, mul, a
+    squeeze-excite style broadcast mul/add, convs in between) over earlier activations, then the Dense head."""
+    from tinycc.ir.graph import Graph
+
+    rng = np.random.default_rng(len(steps))
+    g = Graph("eltwise")
+    g.add_input("x", (1, 6, 6, 3))
+
+    def conv(src: str, name: str) -> str:
+        w = g.add_const(f"{name}_w", rng.normal(0, 0.4, (8, 3, 3, g.tensors[src].shape[-1])).astype(np.float32))
+        b = g.add_const(f"{name}_b", rng.normal(0, 0.1, (8,)).astype(np.float32))
+        return g.add_op("conv2d", [src, w.name, b.name], name, {"padding": "same"}).outputs[0]
+
+    acts = [conv("x", "c")]
+    for i, (kind, a, b) in enumerate(steps):
+        src, other = acts[a % len(acts)], acts[b % len(acts)]
+        if kind <= 4:
+            out = g.add_op(("relu", "relu6", "leaky_relu", "sigmoid", "tanh")[kind], [src], f"e{i}").outputs[0]
+        elif kind in (5, 6):
+            out = g.add_op("add" if kind == 5 else "mul", [src, other], f"b{i}").outputs[0]
+        elif kind == 7:
+            gp = g.add_op("global_avg_pool", [src], f"g{i}", {"keepdims": True}).outputs[0]
+            s = g.add_op("sigmoid", [gp], f"gs{i}").outputs[0]
+            out = g.add_op("mul" if b % 2 else "add", [src, s] if a % 2 else [s, src], f"se{i}").outputs[0]
+        else:
+            out = conv(src, f"c{i}")
+        acts.append(out)
+    flat = g.add_op("flatten", [acts[-1]], "flat").outputs[0]
+    d = g.add_const("dw", rng.normal(0, 0.1, (4, 288)).astype(np.float32))
+    g.add_op("dense", [flat, d.name], "fc")
+    g.add_op("softmax", ["fc"], "prob")
+    g.outputs = ["prob"]
+    return g
+
+
+_INPLACE_EXAMPLE = [(0, 1, 0), (4, 1, 0), (7, 1, 1), (5, 3, 1), (2, 4, 0), (8, 5, 0), (6, 6, 5)]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 20), st.integers(0, 20)), min_size=2, max_size=9))
+@example(steps=_INPLACE_EXAMPLE)
+def test_inplace_c_matches_int8_interpreter_on_random_graphs(session, tmp_path_factory, steps) -> None:
+    """Random element-wise graphs planned in place: the generated C (ASan/UBSan) computes the int8 reference
+    interpreter's features bit-exactly, and declares the arena the memory model reports."""
+    from tinycc.memory import plan
+
+    g = _elementwise_graph(steps)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(7)
+    calib, x = rng.normal(0, 1, (64, 6, 6, 3)).astype(np.float32), rng.normal(0, 1, (12, 6, 6, 3)).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2}
+    dep = build_deployment(g, opts, session, CBackend())
+    proj = tmp_path_factory.mktemp("eltwise")
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, proj)
+    out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    assert out.memory["arena"] == CBackend().arena_bytes(dep.extractor, opts)
+    assert out.memory["ram"] == dep.memory["ram"]
+    p = plan(dep.extractor)
+    assert p.arena <= plan(dep.extractor, inplace=False).arena and p.lower_bound <= p.arena
+    if steps == _INPLACE_EXAMPLE:
+        assert len(p.inplace) >= 3, p.inplace
+
+
+def test_no_inplace_option_reaches_the_plan_the_code_and_the_memory_model(session, tmp_path: Path) -> None:
+    from tinycc.cli import build_parser
+    from tinycc.driver import options_from_args
+    from tinycc.memory import plan
+
+    args = build_parser(session).parse_args(["compile", "m.h5", "-t", "c", "-o", "out", "--no-inplace"])
+    assert options_from_args(args)["no_inplace"] is True
+    g = _elementwise_graph(_INPLACE_EXAMPLE)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    x = np.random.default_rng(7).normal(0, 1, (64, 6, 6, 3)).astype(np.float32)
+    arenas = {}
+    for off in (False, True):
+        opts = {"calib_data": x, "buffer": 2, "no_inplace": off}
+        dep = build_deployment(g.copy(), opts, session, CBackend())
+        proj = tmp_path / str(off)
+        render_project(dep, {**opts, "test_vectors": (x[:8], np.zeros(8, np.int64)), "test_count": 8,
+                             "test_learn": 1}, proj)
+        out = c_harness.run_host(c_harness.build_host(proj, sanitize=False))
+        np.testing.assert_array_equal(np.stack([out.features[i] for i in range(8)]), Simulator(dep).features(x[:8]))
+        arenas[off] = out.memory["arena"]
+        model_arena = [i["bytes"] for i in dep.memory["items"] if i["name"] == "feature extractor arena"]
+        assert model_arena == [arenas[off]] == [CBackend().arena_bytes(dep.extractor, opts)]
+        assert out.memory["ram"] == dep.memory["ram"]
+        assert arenas[off] == max(plan(dep.extractor, inplace=not off).arena, 16)
+    assert arenas[True] > arenas[False]

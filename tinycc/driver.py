@@ -60,6 +60,8 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
+    g.add_argument("--no-inplace", action="store_true",
+                   help="memory planner: give every element-wise op its own output buffer (default: in place)")
     try:
         from .plugins.prune import add_prune_arguments
     except ImportError:  # pruning plugin not built in

@@ -44,6 +44,7 @@ class MemoryPlan:
     strategy: str
     offsets: dict[str, int] = field(default_factory=dict)  # every activation tensor (aliases share)
     buffers: list[Buffer] = field(default_factory=list)
+    inplace: list[str] = field(default_factory=list)  # outputs written over an input (element-wise ops)
 
 
 def _align(n: int, a: int) -> int:
@@ -153,12 +154,29 @@ def plan_buffers(bufs: list[Buffer], strategy: str = "best") -> tuple[int, int, 
 
 
 def plan(graph: Graph, strategy: str = "best", alignment: int = 16, inplace: bool = True) -> MemoryPlan:
-    """Arena offsets for every activation tensor of ``graph``."""
+    """Arena offsets for every activation tensor of ``graph``.
+
+    With ``inplace`` the lower bound is that of the merged (in-place) lifetimes, never above the bound
+    without; ``best`` also plans without in-place and keeps that when it is smaller (longer merged
+    lifetimes can fragment a heuristic placement), so in-place never costs bytes there."""
     if strategy not in ("best", "greedy"):
         raise ValueError(f"unknown memory planning strategy {strategy!r}")
     bufs, alias = lifetimes(graph, alignment, inplace)
     arena, greedy, placed = plan_buffers(bufs, strategy)
+    bound = lower_bound(bufs)
+    if inplace and strategy == "best":
+        plain_bufs, plain_alias = lifetimes(graph, alignment, False)
+        plain = plan_buffers(plain_bufs, strategy)
+        if plain[0] < arena:
+            (arena, greedy, placed), alias = plain, plain_alias
     offsets = {b.name: b.offset for b in placed}
     for t, root in alias.items():
         offsets[t] = offsets[root]
-    return MemoryPlan(arena, lower_bound(bufs), greedy, strategy, offsets, placed)
+    ops = {op.outputs[0]: op for op in graph.ops}
+    done = [t for t, root in alias.items() if t in ops and ops[t].kind not in ALIAS_KINDS]
+    return MemoryPlan(arena, bound, greedy, strategy, offsets, placed, done)
+
+
+def plan_for(graph: Graph, options: dict) -> MemoryPlan:
+    """The plan a backend uses for compile ``options`` (``planner``: best|greedy, ``no_inplace``)."""
+    return plan(graph, options.get("planner") or "best", inplace=not options.get("no_inplace"))

@@ -13,7 +13,7 @@ from ...errors import UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ...ir.interpreter_int8 import interpreter_only
-from ...memory import plan
+from ...memory import plan_for
 from ..base import Backend
 from .emitter import C_KINDS, _c_float, build_emit_model
 
@@ -112,7 +112,7 @@ class CBackend(Backend):
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return max(plan(extractor, options.get("planner") or "best").arena, 16)
+        return max(plan_for(extractor, options).arena, 16)
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         return render_project(deployment, options, outdir)

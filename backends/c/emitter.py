@@ -14,7 +14,7 @@ from ...ir.graph import Graph, Op
 from ...ir.interpreter_int8 import add_params, conv_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
-from ...memory import MemoryPlan, plan
+from ...memory import MemoryPlan, plan_for
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
@@ -78,7 +78,7 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
-        self.m.plan = plan(self.g, options.get("planner") or "best")
+        self.m.plan = plan_for(self.g, options)
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
         name = f"tcc_{base}_{len(self.m.arrays)}"
@@ -104,7 +104,11 @@ class _Builder:
         for op in self.g.ops:
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+            n = len(self.m.calls)
             self.op(op)
+            if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
+                for c in self.m.calls[n:]:
+                    c.comment += " (in place)"
         return self.m
 
     def _q(self, tensor: str) -> tuple[float, int]:
@@ -243,6 +247,7 @@ def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
         "feature_zp": int(fq.zero_point[0]), "n_features": dep.feature_count, "n_classes": dep.num_classes,
         "input_size": dep.extractor.tensors[dep.extractor.inputs[0]].size,
         "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
+        "inplace": len(m.plan.inplace),
     })
     for i, l in enumerate(dep.classifier):
         m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))
