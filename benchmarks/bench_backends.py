@@ -1,9 +1,10 @@
 """tinycc's C backend against TFLite Micro on the same int8 feature extractors.
 
-Per model: arena bytes (tinycc's plan, greedy-by-size, the lower bound, TFLite Micro's recorded
-arena), host inference time (generated C vs the tflite-micro Python interpreter's invoke, both one
-process, median of repeated runs), Cortex-M4 section sizes of the generated C, compile time per pass,
-and a memory map plot (arena over the schedule) of one model.
+Per model: arena bytes (tinycc's plan with and without in-place element-wise ops, each with its lower
+bound, greedy-by-size, TFLite Micro's recorded arena), host inference time (generated C vs the
+tflite-micro Python interpreter's invoke, both one process, median of repeated runs), Cortex-M0+/M4/M7
+section sizes of the generated C and QEMU instruction counts per call, and a memory map plot (arena
+over the schedule) of one model.
 """
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=200, help="inferences per timing run")
     p.add_argument("--runs", type=int, default=5, help="timing runs (median reported)")
+    p.add_argument("--models", nargs="+", help="only these models (default: all)")
 
 
-def _models(session):
+def _models(session, only: list[str] | None = None):
     import sys
 
     sys.path.insert(0, str(ROOT))
     from tests.test_c_backend import _graph
 
     for name in ("digits", "resnet_add", "mobilenet_v2", "int8_extra", "mobilenet_v3", "cnas_like"):
+        if only and name not in only:
+            continue
         g, x, y, calib = _graph(session, name)
         yield name, g, x, calib
 
@@ -65,32 +69,26 @@ int main(void) {{
     return statistics.median(times), _cortex_m(project)
 
 
-INSTRUCTIONS_PER_TICK = 40  # mps2-an386 SysTick at 25 MHz; -icount shift=0 runs one instruction per ns
-
-
 def _cortex_m(project: Path) -> dict:
-    """.text/.data/.bss per CPU (m4, m7, m0plus) and, on the M4 board, instructions per call (QEMU icount)."""
+    """Per CPU (m4, m7, m0plus): .text/.data/.bss of the demo program (-Os) and instructions per call (one
+    feature-extractor call, one predict, one learn step) counted in QEMU under -icount (see
+    tinycc.backends.c.cortexm): M4 on mps2-an386, M7 on mps2-an500, the M0+ image on mps2-an385."""
+    from tinycc.backends.c import cortexm
+
     out: dict = {}
-    for cpu in ("m4", "m7", "m0plus"):
-        r = subprocess.run(["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"], capture_output=True, text=True)
-        elf = project / ("tinycc_demo.elf" if cpu == "m4" else f"tinycc_demo-{cpu}.elf")
-        if r.returncode != 0:
+    for cpu in cortexm.CPUS:
+        try:
+            elf = cortexm.build(project, cpu)
+        except RuntimeError as e:
+            out[cpu] = {"error": str(e)[-500:]}
             continue
-        sizes = {}
-        for line in subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True,
-                                   text=True).stdout.splitlines():
-            p = line.split()
-            if len(p) >= 2 and p[0] in (".text", ".data", ".bss") and p[1].isdigit():
-                sizes[p[0]] = int(p[1])
-        out[cpu] = sizes
-    if "m4" in out:
-        q = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
-                            "enable=on,target=native", "-icount", "shift=0", "-kernel",
-                            str(project / "tinycc_demo.elf")], capture_output=True, text=True, timeout=900)
-        for line in q.stdout.splitlines():
-            p = line.split()
-            if p[:1] == ["ticks"]:
-                out["m4_instructions"] = {p[i]: int(p[i + 1]) * INSTRUCTIONS_PER_TICK for i in range(1, len(p) - 1, 2)}
+        sizes = cortexm.section_sizes(elf)
+        out[cpu] = {k: sizes.get(k, 0) for k in (".text", ".data", ".bss")}
+        board = cortexm.DEFAULT_BOARD[cpu]
+        try:
+            out[cpu]["instructions"] = cortexm.instructions(cortexm.run_qemu(elf, board, timeout=900), board)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            out[cpu]["instructions_error"] = str(e)[-500:]
     return out
 
 
@@ -147,7 +145,7 @@ def run(args: argparse.Namespace) -> Result:
     rows, data, cpu_rows = [], {}, []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, g, x, calib in _models(session):
+    for name, g, x, calib in _models(session, getattr(args, "models", None)):
         t0 = time.perf_counter()
         dep = build_deployment(g, {"calib_data": calib, "buffer": 8}, session, CBackend())
         t_build = time.perf_counter() - t0
@@ -162,30 +160,39 @@ def run(args: argparse.Namespace) -> Result:
         tflm_time = _tflm_timing(tfl, m.arena, x[:32], args.repeats, args.runs)
         data[name] = {"arena_best": best.arena, "arena_greedy": greedy.arena, "lower_bound": best.lower_bound,
                       "arena_no_inplace": no_inplace.arena, "lower_bound_no_inplace": no_inplace.lower_bound,
+                      "inplace_ops": len(best.inplace),
                       "tflm_recorded": m.recorded, "tflm_head": m.head, "tflm_tail": m.tail, "c_us": c_time * 1e6,
-                      "tflm_us": tflm_time * 1e6, "cortex_m4": sizes, "deploy_seconds": t_build}
-        m4, ins = sizes.get("m4", {}), sizes.get("m4_instructions", {})
-        rows.append([name, best.lower_bound, best.arena, greedy.arena, no_inplace.arena, m.recorded, m.head,
-                     f"{c_time * 1e6:.1f}", f"{tflm_time * 1e6:.1f}", m4.get(".text", "-"), m4.get(".data", "-"),
-                     m4.get(".bss", "-"), f"{ins['features']:,}" if "features" in ins else "-"])
-        cpu_rows += [[name, cpu, v.get(".text", "-"), v.get(".data", "-"), v.get(".bss", "-")]
-                     for cpu, v in sizes.items() if cpu in ("m4", "m7", "m0plus")]
+                      "tflm_us": tflm_time * 1e6, "cortex_m": sizes, "deploy_seconds": t_build}
+        m4 = sizes.get("m4", {})
+        rows.append([name, best.lower_bound, best.arena, no_inplace.lower_bound, no_inplace.arena, len(best.inplace),
+                     greedy.arena, m.recorded, m.head, f"{c_time * 1e6:.1f}", f"{tflm_time * 1e6:.1f}",
+                     m4.get(".text", "-"), m4.get(".data", "-"), m4.get(".bss", "-")])
+        for cpu, v in sizes.items():
+            ins = v.get("instructions", {})
+            cpu_rows.append([name, cpu, v.get(".text", "-"), v.get(".data", "-"), v.get(".bss", "-"),
+                             *(f"{ins[k]:,}" if k in ins else "-" for k in ("features", "predict", "learn"))])
         if name == "mobilenet_v2":
             _memory_map(best, dep.extractor, out / "memory_map_mobilenet_v2.png")
             res.plots.append("memory_map_mobilenet_v2.png")
-    res.add("Same int8 feature extractors (cut at the classifier). Arena in bytes (in-place element-wise ops "
-            "on; `without in-place` is the best plan with them off); TFLite Micro's total "
-            "includes its own bookkeeping (tail), its activation planning is the head part. Time per "
-            "inference on the host: generated C (-O2) vs the tflite-micro Python interpreter's "
-            "set_input+invoke (reference kernels). Cortex-M4 sizes: the whole demo program (-Os, "
-            "newlib, embedded test vectors), M4 build.")
-    res.add(markdown_table(["model", "lower bound", "tinycc arena", "greedy", "without in-place", "TFLM total", "TFLM head",
-                            "C µs", "TFLM µs", ".text", ".data", ".bss", "M4 instructions"], rows))
-    res.add("Per Cortex-M CPU (whole demo program, -Os): M4 and M7 with hardware float (M7 double precision), "
-            "M0+ ARMv6-M with soft float. `M4 instructions` is one feature-extractor call on the first test "
-            "vector, counted under `qemu-system-arm -icount shift=0` with SysTick (40 instructions per tick, so "
-            "within 40); not cycles: QEMU does not model pipelines or wait states.")
-    res.add(markdown_table(["model", "CPU", ".text", ".data", ".bss"], cpu_rows))
+    res.add("Same int8 feature extractors (cut at the classifier). Arena in bytes: tinycc's best plan with "
+            "in-place element-wise ops (an op writes its output over an input it reads last) and without "
+            "(`--no-inplace`), each next to its lower bound (max simultaneously live bytes, aliases merged); "
+            "greedy-by-size with in-place. TFLite Micro's total includes its own bookkeeping (tail), its "
+            "activation planning is the head part. Time per inference on the host: generated C (-O2) vs the "
+            "tflite-micro Python interpreter's set_input+invoke (reference kernels). Cortex-M4 sizes: the whole "
+            "demo program (-Os, newlib, embedded test vectors).")
+    res.add(markdown_table(["model", "lower bound", "tinycc arena", "lower bound w/o in-place",
+                            "arena w/o in-place", "in-place ops", "greedy", "TFLM total", "TFLM head", "C µs",
+                            "TFLM µs", ".text", ".data", ".bss"], rows))
+    res.add("Per Cortex-M CPU (whole demo program, arm-none-eabi-gcc -Os): M4 (fpv4-sp-d16) and M7 (fpv5-d16) "
+            "with hardware float, M0+ (ARMv6-M) with soft float. Instructions per call on the first test vector "
+            "(features: the int8 extractor; predict: features + classifier; learn: one on-device training step "
+            "incl. the replay buffer pass), counted under `qemu-system-arm -icount shift=0` with SysTick (1 ns "
+            "per instruction, 25 MHz: 40 instructions per tick, so exact to 40). Instructions, not cycles: QEMU "
+            "models no pipeline, caches or wait states. M4 on mps2-an386, M7 on mps2-an500, the M0+ image on "
+            "the Cortex-M3 board mps2-an385 (the same ARMv6-M instruction stream).")
+    res.add(markdown_table(["model", "CPU", ".text", ".data", ".bss", "instr. features", "instr. predict",
+                            "instr. learn"], cpu_rows))
     behind = [n for n, v in data.items() if v["arena_best"] > v["tflm_head"]]
     slower = [n for n, v in data.items() if v["c_us"] > v["tflm_us"]]
     res.add("Where tinycc is behind: arena — " + (", ".join(behind) if behind else "none of these models") +

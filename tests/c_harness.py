@@ -1,4 +1,4 @@
-"""Build and run generated C projects (host gcc with -Werror and sanitizers, or Cortex-M4 under QEMU)."""
+"""Build and run generated C projects (host gcc with -Werror and sanitizers, or Cortex-M0+/M4/M7 under QEMU)."""
 from __future__ import annotations
 
 import shutil
@@ -22,6 +22,7 @@ class DemoOutput:
     bias: dict[int, np.ndarray] = field(default_factory=dict)
     buffer: int = -1
     memory: dict[str, int] = field(default_factory=dict)
+    instructions: dict[str, int] = field(default_factory=dict)  # per call, QEMU -icount runs only
 
 
 def parse(text: str) -> DemoOutput:
@@ -69,23 +70,17 @@ def have_arm() -> bool:
     return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"))
 
 
-QEMU_BOARDS = {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385"}  # M0+ image runs on the M3 board
+def build_and_run_qemu(project: Path, cpu: str = "m4", board: str | None = None) -> tuple[DemoOutput, dict[str, int]]:
+    """Cross-build (``make cortexm CPU=cpu BOARD=board``) and run under ``qemu-system-arm -icount shift=0``;
+    returns the demo's output (with ``instructions`` per call) and the ELF's section sizes."""
+    from tinycc.backends.c import cortexm
 
-
-def build_and_run_qemu(project: Path, cpu: str = "m4") -> tuple[DemoOutput, dict[str, int]]:
-    r = subprocess.run(["make", "-C", str(project), "cortexm", f"CPU={cpu}"], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError(f"arm build failed:\n{r.stderr[-4000:]}")
-    elf = project / ("tinycc_demo.elf" if cpu == "m4" else f"tinycc_demo-{cpu}.elf")
-    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True)
-    sections = {}
-    for line in size.stdout.splitlines():
-        p = line.split()
-        if len(p) >= 2 and p[0].startswith(".") and p[1].isdigit():
-            sections[p[0]] = int(p[1])
-    q = subprocess.run(["qemu-system-arm", "-M", QEMU_BOARDS[cpu], "-nographic", "-semihosting-config",
-                        "enable=on,target=native", "-kernel", str(elf)],
-                       capture_output=True, text=True, timeout=600)
-    if q.returncode != 0 or "done" not in q.stdout:
-        raise AssertionError(f"qemu run failed ({q.returncode}):\n{q.stdout[-2000:]}\n{q.stderr[-2000:]}")
-    return parse(q.stdout), sections
+    board = board or cortexm.DEFAULT_BOARD[cpu]
+    try:
+        elf = cortexm.build(project, cpu, board)
+        text = cortexm.run_qemu(elf, board)
+    except RuntimeError as e:
+        raise AssertionError(str(e)) from None
+    out = parse(text)
+    out.instructions = cortexm.instructions(text, board)
+    return out, cortexm.section_sizes(elf)

@@ -107,16 +107,19 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("name,cpu", [("digits", "m4"), ("cnas_like", "m4"), ("digits", "m7"), ("cnas_like", "m0plus")])
-def test_cortex_m_qemu_matches_host(session, tmp_path: Path, name: str, cpu: str) -> None:
-    """Cortex-M4 (mps2-an386), M7 (mps2-an500, double-precision FPU) and M0+ (ARMv6-M, soft float; run on
-    the Cortex-M3 board mps2-an385): int8 features exact, float results within the stated tolerances."""
+@pytest.mark.parametrize("name,cpu,board", [("digits", "m4", None), ("digits", "m7", None), ("digits", "m0plus", None),
+                                            ("cnas_like", "m4", None), ("cnas_like", "m0plus", "microbit")])
+def test_cortex_m_qemu_matches_host(session, tmp_path: Path, name: str, cpu: str, board: str | None) -> None:
+    """-Os -Wall -Wextra -Werror builds for Cortex-M4 (run on mps2-an386), M7 (mps2-an500, double-precision
+    FPU) and M0+ (ARMv6-M, soft float; run on the Cortex-M3 board mps2-an385 and, for a model that fits its
+    16 KB RAM, on the micro:bit's Cortex-M0, an ARMv6-M core): int8 features exact, float results within the
+    stated tolerances, an instruction count per call from -icount."""
     g, x, y, calib = _graph(session, name)
     opts = {"calib_data": calib, **CASES[name]}
     dep = build_deployment(g, opts, session, CBackend())
     render_project(dep, {**opts, "test_vectors": (x[:20], y[:20]), "test_count": 20, "test_learn": 20}, tmp_path)
     host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=False))
-    dev, sections = c_harness.build_and_run_qemu(tmp_path, cpu)
+    dev, sections = c_harness.build_and_run_qemu(tmp_path, cpu, board)
     for i in range(20):
         np.testing.assert_array_equal(dev.features[i], host.features[i])
         assert dev.before[i][0] == host.before[i][0]
@@ -124,6 +127,42 @@ def test_cortex_m_qemu_matches_host(session, tmp_path: Path, name: str, cpu: str
     for l in host.weights:
         np.testing.assert_allclose(dev.weights[l], host.weights[l], atol=1e-4 * max(1.0, np.abs(host.weights[l]).max()))
     assert sections.get(".text", 0) > 0 and ".bss" in sections
+    assert 0 < dev.instructions["features"] <= dev.instructions["predict"]
+
+
+QEMU_CLOCK_CHECK = r"""
+#include <stdio.h>
+#include <stdint.h>
+#define SYST(o) (*(volatile uint32_t *)(0xE000E010u + (o)))
+static void spin(uint32_t n) { __asm volatile(".syntax unified\n1: subs %0, %0, #1\n bne 1b" : "+l"(n) : : "cc"); }
+int main(void) {
+    uint32_t n, t0;
+    SYST(4) = 0xFFFFFFu; SYST(8) = 0u; SYST(0) = 5u;
+    for (n = 1000u; n <= 1000000u; n *= 10u) {
+        t0 = SYST(8); spin(n);
+        printf("ticks spin %lu\n", (unsigned long)((t0 - SYST(8)) & 0xFFFFFFu));
+    }
+    printf("done\n");
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("cpu,board", [("m4", "mps2-an386"), ("m7", "mps2-an500"), ("m0plus", "mps2-an385"),
+                                       ("m0plus", "microbit")])
+def test_qemu_icount_systick_counts_instructions(session, tmp_path: Path, cpu: str, board: str) -> None:
+    """The instruction counts of the demo: a loop of 2n instructions reads 2n / (1e9 / clock) SysTick ticks."""
+    from tinycc.backends.c import cortexm
+
+    g, x, y, calib = _graph(session, "cnas_like")
+    dep = build_deployment(g, {"calib_data": calib, **CASES["cnas_like"]}, session, CBackend())
+    render_project(dep, {"calib_data": calib, "test_vectors": (x[:2], y[:2]), "test_count": 2}, tmp_path)
+    (tmp_path / "main.c").write_text(QEMU_CLOCK_CHECK)
+    out = cortexm.run_qemu(cortexm.build(tmp_path, cpu, board), board)
+    counts = [int(l.split()[2]) for l in out.splitlines() if l.startswith("ticks spin")]
+    per_tick = 1e9 / cortexm.BOARD_CLOCK_HZ[board]
+    assert [abs(c * per_tick - 2 * n) <= per_tick + 20 for c, n in zip(counts, (1000, 10000, 100000, 1000000))] == [True] * 4
 
 
 def test_budget_failure_writes_nothing(session, tmp_path: Path) -> None:

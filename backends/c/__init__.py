@@ -74,7 +74,8 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
     if with_main:
         files.update({"main.c": "main.c.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
                       "README.md": "README.md.j2", "cortexm/startup.c": "cortexm/startup.c.j2",
-                      "cortexm/link.ld": "cortexm/link.ld.j2"})
+                      "cortexm/link.ld": "cortexm/link.ld.j2",
+                      "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"})
     written = []
     for out, tpl in files.items():
         path = outdir / out

@@ -1,0 +1,68 @@
+"""Cross-build a generated C project for a Cortex-M CPU and run it in qemu-system-arm (tests, benchmarks).
+
+The project's Makefile does the work (``make cortexm CPU=... BOARD=...``); this module names the ELF files,
+reads their section sizes and turns the demo's SysTick counts into instruction counts: under
+``-icount shift=0`` QEMU advances virtual time by 1 ns per executed instruction and SysTick (processor
+clock, no interrupt) counts that clock, so instructions = ticks x 1e9 / clock (within one tick). QEMU does
+not model pipelines, caches or wait states: these are instructions, not cycles.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+CPUS = ("m4", "m7", "m0plus")
+DEFAULT_BOARD = {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385"}  # M0+: the M3 board (ARMv7-M)
+BOARD_CLOCK_HZ = {"mps2-an385": 25_000_000, "mps2-an386": 25_000_000, "mps2-an500": 25_000_000,
+                  "microbit": 16_000_000}  # QEMU's SysTick clocks, checked by tests/test_c_backend.py
+
+
+def elf_name(cpu: str = "m4", board: str | None = None) -> str:
+    return f"tinycc_demo{'' if cpu == 'm4' else '-' + cpu}{'-microbit' if board == 'microbit' else ''}.elf"
+
+
+def build(project: Path, cpu: str = "m4", board: str | None = None) -> Path:
+    """``make cortexm`` (-Os, -Wall -Wextra -Werror); raises RuntimeError with the compiler's output."""
+    cmd = ["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"] + ([f"BOARD={board}"] if board else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"arm build ({cpu}, {board or DEFAULT_BOARD[cpu]}) failed:\n{r.stdout[-2000:]}"
+                           f"{r.stderr[-4000:]}")
+    return project / elf_name(cpu, board)
+
+
+def section_sizes(elf: Path) -> dict[str, int]:
+    """Bytes per allocated section (``arm-none-eabi-size -A``): .text, .data, .bss, .heap, ..."""
+    out = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) >= 3 and p[0].startswith(".") and p[1].isdigit() and not p[0].startswith((".debug", ".comment",
+                                                                                                 ".ARM.attr")):
+            sizes[p[0]] = int(p[1])
+    return sizes
+
+
+def run_qemu(elf: Path, board: str, icount: bool = True, timeout: float = 600) -> str:
+    """Run the demo (semihosting) and return its output; raises RuntimeError unless it printed ``done``."""
+    cmd = ["qemu-system-arm", "-M", board, "-nographic", "-semihosting-config", "enable=on,target=native",
+           *(["-icount", "shift=0"] if icount else []), "-kernel", str(elf)]
+    q = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if q.returncode != 0 or "done" not in q.stdout:
+        raise RuntimeError(f"qemu {board} run failed ({q.returncode}):\n{q.stdout[-2000:]}\n{q.stderr[-2000:]}")
+    return q.stdout
+
+
+def ticks(output: str) -> dict[str, int]:
+    """The demo's ``ticks features N predict N learn N`` line (one call each) as a dict."""
+    for line in output.splitlines():
+        p = line.split()
+        if p[:1] == ["ticks"]:
+            return {p[i]: int(p[i + 1]) for i in range(1, len(p) - 1, 2)}
+    return {}
+
+
+def instructions(output: str, board: str) -> dict[str, int]:
+    """Instructions per call (features, predict, learn) from a run under ``-icount shift=0``."""
+    ns_per_tick = 1e9 / BOARD_CLOCK_HZ[board]
+    return {k: round(v * ns_per_tick) for k, v in ticks(output).items()}
