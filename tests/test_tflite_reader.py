@@ -69,23 +69,35 @@ def convert(model, x: np.ndarray, int8_io: bool = True, io_type: str = "int8") -
     return c.convert()
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("tflite")
-    paths = {}
+def _convert_all(out: Path) -> None:
     for name in MODELS:
         m = _keras(name)
         x = sample_input(m, 32) if name != "mobilenet_v3_style" else \
             np.random.default_rng(0).random((32,) + tuple(m.input_shape[1:]), dtype=np.float32)
-        paths[name] = out / f"{name}.tflite"
-        paths[name].write_bytes(convert(m, x))
+        (out / f"{name}.tflite").write_bytes(convert(m, x))
     m = build("mobilenet_v2")
-    paths["float_io"] = out / "float_io.tflite"
-    paths["float_io"].write_bytes(convert(m, sample_input(m, 32), int8_io=False))
+    (out / "float_io.tflite").write_bytes(convert(m, sample_input(m, 32), int8_io=False))
     m = build("mlp")
-    paths["uint8_io"] = out / "uint8_io.tflite"
-    paths["uint8_io"].write_bytes(convert(m, sample_input(m, 32), io_type="uint8"))
-    return paths
+    (out / "uint8_io.tflite").write_bytes(convert(m, sample_input(m, 32), io_type="uint8"))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> dict[str, Path]:
+    """The converter's files, made once per test run (xdist workers share them through a file lock)."""
+    import fcntl
+    import os
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, shared by its workers
+    out = root / "tflite_reader_models"
+    with open(root / "tflite_reader_models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "done").exists():
+            out.mkdir(exist_ok=True)
+            _convert_all(out)
+            (out / "done").write_text("ok\n")
+    return {n: out / f"{n}.tflite" for n in [*MODELS, "float_io", "uint8_io"]}
 
 
 def _ref(path: Path):
