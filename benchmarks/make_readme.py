@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["thesis", "prune", "quant", "scenarios", "backends", "compile"]
+ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "backends", "compile"]
 
 HEADER = """# tinycc benchmarks
 
@@ -20,6 +20,10 @@ python -m benchmarks thesis --data ../shared/data --model cnas.keras
 python -m benchmarks prune --data ../shared/data --model cnas.keras
 python -m benchmarks quant --data ../shared/data --model cnas.keras --test 1000
 python -m benchmarks scenarios --data ../shared/data --model cnas.keras --incremental-model cifar8.keras --runs 5
+# ft5000.npz: the first 5,000 CIFAR-10 training images scaled to [0, 1] (x_train float32, y_train)
+tinycc prune cnas.keras --layer-ratio conv_47=0.8546875 --finetune ft5000.npz --finetune-epochs 1 -o step1.keras
+python -m benchmarks scenarios --data ../shared/data --model step1.keras --scenarios concept-drift,transfer \
+    --lr-grid "" --lr 0.001 --runs 5 --tag pruned
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
 ```
