@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning rates tried per mode on --tune-runs held-out streams (seeds 100+); the best "
                         "final accuracy picks each mode's rate for the reported runs (seeds 0..runs-1)")
     p.add_argument("--tune-runs", type=int, default=1)
+    p.add_argument("--lrs", default="", help="fixed per-mode rates instead of tuning, e.g. omega=0.001,tinyol=0.003")
     p.add_argument("--scenarios", default="concept-drift,transfer,incremental")
 
 
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> Result:
         g = _cleaned(session, model)
         opts = {"buffer": args.buffer, "lr": args.lr, "storage": "int8"}
         lrs = {m: args.lr for m in ("omega", "tinyol", "baseline")}
+        lrs.update({k: float(v) for k, v in (item.split("=") for item in args.lrs.split(",") if item)})
         grid = [float(v) for v in args.lr_grid.split(",") if v]
         if grid:  # the thesis tuned learning rates per model; here per mode, on streams never reported
             score: dict[str, list[tuple[float, float]]] = {m: [] for m in lrs}
@@ -71,10 +73,7 @@ def run(args: argparse.Namespace) -> Result:
             lrs = {m: max(v)[1] for m, v in score.items()}
             print(f"{scen}: tuned learning rates {lrs}", flush=True)
         curves = simulate(g, scen, args.data, opts, session, runs=args.runs, lr_by_mode=lrs)
-        csv_path, png = write_results(curves, scen, out)
-        if args.tag:
-            csv_path = csv_path.rename(csv_path.with_name(f"{scen}-{args.tag}.csv"))
-            png = png.rename(png.with_name(f"{scen}-{args.tag}.png"))
+        csv_path, png = write_results(curves, scen, out, stem=f"{scen}-{args.tag}" if args.tag else scen)
         res.plots.append(png.name)
         data[scen] = {}
         for mode in ("omega", "tinyol", "baseline"):
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> Result:
             data[scen][f"{mode}_lr"] = lrs[mode]
     inc = f", incremental: `{Path(args.incremental_model).name}`" if args.incremental_model else ""
     tuning = (f"SGD learning rate per mode chosen from {args.lr_grid} on {args.tune_runs} held-out stream(s) "
-              "(seeds 100+, never reported)" if args.lr_grid else f"SGD lr {args.lr}")
+              "(seeds 100+, never reported)" if args.lr_grid else f"SGD lr {args.lr} {args.lrs}".strip())
     res.add(f"Model `{Path(args.model).name}`{inc}; buffer {args.buffer} entries (FIFO, int8); {tuning}; "
             f"1 epoch over the buffer per sample; {args.runs} runs on seeds 0..{args.runs - 1} "
             "(mean ± std of the final accuracy).")

@@ -150,9 +150,10 @@ def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], sess
     return {m: {k: np.stack(v) for k, v in c.items()} for m, c in curves.items()}
 
 
-def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: Path) -> tuple[Path, Path]:
+def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: Path,
+                  stem: str | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / f"{scenario}.csv", out / f"{scenario}.png"
+    csv_path, png_path = out / f"{stem or scenario}.csv", out / f"{stem or scenario}.png"
     n = curves["omega"]["all"].shape[1]
     keys = ["all", "old", "new"] if scenario == "incremental" else ["all"]
     with open(csv_path, "w", newline="") as f:
