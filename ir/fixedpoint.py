@@ -78,15 +78,19 @@ def exp_on_negative_values(a: Array, integer_bits: int) -> Array:
     return np.where(a == 0, INT32_MAX, result)
 
 
-def one_over_one_plus_x(a: Array) -> Array:
-    """1 / (1 + a) for a in (0, 1) in Q0.31; result Q0.31."""
+def _reciprocal_half_den(a: Array) -> Array:
+    """1 / ((1 + a) / 2) for a in (0, 1) in Q2.29: three Newton-Raphson steps (gemmlowp)."""
     half_den = rounding_half_sum(a, INT32_MAX)
     x = _wrap(1515870810 + mul(half_den, -1010580540))  # Q2.29
-    one_q2 = 1 << 29
     for _ in range(3):
         hdx = mul(half_den, x)
-        x = _wrap(x + sat_mul_pot(mul(x, _wrap(one_q2 - hdx)), 2))
-    return sat_mul_pot(x >> 1, 2)
+        x = _wrap(x + sat_mul_pot(mul(x, _wrap((1 << 29) - hdx)), 2))
+    return x
+
+
+def one_over_one_plus_x(a: Array) -> Array:
+    """1 / (1 + a) for a in (0, 1) in Q0.31; result Q0.31."""
+    return sat_mul_pot(_reciprocal_half_den(a) >> 1, 2)
 
 
 def logistic_q(a: Array, integer_bits: int) -> Array:
@@ -99,15 +103,22 @@ def logistic_q(a: Array, integer_bits: int) -> Array:
     return np.where(a == 0, 1 << 30, np.where(pos, r_pos, r_neg))
 
 
+def input_radius(integer_bits: int, left_shift: int) -> int:
+    """TFLite's CalculateInputRadius: (2^ib - 1) * 2^(31 - ib) / 2^left_shift, floored.
+
+    A negative shift (input scales below 2^-28) is undefined in TFLite's formula; the mathematical value
+    is used here, capped to int32 (every input is then inside the radius).
+    """
+    value = math.ldexp(float((1 << integer_bits) - 1) * (1 << (31 - integer_bits)), -left_shift)
+    return min(int(math.floor(value)), (1 << 31) - 1)
+
+
 def logistic_params(input_scale: float) -> tuple[int, int, int]:
     """(multiplier, left shift, input radius) as TFLite Micro's int8 LOGISTIC Prepare computes them."""
     real = float(np.float32(input_scale)) * float(1 << 27)
     q, shift = math.frexp(real)
     mult = int(math.copysign(math.floor(abs(q) * (1 << 31) + 0.5), q))
-    # TFLite computes 15 * 2^27 / (1 << shift); a negative shift (input scale below 2^-28) is undefined
-    # there, the mathematical value is used here, capped to int32 (then every input is inside the radius)
-    radius = min(int(math.floor(math.ldexp(15.0 * (1 << 27), -shift))), (1 << 31) - 1)
-    return mult, shift, radius
+    return mult, shift, input_radius(4, shift)
 
 
 def logistic_s8(x: Array, input_zp: int, input_scale: float) -> Array:
@@ -123,13 +134,7 @@ def logistic_s8(x: Array, input_zp: int, input_scale: float) -> Array:
 
 def one_minus_x_over_one_plus_x(a: Array) -> Array:
     """(1 - a) / (1 + a) for a in (0, 1) in Q0.31; result Q0.31."""
-    half_den = rounding_half_sum(a, INT32_MAX)
-    x = _wrap(1515870810 + mul(half_den, -1010580540))
-    one_q2 = 1 << 29
-    for _ in range(3):
-        hdx = mul(half_den, x)
-        x = _wrap(x + sat_mul_pot(mul(x, _wrap(one_q2 - hdx)), 2))
-    return sat_mul_pot(_wrap(x - one_q2), 2)
+    return sat_mul_pot(_wrap(_reciprocal_half_den(a) - (1 << 29)), 2)
 
 
 def tanh_q(a: Array, integer_bits: int) -> Array:
@@ -177,8 +182,7 @@ def softmax_params(input_scale: float, beta: float) -> tuple[int, int, int]:
 
     real = min(float(beta) * float(np.float32(input_scale)) * float(1 << 26), float((1 << 31) - 1))
     mult, shift = quantize_multiplier(real)
-    radius = min(int(math.floor(math.ldexp(31.0 * (1 << 26), -shift))), (1 << 31) - 1)
-    return mult, shift, -radius
+    return mult, shift, -input_radius(5, shift)
 
 
 def softmax_s8(x: Array, input_scale: float, beta: float) -> Array:

@@ -296,7 +296,8 @@ static int32_t exp_neg_q4(int32_t a) {
     return a == 0 ? TCC_I32_MAX : result;
 }
 
-static int32_t one_over_one_plus_x(int32_t a) {
+/* 1 / ((1 + a) / 2) for a in (0, 1), Q2.29: three Newton-Raphson steps (gemmlowp) */
+static int32_t reciprocal_half_den(int32_t a) {
     const int64_t s0 = (int64_t)a + (int64_t)TCC_I32_MAX;
     const int64_t s = s0 + (s0 >= 0 ? 1 : -1);
     const int32_t half_den = (int32_t)(s / 2);
@@ -306,7 +307,11 @@ static int32_t one_over_one_plus_x(int32_t a) {
         const int32_t hdx = srdhm(half_den, x);
         x = wadd(x, sat_mul_pot(srdhm(x, wsub((int32_t)1 << 29, hdx)), 2));
     }
-    return sat_mul_pot(x >> 1, 2);
+    return x;
+}
+
+static int32_t one_over_one_plus_x(int32_t a) {
+    return sat_mul_pot(reciprocal_half_den(a) >> 1, 2);
 }
 
 void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
@@ -334,16 +339,7 @@ void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, i
 }
 
 static int32_t one_minus_x_over_one_plus_x(int32_t a) {
-    const int64_t s0 = (int64_t)a + (int64_t)TCC_I32_MAX;
-    const int64_t s = s0 + (s0 >= 0 ? 1 : -1);
-    const int32_t half_den = (int32_t)(s / 2);
-    int32_t x = wadd(1515870810L, srdhm(half_den, -1010580540L));
-    int32_t i;
-    for (i = 0; i < 3; ++i) {
-        const int32_t hdx = srdhm(half_den, x);
-        x = wadd(x, sat_mul_pot(srdhm(x, wsub((int32_t)1 << 29, hdx)), 2));
-    }
-    return sat_mul_pot(wsub(x, (int32_t)1 << 29), 2);
+    return sat_mul_pot(wsub(reciprocal_half_den(a), (int32_t)1 << 29), 2);
 }
 
 void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t radius,
