@@ -9,7 +9,6 @@ checks its outputs against the int8 interpreter, and puts the memory figures nex
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import tempfile
@@ -177,16 +176,17 @@ def _check_c(out: Path, dep, qemu: bool) -> dict:
         result["host_exact"], result["host_prob_err"] = _compare(host.stdout, dep)
     summary = [f"host: {'bit-exact' if result.get('host_exact') else 'MISMATCH'}"]
     if qemu and shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):
-        b = subprocess.run(["make", "-C", str(out), "cortexm"], capture_output=True, text=True, timeout=900)
-        size = subprocess.run(["arm-none-eabi-size", str(out / "tinycc_demo.elf")], capture_output=True, text=True)
-        m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)", size.stdout, re.M)
-        if m:
-            result["m4_text"], result["m4_data"], result["m4_bss"] = (int(v) for v in m.groups())
-        q = subprocess.run(["make", "-s", "-C", str(out), "qemu"], capture_output=True, text=True, timeout=1800) \
-            if b.returncode == 0 else b
-        result["qemu_rc"] = q.returncode
-        if q.returncode == 0:
-            result["qemu_exact"], result["qemu_prob_err"] = _compare(q.stdout, dep)
+        from tinycc.backends.c import cortexm
+
+        try:
+            elf = cortexm.build(out, "m4")
+            sizes = cortexm.section_sizes(elf)
+            result["m4_text"], result["m4_data"], result["m4_bss"] = (sizes.get(k, 0) for k in (".text", ".data", ".bss"))
+            text = cortexm.run_qemu(elf, cortexm.DEFAULT_BOARD["m4"], timeout=1800)
+            result["m4_instructions"] = cortexm.instructions(text, cortexm.DEFAULT_BOARD["m4"])
+            result["qemu_exact"], result["qemu_prob_err"] = _compare(text, dep)
+        except RuntimeError as e:
+            result["qemu_error"] = str(e)[-500:]
         summary.append(f"QEMU M4: {'bit-exact' if result.get('qemu_exact') else 'FAILED'}"
                        + (f" (.text {result['m4_text']:,} B)" if "m4_text" in result else ""))
     else:
