@@ -45,7 +45,7 @@ def _cleaned(session, model: str):
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.plugins.scenarios import simulate, write_results
+    from tinycc.plugins.scenarios import simulate, tune, write_results
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -64,13 +64,7 @@ def run(args: argparse.Namespace) -> Result:
         lrs.update({k: float(v) for k, v in (item.split("=") for item in args.lrs.split(",") if item)})
         grid = [float(v) for v in args.lr_grid.split(",") if v]
         if grid:  # the thesis tuned learning rates per model; here per mode, on streams never reported
-            score: dict[str, list[tuple[float, float]]] = {m: [] for m in lrs}
-            for lr in grid:
-                c = simulate(g, scen, args.data, {**opts, "lr": lr}, session, runs=args.tune_runs, first_seed=100,
-                             progress=False)
-                for m in lrs:
-                    score[m].append((float(np.nanmean(c[m]["all"][:, -1])), lr))
-            lrs = {m: max(v)[1] for m, v in score.items()}
+            lrs = tune(g, scen, args.data, opts, session, grid, runs=args.tune_runs)
             print(f"{scen}: tuned learning rates {lrs}", flush=True)
         curves = simulate(g, scen, args.data, opts, session, runs=args.runs, lr_by_mode=lrs)
         csv_path, png = write_results(curves, scen, out, stem=f"{scen}-{args.tag}" if args.tag else scen)

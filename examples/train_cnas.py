@@ -7,6 +7,9 @@ Because the model's BatchNorm momentum is 0.1 (PyTorch's number), test accuracy 
 epochs: the best epoch by validation accuracy is kept (stated in the output).
 
     python examples/train_cnas.py --data ../shared/data/cifar10.npz --epochs 150 --out cnas.keras
+
+``--classes 8`` trains on classes 0-7 only (the incremental scenario's base model; the classifier keeps
+its 10 outputs, classes 8-9 are never seen) and reports test accuracy on classes 0-7.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def load_cifar10(path: str, limit: int | None = None):
+def load_cifar10(path: str, limit: int | None = None, classes: int = 10):
     import numpy as np
 
     p = Path(path)
@@ -27,6 +30,9 @@ def load_cifar10(path: str, limit: int | None = None):
         p = p / "cifar10.npz"
     with np.load(p, allow_pickle=False) as z:
         xtr, ytr, xte, yte = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    if classes < 10:  # keep only the classes 0..classes-1 (train and test)
+        xtr, ytr = xtr[ytr < classes], ytr[ytr < classes]
+        xte, yte = xte[yte < classes], yte[yte < classes]
     if limit:
         xtr, ytr = xtr[:limit], ytr[:limit]
     f = lambda a: a.astype("float32") / 255.0  # noqa: E731
@@ -42,6 +48,7 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--classes", type=int, default=10, help="train on classes 0..N-1 only (10 outputs kept)")
     ap.add_argument("--out", default="cnas_cifar10.keras")
     args = ap.parse_args()
 
@@ -52,7 +59,7 @@ def main() -> None:
     from tinycc.models import cnas_cifar10
 
     keras.utils.set_random_seed(args.seed)
-    xtr, ytr, xte, yte = load_cifar10(args.data, args.limit)
+    xtr, ytr, xte, yte = load_cifar10(args.data, args.limit, args.classes)
     n_val = 5000 if len(xtr) > 20000 else max(len(xtr) // 10, 1)
     xval, yval, xtr, ytr = xtr[:n_val], ytr[:n_val], xtr[n_val:], ytr[n_val:]
     model = cnas_cifar10()
@@ -72,7 +79,7 @@ def main() -> None:
     _, acc = model.evaluate(xte, keras.utils.to_categorical(yte, 10), verbose=0)
     info = {"epochs_run": len(hist.history["loss"]), "best_val_accuracy": float(max(hist.history["val_accuracy"])),
             "test_accuracy": float(acc), "seconds": round(time.time() - t0, 1), "kept": "best epoch by val accuracy",
-            "train_images": int(len(xtr)), "params": int(model.count_params())}
+            "train_images": int(len(xtr)), "classes": args.classes, "params": int(model.count_params())}
     Path(args.out).with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info))
 

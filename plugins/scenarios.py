@@ -105,17 +105,26 @@ def _learner(dep: Any, capacity: int, storage: str, lr: float, epochs: int) -> O
     return OnlineLearner(clf, buf, lr, epochs, dep.train.batch_size)
 
 
-def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, runs: int = 5,
-             n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0,
-             progress: bool = True, first_seed: int = 0,
-             lr_by_mode: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Run a scenario ``runs`` times for Ω, TinyOL and the float baseline; return curves [runs, steps].
+MODES = ("omega", "tinyol", "baseline")
 
-    Run r draws its stream and test set with seed ``first_seed + r``; ``lr_by_mode`` overrides the
-    learning rate of a mode ("omega", "tinyol", "baseline"), e.g. after tuning on other seeds.
-    """
+
+@dataclass
+class Prepared:
+    """A scenario's deployment (int8 Φf, Φc, buffer) and float Φf, built once for all runs and rates."""
+
+    scenario: str
+    data: str
+    dep: Any
+    float_ext: Any
+    n_stream: int
+    n_test: int
+    scale: float
+
+
+def prepare(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any,
+            n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0) -> Prepared:
+    """Calibrate and cut ``graph`` as `tinycc compile` would for the C backend."""
     from ..backends.c import CBackend
-    from ..ir.interpreter_int8 import run_int8
     from .ondevice import build_deployment, cut_candidates, _resolve_cut, split
 
     if scenario not in SCENARIOS:
@@ -125,29 +134,74 @@ def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], sess
     dep = build_deployment(graph, {**options, "calib_data": calib_stream.x}, session, CBackend())
     cut = _resolve_cut(graph, dep.meta["cut"], cut_candidates(graph))
     float_ext, _ = split(graph, cut)
-    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []}
-                                                     for m in ("omega", "tinyol", "baseline")}
-    it = range(runs)
-    if progress:
-        from tqdm import tqdm
+    return Prepared(scenario, data, dep, float_ext, n_stream, n_test, scale)
 
-        it = tqdm(it, desc=scenario, unit="run")
-    for r in it:
-        st = make_stream(scenario, data, n_stream, n_test, seed=first_seed + r, scale=scale)
-        q_stream = run_int8(dep.extractor, st.x)[dep.extractor.outputs[0]].reshape(len(st.x), -1)
-        q_test = run_int8(dep.extractor, st.x_test)[dep.extractor.outputs[0]].reshape(len(st.x_test), -1)
-        f_stream = run(float_ext, st.x)[float_ext.outputs[0]].reshape(len(st.x), -1)
-        f_test = run(float_ext, st.x_test)[float_ext.outputs[0]].reshape(len(st.x_test), -1)
-        ep = dep.train.epochs
-        lr = {m: (lr_by_mode or {}).get(m, dep.train.lr) for m in ("omega", "tinyol", "baseline")}
-        modes = {"omega": (_learner(dep, dep.buffer.capacity, dep.buffer.storage, lr["omega"], ep), q_stream, q_test),
-                 "tinyol": (_learner(dep, 1, dep.buffer.storage, lr["tinyol"], ep), q_stream, q_test),
-                 "baseline": (_learner(dep, dep.buffer.capacity, "float32", lr["baseline"], ep), f_stream, f_test)}
-        for mode, (learner, fs, ft) in modes.items():
-            res = run_mode(learner, fs, ft, st)
+
+def draw(prep: Prepared, seed: int) -> tuple[Stream, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The stream and test set of one run, and each mode's (stream, test) features (Φf is frozen)."""
+    from ..ir.interpreter_int8 import run_int8
+
+    st = make_stream(prep.scenario, prep.data, prep.n_stream, prep.n_test, seed=seed, scale=prep.scale)
+    ext, fe = prep.dep.extractor, prep.float_ext
+    q = [run_int8(ext, x)[ext.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
+    f = [run(fe, x)[fe.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
+    return st, {"omega": (q[0], q[1]), "tinyol": (q[0], q[1]), "baseline": (f[0], f[1])}
+
+
+def learn(prep: Prepared, st: Stream, feats: dict[str, tuple[np.ndarray, np.ndarray]],
+          lr_by_mode: dict[str, float]) -> dict[str, dict[str, np.ndarray]]:
+    """Run every mode over one stream with its learning rate; accuracy curves per mode."""
+    dep = prep.dep
+    ep = dep.train.epochs
+    learners = {"omega": _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr_by_mode["omega"], ep),
+                "tinyol": _learner(dep, 1, dep.buffer.storage, lr_by_mode["tinyol"], ep),
+                "baseline": _learner(dep, dep.buffer.capacity, "float32", lr_by_mode["baseline"], ep)}
+    return {m: run_mode(learners[m], feats[m][0], feats[m][1], st) for m in MODES}
+
+
+def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, runs: int = 5,
+             n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0,
+             progress: bool = True, first_seed: int = 0,
+             lr_by_mode: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Run a scenario ``runs`` times for Ω, TinyOL and the float baseline; return curves [runs, steps].
+
+    Run r draws its stream and test set with seed ``first_seed + r``; ``lr_by_mode`` overrides the
+    learning rate of a mode ("omega", "tinyol", "baseline"), e.g. after tuning on other seeds.
+    """
+    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale)
+    lrs = {m: (lr_by_mode or {}).get(m, prep.dep.train.lr) for m in MODES}
+    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []} for m in MODES}
+    for r in _progress(range(runs), scenario, progress):
+        st, feats = draw(prep, first_seed + r)
+        for mode, res in learn(prep, st, feats, lrs).items():
             for k, v in res.items():
                 curves[mode][k].append(v)
     return {m: {k: np.stack(v) for k, v in c.items()} for m, c in curves.items()}
+
+
+def tune(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, grid: list[float],
+         runs: int = 1, first_seed: int = 100, n_stream: int | None = None, n_test: int = 200,
+         progress: bool = True) -> dict[str, float]:
+    """Each mode's learning rate from ``grid`` with the best mean final accuracy on held-out streams.
+
+    Streams use seeds ``first_seed..``; features are computed once per stream for the whole grid.
+    """
+    prep = prepare(graph, scenario, data, options, session, n_stream, n_test)
+    final: dict[str, dict[float, list[float]]] = {m: {lr: [] for lr in grid} for m in MODES}
+    for r in _progress(range(runs), f"{scenario} tuning", progress):
+        st, feats = draw(prep, first_seed + r)
+        for lr in grid:
+            for mode, res in learn(prep, st, feats, {m: lr for m in MODES}).items():
+                final[mode][lr].append(float(res["all"][-1]))
+    return {m: max(grid, key=lambda lr: (float(np.nanmean(final[m][lr])), lr)) for m in MODES}
+
+
+def _progress(it: range, desc: str, on: bool) -> Any:
+    if not on:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, unit="run")
 
 
 def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: Path,
