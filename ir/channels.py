@@ -8,7 +8,8 @@ channels it scales); Concatenate joins each input with its offset slice of the o
 joins channel c with its H*W positions ``(h*W + w)*C + c``. Conv2D and Dense start new positions
 (their filters / units are the *producers*). A *unit* is one class of joined positions; it is
 prunable when it has a producer and touches no graph input or output, no grouped convolution
-(1 < groups < channels: kept whole, documented) and no Reshape.
+(1 < groups < channels: kept whole, documented) and no Reshape that moves the channel axis (one that
+keeps the last dimension, as 1-D layers lowered to 2-D ops use, joins channel c on both sides).
 
 Removing a unit slices every constant indexed by its positions: producer filters and biases,
 consumer input channels (Conv2D) and columns (Dense), depthwise filters, BatchNorm statistics,
@@ -127,7 +128,10 @@ def analyse(graph: Graph) -> list[Unit]:
             for c in range(cin):
                 for s in range(spatial):
                     uf.union((x, c), (out, s * cin + c))
-        else:  # reshape and anything unknown: keep both sides whole
+        elif k == OpKind.RESHAPE and _channels(graph, x) == n_out:  # NHWC: element s*C + c keeps channel c
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
+        else:  # other reshapes and anything unknown: keep both sides whole
             for t in [x, out]:
                 for c in range(_channels(graph, t)):
                     blocked[(t, c)] = f"{k.value} {op.origin!r}"
@@ -229,6 +233,8 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
             for a in ("scale", "offset"):
                 if isinstance(op.attrs[a], tuple):
                     op.attrs[a] = tuple(np.asarray(op.attrs[a])[ko].tolist())
+        elif k == OpKind.RESHAPE and op.attrs["shape"] and op.attrs["shape"][-1] == len(ko) == len(ki):
+            op.attrs["shape"] = tuple(op.attrs["shape"][:-1]) + (int(ko.sum()),)
         elif k in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
             for i, t in enumerate(op.inputs):
                 ten = graph.tensors[t]

@@ -1,6 +1,10 @@
 """Standard cleanup passes: dropout removal, BatchNorm folding, activation fusion, Rescaling folding.
 
 - ``remove_dropout``: Dropout (and identity ops the frontend kept for names) are inference no-ops.
+- ``fold_reshapes``: 1-D layers run as 2-D ops between reshapes that keep the channel axis. BN,
+  Rescaling and activations after such a reshape move above it (they act per channel), so they
+  fold/fuse into the producing conv as in 2-D models; a Reshape/Flatten reading another one reads
+  its source instead (the first is dropped when nothing else reads it); a no-op Reshape is removed.
 - ``fold_batchnorm``: BN right after Conv2D/DepthwiseConv2D/Dense (whose output has no other
   reader and no fused activation) is folded into the weights and bias; other BNs stay.
 - ``fuse_activations``: ReLU/ReLU6 after Conv2D/DepthwiseConv2D/Dense/Add/Mul becomes the
@@ -73,6 +77,55 @@ class RemoveDropout(Pass):
                 continue
             graph.bypass(op)
             changed = True
+        graph.prune_unused()
+        return changed
+
+
+_PER_CHANNEL = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
+                OpKind.SWISH, OpKind.HARD_SWISH, OpKind.BATCH_NORM, OpKind.RESCALE)
+
+
+def _keeps_channels(graph: Graph, op: Op) -> bool:
+    return op.kind == OpKind.RESHAPE and \
+        graph.tensors[op.inputs[0]].shape[-1] == graph.tensors[op.outputs[0]].shape[-1]
+
+
+def _hoist(graph: Graph, reshape: Op, op: Op) -> None:
+    """Run the per-channel ``op`` before ``reshape`` (same values: it acts on the last axis only)."""
+    src, mid, dst = reshape.inputs[0], reshape.outputs[0], op.outputs[0]
+    op.inputs[0], op.outputs = src, [mid]
+    reshape.inputs, reshape.outputs = [mid], [dst]
+    graph.ops.remove(op)
+    graph.ops.insert(graph.ops.index(reshape), op)
+    graph.tensors[mid].shape = graph.tensors[src].shape
+
+
+class FoldReshapes(Pass):
+    name = "fold_reshapes"
+    description = "hoist per-channel ops above channel-keeping reshapes, merge chained reshapes, drop no-op ones"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        changed = False
+        kinds = (OpKind.RESHAPE, OpKind.FLATTEN)
+        moved = True
+        while moved:  # BN/activations move up until they meet their producer (to be folded or fused)
+            moved = False
+            for op in [o for o in graph.ops if _keeps_channels(graph, o)]:
+                nxt = _single_reader(graph, op.outputs[0])
+                if nxt is not None and nxt.kind in _PER_CHANNEL and nxt.inputs[0] == op.outputs[0]:
+                    _hoist(graph, op, nxt)
+                    moved = changed = True
+        for op in [o for o in graph.ops if o.kind in kinds]:
+            prev = graph.producer(op.inputs[0])
+            if prev is not None and prev.kind in kinds:
+                op.inputs[0] = prev.inputs[0]
+                if not graph.consumers(prev.outputs[0]) and prev.outputs[0] not in graph.outputs:
+                    graph.remove_op(prev)
+                changed = True
+            src, dst = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+            if op.kind == OpKind.RESHAPE and src.shape == dst.shape and op.outputs[0] not in graph.outputs:
+                graph.bypass(op)
+                changed = True
         graph.prune_unused()
         return changed
 
@@ -163,7 +216,7 @@ class FoldRescaling(Pass):
         return changed
 
 
-PASSES = (RemoveDropout, FoldBatchNorm, FuseActivations, FoldRescaling)
+PASSES = (RemoveDropout, FoldReshapes, FoldBatchNorm, FuseActivations, FoldRescaling)
 
 
 @hookimpl

@@ -252,6 +252,106 @@ def _rescaling(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.RESCALE, ins, name, name, {"scale": val(l.scale), "offset": val(l.offset)})
 
 
+def _separable(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """SeparableConv2D = DepthwiseConv2D (no bias) then a 1x1 Conv2D with the layer's bias."""
+    dk, pk = _w(l.depthwise_kernel), _w(l.pointwise_kernel)  # KH KW C M, 1 1 C*M F
+    kh, kw, c, m = dk.shape
+    if l.padding not in ("same", "valid"):
+        raise UnsupportedLayerError(f"layer {name!r} (SeparableConv2D) uses padding {l.padding!r}")
+    dw = b.const(f"{name}/depthwise_kernel", dk.reshape(1, kh, kw, c * m))
+    x = b.op(OpKind.DEPTHWISE_CONV2D, [ins[0], dw], f"{name}_dw", name,
+             {"strides": tuple(l.strides), "padding": l.padding, "dilation": tuple(l.dilation_rate),
+              "depth_multiplier": int(m)})
+    pw = b.const(f"{name}/pointwise_kernel", pk.transpose(3, 0, 1, 2))
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.CONV2D, [x, pw] + bias, name, name,
+             {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "groups": 1})
+    return b.activation(x, l.activation, l, f"{name}_act", name)
+
+
+# ---- 1-D layers: run as 2-D ops on [N, 1, L, C] between channel-preserving reshapes ----------
+def _rank3(b: _Builder, x: str, name: str, cls: str) -> tuple[int, int]:
+    shape = b.g.tensors[x].shape
+    if len(shape) != 3:
+        raise UnsupportedLayerError(f"layer {name!r} ({cls}) needs a [steps, channels] input, got {shape[1:]}")
+    return int(shape[1]), int(shape[2])
+
+
+def _as_2d(b: _Builder, x: str, name: str, cls: str) -> str:
+    steps, ch = _rank3(b, x, name, cls)
+    return b.op(OpKind.RESHAPE, [x], f"{name}_2d", name, {"shape": (1, steps, ch)})
+
+
+def _as_1d(b: _Builder, x: str, name: str) -> str:
+    _, h, w, c = b.g.tensors[x].shape
+    return b.op(OpKind.RESHAPE, [x], name, name, {"shape": (h * w, c)})
+
+
+def _causal_pad(b: _Builder, l: Any, x: str, name: str, kernel: int) -> tuple[str, str]:
+    if l.padding != "causal":
+        if l.padding not in ("same", "valid"):
+            raise UnsupportedLayerError(f"layer {name!r} ({type(l).__name__}) uses padding {l.padding!r}")
+        return x, l.padding
+    left = int(l.dilation_rate[0]) * (kernel - 1)
+    if left == 0:
+        return x, "valid"
+    return b.op(OpKind.PAD, [x], f"{name}_causal_pad", name, {"paddings": ((0, 0), (left, 0))}), "valid"
+
+
+def _conv1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    k = _w(l.kernel)  # K I/g O
+    groups = int(getattr(l, "groups", 1))
+    _, cin = _rank3(b, ins[0], name, "Conv1D")
+    x, padding = _causal_pad(b, l, _as_2d(b, ins[0], name, "Conv1D"), name, k.shape[0])
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    common = {"strides": (1, int(l.strides[0])), "padding": padding, "dilation": (1, int(l.dilation_rate[0]))}
+    if groups > 1 and groups == cin == l.filters:
+        w = b.const(f"{name}/kernel", k.reshape(1, 1, k.shape[0], cin))
+        x = b.op(OpKind.DEPTHWISE_CONV2D, [x, w] + bias, f"{name}_conv", name, {**common, "depth_multiplier": 1})
+    else:
+        w = b.const(f"{name}/kernel", k.transpose(2, 0, 1)[:, None])  # O 1 K I/g
+        x = b.op(OpKind.CONV2D, [x, w] + bias, f"{name}_conv", name, {**common, "groups": groups})
+    return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
+
+
+def _depthwise1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    k = _w(l.kernel)  # K C M
+    kk, c, m = k.shape
+    x, padding = _causal_pad(b, l, _as_2d(b, ins[0], name, "DepthwiseConv1D"), name, kk)
+    w = b.const(f"{name}/kernel", k.reshape(1, 1, kk, c * m))
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.DEPTHWISE_CONV2D, [x, w] + bias, f"{name}_conv", name,
+             {"strides": (1, int(l.strides[0])), "padding": padding, "dilation": (1, int(l.dilation_rate[0])),
+              "depth_multiplier": int(m)})
+    return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
+
+
+def _pool1d(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
+    def conv(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+        x = _as_2d(b, ins[0], name, type(l).__name__)
+        stride = l.strides or l.pool_size
+        x = b.op(kind, [x], f"{name}_pool", name, {"pool_size": (1, int(l.pool_size[0])),
+                                                   "strides": (1, int(stride[0])), "padding": l.padding})
+        return _as_1d(b, x, name)
+    return conv
+
+
+def _global1d(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
+    def conv(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+        x = _as_2d(b, ins[0], name, type(l).__name__)
+        if not getattr(l, "keepdims", False):
+            return b.op(kind, [x], name, name, {"keepdims": False})
+        x = b.op(kind, [x], f"{name}_pool", name, {"keepdims": True})
+        return b.op(OpKind.RESHAPE, [x], name, name, {"shape": (1, b.g.tensors[x].shape[-1])})
+    return conv
+
+
+def _zeropad1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    left, right = (int(v) for v in l.padding)
+    x = _as_2d(b, ins[0], name, "ZeroPadding1D")
+    return _as_1d(b, b.op(OpKind.PAD, [x], f"{name}_pad", name, {"paddings": ((0, 0), (left, right))}), name)
+
+
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
     "ReLU": _relu, "LeakyReLU": _leaky, "Activation": _activation, "Softmax": _softmax,
@@ -260,6 +360,10 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
+    "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
+    "MaxPooling1D": _pool1d(OpKind.MAX_POOL2D), "AveragePooling1D": _pool1d(OpKind.AVG_POOL2D),
+    "GlobalAveragePooling1D": _global1d(OpKind.GLOBAL_AVG_POOL),
+    "GlobalMaxPooling1D": _global1d(OpKind.GLOBAL_MAX_POOL), "ZeroPadding1D": _zeropad1d,
 }
 SUPPORTED_LAYERS = tuple(sorted(_CONVERTERS))
 

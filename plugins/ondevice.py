@@ -84,6 +84,13 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     if not cands:
         raise TinyccError("no cut point: the model must end with Dense layers on a flat feature vector "
                           "(e.g. ... -> Flatten or GlobalAveragePooling -> Dense)")
+    last = [op for op in chain if op.kind == OpKind.DENSE][-1]
+    units = graph.tensors[last.outputs[0]].shape[-1]
+    if units < 2:
+        raise UnsupportedLayerError(
+            f"layer {last.origin!r} has {units} output: the on-device classifier trains with softmax "
+            "cross-entropy over at least 2 classes; for a binary task end the model with Dense(2, "
+            "activation='softmax') instead of Dense(1, activation='sigmoid')")
     return cands
 
 

@@ -62,7 +62,10 @@ CASES = {"digits": {"buffer": 16, "lr": 0.05, "epochs": 1},
          "bn_conv_act": {"buffer": 6, "lr": 0.05, "epochs": 1},
          "mobilenet_v3": {"buffer": 6, "lr": 0.05, "epochs": 1},
          "mobilenet_v3_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1},
-         "cnas_like_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1}}
+         "cnas_like_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "conv1d_sensor": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "conv1d_sensor_pruned": {"buffer": 6, "lr": 0.05, "epochs": 1},
+         "separable_cnn": {"buffer": 6, "lr": 0.05, "epochs": 1, "storage": "float32"}}
 
 
 @pytest.fixture(scope="module")

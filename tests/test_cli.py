@@ -84,6 +84,23 @@ def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
     assert_clean_error(tinycc("inspect", str(path)), 2, "my_lstm", "LSTM")
 
 
+def test_single_sigmoid_output_is_a_clear_error(tmp_path: Path) -> None:
+    """A Dense(1, sigmoid) head cannot train with softmax cross-entropy: say so, name the layer, write nothing."""
+    pytest.importorskip("keras")
+    import keras
+    import numpy as np
+
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(4, activation="relu", name="hidden")(inp)
+    out = keras.layers.Dense(1, activation="sigmoid", name="binary_head")(x)
+    path = tmp_path / "binary.keras"
+    keras.Model(inp, out).save(path)
+    np.savez(tmp_path / "calib.npz", x_calib=np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32))
+    r = tinycc("compile", str(path), "--target", "c", "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out"))
+    assert_clean_error(r, 2, "binary_head", "Dense(2, activation='softmax')")
+    assert not (tmp_path / "out").exists()
+
+
 def test_compile_time_passes_adds_up(tmp_path: Path) -> None:
     r = tinycc("compile", str(EXAMPLE), "--target", "c", "--calib", str(ROOT / "examples" / "digits_data.npz"),
                "-o", str(tmp_path / "out"), "--time-passes")

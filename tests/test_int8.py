@@ -24,6 +24,9 @@ def _digits_like(shape: tuple[int, ...], n: int) -> np.ndarray:
     from sklearn.datasets import load_digits
 
     img = load_digits().images[:n].astype(np.float32) * 16.0
+    if len(shape) == 2:  # [steps, channels]: the image pixels read as a multichannel signal
+        flat = img.reshape(n, -1)
+        return np.tile(flat, (1, -(-shape[0] * shape[1] // flat.shape[1])))[:, :shape[0] * shape[1]].reshape(n, *shape)
     h, w, c = shape
     ys = (np.arange(h) * 8 // h)
     xs = (np.arange(w) * 8 // w)
@@ -75,7 +78,7 @@ def _quantized(session, name: str):
 
 
 @pytest.mark.parametrize("name", ["digits", "resnet_add", "mobilenet_v2", "int8_extra", "cnas_like", "sequential_cnn",
-                                  "concat_branch", "bn_conv_act", "mobilenet_v3"])
+                                  "concat_branch", "bn_conv_act", "mobilenet_v3", "conv1d_sensor", "separable_cnn"])
 def test_tflite_bit_exact(session, name: str) -> None:
     fg, g, x = _quantized(session, name)
     data = write_tflite(g)

@@ -105,6 +105,10 @@ def real_inputs(model, n: int) -> np.ndarray:
     if len(shape) == 3:
         h, w, c = shape
         x = img[:, np.arange(h) * 8 // h][:, :, np.arange(w) * 8 // w][..., None].repeat(c, axis=-1)
+    elif len(shape) == 2:  # [steps, channels]: image rows read as a multichannel signal
+        steps, c = shape
+        flat = img.reshape(n, -1)
+        x = np.tile(flat, (1, -(-steps * c // flat.shape[1])))[:, :steps * c].reshape(n, steps, c)
     else:
         flat = img.reshape(n, -1)
         x = np.tile(flat, (1, -(-shape[0] // flat.shape[1])))[:, :shape[0]]

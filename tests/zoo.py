@@ -185,10 +185,45 @@ def cnas_like() -> Any:
     return _randomise_bn(k.Model(inp, out, name="cnas_like"), 5)
 
 
+def conv1d_sensor() -> Any:
+    """A sensor-stream model: causal/dilated Conv1D, DepthwiseConv1D, 1-D pooling, BN on [steps, channels]."""
+    k = _keras()
+    L = k.layers
+    inp = k.Input((40, 3))
+    x = L.Conv1D(8, 5, padding="causal", use_bias=False, name="c1")(inp)
+    x = L.BatchNormalization(name="c1_bn")(x)
+    x = L.ReLU(name="c1_relu")(x)
+    x = L.MaxPooling1D(2, name="pool1")(x)
+    x = L.DepthwiseConv1D(3, padding="same", depth_multiplier=2, activation="relu6", name="dw1")(x)
+    x = L.ZeroPadding1D((1, 2), name="pad1")(x)
+    x = L.Conv1D(12, 3, strides=2, dilation_rate=1, activation="relu", name="c2")(x)
+    x = L.AveragePooling1D(2, padding="same", name="pool2")(x)
+    x = L.Conv1D(12, 3, padding="same", dilation_rate=2, activation="relu", name="c3")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    x = L.Dense(16, activation="relu", name="fc")(x)
+    out = L.Dense(4, activation="softmax", name="out")(x)
+    return _randomise_bn(k.Model(inp, out, name="conv1d_sensor"), 6)
+
+
+def separable_cnn() -> Any:
+    """SeparableConv2D blocks (depthwise + pointwise in one Keras layer), as in Xception-style models."""
+    k = _keras()
+    L = k.layers
+    inp = k.Input((12, 12, 3))
+    x = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, activation="relu", name="s1")(inp)
+    x = L.SeparableConv2D(12, 3, strides=2, use_bias=False, name="s2")(x)
+    x = L.BatchNormalization(name="s2_bn")(x)
+    x = L.ReLU(6.0, name="s2_relu")(x)
+    x = L.GlobalMaxPooling2D(name="gmp")(x)
+    out = L.Dense(5, activation="softmax", name="out")(x)
+    return _randomise_bn(k.Model(inp, out, name="separable_cnn"), 7)
+
+
 ZOO: dict[str, Callable[[], Any]] = {
     "sequential_cnn": sequential_cnn, "resnet_add": resnet_add, "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3": mobilenet_v3, "concat_branch": concat_branch, "bn_conv_act": bn_conv_act, "mlp": mlp,
-    "grouped_conv": grouped_conv, "cnas_like": cnas_like,
+    "grouped_conv": grouped_conv, "cnas_like": cnas_like, "conv1d_sensor": conv1d_sensor,
+    "separable_cnn": separable_cnn,
 }
 ZOO_NAMES = tuple(ZOO)
 

@@ -35,7 +35,8 @@ def extractor_tflite(extractor: Graph) -> bytes:
 class TflmBackend(Backend):
     name = "tflm"
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
-    arena_detail = "TFLite Micro arena: recorded + margin"
+    arena_detail = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
+                    "allocates) + margin")
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         from ...plugins.tflite_writer import operator_names

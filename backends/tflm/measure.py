@@ -2,6 +2,10 @@
 
 The interpreter's RecordingMicroAllocator prints its totals from C++ to the process's stderr,
 so the measurement runs in a subprocess and reads that stream (file-descriptor level).
+The recorded total is what the model holds after allocation; TFLite Micro's memory planner also
+needs temporary space while it plans (more tensors, more scratch), which can exceed the total.
+The child therefore also finds the smallest arena AllocateTensors accepts (bisection) and the
+declared arena covers the larger of the two plus the margin.
 """
 from __future__ import annotations
 
@@ -22,9 +26,35 @@ it = runtime.Interpreter.from_bytes(data, arena_size=int(sys.argv[2]))
 it.print_allocations()
 """
 
+_CHILD_MIN = r"""
+import sys
+from tflite_micro.python.tflite_micro import runtime
+data = open(sys.argv[1], "rb").read()
+
+
+def allocates(n):
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=n)
+        return True
+    except RuntimeError:
+        return False
+
+
+lo = int(sys.argv[3])  # the recorded total: if it allocates, it is what the model needs
+hi = lo if allocates(lo) else int(sys.argv[2])
+while hi - lo > 1:  # planning needed more than the total: bisect, lo fails and hi allocates
+    mid = (lo + hi) // 2
+    if allocates(mid):
+        hi = mid
+    else:
+        lo = mid
+print(f"Smallest working arena {hi} bytes", file=sys.stderr, flush=True)
+"""
+
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
+_MIN = re.compile(r"Smallest working arena (\d+) bytes")
 
 # Documented margin added to the recorded total: TFLite Micro aligns the arena start to 16 bytes
 # inside the buffer it is given (up to 15 bytes lost) and the target's kernels (e.g. CMSIS-NN
@@ -39,15 +69,32 @@ class ArenaMeasurement:
     head: int
     tail: int
     margin: int
+    minimum: int = 0  # the smallest arena AllocateTensors accepted in the Python interpreter
+
+    @property
+    def needed(self) -> int:
+        return max(self.recorded, self.minimum)
 
     @property
     def arena(self) -> int:
-        """Arena bytes to declare: recorded + margin, rounded up to 16."""
-        return -(-(self.recorded + self.margin) // 16) * 16
+        """Arena bytes to declare: max(recorded, smallest working) + margin, rounded up to 16."""
+        return -(-(self.needed + self.margin) // 16) * 16
 
 
 def margin_for(recorded: int) -> int:
     return ALIGNMENT_MARGIN + int(recorded * RELATIVE_MARGIN)
+
+
+def _last(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1]
+
+
+def _child(code: str, *args: object) -> str:
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+    text = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise TinyccError(f"TFLite Micro could not allocate the feature extractor: {_last(text)}")
+    return text
 
 
 def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024) -> ArenaMeasurement:
@@ -55,14 +102,15 @@ def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024) -> ArenaMea
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.tflite"
         path.write_bytes(tflite)
-        r = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(probe_arena)],
-                           capture_output=True, text=True, timeout=300)
-    text = r.stdout + r.stderr
-    m = _TOTAL.search(text)
-    if r.returncode != 0 or m is None:
-        last = (text.strip().splitlines() or ["no output"])[-1]
-        raise TinyccError(f"TFLite Micro could not allocate the feature extractor: {last}")
+        text = _child(_CHILD, path, probe_arena)
+        m = _TOTAL.search(text)
+        if m is None:
+            raise TinyccError(f"TFLite Micro printed no arena total: {_last(text)}")
+        recorded = int(m.group(1))
+        found = _MIN.search(_child(_CHILD_MIN, path, probe_arena, recorded))
+        if found is None:
+            raise TinyccError("TFLite Micro: no smallest working arena found")
+        minimum = int(found.group(1))
     head = int(_HEAD.search(text).group(1)) if _HEAD.search(text) else 0
     tail = int(_TAIL.search(text).group(1)) if _TAIL.search(text) else 0
-    recorded = int(m.group(1))
-    return ArenaMeasurement(recorded, head, tail, margin_for(recorded))
+    return ArenaMeasurement(recorded, head, tail, margin_for(max(recorded, minimum)), minimum)
