@@ -5,10 +5,10 @@ produces: int8 activations with per-tensor parameters, int8 weights (per-axis fo
 int32 biases, fused activations as attributes, QUANTIZE/DEQUANTIZE at float boundaries. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE, CONCATENATION, PAD (spatial), QUANTIZE
+LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
-arithmetic), REDUCE_MAX over H,W (global max pooling), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
+arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
 BATCH_TO_SPACE_ND (the converter's dilated convolution). Shape arithmetic the converter emits for
 Flatten (SHAPE, STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static
 shape. int8 SOFTMAX, HARD_SWISH, the requantizing MEAN and integer QUANTIZE run in the int8 reference
@@ -190,6 +190,7 @@ class _Reader:
     def _check_supported(self, ops: list[Any]) -> None:
         known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
                                             "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
+                                            "EXPAND_DIMS", "SQUEEZE",
                                             "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
                                             "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
         for o in ops:
@@ -257,21 +258,35 @@ class _Reader:
                                       "strides": (opt.strideH, opt.strideW),
                                       "padding": "same" if opt.padding == 0 else "valid",
                                       "activation": self._act(opt.fusedActivationFunction)})
-        elif code == "RESHAPE":
+        elif code in ("RESHAPE", "EXPAND_DIMS", "SQUEEZE"):  # Conv1D's [N, L, C] <-> [N, 1, L, C] too
             shape = tuple(int(d) for d in self.sg.tensors[out].shape)
             self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
         elif code == "CONCATENATION":
             args = [self.tensor(i) for i in ins]
             axis = opt.axis % len(self.g.tensors[x].shape)
             self.add(OpKind.CONCAT, args, out, {"axis": axis, "activation": self._act(opt.fusedActivationFunction)})
+        elif code == "PAD" and self._const(ins[1], "PAD paddings").shape == (3, 2):  # [N, L, C]: Conv1D's causal pad
+            pads = self._const(ins[1], "PAD paddings")
+            if pads[0].any() or pads[2].any():
+                raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only padding along the steps is supported")
+            name = self._tname(out)
+            steps, ch = self.g.tensors[x].shape[1:]
+            pad = self.g.add_op(OpKind.PAD, [self._as_4d(x)], self.g.unique_op_name(f"{name}/2d"),
+                                {"paddings": ((0, 0), tuple(int(v) for v in pads[1]))},
+                                origin=name, output_name=self.g.unique_tensor_name(f"{name}/2d"))
+            self._set_out(pad, out)
+            self.add(OpKind.RESHAPE, pad.outputs, out, {"shape": (steps + int(pads[1].sum()), ch)})
         elif code == "PAD":
             pads = self._const(ins[1], "PAD paddings")
             if pads.shape != (4, 2) or pads[0].any() or pads[3].any():
                 raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only spatial padding is supported")
             self.add(OpKind.PAD, [x], out, {"paddings": (tuple(pads[1]), tuple(pads[2]))})
         elif code in ("MEAN", "REDUCE_MAX"):
-            axes = sorted(int(a) % 4 for a in self._const(ins[1], f"{code} axes").reshape(-1))
-            if axes != [1, 2] or len(self.g.tensors[x].shape) != 4:
+            rank = len(self.g.tensors[x].shape)
+            axes = sorted(int(a) % rank for a in self._const(ins[1], f"{code} axes").reshape(-1))
+            if rank == 3 and axes == [1] and not (opt is not None and opt.keepDims):  # GlobalPooling1D
+                x, rank, axes = self._as_4d(x), 4, [1, 2]
+            if axes != [1, 2] or rank != 4:
                 raise UnsupportedLayerError(f"{code} writing {self._tname(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
             attrs = {"keepdims": bool(opt.keepDims) if opt is not None else False}
@@ -280,6 +295,16 @@ class _Reader:
             self.add(OpKind.GLOBAL_AVG_POOL if code == "MEAN" else OpKind.GLOBAL_MAX_POOL, [x], out, attrs)
         else:  # pragma: no cover - _check_supported lists every code handled here
             raise UnsupportedLayerError(f"TFLite operator {code} is not supported")
+
+    def _as_4d(self, x: str) -> str:
+        """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
+        src = self.g.tensors[x]
+        _, steps, ch = src.shape
+        name = self.g.unique_tensor_name(f"{x}/2d")
+        y = self.g.add_op(OpKind.RESHAPE, [x], self.g.unique_op_name(name), {"shape": (1, steps, ch)},
+                          output_name=name).outputs[0]
+        self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
+        return y
 
     def _const(self, i: int, what: str) -> np.ndarray:
         data = self._data(i)

@@ -38,6 +38,8 @@ MODELS = {
     "cnas_like": "grouped conv as depthwise, SE on the pooled vector",
     "mobilenet_v3_style": "HARD_SWISH, MEAN, residual ADD",
     "dense_3d": "FULLY_CONNECTED with keep_num_dims (Dense on a [1, T, F] input)",
+    "conv1d_causal": "Conv1D as EXPAND_DIMS + CONV_2D + SQUEEZE, causal PAD on [N, L, C], 1-D pooling",
+    "separable_cnn": "SeparableConv2D as DEPTHWISE_CONV_2D + CONV_2D",
 }
 
 
@@ -52,8 +54,25 @@ def dense_3d():
     return k.Model(inp, L.Dense(3, name="head")(x), name="dense_3d")
 
 
+def conv1d_causal():
+    """Conv1D without dilation (the converter writes a dilated Conv1D as SPACE_TO_BATCH_ND on [N, L, C] around
+    EXPAND_DIMS/SQUEEZE, which the reader refuses by name: see test_dilated_conv1d_is_refused_by_name)."""
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(0)
+    inp = k.Input((24, 3))
+    x = L.Conv1D(6, 4, padding="causal", activation="relu", name="c1")(inp)
+    x = L.MaxPooling1D(2, name="pool")(x)
+    x = L.DepthwiseConv1D(3, padding="same", activation="relu6", name="dw")(x)
+    x = L.Conv1D(8, 3, strides=2, name="c2")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    return k.Model(inp, L.Dense(3, activation="softmax", name="head")(x), name="conv1d_causal")
+
+
 def _keras(name: str):
-    return {"mobilenet_v3_style": mobilenet_v3_style, "dense_3d": dense_3d}.get(name, lambda: build(name))()
+    return {"mobilenet_v3_style": mobilenet_v3_style, "dense_3d": dense_3d,
+            "conv1d_causal": conv1d_causal}.get(name, lambda: build(name))()
 
 
 def convert(model, x: np.ndarray, int8_io: bool = True, io_type: str = "int8") -> bytes:
@@ -138,7 +157,10 @@ def _inputs(g, n: int, seed: int = 1) -> np.ndarray:
 def test_converter_model_bit_exact_with_builtin_ref(converted, name: str) -> None:
     g = read_tflite(str(converted[name]))
     compared = _assert_bit_exact(g, converted[name], _inputs(g, 100))
-    assert compared == len(g.activations()) and compared >= len(g.ops)  # every tensor, inputs included
+    views = [t for t in g.activations() if t.endswith("/2d")]  # the reader's own [N, 1, L, C] views of [N, L, C]
+    assert bool(views) == (name == "conv1d_causal")
+    # every tensor, inputs included
+    assert compared == len(g.activations()) - len(views) and compared >= len(g.ops) - len(views)
     assert g.outputs and g.tensors[g.outputs[0]].dtype.value == "int8"
 
 
@@ -147,6 +169,7 @@ def test_what_the_reader_maps(converted) -> None:
     assert OpKind.FLATTEN not in kinds["sequential_cnn"] and OpKind.RESHAPE in kinds["sequential_cnn"]
     assert {OpKind.GLOBAL_AVG_POOL, OpKind.SOFTMAX} <= kinds["mobilenet_v2"]
     assert OpKind.HARD_SWISH in kinds["mobilenet_v3"]
+    assert {OpKind.PAD, OpKind.GLOBAL_AVG_POOL, OpKind.DEPTHWISE_CONV2D, OpKind.RESHAPE} <= kinds["conv1d_causal"]
     gc = read_tflite(str(converted["grouped_conv"]))
     assert any(o.kind == OpKind.CONV2D and o.attrs["groups"] > 1 for o in gc.ops)
     d3 = read_tflite(str(converted["dense_3d"]))
@@ -161,6 +184,14 @@ def test_what_the_reader_maps(converted) -> None:
     assert gap and all(o.attrs["requantize"] for o in gap)
     w = [g.tensors[o.inputs[1]] for o in g.ops if o.kind == OpKind.CONV2D]
     assert all(t.quant.per_axis and t.quant.axis == 0 and t.dtype.value == "int8" for t in w)
+
+
+def test_dilated_conv1d_is_refused_by_name(tmp_path: Path) -> None:
+    m = build("conv1d_sensor")  # its last Conv1D has dilation 2
+    path = tmp_path / "dilated1d.tflite"
+    path.write_bytes(convert(m, sample_input(m, 16)))
+    with pytest.raises(UnsupportedLayerError, match="SPACE_TO_BATCH_ND writing '.*c3"):
+        read_tflite(str(path))
 
 
 def test_float_io_model_has_quantize_and_dequantize(converted) -> None:
