@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "backends", "compile"]
+ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
+         "scenarios-incremental-pruned", "backends", "compile"]
 
 HEADER = """# tinycc benchmarks
 
@@ -24,6 +25,18 @@ python -m benchmarks scenarios --data ../shared/data --model cnas.keras --increm
 tinycc prune cnas.keras --layer-ratio conv_47=0.8546875 --finetune ft5000.npz --finetune-epochs 1 -o step1.keras
 python -m benchmarks scenarios --data ../shared/data --model step1.keras --scenarios concept-drift,transfer \
     --lr-grid "" --lr 0.001 --runs 5 --tag pruned
+tinycc prune cnas.keras --budget params=770621 --finetune ft5000.npz --finetune-epochs 1 -o budget2.keras
+python -m benchmarks scenarios --data ../shared/data --model budget2.keras --scenarios concept-drift,transfer \
+    --lr-grid "" --lr 0.001 --runs 5 --tag budget2
+# the incremental scenario on the CNAS architecture trained on classes 0-7 only, unpruned and pruned
+python examples/train_cnas.py --data ../shared/data --epochs 3 --classes 8 --out cnas8c.keras
+# ft5000_c8.npz: the first 5,000 training images of classes 0-7, scaled to [0, 1] (x_train, y_train)
+tinycc prune cnas8c.keras --layer-ratio conv_47=0.8546875 --finetune ft5000_c8.npz --finetune-epochs 1 \
+    -o cnas8c_step1.keras
+python -m benchmarks scenarios --data ../shared/data --model cnas8c.keras --incremental-model cnas8c.keras \
+    --scenarios incremental --runs 5 --tag incremental-cnas
+python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras \
+    --incremental-model cnas8c_step1.keras --scenarios incremental --runs 5 --tag incremental-pruned
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
 ```
