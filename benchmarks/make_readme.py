@@ -36,7 +36,8 @@ tinycc prune cnas8c.keras --layer-ratio conv_47=0.8546875 --finetune ft5000_c8.n
 python -m benchmarks scenarios --data ../shared/data --model cnas8c.keras --incremental-model cnas8c.keras \
     --scenarios incremental --runs 5 --tag incremental-cnas
 python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras \
-    --incremental-model cnas8c_step1.keras --scenarios incremental --runs 5 --tag incremental-pruned
+    --incremental-model cnas8c_step1.keras --scenarios incremental --runs 5 --tag incremental-pruned \
+    --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
 ```
