@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "digits_cnn.h5"
 
 
-def tinycc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def clean_env(onednn: str = "1") -> dict[str, str]:
+    """The user's plain environment: no TensorFlow/absl logging variables, oneDNN forced on or off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "ABSL", "GLOG", "KERAS"))}
+    env["TF_ENABLE_ONEDNN_OPTS"] = onednn
+    return env
+
+
+def tinycc(*args: str, cwd: Path | None = None, onednn: str = "1") -> subprocess.CompletedProcess:
+    """Run the CLI as a user would: a subprocess in a clean environment (oneDNN on by default)."""
     return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=600, env=clean_env(onednn))
 
 
 def assert_clean_error(r: subprocess.CompletedProcess, code: int, *words: str) -> None:

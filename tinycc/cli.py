@@ -135,20 +135,37 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
+    """tinycc's logger writes ``tinycc: LEVEL: msg``; libraries stay silent unless -v or --debug.
+
+    Native stderr is redirected only when tinycc owns the process (console script, ``python -m``); callers of
+    ``main(argv)`` in their own process (tests, notebooks) keep their streams."""
+    if own_process and verbose == 0 and not debug:
+        from .quiet import silence_libraries
+
+        silence_libraries()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="tinycc: %(levelname)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    handler = logging.StreamHandler()  # binds the current sys.stderr (the user's, after silence_libraries)
+    handler.setFormatter(logging.Formatter("tinycc: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    root = logging.getLogger()
+    if verbose or debug:
+        logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
+    elif not root.handlers:
+        root.addHandler(logging.NullHandler())  # no "last resort" printing of library warnings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = _Parser(add_help=False)
     pre.add_argument("-p", dest="plugin", action="append")
     pre.add_argument("-v", "--verbose", action="count", default=0)
     pre.add_argument("--debug", action="store_true")
     known, _ = pre.parse_known_args(argv)
-    _setup_logging(known.verbose)
+    _setup_logging(known.verbose, known.debug, own_process)
     try:
         session = _session(known)
         parser = build_parser(session)
