@@ -125,3 +125,30 @@ def test_compile_time_passes_adds_up(tmp_path: Path) -> None:
     total = float(rows["total"][-1])
     slack = 5e-4 * len(rows)  # every row is rounded to 1 ms
     assert 0 < timed <= total + slack and float(rows["(untimed)"][-1]) == pytest.approx(max(total - timed, 0), abs=slack)
+
+
+def test_inspect_fits_the_terminal_with_long_names(tmp_path: Path) -> None:
+    """Converter-style 100+ character names are shortened in the middle; --json keeps them whole."""
+    import keras
+
+    long = "functional_1_" + "very_long_scope_name_" * 5
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name=long + "conv_a")(inp)
+    x = keras.layers.Conv2D(4, 3, name=long + "conv_b")(x)
+    out = keras.layers.Dense(3, name=long + "head")(keras.layers.Flatten()(x))
+    path = tmp_path / "long.keras"
+    keras.Model(inp, out).save(path)
+    env_cols = {"COLUMNS": "80"}
+    r = subprocess.run([sys.executable, "-m", "tinycc.cli", "inspect", str(path)], capture_output=True, text=True,
+                       timeout=600, env={**clean_env(), **env_cols})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    table_lines = lines[1:]
+    assert max(len(l) for l in table_lines) <= 80, r.stdout
+    assert any("..." in l and l.rstrip().split()[-1].replace(",", "").isdigit() for l in table_lines)
+    assert any(l.startswith("functional_1_very") and "conv_a" in l for l in table_lines)  # head and tail both kept
+    data = json.loads(tinycc("inspect", str(path), "--json").stdout)
+    assert {l["name"] for l in data["layers"]} >= {long + "conv_a", long + "conv_b", long + "head"}
+    wide = subprocess.run([sys.executable, "-m", "tinycc.cli", "inspect", str(path), "--wide"], capture_output=True,
+                          text=True, timeout=600, env={**clean_env(), **env_cols})
+    assert long + "conv_a" in wide.stdout

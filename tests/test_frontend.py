@@ -14,6 +14,11 @@ from tinycc.passes import PassContext, run_pipeline
 
 from .zoo import ZOO_NAMES, build, sample_input, save_model
 
+# Float paths vs Keras: max |difference| relative to max |Keras output|. Both sides sum float32 products in
+# different orders (numpy/BLAS here; Keras with or without oneDNN, which reorders and blocks the sums), so
+# each dot product of K terms may differ by up to about K * 2**-24 * sum|terms| (Higham's gamma_K bound).
+# The zoo's longest sums are K <= 1,152 over <= 8 layers; measured differences are <= 4e-7 with oneDNN on or
+# off (TF_ENABLE_ONEDNN_OPTS=1/0), so 1e-5 leaves ~25x headroom without hiding a wrong kernel (those are O(1)).
 TOL = 1e-5
 
 
@@ -57,7 +62,11 @@ def test_round_trip_exact(zoo_files, session, tmp_path: Path) -> None:
         serialize.save(g, tmp_path / name)
         h = serialize.load(tmp_path / name)
         verify(h)
-        np.testing.assert_array_equal(run(g, z["x"])[g.outputs[0]], run(h, z["x"])[h.outputs[0]])
+        for t in g.tensors.values():  # the round trip itself is exact
+            if t.data is not None:
+                np.testing.assert_array_equal(t.data, h.tensors[t.name].data)
+        # BLAS may pick another summation order for a differently aligned copy of the same weights
+        assert _close(run(h, z["x"])[h.outputs[0]], run(g, z["x"])[g.outputs[0]]) <= TOL
         serialize.save(h, tmp_path / f"{name}_again")
         assert (tmp_path / f"{name}.json").read_bytes() == (tmp_path / f"{name}_again.json").read_bytes()
         assert (tmp_path / f"{name}.npz").read_bytes() == (tmp_path / f"{name}_again.npz").read_bytes()

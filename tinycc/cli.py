@@ -55,14 +55,15 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
                "totals": tot}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return 0
-    from .report import table
+    from .report import table, terminal_width
 
     body = [[r.name, r.kind, "x".join(str(d) for d in r.output_shape[1:]), f"{r.params:,}", f"{r.macs:,}",
              f"{r.activation_bytes:,}"] for r in rows]
     body.append(["total", "", "", f"{tot['params']:,}", f"{tot['macs']:,}", f"{tot['activation_bytes']:,}"])
     sys.stdout.write(f"model {graph.name}: {len(graph.ops)} ops, input "
                      + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs) + "\n")
-    sys.stdout.write(table(["name", "op", "output", "params", "MACs", "act. bytes"], body) + "\n")
+    sys.stdout.write(table(["name", "op", "output", "params", "MACs", "act. bytes"], body,
+                           width=None if args.wide else terminal_width()) + "\n")
     return 0
 
 
@@ -111,7 +112,8 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
 
     s = sub.add_parser("inspect", help="per-layer table of a model (params, MACs, activation bytes)")
     s.add_argument("model")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (full tensor names)")
+    s.add_argument("--wide", action="store_true", help="do not shorten long names to the terminal width")
     s.add_argument("--cleanup", action="store_true", help="show the graph after the cleanup pipeline")
     s.set_defaults(func=cmd_inspect)
 

@@ -4,16 +4,47 @@ from __future__ import annotations
 from typing import Sequence
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Render rows as an aligned text table; numeric-looking cells are right-aligned."""
+MIN_TEXT_WIDTH = 12
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (``head...tail``)."""
+    if len(text) <= width:
+        return text
+    keep = max(width - 3, 2)
+    return text[:(keep + 1) // 2] + "..." + text[len(text) - keep // 2:]
+
+
+def terminal_width() -> int:
+    """Columns of the user's terminal (100 when not a terminal)."""
+    import shutil
+
+    return shutil.get_terminal_size(fallback=(100, 24)).columns
+
+
+def _numeric(c: str) -> bool:
+    return c.replace(",", "").replace(".", "").replace("-", "").replace("%", "").isdigit()
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], width: int | None = None) -> str:
+    """Render rows as an aligned text table; numeric-looking cells are right-aligned. With ``width``, the
+    widest text columns are shortened in the middle (never below 12 characters) until a row fits."""
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    if width is not None:
+        text_cols = [i for i in range(len(header)) if not all(_numeric(r[i]) or not r[i] for r in cells[1:])]
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            i = max(text_cols, key=lambda j: widths[j], default=None)
+            if i is None or widths[i] <= MIN_TEXT_WIDTH:
+                break
+            widths[i] = max(MIN_TEXT_WIDTH, widths[i] - (sum(widths) + 2 * (len(widths) - 1) - width))
+            cells = [[shorten(c, widths[i]) if j == i else c for j, c in enumerate(r)] for r in cells]
+            widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
 
     def fmt(r: list[str]) -> str:
         out = []
         for i, c in enumerate(r):
-            numeric = c.replace(",", "").replace(".", "").replace("-", "").replace("%", "").isdigit()
-            out.append(c.rjust(widths[i]) if numeric else c.ljust(widths[i]))
+            out.append(c.rjust(widths[i]) if _numeric(c) else c.ljust(widths[i]))
         return "  ".join(out).rstrip()
 
     line = "  ".join("-" * w for w in widths)
