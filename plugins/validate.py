@@ -63,6 +63,16 @@ def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -
     return np.asarray(x[:m], np.float32).reshape((m, *input_shape)), np.asarray(y[:m], np.int64), key
 
 
+def calibration_samples(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Calibration samples from DATA when no --calib is given: x_calib, x_train, x or x_test, in that order."""
+    from .quantize import CALIB_KEYS, _npz_array
+
+    x = np.asarray(_npz_array(Path(path), (*CALIB_KEYS, "x_test"))[0], np.float32)
+    if x.ndim < 1 or x[:1].size != int(np.prod(shape)):
+        raise TinyccError(f"{path}: calibration samples have shape {list(x.shape[1:])}, the model takes {list(shape)}")
+    return x.reshape((len(x), *shape))
+
+
 def top1_agreement(k_dev: np.ndarray, k_ref: np.ndarray, p_ref: np.ndarray) -> tuple[int, int]:
     """(samples whose class differs from the reference beyond a tie, ties): a differing class counts as a tie
     when the reference gives it a probability within TIE of its own choice."""
@@ -196,12 +206,17 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         raise TinyccError(f"{data}: no such file")
     if project is not None and not (Path(project) / "tinycc_memory.json").is_file():
         raise TinyccError(f"{project}: not a tinycc project (no tinycc_memory.json)")
+    if not Path(model).is_file():
+        raise TinyccError(f"{model}: no such file")
+    graph = session.registry.frontend_for(model).load(model, {})
+    shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)
+    if not options.get("calib") and options.get("calib_data") is None:
+        options = {**options, "calib_data": calibration_samples(data, shape)}
     with tempfile.TemporaryDirectory(prefix="tinycc-validate-") as tmp:
         proj = Path(tmp) / "project"
         result = compile_model(model, target, str(proj), {**options, "force": True}, session)
         dep = result.deployment
-        shape = tuple(int(d) for d in dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
-        x, y, key = load_data(data, shape, dep.num_classes, n)
         if project is not None:
             user = Path(project)
             if (user / "tinycc_memory.json").read_text() != (proj / "tinycc_memory.json").read_text():
