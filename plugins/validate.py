@@ -165,23 +165,23 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
     if not c.missing:
         rows += [["top-1 before learning", _agree(c.top1_before, n), "simulator (int8 Φf + float Φc)",
                   ok(c.top1_before[0] == 0)],
-                 ["accuracy before learning", _pct(c.acc["deployed"]),
+                 ["accuracy before learning", f"{_pct(c.acc['deployed'])} of {n}",
                   f"int8 {_pct(c.acc['int8'])}, float Keras {_pct(c.acc['float'])}", ""],
                  ["max |probability diff|", f"{c.max_prob_diff:.2g}", "simulator", ""],
                  [f"top-1 after {n} learn calls", _agree(c.top1_after, n), "simulator", ok(c.top1_after[0] == 0)],
-                 ["accuracy after learning", _pct(c.acc["deployed_after"]), f"int8 {_pct(c.acc['int8_after'])}", ""]]
+                 ["accuracy after learning", f"{_pct(c.acc['deployed_after'])} of {n}",
+                  f"simulator {_pct(c.acc['int8_after'])}", ""]]
     mem = dep.memory
     if run.ram is not None:
-        rows.append(["RAM, bytes (build)", f"{run.ram:,}", f"{mem['ram']:,} compile report", ""])
-        rows.append(["flash, bytes (build)", f"{run.flash:,}", f"{mem['flash']:,} compile report", ""])
+        rows.append(["RAM (build)", f"{run.ram:,} B", f"{mem['ram']:,} B compile report", ""])
+        rows.append(["flash (build)", f"{run.flash:,} B", f"{mem['flash']:,} B compile report", ""])
     if run.output.memory:
         m = run.output.memory
         same = m.get("ram") == mem["ram"] and m.get("flash") == mem["flash"]
         rows.append(["memory constants in the program", f"RAM {m.get('ram', 0):,}, flash {m.get('flash', 0):,}",
-                     "compile report", ok(same)])
+                     "compile report", "ok" if same else "differs"])
     if run.per_call:
-        unit = " us" if run.per_call_unit == "us" else f" {run.per_call_unit}"
-        rows.append(["time per call", ", ".join(f"{k} {v:,.1f}{unit}" if unit == " us" else f"{k} {v:,.0f}{unit}"
+        rows.append(["time per call", ", ".join(f"{k} {v:,.{1 if v < 100 else 0}f} {run.per_call_unit}"
                                                  for k, v in run.per_call.items()), "", ""])
     text = table(["check", "deployed program", "reference", "status"], rows)
     if run.ram is not None and run.size_note:

@@ -44,8 +44,9 @@ def _assert_pass(rc: int, text: str, n: int = 20) -> None:
     assert f"{n}/{n} agree" in _row(text, "top-1 before learning") and _row(text, "top-1 before").endswith("ok")
     assert f"{n}/{n} agree" in _row(text, f"top-1 after {n} learn calls")
     acc = _row(text, "accuracy before learning")
-    assert re.search(r"\d+\.\d%\s+int8 \d+\.\d%, float Keras \d+\.\d%", acc), acc
-    assert "compile report" in _row(text, "RAM, bytes (build)") and "PASS" in text.splitlines()[-1]
+    assert re.search(rf"\d+\.\d% of {n}\s+int8 \d+\.\d%, float Keras \d+\.\d%", acc), acc
+    assert re.search(r"[\d,]+ B\s+[\d,]+ B compile report", _row(text, "RAM (build)"))
+    assert "PASS" in text.splitlines()[-1]
 
 
 def test_validate_c_on_host_passes(session) -> None:
