@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import test_vectors
+from tinycc.backends.c import test_vectors as embedded_vectors
 from tinycc.backends.demo import report_predictions
 from tinycc.driver import compile_model
 from tinycc.ir.simulator import Simulator
@@ -52,14 +52,14 @@ def _assert_pass(rc: int, text: str, n: int = 20) -> None:
 def test_validate_c_on_host_passes(session) -> None:
     rc, text = _validate(session, "c", "host")
     _assert_pass(rc, text)
-    assert re.search(r"features [\d.]+ us, predict [\d.]+ us, learn [\d.]+ us", _row(text, "time per call"))
+    assert re.search(r"features [\d.,]+, predict [\d.,]+, learn [\d.,]+ us", _row(text, "time per call"))
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 def test_validate_c_on_qemu_m4_passes(session) -> None:
     rc, text = _validate(session, "c", "qemu-m4", n=12)
     _assert_pass(rc, text, 12)
-    assert re.search(r"features [\d,]+ instructions, predict [\d,]+ instructions", _row(text, "time per call"))
+    assert re.search(r"features [\d,]+, predict [\d,]+, learn [\d,]+ instructions", _row(text, "time per call"))
 
 
 @pytest.mark.skipif(not arduino_harness.available(), reason="arduino-builder/simavr/avr-gcc not installed")
@@ -140,7 +140,7 @@ def test_make_run_prints_a_short_report(session, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert 5 < len(lines) < 40, r.stdout
-    x, y = test_vectors(dep, {})  # what the compile embedded: the first 8 calibration samples
+    x, y = embedded_vectors(dep, {})  # what the compile embedded: the first 8 calibration samples
     rows = report_predictions(r.stdout)
     sim = Simulator(dep)
     k_before = sim.predict(x)[0]
