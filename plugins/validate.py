@@ -193,6 +193,17 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
     return text
 
 
+def _copy_project(user: Path, proj: Path, made_from: str) -> None:
+    """Replace the freshly compiled ``proj`` by a copy of the user's project (without its top-level build
+    outputs) after checking that both have the same memory report (same model, target and options)."""
+    if (user / "tinycc_memory.json").read_text() != (proj / "tinycc_memory.json").read_text():
+        raise TinyccError(f"{user} was not compiled from {made_from} with these options (its tinycc_memory.json "
+                          "differs): pass the compile options it was made with")
+    shutil.rmtree(proj)
+    shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
+        n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+
+
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
              options: dict[str, Any], session: Any, stream: Any = sys.stdout) -> int:
     """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input."""
@@ -222,13 +233,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         result = compile_model(model, target, str(proj), {**options, "force": True}, session)
         dep = result.deployment
         if project is not None:
-            user = Path(project)
-            if (user / "tinycc_memory.json").read_text() != (proj / "tinycc_memory.json").read_text():
-                raise TinyccError(f"{project} was not compiled from {model} for target {target} with these options "
-                                  "(its tinycc_memory.json differs): pass the compile options it was made with")
-            shutil.rmtree(proj)
-            shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
-                n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+            _copy_project(Path(project), proj, f"{model} for target {target}")
         backend.embed_test_vectors(proj, dep, x, y)
         stream.write(f"tinycc validate: {Path(project or model).name} (target {target}) on {platform}, "
                      f"{len(x)} samples of {Path(data).name} ({key})\n")
@@ -250,7 +255,8 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         what.append(f"{c.top1_before[0]} classes differ before learning")
     if c.top1_after[0]:
         what.append(f"{c.top1_after[0]} classes differ after learning")
-    stream.write("FAIL: the program differs from the reference: " + "; ".join(what) + "\n")
+    hint = (" (reference: MODEL compiled with the options given here, --calib included)" if project else "")
+    stream.write("FAIL: the program differs from the reference: " + "; ".join(what) + hint + "\n")
     return 1
 
 
