@@ -4,8 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
+from ..errors import TinyccError
 from ..ir.deployment import Deployment
 from ..ir.graph import Graph
+from .demo import DemoRun
 
 
 class Backend:
@@ -16,11 +20,16 @@ class Backend:
     (the feature extractor's working memory on this target, used by the memory
     model and the budget check), then ``emit`` into an empty folder (the driver
     makes output atomic).
+
+    ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo lists the
+    platforms in ``platforms`` (the first is the default) and implements ``embed_test_vectors`` and
+    ``run_demo``; the demo prints the dump of ``tinycc.backends.demo`` when built for it.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     arena_detail: ClassVar[str] = "int8 activations, planned"
+    platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""
@@ -36,3 +45,12 @@ class Backend:
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
         """Write the project into ``outdir`` (exists, empty); return the files written."""
         raise NotImplementedError
+
+    def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
+        """Replace the demo's test vectors in a generated project (a copy: validate never edits the user's)."""
+        raise TinyccError(f"target {self.name!r} cannot embed test vectors in its project (no demo runner)")
+
+    def run_demo(self, project: Path, platform: str) -> DemoRun:
+        """Build the demo of ``project`` for ``platform`` with the dump on, run it, return what it printed;
+        raise TinyccError (tool missing, build or run failed) with one line."""
+        raise TinyccError(f"target {self.name!r} has no demo runner")

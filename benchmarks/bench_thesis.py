@@ -170,7 +170,7 @@ def _compare(text: str, dep) -> tuple[bool, float]:
 
 
 def _check_c(out: Path, dep, qemu: bool) -> dict:
-    host = subprocess.run(["make", "-C", str(out), "run"], capture_output=True, text=True, timeout=900)
+    host = subprocess.run(["make", "-C", str(out), "run", "DUMP=1"], capture_output=True, text=True, timeout=900)
     result: dict = {"host_rc": host.returncode}
     if host.returncode == 0:
         result["host_exact"], result["host_prob_err"] = _compare(host.stdout, dep)

@@ -1,52 +1,16 @@
-"""Build and run generated C projects (host gcc with -Werror and sanitizers, or Cortex-M0+/M4/M7 under QEMU)."""
+"""Build and run generated C projects (host gcc with -Werror and sanitizers, or Cortex-M0+/M4/M7 under QEMU);
+the demos run with their dump on (``--dump`` on the host, ``DUMP=1`` builds for QEMU)."""
 from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump format lives in the package)
 
 STRICT = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
-
-
-@dataclass
-class DemoOutput:
-    features: dict[int, np.ndarray] = field(default_factory=dict)
-    before: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
-    after: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
-    weights: dict[int, np.ndarray] = field(default_factory=dict)
-    bias: dict[int, np.ndarray] = field(default_factory=dict)
-    buffer: int = -1
-    memory: dict[str, int] = field(default_factory=dict)
-    instructions: dict[str, int] = field(default_factory=dict)  # per call, QEMU -icount runs only
-
-
-def parse(text: str) -> DemoOutput:
-    out = DemoOutput()
-    seen_weights = False
-    for line in text.splitlines():
-        p = line.split()
-        if not p:
-            continue
-        if p[0] == "memory":
-            out.memory = {p[i]: int(p[i + 1]) for i in range(1, len(p) - 1, 2)}
-        elif p[0] == "features":
-            out.features[int(p[1])] = np.array([int(v) for v in p[2:]], np.int8)
-        elif p[0] == "predict":
-            target = out.after if seen_weights else out.before
-            target[int(p[1])] = (int(p[2]), np.array([float(v) for v in p[3:]], np.float32))
-        elif p[0] == "weights":
-            seen_weights = True
-            out.weights[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
-        elif p[0] == "bias":
-            out.bias[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
-        elif p[0] == "buffer":
-            out.buffer = int(p[1])
-    return out
 
 
 def build_host(project: Path, sanitize: bool = True) -> Path:
@@ -60,7 +24,8 @@ def build_host(project: Path, sanitize: bool = True) -> Path:
 
 
 def run_host(exe: Path) -> DemoOutput:
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    """Run the demo with ``--dump`` and parse its machine-readable lines."""
+    r = subprocess.run([str(exe), "--dump"], capture_output=True, text=True, timeout=600)
     if r.returncode != 0 or "runtime error" in r.stderr or "ERROR: AddressSanitizer" in r.stderr:
         raise AssertionError(f"demo failed ({r.returncode}):\n{r.stderr[-4000:]}")
     return parse(r.stdout)
@@ -77,7 +42,7 @@ def build_and_run_qemu(project: Path, cpu: str = "m4", board: str | None = None)
 
     board = board or cortexm.DEFAULT_BOARD[cpu]
     try:
-        elf = cortexm.build(project, cpu, board)
+        elf = cortexm.build(project, cpu, board, dump=True)
         text = cortexm.run_qemu(elf, board)
     except RuntimeError as e:
         raise AssertionError(str(e)) from None

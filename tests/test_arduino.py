@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
+from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.plugins.ondevice import build_deployment
@@ -124,17 +125,23 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
     be.emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 16, "test_learn": 48}, tmp_path)
     elf, flash, ram = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
     lines = arduino_harness.run_simavr(elf)
-    pred = {int(l.split()[1]): int(l.split()[2]) for l in lines if l.startswith("predict ")}
-    after = {int(l.split()[1]): int(l.split()[2]) for l in lines if l.startswith("after ")}
-    acc = [l for l in lines if l.startswith("accuracy ")][0].split()
+    # the self-test prints the demo's short report: prediction table, accuracy before/after, buffer, time, memory
+    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
+    assert report[-1] == "done" and len(report) < 40, report
+    rows = report_predictions("\n".join(report))
+    assert rows["vector"] == list(range(16)) and rows["expected"] == list(y)
     sim = Simulator(dep)
-    assert [pred[i] for i in range(16)] == list(sim.predict(x)[0])
+    assert rows["before"] == list(sim.predict(x)[0])
     for i in range(48):
         sim.learn(x[i % 16], int(y[i % 16]))
     sim_after = sim.predict(x)[0]
-    assert [after[i] for i in range(16)] == list(sim_after)
-    before_acc, after_acc = int(acc[1]), int(acc[2])
+    assert rows["after"] == list(sim_after)
+    acc = next(l for l in report if l.startswith("accuracy: ")).split()
+    before_acc, after_acc = int(acc[1].split("/")[0]), int(acc[5].split("/")[0])
     assert after_acc > before_acc and after_acc == int((sim_after == y).sum())
+    assert f"replay buffer: {min(48, dep.buffer.capacity)}/{dep.buffer.capacity} entries" in report
+    assert any(l.startswith("time per call (micros()): predict ") for l in report)
+    assert f"RAM {dep.memory['ram']} B, flash {dep.memory['flash']} B" in next(l for l in report if l.startswith("memory:"))
     # static RAM: the model's arrays (memory model minus the core/stack reserve) plus the Arduino core's
     # globals and the self-test staging vector: documented tolerance 600 bytes
     model_static = dep.memory["ram"] - CORE_RESERVE

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tinycc.plugins.boards", "boards"),
     ("tinycc.plugins.serial_cmd", "serial"),
     ("tinycc.plugins.scenarios", "scenarios"),
+    ("tinycc.plugins.validate", "validate"),
     ("tinycc.backends.c", "c-backend"),
     ("tinycc.backends.tflm", "tflm-backend"),
     ("tinycc.backends.arduino", "arduino-backend"),

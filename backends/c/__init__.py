@@ -9,12 +9,13 @@ import numpy as np
 import pluggy
 
 from ... import __version__
-from ...errors import UnsupportedLayerError
+from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
 from ..base import Backend
+from ..demo import DemoRun
 from .emitter import C_KINDS, _c_float, build_emit_model
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -52,6 +53,16 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
     return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
 
 
+def write_test_vectors(path: Path, x: np.ndarray, y: np.ndarray, n_learn: int, env: Any = None) -> Path:
+    """Write the demo's test_vectors.h (inputs x [N, ...], labels y [N]; n_learn learn calls cycle through them)
+    from the template ``test_vectors.h.j2`` of ``env`` (default: the c backend's)."""
+    rows = [[_c_float(v) for v in r.reshape(-1)] for r in np.asarray(x, np.float32)]
+    text = (env or _env()).get_template("test_vectors.h.j2").render(
+        n=len(x), size=int(np.prod(x.shape[1:])), xs=rows, ys=[str(int(v)) for v in y], n_learn=int(n_learn))
+    path.write_text(text)
+    return path
+
+
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
                    classifier_only: bool = False, runtime_dir: str = "runtime") -> list[Path]:
     """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir."""
@@ -84,12 +95,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         written.append(path)
     if with_main:
         x, y = test_vectors(dep, options)
-        size = int(np.prod(x.shape[1:]))
-        rows = [[_c_float(v) for v in r.reshape(-1)] for r in x]
-        tv = env.get_template("test_vectors.h.j2").render(n=len(x), size=size, xs=rows, ys=[str(int(v)) for v in y],
-                                                          n_learn=int(options.get("test_learn") or len(x)))
-        (outdir / "test_vectors.h").write_text(tv)
-        written.append(outdir / "test_vectors.h")
+        written.append(write_test_vectors(outdir / "test_vectors.h", x, y, int(options.get("test_learn") or len(x))))
     rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
     for f in RUNTIME_FILES:
@@ -101,6 +107,17 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
 class CBackend(Backend):
     name = "c"
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
+    platforms = ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
+
+    def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
+        if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
+            raise TinyccError(f"{project}: not a project of target c (no main.c/Makefile)")
+        write_test_vectors(project / "test_vectors.h", x, np.asarray(y, np.int64) % deployment.num_classes, len(x))
+
+    def run_demo(self, project: Path, platform: str) -> DemoRun:
+        from .run import run_demo
+
+        return run_demo(project, platform)
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         g = deployment.extractor

@@ -17,34 +17,33 @@ BOARD_CLOCK_HZ = {"mps2-an385": 25_000_000, "mps2-an386": 25_000_000, "mps2-an50
                   "microbit": 16_000_000}  # QEMU's SysTick clocks, checked by tests/test_c_backend.py
 
 
-def elf_name(cpu: str = "m4", board: str | None = None) -> str:
-    return f"tinycc_demo{'' if cpu == 'm4' else '-' + cpu}{'-microbit' if board == 'microbit' else ''}.elf"
+def elf_name(cpu: str = "m4", board: str | None = None, dump: bool = False) -> str:
+    return (f"tinycc_demo{'' if cpu == 'm4' else '-' + cpu}{'-microbit' if board == 'microbit' else ''}"
+            f"{'-dump' if dump else ''}.elf")
 
 
-def build(project: Path, cpu: str = "m4", board: str | None = None) -> Path:
-    """``make cortexm`` (-Os, -Wall -Wextra -Werror); raises RuntimeError with the compiler's output."""
-    cmd = ["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"] + ([f"BOARD={board}"] if board else [])
+def build(project: Path, cpu: str = "m4", board: str | None = None, dump: bool = True) -> Path:
+    """``make cortexm`` (-Os, -Wall -Wextra -Werror); ``dump``: the demo prints the machine-readable dump
+    (``DUMP=1``, -DTCC_DEMO_DUMP=1) instead of its short report. Raises RuntimeError with the compiler's output."""
+    cmd = (["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"] + ([f"BOARD={board}"] if board else [])
+           + (["DUMP=1"] if dump else []))
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"arm build ({cpu}, {board or DEFAULT_BOARD[cpu]}) failed:\n{r.stdout[-2000:]}"
                            f"{r.stderr[-4000:]}")
-    return project / elf_name(cpu, board)
+    return project / elf_name(cpu, board, dump)
 
 
 def section_sizes(elf: Path) -> dict[str, int]:
     """Bytes per allocated section (``arm-none-eabi-size -A``): .text, .data, .bss, .heap, ..."""
-    out = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
-    sizes = {}
-    for line in out.splitlines():
-        p = line.split()
-        if len(p) >= 3 and p[0].startswith(".") and p[1].isdigit() and not p[0].startswith((".debug", ".comment",
-                                                                                                 ".ARM.attr")):
-            sizes[p[0]] = int(p[1])
-    return sizes
+    from .run import section_sizes as sizes
+
+    return sizes(elf, "arm-none-eabi-size")
 
 
 def run_qemu(elf: Path, board: str, icount: bool = True, timeout: float = 600) -> str:
-    """Run the demo (semihosting) and return its output; raises RuntimeError unless it printed ``done``."""
+    """Run the demo (semihosting) and return its output (the dump when built with ``dump``); raises
+    RuntimeError unless it printed ``done``."""
     cmd = ["qemu-system-arm", "-M", board, "-nographic", "-semihosting-config", "enable=on,target=native",
            *(["-icount", "shift=0"] if icount else []), "-kernel", str(elf)]
     q = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,161 @@
+"""`tinycc validate` (the generated program against run_int8, the simulator and Keras) and the demo's short report."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import test_vectors as embedded_vectors
+from tinycc.backends.demo import report_predictions
+from tinycc.driver import compile_model
+from tinycc.ir.simulator import Simulator
+from tinycc.plugins.validate import validate
+
+from . import arduino_harness, c_harness
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "examples" / "digits_cnn.h5"
+DATA = ROOT / "examples" / "digits_data.npz"
+OPTS = {"calib": str(DATA)}
+# TensorFlow's import banner (absl/oneDNN) goes to stderr from C++; the CLI's own output is the rest
+TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 .*oneDNN custom operations)")
+
+
+def _validate(session, target: str, on: str | None, project: Path | None = None, n: int = 20,
+              **opts) -> tuple[int, str]:
+    out = io.StringIO()
+    rc = validate(str(MODEL), target, str(DATA), on, n, None if project is None else str(project),
+                  {**OPTS, **opts}, session, out)
+    return rc, out.getvalue()
+
+
+def _row(text: str, check: str) -> str:
+    return next(l for l in text.splitlines() if l.startswith(check))
+
+
+def _assert_pass(rc: int, text: str, n: int = 20) -> None:
+    assert rc == 0, text
+    assert f"{n}/{n} equal, max |diff| 0" in _row(text, "int8 features, bit-exact")
+    assert f"{n}/{n} agree" in _row(text, "top-1 before learning") and _row(text, "top-1 before").endswith("ok")
+    assert f"{n}/{n} agree" in _row(text, f"top-1 after {n} learn calls")
+    acc = _row(text, "accuracy before learning")
+    assert re.search(rf"\d+\.\d% of {n}\s+int8 \d+\.\d%, float Keras \d+\.\d%", acc), acc
+    assert re.search(r"[\d,]+ B\s+[\d,]+ B compile report", _row(text, "RAM (build)"))
+    assert "PASS" in text.splitlines()[-1]
+
+
+def test_validate_c_on_host_passes(session) -> None:
+    rc, text = _validate(session, "c", "host")
+    _assert_pass(rc, text)
+    assert re.search(r"features [\d.,]+, predict [\d.,]+, learn [\d.,]+ us", _row(text, "time per call"))
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_validate_c_on_qemu_m4_passes(session) -> None:
+    rc, text = _validate(session, "c", "qemu-m4", n=12)
+    _assert_pass(rc, text, 12)
+    assert re.search(r"features [\d,]+, predict [\d,]+, learn [\d,]+ instructions", _row(text, "time per call"))
+
+
+@pytest.mark.skipif(not arduino_harness.available(), reason="arduino-builder/simavr/avr-gcc not installed")
+def test_validate_arduino_on_simavr_passes(session) -> None:
+    rc, text = _validate(session, "arduino", "simavr", n=10, board="mega2560", lr=0.05)
+    _assert_pass(rc, text, 10)
+
+
+def _corrupt_first_weight(model_c: Path) -> None:
+    """Change the first value of the first int8 weight array (the first convolution's) in model.c."""
+    text = model_c.read_text()
+    m = re.search(r"static const int8_t tcc_w_\d+\[\d+\] TCC_WEIGHT = \{\s*(-?\d+)", text)
+    assert m is not None, "no int8 weight array in model.c"
+    value = int(m.group(1))
+    model_c.write_text(text[:m.start(1)] + str(-127 if value > 0 else 127) + text[m.end(1):])
+
+
+def test_validate_fails_on_a_corrupted_weight_and_leaves_the_project_alone(session, tmp_path: Path) -> None:
+    proj = tmp_path / "digits"
+    compile_model(str(MODEL), "c", str(proj), dict(OPTS), session)
+    rc, text = _validate(session, "c", "host", proj)
+    assert rc == 0, text  # the project as generated equals the reference
+    _corrupt_first_weight(proj / "model.c")
+    before = {p: p.read_bytes() for p in proj.rglob("*") if p.is_file()}
+    rc, text = _validate(session, "c", "host", proj)
+    assert rc == 1, text
+    row = _row(text, "int8 features, bit-exact")
+    assert row.endswith("MISMATCH") and not row.startswith("int8 features, bit-exact  20/20 equal"), row
+    assert text.splitlines()[-1].startswith("FAIL: the program differs from the reference: ")
+    assert "samples have different int8 features" in text.splitlines()[-1]
+    after = {p: p.read_bytes() for p in proj.rglob("*") if p.is_file()}
+    assert after == before  # validate worked on a temporary copy
+
+
+def tinycc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def _one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip() and not TF_NOISE.match(l)]
+    assert len(lines) == 1, r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_validate_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    base = ["validate", str(MODEL), "--target", "c", "--calib", str(DATA)]
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "missing.npz")), "missing.npz", "no such file")
+    np.savez(tmp_path / "shape.npz", x=np.zeros((5, 7, 7, 1), np.float32), y=np.zeros(5, np.int64))
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "shape.npz")), "shape [7, 7, 1]", "[8, 8, 1]")
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((5, 8, 8, 1), np.float32))
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "nolabels.npz")), "labels missing")
+    np.savez(tmp_path / "labels.npz", x=np.zeros((5, 8, 8, 1), np.float32), y=np.full(5, 10))
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "labels.npz")), "labels must be integers in 0..9")
+    (tmp_path / "junk.npz").write_bytes(b"not an archive")
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "junk.npz")), "junk.npz", "cannot read")
+    _one_error_line(tinycc(*base, "--data", str(DATA), "--on", "simavr"), "runs on host, qemu-m4")
+    _one_error_line(tinycc("validate", str(MODEL), "-t", "tflm", "--data", str(DATA)), "'tflm' has no demo runner")
+    _one_error_line(tinycc(*base, "--data", str(DATA), "--project", str(tmp_path)), "not a tinycc project")
+
+
+def test_validate_project_made_with_other_options_is_refused(session, tmp_path: Path) -> None:
+    from tinycc.errors import TinyccError
+
+    proj = tmp_path / "digits"
+    compile_model(str(MODEL), "c", str(proj), {**OPTS, "buffer": 10}, session)
+    with pytest.raises(TinyccError, match="was not compiled from .* with these options"):
+        _validate(session, "c", "host", proj)
+
+
+def test_make_run_prints_a_short_report(session, tmp_path: Path) -> None:
+    """The bundled example's `make run`: under 40 lines with predictions and accuracy before/after learning that
+    are the simulator's; `make run DUMP=1` gives the machine-readable lines instead."""
+    proj = tmp_path / "digits"
+    dep = compile_model(str(MODEL), "c", str(proj), dict(OPTS), session).deployment
+    r = subprocess.run(["make", "-s", "-C", str(proj), "run"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert 5 < len(lines) < 40, r.stdout
+    x, y = embedded_vectors(dep, {})  # what the compile embedded: the first 8 calibration samples
+    rows = report_predictions(r.stdout)
+    sim = Simulator(dep)
+    k_before = sim.predict(x)[0]
+    for i in range(len(x)):
+        sim.learn(x[i], int(y[i]))
+    k_after = sim.predict(x)[0]
+    assert rows["expected"] == list(y) and rows["before"] == list(k_before) and rows["after"] == list(k_after)
+    acc = _row(r.stdout, "accuracy: ")
+    assert acc.startswith(f"accuracy: {int((k_before == y).sum())}/8 ") and f", {int((k_after == y).sum())}/8 " in acc
+    assert "before learning" in acc and "after 8 learn calls" in acc
+    assert f"replay buffer: 8/{dep.buffer.capacity} entries" in lines
+    assert f"RAM {dep.memory['ram']} B, flash {dep.memory['flash']} B" in _row(r.stdout, "memory: ")
+    assert re.match(r"time per call \(host, mean\): features [\d.]+ us, predict [\d.]+ us, learn [\d.]+ us",
+                    _row(r.stdout, "time per call"))
+    dump = subprocess.run(["make", "-s", "-C", str(proj), "run", "DUMP=1"], capture_output=True, text=True, timeout=600)
+    out = c_harness.parse(dump.stdout)
+    assert len(out.features) == 8 and len(out.weights) == len(dep.classifier) and out.buffer == 8
+    assert [out.before[i][0] for i in range(8)] == list(k_before) and out.time_us["learn"] > 0
