@@ -309,7 +309,8 @@ def _classes(text: str) -> tuple[int, ...]:
     try:
         out = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected class indices separated by commas, e.g. 4,6; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected class indices separated by commas, e.g. 4,6; got {text!r}") \
+            from None
     if len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(f"class listed twice in {text!r}")
     return out

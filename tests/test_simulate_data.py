@@ -16,7 +16,8 @@ MODEL = ROOT / "examples" / "digits_cnn.h5"
 DIGITS = ROOT / "examples" / "digits_data.npz"
 # glog-format lines and absl's preamble that TensorFlow's C++ runtime writes to descriptor 2 on import,
 # whatever TF_CPP_MIN_LOG_LEVEL says; they are not tinycc's output (the CLI's library silencing drops them)
-NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\])")
+NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                        r"|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\])")
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess:
@@ -43,7 +44,8 @@ def check_png(path: Path) -> None:
 
 
 def check_curves(table: list[dict[str, str]], n: int, kinds: tuple[str, ...]) -> None:
-    want = ["sample"] + [f"{m}_{k}_{s}" for m in ("omega", "tinyol", "baseline") for k in kinds for s in ("mean", "std")]
+    want = ["sample"] + [f"{m}_{k}_{s}" for m in ("omega", "tinyol", "baseline") for k in kinds
+                         for s in ("mean", "std")]
     assert list(table[0]) == want
     assert [int(r["sample"]) for r in table] == list(range(1, n + 1))
     for r in table:
@@ -135,7 +137,8 @@ def test_transfer_adapts_to_the_target_data(data: Path, tmp_path: Path) -> None:
     ("shape", ["--scenario", "concept-drift", "--data", "{d}/shape.npz"], ["(10, 10, 1)", "(8, 8, 1)"]),
     ("label range", ["--scenario", "concept-drift", "--data", "{d}/range.npz"], ["label 12", "10 outputs"]),
     ("class absent", ["--scenario", "concept-drift", "--data", "{d}/no6.npz"], ["class 6 does not occur"]),
-    ("at too late", ["--scenario", "concept-drift", "--data", str(DIGITS), "--stream", "20", "--at", "20"], ["--at 20"]),
+    ("at too late", ["--scenario", "concept-drift", "--data", str(DIGITS), "--stream", "20", "--at", "20"],
+     ["--at 20"]),
 ])
 def test_bad_input_is_one_line_exit_2(data: Path, tmp_path: Path, case: str, args: list[str],
                                       words: list[str]) -> None:
