@@ -142,13 +142,20 @@ def check_samples(graph: Graph, x: object, what: str = "calibration data") -> np
         else:
             raise CalibrationDataError(f"{what}: samples have shape {tuple(x.shape[1:])}, the model expects {want}")
     x = x.astype(np.float32)
+    check_finite(x, what)
+    return x
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    """Raise CalibrationDataError naming how many samples of ``x`` ``[N, ...]`` hold NaN/Inf."""
+    if x.dtype.kind != "f":
+        return
     bad = ~np.isfinite(x)
     if bad.any():
         per = bad.reshape(len(x), -1).sum(axis=1)
         first = int(np.nonzero(per)[0][0])
         raise CalibrationDataError(f"{what}: {int(bad.sum())} NaN/Inf values in {int((per > 0).sum())} of {len(x)} "
                                    f"samples (first in sample {first})")
-    return x
 
 
 def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None = None, batch_size: int = 64,

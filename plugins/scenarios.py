@@ -1,22 +1,28 @@
 """The reference thesis's incremental-learning protocols, run on the host simulator (`tinycc simulate`).
 
-One supervised sample at a time; after each, accuracy on a fixed test set (mean and std over runs):
-- concept-drift: classes 4 and 6 swapped from sample 100 of an 800-sample stream (labels of both
-  the stream and the test set follow the current concept); 200 test samples.
+One supervised sample at a time; after each, accuracy on a fixed test set (mean and std over runs).
+Defaults are the thesis's (its data folder: CIFAR-10 and Imagenette at 32x32, pixels scaled by 1/255):
+- concept-drift: classes 4 and 6 swapped after the first 100 samples of an 800-sample stream (labels of
+  both the stream and the test set follow the current concept); 200 test samples.
 - incremental: the model was trained on classes 0-7 (its classifier has outputs for all classes);
   classes 8-9 enter the stream at sample 100 of 700; 200 test samples of all classes, accuracy
   reported for old (0-7) and new (8-9) classes separately.
 - transfer: a CIFAR-10 model adapted on Imagenette: 700 stream samples, 200 test samples.
+Any labelled .npz works too, with the swapped pair, the point of change, the new classes and the
+target dataset as options (`Protocol`, data handling in `scenario_data`).
 Modes side by side: Ω (int8 Φf, buffer as configured), TinyOL (the same Φf, buffer of 1) and the
 float baseline (float Φf, float32 buffer of the same capacity). Φf is frozen, so test features are
 computed once per mode and only the classifier is evaluated after each sample.
 """
 from __future__ import annotations
 
+import argparse
 import csv
+import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pluggy
@@ -25,74 +31,31 @@ from ..errors import TinyccError
 from ..ir.buffer import OnlineLearner, ReplayBuffer
 from ..ir.interpreter import run
 from ..ir.train import Classifier, DenseLayer
+from .scenario_data import (SOURCE_FILE, TARGET_FILE, THESIS_SCALE, Dataset, Protocol, Stream, check_classes,
+                            fit_to_model, load_dataset, make_stream, sample_count)
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 SCENARIOS = ("concept-drift", "incremental", "transfer")
+MODES = ("omega", "tinyol", "baseline")
+THESIS_AT = 100  # the thesis's point of change (concept drift, incremental)
+CALIB_SAMPLES, CALIB_SEED = 300, 1234
 
 
-@dataclass
-class Stream:
-    x: np.ndarray
-    y: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    swap_at: int | None = None  # concept drift: labels 4 <-> 6 from this sample on
-    new_classes: tuple[int, ...] = ()
-
-
-def _load(data: str, name: str) -> dict[str, np.ndarray]:
-    p = Path(data)
-    p = p / name if p.is_dir() else p
-    if not p.exists():
-        raise TinyccError(f"{p}: data not found")
-    with np.load(p, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def make_stream(scenario: str, data: str, n_stream: int, n_test: int, seed: int, scale: float) -> Stream:
-    rng = np.random.default_rng(seed)
-    if scenario == "transfer":
-        d = _load(data, "imagenette-32.npz")
-        xs, ys, xt, yt = d["x_train"], d["y_train"], d["x_val"], d["y_val"]
-    else:
-        d = _load(data, "cifar10.npz")
-        xs, ys, xt, yt = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
-    s_idx = rng.choice(len(xs), n_stream, replace=False)
-    t_idx = rng.choice(len(xt), n_test, replace=False)
-    x, y = xs[s_idx].astype(np.float32) * scale, ys[s_idx].astype(np.int64)
-    st = Stream(x, y, xt[t_idx].astype(np.float32) * scale, yt[t_idx].astype(np.int64))
-    if scenario == "concept-drift":
-        st.swap_at = min(100, n_stream)
-    if scenario == "incremental":
-        old = ys[s_idx] < 8
-        first = np.nonzero(old)[0][:min(100, n_stream)]
-        rest = np.setdiff1d(np.arange(n_stream), first)
-        order = np.concatenate([first, rest])
-        st.x, st.y = x[order], y[order]
-        st.new_classes = (8, 9)
-    return st
-
-
-def _swap(y: np.ndarray) -> np.ndarray:
-    out = y.copy()
-    out[y == 4], out[y == 6] = 6, 4
-    return out
-
-
-def run_mode(learner: OnlineLearner, f_stream: np.ndarray, f_test: np.ndarray, st: Stream) -> dict[str, np.ndarray]:
+def run_mode(learner: OnlineLearner, f_stream: np.ndarray, f_test: np.ndarray, st: Stream,
+             tick: Callable[[], Any] | None = None) -> dict[str, np.ndarray]:
     n = len(f_stream)
     acc, old_acc, new_acc = np.zeros(n), np.zeros(n), np.zeros(n)
     new_mask = np.isin(st.y_test, st.new_classes)
     for i in range(n):
-        drift = st.swap_at is not None and i >= st.swap_at
-        label = int(_swap(st.y[i:i + 1])[0] if drift else st.y[i])
-        learner.learn(f_stream[i], label)
-        y_test = _swap(st.y_test) if drift else st.y_test
+        learner.learn(f_stream[i], int(st.label[i]))
+        y_test = st.test_labels(i)
         pred = learner.predict(f_test)[0]
         acc[i] = (pred == y_test).mean()
         if st.new_classes:
             old_acc[i] = (pred[~new_mask] == y_test[~new_mask]).mean() if (~new_mask).any() else np.nan
             new_acc[i] = (pred[new_mask] == y_test[new_mask]).mean() if new_mask.any() else np.nan
+        if tick:
+            tick()
     return {"all": acc, "old": old_acc, "new": new_acc}
 
 
@@ -105,7 +68,36 @@ def _learner(dep: Any, capacity: int, storage: str, lr: float, epochs: int) -> O
     return OnlineLearner(clf, buf, lr, epochs, dep.train.batch_size)
 
 
-MODES = ("omega", "tinyol", "baseline")
+# ---- data ------------------------------------------------------------------------
+@dataclass
+class ScenarioData:
+    """The model's own data (calibration; the stream too, except in transfer) and the stream's data."""
+
+    source: Dataset
+    stream: Dataset
+    scale: float  # default input scale: the thesis's 1/255 for its folder, 1 (as stored) for a file
+
+
+def load_data(scenario: str, data: str, protocol: Protocol) -> ScenarioData:
+    """Read (and check) the datasets a scenario needs; nothing about the model yet."""
+    if scenario not in SCENARIOS:
+        raise TinyccError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    folder = Path(data).is_dir()
+    source = load_dataset(data, SOURCE_FILE, protocol.seed)
+    stream = source
+    if scenario == "transfer":
+        if protocol.target_data is None and not folder:
+            raise TinyccError("transfer needs --target-data DATA2.npz (the dataset to adapt to) when --data is a file")
+        stream = load_dataset(protocol.target_data or data, TARGET_FILE, protocol.seed)
+    return ScenarioData(source, stream, THESIS_SCALE if folder else 1.0)
+
+
+def _at(protocol: Protocol, n_stream: int) -> int:
+    if protocol.at is None:
+        return min(THESIS_AT, n_stream)
+    if not 0 <= protocol.at < n_stream:
+        raise TinyccError(f"--at {protocol.at}: must be in 0..{n_stream - 1} (the stream has {n_stream} samples)")
+    return protocol.at
 
 
 @dataclass
@@ -113,35 +105,60 @@ class Prepared:
     """A scenario's deployment (int8 Φf, Φc, buffer) and float Φf, built once for all runs and rates."""
 
     scenario: str
-    data: str
+    data: Dataset  # where stream and test samples are drawn from
     dep: Any
     float_ext: Any
     n_stream: int
     n_test: int
     scale: float
+    protocol: Protocol
+    at: int  # concept drift: labels swapped from this step on; incremental: old classes only before it
 
 
-def prepare(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any,
-            n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0) -> Prepared:
-    """Calibrate and cut ``graph`` as `tinycc compile` would for the C backend."""
+def prepare(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+            n_stream: int | None = None, n_test: int | None = None, scale: float | None = None,
+            protocol: Protocol | None = None) -> Prepared:
+    """Check the data against the model, then calibrate and cut ``graph`` as `tinycc compile` does for C."""
     from ..backends.c import CBackend
     from .ondevice import build_deployment, cut_candidates, _resolve_cut, split
 
-    if scenario not in SCENARIOS:
-        raise TinyccError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
-    n_stream = n_stream or (800 if scenario == "concept-drift" else 700)
-    calib_stream = make_stream(scenario if scenario != "transfer" else "concept-drift", data, 300, 1, 1234, scale)
-    dep = build_deployment(graph, {**options, "calib_data": calib_stream.x}, session, CBackend())
+    protocol = protocol or Protocol()
+    sd = data if isinstance(data, ScenarioData) else load_data(scenario, data, protocol)
+    n_classes = int(graph.tensors[graph.outputs[0]].shape[-1])
+    source = fit_to_model(sd.source, graph, n_classes)
+    stream = source if sd.stream is sd.source else fit_to_model(sd.stream, graph, n_classes)
+    n_stream = sample_count("--stream", n_stream, 800 if scenario == "concept-drift" else 700,
+                            len(stream.x_train), f"the stream data of {stream.path}")
+    n_test = sample_count("--test", n_test, 200, len(stream.x_test), f"the test data of {stream.path}")
+    at = _at(protocol, n_stream)
+    if scenario == "concept-drift":
+        if protocol.swap[0] == protocol.swap[1]:
+            raise TinyccError(f"--swap {protocol.swap[0]},{protocol.swap[1]}: give two different classes")
+        check_classes(stream, "--swap", protocol.swap, n_classes)
+    if scenario == "incremental":
+        check_classes(stream, "--new-classes", protocol.new_classes, n_classes)
+        if np.isin(stream.y_train, protocol.new_classes).all():
+            raise TinyccError(f"--new-classes: {stream.path} has no stream samples of other (old) classes")
+    scale = sd.scale if scale is None else float(scale)
+    n_calib = min(CALIB_SAMPLES, len(source.x_train))
+    calib = make_stream("concept-drift" if scenario == "transfer" else scenario, source, n_calib, 1, CALIB_SEED, scale,
+                        protocol, min(protocol.at if protocol.at is not None else THESIS_AT, n_calib))
+    dep = build_deployment(graph, {**options, "calib_data": calib.x}, session, CBackend())
     cut = _resolve_cut(graph, dep.meta["cut"], cut_candidates(graph))
     float_ext, _ = split(graph, cut)
-    return Prepared(scenario, data, dep, float_ext, n_stream, n_test, scale)
+    return Prepared(scenario, stream, dep, float_ext, n_stream, n_test, scale, protocol, at)
+
+
+def stream_of(prep: Prepared, seed: int) -> Stream:
+    """The stream and test set of the run with ``seed``."""
+    return make_stream(prep.scenario, prep.data, prep.n_stream, prep.n_test, seed, prep.scale, prep.protocol, prep.at)
 
 
 def draw(prep: Prepared, seed: int) -> tuple[Stream, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The stream and test set of one run, and each mode's (stream, test) features (Φf is frozen)."""
     from ..ir.interpreter_int8 import run_int8
 
-    st = make_stream(prep.scenario, prep.data, prep.n_stream, prep.n_test, seed=seed, scale=prep.scale)
+    st = stream_of(prep, seed)
     ext, fe = prep.dep.extractor, prep.float_ext
     q = [run_int8(ext, x)[ext.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
     f = [run(fe, x)[fe.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
@@ -149,83 +166,124 @@ def draw(prep: Prepared, seed: int) -> tuple[Stream, dict[str, tuple[np.ndarray,
 
 
 def learn(prep: Prepared, st: Stream, feats: dict[str, tuple[np.ndarray, np.ndarray]],
-          lr_by_mode: dict[str, float]) -> dict[str, dict[str, np.ndarray]]:
+          lr_by_mode: dict[str, float], tick: Callable[[], Any] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Run every mode over one stream with its learning rate; accuracy curves per mode."""
     dep = prep.dep
     ep = dep.train.epochs
     learners = {"omega": _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr_by_mode["omega"], ep),
                 "tinyol": _learner(dep, 1, dep.buffer.storage, lr_by_mode["tinyol"], ep),
                 "baseline": _learner(dep, dep.buffer.capacity, "float32", lr_by_mode["baseline"], ep)}
-    return {m: run_mode(learners[m], feats[m][0], feats[m][1], st) for m in MODES}
+    return {m: run_mode(learners[m], feats[m][0], feats[m][1], st, tick) for m in MODES}
 
 
-def simulate(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, runs: int = 5,
-             n_stream: int | None = None, n_test: int = 200, scale: float = 1 / 255.0,
-             progress: bool = True, first_seed: int = 0,
-             lr_by_mode: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+def _progress(total: int, desc: str, on: bool) -> Any:
+    """A tqdm bar on stderr counting learning steps; drawn only when ``on`` and stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=None if on else True)
+
+
+def _check_runs(runs: int) -> None:
+    if runs < 1:
+        raise TinyccError(f"--runs must be >= 1, got {runs}")
+
+
+def run_prepared(prep: Prepared, runs: int = 5, first_seed: int = 0, lr_by_mode: dict[str, float] | None = None,
+                 progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Curves [runs, steps] per mode and kind ("all", "old", "new"); run r uses seed ``first_seed + r``."""
+    _check_runs(runs)
+    lrs = {m: (lr_by_mode or {}).get(m, prep.dep.train.lr) for m in MODES}
+    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []} for m in MODES}
+    with _progress(runs * len(MODES) * prep.n_stream, prep.scenario, progress) as bar:
+        for r in range(runs):
+            st, feats = draw(prep, first_seed + r)
+            for mode, res in learn(prep, st, feats, lrs, bar.update).items():
+                for k, v in res.items():
+                    curves[mode][k].append(v)
+    return {m: {k: np.stack(v) for k, v in c.items()} for m, c in curves.items()}
+
+
+def simulate(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+             runs: int = 5, n_stream: int | None = None, n_test: int | None = None, scale: float | None = None,
+             progress: bool = True, first_seed: int = 0, lr_by_mode: dict[str, float] | None = None,
+             protocol: Protocol | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Run a scenario ``runs`` times for Ω, TinyOL and the float baseline; return curves [runs, steps].
 
     Run r draws its stream and test set with seed ``first_seed + r``; ``lr_by_mode`` overrides the
     learning rate of a mode ("omega", "tinyol", "baseline"), e.g. after tuning on other seeds.
     """
-    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale)
-    lrs = {m: (lr_by_mode or {}).get(m, prep.dep.train.lr) for m in MODES}
-    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []} for m in MODES}
-    for r in _progress(range(runs), scenario, progress):
-        st, feats = draw(prep, first_seed + r)
-        for mode, res in learn(prep, st, feats, lrs).items():
-            for k, v in res.items():
-                curves[mode][k].append(v)
-    return {m: {k: np.stack(v) for k, v in c.items()} for m, c in curves.items()}
+    _check_runs(runs)
+    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale, protocol)
+    return run_prepared(prep, runs, first_seed, lr_by_mode, progress)
 
 
-def tune(graph: Any, scenario: str, data: str, options: dict[str, Any], session: Any, grid: list[float],
-         runs: int = 1, first_seed: int = 100, n_stream: int | None = None, n_test: int = 200,
-         progress: bool = True) -> dict[str, float]:
+def tune(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+         grid: list[float], runs: int = 1, first_seed: int = 100, n_stream: int | None = None,
+         n_test: int | None = None, progress: bool = True, scale: float | None = None,
+         protocol: Protocol | None = None) -> dict[str, float]:
     """Each mode's learning rate from ``grid`` with the best mean final accuracy on held-out streams.
 
     Streams use seeds ``first_seed..``; features are computed once per stream for the whole grid.
     """
-    prep = prepare(graph, scenario, data, options, session, n_stream, n_test)
+    _check_runs(runs)
+    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale, protocol)
     final: dict[str, dict[float, list[float]]] = {m: {lr: [] for lr in grid} for m in MODES}
-    for r in _progress(range(runs), f"{scenario} tuning", progress):
-        st, feats = draw(prep, first_seed + r)
-        for lr in grid:
-            for mode, res in learn(prep, st, feats, {m: lr for m in MODES}).items():
-                final[mode][lr].append(float(res["all"][-1]))
+    with _progress(runs * len(grid) * len(MODES) * prep.n_stream, f"{scenario} tuning", progress) as bar:
+        for r in range(runs):
+            st, feats = draw(prep, first_seed + r)
+            for lr in grid:
+                for mode, res in learn(prep, st, feats, {m: lr for m in MODES}, bar.update).items():
+                    final[mode][lr].append(float(res["all"][-1]))
     return {m: max(grid, key=lambda lr: (float(np.nanmean(final[m][lr])), lr)) for m in MODES}
 
 
-def _progress(it: range, desc: str, on: bool) -> Any:
-    if not on:
-        return it
-    from tqdm import tqdm
+# ---- results -----------------------------------------------------------------------
+def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
 
-    return tqdm(it, desc=desc, unit="run")
 
+def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: Path, stem: str | None = None,
+                  streams: list[tuple[int, Stream]] | None = None) -> tuple[Path, Path]:
+    """``STEM.csv`` (mean/std per sample), ``STEM.png`` and, given (seed, stream) pairs, ``STEM-stream.csv``.
 
-def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: Path,
-                  stem: str | None = None) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / f"{stem or scenario}.csv", out / f"{stem or scenario}.png"
+    Each file is written atomically.
+    """
+    from .quantize import write_atomic
+
+    stem = stem or scenario
+    csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
     n = curves["omega"]["all"].shape[1]
     keys = ["all", "old", "new"] if scenario == "incremental" else ["all"]
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample"] + [f"{m}_{k}_{s}" for m in curves for k in keys for s in ("mean", "std")])
-        for i in range(n):
-            row = [i + 1]
-            for m in curves:
-                for k in keys:
-                    v = curves[m][k][:, i]
-                    row += [f"{np.nanmean(v):.4f}", f"{np.nanstd(v):.4f}"]
-            w.writerow(row)
+    header = ["sample"] + [f"{m}_{k}_{s}" for m in curves for k in keys for s in ("mean", "std")]
+    rows = []
+    for i in range(n):
+        row: list[Any] = [i + 1]
+        for m in curves:
+            for k in keys:
+                v = curves[m][k][:, i]
+                row += [f"{np.nanmean(v):.4f}", f"{np.nanstd(v):.4f}"]
+        rows.append(row)
+    write_atomic(csv_path, _csv_bytes(header, rows))
+    if streams is not None:  # what each run was taught: true class and label given, per sample
+        rows = [[r + 1, seed, i + 1, int(st.y[i]), int(st.label[i])]
+                for r, (seed, st) in enumerate(streams) for i in range(len(st.y))]
+        write_atomic(out / f"{stem}-stream.csv", _csv_bytes(["run", "seed", "sample", "class", "label"], rows))
+    write_atomic(png_path, _plot(curves, scenario, keys))
+    return csv_path, png_path
+
+
+def _plot(curves: dict[str, dict[str, np.ndarray]], scenario: str, keys: list[str]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    n = curves["omega"]["all"].shape[1]
     x = np.arange(1, n + 1)
     for m, label in (("omega", "Ω (int8 Φf + buffer)"), ("tinyol", "TinyOL"), ("baseline", "float baseline")):
         for k in keys:
@@ -240,20 +298,73 @@ def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return csv_path, png_path
+    return buf.getvalue()
 
 
-def _cmd(args: Any, session: Any) -> int:
+# ---- CLI -------------------------------------------------------------------------
+def _classes(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class indices separated by commas, e.g. 4,6; got {text!r}") \
+            from None
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"class listed twice in {text!r}")
+    return out
+
+
+def _pair(text: str) -> tuple[int, int]:
+    out = _classes(text)
+    if len(out) != 2:
+        raise argparse.ArgumentTypeError(f"expected two different classes, e.g. 4,6; got {text!r}")
+    return out[0], out[1]
+
+
+SCENARIO_ONLY = (("swap", "--swap", ("concept-drift",)), ("new_classes", "--new-classes", ("incremental",)),
+                 ("at", "--at", ("concept-drift", "incremental")), ("target_data", "--target-data", ("transfer",)))
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The scenario options given on the command line (refused where the scenario has no use for them)."""
+    for attr, flag, scenarios in SCENARIO_ONLY:
+        if getattr(args, attr) is not None and args.scenario not in scenarios:
+            raise TinyccError(f"{flag} applies to --scenario {' / '.join(scenarios)}, not {args.scenario}")
+    given = {k: getattr(args, k) for k in ("swap", "new_classes", "at", "target_data") if getattr(args, k) is not None}
+    return Protocol(**given, seed=args.seed)
+
+
+def _describe(prep: Prepared, runs: int, source: str) -> str:
+    p, what = prep.protocol, ""
+    if prep.scenario == "concept-drift":
+        what = f"; labels {p.swap[0]} and {p.swap[1]} swapped after {prep.at} samples"
+    elif prep.scenario == "incremental":
+        what = f"; classes {','.join(map(str, p.new_classes))} held out of the first {prep.at} samples"
+    elif prep.scenario == "transfer":
+        what = f"; model calibrated on {source}"
+    return (f"{prep.scenario} on {prep.data.path}: {prep.n_stream} stream samples, {prep.n_test} test samples, "
+            f"{runs} run(s), input scale {prep.scale:g}{what}")
+
+
+def _cmd(args: argparse.Namespace, session: Any) -> int:
     from ..passes import PassContext, run_pipeline
 
+    protocol = protocol_from_args(args)
+    _check_runs(args.runs)
+    data = load_data(args.scenario, args.data, protocol)  # data errors before the model is loaded
+    if not Path(args.model).exists():
+        raise TinyccError(f"{args.model}: no such file")
     g = session.registry.frontend_for(args.model).load(args.model, {})
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     opts = {"buffer": args.buffer, "policy": args.policy, "lr": args.lr, "epochs": args.epochs, "cut": args.cut,
             "storage": "int8"}
-    curves = simulate(g, args.scenario, args.data, opts, session, args.runs, args.stream, args.test, args.scale)
-    csv_path, png_path = write_results(curves, args.scenario, Path(args.output))
+    prep = prepare(g, args.scenario, data, opts, session, args.stream, args.test, args.scale, protocol)
+    print(_describe(prep, args.runs, data.source.path), flush=True)
+    curves = run_prepared(prep, args.runs, args.seed, progress=not args.no_progress)
+    streams = [(args.seed + r, stream_of(prep, args.seed + r)) for r in range(args.runs)]
+    csv_path, png_path = write_results(curves, args.scenario, Path(args.output), streams=streams)
     for m in curves:
         v = curves[m]["all"][:, -1]
         extra = ""
@@ -261,24 +372,37 @@ def _cmd(args: Any, session: Any) -> int:
             extra = (f" (old {np.nanmean(curves[m]['old'][:, -1]):.3f}, "
                      f"new {np.nanmean(curves[m]['new'][:, -1]):.3f})")
         print(f"{m:<9} final accuracy {v.mean():.3f} ± {v.std():.3f}{extra}")
-    print(f"wrote {csv_path} and {png_path}")
+    print(f"wrote {csv_path}, {png_path} and {Path(args.output) / f'{args.scenario}-stream.csv'}")
     return 0
 
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser("simulate", help="run the thesis's incremental-learning scenarios on the host")
+    p = subparsers.add_parser("simulate", help="run incremental-learning scenarios on the host simulator")
     p.add_argument("model")
     p.add_argument("--scenario", required=True, choices=SCENARIOS)
-    p.add_argument("--data", required=True, help="folder with cifar10.npz / imagenette-32.npz")
+    p.add_argument("--data", required=True,
+                   help="labelled .npz (x_train/y_train [+ x_test/y_test] or x/y, split 80/20 with --seed) or the "
+                        "thesis's folder with cifar10.npz / imagenette-32.npz")
+    p.add_argument("--target-data", help="transfer: labelled .npz to adapt to (default: the folder's Imagenette)")
+    p.add_argument("--swap", type=_pair, metavar="A,B", help="concept drift: the two classes swapped (default 4,6)")
+    p.add_argument("--at", type=int, metavar="N",
+                   help="concept drift: swap after N stream samples; incremental: new classes only after N samples "
+                        "(default 100, at most the stream length)")
+    p.add_argument("--new-classes", type=_classes, metavar="C,...", help="incremental: held-out classes (default 8,9)")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--stream", type=int, help="stream length (default 800 concept drift, 700 otherwise)")
-    p.add_argument("--test", type=int, default=200, help="test samples evaluated after every sample")
+    p.add_argument("--seed", type=int, default=0, help="run r draws its stream with seed SEED+r; also splits x/y")
+    p.add_argument("--stream", type=int, help="stream length (default 800 concept drift, 700 otherwise, at most the "
+                                              "stream data)")
+    p.add_argument("--test", type=int, help="test samples evaluated after every sample (default 200, at most the "
+                                            "test data)")
     p.add_argument("--buffer", type=int, default=158, help="replay buffer capacity (thesis: 158)")
     p.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--cut", help="cut layer (default: automatic)")
-    p.add_argument("--scale", type=float, default=1 / 255.0, help="pixel scale the model expects (default 1/255)")
+    p.add_argument("--scale", type=float,
+                   help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
     p.add_argument("-o", "--output", default="simulate_out")
     p.set_defaults(func=_cmd)
