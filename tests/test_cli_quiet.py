@@ -27,6 +27,9 @@ GOOD: dict[str, Case] = {
     "quantize": lambda d: ["quantize", str(EXAMPLE), "--calib", str(DIGITS), "--eval", str(DIGITS),
                            "-o", str(d / "m.tflite")],
     "prune": lambda d: ["prune", str(EXAMPLE), "--ratio", "0.25", "-o", str(d / "p.keras")],
+    "simulate": lambda d: ["simulate", str(EXAMPLE), "--scenario", "concept-drift", "--data", str(DIGITS),
+                           "--runs", "1", "--stream", "60", "--at", "30", "--test", "40", "-o", str(d / "sim")],
+    "validate": lambda d: ["validate", str(EXAMPLE), "--target", "c", "--data", str(DIGITS), "-n", "4"],
 }
 
 
@@ -42,6 +45,7 @@ BAD: dict[str, Case] = {
     "quantize": lambda d: ["quantize", str(EXAMPLE), "--calib", _nan_calib(d), "-o", str(d / "m.tflite")],
     "prune": lambda d: ["prune", str(EXAMPLE), "--ratio", "1.5", "-o", str(d / "p.keras")],
     "simulate": lambda d: ["simulate", str(EXAMPLE), "--scenario", "concept-drift", "--data", str(d / "none")],
+    "validate": lambda d: ["validate", str(EXAMPLE), "--target", "c", "--data", str(d / "missing.npz")],
     "serial": lambda d: ["serial", "--port", str(d / "no-such-tty"), "--data", str(DIGITS), "-o", str(d / "s")],
     "unknown command": lambda d: ["frobnicate"],
 }

@@ -3,31 +3,26 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from .test_cli import tinycc
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "examples" / "digits_cnn.h5"
 DIGITS = ROOT / "examples" / "digits_data.npz"
-# glog-format lines and absl's preamble that TensorFlow's C++ runtime writes to descriptor 2 on import,
-# whatever TF_CPP_MIN_LOG_LEVEL says; they are not tinycc's output (the CLI's library silencing drops them)
-NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                        r"|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\])")
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinycc.cli", "simulate", str(MODEL), *args], capture_output=True,
-                          text=True, timeout=600)
+    return tinycc("simulate", str(MODEL), *args)
 
 
 def stderr_lines(r: subprocess.CompletedProcess) -> list[str]:
     assert "Traceback" not in r.stderr, r.stderr
-    return [l for l in r.stderr.splitlines() if l.strip() and not NATIVE_LOG.match(l)]
+    return [l for l in r.stderr.splitlines() if l.strip()]
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,12 @@ from tinycc.ir.simulator import Simulator
 from tinycc.plugins.validate import validate
 
 from . import arduino_harness, c_harness
+from .test_cli import tinycc
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "examples" / "digits_cnn.h5"
 DATA = ROOT / "examples" / "digits_data.npz"
 OPTS = {"calib": str(DATA)}
-# TensorFlow's import banner (absl/oneDNN) goes to stderr from C++; the CLI's own output is the rest
-TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 .*oneDNN custom operations)")
 
 
 def _validate(session, target: str, on: str | None, project: Path | None = None, n: int = 20,
@@ -94,14 +92,10 @@ def test_validate_fails_on_a_corrupted_weight_and_leaves_the_project_alone(sessi
     assert after == before  # validate worked on a temporary copy
 
 
-def tinycc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True, timeout=600)
-
-
 def _one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip() and not TF_NOISE.match(l)]
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
     assert all(w in lines[0] for w in words), lines[0]
 
