@@ -99,22 +99,23 @@ def load_dataset(spec: str, thesis_file: str, seed: int = 0) -> Dataset:
 def _arrays(z: Any, path: str, seed: int) -> Dataset:
     keys = set(z.files)
     if "x_train" in keys:
-        x, y = _pair(z, path, "x_train", "y_train")
+        x, y = labelled_pair(z, path, "x_train", "y_train")
         test = next((k for k in ("x_test", "x_val") if k in keys), None)
         if test is not None:
-            xt, yt = _pair(z, path, test, "y" + test[1:])
+            xt, yt = labelled_pair(z, path, test, "y" + test[1:])
             if xt.shape[1:] != x.shape[1:]:
                 raise TinyccError(f"{path}: {test} samples have shape {xt.shape[1:]}, x_train {x.shape[1:]}")
             return Dataset(path, x, y, xt, yt)
     elif "x" in keys:
-        x, y = _pair(z, path, "x", "y")
+        x, y = labelled_pair(z, path, "x", "y")
     else:
         raise TinyccError(f"{path}: expected arrays x_train/y_train (optionally x_test/y_test) or x/y; found "
                           f"{', '.join(sorted(keys)) or 'none'}")
     return _split(path, x, y, seed)
 
 
-def _pair(z: Any, path: str, xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
+def labelled_pair(z: Any, path: str, xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``z[xk]`` and their class indices ``z[yk]`` (one per sample, or one-hot rows), checked."""
     if yk not in z.files:
         raise TinyccError(f"{path}: {xk} has no labels ({yk} missing)")
     x, y = np.asarray(z[xk]), np.asarray(z[yk])
@@ -123,6 +124,8 @@ def _pair(z: Any, path: str, xk: str, yk: str) -> tuple[np.ndarray, np.ndarray]:
     check_finite(x, f"{path}: {xk}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
+    elif y.ndim == 2 and len(y) and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        y = y.argmax(axis=1)  # one-hot rows
     if y.ndim != 1:
         raise TinyccError(f"{path}: {yk} must hold one class index per sample, shape ({len(x)},); got {y.shape}")
     if len(y) != len(x):

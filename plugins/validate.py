@@ -32,36 +32,31 @@ BUILD_OUTPUTS = ("tinycc_demo", "tinycc_demo*.elf", "avr-build")  # left out of 
 def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``n`` samples (x reshaped to the model's input, integer labels) of an .npz with x/y,
     x_test/y_test or x_train/y_train, and the key used; TinyccError on anything else."""
-    from .quantize import _npz_array
+    from .scenario_data import labelled_pair
 
     p = Path(path)
     if not p.is_file():
         raise TinyccError(f"{path}: no such file")
+    if n < 1:
+        raise TinyccError(f"-n must be at least 1, got {n}")
     try:
-        x, y = _npz_array(p, DATA_KEYS)
+        with np.load(p, allow_pickle=False) as z:
+            key = next((k for k in DATA_KEYS if k in z.files), None)
+            if key is None:
+                raise TinyccError(f"{path}: no labelled samples (need x/y, x_test/y_test or x_train/y_train; found "
+                                  f"{', '.join(z.files) or 'none'})")
+            x, y = labelled_pair(z, path, key, "y" + key[1:])
     except TinyccError:
         raise
     except Exception as e:  # not an .npz, damaged archive, pickled objects
         raise TinyccError(f"{path}: cannot read an .npz with x/y, x_test/y_test or x_train/y_train ({e})") from None
-    if y is None:
-        raise TinyccError(f"{path}: labels missing (need y next to x, y_test next to x_test or y_train next to x_train)")
-    if n < 1:
-        raise TinyccError(f"-n must be at least 1, got {n}")
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim < 1 or len(x) == 0 or len(x) != len(y):
-        raise TinyccError(f"{path}: {len(x) if x.ndim else 0} inputs but {len(y) if y.ndim else 0} labels")
     shape = tuple(int(d) for d in x.shape[1:])
     if tuple(d for d in shape if d != 1) != tuple(d for d in input_shape if d != 1):
         raise TinyccError(f"{path}: samples have shape {list(shape)} but the model takes {list(input_shape)}")
-    if y.ndim == 2 and y.shape[1] == n_classes:
-        y = y.argmax(axis=1)  # one-hot labels
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number) or np.any(y != np.round(y)) \
-            or y.min() < 0 or y.max() >= n_classes:
+    if y.min() < 0 or y.max() >= n_classes:
         raise TinyccError(f"{path}: labels must be integers in 0..{n_classes - 1} (one per sample)")
     m = min(n, len(x))
-    with np.load(p, allow_pickle=False) as z:
-        key = next(k for k in (*DATA_KEYS, z.files[0]) if k in z.files)
-    return np.asarray(x[:m], np.float32).reshape((m, *input_shape)), np.asarray(y[:m], np.int64), key
+    return np.asarray(x[:m], np.float32).reshape((m, *input_shape)), y[:m], key
 
 
 def calibration_samples(path: str, shape: tuple[int, ...]) -> np.ndarray:

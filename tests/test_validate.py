@@ -106,7 +106,7 @@ def test_validate_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     np.savez(tmp_path / "shape.npz", x=np.zeros((5, 7, 7, 1), np.float32), y=np.zeros(5, np.int64))
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "shape.npz")), "shape [7, 7, 1]", "[8, 8, 1]")
     np.savez(tmp_path / "nolabels.npz", x=np.zeros((5, 8, 8, 1), np.float32))
-    _one_error_line(tinycc(*base, "--data", str(tmp_path / "nolabels.npz")), "labels missing")
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "nolabels.npz")), "has no labels (y missing)")
     np.savez(tmp_path / "labels.npz", x=np.zeros((5, 8, 8, 1), np.float32), y=np.full(5, 10))
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "labels.npz")), "labels must be integers in 0..9")
     (tmp_path / "junk.npz").write_bytes(b"not an archive")
