@@ -22,9 +22,9 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..ir.buffer import OnlineLearner, ReplayBuffer
+from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
-from ..ir.train import Classifier, DenseLayer
+from ..ir.simulator import learner_for
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 SCENARIOS = ("concept-drift", "incremental", "transfer")
@@ -97,12 +97,7 @@ def run_mode(learner: OnlineLearner, f_stream: np.ndarray, f_test: np.ndarray, s
 
 
 def _learner(dep: Any, capacity: int, storage: str, lr: float, epochs: int) -> OnlineLearner:
-    q = dep.feature_quant
-    clf = Classifier([DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier],
-                     max_batch=dep.train.batch_size)
-    buf = ReplayBuffer(capacity, dep.feature_count, storage, float(q.scale[0]), int(q.zero_point[0]),
-                       dep.buffer.policy, dep.buffer.seed)
-    return OnlineLearner(clf, buf, lr, epochs, dep.train.batch_size)
+    return learner_for(dep, capacity, storage, lr, epochs)
 
 
 MODES = ("omega", "tinyol", "baseline")
@@ -132,6 +127,9 @@ def prepare(graph: Any, scenario: str, data: str, options: dict[str, Any], sessi
     n_stream = n_stream or (800 if scenario == "concept-drift" else 700)
     calib_stream = make_stream(scenario if scenario != "transfer" else "concept-drift", data, 300, 1, 1234, scale)
     dep = build_deployment(graph, {**options, "calib_data": calib_stream.x}, session, CBackend())
+    if dep.loss != "ce":
+        raise TinyccError(f"the scenarios measure multi-class accuracy: they need a softmax classifier head, this "
+                          f"model trains a {dep.loss} head")
     cut = _resolve_cut(graph, dep.meta["cut"], cut_candidates(graph))
     float_ext, _ = split(graph, cut)
     return Prepared(scenario, data, dep, float_ext, n_stream, n_test, scale)

@@ -37,7 +37,10 @@ def _env() -> Any:
 
 
 def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and labels embedded in the demo: options['test_vectors'] or calibration samples."""
+    """Inputs and labels embedded in the demo: options['test_vectors'] or calibration samples.
+
+    A regression head gets float targets [n, T] instead of labels: the given ones when their size
+    fits, else the inputs for an autoencoder, else zeros."""
     tv = options.get("test_vectors")
     if tv is not None:
         x, y = tv
@@ -49,7 +52,23 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
     n = min(len(x), int(options.get("test_count") or 8))
-    return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+    if dep.loss != "mse":
+        return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+    t = np.asarray(y, np.float32)
+    if t.size >= n * dep.target_count and len(t) >= n and t[:n].size == n * dep.target_count:
+        return x[:n], t[:n].reshape(n, dep.target_count)
+    if dep.target == "input":
+        return x[:n], x[:n].reshape(n, -1)
+    return x[:n], np.zeros((n, dep.target_count), np.float32)
+
+
+def vector_context(dep: Deployment, x: np.ndarray, y: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
+    """What test_vectors.h.j2 renders: inputs, and labels or regression targets (none for an autoencoder,
+    whose demo learns with target NULL = the input)."""
+    ts = [] if dep.loss != "mse" or dep.target == "input" else [[_c_float(v) for v in r.reshape(-1)] for r in y]
+    return {"n": len(x), "size": int(np.prod(x.shape[1:])), "xs": [[_c_float(v) for v in r.reshape(-1)] for r in x],
+            "ys": [] if dep.loss == "mse" else [str(int(v)) for v in y], "ts": ts, "n_targets": dep.target_count,
+            "n_learn": int(options.get("test_learn") or len(x))}
 
 
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
@@ -84,10 +103,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         written.append(path)
     if with_main:
         x, y = test_vectors(dep, options)
-        size = int(np.prod(x.shape[1:]))
-        rows = [[_c_float(v) for v in r.reshape(-1)] for r in x]
-        tv = env.get_template("test_vectors.h.j2").render(n=len(x), size=size, xs=rows, ys=[str(int(v)) for v in y],
-                                                          n_learn=int(options.get("test_learn") or len(x)))
+        tv = env.get_template("test_vectors.h.j2").render(**vector_context(dep, x, y, options))
         (outdir / "test_vectors.h").write_text(tv)
         written.append(outdir / "test_vectors.h")
     rt = outdir / runtime_dir
