@@ -293,7 +293,9 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     if not (ram or flash):
         cands = cands[:1]
     storage = options.get("storage") or "int8"
-    loss = choose_loss(graph, split(graph, cands[0])[1], options.get("loss"))
+    first_layers = split(graph, cands[0])[1]
+    loss = choose_loss(graph, first_layers, options.get("loss"))
+    make_classifier(graph, first_layers, loss, batch)  # an impossible head is refused before any quantization
     target = "none" if loss != "mse" else ("input" if is_autoencoder(graph) else "given")
     if loss == "mse" and (options.get("policy") or "fifo") == "class_balanced":
         raise TinyccError("--policy class_balanced needs class labels; the regression head (mse) supports fifo "
