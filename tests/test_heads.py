@@ -292,3 +292,75 @@ def test_cli_compiles_an_autoencoder_for_learning(session, tmp_path: Path) -> No
     last = r.stderr.strip().splitlines()[-1]  # (library start-up noise, if any, comes before it)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "'recon'" in last and "binary head (bce)" in last
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("case", ["ae_int8", "mse_2", "bce_1"])
+def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) -> None:
+    """The sketch's serial protocol (host build, ASan/UBSan): 'L' carries input [+ float target] for a regression
+    head ('l': target + int8 features), the outputs come back in 'P', NaN is refused with code 6 and a binary head
+    refuses label 2 with code 4; learning through it equals the simulator."""
+    import struct
+
+    from tinycc.backends.arduino import ArduinoBackend
+
+    from .test_arduino import frame, read_reply
+
+    model, opts, _, loss, target = CASES[case]
+    g, x, calib = _graph(session, MODELS[model])
+    dep = build_deployment(g, {"calib_data": calib, "lr": 0.05, **opts}, session, ArduinoBackend())
+    ArduinoBackend().emit(dep, {}, tmp_path)
+    sk = tmp_path / dep.name
+    exe = tmp_path / "proto_host"
+    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
+    r = subprocess.run(["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(sk / "src"), "-o", str(exe),
+                        *map(str, srcs), "-lm"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sim = Simulator(dep)
+    y = _labels(dep, x)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        def ask(data: bytes) -> tuple[bytes, bytes]:
+            p.stdin.write(data)
+            p.stdin.flush()
+            return read_reply(p.stdout)
+
+        nan = x[0].copy().reshape(-1)
+        nan[2] = np.nan
+        assert ask(frame(b"P", nan.tobytes())) == (b"E", b"\x06")
+        if loss == "bce":
+            assert ask(frame(b"L", x[0].tobytes() + b"\x02")) == (b"E", b"\x04")
+            assert ask(frame(b"L", nan.tobytes() + b"\x01")) == (b"E", b"\x06")
+            requests = [(frame(b"L", x[i].tobytes() + bytes([int(y[i])])), (x[i], int(y[i]))) for i in range(3)]
+        else:
+            t = np.asarray(y[:3], np.float32).reshape(3, -1)
+            bad_t = t[0].copy()
+            bad_t[-1] = np.inf
+            assert ask(frame(b"L", nan.tobytes() + t[0].tobytes())) == (b"E", b"\x06")
+            assert ask(frame(b"L", x[0].tobytes() + bad_t.tobytes())) == (b"E", b"\x06")
+            only_x = ask(frame(b"L", x[0].tobytes()))
+            if target == "given":
+                assert only_x == (b"E", b"\x03")
+            else:
+                assert only_x == (b"L", b"\x01\x00")
+                sim.learn(x[0])
+            feats = sim.features(x[1:2])[0]
+            requests = [(frame(b"L", x[0].tobytes() + t[0].tobytes()), (x[0], t[0])),
+                        (frame(b"l", t[1].tobytes() + feats.tobytes()), None),
+                        (frame(b"L", x[2].tobytes() + t[2].tobytes()), (x[2], t[2]))]
+        assert struct.unpack("<HHB", ask(frame(b"S"))[1])[2] == dep.num_classes
+        for req, sample in requests:
+            cmd, pl = ask(req)
+            if sample is None:
+                sim.learn_features(feats, t[1])
+            else:
+                sim.learn(*sample)
+            assert cmd == req[1:2] and struct.unpack("<H", pl)[0] == sim.buffer.count
+        for i in range(4):
+            k, pl = ask(frame(b"P", x[i].tobytes()))
+            ks, ps = sim.predict(x[i:i + 1])
+            assert pl[0] == ks[0]
+            np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], rtol=1e-5, atol=1e-6)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0
