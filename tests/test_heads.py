@@ -364,3 +364,63 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
         p.stdin.close()
         p.wait(timeout=30)
     assert p.returncode == 0
+
+
+def test_autoencoder_selftest_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
+    """AVR build (PROGMEM, avr-gcc) of a regression head: the self-test's reconstruction errors before and after
+    learning equal the simulator's, and learning lowers them."""
+    from . import arduino_harness
+    from tinycc.backends.arduino import ArduinoBackend
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    g, x, calib = _graph(session, autoencoder)
+    dep = build_deployment(g, {"calib_data": calib, "cut": "relu_3", "buffer": 8, "lr": 0.05, "board": "mega2560"},
+                           session, ArduinoBackend())
+    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x[:6], x[:6]), "test_count": 6, "test_learn": 24},
+                          tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
+    lines = arduino_harness.run_simavr(elf)
+    before = np.array([float(l.split()[2]) for l in lines if l.startswith("error ")])
+    after = np.array([float(l.split()[2]) for l in lines if l.startswith("after ")])
+    sim = Simulator(dep)
+
+    def errors() -> np.ndarray:
+        return np.mean((sim.predict(x[:6])[1] - x[:6]) ** 2, axis=1)
+
+    np.testing.assert_allclose(before, errors(), rtol=1e-4, atol=1e-6)  # printed with 6 decimals
+    for i in range(24):
+        sim.learn(x[i % 6])
+    np.testing.assert_allclose(after, errors(), rtol=1e-4, atol=2e-6)
+    assert after.mean() < before.mean()
+
+
+def test_mlperf_tiny_ad01_learns_its_reconstruction_in_c(session, tmp_path: Path) -> None:
+    """MLPerf Tiny's anomaly-detection autoencoder (ad01.h5, 640 -> 128 x4 -> 8 -> 128 x4 -> 640): its last Dense
+    layer learns to reconstruct the input (regression head, target = input in int8) in C as in the simulator."""
+    from .conftest import SHARED_DATA
+
+    path = SHARED_DATA.parent / "models" / "mlperf-tiny" / "ad01.h5"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set TINYCC_DATA to the shared data folder)")
+    g = session.registry.frontend_for(str(path)).load(str(path), {})
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(0)
+    calib = rng.normal(-20, 10, (32, 640)).astype(np.float32)  # log-mel energies in dB, roughly
+    dep = build_deployment(g, {"calib_data": calib, "cut": "activation_8", "buffer": 4, "lr": 1e-4}, session,
+                           CBackend())
+    assert (dep.loss, dep.target, dep.target_storage, dep.feature_count, dep.num_outputs) == (
+        "mse", "input", "int8", 128, 640)
+    x = calib[:4]
+    render_project(dep, {"test_vectors": (x, x), "test_count": 4, "test_learn": 6}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    sim = Simulator(dep)
+    np.testing.assert_array_equal(np.stack([out.features[i] for i in range(4)]), sim.features(x))
+    err0 = np.mean((sim.predict(x)[1] - x) ** 2)
+    for i in range(6):
+        sim.learn(x[i % 4])
+    w = sim.classifier.layers[0]
+    assert np.abs(out.weights[0] - w.weight.reshape(-1)).max() <= 1e-5 * np.abs(w.weight).max()
+    np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(4)]), sim.predict(x)[1], rtol=1e-5, atol=1e-4)
+    assert np.mean((sim.predict(x)[1] - x) ** 2) < err0  # the reconstruction error went down
+    assert out.memory["ram"] == dep.memory["ram"]
