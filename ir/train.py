@@ -172,7 +172,7 @@ def check_head(layers: Sequence[DenseLayer], loss: str) -> None:
     last = layers[-1]
     if loss == "ce" and last.n_out < 2:
         raise ValueError("the classifier needs at least 2 outputs (it trains with softmax cross-entropy); "
-                         "a single output trains with binary cross-entropy (loss bce) or mean squared error (mse)")
+                         "a single output trains with the bce (labels 0/1) or mse (regression) head")
     if loss == "bce" and (last.n_out != 1 or last.activation not in ("sigmoid", "linear")):
         raise ValueError(f"the binary head (bce) needs 1 output with a sigmoid or linear (logit) activation, got "
                          f"{last.n_out} output(s) with {last.activation}")

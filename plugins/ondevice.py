@@ -133,7 +133,7 @@ def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: in
     except ValueError as e:
         advice = ""
         if loss == "ce" and layers[-1].n_out == 1:
-            advice = " (for a binary task keep Dense(1, activation='sigmoid'): it trains with --loss bce)"
+            advice = ": --loss bce or --loss mse"
         raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {e}{advice}") from None
 
 
