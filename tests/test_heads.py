@@ -424,3 +424,21 @@ def test_mlperf_tiny_ad01_learns_its_reconstruction_in_c(session, tmp_path: Path
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(4)]), sim.predict(x)[1], rtol=1e-5, atol=1e-4)
     assert np.mean((sim.predict(x)[1] - x) ** 2) < err0  # the reconstruction error went down
     assert out.memory["ram"] == dep.memory["ram"]
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_regression_head_on_cortex_m0plus_in_qemu(session, tmp_path: Path) -> None:
+    """-Os -Werror soft-float build (ARMv6-M) of an autoencoder's regression head: same int8 features as the
+    host, learned weights and outputs within 1e-5 (soft float rounds like the host here)."""
+    model, opts, _, _, _ = CASES["ae_f32_batch"]
+    g, x, calib = _graph(session, MODELS[model])
+    dep = build_deployment(g, {"calib_data": calib, "lr": 0.05, **opts}, session, CBackend())
+    render_project(dep, {"test_vectors": (x, _labels(dep, x)), "test_count": 6, "test_learn": 10}, tmp_path)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=False))
+    q, _ = c_harness.build_and_run_qemu(tmp_path, "m0plus")
+    for i in range(6):
+        np.testing.assert_array_equal(q.features[i], host.features[i])
+        np.testing.assert_allclose(q.after[i][1], host.after[i][1], rtol=1e-5, atol=1e-6)
+    for l in host.weights:
+        assert np.abs(q.weights[l] - host.weights[l]).max() <= 1e-5 * np.abs(host.weights[l]).max()
+    assert q.buffer == host.buffer == 5 and q.instructions["learn"] > 0
