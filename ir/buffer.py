@@ -1,10 +1,16 @@
 """Replay buffers and the online learner: reference semantics for the device runtime.
 
-A buffer holds ``capacity`` entries (features + a uint8 label, so at most 256 classes).
-Its arrays, all allocated once (``nbytes`` counts exactly these)::
+A buffer holds ``capacity`` entries: features + a uint8 label (so at most 256 classes; the
+``ce`` and ``bce`` heads, bce labels 0/1), or, for the regression head (``mse``), features + a
+target vector of ``target_count`` floats. Its arrays, all allocated once (``nbytes`` counts
+exactly these)::
 
-    data   [capacity, features]  int8 (storage "int8") or float32 (storage "float32")
-    labels [capacity]            uint8
+    data    [capacity, features]      int8 (storage "int8") or float32 (storage "float32")
+    labels  [capacity]                uint8   (label heads; [0] for regression)
+    targets [capacity, target_count]  float32, or int8 quantized with (target_scale,
+                                      target_zero_point) when a target scale is given (an
+                                      autoencoder's target = its input, stored in the input's
+                                      int8 quantization); [0, 0] for label heads
     stamp  [capacity]            uint32  stream index (1-based) of the sample held by each slot
     state  [4]                   uint32  count, head, seen, rng
 
@@ -33,7 +39,9 @@ Its arrays, all allocated once (``nbytes`` counts exactly these)::
   lost an entry holds at least (largest count - 1) entries, so a class more than one below the
   largest still holds every sample of it that was pushed. Training order: slot order.
 
-The chosen slot gets the features, the label and stamp = seen. ``push`` returns the slot.
+The chosen slot gets the features, the label (or target) and stamp = seen. ``push`` returns the
+slot. ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
+(checked before anything is written); int8 targets are quantized and dequantized like features.
 
 Features: an int8 array is taken as already quantized with (scale, zero_point) — the int8
 feature extractor's output — and stored as is (float32 storage: dequantized). Any float array is
@@ -90,7 +98,8 @@ class ReplayBuffer:
     """Fixed-capacity replay buffer (policies ``fifo``, ``reservoir``, ``class_balanced``)."""
 
     def __init__(self, capacity: int, feature_count: int, storage: str = "int8", scale: float | None = None,
-                 zero_point: int | None = None, policy: str = "fifo", seed: int = 1) -> None:
+                 zero_point: int | None = None, policy: str = "fifo", seed: int = 1, target_count: int = 0,
+                 target_scale: float | None = None, target_zero_point: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("buffer capacity must be at least 1")
         if feature_count < 1:
@@ -108,13 +117,28 @@ class ReplayBuffer:
             raise ValueError(f"int8 zero point must be in -128..127, got {zp}")
         if not 0 <= int(seed) <= _MASK:
             raise ValueError("seed must be a uint32")
+        if target_count < 0:
+            raise ValueError("target_count must be >= 0")
+        if target_count and policy == "class_balanced":
+            raise ValueError("the class_balanced policy needs class labels; a regression buffer (float targets) "
+                             "supports fifo and reservoir")
+        if target_scale is not None and not (np.isfinite(target_scale) and target_scale > 0):
+            raise ValueError(f"target scale must be a positive finite number, got {target_scale}")
+        tzp = 0 if target_zero_point is None else int(target_zero_point)
+        if not -128 <= tzp <= 127:
+            raise ValueError(f"int8 target zero point must be in -128..127, got {tzp}")
+        self.target_count = int(target_count)
+        self.target_scale = None if target_scale is None or not target_count else float(F32(target_scale))
+        self.target_zero_point = tzp
         self.capacity, self.feature_count = int(capacity), int(feature_count)
         self.storage, self.policy = storage, policy
         self.scale = None if scale is None else float(F32(scale))
         self.zero_point = zp
         self.seed = int(seed)
         self.data = np.zeros((self.capacity, self.feature_count), np.int8 if storage == "int8" else F32)
-        self.labels = np.zeros(self.capacity, np.uint8)
+        self.labels = np.zeros(0 if self.target_count else self.capacity, np.uint8)
+        t_rows = self.capacity if self.target_count else 0
+        self.targets = np.zeros((t_rows, self.target_count), np.int8 if self.target_scale is not None else F32)
         self.stamp = np.zeros(self.capacity, np.uint32)
         self.state = np.zeros(STATE_WORDS, np.uint32)
         self.reset()
@@ -143,13 +167,20 @@ class ReplayBuffer:
     # ---- memory ----
     def nbytes(self) -> int:
         """Bytes of every array the buffer allocates (see ``bytes_for``)."""
-        return self.data.nbytes + self.labels.nbytes + self.stamp.nbytes + self.state.nbytes
+        return self.data.nbytes + self.labels.nbytes + self.targets.nbytes + self.stamp.nbytes + self.state.nbytes
+
+    @property
+    def target_storage(self) -> str:
+        """How targets are stored: "int8" (with a target scale) or "float32"."""
+        return "int8" if self.target_scale is not None else "float32"
 
     @staticmethod
-    def bytes_for(capacity: int, feature_count: int, storage: str = "int8") -> int:
-        """capacity * (features * elem + 1 label + 4 stamp) + 16 state bytes."""
+    def bytes_for(capacity: int, feature_count: int, storage: str = "int8", target_count: int = 0,
+                  target_storage: str = "float32") -> int:
+        """capacity * (features * elem + (1 label | targets * target elem) + 4 stamp) + 16 state bytes."""
         elem = 1 if storage == "int8" else 4
-        return capacity * (feature_count * elem + 1 + 4) + 4 * STATE_WORDS
+        label = target_count * (1 if target_storage == "int8" else 4) if target_count else 1
+        return capacity * (feature_count * elem + label + 4) + 4 * STATE_WORDS
 
     # ---- insertion ----
     def _encode(self, features: np.ndarray) -> np.ndarray:
@@ -171,6 +202,19 @@ class ReplayBuffer:
             raise ValueError("features must not be NaN")
         return f32
 
+    def _encode_target(self, target: np.ndarray) -> np.ndarray:
+        t = np.asarray(target).reshape(-1)
+        if t.size != self.target_count:
+            raise ValueError(f"expected a target of {self.target_count} values, got {t.size}")
+        if not (np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.integer)):
+            raise TypeError(f"targets must be numbers, got {t.dtype}")
+        t32 = t.astype(F32)
+        if not np.isfinite(t32).all():
+            raise ValueError("targets must be finite (no NaN or infinity)")
+        if self.target_scale is None:
+            return t32
+        return quantize_features(t32, self.target_scale, self.target_zero_point)
+
     def _balanced_victim(self, label: int) -> int:
         stored = self.class_counts(MAX_CLASSES)
         others = stored.copy()
@@ -182,11 +226,15 @@ class ReplayBuffer:
         members = np.flatnonzero(self.labels[:self.count] == cls)
         return int(members[np.argmin(self.stamp[members])])
 
-    def push(self, features: np.ndarray, label: int) -> int:
-        """Insert one sample; returns the slot written, or -1 when reservoir sampling drops it."""
-        y = int(label)
-        if not 0 <= y < MAX_CLASSES:
-            raise ValueError(f"labels are stored as uint8: {y} is not in 0..{MAX_CLASSES - 1}")
+    def push(self, features: np.ndarray, label: int | np.ndarray) -> int:
+        """Insert one sample (``label``: an int, or the target vector of a regression buffer); returns
+        the slot written, or -1 when reservoir sampling drops it."""
+        if self.target_count:
+            target, y = self._encode_target(label), 0
+        else:
+            y = int(label)
+            if not 0 <= y < MAX_CLASSES:
+                raise ValueError(f"labels are stored as uint8: {y} is not in 0..{MAX_CLASSES - 1}")
         values = self._encode(features)
         if self.seen == _MASK:
             raise OverflowError("stream longer than 2**32 - 1 samples; reset the buffer")
@@ -209,7 +257,10 @@ class ReplayBuffer:
         else:
             slot = self._balanced_victim(y)
         self.data[slot] = values
-        self.labels[slot] = y
+        if self.target_count:
+            self.targets[slot] = target
+        else:
+            self.labels[slot] = y
         self.stamp[slot] = st[_SEEN]
         return slot
 
@@ -226,27 +277,41 @@ class ReplayBuffer:
         """All valid slots in training order."""
         return np.array([self.slot(k) for k in range(self.count)], dtype=np.intp)
 
-    def entry(self, k: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        """(float32 features, label) of the k-th entry in training order, written into ``out``."""
+    def _target_f32(self, t: np.ndarray) -> np.ndarray:
+        if self.target_scale is None:
+            return t.astype(F32)
+        return dequantize_features(t, self.target_scale, self.target_zero_point)
+
+    def entry(self, k: int, out: np.ndarray | None = None,
+              target_out: np.ndarray | None = None) -> tuple[np.ndarray, int | np.ndarray]:
+        """(float32 features, label) of the k-th entry in training order, written into ``out``; a
+        regression buffer gives (features, float32 target), the target written into ``target_out``."""
         s = self.slot(k)
         out = np.empty(self.feature_count, F32) if out is None else out
         if self.storage == "int8":
             out[:] = dequantize_features(self.data[s], self.scale, self.zero_point)
         else:
             out[:] = self.data[s]
-        return out, int(self.labels[s])
+        if not self.target_count:
+            return out, int(self.labels[s])
+        target_out = np.empty(self.target_count, F32) if target_out is None else target_out
+        target_out[:] = self._target_f32(self.targets[s])
+        return out, target_out
 
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 features [count, F], int64 labels [count]) of every valid entry, training order."""
+        """(float32 features [count, F], int64 labels [count] or float32 targets [count, T]) of every
+        valid entry, training order."""
         idx = self.order()
         d = self.data[idx]
         x = dequantize_features(d, self.scale, self.zero_point) if self.storage == "int8" else d.astype(F32)
+        if self.target_count:
+            return x, self._target_f32(self.targets[idx])
         return x, self.labels[idx].astype(np.int64)
 
     def class_counts(self, n_classes: int | None = None) -> np.ndarray:
         """Valid entries per class; length ``n_classes`` (default: largest stored label + 1)."""
-        valid = self.labels[:self.count]  # every policy fills slots 0..count-1
-        n = (int(valid.max()) + 1 if self.count else 0) if n_classes is None else int(n_classes)
+        valid = self.labels[:self.count]  # every policy fills slots 0..count-1 (regression: no labels)
+        n = (int(valid.max()) + 1 if valid.size else 0) if n_classes is None else int(n_classes)
         return np.bincount(valid, minlength=n)[:n]
 
 
@@ -255,8 +320,9 @@ class OnlineLearner:
 
     Retraining runs ``epochs`` epochs over the buffer in its training order; each batch of up to
     ``batch_size`` consecutive entries is dequantized into preallocated staging arrays
-    (features [batch_size, F] float32, labels [batch_size] uint8) and takes one SGD step, the last
-    batch of an epoch may be partial. TinyOL mode is a buffer of capacity 1 (``tinyol``).
+    (features [batch_size, F] float32, labels [batch_size] uint8 — or, for the regression head,
+    targets [batch_size, T] float32) and takes one SGD step, the last batch of an epoch may be
+    partial. TinyOL mode is a buffer of capacity 1 (``tinyol``).
     """
 
     def __init__(self, classifier: Classifier, buffer: ReplayBuffer, lr: float = 0.01, epochs: int = 1,
@@ -265,6 +331,9 @@ class OnlineLearner:
             raise ValueError(f"classifier takes {classifier.n_in} features, the buffer holds {buffer.feature_count}")
         if classifier.n_classes > MAX_CLASSES:
             raise ValueError(f"at most {MAX_CLASSES} classes (labels are uint8), got {classifier.n_classes}")
+        if buffer.target_count != classifier.target_count:
+            raise ValueError(f"the {classifier.loss_name} head needs a buffer with {classifier.target_count} target "
+                             f"values per entry, this one holds {buffer.target_count}")
         if not 1 <= batch_size <= classifier.max_batch:
             raise ValueError(f"batch_size must be in 1..{classifier.max_batch} (the classifier's max_batch)")
         if epochs < 0:
@@ -272,23 +341,29 @@ class OnlineLearner:
         self.classifier, self.buffer = classifier, buffer
         self.lr, self.epochs, self.batch_size = float(lr), int(epochs), int(batch_size)
         self.x_stage = np.zeros((self.batch_size, buffer.feature_count), F32)
-        self.y_stage = np.zeros(self.batch_size, np.uint8)
+        if buffer.target_count:
+            self.y_stage = np.zeros((self.batch_size, buffer.target_count), F32)
+        else:
+            self.y_stage = np.zeros(self.batch_size, np.uint8)
         self.last_trained = 0  # entries visited by the last retrain (epochs * count)
 
     @classmethod
     def tinyol(cls, classifier: Classifier, scale: float | None = None, zero_point: int | None = None,
-               lr: float = 0.01, epochs: int = 1, storage: str | None = None) -> OnlineLearner:
+               lr: float = 0.01, epochs: int = 1, storage: str | None = None,
+               target_scale: float | None = None, target_zero_point: int | None = None) -> OnlineLearner:
         """TinyOL: train on the latest sample only (a fifo buffer of capacity 1).
 
         ``storage`` defaults to int8 when a scale is given, else float32.
         """
         storage = storage or ("int8" if scale is not None else "float32")
-        buf = ReplayBuffer(1, classifier.n_in, storage, scale, zero_point, "fifo")
+        buf = ReplayBuffer(1, classifier.n_in, storage, scale, zero_point, "fifo", 1, classifier.target_count,
+                           target_scale, target_zero_point)
         return cls(classifier, buf, lr, epochs, 1)
 
     def staging_bytes(self) -> dict[str, int]:
         """Bytes of the staging arrays retraining uses."""
-        return {"features": self.x_stage.nbytes, "labels": self.y_stage.nbytes}
+        return {"features": self.x_stage.nbytes, "targets" if self.buffer.target_count else "labels":
+                self.y_stage.nbytes}
 
     def retrain(self) -> int:
         """``epochs`` epochs over the buffer; returns the number of entries visited."""
@@ -298,14 +373,22 @@ class OnlineLearner:
             for s in range(0, n, b):
                 m = min(b, n - s)
                 for k in range(m):
-                    _, self.y_stage[k] = self.buffer.entry(s + k, out=self.x_stage[k])
+                    if self.buffer.target_count:
+                        self.buffer.entry(s + k, out=self.x_stage[k], target_out=self.y_stage[k])
+                    else:
+                        _, self.y_stage[k] = self.buffer.entry(s + k, out=self.x_stage[k])
                 self.classifier.sgd_step(self.x_stage[:m], self.y_stage[:m], self.lr)
                 visited += m
         self.last_trained = visited
         return visited
 
-    def learn(self, features: np.ndarray, label: int) -> int:
-        """Push one sample, then retrain; returns the slot written (-1: dropped by reservoir)."""
+    def learn(self, features: np.ndarray, label: int | np.ndarray) -> int:
+        """Push one sample (``label``: a class, or the target vector of the regression head), then
+        retrain; returns the slot written (-1: dropped by reservoir)."""
+        if self.buffer.target_count:
+            slot = self.buffer.push(features, label)
+            self.retrain()
+            return slot
         if not 0 <= int(label) < self.classifier.n_classes:
             raise ValueError(f"label {label} is not in 0..{self.classifier.n_classes - 1}")
         slot = self.buffer.push(features, int(label))
@@ -322,5 +405,5 @@ class OnlineLearner:
         return f.astype(F32)
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(classes, probabilities) of one feature vector or a batch [N, F]."""
+        """(classes, probabilities or outputs) of one feature vector or a batch [N, F]."""
         return self.classifier.predict(self.features_float(features))

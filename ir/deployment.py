@@ -38,6 +38,12 @@ class Deployment:
     ``classifier`` is a list of ``tinycc.ir.train.DenseLayer`` (weights ``[O, I]``).
     ``memory`` is filled by the memory model (sections in bytes) and is what the
     backend must allocate exactly.
+    ``loss`` is the head (``ce``, ``bce``, ``mse``; see ``tinycc.ir.train``). For ``mse``,
+    ``target`` says where a sample's target comes from when none is given: ``"input"`` (an
+    autoencoder, output shape = input shape: the target is the model's float input) or
+    ``"given"`` (every sample brings its target); label heads have ``"none"``.
+    ``target_quant``: the int8 quantization of stored targets (the input's, for an autoencoder
+    with int8 storage), or None for float32 targets.
     """
 
     name: str
@@ -49,6 +55,23 @@ class Deployment:
     train: TrainConfig = field(default_factory=TrainConfig)
     memory: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    loss: str = "ce"
+    target: str = "none"
+    target_quant: QuantParams | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs of the classifier's last layer (probabilities, sigmoid probability, regression outputs)."""
+        return int(self.classifier[-1].n_out)
+
+    @property
+    def target_count(self) -> int:
+        """Floats per target (the outputs for ``mse``, else 0)."""
+        return self.num_outputs if self.loss == "mse" else 0
+
+    @property
+    def target_storage(self) -> str:
+        return "int8" if self.target_quant is not None else "float32"
 
     @property
     def feature_count(self) -> int:

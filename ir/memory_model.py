@@ -1,9 +1,9 @@
 """Exact memory model of a deployment: every array the generated code declares, by section.
 
 RAM  = feature-extractor arena + classifier weights and biases (float32, trainable) + training
-       state (kept activations, deltas, weight/bias gradients) + replay buffer (entries, labels,
-       stamps, state) + staging vectors (float features x batch, probabilities, batch labels) +
-       runtime state.
+       state (kept activations, deltas, weight/bias gradients) + replay buffer (entries, labels or
+       regression targets, stamps, state) + staging vectors (float features x batch, probabilities
+       or outputs, batch labels or float targets x batch) + runtime state.
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
@@ -95,8 +95,12 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     st = classifier.training_state_bytes(batch_size)
     r.add("training state", "ram", sum(st.values()), detail=", ".join(f"{k} {v}" for k, v in st.items()))
     r.add("replay buffer", "ram", buffer_bytes)
-    r.add("staging vectors", "ram", 4 * (classifier.n_in * batch_size + classifier.n_classes) + batch_size,
-          detail="float features x batch, probabilities, batch labels")
+    if classifier.target_count:
+        stage, what = 4 * batch_size * classifier.target_count, "float targets x batch"
+    else:
+        stage, what = batch_size, "batch labels"
+    r.add("staging vectors", "ram", 4 * (classifier.n_in * batch_size + classifier.n_out) + stage,
+          detail=f"float features x batch, {'probabilities' if classifier.loss_name != 'mse' else 'outputs'}, {what}")
     r.add("runtime state", "ram", runtime_state)
     w, b, t = extractor_flash(extractor)
     r.add("extractor weights", "flash", w, detail="int8")

@@ -9,18 +9,28 @@ from .interpreter_int8 import run_int8
 from .train import Classifier, DenseLayer
 
 
+def learner_for(dep: Deployment, capacity: int | None = None, storage: str | None = None, lr: float | None = None,
+                epochs: int | None = None) -> OnlineLearner:
+    """A fresh learner with the deployment's classifier, head and buffer (settings overridable)."""
+    q, tq = dep.feature_quant, dep.target_quant
+    layers = [DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier]
+    clf = Classifier(layers, max_batch=dep.train.batch_size, loss=dep.loss)
+    storage = storage or dep.buffer.storage
+    int8_targets = tq is not None and storage == "int8"
+    buf = ReplayBuffer(capacity or dep.buffer.capacity, dep.feature_count, storage, float(q.scale[0]),
+                       int(q.zero_point[0]), dep.buffer.policy, dep.buffer.seed, clf.target_count,
+                       float(tq.scale[0]) if int8_targets else None, int(tq.zero_point[0]) if int8_targets else None)
+    return OnlineLearner(clf, buf, dep.train.lr if lr is None else lr, dep.train.epochs if epochs is None else epochs,
+                         dep.train.batch_size)
+
+
 class Simulator:
     """int8 Φf (run_int8) -> dequantize -> float Φc trained from the replay buffer."""
 
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
-        q = dep.feature_quant
-        layers = [DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier]
-        self.classifier = Classifier(layers, max_batch=dep.train.batch_size)
-        self.buffer = ReplayBuffer(dep.buffer.capacity, dep.feature_count, dep.buffer.storage, float(q.scale[0]),
-                                   int(q.zero_point[0]), dep.buffer.policy, dep.buffer.seed)
-        self.learner = OnlineLearner(self.classifier, self.buffer, dep.train.lr, dep.train.epochs,
-                                     dep.train.batch_size)
+        self.learner = learner_for(dep)
+        self.classifier, self.buffer = self.learner.classifier, self.learner.buffer
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """int8 features [N, F] of float inputs."""
@@ -33,9 +43,18 @@ class Simulator:
     def predict_features(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.learner.predict(f)
 
-    def learn(self, x: np.ndarray, label: int) -> None:
-        self.learner.learn(self.features(x[None] if x.ndim == len(self.dep.extractor.tensors[
-            self.dep.extractor.inputs[0]].shape) - 1 else x)[0], int(label))
+    def target_of(self, x: np.ndarray, label: int | np.ndarray | None) -> int | np.ndarray:
+        """A sample's label, or its regression target (default: the input itself for an autoencoder)."""
+        if label is not None:
+            return label if self.dep.loss == "mse" else int(label)
+        if self.dep.loss == "mse" and self.dep.target == "input":
+            return np.asarray(x, np.float32).reshape(-1)
+        raise ValueError("this sample needs a label" if self.dep.loss != "mse" else "this sample needs a target")
 
-    def learn_features(self, f: np.ndarray, label: int) -> None:
-        self.learner.learn(f, int(label))
+    def learn(self, x: np.ndarray, label: int | np.ndarray | None = None) -> None:
+        x = np.asarray(x, np.float32)
+        one = x.ndim == len(self.dep.extractor.tensors[self.dep.extractor.inputs[0]].shape) - 1
+        self.learner.learn(self.features(x[None] if one else x)[0], self.target_of(x, label))
+
+    def learn_features(self, f: np.ndarray, label: int | np.ndarray) -> None:
+        self.learner.learn(f, label if self.dep.loss == "mse" else int(label))

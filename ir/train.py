@@ -17,16 +17,31 @@ Forward, for the rows r of a batch X [N, I] (used by training and by prediction)
 
     act: relu max(z, 0); sigmoid 1 / (1 + exp(-z)); tanh tanh(z); linear z.
 
-The last layer's Keras activation is not applied as such: whether the Keras model ends in
-``softmax`` or in a linear layer producing logits, Φc always trains with softmax cross-entropy on
-z_L and ``forward``/``predict`` always return softmax(z_L). (A last ``relu``/``sigmoid``/``tanh``
-is likewise ignored: z_L are the logits.) Softmax is rejected on hidden layers, and Φc needs at
-least 2 outputs.
+Heads (``loss``), what ``forward`` returns and the loss trained on (each exactly the Keras loss,
+mean over the batch):
 
-Backward, for the mean softmax cross-entropy loss = -(1/N) sum_r log p[r, y_r] with integer
-labels y_r (exactly Keras ``SparseCategoricalCrossentropy``, mean over the batch)::
+- ``ce`` (default, >= 2 outputs): p = softmax(z_L) as above; Keras ``SparseCategoricalCrossentropy``
+  with integer labels y_r in 0..C-1: loss = -(1/N) sum_r log p[r, y_r]. The last layer's Keras
+  activation is not applied as such: whether the model ends in ``softmax`` or in a linear layer
+  producing logits (or ``relu``/``sigmoid``/``tanh``, likewise ignored), z_L are the logits.
+  ``predict``: arg-max of p (ties: the lowest class index).
+- ``bce`` (1 output, last activation ``sigmoid`` or ``linear`` = logits): p = sigmoid(z_L) =
+  1 / (1 + exp(-z_L)); Keras ``BinaryCrossentropy`` with labels y_r in {0, 1}: loss =
+  -(1/N) sum_r (y_r log p_r + (1 - y_r) log(1 - p_r)). ``predict``: class 1 when p > 0.5, else 0.
+- ``mse`` (any number of outputs K, last activation anything but softmax, *applied*):
+  out = act_L(z_L); Keras ``MeanSquaredError`` with float targets t [N, K]: loss =
+  (1/N) sum_r (1/K) sum_k (out[r, k] - t[r, k])^2. ``predict``: class 0 and the outputs.
 
-    d_L[r, o] = p[r, o];  d_L[r, y_r] -= 1;  d_L[r, o] = d_L[r, o] / N
+Softmax is rejected on hidden layers.
+
+Backward, d_L = dloss/dz_L::
+
+    ce:  d_L[r, o] = p[r, o];  d_L[r, y_r] -= 1;  d_L[r, o] = d_L[r, o] / N
+    bce: d_L[r, 0] = (p[r] - y_r) / N
+    mse: d_L[r, k] = ((2 * (out[r, k] - t[r, k])) / (N * K)) * act_L'(out[r, k])
+
+then, for every head::
+
     for l = L..1:
         dW_l[o, i] = sum_r d_l[r, o] * a_{l-1}[r, i]
         db_l[o]    = sum_r d_l[r, o]
@@ -43,12 +58,11 @@ SGD, after the whole backward pass (so the backward pass uses the old weights), 
 No clipping, no momentum, no weight decay. Epochs (``train_epochs``) visit the samples in the
 order given, no shuffling: batch_size 1 = one update per sample (TyBox); batch_size B = updates on
 consecutive rows [0, B), [B, 2B), ...; the last, partial batch is included (N = its size).
-``predict`` returns the arg-max of p (ties: the lowest class index).
 
 Training state: the arrays a training step writes are preallocated for ``max_batch`` rows, one set
-per layer — kept activations a_l (the logits for l = L) [max_batch, out], deltas d_l
-[max_batch, out], weight gradients dW_l [out, in], bias gradients db_l [out] (see
-``training_state_bytes``). The softmax probabilities are written into d_L. A batch larger than
+per layer — kept activations a_l (the logits for l = L; the outputs for ``mse``) [max_batch, out],
+deltas d_l [max_batch, out], weight gradients dW_l [out, in], bias gradients db_l [out] (see
+``training_state_bytes``). The softmax / sigmoid probabilities are written into d_L. A batch larger than
 ``max_batch`` is an error, as on the device.
 
 Summation order: every sum above is accumulated sequentially in float32 in index order (inputs of
@@ -64,6 +78,7 @@ import numpy as np
 
 F32 = np.float32
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+LOSSES = ("ce", "bce", "mse")  # softmax cross-entropy, sigmoid binary cross-entropy, mean squared error
 FLOAT_BYTES = 4
 
 
@@ -150,10 +165,26 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return softmax_(z, np.empty_like(z))
 
 
-class Classifier:
-    """A chain of Dense layers trained on the device with softmax cross-entropy and plain SGD."""
+def check_head(layers: Sequence[DenseLayer], loss: str) -> None:
+    """Raise ValueError when the last layer cannot train with ``loss`` (see the module docstring)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+    last = layers[-1]
+    if loss == "ce" and last.n_out < 2:
+        raise ValueError("the classifier needs at least 2 outputs (it trains with softmax cross-entropy); "
+                         "a single output trains with the bce (labels 0/1) or mse (regression) head")
+    if loss == "bce" and (last.n_out != 1 or last.activation not in ("sigmoid", "linear")):
+        raise ValueError(f"the binary head (bce) needs 1 output with a sigmoid or linear (logit) activation, got "
+                         f"{last.n_out} output(s) with {last.activation}")
+    if loss == "mse" and last.activation == "softmax":
+        raise ValueError("the regression head (mse) cannot train a softmax output")
 
-    def __init__(self, layers: Sequence[DenseLayer], max_batch: int = 1) -> None:
+
+class Classifier:
+    """A chain of Dense layers trained on the device with plain SGD: softmax cross-entropy (``ce``),
+    sigmoid binary cross-entropy (``bce``) or mean squared error (``mse``)."""
+
+    def __init__(self, layers: Sequence[DenseLayer], max_batch: int = 1, loss: str = "ce") -> None:
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("the classifier needs at least one Dense layer")
@@ -164,8 +195,8 @@ class Classifier:
                 raise ValueError(f"classifier layer {i + 1} expects {b.n_in} inputs, layer {i} gives {a.n_out}")
             if a.activation == "softmax":
                 raise ValueError("softmax is only allowed on the last classifier layer")
-        if self.n_classes < 2:
-            raise ValueError("the classifier needs at least 2 outputs (it trains with softmax cross-entropy)")
+        check_head(self.layers, loss)
+        self.loss_name = loss
         self.max_batch = int(max_batch)
         self._act = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
         self._delta = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
@@ -174,20 +205,31 @@ class Classifier:
 
     @classmethod
     def from_keras_dense(cls, layers: Sequence[tuple[np.ndarray, np.ndarray, str | None]],
-                         max_batch: int = 1) -> Classifier:
+                         max_batch: int = 1, loss: str = "ce") -> Classifier:
         """From Keras ``(kernel [in, out], bias [out], activation)`` triples (None = linear)."""
-        return cls([DenseLayer(np.asarray(k, F32).T, b, a or "linear") for k, b, a in layers], max_batch)
+        return cls([DenseLayer(np.asarray(k, F32).T, b, a or "linear") for k, b, a in layers], max_batch, loss)
 
     def copy(self) -> Classifier:
-        return Classifier([l.copy() for l in self.layers], self.max_batch)
+        return Classifier([l.copy() for l in self.layers], self.max_batch, self.loss_name)
 
     @property
     def n_in(self) -> int:
         return self.layers[0].n_in
 
     @property
-    def n_classes(self) -> int:
+    def n_out(self) -> int:
+        """Outputs of the last layer (probabilities, the sigmoid probability, or the regression outputs)."""
         return self.layers[-1].n_out
+
+    @property
+    def n_classes(self) -> int:
+        """Label values: the outputs for ``ce``, 2 for ``bce``, 0 for ``mse`` (float targets, no labels)."""
+        return {"ce": self.n_out, "bce": 2, "mse": 0}[self.loss_name]
+
+    @property
+    def target_count(self) -> int:
+        """Floats per training target: the outputs for ``mse``, 0 for the label heads."""
+        return self.n_out if self.loss_name == "mse" else 0
 
     # ---- memory accounting ----
     def param_bytes(self) -> int:
@@ -217,24 +259,49 @@ class Classifier:
             a = z if i == last else activate_(z, l.activation)
         return a
 
+    def _head_(self, z: np.ndarray) -> np.ndarray:
+        """The head applied in place to z_L: softmax (ce), sigmoid (bce), the last activation (mse)."""
+        if self.loss_name == "ce":
+            return softmax_(z, z)
+        return activate_(z, "sigmoid" if self.loss_name == "bce" else self.layers[-1].activation)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities softmax(z_L) [N, classes]."""
-        z = self.logits(x)
-        return softmax_(z, z)
+        """Probabilities softmax(z_L) [N, classes] (ce), sigmoid(z_L) [N, 1] (bce), outputs [N, K] (mse)."""
+        return self._head_(self.logits(x))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(arg-max class per row, probabilities)."""
+        """(class per row, ``forward``): arg-max (ce), p > 0.5 (bce), 0 (mse)."""
         p = self.forward(x)
-        return p.argmax(axis=1), p
+        if self.loss_name == "ce":
+            return p.argmax(axis=1), p
+        if self.loss_name == "bce":
+            return (p[:, 0] > F32(0.5)).astype(np.intp), p
+        return np.zeros(p.shape[0], np.intp), p
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Mean softmax cross-entropy (for monitoring; not used by training)."""
-        p = self.forward(x)
-        yy = self._labels(y, p.shape[0])
-        return float(-np.mean(np.log(p[np.arange(len(yy)), yy]), dtype=F32))
+        """Mean loss of the head (for monitoring; not used by training)."""
+        p = self.forward(x).astype(np.float64)
+        t = self._targets(y, p.shape[0])
+        if self.loss_name == "ce":
+            return float(-np.mean(np.log(p[np.arange(len(t)), t])))
+        if self.loss_name == "bce":
+            y1 = t.astype(np.float64)
+            return float(-np.mean(y1 * np.log(p[:, 0]) + (1 - y1) * np.log1p(-p[:, 0])))
+        return float(np.mean((p - t) ** 2))
 
     # ---- training ----
-    def _labels(self, y: np.ndarray, n: int) -> np.ndarray:
+    def _targets(self, y: np.ndarray, n: int) -> np.ndarray:
+        """Checked labels (ce, bce: integers [n]) or targets (mse: float32 [n, K])."""
+        if self.loss_name == "mse":
+            t = np.asarray(y)
+            if not (np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.integer)):
+                raise ValueError(f"regression targets must be numbers, got {t.dtype}")
+            if t.size != n * self.n_out:
+                raise ValueError(f"{n} feature rows need {n} targets of {self.n_out} values, got {t.size} values")
+            t = t.astype(F32).reshape(n, self.n_out)
+            if not np.isfinite(t).all():
+                raise ValueError("regression targets must be finite")
+            return t
         yy = np.asarray(y).reshape(-1)
         if yy.shape[0] != n:
             raise ValueError(f"{n} feature rows but {yy.shape[0]} labels")
@@ -243,6 +310,25 @@ class Classifier:
         if n and (yy.min() < 0 or yy.max() >= self.n_classes):
             raise ValueError(f"labels must be in 0..{self.n_classes - 1}")
         return yy.astype(np.intp)
+
+    def _output_delta(self, n: int, t: np.ndarray) -> None:
+        """d_L of the head (see the module docstring), from the kept last activations."""
+        last = len(self.layers) - 1
+        z, d = self._act[last][:n], self._delta[last][:n]
+        if self.loss_name == "ce":
+            softmax_(z, d)
+            d[np.arange(n), t] -= F32(1)
+            d /= F32(n)
+        elif self.loss_name == "bce":
+            d[...] = z
+            activate_(d, "sigmoid")
+            d[:, 0] -= t.astype(F32)
+            d /= F32(n)
+        else:  # z holds the outputs (the activation was applied in the forward pass)
+            np.subtract(z, t, out=d)
+            d *= F32(2)
+            d /= F32(n * self.n_out)
+            d *= activation_derivative(z, self.layers[last].activation)
 
     def _backward(self, x: np.ndarray, y: np.ndarray) -> None:
         """Forward + backward into the work arrays (see the module docstring)."""
@@ -253,19 +339,17 @@ class Classifier:
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"a training batch of {n} rows does not fit the preallocated state "
                              f"(max_batch {self.max_batch})")
-        yy = self._labels(y, n)
+        t = self._targets(y, n)
         last = len(self.layers) - 1
         a = x
         for i, l in enumerate(self.layers):
             z = self._act[i][:n]
             _dot_(a, l.weight, z)
             z += l.bias
-            if i < last:
+            if i < last or self.loss_name == "mse":
                 activate_(z, l.activation)
             a = z
-        d = softmax_(self._act[last][:n], self._delta[last][:n])
-        d[np.arange(n), yy] -= F32(1)
-        d /= F32(n)
+        self._output_delta(n, t)
         for i in range(last, -1, -1):
             prev = x if i == 0 else self._act[i - 1][:n]
             d = self._delta[i][:n]
@@ -281,12 +365,12 @@ class Classifier:
                 dp *= activation_derivative(prev, self.layers[i - 1].activation)
 
     def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per layer (dW [out, in], db [out]) of the mean cross-entropy; copies of the work arrays."""
+        """Per layer (dW [out, in], db [out]) of the mean loss; copies of the work arrays."""
         self._backward(x, y)
         return [(dw.copy(), db.copy()) for dw, db in zip(self._dw, self._db)]
 
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        """One SGD update on the batch (at most ``max_batch`` rows)."""
+        """One SGD update on the batch (at most ``max_batch`` rows); ``y``: labels or targets [N, K]."""
         self._backward(x, y)
         rate = F32(lr)
         for l, dw, db in zip(self.layers, self._dw, self._db):

@@ -13,6 +13,15 @@ TyBox-like cut at the Flatten/GAP output) and a default buffer of 64 entries.
 Φf is quantized (int8 in, int8 features out; a float input goes through a QUANTIZE op);
 features and int8 buffer entries are dequantized with Φf's output parameters before Φc.
 
+The head (``--loss``, see ``tinycc.ir.train``): ``ce`` (softmax cross-entropy), ``bce`` (sigmoid
+binary cross-entropy, labels 0/1) or ``mse`` (regression, float target vectors). Without
+``--loss`` it follows the model: a last softmax -> ce; an autoencoder (output shape = input shape)
+-> mse; one output: sigmoid -> bce, otherwise mse; several outputs -> ce (the last activation is
+ignored, the Dense outputs are logits). A regression head on an autoencoder learns to reconstruct
+the model's float *input*: a sample's default target is x itself (stored, with int8 storage, in
+the input's int8 quantization — exactly the QUANTIZE at Φf's input); other regression models get
+their target with every sample.
+
 An imported int8 model (``meta["quantized"]``, e.g. a converter `.tflite`) keeps the file's
 parameters: Φf is taken as it is (an int8 input gets a float input and a QUANTIZE with the same
 parameters in front, as tinycc's own models have), Φc starts from the dequantized int8 Dense
@@ -84,14 +93,60 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     if not cands:
         raise TinyccError("no cut point: the model must end with Dense layers on a flat feature vector "
                           "(e.g. ... -> Flatten or GlobalAveragePooling -> Dense)")
-    last = [op for op in chain if op.kind == OpKind.DENSE][-1]
-    units = graph.tensors[last.outputs[0]].shape[-1]
-    if units < 2:
-        raise UnsupportedLayerError(
-            f"layer {last.origin!r} has {units} output: the on-device classifier trains with softmax "
-            "cross-entropy over at least 2 classes; for a binary task end the model with Dense(2, "
-            "activation='softmax') instead of Dense(1, activation='sigmoid')")
     return cands
+
+
+LOSSES = ("ce", "bce", "mse")
+
+
+def is_autoencoder(graph: Graph) -> bool:
+    """The model's output shape equals its input shape (batch excluded)."""
+    return (len(graph.inputs) == 1 and tuple(graph.tensors[graph.inputs[0]].shape[1:]) ==
+            tuple(graph.tensors[graph.outputs[0]].shape[1:]))
+
+
+def choose_loss(graph: Graph, layers: list[DenseLayer], requested: str | None) -> str:
+    """The head: ``requested`` (--loss), else from the last activation and the shapes (module docstring)."""
+    if requested:
+        if requested not in LOSSES:
+            raise TinyccError(f"unknown loss {requested!r}; known: {', '.join(LOSSES)}")
+        return requested
+    last = layers[-1]
+    if last.activation == "softmax":
+        return "ce"
+    if is_autoencoder(graph):
+        return "mse"
+    if last.n_out == 1:
+        return "bce" if last.activation == "sigmoid" else "mse"
+    return "ce"
+
+
+def _head_origin(graph: Graph) -> str:
+    dense = [op for op in graph.ops if op.kind == OpKind.DENSE]
+    return dense[-1].origin if dense else graph.outputs[0]
+
+
+def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int) -> Classifier:
+    """Φc with its head; an impossible head is reported naming the model's last Dense layer."""
+    try:
+        return Classifier(layers, max_batch=batch, loss=loss)
+    except ValueError as e:
+        advice = ""
+        if loss == "ce" and layers[-1].n_out == 1:
+            advice = ": --loss bce or --loss mse"
+        raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {e}{advice}") from None
+
+
+def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:
+    """int8 quantization for stored targets: the autoencoder's input QUANTIZE with int8 storage, else None."""
+    if loss != "mse" or target != "input" or storage != "int8":
+        return None
+    for op in ext.ops:
+        if op.kind == OpKind.QUANTIZE and op.inputs[0] == ext.inputs[0]:
+            q = ext.tensors[op.outputs[0]].quant
+            if q is not None and ext.tensors[op.outputs[0]].dtype == DType.INT8:
+                return q
+    return None
 
 
 def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
@@ -188,15 +243,20 @@ def quantize_extractor(ext: Graph, options: dict[str, Any], session: Any) -> tup
     return ext, ctx.results["calibrate"]["samples"]
 
 
-def _labels_for(options: dict[str, Any], n: int) -> np.ndarray | None:
-    """Labels stored next to the calibration samples (y_calib / y_train / y), if any."""
+def _labels_for(options: dict[str, Any], n: int, target_count: int = 0) -> np.ndarray | None:
+    """Labels (or, for a regression head, float targets of ``target_count`` values) stored next to the
+    calibration samples (y_calib / y_train / y), if any."""
     spec = options.get("calib")
     if not spec or not str(spec).endswith(".npz"):
         return None
     with np.load(spec, allow_pickle=False) as z:
         for key in ("y_calib", "y_train", "y"):
             if key in z.files:
-                return np.asarray(z[key][:n]).astype(np.int64)
+                y = np.asarray(z[key][:n])
+                if target_count:
+                    ok = y.ndim >= 1 and y[:1].size == target_count and np.issubdtype(y.dtype, np.number)
+                    return y.reshape(len(y), target_count).astype(np.float32) if ok else None
+                return y.astype(np.int64)
     return None
 
 
@@ -210,10 +270,14 @@ def _budget(options: dict[str, Any], session: Any) -> tuple[int | None, int | No
     return ram, flash, where
 
 
+def _buffer_bytes(cap: int, feat: int, clf: Classifier, options: dict[str, Any], tq: Any) -> int:
+    return ReplayBuffer.bytes_for(cap, feat, options.get("storage") or "int8", clf.target_count,
+                                  "int8" if tq is not None else "float32")
+
+
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
-            arena: int) -> MemoryReport:
-    storage = options.get("storage") or "int8"
-    return deployment_memory(ext, clf, ReplayBuffer.bytes_for(cap, feat, storage), int(options.get("batch_size") or 1),
+            arena: int, tq: Any = None) -> MemoryReport:
+    return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"))
 
@@ -228,6 +292,14 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     explicit = 1 if options.get("tinyol") else options.get("buffer")
     if not (ram or flash):
         cands = cands[:1]
+    storage = options.get("storage") or "int8"
+    first_layers = split(graph, cands[0])[1]
+    loss = choose_loss(graph, first_layers, options.get("loss"))
+    make_classifier(graph, first_layers, loss, batch)  # an impossible head is refused before any quantization
+    target = "none" if loss != "mse" else ("input" if is_autoencoder(graph) else "given")
+    if loss == "mse" and (options.get("policy") or "fifo") == "class_balanced":
+        raise TinyccError("--policy class_balanced needs class labels; the regression head (mse) supports fifo "
+                          "and reservoir")
     best = None
     first_error: Exception | None = None
     for cut in cands:
@@ -237,25 +309,27 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
             first_error = first_error or e
             continue
-        clf = Classifier(layers, max_batch=batch)
+        clf = make_classifier(graph, layers, loss, batch)
+        tq = target_quant(ext, loss, target, storage)
         feat = clf.n_in
         arena = backend.arena_bytes(ext, options) if backend else 0
         if explicit:
             cap = int(explicit)
         elif ram:
-            fixed = _report(ext, clf, 1, feat, options, backend, arena).total("ram") - ReplayBuffer.bytes_for(1, feat, options.get("storage") or "int8")
-            per = ReplayBuffer.bytes_for(2, feat, options.get("storage") or "int8") - ReplayBuffer.bytes_for(1, feat, options.get("storage") or "int8")
+            one = _buffer_bytes(1, feat, clf, options, tq)
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq).total("ram") - one
+            per = _buffer_bytes(2, feat, clf, options, tq) - one
             cap = max((ram - fixed - 16) // per, 1)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, feat, options, backend, arena)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:
-            best = (key, cut, ext, clf, cap, report, samples)
+            best = (key, cut, ext, clf, cap, report, samples, tq)
     if best is None:
         raise first_error  # type: ignore[misc]
-    _, cut, ext, clf, cap, report, samples = best
+    _, cut, ext, clf, cap, report, samples, tq = best
     _check_budget(report, ram, flash, where)
     fq = ext.tensors[ext.outputs[0]].quant
     dep = Deployment(
@@ -264,8 +338,9 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
                             int(options.get("seed") or 1)),
         train=TrainConfig(float(options.get("lr") or 0.01), int(options.get("epochs") or 1), batch),
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
-        meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]})
-    labels = _labels_for(options, 16)
+        meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
+        loss=loss, target=target, target_quant=tq)
+    labels = _labels_for(options, 16, clf.target_count)
     if labels is not None:
         dep.meta["labels"] = labels
     return dep

@@ -28,9 +28,9 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..ir.buffer import OnlineLearner, ReplayBuffer
+from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
-from ..ir.train import Classifier, DenseLayer
+from ..ir.simulator import learner_for
 from .scenario_data import (SOURCE_FILE, TARGET_FILE, THESIS_SCALE, Dataset, Protocol, Stream, check_classes,
                             fit_to_model, load_dataset, make_stream, sample_count)
 
@@ -60,12 +60,7 @@ def run_mode(learner: OnlineLearner, f_stream: np.ndarray, f_test: np.ndarray, s
 
 
 def _learner(dep: Any, capacity: int, storage: str, lr: float, epochs: int) -> OnlineLearner:
-    q = dep.feature_quant
-    clf = Classifier([DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier],
-                     max_batch=dep.train.batch_size)
-    buf = ReplayBuffer(capacity, dep.feature_count, storage, float(q.scale[0]), int(q.zero_point[0]),
-                       dep.buffer.policy, dep.buffer.seed)
-    return OnlineLearner(clf, buf, lr, epochs, dep.train.batch_size)
+    return learner_for(dep, capacity, storage, lr, epochs)
 
 
 # ---- data ------------------------------------------------------------------------
@@ -144,6 +139,9 @@ def prepare(graph: Any, scenario: str, data: str | ScenarioData, options: dict[s
     calib = make_stream("concept-drift" if scenario == "transfer" else scenario, source, n_calib, 1, CALIB_SEED, scale,
                         protocol, min(protocol.at if protocol.at is not None else THESIS_AT, n_calib))
     dep = build_deployment(graph, {**options, "calib_data": calib.x}, session, CBackend())
+    if dep.loss != "ce":
+        raise TinyccError(f"the scenarios measure multi-class accuracy: they need a softmax classifier head, this "
+                          f"model trains a {dep.loss} head")
     cut = _resolve_cut(graph, dep.meta["cut"], cut_candidates(graph))
     float_ext, _ = split(graph, cut)
     return Prepared(scenario, stream, dep, float_ext, n_stream, n_test, scale, protocol, at)

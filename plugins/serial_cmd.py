@@ -17,7 +17,8 @@ import pluggy
 from ..errors import TinyccError
 
 hookimpl = pluggy.HookimplMarker("tinycc")
-ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range", 5: "payload too large"}
+ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range", 5: "payload too large",
+          6: "NaN or infinity in the input or target"}
 
 
 def frame(cmd: bytes, payload: bytes = b"") -> bytes:
@@ -113,6 +114,10 @@ def _cmd(args: Any, session: Any) -> int:
     with port:
         board = Board(port)
         count, cap, classes = board.status()
+        if classes == 0:
+            raise TinyccError("the board runs a regression head (float targets, no classes): `tinycc serial` streams "
+                              "labelled samples for classifier heads; send 'L' frames with input + target instead "
+                              "(src/tinycc_proto.h)")
         n = len(x) if args.limit is None else min(args.limit, len(x))
         acc = stream(board, x[:n].astype(np.float32), y[:n], Path(args.out))
     print(f"board: buffer {count}/{cap}, {classes} classes; final running accuracy {acc[-1]:.3f} "

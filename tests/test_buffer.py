@@ -267,3 +267,68 @@ def test_tinyol_trains_on_the_latest_sample_only() -> None:
     assert q.buffer.storage == "int8"
     fresh = Classifier([l.copy() for l in layers])
     np.testing.assert_array_equal(q.predict(np.ones(6, np.int8))[1], fresh.forward(np.full(6, 0.1, np.float32)))
+
+
+@pytest.mark.parametrize("policy", ["fifo", "reservoir"])
+@pytest.mark.parametrize("storage,tscale,telem", [("int8", None, 4), ("int8", 0.02, 1), ("float32", None, 4)])
+def test_regression_buffer_stores_targets_and_trains_like_the_classifier(policy: str, storage: str,
+                                                                         tscale: float | None, telem: int) -> None:
+    """Regression entries hold a target vector (float32, or int8 in the target quantization) instead of a
+    label; nbytes/bytes_for count exactly the arrays; retraining equals sgd steps on the dequantized entries."""
+    rng = np.random.default_rng(4)
+    cap, feat, tc = 5, 6, 3
+    buf = ReplayBuffer(cap, feat, storage, SCALE, ZP, policy, 7, tc, tscale, -5 if tscale else None)
+    arrays = [v for v in vars(buf).values() if isinstance(v, np.ndarray)]
+    assert buf.nbytes() == sum(a.nbytes for a in arrays) == cap * (feat * (1 if storage == "int8" else 4) + tc * telem
+                                                                   + 4) + 16
+    assert buf.nbytes() == ReplayBuffer.bytes_for(cap, feat, storage, tc, "int8" if tscale else "float32")
+    layers = [DenseLayer(rng.normal(size=(4, feat)), rng.normal(size=4), "tanh"),
+              DenseLayer(rng.normal(size=(tc, 4)), rng.normal(size=tc), "linear")]
+    learner = OnlineLearner(Classifier(layers, max_batch=2, loss="mse"), buf, 0.05, 2, 2)
+    assert learner.staging_bytes() == {"features": 2 * feat * 4, "targets": 2 * tc * 4}
+    ref = Classifier([l.copy() for l in layers], max_batch=2, loss="mse")
+    for i in range(9):
+        x = rng.normal(size=feat).astype(np.float32)
+        t = rng.normal(size=tc).astype(np.float32)
+        learner.learn(x, t)
+        xs, ts = buf.entries()
+        assert ts.dtype == np.float32 and ts.shape == (buf.count, tc)
+        ref.train_epochs(xs, ts, 0.05, epochs=2, batch_size=2)
+    for a, b in zip(learner.classifier.layers, ref.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+    _, t0 = buf.entry(0)
+    if tscale:
+        np.testing.assert_array_equal(t0, dequantize_features(buf.targets[buf.slot(0)], tscale, -5))
+    assert buf.labels.size == 0 and buf.class_counts().size == 0
+
+
+def test_regression_buffer_validation() -> None:
+    with pytest.raises(ValueError, match="class_balanced"):
+        ReplayBuffer(2, 2, "float32", policy="class_balanced", target_count=2)
+    buf = ReplayBuffer(2, 2, "float32", target_count=2)
+    for bad in (np.array([0.0, np.nan]), np.array([np.inf, 0.0])):
+        with pytest.raises(ValueError, match="finite"):
+            buf.push(np.zeros(2, np.float32), bad)
+    with pytest.raises(ValueError, match="target of 2 values"):
+        buf.push(np.zeros(2, np.float32), np.zeros(3))
+    assert buf.count == 0 and buf.seen == 0  # refused before anything was written
+    clf = Classifier([DenseLayer(np.zeros((2, 2)), np.zeros(2))], loss="mse")
+    with pytest.raises(ValueError, match="target values"):
+        OnlineLearner(clf, ReplayBuffer(2, 2, "float32"))
+    with pytest.raises(ValueError, match="target values"):
+        OnlineLearner(Classifier([DenseLayer(np.zeros((2, 2)), np.zeros(2))]), buf)
+    tiny = OnlineLearner.tinyol(clf, lr=0.1)
+    tiny.learn(np.ones(2, np.float32), np.array([1.0, -1.0]))
+    assert tiny.buffer.count == 1 and tiny.last_trained == 1
+
+
+def test_binary_head_learns_labels_0_and_1() -> None:
+    clf = Classifier([DenseLayer(np.zeros((1, 3)), np.zeros(1), "sigmoid")], loss="bce")
+    learner = OnlineLearner(clf, ReplayBuffer(4, 3, "float32", policy="class_balanced"), lr=0.5)
+    for i in range(8):
+        learner.learn(np.array([1.0, 0.0, -1.0], np.float32) * (1 if i % 2 else -1), i % 2)
+    with pytest.raises(ValueError, match="0..1"):
+        learner.learn(np.zeros(3, np.float32), 2)
+    cls, p = learner.predict(np.array([[1.0, 0.0, -1.0], [-1.0, 0.0, 1.0]], np.float32))
+    np.testing.assert_array_equal(cls, [1, 0])
+    assert p.shape == (2, 1) and p[0, 0] > 0.5 > p[1, 0]

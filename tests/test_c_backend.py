@@ -104,7 +104,7 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
     sizes = {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
     model_ram = sum(v for k, v in sizes.items() if k.startswith(("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_",
                                                                  "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
-                                                                 "tcc_feat", "tcc_probs", "tcc_ywork"))
+                                                                 "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork"))
                     and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
     assert model_ram == dep.memory["ram"]
 

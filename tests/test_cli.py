@@ -93,8 +93,9 @@ def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
     assert_clean_error(tinycc("inspect", str(path)), 2, "my_lstm", "LSTM")
 
 
-def test_single_sigmoid_output_is_a_clear_error(tmp_path: Path) -> None:
-    """A Dense(1, sigmoid) head cannot train with softmax cross-entropy: say so, name the layer, write nothing."""
+def test_single_sigmoid_output_trains_a_binary_head(tmp_path: Path) -> None:
+    """A Dense(1, sigmoid) head compiles with the binary head (sigmoid + binary cross-entropy); forcing softmax
+    cross-entropy on it is a clear error naming the layer, and nothing is written."""
     pytest.importorskip("keras")
     import keras
     import numpy as np
@@ -106,8 +107,12 @@ def test_single_sigmoid_output_is_a_clear_error(tmp_path: Path) -> None:
     keras.Model(inp, out).save(path)
     np.savez(tmp_path / "calib.npz", x_calib=np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32))
     r = tinycc("compile", str(path), "--target", "c", "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out"))
-    assert_clean_error(r, 2, "binary_head", "Dense(2, activation='softmax')")
-    assert not (tmp_path / "out").exists()
+    assert r.returncode == 0, r.stderr
+    assert "binary head (sigmoid + binary cross-entropy, labels 0/1)" in r.stdout
+    r = tinycc("compile", str(path), "--target", "c", "--calib", str(tmp_path / "calib.npz"), "--loss", "ce", "-o",
+               str(tmp_path / "out2"))
+    assert_clean_error(r, 2, "binary_head", "at least 2 outputs", "--loss bce")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_compile_time_passes_adds_up(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ SIZES = {1: [12, 4], 2: [12, 9, 4], 3: [12, 9, 7, 4]}
 TOL = 1e-5
 
 
-def _keras(depth: int, hidden: str, last: str, seed: int) -> tf.keras.Model:
+def _keras(depth: int, hidden: str, last: str, seed: int, outputs: int = 4) -> tf.keras.Model:
     rng = np.random.default_rng(seed)
-    sizes = SIZES[depth]
+    sizes = SIZES[depth][:-1] + [outputs]
     inp = tf.keras.Input((sizes[0],))
     x = inp
     for k, o in enumerate(sizes[1:]):
@@ -29,22 +29,30 @@ def _keras(depth: int, hidden: str, last: str, seed: int) -> tf.keras.Model:
     return model
 
 
-def _from_keras(model: tf.keras.Model, max_batch: int) -> Classifier:
+def _from_keras(model: tf.keras.Model, max_batch: int, loss: str = "ce") -> Classifier:
     dense = [l for l in model.layers if isinstance(l, tf.keras.layers.Dense)]
     return Classifier.from_keras_dense([(l.kernel.numpy(), l.bias.numpy(), l.activation.__name__) for l in dense],
-                                       max_batch)
+                                       max_batch, loss)
 
 
 class _TFTrainer:
-    """SparseCategoricalCrossentropy (mean over the batch) + tf.keras.optimizers.SGD."""
+    """The head's Keras loss (mean over the batch) + tf.keras.optimizers.SGD: SparseCategoricalCrossentropy
+    (ce), BinaryCrossentropy (bce), MeanSquaredError (mse)."""
 
-    def __init__(self, model: tf.keras.Model, lr: float, last: str) -> None:
+    def __init__(self, model: tf.keras.Model, lr: float, last: str, loss: str = "ce") -> None:
         self.model = model
-        self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=last == "linear")
+        if loss == "bce":
+            self.loss = tf.keras.losses.BinaryCrossentropy(from_logits=last == "linear")
+        elif loss == "mse":
+            self.loss = tf.keras.losses.MeanSquaredError()
+        else:
+            self.loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=last == "linear")
         self.opt = tf.keras.optimizers.SGD(learning_rate=lr)
 
     def step(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
         """One SGD step; returns the gradients (Keras layout, before the step)."""
+        y = np.asarray(y, np.float32).reshape(len(y), -1) if not isinstance(
+            self.loss, tf.keras.losses.SparseCategoricalCrossentropy) else y
         with tf.GradientTape() as tape:
             loss = self.loss(tf.constant(y), self.model(tf.constant(x), training=True))
         grads = tape.gradient(loss, self.model.trainable_variables)
@@ -93,6 +101,86 @@ def test_grads_and_sgd_step_match_tensorflow(depth: int, hidden: str, batch: int
         assert _rel(db, g_ref[2 * i + 1]) <= TOL, f"layer {i} db"
     clf.sgd_step(x, y, 0.1)
     _assert_params(clf, model)
+
+
+HEADS = {"bce": [("sigmoid", 1), ("linear", 1)], "mse": [("linear", 5), ("sigmoid", 5), ("tanh", 3), ("relu", 1)]}
+
+
+def _targets(loss: str, n: int, outputs: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if loss == "bce":
+        return rng.integers(0, 2, n)
+    return rng.normal(size=(n, outputs)).astype(np.float32)
+
+
+@pytest.mark.parametrize("depth,hidden", [(1, "linear"), (2, "relu"), (2, "tanh"), (3, "sigmoid"), (3, "relu")])
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("loss,last,outputs", [(k, a, o) for k, v in HEADS.items() for a, o in v])
+def test_binary_and_regression_heads_match_tensorflow(depth: int, hidden: str, batch: int, loss: str, last: str,
+                                                      outputs: int) -> None:
+    """Sigmoid + BinaryCrossentropy (sigmoid output or logits) and MeanSquaredError (last activation applied):
+    forward, gradients, one SGD step and the loss equal Keras within 1e-5."""
+    model = _keras(depth, hidden, last, seed=depth * 10 + batch + outputs, outputs=outputs)
+    clf = _from_keras(model, max_batch=batch, loss=loss)
+    x, _ = _data(batch, seed=depth + batch)
+    y = _targets(loss, batch, outputs, seed=depth + 2 * batch)
+    out_ref = model(x).numpy()
+    p = clf.forward(x)
+    assert _rel(p, tf.sigmoid(out_ref).numpy() if loss == "bce" and last == "linear" else out_ref) <= TOL
+    trainer = _TFTrainer(model, 0.1, last, loss)
+    ref_loss = float(trainer.loss(np.asarray(y, np.float32).reshape(batch, -1), out_ref))
+    assert abs(clf.loss(x, y) - ref_loss) <= 1e-5 * max(1.0, abs(ref_loss))
+    g_ref = trainer.step(x, y)
+    for i, (dw, db) in enumerate(clf.grads(x, y)):
+        assert _rel(dw, g_ref[2 * i].T) <= TOL, f"layer {i} dW"
+        assert _rel(db, g_ref[2 * i + 1]) <= TOL, f"layer {i} db"
+    clf.sgd_step(x, y, 0.1)
+    _assert_params(clf, model)
+    cls, p = clf.predict(x)
+    expect = (p[:, 0] > 0.5).astype(int) if loss == "bce" else np.zeros(batch, int)
+    np.testing.assert_array_equal(cls, expect)
+
+
+@pytest.mark.parametrize("loss,last,outputs", [("bce", "sigmoid", 1), ("mse", "tanh", 5)])
+def test_head_train_epochs_match_tensorflow_loop(loss: str, last: str, outputs: int) -> None:
+    """2 epochs over 7 samples with batches of 3 (the last one partial) through 3 layers."""
+    model = _keras(3, "relu", last, seed=11, outputs=outputs)
+    clf = _from_keras(model, max_batch=3, loss=loss)
+    x, _ = _data(7, seed=5)
+    y = _targets(loss, 7, outputs, seed=6)
+    assert clf.train_epochs(x, y, 0.05, epochs=2, batch_size=3) == 14
+    trainer = _TFTrainer(model, 0.05, last, loss)
+    for _ in range(2):
+        for s in range(0, 7, 3):
+            trainer.step(x[s:s + 3], y[s:s + 3])
+    _assert_params(clf, model)
+
+
+def test_head_validation() -> None:
+    rng = np.random.default_rng(2)
+    one = [DenseLayer(rng.normal(size=(1, 4)), np.zeros(1), "sigmoid")]
+    assert Classifier(one, loss="bce").n_classes == 2
+    with pytest.raises(ValueError, match="bce"):
+        Classifier([DenseLayer(rng.normal(size=(2, 4)), np.zeros(2), "sigmoid")], loss="bce")
+    with pytest.raises(ValueError, match="bce"):
+        Classifier([DenseLayer(rng.normal(size=(1, 4)), np.zeros(1), "relu")], loss="bce")
+    with pytest.raises(ValueError, match="softmax"):
+        Classifier([DenseLayer(rng.normal(size=(3, 4)), np.zeros(3), "softmax")], loss="mse")
+    with pytest.raises(ValueError, match="unknown loss"):
+        Classifier(one, loss="hinge")
+    clf = Classifier(one, loss="bce", max_batch=2)
+    with pytest.raises(ValueError, match="labels must be in 0..1"):
+        clf.sgd_step(np.ones((1, 4)), [2], 0.1)
+    reg = Classifier([DenseLayer(rng.normal(size=(3, 4)), np.zeros(3), "linear")], loss="mse", max_batch=2)
+    assert (reg.n_classes, reg.target_count, reg.n_out) == (0, 3, 3)
+    with pytest.raises(ValueError, match="finite"):
+        reg.sgd_step(np.ones((1, 4)), np.array([[0.0, np.nan, 1.0]]), 0.1)
+    with pytest.raises(ValueError, match="targets of 3 values"):
+        reg.sgd_step(np.ones((2, 4)), np.zeros((2, 2)), 0.1)
+    before = [l.weight.copy() for l in reg.layers]
+    with pytest.raises(ValueError):
+        reg.sgd_step(np.ones((1, 4)), np.array([[np.inf, 0, 0]]), 0.1)
+    np.testing.assert_array_equal(reg.layers[0].weight, before[0])  # nothing trained on bad targets
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -50,6 +50,10 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
     g.add_argument("--storage", default="int8", choices=["int8", "float32"], help="buffer entry storage")
     g.add_argument("--tinyol", action="store_true", help="TinyOL mode: train on the latest sample only")
+    g.add_argument("--loss", choices=["ce", "bce", "mse"],
+                   help="on-device head: ce softmax cross-entropy, bce sigmoid binary cross-entropy (labels 0/1), mse "
+                        "regression (float targets; an autoencoder's target is its input). Default: from the model's "
+                        "last activation and shapes")
     g.add_argument("--lr", type=float, default=0.01, help="on-device SGD learning rate")
     g.add_argument("--epochs", type=int, default=1, help="epochs over the buffer per learned sample")
     g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
@@ -87,7 +91,7 @@ class CompileResult:
         d = self.deployment
         lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s",
                  f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable Dense "
-                 f"layer(s), {d.num_classes} classes; replay buffer {d.buffer.capacity} entries "
+                 f"layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
                  f"({d.buffer.policy}, {d.buffer.storage})"]
         if "report" in mem:
             lines.append(mem["report"])
@@ -102,6 +106,15 @@ class CompileResult:
         lines.append(f"{'(untimed)':<28} {'':>4} {max(self.seconds - total, 0.0):>9.3f}")
         lines.append(f"{'total':<28} {'':>4} {self.seconds:>9.3f}")
         return "\n".join(lines)
+
+
+def _head_text(d: Any) -> str:
+    if d.loss == "mse":
+        target = "target = the model input (autoencoder)" if d.target == "input" else "targets given per sample"
+        return f"regression head (mse) with {d.num_outputs} outputs, {target}"
+    if d.loss == "bce":
+        return "binary head (sigmoid + binary cross-entropy, labels 0/1)"
+    return f"{d.num_classes} classes"
 
 
 def _check_output(out: Path, force: bool) -> None:

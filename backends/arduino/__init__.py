@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pluggy
 
 from ... import __version__
@@ -18,7 +17,7 @@ from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ...errors import TinyccError
 from ..base import Backend
-from ..c import CBackend, _env as c_env, render_project, test_vectors, write_test_vectors
+from ..c import CBackend, _env as c_env, embedded_labels, render_project, test_vectors, write_test_vectors
 from ..demo import DemoRun
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -34,11 +33,15 @@ def _env() -> Any:
     return env
 
 
-def proto_bytes(input_size: int, n_features: int, n_classes: int) -> int:
-    """Static RAM of the protocol: receive buffer, reply buffer, probabilities, state."""
-    payload = max(4 * input_size, n_features) + 1
-    rx = ((payload + 3) // 4) * 4
-    return rx + (1 + 4 * n_classes) + 4 * n_classes + 12
+def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
+    """Largest request payload: input or features + a label byte, or + a float32 target vector (regression)."""
+    return max(4 * input_size, n_features) + (4 * targets if targets else 1)
+
+
+def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int = 0) -> int:
+    """Static RAM of the protocol: receive buffer, reply buffer, outputs, state."""
+    rx = ((max_payload(input_size, n_features, targets) + 3) // 4) * 4
+    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + 12
 
 
 class ArduinoBackend(Backend):
@@ -51,7 +54,7 @@ class ArduinoBackend(Backend):
         if not path.is_file():
             raise TinyccError(f"{project}: not a project of target arduino for model {deployment.name!r} "
                               f"(no {deployment.name}/src/test_vectors.h)")
-        write_test_vectors(path, x, np.asarray(y, np.int64) % deployment.num_classes, len(x), _env())
+        write_test_vectors(path, deployment, x, embedded_labels(deployment, y), {}, _env())
 
     def run_demo(self, project: Path, platform: str) -> DemoRun:
         from .simavr import run_demo
@@ -66,7 +69,7 @@ class ArduinoBackend(Backend):
 
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         insize = extractor.tensors[extractor.inputs[0]].size
-        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.n_classes)
+        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.n_out, classifier.target_count)
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         name = deployment.name
@@ -82,10 +85,11 @@ class ArduinoBackend(Backend):
         insize = deployment.extractor.tensors[deployment.extractor.inputs[0]].size
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
-               "max_payload": max(4 * insize, deployment.feature_count) + 1, "dep": deployment,
+               "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
+               "max_payload": max_payload(insize, deployment.feature_count, deployment.target_count), "dep": deployment,
                "reserve": CORE_RESERVE, "mem_table": deployment.memory.get("report", "")}
         x, y = test_vectors(deployment, options)
-        files.append(write_test_vectors(src / "test_vectors.h", x, y, int(options.get("test_learn") or len(x)), env))
+        files.append(write_test_vectors(src / "test_vectors.h", deployment, x, y, options, env))
         out = {sk / f"{name}.ino": env.get_template("sketch.ino.j2").render(**ctx),
                src / "tinycc_proto.h": env.get_template("tinycc_proto.h.j2").render(**ctx),
                src / "tinycc_proto.c": env.get_template("tinycc_proto.c.j2").render(**ctx),

@@ -38,7 +38,10 @@ def _env() -> Any:
 
 
 def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and labels embedded in the demo: options['test_vectors'] or calibration samples."""
+    """Inputs and labels embedded in the demo: options['test_vectors'] or calibration samples.
+
+    A regression head gets float targets [n, T] instead of labels: the given ones when their size
+    fits, else the inputs for an autoencoder, else zeros."""
     tv = options.get("test_vectors")
     if tv is not None:
         x, y = tv
@@ -50,16 +53,35 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
     n = min(len(x), int(options.get("test_count") or 8))
-    return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+    if dep.loss != "mse":
+        return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+    t = np.asarray(y, np.float32)
+    if t.size >= n * dep.target_count and len(t) >= n and t[:n].size == n * dep.target_count:
+        return x[:n], t[:n].reshape(n, dep.target_count)
+    if dep.target == "input":
+        return x[:n], x[:n].reshape(n, -1)
+    return x[:n], np.zeros((n, dep.target_count), np.float32)
 
 
-def write_test_vectors(path: Path, x: np.ndarray, y: np.ndarray, n_learn: int, env: Any = None) -> Path:
-    """Write the demo's test_vectors.h (inputs x [N, ...], labels y [N]; n_learn learn calls cycle through them)
-    from the template ``test_vectors.h.j2`` of ``env`` (default: the c backend's)."""
-    rows = [[_c_float(v) for v in r.reshape(-1)] for r in np.asarray(x, np.float32)]
-    text = (env or _env()).get_template("test_vectors.h.j2").render(
-        n=len(x), size=int(np.prod(x.shape[1:])), xs=rows, ys=[str(int(v)) for v in y], n_learn=int(n_learn))
-    path.write_text(text)
+def vector_context(dep: Deployment, x: np.ndarray, y: np.ndarray, options: dict[str, Any]) -> dict[str, Any]:
+    """What test_vectors.h.j2 renders: inputs, and labels or regression targets (none for an autoencoder,
+    whose demo learns with target NULL = the input)."""
+    ts = [] if dep.loss != "mse" or dep.target == "input" else [[_c_float(v) for v in r.reshape(-1)] for r in y]
+    return {"n": len(x), "size": int(np.prod(x.shape[1:])), "xs": [[_c_float(v) for v in r.reshape(-1)] for r in x],
+            "ys": [] if dep.loss == "mse" else [str(int(v)) for v in y], "ts": ts, "n_targets": dep.target_count,
+            "n_learn": int(options.get("test_learn") or len(x))}
+
+
+def embedded_labels(dep: Deployment, y: np.ndarray) -> np.ndarray:
+    """Labels as the demo embeds them (class indices modulo the classes; regression targets as given)."""
+    return np.asarray(y, np.float32) if dep.loss == "mse" else np.asarray(y, np.int64) % dep.num_classes
+
+
+def write_test_vectors(path: Path, dep: Deployment, x: np.ndarray, y: np.ndarray, options: dict[str, Any],
+                       env: Any = None) -> Path:
+    """Write the demo's test_vectors.h (inputs x [N, ...], labels [N] or regression targets [N, T]; the first
+    options['test_learn'] (default N) learn calls cycle through them) from ``env``'s template (default: c's)."""
+    path.write_text((env or _env()).get_template("test_vectors.h.j2").render(**vector_context(dep, x, y, options)))
     return path
 
 
@@ -95,7 +117,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         written.append(path)
     if with_main:
         x, y = test_vectors(dep, options)
-        written.append(write_test_vectors(outdir / "test_vectors.h", x, y, int(options.get("test_learn") or len(x))))
+        written.append(write_test_vectors(outdir / "test_vectors.h", dep, x, y, options, env))
     rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
     for f in RUNTIME_FILES:
@@ -112,7 +134,7 @@ class CBackend(Backend):
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
             raise TinyccError(f"{project}: not a project of target c (no main.c/Makefile)")
-        write_test_vectors(project / "test_vectors.h", x, np.asarray(y, np.int64) % deployment.num_classes, len(x))
+        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
     def run_demo(self, project: Path, platform: str) -> DemoRun:
         from .run import run_demo

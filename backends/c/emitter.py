@@ -21,6 +21,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 
 
@@ -255,4 +256,11 @@ def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
     m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation]}
                           for i, l in enumerate(dep.classifier)]
     m.consts["policy"] = POLICY_CODES[dep.buffer.policy]
+    tq = dep.target_quant
+    m.consts.update({
+        "loss": LOSS_CODES[dep.loss], "n_outputs": dep.num_outputs, "targets": dep.target_count,
+        "regression": dep.loss == "mse", "target_is_input": dep.target == "input",
+        "target_int8": tq is not None, "target_scale": _c_float(float(tq.scale[0])) if tq is not None else "0.0f",
+        "target_zp": int(tq.zero_point[0]) if tq is not None else 0,
+    })
     return m

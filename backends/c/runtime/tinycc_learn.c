@@ -63,7 +63,7 @@ static void forward(tcc_classifier_t *c, const float *x, int32_t n) {
     for (l = 0; l < c->n_layers; ++l) {
         tcc_dense_t *d = &c->layers[l];
         const float *in = l == 0 ? x : c->layers[l - 1].a;
-        const int32_t last = l == c->n_layers - 1;
+        const int32_t last = l == c->n_layers - 1 && c->loss != TCC_LOSS_MSE; /* logits kept as they are */
         for (r = 0; r < n; ++r) {
             for (o = 0; o < d->n_out; ++o) {
                 float z = 0.0f;
@@ -77,10 +77,30 @@ static void forward(tcc_classifier_t *c, const float *x, int32_t n) {
     }
 }
 
+int32_t tcc_all_finite(const float *v, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (!(v[i] == v[i]) || v[i] > 3.40282347e38f || v[i] < -3.40282347e38f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *probs) {
     const tcc_dense_t *last = &c->layers[c->n_layers - 1];
     int32_t i, best = 0;
     forward(c, x, 1);
+    if (c->loss == TCC_LOSS_BCE) {
+        probs[0] = act_f(last->a[0], TCC_ACT_SIGMOID);
+        return probs[0] > 0.5f ? 1 : 0;
+    }
+    if (c->loss == TCC_LOSS_MSE) {
+        for (i = 0; i < last->n_out; ++i) {
+            probs[i] = last->a[i];
+        }
+        return 0;
+    }
     softmax_row(last->a, last->n_out, probs);
     for (i = 1; i < last->n_out; ++i) {
         if (probs[i] > probs[best]) {
@@ -90,17 +110,39 @@ int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *probs
     return best;
 }
 
-void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, int32_t n, float lr) {
+/* d_L of the head for row r (see tinycc.ir.train) */
+static void output_delta(const tcc_classifier_t *c, const uint8_t *y, const float *t, int32_t r, int32_t n) {
+    const tcc_dense_t *last = &c->layers[c->n_layers - 1];
+    const int32_t k = last->n_out;
+    const float *a = last->a + r * k;
+    float *d = last->d + r * k;
+    int32_t o;
+    if (c->loss == TCC_LOSS_MSE) {
+        for (o = 0; o < k; ++o) {
+            d[o] = a[o] - t[r * k + o];
+            d[o] *= 2.0f;
+            d[o] /= (float)(n * k);
+            d[o] *= dact_f(a[o], last->act);
+        }
+        return;
+    }
+    if (c->loss == TCC_LOSS_BCE) {
+        d[0] = act_f(a[0], TCC_ACT_SIGMOID);
+        d[0] -= (float)y[r];
+    } else {
+        softmax_row(a, k, d);
+        d[y[r]] -= 1.0f;
+    }
+    for (o = 0; o < k; ++o) {
+        d[o] /= (float)n;
+    }
+}
+
+void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n, float lr) {
     int32_t l, r, o, i;
-    tcc_dense_t *last = &c->layers[c->n_layers - 1];
     forward(c, x, n);
     for (r = 0; r < n; ++r) {
-        float *d = last->d + r * last->n_out;
-        softmax_row(last->a + r * last->n_out, last->n_out, d);
-        d[y[r]] -= 1.0f;
-        for (o = 0; o < last->n_out; ++o) {
-            d[o] /= (float)n;
-        }
+        output_delta(c, y, t, r, n);
     }
     for (l = c->n_layers - 1; l >= 0; --l) {
         tcc_dense_t *dl = &c->layers[l];
@@ -206,7 +248,7 @@ static int32_t balanced_slot(const tcc_buffer_t *b, uint8_t label) {
     return slot < 0 ? 0 : slot;
 }
 
-int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label) {
+int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label, const float *target) {
     int32_t slot, i;
     b->state[S_SEEN] += 1u;
     if (b->policy == TCC_POLICY_FIFO) {
@@ -237,12 +279,22 @@ int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_
             b->f[k] = q ? b->scale * (float)((int32_t)q[i] - b->zero_point) : x[i];
         }
     }
-    b->labels[slot] = label;
+    for (i = 0; i < b->targets; ++i) {
+        const int32_t k = slot * b->targets + i;
+        if (b->tq) {
+            b->tq[k] = quant1(target[i], b->t_scale, b->t_zp);
+        } else {
+            b->tf[k] = target[i];
+        }
+    }
+    if (!b->targets) {
+        b->labels[slot] = label;
+    }
     b->stamp[slot] = b->state[S_SEEN];
     return slot;
 }
 
-uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out) {
+uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout) {
     int32_t slot = k, i;
     if (b->policy == TCC_POLICY_FIFO && (int32_t)b->state[S_COUNT] == b->capacity) {
         slot = (k + (int32_t)b->state[S_HEAD]) % b->capacity;
@@ -251,20 +303,28 @@ uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out) {
         const int32_t j = slot * b->features + i;
         out[i] = b->int8_storage ? b->scale * (float)((int32_t)b->q[j] - b->zero_point) : b->f[j];
     }
-    return b->labels[slot];
+    for (i = 0; i < b->targets; ++i) {
+        const int32_t j = slot * b->targets + i;
+        tout[i] = b->tq ? b->t_scale * (float)((int32_t)b->tq[j] - b->t_zp) : b->tf[j];
+    }
+    return b->targets ? 0 : b->labels[slot];
 }
 
 void tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch, float *xwork,
-               uint8_t *ywork) {
+               uint8_t *ywork, float *twork) {
     const int32_t n = tcc_buffer_count(b);
     int32_t e, s, k;
     for (e = 0; e < epochs; ++e) {
         for (s = 0; s < n; s += batch) {
             const int32_t m = (n - s) < batch ? (n - s) : batch;
             for (k = 0; k < m; ++k) {
-                ywork[k] = tcc_buffer_entry(b, s + k, xwork + k * b->features);
+                const uint8_t y = tcc_buffer_entry(b, s + k, xwork + k * b->features,
+                                                   b->targets ? twork + k * b->targets : twork);
+                if (!b->targets) {
+                    ywork[k] = y;
+                }
             }
-            tcc_classifier_sgd(c, xwork, ywork, m, lr);
+            tcc_classifier_sgd(c, xwork, ywork, twork, m, lr);
         }
     }
 }

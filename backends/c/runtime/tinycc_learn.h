@@ -1,4 +1,5 @@
-/* tinycc on-device learning: float Dense classifier (softmax cross-entropy, SGD) and replay buffer.
+/* tinycc on-device learning: float Dense classifier (SGD with a softmax cross-entropy, sigmoid binary
+ * cross-entropy or mean-squared-error head) and replay buffer.
  * Same semantics as tinycc.ir.train and tinycc.ir.buffer (see their docstrings). No heap:
  * every array is provided by the generated model code. */
 #ifndef TINYCC_LEARN_H
@@ -7,6 +8,7 @@
 #include "tinycc_port.h"
 
 enum { TCC_ACT_LINEAR = 0, TCC_ACT_RELU = 1, TCC_ACT_SIGMOID = 2, TCC_ACT_TANH = 3, TCC_ACT_SOFTMAX = 4 };
+enum { TCC_LOSS_CE = 0, TCC_LOSS_BCE = 1, TCC_LOSS_MSE = 2 };
 enum { TCC_POLICY_FIFO = 0, TCC_POLICY_RESERVOIR = 1, TCC_POLICY_CLASS_BALANCED = 2 };
 
 typedef struct {
@@ -19,7 +21,7 @@ typedef struct {
 
 typedef struct {
     tcc_dense_t *layers;
-    int32_t n_layers, max_batch;
+    int32_t n_layers, max_batch, loss; /* loss: TCC_LOSS_* */
 } tcc_classifier_t;
 
 typedef struct {
@@ -28,27 +30,38 @@ typedef struct {
     int32_t zero_point;
     int8_t *q;          /* [capacity*features] when int8 storage */
     float *f;           /* [capacity*features] when float storage */
-    uint8_t *labels;    /* [capacity] */
+    uint8_t *labels;    /* [capacity] (label heads; NULL for regression) */
     uint32_t *stamp;    /* [capacity] */
     uint32_t *state;    /* [4]: count, head, seen, rng */
     uint32_t seed;
+    int32_t targets;    /* floats per regression target; 0 for label heads */
+    int8_t *tq;         /* [capacity*targets] int8 targets (quantized with t_scale, t_zp), or NULL */
+    float *tf;          /* [capacity*targets] float32 targets, or NULL */
+    float t_scale;
+    int32_t t_zp;
 } tcc_buffer_t;
 
 void tcc_classifier_reset(tcc_classifier_t *c);
-/* probabilities of one feature vector; returns the arg-max class */
-int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *probs);
-/* one SGD step on n rows of x [n*n_in] */
-void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, int32_t n, float lr);
+/* head outputs of one feature vector: softmax probabilities (returns the arg-max class), the sigmoid
+ * probability (returns 1 when it is > 0.5, else 0) or the regression outputs (returns 0) */
+int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *out);
+/* one SGD step on n rows of x [n*n_in]: labels y [n] (ce, bce) or targets t [n*n_out] (mse) */
+void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n, float lr);
+/* 1 when the n values are finite (no NaN, no infinity), else 0 */
+int32_t tcc_all_finite(const float *v, int32_t n);
 
 void tcc_buffer_reset(tcc_buffer_t *b);
 int32_t tcc_buffer_count(const tcc_buffer_t *b);
-/* store float features (quantized if int8 storage) or int8 features (q != NULL); returns slot or -1 */
-int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label);
-/* the k-th entry in training order, dequantized into out[features]; returns its label */
-uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out);
+/* store float features (quantized if int8 storage) or int8 features (q != NULL) with a label, or with a
+ * target [targets] (regression buffer; must be finite, checked by the caller); returns slot or -1 */
+int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label, const float *target);
+/* the k-th entry in training order, dequantized into out[features] (a regression target into
+ * tout[targets]); returns its label (0 for regression) */
+uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout);
 
-/* retrain on every valid entry: epochs over the buffer, consecutive minibatches of `batch` */
+/* retrain on every valid entry: epochs over the buffer, consecutive minibatches of `batch`; staging
+ * xwork [batch*features], ywork [batch] (label heads) or twork [batch*targets] (regression) */
 void tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch, float *xwork,
-               uint8_t *ywork);
+               uint8_t *ywork, float *twork);
 
 #endif
