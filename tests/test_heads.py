@@ -286,10 +286,16 @@ def test_cli_compiles_an_autoencoder_for_learning(session, tmp_path: Path) -> No
     assert "_learn_target_f32(const float *x, const float *target)" in header and "_learn_f32(" not in header
     run = subprocess.run(["make", "-s", "-C", str(out), "run"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    mse = [l for l in run.stdout.splitlines() if l.startswith("mean squared error (reconstruction of the input)")]
+    before, after = (float(v) for v in mse[0].split(": ")[1].replace(" before learning,", "").split()[:2])
+    assert len(run.stdout.splitlines()) < 40 and 0 <= after and 0 <= before
+    run = subprocess.run(["make", "-s", "-C", str(out), "run", "DUMP=1"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
     parsed = c_harness.parse(run.stdout)
     assert parsed.buffer == 4 and len(parsed.weights) == 1 and len(parsed.after[0][1]) == 32
     r = tinycc("compile", str(path), "--target", "c", "--loss", "bce", "-o", str(tmp_path / "x"))
-    last = r.stderr.strip().splitlines()[-1]  # (library start-up noise, if any, comes before it)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "Traceback" not in r.stderr and "'recon'" in last and "binary head (bce)" in last
     assert not (tmp_path / "x").exists()
 
