@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ import pluggy
 from ..errors import TinyccError, UnsupportedLayerError
 from ..ir.graph import Graph, IRError
 from ..ir.ops import OpKind
+from .keras_legacy import repaired_copy
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.keras")
@@ -402,9 +404,11 @@ def _load_keras(path: str) -> Any:
             if f.read(8) != b"\x89HDF\r\n\x1a\n":
                 raise TinyccError(f"{path}: not an HDF5 file")
     try:
-        return keras.models.load_model(str(p), compile=False, safe_mode=True)
-    except UnsupportedLayerError:
-        raise
+        with tempfile.TemporaryDirectory(prefix="tinycc-keras2-") as tmp:
+            src = repaired_copy(p, Path(tmp)) or p  # Keras 2 configs repaired for Keras 3
+            return keras.models.load_model(str(src), compile=False, safe_mode=True)
+    except UnsupportedLayerError as e:
+        raise UnsupportedLayerError(f"{path}: {e}") from None
     except Exception as e:  # Keras/h5py raise many types for corrupt or foreign files
         msg = " ".join(str(e).split())[:200] or type(e).__name__
         if "Unknown layer" in msg or "Could not locate class" in msg:
