@@ -90,7 +90,10 @@ class _Builder:
                 if isinstance(layer, keras.layers.InputLayer):
                     continue
                 ins = [self.names[id(t)] for t in node.input_tensors]
-                outs = self.layer(layer, ins, prefix)
+                if isinstance(layer, keras.layers.Layer):
+                    outs = self.layer(layer, ins, prefix)
+                else:  # a keras.ops call recorded in the graph (x + 3.0, x * c, ...)
+                    outs = [_operation(self, node, f"{prefix}{layer.name}")]
                 if len(outs) != len(node.output_tensors):
                     raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has several outputs")
                 for t, name in zip(node.output_tensors, outs):
@@ -352,6 +355,54 @@ def _zeropad1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     left, right = (int(v) for v in l.padding)
     x = _as_2d(b, ins[0], name, "ZeroPadding1D")
     return _as_1d(b, b.op(OpKind.PAD, [x], f"{name}_pad", name, {"paddings": ((0, 0), (left, right))}), name)
+
+
+# ---- keras.ops calls in functional models (Keras 3 records `x + 3.0` as an operation, not a layer) ----
+_ARITH = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "TrueDivide": "divide", "Divide": "divide"}
+
+
+def _const_value(v: Any, channels: int) -> float | tuple[float, ...] | None:
+    """A constant operand as a scalar or a per-channel tuple; None if it broadcasts otherwise."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 1:
+        return float(a.reshape(-1)[0])
+    if a.shape[-1] == channels and a.size == channels:
+        return tuple(float(x) for x in a.reshape(-1))
+    return None
+
+
+def _operation(b: _Builder, node: Any, name: str) -> str:
+    """Elementwise add/subtract/multiply/divide: two tensors -> ADD/MUL, a tensor and a constant -> RESCALE."""
+    import keras
+
+    op = type(node.operation).__name__
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    kind = _ARITH.get(op)
+    if kind is None or len(args) != 2 or kwargs:
+        raise UnsupportedLayerError(
+            f"operation {name!r} ({op}) is not supported; supported keras.ops calls between layers: "
+            f"{', '.join(sorted(_ARITH))} of two tensors or of a tensor and a constant")
+    tensors = [isinstance(a, keras.KerasTensor) for a in args]
+    if all(tensors):
+        if kind not in ("add", "multiply"):
+            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported (add, multiply)")
+        ins = [b.names[id(a)] for a in args]
+        return b.op(OpKind.ADD if kind == "add" else OpKind.MUL, ins, name, name)
+    x = b.names[id(args[tensors.index(True)])]
+    c = _const_value(args[tensors.index(False)], b.g.tensors[x].shape[-1])
+    first = not tensors[0]  # the constant is the left operand
+    if c is None or (kind == "divide" and first):
+        raise UnsupportedLayerError(f"operation {name!r} ({op}) with a constant of shape "
+                                    f"{np.shape(args[tensors.index(False)])} is not supported (scalar or per-channel; "
+                                    "no constant divided by a tensor)")
+    arr = np.asarray(c, np.float64)
+    scale, offset = {"add": (1.0, arr), "multiply": (arr, 0.0), "divide": (1.0 / arr, 0.0),
+                     "subtract": (-1.0, arr) if first else (1.0, -arr)}[kind]
+
+    def val(v: Any) -> Any:
+        a = np.asarray(v, np.float64).reshape(-1)
+        return float(a[0]) if a.size == 1 else tuple(float(t) for t in a)
+    return b.op(OpKind.RESCALE, [x], name, name, {"scale": val(scale), "offset": val(offset)})
 
 
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
