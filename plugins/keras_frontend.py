@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -442,6 +443,9 @@ def graph_from_keras_model(model: Any, name: str | None = None) -> Graph:
     return g
 
 
+_DESERIALIZING = re.compile(r"deserializing class '([\w.>]+)' using config=\{'name': '([^']*)'")
+
+
 def _load_keras(path: str) -> Any:
     import keras
 
@@ -461,7 +465,12 @@ def _load_keras(path: str) -> Any:
     except UnsupportedLayerError as e:
         raise UnsupportedLayerError(f"{path}: {e}") from None
     except Exception as e:  # Keras/h5py raise many types for corrupt or foreign files
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        full = " ".join(str(e).split())
+        where = _DESERIALIZING.search(full)
+        if where and "Exception encountered:" in full:  # name the layer, not its whole config
+            reason = full.split("Exception encountered:")[-1].strip()[:200]
+            raise TinyccError(f"{path}: cannot read layer {where.group(2)!r} ({where.group(1)}): {reason}") from None
+        msg = full[:200] or type(e).__name__
         if "Unknown layer" in msg or "Could not locate class" in msg:
             raise UnsupportedLayerError(f"{path}: {msg}") from None
         raise TinyccError(f"{path}: cannot read the Keras model ({type(e).__name__}: {msg})") from None

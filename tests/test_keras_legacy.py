@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tinycc.errors import UnsupportedLayerError
+from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.interpreter import run
 from tinycc.ir.stats import totals
 from tinycc.plugins.keras_frontend import KerasFrontend
@@ -322,3 +322,20 @@ def test_mlperf_tiny_h5(name: str, tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(0, 1, (4,) + INPUTS[name]).astype(np.float32)
     assert _close(run(g, x)[g.outputs[0]], model.predict(x, verbose=0)) <= TOL
     assert totals(g)["params"] == model.count_params() == PUBLISHED.get(name, model.count_params())
+
+
+def test_unreadable_keras3_layer_named(tmp_path: Path) -> None:
+    """A Keras 3 file with an argument Keras rejects: the error names the layer, not its whole config."""
+    import h5py
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    m = keras.Model(inp, keras.layers.DepthwiseConv2D(3, name="mydw")(inp))
+    path = tmp_path / "bad3.h5"
+    m.save(path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["layers"][1]["config"]["bogus"] = 5
+        f.attrs["model_config"] = json.dumps(config).encode("utf-8")
+    with pytest.raises(TinyccError, match=r"bad3.h5: cannot read layer 'mydw' \(DepthwiseConv2D\): .*'bogus': 5"):
+        KerasFrontend().load(str(path), {})
