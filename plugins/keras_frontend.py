@@ -3,7 +3,9 @@
 Sequential and functional models, nested models inlined. Activations given as ``activation=``
 become separate ops named ``<layer>_act``; the ``fuse_activations`` pass fuses them later.
 Keras ``Conv2D(groups=C)`` with ``filters == C`` lowers to depthwise; other group counts stay a
-grouped ``conv2d``.
+grouped ``conv2d``. ``keras.ops`` arithmetic between layers (``x + 3.0``, ``x * c``) becomes
+``rescale``/``add``/``mul``. Files written by Keras 2 get their config repaired first
+(``keras_legacy``).
 """
 from __future__ import annotations
 
