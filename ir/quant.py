@@ -149,6 +149,24 @@ def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None) -> np.
     return np.clip(round_half_away(w / s), -127, 127).astype(np.int8)
 
 
+BIAS_LIMIT = 2 ** 30  # |int32 bias| bound: leaves 2**30 of headroom for the accumulator (fan-in <= 33,000)
+
+
+def bias_fitting_scales(b: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
+    """Weight scales raised where the int32 bias would exceed ``BIAS_LIMIT``.
+
+    A filter that BatchNorm folding shrank to ~0 (gamma ~ 0) keeps a real bias: with scale
+    max|w|/127 its int32 bias saturates and ``acc + bias`` overflows, so its output would be wrong.
+    Its weight scale becomes |b| / (input_scale * BIAS_LIMIT) (the weights then round to ~0, the bias
+    fits), which is what the channel computes anyway. Other channels keep their scales.
+    """
+    ws = np.asarray(weight_scales, np.float32)
+    mag = np.abs(np.asarray(b, np.float64)).reshape(-1)
+    need = (mag.max(initial=0.0) if ws.size == 1 else mag) / (float(np.float32(input_scale)) * BIAS_LIMIT)
+    need = np.broadcast_to(np.asarray(need * (1 + 1e-6), np.float64), ws.shape)
+    return np.where(need > ws, need, ws).astype(np.float32)
+
+
 def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int32 bias with scale input_scale * weight_scale[c] (float32 product, as the converter)."""
     scales = (np.float32(input_scale) * weight_scales.astype(np.float32)).astype(np.float32)

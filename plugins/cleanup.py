@@ -1,10 +1,16 @@
 """Standard cleanup passes: dropout removal, BatchNorm folding, activation fusion, Rescaling folding.
 
 - ``remove_dropout``: Dropout (and identity ops the frontend kept for names) are inference no-ops.
+- ``conv1x1_to_dense``: a Conv2D with a 1x1 kernel on a 1x1 map (global pooling with keepdims ->
+  Conv2D 1x1, the classifier head of Keras Applications' MobileNets and TFLite Micro's person
+  detection) is exactly a Dense layer: it becomes Reshape [C] -> Dense (weights [O, C]) -> Reshape
+  [1, 1, O] (same origin, same output tensor), and ``fold_reshapes`` then merges the reshapes with
+  the model's own Reshape/Flatten, so the cut, on-device training and pruning see a Dense head.
 - ``fold_reshapes``: 1-D layers run as 2-D ops between reshapes that keep the channel axis. BN,
   Rescaling and activations after such a reshape move above it (they act per channel), so they
   fold/fuse into the producing conv as in 2-D models; a Reshape/Flatten reading another one reads
-  its source instead (the first is dropped when nothing else reads it); a no-op Reshape is removed.
+  its source instead (the first is dropped when nothing else reads it); a no-op Reshape/Flatten is
+  removed.
 - ``fold_batchnorm``: BN right after Conv2D/DepthwiseConv2D/Dense (whose output has no other
   reader and no fused activation) is folded into the weights and bias; other BNs stay.
 - ``fuse_activations``: ReLU/ReLU6 after Conv2D/DepthwiseConv2D/Dense/Add/Mul becomes the
@@ -100,6 +106,40 @@ def _hoist(graph: Graph, reshape: Op, op: Op) -> None:
     graph.tensors[mid].shape = graph.tensors[src].shape
 
 
+def _pointwise_on_1x1(graph: Graph, op: Op) -> bool:
+    """A Conv2D that is a Dense layer: 1x1 kernel, no groups, a 1x1 input map (hence a 1x1 output)."""
+    x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+    return op.kind == OpKind.CONV2D and op.attrs.get("groups", 1) == 1 and w.data is not None and \
+        len(x.shape) == 4 and tuple(x.shape[1:3]) == (1, 1) and tuple(w.shape[1:3]) == (1, 1) and \
+        tuple(graph.tensors[op.outputs[0]].shape[1:3]) == (1, 1)
+
+
+class Conv1x1ToDense(Pass):
+    name = "conv1x1_to_dense"
+    description = "a 1x1 Conv2D on a 1x1 map becomes Reshape + Dense + Reshape (a conv classifier head is Dense)"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # int8: the file's operators stay as they are
+            return False
+        changed = False
+        for op in [o for o in graph.ops if o.kind == OpKind.CONV2D and _pointwise_on_1x1(graph, o)]:
+            at = graph.ops.index(op)
+            graph.ops.remove(op)
+            src, dst, w = op.inputs[0], op.outputs[0], graph.tensors[op.inputs[1]]
+            out_shape = graph.tensors.pop(dst).shape
+            flat = graph.add_op(OpKind.RESHAPE, [src], f"{op.name}_flat", {"shape": (w.shape[3],)},
+                                origin=op.origin, index=at)
+            kernel = graph.add_const(f"{op.inputs[1]}_dense", w.data.reshape(w.shape[0], w.shape[3]))
+            dense = graph.add_op(OpKind.DENSE, [flat.outputs[0], kernel.name] + op.inputs[2:], op.name,
+                                 {"activation": op.attrs.get("activation", "none")}, origin=op.origin,
+                                 output_name=f"{dst}_dense", index=at + 1)
+            graph.add_op(OpKind.RESHAPE, dense.outputs, f"{op.name}_map", {"shape": tuple(out_shape[1:])},
+                         origin=op.origin, output_name=dst, index=at + 2)
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
 class FoldReshapes(Pass):
     name = "fold_reshapes"
     description = "hoist per-channel ops above channel-keeping reshapes, merge chained reshapes, drop no-op ones"
@@ -123,7 +163,7 @@ class FoldReshapes(Pass):
                     graph.remove_op(prev)
                 changed = True
             src, dst = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-            if op.kind == OpKind.RESHAPE and src.shape == dst.shape and op.outputs[0] not in graph.outputs:
+            if src.shape == dst.shape and op.outputs[0] not in graph.outputs:
                 graph.bypass(op)
                 changed = True
         graph.prune_unused()
@@ -216,7 +256,7 @@ class FoldRescaling(Pass):
         return changed
 
 
-PASSES = (RemoveDropout, FoldReshapes, FoldBatchNorm, FuseActivations, FoldRescaling)
+PASSES = (RemoveDropout, Conv1x1ToDense, FoldReshapes, FoldBatchNorm, FuseActivations, FoldRescaling)
 
 
 @hookimpl

@@ -3,12 +3,16 @@
 Sequential and functional models, nested models inlined. Activations given as ``activation=``
 become separate ops named ``<layer>_act``; the ``fuse_activations`` pass fuses them later.
 Keras ``Conv2D(groups=C)`` with ``filters == C`` lowers to depthwise; other group counts stay a
-grouped ``conv2d``.
+grouped ``conv2d``. ``keras.ops`` arithmetic between layers (``x + 3.0``, ``x * c``) becomes
+``rescale``/``add``/``mul``. Files written by Keras 2 get their config repaired first
+(``keras_legacy``).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +23,7 @@ import pluggy
 from ..errors import TinyccError, UnsupportedLayerError
 from ..ir.graph import Graph, IRError
 from ..ir.ops import OpKind
+from .keras_legacy import repaired_copy
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.keras")
@@ -88,7 +93,10 @@ class _Builder:
                 if isinstance(layer, keras.layers.InputLayer):
                     continue
                 ins = [self.names[id(t)] for t in node.input_tensors]
-                outs = self.layer(layer, ins, prefix)
+                if isinstance(layer, keras.layers.Layer):
+                    outs = self.layer(layer, ins, prefix)
+                else:  # a keras.ops call recorded in the graph (x + 3.0, x * c, ...)
+                    outs = [_operation(self, node, f"{prefix}{layer.name}")]
                 if len(outs) != len(node.output_tensors):
                     raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has several outputs")
                 for t, name in zip(node.output_tensors, outs):
@@ -352,6 +360,54 @@ def _zeropad1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return _as_1d(b, b.op(OpKind.PAD, [x], f"{name}_pad", name, {"paddings": ((0, 0), (left, right))}), name)
 
 
+# ---- keras.ops calls in functional models (Keras 3 records `x + 3.0` as an operation, not a layer) ----
+_ARITH = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "TrueDivide": "divide", "Divide": "divide"}
+
+
+def _const_value(v: Any, channels: int) -> float | tuple[float, ...] | None:
+    """A constant operand as a scalar or a per-channel tuple; None if it broadcasts otherwise."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 1:
+        return float(a.reshape(-1)[0])
+    if a.shape[-1] == channels and a.size == channels:
+        return tuple(float(x) for x in a.reshape(-1))
+    return None
+
+
+def _operation(b: _Builder, node: Any, name: str) -> str:
+    """Elementwise add/subtract/multiply/divide: two tensors -> ADD/MUL, a tensor and a constant -> RESCALE."""
+    import keras
+
+    op = type(node.operation).__name__
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    kind = _ARITH.get(op)
+    if kind is None or len(args) != 2 or kwargs:
+        raise UnsupportedLayerError(
+            f"operation {name!r} ({op}) is not supported; supported keras.ops calls between layers: "
+            f"{', '.join(sorted(_ARITH))} of two tensors or of a tensor and a constant")
+    tensors = [isinstance(a, keras.KerasTensor) for a in args]
+    if all(tensors):
+        if kind not in ("add", "multiply"):
+            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported (add, multiply)")
+        ins = [b.names[id(a)] for a in args]
+        return b.op(OpKind.ADD if kind == "add" else OpKind.MUL, ins, name, name)
+    x = b.names[id(args[tensors.index(True)])]
+    c = _const_value(args[tensors.index(False)], b.g.tensors[x].shape[-1])
+    first = not tensors[0]  # the constant is the left operand
+    if c is None or (kind == "divide" and first):
+        raise UnsupportedLayerError(f"operation {name!r} ({op}) with a constant of shape "
+                                    f"{np.shape(args[tensors.index(False)])} is not supported (scalar or per-channel; "
+                                    "no constant divided by a tensor)")
+    arr = np.asarray(c, np.float64)
+    scale, offset = {"add": (1.0, arr), "multiply": (arr, 0.0), "divide": (1.0 / arr, 0.0),
+                     "subtract": (-1.0, arr) if first else (1.0, -arr)}[kind]
+
+    def val(v: Any) -> Any:
+        a = np.asarray(v, np.float64).reshape(-1)
+        return float(a[0]) if a.size == 1 else tuple(float(t) for t in a)
+    return b.op(OpKind.RESCALE, [x], name, name, {"scale": val(scale), "offset": val(offset)})
+
+
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
     "ReLU": _relu, "LeakyReLU": _leaky, "Activation": _activation, "Softmax": _softmax,
@@ -389,6 +445,9 @@ def graph_from_keras_model(model: Any, name: str | None = None) -> Graph:
     return g
 
 
+_DESERIALIZING = re.compile(r"deserializing class '([\w.>]+)' using config=\{'name': '([^']*)'")
+
+
 def _load_keras(path: str) -> Any:
     import keras
 
@@ -402,11 +461,18 @@ def _load_keras(path: str) -> Any:
             if f.read(8) != b"\x89HDF\r\n\x1a\n":
                 raise TinyccError(f"{path}: not an HDF5 file")
     try:
-        return keras.models.load_model(str(p), compile=False, safe_mode=True)
-    except UnsupportedLayerError:
-        raise
+        with tempfile.TemporaryDirectory(prefix="tinycc-keras2-") as tmp:
+            src = repaired_copy(p, Path(tmp)) or p  # Keras 2 configs repaired for Keras 3
+            return keras.models.load_model(str(src), compile=False, safe_mode=True)
+    except UnsupportedLayerError as e:
+        raise UnsupportedLayerError(f"{path}: {e}") from None
     except Exception as e:  # Keras/h5py raise many types for corrupt or foreign files
-        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        full = " ".join(str(e).split())
+        where = _DESERIALIZING.search(full)
+        if where and "Exception encountered:" in full:  # name the layer, not its whole config
+            reason = full.split("Exception encountered:")[-1].strip()[:200]
+            raise TinyccError(f"{path}: cannot read layer {where.group(2)!r} ({where.group(1)}): {reason}") from None
+        msg = full[:200] or type(e).__name__
         if "Unknown layer" in msg or "Could not locate class" in msg:
             raise UnsupportedLayerError(f"{path}: {msg}") from None
         raise TinyccError(f"{path}: cannot read the Keras model ({type(e).__name__}: {msg})") from None

@@ -4,7 +4,9 @@
 Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - weights symmetric int8 in [-127, 127], scale max|w|/127, zero point 0, per output channel for
   Conv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
-  scale); int32 biases with scale input_scale * weight_scale[c], zero point 0;
+  scale); a scale is raised where the int32 bias would not fit (``bias_fitting_scales``: filters
+  that BatchNorm folding shrank to ~0); int32 biases with scale input_scale * weight_scale[c],
+  zero point 0;
 - activations asymmetric int8 from calibrated ranges (widened to include 0, zero point nudged);
 - max/avg pool, global pools, reshape/flatten, pad, concatenate and relu6 share one set of
   parameters between their inputs and output (computed from the union of their ranges; relu6
@@ -43,7 +45,7 @@ from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_s
 from ..ir.graph import Graph, Op
 from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ..ir.ops import OpKind
-from ..ir.quant import (choose_activation_params, quantize, quantize_bias, quantize_weights,
+from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ..ir.tensor import DType, QuantParams, Tensor
 from ..passes import Pass, PassContext
@@ -403,6 +405,9 @@ class QuantizeInt8(Pass):
             if op.kind == OpKind.DENSE and per_tensor_dense:
                 axis = None
             scales = symmetric_weight_scales(w.data, axis)
+            if len(op.inputs) > 2:  # dead filters with a bias: the int32 bias must fit
+                scales = bias_fitting_scales(graph.tensors[op.inputs[2]].data, float(params[op.inputs[0]].scale[0]),
+                                             scales)
             qw = Tensor(graph.unique_tensor_name(f"{w.name}_int8"), w.shape, DType.INT8,
                         quantize_weights(w.data, scales, axis),
                         QuantParams(scales, np.zeros(scales.size, np.int64), axis))

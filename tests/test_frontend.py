@@ -119,3 +119,31 @@ def test_corrupt_files(tmp_path: Path, session, zoo_files) -> None:
         fe.load(str(rnd), {})
     with pytest.raises(TinyccError, match="no such file"):
         fe.load(str(tmp_path / "missing.h5"), {})
+
+
+def test_keras_ops_arithmetic_between_layers() -> None:
+    """Keras 3 records `x + 3.0` etc. as operations, not layers: constants become RESCALE, tensors ADD/MUL."""
+    import keras
+
+    from tinycc.plugins.keras_frontend import graph_from_keras_model
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(3, 1, name="c")(inp)
+    a = (x + 3.0) * (1.0 / 6.0)
+    b = 2.0 - x / 4.0
+    c = x * np.array([0.5, -1.0, 2.0], np.float32) - 1.0
+    out = keras.layers.Flatten()(a * b + c)
+    m = keras.Model(inp, out)
+    g = graph_from_keras_model(m)
+    kinds = [o.kind.value for o in g.ops]
+    assert kinds.count("rescale") == 6 and kinds.count("add") == 1 and kinds.count("mul") == 1
+    x_in = np.random.default_rng(0).normal(0, 1, (3, 4, 4, 3)).astype(np.float32)
+    y = m.predict(x_in, verbose=0)
+    assert _close(run(g, x_in)[g.outputs[0]], y) <= TOL
+    m2 = keras.Model(inp, keras.layers.Flatten()(keras.ops.exp(x)))
+    with pytest.raises(UnsupportedLayerError, match=r"operation '.*' \(Exp\) is not supported"):
+        graph_from_keras_model(m2)
+    m3 = keras.Model(inp, keras.layers.Flatten()(1.0 / x))
+    with pytest.raises(UnsupportedLayerError, match="no constant divided by a tensor"):
+        graph_from_keras_model(m3)
