@@ -499,7 +499,8 @@ def quantize_model(model: str, options: dict[str, Any], session: Any) -> tuple[G
     reg = session.registry
     graph = reg.frontend_for(model).load(model, options)
     if graph.meta.get("quantized"):
-        raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras)")
+        raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras or a "
+                          "float32 .tflite)")
     ctx = PassContext(options=options, session=session, progress=bool(options.get("progress")))
     if "cleanup" in reg.pipelines:
         run_pipeline(graph, reg.pipeline("cleanup"), ctx)
