@@ -122,3 +122,14 @@ def test_fixed_point_kernels_equal_run_int8(tmp_path: Path) -> None:
     outs = {k: np.concatenate([np.array(w.split()[2:], int) for w, (g, _) in zip(want, cases) if g.name == k])
             for k in kinds}
     assert all(len(np.unique(v)) > 50 for v in outs.values()), {k: len(np.unique(v)) for k, v in outs.items()}
+
+
+def test_hard_swish_outside_the_kernels_range_is_refused_by_name() -> None:
+    from tinycc.backends.c import CBackend
+    from tinycc.errors import UnsupportedLayerError
+
+    g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 300, 3))  # output multiplier exponent > 0
+    with pytest.raises(UnsupportedLayerError, match="layer 'y': int8 hard_swish with an output scale below"):
+        CBackend().check(SimpleNamespace(extractor=g), {})
+    g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 100, 3))
+    CBackend().check(SimpleNamespace(extractor=g), {})

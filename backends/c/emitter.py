@@ -25,6 +25,15 @@ ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 
 
+def c_kernel_problem(g: Graph, op: Op) -> str | None:
+    """Why an op with a C kernel cannot run on it with these parameters, or None."""
+    if op.kind == OpKind.HARD_SWISH and g.tensors[op.inputs[0]].dtype == DType.INT8:
+        si, so = (float(g.tensors[t].quant.scale[0]) for t in (op.inputs[0], op.outputs[0]))
+        if hard_swish_params(si, so)[1] > 0:
+            return "int8 hard_swish with an output scale below 1/128 of the input scale"
+    return None
+
+
 @dataclass
 class CArray:
     name: str
@@ -105,6 +114,9 @@ class _Builder:
         for op in self.g.ops:
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+            why = c_kernel_problem(self.g, op)
+            if why is not None:
+                raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel")
             n = len(self.m.calls)
             self.op(op)
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
@@ -202,9 +214,6 @@ class _Builder:
         elif k == OpKind.HARD_SWISH:
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             p = hard_swish_params(si, so)
-            if p[1] > 0:
-                raise UnsupportedLayerError(f"layer {op.origin!r}: int8 hard_swish with an output scale below "
-                                            "1/128 of the input scale has no C kernel")
             self.m.calls.append(Call("tcc_hard_swish_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
                                                            *map(str, p), out], op.name))
         elif k in (OpKind.SIGMOID, OpKind.TANH):
