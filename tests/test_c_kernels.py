@@ -105,6 +105,8 @@ def test_fixed_point_kernels_equal_run_int8(tmp_path: Path) -> None:
             cases.append((g, _data(g, rng)))
     wide = _graph("softmax", (1, 700), (0.01, 0), (1 / 256, -128), {"beta": 1.0})  # sum of exps near 2^28
     cases.append((wide, np.zeros((1, 700), np.int8)))
+    for kind, fixed in (("sigmoid", (1 / 256, -128)), ("tanh", (1 / 128, 0))):  # input radius 0: TFLite Micro's -128
+        cases.append((_graph(kind, (1, 6), (20.0, 3), fixed), np.array([[3, 4, 2, -128, 127, 3]], np.int8)))
     src, want = _c_program(cases)
     (tmp_path / "kernels_test.c").write_text(src)
     exe = tmp_path / "kernels_test"
