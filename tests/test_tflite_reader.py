@@ -382,7 +382,8 @@ def test_c_backend_rejects_interpreter_only_kernels(converted) -> None:
     """Only a QUANTIZE between uint8 and int8 runs in run_int8 alone: the C backend names the layer before it
     emits anything; int8 SOFTMAX, HARD_SWISH and the requantizing MEAN pass the check."""
     g = read_tflite(str(converted["uint8_io"]))
-    with pytest.raises(UnsupportedLayerError, match="layer '.+': requantizing QUANTIZE \\(uint8 -> int8\\) has no C kernel"):
+    why = "requantizing QUANTIZE \\(uint8 -> int8\\) has no C kernel"
+    with pytest.raises(UnsupportedLayerError, match=f"layer '.+': {why}"):
         CBackend().check(SimpleNamespace(extractor=g), {})
     for name in ("mlp", "mobilenet_v2", "mobilenet_v3"):
         CBackend().check(SimpleNamespace(extractor=read_tflite(str(converted[name]))), {})

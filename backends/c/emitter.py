@@ -170,8 +170,8 @@ class _Builder:
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             hw = x.shape[1] * x.shape[2]
             m, e = mean_params(si, so, hw)
-            self.m.calls.append(Call("tcc_mean_s8", [self.ptr(op.inputs[0]), str(hw), str(x.shape[3]), str(zi), str(m),
-                                                     str(e), str(zo), out], op.name))
+            args = [self.ptr(op.inputs[0]), str(hw), str(x.shape[3]), str(zi), str(m), str(e), str(zo), out]
+            self.m.calls.append(Call("tcc_mean_s8", args, op.name))
         elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
             s, zp = self._q(op.outputs[0])
             lo, hi = activation_range(a.get("activation", "none"), s, zp)
@@ -209,8 +209,8 @@ class _Builder:
         elif k == OpKind.SOFTMAX:
             m, e, diff_min = softmax_params(self._q(op.inputs[0])[0], a["beta"])
             depth = x.shape[-1]
-            self.m.calls.append(Call("tcc_softmax_s8", [self.ptr(op.inputs[0]), str(x.size // depth), str(depth), str(m),
-                                                        str(e), str(diff_min), out], op.name))
+            args = [self.ptr(op.inputs[0]), str(x.size // depth), str(depth), str(m), str(e), str(diff_min), out]
+            self.m.calls.append(Call("tcc_softmax_s8", args, op.name))
         elif k == OpKind.HARD_SWISH:
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             p = hard_swish_params(si, so)
