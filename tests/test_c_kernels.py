@@ -135,3 +135,19 @@ def test_hard_swish_outside_the_kernels_range_is_refused_by_name() -> None:
         CBackend().check(SimpleNamespace(extractor=g), {})
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 100, 3))
     CBackend().check(SimpleNamespace(extractor=g), {})
+
+
+def test_logistic_and_tanh_with_input_radius_zero_follow_tflite_micro() -> None:
+    """Input scale 20: TFLite Micro's input radius is 0 and its `x <= -radius` test comes first (-128 at the zero
+    point); run_int8 (and so the C kernels above) agree with it."""
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+    from tinycc.plugins.tflite_writer import write_tflite
+
+    x = np.array([[3, 4, 2, -128, 127, 3]], np.int8)
+    for kind, fixed in (("sigmoid", (1 / 256, -128)), ("tanh", (1 / 128, 0))):
+        g = _graph(kind, (1, 6), (20.0, 3), fixed)
+        tm = runtime.Interpreter.from_bytes(write_tflite(g), arena_size=16 * 1024)
+        tm.set_input(x, 0)
+        tm.invoke()
+        np.testing.assert_array_equal(tm.get_output(0), run_int8(g, x)["y"])
+        assert tm.get_output(0)[0, 0] == -128

@@ -406,7 +406,7 @@ static int32_t srdhm16(int32_t a, int32_t b) {
     if (a == b && a == -32768) {
         return 32767;
     }
-    return (ab + (ab >= 0 ? (1 << 14) : 1 - (1 << 14))) / (1 << 15);
+    return (ab + (ab >= 0 ? ((int32_t)1 << 14) : 1 - ((int32_t)1 << 14))) / ((int32_t)1 << 15);
 }
 
 static int32_t sat_shl16(int32_t v, int32_t amount) {
