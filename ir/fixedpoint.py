@@ -128,8 +128,8 @@ def logistic_s8(x: Array, input_zp: int, input_scale: float) -> Array:
     q4 = multiply_by_quantized_multiplier(v, mult, shift)
     out = rounding_divide_by_pot(logistic_q(q4, 4), 23) - 128
     out = np.clip(out, -128, 127)
-    out = np.where(v <= -radius, -128, out)
-    return np.where(v >= radius, 127, out).astype(np.int8)
+    out = np.where(v >= radius, 127, out)  # TFLite Micro tests v <= -radius first: it wins when radius is 0
+    return np.where(v <= -radius, -128, out).astype(np.int8)
 
 
 def one_minus_x_over_one_plus_x(a: Array) -> Array:
@@ -152,8 +152,8 @@ def tanh_s8(x: Array, input_zp: int, input_scale: float) -> Array:
     v = np.asarray(x, np.int64) - input_zp
     q4 = multiply_by_quantized_multiplier(v, mult, shift)
     out = np.clip(rounding_divide_by_pot(tanh_q(q4, 4), 24), -128, 127)
-    out = np.where(v <= -radius, -128, out)
-    return np.where(v >= radius, 127, out).astype(np.int8)
+    out = np.where(v >= radius, 127, out)  # as in logistic_s8: v <= -radius wins when radius is 0
+    return np.where(v <= -radius, -128, out).astype(np.int8)
 
 
 def leaky_relu_params(input_scale: float, output_scale: float, alpha: float) -> tuple[int, int, int, int]:

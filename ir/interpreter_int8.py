@@ -25,29 +25,24 @@ INT8_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
-    OpKind.LEAKY_RELU,
+    OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH,
 })
-# int8 kernels the interpreter has for imported .tflite models only (no C kernel yet; the quantize pass
-# lowers or rejects these ops): SOFTMAX, HARD_SWISH. Two more cases are decided by attributes and dtypes,
-# not kinds: GLOBAL_AVG_POOL with ``requantize`` (TFLite's MEAN) and an integer -> integer QUANTIZE
-# (requantization); :func:`interpreter_only` names all of them for the backends.
-IMPORT_ONLY_KINDS = frozenset({OpKind.SOFTMAX, OpKind.HARD_SWISH})
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
-FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0)}
+FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
+                OpKind.SOFTMAX: (1.0 / 256.0, -128)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
 
 
 def interpreter_only(g: Graph, op: Op) -> str | None:
-    """Why ``op`` runs in :func:`run_int8` but has no kernel in tinycc's C runtime, or None."""
-    if op.kind in IMPORT_ONLY_KINDS and g.tensors[op.inputs[0]].dtype != DType.FLOAT32:
-        return f"int8 {op.kind.value}"
-    if op.kind == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
-        return "TFLite's requantizing MEAN"
-    if op.kind == OpKind.QUANTIZE and g.tensors[op.inputs[0]].dtype != DType.FLOAT32:
-        src, dst = g.tensors[op.inputs[0]].dtype.value, g.tensors[op.outputs[0]].dtype.value
-        return f"requantizing QUANTIZE ({src} -> {dst})"
+    """Why ``op`` runs in :func:`run_int8` but has no kernel in tinycc's C runtime, or None.
+
+    Only a QUANTIZE between integer types other than int8 -> int8 (uint8 <-> int8 of uint8-IO models) is left.
+    """
+    src, dst = g.tensors[op.inputs[0]].dtype, g.tensors[op.outputs[0]].dtype
+    if op.kind == OpKind.QUANTIZE and src != DType.FLOAT32 and (src, dst) != (DType.INT8, DType.INT8):
+        return f"requantizing QUANTIZE ({src.value} -> {dst.value})"
     return None
 
 
@@ -157,16 +152,21 @@ def _pool(g: Graph, op: Op, x: Array) -> Array:
     return out.reshape((x.shape[0],) + y.shape[1:])
 
 
+def mean_params(in_scale: float, out_scale: float, n: int) -> tuple[int, int]:
+    """(multiplier, shift) of TFLite's int8 MEAN over ``n`` values: in/out scale with 1/n folded in."""
+    mult, shift = quantize_multiplier(float(np.float32(in_scale)) / float(np.float32(out_scale)))
+    nshift = min(n.bit_length() - 1, 32, 31 + shift)
+    return (mult << nshift) // n, shift - nshift
+
+
 def _mean(g: Graph, op: Op, x: Array) -> Array:
     """TFLite's int8 MEAN over height and width (reference QuantizedMeanOrSum): requantizes in -> out."""
     si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
     n = x.shape[1] * x.shape[2]
-    mult, shift = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
-    nshift = min(n.bit_length() - 1, 32, 31 + shift)
-    mult = (mult << nshift) // n
+    mult, shift = mean_params(si, so, n)
     total = x.astype(np.int64).sum(axis=(1, 2)) - zi * n
-    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift - nshift) + zo, -128, 127)
+    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift) + zo, -128, 127)
     return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
 
 
@@ -239,11 +239,11 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return dequantize(args[0], s, zp)
     if g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
         return fl.eval_op(op, args, g)
-    if k not in INT8_KINDS and k not in IMPORT_ONLY_KINDS:
+    if k not in INT8_KINDS:
         raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")
     if k == OpKind.SOFTMAX:
         s, _ = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
-        if _qp(g.tensors[op.outputs[0]].quant, "softmax output") != (1.0 / 256.0, -128):
+        if _qp(g.tensors[op.outputs[0]].quant, "softmax output") != FIXED_OUTPUT[k]:
             raise IRError(f"{op.describe()}: int8 softmax output must have scale 1/256 and zero point -128")
         return softmax_s8(args[0], s, op.attrs["beta"])
     if k == OpKind.HARD_SWISH:

@@ -213,7 +213,8 @@ def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> d
     if options.get("ratio") is None and not options.get("budget") and not options.get("layer_ratio"):
         return None
     if graph.meta.get("quantized"):
-        raise TinyccError(f"{graph.name}: an int8 model; pruning (and fine-tuning) needs the float model (.h5/.keras)")
+        raise TinyccError(f"{graph.name}: an int8 model; pruning (and fine-tuning) needs the float model "
+                          "(.h5/.keras or a float32 .tflite)")
     crit = options.get("criterion") or "l1"
     if crit not in session.registry.prune_criteria:
         raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")

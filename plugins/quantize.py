@@ -8,16 +8,20 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   that BatchNorm folding shrank to ~0); int32 biases with scale input_scale * weight_scale[c],
   zero point 0;
 - activations asymmetric int8 from calibrated ranges (widened to include 0, zero point nudged);
-- max/avg pool, global pools, reshape/flatten, pad, concatenate and relu6 share one set of
+- max/avg pool, global max pool, reshape/flatten, pad, concatenate and relu6 share one set of
   parameters between their inputs and output (computed from the union of their ranges; relu6
   because TFLite Micro's int8 RELU6 clamps without requantizing);
-- softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0 (for the ops the int8 interpreter runs);
-  pools/reshapes/pads after them inherit these; a concatenation mixing them with other tensors
-  would need a requantize op and is refused;
+- global average pooling gets its own (calibrated) output parameters, as the converter's MEAN: where
+  they differ from the input's it becomes TFLite's requantizing MEAN (``requantize``), else an
+  AVERAGE_POOL_2D over the whole map;
+- softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0; pools/reshapes/pads after them inherit
+  these; a concatenation mixing them with other tensors would need a requantize op and is refused;
+- hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
 - a constant operand of add/mul/concat gets its own per-tensor asymmetric parameters;
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (options
-  ``int8_input`` / ``int8_output`` / ``int8_io`` keep int8 at the boundaries). A final softmax with
-  no int8 kernel stays float after the DEQUANTIZE.
+  ``int8_input`` / ``int8_output`` / ``int8_io`` keep int8 at the boundaries). A final softmax
+  stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
+  SOFTMAX (as is a softmax anywhere else in the graph).
 
 Calibration data (``options["calib_data"]`` array, or ``options["calib"]`` spec): an ``.npz``
 (key ``x_calib``, ``x_train``, ``x`` or its only array), an ``.npy``, a folder of images (resized to
@@ -53,13 +57,12 @@ from ..passes import Pass, PassContext
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
 
-# output parameters fixed by the TFLite int8 specification (scale, zero point); the int8 interpreter's
-# table wins, softmax and tanh are listed for when it gets kernels for them
-FIXED_PARAMS: dict[OpKind, tuple[float, int]] = {
-    OpKind.SOFTMAX: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0), **FIXED_OUTPUT}
+# output parameters fixed by the TFLite int8 specification (scale, zero point)
+FIXED_PARAMS: dict[OpKind, tuple[float, int]] = dict(FIXED_OUTPUT)
 # ops whose int8 input and output share parameters: the interpreter's list plus RELU6, because TFLite
-# Micro's int8 RELU6 only clamps to [q(0), q(6)] of the *input* parameters (no requantization)
-SHARED_KINDS = SAME_PARAMS | {OpKind.RELU6}
+# Micro's int8 RELU6 only clamps to [q(0), q(6)] of the *input* parameters (no requantization); global
+# average pooling is left out: it gets its own output parameters (TFLite's requantizing MEAN)
+SHARED_KINDS = (SAME_PARAMS - {OpKind.GLOBAL_AVG_POOL}) | {OpKind.RELU6}
 CALIB_KEYS = ("x_calib", "x_train", "x")
 EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -189,9 +192,10 @@ def check_int8_support(graph: Graph) -> None:
                                     f"int8 supports: {kinds}")
 
 
-def _float_tail(graph: Graph) -> list[Op]:
-    """Final softmax ops without an int8 kernel whose output is a graph output read by nobody."""
-    if OpKind.SOFTMAX in INT8_KINDS:
+def _float_tail(graph: Graph, int8_output: bool = False) -> list[Op]:
+    """Final softmax ops that stay float after the DEQUANTIZE: graph outputs read by nobody, when the output
+    is float (with an int8 output, or without an int8 softmax kernel, they would be int8 ops)."""
+    if int8_output and OpKind.SOFTMAX in INT8_KINDS:
         return []
     readers = graph.consumers_map()
     return [o for o in graph.ops if o.kind == OpKind.SOFTMAX and o.outputs[0] in graph.outputs
@@ -201,7 +205,7 @@ def _float_tail(graph: Graph) -> list[Op]:
 def lower_for_int8(graph: Graph) -> bool:
     """Rewrite float ops into ops with int8 kernels (float results equal to rounding).
 
-    hard_sigmoid -> add 3 (fused relu6), mul 1/6; hard_swish (while int8 has no kernel for it) -> the
+    hard_sigmoid -> add 3 (fused relu6), mul 1/6; hard_swish (only without an int8 kernel for it) -> the
     same times x; swish -> sigmoid times x (once int8 has a sigmoid kernel); batch_norm -> mul + add
     (per-channel constants); rescale -> mul + add; dropout is removed.
     """
@@ -368,10 +372,7 @@ class QuantizeInt8(Pass):
         check_int8_support(graph)
         io = bool(ctx.option("int8_io", False))
         int8_in, int8_out = bool(ctx.option("int8_input", io)), bool(ctx.option("int8_output", io))
-        tail = _float_tail(graph)
-        if tail and int8_out:
-            raise UnsupportedLayerError(f"layer {tail[0].origin!r} (softmax) has no int8 kernel, so the output "
-                                        "cannot be int8; drop the int8 output option or the final softmax")
+        tail = _float_tail(graph, int8_out)
         ctx.results["quantize_int8"] = {"float_graph": graph.copy()}
         kept = []
         for op in tail:  # the float softmax is cut off here and re-attached after the DEQUANTIZE
@@ -387,6 +388,9 @@ class QuantizeInt8(Pass):
         for t in graph.activations():
             graph.tensors[t].quant = params[t]
             graph.tensors[t].dtype = DType.INT8
+        for op in graph.ops:
+            if op.kind == OpKind.GLOBAL_AVG_POOL:  # TFLite's MEAN where the parameters differ
+                op.attrs["requantize"] = not params[op.inputs[0]].equals(params[op.outputs[0]])
         self._boundaries(graph, int8_in, int8_out)
         for op, out, pos in kept:
             op.inputs = [graph.outputs[pos]]
@@ -500,7 +504,8 @@ def quantize_model(model: str, options: dict[str, Any], session: Any) -> tuple[G
     reg = session.registry
     graph = reg.frontend_for(model).load(model, options)
     if graph.meta.get("quantized"):
-        raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras)")
+        raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras or a "
+                          "float32 .tflite)")
     ctx = PassContext(options=options, session=session, progress=bool(options.get("progress")))
     if "cleanup" in reg.pipelines:
         run_pipeline(graph, reg.pipeline("cleanup"), ctx)

@@ -1,8 +1,15 @@
-"""Frontend for int8 `.tflite` models made by the TFLite converter (full-integer post-training or QAT).
+"""Frontend for `.tflite` models made by the TFLite converter: full-integer int8 (post-training or QAT)
+and float32.
 
-The file is read with the flatbuffer schema bindings into the IR in the form the quantize pass
+An int8 file is read with the flatbuffer schema bindings into the IR in the form the quantize pass
 produces: int8 activations with per-tensor parameters, int8 weights (per-axis for convolutions),
-int32 biases, fused activations as attributes, QUANTIZE/DEQUANTIZE at float boundaries. Op mapping:
+int32 biases, fused activations as attributes, QUANTIZE/DEQUANTIZE at float boundaries (the graph is
+marked ``meta["quantized"]``). A float file (float32 activations) becomes a float graph like the Keras
+frontend's (fused activations kept as attributes, MEAN a plain global average pool), which can be
+quantized, pruned and compiled; integer weights of a dynamic-range file (the converter's default
+optimization, e.g. MLPerf Tiny's kws_ref_model_float32) are dequantized to float32 (scale * (q - zp),
+the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZE of a constant) are
+widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
@@ -11,11 +18,11 @@ DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requant
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
 BATCH_TO_SPACE_ND (the converter's dilated convolution). Shape arithmetic the converter emits for
 Flatten (SHAPE, STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static
-shape. int8 SOFTMAX, HARD_SWISH, the requantizing MEAN and integer QUANTIZE run in the int8 reference
-interpreter only (``interpreter_int8.interpreter_only``).
+shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
+(``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
 Not read (reported with the operator and tensor names): other operators (SUB, GATHER and the
-dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), float or dynamic-range models, int16
+dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), int16
 activations, several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
 reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
 """
@@ -61,6 +68,7 @@ class _Reader:
         self.codes = [builtin_name(max(oc.builtinCode, oc.deprecatedBuiltinCode)) for oc in self.m.operatorCodes]
         self.g = Graph(name)
         self.names: dict[int, str] = {}
+        self.integer = True  # int8/uint8 activations (set by read); False: a float model
 
     # ---- tensors -------------------------------------------------------------------------
     def _tname(self, i: int) -> str:
@@ -72,12 +80,12 @@ class _Reader:
         buf = self.m.buffers[t.buffer] if t.buffer < len(self.m.buffers) else None
         if buf is None or buf.data is None or len(buf.data) == 0:
             return None
-        dt = _TYPES.get(t.type)
+        dt = np.dtype(np.float16) if t.type == 1 else _TYPES[t.type].numpy if t.type in _TYPES else None
         if dt is None:
             raise UnsupportedLayerError(f"tensor {self._tname(i)!r}: TFLite type {t.type} is not supported")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
-        return np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dt.numpy.newbyteorder("<")).astype(
-            dt.numpy).reshape(shape)
+        data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dt.newbyteorder("<")).astype(dt).reshape(shape)
+        return data.astype(np.float32) if t.type == 1 else data
 
     def _quant(self, i: int) -> QuantParams | None:
         q = self.sg.tensors[i].quantization
@@ -95,11 +103,22 @@ class _Reader:
         data = self._data(i)
         if data is None:
             raise TinyccError(f"tensor {self._tname(i)!r} is read before any operator writes it")
-        dt = _TYPES[t.type]
+        quant = self._quant(i)
+        if not self.integer and data.dtype.kind in "iu" and quant is not None:  # dynamic-range weights
+            data, quant = self._dequantized(data, quant), None
         name = self.g.unique_tensor_name(self._tname(i))
-        self.g.add_tensor(Tensor(name, data.shape, dt, data, self._quant(i)))
+        self.g.add_tensor(Tensor(name, data.shape, DType(str(data.dtype)), data, quant))
         self.names[i] = name
         return name
+
+    @staticmethod
+    def _dequantized(data: np.ndarray, q: QuantParams) -> np.ndarray:
+        """float32 values of an integer constant: scale * (q - zero point), per axis when it has one."""
+        shape = [1] * data.ndim
+        if q.axis is not None:
+            shape[q.axis] = -1
+        scale, zp = q.scale.astype(np.float32).reshape(shape), q.zero_point.reshape(shape)
+        return (scale * (data.astype(np.int64) - zp).astype(np.float32)).astype(np.float32)
 
     def _set_out(self, op: Any, i: int) -> None:
         """Give the IR op's output the TFLite tensor's name, dtype and quantization."""
@@ -154,10 +173,7 @@ class _Reader:
             self.names[i] = inp.name
         ops = list(sg.operators or [])
         variable = [t for t in sg.tensors if self._is_activation(t)]
-        if variable and not any(t.type in (3, 9) for t in variable):
-            raise UnsupportedLayerError(f"{self.g.name}: a float .tflite model (float32 activations; float or "
-                                        "dynamic-range quantized); tinycc imports full-integer int8 models "
-                                        "(compile the Keras model instead)")
+        self.integer = any(t.type in (3, 9) for t in variable)
         self._check_supported(ops)
         skip: set[int] = set()
         for k, o in enumerate(ops):
@@ -180,7 +196,8 @@ class _Reader:
         self.g.outputs = [n for n in outs if n is not None]
         self.g.prune_unused()
         self.g.meta["source"] = {"format": "tflite"}
-        self.g.meta["quantized"] = True
+        if self.integer:
+            self.g.meta["quantized"] = True
         return self.g
 
     def _is_activation(self, t: Any) -> bool:
@@ -243,6 +260,8 @@ class _Reader:
                 self.g.tensors[x].quant = q
             args = [x, w] + ([self.tensor(ins[2])] if len(ins) > 2 and ins[2] >= 0 else [])
             self.add(OpKind.DENSE, args, out, {"activation": self._act(opt.fusedActivationFunction)})
+        elif code == "DEQUANTIZE" and self.g.tensors[x].is_const:  # float16 (or int8) weights of a float model
+            self.names[out] = x
         elif code in _UNARY:
             self.add(_UNARY[code], [x], out)
         elif code == "LEAKY_RELU":
@@ -290,7 +309,7 @@ class _Reader:
                 raise UnsupportedLayerError(f"{code} writing {self._tname(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
             attrs = {"keepdims": bool(opt.keepDims) if opt is not None else False}
-            if code == "MEAN":
+            if code == "MEAN" and self.integer:
                 attrs["requantize"] = True
             self.add(OpKind.GLOBAL_AVG_POOL if code == "MEAN" else OpKind.GLOBAL_MAX_POOL, [x], out, attrs)
         else:  # pragma: no cover - _check_supported lists every code handled here
@@ -344,7 +363,7 @@ class _Reader:
 
 
 def read_tflite(path: str) -> Graph:
-    """Import an int8 `.tflite` file into the IR (see the module docstring for the op mapping)."""
+    """Import an int8 or float32 `.tflite` file into the IR (see the module docstring for the op mapping)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -360,7 +379,7 @@ def read_tflite(path: str) -> Graph:
 
 
 class TfliteFrontend:
-    """Frontend for int8 `.tflite` files (converter output, or tinycc's own writer)."""
+    """Frontend for int8 and float32 `.tflite` files (converter output, or tinycc's own writer)."""
 
     name = "tflite"
     extensions = (".tflite",)

@@ -3,8 +3,9 @@
 Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
 relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
 HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
-over the whole map (+ RESHAPE without keepdims; the same integer arithmetic as the IR's int8
-kernel, where MEAN would differ; an imported MEAN, ``requantize``, is written back as MEAN), global_max_pool -> MAX_POOL_2D likewise, flatten/reshape ->
+over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
+arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
+tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
 RESHAPE (const int32 shape), add/mul -> ADD/MUL, concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.

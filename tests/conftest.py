@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TINYCC_DATA", ROOT.parent / "shared" / "data"))
+MLPERF_MODELS = Path(os.environ.get("TINYCC_MODELS", ROOT.parent / "shared" / "models")) / "mlperf-tiny"
 
 
 @pytest.fixture()
@@ -27,3 +28,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10.npz").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (set TINYCC_DATA)")
     return SHARED_DATA
+
+
+def mlperf_model(name: str) -> Path:
+    """An MLPerf Tiny model file (../shared/models/mlperf-tiny, or $TINYCC_MODELS/mlperf-tiny); skips when absent."""
+    path = MLPERF_MODELS / name
+    if not path.exists():
+        pytest.skip(f"{name} not found in {MLPERF_MODELS} (set TINYCC_MODELS)")
+    return path

@@ -179,8 +179,9 @@ def test_budget_failure_writes_nothing(session, tmp_path: Path) -> None:
 
 
 def _elementwise_graph(steps: list[tuple[int, int, int]]):
-    """A float graph: conv, then element-wise ops (relu, relu6, leaky relu, sigmoid, tanh, add, mul, a
-    squeeze-excite style broadcast mul/add, convs in between) over earlier activations, then the Dense head."""
+    """A float graph: conv, then element-wise ops (relu, relu6, leaky relu, sigmoid, tanh, hard-swish, softmax
+    over channels, add, mul, a squeeze-excite style broadcast mul/add after a global average pool (TFLite's
+    requantizing MEAN), convs in between) over earlier activations, then the Dense head."""
     from tinycc.ir.graph import Graph
 
     rng = np.random.default_rng(len(steps))
@@ -195,8 +196,9 @@ def _elementwise_graph(steps: list[tuple[int, int, int]]):
     acts = [conv("x", "c")]
     for i, (kind, a, b) in enumerate(steps):
         src, other = acts[a % len(acts)], acts[b % len(acts)]
-        if kind <= 4:
-            out = g.add_op(("relu", "relu6", "leaky_relu", "sigmoid", "tanh")[kind], [src], f"e{i}").outputs[0]
+        if kind <= 4 or kind >= 9:
+            unary = {0: "relu", 1: "relu6", 2: "leaky_relu", 3: "sigmoid", 4: "tanh", 9: "hard_swish", 10: "softmax"}
+            out = g.add_op(unary[kind], [src], f"e{i}").outputs[0]
         elif kind in (5, 6):
             out = g.add_op("add" if kind == 5 else "mul", [src, other], f"b{i}").outputs[0]
         elif kind == 7:
@@ -215,11 +217,13 @@ def _elementwise_graph(steps: list[tuple[int, int, int]]):
 
 
 _INPLACE_EXAMPLE = [(0, 1, 0), (4, 1, 0), (7, 1, 1), (5, 3, 1), (2, 4, 0), (8, 5, 0), (6, 6, 5)]
+_NEW_KERNELS_EXAMPLE = [(9, 0, 0), (7, 1, 0), (10, 2, 0), (5, 3, 1), (9, 4, 0), (8, 5, 0)]
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 20), st.integers(0, 20)), min_size=2, max_size=9))
+@given(steps=st.lists(st.tuples(st.integers(0, 10), st.integers(0, 20), st.integers(0, 20)), min_size=2, max_size=9))
 @example(steps=_INPLACE_EXAMPLE)
+@example(steps=_NEW_KERNELS_EXAMPLE)
 def test_inplace_c_matches_int8_interpreter_on_random_graphs(session, tmp_path_factory, steps) -> None:
     """Random element-wise graphs planned in place: the generated C (ASan/UBSan) computes the int8 reference
     interpreter's features bit-exactly, and declares the arena the memory model reports."""
@@ -244,6 +248,9 @@ def test_inplace_c_matches_int8_interpreter_on_random_graphs(session, tmp_path_f
     assert p.arena <= plan(dep.extractor, inplace=False).arena and p.lower_bound <= p.arena
     if steps == _INPLACE_EXAMPLE:
         assert len(p.inplace) >= 3, p.inplace
+    if steps == _NEW_KERNELS_EXAMPLE:
+        code = (proj / "model.c").read_text()
+        assert all(f"{k}(" in code for k in ("tcc_hard_swish_s8", "tcc_softmax_s8", "tcc_mean_s8")), code[:2000]
 
 
 def test_no_inplace_option_reaches_the_plan_the_code_and_the_memory_model(session, tmp_path: Path) -> None:

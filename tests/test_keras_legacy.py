@@ -9,7 +9,6 @@ inbound nodes, ``batch_input_shape``, ``groups`` on DepthwiseConv2D, LeakyReLU `
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,11 +25,10 @@ from tinycc.ir.stats import totals
 from tinycc.plugins.keras_frontend import KerasFrontend
 from tinycc.plugins.keras_legacy import repair_config
 
-from .conftest import ROOT
+from .conftest import mlperf_model
 from .zoo import _randomise_bn
 
 TOL = 1e-5
-MLPERF = Path(os.environ.get("TINYCC_MODELS", ROOT.parent / "shared" / "models" / "mlperf-tiny"))
 # parameter counts published with the MLPerf Tiny reference models (Keras count_params)
 PUBLISHED = {"pretrainedResnet": 78_666, "ad01": 269_992}
 INPUTS = {"pretrainedResnet": (32, 32, 3), "vww_96": (96, 96, 3), "ad01": (640,), "str_ww_ref_model": (30, 1, 40)}
@@ -310,9 +308,7 @@ def test_cli_one_line_error_names_file_and_layer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_mlperf_tiny_h5(name: str, tmp_path: Path) -> None:
     """The real Keras 2 files: load, float IR == the repaired Keras model, parameter counts."""
-    path = MLPERF / f"{name}.h5"
-    if not path.exists():
-        pytest.skip(f"{path} not found (MLPerf Tiny models live in ../shared/models/mlperf-tiny; set TINYCC_MODELS)")
+    path = mlperf_model(f"{name}.h5")
     import keras
 
     from tinycc.plugins.keras_legacy import repaired_copy

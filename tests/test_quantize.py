@@ -45,7 +45,8 @@ def _cleaned(session, model) -> Graph:
 
 # ---- lowering ----------------------------------------------------------------------
 def test_lowering_keeps_float_results(monkeypatch) -> None:
-    monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS | {OpKind.SIGMOID})  # so swish lowers too
+    # so swish lowers too, and hard_swish as it would without its int8 kernel
+    monkeypatch.setattr(qz, "INT8_KINDS", (qz.INT8_KINDS | {OpKind.SIGMOID}) - {OpKind.HARD_SWISH})
     import keras
 
     L = keras.layers
@@ -72,6 +73,10 @@ def test_lowering_keeps_float_results(monkeypatch) -> None:
     ref, got = run(before, x), run(g, x)
     np.testing.assert_allclose(got[g.outputs[0]], ref[before.outputs[0]], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got[g.outputs[0]], model(x).numpy(), rtol=1e-5, atol=1e-5)
+    monkeypatch.undo()  # with its int8 kernel, hard_swish stays one op (TFLite's HARD_SWISH)
+    g = before.copy()
+    qz.lower_for_int8(g)
+    assert [o.origin for o in g.ops if o.kind == OpKind.HARD_SWISH] == ["hs"]
 
 
 def test_swish_stays_when_int8_has_no_sigmoid(session, monkeypatch) -> None:
@@ -132,7 +137,11 @@ def test_activation_parameters(mnv3) -> None:
             for t in op.inputs:
                 assert g.tensors[t].quant.equals(g.tensors[op.outputs[0]].quant), op.name
                 shared.update((t, op.outputs[0]))
-    assert shared
+    gap = [o for o in g.ops if o.kind == OpKind.GLOBAL_AVG_POOL]  # own output parameters: TFLite's MEAN
+    assert gap and all(o.attrs["requantize"] != g.tensors[o.inputs[0]].quant.equals(g.tensors[o.outputs[0]].quant)
+                       for o in gap)
+    assert any(o.attrs["requantize"] for o in gap)
+    assert any(o.kind == OpKind.HARD_SWISH for o in g.ops)
     checked = 0
     for t in g.activations():
         ten = g.tensors[t]
@@ -228,16 +237,72 @@ def test_int8_io_and_dense_per_tensor_options(session) -> None:
         np.testing.assert_array_equal(tm.get_output(0), micro[i:i + 1])
 
 
-def test_softmax_tail_cannot_be_int8_output(session) -> None:
-    g = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE), {})
-    with pytest.raises(UnsupportedLayerError, match="softmax.*cannot be int8"):
-        _int8(session, g, np.load(DIGITS)["x_train"][:20], int8_output=True)
+def _cli_quantize_and_compare(capsys, tmp_path: Path, model_path: Path, calib: Path, x: np.ndarray,
+                              *extra: str) -> Graph:
+    """``tinycc quantize --int8-io`` of ``model_path``: the file's output equals run_int8 (BUILTIN_REF flavour)
+    and TFLite Micro (its flavour) on ``x`` (float samples, quantized with the file's input parameters)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinycc.plugins.tflite_frontend import read_tflite
+
+    out = tmp_path / "m.tflite"
+    code, _, err = _cli(capsys, "quantize", str(model_path), "--calib", str(calib), "--int8-io", *extra,
+                        "-o", str(out))
+    assert code == 0, err
+    data = out.read_bytes()
+    g = read_tflite(str(out))
+    q = g.tensors[g.inputs[0]].quant
+    xq = quantize(x, float(q.scale[0]), int(q.zero_point[0]))
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    tm = runtime.Interpreter.from_bytes(data, arena_size=256 * 1024)
+    ref, micro = run_int8(g, xq, flavor="tflite")[g.outputs[0]], run_int8(g, xq)[g.outputs[0]]
+    for i in range(len(xq)):
+        it.set_tensor(it.get_input_details()[0]["index"], xq[i:i + 1])
+        it.invoke()
+        tm.set_input(xq[i:i + 1], 0)
+        tm.invoke()
+        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ref[i:i + 1])
+        np.testing.assert_array_equal(tm.get_output(0), micro[i:i + 1])
+    return g
 
 
-def test_unsupported_op_fails_before_calibration(session) -> None:
+def test_int8_io_softmax_classifier_is_tflite_int8_softmax(capsys, tmp_path: Path) -> None:
+    """--int8-io on a model ending in softmax: TFLite's int8 SOFTMAX (1/256, -128), bit-exact in both runtimes."""
+    from tinycc.plugins.tflite_writer import operator_versions
+
+    d = np.load(DIGITS)
+    np.save(tmp_path / "calib.npy", d["x_train"][:200])
+    x = np.concatenate([d["x_test"][:100], np.random.default_rng(2).uniform(0, 16, (100, 8, 8, 1))])
+    g = _cli_quantize_and_compare(capsys, tmp_path, EXAMPLE, tmp_path / "calib.npy", x.astype(np.float32))
+    sm = g.ops[-1]
+    assert sm.kind == OpKind.SOFTMAX and g.tensors[sm.inputs[0]].dtype == DType.INT8
+    out = g.tensors[g.outputs[0]]
+    assert out.dtype == DType.INT8 and (float(out.quant.scale[0]), int(out.quant.zero_point[0])) == (1 / 256, -128)
+    assert dict(operator_versions((tmp_path / "m.tflite").read_bytes()))["SOFTMAX"] == 2
+    probs = run_int8(g, quantize(x, float(g.tensors[g.inputs[0]].quant.scale[0]),
+                                 int(g.tensors[g.inputs[0]].quant.zero_point[0])), flavor="tflite")[g.outputs[0]]
+    assert len(np.unique(probs)) > 8  # not saturated: real probabilities
+
+
+def test_softmax_inside_the_graph_is_int8(capsys, session, tmp_path: Path) -> None:
+    """A softmax that is not the final layer is quantized too (TFLite's fixed output parameters)."""
+    model = _mid_softmax_model()
+    g = _cleaned(session, model)
+    _int8(session, g, sample_input(model, 64))
+    sm = next(o for o in g.ops if o.kind == OpKind.SOFTMAX)
+    assert g.tensors[sm.inputs[0]].dtype == DType.INT8
+    assert float(g.tensors[sm.outputs[0]].quant.scale[0]) == 1 / 256
+    path = save_model(model, tmp_path, "keras")
+    np.save(tmp_path / "calib.npy", sample_input(model, 64))
+    _cli_quantize_and_compare(capsys, tmp_path, path, tmp_path / "calib.npy", sample_input(model, 50, 3))
+
+
+def test_unsupported_op_fails_before_calibration(session, monkeypatch) -> None:
+    monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS - {OpKind.SOFTMAX})  # as if int8 had no softmax kernel
     g = Graph("u")
     g.add_input("x", (1, 4))
-    g.add_op("softmax", ["x"], "sm", origin="my_softmax")  # softmax inside the graph has no int8 kernel
+    g.add_op("softmax", ["x"], "sm", origin="my_softmax")
     g.add_op("relu", ["sm"], "r", origin="after")
     g.outputs = ["r"]
     ctx = PassContext(session=session, options={"calib_data": np.zeros((2, 4), np.float32)})
@@ -393,12 +458,14 @@ def _mid_softmax_model():
     import tensorflow as tf
     x = tf.keras.Input((6,), name="x")
     h = tf.keras.layers.Dense(8, name="d1")(x)
-    h = tf.keras.layers.Softmax(name="attn")(h)  # not the final layer: int8 has no kernel for it here
+    h = tf.keras.layers.Softmax(name="attn")(h)  # not the final layer: an int8 SOFTMAX
     return tf.keras.Model(x, tf.keras.layers.Dense(3, name="d2")(h))
 
 
 @pytest.mark.parametrize("zoo_name", ["mid_softmax", "grouped_conv"])
-def test_cli_unsupported_layers_write_nothing(capsys, session, tmp_path: Path, zoo_name: str) -> None:
+def test_cli_unsupported_layers_write_nothing(capsys, session, tmp_path: Path, zoo_name: str, monkeypatch) -> None:
+    if zoo_name == "mid_softmax":  # as if int8 had no softmax kernel
+        monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS - {OpKind.SOFTMAX})
     model = _mid_softmax_model() if zoo_name == "mid_softmax" else build(zoo_name)
     g = _cleaned(session, model)
     qz.lower_for_int8(g)

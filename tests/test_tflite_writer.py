@@ -217,7 +217,7 @@ def test_operator_versions_and_structure() -> None:
     _, g, _ = quantized("mobilenet_v3_style")
     vers = dict(operator_versions(write_tflite(g)))
     assert vers["QUANTIZE"] == 1 and vers["DEQUANTIZE"] == 2 and vers["SOFTMAX"] == 1  # float softmax tail
-    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "AVERAGE_POOL_2D"):
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MEAN", "HARD_SWISH"):
         assert vers[op] == INT8_VERSIONS[op]
     from tinycc.plugins.tflite_schema import schema
 

@@ -21,7 +21,8 @@ from .ir.graph import Graph
 from .ir.ops import OpKind
 
 ALIAS_KINDS = (OpKind.RESHAPE, OpKind.FLATTEN)
-INPLACE_KINDS = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.ADD, OpKind.MUL)
+INPLACE_KINDS = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.HARD_SWISH,
+                 OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
 from ..base import Backend
 from ..demo import DemoRun
-from .emitter import C_KINDS, _c_float, build_emit_model
+from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
@@ -144,7 +144,7 @@ class CBackend(Backend):
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         g = deployment.extractor
         for op in g.ops:
-            why = interpreter_only(g, op)  # run_int8 has these kernels (imported .tflite models), C does not
+            why = interpreter_only(g, op) or c_kernel_problem(g, op)  # run_int8 runs them, C does not
             if why is not None:
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel (int8 reference "
                                             "interpreter only)")

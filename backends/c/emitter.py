@@ -9,20 +9,30 @@ import numpy as np
 
 from ...errors import UnsupportedLayerError
 from ...ir.deployment import Deployment
-from ...ir.fixedpoint import leaky_relu_params, logistic_params
+from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
-from ...ir.interpreter_int8 import add_params, conv_params
+from ...ir.interpreter_int8 import add_params, conv_params, mean_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
+from ...ir.tensor import DType
 from ...memory import MemoryPlan, plan_for
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
-           OpKind.TANH, OpKind.LEAKY_RELU}
+           OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
+
+
+def c_kernel_problem(g: Graph, op: Op) -> str | None:
+    """Why an op with a C kernel cannot run on it with these parameters, or None."""
+    if op.kind == OpKind.HARD_SWISH and g.tensors[op.inputs[0]].dtype == DType.INT8:
+        si, so = (float(g.tensors[t].quant.scale[0]) for t in (op.inputs[0], op.outputs[0]))
+        if hard_swish_params(si, so)[1] > 0:
+            return "int8 hard_swish with an output scale below 1/128 of the input scale"
+    return None
 
 
 @dataclass
@@ -105,6 +115,9 @@ class _Builder:
         for op in self.g.ops:
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+            why = c_kernel_problem(self.g, op)
+            if why is not None:
+                raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel")
             n = len(self.m.calls)
             self.op(op)
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
@@ -120,7 +133,9 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
-        if k == OpKind.QUANTIZE:
+        if k == OpKind.QUANTIZE and x.dtype == DType.INT8:  # int8 -> int8 requantization (TFLite Requantize)
+            self._requantize(op, out, -128, 127)
+        elif k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
             self.m.consts["input_tensor"] = op.outputs[0]
@@ -152,6 +167,12 @@ class _Builder:
                 args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(a["depth_multiplier"]), str(kh),
                         str(kw), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
                 self.m.calls.append(Call("tcc_dwconv2d_s8", args, op.name))
+        elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # TFLite's MEAN: its own output parameters
+            (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
+            hw = x.shape[1] * x.shape[2]
+            m, e = mean_params(si, so, hw)
+            args = [self.ptr(op.inputs[0]), str(hw), str(x.shape[3]), str(zi), str(m), str(e), str(zo), out]
+            self.m.calls.append(Call("tcc_mean_s8", args, op.name))
         elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
             s, zp = self._q(op.outputs[0])
             lo, hi = activation_range(a.get("activation", "none"), s, zp)
@@ -185,12 +206,17 @@ class _Builder:
             self.m.calls.append(Call("tcc_pad_s8", [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]),
                                                     *map(str, (t, b, l, r)), str(zp), out], op.name))
         elif k in (OpKind.RELU, OpKind.RELU6):
-            si, zi = self._q(op.inputs[0])
-            so, zo = self._q(op.outputs[0])
-            m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
-            lo, hi = activation_range(k.value, so, zo)
-            self.m.calls.append(Call("tcc_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(m), str(e),
-                                                     str(zo), str(lo), str(hi), out], op.name))
+            self._requantize(op, out, *activation_range(k.value, *self._q(op.outputs[0])))
+        elif k == OpKind.SOFTMAX:
+            m, e, diff_min = softmax_params(self._q(op.inputs[0])[0], a["beta"])
+            depth = x.shape[-1]
+            args = [self.ptr(op.inputs[0]), str(x.size // depth), str(depth), str(m), str(e), str(diff_min), out]
+            self.m.calls.append(Call("tcc_softmax_s8", args, op.name))
+        elif k == OpKind.HARD_SWISH:
+            (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
+            p = hard_swish_params(si, so)
+            self.m.calls.append(Call("tcc_hard_swish_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
+                                                           *map(str, p), out], op.name))
         elif k in (OpKind.SIGMOID, OpKind.TANH):
             si, zi = self._q(op.inputs[0])
             m, e, radius = logistic_params(si)
@@ -204,6 +230,13 @@ class _Builder:
             self.m.calls.append(Call("tcc_leaky_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
                                                            *map(str, p), out], op.name))
         # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
+
+    def _requantize(self, op: Op, out: str, lo: int, hi: int) -> None:
+        """RELU/RELU6 and int8 -> int8 QUANTIZE: (x - zi) * si / so + zo, clamped to [lo, hi]."""
+        (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
+        m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
+        self.m.calls.append(Call("tcc_relu_s8", [self.ptr(op.inputs[0]), str(self.g.tensors[op.inputs[0]].size),
+                                                 str(zi), str(m), str(e), str(zo), str(lo), str(hi), out], op.name))
 
     def _binary(self, op: Op, out: str) -> None:
         g = self.g

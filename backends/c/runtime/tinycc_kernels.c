@@ -279,16 +279,16 @@ static int32_t exp_quarter(int32_t a) {
     return wadd(const_term, srdhm(const_term, wadd(x, poly)));
 }
 
-/* exp(a) for a <= 0 in Q4.27 (integer bits 4); result Q0.31 */
-static int32_t exp_neg_q4(int32_t a) {
+/* exp(a) for a <= 0 in Q(integer_bits).(31 - integer_bits), integer_bits 4 or 5; result Q0.31 */
+static int32_t exp_neg(int32_t a, int32_t integer_bits) {
     static const int32_t mults[7] = {1672461947L, 1302514674L, 790015084L, 290630308L, 39332535L, 720401L, 242L};
-    const int32_t frac = 27;
+    const int32_t frac = 31 - integer_bits;
     const int32_t quarter = (int32_t)1 << (frac - 2);
     const int32_t a_mod = wsub(a & (quarter - 1), quarter);
-    int32_t result = exp_quarter(sat_mul_pot(a_mod, 4));
+    int32_t result = exp_quarter(sat_mul_pot(a_mod, integer_bits));
     const int32_t remainder = wsub(a_mod, a);
     int32_t e;
-    for (e = -2; e <= 3; ++e) { /* integer bits 4 > exponent for -2..3 */
+    for (e = -2; e <= 4 && e < integer_bits; ++e) { /* barrel shifter of exp(-2^e) */
         if (remainder & ((int32_t)1 << (frac + e))) {
             result = srdhm(result, mults[e + 2]);
         }
@@ -330,7 +330,7 @@ void tcc_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, i
                 r = (int32_t)1 << 30;
             } else {
                 const int32_t absx = q4 > 0 ? q4 : wsub(0, q4);
-                const int32_t rp = one_over_one_plus_x(exp_neg_q4(wsub(0, absx)));
+                const int32_t rp = one_over_one_plus_x(exp_neg(wsub(0, absx), 4));
                 r = q4 > 0 ? rp : wsub(TCC_I32_MAX, rp);
             }
             out[i] = clamp8(rdbpot(r, 23) - 128, -128, 127);
@@ -356,11 +356,94 @@ void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32
             int32_t r = 0;
             if (q4 != 0) {
                 const int32_t neg = q4 < 0 ? q4 : wsub(0, q4);
-                const int32_t t = one_minus_x_over_one_plus_x(exp_neg_q4((int32_t)((uint32_t)neg << 1)));
+                const int32_t t = one_minus_x_over_one_plus_x(exp_neg((int32_t)((uint32_t)neg << 1), 4));
                 r = q4 < 0 ? wsub(0, t) : t;
             }
             out[i] = clamp8(rdbpot(r, 24), -128, 127);
         }
+    }
+}
+
+void tcc_softmax_s8(const int8_t *in, int32_t rows, int32_t depth, int32_t mult, int32_t shift,
+                    int32_t diff_min, int8_t *out) {
+    int32_t r, c;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *x = in + r * depth;
+        int8_t *y = out + r * depth;
+        int32_t max_v = -128;
+        int32_t sum = 0; /* Q12.19 */
+        int32_t clz = 0;
+        uint32_t u;
+        int32_t recip;
+        for (c = 0; c < depth; ++c) {
+            max_v = x[c] > max_v ? x[c] : max_v;
+        }
+        for (c = 0; c < depth; ++c) {
+            const int32_t diff = (int32_t)x[c] - max_v;
+            if (diff >= diff_min) {
+                sum = wadd(sum, rdbpot(exp_neg(tcc_mbqm(diff, mult, shift), 5), 12));
+            }
+        }
+        /* the row's maximum contributes 2^19, so sum > 0: 1/sum as 2^(12 - clz) / (1 + x), x in [0, 1) */
+        for (u = (uint32_t)sum; !(u & 0x80000000UL); u <<= 1) {
+            ++clz;
+        }
+        recip = one_over_one_plus_x((int32_t)(((uint32_t)sum << clz) - 0x80000000UL));
+        for (c = 0; c < depth; ++c) { /* reads x[c] before writing y[c] */
+            const int32_t diff = (int32_t)x[c] - max_v;
+            int32_t v = -128;
+            if (diff >= diff_min && 35 - clz <= 31) { /* larger exponents round the Q0.31 value to 0 */
+                const int32_t e = exp_neg(tcc_mbqm(diff, mult, shift), 5);
+                v = rdbpot(srdhm(recip, e), 35 - clz) - 128; /* 12 - clz bits over unit, Q0.31 -> Q0.8 */
+            }
+            y[c] = clamp8(v, -128, 127);
+        }
+    }
+}
+
+static int32_t srdhm16(int32_t a, int32_t b) {
+    const int32_t ab = a * b;
+    if (a == b && a == -32768) {
+        return 32767;
+    }
+    return (ab + (ab >= 0 ? ((int32_t)1 << 14) : 1 - ((int32_t)1 << 14))) / ((int32_t)1 << 15);
+}
+
+static int32_t sat_shl16(int32_t v, int32_t amount) {
+    const int64_t r = (int64_t)v * ((int64_t)1 << amount);
+    return r > 32767 ? 32767 : (r < -32768 ? -32768 : (int32_t)r);
+}
+
+void tcc_hard_swish_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t out_m, int32_t out_e,
+                       int32_t rel_m, int32_t rel_e, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t hires = ((int32_t)in[i] - in_zp) * 128; /* |.| <= 255 * 128: fits int16 */
+        const int32_t pre_out = srdhm16(hires, out_m);
+        int32_t rel = hires;
+        if (rel_e > 0) {
+            rel = sat_shl16(rel, rel_e - 1);
+        }
+        rel = srdhm16(rel, rel_m);
+        if (rel_e > 0) {
+            rel = sat_shl16(rel, 1);
+        } else if (rel_e < 0) {
+            rel = rdbpot(rel, -rel_e);
+        }
+        rel = (rel + 32768) >> 1; /* [-1, 1] -> [0, 1] in Q0.15 */
+        out[i] = clamp8(rdbpot(rel * pre_out / 32768, -out_e) + out_zp, -128, 127);
+    }
+}
+
+void tcc_mean_s8(const int8_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
+                 int32_t out_zp, int8_t *out) {
+    int32_t ch, p;
+    for (ch = 0; ch < c; ++ch) {
+        int32_t sum = 0;
+        for (p = 0; p < hw; ++p) {
+            sum += in[p * c + ch];
+        }
+        out[ch] = clamp8(tcc_mbqm(sum - in_zp * hw, mult, shift) + out_zp, -128, 127);
     }
 }
 

@@ -53,6 +53,16 @@ void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32
 /* LEAKY_RELU: identity multiplier for x >= zp, alpha multiplier below. */
 void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
                        int32_t m_alpha, int32_t e_alpha, int8_t *out);
+/* SOFTMAX over the last axis (output scale 1/256, zero point -128): TFLite's fixed-point algorithm;
+ * mult/shift/diff_min as its Prepare computes them (tinycc.ir.fixedpoint.softmax_params). */
+void tcc_softmax_s8(const int8_t *in, int32_t rows, int32_t depth, int32_t mult, int32_t shift,
+                    int32_t diff_min, int8_t *out);
+/* HARD_SWISH: TFLite's int16 fixed-point algorithm (tinycc.ir.fixedpoint.hard_swish_params), out_e <= 0. */
+void tcc_hard_swish_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t out_m, int32_t out_e,
+                       int32_t rel_m, int32_t rel_e, int8_t *out);
+/* TFLite's int8 MEAN over the hw positions of an [hw][c] input, requantized (tinycc.ir.interpreter_int8.mean_params). */
+void tcc_mean_s8(const int8_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
+                 int32_t out_zp, int8_t *out);
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
 void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
 
