@@ -61,19 +61,21 @@ class TflmBackend(Backend):
         name = deployment.name
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
-        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".")
+        # model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's too
+        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".",
+                               demo_dir=outdir, arena=m.arena)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                                  lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         hexes = [f"0x{b:02x}" for b in data]
         body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "margin": m.margin, "data": body,
-               "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
+               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+               "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", "")}
-        out = {"src/tinycc_tflm.h": "tinycc_tflm.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm.cc.j2",
-               "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
-               "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2"}
+        out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
+               "src/model_data.cc": "model_data.cc.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
+               "README.md": "README.md.j2"}
         for path, tpl in out.items():
             (outdir / path).write_text(env.get_template(tpl).render(**ctx))
             files.append(outdir / path)
