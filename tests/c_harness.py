@@ -72,8 +72,8 @@ MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_
 
 
 def symbol_sizes(exe: Path) -> dict[str, int]:
-    """Bytes per sized symbol of a program (``nm -S``)."""
-    nm = subprocess.run(["nm", "-S", "--size-sort", str(exe)], capture_output=True, text=True).stdout
+    """Bytes per sized symbol of a program (``nm -S``, C++ names demangled; names with spaces left out)."""
+    nm = subprocess.run(["nm", "-S", "--size-sort", "--demangle", str(exe)], capture_output=True, text=True).stdout
     return {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
 
 
