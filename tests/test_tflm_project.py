@@ -4,7 +4,6 @@ sources) and run; its int8 features equal run_int8, its learning equals the host
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,9 @@ def library() -> vendor.TflmLibrary:
     vendor_dir = vendor.default_vendor_dir()
     if vendor_dir is None:
         pytest.skip("TensorFlow Lite Micro snapshot not found (../shared/vendor beside the checkout; set TINYCC_VENDOR)")
-    if not (shutil.which("make") and shutil.which("g++")):
-        pytest.skip("make or g++ not installed")
+    why = vendor.missing_toolchain("host")
+    if why:
+        pytest.skip(why)
     return vendor.ensure_library(vendor_dir, "host")
 
 
@@ -51,6 +51,7 @@ def _compile(session, tmp_path: Path, name: str):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first test in a worker may build TFLite Micro (about 460 s of CPU)
 @pytest.mark.parametrize("name", ["digits", "mobilenet_v2"])
 def test_tflm_demo_matches_int8_reference_and_simulator(session, library, tmp_path: Path, name: str) -> None:
     proj, dep, opts = _compile(session, tmp_path, name)
@@ -87,6 +88,7 @@ def test_tflm_demo_matches_int8_reference_and_simulator(session, library, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_tflm_init_failure_is_reported(session, library, tmp_path: Path) -> None:
     """An arena too small for AllocateTensors: init returns -3 and the demo stops with a message, exit 1."""
     proj, dep, _ = _compile(session, tmp_path, "digits")

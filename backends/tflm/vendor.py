@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -50,6 +51,18 @@ def default_vendor_dir() -> Path | None:
     env = os.environ.get("TINYCC_VENDOR")
     path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "vendor"
     return path if (path / "build_tflm.sh").is_file() else None
+
+
+def missing_toolchain(kind: str) -> str | None:
+    """Why TFLite Micro ``kind`` cannot be compiled here (no C++ compiler or no C++ headers), or None."""
+    cxx = "g++" if kind == "host" else "arm-none-eabi-g++"
+    if shutil.which(cxx) is None or shutil.which("make") is None:
+        return f"{cxx} or make not installed"
+    r = subprocess.run([cxx, "-x", "c++", "-std=c++17", "-fsyntax-only", "-"], input="#include <cstdint>\n",
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"{cxx} has no C++ standard library headers (Debian: libstdc++-arm-none-eabi-newlib)"
+    return None
 
 
 def _archives(vendor: Path) -> list[Path]:
@@ -106,6 +119,9 @@ def ensure_library(vendor: Path, kind: str = "host", cache: Path | None = None, 
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         built = False
         if not (done.exists() and lib.is_file()):
+            why = missing_toolchain(kind)
+            if why:
+                raise TinyccError(f"cannot build TFLite Micro ({kind}): {why}")
             _build(vendor, out, kind, jobs or os.cpu_count() or 2)
             done.write_text(f"{time.perf_counter() - start:.1f} s\n")
             built = True
