@@ -110,7 +110,8 @@ OUT=$1
 echo "$2" >> "$OUT/../runs.log"
 sleep 1
 test -f "$OUT/tflite-micro/tensorflow/lite/micro/micro_interpreter.h"
-if [ -f "$OUT/../fail" ]; then echo "FAIL tflite-micro/x.cc" > "$OUT/failed-host.txt"; else : > "$OUT/failed-host.txt"; fi
+if [ -f "$OUT/../fail" ]; then echo "FAIL tflite-micro/x.cc" > "$OUT/failed-host.txt"; mkdir -p "$OUT/obj-host"
+  echo "x.cc:1:10: fatal error: cstdarg: No such file or directory" > "$OUT/obj-host/tflite-micro_x.cc.o.log"; else : > "$OUT/failed-host.txt"; fi
 echo lib > "$OUT/libtflm-host.a"
 """
 
@@ -158,7 +159,7 @@ def test_vendor_failure_is_an_error_and_retried(tmp_path: Path, monkeypatch) -> 
     vendor_dir, cache = _fake_vendor(tmp_path), tmp_path / "cache"
     (cache / "tflm").mkdir(parents=True)
     (cache / "tflm" / "fail").write_text("")
-    with pytest.raises(TinyccError, match="failed: FAIL tflite-micro/x.cc"):
+    with pytest.raises(TinyccError, match="failed: FAIL tflite-micro/x.cc .1 sources.: x.cc:1:10: fatal error: cstdarg"):
         vendor.ensure_library(vendor_dir, "host", cache=cache)
     (cache / "tflm" / "fail").unlink()
     monkeypatch.setenv("TINYCC_CACHE", str(cache))

@@ -43,7 +43,7 @@ class TflmLibrary:
 def cache_root() -> Path:
     """``$TINYCC_CACHE`` or ``~/.cache/tinycc``."""
     env = os.environ.get("TINYCC_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tinycc"
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "tinycc"
 
 
 def default_vendor_dir() -> Path | None:
@@ -103,8 +103,13 @@ def _build(vendor: Path, out: Path, kind: str, jobs: int) -> None:
     tag = KINDS[kind][len("libtflm-"):-len(".a")]
     failed = (out / f"failed-{tag}.txt").read_text().split() if (out / f"failed-{tag}.txt").exists() else []
     if r.returncode != 0 or failed or not (out / KINDS[kind]).is_file():
-        detail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"{len(failed) // 2} sources failed"]
-        raise TinyccError(f"building TFLite Micro ({kind}) in {out} failed: {' '.join(failed[:4])} {detail[0]}")
+        detail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+        if failed[1:]:  # "FAIL source" lines: the compiler's first error for the first one
+            log = out / f"obj-{tag}" / (failed[1].replace("/", "_") + ".o.log")
+            errors = [l for l in log.read_text().splitlines() if "error" in l] if log.exists() else []
+            detail = errors[:1] or detail
+        raise TinyccError(f"building TFLite Micro ({kind}) in {out} failed: {' '.join(failed[:2])} "
+                          f"({len(failed) // 2} sources): {detail[0]}")
 
 
 def ensure_library(vendor: Path, kind: str = "host", cache: Path | None = None, jobs: int | None = None) -> TflmLibrary:
