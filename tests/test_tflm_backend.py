@@ -42,7 +42,7 @@ def test_tflm_project(session, tmp_path: Path, name: str) -> None:
         np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
     # the resolver lists exactly the model's operators, and N is their count
     glue = (tmp_path / "src" / "tinycc_tflm.cc").read_text()
-    listed = re.findall(r"resolver\.(Add\w+)\(\)", glue)
+    listed = re.findall(r"resolver->(Add\w+)\(\)", glue)
     assert listed == [RESOLVER[n] for n in operator_names(data)]
     assert f"MicroMutableOpResolver<{len(listed)}>" in glue
     # arena in the code: >= recorded and >= the smallest arena that allocates, within the documented margin

@@ -119,7 +119,10 @@ def ensure_library(vendor: Path, kind: str = "host", cache: Path | None = None, 
     out = (cache or cache_root()) / "tflm" / snapshot_key(vendor)
     out.mkdir(parents=True, exist_ok=True)
     lib, done = out / KINDS[kind], out / f"{KINDS[kind]}.done"
+    if done.exists() and lib.is_file():  # built before: no lock needed (the marker is written last)
+        return TflmLibrary(out / "tflite-micro", lib)
     start = time.perf_counter()
+    # one lock per snapshot: the builds of different kinds share the extracted trees and the script's srcs.txt
     with open(out.parent / f"{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         built = False
