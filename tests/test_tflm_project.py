@@ -88,6 +88,38 @@ def test_tflm_demo_matches_int8_reference_and_simulator(session, library, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.toolchain
+@pytest.mark.timeout(1800)
+def test_tflm_cortex_m4_in_qemu(session, tmp_path: Path) -> None:
+    """``make cortexm`` against TFLite Micro built for the Cortex-M4F (-Os), run in QEMU mps2-an386: int8 features
+    equal run_int8, probabilities and learned weights as the simulator's, an instruction count per call."""
+    from tinycc.backends.c import cortexm
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None:
+        pytest.skip("TensorFlow Lite Micro snapshot not found (../shared/vendor beside the checkout; set TINYCC_VENDOR)")
+    why = vendor.missing_toolchain("m4") or (None if c_harness.have_arm() else "qemu-system-arm not installed")
+    if why:
+        pytest.skip(why)
+    proj, dep, opts = _compile(session, tmp_path, "digits")
+    elf = build.build_cortexm(proj, library=vendor.ensure_library(vendor_dir, "m4"))
+    text = cortexm.run_qemu(elf, "mps2-an386")
+    out = c_harness.parse(text)
+    x, y = c_backend.test_vectors(dep, opts)
+    ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
+    for i in range(N_TEST):
+        np.testing.assert_array_equal(out.features[i], ref[i], err_msg=f"Cortex-M4 features of input {i}")
+    sim = Simulator(dep)
+    _, p = sim.predict_features(ref)
+    np.testing.assert_allclose(np.stack([out.before[i][1] for i in range(N_TEST)]), p, atol=1e-5)
+    for i in range(N_LEARN):
+        sim.learn_features(ref[i % N_TEST], int(y[i % N_TEST]))
+    for l, layer in enumerate(sim.classifier.layers):
+        np.testing.assert_allclose(out.weights[l], layer.weight.reshape(-1), atol=1e-4 * max(1.0, np.abs(layer.weight).max()))
+    assert 0 < cortexm.instructions(text, "mps2-an386")["features"] <= cortexm.instructions(text, "mps2-an386")["predict"]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_tflm_init_failure_is_reported(session, library, tmp_path: Path) -> None:
     """An arena too small for AllocateTensors: init returns -3 and the demo stops with a message, exit 1."""
