@@ -42,12 +42,13 @@ def build_host(project: Path, *, sanitize: bool = False, vendor_dir: Path | None
     return project / "tinycc_demo"
 
 
-def build_cortexm(project: Path, *, vendor_dir: Path | None = None,
+def build_cortexm(project: Path, *, dump: bool = True, vendor_dir: Path | None = None,
                   library: vendor.TflmLibrary | None = None) -> Path:
-    """``make cortexm`` (Cortex-M4F, -Os) against the m4 reference-kernel library; returns the ELF."""
+    """``make cortexm`` (Cortex-M4F, -Os) against the m4 reference-kernel library; ``dump``: the demo prints its
+    machine-readable lines (``DUMP=1``, no command line on the board). Returns the ELF."""
     lib = _library("m4", vendor_dir, library)
-    _make(project, "cortexm", lib)
-    return project / "tinycc_demo.elf"
+    _make(project, "cortexm", lib, *(["DUMP=1"] if dump else []))
+    return project / f"tinycc_demo{'-dump' if dump else ''}.elf"
 
 
 def run(exe: Path, dump: bool = True, timeout: float = 600) -> str:
