@@ -269,7 +269,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("validate", help="build and run the generated program on a platform and compare it "
                                                "with the int8 reference, the simulator and the float model")
     p.add_argument("model")
-    p.add_argument("--target", "-t", required=True, help="backend name (c, arduino; tflm once it has a runner)")
+    p.add_argument("--target", "-t", required=True, help="backend name (c, tflm, arduino)")
     p.add_argument("--data", required=True, help=".npz with x/y, x_test/y_test or x_train/y_train")
     p.add_argument("--on", help="platform: host, qemu-m4, qemu-m7, qemu-m0plus (c), simavr (arduino); "
                                 "default: the target's first")

@@ -31,6 +31,23 @@ def run_host(exe: Path) -> DemoOutput:
     return parse(r.stdout)
 
 
+# the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
+MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
+                      "tcc_feat", "tcc_probs", "tcc_ywork")
+
+
+def symbol_sizes(exe: Path) -> dict[str, int]:
+    """Bytes per sized symbol of a program (``nm -S``, C++ names demangled; names with spaces left out)."""
+    nm = subprocess.run(["nm", "-S", "--size-sort", "--demangle", str(exe)], capture_output=True, text=True).stdout
+    return {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
+
+
+def model_ram(exe: Path) -> int:
+    """Bytes of the model's RAM arrays in a built demo (what the memory model's RAM total counts)."""
+    return sum(v for k, v in symbol_sizes(exe).items() if k.startswith(MODEL_RAM_PREFIXES)
+               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
+
+
 def have_arm() -> bool:
     return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"))
 

@@ -1,7 +1,6 @@
 """Generated C (host gcc -Werror + ASan/UBSan, and Cortex-M4 under QEMU) against the host simulator."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +99,7 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(N_INPUTS)]), p2, atol=1e-4)
     # the arrays the C code declares are exactly the memory model's figures
     assert out.memory["ram"] == dep.memory["ram"] and out.memory["arena"] == CBackend().arena_bytes(dep.extractor, {})
-    nm = subprocess.run(["nm", "-S", "--size-sort", str(proj / "demo_asan")], capture_output=True, text=True).stdout
-    sizes = {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
-    model_ram = sum(v for k, v in sizes.items() if k.startswith(("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_",
-                                                                 "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
-                                                                 "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork"))
-                    and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
-    assert model_ram == dep.memory["ram"]
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

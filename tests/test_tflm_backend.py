@@ -42,11 +42,11 @@ def test_tflm_project(session, tmp_path: Path, name: str) -> None:
         np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
     # the resolver lists exactly the model's operators, and N is their count
     glue = (tmp_path / "src" / "tinycc_tflm.cc").read_text()
-    listed = re.findall(r"resolver\.(Add\w+)\(\);", glue)
+    listed = re.findall(r"resolver->(Add\w+)\(\)", glue)
     assert listed == [RESOLVER[n] for n in operator_names(data)]
     assert f"MicroMutableOpResolver<{len(listed)}>" in glue
     # arena in the code: >= recorded and >= the smallest arena that allocates, within the documented margin
-    hdr = (tmp_path / "src" / "tinycc_tflm.h").read_text()
+    hdr = (tmp_path / "src" / "tinycc_config.h").read_text()
     arena = int(re.search(r"ARENA_BYTES (\d+)", hdr).group(1))
     assert m.recorded <= arena and m.minimum <= arena <= m.needed + m.margin + 16
     if m.minimum > m.recorded:  # planning needed more than the total: 1 byte less fails

@@ -66,6 +66,18 @@ def test_validate_arduino_on_simavr_passes(session) -> None:
     _assert_pass(rc, text, 10)
 
 
+def test_validate_tflm_on_host_passes(session) -> None:
+    """The tflm project built against TensorFlow Lite Micro (the vendored snapshot, cached library)."""
+    from tinycc.backends.tflm import vendor
+
+    if vendor.default_vendor_dir() is None:
+        pytest.skip("TensorFlow Lite Micro snapshot not found (../shared/vendor; set TINYCC_VENDOR)")
+    if vendor.missing_toolchain("host"):
+        pytest.skip(vendor.missing_toolchain("host"))
+    rc, text = _validate(session, "tflm", "host", n=12)
+    _assert_pass(rc, text, 12)
+
+
 def _corrupt_first_weight(model_c: Path) -> None:
     """Change the first value of the first int8 weight array (the first convolution's) in model.c."""
     text = model_c.read_text()
@@ -112,7 +124,8 @@ def test_validate_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not an archive")
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "junk.npz")), "junk.npz", "cannot read")
     _one_error_line(tinycc(*base, "--data", str(DATA), "--on", "simavr"), "runs on host, qemu-m4")
-    _one_error_line(tinycc("validate", str(MODEL), "-t", "tflm", "--data", str(DATA)), "'tflm' has no demo runner")
+    _one_error_line(tinycc("validate", str(MODEL), "-t", "tflm", "--data", str(DATA), "--on", "qemu-m4"),
+                    "target tflm runs on host")
     _one_error_line(tinycc(*base, "--data", str(DATA), "--project", str(tmp_path)), "not a tinycc project")
 
 

@@ -85,13 +85,23 @@ def write_test_vectors(path: Path, dep: Deployment, x: np.ndarray, y: np.ndarray
     return path
 
 
+DEMO_FILES = {"main.c": "main.c.j2", "cortexm/startup.c": "cortexm/startup.c.j2", "cortexm/link.ld": "cortexm/link.ld.j2"}
+BUILD_FILES = {"Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2",
+               "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"}
+
+
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
-                   classifier_only: bool = False, runtime_dir: str = "runtime") -> list[Path]:
-    """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir."""
+                   classifier_only: bool = False, runtime_dir: str = "runtime", demo_dir: Path | None = None,
+                   arena: int | None = None) -> list[Path]:
+    """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir.
+
+    ``demo_dir``: write the demo (main.c, test_vectors.h, cortexm/ startup and linker script) there, without the
+    C target's build files (the tflm target brings its own). ``arena``: the arena bytes to declare in
+    tinycc_config.h when the extractor is not tinycc's (TFLite Micro's measured arena)."""
     em = build_emit_model(dep, options)
     env = _env()
     name = dep.name
-    c = em.consts
+    c = em.consts if arena is None else {**em.consts, "arena": arena}
     quant_call = [k for k in em.calls if k.fn == "tcc_quantize_f32"]
     ctx = {
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
@@ -103,21 +113,21 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
     }
-    files = {"model.c": "model.c.j2", "model.h": "model.h.j2", "tinycc_config.h": "tinycc_config.h.j2"}
-    if with_main:
-        files.update({"main.c": "main.c.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
-                      "README.md": "README.md.j2", "cortexm/startup.c": "cortexm/startup.c.j2",
-                      "cortexm/link.ld": "cortexm/link.ld.j2",
-                      "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"})
+    files = {outdir / k: v for k, v in {"model.c": "model.c.j2", "model.h": "model.h.j2",
+                                         "tinycc_config.h": "tinycc_config.h.j2"}.items()}
+    demo = demo_dir if demo_dir is not None else outdir if with_main else None
+    if demo is not None:
+        files.update({demo / k: v for k, v in DEMO_FILES.items()})
+    if with_main and demo_dir is None:
+        files.update({outdir / k: v for k, v in BUILD_FILES.items()})
     written = []
-    for out, tpl in files.items():
-        path = outdir / out
+    for path, tpl in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(tpl).render(**ctx))
         written.append(path)
-    if with_main:
+    if demo is not None:
         x, y = test_vectors(dep, options)
-        written.append(write_test_vectors(outdir / "test_vectors.h", dep, x, y, options, env))
+        written.append(write_test_vectors(demo / "test_vectors.h", dep, x, y, options, env))
     rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
     for f in RUNTIME_FILES:

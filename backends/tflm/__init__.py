@@ -4,10 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import pluggy
 
 from ... import __version__
-from ...errors import UnsupportedLayerError
+from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ..base import Backend
@@ -38,6 +40,35 @@ class TflmBackend(Backend):
     arena_detail = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
                     "allocates) + margin")
 
+    platforms = ("host",)
+
+    def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
+        from ..c import embedded_labels, write_test_vectors
+
+        if not (project / "main.c").is_file() or not (project / "src" / "tinycc_tflm.cc").is_file():
+            raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
+        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
+
+    def run_demo(self, project: Path, platform: str) -> Any:
+        """Build the demo against the cached host TFLite Micro library and run it with the dump on."""
+        from ..c.run import ram_flash, section_sizes
+        from ..demo import DemoFailed, DemoRun, parse
+        from . import build
+
+        if platform != "host":
+            raise TinyccError(f"target tflm runs on host, not {platform!r}")
+        library = build.find_library("host", None, None)  # a missing snapshot or toolchain is bad input (exit 2)
+        try:
+            exe = build.build_host(project, library=library)
+            out = parse(build.run(exe, dump=True))
+        except TinyccError as e:
+            raise DemoFailed(str(e)) from None
+        if not out.done:
+            raise DemoFailed("the tflm demo stopped before its end")
+        ram, flash = ram_flash(section_sizes(exe))
+        return DemoRun("host", out, ram, flash, "host executable with TFLite Micro (size -A): .data+.bss; "
+                       ".text+.rodata+.data+...", dict(out.time_us), "us")
+
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         from ...plugins.tflite_writer import operator_names
 
@@ -61,19 +92,21 @@ class TflmBackend(Backend):
         name = deployment.name
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
-        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".")
+        # model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's too
+        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".",
+                               demo_dir=outdir, arena=m.arena)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                                  lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         hexes = [f"0x{b:02x}" for b in data]
         body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "margin": m.margin, "data": body,
-               "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
+               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+               "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", "")}
-        out = {"src/tinycc_tflm.h": "tinycc_tflm.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm.cc.j2",
-               "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
-               "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2"}
+        out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
+               "src/model_data.cc": "model_data.cc.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
+               "README.md": "README.md.j2"}
         for path, tpl in out.items():
             (outdir / path).write_text(env.get_template(tpl).render(**ctx))
             files.append(outdir / path)
