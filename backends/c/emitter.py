@@ -15,6 +15,7 @@ from ...ir.interpreter_int8 import add_params, conv_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...memory import MemoryPlan, plan_for
+from .kernels import Kernel, specialize
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
@@ -52,6 +53,7 @@ class EmitModel:
     calls: list[Call] = field(default_factory=list)
     plan: MemoryPlan | None = None
     consts: dict[str, Any] = field(default_factory=dict)
+    kernels: list[Kernel] = field(default_factory=list)  # per-layer functions defined in model.c
 
 
 def _c_float(v: float) -> str:
@@ -78,6 +80,7 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
+        self.options = options
         self.m.plan = plan_for(self.g, options)
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
@@ -126,6 +129,11 @@ class _Builder:
             self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
+            kern = specialize(g, op, self, f"tcc_layer_{len(self.m.kernels)}", self.options)
+            if kern is not None:
+                self.m.kernels.append(kern)
+                self.m.calls.append(Call(kern.fn, [self.ptr(op.inputs[0]), out], f"{op.name} ({kern.family})"))
+                return
             p = conv_params(g, op)
             w = self.const(op.inputs[1])
             b = self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL"

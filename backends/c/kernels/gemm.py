@@ -1,0 +1,24 @@
+"""1x1 stride-1 convolutions and dense layers as a matrix product: pixels x inputs times inputs x outputs."""
+from __future__ import annotations
+
+from typing import Any
+
+from ....ir.graph import Graph, Op
+from ....ir.ops import OpKind
+from . import render
+from .common import layer_context
+
+
+def matches(g: Graph, op: Op) -> bool:
+    if op.kind == OpKind.DENSE:
+        return True
+    if op.kind != OpKind.CONV2D or op.attrs.get("groups", 1) != 1:
+        return False
+    kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+    return (kh, kw) == (1, 1) and tuple(op.attrs["strides"]) == (1, 1)
+
+
+def emit(g: Graph, op: Op, arrays: Any, fn: str) -> str:
+    ctx = layer_context(g, op, arrays)
+    ctx["P"] = ctx["OH"] * ctx["OW"]
+    return render("gemm.c.j2", fn=fn, **ctx)
