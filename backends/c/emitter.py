@@ -129,10 +129,10 @@ class _Builder:
             self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
-            kern = specialize(g, op, self, f"tcc_layer_{len(self.m.kernels)}", self.options)
-            if kern is not None:
-                self.m.kernels.append(kern)
-                self.m.calls.append(Call(kern.fn, [self.ptr(op.inputs[0]), out], f"{op.name} ({kern.family})"))
+            spec = specialize(g, op, self, self.m.kernels, self.options)
+            if spec is not None:
+                kern, args = spec
+                self.m.calls.append(Call(kern.fn, [self.ptr(op.inputs[0]), out, *args], f"{op.name} ({kern.family})"))
                 return
             p = conv_params(g, op)
             w = self.const(op.inputs[1])

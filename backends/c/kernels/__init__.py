@@ -28,10 +28,11 @@ class ArrayMaker(Protocol):
 
 @dataclass
 class Kernel:
-    """A generated function: its name, its C definition, and the module that made it."""
+    """A generated function: its name, its C definition, the module that made it, the layers that call it."""
     fn: str
     code: str
     family: str
+    layers: list[str]
 
 
 @lru_cache(maxsize=1)
@@ -52,12 +53,21 @@ def _modules() -> list[Any]:
     return [gemm, conv, depthwise]  # first match wins: gemm before the general convolution
 
 
-def specialize(g: Graph, op: Op, arrays: ArrayMaker, fn: str, options: dict[str, Any]) -> Kernel | None:
-    """The specialized kernel for `op` named `fn`, or None when the generic runtime kernel must run it."""
+def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
+               options: dict[str, Any]) -> tuple[Kernel, list[str]] | None:
+    """The kernel that runs `op` and the call's arguments after (in, out), or None when the generic runtime
+    kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place)."""
     if options.get("kernels", "tinycc") != "tinycc":
         return None
     for mod in _modules():
         if mod.matches(g, op):
-            return Kernel(fn, mod.emit(g, op, arrays, fn), mod.__name__.rsplit(".", 1)[-1])
+            code, args = mod.emit(g, op, arrays)
+            for k in kernels:
+                if k.code == code.replace("{fn}", k.fn):
+                    k.layers.append(op.name)
+                    return k, args
+            fn = f"tcc_layer_{len(kernels)}"
+            kernels.append(Kernel(fn, code.replace("{fn}", fn), mod.__name__.rsplit(".", 1)[-1], [op.name]))
+            return kernels[-1], args
     return None
 

@@ -9,9 +9,10 @@ from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind, same_padding
 
 
-def layer_context(g: Graph, op: Op, arrays: Any) -> dict[str, Any]:
-    """Shapes (batch 1), strides, dilation, top/left padding, zero points, activation range, and the names of
-    the flash arrays (weights, bias or None, per-channel multiplier/shift, or literals when per tensor)."""
+def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[str]]:
+    """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
+    and the requantization is per channel) and the call's arguments after (in, out): the flash arrays
+    (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range."""
     x, y, wt = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], g.tensors[op.inputs[1]]
     p = conv_params(g, op)
     a = op.attrs
@@ -27,15 +28,9 @@ def layer_context(g: Graph, op: Op, arrays: Any) -> dict[str, Any]:
                "OC": y.shape[3], "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
                "PT": same_padding(x.shape[1], kh, sh, dh)[0] if same else 0,
                "PL": same_padding(x.shape[2], kw, sw, dw)[0] if same else 0}
-    per_channel = len(p["mult"]) > 1
-    ctx = dict(geo)
-    ctx.update({
-        "ZP": p["in_zp"], "OZP": p["out_zp"], "LO": p["act"][0], "HI": p["act"][1],
-        "W": arrays.const(op.inputs[1]),
-        "BIAS": arrays.const(op.inputs[2]) if len(op.inputs) > 2 else None,
-        "PER_CHANNEL": per_channel,
-        "MULT": arrays.array("mult", "int32_t", p["mult"]) if per_channel else str(int(p["mult"][0])),
-        "SHIFT": arrays.array("shift", "int32_t", p["shift"]) if per_channel else str(int(p["shift"][0])),
-        "comment": f"{op.kind.value} {op.name} ({op.origin})".replace("*/", "* /"),
-    })
-    return ctx
+    has_bias = len(op.inputs) > 2
+    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias)
+    args = [arrays.const(op.inputs[1]), arrays.const(op.inputs[2]) if has_bias else "NULL",
+            arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
+            str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
+    return ctx, args

@@ -13,5 +13,7 @@ def matches(g: Graph, op: Op) -> bool:
     return op.kind == OpKind.CONV2D and op.attrs.get("groups", 1) == 1
 
 
-def emit(g: Graph, op: Op, arrays: Any, fn: str) -> str:
-    return render("conv.c.j2", fn=fn, **layer_context(g, op, arrays))
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments after (in, out)."""
+    ctx, args = layer_context(g, op, arrays)
+    return render("conv.c.j2", fn="{fn}", **ctx), args

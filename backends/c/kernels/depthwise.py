@@ -15,6 +15,7 @@ def matches(g: Graph, op: Op) -> bool:
     return op.kind == OpKind.DEPTHWISE_CONV2D and op.attrs["depth_multiplier"] == 1
 
 
-def emit(g: Graph, op: Op, arrays: Any, fn: str) -> str:
-    ctx = layer_context(g, op, arrays)
-    return render("depthwise.c.j2", fn=fn, UNROLL=ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS, **ctx)
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments after (in, out)."""
+    ctx, args = layer_context(g, op, arrays)
+    return render("depthwise.c.j2", fn="{fn}", UNROLL=ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS, **ctx), args

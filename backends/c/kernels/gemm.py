@@ -18,7 +18,8 @@ def matches(g: Graph, op: Op) -> bool:
     return (kh, kw) == (1, 1) and tuple(op.attrs["strides"]) == (1, 1)
 
 
-def emit(g: Graph, op: Op, arrays: Any, fn: str) -> str:
-    ctx = layer_context(g, op, arrays)
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments after (in, out)."""
+    ctx, args = layer_context(g, op, arrays)
     ctx["P"] = ctx["OH"] * ctx["OW"]
-    return render("gemm.c.j2", fn=fn, **ctx)
+    return render("gemm.c.j2", fn="{fn}", **ctx), args
