@@ -29,7 +29,7 @@ def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[s
                "PT": same_padding(x.shape[1], kh, sh, dh)[0] if same else 0,
                "PL": same_padding(x.shape[2], kw, sw, dw)[0] if same else 0}
     has_bias = len(op.inputs) > 2
-    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias)
+    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()))
     args = [arrays.const(op.inputs[1]), arrays.const(op.inputs[2]) if has_bias else "NULL",
             arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]

@@ -49,10 +49,25 @@ TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
 }
 
-TCC_INLINE int8_t tcc_out8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t lo, int32_t hi) {
-    int32_t v = tcc_requant(acc, mult, shift) + out_zp;
+/* the same for a shift <= 0 (right = -shift >= 0), the common case, known when the layer is generated */
+TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
+    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)h >> 31);
+    return (h >> right) + ((h & mask) > threshold ? 1 : 0);
+}
+
+TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
+}
+
+TCC_INLINE int8_t tcc_out8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t lo, int32_t hi) {
+    return tcc_clamp8(tcc_requant(acc, mult, shift) + out_zp, lo, hi);
+}
+
+TCC_INLINE int8_t tcc_out8_r(int32_t acc, int32_t mult, int32_t right, int32_t out_zp, int32_t lo, int32_t hi) {
+    return tcc_clamp8(tcc_requant_r(acc, mult, right) + out_zp, lo, hi);
 }
 
 #if TCC_DSP
