@@ -122,6 +122,11 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
+        spec = specialize(g, op, self, self.m.kernels, self.options)
+        if spec is not None:
+            kern, args = spec
+            self.m.calls.append(Call(kern.fn, args, f"{op.name} ({kern.family})"))
+            return
         if k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
@@ -129,11 +134,6 @@ class _Builder:
             self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
-            spec = specialize(g, op, self, self.m.kernels, self.options)
-            if spec is not None:
-                kern, args = spec
-                self.m.calls.append(Call(kern.fn, [self.ptr(op.inputs[0]), out, *args], f"{op.name} ({kern.family})"))
-                return
             p = conv_params(g, op)
             w = self.const(op.inputs[1])
             b = self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL"

@@ -4,7 +4,8 @@ The emitter asks `specialize` for each int8 op; a kernel module that matches ren
 into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that model.c defines and the
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
-`conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1).
+`conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class ArrayMaker(Protocol):
     """What a kernel module needs from the emitter: flash arrays for constants and tables."""
 
     def const(self, tensor: str) -> str: ...
+    def ptr(self, tensor: str) -> str: ...
     def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
 
 
@@ -48,14 +50,14 @@ def render(template: str, **ctx: Any) -> str:
 
 
 def _modules() -> list[Any]:
-    from . import conv, depthwise, gemm
+    from . import add, conv, depthwise, gemm
 
-    return [gemm, conv, depthwise]  # first match wins: gemm before the general convolution
+    return [gemm, conv, depthwise, add]  # first match wins: gemm before the general convolution
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
                options: dict[str, Any]) -> tuple[Kernel, list[str]] | None:
-    """The kernel that runs `op` and the call's arguments after (in, out), or None when the generic runtime
+    """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place)."""
     if options.get("kernels", "tinycc") != "tinycc":
         return None

@@ -11,7 +11,7 @@ from ....ir.ops import OpKind, same_padding
 
 def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[str]]:
     """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
-    and the requantization is per channel) and the call's arguments after (in, out): the flash arrays
+    and the requantization is per channel) and the call's arguments: input and output pointers, the flash arrays
     (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range."""
     x, y, wt = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], g.tensors[op.inputs[1]]
     p = conv_params(g, op)
@@ -30,7 +30,7 @@ def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[s
                "PL": same_padding(x.shape[2], kw, sw, dw)[0] if same else 0}
     has_bias = len(op.inputs) > 2
     ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()))
-    args = [arrays.const(op.inputs[1]), arrays.const(op.inputs[2]) if has_bias else "NULL",
+    args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]), arrays.const(op.inputs[2]) if has_bias else "NULL",
             arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
     return ctx, args

@@ -14,6 +14,6 @@ def matches(g: Graph, op: Op) -> bool:
 
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments after (in, out)."""
+    """The function's C text (name left as `{fn}`) and the call's arguments."""
     ctx, args = layer_context(g, op, arrays)
     return render("conv.c.j2", fn="{fn}", **ctx), args

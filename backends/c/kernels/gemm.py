@@ -19,7 +19,7 @@ def matches(g: Graph, op: Op) -> bool:
 
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments after (in, out)."""
+    """The function's C text (name left as `{fn}`) and the call's arguments."""
     ctx, args = layer_context(g, op, arrays)
     ctx["P"] = ctx["OH"] * ctx["OW"]
     return render("gemm.c.j2", fn="{fn}", **ctx), args
