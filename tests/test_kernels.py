@@ -3,6 +3,7 @@ bit for bit on random convolution, depthwise and dense layers (host gcc with ASa
 Cortex-M4 under QEMU: the DSP path; Cortex-M0+: the portable path on ARMv6-M)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,31 @@ def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> Non
     assert len(out.features) == len(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
+MLPERF = Path(os.environ.get("TINYCC_MLPERF", Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"))
+MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
+
+
+@pytest.mark.skipif(not MLPERF.is_dir(), reason=f"MLPerf Tiny models not found at {MLPERF} (set TINYCC_MLPERF)")
+@pytest.mark.parametrize("name", MLPERF_MODELS)
+def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, name: str) -> None:
+    """The MLPerf Tiny int8 models (converter output): specialized C (ASan/UBSan) equals run_int8 on 100 inputs."""
+    path = str(MLPERF / f"{name}.tflite")
+    g = session.registry.frontend_for(path).load(path, {})
+    opts = {"buffer": 2}
+    dep = build_deployment(g, opts, session, CBackend())
+    assert build_emit_model(dep, opts).kernels
+    xin = dep.extractor.tensors[dep.extractor.inputs[0]]
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    rng = np.random.default_rng(0)
+    levels = rng.integers(-128, 128, (100, *xin.shape[1:]))
+    x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{name} features of input {i}")
