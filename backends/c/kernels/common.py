@@ -4,14 +4,30 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind, same_padding
 
 
-def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[str]]:
+def folded_bias(g: Graph, op: Op, in_zp: int) -> np.ndarray | None:
+    """bias - in_zp * sum(weights) per output channel (the zero point folded in: exact in int32), or None when
+    there is no bias tensor to replace (flash stays as the memory model counts it) or a sum could overflow."""
+    if len(op.inputs) < 3 or in_zp == 0:
+        return None
+    w = g.tensors[op.inputs[1]].data.astype(np.int64)
+    w = w.reshape(w.shape[0], -1)
+    b = g.tensors[op.inputs[2]].data.astype(np.int64)
+    folded = b - in_zp * w.sum(axis=1)
+    bound = np.abs(b) + 256 * np.abs(w).sum(axis=1)  # every partial sum of bias' + x*w, and of the reference
+    return folded if int(bound.max()) < 2**31 else None
+
+
+def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[dict[str, Any], list[str]]:
     """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
-    and the requantization is per channel) and the call's arguments: input and output pointers, the flash arrays
+    and the requantization is per channel, whether the input zero point is folded into the bias: `fold` asks for
+    it, for kernels without padding) and the call's arguments: input and output pointers, the flash arrays
     (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range."""
     x, y, wt = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], g.tensors[op.inputs[1]]
     p = conv_params(g, op)
@@ -29,8 +45,14 @@ def layer_context(g: Graph, op: Op, arrays: Any) -> tuple[dict[str, Any], list[s
                "PT": same_padding(x.shape[1], kh, sh, dh)[0] if same else 0,
                "PL": same_padding(x.shape[2], kw, sw, dw)[0] if same else 0}
     has_bias = len(op.inputs) > 2
-    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()))
-    args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]), arrays.const(op.inputs[2]) if has_bias else "NULL",
+    folded = folded_bias(g, op, p["in_zp"]) if fold else None
+    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()),
+               FOLDED=folded is not None, FULL_RANGE=tuple(p["act"]) == (-128, 127))
+    if folded is not None:
+        bias = arrays.array("bias", "int32_t", folded)
+    else:
+        bias = arrays.const(op.inputs[2]) if has_bias else "NULL"
+    args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]), bias,
             arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
     return ctx, args

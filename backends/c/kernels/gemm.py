@@ -20,6 +20,6 @@ def matches(g: Graph, op: Op) -> bool:
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments."""
-    ctx, args = layer_context(g, op, arrays)
+    ctx, args = layer_context(g, op, arrays, fold=True)  # no padding: the zero point folds into the bias
     ctx["P"] = ctx["OH"] * ctx["OW"]
     return render("gemm.c.j2", fn="{fn}", **ctx), args

@@ -62,6 +62,15 @@ TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v > hi ? hi : v);
 }
 
+/* clamp to the whole int8 range (activation none/relu with the output zero point at -128): one ssat on DSP cores */
+TCC_INLINE int8_t tcc_sat8(int32_t v) {
+#if TCC_DSP
+    return (int8_t)__ssat(v, 8);
+#else
+    return tcc_clamp8(v, -128, 127);
+#endif
+}
+
 TCC_INLINE int8_t tcc_out8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t lo, int32_t hi) {
     return tcc_clamp8(tcc_requant(acc, mult, shift) + out_zp, lo, hi);
 }
@@ -94,6 +103,16 @@ TCC_INLINE uint32_t tcc_word(const int8_t *p) {
 
 /* the negated zero point in both 16-bit halves */
 TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; }
+
+/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off; a literal zero point 0 (the kernel generator
+ * folded it into the bias) needs no offset register */
+#if defined(__GNUC__)
+#define TCC_ZP_IS_ZERO(zp) (__builtin_constant_p(zp) && (zp) == 0)
+#else
+#define TCC_ZP_IS_ZERO(zp) 0
+#endif
+#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
+#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
 #endif
 
 /* acc[0..3] += dot(x0, w0), dot(x0, w1), dot(x1, w0), dot(x1, w1) over n int8; x1 = x0 + xs, w1 = w0 + ws.
@@ -106,8 +125,8 @@ TCC_INLINE void tcc_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
         const uint32_t xa = tcc_word(x0), xb = tcc_word(x0 + xs);
-        const uint32_t xa02 = __sxtab16(off, xa), xa13 = tcc_sxtab16_r8(off, xa);
-        const uint32_t xb02 = __sxtab16(off, xb), xb13 = tcc_sxtab16_r8(off, xb);
+        const uint32_t xa02 = tcc_x02(off, xa, zp), xa13 = tcc_x13(off, xa, zp);
+        const uint32_t xb02 = tcc_x02(off, xb, zp), xb13 = tcc_x13(off, xb, zp);
         uint32_t w = tcc_word(w0), t = __sxtb16(w);
         a00 = __smlad(xa02, t, a00);
         a10 = __smlad(xb02, t, a10);
@@ -148,7 +167,7 @@ TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
         const uint32_t xa = tcc_word(x0), wa = tcc_word(w0), wb = tcc_word(w0 + ws);
-        const uint32_t x02 = __sxtab16(off, xa), x13 = tcc_sxtab16_r8(off, xa);
+        const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
         a0 = __smlad(x02, __sxtb16(wa), a0);
         a0 = __smlad(x13, tcc_sxtb16_r8(wa), a0);
         a1 = __smlad(x02, __sxtb16(wb), a1);
@@ -174,8 +193,8 @@ TCC_INLINE int32_t tcc_dot1x1(const int8_t *x0, const int8_t *w0, int32_t n, int
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
         const uint32_t xa = tcc_word(x0), wa = tcc_word(w0);
-        acc = __smlad(__sxtab16(off, xa), __sxtb16(wa), acc);
-        acc = __smlad(tcc_sxtab16_r8(off, xa), tcc_sxtb16_r8(wa), acc);
+        acc = __smlad(tcc_x02(off, xa, zp), __sxtb16(wa), acc);
+        acc = __smlad(tcc_x13(off, xa, zp), tcc_sxtb16_r8(wa), acc);
         x0 += 4;
         w0 += 4;
     }
@@ -193,7 +212,7 @@ TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *a
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     const uint32_t xa = tcc_word(x), wa = tcc_word(w);
-    const uint32_t x02 = __sxtab16(off, xa), x13 = tcc_sxtab16_r8(off, xa);
+    const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
     const uint32_t w02 = __sxtb16(wa), w13 = tcc_sxtb16_r8(wa);
     acc[0] = __smlabb(x02, w02, acc[0]);
     acc[2] = __smlatt(x02, w02, acc[2]);
