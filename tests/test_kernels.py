@@ -156,3 +156,32 @@ def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, na
     assert len(out.features) == len(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{name} features of input {i}")
+
+
+WRAP_CHECK = r"""
+#define main tcc_demo_main
+#include "demo_main.c"
+#undef main
+static void spin(uint32_t n) { __asm volatile(".syntax unified\n1: subs %0, %0, #1\n bne 1b" : "+l"(n) : : "cc"); }
+int main(void) {
+    uint32_t t0;
+    tcc_ticks_start();
+    t0 = tcc_ticks();
+    spin(400000000u);
+    printf("ticks spin %lu\ndone\n", (unsigned long)(tcc_ticks() - t0));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_demo_timing_is_wrap_safe(session, tmp_path: Path) -> None:
+    """800 M instructions (past the 24-bit SysTick's 671 M) timed by the demo's tick functions under QEMU M4."""
+    from tinycc.backends.c import cortexm
+
+    _project(session, tmp_path, FIXED[:1], 2)
+    (tmp_path / "demo_main.c").write_text((tmp_path / "main.c").read_text())
+    (tmp_path / "main.c").write_text(WRAP_CHECK)
+    out = cortexm.run_qemu(cortexm.build(tmp_path, "m4"), "mps2-an386")
+    ticks = [int(l.split()[2]) for l in out.splitlines() if l.startswith("ticks spin")]
+    assert len(ticks) == 1 and abs(ticks[0] * 40 - 800_000_000) <= 1000, ticks
