@@ -185,3 +185,21 @@ def test_demo_timing_is_wrap_safe(session, tmp_path: Path) -> None:
     out = cortexm.run_qemu(cortexm.build(tmp_path, "m4"), "mps2-an386")
     ticks = [int(l.split()[2]) for l in out.splitlines() if l.startswith("ticks spin")]
     assert len(ticks) == 1 and abs(ticks[0] * 40 - 800_000_000) <= 1000, ticks
+
+
+def test_input_quantization_rounds_half_away_from_zero(session, tmp_path: Path) -> None:
+    """tcc_quantize_f32's inline rounding equals roundf/TFLite on values exactly halfway between steps."""
+    dep, opts, _ = _deployment(session, FIXED[:1], 4)
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    s, zp = float(qp.scale[0]), int(qp.zero_point[0])
+    rng = np.random.default_rng(1)
+    k = rng.integers(-140 - zp, 140 - zp, (6, 9, 7, 3)).astype(np.float32)
+    half = ((k + np.float32(0.5)) * np.float32(s)).astype(np.float32)
+    x = np.concatenate([half, -half, rng.normal(0, 40 * s, (2, 9, 7, 3)).astype(np.float32)])
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
