@@ -9,6 +9,9 @@ from . import render
 from .common import layer_context
 
 
+WIDEN_MAX_INPUTS = 128  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 512)
+
+
 def matches(g: Graph, op: Op) -> bool:
     if op.kind == OpKind.DENSE:
         return True
@@ -22,4 +25,5 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments."""
     ctx, args = layer_context(g, op, arrays, fold=True)  # no padding: the zero point folds into the bias
     ctx["P"] = ctx["OH"] * ctx["OW"]
+    ctx["WIDEN"] = ctx["IC"] % 4 == 0 and ctx["IC"] <= WIDEN_MAX_INPUTS
     return render("gemm.c.j2", fn="{fn}", **ctx), args

@@ -160,6 +160,49 @@ TCC_INLINE void tcc_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32
     acc[3] = a11;
 }
 
+#if TCC_DSP
+/* Widen n int8 (n a multiple of 4) once, for reuse by every output channel: per four inputs the two words
+ * __sxtb16 makes (bytes 0/2 and 1/3, the zero point subtracted), the lane order the weights are widened to. */
+TCC_INLINE void tcc_widen(const int8_t *x, uint32_t *dst, int32_t n, int32_t zp) {
+    const uint32_t off = tcc_offset2(zp);
+    for (; n > 0; n -= 4) {
+        const uint32_t v = tcc_word(x);
+        dst[0] = tcc_x02(off, v, zp);
+        dst[1] = tcc_x13(off, v, zp);
+        x += 4;
+        dst += 2;
+    }
+}
+
+/* tcc_dot2x2 on widened inputs: xw (pixel 0) and xw + xs (pixel 1, in words), n int8 weights (a multiple of 4) */
+TCC_INLINE void tcc_dot2x2_w(const uint32_t *xw, int32_t xs, const int8_t *w0, int32_t ws, int32_t n,
+                             int32_t *acc) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const uint32_t *end = xw + n / 2;
+    for (; xw < end; xw += 2) {
+        const uint32_t xa02 = xw[0], xa13 = xw[1], xb02 = xw[xs], xb13 = xw[xs + 1];
+        uint32_t w = tcc_word(w0), t = __sxtb16(w);
+        a00 = __smlad(xa02, t, a00);
+        a10 = __smlad(xb02, t, a10);
+        t = tcc_sxtb16_r8(w);
+        a00 = __smlad(xa13, t, a00);
+        a10 = __smlad(xb13, t, a10);
+        w = tcc_word(w0 + ws);
+        t = __sxtb16(w);
+        a01 = __smlad(xa02, t, a01);
+        a11 = __smlad(xb02, t, a11);
+        t = tcc_sxtb16_r8(w);
+        a01 = __smlad(xa13, t, a01);
+        a11 = __smlad(xb13, t, a11);
+        w0 += 4;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+#endif
+
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
 TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
     int32_t a0 = acc[0], a1 = acc[1];
