@@ -5,7 +5,7 @@ into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that 
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
 `conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
-`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined).
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input).
 """
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def render(template: str, **ctx: Any) -> str:
 
 
 def _modules() -> list[Any]:
-    from . import add, conv, depthwise, gemm
+    from . import add, conv, depthwise, gemm, pool
 
-    return [gemm, conv, depthwise, add]  # first match wins: gemm before the general convolution
+    return [gemm, conv, depthwise, add, pool]  # first match wins: gemm before the general convolution
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -24,6 +24,15 @@ def folded_bias(g: Graph, op: Op, in_zp: int) -> np.ndarray | None:
     return folded if int(bound.max()) < 2**31 else None
 
 
+def accumulator_bound(g: Graph, op: Op) -> int:
+    """The largest |bias + sum((x - zp) * w)| any output channel can reach (|x - zp| <= 255)."""
+    w = np.abs(g.tensors[op.inputs[1]].data.astype(np.int64))
+    per_channel = w.reshape(-1, w.shape[-1]).sum(axis=0) if op.kind == OpKind.DEPTHWISE_CONV2D else \
+        w.reshape(w.shape[0], -1).sum(axis=1)
+    b = np.abs(g.tensors[op.inputs[2]].data.astype(np.int64)) if len(op.inputs) > 2 else 0
+    return int((b + 255 * per_channel).max())
+
+
 def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[dict[str, Any], list[str]]:
     """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
     and the requantization is per channel, whether the input zero point is folded into the bias: `fold` asks for
@@ -48,6 +57,9 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
     folded = folded_bias(g, op, p["in_zp"]) if fold else None
     ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()),
                FOLDED=folded is not None, FULL_RANGE=tuple(p["act"]) == (-128, 127))
+    right = -p["shift"]
+    ctx["ROUND_FAST"] = bool(ctx["RIGHT_ONLY"] and right.min() >= 1 and right.max() <= 30
+                             and accumulator_bound(g, op) + (1 << int(right.max() - 1)) + 1 < 2**31)
     if folded is not None:
         bias = arrays.array("bias", "int32_t", folded)
     else:

@@ -57,6 +57,13 @@ TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
 }
 
+/* the same for 1 <= right <= 30 when the kernel generator has proved |x| + 2^(right-1) < 2^31 (from the
+ * layer's weights and bias): then RoundingDivideByPOT is one add of half minus the sign and a shift */
+TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
+    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
+}
+
 TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
