@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends.c.kernels import KERNEL_CHOICES
 from .errors import TinyccError
 from .ir.verify import verify
 from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
@@ -64,6 +65,9 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
+    g.add_argument("--kernels", default="tinycc", choices=list(KERNEL_CHOICES),
+                   help="c/arduino int8 kernels: tinycc = per-layer C specialized at compile time (default), "
+                        "generic = the runtime's generic loops")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer (default: in place)")
     try:

@@ -20,7 +20,7 @@ from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
-RUNTIME_FILES = ("tinycc_port.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
+RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 
 
 def _env() -> Any:
@@ -105,7 +105,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
     quant_call = [k for k in em.calls if k.fn == "tcc_quantize_f32"]
     ctx = {
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
-        "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "calls": em.calls, "kernels": em.kernels, "n_calls": len(em.calls), "batch": dep.train.batch_size,
         "lr": _c_float(dep.train.lr),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),

@@ -16,6 +16,7 @@ from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...memory import MemoryPlan, plan_for
+from .kernels import Kernel, specialize
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
@@ -63,6 +64,7 @@ class EmitModel:
     calls: list[Call] = field(default_factory=list)
     plan: MemoryPlan | None = None
     consts: dict[str, Any] = field(default_factory=dict)
+    kernels: list[Kernel] = field(default_factory=list)  # per-layer functions defined in model.c
 
 
 def _c_float(v: float) -> str:
@@ -89,6 +91,7 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
+        self.options = options
         self.m.plan = plan_for(self.g, options)
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
@@ -133,6 +136,11 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
+        spec = specialize(g, op, self, self.m.kernels, self.options)
+        if spec is not None:
+            kern, args = spec
+            self.m.calls.append(Call(kern.fn, args, f"{op.name} ({kern.family})"))
+            return
         if k == OpKind.QUANTIZE and x.dtype == DType.INT8:  # int8 -> int8 requantization (TFLite Requantize)
             self._requantize(op, out, -128, 127)
         elif k == OpKind.QUANTIZE:

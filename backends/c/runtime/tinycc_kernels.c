@@ -460,14 +460,21 @@ void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {
-        const float r = roundf(in[i] / scale);
+        const float v = in[i] / scale;
         int32_t q;
-        if (r > 1e9f) {
+        if (v > 1e9f) {
             q = 1000000000L;
-        } else if (r < -1e9f) {
+        } else if (v < -1e9f) {
             q = -1000000000L;
-        } else {
-            q = (int32_t)r;
+        } else { /* roundf (half away from zero) inline: v - trunc(v) is exact (Sterbenz) */
+            float frac;
+            q = (int32_t)v;
+            frac = v - (float)q;
+            if (frac >= 0.5f) {
+                ++q;
+            } else if (frac <= -0.5f) {
+                --q;
+            }
         }
         out[i] = clamp8(q + zp, -128, 127);
     }

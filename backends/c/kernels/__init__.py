@@ -1,0 +1,75 @@
+"""Kernel generator: per-layer C specialized at compile time (sizes, strides, padding, zero points as literals).
+
+The emitter asks `specialize` for each int8 op; a kernel module that matches renders its template beside it
+into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that model.c defines and the
+schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
+`runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
+`conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from ....ir.graph import Graph, Op
+
+HERE = Path(__file__).parent
+KERNEL_CHOICES = ("tinycc", "generic")  # option `kernels`; other backends' kernel sets add their own names
+
+
+class ArrayMaker(Protocol):
+    """What a kernel module needs from the emitter: flash arrays for constants and tables."""
+
+    def const(self, tensor: str) -> str: ...
+    def ptr(self, tensor: str) -> str: ...
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
+
+
+@dataclass
+class Kernel:
+    """A generated function: its name, its C definition, the module that made it, the layers that call it."""
+    fn: str
+    code: str
+    family: str
+    layers: list[str]
+
+
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE)), trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def render(template: str, **ctx: Any) -> str:
+    return _env().get_template(template).render(**ctx)
+
+
+def _modules() -> list[Any]:
+    from . import add, conv, depthwise, gemm, pool
+
+    return [gemm, conv, depthwise, add, pool]  # first match wins: gemm before the general convolution
+
+
+def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
+               options: dict[str, Any]) -> tuple[Kernel, list[str]] | None:
+    """The kernel that runs `op` and the call's arguments, or None when the generic runtime
+    kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place)."""
+    if options.get("kernels", "tinycc") != "tinycc":
+        return None
+    for mod in _modules():
+        if mod.matches(g, op):
+            code, args = mod.emit(g, op, arrays)
+            for k in kernels:
+                if k.code == code.replace("{fn}", k.fn):
+                    k.layers.append(op.name)
+                    return k, args
+            fn = f"tcc_layer_{len(kernels)}"
+            kernels.append(Kernel(fn, code.replace("{fn}", fn), mod.__name__.rsplit(".", 1)[-1], [op.name]))
+            return kernels[-1], args
+    return None
+

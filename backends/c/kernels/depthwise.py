@@ -1,0 +1,21 @@
+"""Depthwise convolutions with depth multiplier 1: the channel is the inner loop (four per step)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ....ir.graph import Graph, Op
+from ....ir.ops import OpKind
+from . import render
+from .common import layer_context
+
+MAX_UNROLLED_TAPS = 25  # interior pixels of kernels up to 5x5 run their taps unrolled
+
+
+def matches(g: Graph, op: Op) -> bool:
+    return op.kind == OpKind.DEPTHWISE_CONV2D and op.attrs["depth_multiplier"] == 1
+
+
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments."""
+    ctx, args = layer_context(g, op, arrays)
+    return render("depthwise.c.j2", fn="{fn}", UNROLL=ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS, **ctx), args

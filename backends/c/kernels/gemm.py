@@ -1,0 +1,29 @@
+"""1x1 stride-1 convolutions and dense layers as a matrix product: pixels x inputs times inputs x outputs."""
+from __future__ import annotations
+
+from typing import Any
+
+from ....ir.graph import Graph, Op
+from ....ir.ops import OpKind
+from . import render
+from .common import layer_context
+
+
+WIDEN_MAX_INPUTS = 128  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 512)
+
+
+def matches(g: Graph, op: Op) -> bool:
+    if op.kind == OpKind.DENSE:
+        return True
+    if op.kind != OpKind.CONV2D or op.attrs.get("groups", 1) != 1:
+        return False
+    kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+    return (kh, kw) == (1, 1) and tuple(op.attrs["strides"]) == (1, 1)
+
+
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments."""
+    ctx, args = layer_context(g, op, arrays, fold=True)  # no padding: the zero point folds into the bias
+    ctx["P"] = ctx["OH"] * ctx["OW"]
+    ctx["WIDEN"] = ctx["IC"] % 4 == 0 and ctx["IC"] <= WIDEN_MAX_INPUTS
+    return render("gemm.c.j2", fn="{fn}", **ctx), args

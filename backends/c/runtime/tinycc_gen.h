@@ -1,0 +1,279 @@
+/* tinycc generated-kernel helpers: inlined into the per-layer functions that tinycc emits into model.c, where
+ * every size, stride and offset is a literal, so the compiler turns the offsets below into immediates.
+ * Arithmetic is TFLite's (MultiplyByQuantizedMultiplier with double rounding), bit-exact with tinycc_kernels.c.
+ * With the DSP extension (Cortex-M4/M7: __ARM_FEATURE_DSP) the dot products use ACLE SIMD intrinsics: four int8
+ * values are widened into two pairs of int16 (__sxtb16 lanes 0/2 and, rotated by 8, lanes 1/3), the input zero
+ * point is subtracted in the same instruction (__sxtab16 with the negated zero point in both halves) and
+ * __smlad does two multiply-accumulates. Inputs and weights are widened the same way, so the lanes match
+ * without re-packing. Everywhere else (Cortex-M0+, AVR, the host) the same loops run in portable C. */
+#ifndef TINYCC_GEN_H
+#define TINYCC_GEN_H
+
+#include <string.h>
+
+#include "tinycc_port.h"
+
+/* Layer functions: never inlined into the schedule (one register allocation per layer) and, with GCC on
+ * 32-bit targets, optimized at -O2 whatever the project's flags: at -Os GCC spills the 2x2 block's
+ * accumulators inside the inner loop (38 instead of 23 instructions per 16 MACs on Cortex-M4). */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__AVR__)
+#define TCC_LAYER static __attribute__((noinline, optimize("O2")))
+#elif defined(__GNUC__)
+#define TCC_LAYER static __attribute__((noinline))
+#else
+#define TCC_LAYER static
+#endif
+#if defined(__GNUC__)
+#define TCC_INLINE static inline __attribute__((always_inline))
+#else
+#define TCC_INLINE static inline
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && !defined(__AVR__)
+#include <arm_acle.h>
+#define TCC_DSP 1
+#else
+#define TCC_DSP 0
+#endif
+
+/* MultiplyByQuantizedMultiplier: SaturatingRoundingDoublingHighMul then RoundingDivideByPOT. The multiplier is
+ * positive (QuantizeMultiplier), so the high multiply never saturates and its round-half-away-from-zero
+ * equals adding 2^30 and shifting the 64-bit product right by 31 (one smlal + shift on Cortex-M4). */
+TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int64_t p = (int64_t)(int32_t)((uint32_t)x << left) * mult + ((int64_t)1 << 30);
+    const int32_t h = (int32_t)(p >> 31);
+    const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (h < 0 ? 1 : 0);
+    return (h >> right) + ((h & mask) > threshold ? 1 : 0);
+}
+
+/* the same for a shift <= 0 (right = -shift >= 0), the common case, known when the layer is generated */
+TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
+    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)h >> 31);
+    return (h >> right) + ((h & mask) > threshold ? 1 : 0);
+}
+
+/* the same for 1 <= right <= 30 when the kernel generator has proved |x| + 2^(right-1) < 2^31 (from the
+ * layer's weights and bias): then RoundingDivideByPOT is one add of half minus the sign and a shift */
+TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
+    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
+}
+
+TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
+    v = v < lo ? lo : v;
+    return (int8_t)(v > hi ? hi : v);
+}
+
+/* clamp to the whole int8 range (activation none/relu with the output zero point at -128): one ssat on DSP cores */
+TCC_INLINE int8_t tcc_sat8(int32_t v) {
+#if TCC_DSP
+    return (int8_t)__ssat(v, 8);
+#else
+    return tcc_clamp8(v, -128, 127);
+#endif
+}
+
+TCC_INLINE int8_t tcc_out8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t lo, int32_t hi) {
+    return tcc_clamp8(tcc_requant(acc, mult, shift) + out_zp, lo, hi);
+}
+
+TCC_INLINE int8_t tcc_out8_r(int32_t acc, int32_t mult, int32_t right, int32_t out_zp, int32_t lo, int32_t hi) {
+    return tcc_clamp8(tcc_requant_r(acc, mult, right) + out_zp, lo, hi);
+}
+
+#if TCC_DSP
+/* sign-extend bytes 1 and 3 (rotation folded into the instruction; GCC's ACLE has no rotating form) */
+TCC_INLINE uint32_t tcc_sxtb16_r8(uint32_t v) {
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+/* off + sign-extended bytes 1 and 3 */
+TCC_INLINE uint32_t tcc_sxtab16_r8(uint32_t off, uint32_t v) {
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off), "r"(v));
+    return r;
+}
+
+/* four int8 from any address (unaligned word loads are legal on ARMv7E-M) */
+TCC_INLINE uint32_t tcc_word(const int8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* the negated zero point in both 16-bit halves */
+TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; }
+
+/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off; a literal zero point 0 (the kernel generator
+ * folded it into the bias) needs no offset register */
+#if defined(__GNUC__)
+#define TCC_ZP_IS_ZERO(zp) (__builtin_constant_p(zp) && (zp) == 0)
+#else
+#define TCC_ZP_IS_ZERO(zp) 0
+#endif
+#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
+#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
+#endif
+
+/* acc[0..3] += dot(x0, w0), dot(x0, w1), dot(x1, w0), dot(x1, w1) over n int8; x1 = x0 + xs, w1 = w0 + ws.
+ * Inputs have the zero point zp subtracted; weights (flash) have zero point 0. Ordered so that the four
+ * widened inputs, one widened weight and the accumulators fit the 13 free registers of a Cortex-M4. */
+TCC_INLINE void tcc_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
+                           int32_t *acc) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+#if TCC_DSP
+    const uint32_t off = tcc_offset2(zp);
+    for (; n >= 4; n -= 4) {
+        const uint32_t xa = tcc_word(x0), xb = tcc_word(x0 + xs);
+        const uint32_t xa02 = tcc_x02(off, xa, zp), xa13 = tcc_x13(off, xa, zp);
+        const uint32_t xb02 = tcc_x02(off, xb, zp), xb13 = tcc_x13(off, xb, zp);
+        uint32_t w = tcc_word(w0), t = __sxtb16(w);
+        a00 = __smlad(xa02, t, a00);
+        a10 = __smlad(xb02, t, a10);
+        t = tcc_sxtb16_r8(w);
+        a00 = __smlad(xa13, t, a00);
+        a10 = __smlad(xb13, t, a10);
+        w = tcc_word(w0 + ws);
+        t = __sxtb16(w);
+        a01 = __smlad(xa02, t, a01);
+        a11 = __smlad(xb02, t, a11);
+        t = tcc_sxtb16_r8(w);
+        a01 = __smlad(xa13, t, a01);
+        a11 = __smlad(xb13, t, a11);
+        x0 += 4;
+        w0 += 4;
+    }
+#endif
+    for (; n > 0; --n) {
+        const int32_t xa = (int32_t)x0[0] - zp, xb = (int32_t)x0[xs] - zp;
+        const int32_t wa = TCC_READ_S8(w0), wb = TCC_READ_S8(w0 + ws);
+        a00 += xa * wa;
+        a01 += xa * wb;
+        a10 += xb * wa;
+        a11 += xb * wb;
+        ++x0;
+        ++w0;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+
+#if TCC_DSP
+/* Widen n int8 (n a multiple of 4) once, for reuse by every output channel: per four inputs the two words
+ * __sxtb16 makes (bytes 0/2 and 1/3, the zero point subtracted), the lane order the weights are widened to. */
+TCC_INLINE void tcc_widen(const int8_t *x, uint32_t *dst, int32_t n, int32_t zp) {
+    const uint32_t off = tcc_offset2(zp);
+    for (; n > 0; n -= 4) {
+        const uint32_t v = tcc_word(x);
+        dst[0] = tcc_x02(off, v, zp);
+        dst[1] = tcc_x13(off, v, zp);
+        x += 4;
+        dst += 2;
+    }
+}
+
+/* tcc_dot2x2 on widened inputs: xw (pixel 0) and xw + xs (pixel 1, in words), n int8 weights (a multiple of 4) */
+TCC_INLINE void tcc_dot2x2_w(const uint32_t *xw, int32_t xs, const int8_t *w0, int32_t ws, int32_t n,
+                             int32_t *acc) {
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const uint32_t *end = xw + n / 2;
+    for (; xw < end; xw += 2) {
+        const uint32_t xa02 = xw[0], xa13 = xw[1], xb02 = xw[xs], xb13 = xw[xs + 1];
+        uint32_t w = tcc_word(w0), t = __sxtb16(w);
+        a00 = __smlad(xa02, t, a00);
+        a10 = __smlad(xb02, t, a10);
+        t = tcc_sxtb16_r8(w);
+        a00 = __smlad(xa13, t, a00);
+        a10 = __smlad(xb13, t, a10);
+        w = tcc_word(w0 + ws);
+        t = __sxtb16(w);
+        a01 = __smlad(xa02, t, a01);
+        a11 = __smlad(xb02, t, a11);
+        t = tcc_sxtb16_r8(w);
+        a01 = __smlad(xa13, t, a01);
+        a11 = __smlad(xb13, t, a11);
+        w0 += 4;
+    }
+    acc[0] = a00;
+    acc[1] = a01;
+    acc[2] = a10;
+    acc[3] = a11;
+}
+#endif
+
+/* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
+TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1];
+#if TCC_DSP
+    const uint32_t off = tcc_offset2(zp);
+    for (; n >= 4; n -= 4) {
+        const uint32_t xa = tcc_word(x0), wa = tcc_word(w0), wb = tcc_word(w0 + ws);
+        const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
+        a0 = __smlad(x02, __sxtb16(wa), a0);
+        a0 = __smlad(x13, tcc_sxtb16_r8(wa), a0);
+        a1 = __smlad(x02, __sxtb16(wb), a1);
+        a1 = __smlad(x13, tcc_sxtb16_r8(wb), a1);
+        x0 += 4;
+        w0 += 4;
+    }
+#endif
+    for (; n > 0; --n) {
+        const int32_t xa = (int32_t)x0[0] - zp;
+        a0 += xa * TCC_READ_S8(w0);
+        a1 += xa * TCC_READ_S8(w0 + ws);
+        ++x0;
+        ++w0;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/* dot(x0, w0) over n int8 (one pixel, one output channel: odd channel counts). */
+TCC_INLINE int32_t tcc_dot1x1(const int8_t *x0, const int8_t *w0, int32_t n, int32_t zp, int32_t acc) {
+#if TCC_DSP
+    const uint32_t off = tcc_offset2(zp);
+    for (; n >= 4; n -= 4) {
+        const uint32_t xa = tcc_word(x0), wa = tcc_word(w0);
+        acc = __smlad(tcc_x02(off, xa, zp), __sxtb16(wa), acc);
+        acc = __smlad(tcc_x13(off, xa, zp), tcc_sxtb16_r8(wa), acc);
+        x0 += 4;
+        w0 += 4;
+    }
+#endif
+    for (; n > 0; --n) {
+        acc += ((int32_t)*x0 - zp) * TCC_READ_S8(w0);
+        ++x0;
+        ++w0;
+    }
+    return acc;
+}
+
+/* Depthwise: acc[0..3] += (x[c] - zp) * w[c] for four consecutive channels (one tap). */
+TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *acc) {
+#if TCC_DSP
+    const uint32_t off = tcc_offset2(zp);
+    const uint32_t xa = tcc_word(x), wa = tcc_word(w);
+    const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
+    const uint32_t w02 = __sxtb16(wa), w13 = tcc_sxtb16_r8(wa);
+    acc[0] = __smlabb(x02, w02, acc[0]);
+    acc[2] = __smlatt(x02, w02, acc[2]);
+    acc[1] = __smlabb(x13, w13, acc[1]);
+    acc[3] = __smlatt(x13, w13, acc[3]);
+#else
+    acc[0] += ((int32_t)x[0] - zp) * TCC_READ_S8(w);
+    acc[1] += ((int32_t)x[1] - zp) * TCC_READ_S8(w + 1);
+    acc[2] += ((int32_t)x[2] - zp) * TCC_READ_S8(w + 2);
+    acc[3] += ((int32_t)x[3] - zp) * TCC_READ_S8(w + 3);
+#endif
+}
+
+#endif

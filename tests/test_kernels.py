@@ -1,0 +1,205 @@
+"""The kernel generator (backends/c/kernels): per-layer specialized C equals the int8 reference interpreter
+bit for bit on random convolution, depthwise and dense layers (host gcc with ASan/UBSan: the portable path;
+Cortex-M4 under QEMU: the DSP path; Cortex-M0+: the portable path on ARMv6-M)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c.emitter import build_emit_model
+from tinycc.ir.graph import Graph
+from tinycc.ir.simulator import Simulator
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.ondevice import build_deployment
+
+from . import c_harness
+
+ACTS = ("none", "relu", "relu6")
+# one layer: (kind 0 conv / 1 depthwise / 2 pointwise, kernel h, kernel w, stride, dilation, same padding,
+#             channels, activation, bias)
+Layer = tuple[int, int, int, int, int, bool, int, int, bool]
+LAYER = st.tuples(st.integers(0, 2), st.integers(1, 5), st.integers(1, 5), st.integers(1, 2), st.integers(1, 2),
+                  st.booleans(), st.integers(1, 9), st.integers(0, 2), st.booleans())
+# odd and even sizes, channel counts that are and are not multiples of 4, padding, stride, dilation, no bias
+FIXED: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (1, 3, 3, 2, 1, True, 8, 2, True),
+                      (2, 1, 1, 1, 1, False, 7, 0, False), (0, 2, 3, 2, 1, False, 5, 0, True),
+                      (1, 5, 5, 1, 2, True, 5, 1, False), (0, 3, 2, 1, 2, True, 6, 2, True)]
+
+
+def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3, dense: int = 5,
+                 seed: int = 0) -> Graph:
+    """input -> the layers (shapes that would not fit are shrunk) -> flatten -> Dense(dense) -> Dense head."""
+    rng = np.random.default_rng(seed)
+    g = Graph("kernels")
+    g.add_input("x", (1, *hw, cin))
+    src = "x"
+    for i, (kind, kh, kw, stride, dil, same, ch, act, bias) in enumerate(layers):
+        h, w, c = g.tensors[src].shape[1:]
+        if stride > 1:
+            dil = 1  # TFLite/Keras: no stride > 1 with dilation > 1
+        kh, kw = (1, 1) if kind == 2 else (min(kh, (h - 1) // dil + 1), min(kw, (w - 1) // dil + 1))
+        attrs = {"padding": "same" if same else "valid", "strides": (stride, stride), "dilation": (dil, dil),
+                 "activation": ACTS[act]}
+        if kind == 1:
+            wt = rng.normal(0, 0.5, (1, kh, kw, c))
+            ch = c
+        else:
+            wt = rng.normal(0, 0.5 / np.sqrt(kh * kw * c), (ch, kh, kw, c))
+            wt[0] *= 0.05  # per-channel scales that differ a lot
+        ins = [src, g.add_const(f"w{i}", wt.astype(np.float32)).name]
+        if bias:
+            ins.append(g.add_const(f"b{i}", rng.normal(0, 0.3, (ch,)).astype(np.float32)).name)
+        kname = "depthwise_conv2d" if kind == 1 else "conv2d"
+        src = g.add_op(kname, ins, f"l{i}", attrs).outputs[0]
+    flat = g.add_op("flatten", [src], "flat").outputs[0]
+    n = int(np.prod(g.tensors[flat].shape[1:]))
+    d1 = g.add_const("fc_w", rng.normal(0, 1 / np.sqrt(n), (dense, n)).astype(np.float32))
+    d1b = g.add_const("fc_b", rng.normal(0, 0.2, (dense,)).astype(np.float32))
+    fc = g.add_op("dense", [flat, d1.name, d1b.name], "fc", {"activation": "none"}).outputs[0]
+    d2 = g.add_const("head_w", rng.normal(0, 0.3, (3, dense)).astype(np.float32))
+    g.add_op("dense", [fc, d2.name], "head")
+    g.add_op("softmax", ["head"], "prob")
+    g.outputs = ["prob"]
+    return g
+
+
+def _deployment(session, layers: list[Layer], seed: int, kernels: str = "tinycc"):
+    g = random_graph(layers, seed=seed)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(seed)
+    shift = rng.uniform(-1.5, 1.5)  # the input zero point moves away from 0
+    calib = (rng.normal(shift, 1, (48, 9, 7, 3))).astype(np.float32)
+    x = (rng.normal(shift, 1.3, (10, 9, 7, 3))).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2, "cut": "fc", "kernels": kernels}
+    return build_deployment(g, opts, session, CBackend()), opts, x
+
+
+def _project(session, tmp: Path, layers: list[Layer], seed: int) -> tuple[Path, object, np.ndarray]:
+    dep, opts, x = _deployment(session, layers, seed)
+    em = build_emit_model(dep, opts)
+    specialized = [c for c in em.calls if c.fn.startswith("tcc_layer_")]
+    assert len(specialized) == len(layers) + 1, [c.fn for c in em.calls]  # every layer and the Φf dense
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp)
+    return tmp, dep, x
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layers=st.lists(LAYER, min_size=1, max_size=4), seed=st.integers(0, 1000))
+@example(layers=FIXED, seed=3)
+def test_specialized_layers_equal_int8_interpreter(session, tmp_path_factory, layers, seed) -> None:
+    proj, dep, x = _project(session, tmp_path_factory.mktemp("kern"), layers, seed)
+    out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    assert out.memory["ram"] == dep.memory["ram"]  # no scratch memory: the arena and RAM are unchanged
+
+
+def test_generic_option_keeps_the_runtime_loops(session) -> None:
+    from tinycc.cli import build_parser
+    from tinycc.driver import options_from_args
+
+    args = build_parser(session).parse_args(["compile", "m.h5", "-t", "c", "-o", "out", "--kernels", "generic"])
+    assert options_from_args(args)["kernels"] == "generic"
+    dep, opts, _ = _deployment(session, FIXED[:2], 1, kernels="generic")
+    em = build_emit_model(dep, opts)
+    assert not em.kernels and {c.fn for c in em.calls} >= {"tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8"}
+    em2 = build_emit_model(dep, {**opts, "kernels": "tinycc"})
+    assert [k.family for k in em2.kernels] == ["conv", "depthwise", "gemm"]
+    # the same flash tables either way: the memory model holds for both
+    assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays)
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("cpu", ["m4", "m0plus"])
+def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
+    """The DSP path (Cortex-M4: SIMD dot products, unaligned word loads) and ARMv6-M's portable path."""
+    layers = FIXED + [(2, 1, 1, 1, 1, False, 9, 1, True)]
+    proj, dep, x = _project(session, tmp_path, layers, 5)
+    out, _ = c_harness.build_and_run_qemu(proj, cpu)
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
+MLPERF = Path(os.environ.get("TINYCC_MLPERF", Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"))
+MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
+
+
+@pytest.mark.skipif(not MLPERF.is_dir(), reason=f"MLPerf Tiny models not found at {MLPERF} (set TINYCC_MLPERF)")
+@pytest.mark.parametrize("name", MLPERF_MODELS)
+def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, name: str) -> None:
+    """The MLPerf Tiny int8 models (converter output): specialized C (ASan/UBSan) equals run_int8 on 100 inputs."""
+    path = str(MLPERF / f"{name}.tflite")
+    g = session.registry.frontend_for(path).load(path, {})
+    opts = {"buffer": 2}
+    dep = build_deployment(g, opts, session, CBackend())
+    assert build_emit_model(dep, opts).kernels
+    xin = dep.extractor.tensors[dep.extractor.inputs[0]]
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    rng = np.random.default_rng(0)
+    levels = rng.integers(-128, 128, (100, *xin.shape[1:]))
+    x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{name} features of input {i}")
+
+
+WRAP_CHECK = r"""
+#define main tcc_demo_main
+#include "demo_main.c"
+#undef main
+static void spin(uint32_t n) { __asm volatile(".syntax unified\n1: subs %0, %0, #1\n bne 1b" : "+l"(n) : : "cc"); }
+int main(void) {
+    uint32_t t0;
+    tcc_ticks_start();
+    t0 = tcc_ticks();
+    spin(400000000u);
+    printf("ticks spin %lu\ndone\n", (unsigned long)(tcc_ticks() - t0));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_demo_timing_is_wrap_safe(session, tmp_path: Path) -> None:
+    """800 M instructions (past the 24-bit SysTick's 671 M) timed by the demo's tick functions under QEMU M4."""
+    from tinycc.backends.c import cortexm
+
+    _project(session, tmp_path, FIXED[:1], 2)
+    (tmp_path / "demo_main.c").write_text((tmp_path / "main.c").read_text())
+    (tmp_path / "main.c").write_text(WRAP_CHECK)
+    out = cortexm.run_qemu(cortexm.build(tmp_path, "m4"), "mps2-an386")
+    ticks = [int(l.split()[2]) for l in out.splitlines() if l.startswith("ticks spin")]
+    assert len(ticks) == 1 and abs(ticks[0] * 40 - 800_000_000) <= 1000, ticks
+
+
+def test_input_quantization_rounds_half_away_from_zero(session, tmp_path: Path) -> None:
+    """tcc_quantize_f32's inline rounding equals roundf/TFLite on values exactly halfway between steps."""
+    dep, opts, _ = _deployment(session, FIXED[:1], 4)
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    s, zp = float(qp.scale[0]), int(qp.zero_point[0])
+    rng = np.random.default_rng(1)
+    k = rng.integers(-140 - zp, 140 - zp, (6, 9, 7, 3)).astype(np.float32)
+    half = ((k + np.float32(0.5)) * np.float32(s)).astype(np.float32)
+    x = np.concatenate([half, -half, rng.normal(0, 40 * s, (2, 9, 7, 3)).astype(np.float32)])
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
