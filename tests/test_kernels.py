@@ -3,7 +3,6 @@ bit for bit on random convolution, depthwise and dense layers (host gcc with ASa
 Cortex-M4 under QEMU: the DSP path; Cortex-M0+: the portable path on ARMv6-M)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.ondevice import build_deployment
 
 from . import c_harness
+from .conftest import mlperf_model
 
 ACTS = ("none", "relu", "relu6")
 # one layer: (kind 0 conv / 1 depthwise / 2 pointwise, kernel h, kernel w, stride, dilation, same padding,
@@ -130,15 +130,13 @@ def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> Non
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
 
 
-MLPERF = Path(os.environ.get("TINYCC_MLPERF", Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"))
 MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
 
 
-@pytest.mark.skipif(not MLPERF.is_dir(), reason=f"MLPerf Tiny models not found at {MLPERF} (set TINYCC_MLPERF)")
 @pytest.mark.parametrize("name", MLPERF_MODELS)
 def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, name: str) -> None:
     """The MLPerf Tiny int8 models (converter output): specialized C (ASan/UBSan) equals run_int8 on 100 inputs."""
-    path = str(MLPERF / f"{name}.tflite")
+    path = str(mlperf_model(f"{name}.tflite"))
     g = session.registry.frontend_for(path).load(path, {})
     opts = {"buffer": 2}
     dep = build_deployment(g, opts, session, CBackend())
