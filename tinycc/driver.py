@@ -22,6 +22,7 @@ from .ir.verify import verify
 from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
 
 log = logging.getLogger("tinycc.driver")
+KERNELS = ("tinycc", "generic", "cmsis-nn")  # --kernels choices
 
 
 def parse_bytes(text: str) -> int:
@@ -62,6 +63,10 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer (default: in place)")
+    g.add_argument("--kernels", default="tinycc", choices=list(KERNELS),
+                   help="c/arduino int8 kernels: tinycc (default) or generic = tinycc's runtime kernels; cmsis-nn = "
+                        "calls to Arm's CMSIS-NN library for conv, depthwise, dense, pooling, add, mul (the project "
+                        "builds against CMSIS_NN_DIR), tinycc's kernels for the rest")
     try:
         from .plugins.prune import add_prune_arguments
     except ImportError:  # pruning plugin not built in

@@ -14,10 +14,11 @@ import numpy as np
 import pluggy
 
 from ... import __version__
+from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ..base import Backend
-from ..c import CBackend, _env as c_env, render_project, test_vectors
+from ..c import CBackend, _env as c_env, cmsis_nn, render_project, test_vectors
 from ..c.emitter import _c_float
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -45,6 +46,8 @@ class ArduinoBackend(Backend):
     description = "Arduino sketch: serial protocol, PROGMEM weights on AVR, self-test mode"
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        if cmsis_nn.enabled(options):
+            raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         CBackend().check(deployment, options)
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
