@@ -21,9 +21,11 @@ def elf_name(cpu: str = "m4", board: str | None = None) -> str:
     return f"tinycc_demo{'' if cpu == 'm4' else '-' + cpu}{'-microbit' if board == 'microbit' else ''}.elf"
 
 
-def build(project: Path, cpu: str = "m4", board: str | None = None) -> Path:
-    """``make cortexm`` (-Os, -Wall -Wextra -Werror); raises RuntimeError with the compiler's output."""
+def build(project: Path, cpu: str = "m4", board: str | None = None, cmsis_nn_dir: Path | None = None) -> Path:
+    """``make cortexm`` (-Os, -Wall -Wextra -Werror); raises RuntimeError with the compiler's output.
+    ``cmsis_nn_dir``: CMSIS_NN_DIR of a ``--kernels cmsis-nn`` project."""
     cmd = ["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"] + ([f"BOARD={board}"] if board else [])
+    cmd += [f"CMSIS_NN_DIR={cmsis_nn_dir}"] if cmsis_nn_dir else []
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"arm build ({cpu}, {board or DEFAULT_BOARD[cpu]}) failed:\n{r.stdout[-2000:]}"
