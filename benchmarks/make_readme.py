@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "compile"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile"]
 
 HEADER = """# tinycc benchmarks
 
@@ -39,6 +39,7 @@ python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras 
     --incremental-model cnas8c_step1.keras --scenarios incremental --runs 5 --tag incremental-pruned \
     --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
+python -m benchmarks kernels      # TFLite Micro libraries built into ~/.cache/tinycc from ../shared/vendor
 python -m benchmarks compile --data ../shared/data
 ```
 """
