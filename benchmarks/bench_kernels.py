@@ -23,7 +23,9 @@ from . import kernels_build as kb
 from .common import Result
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TINYCC_SHARED", ROOT.parent / "shared"))
+# ../shared beside the checkout (a worktree in a subfolder: ../../shared); TINYCC_SHARED overrides
+SHARED = Path(os.environ.get("TINYCC_SHARED") or next(
+    (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared"))
 MLPERF = {"ResNet-8": "pretrainedResnet_quant.tflite", "DS-CNN KWS": "kws_ref_model.tflite",
           "MobileNetV1 VWW": "vww_96_int8.tflite", "FC autoencoder": "ad01_int8.tflite"}
 ZOO = ("cnas_like", "cnas_like_pruned", "digits", "sequential_cnn", "resnet_add", "mobilenet_v2", "mobilenet_v3",
@@ -38,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tflm-ref", help="libtflm-m4-ref.a (default: built into the cache)")
     p.add_argument("--tflm-cmsis", help="libtflm-m4-cmsis.a (default: built into the cache)")
     p.add_argument("--tflm-host", help="libtflm-host.a (default: built into the cache)")
+    p.add_argument("--arm-cxx", help="extracted libstdc++-arm-none-eabi-dev/-newlib packages, for a toolchain without "
+                                     "C++ headers (default: CACHE/arm-libstdcxx/root when needed)")
     p.add_argument("--cmsis-nn-dir", help="CMSIS_NN_DIR (default: the vendored snapshot, extracted into the cache)")
     p.add_argument("--models", nargs="+", help="only these models (names as in the table)")
     p.add_argument("--cpus", nargs="+", default=["m4", "m7", "m0plus"])
@@ -61,7 +65,7 @@ def _mlperf_deployments(args: argparse.Namespace, session: Any):
 
     for name, fname in MLPERF.items():
         path = Path(args.mlperf) / fname
-        if not path.exists():
+        if not path.exists() or (args.models and name not in args.models):
             continue
         graph = session.registry.frontend_for(str(path)).load(str(path), {})
         run_pipeline(graph, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -75,6 +79,8 @@ def _mlperf_deployments(args: argparse.Namespace, session: Any):
                 deps[k] = dep
             except TinyccError as e:
                 deps[k] = f"not compiled: {e}"
+        if not isinstance(deps["tinycc"], str):  # the extractor's MACs: what features() computes
+            macs = totals(deps["tinycc"].extractor)["macs"]
         yield name, path.read_bytes(), deps, macs
 
 
@@ -112,73 +118,115 @@ def _fmt(v: Any, spec: str = ",") -> str:
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.backends.c import cmsis_nn, render_project
-    from tinycc.plugins.tflite_writer import operator_names
-    from tinycc.backends.tflm import RESOLVER
+    from tinycc.backends.c import cmsis_nn
 
     cache = Path(args.cache) if args.cache else cmsis_nn.cache_root()
     vendor = Path(args.vendor)
-    cmsis_dir = Path(args.cmsis_nn_dir) if args.cmsis_nn_dir else cmsis_nn.extract(cmsis_nn.vendor_archive(vendor))
-    libs = {"ref": Path(args.tflm_ref) if args.tflm_ref else kb.tflm_library(vendor, cache, "m4", "ref"),
-            "cmsis": Path(args.tflm_cmsis) if args.tflm_cmsis else kb.tflm_library(vendor, cache, "m4", "cmsis"),
-            "host": Path(args.tflm_host) if args.tflm_host else kb.tflm_library(vendor, cache, "host")}
+    archive = cmsis_nn.vendor_archive(vendor)
+    if not args.cmsis_nn_dir and archive is None:
+        raise SystemExit(f"no cmsis-nn-*.tar.xz in {vendor}: pass --vendor or --cmsis-nn-dir")
+    cmsis_dir = Path(args.cmsis_nn_dir) if args.cmsis_nn_dir else cmsis_nn.extract(archive)
     work = Path(tempfile.mkdtemp(prefix="bench-kernels-"))
     cm_libs = {c: kb.cmsis_library(cmsis_dir, work, c) for c in ["host", *args.cpus]}
     session = _session()
     rows: list[dict[str, Any]] = []
+    pending = []  # (row, .tflite, project) for the TFLite Micro phase
     sources = list(_mlperf_deployments(args, session)) + list(_zoo_deployments(session, args.models))
-    for name, tflite, deps, macs in sources:
-        if args.models and name not in args.models:
-            continue
+    for name, tflite, deps, macs in sources:  # phase 1: tinycc (TFLite Micro may still be building)
         print(f"kernels: {name}", flush=True)
         row: dict[str, Any] = {"model": name, "macs": macs}
-        ops = [RESOLVER[n] for n in operator_names(tflite) if n in RESOLVER]
         proj0 = None
         for k, dep in deps.items():
             if isinstance(dep, str):
                 row[f"{k} error"] = dep
                 continue
-            proj = work / f"{name.replace(' ', '_')}-{k}"
-            proj.mkdir()
-            x, y = _test_vectors(dep)
-            opts = {"kernels": k, "test_vectors": (x, y), "test_count": 2, "test_learn": 1}
-            render_project(dep, opts, proj)
-            proj0 = proj
-            lib = cm_libs if k == "cmsis-nn" else None
-            row[f"{k} arena"] = dep.memory["items"][0]["bytes"] + cmsis_nn.scratch_bytes(dep.extractor, opts)
-            feats = {}
-            for cpu in args.cpus:
-                m = kb.tinycc_m(proj, dep.name, cpu, lib[cpu] if lib else None, cmsis_dir if lib else None)
-                row[f"{k} {cpu}"] = m.instructions
-                row[f"{k} {cpu} code"] = m.code - kb.printf_baseline(proj, work, cpu)
-                feats[cpu] = m.features
-            row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
-            row[f"{k} features"] = feats[args.cpus[0]]
-            row[f"{k} host s"] = kb.tinycc_host(proj, dep.name, lib["host"] if lib else None,
-                                                cmsis_dir if lib else None, args.repeats, args.runs)
+            proj0 = _measure_tinycc(row, k, dep, work, cm_libs if k == "cmsis-nn" else None, cmsis_dir, args)
         if "tinycc features" in row and "cmsis-nn features" in row:
             row["cmsis-nn equals tinycc"] = row["tinycc features"] == row["cmsis-nn features"]
-        project = proj0 or _any_project(work, session)
-        for v in ("ref", "cmsis"):
-            try:
-                m = kb.tflm_m4(work / f"tflm-{name.replace(' ', '_')}-{v}", tflite, ops, libs[v], project)
-                row[f"tflm-{v} m4"], row[f"tflm-{v} arena"] = m.instructions, m.arena
-                row[f"tflm-{v} m4 code"] = m.code - kb.printf_baseline(project, work, "m4")
-            except (RuntimeError, KeyError) as e:
-                row[f"tflm-{v} error"] = str(e).splitlines()[0][:120]
-        try:
-            row["tflm host s"] = kb.tflm_host(work / f"tflm-{name.replace(' ', '_')}-host", tflite, ops, libs["host"],
-                                              args.repeats, args.runs)
-        except RuntimeError as e:
-            row["tflm host error"] = str(e).splitlines()[0][:120]
         row.pop("tinycc features", None)
         row.pop("cmsis-nn features", None)
         rows.append(row)
-        print({k: v for k, v in row.items()}, flush=True)
+        pending.append((row, tflite, proj0))
+        print(row, flush=True)
+    libs, cxx = _tflm_libraries(args, vendor, cache)
+    for row, tflite, project in pending:  # phase 2: TFLite Micro
+        print(f"kernels: TFLite Micro {row['model']}", flush=True)
+        _measure_tflm(row, tflite, project or _any_project(work), libs, cxx, work, args)
+        print(row, flush=True)
     return _result(rows, args, Path(args.out))
 
 
-def _any_project(work: Path, session: Any) -> Path:
+def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict[str, Path] | None, cmsis_dir: Path,
+                    args: argparse.Namespace) -> Path:
+    """Generate the project with kernels ``k``, time features() on each core and on the host."""
+    from tinycc.backends.c import cmsis_nn, render_project
+
+    proj = work / f"{row['model'].replace(' ', '_')}-{k}"
+    proj.mkdir()
+    x, y = _test_vectors(dep)
+    opts = {"kernels": k, "test_vectors": (x, y), "test_count": 2, "test_learn": 1}
+    render_project(dep, opts, proj)
+    row[f"{k} arena"] = dep.memory["items"][0]["bytes"] + cmsis_nn.scratch_bytes(dep.extractor, opts)
+    feats = {}
+    for cpu in args.cpus:
+        m = kb.tinycc_m(proj, dep.name, cpu, lib[cpu] if lib else None, cmsis_dir if lib else None)
+        row[f"{k} {cpu}"] = m.instructions
+        row[f"{k} {cpu} code"] = m.code - kb.printf_baseline(proj, work, cpu)
+        feats[cpu] = m.features
+    row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
+    row[f"{k} features"] = feats[args.cpus[0]]
+    row[f"{k} host s"] = kb.tinycc_host(proj, dep.name, lib["host"] if lib else None, cmsis_dir if lib else None,
+                                        args.repeats, args.runs)
+    return proj
+
+
+def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tuple[dict[str, Any], Path | None]:
+    """The three TFLite Micro libraries (paths given, or built into the cache); a text where one cannot be had."""
+    cxx = None
+    try:
+        cxx = kb.arm_cxx_root(cache, args.arm_cxx)
+    except RuntimeError as e:
+        print(f"kernels: {e}", flush=True)
+    libs: dict[str, Any] = {}
+    for key, given, kind, variant in (("ref", args.tflm_ref, "m4", "ref"), ("cmsis", args.tflm_cmsis, "m4", "cmsis"),
+                                      ("host", args.tflm_host, "host", "ref")):
+        try:
+            libs[key] = Path(given) if given else kb.tflm_library(vendor, cache, kind, variant, cxx)
+            if not libs[key].is_file():
+                raise RuntimeError(f"{libs[key]} not found")
+        except RuntimeError as e:  # reported in the table, the rest is still measured
+            libs[key] = f"TFLite Micro not built: {str(e).splitlines()[0][:100]}"
+    return libs, cxx
+
+
+def _measure_tflm(row: dict[str, Any], tflite: bytes, project: Path, libs: dict[str, Any], cxx: Path | None,
+                  work: Path, args: argparse.Namespace) -> None:
+    from tinycc.backends.tflm import RESOLVER
+    from tinycc.plugins.tflite_writer import operator_names
+
+    ops = [RESOLVER[n] for n in operator_names(tflite) if n in RESOLVER]
+    tag = row["model"].replace(" ", "_")
+    for v in ("ref", "cmsis"):
+        if isinstance(libs[v], str):
+            row[f"tflm-{v} error"] = libs[v]
+            continue
+        try:
+            m = kb.tflm_m4(work / f"tflm-{tag}-{v}", tflite, ops, libs[v], project, cxx)
+            row[f"tflm-{v} m4"], row[f"tflm-{v} arena"] = m.instructions, m.arena
+            row[f"tflm-{v} m4 code"] = m.code - kb.printf_baseline(project, work, "m4")
+        except (RuntimeError, KeyError) as e:
+            row[f"tflm-{v} error"] = str(e).splitlines()[0][:120]
+    if isinstance(libs["host"], str):
+        row["tflm host error"] = libs["host"]
+        return
+    try:
+        row["tflm host s"] = kb.tflm_host(work / f"tflm-{tag}-host", tflite, ops, libs["host"], args.repeats,
+                                          args.runs)
+    except RuntimeError as e:
+        row["tflm host error"] = str(e).splitlines()[0][:120]
+
+
+def _any_project(work: Path) -> Path:
     """A generated project for its cortexm/ startup and linker script (when no model compiled)."""
     hits = sorted(p for p in work.iterdir() if (p / "cortexm" / "link.ld").exists())
     if hits:

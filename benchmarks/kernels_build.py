@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -121,8 +122,8 @@ int main(void) { printf("bench %lu\n", 1ul); printf("done\n"); return 0; }
 """
 
 
-def _sh(cmd: str, cwd: Path | None = None, timeout: float = 1800) -> str:
-    r = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def _sh(cmd: str, cwd: Path | None = None, timeout: float = 1800, env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[:200]}...\n{r.stderr[-3000:]}")
     return r.stdout
@@ -130,7 +131,46 @@ def _sh(cmd: str, cwd: Path | None = None, timeout: float = 1800) -> str:
 
 # ---- libraries ----
 
-def tflm_library(vendor: Path, cache: Path, kind: str, variant: str = "ref") -> Path:
+ARM_CXX_MULTILIB = "thumb/v7e-m+fp/hard"  # Cortex-M4F, hard float
+
+
+def arm_cxx_root(cache: Path, given: str | None = None) -> Path | None:
+    """Where the C++ standard headers for arm-none-eabi-g++ come from when the toolchain has none (Debian's
+    gcc-arm-none-eabi without libstdc++-arm-none-eabi-dev/-newlib): a folder holding those two packages extracted
+    (``apt-get download`` + ``dpkg -x DEB ROOT``), default ``cache/arm-libstdcxx/root``. None: not needed."""
+    probe = subprocess.run(["arm-none-eabi-g++", "-x", "c++", "-E", "-", "-o", os.devnull],
+                           input="#include <cstddef>\n", capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    root = Path(given) if given else cache / "arm-libstdcxx" / "root"
+    if not (root / "usr" / "include" / "newlib" / "c++").is_dir():
+        raise RuntimeError("arm-none-eabi-g++ has no C++ standard headers (TFLite Micro needs them): install "
+                           "libstdc++-arm-none-eabi-dev and libstdc++-arm-none-eabi-newlib, or extract them "
+                           f"(apt-get download; dpkg -x) into {root} / pass --arm-cxx")
+    return root
+
+
+def arm_cxx_flags(root: Path | None) -> tuple[str, str]:
+    """(compile flags, link flags) that add an extracted libstdc++ for arm-none-eabi (empty when not needed)."""
+    if root is None:
+        return "", ""
+    inc = next((root / "usr" / "include" / "newlib" / "c++").iterdir())
+    return (f"-isystem {inc} -isystem {inc / 'arm-none-eabi' / ARM_CXX_MULTILIB}",
+            f"-L{root / 'usr' / 'lib' / 'arm-none-eabi' / 'newlib' / ARM_CXX_MULTILIB}")
+
+
+def _cxx_wrapper(root: Path, out: Path) -> dict[str, str]:
+    """Environment whose PATH starts with an arm-none-eabi-g++ that adds the extracted headers (build_tflm.sh
+    calls arm-none-eabi-g++ by name)."""
+    bindir = out / "arm-cxx-bin"
+    bindir.mkdir(exist_ok=True)
+    real = subprocess.run(["which", "arm-none-eabi-g++"], capture_output=True, text=True).stdout.strip()
+    wrapper = bindir / "arm-none-eabi-g++"
+    wrapper.write_text(f"#!/bin/sh\nexec {real} {arm_cxx_flags(root)[0]} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+
+def tflm_library(vendor: Path, cache: Path, kind: str, variant: str = "ref", cxx_root: Path | None = None) -> Path:
     """``build_tflm.sh OUTDIR host`` or ``OUTDIR m4 ref|cmsis`` into ``cache/tflm/<snapshot key>`` (file lock, a
     ``.done`` marker per library); returns the library."""
     h = hashlib.sha256()
@@ -141,13 +181,16 @@ def tflm_library(vendor: Path, cache: Path, kind: str, variant: str = "ref") -> 
     out.mkdir(parents=True, exist_ok=True)
     tag = "host" if kind == "host" else f"{kind}-{variant}"
     lib = out / f"libtflm-{tag}.a"
+    if Path(f"{lib}.done").exists() and lib.is_file():  # built: no need to wait for another build's lock
+        return lib
     with open(out.parent / f"{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = Path(f"{lib}.done")
         if not (done.exists() and lib.is_file()):
             t0 = time.perf_counter()
             args = [kind] if kind == "host" else [kind, variant]
-            _sh(f"bash {vendor / 'build_tflm.sh'} {out} {' '.join(args)}", timeout=7200)
+            env = _cxx_wrapper(cxx_root, out) if cxx_root is not None and kind != "host" else None
+            _sh(f"bash {vendor / 'build_tflm.sh'} {out} {' '.join(args)}", timeout=7200, env=env)
             failed = (out / f"failed-{tag}.txt").read_text().split()
             if failed:
                 raise RuntimeError(f"TFLite Micro {tag}: {len(failed)} sources failed ({failed[:2]})")
@@ -264,14 +307,16 @@ def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Pa
     return work
 
 
-def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path) -> Measured:
+def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None) -> Measured:
     """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 in QEMU."""
     w = _tflm_sources(work, tflite, ops, 1)
+    inc, libdir = arm_cxx_flags(cxx_root)
     cxx = (f"arm-none-eabi-g++ {CPU_FLAGS['m4']} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
-           f"{SECTIONS} {tflm_includes(lib)}")
+           f"{SECTIONS} {inc} {tflm_includes(lib)}")
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS['m4']} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
         f"{cxx} -c runner.cc -o runner.o && {cxx} -c model_data.cc -o model_data.o && "
-        f"{cxx} {LINK} -T {_link_script(project, w)} -o runner.elf startup.o runner.o model_data.o {lib} -lm", cwd=w)
+        f"{cxx} {LINK} {libdir} -T {_link_script(project, w)} -o runner.elf startup.o runner.o model_data.o {lib} -lm",
+        cwd=w)
     r = _run(w / "runner.elf", cortexm.DEFAULT_BOARD["m4"])
     return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0))
 
