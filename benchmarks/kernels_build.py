@@ -80,6 +80,7 @@ TFLM_MAIN = r"""#include <cstdio>
 extern "C" {
 %(timer)s
 void __libc_init_array(void);
+void *__dso_handle = 0; /* normally from crtbegin.o, which -nostartfiles leaves out */
 }
 #else
 #include <time.h>
