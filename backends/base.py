@@ -42,6 +42,10 @@ class Backend:
         """RAM of the generated runtime besides arena, classifier, training state and buffer."""
         return 0
 
+    def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
+        return 0
+
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
         """Write the project into ``outdir`` (exists, empty); return the files written."""
         raise NotImplementedError

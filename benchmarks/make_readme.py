@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "compile"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile"]
 
 HEADER = """# tinycc benchmarks
 
@@ -39,6 +39,11 @@ python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras 
     --incremental-model cnas8c_step1.keras --scenarios incremental --runs 5 --tag incremental-pruned \
     --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
+# TFLite Micro libraries are built into ~/.cache/tinycc from ../shared/vendor; an arm-none-eabi-g++ without C++
+# headers (Debian without libstdc++-arm-none-eabi-*) uses those packages extracted into ~/.cache/tinycc/arm-libstdcxx/root:
+#   apt-get download libstdc++-arm-none-eabi-dev libstdc++-arm-none-eabi-newlib; dpkg -x EACH.deb ~/.cache/tinycc/arm-libstdcxx/root
+python -m benchmarks kernels --models "ResNet-8" "DS-CNN KWS" "MobileNetV1 VWW" "FC autoencoder" cnas_like \
+    cnas_like_pruned digits resnet_add mobilenet_v2 mobilenet_v3 separable_cnn conv1d_sensor
 python -m benchmarks compile --data ../shared/data
 ```
 """

@@ -1,9 +1,9 @@
 """Exact memory model of a deployment: every array the generated code declares, by section.
 
-RAM  = feature-extractor arena + classifier weights and biases (float32, trainable) + training
-       state (kept activations, deltas, weight/bias gradients) + replay buffer (entries, labels or
-       regression targets, stamps, state) + staging vectors (float features x batch, probabilities
-       or outputs, batch labels or float targets x batch) + runtime state.
+RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + classifier weights and
+       biases (float32, trainable) + training state (kept activations, deltas, weight/bias gradients) +
+       replay buffer (entries, labels or regression targets, stamps, state) + staging vectors (float
+       features x batch, probabilities or outputs, batch labels or float targets x batch) + runtime state.
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
@@ -87,10 +87,13 @@ def code_estimate(graph: Graph) -> int:
 
 
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
-                      runtime_state: int, arena_detail: str = "int8 activations, planned") -> MemoryReport:
+                      runtime_state: int, arena_detail: str = "int8 activations, planned",
+                      scratch: int = 0) -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier)."""
     r = MemoryReport()
     r.add("feature extractor arena", "ram", arena, detail=arena_detail)
+    if scratch:
+        r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     r.add("classifier weights", "ram", classifier.param_bytes(), detail="float32, trainable")
     st = classifier.training_state_bytes(batch_size)
     r.add("training state", "ram", sum(st.values()), detail=", ".join(f"{k} {v}" for k, v in st.items()))

@@ -13,14 +13,46 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-o
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
 
 
-def build_host(project: Path, sanitize: bool = True) -> Path:
+def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = None) -> Path:
+    """gcc -Werror (and ASan/UBSan) build of the demo; a ``--kernels cmsis-nn`` project needs ``cmsis``."""
     exe = project / ("demo_asan" if sanitize else "demo")
+    sources = SOURCES + (["runtime/tinycc_cmsis.c"] if (project / "runtime" / "tinycc_cmsis.c").exists() else [])
+    extra: list[str] = []
+    if len(sources) > len(SOURCES):
+        if cmsis is None:
+            raise AssertionError("a --kernels cmsis-nn project needs a CMSIS-NN library")
+        extra = ["-isystem", str(cmsis.include), str(cmsis.lib)]
     cmd = ["gcc", *STRICT, *(SANITIZE if sanitize else []), "-I", str(project), "-I", str(project / "runtime"),
-           "-o", str(exe), *[str(project / s) for s in SOURCES], "-lm"]
+           "-o", str(exe), *[str(project / s) for s in sources], *extra, "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(f"gcc failed:\n{r.stderr[-4000:]}")
     return exe
+
+
+@dataclass
+class CmsisLib:
+    include: Path
+    lib: Path
+
+
+def build_cmsis_lib(cmsis_dir: Path, out: Path, sanitize: bool = True) -> CmsisLib:
+    """CMSIS-NN's int8 sources (the list the generated Makefile compiles) as a host static library, built with
+    the same sanitizers as the demo (the vendor code itself with -w: it is not ours to make -Werror clean)."""
+    from tinycc.backends.c import cmsis_nn
+
+    out.mkdir(parents=True, exist_ok=True)
+    srcs = cmsis_nn.sources(cmsis_dir)
+    # CMSIS-NN left-shifts negative int32 values (arm_elementwise_add_s8, requantization), undefined in C99 but
+    # two's-complement on every compiler it supports: that one UBSan check is off for the vendor code only
+    flags = ["-std=c99", "-O1", "-g", "-w", *(SANITIZE + ["-fno-sanitize=shift-base"] if sanitize else []), "-I",
+             str(cmsis_dir / "Include")]
+    r = subprocess.run(["gcc", *flags, "-c", *map(str, srcs)], cwd=out, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"CMSIS-NN build failed:\n{r.stderr[-4000:]}")
+    lib = out / "libcmsis-nn.a"
+    subprocess.run(["ar", "rcs", str(lib), *sorted(str(p) for p in out.glob("*.o"))], check=True)
+    return CmsisLib(cmsis_dir / "Include", lib)
 
 
 def run_host(exe: Path) -> DemoOutput:
@@ -52,14 +84,15 @@ def have_arm() -> bool:
     return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"))
 
 
-def build_and_run_qemu(project: Path, cpu: str = "m4", board: str | None = None) -> tuple[DemoOutput, dict[str, int]]:
+def build_and_run_qemu(project: Path, cpu: str = "m4", board: str | None = None,
+                       cmsis_nn_dir: Path | None = None) -> tuple[DemoOutput, dict[str, int]]:
     """Cross-build (``make cortexm CPU=cpu BOARD=board``) and run under ``qemu-system-arm -icount shift=0``;
     returns the demo's output (with ``instructions`` per call) and the ELF's section sizes."""
     from tinycc.backends.c import cortexm
 
     board = board or cortexm.DEFAULT_BOARD[cpu]
     try:
-        elf = cortexm.build(project, cpu, board, dump=True)
+        elf = cortexm.build(project, cpu, board, dump=True, cmsis_nn_dir=cmsis_nn_dir)
         text = cortexm.run_qemu(elf, board)
     except RuntimeError as e:
         raise AssertionError(str(e)) from None

@@ -67,7 +67,9 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
     g.add_argument("--kernels", default="tinycc", choices=list(KERNEL_CHOICES),
                    help="c/arduino int8 kernels: tinycc = per-layer C specialized at compile time (default), "
-                        "generic = the runtime's generic loops")
+                        "generic = the runtime's generic loops, cmsis-nn = calls to Arm's CMSIS-NN library for "
+                        "conv, depthwise, dense, pooling, add, mul (the project builds against CMSIS_NN_DIR), "
+                        "tinycc's kernels for the rest")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer (default: in place)")
     try:

@@ -13,11 +13,12 @@ from typing import Any
 import pluggy
 
 from ... import __version__
+from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ...errors import TinyccError
 from ..base import Backend
-from ..c import CBackend, _env as c_env, embedded_labels, render_project, test_vectors, write_test_vectors
+from ..c import CBackend, _env as c_env, cmsis_nn, embedded_labels, render_project, test_vectors, write_test_vectors
 from ..demo import DemoRun
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -62,6 +63,8 @@ class ArduinoBackend(Backend):
         return run_demo(project, platform)
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        if cmsis_nn.enabled(options):
+            raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         CBackend().check(deployment, options)
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:

@@ -16,11 +16,13 @@ from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
 from ..base import Backend
 from ..demo import DemoRun
+from . import cmsis_nn
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
 RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
+CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
 
 
 def _env() -> Any:
@@ -112,6 +114,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
+        "cmsis": cmsis_nn.enabled(options) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
     }
     files = {outdir / k: v for k, v in {"model.c": "model.c.j2", "model.h": "model.h.j2",
                                          "tinycc_config.h": "tinycc_config.h.j2"}.items()}
@@ -130,7 +133,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         written.append(write_test_vectors(demo / "test_vectors.h", dep, x, y, options, env))
     rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
-    for f in RUNTIME_FILES:
+    for f in RUNTIME_FILES + (CMSIS_FILES if ctx["cmsis"] else ()):
         shutil.copyfile(HERE / "runtime" / f, rt / f)
         written.append(rt / f)
     return written
@@ -163,6 +166,9 @@ class CBackend(Backend):
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return max(plan_for(extractor, options).arena, 16)
+
+    def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        return cmsis_nn.scratch_bytes(extractor, options)
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         return render_project(deployment, options, outdir)

@@ -22,11 +22,14 @@ def elf_name(cpu: str = "m4", board: str | None = None, dump: bool = False) -> s
             f"{'-dump' if dump else ''}.elf")
 
 
-def build(project: Path, cpu: str = "m4", board: str | None = None, dump: bool = True) -> Path:
+def build(project: Path, cpu: str = "m4", board: str | None = None, dump: bool = True,
+          cmsis_nn_dir: Path | None = None) -> Path:
     """``make cortexm`` (-Os, -Wall -Wextra -Werror); ``dump``: the demo prints the machine-readable dump
-    (``DUMP=1``, -DTCC_DEMO_DUMP=1) instead of its short report. Raises RuntimeError with the compiler's output."""
+    (``DUMP=1``, -DTCC_DEMO_DUMP=1) instead of its short report; ``cmsis_nn_dir``: CMSIS_NN_DIR of a
+    ``--kernels cmsis-nn`` project. Raises RuntimeError with the compiler's output."""
     cmd = (["make", "-s", "-C", str(project), "cortexm", f"CPU={cpu}"] + ([f"BOARD={board}"] if board else [])
            + (["DUMP=1"] if dump else []))
+    cmd += [f"CMSIS_NN_DIR={cmsis_nn_dir}"] if cmsis_nn_dir else []
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"arm build ({cpu}, {board or DEFAULT_BOARD[cpu]}) failed:\n{r.stdout[-2000:]}"

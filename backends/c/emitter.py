@@ -16,6 +16,7 @@ from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...memory import MemoryPlan, plan_for
+from . import cmsis_nn
 from .kernels import Kernel, specialize
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
@@ -93,6 +94,16 @@ class _Builder:
         self.names: dict[str, str] = {}
         self.options = options
         self.m.plan = plan_for(self.g, options)
+        self.cmsis = cmsis_nn.enabled(options)
+        self.m.consts["scratch"] = cmsis_nn.scratch_bytes(self.g, options)
+        scratch = ["tcc_scratch", str(self.m.consts["scratch"])] if self.m.consts["scratch"] else ["NULL", "0"]
+        self.scratch_args = scratch
+
+    def call(self, op: Op, fn: str, args: list[str], scratch: bool = True) -> None:
+        """Append a runtime kernel call, or its CMSIS-NN wrapper (``tcc_X_s8`` -> ``tcc_cmsis_X_s8``)."""
+        if self.cmsis and cmsis_nn.supports(self.g, op):
+            fn, args = "tcc_cmsis_" + fn[4:], (self.scratch_args if scratch else []) + args
+        self.m.calls.append(Call(fn, args, op.name))
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
         name = f"tcc_{base}_{len(self.m.arrays)}"
@@ -159,8 +170,8 @@ class _Builder:
             if k == OpKind.DENSE:
                 rows = math.prod(x.shape[1:-1])
                 per = "1" if g.tensors[op.inputs[1]].quant.per_axis else "0"
-                self.m.calls.append(Call("tcc_fc_s8", [self.ptr(op.inputs[0]), str(rows), str(x.shape[-1]), w, b,
-                                                       str(y.shape[-1]), mult, shift, per] + q + [out], op.name))
+                self.call(op, "tcc_fc_s8", [self.ptr(op.inputs[0]), str(rows), str(x.shape[-1]), w, b,
+                                            str(y.shape[-1]), mult, shift, per] + q + [out], scratch=False)
                 return
             kh, kw = g.tensors[op.inputs[1]].shape[1:3]
             (sh, sw), (dh, dw) = a["strides"], a["dilation"]
@@ -170,11 +181,11 @@ class _Builder:
             if k == OpKind.CONV2D:
                 args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(y.shape[3]), str(kh), str(kw),
                         str(a["groups"]), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
-                self.m.calls.append(Call("tcc_conv2d_s8", args, op.name))
+                self.call(op, "tcc_conv2d_s8", args)
             else:
                 args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(a["depth_multiplier"]), str(kh),
                         str(kw), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
-                self.m.calls.append(Call("tcc_dwconv2d_s8", args, op.name))
+                self.call(op, "tcc_dwconv2d_s8", args)
         elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # TFLite's MEAN: its own output parameters
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             hw = x.shape[1] * x.shape[2]
@@ -194,7 +205,7 @@ class _Builder:
                 oh, ow = y.shape[1], y.shape[2]
             args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), *map(str, (ph, pw, sh, sw, pt, pl)), is_max,
                     str(lo), str(hi), out, str(oh), str(ow)]
-            self.m.calls.append(Call("tcc_pool_s8", args, op.name))
+            self.call(op, "tcc_pool_s8", args)
         elif k in (OpKind.ADD, OpKind.MUL):
             self._binary(op, out)
         elif k == OpKind.CONCAT:
@@ -265,18 +276,22 @@ class _Builder:
         (s1, z1), (s2, z2) = (self._q(t) for t in op.inputs)
         so, zo = self._q(op.outputs[0])
         lo, hi = activation_range(op.attrs["activation"], so, zo)
-        opnd = []
-        for t in op.inputs:
-            opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
+        if self.cmsis and cmsis_nn.supports(g, op):  # same-shape operands, no strides
+            opnd = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), str(y.size)]
+        else:
+            opnd = []
+            for t in op.inputs:
+                opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
+            opnd += [str(v) for v in o3]
         if op.kind == OpKind.ADD:
             p = add_params(s1, s2, so)
             q = [str(v) for v in (z1, z2, p["m1"], p["e1"], p["m2"], p["e2"], p["mo"], p["eo"], zo, lo, hi)]
-            self.m.calls.append(Call("tcc_add_s8", opnd + [str(v) for v in o3] + q + [out], op.name))
+            self.call(op, "tcc_add_s8", opnd + q + [out], scratch=False)
         else:
             real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
             m, e = quantize_multiplier(float(np.float32(real)))
             q = [str(v) for v in (z1, z2, m, e, zo, lo, hi)]
-            self.m.calls.append(Call("tcc_mul_s8", opnd + [str(v) for v in o3] + q + [out], op.name))
+            self.call(op, "tcc_mul_s8", opnd + q + [out], scratch=False)
 
 
 def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:

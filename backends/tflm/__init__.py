@@ -13,6 +13,7 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ..base import Backend
+from ..c import cmsis_nn
 from .measure import measure_arena
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -70,6 +71,9 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        if cmsis_nn.enabled(options):
+            raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
+                              "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
         from ...plugins.tflite_writer import operator_names
 
         names = operator_names(extractor_tflite(deployment.extractor))

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ....ir.graph import Graph, Op
 
 HERE = Path(__file__).parent
-KERNEL_CHOICES = ("tinycc", "generic")  # option `kernels`; other backends' kernel sets add their own names
+KERNEL_CHOICES = ("tinycc", "generic", "cmsis-nn")  # option `kernels`: cmsis-nn is backends/c/cmsis_nn.py
 
 
 class ArrayMaker(Protocol):

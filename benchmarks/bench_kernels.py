@@ -1,0 +1,337 @@
+"""int8 kernels: tinycc's runtime kernels and ``--kernels cmsis-nn`` against TensorFlow Lite Micro (reference
+kernels, and CMSIS-NN) on Cortex-M4 under QEMU, plus Cortex-M7/M0+ builds of tinycc and host time per inference.
+
+Per model: instructions for one inference (tinycc: one ``features()`` call, the int8 feature extractor; TFLite
+Micro: one ``Invoke`` of the MLPerf Tiny .tflite as published, or of tinycc's extractor written as .tflite for the
+zoo), instructions per MAC (the extractor's MACs), code bytes net of a printf-only program (function symbols of
+the -Os, gc-sections ELF), arena bytes, and the ratios against TFLite Micro + CMSIS-NN. A model tinycc cannot
+compile for `c` is listed as "not compiled: reason". TFLite Micro libraries are built from the vendored
+snapshot with ``build_tflm.sh`` (Cortex-M4 and host only: that script has no M7/M0+ build).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import kernels_build as kb
+from .common import Result
+
+ROOT = Path(__file__).resolve().parents[1]
+# ../shared beside the checkout (a worktree in a subfolder: ../../shared); TINYCC_SHARED overrides
+SHARED = Path(os.environ.get("TINYCC_SHARED") or next(
+    (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared"))
+MLPERF = {"ResNet-8": "pretrainedResnet_quant.tflite", "DS-CNN KWS": "kws_ref_model.tflite",
+          "MobileNetV1 VWW": "vww_96_int8.tflite", "FC autoencoder": "ad01_int8.tflite"}
+ZOO = ("cnas_like", "cnas_like_pruned", "digits", "sequential_cnn", "resnet_add", "mobilenet_v2", "mobilenet_v3",
+       "concat_branch", "bn_conv_act", "mlp", "grouped_conv", "conv1d_sensor", "separable_cnn")
+KERNELS = ("tinycc", "cmsis-nn")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vendor", default=str(SHARED / "vendor"), help="folder with the TFLM/CMSIS-NN snapshots")
+    p.add_argument("--mlperf", default=str(SHARED / "models" / "mlperf-tiny"), help="MLPerf Tiny .tflite folder")
+    p.add_argument("--cache", help="build cache outside the clone (default $TINYCC_CACHE or ~/.cache/tinycc)")
+    p.add_argument("--tflm-ref", help="libtflm-m4-ref.a (default: built into the cache)")
+    p.add_argument("--tflm-cmsis", help="libtflm-m4-cmsis.a (default: built into the cache)")
+    p.add_argument("--tflm-host", help="libtflm-host.a (default: built into the cache)")
+    p.add_argument("--arm-cxx", help="extracted libstdc++-arm-none-eabi-dev/-newlib packages, for a toolchain without "
+                                     "C++ headers (default: CACHE/arm-libstdcxx/root when needed)")
+    p.add_argument("--cmsis-nn-dir", help="CMSIS_NN_DIR (default: the vendored snapshot, extracted into the cache)")
+    p.add_argument("--models", nargs="+", help="only these models (names as in the table)")
+    p.add_argument("--cpus", nargs="+", default=["m4", "m7", "m0plus"])
+    p.add_argument("--repeats", type=int, default=20, help="host: inferences per timing run")
+    p.add_argument("--runs", type=int, default=5, help="host: timing runs (median)")
+
+
+def _session() -> Any:
+    from tinycc.session import Session
+
+    return Session(autoload=False)
+
+
+def _mlperf_deployments(args: argparse.Namespace, session: Any):
+    """(name, .tflite bytes, deployment per kernels or error text, MACs) for the MLPerf Tiny files."""
+    from tinycc.backends.c import CBackend
+    from tinycc.errors import TinyccError
+    from tinycc.ir.stats import totals
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.plugins.ondevice import build_deployment
+
+    for name, fname in MLPERF.items():
+        path = Path(args.mlperf) / fname
+        if not path.exists() or (args.models and name not in args.models):
+            continue
+        graph = session.registry.frontend_for(str(path)).load(str(path), {})
+        run_pipeline(graph, session.registry.pipeline("cleanup"), PassContext(session=session))
+        macs = totals(graph)["macs"]
+        deps: dict[str, Any] = {}
+        for k in KERNELS:
+            try:
+                dep = build_deployment(graph.copy() if hasattr(graph, "copy") else graph, {"kernels": k}, session,
+                                       CBackend())
+                CBackend().check(dep, {"kernels": k})
+                deps[k] = dep
+            except TinyccError as e:
+                deps[k] = f"not compiled: {e}"
+        if not isinstance(deps["tinycc"], str):  # the extractor's MACs: what features() computes
+            macs = totals(deps["tinycc"].extractor)["macs"]
+        yield name, path.read_bytes(), deps, macs
+
+
+def _zoo_deployments(session: Any, only: list[str] | None):
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from tests.test_c_backend import CASES, _graph
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.tflm import extractor_tflite
+    from tinycc.ir.stats import totals
+    from tinycc.plugins.ondevice import build_deployment
+
+    for name in ZOO:
+        if only and name not in only:
+            continue
+        deps: dict[str, Any] = {}
+        for k in KERNELS:
+            g, x, y, calib = _graph(session, name)
+            deps[k] = build_deployment(g, {"calib_data": calib, **CASES[name], "kernels": k}, session, CBackend())
+        yield name, extractor_tflite(deps["tinycc"].extractor), deps, totals(deps["tinycc"].extractor)["macs"]
+
+
+def _test_vectors(dep: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = dep.extractor.tensors[dep.extractor.inputs[0]]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2,) + tuple(t.shape[1:])).astype(np.float32)
+    return x, np.zeros(2, np.int64)
+
+
+def _fmt(v: Any, spec: str = ",") -> str:
+    if v is None or v == "":
+        return "—"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def run(args: argparse.Namespace) -> Result:
+    from tinycc.backends.c import cmsis_nn
+
+    cache = Path(args.cache) if args.cache else cmsis_nn.cache_root()
+    vendor = Path(args.vendor)
+    archive = cmsis_nn.vendor_archive(vendor)
+    if not args.cmsis_nn_dir and archive is None:
+        raise SystemExit(f"no cmsis-nn-*.tar.xz in {vendor}: pass --vendor or --cmsis-nn-dir")
+    cmsis_dir = Path(args.cmsis_nn_dir) if args.cmsis_nn_dir else cmsis_nn.extract(archive)
+    work = Path(tempfile.mkdtemp(prefix="bench-kernels-"))
+    cm_libs = {c: kb.cmsis_library(cmsis_dir, work, c) for c in ["host", *args.cpus]}
+    session = _session()
+    rows: list[dict[str, Any]] = []
+    pending = []  # (row, .tflite, project) for the TFLite Micro phase
+    sources = list(_mlperf_deployments(args, session)) + list(_zoo_deployments(session, args.models))
+    for name, tflite, deps, macs in sources:  # phase 1: tinycc (TFLite Micro may still be building)
+        print(f"kernels: {name}", flush=True)
+        row: dict[str, Any] = {"model": name, "macs": macs}
+        proj0 = None
+        for k, dep in deps.items():
+            if isinstance(dep, str):
+                row[f"{k} error"] = dep
+                continue
+            proj0 = _measure_tinycc(row, k, dep, work, cm_libs if k == "cmsis-nn" else None, cmsis_dir, args)
+        if "tinycc features" in row and "cmsis-nn features" in row:
+            row["cmsis-nn equals tinycc"] = row["tinycc features"] == row["cmsis-nn features"]
+        row.pop("tinycc features", None)
+        row.pop("cmsis-nn features", None)
+        rows.append(row)
+        pending.append((row, tflite, proj0))
+        print(row, flush=True)
+    libs, cxx = _tflm_libraries(args, vendor, cache)
+    for row, tflite, project in pending:  # phase 2: TFLite Micro
+        print(f"kernels: TFLite Micro {row['model']}", flush=True)
+        _measure_tflm(row, tflite, project or _any_project(work), libs, cxx, work, args)
+        print(row, flush=True)
+    return _result(rows, args, Path(args.out))
+
+
+def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict[str, Path] | None, cmsis_dir: Path,
+                    args: argparse.Namespace) -> Path:
+    """Generate the project with kernels ``k``, time features() on each core and on the host."""
+    from tinycc.backends.c import cmsis_nn, render_project
+
+    proj = work / f"{row['model'].replace(' ', '_')}-{k}"
+    proj.mkdir()
+    x, y = _test_vectors(dep)
+    opts = {"kernels": k, "test_vectors": (x, y), "test_count": 2, "test_learn": 1}
+    render_project(dep, opts, proj)
+    row[f"{k} arena"] = dep.memory["items"][0]["bytes"] + cmsis_nn.scratch_bytes(dep.extractor, opts)
+    feats = {}
+    for cpu in args.cpus:
+        m = kb.tinycc_m(proj, dep.name, cpu, lib[cpu] if lib else None, cmsis_dir if lib else None)
+        row[f"{k} {cpu}"] = m.instructions
+        row[f"{k} {cpu} code"] = m.code - kb.printf_baseline(proj, work, cpu)
+        feats[cpu] = m.features
+    row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
+    row[f"{k} features"] = feats[args.cpus[0]]
+    row[f"{k} host s"] = kb.tinycc_host(proj, dep.name, lib["host"] if lib else None, cmsis_dir if lib else None,
+                                        args.repeats, args.runs)
+    return proj
+
+
+def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tuple[dict[str, Any], Path | None]:
+    """The three TFLite Micro libraries (paths given, or built into the cache); a text where one cannot be had."""
+    cxx = None
+    try:
+        cxx = kb.arm_cxx_root(cache, args.arm_cxx)
+    except RuntimeError as e:
+        print(f"kernels: {e}", flush=True)
+    libs: dict[str, Any] = {}
+    for key, given, kind, variant in (("ref", args.tflm_ref, "m4", "ref"), ("cmsis", args.tflm_cmsis, "m4", "cmsis"),
+                                      ("host", args.tflm_host, "host", "ref")):
+        try:
+            libs[key] = Path(given) if given else kb.tflm_library(vendor, cache, kind, variant, cxx)
+            if not libs[key].is_file():
+                raise RuntimeError(f"{libs[key]} not found")
+        except RuntimeError as e:  # reported in the table, the rest is still measured
+            libs[key] = f"TFLite Micro not built: {str(e).splitlines()[0][:100]}"
+    return libs, cxx
+
+
+def _measure_tflm(row: dict[str, Any], tflite: bytes, project: Path, libs: dict[str, Any], cxx: Path | None,
+                  work: Path, args: argparse.Namespace) -> None:
+    from tinycc.backends.tflm import RESOLVER
+    from tinycc.plugins.tflite_writer import operator_names
+
+    ops = [RESOLVER[n] for n in operator_names(tflite) if n in RESOLVER]
+    tag = row["model"].replace(" ", "_")
+    for v in ("ref", "cmsis"):
+        if isinstance(libs[v], str):
+            row[f"tflm-{v} error"] = libs[v]
+            continue
+        try:
+            m = kb.tflm_m4(work / f"tflm-{tag}-{v}", tflite, ops, libs[v], project, cxx)
+            row[f"tflm-{v} m4"], row[f"tflm-{v} arena"] = m.instructions, m.arena
+            row[f"tflm-{v} m4 code"] = m.code - kb.printf_baseline(project, work, "m4")
+        except (RuntimeError, KeyError) as e:
+            row[f"tflm-{v} error"] = str(e).splitlines()[0][:120]
+    if isinstance(libs["host"], str):
+        row["tflm host error"] = libs["host"]
+        return
+    try:
+        row["tflm host s"] = kb.tflm_host(work / f"tflm-{tag}-host", tflite, ops, libs["host"], args.repeats,
+                                          args.runs)
+    except RuntimeError as e:
+        row["tflm host error"] = str(e).splitlines()[0][:120]
+
+
+def _any_project(work: Path) -> Path:
+    """A generated project for its cortexm/ startup and linker script (when no model compiled)."""
+    hits = sorted(p for p in work.iterdir() if (p / "cortexm" / "link.ld").exists())
+    if hits:
+        return hits[0]
+    raise RuntimeError("no generated project to borrow the Cortex-M startup from")
+
+
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "—"
+
+
+def _result(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> Result:
+    res = Result("kernels")
+    res.data = {"rows": rows}
+    head = ["model", "MACs", "TFLM ref (M4)", "TFLM + CMSIS-NN (M4)", "tinycc kernels (M4)", "instr/MAC",
+            "tinycc + CMSIS-NN (M4)", "instr/MAC", "tinycc / TFLM+CMSIS-NN", "tinycc+CMSIS-NN / TFLM+CMSIS-NN"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "--:|" * (len(head) - 1)]
+    for r in rows:
+        def cell(k: str) -> str:
+            if f"{k} error" in r:
+                return r[f"{k} error"]
+            return _fmt(r.get(f"{k} m4"))
+        per = [f"{r[k] / r['macs']:.2f}" if isinstance(r.get(k), int) and r["macs"] else "—"
+               for k in ("tinycc m4", "cmsis-nn m4")]
+        lines.append(f"| {r['model']} | {r['macs'] / 1e6:.3f} M | {cell('tflm-ref')} | {cell('tflm-cmsis')} | "
+                     f"{cell('tinycc')} | {per[0]} | {cell('cmsis-nn')} | {per[1]} | "
+                     f"{_ratio(r.get('tinycc m4'), r.get('tflm-cmsis m4'))} | "
+                     f"{_ratio(r.get('cmsis-nn m4'), r.get('tflm-cmsis m4'))} |")
+    res.add("Instructions per inference on Cortex-M4 (QEMU mps2-an386, `-icount shift=0`, arm-none-eabi-gcc -Os, "
+            "wrap-safe SysTick timing: reference clock for calls over 600 M instructions). tinycc: one `features()` "
+            "call (the int8 feature extractor, float input quantized first); TFLite Micro: one `Invoke` of the "
+            "MLPerf Tiny .tflite as published (its last Dense and softmax included, a negligible share) or, for the "
+            "zoo, of tinycc's extractor written as .tflite. MACs: the extractor's. **These numbers are tinycc's "
+            "generic runtime kernels, before the kernel generator (branch `kernels`) lands.**")
+    res.add("\n".join(lines))
+    head2 = ["model", "code: TFLM ref", "code: TFLM + CMSIS-NN", "code: tinycc", "code: tinycc + CMSIS-NN",
+             "tinycc / TFLM+CMSIS-NN", "arena: TFLM ref", "arena: TFLM + CMSIS-NN", "arena: tinycc",
+             "arena: tinycc + CMSIS-NN (incl. scratch)"]
+    lines = ["| " + " | ".join(head2) + " |", "|" + "---|" + "--:|" * (len(head2) - 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {_fmt(r.get('tflm-ref m4 code'))} | {_fmt(r.get('tflm-cmsis m4 code'))} | "
+                     f"{_fmt(r.get('tinycc m4 code'))} | {_fmt(r.get('cmsis-nn m4 code'))} | "
+                     f"{_ratio(r.get('tinycc m4 code'), r.get('tflm-cmsis m4 code'))} | "
+                     f"{_fmt(r.get('tflm-ref arena'))} | {_fmt(r.get('tflm-cmsis arena'))} | "
+                     f"{_fmt(r.get('tinycc arena'))} | {_fmt(r.get('cmsis-nn arena'))} |")
+    res.add("Code bytes on Cortex-M4 (-Os, `-ffunction-sections -Wl,--gc-sections`): sizes of the function symbols "
+            "of the timing program minus those of a printf-only program with the same startup and C library; "
+            "weights and other constants are not code. Arena: TFLite Micro's `arena_used_bytes()`; tinycc's "
+            "planned arena (plus CMSIS-NN's scratch buffer for `--kernels cmsis-nn`).")
+    res.add("\n".join(lines))
+    others = [c for c in args.cpus if c != "m4"]
+    if others:
+        head3 = ["model"] + [f"{k} {c}" for c in others for k in ("tinycc", "tinycc + CMSIS-NN")] + \
+            ["bit-exact across cores and kernels"]
+        lines = ["| " + " | ".join(head3) + " |", "|" + "---|" + "--:|" * (len(head3) - 1)]
+        for r in rows:
+            same = all(r.get(f"{k} bit-exact across cores", True) for k in KERNELS) and r.get("cmsis-nn equals tinycc",
+                                                                                             True)
+            lines.append(f"| {r['model']} | " + " | ".join(_fmt(r.get(f"{k} {c}")) for c in others
+                                                          for k in KERNELS) + f" | {'yes' if same else 'NO'} |")
+        res.add("Instructions per `features()` on Cortex-M7 (mps2-an500) and Cortex-M0+ (ARMv6-M image on the "
+                "Cortex-M3 board mps2-an385; CMSIS-NN's portable C path, no DSP). TFLite Micro is not built for "
+                "these cores (the vendored build_tflm.sh builds Cortex-M4 only). The last column compares the "
+                "features printed by every build (tinycc and CMSIS-NN kernels, every core).")
+        res.add("\n".join(lines))
+    head4 = ["model", "TFLM host (libtflm-host, -O2)", "tinycc (gcc -O2)", "tinycc + CMSIS-NN portable C",
+             "tinycc / TFLM"]
+    lines = ["| " + " | ".join(head4) + " |", "|---|--:|--:|--:|--:|"]
+    for r in rows:
+        us = [f"{r[k] * 1e6:,.1f} µs" if isinstance(r.get(k), float) else "—"
+              for k in ("tflm host s", "tinycc host s", "cmsis-nn host s")]
+        lines.append(f"| {r['model']} | {us[0]} | {us[1]} | {us[2]} | "
+                     f"{_ratio(r.get('tinycc host s'), r.get('tflm host s'))} |")
+    res.add(f"Host time per inference (median of {args.runs} runs of {args.repeats} inferences; noisy: a shared "
+            "machine, no pinning).")
+    res.add("\n".join(lines))
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r})
+    with open(out / "kernels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    _plot(rows, out / "kernels.png")
+    res.plots.append("kernels.png")
+    return res
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    series = [("tflm-ref m4", "TFLM reference"), ("tflm-cmsis m4", "TFLM + CMSIS-NN"), ("tinycc m4", "tinycc"),
+              ("cmsis-nn m4", "tinycc + CMSIS-NN")]
+    names = [r["model"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.9), 4.5))
+    width = 0.2
+    for i, (k, label) in enumerate(series):
+        vals = [r.get(k) if isinstance(r.get(k), int) else 0 for r in rows]
+        ax.bar(np.arange(len(rows)) + (i - 1.5) * width, vals, width, label=label)
+    ax.set_yscale("log")
+    ax.set_ylabel("instructions per inference (Cortex-M4, log)")
+    ax.set_xticks(np.arange(len(rows)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,364 @@
+"""Build helpers for ``python -m benchmarks kernels``: TFLite Micro libraries from the vendored snapshot, the
+CMSIS-NN library per core, and the timing programs (tinycc's ``features()`` and a TFLite Micro runner) for
+Cortex-M under QEMU and for the host.
+
+Timing on Cortex-M is wrap-safe: each measured call runs twice, once with SysTick on the 1 MHz reference clock
+(CSR bit 2 = 0: 24 bits last 16.7 s, 1,000 instructions per tick under ``-icount shift=0``) and once on the
+processor clock (25 MHz on the MPS2 boards: 40 instructions per tick, wraps after 671 M instructions). The
+processor-clock count is used when the reference count says the call is shorter than 600 M instructions.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinycc.backends.c import cmsis_nn, cortexm
+
+CPU_FLAGS = {"m4": "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16",
+             "m7": "-mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16",
+             "m0plus": "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft"}
+REF_NS = 1000  # ns per tick of the MPS2 reference clock (1 MHz)
+SECTIONS = "-ffunction-sections -fdata-sections"
+LINK = "--specs=rdimon.specs -nostartfiles -Wl,--gc-sections"
+
+TIMER_C = r"""
+#include <stdint.h>
+#define BENCH_CSR (*(volatile uint32_t *)0xE000E010u)
+#define BENCH_RVR (*(volatile uint32_t *)0xE000E014u)
+#define BENCH_CVR (*(volatile uint32_t *)0xE000E018u)
+typedef void (*bench_fn)(void);
+/* ticks of one call of fn: csr 1 = reference clock, 5 = processor clock (no interrupt) */
+static uint32_t bench_ticks(bench_fn fn, uint32_t csr) {
+    uint32_t t0, t1;
+    BENCH_CSR = 0u;
+    BENCH_RVR = 0xFFFFFFu;
+    BENCH_CVR = 0u;
+    BENCH_CSR = csr;
+    t0 = BENCH_CVR;
+    fn();
+    t1 = BENCH_CVR;
+    BENCH_CSR = 0u;
+    return (t0 - t1) & 0xFFFFFFu;
+}
+"""
+
+TINYCC_MAIN = r"""#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+#include "model.h"
+#include "test_vectors.h"
+%(timer)s
+static int8_t feats[%(NAME)s_FEATURES];
+static void run(void) { %(name)s_features(tcc_test_x[0], feats); }
+int main(void) {
+    int i;
+    uint32_t ref, cpu;
+    %(name)s_init();
+    ref = bench_ticks(run, 1u);
+    cpu = bench_ticks(run, 5u);
+    printf("bench ref %%lu cpu %%lu\n", (unsigned long)ref, (unsigned long)cpu);
+    printf("features");
+    for (i = 0; i < %(NAME)s_FEATURES; ++i) printf(" %%d", feats[i]);
+    printf("\ndone\n");
+    return 0;
+}
+"""
+
+TFLM_MAIN = r"""#include <cstdio>
+#include <cstdint>
+#include <cstring>
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+#include "model_data.h"
+#ifdef __arm__
+extern "C" {
+%(timer)s
+void __libc_init_array(void);
+void *__dso_handle = 0; /* normally from crtbegin.o, which -nostartfiles leaves out */
+}
+#else
+#include <time.h>
+#endif
+alignas(16) static uint8_t g_arena[%(arena)d];
+static tflite::MicroInterpreter *g_interp;
+static void run(void) { g_interp->Invoke(); }
+int main() {
+#ifdef __arm__
+    __libc_init_array();
+#endif
+    static tflite::MicroMutableOpResolver<%(n_ops)d> resolver;
+%(adds)s
+    static tflite::MicroInterpreter interp(tflite::GetModel(g_model_data), resolver, g_arena, sizeof(g_arena));
+    g_interp = &interp;
+    if (interp.AllocateTensors() != kTfLiteOk) { printf("allocate failed\n"); return 1; }
+    TfLiteTensor *in = interp.input(0);
+    for (size_t i = 0; i < in->bytes; ++i) in->data.raw[i] = (char)((i * 37u + 11u) & 0x3f);
+    if (in->type == kTfLiteFloat32) for (size_t i = 0; i < in->bytes / 4; ++i) in->data.f[i] = (float)((i * 37u) %% 64u) / 64.0f;
+#ifdef __arm__
+    unsigned long ref = bench_ticks(run, 1u), cpu = bench_ticks(run, 5u);
+    printf("bench ref %%lu cpu %%lu arena %%lu\n", ref, cpu, (unsigned long)interp.arena_used_bytes());
+#else
+    struct timespec a, b;
+    int reps = %(repeats)d;
+    run();
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int r = 0; r < reps; ++r) run();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("host %%.9f arena %%lu\n", ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / reps,
+           (unsigned long)interp.arena_used_bytes());
+#endif
+    printf("done\n");
+    return 0;
+}
+"""
+
+PRINTF_MAIN = r"""#include <stdio.h>
+int main(void) { printf("bench %lu\n", 1ul); printf("done\n"); return 0; }
+"""
+
+
+def _sh(cmd: str, cwd: Path | None = None, timeout: float = 1800, env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[:200]}...\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+# ---- libraries ----
+
+ARM_CXX_MULTILIB = "thumb/v7e-m+fp/hard"  # Cortex-M4F, hard float
+
+
+def arm_cxx_root(cache: Path, given: str | None = None) -> Path | None:
+    """Where the C++ standard headers for arm-none-eabi-g++ come from when the toolchain has none (Debian's
+    gcc-arm-none-eabi without libstdc++-arm-none-eabi-dev/-newlib): a folder holding those two packages extracted
+    (``apt-get download`` + ``dpkg -x DEB ROOT``), default ``cache/arm-libstdcxx/root``. None: not needed."""
+    probe = subprocess.run(["arm-none-eabi-g++", "-x", "c++", "-E", "-", "-o", os.devnull],
+                           input="#include <cstddef>\n", capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    root = Path(given) if given else cache / "arm-libstdcxx" / "root"
+    if not (root / "usr" / "include" / "newlib" / "c++").is_dir():
+        raise RuntimeError("arm-none-eabi-g++ has no C++ standard headers (TFLite Micro needs them): install "
+                           "libstdc++-arm-none-eabi-dev and libstdc++-arm-none-eabi-newlib, or extract them "
+                           f"(apt-get download; dpkg -x) into {root} / pass --arm-cxx")
+    return root
+
+
+def arm_cxx_flags(root: Path | None) -> tuple[str, str]:
+    """(compile flags, link flags) that add an extracted libstdc++ for arm-none-eabi (empty when not needed)."""
+    if root is None:
+        return "", ""
+    inc = next((root / "usr" / "include" / "newlib" / "c++").iterdir())
+    return (f"-isystem {inc} -isystem {inc / 'arm-none-eabi' / ARM_CXX_MULTILIB}",
+            f"-L{root / 'usr' / 'lib' / 'arm-none-eabi' / 'newlib' / ARM_CXX_MULTILIB}")
+
+
+def _cxx_wrapper(root: Path, out: Path) -> dict[str, str]:
+    """Environment whose PATH starts with an arm-none-eabi-g++ that adds the extracted headers (build_tflm.sh
+    calls arm-none-eabi-g++ by name)."""
+    bindir = out / "arm-cxx-bin"
+    bindir.mkdir(exist_ok=True)
+    real = subprocess.run(["which", "arm-none-eabi-g++"], capture_output=True, text=True).stdout.strip()
+    wrapper = bindir / "arm-none-eabi-g++"
+    wrapper.write_text(f"#!/bin/sh\nexec {real} {arm_cxx_flags(root)[0]} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+
+def tflm_library(vendor: Path, cache: Path, kind: str, variant: str = "ref", cxx_root: Path | None = None) -> Path:
+    """``build_tflm.sh OUTDIR host`` or ``OUTDIR m4 ref|cmsis`` into ``cache/tflm/<snapshot key>`` (file lock, a
+    ``.done`` marker per library); returns the library."""
+    h = hashlib.sha256()
+    for pattern in ("tflite-micro-*.tar.xz", "cmsis-nn-*.tar.xz", "build_tflm.sh"):
+        path = sorted(vendor.glob(pattern))[0]
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    out = cache / "tflm" / h.hexdigest()[:16]
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "host" if kind == "host" else f"{kind}-{variant}"
+    lib = out / f"libtflm-{tag}.a"
+    if Path(f"{lib}.done").exists() and lib.is_file():  # built: no need to wait for another build's lock
+        return lib
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = Path(f"{lib}.done")
+        if not (done.exists() and lib.is_file()):
+            t0 = time.perf_counter()
+            args = [kind] if kind == "host" else [kind, variant]
+            env = _cxx_wrapper(cxx_root, out) if cxx_root is not None and kind != "host" else None
+            _sh(f"bash {vendor / 'build_tflm.sh'} {out} {' '.join(args)}", timeout=7200, env=env)
+            failed = (out / f"failed-{tag}.txt").read_text().split()
+            if failed:
+                raise RuntimeError(f"TFLite Micro {tag}: {len(failed)} sources failed ({failed[:2]})")
+            done.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return lib
+
+
+def tflm_includes(lib: Path) -> str:
+    d = lib.parent / "tflite-micro"
+    return f"-I{d} -I{d}/fb/include -I{d}/gemmlowp -I{d}/ruyinc -DTF_LITE_STATIC_MEMORY"
+
+
+def cmsis_library(cmsis_dir: Path, work: Path, cpu: str) -> Path:
+    """CMSIS-NN's int8 sources as a static library for ``cpu`` (m4/m7/m0plus, -Os) or the host (-O2)."""
+    out = work / f"cmsis-nn-{cpu}"
+    lib = out / "libcmsis-nn.a"
+    if lib.exists():
+        return lib
+    out.mkdir(parents=True, exist_ok=True)
+    srcs = " ".join(str(p) for p in cmsis_nn.sources(cmsis_dir))
+    if cpu == "host":
+        _sh(f"gcc -std=c99 -O2 -w -I{cmsis_dir}/Include -c {srcs} && ar rcs libcmsis-nn.a *.o", cwd=out)
+    else:
+        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -w {SECTIONS} -I{cmsis_dir}/Include -c {srcs} && "
+            "arm-none-eabi-ar rcs libcmsis-nn.a *.o", cwd=out)
+    return lib
+
+
+# ---- programs ----
+
+def _link_script(project: Path, out: Path) -> Path:
+    """The project's MPS2 linker script plus C++ init arrays (the TFLite Micro runner calls __libc_init_array)."""
+    text = (project / "cortexm" / "link.ld").read_text()
+    init = ("  .init_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array*)) "
+            "PROVIDE_HIDDEN(__preinit_array_end = .); PROVIDE_HIDDEN(__init_array_start = .); "
+            "KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array*)) PROVIDE_HIDDEN(__init_array_end = .); } > RAM\n")
+    text = text.replace("  .ARM.exidx", init + "  .ARM.exidx")
+    path = out / "link-bench.ld"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Measured:
+    instructions: int
+    code: int  # bytes of functions (nm t/T symbols)
+    arena: int = 0
+    features: list[int] | None = None
+
+
+def code_bytes(elf: Path) -> int:
+    """Bytes of code: the sizes of the function (FUNC) symbols, aliases counted once; weights, tables and other
+    constants (which the MPS2 linker script also places in .text) are not code."""
+    out = _sh(f"arm-none-eabi-readelf -sW {elf}")
+    funcs = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) >= 8 and p[3] == "FUNC" and p[2].isdigit():
+            funcs[int(p[1], 16) & ~1] = int(p[2])
+    return sum(funcs.values())
+
+
+def _run(elf: Path, board: str, timeout: float = 1800) -> dict:
+    text = cortexm.run_qemu(elf, board, icount=True, timeout=timeout)
+    res: dict = {}
+    for line in text.splitlines():
+        p = line.split()
+        if p[:1] == ["bench"]:
+            res.update({p[i]: int(p[i + 1]) for i in range(1, len(p) - 1, 2)})
+        elif p[:1] == ["features"]:
+            res["features"] = [int(v) for v in p[1:]]
+    ns_cpu = 1e9 / cortexm.BOARD_CLOCK_HZ[board]
+    ref_instr = res["ref"] * REF_NS
+    res["instructions"] = round(res["cpu"] * ns_cpu) if ref_instr < 600_000_000 else ref_instr
+    return res
+
+
+def printf_baseline(project: Path, work: Path, cpu: str) -> int:
+    """Code bytes of a printf-only program with the same startup, flags and libraries."""
+    out = work / f"printf-{cpu}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "main.c").write_text(PRINTF_MAIN)
+    elf = out / "printf.elf"
+    if not elf.exists():
+        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} {LINK} -T {project}/cortexm/link.ld "
+            f"-o {elf} {project}/cortexm/startup.c main.c -lm", cwd=out)
+    return code_bytes(elf)
+
+
+def tinycc_m(project: Path, name: str, cpu: str, cmsis_lib: Path | None, cmsis_dir: Path | None) -> Measured:
+    """features() of a generated project on ``cpu`` under QEMU (-Os, gc-sections)."""
+    (project / "bench_m.c").write_text(TINYCC_MAIN % {"timer": TIMER_C, "name": name, "NAME": name.upper()})
+    srcs = "cortexm/startup.c bench_m.c model.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
+    extra = ""
+    if cmsis_lib is not None:
+        srcs += " runtime/tinycc_cmsis.c"
+        extra = f"-isystem {cmsis_dir}/Include {cmsis_lib}"
+    elf = project / f"bench-{cpu}.elf"
+    _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
+        f"-T cortexm/link.ld -o {elf} {srcs} {extra} -lm", cwd=project)
+    r = _run(elf, cortexm.DEFAULT_BOARD[cpu])
+    return Measured(r["instructions"], code_bytes(elf), features=r.get("features"))
+
+
+def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "model_data.h").write_text("extern const unsigned char g_model_data[];\n")
+    body = ",".join(str(b) for b in tflite)
+    (work / "model_data.cc").write_text(f'#include "model_data.h"\nalignas(16) const unsigned char g_model_data[] = '
+                                        f"{{{body}}};\n")
+    adds = "\n".join(f"    resolver.{op}();" for op in ops)
+    (work / "runner.cc").write_text(TFLM_MAIN % {"timer": TIMER_C, "arena": 512 * 1024, "n_ops": max(len(ops), 1),
+                                                 "adds": adds, "repeats": repeats})
+    return work
+
+
+def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None) -> Measured:
+    """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 in QEMU."""
+    w = _tflm_sources(work, tflite, ops, 1)
+    inc, libdir = arm_cxx_flags(cxx_root)
+    cxx = (f"arm-none-eabi-g++ {CPU_FLAGS['m4']} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
+           f"{SECTIONS} {inc} {tflm_includes(lib)}")
+    _sh(f"arm-none-eabi-gcc {CPU_FLAGS['m4']} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
+        f"{cxx} -c runner.cc -o runner.o && {cxx} -c model_data.cc -o model_data.o && "
+        f"{cxx} {LINK} {libdir} -T {_link_script(project, w)} -o runner.elf startup.o runner.o model_data.o {lib} -lm",
+        cwd=w)
+    r = _run(w / "runner.elf", cortexm.DEFAULT_BOARD["m4"])
+    return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0))
+
+
+def tflm_host(work: Path, tflite: bytes, ops: list[str], lib: Path, repeats: int, runs: int) -> float:
+    """Median seconds per Invoke with libtflm-host (g++ -O2)."""
+    w = _tflm_sources(work, tflite, ops, repeats)
+    _sh(f"g++ -std=c++17 -O2 {tflm_includes(lib)} -o runner runner.cc model_data.cc {lib} -lm", cwd=w)
+    times = [float(_sh("./runner", cwd=w).split()[1]) for _ in range(runs)]
+    return sorted(times)[len(times) // 2]
+
+
+HOST_MAIN = r"""#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <time.h>
+#include "model.h"
+#include "test_vectors.h"
+int main(void) {
+    static int8_t f[%(NAME)s_FEATURES];
+    struct timespec a, b;
+    long i;
+    %(name)s_init();
+    %(name)s_features(tcc_test_x[0], f);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (i = 0; i < %(repeats)d; ++i) %(name)s_features(tcc_test_x[i %% TCC_TEST_N], f);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%%.9f\n", ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9) / %(repeats)d);
+    return f[0] == 127 ? 1 : 0;
+}
+"""
+
+
+def tinycc_host(project: Path, name: str, cmsis_lib: Path | None, cmsis_dir: Path | None, repeats: int,
+                runs: int) -> float:
+    """Median seconds per features() call (gcc -O2; CMSIS-NN's portable C for --kernels cmsis-nn)."""
+    (project / "bench_host.c").write_text(HOST_MAIN % {"name": name, "NAME": name.upper(), "repeats": repeats})
+    srcs = "bench_host.c model.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
+    if cmsis_lib is not None:
+        srcs += f" runtime/tinycc_cmsis.c -isystem {cmsis_dir}/Include {cmsis_lib}"
+    _sh(f"gcc -std=c99 -O2 -I. -Iruntime -o bench_host {srcs} -lm", cwd=project)
+    times = [float(subprocess.run(["./bench_host"], cwd=project, capture_output=True, text=True).stdout)
+             for _ in range(runs)]
+    return sorted(times)[len(times) // 2]
+
