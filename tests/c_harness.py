@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump format lives in the package)
@@ -64,8 +65,8 @@ def run_host(exe: Path) -> DemoOutput:
 
 
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
-MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
-                      "tcc_feat", "tcc_probs", "tcc_ywork")
+MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_",
+                      "tcc_buf_", "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork")
 
 
 def symbol_sizes(exe: Path) -> dict[str, int]:

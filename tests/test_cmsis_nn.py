@@ -63,14 +63,8 @@ def test_cmsis_nn_matches_run_int8(session, cmsis_lib, tmp_path: Path, name: str
     report = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     assert report.get("kernel scratch", 0) == scratch
     assert out.memory["ram"] == dep.memory["ram"]
-    nm = subprocess.run(["nm", "-S", "--size-sort", str(tmp_path / "demo_asan")], capture_output=True, text=True).stdout
-    sizes = {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
-    assert sizes.get("tcc_scratch", 0) == scratch
-    model_ram = sum(v for k, v in sizes.items() if k.startswith(("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_",
-                                                                 "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_",
-                                                                 "tcc_buf_", "tcc_feat", "tcc_probs", "tcc_ywork"))
-                    and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
-    assert model_ram == dep.memory["ram"]
+    assert c_harness.symbol_sizes(tmp_path / "demo_asan").get("tcc_scratch", 0) == scratch
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
 
 
 GETSIZE = r"""
@@ -160,8 +154,8 @@ def test_cli_project_builds_with_its_makefile(tmp_path: Path, cmsis_dir: Path) -
         proj = tmp_path / kernels
         assert main(["compile", str(ROOT / "examples" / "digits_cnn.h5"), "--target", "c", "--calib",
                      str(ROOT / "examples" / "digits_data.npz"), "-o", str(proj), "--kernels", kernels]) == 0
-        r = subprocess.run(["make", "-s", "-C", str(proj), "run", f"CMSIS_NN_DIR={cmsis_dir}"], capture_output=True,
-                           text=True)
+        r = subprocess.run(["make", "-s", "-C", str(proj), "run", "DUMP=1", f"CMSIS_NN_DIR={cmsis_dir}"],
+                           capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
         outs[kernels] = c_harness.parse(r.stdout)
     readme = (tmp_path / "cmsis-nn" / "README.md").read_text()

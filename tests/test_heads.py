@@ -139,13 +139,8 @@ def test_generated_c_learns_like_the_numpy_trainer(session, projects, case: str)
     assert not np.allclose(p2, p)  # it learned something
     # the arrays the C code declares are exactly the memory model's figures
     assert out.memory["ram"] == dep.memory["ram"]
-    nm = subprocess.run(["nm", "-S", "--size-sort", str(proj / "demo_asan")], capture_output=True, text=True).stdout
-    sizes = {l.split()[-1]: int(l.split()[1], 16) for l in nm.splitlines() if len(l.split()) == 4}
-    model_ram = sum(v for k, v in sizes.items() if k.startswith(("tcc_arena", "tcc_cw_", "tcc_cb_", "tcc_act_",
-                                                                 "tcc_delta_", "tcc_dw_", "tcc_db_", "tcc_buf_",
-                                                                 "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork"))
-                    and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
-    assert model_ram == dep.memory["ram"]
+    sizes = c_harness.symbol_sizes(proj / "demo_asan")
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
     if target != "none":
         assert "tcc_buf_labels" not in sizes and sizes["tcc_buf_targets"] == (
             dep.buffer.capacity * dep.num_outputs * (1 if dep.target_quant is not None else 4))
