@@ -85,6 +85,29 @@ def write_test_vectors(path: Path, dep: Deployment, x: np.ndarray, y: np.ndarray
     return path
 
 
+def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
+    """Template values of an inference-only project: output size and quantization, I/O types."""
+    oq = dep.feature_quant
+    return {"n_out": dep.feature_count, "int8_io": dep.int8_io,
+            "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
+            "output_ptr": em.consts["features_ptr"]}
+
+
+def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any = None) -> Path:
+    """The inference demo's test_vectors.h: float inputs, or (--int8-io) the same inputs quantized as the
+    model's input QUANTIZE does."""
+    from ...plugins.inference import quantize_inputs
+
+    if dep.int8_io:
+        rows, ctype = [[str(int(v)) for v in r.reshape(-1)] for r in quantize_inputs(dep, x)], "int8_t"
+    else:
+        rows, ctype = [[_c_float(v) for v in r.reshape(-1)] for r in x], "float"
+    text = (env or _env()).get_template("test_vectors_infer.h.j2").render(n=len(x), size=int(np.prod(x.shape[1:])),
+                                                                        xs=rows, ctype=ctype)
+    path.write_text(text)
+    return path
+
+
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
                    classifier_only: bool = False, runtime_dir: str = "runtime") -> list[Path]:
     """Write model.c/.h, tinycc_config.h, runtime/ (and the demo, build files) into outdir."""
@@ -103,10 +126,14 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
     }
-    files = {"model.c": "model.c.j2", "model.h": "model.h.j2", "tinycc_config.h": "tinycc_config.h.j2"}
+    infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
+    if dep.inference_only:
+        ctx.update(inference_context(dep, em))
+    files = {"model.c": f"model{infer}.c.j2", "model.h": f"model{infer}.h.j2",
+             "tinycc_config.h": f"tinycc_config{infer}.h.j2"}
     if with_main:
-        files.update({"main.c": "main.c.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
-                      "README.md": "README.md.j2", "cortexm/startup.c": "cortexm/startup.c.j2",
+        files.update({"main.c": f"main{infer}.c.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
+                      "README.md": f"README{infer}.md.j2", "cortexm/startup.c": "cortexm/startup.c.j2",
                       "cortexm/link.ld": "cortexm/link.ld.j2",
                       "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"})
     written = []
@@ -115,7 +142,11 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(tpl).render(**ctx))
         written.append(path)
-    if with_main:
+    if with_main and dep.inference_only:
+        from ...plugins.inference import test_inputs
+
+        written.append(write_inference_vectors(outdir / "test_vectors.h", dep, test_inputs(dep, options), env))
+    elif with_main:
         x, y = test_vectors(dep, options)
         written.append(write_test_vectors(outdir / "test_vectors.h", dep, x, y, options, env))
     rt = outdir / runtime_dir
@@ -134,6 +165,9 @@ class CBackend(Backend):
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
             raise TinyccError(f"{project}: not a project of target c (no main.c/Makefile)")
+        if deployment.inference_only:
+            write_inference_vectors(project / "test_vectors.h", deployment, np.asarray(x, np.float32))
+            return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
     def run_demo(self, project: Path, platform: str) -> DemoRun:
