@@ -100,7 +100,7 @@ def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend
     arena = backend.inference_arena_bytes(dep, options) if backend else 0
     report = memory_report(g, backend, arena, options)
     ram, flash, where = _budget(options, session)
-    _check_budget(report, ram, flash, where)
+    _check_budget(report, ram, flash, where, "Try pruning (--ratio, --budget) or a bigger board")
     dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}
     return dep
 

@@ -1,0 +1,154 @@
+"""`compile --inference-only [--int8-io]`: the whole model in int8. The generated C (ASan/UBSan) equals run_int8 of
+the full int8 graph bit for bit, run_int8 equals TFLite Micro and TFLite BUILTIN_REF on the written .tflite, the
+memory model equals the compiled arrays, and the CLI, budget and tflm target work."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.tflm import TflmBackend, deployment_tflite
+from tinycc.backends.tflm.measure import measure_arena
+from tinycc.cli import main
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.plugins.inference import build_inference, full_graph, quantize_inputs
+
+from . import c_harness
+from .test_c_backend import _graph
+from .test_heads import _graph as _head_graph, autoencoder, regressor
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 24
+
+
+def _reference(dep, x: np.ndarray, flavor: str = "tflm") -> tuple[np.ndarray, np.ndarray]:
+    """(the program's input: float x or its int8 quantization, run_int8 of the full graph on it [N, outputs])."""
+    full = full_graph(dep)
+    xin = quantize_inputs(dep, x) if dep.int8_io else x
+    return xin, run_int8(full, xin, flavor=flavor)[full.outputs[0]].reshape(len(x), -1)
+
+
+def _tflite_runs(dep, xin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of TFLite Micro and of TFLite BUILTIN_REF on the written .tflite, [N, outputs] each."""
+    from ai_edge_litert import interpreter as litert
+    from tflite_micro.python.tflite_micro import runtime
+
+    data = deployment_tflite(dep)
+    tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    micro, ref = [], []
+    for i in range(len(xin)):
+        tm.set_input(xin[i:i + 1], 0)
+        tm.invoke()
+        micro.append(tm.get_output(0).reshape(-1))
+        it.set_tensor(it.get_input_details()[0]["index"], xin[i:i + 1])
+        it.invoke()
+        ref.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    return np.stack(micro), np.stack(ref)
+
+
+def _symbol_sizes(obj: Path) -> dict[str, tuple[str, int]]:
+    nm = subprocess.run(["nm", "-S", str(obj)], capture_output=True, text=True, check=True).stdout
+    return {p[3]: (p[2], int(p[1], 16)) for p in (l.split() for l in nm.splitlines()) if len(p) == 4}
+
+
+def _check_memory(proj: Path, dep) -> None:
+    """RAM = the arrays model.c declares (the arena only); the flash arrays = weights + biases + tables."""
+    obj = proj / "model.o"
+    subprocess.run(["gcc", *c_harness.STRICT, "-c", "-I", str(proj), "-I", str(proj / "runtime"),
+                    str(proj / "model.c"), "-o", str(obj)], check=True)
+    sizes = _symbol_sizes(obj)
+    ram = sum(n for kind, n in sizes.values() if kind in "bBdD")
+    assert ram == dep.memory["ram"] == CBackend().arena_bytes(dep.extractor, {})
+    items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
+    arrays = sum(n for name, (kind, n) in sizes.items() if kind in "rR" and name.startswith("tcc_"))
+    assert arrays == items["weights"] + items["biases"] + items["requantization tables"]
+    assert set(items) == {"arena", "weights", "biases", "requantization tables", "code"}
+
+
+def _c_outputs(proj: Path, dep, x: np.ndarray):
+    render_project(dep, {"test_vectors": x, "test_count": len(x)}, proj)
+    return c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+
+
+def _check_all(session, tmp_path: Path, g, calib: np.ndarray, x: np.ndarray, int8_io: bool):
+    dep = build_inference(g, {"calib_data": calib, "int8_io": int8_io}, session, CBackend())
+    assert dep.inference_only and not dep.classifier and dep.buffer.capacity == 0
+    CBackend().check(dep, {})
+    out = _c_outputs(tmp_path, dep, x)
+    xin, ref = _reference(dep, x)
+    assert out.done and sorted(out.outputs) == list(range(len(x)))
+    got = np.stack([out.outputs[i] for i in range(len(x))])
+    if int8_io:
+        assert xin.dtype == np.int8
+        np.testing.assert_array_equal(got.astype(np.int8), ref)
+        assert out.check == -1  # NULL output refused
+    else:
+        np.testing.assert_array_equal(got.astype(np.float32), ref)  # %.9g round-trips float32
+        assert out.check == -2  # NaN input refused
+    micro, builtin = _tflite_runs(dep, xin)
+    np.testing.assert_array_equal(micro, ref)
+    np.testing.assert_array_equal(builtin, _reference(dep, x, "tflite")[1])
+    _check_memory(tmp_path, dep)
+    return dep
+
+
+CASES = [("digits", False), ("digits", True), ("resnet_add", False), ("mobilenet_v3", True), ("conv1d_sensor", False),
+         ("concat_branch", True), ("separable_cnn", False)]
+
+
+@pytest.mark.parametrize("name,int8_io", CASES)
+def test_inference_c_equals_int8_reference_and_tflm(session, tmp_path: Path, name: str, int8_io: bool) -> None:
+    g, x, _, calib = _graph(session, name)
+    _check_all(session, tmp_path, g, calib, x[:N], int8_io)
+
+
+@pytest.mark.parametrize("model,int8_io", [(autoencoder, False), (regressor, True)])
+def test_inference_on_regression_models(session, tmp_path: Path, model, int8_io: bool) -> None:
+    """Any model qualifies, classifier or not: an autoencoder (output = input shape) and a regression head."""
+    g, x, calib = _head_graph(session, model)
+    dep = _check_all(session, tmp_path, g, calib, x[:N], int8_io)
+    assert dep.feature_count == int(np.prod(g.tensors[g.outputs[0]].shape[1:]))
+
+
+def test_tflm_inference_project(session, tmp_path: Path) -> None:
+    g, x, _, calib = _graph(session, "digits")
+    dep = build_inference(g, {"calib_data": calib}, session, TflmBackend())
+    TflmBackend().check(dep, {})
+    files = TflmBackend().emit(dep, {}, tmp_path)
+    data = (tmp_path / f"{dep.name}.tflite").read_bytes()
+    assert data == deployment_tflite(dep)
+    cc = (tmp_path / "src" / "model_data.cc").read_text()
+    assert bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", cc)) == data
+    glue = (tmp_path / "src" / "tinycc_tflm.cc").read_text()
+    assert "tinycc_tflm_invoke_f32" in glue.replace(dep.name + "_", "tinycc_") and "learn" not in glue
+    assert not (tmp_path / "src" / "model.c").exists() and len(files) == 7
+    hdr = (tmp_path / "src" / "tinycc_tflm.h").read_text()
+    arena = int(re.search(r"ARENA_BYTES (\d+)", hdr).group(1))
+    assert dep.memory["ram"] == arena == measure_arena(data).arena
+    xin, ref = _reference(dep, x[:8])
+    np.testing.assert_array_equal(_tflite_runs(dep, xin)[0], ref)
+
+
+def test_cli_inference_only(session, tmp_path: Path, capsys) -> None:
+    model, calib = str(ROOT / "examples" / "digits_cnn.h5"), str(ROOT / "examples" / "digits_data.npz")
+    out = tmp_path / "p"
+    assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(out), "--inference-only"]) == 0
+    assert "inference only" in capsys.readouterr().out
+    assert (out / "model.c").read_text().count("_invoke_f32") == 1 and "learn" not in (out / "model.h").read_text()
+    r = subprocess.run(["make", "-s", "run"], cwd=out, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "NaN input refused with -2" in r.stdout and r.stdout.rstrip().endswith("done")
+    # budget: the exact RAM is the arena; one byte less is refused before anything is written
+    ram = int(re.search(r"RAM_BYTES (\d+)", (out / "tinycc_config.h").read_text()).group(1))
+    assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "q"), "--inference-only",
+                 "--ram", str(ram)]) == 0
+    assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "r"), "--inference-only",
+                 "--ram", str(ram - 1)]) == 2
+    assert "short by 1 bytes" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "s"), "--int8-io"]) == 2
+    assert "--int8-io needs --inference-only" in capsys.readouterr().err
