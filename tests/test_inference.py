@@ -140,7 +140,7 @@ def test_cli_inference_only(session, tmp_path: Path, capsys) -> None:
     out = tmp_path / "p"
     assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(out), "--inference-only"]) == 0
     assert "inference only" in capsys.readouterr().out
-    assert (out / "model.c").read_text().count("_invoke_f32") == 1 and "learn" not in (out / "model.h").read_text()
+    assert (out / "model.c").read_text().count("_invoke_f32") == 1 and "_learn" not in (out / "model.h").read_text()
     r = subprocess.run(["make", "-s", "run"], cwd=out, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "NaN input refused with -2" in r.stdout and r.stdout.rstrip().endswith("done")
     # budget: the exact RAM is the arena; one byte less is refused before anything is written
@@ -152,3 +152,49 @@ def test_cli_inference_only(session, tmp_path: Path, capsys) -> None:
     assert "short by 1 bytes" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "s"), "--int8-io"]) == 2
     assert "--int8-io needs --inference-only" in capsys.readouterr().err
+
+
+# MLPerf Tiny: (inputs checked in one program run, calibration range)
+MLPERF = {"pretrainedResnet.h5": (50, (0, 255)), "vww_96.h5": (20, (0, 1)), "ad01.h5": (50, (-1, 1)),
+          "str_ww_ref_model.h5": (50, (-1, 1)), "pretrainedResnet_quant.tflite": (50, None),
+          "vww_96_int8.tflite": (20, None), "ad01_int8.tflite": (50, None), "kws_ref_model.tflite": (50, None)}
+
+
+@pytest.mark.parametrize("name", list(MLPERF))
+def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, name: str) -> None:
+    """Each MLPerf Tiny model compiles inference-only for c and tflm; the C program's int8 outputs equal TFLite
+    Micro's on the written .tflite (and, for the converter's int8 files, on the original file)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinycc.passes import PassContext, run_pipeline
+
+    from .conftest import mlperf_model
+
+    path = mlperf_model(name)
+    g = session.registry.frontend_for(str(path)).load(str(path), {})
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    n, lohi = MLPERF[name]
+    shape = tuple(g.tensors[g.inputs[0]].shape[1:])
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(*(lohi or (0, 1)), (32,) + shape).astype(np.float32)
+    dep = build_inference(g, {"calib_data": calib, "int8_io": True}, session, CBackend())
+    CBackend().check(dep, {})
+    q = dep.extractor.tensors[dep.extractor.consumers(dep.extractor.inputs[0])[0].outputs[0]].quant
+    x = (float(q.scale[0]) * (rng.integers(-128, 128, (n,) + shape) - int(q.zero_point[0]))).astype(np.float32)
+    render_project(dep, {"test_vectors": x, "test_count": n}, tmp_path / "c")
+    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=False))
+    got = np.stack([out.outputs[i] for i in range(n)]).astype(np.int8)
+    xin, ref = _reference(dep, x)
+    np.testing.assert_array_equal(got, ref)
+    micro = _tflite_runs(dep, xin)[0]
+    np.testing.assert_array_equal(got, micro)
+    if name.endswith(".tflite"):  # the converter's own file in TFLite Micro
+        data = path.read_bytes()
+        tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
+        for i in range(n):
+            tm.set_input(xin[i:i + 1], 0)
+            tm.invoke()
+            np.testing.assert_array_equal(got[i], tm.get_output(0).reshape(-1), err_msg=f"{name} input {i}")
+    TflmBackend().check(dep, {})
+    TflmBackend().emit(dep, {}, tmp_path / "tflm")
+    assert (tmp_path / "tflm" / f"{dep.name}.tflite").read_bytes() == deployment_tflite(dep)
