@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "compile"]
+         "scenarios-incremental-pruned", "backends", "compile", "mlperf"]
 
 HEADER = """# tinycc benchmarks
 
@@ -40,6 +40,7 @@ python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras 
     --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
+python -m benchmarks mlperf --data ../shared/data    # MLPerf Tiny models (../shared/models/mlperf-tiny or $TINYCC_MODELS)
 ```
 """
 

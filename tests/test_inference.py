@@ -198,3 +198,19 @@ def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, na
     TflmBackend().check(dep, {})
     TflmBackend().emit(dep, {}, tmp_path / "tflm")
     assert (tmp_path / "tflm" / f"{dep.name}.tflite").read_bytes() == deployment_tflite(dep)
+
+
+def test_resnet8_int8_accuracy_on_cifar10(session, shared_data: Path) -> None:
+    """tinycc's int8 ResNet-8 (calibrated on training images) keeps the float accuracy within 1 point on 1,000
+    CIFAR-10 test images and is not below the published int8 .tflite (BUILTIN_REF) on the same images."""
+    from benchmarks.bench_mlperf import cifar, int8_accuracy, keras_accuracy, tflite_accuracy, tinycc_int8
+
+    from .conftest import mlperf_model
+
+    x, y, calib = cifar(str(shared_data), 1000, 500, 0)
+    path = mlperf_model("pretrainedResnet.h5")
+    ref = keras_accuracy(path, x, y)
+    ours = int8_accuracy(tinycc_int8(session, path, calib), x, y)
+    published = tflite_accuracy(mlperf_model("pretrainedResnet_quant.tflite"), x, y)
+    assert ref > 0.8
+    assert abs(ours - ref) <= 0.01 and ours >= published, (ref, ours, published)
