@@ -4,6 +4,7 @@ memory model equals the compiled arrays, and the CLI, budget and tflm target wor
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 from pathlib import Path
 
@@ -214,3 +215,78 @@ def test_resnet8_int8_accuracy_on_cifar10(session, shared_data: Path) -> None:
     published = tflite_accuracy(mlperf_model("pretrainedResnet_quant.tflite"), x, y)
     assert ref > 0.8
     assert abs(ours - ref) <= 0.01 and ours >= published, (ref, ours, published)
+
+
+def _arduino_dep(session, int8_io: bool):
+    from tinycc.backends.arduino import ArduinoBackend
+
+    g, x, _, calib = _graph(session, "digits")
+    return build_inference(g, {"calib_data": calib, "int8_io": int8_io, "board": "mega2560"}, session,
+                           ArduinoBackend()), x[:8]
+
+
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_arduino_inference_protocol_predicts_and_refuses_learning(session, tmp_path: Path, int8_io: bool) -> None:
+    """The inference-only sketch's protocol (host build, ASan/UBSan): 'P' gives run_int8's outputs, learning
+    commands get error 7, a NaN input error 6; the RAM report includes the protocol and core reserve."""
+    from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend, inference_proto_bytes
+
+    from .test_arduino import frame, read_reply
+
+    dep, x = _arduino_dep(session, int8_io)
+    ArduinoBackend().emit(dep, {"int8_io": int8_io}, tmp_path)
+    sk = tmp_path / dep.name
+    exe = tmp_path / "proto_host"
+    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
+    r = subprocess.run(["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(sk / "src"), "-o", str(exe),
+                        *map(str, srcs), "-lm"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    xin, ref = _reference(dep, x)
+    elem = 1 if int8_io else 4
+    assert dep.memory["ram"] == (CBackend().arena_bytes(dep.extractor, {}) + CORE_RESERVE
+                                 + inference_proto_bytes(elem * xin[0].size, elem * ref.shape[1]))
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        for i in range(len(x)):
+            p.stdin.write(frame(b"P", xin[i].tobytes()))
+            p.stdin.flush()
+            cmd, payload = read_reply(p.stdout)
+            assert cmd == b"P"
+            np.testing.assert_array_equal(np.frombuffer(payload, ref.dtype), ref[i])
+        for c in (b"L", b"l", b"F", b"R"):
+            p.stdin.write(frame(c, b"\x00" * 4))
+            p.stdin.flush()
+            assert read_reply(p.stdout) == (b"E", b"\x07")
+        if not int8_io:
+            bad = x[0].copy().reshape(-1)
+            bad[3] = np.nan
+            p.stdin.write(frame(b"P", bad.tobytes()))
+            p.stdin.flush()
+            assert read_reply(p.stdout) == (b"E", b"\x06")
+        p.stdin.write(frame(b"M"))
+        p.stdin.flush()
+        cmd, payload = read_reply(p.stdout)
+        assert cmd == b"M" and struct.unpack("<3I", payload)[1] == dep.memory["ram"]
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0
+
+
+def test_arduino_inference_selftest_in_simavr(session, tmp_path: Path) -> None:
+    """The sketch built by arduino-builder for the Mega 2560 runs in simavr; its dump equals run_int8."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import parse
+
+    from . import arduino_harness
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    dep, x = _arduino_dep(session, True)
+    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": x, "test_count": len(x)}, tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path,
+                                      defines=("TINYCC_DEMO_DUMP=1",))
+    out = parse("\n".join(arduino_harness.run_simavr(elf)))
+    assert out.done and out.memory["ram"] == dep.memory["ram"]
+    _, ref = _reference(dep, x)
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.int8), ref)
