@@ -290,3 +290,24 @@ def test_arduino_inference_selftest_in_simavr(session, tmp_path: Path) -> None:
     assert out.done and out.memory["ram"] == dep.memory["ram"]
     _, ref = _reference(dep, x)
     np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.int8), ref)
+
+
+def test_validate_inference_only_on_host(session, tmp_path: Path) -> None:
+    """`tinycc validate --inference-only` runs the demo and compares every output with run_int8; a project whose
+    outputs were tampered with fails (exit 1)."""
+    import io
+
+    from tinycc.plugins.validate import validate
+
+    model, data = str(ROOT / "examples" / "digits_cnn.h5"), str(ROOT / "examples" / "digits_data.npz")
+    out = io.StringIO()
+    assert validate(model, "c", data, None, 12, None, {"inference_only": True}, session, out) == 0
+    assert "outputs, bit-exact               12/12 equal" in out.getvalue() and "PASS" in out.getvalue()
+    proj = tmp_path / "p"
+    assert main(["compile", model, "--target", "c", "--calib", data, "-o", str(proj), "--inference-only"]) == 0
+    model_c = proj / "model.c"
+    model_c.write_text(model_c.read_text().replace("return 0;\n}", "y[0] += 1.0f;\n    return 0;\n}"))
+    out = io.StringIO()
+    assert validate(model, "c", data, None, 12, str(proj), {"inference_only": True, "calib": data}, session, out) == 1
+    assert "FAIL: the program differs from the reference: 12 of 12 samples have different int8 outputs" in \
+        out.getvalue()
