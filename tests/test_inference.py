@@ -311,3 +311,41 @@ def test_validate_inference_only_on_host(session, tmp_path: Path) -> None:
     assert validate(model, "c", data, None, 12, str(proj), {"inference_only": True, "calib": data}, session, out) == 1
     assert "FAIL: the program differs from the reference: 12 of 12 samples have different int8 outputs" in \
         out.getvalue()
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_inference_demo_on_cortex_m4_in_qemu(session, tmp_path: Path) -> None:
+    """The inference demo cross-built for Cortex-M4 prints run_int8's outputs (float I/O) under QEMU."""
+    g, x, _, calib = _graph(session, "digits")
+    dep = build_inference(g, {"calib_data": calib}, session, CBackend())
+    render_project(dep, {"test_vectors": x[:6], "test_count": 6}, tmp_path)
+    out, sections = c_harness.build_and_run_qemu(tmp_path, "m4")
+    _, ref = _reference(dep, x[:6])
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(6)]).astype(np.float32), ref)
+    assert out.check == -2 and out.instructions.get("invoke", 0) > 0
+
+
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_tflm_inference_glue_compiles_against_tflite_micro(session, tmp_path: Path, int8_io: bool) -> None:
+    """The generated C++ (g++ -std=c++17 -Wall -Wextra -Werror, -fsyntax-only) against TFLite Micro's headers from
+    ../shared/vendor (skipped where the snapshot is absent)."""
+    import tarfile
+
+    from .conftest import SHARED_DATA
+
+    tar = SHARED_DATA.parent / "vendor" / "tflite-micro-90b983c2.tar.xz"
+    if not tar.exists():
+        pytest.skip(f"{tar} not found (TFLite Micro sources)")
+    with tarfile.open(tar) as t:
+        t.extractall(tmp_path / "v", filter="data")
+    g, _, _, calib = _graph(session, "digits")
+    dep = build_inference(g, {"calib_data": calib, "int8_io": int8_io}, session, TflmBackend())
+    TflmBackend().emit(dep, {}, tmp_path / "p")
+    t = tmp_path / "v" / "tflite-micro"
+    inc = [a for d in ("", "fb/include", "gemmlowp", "ruyinc") for a in ("-isystem", str(t / d))]
+    src = tmp_path / "p" / "src"
+    r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-DTF_LITE_STATIC_MEMORY",
+                        "-I", str(src), *inc, str(src / "tinycc_tflm.cc"), str(src / "model_data.cc")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"_tflm_invoke_{'s8' if int8_io else 'f32'}" in (src / "tinycc_tflm.h").read_text()
