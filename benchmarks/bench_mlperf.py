@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> Result:
                      f"{r['tflm_arena']:,} / {r['tflite_bytes']:,} | {pub} |")
     res.add("Every model: `tinycc inspect` reads it; `tinycc compile --inference-only --int8-io` compiles it for c "
             "and tflm (tests/test_inference.py: the C program's int8 outputs equal TFLite Micro's). c RAM is the "
-            "exact arena (int8 input and output inside it), c flash = int8 weights + int32 biases + requantization tables "
+            "exact arena (int8 input and output inside it), c flash = int8 weights + int32 biases + requantization "
+            "tables "
             "(exact) + a code estimate; TFLite Micro's arena is measured with the tflite-micro interpreter (+ margin: "
             "16 B + 5%), its flash is the .tflite plus the TFLite Micro library (not counted). "
             "Models without data here are calibrated on uniform random inputs in their input range.\n\n"

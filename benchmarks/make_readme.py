@@ -40,7 +40,7 @@ python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras 
     --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
-python -m benchmarks mlperf --data ../shared/data    # MLPerf Tiny models (../shared/models/mlperf-tiny or $TINYCC_MODELS)
+python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
 ```
 """
 

@@ -283,7 +283,8 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         stream.write("PASS: the program computes tinycc's int8 reference bit for bit and predicts and learns as "
                      "the simulator does\n")
         return 0
-    what = ([f"{c.feature_mismatch} of {c.n} samples have different int8 {'outputs' if dep.inference_only else 'features'} (max |diff| "
+    kind = "outputs" if dep.inference_only else "features"
+    what = ([f"{c.feature_mismatch} of {c.n} samples have different int8 {kind} (max |diff| "
              f"{c.feature_max_diff})"] if c.feature_mismatch else []) + c.missing
     if c.top1_before[0]:
         what.append(f"{c.top1_before[0]} classes differ before learning")

@@ -100,9 +100,9 @@ class CompileResult:
             lines.append(f"inference only: the whole model in int8 ({len(d.extractor.ops)} ops), {io} input and "
                          f"output, {d.feature_count} outputs")
             return "\n".join(lines + ([mem["report"]] if "report" in mem else []))
-        lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable Dense "
-                 f"layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
-                 f"({d.buffer.policy}, {d.buffer.storage})"]
+        lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
+                  f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
+                  f"({d.buffer.policy}, {d.buffer.storage})"]
         if "report" in mem:
             lines.append(mem["report"])
         return "\n".join(lines)
