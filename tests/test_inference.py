@@ -151,6 +151,11 @@ def test_cli_inference_only(session, tmp_path: Path, capsys) -> None:
     assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "r"), "--inference-only",
                  "--ram", str(ram - 1)]) == 2
     assert "short by 1 bytes" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    flash = int(re.search(r"FLASH_BYTES (\d+)", (out / "tinycc_config.h").read_text()).group(1))
+    assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "f"), "--inference-only",
+                 "--flash", str(flash - 10)]) == 2
+    err = capsys.readouterr().err
+    assert "FLASH needs" in err and "short by 10 bytes" in err and "--buffer" not in err
     assert main(["compile", model, "--target", "c", "--calib", calib, "-o", str(tmp_path / "s"), "--int8-io"]) == 2
     assert "--int8-io needs --inference-only" in capsys.readouterr().err
 
