@@ -162,6 +162,9 @@ def run(args: argparse.Namespace) -> Result:
             "tables "
             "(exact) + a code estimate; TFLite Micro's arena is measured with the tflite-micro interpreter (+ margin: "
             "16 B + 5%), its flash is the .tflite plus the TFLite Micro library (not counted). "
-            "Models without data here are calibrated on uniform random inputs in their input range.\n\n"
+            "Models without data here are calibrated on uniform random inputs in their input range. tinycc quantizes "
+            "Dense weights per output channel (the converter's files: per tensor); TFLite Micro keeps per-channel "
+            "multipliers and shifts in its arena, which is why tinycc's all-Dense ad01 needs a larger TFLite Micro "
+            "arena than the converter's file (the c arena holds activations only).\n\n"
             + "\n".join(lines))
     return res
