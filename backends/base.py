@@ -46,6 +46,14 @@ class Backend:
         """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
         return 0
 
+    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
+        """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
+        return self.arena_bytes(deployment.extractor, options)
+
+    def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
+        """RAM besides the arena of an inference-only deployment."""
+        return 0
+
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
         """Write the project into ``outdir`` (exists, empty); return the files written."""
         raise NotImplementedError

@@ -5,6 +5,9 @@ Dump lines (one per item, numbers separated by spaces): ``memory arena A ram R f
 ``predict I K p...`` (first time for vector I: before learning; second time: after), ``ticks features T predict
 T learn T`` (SysTick, one call each; 0 off ARM), ``time_us features U predict U learn U`` (mean per call, where a
 clock is available), ``buffer N``, ``weights L w...`` and ``bias L b...`` (classifier after learning), ``done``.
+Inference-only demos (``--inference-only``) print ``memory ...``, ``output I v...`` (float or int8 values),
+``check RC`` (the input check's return code: a NaN input, or a NULL output with int8 I/O), ``ticks invoke T``,
+``time_us invoke U`` and ``done``.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ class DemoOutput:
     ticks: dict[str, int] = field(default_factory=dict)
     time_us: dict[str, float] = field(default_factory=dict)
     instructions: dict[str, int] = field(default_factory=dict)  # per call, QEMU -icount runs only
+    outputs: dict[int, np.ndarray] = field(default_factory=dict)  # inference-only demos
+    check: int | None = None  # inference-only: the input check's return code
     done: bool = False
 
 
@@ -44,6 +49,10 @@ def parse(text: str) -> DemoOutput:
                 out.memory = _pairs(p, int)
             elif p[0] == "features":
                 out.features[int(p[1])] = np.array([int(v) for v in p[2:]], np.int8)
+            elif p[0] == "output":
+                out.outputs[int(p[1])] = np.array([float(v) for v in p[2:]], np.float64)
+            elif p[0] == "check" and len(p) == 2:
+                out.check = int(p[1])
             elif p[0] == "predict":
                 i = int(p[1])
                 target = out.after if i in out.before else out.before

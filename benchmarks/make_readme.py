@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "kernels", "compile"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile", "mlperf"]
 
 HEADER = """# tinycc benchmarks
 
@@ -45,6 +45,7 @@ python -m benchmarks backends
 python -m benchmarks kernels --models "ResNet-8" "DS-CNN KWS" "MobileNetV1 VWW" "FC autoencoder" cnas_like \
     cnas_like_pruned digits resnet_add mobilenet_v2 mobilenet_v3 separable_cnn conv1d_sensor
 python -m benchmarks compile --data ../shared/data
+python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
 ```
 """
 

@@ -44,6 +44,10 @@ class Deployment:
     ``"given"`` (every sample brings its target); label heads have ``"none"``.
     ``target_quant``: the int8 quantization of stored targets (the input's, for an autoencoder
     with int8 storage), or None for float32 targets.
+    ``inference_only`` (``compile --inference-only``): ``extractor`` is the *whole* model in int8 (float input
+    through a QUANTIZE, int8 output), there is no classifier and no buffer (capacity 0); ``int8_io`` says
+    whether the deployed program takes int8 input and gives int8 output (else float in, float out through
+    a DEQUANTIZE). ``tinycc.plugins.inference.full_graph`` gives the graph with those boundaries.
     """
 
     name: str
@@ -58,10 +62,15 @@ class Deployment:
     loss: str = "ce"
     target: str = "none"
     target_quant: QuantParams | None = None
+    inference_only: bool = False
+    int8_io: bool = False
 
     @property
     def num_outputs(self) -> int:
-        """Outputs of the classifier's last layer (probabilities, sigmoid probability, regression outputs)."""
+        """Outputs of the classifier's last layer (probabilities, sigmoid probability, regression outputs);
+        for an inference-only deployment, the int8 graph's output size."""
+        if not self.classifier:
+            return self.feature_count
         return int(self.classifier[-1].n_out)
 
     @property

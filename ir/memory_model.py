@@ -80,10 +80,29 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
-def code_estimate(graph: Graph) -> int:
+def code_estimate(graph: Graph, learning: bool = True) -> int:
     kinds = {op.kind for op in graph.ops}
-    return CODE_ESTIMATE["base"] + CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] + \
-        sum(CODE_ESTIMATE.get(k, 300) for k in kinds)
+    learn = CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] if learning else 0
+    return CODE_ESTIMATE["base"] + learn + sum(CODE_ESTIMATE.get(k, 300) for k in kinds)
+
+
+def inference_memory(graph: Graph, arena: int, runtime_state: int,
+                     arena_detail: str = "int8 activations, planned", scratch: int = 0) -> MemoryReport:
+    """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
+    in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
+    in the caller's memory."""
+    r = MemoryReport()
+    r.add("arena", "ram", arena, detail=arena_detail)
+    if scratch:
+        r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
+    if runtime_state:
+        r.add("runtime state", "ram", runtime_state)
+    w, b, t = extractor_flash(graph)
+    r.add("weights", "flash", w, detail="int8")
+    r.add("biases", "flash", b, detail="int32")
+    r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
+    r.add("code", "flash", code_estimate(graph, learning=False), exact=False, detail="per-kernel table")
+    return r
 
 
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,

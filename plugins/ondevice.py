@@ -352,7 +352,11 @@ def _c_name(name: str) -> str:
     return out if not out[0].isdigit() else f"m_{out}"
 
 
-def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, where: str) -> None:
+BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
+
+
+def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, where: str,
+                  advice: str = BUDGET_ADVICE) -> None:
     problems = []
     for section, limit in (("ram", ram), ("flash", flash)):
         if limit is None:
@@ -363,8 +367,7 @@ def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, wher
             problems.append(f"{section.upper()} needs {total:,} bytes but {where} allows {limit:,}: "
                             f"short by {total - limit:,} bytes (biggest: {big})")
     if problems:
-        raise BudgetError("; ".join(problems) + ". Try a smaller --buffer, pruning (--ratio), a later --cut, "
-                          "or a bigger board")
+        raise BudgetError("; ".join(problems) + f". {advice}")
 
 
 class Cut(Pass):

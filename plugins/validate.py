@@ -133,6 +133,35 @@ def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.nd
     return c
 
 
+def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray | None) -> Comparison:
+    """An inference-only program's dump against ``run_int8`` of the whole int8 model (every output, bit for bit;
+    float outputs are the dequantized int8 values, so they are compared exactly too); accuracy from the
+    outputs' arg-max."""
+    from ..ir.interpreter_int8 import run_int8
+    from .inference import full_graph, quantize_inputs
+
+    n = len(x)
+    c = Comparison(n)
+    g = full_graph(dep)
+    ref = run_int8(g, quantize_inputs(dep, x) if dep.int8_io else x)[g.outputs[0]].reshape(n, -1)
+    got = [out.outputs.get(i) for i in range(n)]
+    for i, v in enumerate(got):
+        if v is None or v.shape != ref[i].shape:
+            c.feature_mismatch += 1
+            continue
+        d = np.abs(v.astype(ref.dtype).astype(np.float64) - ref[i].astype(np.float64)).max(initial=0)
+        c.feature_mismatch += d > 0
+        steps = d if dep.int8_io else d / float(dep.feature_quant.scale[0])  # in int8 steps
+        c.feature_max_diff = max(c.feature_max_diff, int(np.ceil(steps)))
+    if any(v is None for v in got):
+        c.missing.append(f"outputs ({sum(v is not None for v in got)} of {n})")
+        return c
+    k_dev = np.array([int(np.argmax(v)) for v in got])
+    c.acc = {"deployed": float((k_dev == y).mean()), "int8": float((ref.argmax(1) == y).mean()),
+             "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean())}
+    return c
+
+
 def keras_probs(model: str, x: np.ndarray) -> np.ndarray | None:
     """The float Keras model's outputs on x (None for a model file Keras does not read, e.g. .tflite)."""
     if not model.endswith((".h5", ".keras")):
@@ -159,9 +188,16 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
     from ..report import table
 
     n, ok = c.n, lambda good: "ok" if good else "MISMATCH"
-    rows = [["int8 features, bit-exact", f"{n - c.feature_mismatch}/{n} equal, max |diff| {c.feature_max_diff}",
-             "run_int8 (Φf)", ok(c.feature_mismatch == 0)]]
-    if not c.missing:
+    if dep.inference_only:  # the whole model's outputs; no learning
+        rows = [["outputs, bit-exact", f"{n - c.feature_mismatch}/{n} equal, max |diff| {c.feature_max_diff} steps",
+                 "run_int8 (the whole int8 model)", ok(c.feature_mismatch == 0)]]
+        if c.acc:
+            rows.append(["accuracy (arg-max)", f"{_pct(c.acc['deployed'])} of {n}",
+                         f"int8 {_pct(c.acc['int8'])}, float Keras {_pct(c.acc['float'])}", ""])
+    else:
+        rows = [["int8 features, bit-exact", f"{n - c.feature_mismatch}/{n} equal, max |diff| {c.feature_max_diff}",
+                 "run_int8 (Φf)", ok(c.feature_mismatch == 0)]]
+    if not c.missing and not dep.inference_only:
         rows += [["top-1 before learning", _agree(c.top1_before, n), "simulator (int8 Φf + float Φc)",
                   ok(c.top1_before[0] == 0)],
                  ["accuracy before learning", f"{_pct(c.acc['deployed'])} of {n}",
@@ -238,13 +274,17 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         except DemoFailed as e:
             stream.write(f"FAIL: the program did not build or run: {str(e).strip()}\n")
             return 1
-        c = compare(dep, run.output, x, y, keras_probs(model, x))
+        c = (compare_inference if dep.inference_only else compare)(dep, run.output, x, y, keras_probs(model, x))
     stream.write(render(c, run, dep) + "\n")
+    if c.passed and dep.inference_only:
+        stream.write("PASS: the program computes tinycc's int8 reference bit for bit\n")
+        return 0
     if c.passed:
         stream.write("PASS: the program computes tinycc's int8 reference bit for bit and predicts and learns as "
                      "the simulator does\n")
         return 0
-    what = ([f"{c.feature_mismatch} of {c.n} samples have different int8 features (max |diff| "
+    kind = "outputs" if dep.inference_only else "features"
+    what = ([f"{c.feature_mismatch} of {c.n} samples have different int8 {kind} (max |diff| "
              f"{c.feature_max_diff})"] if c.feature_mismatch else []) + c.missing
     if c.top1_before[0]:
         what.append(f"{c.top1_before[0]} classes differ before learning")

@@ -60,6 +60,11 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
     g.add_argument("--test-count", type=int, default=8, help="calibration samples embedded as demo/self-test vectors")
     g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
+    g.add_argument("--inference-only", action="store_true",
+                   help="deploy the whole model in int8 for inference: no trainable classifier, no buffer, no "
+                        "training state (float input and output unless --int8-io)")
+    g.add_argument("--int8-io", action="store_true",
+                   help="with --inference-only: int8 input and output (as TFLite's converter with int8 I/O)")
     g = p.add_argument_group("compiler")
     g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
@@ -95,10 +100,15 @@ class CompileResult:
     def summary(self) -> str:
         mem = self.deployment.memory
         d = self.deployment
-        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s",
-                 f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable Dense "
-                 f"layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
-                 f"({d.buffer.policy}, {d.buffer.storage})"]
+        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s"]
+        if d.inference_only:
+            io = "int8" if d.int8_io else "float"
+            lines.append(f"inference only: the whole model in int8 ({len(d.extractor.ops)} ops), {io} input and "
+                         f"output, {d.feature_count} outputs")
+            return "\n".join(lines + ([mem["report"]] if "report" in mem else []))
+        lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
+                  f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
+                  f"({d.buffer.policy}, {d.buffer.storage})"]
         if "report" in mem:
             lines.append(mem["report"])
         return "\n".join(lines)
@@ -169,10 +179,14 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     if prune is not None:
         with timed("prune"):
             prune(graph, options, session)
+    from .plugins.inference import build_inference
     from .plugins.ondevice import build_deployment
 
+    if options.get("int8_io") and not options.get("inference_only"):
+        raise TinyccError("--int8-io needs --inference-only (on-device learning takes float input)")
     with timed("cut, classifier, budget"):
-        deployment = build_deployment(graph, options, session, backend)
+        build = build_inference if options.get("inference_only") else build_deployment
+        deployment = build(graph, options, session, backend)
         backend.check(deployment, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

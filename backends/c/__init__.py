@@ -92,6 +92,29 @@ BUILD_FILES = {"Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
                "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"}
 
 
+def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
+    """Template values of an inference-only project: output size and quantization, I/O types."""
+    oq = dep.feature_quant
+    return {"n_out": dep.feature_count, "int8_io": dep.int8_io,
+            "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
+            "output_ptr": em.consts["features_ptr"]}
+
+
+def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any = None) -> Path:
+    """The inference demo's test_vectors.h: float inputs, or (--int8-io) the same inputs quantized as the
+    model's input QUANTIZE does."""
+    from ...plugins.inference import quantize_inputs
+
+    if dep.int8_io:
+        rows, ctype = [[str(int(v)) for v in r.reshape(-1)] for r in quantize_inputs(dep, x)], "int8_t"
+    else:
+        rows, ctype = [[_c_float(v) for v in r.reshape(-1)] for r in x], "float"
+    text = (env or _env()).get_template("test_vectors_infer.h.j2").render(n=len(x), size=int(np.prod(x.shape[1:])),
+                                                                        xs=rows, ctype=ctype)
+    path.write_text(text)
+    return path
+
+
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
                    classifier_only: bool = False, runtime_dir: str = "runtime", demo_dir: Path | None = None,
                    arena: int | None = None) -> list[Path]:
@@ -116,19 +139,26 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(options) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
     }
-    files = {outdir / k: v for k, v in {"model.c": "model.c.j2", "model.h": "model.h.j2",
-                                         "tinycc_config.h": "tinycc_config.h.j2"}.items()}
+    infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
+    if dep.inference_only:
+        ctx.update(inference_context(dep, em))
+    files = {outdir / k: v for k, v in {"model.c": f"model{infer}.c.j2", "model.h": f"model{infer}.h.j2",
+                                         "tinycc_config.h": f"tinycc_config{infer}.h.j2"}.items()}
     demo = demo_dir if demo_dir is not None else outdir if with_main else None
     if demo is not None:
-        files.update({demo / k: v for k, v in DEMO_FILES.items()})
+        files.update({demo / k: (f"main{infer}.c.j2" if k == "main.c" else v) for k, v in DEMO_FILES.items()})
     if with_main and demo_dir is None:
-        files.update({outdir / k: v for k, v in BUILD_FILES.items()})
+        files.update({outdir / k: (f"README{infer}.md.j2" if k == "README.md" else v) for k, v in BUILD_FILES.items()})
     written = []
     for path, tpl in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(tpl).render(**ctx))
         written.append(path)
-    if demo is not None:
+    if demo is not None and dep.inference_only:
+        from ...plugins.inference import test_inputs
+
+        written.append(write_inference_vectors(demo / "test_vectors.h", dep, test_inputs(dep, options), env))
+    elif demo is not None:
         x, y = test_vectors(dep, options)
         written.append(write_test_vectors(demo / "test_vectors.h", dep, x, y, options, env))
     rt = outdir / runtime_dir
@@ -147,6 +177,9 @@ class CBackend(Backend):
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
             raise TinyccError(f"{project}: not a project of target c (no main.c/Makefile)")
+        if deployment.inference_only:
+            write_inference_vectors(project / "test_vectors.h", deployment, np.asarray(x, np.float32))
+            return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
     def run_demo(self, project: Path, platform: str) -> DemoRun:

@@ -35,6 +35,15 @@ def extractor_tflite(extractor: Graph) -> bytes:
     return write_tflite(extractor)
 
 
+def deployment_tflite(dep: Deployment) -> bytes:
+    """The .tflite this target runs: Φf, or for --inference-only the whole int8 model with its I/O boundaries."""
+    if dep.inference_only:
+        from ...plugins.inference import full_graph
+
+        return extractor_tflite(full_graph(dep))
+    return extractor_tflite(dep.extractor)
+
+
 class TflmBackend(Backend):
     name = "tflm"
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
@@ -76,7 +85,7 @@ class TflmBackend(Backend):
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
         from ...plugins.tflite_writer import operator_names
 
-        names = operator_names(extractor_tflite(deployment.extractor))
+        names = operator_names(deployment_tflite(deployment))
         missing = [n for n in names if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
@@ -84,21 +93,25 @@ class TflmBackend(Backend):
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return measure_arena(extractor_tflite(extractor)).arena
 
+    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
+        return measure_arena(deployment_tflite(deployment)).arena
+
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         import jinja2
 
         from ...plugins.tflite_writer import operator_names
         from ..c import render_project
 
-        data = extractor_tflite(deployment.extractor)
+        data = deployment_tflite(deployment)
         m = measure_arena(data)
         names = operator_names(data)
         name = deployment.name
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
-        # model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's too
-        files = render_project(deployment, options, src, with_main=False, classifier_only=True, runtime_dir=".",
-                               demo_dir=outdir, arena=m.arena)
+        infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
+        # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
+        files = [] if infer else render_project(deployment, options, src, with_main=False, classifier_only=True,
+                                                runtime_dir=".", demo_dir=outdir, arena=m.arena)
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                                  lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         hexes = [f"0x{b:02x}" for b in data]
@@ -107,15 +120,22 @@ class TflmBackend(Backend):
                "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
-               "mem_table": deployment.memory.get("report", "")}
-        out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
-               "src/model_data.cc": "model_data.cc.j2", "Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
-               "README.md": "README.md.j2"}
+               "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
+               "n_out": deployment.feature_count}
+        if infer:
+            out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
+                   "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
+                   "CMakeLists.txt": "CMakeLists_infer.txt.j2", "README.md": "README_infer.md.j2"}
+        else:
+            out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
+                   "src/model_data.cc": "model_data.cc.j2", "Makefile": "Makefile.j2",
+                   "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2"}
         for path, tpl in out.items():
             (outdir / path).write_text(env.get_template(tpl).render(**ctx))
             files.append(outdir / path)
-        (outdir / f"{name}_extractor.tflite").write_bytes(data)
-        files.append(outdir / f"{name}_extractor.tflite")
+        tfl = outdir / (f"{name}.tflite" if infer else f"{name}_extractor.tflite")
+        tfl.write_bytes(data)
+        files.append(tfl)
         return files
 
 

@@ -33,15 +33,19 @@ data = open(sys.argv[1], "rb").read()
 
 
 def allocates(n):
+    print(f"probe {n}", file=sys.stderr, flush=True)  # a probe that aborts the process is known to the parent
     try:
         runtime.Interpreter.from_bytes(data, arena_size=n)
-        return True
+        ok = True
     except RuntimeError:
-        return False
+        ok = False
+    print(f"{'fits' if ok else 'fails'} {n}", file=sys.stderr, flush=True)
+    return ok
 
 
-lo = int(sys.argv[3])  # the recorded total: if it allocates, it is what the model needs
-hi = lo if allocates(lo) else int(sys.argv[2])
+hi, lo = int(sys.argv[2]), int(sys.argv[3])  # hi allocates; lo is the recorded total (checked) or known to fail
+if sys.argv[4] == "1" and allocates(lo):  # the recorded total allocates: it is what the model needs
+    hi = lo
 while hi - lo > 1:  # planning needed more than the total: bisect, lo fails and hi allocates
     mid = (lo + hi) // 2
     if allocates(mid):
@@ -55,6 +59,7 @@ _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 _MIN = re.compile(r"Smallest working arena (\d+) bytes")
+_PROBE = re.compile(r"^(probe|fits|fails) (\d+)$", re.M)
 
 # Documented margin added to the recorded total: TFLite Micro aligns the arena start to 16 bytes
 # inside the buffer it is given (up to 15 bytes lost) and the target's kernels (e.g. CMSIS-NN
@@ -89,12 +94,41 @@ def _last(text: str) -> str:
     return (text.strip().splitlines() or ["no output"])[-1]
 
 
-def _child(code: str, *args: object) -> str:
+def _child(code: str, *args: object, check: bool = True) -> str:
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
     text = r.stdout + r.stderr
-    if r.returncode != 0:
+    if r.returncode != 0 and check:
         raise TinyccError(f"TFLite Micro could not allocate the feature extractor: {_last(text)}")
     return text
+
+
+def smallest_arena(path: Path, probe_arena: int, recorded: int, restarts: int = 20) -> int:
+    """The smallest arena AllocateTensors accepts, by bisection between ``recorded`` and ``probe_arena``.
+    TFLite Micro aborts the process on some arena sizes just below what a model needs (seen on the MLPerf Tiny
+    autoencoder: "All temp buffers must be freed before calling ResetTempAllocations()"); such a size counts
+    as one that does not work, and the bisection goes on in a new process from the bounds known so far."""
+    lo, hi, check_lo = recorded, probe_arena, "1"
+    for _ in range(restarts):
+        text = _child(_CHILD_MIN, path, hi, lo, check_lo, check=False)
+        found = _MIN.search(text)
+        if found is not None:
+            return int(found.group(1))
+        done = {}
+        last = None
+        for word, n in _PROBE.findall(text):
+            if word == "probe":
+                last = int(n)
+            else:
+                done[int(n)] = word == "fits"
+        if last is None or last in done:
+            raise TinyccError(f"TFLite Micro could not allocate the model: {_last(text)}")
+        done[last] = False  # the size that aborted the process does not work
+        hi = min([hi] + [n for n, ok in done.items() if ok])
+        lo = max([lo] + [n for n, ok in done.items() if not ok])
+        check_lo = "0"
+        if hi - lo <= 1:
+            return hi
+    raise TinyccError("TFLite Micro: no smallest working arena found")
 
 
 def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024) -> ArenaMeasurement:
@@ -107,10 +141,7 @@ def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024) -> ArenaMea
         if m is None:
             raise TinyccError(f"TFLite Micro printed no arena total: {_last(text)}")
         recorded = int(m.group(1))
-        found = _MIN.search(_child(_CHILD_MIN, path, probe_arena, recorded))
-        if found is None:
-            raise TinyccError("TFLite Micro: no smallest working arena found")
-        minimum = int(found.group(1))
+        minimum = smallest_arena(path, probe_arena, recorded)
     head = int(_HEAD.search(text).group(1)) if _HEAD.search(text) else 0
     tail = int(_TAIL.search(text).group(1)) if _TAIL.search(text) else 0
     return ArenaMeasurement(recorded, head, tail, margin_for(max(recorded, minimum)), minimum)
