@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,9 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
             runner.run_search(study, cfg, data_ref, args.trials, args.workers, on_result, not args.no_progress)
         except KeyboardInterrupt:
             outputs.write_trials_csv(out, study.get_trials(deepcopy=False))
-            raise TinyccError(f"interrupted: {len(runner.finished(study))} of {args.trials} trials finished; "
-                              "run the same command again to resume") from None
+            sys.stderr.write(f"tinycc: search stopped: {len(runner.finished(study))} of {args.trials} trials "
+                             "finished; run the same command again to resume\n")
+            raise
         trials = study.get_trials(deepcopy=False)
         outputs.write_trials_csv(out, trials)
         outputs.write_pareto_png(out, trials, limits[0])

@@ -100,6 +100,8 @@ def best_feasible(trials: list[Any]) -> Any | None:
 def start_ray(address: str | None, workers: int) -> None:
     import ray
 
+    if not log.isEnabledFor(logging.INFO):  # Ray's start-up warnings (token auth notice) unless -v
+        logging.getLogger("ray").setLevel(logging.ERROR)
     kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
     if address:
         ray.init(address=address, **kw)
