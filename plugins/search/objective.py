@@ -40,7 +40,7 @@ def _session() -> Any:
     return Session()
 
 
-def _fit(model: Any, data: TrialData, epochs: int, seed: int) -> float:
+def fit(model: Any, data: TrialData, epochs: int, seed: int) -> float:
     import keras
 
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def run_trial(arch: dict[str, Any], cfg: dict[str, Any], data: TrialData) -> dic
         model.save(path)
         res = check(path, cfg["budget"], cut, calib, session, cfg.get("max_instructions"))
         if res.feasible:
-            rec["train_seconds"] = _fit(model, data, cfg["epochs"], cfg["seed"])
+            rec["train_seconds"] = fit(model, data, cfg["epochs"], cfg["seed"])
             rec["epochs"] = cfg["epochs"]
             rec["model"] = model_bytes(model, tmp, "trained.keras")
             res = check(f"{tmp}/trained.keras", cfg["budget"], cut, calib, session, cfg.get("max_instructions"))
@@ -127,7 +127,7 @@ def final_train(model: bytes, cfg: dict[str, Any], data: TrialData, epochs: int)
         with open(path, "wb") as f:
             f.write(model)
         m = keras.models.load_model(path)
-        seconds = _fit(m, data, epochs, cfg["seed"] + 1)
+        seconds = fit(m, data, epochs, cfg["seed"] + 1)
         out = model_bytes(m, tmp, "final.keras")
         calib = data.x_train[:CALIB].astype(np.float32)
         res = check(f"{tmp}/final.keras", cfg["budget"], cfg["cut"], calib, session, cfg.get("max_instructions"))
