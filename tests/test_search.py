@@ -160,7 +160,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_trials_on_a_ray_cluster(tmp_path: Path) -> None:
+def test_trials_on_a_ray_cluster_drift_objective(tmp_path: Path) -> None:
     _extra()
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray, "the ray command is installed with the ray package"
@@ -173,12 +173,14 @@ def test_trials_on_a_ray_cluster(tmp_path: Path) -> None:
         assert start.returncode == 0, start.stderr
         out = tmp_path / "s"
         r = subprocess.run([sys.executable, "-m", "tinycc.cli", "search", *SMALL, "--board", "nano33ble", "--trials",
-                            "2", "--ray-address", f"127.0.0.1:{port}", "-o", str(out)], capture_output=True, text=True,
+                            "2", "--ray-address", f"127.0.0.1:{port}", "--objective", "drift", "-o", str(out)], capture_output=True, text=True,
                            env=env, timeout=600)
         assert r.returncode == 0, r.stderr
         table = rows(out / "trials.csv")
         assert [t["state"] for t in table] == ["COMPLETE", "COMPLETE"]
         assert any(t["feasible"] == "True" for t in table) and (out / "best.keras").exists()
+        # --objective drift: Ω's final accuracy on a concept-drift stream (classes 0 and 1 swapped)
+        assert all(0.0 < float(t["accuracy"]) <= 1.0 for t in table if t["feasible"] == "True")
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
@@ -220,3 +222,71 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path: Path) -> 
             assert (t.params, t.values, t.datetime_complete) == (first[t.number].params, first[t.number].values,
                                                                  first[t.number].datetime_complete)
     assert len(rows(out / "trials.csv")) == len(after)
+
+
+@pytest.fixture(scope="module")
+def candidate(tmp_path_factory) -> tuple[Path, dict]:
+    """A small candidate from the search space (no optuna needed: the architecture is a plain dict)."""
+    from tinycc.plugins.search.space import MAX_BLOCKS, MAX_STAGES, build_model
+
+    arch = {"downsample": 1, "stem_width": 8, "stem_stride": 1, "stem_act": "relu", "stages": 2, "head_conv": 0,
+            "hidden": 16, "cut": "hidden"}
+    for i in range(1, MAX_STAGES + 1):
+        arch |= {f"s{i}_blocks": 2, f"s{i}_width": 16}
+        for j in range(1, MAX_BLOCKS + 1):
+            arch |= {f"s{i}_b{j}_exp": 2, f"s{i}_b{j}_kernel": 5 if j == 1 else 3, f"s{i}_b{j}_se": j == 2,
+                     f"s{i}_b{j}_act": "hard_swish" if i == 2 else "relu"}
+    path = tmp_path_factory.mktemp("cand") / "cand.keras"
+    build_model(arch, (8, 8, 1), 10, 1.0).save(path)
+    return path, arch
+
+
+@pytest.mark.slow
+def test_feasibility_is_the_compile_path(candidate, session, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tinycc.driver import compile_model
+    from tinycc.plugins.search.feasibility import check, instruction_estimate
+    from tinycc.plugins.search.space import effective_cut
+
+    path, arch = candidate
+    calib = np.load(DIGITS)["x_train"][:32]
+    cut = effective_cut(arch)
+    ok = check(str(path), {"ram": 32 * 1024}, cut, calib, session)
+    r = compile_model(str(path), "c", str(tmp_path / "c"), {"ram": 32 * 1024, "cut": cut, "calib": str(DIGITS)}, session)
+    assert ok.feasible and (ok.ram, ok.flash, ok.buffer) == (r.deployment.memory["ram"], r.deployment.memory["flash"],
+                                                              r.deployment.buffer.capacity)
+    assert ok.instructions == instruction_estimate(r.deployment.extractor, r.deployment.classifier) > 0
+    # over the instruction bound: infeasible, with the estimate in the reason
+    slow = check(str(path), {"ram": 32 * 1024}, cut, calib, session, max_instructions=1000)
+    assert not slow.feasible and "--max-instructions 1,000" in slow.reason and slow.deployment is None
+    # over the RAM budget: the figures of the smallest deployment (one buffer entry), as compile gives them
+    small = check(str(path), {"ram": 1024}, cut, calib, session)
+    r1 = compile_model(str(path), "c", str(tmp_path / "c1"), {"buffer": 1, "cut": cut, "calib": str(DIGITS)}, session)
+    assert not small.feasible and small.reason.startswith("RAM needs") and small.buffer == 1
+    assert (small.ram, small.flash) == (r1.deployment.memory["ram"], r1.deployment.memory["flash"])
+
+
+def test_instruction_estimate_near_the_measured_digits() -> None:
+    """The per-op costs give the digits model's features call within 15 % of QEMU's count (benchmarks/results)."""
+    import numpy as np
+
+    from tinycc.plugins.search.feasibility import compile_deployment, instruction_estimate
+    from tinycc.session import Session
+
+    dep = compile_deployment(str(ROOT / "examples" / "digits_cnn.h5"), {"calib_data": np.load(DIGITS)["x_train"][:32]},
+                             Session(autoload=False))
+    measured = 1_165_120  # instr. features, digits, m4 (benchmarks/results/backends.md)
+    assert abs(instruction_estimate(dep.extractor, []) - measured) < 0.15 * measured
+
+
+def test_space_builds_every_choice(candidate) -> None:
+    from tinycc.plugins.search.space import build_model, describe, effective_cut
+
+    path, arch = candidate
+    assert effective_cut(arch) == "hidden" and effective_cut({**arch, "hidden": 0}) == "features"
+    assert describe(arch).startswith("/1 stem8s1 [16x2 e2k5,e2k3se | 16x2 e2k5hs,e2k3sehs]")
+    m = build_model({**arch, "downsample": 2, "stages": 4, "head_conv": 64, "hidden": 0}, (16, 16, 3), 4, 1 / 255)
+    names = {l.name for l in m.layers}
+    assert {"downsample", "head", "features", "s4_b2_se_mul", "s1_b2_add"} <= names and "hidden" not in names
+    assert m.output_shape == (None, 4)
