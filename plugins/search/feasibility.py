@@ -91,7 +91,7 @@ def check(path: str, budget: dict[str, Any], cut: str, calib: np.ndarray, sessio
         return _result(smallest, False, str(e))
     res = _result(dep, True)
     if max_instructions is not None and res.instructions > max_instructions:
-        res.feasible = False
+        res.feasible, res.deployment = False, None
         res.reason = f"about {res.instructions:,} instructions per inference, over --max-instructions {max_instructions:,}"
     return res
 
