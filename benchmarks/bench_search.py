@@ -1,6 +1,6 @@
 """`tinycc search` on CIFAR-10 next to the thesis's pruned CNAS models, trained for as many epochs.
 
-Three searches through the CLI (each in its own folder under the results): the thesis's budget (830 kB RAM,
+Three searches through the CLI (their trials.csv and pareto.png copied to the results): the thesis's budget (830 kB RAM,
 ``--flash`` 2 MB), ``--board nano33ble`` (256 kB RAM, 1 MB flash) and a 64 kB RAM / 1 MB flash board.
 The baselines are the CNAS architecture (``tinycc.models.cnas_cifar10``) pruned as the thesis did (its
 step 1: 1,094 of the last convolution's 1,280 filters; and the 770,621-parameter budget) — pruned at
@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> Result:
 
     cifar = data_file(args.data, "cifar10.npz")
     out = Path(args.out)
+    runs = Path(tempfile.mkdtemp(prefix="tinycc-bench-search-runs-"))  # study.db, trained candidates
     res = Result("search")
     rows, data = [], {"searches": {}, "baselines": {}}
     for name in args.budgets.split(","):
-        folder = out / f"search-{name}"
+        folder = runs / name
         cmd = [sys.executable, "-m", "tinycc.cli", "search", "--data", str(cifar), *BUDGETS[name],
                "--trials", str(args.trials), "--epochs", str(args.epochs), "--subset", str(args.subset),
                "--final-epochs", "0", "--workers", str(args.workers), "--no-progress", "-o", str(folder)]
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> Result:
                          f"{float(best['accuracy']):.4f}", f"{int(best['ram']):,}", f"{int(best['flash']):,}",
                          f"{int(best['ram']) + int(best['flash']):,}", f"{len(ok)}/{len(trials)} feasible"])
         if (folder / "pareto.png").exists():
+            out.mkdir(parents=True, exist_ok=True)
             shutil.copy(folder / "pareto.png", out / f"search-{name}.png")
+            shutil.copy(folder / "trials.csv", out / f"search-{name}.csv")
             res.plots.append(f"search-{name}.png")
     if not args.no_baselines:
         for name, b in _baselines(cifar, args).items():
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> Result:
     res.add(markdown_table(["model", "architecture", "params", "Ω accuracy", "RAM", "flash", "RAM+flash", "note"],
                            rows))
     res.data = data
+    shutil.rmtree(runs, ignore_errors=True)
     return res
 
 
