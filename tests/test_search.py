@@ -116,6 +116,8 @@ def test_reported_memory_equals_compile(searched, capsys) -> None:
                      "-o", str(proj)]) == 0
         mem = json.loads((proj / "tinycc_memory.json").read_text())
         assert (mem["ram"], mem["flash"], mem["buffer_capacity"]) == (int(t["ram"]), int(t["flash"]), int(t["buffer"]))
+        buffer = sum(i["bytes"] for i in mem["items"] if i["name"] == "replay buffer")
+        assert int(t["ram_network"]) == mem["ram"] - buffer > 0
     capsys.readouterr()
 
 
@@ -256,6 +258,8 @@ def test_feasibility_is_the_compile_path(candidate, session, tmp_path: Path) -> 
     r = compile_model(str(path), "c", str(tmp_path / "c"), {"ram": 32 * 1024, "cut": cut, "calib": str(DIGITS)}, session)
     assert ok.feasible and (ok.ram, ok.flash, ok.buffer) == (r.deployment.memory["ram"], r.deployment.memory["flash"],
                                                               r.deployment.buffer.capacity)
+    assert ok.ram_network == ok.ram - r.deployment.memory["items"][3]["bytes"] and \
+        r.deployment.memory["items"][3]["name"] == "replay buffer"
     assert ok.instructions == instruction_estimate(r.deployment.extractor, r.deployment.classifier) > 0
     # over the instruction bound: infeasible, with the estimate in the reason
     slow = check(str(path), {"ram": 32 * 1024}, cut, calib, session, max_instructions=1000)

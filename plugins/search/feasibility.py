@@ -38,7 +38,8 @@ INSTR_PER_FLOAT_MAC = 10  # the float classifier (Cortex-M4F)
 @dataclass
 class Feasibility:
     feasible: bool
-    ram: int
+    ram: int  # the whole deployment's, as compile reports it (the buffer fills what the budget leaves)
+    ram_network: int  # RAM without the replay buffer: arena, classifier, training state, staging, runtime
     flash: int
     instructions: int
     buffer: int
@@ -97,7 +98,8 @@ def check(path: str, budget: dict[str, Any], cut: str, calib: np.ndarray, sessio
 
 
 def _result(dep: Any, feasible: bool, reason: str = "") -> Feasibility:
-    return Feasibility(feasible, int(dep.memory["ram"]), int(dep.memory["flash"]),
+    buffer = sum(i["bytes"] for i in dep.memory["items"] if i["name"] == "replay buffer")
+    return Feasibility(feasible, int(dep.memory["ram"]), int(dep.memory["ram"]) - buffer, int(dep.memory["flash"]),
                        instruction_estimate(dep.extractor, dep.classifier), int(dep.buffer.capacity),
                        str(dep.meta["cut"]), reason, dep if feasible else None)
 

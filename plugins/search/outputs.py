@@ -8,7 +8,7 @@ from typing import Any
 from ..quantize import write_atomic
 from ..scenarios import _csv_bytes
 
-COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "flash", "instructions", "buffer", "cut", "params",
+COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut", "params",
            "epochs", "train_seconds", "seconds", "arch", "reason")
 
 
@@ -50,8 +50,8 @@ def write_pareto_png(out: Path, trials: list[Any], ram_limit: int | None) -> Pat
     import matplotlib.pyplot as plt
 
     done = [t.user_attrs for t in trials if "feasible" in t.user_attrs]
-    ok = [(u["accuracy"], u["ram"]) for u in done if u["feasible"]]
-    bad = [u["ram"] for u in done if not u["feasible"]]
+    ok = [(u["accuracy"], u["ram_network"]) for u in done if u["feasible"]]
+    bad = [u["ram_network"] for u in done if not u["feasible"]]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if ok:
         ax.scatter([r / 1024 for _, r in ok], [a for a, _ in ok], marker="o", label="feasible", zorder=3)
@@ -59,13 +59,15 @@ def write_pareto_png(out: Path, trials: list[Any], ram_limit: int | None) -> Pat
         ax.step([r / 1024 for _, r in front], [a for a, _ in front], where="post", color="C2", label="Pareto front")
     if bad:
         ax.scatter([r / 1024 for r in bad], [0.0] * len(bad), marker="x", color="C3",
-                   label="infeasible (not trained; smallest deployment's RAM)", zorder=3)
+                   label="infeasible (not trained)", zorder=3)
     if ram_limit:
-        ax.axvline(ram_limit / 1024, color="grey", ls="--", label=f"RAM budget {ram_limit / 1024:g} KiB")
-    ax.set_xlabel("RAM of the deployed program (KiB)")
+        ax.axvline(ram_limit / 1024, color="grey", ls="--", label=f"RAM budget {ram_limit / 1024:g} KiB "
+                   "(the buffer fills the rest)")
+    ax.set_xlabel("RAM without the replay buffer (KiB): arena, classifier, training state")
     ax.set_ylabel("accuracy of the deployed Ω")
     ax.set_ylim(-0.03, 1.0)
     ax.set_title(f"{len(done)} trials: accuracy vs RAM")
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -82,7 +84,8 @@ def write_readme(out: Path, best: Any, final: dict[str, Any] | None, budget_args
     u = best.user_attrs
     lines = ["# tinycc search result", "",
              f"Best feasible trial: {best.number} ({u['arch']}), {u['params']:,} parameters.",
-             f"In the search: accuracy {u['accuracy']:.4f} after {u['epochs']} epoch(s), RAM {u['ram']:,} B, "
+             f"In the search: accuracy {u['accuracy']:.4f} after {u['epochs']} epoch(s), RAM {u['ram']:,} B "
+             f"({u['ram_network']:,} B without the replay buffer), "
              f"flash {u['flash']:,} B, replay buffer {u['buffer']} entries, about {u['instructions']:,} "
              f"instructions per inference.", ""]
     if final is not None:

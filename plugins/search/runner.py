@@ -1,7 +1,9 @@
 """The search loop: an Optuna study (NSGA-II, RDB storage) asks, Ray tasks evaluate, the study is told.
 
-Objectives: maximize the deployed Ω's accuracy, minimize RAM, minimize flash. Infeasible trials are
-told with accuracy 0 and their smallest deployment's RAM/flash, and carry positive constraint values
+Objectives: maximize the deployed Ω's accuracy, minimize the RAM the network needs besides the replay
+buffer, minimize flash. (The buffer fills whatever RAM the budget leaves, as in `tinycc compile`, so a
+feasible deployment's total RAM is always close to the budget; what a smaller network buys is buffer
+entries.) Infeasible trials are told with accuracy 0 and their smallest deployment's RAM/flash, and carry positive constraint values
 (``user_attrs["constraints"]``, read by NSGA-II's ``constraints_func``), so the sampler ranks every
 feasible trial before them. The study lives in an RDB storage (SQLite in the output folder by
 default): a search started again with the same storage and study name continues where it stopped,
@@ -24,7 +26,7 @@ from ...errors import TinyccError
 
 log = logging.getLogger("tinycc.search")
 HEARTBEAT_S, GRACE_S = 10, 30
-RECORD_KEYS = ("feasible", "accuracy", "ram", "flash", "instructions", "buffer", "cut", "params", "epochs",
+RECORD_KEYS = ("feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut", "params", "epochs",
                "train_seconds", "seconds", "reason", "arch")
 
 
@@ -148,7 +150,7 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
                 for k in RECORD_KEYS:
                     t.set_user_attr(k, rec[k])
                 t.set_user_attr("constraints", _constraint_values(rec, cfg))
-                study.tell(t, [rec["accuracy"], rec["ram"], rec["flash"]])
+                study.tell(t, [rec["accuracy"], rec["ram_network"], rec["flash"]])
                 on_result(t, rec)
                 done, evaluated = len(finished(study)), evaluated + 1
                 best = best_feasible(finished(study))
