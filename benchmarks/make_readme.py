@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "compile"]
+         "scenarios-incremental-pruned", "backends", "compile", "search"]
 
 HEADER = """# tinycc benchmarks
 
@@ -40,6 +40,7 @@ python -m benchmarks scenarios --data ../shared/data --model cnas8c_step1.keras 
     --lr-grid "" --lrs omega=0.001,tinyol=0.01,baseline=0.001   # the rates tuned on the unpruned model
 python -m benchmarks backends
 python -m benchmarks compile --data ../shared/data
+python -m benchmarks search --data ../shared/data --trials 4 --epochs 1 --subset 1000   # a small run; defaults: 40 trials, 3 epochs, 10,000 images
 ```
 """
 

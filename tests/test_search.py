@@ -163,6 +163,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_trials_on_a_ray_cluster_drift_objective(tmp_path: Path) -> None:
+    """A Ray head on 127.0.0.1, two trials through --ray-address; `ray stop` ends every Ray process of the machine."""
     _extra()
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray, "the ray command is installed with the ray package"

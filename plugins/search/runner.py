@@ -106,7 +106,10 @@ def start_ray(address: str | None, workers: int) -> None:
         logging.getLogger("ray").setLevel(logging.ERROR)
     kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
     if address:
-        ray.init(address=address, **kw)
+        try:
+            ray.init(address=address, **kw)
+        except ConnectionError as e:
+            raise TinyccError(f"--ray-address {address}: {str(e).splitlines()[-1]}") from None
     else:
         ray.init(num_cpus=workers, include_dashboard=False, **kw)
 
