@@ -176,7 +176,8 @@ def test_trials_on_a_ray_cluster_drift_objective(tmp_path: Path) -> None:
         assert start.returncode == 0, start.stderr
         out = tmp_path / "s"
         r = subprocess.run([sys.executable, "-m", "tinycc.cli", "search", *SMALL, "--board", "nano33ble", "--trials",
-                            "2", "--ray-address", f"127.0.0.1:{port}", "--objective", "drift", "-o", str(out)], capture_output=True, text=True,
+                            "2", "--ray-address", f"127.0.0.1:{port}", "--objective", "drift", "-o", str(out)],
+                           capture_output=True, text=True,
                            env=env, timeout=600)
         assert r.returncode == 0, r.stderr
         table = rows(out / "trials.csv")

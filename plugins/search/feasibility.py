@@ -55,7 +55,8 @@ def instruction_estimate(extractor: Graph, classifier: list[Any]) -> int:
         if op.kind in INSTR_PER_MAC:
             total += INSTR_PER_MAC[op.kind] * op_macs(extractor, op)
         else:
-            total += INSTR_PER_ELEMENT.get(op.kind, OTHER_PER_ELEMENT) * math.prod(extractor.tensors[op.outputs[0]].shape[1:])
+            elements = math.prod(extractor.tensors[op.outputs[0]].shape[1:])
+            total += INSTR_PER_ELEMENT.get(op.kind, OTHER_PER_ELEMENT) * elements
     return total + INSTR_PER_FLOAT_MAC * sum(int(l.weight.size) for l in classifier)
 
 

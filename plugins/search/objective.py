@@ -110,8 +110,8 @@ def run_trial(arch: dict[str, Any], cfg: dict[str, Any], data: TrialData) -> dic
             res = check(f"{tmp}/trained.keras", cfg["budget"], cut, calib, session, cfg.get("max_instructions"))
             rec["accuracy"] = score(res.deployment, f"{tmp}/trained.keras", data, cfg["objective"], cfg["budget"],
                                     cut, session)
-    rec.update(feasible=res.feasible, ram=res.ram, ram_network=res.ram_network, flash=res.flash, instructions=res.instructions,
-               buffer=res.buffer, cut=cut, reason=res.reason, seconds=time.perf_counter() - t0)
+    rec.update(feasible=res.feasible, ram=res.ram, ram_network=res.ram_network, flash=res.flash,
+               instructions=res.instructions, buffer=res.buffer, cut=cut, reason=res.reason, seconds=time.perf_counter() - t0)
     return rec
 
 
@@ -133,5 +133,6 @@ def final_train(model: bytes, cfg: dict[str, Any], data: TrialData, epochs: int)
         res = check(f"{tmp}/final.keras", cfg["budget"], cfg["cut"], calib, session, cfg.get("max_instructions"))
         acc = score(res.deployment, f"{tmp}/final.keras", data, cfg["objective"], cfg["budget"], cfg["cut"],
                     session) if res.feasible else 0.0
-    return {"model": out, "feasible": res.feasible, "ram": res.ram, "ram_network": res.ram_network, "flash": res.flash, "accuracy": acc,
+    return {"model": out, "feasible": res.feasible, "ram": res.ram, "ram_network": res.ram_network, "flash": res.flash,
+            "accuracy": acc,
             "instructions": res.instructions, "buffer": res.buffer, "seconds": seconds, "reason": res.reason}

@@ -8,7 +8,8 @@ from typing import Any
 from ..quantize import write_atomic
 from ..scenarios import _csv_bytes
 
-COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut", "params",
+COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut",
+           "params",
            "epochs", "train_seconds", "seconds", "arch", "reason")
 
 

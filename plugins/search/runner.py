@@ -3,9 +3,9 @@
 Objectives: maximize the deployed Ω's accuracy, minimize the RAM the network needs besides the replay
 buffer, minimize flash. (The buffer fills whatever RAM the budget leaves, as in `tinycc compile`, so a
 feasible deployment's total RAM is always close to the budget; what a smaller network buys is buffer
-entries.) Infeasible trials are told with accuracy 0 and their smallest deployment's RAM/flash, and carry positive constraint values
-(``user_attrs["constraints"]``, read by NSGA-II's ``constraints_func``), so the sampler ranks every
-feasible trial before them. The study lives in an RDB storage (SQLite in the output folder by
+entries.) Infeasible trials are told with accuracy 0 and their smallest deployment's RAM/flash, and carry
+positive constraint values (``user_attrs["constraints"]``, read by NSGA-II's ``constraints_func``), so
+the sampler ranks every feasible trial before them. The study lives in an RDB storage (SQLite in the output folder by
 default): a search started again with the same storage and study name continues where it stopped,
 counting the finished trials; several machines may share one storage. Trials that were running when a
 search died are found by Optuna's heartbeat (``fail_stale_trials``) and re-enqueued with the same
