@@ -195,7 +195,7 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path: Path) -> 
     import optuna
 
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "tinycc.cli", "search", *SMALL, *BUDGET, "--trials", "3", "-o", str(out)]
+    cmd = [sys.executable, "-m", "tinycc.cli", "search", *SMALL, *BUDGET, "--trials", "2", "-o", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     try:
         deadline = time.time() + 300
@@ -212,15 +212,17 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path: Path) -> 
     storage = f"sqlite:///{out / 'study.db'}"
     first = {t.number: t for t in optuna.load_study(study_name="tinycc-search", storage=storage).trials
              if t.state == optuna.trial.TrialState.COMPLETE}
-    assert 1 <= len(first) < 3
-    r = search(out, "--trials", "3")
+    assert len(first) == 1
+    r = search(out, "--trials", "2")
     assert r.returncode == 0, r.stderr
-    assert f"({len(first)} of 3 trials done)" in r.stdout
+    assert "(1 of 2 trials done)" in r.stdout
     evaluated = [int(l.split()[1].rstrip(":")) for l in r.stdout.splitlines() if l.startswith("trial ")]
-    assert len(evaluated) == 3 - len(first) and not set(evaluated) & set(first)
+    assert len(evaluated) == 1 and not set(evaluated) & set(first)
     after = optuna.load_study(study_name="tinycc-search", storage=storage).trials
     done = [t for t in after if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 3
+    assert len(done) == 2
+    others = [t.state for t in after if t.number not in first and t.number not in evaluated]
+    assert others in ([], [optuna.trial.TrialState.FAIL])  # the trial running at the interruption, marked failed
     for t in done:  # the trials finished before the interruption are untouched
         if t.number in first:
             assert (t.params, t.values, t.datetime_complete) == (first[t.number].params, first[t.number].values,
@@ -291,7 +293,7 @@ def test_space_builds_every_choice(candidate) -> None:
 
     path, arch = candidate
     assert effective_cut(arch) == "hidden" and effective_cut({**arch, "hidden": 0}) == "features"
-    assert describe(arch).startswith("/1 stem8s1 [16x2 e2k5,e2k3se | 16x2 e2k5hs,e2k3sehs]")
+    assert describe(arch).startswith("/1 stem8s1 [16x2 e2k5,e2k3se; 16x2 e2k5hs,e2k3sehs]")
     m = build_model({**arch, "downsample": 2, "stages": 4, "head_conv": 64, "hidden": 0}, (16, 16, 3), 4, 1 / 255)
     names = {l.name for l in m.layers}
     assert {"downsample", "head", "features", "s4_b2_se_mul", "s1_b2_add"} <= names and "hidden" not in names

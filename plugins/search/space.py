@@ -57,7 +57,7 @@ def effective_cut(arch: dict[str, Any]) -> str:
 
 
 def describe(arch: dict[str, Any]) -> str:
-    """A short human-readable summary, e.g. ``r1 stem16 [24x2 e3k5se|48x1 e6k3] h64 cut=features``."""
+    """A short summary, e.g. ``/1 stem16s2 [24x2 e3k5se,e2k3; 48x1 e6k3hs] head0 hidden64 cut=features``."""
     stages = []
     for i in range(1, arch["stages"] + 1):
         blocks = []
@@ -66,7 +66,7 @@ def describe(arch: dict[str, Any]) -> str:
             blocks.append(f"e{arch[p + 'exp']}k{arch[p + 'kernel']}{'se' if arch[p + 'se'] else ''}"
                           f"{'hs' if arch[p + 'act'] == 'hard_swish' else ''}")
         stages.append(f"{arch[f's{i}_width']}x{arch[f's{i}_blocks']} " + ",".join(blocks))
-    return (f"/{arch['downsample']} stem{arch['stem_width']}s{arch['stem_stride']} [{' | '.join(stages)}] "
+    return (f"/{arch['downsample']} stem{arch['stem_width']}s{arch['stem_stride']} [{'; '.join(stages)}] "
             f"head{arch['head_conv']} hidden{arch['hidden']} cut={effective_cut(arch)}")
 
 
