@@ -14,13 +14,16 @@ failed. Scheduling, worker failures (task retries) and results are Ray's; nothin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ...errors import TinyccError
 
@@ -114,6 +117,22 @@ def start_ray(address: str | None, workers: int) -> None:
         ray.init(num_cpus=workers, include_dashboard=False, **kw)
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, so the study never keeps a trial half asked or half told."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, workers: int,
                on_result: Callable[[Any, dict[str, Any]], None], progress: bool) -> int:
     """Run trials until the study holds ``trials`` finished ones; return how many this call evaluated."""
@@ -135,30 +154,33 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
                disable=None if progress else True)
     try:
         while done < trials or running:
-            while done + len(running) < trials and len(running) < workers:
-                t = study.ask()
-                t.set_user_attr("host", host)
-                running[task.remote(suggest(t), cfg.task(), data_ref)] = t
+            with _sigint_deferred():  # a trial is asked and submitted, or not asked at all
+                while done + len(running) < trials and len(running) < workers:
+                    t = study.ask()
+                    t.set_user_attr("host", host)
+                    running[task.remote(suggest(t), cfg.task(), data_ref)] = t
             ready, _ = ray.wait(list(running), num_returns=1, timeout=HEARTBEAT_S / 2)
-            for t in running.values():
-                storage.record_heartbeat(t._trial_id)
-            for ref in ready:
-                t = running.pop(ref)
-                try:
-                    rec = ray.get(ref)
-                except ray.exceptions.RayError as e:  # the task failed after Ray's own retries
-                    log.warning("trial %d failed: %s", t.number, str(e).splitlines()[-1] if str(e) else e)
-                    study.tell(t, state=optuna.trial.TrialState.FAIL)
-                    continue
-                for k in RECORD_KEYS:
-                    t.set_user_attr(k, rec[k])
-                t.set_user_attr("constraints", _constraint_values(rec, cfg))
-                study.tell(t, [rec["accuracy"], rec["ram_network"], rec["flash"]])
-                on_result(t, rec)
-                done, evaluated = len(finished(study)), evaluated + 1
-                best = best_feasible(finished(study))
-                bar.n = min(done, trials)
-                bar.set_postfix_str(f"best feasible {best.user_attrs['accuracy']:.3f}" if best else "no feasible yet")
+            with _sigint_deferred():  # a finished trial is told completely
+                for t in running.values():
+                    storage.record_heartbeat(t._trial_id)
+                for ref in ready:
+                    t = running.pop(ref)
+                    try:
+                        rec = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # the task failed after Ray's own retries
+                        log.warning("trial %d failed: %s", t.number, str(e).splitlines()[-1] if str(e) else e)
+                        study.tell(t, state=optuna.trial.TrialState.FAIL)
+                        continue
+                    for k in RECORD_KEYS:
+                        t.set_user_attr(k, rec[k])
+                    t.set_user_attr("constraints", _constraint_values(rec, cfg))
+                    study.tell(t, [rec["accuracy"], rec["ram_network"], rec["flash"]])
+                    on_result(t, rec)
+                    done, evaluated = len(finished(study)), evaluated + 1
+                    best = best_feasible(finished(study))
+                    bar.n = min(done, trials)
+                    bar.set_postfix_str(f"best feasible {best.user_attrs['accuracy']:.3f}" if best else
+                                        "no feasible yet")
     except KeyboardInterrupt:
         for ref, t in running.items():
             ray.cancel(ref, force=True)
