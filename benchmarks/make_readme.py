@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "kernels", "compile", "mlperf"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile", "mlperf", "search"]
 
 HEADER = """# tinycc benchmarks
 
@@ -46,6 +46,7 @@ python -m benchmarks kernels --models "ResNet-8" "DS-CNN KWS" "MobileNetV1 VWW" 
     cnas_like_pruned digits resnet_add mobilenet_v2 mobilenet_v3 separable_cnn conv1d_sensor
 python -m benchmarks compile --data ../shared/data
 python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
+python -m benchmarks search --data ../shared/data --trials 4 --epochs 1 --subset 1000   # a small run; defaults: 40 trials, 3 epochs, 10,000 images
 ```
 """
 

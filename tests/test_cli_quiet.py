@@ -46,6 +46,9 @@ BAD: dict[str, Case] = {
     "prune": lambda d: ["prune", str(EXAMPLE), "--ratio", "1.5", "-o", str(d / "p.keras")],
     "simulate": lambda d: ["simulate", str(EXAMPLE), "--scenario", "concept-drift", "--data", str(d / "none")],
     "validate": lambda d: ["validate", str(EXAMPLE), "--target", "c", "--data", str(d / "missing.npz")],
+    # search's good case (no stderr at all) is tests/test_search.py::test_three_trials_outputs (a 3-trial search)
+    "search": lambda d: ["search", "--data", str(d / "missing.npz"), "--board", "uno", "--trials", "1", "-o",
+                         str(d / "s")],
     "serial": lambda d: ["serial", "--port", str(d / "no-such-tty"), "--data", str(DIGITS), "-o", str(d / "s")],
     "unknown command": lambda d: ["frobnicate"],
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
