@@ -259,8 +259,8 @@ def _result(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> 
             "wrap-safe SysTick timing: reference clock for calls over 600 M instructions). tinycc: one `features()` "
             "call (the int8 feature extractor, float input quantized first); TFLite Micro: one `Invoke` of the "
             "MLPerf Tiny .tflite as published (its last Dense and softmax included, a negligible share) or, for the "
-            "zoo, of tinycc's extractor written as .tflite. MACs: the extractor's. **These numbers are tinycc's "
-            "generic runtime kernels, before the kernel generator (branch `kernels`) lands.**")
+            "zoo, of tinycc's extractor written as .tflite. MACs: the extractor's. tinycc kernels: the default "
+            "`--kernels tinycc`, layers specialized at compile time by the kernel generator (`backends/c/kernels/`).")
     res.add("\n".join(lines))
     head2 = ["model", "code: TFLM ref", "code: TFLM + CMSIS-NN", "code: tinycc", "code: tinycc + CMSIS-NN",
              "tinycc / TFLM+CMSIS-NN", "arena: TFLM ref", "arena: TFLM + CMSIS-NN", "arena: tinycc",
