@@ -190,3 +190,50 @@ def test_pruning_through_the_conv_head(session) -> None:
     np.testing.assert_allclose(k.predict(x, verbose=0), run(g2, x)[g2.outputs[0]], atol=1e-5)
     dep = build_deployment(g2, {"calib_data": _inputs(m, 8, 7)}, session, CBackend())
     assert dep.classifier[0].weight.shape[1] == n_pw
+
+
+def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
+    """MobileNet alpha 0.25 for the arduino target on a board where it fits (Nano 33 BLE: 256 KB RAM, 1 MB
+    flash): the budget holds, the conv head is the trainable classifier, and the sketch's runtime built for the
+    host (ASan/UBSan) answers predict over the serial protocol with the simulator's class and probabilities.
+    At 96x96x3 the float input (110,592 B + a label byte) does not fit the protocol's 16-bit frame: refused before emitting."""
+    import keras
+
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.errors import TinyccError
+    from tinycc.ir.simulator import Simulator
+
+    from .test_arduino import SANITIZE, STRICT, frame, read_reply
+
+    big = _model("mobilenet")
+    with pytest.raises(TinyccError, match="frames carry at most 65,535 bytes.*110,593 bytes \\(\\[96, 96, 3\\]\\)"):
+        dep = build_deployment(_clean(session, big), {"calib_data": _inputs(big, 4, 4), "board": "nano33ble"},
+                               session, ArduinoBackend())
+        ArduinoBackend().check(dep, {})
+    keras.utils.set_random_seed(3)
+    m = _randomise_bn(keras.applications.MobileNet(alpha=0.25, input_shape=(64, 64, 3), classes=10, weights=None), 3)
+    dep = build_deployment(_clean(session, m), {"calib_data": _inputs(m, 8, 4), "board": "nano33ble", "lr": 0.05},
+                           session, ArduinoBackend())
+    ArduinoBackend().check(dep, {})
+    assert len(dep.classifier) == 1 and dep.classifier[0].weight.shape == (10, 256)
+    assert dep.memory["ram"] <= 256 * 1024 and dep.memory["flash"] <= 1024 * 1024 and dep.buffer.capacity > 0
+    ArduinoBackend().emit(dep, {}, tmp_path)
+    sk = tmp_path / dep.name
+    exe = tmp_path / "proto_host"
+    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
+    r = subprocess.run(["gcc", *STRICT, *SANITIZE, "-I", str(sk / "src"), "-o", str(exe), *map(str, srcs), "-lm"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    x = _inputs(m, 2, 9)
+    sim = Simulator(dep)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        for i in range(2):
+            p.stdin.write(frame(b"P", x[i].astype(np.float32).tobytes()))
+            p.stdin.flush()
+            cmd, pl = read_reply(p.stdout)
+            ks, ps = sim.predict(x[i:i + 1])
+            assert cmd == b"P" and pl[0] == ks[0]
+            np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], atol=1e-5)
+    finally:
+        p.kill()

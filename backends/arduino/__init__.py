@@ -36,6 +36,9 @@ def _env() -> Any:
     return env
 
 
+MAX_FRAME = 0xFFFF  # the serial frame's 16-bit length field
+
+
 def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
     """Largest request payload: input or features + a label byte, or + a float32 target vector (regression)."""
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
@@ -75,6 +78,17 @@ class ArduinoBackend(Backend):
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         if cmsis_nn.enabled(options):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
+        inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]
+        insize = inp.size
+        if deployment.inference_only:
+            payload, what = (1 if deployment.int8_io else 4) * insize, "input"
+        else:
+            payload = max_payload(insize, deployment.feature_count, deployment.target_count)
+            what = "float32 input (+ label or target)"
+        if payload > MAX_FRAME:
+            raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes, but this model's "
+                              f"{what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
+                              "use a smaller input resolution, or the c target (no serial protocol)")
         CBackend().check(deployment, options)
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
