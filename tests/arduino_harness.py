@@ -13,3 +13,18 @@ def build(sketch: Path, work: Path, fqbn: str = FQBN_MEGA, defines: tuple[str, .
         return _build(sketch, work, fqbn, defines)
     except RuntimeError as e:
         raise AssertionError(str(e)) from None
+
+
+def build_host_proto(project: Path, name: str, exe: Path) -> Path:
+    """The sketch's runtime and serial protocol (``project/name/src`` + ``extras/host_main.c``) built for the host
+    with gcc -Werror and ASan/UBSan: bytes from stdin, replies on stdout."""
+    import subprocess
+
+    from .c_harness import SANITIZE, STRICT
+
+    sk = project / name
+    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
+    r = subprocess.run(["gcc", *STRICT, *SANITIZE, "-I", str(sk / "src"), "-o", str(exe), *map(str, srcs), "-lm"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return exe

@@ -15,7 +15,6 @@ from tinycc.ir.simulator import Simulator
 from tinycc.plugins.ondevice import build_deployment
 
 from . import arduino_harness
-from .c_harness import SANITIZE, STRICT
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "examples" / "digits_cnn.h5"
@@ -59,13 +58,7 @@ def host_proto(tmp_path_factory, session_module):
     dep, d = _deployment(session_module)
     out = tmp_path_factory.mktemp("ard")
     ArduinoBackend().emit(dep, {}, out)
-    sk = out / dep.name
-    exe = out / "proto_host"
-    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
-    r = subprocess.run(["gcc", *STRICT, *SANITIZE, "-I", str(sk / "src"), "-o", str(exe), *map(str, srcs), "-lm"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return dep, d, exe
+    return dep, d, arduino_harness.build_host_proto(out, dep.name, out / "proto_host")
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,8 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
     from tinycc.errors import TinyccError
     from tinycc.ir.simulator import Simulator
 
-    from .test_arduino import SANITIZE, STRICT, frame, read_reply
+    from . import arduino_harness
+    from .test_arduino import frame, read_reply
 
     big = _model("mobilenet")
     with pytest.raises(TinyccError, match="frames carry at most 65,535 bytes.*110,593 bytes \\(\\[96, 96, 3\\]\\)"):
@@ -218,12 +219,7 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
     assert len(dep.classifier) == 1 and dep.classifier[0].weight.shape == (10, 256)
     assert dep.memory["ram"] <= 256 * 1024 and dep.memory["flash"] <= 1024 * 1024 and dep.buffer.capacity > 0
     ArduinoBackend().emit(dep, {}, tmp_path)
-    sk = tmp_path / dep.name
-    exe = tmp_path / "proto_host"
-    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
-    r = subprocess.run(["gcc", *STRICT, *SANITIZE, "-I", str(sk / "src"), "-o", str(exe), *map(str, srcs), "-lm"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     x = _inputs(m, 2, 9)
     sim = Simulator(dep)
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -15,7 +15,7 @@ from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.keras_frontend import graph_from_keras_model
 from tinycc.plugins.ondevice import build_deployment
 
-from . import c_harness
+from . import arduino_harness, c_harness
 
 N_INPUTS = 10
 N_LEARN = 17
@@ -310,12 +310,7 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
     g, x, calib = _graph(session, MODELS[model])
     dep = build_deployment(g, {"calib_data": calib, "lr": 0.05, **opts}, session, ArduinoBackend())
     ArduinoBackend().emit(dep, {}, tmp_path)
-    sk = tmp_path / dep.name
-    exe = tmp_path / "proto_host"
-    srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
-    r = subprocess.run(["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(sk / "src"), "-o", str(exe),
-                        *map(str, srcs), "-lm"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     sim = Simulator(dep)
     y = _labels(dep, x)
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -370,7 +365,6 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
 def test_autoencoder_selftest_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
     """AVR build (PROGMEM, avr-gcc) of a regression head: the self-test's reconstruction errors before and after
     learning equal the simulator's, and learning lowers them."""
-    from . import arduino_harness
     from tinycc.backends.arduino import ArduinoBackend
 
     if not arduino_harness.available():

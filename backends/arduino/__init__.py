@@ -17,7 +17,6 @@ from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
-from ...errors import TinyccError
 from ..base import Backend
 from ..c import (CBackend, _env as c_env, cmsis_nn, embedded_labels, render_project, test_vectors,
                  write_inference_vectors, write_test_vectors)
