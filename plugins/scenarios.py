@@ -28,6 +28,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
+from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
 from ..ir.simulator import learner_for
@@ -295,11 +296,7 @@ def _plot(curves: dict[str, dict[str, np.ndarray]], scenario: str, keys: list[st
     ax.set_title(f"{scenario} (mean ± std over {curves['omega']['all'].shape[0]} runs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 # ---- CLI -------------------------------------------------------------------------

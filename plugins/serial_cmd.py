@@ -15,6 +15,8 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
+from ..report import png_bytes
+from .quantize import write_atomic
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range", 5: "payload too large",
@@ -90,9 +92,7 @@ def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool
     ax.set_ylabel("running accuracy (predict before learn)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+    write_atomic(out.with_suffix(".png"), png_bytes(fig))
     return acc
 
 

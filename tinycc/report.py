@@ -1,7 +1,7 @@
-"""Plain-text tables for reports (no dependencies)."""
+"""Report output: plain-text and markdown tables, and matplotlib figures rendered to PNG bytes."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 
 MIN_TEXT_WIDTH = 12
@@ -55,3 +55,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     out = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def png_bytes(fig: Any, dpi: int = 120) -> bytes:
+    """Lay out, render and close a matplotlib figure; its PNG bytes (written atomically by the caller)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,10 +1,10 @@
 """What a search leaves in its folder: trials.csv, pareto.png, best.keras, README.md (each written atomically)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
+from ...report import png_bytes
 from ..quantize import write_atomic
 from ..scenarios import _csv_bytes
 
@@ -71,12 +71,8 @@ def write_pareto_png(out: Path, trials: list[Any], ram_limit: int | None) -> Pat
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
     path = out / "pareto.png"
-    write_atomic(path, buf.getvalue())
+    write_atomic(path, png_bytes(fig))
     return path
 
 
