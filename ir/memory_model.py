@@ -1,9 +1,10 @@
 """Exact memory model of a deployment: every array the generated code declares, by section.
 
 RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + classifier weights and
-       biases (float32, trainable) + training state (kept activations, deltas, weight/bias gradients) +
-       replay buffer (entries, labels or regression targets, stamps, state) + staging vectors (float
-       features x batch, probabilities or outputs, batch labels or float targets x batch) + runtime state.
+       biases (float32, trainable) + training state (kept activations and deltas x batch: the fused SGD
+       update keeps no gradient array, see ir.train) + replay buffer (entries, labels or regression
+       targets, stamps, state; read in place by training) + staging vectors (probabilities or outputs)
+       + runtime state.
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
@@ -115,14 +116,12 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     r.add("classifier weights", "ram", classifier.param_bytes(), detail="float32, trainable")
     st = classifier.training_state_bytes(batch_size)
-    r.add("training state", "ram", sum(st.values()), detail=", ".join(f"{k} {v}" for k, v in st.items()))
+    r.add("training state", "ram", sum(st.values()),
+          detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (fused SGD, --train {classifier.train_mode})")
     r.add("replay buffer", "ram", buffer_bytes)
-    if classifier.target_count:
-        stage, what = 4 * batch_size * classifier.target_count, "float targets x batch"
-    else:
-        stage, what = batch_size, "batch labels"
-    r.add("staging vectors", "ram", 4 * (classifier.n_in * batch_size + classifier.n_out) + stage,
-          detail=f"float features x batch, {'probabilities' if classifier.loss_name != 'mse' else 'outputs'}, {what}")
+    r.add("staging vectors", "ram", 4 * classifier.n_out,
+          detail=f"{'probabilities' if classifier.loss_name != 'mse' else 'outputs'} (features, labels and targets "
+                 "are read where they are stored)")
     r.add("runtime state", "ram", runtime_state)
     w, b, t = extractor_flash(extractor)
     r.add("extractor weights", "flash", w, detail="int8")

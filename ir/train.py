@@ -193,6 +193,18 @@ def check_head(layers: Sequence[DenseLayer], loss: str) -> None:
         raise ValueError("the regression head (mse) cannot train a softmax output")
 
 
+def layer_trains(i: int, n_layers: int, mode: str) -> tuple[bool, bool]:
+    """(weights trained, bias trained) of layer ``i`` of ``n_layers`` under training mode ``mode``."""
+    if mode == "all" or i == n_layers - 1:
+        return True, True
+    return False, mode == "bias"
+
+
+def layer_has_delta(i: int, n_layers: int, mode: str) -> bool:
+    """Whether the backward pass computes d_i: layer i or a layer below it is trained."""
+    return any(any(layer_trains(j, n_layers, mode)) for j in range(i + 1))
+
+
 class Classifier:
     """A chain of Dense layers trained on the device with plain SGD: softmax cross-entropy (``ce``),
     sigmoid binary cross-entropy (``bce``) or mean squared error (``mse``)."""
@@ -231,14 +243,11 @@ class Classifier:
 
     def trains(self, i: int) -> tuple[bool, bool]:
         """(weights trained, bias trained) of layer ``i`` under the training mode."""
-        last = i == len(self.layers) - 1
-        if self.train_mode == "all" or last:
-            return True, True
-        return False, self.train_mode == "bias"
+        return layer_trains(i, len(self.layers), self.train_mode)
 
     def has_delta(self, i: int) -> bool:
         """Whether the backward pass computes d_i (layer i or a layer below it is trained)."""
-        return any(any(self.trains(j)) for j in range(i + 1))
+        return layer_has_delta(i, len(self.layers), self.train_mode)
 
     @property
     def n_in(self) -> int:
