@@ -394,7 +394,8 @@ class OnlineLearner:
 
     def learn(self, features: np.ndarray, label: int | np.ndarray) -> int:
         """Push one sample (``label``: a class, or the target vector of the regression head), then
-        retrain; returns the slot written (-1: dropped by reservoir)."""
+        retrain; returns the slot written (-1: dropped by reservoir). ``last_refused`` then says whether a
+        step was refused (the device's learn call returns -4)."""
         if self.buffer.target_count:
             slot = self.buffer.push(features, label)
             self.retrain()

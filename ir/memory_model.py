@@ -117,7 +117,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     r.add("classifier weights", "ram", classifier.param_bytes(), detail="float32, trainable")
     st = classifier.training_state_bytes(batch_size)
     r.add("training state", "ram", sum(st.values()),
-          detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (fused SGD, --train {classifier.train_mode})")
+          detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (x batch {batch_size}; fused SGD: no gradient "
+                 f"array, --train {classifier.train_mode})")
     r.add("replay buffer", "ram", buffer_bytes)
     r.add("staging vectors", "ram", 4 * classifier.n_out,
           detail=f"{'probabilities' if classifier.loss_name != 'mse' else 'outputs'} (features, labels and targets "
