@@ -35,7 +35,8 @@ def _env() -> Any:
     return env
 
 
-MAX_FRAME = 0xFFFF  # the serial frame's 16-bit length field
+MAX_FRAME = 0xFFFFFFFF  # the serial frame's 32-bit length field; the board refuses any LEN above its model's
+# largest request (TCC_PROTO_MAX_PAYLOAD, max_payload below) at once
 
 
 def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
@@ -85,8 +86,8 @@ class ArduinoBackend(Backend):
             payload = max_payload(insize, deployment.feature_count, deployment.target_count)
             what = "float32 input (+ label or target)"
         if payload > MAX_FRAME:
-            raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes, but this model's "
-                              f"{what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
+            raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes (32-bit length), but "
+                              f"this model's {what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
                               "use a smaller input resolution, or the c target (no serial protocol)")
         CBackend().check(deployment, options)
 
