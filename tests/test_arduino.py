@@ -259,10 +259,12 @@ def _garbage(rng: np.random.Generator, valid: list[bytes], mx: int) -> bytes:
 
 
 def test_protocol_fuzzer_recovers_after_any_garbage(fuzz_proto) -> None:
-    """Issue #19's protocol fuzzer (seeded, bounded: 400 rounds and 10 kB of random bytes, a few seconds): random,
+    """Issue #19's protocol fuzzer (seeded, bounded: 2,000 rounds and 10 kB of random bytes, a few seconds): random,
     truncated, oversized and bad-checksum frames through the host build (ASan/UBSan); after each piece of garbage
     the board answers a valid status frame within one largest frame of traffic, every reply is a well-formed frame,
-    and a predict sent after that equals the simulator."""
+    and a predict sent after that equals the simulator. The 8-bit checksum lets about 1 in 256 corrupted frames
+    through: once garbage has been accepted as a learn request (a learn reply among the garbage's), the classifier
+    has moved and predicts are only checked to be well-formed; the count of such acceptances is bounded."""
     dep, d, exe, mx = fuzz_proto
     sim = Simulator(dep)
     max_frame = mx + 7
@@ -273,7 +275,7 @@ def test_protocol_fuzzer_recovers_after_any_garbage(fuzz_proto) -> None:
     probes = s * (max_frame // len(s) + 3)
     rng = np.random.default_rng(19)
     pieces = [rng.integers(0, 256, 10_000, dtype=np.uint8).tobytes()]  # issue #19: 10 kB of garbage
-    pieces += [_garbage(rng, valid, mx) for _ in range(400)]
+    pieces += [_garbage(rng, valid, mx) for _ in range(2000)]
     stream, rounds = b"", []
     for g in pieces:
         stream += g
@@ -284,6 +286,9 @@ def test_protocol_fuzzer_recovers_after_any_garbage(fuzz_proto) -> None:
     replies = _trace(exe, stream)
     ks, probs = sim.predict(x)
     assert all(c in b"ESPLMR" for _, c, _ in replies)
+    learned = sorted(off for off, c, _ in replies if c in b"Ll")  # only garbage carries learn requests
+    assert len(learned) <= len(pieces) // 100, learned
+    exact = 0
     for r in range(len(pieces)):
         g_end, i = rounds[2 * r], rounds[2 * r + 1]
         end = g_end + len(probes) + len(s) + len(valid[i])
@@ -291,5 +296,11 @@ def test_protocol_fuzzer_recovers_after_any_garbage(fuzz_proto) -> None:
         first_s = next((off for off, c, p in mine if c == b"S" and len(p) == 5), None)
         assert first_s is not None and first_s - g_end < max_frame + 2 * len(s), (r, first_s, mine[:4])
         off, c, p = mine[-1]
-        assert off == end - 1 and c == b"P" and p[0] == ks[i], (r, mine[-3:])
+        assert off == end - 1 and c == b"P" and len(p) == 1 + 4 * dep.num_outputs, (r, mine[-3:])
+        if learned and learned[0] < off:
+            assert p[0] < dep.num_classes and abs(np.frombuffer(p[1:], np.float32).sum() - 1) < 1e-4
+            continue
+        exact += 1
+        assert p[0] == ks[i], (r, mine[-3:])
         np.testing.assert_allclose(np.frombuffer(p[1:], np.float32), probs[i], atol=1e-5)
+    assert exact >= len(pieces) // 2, exact
