@@ -193,43 +193,51 @@ def test_pruning_through_the_conv_head(session) -> None:
 
 
 def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
-    """MobileNet alpha 0.25 for the arduino target on a board where it fits (Nano 33 BLE: 256 KB RAM, 1 MB
-    flash): the budget holds, the conv head is the trainable classifier, and the sketch's runtime built for the
-    host (ASan/UBSan) answers predict over the serial protocol with the simulator's class and probabilities.
-    At 96x96x3 the float input (110,592 B + a label byte) does not fit the protocol's 16-bit frame: refused before emitting."""
-    import keras
+    """MobileNet alpha 0.25 at 96x96x3 for the arduino target on a board where it fits (Nano 33 BLE: 256 KB RAM,
+    1 MB flash): the budget holds with the protocol's receive buffer for the 110,593-byte learn frame (32-bit
+    length field), the conv head is the trainable classifier, and the sketch's runtime built for the host
+    (ASan/UBSan) answers predict and learn over the serial protocol as the simulator does."""
+    import struct
 
-    from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.errors import TinyccError
+    from tinycc.backends.arduino import ArduinoBackend, max_payload
     from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
     from .test_arduino import frame, read_reply
 
-    big = _model("mobilenet")
-    with pytest.raises(TinyccError, match="frames carry at most 65,535 bytes.*110,593 bytes \\(\\[96, 96, 3\\]\\)"):
-        dep = build_deployment(_clean(session, big), {"calib_data": _inputs(big, 4, 4), "board": "nano33ble"},
-                               session, ArduinoBackend())
-        ArduinoBackend().check(dep, {})
-    keras.utils.set_random_seed(3)
-    m = _randomise_bn(keras.applications.MobileNet(alpha=0.25, input_shape=(64, 64, 3), classes=10, weights=None), 3)
+    m = _model("mobilenet")
     dep = build_deployment(_clean(session, m), {"calib_data": _inputs(m, 8, 4), "board": "nano33ble", "lr": 0.05},
                            session, ArduinoBackend())
     ArduinoBackend().check(dep, {})
     assert len(dep.classifier) == 1 and dep.classifier[0].weight.shape == (10, 256)
+    assert max_payload(96 * 96 * 3, dep.feature_count) == 110_593
     assert dep.memory["ram"] <= 256 * 1024 and dep.memory["flash"] <= 1024 * 1024 and dep.buffer.capacity > 0
     ArduinoBackend().emit(dep, {}, tmp_path)
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
-    x = _inputs(m, 2, 9)
+    x = _inputs(m, 3, 9)
     sim = Simulator(dep)
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ask(data: bytes) -> tuple[bytes, bytes]:
+        p.stdin.write(data)
+        p.stdin.flush()
+        return read_reply(p.stdout)
+
     try:
         for i in range(2):
-            p.stdin.write(frame(b"P", x[i].astype(np.float32).tobytes()))
-            p.stdin.flush()
-            cmd, pl = read_reply(p.stdout)
+            cmd, pl = ask(frame(b"P", x[i].tobytes()))
             ks, ps = sim.predict(x[i:i + 1])
             assert cmd == b"P" and pl[0] == ks[0]
             np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], atol=1e-5)
+        # one byte over the largest frame: refused on its header, before any payload
+        assert ask(frame(b"L", x[0].tobytes() + b"\x03\x00")[:6]) == (b"E", b"\x05")
+        for i, label in ((0, 3), (1, 7)):  # the conv head learns on the device
+            cmd, pl = ask(frame(b"L", x[i].tobytes() + bytes([label])))
+            sim.learn(x[i], label)
+            assert cmd == b"L" and struct.unpack("<H", pl)[0] == sim.buffer.count, (cmd, pl)
+        cmd, pl = ask(frame(b"P", x[2].tobytes()))
+        ks, ps = sim.predict(x[2:3])
+        assert cmd == b"P" and pl[0] == ks[0]
+        np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], atol=1e-5)
     finally:
         p.kill()
