@@ -304,3 +304,58 @@ def test_protocol_fuzzer_recovers_after_any_garbage(fuzz_proto) -> None:
         assert p[0] == ks[i], (r, mine[-3:])
         np.testing.assert_allclose(np.frombuffer(p[1:], np.float32), probs[i], atol=1e-5)
     assert exact >= len(pieces) // 2, exact
+
+
+@pytest.mark.parametrize("case", ["label 300", "label -1", "label 2.5", "empty", "limit 0", "fewer labels", "nan"])
+def test_serial_bad_stream_is_one_line_exit_2(tmp_path: Path, capsys, case: str) -> None:
+    """Issue #19 item 8: a stream `tinycc serial` cannot send is refused before the port is opened: exit 2 and
+    one `tinycc: ...` line (the port does not exist, so reaching it would be a different error)."""
+    from tinycc.cli import main
+
+    x, y = np.zeros((4, 8, 8), np.float32), np.array([1, 2, 3, 4])
+    args: list[str] = []
+    if case.startswith("label"):
+        y = y.astype(np.float64)
+        y[2] = float(case.split()[1])
+    elif case == "empty":
+        x, y = x[:0], y[:0]
+    elif case == "limit 0":
+        args = ["--limit", "0"]
+    elif case == "fewer labels":
+        y = y[:3]
+    else:
+        x[1, 2, 3] = np.nan
+    np.savez(tmp_path / "s.npz", x=x, y=y)
+    rc = main(["serial", "--port", str(tmp_path / "no-such-port"), "--data", str(tmp_path / "s.npz"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("tinycc: ") and err.count("\n") == 1, err
+    assert "no-such-port" not in err, err
+    expect = {"label 300": "label 300.0 of sample 2", "label -1": "label -1.0 of sample 2", "label 2.5": "label 2.5",
+              "empty": "empty", "limit 0": "--limit must be at least 1", "fewer labels": "4 samples but labels",
+              "nan": "NaN"}[case]
+    assert expect in err, err
+
+
+def test_serial_labels_beyond_the_boards_classes(host_proto, tmp_path: Path) -> None:
+    """A label the board's classifier does not have (10 classes here) is one line and exit 2 once the board's
+    status says how many classes it has; nothing is streamed."""
+    import os
+    import sys
+    import tty
+
+    dep, d, exe = host_proto
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    p = subprocess.Popen([str(exe)], stdin=master, stdout=master)
+    np.savez(tmp_path / "s.npz", x=d["x_test"][:3].astype(np.float32), y=np.array([1, 10, 2]))
+    try:
+        r = subprocess.run([sys.executable, "-m", "tinycc.cli", "serial", "--port", os.ttyname(slave), "--data",
+                            str(tmp_path / "s.npz"), "-o", str(tmp_path / "run"), "--timeout", "20"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        p.kill()
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "label 10 is beyond the board's 10 classes (0..9)" in r.stderr and not (tmp_path / "run.csv").exists()

@@ -239,5 +239,12 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
         ks, ps = sim.predict(x[2:3])
         assert cmd == b"P" and pl[0] == ks[0]
         np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], atol=1e-5)
+        # `tinycc serial`'s host side packs the 110,592-byte input and reads the reply
+        from types import SimpleNamespace
+
+        from tinycc.plugins.serial_cmd import Board
+
+        pipe = SimpleNamespace(read=p.stdout.read, write=lambda b: (p.stdin.write(b), p.stdin.flush()))
+        assert Board(pipe).predict(x[2]) == ks[0] and Board(pipe).status()[:2] == (2, dep.buffer.capacity)
     finally:
         p.kill()
