@@ -156,6 +156,38 @@ def test_mobilenet_generated_c_equals_run_int8(session, tmp_path: Path) -> None:
     assert out.buffer == 3 and not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # may build TFLite Micro first (about 460 s of CPU, cached in ~/.cache/tinycc)
+def test_mobilenet_tflm_project_learns_on_the_device(session, tmp_path: Path) -> None:
+    """Keras Applications MobileNet alpha 0.25, 96x96x3, for the tflm target: the project built against TFLite
+    Micro (ASan/UBSan on tinycc's sources) gives run_int8's features and trains the conv head as the simulator."""
+    from tinycc.backends.tflm import TflmBackend, build, vendor
+    from tinycc.ir.simulator import Simulator
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not found (../shared/vendor; TINYCC_VENDOR)")
+    library = vendor.ensure_library(vendor_dir, "host")
+    m = _model("mobilenet")
+    x, y = _inputs(m, 3, 3), np.array([1, 4, 7])
+    opts = {"calib_data": _inputs(m, 8, 4), "buffer": 4, "lr": 0.05}
+    dep = build_deployment(_clean(session, m), opts, session, TflmBackend())
+    TflmBackend().check(dep, opts)
+    assert len(dep.classifier) == 1 and dep.classifier[0].weight.shape == (10, 256)
+    TflmBackend().emit(dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 3}, tmp_path)
+    out = c_harness.parse(build.run(build.build_host(tmp_path, sanitize=True, library=library)))
+    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(3, -1)
+    for i in range(3):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"TFLite Micro features of input {i}")
+    sim = Simulator(dep)
+    for i in range(3):
+        sim.learn_features(feats[i], int(y[i]))
+    assert out.buffer == sim.buffer.count == 3
+    w = sim.classifier.layers[0].weight
+    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    assert not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
+
+
 def test_compile_cli_tflm(tmp_path: Path) -> None:
     m = _model("conv_head")
     path = tmp_path / "conv_head.keras"
