@@ -261,6 +261,8 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
             ks, ps = sim.predict(x[i:i + 1])
             assert cmd == b"P" and pl[0] == ks[0]
             np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], atol=1e-5)
+        # issue #19 item 7: 27,648 floats (4 x input > 65,535) do not wrap the length: an empty predict is refused
+        assert ask(frame(b"P")) == (b"E", b"\x03") and ask(frame(b"L", b"\x03")) == (b"E", b"\x03")
         # one byte over the largest frame: refused on its header, before any payload
         assert ask(frame(b"L", x[0].tobytes() + b"\x03\x00")[:6]) == (b"E", b"\x05")
         for i, label in ((0, 3), (1, 7)):  # the conv head learns on the device

@@ -44,15 +44,20 @@ def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
 
 
+# parser state (state, command, checksum, length byte count; 32-bit length and count; the reply callback) and the
+# sketch's time of the last byte received, rounded up for a 32-bit core
+PROTO_STATE = 20
+
+
 def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
     """Static RAM of the inference-only protocol: receive buffer (one input), outputs, state."""
-    return ((in_bytes + 3) // 4) * 4 + out_bytes + 12
+    return ((in_bytes + 3) // 4) * 4 + out_bytes + PROTO_STATE
 
 
 def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int = 0) -> int:
     """Static RAM of the protocol: receive buffer, reply buffer, outputs, state."""
     rx = ((max_payload(input_size, n_features, targets) + 3) // 4) * 4
-    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + 12
+    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + PROTO_STATE
 
 
 class ArduinoBackend(Backend):
