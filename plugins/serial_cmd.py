@@ -153,7 +153,8 @@ def _cmd(args: Any, session: Any) -> int:
                               "labelled samples for classifier heads; send 'L' frames with input + target instead "
                               "(src/tinycc_proto.h)")
         if int(y.max()) >= classes:
-            raise TinyccError(f"{args.data}: label {int(y.max())} is beyond the board's {classes} classes (0..{classes - 1})")
+            raise TinyccError(f"{args.data}: label {int(y.max())} is beyond the board's {classes} classes "
+                              f"(0..{classes - 1})")
         n = len(x)
         acc = stream(board, x, y, Path(args.out))
     print(f"board: buffer {count}/{cap}, {classes} classes; final running accuracy {acc[-1]:.3f} "
