@@ -21,7 +21,8 @@ from .quantize import write_atomic
 hookimpl = pluggy.HookimplMarker("tinycc")
 ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range",
           5: "payload longer than the model's largest request", 6: "NaN or infinity in the input or target",
-          7: "this build is inference-only"}
+          7: "this build is inference-only",
+          8: "update refused: it would make a classifier weight non-finite (nothing changed)"}
 MAX_LEN = 0xFFFFFFFF  # the 32-bit LEN field
 MAX_REPLY = 1 << 24  # no tinycc board answers with more: a longer LEN is a corrupt reply
 
