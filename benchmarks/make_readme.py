@@ -46,7 +46,7 @@ python -m benchmarks kernels --models "ResNet-8" "DS-CNN KWS" "MobileNetV1 VWW" 
     cnas_like_pruned digits resnet_add mobilenet_v2 mobilenet_v3 separable_cnn conv1d_sensor
 python -m benchmarks compile --data ../shared/data
 python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
-python -m benchmarks search --data ../shared/data --trials 4 --epochs 1 --subset 1000   # a small run; defaults: 40 trials, 3 epochs, 10,000 images
+nice -n 5 python -m benchmarks search --data ../shared/data --trials 10 --epochs 6 --subset 4000   # 32 min; defaults: 40 trials, 3 epochs, 10,000 images
 ```
 """
 

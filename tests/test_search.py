@@ -61,6 +61,8 @@ def test_bad_input_one_line(capsys, tmp_path: Path) -> None:
     base = ("search", "--data", str(DIGITS), "-o", str(tmp_path / "s"))
     assert "--board NAME or --ram" in one_line_error(2, capsys, *base, "--trials", "2")
     assert "--trials must be >= 1" in one_line_error(2, capsys, *base, "--trials", "0", "--board", "uno")
+    assert "--seed must be >= 0, got -1" in one_line_error(2, capsys, *base, "--trials", "1", "--board", "uno",
+                                                           "--seed", "-1")
     assert "unknown board" in one_line_error(2, capsys, *base, "--trials", "1", "--board", "nope").lower()
     assert "no such file" in one_line_error(2, capsys, "search", "--data", str(tmp_path / "x.npz"), "--board", "uno",
                                             "--trials", "1", "-o", str(tmp_path / "s")).lower()

@@ -36,7 +36,8 @@ def _require_extra() -> None:
 
 def _check_args(args: argparse.Namespace, session: Any) -> None:
     for flag, value, low in (("--trials", args.trials, 1), ("--epochs", args.epochs, 0), ("--subset", args.subset, 1),
-                             ("--workers", args.workers, 1), ("--final-epochs", args.final_epochs, 0)):
+                             ("--workers", args.workers, 1), ("--final-epochs", args.final_epochs, 0),
+                             ("--seed", args.seed, 0)):
         if value < low:
             raise TinyccError(f"{flag} must be >= {low}, got {value}")
     if not args.board and not (args.ram or args.flash):
@@ -179,7 +180,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--ray-address", metavar="HOST:PORT", help="an existing Ray cluster (default: a local Ray)")
     p.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite:///DIR/study.db)")
     p.add_argument("--study", default="tinycc-search", help="study name in the storage")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the NSGA-II sampler, the training subset, "
+                                                       "weight initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
     p.add_argument("-o", "--output", required=True, help="output folder (DIR)")
     p.set_defaults(func=_cmd)
