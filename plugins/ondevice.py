@@ -154,6 +154,9 @@ def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
     for op in graph.ops:
         if name in (op.name, op.origin):
             names.update(op.outputs)
+    alias = graph.resolve_alias(name)  # a layer cleanup removed (e.g. a no-op Flatten): the tensor that replaced it
+    if alias is not None:
+        names.add(alias)
     for c in cands:
         if c.tensor in names:
             return c
