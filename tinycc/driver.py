@@ -18,6 +18,7 @@ from typing import Any
 
 from .backends.c.kernels import KERNEL_CHOICES
 from .errors import TinyccError
+from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
 from .options import byte_size, positive_float, positive_int
 from .output import check_output_dir, install_dir, new_project_dir
@@ -145,6 +146,10 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     with timed("frontend"):
         graph = reg.frontend_for(model).load(model, options)
         verify(graph)
+        try:
+            check_weights(graph)
+        except CalibrationDataError as e:
+            raise TinyccError(str(e)) from None
     _check_dump_after(options.get("dump_after") or (), reg)
     ctx = PassContext(options=options, session=session, progress=True)
     kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
