@@ -199,7 +199,8 @@ class SampleRanges:
             ratio, worst, full, trimmed = self.dominance(name)
             if ratio < OUTLIER_RATIO:
                 raise CalibrationDataError(
-                    f"{what}: sample {worst} alone sets the range of tensor {name!r} to [{full[0]:.4g}, {full[1]:.4g}]; "
+                    f"{what}: sample {worst} alone sets the range of tensor {name!r} to "
+                    f"[{full[0]:.4g}, {full[1]:.4g}]; "
                     f"without the {max(1, math.ceil(OUTLIER_SHARE * sum(map(len, self.lo[name]))))} most extreme "
                     f"samples at each end it is [{trimmed[0]:.4g}, {trimmed[1]:.4g}] ({100 * ratio:.2g}% of it), so "
                     "int8 would round every other sample to a few steps: remove the outlier or use --observer "

@@ -268,7 +268,8 @@ def _class_labels(spec: str, key: str, y: np.ndarray, n_classes: int) -> np.ndar
     bad = np.nonzero(~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n_classes))[0] if y.size else []
     if len(bad):
         i = int(bad[0])
-        raise TinyccError(f"{spec}: {key}[{i}] = {y[i].item()!r} is not a class of the classifier (0..{n_classes - 1}); "
+        raise TinyccError(f"{spec}: {key}[{i}] = {y[i].item()!r} is not a class of the classifier "
+                          f"(0..{n_classes - 1}); "
                           f"{len(bad)} of {len(y)} labels are out of range")
     return y.astype(np.int64)
 

@@ -200,8 +200,10 @@ def _parse_budget(text: str | tuple[str, int]) -> tuple[str, int]:
 
 def add_prune_arguments(p: Any) -> None:
     p.add_argument("--ratio", type=unit_float, help="fraction of each layer's filters to remove (0..1)")
-    p.add_argument("--budget", type=_parse_budget, help="METRIC=N with METRIC params, macs, flash, activations or features")
-    p.add_argument("--layer-ratio", type=layer_ratio, action="append", default=[], metavar="LAYER=R", help="per-layer ratio")
+    p.add_argument("--budget", type=_parse_budget,
+                   help="METRIC=N with METRIC params, macs, flash, activations or features")
+    p.add_argument("--layer-ratio", type=layer_ratio, action="append", default=[], metavar="LAYER=R",
+                   help="per-layer ratio")
     p.add_argument("--criterion", default="l1", help="filter ranking: l1 (default), l2 or a plugin's")
     p.add_argument("--prune-policy", choices=["uniform", "cost"], help="uniform per-layer ratio, or cost-aware ranking "
                    "(default: uniform for --ratio, cost for --budget)")
@@ -221,7 +223,8 @@ def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> d
     crit = options.get("criterion") or "l1"
     if crit not in session.registry.prune_criteria:
         raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")
-    layer_ratios = dict(item if isinstance(item, tuple) else layer_ratio(item) for item in options.get("layer_ratio") or [])
+    layer_ratios = dict(item if isinstance(item, tuple) else layer_ratio(item)
+                        for item in options.get("layer_ratio") or [])
     names = {o.origin: o.name for o in graph.ops}
     unknown = [k for k in layer_ratios if k not in names and k not in names.values()]
     if unknown:

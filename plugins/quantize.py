@@ -553,7 +553,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("model", help="model file (.h5/.keras or any registered frontend)")
     p.add_argument("--calib", required=True, help="calibration data: .npz/.npy, image folder, or SOURCE:ARG")
     p.add_argument("--observer", default="minmax", choices=sorted(OBSERVERS), help="range observer")
-    p.add_argument("--calib-scale", type=positive_float, help="multiply calibration/eval samples by this (e.g. 0.00392)")
+    p.add_argument("--calib-scale", type=positive_float,
+                   help="multiply calibration/eval samples by this (e.g. 0.00392)")
     p.add_argument("--calib-limit", type=positive_int, default=1000, help="use at most this many calibration samples")
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")

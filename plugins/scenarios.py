@@ -387,11 +387,12 @@ def tinycc_add_commands(subparsers: Any) -> None:
                         "(default 100, at most the stream length)")
     p.add_argument("--new-classes", type=_classes, metavar="C,...", help="incremental: held-out classes (default 8,9)")
     p.add_argument("--runs", type=positive_int, default=5)
-    p.add_argument("--seed", type=non_negative_int, default=0, help="run r draws its stream with seed SEED+r; also splits x/y")
-    p.add_argument("--stream", type=positive_int, help="stream length (default 800 concept drift, 700 otherwise, at most the "
-                                              "stream data)")
-    p.add_argument("--test", type=positive_int, help="test samples evaluated after every sample (default 200, at most the "
-                                            "test data)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="run r draws its stream with seed SEED+r; also splits x/y")
+    p.add_argument("--stream", type=positive_int,
+                   help="stream length (default 800 concept drift, 700 otherwise, at most the stream data)")
+    p.add_argument("--test", type=positive_int,
+                   help="test samples evaluated after every sample (default 200, at most the test data)")
     p.add_argument("--buffer", type=positive_int, default=158, help="replay buffer capacity (thesis: 158)")
     p.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
     p.add_argument("--lr", type=positive_float, default=0.01)

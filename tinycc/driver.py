@@ -51,7 +51,8 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, default=0.01, help="on-device SGD learning rate")
     g.add_argument("--epochs", type=positive_int, default=1, help="epochs over the buffer per learned sample")
     g.add_argument("--batch-size", type=positive_int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
-    g.add_argument("--test-count", type=positive_int, default=8, help="calibration samples embedded as demo/self-test vectors")
+    g.add_argument("--test-count", type=positive_int, default=8,
+                   help="calibration samples embedded as demo/self-test vectors")
     g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g.add_argument("--inference-only", action="store_true",
                    help="deploy the whole model in int8 for inference: no trainable classifier, no buffer, no "

@@ -175,7 +175,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--objective", default="accuracy", choices=["accuracy", "drift"],
                    help="accuracy: the deployed Ω on held-out samples; drift: Ω's final accuracy on a concept-drift "
                         "stream")
-    p.add_argument("--scale", type=positive_float, help="input scale built into the model (default 1/255 for uint8 data, else 1)")
+    p.add_argument("--scale", type=positive_float,
+                   help="input scale built into the model (default 1/255 for uint8 data, else 1)")
     p.add_argument("--workers", type=positive_int, default=1, help="trials run at the same time (local Ray: its CPUs)")
     p.add_argument("--ray-address", metavar="HOST:PORT", help="an existing Ray cluster (default: a local Ray)")
     p.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite:///DIR/study.db)")
