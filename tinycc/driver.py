@@ -60,7 +60,8 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--int8-io", action="store_true",
                    help="with --inference-only: int8 input and output (as TFLite's converter with int8 I/O)")
     g = p.add_argument_group("compiler")
-    g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    g.add_argument("--force", action="store_true",
+                   help="replace an output folder that tinycc wrote before (it holds a .tinycc-project marker)")
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
