@@ -45,7 +45,7 @@ def int_range(lo: int, hi: int = MAX_INT) -> Callable[[object], int]:
     def parse(text: object) -> int:
         v = _int(text)
         if not lo <= v <= hi:
-            raise OptionError(f"must be an integer in {lo}..{hi}, got {text!r}" if hi < MAX_INT else
+            raise OptionError(f"must be an integer in {lo}..{hi}, got {text!r}" if hi != MAX_INT else
                               f"must be an integer >= {lo}, got {text!r}")
         return v
 

@@ -19,7 +19,7 @@ import pluggy
 
 from ...errors import TinyccError
 from ...driver import parse_bytes
-from ...options import non_negative_int, positive_float, positive_int
+from ...options import MAX_COUNT, int_range, non_negative_int, positive_float, positive_int
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.search")
@@ -162,7 +162,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--board", help="board preset: its RAM/flash are the budget")
     p.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     p.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
-    p.add_argument("--max-instructions", type=positive_int, help="bound on the estimated instructions per inference")
+    p.add_argument("--max-instructions", type=int_range(1, MAX_COUNT), help="bound on the estimated instructions per inference")
     p.add_argument("--trials", type=positive_int, required=True, help="finished trials the study should hold")
     p.add_argument("--epochs", type=non_negative_int, default=3, help="training epochs per feasible trial")
     p.add_argument("--subset", type=positive_int, default=5000, help="training samples per trial")
