@@ -511,7 +511,7 @@ def _load_keras(path: str) -> Any:
         full = " ".join(str(e).split())
         where = _DESERIALIZING.search(full)
         if where and "Exception encountered:" in full:  # name the layer, not its whole config
-            reason = full.split("Exception encountered:")[-1].strip()[:200]
+            reason = _shorten(full.split("Exception encountered:")[-1].strip(), 200)
             raise TinyccError(f"{path}: cannot read layer {where.group(2)!r} ({where.group(1)}): {reason}") from None
         lambdas = _lambda_layers(p) if "Lambda" in full else []
         if lambdas:
