@@ -270,3 +270,14 @@ def test_validators_refuse_with_a_tinycc_error(fn: Callable, text: str) -> None:
         fn(text)
     with pytest.raises(argparse.ArgumentTypeError):  # argparse names the option
         fn(text)
+
+
+def test_long_library_messages_end_at_a_sentence_or_word() -> None:
+    from tinycc.plugins.keras_frontend import _shorten
+
+    first = "A first sentence that is long enough to be kept on its own, as Keras writes them. "
+    assert _shorten(first + "The second one goes on and on " * 10, 200) == first.strip()
+    words = "word " * 100
+    cut = _shorten(words.strip(), 50)
+    assert cut.endswith(" ...") and cut[:-4].split() == ["word"] * len(cut[:-4].split()) and len(cut) <= 54
+    assert _shorten("short", 200) == "short"
