@@ -46,6 +46,7 @@ from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
 from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
+from ..options import MAX_BYTES
 from ..passes import Pass, PassContext, run_pipeline
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -246,7 +247,7 @@ def quantize_extractor(ext: Graph, options: dict[str, Any], session: Any) -> tup
     return ext, ctx.results["calibrate"]["samples"]
 
 
-def _labels_for(options: dict[str, Any], n: int, target_count: int = 0) -> np.ndarray | None:
+def _labels_for(options: dict[str, Any], n: int, target_count: int = 0, n_classes: int = 0) -> np.ndarray | None:
     """Labels (or, for a regression head, float targets of ``target_count`` values) stored next to the
     calibration samples (y_calib / y_train / y), if any."""
     spec = options.get("calib")
@@ -259,8 +260,21 @@ def _labels_for(options: dict[str, Any], n: int, target_count: int = 0) -> np.nd
                 if target_count:
                     ok = y.ndim >= 1 and y[:1].size == target_count and np.issubdtype(y.dtype, np.number)
                     return y.reshape(len(y), target_count).astype(np.float32) if ok else None
-                return y.astype(np.int64)
+                return _class_labels(spec, key, np.asarray(z[key]), n_classes)[:n]
     return None
+
+
+def _class_labels(spec: str, key: str, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``y`` as class indices, every one in 0..n_classes-1 (never wrapped); else a TinyccError naming the sample."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number):
+        raise TinyccError(f"{spec}: {key} must hold one class index per sample, got shape {y.shape} ({y.dtype})")
+    bad = np.nonzero(~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n_classes))[0] if y.size else []
+    if len(bad):
+        i = int(bad[0])
+        raise TinyccError(f"{spec}: {key}[{i}] = {y[i].item()!r} is not a class of the classifier "
+                          f"(0..{n_classes - 1}); "
+                          f"{len(bad)} of {len(y)} labels are out of range")
+    return y.astype(np.int64)
 
 
 def _budget(options: dict[str, Any], session: Any) -> tuple[int | None, int | None, str]:
@@ -338,6 +352,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         raise first_error  # type: ignore[misc]
     _, cut, ext, clf, cap, report, samples, tq = best
     _check_budget(report, ram, flash, where)
+    _check_addressable(report)
     fq = ext.tensors[ext.outputs[0]].quant
     dep = Deployment(
         name=_c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
@@ -347,7 +362,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
         loss=loss, target=target, target_quant=tq)
-    labels = _labels_for(options, 16, clf.target_count)
+    labels = _labels_for(options, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels
     return dep
@@ -359,6 +374,16 @@ def _c_name(name: str) -> str:
 
 
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
+
+
+def _check_addressable(report: MemoryReport) -> None:
+    """Refuse a deployment larger than a 32-bit microcontroller can address (e.g. a huge --buffer)."""
+    for section in ("ram", "flash"):
+        total = report.total(section)
+        if total > MAX_BYTES:
+            raise BudgetError(f"{section.upper()} would be {total:,} bytes, above {MAX_BYTES:,} (4 GiB, the most a "
+                              f"32-bit microcontroller addresses); biggest: "
+                              + ", ".join(f"{i.name} {i.bytes:,} B" for i in report.biggest(section)))
 
 
 def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, where: str,
