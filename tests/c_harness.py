@@ -67,6 +67,7 @@ def run_host(exe: Path) -> DemoOutput:
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
 MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_",
                       "tcc_buf_", "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork")
+MODEL_DESCRIPTORS = ("tcc_layers", "tcc_clf", "tcc_buf")  # the runtime's structs (the report's runtime descriptors)
 
 
 def symbol_sizes(exe: Path) -> dict[str, int]:
@@ -77,8 +78,8 @@ def symbol_sizes(exe: Path) -> dict[str, int]:
 
 def model_ram(exe: Path) -> int:
     """Bytes of the model's RAM arrays in a built demo (what the memory model's RAM total counts)."""
-    return sum(v for k, v in symbol_sizes(exe).items() if k.startswith(MODEL_RAM_PREFIXES)
-               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
+    return sum(v for k, v in symbol_sizes(exe).items() if (k.startswith(MODEL_RAM_PREFIXES)
+               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf."))) or k in MODEL_DESCRIPTORS)
 
 
 def have_arm() -> bool:
