@@ -11,6 +11,8 @@ from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump form
 
 STRICT = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+# plus float -> int conversions out of range (NaN included): gcc's -fsanitize=undefined leaves them out
+SANITIZE_FLOAT = SANITIZE + ["-fsanitize=float-cast-overflow"]
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
 
 
