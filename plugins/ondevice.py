@@ -37,7 +37,7 @@ import numpy as np
 import pluggy
 
 from ..errors import BudgetError, TinyccError, UnsupportedLayerError
-from ..ir.buffer import ReplayBuffer
+from ..ir.buffer import MAX_CLASSES, ReplayBuffer
 from ..ir.calibration import CalibrationDataError
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
@@ -129,12 +129,16 @@ def _head_origin(graph: Graph) -> str:
 def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int) -> Classifier:
     """Φc with its head; an impossible head is reported naming the model's last Dense layer."""
     try:
-        return Classifier(layers, max_batch=batch, loss=loss)
+        clf = Classifier(layers, max_batch=batch, loss=loss)
     except ValueError as e:
         advice = ""
         if loss == "ce" and layers[-1].n_out == 1:
             advice = ": --loss bce or --loss mse"
         raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {e}{advice}") from None
+    if clf.n_classes > MAX_CLASSES:  # labels are uint8 in the buffer and the C API
+        raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {clf.n_classes} classes, but on-device labels "
+                                    f"are one byte (at most {MAX_CLASSES} classes)")
+    return clf
 
 
 def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:

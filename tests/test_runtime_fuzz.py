@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend, render_project
+from tinycc.errors import UnsupportedLayerError
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.keras_frontend import graph_from_keras_model
 from tinycc.plugins.ondevice import build_deployment
@@ -222,14 +223,14 @@ int main(void) {
 """
 
 
-def _wide_graph(session):
-    """A 256-class softmax head: every uint8 label is a class."""
+def _wide_graph(session, classes: int = 256):
+    """A softmax head of ``classes`` classes (256: every uint8 label is a class)."""
     import keras
 
     keras.utils.set_random_seed(3)
     inp = keras.Input((12,))
     h = keras.layers.Dense(8, activation="relu", name="h")(inp)
-    m = keras.Model(inp, keras.layers.Dense(256, activation="softmax", name="out")(h), name="wide256")
+    m = keras.Model(inp, keras.layers.Dense(classes, activation="softmax", name="out")(h), name=f"wide{classes}")
     g = graph_from_keras_model(m)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     return g, np.random.default_rng(4).normal(size=(64, 12)).astype(np.float32)
@@ -280,3 +281,42 @@ def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> No
         assert stats["label"] > 300, stats
     else:
         assert stats["label"] == 0, stats  # every uint8 label is a class
+
+
+def test_more_classes_than_one_byte_labels_is_refused(session) -> None:
+    """uint8 labels (buffer, C API, serial protocol) cannot name class 256 and above: refused by layer name."""
+    g, calib = _wide_graph(session, 300)
+    with pytest.raises(UnsupportedLayerError, match="layer 'out': 300 classes, but on-device labels are one byte"):
+        build_deployment(g, {"calib_data": calib, "buffer": 4}, session, CBackend())
+
+
+def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
+    """The serial protocol of a 256-class model builds with -Werror (its label check was always false:
+    -Wtype-limits) and learns label 255 from a float input ('L') and from int8 features ('l')."""
+    import struct
+
+    from tinycc.backends.arduino import ArduinoBackend
+
+    from . import arduino_harness
+    from .test_arduino import frame, read_reply
+
+    g, calib = _wide_graph(session)
+    dep = build_deployment(g, {"calib_data": calib, "buffer": 4, "board": "nano33ble"}, session, ArduinoBackend())
+    ArduinoBackend().emit(dep, {}, tmp_path)
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def ask(data: bytes) -> tuple[bytes, bytes]:
+            p.stdin.write(data)
+            p.stdin.flush()
+            return read_reply(p.stdout)
+
+        x = calib[0].astype(np.float32)
+        assert ask(frame(b"L", x.tobytes() + b"\xff")) == (b"L", struct.pack("<H", 1))
+        assert ask(frame(b"l", bytes(dep.feature_count) + b"\xff")) == (b"l", struct.pack("<H", 2))
+        x[3] = np.nan
+        assert ask(frame(b"L", x.tobytes() + b"\x07")) == (b"E", b"\x06")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0 and b"runtime error" not in p.stderr.read()
