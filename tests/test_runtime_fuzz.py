@@ -25,6 +25,7 @@ from . import c_harness
 from .test_c_backend import _graph as _zoo_graph
 from .test_heads import _graph as _head_graph
 from .test_heads import autoencoder, binary_net
+from .test_tflm_project import library  # noqa: F401  (fixture: the host TFLite Micro library)
 
 CALLS = 4000
 
@@ -259,10 +260,7 @@ def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> No
     opts = {"calib_data": calib, **CASES[case]}
     dep = build_deployment(g, opts, session, CBackend())
     render_project(dep, opts, tmp_path)
-    weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
-    src = (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
-           .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_"))
-    (tmp_path / "fuzz.c").write_text(src)
+    (tmp_path / "fuzz.c").write_text(_fuzz_source(dep))
     exe = tmp_path / "fuzz"
     cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
            "-o", str(exe), str(tmp_path / "fuzz.c"), str(tmp_path / "model.c"),
@@ -320,3 +318,34 @@ def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
         p.stdin.close()
         p.wait(timeout=30)
     assert p.returncode == 0 and b"runtime error" not in p.stderr.read()
+
+
+def _fuzz_source(dep) -> str:
+    weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
+    return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
+            .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_"))
+
+
+@pytest.mark.slow
+def test_tflm_public_api_under_random_calls(session, library, tmp_path: Path) -> None:
+    """The same harness against the tflm target (TFLite Micro runs the extractor; tinycc's API layer and
+    classifier): its main.c replaced by the harness, built with the project's Makefile under the sanitizers."""
+    from tinycc.driver import compile_model
+
+    from .zoo import build as build_model, sample_input
+
+    m = build_model("mlp")
+    m.save(tmp_path / "mlp.keras")
+    res = compile_model(str(tmp_path / "mlp.keras"), "tflm", str(tmp_path / "proj"),
+                        {"calib_data": sample_input(m, 200, 2), "buffer": 6, "batch_size": 2, "lr": 0.05}, session)
+    proj = res.output
+    (proj / "main.c").write_text(_fuzz_source(res.deployment))
+    r = subprocess.run(["make", "-s", "-C", str(proj), "tinycc_demo", f"TFLM_DIR={library.tflm_dir}",
+                        f"TFLM_LIB={library.lib}", "EXTRA=" + " ".join(c_harness.SANITIZE_FLOAT)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    r = subprocess.run([str(proj / "tinycc_demo")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
+    assert stats["ok"] > 500 and stats["full"] > 100 and stats["nan"] > 100 and stats["label"] > 300, stats
