@@ -200,7 +200,14 @@ int main(void) {
                 name_buffer_reset();
                 count = 0;
             }
-        } else if (rnd() % 8 == 0) {
+        } else if (rnd() % 2 == 0) {
+            int32_t no = 1, ni = 1;
+            const int32_t layer = rnd() % 2 ? -1 - (int32_t)(rnd() % 1000) : NAME_LAYERS + (int32_t)(rnd() % 1000);
+            if (name_classifier_weights(layer, &no, &ni) != NULL || no != 0 || ni != 0 ||
+                name_classifier_bias(layer) != NULL) {
+                fail("a layer index out of range gives NULL", layer);
+            }
+        } else if (rnd() % 4 == 0) {
             name_reset_classifier();
             (void)snapshot(snap_a);
             if (memcmp(snap_a, snap_init, sizeof snap_a) != 0) fail("reset_classifier restores the weights", 0);
