@@ -356,3 +356,42 @@ def test_tflm_public_api_under_random_calls(session, library, tmp_path: Path) ->
         (r.stdout[-2000:], r.stderr[-3000:])
     stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
     assert stats["ok"] > 500 and stats["full"] > 100 and stats["nan"] > 100 and stats["label"] > 300, stats
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session, tmp_path: Path) -> None:
+    """The generated extractor on inputs holding NaN, +-infinity, +-1e30 and +-FLT_MAX gives the int8 features of
+    tinycc's int8 interpreter (NaN quantizes to the zero point, the others saturate), under UBSan."""
+    from tinycc.ir.simulator import Simulator
+
+    from .test_c_kernels import _c_float
+
+    g, _, _, calib = _zoo_graph(session, "mlp")
+    opts = {"calib_data": calib, "buffer": 4}
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, opts, tmp_path)
+    shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
+    rng = np.random.default_rng(5)
+    special = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3.4028235e38, -3.4028235e38], np.float32)
+    x = rng.normal(size=(8,) + shape).astype(np.float32).reshape(8, -1)
+    for i in range(8):
+        n = min(x.shape[1], 3 * i + 1)
+        x[i, rng.choice(x.shape[1], size=n, replace=False)] = rng.choice(special, n)
+    rows = [f"    {{ static const float x[{x.shape[1]}] = {{{', '.join(_c_float(v) for v in row)}}}; {dep.name}_features(x, f);"
+            f" dump(f); }}" for row in x]
+    src = "\n".join(["#include <math.h>", "#include <stdio.h>", '#include "model.h"',
+                     f"static int8_t f[{dep.feature_count}];",
+                     "static void dump(const int8_t *p) {", "    int32_t i;",
+                     f"    for (i = 0; i < {dep.feature_count}; ++i) {{ printf(\"%d \", p[i]); }}", '    printf("\\n");',
+                     "}", "int main(void) {", f"    {dep.name}_init();", *rows, "    return 0;", "}", ""])
+    (tmp_path / "feat.c").write_text(src)
+    exe = tmp_path / "feat"
+    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
+           "-o", str(exe), str(tmp_path / "feat.c"), str(tmp_path / "model.c"),
+           str(tmp_path / "runtime/tinycc_kernels.c"), str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    got = np.array([[int(v) for v in line.split()] for line in r.stdout.splitlines()])
+    np.testing.assert_array_equal(got, Simulator(dep).features(x.reshape((8,) + shape)))
