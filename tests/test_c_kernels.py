@@ -178,7 +178,7 @@ def test_quantize_of_nan_infinity_and_huge_values_is_defined(tmp_path: Path) -> 
         ties = (np.arange(-4, 5, dtype=np.float32) + np.float32(0.5)) * np.float32(s)
         x = np.concatenate([special, ties, rng.normal(0, 200 * s, 16).astype(np.float32)])
         vals = ", ".join(_c_float(v) for v in x)
-        lines += [f"    {{ const float in[{x.size}] = {{{vals}}};",
+        lines += [f"    {{ static const float in[{x.size}] = {{{vals}}};",
                   f"      tcc_quantize_f32(in, {x.size}, {_c_float(s)}, {zp}, out); dump({i}, out, {x.size}); }}"]
         ref = quantize(x, s, zp)
         assert ref[0] == ref[1] == zp and ref[2] == 127 and ref[3] == -128

@@ -20,7 +20,8 @@ WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-c"]
 # target -> (compiler, nm, flags, board, ABI); a board's budget is lifted with --ram/--flash, its ABI stays
 TARGETS = {"host": ("gcc", "nm", ["-O1"], None, host_abi()),
            "m4": ("arm-none-eabi-gcc", "arm-none-eabi-nm",
-                  ["-Os", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2_an386", "ilp32"),
+                  ["-Os", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2_an386",
+                  "ilp32"),
            "avr": ("avr-gcc", "avr-nm", ["-Os", "-mmcu=atmega2560"], "mega2560", "avr")}
 MODELS = {"digits": {"buffer": 16, "lr": 0.05},
           "mlp": {"buffer": 9, "batch_size": 2, "policy": "reservoir"},

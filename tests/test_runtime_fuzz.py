@@ -330,7 +330,8 @@ def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
 def _fuzz_source(dep) -> str:
     weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
     return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
-            .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_"))
+            .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_")
+            .replace("name_", f"{dep.name}_"))
 
 
 @pytest.mark.slow
@@ -377,12 +378,13 @@ def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session,
     for i in range(8):
         n = min(x.shape[1], 3 * i + 1)
         x[i, rng.choice(x.shape[1], size=n, replace=False)] = rng.choice(special, n)
-    rows = [f"    {{ static const float x[{x.shape[1]}] = {{{', '.join(_c_float(v) for v in row)}}}; {dep.name}_features(x, f);"
-            f" dump(f); }}" for row in x]
+    rows = [f"    {{ static const float x[{x.shape[1]}] = {{{', '.join(_c_float(v) for v in row)}}};"
+            f" {dep.name}_features(x, f); dump(f); }}" for row in x]
     src = "\n".join(["#include <math.h>", "#include <stdio.h>", '#include "model.h"',
                      f"static int8_t f[{dep.feature_count}];",
                      "static void dump(const int8_t *p) {", "    int32_t i;",
-                     f"    for (i = 0; i < {dep.feature_count}; ++i) {{ printf(\"%d \", p[i]); }}", '    printf("\\n");',
+                     f"    for (i = 0; i < {dep.feature_count}; ++i) {{ printf(\"%d \", p[i]); }}",
+                     '    printf("\\n");',
                      "}", "int main(void) {", f"    {dep.name}_init();", *rows, "    return 0;", "}", ""])
     (tmp_path / "feat.c").write_text(src)
     exe = tmp_path / "feat"
