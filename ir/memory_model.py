@@ -136,7 +136,8 @@ def code_estimate(graph: Graph, learning: bool = True) -> int:
 
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
-                     arena_detail: str = "int8 activations, planned", scratch: int = 0) -> MemoryReport:
+                     arena_detail: str = "int8 activations, planned", scratch: int = 0,
+                     runtime_state_exact: bool = True) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -145,7 +146,7 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
     if scratch:
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     if runtime_state:
-        r.add("runtime state", "ram", runtime_state)
+        r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
     w, b, t = extractor_flash(graph)
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")

@@ -76,3 +76,15 @@ def test_descriptor_layouts_per_abi() -> None:
     assert sizes["lp64"] == {"tcc_dense_t": 80, "tcc_classifier_t": 24, "tcc_buffer_t": 96}
     assert sizes["ilp32"] == {"tcc_dense_t": 44, "tcc_classifier_t": 16, "tcc_buffer_t": 68}
     assert sizes["avr"] == {"tcc_dense_t": 28, "tcc_classifier_t": 14, "tcc_buffer_t": 54}
+
+
+def test_arduino_report_flags_its_estimates(session) -> None:
+    """On Arduino the core reserve is an allowance (not exact); the descriptors are exact for the board's ABI."""
+    from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
+
+    g, _, _, calib = _graph(session, "mlp")
+    dep = build_deployment(g, {"calib_data": calib, "buffer": 4, "board": "mega2560"}, session, ArduinoBackend())
+    items = {i["name"]: i for i in dep.memory["items"]}
+    assert items["runtime state"]["bytes"] > CORE_RESERVE and not items["runtime state"]["exact"]
+    want = sum(descriptor_bytes(len(dep.classifier), ABIS["avr"]).values())
+    assert items["runtime descriptors"]["bytes"] == want and items["runtime descriptors"]["exact"]
