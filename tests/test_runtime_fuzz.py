@@ -124,7 +124,7 @@ int main(void) {
     for (step = 0; step < NAME_CALLS; ++step) {
         const uint32_t op = rnd() % 16;
         const int wild = rnd() % 3 == 0;
-        int32_t rc, bad_x, before;
+        int32_t rc, bad_x, null_in, before;
         for (i = 0; i < IN; ++i) {
             x[i] = value(wild);
             xq[i] = (int8_t)(rnd() & 0xFF);
@@ -133,9 +133,27 @@ int main(void) {
             f[i] = (int8_t)(rnd() & 0xFF);
         }
         bad_x = !finite_all(x, IN);
+        null_in = rnd() % 32 == 0; /* a NULL input or features pointer: refused like a non-finite input */
         before = name_buffer_count();
         if (before != count) fail("buffer count drifted", before);
-        if (op < 3) {
+        if (null_in) {
+            if (name_predict_f32(NULL, probs) != -1 || name_predict_s8(NULL, probs) != -1 ||
+                name_predict_features_s8(NULL, probs) != -1) {
+                fail("predict of NULL is -1", 0);
+            }
+            memset(f, 7, sizeof f);
+            name_features(NULL, f);
+            name_features(x, NULL);
+#if HEAD == 2
+            rc = name_learn_target_f32(NULL, x);
+            if (rc != -2 || name_learn_features_target_s8(NULL, x) != -2) fail("learn of NULL is -2", rc);
+            if (name_error_f32(NULL, x) != -1.0f || name_error_features_s8(NULL, x) != -1.0f) fail("error of NULL", 0);
+#else
+            rc = name_learn_f32(NULL, 0);
+            if (rc != -2 || name_learn_features_s8(NULL, 0) != -2) fail("learn of NULL is -2", rc);
+#endif
+            if (name_buffer_count() != count) fail("a refused learn stored a sample", name_buffer_count());
+        } else if (op < 3) {
             rc = name_predict_f32(x, rnd() % 2 ? probs : NULL);
             if (bad_x) {
                 if (rc != -1) fail("predict of a non-finite input is -1", rc);
