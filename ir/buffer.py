@@ -319,10 +319,14 @@ class OnlineLearner:
     """``learn(x, y)`` = push into the buffer, then retrain Φc on every valid entry.
 
     Retraining runs ``epochs`` epochs over the buffer in its training order; each batch of up to
-    ``batch_size`` consecutive entries is dequantized into preallocated staging arrays
-    (features [batch_size, F] float32, labels [batch_size] uint8 — or, for the regression head,
-    targets [batch_size, T] float32) and takes one SGD step, the last batch of an epoch may be
-    partial. TinyOL mode is a buffer of capacity 1 (``tinyol``).
+    ``batch_size`` consecutive entries takes one SGD step, the last batch of an epoch may be partial.
+    The device reads the entries where they are stored (an int8 feature is dequantized,
+    ``scale * (q - zero_point)``, element by element inside the first layer's dot product and its
+    gradient; a label or an int8 target likewise as it is used): the same float32 values as the
+    host's dequantized copies here, so no staging copy is allocated (``staging_bytes``: only the
+    prediction's output vector). A refused step (``Classifier.sgd_step`` returns False) ends the
+    retraining there and sets ``last_refused``; the sample stays in the buffer. TinyOL mode is a
+    buffer of capacity 1 (``tinyol``).
     """
 
     def __init__(self, classifier: Classifier, buffer: ReplayBuffer, lr: float = 0.01, epochs: int = 1,
@@ -346,6 +350,7 @@ class OnlineLearner:
         else:
             self.y_stage = np.zeros(self.batch_size, np.uint8)
         self.last_trained = 0  # entries visited by the last retrain (epochs * count)
+        self.last_refused = False  # the last retrain stopped at a refused step
 
     @classmethod
     def tinyol(cls, classifier: Classifier, scale: float | None = None, zero_point: int | None = None,
@@ -361,14 +366,16 @@ class OnlineLearner:
         return cls(classifier, buf, lr, epochs, 1)
 
     def staging_bytes(self) -> dict[str, int]:
-        """Bytes of the staging arrays retraining uses."""
-        return {"features": self.x_stage.nbytes, "targets" if self.buffer.target_count else "labels":
-                self.y_stage.nbytes}
+        """Bytes of the device's staging arrays: the output vector of a prediction (retraining reads the
+        buffer in place; ``x_stage``/``y_stage`` are host conveniences)."""
+        return {"outputs" if self.buffer.target_count else "probabilities": 4 * self.classifier.n_out}
 
     def retrain(self) -> int:
-        """``epochs`` epochs over the buffer; returns the number of entries visited."""
+        """``epochs`` epochs over the buffer; returns the number of entries visited (a refused step stops
+        the retraining, see the class docstring)."""
         n, b = self.buffer.count, self.batch_size
         visited = 0
+        self.last_refused = False
         for _ in range(self.epochs):
             for s in range(0, n, b):
                 m = min(b, n - s)
@@ -377,14 +384,18 @@ class OnlineLearner:
                         self.buffer.entry(s + k, out=self.x_stage[k], target_out=self.y_stage[k])
                     else:
                         _, self.y_stage[k] = self.buffer.entry(s + k, out=self.x_stage[k])
-                self.classifier.sgd_step(self.x_stage[:m], self.y_stage[:m], self.lr)
+                if not self.classifier.sgd_step(self.x_stage[:m], self.y_stage[:m], self.lr):
+                    self.last_refused = True
+                    self.last_trained = visited
+                    return visited
                 visited += m
         self.last_trained = visited
         return visited
 
     def learn(self, features: np.ndarray, label: int | np.ndarray) -> int:
         """Push one sample (``label``: a class, or the target vector of the regression head), then
-        retrain; returns the slot written (-1: dropped by reservoir)."""
+        retrain; returns the slot written (-1: dropped by reservoir). ``last_refused`` then says whether a
+        step was refused (the device's learn call returns -4)."""
         if self.buffer.target_count:
             slot = self.buffer.push(features, label)
             self.retrain()

@@ -16,6 +16,7 @@ class TrainConfig:
     lr: float = 0.01
     epochs: int = 1
     batch_size: int = 1
+    mode: str = "all"  # what is trained: all | last | bias (see tinycc.ir.train)
 
 
 @dataclass

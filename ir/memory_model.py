@@ -1,11 +1,12 @@
 """Exact memory model of a deployment: every array the generated code declares, by section.
 
 RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + classifier weights and
-       biases (float32, trainable) + training state (kept activations, deltas, weight/bias gradients) +
-       replay buffer (entries, labels or regression targets, stamps, state) + staging vectors (float
-       features x batch, probabilities or outputs, batch labels or float targets x batch) + runtime state
-       + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``, ``tcc_buf``: their size
-       depends on the target's pointer width and alignment, so it is exact only for a known ABI).
+       biases (float32, trainable) + training state (kept activations and deltas x batch: the fused SGD
+       update keeps no gradient array, see ir.train) + replay buffer (entries, labels or regression
+       targets, stamps, state; read in place by training) + staging vectors (probabilities or outputs)
+       + runtime state + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``,
+       ``tcc_buf``: their size depends on the target's pointer width and alignment, so it is exact only
+       for a known ABI).
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
@@ -24,7 +25,7 @@ CODE_ESTIMATE = {"base": 1200, OpKind.CONV2D: 700, OpKind.DEPTHWISE_CONV2D: 650,
                  OpKind.MAX_POOL2D: 300, OpKind.AVG_POOL2D: 350, OpKind.GLOBAL_AVG_POOL: 350,
                  OpKind.GLOBAL_MAX_POOL: 300, OpKind.ADD: 450, OpKind.MUL: 400, OpKind.CONCAT: 200,
                  OpKind.PAD: 200, OpKind.RELU: 150, OpKind.RELU6: 150, OpKind.QUANTIZE: 200,
-                 OpKind.DEQUANTIZE: 120, OpKind.SIGMOID: 700, OpKind.TANH: 700, OpKind.LEAKY_RELU: 200, "learn": 2200, "buffer": 600}
+                 OpKind.DEQUANTIZE: 120, OpKind.SIGMOID: 700, OpKind.TANH: 700, OpKind.LEAKY_RELU: 200, "learn": 2500, "buffer": 600}
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ ARCH_ABI = {"avr": "avr", "cortex-m0plus": "ilp32", "cortex-m3": "ilp32", "corte
 
 # fields of the runtime's structs (backends/c/runtime/tinycc_learn.h) in declaration order: "i" a 4-byte int or
 # float, "p" a pointer; tests/test_memory_layout.py checks these against sizeof on the host, Cortex-M4 and AVR
-DESCRIPTOR_FIELDS = {"tcc_dense_t": "iii" + "p" * 8, "tcc_classifier_t": "piii",
+DESCRIPTOR_FIELDS = {"tcc_dense_t": "iiii" + "p" * 6, "tcc_classifier_t": "piii",
                      "tcc_buffer_t": "iiiiii" + "ppppp" + "ii" + "pp" + "ii"}
 
 
@@ -168,14 +169,13 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     r.add("classifier weights", "ram", classifier.param_bytes(), detail="float32, trainable")
     st = classifier.training_state_bytes(batch_size)
-    r.add("training state", "ram", sum(st.values()), detail=", ".join(f"{k} {v}" for k, v in st.items()))
+    r.add("training state", "ram", sum(st.values()),
+          detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (x batch {batch_size}; fused SGD: no gradient "
+                 f"array, --train {classifier.train_mode})")
     r.add("replay buffer", "ram", buffer_bytes)
-    if classifier.target_count:
-        stage, what = 4 * batch_size * classifier.target_count, "float targets x batch"
-    else:
-        stage, what = batch_size, "batch labels"
-    r.add("staging vectors", "ram", 4 * (classifier.n_in * batch_size + classifier.n_out) + stage,
-          detail=f"float features x batch, {'probabilities' if classifier.loss_name != 'mse' else 'outputs'}, {what}")
+    r.add("staging vectors", "ram", 4 * classifier.n_out,
+          detail=f"{'probabilities' if classifier.loss_name != 'mse' else 'outputs'} (features, labels and targets "
+                 "are read where they are stored)")
     r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
     if descriptors:
         key = abi or host_abi()

@@ -14,7 +14,7 @@ def learner_for(dep: Deployment, capacity: int | None = None, storage: str | Non
     """A fresh learner with the deployment's classifier, head and buffer (settings overridable)."""
     q, tq = dep.feature_quant, dep.target_quant
     layers = [DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier]
-    clf = Classifier(layers, max_batch=dep.train.batch_size, loss=dep.loss)
+    clf = Classifier(layers, max_batch=dep.train.batch_size, loss=dep.loss, train=dep.train.mode)
     storage = storage or dep.buffer.storage
     int8_targets = tq is not None and storage == "int8"
     buf = ReplayBuffer(capacity or dep.buffer.capacity, dep.feature_count, storage, float(q.scale[0]),

@@ -40,33 +40,45 @@ Backward, d_L = dloss/dz_L::
     bce: d_L[r, 0] = (p[r] - y_r) / N
     mse: d_L[r, k] = ((2 * (out[r, k] - t[r, k])) / (N * K)) * act_L'(out[r, k])
 
-then, for every head::
+then, for every head, the deltas of the lower layers, all from the *old* weights::
 
-    for l = L..1:
-        dW_l[o, i] = sum_r d_l[r, o] * a_{l-1}[r, i]
-        db_l[o]    = sum_r d_l[r, o]
-        if l > 1:
-            d_{l-1}[r, i] = (sum_o d_l[r, o] * W_l[o, i]) * act'_{l-1}(a_{l-1}[r, i])
+    for l = L..2 (while a lower layer is trained, see "What is trained"):
+        d_{l-1}[r, i] = (sum_o d_l[r, o] * W_l[o, i]) * act'_{l-1}(a_{l-1}[r, i])
 
     act' from the activation output a: relu (a > 0 ? 1 : 0); sigmoid a * (1 - a);
     tanh 1 - a * a; linear 1.
 
-SGD, after the whole backward pass (so the backward pass uses the old weights), every layer::
+Fused SGD update (the Tiny Training Engine's reordering): once every delta is known, each trained
+parameter is updated in place with its gradient computed element by element, and nothing
+weight-sized is kept::
 
-    W_l[o, i] = W_l[o, i] - lr * dW_l[o, i];   b_l[o] = b_l[o] - lr * db_l[o]
+    gW = sum_r d_l[r, o] * a_{l-1}[r, i];   W_l[o, i] = W_l[o, i] - lr * gW
+    gb = sum_r d_l[r, o];                   b_l[o]    = b_l[o] - lr * gb
 
-No clipping, no momentum, no weight decay. Epochs (``train_epochs``) visit the samples in the
+(the same numbers as dW/db arrays followed by an update: the rows' sum is taken in the same order).
+For a batch the per-row deltas and activations, which the backward pass needs anyway, are the
+smallest exact form of the gradient: no other array. No clipping, no momentum, no weight decay.
+
+Refusal (``sgd_step`` returns False): when any updated weight or bias would not be finite (NaN or
+infinity: from a non-finite delta or an overflowing update) the step changes nothing. The C runtime
+does the same with two passes over the trained parameters (check, then write).
+
+What is trained (``train``, TinyTL): ``all`` every layer's weights and biases; ``last`` the last
+layer's weights and bias (no delta below it); ``bias`` every layer's bias plus the last layer's
+weights. The step above is the gradient step of the loss on that subset (the other parameters fixed).
+
+Epochs (``train_epochs``) visit the samples in the
 order given, no shuffling: batch_size 1 = one update per sample (TyBox); batch_size B = updates on
 consecutive rows [0, B), [B, 2B), ...; the last, partial batch is included (N = its size).
 
-Training state: the arrays a training step writes are preallocated for ``max_batch`` rows, one set
-per layer — kept activations a_l (the logits for l = L; the outputs for ``mse``) [max_batch, out],
-deltas d_l [max_batch, out], weight gradients dW_l [out, in], bias gradients db_l [out] (see
-``training_state_bytes``). The softmax / sigmoid probabilities are written into d_L. A batch larger than
-``max_batch`` is an error, as on the device.
+Training state: the arrays a training step writes are preallocated for ``max_batch`` rows — kept
+activations a_l (the logits for l = L; the outputs for ``mse``) [max_batch, out] of every layer and
+deltas d_l [max_batch, out] of every layer that needs one (see ``training_state_bytes``): 8 bytes per
+classifier unit and row at most, nothing that grows with the number of weights. The softmax / sigmoid
+probabilities are written into d_L. A batch larger than ``max_batch`` is an error, as on the device.
 
 Summation order: every sum above is accumulated sequentially in float32 in index order (inputs of
-a dot product, outputs of a delta, rows of a gradient), and exp/tanh are rounded from double, so
+a dot product, outputs of a delta, rows of a gradient, starting from 0), and exp/tanh are rounded from double, so
 that the C runtime (plain loops, expf/tanhf) reproduces these numbers bit for bit.
 """
 from __future__ import annotations
@@ -79,6 +91,7 @@ import numpy as np
 F32 = np.float32
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 LOSSES = ("ce", "bce", "mse")  # softmax cross-entropy, sigmoid binary cross-entropy, mean squared error
+TRAIN_MODES = ("all", "last", "bias")  # what the device trains (see the module docstring)
 FLOAT_BYTES = 4
 
 
@@ -180,16 +193,31 @@ def check_head(layers: Sequence[DenseLayer], loss: str) -> None:
         raise ValueError("the regression head (mse) cannot train a softmax output")
 
 
+def layer_trains(i: int, n_layers: int, mode: str) -> tuple[bool, bool]:
+    """(weights trained, bias trained) of layer ``i`` of ``n_layers`` under training mode ``mode``."""
+    if mode == "all" or i == n_layers - 1:
+        return True, True
+    return False, mode == "bias"
+
+
+def layer_has_delta(i: int, n_layers: int, mode: str) -> bool:
+    """Whether the backward pass computes d_i: layer i or a layer below it is trained."""
+    return any(any(layer_trains(j, n_layers, mode)) for j in range(i + 1))
+
+
 class Classifier:
     """A chain of Dense layers trained on the device with plain SGD: softmax cross-entropy (``ce``),
     sigmoid binary cross-entropy (``bce``) or mean squared error (``mse``)."""
 
-    def __init__(self, layers: Sequence[DenseLayer], max_batch: int = 1, loss: str = "ce") -> None:
+    def __init__(self, layers: Sequence[DenseLayer], max_batch: int = 1, loss: str = "ce",
+                 train: str = "all") -> None:
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("the classifier needs at least one Dense layer")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if train not in TRAIN_MODES:
+            raise ValueError(f"unknown training mode {train!r}; known: {', '.join(TRAIN_MODES)}")
         for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
             if a.n_out != b.n_in:
                 raise ValueError(f"classifier layer {i + 1} expects {b.n_in} inputs, layer {i} gives {a.n_out}")
@@ -197,20 +225,29 @@ class Classifier:
                 raise ValueError("softmax is only allowed on the last classifier layer")
         check_head(self.layers, loss)
         self.loss_name = loss
+        self.train_mode = train
         self.max_batch = int(max_batch)
         self._act = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
-        self._delta = [np.zeros((self.max_batch, l.n_out), F32) for l in self.layers]
-        self._dw = [np.zeros((l.n_out, l.n_in), F32) for l in self.layers]
-        self._db = [np.zeros(l.n_out, F32) for l in self.layers]
+        self._delta = [np.zeros((self.max_batch, l.n_out), F32) if self.has_delta(i) else None
+                       for i, l in enumerate(self.layers)]
 
     @classmethod
     def from_keras_dense(cls, layers: Sequence[tuple[np.ndarray, np.ndarray, str | None]],
-                         max_batch: int = 1, loss: str = "ce") -> Classifier:
+                         max_batch: int = 1, loss: str = "ce", train: str = "all") -> Classifier:
         """From Keras ``(kernel [in, out], bias [out], activation)`` triples (None = linear)."""
-        return cls([DenseLayer(np.asarray(k, F32).T, b, a or "linear") for k, b, a in layers], max_batch, loss)
+        return cls([DenseLayer(np.asarray(k, F32).T, b, a or "linear") for k, b, a in layers], max_batch, loss,
+                   train)
 
     def copy(self) -> Classifier:
-        return Classifier([l.copy() for l in self.layers], self.max_batch, self.loss_name)
+        return Classifier([l.copy() for l in self.layers], self.max_batch, self.loss_name, self.train_mode)
+
+    def trains(self, i: int) -> tuple[bool, bool]:
+        """(weights trained, bias trained) of layer ``i`` under the training mode."""
+        return layer_trains(i, len(self.layers), self.train_mode)
+
+    def has_delta(self, i: int) -> bool:
+        """Whether the backward pass computes d_i (layer i or a layer below it is trained)."""
+        return layer_has_delta(i, len(self.layers), self.train_mode)
 
     @property
     def n_in(self) -> int:
@@ -237,16 +274,15 @@ class Classifier:
         return sum(l.weight.nbytes + l.bias.nbytes for l in self.layers)
 
     def training_state_bytes(self, batch_size: int | None = None) -> dict[str, int]:
-        """Bytes of the training work arrays for ``batch_size`` rows (default ``max_batch``)."""
+        """Bytes of the training work arrays for ``batch_size`` rows (default ``max_batch``): kept
+        activations of every layer, deltas of the layers that need one; no gradient arrays."""
         b = self.max_batch if batch_size is None else int(batch_size)
-        outs = sum(l.n_out for l in self.layers)
-        return {"activations": FLOAT_BYTES * b * outs, "deltas": FLOAT_BYTES * b * outs,
-                "weight_grads": FLOAT_BYTES * sum(l.n_out * l.n_in for l in self.layers),
-                "bias_grads": FLOAT_BYTES * outs}
+        return {"activations": FLOAT_BYTES * b * sum(l.n_out for l in self.layers),
+                "deltas": FLOAT_BYTES * b * sum(l.n_out for i, l in enumerate(self.layers) if self.has_delta(i))}
 
     def work_arrays(self) -> dict[str, list[np.ndarray]]:
         """The preallocated training arrays, keyed like ``training_state_bytes``."""
-        return {"activations": self._act, "deltas": self._delta, "weight_grads": self._dw, "bias_grads": self._db}
+        return {"activations": self._act, "deltas": [d for d in self._delta if d is not None]}
 
     # ---- inference ----
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -330,8 +366,8 @@ class Classifier:
             d /= F32(n * self.n_out)
             d *= activation_derivative(z, self.layers[last].activation)
 
-    def _backward(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Forward + backward into the work arrays (see the module docstring)."""
+    def _backward(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Forward + deltas into the work arrays (see the module docstring); returns x as float32 [N, in]."""
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=F32)
         n = x.shape[0]
         if x.shape[1] != self.n_in:
@@ -350,35 +386,65 @@ class Classifier:
                 activate_(z, l.activation)
             a = z
         self._output_delta(n, t)
-        for i in range(last, -1, -1):
-            prev = x if i == 0 else self._act[i - 1][:n]
-            d = self._delta[i][:n]
-            self._dw[i][...] = 0
-            self._db[i][...] = 0
-            for r in range(n):  # sequential over rows, as the C loops
-                self._dw[i] += d[r][:, None] * prev[r][None, :]
-                self._db[i] += d[r]
-            if i > 0:
-                dp = self._delta[i - 1][:n]
-                w = self.layers[i].weight
-                dp[...] = np.cumsum(d[:, :, None] * w[None, :, :], axis=1, dtype=F32)[:, -1, :]
-                dp *= activation_derivative(prev, self.layers[i - 1].activation)
+        for i in range(last, 0, -1):
+            if not self.has_delta(i - 1):
+                break
+            d, dp = self._delta[i][:n], self._delta[i - 1][:n]
+            w = self.layers[i].weight
+            dp[...] = np.cumsum(d[:, :, None] * w[None, :, :], axis=1, dtype=F32)[:, -1, :]
+            dp *= activation_derivative(self._act[i - 1][:n], self.layers[i - 1].activation)
+        return x
 
-    def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per layer (dW [out, in], db [out]) of the mean loss; copies of the work arrays."""
-        self._backward(x, y)
-        return [(dw.copy(), db.copy()) for dw, db in zip(self._dw, self._db)]
+    def _layer_grads(self, x: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(dW, db) of layer i from the kept deltas and activations, rows summed in order (host only:
+        the device never holds them, it takes each element as it updates it)."""
+        n = x.shape[0]
+        prev = x if i == 0 else self._act[i - 1][:n]
+        d = self._delta[i][:n]
+        dw = np.zeros_like(self.layers[i].weight)
+        db = np.zeros_like(self.layers[i].bias)
+        for r in range(n):  # sequential over rows, as the C loops
+            dw += d[r][:, None] * prev[r][None, :]
+            db += d[r]
+        return dw, db
 
-    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        """One SGD update on the batch (at most ``max_batch`` rows); ``y``: labels or targets [N, K]."""
-        self._backward(x, y)
+    def grads(self, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Per layer (dW [out, in], db [out]) of the mean loss; None for what the mode does not train."""
+        x = self._backward(x, y)
+        out: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+        for i in range(len(self.layers)):
+            tw, tb = self.trains(i)
+            dw, db = self._layer_grads(x, i) if tw or tb else (None, None)
+            out.append((dw if tw else None, db if tb else None))
+        return out
+
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> bool:
+        """One fused SGD update on the batch (at most ``max_batch`` rows); ``y``: labels or targets [N, K].
+        Returns False, changing nothing, when a trained weight or bias would become non-finite."""
         rate = F32(lr)
-        for l, dw, db in zip(self.layers, self._dw, self._db):
-            l.weight -= rate * dw
-            l.bias -= rate * db
+        new: list[tuple[DenseLayer, np.ndarray | None, np.ndarray | None]] = []
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is what the check below refuses
+            x = self._backward(x, y)
+            for i, l in enumerate(self.layers):
+                tw, tb = self.trains(i)
+                if not (tw or tb):
+                    continue
+                dw, db = self._layer_grads(x, i)
+                w = l.weight - rate * dw if tw else None
+                b = l.bias - rate * db if tb else None
+                if (w is not None and not np.isfinite(w).all()) or (b is not None and not np.isfinite(b).all()):
+                    return False
+                new.append((l, w, b))
+        for l, w, b in new:
+            if w is not None:
+                l.weight[...] = w
+            if b is not None:
+                l.bias[...] = b
+        return True
 
     def train_epochs(self, xs: np.ndarray, ys: np.ndarray, lr: float, epochs: int = 1, batch_size: int = 1) -> int:
-        """Epochs over (xs, ys) in order, consecutive batches; returns the number of rows visited."""
+        """Epochs over (xs, ys) in order, consecutive batches; returns the number of rows visited. A refused
+        step (see ``sgd_step``) stops the training there: the rows visited so far are returned."""
         xs = np.asarray(xs, F32)
         ys = np.asarray(ys)
         if batch_size < 1 or batch_size > self.max_batch:
@@ -390,6 +456,7 @@ class Classifier:
         seen = 0
         for _ in range(epochs):
             for s in range(0, len(xs), batch_size):
-                self.sgd_step(xs[s:s + batch_size], ys[s:s + batch_size], lr)
+                if not self.sgd_step(xs[s:s + batch_size], ys[s:s + batch_size], lr):
+                    return seen
                 seen += min(batch_size, len(xs) - s)
         return seen

@@ -45,7 +45,7 @@ from ..ir.memory_model import ARCH_ABI, MemoryReport, deployment_memory
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
-from ..ir.train import Classifier, DenseLayer
+from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
 from ..passes import Pass, PassContext, run_pipeline
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -126,10 +126,10 @@ def _head_origin(graph: Graph) -> str:
     return dense[-1].origin if dense else graph.outputs[0]
 
 
-def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int) -> Classifier:
-    """Φc with its head; an impossible head is reported naming the model's last Dense layer."""
+def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int, train: str = "all") -> Classifier:
+    """Φc with its head and training mode; an impossible head is reported naming the model's last Dense layer."""
     try:
-        clf = Classifier(layers, max_batch=batch, loss=loss)
+        clf = Classifier(layers, max_batch=batch, loss=loss, train=train)
     except ValueError as e:
         advice = ""
         if loss == "ce" and layers[-1].n_out == 1:
@@ -311,7 +311,10 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     storage = options.get("storage") or "int8"
     first_layers = split(graph, cands[0])[1]
     loss = choose_loss(graph, first_layers, options.get("loss"))
-    make_classifier(graph, first_layers, loss, batch)  # an impossible head is refused before any quantization
+    mode = options.get("train") or "all"
+    if mode not in TRAIN_MODES:
+        raise TinyccError(f"--train {mode!r}: choose one of {', '.join(TRAIN_MODES)}")
+    make_classifier(graph, first_layers, loss, batch, mode)  # an impossible head is refused before any quantization
     target = "none" if loss != "mse" else ("input" if is_autoencoder(graph) else "given")
     if loss == "mse" and (options.get("policy") or "fifo") == "class_balanced":
         raise TinyccError("--policy class_balanced needs class labels; the regression head (mse) supports fifo "
@@ -325,7 +328,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
             first_error = first_error or e
             continue
-        clf = make_classifier(graph, layers, loss, batch)
+        clf = make_classifier(graph, layers, loss, batch, mode)
         tq = target_quant(ext, loss, target, storage)
         feat = clf.n_in
         arena = backend.arena_bytes(ext, options) if backend else 0
@@ -352,7 +355,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         name=_c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
         buffer=BufferConfig(cap, options.get("policy") or "fifo", options.get("storage") or "int8",
                             int(options.get("seed") or 1)),
-        train=TrainConfig(float(options.get("lr") or 0.01), int(options.get("epochs") or 1), batch),
+        train=TrainConfig(float(options.get("lr") or 0.01), int(options.get("epochs") or 1), batch, mode),
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
         loss=loss, target=target, target_quant=tq)

@@ -67,8 +67,8 @@ def run_host(exe: Path) -> DemoOutput:
 
 
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
-MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_dw_", "tcc_db_",
-                      "tcc_buf_", "tcc_feat", "tcc_probs", "tcc_ywork", "tcc_twork")
+MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_buf_",
+                      "tcc_probs")
 MODEL_DESCRIPTORS = ("tcc_layers", "tcc_clf", "tcc_buf")  # the runtime's structs (the report's runtime descriptors)
 
 

@@ -3,8 +3,9 @@ fixed-seed PRNG -- thousands of interleaved predict / learn / reset calls with r
 range, 255), NaN / infinity / 1e30 / FLT_MAX / denormal inputs and targets, random int8 inputs and features --
 built with ASan + UBSan (float-cast-overflow included, -fno-sanitize-recover). It asserts the documented return
 codes (-1 bad label or missing target, -2 NaN/infinity, the buffer count otherwise), that an error stores and
-trains nothing (buffer count and classifier weights unchanged), that the count stays within the capacity and
-predictions stay finite and in range; the sanitizers see no fault. One ce, bce, mse (autoencoder) and
+trains nothing (buffer count and classifier weights unchanged; -4, a refused retraining step, keeps the stored
+sample), that the count stays within the capacity and predictions stay finite and in range; the sanitizers see
+no fault. One ce, bce, mse (autoencoder) and
 256-class model; bounded: a fixed number of calls per model."""
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ int main(void) {
 #if HEAD == 2
     static float t[OUTS];
 #endif
-    long n_ok = 0, n_label = 0, n_nan = 0, n_target = 0, full = 0;
+    long n_ok = 0, n_label = 0, n_nan = 0, n_target = 0, full = 0, n_step = 0;
     int32_t count = 0, i, n_snap;
     if (name_init() != 0) fail("init", 0);
     n_snap = snapshot(snap_init);
@@ -202,7 +203,12 @@ int main(void) {
             n_label += expect == -1;
 #endif
             n_nan += expect == -2;
-            if (expect < 0) {
+            if (expect == 0 && rc == -4) { /* stored, but a retraining step was refused (non-finite) */
+                const int32_t now = name_buffer_count();
+                if (now < count || now > count + 1 || now > CAP) fail("a refused step keeps the stored sample", now);
+                count = now;
+                ++n_step;
+            } else if (expect < 0) {
                 if (rc != expect) fail("learn error code", rc);
                 if (name_buffer_count() != count) fail("a refused learn stored a sample", name_buffer_count());
                 (void)snapshot(snap_a);
@@ -243,7 +249,8 @@ int main(void) {
 #endif
     }
     if (name_buffer_count() != count) fail("final buffer count", name_buffer_count());
-    printf("ok %ld label %ld nan %ld target %ld full %ld\n", n_ok, n_label, n_nan, n_target, full);
+    printf("ok %ld label %ld nan %ld target %ld full %ld refused_step %ld\n", n_ok, n_label, n_nan, n_target, full,
+           n_step);
     return 0;
 }
 """

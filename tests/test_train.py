@@ -29,10 +29,10 @@ def _keras(depth: int, hidden: str, last: str, seed: int, outputs: int = 4) -> t
     return model
 
 
-def _from_keras(model: tf.keras.Model, max_batch: int, loss: str = "ce") -> Classifier:
+def _from_keras(model: tf.keras.Model, max_batch: int, loss: str = "ce", train: str = "all") -> Classifier:
     dense = [l for l in model.layers if isinstance(l, tf.keras.layers.Dense)]
     return Classifier.from_keras_dense([(l.kernel.numpy(), l.bias.numpy(), l.activation.__name__) for l in dense],
-                                       max_batch, loss)
+                                       max_batch, loss, train)
 
 
 class _TFTrainer:
@@ -279,15 +279,19 @@ def _held_arrays(obj: object) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("sizes,acts,batch", [([20, 3], ["softmax"], 1), ([20, 8, 3], ["relu", "linear"], 4),
                                               ([16, 10, 7, 5], ["sigmoid", "tanh", "softmax"], 3)])
-def test_training_state_bytes_are_the_allocated_arrays(sizes: list[int], acts: list[str], batch: int) -> None:
+@pytest.mark.parametrize("train", ["all", "last", "bias"])
+def test_training_state_bytes_are_the_allocated_arrays(sizes: list[int], acts: list[str], batch: int,
+                                                       train: str) -> None:
+    """Kept activations and deltas only (fused SGD): at most 8 bytes per unit and row, nothing weight-sized."""
     rng = np.random.default_rng(0)
     clf = Classifier([DenseLayer(rng.normal(size=(o, i)), np.zeros(o), a)
-                      for i, o, a in zip(sizes, sizes[1:], acts)], max_batch=batch)
+                      for i, o, a in zip(sizes, sizes[1:], acts)], max_batch=batch, train=train)
     state = clf.training_state_bytes()
     assert state == clf.training_state_bytes(batch)
     outs = sum(sizes[1:])
-    assert state == {"activations": 4 * batch * outs, "deltas": 4 * batch * outs,
-                     "weight_grads": 4 * sum(i * o for i, o in zip(sizes, sizes[1:])), "bias_grads": 4 * outs}
+    deltas = outs if train != "last" else sizes[-1]
+    assert state == {"activations": 4 * batch * outs, "deltas": 4 * batch * deltas}
+    assert sum(state.values()) <= 8 * batch * outs
     assert clf.param_bytes() == 4 * sum(i * o + o for i, o in zip(sizes, sizes[1:]))
     work = clf.work_arrays()
     assert {k: sum(a.nbytes for a in v) for k, v in work.items()} == state
@@ -300,3 +304,77 @@ def test_training_state_bytes_are_the_allocated_arrays(sizes: list[int], acts: l
     after = _held_arrays(clf)
     assert {id(a) for a in after} == ids  # training wrote in place: nothing was reallocated
     assert all(a.dtype == np.float32 for a in after)
+
+
+def _subset(model: tf.keras.Model, train: str) -> list[tf.Variable]:
+    """The variables a training mode updates: all, the last layer, or every bias + the last kernel (TinyTL)."""
+    dense = [l for l in model.layers if isinstance(l, tf.keras.layers.Dense)]
+    if train == "all":
+        return [v for l in dense for v in (l.kernel, l.bias)]
+    if train == "last":
+        return [dense[-1].kernel, dense[-1].bias]
+    return [l.bias for l in dense] + [dense[-1].kernel]
+
+
+@pytest.mark.parametrize("depth,hidden", [(1, "linear"), (2, "relu"), (2, "tanh"), (3, "sigmoid"), (3, "relu")])
+@pytest.mark.parametrize("train", ["last", "bias"])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("loss,last,outputs", [("ce", "softmax", 4), ("bce", "linear", 1), ("mse", "tanh", 3)])
+def test_train_subset_matches_gradient_tape(depth: int, hidden: str, train: str, batch: int, loss: str, last: str,
+                                            outputs: int) -> None:
+    """--train last / bias: GradientTape on the trainable subset + SGD, three steps; the rest stays bit-exact."""
+    model = _keras(depth, hidden, last, seed=depth * 7 + batch + outputs, outputs=outputs)
+    clf = _from_keras(model, max_batch=batch, loss=loss, train=train)
+    before = [(l.weight.copy(), l.bias.copy()) for l in clf.layers]
+    trainer = _TFTrainer(model, 0.1, last, loss)
+    subset = _subset(model, train)
+    for step in range(3):
+        x, y = _data(batch, seed=step + 10 * depth)
+        if loss != "ce":
+            y = _targets(loss, batch, outputs, seed=step + depth)
+        yt = y if loss == "ce" else np.asarray(y, np.float32).reshape(batch, -1)
+        with tf.GradientTape() as tape:
+            ref_loss = trainer.loss(tf.constant(yt), model(tf.constant(x), training=True))
+        g_ref = tape.gradient(ref_loss, subset)
+        grads = clf.grads(x, y)
+        ours = [g for dw, db in grads for g in (dw, db)]
+        assert sum(g is not None for g in ours) == len(subset)
+        for v, g in zip(subset, g_ref):
+            i, which = next((i, k) for i, l in enumerate(model.layers[1:])
+                            for k, w in (("kernel", l.kernel), ("bias", l.bias)) if w is v)
+            mine = grads[i][0].T if which == "kernel" else grads[i][1]
+            assert _rel(mine, g.numpy()) <= TOL, f"layer {i} {which} gradient"
+        trainer.opt.apply_gradients(zip(g_ref, subset))
+        assert clf.sgd_step(x, y, 0.1)
+    _assert_params(clf, model)
+    for i, (l, (w0, b0)) in enumerate(zip(clf.layers, before)):
+        tw, tb = clf.trains(i)
+        if not tw:
+            np.testing.assert_array_equal(l.weight, w0)
+        if not tb:
+            np.testing.assert_array_equal(l.bias, b0)
+    assert clf.training_state_bytes(batch)["deltas"] == 4 * batch * (outputs if train == "last" else
+                                                                      sum(SIZES[depth][1:-1]) + outputs)
+
+
+@pytest.mark.parametrize("train", ["all", "last", "bias"])
+def test_update_that_would_make_a_weight_non_finite_is_refused(train: str) -> None:
+    """An overflowing step (huge lr) or a NaN delta (overflowing activations) changes nothing and says so;
+    train_epochs stops at the refused step."""
+    rng = np.random.default_rng(3)
+    clf = Classifier([DenseLayer(rng.normal(size=(6, 5)), np.zeros(6), "relu"),
+                      DenseLayer(rng.normal(size=(3, 6)), np.zeros(3), "softmax")], max_batch=2, train=train)
+    keep = [(l.weight.copy(), l.bias.copy()) for l in clf.layers]
+    x = rng.normal(size=(2, 5)).astype(np.float32)
+    assert not clf.sgd_step(x, [0, 1], 3e38)  # lr * gradient overflows float32
+    assert not clf.sgd_step(np.full((1, 5), 3e38, np.float32), [2], 0.1)  # inf logits: NaN deltas
+    for l, (w, b) in zip(clf.layers, keep):
+        np.testing.assert_array_equal(l.weight, w)
+        np.testing.assert_array_equal(l.bias, b)
+    xs = np.concatenate([x, np.full((1, 5), 3e38, np.float32), x])
+    ref = clf.copy()
+    assert clf.train_epochs(xs, np.array([0, 1, 2, 0, 1]), 0.1, epochs=1, batch_size=1) == 2
+    assert ref.sgd_step(x[:1], [0], 0.1) and ref.sgd_step(x[1:], [1], 0.1)
+    for a, b in zip(clf.layers, ref.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.bias, b.bias)

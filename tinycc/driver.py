@@ -58,6 +58,9 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=0.01, help="on-device SGD learning rate")
     g.add_argument("--epochs", type=int, default=1, help="epochs over the buffer per learned sample")
     g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
+    g.add_argument("--train", default="all", choices=["all", "last", "bias"],
+                   help="what the device trains: all classifier layers (default), the last layer only, or every "
+                        "bias plus the last layer's weights (TinyTL); less training state for last")
     g.add_argument("--test-count", type=int, default=8, help="calibration samples embedded as demo/self-test vectors")
     g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g.add_argument("--inference-only", action="store_true",

@@ -15,6 +15,7 @@ from ...ir.interpreter_int8 import add_params, conv_params, mean_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
+from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan, plan_for
 from . import cmsis_nn
 from .kernels import Kernel, specialize
@@ -309,8 +310,10 @@ def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
     for i, l in enumerate(dep.classifier):
         m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))
         m.arrays.append(CArray(f"tcc_cb_init_{i}", "float", _vals(l.bias, "float"), True, "classifier"))
-    m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation]}
-                          for i, l in enumerate(dep.classifier)]
+    n, mode = len(dep.classifier), dep.train.mode
+    m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation],
+                           "train": 2 * layer_trains(i, n, mode)[0] + layer_trains(i, n, mode)[1],  # TCC_TRAIN_*
+                           "delta": layer_has_delta(i, n, mode)} for i, l in enumerate(dep.classifier)]
     m.consts["policy"] = POLICY_CODES[dep.buffer.policy]
     tq = dep.target_quant
     m.consts.update({

@@ -57,18 +57,83 @@ void tcc_classifier_reset(tcc_classifier_t *c) {
     }
 }
 
-/* forward n rows; layer outputs land in layers[l].a (last layer: logits) */
-static void forward(tcc_classifier_t *c, const float *x, int32_t n) {
+enum { S_COUNT = 0, S_HEAD = 1, S_SEEN = 2, S_RNG = 3 }; /* replay buffer state words */
+
+/* where a step reads its rows: float/int8 arrays, or consecutive entries of a replay buffer (training
+ * order), read in place; an int8 feature is dequantized as it is used (scale * (q - zp), the value
+ * tcc_dequantize_s8 and tinycc.ir.buffer give) */
+typedef struct {
+    const float *x;       /* float rows [n*n_in], or NULL */
+    const int8_t *q;      /* int8 rows [n*n_in] (x NULL) */
+    float scale;
+    int32_t zp;
+    const uint8_t *y;     /* labels [n] (arrays) */
+    const float *t;       /* targets [n*k] (arrays) */
+    const tcc_buffer_t *buf; /* or buffer entries first.. (x, q, y, t unused) */
+    int32_t first;
+} src_t;
+
+static int32_t entry_slot(const tcc_buffer_t *b, int32_t k) {
+    if (b->policy == TCC_POLICY_FIFO && (int32_t)b->state[S_COUNT] == b->capacity) {
+        const int32_t slot = k + (int32_t)b->state[S_HEAD]; /* k, head < capacity: no division */
+        return slot >= b->capacity ? slot - b->capacity : slot;
+    }
+    return k;
+}
+
+/* row r of the source: a float pointer (*f) or an int8 one (*q) */
+static void src_row(const src_t *s, int32_t r, int32_t n_in, const float **f, const int8_t **q) {
+    if (s->buf) {
+        const tcc_buffer_t *b = s->buf;
+        const int32_t slot = entry_slot(b, s->first + r);
+        *f = b->int8_storage ? NULL : b->f + slot * b->features;
+        *q = b->int8_storage ? b->q + slot * b->features : NULL;
+    } else {
+        *f = s->x ? s->x + r * n_in : NULL;
+        *q = s->x ? NULL : s->q + r * n_in;
+    }
+}
+
+static float src_x(const float *f, const int8_t *q, float scale, int32_t zp, int32_t i) {
+    return q ? scale * (float)((int32_t)q[i] - zp) : f[i];
+}
+
+static uint8_t src_label(const src_t *s, int32_t r) {
+    return s->buf ? s->buf->labels[entry_slot(s->buf, s->first + r)] : s->y[r];
+}
+
+static float src_target(const src_t *s, int32_t r, int32_t k, int32_t o) {
+    if (s->buf) {
+        const tcc_buffer_t *b = s->buf;
+        const int32_t j = entry_slot(b, s->first + r) * b->targets + o;
+        return b->tq ? b->t_scale * (float)((int32_t)b->tq[j] - b->t_zp) : b->tf[j];
+    }
+    return s->t[r * k + o];
+}
+
+/* forward n rows; layer outputs land in layers[l].a (last layer: logits, or outputs for mse) */
+static void forward(tcc_classifier_t *c, const src_t *s, int32_t n) {
     int32_t l, r, o, i;
     for (l = 0; l < c->n_layers; ++l) {
         tcc_dense_t *d = &c->layers[l];
-        const float *in = l == 0 ? x : c->layers[l - 1].a;
         const int32_t last = l == c->n_layers - 1 && c->loss != TCC_LOSS_MSE; /* logits kept as they are */
         for (r = 0; r < n; ++r) {
+            const float *f = l > 0 ? c->layers[l - 1].a + r * d->n_in : NULL;
+            const int8_t *q = NULL;
+            if (l == 0) {
+                src_row(s, r, d->n_in, &f, &q);
+            }
             for (o = 0; o < d->n_out; ++o) {
+                const float *w = d->w + o * d->n_in;
                 float z = 0.0f;
-                for (i = 0; i < d->n_in; ++i) {
-                    z += in[r * d->n_in + i] * d->w[o * d->n_in + i];
+                if (q) {
+                    for (i = 0; i < d->n_in; ++i) {
+                        z += (s->scale * (float)((int32_t)q[i] - s->zp)) * w[i];
+                    }
+                } else {
+                    for (i = 0; i < d->n_in; ++i) {
+                        z += f[i] * w[i];
+                    }
                 }
                 z += d->b[o];
                 d->a[r * d->n_out + o] = last ? z : act_f(z, d->act);
@@ -87,10 +152,16 @@ int32_t tcc_all_finite(const float *v, int32_t n) {
     return 1;
 }
 
-int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *probs) {
+int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, const int8_t *q, float scale, int32_t zp,
+                               float *probs) {
     const tcc_dense_t *last = &c->layers[c->n_layers - 1];
     int32_t i, best = 0;
-    forward(c, x, 1);
+    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    s.x = x;
+    s.q = q;
+    s.scale = scale;
+    s.zp = zp;
+    forward(c, &s, 1);
     if (c->loss == TCC_LOSS_BCE) {
         probs[0] = act_f(last->a[0], TCC_ACT_SIGMOID);
         return probs[0] > 0.5f ? 1 : 0;
@@ -111,7 +182,7 @@ int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *probs
 }
 
 /* d_L of the head for row r (see tinycc.ir.train) */
-static void output_delta(const tcc_classifier_t *c, const uint8_t *y, const float *t, int32_t r, int32_t n) {
+static void output_delta(const tcc_classifier_t *c, const src_t *s, int32_t r, int32_t n) {
     const tcc_dense_t *last = &c->layers[c->n_layers - 1];
     const int32_t k = last->n_out;
     const float *a = last->a + r * k;
@@ -119,7 +190,7 @@ static void output_delta(const tcc_classifier_t *c, const uint8_t *y, const floa
     int32_t o;
     if (c->loss == TCC_LOSS_MSE) {
         for (o = 0; o < k; ++o) {
-            d[o] = a[o] - t[r * k + o];
+            d[o] = a[o] - src_target(s, r, k, o);
             d[o] *= 2.0f;
             d[o] /= (float)(n * k);
             d[o] *= dact_f(a[o], last->act);
@@ -128,65 +199,108 @@ static void output_delta(const tcc_classifier_t *c, const uint8_t *y, const floa
     }
     if (c->loss == TCC_LOSS_BCE) {
         d[0] = act_f(a[0], TCC_ACT_SIGMOID);
-        d[0] -= (float)y[r];
+        d[0] -= (float)src_label(s, r);
     } else {
         softmax_row(a, k, d);
-        d[y[r]] -= 1.0f;
+        d[src_label(s, r)] -= 1.0f;
     }
     for (o = 0; o < k; ++o) {
         d[o] /= (float)n;
     }
 }
 
-void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n, float lr) {
+static int32_t finite1(float v) {
+    return v == v && v <= 3.40282347e38f && v >= -3.40282347e38f;
+}
+
+/* the fused update of every trained parameter, its gradient taken element by element from the kept
+ * deltas and activations (rows summed in order); write 0: only check that every new value is finite */
+static int32_t update(tcc_classifier_t *c, const src_t *s, int32_t n, float lr, int32_t write) {
     int32_t l, r, o, i;
-    forward(c, x, n);
-    for (r = 0; r < n; ++r) {
-        output_delta(c, y, t, r, n);
-    }
-    for (l = c->n_layers - 1; l >= 0; --l) {
-        tcc_dense_t *dl = &c->layers[l];
-        const float *prev = l == 0 ? x : c->layers[l - 1].a;
-        for (o = 0; o < dl->n_out; ++o) {
-            float gb = 0.0f;
-            for (i = 0; i < dl->n_in; ++i) {
-                float g = 0.0f;
-                for (r = 0; r < n; ++r) {
-                    g += dl->d[r * dl->n_out + o] * prev[r * dl->n_in + i];
-                }
-                dl->dw[o * dl->n_in + i] = g;
-            }
-            for (r = 0; r < n; ++r) {
-                gb += dl->d[r * dl->n_out + o];
-            }
-            dl->db[o] = gb;
-        }
-        if (l > 0) {
-            tcc_dense_t *pl = &c->layers[l - 1];
-            for (r = 0; r < n; ++r) {
-                for (i = 0; i < dl->n_in; ++i) {
-                    float s = 0.0f;
-                    for (o = 0; o < dl->n_out; ++o) {
-                        s += dl->d[r * dl->n_out + o] * dl->w[o * dl->n_in + i];
-                    }
-                    pl->d[r * pl->n_out + i] = s * dact_f(pl->a[r * pl->n_out + i], pl->act);
-                }
-            }
-        }
-    }
     for (l = 0; l < c->n_layers; ++l) {
         tcc_dense_t *dl = &c->layers[l];
-        for (i = 0; i < dl->n_out * dl->n_in; ++i) {
-            dl->w[i] -= lr * dl->dw[i];
+        const float *f0 = NULL;
+        const int8_t *q0 = NULL;
+        if (l == 0) {
+            src_row(s, 0, dl->n_in, &f0, &q0);
         }
-        for (o = 0; o < dl->n_out; ++o) {
-            dl->b[o] -= lr * dl->db[o];
+        for (o = 0; (dl->train & TCC_TRAIN_WEIGHTS) && o < dl->n_out; ++o) {
+            for (i = 0; i < dl->n_in; ++i) {
+                float g = 0.0f, w;
+                for (r = 0; r < n; ++r) {
+                    float a;
+                    if (l > 0) {
+                        a = c->layers[l - 1].a[r * dl->n_in + i];
+                    } else if (r == 0) {
+                        a = src_x(f0, q0, s->scale, s->zp, i);
+                    } else {
+                        const float *f;
+                        const int8_t *q;
+                        src_row(s, r, dl->n_in, &f, &q);
+                        a = src_x(f, q, s->scale, s->zp, i);
+                    }
+                    g += dl->d[r * dl->n_out + o] * a;
+                }
+                w = dl->w[o * dl->n_in + i] - lr * g;
+                if (write) {
+                    dl->w[o * dl->n_in + i] = w;
+                } else if (!finite1(w)) {
+                    return TCC_REFUSED;
+                }
+            }
+        }
+        for (o = 0; (dl->train & TCC_TRAIN_BIAS) && o < dl->n_out; ++o) {
+            float g = 0.0f, b;
+            for (r = 0; r < n; ++r) {
+                g += dl->d[r * dl->n_out + o];
+            }
+            b = dl->b[o] - lr * g;
+            if (write) {
+                dl->b[o] = b;
+            } else if (!finite1(b)) {
+                return TCC_REFUSED;
+            }
         }
     }
+    return 0;
+}
+
+static int32_t sgd(tcc_classifier_t *c, const src_t *s, int32_t n, float lr) {
+    int32_t l, r, o, i;
+    forward(c, s, n);
+    for (r = 0; r < n; ++r) {
+        output_delta(c, s, r, n);
+    }
+    /* every delta from the old weights, before any update */
+    for (l = c->n_layers - 1; l > 0 && c->layers[l - 1].d; --l) {
+        const tcc_dense_t *dl = &c->layers[l];
+        tcc_dense_t *pl = &c->layers[l - 1];
+        for (r = 0; r < n; ++r) {
+            for (i = 0; i < dl->n_in; ++i) {
+                float sum = 0.0f;
+                for (o = 0; o < dl->n_out; ++o) {
+                    sum += dl->d[r * dl->n_out + o] * dl->w[o * dl->n_in + i];
+                }
+                pl->d[r * pl->n_out + i] = sum * dact_f(pl->a[r * pl->n_out + i], pl->act);
+            }
+        }
+    }
+    if (update(c, s, n, lr, 0) != 0) {
+        return TCC_REFUSED;
+    }
+    return update(c, s, n, lr, 1);
+}
+
+int32_t tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n,
+                           float lr) {
+    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    s.x = x;
+    s.y = y;
+    s.t = t;
+    return sgd(c, &s, n, lr);
 }
 
 /* ---- replay buffer ---- */
-enum { S_COUNT = 0, S_HEAD = 1, S_SEEN = 2, S_RNG = 3 };
 
 void tcc_buffer_reset(tcc_buffer_t *b) {
     b->state[S_COUNT] = 0;
@@ -295,10 +409,8 @@ int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_
 }
 
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout) {
-    int32_t slot = k, i;
-    if (b->policy == TCC_POLICY_FIFO && (int32_t)b->state[S_COUNT] == b->capacity) {
-        slot = (k + (int32_t)b->state[S_HEAD]) % b->capacity;
-    }
+    const int32_t slot = entry_slot(b, k);
+    int32_t i;
     for (i = 0; i < b->features; ++i) {
         const int32_t j = slot * b->features + i;
         out[i] = b->int8_storage ? b->scale * (float)((int32_t)b->q[j] - b->zero_point) : b->f[j];
@@ -310,21 +422,20 @@ uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *to
     return b->targets ? 0 : b->labels[slot];
 }
 
-void tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch, float *xwork,
-               uint8_t *ywork, float *twork) {
+int32_t tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch) {
     const int32_t n = tcc_buffer_count(b);
-    int32_t e, s, k;
+    int32_t e, s;
+    src_t src = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    src.buf = b;
+    src.scale = b->scale;
+    src.zp = b->zero_point;
     for (e = 0; e < epochs; ++e) {
         for (s = 0; s < n; s += batch) {
-            const int32_t m = (n - s) < batch ? (n - s) : batch;
-            for (k = 0; k < m; ++k) {
-                const uint8_t y = tcc_buffer_entry(b, s + k, xwork + k * b->features,
-                                                   b->targets ? twork + k * b->targets : twork);
-                if (!b->targets) {
-                    ywork[k] = y;
-                }
+            src.first = s;
+            if (sgd(c, &src, (n - s) < batch ? (n - s) : batch, lr) != 0) {
+                return TCC_REFUSED;
             }
-            tcc_classifier_sgd(c, xwork, ywork, twork, m, lr);
         }
     }
+    return 0;
 }

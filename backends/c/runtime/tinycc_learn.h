@@ -11,12 +11,17 @@ enum { TCC_ACT_LINEAR = 0, TCC_ACT_RELU = 1, TCC_ACT_SIGMOID = 2, TCC_ACT_TANH =
 enum { TCC_LOSS_CE = 0, TCC_LOSS_BCE = 1, TCC_LOSS_MSE = 2 };
 enum { TCC_POLICY_FIFO = 0, TCC_POLICY_RESERVOIR = 1, TCC_POLICY_CLASS_BALANCED = 2 };
 
+/* what a step updates (--train all|last|bias) */
+enum { TCC_TRAIN_NONE = 0, TCC_TRAIN_BIAS = 1, TCC_TRAIN_WEIGHTS = 2, TCC_TRAIN_BOTH = 3 };
+/* a training step refused because a weight or bias would not be finite (nothing changed) */
+enum { TCC_REFUSED = -1 };
+
 typedef struct {
     int32_t n_in, n_out, act;
+    int32_t train;                /* TCC_TRAIN_*: the parameters the step updates */
     float *w, *b;                 /* [n_out*n_in], [n_out]: RAM, trainable */
     const float *w_init, *b_init; /* flash copies for reset */
-    float *a, *d;                 /* [batch*n_out]: kept activations, deltas */
-    float *dw, *db;               /* gradients */
+    float *a, *d;                 /* [batch*n_out]: kept activations, deltas (d NULL: no delta needed) */
 } tcc_dense_t;
 
 typedef struct {
@@ -42,11 +47,15 @@ typedef struct {
 } tcc_buffer_t;
 
 void tcc_classifier_reset(tcc_classifier_t *c);
-/* head outputs of one feature vector: softmax probabilities (returns the arg-max class), the sigmoid
- * probability (returns 1 when it is > 0.5, else 0) or the regression outputs (returns 0) */
-int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, float *out);
-/* one SGD step on n rows of x [n*n_in]: labels y [n] (ce, bce) or targets t [n*n_out] (mse) */
-void tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n, float lr);
+/* head outputs of one feature vector, float x or int8 q (x NULL; dequantized element by element,
+ * scale * (q - zp), inside the first layer): softmax probabilities (returns the arg-max class), the
+ * sigmoid probability (returns 1 when it is > 0.5, else 0) or the regression outputs (returns 0) */
+int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, const int8_t *q, float scale, int32_t zp,
+                               float *out);
+/* one fused SGD step on n rows of x [n*n_in]: labels y [n] (ce, bce) or targets t [n*n_out] (mse).
+ * Returns 0, or TCC_REFUSED (nothing changed) when a weight or bias would become non-finite */
+int32_t tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n,
+                           float lr);
 /* 1 when the n values are finite (no NaN, no infinity), else 0 */
 int32_t tcc_all_finite(const float *v, int32_t n);
 
@@ -59,9 +68,9 @@ int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_
  * tout[targets]); returns its label (0 for regression) */
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout);
 
-/* retrain on every valid entry: epochs over the buffer, consecutive minibatches of `batch`; staging
- * xwork [batch*features], ywork [batch] (label heads) or twork [batch*targets] (regression) */
-void tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch, float *xwork,
-               uint8_t *ywork, float *twork);
+/* retrain on every valid entry: epochs over the buffer, consecutive minibatches of `batch`, read where
+ * they are stored (no staging copy). Returns 0, or TCC_REFUSED when a step was refused: that step changed
+ * nothing and the retraining stopped there (the steps before it stay applied) */
+int32_t tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch);
 
 #endif
