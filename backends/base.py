@@ -30,6 +30,10 @@ class Backend:
     description: ClassVar[str] = ""
     arena_detail: ClassVar[str] = "int8 activations, planned"
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
+    # the generated code declares the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf), whose size
+    # the memory model computes for the board's ABI (ir.memory_model.descriptor_bytes)
+    runtime_descriptors: ClassVar[bool] = False
+    runtime_state_exact: ClassVar[bool] = True  # runtime_state_bytes is what the generated code declares
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""

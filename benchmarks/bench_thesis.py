@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> Result:
             m = {i["name"]: i["bytes"] for i in dep.memory["items"]}
             net = sum(m.get(n, 0) for n in ("extractor weights", "extractor biases", "requantization tables",
                                             "feature extractor arena", "classifier weights", "training state",
-                                            "staging vectors", "runtime state"))
+                                            "staging vectors", "runtime state", "runtime descriptors"))
             per_entry = _entry_bytes(dep)
             omega = net + 158 * per_entry  # Ω as the thesis sized it: the network plus a 158-entry buffer
             entry[target] = {"ram": dep.memory["ram"], "flash": dep.memory["flash"], "items": m,

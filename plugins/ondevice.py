@@ -37,11 +37,11 @@ import numpy as np
 import pluggy
 
 from ..errors import BudgetError, TinyccError, UnsupportedLayerError
-from ..ir.buffer import ReplayBuffer
+from ..ir.buffer import MAX_CLASSES, ReplayBuffer
 from ..ir.calibration import CalibrationDataError
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
-from ..ir.memory_model import MemoryReport, deployment_memory
+from ..ir.memory_model import ARCH_ABI, MemoryReport, deployment_memory
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
@@ -130,12 +130,16 @@ def _head_origin(graph: Graph) -> str:
 def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int, train: str = "all") -> Classifier:
     """Φc with its head and training mode; an impossible head is reported naming the model's last Dense layer."""
     try:
-        return Classifier(layers, max_batch=batch, loss=loss, train=train)
+        clf = Classifier(layers, max_batch=batch, loss=loss, train=train)
     except ValueError as e:
         advice = ""
         if loss == "ce" and layers[-1].n_out == 1:
             advice = ": --loss bce or --loss mse"
         raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {e}{advice}") from None
+    if clf.n_classes > MAX_CLASSES:  # labels are uint8 in the buffer and the C API
+        raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {clf.n_classes} classes, but on-device labels "
+                                    f"are one byte (at most {MAX_CLASSES} classes)")
+    return clf
 
 
 def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:
@@ -292,12 +296,22 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, options: dict[str, Any],
                                   "int8" if tq is not None else "float32")
 
 
+def _abi(options: dict[str, Any], session: Any) -> str | None:
+    """The C ABI (a key of ir.memory_model.ABIS) of the board's architecture; None without a board, or for an
+    architecture tinycc does not know."""
+    if not options.get("board"):
+        return None
+    return ARCH_ABI.get(session.registry.board(options["board"]).arch)
+
+
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
-            arena: int, tq: Any = None) -> MemoryReport:
+            arena: int, tq: Any = None, abi: str | None = None) -> MemoryReport:
     return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
-                             backend.scratch_bytes(ext, options) if backend else 0)
+                             backend.scratch_bytes(ext, options) if backend else 0,
+                             abi, bool(getattr(backend, "runtime_descriptors", False)),
+                             bool(getattr(backend, "runtime_state_exact", True)))
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
@@ -306,6 +320,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     if options.get("cut"):
         cands = [_resolve_cut(graph, options["cut"], cands)]
     ram, flash, where = _budget(options, session)
+    abi = _abi(options, session)
     batch = int(options.get("batch_size") or 1)
     explicit = 1 if options.get("tinyol") else options.get("buffer")
     if not (ram or flash):
@@ -338,12 +353,12 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
             cap = int(explicit)
         elif ram:
             one = _buffer_bytes(1, feat, clf, options, tq)
-            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq).total("ram") - one
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, abi).total("ram") - one
             per = _buffer_bytes(2, feat, clf, options, tq) - one
             cap = max((ram - fixed - 16) // per, 1)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, feat, options, backend, arena, tq)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq, abi)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:

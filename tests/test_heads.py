@@ -371,7 +371,7 @@ def test_autoencoder_selftest_on_mega2560_in_simavr(session, tmp_path: Path) -> 
     if not arduino_harness.available():
         pytest.skip("arduino-builder/simavr/avr-gcc not installed")
     g, x, calib = _graph(session, autoencoder)
-    dep = build_deployment(g, {"calib_data": calib, "cut": "relu_3", "buffer": 8, "lr": 0.05, "board": "mega2560"},
+    dep = build_deployment(g, {"calib_data": calib, "cut": "relu_3", "buffer": 6, "lr": 0.05, "board": "mega2560"},
                            session, ArduinoBackend())
     ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x[:6], x[:6]), "test_count": 6, "test_learn": 24},
                           tmp_path)

@@ -62,6 +62,8 @@ def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int =
 
 class ArduinoBackend(Backend):
     name = "arduino"
+    runtime_descriptors = True
+    runtime_state_exact = False  # CORE_RESERVE is an allowance for the Arduino core, not a symbol size
     description = "Arduino sketch: serial protocol, PROGMEM weights on AVR, self-test mode"
     platforms = ("simavr",)
 

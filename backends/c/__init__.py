@@ -180,6 +180,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
 
 class CBackend(Backend):
     name = "c"
+    runtime_descriptors = True
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
     platforms = ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
 
