@@ -3,7 +3,7 @@
 RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + classifier weights and
        biases (float32, trainable) + training state (kept activations and deltas x batch: the fused SGD
        update keeps no gradient array, see ir.train) + replay buffer (entries, labels or regression
-       targets, stamps, state; read in place by training) + staging vectors (probabilities or outputs)
+       targets, stamps, state; read in place by training) + staging vectors (none: outputs live in the last layer's activations)
        + runtime state + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``,
        ``tcc_buf``: their size depends on the target's pointer width and alignment, so it is exact only
        for a known ABI).
@@ -173,9 +173,9 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
           detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (x batch {batch_size}; fused SGD: no gradient "
                  f"array, --train {classifier.train_mode})")
     r.add("replay buffer", "ram", buffer_bytes)
-    r.add("staging vectors", "ram", 4 * classifier.n_out,
-          detail=f"{'probabilities' if classifier.loss_name != 'mse' else 'outputs'} (features, labels and targets "
-                 "are read where they are stored)")
+    r.add("staging vectors", "ram", 0,
+          detail=f"none: {'probabilities' if classifier.loss_name != 'mse' else 'outputs'} are computed in the last "
+                 "layer's activations, features, labels and targets read where they are stored")
     r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
     if descriptors:
         key = abi or host_abi()

@@ -54,10 +54,10 @@ def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
     return ((in_bytes + 3) // 4) * 4 + out_bytes + PROTO_STATE
 
 
-def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int = 0) -> int:
-    """Static RAM of the protocol: receive buffer, reply buffer, outputs, state."""
+def proto_bytes(input_size: int, n_features: int, targets: int = 0) -> int:
+    """Static RAM of the protocol: receive buffer and state (replies stream the model's own output vector)."""
     rx = ((max_payload(input_size, n_features, targets) + 3) // 4) * 4
-    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + PROTO_STATE
+    return rx + PROTO_STATE
 
 
 class ArduinoBackend(Backend):
@@ -103,7 +103,7 @@ class ArduinoBackend(Backend):
 
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         insize = extractor.tensors[extractor.inputs[0]].size
-        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.n_out, classifier.target_count)
+        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.target_count)
 
     def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
         elem = 1 if options.get("int8_io") else 4
