@@ -111,15 +111,119 @@ TCC_INLINE uint32_t tcc_word(const int8_t *p) {
 /* the negated zero point in both 16-bit halves */
 TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; }
 
-/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off; a literal zero point 0 (the kernel generator
- * folded it into the bias) needs no offset register */
+/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off (none for a literal zero point 0) */
+#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
+#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
+#endif
+
+/* a literal zero point 0 (the kernel generator folded it into the bias) needs no subtraction */
 #if defined(__GNUC__)
 #define TCC_ZP_IS_ZERO(zp) (__builtin_constant_p(zp) && (zp) == 0)
 #else
 #define TCC_ZP_IS_ZERO(zp) 0
 #endif
-#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
-#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
+
+/* ARMv6-M (Cortex-M0/M0+/M1, GCC): the dot products below run as hand-scheduled Thumb-1 loops. ldrsb has only a
+ * register-offset form, so every stream is a pointer past its end indexed by one counter running from -n up to 0
+ * (adds sets the flags: no compare). The 2x2 block keeps its accumulators in r8-r11 (add accepts high
+ * registers), leaving the low registers to the four streams, the counter and two temporaries; GCC at -Os never
+ * allocates r8-r11 (they are fixed for size on Thumb-1), so the loop saves and restores them itself. C instead
+ * spills the accumulators: 7.75 instructions per multiply-accumulate where the loop below takes 3.75. */
+#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__)
+#define TCC_V6M 1
+#else
+#define TCC_V6M 0
+#endif
+
+#if TCC_V6M
+/* GCC writes inline assembly in divided syntax and switches back to unified after it (Thumb-1): the loops state
+ * unified syntax themselves. Per step one input is loaded twice rather than held in a third temporary; a non-zero zero point is subtracted
+ * by adding its negation, kept in ip, after each input load */
+#define TCC_V6M_2X2(ZP_ADD)                                                                                        \
+    ".syntax unified\n\t"                                                                                          \
+    "sub sp, #20\n\t"                                                                                              \
+    "str %[a], [sp, #16]\n\t"                                                                                      \
+    "mov ip, %[b]\n\t"                                                                                             \
+    "mov %[b], r8\n\tstr %[b], [sp, #0]\n\t"                                                                       \
+    "mov %[b], r9\n\tstr %[b], [sp, #4]\n\t"                                                                       \
+    "mov %[b], r10\n\tstr %[b], [sp, #8]\n\t"                                                                      \
+    "mov %[b], r11\n\tstr %[b], [sp, #12]\n\t"                                                                     \
+    "ldr %[b], [%[a], #0]\n\tmov r8, %[b]\n\t"                                                                     \
+    "ldr %[b], [%[a], #4]\n\tmov r9, %[b]\n\t"                                                                     \
+    "ldr %[b], [%[a], #8]\n\tmov r10, %[b]\n\t"                                                                    \
+    "ldr %[b], [%[a], #12]\n\tmov r11, %[b]\n\t"                                                                   \
+    "1:\n\t"                                                                                                       \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "ldrsb %[b], [%[wp], %[i]]\n\t"                                                                                \
+    "muls %[a], %[b], %[a]\n\t"                                                                                    \
+    "add r8, %[a]\n\t"                                                                                             \
+    "ldrsb %[a], [%[yp], %[i]]\n\t" ZP_ADD                                                                         \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add r10, %[b]\n\t"                                                                                            \
+    "ldrsb %[b], [%[vp], %[i]]\n\t"                                                                                \
+    "muls %[a], %[b], %[a]\n\t"                                                                                    \
+    "add r11, %[a]\n\t"                                                                                            \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add r9, %[b]\n\t"                                                                                             \
+    "adds %[i], #1\n\t"                                                                                            \
+    "bne 1b\n\t"                                                                                                   \
+    "ldr %[a], [sp, #16]\n\t"                                                                                      \
+    "mov %[b], r8\n\tstr %[b], [%[a], #0]\n\t"                                                                     \
+    "mov %[b], r9\n\tstr %[b], [%[a], #4]\n\t"                                                                     \
+    "mov %[b], r10\n\tstr %[b], [%[a], #8]\n\t"                                                                    \
+    "mov %[b], r11\n\tstr %[b], [%[a], #12]\n\t"                                                                   \
+    "ldr %[b], [sp, #0]\n\tmov r8, %[b]\n\t"                                                                       \
+    "ldr %[b], [sp, #4]\n\tmov r9, %[b]\n\t"                                                                       \
+    "ldr %[b], [sp, #8]\n\tmov r10, %[b]\n\t"                                                                      \
+    "ldr %[b], [sp, #12]\n\tmov r11, %[b]\n\t"                                                                     \
+    "add sp, #20"
+
+/* acc[0..3] += the 2x2 block of tcc_dot2x2 for n >= 1 */
+TCC_INLINE void tcc_v6m_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
+                               int32_t *acc) {
+    const int8_t *xp = x0 + n, *yp = x0 + xs + n, *wp = w0 + n, *vp = w0 + ws + n;
+    int32_t i = -n, b = -zp;
+    int32_t *a = acc;
+    if (TCC_ZP_IS_ZERO(zp)) {
+        __asm__ volatile(TCC_V6M_2X2("")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "+l"(b)
+                         : [xp] "l"(xp), [yp] "l"(yp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    } else {
+        __asm__ volatile(TCC_V6M_2X2("add %[a], ip\n\t")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "+l"(b)
+                         : [xp] "l"(xp), [yp] "l"(yp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    }
+}
+
+/* one pixel, two channels, n >= 1: all in low registers */
+TCC_INLINE void tcc_v6m_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
+                               int32_t *acc) {
+    const int8_t *xp = x0 + n, *wp = w0 + n, *vp = w0 + ws + n;
+    int32_t i = -n, xa = -zp, t;
+    int32_t a0 = acc[0], a1 = acc[1];
+    __asm__ volatile(
+        ".syntax unified\n\t"
+        "mov ip, %[xa]\n\t"
+        "1:\n\t"
+        "ldrsb %[xa], [%[xp], %[i]]\n\t"
+        "add %[xa], ip\n\t"
+        "ldrsb %[t], [%[wp], %[i]]\n\t"
+        "muls %[t], %[xa], %[t]\n\t"
+        "adds %[a0], %[a0], %[t]\n\t"
+        "ldrsb %[t], [%[vp], %[i]]\n\t"
+        "muls %[t], %[xa], %[t]\n\t"
+        "adds %[a1], %[a1], %[t]\n\t"
+        "adds %[i], #1\n\t"
+        "bne 1b"
+        : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
+        : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
+        : "cc", "memory", "r12");
+    acc[0] = a0;
+    acc[1] = a1;
+}
 #endif
 
 /* acc[0..3] += dot(x0, w0), dot(x0, w1), dot(x1, w0), dot(x1, w1) over n int8; x1 = x0 + xs, w1 = w0 + ws.
@@ -127,7 +231,17 @@ TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu)
  * widened inputs, one widened weight and the accumulators fit the 13 free registers of a Cortex-M4. */
 TCC_INLINE void tcc_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
                            int32_t *acc) {
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t a00, a01, a10, a11;
+#if TCC_V6M
+    if (n > 0) {
+        tcc_v6m_dot2x2(x0, xs, w0, ws, n, zp, acc);
+    }
+    return;
+#endif
+    a00 = acc[0];
+    a01 = acc[1];
+    a10 = acc[2];
+    a11 = acc[3];
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
@@ -212,7 +326,15 @@ TCC_INLINE void tcc_dot2x2_w(const uint32_t *xw, int32_t xs, const int8_t *w0, i
 
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
 TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
-    int32_t a0 = acc[0], a1 = acc[1];
+    int32_t a0, a1;
+#if TCC_V6M
+    if (n > 0) {
+        tcc_v6m_dot1x2(x0, w0, ws, n, zp, acc);
+    }
+    return;
+#endif
+    a0 = acc[0];
+    a1 = acc[1];
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
