@@ -201,3 +201,44 @@ def test_input_quantization_rounds_half_away_from_zero(session, tmp_path: Path) 
     feats = Simulator(dep).features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+
+
+HMUL_CHECK = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "tinycc_gen.h"
+static uint32_t s = 12345u;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; return s; }
+int main(void) {
+    static const int32_t xs[] = {0, 1, -1, 65535, 65536, -65536, -65537, 32767, -32768, INT32_MAX, INT32_MIN,
+                                 INT32_MIN + 1, 0x7FFF8000, -0x7FFF8000, 0x40000000, -0x40000000};
+    static const int32_t ms[] = {0, 1, 65535, 65536, 0x40000000, 0x7FFFFFFF, 0x7FFF0000, 0x4000FFFF, 0x5555AAAA};
+    long bad = 0, n = 0;
+    unsigned i, j;
+    for (i = 0; i < sizeof xs / sizeof xs[0]; ++i)
+        for (j = 0; j < sizeof ms / sizeof ms[0]; ++j, ++n)
+            bad += tcc_hmul31(xs[i], ms[j]) != (int32_t)(((int64_t)xs[i] * ms[j] + ((int64_t)1 << 30)) >> 31);
+    for (i = 0; i < 2000000u; ++i, ++n) {
+        const int32_t x = (int32_t)(rnd() >> (rnd() & 31u)) * ((rnd() & 1u) ? -1 : 1);
+        const int32_t m = (int32_t)((rnd() >> 1) | ((rnd() & 1u) << 30));
+        bad += tcc_hmul31(x, m) != (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
+    }
+    printf("checked %ld bad %ld\n", n, bad);
+    return 0;
+}
+"""
+
+
+def test_high_multiply_without_64_bit_product_is_exact(tmp_path: Path) -> None:
+    """ARMv6-M's requantization (tcc_hmul31 from four 16x16 products, TCC_HMUL16) equals the 64-bit product on
+    edge values and 2 M random pairs; host gcc with UBSan (no signed overflow in the 32-bit sums)."""
+    import subprocess
+
+    runtime = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    (tmp_path / "hmul.c").write_text(HMUL_CHECK)
+    exe = tmp_path / "hmul"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", "-DTCC_HMUL16=1", f"-I{runtime}", "-o", str(exe),
+                    str(tmp_path / "hmul.c")], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["checked", str(16 * 9 + 2_000_000)] and out[3] == "0", out

@@ -36,14 +36,40 @@
 #define TCC_DSP 0
 #endif
 
+/* ARMv6-M (Cortex-M0/M0+/M1) with GCC: Thumb-1 dot-product loops and a requantization without 64-bit multiply */
+#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__)
+#define TCC_V6M 1
+#else
+#define TCC_V6M 0
+#endif
+
+/* (int32_t)(((int64_t)x * m + 2^30) >> 31) for 0 <= m < 2^31: SaturatingRoundingDoublingHighMul's product before
+ * its sign correction. ARMv6-M has no 32x32->64 multiply (GCC calls __aeabi_lmul): there it is four 16x16
+ * products, x = xh * 2^16 + xl and m = mh * 2^16 + ml with xl, ml unsigned, summed in 32 bits in two parts
+ * whose floors by 2^15 add up with one carry; exact for every x and m (tests/test_kernels.py checks it). */
+#ifndef TCC_HMUL16
+#define TCC_HMUL16 TCC_V6M /* a test sets it to check the 16-bit form on the host */
+#endif
+TCC_INLINE int32_t tcc_hmul31(int32_t x, int32_t m) {
+#if TCC_HMUL16
+    const int32_t xh = x >> 16, mh = m >> 16;
+    const uint32_t xl = (uint32_t)x & 0xFFFFu, ml = (uint32_t)m & 0xFFFFu;
+    const int32_t r1 = xh * (int32_t)ml;                                         /* |r1| < 2^31 */
+    const uint32_t r2 = xl * (uint32_t)mh + ((xl * ml) >> 16) + (1u << 14);      /* < 2^31 */
+    const uint32_t carry = (((uint32_t)r1 & 0x7FFFu) + (r2 & 0x7FFFu)) >> 15;
+    return (int32_t)((uint32_t)(xh * mh) * 2u + (uint32_t)(r1 >> 15) + (r2 >> 15) + carry);
+#else
+    return (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
+#endif
+}
+
 /* MultiplyByQuantizedMultiplier: SaturatingRoundingDoublingHighMul then RoundingDivideByPOT. The multiplier is
  * positive (QuantizeMultiplier), so the high multiply never saturates and its round-half-away-from-zero
  * equals adding 2^30 and shifting the 64-bit product right by 31 (one smlal + shift on Cortex-M4). */
 TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
-    const int64_t p = (int64_t)(int32_t)((uint32_t)x << left) * mult + ((int64_t)1 << 30);
-    const int32_t h = (int32_t)(p >> 31);
+    const int32_t h = tcc_hmul31((int32_t)((uint32_t)x << left), mult);
     const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
     const int32_t threshold = (mask >> 1) + (h < 0 ? 1 : 0);
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
@@ -51,7 +77,7 @@ TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
 
 /* the same for a shift <= 0 (right = -shift >= 0), the common case, known when the layer is generated */
 TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
-    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t h = tcc_hmul31(x, mult);
     const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
     const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)h >> 31);
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
@@ -60,7 +86,7 @@ TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
 /* the same for 1 <= right <= 30 when the kernel generator has proved |x| + 2^(right-1) < 2^31 (from the
  * layer's weights and bias): then RoundingDivideByPOT is one add of half minus the sign and a shift */
 TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
-    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t h = tcc_hmul31(x, mult);
     return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
 }
 
@@ -129,11 +155,6 @@ TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu)
  * registers), leaving the low registers to the four streams, the counter and two temporaries; GCC at -Os never
  * allocates r8-r11 (they are fixed for size on Thumb-1), so the loop saves and restores them itself. C instead
  * spills the accumulators: 7.75 instructions per multiply-accumulate where the loop below takes 3.75. */
-#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__)
-#define TCC_V6M 1
-#else
-#define TCC_V6M 0
-#endif
 
 #if TCC_V6M
 /* GCC writes inline assembly in divided syntax and switches back to unified after it (Thumb-1): the loops state
