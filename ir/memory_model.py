@@ -80,6 +80,9 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
+LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc)"
+
+
 def code_estimate(graph: Graph, learning: bool = True) -> int:
     kinds = {op.kind for op in graph.ops}
     learn = CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] if learning else 0
@@ -87,7 +90,8 @@ def code_estimate(graph: Graph, learning: bool = True) -> int:
 
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
-                     arena_detail: str = "int8 activations, planned", scratch: int = 0) -> MemoryReport:
+                     arena_detail: str = "int8 activations, planned", scratch: int = 0,
+                     tables: int = 0) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -101,13 +105,15 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")
     r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
+    if tables:
+        r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
     r.add("code", "flash", code_estimate(graph, learning=False), exact=False, detail="per-kernel table")
     return r
 
 
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
-                      scratch: int = 0) -> MemoryReport:
+                      scratch: int = 0, tables: int = 0) -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier)."""
     r = MemoryReport()
     r.add("feature extractor arena", "ram", arena, detail=arena_detail)
@@ -128,6 +134,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     r.add("extractor weights", "flash", w, detail="int8")
     r.add("extractor biases", "flash", b, detail="int32")
     r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
+    if tables:
+        r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
     r.add("classifier initial weights", "flash", classifier.param_bytes(), detail="float32, for reset")
     r.add("code", "flash", code_estimate(extractor), exact=False, detail="per-kernel table")
     return r

@@ -280,7 +280,8 @@ def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str,
     return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
-                             backend.scratch_bytes(ext, options) if backend else 0)
+                             backend.scratch_bytes(ext, options) if backend else 0,
+                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0)
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:

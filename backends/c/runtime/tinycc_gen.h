@@ -219,29 +219,36 @@ TCC_INLINE void tcc_v6m_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, i
     }
 }
 
-/* one pixel, two channels, n >= 1: all in low registers */
+/* one pixel, two channels, n >= 1: all in low registers (the negated zero point in ip unless it is 0) */
+#define TCC_V6M_1X2(ZP_ADD)                                                                                        \
+    ".syntax unified\n\t"                                                                                          \
+    "mov ip, %[xa]\n\t"                                                                                            \
+    "1:\n\t"                                                                                                       \
+    "ldrsb %[xa], [%[xp], %[i]]\n\t" ZP_ADD                                                                        \
+    "ldrsb %[t], [%[wp], %[i]]\n\t"                                                                                \
+    "muls %[t], %[xa], %[t]\n\t"                                                                                   \
+    "adds %[a0], %[a0], %[t]\n\t"                                                                                  \
+    "ldrsb %[t], [%[vp], %[i]]\n\t"                                                                                \
+    "muls %[t], %[xa], %[t]\n\t"                                                                                   \
+    "adds %[a1], %[a1], %[t]\n\t"                                                                                  \
+    "adds %[i], #1\n\t"                                                                                            \
+    "bne 1b"
 TCC_INLINE void tcc_v6m_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
                                int32_t *acc) {
     const int8_t *xp = x0 + n, *wp = w0 + n, *vp = w0 + ws + n;
     int32_t i = -n, xa = -zp, t;
     int32_t a0 = acc[0], a1 = acc[1];
-    __asm__ volatile(
-        ".syntax unified\n\t"
-        "mov ip, %[xa]\n\t"
-        "1:\n\t"
-        "ldrsb %[xa], [%[xp], %[i]]\n\t"
-        "add %[xa], ip\n\t"
-        "ldrsb %[t], [%[wp], %[i]]\n\t"
-        "muls %[t], %[xa], %[t]\n\t"
-        "adds %[a0], %[a0], %[t]\n\t"
-        "ldrsb %[t], [%[vp], %[i]]\n\t"
-        "muls %[t], %[xa], %[t]\n\t"
-        "adds %[a1], %[a1], %[t]\n\t"
-        "adds %[i], #1\n\t"
-        "bne 1b"
-        : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
-        : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
-        : "cc", "memory", "r12");
+    if (TCC_ZP_IS_ZERO(zp)) {
+        __asm__ volatile(TCC_V6M_1X2("")
+                         : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
+                         : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    } else {
+        __asm__ volatile(TCC_V6M_1X2("add %[xa], ip\n\t")
+                         : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
+                         : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    }
     acc[0] = a0;
     acc[1] = a1;
 }
