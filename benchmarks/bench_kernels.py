@@ -107,9 +107,9 @@ def _zoo_deployments(session: Any, only: list[str] | None):
 
 def _cnas_deployments(session: Any, only: list[str] | None):
     """The thesis's CNAS model (seeded weights: instruction counts do not depend on training) unpruned and as the
-    thesis's pruning step 1 (1094 of the last convolution's 1280 filters removed, as bench_thesis.py does), calibrated on 100
-    CIFAR-10 training images and cut at the Flatten as bench_thesis.py compiles it; TFLite Micro runs the
-    extractor written as .tflite."""
+    thesis's pruning step 1 (1094 of the last convolution's 1280 filters removed, as bench_thesis.py does),
+    calibrated on 100 CIFAR-10 training images, cut before the classifier (the Flatten) as bench_thesis.py
+    compiles it; TFLite Micro runs the extractor written as .tflite."""
     import keras
 
     from tinycc.backends.c import CBackend

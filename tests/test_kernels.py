@@ -33,8 +33,9 @@ FIXED: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (1, 3, 3, 2, 1, True, 8
 
 
 def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3, dense: int = 5,
-                 seed: int = 0) -> Graph:
-    """input -> the layers (shapes that would not fit are shrunk) -> flatten -> Dense(dense) -> Dense head."""
+                 seed: int = 0, after: dict[int, str] | None = None) -> Graph:
+    """input -> the layers (shapes that would not fit are shrunk; `after` puts a unary op such as sigmoid after
+    layer i) -> flatten -> Dense(dense) -> Dense head."""
     rng = np.random.default_rng(seed)
     g = Graph("kernels")
     g.add_input("x", (1, *hw, cin))
@@ -57,6 +58,8 @@ def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3
             ins.append(g.add_const(f"b{i}", rng.normal(0, 0.3, (ch,)).astype(np.float32)).name)
         kname = "depthwise_conv2d" if kind == 1 else "conv2d"
         src = g.add_op(kname, ins, f"l{i}", attrs).outputs[0]
+        if after and i in after:
+            src = g.add_op(after[i], [src], f"u{i}").outputs[0]
     flat = g.add_op("flatten", [src], "flat").outputs[0]
     n = int(np.prod(g.tensors[flat].shape[1:]))
     d1 = g.add_const("fc_w", rng.normal(0, 1 / np.sqrt(n), (dense, n)).astype(np.float32))
@@ -69,8 +72,9 @@ def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3
     return g
 
 
-def _deployment(session, layers: list[Layer], seed: int, kernels: str = "tinycc"):
-    g = random_graph(layers, seed=seed)
+def _deployment(session, layers: list[Layer], seed: int, kernels: str = "tinycc",
+                after: dict[int, str] | None = None):
+    g = random_graph(layers, seed=seed, after=after)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     rng = np.random.default_rng(seed)
     shift = rng.uniform(-1.5, 1.5)  # the input zero point moves away from 0
@@ -118,9 +122,10 @@ def test_generic_option_keeps_the_runtime_loops(session) -> None:
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("cpu", ["m4", "m0plus"])
+@pytest.mark.parametrize("cpu", ["m4", "m7", "m0plus"])
 def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
-    """The DSP path (Cortex-M4: SIMD dot products, unaligned word loads) and ARMv6-M's portable path."""
+    """The DSP path (Cortex-M4/M7: SIMD dot products, unaligned word loads) and ARMv6-M's Thumb-1 loops and
+    16-bit requantization."""
     layers = FIXED + [(2, 1, 1, 1, 1, False, 9, 1, True)]
     proj, dep, x = _project(session, tmp_path, layers, 5)
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
@@ -128,6 +133,29 @@ def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> Non
     assert len(out.features) == len(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
+def test_logistic_and_tanh_by_table(session, tmp_path: Path) -> None:
+    """LOGISTIC and TANH run as 256-entry tables that equal the int8 interpreter (host, ASan/UBSan) and are
+    counted in the memory report's flash; --kernels generic keeps the fixed-point routines and no table."""
+    layers = FIXED[:2]
+    dep, opts, x = _deployment(session, layers, 7, after={0: "sigmoid", 1: "tanh"})
+    em = build_emit_model(dep, opts)
+    assert [k.family for k in em.kernels].count("lut") == 2
+    assert not {"tcc_logistic_s8", "tcc_tanh_s8"} & {c.fn for c in em.calls}
+    items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
+    assert items["kernel lookup tables"] == 512
+    assert sum(a.count for a in em.arrays if a.name.startswith("tcc_lut_")) == 512
+    gen, _, _ = _deployment(session, layers, 7, kernels="generic", after={0: "sigmoid", 1: "tanh"})
+    assert "kernel lookup tables" not in {i["name"] for i in gen.memory["items"]}
+    gen_calls = {c.fn for c in build_emit_model(gen, {**opts, "kernels": "generic"}).calls}
+    assert {"tcc_logistic_s8", "tcc_tanh_s8"} <= gen_calls
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
 
 
 MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
