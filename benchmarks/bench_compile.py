@@ -8,6 +8,7 @@ first compile also pays TensorFlow's import, reported apart); the table shows th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.passes import summarize
     from tinycc.session import Session
 
+    load = os.getloadavg()[0]  # a shared machine: absolute seconds scale with it, ratios much less
     tf_import = _tf_import_seconds()
     tmp = Path(tempfile.mkdtemp(prefix="tinycc-bench-compile-"))
     model = args.model
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> Result:
                            f"alone takes {tf_import:.2f} s in a fresh process (inside the first compile's "
                            "frontend time; later compiles reuse the import). `calibrate` runs the float "
                            "reference interpreter over the calibration images; it runs once per cut "
-                           "candidate tried.")
+                           f"candidate tried. 1-minute load average at the start: {load:.1f} (2 cores).")
     res.data = {"targets": data, "tf_import_seconds": tf_import, "calib_count": args.calib_count,
                 "model": args.model or "cnas_cifar10()", **extra}
     out = Path(args.out)
