@@ -111,10 +111,10 @@ def _zoo_deployments(session: Any, only: list[str] | None):
 
 
 def _cnas_deployments(session: Any, only: list[str] | None):
-    """The thesis's CNAS model (seeded weights: instruction counts do not depend on training) unpruned and as the
-    thesis's pruning step 1 (1094 of the last convolution's 1280 filters removed, as bench_thesis.py does),
-    calibrated on 100 CIFAR-10 training images, cut before the classifier (the Flatten) as bench_thesis.py
-    compiles it; TFLite Micro runs the extractor written as .tflite."""
+    """The thesis's CNAS model (seeded weights, BatchNorm statistics as in tests/test_cnas.py: instruction counts
+    do not depend on training) unpruned and as the thesis's pruning step 1 (1094 of the last convolution's 1280
+    filters removed, as bench_thesis.py does), calibrated on 100 CIFAR-10 training images, cut before the
+    classifier (the Flatten) as bench_thesis.py compiles it; TFLite Micro runs the extractor written as .tflite."""
     import keras
 
     from tinycc.backends.c import CBackend
@@ -132,8 +132,15 @@ def _cnas_deployments(session: Any, only: list[str] | None):
     with np.load(data, allow_pickle=False) as z:
         calib = z["x_train"][:100].astype(np.float32) / 255
     keras.utils.set_random_seed(3)
+    model = cnas_cifar10()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BatchNorm statistics as tests/test_cnas.py sets them: with the untrained
+        if type(layer).__name__ == "BatchNormalization":  # defaults some scales underflow TFLite Micro's shifts
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
     path = Path(tempfile.mkdtemp(prefix="bench-kernels-cnas-")) / "cnas.keras"
-    cnas_cifar10().save(path)  # loaded as bench_thesis.py loads the trained model
+    model.save(path)  # loaded as bench_thesis.py loads the trained model
     base = session.registry.frontend_for(str(path)).load(str(path), {})
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
     head = [o for o in base.ops if o.kind.value == "dense"][-1]  # the classifier: the cut is its input (Flatten)
