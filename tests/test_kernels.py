@@ -184,6 +184,37 @@ def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, na
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{name} features of input {i}")
 
 
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("name,cpu,kernels", [(n, c, "tinycc") for n in MLPERF_MODELS for c in ("m4", "m7", "m0plus")]
+                         + [("kws_ref_model", c, "cmsis-nn") for c in ("m7", "m0plus")])
+def test_mlperf_tiny_first_vector_under_qemu(session, tmp_path: Path, name: str, cpu: str, kernels: str) -> None:
+    """The MLPerf Tiny models' features on the first test vector under QEMU (DSP path on M4/M7, Thumb-1 loops on
+    M0+; and the --kernels cmsis-nn project on M7 and M0+) equal run_int8 bit for bit."""
+    from tinycc.backends.c import cmsis_nn
+
+    cmsis_dir = None
+    if kernels == "cmsis-nn":
+        from .test_cmsis_nn import VENDOR
+
+        archive = cmsis_nn.vendor_archive(VENDOR)
+        if archive is None:
+            pytest.skip(f"no cmsis-nn-*.tar.xz in {VENDOR} (set TINYCC_VENDOR)")
+        cmsis_dir = cmsis_nn.extract(archive)
+    path = str(mlperf_model(f"{name}.tflite"))
+    g = session.registry.frontend_for(path).load(path, {})
+    opts = {"buffer": 2, "kernels": kernels}
+    dep = build_deployment(g, opts, session, CBackend())
+    xin = dep.extractor.tensors[dep.extractor.inputs[0]]
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    levels = np.random.default_rng(1).integers(-128, 128, (1, *xin.shape[1:]))
+    x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
+                   tmp_path)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu, None, cmsis_dir)
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on {cpu}")
+
+
 WRAP_CHECK = r"""
 #define main tcc_demo_main
 #include "demo_main.c"
