@@ -5,7 +5,9 @@
  * values are widened into two pairs of int16 (__sxtb16 lanes 0/2 and, rotated by 8, lanes 1/3), the input zero
  * point is subtracted in the same instruction (__sxtab16 with the negated zero point in both halves) and
  * __smlad does two multiply-accumulates. Inputs and weights are widened the same way, so the lanes match
- * without re-packing. Everywhere else (Cortex-M0+, AVR, the host) the same loops run in portable C. */
+ * without re-packing. On ARMv6-M (Cortex-M0/M0+) the dot products are Thumb-1 assembly loops and the
+ * requantization avoids the 64-bit multiply (TCC_V6M, below). Everywhere else (AVR, the host) the same loops run
+ * in portable C. */
 #ifndef TINYCC_GEN_H
 #define TINYCC_GEN_H
 
