@@ -38,8 +38,10 @@
 #define TCC_DSP 0
 #endif
 
-/* ARMv6-M (Cortex-M0/M0+/M1) with GCC: Thumb-1 dot-product loops and a requantization without 64-bit multiply */
-#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__)
+/* ARMv6-M (Cortex-M0/M0+/M1) with GCC: Thumb-1 dot-product loops and a requantization without 64-bit multiply
+ * (-DTCC_NO_V6M_ASM selects the portable C loops). The loops use at most seven low registers, so r7 may be the
+ * frame pointer (-fno-omit-frame-pointer, -O0). */
+#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__) && !defined(TCC_NO_V6M_ASM)
 #define TCC_V6M 1
 #else
 #define TCC_V6M 0
@@ -221,38 +223,42 @@ TCC_INLINE void tcc_v6m_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, i
     }
 }
 
-/* one pixel, two channels, n >= 1: all in low registers (the negated zero point in ip unless it is 0) */
-#define TCC_V6M_1X2(ZP_ADD)                                                                                        \
-    ".syntax unified\n\t"                                                                                          \
-    "mov ip, %[xa]\n\t"                                                                                            \
+/* one pixel, two channels, n >= 1, in seven low registers (r7 may be the frame pointer): the second channel's
+ * sum collects in ip from 0 and is added to acc[1] after the loop; a non-zero zero point is added from r8, which
+ * the loop saves and restores (GCC at -Os never allocates it) */
+#define TCC_V6M_1X2(ZP_SAVE, ZP_ADD, ZP_RESTORE)                                                                   \
+    ".syntax unified\n\t" ZP_SAVE                                                                                  \
+    "movs %[b], #0\n\t"                                                                                            \
+    "mov ip, %[b]\n\t"                                                                                             \
     "1:\n\t"                                                                                                       \
-    "ldrsb %[xa], [%[xp], %[i]]\n\t" ZP_ADD                                                                        \
-    "ldrsb %[t], [%[wp], %[i]]\n\t"                                                                                \
-    "muls %[t], %[xa], %[t]\n\t"                                                                                   \
-    "adds %[a0], %[a0], %[t]\n\t"                                                                                  \
-    "ldrsb %[t], [%[vp], %[i]]\n\t"                                                                                \
-    "muls %[t], %[xa], %[t]\n\t"                                                                                   \
-    "adds %[a1], %[a1], %[t]\n\t"                                                                                  \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "ldrsb %[b], [%[wp], %[i]]\n\t"                                                                                \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "adds %[a0], %[a0], %[b]\n\t"                                                                                  \
+    "ldrsb %[b], [%[vp], %[i]]\n\t"                                                                                \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add ip, %[b]\n\t"                                                                                             \
     "adds %[i], #1\n\t"                                                                                            \
-    "bne 1b"
+    "bne 1b\n\t"                                                                                                   \
+    "mov %[b], ip\n\t" ZP_RESTORE
 TCC_INLINE void tcc_v6m_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
                                int32_t *acc) {
     const int8_t *xp = x0 + n, *wp = w0 + n, *vp = w0 + ws + n;
-    int32_t i = -n, xa = -zp, t;
-    int32_t a0 = acc[0], a1 = acc[1];
+    int32_t i = -n, a = -zp, b, a0 = acc[0];
     if (TCC_ZP_IS_ZERO(zp)) {
-        __asm__ volatile(TCC_V6M_1X2("")
-                         : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
+        __asm__ volatile(TCC_V6M_1X2("", "", "")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "=&l"(b), [a0] "+l"(a0)
                          : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
                          : "cc", "memory", "r12");
     } else {
-        __asm__ volatile(TCC_V6M_1X2("add %[xa], ip\n\t")
-                         : [i] "+l"(i), [xa] "+l"(xa), [t] "=&l"(t), [a0] "+l"(a0), [a1] "+l"(a1)
+        __asm__ volatile(TCC_V6M_1X2("sub sp, #8\n\tmov %[b], r8\n\tstr %[b], [sp, #0]\n\tmov r8, %[a]\n\t",
+                                     "add %[a], r8\n\t", "ldr %[a], [sp, #0]\n\tmov r8, %[a]\n\tadd sp, #8\n\t")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "=&l"(b), [a0] "+l"(a0)
                          : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
                          : "cc", "memory", "r12");
     }
     acc[0] = a0;
-    acc[1] = a1;
+    acc[1] += b;
 }
 #endif
 
