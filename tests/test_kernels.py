@@ -158,6 +158,20 @@ def test_logistic_and_tanh_by_table(session, tmp_path: Path) -> None:
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
 
 
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_armv6m_loops_build_with_a_frame_pointer(session, tmp_path: Path) -> None:
+    """The Thumb-1 loops' register needs leave r7 to a frame pointer: model.c builds for Cortex-M0+ with
+    -fno-omit-frame-pointer and at -O0 (folded and non-folded zero points: gemm and padded conv layers)."""
+    import subprocess
+
+    (tmp_path / "p").mkdir()
+    proj, _, _ = _project(session, tmp_path / "p", FIXED, 2)
+    for flags in (["-Os", "-fno-omit-frame-pointer"], ["-O0"]):
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft", *flags, "-std=c99",
+                        "-Wall", "-Wextra", "-Werror", "-I", str(proj), "-I", str(proj / "runtime"), "-c",
+                        str(proj / "model.c"), "-o", str(tmp_path / "model.o")], check=True)
+
+
 MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
 
 
