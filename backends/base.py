@@ -50,6 +50,10 @@ class Backend:
         """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
         return 0
 
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
+        return 0
+
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
         """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
         return self.arena_bytes(deployment.extractor, options)

@@ -130,6 +130,9 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
+LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc)"
+
+
 def code_estimate(graph: Graph, learning: bool = True) -> int:
     kinds = {op.kind for op in graph.ops}
     learn = CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] if learning else 0
@@ -138,7 +141,7 @@ def code_estimate(graph: Graph, learning: bool = True) -> int:
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
                      arena_detail: str = "int8 activations, planned", scratch: int = 0,
-                     runtime_state_exact: bool = True) -> MemoryReport:
+                     runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -152,6 +155,8 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")
     r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
+    if tables:
+        r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
     r.add("code", "flash", code_estimate(graph, learning=False), exact=False, detail="per-kernel table")
     return r
 
@@ -159,7 +164,7 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
                       scratch: int = 0, abi: str | None = None, descriptors: bool = False,
-                      runtime_state_exact: bool = True) -> MemoryReport:
+                      runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the target's code
     declares the runtime's descriptor structs, sized for ``abi`` (a key of ABIS; None: unknown, the host's
     sizes, not exact)."""
@@ -187,6 +192,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     r.add("extractor weights", "flash", w, detail="int8")
     r.add("extractor biases", "flash", b, detail="int32")
     r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
+    if tables:
+        r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
     r.add("classifier initial weights", "flash", classifier.param_bytes(), detail="float32, for reset")
     r.add("code", "flash", code_estimate(extractor), exact=False, detail="per-kernel table")
     return r

@@ -311,7 +311,8 @@ def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
                              backend.scratch_bytes(ext, options) if backend else 0,
                              abi, bool(getattr(backend, "runtime_descriptors", False)),
-                             bool(getattr(backend, "runtime_state_exact", True)))
+                             bool(getattr(backend, "runtime_state_exact", True)),
+                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0)
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:

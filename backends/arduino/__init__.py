@@ -101,6 +101,9 @@ class ArduinoBackend(Backend):
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return CBackend().arena_bytes(extractor, options)
 
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        return CBackend().table_bytes(extractor, options)  # the sketch's model.c is the C backend's
+
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         insize = extractor.tensors[extractor.inputs[0]].size
         return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.target_count)

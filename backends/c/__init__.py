@@ -213,6 +213,11 @@ class CBackend(Backend):
     def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return cmsis_nn.scratch_bytes(extractor, options)
 
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        from .kernels import table_bytes
+
+        return table_bytes(extractor, options)
+
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         return render_project(deployment, options, outdir)
 
