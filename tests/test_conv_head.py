@@ -141,6 +141,22 @@ def test_head_is_the_trainable_classifier(session, name: str, layers: list, feat
         np.testing.assert_array_equal(layer.bias, m.get_layer(lname).bias.numpy())
 
 
+def test_cut_names_a_layer_cleanup_removed(session) -> None:
+    """`--cut` may name a layer the cleanup passes dropped (a Dropout, a no-op Flatten): it resolves to the tensor
+    that replaced it (as the thesis's `--cut flatten` on the CNAS model); a removed layer with no Dense after it
+    is still refused, naming the valid cut points."""
+    from tinycc.errors import TinyccError
+
+    m = _model("conv_head2")
+    g = _clean(session, m)
+    assert not any("drop" in (o.name, o.origin) or "flat" in (o.name, o.origin) for o in g.ops)
+    calib = _inputs(m, 8, 1)
+    dep = build_deployment(g, {"calib_data": calib, "cut": "drop"}, session, CBackend())
+    assert dep.extractor.tensors[dep.extractor.outputs[0]].size == 12 and len(dep.classifier) == 2
+    with pytest.raises(TinyccError, match="cannot cut at 'flat'.*valid cut points"):
+        build_deployment(_clean(session, m), {"calib_data": calib, "cut": "flat"}, session, CBackend())
+
+
 def test_mobilenet_generated_c_equals_run_int8(session, tmp_path: Path) -> None:
     """Keras Applications MobileNet alpha 0.25, 96x96x3: the conv head trained on the device, C == run_int8."""
     m = _model("mobilenet")
