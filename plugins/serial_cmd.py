@@ -19,12 +19,19 @@ from ..report import png_bytes
 from .quantize import write_atomic
 
 hookimpl = pluggy.HookimplMarker("tinycc")
-ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range", 5: "payload too large",
-          6: "NaN or infinity in the input or target"}
+ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range",
+          5: "payload longer than the model's largest request", 6: "NaN or infinity in the input or target",
+          7: "this build is inference-only",
+          8: "update refused: it would make a classifier weight non-finite (nothing changed)"}
+MAX_LEN = 0xFFFFFFFF  # the 32-bit LEN field
+MAX_REPLY = 1 << 24  # no tinycc board answers with more: a longer LEN is a corrupt reply
 
 
 def frame(cmd: bytes, payload: bytes = b"") -> bytes:
-    body = cmd + struct.pack("<H", len(payload)) + payload
+    """A request frame: 0xA5 CMD LEN(uint32 LE) PAYLOAD CHK, CHK = (CMD + LEN bytes + payload) mod 256."""
+    if len(payload) > MAX_LEN:
+        raise TinyccError(f"a serial frame carries at most {MAX_LEN:,} bytes, not {len(payload):,}")
+    body = cmd + struct.pack("<I", len(payload)) + payload
     return b"\xa5" + body + bytes([sum(body) % 256])
 
 
@@ -41,14 +48,19 @@ class Board:
         return data
 
     def ask(self, cmd: bytes, payload: bytes = b"") -> bytes:
-        self.port.write(frame(cmd, payload))
+        request = frame(cmd, payload)
+        if hasattr(self.port, "reset_input_buffer"):
+            self.port.reset_input_buffer()  # stale bytes (a board reset, line noise) are no reply to this request
+        self.port.write(request)
         while self._read(1) != b"\x5a":
             pass
-        c = self._read(1)
-        n = struct.unpack("<H", self._read(2))[0]
+        head = self._read(5)
+        c, n = head[:1], struct.unpack("<I", head[1:])[0]
+        if n > MAX_REPLY:
+            raise TinyccError(f"corrupt reply from the board (length {n:,})")
         data = self._read(n)
         chk = self._read(1)[0]
-        if chk != (c[0] + (n & 255) + (n >> 8) + sum(data)) % 256:
+        if chk != (sum(head) + sum(data)) % 256:
             raise TinyccError("corrupt reply from the board (checksum)")
         if c == b"E":
             raise TinyccError(f"board refused {cmd.decode()}: {ERRORS.get(data[0], data[0])}")
@@ -96,17 +108,40 @@ def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool
     return acc
 
 
+def load_stream(path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first LIMIT samples of a labelled stream (.npz x/y or x_test/y_test), checked: float32 samples and
+    integer class labels 0..255, one per sample; any problem is one TinyccError line."""
+    if limit is not None and limit < 1:
+        raise TinyccError(f"--limit must be at least 1, not {limit}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x = z["x"] if "x" in z.files else z["x_test"]
+            y = z["y"] if "y" in z.files else z["y_test"]
+    except (OSError, KeyError, ValueError, EOFError) as e:
+        raise TinyccError(f"{path}: cannot read a stream (.npz with x/y or x_test/y_test): {e}") from None
+    if x.ndim < 1 or len(x) == 0:
+        raise TinyccError(f"{path}: the stream is empty (no samples)")
+    if y.ndim != 1 or len(y) != len(x):
+        raise TinyccError(f"{path}: {len(x)} samples but labels of shape {list(y.shape)}: one class index per sample")
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise TinyccError(f"{path}: samples and labels must be numbers (x is {x.dtype}, y is {y.dtype})")
+    n = len(x) if limit is None else min(limit, len(x))
+    x, y = x[:n].astype(np.float32), y[:n]
+    if not np.isfinite(x).all():
+        raise TinyccError(f"{path}: NaN or infinity in the samples")
+    ok = np.isfinite(y) & (y >= 0) & (y <= 255) & (np.floor(y) == y) if y.dtype.kind == "f" else (y >= 0) & (y <= 255)
+    if not ok.all():
+        raise TinyccError(f"{path}: label {y[~ok][0]} of sample {int(np.argmin(ok))} is not a class index "
+                          "(an integer 0..255)")
+    return x, y.astype(np.int64)
+
+
 def _cmd(args: Any, session: Any) -> int:
+    x, y = load_stream(args.data, args.limit)
     try:
         import serial
     except ImportError:
         raise TinyccError("tinycc serial needs pyserial: pip install pyserial") from None
-    try:
-        with np.load(args.data, allow_pickle=False) as z:
-            x = z["x"] if "x" in z.files else z["x_test"]
-            y = z["y"] if "y" in z.files else z["y_test"]
-    except (OSError, KeyError, ValueError) as e:
-        raise TinyccError(f"{args.data}: cannot read a stream (.npz with x/y or x_test/y_test): {e}") from None
     try:
         port = serial.Serial(args.port, args.baud, timeout=args.timeout)
     except (serial.SerialException, OSError) as e:
@@ -118,8 +153,11 @@ def _cmd(args: Any, session: Any) -> int:
             raise TinyccError("the board runs a regression head (float targets, no classes): `tinycc serial` streams "
                               "labelled samples for classifier heads; send 'L' frames with input + target instead "
                               "(src/tinycc_proto.h)")
-        n = len(x) if args.limit is None else min(args.limit, len(x))
-        acc = stream(board, x[:n].astype(np.float32), y[:n], Path(args.out))
+        if int(y.max()) >= classes:
+            raise TinyccError(f"{args.data}: label {int(y.max())} is beyond the board's {classes} classes "
+                              f"(0..{classes - 1})")
+        n = len(x)
+        acc = stream(board, x, y, Path(args.out))
     print(f"board: buffer {count}/{cap}, {classes} classes; final running accuracy {acc[-1]:.3f} "
           f"over {n} samples; wrote {Path(args.out).with_suffix('.csv')} and .png")
     return 0

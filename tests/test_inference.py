@@ -3,6 +3,7 @@ the full int8 graph bit for bit, run_int8 equals TFLite Micro and TFLite BUILTIN
 memory model equals the compiled arrays, and the CLI, budget and tflm target work."""
 from __future__ import annotations
 
+import json
 import re
 import struct
 import subprocess
@@ -33,8 +34,9 @@ def _reference(dep, x: np.ndarray, flavor: str = "tflm") -> tuple[np.ndarray, np
     return xin, run_int8(full, xin, flavor=flavor)[full.outputs[0]].reshape(len(x), -1)
 
 
-def _tflite_runs(dep, xin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs of TFLite Micro and of TFLite BUILTIN_REF on the written .tflite, [N, outputs] each."""
+def _tflite_runs(dep, xin: np.ndarray, builtin_ref: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Outputs of TFLite Micro and of TFLite BUILTIN_REF (None with ``builtin_ref=False``) on the written .tflite,
+    [N, outputs] each."""
     from ai_edge_litert import interpreter as litert
     from tflite_micro.python.tflite_micro import runtime
 
@@ -47,10 +49,12 @@ def _tflite_runs(dep, xin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tm.set_input(xin[i:i + 1], 0)
         tm.invoke()
         micro.append(tm.get_output(0).reshape(-1))
+        if not builtin_ref:
+            continue
         it.set_tensor(it.get_input_details()[0]["index"], xin[i:i + 1])
         it.invoke()
         ref.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
-    return np.stack(micro), np.stack(ref)
+    return np.stack(micro), np.stack(ref) if builtin_ref else None
 
 
 def _symbol_sizes(obj: Path) -> dict[str, tuple[str, int]]:
@@ -161,9 +165,9 @@ def test_cli_inference_only(session, tmp_path: Path, capsys) -> None:
 
 
 # MLPerf Tiny: (inputs checked in one program run, calibration range)
-MLPERF = {"pretrainedResnet.h5": (50, (0, 255)), "vww_96.h5": (20, (0, 1)), "ad01.h5": (50, (-1, 1)),
+MLPERF = {"pretrainedResnet.h5": (50, (0, 255)), "vww_96.h5": (50, (0, 1)), "ad01.h5": (50, (-1, 1)),
           "str_ww_ref_model.h5": (50, (-1, 1)), "pretrainedResnet_quant.tflite": (50, None),
-          "vww_96_int8.tflite": (20, None), "ad01_int8.tflite": (50, None), "kws_ref_model.tflite": (50, None)}
+          "vww_96_int8.tflite": (50, None), "ad01_int8.tflite": (50, None), "kws_ref_model.tflite": (50, None)}
 
 
 @pytest.mark.parametrize("name", list(MLPERF))
@@ -192,7 +196,7 @@ def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, na
     got = np.stack([out.outputs[i] for i in range(n)]).astype(np.int8)
     xin, ref = _reference(dep, x)
     np.testing.assert_array_equal(got, ref)
-    micro = _tflite_runs(dep, xin)[0]
+    micro = _tflite_runs(dep, xin, builtin_ref=False)[0]
     np.testing.assert_array_equal(got, micro)
     if name.endswith(".tflite"):  # the converter's own file in TFLite Micro
         data = path.read_bytes()
@@ -204,6 +208,33 @@ def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, na
     TflmBackend().check(dep, {})
     TflmBackend().emit(dep, {}, tmp_path / "tflm")
     assert (tmp_path / "tflm" / f"{dep.name}.tflite").read_bytes() == deployment_tflite(dep)
+
+
+@pytest.mark.parametrize("name", ["pretrainedResnet_quant.tflite", "vww_96_int8.tflite", "ad01_int8.tflite",
+                                  "kws_ref_model.tflite", "str_ww_ref_model.h5"])
+def test_validate_mlperf_inference_only_on_host(session, tmp_path: Path, capsys, name: str) -> None:
+    """`tinycc validate --inference-only` on the MLPerf Tiny models (host, 50 inputs):
+    exit 0 and every output bit-exact with run_int8, which equals TFLite Micro on these models
+    (test_mlperf_inference_only_c_equals_tflite_micro). The converter's int8 files carry their own quantization;
+    the Keras-only streaming wake word model is calibrated on the data."""
+    import io
+
+    from tinycc.plugins.validate import validate
+
+    from .conftest import mlperf_model
+
+    path = mlperf_model(name)
+    n, lohi = MLPERF[name]
+    assert main(["inspect", str(path), "--json"]) == 0
+    shape = tuple(next(iter(json.loads(capsys.readouterr().out)["inputs"].values()))[1:])
+    rng = np.random.default_rng(5)
+    x = rng.uniform(*(lohi or (0, 1)), (n,) + shape).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=np.zeros(n, np.int64))
+    stream = io.StringIO()  # `tinycc validate` is this call with the parsed options
+    rc = validate(str(path), "c", str(tmp_path / "data.npz"), None, n, None, {"inference_only": True}, session, stream)
+    out = stream.getvalue()
+    assert rc == 0, out
+    assert re.search(rf"outputs, bit-exact\s+{n}/{n} equal, max \|diff\| 0 steps", out) and "PASS" in out, out
 
 
 def test_resnet8_int8_accuracy_on_cifar10(session, shared_data: Path) -> None:

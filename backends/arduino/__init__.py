@@ -35,7 +35,8 @@ def _env() -> Any:
     return env
 
 
-MAX_FRAME = 0xFFFF  # the serial frame's 16-bit length field
+MAX_FRAME = 0xFFFFFFFF  # the serial frame's 32-bit length field; the board refuses any LEN above its model's
+# largest request (TCC_PROTO_MAX_PAYLOAD, max_payload below) at once
 
 
 def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
@@ -43,15 +44,20 @@ def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
 
 
+# parser state (state, command, checksum, length byte count; 32-bit length and count; the reply callback) and the
+# sketch's time of the last byte received, rounded up for a 32-bit core
+PROTO_STATE = 20
+
+
 def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
     """Static RAM of the inference-only protocol: receive buffer (one input), outputs, state."""
-    return ((in_bytes + 3) // 4) * 4 + out_bytes + 12
+    return ((in_bytes + 3) // 4) * 4 + out_bytes + PROTO_STATE
 
 
 def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int = 0) -> int:
     """Static RAM of the protocol: receive buffer, reply buffer, outputs, state."""
     rx = ((max_payload(input_size, n_features, targets) + 3) // 4) * 4
-    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + 12
+    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + PROTO_STATE
 
 
 class ArduinoBackend(Backend):
@@ -85,8 +91,8 @@ class ArduinoBackend(Backend):
             payload = max_payload(insize, deployment.feature_count, deployment.target_count)
             what = "float32 input (+ label or target)"
         if payload > MAX_FRAME:
-            raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes, but this model's "
-                              f"{what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
+            raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes (32-bit length), but "
+                              f"this model's {what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
                               "use a smaller input resolution, or the c target (no serial protocol)")
         CBackend().check(deployment, options)
 
