@@ -30,6 +30,10 @@ class Backend:
     description: ClassVar[str] = ""
     arena_detail: ClassVar[str] = "int8 activations, planned"
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
+    # the generated code declares the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf), whose size
+    # the memory model computes for the board's ABI (ir.memory_model.descriptor_bytes)
+    runtime_descriptors: ClassVar[bool] = False
+    runtime_state_exact: ClassVar[bool] = True  # runtime_state_bytes is what the generated code declares
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""
@@ -44,6 +48,10 @@ class Backend:
 
     def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
+        return 0
+
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
         return 0
 
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:

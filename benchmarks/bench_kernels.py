@@ -31,6 +31,7 @@ MLPERF = {"ResNet-8": "pretrainedResnet_quant.tflite", "DS-CNN KWS": "kws_ref_mo
 ZOO = ("cnas_like", "cnas_like_pruned", "digits", "sequential_cnn", "resnet_add", "mobilenet_v2", "mobilenet_v3",
        "concat_branch", "bn_conv_act", "mlp", "grouped_conv", "conv1d_sensor", "separable_cnn")
 KERNELS = ("tinycc", "cmsis-nn")
+CNAS = ("CNAS", "CNAS step 1")  # the thesis's model (tinycc.models.cnas_cifar10) unpruned and pruned as step 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +92,7 @@ def _zoo_deployments(session: Any, only: list[str] | None):
     from tests.test_c_backend import CASES, _graph
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import extractor_tflite
+    from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
     from tinycc.plugins.ondevice import build_deployment
 
@@ -101,6 +103,57 @@ def _zoo_deployments(session: Any, only: list[str] | None):
         for k in KERNELS:
             g, x, y, calib = _graph(session, name)
             deps[k] = build_deployment(g, {"calib_data": calib, **CASES[name], "kernels": k}, session, CBackend())
+        try:
+            tflite: bytes | str = extractor_tflite(deps["tinycc"].extractor)
+        except TinyccError as e:  # e.g. a grouped convolution: no TFLite kernel, TFLite Micro is not measured
+            tflite = f"no .tflite: {str(e).splitlines()[0][:100]}"
+        yield name, tflite, deps, totals(deps["tinycc"].extractor)["macs"]
+
+
+def _cnas_deployments(session: Any, only: list[str] | None):
+    """The thesis's CNAS model (seeded weights, BatchNorm statistics as in tests/test_cnas.py: instruction counts
+    do not depend on training) unpruned and as the thesis's pruning step 1 (1094 of the last convolution's 1280
+    filters removed, as bench_thesis.py does), calibrated on 100 CIFAR-10 training images, cut before the
+    classifier (the Flatten) as bench_thesis.py compiles it; TFLite Micro runs the extractor written as .tflite."""
+    import keras
+
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.tflm import extractor_tflite
+    from tinycc.ir.stats import totals
+    from tinycc.models import cnas_cifar10
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.plugins.prune import prune
+
+    names = [n for n in CNAS if not only or n in only]
+    data = SHARED / "data" / "cifar10.npz"
+    if not names or not data.exists():
+        return
+    with np.load(data, allow_pickle=False) as z:
+        calib = z["x_train"][:100].astype(np.float32) / 255
+    keras.utils.set_random_seed(3)
+    model = cnas_cifar10()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BatchNorm statistics as tests/test_cnas.py sets them: with the untrained
+        if type(layer).__name__ == "BatchNormalization":  # defaults some scales underflow TFLite Micro's shifts
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+    path = Path(tempfile.mkdtemp(prefix="bench-kernels-cnas-")) / "cnas.keras"
+    model.save(path)  # loaded as bench_thesis.py loads the trained model
+    base = session.registry.frontend_for(str(path)).load(str(path), {})
+    run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
+    head = [o for o in base.ops if o.kind.value == "dense"][-1]  # the classifier: the cut is its input (Flatten)
+    last = [o for o in base.ops if o.kind.value in ("conv2d", "dense") and o is not head][-1]  # 1280 filters
+    for name in names:
+        deps: dict[str, Any] = {}
+        for k in KERNELS:
+            g = base.copy()
+            if name == "CNAS step 1":
+                rep = prune(g, ratio=0.0, layer_ratios={last.name: 1094 / 1280})
+                assert any(r["channels_after"] == 1280 - 1094 for r in rep["layers"])  # as bench_thesis.py
+            deps[k] = build_deployment(g, {"calib_data": calib, "cut": head.inputs[0], "kernels": k}, session,
+                                       CBackend())
         yield name, extractor_tflite(deps["tinycc"].extractor), deps, totals(deps["tinycc"].extractor)["macs"]
 
 
@@ -131,7 +184,8 @@ def run(args: argparse.Namespace) -> Result:
     session = _session()
     rows: list[dict[str, Any]] = []
     pending = []  # (row, .tflite, project) for the TFLite Micro phase
-    sources = list(_mlperf_deployments(args, session)) + list(_zoo_deployments(session, args.models))
+    sources = list(_mlperf_deployments(args, session)) + list(_cnas_deployments(session, args.models)) + \
+        list(_zoo_deployments(session, args.models))
     for name, tflite, deps, macs in sources:  # phase 1: tinycc (TFLite Micro may still be building)
         print(f"kernels: {name}", flush=True)
         row: dict[str, Any] = {"model": name, "macs": macs}
@@ -199,10 +253,15 @@ def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tupl
     return libs, cxx
 
 
-def _measure_tflm(row: dict[str, Any], tflite: bytes, project: Path, libs: dict[str, Any], cxx: Path | None,
+def _measure_tflm(row: dict[str, Any], tflite: bytes | str, project: Path, libs: dict[str, Any], cxx: Path | None,
                   work: Path, args: argparse.Namespace) -> None:
     from tinycc.backends.tflm import RESOLVER
     from tinycc.plugins.tflite_writer import operator_names
+
+    if isinstance(tflite, str):  # the model could not be written as .tflite
+        for v in ("tflm-ref", "tflm-cmsis", "tflm host"):
+            row[f"{v} error"] = tflite
+        return
 
     ops = [RESOLVER[n] for n in operator_names(tflite) if n in RESOLVER]
     tag = row["model"].replace(" ", "_")

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> Result:
     session = Session(autoload=False)
     base = session.registry.frontend_for(args.model).load(args.model, {})
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
-    last = [o for o in base.ops if o.kind.value == "conv2d"][-1]
+    # the last 1x1 convolution (1,280 filters; cleanup made it a Dense layer, as it runs on a 1x1 map)
+    last = [o for o in base.ops if o.kind.value in ("conv2d", "dense")][-2]
+    assert base.tensors[last.inputs[1]].shape[0] == 1280, f"not the CNAS model's last convolution: {last.name}"
     acc = lambda g: float((run_float(g, xt)[g.outputs[0]].argmax(1) == yt).mean())  # noqa: E731
     rows = [["baseline (BN folded)", f"{totals(base)['params']:,}", f"{THESIS['baseline'][0]:,}", f"{acc(base):.4f}",
              "", THESIS["baseline"][1], ""]]

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> Result:
     session = Session(autoload=False)
     base = session.registry.frontend_for(args.model).load(args.model, {})
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
-    last = [o for o in base.ops if o.kind.value == "conv2d"][-1]
-    flatten = [o for o in base.ops if o.kind.value == "flatten"][-1]
+    # the last 1x1 convolution (1,280 filters; cleanup made it a Dense layer, as it runs on a 1x1 map)
+    last = [o for o in base.ops if o.kind.value in ("conv2d", "dense")][-2]
+    assert base.tensors[last.inputs[1]].shape[0] == 1280, f"not the CNAS model's last convolution: {last.name}"
+    cut = "flatten"  # the Keras Flatten layer: cleanup drops it as a no-op, the cut resolves it (Graph.resolve_alias)
     steps = {"step1": {"ratio": 0.0, "layer_ratios": {last.name: 1094 / 1280}},
              "budget2": {"budget": ("params", 770_621)}}
     res = Result("thesis")
@@ -75,13 +77,13 @@ def run(args: argparse.Namespace) -> Result:
         entry = {"params": totals(g)["params"], "float_acc": float_acc}
         for target in ("c", "tflm"):
             out = tmp / f"{name}-{target}"
-            opts = {"calib": str(calib), "ram": RAM_BUDGET, "cut": flatten.origin, "force": True}
+            opts = {"calib": str(calib), "ram": RAM_BUDGET, "cut": cut, "force": True}
             r = compile_model(str(path), target, str(out), opts, Session())
             dep = r.deployment
             m = {i["name"]: i["bytes"] for i in dep.memory["items"]}
             net = sum(m.get(n, 0) for n in ("extractor weights", "extractor biases", "requantization tables",
                                             "feature extractor arena", "classifier weights", "training state",
-                                            "staging vectors", "runtime state"))
+                                            "staging vectors", "runtime state", "runtime descriptors"))
             per_entry = _entry_bytes(dep)
             omega = net + 158 * per_entry  # Ω as the thesis sized it: the network plus a 158-entry buffer
             entry[target] = {"ram": dep.memory["ram"], "flash": dep.memory["flash"], "items": m,
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> Result:
     res.add(f"Model `{Path(args.model).name}` (the thesis's CNAS architecture, trained briefly, see the notes). "
             f"Pruned with L1 ranking, fine-tuned {args.finetune_epochs} epoch(s) on {args.finetune_images} images "
             f"(Adam 5e-4), calibrated on {args.calib_count} training images, cut at the Flatten "
-            f"(`--cut {flatten.origin}`), RAM budget {RAM_BUDGET:,} bytes (830 kB). Accuracy on {args.test} "
+            f"(`--cut {cut}`), RAM budget {RAM_BUDGET:,} bytes (830 kB). Accuracy on {args.test} "
             "CIFAR-10 test images; Ω = int8 Φf + float Φc exactly as deployed (host simulator).")
     res.add(markdown_table(["model", "params", "thesis params", "float acc", "thesis float acc", "Ω acc", "thesis Ω acc",
                             "conv layers pruned", "generated C = int8 interpreter"], acc_rows))
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> Result:
             "larger buffer (`buffer entries`, sized by `--ram`).")
     res.add(markdown_table(["deployment", "params", "features", "entry", "network", "Ω (158 entries)",
                             "buffer entries in 830 kB", "buffer bytes", "RAM", "flash", "thesis"], mem_rows))
-    res.data = {"models": data, "ram_budget": RAM_BUDGET, "cut": flatten.origin}
+    res.data = {"models": data, "ram_budget": RAM_BUDGET, "cut": cut}
     shutil.rmtree(tmp, ignore_errors=True)
     return res
 

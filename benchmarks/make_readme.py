@@ -42,11 +42,10 @@ python -m benchmarks backends
 # TFLite Micro libraries are built into ~/.cache/tinycc from ../shared/vendor; an arm-none-eabi-g++ without C++
 # headers (Debian without libstdc++-arm-none-eabi-*) uses those packages extracted into ~/.cache/tinycc/arm-libstdcxx/root:
 #   apt-get download libstdc++-arm-none-eabi-dev libstdc++-arm-none-eabi-newlib; dpkg -x EACH.deb ~/.cache/tinycc/arm-libstdcxx/root
-python -m benchmarks kernels --models "ResNet-8" "DS-CNN KWS" "MobileNetV1 VWW" "FC autoencoder" cnas_like \
-    cnas_like_pruned digits resnet_add mobilenet_v2 mobilenet_v3 separable_cnn conv1d_sensor
-python -m benchmarks compile --data ../shared/data
+python -m benchmarks kernels   # MLPerf Tiny, CNAS (unpruned, step 1), the zoo; Cortex-M4, M7, M0+ and the host
+python -m benchmarks compile --data ../shared/data   # also --target c with --kernels generic
 python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
-python -m benchmarks search --data ../shared/data --trials 4 --epochs 1 --subset 1000   # a small run; defaults: 40 trials, 3 epochs, 10,000 images
+nice -n 5 python -m benchmarks search --data ../shared/data --trials 10 --epochs 6 --subset 4000   # 32 min; defaults: 40 trials, 3 epochs, 10,000 images
 ```
 """
 

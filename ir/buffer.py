@@ -366,9 +366,9 @@ class OnlineLearner:
         return cls(classifier, buf, lr, epochs, 1)
 
     def staging_bytes(self) -> dict[str, int]:
-        """Bytes of the device's staging arrays: the output vector of a prediction (retraining reads the
-        buffer in place; ``x_stage``/``y_stage`` are host conveniences)."""
-        return {"outputs" if self.buffer.target_count else "probabilities": 4 * self.classifier.n_out}
+        """Bytes of the device's staging arrays: none (a prediction's outputs are computed in the last layer's
+        activations, retraining reads the buffer in place; ``x_stage``/``y_stage`` are host conveniences)."""
+        return {}
 
     def retrain(self) -> int:
         """``epochs`` epochs over the buffer; returns the number of entries visited (a refused step stops

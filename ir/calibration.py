@@ -128,6 +128,9 @@ def check_samples(graph: Graph, x: object, what: str = "calibration data") -> np
     A single sample without the batch axis is accepted, as is a missing trailing channel
     axis of size 1 (grayscale images stored as ``[N, H, W]``).
     """
+    if len(graph.inputs) != 1:
+        raise CalibrationDataError(f"{what}: the model has {len(graph.inputs)} inputs ({', '.join(graph.inputs)}); "
+                                   "calibration samples feed a single-input model only")
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise CalibrationDataError(f"{what}: dtype {x.dtype} is not numeric")
@@ -158,17 +161,84 @@ def check_finite(x: np.ndarray, what: str) -> None:
                                    f"samples (first in sample {first})")
 
 
+OUTLIER_SHARE = 0.001  # samples trimmed at each end (at least one) when testing a range for outliers
+OUTLIER_RATIO = 0.01  # a range is "dominated" when the trimmed range is below this share of the full one
+OUTLIER_MIN_SAMPLES = 20  # fewer samples say nothing about outliers
+
+
+class SampleRanges:
+    """Per-sample minimum and maximum of some tensors, to find ranges set by a few samples."""
+
+    def __init__(self) -> None:
+        self.lo: dict[str, list[np.ndarray]] = {}
+        self.hi: dict[str, list[np.ndarray]] = {}
+
+    def observe(self, name: str, x: np.ndarray) -> None:
+        flat = np.asarray(x, np.float64).reshape(len(x), -1)
+        self.lo.setdefault(name, []).append(flat.min(axis=1))
+        self.hi.setdefault(name, []).append(flat.max(axis=1))
+
+    def dominance(self, name: str) -> tuple[float, int, tuple[float, float], tuple[float, float]]:
+        """(trimmed range / full range, the most extreme sample, full range, trimmed range) of ``name``.
+
+        Trimmed: without the top/bottom OUTLIER_SHARE of samples (at least one at each end)."""
+        lo, hi = np.concatenate(self.lo[name]), np.concatenate(self.hi[name])
+        k = max(1, math.ceil(OUTLIER_SHARE * len(lo)))
+        full = (float(lo.min()), float(hi.max()))
+        trimmed = (float(np.partition(lo, k)[k]), float(np.partition(hi, len(hi) - 1 - k)[len(hi) - 1 - k]))
+        span = full[1] - full[0]
+        if len(lo) < OUTLIER_MIN_SAMPLES or span <= 0 or not math.isfinite(span):
+            return 1.0, -1, full, trimmed
+        ratio = max(trimmed[1] - trimmed[0], 0.0) / span
+        worst = int(np.argmax(hi)) if full[1] - trimmed[1] >= trimmed[0] - full[0] else int(np.argmin(lo))
+        return ratio, worst, full, trimmed
+
+    def check(self, what: str = "calibration data") -> None:
+        """Raise CalibrationDataError for the first tensor whose range a few samples dominate."""
+        for name in self.lo:
+            ratio, worst, full, trimmed = self.dominance(name)
+            if ratio < OUTLIER_RATIO:
+                raise CalibrationDataError(
+                    f"{what}: sample {worst} alone sets the range of tensor {name!r} to "
+                    f"[{full[0]:.4g}, {full[1]:.4g}]; "
+                    f"without the {max(1, math.ceil(OUTLIER_SHARE * sum(map(len, self.lo[name]))))} most extreme "
+                    f"samples at each end it is [{trimmed[0]:.4g}, {trimmed[1]:.4g}] ({100 * ratio:.2g}% of it), so "
+                    "int8 would round every other sample to a few steps: remove the outlier or use --observer "
+                    "percentile")
+
+
+class ModelWeightsError(CalibrationDataError):
+    """The model's own weights hold NaN/Inf (not the data's fault); the message names the layer."""
+
+
+def check_weights(graph: Graph) -> None:
+    """Raise ModelWeightsError naming the first layer whose constant tensors hold NaN/Inf."""
+    for op in graph.ops:
+        for name in op.inputs:
+            t = graph.tensors.get(name)
+            if t is None or t.data is None or t.data.dtype.kind != "f":
+                continue
+            bad = int((~np.isfinite(t.data)).sum())
+            if bad:
+                raise ModelWeightsError(f"{graph.name}: layer {op.origin or op.name!r} has {bad} NaN/Inf values in "
+                                        f"its weights ({name!r}); the model file itself is broken (retrain or "
+                                        "re-export it)")
+
+
 def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None = None, batch_size: int = 64,
               progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> Ranges:
     """Run ``samples`` through the float graph; return (min, max) of every activation tensor.
 
     Raises CalibrationDataError for bad samples and for activations that become NaN/Inf.
     """
+    check_weights(graph)
     x = check_samples(graph, samples)
     if batch_size < 1:
         raise CalibrationDataError(f"batch size must be >= 1, got {batch_size}")
     observer = observer or MinMaxObserver()
     names = graph.activations()
+    watched = set(graph.inputs) | set(graph.outputs)  # the model input and the features it produces
+    per_sample = SampleRanges()
     starts = range(0, len(x), batch_size)
     for i in (progress(starts) if progress else starts):
         env = run(graph, x[i:i + batch_size], outputs=names)
@@ -178,4 +248,8 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
                 raise CalibrationDataError(f"calibration data: tensor {name!r} becomes NaN/Inf on samples "
                                            f"{i}..{i + len(v) - 1} (check the input scale)")
             observer.observe(name, v)
+            if name in watched:
+                per_sample.observe(name, v)
+    if type(observer) is MinMaxObserver:  # the percentile observer clips outliers by design
+        per_sample.check()
     return observer.ranges()

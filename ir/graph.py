@@ -182,11 +182,28 @@ class Graph:
         self.ops.remove(op)
 
     def bypass(self, op: Op) -> None:
-        """Remove a single-input single-output op, wiring its input to its consumers."""
+        """Remove a single-input single-output op, wiring its input to its consumers.
+
+        ``src`` now holds what ``dst`` held (a no-op reshape, a folded BN, a fused activation), so the op's
+        name, origin and output are remembered as aliases of ``src`` (see ``resolve_alias``)."""
         src, dst = op.inputs[0], op.outputs[0]
         self.ops.remove(op)
         self.replace_uses(dst, src)
         self.tensors.pop(dst, None)
+        aliases = self.meta.setdefault("aliases", {})
+        for key in (dst, op.name, op.origin):
+            if key:
+                aliases[key] = src
+
+    def resolve_alias(self, name: str) -> str | None:
+        """The tensor that now holds what the removed op or tensor ``name`` produced, if any."""
+        aliases: dict[str, str] = self.meta.get("aliases", {})
+        seen: set[str] = set()
+        t = aliases.get(name)
+        while t is not None and t not in self.tensors and t not in seen:
+            seen.add(t)
+            t = aliases.get(t)
+        return t if t in self.tensors else None
 
     def prune_unused(self) -> None:
         """Drop tensors no op reads or writes and that are not graph inputs/outputs."""

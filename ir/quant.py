@@ -77,9 +77,13 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
-    """TFLite QUANTIZE (float -> int8): round(x / scale) + zp, clamped (float32 division)."""
+    """TFLite QUANTIZE (float -> int8): round(x / scale) + zp, clamped (float32 division). Defined for every
+    float, as the generated C's tcc_quantize_f32: NaN gives the zero point, +-infinity and huge values saturate."""
     info = np.iinfo(dtype)
-    q = round_half_away(np.asarray(x, np.float32) / np.float32(scale)).astype(np.int64) + int(zero_point)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        v = np.asarray(x, np.float32) / np.float32(scale)
+    r = np.clip(round_half_away(np.where(np.isnan(v), 0.0, v)), -1e9, 1e9)
+    q = r.astype(np.int64) + int(zero_point)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

@@ -86,8 +86,9 @@ def full_graph(dep: Deployment) -> Graph:
 def memory_report(dep_graph: Graph, backend: Any, arena: int, options: dict[str, Any]) -> MemoryReport:
     state = backend.inference_state_bytes(dep_graph, options) if backend else 0
     scratch = backend.scratch_bytes(dep_graph, options) if backend else 0
+    tables = backend.table_bytes(dep_graph, options) if hasattr(backend, "table_bytes") else 0
     return inference_memory(dep_graph, arena, state, getattr(backend, "arena_detail", "int8 activations, planned"),
-                            scratch)
+                            scratch, bool(getattr(backend, "runtime_state_exact", True)), tables)
 
 
 def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:

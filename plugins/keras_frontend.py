@@ -448,6 +448,47 @@ def graph_from_keras_model(model: Any, name: str | None = None) -> Graph:
 _DESERIALIZING = re.compile(r"deserializing class '([\w.>]+)' using config=\{'name': '([^']*)'")
 
 
+def _shorten(text: str, limit: int) -> str:
+    """``text`` up to ``limit`` characters, cut at a sentence (or word) end, never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = cut.rfind(". ")
+    return cut[:end + 1] if end > limit // 3 else cut.rsplit(" ", 1)[0] + " ..."
+
+
+def _lambda_layers(path: Path) -> list[str]:
+    """Names of the Lambda layers in a .keras / .h5 model's config (read without running any code)."""
+    import json
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+                config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except Exception:  # unreadable config: the caller reports the original error
+        return []
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda" and isinstance(node.get("config"), dict):
+                names.append(str(node["config"].get("name")))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(config)
+    return list(dict.fromkeys(names))
+
+
 def _load_keras(path: str) -> Any:
     import keras
 
@@ -470,9 +511,15 @@ def _load_keras(path: str) -> Any:
         full = " ".join(str(e).split())
         where = _DESERIALIZING.search(full)
         if where and "Exception encountered:" in full:  # name the layer, not its whole config
-            reason = full.split("Exception encountered:")[-1].strip()[:200]
+            reason = _shorten(full.split("Exception encountered:")[-1].strip(), 200)
             raise TinyccError(f"{path}: cannot read layer {where.group(2)!r} ({where.group(1)}): {reason}") from None
-        msg = full[:200] or type(e).__name__
+        lambdas = _lambda_layers(p) if "Lambda" in full else []
+        if lambdas:
+            raise UnsupportedLayerError(
+                f"{path}: Lambda layer{'s' if len(lambdas) > 1 else ''} {', '.join(map(repr, lambdas))} "
+                "(Python code in the model): tinycc does not load Python code (Keras safe mode) and cannot compile "
+                "it; replace the Lambda with built-in Keras layers") from None
+        msg = _shorten(full, 200) or type(e).__name__
         if "Unknown layer" in msg or "Could not locate class" in msg:
             raise UnsupportedLayerError(f"{path}: {msg}") from None
         raise TinyccError(f"{path}: cannot read the Keras model ({type(e).__name__}: {msg})") from None

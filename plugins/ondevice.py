@@ -37,15 +37,16 @@ import numpy as np
 import pluggy
 
 from ..errors import BudgetError, TinyccError, UnsupportedLayerError
-from ..ir.buffer import ReplayBuffer
+from ..ir.buffer import MAX_CLASSES, ReplayBuffer
 from ..ir.calibration import CalibrationDataError
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
-from ..ir.memory_model import MemoryReport, deployment_memory
+from ..ir.memory_model import ARCH_ABI, MemoryReport, deployment_memory
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
 from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
+from ..options import MAX_BYTES
 from ..passes import Pass, PassContext, run_pipeline
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -129,12 +130,16 @@ def _head_origin(graph: Graph) -> str:
 def make_classifier(graph: Graph, layers: list[DenseLayer], loss: str, batch: int, train: str = "all") -> Classifier:
     """Φc with its head and training mode; an impossible head is reported naming the model's last Dense layer."""
     try:
-        return Classifier(layers, max_batch=batch, loss=loss, train=train)
+        clf = Classifier(layers, max_batch=batch, loss=loss, train=train)
     except ValueError as e:
         advice = ""
         if loss == "ce" and layers[-1].n_out == 1:
             advice = ": --loss bce or --loss mse"
         raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {e}{advice}") from None
+    if clf.n_classes > MAX_CLASSES:  # labels are uint8 in the buffer and the C API
+        raise UnsupportedLayerError(f"layer {_head_origin(graph)!r}: {clf.n_classes} classes, but on-device labels "
+                                    f"are one byte (at most {MAX_CLASSES} classes)")
+    return clf
 
 
 def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:
@@ -154,6 +159,9 @@ def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
     for op in graph.ops:
         if name in (op.name, op.origin):
             names.update(op.outputs)
+    alias = graph.resolve_alias(name)  # a layer cleanup removed (e.g. a no-op Flatten): the tensor that replaced it
+    if alias is not None:
+        names.add(alias)
     for c in cands:
         if c.tensor in names:
             return c
@@ -243,7 +251,7 @@ def quantize_extractor(ext: Graph, options: dict[str, Any], session: Any) -> tup
     return ext, ctx.results["calibrate"]["samples"]
 
 
-def _labels_for(options: dict[str, Any], n: int, target_count: int = 0) -> np.ndarray | None:
+def _labels_for(options: dict[str, Any], n: int, target_count: int = 0, n_classes: int = 0) -> np.ndarray | None:
     """Labels (or, for a regression head, float targets of ``target_count`` values) stored next to the
     calibration samples (y_calib / y_train / y), if any."""
     spec = options.get("calib")
@@ -256,8 +264,21 @@ def _labels_for(options: dict[str, Any], n: int, target_count: int = 0) -> np.nd
                 if target_count:
                     ok = y.ndim >= 1 and y[:1].size == target_count and np.issubdtype(y.dtype, np.number)
                     return y.reshape(len(y), target_count).astype(np.float32) if ok else None
-                return y.astype(np.int64)
+                return _class_labels(spec, key, np.asarray(z[key]), n_classes)[:n]
     return None
+
+
+def _class_labels(spec: str, key: str, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``y`` as class indices, every one in 0..n_classes-1 (never wrapped); else a TinyccError naming the sample."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number):
+        raise TinyccError(f"{spec}: {key} must hold one class index per sample, got shape {y.shape} ({y.dtype})")
+    bad = np.nonzero(~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n_classes))[0] if y.size else []
+    if len(bad):
+        i = int(bad[0])
+        raise TinyccError(f"{spec}: {key}[{i}] = {y[i].item()!r} is not a class of the classifier "
+                          f"(0..{n_classes - 1}); "
+                          f"{len(bad)} of {len(y)} labels are out of range")
+    return y.astype(np.int64)
 
 
 def _budget(options: dict[str, Any], session: Any) -> tuple[int | None, int | None, str]:
@@ -275,12 +296,23 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, options: dict[str, Any],
                                   "int8" if tq is not None else "float32")
 
 
+def _abi(options: dict[str, Any], session: Any) -> str | None:
+    """The C ABI (a key of ir.memory_model.ABIS) of the board's architecture; None without a board, or for an
+    architecture tinycc does not know."""
+    if not options.get("board"):
+        return None
+    return ARCH_ABI.get(session.registry.board(options["board"]).arch)
+
+
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
-            arena: int, tq: Any = None) -> MemoryReport:
+            arena: int, tq: Any = None, abi: str | None = None) -> MemoryReport:
     return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
-                             backend.scratch_bytes(ext, options) if backend else 0)
+                             backend.scratch_bytes(ext, options) if backend else 0,
+                             abi, bool(getattr(backend, "runtime_descriptors", False)),
+                             bool(getattr(backend, "runtime_state_exact", True)),
+                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0)
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
@@ -289,6 +321,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     if options.get("cut"):
         cands = [_resolve_cut(graph, options["cut"], cands)]
     ram, flash, where = _budget(options, session)
+    abi = _abi(options, session)
     batch = int(options.get("batch_size") or 1)
     explicit = 1 if options.get("tinyol") else options.get("buffer")
     if not (ram or flash):
@@ -321,12 +354,12 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
             cap = int(explicit)
         elif ram:
             one = _buffer_bytes(1, feat, clf, options, tq)
-            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq).total("ram") - one
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, abi).total("ram") - one
             per = _buffer_bytes(2, feat, clf, options, tq) - one
             cap = max((ram - fixed - 16) // per, 1)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, feat, options, backend, arena, tq)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq, abi)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:
@@ -335,6 +368,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         raise first_error  # type: ignore[misc]
     _, cut, ext, clf, cap, report, samples, tq = best
     _check_budget(report, ram, flash, where)
+    _check_addressable(report)
     fq = ext.tensors[ext.outputs[0]].quant
     dep = Deployment(
         name=_c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
@@ -344,7 +378,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
         loss=loss, target=target, target_quant=tq)
-    labels = _labels_for(options, 16, clf.target_count)
+    labels = _labels_for(options, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels
     return dep
@@ -356,6 +390,16 @@ def _c_name(name: str) -> str:
 
 
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
+
+
+def _check_addressable(report: MemoryReport) -> None:
+    """Refuse a deployment larger than a 32-bit microcontroller can address (e.g. a huge --buffer)."""
+    for section in ("ram", "flash"):
+        total = report.total(section)
+        if total > MAX_BYTES:
+            raise BudgetError(f"{section.upper()} would be {total:,} bytes, above {MAX_BYTES:,} (4 GiB, the most a "
+                              f"32-bit microcontroller addresses); biggest: "
+                              + ", ".join(f"{i.name} {i.bytes:,} B" for i in report.biggest(section)))
 
 
 def _check_budget(report: MemoryReport, ram: int | None, flash: int | None, where: str,

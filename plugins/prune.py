@@ -27,6 +27,8 @@ from ..errors import TinyccError
 from ..ir.channels import Unit, analyse, remove, unit_params, unit_scores
 from ..ir.graph import Graph
 from ..ir.stats import graph_stats, totals
+from ..options import OptionError, count, layer_ratio, positive_float, positive_int, unit_float
+from ..output import check_output_file, default_mode
 from ..passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -186,27 +188,30 @@ def render(report: dict) -> str:
         f"\nratio {report['ratio']:.4f}: {report['removed_units']} of {report['prunable_units']} prunable channels removed"
 
 
-def _parse_budget(text: str) -> tuple[str, int]:
-    from ..driver import parse_bytes
-
+def _parse_budget(text: str | tuple[str, int]) -> tuple[str, int]:
+    """'METRIC=N' (N with an optional K/M/G suffix) -> (metric, N); also the argparse type of --budget."""
+    if isinstance(text, tuple):
+        return text
     if "=" not in text:
-        raise TinyccError(f"--budget takes METRIC=N (params, macs, flash, activations, features), got {text!r}")
+        raise OptionError(f"--budget takes METRIC=N (params, macs, flash, activations, features), got {text!r}")
     k, v = text.split("=", 1)
-    return k.strip(), parse_bytes(v)
+    return k.strip(), count(v)
 
 
 def add_prune_arguments(p: Any) -> None:
-    p.add_argument("--ratio", type=float, help="fraction of each layer's filters to remove (0..1)")
-    p.add_argument("--budget", help="METRIC=N with METRIC params, macs, flash, activations or features")
-    p.add_argument("--layer-ratio", action="append", default=[], metavar="LAYER=R", help="per-layer ratio")
+    p.add_argument("--ratio", type=unit_float, help="fraction of each layer's filters to remove (0..1)")
+    p.add_argument("--budget", type=_parse_budget,
+                   help="METRIC=N with METRIC params, macs, flash, activations or features")
+    p.add_argument("--layer-ratio", type=layer_ratio, action="append", default=[], metavar="LAYER=R",
+                   help="per-layer ratio")
     p.add_argument("--criterion", default="l1", help="filter ranking: l1 (default), l2 or a plugin's")
     p.add_argument("--prune-policy", choices=["uniform", "cost"], help="uniform per-layer ratio, or cost-aware ranking "
                    "(default: uniform for --ratio, cost for --budget)")
-    p.add_argument("--min-channels", type=int, default=1)
-    p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels")
+    p.add_argument("--min-channels", type=positive_int, default=1)
+    p.add_argument("--round-to", type=positive_int, default=1, help="keep a multiple of this many channels")
     p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
-    p.add_argument("--finetune-epochs", type=int, default=1)
-    p.add_argument("--finetune-lr", type=float, default=5e-4)
+    p.add_argument("--finetune-epochs", type=positive_int, default=1)
+    p.add_argument("--finetune-lr", type=positive_float, default=5e-4)
 
 
 def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> dict | None:
@@ -218,11 +223,13 @@ def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> d
     crit = options.get("criterion") or "l1"
     if crit not in session.registry.prune_criteria:
         raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")
-    layer_ratios = {}
-    for item in options.get("layer_ratio") or []:
-        k, _, v = item.partition("=")
-        layer_ratios[k] = float(v)
+    layer_ratios = dict(item if isinstance(item, tuple) else layer_ratio(item)
+                        for item in options.get("layer_ratio") or [])
     names = {o.origin: o.name for o in graph.ops}
+    unknown = [k for k in layer_ratios if k not in names and k not in names.values()]
+    if unknown:
+        raise TinyccError(f"--layer-ratio: no layer named {unknown[0]!r} in {graph.name} (layers: "
+                          + ", ".join(sorted({o.origin for o in graph.ops if o.origin})[:20]) + ")")
     layer_ratios = {names.get(k, k): v for k, v in layer_ratios.items()}
     report = prune(graph, ratio=options.get("ratio"), layer_ratios=layer_ratios,
                    budget=_parse_budget(options["budget"]) if options.get("budget") else None,
@@ -270,17 +277,19 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
     from ..passes import run_pipeline
     from .keras_export import graph_to_keras
 
+    out = Path(args.output)
+    check_output_file(out)
     g = session.registry.frontend_for(args.model).load(args.model, {})
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     if args.ratio is None and not args.budget and not args.layer_ratio:
         raise TinyccError("give --ratio R, --budget METRIC=N or --layer-ratio LAYER=R")
     report = prune_from_options(g, vars(args), session)
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".keras", dir=out.parent)
     os.close(fd)
     try:
         graph_to_keras(g).save(tmp)
+        os.chmod(tmp, default_mode() & 0o666)  # mkstemp's 0600 is not what a plain open() would give
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

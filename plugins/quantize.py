@@ -38,6 +38,7 @@ import logging
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ from ..ir.ops import OpKind
 from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ..ir.tensor import DType, QuantParams, Tensor
+from ..options import positive_float, positive_int
+from ..output import check_output_file
 from ..passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -126,8 +129,8 @@ def load_data(spec: str, registry: Any = None, shape: tuple[int, ...] | None = N
             return _npz_array(p, keys)
     except TinyccError:
         raise
-    except (OSError, ValueError) as e:
-        raise TinyccError(f"{spec}: cannot read ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise TinyccError(f"{spec}: cannot read ({e or type(e).__name__})") from None
     raise TinyccError(f"{spec}: expected an .npz or .npy file or a folder of images")
 
 
@@ -518,8 +521,7 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
     from .tflite_writer import write_tflite
 
     out = Path(args.output)
-    if out.is_dir():
-        raise TinyccError(f"{out} is a folder; -o takes the .tflite file to write")
+    check_output_file(out)
     options = {"calib": args.calib, "observer": args.observer, "int8_io": args.int8_io,
                "calib_scale": args.calib_scale, "calib_limit": args.calib_limit,
                "dense_per_tensor": args.dense_per_tensor, "progress": sys.stderr.isatty()}
@@ -551,8 +553,9 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("model", help="model file (.h5/.keras or any registered frontend)")
     p.add_argument("--calib", required=True, help="calibration data: .npz/.npy, image folder, or SOURCE:ARG")
     p.add_argument("--observer", default="minmax", choices=sorted(OBSERVERS), help="range observer")
-    p.add_argument("--calib-scale", type=float, help="multiply calibration/eval samples by this (e.g. 0.00392)")
-    p.add_argument("--calib-limit", type=int, default=1000, help="use at most this many calibration samples")
+    p.add_argument("--calib-scale", type=positive_float,
+                   help="multiply calibration/eval samples by this (e.g. 0.00392)")
+    p.add_argument("--calib-limit", type=positive_int, default=1000, help="use at most this many calibration samples")
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")
     p.add_argument("--dense-per-tensor", action="store_true", help="one weight scale per Dense layer")

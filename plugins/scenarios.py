@@ -28,6 +28,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
+from ..options import non_negative_int, positive_float, positive_int
 from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
@@ -381,22 +382,23 @@ def tinycc_add_commands(subparsers: Any) -> None:
                         "thesis's folder with cifar10.npz / imagenette-32.npz")
     p.add_argument("--target-data", help="transfer: labelled .npz to adapt to (default: the folder's Imagenette)")
     p.add_argument("--swap", type=_pair, metavar="A,B", help="concept drift: the two classes swapped (default 4,6)")
-    p.add_argument("--at", type=int, metavar="N",
+    p.add_argument("--at", type=non_negative_int, metavar="N",
                    help="concept drift: swap after N stream samples; incremental: new classes only after N samples "
                         "(default 100, at most the stream length)")
     p.add_argument("--new-classes", type=_classes, metavar="C,...", help="incremental: held-out classes (default 8,9)")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0, help="run r draws its stream with seed SEED+r; also splits x/y")
-    p.add_argument("--stream", type=int, help="stream length (default 800 concept drift, 700 otherwise, at most the "
-                                              "stream data)")
-    p.add_argument("--test", type=int, help="test samples evaluated after every sample (default 200, at most the "
-                                            "test data)")
-    p.add_argument("--buffer", type=int, default=158, help="replay buffer capacity (thesis: 158)")
+    p.add_argument("--runs", type=positive_int, default=5)
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="run r draws its stream with seed SEED+r; also splits x/y")
+    p.add_argument("--stream", type=positive_int,
+                   help="stream length (default 800 concept drift, 700 otherwise, at most the stream data)")
+    p.add_argument("--test", type=positive_int,
+                   help="test samples evaluated after every sample (default 200, at most the test data)")
+    p.add_argument("--buffer", type=positive_int, default=158, help="replay buffer capacity (thesis: 158)")
     p.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=positive_float, default=0.01)
+    p.add_argument("--epochs", type=positive_int, default=1)
     p.add_argument("--cut", help="cut layer (default: automatic)")
-    p.add_argument("--scale", type=float,
+    p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
     p.add_argument("-o", "--output", default="simulate_out")

@@ -11,6 +11,8 @@ from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump form
 
 STRICT = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+# plus float -> int conversions out of range (NaN included): gcc's -fsanitize=undefined leaves them out
+SANITIZE_FLOAT = SANITIZE + ["-fsanitize=float-cast-overflow"]
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
 
 
@@ -67,6 +69,7 @@ def run_host(exe: Path) -> DemoOutput:
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
 MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_buf_",
                       "tcc_probs")
+MODEL_DESCRIPTORS = ("tcc_layers", "tcc_clf", "tcc_buf")  # the runtime's structs (the report's runtime descriptors)
 
 
 def symbol_sizes(exe: Path) -> dict[str, int]:
@@ -77,8 +80,8 @@ def symbol_sizes(exe: Path) -> dict[str, int]:
 
 def model_ram(exe: Path) -> int:
     """Bytes of the model's RAM arrays in a built demo (what the memory model's RAM total counts)."""
-    return sum(v for k, v in symbol_sizes(exe).items() if k.startswith(MODEL_RAM_PREFIXES)
-               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf.")) and k != "tcc_buf")
+    return sum(v for k, v in symbol_sizes(exe).items() if (k.startswith(MODEL_RAM_PREFIXES)
+               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf."))) or k in MODEL_DESCRIPTORS)
 
 
 def have_arm() -> bool:

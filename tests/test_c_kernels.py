@@ -1,7 +1,8 @@
 """C runtime kernels with TFLite fixed-point arithmetic (SOFTMAX, HARD_SWISH, requantizing MEAN, int8 -> int8
 QUANTIZE, LOGISTIC, TANH) against run_int8, across many random quantization parameters: one-op graphs go
 through the C emitter, every call lands in one program built with ASan/UBSan, and each output must equal the
-int8 reference interpreter bit for bit."""
+int8 reference interpreter bit for bit. The one-op graphs use --kernels generic: with the default kernels LOGISTIC
+and TANH are lookup tables (tests/test_kernels.py), and these routines remain for generic and cmsis-nn."""
 from __future__ import annotations
 
 import shutil
@@ -71,10 +72,10 @@ def _data(g: Graph, rng: np.random.Generator) -> np.ndarray:
 
 def _c_program(cases: list[tuple[Graph, np.ndarray]]) -> tuple[str, list[str]]:
     """One C program calling the emitter's kernel calls for every case; returns (source, expected lines)."""
-    arena = max(_Builder(SimpleNamespace(extractor=g, name=g.name), {}).m.plan.arena for g, _ in cases)
+    arena = max(_Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"}).m.plan.arena for g, _ in cases)
     body, want = [], []
     for i, (g, x) in enumerate(cases):
-        b = _Builder(SimpleNamespace(extractor=g, name=g.name), {})
+        b = _Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"})
         em = b.build()
         assert not em.arrays, "these kernels read no constant tables"
         vals = ", ".join(str(int(v)) for v in x.reshape(-1))
@@ -151,3 +152,49 @@ def test_logistic_and_tanh_with_input_radius_zero_follow_tflite_micro() -> None:
         tm.invoke()
         np.testing.assert_array_equal(tm.get_output(0), run_int8(g, x)["y"])
         assert tm.get_output(0)[0, 0] == -128
+
+
+def _c_float(v: float) -> str:
+    """A C99 float expression for ``v`` (hex literal, so exact; NAN / INFINITY from math.h)."""
+    if np.isnan(v):
+        return "NAN"
+    if np.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    return f"(float){float(v).hex()}"
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+def test_quantize_of_nan_infinity_and_huge_values_is_defined(tmp_path: Path) -> None:
+    """float -> int8 QUANTIZE (tcc_quantize_f32, the extractor's first call) of NaN, +-infinity, +-FLT_MAX, +-1e30,
+    ties and ordinary values under UBSan (NaN to int was undefined behaviour) equals ``ir.quant.quantize``: NaN
+    gives the zero point, +-infinity and huge values saturate."""
+    from tinycc.ir.quant import quantize
+
+    rng = np.random.default_rng(11)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 3.4028235e38, -3.4028235e38, 1e30, -1e30, 1e9, -1e9,
+                        0.0, -0.0, 1e-45, -1e-45], np.float32)
+    lines, want = [], []
+    for i in range(40):
+        s, zp = _scale(rng, -6, 2), _zp(rng)
+        ties = (np.arange(-4, 5, dtype=np.float32) + np.float32(0.5)) * np.float32(s)
+        x = np.concatenate([special, ties, rng.normal(0, 200 * s, 16).astype(np.float32)])
+        vals = ", ".join(_c_float(v) for v in x)
+        lines += [f"    {{ static const float in[{x.size}] = {{{vals}}};",
+                  f"      tcc_quantize_f32(in, {x.size}, {_c_float(s)}, {zp}, out); dump({i}, out, {x.size}); }}"]
+        ref = quantize(x, s, zp)
+        assert ref[0] == ref[1] == zp and ref[2] == 127 and ref[3] == -128
+        want.append(f"case {i} " + " ".join(str(int(v)) for v in ref))
+    src = "\n".join([
+        "#include <math.h>", "#include <stdio.h>", '#include "tinycc_kernels.h"', "static int8_t out[64];",
+        "static void dump(int id, const int8_t *p, int32_t n) {",
+        "    int32_t i;", '    printf("case %d", id);', '    for (i = 0; i < n; ++i) { printf(" %d", p[i]); }',
+        '    printf("\\n");', "}", "int main(void) {", *lines, "    return 0;", "}", ""])
+    (tmp_path / "quant_test.c").write_text(src)
+    exe = tmp_path / "quant_test"
+    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(RUNTIME), "-o", str(exe),
+           str(tmp_path / "quant_test.c"), str(RUNTIME / "tinycc_kernels.c"), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert r.stdout.splitlines() == want

@@ -63,7 +63,8 @@ def _symbol_sizes(obj: Path) -> dict[str, tuple[str, int]]:
 
 
 def _check_memory(proj: Path, dep) -> None:
-    """RAM = the arrays model.c declares (the arena only); the flash arrays = weights + biases + tables."""
+    """RAM = the arrays model.c declares (the arena only); the flash arrays = weights + biases + tables (and the
+    generated kernels' lookup tables)."""
     obj = proj / "model.o"
     subprocess.run(["gcc", *c_harness.STRICT, "-c", "-I", str(proj), "-I", str(proj / "runtime"),
                     str(proj / "model.c"), "-o", str(obj)], check=True)
@@ -72,8 +73,9 @@ def _check_memory(proj: Path, dep) -> None:
     assert ram == dep.memory["ram"] == CBackend().arena_bytes(dep.extractor, {})
     items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     arrays = sum(n for name, (kind, n) in sizes.items() if kind in "rR" and name.startswith("tcc_"))
-    assert arrays == items["weights"] + items["biases"] + items["requantization tables"]
-    assert set(items) == {"arena", "weights", "biases", "requantization tables", "code"}
+    luts = items.get("kernel lookup tables", 0)  # LOGISTIC/TANH tables of the generated kernels
+    assert arrays == items["weights"] + items["biases"] + items["requantization tables"] + luts
+    assert set(items) - {"kernel lookup tables"} == {"arena", "weights", "biases", "requantization tables", "code"}
 
 
 def _c_outputs(proj: Path, dep, x: np.ndarray):

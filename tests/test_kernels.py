@@ -33,8 +33,9 @@ FIXED: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (1, 3, 3, 2, 1, True, 8
 
 
 def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3, dense: int = 5,
-                 seed: int = 0) -> Graph:
-    """input -> the layers (shapes that would not fit are shrunk) -> flatten -> Dense(dense) -> Dense head."""
+                 seed: int = 0, after: dict[int, str] | None = None) -> Graph:
+    """input -> the layers (shapes that would not fit are shrunk; `after` puts a unary op such as sigmoid after
+    layer i) -> flatten -> Dense(dense) -> Dense head."""
     rng = np.random.default_rng(seed)
     g = Graph("kernels")
     g.add_input("x", (1, *hw, cin))
@@ -57,6 +58,8 @@ def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3
             ins.append(g.add_const(f"b{i}", rng.normal(0, 0.3, (ch,)).astype(np.float32)).name)
         kname = "depthwise_conv2d" if kind == 1 else "conv2d"
         src = g.add_op(kname, ins, f"l{i}", attrs).outputs[0]
+        if after and i in after:
+            src = g.add_op(after[i], [src], f"u{i}").outputs[0]
     flat = g.add_op("flatten", [src], "flat").outputs[0]
     n = int(np.prod(g.tensors[flat].shape[1:]))
     d1 = g.add_const("fc_w", rng.normal(0, 1 / np.sqrt(n), (dense, n)).astype(np.float32))
@@ -69,8 +72,9 @@ def random_graph(layers: list[Layer], hw: tuple[int, int] = (9, 7), cin: int = 3
     return g
 
 
-def _deployment(session, layers: list[Layer], seed: int, kernels: str = "tinycc"):
-    g = random_graph(layers, seed=seed)
+def _deployment(session, layers: list[Layer], seed: int, kernels: str = "tinycc",
+                after: dict[int, str] | None = None):
+    g = random_graph(layers, seed=seed, after=after)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     rng = np.random.default_rng(seed)
     shift = rng.uniform(-1.5, 1.5)  # the input zero point moves away from 0
@@ -118,9 +122,10 @@ def test_generic_option_keeps_the_runtime_loops(session) -> None:
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("cpu", ["m4", "m0plus"])
+@pytest.mark.parametrize("cpu", ["m4", "m7", "m0plus"])
 def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
-    """The DSP path (Cortex-M4: SIMD dot products, unaligned word loads) and ARMv6-M's portable path."""
+    """The DSP path (Cortex-M4/M7: SIMD dot products, unaligned word loads) and ARMv6-M's Thumb-1 loops and
+    16-bit requantization."""
     layers = FIXED + [(2, 1, 1, 1, 1, False, 9, 1, True)]
     proj, dep, x = _project(session, tmp_path, layers, 5)
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
@@ -128,6 +133,43 @@ def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> Non
     assert len(out.features) == len(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
+def test_logistic_and_tanh_by_table(session, tmp_path: Path) -> None:
+    """LOGISTIC and TANH run as 256-entry tables that equal the int8 interpreter (host, ASan/UBSan) and are
+    counted in the memory report's flash; --kernels generic keeps the fixed-point routines and no table."""
+    layers = FIXED[:2]
+    dep, opts, x = _deployment(session, layers, 7, after={0: "sigmoid", 1: "tanh"})
+    em = build_emit_model(dep, opts)
+    assert [k.family for k in em.kernels].count("lut") == 2
+    assert not {"tcc_logistic_s8", "tcc_tanh_s8"} & {c.fn for c in em.calls}
+    items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
+    assert items["kernel lookup tables"] == 512
+    assert sum(a.count for a in em.arrays if a.name.startswith("tcc_lut_")) == 512
+    gen, _, _ = _deployment(session, layers, 7, kernels="generic", after={0: "sigmoid", 1: "tanh"})
+    assert "kernel lookup tables" not in {i["name"] for i in gen.memory["items"]}
+    gen_calls = {c.fn for c in build_emit_model(gen, {**opts, "kernels": "generic"}).calls}
+    assert {"tcc_logistic_s8", "tcc_tanh_s8"} <= gen_calls
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_armv6m_loops_build_with_a_frame_pointer(session, tmp_path: Path) -> None:
+    """The Thumb-1 loops' register needs leave r7 to a frame pointer: model.c builds for Cortex-M0+ with
+    -fno-omit-frame-pointer and at -O0 (folded and non-folded zero points: gemm and padded conv layers)."""
+    import subprocess
+
+    (tmp_path / "p").mkdir()
+    proj, _, _ = _project(session, tmp_path / "p", FIXED, 2)
+    for flags in (["-Os", "-fno-omit-frame-pointer"], ["-O0"]):
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft", *flags, "-std=c99",
+                        "-Wall", "-Wextra", "-Werror", "-I", str(proj), "-I", str(proj / "runtime"), "-c",
+                        str(proj / "model.c"), "-o", str(tmp_path / "model.o")], check=True)
 
 
 MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad01: the cut leaves no layer in Φf
@@ -154,6 +196,37 @@ def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, na
     assert len(out.features) == len(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{name} features of input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("name,cpu,kernels", [(n, c, "tinycc") for n in MLPERF_MODELS for c in ("m4", "m7", "m0plus")]
+                         + [("kws_ref_model", c, "cmsis-nn") for c in ("m7", "m0plus")])
+def test_mlperf_tiny_first_vector_under_qemu(session, tmp_path: Path, name: str, cpu: str, kernels: str) -> None:
+    """The MLPerf Tiny models' features on the first test vector under QEMU (DSP path on M4/M7, Thumb-1 loops on
+    M0+; and the --kernels cmsis-nn project on M7 and M0+) equal run_int8 bit for bit."""
+    from tinycc.backends.c import cmsis_nn
+
+    cmsis_dir = None
+    if kernels == "cmsis-nn":
+        from .test_cmsis_nn import VENDOR
+
+        archive = cmsis_nn.vendor_archive(VENDOR)
+        if archive is None:
+            pytest.skip(f"no cmsis-nn-*.tar.xz in {VENDOR} (set TINYCC_VENDOR)")
+        cmsis_dir = cmsis_nn.extract(archive)
+    path = str(mlperf_model(f"{name}.tflite"))
+    g = session.registry.frontend_for(path).load(path, {})
+    opts = {"buffer": 2, "kernels": kernels}
+    dep = build_deployment(g, opts, session, CBackend())
+    xin = dep.extractor.tensors[dep.extractor.inputs[0]]
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    levels = np.random.default_rng(1).integers(-128, 128, (1, *xin.shape[1:]))
+    x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
+                   tmp_path)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu, None, cmsis_dir)
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on {cpu}")
 
 
 WRAP_CHECK = r"""
@@ -201,3 +274,44 @@ def test_input_quantization_rounds_half_away_from_zero(session, tmp_path: Path) 
     feats = Simulator(dep).features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+
+
+HMUL_CHECK = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "tinycc_gen.h"
+static uint32_t s = 12345u;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; return s; }
+int main(void) {
+    static const int32_t xs[] = {0, 1, -1, 65535, 65536, -65536, -65537, 32767, -32768, INT32_MAX, INT32_MIN,
+                                 INT32_MIN + 1, 0x7FFF8000, -0x7FFF8000, 0x40000000, -0x40000000};
+    static const int32_t ms[] = {0, 1, 65535, 65536, 0x40000000, 0x7FFFFFFF, 0x7FFF0000, 0x4000FFFF, 0x5555AAAA};
+    long bad = 0, n = 0;
+    unsigned i, j;
+    for (i = 0; i < sizeof xs / sizeof xs[0]; ++i)
+        for (j = 0; j < sizeof ms / sizeof ms[0]; ++j, ++n)
+            bad += tcc_hmul31(xs[i], ms[j]) != (int32_t)(((int64_t)xs[i] * ms[j] + ((int64_t)1 << 30)) >> 31);
+    for (i = 0; i < 2000000u; ++i, ++n) {
+        const int32_t x = (int32_t)(rnd() >> (rnd() & 31u)) * ((rnd() & 1u) ? -1 : 1);
+        const int32_t m = (int32_t)((rnd() >> 1) | ((rnd() & 1u) << 30));
+        bad += tcc_hmul31(x, m) != (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
+    }
+    printf("checked %ld bad %ld\n", n, bad);
+    return 0;
+}
+"""
+
+
+def test_high_multiply_without_64_bit_product_is_exact(tmp_path: Path) -> None:
+    """ARMv6-M's requantization (tcc_hmul31 from four 16x16 products, TCC_HMUL16) equals the 64-bit product on
+    edge values and 2 M random pairs; host gcc with UBSan (no signed overflow in the 32-bit sums)."""
+    import subprocess
+
+    runtime = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    (tmp_path / "hmul.c").write_text(HMUL_CHECK)
+    exe = tmp_path / "hmul"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", "-DTCC_HMUL16=1", f"-I{runtime}", "-o", str(exe),
+                    str(tmp_path / "hmul.c")], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["checked", str(16 * 9 + 2_000_000)] and out[3] == "0", out

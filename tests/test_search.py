@@ -42,7 +42,11 @@ def search(out: Path, *args: str, budget: tuple[str, ...] = BUDGET) -> subproces
 def one_line_error(code: int, capsys: pytest.CaptureFixture, *argv: str) -> str:
     from tinycc.cli import main
 
-    assert main(list(argv)) == code
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:  # argparse's own usage errors (a bad option value)
+        rc = e.code
+    assert rc == code
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and "Traceback" not in err[0], err
     return err[0]
@@ -60,7 +64,10 @@ def test_bad_input_one_line(capsys, tmp_path: Path) -> None:
     _extra()
     base = ("search", "--data", str(DIGITS), "-o", str(tmp_path / "s"))
     assert "--board NAME or --ram" in one_line_error(2, capsys, *base, "--trials", "2")
-    assert "--trials must be >= 1" in one_line_error(2, capsys, *base, "--trials", "0", "--board", "uno")
+    assert "argument --trials: must be an integer >= 1" in one_line_error(2, capsys, *base, "--trials", "0", "--board",
+                                                                         "uno")
+    assert "argument --seed: must be an integer >= 0" in one_line_error(2, capsys, *base, "--trials", "1", "--board",
+                                                                        "uno", "--seed", "-1")
     assert "unknown board" in one_line_error(2, capsys, *base, "--trials", "1", "--board", "nope").lower()
     assert "no such file" in one_line_error(2, capsys, "search", "--data", str(tmp_path / "x.npz"), "--board", "uno",
                                             "--trials", "1", "-o", str(tmp_path / "s")).lower()

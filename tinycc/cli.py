@@ -168,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--debug", action="store_true")
     known, _ = pre.parse_known_args(argv)
     _setup_logging(known.verbose, known.debug, own_process)
+    if own_process:
+        from .output import terminate_as_interrupt
+
+        terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C (no temporary folder left behind)
     try:
         session = _session(known)
         parser = build_parser(session)
@@ -179,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TinyccError as e:
         sys.stderr.write(f"tinycc: error: {e}\n")
         return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("tinycc: interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        sys.stderr.write(f"tinycc: {'terminated' if type(e).__name__ == 'Terminated' else 'interrupted'}\n")
+        return 143 if type(e).__name__ == "Terminated" else 130
     except Exception as e:  # internal error: one line unless --debug
         if known.debug:
             raise

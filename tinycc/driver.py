@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,24 +18,18 @@ from typing import Any
 
 from .backends.c.kernels import KERNEL_CHOICES
 from .errors import TinyccError
+from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
+from .options import byte_size, positive_float, positive_int
+from .output import check_output_dir, install_dir, new_project_dir
 from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
 
 log = logging.getLogger("tinycc.driver")
 
 
 def parse_bytes(text: str) -> int:
-    """'256K' -> 262144, '1M' -> 1048576, '8192' -> 8192 (binary multiples)."""
-    s = str(text).strip().upper().removesuffix("B")
-    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(s[-1:], 1)
-    num = s[:-1] if s[-1:] in "KMG" else s
-    try:
-        value = float(num) * mult
-    except ValueError:
-        raise TinyccError(f"cannot read a byte count from {text!r} (examples: 8192, 256K, 1M)") from None
-    if value <= 0:
-        raise TinyccError(f"byte count must be positive, got {text!r}")
-    return int(value)
+    """'256K' -> 262144, '1M' -> 1048576, '8192' -> 8192 (binary multiples; 1 byte .. 4 GiB)."""
+    return byte_size(text)
 
 
 def add_compile_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +40,7 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--board", help="board preset (see `tinycc plugins`): sets the RAM/flash budget")
     g.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     g.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
-    g.add_argument("--buffer", type=int, help="replay buffer capacity (default: the largest that fits)")
+    g.add_argument("--buffer", type=positive_int, help="replay buffer capacity (default: the largest that fits)")
     g.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
     g.add_argument("--storage", default="int8", choices=["int8", "float32"], help="buffer entry storage")
     g.add_argument("--tinyol", action="store_true", help="TinyOL mode: train on the latest sample only")
@@ -55,13 +48,14 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
                    help="on-device head: ce softmax cross-entropy, bce sigmoid binary cross-entropy (labels 0/1), mse "
                         "regression (float targets; an autoencoder's target is its input). Default: from the model's "
                         "last activation and shapes")
-    g.add_argument("--lr", type=float, default=0.01, help="on-device SGD learning rate")
-    g.add_argument("--epochs", type=int, default=1, help="epochs over the buffer per learned sample")
-    g.add_argument("--batch-size", type=int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
+    g.add_argument("--lr", type=positive_float, default=0.01, help="on-device SGD learning rate")
+    g.add_argument("--epochs", type=positive_int, default=1, help="epochs over the buffer per learned sample")
+    g.add_argument("--batch-size", type=positive_int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
     g.add_argument("--train", default="all", choices=["all", "last", "bias"],
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
-    g.add_argument("--test-count", type=int, default=8, help="calibration samples embedded as demo/self-test vectors")
+    g.add_argument("--test-count", type=positive_int, default=8,
+                   help="calibration samples embedded as demo/self-test vectors")
     g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g.add_argument("--inference-only", action="store_true",
                    help="deploy the whole model in int8 for inference: no trainable classifier, no buffer, no "
@@ -69,7 +63,8 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--int8-io", action="store_true",
                    help="with --inference-only: int8 input and output (as TFLite's converter with int8 I/O)")
     g = p.add_argument_group("compiler")
-    g.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    g.add_argument("--force", action="store_true",
+                   help="replace an output folder that tinycc wrote before (it holds a .tinycc-project marker)")
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
@@ -136,22 +131,6 @@ def _head_text(d: Any) -> str:
     return f"{d.num_classes} classes"
 
 
-def _check_output(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise TinyccError(f"{out} exists and is not empty (use --force to replace it)")
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Move a finished project into place; the old folder goes only after the new one is in."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 def compile_model(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> CompileResult:
     """Compile ``model`` for ``target`` into ``output``; raise TinyccError on bad input."""
     t0 = time.perf_counter()
@@ -164,7 +143,7 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     reg = session.registry
     backend = reg.backend(target)()
     out = Path(output)
-    _check_output(out, bool(options.get("force")))
+    check_output_dir(out, bool(options.get("force")))
     if options.get("board"):
         reg.board(options["board"])  # unknown board: error before any work
     if not os.path.exists(model):
@@ -172,6 +151,11 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     with timed("frontend"):
         graph = reg.frontend_for(model).load(model, options)
         verify(graph)
+        try:
+            check_weights(graph)
+        except CalibrationDataError as e:
+            raise TinyccError(str(e)) from None
+    _check_dump_after(options.get("dump_after") or (), reg)
     ctx = PassContext(options=options, session=session, progress=True)
     kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
           "dump_dir": out.parent}
@@ -191,19 +175,25 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
         build = build_inference if options.get("inference_only") else build_deployment
         deployment = build(graph, options, session, backend)
         backend.check(deployment, options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = new_project_dir(out)
     try:
         with timed(f"emit ({target})"):
             files = backend.emit(deployment, options, tmp)
             report = {k: v for k, v in deployment.memory.items() if k != "report"}
             (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
         files = [out / Path(f).relative_to(tmp) for f in files] + [out / "tinycc_memory.json"]
-        _install(tmp, out)
+        install_dir(tmp, out, bool(options.get("force")))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, files, deployment
+
+
+def _check_dump_after(names: Any, reg: Any) -> None:
+    """--dump-after names a registered pass (a typo would silently dump nothing)."""
+    for name in names:
+        if name not in reg.passes:
+            raise TinyccError(f"--dump-after: unknown pass {name!r}; registered passes: {', '.join(reg.passes)}")
 
 
 def _prune_hook() -> Any:

@@ -97,6 +97,8 @@ class Registry:
 
     # lookups with user-facing errors
     def frontend_for(self, path: str) -> Any:
+        if os.path.isdir(path):
+            raise TinyccError(f"{path}: a directory, expected a model file")
         low = path.lower()
         for e in self.frontends.values():
             if any(low.endswith(ext) for ext in e.obj.extensions):

@@ -54,14 +54,16 @@ def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
     return ((in_bytes + 3) // 4) * 4 + out_bytes + PROTO_STATE
 
 
-def proto_bytes(input_size: int, n_features: int, n_outputs: int, targets: int = 0) -> int:
-    """Static RAM of the protocol: receive buffer, reply buffer, outputs, state."""
+def proto_bytes(input_size: int, n_features: int, targets: int = 0) -> int:
+    """Static RAM of the protocol: receive buffer and state (replies stream the model's own output vector)."""
     rx = ((max_payload(input_size, n_features, targets) + 3) // 4) * 4
-    return rx + (1 + 4 * n_outputs) + 4 * n_outputs + PROTO_STATE
+    return rx + PROTO_STATE
 
 
 class ArduinoBackend(Backend):
     name = "arduino"
+    runtime_descriptors = True
+    runtime_state_exact = False  # CORE_RESERVE is an allowance for the Arduino core, not a symbol size
     description = "Arduino sketch: serial protocol, PROGMEM weights on AVR, self-test mode"
     platforms = ("simavr",)
 
@@ -99,9 +101,12 @@ class ArduinoBackend(Backend):
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return CBackend().arena_bytes(extractor, options)
 
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        return CBackend().table_bytes(extractor, options)  # the sketch's model.c is the C backend's
+
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         insize = extractor.tensors[extractor.inputs[0]].size
-        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.n_out, classifier.target_count)
+        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.target_count)
 
     def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
         elem = 1 if options.get("int8_io") else 4

@@ -56,7 +56,8 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
         y = np.zeros(1, np.int64)
     n = min(len(x), int(options.get("test_count") or 8))
     if dep.loss != "mse":
-        return x[:n], np.asarray(y[:n], np.int64) % dep.num_classes
+        return x[:n], embedded_labels(dep, y[:n] if "labels" in dep.meta or tv is not None else
+                                      np.arange(n) % dep.num_classes)
     t = np.asarray(y, np.float32)
     if t.size >= n * dep.target_count and len(t) >= n and t[:n].size == n * dep.target_count:
         return x[:n], t[:n].reshape(n, dep.target_count)
@@ -75,8 +76,16 @@ def vector_context(dep: Deployment, x: np.ndarray, y: np.ndarray, options: dict[
 
 
 def embedded_labels(dep: Deployment, y: np.ndarray) -> np.ndarray:
-    """Labels as the demo embeds them (class indices modulo the classes; regression targets as given)."""
-    return np.asarray(y, np.float32) if dep.loss == "mse" else np.asarray(y, np.int64) % dep.num_classes
+    """Labels as the demo embeds them (class indices, never wrapped: one out of range is a TinyccError;
+    regression targets as given)."""
+    if dep.loss == "mse":
+        return np.asarray(y, np.float32)
+    y = np.asarray(y, np.int64)
+    bad = np.nonzero((y < 0) | (y >= dep.num_classes))[0]
+    if len(bad):
+        raise TinyccError(f"test vector label {int(y[bad[0]])} (sample {int(bad[0])}) is not a class of the "
+                          f"classifier (0..{dep.num_classes - 1})")
+    return y
 
 
 def write_test_vectors(path: Path, dep: Deployment, x: np.ndarray, y: np.ndarray, options: dict[str, Any],
@@ -171,6 +180,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
 
 class CBackend(Backend):
     name = "c"
+    runtime_descriptors = True
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
     platforms = ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
 
@@ -202,6 +212,11 @@ class CBackend(Backend):
 
     def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return cmsis_nn.scratch_bytes(extractor, options)
+
+    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
+        from .kernels import table_bytes
+
+        return table_bytes(extractor, options)
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         return render_project(deployment, options, outdir)

@@ -46,6 +46,7 @@ def deployment_tflite(dep: Deployment) -> bytes:
 
 class TflmBackend(Backend):
     name = "tflm"
+    runtime_descriptors = True
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
     arena_detail = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
                     "allocates) + margin")

@@ -19,6 +19,7 @@ import pluggy
 
 from ...errors import TinyccError
 from ...driver import parse_bytes
+from ...options import MAX_COUNT, int_range, non_negative_int, positive_float, positive_int
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.search")
@@ -35,16 +36,11 @@ def _require_extra() -> None:
 
 
 def _check_args(args: argparse.Namespace, session: Any) -> None:
-    for flag, value, low in (("--trials", args.trials, 1), ("--epochs", args.epochs, 0), ("--subset", args.subset, 1),
-                             ("--workers", args.workers, 1), ("--final-epochs", args.final_epochs, 0)):
-        if value < low:
-            raise TinyccError(f"{flag} must be >= {low}, got {value}")
+    """The budget (numbers are checked by their argparse types, tinycc/options.py)."""
     if not args.board and not (args.ram or args.flash):
         raise TinyccError("give a budget: --board NAME or --ram N and/or --flash N")
     if args.board:
         session.registry.board(args.board)
-    if args.max_instructions is not None and args.max_instructions < 1:
-        raise TinyccError(f"--max-instructions must be >= 1, got {args.max_instructions}")
 
 
 def load_data(path: str, subset: int, seed: int, scale: float | None) -> Any:
@@ -166,20 +162,22 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--board", help="board preset: its RAM/flash are the budget")
     p.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     p.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
-    p.add_argument("--max-instructions", type=int, help="bound on the estimated instructions per inference")
-    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs per feasible trial")
-    p.add_argument("--subset", type=int, default=5000, help="training samples per trial")
-    p.add_argument("--final-epochs", type=int, default=5, help="further epochs for best.keras")
+    p.add_argument("--max-instructions", type=int_range(1, MAX_COUNT), help="bound on the estimated instructions per inference")
+    p.add_argument("--trials", type=positive_int, required=True, help="finished trials the study should hold")
+    p.add_argument("--epochs", type=non_negative_int, default=3, help="training epochs per feasible trial")
+    p.add_argument("--subset", type=positive_int, default=5000, help="training samples per trial")
+    p.add_argument("--final-epochs", type=non_negative_int, default=5, help="further epochs for best.keras")
     p.add_argument("--objective", default="accuracy", choices=["accuracy", "drift"],
                    help="accuracy: the deployed Ω on held-out samples; drift: Ω's final accuracy on a concept-drift "
                         "stream")
-    p.add_argument("--scale", type=float, help="input scale built into the model (default 1/255 for uint8 data, else 1)")
-    p.add_argument("--workers", type=int, default=1, help="trials run at the same time (local Ray: its CPUs)")
+    p.add_argument("--scale", type=positive_float,
+                   help="input scale built into the model (default 1/255 for uint8 data, else 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="trials run at the same time (local Ray: its CPUs)")
     p.add_argument("--ray-address", metavar="HOST:PORT", help="an existing Ray cluster (default: a local Ray)")
     p.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite:///DIR/study.db)")
     p.add_argument("--study", default="tinycc-search", help="study name in the storage")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed (>= 0) of the NSGA-II sampler, the training "
+                                                                   "subset, weight initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
     p.add_argument("-o", "--output", required=True, help="output folder (DIR)")
     p.set_defaults(func=_cmd)

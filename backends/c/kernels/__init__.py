@@ -5,7 +5,8 @@ into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that 
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
 `conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
-`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input).
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input),
+`lut` (LOGISTIC and TANH by a 256-entry flash table; `table_bytes` counts the tables for the memory report).
 """
 from __future__ import annotations
 
@@ -50,9 +51,18 @@ def render(template: str, **ctx: Any) -> str:
 
 
 def _modules() -> list[Any]:
-    from . import add, conv, depthwise, gemm, pool
+    from . import add, conv, depthwise, gemm, lut, pool
 
-    return [gemm, conv, depthwise, add, pool]  # first match wins: gemm before the general convolution
+    return [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
+
+
+def table_bytes(g: Graph, options: dict[str, Any]) -> int:
+    """Flash of the lookup tables that the generated kernels of `g` add (none unless option kernels=tinycc)."""
+    from . import lut
+
+    if options.get("kernels", "tinycc") != "tinycc":
+        return 0
+    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -5,7 +5,9 @@
  * values are widened into two pairs of int16 (__sxtb16 lanes 0/2 and, rotated by 8, lanes 1/3), the input zero
  * point is subtracted in the same instruction (__sxtab16 with the negated zero point in both halves) and
  * __smlad does two multiply-accumulates. Inputs and weights are widened the same way, so the lanes match
- * without re-packing. Everywhere else (Cortex-M0+, AVR, the host) the same loops run in portable C. */
+ * without re-packing. On ARMv6-M (Cortex-M0/M0+) the dot products are Thumb-1 assembly loops and the
+ * requantization avoids the 64-bit multiply (TCC_V6M, below). Everywhere else (AVR, the host) the same loops run
+ * in portable C. */
 #ifndef TINYCC_GEN_H
 #define TINYCC_GEN_H
 
@@ -36,14 +38,42 @@
 #define TCC_DSP 0
 #endif
 
+/* ARMv6-M (Cortex-M0/M0+/M1) with GCC: Thumb-1 dot-product loops and a requantization without 64-bit multiply
+ * (-DTCC_NO_V6M_ASM selects the portable C loops). The loops use at most seven low registers, so r7 may be the
+ * frame pointer (-fno-omit-frame-pointer, -O0). */
+#if defined(__ARM_ARCH_6M__) && defined(__GNUC__) && !defined(__clang__) && !defined(TCC_NO_V6M_ASM)
+#define TCC_V6M 1
+#else
+#define TCC_V6M 0
+#endif
+
+/* (int32_t)(((int64_t)x * m + 2^30) >> 31) for 0 <= m < 2^31: SaturatingRoundingDoublingHighMul's product before
+ * its sign correction. ARMv6-M has no 32x32->64 multiply (GCC calls __aeabi_lmul): there it is four 16x16
+ * products, x = xh * 2^16 + xl and m = mh * 2^16 + ml with xl, ml unsigned, summed in 32 bits in two parts
+ * whose floors by 2^15 add up with one carry; exact for every x and m (tests/test_kernels.py checks it). */
+#ifndef TCC_HMUL16
+#define TCC_HMUL16 TCC_V6M /* a test sets it to check the 16-bit form on the host */
+#endif
+TCC_INLINE int32_t tcc_hmul31(int32_t x, int32_t m) {
+#if TCC_HMUL16
+    const int32_t xh = x >> 16, mh = m >> 16;
+    const uint32_t xl = (uint32_t)x & 0xFFFFu, ml = (uint32_t)m & 0xFFFFu;
+    const int32_t r1 = xh * (int32_t)ml;                                         /* |r1| < 2^31 */
+    const uint32_t r2 = xl * (uint32_t)mh + ((xl * ml) >> 16) + (1u << 14);      /* < 2^31 */
+    const uint32_t carry = (((uint32_t)r1 & 0x7FFFu) + (r2 & 0x7FFFu)) >> 15;
+    return (int32_t)((uint32_t)(xh * mh) * 2u + (uint32_t)(r1 >> 15) + (r2 >> 15) + carry);
+#else
+    return (int32_t)(((int64_t)x * m + ((int64_t)1 << 30)) >> 31);
+#endif
+}
+
 /* MultiplyByQuantizedMultiplier: SaturatingRoundingDoublingHighMul then RoundingDivideByPOT. The multiplier is
  * positive (QuantizeMultiplier), so the high multiply never saturates and its round-half-away-from-zero
  * equals adding 2^30 and shifting the 64-bit product right by 31 (one smlal + shift on Cortex-M4). */
 TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
-    const int64_t p = (int64_t)(int32_t)((uint32_t)x << left) * mult + ((int64_t)1 << 30);
-    const int32_t h = (int32_t)(p >> 31);
+    const int32_t h = tcc_hmul31((int32_t)((uint32_t)x << left), mult);
     const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
     const int32_t threshold = (mask >> 1) + (h < 0 ? 1 : 0);
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
@@ -51,7 +81,7 @@ TCC_INLINE int32_t tcc_requant(int32_t x, int32_t mult, int32_t shift) {
 
 /* the same for a shift <= 0 (right = -shift >= 0), the common case, known when the layer is generated */
 TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
-    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t h = tcc_hmul31(x, mult);
     const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
     const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)h >> 31);
     return (h >> right) + ((h & mask) > threshold ? 1 : 0);
@@ -60,7 +90,7 @@ TCC_INLINE int32_t tcc_requant_r(int32_t x, int32_t mult, int32_t right) {
 /* the same for 1 <= right <= 30 when the kernel generator has proved |x| + 2^(right-1) < 2^31 (from the
  * layer's weights and bias): then RoundingDivideByPOT is one add of half minus the sign and a shift */
 TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
-    const int32_t h = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    const int32_t h = tcc_hmul31(x, mult);
     return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
 }
 
@@ -111,15 +141,125 @@ TCC_INLINE uint32_t tcc_word(const int8_t *p) {
 /* the negated zero point in both 16-bit halves */
 TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; }
 
-/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off; a literal zero point 0 (the kernel generator
- * folded it into the bias) needs no offset register */
+/* widen bytes 0/2 (tcc_x02) or 1/3 (tcc_x13) of v and add off (none for a literal zero point 0) */
+#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
+#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
+#endif
+
+/* a literal zero point 0 (the kernel generator folded it into the bias) needs no subtraction */
 #if defined(__GNUC__)
 #define TCC_ZP_IS_ZERO(zp) (__builtin_constant_p(zp) && (zp) == 0)
 #else
 #define TCC_ZP_IS_ZERO(zp) 0
 #endif
-#define tcc_x02(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? __sxtb16(v) : __sxtab16((off), (v)))
-#define tcc_x13(off, v, zp) (TCC_ZP_IS_ZERO(zp) ? tcc_sxtb16_r8(v) : tcc_sxtab16_r8((off), (v)))
+
+/* ARMv6-M (Cortex-M0/M0+/M1, GCC): the dot products below run as hand-scheduled Thumb-1 loops. ldrsb has only a
+ * register-offset form, so every stream is a pointer past its end indexed by one counter running from -n up to 0
+ * (adds sets the flags: no compare). The 2x2 block keeps its accumulators in r8-r11 (add accepts high
+ * registers), leaving the low registers to the four streams, the counter and two temporaries; GCC at -Os never
+ * allocates r8-r11 (they are fixed for size on Thumb-1), so the loop saves and restores them itself. C instead
+ * spills the accumulators: 7.75 instructions per multiply-accumulate where the loop below takes 3.75. */
+
+#if TCC_V6M
+/* GCC writes inline assembly in divided syntax and switches back to unified after it (Thumb-1): the loops state
+ * unified syntax themselves. Per step one input is loaded twice rather than held in a third temporary; a non-zero zero point is subtracted
+ * by adding its negation, kept in ip, after each input load */
+#define TCC_V6M_2X2(ZP_ADD)                                                                                        \
+    ".syntax unified\n\t"                                                                                          \
+    "sub sp, #20\n\t"                                                                                              \
+    "str %[a], [sp, #16]\n\t"                                                                                      \
+    "mov ip, %[b]\n\t"                                                                                             \
+    "mov %[b], r8\n\tstr %[b], [sp, #0]\n\t"                                                                       \
+    "mov %[b], r9\n\tstr %[b], [sp, #4]\n\t"                                                                       \
+    "mov %[b], r10\n\tstr %[b], [sp, #8]\n\t"                                                                      \
+    "mov %[b], r11\n\tstr %[b], [sp, #12]\n\t"                                                                     \
+    "ldr %[b], [%[a], #0]\n\tmov r8, %[b]\n\t"                                                                     \
+    "ldr %[b], [%[a], #4]\n\tmov r9, %[b]\n\t"                                                                     \
+    "ldr %[b], [%[a], #8]\n\tmov r10, %[b]\n\t"                                                                    \
+    "ldr %[b], [%[a], #12]\n\tmov r11, %[b]\n\t"                                                                   \
+    "1:\n\t"                                                                                                       \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "ldrsb %[b], [%[wp], %[i]]\n\t"                                                                                \
+    "muls %[a], %[b], %[a]\n\t"                                                                                    \
+    "add r8, %[a]\n\t"                                                                                             \
+    "ldrsb %[a], [%[yp], %[i]]\n\t" ZP_ADD                                                                         \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add r10, %[b]\n\t"                                                                                            \
+    "ldrsb %[b], [%[vp], %[i]]\n\t"                                                                                \
+    "muls %[a], %[b], %[a]\n\t"                                                                                    \
+    "add r11, %[a]\n\t"                                                                                            \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add r9, %[b]\n\t"                                                                                             \
+    "adds %[i], #1\n\t"                                                                                            \
+    "bne 1b\n\t"                                                                                                   \
+    "ldr %[a], [sp, #16]\n\t"                                                                                      \
+    "mov %[b], r8\n\tstr %[b], [%[a], #0]\n\t"                                                                     \
+    "mov %[b], r9\n\tstr %[b], [%[a], #4]\n\t"                                                                     \
+    "mov %[b], r10\n\tstr %[b], [%[a], #8]\n\t"                                                                    \
+    "mov %[b], r11\n\tstr %[b], [%[a], #12]\n\t"                                                                   \
+    "ldr %[b], [sp, #0]\n\tmov r8, %[b]\n\t"                                                                       \
+    "ldr %[b], [sp, #4]\n\tmov r9, %[b]\n\t"                                                                       \
+    "ldr %[b], [sp, #8]\n\tmov r10, %[b]\n\t"                                                                      \
+    "ldr %[b], [sp, #12]\n\tmov r11, %[b]\n\t"                                                                     \
+    "add sp, #20"
+
+/* acc[0..3] += the 2x2 block of tcc_dot2x2 for n >= 1 */
+TCC_INLINE void tcc_v6m_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
+                               int32_t *acc) {
+    const int8_t *xp = x0 + n, *yp = x0 + xs + n, *wp = w0 + n, *vp = w0 + ws + n;
+    int32_t i = -n, b = -zp;
+    int32_t *a = acc;
+    if (TCC_ZP_IS_ZERO(zp)) {
+        __asm__ volatile(TCC_V6M_2X2("")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "+l"(b)
+                         : [xp] "l"(xp), [yp] "l"(yp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    } else {
+        __asm__ volatile(TCC_V6M_2X2("add %[a], ip\n\t")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "+l"(b)
+                         : [xp] "l"(xp), [yp] "l"(yp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    }
+}
+
+/* one pixel, two channels, n >= 1, in seven low registers (r7 may be the frame pointer): the second channel's
+ * sum collects in ip from 0 and is added to acc[1] after the loop; a non-zero zero point is added from r8, which
+ * the loop saves and restores (GCC at -Os never allocates it) */
+#define TCC_V6M_1X2(ZP_SAVE, ZP_ADD, ZP_RESTORE)                                                                   \
+    ".syntax unified\n\t" ZP_SAVE                                                                                  \
+    "movs %[b], #0\n\t"                                                                                            \
+    "mov ip, %[b]\n\t"                                                                                             \
+    "1:\n\t"                                                                                                       \
+    "ldrsb %[a], [%[xp], %[i]]\n\t" ZP_ADD                                                                         \
+    "ldrsb %[b], [%[wp], %[i]]\n\t"                                                                                \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "adds %[a0], %[a0], %[b]\n\t"                                                                                  \
+    "ldrsb %[b], [%[vp], %[i]]\n\t"                                                                                \
+    "muls %[b], %[a], %[b]\n\t"                                                                                    \
+    "add ip, %[b]\n\t"                                                                                             \
+    "adds %[i], #1\n\t"                                                                                            \
+    "bne 1b\n\t"                                                                                                   \
+    "mov %[b], ip\n\t" ZP_RESTORE
+TCC_INLINE void tcc_v6m_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
+                               int32_t *acc) {
+    const int8_t *xp = x0 + n, *wp = w0 + n, *vp = w0 + ws + n;
+    int32_t i = -n, a = -zp, b, a0 = acc[0];
+    if (TCC_ZP_IS_ZERO(zp)) {
+        __asm__ volatile(TCC_V6M_1X2("", "", "")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "=&l"(b), [a0] "+l"(a0)
+                         : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    } else {
+        __asm__ volatile(TCC_V6M_1X2("sub sp, #8\n\tmov %[b], r8\n\tstr %[b], [sp, #0]\n\tmov r8, %[a]\n\t",
+                                     "add %[a], r8\n\t", "ldr %[a], [sp, #0]\n\tmov r8, %[a]\n\tadd sp, #8\n\t")
+                         : [i] "+l"(i), [a] "+l"(a), [b] "=&l"(b), [a0] "+l"(a0)
+                         : [xp] "l"(xp), [wp] "l"(wp), [vp] "l"(vp)
+                         : "cc", "memory", "r12");
+    }
+    acc[0] = a0;
+    acc[1] += b;
+}
 #endif
 
 /* acc[0..3] += dot(x0, w0), dot(x0, w1), dot(x1, w0), dot(x1, w1) over n int8; x1 = x0 + xs, w1 = w0 + ws.
@@ -127,7 +267,17 @@ TCC_INLINE uint32_t tcc_offset2(int32_t zp) { return ((uint32_t)(-zp) & 0xFFFFu)
  * widened inputs, one widened weight and the accumulators fit the 13 free registers of a Cortex-M4. */
 TCC_INLINE void tcc_dot2x2(const int8_t *x0, int32_t xs, const int8_t *w0, int32_t ws, int32_t n, int32_t zp,
                            int32_t *acc) {
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    int32_t a00, a01, a10, a11;
+#if TCC_V6M
+    if (n > 0) {
+        tcc_v6m_dot2x2(x0, xs, w0, ws, n, zp, acc);
+    }
+    return;
+#endif
+    a00 = acc[0];
+    a01 = acc[1];
+    a10 = acc[2];
+    a11 = acc[3];
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {
@@ -212,7 +362,15 @@ TCC_INLINE void tcc_dot2x2_w(const uint32_t *xw, int32_t xs, const int8_t *w0, i
 
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
 TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
-    int32_t a0 = acc[0], a1 = acc[1];
+    int32_t a0, a1;
+#if TCC_V6M
+    if (n > 0) {
+        tcc_v6m_dot1x2(x0, w0, ws, n, zp, acc);
+    }
+    return;
+#endif
+    a0 = acc[0];
+    a1 = acc[1];
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     for (; n >= 4; n -= 4) {

@@ -462,7 +462,9 @@ void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_
     for (i = 0; i < n; ++i) {
         const float v = in[i] / scale;
         int32_t q;
-        if (v > 1e9f) {
+        if (!(v == v)) { /* NaN (also 0/0): the zero point, as tinycc.ir.quant.quantize; no float->int UB */
+            q = 0;
+        } else if (v > 1e9f) { /* +-infinity and huge values saturate */
             q = 1000000000L;
         } else if (v < -1e9f) {
             q = -1000000000L;

@@ -322,7 +322,7 @@ static uint32_t xorshift32(uint32_t x) {
 
 static int8_t quant1(float v, float scale, int32_t zp) {
     const float r = roundf(v / scale);
-    int32_t q = r > 1e9f ? 1000000000L : (r < -1e9f ? -1000000000L : (int32_t)r);
+    int32_t q = !(r == r) ? 0 : (r > 1e9f ? 1000000000L : (r < -1e9f ? -1000000000L : (int32_t)r)); /* NaN: zp */
     q += zp;
     return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
 }

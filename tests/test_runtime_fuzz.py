@@ -1,0 +1,424 @@
+"""Fuzz test of the generated runtime: a C harness drives the public API of generated projects (model.h) with a
+fixed-seed PRNG -- thousands of interleaved predict / learn / reset calls with random labels (in range, out of
+range, 255), NaN / infinity / 1e30 / FLT_MAX / denormal inputs and targets, random int8 inputs and features --
+built with ASan + UBSan (float-cast-overflow included, -fno-sanitize-recover). It asserts the documented return
+codes (-1 bad label or missing target, -2 NaN/infinity, the buffer count otherwise), that an error stores and
+trains nothing (buffer count and classifier weights unchanged; -4, a refused retraining step, keeps the stored
+sample), that the count stays within the capacity and predictions stay finite and in range; the sanitizers see
+no fault. One ce, bce, mse (autoencoder) and
+256-class model; bounded: a fixed number of calls per model."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend, render_project
+from tinycc.errors import UnsupportedLayerError
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.ondevice import build_deployment
+
+from . import c_harness
+from .test_c_backend import _graph as _zoo_graph
+from .test_heads import _graph as _head_graph
+from .test_heads import autoencoder, binary_net
+from .test_tflm_project import library  # noqa: F401  (fixture: the host TFLite Micro library)
+
+CALLS = 4000
+
+FUZZ_C = r"""
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+
+#define IN NAME_INPUT_SIZE
+#define FEAT NAME_FEATURES
+#define OUTS NAME_OUTPUTS
+#define CAP NAME_BUFFER_CAPACITY
+#define HEAD NAME_HEAD
+
+static uint32_t rng = 0x9E3779B9u;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+static float unit(void) { return (float)(rnd() >> 8) / 16777216.0f; } /* [0, 1) */
+
+/* a finite ordinary value, or (when wild) now and then NaN, +-infinity, +-1e30, +-FLT_MAX or a denormal */
+static float value(int wild) {
+    if (wild) {
+        switch (rnd() % 24) {
+        case 0: return NAN;
+        case 1: return INFINITY;
+        case 2: return -INFINITY;
+        case 3: return 1e30f;
+        case 4: return -1e30f;
+        case 5: return FLT_MAX;
+        case 6: return -FLT_MAX;
+        case 7: return 1e-45f;
+        default: break;
+        }
+    }
+    return 4.0f * unit() - 2.0f;
+}
+
+static int finite_all(const float *v, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (!isfinite(v[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static long step;
+static void fail(const char *what, double got) {
+    printf("FAIL step %ld: %s (got %g)\n", step, what, got);
+    exit(1);
+}
+
+/* every classifier weight and bias, to check that a refused call trains nothing */
+static float snap_a[NAME_WEIGHTS], snap_b[NAME_WEIGHTS], snap_init[NAME_WEIGHTS];
+static int32_t snapshot(float *out) {
+    int32_t l, n = 0, no, ni;
+    for (l = 0; l < NAME_LAYERS; ++l) {
+        const float *w = name_classifier_weights(l, &no, &ni);
+        const float *b = name_classifier_bias(l);
+        memcpy(out + n, w, sizeof(float) * (size_t)(no * ni));
+        n += no * ni;
+        memcpy(out + n, b, sizeof(float) * (size_t)no);
+        n += no;
+    }
+    return n;
+}
+
+static void check_predict(int32_t k, const float *probs) {
+#if HEAD == 2
+    if (k != 0) fail("regression predict returns 0", k);
+#else
+    if (k < 0 || k >= NAME_CLASSES) fail("class out of range", k);
+#endif
+    if (!finite_all(probs, OUTS)) fail("non-finite prediction", k);
+}
+
+int main(void) {
+    static float x[IN], probs[OUTS];
+    static int8_t xq[IN], f[FEAT];
+#if HEAD == 2
+    static float t[OUTS];
+#endif
+    long n_ok = 0, n_label = 0, n_nan = 0, n_target = 0, full = 0, n_step = 0;
+    int32_t count = 0, i, n_snap;
+    if (name_init() != 0) fail("init", 0);
+    n_snap = snapshot(snap_init);
+    if (n_snap != NAME_WEIGHTS) fail("weight count", n_snap);
+    for (step = 0; step < NAME_CALLS; ++step) {
+        const uint32_t op = rnd() % 16;
+        const int wild = rnd() % 3 == 0;
+        int32_t rc, bad_x, null_in, before;
+        for (i = 0; i < IN; ++i) {
+            x[i] = value(wild);
+            xq[i] = (int8_t)(rnd() & 0xFF);
+        }
+        for (i = 0; i < FEAT; ++i) {
+            f[i] = (int8_t)(rnd() & 0xFF);
+        }
+        bad_x = !finite_all(x, IN);
+        null_in = rnd() % 32 == 0; /* a NULL input or features pointer: refused like a non-finite input */
+        before = name_buffer_count();
+        if (before != count) fail("buffer count drifted", before);
+        if (null_in) {
+            if (name_predict_f32(NULL, probs) != -1 || name_predict_s8(NULL, probs) != -1 ||
+                name_predict_features_s8(NULL, probs) != -1) {
+                fail("predict of NULL is -1", 0);
+            }
+            memset(f, 7, sizeof f);
+            name_features(NULL, f);
+            name_features(x, NULL);
+#if HEAD == 2
+            rc = name_learn_target_f32(NULL, x);
+            if (rc != -2 || name_learn_features_target_s8(NULL, x) != -2) fail("learn of NULL is -2", rc);
+            if (name_error_f32(NULL, x) != -1.0f || name_error_features_s8(NULL, x) != -1.0f) fail("error of NULL", 0);
+#else
+            rc = name_learn_f32(NULL, 0);
+            if (rc != -2 || name_learn_features_s8(NULL, 0) != -2) fail("learn of NULL is -2", rc);
+#endif
+            if (name_buffer_count() != count) fail("a refused learn stored a sample", name_buffer_count());
+        } else if (op < 3) {
+            rc = name_predict_f32(x, rnd() % 2 ? probs : NULL);
+            if (bad_x) {
+                if (rc != -1) fail("predict of a non-finite input is -1", rc);
+            } else {
+                rc = name_predict_f32(x, probs);
+                check_predict(rc, probs);
+            }
+        } else if (op < 5) {
+            check_predict(name_predict_s8(xq, probs), probs);
+        } else if (op == 5) {
+            name_features(x, f); /* NaN, infinity and huge inputs quantize to defined values */
+            check_predict(name_predict_features_s8(f, probs), probs);
+        } else if (op < 14) {
+            const int from_features = op >= 12;
+            int expect;
+            (void)snapshot(snap_b);
+#if HEAD == 2
+            const float *target = t;
+            int bad_t;
+            for (i = 0; i < OUTS; ++i) {
+                t[i] = rnd() % 4 == 0 ? value(1) : value(0);
+            }
+            if (rnd() % 8 == 0) {
+                target = NULL;
+            }
+            bad_t = target != NULL && !finite_all(t, OUTS);
+            rc = from_features ? name_learn_features_target_s8(f, target) : name_learn_target_f32(x, target);
+            if (!from_features && bad_x) {
+                expect = -2;
+            } else if (target == NULL && (from_features || !NAME_TARGET_IS_INPUT)) {
+                expect = -1;
+            } else if (bad_t) {
+                expect = -2;
+            } else {
+                expect = 0;
+            }
+            n_target += expect == -1;
+#else
+            uint8_t label;
+            const uint32_t kind = rnd() % 4;
+            int32_t value_of_label;
+            label = (uint8_t)(kind == 0 ? rnd() & 0xFF : kind == 1 ? 255u : rnd() % NAME_CLASSES);
+            value_of_label = label;
+            rc = from_features ? name_learn_features_s8(f, label) : name_learn_f32(x, label);
+            expect = (!from_features && bad_x) ? -2 : (value_of_label >= NAME_CLASSES ? -1 : 0);
+            n_label += expect == -1;
+#endif
+            n_nan += expect == -2;
+            if (expect == 0 && rc == -4) { /* stored, but a retraining step was refused (non-finite) */
+                const int32_t now = name_buffer_count();
+                if (now < count || now > count + 1 || now > CAP) fail("a refused step keeps the stored sample", now);
+                count = now;
+                ++n_step;
+            } else if (expect < 0) {
+                if (rc != expect) fail("learn error code", rc);
+                if (name_buffer_count() != count) fail("a refused learn stored a sample", name_buffer_count());
+                (void)snapshot(snap_a);
+                if (memcmp(snap_a, snap_b, sizeof snap_a) != 0) fail("a refused learn trained", rc);
+            } else {
+                if (rc < count || rc < 1 || rc > CAP || rc > count + 1) fail("learn returns the buffer count", rc);
+                count = rc;
+                full += count == CAP;
+                ++n_ok;
+            }
+        } else if (op == 14) {
+            if (rnd() % 32 == 0) {
+                name_buffer_reset();
+                count = 0;
+            }
+        } else if (rnd() % 2 == 0) {
+            int32_t no = 1, ni = 1;
+            const int32_t layer = rnd() % 2 ? -1 - (int32_t)(rnd() % 1000) : NAME_LAYERS + (int32_t)(rnd() % 1000);
+            if (name_classifier_weights(layer, &no, &ni) != NULL || no != 0 || ni != 0 ||
+                name_classifier_bias(layer) != NULL) {
+                fail("a layer index out of range gives NULL", layer);
+            }
+        } else if (rnd() % 4 == 0) {
+            name_reset_classifier();
+            (void)snapshot(snap_a);
+            if (memcmp(snap_a, snap_init, sizeof snap_a) != 0) fail("reset_classifier restores the weights", 0);
+        }
+#if HEAD == 2
+        if (op == 15) {
+            const int no_target = rnd() % 2;
+            const float e = name_error_f32(x, no_target ? NULL : x);
+            if (bad_x || (no_target && !NAME_TARGET_IS_INPUT)) {
+                if (e != -1.0f) fail("error_f32 of bad input is -1", e);
+            } else if (!(e >= 0.0f)) { /* +infinity when x holds 1e30: (1e30)^2 overflows float */
+                fail("error_f32", e);
+            }
+        }
+#endif
+    }
+    if (name_buffer_count() != count) fail("final buffer count", name_buffer_count());
+    printf("ok %ld label %ld nan %ld target %ld full %ld refused_step %ld\n", n_ok, n_label, n_nan, n_target, full,
+           n_step);
+    return 0;
+}
+"""
+
+
+def _wide_graph(session, classes: int = 256):
+    """A softmax head of ``classes`` classes (256: every uint8 label is a class)."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((12,))
+    h = keras.layers.Dense(8, activation="relu", name="h")(inp)
+    m = keras.Model(inp, keras.layers.Dense(classes, activation="softmax", name="out")(h), name=f"wide{classes}")
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return g, np.random.default_rng(4).normal(size=(64, 12)).astype(np.float32)
+
+
+CASES = {"ce_digits": {"buffer": 12, "batch_size": 2, "policy": "class_balanced", "lr": 0.05},
+         "bce_binary": {"cut": "d1", "buffer": 6, "policy": "reservoir", "storage": "float32"},
+         "mse_autoencoder": {"cut": "relu_4", "buffer": 6, "lr": 0.02},
+         "ce_256_classes": {"buffer": 8, "lr": 0.05}}
+
+
+def _case(session, case: str):
+    if case == "ce_digits":
+        g, _, _, calib = _zoo_graph(session, "digits")
+        return g, calib
+    if case == "ce_256_classes":
+        return _wide_graph(session)
+    g, _, calib = _head_graph(session, binary_net if case == "bce_binary" else autoencoder)
+    return g, calib
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+@pytest.mark.parametrize("case", list(CASES))
+def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> None:
+    g, calib = _case(session, case)
+    opts = {"calib_data": calib, **CASES[case]}
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, opts, tmp_path)
+    (tmp_path / "fuzz.c").write_text(_fuzz_source(dep))
+    exe = tmp_path / "fuzz"
+    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
+           "-o", str(exe), str(tmp_path / "fuzz.c"), str(tmp_path / "model.c"),
+           str(tmp_path / "runtime/tinycc_kernels.c"), str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
+    # the random calls reach every path: accepted learns (the buffer full), refused labels / targets, NaN inputs
+    assert stats["ok"] > 500 and stats["full"] > 100 and stats["nan"] > 100, stats
+    if dep.loss == "mse":
+        assert stats["target"] > 20, stats
+    elif dep.num_classes < 256:
+        assert stats["label"] > 300, stats
+    else:
+        assert stats["label"] == 0, stats  # every uint8 label is a class
+
+
+def test_more_classes_than_one_byte_labels_is_refused(session) -> None:
+    """uint8 labels (buffer, C API, serial protocol) cannot name class 256 and above: refused by layer name."""
+    g, calib = _wide_graph(session, 300)
+    with pytest.raises(UnsupportedLayerError, match="layer 'out': 300 classes, but on-device labels are one byte"):
+        build_deployment(g, {"calib_data": calib, "buffer": 4}, session, CBackend())
+
+
+def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
+    """The serial protocol of a 256-class model builds with -Werror (its label check was always false:
+    -Wtype-limits) and learns label 255 from a float input ('L') and from int8 features ('l')."""
+    import struct
+
+    from tinycc.backends.arduino import ArduinoBackend
+
+    from . import arduino_harness
+    from .test_arduino import frame, read_reply
+
+    g, calib = _wide_graph(session)
+    dep = build_deployment(g, {"calib_data": calib, "buffer": 4, "board": "nano33ble"}, session, ArduinoBackend())
+    ArduinoBackend().emit(dep, {}, tmp_path)
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def ask(data: bytes) -> tuple[bytes, bytes]:
+            p.stdin.write(data)
+            p.stdin.flush()
+            return read_reply(p.stdout)
+
+        x = calib[0].astype(np.float32)
+        assert ask(frame(b"L", x.tobytes() + b"\xff")) == (b"L", struct.pack("<H", 1))
+        assert ask(frame(b"l", bytes(dep.feature_count) + b"\xff")) == (b"l", struct.pack("<H", 2))
+        x[3] = np.nan
+        assert ask(frame(b"L", x.tobytes() + b"\x07")) == (b"E", b"\x06")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0 and b"runtime error" not in p.stderr.read()
+
+
+def _fuzz_source(dep) -> str:
+    weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
+    return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
+            .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_")
+            .replace("name_", f"{dep.name}_"))
+
+
+@pytest.mark.slow
+def test_tflm_public_api_under_random_calls(session, library, tmp_path: Path) -> None:
+    """The same harness against the tflm target (TFLite Micro runs the extractor; tinycc's API layer and
+    classifier): its main.c replaced by the harness, built with the project's Makefile under the sanitizers."""
+    from tinycc.driver import compile_model
+
+    from .zoo import build as build_model, sample_input
+
+    m = build_model("mlp")
+    m.save(tmp_path / "mlp.keras")
+    res = compile_model(str(tmp_path / "mlp.keras"), "tflm", str(tmp_path / "proj"),
+                        {"calib_data": sample_input(m, 200, 2), "buffer": 6, "batch_size": 2, "lr": 0.05}, session)
+    proj = res.output
+    (proj / "main.c").write_text(_fuzz_source(res.deployment))
+    r = subprocess.run(["make", "-s", "-C", str(proj), "tinycc_demo", f"TFLM_DIR={library.tflm_dir}",
+                        f"TFLM_LIB={library.lib}", "EXTRA=" + " ".join(c_harness.SANITIZE_FLOAT)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    r = subprocess.run([str(proj / "tinycc_demo")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
+    assert stats["ok"] > 500 and stats["full"] > 100 and stats["nan"] > 100 and stats["label"] > 300, stats
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session, tmp_path: Path) -> None:
+    """The generated extractor on inputs holding NaN, +-infinity, +-1e30 and +-FLT_MAX gives the int8 features of
+    tinycc's int8 interpreter (NaN quantizes to the zero point, the others saturate), under UBSan."""
+    from tinycc.ir.simulator import Simulator
+
+    from .test_c_kernels import _c_float
+
+    g, _, _, calib = _zoo_graph(session, "mlp")
+    opts = {"calib_data": calib, "buffer": 4}
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, opts, tmp_path)
+    shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
+    rng = np.random.default_rng(5)
+    special = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3.4028235e38, -3.4028235e38], np.float32)
+    x = rng.normal(size=(8,) + shape).astype(np.float32).reshape(8, -1)
+    for i in range(8):
+        n = min(x.shape[1], 3 * i + 1)
+        x[i, rng.choice(x.shape[1], size=n, replace=False)] = rng.choice(special, n)
+    rows = [f"    {{ static const float x[{x.shape[1]}] = {{{', '.join(_c_float(v) for v in row)}}};"
+            f" {dep.name}_features(x, f); dump(f); }}" for row in x]
+    src = "\n".join(["#include <math.h>", "#include <stdio.h>", '#include "model.h"',
+                     f"static int8_t f[{dep.feature_count}];",
+                     "static void dump(const int8_t *p) {", "    int32_t i;",
+                     f"    for (i = 0; i < {dep.feature_count}; ++i) {{ printf(\"%d \", p[i]); }}",
+                     '    printf("\\n");',
+                     "}", "int main(void) {", f"    {dep.name}_init();", *rows, "    return 0;", "}", ""])
+    (tmp_path / "feat.c").write_text(src)
+    exe = tmp_path / "feat"
+    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
+           "-o", str(exe), str(tmp_path / "feat.c"), str(tmp_path / "model.c"),
+           str(tmp_path / "runtime/tinycc_kernels.c"), str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    got = np.array([[int(v) for v in line.split()] for line in r.stdout.splitlines()])
+    np.testing.assert_array_equal(got, Simulator(dep).features(x.reshape((8,) + shape)))

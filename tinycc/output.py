@@ -1,0 +1,172 @@
+"""Atomic project folders: where ``-o`` may write, the marker of tinycc's folders, install and clean-up.
+
+A project is emitted into ``.NAME.tmp-PID-XXXX`` beside the output and renamed into place. ``--force``
+replaces only a real folder holding :data:`MARKER` (a folder tinycc wrote), never a file, a device, a
+symlink or the working folder. Without ``--force`` the install is ``rename(2)`` onto a path that must not
+exist (or be an empty folder): a project that appeared meanwhile (a concurrent compile) makes it fail.
+Leftovers of killed runs (``.NAME.tmp-PID-*`` / ``.NAME.old-PID``, PID dead) are removed by later runs.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import TinyccError
+
+MARKER = ".tinycc-project"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: temporary folders are removed, exit code 143."""
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode a plain ``mkdir`` would give a folder (0777 less the umask)."""
+    return 0o777 & ~umask()
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (before any work) when nothing can be created where ``out`` should go."""
+    base = _existing_ancestor(out.parent)
+    if not base.is_dir():
+        raise TinyccError(f"{out}: cannot write there ({base} is not a folder)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tinycc-probe-", dir=base))
+    except OSError as e:
+        raise TinyccError(f"{out}: cannot write there ({base}: {_why(e)})") from None
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """What ``-o DIR [--force]`` may replace: nothing, an empty folder, or with --force a folder tinycc wrote."""
+    if not os.path.lexists(out):
+        check_writable(out)
+        return
+    if out.is_symlink():
+        raise TinyccError(f"{out} is a symbolic link; tinycc writes only to a new folder or one it wrote "
+                          "(remove the link)")
+    if not out.is_dir():
+        kind = "a regular file" if out.is_file() else "not a folder (a device, socket or pipe)"
+        raise TinyccError(f"{out} exists and is {kind}; tinycc does not replace it, even with --force")
+    here = Path.cwd().resolve()
+    real = out.resolve()
+    if real == here or real in here.parents:
+        raise TinyccError(f"{out} is the working folder or contains it; tinycc does not replace it")
+    if any(out.iterdir()):
+        if not force:
+            raise TinyccError(f"{out} exists and is not empty (use --force to replace it)")
+        if not (out / MARKER).is_file():
+            raise TinyccError(f"{out} was not written by tinycc (no {MARKER} in it): --force replaces only "
+                              "tinycc's project folders; remove it yourself or choose another -o")
+    check_writable(out)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID-*`` / ``.NAME.old-PID`` folders left beside ``out`` by runs that were killed."""
+    parent = out.parent if str(out.parent) else Path(".")
+    pat = re.compile(rf"^\.{re.escape(out.name)}\.(?:tmp|old)-(\d+)(?:-.*)?$")
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pat.match(p.name)
+        if not m or p.is_symlink() or not p.is_dir() or _pid_alive(int(m.group(1))):
+            continue
+        if (p / MARKER).is_file() or not any(p.iterdir()):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def new_project_dir(out: Path) -> Path:
+    """An empty temporary folder beside ``out`` holding the marker (stale leftovers cleaned first)."""
+    clean_stale(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        raise TinyccError(f"{out}: cannot write there ({_why(e)})") from None
+    (tmp / MARKER).write_text("written by tinycc; `tinycc compile --force` may replace this folder\n")
+    return tmp
+
+
+def install_dir(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished project ``tmp`` to ``out``; the old folder (with --force) goes only after the new is in."""
+    mode = stat.S_IMODE(os.stat(out).st_mode) if out.is_dir() and not out.is_symlink() else default_mode()
+    os.chmod(tmp, mode)
+    if force and os.path.lexists(out) and out.is_dir() and (out / MARKER).is_file():
+        check_output_dir(out, force)  # still a folder tinycc wrote
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        try:
+            _rename_new(tmp, out)
+        except BaseException:
+            if not os.path.lexists(out):
+                os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    _rename_new(tmp, out)
+
+
+def _rename_new(tmp: Path, out: Path) -> None:
+    """rename(2) a folder onto ``out``: fails unless ``out`` is absent or an empty folder."""
+    try:
+        os.rename(tmp, out)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise TinyccError(f"{out} appeared while compiling (another tinycc run?); nothing was replaced") from None
+        raise TinyccError(f"{out}: cannot install the project ({_why(e)})") from None
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so clean-ups run (main thread only)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def check_output_file(out: Path) -> None:
+    """``-o FILE``: absent or a regular file (replaced atomically), never a folder, device or symlink."""
+    if os.path.lexists(out) and (out.is_symlink() or not out.is_file()):
+        kind = ("a symbolic link" if out.is_symlink() else "a folder" if out.is_dir()
+                else "not a regular file (a device, socket or pipe)")
+        raise TinyccError(f"{out} exists and is {kind}; give a file name to write")
+    check_writable(out)
