@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "kernels", "compile", "mlperf", "search"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile", "mlperf", "search", "memory"]
 
 HEADER = """# tinycc benchmarks
 
@@ -46,6 +46,10 @@ python -m benchmarks kernels   # MLPerf Tiny, CNAS (unpruned, step 1), the zoo; 
 python -m benchmarks compile --data ../shared/data   # also --target c with --kernels generic
 python -m benchmarks mlperf --data ../shared/data   # models: ../shared/models/mlperf-tiny or $TINYCC_MODELS
 nice -n 5 python -m benchmarks search --data ../shared/data --trials 10 --epochs 6 --subset 4000   # 32 min; defaults: 40 trials, 3 epochs, 10,000 images
+# memory: the RAM freed by the fused SGD turned into replay buffer and accuracy; cnas6.keras: train_cnas.py
+# --epochs 6 --limit 20000 (39.6% test accuracy), step1_6.keras: its step-1 pruning as above (fine-tuned 1 epoch)
+python -m benchmarks memory --data ../shared/data --model resnet8=../shared/models/mlperf-tiny/pretrainedResnet.h5:1 \
+    --model step1=step1_6.keras --budgets 48K,52K,56K,64K,80K,96K,128K,256K,830K --runs 5
 ```
 """
 
