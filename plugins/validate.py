@@ -237,8 +237,10 @@ def _copy_project(user: Path, proj: Path, made_from: str) -> None:
 
 
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
-             options: dict[str, Any], session: Any, stream: Any = sys.stdout) -> int:
-    """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input."""
+             options: dict[str, Any], session: Any, stream: Any = None) -> int:
+    """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input. ``stream``:
+    where the report goes (default: the current ``sys.stdout``, looked up at call time)."""
+    stream = stream if stream is not None else sys.stdout
     from ..backends.demo import DemoFailed
     from ..driver import compile_model
 

@@ -53,6 +53,14 @@ def test_validate_c_on_host_passes(session) -> None:
     assert re.search(r"features [\d.,]+, predict [\d.,]+, learn [\d.,]+ us", _row(text, "time per call"))
 
 
+def test_validate_writes_to_the_current_stdout(session, capsys) -> None:
+    """The report goes to sys.stdout as it is at call time (it was bound at import, so a second in-process
+    call under capsys wrote to a closed stream)."""
+    for _ in range(2):
+        rc = validate(str(MODEL), "c", str(DATA), "host", 4, None, dict(OPTS), session)
+        assert rc == 0 and "PASS" in capsys.readouterr().out.splitlines()[-1]
+
+
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 def test_validate_c_on_qemu_m4_passes(session) -> None:
     rc, text = _validate(session, "c", "qemu-m4", n=12)
