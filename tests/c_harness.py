@@ -10,9 +10,10 @@ from pathlib import Path
 from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump format lives in the package)
 
 STRICT = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow"]
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-# plus float -> int conversions out of range (NaN included): gcc's -fsanitize=undefined leaves them out
-SANITIZE_FLOAT = SANITIZE + ["-fsanitize=float-cast-overflow"]
+# ASan + UBSan, plus float -> int conversions out of range (NaN included), which gcc's -fsanitize=undefined
+# leaves out; every sanitized build of the tests uses all three
+SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+SANITIZE_FLOAT = SANITIZE
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
 
 
