@@ -114,6 +114,10 @@ CASES: dict[str, tuple[Case, list[str]]] = {
     "force onto a file": (lambda f, t: [*COMPILE, "-o", str(f / "file"), "--force"], ["regular file"]),
     "force onto a device": (lambda f, t: [*COMPILE, "-o", "/dev/null", "--force"], ["/dev/null", "device"]),
     "quantize onto a device": (lambda f, t: ["quantize", EXAMPLE, "--calib", DIGITS, "-o", "/dev/null"], ["device"]),
+    # learning options with --inference-only were silently ignored
+    "inference-only with learning options": (lambda f, t: [*COMPILE, "--inference-only", "--buffer", "5", "--lr", "0.1",
+                                                           "-o", str(t / "o")],
+                                             ["--buffer", "--lr", "--inference-only"]),
     # item 12
     "lambda layer": (lambda f, t: ["inspect", str(f / "lambda.keras")], ["'my_lambda'", "Lambda", "safe mode"]),
     "nan weight": (lambda f, t: ["compile", str(f / "nanweight.keras"), "-t", "c", "--calib", str(f / "c6.npz"), "-o",

@@ -32,6 +32,17 @@ def parse_bytes(text: str) -> int:
     return byte_size(text)
 
 
+# on-device learning options and their defaults (None: not given); --inference-only refuses any that is set
+LEARNING_OPTIONS = {"cut": None, "buffer": None, "tinyol": None, "loss": None, "policy": "fifo", "storage": "int8",
+                    "lr": 0.01, "epochs": 1, "batch_size": 1, "train": "all"}
+
+
+def learning_options(options: dict[str, Any]) -> list[str]:
+    """The on-device learning options given with values other than their defaults, as --flags."""
+    return ["--" + k.replace("_", "-") for k, d in LEARNING_OPTIONS.items()
+            if options.get(k) not in (None, False, d)]
+
+
 def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("deployment")
     g.add_argument("--cut", help="layer/tensor after which the trainable classifier starts (default: automatic)")
@@ -171,6 +182,11 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
 
     if options.get("int8_io") and not options.get("inference_only"):
         raise TinyccError("--int8-io needs --inference-only (on-device learning takes float input)")
+    if options.get("inference_only"):
+        learning = learning_options(options)
+        if learning:
+            raise TinyccError(f"{', '.join(learning)}: on-device learning options, but --inference-only deploys no "
+                              "classifier and no buffer; drop them or drop --inference-only")
     with timed("cut, classifier, budget"):
         build = build_inference if options.get("inference_only") else build_deployment
         deployment = build(graph, options, session, backend)
