@@ -17,12 +17,17 @@ SANITIZE_FLOAT = SANITIZE
 SOURCES = ["main.c", "model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c"]
 
 
-def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = None) -> Path:
-    """gcc -Werror (and ASan/UBSan) build of the demo; a ``--kernels cmsis-nn`` project needs ``cmsis``."""
+def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = None, main: str | None = None) -> Path:
+    """gcc -Werror (and ASan/UBSan) build of the demo; a ``--kernels cmsis-nn`` project needs ``cmsis``.
+    ``main``: a test driver's C source, written to the project and built instead of the demo's main.c."""
     exe = project / ("demo_asan" if sanitize else "demo")
-    sources = SOURCES + (["runtime/tinycc_cmsis.c"] if (project / "runtime" / "tinycc_cmsis.c").exists() else [])
+    base = SOURCES
+    if main is not None:
+        (project / "test_main.c").write_text(main)
+        exe, base = project / "test_main", ["test_main.c", *SOURCES[1:]]
+    sources = base + (["runtime/tinycc_cmsis.c"] if (project / "runtime" / "tinycc_cmsis.c").exists() else [])
     extra: list[str] = []
-    if len(sources) > len(SOURCES):
+    if len(sources) > len(base):
         if cmsis is None:
             raise AssertionError("a --kernels cmsis-nn project needs a CMSIS-NN library")
         extra = ["-isystem", str(cmsis.include), str(cmsis.lib)]
@@ -32,6 +37,14 @@ def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = 
     if r.returncode != 0:
         raise AssertionError(f"gcc failed:\n{r.stderr[-4000:]}")
     return exe
+
+
+def run_clean(exe: Path, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run a sanitized build; it must exit 0 with no sanitizer report."""
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0 and "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    return r
 
 
 @dataclass

@@ -207,15 +207,7 @@ def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, dig
     dep = build_deployment(g, {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38}, session, CBackend())
     render_project(dep, {"test_count": 4}, tmp_path)
     src = REFUSE_C.replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_")
-    (tmp_path / "refuse.c").write_text(src)
-    exe = tmp_path / "refuse"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"), "-o",
-           str(exe), str(tmp_path / "refuse.c"), str(tmp_path / "model.c"), str(tmp_path / "runtime/tinycc_kernels.c"),
-           str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines()}
     assert got["learn"] == ["-4"] and got["learn2"] == ["-4"] and got["count"] == ["2"]
     w0 = dep.classifier[0].weight.reshape(-1)

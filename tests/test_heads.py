@@ -198,15 +198,7 @@ def test_c_api_refuses_bad_input(session, tmp_path: Path, case: str) -> None:
     dep = build_deployment(g, {"calib_data": calib, **opts}, session, CBackend())
     render_project(dep, opts, tmp_path)
     src = CHECK_C.replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_")
-    (tmp_path / "check.c").write_text(src)
-    exe = tmp_path / "check"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"), "-o",
-           str(exe), str(tmp_path / "check.c"), str(tmp_path / "model.c"), str(tmp_path / "runtime/tinycc_kernels.c"),
-           str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = {l.split()[0]: float(l.split()[1]) for l in r.stdout.splitlines()}
     assert got["predict_nan"] == -1 and got["learn_nan"] == -2 and got["count"] == 0 and got["learn_ok"] == 1
     assert got["predict_ok"] >= 0

@@ -292,16 +292,7 @@ def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> No
     opts = {"calib_data": calib, **CASES[case]}
     dep = build_deployment(g, opts, session, CBackend())
     render_project(dep, opts, tmp_path)
-    (tmp_path / "fuzz.c").write_text(_fuzz_source(dep))
-    exe = tmp_path / "fuzz"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
-           "-o", str(exe), str(tmp_path / "fuzz.c"), str(tmp_path / "model.c"),
-           str(tmp_path / "runtime/tinycc_kernels.c"), str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, \
-        (r.stdout[-2000:], r.stderr[-3000:])
+    r = c_harness.run_clean(c_harness.build_host(tmp_path, main=_fuzz_source(dep)), timeout=120)
     stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
     # the random calls reach every path: accepted learns (the buffer full), refused labels / targets, NaN inputs
     assert stats["ok"] > 500 and stats["full"] > 100 and stats["nan"] > 100, stats
@@ -411,14 +402,6 @@ def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session,
                      f"    for (i = 0; i < {dep.feature_count}; ++i) {{ printf(\"%d \", p[i]); }}",
                      '    printf("\\n");',
                      "}", "int main(void) {", f"    {dep.name}_init();", *rows, "    return 0;", "}", ""])
-    (tmp_path / "feat.c").write_text(src)
-    exe = tmp_path / "feat"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
-           "-o", str(exe), str(tmp_path / "feat.c"), str(tmp_path / "model.c"),
-           str(tmp_path / "runtime/tinycc_kernels.c"), str(tmp_path / "runtime/tinycc_learn.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = np.array([[int(v) for v in line.split()] for line in r.stdout.splitlines()])
     np.testing.assert_array_equal(got, Simulator(dep).features(x.reshape((8,) + shape)))
