@@ -1,25 +1,30 @@
-"""The backend protocol: what every code generator (built-in or third-party) implements."""
+"""The backend interface: what every code generator (built-in or third-party) implements.
+
+``Candidate`` and ``MemoryFigures`` (the one memory question) are defined by the core in ``tinycc.backend_api``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
+from ..backend_api import Candidate, MemoryFigures
+from ..config import TestVectors
 from ..errors import TinyccError
 from ..ir.deployment import Deployment
-from ..ir.graph import Graph
 from .demo import DemoRun
 
 
-class Backend:
+class Backend(ABC):
     """A code generator registered through ``tinycc_register_backends``.
 
-    The driver calls, in order: ``check`` (before any code is emitted: raise
-    ``UnsupportedLayerError`` naming the op and its Keras layer), ``arena_bytes``
-    (the feature extractor's working memory on this target, used by the memory
-    model and the budget check), then ``emit`` into an empty folder (the driver
-    makes output atomic).
+    The deploy stage asks it one question per candidate deployment, :meth:`memory_figures` (its arena, runtime
+    state, scratch and tables for the memory model and the budget check; the memory plan comes with the
+    candidate, computed once by the core). The driver then calls :meth:`check` (before any code is emitted:
+    raise ``UnsupportedLayerError`` naming the op and its Keras layer) and :meth:`emit` into an empty folder
+    (the driver makes output atomic). The deployment carries its config (``deployment.config``), board,
+    memory plan and the figures the backend gave for it (``deployment.figures``, with its ``artifact``).
 
     ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo lists the
     platforms in ``platforms`` (the first is the default) and implements ``embed_test_vectors`` and
@@ -28,43 +33,19 @@ class Backend:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    arena_detail: ClassVar[str] = "int8 activations, planned"
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
-    # the generated code declares the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf), whose size
-    # the memory model computes for the board's ABI (ir.memory_model.descriptor_bytes)
-    runtime_descriptors: ClassVar[bool] = False
-    runtime_state_exact: ClassVar[bool] = True  # runtime_state_bytes is what the generated code declares
 
-    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+    def check(self, deployment: Deployment) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""
 
-    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:  # pragma: no cover
-        """Bytes of activation memory the extractor needs on this target."""
-        raise NotImplementedError
+    @abstractmethod
+    def memory_figures(self, candidate: Candidate) -> MemoryFigures:
+        """This target's memory for ``candidate`` (see :class:`tinycc.backend_api.MemoryFigures`)."""
 
-    def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
-        """RAM of the generated runtime besides arena, classifier, training state and buffer."""
-        return 0
-
-    def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
-        return 0
-
-    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
-        return 0
-
-    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
-        """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
-        return self.arena_bytes(deployment.extractor, options)
-
-    def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
-        """RAM besides the arena of an inference-only deployment."""
-        return 0
-
-    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
-        """Write the project into ``outdir`` (exists, empty); return the files written."""
-        raise NotImplementedError
+    @abstractmethod
+    def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
+        """Write the project into ``outdir`` (exists, empty); return the files written. ``vectors``: the
+        demo's inputs and labels (default: the calibration samples)."""
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         """Replace the demo's test vectors in a generated project (a copy: validate never edits the user's)."""

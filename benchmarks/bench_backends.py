@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import CBackend, render_project
     from tinycc.backends.tflm.measure import measure_arena
     from tinycc.memory import plan
-    from tinycc.plugins.ondevice import build_deployment
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.deploy import build_deployment
+    from tinycc.tflite_writer import write_tflite
     from tinycc.report import markdown_table
     from tinycc.session import Session
 

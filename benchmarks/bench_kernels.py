@@ -62,7 +62,7 @@ def _mlperf_deployments(args: argparse.Namespace, session: Any):
     from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.deploy import build_deployment
 
     for name, fname in MLPERF.items():
         path = Path(args.mlperf) / fname
@@ -94,7 +94,7 @@ def _zoo_deployments(session: Any, only: list[str] | None):
     from tinycc.backends.tflm import extractor_tflite
     from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.deploy import build_deployment
 
     for name in ZOO:
         if only and name not in only:
@@ -122,7 +122,7 @@ def _cnas_deployments(session: Any, only: list[str] | None):
     from tinycc.ir.stats import totals
     from tinycc.models import cnas_cifar10
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.deploy import build_deployment
     from tinycc.plugins.prune import prune
 
     names = [n for n in CNAS if not only or n in only]
@@ -256,7 +256,7 @@ def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tupl
 def _measure_tflm(row: dict[str, Any], tflite: bytes | str, project: Path, libs: dict[str, Any], cxx: Path | None,
                   work: Path, args: argparse.Namespace) -> None:
     from tinycc.backends.tflm import RESOLVER
-    from tinycc.plugins.tflite_writer import operator_names
+    from tinycc.tflite_writer import operator_names
 
     if isinstance(tflite, str):  # the model could not be written as .tflite
         for v in ("tflm-ref", "tflm-cmsis", "tflm host"):

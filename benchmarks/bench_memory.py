@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import CBackend
     from tinycc.errors import TinyccError
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.deploy import build_deployment
     from tinycc.plugins.scenarios import prepare
     from tinycc.report import markdown_table
     from tinycc.session import Session

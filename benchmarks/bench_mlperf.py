@@ -58,7 +58,7 @@ def keras_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 def tinycc_int8(session: Any, path: Path, calib: np.ndarray) -> Any:
     """The inference-only deployment tinycc compiles (float I/O), calibrated on ``calib``."""
     from tinycc.backends.c import CBackend
-    from tinycc.plugins.inference import build_inference
+    from tinycc.deploy import build_inference
 
     return build_inference(_graph(session, path), {"calib_data": calib}, session, CBackend())
 
@@ -66,7 +66,7 @@ def tinycc_int8(session: Any, path: Path, calib: np.ndarray) -> Any:
 def int8_accuracy(dep: Any, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of run_int8 on the full int8 graph (the generated C computes the same bits)."""
     from tinycc.ir.interpreter_int8 import run_int8
-    from tinycc.plugins.inference import full_graph
+    from tinycc.deploy import full_graph
 
     g = full_graph(dep)
     out = np.concatenate([run_int8(g, x[i:i + 100])[g.outputs[0]] for i in range(0, len(x), 100)])
@@ -95,7 +95,7 @@ def learning(session: Any, graph: Any) -> str:
     """What on-device learning makes of the model: the cut and the head, or why not."""
     from tinycc.backends.c import CBackend
     from tinycc.errors import TinyccError
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.deploy import build_deployment
 
     shape = tuple(graph.tensors[graph.inputs[0]].shape[1:])
     calib = np.random.default_rng(0).uniform(0, 1, (8,) + shape).astype(np.float32)
@@ -111,7 +111,7 @@ def model_row(session: Any, path: Path, calib: np.ndarray | None) -> dict[str, A
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, deployment_tflite
     from tinycc.backends.tflm.measure import measure_arena
-    from tinycc.plugins.inference import build_inference
+    from tinycc.deploy import build_inference
 
     g = _graph(session, path)
     if calib is None:

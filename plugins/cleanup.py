@@ -261,10 +261,6 @@ PASSES = (RemoveDropout, Conv1x1ToDense, FoldReshapes, FoldBatchNorm, FuseActiva
 
 @hookimpl
 def tinycc_register_passes(registry: Any) -> None:
-    for p in PASSES:
-        registry.add_pass(p)
-
-
-@hookimpl
-def tinycc_register_pipelines(registry: Any) -> None:
-    registry.add_pipeline("cleanup", [p.name for p in PASSES])
+    """The ``cleanup`` stage, in this order (also the built-in pipeline ``cleanup``)."""
+    for prev, p in zip((None,) + PASSES, PASSES):
+        registry.add_pass(p, "cleanup", after=prev.name if prev else ())

@@ -531,7 +531,7 @@ class KerasFrontend:
     name = "keras"
     extensions = (".h5", ".keras")
 
-    def load(self, path: str, options: dict) -> Graph:
+    def load(self, path: str) -> Graph:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         model = _load_keras(path)
         g = graph_from_keras_model(model, Path(path).stem)

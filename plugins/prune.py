@@ -16,7 +16,7 @@ import argparse
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -198,47 +198,74 @@ def _parse_budget(text: str | tuple[str, int]) -> tuple[str, int]:
     return k.strip(), count(v)
 
 
+@dataclass(frozen=True)
+class PruneOptions:
+    """The pruning options of ``tinycc compile`` and ``tinycc prune`` (typed; every default here)."""
+
+    ratio: float | None = None
+    budget: tuple[str, int] | None = None
+    layer_ratio: tuple[tuple[str, float], ...] = ()
+    criterion: str = "l1"
+    prune_policy: str | None = None
+    min_channels: int = 1
+    round_to: int = 1
+    finetune: str | None = None
+    finetune_epochs: int = 1
+    finetune_lr: float = 5e-4
+
+    @property
+    def active(self) -> bool:
+        return self.ratio is not None or self.budget is not None or bool(self.layer_ratio)
+
+
 def add_prune_arguments(p: Any) -> None:
     p.add_argument("--ratio", type=unit_float, help="fraction of each layer's filters to remove (0..1)")
     p.add_argument("--budget", type=_parse_budget,
                    help="METRIC=N with METRIC params, macs, flash, activations or features")
-    p.add_argument("--layer-ratio", type=layer_ratio, action="append", default=[], metavar="LAYER=R",
-                   help="per-layer ratio")
-    p.add_argument("--criterion", default="l1", help="filter ranking: l1 (default), l2 or a plugin's")
+    p.add_argument("--layer-ratio", type=layer_ratio, action="append", metavar="LAYER=R", help="per-layer ratio")
+    p.add_argument("--criterion", help="filter ranking: l1 (default), l2 or a plugin's")
     p.add_argument("--prune-policy", choices=["uniform", "cost"], help="uniform per-layer ratio, or cost-aware ranking "
                    "(default: uniform for --ratio, cost for --budget)")
-    p.add_argument("--min-channels", type=positive_int, default=1)
-    p.add_argument("--round-to", type=positive_int, default=1, help="keep a multiple of this many channels")
+    p.add_argument("--min-channels", type=positive_int, help="keep at least this many channels (default 1)")
+    p.add_argument("--round-to", type=positive_int, help="keep a multiple of this many channels (default 1)")
     p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
-    p.add_argument("--finetune-epochs", type=positive_int, default=1)
-    p.add_argument("--finetune-lr", type=positive_float, default=5e-4)
+    p.add_argument("--finetune-epochs", type=positive_int, help="default 1")
+    p.add_argument("--finetune-lr", type=positive_float, help="default 5e-4")
 
 
-def prune_from_options(graph: Graph, options: dict[str, Any], session: Any) -> dict | None:
-    if options.get("ratio") is None and not options.get("budget") and not options.get("layer_ratio"):
+def prune_options(args: Any) -> PruneOptions:
+    """The typed pruning options from an argparse namespace (options not given keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in fields(PruneOptions) if getattr(args, f.name, None) is not None}
+    if "layer_ratio" in given:
+        given["layer_ratio"] = tuple(item if isinstance(item, tuple) else layer_ratio(item)
+                                     for item in given["layer_ratio"])
+    if isinstance(given.get("budget"), str):
+        given["budget"] = _parse_budget(given["budget"])
+    return PruneOptions(**given)
+
+
+def prune_graph(graph: Graph, opts: PruneOptions, session: Any) -> dict | None:
+    """Prune ``graph`` in place as ``opts`` says (None: nothing asked)."""
+    if not opts.active:
         return None
     if graph.meta.get("quantized"):
         raise TinyccError(f"{graph.name}: an int8 model; pruning (and fine-tuning) needs the float model "
                           "(.h5/.keras or a float32 .tflite)")
-    crit = options.get("criterion") or "l1"
+    crit = opts.criterion
     if crit not in session.registry.prune_criteria:
         raise TinyccError(f"unknown criterion {crit!r}; known: {', '.join(session.registry.prune_criteria)}")
-    layer_ratios = dict(item if isinstance(item, tuple) else layer_ratio(item)
-                        for item in options.get("layer_ratio") or [])
+    layer_ratios = dict(opts.layer_ratio)
     names = {o.origin: o.name for o in graph.ops}
     unknown = [k for k in layer_ratios if k not in names and k not in names.values()]
     if unknown:
         raise TinyccError(f"--layer-ratio: no layer named {unknown[0]!r} in {graph.name} (layers: "
                           + ", ".join(sorted({o.origin for o in graph.ops if o.origin})[:20]) + ")")
     layer_ratios = {names.get(k, k): v for k, v in layer_ratios.items()}
-    report = prune(graph, ratio=options.get("ratio"), layer_ratios=layer_ratios,
-                   budget=_parse_budget(options["budget"]) if options.get("budget") else None,
+    report = prune(graph, ratio=opts.ratio, layer_ratios=layer_ratios, budget=opts.budget,
                    criterion=session.registry.prune_criteria[crit].obj,
-                   min_channels=int(options.get("min_channels") or 1), round_to=int(options.get("round_to") or 1),
-                   policy=options.get("prune_policy"))
-    if options.get("finetune"):
-        finetune(graph, options["finetune"], int(options.get("finetune_epochs") or 1),
-                 float(options.get("finetune_lr") or 5e-4))
+                   min_channels=opts.min_channels, round_to=opts.round_to, policy=opts.prune_policy)
+    if opts.finetune:
+        finetune(graph, opts.finetune, opts.finetune_epochs, opts.finetune_lr)
     else:
         log.warning("pruned without fine-tuning data: accuracy is not recovered (use --finetune DATA)")
     return report
@@ -263,10 +290,10 @@ def finetune(graph: Graph, data: str, epochs: int, lr: float) -> None:
 
 class PruneChannels(Pass):
     name = "prune_channels"
-    description = "structured filter pruning (options ratio / budget / layer_ratio)"
+    description = "structured filter pruning (--ratio / --budget / --layer-ratio)"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        report = prune_from_options(graph, ctx.options, ctx.session)
+        report = prune_graph(graph, ctx.config.plugin("prune") or PruneOptions(), ctx.session)
         ctx.results[self.name] = report
         return report is not None and report["removed_units"] > 0
 
@@ -279,11 +306,11 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
 
     out = Path(args.output)
     check_output_file(out)
-    g = session.registry.frontend_for(args.model).load(args.model, {})
+    g = session.registry.frontend_for(args.model).load(args.model)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     if args.ratio is None and not args.budget and not args.layer_ratio:
         raise TinyccError("give --ratio R, --budget METRIC=N or --layer-ratio LAYER=R")
-    report = prune_from_options(g, vars(args), session)
+    report = prune_graph(g, prune_options(args), session)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".keras", dir=out.parent)
     os.close(fd)
@@ -303,7 +330,12 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
 
 @hookimpl
 def tinycc_register_passes(registry: Any) -> None:
-    registry.add_pass(PruneChannels)
+    registry.add_pass(PruneChannels, "optimize")
+
+
+@hookimpl
+def tinycc_register_compile_options(registry: Any) -> None:
+    registry.add_compile_options("prune", add_prune_arguments, prune_options)
 
 
 @hookimpl

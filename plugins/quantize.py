@@ -37,8 +37,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,9 @@ from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize,
                         symmetric_weight_scales)
 from ..ir.tensor import DType, QuantParams, Tensor
 from ..options import positive_float, positive_int
-from ..output import check_output_file
+from ..output import check_output_file, write_atomic
+from ..config import CompileConfig, QuantConfig
+from ..data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
 from ..passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -66,77 +66,6 @@ FIXED_PARAMS: dict[OpKind, tuple[float, int]] = dict(FIXED_OUTPUT)
 # Micro's int8 RELU6 only clamps to [q(0), q(6)] of the *input* parameters (no requantization); global
 # average pooling is left out: it gets its own output parameters (TFLite's requantizing MEAN)
 SHARED_KINDS = (SAME_PARAMS - {OpKind.GLOBAL_AVG_POOL}) | {OpKind.RELU6}
-CALIB_KEYS = ("x_calib", "x_train", "x")
-EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-# ---- calibration data ----------------------------------------------------------
-def _npz_array(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The first present key of ``keys`` (or the only array) and its ``y`` labels if stored."""
-    with np.load(path, allow_pickle=False) as z:
-        key = next((k for k in keys if k in z.files), z.files[0] if len(z.files) == 1 else None)
-        if key is None:
-            raise TinyccError(f"{path}: no array named {', '.join(keys)} (found {', '.join(z.files) or 'none'})")
-        ykey = "y" + key[1:] if key.startswith("x") else None
-        return z[key], (z[ykey] if ykey in z.files else None)
-
-
-def _load_images(folder: Path, shape: tuple[int, ...] | None) -> np.ndarray:
-    from PIL import Image
-
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TinyccError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    mode = "L" if shape is not None and len(shape) == 3 and shape[2] == 1 else "RGB"
-    out = []
-    for f in files:
-        try:
-            img = Image.open(f).convert(mode)
-        except OSError as e:
-            raise TinyccError(f"{f}: cannot read image ({e})") from None
-        if shape is not None and len(shape) == 3:
-            img = img.resize((shape[1], shape[0]), Image.BILINEAR)
-        arr = np.asarray(img, np.float32)
-        out.append(arr[..., None] if arr.ndim == 2 else arr)
-    sizes = {a.shape for a in out}
-    if len(sizes) > 1:
-        raise TinyccError(f"{folder}: images have different sizes {sorted(sizes)}")
-    return np.stack(out)
-
-
-def load_data(spec: str, registry: Any = None, shape: tuple[int, ...] | None = None,
-              keys: tuple[str, ...] = CALIB_KEYS) -> tuple[np.ndarray, np.ndarray | None]:
-    """Samples (and labels when an .npz stores them) from a file, an image folder or a plugin source.
-
-    ``shape`` is the model input without the batch axis (images are resized to it).
-    """
-    p = Path(spec)
-    if not p.exists() and ":" in spec and registry is not None:
-        name, arg = spec.split(":", 1)
-        if name in registry.calibration_sources:
-            return np.asarray(registry.calibration_sources[name].obj(arg)), None
-        known = ", ".join(sorted(registry.calibration_sources)) or "none"
-        raise TinyccError(f"{spec}: no such file, and {name!r} is no calibration source (registered: {known})")
-    if not p.exists():
-        raise TinyccError(f"{spec}: no such file or folder")
-    if p.is_dir():
-        return _load_images(p, shape), None
-    try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False), None
-        if p.suffix == ".npz":
-            return _npz_array(p, keys)
-    except TinyccError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise TinyccError(f"{spec}: cannot read ({e or type(e).__name__})") from None
-    raise TinyccError(f"{spec}: expected an .npz or .npy file or a folder of images")
-
-
-def load_samples(spec: str, registry: Any = None, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Calibration samples only (see :func:`load_data`)."""
-    return load_data(spec, registry, shape)[0]
 
 
 def _npz_source(arg: str) -> np.ndarray:
@@ -150,28 +79,6 @@ def _npz_source(arg: str) -> np.ndarray:
         if key not in z.files:
             raise TinyccError(f"npz:{arg}: no array {key!r} (found {', '.join(z.files)})")
         return z[key]
-
-
-def samples_from_options(graph: Graph, options: dict[str, Any], registry: Any = None) -> np.ndarray:
-    """Checked float32 calibration samples from ``calib_data`` or ``calib`` (+ scale and limit)."""
-    x = options.get("calib_data")
-    if x is None:
-        spec = options.get("calib")
-        if not spec:
-            raise TinyccError("int8 quantization needs calibration data: pass --calib FILE "
-                              "(.npz/.npy with samples in the model's input layout, or an image folder)")
-        x = load_samples(str(spec), registry, graph.tensors[graph.inputs[0]].shape[1:])
-    try:
-        x = check_samples(graph, x)
-    except CalibrationDataError as e:
-        raise TinyccError(str(e)) from None
-    scale = options.get("calib_scale")
-    if scale is not None:
-        x = x * np.float32(scale)
-    limit = int(options["calib_limit"]) if options.get("calib_limit") is not None else 1000
-    if limit < 1:
-        raise TinyccError(f"calibration limit must be >= 1, got {limit}")
-    return x[:limit]
 
 
 # ---- passes --------------------------------------------------------------------
@@ -293,8 +200,8 @@ class Calibrate(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if graph.meta.get("quantized"):  # imported int8 model: its parameters come from the file
             return False
-        x = samples_from_options(graph, ctx.options, ctx.session.registry if ctx.session else None)
-        kind = ctx.option("observer", "minmax")
+        x = calibration_samples(graph, ctx.config.quant, ctx.calib, ctx.session.registry if ctx.session else None)
+        kind = ctx.config.quant.observer
         if kind not in OBSERVERS:
             raise TinyccError(f"unknown observer {kind!r}; known: {', '.join(OBSERVERS)}")
         prog = None
@@ -304,7 +211,7 @@ class Calibrate(Pass):
             def prog(it: Any) -> Any:
                 return tqdm(it, desc="calibrate", unit="batch", leave=False)
         try:
-            ranges = calibrate(graph, x, OBSERVERS[kind](), int(ctx.option("calib_batch_size", 64)), prog)
+            ranges = calibrate(graph, x, OBSERVERS[kind](), ctx.config.quant.calib_batch_size, prog)
         except CalibrationDataError as e:
             raise TinyccError(str(e)) from None
         ctx.results["calibrate"] = {"ranges": ranges, "samples": x, "observer": kind}
@@ -373,8 +280,7 @@ class QuantizeInt8(Pass):
         if "calibrate" not in ctx.results:
             raise TinyccError("quantize_int8 needs the calibrate pass to run first")
         check_int8_support(graph)
-        io = bool(ctx.option("int8_io", False))
-        int8_in, int8_out = bool(ctx.option("int8_input", io)), bool(ctx.option("int8_output", io))
+        int8_in, int8_out = ctx.config.quant.int8_input, ctx.config.quant.int8_output
         tail = _float_tail(graph, int8_out)
         ctx.results["quantize_int8"] = {"float_graph": graph.copy()}
         kept = []
@@ -384,7 +290,7 @@ class QuantizeInt8(Pass):
             graph.outputs[pos] = op.inputs[0]
             kept.append((op, graph.tensors[op.outputs[0]], pos))
         params = activation_params(graph, ctx.results["calibrate"]["ranges"])
-        per_tensor_dense = bool(ctx.option("dense_per_tensor", False))
+        per_tensor_dense = ctx.config.quant.dense_per_tensor
         for op in list(graph.ops):
             self._quantize_consts(graph, op, params, per_tensor_dense)
         graph.prune_unused()
@@ -467,13 +373,10 @@ PASSES = (LowerForInt8, Calibrate, QuantizeInt8)
 
 @hookimpl
 def tinycc_register_passes(registry: Any) -> None:
-    for p in PASSES:
-        registry.add_pass(p)
-
-
-@hookimpl
-def tinycc_register_pipelines(registry: Any) -> None:
-    registry.add_pipeline("int8", [p.name for p in PASSES])
+    """lower_for_int8 in ``pre_quantize``; calibrate then quantize_int8 in ``quantize`` (the pipeline ``int8``)."""
+    registry.add_pass(LowerForInt8, "pre_quantize")
+    registry.add_pass(Calibrate, "quantize")
+    registry.add_pass(QuantizeInt8, "quantize", after="calibrate")
 
 
 @hookimpl
@@ -482,50 +385,33 @@ def tinycc_register_calibration_sources(registry: Any) -> None:
 
 
 # ---- CLI: tinycc quantize --------------------------------------------------------
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace`` (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a plain open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def quantize_model(model: str, options: dict[str, Any], session: Any) -> tuple[Graph, PassContext]:
+def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool = False) -> tuple[Graph, PassContext]:
     """Load ``model``, run the cleanup pipeline (if registered) and the int8 pipeline."""
     from ..passes import run_pipeline
 
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
     reg = session.registry
-    graph = reg.frontend_for(model).load(model, options)
+    graph = reg.frontend_for(model).load(model)
     if graph.meta.get("quantized"):
         raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras or a "
                           "float32 .tflite)")
-    ctx = PassContext(options=options, session=session, progress=bool(options.get("progress")))
-    if "cleanup" in reg.pipelines:
-        run_pipeline(graph, reg.pipeline("cleanup"), ctx)
+    ctx = PassContext(session=session, config=CompileConfig(quant=quant), progress=progress)
+    run_pipeline(graph, reg.pipeline("cleanup"), ctx)
     run_pipeline(graph, reg.pipeline("int8"), ctx)
     return graph, ctx
 
 
 def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
     from .quant_report import build_report
-    from .tflite_writer import write_tflite
+    from ..tflite_writer import write_tflite
 
     out = Path(args.output)
     check_output_file(out)
-    options = {"calib": args.calib, "observer": args.observer, "int8_io": args.int8_io,
-               "calib_scale": args.calib_scale, "calib_limit": args.calib_limit,
-               "dense_per_tensor": args.dense_per_tensor, "progress": sys.stderr.isatty()}
-    graph, ctx = quantize_model(args.model, options, session)
+    quant = QuantConfig(calib=args.calib, observer=args.observer, int8_input=args.int8_io, int8_output=args.int8_io,
+                        calib_scale=args.calib_scale, calib_limit=args.calib_limit,
+                        dense_per_tensor=args.dense_per_tensor)
+    graph, ctx = quantize_model(args.model, quant, session, progress=sys.stderr.isatty())
     data = write_tflite(graph)  # raises for ops TFLite cannot run, before anything is written
     ex = ey = None
     if args.eval:

@@ -28,6 +28,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
+from ..config import CompileConfig
 from ..options import non_negative_int, positive_float, positive_int
 from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
@@ -112,12 +113,13 @@ class Prepared:
     at: int  # concept drift: labels swapped from this step on; incremental: old classes only before it
 
 
-def prepare(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+def prepare(graph: Any, scenario: str, data: str | ScenarioData, config: CompileConfig, session: Any,
             n_stream: int | None = None, n_test: int | None = None, scale: float | None = None,
             protocol: Protocol | None = None) -> Prepared:
     """Check the data against the model, then calibrate and cut ``graph`` as `tinycc compile` does for C."""
-    from ..backends.c import CBackend
-    from .ondevice import build_deployment, cut_candidates, _resolve_cut, split
+    from ..api import deploy
+    from ..deploy import cut_candidates, split
+    from ..deploy.learning import _resolve_cut
 
     protocol = protocol or Protocol()
     sd = data if isinstance(data, ScenarioData) else load_data(scenario, data, protocol)
@@ -140,7 +142,7 @@ def prepare(graph: Any, scenario: str, data: str | ScenarioData, options: dict[s
     n_calib = min(CALIB_SAMPLES, len(source.x_train))
     calib = make_stream("concept-drift" if scenario == "transfer" else scenario, source, n_calib, 1, CALIB_SEED, scale,
                         protocol, min(protocol.at if protocol.at is not None else THESIS_AT, n_calib))
-    dep = build_deployment(graph, {**options, "calib_data": calib.x}, session, CBackend())
+    dep = deploy(graph, config, session, "c", calib=calib.x)
     if dep.loss != "ce":
         raise TinyccError(f"the scenarios measure multi-class accuracy: they need a softmax classifier head, this "
                           f"model trains a {dep.loss} head")
@@ -203,7 +205,7 @@ def run_prepared(prep: Prepared, runs: int = 5, first_seed: int = 0, lr_by_mode:
     return {m: {k: np.stack(v) for k, v in c.items()} for m, c in curves.items()}
 
 
-def simulate(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+def simulate(graph: Any, scenario: str, data: str | ScenarioData, config: CompileConfig, session: Any,
              runs: int = 5, n_stream: int | None = None, n_test: int | None = None, scale: float | None = None,
              progress: bool = True, first_seed: int = 0, lr_by_mode: dict[str, float] | None = None,
              protocol: Protocol | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -213,11 +215,11 @@ def simulate(graph: Any, scenario: str, data: str | ScenarioData, options: dict[
     learning rate of a mode ("omega", "tinyol", "baseline"), e.g. after tuning on other seeds.
     """
     _check_runs(runs)
-    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale, protocol)
+    prep = prepare(graph, scenario, data, config, session, n_stream, n_test, scale, protocol)
     return run_prepared(prep, runs, first_seed, lr_by_mode, progress)
 
 
-def tune(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str, Any], session: Any,
+def tune(graph: Any, scenario: str, data: str | ScenarioData, config: CompileConfig, session: Any,
          grid: list[float], runs: int = 1, first_seed: int = 100, n_stream: int | None = None,
          n_test: int | None = None, progress: bool = True, scale: float | None = None,
          protocol: Protocol | None = None) -> dict[str, float]:
@@ -226,7 +228,7 @@ def tune(graph: Any, scenario: str, data: str | ScenarioData, options: dict[str,
     Streams use seeds ``first_seed..``; features are computed once per stream for the whole grid.
     """
     _check_runs(runs)
-    prep = prepare(graph, scenario, data, options, session, n_stream, n_test, scale, protocol)
+    prep = prepare(graph, scenario, data, config, session, n_stream, n_test, scale, protocol)
     final: dict[str, dict[float, list[float]]] = {m: {lr: [] for lr in grid} for m in MODES}
     with _progress(runs * len(grid) * len(MODES) * prep.n_stream, f"{scenario} tuning", progress) as bar:
         for r in range(runs):
@@ -252,7 +254,7 @@ def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: 
 
     Each file is written atomically.
     """
-    from .quantize import write_atomic
+    from ..output import write_atomic
 
     stem = stem or scenario
     csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
@@ -345,18 +347,17 @@ def _describe(prep: Prepared, runs: int, source: str) -> str:
 
 
 def _cmd(args: argparse.Namespace, session: Any) -> int:
-    from ..passes import PassContext, run_pipeline
+    from ..api import load_cleaned, make_config
 
     protocol = protocol_from_args(args)
     _check_runs(args.runs)
     data = load_data(args.scenario, args.data, protocol)  # data errors before the model is loaded
     if not Path(args.model).exists():
         raise TinyccError(f"{args.model}: no such file")
-    g = session.registry.frontend_for(args.model).load(args.model, {})
-    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    opts = {"buffer": args.buffer, "policy": args.policy, "lr": args.lr, "epochs": args.epochs, "cut": args.cut,
-            "storage": "int8"}
-    prep = prepare(g, args.scenario, data, opts, session, args.stream, args.test, args.scale, protocol)
+    g = load_cleaned(args.model, session)
+    config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
+                         cut=args.cut, storage="int8")
+    prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
     print(_describe(prep, args.runs, data.source.path), flush=True)
     curves = run_prepared(prep, args.runs, args.seed, progress=not args.no_progress)
     streams = [(args.seed + r, stream_of(prep, args.seed + r)) for r in range(args.runs)]

@@ -16,7 +16,7 @@ import pluggy
 
 from ..errors import TinyccError
 from ..report import png_bytes
-from .quantize import write_atomic
+from ..output import write_atomic
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range",

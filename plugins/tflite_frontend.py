@@ -39,7 +39,7 @@ from ..ir.graph import Graph, IRError
 from ..ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
 from ..ir.ops import OpKind, same_padding
 from ..ir.tensor import DType, QuantParams, Tensor
-from .tflite_schema import builtin_name, schema
+from ..tflite_schema import builtin_name, schema
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 
@@ -384,7 +384,7 @@ class TfliteFrontend:
     name = "tflite"
     extensions = (".tflite",)
 
-    def load(self, path: str, options: dict) -> Graph:
+    def load(self, path: str) -> Graph:
         return read_tflite(path)
 
 

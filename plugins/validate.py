@@ -14,13 +14,14 @@ import fnmatch
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pluggy
 
+from ..config import CompileConfig
 from ..errors import TinyccError
 from ..options import positive_int
 
@@ -139,7 +140,7 @@ def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_pr
     float outputs are the dequantized int8 values, so they are compared exactly too); accuracy from the
     outputs' arg-max."""
     from ..ir.interpreter_int8 import run_int8
-    from .inference import full_graph, quantize_inputs
+    from ..deploy import full_graph, quantize_inputs
 
     n = len(x)
     c = Comparison(n)
@@ -237,12 +238,12 @@ def _copy_project(user: Path, proj: Path, made_from: str) -> None:
 
 
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
-             options: dict[str, Any], session: Any, stream: Any = None) -> int:
+             config: CompileConfig, session: Any, stream: Any = None) -> int:
     """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input. ``stream``:
     where the report goes (default: the current ``sys.stdout``, looked up at call time)."""
     stream = stream if stream is not None else sys.stdout
     from ..backends.demo import DemoFailed
-    from ..driver import compile_model
+    from ..api import compile_model
 
     backend = session.registry.backend(target)()
     if not backend.platforms:
@@ -257,14 +258,14 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         raise TinyccError(f"{project}: not a tinycc project (no tinycc_memory.json)")
     if not Path(model).is_file():
         raise TinyccError(f"{model}: no such file")
-    graph = session.registry.frontend_for(model).load(model, {})
+    graph = session.registry.frontend_for(model).load(model)
     shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
     x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)
-    if not options.get("calib") and options.get("calib_data") is None:
-        options = {**options, "calib_data": calibration_samples(data, shape)}
+    calib = None if config.quant.calib else calibration_samples(data, shape)
+    config = replace(config, compiler=replace(config.compiler, force=True))
     with tempfile.TemporaryDirectory(prefix="tinycc-validate-") as tmp:
         proj = Path(tmp) / "project"
-        result = compile_model(model, target, str(proj), {**options, "force": True}, session)
+        result = compile_model(model, target, str(proj), config, session, calib=calib)
         dep = result.deployment
         if project is not None:
             _copy_project(Path(project), proj, f"{model} for target {target}")
@@ -299,15 +300,15 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
 
 
 def _cmd(args: argparse.Namespace, session: Any) -> int:
-    from ..driver import options_from_args
+    from ..api import config_from_args
 
-    options = {k: v for k, v in options_from_args(args).items() if k not in ("data", "on", "n", "project")}
-    return validate(args.model, args.target, args.data, args.on, args.n, args.project, options, session)
+    config = config_from_args(args, session.registry)
+    return validate(args.model, args.target, args.data, args.on, args.n, args.project, config, session)
 
 
 @hookimpl
-def tinycc_add_commands(subparsers: Any) -> None:
-    from ..driver import add_compile_arguments
+def tinycc_add_commands(subparsers: Any, session: Any = None) -> None:
+    from ..api import add_compile_arguments
 
     p = subparsers.add_parser("validate", help="build and run the generated program on a platform and compare it "
                                                "with the int8 reference, the simulator and the float model")
@@ -318,5 +319,5 @@ def tinycc_add_commands(subparsers: Any) -> None:
                                 "default: the target's first")
     p.add_argument("-n", type=positive_int, default=20, help="samples embedded and compared (default 20)")
     p.add_argument("--project", help="validate this generated project (a temporary copy) instead of compiling")
-    add_compile_arguments(p)
+    add_compile_arguments(p, session)
     p.set_defaults(func=_cmd)

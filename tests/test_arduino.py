@@ -12,7 +12,7 @@ from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
 from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import emit, build_deployment
 
 from . import arduino_harness
 
@@ -22,7 +22,7 @@ DATA = ROOT / "examples" / "digits_data.npz"
 
 
 def _deployment(session, degrade: bool = False, **opts):
-    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL), {})
+    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL))
     from tinycc.passes import PassContext, run_pipeline
 
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -58,7 +58,7 @@ def read_reply(stream) -> tuple[bytes, bytes]:
 def host_proto(tmp_path_factory, session_module):
     dep, d = _deployment(session_module)
     out = tmp_path_factory.mktemp("ard")
-    ArduinoBackend().emit(dep, {}, out)
+    emit(ArduinoBackend(), dep, {}, out)
     return dep, d, arduino_harness.build_host_proto(out, dep.name, out / "proto_host")
 
 
@@ -116,7 +116,7 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
     dep, d = _deployment(session, degrade=True, buffer=40)
     x, y = d["x_test"][:16].astype(np.float32), d["y_test"][:16].astype(np.int64)
     be = ArduinoBackend()
-    be.emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 16, "test_learn": 48}, tmp_path)
+    emit(be, dep, {"selftest": True, "test_vectors": (x, y), "test_count": 16, "test_learn": 48}, tmp_path)
     elf, flash, ram = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
     lines = arduino_harness.run_simavr(elf)
     # the self-test prints the demo's short report: prediction table, accuracy before/after, buffer, time, memory
@@ -144,7 +144,7 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
 
 
 def test_board_too_small_fails_with_shortfall(session, tmp_path: Path) -> None:
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     with pytest.raises(BudgetError, match=r"RAM needs [\d,]+ bytes but board uno allows 2,048: short by"):
         compile_model(str(MODEL), "arduino", str(tmp_path / "o"), {"calib": str(DATA), "board": "uno"}, session)

@@ -133,16 +133,16 @@ def test_hard_swish_outside_the_kernels_range_is_refused_by_name() -> None:
 
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 300, 3))  # output multiplier exponent > 0
     with pytest.raises(UnsupportedLayerError, match="layer 'y': int8 hard_swish with an output scale below"):
-        CBackend().check(SimpleNamespace(extractor=g), {})
+        CBackend().check(SimpleNamespace(extractor=g))
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 100, 3))
-    CBackend().check(SimpleNamespace(extractor=g), {})
+    CBackend().check(SimpleNamespace(extractor=g))
 
 
 def test_logistic_and_tanh_with_input_radius_zero_follow_tflite_micro() -> None:
     """Input scale 20: TFLite Micro's input radius is 0 and its `x <= -radius` test comes first (-128 at the zero
     point); run_int8 (and so the C kernels above) agree with it."""
     runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.tflite_writer import write_tflite
 
     x = np.array([[3, 4, 2, -128, 127, 3]], np.int8)
     for kind, fixed in (("sigmoid", (1 / 256, -128)), ("tanh", (1 / 128, 0))):

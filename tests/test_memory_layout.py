@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
 from tinycc.ir.memory_model import ABIS, DESCRIPTOR_FIELDS, descriptor_bytes, host_abi, struct_size
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import build_deployment
 
 from .test_c_backend import _graph
 

@@ -258,7 +258,7 @@ def candidate(tmp_path_factory) -> tuple[Path, dict]:
 def test_feasibility_is_the_compile_path(candidate, session, tmp_path: Path) -> None:
     import numpy as np
 
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
     from tinycc.plugins.search.feasibility import check, instruction_estimate
     from tinycc.plugins.search.space import effective_cut
 
@@ -289,8 +289,8 @@ def test_instruction_estimate_near_the_measured_digits() -> None:
     from tinycc.plugins.search.feasibility import compile_deployment, instruction_estimate
     from tinycc.session import Session
 
-    dep = compile_deployment(str(ROOT / "examples" / "digits_cnn.h5"), {"calib_data": np.load(DIGITS)["x_train"][:32]},
-                             Session(autoload=False))
+    dep = compile_deployment(str(ROOT / "examples" / "digits_cnn.h5"), {}, Session(autoload=False),
+                             np.load(DIGITS)["x_train"][:32])
     measured = 1_165_120  # instr. features, digits, m4 (benchmarks/results/backends.md)
     assert abs(instruction_estimate(dep.extractor, []) - measured) < 0.15 * measured
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinycc.config import make_config
+
 from .test_cli import tinycc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,9 +170,9 @@ def test_progress_counts_every_learning_step(monkeypatch, session) -> None:
         def isatty(self) -> bool:
             return True
 
-    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL), {})
+    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    prep = prepare(g, "concept-drift", str(DIGITS), {"buffer": 4, "storage": "int8"}, session, 12, 10)
+    prep = prepare(g, "concept-drift", str(DIGITS), make_config(session, buffer=4, storage="int8"), session, 12, 10)
     for tty, on in ((Terminal(), True), (io.StringIO(), True), (Terminal(), False)):
         monkeypatch.setattr(sys, "stderr", tty)
         curves = run_prepared(prep, runs=2, progress=on)

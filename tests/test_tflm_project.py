@@ -11,7 +11,7 @@ import pytest
 
 from tinycc.backends import c as c_backend
 from tinycc.backends.tflm import build, vendor
-from tinycc.driver import compile_model
+from .deploy_util import compile_model
 from tinycc.errors import TinyccError
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.simulator import Simulator

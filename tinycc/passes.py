@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+import numpy as np
+
 from .ir.graph import Graph, IRError
 from .ir.verify import verify
+from .config import CompileConfig
 from .errors import TinyccError
 
 log = logging.getLogger("tinycc.passes")
@@ -18,16 +21,16 @@ log = logging.getLogger("tinycc.passes")
 
 @dataclass
 class PassContext:
-    """What a pass may read besides the graph: options, the session, shared results."""
+    """What a pass may read besides the graph: the typed config, calibration samples, the session, shared results.
 
-    options: dict[str, Any] = field(default_factory=dict)
+    ``calib``: calibration samples given as an array (the Python API, validate, scenarios); else the calibrate
+    pass loads ``config.quant.calib``. A plugin's own options: ``ctx.config.plugin(NAME)``."""
+
     session: Any = None
+    config: CompileConfig = field(default_factory=CompileConfig)
+    calib: np.ndarray | None = None
     results: dict[str, Any] = field(default_factory=dict)  # reports keyed by pass name
     progress: bool = False
-
-    def option(self, key: str, default: Any = None) -> Any:
-        v = self.options.get(key)
-        return default if v is None else v
 
 
 class Pass:

@@ -18,7 +18,7 @@ import numpy as np
 import pluggy
 
 from ...errors import TinyccError
-from ...driver import parse_bytes
+from ...options import byte_size as parse_bytes
 from ...options import MAX_COUNT, int_range, non_negative_int, positive_float, positive_int
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -135,7 +135,7 @@ def _write_best(out: Path, best: Any, cfg: Any, data: Any, data_ref: Any, args: 
     import ray
 
     from . import outputs
-    from ..quantize import write_atomic
+    from ...output import write_atomic
     from .objective import final_train
 
     src = outputs.trial_file(out, best.number)

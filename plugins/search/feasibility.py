@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -61,35 +61,26 @@ def instruction_estimate(extractor: Graph, classifier: list[Any]) -> int:
 
 
 def load_cleaned(path: str, session: Any) -> Graph:
-    """Frontend + verify + pipeline ``cleanup``, as the compile driver does."""
-    from ...ir.verify import verify
-    from ...passes import PassContext, run_pipeline
+    """Frontend + verify + the import and cleanup stages, as the compile driver does."""
+    from ...api import load_cleaned as cleaned
 
-    graph = session.registry.frontend_for(path).load(path, {})
-    verify(graph)
-    run_pipeline(graph, session.registry.pipeline("cleanup"), PassContext(options={}, session=session))
-    return graph
+    return cleaned(path, session)
 
 
-def compile_deployment(path: str, options: dict[str, Any], session: Any) -> Any:
-    """The deployment `tinycc compile PATH --target c` builds with ``options`` (no files written)."""
-    from ...backends.c import CBackend
-    from ..ondevice import build_deployment
+def compile_deployment(path: str, options: Mapping[str, Any], session: Any, calib: np.ndarray | None = None) -> Any:
+    """The deployment `tinycc compile PATH --target c` builds with the command-line ``options`` (no files)."""
+    from ...api import deploy, make_config
 
-    backend = CBackend()
-    dep = build_deployment(load_cleaned(path, session), options, session, backend)
-    backend.check(dep, options)
-    return dep
+    return deploy(load_cleaned(path, session), make_config(session, **options), session, "c", calib=calib)
 
 
 def check(path: str, budget: dict[str, Any], cut: str, calib: np.ndarray, session: Any,
           max_instructions: int | None = None) -> Feasibility:
     """Compile the candidate at ``path`` under ``budget`` (board/ram/flash); feasible or why not."""
-    opts = {**budget, "cut": cut, "calib_data": calib}
     try:
-        dep = compile_deployment(path, opts, session)
+        dep = compile_deployment(path, {**budget, "cut": cut}, session, calib)
     except BudgetError as e:
-        smallest = compile_deployment(path, {"cut": cut, "calib_data": calib, "buffer": 1}, session)
+        smallest = compile_deployment(path, {"cut": cut, "buffer": 1}, session, calib)
         return _result(smallest, False, str(e))
     res = _result(dep, True)
     if max_instructions is not None and res.instructions > max_instructions:

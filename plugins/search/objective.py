@@ -77,13 +77,15 @@ def score(dep: Any, path: str, data: TrialData, objective: str, budget: dict[str
         return float((pred == data.y_test).mean())
     from ..scenario_data import Dataset, Protocol
     from ..scenarios import ScenarioData, prepare, run_prepared
+    from ...api import make_config
     from .feasibility import load_cleaned
 
     ds = Dataset(data.path, data.x_train, data.y_train, data.x_test, data.y_test)
     n_stream = min(300, len(ds.x_train))
     protocol = Protocol(swap=(0, 1), at=n_stream // 4)
     prep = prepare(load_cleaned(path, session), "concept-drift", ScenarioData(ds, ds, 1.0),
-                   {**budget, "cut": cut}, session, n_stream, min(200, len(ds.x_test)), 1.0, protocol)
+                   make_config(session, **budget, cut=cut), session, n_stream, min(200, len(ds.x_test)), 1.0,
+                   protocol)
     return float(run_prepared(prep, runs=1, progress=False)["omega"]["all"][0, -1])
 
 

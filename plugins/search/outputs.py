@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from ...report import png_bytes
-from ..quantize import write_atomic
+from ...output import write_atomic
 from ..scenarios import _csv_bytes
 
 COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut",

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedLayerError
-from ..ir.graph import Graph, Op
-from ..ir.ops import OpKind
-from ..ir.tensor import DType, QuantParams, Tensor
+from .errors import UnsupportedLayerError
+from .ir.graph import Graph, Op
+from .ir.ops import OpKind
+from .ir.tensor import DType, QuantParams, Tensor
 from .tflite_schema import schema
 
 # operator versions the TF 2.21 converter emits for int8 models (float ops: version 1)
