@@ -182,9 +182,23 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         root.addHandler(logging.NullHandler())  # no "last resort" printing of library warnings
 
 
+def _join_passes(argv: list[str]) -> list[str]:
+    """``--passes -NAME`` as ``--passes=-NAME`` (argparse would read ``-NAME`` as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--passes" and i + 1 < len(argv) and argv[i + 1][:1] in "+-" and argv[i + 1] != "--":
+            out.append(f"--passes={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     own_process = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_passes(list(sys.argv[1:] if argv is None else argv))
     pre = _Parser(add_help=False)
     pre.add_argument("-p", dest="plugin", action="append")
     pre.add_argument("-v", "--verbose", action="count", default=0)

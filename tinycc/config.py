@@ -225,7 +225,7 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
                               passes=tuple(getattr(args, "passes", None) or ()),
                               progress=bool(getattr(args, "progress", False)))
     kernels = getattr(args, "kernels", None) or "tinycc"
-    plugins = {e.name: e.obj.build(args) for e in registry.compile_options.values()}
+    plugins = {e.name: e.obj.build(args) for e in registry.option_groups.values()}
     return CompileConfig(board=board, learning=learning, quant=quant, memory=memory, kernels=kernels,
                          demo=DemoConfig(**_given(args, _names(DemoConfig))), compiler=compiler,
                          plugins=MappingProxyType(plugins))

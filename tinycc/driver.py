@@ -91,7 +91,7 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer (default: in place)")
     if session is not None:
-        for e in session.registry.compile_options.values():
+        for e in session.registry.option_groups.values():
             e.obj.add_arguments(p.add_argument_group(e.name))
 
 

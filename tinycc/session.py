@@ -77,7 +77,7 @@ class Registry:
         self.boards: dict[str, Entry] = {}
         self.calibration_sources: dict[str, Entry] = {}
         self.prune_criteria: dict[str, Entry] = {}
-        self.compile_options: dict[str, Entry] = {}
+        self.option_groups: dict[str, Entry] = {}
         self.deployers: dict[str, Entry] = {}
         self.placements: dict[str, Placement] = {}  # pass name -> its stage and ordering constraints
 
@@ -107,7 +107,7 @@ class Registry:
                             build: Callable[[Any], Any]) -> None:
         """A plugin's own ``tinycc compile`` options: ``add_arguments(argparse group)`` declares them,
         ``build(argparse.Namespace) -> typed object`` reads them; the pass gets it as ``ctx.config.plugin(name)``."""
-        self._add(self.compile_options, "compile options", name, CompileOptions(add_arguments, build))
+        self._add(self.option_groups, "compile options", name, CompileOptions(add_arguments, build))
 
     def add_deployer(self, kind: str, build: Callable[..., Any]) -> None:
         """A deployment kind (``ondevice``, ``inference``): ``build(graph, config, session, backend, calib=None)``."""
