@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import CBackend
     from tinycc.errors import TinyccError
     from tinycc.passes import PassContext, run_pipeline
+    from tinycc.config import make_config
     from tinycc.deploy import build_deployment
     from tinycc.plugins.scenarios import prepare
     from tinycc.report import markdown_table
@@ -83,16 +84,17 @@ def run(args: argparse.Namespace) -> Result:
     data: dict[str, Any] = {"budgets": budgets, "runs": args.runs, "lr": args.lr, "models": {}}
     for spec in args.model:
         name, path, scale = _model_arg(spec)
-        g = session.registry.frontend_for(path).load(path, {})
+        g = session.registry.frontend_for(path).load(path)
         run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-        prep = prepare(g, "concept-drift", str(cifar.parent), {"lr": args.lr}, session, args.stream, args.test, scale)
+        prep = prepare(g, "concept-drift", str(cifar.parent), make_config(session, lr=args.lr), session, args.stream,
+                       args.test, scale)
         cut = prep.dep.meta["cut"]
         calib = _calib(prep)
         points = []
         for budget in budgets:
             opts = {"ram": budget, "cut": cut, "lr": args.lr}
             try:
-                dep = build_deployment(g, {**opts, "calib_data": calib}, session, CBackend())
+                dep = build_deployment(g, make_config(session, **opts), session, CBackend(), calib=calib)
             except TinyccError as e:
                 points.append({"budget": budget, "fits": False, "why": str(e).split(";")[0]})
                 print(f"{name} @ {budget // 1024} kB: does not fit", flush=True)

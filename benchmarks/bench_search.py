@@ -263,7 +263,7 @@ def _baselines(cifar: Path, args: argparse.Namespace, seed: int) -> dict[str, di
     cnas_cifar10().save(tmp / "cnas.keras")
     out = {}
     for name in BASELINES:
-        g = session.registry.frontend_for(str(tmp / "cnas.keras")).load(str(tmp / "cnas.keras"), {})
+        g = session.registry.frontend_for(str(tmp / "cnas.keras")).load(str(tmp / "cnas.keras"))
         last = [o for o in g.ops if o.kind.value == "conv2d"][-1]
         kw = {"layer_ratios": {last.name: 1094 / 1280}, "ratio": 0.0} if name == "step1" else \
             {"budget": ("params", 770_621)}

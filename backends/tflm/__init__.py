@@ -56,6 +56,16 @@ class TflmArtifact:
     arena: Any  # measure.ArenaMeasurement
 
 
+def _artifact(dep: Deployment) -> TflmArtifact:
+    """The .tflite and its arena made while sizing ``dep`` for this target (made here for a deployment that
+    another backend sized)."""
+    art = dep.figures.artifact if dep.figures is not None else None
+    if isinstance(art, TflmArtifact):
+        return art
+    data = deployment_tflite(dep)
+    return TflmArtifact(data, measure_arena(data))
+
+
 class TflmBackend(Backend):
     name = "tflm"
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
@@ -93,7 +103,7 @@ class TflmBackend(Backend):
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
-        names = operator_names(deployment.figures.artifact.data)
+        names = operator_names(_artifact(deployment).data)
         missing = [n for n in names if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
@@ -110,7 +120,8 @@ class TflmBackend(Backend):
 
         from ..c import render_project
 
-        data, m = deployment.figures.artifact.data, deployment.figures.artifact.arena
+        art = _artifact(deployment)
+        data, m = art.data, art.arena
         names = operator_names(data)
         name = deployment.name
         src = outdir / "src"
