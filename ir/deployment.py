@@ -11,7 +11,8 @@ from .tensor import QuantParams
 
 @dataclass
 class TrainConfig:
-    """On-device training settings (identical semantics on host and device)."""
+    """On-device training settings (identical semantics on host and device). The default learning rate is
+    written here once; ``tinycc.config.LearningConfig`` and the IR's learners take it from here."""
 
     lr: float = 0.01
     epochs: int = 1

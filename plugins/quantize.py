@@ -18,17 +18,17 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   these; a concatenation mixing them with other tensors would need a requantize op and is refused;
 - hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
 - a constant operand of add/mul/concat gets its own per-tensor asymmetric parameters;
-- a QUANTIZE op after each float input and a DEQUANTIZE op before each output (options
-  ``int8_input`` / ``int8_output`` / ``int8_io`` keep int8 at the boundaries). A final softmax
+- a QUANTIZE op after each float input and a DEQUANTIZE op before each output (``QuantConfig.int8_input`` /
+  ``int8_output`` keep int8 at the boundaries). A final softmax
   stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
   SOFTMAX (as is a softmax anywhere else in the graph).
 
-Calibration data (``options["calib_data"]`` array, or ``options["calib"]`` spec): an ``.npz``
+Calibration data (``PassContext.calib`` array, else the ``QuantConfig.calib`` spec; ``tinycc.data``): an ``.npz``
 (key ``x_calib``, ``x_train``, ``x`` or its only array), an ``.npy``, a folder of images (resized to
 the input size, values 0..255) or ``SOURCE:ARG`` from a registered calibration source. Values are
 used as stored, never rescaled implicitly (a model's Rescaling layer may have been folded away,
-so guessing would skew ranges silently); ``calib_scale`` multiplies them (e.g. 1/255). The first
-``calib_limit`` (default 1000) samples are used.
+so guessing would skew ranges silently); ``QuantConfig.calib_scale`` multiplies them (e.g. 1/255). The first
+``QuantConfig.calib_limit`` samples are used.
 """
 from __future__ import annotations
 

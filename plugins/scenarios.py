@@ -28,7 +28,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..config import CompileConfig
+from ..config import CompileConfig, LearningConfig
 from ..options import non_negative_int, positive_float, positive_int
 from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
@@ -396,7 +396,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
                    help="test samples evaluated after every sample (default 200, at most the test data)")
     p.add_argument("--buffer", type=positive_int, default=158, help="replay buffer capacity (thesis: 158)")
     p.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
-    p.add_argument("--lr", type=positive_float, default=0.01)
+    p.add_argument("--lr", type=positive_float, default=LearningConfig.lr)
     p.add_argument("--epochs", type=positive_int, default=1)
     p.add_argument("--cut", help="cut layer (default: automatic)")
     p.add_argument("--scale", type=positive_float,

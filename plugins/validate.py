@@ -63,7 +63,7 @@ def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -
 
 def calibration_samples(path: str, shape: tuple[int, ...]) -> np.ndarray:
     """Calibration samples from DATA when no --calib is given: x_calib, x_train, x or x_test, in that order."""
-    from .quantize import CALIB_KEYS, _npz_array
+    from ..data import CALIB_KEYS, _npz_array
 
     x = np.asarray(_npz_array(Path(path), (*CALIB_KEYS, "x_test"))[0], np.float32)
     if x.ndim < 1 or x[:1].size != int(np.prod(shape)):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import TinyccError
+from .ir.deployment import BufferConfig, TrainConfig
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
 STORAGES = ("int8", "float32")
@@ -49,11 +50,11 @@ class LearningConfig:
     loss: str | None = None  # None: from the model's last activation and shapes
     policy: str = "fifo"
     storage: str = "int8"
-    lr: float = 0.01
-    epochs: int = 1
-    batch_size: int = 1
-    train: str = "all"
-    seed: int = 1
+    lr: float = TrainConfig.lr  # the one default learning rate (ir/deployment.py)
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    train: str = TrainConfig.mode
+    seed: int = BufferConfig.seed
 
     def __post_init__(self) -> None:
         _choice("--policy", self.policy, POLICIES)

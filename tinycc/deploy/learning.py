@@ -249,6 +249,9 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
     ctx = PassContext(session=session, config=config.with_quant(int8_output=True), calib=calib,
                       progress=config.compiler.progress)
     run_stages(ext, session.registry, QUANTIZE_STAGES, ctx)
+    if "calibrate" not in ctx.results or ext.tensors[ext.outputs[0]].quant is None:
+        raise TinyccError("int8 quantization needs the passes calibrate and quantize_int8 of the 'quantize' plugin, "
+                          "which are blocked (-p no:quantize) or dropped (--passes)")
     return ext, ctx.results["calibrate"]["samples"]
 
 
