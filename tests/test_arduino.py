@@ -69,6 +69,15 @@ def session_module():
     return Session(autoload=False)
 
 
+def test_sketch_readme_names_the_boards_fqbn(host_proto, session_module) -> None:
+    """--board mega2560 resolves the board once: its registered FQBN reaches the sketch's README."""
+    dep, _, exe = host_proto
+    fqbn = session_module.registry.board("mega2560").fqbn
+    assert fqbn and dep.board.fqbn == fqbn
+    readme = (exe.parent / dep.name / "README.md").read_text()
+    assert f"arduino-cli compile --fqbn {fqbn} ." in readme and "--fqbn BOARD" not in readme
+
+
 def test_protocol_end_to_end(host_proto) -> None:
     dep, d, exe = host_proto
     sim = Simulator(dep)
