@@ -34,10 +34,16 @@ class PassContext:
 
 
 class Pass:
-    """A named graph transformation. ``run`` returns True when it changed the graph."""
+    """A named graph transformation. ``run`` returns True when it changed the graph.
+
+    ``stage`` / ``before`` / ``after``: where ``tinycc compile`` runs it (``tinycc.stages``), unless the plugin
+    passes them to ``registry.add_pass``; a pass without a stage runs only in pipelines that name it."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    stage: ClassVar[str | None] = None
+    before: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ()
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
