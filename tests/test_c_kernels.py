@@ -70,12 +70,20 @@ def _data(g: Graph, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.int8)
 
 
+def _generic(g: Graph) -> SimpleNamespace:
+    """What the emitter reads of a deployment, for one op graph with the runtime's generic kernels."""
+    from tinycc.config import CompileConfig
+    from tinycc.memory import plan
+
+    return SimpleNamespace(extractor=g, name=g.name, config=CompileConfig(kernels="generic"), plan=plan(g))
+
+
 def _c_program(cases: list[tuple[Graph, np.ndarray]]) -> tuple[str, list[str]]:
     """One C program calling the emitter's kernel calls for every case; returns (source, expected lines)."""
-    arena = max(_Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"}).m.plan.arena for g, _ in cases)
+    arena = max(_Builder(_generic(g)).m.plan.arena for g, _ in cases)
     body, want = [], []
     for i, (g, x) in enumerate(cases):
-        b = _Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"})
+        b = _Builder(_generic(g))
         em = b.build()
         assert not em.arrays, "these kernels read no constant tables"
         vals = ", ".join(str(int(v)) for v in x.reshape(-1))

@@ -63,7 +63,8 @@ def test_cmsis_nn_matches_run_int8(session, cmsis_lib, tmp_path: Path, name: str
     for i in range(N_INPUTS):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
     # the scratch buffer is part of the exact RAM figure, and the compiled arrays are exactly that figure
-    scratch = cmsis_nn.scratch_bytes(ext, opts)
+    scratch = cmsis_nn.scratch_bytes(ext, dep.config.kernels)
+    assert dep.config.kernels == "cmsis-nn"
     report = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     assert report.get("kernel scratch", 0) == scratch
     assert out.memory["ram"] == dep.memory["ram"]

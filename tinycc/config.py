@@ -217,7 +217,7 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
     ram, flash, where = getattr(args, "ram", None), getattr(args, "flash", None), "--ram/--flash"
     if board is not None:
         ram, flash, where = ram or board.ram, flash or board.flash, f"board {board.name}"
-    memory = MemoryConfig(ram, flash, where, getattr(args, "planner", None) or "best",
+    memory = MemoryConfig(ram, flash, where, getattr(args, "planner", None) or MemoryConfig.planner,
                           not getattr(args, "no_inplace", False))
     compiler = CompilerConfig(force=bool(getattr(args, "force", False)),
                               dump_after=tuple(getattr(args, "dump_after", None) or ()),
@@ -225,7 +225,7 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
                               time_passes=bool(getattr(args, "time_passes", False)),
                               passes=tuple(getattr(args, "passes", None) or ()),
                               progress=bool(getattr(args, "progress", False)))
-    kernels = getattr(args, "kernels", None) or "tinycc"
+    kernels = getattr(args, "kernels", None) or CompileConfig.kernels
     plugins = {e.name: e.obj.build(args) for e in registry.option_groups.values()}
     return CompileConfig(board=board, learning=learning, quant=quant, memory=memory, kernels=kernels,
                          demo=DemoConfig(**_given(args, _names(DemoConfig))), compiler=compiler,

@@ -34,6 +34,8 @@ SOURCE_SKIP = ("_f16.c", "_f32.c", "_flt.c")
 
 def enabled(kernels: str) -> bool:
     """``--kernels cmsis-nn`` (``config.kernels``)."""
+    if not isinstance(kernels, str):
+        raise TypeError(f"cmsis_nn.enabled takes the --kernels value, got {type(kernels).__name__}")
     return kernels == "cmsis-nn"
 
 
