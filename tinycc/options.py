@@ -109,3 +109,28 @@ def layer_ratio(text: object) -> tuple[str, float]:
         return name.strip(), unit_float(value)
     except OptionError as e:
         raise OptionError(f"{name.strip()}: {e}") from None
+
+
+# ---- `tinycc serial` options (serial port settings) ----
+MAX_BAUD = 12_000_000  # above any UART or USB CDC rate a board runs at
+MAX_SERIAL_TIMEOUT = 3600.0  # one try of a request: an hour is already far beyond any learn call
+MAX_RETRIES = 1000
+
+
+def baud_rate(text: object) -> int:
+    """A serial baud rate: an integer in 1..12,000,000."""
+    v = _int(text)
+    if not 1 <= v <= MAX_BAUD:
+        raise OptionError(f"must be a baud rate in 1..{MAX_BAUD:,}, got {text!r}")
+    return v
+
+
+def serial_timeout(text: object) -> float:
+    """Seconds for one try of a serial request: a finite number in (0, 3600]."""
+    v = _float(text)
+    if not 0 < v <= MAX_SERIAL_TIMEOUT:
+        raise OptionError(f"must be a number of seconds > 0 and <= {MAX_SERIAL_TIMEOUT:g}, got {text!r}")
+    return v
+
+
+serial_retries = int_range(0, MAX_RETRIES)

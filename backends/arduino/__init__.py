@@ -44,9 +44,12 @@ def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
 
 
-# parser state (state, command, checksum, length byte count; 32-bit length and count; the reply callback) and the
-# sketch's time of the last byte received, rounded up for a 32-bit core
-PROTO_STATE = 20
+# serial protocol version (TCC_PROTO_VERSION, the first byte of the status reply; `tinycc serial` checks it)
+PROTO_VERSION = 2
+# parser state (state, command, SEQ, length and CRC byte counts; running and received CRC; 32-bit length and count;
+# the reply callback), the last learn/reset request and its reply (command, SEQ, CRC, reply code, size, 4 bytes)
+# and the sketch's time of the last byte received, rounded up for a 32-bit core
+PROTO_STATE = 40
 
 
 def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
@@ -129,7 +132,7 @@ class ArduinoBackend(Backend):
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
                "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
                "max_payload": max_payload(insize, deployment.feature_count, deployment.target_count), "dep": deployment,
-               "reserve": CORE_RESERVE, "mem_table": deployment.memory.get("report", ""),
+               "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION, "mem_table": deployment.memory.get("report", ""),
                "inference_only": deployment.inference_only, "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count}
         infer = "_infer" if deployment.inference_only else ""  # predict-only sketch and protocol
