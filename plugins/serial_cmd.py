@@ -62,7 +62,7 @@ def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="stream", unit="sample")
+        it = tqdm(it, desc="stream", unit="sample", disable=None)  # drawn only on a terminal
     try:
         for i in it:
             k = board.predict(x[i])
@@ -120,8 +120,8 @@ def _cmd(args: Any, session: Any) -> int:
                              write_timeout=args.timeout)
     except (serial.SerialException, OSError, ValueError, OverflowError) as e:
         raise TinyccError(f"cannot open {args.port}: {e}") from None
-    with port:
-        board = Board(port, timeout=args.timeout, retries=args.retries)
+    with port as line:
+        board = Board(line, timeout=args.timeout, retries=args.retries)
         st = board.status()
         if st.classes == 0:
             raise TinyccError("the board runs a regression head (float targets, no classes): `tinycc serial` streams "

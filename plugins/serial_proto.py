@@ -188,7 +188,7 @@ class Board:
     def status(self) -> Status:
         """Version, classes, buffer count and capacity; a board of another protocol version is one clear error."""
         try:
-            r = self._expect(b"S", b"", lambda d: len(d) >= 1)
+            r = self._expect(b"S", b"", lambda d: len(d) == 10 or (len(d) >= 1 and d[0] != PROTO_VERSION))
         except BoardLost:
             if v1_frame_in(self.raw):
                 raise TinyccError(f"the board speaks tinycc serial protocol 1 (8-bit checksum), this tinycc speaks "
