@@ -142,9 +142,9 @@ class Board:
         other than a damaged request is returned as (b"E", code byte)."""
         self.seq = (self.seq + 1) & 0xFF
         request = frame(cmd, payload, self.seq)
-        last = ""
+        last, quiet = "", False
         for attempt in range(self.retries + 1):
-            if attempt:
+            if attempt and quiet:
                 self.sleep(self.resync_s)  # the board drops a partial frame; then forget what is left on the line
             if hasattr(self.port, "reset_input_buffer"):
                 try:
@@ -155,15 +155,16 @@ class Board:
                 c, data = self._try(request, self.seq)
             except ProtocolError as e:
                 self.errors[e.kind] += 1
-                last = str(e)
+                last, quiet = str(e), True
                 continue
             if c == b"E" and len(data) == 1 and data[0] in DAMAGED:
                 self.errors["damaged"] += 1
                 last = f"the board received a damaged request ({ERRORS[data[0]]})"
+                quiet = data[0] != 1  # a CRC error: the board read the whole frame and waits for the next one
                 continue
             if c == b"E" and len(data) != 1:
                 self.errors["garbled"] += 1
-                last = "garbled error reply"
+                last, quiet = "garbled error reply", True
                 continue
             return c, data
         raise BoardLost(f"the board did not answer {cmd.decode('latin-1')!r} in {self.retries + 1} tries of "
