@@ -201,19 +201,20 @@ int main(void) {
 
 
 def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path) -> None:
-    """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is stored, the
-    classifier keeps its compiled weights; the simulator refuses the same step."""
+    """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is removed again (issue
+    #29: the buffer stays empty), the classifier keeps its compiled weights; the simulator refuses the same step
+    and removes the sample too."""
     g = _graph(session, _model())
     dep = build_deployment(g, {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38}, session, CBackend())
     render_project(dep, {"test_count": 4}, tmp_path)
     src = REFUSE_C.replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_")
     r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines()}
-    assert got["learn"] == ["-4"] and got["learn2"] == ["-4"] and got["count"] == ["2"]
+    assert got["learn"] == ["-4"] and got["learn2"] == ["-4"] and got["count"] == ["0"]
     w0 = dep.classifier[0].weight.reshape(-1)
     np.testing.assert_array_equal(np.array(got["weights"], np.float32), w0)
     sim = Simulator(dep)
     xin = (np.arange(64) * 7 % 16).astype(np.float32).reshape(1, 8, 8, 1)
     sim.learn(xin[0], 3)
-    assert sim.learner.last_refused and sim.learner.last_trained == 0
+    assert sim.learner.last_refused and sim.learner.last_trained == 0 and sim.buffer.count == 0
     np.testing.assert_array_equal(sim.classifier.layers[0].weight.reshape(-1), w0)
