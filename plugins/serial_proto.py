@@ -7,9 +7,10 @@ Frames, both directions (the board's side: backends/arduino/templates/tinycc_pro
 LEN is uint32 little-endian; CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of CMD SEQ LEN PAYLOAD,
 little-endian; the reply echoes the request's SEQ. A short, empty, garbled (bad CRC, impossible length) or late
 reply, or a board error saying the request arrived damaged (1 bad CRC, 5 bad length), is a *protocol error*:
-`Board.ask` waits for the line to go quiet (the board drops a partial frame after 100 ms of silence), empties
-the input and sends the same request again, at most ``retries`` more times, each try bounded by ``timeout``
-seconds in all however fast bytes arrive. A learn or reset sent again with the same SEQ is not executed twice by
+`Board.ask` resynchronises (unless a whole frame came back, so the board is waiting for the next one, it first
+waits ``resync_s`` for the board to drop a partial frame: the sketch does after 100 ms of silence), empties the
+input and sends the same request again, at most ``retries`` more times, each try bounded by ``timeout`` seconds
+in all however fast bytes arrive. A learn or reset sent again with the same SEQ is not executed twice by
 the board (it repeats its reply), so retries never learn a sample twice. When every try fails, `BoardLost`.
 """
 from __future__ import annotations
@@ -37,9 +38,9 @@ RESYNC_S = 0.15  # > TCC_PROTO_TIMEOUT_MS (100 ms): the board has dropped any pa
 class ProtocolError(Exception):
     """A retryable reply problem; ``kind`` is one of short, garbled, late, damaged, port."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, quiet: bool = True) -> None:
         super().__init__(detail)
-        self.kind = kind
+        self.kind, self.quiet = kind, quiet  # quiet: wait for the board to drop a partial frame before a retry
 
 
 class BoardLost(TinyccError):
@@ -128,8 +129,8 @@ class Board:
                 raise ProtocolError("garbled", f"garbled reply (length {n:,})")
             self._more(buf, HEAD + n + 2, deadline)
             body = bytes(buf[1:HEAD + n])
-            if struct.unpack_from("<H", buf, HEAD + n)[0] != crc16(body):
-                raise ProtocolError("garbled", "garbled reply (CRC)")
+            if struct.unpack_from("<H", buf, HEAD + n)[0] != crc16(body):  # a whole frame: no need to wait
+                raise ProtocolError("garbled", "garbled reply (CRC)", quiet=False)
             del buf[:HEAD + n + 2]
             if body[1] != seq:  # a late reply to an earlier try or request: not this one's
                 self.errors["stale"] += 1
@@ -155,7 +156,7 @@ class Board:
                 c, data = self._try(request, self.seq)
             except ProtocolError as e:
                 self.errors[e.kind] += 1
-                last, quiet = str(e), True
+                last, quiet = str(e), e.quiet
                 continue
             if c == b"E" and len(data) == 1 and data[0] in DAMAGED:
                 self.errors["damaged"] += 1
