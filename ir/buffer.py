@@ -40,7 +40,7 @@ exactly these)::
   largest still holds every sample of it that was pushed. Training order: slot order.
 
 The chosen slot gets the features, the label (or target) and stamp = seen. ``push`` returns the
-slot. ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
+slot; ``unpush(slot, state before the push)`` removes the sample again (a refused learn step; see its docstring). ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
 (checked before anything is written); int8 targets are quantized and dequantized like features.
 
 Features: an int8 array is taken as already quantized with (scale, zero_point) — the int8

@@ -231,4 +231,5 @@ class Board:
         kinds = {k: v for k, v in sorted(self.errors.items()) if v}
         if not kinds:
             return "no protocol errors"
-        return f"{sum(kinds.values())} protocol errors retried (" + ", ".join(f"{v} {k}" for k, v in kinds.items()) + ")"
+        detail = ", ".join(f"{v} {k}" for k, v in kinds.items())
+        return f"{sum(kinds.values())} protocol errors retried ({detail})"

@@ -20,7 +20,8 @@ CLASSES, CAPACITY, OUTPUTS = 3, 453_330, 3  # issue #29: a capacity above 65,535
 def test_crc16_is_ccitt_false() -> None:
     assert crc16(b"123456789") == 0x29B1 and crc16(b"") == 0xFFFF
     f = frame(b"S", b"", 7)
-    assert f[:3] == b"\xa5S\x07" and struct.unpack("<I", f[3:7])[0] == 0 and struct.unpack("<H", f[7:])[0] == crc16(f[1:7])
+    assert f[:3] == b"\xa5S\x07" and struct.unpack("<I", f[3:7])[0] == 0
+    assert struct.unpack("<H", f[7:])[0] == crc16(f[1:7])
 
 
 def test_host_and_generated_board_agree_on_the_version() -> None:
@@ -88,7 +89,8 @@ class FuzzPort:
         out = {"clean": reply, "truncated": reply[:int(r.integers(1, len(reply)))], "empty": b"",
                "garbage": noise, "noise-prefix": noise.replace(b"\x5a", b"\x00") + reply,
                "damaged": frame(b"E", bytes([int(r.choice([1, 5]))]), seq, start=0x5A),
-               "error-empty": frame(b"E", b"", seq, start=0x5A), "error-long": frame(b"E", b"\x01\x02", seq, start=0x5A),
+               "error-empty": frame(b"E", b"", seq, start=0x5A),
+               "error-long": frame(b"E", b"\x01\x02", seq, start=0x5A),
                "short-status": frame(cmd, payload[:5], seq, start=0x5A),
                "long-len": b"\x5a" + cmd + bytes([seq]) + struct.pack("<I", 0xFFFFFF) + payload,
                "stale": frame(cmd, payload, (seq - 1) & 0xFF, start=0x5A) + reply,
@@ -176,7 +178,8 @@ def test_a_port_that_streams_noise_ends_within_the_bound() -> None:
             return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
 
     port = Noise()
-    board = Board(port, timeout=2.0, retries=3, clock=lambda: port.now, sleep=lambda s: setattr(port, "now", port.now + s))
+    board = Board(port, timeout=2.0, retries=3, clock=lambda: port.now,
+                  sleep=lambda s: setattr(port, "now", port.now + s))
     t0 = time.monotonic()
     with pytest.raises(BoardLost, match=r"did not answer 'S' in 4 tries of 2 s") as e:
         board.status()
@@ -263,7 +266,8 @@ def test_board_lost_mid_stream_writes_what_was_learned_and_exits_3(tmp_path: Pat
     assert rc == 3 and err.count("\n") == 1, err
     assert "stopped after 3 of 10 samples" in err and "run.csv" in err, err
     rows = (tmp_path / "run.csv").read_text().splitlines()
-    assert rows[0] == "sample,label,predicted,running_accuracy,buffer" and [r.split(",")[4] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[0] == "sample,label,predicted,running_accuracy,buffer"
+    assert [r.split(",")[4] for r in rows[1:]] == ["1", "2", "3"]
     assert (tmp_path / "run.png").stat().st_size > 1000
 
 

@@ -132,7 +132,8 @@ class ArduinoBackend(Backend):
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
                "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
                "max_payload": max_payload(insize, deployment.feature_count, deployment.target_count), "dep": deployment,
-               "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION, "mem_table": deployment.memory.get("report", ""),
+               "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION,
+               "mem_table": deployment.memory.get("report", ""),
                "inference_only": deployment.inference_only, "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count}
         infer = "_infer" if deployment.inference_only else ""  # predict-only sketch and protocol
