@@ -17,6 +17,7 @@ import pluggy
 from ..errors import TinyccError
 from ..report import png_bytes
 from .quantize import write_atomic
+from . import serial_proto
 from .serial_proto import Board, BoardLost, frame
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -122,7 +123,12 @@ def _cmd(args: Any, session: Any) -> int:
         raise TinyccError(f"cannot open {args.port}: {e}") from None
     with port as line:
         board = Board(line, timeout=args.timeout, retries=args.retries)
-        st = board.status()
+        try:
+            st = board.connect(serial_proto.CONNECT_S)
+        except BoardLost as e:
+            raise BoardLost(f"no answer from {args.port} within {serial_proto.CONNECT_S:g} s ({e}): is the tinycc "
+                            f"sketch (serial protocol {serial_proto.PROTO_VERSION}) running there at {args.baud} "
+                            "baud?") from None
         if st.classes == 0:
             raise TinyccError("the board runs a regression head (float targets, no classes): `tinycc serial` streams "
                               "labelled samples for classifier heads; send 'L' frames with input + target instead "

@@ -33,6 +33,8 @@ MAX_LEN = 0xFFFFFFFF  # the 32-bit LEN field
 MAX_REPLY = 4096  # no tinycc reply is longer (predict: 1 + 4 x 256 outputs; status: 10): a longer LEN is garbage
 HEAD = 7  # 0x5A CMD SEQ LEN[4]
 RESYNC_S = 0.15  # > TCC_PROTO_TIMEOUT_MS (100 ms): the board has dropped any partial frame
+CONNECT_S = 10.0  # the session's first status: answered within this, or the board is taken as absent
+CONNECT_TRY_S = 2.0  # ... asked again every 2 s at most (a board that resets when the port opens boots meanwhile)
 
 
 class ProtocolError(Exception):
@@ -206,6 +208,25 @@ class Board:
             raise TinyccError(f"the board's status reply has {len(r)} bytes, protocol {PROTO_VERSION} has 10")
         classes, count, capacity = struct.unpack("<BII", r[1:])
         return Status(r[0], classes, count, capacity)
+
+    def connect(self, within: float = CONNECT_S) -> Status:
+        """The session's first status, asked every min(timeout, 2 s) until answered, within WITHIN seconds in all
+        (an Arduino resets when its port opens: its bootloader runs for a second or two); BoardLost otherwise."""
+        saved = self.timeout, self.retries
+        deadline = self.clock() + within
+        tries = 0
+        try:
+            while True:
+                self.timeout, self.retries = min(saved[0], CONNECT_TRY_S, deadline - self.clock()), 0
+                tries += 1
+                try:
+                    return self.status()
+                except BoardLost:
+                    if deadline - self.clock() < self.resync_s + 0.01:
+                        raise BoardLost(f"{tries} tries") from None
+                    self.sleep(self.resync_s)
+        finally:
+            self.timeout, self.retries = saved
 
     def predict(self, x: Any) -> int:
         import numpy as np

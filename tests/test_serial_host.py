@@ -280,3 +280,41 @@ class _Ctx:
 
     def __exit__(self, *a: object) -> None:
         pass
+
+
+def test_connect_ends_within_10_s_when_nothing_answers() -> None:
+    """Issue #29 (an unreachable peer within 10 s): the first status is asked every 2 s at most and given up after
+    10 s in all, whatever --timeout says (simulated clock); a board that boots after 3 s is found."""
+    for timeout in (10.0, 3600.0, 0.2):
+        port = DyingPort(0)
+        board = Board(port, timeout=timeout, retries=5, clock=port.clock, sleep=port.sleep)
+        with pytest.raises(BoardLost):
+            board.connect()
+        assert port.now <= 10.0 + 0.06 and (board.timeout, board.retries) == (timeout, 5)
+
+    class Booting(FuzzPort):
+        def write(self, req: bytes) -> None:
+            if self.now >= 3.0:
+                super().write(req)
+
+    port = Booting(np.random.default_rng(1), SimBoard(), p_bad=0.0)
+    st = Board(port, timeout=10.0, clock=port.clock, sleep=port.sleep).connect()
+    assert st.capacity == CAPACITY and 3.0 <= port.now <= 5.0
+
+
+def test_no_board_on_the_port_is_one_line_exit_3(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`tinycc serial` on a port where nothing answers: one line naming the port and baud rate, exit 3, nothing
+    written (the connect bound shortened to 1 s for the test)."""
+    import serial
+
+    from tinycc.cli import main
+
+    np.savez(tmp_path / "s.npz", x=np.zeros((3, 4), np.float32), y=np.array([0, 1, 2]))
+    monkeypatch.setattr(serial, "Serial", lambda *a, **k: _Ctx(DyingPort(0)))
+    monkeypatch.setattr(serial_proto, "CONNECT_S", 1.0)
+    t0 = time.monotonic()
+    rc = main(["serial", "--port", "fake", "--data", str(tmp_path / "s.npz"), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.count("\n") == 1 and time.monotonic() - t0 < 5, err
+    assert "no answer from fake within 1 s" in err and "at 115200 baud" in err, err
+    assert not (tmp_path / "run.csv").exists()
