@@ -54,8 +54,8 @@ def _write(rows: list[list[Any]], acc: list[float], out: Path, plot: bool) -> No
 def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool = True,
            plot: bool = True) -> list[float]:
     """Prequential run; writes OUT.csv and OUT.png; returns the running accuracy. A learn step the board refused
-    (error 8) is a row with buffer "refused". When the board is lost (BoardLost) or the run is interrupted, the
-    samples done so far are written out first, then the error goes on (with the files named in its message)."""
+    (error 8) is a row with buffer "refused". When the board is lost (BoardLost), refuses a request or the run is
+    interrupted, the samples done so far are written out first, then the error goes on (naming the files)."""
     acc: list[float] = []
     rows: list[list[Any]] = []
     correct = 0
@@ -71,10 +71,10 @@ def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool
             correct += int(k == int(y[i]))
             acc.append(correct / (i + 1))
             rows.append([i, int(y[i]), k, f"{acc[-1]:.6f}", "refused" if n is None else n])
-    except BoardLost as e:
+    except TinyccError as e:  # BoardLost (exit 3), or a request the board refused (exit 2)
         _write(rows, acc, out, plot)
-        raise BoardLost(f"{e}; stopped after {len(rows)} of {len(x)} samples, wrote {out.with_suffix('.csv')}"
-                        f"{' and .png' if plot and acc else ''}; {board.summary()}") from None
+        raise type(e)(f"{e}; stopped after {len(rows)} of {len(x)} samples, wrote {out.with_suffix('.csv')}"
+                      f"{' and .png' if plot and acc else ''}; {board.summary()}") from None
     except KeyboardInterrupt:
         _write(rows, acc, out, plot)
         raise

@@ -318,3 +318,30 @@ def test_no_board_on_the_port_is_one_line_exit_3(tmp_path: Path, capsys, monkeyp
     assert rc == 3 and err.count("\n") == 1 and time.monotonic() - t0 < 5, err
     assert "no answer from fake within 1 s" in err and "at 115200 baud" in err, err
     assert not (tmp_path / "run.csv").exists()
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "refusal"])
+def test_stream_writes_the_samples_done_when_stopped(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C, or a request the board refuses (here: error 6, NaN), mid-stream: the CSV of the samples done so far
+    is written before the error goes on."""
+    from tinycc.plugins.serial_cmd import stream
+
+    class Stopping(FuzzPort):
+        def write(self, req: bytes) -> None:
+            if len(self.kinds) == 6:  # the 4th sample's predict
+                if stop == "interrupt":
+                    raise KeyboardInterrupt
+                self.kinds.append("refused")
+                self.inbox.append((self.now, frame(b"E", b"\x06", req[2], start=0x5A)))
+                return
+            super().write(req)
+
+    port = Stopping(np.random.default_rng(0), SimBoard(), p_bad=0.0)
+    board = _board(port)
+    x, y = np.arange(40, dtype=np.float32).reshape(10, 4), np.arange(10) % 3
+    with pytest.raises(KeyboardInterrupt if stop == "interrupt" else TinyccError) as e:
+        stream(board, x, y, tmp_path / "run", progress=False)
+    if stop == "refusal":
+        assert e.value.exit_code == 2 and "NaN" in str(e.value) and "stopped after 3 of 10 samples" in str(e.value)
+    rows = (tmp_path / "run.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"] and (tmp_path / "run.png").exists()
