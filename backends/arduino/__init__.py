@@ -77,7 +77,7 @@ class ArduinoBackend(Backend):
             return
         write_test_vectors(path, deployment, x, embedded_labels(deployment, y), {}, _env())
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .simavr import run_demo
 
         return run_demo(project, platform)
