@@ -268,7 +268,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         options = {**options, "calib_data": calibration_samples(data, shape)}
     with tempfile.TemporaryDirectory(prefix="tinycc-validate-") as tmp:
         proj = Path(tmp) / "project"
-        result = compile_model(model, target, str(proj), {**options, "force": True}, session)
+        result = compile_model(model, target, str(proj), {**options, "force": True, "_demo_target": spec}, session)
         dep = result.deployment
         if project is not None:
             _copy_project(Path(project), proj, f"{model} for target {target}")

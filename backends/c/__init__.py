@@ -129,13 +129,15 @@ def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any
 
 def target_context(options: dict[str, Any]) -> dict[str, Any]:
     """Template values from the registered targets: the Cortex-M CPUs of the Makefile and its default
-    (``--board``'s CPU, else the first registered: M4), and ``cross``, the board's target when it belongs to a
-    family other than host/cortexm/avr/xtensa (a plugin's: the Makefile gets a generic section for it)."""
+    (``--board``'s CPU, else the first registered: M4), and ``cross``, the board's target (or the one
+    ``validate --on`` runs, ``options['_demo_target']``) when it belongs to a family other than
+    host/cortexm/avr/xtensa (a plugin's: the Makefile gets a generic section for it)."""
     board, targets = chosen(options)
     t = board_target(board, targets)
     cortexm = family(targets, "cortexm")
     cpu = t.name if t is not None and t.family == "cortexm" else cortexm[0].name if cortexm else "m4"
-    cross = t if t is not None and t.family not in BUILTIN_FAMILIES and t.cc and t.emulator else None
+    cross = next((c for c in (t, options.get("_demo_target"))  # validate --on a plugin family's emulator
+                  if c is not None and c.family not in BUILTIN_FAMILIES and c.cc and c.emulator), None)
     return {"cortexm": cortexm, "cpu": cpu, "cross": cross, "board": board,
             "cross_family": family(targets, cross.family) if cross else ()}
 

@@ -83,7 +83,7 @@ def run_cross(project: Path, target: Target, timeout: float = 600) -> DemoRun:
     elf = project / target.elf_name
     cmd = [a.replace("{elf}", str(elf)) for a in emu.command]
     try:
-        q = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        q = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise DemoFailed(f"{emu.platform} run timed out after {timeout:.0f} s") from None
     out = parse(q.stdout)
