@@ -84,7 +84,8 @@ def full_graph(dep: Deployment) -> Graph:
     return g
 
 
-def memory_report(dep_graph: Graph, backend: Any, arena: int, options: dict[str, Any], spec: Any = None) -> MemoryReport:
+def memory_report(dep_graph: Graph, backend: Any, arena: int, options: dict[str, Any],
+                  spec: Any = None) -> MemoryReport:
     """The inference-only report; ``spec``: the board's ``tinycc.targets.Target`` (its code-size table)."""
     state = backend.inference_state_bytes(dep_graph, options) if backend else 0
     scratch = backend.scratch_bytes(dep_graph, options) if backend else 0

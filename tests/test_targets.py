@@ -75,6 +75,13 @@ def test_board_chooses_the_makefile_cpu(session, tmp_path: Path) -> None:
         assert "-mcpu=cortex-m7" in dry.stdout and "-mcpu=cortex-m4" not in dry.stdout, dry.stdout
 
 
+def test_arduino_readme_names_the_boards_fqbn(session, tmp_path: Path) -> None:
+    """The Board's FQBN reaches the sketch's README (it said `--fqbn BOARD` for every registered board)."""
+    compile_model(str(MODEL), "arduino", str(tmp_path / "o"), {"calib": str(DATA), "board": "mega2560"}, session)
+    readme = next((tmp_path / "o").rglob("README.md")).read_text()
+    assert "--fqbn arduino:avr:mega:cpu=atmega2560" in readme and "--fqbn BOARD" not in readme
+
+
 def test_unknown_board_is_one_line_without_the_plugin(tmp_path: Path) -> None:
     r = _cli(None, "-p", "no:riscv", "compile", str(MODEL), "--target", "c", "--board", "qemu_virt_rv32",
              "-o", str(tmp_path / "o"))

@@ -156,7 +156,8 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     out = Path(output)
     check_output_dir(out, bool(options.get("force")))
     board = reg.board(options["board"]) if options.get("board") else None  # unknown board: error before any work
-    options = {**options, "_board": board, "_targets": reg.target_list()}  # the backend's Makefile CPU, cross section
+    # the resolved board and the registered targets (the backend's Makefile CPU and cross-build section)
+    options = {**options, "_board": board, "_targets": reg.target_list()}
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
     with timed("frontend"):

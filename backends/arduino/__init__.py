@@ -121,9 +121,8 @@ class ArduinoBackend(Backend):
         files = render_project(deployment, options, src, with_main=False, runtime_dir=".")
         env = _env()
         board = options.get("board") or "generic"
-        fqbn = ""
-        if options.get("_board_fqbn"):
-            fqbn = options["_board_fqbn"]
+        resolved = options.get("_board")  # the registered Board of --board (tinycc.targets.Board), set by the driver
+        fqbn = (resolved.fqbn if resolved is not None else "") or options.get("_board_fqbn") or ""
         insize = deployment.extractor.tensors[deployment.extractor.inputs[0]].size
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
