@@ -21,9 +21,10 @@ class Backend:
     model and the budget check), then ``emit`` into an empty folder (the driver
     makes output atomic).
 
-    ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo lists the
-    platforms in ``platforms`` (the first is the default) and implements ``embed_test_vectors`` and
-    ``run_demo``; the demo prints the dump of ``tinycc.backends.demo`` when built for it.
+    ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo implements
+    ``embed_test_vectors`` and ``run_demo``; where it runs are the emulators of the registered targets
+    (``tinycc.targets.Target``) whose ``runs`` name it (the first is the default), else ``platforms``. The demo
+    prints the dump of ``tinycc.backends.demo`` when built for it.
     """
 
     name: ClassVar[str] = ""
@@ -31,7 +32,7 @@ class Backend:
     arena_detail: ClassVar[str] = "int8 activations, planned"
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
     # the generated code declares the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf), whose size
-    # the memory model computes for the board's ABI (ir.memory_model.descriptor_bytes)
+    # ``descriptors`` sizes for the board's ABI (backends.runtime_layout)
     runtime_descriptors: ClassVar[bool] = False
     runtime_state_exact: ClassVar[bool] = True  # runtime_state_bytes is what the generated code declares
 
@@ -45,6 +46,15 @@ class Backend:
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         """RAM of the generated runtime besides arena, classifier, training state and buffer."""
         return 0
+
+    def descriptors(self, n_layers: int, abi: Any) -> Any:
+        """The runtime descriptors' report item (``ir.memory_model.Descriptors``) on a target of ``abi``
+        (``tinycc.targets.Abi``; None: unknown), or None when the generated code declares none."""
+        if not self.runtime_descriptors:
+            return None
+        from .runtime_layout import descriptors
+
+        return descriptors(n_layers, abi)
 
     def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
@@ -70,7 +80,8 @@ class Backend:
         """Replace the demo's test vectors in a generated project (a copy: validate never edits the user's)."""
         raise TinyccError(f"target {self.name!r} cannot embed test vectors in its project (no demo runner)")
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
-        """Build the demo of ``project`` for ``platform`` with the dump on, run it, return what it printed;
-        raise TinyccError (tool missing, build or run failed) with one line."""
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
+        """Build the demo of ``project`` for ``platform`` (the emulator of ``target``, a registered
+        ``tinycc.targets.Target``) with the dump on, run it, return what it printed; raise TinyccError (tool
+        missing, build or run failed) with one line."""
         raise TinyccError(f"target {self.name!r} has no demo runner")

@@ -41,7 +41,8 @@ from ..ir.buffer import MAX_CLASSES, ReplayBuffer
 from ..ir.calibration import CalibrationDataError
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
-from ..ir.memory_model import ARCH_ABI, MemoryReport, deployment_memory
+from ..ir.memory_model import MemoryReport, deployment_memory
+from ..targets import code_table
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
@@ -296,23 +297,23 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, options: dict[str, Any],
                                   "int8" if tq is not None else "float32")
 
 
-def _abi(options: dict[str, Any], session: Any) -> str | None:
-    """The C ABI (a key of ir.memory_model.ABIS) of the board's architecture; None without a board, or for an
-    architecture tinycc does not know."""
+def _target(options: dict[str, Any], session: Any) -> Any:
+    """The ``tinycc.targets.Target`` of ``--board``; None without a board or for an unknown architecture."""
     if not options.get("board"):
         return None
-    return ARCH_ABI.get(session.registry.board(options["board"]).arch)
+    return session.registry.target_of(session.registry.board(options["board"]))
 
 
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
-            arena: int, tq: Any = None, abi: str | None = None) -> MemoryReport:
+            arena: int, tq: Any = None, spec: Any = None) -> MemoryReport:
     return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
                              backend.scratch_bytes(ext, options) if backend else 0,
-                             abi, bool(getattr(backend, "runtime_descriptors", False)),
+                             backend.descriptors(len(clf.layers), spec.abi if spec else None) if backend else None,
                              bool(getattr(backend, "runtime_state_exact", True)),
-                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0)
+                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0,
+                             code_table=code_table(spec))
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
@@ -321,7 +322,7 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     if options.get("cut"):
         cands = [_resolve_cut(graph, options["cut"], cands)]
     ram, flash, where = _budget(options, session)
-    abi = _abi(options, session)
+    spec = _target(options, session)
     batch = int(options.get("batch_size") or 1)
     explicit = 1 if options.get("tinyol") else options.get("buffer")
     if not (ram or flash):
@@ -354,12 +355,12 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
             cap = int(explicit)
         elif ram:
             one = _buffer_bytes(1, feat, clf, options, tq)
-            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, abi).total("ram") - one
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, spec).total("ram") - one
             per = _buffer_bytes(2, feat, clf, options, tq) - one
             cap = max((ram - fixed - 16) // per, 1)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, feat, options, backend, arena, tq, abi)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq, spec)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:

@@ -244,13 +244,17 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
     from ..backends.demo import DemoFailed
     from ..driver import compile_model
 
+    from ..targets import by_platform
+
     backend = session.registry.backend(target)()
-    if not backend.platforms:
+    where = session.registry.platforms(backend.name) or tuple(backend.platforms)
+    if not where:
         raise TinyccError(f"target {target!r} has no demo runner yet: validate needs its backend to build and run "
-                          "the demo (Backend.platforms, embed_test_vectors, run_demo)")
-    platform = platform or backend.platforms[0]
-    if platform not in backend.platforms:
-        raise TinyccError(f"target {target} runs on {', '.join(backend.platforms)}, not {platform!r}")
+                          "the demo (a registered board target that runs it, embed_test_vectors, run_demo)")
+    platform = platform or where[0]
+    if platform not in where:
+        raise TinyccError(f"target {target} runs on {', '.join(where)}, not {platform!r}")
+    spec = by_platform(session.registry.target_list(), platform)
     if not Path(data).is_file():
         raise TinyccError(f"{data}: no such file")
     if project is not None and not (Path(project) / "tinycc_memory.json").is_file():
@@ -264,7 +268,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         options = {**options, "calib_data": calibration_samples(data, shape)}
     with tempfile.TemporaryDirectory(prefix="tinycc-validate-") as tmp:
         proj = Path(tmp) / "project"
-        result = compile_model(model, target, str(proj), {**options, "force": True}, session)
+        result = compile_model(model, target, str(proj), {**options, "force": True, "_demo_target": spec}, session)
         dep = result.deployment
         if project is not None:
             _copy_project(Path(project), proj, f"{model} for target {target}")
@@ -273,7 +277,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
                      f"{len(x)} samples of {Path(data).name} ({key})\n")
         stream.flush()
         try:
-            run = backend.run_demo(proj, platform)
+            run = backend.run_demo(proj, platform, spec)
         except DemoFailed as e:
             stream.write(f"FAIL: the program did not build or run: {str(e).strip()}\n")
             return 1
@@ -314,7 +318,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("model")
     p.add_argument("--target", "-t", required=True, help="backend name (c, tflm, arduino)")
     p.add_argument("--data", required=True, help=".npz with x/y, x_test/y_test or x_train/y_train")
-    p.add_argument("--on", help="platform: host, qemu-m4, qemu-m7, qemu-m0plus (c), simavr (arduino); "
+    p.add_argument("--on", help="platform: the emulator of a registered target that runs this backend's demo "
+                                "(`tinycc plugins` lists them: host, qemu-m4, ... for c; simavr for arduino); "
                                 "default: the target's first")
     p.add_argument("-n", type=positive_int, default=20, help="samples embedded and compared (default 20)")
     p.add_argument("--project", help="validate this generated project (a temporary copy) instead of compiling")

@@ -67,10 +67,14 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
     return 0
 
 
+def _kib(n: int) -> str:
+    return f"{n // 1024:,} KB" if n % 1024 == 0 else f"{n:,} B"
+
+
 def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
     reg = session.registry
     sections = [("frontends", reg.frontends), ("passes", reg.passes), ("pipelines", reg.pipelines),
-                ("backends", reg.backends), ("boards", reg.boards),
+                ("backends", reg.backends), ("targets", reg.targets), ("boards", reg.boards),
                 ("calibration sources", reg.calibration_sources), ("prune criteria", reg.prune_criteria)]
     sys.stdout.write("plugins:\n")
     for name in session.order:
@@ -79,6 +83,11 @@ def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
         sys.stdout.write(f"{title}:\n")
         for e in table_.values():
             extra = " -> " + ", ".join(e.obj) if title == "pipelines" else ""
+            if title == "boards":
+                t = reg.target_of(e.obj)
+                extra = f"  RAM {_kib(e.obj.ram)}, flash {_kib(e.obj.flash)}, {t.name if t else e.obj.arch}"
+            elif title == "targets":
+                extra = f"  {e.obj.arch}" + (f", validate --on {e.obj.platform}" if e.obj.emulator else "")
             sys.stdout.write(f"  {e.name:<22} from {e.plugin}{extra}\n")
     return 0
 

@@ -155,8 +155,9 @@ def _compile(model: str, target: str, output: str, options: dict[str, Any], sess
     backend = reg.backend(target)()
     out = Path(output)
     check_output_dir(out, bool(options.get("force")))
-    if options.get("board"):
-        reg.board(options["board"])  # unknown board: error before any work
+    board = reg.board(options["board"]) if options.get("board") else None  # unknown board: error before any work
+    # the resolved board and the registered targets (the backend's Makefile CPU and cross-build section)
+    options = {**options, "_board": board, "_targets": reg.target_list()}
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
     with timed("frontend"):

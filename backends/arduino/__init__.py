@@ -80,7 +80,7 @@ class ArduinoBackend(Backend):
             return
         write_test_vectors(path, deployment, x, embedded_labels(deployment, y), {}, _env())
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .simavr import run_demo
 
         return run_demo(project, platform)
@@ -124,9 +124,8 @@ class ArduinoBackend(Backend):
         files = render_project(deployment, options, src, with_main=False, runtime_dir=".")
         env = _env()
         board = options.get("board") or "generic"
-        fqbn = ""
-        if options.get("_board_fqbn"):
-            fqbn = options["_board_fqbn"]
+        resolved = options.get("_board")  # the registered Board of --board (tinycc.targets.Board), set by the driver
+        fqbn = (resolved.fqbn if resolved is not None else "") or options.get("_board_fqbn") or ""
         insize = deployment.extractor.tensors[deployment.extractor.inputs[0]].size
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,

@@ -14,6 +14,8 @@ from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
+from ...targets import BUILTIN_TARGETS, board_target, chosen, family
+from ...targets import platforms as target_platforms
 from ..base import Backend
 from ..demo import DemoRun
 from . import cmsis_nn
@@ -21,6 +23,7 @@ from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
+BUILTIN_FAMILIES = ("host", "cortexm", "avr", "xtensa")  # the Makefile's own sections (or none)
 RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
 
@@ -124,6 +127,21 @@ def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any
     return path
 
 
+def target_context(options: dict[str, Any]) -> dict[str, Any]:
+    """Template values from the registered targets: the Cortex-M CPUs of the Makefile and its default
+    (``--board``'s CPU, else the first registered: M4), and ``cross``, the board's target (or the one
+    ``validate --on`` runs, ``options['_demo_target']``) when it belongs to a family other than
+    host/cortexm/avr/xtensa (a plugin's: the Makefile gets a generic section for it)."""
+    board, targets = chosen(options)
+    t = board_target(board, targets)
+    cortexm = family(targets, "cortexm")
+    cpu = t.name if t is not None and t.family == "cortexm" else cortexm[0].name if cortexm else "m4"
+    cross = next((c for c in (t, options.get("_demo_target"))  # validate --on a plugin family's emulator
+                  if c is not None and c.family not in BUILTIN_FAMILIES and c.cc and c.emulator), None)
+    return {"cortexm": cortexm, "cpu": cpu, "cross": cross, "board": board,
+            "cross_family": family(targets, cross.family) if cross else ()}
+
+
 def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, with_main: bool = True,
                    classifier_only: bool = False, runtime_dir: str = "runtime", demo_dir: Path | None = None,
                    arena: int | None = None) -> list[Path]:
@@ -148,6 +166,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(options) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
     }
+    ctx.update(target_context(options))
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
     if dep.inference_only:
         ctx.update(inference_context(dep, em))
@@ -163,6 +182,12 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(tpl).render(**ctx))
         written.append(path)
+    if with_main and demo_dir is None and ctx["cross"] is not None:  # the board's start-up code, linker script
+        for rel, text in sorted(ctx["cross"].files.items()):
+            path = outdir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
     if demo is not None and dep.inference_only:
         from ...plugins.inference import test_inputs
 
@@ -182,7 +207,7 @@ class CBackend(Backend):
     name = "c"
     runtime_descriptors = True
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
-    platforms = ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
+    platforms = target_platforms(BUILTIN_TARGETS, "c")  # the built-in ones; validate asks the registry
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
@@ -192,10 +217,10 @@ class CBackend(Backend):
             return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .run import run_demo
 
-        return run_demo(project, platform)
+        return run_demo(project, platform, target)
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
         g = deployment.extractor

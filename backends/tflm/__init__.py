@@ -60,7 +60,7 @@ class TflmBackend(Backend):
             raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
-    def run_demo(self, project: Path, platform: str) -> Any:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
         """Build the demo against the cached host TFLite Micro library and run it with the dump on."""
         from ..c.run import ram_flash, section_sizes
         from ..demo import DemoFailed, DemoRun, parse
