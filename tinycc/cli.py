@@ -12,6 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .backends.names import terminal, terminal_lines
 from .errors import TinyccError
 
 log = logging.getLogger("tinycc")
@@ -60,8 +61,8 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
     body = [[r.name, r.kind, "x".join(str(d) for d in r.output_shape[1:]), f"{r.params:,}", f"{r.macs:,}",
              f"{r.activation_bytes:,}"] for r in rows]
     body.append(["total", "", "", f"{tot['params']:,}", f"{tot['macs']:,}", f"{tot['activation_bytes']:,}"])
-    sys.stdout.write(f"model {graph.name}: {len(graph.ops)} ops, input "
-                     + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs) + "\n")
+    sys.stdout.write(terminal(f"model {graph.name}: {len(graph.ops)} ops, input "
+                              + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs)) + "\n")
     sys.stdout.write(table(["name", "op", "output", "params", "MACs", "act. bytes"], body,
                            width=None if args.wide else terminal_width()) + "\n")
     return 0
@@ -96,7 +97,7 @@ def cmd_compile(args: argparse.Namespace, session: Any) -> int:
     from .driver import compile_model, options_from_args
 
     result = compile_model(args.model, args.target, args.output, options_from_args(args), session)
-    sys.stdout.write(result.summary() + "\n")
+    sys.stdout.write(terminal_lines(result.summary()) + "\n")
     if args.time_passes:
         sys.stdout.write(result.timing_table() + "\n")
     return 0
@@ -137,6 +138,13 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     return p
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control and bidi characters (from model names) escaped, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
+
+
 def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
     """tinycc's logger writes ``tinycc: LEVEL: msg``; libraries stay silent unless -v or --debug.
 
@@ -148,7 +156,7 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         silence_libraries()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler()  # binds the current sys.stderr (the user's, after silence_libraries)
-    handler.setFormatter(logging.Formatter("tinycc: %(levelname)s: %(message)s"))
+    handler.setFormatter(_TerminalFormatter("tinycc: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -181,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args, session) or 0)
     except TinyccError as e:
-        sys.stderr.write(f"tinycc: error: {e}\n")
+        sys.stderr.write(f"tinycc: error: {terminal(e)}\n")  # names from the model: no escape sequences
         return e.exit_code
     except KeyboardInterrupt as e:
         sys.stderr.write(f"tinycc: {'terminated' if type(e).__name__ == 'Terminated' else 'interrupted'}\n")
@@ -189,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # internal error: one line unless --debug
         if known.debug:
             raise
-        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)\n")
+        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {terminal(e)} (rerun with --debug for a "
+                         "traceback)\n")
         return 1
 
 

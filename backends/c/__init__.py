@@ -16,7 +16,7 @@ from ...ir.graph import Graph
 from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
 from .. import names
-from ..base import Backend
+from ..base import Backend, check_static_size
 from ..demo import DemoRun
 from . import cmsis_nn
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
@@ -202,6 +202,7 @@ class CBackend(Backend):
         return run_demo(project, platform)
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
             why = interpreter_only(g, op) or c_kernel_problem(g, op)  # run_int8 runs them, C does not

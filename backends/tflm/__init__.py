@@ -13,7 +13,7 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
 from .. import names
-from ..base import Backend
+from ..base import Backend, check_static_size
 from ..c import cmsis_nn
 from .measure import measure_arena
 
@@ -82,6 +82,7 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        check_static_size(deployment)
         if cmsis_nn.enabled(options):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
