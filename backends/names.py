@@ -77,11 +77,14 @@ def comment(text: Any, limit: int = COMMENT_LIMIT) -> Escaped:
     return Escaped(s)
 
 
-def c_string(text: Any) -> Escaped:
+def c_string(text: Any, limit: int = COMMENT_LIMIT) -> Escaped:
     """``text`` as a C/C++ string literal (with its quotes): printable ASCII except ``"``, ``\\`` and ``?``
-    as they are, everything else (UTF-8 bytes) as 3-digit octal escapes."""
+    as they are, everything else (UTF-8 bytes) as 3-digit octal escapes; at most ``limit`` characters of the
+    input (then ``...``; C99 promises string literals of 4095 characters)."""
+    text = str(text)
+    text = text[:limit] + "..." if len(text) > limit else text
     out = []
-    for b in str(text).encode("utf-8", "surrogateescape"):
+    for b in text.encode("utf-8", "surrogateescape"):
         c = chr(b)
         out.append(c if " " <= c <= "~" and c not in '"\\?' else f"\\{b:03o}")
     return Escaped('"' + "".join(out) + '"')
