@@ -88,8 +88,8 @@ class TflmBackend(Backend):
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
         from ...plugins.tflite_writer import operator_names
 
-        names = operator_names(deployment_tflite(deployment))
-        missing = [n for n in names if n not in RESOLVER]
+        ops = operator_names(deployment_tflite(deployment))
+        missing = [n for n in ops if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
@@ -107,7 +107,7 @@ class TflmBackend(Backend):
 
         data = deployment_tflite(deployment)
         m = measure_arena(data)
-        names = operator_names(data)
+        ops = operator_names(data)
         name = names.c_identifier(deployment.name)
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
@@ -120,8 +120,8 @@ class TflmBackend(Backend):
                                                undefined=jinja2.StrictUndefined))
         hexes = [f"0x{b:02x}" for b in data]
         body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
-        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
+               "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
