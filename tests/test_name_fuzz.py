@@ -213,6 +213,20 @@ def _build_tflm(project: Path, tflm: Path, tmp: Path) -> None:
         assert r.returncode == 0, (src, r.stderr[-3000:])
 
 
+@pytest.mark.parametrize("extra", [{}, {"inference_only": True}])
+def test_issue_reproduction_tensor_name_injection(session, models, tmp_path: Path, extra: dict) -> None:
+    """The reported case: the input's QUANTIZE output named ``*/ { int system(...); system("touch MARKER"); } //``;
+    the project builds with its own Makefile, the demo runs, and MARKER is never created."""
+    data = _rename_tensors(models["tflite"][0].read_bytes(), [b"input", TENSOR_NAMES[1]])
+    model = tmp_path / "evil.tflite"
+    model.write_bytes(data)
+    proj = tmp_path / "proj"
+    _compile(session, model, "c", proj, extra)
+    _make_run(proj)
+    assert (proj / "tinycc_demo").is_file()
+    _no_marker(tmp_path)
+
+
 # (frontend, target, options): every target and mode; --kernels choices on the c target
 CONFIGS = [
     ("tflite", "c", {}), ("tflite", "c", {"inference_only": True}), ("tflite", "c", {"kernels": "cmsis-nn"}),
