@@ -36,9 +36,9 @@ TOUCH = f'system("touch {MARKER}")'
 LAYER_NAMES = [
     "input \x1b]0;title\x07", "*\\", "x\n#include <stdlib.h>\nint pwn(void) { return " + TOUCH + "; }",
     "cr\r#define tcc_arena pwn", "trailing backslash \\", '"); ' + TOUCH + '; ("', "$(touch MARKER) `touch MARKER`",
-    "ctl \x01\x07\x08\x0b\x0c\x7f \x1b[31mred\x1b[0m", "\u202egnp.exe\u2066 \u2067 \u2069", "modèle ²½ ŉ 模型 🤖",
-    "??= ??( ??! ??-", "int", "tcc_buffer_count", "main", "'; DROP", "#define main pwn", "\u2028 line sep \u0085 nel \t tab",
-    "L" * 3000, "-- *\\ \\*", "return", "?? ?", "# $@ %", "{{ name }}", "last",
+    "ctl \x01\x07\x08\x0b\x0c\x7f \x1b[31mred\x1b[0m", "\u202egnp.exe\u2066 \u2067 \u2069",
+    "modèle ²½ ŉ 模型 🤖", "??= ??( ??! ??-", "int", "tcc_buffer_count", "main", "'; DROP", "#define main pwn",
+    "\u2028 line sep \u0085 nel \t tab", "L" * 3000, "-- *\\ \\*", "return", "?? ?", "# $@ %", "{{ name }}", "last",
 ]
 # .tflite tensor names: any bytes (NUL, invalid UTF-8, "/", empty)
 TENSOR_NAMES = [  # in order: the model input, its QUANTIZE (the issue's "input's quantize comment"), the conv, ...
@@ -344,8 +344,11 @@ def test_cli_prints_model_names_without_control_characters(models, tmp_path: Pat
 
     model = tmp_path / "\x1b[31mred \u202eevil.tflite"  # the file's name is model text too
     shutil.copyfile(models["tflite"][1], model)
+    np.savez(tmp_path / "calib.npz", x=X)
     runs = [["inspect", str(model)], ["inspect", str(model), "--json"],
             ["compile", str(model), "-t", "c", "-o", str(tmp_path / "p")],
+            ["quantize", str(models["keras"][1]), "--calib", str(tmp_path / "calib.npz"), "-o",
+             str(tmp_path / "q.tflite")],
             ["prune", str(model), "--ratio", "0.5", "-o", str(tmp_path / "x.h5")]]
     codes = []
     for argv in runs:
@@ -354,5 +357,7 @@ def test_cli_prints_model_names_without_control_characters(models, tmp_path: Pat
         for line in (out + err).splitlines():
             assert line.isprintable(), (argv[0], line[:200])
         assert "\x1b" not in out + err and "\u202e" not in out + err
-    assert codes == [0, 0, 0, 2]
+        if argv[0] == "quantize":  # its report names the hostile layers, escaped
+            assert "ctl \\x01\\x07\\x08\\x0b\\x0c\\x7f \\x1b[31mred" in out, out[:2000]
+    assert codes == [0, 0, 0, 0, 2]
     assert "\\x1b[31mred \\u202eevil" in err and len(err.strip().splitlines()) == 1  # the prune refusal

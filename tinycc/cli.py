@@ -61,8 +61,8 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
     body = [[r.name, r.kind, "x".join(str(d) for d in r.output_shape[1:]), f"{r.params:,}", f"{r.macs:,}",
              f"{r.activation_bytes:,}"] for r in rows]
     body.append(["total", "", "", f"{tot['params']:,}", f"{tot['macs']:,}", f"{tot['activation_bytes']:,}"])
-    sys.stdout.write(terminal(f"model {graph.name}: {len(graph.ops)} ops, input "
-                              + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs)) + "\n")
+    sys.stdout.write(f"model {graph.name}: {len(graph.ops)} ops, input "
+                     + ", ".join(f"{n} {list(graph.tensors[n].shape)}" for n in graph.inputs) + "\n")
     sys.stdout.write(table(["name", "op", "output", "params", "MACs", "act. bytes"], body,
                            width=None if args.wide else terminal_width()) + "\n")
     return 0
@@ -97,7 +97,7 @@ def cmd_compile(args: argparse.Namespace, session: Any) -> int:
     from .driver import compile_model, options_from_args
 
     result = compile_model(args.model, args.target, args.output, options_from_args(args), session)
-    sys.stdout.write(terminal_lines(result.summary()) + "\n")
+    sys.stdout.write(result.summary() + "\n")
     if args.time_passes:
         sys.stdout.write(result.timing_table() + "\n")
     return 0
@@ -136,6 +136,21 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     if session is not None:
         session.add_commands(sub)
     return p
+
+
+class _TerminalStdout:
+    """``sys.stdout`` while a command runs: every command's output (tables, summaries, reports naming layers and
+    files of the model) reaches the terminal with control, bidi and other non-printable characters escaped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _TerminalFormatter(logging.Formatter):
@@ -180,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .output import terminate_as_interrupt
 
         terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C (no temporary folder left behind)
+    stdout, sys.stdout = sys.stdout, _TerminalStdout(sys.stdout)
     try:
         session = _session(known)
         parser = build_parser(session)
@@ -200,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {terminal(e)} (rerun with --debug for a "
                          "traceback)\n")
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover
