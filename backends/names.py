@@ -41,7 +41,7 @@ RESERVED_NAMES = frozenset("""
 all clean help install test package package_source edit_cache rebuild_cache depend preinstall all_build zero_check
 run_tests list_install_components m
 """.split()) | frozenset(k.lower() for k in C_KEYWORDS)
-# prefixes of the runtime's own names (tcc_, TCC_, tinycc_), CMSIS-NN's (arm_), TFLite Micro's
+# prefixes (alone or before "_") of the runtime's own names (tcc_, TCC_, tinycc_), CMSIS-NN's (arm_), TFLite Micro's
 RESERVED_PREFIXES = ("tcc", "tinycc", "arm", "cmsis", "tflite", "tflm")
 
 
@@ -92,13 +92,14 @@ def c_string(text: Any, limit: int = COMMENT_LIMIT) -> Escaped:
 
 def c_identifier(text: Any, fallback: str = "model") -> str:
     """A C identifier made from a file or layer name: accents dropped (NFKD), every run of other characters
-    one ``_``, no leading/trailing ``_``; ``m_`` in front of a digit, a keyword or a reserved name/prefix
-    (``tcc``, ``tinycc``, ``arm``, ...). Idempotent; at most IDENTIFIER_LIMIT characters."""
+    one ``_``, no leading/trailing ``_``; ``m_`` in front of a digit, a keyword, a reserved name, or a reserved
+    prefix alone or before ``_`` (``tcc``, ``tcc_x``, ``tinycc``, ``arm_nn``, ...). Idempotent; at most
+    IDENTIFIER_LIMIT characters."""
     s = unicodedata.normalize("NFKD", str(text))
     s = "".join(c for c in s if not unicodedata.combining(c))
     s = re.sub(r"[^A-Za-z0-9]+", "_", s).strip("_") or fallback
     low = s.lower()
-    if s[0].isdigit() or low in RESERVED_NAMES or low.startswith(RESERVED_PREFIXES):
+    if s[0].isdigit() or low in RESERVED_NAMES or any(low == p or low.startswith(p + "_") for p in RESERVED_PREFIXES):
         s = "m_" + s
     return s[:IDENTIFIER_LIMIT].rstrip("_")
 
