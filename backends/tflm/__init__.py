@@ -82,10 +82,10 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
-        check_static_size(deployment)
         if cmsis_nn.enabled(options):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
+        check_static_size(deployment)
         from ...plugins.tflite_writer import operator_names
 
         ops = operator_names(deployment_tflite(deployment))
