@@ -24,7 +24,7 @@ import unicodedata
 from typing import Any
 
 COMMENT_LIMIT = 200  # characters of the input kept in a comment (then "...")
-IDENTIFIER_LIMIT = 32  # characters of a generated C prefix (C99 guarantees 31 significant in external names)
+IDENTIFIER_LIMIT = 32  # characters of a generated C prefix (also the Arduino sketch name: at most 63 allowed)
 
 C_KEYWORDS = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if inline int long register
