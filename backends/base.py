@@ -21,7 +21,7 @@ STATIC_LIMIT = 2**31 - 2**24
 def check_static_size(deployment: Deployment) -> None:
     """Refuse a deployment whose static arrays the generated C cannot hold (e.g. ``--ram 4G`` on the host: the
     replay buffer fills the budget and the host link would fail with "relocation truncated")."""
-    mem = deployment.memory
+    mem = getattr(deployment, "memory", None) or {}  # a deployment not sized yet has nothing to check
     ram, flash = int(mem.get("ram", 0)), int(mem.get("flash", 0))
     if ram + flash <= STATIC_LIMIT:
         return
