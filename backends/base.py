@@ -6,10 +6,33 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import TinyccError
+from ..errors import BudgetError, TinyccError
 from ..ir.deployment import Deployment
 from ..ir.graph import Graph
 from .demo import DemoRun
+
+
+# the most bytes of static arrays (RAM + flash) a generated C/C++ project holds: the runtime indexes arrays with
+# int32_t, and a host build (x86-64 / AArch64 default code model) addresses its static data within 2 GiB; 16 MiB
+# are left for the program's code and the C library
+STATIC_LIMIT = 2**31 - 2**24
+
+
+def check_static_size(deployment: Deployment) -> None:
+    """Refuse a deployment whose static arrays the generated C cannot hold (e.g. ``--ram 4G`` on the host: the
+    replay buffer fills the budget and the host link would fail with "relocation truncated")."""
+    mem = getattr(deployment, "memory", None) or {}  # a deployment not sized yet has nothing to check
+    ram, flash = int(mem.get("ram", 0)), int(mem.get("flash", 0))
+    if ram + flash <= STATIC_LIMIT:
+        return
+    items = sorted(mem.get("items", []), key=lambda i: -int(i["bytes"]))[:1]
+    big = f" (biggest: {items[0]['name']}, {int(items[0]['bytes']):,} B)" if items else ""
+    room = (STATIC_LIMIT - flash) // 2**20
+    advice = (f"use --ram {room}M or less, or a smaller --buffer" if room > 0 and ram > flash else
+              "use a smaller model (pruning, --ratio) or input")
+    raise BudgetError(f"RAM {ram:,} + flash {flash:,} bytes{big}: a generated project holds at most "
+                      f"{STATIC_LIMIT:,} bytes of static arrays (2 GiB less 16 MiB: int32 array indices, and a host "
+                      f"build addresses its static data within 2 GiB); {advice}")
 
 
 class Backend:

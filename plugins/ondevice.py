@@ -386,8 +386,11 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
 
 
 def _c_name(name: str) -> str:
-    out = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "model"
-    return out if not out[0].isdigit() else f"m_{out}"
+    """The prefix of the generated C names (``backends.names.c_identifier``: ASCII, no keyword, no clash
+    with the runtime's ``tcc_``/``tinycc_`` names)."""
+    from ..backends.names import c_identifier
+
+    return c_identifier(name)
 
 
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .backends.names import terminal, terminal_lines
 from .errors import TinyccError
 
 log = logging.getLogger("tinycc")
@@ -146,6 +147,28 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     return p
 
 
+class _TerminalStdout:
+    """``sys.stdout`` while a command runs: every command's output (tables, summaries, reports naming layers and
+    files of the model) reaches the terminal with control, bidi and other non-printable characters escaped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control and bidi characters (from model names) escaped, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
+
+
 def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
     """tinycc's logger writes ``tinycc: LEVEL: msg``; libraries stay silent unless -v or --debug.
 
@@ -157,7 +180,7 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         silence_libraries()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler()  # binds the current sys.stderr (the user's, after silence_libraries)
-    handler.setFormatter(logging.Formatter("tinycc: %(levelname)s: %(message)s"))
+    handler.setFormatter(_TerminalFormatter("tinycc: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -181,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .output import terminate_as_interrupt
 
         terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C (no temporary folder left behind)
+    stdout, sys.stdout = sys.stdout, _TerminalStdout(sys.stdout)
     try:
         session = _session(known)
         parser = build_parser(session)
@@ -190,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args, session) or 0)
     except TinyccError as e:
-        sys.stderr.write(f"tinycc: error: {e}\n")
+        sys.stderr.write(f"tinycc: error: {terminal(e)}\n")  # names from the model: no escape sequences
         return e.exit_code
     except KeyboardInterrupt as e:
         sys.stderr.write(f"tinycc: {'terminated' if type(e).__name__ == 'Terminated' else 'interrupted'}\n")
@@ -198,8 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # internal error: one line unless --debug
         if known.debug:
             raise
-        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)\n")
+        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {terminal(e)} (rerun with --debug for a "
+                         "traceback)\n")
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

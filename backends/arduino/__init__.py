@@ -17,6 +17,7 @@ from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
+from .. import names
 from ..base import Backend
 from ..c import (CBackend, _env as c_env, cmsis_nn, embedded_labels, render_project, test_vectors,
                  write_inference_vectors, write_test_vectors)
@@ -71,10 +72,11 @@ class ArduinoBackend(Backend):
     platforms = ("simavr",)
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
-        path = project / deployment.name / "src" / "test_vectors.h"
+        name = names.c_identifier(deployment.name)
+        path = project / name / "src" / "test_vectors.h"
         if not path.is_file():
-            raise TinyccError(f"{project}: not a project of target arduino for model {deployment.name!r} "
-                              f"(no {deployment.name}/src/test_vectors.h)")
+            raise TinyccError(f"{project}: not a project of target arduino for model {name!r} "
+                              f"(no {name}/src/test_vectors.h)")
         if deployment.inference_only:
             write_inference_vectors(path, deployment, np.asarray(x, np.float32), _env())
             return
@@ -117,7 +119,7 @@ class ArduinoBackend(Backend):
         return CORE_RESERVE + inference_proto_bytes(elem * insize, elem * outsize)
 
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
-        name = deployment.name
+        name = names.c_identifier(deployment.name)  # also the sketch's folder and .ino name
         sk = outdir / name
         src = sk / "src"
         src.mkdir(parents=True, exist_ok=True)

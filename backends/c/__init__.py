@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
 from ...targets import BUILTIN_TARGETS, board_target, chosen, family
 from ...targets import platforms as target_platforms
-from ..base import Backend
+from .. import names
+from ..base import Backend, check_static_size
 from ..demo import DemoRun
 from . import cmsis_nn
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
@@ -35,11 +37,12 @@ def _env() -> Any:
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
     def wrap(values: list[str], per_line: int = 16) -> str:
+        """Numeric C initializers (made by tinycc), 16 a line."""
         lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return ",\n".join("    " + l for l in lines)
+        return names.Escaped(",\n".join("    " + l for l in lines))
 
     env.filters["wrap"] = wrap
-    return env
+    return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 
 def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,12 +155,13 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
     tinycc_config.h when the extractor is not tinycc's (TFLite Micro's measured arena)."""
     em = build_emit_model(dep, options)
     env = _env()
-    name = dep.name
+    name = names.c_identifier(dep.name)
     c = em.consts if arena is None else {**em.consts, "arena": arena}
     quant_call = [k for k in em.calls if k.fn == "tcc_quantize_f32"]
     ctx = {
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
-        "calls": em.calls, "kernels": em.kernels, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
         "lr": _c_float(dep.train.lr),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
@@ -223,6 +227,7 @@ class CBackend(Backend):
         return run_demo(project, platform, target)
 
     def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+        check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
             why = interpreter_only(g, op) or c_kernel_problem(g, op)  # run_int8 runs them, C does not

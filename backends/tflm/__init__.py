@@ -12,7 +12,8 @@ from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
-from ..base import Backend
+from .. import names
+from ..base import Backend, check_static_size
 from ..c import cmsis_nn
 from .measure import measure_arena
 
@@ -84,10 +85,11 @@ class TflmBackend(Backend):
         if cmsis_nn.enabled(options):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
+        check_static_size(deployment)
         from ...plugins.tflite_writer import operator_names
 
-        names = operator_names(deployment_tflite(deployment))
-        missing = [n for n in names if n not in RESOLVER]
+        ops = operator_names(deployment_tflite(deployment))
+        missing = [n for n in ops if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
@@ -105,20 +107,21 @@ class TflmBackend(Backend):
 
         data = deployment_tflite(deployment)
         m = measure_arena(data)
-        names = operator_names(data)
-        name = deployment.name
+        ops = operator_names(data)
+        name = names.c_identifier(deployment.name)
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
         files = [] if infer else render_project(deployment, options, src, with_main=False, classifier_only=True,
                                                 runtime_dir=".", demo_dir=outdir, arena=m.arena)
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
-                                 lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                               undefined=jinja2.StrictUndefined))
         hexes = [f"0x{b:02x}" for b in data]
-        body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
-        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+        body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
+        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
+               "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
