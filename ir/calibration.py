@@ -183,12 +183,12 @@ class SampleRanges:
 
         Trimmed: without the top/bottom OUTLIER_SHARE of samples (at least one at each end)."""
         lo, hi = np.concatenate(self.lo[name]), np.concatenate(self.hi[name])
-        k = max(1, math.ceil(OUTLIER_SHARE * len(lo)))
         full = (float(lo.min()), float(hi.max()))
-        trimmed = (float(np.partition(lo, k)[k]), float(np.partition(hi, len(hi) - 1 - k)[len(hi) - 1 - k]))
         span = full[1] - full[0]
         if len(lo) < OUTLIER_MIN_SAMPLES or span <= 0 or not math.isfinite(span):
-            return 1.0, -1, full, trimmed
+            return 1.0, -1, full, full  # too few samples (from one up) to tell an outlier
+        k = max(1, math.ceil(OUTLIER_SHARE * len(lo)))
+        trimmed = (float(np.partition(lo, k)[k]), float(np.partition(hi, len(hi) - 1 - k)[len(hi) - 1 - k]))
         ratio = max(trimmed[1] - trimmed[0], 0.0) / span
         worst = int(np.argmax(hi)) if full[1] - trimmed[1] >= trimmed[0] - full[0] else int(np.argmin(lo))
         return ratio, worst, full, trimmed

@@ -69,6 +69,7 @@ SHARED_KINDS = (SAME_PARAMS - {OpKind.GLOBAL_AVG_POOL}) | {OpKind.RELU6}
 CALIB_KEYS = ("x_calib", "x_train", "x")
 EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 Mpixel (about 100 MB decoded as RGB): far above any MCU model's input
 
 
 # ---- calibration data ----------------------------------------------------------
@@ -92,8 +93,13 @@ def _load_images(folder: Path, shape: tuple[int, ...] | None) -> np.ndarray:
     out = []
     for f in files:
         try:
-            img = Image.open(f).convert(mode)
-        except OSError as e:
+            with Image.open(f) as raw:  # reads the header only: the size is checked before any pixel is decoded
+                w, h = raw.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise TinyccError(f"{f}: {w}x{h} pixels, above the image limit of {MAX_IMAGE_PIXELS:,} pixels "
+                                      "(a decompression bomb or a photo far larger than any model input; resize it)")
+                img = raw.convert(mode)
+        except (OSError, Image.DecompressionBombError, ValueError) as e:
             raise TinyccError(f"{f}: cannot read image ({e})") from None
         if shape is not None and len(shape) == 3:
             img = img.resize((shape[1], shape[0]), Image.BILINEAR)

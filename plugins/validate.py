@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import shutil
 import sys
 import tempfile
@@ -232,8 +233,28 @@ def _copy_project(user: Path, proj: Path, made_from: str) -> None:
         raise TinyccError(f"{user} was not compiled from {made_from} with these options (its tinycc_memory.json "
                           "differs): pass the compile options it was made with")
     shutil.rmtree(proj)
-    shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
-        n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    try:
+        shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
+            n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    except (OSError, shutil.Error) as e:
+        raise TinyccError(f"{user}: cannot copy the project ({str(e).splitlines()[0][:200]})") from None
+    _check_links_inside(proj, user)
+
+
+def _check_links_inside(copy: Path, user: Path) -> None:
+    """Refuse a project whose symbolic links lead out of it: validate writes its test vectors into the copy and
+    builds there, and must never write through a link into a file elsewhere."""
+    root = copy.resolve()
+    for d, dirs, names in os.walk(copy):
+        for n in dirs + names:
+            p = Path(d) / n
+            if not p.is_symlink():
+                continue
+            target = Path(os.path.realpath(p))
+            if target != root and root not in target.parents:
+                rel = p.relative_to(copy)
+                raise TinyccError(f"{user / rel} is a symbolic link out of the project (to {os.readlink(p)}); "
+                                  "validate does not follow links out of a project: replace it by the file")
 
 
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
