@@ -27,7 +27,7 @@ from ..errors import TinyccError
 from ..ir.channels import Unit, analyse, remove, unit_params, unit_scores
 from ..ir.graph import Graph
 from ..ir.stats import graph_stats, totals
-from ..options import OptionError, count, layer_ratio, positive_float, positive_int, unit_float
+from ..options import MAX_EPOCHS, OptionError, count, int_range, layer_ratio, positive_float, positive_int, unit_float
 from ..output import check_output_file, default_mode
 from ..passes import Pass, PassContext
 
@@ -210,7 +210,7 @@ def add_prune_arguments(p: Any) -> None:
     p.add_argument("--min-channels", type=positive_int, default=1)
     p.add_argument("--round-to", type=positive_int, default=1, help="keep a multiple of this many channels")
     p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
-    p.add_argument("--finetune-epochs", type=positive_int, default=1)
+    p.add_argument("--finetune-epochs", type=int_range(1, MAX_EPOCHS), default=1)
     p.add_argument("--finetune-lr", type=positive_float, default=5e-4)
 
 

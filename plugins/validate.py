@@ -23,7 +23,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..options import positive_int
+from ..options import MAX_SAMPLES, int_range
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 DATA_KEYS = ("x", "x_test", "x_train")
@@ -337,7 +337,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--data", required=True, help=".npz with x/y, x_test/y_test or x_train/y_train")
     p.add_argument("--on", help="platform: host, qemu-m4, qemu-m7, qemu-m0plus (c), simavr (arduino); "
                                 "default: the target's first")
-    p.add_argument("-n", type=positive_int, default=20, help="samples embedded and compared (default 20)")
+    p.add_argument("-n", type=int_range(1, MAX_SAMPLES), default=20, help="samples embedded and compared (default 20)")
     p.add_argument("--project", help="validate this generated project (a temporary copy) instead of compiling")
     add_compile_arguments(p)
     p.set_defaults(func=_cmd)
