@@ -207,6 +207,25 @@ class SampleRanges:
                     "percentile")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FEATURE_HEADROOM = 2.0 ** 40  # growth left for SGD: weight updates lr * x make later dot products lr * F * M^2
+
+
+def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: float) -> None:
+    """Raise CalibrationDataError when int8 features of this scale would overflow the float classifier.
+
+    A feature's largest magnitude is M = max(|-128 - zp|, |127 - zp|) * scale. One SGD step adds lr * delta * x
+    to the weights, so the next dot product holds lr * F * M^2: it must stay FEATURE_HEADROOM below float32's
+    maximum, or learning turns the classifier's outputs into Inf/NaN after a few steps."""
+    m = max(abs(-128 - zero_point), abs(127 - zero_point)) * float(scale)
+    worst = max(float(lr), 1.0) * n_features * m * m
+    if not math.isfinite(worst) or worst > FLOAT32_MAX / FEATURE_HEADROOM:
+        raise CalibrationDataError(
+            f"calibration data: the features reach {m:.3g} (int8 scale {float(scale):.3g}), too large for the float "
+            f"classifier: {n_features} features x {m:.3g}^2 overflows float32 arithmetic once it learns; give calibration "
+            f"data in the range the model was trained on")
+
+
 class ModelWeightsError(CalibrationDataError):
     """The model's own weights hold NaN/Inf (not the data's fault); the message names the layer."""
 
