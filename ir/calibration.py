@@ -255,6 +255,8 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     if batch_size < 1:
         raise CalibrationDataError(f"batch size must be >= 1, got {batch_size}")
     observer = observer or MinMaxObserver()
+    check_sample_size(graph)
+    batch_size = max(1, min(batch_size, CALIB_BATCH_BYTES // max(sample_bytes(graph), 1)))  # bounded host memory
     names = graph.activations()
     watched = set(graph.inputs) | set(graph.outputs)  # the model input and the features it produces
     per_sample = SampleRanges()
@@ -272,3 +274,39 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     if type(observer) is MinMaxObserver:  # the percentile observer clips outliers by design
         per_sample.check()
     return observer.ranges()
+
+
+MAX_SAMPLE_BYTES = 256 * 1024 ** 2  # float32 activations of one sample held while calibrating (64 MiB in int8)
+CALIB_BATCH_BYTES = 512 * 1024 ** 2  # float32 activations of one calibration batch
+MAX_TEST_VALUES = 1 << 21  # input values the demo embeds as C source (its test vectors), all vectors together
+
+
+def test_vector_count(input_size: int, wanted: int) -> int:
+    """How many test vectors of ``input_size`` values the demo embeds: ``wanted``, fewer when they would exceed
+    MAX_TEST_VALUES (at least one; :func:`check_sample_size` refuses an input larger than that)."""
+    return max(1, min(int(wanted), MAX_TEST_VALUES // max(int(input_size), 1)))
+
+
+def sample_bytes(graph: Graph) -> int:
+    """Bytes of every float32 activation of one sample (what the float interpreter holds for a batch of 1),
+    computed from the shapes alone."""
+    return sum(4 * math.prod(int(d) for d in graph.tensors[t].shape[1:]) for t in graph.activations())
+
+
+def check_sample_size(graph: Graph, embeds_vectors: bool = False) -> None:
+    """Refuse, before any sample is read, a model whose activations for one sample exceed MAX_SAMPLE_BYTES:
+    no microcontroller holds them, and calibrating it would take gigabytes of host memory. ``embeds_vectors``:
+    a demo embeds at least one input as C source, refused above MAX_TEST_VALUES values."""
+    size = math.prod(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    if embeds_vectors and size > MAX_TEST_VALUES:
+        raise CalibrationDataError(f"{graph.name}: an input of {size:,} values; the project's demo embeds at least "
+                                   f"one as C source, above tinycc's limit of {MAX_TEST_VALUES:,} values: give the "
+                                   "model a smaller input")
+    need = sample_bytes(graph)
+    if need > MAX_SAMPLE_BYTES:
+        name, size = max(((t, math.prod(int(d) for d in graph.tensors[t].shape[1:])) for t in graph.activations()),
+                         key=lambda p: p[1])
+        raise CalibrationDataError(
+            f"{graph.name}: one sample's activations take {need:,} bytes in float32 (the largest, {name!r} "
+            f"{list(graph.tensors[name].shape)}, {4 * size:,}), above tinycc's limit of {MAX_SAMPLE_BYTES:,}: "
+            "far more than a microcontroller's RAM; give the model a smaller input")

@@ -46,7 +46,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_samples
+from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
 from ..ir.graph import Graph, Op
 from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ..ir.ops import OpKind
@@ -160,6 +160,10 @@ def _npz_source(arg: str) -> np.ndarray:
 
 def samples_from_options(graph: Graph, options: dict[str, Any], registry: Any = None) -> np.ndarray:
     """Checked float32 calibration samples from ``calib_data`` or ``calib`` (+ scale and limit)."""
+    try:
+        check_sample_size(graph, "test_count" in options)  # from the shapes, before any sample is read
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
     x = options.get("calib_data")
     if x is None:
         spec = options.get("calib")

@@ -280,6 +280,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         raise TinyccError(f"{model}: no such file")
     graph = session.registry.frontend_for(model).load(model, {})
     shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    n = test_vector_count(int(np.prod(shape)), n)  # the demo embeds them as C source: bounded in size
     x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)
     if not options.get("calib") and options.get("calib_data") is None:
         options = {**options, "calib_data": calibration_samples(data, shape)}
