@@ -220,6 +220,11 @@ def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: floa
     m = max(abs(-128 - zero_point), abs(127 - zero_point)) * float(scale)
     worst = max(float(lr), 1.0) * n_features * m * m
     if not math.isfinite(worst) or worst > FLOAT32_MAX / FEATURE_HEADROOM:
+        if lr > 1.0 and n_features * m * m <= FLOAT32_MAX / FEATURE_HEADROOM:
+            raise CalibrationDataError(
+                f"learning rate {lr:g} with features up to {m:.3g}: one SGD step makes the float classifier's dot "
+                f"products about {worst:.3g}, which overflows float32 arithmetic; give a learning rate of at most "
+                f"{FLOAT32_MAX / FEATURE_HEADROOM / (n_features * m * m):.3g}")
         raise CalibrationDataError(
             f"calibration data: the features reach {m:.3g} (int8 scale {float(scale):.3g}), too large for the float "
             f"classifier: {n_features} features x {m:.3g}^2 overflows float32 arithmetic once it learns; give calibration "

@@ -494,8 +494,11 @@ def tinycc_register_calibration_sources(registry: Any) -> None:
 # ---- CLI: tinycc quantize --------------------------------------------------------
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace`` (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise TinyccError(f"{path}: cannot write there ({e.strerror or type(e).__name__})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

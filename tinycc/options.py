@@ -18,6 +18,7 @@ MAX_INT = 2 ** 31 - 1  # counts that end up in the generated C as int
 MAX_EPOCHS = 1000  # epochs over the buffer per learned sample (device, simulator) or per trial (search)
 MAX_RUNS = 1000  # simulate --runs
 MAX_SAMPLES = 10 ** 7  # sample counts (stream, test set, search subset, validate -n ...)
+MAX_BATCH = 4096  # on-device minibatch (its staging arrays are batch x the widest layer)
 MAX_BUFFER = 10 ** 6  # simulator replay buffer entries (compile's buffer is bounded by the RAM budget)
 MAX_TRIALS = 100_000  # search --trials
 MAX_WORKERS = 1024  # search --workers on a cluster (a local Ray: 4 per CPU, see plugins/search/runner.py)
@@ -60,6 +61,7 @@ def int_range(lo: int, hi: int = MAX_INT) -> Callable[[object], int]:
         return v
 
     parse.__name__ = "integer"
+    parse.bounds = (lo, hi)  # type: ignore[attr-defined]  # read by the CLI option fuzzer
     return parse
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from .errors import TinyccError
 
 MARKER = ".tinycc-project"
+TEMP_NAME_EXTRA = 32  # ".NAME.tmp-PID-XXXXXXXX" beside the output: the name's length plus this must fit
 
 
 class Terminated(KeyboardInterrupt):
@@ -70,6 +71,13 @@ def check_path(out: Path) -> None:
             raise TinyccError(f"{out}: give the output a name of its own (a path without '..' after a folder that "
                               "does not exist, and not ending in '..')")
         missing = missing or not os.path.lexists(Path(*out.parts[:i + 1]))
+    try:
+        name_max = os.pathconf(_existing_ancestor(out.parent), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(out.name)) + TEMP_NAME_EXTRA > name_max:
+        raise TinyccError(f"{str(out)[:80]}...: the name is too long ({len(os.fsencode(out.name))} bytes; at most "
+                          f"{name_max - TEMP_NAME_EXTRA} here, with room for tinycc's temporary name beside it)")
 
 
 def check_output_dir(out: Path, force: bool) -> None:
