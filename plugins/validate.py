@@ -23,6 +23,7 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
+from ..ir.calibration import test_vector_count
 from ..options import MAX_SAMPLES, int_range
 
 hookimpl = pluggy.HookimplMarker("tinycc")
