@@ -29,7 +29,8 @@ import pluggy
 
 from ..errors import TinyccError
 from ..output import check_output_dir, project_dir
-from ..options import MAX_BUFFER, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, int_range, non_negative_int, positive_float
+from ..options import (MAX_BUFFER, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, int_range, non_negative_int, path_text,
+                       positive_float)
 from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
@@ -428,7 +429,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
-    p.add_argument("-o", "--output", default="simulate_out",
+    p.add_argument("-o", "--output", type=path_text, default="simulate_out",
                    help="output folder, written atomically (a new folder, or with --force one tinycc wrote)")
     p.add_argument("--force", action="store_true",
                    help="replace an output folder that tinycc wrote before (it holds a .tinycc-project marker)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Callable
 
 from .errors import TinyccError
@@ -154,4 +155,16 @@ def storage_url(text: object) -> str:
     if not sep or not scheme or not all(c.isalnum() or c in "+_" for c in scheme) or not scheme[0].isalpha():
         raise OptionError(f"expected a database URL such as sqlite:///PATH/study.db or "
                           f"postgresql://USER@HOST/DB, got {text!r}")
+    return s
+
+
+def path_text(text: object) -> str:
+    """A file or folder path as given: not empty, no NUL byte, at most 4096 bytes (PATH_MAX)."""
+    s = str(text)
+    if not s.strip():
+        raise OptionError("expected a path, got an empty string")
+    if "\x00" in s:
+        raise OptionError(f"a path cannot hold a NUL byte, got {s[:40]!r}")
+    if len(os.fsencode(s)) > 4096:
+        raise OptionError(f"path too long ({len(os.fsencode(s))} bytes; at most 4096)")
     return s

@@ -22,7 +22,7 @@ from ...errors import TinyccError
 from ...output import check_output_dir, open_work_dir
 from ...driver import parse_bytes
 from ...options import (MAX_COUNT, MAX_EPOCHS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS, int_range, non_negative_int,
-                         peer_address, positive_float, positive_int, storage_url)
+                         path_text, peer_address, positive_float, positive_int, storage_url)
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.search")
@@ -196,7 +196,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed (>= 0) of the NSGA-II sampler, the training "
                                                                    "subset, weight initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
-    p.add_argument("-o", "--output", required=True,
+    p.add_argument("-o", "--output", type=path_text, required=True,
                    help="output folder (DIR): created with tinycc's marker; a folder tinycc wrote is resumed")
     p.add_argument("--force", action="store_true",
                    help="start over: replace an output folder that tinycc wrote before (and its study.db)")
