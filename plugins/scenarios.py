@@ -340,7 +340,7 @@ MAX_BUFFER_BYTES = 1 << 30  # the float baseline's replay buffer
 
 def check_work(prep: Prepared, runs: int, buffer: int, epochs: int) -> int:
     """Refuse a simulation whose buffer does not fit in memory or whose classifier updates (runs x 3 modes x
-    stream x epochs x buffered samples) would take days; return the number of updates."""
+    stream x epochs x buffered samples) would take hours; return the number of updates."""
     need = buffer * prep.dep.feature_count * 4
     if need > MAX_BUFFER_BYTES:
         raise TinyccError(f"--buffer {buffer}: the float baseline's buffer would take {need:,} bytes "
