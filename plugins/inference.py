@@ -13,11 +13,13 @@ parameters, the output DEQUANTIZE, and a final int8 -> uint8 QUANTIZE at the sam
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import TinyccError
+from ..ir.calibration import test_vector_count
 from ..ir.deployment import BufferConfig, Deployment
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, inference_memory
@@ -122,7 +124,7 @@ def test_inputs(dep: Deployment, options: dict[str, Any]) -> np.ndarray:
     shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
     if x.size == 0:
         x = np.zeros((1,) + shape, np.float32)
-    return x[:int(options.get("test_count") or 8)].reshape((-1,) + shape)
+    return x[:test_vector_count(math.prod(shape), int(options.get("test_count") or 8))].reshape((-1,) + shape)
 
 
 def quantize_inputs(dep: Deployment, x: np.ndarray) -> np.ndarray:

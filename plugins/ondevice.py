@@ -38,7 +38,7 @@ import pluggy
 
 from ..errors import BudgetError, TinyccError, UnsupportedLayerError
 from ..ir.buffer import MAX_CLASSES, ReplayBuffer
-from ..ir.calibration import CalibrationDataError
+from ..ir.calibration import CalibrationDataError, check_feature_scale
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, deployment_memory
@@ -371,6 +371,11 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     _check_budget(report, ram, flash, where)
     _check_addressable(report)
     fq = ext.tensors[ext.outputs[0]].quant
+    try:
+        check_feature_scale(float(np.max(fq.scale)), int(np.max(np.abs(fq.zero_point))), clf.n_in,
+                            float(options.get("lr") or 0.01))
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
     dep = Deployment(
         name=_c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
         buffer=BufferConfig(cap, options.get("policy") or "fifo", options.get("storage") or "int8",

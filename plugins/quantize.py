@@ -46,14 +46,14 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_samples
+from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
 from ..ir.graph import Graph, Op
 from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ..ir.ops import OpKind
 from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ..ir.tensor import DType, QuantParams, Tensor
-from ..options import positive_float, positive_int
+from ..options import path_text, positive_float, positive_int
 from ..output import check_output_file
 from ..passes import Pass, PassContext
 
@@ -69,6 +69,7 @@ SHARED_KINDS = (SAME_PARAMS - {OpKind.GLOBAL_AVG_POOL}) | {OpKind.RELU6}
 CALIB_KEYS = ("x_calib", "x_train", "x")
 EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 Mpixel (about 100 MB decoded as RGB): far above any MCU model's input
 
 
 # ---- calibration data ----------------------------------------------------------
@@ -92,8 +93,13 @@ def _load_images(folder: Path, shape: tuple[int, ...] | None) -> np.ndarray:
     out = []
     for f in files:
         try:
-            img = Image.open(f).convert(mode)
-        except OSError as e:
+            with Image.open(f) as raw:  # reads the header only: the size is checked before any pixel is decoded
+                w, h = raw.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise TinyccError(f"{f}: {w}x{h} pixels, above the image limit of {MAX_IMAGE_PIXELS:,} pixels "
+                                      "(a decompression bomb or a photo far larger than any model input; resize it)")
+                img = raw.convert(mode)
+        except (OSError, Image.DecompressionBombError, ValueError) as e:
             raise TinyccError(f"{f}: cannot read image ({e})") from None
         if shape is not None and len(shape) == 3:
             img = img.resize((shape[1], shape[0]), Image.BILINEAR)
@@ -154,6 +160,10 @@ def _npz_source(arg: str) -> np.ndarray:
 
 def samples_from_options(graph: Graph, options: dict[str, Any], registry: Any = None) -> np.ndarray:
     """Checked float32 calibration samples from ``calib_data`` or ``calib`` (+ scale and limit)."""
+    try:
+        check_sample_size(graph, "test_count" in options)  # from the shapes, before any sample is read
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
     x = options.get("calib_data")
     if x is None:
         spec = options.get("calib")
@@ -484,8 +494,11 @@ def tinycc_register_calibration_sources(registry: Any) -> None:
 # ---- CLI: tinycc quantize --------------------------------------------------------
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace`` (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise TinyccError(f"{path}: cannot write there ({e.strerror or type(e).__name__})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -522,6 +535,8 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
 
     out = Path(args.output)
     check_output_file(out)
+    if args.report is not None:
+        check_output_file(Path(args.report))  # never a device, folder or symlink; before any work
     options = {"calib": args.calib, "observer": args.observer, "int8_io": args.int8_io,
                "calib_scale": args.calib_scale, "calib_limit": args.calib_limit,
                "dense_per_tensor": args.dense_per_tensor, "progress": sys.stderr.isatty()}
@@ -559,6 +574,6 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")
     p.add_argument("--dense-per-tensor", action="store_true", help="one weight scale per Dense layer")
-    p.add_argument("-o", "--output", required=True, help="the .tflite file to write (atomically)")
-    p.add_argument("--report", help="also write the quantization report as JSON here")
+    p.add_argument("-o", "--output", type=path_text, required=True, help="the .tflite file to write (atomically)")
+    p.add_argument("--report", type=path_text, help="also write the quantization report as JSON here")
     p.set_defaults(func=cmd_quantize)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,8 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError
-from ..options import positive_int
+from ..ir.calibration import test_vector_count
+from ..options import MAX_SAMPLES, int_range
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 DATA_KEYS = ("x", "x_test", "x_train")
@@ -232,8 +234,28 @@ def _copy_project(user: Path, proj: Path, made_from: str) -> None:
         raise TinyccError(f"{user} was not compiled from {made_from} with these options (its tinycc_memory.json "
                           "differs): pass the compile options it was made with")
     shutil.rmtree(proj)
-    shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
-        n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    try:
+        shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
+            n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    except (OSError, shutil.Error) as e:
+        raise TinyccError(f"{user}: cannot copy the project ({str(e).splitlines()[0][:200]})") from None
+    _check_links_inside(proj, user)
+
+
+def _check_links_inside(copy: Path, user: Path) -> None:
+    """Refuse a project whose symbolic links lead out of it: validate writes its test vectors into the copy and
+    builds there, and must never write through a link into a file elsewhere."""
+    root = copy.resolve()
+    for d, dirs, names in os.walk(copy):
+        for n in dirs + names:
+            p = Path(d) / n
+            if not p.is_symlink():
+                continue
+            target = Path(os.path.realpath(p))
+            if target != root and root not in target.parents:
+                rel = p.relative_to(copy)
+                raise TinyccError(f"{user / rel} is a symbolic link out of the project (to {os.readlink(p)}); "
+                                  "validate does not follow links out of a project: replace it by the file")
 
 
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
@@ -263,6 +285,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         raise TinyccError(f"{model}: no such file")
     graph = session.registry.frontend_for(model).load(model, {})
     shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    n = test_vector_count(int(np.prod(shape)), n)  # the demo embeds them as C source: bounded in size
     x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)
     if not options.get("calib") and options.get("calib_data") is None:
         options = {**options, "calib_data": calibration_samples(data, shape)}
@@ -321,7 +344,7 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--on", help="platform: the emulator of a registered target that runs this backend's demo "
                                 "(`tinycc plugins` lists them: host, qemu-m4, ... for c; simavr for arduino); "
                                 "default: the target's first")
-    p.add_argument("-n", type=positive_int, default=20, help="samples embedded and compared (default 20)")
+    p.add_argument("-n", type=int_range(1, MAX_SAMPLES), default=20, help="samples embedded and compared (default 20)")
     p.add_argument("--project", help="validate this generated project (a temporary copy) instead of compiling")
     add_compile_arguments(p)
     p.set_defaults(func=_cmd)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from . import __version__
 from .backends.names import terminal, terminal_lines
 from .errors import TinyccError
+from .options import path_text
 
 log = logging.getLogger("tinycc")
 
@@ -136,7 +137,7 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     s = sub.add_parser("compile", help="compile a model into a project for a target")
     s.add_argument("model")
     s.add_argument("--target", "-t", required=True, help="backend name (see `tinycc plugins`)")
-    s.add_argument("-o", "--output", required=True, help="output project folder (written atomically)")
+    s.add_argument("-o", "--output", type=path_text, required=True, help="output project folder (written atomically)")
     from .driver import add_compile_arguments
 
     add_compile_arguments(s)

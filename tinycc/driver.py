@@ -20,7 +20,7 @@ from .backends.c.kernels import KERNEL_CHOICES
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
-from .options import byte_size, positive_float, positive_int
+from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, positive_float, positive_int
 from .output import check_output_dir, install_dir, new_project_dir
 from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
 
@@ -60,12 +60,14 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
                         "regression (float targets; an autoencoder's target is its input). Default: from the model's "
                         "last activation and shapes")
     g.add_argument("--lr", type=positive_float, default=0.01, help="on-device SGD learning rate")
-    g.add_argument("--epochs", type=positive_int, default=1, help="epochs over the buffer per learned sample")
-    g.add_argument("--batch-size", type=positive_int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
+    g.add_argument("--epochs", type=int_range(1, MAX_EPOCHS), default=1,
+                   help=f"epochs over the buffer per learned sample (at most {MAX_EPOCHS})")
+    g.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=1,
+                   help="on-device minibatch size (1 = per-sample SGD)")
     g.add_argument("--train", default="all", choices=["all", "last", "bias"],
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
-    g.add_argument("--test-count", type=positive_int, default=8,
+    g.add_argument("--test-count", type=int_range(1, MAX_SAMPLES), default=8,
                    help="calibration samples embedded as demo/self-test vectors")
     g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g.add_argument("--inference-only", action="store_true",

@@ -12,6 +12,7 @@ import pluggy
 from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
+from ...ir.calibration import test_vector_count
 from ...ir.graph import Graph
 from ...ir.interpreter_int8 import interpreter_only
 from ...memory import plan_for
@@ -60,7 +61,7 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
     if x.size == 0:
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
-    n = min(len(x), int(options.get("test_count") or 8))
+    n = min(len(x), test_vector_count(x[:1].size, int(options.get("test_count") or 8)))
     if dep.loss != "mse":
         return x[:n], embedded_labels(dep, y[:n] if "labels" in dep.meta or tv is not None else
                                       np.arange(n) % dep.num_classes)
