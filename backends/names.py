@@ -147,9 +147,15 @@ def finalize(value: Any) -> Any:
     return value
 
 
+def code(text: Any) -> Escaped:
+    """C code or a preprocessor condition written by tinycc or by a plugin's target spec (Python code the user
+    installed, never text read from a model file), printed as it is."""
+    return Escaped(str(text))
+
+
 def install(env: Any) -> Any:
     """Register the escaping filters and the finalize guard on a jinja2 environment; return it."""
     env.finalize = finalize
     env.filters.update({"comment": comment, "c_string": c_string, "c_identifier": c_identifier,
-                        "md_code": md_code, "md_block": md_block})
+                        "md_code": md_code, "md_block": md_block, "code": code})
     return env
