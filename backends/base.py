@@ -54,6 +54,12 @@ class Backend:
         """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
         return 0
 
+    def stack_bytes(self, deployment: Deployment, options: dict[str, Any],
+                    arch: str | None) -> tuple[int, bool, str] | None:
+        """Worst-case stack of the generated code's API on the board's ``arch`` (None: the host build) as
+        (bytes, measured by the core's compiler, detail); None: this target reports no stack line."""
+        return None
+
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
         """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
         return self.arena_bytes(deployment.extractor, options)

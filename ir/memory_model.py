@@ -6,7 +6,8 @@ RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + 
        targets, stamps, state; read in place by training) + staging vectors (none: outputs live in the last layer's activations)
        + runtime state + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``,
        ``tcc_buf``: their size depends on the target's pointer width and alignment, so it is exact only
-       for a known ABI).
+       for a known ABI) + stack (the API's worst-case depth, see backends/c/stack.py: measured with the core's
+       compiler, else estimated).
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
@@ -141,7 +142,8 @@ def code_estimate(graph: Graph, learning: bool = True) -> int:
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
                      arena_detail: str = "int8 activations, planned", scratch: int = 0,
-                     runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
+                     runtime_state_exact: bool = True, tables: int = 0,
+                     stack: tuple[int, bool, str] | None = None) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -151,6 +153,8 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     if runtime_state:
         r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(graph)
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")
@@ -164,7 +168,8 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
                       scratch: int = 0, abi: str | None = None, descriptors: bool = False,
-                      runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
+                      runtime_state_exact: bool = True, tables: int = 0,
+                      stack: tuple[int, bool, str] | None = None) -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the target's code
     declares the runtime's descriptor structs, sized for ``abi`` (a key of ABIS; None: unknown, the host's
     sizes, not exact)."""
@@ -188,6 +193,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
         what = ", ".join(f"{k} {v}" for k, v in d.items())
         where = ABIS[key].name if abi else f"host ABI, {ABIS[key].name}: --board names the target"
         r.add("runtime descriptors", "ram", sum(d.values()), exact=abi is not None, detail=f"{what} ({where})")
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(extractor)
     r.add("extractor weights", "flash", w, detail="int8")
     r.add("extractor biases", "flash", b, detail="int32")

@@ -104,6 +104,10 @@ class ArduinoBackend(Backend):
     def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return CBackend().table_bytes(extractor, options)  # the sketch's model.c is the C backend's
 
+    def stack_bytes(self, deployment: Deployment, options: dict[str, Any],
+                    arch: str | None) -> tuple[int, bool, str] | None:
+        return CBackend().stack_bytes(deployment, options, arch)  # the sketch's model.c and runtime are the C backend's
+
     def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
         insize = extractor.tensors[extractor.inputs[0]].size
         return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.target_count)

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class StackError(Exception):
@@ -197,10 +198,10 @@ def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]]
     return out
 
 
-def measure(sources: list[Path], include: list[Path], entries: list[str], core: str,
+def measure(sources: list[Path], include: list[Path], entries: list[str] | str, core: str,
             defines: tuple[str, ...] = ()) -> StackFigure:
-    """Compile ``sources`` for ``core`` and return the worst-case stack of ``entries`` (StackError: no bound;
-    RuntimeError: the compiler failed)."""
+    """Compile ``sources`` for ``core`` and return the worst-case stack of ``entries`` (a prefix: every function
+    of the first source whose name starts with it; StackError: no bound; RuntimeError: the compiler failed)."""
     c = CORES[core]
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
@@ -218,9 +219,12 @@ def measure(sources: list[Path], include: list[Path], entries: list[str], core: 
             d = subprocess.run([c.objdump, "-dr", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
                                check=True).stdout
             cs, ind = read_calls(d)
+            if i == 0 and isinstance(entries, str):
+                entries = sorted(f for f in cs if f.startswith(entries))
             for fn, callees in cs.items():
                 calls.setdefault(fn, set()).update(callees)
             indirect += ind
+    assert isinstance(entries, list)
     bad = [f for f in indirect if _reaches(entries, calls, f)]
     if bad:
         raise StackError(f"indirect call in {', '.join(sorted(set(bad)))}: the call graph cannot be bounded")
@@ -242,3 +246,58 @@ def _reaches(entries: list[str], calls: dict[str, set[str]], fn: str) -> bool:
             seen.add(f)
             todo += sorted(calls.get(f, ()))
     return False
+
+
+def project_stack(project: Path, runtime: Path, prefix: str, core: str) -> StackFigure:
+    """The worst-case stack of a generated project's API (every ``prefix*`` function of ``project/model.c``, whose
+    runtime sources are in ``runtime``) on ``core``."""
+    srcs = [project / "model.c", runtime / "tinycc_kernels.c", runtime / "tinycc_learn.c"]
+    return measure(srcs, [project, runtime], prefix, core)
+
+
+def estimate(kernel_scratch: int, pointer: int) -> int:
+    """A conservative figure without the core's compiler: the runtime's deepest chains (the learner with the
+    class-balanced buffer's 512-byte count table; the schedule) measured at most 700 bytes on every core
+    tinycc measures, plus the largest stack array of a specialized kernel, with 50% and one pointer per level
+    of headroom."""
+    return int(1.5 * (700 + kernel_scratch)) + 16 * pointer
+
+
+@dataclass
+class StackItem:
+    """The report's ``stack`` line: bytes, whether the core's compiler measured them, and how."""
+
+    bytes: int
+    measured: bool
+    detail: str
+
+
+POINTER = {"host": 8, "avr": 2}  # pointer bytes per core (others: 4)
+
+
+def stack_item(deployment: Any, options: dict[str, Any], arch: str | None) -> StackItem:
+    """The stack of ``deployment``'s generated API on the board's ``arch`` (None: no board, the host build):
+    measured with the core's compiler when it is installed, else ``estimate`` (marked)."""
+    from . import cmsis_nn, render_project
+
+    core = ARCH_CORE.get(arch)
+    where = "host build; --board names the target" if arch is None else ""
+    why = ""
+    if core is None:
+        why = f"no compiler for {arch} known to tinycc"
+    elif cmsis_nn.enabled(options):
+        why = "CMSIS-NN's frames are not compiled here"
+    elif not toolchain(core):
+        why = f"{CORES[core].cc} not installed"
+    else:
+        with tempfile.TemporaryDirectory(prefix="tinycc-stack-src-") as tmp:
+            try:
+                render_project(deployment, {**options, "test_count": 1}, Path(tmp), with_main=False)
+                fig = project_stack(Path(tmp), Path(tmp) / "runtime", deployment.name + "_", core)
+                chain = " -> ".join(fig.path)
+                return StackItem(fig.bytes, True, f"measured: {CORES[core].name} -fstack-usage + call graph, "
+                                                  f"deepest {chain}{'; ' + where if where else ''}")
+            except (StackError, RuntimeError, OSError) as e:
+                why = f"not measured ({str(e).splitlines()[0]})"
+    b = estimate(512, POINTER.get(core or "", 4))
+    return StackItem(b, False, f"estimated: {why}")
