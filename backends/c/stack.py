@@ -147,8 +147,8 @@ def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str]]:
             if target.startswith(".text."):
                 target = re.sub(r"^(unlikely|hot|startup|exit)\.", "", target[len(".text."):])
             target = re.sub(r"\.cold(\.\d+)?$", "", target)
-            if target == fn or target.startswith("."):
-                continue  # a branch inside the function (AVR relaxation relocates them)
+            if target.startswith(".") or (target == fn and last in TAIL_MNEMONICS):
+                continue  # a branch inside the function (AVR relaxation relocates them); a call to itself stays
             calls[fn].add(target)
     return calls, indirect
 
