@@ -109,8 +109,9 @@ class MemoryReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"ram": self.total("ram"), "flash": self.total("flash"),
-                "items": [i.__dict__ for i in self.items]}
+        """Totals and items; ``static_ram``: RAM without the stack (what the program's data and bss symbols hold)."""
+        return {"ram": self.total("ram"), "flash": self.total("flash"), "stack": self.get("stack"),
+                "static_ram": self.total("ram") - self.get("stack"), "items": [i.__dict__ for i in self.items]}
 
 
 def extractor_flash(graph: Graph) -> tuple[int, int, int]:

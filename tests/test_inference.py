@@ -70,12 +70,13 @@ def _check_memory(proj: Path, dep) -> None:
                     str(proj / "model.c"), "-o", str(obj)], check=True)
     sizes = _symbol_sizes(obj)
     ram = sum(n for kind, n in sizes.values() if kind in "bBdD")
-    assert ram == dep.memory["ram"] == CBackend().arena_bytes(dep.extractor, {})
+    assert ram == dep.memory["static_ram"] == CBackend().arena_bytes(dep.extractor, {})
     items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     arrays = sum(n for name, (kind, n) in sizes.items() if kind in "rR" and name.startswith("tcc_"))
     luts = items.get("kernel lookup tables", 0)  # LOGISTIC/TANH tables of the generated kernels
     assert arrays == items["weights"] + items["biases"] + items["requantization tables"] + luts
-    assert set(items) - {"kernel lookup tables"} == {"arena", "weights", "biases", "requantization tables", "code"}
+    assert set(items) - {"kernel lookup tables"} == {"arena", "weights", "biases", "requantization tables", "code",
+                                                 "stack"}
 
 
 def _c_outputs(proj: Path, dep, x: np.ndarray):
@@ -281,7 +282,7 @@ def test_arduino_inference_protocol_predicts_and_refuses_learning(session, tmp_p
     assert r.returncode == 0, r.stderr
     xin, ref = _reference(dep, x)
     elem = 1 if int8_io else 4
-    assert dep.memory["ram"] == (CBackend().arena_bytes(dep.extractor, {}) + CORE_RESERVE
+    assert dep.memory["static_ram"] == (CBackend().arena_bytes(dep.extractor, {}) + CORE_RESERVE
                                  + inference_proto_bytes(elem * xin[0].size, elem * ref.shape[1]))
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:

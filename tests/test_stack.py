@@ -32,14 +32,14 @@ def _needs(core: str) -> None:
         pytest.skip(f"{core}: compiler or emulator not installed")
 
 
-def _digits(tmp_path: Path, board: str | None = None) -> tuple[Path, object]:
+def _digits(tmp_path: Path, board: str | None = None, policy: str = "class_balanced") -> tuple[Path, object]:
     s = Session(autoload=False)
     g = s.registry.frontend_for(str(DIGITS)).load(str(DIGITS), {})
     from tinycc.passes import PassContext, run_pipeline
 
     run_pipeline(g, s.registry.pipeline("cleanup"), PassContext(session=s))
     d = np.load(DATA)
-    opts = {"calib_data": d["x_train"][:100], "buffer": 4, "policy": "class_balanced", "test_count": 8,
+    opts = {"calib_data": d["x_train"][:100], "buffer": 4, "policy": policy, "test_count": 8,
             **({"board": board} if board else {})}
     dep = build_deployment(g, opts, s, CBackend())
     render_project(dep, opts, tmp_path)
@@ -47,7 +47,7 @@ def _digits(tmp_path: Path, board: str | None = None) -> tuple[Path, object]:
 
 
 def _check(project: Path, dep, core: str) -> tuple[int, int]:
-    fig = project_stack(project, project / "runtime", dep.name + "_", core).bytes
+    fig = project_stack(project, project / "runtime", dep.name + "_", core, dep.buffer.policy).bytes
     used = stack_harness.painted(project, dep.name, dep.feature_count, core)
     assert used <= fig <= 1.2 * used, (core, fig, used)
     return fig, used
@@ -58,6 +58,16 @@ def test_digits_stack_bounds_painted_stack(tmp_path: Path, core: str) -> None:
     _needs(core)
     project, dep = _digits(tmp_path)
     _check(project, dep, core)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "reservoir"])
+def test_policies_without_the_count_table_bound_their_painted_stack(tmp_path: Path, policy: str) -> None:
+    """fifo and reservoir never call balanced_slot: their figure leaves its 512-byte table out and still bounds
+    a run that fills and overwrites the buffer."""
+    _needs("cortex-m4")
+    project, dep = _digits(tmp_path, policy=policy)
+    fig, _ = _check(project, dep, "cortex-m4")
+    assert fig < project_stack(project, project / "runtime", dep.name + "_", "cortex-m4", "class_balanced").bytes - 256
 
 
 def test_digits_stack_on_avr_in_simavr(tmp_path: Path) -> None:

@@ -161,8 +161,10 @@ def _frame(name: str, frames: dict[str, int]) -> int | None:
     return frames.get(base)
 
 
-def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]], core: str) -> dict[str, tuple[int, list[str]]]:
-    """Worst-case bytes (and the deepest chain) of each entry point."""
+def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]], core: str,
+          exclude: frozenset[str] = frozenset()) -> dict[str, tuple[int, list[str]]]:
+    """Worst-case bytes (and the deepest chain) of each entry point; ``exclude``: functions the deployment's
+    configuration never calls (``unreachable``)."""
     c = CORES[core]
     lib = LIBRARY_STACK[c.library]
     memo: dict[str, tuple[int, list[str]]] = {}
@@ -182,7 +184,7 @@ def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]]
             memo[fn] = (lib[fn], [fn])
             return memo[fn]
         deepest, chain = 0, []
-        for callee in sorted(calls[fn]):
+        for callee in sorted(calls[fn] - exclude):
             d, ch = visit(callee, stack + (fn,))
             if d + c.call_bytes > deepest:
                 deepest, chain = d + c.call_bytes, ch
@@ -199,7 +201,7 @@ def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]]
 
 
 def measure(sources: list[Path], include: list[Path], entries: list[str] | str, core: str,
-            defines: tuple[str, ...] = ()) -> StackFigure:
+            defines: tuple[str, ...] = (), exclude: frozenset[str] = frozenset()) -> StackFigure:
     """Compile ``sources`` for ``core`` and return the worst-case stack of ``entries`` (a prefix: every function
     of the first source whose name starts with it; StackError: no bound; RuntimeError: the compiler failed)."""
     c = CORES[core]
@@ -231,7 +233,7 @@ def measure(sources: list[Path], include: list[Path], entries: list[str] | str, 
     missing = [e for e in entries if e not in calls]
     if missing:
         raise StackError(f"entry point(s) not found: {', '.join(missing)}")
-    per = depth(entries, frames, calls, core)
+    per = depth(entries, frames, calls, core, exclude)
     top = max(entries, key=lambda e: (per[e][0], e))
     return StackFigure(per[top][0], core, True, {e: v[0] for e, v in per.items()}, per[top][1])
 
@@ -248,11 +250,22 @@ def _reaches(entries: list[str], calls: dict[str, set[str]], fn: str) -> bool:
     return False
 
 
-def project_stack(project: Path, runtime: Path, prefix: str, core: str) -> StackFigure:
+# runtime functions that only one replay-buffer policy calls (tinycc_learn.c: tcc_buffer_push branches on the
+# buffer's policy, a constant of the generated tcc_buf that no API call changes); tests/test_stack.py checks the
+# figure of every policy against a painted run of that policy
+POLICY_ONLY = {"balanced_slot": "class_balanced"}
+
+
+def unreachable(policy: str | None) -> frozenset[str]:
+    """Runtime functions a deployment with buffer ``policy`` never calls (None: inference only, no buffer)."""
+    return frozenset(f for f, p in POLICY_ONLY.items() if p != policy)
+
+
+def project_stack(project: Path, runtime: Path, prefix: str, core: str, policy: str | None = "class_balanced") -> StackFigure:
     """The worst-case stack of a generated project's API (every ``prefix*`` function of ``project/model.c``, whose
-    runtime sources are in ``runtime``) on ``core``."""
+    runtime sources are in ``runtime``) on ``core``, for a replay buffer with ``policy``."""
     srcs = [project / "model.c", runtime / "tinycc_kernels.c", runtime / "tinycc_learn.c"]
-    return measure(srcs, [project, runtime], prefix, core)
+    return measure(srcs, [project, runtime], prefix, core, exclude=unreachable(policy))
 
 
 def estimate(kernel_scratch: int, pointer: int) -> int:
@@ -293,7 +306,8 @@ def stack_item(deployment: Any, options: dict[str, Any], arch: str | None) -> St
         with tempfile.TemporaryDirectory(prefix="tinycc-stack-src-") as tmp:
             try:
                 render_project(deployment, {**options, "test_count": 1}, Path(tmp), with_main=False)
-                fig = project_stack(Path(tmp), Path(tmp) / "runtime", deployment.name + "_", core)
+                policy = None if deployment.inference_only else deployment.buffer.policy
+                fig = project_stack(Path(tmp), Path(tmp) / "runtime", deployment.name + "_", core, policy)
                 chain = " -> ".join(fig.path)
                 return StackItem(fig.bytes, True, f"measured: {CORES[core].name} -fstack-usage + call graph, "
                                                   f"deepest {chain}{'; ' + where if where else ''}")
