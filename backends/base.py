@@ -60,6 +60,10 @@ class Backend:
         (bytes, measured by the core's compiler, detail); None: this target reports no stack line."""
         return None
 
+    def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
+        """Change the memory ``report`` for what this target really deploys (``model``: the extractor Graph, or
+        the Deployment of ``--inference-only``); the default keeps the C runtime's items."""
+
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
         """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
         return self.arena_bytes(deployment.extractor, options)

@@ -306,13 +306,16 @@ def _abi(options: dict[str, Any], session: Any) -> str | None:
 
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
             arena: int, tq: Any = None, abi: str | None = None, stack: Any = None) -> MemoryReport:
-    return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
+    r = deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
                              backend.scratch_bytes(ext, options) if backend else 0,
                              abi, bool(getattr(backend, "runtime_descriptors", False)),
                              bool(getattr(backend, "runtime_state_exact", True)),
                              backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0, stack)
+    if hasattr(backend, "adjust_report"):
+        backend.adjust_report(r, ext, options, True)
+    return r
 
 
 def stack_line(backend: Any, dep: Deployment, options: dict[str, Any], session: Any) -> tuple[int, bool, str] | None:
