@@ -16,10 +16,10 @@ from __future__ import annotations
 
 KERNEL_TEXT = {  # TFLite builtin operator -> bytes of .text (Cortex-M4F, -Os, reference kernels)
     "CONV_2D": 3112 + 1466, "DEPTHWISE_CONV_2D": 2484 + 1464, "FULLY_CONNECTED": 3294 + 554,
-    "RELU": 738 + 846, "RELU6": 738 + 846, "MAX_POOL_2D": 2332 + 0, "AVERAGE_POOL_2D": 2332 + 0,
-    "ADD": 5110 + 652, "MUL": 212 + 5498, "CONCATENATION": 3524, "PAD": 2088 + 960, "QUANTIZE": 0, "DEQUANTIZE": 440 + 272,
-    "LOGISTIC": 1528 + 590, "TANH": 0, "HARD_SWISH": 698 + 408, "LEAKY_RELU": 634 + 368, "SOFTMAX": 0, "RESHAPE": 0,
-    "MEAN": 0,
+    "RELU": 738 + 846, "RELU6": 738 + 846, "MAX_POOL_2D": 2332 + 1856, "AVERAGE_POOL_2D": 2332 + 1856,
+    "ADD": 5110 + 652, "MUL": 212 + 5498, "CONCATENATION": 3524, "PAD": 2088 + 960, "QUANTIZE": 58 + 1738,
+    "DEQUANTIZE": 440 + 272, "LOGISTIC": 1528 + 590, "TANH": 2044, "HARD_SWISH": 698 + 408, "LEAKY_RELU": 634 + 368,
+    "SOFTMAX": 2592 + 1604, "RESHAPE": 102 + 536, "MEAN": 270 + 5530,
 }
 KERNEL_SHARED = {"RELU": "activations", "RELU6": "activations", "MAX_POOL_2D": "pooling", "AVERAGE_POOL_2D": "pooling"}
 FRAMEWORK_TEXT = 16 * 1024
