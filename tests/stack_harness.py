@@ -11,6 +11,7 @@ from tinycc.backends.c import cortexm
 from tinycc.backends.c.stack import CORES
 
 PAINT_MAIN = Path(__file__).with_name("stack_paint_main.c")
+PAINT_LIB = Path(__file__).with_name("stack_paint_lib.c")
 QEMU_CPU = {"cortex-m4": "m4", "cortex-m0plus": "m0plus", "cortex-m7": "m7"}
 
 
@@ -51,3 +52,33 @@ def painted(project: Path, name: str, n_features: int, core: str) -> int:
     m = re.search(r"stack (\d+)", out)
     assert m and "done" in out, f"{core} run failed:\n{out[-2000:]}"
     return int(m.group(1))
+
+
+def _build_run(core: str, main: Path, srcs: list[str], inc: list[str], defs: list[str], exe: Path,
+               project: Path | None) -> str:
+    c = CORES[core]
+    if core == "host":
+        cmd = [c.cc, *c.flags[1:], "-std=gnu99", *inc, *defs, "-Wl,-z,now", "-o", str(exe), str(main), *srcs, "-lm"]
+    elif core == "avr":
+        cmd = [c.cc, *c.flags, *inc, *defs, "-o", str(exe), str(main), *srcs, "-lm"]
+    else:
+        cmd = [c.cc, *c.flags, *inc, *defs, "--specs=rdimon.specs", "-nostartfiles", "-T",
+               str(project / "cortexm" / "link.ld"), "-o", str(exe), str(project / "cortexm" / "startup.c"),
+               str(main), *srcs, "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, f"{core} build failed:\n{r.stderr[-3000:]}"
+    if core == "host":
+        return subprocess.run([str(exe)], capture_output=True, text=True, timeout=600).stdout
+    if core == "avr":
+        q = subprocess.run(["simavr", "-m", "atmega2560", "-f", "16000000", str(exe)], capture_output=True,
+                           text=True, timeout=600)
+        return re.sub(r"\x1b\[[0-9;]*m", "", q.stdout + q.stderr)
+    return cortexm.run_qemu(exe, cortexm.DEFAULT_BOARD[QEMU_CPU[core]], icount=False)
+
+
+def library_use(project: Path, core: str) -> dict[str, int]:
+    """Bytes of stack each probed library call uses on ``core`` (``project``: any generated c project, for the
+    Cortex-M startup code and linker script)."""
+    out = _build_run(core, PAINT_LIB, [], [], [], project / f"stacklib-{core}.elf", project)
+    assert "done" in out, out[-2000:]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"lib (\w+) (\d+)", out)}

@@ -36,7 +36,7 @@ static float probs[64];
 static int8_t feats[NFEAT];
 static int8_t xq[sizeof(tcc_test_x[0]) / sizeof(float)];
 
-static __attribute__((noinline)) void run_all(void) {
+static __attribute__((noinline, optimize("no-shrink-wrap"))) void run_all(void) {
     int r, i;
     uintptr_t sp;
     SP_NOW(sp);

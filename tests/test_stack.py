@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend, render_project
-from tinycc.backends.c.stack import CORES, StackError, measure, project_stack, toolchain
+from tinycc.backends.c.stack import CORES, LIBRARY_STACK, PROBES, StackError, measure, project_stack, toolchain
 from tinycc.plugins.ondevice import build_deployment
 from tinycc.plugins.tflite_frontend import read_tflite
 from tinycc.session import Session
@@ -25,6 +25,7 @@ from .conftest import ROOT, mlperf_model
 DIGITS = ROOT / "examples" / "digits_cnn.h5"
 DATA = ROOT / "examples" / "digits_data.npz"
 PAINT_CORES = ("host", "cortex-m4", "cortex-m0plus")
+LIB_CORES = ("host", "cortex-m4", "cortex-m7", "cortex-m0plus", "avr")
 
 
 def _needs(core: str) -> None:
@@ -99,6 +100,23 @@ def test_stack_estimate_without_a_compiler_is_marked_and_above_measured(tmp_path
     assert all(it.bytes >= m for m in measured) and measured
     it = stack.stack_item(dep, {}, "xtensa")
     assert not it.measured and "xtensa" in it.detail
+
+
+@pytest.mark.parametrize("core", LIB_CORES)
+def test_library_bounds_cover_painted_library_calls(tmp_path: Path, core: str) -> None:
+    """Each library function the generated code calls (libm, memcpy/memset, soft-float helpers) uses at most its
+    LIBRARY_STACK bound (arguments from -100 to 40, tiny and zero; copies of 7..175 bytes)."""
+    _needs(core)
+    project, _ = _digits(tmp_path)
+    used = stack_harness.library_use(project, core)
+    lib = LIBRARY_STACK[CORES[core].library]
+    assert set(used) == set(PROBES)
+    for probe, n in used.items():
+        name = PROBES[probe].get(CORES[core].library, probe)
+        bound = lib.get(name, lib.get("__*", 0) if name.startswith("__") else 0)
+        if name in ("fmul", "fadd", "fdiv", "fcmp", "i2f", "f2i"):  # an FPU instruction: no call
+            bound = 0
+        assert n <= bound, (core, probe, n, bound)
 
 
 @pytest.mark.parametrize("case", ["recursion", "indirect", "vla"])

@@ -36,14 +36,14 @@ class Core:
     objdump: str
     call_bytes: int  # return address pushed by a call instruction and not counted in the callee's .su frame
     library: str     # key of LIBRARY_STACK
-    leaf_extra: int = 0  # bytes a leaf may use below its stack pointer, not in its .su (x86-64's red zone)
+    red_zone: bool = False  # a leaf may use bytes below its stack pointer, not in its .su (x86-64: up to 128)
 
 
 # Per-core knowledge (compiler, flags as the generated Makefile / Arduino core use them, return-address size).
 # host: the Makefile's `cc -O2`; Cortex-M: `make cortexm CPU=...` (-Os); avr: the Arduino AVR core's -Os for the
 # ATmega2560 (3-byte return address; an ATmega328P pushes 2, so its figure is 1 byte per call level high).
 CORES = {
-    "host": Core("host (x86-64, cc -O2)", "cc", ("-std=c99", "-O2"), "objdump", 0, "host", 128),
+    "host": Core("host (x86-64, cc -O2)", "cc", ("-std=c99", "-O2"), "objdump", 0, "host", True),
     "cortex-m0plus": Core("Cortex-M0+ (arm-none-eabi-gcc -Os)", "arm-none-eabi-gcc",
                           ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft", "-std=c99", "-Os"),
                           "arm-none-eabi-objdump", 0, "arm-soft"),
@@ -63,28 +63,22 @@ ARCH_CORE = {None: "host", "cortex-m0plus": "cortex-m0plus", "cortex-m4": "corte
 # Bytes of stack a library function uses below its call (its own frames and its callees'), per library build:
 # glibc (x86-64), newlib + libgcc (Arm soft- and hard-float), avr-libc + libgcc. Checked by tests/test_stack.py,
 # which paints the stack and calls each function (several arguments) under the core's emulator or on the host.
-_SOFT_ARM = {"__aeabi_fmul": 24, "__aeabi_fadd": 24, "__aeabi_fsub": 24, "__aeabi_frsub": 24, "__aeabi_fdiv": 24,
-             "__aeabi_i2f": 24, "__aeabi_ui2f": 24, "__aeabi_f2iz": 16, "__aeabi_f2uiz": 16, "__aeabi_fcmpeq": 16,
-             "__aeabi_fcmplt": 16, "__aeabi_fcmple": 16, "__aeabi_fcmpgt": 16, "__aeabi_fcmpge": 16,
-             "__aeabi_fcmpun": 16, "__aeabi_idiv": 16, "__aeabi_uidiv": 16, "__aeabi_idivmod": 24,
-             "__aeabi_uidivmod": 24, "__aeabi_f2d": 24, "__aeabi_d2f": 24, "__aeabi_lmul": 24,
-             "__gnu_thumb1_case_uqi": 8, "__gnu_thumb1_case_sqi": 8, "__gnu_thumb1_case_uhi": 8,
-             "__gnu_thumb1_case_shi": 8, "__gnu_thumb1_case_si": 8}
-LIBRARY_STACK: dict[str, dict[str, int]] = {
-    "host": {"memcpy": 16, "memset": 16, "memmove": 16, "expf": 64, "tanhf": 96, "roundf": 16, "logf": 64,
+LIBRARY_STACK: dict[str, dict[str, int]] = {  # "__*": any other libgcc helper (integer and float arithmetic)
+    "host": {"memcpy": 16, "memset": 16, "memmove": 16, "expf": 16, "tanhf": 32, "roundf": 16, "logf": 32,
              "sqrtf": 16, "fabsf": 16},
-    "arm-hard": {"__*": 32, "memcpy": 24, "memset": 24, "memmove": 24, "expf": 48, "tanhf": 64, "roundf": 16, "logf": 48,
-                 "sqrtf": 24},
-    "arm-soft": {"__*": 32, "memcpy": 24, "memset": 24, "memmove": 24, "expf": 96, "tanhf": 128, "roundf": 32, "logf": 96,
-                 "sqrtf": 48, **_SOFT_ARM},
-    "avr": {"__*": 32, "exp": 32, "tanh": 48, "round": 16, "log": 32, "sqrt": 24, "fabs": 4, "memcpy": 4, "memset": 4, "memmove": 4, "expf": 32, "tanhf": 48, "roundf": 16, "logf": 32, "sqrtf": 24,
-            "__mulsf3": 16, "__addsf3": 16, "__subsf3": 16, "__divsf3": 16, "__floatsisf": 16, "__floatunsisf": 16,
-            "__fixsfsi": 16, "__fixunssfsi": 16, "__eqsf2": 16, "__nesf2": 16, "__ltsf2": 16, "__lesf2": 16,
-            "__gtsf2": 16, "__gesf2": 16, "__unordsf2": 16, "__cmpsf2": 16, "__mulsi3": 8, "__divmodsi4": 16,
-            "__udivmodsi4": 16, "__divmodhi4": 8, "__udivmodhi4": 8, "__mulhisi3": 8, "__umulhisi3": 8,
-            "__usmulhisi3": 8, "__muluhisi3": 8, "__mulshisi3": 8, "__tablejump2__": 4, "__prologue_saves__": 0,
-            "__epilogue_restores__": 0, "__floatsisf_": 16, "__fp_split3": 8},
+    "arm-hard": {"__*": 16, "memcpy": 16, "memset": 24, "memmove": 24, "expf": 24, "tanhf": 24, "roundf": 8,
+                 "logf": 32, "sqrtf": 16},
+    "arm-soft": {"__*": 40, "memcpy": 24, "memset": 24, "memmove": 24, "expf": 88, "tanhf": 88, "roundf": 16,
+                 "logf": 96, "sqrtf": 48},
+    "avr": {"__*": 16, "exp": 32, "tanh": 48, "round": 16, "log": 32, "sqrt": 24, "fabs": 4, "memcpy": 4,
+            "memset": 4, "memmove": 4},
 }
+# tests/stack_paint_lib.c's probes -> the functions they call on each library (float operations: libgcc helpers
+# where the core has no FPU; inline otherwise)
+PROBES = {"expf": {"avr": "exp"}, "tanhf": {"avr": "tanh"}, "roundf": {"avr": "round"}, "memcpy": {}, "memset": {},
+          "fmul": {"arm-soft": "__*", "avr": "__*"}, "fadd": {"arm-soft": "__*", "avr": "__*"},
+          "fdiv": {"arm-soft": "__*", "avr": "__*"}, "fcmp": {"arm-soft": "__*", "avr": "__*"},
+          "i2f": {"arm-soft": "__*", "avr": "__*"}, "f2i": {"arm-soft": "__*", "avr": "__*"}}
 
 CALL_MNEMONICS = {"call", "callq", "bl", "rcall"}
 TAIL_MNEMONICS = {"jmp", "jmpq", "b.w", "b", "rjmp"}
@@ -123,13 +117,19 @@ def read_su(text: str) -> dict[str, int]:
     return frames
 
 
-def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str]]:
-    """Callees by function from ``objdump -dr`` of an object built with -ffunction-sections, and the functions
-    with an indirect call."""
+RED_ZONE = re.compile(r"-0x([0-9a-f]+)\(%rsp\)")
+
+
+def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str], dict[str, int]]:
+    """Callees by function from ``objdump -dr`` of an object built with -ffunction-sections, the functions with an
+    indirect call, and the bytes each function addresses below its stack pointer (x86-64's red zone)."""
     calls: dict[str, set[str]] = {}
     indirect: list[str] = []
+    below: dict[str, int] = {}
     fn, last = "", ""
     for line in disasm.splitlines():
+        for off in RED_ZONE.findall(line):
+            below[fn] = max(below.get(fn, 0), int(off, 16))
         m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
         if m:
             fn, last = re.sub(r"\.cold(\.\d+)?$", "", m.group(1)), ""  # a cold part runs in its function's frame
@@ -150,7 +150,7 @@ def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str]]:
             if target.startswith(".") or (target == fn and last in TAIL_MNEMONICS):
                 continue  # a branch inside the function (AVR relaxation relocates them); a call to itself stays
             calls[fn].add(target)
-    return calls, indirect
+    return calls, indirect, below
 
 
 def _frame(name: str, frames: dict[str, int]) -> int | None:
@@ -162,7 +162,7 @@ def _frame(name: str, frames: dict[str, int]) -> int | None:
 
 
 def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]], core: str,
-          exclude: frozenset[str] = frozenset()) -> dict[str, tuple[int, list[str]]]:
+          exclude: frozenset[str] = frozenset(), below: dict[str, int] | None = None) -> dict[str, tuple[int, list[str]]]:
     """Worst-case bytes (and the deepest chain) of each entry point; ``exclude``: functions the deployment's
     configuration never calls (``unreachable``)."""
     c = CORES[core]
@@ -188,8 +188,8 @@ def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]]
             d, ch = visit(callee, stack + (fn,))
             if d + c.call_bytes > deepest:
                 deepest, chain = d + c.call_bytes, ch
-        if not calls[fn]:
-            deepest = c.leaf_extra
+        if not calls[fn] and c.red_zone:  # a leaf's data below its stack pointer (the red zone, at most 128 bytes)
+            deepest = min((below or {}).get(fn, 0), 128)
         memo[fn] = (own + deepest, [fn] + chain)
         return memo[fn]
 
@@ -208,6 +208,7 @@ def measure(sources: list[Path], include: list[Path], entries: list[str] | str, 
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
     indirect: list[str] = []
+    below: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="tinycc-stack-") as tmp:
         for i, src in enumerate(sources):
             obj = Path(tmp) / f"o{i}.o"
@@ -220,7 +221,9 @@ def measure(sources: list[Path], include: list[Path], entries: list[str] | str, 
                 frames[name] = max(frames.get(name, 0), size)
             d = subprocess.run([c.objdump, "-dr", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
                                check=True).stdout
-            cs, ind = read_calls(d)
+            cs, ind, bl = read_calls(d)
+            for fn, n in bl.items():
+                below[fn] = max(below.get(fn, 0), n)
             if i == 0 and isinstance(entries, str):
                 entries = sorted(f for f in cs if f.startswith(entries))
             for fn, callees in cs.items():
@@ -233,7 +236,7 @@ def measure(sources: list[Path], include: list[Path], entries: list[str] | str, 
     missing = [e for e in entries if e not in calls]
     if missing:
         raise StackError(f"entry point(s) not found: {', '.join(missing)}")
-    per = depth(entries, frames, calls, core, exclude)
+    per = depth(entries, frames, calls, core, exclude, below)
     top = max(entries, key=lambda e: (per[e][0], e))
     return StackFigure(per[top][0], core, True, {e: v[0] for e, v in per.items()}, per[top][1])
 
