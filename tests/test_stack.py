@@ -134,11 +134,12 @@ def test_unbounded_call_graphs_are_refused(tmp_path: Path, case: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["class_balanced", "fifo"])
 @pytest.mark.parametrize("name", ["pretrainedResnet_quant.tflite", "kws_ref_model.tflite", "vww_96_int8.tflite"])
-def test_mlperf_tiny_stack_bounds_painted_stack(tmp_path: Path, name: str) -> None:
+def test_mlperf_tiny_stack_bounds_painted_stack(tmp_path: Path, name: str, policy: str) -> None:
     """ad01 (an autoencoder: a regression head, whose learn call takes a target) is not driven by the harness."""
     g = read_tflite(str(mlperf_model(name)))
-    opts = {"buffer": 2, "policy": "class_balanced", "test_count": 3}
+    opts = {"buffer": 2, "policy": policy, "test_count": 3}
     dep = build_deployment(g, opts, Session(autoload=False), CBackend())
     ext = dep.extractor
     x = np.random.default_rng(0).normal(0, 1, (3,) + ext.tensors[ext.inputs[0]].shape[1:]).astype(np.float32)
