@@ -391,11 +391,13 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         loss=loss, target=target, target_quant=tq)
     stack = stack_line(backend, dep, options, session) if backend else None
     if stack is not None:  # the stack counts against the RAM budget: a buffer sized to fit gives up its bytes
-        feat = clf.n_in
-        if ram and not explicit and cap > 1:
-            per = _buffer_bytes(2, feat, clf, options, tq) - _buffer_bytes(1, feat, clf, options, tq)
-            cap = dep.buffer.capacity = max(cap - -(-stack[0] // per), 1)
-        report = _report(ext, clf, cap, feat, options, backend, backend.arena_bytes(ext, options), tq, abi, stack)
+        feat, arena = clf.n_in, backend.arena_bytes(ext, options)
+        if ram and not explicit:
+            one = _buffer_bytes(1, feat, clf, options, tq)
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, abi, stack).total("ram") - one
+            per = _buffer_bytes(2, feat, clf, options, tq) - one
+            cap = dep.buffer.capacity = max((ram - fixed - 16) // per, 1)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq, abi, stack)
     _check_budget(report, ram, flash, where)
     _check_addressable(report)
     dep.memory = {"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap}
