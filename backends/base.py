@@ -5,15 +5,38 @@ from __future__ import annotations
 
 from pathlib import Path
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..backend_api import Candidate, MemoryFigures
 from ..config import TestVectors
-from ..errors import TinyccError
+from ..errors import BudgetError, TinyccError
 from ..ir.deployment import Deployment
 from .demo import DemoRun
+
+
+# the most bytes of static arrays (RAM + flash) a generated C/C++ project holds: the runtime indexes arrays with
+# int32_t, and a host build (x86-64 / AArch64 default code model) addresses its static data within 2 GiB; 16 MiB
+# are left for the program's code and the C library
+STATIC_LIMIT = 2**31 - 2**24
+
+
+def check_static_size(deployment: Deployment) -> None:
+    """Refuse a deployment whose static arrays the generated C cannot hold (e.g. ``--ram 4G`` on the host: the
+    replay buffer fills the budget and the host link would fail with "relocation truncated")."""
+    mem = getattr(deployment, "memory", None) or {}  # a deployment not sized yet has nothing to check
+    ram, flash = int(mem.get("ram", 0)), int(mem.get("flash", 0))
+    if ram + flash <= STATIC_LIMIT:
+        return
+    items = sorted(mem.get("items", []), key=lambda i: -int(i["bytes"]))[:1]
+    big = f" (biggest: {items[0]['name']}, {int(items[0]['bytes']):,} B)" if items else ""
+    room = (STATIC_LIMIT - flash) // 2**20
+    advice = (f"use --ram {room}M or less, or a smaller --buffer" if room > 0 and ram > flash else
+              "use a smaller model (pruning, --ratio) or input")
+    raise BudgetError(f"RAM {ram:,} + flash {flash:,} bytes{big}: a generated project holds at most "
+                      f"{STATIC_LIMIT:,} bytes of static arrays (2 GiB less 16 MiB: int32 array indices, and a host "
+                      f"build addresses its static data within 2 GiB); {advice}")
 
 
 class Backend(ABC):
@@ -26,9 +49,10 @@ class Backend(ABC):
     (the driver makes output atomic). The deployment carries its config (``deployment.config``), board,
     memory plan and the figures the backend gave for it (``deployment.figures``, with its ``artifact``).
 
-    ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo lists the
-    platforms in ``platforms`` (the first is the default) and implements ``embed_test_vectors`` and
-    ``run_demo``; the demo prints the dump of ``tinycc.backends.demo`` when built for it.
+    ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo implements
+    ``embed_test_vectors`` and ``run_demo``; where it runs are the emulators of the registered targets
+    (``tinycc.targets.Target``) whose ``runs`` name it (the first is the default), else ``platforms``. The demo
+    prints the dump of ``tinycc.backends.demo`` when built for it.
     """
 
     name: ClassVar[str] = ""
@@ -47,11 +71,22 @@ class Backend(ABC):
         """Write the project into ``outdir`` (exists, empty); return the files written. ``vectors``: the
         demo's inputs and labels (default: the calibration samples)."""
 
+    def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
+        """Worst-case stack of the generated code's API on the deployment's board (``deployment.config.target``;
+        none: the host build) as (bytes, measured by the core's compiler, detail); None: no stack line."""
+        return None
+
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        """Change the memory ``report`` of ``candidate`` (``ir.memory_model.MemoryReport``; ``figures``: what
+        :meth:`memory_figures` answered for it) for what this target really deploys; the default keeps the C
+        runtime's items."""
+
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         """Replace the demo's test vectors in a generated project (a copy: validate never edits the user's)."""
         raise TinyccError(f"target {self.name!r} cannot embed test vectors in its project (no demo runner)")
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
-        """Build the demo of ``project`` for ``platform`` with the dump on, run it, return what it printed;
-        raise TinyccError (tool missing, build or run failed) with one line."""
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
+        """Build the demo of ``project`` for ``platform`` (the emulator of ``target``, a registered
+        ``tinycc.targets.Target``) with the dump on, run it, return what it printed; raise TinyccError (tool
+        missing, build or run failed) with one line."""
         raise TinyccError(f"target {self.name!r} has no demo runner")

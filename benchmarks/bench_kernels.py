@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "C++ headers (default: CACHE/arm-libstdcxx/root when needed)")
     p.add_argument("--cmsis-nn-dir", help="CMSIS_NN_DIR (default: the vendored snapshot, extracted into the cache)")
     p.add_argument("--models", nargs="+", help="only these models (names as in the table)")
-    p.add_argument("--cpus", nargs="+", default=["m4", "m7", "m0plus"])
+    p.add_argument("--cpus", nargs="+", default=list(kb.CPU_FLAGS))
     p.add_argument("--repeats", type=int, default=20, help="host: inferences per timing run")
     p.add_argument("--runs", type=int, default=5, help="host: timing runs (median)")
 

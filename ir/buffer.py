@@ -40,7 +40,7 @@ exactly these)::
   largest still holds every sample of it that was pushed. Training order: slot order.
 
 The chosen slot gets the features, the label (or target) and stamp = seen. ``push`` returns the
-slot. ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
+slot; ``unpush(slot, state before the push)`` removes the sample again (a refused learn step; see its docstring). ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
 (checked before anything is written); int8 targets are quantized and dequantized like features.
 
 Features: an int8 array is taken as already quantized with (scale, zero_point) — the int8
@@ -265,6 +265,22 @@ class ReplayBuffer:
         self.stamp[slot] = st[_SEEN]
         return slot
 
+    def unpush(self, slot: int, before: np.ndarray) -> None:
+        """Undo the push that returned ``slot`` (-1: nothing was written), ``before`` being a copy of ``state``
+        taken just before it (the device's ``tcc_buffer_unpush``). The state words go back to ``before``; when the
+        sample had replaced an entry of a full buffer, that entry is gone too: the other capacity - 1 entries keep
+        their training order and move to slots 0..capacity-2 (fifo: a rotation so that the oldest is in slot 0,
+        head = count; other policies: the entries after the slot move down by one), count = capacity - 1."""
+        self.state[:] = before
+        if slot < 0 or int(before[_COUNT]) < self.capacity:
+            return
+        lo = 0 if self.policy == "fifo" else slot
+        arrays = [self.data, self.stamp] + ([self.targets] if self.target_count else [self.labels])
+        for a in arrays:
+            a[lo:] = np.roll(a[lo:], -(slot + 1 - lo), axis=0)
+        self.state[_COUNT] = self.capacity - 1
+        self.state[_HEAD] = self.capacity - 1 if self.policy == "fifo" else 0
+
     # ---- reading ----
     def slot(self, k: int) -> int:
         """The slot of the k-th entry in training order."""
@@ -326,7 +342,8 @@ class OnlineLearner:
     gradient; a label or an int8 target likewise as it is used): the same float32 values as the
     host's dequantized copies here, so no staging copy is allocated (``staging_bytes``: only the
     prediction's output vector). A refused step (``Classifier.sgd_step`` returns False) ends the
-    retraining there and sets ``last_refused``; the sample stays in the buffer. TinyOL mode is a
+    retraining there, sets ``last_refused`` and removes the sample from the buffer again
+    (``ReplayBuffer.unpush``; the steps before the refused one stay applied). TinyOL mode is a
     buffer of capacity 1 (``tinyol``).
     """
 
@@ -396,15 +413,14 @@ class OnlineLearner:
     def learn(self, features: np.ndarray, label: int | np.ndarray) -> int:
         """Push one sample (``label``: a class, or the target vector of the regression head), then
         retrain; returns the slot written (-1: dropped by reservoir). ``last_refused`` then says whether a
-        step was refused (the device's learn call returns -4)."""
-        if self.buffer.target_count:
-            slot = self.buffer.push(features, label)
-            self.retrain()
-            return slot
-        if not 0 <= int(label) < self.classifier.n_classes:
+        step was refused (the device's learn call returns -4; the sample was then removed again)."""
+        if not self.buffer.target_count and not 0 <= int(label) < self.classifier.n_classes:
             raise ValueError(f"label {label} is not in 0..{self.classifier.n_classes - 1}")
-        slot = self.buffer.push(features, int(label))
+        before = self.buffer.state.copy()
+        slot = self.buffer.push(features, label if self.buffer.target_count else int(label))
         self.retrain()
+        if self.last_refused:
+            self.buffer.unpush(slot, before)
         return slot
 
     def features_float(self, features: np.ndarray) -> np.ndarray:

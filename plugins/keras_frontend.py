@@ -23,7 +23,7 @@ import pluggy
 from ..errors import TinyccError, UnsupportedLayerError
 from ..ir.graph import Graph, IRError
 from ..ir.ops import OpKind
-from .keras_legacy import repaired_copy
+from .keras_legacy import check_zip_sizes, repaired_copy
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.keras")
@@ -497,6 +497,8 @@ def _load_keras(path: str) -> Any:
         raise TinyccError(f"{path}: no such file")
     if p.suffix.lower() == ".keras" and not zipfile.is_zipfile(p):
         raise TinyccError(f"{path}: not a .keras file (expected a zip archive)")
+    if zipfile.is_zipfile(p):
+        check_zip_sizes(p)  # declared sizes first: nothing is unpacked from a zip bomb
     if p.suffix.lower() == ".h5":
         with open(p, "rb") as f:
             if f.read(8) != b"\x89HDF\r\n\x1a\n":

@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnsupportedLayerError
+from ..errors import TinyccError, UnsupportedLayerError
 
 log = logging.getLogger("tinycc.keras")
 
@@ -284,7 +284,31 @@ def repaired_copy(path: Path, workdir: Path) -> Path | None:
     return out
 
 
+MAX_ZIP_BYTES = 512 * 1024 ** 2  # a .keras model for a microcontroller, unpacked: far below this
+MAX_JSON_BYTES = 16 * 1024 ** 2  # its config.json / metadata.json
+
+
+def check_zip_sizes(path: Path) -> None:
+    """Refuse a `.keras` archive whose members declare more than MAX_ZIP_BYTES (or JSON members more than
+    MAX_JSON_BYTES) unpacked, before anything is decompressed. Python's zipfile never unpacks a member beyond its
+    declared size (a lying header ends in a CRC error), so the declared sizes bound the memory of every reader."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise TinyccError(f"{path}: not a readable zip archive ({e})") from None
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ZIP_BYTES:
+        raise TinyccError(f"{path}: its {len(infos)} members unpack to {total:,} bytes, above the limit of "
+                          f"{MAX_ZIP_BYTES:,} for a model (a zip bomb, or not a model for a microcontroller)")
+    for i in infos:
+        if i.filename.endswith(".json") and i.file_size > MAX_JSON_BYTES:
+            raise TinyccError(f"{path}: {i.filename} unpacks to {i.file_size:,} bytes, above the limit of "
+                              f"{MAX_JSON_BYTES:,} for a model's configuration")
+
+
 def _repaired_zip(path: Path, workdir: Path) -> Path | None:
+    check_zip_sizes(path)
     with zipfile.ZipFile(path) as z:
         members = z.namelist()
         if "config.json" not in members:
@@ -299,5 +323,9 @@ def _repaired_zip(path: Path, workdir: Path) -> Path | None:
         out = workdir / path.name
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
             for m in members:
-                dst.writestr(m, json.dumps(fixed) if m == "config.json" else z.read(m))
+                if m == "config.json":
+                    dst.writestr(m, json.dumps(fixed))
+                    continue
+                with z.open(m) as src, dst.open(m, "w", force_zip64=True) as copy_:  # streamed, not held whole
+                    shutil.copyfileobj(src, copy_, 1 << 20)
     return out

@@ -27,8 +27,9 @@ from ..errors import TinyccError
 from ..ir.channels import Unit, analyse, remove, unit_params, unit_scores
 from ..ir.graph import Graph
 from ..ir.stats import graph_stats, totals
-from ..options import OptionError, count, layer_ratio, positive_float, positive_int, unit_float
-from ..output import check_output_file, default_mode
+from ..options import (MAX_EPOCHS, OptionError, count, int_range, layer_ratio, path_text, positive_float, positive_int,
+                       unit_float)
+from ..output import check_output_file, default_mode, write_atomic
 from ..passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -229,7 +230,7 @@ def add_prune_arguments(p: Any) -> None:
     p.add_argument("--min-channels", type=positive_int, help="keep at least this many channels (default 1)")
     p.add_argument("--round-to", type=positive_int, help="keep a multiple of this many channels (default 1)")
     p.add_argument("--finetune", help="labelled data (.npz with x_train/y_train) to fine-tune after pruning")
-    p.add_argument("--finetune-epochs", type=positive_int, help="default 1")
+    p.add_argument("--finetune-epochs", type=int_range(1, MAX_EPOCHS), help="default 1")
     p.add_argument("--finetune-lr", type=positive_float, help="default 5e-4")
 
 
@@ -306,6 +307,8 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
 
     out = Path(args.output)
     check_output_file(out)
+    if args.report is not None:
+        check_output_file(Path(args.report))  # never a device, folder or symlink; before any work
     g = session.registry.frontend_for(args.model).load(args.model)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     if args.ratio is None and not args.budget and not args.layer_ratio:
@@ -323,7 +326,7 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
             os.unlink(tmp)
     print(render(report))
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+        write_atomic(Path(args.report), (json.dumps(report, indent=1) + "\n").encode())
     print(f"wrote {out}")
     return 0
 
@@ -349,6 +352,6 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("prune", help="structured L1-norm filter pruning (channels removed)")
     p.add_argument("model")
     add_prune_arguments(p)
-    p.add_argument("-o", "--output", required=True, help="pruned model (.keras)")
-    p.add_argument("--report", help="write the per-layer report as JSON")
+    p.add_argument("-o", "--output", type=path_text, required=True, help="pruned model (.keras)")
+    p.add_argument("--report", type=path_text, help="write the per-layer report as JSON")
     p.set_defaults(func=_cmd)

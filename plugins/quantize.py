@@ -44,14 +44,14 @@ import numpy as np
 import pluggy
 
 from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_samples
+from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
 from ..ir.graph import Graph, Op
 from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ..ir.ops import OpKind
 from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ..ir.tensor import DType, QuantParams, Tensor
-from ..options import positive_float, positive_int
+from ..options import path_text, positive_float, positive_int
 from ..output import check_output_file, write_atomic
 from ..config import CompileConfig, QuantConfig
 from ..data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
@@ -408,6 +408,8 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
 
     out = Path(args.output)
     check_output_file(out)
+    if args.report is not None:
+        check_output_file(Path(args.report))  # never a device, folder or symlink; before any work
     quant = QuantConfig(calib=args.calib, observer=args.observer, int8_input=args.int8_io, int8_output=args.int8_io,
                         calib_scale=args.calib_scale, calib_limit=args.calib_limit,
                         dense_per_tensor=args.dense_per_tensor)
@@ -445,6 +447,6 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")
     p.add_argument("--dense-per-tensor", action="store_true", help="one weight scale per Dense layer")
-    p.add_argument("-o", "--output", required=True, help="the .tflite file to write (atomically)")
-    p.add_argument("--report", help="also write the quantization report as JSON here")
+    p.add_argument("-o", "--output", type=path_text, required=True, help="the .tflite file to write (atomically)")
+    p.add_argument("--report", type=path_text, help="also write the quantization report as JSON here")
     p.set_defaults(func=cmd_quantize)

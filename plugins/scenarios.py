@@ -29,7 +29,9 @@ import pluggy
 
 from ..errors import TinyccError
 from ..config import CompileConfig, LearningConfig
-from ..options import non_negative_int, positive_float, positive_int
+from ..output import check_output_dir, project_dir
+from ..options import (MAX_BUFFER, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, int_range, non_negative_int, path_text,
+                       positive_float)
 from ..report import png_bytes
 from ..ir.buffer import OnlineLearner
 from ..ir.interpreter import run
@@ -334,6 +336,26 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     return Protocol(**given, seed=args.seed)
 
 
+MAX_UPDATES = 10 ** 8  # classifier updates of one simulate command (about 0.2 ms each on the host: 5 h)
+MAX_BUFFER_BYTES = 1 << 30  # the float baseline's replay buffer
+
+
+def check_work(prep: Prepared, runs: int, buffer: int, epochs: int) -> int:
+    """Refuse a simulation whose buffer does not fit in memory or whose classifier updates (runs x 3 modes x
+    stream x epochs x buffered samples) would take hours; return the number of updates."""
+    need = buffer * prep.dep.feature_count * 4
+    if need > MAX_BUFFER_BYTES:
+        raise TinyccError(f"--buffer {buffer}: the float baseline's buffer would take {need:,} bytes "
+                          f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; give a smaller --buffer")
+    filled = sum(min(i + 1, buffer) for i in range(prep.n_stream))
+    updates = runs * (2 * filled + prep.n_stream) * epochs  # Ω and the baseline replay the buffer, TinyOL one
+    if updates > MAX_UPDATES:
+        raise TinyccError(f"--runs {runs} x --stream {prep.n_stream} x --epochs {epochs} x --buffer {buffer}: about "
+                          f"{updates:,} classifier updates, above the limit of {MAX_UPDATES:,} (hours of host time); "
+                          "give fewer epochs, runs or a smaller buffer")
+    return updates
+
+
 def _describe(prep: Prepared, runs: int, source: str) -> str:
     p, what = prep.protocol, ""
     if prep.scenario == "concept-drift":
@@ -351,6 +373,8 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
 
     protocol = protocol_from_args(args)
     _check_runs(args.runs)
+    out = Path(args.output)
+    check_output_dir(out, args.force)  # before any work: a file, device, link or foreign folder is refused
     data = load_data(args.scenario, args.data, protocol)  # data errors before the model is loaded
     if not Path(args.model).exists():
         raise TinyccError(f"{args.model}: no such file")
@@ -358,10 +382,13 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
     config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
                          cut=args.cut, storage="int8")
     prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
-    print(_describe(prep, args.runs, data.source.path), flush=True)
+    updates = check_work(prep, args.runs, args.buffer, args.epochs)
+    print(_describe(prep, args.runs, data.source.path) + f"; about {updates:,} classifier updates", flush=True)
     curves = run_prepared(prep, args.runs, args.seed, progress=not args.no_progress)
     streams = [(args.seed + r, stream_of(prep, args.seed + r)) for r in range(args.runs)]
-    csv_path, png_path = write_results(curves, args.scenario, Path(args.output), streams=streams)
+    with project_dir(out, args.force) as tmp:  # the folder appears whole, or not at all
+        write_results(curves, args.scenario, tmp, streams=streams)
+    csv_path, png_path = out / f"{args.scenario}.csv", out / f"{args.scenario}.png"
     for m in curves:
         v = curves[m]["all"][:, -1]
         extra = ""
@@ -369,7 +396,7 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
             extra = (f" (old {np.nanmean(curves[m]['old'][:, -1]):.3f}, "
                      f"new {np.nanmean(curves[m]['new'][:, -1]):.3f})")
         print(f"{m:<9} final accuracy {v.mean():.3f} ± {v.std():.3f}{extra}")
-    print(f"wrote {csv_path}, {png_path} and {Path(args.output) / f'{args.scenario}-stream.csv'}")
+    print(f"wrote {csv_path}, {png_path} and {out / f'{args.scenario}-stream.csv'}")
     return 0
 
 
@@ -383,24 +410,28 @@ def tinycc_add_commands(subparsers: Any) -> None:
                         "thesis's folder with cifar10.npz / imagenette-32.npz")
     p.add_argument("--target-data", help="transfer: labelled .npz to adapt to (default: the folder's Imagenette)")
     p.add_argument("--swap", type=_pair, metavar="A,B", help="concept drift: the two classes swapped (default 4,6)")
-    p.add_argument("--at", type=non_negative_int, metavar="N",
+    p.add_argument("--at", type=int_range(0, MAX_SAMPLES), metavar="N",
                    help="concept drift: swap after N stream samples; incremental: new classes only after N samples "
                         "(default 100, at most the stream length)")
     p.add_argument("--new-classes", type=_classes, metavar="C,...", help="incremental: held-out classes (default 8,9)")
-    p.add_argument("--runs", type=positive_int, default=5)
+    p.add_argument("--runs", type=int_range(1, MAX_RUNS), default=5)
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="run r draws its stream with seed SEED+r; also splits x/y")
-    p.add_argument("--stream", type=positive_int,
+    p.add_argument("--stream", type=int_range(1, MAX_SAMPLES),
                    help="stream length (default 800 concept drift, 700 otherwise, at most the stream data)")
-    p.add_argument("--test", type=positive_int,
+    p.add_argument("--test", type=int_range(1, MAX_SAMPLES),
                    help="test samples evaluated after every sample (default 200, at most the test data)")
-    p.add_argument("--buffer", type=positive_int, default=158, help="replay buffer capacity (thesis: 158)")
+    p.add_argument("--buffer", type=int_range(1, MAX_BUFFER), default=158, help="replay buffer capacity (thesis: 158)")
     p.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
     p.add_argument("--lr", type=positive_float, default=LearningConfig.lr)
-    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--epochs", type=int_range(1, MAX_EPOCHS), default=1,
+                   help=f"epochs over the buffer per learned sample (at most {MAX_EPOCHS})")
     p.add_argument("--cut", help="cut layer (default: automatic)")
     p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
-    p.add_argument("-o", "--output", default="simulate_out")
+    p.add_argument("-o", "--output", type=path_text, default="simulate_out",
+                   help="output folder, written atomically (a new folder, or with --force one tinycc wrote)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output folder that tinycc wrote before (it holds a .tinycc-project marker)")
     p.set_defaults(func=_cmd)

@@ -7,7 +7,7 @@ before each learn call is written as CSV and plotted (prequential evaluation).
 from __future__ import annotations
 
 import csv
-import struct
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,82 +17,15 @@ import pluggy
 from ..errors import TinyccError
 from ..report import png_bytes
 from ..output import write_atomic
+from . import serial_proto
+from .serial_proto import Board, BoardLost, frame
 
 hookimpl = pluggy.HookimplMarker("tinycc")
-ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range",
-          5: "payload longer than the model's largest request", 6: "NaN or infinity in the input or target",
-          7: "this build is inference-only",
-          8: "update refused: it would make a classifier weight non-finite (nothing changed)"}
-MAX_LEN = 0xFFFFFFFF  # the 32-bit LEN field
-MAX_REPLY = 1 << 24  # no tinycc board answers with more: a longer LEN is a corrupt reply
+__all__ = ["Board", "BoardLost", "frame", "load_stream", "stream"]
+READ_SLICE_S = 0.05  # the port's read timeout: each try's own deadline (--timeout) is checked between reads
 
 
-def frame(cmd: bytes, payload: bytes = b"") -> bytes:
-    """A request frame: 0xA5 CMD LEN(uint32 LE) PAYLOAD CHK, CHK = (CMD + LEN bytes + payload) mod 256."""
-    if len(payload) > MAX_LEN:
-        raise TinyccError(f"a serial frame carries at most {MAX_LEN:,} bytes, not {len(payload):,}")
-    body = cmd + struct.pack("<I", len(payload)) + payload
-    return b"\xa5" + body + bytes([sum(body) % 256])
-
-
-class Board:
-    """The host side of the protocol over any object with read(n)/write(b) (a pyserial port)."""
-
-    def __init__(self, port: Any) -> None:
-        self.port = port
-
-    def _read(self, n: int) -> bytes:
-        data = self.port.read(n)
-        if len(data) != n:
-            raise TinyccError("no reply from the board (timeout): is the tinycc sketch running at this baud rate?")
-        return data
-
-    def ask(self, cmd: bytes, payload: bytes = b"") -> bytes:
-        request = frame(cmd, payload)
-        if hasattr(self.port, "reset_input_buffer"):
-            self.port.reset_input_buffer()  # stale bytes (a board reset, line noise) are no reply to this request
-        self.port.write(request)
-        while self._read(1) != b"\x5a":
-            pass
-        head = self._read(5)
-        c, n = head[:1], struct.unpack("<I", head[1:])[0]
-        if n > MAX_REPLY:
-            raise TinyccError(f"corrupt reply from the board (length {n:,})")
-        data = self._read(n)
-        chk = self._read(1)[0]
-        if chk != (sum(head) + sum(data)) % 256:
-            raise TinyccError("corrupt reply from the board (checksum)")
-        if c == b"E":
-            raise TinyccError(f"board refused {cmd.decode()}: {ERRORS.get(data[0], data[0])}")
-        return data
-
-    def status(self) -> tuple[int, int, int]:
-        return struct.unpack("<HHB", self.ask(b"S"))
-
-    def predict(self, x: np.ndarray) -> int:
-        return self.ask(b"P", np.asarray(x, "<f4").tobytes())[0]
-
-    def learn(self, x: np.ndarray, label: int) -> int:
-        return struct.unpack("<H", self.ask(b"L", np.asarray(x, "<f4").tobytes() + bytes([int(label)])))[0]
-
-
-def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool = True) -> list[float]:
-    """Prequential run; writes OUT.csv and OUT.png; returns the running accuracy."""
-    acc, correct = [], 0
-    it = range(len(x))
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="stream", unit="sample")
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample", "label", "predicted", "running_accuracy", "buffer"])
-        for i in it:
-            k = board.predict(x[i])
-            correct += int(k == int(y[i]))
-            n = board.learn(x[i], int(y[i]))
-            acc.append(correct / (i + 1))
-            w.writerow([i, int(y[i]), k, f"{acc[-1]:.6f}", n])
+def _plot(acc: list[float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +37,48 @@ def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool
     ax.set_ylabel("running accuracy (predict before learn)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    write_atomic(out.with_suffix(".png"), png_bytes(fig))
+    write_atomic(path, png_bytes(fig))
+
+
+def _write(rows: list[list[Any]], acc: list[float], out: Path, plot: bool) -> None:
+    """OUT.csv (and OUT.png), each written atomically."""
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["sample", "label", "predicted", "running_accuracy", "buffer"])
+    w.writerows(rows)
+    write_atomic(out.with_suffix(".csv"), text.getvalue().encode())
+    if plot and acc:
+        _plot(acc, out.with_suffix(".png"))
+
+
+def stream(board: Board, x: np.ndarray, y: np.ndarray, out: Path, progress: bool = True,
+           plot: bool = True) -> list[float]:
+    """Prequential run; writes OUT.csv and OUT.png; returns the running accuracy. A learn step the board refused
+    (error 8) is a row with buffer "refused". When the board is lost (BoardLost), refuses a request or the run is
+    interrupted, the samples done so far are written out first, then the error goes on (naming the files)."""
+    acc: list[float] = []
+    rows: list[list[Any]] = []
+    correct = 0
+    it: Any = range(len(x))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="stream", unit="sample", disable=None)  # drawn only on a terminal
+    try:
+        for i in it:
+            k = board.predict(x[i])
+            n = board.learn(x[i], int(y[i]))
+            correct += int(k == int(y[i]))
+            acc.append(correct / (i + 1))
+            rows.append([i, int(y[i]), k, f"{acc[-1]:.6f}", "refused" if n is None else n])
+    except TinyccError as e:  # BoardLost (exit 3), or a request the board refused (exit 2)
+        _write(rows, acc, out, plot)
+        raise type(e)(f"{e}; stopped after {len(rows)} of {len(x)} samples, wrote {out.with_suffix('.csv')}"
+                      f"{' and .png' if plot and acc else ''}; {board.summary()}") from None
+    except KeyboardInterrupt:
+        _write(rows, acc, out, plot)
+        raise
+    _write(rows, acc, out, plot)
     return acc
 
 
@@ -143,33 +117,45 @@ def _cmd(args: Any, session: Any) -> int:
     except ImportError:
         raise TinyccError("tinycc serial needs pyserial: pip install pyserial") from None
     try:
-        port = serial.Serial(args.port, args.baud, timeout=args.timeout)
-    except (serial.SerialException, OSError) as e:
+        port = serial.Serial(args.port, args.baud, timeout=min(READ_SLICE_S, args.timeout),
+                             write_timeout=args.timeout)
+    except (serial.SerialException, OSError, ValueError, OverflowError) as e:
         raise TinyccError(f"cannot open {args.port}: {e}") from None
-    with port:
-        board = Board(port)
-        count, cap, classes = board.status()
-        if classes == 0:
+    with port as line:
+        board = Board(line, timeout=args.timeout, retries=args.retries)
+        try:
+            st = board.connect(serial_proto.CONNECT_S)
+        except BoardLost as e:
+            raise BoardLost(f"no answer from {args.port} within {serial_proto.CONNECT_S:g} s ({e}): is the tinycc "
+                            f"sketch (serial protocol {serial_proto.PROTO_VERSION}) running there at {args.baud} "
+                            "baud?") from None
+        if st.classes == 0:
             raise TinyccError("the board runs a regression head (float targets, no classes): `tinycc serial` streams "
                               "labelled samples for classifier heads; send 'L' frames with input + target instead "
                               "(src/tinycc_proto.h)")
-        if int(y.max()) >= classes:
-            raise TinyccError(f"{args.data}: label {int(y.max())} is beyond the board's {classes} classes "
-                              f"(0..{classes - 1})")
+        if int(y.max()) >= st.classes:
+            raise TinyccError(f"{args.data}: label {int(y.max())} is beyond the board's {st.classes} classes "
+                              f"(0..{st.classes - 1})")
         n = len(x)
         acc = stream(board, x, y, Path(args.out))
-    print(f"board: buffer {count}/{cap}, {classes} classes; final running accuracy {acc[-1]:.3f} "
-          f"over {n} samples; wrote {Path(args.out).with_suffix('.csv')} and .png")
+        end = board.status()
+    print(f"board: buffer {end.count}/{end.capacity}, {end.classes} classes; final running accuracy {acc[-1]:.3f} "
+          f"over {n} samples; {board.summary()}; wrote {Path(args.out).with_suffix('.csv')} and .png")
     return 0
 
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
+    from ..options import baud_rate, serial_retries, serial_timeout
+
     p = subparsers.add_parser("serial", help="stream labelled samples to a board and plot accuracy (pyserial)")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0")
     p.add_argument("--data", required=True, help=".npz stream with x/y (or x_test/y_test)")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--baud", type=baud_rate, default=115200, help="baud rate (1..12,000,000; default 115200)")
+    p.add_argument("--timeout", type=serial_timeout, default=10.0,
+                   help="seconds for one try of a request, reply included (default 10)")
+    p.add_argument("--retries", type=serial_retries, default=5,
+                   help="further tries of a request after a protocol error (default 5); then exit 3")
     p.add_argument("--limit", type=int, help="stream at most N samples")
     p.add_argument("-o", "--out", default="serial_stream", help="output prefix for .csv and .png")
     p.set_defaults(func=_cmd)

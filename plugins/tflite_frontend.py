@@ -73,7 +73,8 @@ class _Reader:
     # ---- tensors -------------------------------------------------------------------------
     def _tname(self, i: int) -> str:
         t = self.sg.tensors[i]
-        return (t.name.decode() if isinstance(t.name, bytes) else str(t.name)) or f"t{i}"
+        raw = t.name.decode("utf-8", "backslashreplace") if isinstance(t.name, bytes) else str(t.name)
+        return raw or f"t{i}"  # invalid UTF-8 bytes kept as \xHH text (a name is any bytes)
 
     def _data(self, i: int) -> np.ndarray | None:
         t = self.sg.tensors[i]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,8 @@ import pluggy
 
 from ..config import CompileConfig
 from ..errors import TinyccError
-from ..options import positive_int
+from ..ir.calibration import test_vector_count
+from ..options import MAX_SAMPLES, int_range
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 DATA_KEYS = ("x", "x_test", "x_train")
@@ -210,7 +212,8 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
                   f"simulator {_pct(c.acc['int8_after'])}", ""]]
     mem = dep.memory
     if run.ram is not None:
-        rows.append(["RAM (build)", f"{run.ram:,} B", f"{mem['ram']:,} B compile report", ""])
+        stack = f" ({mem['static_ram']:,} static + {mem['stack']:,} stack)" if mem.get("stack") else ""
+        rows.append(["RAM (build)", f"{run.ram:,} B", f"{mem['ram']:,} B compile report{stack}", ""])
         rows.append(["flash (build)", f"{run.flash:,} B", f"{mem['flash']:,} B compile report", ""])
     if run.output.memory:
         m = run.output.memory
@@ -233,8 +236,28 @@ def _copy_project(user: Path, proj: Path, made_from: str) -> None:
         raise TinyccError(f"{user} was not compiled from {made_from} with these options (its tinycc_memory.json "
                           "differs): pass the compile options it was made with")
     shutil.rmtree(proj)
-    shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
-        n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    try:
+        shutil.copytree(user, proj, symlinks=True, ignore=lambda d, names: [
+            n for n in names if Path(d) == user and any(fnmatch.fnmatch(n, b) for b in BUILD_OUTPUTS)])
+    except (OSError, shutil.Error) as e:
+        raise TinyccError(f"{user}: cannot copy the project ({str(e).splitlines()[0][:200]})") from None
+    _check_links_inside(proj, user)
+
+
+def _check_links_inside(copy: Path, user: Path) -> None:
+    """Refuse a project whose symbolic links lead out of it: validate writes its test vectors into the copy and
+    builds there, and must never write through a link into a file elsewhere."""
+    root = copy.resolve()
+    for d, dirs, names in os.walk(copy):
+        for n in dirs + names:
+            p = Path(d) / n
+            if not p.is_symlink():
+                continue
+            target = Path(os.path.realpath(p))
+            if target != root and root not in target.parents:
+                rel = p.relative_to(copy)
+                raise TinyccError(f"{user / rel} is a symbolic link out of the project (to {os.readlink(p)}); "
+                                  "validate does not follow links out of a project: replace it by the file")
 
 
 def validate(model: str, target: str, data: str, platform: str | None, n: int, project: str | None,
@@ -245,13 +268,17 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
     from ..backends.demo import DemoFailed
     from ..api import compile_model
 
+    from ..targets import by_platform
+
     backend = session.registry.backend(target)()
-    if not backend.platforms:
+    where = session.registry.platforms(backend.name) or tuple(backend.platforms)
+    if not where:
         raise TinyccError(f"target {target!r} has no demo runner yet: validate needs its backend to build and run "
-                          "the demo (Backend.platforms, embed_test_vectors, run_demo)")
-    platform = platform or backend.platforms[0]
-    if platform not in backend.platforms:
-        raise TinyccError(f"target {target} runs on {', '.join(backend.platforms)}, not {platform!r}")
+                          "the demo (a registered board target that runs it, embed_test_vectors, run_demo)")
+    platform = platform or where[0]
+    if platform not in where:
+        raise TinyccError(f"target {target} runs on {', '.join(where)}, not {platform!r}")
+    spec = by_platform(session.registry.target_list(), platform)
     if not Path(data).is_file():
         raise TinyccError(f"{data}: no such file")
     if project is not None and not (Path(project) / "tinycc_memory.json").is_file():
@@ -260,9 +287,10 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         raise TinyccError(f"{model}: no such file")
     graph = session.registry.frontend_for(model).load(model)
     shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    n = test_vector_count(int(np.prod(shape)), n)  # the demo embeds them as C source: bounded in size
     x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)
     calib = None if config.quant.calib else calibration_samples(data, shape)
-    config = replace(config, compiler=replace(config.compiler, force=True))
+    config = replace(config, compiler=replace(config.compiler, force=True), demo_target=spec)
     with tempfile.TemporaryDirectory(prefix="tinycc-validate-") as tmp:
         proj = Path(tmp) / "project"
         result = compile_model(model, target, str(proj), config, session, calib=calib)
@@ -274,7 +302,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
                      f"{len(x)} samples of {Path(data).name} ({key})\n")
         stream.flush()
         try:
-            run = backend.run_demo(proj, platform)
+            run = backend.run_demo(proj, platform, spec)
         except DemoFailed as e:
             stream.write(f"FAIL: the program did not build or run: {str(e).strip()}\n")
             return 1
@@ -315,9 +343,10 @@ def tinycc_add_commands(subparsers: Any, session: Any = None) -> None:
     p.add_argument("model")
     p.add_argument("--target", "-t", required=True, help="backend name (c, tflm, arduino)")
     p.add_argument("--data", required=True, help=".npz with x/y, x_test/y_test or x_train/y_train")
-    p.add_argument("--on", help="platform: host, qemu-m4, qemu-m7, qemu-m0plus (c), simavr (arduino); "
+    p.add_argument("--on", help="platform: the emulator of a registered target that runs this backend's demo "
+                                "(`tinycc plugins` lists them: host, qemu-m4, ... for c; simavr for arduino); "
                                 "default: the target's first")
-    p.add_argument("-n", type=positive_int, default=20, help="samples embedded and compared (default 20)")
+    p.add_argument("-n", type=int_range(1, MAX_SAMPLES), default=20, help="samples embedded and compared (default 20)")
     p.add_argument("--project", help="validate this generated project (a temporary copy) instead of compiling")
     add_compile_arguments(p, session)
     p.set_defaults(func=_cmd)

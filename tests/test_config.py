@@ -61,4 +61,15 @@ def test_bad_values_fail_where_the_config_is_built(session, kw: dict, words: str
 
 def test_config_is_not_a_bag_of_internal_data() -> None:
     names = {f.name for f in dataclasses.fields(CompileConfig)}
-    assert names == {"board", "learning", "quant", "memory", "kernels", "demo", "compiler", "plugins"}
+    # target/targets/demo_target: the board's resolved tinycc.targets.Target, the registered targets (the
+    # Makefile's CPU list) and validate --on's emulator target: what the --board/_targets/_demo_target keys were
+    assert names == {"board", "target", "targets", "demo_target", "learning", "quant", "memory", "kernels", "demo",
+                     "compiler", "plugins"}
+
+
+def test_the_board_is_resolved_once_with_its_target(session) -> None:
+    config = make_config(session, board="nano33ble")
+    assert config.board is session.registry.board("nano33ble")
+    assert config.target is session.registry.target_of(config.board) and config.target.name == "m4"
+    assert config.target_list == session.registry.target_list()
+    assert make_config(session).target is None

@@ -80,7 +80,7 @@ def test_memory_json_training_state_is_8_bytes_per_unit_and_c_ram_16k_holds_2x(s
     proj = next(p for p in out.iterdir() if (p / "model.c").exists()) if not (out / "model.c").exists() else out
     exe = c_harness.build_host(proj, sanitize=False)
     sizes = c_harness.symbol_sizes(exe)
-    assert c_harness.model_ram(exe) == mem["ram"]
+    assert c_harness.model_ram(exe) == mem["static_ram"]
     assert not any(k.startswith(("tcc_dw_", "tcc_db_", "tcc_feat", "tcc_ywork", "tcc_twork")) for k in sizes)
     assert sizes["tcc_act_0"] + sizes["tcc_delta_0"] == st["bytes"]
 
@@ -129,7 +129,7 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
     assert {k: avr.get(k) for k in arrays} == {k: host_sizes[k] for k in arrays}
     # static RAM: the model's arrays plus the Arduino core's globals and the self-test vector (test_arduino's
     # documented 600-byte tolerance), inside the 8 kB
-    assert 0 <= ram - (dep.memory["ram"] - CORE_RESERVE) <= 600 and ram <= 8192
+    assert 0 <= ram - (dep.memory["static_ram"] - CORE_RESERVE) <= 600 and ram <= 8192
     # and it learns on the AVR as the simulator does (TinyOL: the latest sample only)
     lines = arduino_harness.run_simavr(elf)
     rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
@@ -172,7 +172,7 @@ def test_generated_c_learns_bit_identically(session, digits, tmp_path: Path, cas
         assert tw == (not np.array_equal(layer.weight, before[l][0]))
         assert tb == (not np.array_equal(layer.bias, before[l][1]))
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(12)]), sim.predict(x)[1], rtol=1e-6, atol=1e-7)
-    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["static_ram"]
 
 
 REFUSE_C = r"""
@@ -202,19 +202,20 @@ int main(void) {
 
 
 def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path) -> None:
-    """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is stored, the
-    classifier keeps its compiled weights; the simulator refuses the same step."""
+    """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is removed again (issue
+    #29: the buffer stays empty), the classifier keeps its compiled weights; the simulator refuses the same step
+    and removes the sample too."""
     g = _graph(session, _model())
     dep = build_deployment(g, {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38}, session, CBackend())
     render_project(dep, {"test_count": 4}, tmp_path)
     src = REFUSE_C.replace("NAME_", f"{dep.name.upper()}_").replace("name_", f"{dep.name}_")
     r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines()}
-    assert got["learn"] == ["-4"] and got["learn2"] == ["-4"] and got["count"] == ["2"]
+    assert got["learn"] == ["-4"] and got["learn2"] == ["-4"] and got["count"] == ["0"]
     w0 = dep.classifier[0].weight.reshape(-1)
     np.testing.assert_array_equal(np.array(got["weights"], np.float32), w0)
     sim = Simulator(dep)
     xin = (np.arange(64) * 7 % 16).astype(np.float32).reshape(1, 8, 8, 1)
     sim.learn(xin[0], 3)
-    assert sim.learner.last_refused and sim.learner.last_trained == 0
+    assert sim.learner.last_refused and sim.learner.last_trained == 0 and sim.buffer.count == 0
     np.testing.assert_array_equal(sim.classifier.layers[0].weight.reshape(-1), w0)

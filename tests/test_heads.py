@@ -141,7 +141,7 @@ def test_generated_c_learns_like_the_numpy_trainer(session, projects, case: str)
     # the arrays the C code declares are exactly the memory model's figures
     assert out.memory["ram"] == dep.memory["ram"]
     sizes = c_harness.symbol_sizes(proj / "demo_asan")
-    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["static_ram"]
     if target != "none":
         assert "tcc_buf_labels" not in sizes and sizes["tcc_buf_targets"] == (
             dep.buffer.capacity * dep.num_outputs * (1 if dep.target_quant is not None else 4))
@@ -331,20 +331,20 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
             if target == "given":
                 assert only_x == (b"E", b"\x03")
             else:
-                assert only_x == (b"L", b"\x01\x00")
+                assert only_x == (b"L", b"\x01\x00\x00\x00")
                 sim.learn(x[0])
             feats = sim.features(x[1:2])[0]
             requests = [(frame(b"L", x[0].tobytes() + t[0].tobytes()), (x[0], t[0])),
                         (frame(b"l", t[1].tobytes() + feats.tobytes()), None),
                         (frame(b"L", x[2].tobytes() + t[2].tobytes()), (x[2], t[2]))]
-        assert struct.unpack("<HHB", ask(frame(b"S"))[1])[2] == dep.num_classes
+        assert struct.unpack("<BBII", ask(frame(b"S"))[1])[1] == dep.num_classes
         for req, sample in requests:
             cmd, pl = ask(req)
             if sample is None:
                 sim.learn_features(feats, t[1])
             else:
                 sim.learn(*sample)
-            assert cmd == req[1:2] and struct.unpack("<H", pl)[0] == sim.buffer.count
+            assert cmd == req[1:2] and struct.unpack("<I", pl)[0] == sim.buffer.count
         for i in range(4):
             k, pl = ask(frame(b"P", x[i].tobytes()))
             ks, ps = sim.predict(x[i:i + 1])

@@ -64,7 +64,7 @@ def test_bad_input_one_line(capsys, tmp_path: Path) -> None:
     _extra()
     base = ("search", "--data", str(DIGITS), "-o", str(tmp_path / "s"))
     assert "--board NAME or --ram" in one_line_error(2, capsys, *base, "--trials", "2")
-    assert "argument --trials: must be an integer >= 1" in one_line_error(2, capsys, *base, "--trials", "0", "--board",
+    assert "argument --trials: must be an integer in 1..100000" in one_line_error(2, capsys, *base, "--trials", "0", "--board",
                                                                          "uno")
     assert "argument --seed: must be an integer >= 0" in one_line_error(2, capsys, *base, "--trials", "1", "--board",
                                                                         "uno", "--seed", "-1")

@@ -32,7 +32,8 @@ class MemoryFigures:
 
     ``state``: RAM of the generated runtime besides arena, classifier, training state and buffer;
     ``scratch``: kernel scratch outside the arena; ``tables``: flash of constant tables the kernels add;
-    ``descriptors``: the code declares the C runtime's descriptor structs (sized for the board's ABI);
+    ``descriptors``: the report item (``ir.memory_model.Descriptors``) of the C runtime's descriptor structs the
+    code declares, sized for the board's ABI (None: none declared);
     ``artifact``: what the backend produced while sizing and reuses when it emits (tflm: the .tflite and its
     measured arena), so that nothing is computed twice."""
 
@@ -41,6 +42,6 @@ class MemoryFigures:
     scratch: int = 0
     tables: int = 0
     arena_detail: str = "int8 activations, planned"
-    descriptors: bool = False
+    descriptors: Any = None
     state_exact: bool = True
     artifact: Any = None

@@ -12,7 +12,9 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .names import terminal, terminal_lines
 from .errors import TinyccError
+from .options import path_text
 
 log = logging.getLogger("tinycc")
 
@@ -72,10 +74,14 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
     return 0
 
 
+def _kib(n: int) -> str:
+    return f"{n // 1024:,} KB" if n % 1024 == 0 else f"{n:,} B"
+
+
 def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
     reg = session.registry
     sections = [("frontends", reg.frontends), ("passes", reg.passes), ("pipelines", reg.pipelines),
-                ("backends", reg.backends), ("boards", reg.boards),
+                ("backends", reg.backends), ("targets", reg.targets), ("boards", reg.boards),
                 ("calibration sources", reg.calibration_sources), ("prune criteria", reg.prune_criteria)]
     sys.stdout.write("plugins:\n")
     for name in session.order:
@@ -84,6 +90,11 @@ def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
         sys.stdout.write(f"{title}:\n")
         for e in table_.values():
             extra = " -> " + ", ".join(e.obj) if title == "pipelines" else ""
+            if title == "boards":
+                t = reg.target_of(e.obj)
+                extra = f"  RAM {_kib(e.obj.ram)}, flash {_kib(e.obj.flash)}, {t.name if t else e.obj.arch}"
+            elif title == "targets":
+                extra = f"  {e.obj.arch}" + (f", validate --on {e.obj.platform}" if e.obj.emulator else "")
             sys.stdout.write(f"  {e.name:<22} from {e.plugin}{extra}\n")
     return 0
 
@@ -149,7 +160,7 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     s = sub.add_parser("compile", help="compile a model into a project for a target")
     s.add_argument("model")
     s.add_argument("--target", "-t", required=True, help="backend name (see `tinycc plugins`)")
-    s.add_argument("-o", "--output", required=True, help="output project folder (written atomically)")
+    s.add_argument("-o", "--output", type=path_text, required=True, help="output project folder (written atomically)")
     from .driver import add_compile_arguments
 
     add_compile_arguments(s, session)
@@ -158,6 +169,28 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     if session is not None:
         session.add_commands(sub)
     return p
+
+
+class _TerminalStdout:
+    """``sys.stdout`` while a command runs: every command's output (tables, summaries, reports naming layers and
+    files of the model) reaches the terminal with control, bidi and other non-printable characters escaped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control and bidi characters (from model names) escaped, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
 
 
 def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
@@ -171,7 +204,7 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         silence_libraries()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler()  # binds the current sys.stderr (the user's, after silence_libraries)
-    handler.setFormatter(logging.Formatter("tinycc: %(levelname)s: %(message)s"))
+    handler.setFormatter(_TerminalFormatter("tinycc: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -209,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .output import terminate_as_interrupt
 
         terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C (no temporary folder left behind)
+    stdout, sys.stdout = sys.stdout, _TerminalStdout(sys.stdout)
     try:
         session = _session(known)
         parser = build_parser(session)
@@ -218,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args, session) or 0)
     except TinyccError as e:
-        sys.stderr.write(f"tinycc: error: {e}\n")
+        sys.stderr.write(f"tinycc: error: {terminal(e)}\n")  # names from the model: no escape sequences
         return e.exit_code
     except KeyboardInterrupt as e:
         sys.stderr.write(f"tinycc: {'terminated' if type(e).__name__ == 'Terminated' else 'interrupted'}\n")
@@ -226,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # internal error: one line unless --debug
         if known.debug:
             raise
-        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)\n")
+        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {terminal(e)} (rerun with --debug for a "
+                         "traceback)\n")
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -134,7 +134,10 @@ class CompilerConfig:
 class CompileConfig:
     """Everything one compile needs to know, typed. ``learning`` is None for --inference-only."""
 
-    board: Any = None  # the resolved board (session.Board) or None
+    board: Any = None  # the resolved board (tinycc.targets.Board) or None
+    target: Any = None  # the board's tinycc.targets.Target, resolved once from the registry (None: no board/unknown)
+    targets: tuple = ()  # the registered targets (the Makefile's CPU list, cross builds); () = the built-in ones
+    demo_target: Any = None  # validate --on: the registered Target whose emulator runs the demo (else None)
     learning: LearningConfig | None = field(default_factory=LearningConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -160,6 +163,13 @@ class CompileConfig:
     @property
     def board_name(self) -> str | None:
         return self.board.name if self.board is not None else None
+
+    @property
+    def target_list(self) -> tuple:
+        """The registered targets (the built-in ones for a config built without a registry)."""
+        from .targets import BUILTIN_TARGETS
+
+        return tuple(self.targets) or BUILTIN_TARGETS
 
     def plugin(self, name: str) -> Any:
         """The typed options a plugin declared (None when the plugin is absent or blocked)."""
@@ -227,7 +237,8 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
                               progress=bool(getattr(args, "progress", False)))
     kernels = getattr(args, "kernels", None) or CompileConfig.kernels
     plugins = {e.name: e.obj.build(args) for e in registry.option_groups.values()}
-    return CompileConfig(board=board, learning=learning, quant=quant, memory=memory, kernels=kernels,
+    return CompileConfig(board=board, target=registry.target_of(board) if board is not None else None,
+                         targets=registry.target_list(), learning=learning, quant=quant, memory=memory, kernels=kernels,
                          demo=DemoConfig(**_given(args, _names(DemoConfig))), compiler=compiler,
                          plugins=MappingProxyType(plugins))
 

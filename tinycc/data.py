@@ -12,12 +12,13 @@ import numpy as np
 
 from .config import QuantConfig
 from .errors import TinyccError
-from .ir.calibration import CalibrationDataError, check_samples
+from .ir.calibration import CalibrationDataError, check_sample_size, check_samples
 from .ir.graph import Graph
 
 CALIB_KEYS = ("x_calib", "x_train", "x")
 EVAL_KEYS = ("x_eval", "x_test", "x_val", "x")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 Mpixel (about 100 MB decoded as RGB): far above any MCU model's input
 
 
 def _npz_array(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -40,8 +41,13 @@ def _load_images(folder: Path, shape: tuple[int, ...] | None) -> np.ndarray:
     out = []
     for f in files:
         try:
-            img = Image.open(f).convert(mode)
-        except OSError as e:
+            with Image.open(f) as raw:  # reads the header only: the size is checked before any pixel is decoded
+                w, h = raw.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise TinyccError(f"{f}: {w}x{h} pixels, above the image limit of {MAX_IMAGE_PIXELS:,} pixels "
+                                      "(a decompression bomb or a photo far larger than any model input; resize it)")
+                img = raw.convert(mode)
+        except (OSError, Image.DecompressionBombError, ValueError) as e:
             raise TinyccError(f"{f}: cannot read image ({e})") from None
         if shape is not None and len(shape) == 3:
             img = img.resize((shape[1], shape[0]), Image.BILINEAR)
@@ -91,6 +97,10 @@ def calibration_samples(graph: Graph, quant: QuantConfig, calib: np.ndarray | No
                         registry: Any = None) -> np.ndarray:
     """Checked float32 calibration samples: the array ``calib``, else the file/source ``quant.calib``
     (then ``quant.calib_scale`` and ``quant.calib_limit`` apply)."""
+    try:
+        check_sample_size(graph)  # from the shapes, before any sample is read
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
     x = calib
     if x is None:
         if not quant.calib:

@@ -24,7 +24,7 @@ from .config import (KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
-from .options import byte_size, positive_float, positive_int
+from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, positive_float, positive_int
 from .output import check_output_dir, install_dir, new_project_dir
 from .passes import PassContext, PassRecord, collect_records, summarize, timed
 from .stages import FRONT_STAGES, STAGES, parse_passes, resolve, run_stages
@@ -58,14 +58,15 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
                         "regression (float targets; an autoencoder's target is its input). Default: from the model's "
                         "last activation and shapes")
     g.add_argument("--lr", type=positive_float, help=f"on-device SGD learning rate (default {LearningConfig.lr})")
-    g.add_argument("--epochs", type=positive_int,
-                   help=f"epochs over the buffer per learned sample (default {LearningConfig.epochs})")
-    g.add_argument("--batch-size", type=positive_int,
+    g.add_argument("--epochs", type=int_range(1, MAX_EPOCHS),
+                   help=f"epochs over the buffer per learned sample (default {LearningConfig.epochs}, at most "
+                        f"{MAX_EPOCHS})")
+    g.add_argument("--batch-size", type=int_range(1, MAX_BATCH),
                    help=f"on-device minibatch size (default {LearningConfig.batch_size} = per-sample SGD)")
     g.add_argument("--train", choices=TRAIN_MODES,
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
-    g.add_argument("--test-count", type=positive_int,
+    g.add_argument("--test-count", type=int_range(1, MAX_SAMPLES),
                    help=f"calibration samples embedded as demo/self-test vectors (default {DemoConfig.test_count})")
     g.add_argument("--selftest", action="store_true", default=None,
                    help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")

@@ -39,7 +39,8 @@ def tinycc_register_backends(registry: "Registry") -> None:
 
 @hookspec
 def tinycc_register_boards(registry: "Registry") -> None:
-    """Add target boards with ``registry.add_board(Board)``."""
+    """Add target boards with ``registry.add_board(Board)`` and their CPUs (``tinycc.targets.Target``) with
+    ``registry.add_target`` (``add_board`` registers a board's ``target`` with it)."""
 
 
 @hookspec

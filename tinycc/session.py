@@ -12,6 +12,7 @@ import pluggy
 from . import hookspecs
 from .errors import TinyccError
 from .stages import PIPELINE_STAGES, Placement, check_placements, resolve
+from .targets import Board, Target
 
 ENTRY_POINT_GROUP = "tinycc"
 DISABLE_AUTOLOAD_ENV = "TINYCC_DISABLE_PLUGIN_AUTOLOAD"
@@ -45,24 +46,15 @@ class Entry:
     plugin: str
 
 
+__all__ = ["Board", "Entry", "Registry", "Session", "Target"]
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     """A plugin's declared compile options (see ``Registry.add_compile_options``)."""
 
     add_arguments: Callable[[Any], None]
     build: Callable[[Any], Any]
-
-
-@dataclass
-class Board:
-    """A target board: memory budget and toolchain identity."""
-
-    name: str
-    ram: int
-    flash: int
-    arch: str
-    fqbn: str = ""
-    description: str = ""
 
 
 class Registry:
@@ -75,6 +67,7 @@ class Registry:
         self.pipelines: dict[str, Entry] = {}
         self.backends: dict[str, Entry] = {}
         self.boards: dict[str, Entry] = {}
+        self.targets: dict[str, Entry] = {}
         self.calibration_sources: dict[str, Entry] = {}
         self.prune_criteria: dict[str, Entry] = {}
         self.option_groups: dict[str, Entry] = {}
@@ -119,8 +112,31 @@ class Registry:
     def add_backend(self, backend_cls: Any) -> None:
         self._add(self.backends, "backend", backend_cls.name, backend_cls)
 
+    def add_target(self, target: Target) -> None:
+        self._add(self.targets, "target", target.name, target)
+
     def add_board(self, board: Board) -> None:
+        """Register ``board`` (and its ``target`` unless that very object is registered already)."""
+        t = board.target
+        if t is not None and not (t.name in self.targets and self.targets[t.name].obj is t):
+            self.add_target(t)
         self._add(self.boards, "board", board.name, board)
+
+    def target_list(self) -> tuple[Target, ...]:
+        """The registered targets in registration order (built-ins first)."""
+        return tuple(e.obj for e in self.targets.values())
+
+    def target_of(self, board: Board) -> Target | None:
+        """``board.target``, else the first registered target of its architecture (None: unknown)."""
+        from .targets import board_target
+
+        return board_target(board, self.target_list())
+
+    def platforms(self, backend: str) -> tuple[str, ...]:
+        """Where ``backend``'s demo runs (``validate --on``): the emulators of the registered targets."""
+        from .targets import platforms
+
+        return platforms(self.target_list(), backend)
 
     def add_calibration_source(self, name: str, fn: Callable[[str], Any]) -> None:
         self._add(self.calibration_sources, "calibration source", name, fn)

@@ -2,8 +2,8 @@
 
 The model code is the `c` backend's (same templates, same runtime); this backend adds the sketch, the
 framed serial protocol (a generated C state machine shared with a host build for testing), PROGMEM
-self-test vectors and board presets' budgets. RAM accounting adds the protocol's buffers and a reserve
-of CORE_RESERVE bytes for the Arduino core's globals and the stack.
+self-test vectors and board presets' budgets. RAM accounting adds the protocol's buffers, the model API's
+stack (measured) and a reserve of CORE_RESERVE bytes for the Arduino core's globals and the sketch's frames.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pluggy
 from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
+from .. import names
 from ..base import Backend
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
@@ -25,7 +26,10 @@ from ..demo import DemoRun
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
-CORE_RESERVE = 1024  # Arduino core globals (HardwareSerial ~160 B on AVR) + stack headroom
+# Arduino core globals (HardwareSerial ~160 B on AVR, timers) + the frames outside the model's API: the sketch's
+# loop, the protocol's parser and interrupt handlers. The model API's own stack is the report's "stack" line
+# (measured, backends/c/stack.py); this reserve was 1024 B when it had to cover that stack too.
+CORE_RESERVE = 640
 
 
 def _env() -> Any:
@@ -45,9 +49,12 @@ def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
 
 
-# parser state (state, command, checksum, length byte count; 32-bit length and count; the reply callback) and the
-# sketch's time of the last byte received, rounded up for a 32-bit core
-PROTO_STATE = 20
+# serial protocol version (TCC_PROTO_VERSION, the first byte of the status reply; `tinycc serial` checks it)
+PROTO_VERSION = 2
+# parser state (state, command, SEQ, length and CRC byte counts; running and received CRC; 32-bit length and count;
+# the reply callback), the last learn/reset request and its reply (command, SEQ, CRC, reply code, size, 4 bytes)
+# and the sketch's time of the last byte received, rounded up for a 32-bit core
+PROTO_STATE = 40
 
 
 def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
@@ -67,16 +74,17 @@ class ArduinoBackend(Backend):
     platforms = ("simavr",)
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
-        path = project / deployment.name / "src" / "test_vectors.h"
+        name = names.c_identifier(deployment.name)
+        path = project / name / "src" / "test_vectors.h"
         if not path.is_file():
-            raise TinyccError(f"{project}: not a project of target arduino for model {deployment.name!r} "
-                              f"(no {deployment.name}/src/test_vectors.h)")
+            raise TinyccError(f"{project}: not a project of target arduino for model {name!r} "
+                              f"(no {name}/src/test_vectors.h)")
         if deployment.inference_only:
             write_inference_vectors(path, deployment, np.asarray(x, np.float32), _env())
             return
         write_test_vectors(path, deployment, x, embedded_labels(deployment, y), env=_env())
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .simavr import run_demo
 
         return run_demo(project, platform)
@@ -110,8 +118,11 @@ class ArduinoBackend(Backend):
             state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
 
+    def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
+        return CBackend().stack_bytes(deployment)  # the sketch's model.c and runtime are the C backend's
+
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
-        name = deployment.name
+        name = names.c_identifier(deployment.name)  # also the sketch's folder and .ino name
         sk = outdir / name
         src = sk / "src"
         src.mkdir(parents=True, exist_ok=True)
@@ -124,7 +135,8 @@ class ArduinoBackend(Backend):
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
                "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
                "max_payload": max_payload(insize, deployment.feature_count, deployment.target_count), "dep": deployment,
-               "reserve": CORE_RESERVE, "mem_table": deployment.memory.get("report", ""),
+               "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION,
+               "mem_table": deployment.memory.get("report", ""),
                "inference_only": deployment.inference_only, "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count}
         infer = "_infer" if deployment.inference_only else ""  # predict-only sketch and protocol

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,21 @@ import pluggy
 from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
-from ...ir.interpreter_int8 import interpreter_only
 from ...backend_api import Candidate, MemoryFigures
 from ...config import DemoConfig, TestVectors
-from ..base import Backend
+from ...ir.calibration import test_vector_count
+from ...ir.interpreter_int8 import interpreter_only
+from ...targets import BUILTIN_TARGETS, family
+from ...targets import platforms as target_platforms
+from .. import names
+from ..base import Backend, check_static_size
 from ..demo import DemoRun
 from . import cmsis_nn
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
+BUILTIN_FAMILIES = ("host", "cortexm", "avr", "xtensa")  # the Makefile's own sections (or none)
 RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
 
@@ -32,11 +38,12 @@ def _env() -> Any:
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
     def wrap(values: list[str], per_line: int = 16) -> str:
+        """Numeric C initializers (made by tinycc), 16 a line."""
         lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return ",\n".join("    " + l for l in lines)
+        return names.Escaped(",\n".join("    " + l for l in lines))
 
     env.filters["wrap"] = wrap
-    return env
+    return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 
 def _count(dep: Deployment, vectors: TestVectors | None) -> int:
@@ -60,7 +67,7 @@ def test_vectors(dep: Deployment, vectors: TestVectors | None = None) -> tuple[n
     if x.size == 0:
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
-    n = min(len(x), _count(dep, vectors))
+    n = min(len(x), test_vector_count(x[:1].size, _count(dep, vectors)))
     if dep.loss != "mse":
         return x[:n], embedded_labels(dep, y[:n] if "labels" in dep.meta or given else
                                       np.arange(n) % dep.num_classes)
@@ -81,7 +88,7 @@ def test_inputs(dep: Deployment, vectors: TestVectors | None = None) -> np.ndarr
     shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
     if x.size == 0:
         x = np.zeros((1,) + shape, np.float32)
-    return x[:_count(dep, vectors)].reshape((-1,) + shape)
+    return x[:test_vector_count(int(np.prod(shape)), _count(dep, vectors))].reshape((-1,) + shape)
 
 
 def vector_context(dep: Deployment, x: np.ndarray, y: np.ndarray, learn: int | None = None) -> dict[str, Any]:
@@ -142,6 +149,23 @@ def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any
     return path
 
 
+def target_context(config: Any) -> dict[str, Any]:
+    """Template values from the registered targets (``config``: the deployment's CompileConfig, None: built-ins):
+    the Cortex-M CPUs of the Makefile and its default (``--board``'s CPU, else the first registered: M4), and
+    ``cross``, the board's target (or the one ``validate --on`` runs, ``config.demo_target``) when it belongs to a
+    family other than host/cortexm/avr/xtensa (a plugin's: the Makefile gets a generic section for it)."""
+    board = config.board if config is not None else None
+    t = config.target if config is not None else None
+    targets = config.target_list if config is not None else BUILTIN_TARGETS
+    demo_target = config.demo_target if config is not None else None
+    cortexm = family(targets, "cortexm")
+    cpu = t.name if t is not None and t.family == "cortexm" else cortexm[0].name if cortexm else "m4"
+    cross = next((c for c in (t, demo_target)  # validate --on a plugin family's emulator
+                  if c is not None and c.family not in BUILTIN_FAMILIES and c.cc and c.emulator), None)
+    return {"cortexm": cortexm, "cpu": cpu, "cross": cross, "board": board,
+            "cross_family": family(targets, cross.family) if cross else ()}
+
+
 def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = None, *, with_main: bool = True,
                    classifier_only: bool = False, runtime_dir: str = "runtime", demo_dir: Path | None = None,
                    arena: int | None = None) -> list[Path]:
@@ -152,12 +176,13 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
     tinycc_config.h when the extractor is not tinycc's (TFLite Micro's measured arena)."""
     em = build_emit_model(dep)
     env = _env()
-    name = dep.name
+    name = names.c_identifier(dep.name)
     c = em.consts if arena is None else {**em.consts, "arena": arena}
     quant_call = [k for k in em.calls if k.fn == "tcc_quantize_f32"]
     ctx = {
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
-        "calls": em.calls, "kernels": em.kernels, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
+        "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
         "lr": _c_float(dep.train.lr),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
@@ -166,6 +191,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(dep.config.kernels) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
     }
+    ctx.update(target_context(dep.config))
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
     if dep.inference_only:
         ctx.update(inference_context(dep, em))
@@ -181,6 +207,12 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(tpl).render(**ctx))
         written.append(path)
+    if with_main and demo_dir is None and ctx["cross"] is not None:  # the board's start-up code, linker script
+        for rel, text in sorted(ctx["cross"].files.items()):
+            path = outdir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
     if demo is not None and dep.inference_only:
         written.append(write_inference_vectors(demo / "test_vectors.h", dep, test_inputs(dep, vectors), env))
     elif demo is not None:
@@ -198,7 +230,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
 class CBackend(Backend):
     name = "c"
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
-    platforms = ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
+    platforms = target_platforms(BUILTIN_TARGETS, "c")  # the built-in ones; validate asks the registry
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
@@ -208,12 +240,13 @@ class CBackend(Backend):
             return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y))
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .run import run_demo
 
-        return run_demo(project, platform)
+        return run_demo(project, platform, target)
 
     def check(self, deployment: Deployment) -> None:
+        check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
             why = interpreter_only(g, op) or c_kernel_problem(g, op)  # run_int8 runs them, C does not
@@ -229,6 +262,12 @@ class CBackend(Backend):
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         return render_project(deployment, outdir, vectors)
 
+    def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
+        from .stack import stack_item
+
+        it = stack_item(deployment)
+        return it.bytes, it.measured, it.detail
+
 
 def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) -> MemoryFigures:
     """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables."""
@@ -236,7 +275,19 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
 
     g, kernels = candidate.extractor, candidate.config.kernels
     return MemoryFigures(arena=max(candidate.plan.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
-                         tables=table_bytes(g, kernels), descriptors=True, state_exact=state_exact)
+                         tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),
+                         state_exact=state_exact)
+
+
+def runtime_descriptors(candidate: Candidate) -> Any:
+    """The report item of the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf) the generated code
+    declares, sized for the board's ABI (``backends.runtime_layout``); None for --inference-only (no classifier)."""
+    from ..runtime_layout import descriptors
+
+    if candidate.classifier is None:
+        return None
+    target = candidate.config.target
+    return descriptors(len(candidate.classifier.layers), target.abi if target is not None else None)
 
 
 @hookimpl

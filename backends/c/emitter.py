@@ -17,6 +17,7 @@ from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan
+from .. import names
 from . import cmsis_nn
 from .kernels import Kernel, specialize
 
@@ -53,10 +54,15 @@ class CArray:
 
 @dataclass
 class Call:
+    """A kernel call of the schedule; ``comment`` (the op's name, from the model file) is stored escaped
+    for a C comment (``names.comment``), whoever builds the call."""
     fn: str
     args: list[str]
     comment: str = ""
     skip_when_int8_input: bool = False
+
+    def __post_init__(self) -> None:
+        self.comment = names.comment(self.comment)
 
 
 @dataclass
@@ -137,7 +143,7 @@ class _Builder:
             self.op(op)
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
                 for c in self.m.calls[n:]:
-                    c.comment += " (in place)"
+                    c.comment = names.Escaped(c.comment + " (in place)")
         return self.m
 
     def _q(self, tensor: str) -> tuple[float, int]:
@@ -158,7 +164,6 @@ class _Builder:
         elif k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
-            self.m.consts["input_tensor"] = op.outputs[0]
             self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):

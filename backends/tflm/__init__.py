@@ -16,7 +16,8 @@ from ...ir.graph import Graph
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ...tflite_writer import operator_names, write_tflite
-from ..base import Backend
+from .. import names
+from ..base import Backend, check_static_size
 from ..c import cmsis_nn
 from .measure import measure_arena
 
@@ -79,7 +80,7 @@ class TflmBackend(Backend):
             raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y))
 
-    def run_demo(self, project: Path, platform: str) -> Any:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
         """Build the demo against the cached host TFLite Micro library and run it with the dump on."""
         from ..c.run import ram_flash, section_sizes
         from ..demo import DemoFailed, DemoRun, parse
@@ -103,17 +104,32 @@ class TflmBackend(Backend):
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
-        names = operator_names(_artifact(deployment).data)
-        missing = [n for n in names if n not in RESOLVER]
+        check_static_size(deployment)
+        ops = operator_names(_artifact(deployment).data)
+        missing = [n for n in ops if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         """TFLite Micro's arena, measured on the .tflite of ``candidate.program`` (written and measured once)."""
+        from ..c import runtime_descriptors
+
         data = write_tflite(candidate.program)
         m = measure_arena(data)
-        return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=True,
+        return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=runtime_descriptors(candidate),
                              artifact=TflmArtifact(data, m))
+
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        """Flash: the .tflite bytes (measured), TFLite Micro's code for the resolved operators (estimated) and
+        tinycc's code; RAM: the interpreter objects (see footprint.py)."""
+        from ...targets import code_table
+        from .footprint import adjust
+
+        data = figures.artifact.data
+        table = code_table(candidate.config.target)
+        learning = candidate.classifier is not None
+        code = table["base"] + (table["learn"] + table["buffer"] if learning else 0)
+        adjust(report, data, operator_names(data), code)
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         import jinja2
@@ -122,20 +138,21 @@ class TflmBackend(Backend):
 
         art = _artifact(deployment)
         data, m = art.data, art.arena
-        names = operator_names(data)
-        name = deployment.name
+        ops = operator_names(data)
+        name = names.c_identifier(deployment.name)
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
         files = [] if infer else render_project(deployment, src, vectors, with_main=False, classifier_only=True,
                                                 runtime_dir=".", demo_dir=outdir, arena=m.arena)
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
-                                 lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                               undefined=jinja2.StrictUndefined))
         hexes = [f"0x{b:02x}" for b in data]
-        body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
-        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+        body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
+        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
+               "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,

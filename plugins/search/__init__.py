@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ import numpy as np
 import pluggy
 
 from ...errors import TinyccError
+from ...output import check_output_dir, open_work_dir
 from ...options import byte_size as parse_bytes
-from ...options import MAX_COUNT, int_range, non_negative_int, positive_float, positive_int
+from ...options import (MAX_COUNT, MAX_EPOCHS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS, int_range, non_negative_int,
+                         path_text, peer_address, positive_float, positive_int, storage_url)
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.search")
@@ -83,15 +86,25 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
     from . import outputs, runner
 
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise TinyccError(f"{out} exists and is not a folder")
+    check_output_dir(out, True)  # a file, device, link, the working folder or a foreign folder: before any work
+    runner.check_workers(args.workers, args.ray_address)
+    if args.ray_address:
+        runner.check_reachable(args.ray_address)
     data = load_data(args.data, args.subset, args.seed, args.scale)
     budget, limits, budget_text = _budget(args, session)
     cfg = runner.SearchConfig(budget, limits, args.max_instructions, args.epochs, args.objective, args.seed)
-    (out / "trials").mkdir(parents=True, exist_ok=True)
+    resumed = open_work_dir(out, args.force)  # created whole with tinycc's marker; resumed only when tinycc wrote it
+    if (out / "trials").is_symlink():
+        raise TinyccError(f"{out / 'trials'} is a symbolic link; tinycc does not write through links")
+    (out / "trials").mkdir(exist_ok=True)
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    study = runner.open_study(storage, args.study, cfg.fingerprint(args.data, args.subset), args.seed,
-                              max(4, min(50, args.trials // 4)))
+    try:
+        study = runner.open_study(storage, args.study, cfg.fingerprint(args.data, args.subset), args.seed,
+                                  max(4, min(50, args.trials // 4)))
+    except BaseException:
+        if not resumed:  # the folder made by this run holds nothing yet
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     done = len(runner.finished(study))
     print(f"search: {len(data.x_train)} training / {len(data.x_test)} held-out samples of {args.data}, "
           f"{data.n_classes} classes; budget {budget_text}; study {args.study!r} in {storage} "
@@ -163,21 +176,28 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     p.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
     p.add_argument("--max-instructions", type=int_range(1, MAX_COUNT), help="bound on the estimated instructions per inference")
-    p.add_argument("--trials", type=positive_int, required=True, help="finished trials the study should hold")
-    p.add_argument("--epochs", type=non_negative_int, default=3, help="training epochs per feasible trial")
-    p.add_argument("--subset", type=positive_int, default=5000, help="training samples per trial")
-    p.add_argument("--final-epochs", type=non_negative_int, default=5, help="further epochs for best.keras")
+    p.add_argument("--trials", type=int_range(1, MAX_TRIALS), required=True,
+                   help="finished trials the study should hold")
+    p.add_argument("--epochs", type=int_range(0, MAX_EPOCHS), default=3, help="training epochs per feasible trial")
+    p.add_argument("--subset", type=int_range(1, MAX_SAMPLES), default=5000, help="training samples per trial")
+    p.add_argument("--final-epochs", type=int_range(0, MAX_EPOCHS), default=5, help="further epochs for best.keras")
     p.add_argument("--objective", default="accuracy", choices=["accuracy", "drift"],
                    help="accuracy: the deployed Ω on held-out samples; drift: Ω's final accuracy on a concept-drift "
                         "stream")
     p.add_argument("--scale", type=positive_float,
                    help="input scale built into the model (default 1/255 for uint8 data, else 1)")
-    p.add_argument("--workers", type=positive_int, default=1, help="trials run at the same time (local Ray: its CPUs)")
-    p.add_argument("--ray-address", metavar="HOST:PORT", help="an existing Ray cluster (default: a local Ray)")
-    p.add_argument("--storage", help="Optuna RDB storage URL (default: sqlite:///DIR/study.db)")
+    p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=1,
+                   help=f"trials run at the same time (local Ray: at most 4 per CPU; a cluster: at most {MAX_WORKERS})")
+    p.add_argument("--ray-address", type=peer_address, metavar="HOST:PORT",
+                   help="an existing Ray cluster (default: a local Ray); unreachable: an error within 10 s")
+    p.add_argument("--storage", type=storage_url,
+                   help="Optuna RDB storage URL, e.g. sqlite:///PATH or postgresql://... (default: sqlite:///DIR/study.db)")
     p.add_argument("--study", default="tinycc-search", help="study name in the storage")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed (>= 0) of the NSGA-II sampler, the training "
                                                                    "subset, weight initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
-    p.add_argument("-o", "--output", required=True, help="output folder (DIR)")
+    p.add_argument("-o", "--output", type=path_text, required=True,
+                   help="output folder (DIR): created with tinycc's marker; a folder tinycc wrote is resumed")
+    p.add_argument("--force", action="store_true",
+                   help="start over: replace an output folder that tinycc wrote before (and its study.db)")
     p.set_defaults(func=_cmd)

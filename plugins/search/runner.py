@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,6 +31,12 @@ from ...errors import TinyccError
 
 log = logging.getLogger("tinycc.search")
 HEARTBEAT_S, GRACE_S = 10, 30
+CONNECT_TIMEOUT_S = 8  # a Ray head or database server that does not answer: an error within 10 s
+LOCAL_WORKERS_PER_CPU = 4
+MAX_FAILURES = 3  # trials failing in a row (workers killed, out of memory) stop the search with the last reason
+RAY_INIT_TIMEOUT_S = 30  # a peer that accepts connections but never completes Ray's handshake
+TASK_RETRIES = 1  # Ray retries a trial whose worker died once, then reports it (never endlessly)
+CLUSTER_CHECK_S, NO_CPU_GRACE_S, STALL_WARN_S = 30, 60, 600
 RECORD_KEYS = ("feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut", "params", "epochs",
                "train_seconds", "seconds", "reason", "arch")
 
@@ -76,11 +84,19 @@ def open_study(storage_url: str, name: str, fingerprint: str, seed: int, populat
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                         heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2))
     sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=constraints)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True,
-                                directions=["maximize", "minimize", "minimize"])
+    try:
+        storage = RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2),
+                             engine_kwargs=_engine_kwargs(storage_url))
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True,
+                                    directions=["maximize", "minimize", "minimize"])
+    except (ImportError, ValueError, KeyError) as e:  # no driver for the dialect, a URL SQLAlchemy cannot parse
+        raise TinyccError(f"--storage {storage_url}: cannot open ({_first_line(e)})") from None
+    except Exception as e:  # SQLAlchemy's errors: unwritable file, no server, wrong password, a foreign database
+        if not type(e).__module__.startswith(("sqlalchemy", "optuna", "sqlite3")):
+            raise
+        raise TinyccError(f"--storage {storage_url}: cannot open the study database ({_first_line(e)})") from None
     old = study.user_attrs.get("config")
     if old is None:
         study.set_user_attr("config", fingerprint)
@@ -89,6 +105,43 @@ def open_study(storage_url: str, name: str, fingerprint: str, seed: int, populat
                           "use another --study or output folder")
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return (text[0][:200] if text else type(e).__name__)
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """A connect timeout (s) for database servers, so an unreachable one fails fast (SQLite has none)."""
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
+def check_workers(workers: int, address: str | None) -> None:
+    """A local Ray runs at most LOCAL_WORKERS_PER_CPU trials per CPU of this machine."""
+    limit = LOCAL_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if address is None and workers > limit:
+        raise TinyccError(f"--workers {workers}: a local Ray runs at most {limit} trials at once on this machine "
+                          f"({os.cpu_count()} CPUs); give fewer, or --ray-address of a cluster")
+
+
+def check_reachable(address: str, timeout: float | None = None) -> None:
+    """Fail within ``timeout`` seconds, with one line, when nothing accepts connections at HOST:PORT."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout or CONNECT_TIMEOUT_S).close()
+    except socket.gaierror as e:
+        raise TinyccError(f"--ray-address {address}: unknown host {host!r} ({e.strerror or e})") from None
+    except TimeoutError:
+        raise TinyccError(f"--ray-address {address}: no answer within {timeout or CONNECT_TIMEOUT_S:g} s "
+                          "(is the Ray head running, and the port open?)") from None
+    except OSError as e:
+        raise TinyccError(f"--ray-address {address}: cannot connect ({e.strerror or e}; is the Ray head "
+                          "running?)") from None
 
 
 def finished(study: Any) -> list[Any]:
@@ -105,16 +158,39 @@ def best_feasible(trials: list[Any]) -> Any | None:
 def start_ray(address: str | None, workers: int) -> None:
     import ray
 
+    os.environ.setdefault("RAY_task_oom_retries", str(TASK_RETRIES))  # Ray's default retries OOM-killed tasks forever
     if not log.isEnabledFor(logging.INFO):  # Ray's start-up warnings (token auth notice) unless -v
         logging.getLogger("ray").setLevel(logging.ERROR)
     kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
     if address:
-        try:
-            ray.init(address=address, **kw)
-        except ConnectionError as e:
-            raise TinyccError(f"--ray-address {address}: {str(e).splitlines()[-1]}") from None
+        _init_within(address, kw, RAY_INIT_TIMEOUT_S)
     else:
         ray.init(num_cpus=workers, include_dashboard=False, **kw)
+
+
+def _init_within(address: str, kw: dict[str, Any], timeout: float) -> None:
+    """``ray.init(address=...)`` bounded in time: Ray retries a peer that accepts connections but is no Ray head
+    forever, so the connection is made in a daemon thread and abandoned after ``timeout`` seconds."""
+    import ray
+
+    box: dict[str, BaseException | None] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **kw)
+            box["error"] = None
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            box["error"] = e
+
+    thread = threading.Thread(target=connect, name="tinycc-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" not in box:
+        raise TinyccError(f"--ray-address {address}: no Ray cluster answered within {timeout:g} s (a port that "
+                          "accepts connections but is no Ray head, or a Ray of another version?)")
+    e = box["error"]
+    if e is not None:
+        raise TinyccError(f"--ray-address {address}: {_first_line(e) if str(e) else type(e).__name__}") from None
 
 
 @contextlib.contextmanager
@@ -133,6 +209,47 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+class _Watchdog:
+    """Search never waits silently: trials failing in a row (workers killed, out of memory) stop it, a cluster
+    without CPUs stops it, and a long wait without a result is reported."""
+
+    def __init__(self, workers: int) -> None:
+        self.failures: list[str] = []
+        self.limit = max(MAX_FAILURES, workers)
+        self.last = self.checked = time.monotonic()
+        self.no_cpu_since: float | None = None
+
+    def succeeded(self) -> None:
+        self.failures.clear()
+        self.last = time.monotonic()
+
+    def failed(self, number: int, why: str) -> None:
+        self.failures.append(f"trial {number}: {why}")
+        self.last = time.monotonic()
+        if len(self.failures) >= self.limit:
+            raise TinyccError(f"{len(self.failures)} trials in a row failed, the last {self.failures[-1][:200]} (Ray "
+                              "workers killed or out of memory?); the search stops, run it again to resume")
+
+    def check(self, running: int) -> None:
+        import ray
+
+        now = time.monotonic()
+        if now - self.checked < CLUSTER_CHECK_S:
+            return
+        self.checked = now
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        if cpus <= 0:
+            self.no_cpu_since = self.no_cpu_since or now
+            if now - self.no_cpu_since >= NO_CPU_GRACE_S:
+                raise TinyccError(f"the Ray cluster has had no CPU for {NO_CPU_GRACE_S} s (its nodes died or left); "
+                                  "the search stops, run it again to resume")
+        else:
+            self.no_cpu_since = None
+        if now - self.last >= STALL_WARN_S:
+            log.warning("no trial finished in %.0f min; %d running on %g CPUs", (now - self.last) / 60, running, cpus)
+            self.last = now
+
+
 def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, workers: int,
                on_result: Callable[[Any, dict[str, Any]], None], progress: bool) -> int:
     """Run trials until the study holds ``trials`` finished ones; return how many this call evaluated."""
@@ -143,8 +260,9 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
     from .objective import run_trial
     from .space import suggest
 
-    task = ray.remote(num_cpus=1)(run_trial)
+    task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(run_trial)
     storage = study._storage
+    watch = _Watchdog(workers)
     running: dict[Any, Any] = {}
     done = len(finished(study))
     evaluated = 0
@@ -160,6 +278,7 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
                     t.set_user_attr("host", host)
                     running[task.remote(suggest(t), cfg.task(), data_ref)] = t
             ready, _ = ray.wait(list(running), num_returns=1, timeout=HEARTBEAT_S / 2)
+            watch.check(len(running))
             with _sigint_deferred():  # a finished trial is told completely
                 for t in running.values():
                     storage.record_heartbeat(t._trial_id)
@@ -168,9 +287,12 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
                     try:
                         rec = ray.get(ref)
                     except ray.exceptions.RayError as e:  # the task failed after Ray's own retries
-                        log.warning("trial %d failed: %s", t.number, str(e).splitlines()[-1] if str(e) else e)
+                        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                        log.warning("trial %d failed: %s", t.number, why)
                         study.tell(t, state=optuna.trial.TrialState.FAIL)
+                        watch.failed(t.number, why)
                         continue
+                    watch.succeeded()
                     for k in RECORD_KEYS:
                         t.set_user_attr(k, rec[k])
                     t.set_user_attr("constraints", _constraint_values(rec, cfg))
@@ -181,7 +303,7 @@ def run_search(study: Any, cfg: SearchConfig, data_ref: Any, trials: int, worker
                     bar.n = min(done, trials)
                     bar.set_postfix_str(f"best feasible {best.user_attrs['accuracy']:.3f}" if best else
                                         "no feasible yet")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TinyccError):
         for ref, t in running.items():
             ray.cancel(ref, force=True)
             study.tell(t, state=optuna.trial.TrialState.FAIL)

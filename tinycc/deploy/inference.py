@@ -25,6 +25,7 @@ from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, inference_memory
 from ..ir.ops import OpKind
 from ..ir.tensor import DType, Tensor
+from ..targets import code_table
 from .stage import c_name, candidate_figures, check_budget
 
 
@@ -86,9 +87,14 @@ def full_graph(dep: Deployment) -> Graph:
     return g
 
 
-def memory_report(graph: Graph, figures: MemoryFigures) -> MemoryReport:
-    return inference_memory(graph, figures.arena, figures.state, figures.arena_detail, figures.scratch,
-                            figures.state_exact, figures.tables)
+def memory_report(graph: Graph, backend: Any, cand: Any, figures: MemoryFigures,
+                  stack: tuple[int, bool, str] | None = None) -> MemoryReport:
+    """The inference-only report of ``cand`` (``stack``: the stack line, None: not counted), as the backend
+    adjusts it for what it deploys; the code estimate from the board's target."""
+    r = inference_memory(graph, figures.arena, figures.state, figures.arena_detail, figures.scratch,
+                         figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target))
+    backend.adjust_report(r, cand, figures)
+    return r
 
 
 def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
@@ -100,9 +106,13 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
                      int8_io=config.int8_io, config=config, board=config.board,
                      meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16]})
     cand, figures = candidate_figures(backend, g, None, config, full_graph(dep))
-    report = memory_report(g, figures)
-    check_budget(report, config, "Try pruning (--ratio, --budget) or a bigger board")
+    report = memory_report(g, backend, cand, figures)
     dep.plan, dep.figures = cand.plan, figures
+    dep.memory = {"report": report.table(), **report.to_dict()}  # what the sources measured for the stack show
+    stack = backend.stack_bytes(dep)
+    if stack is not None:
+        report = memory_report(g, backend, cand, figures, stack)
+    check_budget(report, config, "Try pruning (--ratio, --budget) or a bigger board")
     dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}
     return dep
 

@@ -40,16 +40,17 @@ from ..config import CompileConfig, LearningConfig
 from ..data import calibration_samples
 from ..errors import TinyccError, UnsupportedLayerError
 from ..ir.buffer import MAX_CLASSES, ReplayBuffer
-from ..ir.calibration import CalibrationDataError
+from ..ir.calibration import CalibrationDataError, check_feature_scale, check_sample_size
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
-from ..ir.memory_model import ARCH_ABI, MemoryReport, deployment_memory
+from ..ir.memory_model import MemoryReport, deployment_memory
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
 from ..ir.tensor import DType, Tensor
 from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
 from ..passes import Pass, PassContext
 from ..stages import QUANTIZE_STAGES, run_stages
+from ..targets import code_table
 from .stage import c_name, candidate_figures, check_addressable, check_budget
 
 log = logging.getLogger("tinycc.deploy")
@@ -238,10 +239,16 @@ def _float_input(ext: Graph) -> None:
 def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
                        calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
     """Quantize Φf in place (float input, int8 features out); return it and the calibration samples."""
-    if ext.meta.get("quantized"):  # imported int8 model: the file's parameters stay
+    quantized = bool(ext.meta.get("quantized"))  # imported int8 model: the file's parameters stay
+    if quantized:
         _float_input(ext)
         if calib is None and not config.quant.calib:
             return ext, np.zeros((0,) + tuple(ext.tensors[ext.inputs[0]].shape[1:]), np.float32)
+    try:  # from the shapes, before any sample is read (the project's demo embeds at least one input)
+        check_sample_size(ext, embeds_vectors=True)
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
+    if quantized:
         try:
             return ext, calibration_samples(ext, config.quant, calib, session.registry if session else None)
         except CalibrationDataError as e:
@@ -288,17 +295,24 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, storage: str, tq: Any) -
     return ReplayBuffer.bytes_for(cap, feat, storage, clf.target_count, "int8" if tq is not None else "float32")
 
 
-def _abi(config: CompileConfig) -> str | None:
-    """The C ABI (a key of ir.memory_model.ABIS) of the board's architecture; None without a board, or for an
-    architecture tinycc does not know."""
-    return ARCH_ABI.get(config.board.arch) if config.board is not None else None
+def _report(ext: Graph, clf: Classifier, cap: int, learn: LearningConfig, backend: Any, cand: Any,
+            figures: MemoryFigures, tq: Any = None, stack: tuple[int, bool, str] | None = None) -> MemoryReport:
+    """The memory report of ``cand`` with a buffer of ``cap`` entries (``stack``: the stack line, None: not
+    counted), as the backend adjusts it for what it deploys."""
+    r = deployment_memory(ext, clf, _buffer_bytes(cap, clf.n_in, clf, learn.storage, tq), learn.batch_size,
+                          figures.arena, figures.state, figures.arena_detail, figures.scratch, figures.descriptors,
+                          figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target))
+    backend.adjust_report(r, cand, figures)
+    return r
 
 
-def _report(ext: Graph, clf: Classifier, cap: int, feat: int, learn: LearningConfig, figures: MemoryFigures,
-            tq: Any = None, abi: str | None = None) -> MemoryReport:
-    return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, learn.storage, tq), learn.batch_size,
-                             figures.arena, figures.state, figures.arena_detail, figures.scratch, abi,
-                             figures.descriptors, figures.state_exact, figures.tables)
+def _fitting_capacity(ram: int, ext: Graph, clf: Classifier, learn: LearningConfig, backend: Any, cand: Any,
+                      figures: MemoryFigures, tq: Any, stack: tuple[int, bool, str] | None = None) -> int:
+    """The largest buffer the RAM budget leaves room for (at least 1)."""
+    one = _buffer_bytes(1, clf.n_in, clf, learn.storage, tq)
+    fixed = _report(ext, clf, 1, learn, backend, cand, figures, tq, stack).total("ram") - one
+    per = _buffer_bytes(2, clf.n_in, clf, learn.storage, tq) - one
+    return max((ram - fixed - 16) // per, 1)
 
 
 def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend: Any,
@@ -313,7 +327,6 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     if learn.cut:
         cands = [_resolve_cut(graph, learn.cut, cands)]
     ram, flash = config.memory.ram, config.memory.flash
-    abi = _abi(config)
     batch = learn.batch_size
     explicit = 1 if learn.tinyol else learn.buffer
     if not (ram or flash):
@@ -340,18 +353,14 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
             continue
         clf = make_classifier(graph, layers, loss, batch, mode)
         tq = target_quant(ext, loss, target, storage)
-        feat = clf.n_in
         cand, figures = candidate_figures(backend, ext, clf, config)
         if explicit:
             cap = int(explicit)
         elif ram:
-            one = _buffer_bytes(1, feat, clf, storage, tq)
-            fixed = _report(ext, clf, 1, feat, learn, figures, tq, abi).total("ram") - one
-            per = _buffer_bytes(2, feat, clf, storage, tq) - one
-            cap = max((ram - fixed - 16) // per, 1)
+            cap = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, feat, learn, figures, tq, abi)
+        report = _report(ext, clf, cap, learn, backend, cand, figures, tq)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:
@@ -359,9 +368,11 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     if best is None:
         raise first_error  # type: ignore[misc]
     _, cut, ext, clf, cap, report, samples, tq, cand, figures = best
-    check_budget(report, config)
-    check_addressable(report)
     fq = ext.tensors[ext.outputs[0]].quant
+    try:
+        check_feature_scale(float(np.max(fq.scale)), int(np.max(np.abs(fq.zero_point))), clf.n_in, learn.lr)
+    except CalibrationDataError as e:
+        raise TinyccError(str(e)) from None
     dep = Deployment(
         name=c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
         buffer=BufferConfig(cap, learn.policy, learn.storage, learn.seed),
@@ -370,6 +381,14 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
         loss=loss, target=target, target_quant=tq, config=config, board=config.board, plan=cand.plan,
         figures=figures)
+    stack = backend.stack_bytes(dep)
+    if stack is not None:  # the stack counts against the RAM budget: a buffer sized to fit gives up its bytes
+        if ram and not explicit:
+            cap = dep.buffer.capacity = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq, stack)
+        report = _report(ext, clf, cap, learn, backend, cand, figures, tq, stack)
+    check_budget(report, config)
+    check_addressable(report)
+    dep.memory = {"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap}
     labels = _labels_for(config.quant.calib, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels

@@ -13,6 +13,7 @@ from ..errors import BudgetError
 from ..ir.graph import Graph
 from ..ir.memory_model import MemoryReport
 from ..memory import MemoryPlan, plan
+from ..names import c_identifier
 from ..options import MAX_BYTES
 
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
@@ -31,9 +32,9 @@ def candidate_figures(backend: Any, extractor: Graph, classifier: Any, config: C
 
 
 def c_name(name: str) -> str:
-    """The model's name as a C identifier (prefix of every generated symbol)."""
-    out = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "model"
-    return out if not out[0].isdigit() else f"m_{out}"
+    """The prefix of the generated C names (``tinycc.names.c_identifier``: ASCII, no keyword, no clash with the
+    runtime's ``tcc_``/``tinycc_`` names)."""
+    return c_identifier(name)
 
 
 def check_addressable(report: MemoryReport) -> None:

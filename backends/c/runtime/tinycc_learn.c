@@ -408,6 +408,77 @@ int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_
     return slot;
 }
 
+static void swap_rows(tcc_buffer_t *b, int32_t i, int32_t j) {
+    int32_t k;
+    for (k = 0; k < b->features; ++k) {
+        const int32_t u = i * b->features + k, v = j * b->features + k;
+        if (b->int8_storage) {
+            const int8_t t = b->q[u];
+            b->q[u] = b->q[v];
+            b->q[v] = t;
+        } else {
+            const float t = b->f[u];
+            b->f[u] = b->f[v];
+            b->f[v] = t;
+        }
+    }
+    for (k = 0; k < b->targets; ++k) {
+        const int32_t u = i * b->targets + k, v = j * b->targets + k;
+        if (b->tq) {
+            const int8_t t = b->tq[u];
+            b->tq[u] = b->tq[v];
+            b->tq[v] = t;
+        } else {
+            const float t = b->tf[u];
+            b->tf[u] = b->tf[v];
+            b->tf[v] = t;
+        }
+    }
+    if (!b->targets) {
+        const uint8_t t = b->labels[i];
+        b->labels[i] = b->labels[j];
+        b->labels[j] = t;
+    }
+    {
+        const uint32_t t = b->stamp[i];
+        b->stamp[i] = b->stamp[j];
+        b->stamp[j] = t;
+    }
+}
+
+static void reverse_rows(tcc_buffer_t *b, int32_t lo, int32_t hi) { /* rows lo..hi-1 */
+    for (--hi; lo < hi; ++lo, --hi) {
+        swap_rows(b, lo, hi);
+    }
+}
+
+void tcc_buffer_save(const tcc_buffer_t *b, uint32_t *state) {
+    int32_t i;
+    for (i = 0; i < 4; ++i) {
+        state[i] = b->state[i];
+    }
+}
+
+void tcc_buffer_unpush(tcc_buffer_t *b, int32_t slot, const uint32_t *before) {
+    int32_t i, lo, mid;
+    const int32_t full = (int32_t)before[S_COUNT] == b->capacity;
+    for (i = 0; i < 4; ++i) {
+        b->state[i] = before[i];
+    }
+    if (slot < 0 || !full) {
+        return; /* nothing written, or a fresh slot: the state words alone undo the push */
+    }
+    /* the sample replaced an entry: both are gone; the others keep their training order in slots 0..capacity-2
+     * (a rotation by three reversals: no extra memory) */
+    lo = b->policy == TCC_POLICY_FIFO ? 0 : slot; /* fifo: the oldest entry is the one after the slot */
+    mid = slot + 1;
+    reverse_rows(b, lo, mid);
+    reverse_rows(b, mid, b->capacity);
+    reverse_rows(b, lo, b->capacity);
+    b->state[S_COUNT] = (uint32_t)(b->capacity - 1);
+    b->state[S_HEAD] = b->policy == TCC_POLICY_FIFO ? (uint32_t)(b->capacity - 1) : 0u;
+}
+
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout) {
     const int32_t slot = entry_slot(b, k);
     int32_t i;

@@ -64,6 +64,12 @@ int32_t tcc_buffer_count(const tcc_buffer_t *b);
 /* store float features (quantized if int8 storage) or int8 features (q != NULL) with a label, or with a
  * target [targets] (regression buffer; must be finite, checked by the caller); returns slot or -1 */
 int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label, const float *target);
+/* the 4 state words (count, head, seen, rng) into state[4], to undo a push with tcc_buffer_unpush */
+void tcc_buffer_save(const tcc_buffer_t *b, uint32_t *state);
+/* undo the push that returned `slot` (-1: nothing was written), `before` being the state saved just before it:
+ * the sample is removed; when it had replaced an entry (a full buffer) that entry is gone too, the others keep
+ * their training order in slots 0..capacity-2 (tinycc.ir.buffer.ReplayBuffer.unpush) */
+void tcc_buffer_unpush(tcc_buffer_t *b, int32_t slot, const uint32_t *before);
 /* the k-th entry in training order, dequantized into out[features] (a regression target into
  * tout[targets]); returns its label (0 for regression) */
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout);
