@@ -385,8 +385,10 @@ def tinycc_register_calibration_sources(registry: Any) -> None:
 
 
 # ---- CLI: tinycc quantize --------------------------------------------------------
-def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool = False) -> tuple[Graph, PassContext]:
-    """Load ``model``, run the cleanup pipeline (if registered) and the int8 pipeline."""
+def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool = False,
+                   calib: np.ndarray | None = None) -> tuple[Graph, PassContext]:
+    """Load ``model``, run the cleanup pipeline (if registered) and the int8 pipeline (``calib``: calibration
+    samples as an array, else ``quant.calib`` is loaded)."""
     from ..passes import run_pipeline
 
     if not os.path.exists(model):
@@ -396,7 +398,9 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
     if graph.meta.get("quantized"):
         raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras or a "
                           "float32 .tflite)")
-    ctx = PassContext(session=session, config=CompileConfig(quant=quant), progress=progress)
+    # the whole model quantized, no on-device learning (an int8 input is allowed)
+    ctx = PassContext(session=session, config=CompileConfig(learning=None, quant=quant), calib=calib,
+                      progress=progress)
     run_pipeline(graph, reg.pipeline("cleanup"), ctx)
     run_pipeline(graph, reg.pipeline("int8"), ctx)
     return graph, ctx

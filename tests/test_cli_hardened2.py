@@ -250,17 +250,19 @@ def test_refused_scale_is_the_one_that_breaks_learning(data: Path, session, monk
     probabilities become NaN within a few learn calls (the issue: after four); x 1e3 is accepted and learns
     200 steps with finite probabilities."""
     from tinycc.backends.c import CBackend
-    from tinycc.plugins import ondevice
+    from tinycc.deploy import learning
 
-    graph = session.registry.frontend_for(EXAMPLE).load(EXAMPLE, {})
+    from .deploy_util import build_deployment
+
+    graph = session.registry.frontend_for(EXAMPLE).load(EXAMPLE)
     with np.load(DIGITS) as z:
         x, y = z["x_train"][:300], z["y_train"][:300]
-    dep = ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e3)}, session, CBackend())
+    dep = build_deployment(graph, {"calib_data": x * np.float32(1e3)}, session, CBackend())
     assert all(np.isfinite(p).all() for p in _learn_probs(dep, x * np.float32(1e3), y, 200))
     with pytest.raises(TinyccError, match="float32"):
-        ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
-    monkeypatch.setattr(ondevice, "check_feature_scale", lambda *a: None)
-    dep = ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
+        build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
+    monkeypatch.setattr(learning, "check_feature_scale", lambda *a: None)
+    dep = build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
     with np.errstate(all="ignore"):
         probs = _learn_probs(dep, x * np.float32(1e30), y, 10)
     assert any(not np.isfinite(p).all() for p in probs)

@@ -291,14 +291,15 @@ class StackItem:
 POINTER = {"host": 8, "avr": 2}  # pointer bytes per core (others: 4)
 
 
-def stack_item(deployment: Any) -> StackItem:
-    """The stack of ``deployment``'s generated API on its board's architecture (no board: the host build):
-    measured with the core's compiler when it is installed, else ``estimate`` (marked)."""
+def stack_item(deployment: Any, arch: str | None = None) -> StackItem:
+    """The stack of ``deployment``'s generated API on ``arch`` (default: its board's architecture; no board: the
+    host build): measured with the core's compiler when it is installed, else ``estimate`` (marked)."""
     from ...config import TestVectors
     from . import cmsis_nn, render_project
 
     config = deployment.config
-    arch = config.board.arch if config is not None and config.board is not None else None
+    if arch is None and config is not None and config.board is not None:
+        arch = config.board.arch
 
     core = ARCH_CORE.get(arch)
     where = "host build; --board names the target" if arch is None else ""
