@@ -396,7 +396,7 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
     if graph.meta.get("quantized"):
         raise TinyccError(f"{model}: already an int8 model; quantize takes the float model (.h5/.keras or a "
                           "float32 .tflite)")
-    ctx = PassContext(session=session, config=CompileConfig(quant=quant), progress=progress)
+    ctx = PassContext(session=session, config=CompileConfig(learning=None, quant=quant), progress=progress)
     run_pipeline(graph, reg.pipeline("cleanup"), ctx)
     run_pipeline(graph, reg.pipeline("int8"), ctx)
     return graph, ctx
