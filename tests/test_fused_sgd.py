@@ -13,6 +13,7 @@ import pytest
 
 from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
 from tinycc.backends.c import CBackend
+from tinycc.errors import TinyccError
 from .deploy_util import emit, render_project
 from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
@@ -201,10 +202,18 @@ int main(void) {
 """
 
 
-def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path) -> None:
+def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is removed again (issue
     #29: the buffer stays empty), the classifier keeps its compiled weights; the simulator refuses the same step
-    and removes the sample too."""
+    and removes the sample too. (The compile refuses such an lr up front, ``check_feature_scale``; the runtime's
+    own refusal is tested past that check.)"""
+    from tinycc.deploy import learning
+
+    with pytest.raises(TinyccError, match="overflows float32"):
+        build_deployment(_graph(session, _model()), {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38},
+                         session, CBackend())
+    monkeypatch.setattr(learning, "check_feature_scale", lambda *a: None)
     g = _graph(session, _model())
     dep = build_deployment(g, {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38}, session, CBackend())
     render_project(dep, {"test_count": 4}, tmp_path)
