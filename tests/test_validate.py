@@ -155,7 +155,7 @@ def test_make_run_prints_a_short_report(session, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert 5 < len(lines) < 40, r.stdout
-    x, y = embedded_vectors(dep, {})  # what the compile embedded: the first 8 calibration samples
+    x, y = embedded_vectors(dep)  # what the compile embedded: the first 8 calibration samples
     rows = report_predictions(r.stdout)
     sim = Simulator(dep)
     k_before = sim.predict(x)[0]
