@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import TinyccError
+from .options import OptionError
 
 STAGES = ("import", "cleanup", "optimize", "pre_quantize", "quantize", "post_quantize")
 FRONT_STAGES = ("import", "cleanup", "optimize")  # on the whole float model, before the deploy stage
@@ -36,7 +37,7 @@ def parse_passes(text: str) -> tuple[str, ...]:
     items = tuple(s.strip() for s in text.split(",") if s.strip())
     for s in items:
         if s[0] not in "+-" or not s[1:]:
-            raise TinyccError(f"--passes: {s!r}: write +NAME to add a pass or -NAME to drop one")
+            raise OptionError(f"--passes: {s!r}: write +NAME to add a pass or -NAME to drop one")
     return items
 
 
