@@ -141,6 +141,8 @@ def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> No
     from tinycc.plugins.validate import validate
     from tinycc.session import Session
 
+    from .deploy_util import config
+
     path = mlperf_model("kws_ref_model.tflite")
     g = read_tflite(str(path))
     t = g.tensors[g.inputs[0]]
@@ -154,7 +156,8 @@ def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> No
         session = Session(autoload=True)
         assert session.registry.boards["qemu_virt_rv32"].plugin == "riscv"
         out = io.StringIO()
-        rc = validate(str(path), "c", str(tmp_path / "kws.npz"), "qemu-rv32imc", n, None, {"buffer": 2}, session, out)
+        rc = validate(str(path), "c", str(tmp_path / "kws.npz"), "qemu-rv32imc", n, None,
+                      config(session, {"buffer": 2}), session, out)
     finally:
         sys.path.remove(str(riscv_site))
         for mod in [m for m in sys.modules if m.startswith("tinycc_riscv")]:
