@@ -127,7 +127,7 @@ def _cnas_deployments(session: Any, only: list[str] | None):
     from tinycc.passes import PassContext, run_pipeline
     from tinycc.config import make_config
     from tinycc.deploy import build_deployment
-    from tinycc.plugins.prune import prune
+    from tinycc.plugins.passes.prune import prune
 
     names = [n for n in CNAS if not only or n in only]
     data = SHARED / "data" / "cifar10.npz"

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.passes import PassContext, run_pipeline
     from tinycc.config import make_config
     from tinycc.deploy import build_deployment
-    from tinycc.plugins.scenarios import prepare
+    from tinycc.plugins.applications.scenarios import prepare
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> Result:
 
 
 def _calib(prep: Any) -> np.ndarray:
-    from tinycc.plugins.scenarios import CALIB_SAMPLES, CALIB_SEED, make_stream
+    from tinycc.plugins.applications.scenarios import CALIB_SAMPLES, CALIB_SEED, make_stream
 
     src = prep.data
     st = make_stream("concept-drift", src, min(CALIB_SAMPLES, len(src.x_train)), 1, CALIB_SEED, prep.scale,
@@ -166,7 +166,7 @@ def _calib(prep: Any) -> np.ndarray:
 def _final_accuracy(prep: Any, caps: list[int], args: argparse.Namespace) -> dict[int, tuple[float, float]]:
     """Final concept-drift accuracy (mean, std over runs) of Ω with each buffer capacity."""
     from tinycc.ir.simulator import learner_for
-    from tinycc.plugins.scenarios import draw, run_mode
+    from tinycc.plugins.applications.scenarios import draw, run_mode
 
     # a FIFO buffer at least as long as the stream never evicts: every such capacity learns identically
     sim = sorted({min(c, prep.n_stream) for c in caps})

@@ -49,7 +49,7 @@ def _graph(session: Any, path: Path) -> Any:
 
 def keras_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the float Keras model (Keras 2 file repaired by tinycc's loader)."""
-    from tinycc.plugins.keras_frontend import _load_keras
+    from tinycc.plugins.frontends.keras import _load_keras
 
     model = _load_keras(str(path))
     return float((np.argmax(model.predict(x, batch_size=100, verbose=0), axis=1) == y).mean())

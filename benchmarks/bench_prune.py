@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.ir.interpreter import run as run_float
     from tinycc.ir.stats import totals
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_export import graph_to_keras, update_graph_weights
-    from tinycc.plugins.prune import prune
+    from tinycc.plugins.passes.keras_export import graph_to_keras, update_graph_weights
+    from tinycc.plugins.passes.prune import prune
     from tinycc.report import markdown_table
     from tinycc.session import Session
 

@@ -46,7 +46,7 @@ def _cleaned(session, model: str):
 
 def run(args: argparse.Namespace) -> Result:
     from tinycc.config import make_config
-    from tinycc.plugins.scenarios import simulate, tune, write_results
+    from tinycc.plugins.applications.scenarios import simulate, tune, write_results
     from tinycc.report import markdown_table
     from tinycc.session import Session
 

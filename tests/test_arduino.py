@@ -12,7 +12,7 @@ from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
 from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins import serial_proto
+from tinycc.plugins.applications import serial_proto
 from .deploy_util import emit, build_deployment
 
 from . import arduino_harness

@@ -12,7 +12,7 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.quant import BIAS_LIMIT, bias_fitting_scales, quantize_bias, symmetric_weight_scales
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
 from . import c_harness

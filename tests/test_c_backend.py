@@ -13,7 +13,7 @@ from .deploy_util import c_arena, render_project
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
 from . import c_harness
@@ -27,7 +27,7 @@ N_LEARN = 50
 
 def _graph(session, name: str):
     if name.endswith("_pruned"):
-        from tinycc.plugins.prune import prune
+        from tinycc.plugins.passes.prune import prune
 
         g, x, y, calib = _graph(session, name[:-len("_pruned")])
         prune(g, ratio=0.5)

@@ -15,7 +15,7 @@ from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter import run
 from tinycc.config import QuantConfig
 from tinycc.data import calibration_samples
-from tinycc.plugins.quantize import load_data, load_samples
+from tinycc.plugins.passes.quantize import load_data, load_samples
 
 
 def small_graph(shape: tuple[int, ...] = (6, 6, 2)) -> Graph:

@@ -299,7 +299,7 @@ def test_search_refusals_are_one_line_and_fast(case: str, tmp_path: Path) -> Non
 
 
 def test_unreachable_peer_within_10_s() -> None:
-    from tinycc.plugins.search.runner import check_reachable
+    from tinycc.plugins.applications.search.runner import check_reachable
 
     for addr in ("nohost.invalid:6379", f"127.0.0.1:{_closed_port()}", "[::1]:1"):
         t0 = time.perf_counter()
@@ -312,7 +312,7 @@ def test_ray_handshake_that_never_completes_is_abandoned(monkeypatch: pytest.Mon
     """A peer that accepts connections but is no Ray head: Ray retries forever; tinycc gives up after the bound."""
     import types
 
-    from tinycc.plugins.search import runner
+    from tinycc.plugins.applications.search import runner
 
     stop = threading.Event()
     fake = types.SimpleNamespace(init=lambda **kw: stop.wait(60))
@@ -334,7 +334,7 @@ def test_dead_workers_stop_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trials failing in a row (workers killed) and a cluster without CPUs end the search with a clear line."""
     import types
 
-    from tinycc.plugins.search import runner
+    from tinycc.plugins.applications.search import runner
 
     w = runner._Watchdog(workers=2)
     w.failed(0, "WorkerCrashedError")

@@ -8,7 +8,7 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.models import cnas_cifar10
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from tinycc.tflite_writer import operator_names, write_tflite
 
 

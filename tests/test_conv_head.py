@@ -22,10 +22,10 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_export import graph_to_keras
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.passes.keras_export import graph_to_keras
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
-from tinycc.plugins.prune import l1, plan_ratio, prune
+from tinycc.plugins.passes.prune import l1, plan_ratio, prune
 
 from . import c_harness
 from .test_prune import _zeroed_reference
@@ -312,7 +312,7 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
         # `tinycc serial`'s host side packs the 110,592-byte input and reads the reply
         from types import SimpleNamespace
 
-        from tinycc.plugins.serial_cmd import Board
+        from tinycc.plugins.applications.serial_cmd import Board
 
         pipe = SimpleNamespace(read=p.stdout.read, write=lambda b: (p.stdin.write(b), p.stdin.flush()))
         assert Board(pipe).predict(x[2]) == ks[0] and Board(pipe).status()[2:] == (2, dep.buffer.capacity)

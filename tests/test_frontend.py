@@ -88,7 +88,7 @@ def test_nested_model_inlined(session) -> None:
     inp = keras.Input((5,))
     out = keras.layers.Dense(2, activation="softmax", name="head")(inner(inp))
     m = keras.Model(inp, out)
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     g = graph_from_keras_model(m)
     assert [o.name for o in g.ops if o.kind.value == "dense"] == ["inner/i1", "inner/i2", "head"]
@@ -99,7 +99,7 @@ def test_nested_model_inlined(session) -> None:
 def test_unsupported_layer_message() -> None:
     import keras
 
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     inp = keras.Input((8, 8, 2))
     x = keras.layers.Conv2DTranspose(3, 3, name="deconv")(inp)
@@ -125,7 +125,7 @@ def test_keras_ops_arithmetic_between_layers() -> None:
     """Keras 3 records `x + 3.0` etc. as operations, not layers: constants become RESCALE, tensors ADD/MUL."""
     import keras
 
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((4, 4, 3))

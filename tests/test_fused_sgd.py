@@ -19,7 +19,7 @@ from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
 from . import arduino_harness, c_harness

@@ -13,7 +13,7 @@ from .deploy_util import emit, render_project
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
 from . import arduino_harness, c_harness

@@ -225,7 +225,7 @@ def test_validate_mlperf_inference_only_on_host(session, tmp_path: Path, capsys,
     the Keras-only streaming wake word model is calibrated on the data."""
     import io
 
-    from tinycc.plugins.validate import validate
+    from tinycc.plugins.applications.validate import validate
 
     from .conftest import mlperf_model
 
@@ -339,7 +339,7 @@ def test_validate_inference_only_on_host(session, tmp_path: Path) -> None:
     outputs were tampered with fails (exit 1)."""
     import io
 
-    from tinycc.plugins.validate import validate
+    from tinycc.plugins.applications.validate import validate
 
     model, data = str(ROOT / "examples" / "digits_cnn.h5"), str(ROOT / "examples" / "digits_data.npz")
     out = io.StringIO()

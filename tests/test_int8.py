@@ -10,7 +10,7 @@ from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from .zoo import build, sample_input
@@ -119,7 +119,7 @@ def test_no_int8_kernel_is_reported_with_layer(session, monkeypatch) -> None:
     import keras
 
     from tinycc.ir.ops import OpKind
-    from tinycc.plugins import quantize as qz
+    from tinycc.plugins.passes import quantize as qz
 
     monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS - {OpKind.SOFTMAX})  # as if int8 had no softmax kernel
 

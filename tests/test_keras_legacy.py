@@ -22,8 +22,8 @@ import pytest
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.interpreter import run
 from tinycc.ir.stats import totals
-from tinycc.plugins.keras_frontend import KerasFrontend
-from tinycc.plugins.keras_legacy import repair_config
+from tinycc.plugins.frontends.keras import KerasFrontend
+from tinycc.plugins.frontends.keras_legacy import repair_config
 
 from .conftest import mlperf_model
 from .zoo import _randomise_bn
@@ -262,7 +262,7 @@ def test_repair_config_generic() -> None:
     assert len(changes) >= 6
     import keras
 
-    from tinycc.plugins.keras_legacy import _accepted
+    from tinycc.plugins.frontends.keras_legacy import _accepted
 
     assert "groups" not in _accepted(keras.layers.DepthwiseConv2D)  # the repair is needed at all
 
@@ -311,7 +311,7 @@ def test_mlperf_tiny_h5(name: str, tmp_path: Path) -> None:
     path = mlperf_model(f"{name}.h5")
     import keras
 
-    from tinycc.plugins.keras_legacy import repaired_copy
+    from tinycc.plugins.frontends.keras_legacy import repaired_copy
 
     model = keras.models.load_model(repaired_copy(path, tmp_path) or path, compile=False)
     g = KerasFrontend().load(str(path))

@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"tinycc": "tinycc", "ir": "tinycc.ir", "plugins": "tinycc.plugins", "backends": "tinycc.backends"}
-APPLICATIONS = ("tinycc.plugins.validate", "tinycc.plugins.scenarios", "tinycc.plugins.search")
+APPLICATIONS = ("tinycc.plugins.applications",)
+ROLES = ("frontends", "passes", "deployments", "targets", "applications")
 # backend-neutral modules of backends/ an application may use (the demo dump it compares, the interface)
 BACKEND_NEUTRAL = ("tinycc.backends.demo", "tinycc.backends.base")
 
@@ -122,3 +123,29 @@ def test_a_violation_is_reported() -> None:
     """The rules fail when broken: a rule that flags the known import of tinycc.errors by the ir-free core."""
     found = _violations(lambda n, m: "x" if n == "tinycc.driver" and m == "tinycc.errors" else "")
     assert len(found) == 1 and found[0].startswith("tinycc/driver.py:")
+
+
+def test_plugins_hold_one_role_per_folder() -> None:
+    """plugins/ has only role folders; a frontend, pass, deployment kind or board never imports an application
+    or a backend (applications may use the backend-neutral modules)."""
+    loose = sorted(p.name for p in (ROOT / "plugins").iterdir() if p.suffix == ".py" and p.name != "__init__.py")
+    assert loose == [], f"plugin modules outside a role folder: {loose}"
+    assert sorted(p.name for p in (ROOT / "plugins").iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(ROLES)
+
+    def rule(n: str, m: str) -> str:
+        if not _under(n, "tinycc.plugins") or _under(n, "tinycc.plugins.applications"):
+            return ""
+        if _under(m, "tinycc.plugins.applications"):
+            return "a frontend/pass/deployment/board imports an application"
+        if _under(m, "tinycc.backends"):
+            return "a frontend/pass/deployment/board imports a backend"
+        return ""
+
+    assert _violations(rule) == []
+
+
+def test_every_package_says_what_lives_there() -> None:
+    """Every folder's __init__.py starts with a docstring (what lives here, what it may import)."""
+    missing = [str(p.relative_to(ROOT)) for name, p in MODULES.items() if p.name == "__init__.py"
+               and not ast.get_docstring(ast.parse(p.read_text()))]
+    assert missing == []

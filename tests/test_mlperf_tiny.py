@@ -13,7 +13,7 @@ from .deploy_util import render_project
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.quant import quantize
 from .deploy_util import build_deployment
-from tinycc.plugins.tflite_frontend import read_tflite
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.session import Session
 
 from . import c_harness

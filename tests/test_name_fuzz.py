@@ -96,7 +96,7 @@ def models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     import keras
 
     from tinycc.config import QuantConfig
-    from tinycc.plugins.quantize import quantize_model
+    from tinycc.plugins.passes.quantize import quantize_model
     from tinycc.tflite_writer import write_tflite
     from tinycc.session import Session
 

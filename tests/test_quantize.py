@@ -19,9 +19,9 @@ from tinycc.ir.quant import choose_activation_params, quantize
 from tinycc.ir.tensor import DType
 from tinycc.config import CompileConfig, QuantConfig
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins import quantize as qz
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.quant_report import build_report, sqnr_db
+from tinycc.plugins.passes import quantize as qz
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.passes.quant_report import build_report, sqnr_db
 
 from .test_tflite_writer import mobilenet_v3_style
 from .zoo import build, sample_input, save_model
@@ -246,7 +246,7 @@ def _cli_quantize_and_compare(capsys, tmp_path: Path, model_path: Path, calib: P
     and TFLite Micro (its flavour) on ``x`` (float samples, quantized with the file's input parameters)."""
     from tflite_micro.python.tflite_micro import runtime
 
-    from tinycc.plugins.tflite_frontend import read_tflite
+    from tinycc.plugins.frontends.tflite import read_tflite
 
     out = tmp_path / "m.tflite"
     code, _, err = _cli(capsys, "quantize", str(model_path), "--calib", str(calib), "--int8-io", *extra,

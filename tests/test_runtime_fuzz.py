@@ -20,7 +20,7 @@ from tinycc.backends.c import CBackend
 from .deploy_util import emit, render_project
 from tinycc.errors import UnsupportedLayerError
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
 from . import c_harness

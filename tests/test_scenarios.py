@@ -54,7 +54,7 @@ def test_tune_picks_the_best_rate_per_mode(setup: Path) -> None:
     """tune() computes features once per stream; its choice equals simulate() run at each rate."""
     from tinycc.passes import PassContext, run_pipeline
     from .deploy_util import config
-    from tinycc.plugins.scenarios import MODES, simulate, tune
+    from tinycc.plugins.applications.scenarios import MODES, simulate, tune
     from tinycc.session import Session
 
     session = Session(autoload=False)

@@ -19,8 +19,8 @@ import pytest
 from tinycc.backends.arduino import ArduinoBackend
 from tinycc.ir.simulator import Simulator
 from .deploy_util import build_deployment
-from tinycc.plugins.serial_proto import Board
-from tinycc.plugins.serial_cmd import stream
+from tinycc.plugins.applications.serial_proto import Board
+from tinycc.plugins.applications.serial_cmd import stream
 
 from . import arduino_harness
 
@@ -41,7 +41,7 @@ def board_exe(tmp_path_factory):
     """(deployment, stream x, y, the bridge executable) for a small MLP: 8 float inputs (a 42-byte learn frame),
     3 classes, a 64-entry buffer."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -155,7 +155,7 @@ def test_noisy_line_to_the_sketch_in_simavr(board_exe, tmp_path: Path) -> None:
     corrupts 1% of the bytes both ways: the same CSV and the same classifier bytes in the AVR's RAM as the clean
     run; the classifier is the numpy simulator's to float rounding (avr-libc's expf is not glibc's)."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     _, x, y, _ = board_exe
@@ -191,7 +191,7 @@ def test_status_reports_capacities_above_16_bits(board_exe, tmp_path: Path) -> N
     reported as 60,114); a 70,000-entry buffer through the board's own protocol code."""
     dep, x, y, _ = board_exe
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -207,6 +207,6 @@ def test_status_reports_capacities_above_16_bits(board_exe, tmp_path: Path) -> N
 
 
 def _status_request() -> bytes:
-    from tinycc.plugins.serial_proto import frame
+    from tinycc.plugins.applications.serial_proto import frame
 
     return frame(b"S", b"", 1)

@@ -149,7 +149,7 @@ def test_bad_input_is_one_line_exit_2(data: Path, tmp_path: Path, case: str, arg
 
 
 def test_x_y_split_is_seeded_and_disjoint(data: Path) -> None:
-    from tinycc.plugins.scenario_data import load_dataset
+    from tinycc.plugins.applications.scenario_data import load_dataset
 
     with np.load(data / "target.npz") as z:
         n = len(z["x"])
@@ -164,7 +164,7 @@ def test_x_y_split_is_seeded_and_disjoint(data: Path) -> None:
 def test_progress_counts_every_learning_step(monkeypatch, session) -> None:
     """One tqdm step per sample and mode, on a terminal only."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.scenarios import prepare, run_prepared
+    from tinycc.plugins.applications.scenarios import prepare, run_prepared
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -17,7 +17,7 @@ from tinycc.backends.c import CBackend
 from .deploy_util import render_project
 from tinycc.backends.c.stack import CORES, LIBRARY_STACK, PROBES, StackError, measure, project_stack, toolchain
 from .deploy_util import build_deployment
-from tinycc.plugins.tflite_frontend import read_tflite
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.session import Session
 
 from . import stack_harness

@@ -137,8 +137,8 @@ def test_riscv_board_compiles_builds_and_validates(riscv_site: Path, tmp_path: P
 @pytest.mark.slow
 def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> None:
     """MLPerf Tiny's keyword-spotting model on RV32IMC in QEMU: int8 features equal run_int8 bit for bit."""
-    from tinycc.plugins.tflite_frontend import read_tflite
-    from tinycc.plugins.validate import validate
+    from tinycc.plugins.frontends.tflite import read_tflite
+    from tinycc.plugins.applications.validate import validate
     from tinycc.session import Session
 
     from .deploy_util import config

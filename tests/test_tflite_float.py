@@ -12,7 +12,7 @@ import pytest
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
-from tinycc.plugins.tflite_frontend import read_tflite
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_schema import schema
 
 from .conftest import mlperf_model

@@ -17,7 +17,7 @@ from tinycc.ir.ops import OpKind
 from tinycc.ir.tensor import DType, QuantParams
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.session import Session
-from tinycc.plugins.tflite_frontend import read_tflite
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_schema import schema
 from tinycc.tflite_writer import operator_names, write_tflite
 

@@ -14,8 +14,8 @@ from tinycc.ir.ops import OpKind
 from tinycc.ir.tensor import DType
 from tinycc.config import CompileConfig, QuantConfig
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.quantize import lower_for_int8
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.passes.quantize import lower_for_int8
 from tinycc.tflite_writer import INT8_VERSIONS, operator_versions, write_tflite
 from tinycc.session import Session
 

@@ -13,7 +13,7 @@ from tinycc.backends.c import test_vectors as embedded_vectors
 from tinycc.backends.demo import report_predictions
 from .deploy_util import compile_model, config
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins.validate import validate
+from tinycc.plugins.applications.validate import validate
 
 from . import arduino_harness, c_harness
 from .test_cli import tinycc

@@ -5,7 +5,7 @@ backend emits.
 (--inference-only: the whole model in int8) and ``stage`` (what both share: the memory plan computed once per
 candidate, the backend's memory figures, the budget check). Imports the IR and the core only; backends are
 reached through the registry and answer through ``tinycc.backend_api``. Plugins register these functions as
-deployment kinds (``plugins/ondevice.py``, ``plugins/inference.py``).
+deployment kinds (``plugins/deployments/ondevice.py``, ``plugins/deployments/inference.py``).
 """
 from __future__ import annotations
 

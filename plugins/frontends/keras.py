@@ -20,9 +20,9 @@ from typing import Any, Callable
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.graph import Graph, IRError
-from ..ir.ops import OpKind
+from ...errors import TinyccError, UnsupportedLayerError
+from ...ir.graph import Graph, IRError
+from ...ir.ops import OpKind
 from .keras_legacy import check_zip_sizes, repaired_copy
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -426,7 +426,7 @@ SUPPORTED_LAYERS = tuple(sorted(_CONVERTERS))
 
 def graph_from_keras_model(model: Any, name: str | None = None) -> Graph:
     """Lower an in-memory Keras model to a verified float IR graph."""
-    from ..ir.verify import verify
+    from ...ir.verify import verify
 
     g = Graph(name or model.name)
     inputs = []

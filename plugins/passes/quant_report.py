@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TinyccError
-from ..ir.graph import Graph
-from ..ir.interpreter import run
-from ..ir.interpreter_int8 import run_int8
-from ..ir.ops import OpKind
-from ..ir.quant import dequantize, quantize
-from ..ir.tensor import DType
+from ...errors import TinyccError
+from ...ir.graph import Graph
+from ...ir.interpreter import run
+from ...ir.interpreter_int8 import run_int8
+from ...ir.ops import OpKind
+from ...ir.quant import dequantize, quantize
+from ...ir.tensor import DType
 
 
 @dataclass
@@ -58,7 +58,7 @@ class QuantReport:
         return d
 
     def render(self) -> str:
-        from ..report import table
+        from ...report import table
 
         rows = [[t.tensor, t.op, f"{t.scale:.6g}", str(t.zero_point), f"{100 * t.clipped:.3f}%", _db(t.sqnr_db)]
                 for t in self.tensors]

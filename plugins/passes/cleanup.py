@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..ir.graph import Graph, Op
-from ..ir.ops import OpKind
-from ..passes import Pass, PassContext
+from ...ir.graph import Graph, Op
+from ...ir.ops import OpKind
+from ...passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 

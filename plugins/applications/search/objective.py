@@ -4,7 +4,7 @@
 ``.keras`` bytes). Infeasible candidates stop after the compile check: ``epochs`` 0, no training.
 Objective ``accuracy``: top-1 of the deployed program on the held-out samples, i.e. int8 Φf
 (``run_int8``) and the float Φc as trained, through ``ir.simulator.Simulator``. Objective ``drift``:
-the final Ω accuracy of a short concept-drift stream (`tinycc simulate`'s ``plugins/scenarios.py``:
+the final Ω accuracy of a short concept-drift stream (`tinycc simulate`'s ``plugins/applications/scenarios.py``:
 labels of classes 0 and 1 swapped after a quarter of the stream) with the buffer as deployed.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TrialData:
 
 
 def _session() -> Any:
-    from ...session import Session
+    from ....session import Session
 
     return Session()
 
@@ -70,14 +70,14 @@ def _recalibrate_batchnorm(model: Any, x: np.ndarray) -> None:
 def score(dep: Any, path: str, data: TrialData, objective: str, budget: dict[str, Any], cut: str,
           session: Any) -> float:
     """Accuracy of the deployed program (host simulator) on the held-out samples, or after a drift stream."""
-    from ...ir.simulator import Simulator
+    from ....ir.simulator import Simulator
 
     if objective == "accuracy":
         pred, _ = Simulator(dep).predict(data.x_test.astype(np.float32))
         return float((pred == data.y_test).mean())
     from ..scenario_data import Dataset, Protocol
     from ..scenarios import ScenarioData, prepare, run_prepared
-    from ...api import make_config
+    from ....api import make_config
     from .feasibility import load_cleaned
 
     ds = Dataset(data.path, data.x_train, data.y_train, data.x_test, data.y_test)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pluggy
 
-from ..deploy import build_inference
+from ...deploy import build_inference
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 

@@ -24,10 +24,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...errors import BudgetError
-from ...ir.graph import Graph
-from ...ir.ops import OpKind
-from ...ir.stats import op_macs
+from ....errors import BudgetError
+from ....ir.graph import Graph
+from ....ir.ops import OpKind
+from ....ir.stats import op_macs
 
 INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24}
 INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
@@ -62,14 +62,14 @@ def instruction_estimate(extractor: Graph, classifier: list[Any]) -> int:
 
 def load_cleaned(path: str, session: Any) -> Graph:
     """Frontend + verify + the import and cleanup stages, as the compile driver does."""
-    from ...api import load_cleaned as cleaned
+    from ....api import load_cleaned as cleaned
 
     return cleaned(path, session)
 
 
 def compile_deployment(path: str, options: Mapping[str, Any], session: Any, calib: np.ndarray | None = None) -> Any:
     """The deployment `tinycc compile PATH --target c` builds with the command-line ``options`` (no files)."""
-    from ...api import deploy, make_config
+    from ....api import deploy, make_config
 
     return deploy(load_cleaned(path, session), make_config(session, **options), session, "c", calib=calib)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pluggy
 
-from ..deploy import Cut, build_deployment
+from ...deploy import Cut, build_deployment
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 

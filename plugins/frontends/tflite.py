@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.graph import Graph, IRError
-from ..ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
-from ..ir.ops import OpKind, same_padding
-from ..ir.tensor import DType, QuantParams, Tensor
-from ..tflite_schema import builtin_name, schema
+from ...errors import TinyccError, UnsupportedLayerError
+from ...ir.graph import Graph, IRError
+from ...ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
+from ...ir.ops import OpKind, same_padding
+from ...ir.tensor import DType, QuantParams, Tensor
+from ...tflite_schema import builtin_name, schema
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..config import CompileConfig
-from ..errors import TinyccError
-from ..ir.calibration import test_vector_count
-from ..options import MAX_SAMPLES, int_range
+from ...config import CompileConfig
+from ...errors import TinyccError
+from ...ir.calibration import test_vector_count
+from ...options import MAX_SAMPLES, int_range
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 DATA_KEYS = ("x", "x_test", "x_train")
@@ -65,7 +65,7 @@ def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -
 
 def calibration_samples(path: str, shape: tuple[int, ...]) -> np.ndarray:
     """Calibration samples from DATA when no --calib is given: x_calib, x_train, x or x_test, in that order."""
-    from ..data import CALIB_KEYS, _npz_array
+    from ...data import CALIB_KEYS, _npz_array
 
     x = np.asarray(_npz_array(Path(path), (*CALIB_KEYS, "x_test"))[0], np.float32)
     if x.ndim < 1 or x[:1].size != int(np.prod(shape)):
@@ -103,7 +103,7 @@ class Comparison:
 def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray | None) -> Comparison:
     """Compare a parsed dump (``tinycc.backends.demo.DemoOutput``) of a demo that ran the vectors x, y (then
     len(x) learn calls cycling through them) with the simulator of ``dep``."""
-    from ..ir.simulator import Simulator
+    from ...ir.simulator import Simulator
 
     n = len(x)
     c = Comparison(n)
@@ -141,8 +141,8 @@ def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_pr
     """An inference-only program's dump against ``run_int8`` of the whole int8 model (every output, bit for bit;
     float outputs are the dequantized int8 values, so they are compared exactly too); accuracy from the
     outputs' arg-max."""
-    from ..ir.interpreter_int8 import run_int8
-    from ..deploy import full_graph, quantize_inputs
+    from ...ir.interpreter_int8 import run_int8
+    from ...deploy import full_graph, quantize_inputs
 
     n = len(x)
     c = Comparison(n)
@@ -189,7 +189,7 @@ def _agree(t: tuple[int, int], n: int) -> str:
 
 def render(c: Comparison, run: Any, dep: Any) -> str:
     """The validate table."""
-    from ..report import table
+    from ...report import table
 
     n, ok = c.n, lambda good: "ok" if good else "MISMATCH"
     if dep.inference_only:  # the whole model's outputs; no learning
@@ -265,10 +265,10 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
     """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input. ``stream``:
     where the report goes (default: the current ``sys.stdout``, looked up at call time)."""
     stream = stream if stream is not None else sys.stdout
-    from ..backends.demo import DemoFailed
-    from ..api import compile_model
+    from ...backends.demo import DemoFailed
+    from ...api import compile_model
 
-    from ..targets import by_platform
+    from ...targets import by_platform
 
     backend = session.registry.backend(target)()
     where = session.registry.platforms(backend.name) or tuple(backend.platforms)
@@ -328,7 +328,7 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
 
 
 def _cmd(args: argparse.Namespace, session: Any) -> int:
-    from ..api import config_from_args
+    from ...api import config_from_args
 
     config = config_from_args(args, session.registry)
     return validate(args.model, args.target, args.data, args.on, args.n, args.project, config, session)
@@ -336,7 +336,7 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any, session: Any = None) -> None:
-    from ..api import add_compile_arguments
+    from ...api import add_compile_arguments
 
     p = subparsers.add_parser("validate", help="build and run the generated program on a platform and compare it "
                                                "with the int8 reference, the simulator and the float model")

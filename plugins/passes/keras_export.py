@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedLayerError
-from ..ir.graph import Graph, Op
-from ..ir.ops import OpKind
+from ...errors import UnsupportedLayerError
+from ...ir.graph import Graph, Op
+from ...ir.ops import OpKind
 
 
 def _lname(op: Op) -> str:

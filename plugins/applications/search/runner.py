@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ...errors import TinyccError
+from ....errors import TinyccError
 
 log = logging.getLogger("tinycc.search")
 HEARTBEAT_S, GRACE_S = 10, 30

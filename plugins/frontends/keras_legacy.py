@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import TinyccError, UnsupportedLayerError
+from ...errors import TinyccError, UnsupportedLayerError
 
 log = logging.getLogger("tinycc.keras")
 

@@ -27,15 +27,15 @@ from typing import Any, Callable
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError
-from ..config import CompileConfig, LearningConfig
-from ..output import check_output_dir, project_dir
-from ..options import (MAX_BUFFER, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, int_range, non_negative_int, path_text,
+from ...errors import TinyccError
+from ...config import CompileConfig, LearningConfig
+from ...output import check_output_dir, project_dir
+from ...options import (MAX_BUFFER, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, int_range, non_negative_int, path_text,
                        positive_float)
-from ..report import png_bytes
-from ..ir.buffer import OnlineLearner
-from ..ir.interpreter import run
-from ..ir.simulator import learner_for
+from ...report import png_bytes
+from ...ir.buffer import OnlineLearner
+from ...ir.interpreter import run
+from ...ir.simulator import learner_for
 from .scenario_data import (SOURCE_FILE, TARGET_FILE, THESIS_SCALE, Dataset, Protocol, Stream, check_classes,
                             fit_to_model, load_dataset, make_stream, sample_count)
 
@@ -119,9 +119,9 @@ def prepare(graph: Any, scenario: str, data: str | ScenarioData, config: Compile
             n_stream: int | None = None, n_test: int | None = None, scale: float | None = None,
             protocol: Protocol | None = None) -> Prepared:
     """Check the data against the model, then calibrate and cut ``graph`` as `tinycc compile` does for C."""
-    from ..api import deploy
-    from ..deploy import cut_candidates, split
-    from ..deploy.learning import _resolve_cut
+    from ...api import deploy
+    from ...deploy import cut_candidates, split
+    from ...deploy.learning import _resolve_cut
 
     protocol = protocol or Protocol()
     sd = data if isinstance(data, ScenarioData) else load_data(scenario, data, protocol)
@@ -160,7 +160,7 @@ def stream_of(prep: Prepared, seed: int) -> Stream:
 
 def draw(prep: Prepared, seed: int) -> tuple[Stream, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The stream and test set of one run, and each mode's (stream, test) features (Φf is frozen)."""
-    from ..ir.interpreter_int8 import run_int8
+    from ...ir.interpreter_int8 import run_int8
 
     st = stream_of(prep, seed)
     ext, fe = prep.dep.extractor, prep.float_ext
@@ -256,7 +256,7 @@ def write_results(curves: dict[str, dict[str, np.ndarray]], scenario: str, out: 
 
     Each file is written atomically.
     """
-    from ..output import write_atomic
+    from ...output import write_atomic
 
     stem = stem or scenario
     csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
@@ -369,7 +369,7 @@ def _describe(prep: Prepared, runs: int, source: str) -> str:
 
 
 def _cmd(args: argparse.Namespace, session: Any) -> int:
-    from ..api import load_cleaned, make_config
+    from ...api import load_cleaned, make_config
 
     protocol = protocol_from_args(args)
     _check_runs(args.runs)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TinyccError
-from ..ir.calibration import CalibrationDataError, check_finite, check_samples
+from ...errors import TinyccError
+from ...ir.calibration import CalibrationDataError, check_finite, check_samples
 
 SOURCE_FILE, TARGET_FILE = "cifar10.npz", "imagenette-32.npz"  # the thesis's datasets in a --data folder
 THESIS_SCALE = 1 / 255.0  # the thesis's models take 8-bit pixels scaled to [0, 1]

@@ -43,19 +43,19 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError, UnsupportedLayerError
-from ..ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
-from ..ir.graph import Graph, Op
-from ..ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
-from ..ir.ops import OpKind
-from ..ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
+from ...errors import TinyccError, UnsupportedLayerError
+from ...ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
+from ...ir.graph import Graph, Op
+from ...ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
+from ...ir.ops import OpKind
+from ...ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
-from ..ir.tensor import DType, QuantParams, Tensor
-from ..options import path_text, positive_float, positive_int
-from ..output import check_output_file, write_atomic
-from ..config import CompileConfig, QuantConfig
-from ..data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
-from ..passes import Pass, PassContext
+from ...ir.tensor import DType, QuantParams, Tensor
+from ...options import path_text, positive_float, positive_int
+from ...output import check_output_file, write_atomic
+from ...config import CompileConfig, QuantConfig
+from ...data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
+from ...passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
@@ -389,7 +389,7 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
                    calib: np.ndarray | None = None) -> tuple[Graph, PassContext]:
     """Load ``model``, run the cleanup pipeline (if registered) and the int8 pipeline (``calib``: calibration
     samples as an array, else ``quant.calib`` is loaded)."""
-    from ..passes import run_pipeline
+    from ...passes import run_pipeline
 
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
@@ -408,7 +408,7 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
 
 def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
     from .quant_report import build_report
-    from ..tflite_writer import write_tflite
+    from ...tflite_writer import write_tflite
 
     out = Path(args.output)
     check_output_file(out)

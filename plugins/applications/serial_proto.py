@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, NamedTuple
 
-from ..errors import TinyccError
+from ...errors import TinyccError
 
 PROTO_VERSION = 2  # = tinycc.backends.arduino.PROTO_VERSION (the first byte of the status reply)
 ERRORS = {1: "bad checksum", 2: "unknown command", 3: "bad length", 4: "label out of range",

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError
-from ..report import png_bytes
-from ..output import write_atomic
+from ...errors import TinyccError
+from ...report import png_bytes
+from ...output import write_atomic
 from . import serial_proto
 from .serial_proto import Board, BoardLost, frame
 
@@ -146,7 +146,7 @@ def _cmd(args: Any, session: Any) -> int:
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
-    from ..options import baud_rate, serial_retries, serial_timeout
+    from ...options import baud_rate, serial_retries, serial_timeout
 
     p = subparsers.add_parser("serial", help="stream labelled samples to a board and plot accuracy (pyserial)")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0")

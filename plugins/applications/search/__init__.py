@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pluggy
 
-from ...errors import TinyccError
-from ...output import check_output_dir, open_work_dir
-from ...options import byte_size as parse_bytes
-from ...options import (MAX_COUNT, MAX_EPOCHS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS, int_range, non_negative_int,
+from ....errors import TinyccError
+from ....output import check_output_dir, open_work_dir
+from ....options import byte_size as parse_bytes
+from ....options import (MAX_COUNT, MAX_EPOCHS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS, int_range, non_negative_int,
                          path_text, peer_address, positive_float, positive_int, storage_url)
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -148,7 +148,7 @@ def _write_best(out: Path, best: Any, cfg: Any, data: Any, data_ref: Any, args: 
     import ray
 
     from . import outputs
-    from ...output import write_atomic
+    from ....output import write_atomic
     from .objective import final_train
 
     src = outputs.trial_file(out, best.number)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...report import png_bytes
-from ...output import write_atomic
+from ....report import png_bytes
+from ....output import write_atomic
 from ..scenarios import _csv_bytes
 
 COLUMNS = ("trial", "state", "feasible", "accuracy", "ram", "ram_network", "flash", "instructions", "buffer", "cut",

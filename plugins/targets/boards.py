@@ -10,8 +10,8 @@ from typing import Any
 
 import pluggy
 
-from ..session import Board
-from ..targets import AVR, BUILTIN_TARGETS, CORTEX_M0PLUS, CORTEX_M4, CORTEX_M7, XTENSA
+from ...session import Board
+from ...targets import AVR, BUILTIN_TARGETS, CORTEX_M0PLUS, CORTEX_M4, CORTEX_M7, XTENSA
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 K = 1024

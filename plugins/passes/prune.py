@@ -23,14 +23,14 @@ from typing import Any, Callable
 import numpy as np
 import pluggy
 
-from ..errors import TinyccError
-from ..ir.channels import Unit, analyse, remove, unit_params, unit_scores
-from ..ir.graph import Graph
-from ..ir.stats import graph_stats, totals
-from ..options import (MAX_EPOCHS, OptionError, count, int_range, layer_ratio, path_text, positive_float, positive_int,
+from ...errors import TinyccError
+from ...ir.channels import Unit, analyse, remove, unit_params, unit_scores
+from ...ir.graph import Graph
+from ...ir.stats import graph_stats, totals
+from ...options import (MAX_EPOCHS, OptionError, count, int_range, layer_ratio, path_text, positive_float, positive_int,
                        unit_float)
-from ..output import check_output_file, default_mode, write_atomic
-from ..passes import Pass, PassContext
+from ...output import check_output_file, default_mode, write_atomic
+from ...passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.prune")
@@ -177,7 +177,7 @@ def prune(graph: Graph, *, ratio: float | None = None, budget: tuple[str, int] |
 
 
 def render(report: dict) -> str:
-    from ..report import table
+    from ...report import table
 
     rows = [[r["layer"], r["op"], f"{r['channels_before']} -> {r['channels_after']}",
              f"{r['params_before']:,} -> {r['params_after']:,}" if r["params_before"] is not None else "",
@@ -302,7 +302,7 @@ class PruneChannels(Pass):
 def _cmd(args: argparse.Namespace, session: Any) -> int:
     import json
 
-    from ..passes import run_pipeline
+    from ...passes import run_pipeline
     from .keras_export import graph_to_keras
 
     out = Path(args.output)
