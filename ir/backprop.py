@@ -25,6 +25,8 @@ What trains (``mode``): ``blocks`` every weight and bias of the tail; ``bias`` e
 last Dense layer's weights (TinyTL). The SGD step ``p = p - lr * dp`` uses the gradients of the old parameters
 and is refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
 
+Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values.
+
 ``known``: tensors whose values are given instead of computed in float (e.g. the dequantized outputs of the
 int8 kernels, when the weights stay int8 and only biases learn): the forward pass takes them as they are and
 the backward pass differentiates the float ops at those values (masks and maximum positions from them).
@@ -46,7 +48,8 @@ TAIL_MODES = ("blocks", "bias")
 PARAM_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
 TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
                                   OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
-                                  OpKind.SOFTMAX}
+                                  OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE}
+IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
 
 
 @dataclass
@@ -151,12 +154,12 @@ def pool_backward(x: np.ndarray, dy: np.ndarray, attrs: dict, kind: str) -> np.n
 class Tail:
     """The float ops of a graph after a cut tensor, trainable with SGD (see the module docstring)."""
 
-    def __init__(self, graph: Graph, cut: str, mode: str = "blocks") -> None:
+    def __init__(self, graph: Graph, cut: str, mode: str = "blocks", train_weights: set[str] | None = None) -> None:
         if mode not in TAIL_MODES:
             raise ValueError(f"unknown tail training mode {mode!r}; known: {', '.join(TAIL_MODES)}")
         if len(graph.outputs) != 1:
             raise ValueError("the tail needs a graph with exactly one output")
-        self.graph, self.cut, self.mode = graph, cut, mode
+        self.graph, self.cut, self.mode, self.train_weights = graph, cut, mode, train_weights
         needed = {graph.outputs[0]}
         ops: list[Op] = []
         for op in reversed(graph.ops):  # the ops between the cut and the output
@@ -183,7 +186,10 @@ class Tail:
         self.params = {op.name: float_params(graph, op) for op in dense}
 
     def trains(self, name: str) -> tuple[bool, bool]:
-        """(weight trained, bias trained) of the parameter op ``name``."""
+        """(weight trained, bias trained) of the parameter op ``name`` (``train_weights``, when given, names the
+        ops whose weights train, in place of the mode's choice)."""
+        if self.train_weights is not None:
+            return name in self.train_weights, True
         return self.mode == "blocks" or name == self.last, True
 
     def parameter_count(self) -> int:
@@ -202,6 +208,10 @@ class Tail:
                 env[op.outputs[0]] = np.asarray(known[op.outputs[0]], F32)
                 continue
             args = [env[t] if t in env else self.graph.tensors[t].data for t in op.inputs]
+            if op.kind in IDENTITY_KINDS:  # values: a quantize/dequantize is the identity in float
+                env[op.outputs[0]] = np.ascontiguousarray(args[0], F32).reshape(
+                    (args[0].shape[0],) + tuple(self.graph.tensors[op.outputs[0]].shape[1:]))
+                continue
             if op.kind in PARAM_KINDS:
                 p = self.params[op.name]
                 args = [args[0], p.weight, p.bias]
@@ -264,7 +274,7 @@ class Tail:
         if k == OpKind.GLOBAL_AVG_POOL:
             g = dy.reshape(dy.shape[0], 1, 1, -1) / F32(x.shape[1] * x.shape[2])
             return [(op.inputs[0], np.broadcast_to(g, x.shape).astype(F32))]
-        return [(op.inputs[0], dy.reshape(x.shape))]  # flatten, reshape, dropout
+        return [(op.inputs[0], dy.reshape(x.shape))]  # flatten, reshape, dropout, (de)quantize: identity
 
     # ---- SGD ----
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, known: dict[str, np.ndarray] | None = None) -> bool:

@@ -110,3 +110,19 @@ def test_refused_step_changes_nothing(session) -> None:
         t.sgd_step(x, np.array([0, 3]), 0.1)
     with pytest.raises(ValueError, match="labels"):
         t.sgd_step(x, np.array([0.5, 1.0]), 0.1)
+
+
+def test_known_values_replace_the_forward(session) -> None:
+    """Gradients at given activations (the int8 path's ``known``) equal those of the float forward at them."""
+    t = _tail(session, _tail_model("max", 5), "bias")
+    x = np.random.default_rng(2).normal(0, 1, (3, 6, 6, 3)).astype(np.float32)
+    y = np.array([2, 0, 1])
+    env = t.forward(x)
+    ref = t.grads(x, y)
+    got = t.grads(np.zeros_like(x), y, {k: v for k, v in env.items() if k not in (t.cut, t.logits)})
+    for k, (dw, db) in ref.items():
+        np.testing.assert_array_equal(got[k][1], db)
+        if dw is None:
+            assert got[k][0] is None
+        else:
+            np.testing.assert_array_equal(got[k][0], dw)

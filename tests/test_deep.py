@@ -1,0 +1,119 @@
+"""Learning beyond the head in the simulator (tinycc.ir.deep): int8 backbone biases and float conv blocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.ir.deep import DeepLearner, deep_cuts, requantize_bias
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.ir.quant import dequantize
+from tinycc.ir.train import softmax
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.ondevice import build_deployment
+
+from .zoo import resnet_add
+
+
+@pytest.fixture(scope="module")
+def dep():
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    g = graph_from_keras_model(resnet_add())
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    calib = np.random.default_rng(0).uniform(-1, 1, (32, 10, 10, 3)).astype(np.float32)
+    return build_deployment(g, {"calib_data": calib, "buffer": 8, "lr": 0.05}, session, CBackend())
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A task the pretrained features do not separate: the class shifts the input's mean per channel."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    shift = np.array([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [-0.5, -0.5, -0.5]], np.float32)
+    x = rng.uniform(-0.5, 0.5, (n, 10, 10, 3)).astype(np.float32) + shift[y][:, None, None, :]
+    return x, y
+
+
+def _loss(learner: DeepLearner, x: np.ndarray, y: np.ndarray) -> float:
+    p = softmax(learner.logits_cut(learner.cut_of(x)))
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+
+def test_deep_cuts(dep) -> None:
+    cuts = deep_cuts(dep.extractor, dep.classifier)
+    assert cuts  # every one dominates the rest of the graph
+    producers = dep.extractor.producers_map()
+    assert all(c in producers for c in cuts)
+    assert dep.extractor.outputs[0] not in cuts
+
+
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_deep_learning_lowers_the_loss(dep, mode: str) -> None:
+    cut = deep_cuts(dep.extractor, dep.classifier)[-1]  # the earliest: most layers learn
+    learner = DeepLearner(dep, cut, mode, capacity=8, lr=0.05, epochs=1)
+    x, y = _data(48, 1)
+    before = _loss(learner, x, y)
+    for xi, yi in zip(x, y):
+        learner.learn_input(xi, int(yi))
+        assert not learner.last_refused
+    assert _loss(learner, x, y) < before
+    ext = dep.extractor
+    for op in learner.region_params:
+        p = learner.tail.params[op.name]
+        t = learner.view.tensors[op.inputs[2]]
+        if mode == "bias":  # int32 bias = rint(b / (s_in * s_w)); the weights stay the int8 ones
+            np.testing.assert_array_equal(t.data, requantize_bias(p.bias, t.quant.scale))
+            assert not np.array_equal(t.data, ext.tensors[op.inputs[2]].data)
+            np.testing.assert_array_equal(learner.view.tensors[op.inputs[1]].data, ext.tensors[op.inputs[1]].data)
+        else:  # blocks: the float weights moved, the int8 graph is untouched
+            np.testing.assert_array_equal(t.data, ext.tensors[op.inputs[2]].data)
+    if mode == "bias":  # inference is the int8 kernels with the new biases, then the float head
+        sub = learner.view.copy()
+        sub.ops, sub.outputs = sub.ops[:len(ext.ops)], [ext.outputs[0]]
+        f = run_int8(sub, x[:5])[ext.outputs[0]].reshape(5, -1)
+        q = ext.tensors[ext.outputs[0]].quant
+        h = dequantize(f, q.scale, q.zero_point).astype(np.float32)
+        for name in [o.name for o in learner.view.ops[len(ext.ops):]]:
+            p = learner.tail.params[name]
+            h = h @ p.weight.T + p.bias
+            if name != learner.tail.last:
+                h = np.maximum(h, 0)
+        np.testing.assert_allclose(learner.logits_cut(learner.cut_of(x[:5])), h, atol=1e-5)
+
+
+def test_requantize_bias() -> None:
+    scale = np.array([0.5, 0.25, 1e-12], np.float32)
+    q = requantize_bias(np.array([1.25, -0.125, 1.0], np.float32), scale)
+    assert q.dtype == np.int32
+    np.testing.assert_array_equal(q, [2, 0, np.iinfo(np.int32).max])  # half to even; clamped
+
+
+def test_deep_learn_rejects(dep) -> None:
+    cut = deep_cuts(dep.extractor, dep.classifier)[0]
+    learner = DeepLearner(dep, cut, "bias", capacity=4)
+    x, _ = _data(1, 2)
+    for bad in (-1, 4, 1.5):
+        with pytest.raises(ValueError, match="class"):
+            learner.learn_input(x[0], bad)
+    nan = x[0].copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        learner.learn_input(nan, 0)
+    with pytest.raises(ValueError, match="int8 cut tensor"):
+        learner.learn(np.zeros(3, np.int8), 0)
+    with pytest.raises(ValueError, match="int8 cut tensor"):
+        learner.learn(learner.cut_of(x)[0].astype(np.float32), 0)
+    assert learner.buffer.count == 0
+    learner.learn_input(x[0], 1)
+    biases = {op.name: learner.view.tensors[op.inputs[2]].data.copy() for op in learner.region_params}
+    learner.lr = float("inf")  # every step refused: nothing changes, the sample is removed again
+    learner.learn_input(x[0], 2)
+    assert learner.last_refused and learner.buffer.count == 1
+    for op in learner.region_params:
+        np.testing.assert_array_equal(learner.view.tensors[op.inputs[2]].data, biases[op.name])
+    with pytest.raises(ValueError, match="int8 activation"):
+        DeepLearner(dep, "no such tensor", "bias")
+    with pytest.raises(ValueError, match="mode"):
+        DeepLearner(dep, cut, "weights")
