@@ -346,7 +346,8 @@ def check_work(prep: Prepared, runs: int, buffer: int, epochs: int) -> int:
     need = buffer * prep.dep.feature_count * 4
     if need > MAX_BUFFER_BYTES:
         raise TinyccError(f"--buffer {buffer}: the float baseline's buffer would take {need:,} bytes "
-                          f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; give a smaller --buffer")
+                          f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; "
+                          "give a smaller --buffer")
     filled = sum(min(i + 1, buffer) for i in range(prep.n_stream))
     updates = runs * (2 * filled + prep.n_stream) * epochs  # Ω and the baseline replay the buffer, TinyOL one
     if updates > MAX_UPDATES:
