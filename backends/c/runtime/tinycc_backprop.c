@@ -119,7 +119,8 @@ void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const 
     for (int32_t r = 0; r < n; ++r)
         for (int32_t i = 0; i < in; ++i) {
             float s = 0.0f;
-            for (int32_t o = 0; o < out; ++o) s += dz[(size_t)r * (size_t)out + (size_t)o] * wt[(size_t)o * (size_t)in + (size_t)i];
+            for (int32_t o = 0; o < out; ++o)
+                s += dz[(size_t)r * (size_t)out + (size_t)o] * wt[(size_t)o * (size_t)in + (size_t)i];
             dx[(size_t)r * (size_t)in + (size_t)i] = s;
         }
 }
