@@ -32,12 +32,12 @@ def _params(x_shape: tuple, o: int, k: tuple, s: tuple, d: tuple, padding: str, 
 
 def _run(tmp: Path, decls: str, body: str) -> list[np.ndarray]:
     src = tmp / "main.c"
-    src.write_text('#include <stdio.h>\n#include "tinycc_backprop.h"\n' + decls +
+    src.write_text('#include <stdio.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n' + decls +
                    "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
                    "printf(\"\\n\"); }\nint main(void) {\n" + body + "return 0;\n}\n")
     exe = tmp / "main"
     subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{RUNTIME}", str(src), str(RUNTIME / "tinycc_backprop.c"), "-lm",
+                    "-fno-sanitize-recover=all", f"-I{RUNTIME}", f"-I{tmp}", str(src), str(RUNTIME / "tinycc_backprop.c"), "-lm",
                     "-o", str(exe)], check=True, capture_output=True, text=True)
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stderr, r.stderr
@@ -128,3 +128,48 @@ def test_cortex_m4_build(tmp_path: Path) -> None:
                     "-mfpu=fpv4-sp-d16", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-c",
                     str(RUNTIME / "tinycc_backprop.c"), "-o", str(obj)], check=True, capture_output=True, text=True)
     assert obj.stat().st_size > 0
+
+
+@pytest.mark.parametrize("pool", ["avg", "max", "gap"])
+@pytest.mark.parametrize("mode", ["blocks", "bias"])
+def test_generated_step_equals_tail(session, tmp_path: Path, pool: str, mode: str) -> None:
+    """backends/c/deep_emit: the generated SGD step of a residual block + Dense chain equals Tail.sgd_step."""
+    from tinycc.backends.c.deep_emit import emit_step
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model(pool, 6), mode)
+    (tmp_path / "step.c").write_text(emit_step(t, 3))
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (6, 6, 6, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    decls = (_arr("xs", x) + "static const int32_t ys[6] = {" + ", ".join(map(str, y)) + "};\n"
+             '#include "step.c"\n')
+    body = ("int r0 = tcc_deep_step(xs, ys, 1, 0.05f);\nint r1 = tcc_deep_step(xs + 108, ys + 1, 3, 0.05f);\n"
+            "int r2 = tcc_deep_step(xs + 432, ys + 4, 2, 0.05f);\nprintf(\"%d %d %d\\n\", r0, r1, r2);\n")
+    k = 0
+    for name, p in t.params.items():
+        body += f"out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
+        k += 1
+    body += ("const int32_t bad[3] = {0, 3, 1};\nint b0 = tcc_deep_step(xs, bad, 3, 0.05f);\n"
+             "int b1 = tcc_deep_step(xs, ys, 4, 0.05f);\nint b2 = tcc_deep_step(xs, ys, 1, 1.0f / 0.0f);\n"
+             "static float nan_x[108];\nfor (int k = 0; k < 108; ++k) nan_x[k] = xs[k];\nnan_x[5] = 0.0f / 0.0f;\n"
+             "int b3 = tcc_deep_step(NULL, ys, 1, 0.05f), b4 = tcc_deep_step(xs, NULL, 1, 0.05f);\n"
+             "int b5 = tcc_deep_step(nan_x, ys, 1, 0.05f);\n"
+             "printf(\"%d %d %d %d %d %d\\n\", b0, b1, b2, b3, b4, b5);\n")
+    k = 0
+    for name, p in t.params.items():
+        body += f"out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
+        k += 1
+    for s, e in ((0, 1), (1, 4), (4, 6)):
+        assert t.sgd_step(x[s:e], y[s:e], 0.05)
+    got = _run(tmp_path, decls, body)
+    assert list(got[0]) == [1, 1, 1]
+    n = len(t.params)
+    for k, p in enumerate(t.params.values()):
+        np.testing.assert_allclose(got[1 + 2 * k], p.weight.reshape(-1), atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(got[2 + 2 * k], p.bias, atol=TOL, rtol=TOL)
+    # label out of range, batch too large, refused step (infinite rate), NULL input, NULL labels, NaN input
+    assert list(got[1 + 2 * n]) == [-1, -1, 0, -1, -1, 0]
+    for a, b in zip(got[1:1 + 2 * n], got[2 + 2 * n:]):  # none of them changed anything
+        np.testing.assert_array_equal(a, b)

@@ -186,3 +186,89 @@ void tcc_bp_maxpool_dx(const tcc_bp_conv_t *p, const float *x, const float *dy, 
                     if (found) dx[best] += dy[out_at(p, n, oy, ox) + (size_t)c];
                 }
 }
+
+void tcc_fp_act(float *y, int32_t count, int act) {
+    for (int32_t k = 0; k < count && act; ++k) {
+        if (y[k] < 0.0f) y[k] = 0.0f;
+        if (act == 2 && y[k] > 6.0f) y[k] = 6.0f;
+    }
+}
+
+void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox) {
+                float *out = y + out_at(p, n, oy, ox);
+                for (int32_t o = 0; o < p->o; ++o) {
+                    float s = 0.0f;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        if (yy < 0) continue;
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (xx < 0) continue;
+                            const float *v = x + at(p, n, yy, xx);
+                            if (p->mult) {
+                                s += v[o / p->mult] * wt[w_at(p, o, i, j)];
+                                continue;
+                            }
+                            for (int32_t c = 0; c < p->c; ++c) s += v[c] * wt[w_at(p, o, i, j) + (size_t)c];
+                        }
+                    }
+                    out[o] = s + b[o];
+                }
+            }
+    tcc_fp_act(y, p->n * p->oh * p->ow * p->o, act);
+}
+
+void tcc_fp_dense(int32_t n, int32_t in, int32_t out, const float *x, const float *wt, const float *b, float *y,
+                  int act) {
+    for (int32_t r = 0; r < n; ++r)
+        for (int32_t o = 0; o < out; ++o) {
+            float s = 0.0f;
+            for (int32_t i = 0; i < in; ++i)
+                s += x[(size_t)r * (size_t)in + (size_t)i] * wt[(size_t)o * (size_t)in + (size_t)i];
+            y[(size_t)r * (size_t)out + (size_t)o] = s + b[o];
+        }
+    tcc_fp_act(y, n * out, act);
+}
+
+void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox)
+                for (int32_t c = 0; c < p->c; ++c) {
+                    float s = 0.0f;
+                    int32_t cnt = 0;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (yy < 0 || xx < 0) continue;
+                            s += x[at(p, n, yy, xx) + (size_t)c];
+                            ++cnt;
+                        }
+                    }
+                    y[out_at(p, n, oy, ox) + (size_t)c] = s / (float)cnt;
+                }
+}
+
+void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox)
+                for (int32_t c = 0; c < p->c; ++c) {
+                    float m = 0.0f;
+                    int found = 0;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (yy < 0 || xx < 0) continue;
+                            float v = x[at(p, n, yy, xx) + (size_t)c];
+                            if (!found || v > m) m = v, found = 1;
+                        }
+                    }
+                    y[out_at(p, n, oy, ox) + (size_t)c] = m;
+                }
+}

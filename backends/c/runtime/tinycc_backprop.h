@@ -38,4 +38,13 @@ int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b,
 void tcc_bp_avgpool_dx(const tcc_bp_conv_t *p, const float *dy, float *dx);
 void tcc_bp_maxpool_dx(const tcc_bp_conv_t *p, const float *x, const float *dy, float *dx);
 
+/* Float forward (the trainable blocks run in float): convolution / depthwise (p->mult) with bias and the fused
+ * activation act (0 none, 1 relu, 2 relu6); Dense; average (valid pixels) and max pooling; act alone. */
+void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act);
+void tcc_fp_dense(int32_t n, int32_t in, int32_t out, const float *x, const float *wt, const float *b, float *y,
+                  int act);
+void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y);
+void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y);
+void tcc_fp_act(float *y, int32_t count, int act);
+
 #endif

@@ -1,0 +1,156 @@
+"""C for one SGD step of a float tail (``tinycc.ir.backprop.Tail``): trainable convolution blocks in C.
+
+``emit_step(tail, batch)`` gives a C99 translation unit (to compile with runtime/tinycc_backprop.c) defining the
+tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's position), every tensor's value and
+gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float
+lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
+tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n or
+label). Identifiers are made from positions only: nothing of the model's text reaches the C.
+Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir.backprop import PARAM_KINDS, Tail
+from ...ir.ops import OpKind, same_padding
+
+_ACT = {"none": 0, "relu": 1, "relu6": 2}
+
+
+def _f(v: float) -> str:
+    return f"{float(v):.9e}f"
+
+
+def _floats(name: str, a: np.ndarray) -> str:
+    vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
+    return f"float {name}[{a.size}] = {{{vals}}};\n"
+
+
+def _size(tail: Tail, t: str) -> int:
+    return int(np.prod(tail.graph.tensors[t].shape[1:]))
+
+
+def _conv_params(tail: Tail, op, batch: int) -> str:
+    g = tail.graph
+    _, h, w, c = g.tensors[op.inputs[0]].shape
+    out = g.tensors[op.outputs[0]].shape
+    oh, ow, o = (1, 1, c) if len(out) != 4 else out[1:]
+    a = op.attrs
+    if op.kind == OpKind.GLOBAL_AVG_POOL:
+        k, s, d, pad, mult = (h, w), (1, 1), (1, 1), "valid", 0
+        o, oh, ow = c, 1, 1
+    elif op.kind in (OpKind.AVG_POOL2D, OpKind.MAX_POOL2D):
+        k, s, d, pad, mult = a["pool_size"], a["strides"], (1, 1), a["padding"], 0
+    else:
+        wt = g.tensors[op.inputs[1]].shape
+        k, s, d, pad = (wt[1], wt[2]), a["strides"], a["dilation"], a["padding"]
+        mult = a["depth_multiplier"] if op.kind == OpKind.DEPTHWISE_CONV2D else 0
+    pt = same_padding(h, k[0], s[0], d[0])[0] if pad == "same" else 0
+    pl = same_padding(w, k[1], s[1], d[1])[0] if pad == "same" else 0
+    return (f"{{{batch}, {h}, {w}, {c}, {o}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, {pt}, {pl}, "
+            f"{oh}, {ow}, {mult}}}")
+
+
+def emit_step(tail: Tail, batch: int) -> str:
+    """The C step of ``tail`` for at most ``batch`` rows (see the module docstring)."""
+    ops = [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
+    names = {tail.cut: "tcc_t0"}
+    for op in ops:
+        names[op.outputs[0]] = f"tcc_t{len(names)}"
+    grads = {t: n.replace("tcc_t", "tcc_g") for t, n in names.items()}
+    params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
+    biggest = max(_size(tail, t) for t in names)
+    classes = _size(tail, tail.logits)
+    out = ['#include <math.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
+    for op in ops:
+        if op.name in params:
+            p, k = tail.params[op.name], params[op.name]
+            out.append(_floats(f"tcc_dw{k}", p.weight) + _floats(f"tcc_db{k}", p.bias))
+    for t, n in names.items():  # values; gradients of every tensor but the cut (nothing below it learns)
+        out.append(f"static float {n}[{batch * _size(tail, t)}];\n")
+        if t != tail.cut:
+            out.append(f"static float {grads[t]}[{batch * _size(tail, t)}];\n")
+    out.append(f"static float tcc_gx[{batch * biggest}];\n")
+    conv_ops = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D,
+                                               OpKind.MAX_POOL2D, OpKind.GLOBAL_AVG_POOL)]
+    pidx = {op.name: i for i, op in enumerate(conv_ops)}
+    for op in conv_ops:
+        out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
+    out.append("\nstatic void tcc_acc(float *g, const float *d, int32_t count) {\n"
+               "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n\n")
+    out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
+    out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
+    out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
+    for op in conv_ops:
+        out.append(f"    tcc_p{pidx[op.name]}.n = n;\n")
+    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n")
+    fwd, blocks, upd = [], [], []
+    for op in ops:
+        bwd: list[str] = []
+        blocks.append(bwd)
+        i, o = names[op.inputs[0]], names[op.outputs[0]]
+        gi, go = grads[op.inputs[0]], grads[op.outputs[0]]
+        cnt = f"n * {_size(tail, op.outputs[0])}"
+        cnt_in = f"n * {_size(tail, op.inputs[0])}"
+        act = _ACT[op.attrs.get("activation", "none")] if op.kind != OpKind.RELU6 else 2
+        act = 1 if op.kind == OpKind.RELU else act
+        into_cut = op.inputs[0] == tail.cut
+        if op.name in params:
+            k = params[op.name]
+            tw = int(tail.trains(op.name)[0])
+            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
+            if op.kind == OpKind.DENSE:
+                nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
+                fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not into_cut:
+                    bwd.append(f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, tcc_gx);\n"
+                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                upd.append(f"tcc_bp_dense_update(n, {nin}, {nout}, tcc_dw{k}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+            else:
+                p = f"&tcc_p{pidx[op.name]}"
+                fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not into_cut:
+                    bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                upd.append(f"tcc_bp_conv_update({p}, tcc_dw{k}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+        elif op.kind == OpKind.ADD:
+            j, gj = names[op.inputs[1]], grads[op.inputs[1]]
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
+                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
+            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
+            for t, g in ((op.inputs[0], gi), (op.inputs[1], gj)):
+                if t != tail.cut:
+                    bwd.append(f"    tcc_acc({g}, {go}, {cnt});\n")
+        elif op.kind in (OpKind.RELU, OpKind.RELU6):
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n    tcc_fp_act({o}, {cnt}, {act});\n")
+            if not into_cut:
+                bwd.append(f"    tcc_bp_act(tcc_gx, {go}, {o}, {cnt}, {act});\n    tcc_acc({gi}, tcc_gx, {cnt});\n")
+        elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
+            p = f"&tcc_p{pidx[op.name]}"
+            mx = op.kind == OpKind.MAX_POOL2D
+            fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
+            if not into_cut:
+                call = f"tcc_bp_maxpool_dx({p}, {i}, {go}, tcc_gx)" if mx else f"tcc_bp_avgpool_dx({p}, {go}, tcc_gx)"
+                bwd.append(f"    {call};\n    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+        else:  # flatten, reshape, dropout, (de)quantize: the identity
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
+            if not into_cut:
+                bwd.append(f"    tcc_acc({gi}, {go}, {cnt});\n")
+    out += fwd
+    z, gz = names[tail.logits], grads[tail.logits]
+    for t in names:
+        if t != tail.cut:
+            out.append(f"    for (int32_t k = 0; k < n * {_size(tail, t)}; ++k) {grads[t]}[k] = 0.0f;\n")
+    out.append(f"    for (int32_t r = 0; r < n; ++r) {{\n"
+               f"        const float *zr = {z} + r * {classes};\n        float *d = {gz} + r * {classes};\n"
+               f"        float m = zr[0], s = 0.0f;\n"
+               f"        for (int32_t c = 1; c < {classes}; ++c) if (zr[c] > m) m = zr[c];\n"
+               f"        for (int32_t c = 0; c < {classes}; ++c) s += (d[c] = expf(zr[c] - m));\n"
+               f"        for (int32_t c = 0; c < {classes}; ++c) d[c] = (d[c] / s - (c == y[r] ? 1.0f : 0.0f)) / "
+               f"(float)n;\n    }}\n")
+    out += ["".join(b) for b in reversed(blocks)]
+    checks = " &\n        ".join(u.replace(", W)", ", 0)") for u in upd)
+    out.append(f"    int ok = {checks};\n    if (!ok) return 0;\n")
+    out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
+    out.append("    return 1;\n}\n")
+    return "".join(out)
