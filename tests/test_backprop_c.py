@@ -37,7 +37,8 @@ def _run(tmp: Path, decls: str, body: str) -> list[np.ndarray]:
                    "printf(\"\\n\"); }\nint main(void) {\n" + body + "return 0;\n}\n")
     exe = tmp / "main"
     subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{RUNTIME}", f"-I{tmp}", str(src), str(RUNTIME / "tinycc_backprop.c"), "-lm",
+                    "-fno-sanitize-recover=all", f"-I{RUNTIME}", f"-I{tmp}", str(src),
+                    str(RUNTIME / "tinycc_backprop.c"), "-lm",
                     "-o", str(exe)], check=True, capture_output=True, text=True)
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stderr, r.stderr

@@ -111,7 +111,8 @@ def emit_step(tail: Tail, batch: int) -> str:
                 p = f"&tcc_p{pidx[op.name]}"
                 fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
-                    bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                    bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n"
+                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
                 upd.append(f"tcc_bp_conv_update({p}, tcc_dw{k}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
         elif op.kind == OpKind.ADD:
             j, gj = names[op.inputs[1]], grads[op.inputs[1]]
@@ -122,7 +123,8 @@ def emit_step(tail: Tail, batch: int) -> str:
                 if t != tail.cut:
                     bwd.append(f"    tcc_acc({g}, {go}, {cnt});\n")
         elif op.kind in (OpKind.RELU, OpKind.RELU6):
-            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n    tcc_fp_act({o}, {cnt}, {act});\n")
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n"
+                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
             if not into_cut:
                 bwd.append(f"    tcc_bp_act(tcc_gx, {go}, {o}, {cnt}, {act});\n    tcc_acc({gi}, tcc_gx, {cnt});\n")
         elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
