@@ -174,3 +174,27 @@ def test_generated_step_equals_tail(session, tmp_path: Path, pool: str, mode: st
     assert list(got[1 + 2 * n]) == [-1, -1, 0, -1, -1, 0]
     for a, b in zip(got[1:1 + 2 * n], got[2 + 2 * n:]):  # none of them changed anything
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) -> None:
+    """step_memory is exact: the sizes of the generated step's symbols (nm), group by group."""
+    from tinycc.backends.c.deep_emit import emit_step, step_memory
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("max", 2), "bias")
+    (tmp_path / "step.c").write_text(emit_step(t, batch))
+    obj = tmp_path / "step.o"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{RUNTIME}", "-c",
+                    str(tmp_path / "step.c"), "-o", str(obj)], check=True, capture_output=True, text=True)
+    nm = subprocess.run(["nm", "-S", str(obj)], check=True, capture_output=True, text=True).stdout
+    groups = {"tcc_dw": "parameters", "tcc_db": "parameters", "tcc_t": "values", "tcc_gx": "scratch",
+              "tcc_g": "gradients", "tcc_p": "descriptors"}
+    got = dict.fromkeys(set(groups.values()), 0)
+    for line in nm.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "bBdD":
+            name = parts[3].split(".")[0]
+            got[next(g for p, g in groups.items() if name.startswith(p))] += int(parts[1], 16)
+    assert got == step_memory(t, batch)

@@ -156,3 +156,19 @@ def emit_step(tail: Tail, batch: int) -> str:
     out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
     out.append("    return 1;\n}\n")
     return "".join(out)
+
+
+def step_memory(tail: Tail, batch: int) -> dict[str, int]:
+    """RAM of ``emit_step(tail, batch)``'s arrays, bytes (equal to its symbol sizes): float parameters (every
+    weight and bias of the tail, frozen ones too), kept values of every tensor, gradients of every tensor but the
+    cut, one scratch gradient of the largest tensor, the kernels' descriptors."""
+    ops = [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
+    tensors = [tail.cut] + [op.outputs[0] for op in ops]
+    sizes = {t: _size(tail, t) for t in tensors}
+    descriptors = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D,
+                                                   OpKind.MAX_POOL2D, OpKind.GLOBAL_AVG_POOL)]
+    return {"parameters": 4 * sum(p.weight.size + p.bias.size for p in tail.params.values()),
+            "values": 4 * batch * sum(sizes.values()),
+            "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
+            "scratch": 4 * batch * max(sizes.values()),
+            "descriptors": 16 * 4 * len(descriptors)}
