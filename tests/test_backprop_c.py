@@ -198,3 +198,21 @@ def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) ->
             name = parts[3].split(".")[0]
             got[next(g for p, g in groups.items() if name.startswith(p))] += int(parts[1], 16)
     assert got == step_memory(t, batch)
+
+
+def test_requantize_bias_equals_reference(tmp_path: Path) -> None:
+    """The int32 bias from the float master copy: C equals tinycc.ir.deep.requantize_bias bit for bit."""
+    from tinycc.ir.deep import requantize_bias
+
+    rng = np.random.default_rng(4)
+    scale = (10.0 ** rng.uniform(-9, -2, 64)).astype(np.float32)
+    b = (rng.normal(0, 1, 64) * scale * rng.uniform(0, 3e3, 64)).astype(np.float32)
+    b[:4] = [2.5 * scale[0], -3.5 * scale[1], 1e30, -1e30]  # ties (when exact) and clamping
+    decls = _arr("b", b) + _arr("s", scale) + "static int32_t q[64];\n"
+    body = ("tcc_bp_requantize_bias(b, s, q, 64);\nout(b, 0);\n"
+            "for (int k = 0; k < 64; ++k) printf(\"%ld \", (long)q[k]);\nprintf(\"\\n\");\n")
+    _run(tmp_path, decls, body)
+    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=60)
+    got = [int(v) for v in r.stdout.splitlines()[1].split()]  # exact integers (not through float32)
+    assert got == requantize_bias(b, scale).tolist()
+    assert got[2:4] == [2 ** 31 - 1, -2 ** 31]

@@ -272,3 +272,10 @@ void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y) {
                     y[out_at(p, n, oy, ox) + (size_t)c] = m;
                 }
 }
+
+void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        double v = rint((double)b[k] / (double)scale[k]);
+        q[k] = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
+    }
+}

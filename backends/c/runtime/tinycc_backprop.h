@@ -47,4 +47,8 @@ void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_act(float *y, int32_t count, int act);
 
+/* int8 backbone bias learning: q[c] = rint(b[c] / scale[c]) in double (half to even), clamped to int32; the
+ * int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
+void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count);
+
 #endif
