@@ -171,7 +171,7 @@ def test_generated_step_equals_tail(session, tmp_path: Path, pool: str, mode: st
         np.testing.assert_allclose(got[1 + 2 * k], p.weight.reshape(-1), atol=TOL, rtol=TOL)
         np.testing.assert_allclose(got[2 + 2 * k], p.bias, atol=TOL, rtol=TOL)
     # label out of range, batch too large, refused step (infinite rate), NULL input, NULL labels, NaN input
-    assert list(got[1 + 2 * n]) == [-1, -1, 0, -1, -1, 0]
+    assert list(got[1 + 2 * n]) == [-1, -1, 0, -1, -1, -2]
     for a, b in zip(got[1:1 + 2 * n], got[2 + 2 * n:]):  # none of them changed anything
         np.testing.assert_array_equal(a, b)
 

@@ -407,3 +407,99 @@ def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session,
     r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = np.array([[int(v) for v in line.split()] for line in r.stdout.splitlines()])
     np.testing.assert_array_equal(got, Simulator(dep).features(x.reshape((8,) + shape)))
+
+
+DEEP_FUZZ_C = r"""
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "step.c"
+
+static uint32_t rng = 2463534242u;
+static uint32_t next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5; return rng; }
+static float value(void) {
+    static const float odd[] = {NAN, INFINITY, -INFINITY, 1e30f, FLT_MAX, 1e-40f};
+    uint32_t r = next() % 64;
+    return r < 6 ? odd[r] : (float)((int32_t)(next() % 2001) - 1000) / 500.0f;
+}
+
+int main(void) {
+    static float x[BATCH * CUT];
+    static float before[PARAMS], after[PARAMS];
+    /* not a huge finite rate: the weights would blow up once and every later step be refused */
+    static const float rates[] = {0.05f, 0.0f, 0.01f, 0.1f, INFINITY};
+    int counts[3] = {0, 0, 0};
+    for (int call = 0; call < CALLS; ++call) {
+        static const int32_t bad_n[] = {-1, 0, BATCH + 1}, bad_y[] = {-1, CLASSES, 255};
+        int32_t n = next() % 8 == 0 ? bad_n[next() % 3] : 1 + (int32_t)(next() % BATCH), y[BATCH];
+        int bad = n < 1 || n > BATCH, nonfinite = 0;
+        for (int k = 0; k < BATCH; ++k) {
+            y[k] = next() % 16 == 0 ? bad_y[next() % 3] : (int32_t)(next() % CLASSES);
+            if (k < n && (y[k] < 0 || y[k] >= CLASSES)) bad = 1;
+        }
+        int odd_inputs = next() % 4 == 0;
+        for (int k = 0; k < BATCH * CUT; ++k)
+            x[k] = odd_inputs ? value() : (float)((int32_t)(next() % 201) - 100) / 50.0f;
+        for (int k = 0; k < n * CUT && !bad; ++k) nonfinite |= !isfinite(x[k]);
+        snapshot(before);
+        int null = next() % 50 == 0;
+        int r = tcc_deep_step(null ? NULL : x, y, n, rates[next() % 16 == 0 ? 4 : next() % 4]);
+        snapshot(after);
+        if (!bad && !null && nonfinite != (r == -2)) {
+            printf("call %d: a non-finite input gave %d\n", call, r);
+            return 1;
+        }
+        if (r == -1 || r == -2) {
+            counts[0]++;
+        } else if (bad || null) {
+            printf("call %d: bad batch or label accepted (%d)\n", call, r);
+            return 1;
+        }
+        if (r != 1 && memcmp(before, after, sizeof before)) {
+            printf("call %d: a refused step (%d) changed the parameters\n", call, r);
+            return 1;
+        }
+        if (r == 1) {
+            counts[2]++;
+            if (nonfinite) { printf("call %d: a non-finite input trained\n", call); return 1; }
+            for (int k = 0; k < PARAMS; ++k) if (!isfinite(after[k])) { printf("non-finite parameter\n"); return 1; }
+        }
+        if (r == 0) counts[1]++;
+        if (r < -2 || r > 1) { printf("call %d: return %d\n", call, r); return 1; }
+    }
+    printf("%d %d %d\n", counts[0], counts[1], counts[2]);
+    return 0;
+}
+"""
+
+
+def test_deep_step_under_random_calls(session, tmp_path: Path) -> None:
+    """The generated deep SGD step (backends/c/deep_emit) under random batches, labels (in and out of range),
+    NaN / infinity / 1e30 / FLT_MAX / denormal inputs, NULL and rates up to infinity: -1 for a bad batch, label or
+    NULL, -2 for a non-finite input, 0 (refused, nothing changed) or 1 (every parameter finite); the sanitizers
+    see no fault."""
+    from tinycc.backends.c.deep_emit import emit_step
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("max", 8), "blocks")
+    (tmp_path / "step.c").write_text(emit_step(t, 3))
+    params = [(f"tcc_dw{k}", p.weight.size) for k, p in enumerate(t.params.values())] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    defs = (f"#define BATCH 3\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 1500\n")
+    src = DEEP_FUZZ_C.replace('#include "step.c"\n', '#include <string.h>\n#include "step.c"\n' + snap, 1)
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    rejected, refused, trained = map(int, r.stdout.split())
+    assert rejected > 100 and refused > 50 and trained > 100  # every path was taken

@@ -4,8 +4,8 @@
 tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's position), every tensor's value and
 gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float
 lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
-tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n or
-label). Identifiers are made from positions only: nothing of the model's text reaches the C.
+tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
+label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions only: nothing of the model's text reaches the C.
 Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
 """
 from __future__ import annotations
@@ -82,6 +82,7 @@ def emit_step(tail: Tail, batch: int) -> str:
     out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
     out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
     out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
+    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
     for op in conv_ops:
         out.append(f"    tcc_p{pidx[op.name]}.n = n;\n")
     out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n")
