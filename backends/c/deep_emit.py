@@ -5,7 +5,8 @@ tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's pos
 gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float
 lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
 tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
-label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions only: nothing of the model's text reaches the C.
+label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
+only: nothing of the model's text reaches the C.
 Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
 """
 from __future__ import annotations
