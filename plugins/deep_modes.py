@@ -50,6 +50,15 @@ def deep_learner(prep: Any, mode: str, lr: float) -> DeepLearner:
     return DeepLearner(dep, prep.deep_cut, mode, capacity=dep.buffer.capacity, lr=lr, epochs=dep.train.epochs)
 
 
+def deep_buffer_bytes(prep: Any, capacity: int) -> int:
+    """Host bytes of one deep learner's buffer of ``capacity`` int8 cut tensors (with their labels)."""
+    shape = prep.dep.extractor.tensors[prep.deep_cut].shape[1:]
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return capacity * (n + 1)
+
+
 def describe_deep(prep: Any) -> str:
     """One line per deep mode: what trains and what it adds to the device's RAM (bytes)."""
     lines = []

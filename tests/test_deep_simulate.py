@@ -82,3 +82,21 @@ def test_cli_deep_refusals(setup: Path, extra: list[str]) -> None:
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (setup / "refused").exists()
+
+
+def test_deep_buffer_is_bounded(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinycc.plugins import scenarios
+    from tinycc.plugins.deep_modes import deep_buffer_bytes
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    g = session.registry.frontend_for(str(setup / "model.keras")).load(str(setup / "model.keras"), {})
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    prep = scenarios.prepare(g, "transfer", str(setup), {"buffer": 4}, session, 12, 10, None, None, ("bias",))
+    per_entry = deep_buffer_bytes(prep, 1)
+    assert per_entry == int(np.prod(prep.dep.extractor.tensors[prep.deep_cut].shape[1:])) + 1
+    monkeypatch.setattr(scenarios, "MAX_BUFFER_BYTES", per_entry * 4)
+    assert scenarios.check_work(prep, 1, 4, 1) > 0
+    with pytest.raises(scenarios.TinyccError, match="--deep buffer"):
+        scenarios.check_work(prep, 1, 5, 1)

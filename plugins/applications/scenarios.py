@@ -348,6 +348,13 @@ def check_work(prep: Prepared, runs: int, buffer: int, epochs: int) -> int:
         raise TinyccError(f"--buffer {buffer}: the float baseline's buffer would take {need:,} bytes "
                           f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; "
                           "give a smaller --buffer")
+    if prep.deep:
+        from .deep_modes import deep_buffer_bytes
+
+        need = deep_buffer_bytes(prep, buffer)
+        if need > MAX_BUFFER_BYTES:
+            raise TinyccError(f"--buffer {buffer}: a --deep buffer of cut tensors would take {need:,} bytes, above "
+                              f"{MAX_BUFFER_BYTES:,}; give a smaller --buffer or a later --deep-cut")
     filled = sum(min(i + 1, buffer) for i in range(prep.n_stream))
     updates = runs * (2 * filled + prep.n_stream) * epochs  # Ω and the baseline replay the buffer, TinyOL one
     if updates > MAX_UPDATES:
