@@ -117,3 +117,44 @@ def test_deep_learn_rejects(dep) -> None:
         DeepLearner(dep, "no such tensor", "bias")
     with pytest.raises(ValueError, match="mode"):
         DeepLearner(dep, cut, "weights")
+
+
+def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> None:
+    """blocks mode on a real int8 deployment (residual adds, relu6, avg pool): the C step generated from the
+    learner's tail (backends/c/deep_emit, ASan/UBSan) trains the same parameters as DeepLearner.step."""
+    import subprocess
+    from pathlib import Path
+
+    from tinycc.backends.c.deep_emit import emit_step, step_memory
+
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "blocks", capacity=4, lr=0.05)
+    (tmp_path / "step.c").write_text(emit_step(learner.tail, 2))
+    x, y = _data(4, 5)
+    q = learner.cut_of(x)
+    xf = learner._float_cut(q)
+    vals = ", ".join(f"{float(v):.9e}f" for v in xf.reshape(-1))
+    main = ('#include <stdio.h>\n#include "step.c"\n'
+            f"static const float xs[{xf.size}] = {{{vals}}};\n"
+            f"static const int32_t ys[4] = {{{', '.join(map(str, y))}}};\n"
+            "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
+            "printf(\"\\n\"); }\nint main(void) {\n"
+            f"    int a = tcc_deep_step(xs, ys, 2, 0.05f), b = tcc_deep_step(xs + {xf[0].size * 2}, ys + 2, 2, 0.05f);\n"
+            "    printf(\"%d %d\\n\", a, b);\n")
+    for k, p in enumerate(learner.tail.params.values()):
+        main += f"    out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
+    (tmp_path / "main.c").write_text(main + "    return 0;\n}\n")
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
+                    str(rt / "tinycc_backprop.c"), "-lm", "-o", str(tmp_path / "main")], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1 1"
+    assert learner.step(q[:2], y[:2]) and learner.step(q[2:], y[2:])
+    for k, p in enumerate(learner.tail.params.values()):
+        np.testing.assert_allclose(np.array(lines[1 + 2 * k].split(), np.float32), p.weight.reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(np.array(lines[2 + 2 * k].split(), np.float32), p.bias, atol=1e-5)
+    mem = step_memory(learner.tail, 2)
+    assert mem["parameters"] == 4 * learner.tail.parameter_count()  # blocks: every parameter trains
