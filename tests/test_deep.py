@@ -138,7 +138,8 @@ def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> N
             f"static const int32_t ys[4] = {{{', '.join(map(str, y))}}};\n"
             "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
             "printf(\"\\n\"); }\nint main(void) {\n"
-            f"    int a = tcc_deep_step(xs, ys, 2, 0.05f), b = tcc_deep_step(xs + {xf[0].size * 2}, ys + 2, 2, 0.05f);\n"
+            "    int a = tcc_deep_step(xs, ys, 2, 0.05f);\n"
+            f"    int b = tcc_deep_step(xs + {xf[0].size * 2}, ys + 2, 2, 0.05f);\n"
             "    printf(\"%d %d\\n\", a, b);\n")
     for k, p in enumerate(learner.tail.params.values()):
         main += f"    out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
