@@ -67,9 +67,14 @@ def describe_deep(prep: Any) -> str:
         mem = dl.state_bytes()
         what = "biases of" if m == "bias" else "weights and biases of"
         layers = ", ".join(op.origin or op.name for op in dl.region_params)
-        lines.append(f"deep-{m}: cut at {prep.deep_cut!r}; trains the {what} {layers} and the classifier; "
-                     f"{dl.tail.parameter_count():,} trained parameters; RAM: parameters {mem['parameters']:,} B, "
-                     f"kept activations {mem['activations']:,} B, gradients {mem['gradients']:,} B, "
-                     f"buffer entry {mem['buffer_entry']:,} B")
+        line = (f"deep-{m}: cut at {prep.deep_cut!r}; trains the {what} {layers} and the classifier; "
+                f"{dl.tail.parameter_count():,} trained parameters; RAM estimate: parameters {mem['parameters']:,} B, "
+                f"kept activations {mem['activations']:,} B, gradients {mem['gradients']:,} B, "
+                f"buffer entry {mem['buffer_entry']:,} B")
+        if m == "blocks":  # the generated float step's arrays, exactly (backends/c/deep_emit)
+            from ..backends.c.deep_emit import step_memory
+
+            line += f"; generated C step: {sum(step_memory(dl.tail, dl.batch_size).values()):,} B"
+        lines.append(line)
     return "\n".join(lines)
 

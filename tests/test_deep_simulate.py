@@ -72,7 +72,7 @@ def test_cli_deep(setup: Path) -> None:
     header = next(csv.reader(open(out / "transfer.csv")))
     assert "deep-bias_all_mean" in header and "deep-blocks_all_mean" in header and "omega_all_mean" in header
     assert "deep-bias: cut at" in r.stdout and "trained parameters" in r.stdout
-    assert "deep-blocks final accuracy" in r.stdout
+    assert "deep-blocks final accuracy" in r.stdout and "generated C step:" in r.stdout
 
 
 @pytest.mark.parametrize("extra", [["--deep", "weights"], ["--deep", "bias,bias"],
