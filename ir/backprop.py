@@ -291,3 +291,28 @@ class Tail:
                 self.params[k].weight[...] = w
             self.params[k].bias[...] = b
         return True
+
+
+DESCRIPTOR_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
+                    OpKind.GLOBAL_AVG_POOL)
+DESCRIPTOR_BYTES = 16 * 4  # one tcc_bp_conv_t of the C runtime: 16 int32 fields
+
+
+def step_ops(tail: Tail) -> list[Op]:
+    """The ops a generated SGD step computes (a final softmax is left to the loss)."""
+    return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
+
+
+def step_memory(tail: Tail, batch: int) -> dict[str, int]:
+    """RAM of the generated SGD step of ``tail`` for ``batch`` rows, bytes (the C backend's deep step declares
+    exactly these arrays): float parameters (every weight and bias of the tail, frozen ones too), kept values of
+    every tensor, gradients of every tensor but the cut, one scratch gradient of the largest tensor, the
+    kernels' descriptors."""
+    ops = step_ops(tail)
+    tensors = [tail.cut] + [op.outputs[0] for op in ops]
+    sizes = {t: int(np.prod(tail.graph.tensors[t].shape[1:])) for t in tensors}
+    return {"parameters": 4 * sum(p.weight.size + p.bias.size for p in tail.params.values()),
+            "values": 4 * batch * sum(sizes.values()),
+            "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
+            "scratch": 4 * batch * max(sizes.values()),
+            "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}

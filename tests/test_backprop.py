@@ -12,7 +12,7 @@ import tensorflow as tf  # noqa: E402
 from tinycc.ir.backprop import Tail  # noqa: E402
 from tinycc.ir.interpreter import run  # noqa: E402
 from tinycc.passes import PassContext, run_pipeline  # noqa: E402
-from tinycc.plugins.keras_frontend import graph_from_keras_model  # noqa: E402
+from tinycc.plugins.frontends.keras import graph_from_keras_model  # noqa: E402
 
 TOL = 1e-5
 

@@ -10,8 +10,8 @@ from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.quant import dequantize
 from tinycc.ir.train import softmax
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from .zoo import resnet_add
 

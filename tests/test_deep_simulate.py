@@ -41,16 +41,15 @@ def _cli(setup: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_deep_modes_side_by_side(setup: Path) -> None:
     """The deep curves are those of a DeepLearner fed the same stream (the front computed once per run)."""
+    from tinycc.api import load_cleaned, make_config
     from tinycc.ir.deep import DeepLearner
-    from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.scenarios import draw, learn, prepare
+    from tinycc.plugins.applications.scenarios import draw, learn, prepare
     from tinycc.session import Session
 
     session = Session(autoload=False)
-    g = session.registry.frontend_for(str(setup / "model.keras")).load(str(setup / "model.keras"), {})
-    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    prep = prepare(g, "transfer", str(setup), {"buffer": 4, "lr": 0.05}, session, 12, 10, None, None,
-                   ("bias", "blocks"))
+    g = load_cleaned(str(setup / "model.keras"), session)
+    config = make_config(session, buffer=4, lr=0.05, deep=("bias", "blocks"))
+    prep = prepare(g, "transfer", str(setup), config, session, 12, 10)
     assert prep.modes == ("omega", "tinyol", "baseline", "deep-bias", "deep-blocks")
     assert prep.deep_cut in prep.dep.extractor.tensors  # the input of c2: c2 learns
     st, feats = draw(prep, 0)
@@ -76,7 +75,7 @@ def test_cli_deep(setup: Path) -> None:
 
 
 @pytest.mark.parametrize("extra", [["--deep", "weights"], ["--deep", "bias,bias"],
-                                   ["--deep", "bias", "--deep-cut", "nope"]])
+                                   ["--deep", "bias", "--deep-cut", "nope"], ["--deep-cut", "c1"]])
 def test_cli_deep_refusals(setup: Path, extra: list[str]) -> None:
     r = _cli(setup, *extra, "-o", str(setup / "refused"))
     assert r.returncode == 2
@@ -85,18 +84,44 @@ def test_cli_deep_refusals(setup: Path, extra: list[str]) -> None:
 
 
 def test_deep_buffer_is_bounded(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinycc.plugins import scenarios
-    from tinycc.plugins.deep_modes import deep_buffer_bytes
-    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.plugins.applications import scenarios
+    from tinycc.api import load_cleaned, make_config
+    from tinycc.plugins.applications.deep_modes import deep_buffer_bytes
     from tinycc.session import Session
 
     session = Session(autoload=False)
-    g = session.registry.frontend_for(str(setup / "model.keras")).load(str(setup / "model.keras"), {})
-    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    prep = scenarios.prepare(g, "transfer", str(setup), {"buffer": 4}, session, 12, 10, None, None, ("bias",))
+    g = load_cleaned(str(setup / "model.keras"), session)
+    config = make_config(session, buffer=4, deep=("bias",))
+    prep = scenarios.prepare(g, "transfer", str(setup), config, session, 12, 10)
     per_entry = deep_buffer_bytes(prep, 1)
     assert per_entry == int(np.prod(prep.dep.extractor.tensors[prep.deep_cut].shape[1:])) + 1
     monkeypatch.setattr(scenarios, "MAX_BUFFER_BYTES", per_entry * 4)
     assert scenarios.check_work(prep, 1, 4, 1) > 0
     with pytest.raises(scenarios.TinyccError, match="--deep buffer"):
         scenarios.check_work(prep, 1, 5, 1)
+
+
+@pytest.mark.parametrize("kw, words", [({"deep": ("weights",)}, "--deep: unknown value"),
+                                       ({"deep": ("bias", "bias")}, "distinct modes"),
+                                       ({"deep_cut": "c1"}, "--deep-cut needs --deep")])
+def test_config_refuses_bad_deep_choices(kw: dict, words: str) -> None:
+    from tinycc.api import make_config
+    from tinycc.errors import TinyccError
+    from tinycc.session import Session
+
+    with pytest.raises(TinyccError, match=words):
+        make_config(Session(autoload=False), **kw)
+
+
+def test_compile_refuses_deep_until_generated(setup: Path, tmp_path: Path) -> None:
+    """The config's learning.deep is the simulator's for now: compile says so in one line and writes nothing."""
+    from tinycc.api import compile_model, make_config
+    from tinycc.errors import TinyccError
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    config = make_config(session, deep=("bias",))
+    assert config.learning.deep == ("bias",) and config.learning.deep_cut is None
+    with pytest.raises(TinyccError, match="--deep: learning beyond the head runs in `tinycc simulate --deep` only"):
+        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), config, session)
+    assert not (tmp_path / "out").exists()

@@ -8,13 +8,16 @@ tail trains, checked first (returns 0, nothing written, when a new value would n
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
 only: nothing of the model's text reaches the C.
 Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
+Its RAM: ``step_memory`` (``tinycc.ir.backprop``, re-exported here).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...ir.backprop import PARAM_KINDS, Tail
+from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_memory, step_ops
 from ...ir.ops import OpKind, same_padding
+
+__all__ = ["emit_step", "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
@@ -55,7 +58,7 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
 
 def emit_step(tail: Tail, batch: int) -> str:
     """The C step of ``tail`` for at most ``batch`` rows (see the module docstring)."""
-    ops = [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
+    ops = step_ops(tail)
     names = {tail.cut: "tcc_t0"}
     for op in ops:
         names[op.outputs[0]] = f"tcc_t{len(names)}"
@@ -73,8 +76,7 @@ def emit_step(tail: Tail, batch: int) -> str:
         if t != tail.cut:
             out.append(f"static float {grads[t]}[{batch * _size(tail, t)}];\n")
     out.append(f"static float tcc_gx[{batch * biggest}];\n")
-    conv_ops = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D,
-                                               OpKind.MAX_POOL2D, OpKind.GLOBAL_AVG_POOL)]
+    conv_ops = [op for op in ops if op.kind in DESCRIPTOR_KINDS]
     pidx = {op.name: i for i, op in enumerate(conv_ops)}
     for op in conv_ops:
         out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
@@ -158,19 +160,3 @@ def emit_step(tail: Tail, batch: int) -> str:
     out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
     out.append("    return 1;\n}\n")
     return "".join(out)
-
-
-def step_memory(tail: Tail, batch: int) -> dict[str, int]:
-    """RAM of ``emit_step(tail, batch)``'s arrays, bytes (equal to its symbol sizes): float parameters (every
-    weight and bias of the tail, frozen ones too), kept values of every tensor, gradients of every tensor but the
-    cut, one scratch gradient of the largest tensor, the kernels' descriptors."""
-    ops = [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
-    tensors = [tail.cut] + [op.outputs[0] for op in ops]
-    sizes = {t: _size(tail, t) for t in tensors}
-    descriptors = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D,
-                                                   OpKind.MAX_POOL2D, OpKind.GLOBAL_AVG_POOL)]
-    return {"parameters": 4 * sum(p.weight.size + p.bias.size for p in tail.params.values()),
-            "values": 4 * batch * sum(sizes.values()),
-            "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
-            "scratch": 4 * batch * max(sizes.values()),
-            "descriptors": 16 * 4 * len(descriptors)}

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TinyccError
-from ..ir.deep import DeepLearner, deep_cuts
+from ...errors import TinyccError
+from ...ir.backprop import step_memory
+from ...ir.deep import DeepLearner, deep_cuts
 
 
 def _region_params(dep: Any, cut: str) -> int:
@@ -71,9 +72,7 @@ def describe_deep(prep: Any) -> str:
                 f"{dl.tail.parameter_count():,} trained parameters; RAM estimate: parameters {mem['parameters']:,} B, "
                 f"kept activations {mem['activations']:,} B, gradients {mem['gradients']:,} B, "
                 f"buffer entry {mem['buffer_entry']:,} B")
-        if m == "blocks":  # the generated float step's arrays, exactly (backends/c/deep_emit)
-            from ..backends.c.deep_emit import step_memory
-
+        if m == "blocks":  # the generated float step's arrays, exactly (what backends/c/deep_emit declares)
             line += f"; generated C step: {sum(step_memory(dl.tail, dl.batch_size).values()):,} B"
         lines.append(line)
     return "\n".join(lines)
