@@ -303,16 +303,26 @@ def step_ops(tail: Tail) -> list[Op]:
     return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
 
 
-def step_memory(tail: Tail, batch: int) -> dict[str, int]:
+def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = ()) -> dict[str, int]:
     """RAM of the generated SGD step of ``tail`` for ``batch`` rows, bytes (the C backend's deep step declares
-    exactly these arrays): float parameters (every weight and bias of the tail, frozen ones too), kept values of
-    every tensor, gradients of every tensor but the cut, one scratch gradient of the largest tensor, the
-    kernels' descriptors."""
+    exactly these arrays): float parameters (every bias, the weights that train; a frozen weight is in flash,
+    ``step_flash``), kept values of every tensor, gradients of every tensor but the cut, one scratch gradient of
+    the largest tensor, the kernels' descriptors, and the int32 biases of the ops in ``requantized`` (the int8
+    backbone's biases, recomputed from their float master after each step)."""
     ops = step_ops(tail)
+    trained = sum((p.weight.size if tail.trains(k)[0] else 0) + p.bias.size for k, p in tail.params.items())
     tensors = [tail.cut] + [op.outputs[0] for op in ops]
     sizes = {t: int(np.prod(tail.graph.tensors[t].shape[1:])) for t in tensors}
-    return {"parameters": 4 * sum(p.weight.size + p.bias.size for p in tail.params.values()),
+    return {"parameters": 4 * trained,
+            "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
             "values": 4 * batch * sum(sizes.values()),
             "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
             "scratch": 4 * batch * max(sizes.values()),
             "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+
+
+def step_flash(tail: Tail, requantized: tuple[str, ...] = ()) -> int:
+    """Flash of the generated step's constants, bytes: the float weights it does not train and the bias scales
+    of the ops in ``requantized``."""
+    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0])
+    return 4 * (frozen + sum(tail.params[k].bias.size for k in requantized))

@@ -178,8 +178,9 @@ def test_generated_step_equals_tail(session, tmp_path: Path, pool: str, mode: st
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) -> None:
-    """step_memory is exact: the sizes of the generated step's symbols (nm), group by group."""
-    from tinycc.backends.c.deep_emit import emit_step, step_memory
+    """step_memory is exact: the sizes of the generated step's symbols (nm), group by group; the weights it does
+    not train are read-only (step_flash)."""
+    from tinycc.backends.c.deep_emit import emit_step, step_flash, step_memory
 
     from .test_backprop import _tail, _tail_model
 
@@ -190,14 +191,18 @@ def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) ->
                     str(tmp_path / "step.c"), "-o", str(obj)], check=True, capture_output=True, text=True)
     nm = subprocess.run(["nm", "-S", str(obj)], check=True, capture_output=True, text=True).stdout
     groups = {"tcc_dw": "parameters", "tcc_db": "parameters", "tcc_t": "values", "tcc_gx": "scratch",
-              "tcc_g": "gradients", "tcc_p": "descriptors"}
+              "tcc_g": "gradients", "tcc_p": "descriptors", "tcc_bq": "int32_biases"}
     got = dict.fromkeys(set(groups.values()), 0)
+    flash = 0
     for line in nm.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[2] in "bBdD":
             name = parts[3].split(".")[0]
             got[next(g for p, g in groups.items() if name.startswith(p))] += int(parts[1], 16)
+        elif len(parts) == 4 and parts[2] in "rR" and parts[3].startswith("tcc_"):
+            flash += int(parts[1], 16)
     assert got == step_memory(t, batch)
+    assert flash == step_flash(t) > 0  # the frozen weights are constants
 
 
 def test_requantize_bias_equals_reference(tmp_path: Path) -> None:

@@ -159,3 +159,111 @@ def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> N
         np.testing.assert_allclose(np.array(lines[2 + 2 * k].split(), np.float32), p.bias, atol=1e-5)
     mem = step_memory(learner.tail, 2)
     assert mem["parameters"] == 4 * learner.tail.parameter_count()  # blocks: every parameter trains
+
+
+def _c_ints(name: str, a: np.ndarray, ctype: str) -> str:
+    return f"static const {ctype} {name}[{a.size}] = {{{', '.join(str(int(v)) for v in a.reshape(-1))}}};\n"
+
+
+def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
+    """bias mode (TinyTL) on a real int8 deployment: the generated step (backends/c/deep_emit.learner_step) takes
+    the region's int8 activations as the int8 kernels give them, trains the float master biases and Φc as
+    DeepLearner.step (1e-5), and its int32 biases are the requantized master biases, equal to the simulator's;
+    NULL, bad labels or batch, NaN and a refused step change nothing (ASan/UBSan); symbols = step_memory."""
+    import subprocess
+    from pathlib import Path
+
+    from tinycc.backends.c.deep_emit import learner_step, step_flash, step_memory
+
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "bias", capacity=4, lr=0.05)
+    src, order = learner_step(learner, 2)
+    assert order and "tcc_deep_step_known" in src
+    (tmp_path / "step.c").write_text(src)
+    x, y = _data(4, 5)
+    q = learner.cut_of(x)
+    xf = learner._float_cut(q)
+    names = [op.name for op in learner.region_params]
+    ks = {n: k for k, n in enumerate(learner.tail.params)}  # tcc_db<k>: the parameter op's position
+
+    def int8_env(rows: np.ndarray) -> list[np.ndarray]:
+        env = run_int8(learner.region, {learner.cut: rows}, order)
+        return [np.asarray(env[t], np.int8).reshape(len(rows), -1) for t in order]
+
+    def int32_biases() -> list[np.ndarray]:
+        return [learner.view.tensors[op.inputs[2]].data.copy() for op in learner.region_params]
+
+    k1 = int8_env(q[:2])
+    b0 = int32_biases()
+    assert learner.step(q[:2], y[:2])
+    b1 = int32_biases()
+    assert any((a != b).any() for a, b in zip(b0, b1))  # the step moved int32 biases
+    k2 = int8_env(q[2:])  # the second batch's activations come from the int8 kernels with the new biases
+    assert learner.step(q[2:], y[2:])
+    b2 = int32_biases()
+    vals = ", ".join(f"{float(v):.9e}f" for v in xf.reshape(-1))
+    main = ('#include <stdio.h>\n#include "step.c"\n'
+            f"static const float xs[{xf.size}] = {{{vals}}};\n"
+            f"static const int32_t ys[4] = {{{', '.join(map(str, y))}}};\n"
+            + "".join(_c_ints(f"k1_{j}", a, "int8_t") + _c_ints(f"k2_{j}", a2, "int8_t")
+                      for j, (a, a2) in enumerate(zip(k1, k2)))
+            + "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
+            "printf(\"\\n\"); }\nstatic void outq(const int32_t *a, int n) { for (int k = 0; k < n; ++k) "
+            "printf(\"%ld \", (long)a[k]); printf(\"\\n\"); }\n")
+    main += (f"static const int8_t *const kn1[{len(order)}] = {{{', '.join(f'k1_{j}' for j in range(len(order)))}}};\n"
+             f"static const int8_t *const kn2[{len(order)}] = {{{', '.join(f'k2_{j}' for j in range(len(order)))}}};\n"
+             "static const int8_t *kbad[" + str(len(order)) + "];\n")
+    dump = "".join(f"    outq(tcc_bq{ks[n]}, {learner.tail.params[n].bias.size});\n" for n in names)
+    params = "".join(f"    out(tcc_db{k}, {p.bias.size});\n" + (f"    out(tcc_dw{k}, {p.weight.size});\n"
+                     if learner.tail.trains(n)[0] else "") for k, (n, p) in enumerate(learner.tail.params.items()))
+    main += ("int main(void) {\n    static float nan_x[" + str(xf[0].size) + "];\n"
+             f"    for (int k = 0; k < {xf[0].size}; ++k) nan_x[k] = xs[k];\n    nan_x[3] = 0.0f / 0.0f;\n"
+             "    int a = tcc_deep_step_known(xs, kn1, ys, 2, 0.05f);\n" + dump +
+             f"    int b = tcc_deep_step_known(xs + {xf[0].size * 2}, kn2, ys + 2, 2, 0.05f);\n" + dump + params +
+             "    const int32_t bad[2] = {0, 4};\n"
+             "    printf(\"%d %d %d %d %d %d %d %d %d\\n\", a, b, tcc_deep_step_known(xs, NULL, ys, 2, 0.05f),\n"
+             "           tcc_deep_step_known(xs, kbad, ys, 2, 0.05f), tcc_deep_step_known(NULL, kn1, ys, 2, 0.05f),\n"
+             "           tcc_deep_step_known(xs, kn1, bad, 2, 0.05f), tcc_deep_step_known(xs, kn1, ys, 3, 0.05f),\n"
+             "           tcc_deep_step_known(nan_x, kn1, ys, 1, 0.05f),\n"
+             "           tcc_deep_step_known(xs, kn1, ys, 2, 1.0f / 0.0f));\n"
+             + dump + params + "    return 0;\n}\n")
+    (tmp_path / "main.c").write_text(main)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
+                    str(rt / "tinycc_backprop.c"), "-lm", "-o", str(tmp_path / "main")], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    lines = r.stdout.splitlines()
+    nb, npar = len(names), len(params.splitlines())
+    c1 = [np.array(v.split(), np.int64) for v in lines[:nb]]
+    c2 = [np.array(v.split(), np.int64) for v in lines[nb:2 * nb]]
+    for got, want in zip(c1 + c2, b1 + b2):  # the int32 biases: the simulator's, after each step
+        np.testing.assert_array_equal(got, want)
+    trained = iter(np.array(v.split(), np.float32) for v in lines[2 * nb:2 * nb + npar])
+    master = {}
+    for n, p in learner.tail.params.items():
+        master[n] = next(trained)
+        np.testing.assert_allclose(master[n], p.bias, atol=1e-5)
+        if learner.tail.trains(n)[0]:
+            np.testing.assert_allclose(next(trained), p.weight.reshape(-1), atol=1e-5)
+        else:
+            assert n in names  # a region op: its weights stay frozen
+    for j, op in enumerate(learner.region_params):  # the int32 bias: the C step's own master bias requantized
+        np.testing.assert_array_equal(c2[j], requantize_bias(master[op.name], learner.view.tensors[op.inputs[2]]
+                                                             .quant.scale))
+    codes = lines[2 * nb + npar].split()
+    assert codes == ["1", "1", "-1", "-1", "-1", "-1", "-1", "-2", "0"]
+    assert lines[2 * nb + npar + 1:] == lines[nb:2 * nb] + lines[2 * nb:2 * nb + npar]  # nothing changed
+    # exact RAM and flash: the step's symbols
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{rt}", "-c",
+                    str(tmp_path / "step.c"), "-o", str(tmp_path / "step.o")], check=True, capture_output=True)
+    nm = subprocess.run(["nm", "-S", str(tmp_path / "step.o")], check=True, capture_output=True, text=True).stdout
+    ram = flash = 0
+    for line in nm.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3].startswith("tcc_"):
+            ram += int(parts[1], 16) if parts[2] in "bBdD" else 0
+            flash += int(parts[1], 16) if parts[2] in "rR" else 0
+    assert ram == sum(step_memory(learner.tail, 2, tuple(names)).values())
+    assert flash == step_flash(learner.tail, tuple(names)) > 0

@@ -503,3 +503,84 @@ def test_deep_step_under_random_calls(session, tmp_path: Path) -> None:
     assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
     rejected, refused, trained = map(int, r.stdout.split())
     assert rejected > 100 and refused > 50 and trained > 100  # every path was taken
+
+
+DEEP_KNOWN_WRAP = r"""
+static int8_t kq[NK][BATCH * KMAX];
+static const int8_t *kp[NK];
+static int32_t bq_before[NBQ], bq_check[NBQ];
+static int last_null;  /* the call passed a NULL activation array */
+static float db_now[NBQ];
+
+static int step_known(const float *x, const int32_t *y, int32_t n, float lr) {
+    uint32_t pick = next() % 40;
+    for (int j = 0; j < NK; ++j) {
+        for (int k = 0; k < BATCH * KMAX; ++k) kq[j][k] = (int8_t)((int32_t)(next() % 256) - 128);
+        kp[j] = kq[j];
+    }
+    if (pick == 1) kp[next() % NK] = NULL;
+    last_null = pick < 2;
+    snapshot_bq(bq_before);
+    int r = tcc_deep_step_known(x, pick == 0 ? NULL : kp, y, n, lr);
+    if ((pick == 0 || pick == 1) && r != -1) { printf("NULL activations accepted (%d)\n", r); exit(1); }
+    snapshot_bq(bq_check);
+    if (r != 1 && memcmp(bq_before, bq_check, sizeof bq_before)) { printf("a refused step moved int32\n"); exit(1); }
+    if (r == 1) {  /* the int32 biases are the requantized float master biases */
+        requantize_all(db_now, bq_check);
+        int32_t *now = bq_before;
+        snapshot_bq(now);
+        if (memcmp(now, bq_check, sizeof bq_check)) { printf("int32 biases not requantized\n"); exit(1); }
+    }
+    return r;
+}
+"""
+
+
+def test_deep_bias_step_under_random_calls(session, tmp_path: Path) -> None:
+    """The generated bias-mode step (int8 activations given, int32 biases requantized) under the same random
+    calls plus NULL activation arrays: -1 for NULL (the array or an entry), bad batch or label, -2 for a
+    non-finite input, 0 refused with nothing changed (float parameters and int32 biases), 1 with every
+    parameter finite and every int32 bias the requantized master bias; the sanitizers see no fault."""
+    from tinycc.backends.c.deep_emit import emit_step, known_order
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("max", 8), "bias")
+    convs = [op for op in t.ops if op.name in t.params][:-2]  # the backbone's conv ops (not the Dense chain)
+    known = {op.outputs[0]: (0.05, -3) for op in t.ops[:t.ops.index(convs[-1]) + 1]}
+    rng = np.random.default_rng(7)
+    biases = {op.name: ((10.0 ** rng.uniform(-5, -3, t.params[op.name].bias.size)).astype(np.float32),
+                        rng.integers(-1000, 1000, t.params[op.name].bias.size).astype(np.int32)) for op in convs}
+    order = known_order(t, known)
+    (tmp_path / "step.c").write_text(emit_step(t, 3, known, biases))
+    ks = {n: k for k, n in enumerate(t.params)}
+    params = [(f"tcc_dw{k}", p.weight.size) for k, (n, p) in enumerate(t.params.items()) if t.trains(n)[0]] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    snap += "static void snapshot_bq(int32_t *to) {\n" + "".join(
+        f"    memcpy(to, tcc_bq{ks[n]}, sizeof tcc_bq{ks[n]}); to += {b[1].size};\n" for n, b in biases.items()) + "}\n"
+    snap += "static void requantize_all(float *tmp, int32_t *to) {\n" + "".join(
+        f"    memcpy(tmp, tcc_db{ks[n]}, sizeof tcc_db{ks[n]}); tcc_bp_requantize_bias(tmp, tcc_bs{ks[n]}, to, "
+        f"{b[1].size}); to += {b[1].size};\n" for n, b in biases.items()) + "}\n"
+    sizes = [int(np.prod(t.graph.tensors[k].shape[1:])) for k in order]
+    defs = (f"#define BATCH 3\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 1500\n#define NK {len(order)}\n"
+            f"#define KMAX {max(sizes)}\n#define NBQ {sum(b[1].size for b in biases.values())}\n")
+    src = DEEP_FUZZ_C.replace('#include "step.c"\n', '#include <stdlib.h>\n#include <string.h>\n#include "step.c"\n'
+                              + snap, 1)
+    src = src.replace("int main(void) {", DEEP_KNOWN_WRAP + "\nint main(void) {", 1)
+    src = src.replace("int r = tcc_deep_step(", "int r = step_known(", 1)
+    src = src.replace("if (!bad && !null && nonfinite", "if (!bad && !null && !last_null && nonfinite", 1)
+    assert src.count("int r = step_known(") == 1 and "!last_null" in src
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    rejected, refused, trained = map(int, r.stdout.split())
+    assert rejected > 100 and refused > 20 and trained > 100  # every path was taken

@@ -1,23 +1,34 @@
 """C for one SGD step of a float tail (``tinycc.ir.backprop.Tail``): trainable convolution blocks in C.
 
 ``emit_step(tail, batch)`` gives a C99 translation unit (to compile with runtime/tinycc_backprop.c) defining the
-tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's position), every tensor's value and
+tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's position; a weight the tail does not
+train is ``const``, in flash), every tensor's value and
 gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float
 lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
 tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
 only: nothing of the model's text reaches the C.
+
+``emit_step(tail, batch, known, biases)``: the int8 backbone's bias learning (``tinycc.ir.deep`` mode ``bias``).
+The tensors of ``known`` (tensor -> (scale, zero point)) are not computed: the step is
+``tcc_deep_step_known(x, known, y, n, lr)`` and dequantizes them from the caller's int8 activations
+(``known[j]``: n rows of the j-th known tensor, in the order of ``known_order``), as the simulator takes them
+from the int8 kernels. ``biases`` (parameter op name -> (bias scale s_in * s_w[c], int32 bias)) adds each op's
+int32 bias ``tcc_bq<k>`` (RAM), recomputed from the float master bias after every applied step
+(``tcc_bp_requantize_bias``) so that inference stays on the int8 kernels.
 Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
 Its RAM: ``step_memory`` (``tinycc.ir.backprop``, re-exported here).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_memory, step_ops
+from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_flash, step_memory, step_ops
 from ...ir.ops import OpKind, same_padding
 
-__all__ = ["emit_step", "step_memory"]
+__all__ = ["emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
@@ -26,9 +37,14 @@ def _f(v: float) -> str:
     return f"{float(v):.9e}f"
 
 
-def _floats(name: str, a: np.ndarray) -> str:
+def _floats(name: str, a: np.ndarray, const: bool = False) -> str:
     vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
-    return f"float {name}[{a.size}] = {{{vals}}};\n"
+    return f"{'const ' if const else ''}float {name}[{a.size}] = {{{vals}}};\n"
+
+
+def known_order(tail: Tail, known: dict[str, tuple[float, int]]) -> list[str]:
+    """The known tensors in the order ``tcc_deep_step_known`` takes them (the order of the ops computing them)."""
+    return [op.outputs[0] for op in step_ops(tail) if op.outputs[0] in known]
 
 
 def _size(tail: Tail, t: str) -> int:
@@ -56,8 +72,11 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
             f"{oh}, {ow}, {mult}}}")
 
 
-def emit_step(tail: Tail, batch: int) -> str:
+def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
+              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
     """The C step of ``tail`` for at most ``batch`` rows (see the module docstring)."""
+    known, biases = known or {}, biases or {}
+    order = known_order(tail, known)
     ops = step_ops(tail)
     names = {tail.cut: "tcc_t0"}
     for op in ops:
@@ -66,11 +85,15 @@ def emit_step(tail: Tail, batch: int) -> str:
     params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
     biggest = max(_size(tail, t) for t in names)
     classes = _size(tail, tail.logits)
-    out = ['#include <math.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
+    out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
     for op in ops:
         if op.name in params:
             p, k = tail.params[op.name], params[op.name]
-            out.append(_floats(f"tcc_dw{k}", p.weight) + _floats(f"tcc_db{k}", p.bias))
+            out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]) + _floats(f"tcc_db{k}", p.bias))
+            if op.name in biases:
+                scale, q = biases[op.name]
+                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) +
+                           f"int32_t tcc_bq{k}[{q.size}] = {{{', '.join(str(int(v)) for v in q)}}};\n")
     for t, n in names.items():  # values; gradients of every tensor but the cut (nothing below it learns)
         out.append(f"static float {n}[{batch * _size(tail, t)}];\n")
         if t != tail.cut:
@@ -80,9 +103,17 @@ def emit_step(tail: Tail, batch: int) -> str:
     pidx = {op.name: i for i, op in enumerate(conv_ops)}
     for op in conv_ops:
         out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
+    if order:
+        out.append("\nstatic void tcc_dq(float *v, const int8_t *q, int32_t count, float scale, int32_t zp) {\n"
+                   "    for (int32_t k = 0; k < count; ++k) v[k] = scale * (float)((int32_t)q[k] - zp);\n}\n")
     out.append("\nstatic void tcc_acc(float *g, const float *d, int32_t count) {\n"
                "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n\n")
-    out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
+    if order:
+        out.append(f"int tcc_deep_step_known(const float *x, const int8_t *const *known, const int32_t *y, int32_t n, "
+                   f"float lr) {{\n    if (!known) return -1;\n    for (int32_t j = 0; j < {len(order)}; ++j) "
+                   f"if (!known[j]) return -1;\n")
+    else:
+        out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
     out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
     out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
     out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
@@ -93,6 +124,7 @@ def emit_step(tail: Tail, batch: int) -> str:
     for op in ops:
         bwd: list[str] = []
         blocks.append(bwd)
+        f0 = len(fwd)
         i, o = names[op.inputs[0]], names[op.outputs[0]]
         gi, go = grads[op.inputs[0]], grads[op.outputs[0]]
         cnt = f"n * {_size(tail, op.outputs[0])}"
@@ -103,6 +135,7 @@ def emit_step(tail: Tail, batch: int) -> str:
         if op.name in params:
             k = params[op.name]
             tw = int(tail.trains(op.name)[0])
+            wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
             bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
             if op.kind == OpKind.DENSE:
                 nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
@@ -110,14 +143,14 @@ def emit_step(tail: Tail, batch: int) -> str:
                 if not into_cut:
                     bwd.append(f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, tcc_gx);\n"
                                f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
-                upd.append(f"tcc_bp_dense_update(n, {nin}, {nout}, tcc_dw{k}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+                upd.append(f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
             else:
                 p = f"&tcc_p{pidx[op.name]}"
                 fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
                     bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n"
                                f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
-                upd.append(f"tcc_bp_conv_update({p}, tcc_dw{k}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+                upd.append(f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
         elif op.kind == OpKind.ADD:
             j, gj = names[op.inputs[1]], grads[op.inputs[1]]
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
@@ -142,6 +175,9 @@ def emit_step(tail: Tail, batch: int) -> str:
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
             if not into_cut:
                 bwd.append(f"    tcc_acc({gi}, {go}, {cnt});\n")
+        if op.outputs[0] in known:  # the int8 kernels' value, dequantized (the simulator's `known`)
+            scale, zp = known[op.outputs[0]]
+            fwd[f0:] = [f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
     out += fwd
     z, gz = names[tail.logits], grads[tail.logits]
     for t in names:
@@ -158,5 +194,29 @@ def emit_step(tail: Tail, batch: int) -> str:
     checks = " &\n        ".join(u.replace(", W)", ", 0)") for u in upd)
     out.append(f"    int ok = {checks};\n    if (!ok) return 0;\n")
     out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
+    for name, (scale, _) in biases.items():
+        k = params[name]
+        out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
     out.append("    return 1;\n}\n")
     return "".join(out)
+
+
+def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
+    """(C source, known tensors in argument order) of the SGD step of a ``tinycc.ir.deep.DeepLearner``:
+    ``tcc_deep_step`` for mode ``blocks``; mode ``bias``: ``tcc_deep_step_known`` taking the int8 activations of
+    the region (the int8 kernels' values) and requantizing every region bias into ``tcc_bq<k>``."""
+    if learner.mode == "blocks":
+        return emit_step(learner.tail, batch), []
+    tensors = learner.view.tensors
+    known = {}
+    for op in learner.region.ops:
+        q = tensors[op.outputs[0]].quant
+        known[op.outputs[0]] = (float(q.scale[0]), int(q.zero_point[0]))
+    biases = {}
+    for op in learner.region_params:
+        t = tensors[op.inputs[2]]
+        scale = np.asarray(t.quant.scale, np.float64)
+        if not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
+            raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
+        biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
+    return emit_step(learner.tail, batch, known, biases), known_order(learner.tail, known)
