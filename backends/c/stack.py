@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,9 +213,12 @@ def measure(sources: list[Path], include: list[Path], entries: list[str] | str, 
     calls: dict[str, set[str]] = {}
     indirect: list[str] = []
     below: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="tinycc-stack-") as tmp:
-        for i, src in enumerate(sources):
-            su, cs, ind, bl = _object_facts(c, src, include, defines, Path(tmp) / f"o{i}.o")
+    with tempfile.TemporaryDirectory(prefix="tinycc-stack-") as tmp, ThreadPoolExecutor(len(sources) or 1) as pool:
+        # the sources compile side by side (wall time of the slowest, not the sum)
+        jobs = [pool.submit(_object_facts, c, src, include, defines, Path(tmp) / f"o{i}.o")
+                for i, src in enumerate(sources)]
+        for i, job in enumerate(jobs):
+            su, cs, ind, bl = job.result()
             for name, size in su.items():
                 frames[name] = max(frames.get(name, 0), size)
             for fn, n in bl.items():
