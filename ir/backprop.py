@@ -303,22 +303,26 @@ def step_ops(tail: Tail) -> list[Op]:
     return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
 
 
-def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = ()) -> dict[str, int]:
+def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn: bool = False) -> dict[str, int]:
     """RAM of the generated SGD step of ``tail`` for ``batch`` rows, bytes (the C backend's deep step declares
     exactly these arrays): float parameters (every bias, the weights that train; a frozen weight is in flash,
     ``step_flash``), kept values of every tensor, gradients of every tensor but the cut, one scratch gradient of
-    the largest tensor, the kernels' descriptors, and the int32 biases of the ops in ``requantized`` (the int8
-    backbone's biases, recomputed from their float master after each step)."""
+    the largest tensor, the kernels' descriptors, the int32 biases of the ops in ``requantized`` (the int8
+    backbone's biases, recomputed from their float master after each step) and, with ``learn`` (the learn path
+    over a buffer of cut tensors), ``batch`` int32 labels."""
     ops = step_ops(tail)
     trained = sum((p.weight.size if tail.trains(k)[0] else 0) + p.bias.size for k, p in tail.params.items())
     tensors = [tail.cut] + [op.outputs[0] for op in ops]
     sizes = {t: int(np.prod(tail.graph.tensors[t].shape[1:])) for t in tensors}
-    return {"parameters": 4 * trained,
-            "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
-            "values": 4 * batch * sum(sizes.values()),
-            "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
-            "scratch": 4 * batch * max(sizes.values()),
-            "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+    out = {"parameters": 4 * trained,
+           "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
+           "values": 4 * batch * sum(sizes.values()),
+           "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
+           "scratch": 4 * batch * max(sizes.values()),
+           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+    if learn:
+        out["labels"] = 4 * batch
+    return out
 
 
 def step_flash(tail: Tail, requantized: tuple[str, ...] = ()) -> int:

@@ -267,3 +267,81 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
             flash += int(parts[1], 16) if parts[2] in "rR" else 0
     assert ram == sum(step_memory(learner.tail, 2, tuple(names)).values())
     assert flash == step_flash(learner.tail, tuple(names)) > 0
+
+
+@pytest.mark.parametrize("policy", ["fifo", "reservoir"])
+def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str) -> None:
+    """blocks mode: the generated learn path (deep_emit.emit_learn: push the int8 cut tensor into the runtime's
+    replay buffer, epochs over it in training order, batches dequantized into the step) equals
+    DeepLearner.learn sample after sample: buffer bytes, labels and state words exact, parameters to 1e-5;
+    a bad label, NULL and a refused step (infinite rate: the sample is removed again) as the project's API."""
+    import subprocess
+    from pathlib import Path
+
+    from tinycc.backends.c.deep_emit import emit_learn, step_memory
+    from tinycc.ir.buffer import ReplayBuffer
+
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "blocks", capacity=3, lr=0.05,
+                          epochs=2, batch_size=2)
+    b = learner.buffer
+    learner.buffer = b = ReplayBuffer(3, b.feature_count, "int8", b.scale, b.zero_point, policy, 5)
+    (tmp_path / "step.c").write_text(emit_learn(learner.tail, 2))
+    x, y = _data(7, 11)
+    q = learner.cut_of(x)
+    n = b.feature_count
+    pol = {"fifo": 0, "reservoir": 1}[policy]
+    main = ('#include <stdio.h>\n#include "step.c"\n' + _c_ints("qs", q, "int8_t")
+            + _c_ints("ys", y, "uint8_t")
+            + f"static int8_t bq[{3 * n}];\nstatic uint8_t bl[3];\nstatic uint32_t bst[3], bstate[4];\n"
+            f"static tcc_buffer_t buf = {{3, {n}, {pol}, 1, {float(b.scale):.9e}f, {int(b.zero_point)}, bq, NULL, bl, "
+            "bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0};\n"
+            "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
+            "printf(\"\\n\"); }\n"
+            "static void dump(void) {\n"
+            f"    for (int k = 0; k < {3 * n}; ++k) printf(\"%d \", bq[k]);\n    printf(\"\\n\");\n"
+            "    for (int k = 0; k < 3; ++k) printf(\"%d \", bl[k]);\n    printf(\"\\n\");\n"
+            "    for (int k = 0; k < 4; ++k) printf(\"%lu \", (unsigned long)bstate[k]);\n    printf(\"\\n\");\n")
+    for k, p in enumerate(learner.tail.params.values()):
+        main += f"    out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
+    main += ("}\nint main(void) {\n    tcc_buffer_reset(&buf);\n"
+             f"    for (int s = 0; s < 7; ++s) {{ printf(\"%d\\n\", (int)tcc_deep_learn(&buf, qs + s * {n}, ys[s], "
+             "0.05f, 2)); dump(); }\n"
+             f"    printf(\"%d %d %d %d\\n\", (int)tcc_deep_learn(&buf, qs, {learner.num_classes}, 0.05f, 2),\n"
+             "           (int)tcc_deep_learn(&buf, NULL, 0, 0.05f, 2), (int)tcc_deep_learn(NULL, qs, 0, 0.05f, 2),\n"
+             "           (int)tcc_deep_learn(&buf, qs, 1, 1.0f / 0.0f, 2));\n    dump();\n    return 0;\n}\n")
+    (tmp_path / "main.c").write_text(main)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
+                    str(rt / "tinycc_backprop.c"), str(rt / "tinycc_learn.c"), "-lm", "-o", str(tmp_path / "main")],
+                   check=True, capture_output=True, text=True)
+    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    lines = iter(r.stdout.splitlines())
+
+    def check_dump() -> None:
+        np.testing.assert_array_equal(np.array(next(lines).split(), np.int64), b.data.reshape(-1))
+        np.testing.assert_array_equal(np.array(next(lines).split(), np.int64), b.labels)
+        np.testing.assert_array_equal(np.array(next(lines).split(), np.int64), b.state)
+        for p in learner.tail.params.values():
+            np.testing.assert_allclose(np.array(next(lines).split(), np.float32), p.weight.reshape(-1), atol=1e-5)
+            np.testing.assert_allclose(np.array(next(lines).split(), np.float32), p.bias, atol=1e-5)
+
+    for s in range(7):
+        learner.learn(q[s], int(y[s]))
+        assert not learner.last_refused
+        assert int(next(lines)) == b.count
+        check_dump()
+    assert b.count == 3 and b.state[2] == 7  # full, every sample seen
+    learner.lr = float("inf")
+    learner.learn(q[0], 1)
+    assert learner.last_refused
+    assert next(lines).split() == ["-1", "-2", "-2", "-4"]
+    check_dump()  # the refused sample is gone again, as in the simulator
+    obj = tmp_path / "step.o"  # exact RAM: the step's and the learn path's symbols
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{rt}", "-c",
+                    str(tmp_path / "step.c"), "-o", str(obj)], check=True, capture_output=True)
+    nm = subprocess.run(["nm", "-S", str(obj)], check=True, capture_output=True, text=True).stdout
+    ram = sum(int(p[1], 16) for p in map(str.split, nm.splitlines()) if len(p) == 4 and p[2] in "bBdD")
+    mem = step_memory(learner.tail, 2, learn=True)
+    assert ram == sum(mem.values()) and mem["labels"] == 8

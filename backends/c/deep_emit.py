@@ -28,7 +28,7 @@ import numpy as np
 from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_flash, step_memory, step_ops
 from ...ir.ops import OpKind, same_padding
 
-__all__ = ["emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
+__all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
@@ -220,3 +220,34 @@ def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
             raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
         biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
     return emit_step(learner.tail, batch, known, biases), known_order(learner.tail, known)
+
+
+def emit_learn(tail: Tail, batch: int) -> str:
+    """``emit_step(tail, batch)`` plus the learn path of a buffer of int8 cut tensors (compile with
+    runtime/tinycc_learn.c): ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr,
+    int32_t epochs)`` pushes ``q`` (one int8 cut tensor, the buffer's quantization) and its label, then trains
+    ``epochs`` epochs over the buffer in its training order, batches of ``batch`` consecutive entries
+    dequantized straight into the step's cut values (``tcc_deep_step``), as ``DeepLearner.learn`` (mode
+    ``blocks``). Returns the buffer count; -1 label out of range; -2 ``b`` or ``q`` NULL (nothing stored or
+    trained); -4 a step was refused: the retraining stopped there and the sample was removed again
+    (``tcc_buffer_unpush``), the steps before it stay applied. Adds ``tcc_y`` (``batch`` int32 labels)."""
+    classes, cut = _size(tail, tail.logits), _size(tail, tail.cut)
+    src = emit_step(tail, batch).replace('#include "tinycc_backprop.h"\n',
+                                         '#include "tinycc_backprop.h"\n#include "tinycc_learn.h"\n', 1)
+    return src + (
+        f"\nstatic int32_t tcc_y[{batch}];\n\n"
+        "int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs) {\n"
+        "    uint32_t before[4];\n    int32_t slot, n;\n"
+        "    if (!b || !q) return -2;\n"
+        f"    if (label >= {classes} || b->features != {cut} || b->targets != 0) return -1;\n"
+        "    tcc_buffer_save(b, before);\n    slot = tcc_buffer_push(b, NULL, q, label, NULL);\n"
+        "    n = tcc_buffer_count(b);\n"
+        "    for (int32_t e = 0; e < epochs; ++e)\n"
+        f"        for (int32_t s = 0; s < n; s += {batch}) {{\n"
+        f"            const int32_t m = n - s < {batch} ? n - s : {batch};\n"
+        "            for (int32_t r = 0; r < m; ++r)\n"
+        f"                tcc_y[r] = tcc_buffer_entry(b, s + r, tcc_t0 + r * {cut}, NULL);\n"
+        "            if (tcc_deep_step(tcc_t0, tcc_y, m, lr) != 1) {\n"
+        "                tcc_buffer_unpush(b, slot, before); /* refused: nothing of this step was written */\n"
+        "                return -4;\n            }\n        }\n"
+        "    return n;\n}\n")
