@@ -138,6 +138,11 @@ def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> N
             f"static const int32_t ys[4] = {{{', '.join(map(str, y))}}};\n"
             "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
             "printf(\"\\n\"); }\nint main(void) {\n"
+            f"    static float z[{2 * learner.num_classes}], nan_x[{xf.size}];\n"
+            f"    for (int k = 0; k < {xf.size}; ++k) nan_x[k] = xs[k];\n    nan_x[{xf[0].size}] = 1.0f / 0.0f;\n"
+            "    printf(\"%d %d %d %d %d\\n\", tcc_deep_logits(xs, 2, z), tcc_deep_logits(NULL, 2, z),\n"
+            "           tcc_deep_logits(xs, 2, NULL), tcc_deep_logits(xs, 3, z), tcc_deep_logits(nan_x, 2, z));\n"
+            f"    out(z, {2 * learner.num_classes});\n"
             "    int a = tcc_deep_step(xs, ys, 2, 0.05f);\n"
             f"    int b = tcc_deep_step(xs + {xf[0].size * 2}, ys + 2, 2, 0.05f);\n"
             "    printf(\"%d %d\\n\", a, b);\n")
@@ -152,6 +157,10 @@ def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> N
     r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and not r.stderr, r.stderr
     lines = r.stdout.splitlines()
+    assert lines[0] == "0 -1 -1 -1 -2"  # the forward alone: logits, then NULL, batch too large, infinity
+    np.testing.assert_allclose(np.array(lines[1].split(), np.float32), learner.logits_cut(q[:2]).reshape(-1),
+                               atol=1e-5)
+    lines = lines[2:]
     assert lines[0] == "1 1"
     assert learner.step(q[:2], y[:2]) and learner.step(q[2:], y[2:])
     for k, p in enumerate(learner.tail.params.values()):
@@ -193,6 +202,7 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
         return [learner.view.tensors[op.inputs[2]].data.copy() for op in learner.region_params]
 
     k1 = int8_env(q[:2])
+    z0 = learner.logits_cut(q[:2])  # the simulator's prediction from the int8 region's activations
     b0 = int32_biases()
     assert learner.step(q[:2], y[:2])
     b1 = int32_biases()
@@ -217,6 +227,10 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
                      if learner.tail.trains(n)[0] else "") for k, (n, p) in enumerate(learner.tail.params.items()))
     main += ("int main(void) {\n    static float nan_x[" + str(xf[0].size) + "];\n"
              f"    for (int k = 0; k < {xf[0].size}; ++k) nan_x[k] = xs[k];\n    nan_x[3] = 0.0f / 0.0f;\n"
+             f"    static float z[{2 * learner.num_classes}];\n"
+             "    printf(\"%d %d %d\\n\", tcc_deep_logits(xs, kn1, 2, z), tcc_deep_logits(xs, NULL, 2, z),\n"
+             "           tcc_deep_logits(xs, kbad, 2, z));\n"
+             f"    out(z, {2 * learner.num_classes});\n"
              "    int a = tcc_deep_step_known(xs, kn1, ys, 2, 0.05f);\n" + dump +
              f"    int b = tcc_deep_step_known(xs + {xf[0].size * 2}, kn2, ys + 2, 2, 0.05f);\n" + dump + params +
              "    const int32_t bad[2] = {0, 4};\n"
@@ -235,6 +249,9 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
     r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and not r.stderr, r.stderr
     lines = r.stdout.splitlines()
+    assert lines[0] == "0 -1 -1"
+    np.testing.assert_allclose(np.array(lines[1].split(), np.float32), z0.reshape(-1), atol=1e-5)
+    lines = lines[2:]
     nb, npar = len(names), len(params.splitlines())
     c1 = [np.array(v.split(), np.int64) for v in lines[:nb]]
     c2 = [np.array(v.split(), np.int64) for v in lines[nb:2 * nb]]

@@ -9,6 +9,8 @@ tail trains, checked first (returns 0, nothing written, when a new value would n
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
 only: nothing of the model's text reaches the C.
 
+``tcc_deep_logits(x, n, z)`` (bias mode: ``(x, known, n, z)``) is the forward alone: the logits of n rows (0; -1 for
+a bad n or NULL; -2 for a non-finite input).
 ``emit_step(tail, batch, known, biases)``: the int8 backbone's bias learning (``tinycc.ir.deep`` mode ``bias``).
 The tensors of ``known`` (tensor -> (scale, zero point)) are not computed: the step is
 ``tcc_deep_step_known(x, known, y, n, lr)`` and dequantizes them from the caller's int8 activations
@@ -108,6 +110,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                    "    for (int32_t k = 0; k < count; ++k) v[k] = scale * (float)((int32_t)q[k] - zp);\n}\n")
     out.append("\nstatic void tcc_acc(float *g, const float *d, int32_t count) {\n"
                "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n\n")
+    head = len(out)  # the forward function goes here, before the step
     if order:
         out.append(f"int tcc_deep_step_known(const float *x, const int8_t *const *known, const int32_t *y, int32_t n, "
                    f"float lr) {{\n    if (!known) return -1;\n    for (int32_t j = 0; j < {len(order)}; ++j) "
@@ -117,8 +120,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
     out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
     out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
-    for op in conv_ops:
-        out.append(f"    tcc_p{pidx[op.name]}.n = n;\n")
+    sets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in conv_ops)
     out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n")
     fwd, blocks, upd = [], [], []
     for op in ops:
@@ -178,7 +180,19 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         if op.outputs[0] in known:  # the int8 kernels' value, dequantized (the simulator's `known`)
             scale, zp = known[op.outputs[0]]
             fwd[f0:] = [f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
-    out += fwd
+    kargs, kcall = (", const int8_t *const *known", ", known") if order else ("", "")
+    z = names[tail.logits]
+    cut = _size(tail, tail.cut)
+    out.insert(head, f"static void tcc_deep_forward(int32_t n{kargs}) {{\n" + sets + "".join(fwd) + "}\n\n"
+               + f"int tcc_deep_logits(const float *x{kargs}, int32_t n, float *z) {{\n"
+               + f"    if (n < 1 || n > {batch} || !x || !z) return -1;\n"
+               + ("    if (!known) return -1;\n"
+                  f"    for (int32_t j = 0; j < {len(order)}; ++j) if (!known[j]) return -1;\n" if order else "")
+               + f"    for (int32_t k = 0; k < n * {cut}; ++k) if (!isfinite(x[k])) return -2;\n"
+               + f"    for (int32_t k = 0; k < n * {cut}; ++k) tcc_t0[k] = x[k];\n"
+               + f"    tcc_deep_forward(n{kcall});\n"
+               + f"    for (int32_t k = 0; k < n * {classes}; ++k) z[k] = {z}[k];\n    return 0;\n}}\n\n")
+    out.append(f"    tcc_deep_forward(n{kcall});\n")
     z, gz = names[tail.logits], grads[tail.logits]
     for t in names:
         if t != tail.cut:
