@@ -584,3 +584,88 @@ def test_deep_bias_step_under_random_calls(session, tmp_path: Path) -> None:
     assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
     rejected, refused, trained = map(int, r.stdout.split())
     assert rejected > 100 and refused > 20 and trained > 100  # every path was taken
+
+
+DEEP_LEARN_FUZZ_C = r"""
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "step.c"
+
+static uint32_t rng = 88172645u;
+static uint32_t next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5; return rng; }
+static int8_t bq[CAP * CUT], q[CUT];
+static uint8_t bl[CAP];
+static uint32_t bst[CAP], bstate[4];
+static tcc_buffer_t buf = {CAP, CUT, POLICY, 1, 0.05f, -3, bq, NULL, bl, bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0};
+static float before[PARAMS], after[PARAMS];
+static int8_t bq_before[CAP * CUT];
+
+int main(void) {
+    static const float rates[] = {0.05f, 0.0f, 0.01f, 1.0f / 0.0f};
+    int counts[4] = {0, 0, 0, 0};
+    tcc_buffer_reset(&buf);
+    for (int call = 0; call < CALLS; ++call) {
+        for (int k = 0; k < CUT; ++k) q[k] = (int8_t)((int32_t)(next() % 256) - 128);
+        uint8_t label = (uint8_t)(next() % 8 == 0 ? CLASSES + next() % (256 - CLASSES) : next() % CLASSES);
+        uint32_t pick = next() % 40;
+        int32_t count = tcc_buffer_count(&buf);
+        snapshot(before);
+        memcpy(bq_before, bq, sizeof bq);
+        int32_t r = tcc_deep_learn(pick == 0 ? NULL : &buf, pick == 1 ? NULL : q, label,
+                                   rates[next() % 16 == 0 ? 3 : next() % 3], 1 + (int32_t)(next() % 2));
+        snapshot(after);
+        int bad = label >= CLASSES;
+        if ((pick < 2 && r != -2) || (pick >= 2 && bad && r != -1)) { printf("call %d: %ld\n", call, (long)r); return 1; }
+        if ((r == -1 || r == -2) && (memcmp(before, after, sizeof before) || memcmp(bq_before, bq, sizeof bq) ||
+                                     tcc_buffer_count(&buf) != count)) {
+            printf("call %d: a rejected sample changed something\n", call);
+            return 1;
+        }
+        if (r == -4 && tcc_buffer_count(&buf) != count && tcc_buffer_count(&buf) != count - 1) {
+            printf("call %d: a refused sample left %ld entries (was %ld)\n", call, (long)tcc_buffer_count(&buf),
+                   (long)count);
+            return 1;
+        }
+        if (r >= 0 && (r != tcc_buffer_count(&buf) || r < 1 || r > CAP)) { printf("call %d: count %ld\n", call,
+                                                                                   (long)r); return 1; }
+        for (int k = 0; k < PARAMS; ++k) if (!isfinite(after[k])) { printf("non-finite parameter\n"); return 1; }
+        counts[r == -1 ? 0 : r == -2 ? 1 : r == -4 ? 2 : 3]++;
+        if (r < -4 || r == -3 || r == 0) { printf("call %d: return %ld\n", call, (long)r); return 1; }
+    }
+    printf("%d %d %d %d\n", counts[0], counts[1], counts[2], counts[3]);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("policy", [0, 1])
+def test_deep_learn_path_under_random_calls(session, tmp_path: Path, policy: int) -> None:
+    """The generated learn path (deep_emit.emit_learn) under random int8 cut tensors, labels in and out of range,
+    NULL buffer or tensor and rates up to infinity (fifo, reservoir): -1 / -2 change nothing, -4 leaves the
+    buffer as before or one entry short (the replaced one), a success returns the count, every parameter stays
+    finite; the sanitizers see no fault."""
+    from tinycc.backends.c.deep_emit import emit_learn
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("avg", 9), "blocks")
+    (tmp_path / "step.c").write_text(emit_learn(t, 2))
+    params = [(f"tcc_dw{k}", p.weight.size) for k, p in enumerate(t.params.values())] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    defs = (f"#define CAP 4\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 600\n#define POLICY {policy}\n")
+    src = DEEP_LEARN_FUZZ_C.replace('#include "step.c"\n', '#include "step.c"\n' + snap, 1)
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), str(rt / "tinycc_learn.c"), "-lm",
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    bad_label, null, refused, learned = map(int, r.stdout.split())
+    assert bad_label > 30 and null > 10 and refused > 10 and learned > 200  # every path was taken
