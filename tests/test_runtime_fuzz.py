@@ -616,7 +616,10 @@ int main(void) {
                                    rates[next() % 16 == 0 ? 3 : next() % 3], 1 + (int32_t)(next() % 2));
         snapshot(after);
         int bad = label >= CLASSES;
-        if ((pick < 2 && r != -2) || (pick >= 2 && bad && r != -1)) { printf("call %d: %ld\n", call, (long)r); return 1; }
+        if ((pick < 2 && r != -2) || (pick >= 2 && bad && r != -1)) {
+            printf("call %d: %ld\n", call, (long)r);
+            return 1;
+        }
         if ((r == -1 || r == -2) && (memcmp(before, after, sizeof before) || memcmp(bq_before, bq, sizeof bq) ||
                                      tcc_buffer_count(&buf) != count)) {
             printf("call %d: a rejected sample changed something\n", call);
