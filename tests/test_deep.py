@@ -13,6 +13,7 @@ from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.frontends.keras import graph_from_keras_model
 from .deploy_util import build_deployment
 
+from . import c_harness
 from .zoo import resnet_add
 
 
@@ -20,11 +21,48 @@ from .zoo import resnet_add
 def dep():
     from tinycc.session import Session
 
+    import keras
+
     session = Session(autoload=False)
+    keras.utils.set_random_seed(0)  # the same model in every worker (xdist) and run
     g = graph_from_keras_model(resnet_add())
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     calib = np.random.default_rng(0).uniform(-1, 1, (32, 10, 10, 3)).astype(np.float32)
     return build_deployment(g, {"calib_data": calib, "buffer": 8, "lr": 0.05}, session, CBackend())
+
+
+RUNTIME = __import__("pathlib").Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+WHERE = ["host", pytest.param("m4", marks=pytest.mark.skipif(not c_harness.have_arm(),
+                                                             reason="arm-none-eabi-gcc or qemu-system-arm missing"))]
+
+
+def _build_run(tmp_path, where: str, runtime: tuple[str, ...] = ("tinycc_backprop.c",)) -> str:
+    """main.c (including step.c) built and run: on the host under ASan/UBSan, or for the Cortex-M4 (-Os, hard
+    float, the generated projects' startup and linker script) under qemu-system-arm; its stdout."""
+    import subprocess
+
+    from tinycc.targets import CORTEX_M4
+
+    srcs = [str(tmp_path / "main.c")] + [str(RUNTIME / f) for f in runtime]
+    inc = [f"-I{RUNTIME}", f"-I{tmp_path}"]
+    if where == "host":
+        subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                        "-fno-sanitize-recover=all", *inc, *srcs, "-lm", "-o", str(tmp_path / "main")], check=True,
+                       capture_output=True, text=True)
+        r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and not r.stderr, r.stderr
+        return r.stdout
+    templates = RUNTIME.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
+    (tmp_path / "startup.c").write_text((templates / "startup.c.j2").read_text())
+    (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
+    elf = tmp_path / "main.elf"
+    subprocess.run(["arm-none-eabi-gcc", *CORTEX_M4.cflags.split(), "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                    *inc, "--specs=rdimon.specs", "-nostartfiles", "-T", str(tmp_path / "link.ld"), "-o", str(elf),
+                    str(tmp_path / "startup.c"), *srcs, "-lm"], check=True, capture_output=True, text=True)
+    r = subprocess.run(["qemu-system-arm", "-M", CORTEX_M4.emulator.machine, "-nographic", "-semihosting-config",
+                        "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r.stdout
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +157,8 @@ def test_deep_learn_rejects(dep) -> None:
         DeepLearner(dep, cut, "weights")
 
 
-def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> None:
+@pytest.mark.parametrize("where", WHERE)
+def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path, where: str) -> None:
     """blocks mode on a real int8 deployment (residual adds, relu6, avg pool): the C step generated from the
     learner's tail (backends/c/deep_emit, ASan/UBSan) trains the same parameters as DeepLearner.step."""
     import subprocess
@@ -149,14 +188,7 @@ def test_generated_step_of_a_deployment_equals_the_simulator(dep, tmp_path) -> N
     for k, p in enumerate(learner.tail.params.values()):
         main += f"    out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
     (tmp_path / "main.c").write_text(main + "    return 0;\n}\n")
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
-                    str(rt / "tinycc_backprop.c"), "-lm", "-o", str(tmp_path / "main")], check=True,
-                   capture_output=True, text=True)
-    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and not r.stderr, r.stderr
-    lines = r.stdout.splitlines()
+    lines = _build_run(tmp_path, where).splitlines()
     assert lines[0] == "0 -1 -1 -1 -2"  # the forward alone: logits, then NULL, batch too large, infinity
     np.testing.assert_allclose(np.array(lines[1].split(), np.float32), learner.logits_cut(q[:2]).reshape(-1),
                                atol=1e-5)
@@ -174,7 +206,8 @@ def _c_ints(name: str, a: np.ndarray, ctype: str) -> str:
     return f"static const {ctype} {name}[{a.size}] = {{{', '.join(str(int(v)) for v in a.reshape(-1))}}};\n"
 
 
-def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
+@pytest.mark.parametrize("where", WHERE)
+def test_generated_bias_step_equals_the_simulator(dep, tmp_path, where: str) -> None:
     """bias mode (TinyTL) on a real int8 deployment: the generated step (backends/c/deep_emit.learner_step) takes
     the region's int8 activations as the int8 kernels give them, trains the float master biases and Φc as
     DeepLearner.step (1e-5), and its int32 biases are the requantized master biases, equal to the simulator's;
@@ -241,14 +274,8 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
              "           tcc_deep_step_known(xs, kn1, ys, 2, 1.0f / 0.0f));\n"
              + dump + params + "    return 0;\n}\n")
     (tmp_path / "main.c").write_text(main)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
-                    str(rt / "tinycc_backprop.c"), "-lm", "-o", str(tmp_path / "main")], check=True,
-                   capture_output=True, text=True)
-    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and not r.stderr, r.stderr
-    lines = r.stdout.splitlines()
+    rt = RUNTIME
+    lines = _build_run(tmp_path, where).splitlines()
     assert lines[0] == "0 -1 -1"
     np.testing.assert_allclose(np.array(lines[1].split(), np.float32), z0.reshape(-1), atol=1e-5)
     lines = lines[2:]
@@ -286,8 +313,9 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path) -> None:
     assert flash == step_flash(learner.tail, tuple(names)) > 0
 
 
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("policy", ["fifo", "reservoir"])
-def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str) -> None:
+def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str, where: str) -> None:
     """blocks mode: the generated learn path (deep_emit.emit_learn: push the int8 cut tensor into the runtime's
     replay buffer, epochs over it in training order, batches dequantized into the step) equals
     DeepLearner.learn sample after sample: buffer bytes, labels and state words exact, parameters to 1e-5;
@@ -327,14 +355,8 @@ def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str) -
              "           (int)tcc_deep_learn(&buf, NULL, 0, 0.05f, 2), (int)tcc_deep_learn(NULL, qs, 0, 0.05f, 2),\n"
              "           (int)tcc_deep_learn(&buf, qs, 1, 1.0f / 0.0f, 2));\n    dump();\n    return 0;\n}\n")
     (tmp_path / "main.c").write_text(main)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}", str(tmp_path / "main.c"),
-                    str(rt / "tinycc_backprop.c"), str(rt / "tinycc_learn.c"), "-lm", "-o", str(tmp_path / "main")],
-                   check=True, capture_output=True, text=True)
-    r = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and not r.stderr, r.stderr
-    lines = iter(r.stdout.splitlines())
+    rt = RUNTIME
+    lines = iter(_build_run(tmp_path, where, ("tinycc_backprop.c", "tinycc_learn.c")).splitlines())
 
     def check_dump() -> None:
         np.testing.assert_array_equal(np.array(next(lines).split(), np.int64), b.data.reshape(-1))
