@@ -176,10 +176,12 @@ def test_generated_step_equals_tail(session, tmp_path: Path, pool: str, mode: st
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cc", ["gcc", pytest.param("arm-none-eabi-gcc", marks=pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc"))])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) -> None:
-    """step_memory is exact: the sizes of the generated step's symbols (nm), group by group; the weights it does
-    not train are read-only (step_flash)."""
+def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int, cc: str) -> None:
+    """step_memory is exact: the sizes of the generated step's symbols (nm), group by group, on the host and for
+    the Cortex-M4; the weights it does not train are read-only (step_flash)."""
     from tinycc.backends.c.deep_emit import emit_step, step_flash, step_memory
 
     from .test_backprop import _tail, _tail_model
@@ -187,9 +189,11 @@ def test_step_memory_equals_symbol_sizes(session, tmp_path: Path, batch: int) ->
     t = _tail(session, _tail_model("max", 2), "bias")
     (tmp_path / "step.c").write_text(emit_step(t, batch))
     obj = tmp_path / "step.o"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{RUNTIME}", "-c",
+    cpu = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os"] if cc != "gcc" else ["-O2"]
+    subprocess.run([cc, *cpu, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{RUNTIME}", "-c",
                     str(tmp_path / "step.c"), "-o", str(obj)], check=True, capture_output=True, text=True)
-    nm = subprocess.run(["nm", "-S", str(obj)], check=True, capture_output=True, text=True).stdout
+    nm_tool = "nm" if cc == "gcc" else "arm-none-eabi-nm"
+    nm = subprocess.run([nm_tool, "-S", str(obj)], check=True, capture_output=True, text=True).stdout
     groups = {"tcc_dw": "parameters", "tcc_db": "parameters", "tcc_t": "values", "tcc_gx": "scratch",
               "tcc_g": "gradients", "tcc_p": "descriptors", "tcc_bq": "int32_biases"}
     got = dict.fromkeys(set(groups.values()), 0)
