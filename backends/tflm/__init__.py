@@ -94,7 +94,7 @@ class TflmBackend(Backend):
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return measure_arena(extractor_tflite(extractor)).arena
+        return measure_arena(extractor_tflite(extractor), what="the feature extractor").arena
 
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
         return measure_arena(deployment_tflite(deployment)).arena
@@ -106,7 +106,7 @@ class TflmBackend(Backend):
         from ..c import render_project
 
         data = deployment_tflite(deployment)
-        m = measure_arena(data)
+        m = measure_arena(data, what="the model" if deployment.inference_only else "the feature extractor")
         ops = operator_names(data)
         name = names.c_identifier(deployment.name)
         src = outdir / "src"
