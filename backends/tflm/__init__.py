@@ -113,8 +113,11 @@ class TflmBackend(Backend):
         src.mkdir(parents=True, exist_ok=True)
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
-        files = [] if infer else render_project(deployment, options, src, with_main=False, classifier_only=True,
-                                                runtime_dir=".", demo_dir=outdir, arena=m.arena)
+        if infer:  # the c target's inference demo (main.c, test vectors, Cortex-M start-up) over src/model.h
+            files = _inference_demo(deployment, options, outdir, m.arena)
+        else:
+            files = render_project(deployment, options, src, with_main=False, classifier_only=True,
+                                   runtime_dir=".", demo_dir=outdir, arena=m.arena)
         env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                                undefined=jinja2.StrictUndefined))
@@ -125,10 +128,11 @@ class TflmBackend(Backend):
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
-               "n_out": deployment.feature_count}
+               "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory}
         if infer:
             out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
                    "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
+                   "src/model.h": "model_infer.h.j2", "Makefile": "Makefile.j2",
                    "CMakeLists.txt": "CMakeLists_infer.txt.j2", "README.md": "README_infer.md.j2"}
         else:
             out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
@@ -141,6 +145,18 @@ class TflmBackend(Backend):
         tfl.write_bytes(data)
         files.append(tfl)
         return files
+
+
+def _inference_demo(deployment: Deployment, options: dict[str, Any], outdir: Path, arena: int) -> list[Path]:
+    """The c target's inference demo files (main.c, test_vectors.h, cortexm/) written into ``outdir``; the c
+    target's own model files that come with them are left in a scratch folder (TFLite Micro runs the model)."""
+    import tempfile
+
+    from ..c import render_project
+
+    with tempfile.TemporaryDirectory(prefix="tinycc-tflm-") as scratch:
+        written = render_project(deployment, options, Path(scratch), with_main=False, demo_dir=outdir, arena=arena)
+    return [p for p in written if outdir in p.parents]
 
 
 @hookimpl
