@@ -33,3 +33,28 @@ def test_tflm_without_tflite_micro_says_how_to_install(tmp_path: Path, monkeypat
     assert "pip install tflite-micro" in err
     assert "feature extractor" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.toolchain
+def test_tflm_inference_only_demo_builds_and_is_bit_exact(capsys) -> None:
+    """The inference-only tflm project has the demo program and Makefile: `validate` builds it against TFLite
+    Micro and its outputs equal run_int8 of the whole int8 model, bit for bit."""
+    from tinycc.backends.tflm import vendor
+
+    if vendor.default_vendor_dir() is None:
+        pytest.skip("TFLite Micro sources not found (TINYCC_VENDOR)")
+    rc = main(["validate", str(MODEL), "--target", "tflm", "--inference-only", "--data", str(DATA), "-n", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "8/8 equal, max |diff| 0 steps" in out
+
+
+def test_tflm_inference_only_project_files(tmp_path: Path) -> None:
+    """Like the c target's inference project: main.c, test vectors, Makefile, CMake, and a model.h API."""
+    assert main(["compile", str(MODEL), "-t", "tflm", "--inference-only", "--calib", str(DATA),
+                 "-o", str(tmp_path / "p")]) == 0
+    p = tmp_path / "p"
+    for f in ("main.c", "test_vectors.h", "Makefile", "CMakeLists.txt", "src/model.h", "src/tinycc_tflm.cc"):
+        assert (p / f).is_file(), f
+    assert "add_executable(tinycc_demo main.c)" in (p / "CMakeLists.txt").read_text()
+    assert "digits_cnn_invoke_f32" in (p / "src/model.h").read_text()

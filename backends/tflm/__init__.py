@@ -59,6 +59,11 @@ class TflmBackend(Backend):
 
         if not (project / "main.c").is_file() or not (project / "src" / "tinycc_tflm.cc").is_file():
             raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
+        if deployment.inference_only:
+            from ..c import write_inference_vectors
+
+            write_inference_vectors(project / "test_vectors.h", deployment, np.asarray(x, np.float32))
+            return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
 
     def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
