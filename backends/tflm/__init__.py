@@ -96,12 +96,13 @@ class TflmBackend(Backend):
     def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
         """Flash: the .tflite bytes (measured), TFLite Micro's code for the resolved operators (estimated) and
         tinycc's code; RAM: the interpreter objects (see footprint.py)."""
-        from ...ir.memory_model import CODE_ESTIMATE
         from ...plugins.tflite_writer import operator_names
+        from ...targets import board_target, code_table
         from .footprint import adjust
 
         data = extractor_tflite(model) if isinstance(model, Graph) else deployment_tflite(model)
-        code = CODE_ESTIMATE["base"] + (CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] if learning else 0)
+        table = code_table(board_target(options.get("_board"), tuple(options.get("_targets") or ())))
+        code = table["base"] + (table["learn"] + table["buffer"] if learning else 0)
         adjust(report, data, operator_names(data), code)
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
