@@ -87,6 +87,16 @@ class Backend:
         """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
         return 0
 
+    def stack_bytes(self, deployment: Deployment, options: dict[str, Any],
+                    arch: str | None) -> tuple[int, bool, str] | None:
+        """Worst-case stack of the generated code's API on the board's ``arch`` (None: the host build) as
+        (bytes, measured by the core's compiler, detail); None: this target reports no stack line."""
+        return None
+
+    def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
+        """Change the memory ``report`` for what this target really deploys (``model``: the extractor Graph, or
+        the Deployment of ``--inference-only``); the default keeps the C runtime's items."""
+
     def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
         """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
         return self.arena_bytes(deployment.extractor, options)

@@ -87,19 +87,23 @@ def full_graph(dep: Deployment) -> Graph:
 
 
 def memory_report(dep_graph: Graph, backend: Any, arena: int, options: dict[str, Any],
-                  spec: Any = None) -> MemoryReport:
-    """The inference-only report; ``spec``: the board's ``tinycc.targets.Target`` (its code-size table)."""
+                  spec: Any = None, stack: Any = None, dep: Deployment | None = None) -> MemoryReport:
+    """The inference-only report; ``spec``: the board's ``tinycc.targets.Target`` (its code-size table);
+    ``stack``: the report's stack line (None: not counted)."""
     state = backend.inference_state_bytes(dep_graph, options) if backend else 0
     scratch = backend.scratch_bytes(dep_graph, options) if backend else 0
     tables = backend.table_bytes(dep_graph, options) if hasattr(backend, "table_bytes") else 0
-    return inference_memory(dep_graph, arena, state, getattr(backend, "arena_detail", "int8 activations, planned"),
-                            scratch, bool(getattr(backend, "runtime_state_exact", True)), tables,
-                            code_table=code_table(spec))
+    r = inference_memory(dep_graph, arena, state, getattr(backend, "arena_detail", "int8 activations, planned"),
+                         scratch, bool(getattr(backend, "runtime_state_exact", True)), tables, stack,
+                         code_table=code_table(spec))
+    if dep is not None and hasattr(backend, "adjust_report"):
+        backend.adjust_report(r, dep, options, False)
+    return r
 
 
 def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
     """Quantize the whole model, size it on ``backend`` and check the budget."""
-    from .ondevice import _budget, _c_name, _check_budget, _target
+    from .ondevice import _budget, _c_name, _check_budget, _target, stack_line
 
     g, samples = int8_model(graph, options, session)
     dep = Deployment(name=_c_name(graph.name), extractor=g, feature_quant=g.tensors[g.outputs[0]].quant,
@@ -107,7 +111,11 @@ def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend
                      int8_io=bool(options.get("int8_io")),
                      meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16]})
     arena = backend.inference_arena_bytes(dep, options) if backend else 0
-    report = memory_report(g, backend, arena, options, _target(options, session))
+    spec = _target(options, session)
+    report = memory_report(g, backend, arena, options, spec, dep=dep)
+    dep.memory = {"report": report.table(), **report.to_dict()}  # what the sources measured for the stack show
+    stack = stack_line(backend, dep, options, session) if backend else None
+    report = memory_report(g, backend, arena, options, spec, stack, dep)
     ram, flash, where = _budget(options, session)
     _check_budget(report, ram, flash, where, "Try pruning (--ratio, --budget) or a bigger board")
     dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}

@@ -305,15 +305,28 @@ def _target(options: dict[str, Any], session: Any) -> Any:
 
 
 def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str, Any], backend: Any,
-            arena: int, tq: Any = None, spec: Any = None) -> MemoryReport:
-    return deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
+            arena: int, tq: Any = None, spec: Any = None, stack: Any = None) -> MemoryReport:
+    r = deployment_memory(ext, clf, _buffer_bytes(cap, feat, clf, options, tq), int(options.get("batch_size") or 1),
                              arena, backend.runtime_state_bytes(ext, clf, options) if backend else 0,
                              getattr(backend, "arena_detail", "int8 activations, planned"),
                              backend.scratch_bytes(ext, options) if backend else 0,
                              backend.descriptors(len(clf.layers), spec.abi if spec else None) if backend else None,
                              bool(getattr(backend, "runtime_state_exact", True)),
-                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0,
+                             backend.table_bytes(ext, options) if hasattr(backend, "table_bytes") else 0, stack,
                              code_table=code_table(spec))
+    if hasattr(backend, "adjust_report"):
+        backend.adjust_report(r, ext, options, True)
+    return r
+
+
+def stack_line(backend: Any, dep: Deployment, options: dict[str, Any], session: Any) -> tuple[int, bool, str] | None:
+    """The report's stack line (bytes, measured, detail) from ``backend.stack_bytes``; None when the target has
+    none (the board's architecture names the core; no board: the host build)."""
+    fn = getattr(backend, "stack_bytes", None)
+    if fn is None:
+        return None
+    arch = session.registry.board(options["board"]).arch if options.get("board") else None
+    return fn(dep, options, arch)
 
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
@@ -368,8 +381,6 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     if best is None:
         raise first_error  # type: ignore[misc]
     _, cut, ext, clf, cap, report, samples, tq = best
-    _check_budget(report, ram, flash, where)
-    _check_addressable(report)
     fq = ext.tensors[ext.outputs[0]].quant
     try:
         check_feature_scale(float(np.max(fq.scale)), int(np.max(np.abs(fq.zero_point))), clf.n_in,
@@ -384,6 +395,18 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
         loss=loss, target=target, target_quant=tq)
+    stack = stack_line(backend, dep, options, session) if backend else None
+    if stack is not None:  # the stack counts against the RAM budget: a buffer sized to fit gives up its bytes
+        feat, arena = clf.n_in, backend.arena_bytes(ext, options)
+        if ram and not explicit:
+            one = _buffer_bytes(1, feat, clf, options, tq)
+            fixed = _report(ext, clf, 1, feat, options, backend, arena, tq, spec, stack).total("ram") - one
+            per = _buffer_bytes(2, feat, clf, options, tq) - one
+            cap = dep.buffer.capacity = max((ram - fixed - 16) // per, 1)
+        report = _report(ext, clf, cap, feat, options, backend, arena, tq, spec, stack)
+    _check_budget(report, ram, flash, where)
+    _check_addressable(report)
+    dep.memory = {"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap}
     labels = _labels_for(options, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels

@@ -231,7 +231,8 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
                      f"simulator {_pct(c.acc['int8_after'])}", ""]] if c.acc else [])]
     mem = dep.memory
     if run.ram is not None:
-        rows.append(["RAM (build)", f"{run.ram:,} B", f"{mem['ram']:,} B compile report", ""])
+        stack = f" ({mem['static_ram']:,} static + {mem['stack']:,} stack)" if mem.get("stack") else ""
+        rows.append(["RAM (build)", f"{run.ram:,} B", f"{mem['ram']:,} B compile report{stack}", ""])
         rows.append(["flash (build)", f"{run.flash:,} B", f"{mem['flash']:,} B compile report", ""])
     if run.output.memory:
         m = run.output.memory

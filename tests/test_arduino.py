@@ -152,7 +152,7 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
     assert f"RAM {dep.memory['ram']} B, flash {dep.memory['flash']} B" in next(l for l in report if l.startswith("memory:"))
     # static RAM: the model's arrays (memory model minus the core/stack reserve) plus the Arduino core's
     # globals and the self-test staging vector: documented tolerance 600 bytes
-    model_static = dep.memory["ram"] - CORE_RESERVE
+    model_static = dep.memory["static_ram"] - CORE_RESERVE
     assert 0 <= ram - model_static <= 600, (ram, model_static)
     assert flash > next(i["bytes"] for i in dep.memory["items"] if i["name"] == "extractor weights")
 

@@ -99,7 +99,7 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(N_INPUTS)]), p2, atol=1e-4)
     # the arrays the C code declares are exactly the memory model's figures
     assert out.memory["ram"] == dep.memory["ram"] and out.memory["arena"] == CBackend().arena_bytes(dep.extractor, {})
-    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["static_ram"]
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

@@ -64,7 +64,7 @@ def test_cmsis_nn_matches_run_int8(session, cmsis_lib, tmp_path: Path, name: str
     assert report.get("kernel scratch", 0) == scratch
     assert out.memory["ram"] == dep.memory["ram"]
     assert c_harness.symbol_sizes(tmp_path / "demo_asan").get("tcc_scratch", 0) == scratch
-    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["static_ram"]
 
 
 GETSIZE = r"""
@@ -141,7 +141,7 @@ def test_cmsis_nn_qemu_matches_host(session, cmsis_dir: Path, tmp_path: Path, na
     feats = Simulator(dep).features(x[:n])
     for i in range(n):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"features of input {i} on {cpu}")
-    assert dev.instructions["features"] > 0 and sections[".bss"] >= dep.memory["ram"]
+    assert dev.instructions["features"] > 0 and sections[".bss"] >= dep.memory["static_ram"]
 
 
 def test_cli_project_builds_with_its_makefile(tmp_path: Path, cmsis_dir: Path) -> None:

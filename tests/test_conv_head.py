@@ -279,7 +279,7 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
         sizes = subprocess.run(["arm-none-eabi-size", "-t", *map(str, objs)], capture_output=True, text=True,
                                check=True).stdout.splitlines()[-1].split()
         static_ram = int(sizes[1]) + int(sizes[2])  # data + bss
-        assert 0 <= static_ram - (dep.memory["ram"] - CORE_RESERVE) <= 600, (static_ram, dep.memory["ram"])
+        assert 0 <= static_ram - (dep.memory["static_ram"] - CORE_RESERVE) <= 600, (static_ram, dep.memory["ram"])
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     x = _inputs(m, 3, 9)
     sim = Simulator(dep)

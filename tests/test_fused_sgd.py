@@ -79,7 +79,7 @@ def test_memory_json_training_state_is_8_bytes_per_unit_and_c_ram_16k_holds_2x(s
     proj = next(p for p in out.iterdir() if (p / "model.c").exists()) if not (out / "model.c").exists() else out
     exe = c_harness.build_host(proj, sanitize=False)
     sizes = c_harness.symbol_sizes(exe)
-    assert c_harness.model_ram(exe) == mem["ram"]
+    assert c_harness.model_ram(exe) == mem["static_ram"]
     assert not any(k.startswith(("tcc_dw_", "tcc_db_", "tcc_feat", "tcc_ywork", "tcc_twork")) for k in sizes)
     assert sizes["tcc_act_0"] + sizes["tcc_delta_0"] == st["bytes"]
 
@@ -128,7 +128,7 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
     assert {k: avr.get(k) for k in arrays} == {k: host_sizes[k] for k in arrays}
     # static RAM: the model's arrays plus the Arduino core's globals and the self-test vector (test_arduino's
     # documented 600-byte tolerance), inside the 8 kB
-    assert 0 <= ram - (dep.memory["ram"] - CORE_RESERVE) <= 600 and ram <= 8192
+    assert 0 <= ram - (dep.memory["static_ram"] - CORE_RESERVE) <= 600 and ram <= 8192
     # and it learns on the AVR as the simulator does (TinyOL: the latest sample only)
     lines = arduino_harness.run_simavr(elf)
     rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
@@ -171,7 +171,7 @@ def test_generated_c_learns_bit_identically(session, digits, tmp_path: Path, cas
         assert tw == (not np.array_equal(layer.weight, before[l][0]))
         assert tb == (not np.array_equal(layer.bias, before[l][1]))
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(12)]), sim.predict(x)[1], rtol=1e-6, atol=1e-7)
-    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["static_ram"]
 
 
 REFUSE_C = r"""

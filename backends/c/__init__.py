@@ -252,6 +252,13 @@ class CBackend(Backend):
     def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
         return render_project(deployment, options, outdir)
 
+    def stack_bytes(self, deployment: Deployment, options: dict[str, Any],
+                    arch: str | None) -> tuple[int, bool, str] | None:
+        from .stack import stack_item
+
+        it = stack_item(deployment, options, arch)
+        return it.bytes, it.measured, it.detail
+
 
 @hookimpl
 def tinycc_register_backends(registry: Any) -> None:

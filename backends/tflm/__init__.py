@@ -98,6 +98,18 @@ class TflmBackend(Backend):
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
+    def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
+        """Flash: the .tflite bytes (measured), TFLite Micro's code for the resolved operators (estimated) and
+        tinycc's code; RAM: the interpreter objects (see footprint.py)."""
+        from ...plugins.tflite_writer import operator_names
+        from ...targets import board_target, code_table
+        from .footprint import adjust
+
+        data = extractor_tflite(model) if isinstance(model, Graph) else deployment_tflite(model)
+        table = code_table(board_target(options.get("_board"), tuple(options.get("_targets") or ())))
+        code = table["base"] + (table["learn"] + table["buffer"] if learning else 0)
+        adjust(report, data, operator_names(data), code)
+
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return measure_arena(extractor_tflite(extractor), what="the feature extractor").arena
 
