@@ -115,7 +115,7 @@ class CompileResult:
         if d.inference_only:
             io = "int8" if d.int8_io else "float"
             lines.append(f"inference only: the whole model in int8 ({len(d.extractor.ops)} ops), {io} input and "
-                         f"output, {d.feature_count} outputs")
+                         f"output, {d.feature_count} output{'' if d.feature_count == 1 else 's'}")
             return "\n".join(lines + ([mem["report"]] if "report" in mem else []))
         lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
                   f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
@@ -138,7 +138,7 @@ class CompileResult:
 def _head_text(d: Any) -> str:
     if d.loss == "mse":
         target = "target = the model input (autoencoder)" if d.target == "input" else "targets given per sample"
-        return f"regression head (mse) with {d.num_outputs} outputs, {target}"
+        return f"regression head (mse) with {d.num_outputs} output{'' if d.num_outputs == 1 else 's'}, {target}"
     if d.loss == "bce":
         return "binary head (sigmoid + binary cross-entropy, labels 0/1)"
     return f"{d.num_classes} classes"

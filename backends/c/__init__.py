@@ -163,7 +163,7 @@ def render_project(dep: Deployment, options: dict[str, Any], outdir: Path, *, wi
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
         "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
         "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
-        "lr": _c_float(dep.train.lr),
+        "lr": _c_float(dep.train.lr), "lr_text": np.format_float_positional(np.float32(dep.train.lr), trim="-"),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
         "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),

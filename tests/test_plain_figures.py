@@ -1,0 +1,32 @@
+"""Figures printed as people write them (issue 28, Deliver 5): the README's learning rate in its shortest form,
+singular nouns for one test vector / one output."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tinycc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "examples" / "digits_cnn.h5"
+DATA = ROOT / "examples" / "digits_data.npz"
+
+
+def test_readme_learning_rate_is_the_shortest_float(tmp_path: Path) -> None:
+    assert main(["compile", str(MODEL), "-t", "c", "--calib", str(DATA), "--lr", "0.01", "-o", str(tmp_path / "p")]) == 0
+    text = (tmp_path / "p" / "README.md").read_text()
+    assert "learning rate 0.01," in text and "0.0099999" not in text
+
+
+@pytest.mark.parametrize("extra", [[], ["--inference-only"]], ids=["learning", "inference-only"])
+def test_demo_says_one_test_vector(tmp_path: Path, extra: list[str]) -> None:
+    out = tmp_path / "p"
+    assert main(["compile", str(MODEL), "-t", "c", "--calib", str(DATA), "--test-count", "1", "-o", str(out),
+                 *extra]) == 0
+    r = subprocess.run(["make", "-s", "-C", str(out), "run"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = r.stdout.splitlines()[0]
+    assert ": 1 test vector," in first
+    assert "1 test vectors" not in r.stdout
