@@ -30,3 +30,19 @@ def test_demo_says_one_test_vector(tmp_path: Path, extra: list[str]) -> None:
     first = r.stdout.splitlines()[0]
     assert ": 1 test vector," in first
     assert "1 test vectors" not in r.stdout
+
+
+def test_trials_csv_has_unique_column_names(tmp_path: Path) -> None:
+    """The searched `cut` knob and the deployed `cut` layer are two columns with two names."""
+    import csv
+    from types import SimpleNamespace
+
+    from tinycc.plugins.search.outputs import write_trials_csv
+
+    trial = SimpleNamespace(number=0, state=SimpleNamespace(name="COMPLETE"), params={"cut": "hidden", "hidden": 64},
+                            user_attrs={"cut": "features", "feasible": True, "accuracy": 0.5})
+    with open(write_trials_csv(tmp_path, [trial]), newline="") as f:
+        header, row = list(csv.reader(f))
+    assert len(header) == len(set(header))
+    values = dict(zip(header, row))
+    assert values["cut"] == "features" and values["arch_cut"] == "hidden" and values["hidden"] == "64"
