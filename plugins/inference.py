@@ -13,6 +13,8 @@ parameters, the output DEQUANTIZE, and a final int8 -> uint8 QUANTIZE at the sam
 """
 from __future__ import annotations
 
+import logging
+
 import math
 from typing import Any
 
@@ -131,6 +133,8 @@ def test_inputs(dep: Deployment, options: dict[str, Any]) -> np.ndarray:
     x = np.asarray(x, np.float32)
     shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
     if x.size == 0:
+        logging.getLogger("tinycc.inference").warning("no calibration data (--calib): the demo's only test vector is all zeros; pass --calib DATA to embed "
+                    "real samples")
         x = np.zeros((1,) + shape, np.float32)
     return x[:test_vector_count(math.prod(shape), int(options.get("test_count") or 8))].reshape((-1,) + shape)
 

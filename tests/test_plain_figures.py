@@ -46,3 +46,31 @@ def test_trials_csv_has_unique_column_names(tmp_path: Path) -> None:
     assert len(header) == len(set(header))
     values = dict(zip(header, row))
     assert values["cut"] == "features" and values["arch_cut"] == "hidden" and values["hidden"] == "64"
+
+
+def test_one_output_regression_demo_prints_no_arg_max(tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu", name="h"),
+                          keras.layers.Dense(1, name="y")], name="reg")
+    m.save(tmp_path / "reg.h5")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32))
+    out = tmp_path / "p"
+    assert main(["compile", str(tmp_path / "reg.h5"), "-t", "c", "--inference-only", "--calib",
+                 str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
+    r = subprocess.run(["make", "-s", "-C", str(out), "run"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "-> 1 output (" in r.stdout
+    lines = [l for l in r.stdout.splitlines() if l.startswith("vector")]
+    assert lines and all("arg-max" not in l for l in lines)
+
+
+def test_all_zero_test_vector_is_said(tmp_path: Path, capsys) -> None:
+    """An int8 .tflite compiles without --calib; the demo's only test vector is then zeros, and tinycc says so."""
+    from .conftest import mlperf_model
+
+    model = mlperf_model("ad01_int8.tflite")
+    assert main(["compile", str(model), "-t", "c", "--inference-only", "-o", str(tmp_path / "p")]) == 0
+    assert "the demo's only test vector is all zeros; pass --calib DATA" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The `c` backend: an interpreter-free C99 project (static arena, const weights, on-device training)."""
 from __future__ import annotations
 
+import logging
+
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +61,8 @@ def test_vectors(dep: Deployment, options: dict[str, Any]) -> tuple[np.ndarray, 
         y = np.asarray(dep.meta.get("labels", np.arange(len(x))))
     x = np.asarray(x, np.float32)
     if x.size == 0:
+        logging.getLogger("tinycc.c").warning("no calibration data (--calib): the demo's only test vector is all zeros; pass --calib DATA to embed "
+                    "real samples")
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
     n = min(len(x), test_vector_count(x[:1].size, int(options.get("test_count") or 8)))
