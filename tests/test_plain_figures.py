@@ -74,3 +74,17 @@ def test_all_zero_test_vector_is_said(tmp_path: Path, capsys) -> None:
     model = mlperf_model("ad01_int8.tflite")
     assert main(["compile", str(model), "-t", "c", "--inference-only", "-o", str(tmp_path / "p")]) == 0
     assert "the demo's only test vector is all zeros; pass --calib DATA" in capsys.readouterr().err
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal() -> None:
+    import io
+
+    from tinycc.plugins.scenarios import ProgressLines
+
+    out = io.StringIO()
+    with ProgressLines(1000, "concept-drift", out) as bar:
+        for _ in range(1000):
+            bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "concept-drift: 5% (50/1,000 steps)" and lines[-1] == "concept-drift: 100% (1,000/1,000 steps)"
+    assert len(lines) == 20
