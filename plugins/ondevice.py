@@ -410,6 +410,8 @@ def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backen
     labels = _labels_for(options, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels
+    if not explicit and not ram:  # no budget: the compile summary names the default and its cost
+        dep.meta["default_buffer"] = {"entries": cap, "bytes": _buffer_bytes(cap, clf.n_in, clf, options, tq)}
     return dep
 
 

@@ -88,3 +88,18 @@ def test_progress_lines_when_stderr_is_not_a_terminal() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "concept-drift: 5% (50/1,000 steps)" and lines[-1] == "concept-drift: 100% (1,000/1,000 steps)"
     assert len(lines) == 20
+
+
+def test_compile_without_budget_names_the_default_and_its_cost(tmp_path: Path, capsys) -> None:
+    import re
+
+    assert main(["compile", str(MODEL), "-t", "c", "--calib", str(DATA), "-o", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"the default replay buffer of (\d+) entries, ([\d,]+) B of RAM", out)
+    assert m, out
+    row = re.search(r"^ram\s+replay buffer\s+([\d,]+)", out, re.M)
+    assert row and row.group(1) == m.group(2)  # the cost is the memory report's own figure
+    assert "replay buffer 64 entries" in out and m.group(1) == "64"
+    assert main(["compile", str(MODEL), "-t", "c", "--calib", str(DATA), "--board", "mega2560",
+                 "-o", str(tmp_path / "b")]) == 0
+    assert "default replay buffer" not in capsys.readouterr().out

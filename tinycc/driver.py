@@ -120,6 +120,10 @@ class CompileResult:
         lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
                   f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
                   f"({d.buffer.policy}, {d.buffer.storage})"]
+        default = d.meta.get("default_buffer")
+        if default:  # no --board/--ram/--buffer: say which default was used and what it costs
+            lines.append(f"no RAM budget (--board, --ram) or --buffer: the default replay buffer of "
+                         f"{default['entries']} entries, {default['bytes']:,} B of RAM; a budget sizes it to fit")
         if "report" in mem:
             lines.append(mem["report"])
         return "\n".join(lines)
