@@ -103,6 +103,14 @@ def memory_report(dep_graph: Graph, backend: Any, arena: int, options: dict[str,
     return r
 
 
+def _int8_io_advice(g: Graph, backend: Any, options: dict[str, Any]) -> str:
+    """The budget error's first advice for float I/O: --int8-io, with the RAM it saves on ``backend``."""
+    if options.get("int8_io") or backend is None:
+        return ""
+    saved = backend.inference_state_bytes(g, options) - backend.inference_state_bytes(g, {**options, "int8_io": True})
+    return f"--int8-io (int8 input and output) saves {saved:,} B of RAM. " if saved > 0 else ""
+
+
 def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
     """Quantize the whole model, size it on ``backend`` and check the budget."""
     from .ondevice import _budget, _c_name, _check_budget, _target, stack_line
@@ -119,7 +127,8 @@ def build_inference(graph: Graph, options: dict[str, Any], session: Any, backend
     stack = stack_line(backend, dep, options, session) if backend else None
     report = memory_report(g, backend, arena, options, spec, stack, dep)
     ram, flash, where = _budget(options, session)
-    _check_budget(report, ram, flash, where, "Try pruning (--ratio, --budget) or a bigger board")
+    _check_budget(report, ram, flash, where, _int8_io_advice(g, backend, options)
+                  + "Try pruning (--ratio, --budget) or a bigger board")
     dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}
     return dep
 

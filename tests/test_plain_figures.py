@@ -103,3 +103,22 @@ def test_compile_without_budget_names_the_default_and_its_cost(tmp_path: Path, c
     assert main(["compile", str(MODEL), "-t", "c", "--calib", str(DATA), "--board", "mega2560",
                  "-o", str(tmp_path / "b")]) == 0
     assert "default replay buffer" not in capsys.readouterr().out
+
+
+def test_budget_error_suggests_int8_io(tmp_path: Path, capsys) -> None:
+    """Float I/O of an int8 model costs the Arduino sketch its float buffers: the budget error says what
+    --int8-io saves (the difference of the two sketches' protocol state), and says nothing of it with --int8-io."""
+    import re
+
+    from .conftest import mlperf_model
+
+    model = str(mlperf_model("vww_96_int8.tflite"))
+    args = ["compile", model, "-t", "arduino", "--board", "mega2560", "--inference-only", "-o", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    saved = int(re.search(r"--int8-io \(int8 input and output\) saves ([\d,]+) B", err).group(1).replace(",", ""))
+    state = int(re.search(r"runtime state ([\d,]+) B", err).group(1).replace(",", ""))
+    assert main(args + ["--int8-io"]) == 2
+    err8 = capsys.readouterr().err
+    state8 = int(re.search(r"runtime state ([\d,]+) B", err8).group(1).replace(",", ""))
+    assert saved == state - state8 > 0 and "--int8-io" not in err8
