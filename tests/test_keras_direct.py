@@ -120,11 +120,13 @@ _TF = re.compile(r"\|\s+(tensorflow|keras|tf_keras)(\.|\s*$)", re.M)
 
 @pytest.mark.parametrize("command", [["inspect", str(EXAMPLE)], ["compile", str(EXAMPLE), "-t", "c", "--board",
                                                                    "stm32f746", "--calib", str(DATA), "-o", "OUT"], ["--help"],
-                                     ["plugins"], ["passes"]], ids=["inspect", "compile", "help", "plugins",
-                                                                    "passes"])
+                                     ["plugins"], ["passes"], ["inspect", "TFLITE"],
+                                     ["compile", "TFLITE", "-t", "c", "--inference-only", "-o", "OUT"]],
+                         ids=["inspect", "compile", "help", "plugins", "passes", "inspect-tflite", "compile-tflite"])
 def test_no_tensorflow_import(tmp_path: Path, command: list[str]) -> None:
     """`python -X importtime` lists no tensorflow or keras module for these commands (-v keeps stderr)."""
-    command = [str(tmp_path / "out") if c == "OUT" else c for c in command]
+    tflite = str(mlperf_model("ad01_int8.tflite")) if "TFLITE" in command else ""
+    command = [str(tmp_path / "out") if c == "OUT" else tflite if c == "TFLITE" else c for c in command]
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tinycc.cli", "-v", *command],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
