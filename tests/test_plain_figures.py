@@ -122,3 +122,19 @@ def test_budget_error_suggests_int8_io(tmp_path: Path, capsys) -> None:
     err8 = capsys.readouterr().err
     state8 = int(re.search(r"runtime state ([\d,]+) B", err8).group(1).replace(",", ""))
     assert saved == state - state8 > 0 and "--int8-io" not in err8
+
+
+def test_a_number_in_a_text_column_stays_under_its_heading() -> None:
+    """validate's `max |probability diff|` value (a number among text cells) was right-aligned to the far end."""
+    from tinycc.report import table
+
+    text = table(["check", "deployed program", "reference"],
+                 [["top-1", "6/6 agree", "simulator"], ["max |probability diff|", "0", "simulator"],
+                  ["n", "12", "34"]])
+    lines = text.splitlines()
+    start = lines[0].index("deployed program")
+    assert lines[3].index("0", len("max |probability diff|")) == start
+    assert lines[4].index("34") == lines[0].index("reference")  # a text column: left-aligned
+    assert lines[4].index("12") == start  # a text column too ("6/6 agree")
+    numbers = table(["name", "params"], [["a", "1,234"], ["b", "5"]]).splitlines()
+    assert numbers[3].endswith(" 5") and len(numbers[3]) == len(numbers[2])  # a column of numbers: right-aligned
