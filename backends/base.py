@@ -1,14 +1,18 @@
-"""The backend protocol: what every code generator (built-in or third-party) implements."""
+"""The backend interface: what every code generator (built-in or third-party) implements.
+
+``Candidate`` and ``MemoryFigures`` (the one memory question) are defined by the core in ``tinycc.backend_api``."""
 from __future__ import annotations
 
 from pathlib import Path
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..backend_api import Candidate, MemoryFigures
+from ..config import TestVectors
 from ..errors import BudgetError, TinyccError
 from ..ir.deployment import Deployment
-from ..ir.graph import Graph
 from .demo import DemoRun
 
 
@@ -35,14 +39,15 @@ def check_static_size(deployment: Deployment) -> None:
                       f"build addresses its static data within 2 GiB); {advice}")
 
 
-class Backend:
+class Backend(ABC):
     """A code generator registered through ``tinycc_register_backends``.
 
-    The driver calls, in order: ``check`` (before any code is emitted: raise
-    ``UnsupportedLayerError`` naming the op and its Keras layer), ``arena_bytes``
-    (the feature extractor's working memory on this target, used by the memory
-    model and the budget check), then ``emit`` into an empty folder (the driver
-    makes output atomic).
+    The deploy stage asks it one question per candidate deployment, :meth:`memory_figures` (its arena, runtime
+    state, scratch and tables for the memory model and the budget check; the memory plan comes with the
+    candidate, computed once by the core). The driver then calls :meth:`check` (before any code is emitted:
+    raise ``UnsupportedLayerError`` naming the op and its Keras layer) and :meth:`emit` into an empty folder
+    (the driver makes output atomic). The deployment carries its config (``deployment.config``), board,
+    memory plan and the figures the backend gave for it (``deployment.figures``, with its ``artifact``).
 
     ``tinycc validate`` runs a generated project's demo: a backend that can build and run its demo implements
     ``embed_test_vectors`` and ``run_demo``; where it runs are the emulators of the registered targets
@@ -52,62 +57,29 @@ class Backend:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    arena_detail: ClassVar[str] = "int8 activations, planned"
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
-    # the generated code declares the C runtime's descriptor structs (tcc_layers, tcc_clf, tcc_buf), whose size
-    # ``descriptors`` sizes for the board's ABI (backends.runtime_layout)
-    runtime_descriptors: ClassVar[bool] = False
-    runtime_state_exact: ClassVar[bool] = True  # runtime_state_bytes is what the generated code declares
 
-    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
+    def check(self, deployment: Deployment) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""
 
-    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:  # pragma: no cover
-        """Bytes of activation memory the extractor needs on this target."""
-        raise NotImplementedError
+    @abstractmethod
+    def memory_figures(self, candidate: Candidate) -> MemoryFigures:
+        """This target's memory for ``candidate`` (see :class:`tinycc.backend_api.MemoryFigures`)."""
 
-    def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
-        """RAM of the generated runtime besides arena, classifier, training state and buffer."""
-        return 0
+    @abstractmethod
+    def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
+        """Write the project into ``outdir`` (exists, empty); return the files written. ``vectors``: the
+        demo's inputs and labels (default: the calibration samples)."""
 
-    def descriptors(self, n_layers: int, abi: Any) -> Any:
-        """The runtime descriptors' report item (``ir.memory_model.Descriptors``) on a target of ``abi``
-        (``tinycc.targets.Abi``; None: unknown), or None when the generated code declares none."""
-        if not self.runtime_descriptors:
-            return None
-        from .runtime_layout import descriptors
-
-        return descriptors(n_layers, abi)
-
-    def scratch_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        """RAM of kernel scratch buffers outside the arena (``--kernels cmsis-nn``: CMSIS-NN's buffer)."""
-        return 0
-
-    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        """Flash of constant tables the generated kernels add besides weights, biases and requantization."""
-        return 0
-
-    def stack_bytes(self, deployment: Deployment, options: dict[str, Any],
-                    arch: str | None) -> tuple[int, bool, str] | None:
-        """Worst-case stack of the generated code's API on the board's ``arch`` (None: the host build) as
-        (bytes, measured by the core's compiler, detail); None: this target reports no stack line."""
+    def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
+        """Worst-case stack of the generated code's API on the deployment's board (``deployment.config.target``;
+        none: the host build) as (bytes, measured by the core's compiler, detail); None: no stack line."""
         return None
 
-    def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
-        """Change the memory ``report`` for what this target really deploys (``model``: the extractor Graph, or
-        the Deployment of ``--inference-only``); the default keeps the C runtime's items."""
-
-    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
-        """Arena of an inference-only deployment (``--inference-only``; the whole int8 model)."""
-        return self.arena_bytes(deployment.extractor, options)
-
-    def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
-        """RAM besides the arena of an inference-only deployment."""
-        return 0
-
-    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:  # pragma: no cover
-        """Write the project into ``outdir`` (exists, empty); return the files written."""
-        raise NotImplementedError
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        """Change the memory ``report`` of ``candidate`` (``ir.memory_model.MemoryReport``; ``figures``: what
+        :meth:`memory_figures` answered for it) for what this target really deploys; the default keeps the C
+        runtime's items."""
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         """Replace the demo's test vectors in a generated project (a copy: validate never edits the user's)."""

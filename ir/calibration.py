@@ -283,7 +283,7 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
 
 MAX_SAMPLE_BYTES = 256 * 1024 ** 2  # float32 activations of one sample held while calibrating (64 MiB in int8)
 CALIB_BATCH_BYTES = 512 * 1024 ** 2  # float32 activations of one calibration batch
-MAX_TEST_VALUES = 1 << 21  # input values the demo embeds as C source (its test vectors), all vectors together
+MAX_TEST_VALUES = 1 << 22  # input values the demo embeds as C source (its test vectors), all vectors together
 
 
 def test_vector_count(input_size: int, wanted: int) -> int:

@@ -283,7 +283,7 @@ def test_validators_refuse_with_a_tinycc_error(fn: Callable, text: str) -> None:
 
 
 def test_long_library_messages_end_at_a_sentence_or_word() -> None:
-    from tinycc.plugins.keras_frontend import _shorten
+    from tinycc.plugins.frontends.keras import _shorten
 
     first = "A first sentence that is long enough to be kept on its own, as Keras writes them. "
     assert _shorten(first + "The second one goes on and on " * 10, 200) == first.strip()

@@ -250,17 +250,19 @@ def test_refused_scale_is_the_one_that_breaks_learning(data: Path, session, monk
     probabilities become NaN within a few learn calls (the issue: after four); x 1e3 is accepted and learns
     200 steps with finite probabilities."""
     from tinycc.backends.c import CBackend
-    from tinycc.plugins import ondevice
+    from tinycc.deploy import learning
 
-    graph = session.registry.frontend_for(EXAMPLE).load(EXAMPLE, {})
+    from .deploy_util import build_deployment
+
+    graph = session.registry.frontend_for(EXAMPLE).load(EXAMPLE)
     with np.load(DIGITS) as z:
         x, y = z["x_train"][:300], z["y_train"][:300]
-    dep = ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e3)}, session, CBackend())
+    dep = build_deployment(graph, {"calib_data": x * np.float32(1e3)}, session, CBackend())
     assert all(np.isfinite(p).all() for p in _learn_probs(dep, x * np.float32(1e3), y, 200))
     with pytest.raises(TinyccError, match="float32"):
-        ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
-    monkeypatch.setattr(ondevice, "check_feature_scale", lambda *a: None)
-    dep = ondevice.build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
+        build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
+    monkeypatch.setattr(learning, "check_feature_scale", lambda *a: None)
+    dep = build_deployment(graph, {"calib_data": x * np.float32(1e30)}, session, CBackend())
     with np.errstate(all="ignore"):
         probs = _learn_probs(dep, x * np.float32(1e30), y, 10)
     assert any(not np.isfinite(p).all() for p in probs)
@@ -297,7 +299,7 @@ def test_search_refusals_are_one_line_and_fast(case: str, tmp_path: Path) -> Non
 
 
 def test_unreachable_peer_within_10_s() -> None:
-    from tinycc.plugins.search.runner import check_reachable
+    from tinycc.plugins.applications.search.runner import check_reachable
 
     for addr in ("nohost.invalid:6379", f"127.0.0.1:{_closed_port()}", "[::1]:1"):
         t0 = time.perf_counter()
@@ -310,7 +312,7 @@ def test_ray_handshake_that_never_completes_is_abandoned(monkeypatch: pytest.Mon
     """A peer that accepts connections but is no Ray head: Ray retries forever; tinycc gives up after the bound."""
     import types
 
-    from tinycc.plugins.search import runner
+    from tinycc.plugins.applications.search import runner
 
     stop = threading.Event()
     fake = types.SimpleNamespace(init=lambda **kw: stop.wait(60))
@@ -332,7 +334,7 @@ def test_dead_workers_stop_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trials failing in a row (workers killed) and a cluster without CPUs end the search with a clear line."""
     import types
 
-    from tinycc.plugins.search import runner
+    from tinycc.plugins.applications.search import runner
 
     w = runner._Watchdog(workers=2)
     w.failed(0, "WorkerCrashedError")

@@ -17,9 +17,9 @@ import pytest
 
 from tinycc.cli import main
 from tinycc.ir import serialize
-from tinycc.plugins import keras_direct
-from tinycc.plugins.keras_direct import NotCovered, load_direct
-from tinycc.plugins.keras_frontend import load_keras_file
+from tinycc.plugins.frontends import keras_direct
+from tinycc.plugins.frontends.keras_direct import NotCovered, load_direct
+from tinycc.plugins.frontends.keras import load_keras_file
 
 from .conftest import mlperf_model
 from .zoo import ZOO_NAMES, build, save_model

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
 from tinycc.backends.runtime_layout import DESCRIPTOR_FIELDS, descriptor_bytes, struct_size
 from tinycc.targets import AVR_ABI, ILP32, LP64, host_abi
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import build_deployment, render_project
 
 from .test_c_backend import _graph
 

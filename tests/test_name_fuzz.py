@@ -24,7 +24,7 @@ import pytest
 
 from tinycc.backends import names
 from tinycc.backends.c import cmsis_nn
-from tinycc.driver import compile_model
+from .deploy_util import compile_model
 
 from . import arduino_harness, c_harness
 
@@ -78,7 +78,7 @@ def _rename_tensors(data: bytes, new: list[bytes]) -> bytes:
     """The same .tflite with its activation tensors (no data) renamed, in order, to the first names of ``new``."""
     import flatbuffers
 
-    from tinycc.plugins.tflite_schema import schema
+    from tinycc.tflite_schema import schema
 
     m = schema().ModelT.InitFromPackedBuf(data, 0)
     acts = [t for t in m.subgraphs[0].tensors if m.buffers[t.buffer].data is None]
@@ -95,8 +95,9 @@ def models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """{frontend: (plain model, hostile model)}: twins with the same file name and weights."""
     import keras
 
-    from tinycc.plugins.quantize import quantize_model
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.config import QuantConfig
+    from tinycc.plugins.passes.quantize import quantize_model
+    from tinycc.tflite_writer import write_tflite
     from tinycc.session import Session
 
     root = tmp_path_factory.mktemp("models")
@@ -109,7 +110,8 @@ def models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         (root / kind).mkdir()
         m.save(root / kind / f"{FILE_STEM}.h5")
     out["keras"] = (root / "plain" / f"{FILE_STEM}.h5", root / "hostile" / f"{FILE_STEM}.h5")
-    graph, _ = quantize_model(str(out["keras"][0]), {"calib_data": X, "int8_io": True}, Session(autoload=False))
+    graph, _ = quantize_model(str(out["keras"][0]), QuantConfig(int8_input=True, int8_output=True),
+                              Session(autoload=False), calib=X)
     data = write_tflite(graph)
     for kind, d in (("plain", data), ("hostile", _rename_tensors(data, TENSOR_NAMES))):
         (root / kind / f"{FILE_STEM}.tflite").write_bytes(d)
@@ -195,12 +197,15 @@ def _make_run(project: Path) -> str:
 
 def _build_tflm(project: Path, tflm: Path, tmp: Path) -> None:
     """Compile every source of a tflm project with its own flags (C: -Werror -pedantic; C++ against TFLite
-    Micro's headers, -Werror): the Makefile's objects, or for an inference-only project (CMake only) its .cc."""
+    Micro's headers, -Werror): with its Makefile, the object of main.c and of every source under src/ (an
+    inference-only project has no model.c: TFLite Micro runs the model), else (CMake only) its .cc."""
     lib = tmp / "libempty.a"  # the Makefile's check wants a library; objects are not linked here
     lib.write_bytes(b"!<arch>\n")
     if (project / "Makefile").exists():
-        objs = ["build/host/main.o", "build/host/src/model.o", "build/host/src/tinycc_tflm.o",
-                "build/host/src/model_data.o"]
+        sources = ["main.c"] + sorted(p.relative_to(project).as_posix() for p in (project / "src").iterdir()
+                                      if p.suffix in (".c", ".cc"))
+        assert "src/tinycc_tflm.cc" in sources and "src/model_data.cc" in sources
+        objs = ["build/host/" + s.rsplit(".", 1)[0] + ".o" for s in sources]
         r = subprocess.run(["make", "-s", "-C", str(project), *objs, f"TFLM_DIR={tflm}", f"TFLM_LIB={lib}"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]

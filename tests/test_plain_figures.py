@@ -37,7 +37,7 @@ def test_trials_csv_has_unique_column_names(tmp_path: Path) -> None:
     import csv
     from types import SimpleNamespace
 
-    from tinycc.plugins.search.outputs import write_trials_csv
+    from tinycc.plugins.applications.search.outputs import write_trials_csv
 
     trial = SimpleNamespace(number=0, state=SimpleNamespace(name="COMPLETE"), params={"cut": "hidden", "hidden": 64},
                             user_attrs={"cut": "features", "feasible": True, "accuracy": 0.5})
@@ -79,7 +79,7 @@ def test_all_zero_test_vector_is_said(tmp_path: Path, capsys) -> None:
 def test_progress_lines_when_stderr_is_not_a_terminal() -> None:
     import io
 
-    from tinycc.plugins.scenarios import ProgressLines
+    from tinycc.plugins.applications.scenarios import ProgressLines
 
     out = io.StringIO()
     with ProgressLines(1000, "concept-drift", out) as bar:

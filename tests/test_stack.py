@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
 from tinycc.backends.c.stack import CORES, LIBRARY_STACK, PROBES, StackError, measure, project_stack, toolchain
-from tinycc.plugins.ondevice import build_deployment
-from tinycc.plugins.tflite_frontend import read_tflite
+from .deploy_util import build_deployment
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.session import Session
 
 from . import stack_harness
@@ -35,7 +36,7 @@ def _needs(core: str) -> None:
 
 def _digits(tmp_path: Path, board: str | None = None, policy: str = "class_balanced") -> tuple[Path, object]:
     s = Session(autoload=False)
-    g = s.registry.frontend_for(str(DIGITS)).load(str(DIGITS), {})
+    g = s.registry.frontend_for(str(DIGITS)).load(str(DIGITS))
     from tinycc.passes import PassContext, run_pipeline
 
     run_pipeline(g, s.registry.pipeline("cleanup"), PassContext(session=s))
@@ -95,10 +96,10 @@ def test_stack_estimate_without_a_compiler_is_marked_and_above_measured(tmp_path
     from tinycc.backends.c import stack
 
     monkeypatch.setattr(stack, "toolchain", lambda core: False)
-    it = stack.stack_item(dep, {}, "cortex-m4")
+    it = stack.stack_item(dep, "cortex-m4")
     assert not it.measured and it.detail.startswith("estimated: arm-none-eabi-gcc not installed")
     assert all(it.bytes >= m for m in measured) and measured
-    it = stack.stack_item(dep, {}, "xtensa")
+    it = stack.stack_item(dep, "xtensa")
     assert not it.measured and "xtensa" in it.detail
 
 

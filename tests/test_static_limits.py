@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tinycc.backends.base import STATIC_LIMIT
 from tinycc.cli import main
-from tinycc.driver import compile_model
+from .deploy_util import compile_model
 
 from . import c_harness
 

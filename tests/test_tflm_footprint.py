@@ -12,7 +12,7 @@ import pytest
 from tinycc.backends.tflm import TflmBackend
 from tinycc.backends.tflm.footprint import FRAMEWORK_TEXT, KERNEL_TEXT, interpreter_bytes, kernel_code
 from tinycc.cli import main
-from tinycc.plugins.tflite_writer import operator_names
+from tinycc.tflite_writer import operator_names
 
 from .conftest import ROOT, mlperf_model
 

@@ -22,7 +22,7 @@ MAX_SAMPLES = 10 ** 7  # sample counts (stream, test set, search subset, validat
 MAX_BATCH = 4096  # on-device minibatch (its staging arrays are batch x the widest layer)
 MAX_BUFFER = 10 ** 6  # simulator replay buffer entries (compile's buffer is bounded by the RAM budget)
 MAX_TRIALS = 100_000  # search --trials
-MAX_WORKERS = 1024  # search --workers on a cluster (a local Ray: 4 per CPU, see plugins/search/runner.py)
+MAX_WORKERS = 1024  # search --workers on a cluster (a local Ray: 4 per CPU, see plugins/applications/search/runner.py)
 
 
 class OptionError(TinyccError, argparse.ArgumentTypeError):

@@ -222,3 +222,22 @@ def check_output_file(out: Path) -> None:
                 else "not a regular file (a device, socket or pipe)")
         raise TinyccError(f"{out} exists and is {kind}; give a file name to write")
     check_writable(out)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and ``os.replace`` (never a partial file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise TinyccError(f"{path}: cannot write there ({e.strerror or type(e).__name__})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a plain open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

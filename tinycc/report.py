@@ -29,7 +29,7 @@ def _numeric(c: str) -> bool:
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], width: int | None = None) -> str:
     """Render rows as an aligned text table; numbers are right-aligned in columns of numbers. With ``width``, the
     widest text columns are shortened in the middle (never below 12 characters) until a row fits."""
-    from .backends.names import terminal  # cells may hold model names: no escape sequences on the terminal
+    from .names import terminal  # cells may hold model names: no escape sequences on the terminal
 
     cells = [[terminal(c) for c in header]] + [[terminal(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -291,24 +291,29 @@ class StackItem:
 POINTER = {"host": 8, "avr": 2}  # pointer bytes per core (others: 4)
 
 
-def stack_item(deployment: Any, options: dict[str, Any], arch: str | None) -> StackItem:
-    """The stack of ``deployment``'s generated API on the board's ``arch`` (None: no board, the host build):
-    measured with the core's compiler when it is installed, else ``estimate`` (marked)."""
+def stack_item(deployment: Any, arch: str | None = None) -> StackItem:
+    """The stack of ``deployment``'s generated API on ``arch`` (default: its board's architecture; no board: the
+    host build): measured with the core's compiler when it is installed, else ``estimate`` (marked)."""
+    from ...config import TestVectors
     from . import cmsis_nn, render_project
+
+    config = deployment.config
+    if arch is None and config is not None and config.board is not None:
+        arch = config.board.arch
 
     core = ARCH_CORE.get(arch)
     where = "host build; --board names the target" if arch is None else ""
     why = ""
     if core is None:
         why = f"no compiler for {arch} known to tinycc"
-    elif cmsis_nn.enabled(options):
+    elif config is not None and cmsis_nn.enabled(config.kernels):
         why = "CMSIS-NN's frames are not compiled here"
     elif not toolchain(core):
         why = f"{CORES[core].cc} not installed"
     else:
         with tempfile.TemporaryDirectory(prefix="tinycc-stack-src-") as tmp:
             try:
-                render_project(deployment, {**options, "test_count": 1}, Path(tmp), with_main=False)
+                render_project(deployment, Path(tmp), TestVectors(None, count=1), with_main=False)
                 policy = None if deployment.inference_only else deployment.buffer.policy
                 fig = project_stack(Path(tmp), Path(tmp) / "runtime", deployment.name + "_", core, policy)
                 chain = " -> ".join(fig.path)

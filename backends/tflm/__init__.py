@@ -1,6 +1,7 @@
 """The `tflm` backend: Φf as a .tflite run by TensorFlow Lite Micro; Φc, buffer and training from tinycc's C runtime."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
+from ...backend_api import Candidate, MemoryFigures
+from ...config import TestVectors
+from ...tflite_writer import operator_names, write_tflite
 from .. import names
 from ..base import Backend, check_static_size
 from ..c import cmsis_nn
@@ -19,6 +23,8 @@ from .measure import measure_arena
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
+ARENA_DETAIL = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
+                "allocates) + margin")
 
 # TFLite builtin operator -> MicroMutableOpResolver method (what TFLite Micro supports among
 # the operators tinycc's writer emits)
@@ -31,26 +37,40 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
 
 
 def extractor_tflite(extractor: Graph) -> bytes:
-    from ...plugins.tflite_writer import write_tflite
-
     return write_tflite(extractor)
 
 
 def deployment_tflite(dep: Deployment) -> bytes:
-    """The .tflite this target runs: Φf, or for --inference-only the whole int8 model with its I/O boundaries."""
-    if dep.inference_only:
-        from ...plugins.inference import full_graph
+    """The .tflite this target runs: Φf, or for --inference-only the whole int8 model with its I/O boundaries
+    (what ``emit`` writes; a compile makes it once, in ``memory_figures``)."""
+    from ...deploy import full_graph
 
-        return extractor_tflite(full_graph(dep))
-    return extractor_tflite(dep.extractor)
+    return write_tflite(full_graph(dep) if dep.inference_only else dep.extractor)
+
+
+@dataclass(frozen=True)
+class TflmArtifact:
+    """The .tflite this target runs (Φf, or with --inference-only the whole int8 model with its I/O boundaries)
+    and TFLite Micro's measured arena for it: made once while sizing, reused by check and emit."""
+
+    data: bytes
+    arena: Any  # measure.ArenaMeasurement
+
+
+def _artifact(dep: Deployment) -> TflmArtifact:
+    """The .tflite and its arena made while sizing ``dep`` for this target (made here for a deployment that
+    another backend sized)."""
+    art = dep.figures.artifact if dep.figures is not None else None
+    if isinstance(art, TflmArtifact):
+        return art
+    data = deployment_tflite(dep)
+    what = "the model" if dep.inference_only else "the feature extractor"
+    return TflmArtifact(data, measure_arena(data, what=what))
 
 
 class TflmBackend(Backend):
     name = "tflm"
-    runtime_descriptors = True
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
-    arena_detail = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
-                    "allocates) + margin")
 
     platforms = ("host",)
 
@@ -64,7 +84,7 @@ class TflmBackend(Backend):
 
             write_inference_vectors(project / "test_vectors.h", deployment, np.asarray(x, np.float32))
             return
-        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
+        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y))
 
     def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
         """Build the demo against the cached host TFLite Micro library and run it with the dump on."""
@@ -86,44 +106,44 @@ class TflmBackend(Backend):
         return DemoRun("host", out, ram, flash, "host executable with TFLite Micro (size -A): .data+.bss; "
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
-    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
-        if cmsis_nn.enabled(options):
+    def check(self, deployment: Deployment) -> None:
+        if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
         check_static_size(deployment)
-        from ...plugins.tflite_writer import operator_names
-
-        ops = operator_names(deployment_tflite(deployment))
+        ops = operator_names(_artifact(deployment).data)
         missing = [n for n in ops if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
-    def adjust_report(self, report: Any, model: Any, options: dict[str, Any], learning: bool) -> None:
+    def memory_figures(self, candidate: Candidate) -> MemoryFigures:
+        """TFLite Micro's arena, measured on the .tflite of ``candidate.program`` (written and measured once)."""
+        from ..c import runtime_descriptors
+
+        data = write_tflite(candidate.program)
+        m = measure_arena(data, what="the model" if candidate.classifier is None else "the feature extractor")
+        return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=runtime_descriptors(candidate),
+                             artifact=TflmArtifact(data, m))
+
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
         """Flash: the .tflite bytes (measured), TFLite Micro's code for the resolved operators (estimated) and
         tinycc's code; RAM: the interpreter objects (see footprint.py)."""
-        from ...plugins.tflite_writer import operator_names
-        from ...targets import board_target, code_table
+        from ...targets import code_table
         from .footprint import adjust
 
-        data = extractor_tflite(model) if isinstance(model, Graph) else deployment_tflite(model)
-        table = code_table(board_target(options.get("_board"), tuple(options.get("_targets") or ())))
+        data = figures.artifact.data
+        table = code_table(candidate.config.target)
+        learning = candidate.classifier is not None
         code = table["base"] + (table["learn"] + table["buffer"] if learning else 0)
         adjust(report, data, operator_names(data), code)
 
-    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return measure_arena(extractor_tflite(extractor), what="the feature extractor").arena
-
-    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
-        return measure_arena(deployment_tflite(deployment)).arena
-
-    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
+    def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         import jinja2
 
-        from ...plugins.tflite_writer import operator_names
         from ..c import render_project
 
-        data = deployment_tflite(deployment)
-        m = measure_arena(data, what="the model" if deployment.inference_only else "the feature extractor")
+        art = _artifact(deployment)
+        data, m = art.data, art.arena
         ops = operator_names(data)
         name = names.c_identifier(deployment.name)
         src = outdir / "src"
@@ -131,9 +151,9 @@ class TflmBackend(Backend):
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
         if infer:  # the c target's inference demo (main.c, test vectors, Cortex-M start-up) over src/model.h
-            files = _inference_demo(deployment, options, outdir, m.arena)
+            files = _inference_demo(deployment, outdir, vectors, m.arena)
         else:
-            files = render_project(deployment, options, src, with_main=False, classifier_only=True,
+            files = render_project(deployment, src, vectors, with_main=False, classifier_only=True,
                                    runtime_dir=".", demo_dir=outdir, arena=m.arena)
         env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
@@ -164,7 +184,7 @@ class TflmBackend(Backend):
         return files
 
 
-def _inference_demo(deployment: Deployment, options: dict[str, Any], outdir: Path, arena: int) -> list[Path]:
+def _inference_demo(deployment: Deployment, outdir: Path, vectors: TestVectors | None, arena: int) -> list[Path]:
     """The c target's inference demo files (main.c, test_vectors.h, cortexm/) written into ``outdir``; the c
     target's own model files that come with them are left in a scratch folder (TFLite Micro runs the model)."""
     import tempfile
@@ -172,7 +192,7 @@ def _inference_demo(deployment: Deployment, options: dict[str, Any], outdir: Pat
     from ..c import render_project
 
     with tempfile.TemporaryDirectory(prefix="tinycc-tflm-") as scratch:
-        written = render_project(deployment, options, Path(scratch), with_main=False, demo_dir=outdir, arena=arena)
+        written = render_project(deployment, Path(scratch), vectors, with_main=False, demo_dir=outdir, arena=arena)
     return [p for p in written if outdir in p.parents]
 
 
