@@ -187,8 +187,8 @@ def test_validate_without_labels(session, tmp_path: Path, extra: dict) -> None:
     runs = {}
     for name in ("x_only", "labelled"):
         out = io.StringIO()
-        rc = validate(str(MODEL), "c", str(tmp_path / f"{name}.npz"), "host", 8, None, {**OPTS, **extra}, session,
-                      out)
+        rc = validate(str(MODEL), "c", str(tmp_path / f"{name}.npz"), "host", 8, None,
+                      config(session, {**OPTS, **extra}), session, out)
         runs[name] = out.getvalue()
         assert rc == 0, runs[name]
         assert "PASS" in runs[name].splitlines()[-1]
