@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from functools import lru_cache
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_kernels.h", "tinycc_ke
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
 
 
-def _env() -> Any:
+def new_env() -> Any:
+    """A jinja2 environment over the C templates (escaping installed); ``_env`` is the shared one."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
@@ -45,6 +47,13 @@ def _env() -> Any:
 
     env.filters["wrap"] = wrap
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
+
+
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    """One environment per process: its template cache spares re-parsing the templates on every render
+    (~0.25 s per project)."""
+    return new_env()
 
 
 def _count(dep: Deployment, vectors: TestVectors | None) -> int:
