@@ -25,8 +25,8 @@ from .conftest import ROOT, mlperf_model
 
 DIGITS = ROOT / "examples" / "digits_cnn.h5"
 DATA = ROOT / "examples" / "digits_data.npz"
-PAINT_CORES = ("host", "cortex-m4", "cortex-m0plus")
-LIB_CORES = ("host", "cortex-m4", "cortex-m7", "cortex-m0plus", "avr")
+PAINT_CORES = ("host", "cortex-m4", "cortex-m0plus", "cortex-m55")
+LIB_CORES = ("host", "cortex-m4", "cortex-m7", "cortex-m0plus", "cortex-m55", "avr")
 
 
 def _needs(core: str) -> None:

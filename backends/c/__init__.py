@@ -140,7 +140,7 @@ def write_test_vectors(path: Path, dep: Deployment, x: np.ndarray, y: np.ndarray
 
 DEMO_FILES = {"main.c": "main.c.j2", "cortexm/startup.c": "cortexm/startup.c.j2", "cortexm/link.ld": "cortexm/link.ld.j2"}
 BUILD_FILES = {"Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2", "README.md": "README.md.j2",
-               "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2"}
+               "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2", "cortexm/link-mps3.ld": "cortexm/link-mps3.ld.j2"}
 
 
 def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
@@ -179,7 +179,9 @@ def target_context(config: Any) -> dict[str, Any]:
     cpu = t.name if t is not None and t.family == "cortexm" else cortexm[0].name if cortexm else "m4"
     cross = next((c for c in (t, demo_target)  # validate --on a plugin family's emulator
                   if c is not None and c.family not in BUILTIN_FAMILIES and c.cc and c.emulator), None)
-    return {"cortexm": cortexm, "cpu": cpu, "cross": cross, "board": board,
+    from .cortexm import machines
+
+    return {"cortexm": cortexm, "machines": machines(targets), "cpu": cpu, "cross": cross, "board": board,
             "cross_family": family(targets, cross.family) if cross else ()}
 
 

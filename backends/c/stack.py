@@ -57,11 +57,15 @@ CORES = {
     "cortex-m7": Core("Cortex-M7 (arm-none-eabi-gcc -Os)", "arm-none-eabi-gcc",
                       ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16", "-std=c99", "-Os"),
                       "arm-none-eabi-objdump", 0, "arm-hard"),
+    "cortex-m55": Core("Cortex-M55 (arm-none-eabi-gcc -Os)", "arm-none-eabi-gcc",
+                       ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard", "-std=c99", "-Os"),
+                       "arm-none-eabi-objdump", 0, "arm-hard"),
     "avr": Core("AVR ATmega2560 (avr-gcc -Os)", "avr-gcc", ("-mmcu=atmega2560", "-std=gnu11", "-Os"),
                 "avr-objdump", 3, "avr"),
 }
 # a board's architecture (session.Board.arch) -> key of CORES (None: no board, a host build)
 ARCH_CORE = {None: "host", "cortex-m0plus": "cortex-m0plus", "cortex-m4": "cortex-m4", "cortex-m7": "cortex-m7",
+             "cortex-m55": "cortex-m55",
              "avr": "avr"}
 
 # Bytes of stack a library function uses below its call (its own frames and its callees'), per library build:
