@@ -229,9 +229,49 @@ def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict
         feats[cpu] = m.features
     row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
     row[f"{k} features"] = feats[args.cpus[0]]
+    if k == "tinycc" and "m4" in args.cpus:
+        row["profile"] = _profile(dep, opts, proj)
     row[f"{k} host s"] = kb.tinycc_host(proj, dep.name, lib["host"] if lib else None, cmsis_dir if lib else None,
                                         args.repeats, args.runs)
     return proj
+
+
+def _call_ops(dep: Any, opts: dict[str, Any]) -> list[tuple[Any, str]]:
+    """(op, kernel family) of each kernel call of the extractor in model.c's order (the emitter's own walk: an op
+    may make several calls, e.g. a convolution and its requantization)."""
+    from tinycc.backends.c.emitter import _Builder
+
+    b = _Builder(dep, opts)
+    out: list[tuple[Any, str]] = []
+    for op in dep.extractor.ops:
+        n = len(b.m.calls)
+        b.op(op)
+        fams = {k.fn: k.family for k in b.m.kernels}
+        out += [(op, fams.get(c.fn, "runtime")) for c in b.m.calls[n:]]
+    return out
+
+
+def _profile(dep: Any, opts: dict[str, Any], proj: Path) -> list[dict[str, Any]]:
+    """Per layer of the extractor: name, op kind, kernel (generated family or the generic runtime), MACs and
+    Cortex-M4 instructions (QEMU, one features() call, SysTick read between kernel calls)."""
+    from tinycc.ir.stats import op_macs
+
+    counts = kb.tinycc_profile(proj, dep.name, "m4")
+    calls = _call_ops(dep, opts)
+    if len(calls) != len(counts):
+        raise RuntimeError(f"profile: {len(counts)} calls in model.c, {len(calls)} from the emitter")
+    layers: list[dict[str, Any]] = []
+    for (op, fam), n in zip(calls, counts):
+        if layers and layers[-1]["name"] == op.name:
+            layers[-1]["instructions"] += n
+            continue
+        w = dep.extractor.tensors[op.inputs[1]].shape if len(op.inputs) > 1 and \
+            dep.extractor.tensors[op.inputs[1]].is_const else None
+        layers.append({"name": op.name, "kind": op.kind.value, "kernel": fam,
+                       "shape": "x".join(str(v) for v in dep.extractor.tensors[op.outputs[0]].shape[1:]),
+                       "weights": "x".join(str(v) for v in w) if w is not None else "",
+                       "macs": op_macs(dep.extractor, op), "instructions": n})
+    return layers
 
 
 def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tuple[dict[str, Any], Path | None]:
