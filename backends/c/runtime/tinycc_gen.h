@@ -384,6 +384,19 @@ TCC_INLINE void tcc_widen2(const int8_t *a, const int8_t *b, uint32_t *dst, int3
         dst += 4;
     }
 }
+
+/* Widen n int8 (a multiple of 4) of one pixel into tcc_widen2's layout (its words 0 and 1 of every four; dst + 2
+ * for the second pixel), the zero point subtracted: a window gathered tap row by tap row. */
+TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t zp) {
+    const uint32_t off = tcc_offset2(zp);
+    for (; n > 0; n -= 4) {
+        const uint32_t u = tcc_word(a);
+        dst[0] = tcc_x02(off, u, zp);
+        dst[1] = tcc_x13(off, u, zp);
+        a += 4;
+        dst += 4;
+    }
+}
 #endif
 
 #if TCC_DSP_ASM
