@@ -94,6 +94,19 @@ TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
     return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
 }
 
+/* tcc_requant_rf for |x| < 2^30 (proved by the kernel generator): then 2x fits in 32 bits and the high multiply
+ * (x * m + 2^30) >> 31 equals (2x * m + 2^31) >> 32, one smmulr on DSP cores (instead of two moves, an smlal and
+ * the 64-bit shift) */
+TCC_INLINE int32_t tcc_requant_rf30(int32_t x, int32_t mult, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+    return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
+#else
+    return tcc_requant_rf(x, mult, right);
+#endif
+}
+
 TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
