@@ -527,4 +527,19 @@ TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *a
 #endif
 }
 
+#if TCC_DSP
+/* tcc_dw4 with the four weights already widened (tcc_widen of the layer's weights: bytes 0/2 in ww[0], 1/3 in
+ * ww[1]), once per layer call instead of once per tap of every pixel */
+TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32_t *acc) {
+    const uint32_t off = tcc_offset2(zp);
+    const uint32_t xa = tcc_word(x);
+    const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
+    const uint32_t w02 = ww[0], w13 = ww[1];
+    acc[0] = __smlabb(x02, w02, acc[0]);
+    acc[2] = __smlatt(x02, w02, acc[2]);
+    acc[1] = __smlabb(x13, w13, acc[1]);
+    acc[3] = __smlatt(x13, w13, acc[3]);
+}
+#endif
+
 #endif
