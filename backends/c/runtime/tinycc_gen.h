@@ -107,6 +107,17 @@ TCC_INLINE int32_t tcc_requant_rf30(int32_t x, int32_t mult, int32_t right) {
 #endif
 }
 
+/* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
+TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+    return h;
+#else
+    return tcc_hmul31(x, mult);
+#endif
+}
+
 TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
