@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tflm-cmsis-o2", help="libtflm-m4-cmsis-O2.a: TFLite Micro's Makefile levels (kernels and "
                                            "CMSIS-NN -O2, the rest -Os; default: built into the cache)")
     p.add_argument("--tflm-host", help="libtflm-host.a (default: built into the cache)")
+    p.add_argument("--no-tflm-ref", action="store_true", help="leave out TFLite Micro's reference kernels (their "
+                                                               "Cortex-M4 library takes the longest to build)")
     p.add_argument("--arm-cxx", help="extracted libstdc++-arm-none-eabi-dev/-newlib packages, for a toolchain without "
                                      "C++ headers (default: CACHE/arm-libstdcxx/root when needed)")
     p.add_argument("--cmsis-nn-dir", help="CMSIS_NN_DIR (default: the vendored snapshot, extracted into the cache)")
@@ -282,7 +284,8 @@ def _profile(dep: Any, opts: dict[str, Any], proj: Path) -> list[dict[str, Any]]
 
 
 def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tuple[dict[str, Any], Path | None]:
-    """The three TFLite Micro libraries (paths given, or built into the cache); a text where one cannot be had."""
+    """The TFLite Micro libraries (reference, CMSIS-NN at -Os and at its Makefile levels, host; paths given, or
+    built into the cache); a text where one cannot be had."""
     cxx = None
     try:
         cxx = kb.arm_cxx_root(cache, args.arm_cxx)
@@ -292,6 +295,9 @@ def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tupl
     for key, given, kind, variant in (("ref", args.tflm_ref, "m4", "ref"), ("cmsis", args.tflm_cmsis, "m4", "cmsis"),
                                       ("cmsis-O2", args.tflm_cmsis_o2, "m4", "cmsis-O2"),
                                       ("host", args.tflm_host, "host", "ref")):
+        if key == "ref" and args.no_tflm_ref:
+            libs[key] = "not measured in this run (--no-tflm-ref)"
+            continue
         try:
             if given:
                 libs[key] = Path(given)
