@@ -134,7 +134,8 @@ WIDE: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (0, 3, 3, 1, 2, True, 8,
 def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
     proj, dep, x = _project(session, tmp_path, WIDE, 11)
     model_c = (proj / "model.c").read_text()
-    assert model_c.count("TCC_DOT2X2_WI(") >= 3 and "tcc_dw4_w(" in model_c  # the paths under test are generated
+    # the paths under test are generated: one and two steps per loop iteration, depthwise with widened weights
+    assert "TCC_DOT2X2_WI(col" in model_c and "TCC_DOT2X2_WI2(" in model_c and "tcc_dw4_w(" in model_c
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)

@@ -426,30 +426,37 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
 #if TCC_DSP_ASM
 /* acc[0..3] += the 2x2 block over nw words of tcc_widen2's interleaved inputs (nw / 4 steps of four inputs,
  * nw >= 4) and the int8 weights of two channels, w0 and w0 + WS (WS a literal, 4 <= WS <= 4099): per step two
- * ldrd, two weight words, four sxtb16, eight smlad and the loop's compare and branch. */
-#define TCC_DOT2X2_WI(xw, nw, w0, WS, acc)                                                                        \
+ * ldrd, two weight words, four sxtb16, eight smlad (18 instructions with the loop's compare and branch; 17 with
+ * two steps per iteration: TCC_DOT2X2_WI2). */
+/* one step: four inputs of both pixels, both channels */
+#define TCC_DOT2X2_WI_STEP(WS)                                                                                     \
+    "ldr %[v], [%[w]], #4\n\t"                                                                                     \
+    "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                              \
+    "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                             \
+    "sxtb16 %[t], %[v]\n\t"                                                                                        \
+    "smlad %[a00], %[p], %[t], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[r], %[t], %[a10]\n\t"                                                                         \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a00], %[q], %[v], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[s], %[v], %[a10]\n\t"                                                                         \
+    "ldr %[v], [%[w], #" #WS " - 4]\n\t"                                                                           \
+    "sxtb16 %[t], %[v]\n\t"                                                                                        \
+    "smlad %[a01], %[p], %[t], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[s], %[v], %[a11]\n\t"
+#define TCC_DOT2X2_WI_NONE(WS) ""
+#define TCC_DOT2X2_WI(xw, nw, w0, WS, acc) TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, TCC_DOT2X2_WI_NONE)
+/* the same with two steps per iteration, for nw a multiple of 8: one compare and branch per 32 MACs */
+#define TCC_DOT2X2_WI2(xw, nw, w0, WS, acc) TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, TCC_DOT2X2_WI_STEP)
+#define TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, MORE)                                                                  \
     do {                                                                                                           \
         const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
         const int8_t *tcc_w_ = (w0);                                                                               \
         int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
         uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
-        __asm__("1:\n\t"                                                                                           \
-                "ldr %[v], [%[w]], #4\n\t"                                                                         \
-                "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                  \
-                "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                 \
-                "sxtb16 %[t], %[v]\n\t"                                                                            \
-                "smlad %[a00], %[p], %[t], %[a00]\n\t"                                                             \
-                "smlad %[a10], %[r], %[t], %[a10]\n\t"                                                             \
-                "sxtb16 %[v], %[v], ror #8\n\t"                                                                    \
-                "smlad %[a00], %[q], %[v], %[a00]\n\t"                                                             \
-                "smlad %[a10], %[s], %[v], %[a10]\n\t"                                                             \
-                "ldr %[v], [%[w], #" #WS " - 4]\n\t"                                                               \
-                "sxtb16 %[t], %[v]\n\t"                                                                            \
-                "smlad %[a01], %[p], %[t], %[a01]\n\t"                                                             \
-                "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                             \
-                "sxtb16 %[v], %[v], ror #8\n\t"                                                                    \
-                "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                             \
-                "smlad %[a11], %[s], %[v], %[a11]\n\t"                                                             \
+        __asm__("1:\n\t" TCC_DOT2X2_WI_STEP(WS) MORE(WS)                                                           \
                 "cmp %[x], %[end]\n\t"                                                                             \
                 "bne 1b"                                                                                           \
                 : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
