@@ -21,4 +21,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     ctx, args = layer_context(g, op, arrays)
     unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
     ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
-    return render("depthwise.c.j2", fn="{fn}", UNROLL=unroll, WW=ww, **ctx), args
+    c = ctx
+    last_x = ((c["KH"] - 1) * c["DH"] * c["IW"] + (c["KW"] - 1) * c["DW"]) * c["IC"]  # the last tap's offsets
+    asm = ww and last_x <= 4095 and (c["KH"] * c["KW"] - 1) * c["IC"] * 2 + 4 <= 4095  # ldr's immediate range
+    return render("depthwise.c.j2", fn="{fn}", UNROLL=unroll, WW=ww, ASM=asm, **ctx), args
