@@ -236,10 +236,11 @@ def tflm_library_makefile_levels(vendor: Path, cache: Path, cxx_root: Path | Non
                 os.link(out / "obj-m4-cmsis" / name, obj)  # core code: the -Os object as is
                 continue
             if src.endswith(".c"):
-                cmd = f"arm-none-eabi-gcc {arch} -std=c99 -O2 {extra} -w {inc} -c {src} -o {obj}"
+                cmd = f"arm-none-eabi-gcc {arch} -std=c99 -O2 {extra} -w {inc} -c {src} -o {obj}.tmp"
             else:
                 cmd = (f"arm-none-eabi-g++ {arch} -std=c++17 -O2 -DTF_LITE_STATIC_MEMORY -fno-exceptions -fno-rtti "
-                       f"{extra} -w {cxx_inc} {inc} -c {src} -o {obj}")
+                       f"{extra} -w {cxx_inc} {inc} -c {src} -o {obj}.tmp")
+            cmd += f" && mv {obj}.tmp {obj}"  # a killed build leaves no partial object behind
             jobs.append(subprocess.Popen(cmd, shell=True, cwd=out))
             if len(jobs) >= int(os.environ.get("JOBS", "2")):
                 if jobs.pop(0).wait() != 0:
