@@ -6,7 +6,8 @@ RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + 
        targets, stamps, state; read in place by training) + staging vectors (none: outputs live in the last layer's activations)
        + runtime state + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``,
        ``tcc_buf``: their size depends on the target's pointer width and alignment, so it is exact only
-       for a known ABI; the backend sizes them, ``Descriptors``).
+       for a known ABI; the backend sizes them, ``Descriptors``) + stack (the API's worst-case depth, see
+       backends/c/stack.py: measured with the core's compiler, else estimated).
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
        for reset) + code (an estimate: the target's per-kernel table, ``code_table``).
@@ -63,8 +64,9 @@ class MemoryReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"ram": self.total("ram"), "flash": self.total("flash"),
-                "items": [i.__dict__ for i in self.items]}
+        """Totals and items; ``static_ram``: RAM without the stack (what the program's data and bss symbols hold)."""
+        return {"ram": self.total("ram"), "flash": self.total("flash"), "stack": self.get("stack"),
+                "static_ram": self.total("ram") - self.get("stack"), "items": [i.__dict__ for i in self.items]}
 
 
 def extractor_flash(graph: Graph) -> tuple[int, int, int]:
@@ -97,8 +99,8 @@ def code_estimate(graph: Graph, table: Mapping[str, int], learning: bool = True)
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
                      arena_detail: str = "int8 activations, planned", scratch: int = 0,
-                     runtime_state_exact: bool = True, tables: int = 0, *,
-                     code_table: Mapping[str, int]) -> MemoryReport:
+                     runtime_state_exact: bool = True, tables: int = 0,
+                     stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int]) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -108,6 +110,8 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     if runtime_state:
         r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(graph)
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")
@@ -121,11 +125,11 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
                       scratch: int = 0, descriptors: Descriptors | None = None,
-                      runtime_state_exact: bool = True, tables: int = 0, *,
-                      code_table: Mapping[str, int]) -> MemoryReport:
+                      runtime_state_exact: bool = True, tables: int = 0,
+                      stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int]) -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the runtime's
-    descriptor structs the target's code declares (None: none); ``code_table``: the target's code-size
-    estimate per kernel."""
+    descriptor structs the target's code declares (None: none); ``stack``: (bytes, exact, detail) of the
+    API's worst-case stack (None: not counted); ``code_table``: the target's code-size estimate per kernel."""
     r = MemoryReport()
     r.add("feature extractor arena", "ram", arena, detail=arena_detail)
     if scratch:
@@ -144,6 +148,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
         what = ", ".join(f"{k} {v}" for k, v in descriptors.sizes.items())
         r.add("runtime descriptors", "ram", sum(descriptors.sizes.values()), exact=descriptors.exact,
               detail=f"{what} ({descriptors.where})")
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(extractor)
     r.add("extractor weights", "flash", w, detail="int8")
     r.add("extractor biases", "flash", b, detail="int32")

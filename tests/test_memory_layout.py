@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
 from tinycc.backends.runtime_layout import DESCRIPTOR_FIELDS, descriptor_bytes, struct_size
 from tinycc.targets import AVR_ABI, ILP32, LP64, host_abi
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import build_deployment, render_project
 
 from .test_c_backend import _graph
 
@@ -62,7 +62,7 @@ def test_memory_report_equals_symbol_sizes(session, tmp_path: Path, target: str)
         proj.mkdir()
         render_project(dep, opts, proj)
         sizes = _static_ram(proj, cc, nm, flags)
-        assert sum(sizes.values()) == dep.memory["ram"], (name, sizes, dep.memory["report"])
+        assert sum(sizes.values()) == dep.memory["static_ram"], (name, sizes, dep.memory["report"])
         want = descriptor_bytes(len(dep.classifier), abi)
         assert {k: sizes[k] for k in want} == want, name
         items = {i["name"]: i for i in dep.memory["items"] if i["section"] == "ram"}

@@ -174,12 +174,6 @@ def by_platform(targets: tuple[Target, ...], platform: str) -> Target | None:
     return next((t for t in targets if t.emulator is not None and t.platform == platform), None)
 
 
-def chosen(options: Mapping[str, Any]) -> tuple[Board | None, tuple[Target, ...]]:
-    """The resolved board (``options['_board']``, set by the driver from ``--board``) and the registered
-    targets (``options['_targets']``; the built-in ones when the caller is not the driver)."""
-    return options.get("_board"), tuple(options.get("_targets") or BUILTIN_TARGETS)
-
-
 def board_target(board: Board | None, targets: tuple[Target, ...] = BUILTIN_TARGETS) -> Target | None:
     """A board's target: its own, else the first of ``targets`` with its architecture."""
     if board is None:
