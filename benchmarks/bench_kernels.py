@@ -243,18 +243,18 @@ def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict
     row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
     row[f"{k} features"] = feats[args.cpus[0]]
     if k == "tinycc" and "m4" in args.cpus:
-        row["profile"] = _profile(dep, opts, proj)
+        row["profile"] = _profile(dep, proj)
     row[f"{k} host s"] = kb.tinycc_host(proj, dep.name, lib["host"] if lib else None, cmsis_dir if lib else None,
                                         args.repeats, args.runs)
     return proj
 
 
-def _call_ops(dep: Any, opts: dict[str, Any]) -> list[tuple[Any, str]]:
+def _call_ops(dep: Any) -> list[tuple[Any, str]]:
     """(op, kernel family) of each kernel call of the extractor in model.c's order (the emitter's own walk: an op
     may make several calls, e.g. a convolution and its requantization)."""
     from tinycc.backends.c.emitter import _Builder
 
-    b = _Builder(dep, opts)
+    b = _Builder(dep)
     out: list[tuple[Any, str]] = []
     for op in dep.extractor.ops:
         n = len(b.m.calls)
@@ -264,13 +264,13 @@ def _call_ops(dep: Any, opts: dict[str, Any]) -> list[tuple[Any, str]]:
     return out
 
 
-def _profile(dep: Any, opts: dict[str, Any], proj: Path) -> list[dict[str, Any]]:
+def _profile(dep: Any, proj: Path) -> list[dict[str, Any]]:
     """Per layer of the extractor: name, op kind, kernel (generated family or the generic runtime), MACs and
     Cortex-M4 instructions (QEMU, one features() call, SysTick read between kernel calls)."""
     from tinycc.ir.stats import op_macs
 
     counts = kb.tinycc_profile(proj, dep.name, "m4")
-    calls = _call_ops(dep, opts)
+    calls = _call_ops(dep)
     if len(calls) != len(counts):
         raise RuntimeError(f"profile: {len(counts)} calls in model.c, {len(calls)} from the emitter")
     layers: list[dict[str, Any]] = []
