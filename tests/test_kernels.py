@@ -206,6 +206,7 @@ def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, na
     opts = {"buffer": 2}
     dep = build_deployment(g, opts, session, CBackend())
     assert build_emit_model(dep, opts).kernels
+    assert dep.plan.overlaps  # convolutions written over the input bytes they have read (tests/test_overlap.py)
     xin = dep.extractor.tensors[dep.extractor.inputs[0]]
     q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
     qp = dep.extractor.tensors[q.outputs[0]].quant
@@ -248,6 +249,7 @@ def test_mlperf_tiny_first_vector_under_qemu(session, tmp_path: Path, name: str,
     x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
     render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
                    tmp_path)
+    assert bool(dep.plan.overlaps) == (kernels != "cmsis-nn")
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu, None, cmsis_dir)
     np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on {cpu}")
 

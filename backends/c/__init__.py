@@ -259,6 +259,11 @@ class CBackend(Backend):
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         return c_figures(candidate)
 
+    def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        from .overlap import c_overlaps
+
+        return c_overlaps(graph, config.kernels)
+
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         return render_project(deployment, outdir, vectors)
 
