@@ -90,7 +90,8 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
                         "conv, depthwise, dense, pooling, add, mul (the project builds against CMSIS_NN_DIR), "
                         "tinycc's kernels for the rest")
     g.add_argument("--no-inplace", action="store_true",
-                   help="memory planner: give every element-wise op its own output buffer (default: in place)")
+                   help="memory planner: give every element-wise op its own output buffer and never let a "
+                        "convolution write over its input (default: both, where the backend's kernels allow)")
     if session is not None:
         for e in session.registry.option_groups.values():
             e.obj.add_arguments(p.add_argument_group(e.name))
