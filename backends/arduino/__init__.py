@@ -122,6 +122,9 @@ class ArduinoBackend(Backend):
             state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
 
+    def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        return CBackend().overlaps(graph, config)  # the sketch's kernels are the C backend's
+
     def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
         return CBackend().stack_bytes(deployment)  # the sketch's model.c and runtime are the C backend's
 
@@ -163,6 +166,9 @@ class ArduinoBackend(Backend):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             files.append(path)
+        from .library import write_library
+
+        files += write_library(sk, name, outdir, deployment.inference_only)  # the same code as a library
         return files
 
 
