@@ -3,7 +3,7 @@
 Every channel position ``(tensor, index)`` of an activation is a node; positions that must be
 removed together are joined (union-find): elementwise ops, BatchNorm, pooling, padding and
 DepthwiseConv2D (input channel c with its outputs c*M..c*M+M-1) join input and output channels;
-Add/Mul join both operands and the output (a broadcast [.., 1, 1, C] SE excitation follows the
+Add/Sub/Mul/Maximum/Minimum join both operands and the output (a broadcast [.., 1, 1, C] SE excitation follows the
 channels it scales); Concatenate joins each input with its offset slice of the output; Flatten
 joins channel c with its H*W positions ``(h*W + w)*C + c``. Conv2D and Dense start new positions
 (their filters / units are the *producers*). A *unit* is one class of joined positions; it is
@@ -13,7 +13,7 @@ keeps the last dimension, as 1-D layers lowered to 2-D ops use, joins channel c 
 
 Removing a unit slices every constant indexed by its positions: producer filters and biases,
 consumer input channels (Conv2D) and columns (Dense), depthwise filters, BatchNorm statistics,
-per-channel Rescaling and per-channel constant operands of Add/Mul.
+per-channel Rescaling and per-channel constant operands of Add/Sub/Mul/Maximum/Minimum.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from .ops import OpKind
 Pos = tuple[str, int]
 _PASS = {OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
          OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.BATCH_NORM, OpKind.PAD,
-         OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL}
+         OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
+         OpKind.RESIZE_NEAREST}
+_BINARY = (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def analyse(graph: Graph) -> list[Unit]:
                                                                                    OpKind.GLOBAL_MAX_POOL):
                 for c in range(n_out):
                     uf.union((x, c), (out, c))
-        elif k in (OpKind.ADD, OpKind.MUL):
+        elif k in _BINARY:
             for t in op.inputs:
                 if _act(graph, t) and _channels(graph, t) == n_out:
                     for c in range(n_out):
@@ -235,7 +237,7 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
                     op.attrs[a] = tuple(np.asarray(op.attrs[a])[ko].tolist())
         elif k == OpKind.RESHAPE and op.attrs["shape"] and op.attrs["shape"][-1] == len(ko) == len(ki):
             op.attrs["shape"] = tuple(op.attrs["shape"][:-1]) + (int(ko.sum()),)
-        elif k in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
+        elif k in _BINARY + (OpKind.CONCAT,):
             for i, t in enumerate(op.inputs):
                 ten = graph.tensors[t]
                 if ten.is_const and ten.shape and ten.shape[-1] == len(ko) and len(ko) > 1 and k != OpKind.CONCAT:

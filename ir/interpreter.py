@@ -96,6 +96,27 @@ def pool(x: Array, attrs: dict, kind: str) -> Array:
     return _act((s / cnt).astype(F32), attrs["activation"])
 
 
+def nearest_index(out_size: int, in_size: int, align_corners: bool, half_pixel: bool) -> Array:
+    """Source index of each output row/column of TFLite's RESIZE_NEAREST_NEIGHBOR (float32 arithmetic)."""
+    if align_corners and out_size > 1:
+        scale = F32(in_size - 1) / F32(out_size - 1)
+    else:
+        scale = F32(in_size) / F32(out_size)
+    pos = (np.arange(out_size, dtype=F32) + F32(0.5 if half_pixel else 0.0)) * scale
+    idx = np.floor(pos)
+    if align_corners:  # TfLiteRound (half away from zero; pos >= 0); pos - floor(pos) is exact
+        idx = idx + (pos - idx >= F32(0.5))
+    idx = np.minimum(idx.astype(np.int64), in_size - 1)
+    return np.maximum(idx, 0) if half_pixel else idx
+
+
+def resize_nearest(x: Array, attrs: dict) -> Array:
+    oh, ow = attrs["size"]
+    ac, hp = attrs["align_corners"], attrs["half_pixel_centers"]
+    ys, xs = nearest_index(oh, x.shape[1], ac, hp), nearest_index(ow, x.shape[2], ac, hp)
+    return np.ascontiguousarray(x[:, ys][:, :, xs])
+
+
 def sigmoid(x: Array) -> Array:
     with np.errstate(over="ignore"):  # exp overflow gives inf and a correct 0
         return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
@@ -136,6 +157,7 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.RESHAPE: lambda x, a: x.reshape((x.shape[0],) + tuple(a["shape"])),
     OpKind.PAD: lambda x, a: np.pad(x, ((0, 0), tuple(a["paddings"][0]), tuple(a["paddings"][1]), (0, 0))),
     OpKind.DROPOUT: lambda x, a: x,
+    OpKind.RESIZE_NEAREST: resize_nearest,
     OpKind.RESCALE: _rescale,
 }
 
@@ -162,6 +184,12 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return _act((args[0] + args[1]).astype(F32), a["activation"])
     if k == OpKind.MUL:
         return _act((args[0] * args[1]).astype(F32), a["activation"])
+    if k == OpKind.SUB:
+        return _act((args[0] - args[1]).astype(F32), a["activation"])
+    if k == OpKind.MAXIMUM:
+        return np.maximum(args[0], args[1]).astype(F32)
+    if k == OpKind.MINIMUM:
+        return np.minimum(args[0], args[1]).astype(F32)
     if k == OpKind.CONCAT:
         n = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, _batch(x.shape, n)) for x in args], axis=a["axis"])

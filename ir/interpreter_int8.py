@@ -25,14 +25,16 @@ INT8_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
-    OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH,
+    OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
+    OpKind.RESIZE_NEAREST,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
                 OpKind.SOFTMAX: (1.0 / 256.0, -128)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
-                         OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
+                         OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
+                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST})
 
 
 def interpreter_only(g: Graph, op: Op) -> str | None:
@@ -199,11 +201,11 @@ def _binary(g: Graph, op: Op, a: Array, b: Array) -> Array:
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
     act = activation_range(op.attrs["activation"], so, zo)
     a64, b64 = a.astype(np.int64) - z1, b.astype(np.int64) - z2
-    if op.kind == OpKind.ADD:
+    if op.kind in (OpKind.ADD, OpKind.SUB):  # TFLite's SUB: ADD's parameters, the scaled operands subtracted
         p = add_params(s1, s2, so)
         sa = _scaled(a64 * (1 << p["left_shift"]), p["m1"], p["e1"])
         sb = _scaled(b64 * (1 << p["left_shift"]), p["m2"], p["e2"])
-        out = _scaled(sa + sb, p["mo"], p["eo"]) + zo
+        out = _scaled(sa + sb if op.kind == OpKind.ADD else sa - sb, p["mo"], p["eo"]) + zo
     else:
         real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
         m, e = quantize_multiplier(float(np.float32(real)))
@@ -267,10 +269,14 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]))
-    if k in (OpKind.ADD, OpKind.MUL):
+    if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:
         _check_same(g, op)
+    if k in (OpKind.MAXIMUM, OpKind.MINIMUM):  # TFLite compares the raw int8 values (shared parameters)
+        return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(np.int8)
+    if k == OpKind.RESIZE_NEAREST:
+        return fl.resize_nearest(args[0], op.attrs)
     if k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
         return _pool(g, op, args[0])
     if k in (OpKind.FLATTEN, OpKind.RESHAPE):

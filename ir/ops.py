@@ -3,7 +3,8 @@
 Layouts are TFLite's: activations NHWC; Conv2D weights ``[O, KH, KW, I/groups]``;
 DepthwiseConv2D weights ``[1, KH, KW, C*M]``; Dense weights ``[O, I]``; biases ``[O]``.
 Activations are separate ops after import; the ``fuse_activations`` pass folds
-ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul.
+ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
+``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class OpKind(str, Enum):
     RESHAPE = "reshape"
     ADD = "add"
     MUL = "mul"
+    SUB = "sub"
+    MAXIMUM = "maximum"
+    MINIMUM = "minimum"
+    RESIZE_NEAREST = "resize_nearest"
     CONCAT = "concat"
     PAD = "pad"
     DROPOUT = "dropout"
@@ -195,6 +200,16 @@ def _concat(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [tuple(out)]
 
 
+def _resize(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    if len(x) != 4:
+        raise ShapeError(f"nearest-neighbour resize needs a 4-D input, got {x}")
+    oh, ow = attrs["size"]
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"resize to {oh}x{ow}")
+    return [(x[0], oh, ow, x[3])]
+
+
 def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     (t, b), (l, r) = attrs["paddings"]
@@ -242,6 +257,11 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.RESHAPE, 1, 1, _reshape, {"shape": ()}),
         OpDef(OpKind.ADD, 2, 2, _broadcast, {"activation": "none"}),
         OpDef(OpKind.MUL, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.SUB, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.MAXIMUM, 2, 2, _broadcast),
+        OpDef(OpKind.MINIMUM, 2, 2, _broadcast),
+        OpDef(OpKind.RESIZE_NEAREST, 1, 1, _resize,
+              {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),
@@ -251,7 +271,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
     ]
 }
 
-_PAIR_ATTRS = ("strides", "dilation", "pool_size")
+_PAIR_ATTRS = ("strides", "dilation", "pool_size", "size")
 
 
 def normalize_attrs(kind: OpKind, attrs: dict) -> dict:

@@ -199,7 +199,7 @@ class FoldBatchNorm(Pass):
 
 class FuseActivations(Pass):
     name = "fuse_activations"
-    description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul"
+    description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if graph.meta.get("quantized"):  # int8: a standalone ReLU may requantize, fusing it would round differently
@@ -208,7 +208,7 @@ class FuseActivations(Pass):
         producers = graph.producers_map()
         for act in [o for o in graph.ops if o.kind in (OpKind.RELU, OpKind.RELU6)]:
             prev = producers.get(act.inputs[0])
-            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL):
+            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL, OpKind.SUB):
                 continue
             if prev.attrs["activation"] != "none" or _single_reader(graph, prev.outputs[0]) is not act:
                 continue

@@ -240,6 +240,37 @@ def _binary(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
     return conv
 
 
+def _subtract(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.SUB, ins, name, name)
+
+
+def _upsampling(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    if getattr(l, "interpolation", "nearest") != "nearest":
+        raise UnsupportedLayerError(f"layer {name!r} (UpSampling2D) uses interpolation {l.interpolation!r}; "
+                                    "only 'nearest' is supported")
+    _, h, w, _ = b.g.tensors[ins[0]].shape
+    fh, fw = (int(v) for v in l.size)
+    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (h * fh, w * fw)})
+
+
+def _normalization(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Keras Normalization as a per-channel affine (RESCALE): (x - mean) / max(sqrt(var), eps), or its inverse."""
+    import keras
+
+    shape = b.g.tensors[ins[0]].shape
+    c = shape[-1]
+    axes = tuple(a % len(shape) for a in (l.axis if isinstance(l.axis, (list, tuple)) else (l.axis,)))
+    if axes != (len(shape) - 1,):
+        raise UnsupportedLayerError(f"layer {name!r} (Normalization) normalises axis {l.axis}; only the last "
+                                    "(channel) axis is supported")
+    mean = np.broadcast_to(_w(l.mean).reshape(-1), (c,)).astype(np.float64)
+    std = np.maximum(np.sqrt(np.broadcast_to(_w(l.variance).reshape(-1), (c,)).astype(np.float64)),
+                     keras.backend.epsilon())
+    scale, offset = (std, mean) if getattr(l, "invert", False) else (1.0 / std, -mean / std)
+    return b.op(OpKind.RESCALE, ins, name, name, {"scale": tuple(float(v) for v in scale),
+                                                  "offset": tuple(float(v) for v in offset)})
+
+
 def _concat(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.CONCAT, ins, name, name, {"axis": int(l.axis)})
 
@@ -387,10 +418,11 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
             f"{', '.join(sorted(_ARITH))} of two tensors or of a tensor and a constant")
     tensors = [isinstance(a, keras.KerasTensor) for a in args]
     if all(tensors):
-        if kind not in ("add", "multiply"):
-            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported (add, multiply)")
+        if kind not in ("add", "multiply", "subtract"):
+            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported "
+                                        "(add, multiply, subtract)")
         ins = [b.names[id(a)] for a in args]
-        return b.op(OpKind.ADD if kind == "add" else OpKind.MUL, ins, name, name)
+        return b.op({"add": OpKind.ADD, "multiply": OpKind.MUL, "subtract": OpKind.SUB}[kind], ins, name, name)
     x = b.names[id(args[tensors.index(True)])]
     c = _const_value(args[tensors.index(False)], b.g.tensors[x].shape[-1])
     first = not tensors[0]  # the constant is the left operand
@@ -414,6 +446,8 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
+    "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
+    "UpSampling2D": _upsampling, "Normalization": _normalization,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,

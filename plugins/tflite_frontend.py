@@ -12,16 +12,18 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR,
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
-BATCH_TO_SPACE_ND (the converter's dilated convolution). Shape arithmetic the converter emits for
-Flatten (SHAPE, STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static
+BATCH_TO_SPACE_ND (the converter's dilated convolution), EXPAND_DIMS + TILE + RESHAPE repeating rows or
+columns (Keras 3 UpSampling2D; a nearest-neighbour resize). Shape arithmetic the converter emits for
+Flatten (SHAPE, STRIDED_SLICE, PACK, CONCATENATION on int32) is dropped: RESHAPE takes its output tensor's static
 shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
-Not read (reported with the operator and tensor names): other operators (SUB, GATHER and the
+Not read (reported with the operator and tensor names): other operators (GATHER and the
 dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), int16
 activations, several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
 reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
@@ -154,8 +156,11 @@ class _Reader:
     def add(self, kind: OpKind, ins: list[str], out_idx: int, attrs: dict | None = None, origin: str = "") -> Any:
         name = self._tname(out_idx)
         op = self.g.add_op(kind, ins, name, attrs or {}, origin=origin or name, output_name=name)
-        shape = tuple(int(d) for d in self.sg.tensors[out_idx].shape)
-        if tuple(self.g.tensors[op.outputs[0]].shape) != shape:
+        t = self.sg.tensors[out_idx]
+        shape = tuple(int(d) for d in t.shape)
+        sig = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else [0] * len(shape)
+        got = tuple(self.g.tensors[op.outputs[0]].shape)  # dynamic (-1) dimensions: the file's value may be stale
+        if len(got) != len(shape) or any(a != b and d != -1 for a, b, d in zip(got, shape, sig)):
             raise TinyccError(f"operator writing {name!r}: tinycc infers shape "
                               f"{self.g.tensors[op.outputs[0]].shape}, the file says {shape}")
         self._set_out(op, out_idx)
@@ -180,7 +185,10 @@ class _Reader:
             if k in skip:
                 continue
             code = self.codes[o.opcodeIndex]
-            if code in _SHAPE_OPS:
+            if code in _SHAPE_OPS or self._int32_arithmetic(code, o):
+                continue
+            if code == "EXPAND_DIMS" and self._repeat_at(ops, k) is not None:
+                skip.update(self._repeat(ops, k))
                 continue
             if code == "SPACE_TO_BATCH_ND":
                 skip.update(self._dilated(ops, k))
@@ -206,18 +214,63 @@ class _Reader:
 
     def _check_supported(self, ops: list[Any]) -> None:
         known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
+                                            "SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR",
                                             "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
                                             "EXPAND_DIMS", "SQUEEZE",
                                             "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-                                            "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+                                            "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE"}
         for o in ops:
             code = self.codes[o.opcodeIndex]
+            if self._int32_arithmetic(code, o):
+                continue
             if code in _SHAPE_OPS and any(self.sg.tensors[i].type != 2 for i in o.outputs):
                 known = known - _SHAPE_OPS  # only the int32 shape arithmetic of Flatten is dropped
             if code not in known:
                 outs = ", ".join(self._tname(i) for i in o.outputs)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
                                             f"tinycc's reader; supported: {', '.join(sorted(known))}")
+
+    def _int32_arithmetic(self, code: str, o: Any) -> bool:
+        """An int32 CONCATENATION of shape values (the converter's Flatten/UpSampling2D shape arithmetic)."""
+        return code == "CONCATENATION" and all(self.sg.tensors[i].type == 2 for i in o.outputs)
+
+    def _consumer(self, ops: list[Any], k: int, code: str) -> int | None:
+        """Index of the first op after ``k`` of type ``code`` that reads ``ops[k]``'s output."""
+        out = ops[k].outputs[0]
+        return next((j for j in range(k + 1, len(ops)) if out in list(ops[j].inputs)
+                     and self.codes[ops[j].opcodeIndex] == code), None)
+
+    def _repeat_at(self, ops: list[Any], k: int) -> tuple[int, int, int, int] | None:
+        """EXPAND_DIMS -> TILE -> RESHAPE repeating a 4-D tensor's rows or columns (Keras 3 UpSampling2D):
+        (TILE index, RESHAPE index, axis 1 or 2, factor), else None."""
+        tile = self._consumer(ops, k, "TILE")
+        res = self._consumer(ops, tile, "RESHAPE") if tile is not None else None
+        if res is None:
+            return None
+        src = [int(d) for d in self.sg.tensors[ops[k].inputs[0]].shape]
+        mid = [int(d) for d in self.sg.tensors[ops[k].outputs[0]].shape]
+        dst = [int(d) for d in self.sg.tensors[ops[res].outputs[0]].shape]
+        mult = self._data(ops[tile].inputs[1])
+        if len(src) != 4 or len(mid) != 5 or mult is None or len(dst) != 4 or mult.size != 5:
+            return None
+        for axis in (1, 2):
+            f = int(mult.reshape(-1)[axis + 1])
+            want = [1] * 5
+            want[axis + 1] = f
+            if mid == src[:axis + 1] + [1] + src[axis + 1:] and [int(v) for v in mult.reshape(-1)] == want \
+                    and dst[-1] == src[-1]:
+                return tile, res, axis, f
+        return None
+
+    def _repeat(self, ops: list[Any], k: int) -> tuple[int, int]:
+        """A repeat of rows or columns as a nearest-neighbour resize (half-pixel centres: index i // factor)."""
+        tile, res, axis, f = self._repeat_at(ops, k)
+        x = self.tensor(ops[k].inputs[0])
+        out = ops[res].outputs[0]
+        size = list(self.g.tensors[x].shape[1:3])  # the file's static shape of a repeat can be stale
+        size[axis - 1] *= f
+        self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "half_pixel_centers": True})
+        return tile, res
 
     def _conv_attrs(self, opt: Any, dilation: tuple[int, int] | None = None) -> dict:
         return {"strides": (opt.strideH, opt.strideW), "padding": "same" if opt.padding == 0 else "valid",
@@ -268,9 +321,16 @@ class _Reader:
             self.add(OpKind.LEAKY_RELU, [x], out, {"alpha": float(np.float32(opt.alpha))})
         elif code == "SOFTMAX":
             self.add(OpKind.SOFTMAX, [x], out, {"beta": float(np.float32(opt.beta))})
-        elif code in ("ADD", "MUL"):
+        elif code in ("ADD", "MUL", "SUB"):
             act = self._act(opt.fusedActivationFunction) if opt is not None else "none"
-            self.add(OpKind.ADD if code == "ADD" else OpKind.MUL, [x, self.tensor(ins[1])], out, {"activation": act})
+            kind = {"ADD": OpKind.ADD, "MUL": OpKind.MUL, "SUB": OpKind.SUB}[code]
+            self.add(kind, [x, self.tensor(ins[1])], out, {"activation": act})
+        elif code in ("MAXIMUM", "MINIMUM"):
+            self.add(OpKind.MAXIMUM if code == "MAXIMUM" else OpKind.MINIMUM, [x, self.tensor(ins[1])], out)
+        elif code == "RESIZE_NEAREST_NEIGHBOR":
+            size = tuple(int(v) for v in self._const(ins[1], "RESIZE_NEAREST_NEIGHBOR size").reshape(-1))
+            self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "align_corners": bool(opt.alignCorners),
+                                                       "half_pixel_centers": bool(opt.halfPixelCenters)})
         elif code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
             kind = OpKind.MAX_POOL2D if code == "MAX_POOL_2D" else OpKind.AVG_POOL2D
             self.add(kind, [x], out, {"pool_size": (opt.filterHeight, opt.filterWidth),

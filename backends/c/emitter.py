@@ -11,6 +11,7 @@ from ...errors import UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
+from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params, mean_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
@@ -23,7 +24,8 @@ from .kernels import Kernel, specialize
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
-           OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH}
+           OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -207,8 +209,15 @@ class _Builder:
             args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), *map(str, (ph, pw, sh, sw, pt, pl)), is_max,
                     str(lo), str(hi), out, str(oh), str(ow)]
             self.call(op, "tcc_pool_s8", args)
-        elif k in (OpKind.ADD, OpKind.MUL):
+        elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM):
             self._binary(op, out)
+        elif k == OpKind.RESIZE_NEAREST:
+            (oh, ow), ac, hp = a["size"], a["align_corners"], a["half_pixel_centers"]
+            ys = self.array("rows", "int32_t", nearest_index(oh, x.shape[1], ac, hp))
+            xs = self.array("cols", "int32_t", nearest_index(ow, x.shape[2], ac, hp))
+            self.m.calls.append(Call("tcc_resize_nearest_s8", [self.ptr(op.inputs[0]), str(x.shape[2]),
+                                                               str(x.shape[3]), ys, xs, str(oh), str(ow), out],
+                                     op.name))
         elif k == OpKind.CONCAT:
             ax = a["axis"]
             outer = math.prod(y.shape[1:ax])
@@ -276,7 +285,7 @@ class _Builder:
 
         (s1, z1), (s2, z2) = (self._q(t) for t in op.inputs)
         so, zo = self._q(op.outputs[0])
-        lo, hi = activation_range(op.attrs["activation"], so, zo)
+        lo, hi = activation_range(op.attrs.get("activation", "none"), so, zo)
         if self.cmsis and cmsis_nn.supports(g, op):  # same-shape operands, no strides
             opnd = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), str(y.size)]
         else:
@@ -284,10 +293,13 @@ class _Builder:
             for t in op.inputs:
                 opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
             opnd += [str(v) for v in o3]
-        if op.kind == OpKind.ADD:
+        if op.kind in (OpKind.MAXIMUM, OpKind.MINIMUM):
+            self.m.calls.append(Call("tcc_maxmin_s8", opnd + ["1" if op.kind == OpKind.MAXIMUM else "0", out],
+                                     op.name))
+        elif op.kind in (OpKind.ADD, OpKind.SUB):
             p = add_params(s1, s2, so)
             q = [str(v) for v in (z1, z2, p["m1"], p["e1"], p["m2"], p["e2"], p["mo"], p["eo"], zo, lo, hi)]
-            self.call(op, "tcc_add_s8", opnd + q + [out], scratch=False)
+            self.call(op, "tcc_add_s8" if op.kind == OpKind.ADD else "tcc_sub_s8", opnd + q + [out], scratch=False)
         else:
             real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
             m, e = quantize_multiplier(float(np.float32(real)))

@@ -26,7 +26,9 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "AVERAGE_POOL_2D": "AddAveragePool2D", "RESHAPE": "AddReshape", "ADD": "AddAdd", "MUL": "AddMul",
             "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "QUANTIZE": "AddQuantize",
             "DEQUANTIZE": "AddDequantize", "LOGISTIC": "AddLogistic", "TANH": "AddTanh",
-            "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean"}
+            "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean",
+            "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
+            "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor"}
 
 
 def extractor_tflite(extractor: Graph) -> bytes:

@@ -214,6 +214,54 @@ void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int3
     }
 }
 
+void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
+                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 20), m1), -e1);
+                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 20), m2), -e2);
+                const int32_t r = rdbpot(srdhm(sa - sb, mo), -eo) + out_zp;
+                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t is_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash);
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash);
+                out[(y * ow + x) * oc + c] = (int8_t)(((va > vb) == (is_max != 0)) ? va : vb);
+            }
+        }
+    }
+}
+
+void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                           int32_t oh, int32_t ow, int8_t *out) {
+    int32_t y, x, ch;
+    for (y = 0; y < oh; ++y) {
+        const int32_t iy = TCC_READ_S32(ys + y);
+        for (x = 0; x < ow; ++x) {
+            const int8_t *src = in + (iy * iw + TCC_READ_S32(xs + x)) * c;
+            for (ch = 0; ch < c; ++ch) {
+                out[(y * ow + x) * c + ch] = src[ch];
+            }
+        }
+    }
+}
+
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out) {
     int32_t o, i;

@@ -35,6 +35,18 @@ void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int3
 void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m,
                 int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* SUB: ADD's fixed-point steps with the scaled operands subtracted (TFLite's int8 SUB). */
+void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* MAXIMUM (is_max=1) / MINIMUM of the raw int8 values (operands and output share parameters). */
+void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t is_max, int8_t *out);
+/* RESIZE_NEAREST_NEIGHBOR: output row y copies input row ys[y], column x input column xs[x] (flash tables). */
+void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                           int32_t oh, int32_t ow, int8_t *out);
 /* Copy `outer` blocks of `inner` bytes into blocks of `out_inner` bytes at `offset` (concatenation). */
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out);
