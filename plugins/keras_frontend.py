@@ -250,7 +250,17 @@ def _upsampling(b: _Builder, l: Any, ins: list[str], name: str) -> str:
                                     "only 'nearest' is supported")
     _, h, w, _ = b.g.tensors[ins[0]].shape
     fh, fw = (int(v) for v in l.size)
-    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (h * fh, w * fw)})
+    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (h * fh, w * fw), "half_pixel_centers": True})
+
+
+def _resizing(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Keras Resizing with nearest interpolation: TF's resize (half-pixel centres), no crop or pad."""
+    if l.interpolation != "nearest" or getattr(l, "crop_to_aspect_ratio", False) \
+            or getattr(l, "pad_to_aspect_ratio", False):
+        raise UnsupportedLayerError(f"layer {name!r} (Resizing): only interpolation 'nearest' without cropping or "
+                                    "padding is supported")
+    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (int(l.height), int(l.width)),
+                                                         "half_pixel_centers": True})
 
 
 def _normalization(b: _Builder, l: Any, ins: list[str], name: str) -> str:
@@ -447,7 +457,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
     "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
-    "UpSampling2D": _upsampling, "Normalization": _normalization,
+    "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
