@@ -130,6 +130,9 @@ def analyse(graph: Graph) -> list[Unit]:
             for c in range(cin):
                 for s in range(spatial):
                     uf.union((x, c), (out, s * cin + c))
+        elif k == OpKind.TRANSPOSE and op.attrs["perm"][-1] == len(op.attrs["perm"]) - 1:  # channels stay last
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
         elif k == OpKind.RESHAPE and _channels(graph, x) == n_out:  # NHWC: element s*C + c keeps channel c
             for c in range(n_out):
                 uf.union((x, c), (out, c))

@@ -42,6 +42,7 @@ class OpKind(str, Enum):
     MAXIMUM = "maximum"
     MINIMUM = "minimum"
     RESIZE_NEAREST = "resize_nearest"
+    TRANSPOSE = "transpose"
     CONCAT = "concat"
     PAD = "pad"
     DROPOUT = "dropout"
@@ -210,6 +211,13 @@ def _resize(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [(x[0], oh, ow, x[3])]
 
 
+def _transpose(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, perm = shapes[0], attrs["perm"]
+    if sorted(perm) != list(range(len(x))) or perm[0] != 0:
+        raise ShapeError(f"transpose permutation {perm} of a rank-{len(x)} tensor must keep the batch axis first")
+    return [tuple(x[p] for p in perm)]
+
+
 def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     (t, b), (l, r) = attrs["paddings"]
@@ -262,6 +270,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.MINIMUM, 2, 2, _broadcast),
         OpDef(OpKind.RESIZE_NEAREST, 1, 1, _resize,
               {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
+        OpDef(OpKind.TRANSPOSE, 1, 1, _transpose, {"perm": (0,)}),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),
@@ -288,6 +297,8 @@ def normalize_attrs(kind: OpKind, attrs: dict) -> dict:
         out["paddings"] = tuple(_pair(p) for p in out["paddings"])
     if "shape" in out:
         out["shape"] = tuple(int(s) for s in out["shape"])
+    if "perm" in out:
+        out["perm"] = tuple(int(p) for p in out["perm"])
     if "activation" in out and out["activation"] not in FUSABLE_ACTIVATIONS:
         raise ValueError(f"{kind.value}: fused activation must be one of {FUSABLE_ACTIVATIONS}")
     for k in ("scale", "offset"):

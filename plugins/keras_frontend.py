@@ -281,6 +281,10 @@ def _normalization(b: _Builder, l: Any, ins: list[str], name: str) -> str:
                                                   "offset": tuple(float(v) for v in offset)})
 
 
+def _permute(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.TRANSPOSE, ins, name, name, {"perm": (0,) + tuple(int(d) for d in l.dims)})
+
+
 def _concat(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.CONCAT, ins, name, name, {"axis": int(l.axis)})
 
@@ -457,7 +461,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
     "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
-    "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing,
+    "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing, "Permute": _permute,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,

@@ -7,7 +7,7 @@ over the whole map (+ RESHAPE without keepdims; input and output share parameter
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
 RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
-RESIZE_NEAREST_NEIGHBOR (const int32 size), concat -> CONCATENATION, pad -> PAD (const int32
+RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose -> TRANSPOSE (const int32 permutation), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
@@ -28,7 +28,7 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
-                 "RESIZE_NEAREST_NEIGHBOR": 2}
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2}
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
@@ -166,6 +166,9 @@ class _Writer:
             o = s.ResizeNearestNeighborOptionsT()
             o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
             self.emit("RESIZE_NEAREST_NEIGHBOR", ins + [size], outs, s.BuiltinOptions.ResizeNearestNeighborOptions, o)
+        elif k == OpKind.TRANSPOSE:
+            perm = self.const_i32(f"{op.name}/perm", list(a["perm"]))
+            self.emit("TRANSPOSE", ins + [perm], outs, s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
         elif k == OpKind.CONCAT:
             o = s.ConcatenationOptionsT()
             o.axis = a["axis"]

@@ -30,7 +30,7 @@ from . import c_harness
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST}
+NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE}
 
 
 def _binary_model():
@@ -70,7 +70,25 @@ def _resize_model():
     return keras.Model(inp, L.Dense(3, name="head")(x), name="resize_ops")
 
 
-MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model}
+def _transpose_model():
+    """An NCHW input (as exported from PyTorch) made NHWC by Permute, then rows and columns swapped."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((3, 6, 5))
+    x = L.Permute((2, 3, 1), name="to_nhwc")(inp)
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
+    x = L.Permute((2, 1, 3), name="swap_hw")(x)
+    x = L.Conv2D(6, 3, name="c2")(x)
+    x = L.Permute((3, 1, 2), name="to_nchw")(x)
+    x = L.Flatten(name="flat")(x)
+    return keras.Model(inp, L.Dense(3, name="head")(x), name="transpose_ops")
+
+
+MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model, "transpose_ops": _transpose_model}
+NEW_TFLITE = {"binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}, "resize_ops": {"RESIZE_NEAREST_NEIGHBOR"},
+              "transpose_ops": {"TRANSPOSE"}}
 
 
 def _x(model, n: int, seed: int = 0) -> np.ndarray:
@@ -122,22 +140,26 @@ def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -
     np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], want, rtol=1e-4, atol=1e-4)
 
 
-def test_converter_int8_binary_ops_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops"])
+def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path, name: str) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
-    m = models["binary_ops"]
+    m = models[name]
     data = _convert(m, _x(m, 32))
-    p = tmp_path / "binary_int8.tflite"
+    p = tmp_path / f"{name}_int8.tflite"
     p.write_bytes(data)
-    assert {"SUB", "MAXIMUM", "MINIMUM"} <= set(operator_names(data))
+    assert NEW_TFLITE[name] <= set(operator_names(data))
     g = read_tflite(str(p))
     kinds = [o.kind for o in g.ops]
-    assert kinds.count(OpKind.SUB) == 2 and OpKind.MAXIMUM in kinds and OpKind.MINIMUM in kinds
+    if name == "binary_ops":
+        assert kinds.count(OpKind.SUB) == 2 and OpKind.MAXIMUM in kinds and OpKind.MINIMUM in kinds
+    else:
+        assert kinds.count(OpKind.TRANSPOSE) >= 2
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
     it = _interp(data)
     index = {d["name"]: d["index"] for d in it.get_tensor_details()}
     names = [t for t in g.activations() if t in index]
-    assert len(names) >= 10
+    assert len(names) >= 6
     ours = run_int8(g, x, outputs=names, flavor="tflite")
     for i in range(len(x)):
         it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
@@ -191,12 +213,11 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
                                                                    options={"calib_data": _x(m, 64, 7)}))
     assert NEW & {o.kind for o in g.ops}
     for o in g.ops:
-        if o.kind in (OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST):  # shared parameters
+        if o.kind in (OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE):  # shared params
             assert all(g.tensors[t].quant.equals(g.tensors[o.outputs[0]].quant) for t in o.inputs)
     data = write_tflite(g)
     assert write_tflite(g) == data
-    want = {"binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}, "resize_ops": {"RESIZE_NEAREST_NEIGHBOR"}}[name]
-    assert want <= set(operator_names(data))
+    assert NEW_TFLITE[name] <= set(operator_names(data))
     x = _x(m, 40, 9)
     it = _interp(data)
     index = {d["name"]: d["index"] for d in it.get_tensor_details()}
@@ -287,6 +308,19 @@ def _resize_case(rng: np.random.Generator) -> Graph:
     return g
 
 
+def _transpose_case(rng: np.random.Generator) -> Graph:
+    rank = int(rng.integers(2, 5))
+    shape = (1,) + tuple(int(v) for v in rng.integers(1, 6, rank - 1))
+    perm = (0,) + tuple(int(v) + 1 for v in rng.permutation(rank - 1))
+    g = Graph("transpose")
+    q = _q(rng)
+    g.add_input("x", shape, DType.INT8).quant = QuantParams([q[0]], [q[1]])
+    op = g.add_op("transpose", ["x"], "out", {"perm": perm}, output_dtype=DType.INT8)
+    g.tensors[op.outputs[0]].quant = QuantParams([q[0]], [q[1]])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
 def _program(cases: list[tuple[Graph, dict]]) -> tuple[str, list[str]]:
     body, want, arena = [], [], 16
     for i, (g, feed) in enumerate(cases):
@@ -321,8 +355,8 @@ def test_c_kernels_equal_run_int8(tmp_path: Path) -> None:
         for _ in range(40):
             g = _binary_case(kind, rng)
             cases.append((g, {t: rng.integers(-128, 128, g.tensors[t].shape).astype(np.int8) for t in g.inputs}))
-    for _ in range(60):
-        g = _resize_case(rng)
+    for make in [_resize_case] * 60 + [_transpose_case] * 40:
+        g = make(rng)
         cases.append((g, {"x": rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)}))
     src, want = _program(cases)
     (tmp_path / "ops_test.c").write_text(src)

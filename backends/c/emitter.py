@@ -25,7 +25,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
-           OpKind.MINIMUM, OpKind.RESIZE_NEAREST}
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -211,6 +211,9 @@ class _Builder:
             self.call(op, "tcc_pool_s8", args)
         elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM):
             self._binary(op, out)
+        elif k == OpKind.TRANSPOSE:
+            self.m.calls.append(Call("tcc_transpose_s8", [self.ptr(op.inputs[0]), *transpose_args(x.shape, a["perm"]),
+                                                          out], op.name))
         elif k == OpKind.RESIZE_NEAREST:
             (oh, ow), ac, hp = a["size"], a["align_corners"], a["half_pixel_centers"]
             ys = self.array("rows", "int32_t", nearest_index(oh, x.shape[1], ac, hp))
@@ -305,6 +308,19 @@ class _Builder:
             m, e = quantize_multiplier(float(np.float32(real)))
             q = [str(v) for v in (z1, z2, m, e, zo, lo, hi)]
             self.call(op, "tcc_mul_s8", opnd + q + [out], scratch=False)
+
+
+def transpose_args(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[str]:
+    """Output sizes and input strides (elements) of the three innermost axes of a batch-1 transpose."""
+    dims = list(shape[1:])
+    if len(dims) > 3:
+        raise UnsupportedLayerError(f"transpose of a rank-{len(shape)} tensor has no C kernel (rank 4 at most)")
+    strides = [math.prod(dims[i + 1:]) for i in range(len(dims))]
+    p = [q - 1 for q in perm[1:]]
+    out = [dims[i] for i in p]
+    st = [strides[i] for i in p]
+    pad = 3 - len(dims)
+    return [str(v) for v in [1] * pad + out] + [str(v) for v in [0] * pad + st]
 
 
 def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:

@@ -262,6 +262,18 @@ void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_
     }
 }
 
+void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
+                      int8_t *out) {
+    int32_t a, b, c;
+    for (a = 0; a < o0; ++a) {
+        for (b = 0; b < o1; ++b) {
+            for (c = 0; c < o2; ++c) {
+                *out++ = in[a * st0 + b * st1 + c * st2];
+            }
+        }
+    }
+}
+
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out) {
     int32_t o, i;
