@@ -3,7 +3,9 @@
 Cut candidates are the tensors after which only a chain of Dense layers (with ReLU, sigmoid,
 tanh, linear activations and a final softmax; Dropout ignored; a Flatten/Reshape right after
 the cut is part of Φf) leads to the output: the Flatten or GlobalAveragePooling output, and the
-input of each later Dense layer. ``--cut NAME`` takes a layer, op or tensor name.
+input of each later Dense layer. A 1x1 Conv2D on a 1x1 map counts as a Dense layer (``is_dense_head``:
+the conv classifier of converted `.tflite` files, float or int8). ``--cut NAME`` takes a layer, op or
+tensor name; a name the model does not have is refused with the valid cut points.
 
 Automatic policy: with a RAM budget, every candidate is sized (exact memory model, buffer as
 large as the remaining RAM allows) and the one that leaves the largest buffer wins; ties go to
@@ -65,6 +67,18 @@ class CutPoint:
     index: int  # ops[:index] form the extractor
 
 
+def is_dense_head(graph: Graph, op: Op) -> bool:
+    """A Dense layer of the head: Dense, or a Conv2D with a 1x1 kernel on a 1x1 map (no groups) -- the classifier of
+    a converted MobileNet / person-detection `.tflite`, where cleanup's conv1x1_to_dense does not rewrite int8."""
+    if op.kind == OpKind.DENSE:
+        return True
+    if op.kind != OpKind.CONV2D or op.attrs.get("groups", 1) != 1:
+        return False
+    x, w, y = (graph.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    return w.data is not None and len(x.shape) == 4 and tuple(x.shape[1:3]) == (1, 1) and \
+        tuple(w.shape[1:3]) == (1, 1) and tuple(y.shape[1:3]) == (1, 1)
+
+
 def cut_candidates(graph: Graph) -> list[CutPoint]:
     """Tensors after which only the Dense head follows (earliest first)."""
     if len(graph.outputs) != 1:
@@ -75,7 +89,7 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     prod = graph.producers_map()
     while t in prod:
         op = prod[t]
-        if op.kind not in _HEAD_KINDS or len(consumers.get(t, [])) > 1:
+        if (op.kind not in _HEAD_KINDS and not is_dense_head(graph, op)) or len(consumers.get(t, [])) > 1:
             break
         chain.append(op)
         t = op.inputs[0]
@@ -84,8 +98,8 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     index = {o.name: i for i, o in enumerate(graph.ops)}
     seen_dense = False
     for op in chain:
-        if op.kind == OpKind.DENSE:
-            if len(graph.tensors[op.inputs[0]].shape) != 2:
+        if is_dense_head(graph, op):
+            if op.kind == OpKind.DENSE and len(graph.tensors[op.inputs[0]].shape) != 2:
                 break
             cands.append(CutPoint(op.inputs[0], index[op.name]))
             seen_dense = True
@@ -154,6 +168,18 @@ def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:
     return None
 
 
+def check_cut_name(graph: Graph, name: str) -> None:
+    """Raise (one line, with the valid cut points) when ``--cut NAME`` names no layer, op or tensor of the model."""
+    if name in graph.tensors or graph.resolve_alias(name) is not None or \
+            any(name in (op.name, op.origin) for op in graph.ops):
+        return
+    try:
+        valid = "valid cut points: " + ", ".join(c.tensor for c in cut_candidates(graph))
+    except TinyccError:
+        valid = "the model has no valid cut point (it must end with Dense layers on a flat feature vector)"
+    raise TinyccError(f"--cut {name!r} names no layer or tensor of the model; {valid}")
+
+
 def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
     names = {name}
     for op in graph.ops:
@@ -182,7 +208,7 @@ def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
     ext.prune_unused()
     layers: list[DenseLayer] = []
     for op in graph.ops[cut.index:]:
-        if op.kind == OpKind.DENSE:
+        if is_dense_head(graph, op):
             w, b = _float_dense(graph, op)
             act = op.attrs["activation"]
             if act == "relu6":
@@ -199,11 +225,12 @@ def _float_dense(graph: Graph, op: Op) -> tuple[np.ndarray, np.ndarray]:
     """Float weights [O, I] and bias [O] of a Dense op (dequantized when the model is int8)."""
     w = graph.tensors[op.inputs[1]]
     b = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
+    wd = w.data.reshape(w.shape[0], -1)  # a 1x1 Conv2D's [O, 1, 1, I] is Dense's [O, I]
     if w.dtype == DType.FLOAT32:
-        return w.data.copy(), (b.data.copy() if b is not None else np.zeros(w.shape[0], np.float32))
+        return wd.copy(), (b.data.copy() if b is not None else np.zeros(w.shape[0], np.float32))
     if w.quant is None or (b is not None and b.quant is None):
         raise TinyccError(f"classifier layer {op.origin!r}: int8 weights without quantization parameters")
-    wf = dequantize(w.data, w.quant.scale.reshape(-1, 1), w.quant.zero_point.reshape(-1, 1))
+    wf = dequantize(wd, w.quant.scale.reshape(-1, 1), w.quant.zero_point.reshape(-1, 1))
     if b is None:
         return wf, np.zeros(w.shape[0], np.float32)
     return wf, dequantize(b.data, b.quant.scale, b.quant.zero_point)
@@ -317,6 +344,8 @@ def _report(ext: Graph, clf: Classifier, cap: int, feat: int, options: dict[str,
 
 def build_deployment(graph: Graph, options: dict[str, Any], session: Any, backend: Any) -> Deployment:
     """Cut, quantize Φf, build Φc and the buffer, size everything, and check the budget."""
+    if options.get("cut"):
+        check_cut_name(graph, options["cut"])
     cands = cut_candidates(graph)
     if options.get("cut"):
         cands = [_resolve_cut(graph, options["cut"], cands)]
@@ -425,6 +454,8 @@ class Cut(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         cands = cut_candidates(graph)
+        if ctx.options.get("cut"):
+            check_cut_name(graph, ctx.options["cut"])
         cut = _resolve_cut(graph, ctx.options["cut"], cands) if ctx.options.get("cut") else cands[0]
         ext, layers = split(graph, cut)
         graph.ops, graph.outputs, graph.tensors = ext.ops, ext.outputs, ext.tensors
