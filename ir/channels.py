@@ -130,6 +130,9 @@ def analyse(graph: Graph) -> list[Unit]:
             for c in range(cin):
                 for s in range(spatial):
                     uf.union((x, c), (out, s * cin + c))
+        elif k == OpKind.SLICE and op.attrs["axis"] != len(graph.tensors[x].shape) - 1:  # rows/columns only
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
         elif k == OpKind.TRANSPOSE and op.attrs["perm"][-1] == len(op.attrs["perm"]) - 1:  # channels stay last
             for c in range(n_out):
                 uf.union((x, c), (out, c))

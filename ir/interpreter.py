@@ -158,6 +158,7 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.PAD: lambda x, a: np.pad(x, ((0, 0), tuple(a["paddings"][0]), tuple(a["paddings"][1]), (0, 0))),
     OpKind.DROPOUT: lambda x, a: x,
     OpKind.RESIZE_NEAREST: resize_nearest,
+    OpKind.SLICE: lambda x, a: np.ascontiguousarray(np.take(x, range(a["begin"], a["begin"] + a["length"]), a["axis"])),
     OpKind.TRANSPOSE: lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])),
     OpKind.RESCALE: _rescale,
 }

@@ -26,7 +26,7 @@ INT8_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
-    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE,
+    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -34,7 +34,8 @@ FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
-                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE})
+                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE,
+                         OpKind.SLICE})
 
 
 def interpreter_only(g: Graph, op: Op) -> str | None:
@@ -277,6 +278,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(np.int8)
     if k == OpKind.RESIZE_NEAREST:
         return fl.resize_nearest(args[0], op.attrs)
+    if k == OpKind.SLICE:
+        return fl.eval_op(op, args, g)
     if k == OpKind.TRANSPOSE:
         return np.ascontiguousarray(np.transpose(args[0], op.attrs["perm"]))
     if k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):

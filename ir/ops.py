@@ -4,6 +4,7 @@ Layouts are TFLite's: activations NHWC; Conv2D weights ``[O, KH, KW, I/groups]``
 DepthwiseConv2D weights ``[1, KH, KW, C*M]``; Dense weights ``[O, I]``; biases ``[O]``.
 Activations are separate ops after import; the ``fuse_activations`` pass folds
 ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
+``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
 ``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ class OpKind(str, Enum):
     MINIMUM = "minimum"
     RESIZE_NEAREST = "resize_nearest"
     TRANSPOSE = "transpose"
+    SLICE = "slice"
     CONCAT = "concat"
     PAD = "pad"
     DROPOUT = "dropout"
@@ -218,6 +220,13 @@ def _transpose(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [tuple(x[p] for p in perm)]
 
 
+def _slice(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, axis, begin, size = shapes[0], attrs["axis"], attrs["begin"], attrs["length"]
+    if not 0 < axis < len(x) or begin < 0 or size <= 0 or begin + size > x[axis]:
+        raise ShapeError(f"slice [{begin}, {begin + size}) of axis {axis} is outside {x}")
+    return [tuple(size if i == axis else d for i, d in enumerate(x))]
+
+
 def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     (t, b), (l, r) = attrs["paddings"]
@@ -271,6 +280,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.RESIZE_NEAREST, 1, 1, _resize,
               {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
         OpDef(OpKind.TRANSPOSE, 1, 1, _transpose, {"perm": (0,)}),
+        OpDef(OpKind.SLICE, 1, 1, _slice, {"axis": 1, "begin": 0, "length": 1}),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),

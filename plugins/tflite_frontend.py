@@ -12,7 +12,7 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept),
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), SPLIT/SPLIT_V (one slice op per output),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
@@ -215,6 +215,7 @@ class _Reader:
     def _check_supported(self, ops: list[Any]) -> None:
         known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
                                             "SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE",
+                                            "SPLIT", "SPLIT_V",
                                             "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
                                             "EXPAND_DIMS", "SQUEEZE",
                                             "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
@@ -327,6 +328,20 @@ class _Reader:
             self.add(kind, [x, self.tensor(ins[1])], out, {"activation": act})
         elif code in ("MAXIMUM", "MINIMUM"):
             self.add(OpKind.MAXIMUM if code == "MAXIMUM" else OpKind.MINIMUM, [x, self.tensor(ins[1])], out)
+        elif code in ("SPLIT", "SPLIT_V"):  # one slice op per output
+            if code == "SPLIT":
+                axis_idx, x = ins[0], self.tensor(ins[1])
+            else:
+                axis_idx = ins[2]
+            rank = len(self.g.tensors[x].shape)
+            axis = int(self._const(axis_idx, f"{code} axis").reshape(-1)[0]) % rank
+            if axis == 0:
+                raise UnsupportedLayerError(f"{code} writing {self._tname(o.outputs[0])!r} splits the batch axis")
+            begin = 0
+            for i in o.outputs:
+                size = int(self.sg.tensors[i].shape[axis])
+                self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
+                begin += size
         elif code == "TRANSPOSE":
             perm = tuple(int(v) for v in self._const(ins[1], "TRANSPOSE permutation").reshape(-1))
             if not perm or perm[0] != 0:

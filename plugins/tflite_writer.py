@@ -7,7 +7,8 @@ over the whole map (+ RESHAPE without keepdims; input and output share parameter
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
 RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
-RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose -> TRANSPOSE (const int32 permutation), concat -> CONCATENATION, pad -> PAD (const int32
+RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
+size), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
@@ -28,7 +29,7 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
-                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2}
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2}
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
@@ -166,6 +167,12 @@ class _Writer:
             o = s.ResizeNearestNeighborOptionsT()
             o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
             self.emit("RESIZE_NEAREST_NEIGHBOR", ins + [size], outs, s.BuiltinOptions.ResizeNearestNeighborOptions, o)
+        elif k == OpKind.SLICE:
+            x = g.tensors[op.inputs[0]]
+            begin = [a["begin"] if i == a["axis"] else 0 for i in range(len(x.shape))]
+            size = [a["length"] if i == a["axis"] else d for i, d in enumerate(x.shape)]
+            b, n = self.const_i32(f"{op.name}/begin", begin), self.const_i32(f"{op.name}/size", size)
+            self.emit("SLICE", ins + [b, n], outs, s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
         elif k == OpKind.TRANSPOSE:
             perm = self.const_i32(f"{op.name}/perm", list(a["perm"]))
             self.emit("TRANSPOSE", ins + [perm], outs, s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())

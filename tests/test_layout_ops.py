@@ -30,7 +30,7 @@ from . import c_harness
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE}
+NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE}
 
 
 def _binary_model():
@@ -86,9 +86,27 @@ def _transpose_model():
     return keras.Model(inp, L.Dense(3, name="head")(x), name="transpose_ops")
 
 
+def _split_model():
+    """keras.ops.split into equal channel halves (SPLIT) and unequal row blocks (SPLIT_V); Keras itself has no
+    Split layer, so this model is read from the converter's files only."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((6, 6, 4))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    a, b = keras.ops.split(x, 2, axis=-1)
+    a = L.Conv2D(4, 1, name="ca")(a)
+    d = L.Subtract(name="diff")([a, b])
+    top, bottom = keras.ops.split(L.Conv2D(5, 1, name="cr")(d), [2], axis=1)
+    t = L.GlobalAveragePooling2D(name="gt")(L.Conv2D(3, 1, name="ct")(top))
+    u = L.GlobalMaxPooling2D(name="gb")(bottom)
+    return keras.Model(inp, L.Dense(3, name="head")(L.Concatenate(name="cat")([t, u])), name="split_ops")
+
+
 MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model, "transpose_ops": _transpose_model}
 NEW_TFLITE = {"binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}, "resize_ops": {"RESIZE_NEAREST_NEIGHBOR"},
-              "transpose_ops": {"TRANSPOSE"}}
+              "transpose_ops": {"TRANSPOSE"}, "split_ops": {"SPLIT", "SPLIT_V"}}
 
 
 def _x(model, n: int, seed: int = 0) -> np.ndarray:
@@ -110,7 +128,16 @@ def _convert(model, x: np.ndarray | None) -> bytes:
 
 @pytest.fixture(scope="module")
 def models() -> dict:
-    return {name: fn() for name, fn in MODELS.items()}
+    return {name: fn() for name, fn in {**MODELS, "split_ops": _split_model}.items()}
+
+
+def _float_ir(m, tmp_path: Path):
+    """The Keras frontend's graph, or for the split model (keras.ops.split) the float converter file's."""
+    if m.name != "split_ops":
+        return graph_from_keras_model(m)
+    p = tmp_path / "split_float.tflite"
+    p.write_bytes(_convert(m, None))
+    return read_tflite(str(p))
 
 
 def _interp(data: bytes, ref: bool = True):
@@ -121,12 +148,12 @@ def _interp(data: bytes, ref: bool = True):
     return it
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -> None:
     m = models[name]
     x = _x(m, 16)
     want = np.asarray(m(x))
-    g = graph_from_keras_model(m)
+    g = _float_ir(m, tmp_path)
     assert NEW & {o.kind for o in g.ops}
     np.testing.assert_allclose(run(g, x)[g.outputs[0]], want, rtol=1e-4, atol=1e-4)
     if name == "resize_ops":  # Normalization is a per-channel affine: mean/std of what it adapted on
@@ -140,7 +167,7 @@ def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -
     np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops"])
+@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops"])
 def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path, name: str) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
@@ -153,8 +180,10 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Pa
     kinds = [o.kind for o in g.ops]
     if name == "binary_ops":
         assert kinds.count(OpKind.SUB) == 2 and OpKind.MAXIMUM in kinds and OpKind.MINIMUM in kinds
-    else:
+    elif name == "transpose_ops":
         assert kinds.count(OpKind.TRANSPOSE) >= 2
+    else:
+        assert kinds.count(OpKind.SLICE) == 4
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
     it = _interp(data)
     index = {d["name"]: d["index"] for d in it.get_tensor_details()}
@@ -201,23 +230,24 @@ def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -
         np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, models, name: str) -> None:
+@pytest.mark.parametrize("name", [*MODELS, "split_ops"])
+def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, models, tmp_path: Path,
+                                                                    name: str) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
     m = models[name]
-    g = graph_from_keras_model(m)
+    g = _float_ir(m, tmp_path)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     fg = g.copy()
     run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session,
                                                                    options={"calib_data": _x(m, 64, 7)}))
     assert NEW & {o.kind for o in g.ops}
     for o in g.ops:
-        if o.kind in (OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE):  # shared params
+        if o.kind in (OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE):
             assert all(g.tensors[t].quant.equals(g.tensors[o.outputs[0]].quant) for t in o.inputs)
     data = write_tflite(g)
     assert write_tflite(g) == data
-    assert NEW_TFLITE[name] <= set(operator_names(data))
+    assert (NEW_TFLITE[name] if name != "split_ops" else {"SLICE"}) <= set(operator_names(data))
     x = _x(m, 40, 9)
     it = _interp(data)
     index = {d["name"]: d["index"] for d in it.get_tensor_details()}
@@ -238,10 +268,11 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
     assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
 
 
-def test_channels_through_the_new_ops_prune_like_masking(session, models) -> None:
-    """Sub/Maximum/Minimum join their operands' channels, resize passes them: removing a unit equals zeroing it."""
+def test_channels_through_the_new_ops_prune_like_masking(session, models, tmp_path: Path) -> None:
+    """Sub/Maximum/Minimum join their operands' channels, resize/transpose/slice pass them when the channel axis
+    stays: removing a unit equals zeroing it."""
     for name, m in models.items():
-        g = graph_from_keras_model(m)
+        g = _float_ir(m, tmp_path)
         run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
         units = analyse(g)
         new_outs = {o.outputs[0] for o in g.ops if o.kind in NEW}
@@ -321,6 +352,20 @@ def _transpose_case(rng: np.random.Generator) -> Graph:
     return g
 
 
+def _slice_case(rng: np.random.Generator) -> Graph:
+    shape = (1,) + tuple(int(v) for v in rng.integers(1, 7, int(rng.integers(1, 4))))
+    axis = int(rng.integers(1, len(shape)))
+    begin = int(rng.integers(0, shape[axis]))
+    size = int(rng.integers(1, shape[axis] - begin + 1))
+    g = Graph("slice")
+    q = _q(rng)
+    g.add_input("x", shape, DType.INT8).quant = QuantParams([q[0]], [q[1]])
+    op = g.add_op("slice", ["x"], "out", {"axis": axis, "begin": begin, "length": size}, output_dtype=DType.INT8)
+    g.tensors[op.outputs[0]].quant = QuantParams([q[0]], [q[1]])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
 def _program(cases: list[tuple[Graph, dict]]) -> tuple[str, list[str]]:
     body, want, arena = [], [], 16
     for i, (g, feed) in enumerate(cases):
@@ -355,7 +400,7 @@ def test_c_kernels_equal_run_int8(tmp_path: Path) -> None:
         for _ in range(40):
             g = _binary_case(kind, rng)
             cases.append((g, {t: rng.integers(-128, 128, g.tensors[t].shape).astype(np.int8) for t in g.inputs}))
-    for make in [_resize_case] * 60 + [_transpose_case] * 40:
+    for make in [_resize_case] * 60 + [_transpose_case] * 40 + [_slice_case] * 40:
         g = make(rng)
         cases.append((g, {"x": rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)}))
     src, want = _program(cases)

@@ -25,7 +25,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
-           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE}
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -211,6 +211,12 @@ class _Builder:
             self.call(op, "tcc_pool_s8", args)
         elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM):
             self._binary(op, out)
+        elif k == OpKind.SLICE:
+            ax = a["axis"]
+            inner = math.prod(x.shape[ax + 1:])
+            args = [str(v) for v in (math.prod(x.shape[1:ax]), x.shape[ax] * inner, a["length"] * inner,
+                                     a["begin"] * inner)]
+            self.m.calls.append(Call("tcc_slice_s8", [self.ptr(op.inputs[0]), *args, out], op.name))
         elif k == OpKind.TRANSPOSE:
             self.m.calls.append(Call("tcc_transpose_s8", [self.ptr(op.inputs[0]), *transpose_args(x.shape, a["perm"]),
                                                           out], op.name))

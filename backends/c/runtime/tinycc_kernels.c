@@ -274,6 +274,15 @@ void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int3
     }
 }
 
+void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out) {
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            out[o * inner + i] = in[o * in_inner + offset + i];
+        }
+    }
+}
+
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out) {
     int32_t o, i;

@@ -50,6 +50,8 @@ void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_
 /* TRANSPOSE of a tensor of up to 3 non-batch axes: out[i0][i1][i2] = in[i0 * st0 + i1 * st1 + i2 * st2]. */
 void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
                       int8_t *out);
+/* SLICE along one axis: `outer` blocks of `inner` bytes taken at `offset` in blocks of `in_inner` bytes. */
+void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out);
 /* Copy `outer` blocks of `inner` bytes into blocks of `out_inner` bytes at `offset` (concatenation). */
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out);
