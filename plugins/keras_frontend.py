@@ -112,8 +112,8 @@ class _Builder:
         conv = _CONVERTERS.get(cls)
         if conv is None:
             raise UnsupportedLayerError(
-                f"layer {prefix}{layer.name!r} of class {cls} is not supported; supported layers: "
-                f"{', '.join(sorted(_CONVERTERS))}")
+                f"layer {prefix}{layer.name!r} of class {cls} is not supported; `tinycc ops` lists the supported "
+                "layers")
         if getattr(layer, "data_format", "channels_last") not in ("channels_last", None):
             raise UnsupportedLayerError(f"layer {prefix}{layer.name!r} ({cls}) uses data_format "
                                         f"{layer.data_format!r}; only channels_last is supported")

@@ -46,6 +46,35 @@ from .tflite_schema import builtin_name, schema
 hookimpl = pluggy.HookimplMarker("tinycc")
 
 _TYPES = {0: DType.FLOAT32, 2: DType.INT32, 3: DType.UINT8, 9: DType.INT8}
+# TFLite's TensorType numbers by name, for messages (schema.fbs)
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
+              8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource",
+              14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16"}
+# operators the reader maps (see the module docstring); int32 shape arithmetic (SHAPE, ...) is dropped
+SUPPORTED_OPERATORS = frozenset({
+    "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
+    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE"})
+OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
+
+
+def type_name(code: int) -> str:
+    """A TFLite tensor type by name (``int16``), for messages."""
+    return TYPE_NAMES.get(int(code), f"type {code}")
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """The part of a converter's tensor name a user recognises: the first of ';'-joined names, without the model
+    scope, the ``serving_default_`` prefix or a ``:0`` suffix, at most ``limit`` characters."""
+    n = name.split(";")[0]
+    n = n[len("serving_default_"):] if n.startswith("serving_default_") else n
+    n = n.rsplit(":", 1)[0] if n.rsplit(":", 1)[-1].isdigit() else n
+    parts = n.split("/")
+    if len(parts) > 2:
+        n = "/".join(parts[1:])
+    return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
@@ -73,6 +102,9 @@ class _Reader:
         self.integer = True  # int8/uint8 activations (set by read); False: a float model
 
     # ---- tensors -------------------------------------------------------------------------
+    def _short(self, i: int) -> str:
+        return short_name(self._tname(i))
+
     def _tname(self, i: int) -> str:
         t = self.sg.tensors[i]
         return (t.name.decode() if isinstance(t.name, bytes) else str(t.name)) or f"t{i}"
@@ -84,7 +116,8 @@ class _Reader:
             return None
         dt = np.dtype(np.float16) if t.type == 1 else _TYPES[t.type].numpy if t.type in _TYPES else None
         if dt is None:
-            raise UnsupportedLayerError(f"tensor {self._tname(i)!r}: TFLite type {t.type} is not supported")
+            raise UnsupportedLayerError(f"constant {self._short(i)!r}: {type_name(t.type)} is not supported; "
+                                        f"{OPS_HINT}")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dt.newbyteorder("<")).astype(dt).reshape(shape)
         return data.astype(np.float32) if t.type == 1 else data
@@ -104,7 +137,7 @@ class _Reader:
         t = self.sg.tensors[i]
         data = self._data(i)
         if data is None:
-            raise TinyccError(f"tensor {self._tname(i)!r} is read before any operator writes it")
+            raise TinyccError(f"tensor {self._short(i)!r} is read before any operator writes it")
         quant = self._quant(i)
         if not self.integer and data.dtype.kind in "iu" and quant is not None:  # dynamic-range weights
             data, quant = self._dequantized(data, quant), None
@@ -127,8 +160,8 @@ class _Reader:
         out = self.g.tensors[op.outputs[0]]
         t = self.sg.tensors[i]
         if t.type not in _TYPES or t.type == 2:
-            raise UnsupportedLayerError(f"operator writing {out.name!r}: TFLite tensor type {t.type} is not supported "
-                                        "(activations must be int8, uint8 at the boundaries, or float32)")
+            raise UnsupportedLayerError(f"operator writing {short_name(out.name)!r}: {type_name(t.type)} activations "
+                                        "are not supported (int8, uint8 at the boundaries, or float32)")
         out.dtype = _TYPES[t.type]
         out.quant = self._quant(i)
         self.names[i] = out.name
@@ -161,7 +194,7 @@ class _Reader:
         sig = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else [0] * len(shape)
         got = tuple(self.g.tensors[op.outputs[0]].shape)  # dynamic (-1) dimensions: the file's value may be stale
         if len(got) != len(shape) or any(a != b and d != -1 for a, b, d in zip(got, shape, sig)):
-            raise TinyccError(f"operator writing {name!r}: tinycc infers shape "
+            raise TinyccError(f"operator writing {short_name(name)!r}: tinycc infers shape "
                               f"{self.g.tensors[op.outputs[0]].shape}, the file says {shape}")
         self._set_out(op, out_idx)
         return op
@@ -172,7 +205,8 @@ class _Reader:
         for i in sg.inputs:
             t = sg.tensors[i]
             if t.type not in _TYPES:
-                raise UnsupportedLayerError(f"input {self._tname(i)!r}: TFLite type {t.type} is not supported")
+                raise UnsupportedLayerError(f"input {self._short(i)!r}: {type_name(t.type)} inputs are not supported "
+                                            f"(int8, uint8 or float32); {OPS_HINT}")
             inp = self.g.add_input(self._tname(i), tuple(int(d) for d in t.shape), _TYPES[t.type])
             inp.quant = self._quant(i)
             self.names[i] = inp.name
@@ -196,7 +230,7 @@ class _Reader:
             try:
                 self._op(code, o)
             except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
-                outs = ", ".join(self._tname(i) for i in o.outputs)
+                outs = ", ".join(self._short(i) for i in o.outputs)
                 raise TinyccError(f"TFLite operator {code} (writing {outs!r}): {e}") from None
         outs = [self.names.get(i) for i in sg.outputs]
         if any(n is None for n in outs):
@@ -213,13 +247,7 @@ class _Reader:
         return buf is None or buf.data is None or len(buf.data) == 0
 
     def _check_supported(self, ops: list[Any]) -> None:
-        known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
-                                            "SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE",
-                                            "SPLIT", "SPLIT_V",
-                                            "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
-                                            "EXPAND_DIMS", "SQUEEZE",
-                                            "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-                                            "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE"}
+        known = set(SUPPORTED_OPERATORS)
         for o in ops:
             code = self.codes[o.opcodeIndex]
             if self._int32_arithmetic(code, o):
@@ -227,9 +255,9 @@ class _Reader:
             if code in _SHAPE_OPS and any(self.sg.tensors[i].type != 2 for i in o.outputs):
                 known = known - _SHAPE_OPS  # only the int32 shape arithmetic of Flatten is dropped
             if code not in known:
-                outs = ", ".join(self._tname(i) for i in o.outputs)
+                outs = ", ".join(self._short(i) for i in o.outputs)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
-                                            f"tinycc's reader; supported: {', '.join(sorted(known))}")
+                                            f"tinycc's reader; {OPS_HINT}")
 
     def _int32_arithmetic(self, code: str, o: Any) -> bool:
         """An int32 CONCATENATION of shape values (the converter's Flatten/UpSampling2D shape arithmetic)."""
@@ -336,7 +364,7 @@ class _Reader:
             rank = len(self.g.tensors[x].shape)
             axis = int(self._const(axis_idx, f"{code} axis").reshape(-1)[0]) % rank
             if axis == 0:
-                raise UnsupportedLayerError(f"{code} writing {self._tname(o.outputs[0])!r} splits the batch axis")
+                raise UnsupportedLayerError(f"{code} writing {self._short(o.outputs[0])!r} splits the batch axis")
             begin = 0
             for i in o.outputs:
                 size = int(self.sg.tensors[i].shape[axis])
@@ -345,7 +373,7 @@ class _Reader:
         elif code == "TRANSPOSE":
             perm = tuple(int(v) for v in self._const(ins[1], "TRANSPOSE permutation").reshape(-1))
             if not perm or perm[0] != 0:
-                raise UnsupportedLayerError(f"TRANSPOSE writing {self._tname(out)!r} moves the batch axis {perm}")
+                raise UnsupportedLayerError(f"TRANSPOSE writing {self._short(out)!r} moves the batch axis {perm}")
             self.add(OpKind.TRANSPOSE, [x], out, {"perm": perm})
         elif code == "RESIZE_NEAREST_NEIGHBOR":
             size = tuple(int(v) for v in self._const(ins[1], "RESIZE_NEAREST_NEIGHBOR size").reshape(-1))
@@ -367,7 +395,7 @@ class _Reader:
         elif code == "PAD" and self._const(ins[1], "PAD paddings").shape == (3, 2):  # [N, L, C]: Conv1D's causal pad
             pads = self._const(ins[1], "PAD paddings")
             if pads[0].any() or pads[2].any():
-                raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only padding along the steps is supported")
+                raise UnsupportedLayerError(f"PAD writing {self._short(out)!r}: only padding along the steps is supported")
             name = self._tname(out)
             steps, ch = self.g.tensors[x].shape[1:]
             pad = self.g.add_op(OpKind.PAD, [self._as_4d(x)], self.g.unique_op_name(f"{name}/2d"),
@@ -378,7 +406,7 @@ class _Reader:
         elif code == "PAD":
             pads = self._const(ins[1], "PAD paddings")
             if pads.shape != (4, 2) or pads[0].any() or pads[3].any():
-                raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only spatial padding is supported")
+                raise UnsupportedLayerError(f"PAD writing {self._short(out)!r}: only spatial padding is supported")
             self.add(OpKind.PAD, [x], out, {"paddings": (tuple(pads[1]), tuple(pads[2]))})
         elif code in ("MEAN", "REDUCE_MAX"):
             rank = len(self.g.tensors[x].shape)
@@ -386,7 +414,7 @@ class _Reader:
             if rank == 3 and axes == [1] and not (opt is not None and opt.keepDims):  # GlobalPooling1D
                 x, rank, axes = self._as_4d(x), 4, [1, 2]
             if axes != [1, 2] or rank != 4:
-                raise UnsupportedLayerError(f"{code} writing {self._tname(out)!r}: only the mean/max over height "
+                raise UnsupportedLayerError(f"{code} writing {self._short(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
             attrs = {"keepdims": bool(opt.keepDims) if opt is not None else False}
             if code == "MEAN" and self.integer:
@@ -408,7 +436,7 @@ class _Reader:
     def _const(self, i: int, what: str) -> np.ndarray:
         data = self._data(i)
         if data is None:
-            raise UnsupportedLayerError(f"{what} ({self._tname(i)!r}) must be a constant")
+            raise UnsupportedLayerError(f"{what} ({self._short(i)!r}) must be a constant")
         return data
 
     def _dilated(self, ops: list[Any], k: int) -> tuple[int, int]:
@@ -421,7 +449,7 @@ class _Reader:
                     if conv is not None and ops[conv].outputs[0] in list(ops[j].inputs)
                     and self.codes[ops[j].opcodeIndex] == "BATCH_TO_SPACE_ND"), None)
         if code not in ("CONV_2D", "DEPTHWISE_CONV_2D") or b2s is None:
-            raise UnsupportedLayerError(f"SPACE_TO_BATCH_ND writing {self._tname(s2b.outputs[0])!r} is only "
+            raise UnsupportedLayerError(f"SPACE_TO_BATCH_ND writing {self._short(s2b.outputs[0])!r} is only "
                                         "supported as part of a dilated convolution")
         block = tuple(int(v) for v in self._const(s2b.inputs[1], "block shape"))
         pads = self._const(s2b.inputs[2], "paddings")
@@ -435,7 +463,7 @@ class _Reader:
         padding = "same" if eff == [tuple(p) for p in same] else "valid" if eff == [(0, 0), (0, 0)] else ""
         if (opt.strideH, opt.strideW) != (1, 1) or opt.padding != 1 or int(crops[0][0]) or int(crops[1][0]) \
                 or not padding:
-            raise UnsupportedLayerError(f"dilated convolution writing {self._tname(ops[b2s].outputs[0])!r}: only "
+            raise UnsupportedLayerError(f"dilated convolution writing {self._short(ops[b2s].outputs[0])!r}: only "
                                         "stride 1 with 'same' or 'valid' padding is supported")
         self.names[s2b.outputs[0]] = self.tensor(s2b.inputs[0])
         self._op(code, ops[conv], dilation=block, padding=padding, out_idx=ops[b2s].outputs[0])

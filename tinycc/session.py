@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tinycc.plugins.serial_cmd", "serial"),
     ("tinycc.plugins.scenarios", "scenarios"),
     ("tinycc.plugins.validate", "validate"),
+    ("tinycc.plugins.ops_list", "ops"),
     ("tinycc.plugins.search", "search"),
     ("tinycc.backends.c", "c-backend"),
     ("tinycc.backends.tflm", "tflm-backend"),
