@@ -6,7 +6,7 @@ DepthwiseConv2D (input channel c with its outputs c*M..c*M+M-1) join input and o
 Add/Sub/Mul/Maximum/Minimum join both operands and the output (a broadcast [.., 1, 1, C] SE excitation follows the
 channels it scales); Concatenate joins each input with its offset slice of the output; Flatten
 joins channel c with its H*W positions ``(h*W + w)*C + c``. Conv2D and Dense start new positions
-(their filters / units are the *producers*). A *unit* is one class of joined positions; it is
+(their filters / units are the *producers*; TransposeConv2D too). A *unit* is one class of joined positions; it is
 prunable when it has a producer and touches no graph input or output, no grouped convolution
 (1 < groups < channels: kept whole, documented) and no Reshape that moves the channel axis (one that
 keeps the last dimension, as 1-D layers lowered to 2-D ops use, joins channel c on both sides).
@@ -87,7 +87,7 @@ def analyse(graph: Graph) -> list[Unit]:
             uf.find((out, c))
         k = op.kind
         x = op.inputs[0]
-        if k == OpKind.CONV2D and op.attrs["groups"] == 1 or k == OpKind.DENSE:
+        if k == OpKind.CONV2D and op.attrs["groups"] == 1 or k in (OpKind.DENSE, OpKind.TRANSPOSE_CONV2D):
             for c in range(n_out):
                 producers[(out, c)] = (op.name, c)
         elif k == OpKind.CONV2D:  # grouped (1 < g < C): keep whole
@@ -194,7 +194,7 @@ def unit_params(graph: Graph, units: list[Unit]) -> np.ndarray:
         for t, _ in u.positions:
             for op in readers.get(t, []):
                 w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
-                if op.kind == OpKind.CONV2D and op.attrs["groups"] == 1:
+                if op.kind == OpKind.CONV2D and op.attrs["groups"] == 1 or op.kind == OpKind.TRANSPOSE_CONV2D:
                     n += w.shape[0] * w.shape[1] * w.shape[2]
                 elif op.kind == OpKind.DENSE:
                     n += w.shape[0]
@@ -223,9 +223,11 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
         x, out = op.inputs[0], op.outputs[0]
         ko, ki = keep(out), keep(x)
         k = op.kind
-        if k in (OpKind.CONV2D, OpKind.DENSE, OpKind.DEPTHWISE_CONV2D):
+        if k in (OpKind.CONV2D, OpKind.DENSE, OpKind.DEPTHWISE_CONV2D, OpKind.TRANSPOSE_CONV2D):
             w = graph.tensors[op.inputs[1]]
-            if k == OpKind.CONV2D:
+            if k == OpKind.TRANSPOSE_CONV2D:
+                data = w.data[ko][..., ki]
+            elif k == OpKind.CONV2D:
                 data = w.data[ko] if op.attrs["groups"] > 1 else w.data[ko][..., ki]
             elif k == OpKind.DENSE:
                 data = w.data[ko][:, ki]

@@ -62,6 +62,23 @@ def conv2d(x: Array, w: Array, b: Array | None, attrs: dict) -> Array:
     return _act(y, attrs["activation"])
 
 
+def transpose_conv_acc(x: Array, w: Array, attrs: dict, dtype: type) -> Array:
+    """Scatter of every input pixel times the kernel into the output (TFLite's TRANSPOSE_CONV), before bias."""
+    from .ops import transpose_conv_padding
+
+    n, ih, iw, _ = x.shape
+    o, kh, kw, _ = w.shape
+    (sh, sw), (oh, ow) = attrs["strides"], attrs["out_size"]
+    pt = transpose_conv_padding(oh, kh, sh, attrs["padding"])
+    pl = transpose_conv_padding(ow, kw, sw, attrs["padding"])
+    full = np.zeros((n, max((ih - 1) * sh + kh, pt + oh), max((iw - 1) * sw + kw, pl + ow), o), dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            full[:, ky:ky + (ih - 1) * sh + 1:sh, kx:kx + (iw - 1) * sw + 1:sw] += \
+                np.tensordot(x, w[:, ky, kx, :], axes=([3], [1])).astype(dtype)
+    return full[:, pt:pt + oh, pl:pl + ow]
+
+
 def depthwise_conv2d(x: Array, w: Array, b: Array | None, attrs: dict) -> Array:
     """w: [1, KH, KW, C*M]."""
     _, kh, kw, cm = w.shape
@@ -178,6 +195,9 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return conv2d(args[0], args[1], bias, a)
     if k == OpKind.DEPTHWISE_CONV2D:
         return depthwise_conv2d(args[0], args[1], bias, a)
+    if k == OpKind.TRANSPOSE_CONV2D:
+        y = transpose_conv_acc(args[0], args[1], a, F32)
+        return _act(y + bias if bias is not None else y, a["activation"])
     if k == OpKind.DENSE:
         return dense(args[0], args[1], bias, a)
     if k == OpKind.BATCH_NORM:

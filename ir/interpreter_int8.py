@@ -26,7 +26,7 @@ INT8_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
-    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
+    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -73,7 +73,7 @@ def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[
 
 
 def conv_params(g: Graph, op: Op) -> dict:
-    """Everything an int8 Conv2D/DepthwiseConv2D/Dense kernel needs (shared with the C emitter)."""
+    """Everything an int8 Conv2D/DepthwiseConv2D/TransposeConv2D/Dense kernel needs (shared with the C emitter)."""
     x, w, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
     in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
     out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
@@ -257,6 +257,13 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _mean(g, op, args[0])
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
         return _conv(g, op, args[0])
+    if k == OpKind.TRANSPOSE_CONV2D:  # TFLite's reference TransposeConv: int32 sums, per-channel requantization
+        p = conv_params(g, op)
+        acc = fl.transpose_conv_acc(args[0].astype(np.int64) - p["in_zp"], g.tensors[op.inputs[1]].data.astype(
+            np.int64), op.attrs, np.int64)
+        if p["bias"] is not None:
+            acc = acc + p["bias"]
+        return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
     if k == OpKind.DENSE:
         return _dense(g, op, args[0], flavor)
     if k in (OpKind.RELU, OpKind.RELU6):

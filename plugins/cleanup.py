@@ -208,7 +208,7 @@ class FuseActivations(Pass):
         producers = graph.producers_map()
         for act in [o for o in graph.ops if o.kind in (OpKind.RELU, OpKind.RELU6)]:
             prev = producers.get(act.inputs[0])
-            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL, OpKind.SUB):
+            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.TRANSPOSE_CONV2D):
                 continue
             if prev.attrs["activation"] != "none" or _single_reader(graph, prev.outputs[0]) is not act:
                 continue

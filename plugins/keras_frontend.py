@@ -142,6 +142,24 @@ def _conv2d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.activation(x, l.activation, l, f"{name}_act", name)
 
 
+def _conv2d_transpose(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Conv2DTranspose: kernel [KH, KW, O, I] -> [O, KH, KW, I] (TFLite's TRANSPOSE_CONV layout)."""
+    if tuple(l.dilation_rate) != (1, 1) or l.padding not in ("same", "valid"):
+        raise UnsupportedLayerError(f"layer {name!r} (Conv2DTranspose): only dilation 1 with 'same' or 'valid' "
+                                    "padding is supported")
+    _, h, w_, _ = b.g.tensors[ins[0]].shape
+    k = _w(l.kernel)
+    (sh, sw), (kh, kw) = tuple(l.strides), k.shape[:2]
+    extra = tuple(l.output_padding) if getattr(l, "output_padding", None) is not None else (0, 0)
+    size = tuple((n * s if l.padding == "same" else (n - 1) * s + kk) + e
+                 for n, s, kk, e in ((h, sh, kh, extra[0]), (w_, sw, kw, extra[1])))
+    wt = b.const(f"{name}/kernel", k.transpose(2, 0, 1, 3))
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.TRANSPOSE_CONV2D, [ins[0], wt] + bias, name, name,
+             {"strides": (sh, sw), "padding": l.padding, "out_size": size})
+    return b.activation(x, l.activation, l, f"{name}_act", name)
+
+
 def _depthwise(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     k = _w(l.kernel)  # KH KW C M
     kh, kw, c, m = k.shape
@@ -462,6 +480,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
     "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
     "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing, "Permute": _permute,
+    "Conv2DTranspose": _conv2d_transpose,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,

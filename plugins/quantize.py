@@ -3,7 +3,7 @@
 
 Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - weights symmetric int8 in [-127, 127], scale max|w|/127, zero point 0, per output channel for
-  Conv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
+  Conv2D and TransposeConv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
   scale); a scale is raised where the int32 bias would not fit (``bias_fitting_scales``: filters
   that BatchNorm folding shrank to ~0); int32 biases with scale input_scale * weight_scale[c],
   zero point 0;
@@ -407,9 +407,9 @@ class QuantizeInt8(Pass):
 
     @staticmethod
     def _quantize_consts(graph: Graph, op: Op, params: dict[str, QuantParams], per_tensor_dense: bool) -> None:
-        if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
+        if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.TRANSPOSE_CONV2D):
             w = graph.tensors[op.inputs[1]]
-            axis = {OpKind.CONV2D: 0, OpKind.DEPTHWISE_CONV2D: 3, OpKind.DENSE: 0}[op.kind]
+            axis = {OpKind.CONV2D: 0, OpKind.DEPTHWISE_CONV2D: 3, OpKind.DENSE: 0, OpKind.TRANSPOSE_CONV2D: 0}[op.kind]
             if op.kind == OpKind.DENSE and per_tensor_dense:
                 axis = None
             scales = symmetric_weight_scales(w.data, axis)

@@ -12,7 +12,7 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), SPLIT/SPLIT_V (one slice op per output),
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size from its output tensor), SPLIT/SPLIT_V (one slice op per output),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
@@ -56,7 +56,7 @@ SUPPORTED_OPERATORS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE"})
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -316,7 +316,7 @@ class _Reader:
         ins = [i for i in o.inputs]
         out = o.outputs[0] if out_idx is None else out_idx
         opt = o.builtinOptions
-        x = self.tensor(ins[0])
+        x = self.tensor(ins[2] if code == "TRANSPOSE_CONV" else ins[0])  # its first input is the output shape
         if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             args = [x, self.tensor(ins[1])] + ([self.tensor(ins[2])] if len(ins) > 2 and ins[2] >= 0 else [])
             attrs = self._conv_attrs(opt, dilation)
@@ -330,6 +330,13 @@ class _Reader:
             else:
                 attrs["depth_multiplier"] = opt.depthMultiplier or 1
                 self.add(OpKind.DEPTHWISE_CONV2D, args, out, attrs)
+        elif code == "TRANSPOSE_CONV":  # inputs: output shape (computed or constant), weights, input, bias
+            args = [x, self.tensor(ins[1])] + ([self.tensor(ins[3])] if len(ins) > 3 and ins[3] >= 0 else [])
+            act = self._act(opt.fusedActivationFunction) if hasattr(opt, "fusedActivationFunction") else "none"
+            size = tuple(int(d) for d in self.sg.tensors[out].shape[1:3])
+            self.add(OpKind.TRANSPOSE_CONV2D, args, out, {"strides": (opt.strideH, opt.strideW), "activation": act,
+                                                          "padding": "same" if opt.padding == 0 else "valid",
+                                                          "out_size": size})
         elif code == "FULLY_CONNECTED":
             xs = self.g.tensors[x].shape
             w = self.tensor(ins[1])

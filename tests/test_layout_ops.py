@@ -30,7 +30,8 @@ from . import c_harness
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE}
+NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
+       OpKind.TRANSPOSE_CONV2D}
 
 
 def _binary_model():
@@ -104,9 +105,27 @@ def _split_model():
     return keras.Model(inp, L.Dense(3, name="head")(L.Concatenate(name="cat")([t, u])), name="split_ops")
 
 
-MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model, "transpose_ops": _transpose_model}
+def _deconv_model():
+    """Conv2DTranspose 'same' with stride 2 and fused ReLU, then 'valid' with unequal strides and kernel."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((5, 4, 3))
+    x = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="up")(inp)
+    x = L.Conv2DTranspose(3, (2, 3), strides=(1, 2), name="up2")(x)
+    x = L.Conv2D(5, 3, strides=2, name="c")(x)
+    m = keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x)), name="deconv_ops")
+    for name in ("up", "up2"):
+        b = m.get_layer(name).bias
+        b.assign(np.random.default_rng(1).normal(0, 0.3, b.shape).astype(np.float32))
+    return m
+
+
+MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model, "transpose_ops": _transpose_model,
+          "deconv_ops": _deconv_model}
 NEW_TFLITE = {"binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}, "resize_ops": {"RESIZE_NEAREST_NEIGHBOR"},
-              "transpose_ops": {"TRANSPOSE"}, "split_ops": {"SPLIT", "SPLIT_V"}}
+              "transpose_ops": {"TRANSPOSE"}, "split_ops": {"SPLIT", "SPLIT_V"}, "deconv_ops": {"TRANSPOSE_CONV"}}
 
 
 def _x(model, n: int, seed: int = 0) -> np.ndarray:
@@ -167,7 +186,7 @@ def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -
     np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops"])
+@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops", "deconv_ops"])
 def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path, name: str) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
@@ -182,6 +201,8 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Pa
         assert kinds.count(OpKind.SUB) == 2 and OpKind.MAXIMUM in kinds and OpKind.MINIMUM in kinds
     elif name == "transpose_ops":
         assert kinds.count(OpKind.TRANSPOSE) >= 2
+    elif name == "deconv_ops":
+        assert kinds.count(OpKind.TRANSPOSE_CONV2D) == 2
     else:
         assert kinds.count(OpKind.SLICE) == 4
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
@@ -284,7 +305,7 @@ def test_channels_through_the_new_ops_prune_like_masking(session, models, tmp_pa
             gone.setdefault(t, set()).add(c)
         ref = g.copy()
         for op in ref.ops:  # zero the unit's filters at its producers: the channels then carry zeros everywhere
-            if op.kind in (OpKind.CONV2D, OpKind.DENSE) and op.outputs[0] in gone:
+            if op.kind in (OpKind.CONV2D, OpKind.DENSE, OpKind.TRANSPOSE_CONV2D) and op.outputs[0] in gone:
                 cs = sorted(gone[op.outputs[0]])
                 for i in (1, 2):
                     d = ref.tensors[op.inputs[i]].data.copy()
@@ -366,6 +387,28 @@ def _slice_case(rng: np.random.Generator) -> Graph:
     return g
 
 
+def _deconv_case(rng: np.random.Generator) -> Graph:
+    ih, iw, ic, oc = (int(v) for v in rng.integers(1, 6, 4))
+    kh, kw, sh, sw = (int(v) for v in rng.integers(1, 4, 4))
+    padding = str(rng.choice(["same", "valid"]))
+    out = tuple(n * s if padding == "same" else (n - 1) * s + k for n, s, k in ((ih, sh, kh), (iw, sw, kw)))
+    g = Graph("transpose_conv2d")
+    qi, qo = _q(rng), _q(rng)
+    g.add_input("x", (1, ih, iw, ic), DType.INT8).quant = QuantParams([qi[0]], [qi[1]])
+    ws = (10 ** rng.uniform(-3, -1, oc)).astype(np.float32)
+    g.add_const("w", rng.integers(-127, 128, (oc, kh, kw, ic)).astype(np.int8), DType.INT8,
+                QuantParams(ws, np.zeros(oc, np.int64), 0))
+    bias = rng.integers(-3000, 3000, oc).astype(np.int32)
+    g.add_const("b", bias, DType.INT32, QuantParams(ws * np.float32(qi[0]), np.zeros(oc, np.int64), 0))
+    ins = ["x", "w", "b"] if rng.random() < 0.7 else ["x", "w"]
+    op = g.add_op("transpose_conv2d", ins, "out", {"strides": (sh, sw), "padding": padding, "out_size": out,
+                                                 "activation": str(rng.choice(["none", "relu", "relu6"]))},
+                  output_dtype=DType.INT8)
+    g.tensors[op.outputs[0]].quant = QuantParams([qo[0]], [qo[1]])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
 def _program(cases: list[tuple[Graph, dict]]) -> tuple[str, list[str]]:
     body, want, arena = [], [], 16
     for i, (g, feed) in enumerate(cases):
@@ -400,7 +443,7 @@ def test_c_kernels_equal_run_int8(tmp_path: Path) -> None:
         for _ in range(40):
             g = _binary_case(kind, rng)
             cases.append((g, {t: rng.integers(-128, 128, g.tensors[t].shape).astype(np.int8) for t in g.inputs}))
-    for make in [_resize_case] * 60 + [_transpose_case] * 40 + [_slice_case] * 40:
+    for make in [_resize_case] * 60 + [_transpose_case] * 40 + [_slice_case] * 40 + [_deconv_case] * 60:
         g = make(rng)
         cases.append((g, {"x": rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)}))
     src, want = _program(cases)

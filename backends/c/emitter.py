@@ -13,7 +13,7 @@ from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_para
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params, mean_params
-from ...ir.ops import OpKind, same_padding
+from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
@@ -25,7 +25,8 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
-           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE}
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
+           OpKind.TRANSPOSE_CONV2D}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -189,6 +190,17 @@ class _Builder:
                 args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(a["depth_multiplier"]), str(kh),
                         str(kw), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
                 self.call(op, "tcc_dwconv2d_s8", args)
+        elif k == OpKind.TRANSPOSE_CONV2D:
+            p = conv_params(g, op)
+            kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+            (sh, sw), (oh, ow) = a["strides"], a["out_size"]
+            geo = [sh, sw, transpose_conv_padding(oh, kh, sh, a["padding"]),
+                   transpose_conv_padding(ow, kw, sw, a["padding"])]
+            args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), self.const(op.inputs[1]),
+                    self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL", str(y.shape[3]), str(kh), str(kw),
+                    *map(str, geo), self.array("mult", "int32_t", p["mult"]), self.array("shift", "int32_t", p["shift"]),
+                    *map(str, (p["in_zp"], p["out_zp"], *p["act"])), out, str(oh), str(ow)]
+            self.m.calls.append(Call("tcc_transpose_conv_s8", args, op.name))
         elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # TFLite's MEAN: its own output parameters
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             hw = x.shape[1] * x.shape[2]

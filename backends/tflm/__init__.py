@@ -29,7 +29,7 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean",
             "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
-            "SLICE": "AddSlice"}
+            "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv"}
 
 
 def extractor_tflite(extractor: Graph) -> bytes:

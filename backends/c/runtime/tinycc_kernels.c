@@ -82,6 +82,46 @@ void tcc_conv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const i
     }
 }
 
+void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                           int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                           const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min,
+                           int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    int32_t y, x, o, ky, kx, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t ty = y + pt - ky;
+                    const int32_t iy = ty / sh;
+                    if (ty < 0 || ty % sh != 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t tx = x + pl - kx;
+                        const int32_t ix = tx / sw;
+                        const int8_t *px;
+                        const int8_t *pw;
+                        if (tx < 0 || tx % sw != 0 || ix >= iw) {
+                            continue;
+                        }
+                        px = in + (iy * iw + ix) * ic;
+                        pw = w + ((o * kh + ky) * kw + kx) * ic;
+                        for (c = 0; c < ic; ++c) {
+                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
+                        }
+                    }
+                }
+                if (bias) {
+                    acc += TCC_READ_S32(bias + o);
+                }
+                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
+                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
 void tcc_dwconv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
                      int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
                      int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,

@@ -52,6 +52,12 @@ void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int3
                       int8_t *out);
 /* SLICE along one axis: `outer` blocks of `inner` bytes taken at `offset` in blocks of `in_inner` bytes. */
 void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out);
+/* TRANSPOSE_CONV: w (flash) [oc][kh][kw][ic], bias (flash, may be NULL); output pixel (y, x) sums input pixel
+ * ((y + pt - ky) / sh, (x + pl - kx) / sw) where that divides evenly (TFLite's scatter, gathered). */
+void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                           int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                           const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min,
+                           int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
 /* Copy `outer` blocks of `inner` bytes into blocks of `out_inner` bytes at `offset` (concatenation). */
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out);
