@@ -509,3 +509,14 @@ def test_imported_int8_model_compiles_for_c_and_tflm(models, tmp_path: Path) -> 
         tm.set_input(x[i:i + 1], 0)
         tm.invoke()
         np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
+
+
+def test_transpose_before_flatten_folds_into_the_dense(session, models) -> None:
+    """PyTorch's NCHW flatten (Transpose -> Flatten -> Dense) costs nothing: cleanup permutes the Dense's columns."""
+    m = models["transpose_ops"]
+    g = graph_from_keras_model(m)
+    assert [o.kind for o in g.ops].count(OpKind.TRANSPOSE) == 3
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    assert [o.name for o in g.ops if o.kind == OpKind.TRANSPOSE] == ["to_nhwc", "swap_hw"]
+    x = _x(m, 8, 4)
+    np.testing.assert_allclose(run(g, x)[g.outputs[0]], np.asarray(m(x)), rtol=1e-4, atol=1e-4)
