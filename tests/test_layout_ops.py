@@ -472,9 +472,11 @@ def test_nearest_index_follows_tflite() -> None:
     np.testing.assert_array_equal(nearest_index(3, 5, False, True), [0, 2, 4])
 
 
-def test_imported_int8_model_compiles_for_c_and_tflm(models, tmp_path: Path) -> None:
-    """The converter's int8 file with SUB/MAXIMUM/MINIMUM: the C project (ASan/UBSan) computes run_int8's features,
-    and TFLite Micro runs the tflm target's extractor .tflite bit-exactly like run_int8."""
+@pytest.mark.parametrize("name", [*MODELS, "split_ops"])
+def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: str) -> None:
+    """Converter int8 files (binary_ops, split_ops) and tinycc-quantized Keras models (the others) with the new ops
+    in Φf: the C project (ASan/UBSan) computes run_int8's features and learns like the simulator; TFLite Micro
+    runs the tflm target's extractor .tflite bit-exactly like run_int8."""
     from tflite_micro.python.tflite_micro import runtime
 
     from tinycc.backends.c import CBackend, render_project
@@ -482,27 +484,42 @@ def test_imported_int8_model_compiles_for_c_and_tflm(models, tmp_path: Path) -> 
     from tinycc.backends.tflm.measure import measure_arena
     from tinycc.ir.simulator import Simulator
     from tinycc.plugins.ondevice import build_deployment
-    from tinycc.session import Session
 
-    m = models["binary_ops"]
-    p = tmp_path / "binary_int8.tflite"
-    p.write_bytes(_convert(m, _x(m, 32)))
-    g = read_tflite(str(p))
-    dep = build_deployment(g, {"buffer": 6, "lr": 0.05}, Session(autoload=False), CBackend())
+    m = models[name]
+    opts = {"buffer": 6, "lr": 0.05}
+    if name in ("binary_ops", "split_ops"):
+        p = tmp_path / f"{name}_int8.tflite"
+        p.write_bytes(_convert(m, _x(m, 32)))
+
+        def graph():
+            return read_tflite(str(p))
+    else:
+        opts["calib_data"] = _x(m, 48, 11)
+
+        def graph():
+            g = graph_from_keras_model(m)
+            run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+            return g
+    dep = build_deployment(graph(), opts, session, CBackend())
     CBackend().check(dep, {})
-    ext = dep.extractor
-    assert NEW & {o.kind for o in ext.ops}
-    x = _x(m, 12, 3)
-    y = np.arange(12) % dep.num_classes
-    render_project(dep, {"test_vectors": (x, y), "test_count": 12, "test_learn": 4}, tmp_path / "c")
+    assert NEW & {o.kind for o in dep.extractor.ops}
+    x = _x(m, 8, 3)
+    y = np.arange(8) % dep.num_classes
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
     out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    feats = Simulator(dep).features(x)
+    sim = Simulator(dep)
+    feats = sim.features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    dep = build_deployment(read_tflite(str(p)), {"buffer": 6}, Session(autoload=False), TflmBackend())
+    for i in range(4):
+        sim.learn_features(feats[i], int(y[i]))
+    w = sim.classifier.layers[-1].weight
+    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    dep = build_deployment(graph(), opts, session, TflmBackend())
     TflmBackend().check(dep, {})
     data = extractor_tflite(dep.extractor)
-    assert {"SUB", "MAXIMUM", "MINIMUM"} <= set(operator_names(data))
+    written = {"split_ops": {"SLICE"}, "binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}}.get(name, NEW_TFLITE[name])
+    assert written <= set(operator_names(data))
     tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
     ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
     for i in range(len(x)):
