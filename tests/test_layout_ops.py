@@ -472,6 +472,43 @@ def test_nearest_index_follows_tflite() -> None:
     np.testing.assert_array_equal(nearest_index(3, 5, False, True), [0, 2, 4])
 
 
+def _source(session, m, tmp_path: Path):
+    """A function making the model's graph (the converter's int8 file for binary_ops/split_ops, else the cleaned
+    Keras graph) and the compile options (calibration data for the float ones)."""
+    opts = {"buffer": 6, "lr": 0.05}
+    if m.name in ("binary_ops", "split_ops"):
+        p = tmp_path / f"{m.name}_int8.tflite"
+        p.write_bytes(_convert(m, _x(m, 32)))
+        return (lambda: read_tflite(str(p))), opts
+    opts["calib_data"] = _x(m, 48, 11)
+
+    def graph():
+        g = graph_from_keras_model(m)
+        run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+        return g
+    return graph, opts
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("name", [*MODELS, "split_ops"])
+def test_cortex_m4_qemu_features_equal_run_int8(session, models, tmp_path: Path, name: str) -> None:
+    """-Os -Wall -Wextra -Werror for Cortex-M4, run under QEMU: the first vectors' int8 features equal run_int8's."""
+    from tinycc.backends.c import CBackend, render_project
+    from tinycc.plugins.ondevice import build_deployment
+
+    m = models[name]
+    graph, opts = _source(session, m, tmp_path)
+    dep = build_deployment(graph(), opts, session, CBackend())
+    x = _x(m, 4, 3)
+    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
+                         "test_learn": 0}, tmp_path / "m4")
+    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
+    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    assert dev.instructions["features"] > 0
+
+
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: str) -> None:
     """Converter int8 files (binary_ops, split_ops) and tinycc-quantized Keras models (the others) with the new ops
@@ -486,20 +523,7 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     from tinycc.plugins.ondevice import build_deployment
 
     m = models[name]
-    opts = {"buffer": 6, "lr": 0.05}
-    if name in ("binary_ops", "split_ops"):
-        p = tmp_path / f"{name}_int8.tflite"
-        p.write_bytes(_convert(m, _x(m, 32)))
-
-        def graph():
-            return read_tflite(str(p))
-    else:
-        opts["calib_data"] = _x(m, 48, 11)
-
-        def graph():
-            g = graph_from_keras_model(m)
-            run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-            return g
+    graph, opts = _source(session, m, tmp_path)
     dep = build_deployment(graph(), opts, session, CBackend())
     CBackend().check(dep, {})
     assert NEW & {o.kind for o in dep.extractor.ops}
