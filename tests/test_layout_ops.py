@@ -561,3 +561,34 @@ def test_transpose_before_flatten_folds_into_the_dense(session, models) -> None:
     assert [o.name for o in g.ops if o.kind == OpKind.TRANSPOSE] == ["to_nhwc", "swap_hw"]
     x = _x(m, 8, 4)
     np.testing.assert_allclose(run(g, x)[g.outputs[0]], np.asarray(m(x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resize_ops", "deconv_ops", "binary_ops"])
+def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, tmp_path: Path, name: str) -> None:
+    """The arduino target on an ATmega2560 (simavr): constants in PROGMEM (TransposeConv weights and bias, the
+    resize's index tables) read through the port macros; predictions before and after learning equal the
+    simulator's."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import report_predictions
+    from tinycc.ir.simulator import Simulator
+    from tinycc.plugins.ondevice import build_deployment
+
+    from . import arduino_harness
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    m = models[name]
+    graph, opts = _source(session, m, tmp_path)
+    dep = build_deployment(graph(), {**opts, "board": "mega2560", "buffer": 8}, session, ArduinoBackend())
+    x = _x(m, 8, 3)
+    y = np.arange(8) % dep.num_classes
+    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
+    lines = arduino_harness.run_simavr(elf)
+    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
+    rows = report_predictions("\n".join(report))
+    sim = Simulator(dep)
+    assert rows["before"] == list(sim.predict(x)[0])
+    for i in range(8):
+        sim.learn(x[i], int(y[i]))
+    assert rows["after"] == list(sim.predict(x)[0])
