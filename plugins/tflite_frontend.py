@@ -12,7 +12,8 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size from its output tensor), SPLIT/SPLIT_V (one slice op per output),
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
+from its output tensor), SPLIT/SPLIT_V (one slice op per output),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN

@@ -202,7 +202,8 @@ class _Writer:
         elif k in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
             self.emit(k.name, ins, outs)
         else:
-            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite")
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
+                                        "`tinycc ops` lists what can")
 
     def _zero_bias(self, op: Op) -> int:
         x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]

@@ -100,6 +100,7 @@ def test_cut_that_names_nothing_lists_the_cut_points(session, files, tmp_path: P
     dep = build_deployment(read_tflite(str(files["conv_head2_int8"])), {"cut": cands[1].tensor}, session, CBackend())
     assert [l.n_out for l in dep.classifier] == [5]
     r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(files["conv_head2_int8"]), "--cut",
-                        "nonexistent", "--target", "c", "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+                        "nonexistent", "--target", "c", "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "names no layer or tensor" in r.stderr and "valid cut points" in r.stderr

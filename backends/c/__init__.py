@@ -205,7 +205,8 @@ class CBackend(Backend):
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel (int8 reference "
                                             "interpreter only)")
             if op.kind not in C_KINDS:
-                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
+                                            "`tinycc ops` lists them")
 
     def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
         return max(plan_for(extractor, options).arena, 16)

@@ -132,7 +132,8 @@ class _Builder:
     def build(self) -> EmitModel:
         for op in self.g.ops:
             if op.kind not in C_KINDS:
-                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
+                                            "`tinycc ops` lists them")
             why = c_kernel_problem(self.g, op)
             if why is not None:
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel")
@@ -198,7 +199,8 @@ class _Builder:
                    transpose_conv_padding(ow, kw, sw, a["padding"])]
             args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), self.const(op.inputs[1]),
                     self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL", str(y.shape[3]), str(kh), str(kw),
-                    *map(str, geo), self.array("mult", "int32_t", p["mult"]), self.array("shift", "int32_t", p["shift"]),
+                    *map(str, geo), self.array("mult", "int32_t", p["mult"]),
+                    self.array("shift", "int32_t", p["shift"]),
                     *map(str, (p["in_zp"], p["out_zp"], *p["act"])), out, str(oh), str(ow)]
             self.m.calls.append(Call("tcc_transpose_conv_s8", args, op.name))
         elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # TFLite's MEAN: its own output parameters
