@@ -303,6 +303,20 @@ def _permute(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.TRANSPOSE, ins, name, name, {"perm": (0,) + tuple(int(d) for d in l.dims)})
 
 
+def _cropping(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Cropping2D / Cropping1D: one slice op per cropped axis (rows, then columns)."""
+    crops = [tuple(int(v) for v in c) for c in (l.cropping if type(l).__name__ == "Cropping2D" else [l.cropping])]
+    x = ins[0]
+    cuts = [(axis, c) for axis, c in enumerate(crops, start=1) if c != (0, 0)]
+    if not cuts:
+        return b.op(OpKind.DROPOUT, ins, name, name)
+    for i, (axis, (lo, hi)) in enumerate(cuts):
+        n = b.g.tensors[x].shape[axis] - lo - hi
+        x = b.op(OpKind.SLICE, [x], name if i == len(cuts) - 1 else f"{name}_axis{axis}", name,
+                 {"axis": axis, "begin": lo, "length": n})
+    return x
+
+
 def _concat(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.CONCAT, ins, name, name, {"axis": int(l.axis)})
 
@@ -480,7 +494,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
     "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
     "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing, "Permute": _permute,
-    "Conv2DTranspose": _conv2d_transpose,
+    "Conv2DTranspose": _conv2d_transpose, "Cropping2D": _cropping, "Cropping1D": _cropping,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,

@@ -12,7 +12,8 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
+axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
 from its output tensor), SPLIT/SPLIT_V (one slice op per output),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
@@ -220,7 +221,7 @@ class _Reader:
             if k in skip:
                 continue
             code = self.codes[o.opcodeIndex]
-            if code in _SHAPE_OPS or self._int32_arithmetic(code, o):
+            if self._int32_arithmetic(code, o):
                 continue
             if code == "EXPAND_DIMS" and self._repeat_at(ops, k) is not None:
                 skip.update(self._repeat(ops, k))
@@ -253,16 +254,16 @@ class _Reader:
             code = self.codes[o.opcodeIndex]
             if self._int32_arithmetic(code, o):
                 continue
-            if code in _SHAPE_OPS and any(self.sg.tensors[i].type != 2 for i in o.outputs):
-                known = known - _SHAPE_OPS  # only the int32 shape arithmetic of Flatten is dropped
+            if code in _SHAPE_OPS - {"STRIDED_SLICE"}:  # only the int32 shape arithmetic of Flatten is dropped
+                known.discard(code)
             if code not in known:
                 outs = ", ".join(self._short(i) for i in o.outputs)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
                                             f"tinycc's reader; {OPS_HINT}")
 
     def _int32_arithmetic(self, code: str, o: Any) -> bool:
-        """An int32 CONCATENATION of shape values (the converter's Flatten/UpSampling2D shape arithmetic)."""
-        return code == "CONCATENATION" and all(self.sg.tensors[i].type == 2 for i in o.outputs)
+        """int32 shape values (the converter's Flatten/UpSampling2D/Conv2DTranspose shape arithmetic): dropped."""
+        return code in _SHAPE_OPS | {"CONCATENATION"} and all(self.sg.tensors[i].type == 2 for i in o.outputs)
 
     def _consumer(self, ops: list[Any], k: int, code: str) -> int | None:
         """Index of the first op after ``k`` of type ``code`` that reads ``ops[k]``'s output."""
@@ -378,6 +379,8 @@ class _Reader:
                 size = int(self.sg.tensors[i].shape[axis])
                 self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
                 begin += size
+        elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
+            self._strided_slice(o, x, out)
         elif code == "TRANSPOSE":
             perm = tuple(int(v) for v in self._const(ins[1], "TRANSPOSE permutation").reshape(-1))
             if not perm or perm[0] != 0:
@@ -430,6 +433,35 @@ class _Reader:
             self.add(OpKind.GLOBAL_AVG_POOL if code == "MEAN" else OpKind.GLOBAL_MAX_POOL, [x], out, attrs)
         else:  # pragma: no cover - _check_supported lists every code handled here
             raise UnsupportedLayerError(f"TFLite operator {code} is not supported")
+
+    def _strided_slice(self, o: Any, x: str, out: int) -> None:
+        opt, shape = o.builtinOptions, self.g.tensors[x].shape
+        begin, end, strides = (self._const(o.inputs[i], "STRIDED_SLICE " + w).reshape(-1)
+                               for i, w in ((1, "begin"), (2, "end"), (3, "strides")))
+        if np.any(strides != 1) or opt.ellipsisMask or opt.newAxisMask or opt.shrinkAxisMask:
+            raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r}: only a slice with stride 1 "
+                                        "that keeps every axis is supported")
+        cuts = []
+        for axis, dim in enumerate(shape):
+            b = 0 if opt.beginMask >> axis & 1 else int(begin[axis])
+            e = dim if opt.endMask >> axis & 1 else int(end[axis]) + (b if getattr(opt, "offset", False) else 0)
+            b, e = (min(max(v + dim if v < 0 else v, 0), dim) for v in (b, e))
+            if (b, e) != (0, dim):
+                if axis == 0 or e <= b:
+                    raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r} slices the batch axis "
+                                                "or nothing")
+                cuts.append((axis, b, e - b))
+        if not cuts:
+            self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
+            return
+        src = self.g.tensors[x]
+        for axis, b, n in cuts[:-1]:
+            name = self.g.unique_tensor_name(f"{self._tname(out)}/axis{axis}")
+            x = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(name), {"axis": axis, "begin": b, "length": n},
+                              origin=self._tname(out), output_name=name).outputs[0]
+            self.g.tensors[x].dtype, self.g.tensors[x].quant = src.dtype, src.quant
+        axis, b, n = cuts[-1]
+        self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
 
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""

@@ -122,10 +122,26 @@ def _deconv_model():
     return m
 
 
+def _crop_model():
+    """A decoder step: Conv2DTranspose ('valid', 13x13) cropped back by Cropping2D (STRIDED_SLICE in TFLite)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(9)
+    inp = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="enc")(inp)
+    x = L.Conv2DTranspose(4, 3, strides=2, activation="relu", name="dec")(x)
+    x = L.Cropping2D(((1, 2), (0, 1)), name="crop")(x)
+    x = L.Conv2D(5, 3, strides=2, name="c")(x)
+    return keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x)), name="crop_ops")
+
+
 MODELS = {"binary_ops": _binary_model, "resize_ops": _resize_model, "transpose_ops": _transpose_model,
-          "deconv_ops": _deconv_model}
+          "deconv_ops": _deconv_model, "crop_ops": _crop_model}
 NEW_TFLITE = {"binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}, "resize_ops": {"RESIZE_NEAREST_NEIGHBOR"},
-              "transpose_ops": {"TRANSPOSE"}, "split_ops": {"SPLIT", "SPLIT_V"}, "deconv_ops": {"TRANSPOSE_CONV"}}
+              "transpose_ops": {"TRANSPOSE"}, "split_ops": {"SPLIT", "SPLIT_V"}, "deconv_ops": {"TRANSPOSE_CONV"},
+              "crop_ops": {"TRANSPOSE_CONV", "STRIDED_SLICE"}}
+WRITTEN = {**NEW_TFLITE, "split_ops": {"SLICE"}, "crop_ops": {"TRANSPOSE_CONV", "SLICE"}}  # tinycc's writer
 
 
 def _x(model, n: int, seed: int = 0) -> np.ndarray:
@@ -186,7 +202,7 @@ def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -
     np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops", "deconv_ops"])
+@pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops", "deconv_ops", "crop_ops"])
 def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path, name: str) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
@@ -203,6 +219,8 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Pa
         assert kinds.count(OpKind.TRANSPOSE) >= 2
     elif name == "deconv_ops":
         assert kinds.count(OpKind.TRANSPOSE_CONV2D) == 2
+    elif name == "crop_ops":
+        assert kinds.count(OpKind.SLICE) == 2 and OpKind.TRANSPOSE_CONV2D in kinds
     else:
         assert kinds.count(OpKind.SLICE) == 4
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
@@ -268,7 +286,7 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
             assert all(g.tensors[t].quant.equals(g.tensors[o.outputs[0]].quant) for t in o.inputs)
     data = write_tflite(g)
     assert write_tflite(g) == data
-    assert (NEW_TFLITE[name] if name != "split_ops" else {"SLICE"}) <= set(operator_names(data))
+    assert WRITTEN[name] <= set(operator_names(data))
     x = _x(m, 40, 9)
     it = _interp(data)
     index = {d["name"]: d["index"] for d in it.get_tensor_details()}
@@ -542,8 +560,7 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     dep = build_deployment(graph(), opts, session, TflmBackend())
     TflmBackend().check(dep, {})
     data = extractor_tflite(dep.extractor)
-    written = {"split_ops": {"SLICE"}, "binary_ops": {"SUB", "MAXIMUM", "MINIMUM"}}.get(name, NEW_TFLITE[name])
-    assert written <= set(operator_names(data))
+    assert WRITTEN[name] <= set(operator_names(data))
     tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
     ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
     for i in range(len(x)):
