@@ -24,7 +24,7 @@ def sections() -> list[tuple[str, str, list[str]]]:
     from .keras_frontend import SUPPORTED_LAYERS
     from .tflite_frontend import SUPPORTED_OPERATORS
 
-    shape_only = {"SHAPE", "STRIDED_SLICE", "PACK", "TILE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+    shape_only = {"SHAPE", "PACK", "TILE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
     return [
         ("keras frontend (.h5, .keras): layers", "float32", list(SUPPORTED_LAYERS)),
         ("tflite frontend (.tflite): operators",
