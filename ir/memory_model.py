@@ -25,10 +25,7 @@ CODE_ESTIMATE = {"base": 1200, OpKind.CONV2D: 700, OpKind.DEPTHWISE_CONV2D: 650,
                  OpKind.MAX_POOL2D: 300, OpKind.AVG_POOL2D: 350, OpKind.GLOBAL_AVG_POOL: 350,
                  OpKind.GLOBAL_MAX_POOL: 300, OpKind.ADD: 450, OpKind.MUL: 400, OpKind.CONCAT: 200,
                  OpKind.PAD: 200, OpKind.RELU: 150, OpKind.RELU6: 150, OpKind.QUANTIZE: 200,
-                 OpKind.DEQUANTIZE: 120, OpKind.SIGMOID: 700, OpKind.TANH: 700, OpKind.LEAKY_RELU: 200,
-                 OpKind.SUB: 450, OpKind.MAXIMUM: 250, OpKind.MINIMUM: 250, OpKind.RESIZE_NEAREST: 150,
-                 OpKind.TRANSPOSE: 200, OpKind.SLICE: 150, OpKind.TRANSPOSE_CONV2D: 700,
-                 "learn": 2500, "buffer": 600}
+                 OpKind.DEQUANTIZE: 120, OpKind.SIGMOID: 700, OpKind.TANH: 700, OpKind.LEAKY_RELU: 200, "learn": 2500, "buffer": 600}
 
 
 @dataclass(frozen=True)
