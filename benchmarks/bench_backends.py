@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import CBackend, render_project
     from tinycc.backends.tflm.measure import measure_arena
     from tinycc.memory import plan
-    from tinycc.plugins.ondevice import build_deployment
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.config import TestVectors, make_config
+    from tinycc.deploy import build_deployment
+    from tinycc.tflite_writer import write_tflite
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     for name, g, x, calib in _models(session, getattr(args, "models", None)):
         t0 = time.perf_counter()
-        dep = build_deployment(g, {"calib_data": calib, "buffer": 8}, session, CBackend())
+        dep = build_deployment(g, make_config(session, buffer=8), session, CBackend(), calib=calib)
         t_build = time.perf_counter() - t0
         best, greedy = plan(dep.extractor, "best"), plan(dep.extractor, "greedy")
         no_inplace = plan(dep.extractor, "best", inplace=False)
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> Result:
         m = measure_arena(tfl)
         with tempfile.TemporaryDirectory() as d:
             proj = Path(d)
-            render_project(dep, {"test_vectors": (x[:32], np.zeros(32, int)), "test_count": 32}, proj)
+            render_project(dep, proj, TestVectors(x[:32], np.zeros(32, int), 32))
             c_time, sizes = _c_timing(proj, x, args.repeats, args.runs)
         tflm_time = _tflm_timing(tfl, m.arena, x[:32], args.repeats, args.runs)
         data[name] = {"arena_best": best.arena, "arena_greedy": greedy.arena, "lower_bound": best.lower_bound,

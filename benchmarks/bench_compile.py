@@ -50,7 +50,7 @@ def _calibration(args: argparse.Namespace, tmp: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.driver import compile_model
+    from tinycc.api import compile_model, make_config
     from tinycc.passes import summarize
     from tinycc.session import Session
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> Result:
             t0 = time.perf_counter()
             tgt, _, kern = target.partition(" --kernels ")
             opts = {"calib": str(calib), "force": True, **({"kernels": kern} if kern else {})}
-            r = compile_model(model, tgt, str(tmp / f"out-{tgt}-{kern or 'default'}"), opts, session)
+            r = compile_model(model, tgt, str(tmp / f"out-{tgt}-{kern or 'default'}"), make_config(session, **opts),
+                              session)
             totals.append(time.perf_counter() - t0)
             for name, kind, n, sec in summarize(r.passes):
                 per_name.setdefault(name, []).append(sec)

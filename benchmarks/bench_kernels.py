@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "C++ headers (default: CACHE/arm-libstdcxx/root when needed)")
     p.add_argument("--cmsis-nn-dir", help="CMSIS_NN_DIR (default: the vendored snapshot, extracted into the cache)")
     p.add_argument("--models", nargs="+", help="only these models (names as in the table)")
-    p.add_argument("--cpus", nargs="+", default=["m4", "m7", "m0plus"])
+    p.add_argument("--cpus", nargs="+", default=list(kb.CPU_FLAGS))
     p.add_argument("--repeats", type=int, default=20, help="host: inferences per timing run")
     p.add_argument("--runs", type=int, default=5, help="host: timing runs (median)")
 
@@ -62,21 +62,22 @@ def _mlperf_deployments(args: argparse.Namespace, session: Any):
     from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.config import make_config
+    from tinycc.deploy import build_deployment
 
     for name, fname in MLPERF.items():
         path = Path(args.mlperf) / fname
         if not path.exists() or (args.models and name not in args.models):
             continue
-        graph = session.registry.frontend_for(str(path)).load(str(path), {})
+        graph = session.registry.frontend_for(str(path)).load(str(path))
         run_pipeline(graph, session.registry.pipeline("cleanup"), PassContext(session=session))
         macs = totals(graph)["macs"]
         deps: dict[str, Any] = {}
         for k in KERNELS:
             try:
-                dep = build_deployment(graph.copy() if hasattr(graph, "copy") else graph, {"kernels": k}, session,
-                                       CBackend())
-                CBackend().check(dep, {"kernels": k})
+                dep = build_deployment(graph.copy() if hasattr(graph, "copy") else graph,
+                                       make_config(session, kernels=k), session, CBackend())
+                CBackend().check(dep)
                 deps[k] = dep
             except TinyccError as e:
                 deps[k] = f"not compiled: {e}"
@@ -94,7 +95,8 @@ def _zoo_deployments(session: Any, only: list[str] | None):
     from tinycc.backends.tflm import extractor_tflite
     from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.config import make_config
+    from tinycc.deploy import build_deployment
 
     for name in ZOO:
         if only and name not in only:
@@ -102,7 +104,8 @@ def _zoo_deployments(session: Any, only: list[str] | None):
         deps: dict[str, Any] = {}
         for k in KERNELS:
             g, x, y, calib = _graph(session, name)
-            deps[k] = build_deployment(g, {"calib_data": calib, **CASES[name], "kernels": k}, session, CBackend())
+            deps[k] = build_deployment(g, make_config(session, **CASES[name], kernels=k), session, CBackend(),
+                                       calib=calib)
         try:
             tflite: bytes | str = extractor_tflite(deps["tinycc"].extractor)
         except TinyccError as e:  # e.g. a grouped convolution: no TFLite kernel, TFLite Micro is not measured
@@ -122,8 +125,9 @@ def _cnas_deployments(session: Any, only: list[str] | None):
     from tinycc.ir.stats import totals
     from tinycc.models import cnas_cifar10
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
-    from tinycc.plugins.prune import prune
+    from tinycc.config import make_config
+    from tinycc.deploy import build_deployment
+    from tinycc.plugins.passes.prune import prune
 
     names = [n for n in CNAS if not only or n in only]
     data = SHARED / "data" / "cifar10.npz"
@@ -141,7 +145,7 @@ def _cnas_deployments(session: Any, only: list[str] | None):
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
     path = Path(tempfile.mkdtemp(prefix="bench-kernels-cnas-")) / "cnas.keras"
     model.save(path)  # loaded as bench_thesis.py loads the trained model
-    base = session.registry.frontend_for(str(path)).load(str(path), {})
+    base = session.registry.frontend_for(str(path)).load(str(path))
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
     head = [o for o in base.ops if o.kind.value == "dense"][-1]  # the classifier: the cut is its input (Flatten)
     last = [o for o in base.ops if o.kind.value in ("conv2d", "dense") and o is not head][-1]  # 1280 filters
@@ -152,8 +156,8 @@ def _cnas_deployments(session: Any, only: list[str] | None):
             if name == "CNAS step 1":
                 rep = prune(g, ratio=0.0, layer_ratios={last.name: 1094 / 1280})
                 assert any(r["channels_after"] == 1280 - 1094 for r in rep["layers"])  # as bench_thesis.py
-            deps[k] = build_deployment(g, {"calib_data": calib, "cut": head.inputs[0], "kernels": k}, session,
-                                       CBackend())
+            deps[k] = build_deployment(g, make_config(session, cut=head.inputs[0], kernels=k), session,
+                                       CBackend(), calib=calib)
         yield name, extractor_tflite(deps["tinycc"].extractor), deps, totals(deps["tinycc"].extractor)["macs"]
 
 
@@ -214,13 +218,13 @@ def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict
                     args: argparse.Namespace) -> Path:
     """Generate the project with kernels ``k``, time features() on each core and on the host."""
     from tinycc.backends.c import cmsis_nn, render_project
+    from tinycc.config import TestVectors
 
     proj = work / f"{row['model'].replace(' ', '_')}-{k}"
     proj.mkdir()
     x, y = _test_vectors(dep)
-    opts = {"kernels": k, "test_vectors": (x, y), "test_count": 2, "test_learn": 1}
-    render_project(dep, opts, proj)
-    row[f"{k} arena"] = dep.memory["items"][0]["bytes"] + cmsis_nn.scratch_bytes(dep.extractor, opts)
+    render_project(dep, proj, TestVectors(x, y, 2, 1))
+    row[f"{k} arena"] = dep.memory["items"][0]["bytes"] + cmsis_nn.scratch_bytes(dep.extractor, k)
     feats = {}
     for cpu in args.cpus:
         m = kb.tinycc_m(proj, dep.name, cpu, lib[cpu] if lib else None, cmsis_dir if lib else None)
@@ -256,7 +260,7 @@ def _tflm_libraries(args: argparse.Namespace, vendor: Path, cache: Path) -> tupl
 def _measure_tflm(row: dict[str, Any], tflite: bytes | str, project: Path, libs: dict[str, Any], cxx: Path | None,
                   work: Path, args: argparse.Namespace) -> None:
     from tinycc.backends.tflm import RESOLVER
-    from tinycc.plugins.tflite_writer import operator_names
+    from tinycc.tflite_writer import operator_names
 
     if isinstance(tflite, str):  # the model could not be written as .tflite
         for v in ("tflm-ref", "tflm-cmsis", "tflm host"):

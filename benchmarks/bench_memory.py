@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import CBackend
     from tinycc.errors import TinyccError
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
-    from tinycc.plugins.scenarios import prepare
+    from tinycc.config import make_config
+    from tinycc.deploy import build_deployment
+    from tinycc.plugins.applications.scenarios import prepare
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -83,16 +84,17 @@ def run(args: argparse.Namespace) -> Result:
     data: dict[str, Any] = {"budgets": budgets, "runs": args.runs, "lr": args.lr, "models": {}}
     for spec in args.model:
         name, path, scale = _model_arg(spec)
-        g = session.registry.frontend_for(path).load(path, {})
+        g = session.registry.frontend_for(path).load(path)
         run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-        prep = prepare(g, "concept-drift", str(cifar.parent), {"lr": args.lr}, session, args.stream, args.test, scale)
+        prep = prepare(g, "concept-drift", str(cifar.parent), make_config(session, lr=args.lr), session, args.stream,
+                       args.test, scale)
         cut = prep.dep.meta["cut"]
         calib = _calib(prep)
         points = []
         for budget in budgets:
             opts = {"ram": budget, "cut": cut, "lr": args.lr}
             try:
-                dep = build_deployment(g, {**opts, "calib_data": calib}, session, CBackend())
+                dep = build_deployment(g, make_config(session, **opts), session, CBackend(), calib=calib)
             except TinyccError as e:
                 points.append({"budget": budget, "fits": False, "why": str(e).split(";")[0]})
                 print(f"{name} @ {budget // 1024} kB: does not fit", flush=True)
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> Result:
 
 
 def _calib(prep: Any) -> np.ndarray:
-    from tinycc.plugins.scenarios import CALIB_SAMPLES, CALIB_SEED, make_stream
+    from tinycc.plugins.applications.scenarios import CALIB_SAMPLES, CALIB_SEED, make_stream
 
     src = prep.data
     st = make_stream("concept-drift", src, min(CALIB_SAMPLES, len(src.x_train)), 1, CALIB_SEED, prep.scale,
@@ -164,7 +166,7 @@ def _calib(prep: Any) -> np.ndarray:
 def _final_accuracy(prep: Any, caps: list[int], args: argparse.Namespace) -> dict[int, tuple[float, float]]:
     """Final concept-drift accuracy (mean, std over runs) of Ω with each buffer capacity."""
     from tinycc.ir.simulator import learner_for
-    from tinycc.plugins.scenarios import draw, run_mode
+    from tinycc.plugins.applications.scenarios import draw, run_mode
 
     # a FIFO buffer at least as long as the stream never evicts: every such capacity learns identically
     sim = sorted({min(c, prep.n_stream) for c in caps})

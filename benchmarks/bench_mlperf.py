@@ -42,14 +42,14 @@ def cifar(data: str | None, n_test: int, n_calib: int, seed: int) -> tuple[np.nd
 def _graph(session: Any, path: Path) -> Any:
     from tinycc.passes import PassContext, run_pipeline
 
-    g = session.registry.frontend_for(str(path)).load(str(path), {})
+    g = session.registry.frontend_for(str(path)).load(str(path))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     return g
 
 
 def keras_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the float Keras model (Keras 2 file repaired by tinycc's loader)."""
-    from tinycc.plugins.keras_frontend import _load_keras
+    from tinycc.plugins.frontends.keras import _load_keras
 
     model = _load_keras(str(path))
     return float((np.argmax(model.predict(x, batch_size=100, verbose=0), axis=1) == y).mean())
@@ -58,15 +58,17 @@ def keras_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 def tinycc_int8(session: Any, path: Path, calib: np.ndarray) -> Any:
     """The inference-only deployment tinycc compiles (float I/O), calibrated on ``calib``."""
     from tinycc.backends.c import CBackend
-    from tinycc.plugins.inference import build_inference
+    from tinycc.config import make_config
+    from tinycc.deploy import build_inference
 
-    return build_inference(_graph(session, path), {"calib_data": calib}, session, CBackend())
+    return build_inference(_graph(session, path), make_config(session, inference_only=True), session, CBackend(),
+                           calib=calib)
 
 
 def int8_accuracy(dep: Any, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of run_int8 on the full int8 graph (the generated C computes the same bits)."""
     from tinycc.ir.interpreter_int8 import run_int8
-    from tinycc.plugins.inference import full_graph
+    from tinycc.deploy import full_graph
 
     g = full_graph(dep)
     out = np.concatenate([run_int8(g, x[i:i + 100])[g.outputs[0]] for i in range(0, len(x), 100)])
@@ -95,12 +97,13 @@ def learning(session: Any, graph: Any) -> str:
     """What on-device learning makes of the model: the cut and the head, or why not."""
     from tinycc.backends.c import CBackend
     from tinycc.errors import TinyccError
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.config import make_config
+    from tinycc.deploy import build_deployment
 
     shape = tuple(graph.tensors[graph.inputs[0]].shape[1:])
     calib = np.random.default_rng(0).uniform(0, 1, (8,) + shape).astype(np.float32)
     try:
-        dep = build_deployment(graph, {"calib_data": calib, "buffer": 8}, session, CBackend())
+        dep = build_deployment(graph, make_config(session, buffer=8), session, CBackend(), calib=calib)
     except TinyccError as e:
         return f"no: {e}"
     return f"yes ({len(dep.classifier)} Dense, {dep.loss}, {dep.feature_count} features)"
@@ -111,20 +114,22 @@ def model_row(session: Any, path: Path, calib: np.ndarray | None) -> dict[str, A
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, deployment_tflite
     from tinycc.backends.tflm.measure import measure_arena
-    from tinycc.plugins.inference import build_inference
+    from tinycc.config import make_config
+    from tinycc.deploy import build_inference
 
     g = _graph(session, path)
     if calib is None:
         lo, hi = next(v for k, v in RANGES.items() if path.name.startswith(k))
         shape = tuple(g.tensors[g.inputs[0]].shape[1:])
         calib = np.random.default_rng(0).uniform(lo, hi, (64,) + shape).astype(np.float32)
-    dep = build_inference(g, {"calib_data": calib, "int8_io": True}, session, CBackend())
+    dep = build_inference(g, make_config(session, inference_only=True, int8_io=True), session, CBackend(),
+                          calib=calib)
     tflite = deployment_tflite(dep)
     items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     published = path.suffix == ".tflite" and g.meta.get("quantized")
     return {"model": path.name, "params": int(sum(t.size for t in g.tensors.values() if t.is_const)),
             "learning": learning(session, g), "c_ram": dep.memory["ram"], "c_flash": dep.memory["flash"],
-            "c_code_estimate": items["code"], "tflm_arena": TflmBackend().inference_arena_bytes(dep, {}),
+            "c_code_estimate": items["code"], "tflm_arena": measure_arena(tflite).arena,
             "tflite_bytes": len(tflite),
             "published_tflite_bytes": path.stat().st_size if published else None,
             "published_tflm_arena": measure_arena(path.read_bytes()).arena if published else None}

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.ir.interpreter import run as run_float
     from tinycc.ir.stats import totals
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_export import graph_to_keras, update_graph_weights
-    from tinycc.plugins.prune import prune
+    from tinycc.plugins.passes.keras_export import graph_to_keras, update_graph_weights
+    from tinycc.plugins.passes.prune import prune
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> Result:
         xf = z["x_train"][:args.finetune_images].astype(np.float32) / 255
         yf = z["y_train"][:args.finetune_images].astype(np.int64)
     session = Session(autoload=False)
-    base = session.registry.frontend_for(args.model).load(args.model, {})
+    base = session.registry.frontend_for(args.model).load(args.model)
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
     # the last 1x1 convolution (1,280 filters; cleanup made it a Dense layer, as it runs on a 1x1 map)
     last = [o for o in base.ops if o.kind.value in ("conv2d", "dense")][-2]

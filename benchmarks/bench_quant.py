@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> Result:
         xc = z["x_train"][:args.calib].astype(np.float32) / 255
         xt, yt = z["x_test"][:args.test].astype(np.float32) / 255, z["y_test"][:args.test].astype(np.int64)
     session = Session(autoload=False)
-    g = session.registry.frontend_for(args.model).load(args.model, {})
+    g = session.registry.frontend_for(args.model).load(args.model)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     float_acc = float((run_float(g, xt)[g.outputs[0]].argmax(1) == yt).mean())
     while g.ops[-1].kind.value == "softmax":
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> Result:
         g.ops.pop()
         g.prune_unused()
     t0 = time.time()
-    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, options={"calib_data": xc}))
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=xc))
     t_q = time.time() - t0
     ours = float((run_int8(g, xt)[g.outputs[0]].argmax(1) == yt).mean())
 

@@ -39,13 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _cleaned(session, model: str):
     from tinycc.passes import PassContext, run_pipeline
 
-    g = session.registry.frontend_for(model).load(model, {})
+    g = session.registry.frontend_for(model).load(model)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     return g
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.plugins.scenarios import simulate, tune, write_results
+    from tinycc.config import make_config
+    from tinycc.plugins.applications.scenarios import simulate, tune, write_results
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> Result:
             res.add(f"{scen}: skipped (no model trained on classes 0-7 given).")
             continue
         g = _cleaned(session, model)
-        opts = {"buffer": args.buffer, "lr": args.lr, "storage": "int8"}
+        opts = make_config(session, buffer=args.buffer, lr=args.lr, storage="int8")
         lrs = {m: args.lr for m in ("omega", "tinyol", "baseline")}
         lrs.update({k: float(v) for k, v in (item.split("=") for item in args.lrs.split(",") if item)})
         grid = [float(v) for v in args.lr_grid.split(",") if v]

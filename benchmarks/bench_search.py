@@ -247,11 +247,11 @@ def _baselines(cifar: Path, args: argparse.Namespace, seed: int) -> dict[str, di
     from tinycc.ir.simulator import Simulator
     from tinycc.ir.stats import totals
     from tinycc.models import cnas_cifar10
-    from tinycc.plugins.keras_export import graph_to_keras
-    from tinycc.plugins.prune import prune
-    from tinycc.plugins.search import load_data
-    from tinycc.plugins.search.feasibility import compile_deployment
-    from tinycc.plugins.search.objective import TrialData, fit
+    from tinycc.plugins.passes.keras_export import graph_to_keras
+    from tinycc.plugins.passes.prune import prune
+    from tinycc.plugins.applications.search import load_data
+    from tinycc.plugins.applications.search.feasibility import compile_deployment
+    from tinycc.plugins.applications.search.objective import TrialData, fit
     from tinycc.session import Session
 
     d = load_data(str(cifar), args.subset, seed, None)
@@ -263,7 +263,7 @@ def _baselines(cifar: Path, args: argparse.Namespace, seed: int) -> dict[str, di
     cnas_cifar10().save(tmp / "cnas.keras")
     out = {}
     for name in BASELINES:
-        g = session.registry.frontend_for(str(tmp / "cnas.keras")).load(str(tmp / "cnas.keras"), {})
+        g = session.registry.frontend_for(str(tmp / "cnas.keras")).load(str(tmp / "cnas.keras"))
         last = [o for o in g.ops if o.kind.value == "conv2d"][-1]
         kw = {"layer_ratios": {last.name: 1094 / 1280}, "ratio": 0.0} if name == "step1" else \
             {"budget": ("params", 770_621)}

@@ -37,11 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Result:
     import keras
 
-    from tinycc.driver import compile_model
+    from tinycc.api import compile_model, make_config
     from tinycc.ir.stats import totals
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_export import graph_to_keras, update_graph_weights
-    from tinycc.plugins.prune import prune
+    from tinycc.plugins.passes.keras_export import graph_to_keras, update_graph_weights
+    from tinycc.plugins.passes.prune import prune
     from tinycc.report import markdown_table
     from tinycc.session import Session
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> Result:
     calib = tmp / "calib.npz"
     np.savez(calib, x_calib=xf[-args.calib_count:], y_calib=yf[-args.calib_count:])
     session = Session(autoload=False)
-    base = session.registry.frontend_for(args.model).load(args.model, {})
+    base = session.registry.frontend_for(args.model).load(args.model)
     run_pipeline(base, session.registry.pipeline("cleanup"), PassContext(session=session))
     # the last 1x1 convolution (1,280 filters; cleanup made it a Dense layer, as it runs on a 1x1 map)
     last = [o for o in base.ops if o.kind.value in ("conv2d", "dense")][-2]
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> Result:
         for target in ("c", "tflm"):
             out = tmp / f"{name}-{target}"
             opts = {"calib": str(calib), "ram": RAM_BUDGET, "cut": cut, "force": True}
-            r = compile_model(str(path), target, str(out), opts, Session())
+            session = Session()
+            r = compile_model(str(path), target, str(out), make_config(session, **opts), session)
             dep = r.deployment
             m = {i["name"]: i["bytes"] for i in dep.memory["items"]}
             net = sum(m.get(n, 0) for n in ("extractor weights", "extractor biases", "requantization tables",

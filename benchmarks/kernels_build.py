@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinycc.backends.c import cmsis_nn, cortexm
+from tinycc.targets import BUILTIN_TARGETS, family
 
-CPU_FLAGS = {"m4": "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16",
-             "m7": "-mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16",
-             "m0plus": "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft"}
+CPU_FLAGS = {t.name: t.cflags for t in family(BUILTIN_TARGETS, "cortexm")}  # m4, m7, m0plus
 REF_NS = 1000  # ns per tick of the MPS2 reference clock (1 MHz)
 SECTIONS = "-ffunction-sections -fdata-sections"
 LINK = "--specs=rdimon.specs -nostartfiles -Wl,--gc-sections"

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .deployment import TrainConfig
 from .train import F32, Classifier
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
@@ -346,7 +347,7 @@ class OnlineLearner:
     buffer of capacity 1 (``tinyol``).
     """
 
-    def __init__(self, classifier: Classifier, buffer: ReplayBuffer, lr: float = 0.01, epochs: int = 1,
+    def __init__(self, classifier: Classifier, buffer: ReplayBuffer, lr: float = TrainConfig.lr, epochs: int = 1,
                  batch_size: int = 1) -> None:
         if classifier.n_in != buffer.feature_count:
             raise ValueError(f"classifier takes {classifier.n_in} features, the buffer holds {buffer.feature_count}")
@@ -371,7 +372,7 @@ class OnlineLearner:
 
     @classmethod
     def tinyol(cls, classifier: Classifier, scale: float | None = None, zero_point: int | None = None,
-               lr: float = 0.01, epochs: int = 1, storage: str | None = None,
+               lr: float = TrainConfig.lr, epochs: int = 1, storage: str | None = None,
                target_scale: float | None = None, target_zero_point: int | None = None) -> OnlineLearner:
         """TinyOL: train on the latest sample only (a fifo buffer of capacity 1).
 

@@ -183,12 +183,12 @@ class SampleRanges:
 
         Trimmed: without the top/bottom OUTLIER_SHARE of samples (at least one at each end)."""
         lo, hi = np.concatenate(self.lo[name]), np.concatenate(self.hi[name])
-        k = max(1, math.ceil(OUTLIER_SHARE * len(lo)))
         full = (float(lo.min()), float(hi.max()))
-        trimmed = (float(np.partition(lo, k)[k]), float(np.partition(hi, len(hi) - 1 - k)[len(hi) - 1 - k]))
         span = full[1] - full[0]
         if len(lo) < OUTLIER_MIN_SAMPLES or span <= 0 or not math.isfinite(span):
-            return 1.0, -1, full, trimmed
+            return 1.0, -1, full, full  # too few samples (from one up) to tell an outlier
+        k = max(1, math.ceil(OUTLIER_SHARE * len(lo)))
+        trimmed = (float(np.partition(lo, k)[k]), float(np.partition(hi, len(hi) - 1 - k)[len(hi) - 1 - k]))
         ratio = max(trimmed[1] - trimmed[0], 0.0) / span
         worst = int(np.argmax(hi)) if full[1] - trimmed[1] >= trimmed[0] - full[0] else int(np.argmin(lo))
         return ratio, worst, full, trimmed
@@ -205,6 +205,30 @@ class SampleRanges:
                     f"samples at each end it is [{trimmed[0]:.4g}, {trimmed[1]:.4g}] ({100 * ratio:.2g}% of it), so "
                     "int8 would round every other sample to a few steps: remove the outlier or use --observer "
                     "percentile")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FEATURE_HEADROOM = 2.0 ** 40  # growth left for SGD: weight updates lr * x make later dot products lr * F * M^2
+
+
+def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: float) -> None:
+    """Raise CalibrationDataError when int8 features of this scale would overflow the float classifier.
+
+    A feature's largest magnitude is M = max(|-128 - zp|, |127 - zp|) * scale. One SGD step adds lr * delta * x
+    to the weights, so the next dot product holds lr * F * M^2: it must stay FEATURE_HEADROOM below float32's
+    maximum, or learning turns the classifier's outputs into Inf/NaN after a few steps."""
+    m = max(abs(-128 - zero_point), abs(127 - zero_point)) * float(scale)
+    worst = max(float(lr), 1.0) * n_features * m * m
+    if not math.isfinite(worst) or worst > FLOAT32_MAX / FEATURE_HEADROOM:
+        if lr > 1.0 and n_features * m * m <= FLOAT32_MAX / FEATURE_HEADROOM:
+            raise CalibrationDataError(
+                f"learning rate {lr:g} with features up to {m:.3g}: one SGD step makes the float classifier's dot "
+                f"products about {worst:.3g}, which overflows float32 arithmetic; give a learning rate of at most "
+                f"{FLOAT32_MAX / FEATURE_HEADROOM / (n_features * m * m):.3g}")
+        raise CalibrationDataError(
+            f"calibration data: the features reach {m:.3g} (int8 scale {float(scale):.3g}), too large for the float "
+            f"classifier: {n_features} features x {m:.3g}^2 overflows float32 arithmetic once it learns; give calibration "
+            f"data in the range the model was trained on")
 
 
 class ModelWeightsError(CalibrationDataError):
@@ -236,6 +260,8 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     if batch_size < 1:
         raise CalibrationDataError(f"batch size must be >= 1, got {batch_size}")
     observer = observer or MinMaxObserver()
+    check_sample_size(graph)
+    batch_size = max(1, min(batch_size, CALIB_BATCH_BYTES // max(sample_bytes(graph), 1)))  # bounded host memory
     names = graph.activations()
     watched = set(graph.inputs) | set(graph.outputs)  # the model input and the features it produces
     per_sample = SampleRanges()
@@ -253,3 +279,39 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     if type(observer) is MinMaxObserver:  # the percentile observer clips outliers by design
         per_sample.check()
     return observer.ranges()
+
+
+MAX_SAMPLE_BYTES = 256 * 1024 ** 2  # float32 activations of one sample held while calibrating (64 MiB in int8)
+CALIB_BATCH_BYTES = 512 * 1024 ** 2  # float32 activations of one calibration batch
+MAX_TEST_VALUES = 1 << 22  # input values the demo embeds as C source (its test vectors), all vectors together
+
+
+def test_vector_count(input_size: int, wanted: int) -> int:
+    """How many test vectors of ``input_size`` values the demo embeds: ``wanted``, fewer when they would exceed
+    MAX_TEST_VALUES (at least one; :func:`check_sample_size` refuses an input larger than that)."""
+    return max(1, min(int(wanted), MAX_TEST_VALUES // max(int(input_size), 1)))
+
+
+def sample_bytes(graph: Graph) -> int:
+    """Bytes of every float32 activation of one sample (what the float interpreter holds for a batch of 1),
+    computed from the shapes alone."""
+    return sum(4 * math.prod(int(d) for d in graph.tensors[t].shape[1:]) for t in graph.activations())
+
+
+def check_sample_size(graph: Graph, embeds_vectors: bool = False) -> None:
+    """Refuse, before any sample is read, a model whose activations for one sample exceed MAX_SAMPLE_BYTES:
+    no microcontroller holds them, and calibrating it would take gigabytes of host memory. ``embeds_vectors``:
+    a demo embeds at least one input as C source, refused above MAX_TEST_VALUES values."""
+    size = math.prod(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    if embeds_vectors and size > MAX_TEST_VALUES:
+        raise CalibrationDataError(f"{graph.name}: an input of {size:,} values; the project's demo embeds at least "
+                                   f"one as C source, above tinycc's limit of {MAX_TEST_VALUES:,} values: give the "
+                                   "model a smaller input")
+    need = sample_bytes(graph)
+    if need > MAX_SAMPLE_BYTES:
+        name, size = max(((t, math.prod(int(d) for d in graph.tensors[t].shape[1:])) for t in graph.activations()),
+                         key=lambda p: p[1])
+        raise CalibrationDataError(
+            f"{graph.name}: one sample's activations take {need:,} bytes in float32 (the largest, {name!r} "
+            f"{list(graph.tensors[name].shape)}, {4 * size:,}), above tinycc's limit of {MAX_SAMPLE_BYTES:,}: "
+            "far more than a microcontroller's RAM; give the model a smaller input")

@@ -11,7 +11,8 @@ from .tensor import QuantParams
 
 @dataclass
 class TrainConfig:
-    """On-device training settings (identical semantics on host and device)."""
+    """On-device training settings (identical semantics on host and device). The default learning rate is
+    written here once; ``tinycc.config.LearningConfig`` and the IR's learners take it from here."""
 
     lr: float = 0.01
     epochs: int = 1
@@ -48,7 +49,7 @@ class Deployment:
     ``inference_only`` (``compile --inference-only``): ``extractor`` is the *whole* model in int8 (float input
     through a QUANTIZE, int8 output), there is no classifier and no buffer (capacity 0); ``int8_io`` says
     whether the deployed program takes int8 input and gives int8 output (else float in, float out through
-    a DEQUANTIZE). ``tinycc.plugins.inference.full_graph`` gives the graph with those boundaries.
+    a DEQUANTIZE). ``tinycc.deploy.full_graph`` gives the graph with those boundaries.
     """
 
     name: str
@@ -65,6 +66,13 @@ class Deployment:
     target_quant: QuantParams | None = None
     inference_only: bool = False
     int8_io: bool = False
+    # filled by the deploy stage (tinycc.deploy), computed once: the compile config it was built with
+    # (tinycc.config.CompileConfig), the resolved board (or None), tinycc's memory plan of ``extractor``
+    # (tinycc.memory.MemoryPlan) and the backend's memory figures (tinycc.backend_api.MemoryFigures)
+    config: Any = None
+    board: Any = None
+    plan: Any = None
+    figures: Any = None
 
     @property
     def num_outputs(self) -> int:

@@ -6,72 +6,28 @@ RAM  = feature-extractor arena + kernel scratch (``--kernels cmsis-nn`` only) + 
        targets, stamps, state; read in place by training) + staging vectors (none: outputs live in the last layer's activations)
        + runtime state + runtime descriptors (the C runtime's structs ``tcc_layers``, ``tcc_clf``,
        ``tcc_buf``: their size depends on the target's pointer width and alignment, so it is exact only
-       for a known ABI).
+       for a known ABI; the backend sizes them, ``Descriptors``) + stack (the API's worst-case depth, see
+       backends/c/stack.py: measured with the core's compiler, else estimated).
 Flash = int8 weights + int32 biases + requantization tables (int32 multiplier + int32 shift per
        output channel of each conv/dense, as emitted) + the classifier's initial weights (float32,
-       for reset) + code (an estimate: a per-kernel table measured with arm-none-eabi-gcc -Os).
+       for reset) + code (an estimate: the target's per-kernel table, ``code_table``).
 Everything but the code size (and the descriptors of an unknown ABI) is exact; the C backend declares
 exactly these arrays.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple
 
 from .graph import Graph
 from .ops import OpKind
 
-# .text bytes per kernel/module on Cortex-M4 (-Os), measured on the generated runtime; an estimate
-CODE_ESTIMATE = {"base": 1200, OpKind.CONV2D: 700, OpKind.DEPTHWISE_CONV2D: 650, OpKind.DENSE: 350,
-                 OpKind.MAX_POOL2D: 300, OpKind.AVG_POOL2D: 350, OpKind.GLOBAL_AVG_POOL: 350,
-                 OpKind.GLOBAL_MAX_POOL: 300, OpKind.ADD: 450, OpKind.MUL: 400, OpKind.CONCAT: 200,
-                 OpKind.PAD: 200, OpKind.RELU: 150, OpKind.RELU6: 150, OpKind.QUANTIZE: 200,
-                 OpKind.DEQUANTIZE: 120, OpKind.SIGMOID: 700, OpKind.TANH: 700, OpKind.LEAKY_RELU: 200, "learn": 2500, "buffer": 600}
+class Descriptors(NamedTuple):
+    """RAM of the runtime's descriptor structs as a backend sized them for the target's ABI."""
 
-
-@dataclass(frozen=True)
-class Abi:
-    """Size and alignment of the C types in the runtime's descriptor structs on a target."""
-
-    name: str
-    pointer: int        # sizeof(void *)
-    pointer_align: int
-    int_align: int      # int32_t, uint32_t, float (all 4 bytes)
-
-
-ABIS = {"lp64": Abi("64-bit (x86-64, AArch64)", 8, 8, 4), "ilp32": Abi("32-bit (Cortex-M, ESP32)", 4, 4, 4),
-        "avr": Abi("AVR", 2, 1, 1)}
-ARCH_ABI = {"avr": "avr", "cortex-m0plus": "ilp32", "cortex-m3": "ilp32", "cortex-m4": "ilp32", "cortex-m7": "ilp32",
-            "cortex-m33": "ilp32", "cortex-m55": "ilp32", "xtensa": "ilp32", "riscv32": "ilp32"}
-
-# fields of the runtime's structs (backends/c/runtime/tinycc_learn.h) in declaration order: "i" a 4-byte int or
-# float, "p" a pointer; tests/test_memory_layout.py checks these against sizeof on the host, Cortex-M4 and AVR
-DESCRIPTOR_FIELDS = {"tcc_dense_t": "iiii" + "p" * 6, "tcc_classifier_t": "piii",
-                     "tcc_buffer_t": "iiiiii" + "ppppp" + "ii" + "pp" + "ii"}
-
-
-def struct_size(fields: str, abi: Abi) -> int:
-    """sizeof of a C struct of ``fields`` on ``abi`` (each field at its alignment, tail padded)."""
-    off, align = 0, 1
-    for f in fields:
-        size, a = (abi.pointer, abi.pointer_align) if f == "p" else (4, abi.int_align)
-        off = -(-off // a) * a + size
-        align = max(align, a)
-    return -(-off // align) * align
-
-
-def descriptor_bytes(n_layers: int, abi: Abi) -> dict[str, int]:
-    """Static RAM of the generated model's descriptors: one ``tcc_dense_t`` per classifier layer (``tcc_layers``),
-    the classifier (``tcc_clf``) and the replay buffer (``tcc_buf``)."""
-    return {"tcc_layers": n_layers * struct_size(DESCRIPTOR_FIELDS["tcc_dense_t"], abi),
-            "tcc_clf": struct_size(DESCRIPTOR_FIELDS["tcc_classifier_t"], abi),
-            "tcc_buf": struct_size(DESCRIPTOR_FIELDS["tcc_buffer_t"], abi)}
-
-
-def host_abi() -> str:
-    """The ABI of the machine running tinycc (a host build of a generated project)."""
-    import struct
-
-    return "lp64" if struct.calcsize("P") == 8 else "ilp32"
+    sizes: dict[str, int]  # struct array -> bytes
+    exact: bool            # False: the target's ABI is unknown (the host's sizes)
+    where: str             # the ABI, in words
 
 
 @dataclass
@@ -108,8 +64,9 @@ class MemoryReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"ram": self.total("ram"), "flash": self.total("flash"),
-                "items": [i.__dict__ for i in self.items]}
+        """Totals and items; ``static_ram``: RAM without the stack (what the program's data and bss symbols hold)."""
+        return {"ram": self.total("ram"), "flash": self.total("flash"), "stack": self.get("stack"),
+                "static_ram": self.total("ram") - self.get("stack"), "items": [i.__dict__ for i in self.items]}
 
 
 def extractor_flash(graph: Graph) -> tuple[int, int, int]:
@@ -133,15 +90,17 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
 LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc)"
 
 
-def code_estimate(graph: Graph, learning: bool = True) -> int:
-    kinds = {op.kind for op in graph.ops}
-    learn = CODE_ESTIMATE["learn"] + CODE_ESTIMATE["buffer"] if learning else 0
-    return CODE_ESTIMATE["base"] + learn + sum(CODE_ESTIMATE.get(k, 300) for k in kinds)
+def code_estimate(graph: Graph, table: Mapping[str, int], learning: bool = True) -> int:
+    """Code bytes from a per-kernel ``table`` (keys: op kind values, "base", "learn", "buffer", "other")."""
+    kinds = {op.kind.value for op in graph.ops}
+    learn = table["learn"] + table["buffer"] if learning else 0
+    return table["base"] + learn + sum(table.get(k, table["other"]) for k in kinds)
 
 
 def inference_memory(graph: Graph, arena: int, runtime_state: int,
                      arena_detail: str = "int8 activations, planned", scratch: int = 0,
-                     runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
+                     runtime_state_exact: bool = True, tables: int = 0,
+                     stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int]) -> MemoryReport:
     """The report of an inference-only deployment (``graph``: the whole int8 model): arena (+ runtime state)
     in RAM; int8 weights, int32 biases, requantization tables and code in flash. Float input and output stay
     in the caller's memory."""
@@ -151,23 +110,26 @@ def inference_memory(graph: Graph, arena: int, runtime_state: int,
         r.add("kernel scratch", "ram", scratch, detail="CMSIS-NN buffer, largest layer (--kernels cmsis-nn)")
     if runtime_state:
         r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(graph)
     r.add("weights", "flash", w, detail="int8")
     r.add("biases", "flash", b, detail="int32")
     r.add("requantization tables", "flash", t, detail="int32 multiplier + shift per channel")
     if tables:
         r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
-    r.add("code", "flash", code_estimate(graph, learning=False), exact=False, detail="per-kernel table")
+    r.add("code", "flash", code_estimate(graph, code_table, learning=False), exact=False, detail="per-kernel table")
     return r
 
 
 def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_size: int, arena: int,
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
-                      scratch: int = 0, abi: str | None = None, descriptors: bool = False,
-                      runtime_state_exact: bool = True, tables: int = 0) -> MemoryReport:
-    """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the target's code
-    declares the runtime's descriptor structs, sized for ``abi`` (a key of ABIS; None: unknown, the host's
-    sizes, not exact)."""
+                      scratch: int = 0, descriptors: Descriptors | None = None,
+                      runtime_state_exact: bool = True, tables: int = 0,
+                      stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int]) -> MemoryReport:
+    """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the runtime's
+    descriptor structs the target's code declares (None: none); ``stack``: (bytes, exact, detail) of the
+    API's worst-case stack (None: not counted); ``code_table``: the target's code-size estimate per kernel."""
     r = MemoryReport()
     r.add("feature extractor arena", "ram", arena, detail=arena_detail)
     if scratch:
@@ -182,12 +144,12 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
           detail=f"none: {'probabilities' if classifier.loss_name != 'mse' else 'outputs'} are computed in the last "
                  "layer's activations, features, labels and targets read where they are stored")
     r.add("runtime state", "ram", runtime_state, exact=runtime_state_exact)
-    if descriptors:
-        key = abi or host_abi()
-        d = descriptor_bytes(len(classifier.layers), ABIS[key])
-        what = ", ".join(f"{k} {v}" for k, v in d.items())
-        where = ABIS[key].name if abi else f"host ABI, {ABIS[key].name}: --board names the target"
-        r.add("runtime descriptors", "ram", sum(d.values()), exact=abi is not None, detail=f"{what} ({where})")
+    if descriptors is not None:
+        what = ", ".join(f"{k} {v}" for k, v in descriptors.sizes.items())
+        r.add("runtime descriptors", "ram", sum(descriptors.sizes.values()), exact=descriptors.exact,
+              detail=f"{what} ({descriptors.where})")
+    if stack is not None:
+        r.add("stack", "ram", stack[0], exact=stack[1], detail=stack[2])
     w, b, t = extractor_flash(extractor)
     r.add("extractor weights", "flash", w, detail="int8")
     r.add("extractor biases", "flash", b, detail="int32")
@@ -195,5 +157,5 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     if tables:
         r.add("kernel lookup tables", "flash", tables, detail=LUT_DETAIL)
     r.add("classifier initial weights", "flash", classifier.param_bytes(), detail="float32, for reset")
-    r.add("code", "flash", code_estimate(extractor), exact=False, detail="per-kernel table")
+    r.add("code", "flash", code_estimate(extractor, code_table), exact=False, detail="per-kernel table")
     return r

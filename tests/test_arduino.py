@@ -12,8 +12,8 @@ from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
 from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins import serial_proto
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.applications import serial_proto
+from .deploy_util import emit, build_deployment
 
 from . import arduino_harness
 
@@ -23,7 +23,7 @@ DATA = ROOT / "examples" / "digits_data.npz"
 
 
 def _deployment(session, degrade: bool = False, **opts):
-    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL), {})
+    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL))
     from tinycc.passes import PassContext, run_pipeline
 
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -72,7 +72,7 @@ def status_of(payload: bytes) -> tuple[int, int, int, int]:
 def host_proto(tmp_path_factory, session_module):
     dep, d = _deployment(session_module)
     out = tmp_path_factory.mktemp("ard")
-    ArduinoBackend().emit(dep, {}, out)
+    emit(ArduinoBackend(), dep, {}, out)
     return dep, d, arduino_harness.build_host_proto(out, dep.name, out / "proto_host")
 
 
@@ -81,6 +81,15 @@ def session_module():
     from tinycc.session import Session
 
     return Session(autoload=False)
+
+
+def test_sketch_readme_names_the_boards_fqbn(host_proto, session_module) -> None:
+    """--board mega2560 resolves the board once: its registered FQBN reaches the sketch's README."""
+    dep, _, exe = host_proto
+    fqbn = session_module.registry.board("mega2560").fqbn
+    assert fqbn and dep.board.fqbn == fqbn
+    readme = (exe.parent / dep.name / "README.md").read_text()
+    assert f"arduino-cli compile --fqbn {fqbn} ." in readme and "--fqbn BOARD" not in readme
 
 
 def test_protocol_end_to_end(host_proto) -> None:
@@ -130,7 +139,7 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
     dep, d = _deployment(session, degrade=True, buffer=40)
     x, y = d["x_test"][:16].astype(np.float32), d["y_test"][:16].astype(np.int64)
     be = ArduinoBackend()
-    be.emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 16, "test_learn": 48}, tmp_path)
+    emit(be, dep, {"selftest": True, "test_vectors": (x, y), "test_count": 16, "test_learn": 48}, tmp_path)
     elf, flash, ram = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
     lines = arduino_harness.run_simavr(elf)
     # the self-test prints the demo's short report: prediction table, accuracy before/after, buffer, time, memory
@@ -152,13 +161,13 @@ def test_mega2560_selftest_in_simavr(session, tmp_path: Path) -> None:
     assert f"RAM {dep.memory['ram']} B, flash {dep.memory['flash']} B" in next(l for l in report if l.startswith("memory:"))
     # static RAM: the model's arrays (memory model minus the core/stack reserve) plus the Arduino core's
     # globals and the self-test staging vector: documented tolerance 600 bytes
-    model_static = dep.memory["ram"] - CORE_RESERVE
+    model_static = dep.memory["static_ram"] - CORE_RESERVE
     assert 0 <= ram - model_static <= 600, (ram, model_static)
     assert flash > next(i["bytes"] for i in dep.memory["items"] if i["name"] == "extractor weights")
 
 
 def test_board_too_small_fails_with_shortfall(session, tmp_path: Path) -> None:
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     with pytest.raises(BudgetError, match=r"RAM needs [\d,]+ bytes but board uno allows 2,048: short by"):
         compile_model(str(MODEL), "arduino", str(tmp_path / "o"), {"calib": str(DATA), "board": "uno"}, session)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.quant import BIAS_LIMIT, bias_fitting_scales, quantize_bias, symmetric_weight_scales
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from . import c_harness
 

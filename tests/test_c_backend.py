@@ -8,12 +8,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import c_arena, render_project
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from . import c_harness
 from .test_int8 import _extra_model
@@ -26,13 +27,13 @@ N_LEARN = 50
 
 def _graph(session, name: str):
     if name.endswith("_pruned"):
-        from tinycc.plugins.prune import prune
+        from tinycc.plugins.passes.prune import prune
 
         g, x, y, calib = _graph(session, name[:-len("_pruned")])
         prune(g, ratio=0.5)
         return g, x, y, calib
     if name == "digits":
-        g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
+        g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"))
         d = np.load(ROOT / "examples" / "digits_data.npz")
         x, y, calib = d["x_test"][:N_INPUTS], d["y_test"][:N_INPUTS], d["x_train"][:200]
     else:
@@ -98,8 +99,8 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
     _, p2 = sim.predict_features(feats)
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(N_INPUTS)]), p2, atol=1e-4)
     # the arrays the C code declares are exactly the memory model's figures
-    assert out.memory["ram"] == dep.memory["ram"] and out.memory["arena"] == CBackend().arena_bytes(dep.extractor, {})
-    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
+    assert out.memory["ram"] == dep.memory["ram"] and out.memory["arena"] == c_arena(dep.extractor)
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["static_ram"]
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
@@ -162,7 +163,7 @@ def test_qemu_icount_systick_counts_instructions(session, tmp_path: Path, cpu: s
 
 
 def test_budget_failure_writes_nothing(session, tmp_path: Path) -> None:
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     out = tmp_path / "proj"
     with pytest.raises(BudgetError, match="short by"):
@@ -235,7 +236,7 @@ def test_inplace_c_matches_int8_interpreter_on_random_graphs(session, tmp_path_f
     feats = Simulator(dep).features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
-    assert out.memory["arena"] == CBackend().arena_bytes(dep.extractor, opts)
+    assert out.memory["arena"] == c_arena(dep.extractor, opts)
     assert out.memory["ram"] == dep.memory["ram"]
     p = plan(dep.extractor)
     assert p.arena <= plan(dep.extractor, inplace=False).arena and p.lower_bound <= p.arena
@@ -248,11 +249,11 @@ def test_inplace_c_matches_int8_interpreter_on_random_graphs(session, tmp_path_f
 
 def test_no_inplace_option_reaches_the_plan_the_code_and_the_memory_model(session, tmp_path: Path) -> None:
     from tinycc.cli import build_parser
-    from tinycc.driver import options_from_args
+    from tinycc.config import from_args
     from tinycc.memory import plan
 
     args = build_parser(session).parse_args(["compile", "m.h5", "-t", "c", "-o", "out", "--no-inplace"])
-    assert options_from_args(args)["no_inplace"] is True
+    assert from_args(args, session.registry).memory.inplace is False
     g = _elementwise_graph(_INPLACE_EXAMPLE)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     x = np.random.default_rng(7).normal(0, 1, (64, 6, 6, 3)).astype(np.float32)
@@ -267,7 +268,7 @@ def test_no_inplace_option_reaches_the_plan_the_code_and_the_memory_model(sessio
         np.testing.assert_array_equal(np.stack([out.features[i] for i in range(8)]), Simulator(dep).features(x[:8]))
         arenas[off] = out.memory["arena"]
         model_arena = [i["bytes"] for i in dep.memory["items"] if i["name"] == "feature extractor arena"]
-        assert model_arena == [arenas[off]] == [CBackend().arena_bytes(dep.extractor, opts)]
+        assert model_arena == [arenas[off]] == [c_arena(dep.extractor, opts)]
         assert out.memory["ram"] == dep.memory["ram"]
         assert arenas[off] == max(plan(dep.extractor, inplace=not off).arena, 16)
     assert arenas[True] > arenas[False]

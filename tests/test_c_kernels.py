@@ -70,12 +70,20 @@ def _data(g: Graph, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.int8)
 
 
+def _generic(g: Graph) -> SimpleNamespace:
+    """What the emitter reads of a deployment, for one op graph with the runtime's generic kernels."""
+    from tinycc.config import CompileConfig
+    from tinycc.memory import plan
+
+    return SimpleNamespace(extractor=g, name=g.name, config=CompileConfig(kernels="generic"), plan=plan(g))
+
+
 def _c_program(cases: list[tuple[Graph, np.ndarray]]) -> tuple[str, list[str]]:
     """One C program calling the emitter's kernel calls for every case; returns (source, expected lines)."""
-    arena = max(_Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"}).m.plan.arena for g, _ in cases)
+    arena = max(_Builder(_generic(g)).m.plan.arena for g, _ in cases)
     body, want = [], []
     for i, (g, x) in enumerate(cases):
-        b = _Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"})
+        b = _Builder(_generic(g))
         em = b.build()
         assert not em.arrays, "these kernels read no constant tables"
         vals = ", ".join(str(int(v)) for v in x.reshape(-1))
@@ -133,16 +141,16 @@ def test_hard_swish_outside_the_kernels_range_is_refused_by_name() -> None:
 
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 300, 3))  # output multiplier exponent > 0
     with pytest.raises(UnsupportedLayerError, match="layer 'y': int8 hard_swish with an output scale below"):
-        CBackend().check(SimpleNamespace(extractor=g), {})
+        CBackend().check(SimpleNamespace(extractor=g))
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 100, 3))
-    CBackend().check(SimpleNamespace(extractor=g), {})
+    CBackend().check(SimpleNamespace(extractor=g))
 
 
 def test_logistic_and_tanh_with_input_radius_zero_follow_tflite_micro() -> None:
     """Input scale 20: TFLite Micro's input radius is 0 and its `x <= -radius` test comes first (-128 at the zero
     point); run_int8 (and so the C kernels above) agree with it."""
     runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.tflite_writer import write_tflite
 
     x = np.array([[3, 4, 2, -128, 127, 3]], np.int8)
     for kind, fixed in (("sigmoid", (1 / 256, -128)), ("tanh", (1 / 128, 0))):

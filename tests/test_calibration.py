@@ -13,7 +13,9 @@ from tinycc.ir.calibration import (CalibrationDataError, Histogram, MinMaxObserv
                                    check_samples)
 from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter import run
-from tinycc.plugins.quantize import load_data, load_samples, samples_from_options
+from tinycc.config import QuantConfig
+from tinycc.data import calibration_samples
+from tinycc.plugins.passes.quantize import load_data, load_samples
 
 
 def small_graph(shape: tuple[int, ...] = (6, 6, 2)) -> Graph:
@@ -188,11 +190,11 @@ def test_plugin_and_builtin_sources(session, tmp_path: Path) -> None:
 def test_scale_and_limit_options() -> None:
     g = small_graph()
     x = np.full((30, 6, 6, 2), 255, np.uint8)
-    out = samples_from_options(g, {"calib_data": x, "calib_scale": 1 / 255, "calib_limit": 10})
+    out = calibration_samples(g, QuantConfig(calib_scale=1 / 255, calib_limit=10), x)
     assert out.shape == (10, 6, 6, 2) and out.dtype == np.float32
     np.testing.assert_allclose(out, 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(samples_from_options(g, {"calib_data": x}), x.astype(np.float32))  # as stored
+    np.testing.assert_array_equal(calibration_samples(g, QuantConfig(), x), x.astype(np.float32))  # as stored
     with pytest.raises(TinyccError, match="needs calibration data"):
-        samples_from_options(g, {})
-    with pytest.raises(TinyccError, match="limit must be >= 1"):
-        samples_from_options(g, {"calib_data": x, "calib_limit": 0})
+        calibration_samples(g, QuantConfig())
+    with pytest.raises(TinyccError, match="--calib-limit: must be an integer > 0"):
+        QuantConfig(calib_limit=0)

@@ -7,13 +7,17 @@ import os
 import subprocess
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, cmsis_nn, render_project
+from tinycc.backends.c import CBackend, cmsis_nn
+from .deploy_util import render_project
+from tinycc.config import CompileConfig
 from tinycc.errors import TinyccError
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import build_deployment
 
 from . import c_harness
 from .test_c_backend import CASES, N_INPUTS, _graph
@@ -59,12 +63,13 @@ def test_cmsis_nn_matches_run_int8(session, cmsis_lib, tmp_path: Path, name: str
     for i in range(N_INPUTS):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
     # the scratch buffer is part of the exact RAM figure, and the compiled arrays are exactly that figure
-    scratch = cmsis_nn.scratch_bytes(ext, opts)
+    scratch = cmsis_nn.scratch_bytes(ext, dep.config.kernels)
+    assert dep.config.kernels == "cmsis-nn"
     report = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     assert report.get("kernel scratch", 0) == scratch
     assert out.memory["ram"] == dep.memory["ram"]
     assert c_harness.symbol_sizes(tmp_path / "demo_asan").get("tcc_scratch", 0) == scratch
-    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["static_ram"]
 
 
 GETSIZE = r"""
@@ -141,7 +146,7 @@ def test_cmsis_nn_qemu_matches_host(session, cmsis_dir: Path, tmp_path: Path, na
     feats = Simulator(dep).features(x[:n])
     for i in range(n):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"features of input {i} on {cpu}")
-    assert dev.instructions["features"] > 0 and sections[".bss"] >= dep.memory["ram"]
+    assert dev.instructions["features"] > 0 and sections[".bss"] >= dep.memory["static_ram"]
 
 
 def test_cli_project_builds_with_its_makefile(tmp_path: Path, cmsis_dir: Path) -> None:
@@ -170,9 +175,8 @@ def test_kernels_option_refused_where_cmsis_nn_cannot_run() -> None:
 
     for backend in (ArduinoBackend(), TflmBackend()):
         with pytest.raises(TinyccError, match="cmsis-nn"):
-            backend.check(None, {"kernels": "cmsis-nn"})
-    assert cmsis_nn.enabled({"kernels": "cmsis-nn"}) and not cmsis_nn.enabled({"kernels": "generic"})
-    assert not cmsis_nn.enabled({})
+            backend.check(SimpleNamespace(config=CompileConfig(kernels="cmsis-nn")))
+    assert cmsis_nn.enabled("cmsis-nn") and not cmsis_nn.enabled("generic") and not cmsis_nn.enabled("tinycc")
 
 
 def test_cli_rejects_unknown_kernels(tmp_path: Path, capsys) -> None:

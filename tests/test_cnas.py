@@ -8,8 +8,8 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.models import cnas_cifar10
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.tflite_writer import operator_names, write_tflite
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.tflite_writer import operator_names, write_tflite
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_int8_bit_exact_on_images(session, cnas, shared_data) -> None:
     g.outputs = [g.ops[-1].inputs[0]]  # Φf + logits: the final softmax stays float
     g.ops.pop()
     g.prune_unused()
-    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, options={"calib_data": calib}))
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=calib))
     data = write_tflite(g)
     assert "DEPTHWISE_CONV_2D" in operator_names(data)
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -42,7 +42,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_zoo_matches_keras(zoo_files, session, name: str, fmt: str) -> None:
     z = zoo_files[name]
-    g = session.registry.frontend_for(str(z[fmt])).load(str(z[fmt]), {})
+    g = session.registry.frontend_for(str(z[fmt])).load(str(z[fmt]))
     verify(g)
     out = run(g, z["x"])[g.outputs[0]]
     assert _close(out, z["y"]) <= TOL
@@ -58,7 +58,7 @@ def test_zoo_matches_keras(zoo_files, session, name: str, fmt: str) -> None:
 def test_round_trip_exact(zoo_files, session, tmp_path: Path) -> None:
     for name in ZOO_NAMES:
         z = zoo_files[name]
-        g = session.registry.frontend_for(str(z["h5"])).load(str(z["h5"]), {})
+        g = session.registry.frontend_for(str(z["h5"])).load(str(z["h5"]))
         serialize.save(g, tmp_path / name)
         h = serialize.load(tmp_path / name)
         verify(h)
@@ -74,7 +74,7 @@ def test_round_trip_exact(zoo_files, session, tmp_path: Path) -> None:
 
 def test_grouped_conv_lowering(zoo_files, session) -> None:
     z = zoo_files["grouped_conv"]
-    g = session.registry.frontend_for(str(z["keras"])).load(str(z["keras"]), {})
+    g = session.registry.frontend_for(str(z["keras"])).load(str(z["keras"]))
     kinds = {o.name: (o.kind.value, o.attrs.get("groups")) for o in g.ops}
     assert kinds["g4"] == ("conv2d", 4)
     assert kinds["dw_as_conv"][0] == "depthwise_conv2d"
@@ -88,7 +88,7 @@ def test_nested_model_inlined(session) -> None:
     inp = keras.Input((5,))
     out = keras.layers.Dense(2, activation="softmax", name="head")(inner(inp))
     m = keras.Model(inp, out)
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     g = graph_from_keras_model(m)
     assert [o.name for o in g.ops if o.kind.value == "dense"] == ["inner/i1", "inner/i2", "head"]
@@ -99,7 +99,7 @@ def test_nested_model_inlined(session) -> None:
 def test_unsupported_layer_message() -> None:
     import keras
 
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     inp = keras.Input((8, 8, 2))
     x = keras.layers.LayerNormalization(name="ln")(inp)
@@ -113,20 +113,20 @@ def test_corrupt_files(tmp_path: Path, session, zoo_files) -> None:
     bad = tmp_path / "bad.h5"
     bad.write_bytes(Path(zoo_files["mlp"]["h5"]).read_bytes()[:3000])
     with pytest.raises(TinyccError, match="bad.h5"):
-        fe.load(str(bad), {})
+        fe.load(str(bad))
     rnd = tmp_path / "rnd.keras"
     rnd.write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(TinyccError, match="rnd.keras"):
-        fe.load(str(rnd), {})
+        fe.load(str(rnd))
     with pytest.raises(TinyccError, match="no such file"):
-        fe.load(str(tmp_path / "missing.h5"), {})
+        fe.load(str(tmp_path / "missing.h5"))
 
 
 def test_keras_ops_arithmetic_between_layers() -> None:
     """Keras 3 records `x + 3.0` etc. as operations, not layers: constants become RESCALE, tensors ADD/MUL."""
     import keras
 
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((4, 4, 3))

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from tinycc.errors import TinyccError
+from .deploy_util import emit, render_project
 from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from . import arduino_harness, c_harness
 
@@ -68,7 +70,7 @@ def test_memory_json_training_state_is_8_bytes_per_unit_and_c_ram_16k_holds_2x(s
     """tinycc_memory.json: activations + deltas only (<= 8 B per classifier unit at batch 1, no weight-sized item);
     with --ram 16K the buffer holds at least twice the entries it held with gradient arrays and staging copies;
     the host build declares exactly the memory model's RAM."""
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     out = tmp_path / "o"
     compile_model(str(m144_file), "c", str(out), {"calib": str(DATA), "ram": 16 * 1024, "test_count": 4}, session)
@@ -79,7 +81,7 @@ def test_memory_json_training_state_is_8_bytes_per_unit_and_c_ram_16k_holds_2x(s
     proj = next(p for p in out.iterdir() if (p / "model.c").exists()) if not (out / "model.c").exists() else out
     exe = c_harness.build_host(proj, sanitize=False)
     sizes = c_harness.symbol_sizes(exe)
-    assert c_harness.model_ram(exe) == mem["ram"]
+    assert c_harness.model_ram(exe) == mem["static_ram"]
     assert not any(k.startswith(("tcc_dw_", "tcc_db_", "tcc_feat", "tcc_ywork", "tcc_twork")) for k in sizes)
     assert sizes["tcc_act_0"] + sizes["tcc_delta_0"] == st["bytes"]
 
@@ -119,7 +121,7 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
         pytest.skip("arduino-builder/simavr/avr-gcc not installed")
     ard = tmp_path / "ard"
     x, y = digits["x_test"][:8].astype(np.float32), digits["y_test"][:8].astype(np.int64)
-    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 16}, ard)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 16}, ard)
     elf, _, ram = arduino_harness.build(ard / dep.name / f"{dep.name}.ino", tmp_path / "work")
     avr = _avr_sizes(elf)
     arrays = [k for k in host_sizes if k.startswith(c_harness.MODEL_RAM_PREFIXES) and k != "tcc_buf"
@@ -128,7 +130,7 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
     assert {k: avr.get(k) for k in arrays} == {k: host_sizes[k] for k in arrays}
     # static RAM: the model's arrays plus the Arduino core's globals and the self-test vector (test_arduino's
     # documented 600-byte tolerance), inside the 8 kB
-    assert 0 <= ram - (dep.memory["ram"] - CORE_RESERVE) <= 600 and ram <= 8192
+    assert 0 <= ram - (dep.memory["static_ram"] - CORE_RESERVE) <= 600 and ram <= 8192
     # and it learns on the AVR as the simulator does (TinyOL: the latest sample only)
     lines = arduino_harness.run_simavr(elf)
     rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
@@ -171,7 +173,7 @@ def test_generated_c_learns_bit_identically(session, digits, tmp_path: Path, cas
         assert tw == (not np.array_equal(layer.weight, before[l][0]))
         assert tb == (not np.array_equal(layer.bias, before[l][1]))
     np.testing.assert_allclose(np.stack([out.after[i][1] for i in range(12)]), sim.predict(x)[1], rtol=1e-6, atol=1e-7)
-    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(tmp_path / "demo_asan") == dep.memory["static_ram"]
 
 
 REFUSE_C = r"""
@@ -200,10 +202,18 @@ int main(void) {
 """
 
 
-def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path) -> None:
+def test_update_that_would_make_a_weight_non_finite_is_refused_in_c(session, digits, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An lr so large that lr * gradient overflows: the learn call returns -4, the sample is removed again (issue
     #29: the buffer stays empty), the classifier keeps its compiled weights; the simulator refuses the same step
-    and removes the sample too."""
+    and removes the sample too. (The compile refuses such an lr up front, ``check_feature_scale``; the runtime's
+    own refusal is tested past that check.)"""
+    from tinycc.deploy import learning
+
+    with pytest.raises(TinyccError, match="overflows float32"):
+        build_deployment(_graph(session, _model()), {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38},
+                         session, CBackend())
+    monkeypatch.setattr(learning, "check_feature_scale", lambda *a: None)
     g = _graph(session, _model())
     dep = build_deployment(g, {"calib_data": digits["x_train"][:100], "buffer": 4, "lr": 3e38}, session, CBackend())
     render_project(dep, {"test_count": 4}, tmp_path)

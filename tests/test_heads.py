@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import emit, render_project
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from . import arduino_harness, c_harness
 
@@ -140,7 +141,7 @@ def test_generated_c_learns_like_the_numpy_trainer(session, projects, case: str)
     # the arrays the C code declares are exactly the memory model's figures
     assert out.memory["ram"] == dep.memory["ram"]
     sizes = c_harness.symbol_sizes(proj / "demo_asan")
-    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["ram"]
+    assert c_harness.model_ram(proj / "demo_asan") == dep.memory["static_ram"]
     if target != "none":
         assert "tcc_buf_labels" not in sizes and sizes["tcc_buf_targets"] == (
             dep.buffer.capacity * dep.num_outputs * (1 if dep.target_quant is not None else 4))
@@ -258,7 +259,7 @@ def test_cli_compiles_an_autoencoder_for_learning(session, tmp_path: Path) -> No
     runs the demo; an impossible --loss is one line on stderr and exit 2, before calibration."""
     import keras
 
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     from .test_cli import tinycc
 
@@ -302,7 +303,7 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
     model, opts, _, loss, target = CASES[case]
     g, x, calib = _graph(session, MODELS[model])
     dep = build_deployment(g, {"calib_data": calib, "lr": 0.05, **opts}, session, ArduinoBackend())
-    ArduinoBackend().emit(dep, {}, tmp_path)
+    emit(ArduinoBackend(), dep, {}, tmp_path)
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     sim = Simulator(dep)
     y = _labels(dep, x)
@@ -365,7 +366,7 @@ def test_autoencoder_selftest_on_mega2560_in_simavr(session, tmp_path: Path) -> 
     g, x, calib = _graph(session, autoencoder)
     dep = build_deployment(g, {"calib_data": calib, "cut": "relu_3", "buffer": 6, "lr": 0.05, "board": "mega2560"},
                            session, ArduinoBackend())
-    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x[:6], x[:6]), "test_count": 6, "test_learn": 24},
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x[:6], x[:6]), "test_count": 6, "test_learn": 24},
                           tmp_path)
     elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
     lines = arduino_harness.run_simavr(elf)
@@ -391,7 +392,7 @@ def test_mlperf_tiny_ad01_learns_its_reconstruction_in_c(session, tmp_path: Path
     path = SHARED_DATA.parent / "models" / "mlperf-tiny" / "ad01.h5"
     if not path.exists():
         pytest.skip(f"{path} not found (set TINYCC_DATA to the shared data folder)")
-    g = session.registry.frontend_for(str(path)).load(str(path), {})
+    g = session.registry.frontend_for(str(path)).load(str(path))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     rng = np.random.default_rng(0)
     calib = rng.normal(-20, 10, (32, 640)).astype(np.float32)  # log-mel energies in dB, roughly

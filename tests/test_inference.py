@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import config, c_arena, emit, render_project
 from tinycc.backends.tflm import TflmBackend, deployment_tflite
 from tinycc.backends.tflm.measure import measure_arena
 from tinycc.cli import main
 from tinycc.ir.interpreter_int8 import run_int8
-from tinycc.plugins.inference import build_inference, full_graph, quantize_inputs
+from tinycc.deploy import full_graph, quantize_inputs
+from .deploy_util import build_inference
 
 from . import c_harness
 from .test_c_backend import _graph
@@ -70,12 +72,13 @@ def _check_memory(proj: Path, dep) -> None:
                     str(proj / "model.c"), "-o", str(obj)], check=True)
     sizes = _symbol_sizes(obj)
     ram = sum(n for kind, n in sizes.values() if kind in "bBdD")
-    assert ram == dep.memory["ram"] == CBackend().arena_bytes(dep.extractor, {})
+    assert ram == dep.memory["static_ram"] == c_arena(dep.extractor)
     items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
     arrays = sum(n for name, (kind, n) in sizes.items() if kind in "rR" and name.startswith("tcc_"))
     luts = items.get("kernel lookup tables", 0)  # LOGISTIC/TANH tables of the generated kernels
     assert arrays == items["weights"] + items["biases"] + items["requantization tables"] + luts
-    assert set(items) - {"kernel lookup tables"} == {"arena", "weights", "biases", "requantization tables", "code"}
+    assert set(items) - {"kernel lookup tables"} == {"arena", "weights", "biases", "requantization tables", "code",
+                                                 "stack"}
 
 
 def _c_outputs(proj: Path, dep, x: np.ndarray):
@@ -86,7 +89,7 @@ def _c_outputs(proj: Path, dep, x: np.ndarray):
 def _check_all(session, tmp_path: Path, g, calib: np.ndarray, x: np.ndarray, int8_io: bool):
     dep = build_inference(g, {"calib_data": calib, "int8_io": int8_io}, session, CBackend())
     assert dep.inference_only and not dep.classifier and dep.buffer.capacity == 0
-    CBackend().check(dep, {})
+    CBackend().check(dep)
     out = _c_outputs(tmp_path, dep, x)
     xin, ref = _reference(dep, x)
     assert out.done and sorted(out.outputs) == list(range(len(x)))
@@ -126,8 +129,8 @@ def test_inference_on_regression_models(session, tmp_path: Path, model, int8_io:
 def test_tflm_inference_project(session, tmp_path: Path) -> None:
     g, x, _, calib = _graph(session, "digits")
     dep = build_inference(g, {"calib_data": calib}, session, TflmBackend())
-    TflmBackend().check(dep, {})
-    files = TflmBackend().emit(dep, {}, tmp_path)
+    TflmBackend().check(dep)
+    files = emit(TflmBackend(), dep, {}, tmp_path)
     data = (tmp_path / f"{dep.name}.tflite").read_bytes()
     assert data == deployment_tflite(dep)
     cc = (tmp_path / "src" / "model_data.cc").read_text()
@@ -137,7 +140,8 @@ def test_tflm_inference_project(session, tmp_path: Path) -> None:
     assert not (tmp_path / "src" / "model.c").exists() and len(files) == 7
     hdr = (tmp_path / "src" / "tinycc_tflm.h").read_text()
     arena = int(re.search(r"ARENA_BYTES (\d+)", hdr).group(1))
-    assert dep.memory["ram"] == arena == measure_arena(data).arena
+    objects = next(i["bytes"] for i in dep.memory["items"] if i["name"] == "interpreter objects")
+    assert dep.memory["ram"] - objects == arena == measure_arena(data).arena
     xin, ref = _reference(dep, x[:8])
     np.testing.assert_array_equal(_tflite_runs(dep, xin)[0], ref)
 
@@ -183,14 +187,14 @@ def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, na
     from .conftest import mlperf_model
 
     path = mlperf_model(name)
-    g = session.registry.frontend_for(str(path)).load(str(path), {})
+    g = session.registry.frontend_for(str(path)).load(str(path))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     n, lohi = MLPERF[name]
     shape = tuple(g.tensors[g.inputs[0]].shape[1:])
     rng = np.random.default_rng(0)
     calib = rng.uniform(*(lohi or (0, 1)), (32,) + shape).astype(np.float32)
     dep = build_inference(g, {"calib_data": calib, "int8_io": True}, session, CBackend())
-    CBackend().check(dep, {})
+    CBackend().check(dep)
     q = dep.extractor.tensors[dep.extractor.consumers(dep.extractor.inputs[0])[0].outputs[0]].quant
     x = (float(q.scale[0]) * (rng.integers(-128, 128, (n,) + shape) - int(q.zero_point[0]))).astype(np.float32)
     render_project(dep, {"test_vectors": x, "test_count": n}, tmp_path / "c")
@@ -207,8 +211,8 @@ def test_mlperf_inference_only_c_equals_tflite_micro(session, tmp_path: Path, na
             tm.set_input(xin[i:i + 1], 0)
             tm.invoke()
             np.testing.assert_array_equal(got[i], tm.get_output(0).reshape(-1), err_msg=f"{name} input {i}")
-    TflmBackend().check(dep, {})
-    TflmBackend().emit(dep, {}, tmp_path / "tflm")
+    TflmBackend().check(dep)
+    emit(TflmBackend(), dep, {}, tmp_path / "tflm")
     assert (tmp_path / "tflm" / f"{dep.name}.tflite").read_bytes() == deployment_tflite(dep)
 
 
@@ -221,7 +225,7 @@ def test_validate_mlperf_inference_only_on_host(session, tmp_path: Path, capsys,
     the Keras-only streaming wake word model is calibrated on the data."""
     import io
 
-    from tinycc.plugins.validate import validate
+    from tinycc.plugins.applications.validate import validate
 
     from .conftest import mlperf_model
 
@@ -233,7 +237,7 @@ def test_validate_mlperf_inference_only_on_host(session, tmp_path: Path, capsys,
     x = rng.uniform(*(lohi or (0, 1)), (n,) + shape).astype(np.float32)
     np.savez(tmp_path / "data.npz", x=x, y=np.zeros(n, np.int64))
     stream = io.StringIO()  # `tinycc validate` is this call with the parsed options
-    rc = validate(str(path), "c", str(tmp_path / "data.npz"), None, n, None, {"inference_only": True}, session, stream)
+    rc = validate(str(path), "c", str(tmp_path / "data.npz"), None, n, None, config(session, {}, True), session, stream)
     out = stream.getvalue()
     assert rc == 0, out
     assert re.search(rf"outputs, bit-exact\s+{n}/{n} equal, max \|diff\| 0 steps", out) and "PASS" in out, out
@@ -272,7 +276,7 @@ def test_arduino_inference_protocol_predicts_and_refuses_learning(session, tmp_p
     from .test_arduino import frame, read_reply
 
     dep, x = _arduino_dep(session, int8_io)
-    ArduinoBackend().emit(dep, {"int8_io": int8_io}, tmp_path)
+    emit(ArduinoBackend(), dep, {"int8_io": int8_io}, tmp_path)
     sk = tmp_path / dep.name
     exe = tmp_path / "proto_host"
     srcs = [sk / "extras" / "host_main.c"] + sorted((sk / "src").glob("*.c"))
@@ -281,7 +285,7 @@ def test_arduino_inference_protocol_predicts_and_refuses_learning(session, tmp_p
     assert r.returncode == 0, r.stderr
     xin, ref = _reference(dep, x)
     elem = 1 if int8_io else 4
-    assert dep.memory["ram"] == (CBackend().arena_bytes(dep.extractor, {}) + CORE_RESERVE
+    assert dep.memory["static_ram"] == (c_arena(dep.extractor) + CORE_RESERVE
                                  + inference_proto_bytes(elem * xin[0].size, elem * ref.shape[1]))
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -321,7 +325,7 @@ def test_arduino_inference_selftest_in_simavr(session, tmp_path: Path) -> None:
     if not arduino_harness.available():
         pytest.skip("arduino-builder/simavr/avr-gcc not installed")
     dep, x = _arduino_dep(session, True)
-    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": x, "test_count": len(x)}, tmp_path)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": x, "test_count": len(x)}, tmp_path)
     elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path,
                                       defines=("TINYCC_DEMO_DUMP=1",))
     out = parse("\n".join(arduino_harness.run_simavr(elf)))
@@ -335,18 +339,19 @@ def test_validate_inference_only_on_host(session, tmp_path: Path) -> None:
     outputs were tampered with fails (exit 1)."""
     import io
 
-    from tinycc.plugins.validate import validate
+    from tinycc.plugins.applications.validate import validate
 
     model, data = str(ROOT / "examples" / "digits_cnn.h5"), str(ROOT / "examples" / "digits_data.npz")
     out = io.StringIO()
-    assert validate(model, "c", data, None, 12, None, {"inference_only": True}, session, out) == 0
+    assert validate(model, "c", data, None, 12, None, config(session, {}, True), session, out) == 0
     assert "outputs, bit-exact               12/12 equal" in out.getvalue() and "PASS" in out.getvalue()
     proj = tmp_path / "p"
     assert main(["compile", model, "--target", "c", "--calib", data, "-o", str(proj), "--inference-only"]) == 0
     model_c = proj / "model.c"
     model_c.write_text(model_c.read_text().replace("return 0;\n}", "y[0] += 1.0f;\n    return 0;\n}"))
     out = io.StringIO()
-    assert validate(model, "c", data, None, 12, str(proj), {"inference_only": True, "calib": data}, session, out) == 1
+    assert validate(model, "c", data, None, 12, str(proj), config(session, {"calib": data}, True), session,
+                    out) == 1
     assert "FAIL: the program differs from the reference: 12 of 12 samples have different int8 outputs" in \
         out.getvalue()
 
@@ -378,7 +383,7 @@ def test_tflm_inference_glue_compiles_against_tflite_micro(session, tmp_path: Pa
         t.extractall(tmp_path / "v", filter="data")
     g, _, _, calib = _graph(session, "digits")
     dep = build_inference(g, {"calib_data": calib, "int8_io": int8_io}, session, TflmBackend())
-    TflmBackend().emit(dep, {}, tmp_path / "p")
+    emit(TflmBackend(), dep, {}, tmp_path / "p")
     t = tmp_path / "v" / "tflite-micro"
     inc = [a for d in ("", "fb/include", "gemmlowp", "ruyinc") for a in ("-isystem", str(t / d))]
     src = tmp_path / "p" / "src"

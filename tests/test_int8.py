@@ -10,8 +10,8 @@ from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.tflite_writer import operator_names, write_tflite
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.tflite_writer import operator_names, write_tflite
 
 from .zoo import build, sample_input
 
@@ -57,7 +57,7 @@ def _extra_model():
 
 def _quantized(session, name: str):
     if name == "digits":
-        g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
+        g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"))
         d = np.load(ROOT / "examples" / "digits_data.npz")
         calib, rnd, real = d["x_train"][:300], np.random.default_rng(1).uniform(0, 16, (100, 8, 8, 1)), d["x_test"][:100]
     else:
@@ -73,7 +73,7 @@ def _quantized(session, name: str):
         g.ops.pop()
         g.prune_unused()
     float_graph = g.copy()
-    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, options={"calib_data": calib}))
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=calib))
     return float_graph, g, np.concatenate([rnd, real]).astype(np.float32)
 
 
@@ -119,7 +119,7 @@ def test_no_int8_kernel_is_reported_with_layer(session, monkeypatch) -> None:
     import keras
 
     from tinycc.ir.ops import OpKind
-    from tinycc.plugins import quantize as qz
+    from tinycc.plugins.passes import quantize as qz
 
     monkeypatch.setattr(qz, "INT8_KINDS", qz.INT8_KINDS - {OpKind.SOFTMAX})  # as if int8 had no softmax kernel
 
@@ -127,7 +127,7 @@ def test_no_int8_kernel_is_reported_with_layer(session, monkeypatch) -> None:
     x = keras.layers.Dense(4, activation="softmax", name="attention")(inp)
     out = keras.layers.Dense(2, name="head")(x)
     g = graph_from_keras_model(keras.Model(inp, out))
-    ctx = PassContext(session=session, options={"calib_data": np.zeros((4, 6), np.float32)})
+    ctx = PassContext(session=session, calib=np.zeros((4, 6), np.float32))
     with pytest.raises(UnsupportedLayerError, match="'attention' \\(softmax\\) has no int8 kernel"):
         run_pipeline(g, session.registry.pipeline("int8"), ctx)
 
@@ -139,9 +139,9 @@ def test_no_int8_kernel_is_reported_with_layer(session, monkeypatch) -> None:
     (np.array([["a"] * 64] * 2), "not numeric"),
 ])
 def test_bad_calibration_data(session, bad, msg: str) -> None:
-    g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"), {})
+    g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"))
     with pytest.raises(TinyccError, match=msg):
-        run_pipeline(g, ["calibrate"], PassContext(session=session, options={"calib_data": bad}))
+        run_pipeline(g, ["calibrate"], PassContext(session=session, calib=bad))
 
 
 def test_logistic_and_tanh_with_tiny_input_scale() -> None:

@@ -6,8 +6,8 @@ import pytest
 
 from tinycc.ir.interpreter import run
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_export import graph_to_keras, update_graph_weights
-from tinycc.plugins.keras_frontend import graph_from_keras_model
+from tinycc.plugins.passes.keras_export import graph_to_keras, update_graph_weights
+from tinycc.plugins.frontends.keras import graph_from_keras_model
 
 from .zoo import ZOO_NAMES, build, sample_input
 

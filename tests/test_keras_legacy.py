@@ -22,8 +22,8 @@ import pytest
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.interpreter import run
 from tinycc.ir.stats import totals
-from tinycc.plugins.keras_frontend import KerasFrontend
-from tinycc.plugins.keras_legacy import repair_config
+from tinycc.plugins.frontends.keras import KerasFrontend
+from tinycc.plugins.frontends.keras_legacy import repair_config
 
 from .conftest import mlperf_model
 from .zoo import _randomise_bn
@@ -162,7 +162,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_same(model: Any, path: Path, seed: int = 0) -> None:
-    g = KerasFrontend().load(str(path), {})
+    g = KerasFrontend().load(str(path))
     x = np.random.default_rng(seed).normal(0, 1, (6,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
     assert _close(run(g, x)[g.outputs[0]], model.predict(x, verbose=0)) <= TOL
     assert totals(g)["params"] == model.count_params()
@@ -183,7 +183,7 @@ def test_keras2_h5_same_outputs(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # Keras 3 alone refuses it
         keras.models.load_model(path, compile=False)
     _check_same(m, path)
-    g = KerasFrontend().load(str(path), {})
+    g = KerasFrontend().load(str(path))
     kinds = {o.origin: o.kind.value for o in g.ops}
     assert kinds["tfop_add_const"] == "rescale" and kinds["tfop_add"] == "add" and kinds["tfop_relu6"] == "relu6"
 
@@ -262,7 +262,7 @@ def test_repair_config_generic() -> None:
     assert len(changes) >= 6
     import keras
 
-    from tinycc.plugins.keras_legacy import _accepted
+    from tinycc.plugins.frontends.keras_legacy import _accepted
 
     assert "groups" not in _accepted(keras.layers.DepthwiseConv2D)  # the repair is needed at all
 
@@ -311,10 +311,10 @@ def test_mlperf_tiny_h5(name: str, tmp_path: Path) -> None:
     path = mlperf_model(f"{name}.h5")
     import keras
 
-    from tinycc.plugins.keras_legacy import repaired_copy
+    from tinycc.plugins.frontends.keras_legacy import repaired_copy
 
     model = keras.models.load_model(repaired_copy(path, tmp_path) or path, compile=False)
-    g = KerasFrontend().load(str(path), {})
+    g = KerasFrontend().load(str(path))
     x = np.random.default_rng(0).normal(0, 1, (4,) + INPUTS[name]).astype(np.float32)
     assert _close(run(g, x)[g.outputs[0]], model.predict(x, verbose=0)) <= TOL
     assert totals(g)["params"] == model.count_params() == PUBLISHED.get(name, model.count_params())
@@ -334,4 +334,4 @@ def test_unreadable_keras3_layer_named(tmp_path: Path) -> None:
         config["config"]["layers"][1]["config"]["bogus"] = 5
         f.attrs["model_config"] = json.dumps(config).encode("utf-8")
     with pytest.raises(TinyccError, match=r"bad3.h5: cannot read layer 'mydw' \(DepthwiseConv2D\): .*'bogus': 5"):
-        KerasFrontend().load(str(path), {})
+        KerasFrontend().load(str(path))

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tinycc.backends.c import CBackend, render_project
-from tinycc.backends.c.emitter import build_emit_model
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
+from .deploy_util import build_emit_model
 from tinycc.ir.graph import Graph
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.ondevice import build_deployment
+from .deploy_util import build_deployment
 
 from . import c_harness
 from .conftest import mlperf_model
@@ -108,10 +109,10 @@ def test_specialized_layers_equal_int8_interpreter(session, tmp_path_factory, la
 
 def test_generic_option_keeps_the_runtime_loops(session) -> None:
     from tinycc.cli import build_parser
-    from tinycc.driver import options_from_args
+    from tinycc.config import from_args
 
     args = build_parser(session).parse_args(["compile", "m.h5", "-t", "c", "-o", "out", "--kernels", "generic"])
-    assert options_from_args(args)["kernels"] == "generic"
+    assert from_args(args, session.registry).kernels == "generic"
     dep, opts, _ = _deployment(session, FIXED[:2], 1, kernels="generic")
     em = build_emit_model(dep, opts)
     assert not em.kernels and {c.fn for c in em.calls} >= {"tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8"}
@@ -179,7 +180,7 @@ MLPERF_MODELS = ["pretrainedResnet_quant", "kws_ref_model", "vww_96_int8"]  # ad
 def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, name: str) -> None:
     """The MLPerf Tiny int8 models (converter output): specialized C (ASan/UBSan) equals run_int8 on 100 inputs."""
     path = str(mlperf_model(f"{name}.tflite"))
-    g = session.registry.frontend_for(path).load(path, {})
+    g = session.registry.frontend_for(path).load(path)
     opts = {"buffer": 2}
     dep = build_deployment(g, opts, session, CBackend())
     assert build_emit_model(dep, opts).kernels
@@ -215,7 +216,7 @@ def test_mlperf_tiny_first_vector_under_qemu(session, tmp_path: Path, name: str,
             pytest.skip(f"no cmsis-nn-*.tar.xz in {VENDOR} (set TINYCC_VENDOR)")
         cmsis_dir = cmsis_nn.extract(archive)
     path = str(mlperf_model(f"{name}.tflite"))
-    g = session.registry.frontend_for(path).load(path, {})
+    g = session.registry.frontend_for(path).load(path)
     opts = {"buffer": 2, "kernels": kernels}
     dep = build_deployment(g, opts, session, CBackend())
     xin = dep.extractor.tensors[dep.extractor.inputs[0]]

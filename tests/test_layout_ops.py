@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,11 +21,13 @@ from tinycc.ir.ops import OpKind
 from tinycc.ir.stats import totals
 from tinycc.ir.tensor import DType, QuantParams
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.tflite_frontend import read_tflite
-from tinycc.plugins.tflite_writer import operator_names, write_tflite
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
+from .test_c_kernels import _generic
+from .deploy_util import build_deployment, emit, render_project
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
@@ -278,8 +279,7 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
     g = _float_ir(m, tmp_path)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     fg = g.copy()
-    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session,
-                                                                   options={"calib_data": _x(m, 64, 7)}))
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=_x(m, 64, 7)))
     assert NEW & {o.kind for o in g.ops}
     for o in g.ops:
         if o.kind in (OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE):
@@ -430,7 +430,7 @@ def _deconv_case(rng: np.random.Generator) -> Graph:
 def _program(cases: list[tuple[Graph, dict]]) -> tuple[str, list[str]]:
     body, want, arena = [], [], 16
     for i, (g, feed) in enumerate(cases):
-        em = _Builder(SimpleNamespace(extractor=g, name=g.name), {"kernels": "generic"}).build()
+        em = _Builder(_generic(g)).build()
         arena = max(arena, em.plan.arena)
         body.append("    {")
         for a in em.arrays:
@@ -511,8 +511,7 @@ def _source(session, m, tmp_path: Path):
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_cortex_m4_qemu_features_equal_run_int8(session, models, tmp_path: Path, name: str) -> None:
     """-Os -Wall -Wextra -Werror for Cortex-M4, run under QEMU: the first vectors' int8 features equal run_int8's."""
-    from tinycc.backends.c import CBackend, render_project
-    from tinycc.plugins.ondevice import build_deployment
+    from tinycc.backends.c import CBackend
 
     m = models[name]
     graph, opts = _source(session, m, tmp_path)
@@ -534,16 +533,15 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     runs the tflm target's extractor .tflite bit-exactly like run_int8."""
     from tflite_micro.python.tflite_micro import runtime
 
-    from tinycc.backends.c import CBackend, render_project
+    from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
     from tinycc.ir.simulator import Simulator
-    from tinycc.plugins.ondevice import build_deployment
 
     m = models[name]
     graph, opts = _source(session, m, tmp_path)
     dep = build_deployment(graph(), opts, session, CBackend())
-    CBackend().check(dep, {})
+    CBackend().check(dep)
     assert NEW & {o.kind for o in dep.extractor.ops}
     x = _x(m, 8, 3)
     y = np.arange(8) % dep.num_classes
@@ -558,7 +556,7 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     w = sim.classifier.layers[-1].weight
     assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
     dep = build_deployment(graph(), opts, session, TflmBackend())
-    TflmBackend().check(dep, {})
+    TflmBackend().check(dep)
     data = extractor_tflite(dep.extractor)
     assert WRITTEN[name] <= set(operator_names(data))
     tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
@@ -588,7 +586,6 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, tmp_
     from tinycc.backends.arduino import ArduinoBackend
     from tinycc.backends.demo import report_predictions
     from tinycc.ir.simulator import Simulator
-    from tinycc.plugins.ondevice import build_deployment
 
     from . import arduino_harness
 
@@ -599,7 +596,7 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, tmp_
     dep = build_deployment(graph(), {**opts, "board": "mega2560", "buffer": 8}, session, ArduinoBackend())
     x = _x(m, 8, 3)
     y = np.arange(8) % dep.num_classes
-    ArduinoBackend().emit(dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
     elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
     lines = arduino_harness.run_simavr(elf)
     report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
-from tinycc.ir.memory_model import ABIS, DESCRIPTOR_FIELDS, descriptor_bytes, host_abi, struct_size
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.backends.c import CBackend
+from tinycc.backends.runtime_layout import DESCRIPTOR_FIELDS, descriptor_bytes, struct_size
+from tinycc.targets import AVR_ABI, ILP32, LP64, host_abi
+from .deploy_util import build_deployment, render_project
 
 from .test_c_backend import _graph
 
@@ -21,8 +22,9 @@ WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-c"]
 TARGETS = {"host": ("gcc", "nm", ["-O1"], None, host_abi()),
            "m4": ("arm-none-eabi-gcc", "arm-none-eabi-nm",
                   ["-Os", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2_an386",
-                  "ilp32"),
-           "avr": ("avr-gcc", "avr-nm", ["-Os", "-mmcu=atmega2560"], "mega2560", "avr")}
+                  ILP32),
+           "avr": ("avr-gcc", "avr-nm", ["-Os", "-mmcu=atmega2560"], "mega2560", AVR_ABI)}
+ABIS = {"lp64": LP64, "ilp32": ILP32, "avr": AVR_ABI}
 MODELS = {"digits": {"buffer": 16, "lr": 0.05},
           "mlp": {"buffer": 9, "batch_size": 2, "policy": "reservoir"},
           "cnas_like": {"buffer": 7, "storage": "float32", "policy": "class_balanced"}}
@@ -60,8 +62,8 @@ def test_memory_report_equals_symbol_sizes(session, tmp_path: Path, target: str)
         proj.mkdir()
         render_project(dep, opts, proj)
         sizes = _static_ram(proj, cc, nm, flags)
-        assert sum(sizes.values()) == dep.memory["ram"], (name, sizes, dep.memory["report"])
-        want = descriptor_bytes(len(dep.classifier), ABIS[abi])
+        assert sum(sizes.values()) == dep.memory["static_ram"], (name, sizes, dep.memory["report"])
+        want = descriptor_bytes(len(dep.classifier), abi)
         assert {k: sizes[k] for k in want} == want, name
         items = {i["name"]: i for i in dep.memory["items"] if i["section"] == "ram"}
         assert items["runtime descriptors"]["bytes"] == sum(want.values())
@@ -86,5 +88,5 @@ def test_arduino_report_flags_its_estimates(session) -> None:
     dep = build_deployment(g, {"calib_data": calib, "buffer": 4, "board": "mega2560"}, session, ArduinoBackend())
     items = {i["name"]: i for i in dep.memory["items"]}
     assert items["runtime state"]["bytes"] > CORE_RESERVE and not items["runtime state"]["exact"]
-    want = sum(descriptor_bytes(len(dep.classifier), ABIS["avr"]).values())
+    want = sum(descriptor_bytes(len(dep.classifier), AVR_ABI).values())
     assert items["runtime descriptors"]["bytes"] == want and items["runtime descriptors"]["exact"]

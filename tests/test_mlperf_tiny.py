@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.quant import quantize
-from tinycc.plugins.ondevice import build_deployment
-from tinycc.plugins.tflite_frontend import read_tflite
+from .deploy_util import build_deployment
+from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.session import Session
 
 from . import c_harness
@@ -29,7 +30,7 @@ def test_mlperf_model_compiles_to_c_bit_exactly(tmp_path: Path, name: str) -> No
     q = g.tensors[g.inputs[0]].quant
     s, zp = float(q.scale[0]), int(q.zero_point[0])
     dep = build_deployment(g, {"buffer": 2}, Session(autoload=False), CBackend())
-    CBackend().check(dep, {})
+    CBackend().check(dep)
     ext = dep.extractor
     rng = np.random.default_rng(0)
     x = (s * (rng.integers(-128, 128, (3,) + ext.tensors[ext.inputs[0]].shape[1:]) - zp)).astype(np.float32)

@@ -63,6 +63,41 @@ def test_example_plugin_pass_runs_in_pipeline(installed_example: Path) -> None:
             del sys.modules[mod]
 
 
+def _int8_weights(model_c: Path) -> list[int]:
+    """Every value of the int8 weight arrays of a generated model.c."""
+    text = model_c.read_text()
+    values: list[int] = []
+    for block in text.split("static const int8_t tcc_w_")[1:]:
+        body = block.split("{", 1)[1].split("}", 1)[0]
+        values += [int(v) for v in body.replace("\n", " ").split(",") if v.strip()]
+    return values
+
+
+def test_example_plugin_runs_inside_compile(installed_example: Path, tmp_path: Path) -> None:
+    """Installed through its entry point, the example's pass runs in `tinycc compile` (optimize stage) with its own
+    typed option, and changes the emitted project; dropped with --passes or blocked with -p, it changes nothing."""
+    from .test_cli import clean_env
+    from .test_stages import _compile, _run, _same_tree
+
+    env = dict(clean_env(), PYTHONPATH=str(installed_example))
+    r = _run("passes", env=env)
+    assert r.returncode == 0, r.stderr
+    optimize = r.stdout.split("optimize:\n")[1].split("pre_quantize:")[0]
+    assert optimize.index("prune_channels") < optimize.index("zero_small_weights")
+    assert "remove_noop_reshapes" in r.stdout.split("import:\n")[1].split("cleanup:")[0]
+    assert _compile(tmp_path / "base", env=env).returncode == 0
+    r = _compile(tmp_path / "zeroed", "--zero-below", "0.05", env=env)
+    assert r.returncode == 0, r.stderr
+    base, zeroed = (_int8_weights(tmp_path / d / "model.c") for d in ("base", "zeroed"))
+    assert len(base) == len(zeroed) > 1000
+    assert zeroed.count(0) > base.count(0) + 100  # small weights became exact zeros
+    r = _compile(tmp_path / "dropped", "--zero-below", "0.05", "--passes", "-zero_small_weights", env=env)
+    assert r.returncode == 0, r.stderr
+    assert _same_tree(tmp_path / "base", tmp_path / "dropped")
+    r = _compile(tmp_path / "blocked", "--zero-below", "0.05", pre=("-p", "no:example"), env=env)
+    assert r.returncode == 2 and "--zero-below" in r.stderr  # the option is the plugin's: gone when it is blocked
+
+
 def test_cli_plugins_lists_example(installed_example: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(installed_example))
     out = subprocess.run([sys.executable, "-m", "tinycc.cli", "plugins"], capture_output=True, text=True, env=env)

@@ -14,9 +14,9 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.ops import OpKind
 from tinycc.ir.stats import totals
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_export import graph_to_keras
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.prune import l1, plan_ratio, prune
+from tinycc.plugins.passes.keras_export import graph_to_keras
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.passes.prune import l1, plan_ratio, prune
 
 from .zoo import ZOO_NAMES, build, sample_input
 

@@ -17,10 +17,11 @@ from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
 from tinycc.ir.quant import choose_activation_params, quantize
 from tinycc.ir.tensor import DType
+from tinycc.config import CompileConfig, QuantConfig
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins import quantize as qz
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.quant_report import build_report, sqnr_db
+from tinycc.plugins.passes import quantize as qz
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.passes.quant_report import build_report, sqnr_db
 
 from .test_tflite_writer import mobilenet_v3_style
 from .zoo import build, sample_input, save_model
@@ -31,8 +32,10 @@ DIGITS = ROOT / "examples" / "digits_data.npz"
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 
-def _int8(session, g: Graph, x: np.ndarray, **options) -> PassContext:
-    ctx = PassContext(session=session, options={"calib_data": x, **options})
+def _int8(session, g: Graph, x: np.ndarray, int8_io: bool = False, **quant) -> PassContext:
+    """The int8 pipeline with ``x`` as calibration samples and QuantConfig fields ``quant``."""
+    q = QuantConfig(int8_input=int8_io, int8_output=int8_io, **quant)
+    ctx = PassContext(session=session, config=CompileConfig(learning=None, quant=q), calib=x)
     run_pipeline(g, session.registry.pipeline("int8"), ctx)
     return ctx
 
@@ -202,7 +205,7 @@ def test_fixed_output_parameters() -> None:
 
 
 def test_int8_io_and_dense_per_tensor_options(session) -> None:
-    g = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE), {})  # no cleanup: a conv without bias
+    g = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE))  # no cleanup: a conv without bias
     assert any(o.kind == OpKind.CONV2D and len(o.inputs) == 2 for o in g.ops)
     g.outputs = [g.ops[-1].inputs[0]]  # drop the softmax: int8 logits out
     g.ops.pop()
@@ -218,7 +221,7 @@ def test_int8_io_and_dense_per_tensor_options(session) -> None:
     # per-tensor FULLY_CONNECTED is bit-exact in both runtimes (they round differently: see interpreter flavors)
     from tflite_micro.python.tflite_micro import runtime
 
-    from tinycc.plugins.tflite_writer import write_tflite
+    from tinycc.tflite_writer import write_tflite
 
     q = g.tensors[g.inputs[0]].quant
     x = quantize(np.concatenate([d["x_test"][:100], np.random.default_rng(2).uniform(0, 16, (100, 8, 8, 1))]),
@@ -243,7 +246,7 @@ def _cli_quantize_and_compare(capsys, tmp_path: Path, model_path: Path, calib: P
     and TFLite Micro (its flavour) on ``x`` (float samples, quantized with the file's input parameters)."""
     from tflite_micro.python.tflite_micro import runtime
 
-    from tinycc.plugins.tflite_frontend import read_tflite
+    from tinycc.plugins.frontends.tflite import read_tflite
 
     out = tmp_path / "m.tflite"
     code, _, err = _cli(capsys, "quantize", str(model_path), "--calib", str(calib), "--int8-io", *extra,
@@ -269,7 +272,7 @@ def _cli_quantize_and_compare(capsys, tmp_path: Path, model_path: Path, calib: P
 
 def test_int8_io_softmax_classifier_is_tflite_int8_softmax(capsys, tmp_path: Path) -> None:
     """--int8-io on a model ending in softmax: TFLite's int8 SOFTMAX (1/256, -128), bit-exact in both runtimes."""
-    from tinycc.plugins.tflite_writer import operator_versions
+    from tinycc.tflite_writer import operator_versions
 
     d = np.load(DIGITS)
     np.save(tmp_path / "calib.npy", d["x_train"][:200])
@@ -305,7 +308,7 @@ def test_unsupported_op_fails_before_calibration(session, monkeypatch) -> None:
     g.add_op("softmax", ["x"], "sm", origin="my_softmax")
     g.add_op("relu", ["sm"], "r", origin="after")
     g.outputs = ["r"]
-    ctx = PassContext(session=session, options={"calib_data": np.zeros((2, 4), np.float32)})
+    ctx = PassContext(session=session, calib=np.zeros((2, 4), np.float32))
     with pytest.raises(UnsupportedLayerError, match="layer 'my_softmax' \\(softmax\\) has no int8 kernel"):
         run_pipeline(g, session.registry.pipeline("int8"), ctx)
     assert "calibrate" not in ctx.results
@@ -318,7 +321,7 @@ def test_report_clipping_sqnr_and_accuracy(session) -> None:
     assert sqnr_db(np.ones(10), np.ones(10)) == float("inf")
     assert sqnr_db(np.ones(100), np.full(100, 1.1)) == pytest.approx(20.0)
     d = np.load(DIGITS)
-    g = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE), {})
+    g = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE))
     ctx = _int8(session, g, d["x_train"][:300])
     fg = ctx.results["quantize_int8"]["float_graph"]
     rep = build_report(fg, g, ctx.results["calibrate"]["samples"], d["x_test"], d["y_test"])
@@ -332,7 +335,7 @@ def test_report_clipping_sqnr_and_accuracy(session) -> None:
     # a percentile range clips the rare outlier it was made to ignore
     x = d["x_train"][:300].copy()
     x[0, 0, 0, 0] = 400.0
-    g2 = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE), {})
+    g2 = session.registry.frontend_for(str(EXAMPLE)).load(str(EXAMPLE))
     ctx2 = _int8(session, g2, x, observer="percentile")
     rep2 = build_report(ctx2.results["quantize_int8"]["float_graph"], g2, ctx2.results["calibrate"]["samples"])
     inp = next(t for t in rep2.tensors if t.op == "quantize")
@@ -346,8 +349,8 @@ def test_accuracy_and_parameters_match_the_tflite_converter(session) -> None:
     import tensorflow as tf
     from sklearn.datasets import load_digits
 
-    from tinycc.plugins.tflite_schema import schema
-    from tinycc.plugins.tflite_writer import operator_versions, write_tflite
+    from tinycc.tflite_schema import schema
+    from tinycc.tflite_writer import operator_versions, write_tflite
 
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import emit, render_project
 from tinycc.errors import UnsupportedLayerError
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.ondevice import build_deployment
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from .deploy_util import build_deployment
 
 from . import c_harness
 from .test_c_backend import _graph as _zoo_graph
@@ -324,7 +325,7 @@ def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
 
     g, calib = _wide_graph(session)
     dep = build_deployment(g, {"calib_data": calib, "buffer": 4, "board": "nano33ble"}, session, ArduinoBackend())
-    ArduinoBackend().emit(dep, {}, tmp_path)
+    emit(ArduinoBackend(), dep, {}, tmp_path)
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -355,7 +356,7 @@ def _fuzz_source(dep) -> str:
 def test_tflm_public_api_under_random_calls(session, library, tmp_path: Path) -> None:
     """The same harness against the tflm target (TFLite Micro runs the extractor; tinycc's API layer and
     classifier): its main.c replaced by the harness, built with the project's Makefile under the sanitizers."""
-    from tinycc.driver import compile_model
+    from .deploy_util import compile_model
 
     from .zoo import build as build_model, sample_input
 

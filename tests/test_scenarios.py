@@ -53,16 +53,17 @@ def test_simulate_writes_csv_and_plot(setup: Path, scenario: str) -> None:
 def test_tune_picks_the_best_rate_per_mode(setup: Path) -> None:
     """tune() computes features once per stream; its choice equals simulate() run at each rate."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.scenarios import MODES, simulate, tune
+    from .deploy_util import config
+    from tinycc.plugins.applications.scenarios import MODES, simulate, tune
     from tinycc.session import Session
 
     session = Session(autoload=False)
-    g = session.registry.frontend_for(str(setup / "model.keras")).load(str(setup / "model.keras"), {})
+    g = session.registry.frontend_for(str(setup / "model.keras")).load(str(setup / "model.keras"))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     opts = {"buffer": 8, "storage": "int8"}
     grid = [0.001, 0.05, 0.5]
-    best = tune(g, "concept-drift", str(setup), opts, session, grid, runs=2, n_stream=40, n_test=30, progress=False)
-    finals = {lr: simulate(g, "concept-drift", str(setup), {**opts, "lr": lr}, session, runs=2, n_stream=40,
+    best = tune(g, "concept-drift", str(setup), config(session, opts), session, grid, runs=2, n_stream=40, n_test=30, progress=False)
+    finals = {lr: simulate(g, "concept-drift", str(setup), config(session, {**opts, "lr": lr}), session, runs=2, n_stream=40,
                            n_test=30, first_seed=100, progress=False) for lr in grid}
     for m in MODES:
         score = {lr: float(np.mean(finals[lr][m]["all"][:, -1])) for lr in grid}

@@ -64,7 +64,7 @@ def test_bad_input_one_line(capsys, tmp_path: Path) -> None:
     _extra()
     base = ("search", "--data", str(DIGITS), "-o", str(tmp_path / "s"))
     assert "--board NAME or --ram" in one_line_error(2, capsys, *base, "--trials", "2")
-    assert "argument --trials: must be an integer >= 1" in one_line_error(2, capsys, *base, "--trials", "0", "--board",
+    assert "argument --trials: must be an integer in 1..100000" in one_line_error(2, capsys, *base, "--trials", "0", "--board",
                                                                          "uno")
     assert "argument --seed: must be an integer >= 0" in one_line_error(2, capsys, *base, "--trials", "1", "--board",
                                                                         "uno", "--seed", "-1")
@@ -240,7 +240,7 @@ def test_interrupted_search_resumes_without_repeating_trials(tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def candidate(tmp_path_factory) -> tuple[Path, dict]:
     """A small candidate from the search space (no optuna needed: the architecture is a plain dict)."""
-    from tinycc.plugins.search.space import MAX_BLOCKS, MAX_STAGES, build_model
+    from tinycc.plugins.applications.search.space import MAX_BLOCKS, MAX_STAGES, build_model
 
     arch = {"downsample": 1, "stem_width": 8, "stem_stride": 1, "stem_act": "relu", "stages": 2, "head_conv": 0,
             "hidden": 16, "cut": "hidden"}
@@ -258,9 +258,9 @@ def candidate(tmp_path_factory) -> tuple[Path, dict]:
 def test_feasibility_is_the_compile_path(candidate, session, tmp_path: Path) -> None:
     import numpy as np
 
-    from tinycc.driver import compile_model
-    from tinycc.plugins.search.feasibility import check, instruction_estimate
-    from tinycc.plugins.search.space import effective_cut
+    from .deploy_util import compile_model
+    from tinycc.plugins.applications.search.feasibility import check, instruction_estimate
+    from tinycc.plugins.applications.search.space import effective_cut
 
     path, arch = candidate
     calib = np.load(DIGITS)["x_train"][:32]
@@ -286,17 +286,17 @@ def test_instruction_estimate_near_the_measured_digits() -> None:
     """The per-op costs give the digits model's features call within 15 % of QEMU's count (benchmarks/results)."""
     import numpy as np
 
-    from tinycc.plugins.search.feasibility import compile_deployment, instruction_estimate
+    from tinycc.plugins.applications.search.feasibility import compile_deployment, instruction_estimate
     from tinycc.session import Session
 
-    dep = compile_deployment(str(ROOT / "examples" / "digits_cnn.h5"), {"calib_data": np.load(DIGITS)["x_train"][:32]},
-                             Session(autoload=False))
+    dep = compile_deployment(str(ROOT / "examples" / "digits_cnn.h5"), {}, Session(autoload=False),
+                             np.load(DIGITS)["x_train"][:32])
     measured = 1_165_120  # instr. features, digits, m4 (benchmarks/results/backends.md)
     assert abs(instruction_estimate(dep.extractor, []) - measured) < 0.15 * measured
 
 
 def test_space_builds_every_choice(candidate) -> None:
-    from tinycc.plugins.search.space import build_model, describe, effective_cut
+    from tinycc.plugins.applications.search.space import build_model, describe, effective_cut
 
     path, arch = candidate
     assert effective_cut(arch) == "hidden" and effective_cut({**arch, "hidden": 0}) == "features"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tinycc.errors import TinyccError
-from tinycc.plugins import serial_proto
-from tinycc.plugins.serial_proto import Board, BoardLost, crc16, frame
+from tinycc.plugins.applications import serial_proto
+from tinycc.plugins.applications.serial_proto import Board, BoardLost, crc16, frame
 
 CLASSES, CAPACITY, OUTPUTS = 3, 453_330, 3  # issue #29: a capacity above 65,535 (protocol 1 sent 60,114)
 
@@ -324,7 +324,7 @@ def test_no_board_on_the_port_is_one_line_exit_3(tmp_path: Path, capsys, monkeyp
 def test_stream_writes_the_samples_done_when_stopped(tmp_path: Path, stop: str) -> None:
     """Ctrl-C, or a request the board refuses (here: error 6, NaN), mid-stream: the CSV of the samples done so far
     is written before the error goes on."""
-    from tinycc.plugins.serial_cmd import stream
+    from tinycc.plugins.applications.serial_cmd import stream
 
     class Stopping(FuzzPort):
         def write(self, req: bytes) -> None:

@@ -18,9 +18,9 @@ import pytest
 
 from tinycc.backends.arduino import ArduinoBackend
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins.ondevice import build_deployment
-from tinycc.plugins.serial_proto import Board
-from tinycc.plugins.serial_cmd import stream
+from .deploy_util import build_deployment
+from tinycc.plugins.applications.serial_proto import Board
+from tinycc.plugins.applications.serial_cmd import stream
 
 from . import arduino_harness
 
@@ -41,7 +41,7 @@ def board_exe(tmp_path_factory):
     """(deployment, stream x, y, the bridge executable) for a small MLP: 8 float inputs (a 42-byte learn frame),
     3 classes, a 64-entry buffer."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -53,7 +53,7 @@ def board_exe(tmp_path_factory):
     dep = build_deployment(g, {"calib_data": x[:200], "board": "mega2560", "lr": 0.05, "buffer": 64}, session,
                            ArduinoBackend())
     out = tmp_path_factory.mktemp("noise")
-    ArduinoBackend().emit(dep, {}, out)
+    ArduinoBackend().emit(dep, out)
     n = dep.name
     exe = arduino_harness.build_host_proto(out, n, out / "bridge", arduino_harness.BRIDGE_MAIN,
                                            ("TCC_PROTO_TIMEOUT_MS=10", f"MODEL_WEIGHTS={n}_classifier_weights",
@@ -155,7 +155,7 @@ def test_noisy_line_to_the_sketch_in_simavr(board_exe, tmp_path: Path) -> None:
     corrupts 1% of the bytes both ways: the same CSV and the same classifier bytes in the AVR's RAM as the clean
     run; the classifier is the numpy simulator's to float rounding (avr-libc's expf is not glibc's)."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     _, x, y, _ = board_exe
@@ -164,7 +164,7 @@ def test_noisy_line_to_the_sketch_in_simavr(board_exe, tmp_path: Path) -> None:
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     dep = build_deployment(g, {"calib_data": x[:200], "board": "mega2560", "lr": 0.05, "buffer": 4, "train": "last"},
                            session, ArduinoBackend())
-    ArduinoBackend().emit(dep, {}, tmp_path)
+    ArduinoBackend().emit(dep, tmp_path)
     elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path,
                                       defines=("TCC_PROTO_TIMEOUT_MS=20",))  # resync_s 0.05 > 20 ms of silence
     bridge = tmp_path / "simavr_uart_bridge"
@@ -191,7 +191,7 @@ def test_status_reports_capacities_above_16_bits(board_exe, tmp_path: Path) -> N
     reported as 60,114); a 70,000-entry buffer through the board's own protocol code."""
     dep, x, y, _ = board_exe
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.keras_frontend import graph_from_keras_model
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -199,7 +199,7 @@ def test_status_reports_capacities_above_16_bits(board_exe, tmp_path: Path) -> N
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     big = build_deployment(g, {"calib_data": x[:200], "buffer": 70_000, "ram": 4 * 1024 ** 2}, session,
                            ArduinoBackend())
-    ArduinoBackend().emit(big, {}, tmp_path)
+    ArduinoBackend().emit(big, tmp_path)
     exe = arduino_harness.build_host_proto(tmp_path, big.name, tmp_path / "proto_host")
     p = subprocess.run([str(exe)], input=_status_request(), capture_output=True, timeout=60)
     payload = p.stdout[7:-2]
@@ -207,6 +207,6 @@ def test_status_reports_capacities_above_16_bits(board_exe, tmp_path: Path) -> N
 
 
 def _status_request() -> bytes:
-    from tinycc.plugins.serial_proto import frame
+    from tinycc.plugins.applications.serial_proto import frame
 
     return frame(b"S", b"", 1)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinycc.config import make_config
+
 from .test_cli import tinycc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +149,7 @@ def test_bad_input_is_one_line_exit_2(data: Path, tmp_path: Path, case: str, arg
 
 
 def test_x_y_split_is_seeded_and_disjoint(data: Path) -> None:
-    from tinycc.plugins.scenario_data import load_dataset
+    from tinycc.plugins.applications.scenario_data import load_dataset
 
     with np.load(data / "target.npz") as z:
         n = len(z["x"])
@@ -162,15 +164,15 @@ def test_x_y_split_is_seeded_and_disjoint(data: Path) -> None:
 def test_progress_counts_every_learning_step(monkeypatch, session) -> None:
     """One tqdm step per sample and mode, on a terminal only."""
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.scenarios import prepare, run_prepared
+    from tinycc.plugins.applications.scenarios import prepare, run_prepared
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL), {})
+    g = session.registry.frontend_for(str(MODEL)).load(str(MODEL))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    prep = prepare(g, "concept-drift", str(DIGITS), {"buffer": 4, "storage": "int8"}, session, 12, 10)
+    prep = prepare(g, "concept-drift", str(DIGITS), make_config(session, buffer=4, storage="int8"), session, 12, 10)
     for tty, on in ((Terminal(), True), (io.StringIO(), True), (Terminal(), False)):
         monkeypatch.setattr(sys, "stderr", tty)
         curves = run_prepared(prep, runs=2, progress=on)

@@ -12,8 +12,8 @@ import pytest
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
-from tinycc.plugins.tflite_frontend import read_tflite
-from tinycc.plugins.tflite_schema import schema
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.tflite_schema import schema
 
 from .conftest import mlperf_model
 from .test_tflite_reader import _assert_bit_exact, conv1d_causal
@@ -144,10 +144,11 @@ def test_kws_float_quantize_cli_equals_builtin_ref(kws: Path, tmp_path: Path) ->
 
 
 def test_kws_float_compiles_for_c_and_prunes(kws: Path, tmp_path: Path) -> None:
-    from tinycc.backends.c import CBackend, render_project
+    from tinycc.backends.c import CBackend
+    from .deploy_util import render_project
     from tinycc.ir.simulator import Simulator
     from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.ondevice import build_deployment
+    from .deploy_util import build_deployment
     from tinycc.session import Session
 
     from . import c_harness

@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
 from tinycc.errors import TinyccError
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.ondevice import build_deployment, cut_candidates
-from tinycc.plugins.tflite_frontend import read_tflite
+from tinycc.deploy.learning import cut_candidates
+from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
+from .deploy_util import build_deployment, render_project
 from .test_conv_head import _conv_head
 from .test_layout_ops import _convert
 

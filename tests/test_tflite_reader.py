@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinycc.backends.c import CBackend, render_project
+from tinycc.backends.c import CBackend
+from .deploy_util import render_project
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter_int8 import run_int8
@@ -16,9 +17,9 @@ from tinycc.ir.ops import OpKind
 from tinycc.ir.tensor import DType, QuantParams
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.session import Session
-from tinycc.plugins.tflite_frontend import read_tflite
-from tinycc.plugins.tflite_schema import schema
-from tinycc.plugins.tflite_writer import operator_names, write_tflite
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.tflite_schema import schema
+from tinycc.tflite_writer import operator_names, write_tflite
 
 from .test_tflite_writer import mobilenet_v3_style
 from .zoo import build, sample_input
@@ -285,7 +286,7 @@ def test_compiled_c_of_an_imported_model(converted, tmp_path: Path, name: str) -
     (mobilenet_v2/v3: TFLite's requantizing MEAN, HARD_SWISH and LOGISTIC in C)."""
     from tinycc.ir.quant import dequantize, quantize
     from tinycc.ir.simulator import Simulator
-    from tinycc.plugins.ondevice import build_deployment
+    from .deploy_util import build_deployment
 
     from . import c_harness
 
@@ -293,7 +294,7 @@ def test_compiled_c_of_an_imported_model(converted, tmp_path: Path, name: str) -
     dep = build_deployment(g, {"buffer": 6, "lr": 0.05}, Session(autoload=False), CBackend())
     ext = dep.extractor
     assert ext.tensors[ext.inputs[0]].dtype == DType.FLOAT32 and ext.ops[0].kind == OpKind.QUANTIZE
-    CBackend().check(dep, {})
+    CBackend().check(dep)
     want = {"mobilenet_v2": {OpKind.GLOBAL_AVG_POOL}, "mobilenet_v3": {OpKind.GLOBAL_AVG_POOL, OpKind.HARD_SWISH}}
     assert want.get(name, set()) <= {o.kind for o in ext.ops}
     rng = np.random.default_rng(4)
@@ -331,11 +332,11 @@ def test_tflm_target_runs_an_imported_mean_bit_exactly(converted, tmp_path: Path
     runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
-    from tinycc.plugins.ondevice import build_deployment
+    from .deploy_util import build_deployment
 
     g = read_tflite(str(converted["mobilenet_v2"]))
     dep = build_deployment(g, {"buffer": 6}, Session(autoload=False), TflmBackend())
-    TflmBackend().check(dep, {})
+    TflmBackend().check(dep)
     assert any(o.attrs.get("requantize") for o in dep.extractor.ops)
     data = extractor_tflite(dep.extractor)
     tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
@@ -382,9 +383,9 @@ def test_c_backend_rejects_interpreter_only_kernels(converted) -> None:
     g = read_tflite(str(converted["uint8_io"]))
     why = "requantizing QUANTIZE \\(uint8 -> int8\\) has no C kernel"
     with pytest.raises(UnsupportedLayerError, match=f"layer '.+': {why}"):
-        CBackend().check(SimpleNamespace(extractor=g), {})
+        CBackend().check(SimpleNamespace(extractor=g))
     for name in ("mlp", "mobilenet_v2", "mobilenet_v3"):
-        CBackend().check(SimpleNamespace(extractor=read_tflite(str(converted[name]))), {})
+        CBackend().check(SimpleNamespace(extractor=read_tflite(str(converted[name]))))
 
 
 def test_cleanup_and_int8_pipelines_leave_an_imported_model_alone(converted) -> None:
@@ -393,7 +394,7 @@ def test_cleanup_and_int8_pipelines_leave_an_imported_model_alone(converted) -> 
     before = [(o.kind, dict(o.attrs), list(o.inputs), list(o.outputs)) for o in g.ops]
     x = _inputs(g, 10)
     want = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    ctx = PassContext(options={}, session=session)
+    ctx = PassContext(session=session)
     for pipeline in ("cleanup", "int8"):
         run_pipeline(g, session.registry.pipeline(pipeline), ctx)
     assert [(o.kind, dict(o.attrs), list(o.inputs), list(o.outputs)) for o in g.ops] == before

@@ -12,10 +12,11 @@ from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import INT8_KINDS, run_int8
 from tinycc.ir.ops import OpKind
 from tinycc.ir.tensor import DType
+from tinycc.config import CompileConfig, QuantConfig
 from tinycc.passes import PassContext, run_pipeline
-from tinycc.plugins.keras_frontend import graph_from_keras_model
-from tinycc.plugins.quantize import lower_for_int8
-from tinycc.plugins.tflite_writer import INT8_VERSIONS, operator_versions, write_tflite
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.plugins.passes.quantize import lower_for_int8
+from tinycc.tflite_writer import INT8_VERSIONS, operator_versions, write_tflite
 from tinycc.session import Session
 
 from .zoo import ZOO_NAMES, build, sample_input
@@ -127,7 +128,7 @@ def quantized(name: str) -> tuple:
     fg = g.copy()
     x = np.concatenate([sample_input(m, 100, 1), real_inputs(m, 100)]).astype(np.float32)
     try:
-        run_pipeline(g, s.registry.pipeline("int8"), PassContext(session=s, options={"calib_data": sample_input(m, 200, 2)}))
+        run_pipeline(g, s.registry.pipeline("int8"), PassContext(session=s, calib=sample_input(m, 200, 2)))
     except UnsupportedLayerError as e:
         return fg, e, x
     return fg, g, x
@@ -196,8 +197,8 @@ def test_int8_io_model_runs_in_tflite() -> None:
     m = concat_pad()
     g = graph_from_keras_model(m)
     run_pipeline(g, s.registry.pipeline("cleanup"), PassContext(session=s))
-    opts = {"calib_data": sample_input(m, 100, 2), "int8_io": True}
-    run_pipeline(g, s.registry.pipeline("int8"), PassContext(session=s, options=opts))
+    io = CompileConfig(learning=None, quant=QuantConfig(int8_input=True, int8_output=True))
+    run_pipeline(g, s.registry.pipeline("int8"), PassContext(session=s, config=io, calib=sample_input(m, 100, 2)))
     assert all(o.kind not in (OpKind.QUANTIZE, OpKind.DEQUANTIZE) for o in g.ops)
     it = litert.Interpreter(model_content=write_tflite(g),
                             experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
@@ -219,7 +220,7 @@ def test_operator_versions_and_structure() -> None:
     assert vers["QUANTIZE"] == 1 and vers["DEQUANTIZE"] == 2 and vers["SOFTMAX"] == 1  # float softmax tail
     for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MEAN", "HARD_SWISH"):
         assert vers[op] == INT8_VERSIONS[op]
-    from tinycc.plugins.tflite_schema import schema
+    from tinycc.tflite_schema import schema
 
     m = schema().ModelT.InitFromPackedBuf(write_tflite(g), 0)
     assert m.version == 3 and m.buffers[0].data is None and len(m.subgraphs) == 1

@@ -11,8 +11,8 @@ import pytest
 from tinycc.backends.tflm import RESOLVER, TflmBackend
 from tinycc.backends.tflm.measure import measure_arena
 from tinycc.ir.interpreter_int8 import run_int8
-from tinycc.plugins.ondevice import build_deployment
-from tinycc.plugins.tflite_writer import operator_names
+from .deploy_util import emit, build_deployment
+from tinycc.tflite_writer import operator_names
 
 from .test_c_backend import CASES, _graph
 
@@ -25,8 +25,8 @@ def test_tflm_project(session, tmp_path: Path, name: str) -> None:
     g, x, _, calib = _graph(session, name)
     dep = build_deployment(g, {"calib_data": calib, **CASES[name]}, session, TflmBackend())
     be = TflmBackend()
-    be.check(dep, {})
-    files = be.emit(dep, {}, tmp_path)
+    be.check(dep)
+    files = emit(be, dep, {}, tmp_path)
     data = (tmp_path / f"{dep.name}_extractor.tflite").read_bytes()
     # embedded bytes equal the .tflite file
     cc = (tmp_path / "src" / "model_data.cc").read_text()

@@ -11,9 +11,9 @@ import pytest
 
 from tinycc.backends.c import test_vectors as embedded_vectors
 from tinycc.backends.demo import report_predictions
-from tinycc.driver import compile_model
+from .deploy_util import compile_model, config
 from tinycc.ir.simulator import Simulator
-from tinycc.plugins.validate import validate
+from tinycc.plugins.applications.validate import validate
 
 from . import arduino_harness, c_harness
 from .test_cli import tinycc
@@ -28,7 +28,7 @@ def _validate(session, target: str, on: str | None, project: Path | None = None,
               **opts) -> tuple[int, str]:
     out = io.StringIO()
     rc = validate(str(MODEL), target, str(DATA), on, n, None if project is None else str(project),
-                  {**OPTS, **opts}, session, out)
+                  config(session, {**OPTS, **opts}), session, out)
     return rc, out.getvalue()
 
 
@@ -57,7 +57,7 @@ def test_validate_writes_to_the_current_stdout(session, capsys) -> None:
     """The report goes to sys.stdout as it is at call time (it was bound at import, so a second in-process
     call under capsys wrote to a closed stream)."""
     for _ in range(2):
-        rc = validate(str(MODEL), "c", str(DATA), "host", 4, None, dict(OPTS), session)
+        rc = validate(str(MODEL), "c", str(DATA), "host", 4, None, config(session, OPTS), session)
         assert rc == 0 and "PASS" in capsys.readouterr().out.splitlines()[-1]
 
 
@@ -155,7 +155,7 @@ def test_make_run_prints_a_short_report(session, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert 5 < len(lines) < 40, r.stdout
-    x, y = embedded_vectors(dep, {})  # what the compile embedded: the first 8 calibration samples
+    x, y = embedded_vectors(dep)  # what the compile embedded: the first 8 calibration samples
     rows = report_predictions(r.stdout)
     sim = Simulator(dep)
     k_before = sim.predict(x)[0]

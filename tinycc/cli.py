@@ -12,7 +12,9 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
+from .names import terminal, terminal_lines
 from .errors import TinyccError
+from .options import path_text
 
 log = logging.getLogger("tinycc")
 
@@ -31,11 +33,16 @@ def _session(args: argparse.Namespace) -> Any:
     return Session(blocked=blocked)
 
 
-def _load_model(session: Any, path: str, options: dict | None = None) -> Any:
+def _load_model(session: Any, path: str) -> Any:
     if not os.path.exists(path):
         raise TinyccError(f"{path}: no such file")
-    frontend = session.registry.frontend_for(path)
-    return frontend.load(path, options or {})
+    return session.registry.frontend_for(path).load(path)
+
+
+def _parse_passes(text: str) -> tuple[str, ...]:
+    from .stages import parse_passes
+
+    return parse_passes(text)
 
 
 # ---- core commands --------------------------------------------------------
@@ -67,10 +74,14 @@ def cmd_inspect(args: argparse.Namespace, session: Any) -> int:
     return 0
 
 
+def _kib(n: int) -> str:
+    return f"{n // 1024:,} KB" if n % 1024 == 0 else f"{n:,} B"
+
+
 def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
     reg = session.registry
     sections = [("frontends", reg.frontends), ("passes", reg.passes), ("pipelines", reg.pipelines),
-                ("backends", reg.backends), ("boards", reg.boards),
+                ("backends", reg.backends), ("targets", reg.targets), ("boards", reg.boards),
                 ("calibration sources", reg.calibration_sources), ("prune criteria", reg.prune_criteria)]
     sys.stdout.write("plugins:\n")
     for name in session.order:
@@ -79,23 +90,45 @@ def cmd_plugins(args: argparse.Namespace, session: Any) -> int:
         sys.stdout.write(f"{title}:\n")
         for e in table_.values():
             extra = " -> " + ", ".join(e.obj) if title == "pipelines" else ""
+            if title == "boards":
+                t = reg.target_of(e.obj)
+                extra = f"  RAM {_kib(e.obj.ram)}, flash {_kib(e.obj.flash)}, {t.name if t else e.obj.arch}"
+            elif title == "targets":
+                extra = f"  {e.obj.arch}" + (f", validate --on {e.obj.platform}" if e.obj.emulator else "")
             sys.stdout.write(f"  {e.name:<22} from {e.plugin}{extra}\n")
     return 0
 
 
 def cmd_passes(args: argparse.Namespace, session: Any) -> int:
+    """The compile stages in run order with their passes resolved (``--passes`` edits applied), then the
+    passes that no stage runs."""
+    from .stages import STAGES, resolve
+
     reg = session.registry
-    used = {p for e in reg.pipelines.values() for p in e.obj}
-    for e in reg.passes.values():
-        mark = "" if e.name in used else "  (in no pipeline)"
-        sys.stdout.write(f"{e.name:<22} {e.obj.description}{mark}\n")
+    edits = args.passes or ()
+    staged: set[str] = set()
+    for stage in STAGES:
+        names = resolve(reg, stage, edits)
+        sys.stdout.write(f"{stage}:\n")
+        for i, n in enumerate(names, 1):
+            e = reg.passes[n]
+            sys.stdout.write(f"  {i}. {n:<22} {e.obj.description}  [{e.plugin}]\n")
+        staged.update(n for n, p in reg.placements.items() if p.stage == stage)
+    other = [e for e in reg.passes.values() if e.name not in staged]
+    if other:
+        used = {p for e in reg.pipelines.values() for p in e.obj}
+        sys.stdout.write("in no stage:\n")
+        for e in other:
+            mark = "" if e.name in used else "  (in no pipeline)"
+            sys.stdout.write(f"  {e.name:<22} {e.obj.description}  [{e.plugin}]{mark}\n")
     return 0
 
 
 def cmd_compile(args: argparse.Namespace, session: Any) -> int:
-    from .driver import compile_model, options_from_args
+    from .config import from_args
+    from .driver import compile_model
 
-    result = compile_model(args.model, args.target, args.output, options_from_args(args), session)
+    result = compile_model(args.model, args.target, args.output, from_args(args, session.registry), session)
     sys.stdout.write(result.summary() + "\n")
     if args.time_passes:
         sys.stdout.write(result.timing_table() + "\n")
@@ -120,21 +153,44 @@ def build_parser(session: Any | None) -> argparse.ArgumentParser:
     s = sub.add_parser("plugins", help="list registered plugins and what they registered")
     s.set_defaults(func=cmd_plugins)
 
-    s = sub.add_parser("passes", help="list registered passes")
+    s = sub.add_parser("passes", help="the compile stages and their passes in run order")
+    s.add_argument("--passes", type=_parse_passes, metavar="+NAME,-NAME", help="show the order with these edits")
     s.set_defaults(func=cmd_passes)
 
     s = sub.add_parser("compile", help="compile a model into a project for a target")
     s.add_argument("model")
     s.add_argument("--target", "-t", required=True, help="backend name (see `tinycc plugins`)")
-    s.add_argument("-o", "--output", required=True, help="output project folder (written atomically)")
+    s.add_argument("-o", "--output", type=path_text, required=True, help="output project folder (written atomically)")
     from .driver import add_compile_arguments
 
-    add_compile_arguments(s)
+    add_compile_arguments(s, session)
     s.set_defaults(func=cmd_compile)
 
     if session is not None:
         session.add_commands(sub)
     return p
+
+
+class _TerminalStdout:
+    """``sys.stdout`` while a command runs: every command's output (tables, summaries, reports naming layers and
+    files of the model) reaches the terminal with control, bidi and other non-printable characters escaped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control and bidi characters (from model names) escaped, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
 
 
 def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
@@ -148,7 +204,7 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         silence_libraries()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler()  # binds the current sys.stderr (the user's, after silence_libraries)
-    handler.setFormatter(logging.Formatter("tinycc: %(levelname)s: %(message)s"))
+    handler.setFormatter(_TerminalFormatter("tinycc: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -159,9 +215,23 @@ def _setup_logging(verbose: int, debug: bool, own_process: bool) -> None:
         root.addHandler(logging.NullHandler())  # no "last resort" printing of library warnings
 
 
+def _join_passes(argv: list[str]) -> list[str]:
+    """``--passes -NAME`` as ``--passes=-NAME`` (argparse would read ``-NAME`` as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--passes" and i + 1 < len(argv) and argv[i + 1][:1] in "+-" and argv[i + 1] != "--":
+            out.append(f"--passes={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     own_process = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_passes(list(sys.argv[1:] if argv is None else argv))
     pre = _Parser(add_help=False)
     pre.add_argument("-p", dest="plugin", action="append")
     pre.add_argument("-v", "--verbose", action="count", default=0)
@@ -172,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .output import terminate_as_interrupt
 
         terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C (no temporary folder left behind)
+    stdout, sys.stdout = sys.stdout, _TerminalStdout(sys.stdout)
     try:
         session = _session(known)
         parser = build_parser(session)
@@ -181,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args, session) or 0)
     except TinyccError as e:
-        sys.stderr.write(f"tinycc: error: {e}\n")
+        sys.stderr.write(f"tinycc: error: {terminal(e)}\n")  # names from the model: no escape sequences
         return e.exit_code
     except KeyboardInterrupt as e:
         sys.stderr.write(f"tinycc: {'terminated' if type(e).__name__ == 'Terminated' else 'interrupted'}\n")
@@ -189,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # internal error: one line unless --debug
         if known.debug:
             raise
-        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)\n")
+        sys.stderr.write(f"tinycc: internal error: {type(e).__name__}: {terminal(e)} (rerun with --debug for a "
+                         "traceback)\n")
         return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,9 @@
 """The compile driver: one linear function from model file to project folder.
 
-load -> verify -> cleanup pipeline -> [prune] -> build deployment (cut, int8, classifier,
-buffer, memory model, budget) -> backend.check -> backend.emit into a temporary folder
--> atomic rename. Nothing is written to the output path unless every step succeeded.
+load -> verify -> stages import, cleanup, optimize -> deploy stage (a registered deployment kind: cut, the
+quantize stages on Φf, classifier, buffer, memory plan, budget) -> backend.check -> backend.emit into a temporary
+folder -> atomic rename. Nothing is written to the output path unless every step succeeded. Built-ins are reached
+only through the registry (``-p no:NAME`` blocks any of them).
 """
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.c.kernels import KERNEL_CHOICES
+import numpy as np
+
+from .config import (KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig, DemoConfig,
+                     LearningConfig, TestVectors)
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
-from .options import byte_size, positive_float, positive_int
+from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, positive_float, positive_int
 from .output import check_output_dir, install_dir, new_project_dir
-from .passes import PassContext, PassRecord, collect_records, run_pipeline, summarize, timed
+from .passes import PassContext, PassRecord, collect_records, summarize, timed
+from .stages import FRONT_STAGES, STAGES, parse_passes, resolve, run_stages
 
 log = logging.getLogger("tinycc.driver")
 
@@ -32,42 +37,39 @@ def parse_bytes(text: str) -> int:
     return byte_size(text)
 
 
-# on-device learning options and their defaults (None: not given); --inference-only refuses any that is set
-LEARNING_OPTIONS = {"cut": None, "buffer": None, "tinyol": None, "loss": None, "policy": "fifo", "storage": "int8",
-                    "lr": 0.01, "epochs": 1, "batch_size": 1, "train": "all"}
+def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> None:
+    """The options of ``tinycc compile`` (and of the commands that compile: validate, ...).
 
-
-def learning_options(options: dict[str, Any]) -> list[str]:
-    """The on-device learning options given with values other than their defaults, as --flags."""
-    return ["--" + k.replace("_", "-") for k, d in LEARNING_OPTIONS.items()
-            if options.get(k) not in (None, False, d)]
-
-
-def add_compile_arguments(p: argparse.ArgumentParser) -> None:
+    No option has an argparse default: one not given is None and the dataclass default of ``tinycc.config``
+    applies, so every default lives in one place. Plugins add their own groups (``add_compile_options``)."""
     g = p.add_argument_group("deployment")
     g.add_argument("--cut", help="layer/tensor after which the trainable classifier starts (default: automatic)")
     g.add_argument("--calib", help="calibration data: .npz/.npy, image folder, or SOURCE:ARG from a plugin")
-    g.add_argument("--observer", default="minmax", help="calibration observer (minmax, percentile)")
+    g.add_argument("--observer", choices=OBSERVERS, help="calibration observer (default minmax)")
     g.add_argument("--board", help="board preset (see `tinycc plugins`): sets the RAM/flash budget")
     g.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     g.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
     g.add_argument("--buffer", type=positive_int, help="replay buffer capacity (default: the largest that fits)")
-    g.add_argument("--policy", default="fifo", choices=["fifo", "reservoir", "class_balanced"])
-    g.add_argument("--storage", default="int8", choices=["int8", "float32"], help="buffer entry storage")
-    g.add_argument("--tinyol", action="store_true", help="TinyOL mode: train on the latest sample only")
-    g.add_argument("--loss", choices=["ce", "bce", "mse"],
+    g.add_argument("--policy", choices=POLICIES, help=f"replay buffer policy (default {LearningConfig.policy})")
+    g.add_argument("--storage", choices=STORAGES, help=f"buffer entry storage (default {LearningConfig.storage})")
+    g.add_argument("--tinyol", action="store_true", default=None, help="TinyOL mode: train on the latest sample only")
+    g.add_argument("--loss", choices=LOSSES,
                    help="on-device head: ce softmax cross-entropy, bce sigmoid binary cross-entropy (labels 0/1), mse "
                         "regression (float targets; an autoencoder's target is its input). Default: from the model's "
                         "last activation and shapes")
-    g.add_argument("--lr", type=positive_float, default=0.01, help="on-device SGD learning rate")
-    g.add_argument("--epochs", type=positive_int, default=1, help="epochs over the buffer per learned sample")
-    g.add_argument("--batch-size", type=positive_int, default=1, help="on-device minibatch size (1 = per-sample SGD)")
-    g.add_argument("--train", default="all", choices=["all", "last", "bias"],
+    g.add_argument("--lr", type=positive_float, help=f"on-device SGD learning rate (default {LearningConfig.lr})")
+    g.add_argument("--epochs", type=int_range(1, MAX_EPOCHS),
+                   help=f"epochs over the buffer per learned sample (default {LearningConfig.epochs}, at most "
+                        f"{MAX_EPOCHS})")
+    g.add_argument("--batch-size", type=int_range(1, MAX_BATCH),
+                   help=f"on-device minibatch size (default {LearningConfig.batch_size} = per-sample SGD)")
+    g.add_argument("--train", choices=TRAIN_MODES,
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
-    g.add_argument("--test-count", type=positive_int, default=8,
-                   help="calibration samples embedded as demo/self-test vectors")
-    g.add_argument("--selftest", action="store_true", help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
+    g.add_argument("--test-count", type=int_range(1, MAX_SAMPLES),
+                   help=f"calibration samples embedded as demo/self-test vectors (default {DemoConfig.test_count})")
+    g.add_argument("--selftest", action="store_true", default=None,
+                   help="arduino: build the self-test mode (TINYCC_SELFTEST=1)")
     g.add_argument("--inference-only", action="store_true",
                    help="deploy the whole model in int8 for inference: no trainable classifier, no buffer, no "
                         "training state (float input and output unless --int8-io)")
@@ -79,23 +81,29 @@ def add_compile_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dump-after", action="append", default=[], metavar="PASS", help="dump the IR after PASS")
     g.add_argument("--no-verify-each", action="store_true", help="verify the IR only between stages")
     g.add_argument("--time-passes", action="store_true", help="print the wall time of every pass and phase")
-    g.add_argument("--kernels", default="tinycc", choices=list(KERNEL_CHOICES),
+    g.add_argument("--passes", type=parse_passes, metavar="+NAME,-NAME",
+                   help="add (+) a registered pass to its compile stage, or drop (-) one, for this run "
+                        "(`tinycc passes` lists the stages)")
+    g.add_argument("--kernels", choices=KERNELS,
                    help="c/arduino int8 kernels: tinycc = per-layer C specialized at compile time (default), "
                         "generic = the runtime's generic loops, cmsis-nn = calls to Arm's CMSIS-NN library for "
                         "conv, depthwise, dense, pooling, add, mul (the project builds against CMSIS_NN_DIR), "
                         "tinycc's kernels for the rest")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer (default: in place)")
-    try:
-        from .plugins.prune import add_prune_arguments
-    except ImportError:  # pruning plugin not built in
-        return
-    add_prune_arguments(p.add_argument_group("pruning"))
+    if session is not None:
+        for e in session.registry.option_groups.values():
+            e.obj.add_arguments(p.add_argument_group(e.name))
 
 
-def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"func", "command", "model", "target", "output", "plugin", "verbose", "debug"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
+def compile_parser(session: Any) -> argparse.ArgumentParser:
+    """A parser of ``tinycc compile``'s arguments alone (the Python API builds its config through it)."""
+    p = argparse.ArgumentParser(prog="tinycc compile", add_help=False)
+    p.add_argument("model")
+    p.add_argument("--target", "-t", required=True)
+    p.add_argument("-o", "--output", required=True)
+    add_compile_arguments(p, session)
+    return p
 
 
 @dataclass
@@ -142,63 +150,52 @@ def _head_text(d: Any) -> str:
     return f"{d.num_classes} classes"
 
 
-def compile_model(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> CompileResult:
-    """Compile ``model`` for ``target`` into ``output``; raise TinyccError on bad input."""
+def compile_model(model: str, target: str, output: str, config: CompileConfig, session: Any, *,
+                  calib: np.ndarray | None = None, vectors: TestVectors | None = None) -> CompileResult:
+    """Compile ``model`` for ``target`` into ``output``; raise TinyccError on bad input.
+
+    ``calib``: calibration samples as an array (else ``config.quant.calib``); ``vectors``: the demo's vectors."""
     t0 = time.perf_counter()
     with collect_records() as records:
-        out, files, deployment = _compile(model, target, output, options, session)
+        out, files, deployment = _compile(model, target, output, config, session, calib, vectors)
     return CompileResult(out, files, deployment, records, time.perf_counter() - t0)
 
 
-def _compile(model: str, target: str, output: str, options: dict[str, Any], session: Any) -> tuple[Path, list[Path], Any]:
+def _compile(model: str, target: str, output: str, config: CompileConfig, session: Any,
+             calib: np.ndarray | None, vectors: TestVectors | None) -> tuple[Path, list[Path], Any]:
     reg = session.registry
     backend = reg.backend(target)()
     out = Path(output)
-    check_output_dir(out, bool(options.get("force")))
-    if options.get("board"):
-        reg.board(options["board"])  # unknown board: error before any work
+    cc = config.compiler
+    check_output_dir(out, cc.force)
     if not os.path.exists(model):
         raise TinyccError(f"{model}: no such file")
+    kind, plugin = ("inference", "inference") if config.inference_only else ("ondevice", "ondevice")
+    build = reg.deployer(kind, plugin)  # a blocked deployment plugin: one line, before any work
+    _check_dump_after(cc.dump_after, reg)
+    for stage in STAGES:
+        resolve(reg, stage, cc.passes)  # unknown --passes names: one line, before any work
     with timed("frontend"):
-        graph = reg.frontend_for(model).load(model, options)
+        graph = reg.frontend_for(model).load(model)
         verify(graph)
         try:
             check_weights(graph)
         except CalibrationDataError as e:
             raise TinyccError(str(e)) from None
-    _check_dump_after(options.get("dump_after") or (), reg)
-    ctx = PassContext(options=options, session=session, progress=True)
-    kw = {"verify_each": not options.get("no_verify_each"), "dump_after": tuple(options.get("dump_after") or ()),
-          "dump_dir": out.parent}
-    run_pipeline(graph, reg.pipeline("cleanup"), ctx,
-                 dump_after=tuple(p for p in kw["dump_after"] if p in reg.pipeline("cleanup")),
-                 verify_each=kw["verify_each"], dump_dir=kw["dump_dir"])
-    prune = _prune_hook()
-    if prune is not None:
-        with timed("prune"):
-            prune(graph, options, session)
-    from .plugins.inference import build_inference
-    from .plugins.ondevice import build_deployment
-
-    if options.get("int8_io") and not options.get("inference_only"):
-        raise TinyccError("--int8-io needs --inference-only (on-device learning takes float input)")
-    if options.get("inference_only"):
-        learning = learning_options(options)
-        if learning:
-            raise TinyccError(f"{', '.join(learning)}: on-device learning options, but --inference-only deploys no "
-                              "classifier and no buffer; drop them or drop --inference-only")
+    ctx = PassContext(session=session, config=config, calib=calib, progress=True)
+    run_stages(graph, reg, FRONT_STAGES, ctx, verify_each=cc.verify_each, dump_after=cc.dump_after,
+               dump_dir=out.parent)
     with timed("cut, classifier, budget"):
-        build = build_inference if options.get("inference_only") else build_deployment
-        deployment = build(graph, options, session, backend)
-        backend.check(deployment, options)
+        deployment = build(graph, config, session, backend, calib=calib)
+        backend.check(deployment)
     tmp = new_project_dir(out)
     try:
         with timed(f"emit ({target})"):
-            files = backend.emit(deployment, options, tmp)
+            files = backend.emit(deployment, tmp, vectors)
             report = {k: v for k, v in deployment.memory.items() if k != "report"}
             (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
         files = [out / Path(f).relative_to(tmp) for f in files] + [out / "tinycc_memory.json"]
-        install_dir(tmp, out, bool(options.get("force")))
+        install_dir(tmp, out, cc.force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -210,11 +207,3 @@ def _check_dump_after(names: Any, reg: Any) -> None:
     for name in names:
         if name not in reg.passes:
             raise TinyccError(f"--dump-after: unknown pass {name!r}; registered passes: {', '.join(reg.passes)}")
-
-
-def _prune_hook() -> Any:
-    try:
-        from .plugins.prune import prune_from_options
-    except ImportError:
-        return None
-    return prune_from_options

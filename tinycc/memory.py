@@ -176,8 +176,3 @@ def plan(graph: Graph, strategy: str = "best", alignment: int = 16, inplace: boo
     ops = {op.outputs[0]: op for op in graph.ops}
     done = [t for t, root in alias.items() if t in ops and ops[t].kind not in ALIAS_KINDS]
     return MemoryPlan(arena, bound, greedy, strategy, offsets, placed, done)
-
-
-def plan_for(graph: Graph, options: dict) -> MemoryPlan:
-    """The plan a backend uses for compile ``options`` (``planner``: best|greedy, ``no_inplace``)."""
-    return plan(graph, options.get("planner") or "best", inplace=not options.get("no_inplace"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Callable
 
 from .errors import TinyccError
@@ -15,6 +16,13 @@ from .errors import TinyccError
 MAX_BYTES = 4 * 1024 ** 3  # --ram / --flash: no microcontroller has more than 4 GiB of address space
 MAX_COUNT = 10 ** 12  # prune --budget params=/macs=/...: far above any MCU model
 MAX_INT = 2 ** 31 - 1  # counts that end up in the generated C as int
+MAX_EPOCHS = 1000  # epochs over the buffer per learned sample (device, simulator) or per trial (search)
+MAX_RUNS = 1000  # simulate --runs
+MAX_SAMPLES = 10 ** 7  # sample counts (stream, test set, search subset, validate -n ...)
+MAX_BATCH = 4096  # on-device minibatch (its staging arrays are batch x the widest layer)
+MAX_BUFFER = 10 ** 6  # simulator replay buffer entries (compile's buffer is bounded by the RAM budget)
+MAX_TRIALS = 100_000  # search --trials
+MAX_WORKERS = 1024  # search --workers on a cluster (a local Ray: 4 per CPU, see plugins/applications/search/runner.py)
 
 
 class OptionError(TinyccError, argparse.ArgumentTypeError):
@@ -23,6 +31,8 @@ class OptionError(TinyccError, argparse.ArgumentTypeError):
 
 def _int(text: object) -> int:
     s = str(text).strip()
+    if len(s) > 40:  # int() of a very long digit string is slow (and refused by Python above 4300 digits)
+        raise OptionError(f"expected an integer, got {s[:20]!r}... ({len(s)} characters)")
     try:
         return int(s)
     except ValueError:
@@ -44,12 +54,15 @@ def int_range(lo: int, hi: int = MAX_INT) -> Callable[[object], int]:
 
     def parse(text: object) -> int:
         v = _int(text)
-        if not lo <= v <= hi:
-            raise OptionError(f"must be an integer in {lo}..{hi}, got {text!r}" if hi != MAX_INT else
-                              f"must be an integer >= {lo}, got {text!r}")
+        if v < lo:
+            raise OptionError(f"must be an integer >= {lo}, got {text!r}" if hi == MAX_INT else
+                              f"must be an integer in {lo}..{hi}, got {text!r}")
+        if v > hi:
+            raise OptionError(f"must be an integer in {lo}..{hi}, got {text!r}")
         return v
 
     parse.__name__ = "integer"
+    parse.bounds = (lo, hi)  # type: ignore[attr-defined]  # read by the CLI option fuzzer
     return parse
 
 
@@ -109,6 +122,52 @@ def layer_ratio(text: object) -> tuple[str, float]:
         return name.strip(), unit_float(value)
     except OptionError as e:
         raise OptionError(f"{name.strip()}: {e}") from None
+
+
+def positive_float_max(hi: float) -> Callable[[object], float]:
+    """A finite number in (0, hi]."""
+
+    def parse(text: object) -> float:
+        v = positive_float(text)
+        if v > hi:
+            raise OptionError(f"must be a number in (0, {hi:g}], got {text!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def peer_address(text: object) -> str:
+    """HOST:PORT of a network peer (a Ray cluster; ``ray://HOST:PORT`` and ``auto`` too), port in 1..65535."""
+    s = str(text).strip()
+    if s == "auto":
+        return s
+    host, sep, port = s.removeprefix("ray://").rpartition(":")
+    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise OptionError(f"expected HOST:PORT with a port in 1..65535 (or ray://HOST:PORT, auto), got {text!r}")
+    return s
+
+
+def storage_url(text: object) -> str:
+    """A database URL ``DIALECT[+DRIVER]://...`` (SQLAlchemy's form: sqlite:///PATH, postgresql://...)."""
+    s = str(text).strip()
+    scheme, sep, _ = s.partition("://")
+    if not sep or not scheme or not all(c.isalnum() or c in "+_" for c in scheme) or not scheme[0].isalpha():
+        raise OptionError(f"expected a database URL such as sqlite:///PATH/study.db or "
+                          f"postgresql://USER@HOST/DB, got {text!r}")
+    return s
+
+
+def path_text(text: object) -> str:
+    """A file or folder path as given: not empty, no NUL byte, at most 4096 bytes (PATH_MAX)."""
+    s = str(text)
+    if not s.strip():
+        raise OptionError("expected a path, got an empty string")
+    if "\x00" in s:
+        raise OptionError(f"a path cannot hold a NUL byte, got {s[:40]!r}")
+    if len(os.fsencode(s)) > 4096:
+        raise OptionError(f"path too long ({len(os.fsencode(s))} bytes; at most 4096)")
+    return s
 
 
 # ---- `tinycc serial` options (serial port settings) ----

@@ -8,6 +8,7 @@ Leftovers of killed runs (``.NAME.tmp-PID-*`` / ``.NAME.old-PID``, PID dead) are
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -16,11 +17,12 @@ import signal
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import TinyccError
 
 MARKER = ".tinycc-project"
+TEMP_NAME_EXTRA = 32  # ".NAME.tmp-PID-XXXXXXXX" beside the output: the name's length plus this must fit
 
 
 class Terminated(KeyboardInterrupt):
@@ -60,8 +62,27 @@ def check_writable(out: Path) -> None:
         raise TinyccError(f"{out}: cannot write there ({base}: {_why(e)})") from None
 
 
+def check_path(out: Path) -> None:
+    """Refuse an output path ending in ``..`` or passing through ``..`` after a folder that does not exist
+    (``-o sub/..`` would create ``sub`` and then write elsewhere, or nowhere)."""
+    missing = False
+    for i, part in enumerate(out.parts):
+        if part == ".." and (missing or i == len(out.parts) - 1):
+            raise TinyccError(f"{out}: give the output a name of its own (a path without '..' after a folder that "
+                              "does not exist, and not ending in '..')")
+        missing = missing or not os.path.lexists(Path(*out.parts[:i + 1]))
+    try:
+        name_max = os.pathconf(_existing_ancestor(out.parent), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(out.name)) + TEMP_NAME_EXTRA > name_max:
+        raise TinyccError(f"{str(out)[:80]}...: the name is too long ({len(os.fsencode(out.name))} bytes; at most "
+                          f"{name_max - TEMP_NAME_EXTRA} here, with room for tinycc's temporary name beside it)")
+
+
 def check_output_dir(out: Path, force: bool) -> None:
     """What ``-o DIR [--force]`` may replace: nothing, an empty folder, or with --force a folder tinycc wrote."""
+    check_path(out)
     if not os.path.lexists(out):
         check_writable(out)
         return
@@ -125,6 +146,36 @@ def new_project_dir(out: Path) -> Path:
     return tmp
 
 
+@contextlib.contextmanager
+def project_dir(out: Path, force: bool) -> Iterator[Path]:
+    """Write a whole output folder atomically: yields the temporary folder, installs it at ``out`` when the block
+    ends without an exception (``--force`` as for compile), removes it otherwise. Check ``out`` with
+    :func:`check_output_dir` before the work that precedes the writing."""
+    tmp = new_project_dir(out)
+    try:
+        yield tmp
+        install_dir(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def open_work_dir(out: Path, force: bool) -> bool:
+    """A folder a long command fills as it goes and resumes (``tinycc search``): created atomically with the
+    marker; an existing folder is reused only when tinycc wrote it (marker), replaced by a new one with
+    ``force``; never a symlink, file, device or the working folder. Returns True when an existing folder is
+    resumed."""
+    check_output_dir(out, True)  # a folder holding anything must be one tinycc wrote, with or without --force
+    if os.path.lexists(out) and any(out.iterdir()) and not force:
+        for name in os.listdir(out):
+            if (out / name).is_symlink():
+                raise TinyccError(f"{out / name} is a symbolic link; tinycc does not write through links")
+        return True
+    with project_dir(out, force):
+        pass
+    return False
+
+
 def install_dir(tmp: Path, out: Path, force: bool) -> None:
     """Move the finished project ``tmp`` to ``out``; the old folder (with --force) goes only after the new is in."""
     mode = stat.S_IMODE(os.stat(out).st_mode) if out.is_dir() and not out.is_symlink() else default_mode()
@@ -165,8 +216,28 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 def check_output_file(out: Path) -> None:
     """``-o FILE``: absent or a regular file (replaced atomically), never a folder, device or symlink."""
+    check_path(out)
     if os.path.lexists(out) and (out.is_symlink() or not out.is_file()):
         kind = ("a symbolic link" if out.is_symlink() else "a folder" if out.is_dir()
                 else "not a regular file (a device, socket or pipe)")
         raise TinyccError(f"{out} exists and is {kind}; give a file name to write")
     check_writable(out)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and ``os.replace`` (never a partial file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise TinyccError(f"{path}: cannot write there ({e.strerror or type(e).__name__})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a plain open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

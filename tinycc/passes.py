@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+import numpy as np
+
 from .ir.graph import Graph, IRError
 from .ir.verify import verify
+from .config import CompileConfig
 from .errors import TinyccError
 
 log = logging.getLogger("tinycc.passes")
@@ -18,23 +21,29 @@ log = logging.getLogger("tinycc.passes")
 
 @dataclass
 class PassContext:
-    """What a pass may read besides the graph: options, the session, shared results."""
+    """What a pass may read besides the graph: the typed config, calibration samples, the session, shared results.
 
-    options: dict[str, Any] = field(default_factory=dict)
+    ``calib``: calibration samples given as an array (the Python API, validate, scenarios); else the calibrate
+    pass loads ``config.quant.calib``. A plugin's own options: ``ctx.config.plugin(NAME)``."""
+
     session: Any = None
+    config: CompileConfig = field(default_factory=CompileConfig)
+    calib: np.ndarray | None = None
     results: dict[str, Any] = field(default_factory=dict)  # reports keyed by pass name
     progress: bool = False
 
-    def option(self, key: str, default: Any = None) -> Any:
-        v = self.options.get(key)
-        return default if v is None else v
-
 
 class Pass:
-    """A named graph transformation. ``run`` returns True when it changed the graph."""
+    """A named graph transformation. ``run`` returns True when it changed the graph.
+
+    ``stage`` / ``before`` / ``after``: where ``tinycc compile`` runs it (``tinycc.stages``), unless the plugin
+    passes them to ``registry.add_pass``; a pass without a stage runs only in pipelines that name it."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    stage: ClassVar[str | None] = None
+    before: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ()
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:  # pragma: no cover - interface
         raise NotImplementedError

@@ -29,7 +29,9 @@ def _numeric(c: str) -> bool:
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], width: int | None = None) -> str:
     """Render rows as an aligned text table; numeric-looking cells are right-aligned. With ``width``, the
     widest text columns are shortened in the middle (never below 12 characters) until a row fits."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    from .names import terminal  # cells may hold model names: no escape sequences on the terminal
+
+    cells = [[terminal(c) for c in header]] + [[terminal(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     if width is not None:
         text_cols = [i for i in range(len(header)) if not all(_numeric(r[i]) or not r[i] for r in cells[1:])]

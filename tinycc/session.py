@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -10,24 +11,27 @@ import pluggy
 
 from . import hookspecs
 from .errors import TinyccError
+from .stages import PIPELINE_STAGES, Placement, check_placements, resolve
+from .targets import Board, Target
 
 ENTRY_POINT_GROUP = "tinycc"
 DISABLE_AUTOLOAD_ENV = "TINYCC_DISABLE_PLUGIN_AUTOLOAD"
 
 # Built-in plugins, registered exactly like third-party ones (module path, plugin name).
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("tinycc.plugins.keras_frontend", "keras"),
-    ("tinycc.plugins.tflite_frontend", "tflite-frontend"),
-    ("tinycc.plugins.cleanup", "cleanup"),
-    ("tinycc.plugins.quantize", "quantize"),
-    ("tinycc.plugins.prune", "prune"),
-    ("tinycc.plugins.ondevice", "ondevice"),
-    ("tinycc.plugins.boards", "boards"),
-    ("tinycc.plugins.serial_cmd", "serial"),
-    ("tinycc.plugins.scenarios", "scenarios"),
-    ("tinycc.plugins.validate", "validate"),
-    ("tinycc.plugins.ops_list", "ops"),
-    ("tinycc.plugins.search", "search"),
+    ("tinycc.plugins.frontends.keras", "keras"),
+    ("tinycc.plugins.frontends.tflite", "tflite-frontend"),
+    ("tinycc.plugins.passes.cleanup", "cleanup"),
+    ("tinycc.plugins.passes.quantize", "quantize"),
+    ("tinycc.plugins.passes.prune", "prune"),
+    ("tinycc.plugins.deployments.ondevice", "ondevice"),
+    ("tinycc.plugins.deployments.inference", "inference"),
+    ("tinycc.plugins.targets.boards", "boards"),
+    ("tinycc.plugins.applications.serial_cmd", "serial"),
+    ("tinycc.plugins.applications.scenarios", "scenarios"),
+    ("tinycc.plugins.applications.validate", "validate"),
+    ("tinycc.plugins.applications.ops_list", "ops"),
+    ("tinycc.plugins.applications.search", "search"),
     ("tinycc.backends.c", "c-backend"),
     ("tinycc.backends.tflm", "tflm-backend"),
     ("tinycc.backends.arduino", "arduino-backend"),
@@ -43,16 +47,15 @@ class Entry:
     plugin: str
 
 
-@dataclass
-class Board:
-    """A target board: memory budget and toolchain identity."""
+__all__ = ["Board", "Entry", "Registry", "Session", "Target"]
 
-    name: str
-    ram: int
-    flash: int
-    arch: str
-    fqbn: str = ""
-    description: str = ""
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """A plugin's declared compile options (see ``Registry.add_compile_options``)."""
+
+    add_arguments: Callable[[Any], None]
+    build: Callable[[Any], Any]
 
 
 class Registry:
@@ -65,8 +68,12 @@ class Registry:
         self.pipelines: dict[str, Entry] = {}
         self.backends: dict[str, Entry] = {}
         self.boards: dict[str, Entry] = {}
+        self.targets: dict[str, Entry] = {}
         self.calibration_sources: dict[str, Entry] = {}
         self.prune_criteria: dict[str, Entry] = {}
+        self.option_groups: dict[str, Entry] = {}
+        self.deployers: dict[str, Entry] = {}
+        self.placements: dict[str, Placement] = {}  # pass name -> its stage and ordering constraints
 
     def _add(self, table: dict[str, Entry], kind: str, name: str, obj: Any) -> None:
         if not name:
@@ -78,8 +85,27 @@ class Registry:
     def add_frontend(self, frontend: Any) -> None:
         self._add(self.frontends, "frontend", frontend.name, frontend)
 
-    def add_pass(self, pass_cls: Any) -> None:
+    def add_pass(self, pass_cls: Any, stage: str | None = None, *, before: tuple[str, ...] | str = (),
+                 after: tuple[str, ...] | str = (), default: bool = True) -> None:
+        """Register a pass; with ``stage`` (or a class attribute ``stage``) it joins that compile stage
+        (``tinycc.stages``), ordered by ``before``/``after``; ``default=False``: only with ``--passes +NAME``."""
         self._add(self.passes, "pass", pass_cls.name, pass_cls)
+        stage = stage or getattr(pass_cls, "stage", None)
+        if stage:
+            tup = (lambda v: (v,) if isinstance(v, str) else tuple(v))
+            self.placements[pass_cls.name] = Placement(
+                stage, tup(before or getattr(pass_cls, "before", ())), tup(after or getattr(pass_cls, "after", ())),
+                default)
+
+    def add_compile_options(self, name: str, add_arguments: Callable[[Any], None],
+                            build: Callable[[Any], Any]) -> None:
+        """A plugin's own ``tinycc compile`` options: ``add_arguments(argparse group)`` declares them,
+        ``build(argparse.Namespace) -> typed object`` reads them; the pass gets it as ``ctx.config.plugin(name)``."""
+        self._add(self.option_groups, "compile options", name, CompileOptions(add_arguments, build))
+
+    def add_deployer(self, kind: str, build: Callable[..., Any]) -> None:
+        """A deployment kind (``ondevice``, ``inference``): ``build(graph, config, session, backend, calib=None)``."""
+        self._add(self.deployers, "deployer", kind, build)
 
     def add_pipeline(self, name: str, passes: list[str]) -> None:
         self._add(self.pipelines, "pipeline", name, list(passes))
@@ -87,8 +113,31 @@ class Registry:
     def add_backend(self, backend_cls: Any) -> None:
         self._add(self.backends, "backend", backend_cls.name, backend_cls)
 
+    def add_target(self, target: Target) -> None:
+        self._add(self.targets, "target", target.name, target)
+
     def add_board(self, board: Board) -> None:
+        """Register ``board`` (and its ``target`` unless that very object is registered already)."""
+        t = board.target
+        if t is not None and not (t.name in self.targets and self.targets[t.name].obj is t):
+            self.add_target(t)
         self._add(self.boards, "board", board.name, board)
+
+    def target_list(self) -> tuple[Target, ...]:
+        """The registered targets in registration order (built-ins first)."""
+        return tuple(e.obj for e in self.targets.values())
+
+    def target_of(self, board: Board) -> Target | None:
+        """``board.target``, else the first registered target of its architecture (None: unknown)."""
+        from .targets import board_target
+
+        return board_target(board, self.target_list())
+
+    def platforms(self, backend: str) -> tuple[str, ...]:
+        """Where ``backend``'s demo runs (``validate --on``): the emulators of the registered targets."""
+        from .targets import platforms
+
+        return platforms(self.target_list(), backend)
 
     def add_calibration_source(self, name: str, fn: Callable[[str], Any]) -> None:
         self._add(self.calibration_sources, "calibration source", name, fn)
@@ -118,9 +167,20 @@ class Registry:
         return self.boards[name].obj
 
     def pipeline(self, name: str) -> list[str]:
-        if name not in self.pipelines:
-            raise TinyccError(f"unknown pipeline {name!r}; known: {', '.join(sorted(self.pipelines))}")
-        return list(self.pipelines[name].obj)
+        """A registered pipeline, or a built-in one made of stages (``cleanup``; ``int8`` = the quantize stages)."""
+        if name in self.pipelines:
+            return list(self.pipelines[name].obj)
+        if name in PIPELINE_STAGES:
+            return [p for stage in PIPELINE_STAGES[name] for p in resolve(self, stage)]
+        known = sorted(set(self.pipelines) | set(PIPELINE_STAGES))
+        raise TinyccError(f"unknown pipeline {name!r}; known: {', '.join(known)}")
+
+    def deployer(self, kind: str, plugin: str) -> Callable[..., Any]:
+        """The deploy function of ``kind``; a clear error when its plugin is blocked (``-p no:NAME``)."""
+        if kind not in self.deployers:
+            raise TinyccError(f"this compile needs the {plugin!r} plugin ({kind} deployment), which is blocked or "
+                              f"not installed (drop -p no:{plugin})")
+        return self.deployers[kind].obj
 
 
 @dataclass
@@ -158,10 +218,12 @@ class Session:
         self.registry = Registry()
         for hook in ("tinycc_register_frontends", "tinycc_register_passes", "tinycc_register_pipelines",
                      "tinycc_register_backends", "tinycc_register_boards",
-                     "tinycc_register_calibration_sources", "tinycc_register_prune_criteria"):
+                     "tinycc_register_calibration_sources", "tinycc_register_prune_criteria",
+                     "tinycc_register_compile_options", "tinycc_register_deployers"):
             self._call_in_order(hook)
         self.pm.hook.tinycc_configure(config=self.registry)
         self._check_pipelines()
+        check_placements(self.registry)
 
     def add_commands(self, subparsers: Any) -> None:
         """Let every plugin add its CLI subcommands (registration order)."""
@@ -169,7 +231,8 @@ class Session:
             plugin = self.pm.get_plugin(name)
             fn = getattr(plugin, "tinycc_add_commands", None)
             if fn is not None:
-                fn(subparsers=subparsers)
+                takes_session = "session" in inspect.signature(fn).parameters
+                fn(subparsers=subparsers, **({"session": self} if takes_session else {}))
 
     def _register(self, plugin: Any, name: str) -> None:
         if self.pm.is_blocked(name):

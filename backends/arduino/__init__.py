@@ -2,8 +2,8 @@
 
 The model code is the `c` backend's (same templates, same runtime); this backend adds the sketch, the
 framed serial protocol (a generated C state machine shared with a host build for testing), PROGMEM
-self-test vectors and board presets' budgets. RAM accounting adds the protocol's buffers and a reserve
-of CORE_RESERVE bytes for the Arduino core's globals and the stack.
+self-test vectors and board presets' budgets. RAM accounting adds the protocol's buffers, the model API's
+stack (measured) and a reserve of CORE_RESERVE bytes for the Arduino core's globals and the sketch's frames.
 """
 from __future__ import annotations
 
@@ -16,15 +16,21 @@ import pluggy
 from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
-from ...ir.graph import Graph
+from .. import names
 from ..base import Backend
-from ..c import (CBackend, _env as c_env, cmsis_nn, embedded_labels, render_project, test_vectors,
-                 write_inference_vectors, write_test_vectors)
+from ...backend_api import Candidate, MemoryFigures
+from ...config import TestVectors
+from ..c import (CBackend, _env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
+                 test_vectors, write_inference_vectors, write_test_vectors)
+from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
-CORE_RESERVE = 1024  # Arduino core globals (HardwareSerial ~160 B on AVR) + stack headroom
+# Arduino core globals (HardwareSerial ~160 B on AVR, timers) + the frames outside the model's API: the sketch's
+# loop, the protocol's parser and interrupt handlers. The model API's own stack is the report's "stack" line
+# (measured, backends/c/stack.py); this reserve was 1024 B when it had to cover that stack too.
+CORE_RESERVE = 640
 
 
 def _env() -> Any:
@@ -65,28 +71,32 @@ def proto_bytes(input_size: int, n_features: int, targets: int = 0) -> int:
 
 class ArduinoBackend(Backend):
     name = "arduino"
-    runtime_descriptors = True
-    runtime_state_exact = False  # CORE_RESERVE is an allowance for the Arduino core, not a symbol size
     description = "Arduino sketch: serial protocol, PROGMEM weights on AVR, self-test mode"
     platforms = ("simavr",)
 
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        return [("extractor ops (the c backend's kernels)", "int8 (the trainable classifier is float32)",
+                 sorted(k.value for k in C_KINDS))]
+
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
-        path = project / deployment.name / "src" / "test_vectors.h"
+        name = names.c_identifier(deployment.name)
+        path = project / name / "src" / "test_vectors.h"
         if not path.is_file():
-            raise TinyccError(f"{project}: not a project of target arduino for model {deployment.name!r} "
-                              f"(no {deployment.name}/src/test_vectors.h)")
+            raise TinyccError(f"{project}: not a project of target arduino for model {name!r} "
+                              f"(no {name}/src/test_vectors.h)")
         if deployment.inference_only:
             write_inference_vectors(path, deployment, np.asarray(x, np.float32), _env())
             return
-        write_test_vectors(path, deployment, x, embedded_labels(deployment, y), {}, _env())
+        write_test_vectors(path, deployment, x, embedded_labels(deployment, y), env=_env())
 
-    def run_demo(self, project: Path, platform: str) -> DemoRun:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> DemoRun:
         from .simavr import run_demo
 
         return run_demo(project, platform)
 
-    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
-        if cmsis_nn.enabled(options):
+    def check(self, deployment: Deployment) -> None:
+        if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]
         insize = inp.size
@@ -99,34 +109,33 @@ class ArduinoBackend(Backend):
             raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes (32-bit length), but "
                               f"this model's {what} needs {payload:,} bytes ({list(inp.shape[1:])}): "
                               "use a smaller input resolution, or the c target (no serial protocol)")
-        CBackend().check(deployment, options)
+        CBackend().check(deployment)
 
-    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return CBackend().arena_bytes(extractor, options)
+    def memory_figures(self, candidate: Candidate) -> MemoryFigures:
+        """The C backend's figures (the sketch's model.c is the C backend's) plus the serial protocol and an
+        allowance for the Arduino core (CORE_RESERVE: not a symbol size, so the state is not exact)."""
+        g = candidate.extractor
+        insize = g.tensors[g.inputs[0]].size
+        if candidate.classifier is None:  # --inference-only
+            elem = 1 if candidate.config.int8_io else 4
+            state = CORE_RESERVE + inference_proto_bytes(elem * insize, elem * g.tensors[g.outputs[0]].size)
+        else:
+            clf = candidate.classifier
+            state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
+        return c_figures(candidate, state, state_exact=False)
 
-    def table_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return CBackend().table_bytes(extractor, options)  # the sketch's model.c is the C backend's
+    def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
+        return CBackend().stack_bytes(deployment)  # the sketch's model.c and runtime are the C backend's
 
-    def runtime_state_bytes(self, extractor: Graph, classifier: Any, options: dict[str, Any]) -> int:
-        insize = extractor.tensors[extractor.inputs[0]].size
-        return CORE_RESERVE + proto_bytes(insize, classifier.n_in, classifier.target_count)
-
-    def inference_state_bytes(self, graph: Graph, options: dict[str, Any]) -> int:
-        elem = 1 if options.get("int8_io") else 4
-        insize, outsize = (graph.tensors[t].size for t in (graph.inputs[0], graph.outputs[0]))
-        return CORE_RESERVE + inference_proto_bytes(elem * insize, elem * outsize)
-
-    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
-        name = deployment.name
+    def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
+        name = names.c_identifier(deployment.name)  # also the sketch's folder and .ino name
         sk = outdir / name
         src = sk / "src"
         src.mkdir(parents=True, exist_ok=True)
-        files = render_project(deployment, options, src, with_main=False, runtime_dir=".")
+        files = render_project(deployment, src, vectors, with_main=False, runtime_dir=".")
         env = _env()
-        board = options.get("board") or "generic"
-        fqbn = ""
-        if options.get("_board_fqbn"):
-            fqbn = options["_board_fqbn"]
+        board = deployment.board.name if deployment.board is not None else "generic"
+        fqbn = deployment.board.fqbn if deployment.board is not None else ""
         insize = deployment.extractor.tensors[deployment.extractor.inputs[0]].size
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
                "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
@@ -138,19 +147,18 @@ class ArduinoBackend(Backend):
                "n_out": deployment.feature_count}
         infer = "_infer" if deployment.inference_only else ""  # predict-only sketch and protocol
         if deployment.inference_only:
-            from ...plugins.inference import test_inputs
-
             ctx["max_payload"] = (1 if deployment.int8_io else 4) * insize
-            files.append(write_inference_vectors(src / "test_vectors.h", deployment, test_inputs(deployment, options),
+            files.append(write_inference_vectors(src / "test_vectors.h", deployment, test_inputs(deployment, vectors),
                                                  env))
         else:
-            x, y = test_vectors(deployment, options)
-            files.append(write_test_vectors(src / "test_vectors.h", deployment, x, y, options, env))
+            x, y = test_vectors(deployment, vectors)
+            files.append(write_test_vectors(src / "test_vectors.h", deployment, x, y,
+                                            vectors.learn if vectors else None, env))
         out = {sk / f"{name}.ino": env.get_template(f"sketch{infer}.ino.j2").render(**ctx),
                src / "tinycc_proto.h": env.get_template(f"tinycc_proto{infer}.h.j2").render(**ctx),
                src / "tinycc_proto.c": env.get_template("tinycc_proto.c.j2").render(**ctx),
                src / "tinycc_build.h": "/* build switches (generated by tinycc) */\n#ifndef TINYCC_SELFTEST\n"
-                                       f"#define TINYCC_SELFTEST {1 if options.get('selftest') else 0}\n#endif\n",
+                                       f"#define TINYCC_SELFTEST {1 if deployment.config.demo.selftest else 0}\n#endif\n",
                sk / "extras" / "host_main.c": env.get_template("host_main.c.j2").render(**ctx),
                sk / "README.md": env.get_template(f"README{infer}.md.j2").render(**ctx)}
         for path, text in out.items():

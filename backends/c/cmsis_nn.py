@@ -26,15 +26,17 @@ from ...errors import TinyccError
 from ...ir.graph import Graph, Op
 from ...ir.ops import OpKind, same_padding
 
-KERNELS_OPTION = "kernels"
 # CMSIS-NN source folders the wrappers need (the Makefile compiles their int8 sources into a library)
 SOURCE_DIRS = ("ConvolutionFunctions", "FullyConnectedFunctions", "NNSupportFunctions", "PoolingFunctions",
                "BasicMathFunctions")
 SOURCE_SKIP = ("_f16.c", "_f32.c", "_flt.c")
 
 
-def enabled(options: dict) -> bool:
-    return (options.get(KERNELS_OPTION) or "tinycc") == "cmsis-nn"
+def enabled(kernels: str) -> bool:
+    """``--kernels cmsis-nn`` (``config.kernels``)."""
+    if not isinstance(kernels, str):
+        raise TypeError(f"cmsis_nn.enabled takes the --kernels value, got {type(kernels).__name__}")
+    return kernels == "cmsis-nn"
 
 
 def _same_shape_operands(g: Graph, op: Op) -> bool:
@@ -103,9 +105,9 @@ def op_scratch(g: Graph, op: Op) -> int:
     return 0  # dense (non-MVE), max pooling, element-wise
 
 
-def scratch_bytes(g: Graph, options: dict) -> int:
+def scratch_bytes(g: Graph, kernels: str) -> int:
     """The one static scratch buffer of a ``--kernels cmsis-nn`` project (0: none; other kernels: 0)."""
-    if not enabled(options):
+    if not enabled(kernels):
         return 0
     return max([op_scratch(g, op) for op in g.ops if supports(g, op)] or [0])
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-CPUS = ("m4", "m7", "m0plus")
-DEFAULT_BOARD = {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385"}  # M0+: the M3 board (ARMv7-M)
-BOARD_CLOCK_HZ = {"mps2-an385": 25_000_000, "mps2-an386": 25_000_000, "mps2-an500": 25_000_000,
+from ...targets import BUILTIN_TARGETS, MPS2_CLOCK_HZ, family
+
+# the built-in Cortex-M targets (tinycc.targets): CPU names, their QEMU machines (M0+: the M3 board, ARMv7-M)
+CPUS = tuple(t.name for t in family(BUILTIN_TARGETS, "cortexm"))
+DEFAULT_BOARD = {t.name: t.emulator.machine for t in family(BUILTIN_TARGETS, "cortexm") if t.emulator}
+BOARD_CLOCK_HZ = {**{m: MPS2_CLOCK_HZ for m in DEFAULT_BOARD.values()},
                   "microbit": 16_000_000}  # QEMU's SysTick clocks, checked by tests/test_c_backend.py
 
 

@@ -17,7 +17,8 @@ from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
-from ...memory import MemoryPlan, plan_for
+from ...memory import MemoryPlan
+from .. import names
 from . import cmsis_nn
 from .kernels import Kernel, specialize
 
@@ -56,10 +57,15 @@ class CArray:
 
 @dataclass
 class Call:
+    """A kernel call of the schedule; ``comment`` (the op's name, from the model file) is stored escaped
+    for a C comment (``names.comment``), whoever builds the call."""
     fn: str
     args: list[str]
     comment: str = ""
     skip_when_int8_input: bool = False
+
+    def __post_init__(self) -> None:
+        self.comment = names.comment(self.comment)
 
 
 @dataclass
@@ -91,15 +97,15 @@ def _vals(a: np.ndarray, ctype: str) -> list[str]:
 
 
 class _Builder:
-    def __init__(self, dep: Deployment, options: dict[str, Any]) -> None:
+    def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
-        self.options = options
-        self.m.plan = plan_for(self.g, options)
-        self.cmsis = cmsis_nn.enabled(options)
-        self.m.consts["scratch"] = cmsis_nn.scratch_bytes(self.g, options)
+        self.kernels_mode = dep.config.kernels
+        self.m.plan = dep.plan  # computed once by the deploy stage
+        self.cmsis = cmsis_nn.enabled(self.kernels_mode)
+        self.m.consts["scratch"] = cmsis_nn.scratch_bytes(self.g, self.kernels_mode)
         scratch = ["tcc_scratch", str(self.m.consts["scratch"])] if self.m.consts["scratch"] else ["NULL", "0"]
         self.scratch_args = scratch
 
@@ -141,7 +147,7 @@ class _Builder:
             self.op(op)
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
                 for c in self.m.calls[n:]:
-                    c.comment += " (in place)"
+                    c.comment = names.Escaped(c.comment + " (in place)")
         return self.m
 
     def _q(self, tensor: str) -> tuple[float, int]:
@@ -152,7 +158,7 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
-        spec = specialize(g, op, self, self.m.kernels, self.options)
+        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
         if spec is not None:
             kern, args = spec
             self.m.calls.append(Call(kern.fn, args, f"{op.name} ({kern.family})"))
@@ -162,7 +168,6 @@ class _Builder:
         elif k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
-            self.m.consts["input_tensor"] = op.outputs[0]
             self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
@@ -343,8 +348,8 @@ def transpose_args(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[str]:
     return [str(v) for v in [1] * pad + out] + [str(v) for v in [0] * pad + st]
 
 
-def build_emit_model(dep: Deployment, options: dict[str, Any]) -> EmitModel:
-    b = _Builder(dep, options)
+def build_emit_model(dep: Deployment) -> EmitModel:
+    b = _Builder(dep)
     m = b.build()
     feat = dep.extractor.outputs[0]
     fq = dep.feature_quant

@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 
 from ...errors import TinyccError
+from ...targets import BUILTIN_TARGETS, Target, by_platform, platforms
 from ..demo import DemoFailed, DemoRun, parse
 from . import cortexm
 
-PLATFORMS = ("host", *(f"qemu-{cpu}" for cpu in cortexm.CPUS))
+PLATFORMS = platforms(BUILTIN_TARGETS, "c")  # the built-in ones; `tinycc validate` takes the registered targets'
 
 
 def section_sizes(binary: Path, size_tool: str = "size") -> dict[str, int]:
@@ -66,9 +67,43 @@ def run_qemu(project: Path, cpu: str, timeout: float = 600) -> DemoRun:
                    ".text+.data+...", {k: float(v) for k, v in out.instructions.items()}, "instructions")
 
 
-def run_demo(project: Path, platform: str) -> DemoRun:
-    if platform == "host":
+def run_cross(project: Path, target: Target, timeout: float = 600) -> DemoRun:
+    """A plugin family's target: ``make FAMILY FAMILY_CPU=NAME DUMP=1`` (the Makefile's generic section, -Os
+    -Werror), then its emulator command; instructions = the demo's ticks x ``instructions_per_tick``."""
+    emu = target.emulator
+    assert emu is not None
+    missing = [t for t in (target.cc, emu.tool, *target.tools) if not shutil.which(t)]
+    if missing:
+        raise TinyccError(f"validate --on {emu.platform} needs {', '.join(missing)}")
+    goal, var = target.family, f"{target.family.upper()}_CPU"
+    r = subprocess.run(["make", "-s", "-C", str(project), goal, f"{var}={target.name}", "DUMP=1"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise DemoFailed(f"{target.name} build failed:\n{r.stdout[-2000:]}{r.stderr[-4000:]}")
+    elf = project / target.elf_name
+    cmd = [a.replace("{elf}", str(elf)) for a in emu.command]
+    try:
+        q = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise DemoFailed(f"{emu.platform} run timed out after {timeout:.0f} s") from None
+    out = parse(q.stdout)
+    if q.returncode != 0 or not out.done:
+        raise DemoFailed(f"{emu.platform} run failed ({q.returncode}):\n{q.stdout[-2000:]}\n{q.stderr[-2000:]}")
+    out.instructions = {k: round(v * emu.instructions_per_tick) for k, v in cortexm.ticks(q.stdout).items()}
+    ram, flash = ram_flash(section_sizes(elf, target.size_tool)) if shutil.which(target.size_tool) else (None, None)
+    return DemoRun(emu.platform, out, ram, flash, f"ELF for {emu.machine or target.name} ({target.size_tool}): "
+                   ".data+.bss; .text+.rodata+.data+...", {k: float(v) for k, v in out.instructions.items()},
+                   "instructions")
+
+
+def run_demo(project: Path, platform: str, target: Target | None = None) -> DemoRun:
+    """Build and run the demo on ``platform``, the emulator of ``target`` (default: the built-in target of that
+    platform)."""
+    target = target or by_platform(BUILTIN_TARGETS, platform)
+    if target is None or target.emulator is None or target.platform != platform or "c" not in target.runs:
+        raise TinyccError(f"target c runs on {', '.join(PLATFORMS)}, not {platform!r}")
+    if target.family == "host":
         return run_host(project)
-    if platform.startswith("qemu-") and platform[5:] in cortexm.CPUS:
-        return run_qemu(project, platform[5:])
-    raise TinyccError(f"target c runs on {', '.join(PLATFORMS)}, not {platform!r}")
+    if target.family == "cortexm":
+        return run_qemu(project, target.name)
+    return run_cross(project, target)

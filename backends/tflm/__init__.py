@@ -1,6 +1,7 @@
 """The `tflm` backend: Φf as a .tflite run by TensorFlow Lite Micro; Φc, buffer and training from tinycc's C runtime."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,18 @@ from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
-from ..base import Backend
+from ...backend_api import Candidate, MemoryFigures
+from ...config import TestVectors
+from ...tflite_writer import operator_names, write_tflite
+from .. import names
+from ..base import Backend, check_static_size
 from ..c import cmsis_nn
 from .measure import measure_arena
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
+ARENA_DETAIL = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
+                "allocates) + margin")
 
 # TFLite builtin operator -> MicroMutableOpResolver method (what TFLite Micro supports among
 # the operators tinycc's writer emits)
@@ -33,37 +40,55 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
 
 
 def extractor_tflite(extractor: Graph) -> bytes:
-    from ...plugins.tflite_writer import write_tflite
-
     return write_tflite(extractor)
 
 
 def deployment_tflite(dep: Deployment) -> bytes:
-    """The .tflite this target runs: Φf, or for --inference-only the whole int8 model with its I/O boundaries."""
-    if dep.inference_only:
-        from ...plugins.inference import full_graph
+    """The .tflite this target runs: Φf, or for --inference-only the whole int8 model with its I/O boundaries
+    (what ``emit`` writes; a compile makes it once, in ``memory_figures``)."""
+    from ...deploy import full_graph
 
-        return extractor_tflite(full_graph(dep))
-    return extractor_tflite(dep.extractor)
+    return write_tflite(full_graph(dep) if dep.inference_only else dep.extractor)
+
+
+@dataclass(frozen=True)
+class TflmArtifact:
+    """The .tflite this target runs (Φf, or with --inference-only the whole int8 model with its I/O boundaries)
+    and TFLite Micro's measured arena for it: made once while sizing, reused by check and emit."""
+
+    data: bytes
+    arena: Any  # measure.ArenaMeasurement
+
+
+def _artifact(dep: Deployment) -> TflmArtifact:
+    """The .tflite and its arena made while sizing ``dep`` for this target (made here for a deployment that
+    another backend sized)."""
+    art = dep.figures.artifact if dep.figures is not None else None
+    if isinstance(art, TflmArtifact):
+        return art
+    data = deployment_tflite(dep)
+    return TflmArtifact(data, measure_arena(data))
 
 
 class TflmBackend(Backend):
     name = "tflm"
-    runtime_descriptors = True
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
-    arena_detail = ("TFLite Micro arena: measured (the larger of the recorded total and the smallest arena that "
-                    "allocates) + margin")
 
     platforms = ("host",)
+
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        return [("TFLite Micro operators", "int8 (the trainable classifier is float32, tinycc's runtime)",
+                 sorted(RESOLVER))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         from ..c import embedded_labels, write_test_vectors
 
         if not (project / "main.c").is_file() or not (project / "src" / "tinycc_tflm.cc").is_file():
             raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
-        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y), {})
+        write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y))
 
-    def run_demo(self, project: Path, platform: str) -> Any:
+    def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
         """Build the demo against the cached host TFLite Micro library and run it with the dump on."""
         from ..c.run import ram_flash, section_sizes
         from ..demo import DemoFailed, DemoRun, parse
@@ -83,45 +108,59 @@ class TflmBackend(Backend):
         return DemoRun("host", out, ram, flash, "host executable with TFLite Micro (size -A): .data+.bss; "
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
-    def check(self, deployment: Deployment, options: dict[str, Any]) -> None:
-        if cmsis_nn.enabled(options):
+    def check(self, deployment: Deployment) -> None:
+        if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
-        from ...plugins.tflite_writer import operator_names
-
-        names = operator_names(deployment_tflite(deployment))
-        missing = [n for n in names if n not in RESOLVER]
+        check_static_size(deployment)
+        ops = operator_names(_artifact(deployment).data)
+        missing = [n for n in ops if n not in RESOLVER]
         if missing:
             raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
 
-    def arena_bytes(self, extractor: Graph, options: dict[str, Any]) -> int:
-        return measure_arena(extractor_tflite(extractor)).arena
+    def memory_figures(self, candidate: Candidate) -> MemoryFigures:
+        """TFLite Micro's arena, measured on the .tflite of ``candidate.program`` (written and measured once)."""
+        from ..c import runtime_descriptors
 
-    def inference_arena_bytes(self, deployment: Deployment, options: dict[str, Any]) -> int:
-        return measure_arena(deployment_tflite(deployment)).arena
+        data = write_tflite(candidate.program)
+        m = measure_arena(data)
+        return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=runtime_descriptors(candidate),
+                             artifact=TflmArtifact(data, m))
 
-    def emit(self, deployment: Deployment, options: dict[str, Any], outdir: Path) -> list[Path]:
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        """Flash: the .tflite bytes (measured), TFLite Micro's code for the resolved operators (estimated) and
+        tinycc's code; RAM: the interpreter objects (see footprint.py)."""
+        from ...targets import code_table
+        from .footprint import adjust
+
+        data = figures.artifact.data
+        table = code_table(candidate.config.target)
+        learning = candidate.classifier is not None
+        code = table["base"] + (table["learn"] + table["buffer"] if learning else 0)
+        adjust(report, data, operator_names(data), code)
+
+    def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         import jinja2
 
-        from ...plugins.tflite_writer import operator_names
         from ..c import render_project
 
-        data = deployment_tflite(deployment)
-        m = measure_arena(data)
-        names = operator_names(data)
-        name = deployment.name
+        art = _artifact(deployment)
+        data, m = art.data, art.arena
+        ops = operator_names(data)
+        name = names.c_identifier(deployment.name)
         src = outdir / "src"
         src.mkdir(parents=True, exist_ok=True)
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
-        files = [] if infer else render_project(deployment, options, src, with_main=False, classifier_only=True,
+        files = [] if infer else render_project(deployment, src, vectors, with_main=False, classifier_only=True,
                                                 runtime_dir=".", demo_dir=outdir, arena=m.arena)
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
-                                 lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                               undefined=jinja2.StrictUndefined))
         hexes = [f"0x{b:02x}" for b in data]
-        body = ",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16))
-        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in names],
-               "op_names": names, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
+        body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
+        ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
+               "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,

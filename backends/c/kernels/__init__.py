@@ -15,10 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from ....config import KERNELS as KERNEL_CHOICES  # noqa: F401  (--kernels; cmsis-nn is backends/c/cmsis_nn.py)
 from ....ir.graph import Graph, Op
 
 HERE = Path(__file__).parent
-KERNEL_CHOICES = ("tinycc", "generic", "cmsis-nn")  # option `kernels`: cmsis-nn is backends/c/cmsis_nn.py
 
 
 class ArrayMaker(Protocol):
@@ -56,20 +56,21 @@ def _modules() -> list[Any]:
     return [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
-def table_bytes(g: Graph, options: dict[str, Any]) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (none unless option kernels=tinycc)."""
+def table_bytes(g: Graph, kernels: str) -> int:
+    """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
     from . import lut
 
-    if options.get("kernels", "tinycc") != "tinycc":
+    if kernels != "tinycc":
         return 0
     return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
-               options: dict[str, Any]) -> tuple[Kernel, list[str]] | None:
+               mode: str) -> tuple[Kernel, list[str]] | None:
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
-    kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place)."""
-    if options.get("kernels", "tinycc") != "tinycc":
+    kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
+    ``mode`` is ``--kernels`` (only ``tinycc`` specializes)."""
+    if mode != "tinycc":
         return None
     for mod in _modules():
         if mod.matches(g, op):

@@ -1,0 +1,129 @@
+"""Inference-only deployment (``compile --inference-only [--int8-io]``): the whole model in int8.
+
+No cut, no trainable classifier, no replay buffer, no training state. The deployment's ``extractor`` is the
+whole model in the form every backend already emits: float input -> QUANTIZE -> int8 ops -> int8 output
+(a final softmax is TFLite's int8 SOFTMAX). ``full_graph`` adds the boundaries the deployed program has:
+float I/O (default) ends in a DEQUANTIZE, as TFLite's converter writes it with float I/O; ``--int8-io``
+drops the input QUANTIZE (int8 input and output, as the converter's ``inference_input_type=int8``).
+That graph is what ``run_int8`` runs, what the ``tflm`` backend writes and what the C code equals.
+
+A float model (Keras, float .tflite) is calibrated and quantized by the ``int8`` pipeline; an imported
+full-integer .tflite keeps its parameters (an integer input gets a float input with a QUANTIZE to the same
+parameters, the output DEQUANTIZE, and a final int8 -> uint8 QUANTIZE at the same scale, are dropped).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend_api import MemoryFigures
+from ..config import CompileConfig
+from ..errors import TinyccError
+from ..ir.deployment import BufferConfig, Deployment
+from ..ir.graph import Graph, Op
+from ..ir.memory_model import MemoryReport, inference_memory
+from ..ir.ops import OpKind
+from ..ir.tensor import DType, Tensor
+from ..targets import code_table
+from .stage import c_name, candidate_figures, check_budget
+
+
+def _strip_output_boundary(g: Graph) -> None:
+    """Make the output int8: drop a final DEQUANTIZE and a final int8 -> uint8 QUANTIZE at the same scale."""
+    prod = g.producers_map()
+    while g.outputs[0] in prod:
+        op = prod[g.outputs[0]]
+        src, dst = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        same_scale = (src.quant is not None and dst.quant is not None
+                      and np.array_equal(src.quant.scale, dst.quant.scale))
+        to_uint8 = (op.kind == OpKind.QUANTIZE and src.dtype == DType.INT8 and dst.dtype == DType.UINT8 and same_scale
+                    and int(dst.quant.zero_point[0]) - int(src.quant.zero_point[0]) == 128)
+        if not (op.kind == OpKind.DEQUANTIZE or to_uint8) or len(g.consumers(op.inputs[0])) > 1:
+            break
+        g.ops.remove(op)
+        g.outputs[0] = op.inputs[0]
+        del g.tensors[op.outputs[0]]
+        prod = g.producers_map()
+
+
+def int8_model(graph: Graph, config: CompileConfig, session: Any,
+               calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
+    """The whole cleaned model as float input -> int8 output, and the calibration samples."""
+    from .learning import quantize_extractor
+
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise TinyccError(f"--inference-only needs a model with one input and one output (this one has "
+                          f"{len(graph.inputs)} inputs, {len(graph.outputs)} outputs)")
+    g = graph.copy()
+    if g.meta.get("quantized"):
+        _strip_output_boundary(g)
+    g, samples = quantize_extractor(g, config.with_quant(int8_input=False), session, calib)
+    out = g.tensors[g.outputs[0]]
+    if out.dtype != DType.INT8 or out.quant is None:
+        raise TinyccError(f"--inference-only: the model's output {g.outputs[0]!r} is not int8 after quantization "
+                          f"({out.dtype.value})")
+    return g, samples
+
+
+def full_graph(dep: Deployment) -> Graph:
+    """The deployed graph with its boundaries: float in/out (QUANTIZE ... DEQUANTIZE) or int8 in/out."""
+    g = dep.extractor.copy()
+    if dep.int8_io:
+        first = g.consumers(g.inputs[0])
+        if len(first) != 1 or first[0].kind != OpKind.QUANTIZE:
+            raise TinyccError("--int8-io: the model's float input is not read by one QUANTIZE op")
+        q = first[0]
+        g.ops.remove(q)
+        del g.tensors[g.inputs[0]]
+        g.inputs[0] = q.outputs[0]
+        return g
+    out = g.tensors[g.outputs[0]]
+    name = g.unique_tensor_name(f"{g.outputs[0]}_float")
+    g.add_tensor(Tensor(name, out.shape, DType.FLOAT32))
+    g.ops.append(Op(g.unique_op_name(f"{g.outputs[0]}/dequantize"), OpKind.DEQUANTIZE, [g.outputs[0]], [name], {},
+                    g.outputs[0]))
+    g.outputs[0] = name
+    return g
+
+
+def memory_report(graph: Graph, backend: Any, cand: Any, figures: MemoryFigures,
+                  stack: tuple[int, bool, str] | None = None) -> MemoryReport:
+    """The inference-only report of ``cand`` (``stack``: the stack line, None: not counted), as the backend
+    adjusts it for what it deploys; the code estimate from the board's target."""
+    r = inference_memory(graph, figures.arena, figures.state, figures.arena_detail, figures.scratch,
+                         figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target))
+    backend.adjust_report(r, cand, figures)
+    return r
+
+
+def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
+                    calib: np.ndarray | None = None) -> Deployment:
+    """Quantize the whole model, size it on ``backend`` and check the budget."""
+    g, samples = int8_model(graph, config, session, calib)
+    dep = Deployment(name=c_name(graph.name), extractor=g, feature_quant=g.tensors[g.outputs[0]].quant,
+                     classifier=[], num_classes=0, buffer=BufferConfig(0), inference_only=True,
+                     int8_io=config.int8_io, config=config, board=config.board,
+                     meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16]})
+    cand, figures = candidate_figures(backend, g, None, config, full_graph(dep))
+    report = memory_report(g, backend, cand, figures)
+    dep.plan, dep.figures = cand.plan, figures
+    dep.memory = {"report": report.table(), **report.to_dict()}  # what the sources measured for the stack show
+    stack = backend.stack_bytes(dep)
+    if stack is not None:
+        report = memory_report(g, backend, cand, figures, stack)
+    check_budget(report, config, "Try pruning (--ratio, --budget) or a bigger board")
+    dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}
+    return dep
+
+
+def quantize_inputs(dep: Deployment, x: np.ndarray) -> np.ndarray:
+    """Float inputs quantized as the model's input QUANTIZE does (run_int8's kernel)."""
+    from ..ir.interpreter_int8 import run_int8
+
+    g = dep.extractor.copy()
+    q = g.consumers(g.inputs[0])[0]
+    g.ops = [q]
+    g.outputs = [q.outputs[0]]
+    g.prune_unused()
+    return run_int8(g, {g.inputs[0]: np.asarray(x, np.float32)})[q.outputs[0]]

@@ -1,0 +1,284 @@
+"""Serialise an IR graph (int8 quantized, float, or mixed) to a TFLite flatbuffer (schema version 3).
+
+Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
+relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
+HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
+over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
+arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
+tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
+RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
+RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
+(const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
+size), concat -> CONCATENATION, pad -> PAD (const int32
+paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
+converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import UnsupportedLayerError
+from .ir.graph import Graph, Op
+from .ir.ops import OpKind
+from .ir.tensor import DType, QuantParams, Tensor
+from .tflite_schema import schema
+
+# operator versions the TF 2.21 converter emits for int8 models (float ops: version 1)
+INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2,
+                 "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
+                 "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
+                 "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
+                 "TRANSPOSE_CONV": 4}
+FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
+_UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
+          OpKind.HARD_SWISH: "HARD_SWISH"}
+_ACT = {"none": 0, "relu": 1, "relu6": 3}
+_TYPES = {DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT8: 9}
+
+
+class _Writer:
+    def __init__(self, graph: Graph) -> None:
+        self.s = schema()
+        self.g = graph
+        self.buffers: list[Any] = [self.s.BufferT()]
+        self.tensors: list[Any] = []
+        self.index: dict[str, int] = {}
+        self.opcodes: list[tuple[str, int]] = []
+        self.operators: list[Any] = []
+
+    def tensor(self, t: Tensor) -> int:
+        if t.name in self.index:
+            return self.index[t.name]
+        s = self.s
+        tt = s.TensorT()
+        tt.name = t.name.encode()
+        tt.shape = np.array(t.shape, np.int32)
+        tt.type = _TYPES[t.dtype]
+        tt.buffer = 0
+        if t.data is not None:
+            b = s.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(t.data).astype(t.data.dtype.newbyteorder("<")).tobytes(),
+                                   np.uint8)
+            self.buffers.append(b)
+            tt.buffer = len(self.buffers) - 1
+        if t.quant is not None:
+            q = s.QuantizationParametersT()
+            q.scale = t.quant.scale.astype(np.float32)
+            q.zeroPoint = t.quant.zero_point.astype(np.int64)
+            q.quantizedDimension = int(t.quant.axis or 0)
+            tt.quantization = q
+        self.tensors.append(tt)
+        self.index[t.name] = len(self.tensors) - 1
+        return self.index[t.name]
+
+    def const_i32(self, name: str, values: list[int]) -> int:
+        arr = np.array(values, np.int32)
+        return self.tensor(Tensor(name, arr.shape, DType.INT32, arr))
+
+    def emit(self, code: str, inputs: list[int], outputs: list[int], opt_type: int = 0, opt: Any = None) -> None:
+        data_in = inputs[2] if code == "TRANSPOSE_CONV" else inputs[0]  # after the output shape and weights
+        int8 = self.tensors[data_in].type != _TYPES[DType.FLOAT32] or code == "QUANTIZE"
+        key = (code, INT8_VERSIONS.get(code, 1) if int8 else FLOAT_VERSIONS.get(code, 1))
+        if key not in self.opcodes:
+            self.opcodes.append(key)
+        o = self.s.OperatorT()
+        o.opcodeIndex = self.opcodes.index(key)
+        o.inputs = np.array(inputs, np.int32)
+        o.outputs = np.array(outputs, np.int32)
+        if opt is not None:
+            o.builtinOptionsType = opt_type
+            o.builtinOptions = opt
+        self.operators.append(o)
+
+    def op(self, op: Op) -> None:
+        s, g = self.s, self.g
+        ins = [self.tensor(g.tensors[t]) for t in op.inputs]
+        outs = [self.tensor(g.tensors[t]) for t in op.outputs]
+        a, k = op.attrs, op.kind
+        if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D) and len(ins) == 2:
+            ins.append(self._zero_bias(op))  # TFLite's int8 convolutions require a bias
+        if k == OpKind.CONV2D:
+            if a["groups"] != 1:
+                raise UnsupportedLayerError(
+                    f"layer {op.origin!r}: grouped convolution ({a['groups']} groups) has no TFLite/TFLite Micro "
+                    "reference kernel; use the 'c' target, or depthwise (groups == channels)")
+            o = s.Conv2DOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.dilationHFactor, o.dilationWFactor = a["dilation"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("CONV_2D", ins, outs, s.BuiltinOptions.Conv2DOptions, o)
+        elif k == OpKind.DEPTHWISE_CONV2D:
+            o = s.DepthwiseConv2DOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.dilationHFactor, o.dilationWFactor = a["dilation"]
+            o.depthMultiplier = a["depth_multiplier"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("DEPTHWISE_CONV_2D", ins, outs, s.BuiltinOptions.DepthwiseConv2DOptions, o)
+        elif k == OpKind.DENSE:
+            o = s.FullyConnectedOptionsT()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            o.keepNumDims = len(g.tensors[op.inputs[0]].shape) > 2
+            if len(ins) == 2:
+                ins.append(-1)
+            self.emit("FULLY_CONNECTED", ins, outs, s.BuiltinOptions.FullyConnectedOptions, o)
+        elif k in _UNARY:
+            self.emit(_UNARY[k], ins, outs)
+        elif k == OpKind.LEAKY_RELU:
+            o = s.LeakyReluOptionsT()
+            o.alpha = float(a["alpha"])
+            self.emit("LEAKY_RELU", ins, outs, s.BuiltinOptions.LeakyReluOptions, o)
+        elif k == OpKind.SOFTMAX:
+            o = s.SoftmaxOptionsT()
+            o.beta = float(a["beta"])
+            self.emit("SOFTMAX", ins, outs, s.BuiltinOptions.SoftmaxOptions, o)
+        elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D):
+            self._pool("MAX_POOL_2D" if k == OpKind.MAX_POOL2D else "AVERAGE_POOL_2D", ins, outs,
+                       a["pool_size"], a["strides"], a["padding"], a["activation"])
+        elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # imported MEAN: its own arithmetic
+            axes = self.tensor(Tensor(f"{op.name}/axes", (2,), DType.INT32, np.array([1, 2], np.int32)))
+            o = s.ReducerOptionsT()
+            o.keepDims = bool(a["keepdims"])
+            self.emit("MEAN", ins + [axes], outs, s.BuiltinOptions.ReducerOptions, o)
+        elif k in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
+            x = g.tensors[op.inputs[0]]
+            y = g.tensors[op.outputs[0]]
+            code = "AVERAGE_POOL_2D" if k == OpKind.GLOBAL_AVG_POOL else "MAX_POOL_2D"
+            if a["keepdims"]:
+                self._pool(code, ins, outs, x.shape[1:3], (1, 1), "valid", "none")
+            else:
+                mid = self.tensor(Tensor(f"{y.name}/pooled", (x.shape[0], 1, 1, x.shape[3]), y.dtype, quant=y.quant))
+                self._pool(code, ins, [mid], x.shape[1:3], (1, 1), "valid", "none")
+                self._reshape([mid], outs, y.shape)
+        elif k in (OpKind.FLATTEN, OpKind.RESHAPE):
+            self._reshape(ins, outs, g.tensors[op.outputs[0]].shape)
+        elif k in (OpKind.ADD, OpKind.MUL):
+            o = (s.AddOptionsT if k == OpKind.ADD else s.MulOptionsT)()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit(k.name, ins, outs, s.BuiltinOptions.AddOptions if k == OpKind.ADD else s.BuiltinOptions.MulOptions, o)
+        elif k == OpKind.SUB:
+            o = s.SubOptionsT()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("SUB", ins, outs, s.BuiltinOptions.SubOptions, o)
+        elif k in (OpKind.MAXIMUM, OpKind.MINIMUM):
+            self.emit(k.name, ins, outs, s.BuiltinOptions.MaximumMinimumOptions, s.MaximumMinimumOptionsT())
+        elif k == OpKind.RESIZE_NEAREST:
+            size = self.const_i32(f"{op.name}/size", list(a["size"]))
+            o = s.ResizeNearestNeighborOptionsT()
+            o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
+            self.emit("RESIZE_NEAREST_NEIGHBOR", ins + [size], outs, s.BuiltinOptions.ResizeNearestNeighborOptions, o)
+        elif k == OpKind.TRANSPOSE_CONV2D:
+            y = g.tensors[op.outputs[0]]
+            shape = self.const_i32(f"{op.name}/output_shape", list(y.shape))
+            bias = ins[2:] if len(ins) > 2 else [self._zero_bias(op)]
+            o = s.TransposeConvOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("TRANSPOSE_CONV", [shape, ins[1], ins[0]] + bias, outs, s.BuiltinOptions.TransposeConvOptions, o)
+        elif k == OpKind.SLICE:
+            x = g.tensors[op.inputs[0]]
+            begin = [a["begin"] if i == a["axis"] else 0 for i in range(len(x.shape))]
+            size = [a["length"] if i == a["axis"] else d for i, d in enumerate(x.shape)]
+            b, n = self.const_i32(f"{op.name}/begin", begin), self.const_i32(f"{op.name}/size", size)
+            self.emit("SLICE", ins + [b, n], outs, s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
+        elif k == OpKind.TRANSPOSE:
+            perm = self.const_i32(f"{op.name}/perm", list(a["perm"]))
+            self.emit("TRANSPOSE", ins + [perm], outs, s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
+        elif k == OpKind.CONCAT:
+            o = s.ConcatenationOptionsT()
+            o.axis = a["axis"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("CONCATENATION", ins, outs, s.BuiltinOptions.ConcatenationOptions, o)
+        elif k == OpKind.PAD:
+            (t, b), (l, r) = a["paddings"]
+            pads = self.tensor(Tensor(f"{op.name}/paddings", (4, 2), DType.INT32,
+                                      np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32)))
+            self.emit("PAD", ins + [pads], outs, s.BuiltinOptions.PadOptions, s.PadOptionsT())
+        elif k in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
+            self.emit(k.name, ins, outs)
+        else:
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
+                                        "`tinycc ops` lists what can")
+
+    def _zero_bias(self, op: Op) -> int:
+        x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]
+        n = w.shape[3] if op.kind == OpKind.DEPTHWISE_CONV2D else w.shape[0]
+        name = f"{op.name}/zero_bias"
+        if w.quant is None:
+            return self.tensor(Tensor(name, (n,), DType.FLOAT32, np.zeros(n, np.float32)))
+        scale = (np.float32(x.quant.scale[0]) * np.broadcast_to(w.quant.scale, (n,))).astype(np.float32)
+        return self.tensor(Tensor(name, (n,), DType.INT32, np.zeros(n, np.int32),
+                                  QuantParams(scale, np.zeros(n, np.int64), 0)))
+
+    def _pool(self, code: str, ins: list[int], outs: list[int], size: Any, strides: Any, padding: str, act: str) -> None:
+        o = self.s.Pool2DOptionsT()
+        o.padding = 0 if padding == "same" else 1
+        o.filterHeight, o.filterWidth = int(size[0]), int(size[1])
+        o.strideH, o.strideW = int(strides[0]), int(strides[1])
+        o.fusedActivationFunction = _ACT[act]
+        self.emit(code, ins, outs, self.s.BuiltinOptions.Pool2DOptions, o)
+
+    def _reshape(self, ins: list[int], outs: list[int], shape: tuple[int, ...]) -> None:
+        name = f"{self.tensors[outs[0]].name.decode()}/shape"
+        shp = self.const_i32(name, list(shape))
+        o = self.s.ReshapeOptionsT()
+        o.newShape = np.array(shape, np.int32)
+        self.emit("RESHAPE", ins[:1] + [shp], outs, self.s.BuiltinOptions.ReshapeOptions, o)
+
+    def finish(self) -> bytes:
+        import flatbuffers
+
+        s = self.s
+        for t in self.g.inputs:
+            self.tensor(self.g.tensors[t])
+        for op in self.g.ops:
+            self.op(op)
+        sub = s.SubGraphT()
+        sub.tensors = self.tensors
+        sub.inputs = np.array([self.index[t] for t in self.g.inputs], np.int32)
+        sub.outputs = np.array([self.index[t] for t in self.g.outputs], np.int32)
+        sub.operators = self.operators
+        sub.name = b"main"
+        codes = []
+        for name, version in self.opcodes:
+            oc = s.OperatorCodeT()
+            code = getattr(s.BuiltinOperator, name)
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)
+            oc.version = version
+            codes.append(oc)
+        m = s.ModelT()
+        m.version = 3
+        m.operatorCodes = codes
+        m.subgraphs = [sub]
+        m.description = b"tinycc"
+        m.buffers = self.buffers
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def write_tflite(graph: Graph) -> bytes:
+    """The graph as TFLite flatbuffer bytes (int8 tensors carry their quantization).
+
+    Raises UnsupportedLayerError (naming the layer) for ops TFLite's kernels cannot run.
+    """
+    return _Writer(graph).finish()
+
+
+def operator_names(tflite: bytes) -> list[str]:
+    """Builtin operator names used by a .tflite model, in its operator-code order."""
+    return [name for name, _ in operator_versions(tflite)]
+
+
+def operator_versions(tflite: bytes) -> list[tuple[str, int]]:
+    """(builtin operator name, version) of every operator code of a .tflite model."""
+    from .tflite_schema import builtin_name
+
+    m = schema().ModelT.InitFromPackedBuf(tflite, 0)
+    return [(builtin_name(max(oc.builtinCode, oc.deprecatedBuiltinCode)), int(oc.version)) for oc in m.operatorCodes]
