@@ -58,6 +58,7 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
+    multi_io: ClassVar[bool] = False  # --inference-only models with several inputs/outputs (one pointer each)
 
     def check(self, deployment: Deployment) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""

@@ -132,7 +132,7 @@ class _Builder:
         if t.is_const:
             return self.const(tensor)
         if tensor in self.g.inputs and t.dtype.value == "float32":
-            return "x"
+            return "x" if len(self.g.inputs) == 1 else f"x[{self.g.inputs.index(tensor)}]"
         return f"(tcc_arena + {self.m.plan.offsets[tensor]})"
 
     def build(self) -> EmitModel:
@@ -168,7 +168,8 @@ class _Builder:
         elif k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
-            self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
+            self.m.consts.setdefault("quantized_inputs", {})[op.inputs[0]] = (out, s, zp)
+            self.m.calls.append(Call("tcc_quantize_f32", [self.ptr(op.inputs[0]), str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
             p = conv_params(g, op)
@@ -358,7 +359,7 @@ def build_emit_model(dep: Deployment) -> EmitModel:
         "feature_zp": int(fq.zero_point[0]), "n_features": dep.feature_count, "n_classes": dep.num_classes,
         "input_size": dep.extractor.tensors[dep.extractor.inputs[0]].size,
         "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
-        "inplace": len(m.plan.inplace),
+        "inplace": len(m.plan.inplace), "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
     })
     for i, l in enumerate(dep.classifier):
         m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))

@@ -79,6 +79,7 @@ def short_name(name: str, limit: int = 60) -> str:
     return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+_CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
           "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH}
 
@@ -241,9 +242,21 @@ class _Reader:
         self.g.outputs = [n for n in outs if n is not None]
         self.g.prune_unused()
         self.g.meta["source"] = {"format": "tflite"}
+        self.g.meta["io_names"] = self._io_names(sg)
         if self.integer:
             self.g.meta["quantized"] = True
         return self.g
+
+    def _io_names(self, sg: Any) -> dict[str, str]:
+        """What a user calls each model input and output (the C API of a model with several names them): the
+        short tensor name; an output the converter named after its call (``StatefulPartitionedCall:1``) is
+        ``output_K`` (its position)."""
+        out = {self.names[i]: self._short(i) for i in sg.inputs if i in self.names}
+        for k, i in enumerate(sg.outputs):
+            if i in self.names:
+                n = self._short(i)
+                out[self.names[i]] = f"output_{k}" if n.split("/")[-1].split("_")[0] in _CALL_NAMES else n
+        return out
 
     def _is_activation(self, t: Any) -> bool:
         buf = self.m.buffers[t.buffer] if 0 <= t.buffer < len(self.m.buffers) else None

@@ -239,16 +239,17 @@ def _float_dense(graph: Graph, op: Op) -> tuple[np.ndarray, np.ndarray]:
     return wf, dequantize(b.data, b.quant.scale, b.quant.zero_point)
 
 
-def _float_input(ext: Graph) -> None:
-    """Give an imported Φf with an integer input a float input, quantized with the same parameters."""
-    name = ext.inputs[0]
+def _float_input(ext: Graph, k: int = 0) -> None:
+    """Give an imported Φf with an integer input (number ``k``) a float input, quantized with the same
+    parameters."""
+    name = ext.inputs[k]
     t = ext.tensors[name]
     if t.dtype == DType.FLOAT32:
         return
     readers = ext.consumers(name)
     fname = ext.unique_tensor_name(f"{name}_float")
     ext.add_tensor(Tensor(fname, t.shape, DType.FLOAT32))
-    ext.inputs[0] = fname
+    ext.inputs[k] = fname
     first = readers[0] if len(readers) == 1 and name not in ext.outputs else None
     q = ext.tensors[first.outputs[0]].quant if first is not None and first.kind == OpKind.QUANTIZE else None
     if (q is not None and t.quant is not None and ext.tensors[first.outputs[0]].dtype == DType.INT8
