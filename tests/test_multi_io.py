@@ -129,3 +129,58 @@ def test_float_model_with_two_inputs_is_refused_on_one_line(tmp_path: Path) -> N
                        text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "2 inputs cannot be calibrated yet" in r.stderr and "full-integer .tflite" in r.stderr
+
+
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_keras_model_with_two_heads_calibrated_c_equals_builtin_ref(session, tmp_path: Path, int8_io: bool) -> None:
+    """One input, two outputs, float Keras: calibrated and quantized by tinycc; the C program equals run_int8 and
+    the deployed graph written as .tflite run by BUILTIN_REF, bit for bit."""
+    import keras
+
+    from tinycc.deploy.inference import full_graph, quantize_inputs
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
+    from tinycc.tflite_writer import write_tflite
+
+    keras.utils.set_random_seed(0)
+    a = keras.Input((6, 6, 2), name="frames")
+    f = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(a))
+    m = keras.Model(a, [keras.layers.Dense(3, activation="softmax", name="cls")(f), keras.layers.Dense(2, name="box")(f)])
+    rng = np.random.default_rng(0)
+    dep = build_inference(graph_from_keras_model(m), {"calib_data": rng.normal(size=(32, 6, 6, 2)).astype(np.float32),
+                                                      "int8_io": int8_io}, session, CBackend())
+    assert dep.meta["io_names"] == (["in_frames"], ["out_cls_act", "out_box"])
+    x = rng.normal(size=(5, 6, 6, 2)).astype(np.float32)
+    render_project(dep, {"test_vectors": (x, None), "test_count": 5}, tmp_path)
+    run = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    fg = full_graph(dep)
+    feed = quantize_inputs(dep, x) if int8_io else x
+    mine = run_int8(fg, {fg.inputs[0]: feed})
+    want = np.concatenate([mine[o].reshape(5, -1) for o in fg.outputs], 1).astype(np.float32)
+    np.testing.assert_array_equal(np.stack([run.outputs[i] for i in range(5)]).astype(np.float32), want)
+    it = litert.Interpreter(model_content=write_tflite(fg),
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    for i in range(5):
+        it.set_tensor(it.get_input_details()[0]["index"], feed[i:i + 1])
+        it.invoke()
+        got = np.concatenate([it.get_tensor(index[o]).reshape(-1) for o in fg.outputs]).astype(np.float32)
+        np.testing.assert_array_equal(got, want[i], err_msg=f"BUILTIN_REF, input {i}")
+
+
+def test_io_names_are_safe_unique_identifiers() -> None:
+    """Names from a model file become C parameter names only through c_identifier, with an in/out prefix, unique."""
+    import re
+
+    from tinycc.deploy.inference import io_names
+    from tinycc.ir.graph import Graph
+
+    g = Graph("m")
+    g.inputs = ["a", "b", "c"]
+    g.outputs = ["d", "e"]
+    g.meta["io_names"] = {"a": "*/ int main(void) { /*", "b": "int", "c": "int", "d": "output", "e": "x" * 300}
+    ins, outs = io_names(g)
+    assert ins == ["in_int_main_void", "in_m_int", "in_m_int_2"] and outs[0] == "output"
+    for n in ins + outs:
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,47}", n), n
+    assert len(set(ins + outs)) == 5

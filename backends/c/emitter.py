@@ -108,6 +108,9 @@ class _Builder:
         self.m.consts["scratch"] = cmsis_nn.scratch_bytes(self.g, self.kernels_mode)
         scratch = ["tcc_scratch", str(self.m.consts["scratch"])] if self.m.consts["scratch"] else ["NULL", "0"]
         self.scratch_args = scratch
+        # an inference-only model with several inputs/outputs: run_model gets an array of input pointers
+        self.multi_io = bool(getattr(dep, "inference_only", False)) and (len(self.g.inputs) > 1 or
+                                                                        len(self.g.outputs) > 1)
 
     def call(self, op: Op, fn: str, args: list[str], scratch: bool = True) -> None:
         """Append a runtime kernel call, or its CMSIS-NN wrapper (``tcc_X_s8`` -> ``tcc_cmsis_X_s8``)."""
@@ -132,7 +135,7 @@ class _Builder:
         if t.is_const:
             return self.const(tensor)
         if tensor in self.g.inputs and t.dtype.value == "float32":
-            return "x" if len(self.g.inputs) == 1 else f"x[{self.g.inputs.index(tensor)}]"
+            return f"x[{self.g.inputs.index(tensor)}]" if self.multi_io else "x"
         return f"(tcc_arena + {self.m.plan.offsets[tensor]})"
 
     def build(self) -> EmitModel:
