@@ -184,3 +184,17 @@ def test_io_names_are_safe_unique_identifiers() -> None:
     for n in ins + outs:
         assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,47}", n), n
     assert len(set(ins + outs)) == 5
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_cortex_m4_qemu_outputs_equal_builtin_ref(session, files, tmp_path: Path) -> None:
+    """The int8-I/O project built for Cortex-M4 (-Wall -Wextra -Werror) and run under QEMU: its first vectors'
+    outputs equal BUILTIN_REF's."""
+    dep = build_inference(read_tflite(str(files["int8"])), {"int8_io": True}, session, CBackend())
+    x = _inputs(2, 5)
+    render_project(dep, {"test_vectors": ([x["sensor"], x["image"]], None), "test_count": 2}, tmp_path)
+    dev, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    ref = _reference(files["int8"], x)
+    for i in range(2):
+        np.testing.assert_array_equal(dev.outputs[i], np.concatenate(ref[i]).astype(np.float64), err_msg=f"M4 {i}")
+    assert dev.instructions["invoke"] > 0
