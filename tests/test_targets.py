@@ -137,24 +137,31 @@ def test_riscv_board_compiles_builds_and_validates(riscv_site: Path, tmp_path: P
     assert r.returncode == 2 and "runs on host, qemu-m4, qemu-m7, qemu-m0plus, qemu-m55, qemu-rv32imc" in r.stderr, r.stderr
 
 
+def _int8_grid_samples(model: Path, out: Path, n: int, seed: int) -> None:
+    """``n`` random inputs on an int8 .tflite model's input grid (exactly representable) and random labels, saved
+    as a validate data file."""
+    from tinycc.plugins.frontends.tflite import read_tflite
+
+    g = read_tflite(str(model))
+    t = g.tensors[g.inputs[0]]
+    s, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
+    rng = np.random.default_rng(seed)
+    x = (s * (rng.integers(-128, 128, (n,) + tuple(t.shape[1:])) - zp)).astype(np.float32)
+    np.savez(out, x=x, y=rng.integers(0, int(g.tensors[g.outputs[0]].shape[-1]), n))
+
+
 @have_riscv
 @pytest.mark.slow
 def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> None:
     """MLPerf Tiny's keyword-spotting model on RV32IMC in QEMU: int8 features equal run_int8 bit for bit."""
-    from tinycc.plugins.frontends.tflite import read_tflite
     from tinycc.plugins.applications.validate import validate
     from tinycc.session import Session
 
     from .deploy_util import config
 
     path = mlperf_model("kws_ref_model.tflite")
-    g = read_tflite(str(path))
-    t = g.tensors[g.inputs[0]]
-    s, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-    rng = np.random.default_rng(0)
     n = 4
-    x = (s * (rng.integers(-128, 128, (n,) + tuple(t.shape[1:])) - zp)).astype(np.float32)
-    np.savez(tmp_path / "kws.npz", x=x, y=rng.integers(0, int(g.tensors[g.outputs[0]].shape[-1]), n))
+    _int8_grid_samples(path, tmp_path / "kws.npz", n, seed=0)
     sys.path.insert(0, str(riscv_site))
     try:
         session = Session(autoload=True)
@@ -179,18 +186,12 @@ def test_cortex_m55_validates_the_mlperf_models(session, tmp_path: Path, name: s
     """The built-in Cortex-M55 target (QEMU mps3-an547, its own linker script and 32 MHz SysTick) on its board
     preset: int8 features equal run_int8 bit for bit, the build's RAM holds the compile report's."""
     from tinycc.plugins.applications.validate import validate
-    from tinycc.plugins.frontends.tflite import read_tflite
 
     from .deploy_util import config
 
     path = mlperf_model(name)
-    g = read_tflite(str(path))
-    t = g.tensors[g.inputs[0]]
-    s, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-    rng = np.random.default_rng(1)
     n = 2
-    x = (s * (rng.integers(-128, 128, (n,) + tuple(t.shape[1:])) - zp)).astype(np.float32)
-    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, int(g.tensors[g.outputs[0]].shape[-1]), n))
+    _int8_grid_samples(path, tmp_path / "d.npz", n, seed=1)
     out = io.StringIO()
     rc = validate(str(path), "c", str(tmp_path / "d.npz"), "qemu-m55", n, None,
                   config(session, {"buffer": 2, "board": "mps3_an547"}), session, out)

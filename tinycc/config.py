@@ -128,6 +128,7 @@ class CompilerConfig:
     time_passes: bool = False
     passes: tuple[str, ...] = ()  # --passes +NAME,-NAME
     progress: bool = False
+    report: bool = False  # --report: report.html in the project
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,8 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
                               verify_each=not getattr(args, "no_verify_each", False),
                               time_passes=bool(getattr(args, "time_passes", False)),
                               passes=tuple(getattr(args, "passes", None) or ()),
-                              progress=bool(getattr(args, "progress", False)))
+                              progress=bool(getattr(args, "progress", False)),
+                              report=bool(getattr(args, "report", False)))
     kernels = getattr(args, "kernels", None) or CompileConfig.kernels
     plugins = {e.name: e.obj.build(args) for e in registry.option_groups.values()}
     return CompileConfig(board=board, target=registry.target_of(board) if board is not None else None,

@@ -180,10 +180,35 @@ def learn(prep: Prepared, st: Stream, feats: dict[str, tuple[np.ndarray, np.ndar
     return {m: run_mode(learners[m], feats[m][0], feats[m][1], st, tick) for m in MODES}
 
 
+class ProgressLines:
+    """Progress for a stderr that is not a terminal (a log file, CI): one line each time another ``step``
+    percent of ``total`` is done (``DESC: 35% (700/2,000 steps)``), the last at 100%."""
+
+    def __init__(self, total: int, desc: str, stream: Any, step: int = 5) -> None:
+        self.total, self.desc, self.stream, self.step = max(int(total), 1), desc, stream, step
+        self.done, self.shown = 0, 0
+
+    def update(self, n: int = 1) -> None:
+        self.done = min(self.done + int(n), self.total)
+        pct = 100 * self.done // self.total
+        if pct >= self.shown + self.step or (self.done == self.total and self.shown < 100):
+            self.shown = pct
+            self.stream.write(f"{self.desc}: {pct}% ({self.done:,}/{self.total:,} steps)\n")
+            self.stream.flush()
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def _progress(total: int, desc: str, on: bool) -> Any:
-    """A tqdm bar on stderr counting learning steps; drawn only when ``on`` and stderr is a terminal."""
+    """Progress on stderr counting learning steps, when ``on``: a tqdm bar on a terminal, else a line every 5%."""
     from tqdm import tqdm
 
+    if on and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return ProgressLines(total, desc, sys.stderr)
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=None if on else True)
 
 
@@ -429,7 +454,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--cut", help="cut layer (default: automatic)")
     p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (a bar on a terminal, otherwise a line every 5%%)")
     p.add_argument("-o", "--output", type=path_text, default="simulate_out",
                    help="output folder, written atomically (a new folder, or with --force one tinycc wrote)")
     p.add_argument("--force", action="store_true",
