@@ -77,6 +77,11 @@ class Backend(ABC):
         """Write the project into ``outdir`` (exists, empty); return the files written. ``vectors``: the
         demo's inputs and labels (default: the calibration samples)."""
 
+    def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        """Output tensor -> the least shift in bytes at which this target's kernel for its op may write its output
+        starting that far below its (last-read) input (``tinycc.memory``); the default: no overlap."""
+        return {}
+
     def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
         """Worst-case stack of the generated code's API on the deployment's board (``deployment.config.target``;
         none: the host build) as (bytes, measured by the core's compiler, detail); None: no stack line."""

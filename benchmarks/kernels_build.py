@@ -198,6 +198,61 @@ def tflm_library(vendor: Path, cache: Path, kind: str, variant: str = "ref", cxx
     return lib
 
 
+KERNEL_DIRS = ("tensorflow/lite/micro/kernels/", "cmsis-nn/")  # TFLM's KERNEL_ and THIRD_PARTY_KERNEL_ sources
+
+
+def tflm_library_makefile_levels(vendor: Path, cache: Path, cxx_root: Path | None = None) -> Path:
+    """TFLite Micro + CMSIS-NN for Cortex-M4 at the optimization levels of TFLite Micro's own Makefile
+    (``CORE_OPTIMIZATION_LEVEL := -Os``, ``KERNEL_OPTIMIZATION_LEVEL := -O2``,
+    ``THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL := -O2``): the -Os build's object files for everything else, its
+    kernels (``tensorflow/lite/micro/kernels/``) and CMSIS-NN recompiled at -O2 with the same flags as
+    ``build_tflm.sh``. Returns ``libtflm-m4-cmsis-O2.a`` beside the -Os library."""
+    base = tflm_library(vendor, cache, "m4", "cmsis", cxx_root)
+    out = base.parent
+    lib = out / "libtflm-m4-cmsis-O2.a"
+    done = Path(f"{lib}.done")
+    if done.exists() and lib.is_file():
+        return lib
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists() and lib.is_file():
+            return lib
+        t0 = time.perf_counter()
+        objs = out / "obj-m4-cmsis-O2"
+        objs.mkdir(exist_ok=True)
+        arch = "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16"
+        extra = ("-ffunction-sections -fdata-sections -fno-threadsafe-statics -DCMSIS_NN -DARM_NN_ENABLE_F16=0 "
+                 "-DARM_NN_ENABLE_F32=0")
+        t = "tflite-micro"
+        inc = f"-I{t} -I{t}/fb/include -I{t}/gemmlowp -I{t}/ruyinc -Icmsis-nn -Icmsis-nn/Include"
+        cxx_inc = arm_cxx_flags(cxx_root)[0]
+        jobs = []
+        for src in (out / "srcs-m4-cmsis.txt").read_text().split():
+            name = src.replace("/", "_") + ".o"
+            obj = objs / name
+            if obj.exists():
+                continue
+            if not any(d in src for d in KERNEL_DIRS):
+                os.link(out / "obj-m4-cmsis" / name, obj)  # core code: the -Os object as is
+                continue
+            if src.endswith(".c"):
+                cmd = f"arm-none-eabi-gcc {arch} -std=c99 -O2 {extra} -w {inc} -c {src} -o {obj}.tmp"
+            else:
+                cmd = (f"arm-none-eabi-g++ {arch} -std=c++17 -O2 -DTF_LITE_STATIC_MEMORY -fno-exceptions -fno-rtti "
+                       f"{extra} -w {cxx_inc} {inc} -c {src} -o {obj}.tmp")
+            cmd += f" && mv {obj}.tmp {obj}"  # a killed build leaves no partial object behind
+            jobs.append(subprocess.Popen(cmd, shell=True, cwd=out))
+            if len(jobs) >= int(os.environ.get("JOBS", "2")):
+                if jobs.pop(0).wait() != 0:
+                    raise RuntimeError(f"TFLite Micro -O2 kernels: a compile failed in {objs}")
+        if any(j.wait() != 0 for j in jobs):
+            raise RuntimeError(f"TFLite Micro -O2 kernels: a compile failed in {objs}")
+        lib.unlink(missing_ok=True)
+        _sh(f"arm-none-eabi-ar rcs {lib} {objs}/*.o", cwd=out)
+        done.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return lib
+
+
 def tflm_includes(lib: Path) -> str:
     d = lib.parent / "tflite-micro"
     return f"-I{d} -I{d}/fb/include -I{d}/gemmlowp -I{d}/ruyinc -DTF_LITE_STATIC_MEMORY"
@@ -361,3 +416,68 @@ def tinycc_host(project: Path, name: str, cmsis_lib: Path | None, cmsis_dir: Pat
              for _ in range(runs)]
     return sorted(times)[len(times) // 2]
 
+
+
+# ---- per-layer profile ----
+
+PROF_MAIN = r"""#include <stdio.h>
+#include <stdint.h>
+#include "model.h"
+#include "test_vectors.h"
+#define PROF_CSR (*(volatile uint32_t *)0xE000E010u)
+#define PROF_RVR (*(volatile uint32_t *)0xE000E014u)
+#define PROF_CVR (*(volatile uint32_t *)0xE000E018u)
+extern uint32_t tcc_prof_t[];
+static int8_t feats[%(NAME)s_FEATURES];
+int main(void) {
+    int i;
+    %(name)s_init();
+    PROF_CSR = 0u;
+    PROF_RVR = 0xFFFFFFu;
+    PROF_CVR = 0u;
+    PROF_CSR = 5u; /* processor clock, no interrupt */
+    %(name)s_features(tcc_test_x[0], feats);
+    PROF_CSR = 0u;
+    printf("prof");
+    for (i = 0; i < %(n)d; ++i) printf(" %%lu", (unsigned long)((tcc_prof_t[i] - tcc_prof_t[i + 1]) & 0xFFFFFFu));
+    printf("\ndone\n");
+    return 0;
+}
+"""
+
+
+def profile_source(model_c: str) -> tuple[str, int]:
+    """model.c with a SysTick read before the extractor's first kernel call and after each one (one line per
+    call in ``run_extractor``); returns the text and the number of calls."""
+    lines = model_c.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("static const int8_t *run_extractor("))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "(void)x;")
+    out = lines[:start] + ["#define TCC_PROF_CVR (*(volatile uint32_t *)0xE000E018u)",
+                           "uint32_t tcc_prof_t[%d];", lines[start], "    tcc_prof_t[0] = TCC_PROF_CVR;"]
+    n = 0
+    for line in lines[start + 1:end]:
+        out.append(line)
+        if line.rstrip().endswith("*/") and line.lstrip()[:1] not in ("/", "*"):  # `fn(args); /* op */`
+            n += 1
+            out.append(f"    tcc_prof_t[{n}] = TCC_PROF_CVR;")
+    out += lines[end:]
+    out[start + 1] = f"uint32_t tcc_prof_t[{n + 1}];"
+    return "\n".join(out) + "\n", n
+
+
+def tinycc_profile(project: Path, name: str, cpu: str = "m4") -> list[int]:
+    """Instructions of each kernel call of the extractor (in ``run_extractor``'s order) on ``cpu`` under QEMU:
+    a copy of model.c that reads SysTick (processor clock: 40 instructions per tick under ``-icount shift=0``)
+    between calls; the layer functions themselves are compiled exactly as in the timing program."""
+    text, n = profile_source((project / "model.c").read_text())
+    (project / "model_prof.c").write_text(text)
+    (project / "bench_prof.c").write_text(PROF_MAIN % {"name": name, "NAME": name.upper(), "n": n})
+    elf = project / f"prof-{cpu}.elf"
+    srcs = "cortexm/startup.c bench_prof.c model_prof.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
+    _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
+        f"-T cortexm/link.ld -o {elf} {srcs} -lm", cwd=project)
+    board = cortexm.DEFAULT_BOARD[cpu]
+    text = cortexm.run_qemu(elf, board, icount=True, timeout=1800)
+    ticks = next(l.split()[1:] for l in text.splitlines() if l.startswith("prof"))
+    per_tick = 1e9 / cortexm.BOARD_CLOCK_HZ[board]
+    return [round(int(t) * per_tick) for t in ticks]

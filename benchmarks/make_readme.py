@@ -43,6 +43,8 @@ python -m benchmarks backends
 # headers (Debian without libstdc++-arm-none-eabi-*) uses those packages extracted into ~/.cache/tinycc/arm-libstdcxx/root:
 #   apt-get download libstdc++-arm-none-eabi-dev libstdc++-arm-none-eabi-newlib; dpkg -x EACH.deb ~/.cache/tinycc/arm-libstdcxx/root
 python -m benchmarks kernels   # MLPerf Tiny, CNAS (unpruned, step 1), the zoo; Cortex-M4, M7, M0+ and the host
+# the current kernels section (issue #27; TFLM + CMSIS-NN at -Os and at its Makefile levels, per-layer profile):
+python -m benchmarks kernels --models ResNet-8 "DS-CNN KWS" "MobileNetV1 VWW" --no-tflm-ref
 python -m benchmarks compile --data ../shared/data   # also --target c with --kernels generic
 # compile_cpu: a checkout of bef8cde^1 in /work/wt/before with its own venv as the baseline
 python -m benchmarks compile_cpu --baseline /work/wt/before/.venv/bin/python --baseline-label "bef8cde^1 (...)"

@@ -18,6 +18,7 @@ class OpStats:
     param_bytes: int
     macs: int
     activation_bytes: int
+    dtype: str = ""  # the output's element type (int8, float32, ...)
 
 
 def op_macs(graph: Graph, op: Op) -> int:
@@ -65,6 +66,7 @@ def op_stats(graph: Graph, op: Op) -> OpStats:
         param_bytes=sum(t.nbytes for t in consts),
         macs=op_macs(graph, op),
         activation_bytes=math.prod(out.shape[1:]) * out.dtype.itemsize,
+        dtype=out.dtype.value,
     )
 
 

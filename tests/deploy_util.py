@@ -69,8 +69,13 @@ def build_emit_model(dep: Any, opts: dict[str, Any] | None = None) -> Any:
 
 
 def c_arena(graph: Any, opts: dict[str, Any] | None = None) -> int:
-    """The C backend's arena for ``graph``, planned here independently of the deployment."""
-    return max(plan(graph, inplace=not (opts or {}).get("no_inplace")).arena, 16)
+    """The C backend's arena for ``graph``, planned here independently of the deployment (with the overlaps its
+    kernels declare, unless in-place is off)."""
+    from tinycc.backends.c.overlap import c_overlaps
+
+    inplace = not (opts or {}).get("no_inplace")
+    overlap = c_overlaps(graph, (opts or {}).get("kernels", "tinycc")) if inplace else None
+    return max(plan(graph, inplace=inplace, overlap=overlap).arena, 16)
 
 
 def samples(x: Any) -> np.ndarray:

@@ -122,6 +122,28 @@ def test_generic_option_keeps_the_runtime_loops(session) -> None:
     assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays)
 
 
+# Cortex-M4/M7's assembly 2x2 block: convolutions on 4 and 8 input channels (windows widened, zeros for padding)
+# with padding, stride 2, dilation 2 and an odd output width (7: the last pixel runs with a zero partner), the
+# im2col path on 3 channels (27 = 24 + a tail of 3), depthwise with widened weights, pointwise on 8 channels
+WIDE: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (0, 3, 3, 1, 2, True, 8, 0, True),
+                     (1, 3, 3, 1, 1, True, 8, 2, False), (0, 2, 3, 1, 1, False, 4, 2, False),
+                     (0, 3, 3, 2, 1, True, 8, 1, True), (2, 1, 1, 1, 1, False, 8, 0, True)]
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("cpu", ["m4", "m7"])
+def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
+    proj, dep, x = _project(session, tmp_path, WIDE, 11)
+    model_c = (proj / "model.c").read_text()
+    # the paths under test are generated: one and two steps per loop iteration, depthwise with widened weights
+    assert "TCC_DOT2X2_WI(col" in model_c and "TCC_DOT2X2_WI2(" in model_c and "tcc_dw4_w(" in model_c
+    out, _ = c_harness.build_and_run_qemu(proj, cpu)
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("cpu", ["m4", "m7", "m0plus"])
 def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
@@ -184,6 +206,7 @@ def test_mlperf_tiny_features_equal_int8_interpreter(session, tmp_path: Path, na
     opts = {"buffer": 2}
     dep = build_deployment(g, opts, session, CBackend())
     assert build_emit_model(dep, opts).kernels
+    assert dep.plan.overlaps  # convolutions written over the input bytes they have read (tests/test_overlap.py)
     xin = dep.extractor.tensors[dep.extractor.inputs[0]]
     q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
     qp = dep.extractor.tensors[q.outputs[0]].quant
@@ -226,6 +249,7 @@ def test_mlperf_tiny_first_vector_under_qemu(session, tmp_path: Path, name: str,
     x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
     render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
                    tmp_path)
+    assert bool(dep.plan.overlaps) == (kernels != "cmsis-nn")
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu, None, cmsis_dir)
     np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on {cpu}")
 

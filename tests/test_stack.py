@@ -69,7 +69,10 @@ def test_policies_without_the_count_table_bound_their_painted_stack(tmp_path: Pa
     _needs("cortex-m4")
     project, dep = _digits(tmp_path, policy=policy)
     fig, _ = _check(project, dep, "cortex-m4")
-    assert fig < project_stack(project, project / "runtime", dep.name + "_", "cortex-m4", "class_balanced").bytes - 256
+    cb = project_stack(project, project / "runtime", dep.name + "_", "cortex-m4", "class_balanced")
+    own = project_stack(project, project / "runtime", dep.name + "_", "cortex-m4", policy)
+    assert "balanced_slot" in cb.path and "balanced_slot" not in own.path
+    assert own.bytes == fig < cb.bytes
 
 
 def test_digits_stack_on_avr_in_simavr(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
                    help="also write report.html into the project: the memory plan, per-layer cost, RAM and flash "
                         "against the budget, the layer graph (one self-contained page)")
     g.add_argument("--no-inplace", action="store_true",
-                   help="memory planner: give every element-wise op its own output buffer (default: in place)")
+                   help="memory planner: give every element-wise op its own output buffer and never let a "
+                        "convolution write over its input (default: both, where the backend's kernels allow)")
     if session is not None:
         for e in session.registry.option_groups.values():
             e.obj.add_arguments(p.add_argument_group(e.name))

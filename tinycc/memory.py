@@ -5,16 +5,22 @@ reader (graph outputs: to the end). Reshape/flatten outputs are aliases of their
 bytes, no copy) and extend its lifetime. In-place (default): the output of an element-wise int8
 op (relu, relu6, leaky relu, logistic, tanh, add, sub, mul, maximum, minimum) takes over the buffer of an input of the
 same shape whose last reader it is (not a graph input or output); every such C kernel reads
-element i before writing element i. Strategies:
+element i before writing element i. Overlap: the backend may declare, per op output, a shift ``d`` in bytes
+(``overlap``: tensor -> d, from the kernel's proven read/write order): the output may then start ``d`` bytes (rounded
+up to the alignment) below its single activation input when the op is that input's last reader, so that it writes
+over input bytes the kernel has already consumed. ``check_placement`` verifies every plan: no two buffers live at
+the same step share a byte unless they are such a pair placed at least ``d`` apart. Strategies:
 - ``greedy``: greedy by size, TFLite Micro's GreedyMemoryPlanner: largest first, each placed at
   the lowest offset that does not overlap a time-overlapping, already placed buffer.
 - ``best``: tries several orders (size, lifetime length x size, start time) with lowest-offset
   placement and keeps the smallest arena; never worse than ``greedy``.
 Float graph inputs are read from the caller's memory and are not planned.
-The lower bound is the largest total of simultaneously live bytes; no plan can be smaller.
+The lower bound is the largest total of simultaneously live bytes; no plan can be smaller. The overlap bound
+counts each declared pair at its op's step as its smallest footprint, max(d + input, output).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .ir.graph import Graph
@@ -46,6 +52,8 @@ class MemoryPlan:
     offsets: dict[str, int] = field(default_factory=dict)  # every activation tensor (aliases share)
     buffers: list[Buffer] = field(default_factory=list)
     inplace: list[str] = field(default_factory=list)  # outputs written over an input (element-wise ops)
+    overlap_bound: int = 0  # the lower bound with the declared overlaps (= lower_bound without any)
+    overlaps: dict[str, int] = field(default_factory=dict)  # output tensor -> bytes it shares with its input
 
 
 def _align(n: int, a: int) -> int:
@@ -117,16 +125,28 @@ def lower_bound(bufs: list[Buffer]) -> int:
     return max((sum(b.size for b in bufs if b.start <= s <= b.end) for s in steps), default=0)
 
 
-def _place(bufs: list[Buffer], order: list[Buffer]) -> int:
+Pairs = Mapping[tuple[str, str], int]  # (output buffer, input buffer) -> aligned shift d
+
+
+def _forbidden(b: Buffer, p: Buffer, pairs: Pairs) -> tuple[int, int]:
+    """The open interval of offsets ``b`` may not take next to the placed, time-overlapping ``p``."""
+    d = pairs.get((b.name, p.name))
+    if d is not None:  # b writes over p's consumed bytes: b at least d below p, or disjoint
+        return p.offset - d, p.offset + p.size
+    d = pairs.get((p.name, b.name))
+    if d is not None:  # p writes over b's: b at least d above p, or disjoint
+        return p.offset - b.size, p.offset + d
+    return p.offset - b.size, p.offset + p.size
+
+
+def _place(bufs: list[Buffer], order: list[Buffer], pairs: Pairs | None = None) -> int:
+    """Lowest-offset placement of ``order``; returns the arena size."""
     placed: list[Buffer] = []
     top = 0
+    pairs = pairs or {}
     for b in order:
-        conflicts = sorted((p for p in placed if p.overlaps_time(b)), key=lambda p: p.offset)
-        off = 0
-        for p in conflicts:
-            if off + b.size <= p.offset:
-                break
-            off = max(off, p.offset + p.size)
+        spans = [_forbidden(b, p, pairs) for p in placed if p.overlaps_time(b)]
+        off = min(c for c in {0, *(hi for _, hi in spans)} if c >= 0 and not any(lo < c < hi for lo, hi in spans))
         b.offset = off
         placed.append(b)
         top = max(top, off + b.size)
@@ -137,42 +157,129 @@ def _copy(bufs: list[Buffer]) -> list[Buffer]:
     return [Buffer(b.name, b.size, b.start, b.end) for b in bufs]
 
 
-def plan_buffers(bufs: list[Buffer], strategy: str = "best") -> tuple[int, int, list[Buffer]]:
+def plan_buffers(bufs: list[Buffer], strategy: str = "best",
+                 pairs: Pairs | None = None) -> tuple[int, int, list[Buffer]]:
     """Return (arena, greedy arena, placed buffers)."""
     g = _copy(bufs)
-    greedy = _place(g, sorted(g, key=lambda b: (-b.size, b.start)))
+    greedy = _place(g, sorted(g, key=lambda b: (-b.size, b.start)), pairs)
     if strategy == "greedy":
         return greedy, greedy, g
     best, best_bufs = greedy, g
     keys = [lambda b: (-(b.end - b.start + 1) * b.size, b.start), lambda b: (b.start, -b.size),
             lambda b: (-(b.end - b.start), -b.size), lambda b: (-b.size, -b.end)]
     for key in keys:
-        c = _copy(bufs)
-        top = _place(c, sorted(c, key=key))
-        if top < best:
-            best, best_bufs = top, c
+        for first in (0, 1, len(bufs)) if pairs else (0,):
+            c = _copy(bufs)
+            order = sorted(c, key=key)
+            top = _place(c, _outputs_first(order, pairs, first) if first else order, pairs)
+            if top < best:
+                best, best_bufs = top, c
     return best, greedy, best_bufs
 
 
-def plan(graph: Graph, strategy: str = "best", alignment: int = 16, inplace: bool = True) -> MemoryPlan:
+def _outputs_first(order: list[Buffer], pairs: Pairs, depth: int) -> list[Buffer]:
+    """``order`` with each buffer preceded by the chain of up to ``depth`` outputs written over it (so an input
+    lands its shift above its output instead of pushing the output above itself)."""
+    by = {b.name: b for b in order}
+    written_by = {i: o for o, i in pairs}
+    out: list[Buffer] = []
+    seen: set[str] = set()
+    for b in order:
+        chain = []
+        n: str | None = b.name
+        while n is not None and n not in seen and len(chain) <= depth:
+            chain.append(n)
+            seen.add(n)
+            n = written_by.get(n)
+        out += [by[n] for n in reversed(chain)]
+    return out
+
+
+def overlap_pairs(graph: Graph, bufs: list[Buffer], alias: dict[str, str], overlap: Mapping[str, int],
+                  alignment: int = 16) -> dict[tuple[str, str], int]:
+    """(output buffer, input buffer) -> shift rounded up to ``alignment``, for each op whose output the backend
+    declared (``overlap``) and that reads its first input last (not a graph input or output); a shift that leaves
+    no byte shared is dropped."""
+    by = {b.name: b for b in bufs}
+    pairs: dict[tuple[str, str], int] = {}
+    for i, op in enumerate(graph.ops):
+        out = op.outputs[0]
+        if out not in overlap or alias.get(out, out) != out or out not in by or not op.inputs:
+            continue
+        src = alias.get(op.inputs[0], op.inputs[0])
+        if src not in by or src in graph.inputs or by[src].end != i or by[out].start != i:
+            continue
+        d = _align(max(int(overlap[out]), 0), alignment)
+        if d < by[out].size:
+            pairs[(out, src)] = d
+    return pairs
+
+
+def overlap_bound(bufs: list[Buffer], pairs: Pairs) -> int:
+    """The largest total of simultaneously live bytes, each pair counted at its step as max(d + input, output)."""
+    by = {b.name: b for b in bufs}
+    steps = {b.start for b in bufs} | {b.end for b in bufs}
+    best = 0
+    for s in steps:
+        live = sum(b.size for b in bufs if b.start <= s <= b.end)
+        for (o, i), d in pairs.items():
+            if by[o].start == s:
+                both = by[o].size + by[i].size
+                live -= both - min(both, max(d + by[i].size, by[o].size))
+        best = max(best, live)
+    return best
+
+
+def check_placement(bufs: list[Buffer], pairs: Pairs) -> None:
+    """Raise AssertionError where two buffers live at the same step share a byte, unless they are a declared pair
+    with the output at least its shift below the input."""
+    for a in bufs:
+        for b in bufs:
+            if a.name >= b.name or not a.overlaps_time(b):
+                continue
+            if a.offset + a.size <= b.offset or b.offset + b.size <= a.offset:
+                continue
+            for o, i in ((a, b), (b, a)):
+                d = pairs.get((o.name, i.name))
+                if d is not None and o.offset + d <= i.offset:
+                    break
+            else:
+                raise AssertionError(f"memory plan: {a.name} and {b.name} share bytes while both live")
+
+
+def plan(graph: Graph, strategy: str = "best", alignment: int = 16, inplace: bool = True,
+         overlap: Mapping[str, int] | None = None) -> MemoryPlan:
     """Arena offsets for every activation tensor of ``graph``.
 
     With ``inplace`` the lower bound is that of the merged (in-place) lifetimes, never above the bound
     without; ``best`` also plans without in-place and keeps that when it is smaller (longer merged
-    lifetimes can fragment a heuristic placement), so in-place never costs bytes there."""
+    lifetimes can fragment a heuristic placement), so in-place never costs bytes there. ``overlap`` (used only
+    with ``inplace``): output tensor -> the shift its kernel needs to write over its input (see the module
+    docstring); ``best`` keeps the plan without overlaps where that is smaller."""
     if strategy not in ("best", "greedy"):
         raise ValueError(f"unknown memory planning strategy {strategy!r}")
     bufs, alias = lifetimes(graph, alignment, inplace)
-    arena, greedy, placed = plan_buffers(bufs, strategy)
+    pairs = overlap_pairs(graph, bufs, alias, overlap, alignment) if inplace and overlap else {}
+    arena, greedy, placed = plan_buffers(bufs, strategy, pairs)
     bound = lower_bound(bufs)
+    obound = overlap_bound(bufs, pairs) if pairs else bound
+    if pairs and strategy == "best":
+        alone = plan_buffers(bufs, strategy)
+        if alone[0] < arena:
+            (arena, greedy, placed), pairs = alone, {}
     if inplace and strategy == "best":
         plain_bufs, plain_alias = lifetimes(graph, alignment, False)
         plain = plan_buffers(plain_bufs, strategy)
         if plain[0] < arena:
-            (arena, greedy, placed), alias = plain, plain_alias
+            (arena, greedy, placed), alias, pairs = plain, plain_alias, {}
+    check_placement(placed, pairs)
+    by = {b.name: b for b in placed}
+    shared = {o: min(by[o].offset + by[o].size, by[i].offset + by[i].size) - max(by[o].offset, by[i].offset)
+              for o, i in pairs}
     offsets = {b.name: b.offset for b in placed}
     for t, root in alias.items():
         offsets[t] = offsets[root]
     ops = {op.outputs[0]: op for op in graph.ops}
     done = [t for t, root in alias.items() if t in ops and ops[t].kind not in ALIAS_KINDS]
-    return MemoryPlan(arena, bound, greedy, strategy, offsets, placed, done)
+    return MemoryPlan(arena, bound, greedy, strategy, offsets, placed, done, obound,
+                      {o: v for o, v in sorted(shared.items()) if v > 0})

@@ -128,6 +128,9 @@ class ArduinoBackend(Backend):
             state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
 
+    def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        return CBackend().overlaps(graph, config)  # the sketch's kernels are the C backend's
+
     def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
         return CBackend().stack_bytes(deployment)  # the sketch's model.c and runtime are the C backend's
 

@@ -341,6 +341,11 @@ class CBackend(Backend):
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         return c_figures(candidate)
 
+    def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        from .overlap import c_overlaps
+
+        return c_overlaps(graph, config.kernels)
+
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         return render_project(deployment, outdir, vectors)
 
@@ -355,10 +360,12 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
     """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables."""
     from .kernels import table_bytes
 
-    g, kernels = candidate.extractor, candidate.config.kernels
-    return MemoryFigures(arena=max(candidate.plan.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
+    g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
+    detail = f"int8 activations, planned (lower bound {p.lower_bound:,} B"
+    detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
+    return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
                          tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),
-                         state_exact=state_exact)
+                         state_exact=state_exact, arena_detail=detail)
 
 
 def runtime_descriptors(candidate: Candidate) -> Any:

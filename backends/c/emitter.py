@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UnsupportedLayerError
+from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
@@ -151,6 +151,12 @@ class _Builder:
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
                 for c in self.m.calls[n:]:
                     c.comment = names.Escaped(c.comment + " (in place)")
+            shared = self.m.plan.overlaps.get(op.outputs[0])
+            if shared:  # backends/c/overlap.py: the kernel has read every byte it writes over
+                if self.cmsis:
+                    raise TinyccError("internal: a memory plan with overlapping buffers for the CMSIS-NN kernels")
+                for c in self.m.calls[n:]:
+                    c.comment = names.Escaped(c.comment + f" (over {shared} bytes of its input)")
         return self.m
 
     def _q(self, tensor: str) -> tuple[float, int]:
@@ -362,7 +368,8 @@ def build_emit_model(dep: Deployment) -> EmitModel:
         "feature_zp": int(fq.zero_point[0]), "n_features": dep.feature_count, "n_classes": dep.num_classes,
         "input_size": dep.extractor.tensors[dep.extractor.inputs[0]].size,
         "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
-        "inplace": len(m.plan.inplace), "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
+        "inplace": len(m.plan.inplace), "overlap_bound": m.plan.overlap_bound, "overlaps": len(m.plan.overlaps),
+        "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
     })
     for i, l in enumerate(dep.classifier):
         m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))

@@ -19,15 +19,18 @@ from ..options import MAX_BYTES
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
 
 
-def memory_plan(graph: Graph, config: CompileConfig) -> MemoryPlan:
-    """tinycc's arena plan of ``graph`` under the config's planner settings."""
-    return plan(graph, config.memory.planner, inplace=config.memory.inplace)
+def memory_plan(graph: Graph, config: CompileConfig, backend: Any = None) -> MemoryPlan:
+    """tinycc's arena plan of ``graph`` under the config's planner settings, with the overlaps ``backend``'s
+    kernels declare (none without a backend or with in-place off)."""
+    overlap = backend.overlaps(graph, config) if backend is not None and config.memory.inplace else None
+    return plan(graph, config.memory.planner, inplace=config.memory.inplace, overlap=overlap)
 
 
 def candidate_figures(backend: Any, extractor: Graph, classifier: Any, config: CompileConfig,
                       program: Graph | None = None) -> tuple[Any, Any]:
     """(candidate, the backend's memory figures for it); the plan is computed once, here."""
-    cand = Candidate(extractor, classifier, config, memory_plan(extractor, config), program or extractor)
+    cand = Candidate(extractor, classifier, config, memory_plan(extractor, config, backend),
+                     program or extractor)
     return cand, backend.memory_figures(cand)
 
 

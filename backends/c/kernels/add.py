@@ -33,4 +33,8 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     lo, hi = activation_range(op.attrs.get("activation", "none"), so, zo)
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.inputs[1]), arrays.ptr(op.outputs[0])]
     args += [str(v) for v in (z1, z2, p["m1"], -p["e1"], p["m2"], -p["e2"], p["mo"], -p["eo"], zo, lo, hi)]
-    return render("add.c.j2", fn="{fn}", N=g.tensors[op.outputs[0]].size), args
+    rights = {k: -p[k] for k in ("e1", "e2", "eo")}
+    fast = all(0 <= r <= 30 for r in rights.values())  # the short forms' preconditions (see add.c.j2)
+    # a right shift of 0 gets its own form; the others stay arguments (layers of one shape share the function)
+    flags = {f"R{n}": 0 if rights[k] == 0 else 1 for n, k in (("A", "e1"), ("B", "e2"), ("O", "eo"))}
+    return render("add.c.j2", fn="{fn}", N=g.tensors[op.outputs[0]].size, FAST=fast, **flags), args

@@ -60,6 +60,7 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
     right = -p["shift"]
     ctx["ROUND_FAST"] = bool(ctx["RIGHT_ONLY"] and right.min() >= 1 and right.max() <= 30
                              and accumulator_bound(g, op) + (1 << int(right.max() - 1)) + 1 < 2**31)
+    ctx["ACC30"] = bool(ctx["ROUND_FAST"] and accumulator_bound(g, op) < 2**30)  # tcc_requant_rf30 may double it
     if folded is not None:
         bias = arrays.array("bias", "int32_t", folded)
     else:

@@ -9,6 +9,7 @@ from . import render
 from .common import layer_context
 
 MAX_UNROLLED_TAPS = 25  # interior pixels of kernels up to 5x5 run their taps unrolled
+WIDE_WEIGHTS = 2304  # DSP cores: weights up to this many stack bytes when widened (3x3x128) are widened once
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -18,4 +19,9 @@ def matches(g: Graph, op: Op) -> bool:
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments."""
     ctx, args = layer_context(g, op, arrays)
-    return render("depthwise.c.j2", fn="{fn}", UNROLL=ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS, **ctx), args
+    unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
+    ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
+    c = ctx
+    last_x = ((c["KH"] - 1) * c["DH"] * c["IW"] + (c["KW"] - 1) * c["DW"]) * c["IC"]  # the last tap's offsets
+    asm = ww and last_x <= 4095 and (c["KH"] * c["KW"] - 1) * c["IC"] * 2 + 4 <= 4095  # ldr's immediate range
+    return render("depthwise.c.j2", fn="{fn}", UNROLL=unroll, WW=ww, ASM=asm, **ctx), args

@@ -9,7 +9,7 @@ from . import render
 from .common import layer_context
 
 
-WIDEN_MAX_INPUTS = 128  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 512)
+WIDEN_MAX_INPUTS = 256  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 1 KiB)
 
 
 def matches(g: Graph, op: Op) -> bool:

@@ -94,6 +94,30 @@ TCC_INLINE int32_t tcc_requant_rf(int32_t x, int32_t mult, int32_t right) {
     return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
 }
 
+/* tcc_requant_rf for |x| < 2^30 (proved by the kernel generator): then 2x fits in 32 bits and the high multiply
+ * (x * m + 2^30) >> 31 equals (2x * m + 2^31) >> 32, one smmulr on DSP cores (instead of two moves, an smlal and
+ * the 64-bit shift) */
+TCC_INLINE int32_t tcc_requant_rf30(int32_t x, int32_t mult, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+    return (h + (((int32_t)1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right;
+#else
+    return tcc_requant_rf(x, mult, right);
+#endif
+}
+
+/* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
+TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+    return h;
+#else
+    return tcc_hmul31(x, mult);
+#endif
+}
+
 TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
@@ -360,6 +384,93 @@ TCC_INLINE void tcc_dot2x2_w(const uint32_t *xw, int32_t xs, const int8_t *w0, i
 }
 #endif
 
+/* Cortex-M4/M7 with GCC (Thumb-2): the widened 2x2 block as a hand-scheduled loop, 18 instructions per 16
+ * multiply-accumulates (C compiled by GCC takes 23: it recomputes the loop bound and, unrolled, spills). */
+#if TCC_DSP && defined(__GNUC__) && defined(__thumb2__) && !defined(TCC_NO_DSP_ASM)
+#define TCC_DSP_ASM 1
+#else
+#define TCC_DSP_ASM 0
+#endif
+
+#if TCC_DSP
+/* Widen n int8 (a multiple of 4) of two pixels a and b once, interleaved for tcc_dot2x2_wi: per four inputs
+ * a's bytes 0/2 and 1/3 then b's, the zero point subtracted. */
+TCC_INLINE void tcc_widen2(const int8_t *a, const int8_t *b, uint32_t *dst, int32_t n, int32_t zp) {
+    const uint32_t off = tcc_offset2(zp);
+    for (; n > 0; n -= 4) {
+        const uint32_t u = tcc_word(a), v = tcc_word(b);
+        dst[0] = tcc_x02(off, u, zp);
+        dst[1] = tcc_x13(off, u, zp);
+        dst[2] = tcc_x02(off, v, zp);
+        dst[3] = tcc_x13(off, v, zp);
+        a += 4;
+        b += 4;
+        dst += 4;
+    }
+}
+
+/* Widen n int8 (a multiple of 4) of one pixel into tcc_widen2's layout (its words 0 and 1 of every four; dst + 2
+ * for the second pixel), the zero point subtracted: a window gathered tap row by tap row. */
+TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t zp) {
+    const uint32_t off = tcc_offset2(zp);
+    for (; n > 0; n -= 4) {
+        const uint32_t u = tcc_word(a);
+        dst[0] = tcc_x02(off, u, zp);
+        dst[1] = tcc_x13(off, u, zp);
+        a += 4;
+        dst += 4;
+    }
+}
+#endif
+
+#if TCC_DSP_ASM
+/* acc[0..3] += the 2x2 block over nw words of tcc_widen2's interleaved inputs (nw / 4 steps of four inputs,
+ * nw >= 4) and the int8 weights of two channels, w0 and w0 + WS (WS a literal, 4 <= WS <= 4099): per step two
+ * ldrd, two weight words, four sxtb16, eight smlad (18 instructions with the loop's compare and branch; 17 with
+ * two steps per iteration: TCC_DOT2X2_WI2). */
+/* one step: four inputs of both pixels, both channels */
+#define TCC_DOT2X2_WI_STEP(WS)                                                                                     \
+    "ldr %[v], [%[w]], #4\n\t"                                                                                     \
+    "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                              \
+    "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                             \
+    "sxtb16 %[t], %[v]\n\t"                                                                                        \
+    "smlad %[a00], %[p], %[t], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[r], %[t], %[a10]\n\t"                                                                         \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a00], %[q], %[v], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[s], %[v], %[a10]\n\t"                                                                         \
+    "ldr %[v], [%[w], #" #WS " - 4]\n\t"                                                                           \
+    "sxtb16 %[t], %[v]\n\t"                                                                                        \
+    "smlad %[a01], %[p], %[t], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                                \
+    "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[s], %[v], %[a11]\n\t"
+#define TCC_DOT2X2_WI_NONE(WS) ""
+#define TCC_DOT2X2_WI(xw, nw, w0, WS, acc) TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, TCC_DOT2X2_WI_NONE)
+/* the same with two steps per iteration, for nw a multiple of 8: one compare and branch per 32 MACs */
+#define TCC_DOT2X2_WI2(xw, nw, w0, WS, acc) TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, TCC_DOT2X2_WI_STEP)
+#define TCC_DOT2X2_WI_(xw, nw, w0, WS, acc, MORE)                                                                  \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
+        const int8_t *tcc_w_ = (w0);                                                                               \
+        int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__("1:\n\t" TCC_DOT2X2_WI_STEP(WS) MORE(WS)                                                           \
+                "cmp %[x], %[end]\n\t"                                                                             \
+                "bne 1b"                                                                                           \
+                : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
+                  [x] "+r"(tcc_x_), [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_),    \
+                  [s] "=&r"(tcc_s_), [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)                                          \
+                : [end] "r"(tcc_end_)                                                                              \
+                : "cc", "memory");                                                                                 \
+        (acc)[0] = tcc_a00_;                                                                                       \
+        (acc)[1] = tcc_a01_;                                                                                       \
+        (acc)[2] = tcc_a10_;                                                                                       \
+        (acc)[3] = tcc_a11_;                                                                                       \
+    } while (0)
+#endif
+
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
 TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
     int32_t a0, a1;
@@ -433,5 +544,20 @@ TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *a
     acc[3] += ((int32_t)x[3] - zp) * TCC_READ_S8(w + 3);
 #endif
 }
+
+#if TCC_DSP
+/* tcc_dw4 with the four weights already widened (tcc_widen of the layer's weights: bytes 0/2 in ww[0], 1/3 in
+ * ww[1]), once per layer call instead of once per tap of every pixel */
+TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32_t *acc) {
+    const uint32_t off = tcc_offset2(zp);
+    const uint32_t xa = tcc_word(x);
+    const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
+    const uint32_t w02 = ww[0], w13 = ww[1];
+    acc[0] = __smlabb(x02, w02, acc[0]);
+    acc[2] = __smlatt(x02, w02, acc[2]);
+    acc[1] = __smlabb(x13, w13, acc[1]);
+    acc[3] = __smlatt(x13, w13, acc[3]);
+}
+#endif
 
 #endif
