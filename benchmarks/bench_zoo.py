@@ -130,29 +130,51 @@ def run_c(session: Any, model: Path, calib: np.ndarray, x: np.ndarray, tmp: Path
     return res
 
 
-def builtin_ref_equal(model: Path, graph: Any, x: np.ndarray) -> bool | None:
+def builtin_ref_equal(model: Path, graph: Any, x: np.ndarray) -> bool | str | None:
     """run_int8 (TFLite flavour) of the imported int8 file equals TFLite's BUILTIN_REF kernels on x quantized
-    with the file's input parameters (None: not an int8 file)."""
+    with the file's input parameters (None: not an int8 file; a string: BUILTIN_REF failed on the file). The
+    interpreter runs in a child process: its reference kernels abort the process on some converter files."""
+    from tinycc.ir.interpreter_int8 import run_int8
+
+    with tempfile.TemporaryDirectory(prefix="tinycc-zoo-ref-") as d:
+        xin, got = Path(d) / "x.npy", Path(d) / "ref.npz"
+        np.save(xin, x)
+        r = subprocess.run([sys.executable, "-c", "import sys; from benchmarks.bench_zoo import reference_outputs; "
+                            "reference_outputs(*sys.argv[1:])", str(model), str(xin), str(got)],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if r.returncode != 0 or not got.exists():
+            return f"BUILTIN_REF failed ({'signal ' + str(-r.returncode) if r.returncode < 0 else r.returncode})"
+        with np.load(got) as z:
+            if "xq" not in z.files:
+                return None
+            xq, ref = z["xq"], z["ref"]
+    ours = run_int8(graph, xq.reshape((len(x), *graph.tensors[graph.inputs[0]].shape[1:])),
+                    flavor="tflite")[graph.outputs[0]]
+    return bool(np.array_equal(ours.reshape(len(x), -1), ref.reshape(len(x), -1)))
+
+
+def reference_outputs(model: str, x_path: str, out_path: str) -> None:
+    """(child process) BUILTIN_REF's int8 outputs for the inputs in ``x_path`` quantized with the file's input
+    parameters, saved with them as ``xq``/``ref`` in ``out_path`` (nothing for a file without int8 input)."""
     from ai_edge_litert import interpreter as litert
 
-    from tinycc.ir.interpreter_int8 import run_int8
     from tinycc.ir.quant import quantize
 
-    it = litert.Interpreter(model_path=str(model), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it = litert.Interpreter(model_path=model, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     if inp["dtype"] != np.int8:
-        return None
+        np.savez(out_path)
+        return
+    x = np.load(x_path)
     s, zp = inp["quantization"]
     xq = quantize(x, s, zp).astype(np.int8)
-    ours = run_int8(graph, xq.reshape((len(x), *graph.tensors[graph.inputs[0]].shape[1:])),
-                    flavor="tflite")[graph.outputs[0]]
+    ref = []
     for i in range(len(x)):
         it.set_tensor(inp["index"], xq[i:i + 1].reshape(inp["shape"]))
         it.invoke()
-        if not np.array_equal(it.get_tensor(out["index"]).reshape(-1), ours[i].reshape(-1)):
-            return False
-    return True
+        ref.append(it.get_tensor(out["index"]).reshape(-1).copy())
+    np.savez(out_path, xq=xq, ref=np.stack(ref))
 
 
 def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Path | None, classifier: bool,
@@ -223,7 +245,7 @@ def _exact(r: dict[str, Any]) -> str:
     host, m4 = c.get("host", {}).get("bit_exact"), c.get("qemu-m4", {}).get("bit_exact")
     ref = r.get("builtin_ref")
     return (f"host {'yes' if host else 'NO'}, M4 {'yes' if m4 else 'NO'}"
-            + ("" if ref is None else f", ref {'yes' if ref is True else 'NO'}"))
+            + ("" if ref is None else f", ref {'yes' if ref is True else ('NO' if ref is False else 'n/a')}"))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -252,6 +274,8 @@ def errors(rows: list[dict[str, Any]]) -> str:
         for tgt, t in [*r["targets"].items(), ("Keras .h5 -> c", r.get("keras_c"))]:
             if t and not t["ok"]:
                 seen.setdefault(t["error"], []).append(tgt)
+        if isinstance(r.get("builtin_ref"), str):
+            seen.setdefault(r["builtin_ref"], []).append("BUILTIN_REF check")
         if (r.get("c_run") or {}).get("error"):
             seen.setdefault(r["c_run"]["error"], []).append("c host/M4 run")
         out += [f"- {r['model']} ({', '.join(w)}): `{e}`" for e, w in seen.items()]
