@@ -56,7 +56,10 @@ def export(name: str, cache: Path) -> tuple[Path | None, Path | None, str]:
     cache.mkdir(parents=True, exist_ok=True)
     note = ""
     for kind in ("int8", "float"):
-        path = cache / f"{name}_{kind}.tflite"
+        path, failed = cache / f"{name}_{kind}.tflite", cache / f"{name}_{kind}.failed"
+        if failed.exists() and not path.exists():  # cached failure
+            note += f"{kind} conversion failed ({failed.read_text()}); "
+            continue
         if not path.exists():
             r = subprocess.run([sys.executable, "-m", "benchmarks.zoo_models", name, str(cache)]
                                + (["--float"] if kind == "float" else []), capture_output=True, text=True,
@@ -65,7 +68,7 @@ def export(name: str, cache: Path) -> tuple[Path | None, Path | None, str]:
                 err = [ln for ln in r.stderr.splitlines() if "rror" in ln]
                 why = (f"signal {-r.returncode}" if r.returncode < 0 else (err[-1][:160] if err else f"rc {r.returncode}"))
                 note += f"{kind} conversion failed ({why}); "
-                (cache / f"{name}_{kind}.failed").write_text(why)
+                failed.write_text(why)
                 continue
         if path.exists():
             h5 = cache / f"{name}.h5"
@@ -81,7 +84,17 @@ def _calib(graph: Any, lo: float, hi: float, n: int, seed: int) -> np.ndarray:
 
 def compile_one(session: Any, model: Path, target: str, learning: bool, calib: np.ndarray,
                 tmp: Path) -> dict[str, Any]:
-    """``tinycc compile`` of ``model`` for ``target``: ok with RAM/flash and mode, or the one-line error."""
+    """``tinycc compile`` of ``model`` for ``target``: ok with RAM/flash and mode, or the one-line error. A
+    learning compile that is refused is tried again inference-only (``learning_error`` keeps why)."""
+    first = _compile(session, model, target, learning, calib, tmp)
+    if first["ok"] or not learning:
+        return first
+    second = _compile(session, model, target, False, calib, tmp)
+    return {**second, "learning_error": first["error"]} if second["ok"] else first
+
+
+def _compile(session: Any, model: Path, target: str, learning: bool, calib: np.ndarray,
+             tmp: Path) -> dict[str, Any]:
     from tinycc.api import compile_model, make_config
     from tinycc.errors import TinyccError
 
@@ -182,6 +195,7 @@ def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Pat
     """One model through every target: compile status/RAM/flash per target (the .tflite; the .h5 for c), the c
     project on the host and the M4, BUILTIN_REF agreement; ``error``: why nothing was compiled."""
     from tinycc.api import load_cleaned
+    from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
 
     row: dict[str, Any] = {"model": name, "domain": domain, "note": note, "targets": {},
@@ -193,8 +207,10 @@ def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Pat
         graph = None
         try:
             graph = load_cleaned(str(source), session) if source else None
-        except Exception as e:  # noqa: BLE001 - TinyccError or a bug: the row says which
-            row["error"] = one_line(e) if type(e).__name__ == "TinyccError" else f"BUG {type(e).__name__}: {one_line(e)}"
+        except TinyccError as e:
+            row["error"] = one_line(e)
+        except Exception as e:  # noqa: BLE001 - a bug: the row says so
+            row["error"] = f"BUG {type(e).__name__}: {one_line(e)}"
         if graph is not None:
             st = totals(graph)
             row["params"], row["macs"] = st["params"], st["macs"]
@@ -202,7 +218,7 @@ def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Pat
             x = _calib(graph, *input_range, n, 2)
             for target in TARGETS:
                 row["targets"][target] = compile_one(session, source, target, classifier, calib, tmp)
-            if row["targets"]["c"]["ok"] or any(t["ok"] for t in row["targets"].values()):
+            if row["targets"]["c"]["ok"]:
                 row["c_run"] = run_c(session, source, calib, x, tmp)
                 if source.suffix == ".tflite":
                     try:
@@ -228,12 +244,17 @@ def _k(v: int | None) -> str:
     return "-" if v is None else (f"{v / 1024:.1f}K" if v < 1 << 20 else f"{v / (1 << 20):.2f}M")
 
 
+def _n(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
 def _cell(t: dict[str, Any] | None) -> str:
     if not t:
         return "-"
     if not t["ok"]:
         return "BUG" if t["error"].startswith("BUG") else "refused"
-    return f"{'L' if t['mode'] == 'learning' else 'I'} {_k(t['ram'])} / {_k(t['flash'])}"
+    mode = "L" if t["mode"] == "learning" else ("I*" if t.get("learning_error") else "I")
+    return f"{mode} {_k(t['ram'])} / {_k(t['flash'])}"
 
 
 def _exact(r: dict[str, Any]) -> str:
@@ -255,8 +276,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         m4 = (r.get("c_run") or {}).get("m4_instructions")
         t = r["targets"]
-        lines.append(f"| {r['model']} | {r['domain']} | {r['tflite'] or '-'} | {r.get('params', 0):,} | "
-                     f"{r.get('macs', 0):,} | {_cell(t.get('c'))} | {_cell(t.get('tflm'))} | "
+        lines.append(f"| {r['model']} | {r['domain']} | {r['tflite'] or '-'} | {_n(r.get('params'))} | "
+                     f"{_n(r.get('macs'))} | {_cell(t.get('c'))} | {_cell(t.get('tflm'))} | "
                      f"{_cell(t.get('arduino'))} | {_cell(r.get('keras_c'))} | {f'{m4:,}' if m4 else '-'} | "
                      f"{_exact(r)} |")
     return "\n".join(lines)
@@ -274,6 +295,8 @@ def errors(rows: list[dict[str, Any]]) -> str:
         for tgt, t in [*r["targets"].items(), ("Keras .h5 -> c", r.get("keras_c"))]:
             if t and not t["ok"]:
                 seen.setdefault(t["error"], []).append(tgt)
+            if t and t.get("learning_error"):
+                seen.setdefault(t["learning_error"], []).append(f"{tgt} learning")
         if isinstance(r.get("builtin_ref"), str):
             seen.setdefault(r["builtin_ref"], []).append("BUILTIN_REF check")
         if (r.get("c_run") or {}).get("error"):
@@ -292,8 +315,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         m4 = (r.get("c_run") or {}).get("m4_instructions")
         c = r["targets"].get("c") or {}
         if m4 and c.get("ok"):
-            ax.scatter(m4, c["ram"] / 1024, color=colors.get(r["domain"], "gray"))
-            ax.annotate(r["model"], (m4, c["ram"] / 1024), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            mlperf = r["model"].startswith("MLPerf")  # beside its zoo twin: marked x, labelled below
+            ax.scatter(m4, c["ram"] / 1024, color=colors.get(r["domain"], "gray"), marker="x" if mlperf else "o")
+            ax.annotate(r["model"], (m4, c["ram"] / 1024), fontsize=7, xytext=(3, -9 if mlperf else 3),
+                        textcoords="offset points")
     for d, col in colors.items():
         ax.scatter([], [], color=col, label=d)
     ax.set_xscale("log")
@@ -338,8 +363,8 @@ def run(args: argparse.Namespace) -> Result:
     res.add("Published-style models built by `benchmarks/zoo_models.py` (Keras functional, fixed seeds, **random "
             "weights**: what compiles and what it costs, not accuracy) and the MLPerf Tiny files. Each file: the "
             "TFLite converter's int8 .tflite (batch 1, 32 random calibration inputs); where the converter fails "
-            "on it, the float .tflite. Cells: `L`/`I` = compiled for on-device learning / inference-only, RAM / "
-            "flash from the compile report; `refused` = a one-line error, listed below. M4 instructions: the "
+            "on it, the float .tflite. Cells: `L`/`I` = compiled for on-device learning / inference-only (`I*`: "
+            "learning refused, see below), RAM / flash from the compile report; `refused` = a one-line error, listed below. M4 instructions: the "
             "inference-only c project, `-Os`, under QEMU mps2-an386 `-icount` (one `tinycc_invoke`). bit-exact: "
             f"the c program's outputs on {args.n} random inputs equal run_int8 on the host (`-O2`) and on the M4 "
             "(tinycc validate's comparison), and `ref`: run_int8 (TFLite flavour) equals TFLite's BUILTIN_REF "

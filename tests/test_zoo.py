@@ -24,7 +24,8 @@ def test_har_int8_compiles_everywhere_and_is_bit_exact_on_host_and_m4(session, t
     for target in bench_zoo.TARGETS:
         t = row["targets"][target]
         assert t["ok"], (target, t)
-        assert t["mode"] == "learning" and 0 < t["ram"] < t["flash"] + 64 * 1024
+        assert t["mode"] == "learning" and "learning_error" not in t
+        assert t["ram"] > 0 and t["flash"] > row["params"] > 0  # flash holds at least the int8 weights
     assert row["keras_c"]["ok"]
     run = row["c_run"]
     assert "error" not in run, run
