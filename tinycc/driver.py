@@ -185,6 +185,9 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     kind, plugin = ("inference", "inference") if config.inference_only else ("ondevice", "ondevice")
     build = reg.deployer(kind, plugin)  # a blocked deployment plugin: one line, before any work
     _check_dump_after(cc.dump_after, reg)
+    if config.learning is not None and config.learning.deep:
+        raise TinyccError("--deep: learning beyond the head runs in `tinycc simulate --deep` only; generated "
+                          "projects train the classifier")
     for stage in STAGES:
         resolve(reg, stage, cc.passes)  # unknown --passes names: one line, before any work
     with timed("frontend"):
