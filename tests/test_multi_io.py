@@ -82,15 +82,16 @@ def test_two_inputs_two_outputs_c_equals_builtin_ref(session, files, tmp_path: P
     g = read_tflite(str(files[io]))
     assert len(g.inputs) == 2 and len(g.outputs) == 2
     dep = build_inference(g, {"int8_io": io == "int8"}, session, CBackend())
-    ins, outs = dep.meta["io_names"]
-    assert ins == ["in_sensor", "in_image"] and outs == ["output_0", "output_1"]  # the file's order
+    assert dep.meta["io_names"] == (["in_0", "in_1"], ["out_0", "out_1"])  # C names by position
+    assert dep.meta["io_labels"][0] == ["sensor", "image"]  # the file's order, shown in comments only
     x = _inputs(6, 3)
     xs = [x["sensor"], x["image"]]
     render_project(dep, {"test_vectors": (xs, None), "test_count": 6}, tmp_path)
     header = (tmp_path / "model.h").read_text()
     t = "int8_t" if io == "int8" else "float"
-    assert (f"invoke_{'s8' if io == 'int8' else 'f32'}(const {t} *in_sensor, const {t} *in_image, "
-            f"{t} *output_0, {t} *output_1);") in header
+    assert (f"invoke_{'s8' if io == 'int8' else 'f32'}(const {t} *in_0, const {t} *in_1, "
+            f"{t} *out_0, {t} *out_1);") in header
+    assert " *   in_0: sensor [" in header and " *   in_1: image [" in header
     run = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
     ref = _reference(files[io], x)
     sizes = [dep.extractor.tensors[o].size for o in dep.extractor.outputs]
@@ -148,7 +149,8 @@ def test_keras_model_with_two_heads_calibrated_c_equals_builtin_ref(session, tmp
     rng = np.random.default_rng(0)
     dep = build_inference(graph_from_keras_model(m), {"calib_data": rng.normal(size=(32, 6, 6, 2)).astype(np.float32),
                                                       "int8_io": int8_io}, session, CBackend())
-    assert dep.meta["io_names"] == (["in_frames"], ["out_cls_act", "out_box"])
+    assert dep.meta["io_names"] == (["in_0"], ["out_0", "out_1"])
+    assert dep.meta["io_labels"] == (["frames"], ["cls_act", "box"])
     x = rng.normal(size=(5, 6, 6, 2)).astype(np.float32)
     render_project(dep, {"test_vectors": (x, None), "test_count": 5}, tmp_path)
     run = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
@@ -168,22 +170,31 @@ def test_keras_model_with_two_heads_calibrated_c_equals_builtin_ref(session, tmp
         np.testing.assert_array_equal(got, want[i], err_msg=f"BUILTIN_REF, input {i}")
 
 
-def test_io_names_are_safe_unique_identifiers() -> None:
-    """Names from a model file become C parameter names only through c_identifier, with an in/out prefix, unique."""
-    import re
-
-    from tinycc.deploy.inference import io_names
+def test_io_names_are_positional_and_labels_only_reach_comments(session, files, tmp_path: Path) -> None:
+    """Nothing from a model file becomes code: the C names are in_K/out_K whatever the model calls its tensors;
+    hostile names reach model.h and the README only through the escaping filters, and the project builds."""
+    from tinycc.deploy.inference import io_labels, io_names
     from tinycc.ir.graph import Graph
 
     g = Graph("m")
     g.inputs = ["a", "b", "c"]
     g.outputs = ["d", "e"]
-    g.meta["io_names"] = {"a": "*/ int main(void) { /*", "b": "int", "c": "int", "d": "output", "e": "x" * 300}
-    ins, outs = io_names(g)
-    assert ins == ["in_int_main_void", "in_m_int", "in_m_int_2"] and outs[0] == "output"
-    for n in ins + outs:
-        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,47}", n), n
-    assert len(set(ins + outs)) == 5
+    hostile = {"a": "*/ int main(void) { /*", "b": "int", "c": "int", "d": "output\n#define X", "e": "x" * 300}
+    g.meta["io_names"] = hostile
+    assert io_names(g) == (["in_0", "in_1", "in_2"], ["out_0", "out_1"])
+    assert io_labels(g) == ([hostile[k] for k in "abc"], [hostile[k] for k in "de"])
+    # a real two-input model whose tensors carry hostile names: the project builds warning-free (ASan/UBSan)
+    real = read_tflite(str(files["float"]))
+    real.meta["io_names"] = dict(zip(real.inputs + real.outputs, [hostile[k] for k in "abde"]))
+    dep = build_inference(real, {}, session, CBackend())
+    x = _inputs(2, 3)
+    render_project(dep, {"test_vectors": ([x["sensor"], x["image"]], None), "test_count": 2}, tmp_path)
+    header = (tmp_path / "model.h").read_text()
+    assert "(const float *in_0, const float *in_1, float *out_0, float *out_1);" in header
+    lines = header.splitlines()
+    assert [l for l in lines if l.lstrip().startswith(("int main", "#define X"))] == []
+    assert next(l for l in lines if l.startswith(" *   in_0:")).endswith("[5]")  # label escaped inside the comment
+    c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

@@ -167,18 +167,19 @@ def is_multi_io(dep: Deployment) -> bool:
 def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per input and output of a multi-I/O model: C parameter name, size, int8 parameters and arena pointer."""
     g = dep.extractor
-    in_names, out_names = dep.meta.get("io_names") or ([f"in_{k}" for k in range(len(g.inputs))],
-                                                       [f"out_{k}" for k in range(len(g.outputs))])
+    in_names = [f"in_{k}" for k in range(len(g.inputs))]  # positional: no model text becomes code
+    out_names = [f"out_{k}" for k in range(len(g.outputs))]
+    in_labels, out_labels = dep.meta.get("io_labels") or (list(g.inputs), list(g.outputs))
     qin = em.consts.get("quantized_inputs", {})
     ins = []
     for k, t in enumerate(g.inputs):
         ptr, s, zp = qin[t]
-        ins.append({"k": k, "name": in_names[k], "size": g.tensors[t].size, "ptr": ptr, "zp": zp,
+        ins.append({"k": k, "name": in_names[k], "label": in_labels[k], "size": g.tensors[t].size, "ptr": ptr, "zp": zp,
                     "scale": f"{float(np.float32(s))!r}f"})
     outs = []
     for k, t in enumerate(g.outputs):
         q = g.tensors[t].quant
-        outs.append({"name": out_names[k], "size": g.tensors[t].size, "ptr": em.consts["output_ptrs"][k],
+        outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size, "ptr": em.consts["output_ptrs"][k],
                      "scale": f"{float(np.float32(q.scale[0]))!r}f", "zp": int(q.zero_point[0])})
     return ins, outs
 

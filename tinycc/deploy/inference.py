@@ -26,7 +26,6 @@ from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, inference_memory
 from ..ir.ops import OpKind
 from ..ir.tensor import DType, Tensor
-from ..names import c_identifier
 from ..targets import code_table
 from .stage import c_name, candidate_figures, check_budget
 
@@ -81,23 +80,16 @@ def int8_model(graph: Graph, config: CompileConfig, session: Any,
 
 
 def io_names(graph: Graph) -> tuple[list[str], list[str]]:
-    """C identifiers of the model's inputs and outputs (``graph.meta['io_names']``, what the frontend calls
-    them, else the tensor names), unique, each starting with ``in``/``out`` (``in_`` added unless it starts with
-    ``input``, ``out_`` unless ``output``) so none is a C keyword or a generated name."""
+    """C parameter names of the model's inputs and outputs: positional, ``in_0``, ``in_1``, ..., ``out_0``, ...
+    (nothing read from a model file becomes code; ``io_labels`` gives what the model calls them, for comments)."""
+    return [f"in_{k}" for k in range(len(graph.inputs))], [f"out_{k}" for k in range(len(graph.outputs))]
+
+
+def io_labels(graph: Graph) -> tuple[list[str], list[str]]:
+    """What the model calls its inputs and outputs (``graph.meta['io_names']`` from the frontend, else the tensor
+    names): model text, shown only through the escaping filters (comments, README)."""
     shown = graph.meta.get("io_names", {})
-    seen: set[str] = set()
-    result = []
-    for prefix, tensors in (("in", graph.inputs), ("out", graph.outputs)):
-        names = []
-        for k, t in enumerate(tensors):
-            n = c_identifier(shown.get(t, t), str(k))
-            n = (n if n.startswith(prefix + "put") else f"{prefix}_{n}")[:48].rstrip("_")
-            if n in seen:
-                n = f"{n}_{k}"
-            seen.add(n)
-            names.append(n)
-        result.append(names)
-    return result[0], result[1]
+    return [shown.get(t, t) for t in graph.inputs], [shown.get(t, t) for t in graph.outputs]
 
 
 def full_graph(dep: Deployment) -> Graph:
@@ -155,7 +147,7 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
                      classifier=[], num_classes=0, buffer=BufferConfig(0), inference_only=True,
                      int8_io=config.int8_io, config=config, board=config.board,
                      meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16],
-                           "io_names": io_names(graph)})
+                           "io_names": io_names(graph), "io_labels": io_labels(graph)})
     cand, figures = candidate_figures(backend, g, None, config, full_graph(dep))
     report = memory_report(g, backend, cand, figures)
     dep.plan, dep.figures = cand.plan, figures
