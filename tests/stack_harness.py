@@ -12,7 +12,7 @@ from tinycc.backends.c.stack import CORES
 
 PAINT_MAIN = Path(__file__).with_name("stack_paint_main.c")
 PAINT_LIB = Path(__file__).with_name("stack_paint_lib.c")
-QEMU_CPU = {"cortex-m4": "m4", "cortex-m0plus": "m0plus", "cortex-m7": "m7"}
+QEMU_CPU = {"cortex-m4": "m4", "cortex-m0plus": "m0plus", "cortex-m7": "m7", "cortex-m55": "m55"}
 
 
 def available(core: str) -> bool:
@@ -23,32 +23,11 @@ def available(core: str) -> bool:
 
 def painted(project: Path, name: str, n_features: int, core: str) -> int:
     """Bytes of stack the API calls used below their caller (the painted high-water mark)."""
-    c = CORES[core]
     src = [str(project / "model.c"), str(project / "runtime" / "tinycc_kernels.c"),
            str(project / "runtime" / "tinycc_learn.c")]
     inc = ["-I", str(project), "-I", str(project / "runtime")]
     defs = [f"-DMODEL={name}", f"-DNFEAT={n_features}"]
-    exe = project / f"stack-{core}.elf"
-    if core == "host":
-        cmd = [c.cc, *c.flags[1:], "-std=gnu99", *inc, *defs, "-Wl,-z,now", "-o", str(exe), str(PAINT_MAIN), *src, "-lm"]
-        # -z now: no lazy symbol binding (the dynamic linker's resolver would run on the painted stack)
-    elif core == "avr":
-        cmd = [c.cc, *c.flags, *inc, *defs, "-o", str(exe), str(PAINT_MAIN), *src, "-lm"]
-    else:
-        cmd = [c.cc, *c.flags, *inc, *defs, "--specs=rdimon.specs", "-nostartfiles", "-T",
-               str(project / "cortexm" / "link.ld"), "-o", str(exe), str(project / "cortexm" / "startup.c"),
-               str(PAINT_MAIN), *src, "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, f"{core} build failed:\n{r.stderr[-3000:]}"
-    if core == "host":
-        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600).stdout
-    elif core == "avr":
-        q = subprocess.run(["simavr", "-m", "atmega2560", "-f", "16000000", str(exe)], capture_output=True, text=True,
-                           timeout=600)
-        out = re.sub(r"\x1b\[[0-9;]*m", "", q.stdout + q.stderr)
-    else:
-        cpu = QEMU_CPU[core]
-        out = cortexm.run_qemu(exe, cortexm.DEFAULT_BOARD[cpu], icount=False)
+    out = _build_run(core, PAINT_MAIN, src, inc, defs, project / f"stack-{core}.elf", project)
     m = re.search(r"stack (\d+)", out)
     assert m and "done" in out, f"{core} run failed:\n{out[-2000:]}"
     return int(m.group(1))
@@ -63,7 +42,8 @@ def _build_run(core: str, main: Path, srcs: list[str], inc: list[str], defs: lis
         cmd = [c.cc, *c.flags, *inc, *defs, "-o", str(exe), str(main), *srcs, "-lm"]
     else:
         cmd = [c.cc, *c.flags, *inc, *defs, "--specs=rdimon.specs", "-nostartfiles", "-T",
-               str(project / "cortexm" / "link.ld"), "-o", str(exe), str(project / "cortexm" / "startup.c"),
+               str(project / cortexm.link_script(cortexm.DEFAULT_BOARD[QEMU_CPU[core]])), "-o", str(exe),
+               str(project / "cortexm" / "startup.c"),
                str(main), *srcs, "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, f"{core} build failed:\n{r.stderr[-3000:]}"

@@ -105,10 +105,11 @@ def test_generated_c_matches_simulator(session, projects, name: str) -> None:
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("name,cpu,board", [("digits", "m4", None), ("digits", "m7", None), ("digits", "m0plus", None),
-                                            ("cnas_like", "m4", None), ("cnas_like", "m0plus", "microbit")])
+                                            ("digits", "m55", None), ("cnas_like", "m4", None),
+                                            ("cnas_like", "m0plus", "microbit")])
 def test_cortex_m_qemu_matches_host(session, tmp_path: Path, name: str, cpu: str, board: str | None) -> None:
     """-Os -Wall -Wextra -Werror builds for Cortex-M4 (run on mps2-an386), M7 (mps2-an500, double-precision
-    FPU) and M0+ (ARMv6-M, soft float; run on the Cortex-M3 board mps2-an385 and, for a model that fits its
+    FPU), M55 (mps3-an547, its own memory map) and M0+ (ARMv6-M, soft float; run on the Cortex-M3 board mps2-an385 and, for a model that fits its
     16 KB RAM, on the micro:bit's Cortex-M0, an ARMv6-M core): int8 features exact, float results within the
     stated tolerances, an instruction count per call from -icount."""
     g, x, y, calib = _graph(session, name)
@@ -147,7 +148,7 @@ int main(void) {
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("cpu,board", [("m4", "mps2-an386"), ("m7", "mps2-an500"), ("m0plus", "mps2-an385"),
-                                       ("m0plus", "microbit")])
+                                       ("m0plus", "microbit"), ("m55", "mps3-an547")])
 def test_qemu_icount_systick_counts_instructions(session, tmp_path: Path, cpu: str, board: str) -> None:
     """The instruction counts of the demo: a loop of 2n instructions reads 2n / (1e9 / clock) SysTick ticks."""
     from tinycc.backends.c import cortexm

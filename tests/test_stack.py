@@ -25,8 +25,8 @@ from .conftest import ROOT, mlperf_model
 
 DIGITS = ROOT / "examples" / "digits_cnn.h5"
 DATA = ROOT / "examples" / "digits_data.npz"
-PAINT_CORES = ("host", "cortex-m4", "cortex-m0plus")
-LIB_CORES = ("host", "cortex-m4", "cortex-m7", "cortex-m0plus", "avr")
+PAINT_CORES = ("host", "cortex-m4", "cortex-m0plus", "cortex-m55")
+LIB_CORES = ("host", "cortex-m4", "cortex-m7", "cortex-m0plus", "cortex-m55", "avr")
 
 
 def _needs(core: str) -> None:
@@ -154,3 +154,43 @@ def test_mlperf_tiny_stack_bounds_painted_stack(tmp_path: Path, name: str, polic
             done.append(_check(tmp_path, dep, core))
     if not done:
         pytest.skip("no compiler")
+
+
+def test_measured_objects_are_cached_by_their_preprocessed_text(tmp_path: Path, monkeypatch) -> None:
+    """A second measure of the same text is read from the cache (no compile) and equals the first; a changed
+    source is measured again; a corrupt cache entry is ignored."""
+    if not shutil.which("cc"):
+        pytest.skip("no host compiler")
+    from tinycc.backends.c import stack
+
+    monkeypatch.setenv("TINYCC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(stack, "_MEMO", {})
+    src = tmp_path / "m.c"
+    src.write_text("int m_leaf(int n) { volatile int a[8]; a[n & 7] = n; return a[0]; }\n"
+                   "int m_f(int n) { volatile int b[32]; b[n & 31] = m_leaf(n); return b[1]; }\n")
+    first = measure([src], [], "m_", "host")
+    entries = list((tmp_path / "cache" / "stack-v1").glob("*.json"))
+    assert len(entries) == 1
+
+    compiles = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, *a, **k):
+        if "-c" in cmd:
+            compiles.append(cmd)
+        return real_run(cmd, *a, **k)
+
+    monkeypatch.setattr(stack.subprocess, "run", counting_run)
+    monkeypatch.setattr(stack, "_MEMO", {})
+    again = measure([src], [], "m_", "host")  # from disk
+    assert compiles == [] and again == first
+    assert measure([src], [], "m_", "host") == first and compiles == []  # from memory
+
+    src.write_text(src.read_text().replace("b[32]", "b[64]").replace("& 31", "& 63"))
+    bigger = measure([src], [], "m_", "host")
+    assert len(compiles) == 1 and bigger.bytes > first.bytes
+
+    for e in (tmp_path / "cache" / "stack-v1").glob("*.json"):
+        e.write_text("{not json")
+    monkeypatch.setattr(stack, "_MEMO", {})
+    assert measure([src], [], "m_", "host") == bigger and len(compiles) == 2

@@ -50,10 +50,14 @@ def _cli(site: Path | None, *args: str, timeout: float = 600) -> subprocess.Comp
 def test_builtin_lists_derive_from_the_targets() -> None:
     from tinycc.backends.c import CBackend, cortexm, run
 
-    assert cortexm.CPUS == ("m4", "m7", "m0plus") == tuple(t.name for t in family(BUILTIN_TARGETS, "cortexm"))
-    assert run.PLATFORMS == CBackend.platforms == ("host", "qemu-m4", "qemu-m7", "qemu-m0plus")
+    assert cortexm.CPUS == ("m4", "m7", "m0plus", "m55") == tuple(t.name for t in family(BUILTIN_TARGETS, "cortexm"))
+    assert run.PLATFORMS == CBackend.platforms == ("host", "qemu-m4", "qemu-m7", "qemu-m0plus", "qemu-m55")
     assert platforms(BUILTIN_TARGETS, "arduino") == ("simavr",)
-    assert cortexm.DEFAULT_BOARD == {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385"}
+    assert cortexm.DEFAULT_BOARD == {"m4": "mps2-an386", "m7": "mps2-an500", "m0plus": "mps2-an385", "m55": "mps3-an547"}
+    assert {m["name"]: (m["tick"], m["link"]) for m in cortexm.machines()} == {
+        "mps2-an386": ("400u", "cortexm/link.ld"), "mps2-an500": ("400u", "cortexm/link.ld"),
+        "mps2-an385": ("400u", "cortexm/link.ld"), "mps3-an547": ("312.5", "cortexm/link-mps3.ld"),
+        "microbit": ("625u", "cortexm/link-microbit.ld")}
 
 
 def test_board_chooses_the_makefile_cpu(session, tmp_path: Path) -> None:
@@ -130,27 +134,34 @@ def test_riscv_board_compiles_builds_and_validates(riscv_site: Path, tmp_path: P
     assert m and 0 < int(m.group(1).replace(",", "")), r.stdout
     assert "PASS" in r.stdout.splitlines()[-1]
     r = _cli(riscv_site, "validate", str(MODEL), "--target", "c", "--data", str(DATA), "--on", "qemu-m3")
-    assert r.returncode == 2 and "runs on host, qemu-m4, qemu-m7, qemu-m0plus, qemu-rv32imc" in r.stderr, r.stderr
+    assert r.returncode == 2 and "runs on host, qemu-m4, qemu-m7, qemu-m0plus, qemu-m55, qemu-rv32imc" in r.stderr, r.stderr
+
+
+def _int8_grid_samples(model: Path, out: Path, n: int, seed: int) -> None:
+    """``n`` random inputs on an int8 .tflite model's input grid (exactly representable) and random labels, saved
+    as a validate data file."""
+    from tinycc.plugins.frontends.tflite import read_tflite
+
+    g = read_tflite(str(model))
+    t = g.tensors[g.inputs[0]]
+    s, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
+    rng = np.random.default_rng(seed)
+    x = (s * (rng.integers(-128, 128, (n,) + tuple(t.shape[1:])) - zp)).astype(np.float32)
+    np.savez(out, x=x, y=rng.integers(0, int(g.tensors[g.outputs[0]].shape[-1]), n))
 
 
 @have_riscv
 @pytest.mark.slow
 def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> None:
     """MLPerf Tiny's keyword-spotting model on RV32IMC in QEMU: int8 features equal run_int8 bit for bit."""
-    from tinycc.plugins.frontends.tflite import read_tflite
     from tinycc.plugins.applications.validate import validate
     from tinycc.session import Session
 
     from .deploy_util import config
 
     path = mlperf_model("kws_ref_model.tflite")
-    g = read_tflite(str(path))
-    t = g.tensors[g.inputs[0]]
-    s, zp = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-    rng = np.random.default_rng(0)
     n = 4
-    x = (s * (rng.integers(-128, 128, (n,) + tuple(t.shape[1:])) - zp)).astype(np.float32)
-    np.savez(tmp_path / "kws.npz", x=x, y=rng.integers(0, int(g.tensors[g.outputs[0]].shape[-1]), n))
+    _int8_grid_samples(path, tmp_path / "kws.npz", n, seed=0)
     sys.path.insert(0, str(riscv_site))
     try:
         session = Session(autoload=True)
@@ -165,3 +176,26 @@ def test_riscv_validates_an_mlperf_model(riscv_site: Path, tmp_path: Path) -> No
     text = out.getvalue()
     assert rc == 0, text
     assert re.search(rf"int8 features, bit-exact\s+{n}/{n} equal, max \|diff\| 0", text), text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("name", ["pretrainedResnet_quant.tflite", "kws_ref_model.tflite", "vww_96_int8.tflite"])
+def test_cortex_m55_validates_the_mlperf_models(session, tmp_path: Path, name: str) -> None:
+    """The built-in Cortex-M55 target (QEMU mps3-an547, its own linker script and 32 MHz SysTick) on its board
+    preset: int8 features equal run_int8 bit for bit, the build's RAM holds the compile report's."""
+    from tinycc.plugins.applications.validate import validate
+
+    from .deploy_util import config
+
+    path = mlperf_model(name)
+    n = 2
+    _int8_grid_samples(path, tmp_path / "d.npz", n, seed=1)
+    out = io.StringIO()
+    rc = validate(str(path), "c", str(tmp_path / "d.npz"), "qemu-m55", n, None,
+                  config(session, {"buffer": 2, "board": "mps3_an547"}), session, out)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert re.search(rf"int8 features, bit-exact\s+{n}/{n} equal, max \|diff\| 0", text), text
+    assert "memory constants in the program" in text and "ok" in text.split("memory constants in the program")[1].splitlines()[0]

@@ -134,8 +134,11 @@ def _qemu_arm(machine: str) -> tuple[str, ...]:
 MPS2_CLOCK_HZ = 25_000_000  # QEMU's SysTick clock on mps2-an385/an386/an500, checked by tests/test_c_backend.py
 
 
-def _cortexm(name: str, summary: str, cflags: str, machine: str) -> Target:
-    tick = 1e9 / MPS2_CLOCK_HZ  # -icount shift=0: 1 ns per instruction
+MPS3_CLOCK_HZ = 32_000_000  # QEMU's SysTick clock on mps3-an547 (Cortex-M55), checked the same way
+
+
+def _cortexm(name: str, summary: str, cflags: str, machine: str, clock_hz: int = MPS2_CLOCK_HZ) -> Target:
+    tick = 1e9 / clock_hz  # -icount shift=0: 1 ns per instruction
     return Target(name, f"cortex-{name}", "cortexm", ILP32, summary, "arm-none-eabi-gcc", cflags,
                   "--specs=rdimon.specs -nostartfiles", "arm-none-eabi-size",
                   f"tinycc_demo{'' if name == 'm4' else '-' + name}-dump.elf",
@@ -150,6 +153,8 @@ CORTEX_M4 = _cortexm("m4", "Cortex-M4, fpv4-sp-d16 hard float",
                      "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16", "mps2-an386")
 CORTEX_M7 = _cortexm("m7", "Cortex-M7, fpv5-d16 double-precision hard float",
                      "-mcpu=cortex-m7 -mthumb -mfloat-abi=hard -mfpu=fpv5-d16", "mps2-an500")
+CORTEX_M55 = _cortexm("m55", "Cortex-M55, Armv8.1-M with Helium (MVE), fp32 hard float",
+                      "-mcpu=cortex-m55 -mthumb -mfloat-abi=hard", "mps3-an547", MPS3_CLOCK_HZ)
 CORTEX_M0PLUS = _cortexm("m0plus", "Cortex-M0+, ARMv6-M: no divide instruction, no DSP, soft float",
                          "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft", "mps2-an385")
 AVR = Target("avr", "avr", "avr", AVR_ABI, "8-bit AVR (ATmega)", "avr-gcc", size_tool="avr-size",
@@ -157,7 +162,7 @@ AVR = Target("avr", "avr", "avr", AVR_ABI, "8-bit AVR (ATmega)", "avr-gcc", size
              tools=("avr-gcc", "simavr"))
 XTENSA = Target("xtensa", "xtensa", "xtensa", ILP32, "Xtensa LX6 (ESP32)", arduino_core="esp32:esp32")
 
-BUILTIN_TARGETS: tuple[Target, ...] = (HOST, CORTEX_M4, CORTEX_M7, CORTEX_M0PLUS, AVR, XTENSA)
+BUILTIN_TARGETS: tuple[Target, ...] = (HOST, CORTEX_M4, CORTEX_M7, CORTEX_M0PLUS, CORTEX_M55, AVR, XTENSA)
 
 
 def family(targets: tuple[Target, ...], name: str) -> tuple[Target, ...]:

@@ -7,6 +7,8 @@ stack (measured) and a reserve of CORE_RESERVE bytes for the Arduino core's glob
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from .. import names
 from ..base import Backend
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
-from ..c import (CBackend, _env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
+from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
                  test_vectors, write_inference_vectors, write_test_vectors)
 from ..demo import DemoRun
 
@@ -32,7 +34,9 @@ HERE = Path(__file__).parent
 CORE_RESERVE = 640
 
 
+@lru_cache(maxsize=1)
 def _env() -> Any:
+    """The sketch's templates first, then the C backend's (one environment per process, templates cached)."""
     import jinja2
 
     env = c_env()

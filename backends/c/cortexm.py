@@ -10,14 +10,41 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from ...targets import BUILTIN_TARGETS, MPS2_CLOCK_HZ, family
+from ...targets import BUILTIN_TARGETS, family
 
 # the built-in Cortex-M targets (tinycc.targets): CPU names, their QEMU machines (M0+: the M3 board, ARMv7-M)
 CPUS = tuple(t.name for t in family(BUILTIN_TARGETS, "cortexm"))
 DEFAULT_BOARD = {t.name: t.emulator.machine for t in family(BUILTIN_TARGETS, "cortexm") if t.emulator}
-BOARD_CLOCK_HZ = {**{m: MPS2_CLOCK_HZ for m in DEFAULT_BOARD.values()},
-                  "microbit": 16_000_000}  # QEMU's SysTick clocks, checked by tests/test_c_backend.py
+# QEMU's SysTick clocks (from the targets' instructions per tick), checked by tests/test_c_backend.py
+BOARD_CLOCK_HZ = {**{t.emulator.machine: round(1e9 / t.emulator.instructions_per_tick)
+                     for t in family(BUILTIN_TARGETS, "cortexm") if t.emulator},
+                  "microbit": 16_000_000}
+# linker script per QEMU machine (the generated project's cortexm/ folder): the MPS2 boards share one (4 MB of
+# RAM at 0 for code); mps3-an547 keeps only the vector table in its 512 KB ITCM at 0 (code and constants in
+# the 2 MB SRAM at 0x01000000, data in the 4 MB at 0x21000000); the micro:bit's 256 KB flash + 16 KB RAM
+LINK_SCRIPTS = {"microbit": "cortexm/link-microbit.ld", "mps3-an547": "cortexm/link-mps3.ld"}
+
+
+def link_script(board: str) -> str:
+    """The project-relative linker script of a QEMU machine."""
+    return LINK_SCRIPTS.get(board, "cortexm/link.ld")
+
+
+def tick_ns_x10(clock_hz: float) -> str:
+    """The demo's TCC_TICK_NS_X10 for a SysTick clock: ns per tick x 10 (an integer literal where it is one)."""
+    x = 1e10 / clock_hz
+    return f"{round(x)}u" if abs(x - round(x)) < 1e-6 else f"{x:g}"
+
+
+def machines(targets: tuple[Any, ...] = BUILTIN_TARGETS) -> list[dict[str, str]]:
+    """The generated Makefile's QEMU machines (the registered Cortex-M targets' and the micro:bit): name, tick
+    (TCC_TICK_NS_X10) and linker script."""
+    clocks = {t.emulator.machine: 1e9 / t.emulator.instructions_per_tick
+              for t in family(targets, "cortexm") if t.emulator}
+    clocks["microbit"] = BOARD_CLOCK_HZ["microbit"]
+    return [{"name": m, "tick": tick_ns_x10(hz), "link": link_script(m)} for m, hz in clocks.items()]
 
 
 def elf_name(cpu: str = "m4", board: str | None = None, dump: bool = False) -> str:

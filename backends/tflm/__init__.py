@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ def deployment_tflite(dep: Deployment) -> bytes:
     from ...deploy import full_graph
 
     return write_tflite(full_graph(dep) if dep.inference_only else dep.extractor)
+
+
+@lru_cache(maxsize=1)
+def _env() -> Any:
+    """The tflm templates' jinja2 environment, escaping installed (one per process, templates cached)."""
+    import jinja2
+
+    return names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
+                                            lstrip_blocks=True, keep_trailing_newline=True,
+                                            undefined=jinja2.StrictUndefined))
 
 
 @dataclass(frozen=True)
@@ -132,8 +143,6 @@ class TflmBackend(Backend):
         adjust(report, data, operator_names(data), code)
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
-        import jinja2
-
         from ..c import render_project
 
         art = _artifact(deployment)
@@ -146,9 +155,7 @@ class TflmBackend(Backend):
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
         files = [] if infer else render_project(deployment, src, vectors, with_main=False, classifier_only=True,
                                                 runtime_dir=".", demo_dir=outdir, arena=m.arena)
-        env = names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-                                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                                               undefined=jinja2.StrictUndefined))
+        env = _env()
         hexes = [f"0x{b:02x}" for b in data]
         body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],

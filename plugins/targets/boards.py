@@ -1,4 +1,4 @@
-"""Built-in targets (host, Cortex-M0+/M4/M7, AVR, Xtensa: tinycc.targets) and board presets on them: RAM/flash
+"""Built-in targets (host, Cortex-M0+/M4/M7/M55, AVR, Xtensa: tinycc.targets) and board presets on them: RAM/flash
 budgets (bytes available to the application) and Arduino FQBNs.
 
 Numbers are the microcontroller's SRAM and flash from the vendors' datasheets, minus what the
@@ -11,10 +11,13 @@ from typing import Any
 import pluggy
 
 from ...session import Board
-from ...targets import AVR, BUILTIN_TARGETS, CORTEX_M0PLUS, CORTEX_M4, CORTEX_M7, XTENSA
+from ...targets import AVR, BUILTIN_TARGETS, CORTEX_M0PLUS, CORTEX_M4, CORTEX_M7, CORTEX_M55, XTENSA
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 K = 1024
+# the emulated boards' data SRAM (4 MB in the demo's linker scripts) holds, besides the model, the scripts' 64 KB
+# heap and the demo's own buffers and C library data (2-3 KB for the MLPerf Tiny models): 320 KB kept for them
+QEMU_DEMO_RESERVE = 320 * K
 
 BOARDS = (
     Board("uno", 2 * K, 32 * K - 512, "avr", "arduino:avr:uno", "Arduino Uno, ATmega328P", AVR),
@@ -31,7 +34,10 @@ BOARDS = (
           CORTEX_M7),
     Board("stm32f746", 320 * K, 1024 * K, "cortex-m7", "", "STM32F746 (Discovery/Nucleo)", CORTEX_M7),
     Board("cortex_m4", 128 * K, 1024 * K, "cortex-m4", "", "generic Cortex-M4", CORTEX_M4),
-    Board("mps2_an386", 4 * 1024 * K, 4 * 1024 * K, "cortex-m4", "", "QEMU mps2-an386 (emulated Cortex-M4)", CORTEX_M4),
+    Board("mps2_an386", 4 * 1024 * K - QEMU_DEMO_RESERVE, 4 * 1024 * K, "cortex-m4", "",
+          "QEMU mps2-an386 (emulated Cortex-M4)", CORTEX_M4),
+    Board("mps3_an547", 4 * 1024 * K - QEMU_DEMO_RESERVE, 2 * 1024 * K, "cortex-m55", "",
+          "QEMU mps3-an547 (emulated Cortex-M55)", CORTEX_M55),
 )
 
 
