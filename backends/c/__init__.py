@@ -22,7 +22,7 @@ from ...targets import platforms as target_platforms
 from .. import names
 from ..base import Backend, check_static_size
 from ..demo import DemoRun
-from . import cmsis_nn
+from . import cmsis_nn, layout
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -39,12 +39,15 @@ def new_env() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
-    def wrap(values: list[str], per_line: int = 16) -> str:
-        """Numeric C initializers (made by tinycc), 16 a line."""
-        lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return names.Escaped(",\n".join("    " + l for l in lines))
+    def wrap(values: list[str]) -> str:
+        """Numeric C initializers (made by tinycc), as many a line as fit under 100 columns."""
+        return names.Escaped(layout.wrap_values(values))
 
-    env.filters["wrap"] = wrap
+    def c_call(call: Any, params: dict[str, list[str]], indent: str = "    ") -> str:
+        """A kernel call of the schedule (tinycc's own names and literals), one argument a line when long."""
+        return names.Escaped(layout.format_call(call.fn, call.args, params.get(call.fn), indent))
+
+    env.filters.update({"wrap": wrap, "c_call": c_call})
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 
@@ -139,7 +142,7 @@ def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     """Template values of an inference-only project: output size and quantization, I/O types."""
     oq = dep.feature_quant
     return {"n_out": dep.feature_count, "int8_io": dep.int8_io,
-            "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
+            "output_scale": _c_float(oq.scale[0]), "output_zp": int(oq.zero_point[0]),
             "output_ptr": em.consts["features_ptr"]}
 
 
@@ -194,10 +197,11 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
         "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
         "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
+        "params": {**layout.runtime_prototypes(), **{k.fn: layout.prototypes(k.code)[k.fn] for k in em.kernels}},
         "lr": _c_float(dep.train.lr),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
-        "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),
+        "input_scale": _c_float(c.get("input_scale", 1.0)), "input_zp": c.get("input_zp", 0),
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(dep.config.kernels) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,

@@ -10,7 +10,7 @@ schedule calls. Ops no module matches (or option ``kernels=generic``) run the ge
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,11 +31,14 @@ class ArrayMaker(Protocol):
 
 @dataclass
 class Kernel:
-    """A generated function: its name, its C definition, the module that made it, the layers that call it."""
+    """A generated function: its name, its C definition, the module that made it, the layers that call it
+    (their names from the model file, raw) and ``uses``: one escaped comment line per call (position, kind,
+    shapes, name)."""
     fn: str
     code: str
     family: str
     layers: list[str]
+    uses: list[str] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1)
