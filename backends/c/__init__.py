@@ -47,7 +47,16 @@ def new_env() -> Any:
         """A kernel call of the schedule (tinycc's own names and literals), one argument a line when long."""
         return names.Escaped(layout.format_call(call.fn, call.args, params.get(call.fn), indent))
 
-    env.filters.update({"wrap": wrap, "c_call": c_call})
+    def c_call_comment(call: Any) -> str:
+        """The line above a call: tinycc's description of the layer and its escaped name."""
+        return names.Escaped(layout.comment_lines(call.what, call.comment, "    "))
+
+    def c_comment(use: Any) -> str:
+        """A layer function's line naming one layer that calls it (``Kernel.uses``: escaped already)."""
+        what, _, name = str(use).partition(": ")
+        return names.Escaped(layout.comment_lines(what, name, "", "- "))
+
+    env.filters.update({"wrap": wrap, "c_call": c_call, "c_call_comment": c_call_comment, "c_comment": c_comment})
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 
@@ -220,7 +229,8 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
     written = []
     for path, tpl in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(env.get_template(tpl).render(**ctx))
+        text = env.get_template(tpl).render(**ctx)
+        path.write_text(layout.reflow_comments(text) if path.name == "model.h" else text)
         written.append(path)
     if with_main and demo_dir is None and ctx["cross"] is not None:  # the board's start-up code, linker script
         for rel, text in sorted(ctx["cross"].files.items()):

@@ -6,6 +6,7 @@ Only the text changes: the values, the calls and their order are the emitter's, 
 from __future__ import annotations
 
 import re
+import textwrap
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,3 +106,73 @@ def cdiv(expr: str, add: int, d: int) -> str:
     if d == 1:
         return inner if re.fullmatch(r"-?\w+", inner) else f"({inner})"
     return f"({inner}) / {d}"
+
+
+# x * 1, x / 1, x + 0, x - 0 after an operand (integers only: 10, 0x1, 1.5f are kept)
+_IDENTITY = re.compile(r"(?<=[\w)\]]) (?:[*/] 1|[+-] 0)(?![\w.])")
+# (-iy0) -> -iy0, (n) -> n where the parentheses follow "= ", "? ", ": ", ", ", "(" or "[" (a binary operator too
+# for a lone word): never after if/while/for, a cast's or a call's parenthesis, or a unary minus
+_LONE = re.compile(r"(?:(?<=[=?:,] )|(?<=[(\[]))\((-?\w+)\)(?![\w(])|(?<=[-+*/%<>] )\((\w+)\)(?![\w(])")
+
+
+def fold_constants(code: str) -> str:
+    """A kernel's C text (tinycc's template, rendered) without the arithmetic its literals made trivial:
+    ``oy * 1 - 0`` -> ``oy``, ``(-iy0 + 0) / 1`` -> ``-iy0``, doubled parentheses dropped. Each identity holds
+    whatever the operator's neighbours (``a * 1``, ``a / 1``, ``a + 0``, ``a - 0`` are ``a`` in integer C
+    arithmetic), so the compiled code is the same; only lines outside preprocessor macros are touched."""
+    out = []
+    for line in code.split("\n"):
+        if line.rstrip().endswith("\\") or line.lstrip().startswith(("#", "/*", "*")):
+            out.append(line)
+            continue
+        prev = None
+        while prev != line:
+            prev = line
+            line = _LONE.sub(lambda m: m.group(1) or m.group(2), _IDENTITY.sub("", line))
+            line = _drop_double_parens(line)
+        out.append(line)
+    return "\n".join(out)
+
+
+def _drop_double_parens(line: str) -> str:
+    """``((a + b))`` -> ``(a + b)``: an outer pair that holds exactly one inner pair."""
+    stack, match = [], {}
+    for i, ch in enumerate(line):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")" and stack:
+            match[stack.pop()] = i
+    for open_, close in sorted(match.items()):
+        if line[open_ + 1:open_ + 2] == "(" and match.get(open_ + 1) == close - 1:
+            return line[:open_] + line[open_ + 1:close] + line[close + 1:]
+    return line
+
+
+def comment_lines(what: str, name: str, indent: str = "", lead: str = "") -> str:
+    """``/* what: name */`` (tinycc's description, the layer's escaped name) wrapped at spaces to stay within
+    MAX_COLUMNS (continuation lines `` * ``)."""
+    width = MAX_COLUMNS - len(indent) - 6  # "/* " or " * ", and " */"
+    lines = textwrap.wrap(f"{lead}{what}: {name}", width, break_long_words=False, break_on_hyphens=False)
+    body = f"\n{indent} * ".join(lines)
+    return f"{indent}/* {body} */"
+
+
+def reflow_comments(text: str) -> str:
+    """A header's block comments that start in column 0 and have a line over MAX_COLUMNS, rewrapped at spaces
+    (prose only: model.h's API documentation); code lines are left as they are."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        j = i
+        if lines[i].startswith("/*"):
+            while "*/" not in lines[j] and j + 1 < len(lines):
+                j += 1
+        block = lines[i:j + 1]
+        if lines[i].startswith("/*") and max(map(len, block)) > MAX_COLUMNS and block[-1].endswith("*/"):
+            words = " ".join(l.strip().removeprefix("/*").removeprefix("*").removesuffix("*/").strip()
+                             for l in block)
+            wrapped = textwrap.wrap(words, MAX_COLUMNS - 6, break_long_words=False, break_on_hyphens=False)
+            out.append("/* " + "\n * ".join(wrapped) + " */")
+        else:
+            out.extend(block)
+        i = j + 1
+    return "\n".join(out)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ....config import KERNELS as KERNEL_CHOICES  # noqa: F401  (--kernels; cmsis-nn is backends/c/cmsis_nn.py)
 from ....ir.graph import Graph, Op
+from ..layout import fold_constants
 
 HERE = Path(__file__).parent
 
@@ -78,6 +79,7 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
     for mod in _modules():
         if mod.matches(g, op):
             code, args = mod.emit(g, op, arrays)
+            code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
             for k in kernels:
                 if k.code == code.replace("{fn}", k.fn):
                     k.layers.append(op.name)
