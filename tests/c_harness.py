@@ -95,7 +95,7 @@ def symbol_sizes(exe: Path) -> dict[str, int]:
 def model_ram(exe: Path) -> int:
     """Bytes of the model's RAM arrays in a built demo (what the memory model's RAM total counts)."""
     return sum(v for k, v in symbol_sizes(exe).items() if (k.startswith(MODEL_RAM_PREFIXES)
-               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf."))) or k in MODEL_DESCRIPTORS)
+               and not k.startswith(("tcc_classifier_", "tcc_buf."))) or k in MODEL_DESCRIPTORS)
 
 
 def have_arm() -> bool:
