@@ -55,7 +55,7 @@ class CArray:
         return len(self.values)
 
 
-NAME_LIMIT = 40  # characters of a layer's name (from the model file) in a comment: lines stay under 100
+NAME_LIMIT = 64  # characters of a layer's name (from the model file) in a comment (wrapped under 100 columns)
 
 
 @dataclass

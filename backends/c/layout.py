@@ -149,12 +149,14 @@ def _drop_double_parens(line: str) -> str:
 
 
 def comment_lines(what: str, name: str, indent: str = "", lead: str = "") -> str:
-    """``/* what: name */`` (tinycc's description, the layer's escaped name) wrapped at spaces to stay within
-    MAX_COLUMNS (continuation lines `` * ``)."""
-    width = MAX_COLUMNS - len(indent) - 6  # "/* " or " * ", and " */"
-    lines = textwrap.wrap(f"{lead}{what}: {name}", width, break_long_words=False, break_on_hyphens=False)
-    body = f"\n{indent} * ".join(lines)
-    return f"{indent}/* {body} */"
+    """``/* what: name */`` (tinycc's description, the layer's escaped name) on one line when it fits in
+    MAX_COLUMNS, else the description wrapped at spaces and the name whole on a line of its own."""
+    one = f"{indent}/* {lead}{what}: {name} */"
+    if len(one) <= MAX_COLUMNS:
+        return one
+    width = MAX_COLUMNS - len(indent) - 3  # "/* " or " * "
+    lines = textwrap.wrap(f"{lead}{what}:", width, break_long_words=False, break_on_hyphens=False)
+    return f"{indent}/* " + f"\n{indent} * ".join(lines + [f"{name} */"])
 
 
 def reflow_comments(text: str) -> str:
