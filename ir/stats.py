@@ -18,6 +18,7 @@ class OpStats:
     param_bytes: int
     macs: int
     activation_bytes: int
+    dtype: str = ""  # the output's element type (int8, float32, ...)
 
 
 def op_macs(graph: Graph, op: Op) -> int:
@@ -35,6 +36,21 @@ def op_macs(graph: Graph, op: Op) -> int:
     return 0
 
 
+# Estimated instructions of tinycc's int8 C kernels per MAC (conv, depthwise, dense) and per output element (the
+# other ops), fitted to the instructions per call measured under QEMU Cortex-M4 (benchmarks/results/backends.md;
+# within about 10 % on the benchmark models, see plugins/applications/search/feasibility.py)
+INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24}
+INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
+OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
+
+
+def op_instructions(graph: Graph, op: Op) -> int:
+    """Estimated Cortex-M4 instructions of one int8 op (batch 1), from its MACs or its output elements."""
+    if op.kind in INSTR_PER_MAC:
+        return INSTR_PER_MAC[op.kind] * op_macs(graph, op)
+    return INSTR_PER_ELEMENT.get(op.kind, OTHER_PER_ELEMENT) * math.prod(graph.tensors[op.outputs[0]].shape[1:])
+
+
 def op_stats(graph: Graph, op: Op) -> OpStats:
     consts = [graph.tensors[t] for t in op.inputs if graph.tensors[t].is_const]
     out = graph.tensors[op.outputs[0]]
@@ -47,6 +63,7 @@ def op_stats(graph: Graph, op: Op) -> OpStats:
         param_bytes=sum(t.nbytes for t in consts),
         macs=op_macs(graph, op),
         activation_bytes=math.prod(out.shape[1:]) * out.dtype.itemsize,
+        dtype=out.dtype.value,
     )
 
 

@@ -197,12 +197,15 @@ def _make_run(project: Path) -> str:
 
 def _build_tflm(project: Path, tflm: Path, tmp: Path) -> None:
     """Compile every source of a tflm project with its own flags (C: -Werror -pedantic; C++ against TFLite
-    Micro's headers, -Werror): the Makefile's objects, or for an inference-only project (CMake only) its .cc."""
+    Micro's headers, -Werror): with its Makefile, the object of main.c and of every source under src/ (an
+    inference-only project has no model.c: TFLite Micro runs the model), else (CMake only) its .cc."""
     lib = tmp / "libempty.a"  # the Makefile's check wants a library; objects are not linked here
     lib.write_bytes(b"!<arch>\n")
     if (project / "Makefile").exists():
-        objs = ["build/host/main.o", "build/host/src/model.o", "build/host/src/tinycc_tflm.o",
-                "build/host/src/model_data.o"]
+        sources = ["main.c"] + sorted(p.relative_to(project).as_posix() for p in (project / "src").iterdir()
+                                      if p.suffix in (".c", ".cc"))
+        assert "src/tinycc_tflm.cc" in sources and "src/model_data.cc" in sources
+        objs = ["build/host/" + s.rsplit(".", 1)[0] + ".o" for s in sources]
         r = subprocess.run(["make", "-s", "-C", str(project), *objs, f"TFLM_DIR={tflm}", f"TFLM_LIB={lib}"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]

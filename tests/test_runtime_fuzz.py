@@ -407,3 +407,268 @@ def test_features_of_nan_infinity_and_huge_inputs_equal_the_interpreter(session,
     r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=60)
     got = np.array([[int(v) for v in line.split()] for line in r.stdout.splitlines()])
     np.testing.assert_array_equal(got, Simulator(dep).features(x.reshape((8,) + shape)))
+
+
+DEEP_FUZZ_C = r"""
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "step.c"
+
+static uint32_t rng = 2463534242u;
+static uint32_t next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5; return rng; }
+static float value(void) {
+    static const float odd[] = {NAN, INFINITY, -INFINITY, 1e30f, FLT_MAX, 1e-40f};
+    uint32_t r = next() % 64;
+    return r < 6 ? odd[r] : (float)((int32_t)(next() % 2001) - 1000) / 500.0f;
+}
+
+int main(void) {
+    static float x[BATCH * CUT];
+    static float before[PARAMS], after[PARAMS];
+    /* not a huge finite rate: the weights would blow up once and every later step be refused */
+    static const float rates[] = {0.05f, 0.0f, 0.01f, 0.1f, INFINITY};
+    int counts[3] = {0, 0, 0};
+    for (int call = 0; call < CALLS; ++call) {
+        static const int32_t bad_n[] = {-1, 0, BATCH + 1}, bad_y[] = {-1, CLASSES, 255};
+        int32_t n = next() % 8 == 0 ? bad_n[next() % 3] : 1 + (int32_t)(next() % BATCH), y[BATCH];
+        int bad = n < 1 || n > BATCH, nonfinite = 0;
+        for (int k = 0; k < BATCH; ++k) {
+            y[k] = next() % 16 == 0 ? bad_y[next() % 3] : (int32_t)(next() % CLASSES);
+            if (k < n && (y[k] < 0 || y[k] >= CLASSES)) bad = 1;
+        }
+        int odd_inputs = next() % 4 == 0;
+        for (int k = 0; k < BATCH * CUT; ++k)
+            x[k] = odd_inputs ? value() : (float)((int32_t)(next() % 201) - 100) / 50.0f;
+        for (int k = 0; k < n * CUT && !bad; ++k) nonfinite |= !isfinite(x[k]);
+        snapshot(before);
+        int null = next() % 50 == 0;
+        int r = tcc_deep_step(null ? NULL : x, y, n, rates[next() % 16 == 0 ? 4 : next() % 4]);
+        snapshot(after);
+        if (!bad && !null && nonfinite != (r == -2)) {
+            printf("call %d: a non-finite input gave %d\n", call, r);
+            return 1;
+        }
+        if (r == -1 || r == -2) {
+            counts[0]++;
+        } else if (bad || null) {
+            printf("call %d: bad batch or label accepted (%d)\n", call, r);
+            return 1;
+        }
+        if (r != 1 && memcmp(before, after, sizeof before)) {
+            printf("call %d: a refused step (%d) changed the parameters\n", call, r);
+            return 1;
+        }
+        if (r == 1) {
+            counts[2]++;
+            if (nonfinite) { printf("call %d: a non-finite input trained\n", call); return 1; }
+            for (int k = 0; k < PARAMS; ++k) if (!isfinite(after[k])) { printf("non-finite parameter\n"); return 1; }
+        }
+        if (r == 0) counts[1]++;
+        if (r < -2 || r > 1) { printf("call %d: return %d\n", call, r); return 1; }
+    }
+    printf("%d %d %d\n", counts[0], counts[1], counts[2]);
+    return 0;
+}
+"""
+
+
+def test_deep_step_under_random_calls(session, tmp_path: Path) -> None:
+    """The generated deep SGD step (backends/c/deep_emit) under random batches, labels (in and out of range),
+    NaN / infinity / 1e30 / FLT_MAX / denormal inputs, NULL and rates up to infinity: -1 for a bad batch, label or
+    NULL, -2 for a non-finite input, 0 (refused, nothing changed) or 1 (every parameter finite); the sanitizers
+    see no fault."""
+    from tinycc.backends.c.deep_emit import emit_step
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("max", 8), "blocks")
+    (tmp_path / "step.c").write_text(emit_step(t, 3))
+    params = [(f"tcc_dw{k}", p.weight.size) for k, p in enumerate(t.params.values())] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    defs = (f"#define BATCH 3\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 1500\n")
+    src = DEEP_FUZZ_C.replace('#include "step.c"\n', '#include <string.h>\n#include "step.c"\n' + snap, 1)
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    rejected, refused, trained = map(int, r.stdout.split())
+    assert rejected > 100 and refused > 50 and trained > 100  # every path was taken
+
+
+DEEP_KNOWN_WRAP = r"""
+static int8_t kq[NK][BATCH * KMAX];
+static const int8_t *kp[NK];
+static int32_t bq_before[NBQ], bq_check[NBQ];
+static int last_null;  /* the call passed a NULL activation array */
+static float db_now[NBQ];
+
+static int step_known(const float *x, const int32_t *y, int32_t n, float lr) {
+    uint32_t pick = next() % 40;
+    for (int j = 0; j < NK; ++j) {
+        for (int k = 0; k < BATCH * KMAX; ++k) kq[j][k] = (int8_t)((int32_t)(next() % 256) - 128);
+        kp[j] = kq[j];
+    }
+    if (pick == 1) kp[next() % NK] = NULL;
+    last_null = pick < 2;
+    snapshot_bq(bq_before);
+    int r = tcc_deep_step_known(x, pick == 0 ? NULL : kp, y, n, lr);
+    if ((pick == 0 || pick == 1) && r != -1) { printf("NULL activations accepted (%d)\n", r); exit(1); }
+    snapshot_bq(bq_check);
+    if (r != 1 && memcmp(bq_before, bq_check, sizeof bq_before)) { printf("a refused step moved int32\n"); exit(1); }
+    if (r == 1) {  /* the int32 biases are the requantized float master biases */
+        requantize_all(db_now, bq_check);
+        int32_t *now = bq_before;
+        snapshot_bq(now);
+        if (memcmp(now, bq_check, sizeof bq_check)) { printf("int32 biases not requantized\n"); exit(1); }
+    }
+    return r;
+}
+"""
+
+
+def test_deep_bias_step_under_random_calls(session, tmp_path: Path) -> None:
+    """The generated bias-mode step (int8 activations given, int32 biases requantized) under the same random
+    calls plus NULL activation arrays: -1 for NULL (the array or an entry), bad batch or label, -2 for a
+    non-finite input, 0 refused with nothing changed (float parameters and int32 biases), 1 with every
+    parameter finite and every int32 bias the requantized master bias; the sanitizers see no fault."""
+    from tinycc.backends.c.deep_emit import emit_step, known_order
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("max", 8), "bias")
+    convs = [op for op in t.ops if op.name in t.params][:-2]  # the backbone's conv ops (not the Dense chain)
+    known = {op.outputs[0]: (0.05, -3) for op in t.ops[:t.ops.index(convs[-1]) + 1]}
+    rng = np.random.default_rng(7)
+    biases = {op.name: ((10.0 ** rng.uniform(-5, -3, t.params[op.name].bias.size)).astype(np.float32),
+                        rng.integers(-1000, 1000, t.params[op.name].bias.size).astype(np.int32)) for op in convs}
+    order = known_order(t, known)
+    (tmp_path / "step.c").write_text(emit_step(t, 3, known, biases))
+    ks = {n: k for k, n in enumerate(t.params)}
+    params = [(f"tcc_dw{k}", p.weight.size) for k, (n, p) in enumerate(t.params.items()) if t.trains(n)[0]] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    snap += "static void snapshot_bq(int32_t *to) {\n" + "".join(
+        f"    memcpy(to, tcc_bq{ks[n]}, sizeof tcc_bq{ks[n]}); to += {b[1].size};\n" for n, b in biases.items()) + "}\n"
+    snap += "static void requantize_all(float *tmp, int32_t *to) {\n" + "".join(
+        f"    memcpy(tmp, tcc_db{ks[n]}, sizeof tcc_db{ks[n]}); tcc_bp_requantize_bias(tmp, tcc_bs{ks[n]}, to, "
+        f"{b[1].size}); to += {b[1].size};\n" for n, b in biases.items()) + "}\n"
+    sizes = [int(np.prod(t.graph.tensors[k].shape[1:])) for k in order]
+    defs = (f"#define BATCH 3\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 1500\n#define NK {len(order)}\n"
+            f"#define KMAX {max(sizes)}\n#define NBQ {sum(b[1].size for b in biases.values())}\n")
+    src = DEEP_FUZZ_C.replace('#include "step.c"\n', '#include <stdlib.h>\n#include <string.h>\n#include "step.c"\n'
+                              + snap, 1)
+    src = src.replace("int main(void) {", DEEP_KNOWN_WRAP + "\nint main(void) {", 1)
+    src = src.replace("int r = tcc_deep_step(", "int r = step_known(", 1)
+    src = src.replace("if (!bad && !null && nonfinite", "if (!bad && !null && !last_null && nonfinite", 1)
+    assert src.count("int r = step_known(") == 1 and "!last_null" in src
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    rejected, refused, trained = map(int, r.stdout.split())
+    assert rejected > 100 and refused > 20 and trained > 100  # every path was taken
+
+
+DEEP_LEARN_FUZZ_C = r"""
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "step.c"
+
+static uint32_t rng = 88172645u;
+static uint32_t next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5; return rng; }
+static int8_t bq[CAP * CUT], q[CUT];
+static uint8_t bl[CAP];
+static uint32_t bst[CAP], bstate[4];
+static tcc_buffer_t buf = {CAP, CUT, POLICY, 1, 0.05f, -3, bq, NULL, bl, bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0};
+static float before[PARAMS], after[PARAMS];
+static int8_t bq_before[CAP * CUT];
+
+int main(void) {
+    static const float rates[] = {0.05f, 0.0f, 0.01f, 1.0f / 0.0f};
+    int counts[4] = {0, 0, 0, 0};
+    tcc_buffer_reset(&buf);
+    for (int call = 0; call < CALLS; ++call) {
+        for (int k = 0; k < CUT; ++k) q[k] = (int8_t)((int32_t)(next() % 256) - 128);
+        uint8_t label = (uint8_t)(next() % 8 == 0 ? CLASSES + next() % (256 - CLASSES) : next() % CLASSES);
+        uint32_t pick = next() % 40;
+        int32_t count = tcc_buffer_count(&buf);
+        snapshot(before);
+        memcpy(bq_before, bq, sizeof bq);
+        int32_t r = tcc_deep_learn(pick == 0 ? NULL : &buf, pick == 1 ? NULL : q, label,
+                                   rates[next() % 16 == 0 ? 3 : next() % 3], 1 + (int32_t)(next() % 2));
+        snapshot(after);
+        int bad = label >= CLASSES;
+        if ((pick < 2 && r != -2) || (pick >= 2 && bad && r != -1)) {
+            printf("call %d: %ld\n", call, (long)r);
+            return 1;
+        }
+        if ((r == -1 || r == -2) && (memcmp(before, after, sizeof before) || memcmp(bq_before, bq, sizeof bq) ||
+                                     tcc_buffer_count(&buf) != count)) {
+            printf("call %d: a rejected sample changed something\n", call);
+            return 1;
+        }
+        if (r == -4 && tcc_buffer_count(&buf) != count && tcc_buffer_count(&buf) != count - 1) {
+            printf("call %d: a refused sample left %ld entries (was %ld)\n", call, (long)tcc_buffer_count(&buf),
+                   (long)count);
+            return 1;
+        }
+        if (r >= 0 && (r != tcc_buffer_count(&buf) || r < 1 || r > CAP)) { printf("call %d: count %ld\n", call,
+                                                                                   (long)r); return 1; }
+        for (int k = 0; k < PARAMS; ++k) if (!isfinite(after[k])) { printf("non-finite parameter\n"); return 1; }
+        counts[r == -1 ? 0 : r == -2 ? 1 : r == -4 ? 2 : 3]++;
+        if (r < -4 || r == -3 || r == 0) { printf("call %d: return %ld\n", call, (long)r); return 1; }
+    }
+    printf("%d %d %d %d\n", counts[0], counts[1], counts[2], counts[3]);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("policy", [0, 1])
+def test_deep_learn_path_under_random_calls(session, tmp_path: Path, policy: int) -> None:
+    """The generated learn path (deep_emit.emit_learn) under random int8 cut tensors, labels in and out of range,
+    NULL buffer or tensor and rates up to infinity (fifo, reservoir): -1 / -2 change nothing, -4 leaves the
+    buffer as before or one entry short (the replaced one), a success returns the count, every parameter stays
+    finite; the sanitizers see no fault."""
+    from tinycc.backends.c.deep_emit import emit_learn
+
+    from .test_backprop import _tail, _tail_model
+
+    t = _tail(session, _tail_model("avg", 9), "blocks")
+    (tmp_path / "step.c").write_text(emit_learn(t, 2))
+    params = [(f"tcc_dw{k}", p.weight.size) for k, p in enumerate(t.params.values())] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "}\n"
+    defs = (f"#define CAP 4\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
+            f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 600\n#define POLICY {policy}\n")
+    src = DEEP_LEARN_FUZZ_C.replace('#include "step.c"\n', '#include "step.c"\n' + snap, 1)
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), str(rt / "tinycc_learn.c"), "-lm",
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    bad_label, null, refused, learned = map(int, r.stdout.split())
+    assert bad_label > 30 and null > 10 and refused > 10 and learned > 200  # every path was taken

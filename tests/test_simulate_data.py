@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,10 @@ def test_concept_drift_swaps_the_named_classes_after_at(tmp_path: Path) -> None:
     r = simulate("--scenario", "concept-drift", "--data", str(DIGITS), "--swap", "3,5", "--at", "40",
                  "--stream", "80", "--test", "100", "--runs", "2", "--buffer", "8", "--lr", "0.05", "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert stderr_lines(r) == []  # no progress bar when stderr is not a terminal
+    # stderr is not a terminal: progress lines every 5 % (2 runs x 3 modes x 80 samples), no bar, nothing else
+    lines = stderr_lines(r)
+    pcts = [int(re.fullmatch(r"concept-drift: (\d+)% \([\d,]+/480 steps\)", l).group(1)) for l in lines]
+    assert pcts == sorted(pcts) and pcts[-1] == 100 and 10 <= len(pcts) <= 20 and "\r" not in r.stderr
     assert "80 stream samples, 100 test samples, 2 run(s), input scale 1; labels 3 and 5 swapped after 40" in r.stdout
     table = rows(out / "concept-drift.csv")
     check_curves(table, 80, ("all",))
@@ -162,7 +166,8 @@ def test_x_y_split_is_seeded_and_disjoint(data: Path) -> None:
 
 
 def test_progress_counts_every_learning_step(monkeypatch, session) -> None:
-    """One tqdm step per sample and mode, on a terminal only."""
+    """One tqdm step per sample and mode on a terminal; progress lines every 5 % when stderr is not one;
+    nothing with progress off."""
     from tinycc.passes import PassContext, run_pipeline
     from tinycc.plugins.applications.scenarios import prepare, run_prepared
 
@@ -180,5 +185,9 @@ def test_progress_counts_every_learning_step(monkeypatch, session) -> None:
         shown = tty.getvalue()
         if on and tty.isatty():
             assert "72/72" in shown and "step" in shown  # 2 runs x 3 modes x 12 samples
+        elif on:
+            lines = shown.splitlines()
+            assert lines[-1] == "concept-drift: 100% (72/72 steps)" and "\r" not in shown
+            assert all(re.fullmatch(r"concept-drift: \d+% \(\d+/72 steps\)", l) for l in lines)
         else:
             assert shown == ""

@@ -125,8 +125,8 @@ def test_validate_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "missing.npz")), "missing.npz", "no such file")
     np.savez(tmp_path / "shape.npz", x=np.zeros((5, 7, 7, 1), np.float32), y=np.zeros(5, np.int64))
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "shape.npz")), "shape [7, 7, 1]", "[8, 8, 1]")
-    np.savez(tmp_path / "nolabels.npz", x=np.zeros((5, 8, 8, 1), np.float32))
-    _one_error_line(tinycc(*base, "--data", str(tmp_path / "nolabels.npz")), "has no labels (y missing)")
+    np.savez(tmp_path / "nolabels.npz", x=np.full((5, 8, 8, 1), np.nan, np.float32))  # checked without labels too
+    _one_error_line(tinycc(*base, "--data", str(tmp_path / "nolabels.npz")), "nolabels.npz", "x")
     np.savez(tmp_path / "labels.npz", x=np.zeros((5, 8, 8, 1), np.float32), y=np.full(5, 10))
     _one_error_line(tinycc(*base, "--data", str(tmp_path / "labels.npz")), "labels must be integers in 0..9")
     (tmp_path / "junk.npz").write_bytes(b"not an archive")
@@ -174,3 +174,31 @@ def test_make_run_prints_a_short_report(session, tmp_path: Path) -> None:
     out = c_harness.parse(dump.stdout)
     assert len(out.features) == 8 and len(out.weights) == len(dep.classifier) and out.buffer == 8
     assert [out.before[i][0] for i in range(8)] == list(k_before) and out.time_us["learn"] > 0
+
+
+@pytest.mark.parametrize("extra", [{}, {"inference_only": True}], ids=["learning", "inference-only"])
+def test_validate_without_labels(session, tmp_path: Path, extra: dict) -> None:
+    """Bit-exactness and timing need no labels: unlabelled data (x only) validates; accuracy is not reported. The
+    learning demo learns the simulator's own predicted classes, and must still learn exactly as the simulator."""
+    with np.load(DATA) as z:
+        x, y = z["x_test"][:8], z["y_test"][:8]
+    np.savez(tmp_path / "x_only.npz", x=x)
+    np.savez(tmp_path / "labelled.npz", x=x, y=y)
+    runs = {}
+    for name in ("x_only", "labelled"):
+        out = io.StringIO()
+        rc = validate(str(MODEL), "c", str(tmp_path / f"{name}.npz"), "host", 8, None,
+                      config(session, {**OPTS, **extra}), session, out)
+        runs[name] = out.getvalue()
+        assert rc == 0, runs[name]
+        assert "PASS" in runs[name].splitlines()[-1]
+    text = runs["x_only"]
+    assert "no labels: accuracy not reported" in text.splitlines()[0]
+    assert "accuracy" not in "\n".join(text.splitlines()[1:])
+    assert "accuracy" in runs["labelled"]
+    if extra:
+        assert "8/8 equal, max |diff| 0 steps" in _row(text, "outputs, bit-exact")
+    else:
+        assert "8/8 equal, max |diff| 0" in _row(text, "int8 features, bit-exact")
+        assert "8/8 agree" in _row(text, "top-1 after 8 learn calls")
+    assert _row(text, "time per call")

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import TinyccError
+from .ir.deep import DEEP_MODES  # learning beyond the head: int8 backbone biases, float conv blocks
 from .ir.deployment import BufferConfig, TrainConfig
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
@@ -55,9 +56,17 @@ class LearningConfig:
     batch_size: int = TrainConfig.batch_size
     train: str = TrainConfig.mode
     seed: int = BufferConfig.seed
+    deep: tuple[str, ...] = ()  # beyond the head, side by side (simulate --deep): DEEP_MODES, each once
+    deep_cut: str | None = None  # where the trained backbone starts (None: the input of the last conv block)
 
     def __post_init__(self) -> None:
         _choice("--policy", self.policy, POLICIES)
+        if not isinstance(self.deep, tuple) or len(set(self.deep)) != len(self.deep):
+            raise TinyccError(f"--deep: expected distinct modes among {', '.join(DEEP_MODES)}, got {self.deep!r}")
+        for m in self.deep:
+            _choice("--deep", m, DEEP_MODES)
+        if self.deep_cut is not None and not self.deep:
+            raise TinyccError("--deep-cut needs --deep")
         _choice("--storage", self.storage, STORAGES)
         _choice("--train", self.train, TRAIN_MODES)
         if self.loss is not None:
@@ -128,6 +137,7 @@ class CompilerConfig:
     time_passes: bool = False
     passes: tuple[str, ...] = ()  # --passes +NAME,-NAME
     progress: bool = False
+    report: bool = False  # --report: report.html in the project
 
 
 @dataclass(frozen=True)
@@ -234,7 +244,8 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
                               verify_each=not getattr(args, "no_verify_each", False),
                               time_passes=bool(getattr(args, "time_passes", False)),
                               passes=tuple(getattr(args, "passes", None) or ()),
-                              progress=bool(getattr(args, "progress", False)))
+                              progress=bool(getattr(args, "progress", False)),
+                              report=bool(getattr(args, "report", False)))
     kernels = getattr(args, "kernels", None) or CompileConfig.kernels
     plugins = {e.name: e.obj.build(args) for e in registry.option_groups.values()}
     return CompileConfig(board=board, target=registry.target_of(board) if board is not None else None,
@@ -250,7 +261,7 @@ def make_config(session: Any, **options: Any) -> CompileConfig:
     parser = compile_parser(session)
     args = parser.parse_args(["MODEL", "-t", "c", "-o", "OUT"])
     known = set(vars(args)) | {"seed", "calib_scale", "calib_limit", "calib_batch_size", "int8_input",
-                                "int8_output", "dense_per_tensor", "planner", "progress"}
+                                "int8_output", "dense_per_tensor", "planner", "progress", "deep", "deep_cut"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TinyccError(f"unknown compile option(s): {', '.join(unknown)}")

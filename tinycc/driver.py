@@ -89,6 +89,9 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
                         "generic = the runtime's generic loops, cmsis-nn = calls to Arm's CMSIS-NN library for "
                         "conv, depthwise, dense, pooling, add, mul (the project builds against CMSIS_NN_DIR), "
                         "tinycc's kernels for the rest")
+    g.add_argument("--report", action="store_true", default=None,
+                   help="also write report.html into the project: the memory plan, per-layer cost, RAM and flash "
+                        "against the budget, the layer graph (one self-contained page)")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer and never let a "
                         "convolution write over its input (default: both, where the backend's kernels allow)")
@@ -116,20 +119,7 @@ class CompileResult:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        mem = self.deployment.memory
-        d = self.deployment
-        lines = [f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s"]
-        if d.inference_only:
-            io = "int8" if d.int8_io else "float"
-            lines.append(f"inference only: the whole model in int8 ({len(d.extractor.ops)} ops), {io} input and "
-                         f"output, {d.feature_count} outputs")
-            return "\n".join(lines + ([mem["report"]] if "report" in mem else []))
-        lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
-                  f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
-                  f"({d.buffer.policy}, {d.buffer.storage})"]
-        if "report" in mem:
-            lines.append(mem["report"])
-        return "\n".join(lines)
+        return f"wrote {len(self.files)} files to {self.output} in {self.seconds:.1f} s\n" + deployment_summary(self.deployment)
 
     def timing_table(self) -> str:
         """Wall time per pass and phase (passes run once per cut candidate are summed)."""
@@ -142,10 +132,31 @@ class CompileResult:
         return "\n".join(lines)
 
 
+def deployment_summary(d: Any) -> str:
+    """The compile's figures (what ``tinycc compile`` prints after its first line, and report.html shows)."""
+    mem = d.memory
+    lines: list[str] = []
+    if d.inference_only:
+        io = "int8" if d.int8_io else "float"
+        lines.append(f"inference only: the whole model in int8 ({len(d.extractor.ops)} ops), {io} input and "
+                     f"output, {d.feature_count} output{'' if d.feature_count == 1 else 's'}")
+        return "\n".join(lines + ([mem["report"]] if "report" in mem else []))
+    lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
+              f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
+              f"({d.buffer.policy}, {d.buffer.storage})"]
+    default = d.meta.get("default_buffer")
+    if default:  # no --board/--ram/--buffer: say which default was used and what it costs
+        lines.append(f"no RAM budget (--board, --ram) or --buffer: the default replay buffer of "
+                     f"{default['entries']} entries, {default['bytes']:,} B of RAM; a budget sizes it to fit")
+    if "report" in mem:
+        lines.append(mem["report"])
+    return "\n".join(lines)
+
+
 def _head_text(d: Any) -> str:
     if d.loss == "mse":
         target = "target = the model input (autoencoder)" if d.target == "input" else "targets given per sample"
-        return f"regression head (mse) with {d.num_outputs} outputs, {target}"
+        return f"regression head (mse) with {d.num_outputs} output{'' if d.num_outputs == 1 else 's'}, {target}"
     if d.loss == "bce":
         return "binary head (sigmoid + binary cross-entropy, labels 0/1)"
     return f"{d.num_classes} classes"
@@ -174,6 +185,9 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     kind, plugin = ("inference", "inference") if config.inference_only else ("ondevice", "ondevice")
     build = reg.deployer(kind, plugin)  # a blocked deployment plugin: one line, before any work
     _check_dump_after(cc.dump_after, reg)
+    if config.learning is not None and config.learning.deep:
+        raise TinyccError("--deep: learning beyond the head runs in `tinycc simulate --deep` only; generated "
+                          "projects train the classifier")
     for stage in STAGES:
         resolve(reg, stage, cc.passes)  # unknown --passes names: one line, before any work
     with timed("frontend"):
@@ -195,7 +209,14 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
             files = backend.emit(deployment, tmp, vectors)
             report = {k: v for k, v in deployment.memory.items() if k != "report"}
             (tmp / "tinycc_memory.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
-        files = [out / Path(f).relative_to(tmp) for f in files] + [out / "tinycc_memory.json"]
+            files = list(files) + [tmp / "tinycc_memory.json"]
+            if cc.report:  # inside the project: installed atomically with it
+                from .report_html import render
+
+                (tmp / "report.html").write_text(render(deployment, target, deployment_summary(deployment)),
+                                                 encoding="utf-8")
+                files.append(tmp / "report.html")
+        files = [out / Path(f).relative_to(tmp) for f in files]
         install_dir(tmp, out, cc.force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

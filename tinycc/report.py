@@ -27,7 +27,7 @@ def _numeric(c: str) -> bool:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], width: int | None = None) -> str:
-    """Render rows as an aligned text table; numeric-looking cells are right-aligned. With ``width``, the
+    """Render rows as an aligned text table; numbers are right-aligned in columns of numbers. With ``width``, the
     widest text columns are shortened in the middle (never below 12 characters) until a row fits."""
     from .names import terminal  # cells may hold model names: no escape sequences on the terminal
 
@@ -43,10 +43,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], width: int | 
             cells = [[shorten(c, widths[i]) if j == i else c for j, c in enumerate(r)] for r in cells]
             widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
 
+    # numbers are right-aligned in numeric columns only: a number among text stays under its column's heading
+    numeric = [all(_numeric(r[i]) or not r[i] for r in cells[1:]) for i in range(len(header))]
+
     def fmt(r: list[str]) -> str:
         out = []
         for i, c in enumerate(r):
-            out.append(c.rjust(widths[i]) if _numeric(c) else c.ljust(widths[i]))
+            out.append(c.rjust(widths[i]) if _numeric(c) and numeric[i] else c.ljust(widths[i]))
         return "  ".join(out).rstrip()
 
     line = "  ".join("-" * w for w in widths)

@@ -166,6 +166,9 @@ class ArduinoBackend(Backend):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             files.append(path)
+        from .library import write_library
+
+        files += write_library(sk, name, outdir, deployment.inference_only)  # the same code as a library
         return files
 
 

@@ -1,6 +1,7 @@
 """The `c` backend: an interpreter-free C99 project (static arena, const weights, on-device training)."""
 from __future__ import annotations
 
+import logging
 import shutil
 from functools import lru_cache
 from dataclasses import replace
@@ -73,6 +74,11 @@ def _count(dep: Deployment, vectors: TestVectors | None) -> int:
     return dep.config.demo.test_count if dep.config is not None else DemoConfig.test_count
 
 
+def _warn_zeros() -> None:
+    logging.getLogger("tinycc.c").warning("no calibration data (--calib): the demo's only test vector is all "
+                                          "zeros; pass --calib DATA to embed real samples")
+
+
 def test_vectors(dep: Deployment, vectors: TestVectors | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and labels embedded in the demo: ``vectors`` or the calibration samples.
 
@@ -86,6 +92,7 @@ def test_vectors(dep: Deployment, vectors: TestVectors | None = None) -> tuple[n
         y = np.asarray(dep.meta.get("labels", np.arange(len(x))))
     x = np.asarray(x, np.float32)
     if x.size == 0:
+        _warn_zeros()
         x = np.zeros((1,) + tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:]), np.float32)
         y = np.zeros(1, np.int64)
     n = min(len(x), test_vector_count(x[:1].size, _count(dep, vectors)))
@@ -108,6 +115,7 @@ def test_inputs(dep: Deployment, vectors: TestVectors | None = None) -> np.ndarr
     x = np.asarray(x, np.float32)
     shape = tuple(dep.extractor.tensors[dep.extractor.inputs[0]].shape[1:])
     if x.size == 0:
+        _warn_zeros()
         x = np.zeros((1,) + shape, np.float32)
     return x[:test_vector_count(int(np.prod(shape)), _count(dep, vectors))].reshape((-1,) + shape)
 
@@ -207,7 +215,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
         "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
         "params": {**layout.runtime_prototypes(), **{k.fn: layout.prototypes(k.code)[k.fn] for k in em.kernels}},
-        "lr": _c_float(dep.train.lr),
+        "lr": _c_float(dep.train.lr), "lr_text": np.format_float_positional(np.float32(dep.train.lr), trim="-"),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
         "input_scale": _c_float(c.get("input_scale", 1.0)), "input_zp": c.get("input_zp", 0),

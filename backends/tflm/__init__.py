@@ -75,7 +75,8 @@ def _artifact(dep: Deployment) -> TflmArtifact:
     if isinstance(art, TflmArtifact):
         return art
     data = deployment_tflite(dep)
-    return TflmArtifact(data, measure_arena(data))
+    what = "the model" if dep.inference_only else "the feature extractor"
+    return TflmArtifact(data, measure_arena(data, what=what))
 
 
 class TflmBackend(Backend):
@@ -89,6 +90,11 @@ class TflmBackend(Backend):
 
         if not (project / "main.c").is_file() or not (project / "src" / "tinycc_tflm.cc").is_file():
             raise TinyccError(f"{project}: not a project of target tflm (no main.c/src/tinycc_tflm.cc)")
+        if deployment.inference_only:
+            from ..c import write_inference_vectors
+
+            write_inference_vectors(project / "test_vectors.h", deployment, np.asarray(x, np.float32))
+            return
         write_test_vectors(project / "test_vectors.h", deployment, x, embedded_labels(deployment, y))
 
     def run_demo(self, project: Path, platform: str, target: Any = None) -> Any:
@@ -126,7 +132,7 @@ class TflmBackend(Backend):
         from ..c import runtime_descriptors
 
         data = write_tflite(candidate.program)
-        m = measure_arena(data)
+        m = measure_arena(data, what="the model" if candidate.classifier is None else "the feature extractor")
         return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=runtime_descriptors(candidate),
                              artifact=TflmArtifact(data, m))
 
@@ -153,8 +159,11 @@ class TflmBackend(Backend):
         src.mkdir(parents=True, exist_ok=True)
         infer = "_infer" if deployment.inference_only else ""  # the whole model in TFLite Micro, no learning
         # otherwise: model.h API, classifier, buffer and training from the C target; the demo main.c is the C target's
-        files = [] if infer else render_project(deployment, src, vectors, with_main=False, classifier_only=True,
-                                                runtime_dir=".", demo_dir=outdir, arena=m.arena)
+        if infer:  # the c target's inference demo (main.c, test vectors, Cortex-M start-up) over src/model.h
+            files = _inference_demo(deployment, outdir, vectors, m.arena)
+        else:
+            files = render_project(deployment, src, vectors, with_main=False, classifier_only=True,
+                                   runtime_dir=".", demo_dir=outdir, arena=m.arena)
         env = _env()
         hexes = [f"0x{b:02x}" for b in data]
         body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
@@ -163,10 +172,11 @@ class TflmBackend(Backend):
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
-               "n_out": deployment.feature_count}
+               "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory}
         if infer:
             out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
                    "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
+                   "src/model.h": "model_infer.h.j2", "Makefile": "Makefile.j2",
                    "CMakeLists.txt": "CMakeLists_infer.txt.j2", "README.md": "README_infer.md.j2"}
         else:
             out = {"src/tinycc_tflm.cc": "tinycc_tflm.cc.j2", "src/model_data.h": "model_data.h.j2",
@@ -179,6 +189,18 @@ class TflmBackend(Backend):
         tfl.write_bytes(data)
         files.append(tfl)
         return files
+
+
+def _inference_demo(deployment: Deployment, outdir: Path, vectors: TestVectors | None, arena: int) -> list[Path]:
+    """The c target's inference demo files (main.c, test_vectors.h, cortexm/) written into ``outdir``; the c
+    target's own model files that come with them are left in a scratch folder (TFLite Micro runs the model)."""
+    import tempfile
+
+    from ..c import render_project
+
+    with tempfile.TemporaryDirectory(prefix="tinycc-tflm-") as scratch:
+        written = render_project(deployment, Path(scratch), vectors, with_main=False, demo_dir=outdir, arena=arena)
+    return [p for p in written if outdir in p.parents]
 
 
 @hookimpl

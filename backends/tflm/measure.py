@@ -94,11 +94,25 @@ def _last(text: str) -> str:
     return (text.strip().splitlines() or ["no output"])[-1]
 
 
-def _child(code: str, *args: object, check: bool = True) -> str:
+INSTALL_HINT = ("--target tflm measures the TFLite Micro arena with the tflite-micro package, which is not "
+                "installed: pip install tflite-micro (wheels for Linux x86-64)")
+
+
+def check_available() -> None:
+    """One line naming the package to install when TFLite Micro's Python interpreter is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tflite_micro") is None:
+        raise TinyccError(INSTALL_HINT)
+
+
+def _child(code: str, *args: object, check: bool = True, what: str = "the model") -> str:
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
     text = r.stdout + r.stderr
     if r.returncode != 0 and check:
-        raise TinyccError(f"TFLite Micro could not allocate the feature extractor: {_last(text)}")
+        if "No module named 'tflite_micro" in text:
+            raise TinyccError(INSTALL_HINT)
+        raise TinyccError(f"TFLite Micro could not allocate {what}: {_last(text)}")
     return text
 
 
@@ -131,12 +145,14 @@ def smallest_arena(path: Path, probe_arena: int, recorded: int, restarts: int = 
     raise TinyccError("TFLite Micro: no smallest working arena found")
 
 
-def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024) -> ArenaMeasurement:
-    """Run the model's allocation in tflite-micro and parse the recorded arena totals."""
+def measure_arena(tflite: bytes, probe_arena: int = 8 * 1024 * 1024, what: str = "the model") -> ArenaMeasurement:
+    """Run the model's allocation in tflite-micro and parse the recorded arena totals (``what``: the model's
+    part, named in errors)."""
+    check_available()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.tflite"
         path.write_bytes(tflite)
-        text = _child(_CHILD, path, probe_arena)
+        text = _child(_CHILD, path, probe_arena, what=what)
         m = _TOTAL.search(text)
         if m is None:
             raise TinyccError(f"TFLite Micro printed no arena total: {_last(text)}")

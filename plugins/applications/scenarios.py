@@ -13,6 +13,10 @@ target dataset as options (`Protocol`, data handling in `scenario_data`).
 Modes side by side: Ω (int8 Φf, buffer as configured), TinyOL (the same Φf, buffer of 1) and the
 float baseline (float Φf, float32 buffer of the same capacity). Φf is frozen, so test features are
 computed once per mode and only the classifier is evaluated after each sample.
+``--deep bias,blocks`` (the config's ``learning.deep``) adds learners that train beyond the head
+(``tinycc.ir.deep``, modes ``deep-bias`` and ``deep-blocks``, glue in ``deep_modes``), with the same buffer
+capacity of int8 cut tensors (the cut: ``--deep-cut``, default the input of the last block with a convolution);
+their front (input -> cut) is frozen and computed once per run.
 """
 from __future__ import annotations
 
@@ -113,6 +117,12 @@ class Prepared:
     scale: float
     protocol: Protocol
     at: int  # concept drift: labels swapped from this step on; incremental: old classes only before it
+    deep: tuple[str, ...] = ()  # DeepLearner modes run beside the head-only ones (config.learning.deep)
+    deep_cut: str | None = None  # their cut tensor, resolved
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return MODES + tuple(f"deep-{m}" for m in self.deep)
 
 
 def prepare(graph: Any, scenario: str, data: str | ScenarioData, config: CompileConfig, session: Any,
@@ -150,7 +160,13 @@ def prepare(graph: Any, scenario: str, data: str | ScenarioData, config: Compile
                           f"model trains a {dep.loss} head")
     cut = _resolve_cut(graph, dep.meta["cut"], cut_candidates(graph))
     float_ext, _ = split(graph, cut)
-    return Prepared(scenario, stream, dep, float_ext, n_stream, n_test, scale, protocol, at)
+    prep = Prepared(scenario, stream, dep, float_ext, n_stream, n_test, scale, protocol, at)
+    deep = config.learning.deep if config.learning is not None else ()
+    if deep:
+        from .deep_modes import choose_deep_cut
+
+        prep.deep, prep.deep_cut = deep, choose_deep_cut(dep, deep, config.learning.deep_cut)
+    return prep
 
 
 def stream_of(prep: Prepared, seed: int) -> Stream:
@@ -166,7 +182,14 @@ def draw(prep: Prepared, seed: int) -> tuple[Stream, dict[str, tuple[np.ndarray,
     ext, fe = prep.dep.extractor, prep.float_ext
     q = [run_int8(ext, x)[ext.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
     f = [run(fe, x)[fe.outputs[0]].reshape(len(x), -1) for x in (st.x, st.x_test)]
-    return st, {"omega": (q[0], q[1]), "tinyol": (q[0], q[1]), "baseline": (f[0], f[1])}
+    feats = {"omega": (q[0], q[1]), "tinyol": (q[0], q[1]), "baseline": (f[0], f[1])}
+    if prep.deep:
+        from .deep_modes import deep_learner
+
+        front = deep_learner(prep, prep.deep[0], 1.0)
+        c = (front.cut_of(st.x), front.cut_of(st.x_test))
+        feats.update({f"deep-{m}": c for m in prep.deep})
+    return st, feats
 
 
 def learn(prep: Prepared, st: Stream, feats: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -177,13 +200,42 @@ def learn(prep: Prepared, st: Stream, feats: dict[str, tuple[np.ndarray, np.ndar
     learners = {"omega": _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr_by_mode["omega"], ep),
                 "tinyol": _learner(dep, 1, dep.buffer.storage, lr_by_mode["tinyol"], ep),
                 "baseline": _learner(dep, dep.buffer.capacity, "float32", lr_by_mode["baseline"], ep)}
-    return {m: run_mode(learners[m], feats[m][0], feats[m][1], st, tick) for m in MODES}
+    if prep.deep:
+        from .deep_modes import deep_learner
+
+        learners.update({f"deep-{m}": deep_learner(prep, m, lr_by_mode[f"deep-{m}"]) for m in prep.deep})
+    return {m: run_mode(learners[m], feats[m][0], feats[m][1], st, tick) for m in prep.modes}
+
+
+class ProgressLines:
+    """Progress for a stderr that is not a terminal (a log file, CI): one line each time another ``step``
+    percent of ``total`` is done (``DESC: 35% (700/2,000 steps)``), the last at 100%."""
+
+    def __init__(self, total: int, desc: str, stream: Any, step: int = 5) -> None:
+        self.total, self.desc, self.stream, self.step = max(int(total), 1), desc, stream, step
+        self.done, self.shown = 0, 0
+
+    def update(self, n: int = 1) -> None:
+        self.done = min(self.done + int(n), self.total)
+        pct = 100 * self.done // self.total
+        if pct >= self.shown + self.step or (self.done == self.total and self.shown < 100):
+            self.shown = pct
+            self.stream.write(f"{self.desc}: {pct}% ({self.done:,}/{self.total:,} steps)\n")
+            self.stream.flush()
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 def _progress(total: int, desc: str, on: bool) -> Any:
-    """A tqdm bar on stderr counting learning steps; drawn only when ``on`` and stderr is a terminal."""
+    """Progress on stderr counting learning steps, when ``on``: a tqdm bar on a terminal, else a line every 5%."""
     from tqdm import tqdm
 
+    if on and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return ProgressLines(total, desc, sys.stderr)
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=None if on else True)
 
 
@@ -196,9 +248,9 @@ def run_prepared(prep: Prepared, runs: int = 5, first_seed: int = 0, lr_by_mode:
                  progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Curves [runs, steps] per mode and kind ("all", "old", "new"); run r uses seed ``first_seed + r``."""
     _check_runs(runs)
-    lrs = {m: (lr_by_mode or {}).get(m, prep.dep.train.lr) for m in MODES}
-    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []} for m in MODES}
-    with _progress(runs * len(MODES) * prep.n_stream, prep.scenario, progress) as bar:
+    lrs = {m: (lr_by_mode or {}).get(m, prep.dep.train.lr) for m in prep.modes}
+    curves: dict[str, dict[str, list[np.ndarray]]] = {m: {"all": [], "old": [], "new": []} for m in prep.modes}
+    with _progress(runs * len(prep.modes) * prep.n_stream, prep.scenario, progress) as bar:
         for r in range(runs):
             st, feats = draw(prep, first_seed + r)
             for mode, res in learn(prep, st, feats, lrs, bar.update).items():
@@ -231,14 +283,14 @@ def tune(graph: Any, scenario: str, data: str | ScenarioData, config: CompileCon
     """
     _check_runs(runs)
     prep = prepare(graph, scenario, data, config, session, n_stream, n_test, scale, protocol)
-    final: dict[str, dict[float, list[float]]] = {m: {lr: [] for lr in grid} for m in MODES}
-    with _progress(runs * len(grid) * len(MODES) * prep.n_stream, f"{scenario} tuning", progress) as bar:
+    final: dict[str, dict[float, list[float]]] = {m: {lr: [] for lr in grid} for m in prep.modes}
+    with _progress(runs * len(grid) * len(prep.modes) * prep.n_stream, f"{scenario} tuning", progress) as bar:
         for r in range(runs):
             st, feats = draw(prep, first_seed + r)
             for lr in grid:
-                for mode, res in learn(prep, st, feats, {m: lr for m in MODES}, bar.update).items():
+                for mode, res in learn(prep, st, feats, {m: lr for m in prep.modes}, bar.update).items():
                     final[mode][lr].append(float(res["all"][-1]))
-    return {m: max(grid, key=lambda lr: (float(np.nanmean(final[m][lr])), lr)) for m in MODES}
+    return {m: max(grid, key=lambda lr: (float(np.nanmean(final[m][lr])), lr)) for m in prep.modes}
 
 
 # ---- results -----------------------------------------------------------------------
@@ -289,7 +341,9 @@ def _plot(curves: dict[str, dict[str, np.ndarray]], scenario: str, keys: list[st
     fig, ax = plt.subplots(figsize=(8, 4.5))
     n = curves["omega"]["all"].shape[1]
     x = np.arange(1, n + 1)
-    for m, label in (("omega", "Ω (int8 Φf + buffer)"), ("tinyol", "TinyOL"), ("baseline", "float baseline")):
+    named = {"omega": "Ω (int8 Φf + buffer)", "tinyol": "TinyOL", "baseline": "float baseline",
+             "deep-bias": "Ω + int8 backbone biases", "deep-blocks": "Ω + float conv blocks"}
+    for m, label in ((m, named.get(m, m)) for m in curves):
         for k in keys:
             mean, std = np.nanmean(curves[m][k], axis=0), np.nanstd(curves[m][k], axis=0)
             lab = label if k == "all" else f"{label}, {k} classes"
@@ -314,6 +368,17 @@ def _classes(text: str) -> tuple[int, ...]:
     if len(set(out)) != len(out):
         raise argparse.ArgumentTypeError(f"class listed twice in {text!r}")
     return out
+
+
+def _deep_modes(text: str) -> tuple[str, ...]:
+    from ...config import DEEP_MODES
+
+    modes = tuple(t.strip() for t in text.split(","))
+    bad = [m for m in modes if m not in DEEP_MODES]
+    if bad or len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"expected modes among {', '.join(DEEP_MODES)} separated by commas, each "
+                                         f"once; got {text!r}")
+    return modes
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -346,9 +411,18 @@ def check_work(prep: Prepared, runs: int, buffer: int, epochs: int) -> int:
     need = buffer * prep.dep.feature_count * 4
     if need > MAX_BUFFER_BYTES:
         raise TinyccError(f"--buffer {buffer}: the float baseline's buffer would take {need:,} bytes "
-                          f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; give a smaller --buffer")
+                          f"({prep.dep.feature_count} features each), above {MAX_BUFFER_BYTES:,}; "
+                          "give a smaller --buffer")
+    if prep.deep:
+        from .deep_modes import deep_buffer_bytes
+
+        need = deep_buffer_bytes(prep, buffer)
+        if need > MAX_BUFFER_BYTES:
+            raise TinyccError(f"--buffer {buffer}: a --deep buffer of cut tensors would take {need:,} bytes, above "
+                              f"{MAX_BUFFER_BYTES:,}; give a smaller --buffer or a later --deep-cut")
     filled = sum(min(i + 1, buffer) for i in range(prep.n_stream))
-    updates = runs * (2 * filled + prep.n_stream) * epochs  # Ω and the baseline replay the buffer, TinyOL one
+    # Ω, the baseline and every deep mode replay the buffer, TinyOL one
+    updates = runs * ((2 + len(prep.deep)) * filled + prep.n_stream) * epochs
     if updates > MAX_UPDATES:
         raise TinyccError(f"--runs {runs} x --stream {prep.n_stream} x --epochs {epochs} x --buffer {buffer}: about "
                           f"{updates:,} classifier updates, above the limit of {MAX_UPDATES:,} (hours of host time); "
@@ -380,10 +454,14 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
         raise TinyccError(f"{args.model}: no such file")
     g = load_cleaned(args.model, session)
     config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
-                         cut=args.cut, storage="int8")
+                         cut=args.cut, storage="int8", deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
     prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
     updates = check_work(prep, args.runs, args.buffer, args.epochs)
     print(_describe(prep, args.runs, data.source.path) + f"; about {updates:,} classifier updates", flush=True)
+    if prep.deep:
+        from .deep_modes import describe_deep
+
+        print(describe_deep(prep), flush=True)
     curves = run_prepared(prep, args.runs, args.seed, progress=not args.no_progress)
     streams = [(args.seed + r, stream_of(prep, args.seed + r)) for r in range(args.runs)]
     with project_dir(out, args.force) as tmp:  # the folder appears whole, or not at all
@@ -427,9 +505,15 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int_range(1, MAX_EPOCHS), default=1,
                    help=f"epochs over the buffer per learned sample (at most {MAX_EPOCHS})")
     p.add_argument("--cut", help="cut layer (default: automatic)")
+    p.add_argument("--deep", type=_deep_modes, metavar="MODE,...",
+                   help="also learn beyond the head, side by side: bias (int8 backbone biases), blocks (float "
+                        "convolution blocks)")
+    p.add_argument("--deep-cut", metavar="TENSOR", help="--deep: where the trained blocks start (default: the "
+                   "input of the last block with a convolution)")
     p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (a bar on a terminal, otherwise a line every 5%%)")
     p.add_argument("-o", "--output", type=path_text, default="simulate_out",
                    help="output folder, written atomically (a new folder, or with --force one tinycc wrote)")
     p.add_argument("--force", action="store_true",

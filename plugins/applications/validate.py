@@ -33,9 +33,10 @@ TIE = 1e-4  # a top-1 difference where the reference's two probabilities are thi
 BUILD_OUTPUTS = ("tinycc_demo", "tinycc_demo*.elf", "avr-build")  # left out of the copy (top level only)
 
 
-def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first ``n`` samples (x reshaped to the model's input, integer labels) of an .npz with x/y,
-    x_test/y_test or x_train/y_train, and the key used; TinyccError on anything else."""
+def load_data(path: str, input_shape: tuple[int, ...], n_classes: int,
+              n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The first ``n`` samples (x reshaped to the model's input, integer labels or None when the file has none)
+    of an .npz with x[/y], x_test[/y_test] or x_train[/y_train], and the key used; TinyccError on anything else."""
     from .scenario_data import labelled_pair
 
     p = Path(path)
@@ -49,7 +50,10 @@ def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -
             if key is None:
                 raise TinyccError(f"{path}: no labelled samples (need x/y, x_test/y_test or x_train/y_train; found "
                                   f"{', '.join(z.files) or 'none'})")
-            x, y = labelled_pair(z, path, key, "y" + key[1:])
+            if "y" + key[1:] in z.files:
+                x, y = labelled_pair(z, path, key, "y" + key[1:])
+            else:  # bit-exactness and timing need no labels; accuracy is then not reported
+                x, y = _unlabelled(z, path, key), None
     except TinyccError:
         raise
     except Exception as e:  # not an .npz, damaged archive, pickled objects
@@ -57,10 +61,21 @@ def load_data(path: str, input_shape: tuple[int, ...], n_classes: int, n: int) -
     shape = tuple(int(d) for d in x.shape[1:])
     if tuple(d for d in shape if d != 1) != tuple(d for d in input_shape if d != 1):
         raise TinyccError(f"{path}: samples have shape {list(shape)} but the model takes {list(input_shape)}")
-    if y.min() < 0 or y.max() >= n_classes:
+    if y is not None and (y.min() < 0 or y.max() >= n_classes):
         raise TinyccError(f"{path}: labels must be integers in 0..{n_classes - 1} (one per sample)")
     m = min(n, len(x))
-    return np.asarray(x[:m], np.float32).reshape((m, *input_shape)), y[:m], key
+    return np.asarray(x[:m], np.float32).reshape((m, *input_shape)), None if y is None else y[:m], key
+
+
+def _unlabelled(z: Any, path: str, key: str) -> np.ndarray:
+    """Samples ``z[key]`` without labels, checked as labelled ones are (numeric, [N, ...], finite)."""
+    from ...ir.calibration import check_finite
+
+    x = np.asarray(z[key])
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
+        raise TinyccError(f"{path}: {key} must be a non-empty numeric array [N, ...], got {x.dtype} {x.shape}")
+    check_finite(x, f"{path}: {key}")
+    return x
 
 
 def calibration_samples(path: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -100,9 +115,11 @@ class Comparison:
                 and self.top1_after[0] == 0)
 
 
-def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray | None) -> Comparison:
+def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray | None,
+            labelled: bool = True) -> Comparison:
     """Compare a parsed dump (``tinycc.backends.demo.DemoOutput``) of a demo that ran the vectors x, y (then
-    len(x) learn calls cycling through them) with the simulator of ``dep``."""
+    len(x) learn calls cycling through them) with the simulator of ``dep``. ``labelled`` False: y are the
+    reference's own predictions (the data has no labels): no accuracy."""
     from ...ir.simulator import Simulator
 
     n = len(x)
@@ -131,13 +148,15 @@ def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.nd
     k_ref2, p_ref2 = sim.predict_features(feats)
     k_dev2 = np.array([out.after[i][0] for i in range(n)])
     c.top1_after = top1_agreement(k_dev2, k_ref2, p_ref2)
-    c.acc = {"deployed": float((k_dev == y).mean()), "int8": float((k_ref == y).mean()),
-             "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean()),
-             "deployed_after": float((k_dev2 == y).mean()), "int8_after": float((k_ref2 == y).mean())}
+    if labelled:
+        c.acc = {"deployed": float((k_dev == y).mean()), "int8": float((k_ref == y).mean()),
+                 "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean()),
+                 "deployed_after": float((k_dev2 == y).mean()), "int8_after": float((k_ref2 == y).mean())}
     return c
 
 
-def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray | None) -> Comparison:
+def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray | None,
+                      float_probs: np.ndarray | None) -> Comparison:
     """An inference-only program's dump against ``run_int8`` of the whole int8 model (every output, bit for bit;
     float outputs are the dequantized int8 values, so they are compared exactly too); accuracy from the
     outputs' arg-max."""
@@ -161,8 +180,9 @@ def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_pr
         c.missing.append(f"outputs ({sum(v is not None for v in got)} of {n})")
         return c
     k_dev = np.array([int(np.argmax(v)) for v in got])
-    c.acc = {"deployed": float((k_dev == y).mean()), "int8": float((ref.argmax(1) == y).mean()),
-             "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean())}
+    if y is not None:
+        c.acc = {"deployed": float((k_dev == y).mean()), "int8": float((ref.argmax(1) == y).mean()),
+                 "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean())}
     return c
 
 
@@ -204,12 +224,12 @@ def render(c: Comparison, run: Any, dep: Any) -> str:
     if not c.missing and not dep.inference_only:
         rows += [["top-1 before learning", _agree(c.top1_before, n), "simulator (int8 Φf + float Φc)",
                   ok(c.top1_before[0] == 0)],
-                 ["accuracy before learning", f"{_pct(c.acc['deployed'])} of {n}",
-                  f"int8 {_pct(c.acc['int8'])}, float Keras {_pct(c.acc['float'])}", ""],
+                 *([["accuracy before learning", f"{_pct(c.acc['deployed'])} of {n}",
+                     f"int8 {_pct(c.acc['int8'])}, float Keras {_pct(c.acc['float'])}", ""]] if c.acc else []),
                  ["max |probability diff|", f"{c.max_prob_diff:.2g}", "simulator", ""],
                  [f"top-1 after {n} learn calls", _agree(c.top1_after, n), "simulator", ok(c.top1_after[0] == 0)],
-                 ["accuracy after learning", f"{_pct(c.acc['deployed_after'])} of {n}",
-                  f"simulator {_pct(c.acc['int8_after'])}", ""]]
+                 *([["accuracy after learning", f"{_pct(c.acc['deployed_after'])} of {n}",
+                     f"simulator {_pct(c.acc['int8_after'])}", ""]] if c.acc else [])]
     mem = dep.memory
     if run.ram is not None:
         stack = f" ({mem['static_ram']:,} static + {mem['stack']:,} stack)" if mem.get("stack") else ""
@@ -297,16 +317,27 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         dep = result.deployment
         if project is not None:
             _copy_project(Path(project), proj, f"{model} for target {target}")
+        labelled = y is not None
+        if not labelled and not dep.inference_only:  # the demo learns: the reference's own classes as labels
+            from ...ir.simulator import Simulator
+
+            sim = Simulator(dep)
+            y = np.asarray(sim.predict_features(sim.features(x))[0], np.int64)
         backend.embed_test_vectors(proj, dep, x, y)
         stream.write(f"tinycc validate: {Path(project or model).name} (target {target}) on {platform}, "
-                     f"{len(x)} samples of {Path(data).name} ({key})\n")
+                     f"{len(x)} samples of {Path(data).name} ({key})"
+                     + ("" if labelled else ", no labels: accuracy not reported"
+                        + ("" if dep.inference_only else ", the learn calls use the simulator's predicted classes"))
+                     + "\n")
         stream.flush()
         try:
             run = backend.run_demo(proj, platform, spec)
         except DemoFailed as e:
             stream.write(f"FAIL: the program did not build or run: {str(e).strip()}\n")
             return 1
-        c = (compare_inference if dep.inference_only else compare)(dep, run.output, x, y, keras_probs(model, x))
+        probs = keras_probs(model, x) if labelled else None  # the float Keras reference serves accuracy only
+        c = (compare_inference(dep, run.output, x, y, probs) if dep.inference_only else
+             compare(dep, run.output, x, y, probs, labelled))
     stream.write(render(c, run, dep) + "\n")
     if c.passed and dep.inference_only:
         stream.write("PASS: the program computes tinycc's int8 reference bit for bit\n")

@@ -108,6 +108,10 @@ class _Builder:
 
         if isinstance(layer, keras.Model):
             return self.model(layer, ins, f"{prefix}{layer.name}/")
+        return self.convert(layer, ins, prefix)
+
+    def convert(self, layer: Any, ins: list[str], prefix: str) -> list[str]:
+        """One layer (a Keras object, or its config read directly: ``keras_direct``) into IR ops."""
         cls = type(layer).__name__
         conv = _CONVERTERS.get(cls)
         if conv is None:
@@ -489,9 +493,8 @@ def _lambda_layers(path: Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _load_keras(path: str) -> Any:
-    import keras
-
+def _check_file(path: str) -> Path:
+    """The checks every Keras file passes before anything reads it (existence, format, zip sizes)."""
     p = Path(path)
     if not p.exists():
         raise TinyccError(f"{path}: no such file")
@@ -503,6 +506,13 @@ def _load_keras(path: str) -> Any:
         with open(p, "rb") as f:
             if f.read(8) != b"\x89HDF\r\n\x1a\n":
                 raise TinyccError(f"{path}: not an HDF5 file")
+    return p
+
+
+def _load_keras(path: str) -> Any:
+    import keras
+
+    p = _check_file(path)
     try:
         with tempfile.TemporaryDirectory(prefix="tinycc-keras2-") as tmp:
             src = repaired_copy(p, Path(tmp)) or p  # Keras 2 configs repaired for Keras 3
@@ -527,6 +537,23 @@ def _load_keras(path: str) -> Any:
         raise TinyccError(f"{path}: cannot read the Keras model ({type(e).__name__}: {msg})") from None
 
 
+def load_keras_file(path: str, direct: bool = True) -> Graph:
+    """The float IR of a `.h5`/`.keras` file: read directly (config and weights, no TensorFlow) where
+    ``keras_direct`` covers the model, else through Keras. ``direct=False``: always through Keras."""
+    from .keras_direct import NotCovered, load_direct
+
+    _check_file(path)
+    if direct:
+        try:
+            return load_direct(path, Path(path).stem)
+        except NotCovered as e:
+            log.info("%s: read through Keras (%s)", Path(path).name, e)
+        except (OSError, ValueError, KeyError, TypeError, UnsupportedLayerError, IRError) as e:
+            log.info("%s: read through Keras (%s: %s)", Path(path).name, type(e).__name__, e)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return graph_from_keras_model(_load_keras(path), Path(path).stem)
+
+
 class KerasFrontend:
     """Frontend for `.h5` and `.keras` model files."""
 
@@ -534,9 +561,7 @@ class KerasFrontend:
     extensions = (".h5", ".keras")
 
     def load(self, path: str) -> Graph:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        model = _load_keras(path)
-        g = graph_from_keras_model(model, Path(path).stem)
+        g = load_keras_file(path)
         g.meta["source"] = {"format": "keras", "path": Path(path).name}
         return g
 

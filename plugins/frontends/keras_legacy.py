@@ -228,6 +228,11 @@ def _op_lambda(layer: dict, name: str, names: set) -> dict:
                                 f"{json.dumps(kwargs)[:80]}, which has no supported Keras 3 layer")
 
 
+def convert_op_lambda(layer: dict, name: str, names: set) -> dict:
+    """A Keras 2 ``TFOpLambda`` layer config as the Keras 3 layer config it stands for (see the module doc)."""
+    return _op_lambda(layer, name, names)
+
+
 def _axes(v: Any) -> list[int]:
     return [v] if isinstance(v, int) else list(v) if isinstance(v, list) else []
 

@@ -13,13 +13,14 @@ parameters, the output DEQUANTIZE, and a final int8 -> uint8 QUANTIZE at the sam
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..backend_api import MemoryFigures
 from ..config import CompileConfig
-from ..errors import TinyccError
+from ..errors import BudgetError, TinyccError
 from ..ir.deployment import BufferConfig, Deployment
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, inference_memory
@@ -97,6 +98,18 @@ def memory_report(graph: Graph, backend: Any, cand: Any, figures: MemoryFigures,
     return r
 
 
+def _int8_io_advice(g: Graph, backend: Any, dep: Deployment, report: MemoryReport) -> str:
+    """The budget error's first advice for float I/O: --int8-io, with the RAM it saves on ``backend`` (the
+    same candidate sized again with int8 input and output)."""
+    if dep.int8_io:
+        return ""
+    config = dep.config.with_quant(int8_input=True, int8_output=True)
+    dep8 = replace(dep, int8_io=True, config=config)
+    cand, figures = candidate_figures(backend, g, None, config, full_graph(dep8))
+    saved = report.total("ram") - memory_report(g, backend, cand, figures).total("ram")
+    return f"--int8-io (int8 input and output) saves {saved:,} B of RAM. " if saved > 0 else ""
+
+
 def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
                     calib: np.ndarray | None = None) -> Deployment:
     """Quantize the whole model, size it on ``backend`` and check the budget."""
@@ -110,9 +123,14 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
     dep.plan, dep.figures = cand.plan, figures
     dep.memory = {"report": report.table(), **report.to_dict()}  # what the sources measured for the stack show
     stack = backend.stack_bytes(dep)
+    unstacked = report
     if stack is not None:
         report = memory_report(g, backend, cand, figures, stack)
-    check_budget(report, config, "Try pruning (--ratio, --budget) or a bigger board")
+    advice = "Try pruning (--ratio, --budget) or a bigger board"
+    try:
+        check_budget(report, config, advice)
+    except BudgetError:  # float I/O: say first what int8 I/O saves
+        check_budget(report, config, _int8_io_advice(g, backend, dep, unstacked) + advice)
     dep.memory = {"report": report.table(), **report.to_dict(), "inference_only": True, "int8_io": dep.int8_io}
     return dep
 

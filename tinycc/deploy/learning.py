@@ -392,6 +392,8 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     labels = _labels_for(config.quant.calib, 16, clf.target_count, clf.n_classes)
     if labels is not None:
         dep.meta["labels"] = labels
+    if not explicit and not ram:  # no budget: the compile summary names the default and its cost
+        dep.meta["default_buffer"] = {"entries": cap, "bytes": _buffer_bytes(cap, clf.n_in, clf, learn.storage, tq)}
     return dep
 
 

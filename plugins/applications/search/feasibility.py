@@ -7,17 +7,16 @@ backend's ``check``. Its RAM/flash are therefore the figures `tinycc compile` pr
 and budget. A candidate over the RAM/flash budget is reported with the figures of its smallest
 deployment (a replay buffer of one entry), a candidate over ``--max-instructions`` with its estimate.
 
-Instruction estimate per inference (features + classifier forward), from the cost per op of the C
-kernels: MACs of conv/depthwise/dense times ``INSTR_PER_MAC``, output elements of every other op times
-``INSTR_PER_ELEMENT`` (default ``OTHER_PER_ELEMENT``), plus the float classifier's MACs times
-``INSTR_PER_FLOAT_MAC``. The constants were fitted to the instructions per call measured under QEMU
-Cortex-M4 (`benchmarks/results/backends.md`); on those models the estimate is within about 10 %
-(features call: digits 1.11 M estimated vs 1.17 M measured, resnet_add 3.55 M vs 3.26 M, mobilenet_v2
-1.52 M vs 1.53 M, mobilenet_v3 3.17 M vs 3.42 M, cnas_like 0.51 M vs 0.52 M). An estimate to rank and bound candidates.
+Instruction estimate per inference (features + classifier forward), from the cost per op of the C kernels: MACs
+of conv/depthwise/dense times ``INSTR_PER_MAC`` (``ir.stats.op_instructions``), output elements of every other
+op times ``INSTR_PER_ELEMENT`` (default ``OTHER_PER_ELEMENT``), plus the float classifier's MACs times
+``INSTR_PER_FLOAT_MAC``. The constants were fitted to the instructions per call measured under QEMU Cortex-M4
+(`benchmarks/results/backends.md`); on those models the estimate is within about 10 % (features call: digits
+1.11 M estimated vs 1.17 M measured, resnet_add 3.55 M vs 3.26 M, mobilenet_v2 1.52 M vs 1.53 M, mobilenet_v3
+3.17 M vs 3.42 M, cnas_like 0.51 M vs 0.52 M). An estimate to rank and bound candidates.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -26,12 +25,8 @@ import numpy as np
 
 from ....errors import BudgetError
 from ....ir.graph import Graph
-from ....ir.ops import OpKind
-from ....ir.stats import op_macs
+from ....ir.stats import op_instructions
 
-INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24}
-INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
-OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
 INSTR_PER_FLOAT_MAC = 10  # the float classifier (Cortex-M4F)
 
 
@@ -50,13 +45,7 @@ class Feasibility:
 
 def instruction_estimate(extractor: Graph, classifier: list[Any]) -> int:
     """Estimated instructions of one inference: int8 Φf from per-op costs plus the float Φc."""
-    total = 0
-    for op in extractor.ops:
-        if op.kind in INSTR_PER_MAC:
-            total += INSTR_PER_MAC[op.kind] * op_macs(extractor, op)
-        else:
-            elements = math.prod(extractor.tensors[op.outputs[0]].shape[1:])
-            total += INSTR_PER_ELEMENT.get(op.kind, OTHER_PER_ELEMENT) * elements
+    total = sum(op_instructions(extractor, op) for op in extractor.ops)
     return total + INSTR_PER_FLOAT_MAC * sum(int(l.weight.size) for l in classifier)
 
 

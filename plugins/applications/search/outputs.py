@@ -18,7 +18,8 @@ def trial_file(out: Path, number: int) -> Path:
 
 
 def write_trials_csv(out: Path, trials: list[Any]) -> Path:
-    """Every trial of the study: its record, then every architecture parameter."""
+    """Every trial of the study: its record, then every architecture parameter (``arch_NAME`` where a parameter
+    has a record column's name: the searched ``cut`` knob beside the deployed ``cut`` layer)."""
     names = sorted({k for t in trials for k in t.params})
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
@@ -26,7 +27,7 @@ def write_trials_csv(out: Path, trials: list[Any]) -> Path:
         row = [t.number, t.state.name] + [_fmt(u.get(k, "")) for k in COLUMNS[2:]]
         rows.append(row + [t.params.get(k, "") for k in names])
     path = out / "trials.csv"
-    write_atomic(path, _csv_bytes(list(COLUMNS) + names, rows))
+    write_atomic(path, _csv_bytes(list(COLUMNS) + [f"arch_{k}" if k in COLUMNS else k for k in names], rows))
     return path
 
 

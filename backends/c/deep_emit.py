@@ -1,0 +1,267 @@
+"""C for one SGD step of a float tail (``tinycc.ir.backprop.Tail``): trainable convolution blocks in C.
+
+``emit_step(tail, batch)`` gives a C99 translation unit (to compile with runtime/tinycc_backprop.c) defining the
+tail's float parameters ``tcc_dw<k>`` / ``tcc_db<k>`` (k: the parameter op's position; a weight the tail does not
+train is ``const``, in flash), every tensor's value and
+gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float
+lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
+tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
+label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
+only: nothing of the model's text reaches the C.
+
+``tcc_deep_logits(x, n, z)`` (bias mode: ``(x, known, n, z)``) is the forward alone: the logits of n rows (0; -1 for
+a bad n or NULL; -2 for a non-finite input).
+``emit_step(tail, batch, known, biases)``: the int8 backbone's bias learning (``tinycc.ir.deep`` mode ``bias``).
+The tensors of ``known`` (tensor -> (scale, zero point)) are not computed: the step is
+``tcc_deep_step_known(x, known, y, n, lr)`` and dequantizes them from the caller's int8 activations
+(``known[j]``: n rows of the j-th known tensor, in the order of ``known_order``), as the simulator takes them
+from the int8 kernels. ``biases`` (parameter op name -> (bias scale s_in * s_w[c], int32 bias)) adds each op's
+int32 bias ``tcc_bq<k>`` (RAM), recomputed from the float master bias after every applied step
+(``tcc_bp_requantize_bias``) so that inference stays on the int8 kernels.
+Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
+Its RAM: ``step_memory`` (``tinycc.ir.backprop``, re-exported here).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_flash, step_memory, step_ops
+from ...ir.ops import OpKind, same_padding
+
+__all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
+
+_ACT = {"none": 0, "relu": 1, "relu6": 2}
+
+
+def _f(v: float) -> str:
+    return f"{float(v):.9e}f"
+
+
+def _floats(name: str, a: np.ndarray, const: bool = False) -> str:
+    vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
+    return f"{'const ' if const else ''}float {name}[{a.size}] = {{{vals}}};\n"
+
+
+def known_order(tail: Tail, known: dict[str, tuple[float, int]]) -> list[str]:
+    """The known tensors in the order ``tcc_deep_step_known`` takes them (the order of the ops computing them)."""
+    return [op.outputs[0] for op in step_ops(tail) if op.outputs[0] in known]
+
+
+def _size(tail: Tail, t: str) -> int:
+    return int(np.prod(tail.graph.tensors[t].shape[1:]))
+
+
+def _conv_params(tail: Tail, op, batch: int) -> str:
+    g = tail.graph
+    _, h, w, c = g.tensors[op.inputs[0]].shape
+    out = g.tensors[op.outputs[0]].shape
+    oh, ow, o = (1, 1, c) if len(out) != 4 else out[1:]
+    a = op.attrs
+    if op.kind == OpKind.GLOBAL_AVG_POOL:
+        k, s, d, pad, mult = (h, w), (1, 1), (1, 1), "valid", 0
+        o, oh, ow = c, 1, 1
+    elif op.kind in (OpKind.AVG_POOL2D, OpKind.MAX_POOL2D):
+        k, s, d, pad, mult = a["pool_size"], a["strides"], (1, 1), a["padding"], 0
+    else:
+        wt = g.tensors[op.inputs[1]].shape
+        k, s, d, pad = (wt[1], wt[2]), a["strides"], a["dilation"], a["padding"]
+        mult = a["depth_multiplier"] if op.kind == OpKind.DEPTHWISE_CONV2D else 0
+    pt = same_padding(h, k[0], s[0], d[0])[0] if pad == "same" else 0
+    pl = same_padding(w, k[1], s[1], d[1])[0] if pad == "same" else 0
+    return (f"{{{batch}, {h}, {w}, {c}, {o}, {k[0]}, {k[1]}, {s[0]}, {s[1]}, {d[0]}, {d[1]}, {pt}, {pl}, "
+            f"{oh}, {ow}, {mult}}}")
+
+
+def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
+              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
+    """The C step of ``tail`` for at most ``batch`` rows (see the module docstring)."""
+    known, biases = known or {}, biases or {}
+    order = known_order(tail, known)
+    ops = step_ops(tail)
+    names = {tail.cut: "tcc_t0"}
+    for op in ops:
+        names[op.outputs[0]] = f"tcc_t{len(names)}"
+    grads = {t: n.replace("tcc_t", "tcc_g") for t, n in names.items()}
+    params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
+    biggest = max(_size(tail, t) for t in names)
+    classes = _size(tail, tail.logits)
+    out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
+    for op in ops:
+        if op.name in params:
+            p, k = tail.params[op.name], params[op.name]
+            out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]) + _floats(f"tcc_db{k}", p.bias))
+            if op.name in biases:
+                scale, q = biases[op.name]
+                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) +
+                           f"int32_t tcc_bq{k}[{q.size}] = {{{', '.join(str(int(v)) for v in q)}}};\n")
+    for t, n in names.items():  # values; gradients of every tensor but the cut (nothing below it learns)
+        out.append(f"static float {n}[{batch * _size(tail, t)}];\n")
+        if t != tail.cut:
+            out.append(f"static float {grads[t]}[{batch * _size(tail, t)}];\n")
+    out.append(f"static float tcc_gx[{batch * biggest}];\n")
+    conv_ops = [op for op in ops if op.kind in DESCRIPTOR_KINDS]
+    pidx = {op.name: i for i, op in enumerate(conv_ops)}
+    for op in conv_ops:
+        out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
+    if order:
+        out.append("\nstatic void tcc_dq(float *v, const int8_t *q, int32_t count, float scale, int32_t zp) {\n"
+                   "    for (int32_t k = 0; k < count; ++k) v[k] = scale * (float)((int32_t)q[k] - zp);\n}\n")
+    out.append("\nstatic void tcc_acc(float *g, const float *d, int32_t count) {\n"
+               "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n\n")
+    head = len(out)  # the forward function goes here, before the step
+    if order:
+        out.append(f"int tcc_deep_step_known(const float *x, const int8_t *const *known, const int32_t *y, int32_t n, "
+                   f"float lr) {{\n    if (!known) return -1;\n    for (int32_t j = 0; j < {len(order)}; ++j) "
+                   f"if (!known[j]) return -1;\n")
+    else:
+        out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
+    out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
+    out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
+    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
+    sets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in conv_ops)
+    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n")
+    fwd, blocks, upd = [], [], []
+    for op in ops:
+        bwd: list[str] = []
+        blocks.append(bwd)
+        f0 = len(fwd)
+        i, o = names[op.inputs[0]], names[op.outputs[0]]
+        gi, go = grads[op.inputs[0]], grads[op.outputs[0]]
+        cnt = f"n * {_size(tail, op.outputs[0])}"
+        cnt_in = f"n * {_size(tail, op.inputs[0])}"
+        act = _ACT[op.attrs.get("activation", "none")] if op.kind != OpKind.RELU6 else 2
+        act = 1 if op.kind == OpKind.RELU else act
+        into_cut = op.inputs[0] == tail.cut
+        if op.name in params:
+            k = params[op.name]
+            tw = int(tail.trains(op.name)[0])
+            wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
+            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
+            if op.kind == OpKind.DENSE:
+                nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
+                fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not into_cut:
+                    bwd.append(f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, tcc_gx);\n"
+                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                upd.append(f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+            else:
+                p = f"&tcc_p{pidx[op.name]}"
+                fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not into_cut:
+                    bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n"
+                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                upd.append(f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+        elif op.kind == OpKind.ADD:
+            j, gj = names[op.inputs[1]], grads[op.inputs[1]]
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
+                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
+            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
+            for t, g in ((op.inputs[0], gi), (op.inputs[1], gj)):
+                if t != tail.cut:
+                    bwd.append(f"    tcc_acc({g}, {go}, {cnt});\n")
+        elif op.kind in (OpKind.RELU, OpKind.RELU6):
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n"
+                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
+            if not into_cut:
+                bwd.append(f"    tcc_bp_act(tcc_gx, {go}, {o}, {cnt}, {act});\n    tcc_acc({gi}, tcc_gx, {cnt});\n")
+        elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
+            p = f"&tcc_p{pidx[op.name]}"
+            mx = op.kind == OpKind.MAX_POOL2D
+            fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
+            if not into_cut:
+                call = f"tcc_bp_maxpool_dx({p}, {i}, {go}, tcc_gx)" if mx else f"tcc_bp_avgpool_dx({p}, {go}, tcc_gx)"
+                bwd.append(f"    {call};\n    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+        else:  # flatten, reshape, dropout, (de)quantize: the identity
+            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
+            if not into_cut:
+                bwd.append(f"    tcc_acc({gi}, {go}, {cnt});\n")
+        if op.outputs[0] in known:  # the int8 kernels' value, dequantized (the simulator's `known`)
+            scale, zp = known[op.outputs[0]]
+            fwd[f0:] = [f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
+    kargs, kcall = (", const int8_t *const *known", ", known") if order else ("", "")
+    z = names[tail.logits]
+    cut = _size(tail, tail.cut)
+    out.insert(head, f"static void tcc_deep_forward(int32_t n{kargs}) {{\n" + sets + "".join(fwd) + "}\n\n"
+               + f"int tcc_deep_logits(const float *x{kargs}, int32_t n, float *z) {{\n"
+               + f"    if (n < 1 || n > {batch} || !x || !z) return -1;\n"
+               + ("    if (!known) return -1;\n"
+                  f"    for (int32_t j = 0; j < {len(order)}; ++j) if (!known[j]) return -1;\n" if order else "")
+               + f"    for (int32_t k = 0; k < n * {cut}; ++k) if (!isfinite(x[k])) return -2;\n"
+               + f"    for (int32_t k = 0; k < n * {cut}; ++k) tcc_t0[k] = x[k];\n"
+               + f"    tcc_deep_forward(n{kcall});\n"
+               + f"    for (int32_t k = 0; k < n * {classes}; ++k) z[k] = {z}[k];\n    return 0;\n}}\n\n")
+    out.append(f"    tcc_deep_forward(n{kcall});\n")
+    z, gz = names[tail.logits], grads[tail.logits]
+    for t in names:
+        if t != tail.cut:
+            out.append(f"    for (int32_t k = 0; k < n * {_size(tail, t)}; ++k) {grads[t]}[k] = 0.0f;\n")
+    out.append(f"    for (int32_t r = 0; r < n; ++r) {{\n"
+               f"        const float *zr = {z} + r * {classes};\n        float *d = {gz} + r * {classes};\n"
+               f"        float m = zr[0], s = 0.0f;\n"
+               f"        for (int32_t c = 1; c < {classes}; ++c) if (zr[c] > m) m = zr[c];\n"
+               f"        for (int32_t c = 0; c < {classes}; ++c) s += (d[c] = expf(zr[c] - m));\n"
+               f"        for (int32_t c = 0; c < {classes}; ++c) d[c] = (d[c] / s - (c == y[r] ? 1.0f : 0.0f)) / "
+               f"(float)n;\n    }}\n")
+    out += ["".join(b) for b in reversed(blocks)]
+    checks = " &\n        ".join(u.replace(", W)", ", 0)") for u in upd)
+    out.append(f"    int ok = {checks};\n    if (!ok) return 0;\n")
+    out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
+    for name, (scale, _) in biases.items():
+        k = params[name]
+        out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
+    out.append("    return 1;\n}\n")
+    return "".join(out)
+
+
+def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
+    """(C source, known tensors in argument order) of the SGD step of a ``tinycc.ir.deep.DeepLearner``:
+    ``tcc_deep_step`` for mode ``blocks``; mode ``bias``: ``tcc_deep_step_known`` taking the int8 activations of
+    the region (the int8 kernels' values) and requantizing every region bias into ``tcc_bq<k>``."""
+    if learner.mode == "blocks":
+        return emit_step(learner.tail, batch), []
+    tensors = learner.view.tensors
+    known = {}
+    for op in learner.region.ops:
+        q = tensors[op.outputs[0]].quant
+        known[op.outputs[0]] = (float(q.scale[0]), int(q.zero_point[0]))
+    biases = {}
+    for op in learner.region_params:
+        t = tensors[op.inputs[2]]
+        scale = np.asarray(t.quant.scale, np.float64)
+        if not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
+            raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
+        biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
+    return emit_step(learner.tail, batch, known, biases), known_order(learner.tail, known)
+
+
+def emit_learn(tail: Tail, batch: int) -> str:
+    """``emit_step(tail, batch)`` plus the learn path of a buffer of int8 cut tensors (compile with
+    runtime/tinycc_learn.c): ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr,
+    int32_t epochs)`` pushes ``q`` (one int8 cut tensor, the buffer's quantization) and its label, then trains
+    ``epochs`` epochs over the buffer in its training order, batches of ``batch`` consecutive entries
+    dequantized straight into the step's cut values (``tcc_deep_step``), as ``DeepLearner.learn`` (mode
+    ``blocks``). Returns the buffer count; -1 label out of range; -2 ``b`` or ``q`` NULL (nothing stored or
+    trained); -4 a step was refused: the retraining stopped there and the sample was removed again
+    (``tcc_buffer_unpush``), the steps before it stay applied. Adds ``tcc_y`` (``batch`` int32 labels)."""
+    classes, cut = _size(tail, tail.logits), _size(tail, tail.cut)
+    src = emit_step(tail, batch).replace('#include "tinycc_backprop.h"\n',
+                                         '#include "tinycc_backprop.h"\n#include "tinycc_learn.h"\n', 1)
+    return src + (
+        f"\nstatic int32_t tcc_y[{batch}];\n\n"
+        "int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs) {\n"
+        "    uint32_t before[4];\n    int32_t slot, n;\n"
+        "    if (!b || !q) return -2;\n"
+        f"    if (label >= {classes} || b->features != {cut} || b->targets != 0) return -1;\n"
+        "    tcc_buffer_save(b, before);\n    slot = tcc_buffer_push(b, NULL, q, label, NULL);\n"
+        "    n = tcc_buffer_count(b);\n"
+        "    for (int32_t e = 0; e < epochs; ++e)\n"
+        f"        for (int32_t s = 0; s < n; s += {batch}) {{\n"
+        f"            const int32_t m = n - s < {batch} ? n - s : {batch};\n"
+        "            for (int32_t r = 0; r < m; ++r)\n"
+        f"                tcc_y[r] = tcc_buffer_entry(b, s + r, tcc_t0 + r * {cut}, NULL);\n"
+        "            if (tcc_deep_step(tcc_t0, tcc_y, m, lr) != 1) {\n"
+        "                tcc_buffer_unpush(b, slot, before); /* refused: nothing of this step was written */\n"
+        "                return -4;\n            }\n        }\n"
+        "    return n;\n}\n")

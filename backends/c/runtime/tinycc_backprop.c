@@ -1,0 +1,281 @@
+/* tinycc: float backward kernels (see tinycc_backprop.h; reference: tinycc.ir.backprop). */
+#include "tinycc_backprop.h"
+
+#include <math.h>
+#include <stddef.h>
+
+void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act) {
+    for (int32_t k = 0; k < count; ++k) {
+        int pass = act == 0 || (y[k] > 0.0f && (act == 1 || y[k] < 6.0f));
+        dz[k] = pass ? dy[k] : 0.0f;
+    }
+}
+
+static size_t at(const tcc_bp_conv_t *p, int32_t n, int32_t y, int32_t x) {
+    return (((size_t)n * (size_t)p->h + (size_t)y) * (size_t)p->w + (size_t)x) * (size_t)p->c;
+}
+
+static size_t out_at(const tcc_bp_conv_t *p, int32_t n, int32_t y, int32_t x) {
+    return (((size_t)n * (size_t)p->oh + (size_t)y) * (size_t)p->ow + (size_t)x) * (size_t)p->o;
+}
+
+/* input row/column of output (oy, ox) at kernel position (i, j); -1 when it falls in the padding */
+static int32_t in_y(const tcc_bp_conv_t *p, int32_t oy, int32_t i) {
+    int32_t y = oy * p->sh + i * p->dh - p->pt;
+    return y >= 0 && y < p->h ? y : -1;
+}
+
+static int32_t in_x(const tcc_bp_conv_t *p, int32_t ox, int32_t j) {
+    int32_t x = ox * p->sw + j * p->dw - p->pl;
+    return x >= 0 && x < p->w ? x : -1;
+}
+
+static size_t w_at(const tcc_bp_conv_t *p, int32_t o, int32_t i, int32_t j) {
+    if (p->mult) /* depthwise [KH][KW][C*M]: the element of output channel o */
+        return ((size_t)i * (size_t)p->kw + (size_t)j) * (size_t)p->o + (size_t)o;
+    return (((size_t)o * (size_t)p->kh + (size_t)i) * (size_t)p->kw + (size_t)j) * (size_t)p->c;
+}
+
+void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx) {
+    size_t total = (size_t)p->n * (size_t)p->h * (size_t)p->w * (size_t)p->c;
+    for (size_t k = 0; k < total; ++k) dx[k] = 0.0f;
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox) {
+                const float *d = dz + out_at(p, n, oy, ox);
+                for (int32_t i = 0; i < p->kh; ++i) {
+                    int32_t y = in_y(p, oy, i);
+                    if (y < 0) continue;
+                    for (int32_t j = 0; j < p->kw; ++j) {
+                        int32_t x = in_x(p, ox, j);
+                        if (x < 0) continue;
+                        float *g = dx + at(p, n, y, x);
+                        for (int32_t c = 0; c < p->c; ++c) {
+                            float s = 0.0f;
+                            if (p->mult) {
+                                for (int32_t m = 0; m < p->mult; ++m)
+                                    s += d[c * p->mult + m] * wt[w_at(p, c * p->mult + m, i, j)];
+                            } else {
+                                for (int32_t o = 0; o < p->o; ++o) s += d[o] * wt[w_at(p, o, i, j) + (size_t)c];
+                            }
+                            g[c] += s;
+                        }
+                    }
+                }
+            }
+}
+
+/* gradient of the weight element (o, i, j, c) (depthwise: c is o's input channel) */
+static float conv_grad(const tcc_bp_conv_t *p, const float *x, const float *dz, int32_t o, int32_t i, int32_t j,
+                       int32_t c) {
+    float g = 0.0f;
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy) {
+            int32_t y = in_y(p, oy, i);
+            if (y < 0) continue;
+            for (int32_t ox = 0; ox < p->ow; ++ox) {
+                int32_t xx = in_x(p, ox, j);
+                if (xx < 0) continue;
+                g += dz[out_at(p, n, oy, ox) + (size_t)o] * x[at(p, n, y, xx) + (size_t)c];
+            }
+        }
+    return g;
+}
+
+static float bias_grad(int32_t rows, int32_t out, const float *dz, int32_t o) {
+    float g = 0.0f;
+    for (int32_t r = 0; r < rows; ++r) g += dz[(size_t)r * (size_t)out + (size_t)o];
+    return g;
+}
+
+/* w -= lr * g, or (write = 0) whether the result is finite */
+static int apply(float *w, float g, float lr, int write) {
+    float v = *w - lr * g;
+    if (!write) return isfinite(v) ? 1 : 0;
+    *w = v;
+    return 1;
+}
+
+int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float *x, const float *dz, float lr,
+                       int train_w, int write) {
+    int ok = 1;
+    if (train_w)
+        for (int32_t o = 0; o < p->o; ++o)
+            for (int32_t i = 0; i < p->kh; ++i)
+                for (int32_t j = 0; j < p->kw; ++j) {
+                    if (p->mult) {
+                        ok &= apply(&wt[w_at(p, o, i, j)], conv_grad(p, x, dz, o, i, j, o / p->mult), lr, write);
+                        continue;
+                    }
+                    for (int32_t c = 0; c < p->c; ++c)
+                        ok &= apply(&wt[w_at(p, o, i, j) + (size_t)c], conv_grad(p, x, dz, o, i, j, c), lr, write);
+                }
+    for (int32_t o = 0; o < p->o; ++o)
+        ok &= apply(&b[o], bias_grad(p->n * p->oh * p->ow, p->o, dz, o), lr, write);
+    return ok;
+}
+
+void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx) {
+    for (int32_t r = 0; r < n; ++r)
+        for (int32_t i = 0; i < in; ++i) {
+            float s = 0.0f;
+            for (int32_t o = 0; o < out; ++o)
+                s += dz[(size_t)r * (size_t)out + (size_t)o] * wt[(size_t)o * (size_t)in + (size_t)i];
+            dx[(size_t)r * (size_t)in + (size_t)i] = s;
+        }
+}
+
+int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,
+                        float lr, int train_w, int write) {
+    int ok = 1;
+    for (int32_t o = 0; o < out; ++o) {
+        if (train_w)
+            for (int32_t i = 0; i < in; ++i) {
+                float g = 0.0f;
+                for (int32_t r = 0; r < n; ++r)
+                    g += dz[(size_t)r * (size_t)out + (size_t)o] * x[(size_t)r * (size_t)in + (size_t)i];
+                ok &= apply(&wt[(size_t)o * (size_t)in + (size_t)i], g, lr, write);
+            }
+        ok &= apply(&b[o], bias_grad(n, out, dz, o), lr, write);
+    }
+    return ok;
+}
+
+static void zero_input(const tcc_bp_conv_t *p, float *dx) {
+    size_t total = (size_t)p->n * (size_t)p->h * (size_t)p->w * (size_t)p->c;
+    for (size_t k = 0; k < total; ++k) dx[k] = 0.0f;
+}
+
+void tcc_bp_avgpool_dx(const tcc_bp_conv_t *p, const float *dy, float *dx) {
+    zero_input(p, dx);
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox) {
+                int32_t cnt = 0;
+                for (int32_t i = 0; i < p->kh; ++i)
+                    for (int32_t j = 0; j < p->kw; ++j) cnt += in_y(p, oy, i) >= 0 && in_x(p, ox, j) >= 0;
+                const float *d = dy + out_at(p, n, oy, ox);
+                for (int32_t i = 0; i < p->kh; ++i) {
+                    int32_t y = in_y(p, oy, i);
+                    for (int32_t j = 0; j < p->kw; ++j) {
+                        int32_t x = in_x(p, ox, j);
+                        if (y < 0 || x < 0) continue;
+                        for (int32_t c = 0; c < p->c; ++c) dx[at(p, n, y, x) + (size_t)c] += d[c] / (float)cnt;
+                    }
+                }
+            }
+}
+
+void tcc_bp_maxpool_dx(const tcc_bp_conv_t *p, const float *x, const float *dy, float *dx) {
+    zero_input(p, dx);
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox)
+                for (int32_t c = 0; c < p->c; ++c) {
+                    size_t best = 0;
+                    int found = 0;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t y = in_y(p, oy, i);
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (y < 0 || xx < 0) continue;
+                            size_t k = at(p, n, y, xx) + (size_t)c;
+                            if (!found || x[k] > x[best]) best = k, found = 1;
+                        }
+                    }
+                    if (found) dx[best] += dy[out_at(p, n, oy, ox) + (size_t)c];
+                }
+}
+
+void tcc_fp_act(float *y, int32_t count, int act) {
+    for (int32_t k = 0; k < count && act; ++k) {
+        if (y[k] < 0.0f) y[k] = 0.0f;
+        if (act == 2 && y[k] > 6.0f) y[k] = 6.0f;
+    }
+}
+
+void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox) {
+                float *out = y + out_at(p, n, oy, ox);
+                for (int32_t o = 0; o < p->o; ++o) {
+                    float s = 0.0f;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        if (yy < 0) continue;
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (xx < 0) continue;
+                            const float *v = x + at(p, n, yy, xx);
+                            if (p->mult) {
+                                s += v[o / p->mult] * wt[w_at(p, o, i, j)];
+                                continue;
+                            }
+                            for (int32_t c = 0; c < p->c; ++c) s += v[c] * wt[w_at(p, o, i, j) + (size_t)c];
+                        }
+                    }
+                    out[o] = s + b[o];
+                }
+            }
+    tcc_fp_act(y, p->n * p->oh * p->ow * p->o, act);
+}
+
+void tcc_fp_dense(int32_t n, int32_t in, int32_t out, const float *x, const float *wt, const float *b, float *y,
+                  int act) {
+    for (int32_t r = 0; r < n; ++r)
+        for (int32_t o = 0; o < out; ++o) {
+            float s = 0.0f;
+            for (int32_t i = 0; i < in; ++i)
+                s += x[(size_t)r * (size_t)in + (size_t)i] * wt[(size_t)o * (size_t)in + (size_t)i];
+            y[(size_t)r * (size_t)out + (size_t)o] = s + b[o];
+        }
+    tcc_fp_act(y, n * out, act);
+}
+
+void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox)
+                for (int32_t c = 0; c < p->c; ++c) {
+                    float s = 0.0f;
+                    int32_t cnt = 0;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (yy < 0 || xx < 0) continue;
+                            s += x[at(p, n, yy, xx) + (size_t)c];
+                            ++cnt;
+                        }
+                    }
+                    y[out_at(p, n, oy, ox) + (size_t)c] = s / (float)cnt;
+                }
+}
+
+void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y) {
+    for (int32_t n = 0; n < p->n; ++n)
+        for (int32_t oy = 0; oy < p->oh; ++oy)
+            for (int32_t ox = 0; ox < p->ow; ++ox)
+                for (int32_t c = 0; c < p->c; ++c) {
+                    float m = 0.0f;
+                    int found = 0;
+                    for (int32_t i = 0; i < p->kh; ++i) {
+                        int32_t yy = in_y(p, oy, i);
+                        for (int32_t j = 0; j < p->kw; ++j) {
+                            int32_t xx = in_x(p, ox, j);
+                            if (yy < 0 || xx < 0) continue;
+                            float v = x[at(p, n, yy, xx) + (size_t)c];
+                            if (!found || v > m) m = v, found = 1;
+                        }
+                    }
+                    y[out_at(p, n, oy, ox) + (size_t)c] = m;
+                }
+}
+
+void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        double v = rint((double)b[k] / (double)scale[k]);
+        q[k] = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
+    }
+}

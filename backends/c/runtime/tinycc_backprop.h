@@ -1,0 +1,54 @@
+/* tinycc: float backward kernels for learning beyond the head (reference: tinycc.ir.backprop).
+ * Not yet part of generated projects: the building blocks of trainable convolution blocks.
+ * Layout NHWC; Conv2D weights [O][KH][KW][C]; depthwise [KH][KW][C*M]; Dense [O][I].
+ * The weight update is fused (Tiny Training Engine): every gradient element is computed and applied in
+ * place, no weight-sized gradient array; a check pass refuses the step before anything is written. */
+#ifndef TINYCC_BACKPROP_H
+#define TINYCC_BACKPROP_H
+
+#include <stdint.h>
+
+typedef struct {
+    int32_t n, h, w, c;        /* input [n][h][w][c] */
+    int32_t o, kh, kw;         /* outputs (conv; depthwise: c * mult), kernel */
+    int32_t sh, sw, dh, dw;    /* strides, dilations */
+    int32_t pt, pl;            /* padding before (top, left) */
+    int32_t oh, ow;            /* output size */
+    int32_t mult;              /* depthwise multiplier; 0 = Conv2D */
+} tcc_bp_conv_t;
+
+/* dz := dy masked by the fused activation's derivative at the output y (0 none, 1 relu, 2 relu6). */
+void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act);
+
+/* dx[n][h][w][c] = sum over outputs and kernel positions of dz * W (old weights); dx is overwritten. */
+void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx);
+
+/* Fused SGD on W and b: g = sum_{n,h,w} dz * x (rows in order), w -= lr * g.  write = 0 only checks that every
+ * new value is finite (returns 0 when one is not), write = 1 applies the update (returns 1). */
+int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float *x, const float *dz, float lr,
+                       int train_w, int write);
+
+/* Dense: dx [n][i] = dz [n][o] W; update like the convolution's. */
+void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx);
+int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,
+                        float lr, int train_w, int write);
+
+/* Pooling backward (p->o = c, p->mult unused): average (valid pixels of each window) or max (first maximum,
+ * row-major); dx is overwritten. */
+void tcc_bp_avgpool_dx(const tcc_bp_conv_t *p, const float *dy, float *dx);
+void tcc_bp_maxpool_dx(const tcc_bp_conv_t *p, const float *x, const float *dy, float *dx);
+
+/* Float forward (the trainable blocks run in float): convolution / depthwise (p->mult) with bias and the fused
+ * activation act (0 none, 1 relu, 2 relu6); Dense; average (valid pixels) and max pooling; act alone. */
+void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act);
+void tcc_fp_dense(int32_t n, int32_t in, int32_t out, const float *x, const float *wt, const float *b, float *y,
+                  int act);
+void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y);
+void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y);
+void tcc_fp_act(float *y, int32_t count, int act);
+
+/* int8 backbone bias learning: q[c] = rint(b[c] / scale[c]) in double (half to even), clamped to int32; the
+ * int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
+void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count);
+
+#endif

@@ -1,0 +1,332 @@
+"""Training beyond the head: a float tail of the network (convolution blocks + the Dense chain) trained with SGD.
+
+The tail is the part of a graph after a cut tensor: Conv2D (groups 1), DepthwiseConv2D, Dense (each with a
+fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Add (same shapes, fused activation), AvgPool2D,
+MaxPool2D, GlobalAveragePooling, Flatten, Reshape, Dropout (identity) and a final Softmax (ignored: the last
+Dense gives the logits). Every value is float32, NHWC, in TFLite layouts (Conv2D ``[O, KH, KW, I]``,
+Depthwise ``[1, KH, KW, C*M]``, Dense ``[O, I]``); the parameters start from the graph's float weights or the
+dequantized int8 ones (``from_graph``).
+
+Loss: softmax cross-entropy on the logits with integer labels, mean over the batch (Keras
+``SparseCategoricalCrossentropy``), as ``tinycc.ir.train``'s ``ce`` head.
+
+Backward (reverse op order; a tensor read by several ops sums their gradients)::
+
+    fused activation:  dz = dy * (y > 0)            relu;  dy * (0 < y < 6)  relu6
+    conv:   dW[o, i, j, c] = sum_{n,h,w} dz[n,h,w,o] x_pad[n, h*sh + i*dh, w*sw + j*dw, c];  db[o] = sum dz[..., o]
+            dx_pad[n, h*sh + i*dh, w*sw + j*dw, c] += sum_o dz[n,h,w,o] W[o, i, j, c]   (padding cropped)
+    depthwise: the same per channel (W[0, i, j, c*M + m] reads input channel c)
+    dense:  dW = dz^T x;  db = sum_n dz;  dx = dz W
+    add:    both inputs receive dz
+    avg pool: each window's dz / (valid pixels of the window) to each valid pixel; GAP: dz / (H*W)
+    max pool: dz to the window's first maximum (row-major), as TensorFlow's MaxPoolGrad
+
+What trains (``mode``): ``blocks`` every weight and bias of the tail; ``bias`` every bias of the tail plus the
+last Dense layer's weights (TinyTL). The SGD step ``p = p - lr * dp`` uses the gradients of the old parameters
+and is refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
+
+Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values.
+
+``known``: tensors whose values are given instead of computed in float (e.g. the dequantized outputs of the
+int8 kernels, when the weights stay int8 and only biases learn): the forward pass takes them as they are and
+the backward pass differentiates the float ops at those values (masks and maximum positions from them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .graph import Graph, Op
+from .interpreter import _pad_input, _windows, eval_op
+from .ops import OpKind, same_padding
+from .quant import dequantize
+from .tensor import DType
+
+F32 = np.float32
+TAIL_MODES = ("blocks", "bias")
+PARAM_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
+TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
+                                  OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
+                                  OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE}
+IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
+
+
+@dataclass
+class Param:
+    """Float weight and bias of one Conv2D / DepthwiseConv2D / Dense op of the tail."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+def float_params(graph: Graph, op: Op) -> Param:
+    """The op's float weight and bias (dequantized per channel when int8; zero bias when absent)."""
+    w = graph.tensors[op.inputs[1]]
+    b = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
+    out = w.shape[3] if op.kind == OpKind.DEPTHWISE_CONV2D else w.shape[0]
+    if w.dtype == DType.FLOAT32:
+        wf = np.array(w.data, F32)
+    else:
+        if w.quant is None:
+            raise ValueError(f"{op.describe()}: int8 weights without quantization parameters")
+        axis = 3 if op.kind == OpKind.DEPTHWISE_CONV2D else 0
+        shape = [1] * w.data.ndim
+        shape[axis] = -1
+        wf = dequantize(w.data, w.quant.scale.reshape(shape), w.quant.zero_point.reshape(shape)).astype(F32)
+    if b is None:
+        return Param(wf, np.zeros(out, F32))
+    if b.dtype == DType.FLOAT32:
+        return Param(wf, np.array(b.data, F32))
+    return Param(wf, dequantize(b.data, b.quant.scale, b.quant.zero_point).astype(F32))
+
+
+def _mask(y: np.ndarray, act: str) -> np.ndarray | None:
+    if act == "relu":
+        return y > 0
+    if act == "relu6":
+        return (y > 0) & (y < 6)
+    return None
+
+
+def _pads(x_shape: tuple, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: str) -> tuple:
+    if padding != "same":
+        return 0, 0, 0, 0
+    return same_padding(x_shape[1], kh, sh, dh) + same_padding(x_shape[2], kw, sw, dw)
+
+
+def _scatter(dxp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int, ow: int,
+             part) -> None:
+    """dxp[:, h*sh + i*dh, w*sw + j*dw, :] += part(i, j) for every kernel position (i, j)."""
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw, :] += part(i, j)
+
+
+def _crop(dxp: np.ndarray, pads: tuple, shape: tuple) -> np.ndarray:
+    pt, _, pl, _ = pads
+    return dxp[:, pt:pt + shape[1], pl:pl + shape[2], :]
+
+
+def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, depthwise: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dW, db) of a Conv2D (groups 1) or DepthwiseConv2D from dz = dloss/d(pre-activation output)."""
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+    kh, kw = w.shape[1], w.shape[2]
+    pads = _pads(x.shape, kh, kw, sh, sw, dh, dw, attrs["padding"])
+    xp = _pad_input(x, kh, kw, sh, sw, dh, dw, attrs["padding"])
+    win = _windows(np.ascontiguousarray(xp), kh, kw, sh, sw, dh, dw)  # n oh ow kh kw c
+    n, oh, ow = dz.shape[:3]
+    dxp = np.zeros(xp.shape, F32)
+    if depthwise:
+        c = x.shape[3]
+        m = attrs["depth_multiplier"]
+        wr = w.reshape(kh, kw, c, m)
+        dzr = dz.reshape(n, oh, ow, c, m)
+        dw_ = np.einsum("nhwijc,nhwcm->ijcm", win, dzr).reshape(1, kh, kw, c * m)
+        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.einsum("nhwcm,cm->nhwc", dzr, wr[i, j]))
+    else:
+        dw_ = np.tensordot(dz, win, axes=([0, 1, 2], [0, 1, 2]))  # o kh kw c
+        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.tensordot(dz, w[:, i, j, :], axes=([3], [0])))
+    return _crop(dxp, pads, x.shape), dw_.astype(F32), dz.sum(axis=(0, 1, 2), dtype=F32)
+
+
+def pool_backward(x: np.ndarray, dy: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
+    """dx of an average or max pooling (see the module docstring)."""
+    (ph, pw), (sh, sw) = attrs["pool_size"], attrs["strides"]
+    pads = _pads(x.shape, ph, pw, sh, sw, 1, 1, attrs["padding"])
+    n, oh, ow, c = dy.shape
+    if kind == "avg":
+        ones = _pad_input(np.ones((1,) + x.shape[1:3] + (1,), F32), ph, pw, sh, sw, 1, 1, attrs["padding"])
+        cnt = _windows(ones, ph, pw, sh, sw, 1, 1).sum(axis=(3, 4))
+        share = (dy / cnt).astype(F32)
+        dxp = np.zeros((n,) + ones.shape[1:3] + (c,), F32)
+        _scatter(dxp, ph, pw, sh, sw, 1, 1, oh, ow, lambda i, j: share)
+        return _crop(dxp, pads, x.shape)
+    xp = _pad_input(x, ph, pw, sh, sw, 1, 1, attrs["padding"], value=-np.inf)
+    win = _windows(np.ascontiguousarray(xp), ph, pw, sh, sw, 1, 1)
+    first = win.reshape(n, oh, ow, ph * pw, c).argmax(axis=3)  # the first maximum, row-major
+    dxp = np.zeros(xp.shape, F32)
+    _scatter(dxp, ph, pw, sh, sw, 1, 1, oh, ow, lambda i, j: np.where(first == i * pw + j, dy, F32(0)))
+    return _crop(dxp, pads, x.shape)
+
+
+class Tail:
+    """The float ops of a graph after a cut tensor, trainable with SGD (see the module docstring)."""
+
+    def __init__(self, graph: Graph, cut: str, mode: str = "blocks", train_weights: set[str] | None = None) -> None:
+        if mode not in TAIL_MODES:
+            raise ValueError(f"unknown tail training mode {mode!r}; known: {', '.join(TAIL_MODES)}")
+        if len(graph.outputs) != 1:
+            raise ValueError("the tail needs a graph with exactly one output")
+        self.graph, self.cut, self.mode, self.train_weights = graph, cut, mode, train_weights
+        needed = {graph.outputs[0]}
+        ops: list[Op] = []
+        for op in reversed(graph.ops):  # the ops between the cut and the output
+            if op.outputs[0] in needed and op.outputs[0] != cut:
+                ops.append(op)
+                needed.update(t for t in op.inputs if graph.tensors[t].data is None)
+        self.ops = ops[::-1]
+        if cut not in needed:
+            raise ValueError(f"the output does not depend on the cut tensor {cut!r}")
+        for op in self.ops:
+            if op.kind not in TAIL_KINDS or (op.kind == OpKind.CONV2D and op.attrs["groups"] != 1):
+                raise ValueError(f"{op.describe()} is not trainable on the device (no backward pass)")
+            if op.kind == OpKind.SOFTMAX and op is not self.ops[-1]:
+                raise ValueError(f"{op.describe()}: softmax only as the last op")
+            extern = [t for t in op.inputs if graph.tensors[t].data is None and t != cut and
+                      all(t not in o.outputs for o in self.ops)]
+            if extern:
+                raise ValueError(f"{op.describe()} reads {extern[0]!r}, computed before the cut")
+        self.logits = self.ops[-1].inputs[0] if self.ops[-1].kind == OpKind.SOFTMAX else self.ops[-1].outputs[0]
+        dense = [op for op in self.ops if op.kind in PARAM_KINDS]
+        if not dense or dense[-1].kind != OpKind.DENSE or dense[-1].outputs[0] != self.logits:
+            raise ValueError("the tail must end with a Dense layer giving the logits")
+        self.last = dense[-1].name
+        self.params = {op.name: float_params(graph, op) for op in dense}
+
+    def trains(self, name: str) -> tuple[bool, bool]:
+        """(weight trained, bias trained) of the parameter op ``name`` (``train_weights``, when given, names the
+        ops whose weights train, in place of the mode's choice)."""
+        if self.train_weights is not None:
+            return name in self.train_weights, True
+        return self.mode == "blocks" or name == self.last, True
+
+    def parameter_count(self) -> int:
+        """Trained float parameters."""
+        return sum((p.weight.size if self.trains(k)[0] else 0) + p.bias.size for k, p in self.params.items())
+
+    # ---- forward ----
+    def forward(self, x: np.ndarray, known: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Every tensor of the tail for a batch of cut tensors x (float32, NHWC)."""
+        env = {self.cut: np.asarray(x, F32)}
+        known = known or {}
+        for op in self.ops:
+            if op is self.ops[-1] and op.kind == OpKind.SOFTMAX:
+                break
+            if op.outputs[0] in known:
+                env[op.outputs[0]] = np.asarray(known[op.outputs[0]], F32)
+                continue
+            args = [env[t] if t in env else self.graph.tensors[t].data for t in op.inputs]
+            if op.kind in IDENTITY_KINDS:  # values: a quantize/dequantize is the identity in float
+                env[op.outputs[0]] = np.ascontiguousarray(args[0], F32).reshape(
+                    (args[0].shape[0],) + tuple(self.graph.tensors[op.outputs[0]].shape[1:]))
+                continue
+            if op.kind in PARAM_KINDS:
+                p = self.params[op.name]
+                args = [args[0], p.weight, p.bias]
+            env[op.outputs[0]] = np.ascontiguousarray(eval_op(op, args, self.graph), F32)
+        return env
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class per row (arg-max of the logits)."""
+        return self.forward(x)[self.logits].argmax(axis=1)
+
+    # ---- backward ----
+    def grads(self, x: np.ndarray, y: np.ndarray, known: dict[str, np.ndarray] | None = None
+              ) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+        """Per parameter op (dW or None when the weight is frozen, db) of the mean cross-entropy."""
+        env = self.forward(x, known)
+        z = env[self.logits]
+        y = np.asarray(y).reshape(-1)
+        n, classes = z.shape
+        if len(y) != n or not np.issubdtype(y.dtype, np.integer) or (n and (y.min() < 0 or y.max() >= classes)):
+            raise ValueError(f"labels must be {n} integers in 0..{classes - 1}")
+        e = np.exp((z - z.max(axis=1, keepdims=True)).astype(np.float64)).astype(F32)
+        d = (e / e.sum(axis=1, keepdims=True)).astype(F32)
+        d[np.arange(n), y] -= F32(1)
+        grad = {self.logits: (d / F32(n)).astype(F32)}
+        out: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+        for op in reversed(self.ops):
+            if op.kind == OpKind.SOFTMAX or op.outputs[0] not in grad:
+                continue
+            dy = grad.pop(op.outputs[0])
+            for t, g in self._op_backward(op, env, dy, out):
+                if self.graph.tensors[t].data is None:
+                    grad[t] = grad[t] + g if t in grad else g
+        return out
+
+    def _op_backward(self, op: Op, env: dict, dy: np.ndarray, out: dict) -> list[tuple[str, np.ndarray]]:
+        """Gradients of the op's tensor inputs; the parameter gradients go into ``out``."""
+        k, a, x = op.kind, op.attrs, env[op.inputs[0]]
+        mask = _mask(env[op.outputs[0]], a.get("activation", "none"))
+        dz = dy if mask is None else np.where(mask, dy, F32(0)).astype(F32)
+        if k in PARAM_KINDS:
+            w = self.params[op.name].weight
+            if k == OpKind.DENSE:
+                x2 = x.reshape(x.shape[0], -1)
+                dx, dw, db = (dz @ w).reshape(x.shape), dz.T @ x2, dz.sum(axis=0, dtype=F32)
+            else:
+                dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D)
+            out[op.name] = (dw.astype(F32) if self.trains(op.name)[0] else None, db.astype(F32))
+            return [(op.inputs[0], dx.astype(F32))]
+        if k == OpKind.RELU:
+            return [(op.inputs[0], np.where(env[op.outputs[0]] > 0, dy, F32(0)).astype(F32))]
+        if k == OpKind.RELU6:
+            y = env[op.outputs[0]]
+            return [(op.inputs[0], np.where((y > 0) & (y < 6), dy, F32(0)).astype(F32))]
+        if k == OpKind.ADD:
+            if env[op.inputs[0]].shape != env[op.inputs[1]].shape:
+                raise ValueError(f"{op.describe()}: a broadcasting add has no backward pass")
+            return [(op.inputs[0], dz), (op.inputs[1], dz)]
+        if k in (OpKind.AVG_POOL2D, OpKind.MAX_POOL2D):
+            return [(op.inputs[0], pool_backward(x, dz, a, "avg" if k == OpKind.AVG_POOL2D else "max"))]
+        if k == OpKind.GLOBAL_AVG_POOL:
+            g = dy.reshape(dy.shape[0], 1, 1, -1) / F32(x.shape[1] * x.shape[2])
+            return [(op.inputs[0], np.broadcast_to(g, x.shape).astype(F32))]
+        return [(op.inputs[0], dy.reshape(x.shape))]  # flatten, reshape, dropout, (de)quantize: identity
+
+    # ---- SGD ----
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, known: dict[str, np.ndarray] | None = None) -> bool:
+        """One SGD step on the trained parameters; False, changing nothing, when a result is not finite."""
+        rate = F32(lr)
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = self.grads(x, y, known)
+            new = {k: (None if dw is None else self.params[k].weight - rate * dw, self.params[k].bias - rate * db)
+                   for k, (dw, db) in g.items()}
+        if any((w is not None and not np.isfinite(w).all()) or not np.isfinite(b).all() for w, b in new.values()):
+            return False
+        for k, (w, b) in new.items():
+            if w is not None:
+                self.params[k].weight[...] = w
+            self.params[k].bias[...] = b
+        return True
+
+
+DESCRIPTOR_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
+                    OpKind.GLOBAL_AVG_POOL)
+DESCRIPTOR_BYTES = 16 * 4  # one tcc_bp_conv_t of the C runtime: 16 int32 fields
+
+
+def step_ops(tail: Tail) -> list[Op]:
+    """The ops a generated SGD step computes (a final softmax is left to the loss)."""
+    return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
+
+
+def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn: bool = False) -> dict[str, int]:
+    """RAM of the generated SGD step of ``tail`` for ``batch`` rows, bytes (the C backend's deep step declares
+    exactly these arrays): float parameters (every bias, the weights that train; a frozen weight is in flash,
+    ``step_flash``), kept values of every tensor, gradients of every tensor but the cut, one scratch gradient of
+    the largest tensor, the kernels' descriptors, the int32 biases of the ops in ``requantized`` (the int8
+    backbone's biases, recomputed from their float master after each step) and, with ``learn`` (the learn path
+    over a buffer of cut tensors), ``batch`` int32 labels."""
+    ops = step_ops(tail)
+    trained = sum((p.weight.size if tail.trains(k)[0] else 0) + p.bias.size for k, p in tail.params.items())
+    tensors = [tail.cut] + [op.outputs[0] for op in ops]
+    sizes = {t: int(np.prod(tail.graph.tensors[t].shape[1:])) for t in tensors}
+    out = {"parameters": 4 * trained,
+           "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
+           "values": 4 * batch * sum(sizes.values()),
+           "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
+           "scratch": 4 * batch * max(sizes.values()),
+           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+    if learn:
+        out["labels"] = 4 * batch
+    return out
+
+
+def step_flash(tail: Tail, requantized: tuple[str, ...] = ()) -> int:
+    """Flash of the generated step's constants, bytes: the float weights it does not train and the bias scales
+    of the ops in ``requantized``."""
+    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0])
+    return 4 * (frozen + sum(tail.params[k].bias.size for k in requantized))

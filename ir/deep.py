@@ -1,0 +1,227 @@
+"""Learning beyond the head in the host simulator: int8 backbone biases (TinyTL) or float convolution blocks.
+
+A ``DeepLearner`` splits a deployment's int8 feature extractor Φf at a *deep cut* tensor (``deep_cuts``: an
+activation every later op depends on only through it) into the *front* (input -> cut, int8, frozen) and the
+*region* (cut -> features), followed by the float classifier Φc. The replay buffer stores the cut tensor
+(int8, in its quantization). Modes:
+
+``bias`` (TinyTL): the region stays int8 in flash and runs on the int8 kernels; the biases of its Conv2D /
+    DepthwiseConv2D / Dense ops train, with Φc (every Dense weight and bias). The backward pass is the float
+    one of ``tinycc.ir.backprop.Tail`` over the dequantized region, evaluated at the dequantized int8
+    activations (``known``: ReLU masks, max positions and inputs of the gradients from the int8 values). A
+    float master copy of each trained bias is kept; after each step the int32 bias becomes
+    ``q = rint(b / (s_in * s_w[c]))`` (float64 arithmetic, half to even; clamped to int32), the scale its
+    tensor has in TFLite's scheme, so inference remains the int8 kernels.
+``blocks``: the region runs in float (weights initialised from the dequantized int8 weights, as
+    ``Classifier`` starts from the dequantized Dense layers) and every weight and bias of the region and of
+    Φc trains (``Tail`` mode ``blocks``).
+
+Φc's hidden activations must be ``relu`` or ``linear`` (the Tail's fused activations); the head is ``ce``.
+Training: ``learn`` pushes the cut tensor and its label, then ``epochs`` epochs over the buffer in its
+training order, batches of ``batch_size`` consecutive entries, one SGD step each (a refused step ends the
+retraining and removes the sample again, as ``OnlineLearner``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backprop import PARAM_KINDS, Tail
+from .buffer import ReplayBuffer
+from .graph import Graph, Op
+from .interpreter_int8 import run_int8
+from .ops import OpKind
+from .quant import dequantize
+from .tensor import DType, Tensor
+
+F32 = np.float32
+DEEP_MODES = ("bias", "blocks")
+INT32 = np.iinfo(np.int32)
+
+
+def requantize_bias(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int32 bias of float ``b`` at the bias scale s_in * s_w[c]: rint(b / scale), clamped to int32."""
+    q = np.rint(np.asarray(b, np.float64) / np.asarray(scale, np.float64))
+    return np.clip(q, INT32.min, INT32.max).astype(np.int32)
+
+
+def _view(ext: Graph, classifier: list[Any]) -> Graph:
+    """Φf followed by Φc as float Dense ops (logits out): the graph the Tail differentiates."""
+    g = ext.copy()
+    x = g.outputs[0]
+    if len(g.tensors[x].shape) != 2:
+        raise ValueError("the features must be a flat vector")
+    for i, layer in enumerate(classifier):
+        if i < len(classifier) - 1 and layer.activation not in ("relu", "linear"):
+            raise ValueError(f"classifier layer {i}: a {layer.activation} hidden layer has no deep backward pass")
+        w = g.add_const(g.unique_tensor_name(f"head{i}/w"), layer.weight.copy(), DType.FLOAT32).name
+        b = g.add_const(g.unique_tensor_name(f"head{i}/b"), layer.bias.copy(), DType.FLOAT32).name
+        act = "relu" if layer.activation == "relu" and i < len(classifier) - 1 else "none"
+        y = g.unique_tensor_name(f"head{i}/out")
+        g.add_tensor(Tensor(y, (1, layer.n_out), DType.FLOAT32))
+        g.ops.append(Op(g.unique_op_name(f"head{i}"), OpKind.DENSE, [x, w, b], [y], {"activation": act}, f"head{i}"))
+        x = y
+    g.outputs = [x]
+    return g
+
+
+def deep_cuts(ext: Graph, classifier: list[Any]) -> list[str]:
+    """The int8 activations of Φf where a deep cut can be placed (latest first), with the number of
+    parameter layers after each: the tensors every later op reaches only through them."""
+    view = _view(ext, classifier)
+    out = []
+    for op in reversed(ext.ops):
+        t = op.outputs[0]
+        if ext.tensors[t].dtype != DType.INT8 or t == ext.outputs[0]:
+            continue
+        try:
+            Tail(view, t, "blocks")
+        except ValueError:
+            continue
+        out.append(t)
+    return out
+
+
+def _subgraph(g: Graph, ops: list[Op], inputs: list[str], outputs: list[str]) -> Graph:
+    s = Graph(g.name)
+    s.tensors = g.tensors  # shared: the region's int32 biases are written in place
+    s.ops, s.inputs, s.outputs = ops, inputs, outputs
+    return s
+
+
+class DeepLearner:
+    """A deployment learning beyond its head (see the module docstring)."""
+
+    def __init__(self, dep: Any, cut: str, mode: str = "bias", capacity: int | None = None,
+                 lr: float | None = None, epochs: int | None = None, batch_size: int | None = None) -> None:
+        if mode not in DEEP_MODES:
+            raise ValueError(f"unknown deep training mode {mode!r}; known: {', '.join(DEEP_MODES)}")
+        if dep.loss != "ce":
+            raise ValueError("learning beyond the head needs the ce head")
+        self.mode = mode
+        self.view = _view(dep.extractor, dep.classifier)  # owns a copy of Φf: its biases change
+        v = self.view
+        producers = v.producers_map()
+        if cut not in v.tensors or cut not in producers or v.tensors[cut].dtype != DType.INT8:
+            raise ValueError(f"no int8 activation {cut!r} in the feature extractor")
+        n_ext = len(dep.extractor.ops)
+        head = {op.name for op in v.ops[n_ext:]}
+        self.tail = Tail(v, cut, "blocks", None if mode == "blocks" else head)
+        region = [op for op in self.tail.ops if op.name not in head]
+        front = v.ops[:v.ops.index(producers[cut]) + 1]
+        self.front = _subgraph(v, front, list(v.inputs), [cut])
+        self.region = _subgraph(v, region, [cut], [dep.extractor.outputs[0]])
+        self.region_params = [op for op in region if op.kind in PARAM_KINDS]
+        if mode == "bias":
+            for op in self.region_params:
+                if len(op.inputs) < 3:
+                    raise ValueError(f"{op.describe()} has no bias to train")
+        q = v.tensors[cut].quant
+        self.cut, self.cut_scale, self.cut_zp = cut, float(q.scale[0]), int(q.zero_point[0])
+        self.cut_shape = tuple(v.tensors[cut].shape[1:])
+        self.lr = dep.train.lr if lr is None else float(lr)
+        self.epochs = dep.train.epochs if epochs is None else int(epochs)
+        self.batch_size = int(batch_size or dep.train.batch_size)
+        self.buffer = ReplayBuffer(capacity or dep.buffer.capacity, int(np.prod(self.cut_shape)), "int8",
+                                   self.cut_scale, self.cut_zp, dep.buffer.policy, dep.buffer.seed)
+        self.num_classes = int(dep.classifier[-1].n_out)
+        self.last_refused = False
+
+    # ---- inference ----
+    def cut_of(self, x: np.ndarray) -> np.ndarray:
+        """int8 cut tensors [N, ...] of float inputs (the frozen front)."""
+        return run_int8(self.front, np.asarray(x, F32))[self.cut]
+
+    def _float_cut(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q).reshape((-1,) + self.cut_shape)
+        return dequantize(q, np.float32(self.cut_scale), self.cut_zp).astype(F32)
+
+    def _known(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        """bias mode: the region's int8 activations, dequantized; blocks mode: none (float forward)."""
+        if self.mode == "blocks":
+            return {}
+        q = np.asarray(q, np.int8).reshape((-1,) + self.cut_shape)
+        env = run_int8(self.region, {self.cut: q}, [op.outputs[0] for op in self.region.ops])
+        out = {}
+        for t, a in env.items():
+            tq = self.view.tensors[t].quant
+            out[t] = dequantize(a, tq.scale, tq.zero_point).astype(F32)
+        return out
+
+    def logits_cut(self, q: np.ndarray) -> np.ndarray:
+        """Logits [N, classes] of int8 cut tensors."""
+        return self.tail.forward(self._float_cut(q), self._known(q))[self.tail.logits]
+
+    def predict(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class per row, logits) of int8 cut tensors [N, ...] (``OnlineLearner.predict``'s shape)."""
+        z = self.logits_cut(np.asarray(q).reshape((-1,) + self.cut_shape))
+        return z.argmax(axis=1), z
+
+    def predict_input(self, x: np.ndarray) -> np.ndarray:
+        """Class per float input row."""
+        return self.predict(self.cut_of(x))[0]
+
+    # ---- training ----
+    def step(self, q: np.ndarray, y: np.ndarray) -> bool:
+        """One SGD step on int8 cut tensors ``q`` [N, ...] with labels ``y``; False (nothing changed) when refused."""
+        if not self.tail.sgd_step(self._float_cut(q), y, self.lr, self._known(q)):
+            return False
+        if self.mode == "bias":
+            for op in self.region_params:
+                t = self.view.tensors[op.inputs[2]]
+                t.data = requantize_bias(self.tail.params[op.name].bias, t.quant.scale)
+        return True
+
+    def learn_input(self, x: np.ndarray, label: int) -> int:
+        """``learn`` from one float input (through the frozen front)."""
+        x = np.asarray(x, F32)
+        if not np.isfinite(x).all():
+            raise ValueError("the input must be finite (no NaN or infinity)")
+        return self.learn(self.cut_of(x[None])[0], label)
+
+    def learn(self, q: np.ndarray, label: int) -> int:
+        """Push one int8 cut tensor and its label, retrain over the buffer; returns the slot (-1: dropped)."""
+        if isinstance(label, (float, np.floating)) or not 0 <= int(label) < self.num_classes:
+            raise ValueError(f"label {label!r} is not a class in 0..{self.num_classes - 1}")
+        q = np.asarray(q)
+        if q.dtype != np.int8 or q.size != self.buffer.feature_count:
+            raise ValueError(f"expected an int8 cut tensor of {self.buffer.feature_count} values")
+        before = self.buffer.state.copy()
+        slot = self.buffer.push(q.reshape(-1), int(label))
+        self.retrain()
+        if self.last_refused:
+            self.buffer.unpush(slot, before)
+        return slot
+
+    def retrain(self) -> int:
+        """``epochs`` epochs over the buffer in training order; returns the entries visited."""
+        self.last_refused = False
+        n, b, visited = self.buffer.count, self.batch_size, 0
+        for _ in range(self.epochs):
+            for s in range(0, n, b):
+                slots = [self.buffer.slot(s + k) for k in range(min(b, n - s))]
+                if not self.step(self.buffer.data[slots], self.buffer.labels[slots].astype(np.int64)):
+                    self.last_refused = True
+                    return visited
+                visited += len(slots)
+        return visited
+
+    # ---- memory ----
+    def state_bytes(self) -> dict[str, int]:
+        """What the deeper learning adds to the device's RAM (bytes, ``batch_size`` rows): trained float
+        parameters (bias mode: float master + int32 copy per bias), the region's activations kept for the
+        backward pass (int8 in bias mode, float32 in blocks mode) and two float32 gradient arrays of the
+        largest region tensor; a buffer entry is the int8 cut tensor."""
+        b = self.batch_size
+        tensors = [self.cut] + [op.outputs[0] for op in self.region.ops]
+        sizes = [int(np.prod(self.view.tensors[t].shape[1:])) for t in tensors]
+        if self.mode == "bias":
+            params = sum(8 * self.tail.params[op.name].bias.size for op in self.region_params)
+            kept = b * sum(sizes)
+        else:
+            params = sum(4 * (self.tail.params[op.name].weight.size + self.tail.params[op.name].bias.size)
+                         for op in self.region_params)
+            kept = 4 * b * sum(sizes)
+        return {"parameters": params, "activations": kept, "gradients": 2 * 4 * b * max(sizes),
+                "buffer_entry": sizes[0] + 1}
