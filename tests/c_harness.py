@@ -84,7 +84,8 @@ def run_host(exe: Path) -> DemoOutput:
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
 # (the classifier's RAM arrays are tcc_classifier_<i>_weights/_bias/_act/_delta; its flash copies end in _init and
 # the runtime's functions tcc_classifier_reset/... have no layer number)
-MODEL_RAM = re.compile(r"tcc_arena|tcc_scratch|tcc_classifier_\d+_(?:weights|bias|act|delta)(?!_init)|tcc_buf_|tcc_probs")
+MODEL_RAM = re.compile(r"tcc_arena|tcc_scratch|tcc_classifier_\d+_(?:weights|bias|act|delta)(?!_init)|tcc_buf_"
+                       r"|tcc_probs")
 MODEL_DESCRIPTORS = ("tcc_layers", "tcc_clf", "tcc_buf")  # the runtime's structs (the report's runtime descriptors)
 
 
