@@ -176,12 +176,18 @@ def is_multi_io(dep: Deployment) -> bool:
     return dep.inference_only and (len(g.inputs) > 1 or len(g.outputs) > 1)
 
 
+def _short(label: str, n: int = 48) -> str:
+    """A model's name for a comment line: at most ``n`` characters (the escaping filter still applies)."""
+    return label if len(label) <= n else label[:n - 3] + "..."
+
+
 def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per input and output of a multi-I/O model: C parameter name, size, int8 parameters and arena pointer."""
     g = dep.extractor
     in_names = [f"in_{k}" for k in range(len(g.inputs))]  # positional: no model text becomes code
     out_names = [f"out_{k}" for k in range(len(g.outputs))]
     in_labels, out_labels = dep.meta.get("io_labels") or (list(g.inputs), list(g.outputs))
+    in_labels, out_labels = [_short(n) for n in in_labels], [_short(n) for n in out_labels]
     qin = em.consts.get("quantized_inputs", {})
     ins = []
     for k, t in enumerate(g.inputs):
