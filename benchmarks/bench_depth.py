@@ -125,7 +125,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, n_stream))["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
-            "epochs": prep.dep.train.epochs}
+            "epochs": prep.dep.train.epochs, "prep": prep}
 
 
 def _plot(res: dict[str, Any], ram: int) -> bytes:
