@@ -164,11 +164,8 @@ def run(args: argparse.Namespace) -> Result:
     res = Result("depth")
     data = Path(args.data) if args.data else DATA
     missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
-    if missing:
-        msg = f"skipped: {', '.join(map(str, missing))} not found"
-        print(f"depth: {msg}", file=sys.stderr)
-        res.add(msg)
-        return res
+    if missing:  # no result files: the recorded ones stay
+        raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep)
     rows, final = [], {}
