@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every mode (not tuned)")
     p.add_argument("--scale", type=float, default=1.0, help="input scale (ResNet-8 reads 0..255 pixels: 1)")
     p.add_argument("--deep", default="bias,blocks", help="deep modes beside head-only")
+    p.add_argument("--deep-buffer", type=int, help="diagnostic: this many cut tensors in every deep mode's buffer "
+                   "instead of what the budget leaves (the RAM column then says whether it fits)")
+    p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
 def _fixed_ram(dep: Any) -> int:
@@ -86,7 +89,7 @@ def _ticker(label: str, total: int) -> Callable[[], None]:
 
 
 def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
-            deep: tuple[str, ...] = ("bias", "blocks")) -> dict[str, Any]:
+            deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
@@ -104,7 +107,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
     fallback = min([mem[f"deep-{m}"]["capacity"] for m in deep if mem[f"deep-{m}"]["capacity"]] or [1])
     for m in deep:  # the buffer each deep mode runs with, and its total
         v = mem[f"deep-{m}"]
-        v["run_capacity"] = v["capacity"] or fallback
+        v["run_capacity"] = deep_buffer or v["capacity"] or fallback
         v["buffer_bytes"] = ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
         v["total_ram"] = v["fixed_ram"] + v["step_bytes"] + v["buffer_bytes"]
     for v in mem.values():
@@ -161,13 +164,15 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.output import write_atomic
     from tinycc.report import markdown_table
 
-    res = Result("depth")
+    name = f"depth-{args.tag}" if args.tag else "depth"
+    res = Result(name)
     data = Path(args.data) if args.data else DATA
     missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
     if missing:  # no result files: the recorded ones stay
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
-    out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep)
+    out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
+                  args.deep_buffer)
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -196,7 +201,9 @@ def run(args: argparse.Namespace) -> Result:
             f"held-out Imagenette-32 test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
             f"input scale {args.scale:g}, SGD lr {args.lr:g} for every mode (not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
-            f"block). Budget: {args.ram:,} B of total RAM.")
+            f"block). Budget: {args.ram:,} B of total RAM."
+            + (f" Diagnostic: every deep mode runs with a buffer of {args.deep_buffer} cut tensors, whether or not "
+               "it fits." if args.deep_buffer else ""))
     res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
             "modes: the same report's fixed part (int8 arena, descriptors, the head learner's measured stack; the "
             "deep step's own stack is not measured) + `step_memory(..., learn=True)` (the generated step's arrays, "
@@ -208,6 +215,6 @@ def run(args: argparse.Namespace) -> Result:
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
                 "lr": args.lr, "cut": out["cut"], "acceptance_met": met,
                 "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}
-    write_atomic(Path(args.out) / "depth.png", _plot(out, args.ram))
-    res.plots.append("depth.png")
+    write_atomic(Path(args.out) / f"{name}.png", _plot(out, args.ram))
+    res.plots.append(f"{name}.png")
     return res
