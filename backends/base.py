@@ -58,9 +58,15 @@ class Backend(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     platforms: ClassVar[tuple[str, ...]] = ()  # where run_demo builds and runs this target's demo
+    multi_io: ClassVar[bool] = False  # --inference-only models with several inputs/outputs (one pointer each)
 
     def check(self, deployment: Deployment) -> None:
         """Raise UnsupportedLayerError for anything this backend cannot run."""
+
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        """What ``tinycc ops`` lists for this target: (what, dtypes, sorted names) per section; none by default."""
+        return []
 
     @abstractmethod
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:

@@ -3,17 +3,17 @@
 Every channel position ``(tensor, index)`` of an activation is a node; positions that must be
 removed together are joined (union-find): elementwise ops, BatchNorm, pooling, padding and
 DepthwiseConv2D (input channel c with its outputs c*M..c*M+M-1) join input and output channels;
-Add/Mul join both operands and the output (a broadcast [.., 1, 1, C] SE excitation follows the
+Add/Sub/Mul/Maximum/Minimum join both operands and the output (a broadcast [.., 1, 1, C] SE excitation follows the
 channels it scales); Concatenate joins each input with its offset slice of the output; Flatten
 joins channel c with its H*W positions ``(h*W + w)*C + c``. Conv2D and Dense start new positions
-(their filters / units are the *producers*). A *unit* is one class of joined positions; it is
+(their filters / units are the *producers*; TransposeConv2D too). A *unit* is one class of joined positions; it is
 prunable when it has a producer and touches no graph input or output, no grouped convolution
 (1 < groups < channels: kept whole, documented) and no Reshape that moves the channel axis (one that
 keeps the last dimension, as 1-D layers lowered to 2-D ops use, joins channel c on both sides).
 
 Removing a unit slices every constant indexed by its positions: producer filters and biases,
 consumer input channels (Conv2D) and columns (Dense), depthwise filters, BatchNorm statistics,
-per-channel Rescaling and per-channel constant operands of Add/Mul.
+per-channel Rescaling and per-channel constant operands of Add/Sub/Mul/Maximum/Minimum.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from .ops import OpKind
 Pos = tuple[str, int]
 _PASS = {OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
          OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.BATCH_NORM, OpKind.PAD,
-         OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL}
+         OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
+         OpKind.RESIZE_NEAREST}
+_BINARY = (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
 
 
 @dataclass
@@ -85,7 +87,7 @@ def analyse(graph: Graph) -> list[Unit]:
             uf.find((out, c))
         k = op.kind
         x = op.inputs[0]
-        if k == OpKind.CONV2D and op.attrs["groups"] == 1 or k == OpKind.DENSE:
+        if k == OpKind.CONV2D and op.attrs["groups"] == 1 or k in (OpKind.DENSE, OpKind.TRANSPOSE_CONV2D):
             for c in range(n_out):
                 producers[(out, c)] = (op.name, c)
         elif k == OpKind.CONV2D:  # grouped (1 < g < C): keep whole
@@ -104,7 +106,7 @@ def analyse(graph: Graph) -> list[Unit]:
                                                                                    OpKind.GLOBAL_MAX_POOL):
                 for c in range(n_out):
                     uf.union((x, c), (out, c))
-        elif k in (OpKind.ADD, OpKind.MUL):
+        elif k in _BINARY:
             for t in op.inputs:
                 if _act(graph, t) and _channels(graph, t) == n_out:
                     for c in range(n_out):
@@ -128,6 +130,12 @@ def analyse(graph: Graph) -> list[Unit]:
             for c in range(cin):
                 for s in range(spatial):
                     uf.union((x, c), (out, s * cin + c))
+        elif k == OpKind.SLICE and op.attrs["axis"] != len(graph.tensors[x].shape) - 1:  # rows/columns only
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
+        elif k == OpKind.TRANSPOSE and op.attrs["perm"][-1] == len(op.attrs["perm"]) - 1:  # channels stay last
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
         elif k == OpKind.RESHAPE and _channels(graph, x) == n_out:  # NHWC: element s*C + c keeps channel c
             for c in range(n_out):
                 uf.union((x, c), (out, c))
@@ -186,7 +194,7 @@ def unit_params(graph: Graph, units: list[Unit]) -> np.ndarray:
         for t, _ in u.positions:
             for op in readers.get(t, []):
                 w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
-                if op.kind == OpKind.CONV2D and op.attrs["groups"] == 1:
+                if op.kind == OpKind.CONV2D and op.attrs["groups"] == 1 or op.kind == OpKind.TRANSPOSE_CONV2D:
                     n += w.shape[0] * w.shape[1] * w.shape[2]
                 elif op.kind == OpKind.DENSE:
                     n += w.shape[0]
@@ -215,9 +223,11 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
         x, out = op.inputs[0], op.outputs[0]
         ko, ki = keep(out), keep(x)
         k = op.kind
-        if k in (OpKind.CONV2D, OpKind.DENSE, OpKind.DEPTHWISE_CONV2D):
+        if k in (OpKind.CONV2D, OpKind.DENSE, OpKind.DEPTHWISE_CONV2D, OpKind.TRANSPOSE_CONV2D):
             w = graph.tensors[op.inputs[1]]
-            if k == OpKind.CONV2D:
+            if k == OpKind.TRANSPOSE_CONV2D:
+                data = w.data[ko][..., ki]
+            elif k == OpKind.CONV2D:
                 data = w.data[ko] if op.attrs["groups"] > 1 else w.data[ko][..., ki]
             elif k == OpKind.DENSE:
                 data = w.data[ko][:, ki]
@@ -235,7 +245,7 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
                     op.attrs[a] = tuple(np.asarray(op.attrs[a])[ko].tolist())
         elif k == OpKind.RESHAPE and op.attrs["shape"] and op.attrs["shape"][-1] == len(ko) == len(ki):
             op.attrs["shape"] = tuple(op.attrs["shape"][:-1]) + (int(ko.sum()),)
-        elif k in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
+        elif k in _BINARY + (OpKind.CONCAT,):
             for i, t in enumerate(op.inputs):
                 ten = graph.tensors[t]
                 if ten.is_const and ten.shape and ten.shape[-1] == len(ko) and len(ko) > 1 and k != OpKind.CONCAT:

@@ -62,6 +62,23 @@ def conv2d(x: Array, w: Array, b: Array | None, attrs: dict) -> Array:
     return _act(y, attrs["activation"])
 
 
+def transpose_conv_acc(x: Array, w: Array, attrs: dict, dtype: type) -> Array:
+    """Scatter of every input pixel times the kernel into the output (TFLite's TRANSPOSE_CONV), before bias."""
+    from .ops import transpose_conv_padding
+
+    n, ih, iw, _ = x.shape
+    o, kh, kw, _ = w.shape
+    (sh, sw), (oh, ow) = attrs["strides"], attrs["out_size"]
+    pt = transpose_conv_padding(oh, kh, sh, attrs["padding"])
+    pl = transpose_conv_padding(ow, kw, sw, attrs["padding"])
+    full = np.zeros((n, max((ih - 1) * sh + kh, pt + oh), max((iw - 1) * sw + kw, pl + ow), o), dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            full[:, ky:ky + (ih - 1) * sh + 1:sh, kx:kx + (iw - 1) * sw + 1:sw] += \
+                np.tensordot(x, w[:, ky, kx, :], axes=([3], [1])).astype(dtype)
+    return full[:, pt:pt + oh, pl:pl + ow]
+
+
 def depthwise_conv2d(x: Array, w: Array, b: Array | None, attrs: dict) -> Array:
     """w: [1, KH, KW, C*M]."""
     _, kh, kw, cm = w.shape
@@ -94,6 +111,27 @@ def pool(x: Array, attrs: dict, kind: str) -> Array:
     s = _windows(xp, ph, pw, sh, sw, 1, 1).sum(axis=(3, 4))
     cnt = _windows(ones, ph, pw, sh, sw, 1, 1).sum(axis=(3, 4))
     return _act((s / cnt).astype(F32), attrs["activation"])
+
+
+def nearest_index(out_size: int, in_size: int, align_corners: bool, half_pixel: bool) -> Array:
+    """Source index of each output row/column of TFLite's RESIZE_NEAREST_NEIGHBOR (float32 arithmetic)."""
+    if align_corners and out_size > 1:
+        scale = F32(in_size - 1) / F32(out_size - 1)
+    else:
+        scale = F32(in_size) / F32(out_size)
+    pos = (np.arange(out_size, dtype=F32) + F32(0.5 if half_pixel else 0.0)) * scale
+    idx = np.floor(pos)
+    if align_corners:  # TfLiteRound (half away from zero; pos >= 0); pos - floor(pos) is exact
+        idx = idx + (pos - idx >= F32(0.5))
+    idx = np.minimum(idx.astype(np.int64), in_size - 1)
+    return np.maximum(idx, 0) if half_pixel else idx
+
+
+def resize_nearest(x: Array, attrs: dict) -> Array:
+    oh, ow = attrs["size"]
+    ac, hp = attrs["align_corners"], attrs["half_pixel_centers"]
+    ys, xs = nearest_index(oh, x.shape[1], ac, hp), nearest_index(ow, x.shape[2], ac, hp)
+    return np.ascontiguousarray(x[:, ys][:, :, xs])
 
 
 def sigmoid(x: Array) -> Array:
@@ -136,6 +174,9 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.RESHAPE: lambda x, a: x.reshape((x.shape[0],) + tuple(a["shape"])),
     OpKind.PAD: lambda x, a: np.pad(x, ((0, 0), tuple(a["paddings"][0]), tuple(a["paddings"][1]), (0, 0))),
     OpKind.DROPOUT: lambda x, a: x,
+    OpKind.RESIZE_NEAREST: resize_nearest,
+    OpKind.SLICE: lambda x, a: np.ascontiguousarray(np.take(x, range(a["begin"], a["begin"] + a["length"]), a["axis"])),
+    OpKind.TRANSPOSE: lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])),
     OpKind.RESCALE: _rescale,
 }
 
@@ -154,6 +195,9 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return conv2d(args[0], args[1], bias, a)
     if k == OpKind.DEPTHWISE_CONV2D:
         return depthwise_conv2d(args[0], args[1], bias, a)
+    if k == OpKind.TRANSPOSE_CONV2D:
+        y = transpose_conv_acc(args[0], args[1], a, F32)
+        return _act(y + bias if bias is not None else y, a["activation"])
     if k == OpKind.DENSE:
         return dense(args[0], args[1], bias, a)
     if k == OpKind.BATCH_NORM:
@@ -162,6 +206,12 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return _act((args[0] + args[1]).astype(F32), a["activation"])
     if k == OpKind.MUL:
         return _act((args[0] * args[1]).astype(F32), a["activation"])
+    if k == OpKind.SUB:
+        return _act((args[0] - args[1]).astype(F32), a["activation"])
+    if k == OpKind.MAXIMUM:
+        return np.maximum(args[0], args[1]).astype(F32)
+    if k == OpKind.MINIMUM:
+        return np.minimum(args[0], args[1]).astype(F32)
     if k == OpKind.CONCAT:
         n = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, _batch(x.shape, n)) for x in args], axis=a["axis"])

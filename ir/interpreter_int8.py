@@ -25,14 +25,17 @@ INT8_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
-    OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH,
+    OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
+    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
                 OpKind.SOFTMAX: (1.0 / 256.0, -128)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
-                         OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT})
+                         OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
+                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE,
+                         OpKind.SLICE})
 
 
 def interpreter_only(g: Graph, op: Op) -> str | None:
@@ -70,7 +73,7 @@ def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[
 
 
 def conv_params(g: Graph, op: Op) -> dict:
-    """Everything an int8 Conv2D/DepthwiseConv2D/Dense kernel needs (shared with the C emitter)."""
+    """Everything an int8 Conv2D/DepthwiseConv2D/TransposeConv2D/Dense kernel needs (shared with the C emitter)."""
     x, w, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
     in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
     out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
@@ -199,11 +202,11 @@ def _binary(g: Graph, op: Op, a: Array, b: Array) -> Array:
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
     act = activation_range(op.attrs["activation"], so, zo)
     a64, b64 = a.astype(np.int64) - z1, b.astype(np.int64) - z2
-    if op.kind == OpKind.ADD:
+    if op.kind in (OpKind.ADD, OpKind.SUB):  # TFLite's SUB: ADD's parameters, the scaled operands subtracted
         p = add_params(s1, s2, so)
         sa = _scaled(a64 * (1 << p["left_shift"]), p["m1"], p["e1"])
         sb = _scaled(b64 * (1 << p["left_shift"]), p["m2"], p["e2"])
-        out = _scaled(sa + sb, p["mo"], p["eo"]) + zo
+        out = _scaled(sa + sb if op.kind == OpKind.ADD else sa - sb, p["mo"], p["eo"]) + zo
     else:
         real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
         m, e = quantize_multiplier(float(np.float32(real)))
@@ -254,6 +257,13 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _mean(g, op, args[0])
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
         return _conv(g, op, args[0])
+    if k == OpKind.TRANSPOSE_CONV2D:  # TFLite's reference TransposeConv: int32 sums, per-channel requantization
+        p = conv_params(g, op)
+        acc = fl.transpose_conv_acc(args[0].astype(np.int64) - p["in_zp"], g.tensors[op.inputs[1]].data.astype(
+            np.int64), op.attrs, np.int64)
+        if p["bias"] is not None:
+            acc = acc + p["bias"]
+        return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
     if k == OpKind.DENSE:
         return _dense(g, op, args[0], flavor)
     if k in (OpKind.RELU, OpKind.RELU6):
@@ -267,10 +277,18 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]))
-    if k in (OpKind.ADD, OpKind.MUL):
+    if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:
         _check_same(g, op)
+    if k in (OpKind.MAXIMUM, OpKind.MINIMUM):  # TFLite compares the raw int8 values (shared parameters)
+        return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(np.int8)
+    if k == OpKind.RESIZE_NEAREST:
+        return fl.resize_nearest(args[0], op.attrs)
+    if k == OpKind.SLICE:
+        return fl.eval_op(op, args, g)
+    if k == OpKind.TRANSPOSE:
+        return np.ascontiguousarray(np.transpose(args[0], op.attrs["perm"]))
     if k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
         return _pool(g, op, args[0])
     if k in (OpKind.FLATTEN, OpKind.RESHAPE):

@@ -1,9 +1,11 @@
 """Op kinds of the tinycc IR: attribute schemas and shape inference.
 
-Layouts are TFLite's: activations NHWC; Conv2D weights ``[O, KH, KW, I/groups]``;
+Layouts are TFLite's: activations NHWC; Conv2D and TransposeConv2D weights ``[O, KH, KW, I/groups]``;
 DepthwiseConv2D weights ``[1, KH, KW, C*M]``; Dense weights ``[O, I]``; biases ``[O]``.
 Activations are separate ops after import; the ``fuse_activations`` pass folds
-ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul.
+ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
+``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
+``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
 """
 from __future__ import annotations
 
@@ -37,6 +39,13 @@ class OpKind(str, Enum):
     RESHAPE = "reshape"
     ADD = "add"
     MUL = "mul"
+    SUB = "sub"
+    MAXIMUM = "maximum"
+    MINIMUM = "minimum"
+    RESIZE_NEAREST = "resize_nearest"
+    TRANSPOSE = "transpose"
+    SLICE = "slice"
+    TRANSPOSE_CONV2D = "transpose_conv2d"
     CONCAT = "concat"
     PAD = "pad"
     DROPOUT = "dropout"
@@ -195,6 +204,49 @@ def _concat(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [tuple(out)]
 
 
+def _resize(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    if len(x) != 4:
+        raise ShapeError(f"nearest-neighbour resize needs a 4-D input, got {x}")
+    oh, ow = attrs["size"]
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"resize to {oh}x{ow}")
+    return [(x[0], oh, ow, x[3])]
+
+
+def _transpose(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, perm = shapes[0], attrs["perm"]
+    if sorted(perm) != list(range(len(x))) or perm[0] != 0:
+        raise ShapeError(f"transpose permutation {perm} of a rank-{len(x)} tensor must keep the batch axis first")
+    return [tuple(x[p] for p in perm)]
+
+
+def _slice(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, axis, begin, size = shapes[0], attrs["axis"], attrs["begin"], attrs["length"]
+    if not 0 < axis < len(x) or begin < 0 or size <= 0 or begin + size > x[axis]:
+        raise ShapeError(f"slice [{begin}, {begin + size}) of axis {axis} is outside {x}")
+    return [tuple(size if i == axis else d for i, d in enumerate(x))]
+
+
+def transpose_conv_padding(out_size: int, k: int, stride: int, padding: str) -> int:
+    """Rows (columns) TFLite's TRANSPOSE_CONV crops before the output: 'same' padding of a conv from the output."""
+    if padding == "valid":
+        return 0
+    return max(((out_size + stride - 1) // stride - 1) * stride + k - out_size, 0) // 2
+
+
+def _transpose_conv(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, w = shapes[0], shapes[1]
+    if len(x) != 4 or len(w) != 4 or x[3] != w[3]:
+        raise ShapeError(f"transpose_conv2d weights {w} do not match input {x}")
+    oh, ow = attrs["out_size"]
+    (sh, sw), k = attrs["strides"], w[1:3]
+    for o, i, s, kk in ((oh, x[1], sh, k[0]), (ow, x[2], sw, k[1])):
+        if conv_out_size(o, kk, s, 1, attrs["padding"]) != i:
+            raise ShapeError(f"output size {o} is not a transposed {attrs['padding']} convolution of input size {i}")
+    return [(x[0], oh, ow, w[0])]
+
+
 def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     (t, b), (l, r) = attrs["paddings"]
@@ -242,6 +294,15 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.RESHAPE, 1, 1, _reshape, {"shape": ()}),
         OpDef(OpKind.ADD, 2, 2, _broadcast, {"activation": "none"}),
         OpDef(OpKind.MUL, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.SUB, 2, 2, _broadcast, {"activation": "none"}),
+        OpDef(OpKind.MAXIMUM, 2, 2, _broadcast),
+        OpDef(OpKind.MINIMUM, 2, 2, _broadcast),
+        OpDef(OpKind.RESIZE_NEAREST, 1, 1, _resize,
+              {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
+        OpDef(OpKind.TRANSPOSE, 1, 1, _transpose, {"perm": (0,)}),
+        OpDef(OpKind.TRANSPOSE_CONV2D, 2, 3, _transpose_conv,
+              {"strides": (1, 1), "padding": "valid", "activation": "none", "out_size": (1, 1)}, (1, 2)),
+        OpDef(OpKind.SLICE, 1, 1, _slice, {"axis": 1, "begin": 0, "length": 1}),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),
@@ -251,7 +312,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
     ]
 }
 
-_PAIR_ATTRS = ("strides", "dilation", "pool_size")
+_PAIR_ATTRS = ("strides", "dilation", "pool_size", "size", "out_size")
 
 
 def normalize_attrs(kind: OpKind, attrs: dict) -> dict:
@@ -268,6 +329,8 @@ def normalize_attrs(kind: OpKind, attrs: dict) -> dict:
         out["paddings"] = tuple(_pair(p) for p in out["paddings"])
     if "shape" in out:
         out["shape"] = tuple(int(s) for s in out["shape"])
+    if "perm" in out:
+        out["perm"] = tuple(int(p) for p in out["perm"])
     if "activation" in out and out["activation"] not in FUSABLE_ACTIVATIONS:
         raise ValueError(f"{kind.value}: fused activation must be one of {FUSABLE_ACTIVATIONS}")
     for k in ("scale", "offset"):

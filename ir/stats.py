@@ -33,6 +33,9 @@ def op_macs(graph: Graph, op: Op) -> int:
         return n_out * w[1] * w[2]
     if op.kind == OpKind.DENSE:
         return n_out * graph.tensors[op.inputs[1]].shape[1]
+    if op.kind == OpKind.TRANSPOSE_CONV2D:  # every input pixel times the whole kernel
+        x, w = graph.tensors[op.inputs[0]].shape, graph.tensors[op.inputs[1]].shape
+        return math.prod(x[1:3]) * math.prod(w)
     return 0
 
 

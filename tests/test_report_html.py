@@ -125,12 +125,16 @@ def test_report_figures_are_the_compiles(compiled: dict) -> None:
     page = Page((tmp / "cli" / "report.html").read_text(encoding="utf-8"))
     assert [a for a in page.all("line") if a.get("id") == "peak"][0]["data-bytes"] == str(arena)
     assert page.text["peak-label"] == f"peak: arena {arena:,} B"
-    bars = [(int(a["data-offset"]), int(a["data-size"]), int(a["data-start"]), int(a["data-end"]))
-            for a in page.all("rect", "buf")]
-    assert len(bars) == len(dep.plan.buffers) >= 3 and max(o + s for o, s, _, _ in bars) == arena
-    for i, (o1, s1, a1, e1) in enumerate(bars):  # no two tensors share bytes while both live
-        for o2, s2, a2, e2 in bars[i + 1:]:
-            assert not (a1 <= e2 and a2 <= e1 and o1 < o2 + s2 and o2 < o1 + s1)
+    bars = [(int(a["data-offset"]), int(a["data-size"]), int(a["data-start"]), int(a["data-end"]),
+             int(a["data-overlap"])) for a in page.all("rect", "buf")]
+    assert len(bars) == len(dep.plan.buffers) >= 3 and max(o + s for o, s, _, _, _ in bars) == arena
+    assert sorted(n for _, _, _, _, n in bars if n) == sorted(dep.plan.overlaps.values())
+    for i, (o1, s1, a1, e1, n1) in enumerate(bars):  # no two tensors share bytes while both live, except an
+        for o2, s2, a2, e2, n2 in bars[i + 1:]:  # output over its input at the step it is made (declared bytes)
+            if a1 <= e2 and a2 <= e1 and o1 < o2 + s2 and o2 < o1 + s1:
+                shared = min(o1 + s1, o2 + s2) - max(o1, o2)
+                made_over = (a2 == e1 and shared <= n2) or (a1 == e2 and shared <= n1)
+                assert made_over, ((o1, s1, a1, e1, n1), (o2, s2, a2, e2, n2))
     assert page.text["summary-text"].strip() == compiled["stdout"].split("\n", 1)[1].strip()
     assert f"RAM: {memory['ram']:,} B" in page.text["budget"] and f"FLASH: {memory['flash']:,} B" in page.text["budget"]
     rows = page.tables["layer-table"]

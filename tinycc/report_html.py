@@ -85,6 +85,10 @@ def memory_plan_svg(graph: Graph, plan: Any, width: int = 900, height: int = 320
     def y(offset: int) -> int:
         return top + ph - round(offset * ph / scale)
 
+    def over(name: str) -> str:
+        n = int(plan.overlaps.get(name, 0))
+        return f"; written over {_n(n)} B of its input already read" if n else ""
+
     out = [f'<svg id="memory-plan-svg" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" shape-rendering="crispEdges" data-arena="{int(plan.arena)}">',
            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#999"/>']
@@ -93,8 +97,9 @@ def memory_plan_svg(graph: Graph, plan: Any, width: int = 900, height: int = 320
         out.append(f'<rect class="buf" x="{x0}" y="{y0}" width="{max(x1 - x0, 1)}" height="{max(y1 - y0, 1)}" '
                    f'fill="{PALETTE[i % len(PALETTE)]}" stroke="#fff" data-tensor="{_e(b.name)}" '
                    f'data-offset="{int(b.offset)}" data-size="{int(b.size)}" data-start="{int(b.start)}" '
-                   f'data-end="{int(b.end)}"><title>{_e(b.name)}: {_n(b.size)} B at offset {_n(b.offset)}, steps '
-                   f'{b.start}..{b.end}</title></rect>')
+                   f'data-end="{int(b.end)}" data-overlap="{int(plan.overlaps.get(b.name, 0))}">'
+                   f'<title>{_e(b.name)}: {_n(b.size)} B at offset {_n(b.offset)}, steps {b.start}..{b.end}'
+                   f'{over(b.name)}</title></rect>')
     py = y(int(plan.arena))
     out.append(f'<line id="peak" x1="{left}" x2="{left + pw}" y1="{py}" y2="{py}" stroke="{PEAK_COLOR}" '
                f'stroke-width="2" data-bytes="{int(plan.arena)}"/>')
@@ -238,6 +243,9 @@ def render(dep: Any, target: str, summary: str) -> str:
     arena = next((i for i in dep.memory.get("items", []) if "arena" in i["name"]), None)
     plan_note = (f"tinycc's plan of the int8 graph: {_n(plan.arena)} B (lower bound {_n(plan.lower_bound)} B, "
                  f"strategy {_e(plan.strategy)})")
+    if plan.overlaps:
+        plan_note += (f"; {len(plan.overlaps)} output(s) written over the bytes of their input the kernel has "
+                      f"already read (overlap bound {_n(plan.overlap_bound)} B): their bars overlap their input's")
     if arena is not None and int(arena["bytes"]) != int(plan.arena):
         plan_note += (f"; the target's arena in the memory report: {_n(arena['bytes'])} B "
                       f"({_e(arena.get('detail', ''))})")

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tinycc.plugins.applications.serial_cmd", "serial"),
     ("tinycc.plugins.applications.scenarios", "scenarios"),
     ("tinycc.plugins.applications.validate", "validate"),
+    ("tinycc.plugins.applications.ops_list", "ops"),
     ("tinycc.plugins.applications.search", "search"),
     ("tinycc.backends.c", "c-backend"),
     ("tinycc.backends.tflm", "tflm-backend"),

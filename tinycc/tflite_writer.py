@@ -6,7 +6,10 @@ HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AV
 over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
-RESHAPE (const int32 shape), add/mul -> ADD/MUL, concat -> CONCATENATION, pad -> PAD (const int32
+RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
+RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
+(const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
+size), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
@@ -26,7 +29,10 @@ from .tflite_schema import schema
 INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RELU": 2, "RELU6": 2,
                  "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
-                 "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2}
+                 "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
+                 "TRANSPOSE_CONV": 4}
+FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
@@ -73,8 +79,9 @@ class _Writer:
         return self.tensor(Tensor(name, arr.shape, DType.INT32, arr))
 
     def emit(self, code: str, inputs: list[int], outputs: list[int], opt_type: int = 0, opt: Any = None) -> None:
-        int8 = self.tensors[inputs[0]].type != _TYPES[DType.FLOAT32] or code == "QUANTIZE"
-        key = (code, INT8_VERSIONS.get(code, 1) if int8 else 1)
+        data_in = inputs[2] if code == "TRANSPOSE_CONV" else inputs[0]  # after the output shape and weights
+        int8 = self.tensors[data_in].type != _TYPES[DType.FLOAT32] or code == "QUANTIZE"
+        key = (code, INT8_VERSIONS.get(code, 1) if int8 else FLOAT_VERSIONS.get(code, 1))
         if key not in self.opcodes:
             self.opcodes.append(key)
         o = self.s.OperatorT()
@@ -153,6 +160,35 @@ class _Writer:
             o = (s.AddOptionsT if k == OpKind.ADD else s.MulOptionsT)()
             o.fusedActivationFunction = _ACT[a["activation"]]
             self.emit(k.name, ins, outs, s.BuiltinOptions.AddOptions if k == OpKind.ADD else s.BuiltinOptions.MulOptions, o)
+        elif k == OpKind.SUB:
+            o = s.SubOptionsT()
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("SUB", ins, outs, s.BuiltinOptions.SubOptions, o)
+        elif k in (OpKind.MAXIMUM, OpKind.MINIMUM):
+            self.emit(k.name, ins, outs, s.BuiltinOptions.MaximumMinimumOptions, s.MaximumMinimumOptionsT())
+        elif k == OpKind.RESIZE_NEAREST:
+            size = self.const_i32(f"{op.name}/size", list(a["size"]))
+            o = s.ResizeNearestNeighborOptionsT()
+            o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
+            self.emit("RESIZE_NEAREST_NEIGHBOR", ins + [size], outs, s.BuiltinOptions.ResizeNearestNeighborOptions, o)
+        elif k == OpKind.TRANSPOSE_CONV2D:
+            y = g.tensors[op.outputs[0]]
+            shape = self.const_i32(f"{op.name}/output_shape", list(y.shape))
+            bias = ins[2:] if len(ins) > 2 else [self._zero_bias(op)]
+            o = s.TransposeConvOptionsT()
+            o.padding = 0 if a["padding"] == "same" else 1
+            o.strideH, o.strideW = a["strides"]
+            o.fusedActivationFunction = _ACT[a["activation"]]
+            self.emit("TRANSPOSE_CONV", [shape, ins[1], ins[0]] + bias, outs, s.BuiltinOptions.TransposeConvOptions, o)
+        elif k == OpKind.SLICE:
+            x = g.tensors[op.inputs[0]]
+            begin = [a["begin"] if i == a["axis"] else 0 for i in range(len(x.shape))]
+            size = [a["length"] if i == a["axis"] else d for i, d in enumerate(x.shape)]
+            b, n = self.const_i32(f"{op.name}/begin", begin), self.const_i32(f"{op.name}/size", size)
+            self.emit("SLICE", ins + [b, n], outs, s.BuiltinOptions.SliceOptions, s.SliceOptionsT())
+        elif k == OpKind.TRANSPOSE:
+            perm = self.const_i32(f"{op.name}/perm", list(a["perm"]))
+            self.emit("TRANSPOSE", ins + [perm], outs, s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
         elif k == OpKind.CONCAT:
             o = s.ConcatenationOptionsT()
             o.axis = a["axis"]
@@ -166,11 +202,12 @@ class _Writer:
         elif k in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
             self.emit(k.name, ins, outs)
         else:
-            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite")
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
+                                        "`tinycc ops` lists what can")
 
     def _zero_bias(self, op: Op) -> int:
         x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]
-        n = w.shape[0] if op.kind == OpKind.CONV2D else w.shape[3]
+        n = w.shape[3] if op.kind == OpKind.DEPTHWISE_CONV2D else w.shape[0]
         name = f"{op.name}/zero_bias"
         if w.quant is None:
             return self.tensor(Tensor(name, (n,), DType.FLOAT32, np.zeros(n, np.float32)))

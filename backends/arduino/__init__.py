@@ -24,6 +24,7 @@ from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
                  test_vectors, write_inference_vectors, write_test_vectors)
+from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -76,6 +77,11 @@ class ArduinoBackend(Backend):
     name = "arduino"
     description = "Arduino sketch: serial protocol, PROGMEM weights on AVR, self-test mode"
     platforms = ("simavr",)
+
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        return [("extractor ops (the c backend's kernels)", "int8 (the trainable classifier is float32)",
+                 sorted(k.value for k in C_KINDS))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         name = names.c_identifier(deployment.name)

@@ -95,8 +95,23 @@ def test_vectors(dep: Deployment, vectors: TestVectors | None = None) -> tuple[n
     return x[:n], np.zeros((n, dep.target_count), np.float32)
 
 
-def test_inputs(dep: Deployment, vectors: TestVectors | None = None) -> np.ndarray:
-    """Float inputs an inference-only demo embeds: ``vectors.x`` or the calibration samples."""
+def test_inputs(dep: Deployment, vectors: TestVectors | None = None) -> Any:
+    """Float inputs an inference-only demo embeds: ``vectors.x`` or the calibration samples (a multi-input
+    model: a list of arrays, one per input, from ``vectors.x`` as such a list or tuple, else zeros)."""
+    if is_multi_io(dep) and len(dep.extractor.inputs) > 1:
+        shapes = [tuple(dep.extractor.tensors[t].shape[1:]) for t in dep.extractor.inputs]
+        xs = list(vectors.x) if vectors is not None and vectors.x is not None else [np.zeros((1,) + s) for s in shapes]
+        if len(xs) != len(shapes):
+            raise TinyccError(f"test vectors: {len(xs)} arrays for a model with {len(shapes)} inputs")
+        n = min(len(a) for a in xs)
+        n = min(n, test_vector_count(sum(int(np.prod(s)) for s in shapes), _count(dep, vectors)))
+        return [np.asarray(a, np.float32)[:n].reshape((-1,) + s) for a, s in zip(xs, shapes)]
+    if is_multi_io(dep):
+        return [_single_inputs(dep, vectors)]
+    return _single_inputs(dep, vectors)
+
+
+def _single_inputs(dep: Deployment, vectors: TestVectors | None) -> np.ndarray:
     x = vectors.x if vectors is not None else None
     if x is None:
         x = dep.meta.get("samples", np.zeros((0,)))
@@ -143,19 +158,60 @@ BUILD_FILES = {"Makefile": "Makefile.j2", "CMakeLists.txt": "CMakeLists.txt.j2",
                "cortexm/link-microbit.ld": "cortexm/link-microbit.ld.j2", "cortexm/link-mps3.ld": "cortexm/link-mps3.ld.j2"}
 
 
+def is_multi_io(dep: Deployment) -> bool:
+    """An inference-only model with several inputs or outputs (its own API: one pointer per input/output)."""
+    g = dep.extractor
+    return dep.inference_only and (len(g.inputs) > 1 or len(g.outputs) > 1)
+
+
+def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per input and output of a multi-I/O model: C parameter name, size, int8 parameters and arena pointer."""
+    g = dep.extractor
+    in_names = [f"in_{k}" for k in range(len(g.inputs))]  # positional: no model text becomes code
+    out_names = [f"out_{k}" for k in range(len(g.outputs))]
+    in_labels, out_labels = dep.meta.get("io_labels") or (list(g.inputs), list(g.outputs))
+    qin = em.consts.get("quantized_inputs", {})
+    ins = []
+    for k, t in enumerate(g.inputs):
+        ptr, s, zp = qin[t]
+        ins.append({"k": k, "name": in_names[k], "label": in_labels[k], "size": g.tensors[t].size, "ptr": ptr, "zp": zp,
+                    "scale": f"{float(np.float32(s))!r}f"})
+    outs = []
+    for k, t in enumerate(g.outputs):
+        q = g.tensors[t].quant
+        outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size, "ptr": em.consts["output_ptrs"][k],
+                     "scale": f"{float(np.float32(q.scale[0]))!r}f", "zp": int(q.zero_point[0])})
+    return ins, outs
+
+
 def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
-    """Template values of an inference-only project: output size and quantization, I/O types."""
+    """Template values of an inference-only project: output size and quantization, I/O types (and, for a model
+    with several inputs or outputs, ``ins``/``outs``)."""
     oq = dep.feature_quant
-    return {"n_out": dep.feature_count, "int8_io": dep.int8_io,
-            "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
-            "output_ptr": em.consts["features_ptr"]}
+    ctx = {"n_out": dep.feature_count, "int8_io": dep.int8_io,
+           "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
+           "output_ptr": em.consts["features_ptr"], "multi": is_multi_io(dep)}
+    if ctx["multi"]:
+        ctx["ins"], ctx["outs"] = _io_list(dep, em)
+    return ctx
 
 
-def write_inference_vectors(path: Path, dep: Deployment, x: np.ndarray, env: Any = None) -> Path:
+def write_inference_vectors(path: Path, dep: Deployment, x: Any, env: Any = None) -> Path:
     """The inference demo's test_vectors.h: float inputs, or (--int8-io) the same inputs quantized as the
-    model's input QUANTIZE does."""
+    model's input QUANTIZE does. A multi-I/O model: ``x`` one array per input, one C array each."""
     from ...deploy import quantize_inputs
 
+    if is_multi_io(dep):
+        arrays = []
+        for k, xk in enumerate(x):
+            if dep.int8_io:
+                rows, ctype = [[str(int(v)) for v in r.reshape(-1)] for r in quantize_inputs(dep, xk, k)], "int8_t"
+            else:
+                rows, ctype = [[_c_float(v) for v in r.reshape(-1)] for r in xk], "float"
+            arrays.append({"k": k, "size": int(np.prod(xk.shape[1:])), "xs": rows, "ctype": ctype})
+        text = (env or _env()).get_template("test_vectors_multi.h.j2").render(n=len(x[0]), arrays=arrays)
+        path.write_text(text)
+        return path
     if dep.int8_io:
         rows, ctype = [[str(int(v)) for v in r.reshape(-1)] for r in quantize_inputs(dep, x)], "int8_t"
     else:
@@ -214,8 +270,10 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
     if dep.inference_only:
         ctx.update(inference_context(dep, em))
+        infer = "_multi" if ctx["multi"] else infer  # several inputs/outputs: one pointer each
+    config_tpl = "tinycc_config_infer.h.j2" if dep.inference_only else "tinycc_config.h.j2"
     files = {outdir / k: v for k, v in {"model.c": f"model{infer}.c.j2", "model.h": f"model{infer}.h.j2",
-                                         "tinycc_config.h": f"tinycc_config{infer}.h.j2"}.items()}
+                                         "tinycc_config.h": config_tpl}.items()}
     demo = demo_dir if demo_dir is not None else outdir if with_main else None
     if demo is not None:
         files.update({demo / k: (f"main{infer}.c.j2" if k == "main.c" else v) for k, v in DEMO_FILES.items()})
@@ -250,6 +308,11 @@ class CBackend(Backend):
     name = "c"
     description = "plain C99: static arena, const int8 weights, fixed kernel schedule, on-device training"
     platforms = target_platforms(BUILTIN_TARGETS, "c")  # the built-in ones; validate asks the registry
+    multi_io = True
+
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        return [("extractor ops", "int8 (the trainable classifier is float32)", sorted(k.value for k in C_KINDS))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
@@ -273,7 +336,8 @@ class CBackend(Backend):
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel (int8 reference "
                                             "interpreter only)")
             if op.kind not in C_KINDS:
-                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
+                                            "`tinycc ops` lists them")
 
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         return c_figures(candidate)

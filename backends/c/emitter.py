@@ -11,8 +11,9 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
+from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params, mean_params
-from ...ir.ops import OpKind, same_padding
+from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
@@ -24,7 +25,9 @@ from .kernels import Kernel, specialize
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
-           OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH}
+           OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
+           OpKind.TRANSPOSE_CONV2D}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -105,6 +108,9 @@ class _Builder:
         self.m.consts["scratch"] = cmsis_nn.scratch_bytes(self.g, self.kernels_mode)
         scratch = ["tcc_scratch", str(self.m.consts["scratch"])] if self.m.consts["scratch"] else ["NULL", "0"]
         self.scratch_args = scratch
+        # an inference-only model with several inputs/outputs: run_model gets an array of input pointers
+        self.multi_io = bool(getattr(dep, "inference_only", False)) and (len(self.g.inputs) > 1 or
+                                                                        len(self.g.outputs) > 1)
 
     def call(self, op: Op, fn: str, args: list[str], scratch: bool = True) -> None:
         """Append a runtime kernel call, or its CMSIS-NN wrapper (``tcc_X_s8`` -> ``tcc_cmsis_X_s8``)."""
@@ -129,13 +135,14 @@ class _Builder:
         if t.is_const:
             return self.const(tensor)
         if tensor in self.g.inputs and t.dtype.value == "float32":
-            return "x"
+            return f"x[{self.g.inputs.index(tensor)}]" if self.multi_io else "x"
         return f"(tcc_arena + {self.m.plan.offsets[tensor]})"
 
     def build(self) -> EmitModel:
         for op in self.g.ops:
             if op.kind not in C_KINDS:
-                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel")
+                raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
+                                            "`tinycc ops` lists them")
             why = c_kernel_problem(self.g, op)
             if why is not None:
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel")
@@ -170,7 +177,8 @@ class _Builder:
         elif k == OpKind.QUANTIZE:
             s, zp = self._q(op.outputs[0])
             self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
-            self.m.calls.append(Call("tcc_quantize_f32", ["x", str(y.size), _c_float(s), str(zp), out],
+            self.m.consts.setdefault("quantized_inputs", {})[op.inputs[0]] = (out, s, zp)
+            self.m.calls.append(Call("tcc_quantize_f32", [self.ptr(op.inputs[0]), str(y.size), _c_float(s), str(zp), out],
                                      op.name, skip_when_int8_input=True))
         elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
             p = conv_params(g, op)
@@ -198,6 +206,18 @@ class _Builder:
                 args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), w, b, str(a["depth_multiplier"]), str(kh),
                         str(kw), *geo, mult, shift, *q, out, str(y.shape[1]), str(y.shape[2])]
                 self.call(op, "tcc_dwconv2d_s8", args)
+        elif k == OpKind.TRANSPOSE_CONV2D:
+            p = conv_params(g, op)
+            kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+            (sh, sw), (oh, ow) = a["strides"], a["out_size"]
+            geo = [sh, sw, transpose_conv_padding(oh, kh, sh, a["padding"]),
+                   transpose_conv_padding(ow, kw, sw, a["padding"])]
+            args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), self.const(op.inputs[1]),
+                    self.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL", str(y.shape[3]), str(kh), str(kw),
+                    *map(str, geo), self.array("mult", "int32_t", p["mult"]),
+                    self.array("shift", "int32_t", p["shift"]),
+                    *map(str, (p["in_zp"], p["out_zp"], *p["act"])), out, str(oh), str(ow)]
+            self.m.calls.append(Call("tcc_transpose_conv_s8", args, op.name))
         elif k == OpKind.GLOBAL_AVG_POOL and a.get("requantize"):  # TFLite's MEAN: its own output parameters
             (si, zi), (so, zo) = self._q(op.inputs[0]), self._q(op.outputs[0])
             hw = x.shape[1] * x.shape[2]
@@ -218,8 +238,24 @@ class _Builder:
             args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), *map(str, (ph, pw, sh, sw, pt, pl)), is_max,
                     str(lo), str(hi), out, str(oh), str(ow)]
             self.call(op, "tcc_pool_s8", args)
-        elif k in (OpKind.ADD, OpKind.MUL):
+        elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM):
             self._binary(op, out)
+        elif k == OpKind.SLICE:
+            ax = a["axis"]
+            inner = math.prod(x.shape[ax + 1:])
+            args = [str(v) for v in (math.prod(x.shape[1:ax]), x.shape[ax] * inner, a["length"] * inner,
+                                     a["begin"] * inner)]
+            self.m.calls.append(Call("tcc_slice_s8", [self.ptr(op.inputs[0]), *args, out], op.name))
+        elif k == OpKind.TRANSPOSE:
+            self.m.calls.append(Call("tcc_transpose_s8", [self.ptr(op.inputs[0]), *transpose_args(x.shape, a["perm"]),
+                                                          out], op.name))
+        elif k == OpKind.RESIZE_NEAREST:
+            (oh, ow), ac, hp = a["size"], a["align_corners"], a["half_pixel_centers"]
+            ys = self.array("rows", "int32_t", nearest_index(oh, x.shape[1], ac, hp))
+            xs = self.array("cols", "int32_t", nearest_index(ow, x.shape[2], ac, hp))
+            self.m.calls.append(Call("tcc_resize_nearest_s8", [self.ptr(op.inputs[0]), str(x.shape[2]),
+                                                               str(x.shape[3]), ys, xs, str(oh), str(ow), out],
+                                     op.name))
         elif k == OpKind.CONCAT:
             ax = a["axis"]
             outer = math.prod(y.shape[1:ax])
@@ -287,7 +323,7 @@ class _Builder:
 
         (s1, z1), (s2, z2) = (self._q(t) for t in op.inputs)
         so, zo = self._q(op.outputs[0])
-        lo, hi = activation_range(op.attrs["activation"], so, zo)
+        lo, hi = activation_range(op.attrs.get("activation", "none"), so, zo)
         if self.cmsis and cmsis_nn.supports(g, op):  # same-shape operands, no strides
             opnd = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), str(y.size)]
         else:
@@ -295,15 +331,31 @@ class _Builder:
             for t in op.inputs:
                 opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
             opnd += [str(v) for v in o3]
-        if op.kind == OpKind.ADD:
+        if op.kind in (OpKind.MAXIMUM, OpKind.MINIMUM):
+            self.m.calls.append(Call("tcc_maxmin_s8", opnd + ["1" if op.kind == OpKind.MAXIMUM else "0", out],
+                                     op.name))
+        elif op.kind in (OpKind.ADD, OpKind.SUB):
             p = add_params(s1, s2, so)
             q = [str(v) for v in (z1, z2, p["m1"], p["e1"], p["m2"], p["e2"], p["mo"], p["eo"], zo, lo, hi)]
-            self.call(op, "tcc_add_s8", opnd + q + [out], scratch=False)
+            self.call(op, "tcc_add_s8" if op.kind == OpKind.ADD else "tcc_sub_s8", opnd + q + [out], scratch=False)
         else:
             real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
             m, e = quantize_multiplier(float(np.float32(real)))
             q = [str(v) for v in (z1, z2, m, e, zo, lo, hi)]
             self.call(op, "tcc_mul_s8", opnd + q + [out], scratch=False)
+
+
+def transpose_args(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[str]:
+    """Output sizes and input strides (elements) of the three innermost axes of a batch-1 transpose."""
+    dims = list(shape[1:])
+    if len(dims) > 3:
+        raise UnsupportedLayerError(f"transpose of a rank-{len(shape)} tensor has no C kernel (rank 4 at most)")
+    strides = [math.prod(dims[i + 1:]) for i in range(len(dims))]
+    p = [q - 1 for q in perm[1:]]
+    out = [dims[i] for i in p]
+    st = [strides[i] for i in p]
+    pad = 3 - len(dims)
+    return [str(v) for v in [1] * pad + out] + [str(v) for v in [0] * pad + st]
 
 
 def build_emit_model(dep: Deployment) -> EmitModel:
@@ -317,6 +369,7 @@ def build_emit_model(dep: Deployment) -> EmitModel:
         "input_size": dep.extractor.tensors[dep.extractor.inputs[0]].size,
         "arena": max(m.plan.arena, 16), "lower_bound": m.plan.lower_bound, "greedy": m.plan.greedy,
         "inplace": len(m.plan.inplace), "overlap_bound": m.plan.overlap_bound, "overlaps": len(m.plan.overlaps),
+        "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
     })
     for i, l in enumerate(dep.classifier):
         m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))

@@ -34,7 +34,10 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "AVERAGE_POOL_2D": "AddAveragePool2D", "RESHAPE": "AddReshape", "ADD": "AddAdd", "MUL": "AddMul",
             "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "QUANTIZE": "AddQuantize",
             "DEQUANTIZE": "AddDequantize", "LOGISTIC": "AddLogistic", "TANH": "AddTanh",
-            "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean"}
+            "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean",
+            "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
+            "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
+            "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv"}
 
 
 def extractor_tflite(extractor: Graph) -> bytes:
@@ -84,6 +87,11 @@ class TflmBackend(Backend):
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
 
     platforms = ("host",)
+
+    @classmethod
+    def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        return [("TFLite Micro operators", "int8 (the trainable classifier is float32, tinycc's runtime)",
+                 sorted(RESOLVER))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         from ..c import embedded_labels, write_test_vectors

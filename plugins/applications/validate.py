@@ -306,6 +306,9 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
     if not Path(model).is_file():
         raise TinyccError(f"{model}: no such file")
     graph = session.registry.frontend_for(model).load(model)
+    if len(graph.inputs) > 1 or len(graph.outputs) > 1:
+        raise TinyccError(f"{model}: validate reads one data array for one input and one output; a model with "
+                          f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs is not validated yet")
     shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
     n = test_vector_count(int(np.prod(shape)), n)  # the demo embeds them as C source: bounded in size
     x, y, key = load_data(data, shape, int(graph.tensors[graph.outputs[0]].shape[-1]), n)

@@ -116,8 +116,8 @@ class _Builder:
         conv = _CONVERTERS.get(cls)
         if conv is None:
             raise UnsupportedLayerError(
-                f"layer {prefix}{layer.name!r} of class {cls} is not supported; supported layers: "
-                f"{', '.join(sorted(_CONVERTERS))}")
+                f"layer {prefix}{layer.name!r} of class {cls} is not supported; `tinycc ops` lists the supported "
+                "layers")
         if getattr(layer, "data_format", "channels_last") not in ("channels_last", None):
             raise UnsupportedLayerError(f"layer {prefix}{layer.name!r} ({cls}) uses data_format "
                                         f"{layer.data_format!r}; only channels_last is supported")
@@ -143,6 +143,24 @@ def _conv2d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     else:
         w = b.const(f"{name}/kernel", k.transpose(3, 0, 1, 2))
         x = b.op(OpKind.CONV2D, [ins[0], w] + bias, name, name, {**common, "groups": groups})
+    return b.activation(x, l.activation, l, f"{name}_act", name)
+
+
+def _conv2d_transpose(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Conv2DTranspose: kernel [KH, KW, O, I] -> [O, KH, KW, I] (TFLite's TRANSPOSE_CONV layout)."""
+    if tuple(l.dilation_rate) != (1, 1) or l.padding not in ("same", "valid"):
+        raise UnsupportedLayerError(f"layer {name!r} (Conv2DTranspose): only dilation 1 with 'same' or 'valid' "
+                                    "padding is supported")
+    _, h, w_, _ = b.g.tensors[ins[0]].shape
+    k = _w(l.kernel)
+    (sh, sw), (kh, kw) = tuple(l.strides), k.shape[:2]
+    extra = tuple(l.output_padding) if getattr(l, "output_padding", None) is not None else (0, 0)
+    size = tuple((n * s if l.padding == "same" else (n - 1) * s + kk) + e
+                 for n, s, kk, e in ((h, sh, kh, extra[0]), (w_, sw, kw, extra[1])))
+    wt = b.const(f"{name}/kernel", k.transpose(2, 0, 1, 3))
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.TRANSPOSE_CONV2D, [ins[0], wt] + bias, name, name,
+             {"strides": (sh, sw), "padding": l.padding, "out_size": size})
     return b.activation(x, l.activation, l, f"{name}_act", name)
 
 
@@ -242,6 +260,65 @@ def _binary(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
             x = b.op(kind, [x, y], name if last else f"{name}_{i}", name)
         return x
     return conv
+
+
+def _subtract(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.SUB, ins, name, name)
+
+
+def _upsampling(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    if getattr(l, "interpolation", "nearest") != "nearest":
+        raise UnsupportedLayerError(f"layer {name!r} (UpSampling2D) uses interpolation {l.interpolation!r}; "
+                                    "only 'nearest' is supported")
+    _, h, w, _ = b.g.tensors[ins[0]].shape
+    fh, fw = (int(v) for v in l.size)
+    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (h * fh, w * fw), "half_pixel_centers": True})
+
+
+def _resizing(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Keras Resizing with nearest interpolation: TF's resize (half-pixel centres), no crop or pad."""
+    if l.interpolation != "nearest" or getattr(l, "crop_to_aspect_ratio", False) \
+            or getattr(l, "pad_to_aspect_ratio", False):
+        raise UnsupportedLayerError(f"layer {name!r} (Resizing): only interpolation 'nearest' without cropping or "
+                                    "padding is supported")
+    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (int(l.height), int(l.width)),
+                                                         "half_pixel_centers": True})
+
+
+def _normalization(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Keras Normalization as a per-channel affine (RESCALE): (x - mean) / max(sqrt(var), eps), or its inverse."""
+    import keras
+
+    shape = b.g.tensors[ins[0]].shape
+    c = shape[-1]
+    axes = tuple(a % len(shape) for a in (l.axis if isinstance(l.axis, (list, tuple)) else (l.axis,)))
+    if axes != (len(shape) - 1,):
+        raise UnsupportedLayerError(f"layer {name!r} (Normalization) normalises axis {l.axis}; only the last "
+                                    "(channel) axis is supported")
+    mean = np.broadcast_to(_w(l.mean).reshape(-1), (c,)).astype(np.float64)
+    std = np.maximum(np.sqrt(np.broadcast_to(_w(l.variance).reshape(-1), (c,)).astype(np.float64)),
+                     keras.backend.epsilon())
+    scale, offset = (std, mean) if getattr(l, "invert", False) else (1.0 / std, -mean / std)
+    return b.op(OpKind.RESCALE, ins, name, name, {"scale": tuple(float(v) for v in scale),
+                                                  "offset": tuple(float(v) for v in offset)})
+
+
+def _permute(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.TRANSPOSE, ins, name, name, {"perm": (0,) + tuple(int(d) for d in l.dims)})
+
+
+def _cropping(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """Cropping2D / Cropping1D: one slice op per cropped axis (rows, then columns)."""
+    crops = [tuple(int(v) for v in c) for c in (l.cropping if type(l).__name__ == "Cropping2D" else [l.cropping])]
+    x = ins[0]
+    cuts = [(axis, c) for axis, c in enumerate(crops, start=1) if c != (0, 0)]
+    if not cuts:
+        return b.op(OpKind.DROPOUT, ins, name, name)
+    for i, (axis, (lo, hi)) in enumerate(cuts):
+        n = b.g.tensors[x].shape[axis] - lo - hi
+        x = b.op(OpKind.SLICE, [x], name if i == len(cuts) - 1 else f"{name}_axis{axis}", name,
+                 {"axis": axis, "begin": lo, "length": n})
+    return x
 
 
 def _concat(b: _Builder, l: Any, ins: list[str], name: str) -> str:
@@ -391,10 +468,11 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
             f"{', '.join(sorted(_ARITH))} of two tensors or of a tensor and a constant")
     tensors = [isinstance(a, keras.KerasTensor) for a in args]
     if all(tensors):
-        if kind not in ("add", "multiply"):
-            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported (add, multiply)")
+        if kind not in ("add", "multiply", "subtract"):
+            raise UnsupportedLayerError(f"operation {name!r} ({op}) of two tensors is not supported "
+                                        "(add, multiply, subtract)")
         ins = [b.names[id(a)] for a in args]
-        return b.op(OpKind.ADD if kind == "add" else OpKind.MUL, ins, name, name)
+        return b.op({"add": OpKind.ADD, "multiply": OpKind.MUL, "subtract": OpKind.SUB}[kind], ins, name, name)
     x = b.names[id(args[tensors.index(True)])]
     c = _const_value(args[tensors.index(False)], b.g.tensors[x].shape[-1])
     first = not tensors[0]  # the constant is the left operand
@@ -418,6 +496,9 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
+    "Subtract": _subtract, "Maximum": _binary(OpKind.MAXIMUM), "Minimum": _binary(OpKind.MINIMUM),
+    "UpSampling2D": _upsampling, "Normalization": _normalization, "Resizing": _resizing, "Permute": _permute,
+    "Conv2DTranspose": _conv2d_transpose, "Cropping2D": _cropping, "Cropping1D": _cropping,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
     "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
@@ -559,6 +640,10 @@ class KerasFrontend:
 
     name = "keras"
     extensions = (".h5", ".keras")
+
+    def supported_ops(self) -> list[tuple[str, str, list[str]]]:
+        """What ``tinycc ops`` lists: (what, dtypes, names)."""
+        return [("layers", "float32", list(SUPPORTED_LAYERS))]
 
     def load(self, path: str) -> Graph:
         g = load_keras_file(path)

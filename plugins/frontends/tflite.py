@@ -12,16 +12,20 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
+axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
+from its output tensor), SPLIT/SPLIT_V (one slice op per output),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
-BATCH_TO_SPACE_ND (the converter's dilated convolution). Shape arithmetic the converter emits for
-Flatten (SHAPE, STRIDED_SLICE, PACK on int32) is dropped: RESHAPE takes its output tensor's static
+BATCH_TO_SPACE_ND (the converter's dilated convolution), EXPAND_DIMS + TILE + RESHAPE repeating rows or
+columns (Keras 3 UpSampling2D; a nearest-neighbour resize). Shape arithmetic the converter emits for
+Flatten (SHAPE, STRIDED_SLICE, PACK, CONCATENATION on int32) is dropped: RESHAPE takes its output tensor's static
 shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
-Not read (reported with the operator and tensor names): other operators (SUB, GATHER and the
+Not read (reported with the operator and tensor names): other operators (GATHER and the
 dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), int16
 activations, several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
 reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
@@ -44,8 +48,38 @@ from ...tflite_schema import builtin_name, schema
 hookimpl = pluggy.HookimplMarker("tinycc")
 
 _TYPES = {0: DType.FLOAT32, 2: DType.INT32, 3: DType.UINT8, 9: DType.INT8}
+# TFLite's TensorType numbers by name, for messages (schema.fbs)
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
+              8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource",
+              14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16"}
+# operators the reader maps (see the module docstring); int32 shape arithmetic (SHAPE, ...) is dropped
+SUPPORTED_OPERATORS = frozenset({
+    "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
+    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
+OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
+
+
+def type_name(code: int) -> str:
+    """A TFLite tensor type by name (``int16``), for messages."""
+    return TYPE_NAMES.get(int(code), f"type {code}")
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """The part of a converter's tensor name a user recognises: the first of ';'-joined names, without the model
+    scope, the ``serving_default_`` prefix or a ``:0`` suffix, at most ``limit`` characters."""
+    n = name.split(";")[0]
+    n = n[len("serving_default_"):] if n.startswith("serving_default_") else n
+    n = n.rsplit(":", 1)[0] if n.rsplit(":", 1)[-1].isdigit() else n
+    parts = n.split("/")
+    if len(parts) > 2:
+        n = "/".join(parts[1:])
+    return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+_CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
           "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH}
 
@@ -71,6 +105,9 @@ class _Reader:
         self.integer = True  # int8/uint8 activations (set by read); False: a float model
 
     # ---- tensors -------------------------------------------------------------------------
+    def _short(self, i: int) -> str:
+        return short_name(self._tname(i))
+
     def _tname(self, i: int) -> str:
         t = self.sg.tensors[i]
         raw = t.name.decode("utf-8", "backslashreplace") if isinstance(t.name, bytes) else str(t.name)
@@ -83,7 +120,8 @@ class _Reader:
             return None
         dt = np.dtype(np.float16) if t.type == 1 else _TYPES[t.type].numpy if t.type in _TYPES else None
         if dt is None:
-            raise UnsupportedLayerError(f"tensor {self._tname(i)!r}: TFLite type {t.type} is not supported")
+            raise UnsupportedLayerError(f"constant {self._short(i)!r}: {type_name(t.type)} is not supported; "
+                                        f"{OPS_HINT}")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dt.newbyteorder("<")).astype(dt).reshape(shape)
         return data.astype(np.float32) if t.type == 1 else data
@@ -103,7 +141,7 @@ class _Reader:
         t = self.sg.tensors[i]
         data = self._data(i)
         if data is None:
-            raise TinyccError(f"tensor {self._tname(i)!r} is read before any operator writes it")
+            raise TinyccError(f"tensor {self._short(i)!r} is read before any operator writes it")
         quant = self._quant(i)
         if not self.integer and data.dtype.kind in "iu" and quant is not None:  # dynamic-range weights
             data, quant = self._dequantized(data, quant), None
@@ -126,8 +164,8 @@ class _Reader:
         out = self.g.tensors[op.outputs[0]]
         t = self.sg.tensors[i]
         if t.type not in _TYPES or t.type == 2:
-            raise UnsupportedLayerError(f"operator writing {out.name!r}: TFLite tensor type {t.type} is not supported "
-                                        "(activations must be int8, uint8 at the boundaries, or float32)")
+            raise UnsupportedLayerError(f"operator writing {short_name(out.name)!r}: {type_name(t.type)} activations "
+                                        "are not supported (int8, uint8 at the boundaries, or float32)")
         out.dtype = _TYPES[t.type]
         out.quant = self._quant(i)
         self.names[i] = out.name
@@ -155,9 +193,12 @@ class _Reader:
     def add(self, kind: OpKind, ins: list[str], out_idx: int, attrs: dict | None = None, origin: str = "") -> Any:
         name = self._tname(out_idx)
         op = self.g.add_op(kind, ins, name, attrs or {}, origin=origin or name, output_name=name)
-        shape = tuple(int(d) for d in self.sg.tensors[out_idx].shape)
-        if tuple(self.g.tensors[op.outputs[0]].shape) != shape:
-            raise TinyccError(f"operator writing {name!r}: tinycc infers shape "
+        t = self.sg.tensors[out_idx]
+        shape = tuple(int(d) for d in t.shape)
+        sig = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None else [0] * len(shape)
+        got = tuple(self.g.tensors[op.outputs[0]].shape)  # dynamic (-1) dimensions: the file's value may be stale
+        if len(got) != len(shape) or any(a != b and d != -1 for a, b, d in zip(got, shape, sig)):
+            raise TinyccError(f"operator writing {short_name(name)!r}: tinycc infers shape "
                               f"{self.g.tensors[op.outputs[0]].shape}, the file says {shape}")
         self._set_out(op, out_idx)
         return op
@@ -168,7 +209,8 @@ class _Reader:
         for i in sg.inputs:
             t = sg.tensors[i]
             if t.type not in _TYPES:
-                raise UnsupportedLayerError(f"input {self._tname(i)!r}: TFLite type {t.type} is not supported")
+                raise UnsupportedLayerError(f"input {self._short(i)!r}: {type_name(t.type)} inputs are not supported "
+                                            f"(int8, uint8 or float32); {OPS_HINT}")
             inp = self.g.add_input(self._tname(i), tuple(int(d) for d in t.shape), _TYPES[t.type])
             inp.quant = self._quant(i)
             self.names[i] = inp.name
@@ -181,7 +223,10 @@ class _Reader:
             if k in skip:
                 continue
             code = self.codes[o.opcodeIndex]
-            if code in _SHAPE_OPS:
+            if self._int32_arithmetic(code, o):
+                continue
+            if code == "EXPAND_DIMS" and self._repeat_at(ops, k) is not None:
+                skip.update(self._repeat(ops, k))
                 continue
             if code == "SPACE_TO_BATCH_ND":
                 skip.update(self._dilated(ops, k))
@@ -189,7 +234,7 @@ class _Reader:
             try:
                 self._op(code, o)
             except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
-                outs = ", ".join(self._tname(i) for i in o.outputs)
+                outs = ", ".join(self._short(i) for i in o.outputs)
                 raise TinyccError(f"TFLite operator {code} (writing {outs!r}): {e}") from None
         outs = [self.names.get(i) for i in sg.outputs]
         if any(n is None for n in outs):
@@ -197,28 +242,80 @@ class _Reader:
         self.g.outputs = [n for n in outs if n is not None]
         self.g.prune_unused()
         self.g.meta["source"] = {"format": "tflite"}
+        self.g.meta["io_names"] = self._io_names(sg)
         if self.integer:
             self.g.meta["quantized"] = True
         return self.g
+
+    def _io_names(self, sg: Any) -> dict[str, str]:
+        """What a user calls each model input and output (the C API of a model with several names them): the
+        short tensor name; an output the converter named after its call (``StatefulPartitionedCall:1``) is
+        ``output_K`` (its position)."""
+        out = {self.names[i]: self._short(i) for i in sg.inputs if i in self.names}
+        for k, i in enumerate(sg.outputs):
+            if i in self.names:
+                n = self._short(i)
+                out[self.names[i]] = f"output_{k}" if n.split("/")[-1].split("_")[0] in _CALL_NAMES else n
+        return out
 
     def _is_activation(self, t: Any) -> bool:
         buf = self.m.buffers[t.buffer] if 0 <= t.buffer < len(self.m.buffers) else None
         return buf is None or buf.data is None or len(buf.data) == 0
 
     def _check_supported(self, ops: list[Any]) -> None:
-        known = set(_UNARY) | _SHAPE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL",
-                                            "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE",
-                                            "EXPAND_DIMS", "SQUEEZE",
-                                            "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-                                            "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+        known = set(SUPPORTED_OPERATORS)
         for o in ops:
             code = self.codes[o.opcodeIndex]
-            if code in _SHAPE_OPS and any(self.sg.tensors[i].type != 2 for i in o.outputs):
-                known = known - _SHAPE_OPS  # only the int32 shape arithmetic of Flatten is dropped
+            if self._int32_arithmetic(code, o):
+                continue
+            if code in _SHAPE_OPS - {"STRIDED_SLICE"}:  # only the int32 shape arithmetic of Flatten is dropped
+                known.discard(code)
             if code not in known:
-                outs = ", ".join(self._tname(i) for i in o.outputs)
+                outs = ", ".join(self._short(i) for i in o.outputs)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
-                                            f"tinycc's reader; supported: {', '.join(sorted(known))}")
+                                            f"tinycc's reader; {OPS_HINT}")
+
+    def _int32_arithmetic(self, code: str, o: Any) -> bool:
+        """int32 shape values (the converter's Flatten/UpSampling2D/Conv2DTranspose shape arithmetic): dropped."""
+        return code in _SHAPE_OPS | {"CONCATENATION"} and all(self.sg.tensors[i].type == 2 for i in o.outputs)
+
+    def _consumer(self, ops: list[Any], k: int, code: str) -> int | None:
+        """Index of the first op after ``k`` of type ``code`` that reads ``ops[k]``'s output."""
+        out = ops[k].outputs[0]
+        return next((j for j in range(k + 1, len(ops)) if out in list(ops[j].inputs)
+                     and self.codes[ops[j].opcodeIndex] == code), None)
+
+    def _repeat_at(self, ops: list[Any], k: int) -> tuple[int, int, int, int] | None:
+        """EXPAND_DIMS -> TILE -> RESHAPE repeating a 4-D tensor's rows or columns (Keras 3 UpSampling2D):
+        (TILE index, RESHAPE index, axis 1 or 2, factor), else None."""
+        tile = self._consumer(ops, k, "TILE")
+        res = self._consumer(ops, tile, "RESHAPE") if tile is not None else None
+        if res is None:
+            return None
+        src = [int(d) for d in self.sg.tensors[ops[k].inputs[0]].shape]
+        mid = [int(d) for d in self.sg.tensors[ops[k].outputs[0]].shape]
+        dst = [int(d) for d in self.sg.tensors[ops[res].outputs[0]].shape]
+        mult = self._data(ops[tile].inputs[1])
+        if len(src) != 4 or len(mid) != 5 or mult is None or len(dst) != 4 or mult.size != 5:
+            return None
+        for axis in (1, 2):
+            f = int(mult.reshape(-1)[axis + 1])
+            want = [1] * 5
+            want[axis + 1] = f
+            if mid == src[:axis + 1] + [1] + src[axis + 1:] and [int(v) for v in mult.reshape(-1)] == want \
+                    and dst[-1] == src[-1]:
+                return tile, res, axis, f
+        return None
+
+    def _repeat(self, ops: list[Any], k: int) -> tuple[int, int]:
+        """A repeat of rows or columns as a nearest-neighbour resize (half-pixel centres: index i // factor)."""
+        tile, res, axis, f = self._repeat_at(ops, k)
+        x = self.tensor(ops[k].inputs[0])
+        out = ops[res].outputs[0]
+        size = list(self.g.tensors[x].shape[1:3])  # the file's static shape of a repeat can be stale
+        size[axis - 1] *= f
+        self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "half_pixel_centers": True})
+        return tile, res
 
     def _conv_attrs(self, opt: Any, dilation: tuple[int, int] | None = None) -> dict:
         return {"strides": (opt.strideH, opt.strideW), "padding": "same" if opt.padding == 0 else "valid",
@@ -235,7 +332,7 @@ class _Reader:
         ins = [i for i in o.inputs]
         out = o.outputs[0] if out_idx is None else out_idx
         opt = o.builtinOptions
-        x = self.tensor(ins[0])
+        x = self.tensor(ins[2] if code == "TRANSPOSE_CONV" else ins[0])  # its first input is the output shape
         if code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             args = [x, self.tensor(ins[1])] + ([self.tensor(ins[2])] if len(ins) > 2 and ins[2] >= 0 else [])
             attrs = self._conv_attrs(opt, dilation)
@@ -249,6 +346,13 @@ class _Reader:
             else:
                 attrs["depth_multiplier"] = opt.depthMultiplier or 1
                 self.add(OpKind.DEPTHWISE_CONV2D, args, out, attrs)
+        elif code == "TRANSPOSE_CONV":  # inputs: output shape (computed or constant), weights, input, bias
+            args = [x, self.tensor(ins[1])] + ([self.tensor(ins[3])] if len(ins) > 3 and ins[3] >= 0 else [])
+            act = self._act(opt.fusedActivationFunction) if hasattr(opt, "fusedActivationFunction") else "none"
+            size = tuple(int(d) for d in self.sg.tensors[out].shape[1:3])
+            self.add(OpKind.TRANSPOSE_CONV2D, args, out, {"strides": (opt.strideH, opt.strideW), "activation": act,
+                                                          "padding": "same" if opt.padding == 0 else "valid",
+                                                          "out_size": size})
         elif code == "FULLY_CONNECTED":
             xs = self.g.tensors[x].shape
             w = self.tensor(ins[1])
@@ -269,9 +373,37 @@ class _Reader:
             self.add(OpKind.LEAKY_RELU, [x], out, {"alpha": float(np.float32(opt.alpha))})
         elif code == "SOFTMAX":
             self.add(OpKind.SOFTMAX, [x], out, {"beta": float(np.float32(opt.beta))})
-        elif code in ("ADD", "MUL"):
+        elif code in ("ADD", "MUL", "SUB"):
             act = self._act(opt.fusedActivationFunction) if opt is not None else "none"
-            self.add(OpKind.ADD if code == "ADD" else OpKind.MUL, [x, self.tensor(ins[1])], out, {"activation": act})
+            kind = {"ADD": OpKind.ADD, "MUL": OpKind.MUL, "SUB": OpKind.SUB}[code]
+            self.add(kind, [x, self.tensor(ins[1])], out, {"activation": act})
+        elif code in ("MAXIMUM", "MINIMUM"):
+            self.add(OpKind.MAXIMUM if code == "MAXIMUM" else OpKind.MINIMUM, [x, self.tensor(ins[1])], out)
+        elif code in ("SPLIT", "SPLIT_V"):  # one slice op per output
+            if code == "SPLIT":
+                axis_idx, x = ins[0], self.tensor(ins[1])
+            else:
+                axis_idx = ins[2]
+            rank = len(self.g.tensors[x].shape)
+            axis = int(self._const(axis_idx, f"{code} axis").reshape(-1)[0]) % rank
+            if axis == 0:
+                raise UnsupportedLayerError(f"{code} writing {self._short(o.outputs[0])!r} splits the batch axis")
+            begin = 0
+            for i in o.outputs:
+                size = int(self.sg.tensors[i].shape[axis])
+                self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
+                begin += size
+        elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
+            self._strided_slice(o, x, out)
+        elif code == "TRANSPOSE":
+            perm = tuple(int(v) for v in self._const(ins[1], "TRANSPOSE permutation").reshape(-1))
+            if not perm or perm[0] != 0:
+                raise UnsupportedLayerError(f"TRANSPOSE writing {self._short(out)!r} moves the batch axis {perm}")
+            self.add(OpKind.TRANSPOSE, [x], out, {"perm": perm})
+        elif code == "RESIZE_NEAREST_NEIGHBOR":
+            size = tuple(int(v) for v in self._const(ins[1], "RESIZE_NEAREST_NEIGHBOR size").reshape(-1))
+            self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "align_corners": bool(opt.alignCorners),
+                                                       "half_pixel_centers": bool(opt.halfPixelCenters)})
         elif code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
             kind = OpKind.MAX_POOL2D if code == "MAX_POOL_2D" else OpKind.AVG_POOL2D
             self.add(kind, [x], out, {"pool_size": (opt.filterHeight, opt.filterWidth),
@@ -288,7 +420,7 @@ class _Reader:
         elif code == "PAD" and self._const(ins[1], "PAD paddings").shape == (3, 2):  # [N, L, C]: Conv1D's causal pad
             pads = self._const(ins[1], "PAD paddings")
             if pads[0].any() or pads[2].any():
-                raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only padding along the steps is supported")
+                raise UnsupportedLayerError(f"PAD writing {self._short(out)!r}: only padding along the steps is supported")
             name = self._tname(out)
             steps, ch = self.g.tensors[x].shape[1:]
             pad = self.g.add_op(OpKind.PAD, [self._as_4d(x)], self.g.unique_op_name(f"{name}/2d"),
@@ -299,7 +431,7 @@ class _Reader:
         elif code == "PAD":
             pads = self._const(ins[1], "PAD paddings")
             if pads.shape != (4, 2) or pads[0].any() or pads[3].any():
-                raise UnsupportedLayerError(f"PAD writing {self._tname(out)!r}: only spatial padding is supported")
+                raise UnsupportedLayerError(f"PAD writing {self._short(out)!r}: only spatial padding is supported")
             self.add(OpKind.PAD, [x], out, {"paddings": (tuple(pads[1]), tuple(pads[2]))})
         elif code in ("MEAN", "REDUCE_MAX"):
             rank = len(self.g.tensors[x].shape)
@@ -307,7 +439,7 @@ class _Reader:
             if rank == 3 and axes == [1] and not (opt is not None and opt.keepDims):  # GlobalPooling1D
                 x, rank, axes = self._as_4d(x), 4, [1, 2]
             if axes != [1, 2] or rank != 4:
-                raise UnsupportedLayerError(f"{code} writing {self._tname(out)!r}: only the mean/max over height "
+                raise UnsupportedLayerError(f"{code} writing {self._short(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
             attrs = {"keepdims": bool(opt.keepDims) if opt is not None else False}
             if code == "MEAN" and self.integer:
@@ -315,6 +447,35 @@ class _Reader:
             self.add(OpKind.GLOBAL_AVG_POOL if code == "MEAN" else OpKind.GLOBAL_MAX_POOL, [x], out, attrs)
         else:  # pragma: no cover - _check_supported lists every code handled here
             raise UnsupportedLayerError(f"TFLite operator {code} is not supported")
+
+    def _strided_slice(self, o: Any, x: str, out: int) -> None:
+        opt, shape = o.builtinOptions, self.g.tensors[x].shape
+        begin, end, strides = (self._const(o.inputs[i], "STRIDED_SLICE " + w).reshape(-1)
+                               for i, w in ((1, "begin"), (2, "end"), (3, "strides")))
+        if np.any(strides != 1) or opt.ellipsisMask or opt.newAxisMask or opt.shrinkAxisMask:
+            raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r}: only a slice with stride 1 "
+                                        "that keeps every axis is supported")
+        cuts = []
+        for axis, dim in enumerate(shape):
+            b = 0 if opt.beginMask >> axis & 1 else int(begin[axis])
+            e = dim if opt.endMask >> axis & 1 else int(end[axis]) + (b if getattr(opt, "offset", False) else 0)
+            b, e = (min(max(v + dim if v < 0 else v, 0), dim) for v in (b, e))
+            if (b, e) != (0, dim):
+                if axis == 0 or e <= b:
+                    raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r} slices the batch axis "
+                                                "or nothing")
+                cuts.append((axis, b, e - b))
+        if not cuts:
+            self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
+            return
+        src = self.g.tensors[x]
+        for axis, b, n in cuts[:-1]:
+            name = self.g.unique_tensor_name(f"{self._tname(out)}/axis{axis}")
+            x = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(name), {"axis": axis, "begin": b, "length": n},
+                              origin=self._tname(out), output_name=name).outputs[0]
+            self.g.tensors[x].dtype, self.g.tensors[x].quant = src.dtype, src.quant
+        axis, b, n = cuts[-1]
+        self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
 
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
@@ -329,7 +490,7 @@ class _Reader:
     def _const(self, i: int, what: str) -> np.ndarray:
         data = self._data(i)
         if data is None:
-            raise UnsupportedLayerError(f"{what} ({self._tname(i)!r}) must be a constant")
+            raise UnsupportedLayerError(f"{what} ({self._short(i)!r}) must be a constant")
         return data
 
     def _dilated(self, ops: list[Any], k: int) -> tuple[int, int]:
@@ -342,7 +503,7 @@ class _Reader:
                     if conv is not None and ops[conv].outputs[0] in list(ops[j].inputs)
                     and self.codes[ops[j].opcodeIndex] == "BATCH_TO_SPACE_ND"), None)
         if code not in ("CONV_2D", "DEPTHWISE_CONV_2D") or b2s is None:
-            raise UnsupportedLayerError(f"SPACE_TO_BATCH_ND writing {self._tname(s2b.outputs[0])!r} is only "
+            raise UnsupportedLayerError(f"SPACE_TO_BATCH_ND writing {self._short(s2b.outputs[0])!r} is only "
                                         "supported as part of a dilated convolution")
         block = tuple(int(v) for v in self._const(s2b.inputs[1], "block shape"))
         pads = self._const(s2b.inputs[2], "paddings")
@@ -356,7 +517,7 @@ class _Reader:
         padding = "same" if eff == [tuple(p) for p in same] else "valid" if eff == [(0, 0), (0, 0)] else ""
         if (opt.strideH, opt.strideW) != (1, 1) or opt.padding != 1 or int(crops[0][0]) or int(crops[1][0]) \
                 or not padding:
-            raise UnsupportedLayerError(f"dilated convolution writing {self._tname(ops[b2s].outputs[0])!r}: only "
+            raise UnsupportedLayerError(f"dilated convolution writing {self._short(ops[b2s].outputs[0])!r}: only "
                                         "stride 1 with 'same' or 'valid' padding is supported")
         self.names[s2b.outputs[0]] = self.tensor(s2b.inputs[0])
         self._op(code, ops[conv], dilation=block, padding=padding, out_idx=ops[b2s].outputs[0])
@@ -384,6 +545,17 @@ class TfliteFrontend:
 
     name = "tflite"
     extensions = (".tflite",)
+
+    def supported_ops(self) -> list[tuple[str, str, list[str]]]:
+        """What ``tinycc ops`` lists: (what, dtypes, names); the int32 shape arithmetic the reader drops is named
+        by its pattern."""
+        shape_only = {"SHAPE", "PACK", "TILE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+        return [("operators", "int8 activations (uint8 or float32 at the inputs/outputs), int8 weights, int32 "
+                 "bias; or float32 (float16 and dynamic-range int8 weights become float32); int16 activations are "
+                 "not read",
+                 sorted(SUPPORTED_OPERATORS - shape_only) +
+                 ["SPACE_TO_BATCH_ND + conv + BATCH_TO_SPACE_ND (dilated conv)",
+                  "EXPAND_DIMS + TILE + RESHAPE (repeat)", "SHAPE/STRIDED_SLICE/PACK (int32 shape arithmetic, dropped)"])]
 
     def load(self, path: str) -> Graph:
         return read_tflite(path)

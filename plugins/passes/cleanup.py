@@ -11,6 +11,8 @@
   fold/fuse into the producing conv as in 2-D models; a Reshape/Flatten reading another one reads
   its source instead (the first is dropped when nothing else reads it); a no-op Reshape/Flatten is
   removed.
+- ``fold_transposes``: a Transpose whose only reader is a Flatten/Reshape to [N, K] feeding a Dense
+  (PyTorch's NCHW flatten before the classifier) is removed and the Dense's columns are permuted instead.
 - ``fold_batchnorm``: BN right after Conv2D/DepthwiseConv2D/Dense (whose output has no other
   reader and no fused activation) is folded into the weights and bias; other BNs stay.
 - ``fuse_activations``: ReLU/ReLU6 after Conv2D/DepthwiseConv2D/Dense/Add/Mul becomes the
@@ -199,7 +201,7 @@ class FoldBatchNorm(Pass):
 
 class FuseActivations(Pass):
     name = "fuse_activations"
-    description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul"
+    description = "fuse ReLU/ReLU6 into the producing Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         if graph.meta.get("quantized"):  # int8: a standalone ReLU may requantize, fusing it would round differently
@@ -208,7 +210,7 @@ class FuseActivations(Pass):
         producers = graph.producers_map()
         for act in [o for o in graph.ops if o.kind in (OpKind.RELU, OpKind.RELU6)]:
             prev = producers.get(act.inputs[0])
-            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL):
+            if prev is None or prev.kind not in _LINEAR + (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.TRANSPOSE_CONV2D):
                 continue
             if prev.attrs["activation"] != "none" or _single_reader(graph, prev.outputs[0]) is not act:
                 continue
@@ -256,7 +258,40 @@ class FoldRescaling(Pass):
         return changed
 
 
-PASSES = (RemoveDropout, Conv1x1ToDense, FoldReshapes, FoldBatchNorm, FuseActivations, FoldRescaling)
+class FoldTransposes(Pass):
+    name = "fold_transposes"
+    description = "a Transpose read only by a Flatten/Reshape into a Dense folds into the Dense's columns"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # int8: the file's operators stay as they are
+            return False
+        changed = False
+        for tr in [o for o in graph.ops if o.kind == OpKind.TRANSPOSE]:
+            flat = _single_reader(graph, tr.outputs[0])
+            if flat is None or flat.kind not in (OpKind.FLATTEN, OpKind.RESHAPE) or tr.outputs[0] in graph.outputs \
+                    or len(graph.tensors[flat.outputs[0]].shape) != 2:
+                continue
+            dense = _single_reader(graph, flat.outputs[0])
+            if dense is None or dense.kind != OpKind.DENSE or dense.inputs[0] != flat.outputs[0] \
+                    or flat.outputs[0] in graph.outputs:
+                continue
+            src = graph.tensors[tr.inputs[0]].shape[1:]
+            order = np.transpose(np.arange(int(np.prod(src))).reshape(src), [p - 1 for p in tr.attrs["perm"][1:]])
+            w = graph.tensors[dense.inputs[1]].data
+            folded = np.zeros_like(w)
+            folded[:, order.reshape(-1)] = w  # flattened transposed element k is element order[k] of the source
+            name = graph.unique_tensor_name(f"{dense.inputs[1]}_untransposed")
+            graph.add_const(name, folded)
+            dense.inputs[1] = name
+            flat.inputs[0] = tr.inputs[0]
+            graph.ops.remove(tr)
+            changed = True
+        graph.prune_unused()
+        return changed
+
+
+PASSES = (RemoveDropout, Conv1x1ToDense, FoldReshapes, FoldTransposes, FoldBatchNorm, FuseActivations,
+          FoldRescaling)
 
 
 @hookimpl

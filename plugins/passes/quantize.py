@@ -3,12 +3,13 @@
 
 Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - weights symmetric int8 in [-127, 127], scale max|w|/127, zero point 0, per output channel for
-  Conv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
+  Conv2D and TransposeConv2D (axis 0), DepthwiseConv2D (axis 3) and Dense (axis 0; ``dense_per_tensor`` gives one
   scale); a scale is raised where the int32 bias would not fit (``bias_fitting_scales``: filters
   that BatchNorm folding shrank to ~0); int32 biases with scale input_scale * weight_scale[c],
   zero point 0;
 - activations asymmetric int8 from calibrated ranges (widened to include 0, zero point nudged);
-- max/avg pool, global max pool, reshape/flatten, pad, concatenate and relu6 share one set of
+- max/avg pool, global max pool, reshape/flatten, pad, concatenate, maximum/minimum, nearest-neighbour
+  resize and relu6 share one set of
   parameters between their inputs and output (computed from the union of their ranges; relu6
   because TFLite Micro's int8 RELU6 clamps without requantizing);
 - global average pooling gets its own (calibrated) output parameters, as the converter's MEAN: where
@@ -17,7 +18,8 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0; pools/reshapes/pads after them inherit
   these; a concatenation mixing them with other tensors would need a requantize op and is refused;
 - hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
-- a constant operand of add/mul/concat gets its own per-tensor asymmetric parameters;
+- a constant operand of add/sub/mul gets its own per-tensor asymmetric parameters, one of
+  concat/maximum/minimum the output's;
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (``QuantConfig.int8_input`` /
   ``int8_output`` keep int8 at the boundaries). A final softmax
   stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
@@ -96,10 +98,9 @@ def check_int8_support(graph: Graph) -> None:
     """Raise UnsupportedLayerError naming the first layer that int8 cannot run."""
     bad = int8_unsupported(graph)
     if bad:
-        kinds = ", ".join(sorted(k.value for k in INT8_KINDS if k not in (OpKind.QUANTIZE, OpKind.DEQUANTIZE)))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise UnsupportedLayerError(f"layer {bad[0].origin!r} ({bad[0].kind.value}) has no int8 kernel{more}; "
-                                    f"int8 supports: {kinds}")
+                                    "`tinycc ops` lists the int8 kernels")
 
 
 def _float_tail(graph: Graph, int8_output: bool = False) -> list[Op]:
@@ -312,9 +313,9 @@ class QuantizeInt8(Pass):
 
     @staticmethod
     def _quantize_consts(graph: Graph, op: Op, params: dict[str, QuantParams], per_tensor_dense: bool) -> None:
-        if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
+        if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.TRANSPOSE_CONV2D):
             w = graph.tensors[op.inputs[1]]
-            axis = {OpKind.CONV2D: 0, OpKind.DEPTHWISE_CONV2D: 3, OpKind.DENSE: 0}[op.kind]
+            axis = {OpKind.CONV2D: 0, OpKind.DEPTHWISE_CONV2D: 3, OpKind.DENSE: 0, OpKind.TRANSPOSE_CONV2D: 0}[op.kind]
             if op.kind == OpKind.DENSE and per_tensor_dense:
                 axis = None
             scales = symmetric_weight_scales(w.data, axis)
@@ -333,12 +334,12 @@ class QuantizeInt8(Pass):
                              QuantParams(bs, np.zeros(bs.size, np.int64), None if axis is None else 0))
                 graph.add_tensor(qbt)
                 op.inputs[2] = qbt.name
-        elif op.kind in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
+        elif op.kind in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.CONCAT, OpKind.MAXIMUM, OpKind.MINIMUM):
             for i, t in enumerate(op.inputs):
                 c = graph.tensors[t]
                 if not c.is_const or c.dtype != DType.FLOAT32:
                     continue
-                if op.kind == OpKind.CONCAT:
+                if op.kind in SHARED_KINDS:  # compared/copied raw: the output's parameters
                     q = params[op.outputs[0]]
                     s, zp = float(q.scale[0]), int(q.zero_point[0])
                 else:

@@ -30,20 +30,21 @@ from ..targets import code_table
 from .stage import c_name, candidate_figures, check_budget
 
 
-def _strip_output_boundary(g: Graph) -> None:
-    """Make the output int8: drop a final DEQUANTIZE and a final int8 -> uint8 QUANTIZE at the same scale."""
+def _strip_output_boundary(g: Graph, k: int = 0) -> None:
+    """Make output ``k`` int8: drop a final DEQUANTIZE and a final int8 -> uint8 QUANTIZE at the same scale."""
     prod = g.producers_map()
-    while g.outputs[0] in prod:
-        op = prod[g.outputs[0]]
+    while g.outputs[k] in prod:
+        op = prod[g.outputs[k]]
         src, dst = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         same_scale = (src.quant is not None and dst.quant is not None
                       and np.array_equal(src.quant.scale, dst.quant.scale))
         to_uint8 = (op.kind == OpKind.QUANTIZE and src.dtype == DType.INT8 and dst.dtype == DType.UINT8 and same_scale
                     and int(dst.quant.zero_point[0]) - int(src.quant.zero_point[0]) == 128)
-        if not (op.kind == OpKind.DEQUANTIZE or to_uint8) or len(g.consumers(op.inputs[0])) > 1:
+        if not (op.kind == OpKind.DEQUANTIZE or to_uint8) or len(g.consumers(op.inputs[0])) > 1 \
+                or op.inputs[0] in g.outputs:
             break
         g.ops.remove(op)
-        g.outputs[0] = op.inputs[0]
+        g.outputs[k] = op.inputs[0]
         del g.tensors[op.outputs[0]]
         prod = g.producers_map()
 
@@ -51,40 +52,65 @@ def _strip_output_boundary(g: Graph) -> None:
 def int8_model(graph: Graph, config: CompileConfig, session: Any,
                calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
     """The whole cleaned model as float input -> int8 output, and the calibration samples."""
-    from .learning import quantize_extractor
+    from .learning import _float_input, quantize_extractor
 
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise TinyccError(f"--inference-only needs a model with one input and one output (this one has "
-                          f"{len(graph.inputs)} inputs, {len(graph.outputs)} outputs)")
+    if len(graph.inputs) > 1 and not graph.meta.get("quantized"):
+        raise TinyccError(f"--inference-only: a float model with {len(graph.inputs)} inputs cannot be calibrated "
+                          "yet; convert it to a full-integer .tflite (the TFLite converter) and compile that")
     g = graph.copy()
     if g.meta.get("quantized"):
-        _strip_output_boundary(g)
-    g, samples = quantize_extractor(g, config.with_quant(int8_input=False), session, calib)
-    out = g.tensors[g.outputs[0]]
-    if out.dtype != DType.INT8 or out.quant is None:
-        raise TinyccError(f"--inference-only: the model's output {g.outputs[0]!r} is not int8 after quantization "
-                          f"({out.dtype.value})")
+        for k in range(len(g.outputs)):
+            _strip_output_boundary(g, k)
+        for k in range(1, len(g.inputs)):  # quantize_extractor gives input 0 its float input
+            _float_input(g, k)
+    if len(g.inputs) > 1:  # no calibration: the file's parameters; the demo's inputs come from the caller
+        if calib is not None or config.quant.calib:
+            raise TinyccError("--calib: a model with several inputs reads no calibration data (its int8 "
+                              "parameters come from the file)")
+        _float_input(g, 0)
+        samples = np.zeros((0,) + tuple(g.tensors[g.inputs[0]].shape[1:]), np.float32)
+    else:
+        g, samples = quantize_extractor(g, config.with_quant(int8_input=False), session, calib)
+    for name in g.outputs:
+        out = g.tensors[name]
+        if out.dtype != DType.INT8 or out.quant is None:
+            raise TinyccError(f"--inference-only: the model's output {name!r} is not int8 after quantization "
+                              f"({out.dtype.value})")
     return g, samples
+
+
+def io_names(graph: Graph) -> tuple[list[str], list[str]]:
+    """C parameter names of the model's inputs and outputs: positional, ``in_0``, ``in_1``, ..., ``out_0``, ...
+    (nothing read from a model file becomes code; ``io_labels`` gives what the model calls them, for comments)."""
+    return [f"in_{k}" for k in range(len(graph.inputs))], [f"out_{k}" for k in range(len(graph.outputs))]
+
+
+def io_labels(graph: Graph) -> tuple[list[str], list[str]]:
+    """What the model calls its inputs and outputs (``graph.meta['io_names']`` from the frontend, else the tensor
+    names): model text, shown only through the escaping filters (comments, README)."""
+    shown = graph.meta.get("io_names", {})
+    return [shown.get(t, t) for t in graph.inputs], [shown.get(t, t) for t in graph.outputs]
 
 
 def full_graph(dep: Deployment) -> Graph:
     """The deployed graph with its boundaries: float in/out (QUANTIZE ... DEQUANTIZE) or int8 in/out."""
     g = dep.extractor.copy()
     if dep.int8_io:
-        first = g.consumers(g.inputs[0])
-        if len(first) != 1 or first[0].kind != OpKind.QUANTIZE:
-            raise TinyccError("--int8-io: the model's float input is not read by one QUANTIZE op")
-        q = first[0]
-        g.ops.remove(q)
-        del g.tensors[g.inputs[0]]
-        g.inputs[0] = q.outputs[0]
+        for k in range(len(g.inputs)):
+            first = g.consumers(g.inputs[k])
+            if len(first) != 1 or first[0].kind != OpKind.QUANTIZE:
+                raise TinyccError("--int8-io: the model's float input is not read by one QUANTIZE op")
+            q = first[0]
+            g.ops.remove(q)
+            del g.tensors[g.inputs[k]]
+            g.inputs[k] = q.outputs[0]
         return g
-    out = g.tensors[g.outputs[0]]
-    name = g.unique_tensor_name(f"{g.outputs[0]}_float")
-    g.add_tensor(Tensor(name, out.shape, DType.FLOAT32))
-    g.ops.append(Op(g.unique_op_name(f"{g.outputs[0]}/dequantize"), OpKind.DEQUANTIZE, [g.outputs[0]], [name], {},
-                    g.outputs[0]))
-    g.outputs[0] = name
+    for k, src in enumerate(list(g.outputs)):
+        out = g.tensors[src]
+        name = g.unique_tensor_name(f"{src}_float")
+        g.add_tensor(Tensor(name, out.shape, DType.FLOAT32))
+        g.ops.append(Op(g.unique_op_name(f"{src}/dequantize"), OpKind.DEQUANTIZE, [src], [name], {}, src))
+        g.outputs[k] = name
     return g
 
 
@@ -113,11 +139,15 @@ def _int8_io_advice(g: Graph, backend: Any, dep: Deployment, report: MemoryRepor
 def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
                     calib: np.ndarray | None = None) -> Deployment:
     """Quantize the whole model, size it on ``backend`` and check the budget."""
+    if (len(graph.inputs) > 1 or len(graph.outputs) > 1) and not getattr(backend, "multi_io", False):
+        raise TinyccError(f"--inference-only: a model with {len(graph.inputs)} inputs and {len(graph.outputs)} "
+                          f"outputs deploys to targets with a multi-input API (c), not {backend.name!r}")
     g, samples = int8_model(graph, config, session, calib)
     dep = Deployment(name=c_name(graph.name), extractor=g, feature_quant=g.tensors[g.outputs[0]].quant,
                      classifier=[], num_classes=0, buffer=BufferConfig(0), inference_only=True,
                      int8_io=config.int8_io, config=config, board=config.board,
-                     meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16]})
+                     meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16],
+                           "io_names": io_names(graph), "io_labels": io_labels(graph)})
     cand, figures = candidate_figures(backend, g, None, config, full_graph(dep))
     report = memory_report(g, backend, cand, figures)
     dep.plan, dep.figures = cand.plan, figures
@@ -135,13 +165,14 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
     return dep
 
 
-def quantize_inputs(dep: Deployment, x: np.ndarray) -> np.ndarray:
-    """Float inputs quantized as the model's input QUANTIZE does (run_int8's kernel)."""
+def quantize_inputs(dep: Deployment, x: np.ndarray, k: int = 0) -> np.ndarray:
+    """Float inputs (of model input ``k``) quantized as the model's input QUANTIZE does (run_int8's kernel)."""
     from ..ir.interpreter_int8 import run_int8
 
     g = dep.extractor.copy()
-    q = g.consumers(g.inputs[0])[0]
+    q = g.consumers(g.inputs[k])[0]
     g.ops = [q]
+    g.inputs = [q.inputs[0]]
     g.outputs = [q.outputs[0]]
     g.prune_unused()
     return run_int8(g, {g.inputs[0]: np.asarray(x, np.float32)})[q.outputs[0]]

@@ -3,7 +3,9 @@
 Cut candidates are the tensors after which only a chain of Dense layers (with ReLU, sigmoid,
 tanh, linear activations and a final softmax; Dropout ignored; a Flatten/Reshape right after
 the cut is part of Φf) leads to the output: the Flatten or GlobalAveragePooling output, and the
-input of each later Dense layer. ``--cut NAME`` takes a layer, op or tensor name.
+input of each later Dense layer. A 1x1 Conv2D on a 1x1 map counts as a Dense layer (``is_dense_head``:
+the conv classifier of converted `.tflite` files, float or int8). ``--cut NAME`` takes a layer, op or
+tensor name; a name the model does not have is refused with the valid cut points.
 
 Automatic policy: with a RAM budget, every candidate is sized (exact memory model, buffer as
 large as the remaining RAM allows) and the one that leaves the largest buffer wins; ties go to
@@ -68,6 +70,18 @@ class CutPoint:
     index: int  # ops[:index] form the extractor
 
 
+def is_dense_head(graph: Graph, op: Op) -> bool:
+    """A Dense layer of the head: Dense, or a Conv2D with a 1x1 kernel on a 1x1 map (no groups) -- the classifier of
+    a converted MobileNet / person-detection `.tflite`, where cleanup's conv1x1_to_dense does not rewrite int8."""
+    if op.kind == OpKind.DENSE:
+        return True
+    if op.kind != OpKind.CONV2D or op.attrs.get("groups", 1) != 1:
+        return False
+    x, w, y = (graph.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    return w.data is not None and len(x.shape) == 4 and tuple(x.shape[1:3]) == (1, 1) and \
+        tuple(w.shape[1:3]) == (1, 1) and tuple(y.shape[1:3]) == (1, 1)
+
+
 def cut_candidates(graph: Graph) -> list[CutPoint]:
     """Tensors after which only the Dense head follows (earliest first)."""
     if len(graph.outputs) != 1:
@@ -78,7 +92,7 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     prod = graph.producers_map()
     while t in prod:
         op = prod[t]
-        if op.kind not in _HEAD_KINDS or len(consumers.get(t, [])) > 1:
+        if (op.kind not in _HEAD_KINDS and not is_dense_head(graph, op)) or len(consumers.get(t, [])) > 1:
             break
         chain.append(op)
         t = op.inputs[0]
@@ -87,8 +101,8 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     index = {o.name: i for i, o in enumerate(graph.ops)}
     seen_dense = False
     for op in chain:
-        if op.kind == OpKind.DENSE:
-            if len(graph.tensors[op.inputs[0]].shape) != 2:
+        if is_dense_head(graph, op):
+            if op.kind == OpKind.DENSE and len(graph.tensors[op.inputs[0]].shape) != 2:
                 break
             cands.append(CutPoint(op.inputs[0], index[op.name]))
             seen_dense = True
@@ -157,6 +171,18 @@ def target_quant(ext: Graph, loss: str, target: str, storage: str) -> Any:
     return None
 
 
+def check_cut_name(graph: Graph, name: str) -> None:
+    """Raise (one line, with the valid cut points) when ``--cut NAME`` names no layer, op or tensor of the model."""
+    if name in graph.tensors or graph.resolve_alias(name) is not None or \
+            any(name in (op.name, op.origin) for op in graph.ops):
+        return
+    try:
+        valid = "valid cut points: " + ", ".join(c.tensor for c in cut_candidates(graph))
+    except TinyccError:
+        valid = "the model has no valid cut point (it must end with Dense layers on a flat feature vector)"
+    raise TinyccError(f"--cut {name!r} names no layer or tensor of the model; {valid}")
+
+
 def _resolve_cut(graph: Graph, name: str, cands: list[CutPoint]) -> CutPoint:
     names = {name}
     for op in graph.ops:
@@ -185,7 +211,7 @@ def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
     ext.prune_unused()
     layers: list[DenseLayer] = []
     for op in graph.ops[cut.index:]:
-        if op.kind == OpKind.DENSE:
+        if is_dense_head(graph, op):
             w, b = _float_dense(graph, op)
             act = op.attrs["activation"]
             if act == "relu6":
@@ -202,26 +228,28 @@ def _float_dense(graph: Graph, op: Op) -> tuple[np.ndarray, np.ndarray]:
     """Float weights [O, I] and bias [O] of a Dense op (dequantized when the model is int8)."""
     w = graph.tensors[op.inputs[1]]
     b = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
+    wd = w.data.reshape(w.shape[0], -1)  # a 1x1 Conv2D's [O, 1, 1, I] is Dense's [O, I]
     if w.dtype == DType.FLOAT32:
-        return w.data.copy(), (b.data.copy() if b is not None else np.zeros(w.shape[0], np.float32))
+        return wd.copy(), (b.data.copy() if b is not None else np.zeros(w.shape[0], np.float32))
     if w.quant is None or (b is not None and b.quant is None):
         raise TinyccError(f"classifier layer {op.origin!r}: int8 weights without quantization parameters")
-    wf = dequantize(w.data, w.quant.scale.reshape(-1, 1), w.quant.zero_point.reshape(-1, 1))
+    wf = dequantize(wd, w.quant.scale.reshape(-1, 1), w.quant.zero_point.reshape(-1, 1))
     if b is None:
         return wf, np.zeros(w.shape[0], np.float32)
     return wf, dequantize(b.data, b.quant.scale, b.quant.zero_point)
 
 
-def _float_input(ext: Graph) -> None:
-    """Give an imported Φf with an integer input a float input, quantized with the same parameters."""
-    name = ext.inputs[0]
+def _float_input(ext: Graph, k: int = 0) -> None:
+    """Give an imported Φf with an integer input (number ``k``) a float input, quantized with the same
+    parameters."""
+    name = ext.inputs[k]
     t = ext.tensors[name]
     if t.dtype == DType.FLOAT32:
         return
     readers = ext.consumers(name)
     fname = ext.unique_tensor_name(f"{name}_float")
     ext.add_tensor(Tensor(fname, t.shape, DType.FLOAT32))
-    ext.inputs[0] = fname
+    ext.inputs[k] = fname
     first = readers[0] if len(readers) == 1 and name not in ext.outputs else None
     q = ext.tensors[first.outputs[0]].quant if first is not None and first.kind == OpKind.QUANTIZE else None
     if (q is not None and t.quant is not None and ext.tensors[first.outputs[0]].dtype == DType.INT8
@@ -323,6 +351,8 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     learn = config.learning
     if learn is None:
         raise TinyccError("on-device learning deployment asked for an --inference-only config")
+    if learn.cut:
+        check_cut_name(graph, learn.cut)
     cands = cut_candidates(graph)
     if learn.cut:
         cands = [_resolve_cut(graph, learn.cut, cands)]
@@ -406,6 +436,8 @@ class Cut(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         cands = cut_candidates(graph)
         name = ctx.config.learning.cut if ctx.config.learning is not None else None
+        if name:
+            check_cut_name(graph, name)
         cut = _resolve_cut(graph, name, cands) if name else cands[0]
         ext, layers = split(graph, cut)
         graph.ops, graph.outputs, graph.tensors = ext.ops, ext.outputs, ext.tensors

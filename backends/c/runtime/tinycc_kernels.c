@@ -82,6 +82,46 @@ void tcc_conv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const i
     }
 }
 
+void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                           int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                           const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min,
+                           int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    int32_t y, x, o, ky, kx, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t ty = y + pt - ky;
+                    const int32_t iy = ty / sh;
+                    if (ty < 0 || ty % sh != 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t tx = x + pl - kx;
+                        const int32_t ix = tx / sw;
+                        const int8_t *px;
+                        const int8_t *pw;
+                        if (tx < 0 || tx % sw != 0 || ix >= iw) {
+                            continue;
+                        }
+                        px = in + (iy * iw + ix) * ic;
+                        pw = w + ((o * kh + ky) * kw + kx) * ic;
+                        for (c = 0; c < ic; ++c) {
+                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
+                        }
+                    }
+                }
+                if (bias) {
+                    acc += TCC_READ_S32(bias + o);
+                }
+                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
+                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
 void tcc_dwconv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
                      int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
                      int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
@@ -210,6 +250,75 @@ void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int3
                 const int32_t r = tcc_mbqm(va * vb, m, e) + out_zp;
                 out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
             }
+        }
+    }
+}
+
+void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
+                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 20), m1), -e1);
+                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 20), m2), -e2);
+                const int32_t r = rdbpot(srdhm(sa - sb, mo), -eo) + out_zp;
+                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t is_max, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash);
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash);
+                out[(y * ow + x) * oc + c] = (int8_t)(((va > vb) == (is_max != 0)) ? va : vb);
+            }
+        }
+    }
+}
+
+void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                           int32_t oh, int32_t ow, int8_t *out) {
+    int32_t y, x, ch;
+    for (y = 0; y < oh; ++y) {
+        const int32_t iy = TCC_READ_S32(ys + y);
+        for (x = 0; x < ow; ++x) {
+            const int8_t *src = in + (iy * iw + TCC_READ_S32(xs + x)) * c;
+            for (ch = 0; ch < c; ++ch) {
+                out[(y * ow + x) * c + ch] = src[ch];
+            }
+        }
+    }
+}
+
+void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
+                      int8_t *out) {
+    int32_t a, b, c;
+    for (a = 0; a < o0; ++a) {
+        for (b = 0; b < o1; ++b) {
+            for (c = 0; c < o2; ++c) {
+                *out++ = in[a * st0 + b * st1 + c * st2];
+            }
+        }
+    }
+}
+
+void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out) {
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            out[o * inner + i] = in[o * in_inner + offset + i];
         }
     }
 }

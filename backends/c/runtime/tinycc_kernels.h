@@ -35,6 +35,29 @@ void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int3
 void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m,
                 int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* SUB: ADD's fixed-point steps with the scaled operands subtracted (TFLite's int8 SUB). */
+void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* MAXIMUM (is_max=1) / MINIMUM of the raw int8 values (operands and output share parameters). */
+void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t is_max, int8_t *out);
+/* RESIZE_NEAREST_NEIGHBOR: output row y copies input row ys[y], column x input column xs[x] (flash tables). */
+void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                           int32_t oh, int32_t ow, int8_t *out);
+/* TRANSPOSE of a tensor of up to 3 non-batch axes: out[i0][i1][i2] = in[i0 * st0 + i1 * st1 + i2 * st2]. */
+void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
+                      int8_t *out);
+/* SLICE along one axis: `outer` blocks of `inner` bytes taken at `offset` in blocks of `in_inner` bytes. */
+void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out);
+/* TRANSPOSE_CONV: w (flash) [oc][kh][kw][ic], bias (flash, may be NULL); output pixel (y, x) sums input pixel
+ * ((y + pt - ky) / sh, (x + pl - kx) / sw) where that divides evenly (TFLite's scatter, gathered). */
+void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                           int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
+                           const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min,
+                           int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
 /* Copy `outer` blocks of `inner` bytes into blocks of `out_inner` bytes at `offset` (concatenation). */
 void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                    int32_t offset, int8_t *out);
