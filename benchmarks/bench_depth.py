@@ -211,6 +211,11 @@ def run(args: argparse.Namespace) -> Result:
             "deep modes yet). A mode over budget runs with the smallest buffer of the fitting deep modes.")
     res.add(markdown_table(["mode", "final accuracy", "learning state (B)", "buffer entries", "total RAM (B)",
                             f"fits {args.ram // 1024} kB"], rows))
+    for m in (k for k in final if k.startswith("deep-")):
+        f = final[m]
+        parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
+        res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
+                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
                 "lr": args.lr, "cut": out["cut"], "acceptance_met": met,
