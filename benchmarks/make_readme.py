@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
          "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_cpu", "mlperf", "search", "memory", "zoo",
-         "depth"]
+         "depth", "depth-buffer10"]
 
 HEADER = """# tinycc benchmarks
 
@@ -58,6 +58,7 @@ python -m benchmarks memory --data ../shared/data --model resnet8=../shared/mode
 python -m benchmarks zoo   # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny; c, tflm, arduino; M4 in QEMU
 # depth: head-only vs --deep bias / blocks, transfer CIFAR-10 -> Imagenette-32, ResNet-8, 256 kB (defaults: ../shared)
 python -m benchmarks depth --stream 300 --test 100 --runs 1
+python -m benchmarks depth --stream 300 --test 100 --runs 1 --deep-buffer 10 --tag buffer10   # diagnostic, over budget
 ```
 """
 
