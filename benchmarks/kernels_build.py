@@ -447,8 +447,8 @@ int main(void) {
 
 
 def profile_source(model_c: str) -> tuple[str, int]:
-    """model.c with a SysTick read before the extractor's first kernel call and after each one (one line per
-    call in ``run_extractor``); returns the text and the number of calls."""
+    """model.c with a SysTick read before the extractor's first kernel call and after each one (per
+    call in ``run_extractor``, after the line that ends it); returns the text and the number of calls."""
     lines = model_c.splitlines()
     start = next(i for i, l in enumerate(lines) if l.startswith("static const int8_t *run_extractor("))
     end = next(i for i in range(start, len(lines)) if lines[i].strip() == "(void)x;")
@@ -457,7 +457,8 @@ def profile_source(model_c: str) -> tuple[str, int]:
     n = 0
     for line in lines[start + 1:end]:
         out.append(line)
-        if line.rstrip().endswith("*/") and line.lstrip()[:1] not in ("/", "*"):  # `fn(args); /* op */`
+        code = line.split("/*", 1)[0].strip()  # a call's last line: `arg);  /* param */` or `fn(args);`
+        if code.endswith(");") and not code.startswith("memcpy("):
             n += 1
             out.append(f"    tcc_prof_t[{n}] = TCC_PROF_CVR;")
     out += lines[end:]

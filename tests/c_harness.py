@@ -2,6 +2,7 @@
 the demos run with their dump on (``--dump`` on the host, ``DUMP=1`` builds for QEMU)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -81,8 +82,10 @@ def run_host(exe: Path) -> DemoOutput:
 
 
 # the arrays of the memory model's RAM figure (the C target's model.c; the tflm target's arena is tcc_arena too)
-MODEL_RAM_PREFIXES = ("tcc_arena", "tcc_scratch", "tcc_cw_", "tcc_cb_", "tcc_act_", "tcc_delta_", "tcc_buf_",
-                      "tcc_probs")
+# (the classifier's RAM arrays are tcc_classifier_<i>_weights/_bias/_act/_delta; its flash copies end in _init and
+# the runtime's functions tcc_classifier_reset/... have no layer number)
+MODEL_RAM = re.compile(r"tcc_arena|tcc_scratch|tcc_classifier_\d+_(?:weights|bias|act|delta)(?!_init)|tcc_buf_"
+                       r"|tcc_probs")
 MODEL_DESCRIPTORS = ("tcc_layers", "tcc_clf", "tcc_buf")  # the runtime's structs (the report's runtime descriptors)
 
 
@@ -94,8 +97,12 @@ def symbol_sizes(exe: Path) -> dict[str, int]:
 
 def model_ram(exe: Path) -> int:
     """Bytes of the model's RAM arrays in a built demo (what the memory model's RAM total counts)."""
-    return sum(v for k, v in symbol_sizes(exe).items() if (k.startswith(MODEL_RAM_PREFIXES)
-               and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf."))) or k in MODEL_DESCRIPTORS)
+    return sum(v for k, v in symbol_sizes(exe).items() if is_model_ram(k) or k in MODEL_DESCRIPTORS)
+
+
+def is_model_ram(symbol: str) -> bool:
+    """Whether a symbol is one of the model's RAM arrays (a name the memory model's RAM figure counts)."""
+    return bool(MODEL_RAM.match(symbol)) and not symbol.startswith("tcc_buf.")
 
 
 def have_arm() -> bool:

@@ -83,7 +83,7 @@ def test_memory_json_training_state_is_8_bytes_per_unit_and_c_ram_16k_holds_2x(s
     sizes = c_harness.symbol_sizes(exe)
     assert c_harness.model_ram(exe) == mem["static_ram"]
     assert not any(k.startswith(("tcc_dw_", "tcc_db_", "tcc_feat", "tcc_ywork", "tcc_twork")) for k in sizes)
-    assert sizes["tcc_act_0"] + sizes["tcc_delta_0"] == st["bytes"]
+    assert sizes["tcc_classifier_0_act"] + sizes["tcc_classifier_0_delta"] == st["bytes"]
 
 
 @pytest.mark.parametrize("train,deltas", [("all", 24 + 16 + 10), ("bias", 24 + 16 + 10), ("last", 10)])
@@ -124,9 +124,8 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
     emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 16}, ard)
     elf, _, ram = arduino_harness.build(ard / dep.name / f"{dep.name}.ino", tmp_path / "work")
     avr = _avr_sizes(elf)
-    arrays = [k for k in host_sizes if k.startswith(c_harness.MODEL_RAM_PREFIXES) and k != "tcc_buf"
-              and not k.startswith(("tcc_cw_init", "tcc_cb_init", "tcc_buf."))]
-    assert {"tcc_cw_0", "tcc_act_0", "tcc_delta_0", "tcc_buf_data"} <= set(arrays)
+    arrays = [k for k in host_sizes if c_harness.is_model_ram(k) and k != "tcc_buf"]
+    assert {"tcc_classifier_0_weights", "tcc_classifier_0_act", "tcc_classifier_0_delta", "tcc_buf_data"} <= set(arrays)
     assert {k: avr.get(k) for k in arrays} == {k: host_sizes[k] for k in arrays}
     # static RAM: the model's arrays plus the Arduino core's globals and the self-test vector (test_arduino's
     # documented 600-byte tolerance), inside the 8 kB

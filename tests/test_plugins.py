@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,8 @@ def _int8_weights(model_c: Path) -> list[int]:
     """Every value of the int8 weight arrays of a generated model.c."""
     text = model_c.read_text()
     values: list[int] = []
-    for block in text.split("static const int8_t tcc_w_")[1:]:
-        body = block.split("{", 1)[1].split("}", 1)[0]
+    for body in re.findall(r"static const int8_t tcc_\w+_(?:weights|input\d+)\[\d+\] TCC_WEIGHT = \{(.*?)\}",
+                           text, re.S):
         values += [int(v) for v in body.replace("\n", " ").split(",") if v.strip()]
     return values
 

@@ -89,7 +89,7 @@ def test_validate_tflm_on_host_passes(session) -> None:
 def _corrupt_first_weight(model_c: Path) -> None:
     """Change the first value of the first int8 weight array (the first convolution's) in model.c."""
     text = model_c.read_text()
-    m = re.search(r"static const int8_t tcc_w_\d+\[\d+\] TCC_WEIGHT = \{\s*(-?\d+)", text)
+    m = re.search(r"static const int8_t tcc_\w+_weights\[\d+\] TCC_WEIGHT = \{\s*(-?\d+)", text)
     assert m is not None, "no int8 weight array in model.c"
     value = int(m.group(1))
     model_c.write_text(text[:m.start(1)] + str(-127 if value > 0 else 127) + text[m.end(1):])

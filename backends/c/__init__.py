@@ -23,7 +23,7 @@ from ...targets import platforms as target_platforms
 from .. import names
 from ..base import Backend, check_static_size
 from ..demo import DemoRun
-from . import cmsis_nn
+from . import cmsis_nn, layout
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -40,12 +40,24 @@ def new_env() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
-    def wrap(values: list[str], per_line: int = 16) -> str:
-        """Numeric C initializers (made by tinycc), 16 a line."""
-        lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
-        return names.Escaped(",\n".join("    " + l for l in lines))
+    def wrap(values: list[str]) -> str:
+        """Numeric C initializers (made by tinycc), as many a line as fit under 100 columns."""
+        return names.Escaped(layout.wrap_values(values))
 
-    env.filters["wrap"] = wrap
+    def c_call(call: Any, params: dict[str, list[str]], indent: str = "    ") -> str:
+        """A kernel call of the schedule (tinycc's own names and literals), one argument a line when long."""
+        return names.Escaped(layout.format_call(call.fn, call.args, params.get(call.fn), indent))
+
+    def c_call_comment(call: Any) -> str:
+        """The line above a call: tinycc's description of the layer and its escaped name."""
+        return names.Escaped(layout.comment_lines(call.what, call.comment, "    "))
+
+    def c_comment(use: Any) -> str:
+        """A layer function's line naming one layer that calls it (``Kernel.uses``: escaped already)."""
+        what, _, name = str(use).partition(": ")
+        return names.Escaped(layout.comment_lines(what, name, "", "- "))
+
+    env.filters.update({"wrap": wrap, "c_call": c_call, "c_call_comment": c_call_comment, "c_comment": c_comment})
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 
@@ -174,13 +186,13 @@ def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[
     ins = []
     for k, t in enumerate(g.inputs):
         ptr, s, zp = qin[t]
-        ins.append({"k": k, "name": in_names[k], "label": in_labels[k], "size": g.tensors[t].size, "ptr": ptr, "zp": zp,
-                    "scale": f"{float(np.float32(s))!r}f"})
+        ins.append({"k": k, "name": in_names[k], "label": in_labels[k], "size": g.tensors[t].size, "ptr": ptr,
+                    "zp": zp, "scale": _c_float(s)})
     outs = []
     for k, t in enumerate(g.outputs):
         q = g.tensors[t].quant
-        outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size, "ptr": em.consts["output_ptrs"][k],
-                     "scale": f"{float(np.float32(q.scale[0]))!r}f", "zp": int(q.zero_point[0])})
+        outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size,
+                     "ptr": em.consts["output_ptrs"][k], "scale": _c_float(q.scale[0]), "zp": int(q.zero_point[0])})
     return ins, outs
 
 
@@ -189,7 +201,7 @@ def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     with several inputs or outputs, ``ins``/``outs``)."""
     oq = dep.feature_quant
     ctx = {"n_out": dep.feature_count, "int8_io": dep.int8_io,
-           "output_scale": f"{float(np.float32(oq.scale[0]))!r}f", "output_zp": int(oq.zero_point[0]),
+           "output_scale": _c_float(oq.scale[0]), "output_zp": int(oq.zero_point[0]),
            "output_ptr": em.consts["features_ptr"], "multi": is_multi_io(dep)}
     if ctx["multi"]:
         ctx["ins"], ctx["outs"] = _io_list(dep, em)
@@ -258,10 +270,11 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "version": __version__, "name": name, "NAME": name.upper(), "dep": dep, "c": c, "arrays": em.arrays,
         "calls": em.calls, "n_calls": len(em.calls), "batch": dep.train.batch_size,
         "kernels": [replace(k, code=names.Escaped(k.code)) for k in em.kernels],  # tinycc's own C
+        "params": {**layout.runtime_prototypes(), **{k.fn: layout.prototypes(k.code)[k.fn] for k in em.kernels}},
         "lr": _c_float(dep.train.lr), "lr_text": np.format_float_positional(np.float32(dep.train.lr), trim="-"),
         "int8_storage": dep.buffer.storage == "int8", "mem": dep.memory, "mem_table": dep.memory.get("report", ""),
         "source": dep.meta.get("source", {}).get("path", dep.name),
-        "input_scale": f"{float(np.float32(c.get('input_scale', 1.0)))!r}f", "input_zp": c.get("input_zp", 0),
+        "input_scale": _c_float(c.get("input_scale", 1.0)), "input_zp": c.get("input_zp", 0),
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(dep.config.kernels) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
@@ -282,7 +295,8 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
     written = []
     for path, tpl in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(env.get_template(tpl).render(**ctx))
+        text = env.get_template(tpl).render(**ctx)
+        path.write_text(layout.reflow_comments(text) if path.name == "model.h" else text)
         written.append(path)
     if with_main and demo_dir is None and ctx["cross"] is not None:  # the board's start-up code, linker script
         for rel, text in sorted(ctx["cross"].files.items()):

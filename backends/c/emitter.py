@@ -21,6 +21,7 @@ from ...memory import MemoryPlan
 from .. import names
 from . import cmsis_nn
 from .kernels import Kernel, specialize
+from .layout import c_float
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
@@ -31,6 +32,8 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
+TRAIN_NAMES = ("TCC_TRAIN_NONE", "TCC_TRAIN_BIAS", "TCC_TRAIN_WEIGHTS", "TCC_TRAIN_BOTH")
+ROLES = {"lut": "table", "w": "weights"}  # a flash table's role in its layer's name
 
 
 def c_kernel_problem(g: Graph, op: Op) -> str | None:
@@ -55,17 +58,22 @@ class CArray:
         return len(self.values)
 
 
+NAME_LIMIT = 64  # characters of a layer's name (from the model file) in a comment (wrapped under 100 columns)
+
+
 @dataclass
 class Call:
     """A kernel call of the schedule; ``comment`` (the op's name, from the model file) is stored escaped
-    for a C comment (``names.comment``), whoever builds the call."""
+    for a C comment (``names.comment``, cut to NAME_LIMIT characters), whoever builds the call; ``what`` is
+    tinycc's own description of the layer (position, kind, shapes), put in front of the comment."""
     fn: str
     args: list[str]
     comment: str = ""
     skip_when_int8_input: bool = False
+    what: str = ""
 
     def __post_init__(self) -> None:
-        self.comment = names.comment(self.comment)
+        self.comment = names.comment(self.comment, NAME_LIMIT)
 
 
 @dataclass
@@ -78,13 +86,7 @@ class EmitModel:
     kernels: list[Kernel] = field(default_factory=list)  # per-layer functions defined in model.c
 
 
-def _c_float(v: float) -> str:
-    r = repr(float(np.float32(v)))
-    if r in ("inf", "-inf", "nan"):
-        raise ValueError("non-finite constant")
-    if "e" not in r and "." not in r:
-        r += ".0"
-    return r + "f"
+_c_float = c_float  # the name the backends import
 
 
 def _vals(a: np.ndarray, ctype: str) -> list[str]:
@@ -102,6 +104,9 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
+        self.taken: set[str] = set()
+        self.layer: tuple[int, str] = (0, "layer")  # the current op's position in the schedule and kind
+        self.op_now: Op | None = None
         self.kernels_mode = dep.config.kernels
         self.m.plan = dep.plan  # computed once by the deploy stage
         self.cmsis = cmsis_nn.enabled(self.kernels_mode)
@@ -119,16 +124,32 @@ class _Builder:
         self.m.calls.append(Call(fn, args, op.name))
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
-        name = f"tcc_{base}_{len(self.m.arrays)}"
+        """A flash table of the current layer, named by its position and kind (``tcc_conv2d_3_mult``): never
+        by a name from the model file."""
+        pos, kind = self.layer
+        name = stem = f"tcc_{kind}_{pos}_{ROLES.get(base, base)}"
+        n = 2
+        while name in self.taken:  # a second table of one role in a layer (none today): still unique
+            name, n = f"{stem}_{n}", n + 1
+        self.taken.add(name)
         self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash))
         return name
 
     def const(self, tensor: str) -> str:
+        """The flash table of a constant tensor (one per tensor), named after the first layer that reads it and
+        its role there (``weights``, ``bias``, ``input1``, ...)."""
         if tensor not in self.names:
             t = self.g.tensors[tensor]
             ctype = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}[t.dtype.value]
-            self.names[tensor] = self.array("w", ctype, t.data)
+            self.names[tensor] = self.array(self.role(tensor), ctype, t.data)
         return self.names[tensor]
+
+    def role(self, tensor: str) -> str:
+        """What a constant input is to the current op: its weights, bias, or input N."""
+        i = self.op_now.inputs.index(tensor) if tensor in self.op_now.inputs else 0
+        if self.op_now.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE) and i in (1, 2):
+            return ("weights", "bias")[i - 1]
+        return f"input{i}"
 
     def ptr(self, tensor: str) -> str:
         t = self.g.tensors[tensor]
@@ -136,10 +157,12 @@ class _Builder:
             return self.const(tensor)
         if tensor in self.g.inputs and t.dtype.value == "float32":
             return f"x[{self.g.inputs.index(tensor)}]" if self.multi_io else "x"
-        return f"(tcc_arena + {self.m.plan.offsets[tensor]})"
+        off = self.m.plan.offsets[tensor]
+        return f"(tcc_arena + {off})" if off else "tcc_arena"
 
     def build(self) -> EmitModel:
-        for op in self.g.ops:
+        for pos, op in enumerate(self.g.ops):
+            self.layer, self.op_now = (pos, op.kind.value), op
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
                                             "`tinycc ops` lists them")
@@ -148,16 +171,29 @@ class _Builder:
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel")
             n = len(self.m.calls)
             self.op(op)
+            desc = f"layer {pos}, {op.kind.value} {self.shapes(op)}"
+            for c in self.m.calls[n:]:
+                c.what = desc + (f" ({c.what})" if c.what else "")
+                for k in self.m.kernels:
+                    if k.fn == c.fn:
+                        k.uses.append(names.Escaped(f"{desc}: {c.comment}"))
             if op.outputs[0] in self.m.plan.inplace:  # the kernel reads element i before it writes element i
                 for c in self.m.calls[n:]:
-                    c.comment = names.Escaped(c.comment + " (in place)")
+                    c.what += ", in place"
             shared = self.m.plan.overlaps.get(op.outputs[0])
             if shared:  # backends/c/overlap.py: the kernel has read every byte it writes over
                 if self.cmsis:
                     raise TinyccError("internal: a memory plan with overlapping buffers for the CMSIS-NN kernels")
                 for c in self.m.calls[n:]:
-                    c.comment = names.Escaped(c.comment + f" (over {shared} bytes of its input)")
+                    c.what += f", over {shared} bytes of its input"
         return self.m
+
+    def shapes(self, op: Op) -> str:
+        """``8x8x1 -> 8x8x8``: the op's activation inputs and its output at batch 1 (tinycc's own text)."""
+        def dims(t: str) -> str:
+            return "x".join(str(d) for d in self.g.tensors[t].shape[1:]) or "1"
+        ins = [t for t in op.inputs if not self.g.tensors[t].is_const]
+        return f"{', '.join(dims(t) for t in ins)} -> {dims(op.outputs[0])}"
 
     def _q(self, tensor: str) -> tuple[float, int]:
         q = self.g.tensors[tensor].quant
@@ -170,7 +206,7 @@ class _Builder:
         spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
         if spec is not None:
             kern, args = spec
-            self.m.calls.append(Call(kern.fn, args, f"{op.name} ({kern.family})"))
+            self.m.calls.append(Call(kern.fn, args, op.name, what=f"{kern.family} kernel"))
             return
         if k == OpKind.QUANTIZE and x.dtype == DType.INT8:  # int8 -> int8 requantization (TFLite Requantize)
             self._requantize(op, out, -128, 127)
@@ -372,13 +408,20 @@ def build_emit_model(dep: Deployment) -> EmitModel:
         "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
     })
     for i, l in enumerate(dep.classifier):
-        m.arrays.append(CArray(f"tcc_cw_init_{i}", "float", _vals(l.weight, "float"), True, "classifier"))
-        m.arrays.append(CArray(f"tcc_cb_init_{i}", "float", _vals(l.bias, "float"), True, "classifier"))
+        m.arrays.append(CArray(f"tcc_classifier_{i}_weights_init", "float", _vals(l.weight, "float"), True,
+                               "classifier"))
+        m.arrays.append(CArray(f"tcc_classifier_{i}_bias_init", "float", _vals(l.bias, "float"), True,
+                               "classifier"))
     n, mode = len(dep.classifier), dep.train.mode
     m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation],
                            "train": 2 * layer_trains(i, n, mode)[0] + layer_trains(i, n, mode)[1],  # TCC_TRAIN_*
                            "delta": layer_has_delta(i, n, mode)} for i, l in enumerate(dep.classifier)]
+    for l in m.consts["layers"]:  # the runtime's names of the codes (tinycc_learn.h)
+        l["act_c"] = "TCC_ACT_" + dep.classifier[l["i"]].activation.upper()
+        l["train_c"] = TRAIN_NAMES[l["train"]]
     m.consts["policy"] = POLICY_CODES[dep.buffer.policy]
+    m.consts["policy_c"] = "TCC_POLICY_" + dep.buffer.policy.upper()
+    m.consts["loss_c"] = "TCC_LOSS_" + dep.loss.upper()
     tq = dep.target_quant
     m.consts.update({
         "loss": LOSS_CODES[dep.loss], "n_outputs": dep.num_outputs, "targets": dep.target_count,

@@ -10,13 +10,14 @@ schedule calls. Ops no module matches (or option ``kernels=generic``) run the ge
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from ....config import KERNELS as KERNEL_CHOICES  # noqa: F401  (--kernels; cmsis-nn is backends/c/cmsis_nn.py)
 from ....ir.graph import Graph, Op
+from ..layout import fold_constants
 
 HERE = Path(__file__).parent
 
@@ -31,11 +32,14 @@ class ArrayMaker(Protocol):
 
 @dataclass
 class Kernel:
-    """A generated function: its name, its C definition, the module that made it, the layers that call it."""
+    """A generated function: its name, its C definition, the module that made it, the layers that call it
+    (their names from the model file, raw) and ``uses``: one escaped comment line per call (position, kind,
+    shapes, name)."""
     fn: str
     code: str
     family: str
     layers: list[str]
+    uses: list[str] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +79,7 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
     for mod in _modules():
         if mod.matches(g, op):
             code, args = mod.emit(g, op, arrays)
+            code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
             for k in kernels:
                 if k.code == code.replace("{fn}", k.fn):
                     k.layers.append(op.name)

@@ -61,11 +61,12 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
     ctx["ROUND_FAST"] = bool(ctx["RIGHT_ONLY"] and right.min() >= 1 and right.max() <= 30
                              and accumulator_bound(g, op) + (1 << int(right.max() - 1)) + 1 < 2**31)
     ctx["ACC30"] = bool(ctx["ROUND_FAST"] and accumulator_bound(g, op) < 2**30)  # tcc_requant_rf30 may double it
+    weights = arrays.const(op.inputs[1])  # flash tables in the order of the arguments
     if folded is not None:
         bias = arrays.array("bias", "int32_t", folded)
     else:
         bias = arrays.const(op.inputs[2]) if has_bias else "NULL"
-    args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]), bias,
+    args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), weights, bias,
             arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
     return ctx, args
