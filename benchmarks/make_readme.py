@@ -6,7 +6,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
-         "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_startup", "compile_cpu", "mlperf", "search", "memory", "zoo"]
+         "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_startup", "compile_cpu", "mlperf",
+         "search", "memory", "zoo", "depth", "depth-buffer10"]
 
 HEADER = """# tinycc benchmarks
 
@@ -56,6 +57,9 @@ nice -n 5 python -m benchmarks search --data ../shared/data --trials 10 --epochs
 python -m benchmarks memory --data ../shared/data --model resnet8=../shared/models/mlperf-tiny/pretrainedResnet.h5:1 \
     --model step1=step1_6.keras --budgets 48K,52K,56K,64K,80K,96K,128K,256K,830K --runs 5
 python -m benchmarks zoo   # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny; c, tflm, arduino; M4 in QEMU
+# depth: head-only vs --deep bias / blocks, transfer CIFAR-10 -> Imagenette-32, ResNet-8, 256 kB (defaults: ../shared)
+python -m benchmarks depth --stream 300 --test 100 --runs 1
+python -m benchmarks depth --stream 300 --test 100 --runs 1 --deep-buffer 10 --tag buffer10   # diagnostic, over budget
 ```
 """
 

@@ -1,0 +1,225 @@
+"""Learning beyond the head under a RAM budget: transfer CIFAR-10 -> Imagenette-32 with MLPerf Tiny's ResNet-8.
+
+Modes (host simulator, the functions `tinycc simulate --deep` uses): head-only Ω (int8 Φf + float Φc + int8
+feature buffer), ``--deep bias`` (the int8 biases of the last block and Φc train) and ``--deep blocks`` (the last
+block in float, every weight and bias trains). The cut of the deep modes is `simulate`'s default: the input of the
+last block with a convolution.
+
+RAM per mode (bytes, ``--ram`` budget):
+- head-only: the deploy stage's exact memory report with ``--ram`` (it sizes the replay buffer to fit).
+- deep modes: the deploy stage does not size them yet, so the same report is taken without Φc's weights, its
+  training state and its buffer (the "fixed" part: the int8 arena, descriptors, the head's measured stack), plus
+  the deep learner's state: ``step_memory(tail, batch, requantized biases, learn=True)`` (the arrays of the
+  generated step, exactly) and a buffer of int8 cut tensors (``ReplayBuffer.bytes_for``) with the most entries
+  that fit. A mode that does not fit even one entry is run with the smallest capacity of the modes that fit and
+  reported as over budget.
+One learning rate for every mode (no tuning); the test subset is Imagenette's test split, drawn per seed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .common import Result
+
+MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
+DATA = MODEL.parents[2] / "data"
+NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
+         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=str(MODEL), help="a CIFAR-10 model (default: MLPerf Tiny ResNet-8)")
+    p.add_argument("--ram", type=int, default=256 * 1024, help="total RAM budget in bytes (default 256 kB)")
+    p.add_argument("--stream", type=int, default=300, help="Imagenette-32 stream samples per run")
+    p.add_argument("--test", type=int, default=100, help="held-out Imagenette-32 test samples per run")
+    p.add_argument("--runs", type=int, default=1, help="runs on seeds 0..runs-1")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every mode (not tuned)")
+    p.add_argument("--scale", type=float, default=1.0, help="input scale (ResNet-8 reads 0..255 pixels: 1)")
+    p.add_argument("--deep", default="bias,blocks", help="deep modes beside head-only")
+    p.add_argument("--deep-buffer", type=int, help="diagnostic: this many cut tensors in every deep mode's buffer "
+                   "instead of what the budget leaves (the RAM column then says whether it fits)")
+    p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
+
+
+def _fixed_ram(dep: Any) -> int:
+    """The head deployment's RAM without what head-only learning adds (Φc's weights, training state, buffer)."""
+    learning = {"classifier weights", "training state", "replay buffer"}
+    return int(dep.memory["ram"]) - sum(i["bytes"] for i in dep.memory["items"] if i["name"] in learning)
+
+
+def head_memory(dep: Any) -> dict[str, Any]:
+    """Head-only Ω: the compile report's learning items and total, exactly."""
+    items = {i["name"]: i["bytes"] for i in dep.memory["items"]
+             if i["name"] in ("classifier weights", "training state", "replay buffer")}
+    return {"capacity": dep.buffer.capacity, "learning_state": sum(items.values()), "detail": items,
+            "total_ram": int(dep.memory["ram"])}
+
+
+def deep_memory(prep: Any, mode: str, ram: int) -> dict[str, Any]:
+    """A deep mode's exact step arrays (``step_memory``), its buffer of int8 cut tensors sized to ``ram`` and the
+    total RAM with the deployment's fixed part; ``capacity`` 0: not even one entry fits."""
+    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.buffer import ReplayBuffer
+    from tinycc.plugins.applications.deep_modes import deep_learner
+
+    dl = deep_learner(prep, mode, 0.0)
+    req = tuple(op.name for op in dl.region_params) if mode == "bias" else ()
+    step = step_memory(dl.tail, dl.batch_size, req, learn=True)
+    fixed, size = _fixed_ram(prep.dep), dl.buffer.feature_count
+    cap = 0
+    while ReplayBuffer.bytes_for(cap + 1, size, "int8") + fixed + sum(step.values()) <= ram:
+        cap += 1
+    return {"capacity": cap, "step_memory": step, "step_bytes": sum(step.values()), "cut": prep.deep_cut,
+            "cut_entry_bytes": size, "fixed_ram": fixed}
+
+
+def _ticker(label: str, total: int) -> Callable[[], None]:
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if done[0] % max(total // 5, 1) == 0 or done[0] == total:
+            print(f"  {label}: {done[0]}/{total} samples", file=sys.stderr, flush=True)
+    return tick
+
+
+def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
+            deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None) -> dict[str, Any]:
+    """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
+    from tinycc.api import load_cleaned, make_config
+    from tinycc.ir.buffer import ReplayBuffer
+    from tinycc.ir.deep import DeepLearner
+    from tinycc.plugins.applications.scenarios import draw, learn, prepare, run_mode
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    g = load_cleaned(model, session)
+    config = make_config(session, ram=ram, lr=lr, storage="int8", deep=deep)
+    prep = prepare(g, "transfer", data, config, session, n_stream, n_test, scale)
+    mem: dict[str, dict[str, Any]] = {"omega": head_memory(prep.dep)}
+    for m in deep:
+        mem[f"deep-{m}"] = deep_memory(prep, m, ram)
+    fallback = min([mem[f"deep-{m}"]["capacity"] for m in deep if mem[f"deep-{m}"]["capacity"]] or [1])
+    for m in deep:  # the buffer each deep mode runs with, and its total
+        v = mem[f"deep-{m}"]
+        v["run_capacity"] = deep_buffer or v["capacity"] or fallback
+        v["buffer_bytes"] = ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
+        v["total_ram"] = v["fixed_ram"] + v["step_bytes"] + v["buffer_bytes"]
+    for v in mem.values():
+        v["fits"] = v["total_ram"] <= ram and v["capacity"] > 0
+    head_only = type(prep)(**{**prep.__dict__, "deep": ()})  # learn() runs the head modes alone
+    curves: dict[str, list[np.ndarray]] = {m: [] for m in head_only.modes + tuple(f"deep-{m}" for m in deep)}
+    for r in range(runs):
+        st, feats = draw(prep, r)
+        print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
+        for m, c in learn(head_only, st, feats, {m: lr for m in head_only.modes},
+                          _ticker("head modes", 3 * n_stream)).items():
+            curves[m].append(c["all"])
+        for m in deep:
+            key = f"deep-{m}"
+            cap = mem[key]["run_capacity"]
+            learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
+            print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
+            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, n_stream))["all"])
+    return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
+            "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
+            "epochs": prep.dep.train.epochs, "prep": prep}
+
+
+def _plot(res: dict[str, Any], ram: int) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tinycc.report import png_bytes
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for m, c in res["curves"].items():
+        x = np.arange(1, c.shape[1] + 1)
+        a.plot(x, c.mean(axis=0), label=NAMES.get(m, m))
+    a.set_xlabel("Imagenette-32 samples seen")
+    a.set_ylabel("test accuracy")
+    a.set_ylim(0, 1)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    for m, v in res["memory"].items():
+        acc = res["curves"][m][:, -1].mean()
+        b.scatter(v["total_ram"] / 1024, acc, label=NAMES.get(m, m))
+    b.axvline(ram / 1024, color="k", ls="--", lw=1, label=f"budget {ram // 1024} kB")
+    b.set_xlabel("total RAM (kB)")
+    b.set_ylabel("final test accuracy")
+    b.set_ylim(0, 1)
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.suptitle("ResNet-8, transfer CIFAR-10 -> Imagenette-32")
+    return png_bytes(fig)
+
+
+def run(args: argparse.Namespace) -> Result:
+    from tinycc.output import write_atomic
+    from tinycc.report import markdown_table
+
+    name = f"depth-{args.tag}" if args.tag else "depth"
+    res = Result(name)
+    data = Path(args.data) if args.data else DATA
+    missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
+    if missing:  # no result files: the recorded ones stay
+        raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
+    deep = tuple(m for m in args.deep.split(",") if m)
+    out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
+                  args.deep_buffer)
+    rows, final = [], {}
+    for m, c in out["curves"].items():
+        v = c[:, -1]
+        mem = out["memory"].get(m)
+        final[m] = {"mean": float(v.mean()), "std": float(v.std()), "runs": v.tolist()}
+        if mem is None:
+            rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", "reference (not sized)", "", "", ""])
+            continue
+        final[m].update(mem)
+        learning = mem.get("learning_state", mem.get("step_bytes", 0) + mem.get("buffer_bytes", 0))
+        cap = mem.get("run_capacity", mem["capacity"])
+        rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
+                     f"{mem['total_ram']:,}", "yes" if mem["fits"] else "**no**"])
+    head = final["omega"]["mean"]
+    fitting = {m: f["mean"] for m, f in final.items() if m.startswith("deep-") and f.get("fits")}
+    best = max(fitting, key=fitting.get) if fitting else None
+    gain = (fitting[best] - head) if best else None
+    met = gain is not None and gain >= 0.05
+    verdict = (f"Acceptance (≥ 5 points above head-only under {args.ram // 1024} kB): "
+               + ("**met**" if met else "**not met**")
+               + (f" at these sample counts: best fitting deep mode {NAMES[best]} {fitting[best]:.3f} vs head-only "
+                  f"{head:.3f} ({100 * gain:+.1f} points)." if best else ": no deep mode fits the budget."))
+    print(verdict)
+    res.add(f"Model `{Path(args.model).name}`, transfer CIFAR-10 -> Imagenette-32 (`tinycc simulate --scenario "
+            f"transfer --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
+            f"held-out Imagenette-32 test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
+            f"input scale {args.scale:g}, SGD lr {args.lr:g} for every mode (not tuned), batch {out['batch']}, "
+            f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
+            f"block). Budget: {args.ram:,} B of total RAM."
+            + (f" Diagnostic: every deep mode runs with a buffer of {args.deep_buffer} cut tensors, whether or not "
+               "it fits." if args.deep_buffer else ""))
+    res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
+            "modes: the same report's fixed part (int8 arena, descriptors, the head learner's measured stack; the "
+            "deep step's own stack is not measured) + `step_memory(..., learn=True)` (the generated step's arrays, "
+            "exact) + a buffer of int8 cut tensors with the most entries that fit (the deploy stage does not size "
+            "deep modes yet). A mode over budget runs with the smallest buffer of the fitting deep modes.")
+    res.add(markdown_table(["mode", "final accuracy", "learning state (B)", "buffer entries", "total RAM (B)",
+                            f"fits {args.ram // 1024} kB"], rows))
+    for m in (k for k in final if k.startswith("deep-")):
+        f = final[m]
+        parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
+        res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
+                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors).")
+    res.add(verdict)
+    res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
+                "lr": args.lr, "cut": out["cut"], "acceptance_met": met,
+                "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}
+    write_atomic(Path(args.out) / f"{name}.png", _plot(out, args.ram))
+    res.plots.append(f"{name}.png")
+    return res

@@ -1,0 +1,40 @@
+"""`python -m benchmarks depth`'s core on a tiny setting: accuracies in [0, 1], memory equal to step_memory."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_depth import DATA, MODEL, measure
+
+pytestmark = pytest.mark.skipif(not (MODEL.exists() and (DATA / "cifar10.npz").exists()
+                                     and (DATA / "imagenette-32.npz").exists()),
+                                reason="needs ../shared ResNet-8 and the CIFAR-10 / Imagenette-32 data")
+
+
+def test_depth_core_tiny() -> None:
+    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.buffer import ReplayBuffer
+    from tinycc.ir.deep import DeepLearner
+
+    ram = 256 * 1024
+    out = measure(str(MODEL), str(DATA), ram, n_stream=3, n_test=10, runs=1, lr=0.01, scale=1.0)
+    assert set(out["curves"]) == {"omega", "tinyol", "baseline", "deep-bias", "deep-blocks"}
+    for c in out["curves"].values():
+        assert c.shape == (1, 3) and np.all((c >= 0) & (c <= 1))
+    # the oracle: the memory figures recomputed from the deployment's report and fresh DeepLearners
+    prep = out["prep"]
+    mem = out["memory"]
+    assert mem["omega"]["total_ram"] == prep.dep.memory["ram"] <= ram
+    assert mem["omega"]["total_ram"] == sum(i["bytes"] for i in prep.dep.memory["items"] if i["section"] == "ram")
+    assert mem["omega"]["capacity"] == prep.dep.buffer.capacity
+    for m in ("bias", "blocks"):
+        dl = DeepLearner(prep.dep, prep.deep_cut, m, capacity=1)
+        req = tuple(op.name for op in dl.region_params) if m == "bias" else ()
+        want = step_memory(dl.tail, dl.batch_size, req, learn=True)
+        got = mem[f"deep-{m}"]
+        assert got["step_memory"] == want and got["step_bytes"] == sum(want.values())
+        buf = ReplayBuffer.bytes_for(got["run_capacity"], dl.buffer.feature_count, "int8")
+        assert got["total_ram"] == got["fixed_ram"] + sum(want.values()) + buf
+        assert got["fits"] == (got["total_ram"] <= ram and got["capacity"] > 0)
+    # blocks keeps the last block's float weights in RAM: it cannot fit 256 kB; the biases can
+    assert mem["deep-bias"]["fits"] and not mem["deep-blocks"]["fits"]
