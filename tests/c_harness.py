@@ -40,6 +40,24 @@ def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = 
     return exe
 
 
+RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+
+
+def run_runtime_program(src: str, workdir: Path, name: str, timeout: int = 120) -> list[str]:
+    """Compile ``src`` with the C runtime's kernels (strict warnings, ASan/UBSan), run it, return its stdout
+    lines; fails the test on a compiler error, a non-zero exit or a sanitizer report."""
+    c = workdir / f"{name}.c"
+    c.write_text(src)
+    exe = workdir / name
+    cmd = ["gcc", *STRICT, *SANITIZE, "-I", str(RUNTIME), "-o", str(exe), str(c), str(RUNTIME / "tinycc_kernels.c"),
+           "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    return r.stdout.splitlines()
+
+
 def run_clean(exe: Path, timeout: int = 60) -> subprocess.CompletedProcess:
     """Run a sanitized build; it must exit 0 with no sanitizer report."""
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)

@@ -6,7 +6,6 @@ and TANH are lookup tables (tests/test_kernels.py), and these routines remain fo
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +19,6 @@ from tinycc.ir.tensor import DType, QuantParams
 
 from . import c_harness
 
-RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
 CASES_PER_KIND = 60
 
 
@@ -117,15 +115,7 @@ def test_fixed_point_kernels_equal_run_int8(tmp_path: Path) -> None:
     for kind, fixed in (("sigmoid", (1 / 256, -128)), ("tanh", (1 / 128, 0))):  # input radius 0: TFLite Micro's -128
         cases.append((_graph(kind, (1, 6), (20.0, 3), fixed), np.array([[3, 4, 2, -128, 127, 3]], np.int8)))
     src, want = _c_program(cases)
-    (tmp_path / "kernels_test.c").write_text(src)
-    exe = tmp_path / "kernels_test"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(RUNTIME), "-o", str(exe),
-           str(tmp_path / "kernels_test.c"), str(RUNTIME / "tinycc_kernels.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
-    got = r.stdout.splitlines()
+    got = c_harness.run_runtime_program(src, tmp_path, "kernels_test")
     assert len(got) == len(want)
     for line, ref, (g, _) in zip(got, want, cases):
         assert line == ref, f"{g.ops[0].kind.value} {g.tensors['x'].quant} -> {g.tensors[g.outputs[0]].quant}"
@@ -197,12 +187,4 @@ def test_quantize_of_nan_infinity_and_huge_values_is_defined(tmp_path: Path) -> 
         "static void dump(int id, const int8_t *p, int32_t n) {",
         "    int32_t i;", '    printf("case %d", id);', '    for (i = 0; i < n; ++i) { printf(" %d", p[i]); }',
         '    printf("\\n");', "}", "int main(void) {", *lines, "    return 0;", "}", ""])
-    (tmp_path / "quant_test.c").write_text(src)
-    exe = tmp_path / "quant_test"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE_FLOAT, "-I", str(RUNTIME), "-o", str(exe),
-           str(tmp_path / "quant_test.c"), str(RUNTIME / "tinycc_kernels.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert r.stdout.splitlines() == want
+    assert c_harness.run_runtime_program(src, tmp_path, "quant_test", timeout=60) == want

@@ -6,7 +6,6 @@ random parameters and broadcasts; the ops carry channels for pruning; an importe
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ from .test_c_kernels import _generic
 from .deploy_util import build_deployment, emit, render_project
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
-RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
 NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
        OpKind.TRANSPOSE_CONV2D}
 
@@ -465,15 +463,7 @@ def test_c_kernels_equal_run_int8(tmp_path: Path) -> None:
         g = make(rng)
         cases.append((g, {"x": rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)}))
     src, want = _program(cases)
-    (tmp_path / "ops_test.c").write_text(src)
-    exe = tmp_path / "ops_test"
-    cmd = ["gcc", *c_harness.STRICT, *c_harness.SANITIZE, "-I", str(RUNTIME), "-o", str(exe),
-           str(tmp_path / "ops_test.c"), str(RUNTIME / "tinycc_kernels.c"), "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
-    got = r.stdout.splitlines()
+    got = c_harness.run_runtime_program(src, tmp_path, "ops_test")
     assert len(got) == len(want)
     for line, ref, (g, _) in zip(got, want, cases):
         assert line == ref, f"{g.name}: {g.ops[0].attrs}"
