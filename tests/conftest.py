@@ -7,6 +7,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +37,17 @@ def mlperf_model(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{name} not found in {MLPERF_MODELS} (set TINYCC_MODELS)")
     return path
+
+
+def fake_thesis_data(folder: Path, side: int, n_train: int, n_test: int, seed: int = 0) -> None:
+    """Random uint8 images and labels in the thesis's folder layout (cifar10.npz with x/y_train and x/y_test,
+    imagenette-32.npz with x/y_train and x/y_val), ``side`` x ``side`` x 3, for `simulate` tests."""
+    rng = np.random.default_rng(seed)
+    for name, keys in (("cifar10.npz", ("x_train", "y_train", "x_test", "y_test")),
+                       ("imagenette-32.npz", ("x_train", "y_train", "x_val", "y_val"))):
+        arrays = {}
+        for k in keys:
+            n = n_train if "train" in k else n_test
+            arrays[k] = (rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8) if k.startswith("x")
+                         else rng.integers(0, 10, n).astype(np.uint8))
+        np.savez(folder / name, **arrays)

@@ -9,21 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .conftest import fake_thesis_data
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     import keras
 
     d = tmp_path_factory.mktemp("scen")
-    rng = np.random.default_rng(0)
-    for name, keys in (("cifar10.npz", ("x_train", "y_train", "x_test", "y_test")),
-                       ("imagenette-32.npz", ("x_train", "y_train", "x_val", "y_val"))):
-        arrays = {}
-        for k in keys:
-            n = 400 if "train" in k else 100
-            arrays[k] = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) if k.startswith("x")
-                         else rng.integers(0, 10, n).astype(np.uint8))
-        np.savez(d / name, **arrays)
+    fake_thesis_data(d, 32, 400, 100)
     keras.utils.set_random_seed(1)
     L = keras.layers
     m = keras.Sequential([keras.Input((32, 32, 3)), L.Conv2D(4, 3, strides=4, activation="relu", name="c"),
