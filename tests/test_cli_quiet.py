@@ -25,6 +25,7 @@ GOOD: dict[str, Case] = {
     "inspect --json": lambda d: ["inspect", str(EXAMPLE), "--json", "--cleanup"],
     "plugins": lambda d: ["plugins"],
     "passes": lambda d: ["passes"],
+    "ops": lambda d: ["ops"],
     "compile": lambda d: ["compile", str(EXAMPLE), "--target", "c", "--calib", str(DIGITS), "-o", str(d / "out")],
     "quantize": lambda d: ["quantize", str(EXAMPLE), "--calib", str(DIGITS), "--eval", str(DIGITS),
                            "-o", str(d / "m.tflite")],
@@ -52,6 +53,7 @@ BAD: dict[str, Case] = {
     "search": lambda d: ["search", "--data", str(d / "missing.npz"), "--board", "uno", "--trials", "1", "-o",
                          str(d / "s")],
     "serial": lambda d: ["serial", "--port", str(d / "no-such-tty"), "--data", str(DIGITS), "-o", str(d / "s")],
+    "ops": lambda d: ["ops", "--bogus"],
     "unknown command": lambda d: ["frobnicate"],
 }
 

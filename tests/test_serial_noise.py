@@ -175,10 +175,11 @@ def test_noisy_line_to_the_sketch_in_simavr(board_exe, tmp_path: Path) -> None:
     syms = {}  # the classifier's RAM arrays, data-space address and size (avr-nm -S: RAM at 0x800000)
     nm = subprocess.run(["avr-nm", "-S", str(elf)], capture_output=True, text=True, check=True).stdout
     for ln in nm.splitlines():
-        m = re.fullmatch(r"([0-9a-f]{8}) ([0-9a-f]{8}) [bBdD] (tcc_c[wb])_(\d+)(?:\.\S*)?", ln.strip())
+        m = re.fullmatch(r"([0-9a-f]{8}) ([0-9a-f]{8}) [bBdD] tcc_classifier_(\d+)_(weights|bias)(?:\.\S*)?",
+                         ln.strip())
         if m:
-            syms[(int(m.group(4)), m.group(3))] = (int(m.group(1), 16) - 0x800000, int(m.group(2), 16))
-    order = sorted(syms, key=lambda k: (k[0], k[1] != "tcc_cw"))  # layer by layer: weights, then bias
+            syms[(int(m.group(3)), m.group(4))] = (int(m.group(1), 16) - 0x800000, int(m.group(2), 16))
+    order = sorted(syms, key=lambda k: (k[0], k[1] != "weights"))  # layer by layer: weights, then bias
     assert len(order) == 2 * len(dep.classifier), syms
     argv = [str(bridge), "atmega2560", "16000000", str(elf)] + [f"{syms[k][0]:x}:{syms[k][1]}" for k in order]
     dump = _same_on_a_noisy_line(argv, x, y, tmp_path, 0.25, 4)
