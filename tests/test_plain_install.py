@@ -58,3 +58,51 @@ def test_tflm_inference_only_project_files(tmp_path: Path) -> None:
         assert (p / f).is_file(), f
     assert "add_executable(tinycc_demo main.c)" in (p / "CMakeLists.txt").read_text()
     assert "digits_cnn_invoke_f32" in (p / "src/model.h").read_text()
+
+
+# the dev extra's packages (pyproject [project.optional-dependencies] dev): a plain install does not have them
+DEV_ONLY = ("pytest", "_pytest", "hypothesis", "sklearn", "ai_edge_litert", "serial", "optuna", "ray", "xdist")
+BLOCKED_CLI = f'''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {DEV_ONLY!r}:
+            raise ImportError(name + " is a dev-only package")
+        return None
+sys.meta_path.insert(0, Block())
+from tinycc.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _plain(tmp_path: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", BLOCKED_CLI, *args], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+
+
+def test_every_target_with_the_main_dependencies_only(tmp_path: Path) -> None:
+    """As after `pip install .` (no dev extra: its packages cannot be imported): `--target tflm` and `--target
+    arduino` compile; the tflm project builds against TFLite Micro and is bit-exact (validate, when the sources
+    are here); the Arduino sketch builds for the Mega 2560 (when arduino-builder is installed)."""
+    import shutil
+
+    from tinycc.backends.tflm import vendor
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = {d.split(">")[0].split("=")[0].strip().replace("-", "_") for d in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "hypothesis", "ai_edge_litert", "optuna", "ray"} <= dev  # what DEV_ONLY stands for
+    for target, board in (("tflm", []), ("arduino", ["--board", "mega2560"])):
+        r = _plain(tmp_path, "compile", str(MODEL), "--target", target, *board, "--calib", str(DATA), "-o",
+                   str(tmp_path / target))
+        assert r.returncode == 0, r.stderr
+    if vendor.default_vendor_dir() is not None:
+        r = _plain(tmp_path, "validate", str(MODEL), "--target", "tflm", "--data", str(DATA), "-n", "4")
+        assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
+    if shutil.which("arduino-builder"):
+        from . import arduino_harness
+
+        sketch = next((tmp_path / "arduino").rglob("*.ino"))
+        elf, flash, ram = arduino_harness.build(sketch, tmp_path / "ab")
+        assert elf.is_file() and flash > 0 and ram > 0
