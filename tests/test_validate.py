@@ -202,3 +202,29 @@ def test_validate_without_labels(session, tmp_path: Path, extra: dict) -> None:
         assert "8/8 equal, max |diff| 0" in _row(text, "int8 features, bit-exact")
         assert "8/8 agree" in _row(text, "top-1 after 8 learn calls")
     assert _row(text, "time per call")
+
+
+def test_an_autoencoder_learns_to_reproduce_its_input(session, tmp_path: Path) -> None:
+    """An MSE head whose target is the model's input (an autoencoder, like MLPerf Tiny's ad01): validate runs the
+    learn calls towards each input on the device and in the simulator and they agree; unlabelled data works
+    (it crashed with "expected a target of 16 values, got 1": the learn calls got predicted classes)."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16,))
+    h = keras.layers.Dense(12, activation="relu", name="enc")(inp)
+    h = keras.layers.Dense(6, activation="relu", name="code")(h)
+    h = keras.layers.Dense(12, activation="relu", name="dec")(h)
+    out = keras.layers.Dense(16, name="recon")(h)
+    path = tmp_path / "ae.keras"
+    keras.Model(inp, out).save(path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(40, 16)).astype(np.float32))
+    out_text = io.StringIO()
+    rc = validate(str(path), "c", str(tmp_path / "x.npz"), "host", 6, None,
+                  config(session, {"loss": "mse", "buffer": 4, "cut": "code"}), session, out_text)
+    text = out_text.getvalue()
+    assert rc == 0, text
+    assert "the learn calls reproduce the inputs (autoencoder)" in text
+    assert re.search(r"top-1 after 6 learn calls\s+6/6 agree", text), text
+    assert re.search(r"int8 features, bit-exact\s+6/6 equal, max \|diff\| 0", text), text

@@ -143,8 +143,8 @@ def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.nd
     probs = [out.before[i][1] for i in range(n)]
     if all(p.shape == p_ref[i].shape for i, p in enumerate(probs)):
         c.max_prob_diff = float(np.abs(np.stack(probs) - p_ref).max())
-    for i in range(n):
-        sim.learn_features(feats[i], int(y[i]))
+    for i in range(n):  # an autoencoder's head (mse, target "input") learns to reproduce its own input
+        sim.learn_features(feats[i], _learn_target(dep, x[i], y[i]))
     k_ref2, p_ref2 = sim.predict_features(feats)
     k_dev2 = np.array([out.after[i][0] for i in range(n)])
     c.top1_after = top1_agreement(k_dev2, k_ref2, p_ref2)
@@ -153,6 +153,13 @@ def compare(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, float_probs: np.nd
                  "float": None if float_probs is None else float((float_probs.argmax(1) == y).mean()),
                  "deployed_after": float((k_dev2 == y).mean()), "int8_after": float((k_ref2 == y).mean())}
     return c
+
+
+def _learn_target(dep: Any, x: np.ndarray, y: Any) -> Any:
+    """What one learn call of the demo trains towards: the class, or for an autoencoder the float input."""
+    if dep.loss == "mse" and dep.target == "input":
+        return np.asarray(x, np.float32).reshape(-1)
+    return y if dep.loss == "mse" else int(y)
 
 
 def compare_inference(dep: Any, out: Any, x: np.ndarray, y: np.ndarray | None,
@@ -320,8 +327,15 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         dep = result.deployment
         if project is not None:
             _copy_project(Path(project), proj, f"{model} for target {target}")
-        labelled = y is not None
-        if not labelled and not dep.inference_only:  # the demo learns: the reference's own classes as labels
+        if not dep.inference_only and dep.loss == "mse" and dep.target != "input":
+            raise TinyccError(f"{model}: validate learns from class labels or, for an autoencoder, from the input "
+                              "itself; a regression head with its own targets is not validated yet "
+                              "(--inference-only validates the int8 model)")
+        autoencoder = not dep.inference_only and dep.loss == "mse"
+        labelled = y is not None and not autoencoder  # an autoencoder's accuracy is not a class accuracy
+        if autoencoder:  # the demo learns to reproduce each input: its targets are the inputs
+            y = x.reshape(len(x), -1)
+        elif not labelled and not dep.inference_only:  # the demo learns: the reference's own classes as labels
             from ...ir.simulator import Simulator
 
             sim = Simulator(dep)
@@ -330,7 +344,8 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
         stream.write(f"tinycc validate: {Path(project or model).name} (target {target}) on {platform}, "
                      f"{len(x)} samples of {Path(data).name} ({key})"
                      + ("" if labelled else ", no labels: accuracy not reported"
-                        + ("" if dep.inference_only else ", the learn calls use the simulator's predicted classes"))
+                        + ("" if dep.inference_only else ", the learn calls reproduce the inputs (autoencoder)"
+                           if autoencoder else ", the learn calls use the simulator's predicted classes"))
                      + "\n")
         stream.flush()
         try:
