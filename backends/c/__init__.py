@@ -184,9 +184,8 @@ def _short(label: str, n: int = 48) -> str:
 def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per input and output of a multi-I/O model: C parameter name, size, int8 parameters and arena pointer."""
     g = dep.extractor
-    in_names = [f"in_{k}" for k in range(len(g.inputs))]  # positional: no model text becomes code
-    out_names = [f"out_{k}" for k in range(len(g.outputs))]
-    in_labels, out_labels = dep.meta.get("io_labels") or (list(g.inputs), list(g.outputs))
+    in_names, out_names = dep.meta["io_names"]  # positional (tinycc.deploy.inference.io_names): no model text
+    in_labels, out_labels = dep.meta["io_labels"]
     in_labels, out_labels = [_short(n) for n in in_labels], [_short(n) for n in out_labels]
     qin = em.consts.get("quantized_inputs", {})
     ins = []
