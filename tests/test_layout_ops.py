@@ -268,6 +268,39 @@ def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -
         np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
 
 
+@pytest.mark.parametrize("batch", [None, 1])
+def test_converter_int8_upsampling_after_reshape_import(tmp_path: Path, batch: int | None) -> None:
+    """A decoder's Reshape -> UpSampling2D after its Dense layer. With a fixed batch of 1 (as published files have) the converter
+    fuses the Reshape with the repeats into RESHAPE (5-D) -> TILE -> RESHAPE -> TILE -> RESHAPE; with a free batch it
+    writes run-time shape arithmetic. The reader recognises each run of reshapes and tiles by its index map (where
+    the source's elements land) and writes a reshape + nearest-neighbour resize, bit-exact with TFLite's builtin
+    kernels on the converter's file (no BUILTIN_REF kernel for TILE; the model is data movement only, since the
+    builtin optimized Dense and convolution kernels can differ from the reference by one)."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((24,), batch_size=batch)  # a Dense layer's output: data movement only (see below)
+    x = L.Reshape((3, 2, 4), name="map")(inp)
+    out = L.UpSampling2D((2, 3), name="up")(x)
+    m = keras.Model(inp, out)
+    data = _convert(m, np.random.default_rng(1).normal(size=(16, 24)).astype(np.float32))
+    assert "TILE" in operator_names(data)
+    p = tmp_path / "decoder_int8.tflite"
+    p.write_bytes(data)
+    g = read_tflite(str(p))
+    kinds = [o.kind for o in g.ops]
+    assert kinds.count(OpKind.RESIZE_NEAREST) == (1 if batch == 1 else 2)  # the fused run: rows and columns at once
+    assert g.tensors[g.outputs[0]].shape == (1, 6, 6, 4)
+    x = np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8)
+    it = _interp(data, ref=False)
+    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
+
+
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, models, tmp_path: Path,
                                                                     name: str) -> None:

@@ -225,7 +225,7 @@ class _Reader:
             code = self.codes[o.opcodeIndex]
             if self._int32_arithmetic(code, o):
                 continue
-            if code == "EXPAND_DIMS" and self._repeat_at(ops, k) is not None:
+            if code in ("RESHAPE", "EXPAND_DIMS") and self._repeat_at(ops, k) is not None:
                 skip.update(self._repeat(ops, k))
                 continue
             if code == "SPACE_TO_BATCH_ND":
@@ -285,37 +285,85 @@ class _Reader:
         return next((j for j in range(k + 1, len(ops)) if out in list(ops[j].inputs)
                      and self.codes[ops[j].opcodeIndex] == code), None)
 
-    def _repeat_at(self, ops: list[Any], k: int) -> tuple[int, int, int, int] | None:
-        """EXPAND_DIMS -> TILE -> RESHAPE repeating a 4-D tensor's rows or columns (Keras 3 UpSampling2D):
-        (TILE index, RESHAPE index, axis 1 or 2, factor), else None."""
-        tile = self._consumer(ops, k, "TILE")
-        res = self._consumer(ops, tile, "RESHAPE") if tile is not None else None
-        if res is None:
+    _MOVES = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE", "TILE")
+
+    def _move_chain(self, ops: list[Any], k: int) -> list[int]:
+        """The run of data-movement ops (reshape, expand, squeeze, tile) starting at ``ops[k]``, each the only reader
+        of the previous one's output, ending at the first 4-D output read by something else: op indices, or []
+        when the run holds no TILE."""
+        chain = [k]
+        while True:
+            out = ops[chain[-1]].outputs[0]
+            readers = [j for j in range(chain[-1] + 1, len(ops)) if out in list(ops[j].inputs)]
+            nxt = readers[0] if len(readers) == 1 and out not in list(self.sg.outputs) else None
+            if nxt is None or self.codes[ops[nxt].opcodeIndex] not in self._MOVES:
+                break
+            chain.append(nxt)
+        while chain and (len(self.sg.tensors[ops[chain[-1]].outputs[0]].shape) != 4
+                         or self.codes[ops[chain[-1]].opcodeIndex] == "TILE"):
+            chain.pop()
+        has_tile = any(self.codes[ops[j].opcodeIndex] == "TILE" for j in chain)
+        return chain if has_tile else []
+
+    def _repeat_at(self, ops: list[Any], k: int) -> tuple[list[int], tuple[int, int, int], tuple[int, int]] | None:
+        """A reshape/tile run that repeats rows and columns of a feature map (the converter's UpSampling2D, also
+        fused with a preceding Reshape): (op indices, the map's [h, w, c], the upsampled [H, W]), else None.
+        Decided on the index map: the positions of the source's elements pushed through the run's reshapes and
+        tiles must equal a nearest-neighbour upsampling of the source viewed as [1, h, w, c]."""
+        chain = self._move_chain(ops, k)
+        if not chain:
             return None
         src = [int(d) for d in self.sg.tensors[ops[k].inputs[0]].shape]
-        mid = [int(d) for d in self.sg.tensors[ops[k].outputs[0]].shape]
-        dst = [int(d) for d in self.sg.tensors[ops[res].outputs[0]].shape]
-        mult = self._data(ops[tile].inputs[1])
-        if len(src) != 4 or len(mid) != 5 or mult is None or len(dst) != 4 or mult.size != 5:
+        idx = np.arange(int(np.prod(src))).reshape(src)
+        tiled: int | None = None  # the axis the last TILE repeated
+        for j in chain:
+            code, o = self.codes[ops[j].opcodeIndex], ops[j]
+            arg = self._data(o.inputs[1]) if len(o.inputs) > 1 and o.inputs[1] >= 0 else None
+            arg = [int(v) for v in arg.reshape(-1)] if arg is not None else None
+            try:  # the shapes follow from the ops' constants: the file's static shapes can be stale
+                if code == "TILE" and arg is not None and len(arg) == idx.ndim:
+                    idx = np.tile(idx, arg)
+                    grown = [a for a, m in enumerate(arg) if m != 1]
+                    tiled = grown[0] if len(grown) == 1 and grown[0] >= 2 else None
+                    continue
+                elif code == "EXPAND_DIMS" and arg is not None and len(arg) == 1:
+                    idx = np.expand_dims(idx, arg[0])
+                elif code == "RESHAPE" and arg is not None:
+                    idx = idx.reshape(arg)
+                elif code == "RESHAPE" and tiled is not None and idx.ndim == 5:  # shape computed at run time:
+                    idx = idx.reshape(idx.shape[:tiled - 1] + (-1,) + idx.shape[tiled + 1:])  # the repeat's merge
+                elif code in ("RESHAPE", "SQUEEZE"):
+                    idx = idx.reshape([int(d) for d in self.sg.tensors[o.outputs[0]].shape])
+                else:
+                    return None
+            except ValueError:
+                return None
+            tiled = None
+        n, H, W, c = idx.shape
+        if n != 1 or idx.size == 0 or src[0] != 1 or (idx.size // H // W) != c or int(np.prod(src)) % c:
             return None
-        for axis in (1, 2):
-            f = int(mult.reshape(-1)[axis + 1])
-            want = [1] * 5
-            want[axis + 1] = f
-            if mid == src[:axis + 1] + [1] + src[axis + 1:] and [int(v) for v in mult.reshape(-1)] == want \
-                    and dst[-1] == src[-1]:
-                return tile, res, axis, f
+        hw = int(np.prod(src)) // c
+        for h in range(1, H + 1):
+            w = hw // h
+            if h * w != hw or H % h or W % w:
+                continue
+            base = np.arange(hw * c).reshape(1, h, w, c)
+            if np.array_equal(idx, base.repeat(H // h, axis=1).repeat(W // w, axis=2)):
+                return chain, (h, w, c), (H, W)
         return None
 
-    def _repeat(self, ops: list[Any], k: int) -> tuple[int, int]:
-        """A repeat of rows or columns as a nearest-neighbour resize (half-pixel centres: index i // factor)."""
-        tile, res, axis, f = self._repeat_at(ops, k)
+    def _repeat(self, ops: list[Any], k: int) -> list[int]:
+        """A repeat of rows and/or columns as a nearest-neighbour resize (half-pixel centres: index i // factor),
+        after a reshape to [1, h, w, c] when the run starts from another shape."""
+        chain, (h, w, c), size = self._repeat_at(ops, k)
         x = self.tensor(ops[k].inputs[0])
-        out = ops[res].outputs[0]
-        size = list(self.g.tensors[x].shape[1:3])  # the file's static shape of a repeat can be stale
-        size[axis - 1] *= f
-        self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "half_pixel_centers": True})
-        return tile, res
+        if tuple(self.g.tensors[x].shape) != (1, h, w, c):
+            name = f"{self._tname(ops[chain[-1]].outputs[0])}_map"
+            op = self.g.add_op(OpKind.RESHAPE, [x], name, {"shape": (h, w, c)}, origin=name, output_name=name)
+            self.g.tensors[op.outputs[0]].quant = self.g.tensors[x].quant
+            x = op.outputs[0]
+        self.add(OpKind.RESIZE_NEAREST, [x], ops[chain[-1]].outputs[0], {"size": list(size), "half_pixel_centers": True})
+        return chain
 
     def _conv_attrs(self, opt: Any, dilation: tuple[int, int] | None = None) -> dict:
         return {"strides": (opt.strideH, opt.strideW), "padding": "same" if opt.padding == 0 else "valid",
