@@ -19,8 +19,9 @@ LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
-BATCH_TO_SPACE_ND (the converter's dilated convolution), EXPAND_DIMS + TILE + RESHAPE repeating rows or
-columns (Keras 3 UpSampling2D; a nearest-neighbour resize). Shape arithmetic the converter emits for
+BATCH_TO_SPACE_ND (the converter's dilated convolution), runs of RESHAPE/EXPAND_DIMS/TILE that repeat rows and
+columns of a map (Keras 3 UpSampling2D, also fused with a preceding Reshape; recognised by their index map and read
+as a reshape + nearest-neighbour resize; any other TILE is refused). Shape arithmetic the converter emits for
 Flatten (SHAPE, STRIDED_SLICE, PACK, CONCATENATION on int32) is dropped: RESHAPE takes its output tensor's static
 shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
