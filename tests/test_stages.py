@@ -48,8 +48,8 @@ def _plugin(**placements: tuple[str, dict]) -> types.ModuleType:
 def test_builtin_stages_in_order(session: Session) -> None:
     reg = session.registry
     assert resolve(reg, "cleanup") == reg.pipeline("cleanup") == [
-        "remove_dropout", "conv1x1_to_dense", "fold_reshapes", "fold_transposes", "fold_batchnorm", "fuse_activations",
-        "fold_rescaling"]
+        "remove_dropout", "pool_before_pointwise", "conv1x1_to_dense", "fold_reshapes", "fold_transposes",
+        "fold_batchnorm", "fuse_activations", "fold_rescaling"]
     assert resolve(reg, "optimize") == ["prune_channels"]
     assert reg.pipeline("int8") == resolve(reg, "pre_quantize") + resolve(reg, "quantize") == [
         "lower_for_int8", "calibrate", "quantize_int8"]

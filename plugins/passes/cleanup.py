@@ -1,6 +1,9 @@
 """Standard cleanup passes: dropout removal, BatchNorm folding, activation fusion, Rescaling folding.
 
 - ``remove_dropout``: Dropout (and identity ops the frontend kept for names) are inference no-ops.
+- ``pool_before_pointwise``: a linear 1x1 Conv2D (stride 1, no groups, no activation) read only by a global
+  average pooling (the SqueezeNet head) is computed after the pooling instead: mean(Wx + b) = W mean(x) + b, at
+  1/(H*W) of the MACs, and the 1x1 Conv2D on the 1x1 map is then a Dense layer (``tinycc.ir.head_rewrite``).
 - ``conv1x1_to_dense``: a Conv2D with a 1x1 kernel on a 1x1 map (global pooling with keepdims ->
   Conv2D 1x1, the classifier head of Keras Applications' MobileNets and TFLite Micro's person
   detection) is exactly a Dense layer: it becomes Reshape [C] -> Dense (weights [O, C]) -> Reshape
@@ -29,6 +32,7 @@ import numpy as np
 import pluggy
 
 from ...ir.graph import Graph, Op
+from ...ir.head_rewrite import pool_before_pointwise
 from ...ir.ops import OpKind
 from ...passes import Pass, PassContext
 
@@ -114,6 +118,16 @@ def _pointwise_on_1x1(graph: Graph, op: Op) -> bool:
     return op.kind == OpKind.CONV2D and op.attrs.get("groups", 1) == 1 and w.data is not None and \
         len(x.shape) == 4 and tuple(x.shape[1:3]) == (1, 1) and tuple(w.shape[1:3]) == (1, 1) and \
         tuple(graph.tensors[op.outputs[0]].shape[1:3]) == (1, 1)
+
+
+class PoolBeforePointwise(Pass):
+    name = "pool_before_pointwise"
+    description = "a linear 1x1 Conv2D read by global average pooling: pool first (exact; a Dense head, fewer MACs)"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        if graph.meta.get("quantized"):  # int8: the file's operators stay as they are (learning rewrites a copy)
+            return False
+        return pool_before_pointwise(graph)
 
 
 class Conv1x1ToDense(Pass):
@@ -290,7 +304,7 @@ class FoldTransposes(Pass):
         return changed
 
 
-PASSES = (RemoveDropout, Conv1x1ToDense, FoldReshapes, FoldTransposes, FoldBatchNorm, FuseActivations,
+PASSES = (RemoveDropout, PoolBeforePointwise, Conv1x1ToDense, FoldReshapes, FoldTransposes, FoldBatchNorm, FuseActivations,
           FoldRescaling)
 
 

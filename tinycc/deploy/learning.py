@@ -4,7 +4,8 @@ Cut candidates are the tensors after which only a chain of Dense layers (with Re
 tanh, linear activations and a final softmax; Dropout ignored; a Flatten/Reshape right after
 the cut is part of Φf) leads to the output: the Flatten or GlobalAveragePooling output, and the
 input of each later Dense layer. A 1x1 Conv2D on a 1x1 map counts as a Dense layer (``is_dense_head``:
-the conv classifier of converted `.tflite` files, float or int8). ``--cut NAME`` takes a layer, op or
+the conv classifier of converted `.tflite` files, float or int8); a linear 1x1 Conv2D read by a global average
+pooling (the SqueezeNet head) is pooled first (``learnable``), which makes it one. ``--cut NAME`` takes a layer, op or
 tensor name; a name the model does not have is refused with the valid cut points.
 
 Automatic policy: with a RAM budget, every candidate is sized (exact memory model, buffer as
@@ -45,6 +46,7 @@ from ..ir.buffer import MAX_CLASSES, ReplayBuffer
 from ..ir.calibration import CalibrationDataError, check_feature_scale, check_sample_size
 from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
+from ..ir.head_rewrite import pool_before_pointwise
 from ..ir.memory_model import MemoryReport, deployment_memory
 from ..ir.ops import OpKind
 from ..ir.quant import dequantize
@@ -80,6 +82,16 @@ def is_dense_head(graph: Graph, op: Op) -> bool:
     x, w, y = (graph.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
     return w.data is not None and len(x.shape) == 4 and tuple(x.shape[1:3]) == (1, 1) and \
         tuple(w.shape[1:3]) == (1, 1) and tuple(y.shape[1:3]) == (1, 1)
+
+
+def learnable(graph: Graph) -> Graph:
+    """The graph the learning deployment cuts: an int8 file's linear 1x1 convolution read by a global average pooling
+    (the SqueezeNet head) becomes pooling -> 1x1 convolution on a 1x1 map (``tinycc.ir.head_rewrite``; float graphs
+    get it in the cleanup stage), on a copy: inference keeps the file's operators."""
+    if not graph.meta.get("quantized"):
+        return graph
+    g = graph.copy()
+    return g if pool_before_pointwise(g) else graph
 
 
 def cut_candidates(graph: Graph) -> list[CutPoint]:
@@ -351,6 +363,7 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     learn = config.learning
     if learn is None:
         raise TinyccError("on-device learning deployment asked for an --inference-only config")
+    graph = learnable(graph)
     if learn.cut:
         check_cut_name(graph, learn.cut)
     cands = cut_candidates(graph)
@@ -434,6 +447,7 @@ class Cut(Pass):
     description = "split into feature extractor (kept) and trainable Dense classifier (ctx.results)"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        pool_before_pointwise(graph)
         cands = cut_candidates(graph)
         name = ctx.config.learning.cut if ctx.config.learning is not None else None
         if name:
