@@ -122,19 +122,44 @@ class PercentileObserver(MinMaxObserver):
 OBSERVERS: dict[str, Callable[[], MinMaxObserver]] = {"minmax": MinMaxObserver, "percentile": PercentileObserver}
 
 
-def check_samples(graph: Graph, x: object, what: str = "calibration data") -> np.ndarray:
-    """Validate samples for the graph's first input; return them as float32 ``[N, ...]``.
+def sample_count(x: np.ndarray | dict[str, np.ndarray]) -> int:
+    """How many samples ``x`` holds (one array, or the arrays of a model with several inputs)."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take_samples(x: np.ndarray | dict[str, np.ndarray], index: slice) -> np.ndarray | dict[str, np.ndarray]:
+    """Samples ``x[index]`` (every input's array of a model with several)."""
+    return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
+
+
+def check_samples(graph: Graph, x: object, what: str = "calibration data") -> np.ndarray | dict[str, np.ndarray]:
+    """Validate samples for the graph's input; return them as float32 ``[N, ...]``. A model with several inputs
+    takes one array per input, as a dict by input tensor name or a list/tuple in input order, with the same N;
+    it gets a dict back.
 
     A single sample without the batch axis is accepted, as is a missing trailing channel
     axis of size 1 (grayscale images stored as ``[N, H, W]``).
     """
     if len(graph.inputs) != 1:
-        raise CalibrationDataError(f"{what}: the model has {len(graph.inputs)} inputs ({', '.join(graph.inputs)}); "
-                                   "calibration samples feed a single-input model only")
+        n = len(graph.inputs)
+        if isinstance(x, (list, tuple)) and len(x) == n:
+            x = dict(zip(graph.inputs, x))
+        if not isinstance(x, dict) or set(x) != set(graph.inputs):
+            raise CalibrationDataError(f"{what}: the model has {n} inputs; give one array of samples per input "
+                                       f"(an .npz with arrays x_0 .. x_{n - 1})")
+        out = {t: _check_input(graph, t, x[t], f"{what} (input {k})") for k, t in enumerate(graph.inputs)}
+        counts = {len(v) for v in out.values()}
+        if len(counts) != 1:
+            raise CalibrationDataError(f"{what}: the inputs' arrays hold different sample counts {sorted(counts)}")
+        return out
+    return _check_input(graph, graph.inputs[0], x, what)
+
+
+def _check_input(graph: Graph, name: str, x: object, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise CalibrationDataError(f"{what}: dtype {x.dtype} is not numeric")
-    want = tuple(graph.tensors[graph.inputs[0]].shape[1:])
+    want = tuple(graph.tensors[name].shape[1:])
     if x.size == 0 or x.ndim == 0 or x.shape[0] == 0:
         raise CalibrationDataError(f"{what}: empty (no samples); the model expects samples of shape {want}")
     if tuple(x.shape) == want:
@@ -249,7 +274,7 @@ def check_weights(graph: Graph) -> None:
                                         "re-export it)")
 
 
-def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None = None, batch_size: int = 64,
+def calibrate(graph: Graph, samples: np.ndarray | dict[str, np.ndarray], observer: MinMaxObserver | None = None, batch_size: int = 64,
               progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> Ranges:
     """Run ``samples`` through the float graph; return (min, max) of every activation tensor.
 
@@ -257,6 +282,7 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     """
     check_weights(graph)
     x = check_samples(graph, samples)
+    count = sample_count(x)
     if batch_size < 1:
         raise CalibrationDataError(f"batch size must be >= 1, got {batch_size}")
     observer = observer or MinMaxObserver()
@@ -265,9 +291,9 @@ def calibrate(graph: Graph, samples: np.ndarray, observer: MinMaxObserver | None
     names = graph.activations()
     watched = set(graph.inputs) | set(graph.outputs)  # the model input and the features it produces
     per_sample = SampleRanges()
-    starts = range(0, len(x), batch_size)
+    starts = range(0, count, batch_size)
     for i in (progress(starts) if progress else starts):
-        env = run(graph, x[i:i + batch_size], outputs=names)
+        env = run(graph, take_samples(x, slice(i, i + batch_size)), outputs=names)
         for name in names:
             v = env[name]
             if not np.isfinite(v).all():
@@ -302,7 +328,7 @@ def check_sample_size(graph: Graph, embeds_vectors: bool = False) -> None:
     """Refuse, before any sample is read, a model whose activations for one sample exceed MAX_SAMPLE_BYTES:
     no microcontroller holds them, and calibrating it would take gigabytes of host memory. ``embeds_vectors``:
     a demo embeds at least one input as C source, refused above MAX_TEST_VALUES values."""
-    size = math.prod(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    size = sum(math.prod(int(d) for d in graph.tensors[t].shape[1:]) for t in graph.inputs)
     if embeds_vectors and size > MAX_TEST_VALUES:
         raise CalibrationDataError(f"{graph.name}: an input of {size:,} values; the project's demo embeds at least "
                                    f"one as C source, above tinycc's limit of {MAX_TEST_VALUES:,} values: give the "

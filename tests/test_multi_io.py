@@ -1,7 +1,8 @@
 """Models with several inputs and outputs deploy inference-only to the c target: a Keras model with two inputs
 (image, sensor vector) and two heads, converted to full-integer .tflite by the TFLite converter (float and int8
-I/O); the generated C (one pointer per input/output, named after the model's tensors; ASan/UBSan) equals
-TFLite's reference kernels (BUILTIN_REF) bit for bit. Targets without a multi-input API refuse on one line."""
+I/O), and the float Keras model calibrated by tinycc on one array per input; the generated C (one pointer per
+input/output, named after the model's tensors; ASan/UBSan) equals TFLite's reference kernels (BUILTIN_REF) bit for
+bit. Targets without a multi-input API refuse on one line."""
 from __future__ import annotations
 
 import subprocess
@@ -121,15 +122,61 @@ def test_targets_without_a_multi_input_api_refuse(session, files, tmp_path: Path
     assert len(run.outputs[0]) == 5 and run.check == -2
 
 
-def test_float_model_with_two_inputs_is_refused_on_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("int8_io", [False, True])
+def test_float_model_with_two_inputs_calibrated_c_equals_builtin_ref(session, tmp_path: Path, int8_io: bool) -> None:
+    """A float Keras model with two inputs and two outputs, calibrated by tinycc on one array per input: the C
+    program equals run_int8 and the deployed graph written as .tflite run by BUILTIN_REF, bit for bit."""
+    from tinycc.deploy.inference import full_graph, quantize_inputs
+    from tinycc.plugins.frontends.keras import graph_from_keras_model
+    from tinycc.tflite_writer import write_tflite
+
+    g = graph_from_keras_model(_model())
+    assert len(g.inputs) == 2
+    cal = _inputs(32, 1)
+    dep = build_inference(g, {"calib_data": [cal["image"], cal["sensor"]], "int8_io": int8_io}, session, CBackend())
+    assert dep.meta["io_names"] == (["in_0", "in_1"], ["out_0", "out_1"])
+    x = _inputs(5, 2)
+    xs = [x["image"], x["sensor"]]
+    render_project(dep, {"test_vectors": (xs, None), "test_count": 5}, tmp_path)
+    run = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    fg = full_graph(dep)
+    feed = {t: (quantize_inputs(dep, v, k) if int8_io else v) for k, (t, v) in enumerate(zip(fg.inputs, xs))}
+    mine = run_int8(fg, feed)
+    want = np.concatenate([mine[o].reshape(5, -1) for o in fg.outputs], 1).astype(np.float32)
+    np.testing.assert_array_equal(np.stack([run.outputs[i] for i in range(5)]).astype(np.float32), want)
+    it = litert.Interpreter(model_content=write_tflite(fg),
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    for i in range(5):
+        for t in fg.inputs:
+            it.set_tensor(index[t], feed[t][i:i + 1])
+        it.invoke()
+        got = np.concatenate([it.get_tensor(index[o]).reshape(-1) for o in fg.outputs]).astype(np.float32)
+        np.testing.assert_array_equal(got, want[i], err_msg=f"BUILTIN_REF, input {i}")
+
+
+def test_float_model_with_two_inputs_from_the_cli(tmp_path: Path) -> None:
+    """`--calib` with one array per input (x_0, x_1 in the model's input order) calibrates it and the demo embeds
+    those samples; a file without them is refused on one line."""
     p = tmp_path / "two_inputs.keras"
     _model().save(p)
-    np.savez(tmp_path / "calib.npz", x=np.zeros((4, 8, 8, 1), np.float32))
-    r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(p), "--inference-only", "-t", "c",
-                        "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "c")], capture_output=True,
+    cal = _inputs(8, 4)
+    np.savez(tmp_path / "calib.npz", x_0=cal["image"], x_1=cal["sensor"])
+    cmd = [sys.executable, "-m", "tinycc.cli", "compile", str(p), "--inference-only", "-t", "c", "--calib"]
+    r = subprocess.run(cmd + [str(tmp_path / "calib.npz"), "-o", str(tmp_path / "c")], capture_output=True,
                        text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "all zeros" not in r.stderr
+    vectors = (tmp_path / "c" / "test_vectors.h").read_text()
+    assert vectors.count("0.0f, ") < len(vectors) // 20  # real samples, not the zero vector
+    run = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    assert len(run.outputs[0]) == 5 and run.check == -2
+    np.savez(tmp_path / "bad.npz", x=cal["image"])
+    r = subprocess.run(cmd + [str(tmp_path / "bad.npz"), "-o", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "2 inputs cannot be calibrated yet" in r.stderr and "full-integer .tflite" in r.stderr
+    assert "needs arrays x_0 .. x_1" in r.stderr and not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize("int8_io", [False, True])

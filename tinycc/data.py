@@ -93,10 +93,30 @@ def load_samples(spec: str, registry: Any = None, shape: tuple[int, ...] | None 
     return load_data(spec, registry, shape)[0]
 
 
-def calibration_samples(graph: Graph, quant: QuantConfig, calib: np.ndarray | None = None,
-                        registry: Any = None) -> np.ndarray:
+def load_input_arrays(spec: str, count: int) -> list[np.ndarray]:
+    """Samples of a model with ``count`` inputs: an .npz holding one array per input, ``x_0`` .. ``x_{count-1}``
+    (``x_calib_0`` .. or ``x_train_0`` .. also work), in the model's input order."""
+    p = Path(spec)
+    if p.suffix != ".npz" or not p.is_file():
+        raise TinyccError(f"{spec}: a model with {count} inputs reads its samples from an .npz file holding "
+                          f"x_0 .. x_{count - 1} (one array per input)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            for base in ("x_calib_", "x_train_", "x_"):
+                names = [f"{base}{k}" for k in range(count)]
+                if all(n in z.files for n in names):
+                    return [z[n] for n in names]
+            found = ", ".join(z.files) or "none"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise TinyccError(f"{spec}: cannot read ({e or type(e).__name__})") from None
+    raise TinyccError(f"{spec}: a model with {count} inputs needs arrays x_0 .. x_{count - 1} (found {found})")
+
+
+def calibration_samples(graph: Graph, quant: QuantConfig, calib: Any = None,
+                        registry: Any = None) -> np.ndarray | dict[str, np.ndarray]:
     """Checked float32 calibration samples: the array ``calib``, else the file/source ``quant.calib``
-    (then ``quant.calib_scale`` and ``quant.calib_limit`` apply)."""
+    (then ``quant.calib_scale`` and ``quant.calib_limit`` apply). A model with several inputs: a dict of arrays
+    by input tensor name (``calib`` as such a dict or a list in input order; a file as :func:`load_input_arrays`)."""
     try:
         check_sample_size(graph)  # from the shapes, before any sample is read
     except CalibrationDataError as e:
@@ -106,13 +126,19 @@ def calibration_samples(graph: Graph, quant: QuantConfig, calib: np.ndarray | No
         if not quant.calib:
             raise TinyccError("int8 quantization needs calibration data: pass --calib FILE "
                               "(.npz/.npy with samples in the model's input layout, or an image folder)")
-        x = load_samples(str(quant.calib), registry, graph.tensors[graph.inputs[0]].shape[1:])
+        if len(graph.inputs) > 1:
+            x = load_input_arrays(str(quant.calib), len(graph.inputs))
+        else:
+            x = load_samples(str(quant.calib), registry, graph.tensors[graph.inputs[0]].shape[1:])
     try:
         x = check_samples(graph, x)
     except CalibrationDataError as e:
         raise TinyccError(str(e)) from None
-    if quant.calib_scale is not None:
-        x = x * np.float32(quant.calib_scale)
+    scale = np.float32(quant.calib_scale) if quant.calib_scale is not None else None
+    if isinstance(x, dict):
+        return {k: (v * scale if scale is not None else v)[:quant.calib_limit] for k, v in x.items()}
+    if scale is not None:
+        x = x * scale
     return x[:quant.calib_limit]
 
 

@@ -109,10 +109,18 @@ def test_vectors(dep: Deployment, vectors: TestVectors | None = None) -> tuple[n
 
 def test_inputs(dep: Deployment, vectors: TestVectors | None = None) -> Any:
     """Float inputs an inference-only demo embeds: ``vectors.x`` or the calibration samples (a multi-input
-    model: a list of arrays, one per input, from ``vectors.x`` as such a list or tuple, else zeros)."""
+    model: a list of arrays, one per input, from ``vectors.x`` as such a list or tuple, else the calibration samples
+    of a float model, else zeros with a warning)."""
     if is_multi_io(dep) and len(dep.extractor.inputs) > 1:
         shapes = [tuple(dep.extractor.tensors[t].shape[1:]) for t in dep.extractor.inputs]
-        xs = list(vectors.x) if vectors is not None and vectors.x is not None else [np.zeros((1,) + s) for s in shapes]
+        given = dep.meta.get("samples")
+        if vectors is not None and vectors.x is not None:
+            xs = list(vectors.x)
+        elif isinstance(given, list) and len(given) == len(shapes) and min(len(a) for a in given) > 0:
+            xs = given  # calibration samples of a float model with several inputs
+        else:
+            _warn_zeros()
+            xs = [np.zeros((1,) + s) for s in shapes]
         if len(xs) != len(shapes):
             raise TinyccError(f"test vectors: {len(xs)} arrays for a model with {len(shapes)} inputs")
         n = min(len(a) for a in xs)

@@ -46,7 +46,8 @@ import numpy as np
 import pluggy
 
 from ...errors import TinyccError, UnsupportedLayerError
-from ...ir.calibration import OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples
+from ...ir.calibration import (OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples,
+                               sample_count)
 from ...ir.graph import Graph, Op
 from ...ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
 from ...ir.ops import OpKind
@@ -216,7 +217,7 @@ class Calibrate(Pass):
         except CalibrationDataError as e:
             raise TinyccError(str(e)) from None
         ctx.results["calibrate"] = {"ranges": ranges, "samples": x, "observer": kind}
-        log.info("calibrated %d tensors on %d samples (%s)", len(ranges), len(x), kind)
+        log.info("calibrated %d tensors on %d samples (%s)", len(ranges), sample_count(x), kind)
         return False
 
 

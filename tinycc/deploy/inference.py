@@ -21,6 +21,7 @@ import numpy as np
 from ..backend_api import MemoryFigures
 from ..config import CompileConfig
 from ..errors import BudgetError, TinyccError
+from ..data import calibration_samples
 from ..ir.deployment import BufferConfig, Deployment
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, inference_memory
@@ -50,27 +51,27 @@ def _strip_output_boundary(g: Graph, k: int = 0) -> None:
 
 
 def int8_model(graph: Graph, config: CompileConfig, session: Any,
-               calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
-    """The whole cleaned model as float input -> int8 output, and the calibration samples."""
+               calib: Any = None) -> tuple[Graph, Any]:
+    """The whole cleaned model as float input -> int8 output, and the calibration samples (a float model with
+    several inputs: a list of arrays, one per input; an int8 file with several: none, its parameters stay)."""
     from .learning import _float_input, quantize_extractor
 
-    if len(graph.inputs) > 1 and not graph.meta.get("quantized"):
-        raise TinyccError(f"--inference-only: a float model with {len(graph.inputs)} inputs cannot be calibrated "
-                          "yet; convert it to a full-integer .tflite (the TFLite converter) and compile that")
     g = graph.copy()
     if g.meta.get("quantized"):
         for k in range(len(g.outputs)):
             _strip_output_boundary(g, k)
         for k in range(1, len(g.inputs)):  # quantize_extractor gives input 0 its float input
             _float_input(g, k)
-    if len(g.inputs) > 1:  # no calibration: the file's parameters; the demo's inputs come from the caller
-        if calib is not None or config.quant.calib:
-            raise TinyccError("--calib: a model with several inputs reads no calibration data (its int8 "
-                              "parameters come from the file)")
+    if len(g.inputs) > 1 and g.meta.get("quantized"):  # the file's parameters; --calib gives the demo's inputs
         _float_input(g, 0)
-        samples = np.zeros((0,) + tuple(g.tensors[g.inputs[0]].shape[1:]), np.float32)
+        samples = []
+        if calib is not None or config.quant.calib:
+            x = calibration_samples(g, config.quant, calib, session.registry if session else None)
+            samples = [x[t] for t in g.inputs]
     else:
         g, samples = quantize_extractor(g, config.with_quant(int8_input=False), session, calib)
+        if isinstance(samples, dict):  # several inputs: one array each, in the model's input order
+            samples = [samples[t] for t in g.inputs]
     for name in g.outputs:
         out = g.tensors[name]
         if out.dtype != DType.INT8 or out.quant is None:
@@ -146,7 +147,7 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
     dep = Deployment(name=c_name(graph.name), extractor=g, feature_quant=g.tensors[g.outputs[0]].quant,
                      classifier=[], num_classes=0, buffer=BufferConfig(0), inference_only=True,
                      int8_io=config.int8_io, config=config, board=config.board,
-                     meta={"cut": None, "source": graph.meta.get("source", {}), "samples": samples[:16],
+                     meta={"cut": None, "source": graph.meta.get("source", {}), "samples": [a[:16] for a in samples] if isinstance(samples, list) else samples[:16],
                            "io_names": io_names(graph), "io_labels": io_labels(graph)})
     cand, figures = candidate_figures(backend, g, None, config, full_graph(dep))
     report = memory_report(g, backend, cand, figures)
