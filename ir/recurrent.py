@@ -8,7 +8,7 @@ Integer form (TFLite has no integer GRU; docs/architecture.md, "Recurrent layers
 zero point), W and R int8 symmetric per row (gate unit), b and rb int32 in Q3.12 (scale 2^-12). The hidden state
 is int16 Q0.15 (scale 2^-15: GRU and tanh-SimpleRNN states stay in (-1, 1)). Per step every gate pre-activation is
 ``MBQM(sum((x - zx) * W), mx) + MBQM(sum(h * R), mh) + b`` in Q3.12, saturated to int16; sigmoid and tanh read a
-257-entry int16 table over [-8, 8) with linear interpolation (Q0.15 out); products of Q0.15 values round
+513-entry int16 table over [-8, 8) with linear interpolation (Q0.15 out); products of Q0.15 values round
 ``(p + 2^14) >> 15``. The int8 output requantizes the Q0.15 state to the output's calibrated scale and zero point.
 All of it is integer arithmetic, so :func:`run_int8_gru` and the generated C agree bit for bit.
 """
@@ -22,9 +22,10 @@ Array = np.ndarray
 F32 = np.float32
 GATE_FRAC = 12  # gate pre-activations and biases: Q3.12
 STATE_FRAC = 15  # hidden state, sigmoid and tanh outputs: Q0.15
-LUT_SHIFT = 7  # 256 table segments of 128 Q3.12 steps (1/32)
+LUT_SHIFT = 7  # 512 table segments of 128 Q3.12 steps (1/32 each)
 TERM_LIMIT = 1 << 28  # each rescaled term is clamped here first, so int32 sums never overflow
 MAX_UNITS = 256  # sum(h * R) < 256 * 2^15 * 127 < 2^31
+LUT_SIZE = (1 << (16 - LUT_SHIFT)) + 1  # 513 entries: -8 .. +8 inclusive
 
 
 def gru_shape(shapes: list[tuple[int, ...]], attrs: dict) -> list[tuple[int, ...]]:
@@ -91,7 +92,7 @@ def simple_rnn_float(x: Array, w: Array, r: Array, b: Array, attrs: dict) -> Arr
 
 # ---- integer ------------------------------------------------------------------------------------------------
 def _table(fn) -> Array:
-    pts = (np.arange(257, dtype=np.float64) * (1 << LUT_SHIFT) - 32768) / (1 << GATE_FRAC)
+    pts = (np.arange(LUT_SIZE, dtype=np.float64) * (1 << LUT_SHIFT) - 32768) / (1 << GATE_FRAC)
     return np.clip(np.round(fn(pts) * (1 << STATE_FRAC)), -32768, 32767).astype(np.int16)
 
 
