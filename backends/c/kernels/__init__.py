@@ -61,12 +61,14 @@ def _modules() -> list[Any]:
 
 
 def table_bytes(g: Graph, kernels: str) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
-    from . import lut
+    """Flash of the lookup tables that the generated kernels of `g` add (GRU/SimpleRNN's always, LOGISTIC/TANH's
+    with ``--kernels tinycc``)."""
+    from . import lut, rnn
 
+    tables = sum(rnn.table_bytes(op) for op in g.ops if op.kind in rnn.KINDS)  # every --kernels
     if kernels != "tinycc":
-        return 0
-    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
+        return tables
+    return tables + sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -16,6 +16,11 @@ from . import Kernel, render
 KINDS = (OpKind.GRU, OpKind.SIMPLE_RNN)
 
 
+def table_bytes(op: Op) -> int:
+    """Flash of the layer's int16 sigmoid (GRU only) and tanh tables."""
+    return 2 * TANH_LUT.size * (2 if op.kind == OpKind.GRU else 1)
+
+
 def stack_bytes(g: Graph, op: Op) -> int:
     """The state vectors the function keeps on the stack."""
     units = g.tensors[op.inputs[2]].shape[1]
