@@ -1,0 +1,222 @@
+"""Keras GRU and SimpleRNN (issue 25, item 2): the float IR equals Keras; tinycc's integer form (ir/recurrent.py)
+stays within a stated tolerance of the float Keras layer and the generated C (ASan/UBSan) equals run_int8 bit for
+bit; a sensor GRU trained here on synthetic accelerometer-like windows compiles with the CLI, learns on the device
+like the simulator and runs in `tinycc simulate`; the tflm target and unusual layer options are refused in one
+line."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.config import CompileConfig, QuantConfig
+from tinycc.ir.interpreter import run
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.ir.recurrent import SIGMOID_LUT, TANH_LUT, lut_eval
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+
+from . import c_harness
+from .deploy_util import build_deployment, render_project
+
+keras = pytest.importorskip("keras")
+L = keras.layers
+# tinycc's integer GRU/SimpleRNN against the float Keras layer, one layer of 16 units over 32 steps of 3 features
+# (outputs in (-1, 1)): largest error at most 6 output steps (measured about 3), mean error at most 1 step
+INT_TOLERANCE_STEPS = 6.0
+
+
+def _stacked(reset_after: bool, last_sequences: bool) -> "keras.Model":
+    """GRU (sequences) -> SimpleRNN (sequences) -> GRU with the other reset_after -> Dense."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((12, 3))
+    x = L.GRU(8, return_sequences=True, reset_after=reset_after, name="g1")(inp)
+    x = L.SimpleRNN(6, return_sequences=True, name="s1")(x)
+    x = L.GRU(5, return_sequences=last_sequences, reset_after=not reset_after, name="g2")(x)
+    if last_sequences:
+        x = L.Flatten()(x)
+    return keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x))
+
+
+@pytest.mark.parametrize("reset_after,last_sequences", [(True, False), (False, True)])
+def test_float_ir_equals_keras(reset_after: bool, last_sequences: bool) -> None:
+    m = _stacked(reset_after, last_sequences)
+    x = np.random.default_rng(0).normal(size=(9, 12, 3)).astype(np.float32)
+    g = graph_from_keras_model(m)
+    assert {o.kind.value for o in g.ops} >= {"gru", "simple_rnn"}
+    np.testing.assert_allclose(run(g, x)[g.outputs[0]], m.predict(x, verbose=0), atol=1e-5, rtol=0)
+
+
+def test_tables_follow_sigmoid_and_tanh() -> None:
+    """The Q3.12 -> Q0.15 tables with interpolation stay within 4 Q0.15 steps of the functions on [-8, 8)."""
+    v = np.arange(-32768, 32768)
+    real = v / 4096.0
+    for lut, fn in ((SIGMOID_LUT, lambda a: 1 / (1 + np.exp(-a))), (TANH_LUT, np.tanh)):
+        got = lut_eval(lut, v)
+        assert np.abs(got / 32768.0 - fn(real)).max() < 4 / 32768
+        assert (np.diff(got) >= 0).all()
+
+
+def _quantized(session, m, calib: np.ndarray):
+    g = graph_from_keras_model(m)
+    ctx = PassContext(session=session, config=CompileConfig(learning=None, quant=QuantConfig()), calib=calib)
+    run_pipeline(g, session.registry.pipeline("int8"), ctx)
+    return g
+
+
+@pytest.mark.parametrize("layer", ["gru", "gru_reset_before", "simple_rnn"])
+def test_int8_form_within_tolerance_of_keras(session, layer: str) -> None:
+    """One layer quantized by tinycc's quantizer (calibrated): run_int8 against the float Keras layer, in steps of
+    the calibrated output scale (return_sequences: every step's output)."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((32, 3))
+    rnn = {"gru": lambda: L.GRU(16, return_sequences=True),
+           "gru_reset_before": lambda: L.GRU(16, return_sequences=True, reset_after=False),
+           "simple_rnn": lambda: L.SimpleRNN(16, return_sequences=True)}[layer]()
+    m = keras.Model(inp, rnn(inp))
+    rng = np.random.default_rng(3)
+    g = _quantized(session, m, rng.normal(size=(64, 32, 3)).astype(np.float32))
+    op = next(o for o in g.ops if o.kind.value in ("gru", "simple_rnn"))
+    step = float(g.tensors[op.outputs[0]].quant.scale[0])
+    x = rng.normal(size=(32, 32, 3)).astype(np.float32)
+    err = np.abs(run_int8(g, x)[g.outputs[0]] - m.predict(x, verbose=0)) / step
+    print(f"{layer}: max {err.max():.2f}, mean {err.mean():.3f} output steps")
+    assert err.max() <= INT_TOLERANCE_STEPS and err.mean() <= 1.0, (err.max(), err.mean())
+
+
+def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path: Path) -> None:
+    """Every kernel variant (GRU reset_after true/false, SimpleRNN, sequences or last step) in one project: the
+    features of the generated C (gcc -Werror, ASan/UBSan) equal run_int8's; four learned samples give the
+    simulator's classifier."""
+    from tinycc.backends.c import CBackend
+    from tinycc.ir.simulator import Simulator
+
+    m = _stacked(True, False)
+    x = np.random.default_rng(4).normal(size=(48, 12, 3)).astype(np.float32)
+    opts = {"buffer": 6, "lr": 0.05, "calib_data": x}
+    dep = build_deployment(graph_from_keras_model(m), opts, session, CBackend())
+    CBackend().check(dep)
+    xs, y = x[:8], np.arange(8) % 3
+    render_project(dep, {**opts, "test_vectors": (xs, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
+    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(xs)
+    np.testing.assert_array_equal(feats, run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(8, -1))
+    for i in range(len(xs)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
+    for i in range(4):
+        sim.learn_features(feats[i], int(y[i]))
+    w = sim.classifier.layers[-1].weight
+    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+
+
+# ---- a sensor GRU on synthetic accelerometer-like windows ------------------------------------------------------
+def sensor_data(n: int, seed: int, steps: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of 3-axis windows: slow sway on x, fast shake on y, a tilt step on z; noise on every axis."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    t = np.arange(steps)[None, :]
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    x = rng.normal(0, 0.3, (n, steps, 3))
+    x[y == 0, :, 0] += np.sin(2 * np.pi * t / 16 + phase[y == 0])
+    x[y == 1, :, 1] += np.sin(2 * np.pi * t / 4 + phase[y == 1])
+    x[y == 2, :, 2] += (t >= rng.integers(4, steps - 4, (n, 1))[y == 2]).astype(float)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def sensor_model(tmp_path_factory) -> tuple[Path, Path]:
+    """GRU(16) -> Dense(3), trained a few epochs (about 10 s); the .keras file and a labelled .npz."""
+    keras.utils.set_random_seed(5)
+    x, y = sensor_data(300, 0)
+    inp = keras.Input((32, 3))
+    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(L.GRU(16, name="gru")(inp)), name="sensor")
+    m.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    xt, yt = sensor_data(90, 1)
+    assert m.evaluate(xt, yt, verbose=0)[1] >= 0.9
+    d = tmp_path_factory.mktemp("sensor")
+    m.save(d / "sensor.keras")
+    np.savez(d / "sensor.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    np.save(d / "calib.npy", x[:64])
+    return d / "sensor.keras", d
+
+
+def _cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (``tinycc.cli.main``): exit code, stdout and stderr."""
+    from tinycc.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_sensor_gru_compiles_and_learns_like_the_simulator(session, sensor_model, tmp_path: Path, capsys) -> None:
+    """`tinycc compile --target c` of the trained sensor GRU: the project's demo (ASan/UBSan) computes run_int8's
+    features, predicts like the float model on most windows and learns like the simulator."""
+    from tinycc.backends.c import CBackend
+    from tinycc.ir.simulator import Simulator
+
+    model, d = sensor_model
+    r = _cli(capsys, "compile", str(model), "--target", "c", "--calib", str(d / "calib.npy"), "--buffer", "8",
+             "-o", str(tmp_path / "cli"))
+    assert r.returncode == 0, r.stderr
+    assert "cut at 'gru': 16 int8 features" in r.stdout
+    assert "kernel lookup tables" in r.stdout
+    calib = np.load(d / "calib.npy")
+    opts = {"buffer": 8, "lr": 0.05, "calib_data": calib}
+    dep = build_deployment(graph_from_keras_model(keras.saving.load_model(model)), opts, session, CBackend())
+    xs, y = sensor_data(8, 7)
+    render_project(dep, {**opts, "test_vectors": (xs, y), "test_count": 8, "test_learn": 8}, tmp_path / "c")
+    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(xs)
+    for i in range(len(xs)):
+        np.testing.assert_array_equal(out.features[i], feats[i])
+    xt, yt = sensor_data(60, 8)
+    assert (sim.predict(xt)[0] == yt).mean() >= 0.85
+    for i in range(8):
+        sim.learn_features(feats[i], int(y[i]))
+    w = sim.classifier.layers[-1].weight
+    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+
+
+def test_simulate_runs_on_the_sensor_gru(sensor_model, tmp_path: Path, capsys) -> None:
+    model, d = sensor_model
+    r = _cli(capsys, "simulate", str(model), "--scenario", "concept-drift", "--data", str(d / "sensor.npz"), "--swap", "0,1",
+             "--at", "20", "--stream", "40", "--test", "30", "--runs", "1", "--buffer", "8", "--no-progress",
+             "-o", str(tmp_path / "sim"))
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path / "sim" / "concept-drift.csv").read_text().splitlines()
+    assert len(rows) == 41
+    first = dict(zip(rows[0].split(","), rows[20].split(",")))
+    assert float(first["omega_all_mean"]) >= 0.8  # the trained GRU before the labels swap
+
+
+def test_tflm_refuses_in_one_line(sensor_model, tmp_path: Path, capsys) -> None:
+    model, d = sensor_model
+    r = _cli(capsys, "compile", str(model), "--target", "tflm", "--calib", str(d / "calib.npy"), "-o", str(tmp_path / "t"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "tinycc: error: layer 'gru' (GRU): TFLite Micro has no GRU kernel; use --target c or arduino (tinycc's "
+        "integer recurrent kernels)"]
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: L.GRU(4, activation="relu", name="odd"), "layer 'odd' (GRU) uses activation 'relu' (tanh only)"),
+    (lambda: L.GRU(4, go_backwards=True, name="odd"), "layer 'odd' (GRU) uses go_backwards=True"),
+    (lambda: L.GRU(4, recurrent_activation="hard_sigmoid", name="odd"),
+     "layer 'odd' (GRU) uses recurrent_activation 'hard_sigmoid' (sigmoid only)"),
+    (lambda: L.SimpleRNN(4, activation="relu", name="odd"), "layer 'odd' (SimpleRNN) uses activation 'relu'"),
+])
+def test_unusual_options_are_refused_in_one_line(tmp_path: Path, capsys, make, message: str) -> None:
+    inp = keras.Input((8, 2))
+    path = tmp_path / "odd.keras"
+    keras.Model(inp, L.Dense(2)(make()(inp))).save(path)
+    r = _cli(capsys, "inspect", str(path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
