@@ -220,3 +220,48 @@ def test_unusual_options_are_refused_in_one_line(tmp_path: Path, capsys, make, m
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_arduino_mega_selftest_predicts_and_learns_like_the_simulator(session, sensor_model, tmp_path: Path) -> None:
+    """The arduino target on an ATmega2560 (simavr, 16-bit int, PROGMEM tables read through TCC_READ_S16/S32):
+    predictions before and after learning equal the simulator's."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import report_predictions
+    from tinycc.ir.simulator import Simulator
+
+    from . import arduino_harness
+    from .deploy_util import emit
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    model, d = sensor_model
+    opts = {"board": "mega2560", "buffer": 8, "calib_data": np.load(d / "calib.npy")}
+    dep = build_deployment(graph_from_keras_model(keras.saving.load_model(model)), opts, session, ArduinoBackend())
+    x, y = sensor_data(6, 9)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 6, "test_learn": 6}, tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
+    lines = arduino_harness.run_simavr(elf)
+    rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
+    sim = Simulator(dep)
+    assert rows["before"] == list(sim.predict(x)[0])
+    for i in range(6):
+        sim.learn(x[i], int(y[i]))
+    assert rows["after"] == list(sim.predict(x)[0])
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path: Path) -> None:
+    """-Os -Wall -Wextra -Werror for Cortex-M4 under QEMU: the sensor GRU's int8 features equal run_int8's."""
+    from tinycc.backends.c import CBackend
+
+    model, d = sensor_model
+    opts = {"buffer": 8, "calib_data": np.load(d / "calib.npy")}
+    dep = build_deployment(graph_from_keras_model(keras.saving.load_model(model)), opts, session, CBackend())
+    x, y = sensor_data(3, 10)
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 0}, tmp_path / "m4")
+    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
+    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
+    for i in range(len(x)):
+        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    print(f"sensor GRU(16) over 32x3 on Cortex-M4: {dev.instructions['features']} instructions per inference")
+    assert dev.instructions["features"] > 0
