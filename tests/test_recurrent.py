@@ -18,6 +18,8 @@ from tinycc.ir.recurrent import SIGMOID_LUT, TANH_LUT, lut_eval
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.frontends.keras import graph_from_keras_model
 
+from tinycc.backends.c.kernels import table_bytes
+
 from . import c_harness
 from .deploy_util import build_deployment, render_project
 
@@ -101,6 +103,9 @@ def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path
     xs, y = x[:8], np.arange(8) % 3
     render_project(dep, {**opts, "test_vectors": (xs, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
     out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    code = (tmp_path / "c" / "model.c").read_text()
+    assert code.count("static const int16_t") == 2  # one sigmoid and one tanh table for the three layers
+    assert code.count("recurrent kernel") == 3 and table_bytes(dep.extractor, "generic") == 2 * 2 * 513
     sim = Simulator(dep)
     feats = sim.features(xs)
     np.testing.assert_array_equal(feats, run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(8, -1))

@@ -104,6 +104,7 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
+        self.shared: dict[str, str] = {}  # tables of tinycc's own, one per model (the recurrent layers' sigmoid, tanh)
         self.taken: set[str] = set()
         self.layer: tuple[int, str] = (0, "layer")  # the current op's position in the schedule and kind
         self.op_now: Op | None = None

@@ -28,6 +28,7 @@ class ArrayMaker(Protocol):
     def const(self, tensor: str) -> str: ...
     def ptr(self, tensor: str) -> str: ...
     def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
+    shared: dict[str, str]  # tables of tinycc's own made once per model, by role
 
 
 @dataclass
@@ -65,7 +66,7 @@ def table_bytes(g: Graph, kernels: str) -> int:
     with ``--kernels tinycc``)."""
     from . import lut, rnn
 
-    tables = sum(rnn.table_bytes(op) for op in g.ops if op.kind in rnn.KINDS)  # every --kernels
+    tables = rnn.table_bytes(g)  # every --kernels
     if kernels != "tinycc":
         return tables
     return tables + sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))

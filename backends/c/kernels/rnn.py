@@ -1,7 +1,7 @@
 """tinycc's integer GRU and SimpleRNN (ir/recurrent.py) as one generated function per layer: steps, features, units,
 zero points and the output requantization are literals; weights, per-row multipliers, biases and the two
-513-entry int16 sigmoid/tanh tables are flash arrays. The int16 state (two or three vectors of ``H``) lives on the
-stack. Every target runs it (whatever ``--kernels``): there is no generic runtime kernel for it."""
+513-entry int16 sigmoid/tanh tables (one copy per model) are flash arrays. The int16 state (two or three vectors
+of ``H``) lives on the stack. Every target runs it (whatever ``--kernels``): there is no generic runtime kernel for it."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,9 +16,18 @@ from . import Kernel, render
 KINDS = (OpKind.GRU, OpKind.SIMPLE_RNN)
 
 
-def table_bytes(op: Op) -> int:
-    """Flash of the layer's int16 sigmoid (GRU only) and tanh tables."""
-    return 2 * TANH_LUT.size * (2 if op.kind == OpKind.GRU else 1)
+def table_bytes(g: Graph) -> int:
+    """Flash of the int16 sigmoid (with a GRU) and tanh (with any recurrent layer) tables: one each per model."""
+    kinds = {op.kind for op in g.ops}
+    return 2 * TANH_LUT.size * ((OpKind.GRU in kinds) + bool(kinds & set(KINDS)))
+
+
+def _table(arrays: Any, role: str, values: Any) -> str:
+    """The model's one flash copy of a table (named after the first layer that reads it)."""
+    shared = arrays.shared
+    if role not in shared:
+        shared[role] = arrays.array(role, "int16_t", values)
+    return shared[role]
 
 
 def stack_bytes(g: Graph, op: Op) -> int:
@@ -39,8 +48,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
             arrays.const(op.inputs[2]), arrays.const(op.inputs[3]), arrays.const(op.inputs[4]) if gru else "NULL",
             arrays.array("mult", "int32_t", p["mx"]), arrays.array("shift", "int32_t", p["ex"]),
             arrays.array("state_mult", "int32_t", p["mh"]), arrays.array("state_shift", "int32_t", p["eh"]),
-            arrays.array("sigmoid", "int16_t", SIGMOID_LUT) if gru else "NULL",
-            arrays.array("tanh", "int16_t", TANH_LUT)]
+            _table(arrays, "sigmoid", SIGMOID_LUT) if gru else "NULL", _table(arrays, "tanh", TANH_LUT)]
     return render("rnn.c.j2", **ctx), args
 
 
