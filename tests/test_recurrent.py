@@ -208,6 +208,10 @@ def test_tflm_refuses_in_one_line(sensor_model, tmp_path: Path, capsys) -> None:
         "tinycc: error: layer 'gru' (GRU): TFLite Micro has no GRU kernel; use --target c or arduino (tinycc's "
         "integer recurrent kernels)"]
     assert not (tmp_path / "t").exists()
+    r = _cli(capsys, "quantize", str(model), "--calib", str(d / "calib.npy"), "-o", str(tmp_path / "q.tflite"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "layer 'gru' (gru) cannot be written to TFLite (no TFLite operator" in r.stderr
+    assert not (tmp_path / "q.tflite").exists()
 
 
 @pytest.mark.parametrize("make,message", [
