@@ -274,3 +274,73 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path:
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
     print(f"sensor GRU(16) over 32x3 on Cortex-M4: {dev.instructions['features']} instructions per inference")
     assert dev.instructions["features"] > 0
+
+
+def _rnn_case(kind: str, rng: np.random.Generator) -> "Graph":
+    """One quantized GRU/SimpleRNN op with random sizes and parameters, scales wide enough to saturate the gates,
+    clamp the rescaled terms at 2^28 and the biases at 2^24."""
+    from tinycc.ir.graph import Graph
+    from tinycc.ir.tensor import DType, QuantParams
+
+    steps, feats, units = (int(v) for v in rng.integers(1, 7, 3))
+    lo, hi = (-3, 0.5) if rng.random() < 0.4 else (-4, -2)  # extreme (saturating) or moderate weight scales
+    rows = units * (3 if kind == "gru" else 1)
+    g = Graph(kind)
+    g.add_input("x", (1, steps, feats), DType.INT8).quant = QuantParams([float(np.float32(10 ** rng.uniform(-2, 1)))],
+                                                                        [int(rng.integers(-128, 128))])
+    ins = ["x"]
+    for name, cols in (("w", feats), ("r", units)):
+        s = (10 ** rng.uniform(lo, hi, rows)).astype(np.float32)
+        ins.append(g.add_const(name, rng.integers(-127, 128, (rows, cols)).astype(np.int8), DType.INT8,
+                               QuantParams(s, np.zeros(rows, np.int64), 0)).name)
+    for name in ("b", "rb")[:2 if kind == "gru" else 1]:
+        lim = int(rng.choice([3000, 3000, 1 << 16, 1 << 24]))
+        ins.append(g.add_const(name, rng.integers(-lim, lim + 1, rows).astype(np.int32), DType.INT32,
+                               QuantParams([1 / 4096], [0])).name)
+    attrs = {"return_sequences": bool(rng.integers(0, 2))}
+    if kind == "gru":
+        attrs["reset_after"] = bool(rng.integers(0, 2))
+    op = g.add_op(kind, ins, "out", attrs, output_dtype=DType.INT8)
+    g.tensors[op.outputs[0]].quant = QuantParams([float(np.float32(10 ** rng.uniform(-2.3, -0.5)))],
+                                                 [int(rng.integers(-128, 128))])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
+CASES = 32
+
+
+def test_c_kernel_equals_run_int8_on_random_parameters(tmp_path: Path) -> None:
+    """CASES random GRU (both reset_after) and SimpleRNN layers through the emitter into one ASan/UBSan program: every
+    output equals run_int8's; the cases reach both ends of the output range and values between."""
+    from tinycc.backends.c.emitter import _Builder
+
+    from .test_c_kernels import _generic
+
+    rng = np.random.default_rng(2031)
+    funcs, body, want, arena = [], [], [], 16
+    for i in range(CASES):
+        g = _rnn_case("gru" if i % 4 else "simple_rnn", rng)
+        x = rng.integers(-128, 128, g.tensors["x"].shape).astype(np.int8)
+        em = _Builder(_generic(g)).build()
+        arena = max(arena, em.plan.arena)
+        funcs += [k.code.replace("tcc_layer_", f"tcc_case{i}_") for k in em.kernels]
+        body.append("    {")
+        body += [f"      static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};" for a in em.arrays]
+        body.append(f"      static const int8_t in[{x.size}] = {{{', '.join(str(int(v)) for v in x.reshape(-1))}}};")
+        body.append(f"      memcpy(tcc_arena + {em.plan.offsets['x']}, in, sizeof in);")
+        body += [f"      {c.fn.replace('tcc_layer_', f'tcc_case{i}_')}({', '.join(c.args)});" for c in em.calls]
+        y = g.outputs[0]
+        body += [f"      dump({i}, tcc_arena + {em.plan.offsets[y]}, {g.tensors[y].size});", "    }"]
+        want.append(f"case {i} " + " ".join(str(int(v)) for v in run_int8(g, x)[y].reshape(-1)))
+    src = "\n".join([
+        "#include <stdio.h>", "#include <string.h>", '#include "tinycc_kernels.h"', '#include "tinycc_gen.h"',
+        f"static int8_t tcc_arena[{arena}];", *funcs,
+        "static void dump(int id, const int8_t *p, int32_t n) {",
+        "    int32_t i;", '    printf("case %d", id);', '    for (i = 0; i < n; ++i) { printf(" %d", p[i]); }',
+        '    printf("\\n");', "}", "int main(void) {", *body, "    return 0;", "}", ""])
+    got = c_harness.run_runtime_program(src, tmp_path, "rnn_test")
+    assert got == want
+    outs = np.concatenate([np.array(w.split()[2:], int) for w in want])
+    assert outs.min() == -128 and outs.max() == 127 and len(np.unique(outs)) > 40
+    assert ((outs > -128) & (outs < 127)).mean() > 0.5  # mostly not saturated
