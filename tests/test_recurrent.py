@@ -88,14 +88,16 @@ def test_int8_form_within_tolerance_of_keras(session, layer: str) -> None:
     assert err.max() <= INT_TOLERANCE_STEPS and err.mean() <= 1.0, (err.max(), err.mean())
 
 
-def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path: Path) -> None:
-    """Every kernel variant (GRU reset_after true/false, SimpleRNN, sequences or last step) in one project: the
-    features of the generated C (gcc -Werror, ASan/UBSan) equal run_int8's; four learned samples give the
-    simulator's classifier."""
+@pytest.mark.parametrize("reset_after,last_sequences", [(True, False), (False, True)])
+def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path: Path, reset_after: bool,
+                                                               last_sequences: bool) -> None:
+    """Every kernel variant (GRU reset_after true/false, SimpleRNN, sequences or last step; a Flatten of the last
+    sequence before the head) in one project: the features of the generated C (gcc -Werror, ASan/UBSan) equal
+    run_int8's; four learned samples give the simulator's classifier."""
     from tinycc.backends.c import CBackend
     from tinycc.ir.simulator import Simulator
 
-    m = _stacked(True, False)
+    m = _stacked(reset_after, last_sequences)
     x = np.random.default_rng(4).normal(size=(48, 12, 3)).astype(np.float32)
     opts = {"buffer": 6, "lr": 0.05, "calib_data": x}
     dep = build_deployment(graph_from_keras_model(m), opts, session, CBackend())
