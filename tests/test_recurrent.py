@@ -346,3 +346,18 @@ def test_c_kernel_equals_run_int8_on_random_parameters(tmp_path: Path) -> None:
     outs = np.concatenate([np.array(w.split()[2:], int) for w in want])
     assert outs.min() == -128 and outs.max() == 127 and len(np.unique(outs)) > 40
     assert ((outs > -128) & (outs < 127)).mean() > 0.5  # mostly not saturated
+
+
+def test_stack_estimate_holds_the_recurrent_state(session) -> None:
+    """Without the core's compiler the stack line is an estimate: it includes a wide GRU's state arrays (three
+    int16 vectors of 200 units with reset_after=False) beyond the 512 bytes assumed for other kernels."""
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.c.stack import estimate, stack_item
+
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((4, 2))
+    m = keras.Model(inp, L.Dense(2, activation="softmax")(L.GRU(200, reset_after=False)(inp)))
+    x = np.random.default_rng(6).normal(size=(16, 4, 2)).astype(np.float32)
+    dep = build_deployment(graph_from_keras_model(m), {"buffer": 4, "calib_data": x}, session, CBackend())
+    item = stack_item(dep, arch="no-such-arch")
+    assert not item.measured and item.bytes == estimate(3 * 2 * 200, 4) > estimate(512, 4)  # 4: the pointer size of an unknown core
