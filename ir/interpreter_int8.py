@@ -137,6 +137,8 @@ def recurrent_params(g: Graph, op: Op) -> dict:
     if w.quant is None or r.quant is None or w.dtype != DType.INT8 or r.dtype != DType.INT8:
         raise IRError(f"{op.describe()}: weights are not quantized")
     p = recurrent.int_params(in_s, w.quant.scale, r.quant.scale, out_s)
+    if max(int(p["ex"].max()), int(p["eh"].max()), p["eo"]) > 30:  # a left shift of 31+ bits has no int32 meaning
+        raise IRError(f"{op.describe()}: input, weight or output scales too far apart for the integer form")
     rb = g.tensors[op.inputs[4]].data if op.kind == OpKind.GRU else None
     return {**p, "in_zp": in_zp, "out_zp": out_zp, "w": w.data, "r": r.data, "b": g.tensors[op.inputs[3]].data,
             "rb": rb}
