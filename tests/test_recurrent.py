@@ -120,26 +120,30 @@ def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path
 
 
 # ---- a sensor GRU on synthetic accelerometer-like windows ------------------------------------------------------
-def sensor_data(n: int, seed: int, steps: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Three classes of 3-axis windows: slow sway on x, fast shake on y, a tilt step on z; noise on every axis."""
+def sensor_data(n: int, seed: int, steps: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of 6-axis windows (accelerometer x, y, z, gyroscope x, y, z): slow sway on acc x with gyro z,
+    fast shake on acc y, a tilt step on acc z; noise on every axis."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     t = np.arange(steps)[None, :]
     phase = rng.uniform(0, 2 * np.pi, (n, 1))
-    x = rng.normal(0, 0.3, (n, steps, 3))
-    x[y == 0, :, 0] += np.sin(2 * np.pi * t / 16 + phase[y == 0])
-    x[y == 1, :, 1] += np.sin(2 * np.pi * t / 4 + phase[y == 1])
-    x[y == 2, :, 2] += (t >= rng.integers(4, steps - 4, (n, 1))[y == 2]).astype(float)
+    x = rng.normal(0, 0.3, (n, steps, 6))
+    x[y == 0, :, 0] += np.sin(2 * np.pi * t / 32 + phase[y == 0])
+    x[y == 0, :, 5] += 0.5 * np.cos(2 * np.pi * t / 32 + phase[y == 0])
+    x[y == 1, :, 1] += np.sin(2 * np.pi * t / 6 + phase[y == 1])
+    x[y == 2, :, 2] += (t >= rng.integers(8, steps - 8, (n, 1))[y == 2]).astype(float)
     return x.astype(np.float32), y.astype(np.int64)
 
 
 @pytest.fixture(scope="module")
 def sensor_model(tmp_path_factory) -> tuple[Path, Path]:
-    """GRU(16) -> Dense(3), trained a few epochs (about 10 s); the .keras file and a labelled .npz."""
+    """64 x 6 windows -> Conv1D(8, 4, stride 2) -> GRU(16) -> Dense(3), trained a few epochs (a few seconds); the
+    .keras file and a labelled .npz."""
     keras.utils.set_random_seed(5)
     x, y = sensor_data(300, 0)
-    inp = keras.Input((32, 3))
-    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(L.GRU(16, name="gru")(inp)), name="sensor")
+    inp = keras.Input((64, 6))
+    h = L.Conv1D(8, 4, strides=2, activation="relu", name="conv")(inp)
+    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(L.GRU(16, name="gru")(h)), name="sensor")
     m.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
     m.fit(x, y, epochs=8, batch_size=32, verbose=0)
     xt, yt = sensor_data(90, 1)
@@ -274,7 +278,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path:
     feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
     for i in range(len(x)):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
-    print(f"sensor GRU(16) over 32x3 on Cortex-M4: {dev.instructions['features']} instructions per inference")
+    print(f"sensor Conv1D + GRU(16) over 64x6 on Cortex-M4: {dev.instructions['features']} instructions per inference")
     assert dev.instructions["features"] > 0
 
 
