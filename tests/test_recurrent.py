@@ -165,33 +165,34 @@ def _cli(capsys, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_sensor_gru_compiles_and_learns_like_the_simulator(session, sensor_model, tmp_path: Path, capsys) -> None:
-    """`tinycc compile --target c` of the trained sensor GRU: the project's demo (ASan/UBSan) computes run_int8's
-    features, predicts like the float model on most windows and learns like the simulator."""
+    """`tinycc compile --target c` of the trained sensor GRU: that project's demo (gcc -Werror, ASan/UBSan) computes
+    run_int8's features of its embedded calibration windows and learns them like the simulator; the int8
+    deployment predicts held-out windows like the float model."""
+    from tinycc.api import load_cleaned
     from tinycc.backends.c import CBackend
     from tinycc.ir.simulator import Simulator
 
     model, d = sensor_model
     r = _cli(capsys, "compile", str(model), "--target", "c", "--calib", str(d / "calib.npy"), "--buffer", "8",
-             "-o", str(tmp_path / "cli"))
+             "--lr", "0.05", "--test-count", "6", "-o", str(tmp_path / "cli"))
     assert r.returncode == 0, r.stderr
-    assert "cut at 'gru': 16 int8 features" in r.stdout
-    assert "kernel lookup tables" in r.stdout
+    assert "cut at 'gru': 16 int8 features" in r.stdout and "kernel lookup tables" in r.stdout
+    out = c_harness.run_host(c_harness.build_host(tmp_path / "cli", sanitize=True))
     calib = np.load(d / "calib.npy")
-    opts = {"buffer": 8, "lr": 0.05, "calib_data": calib}
-    dep = build_deployment(graph_from_keras_model(keras.saving.load_model(model)), opts, session, CBackend())
-    xs, y = sensor_data(8, 7)
-    render_project(dep, {**opts, "test_vectors": (xs, y), "test_count": 8, "test_learn": 8}, tmp_path / "c")
-    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    dep = build_deployment(load_cleaned(str(model), session), {"buffer": 8, "lr": 0.05, "calib_data": calib},
+                           session, CBackend())  # the deployment the command built: the same stages
     sim = Simulator(dep)
-    feats = sim.features(xs)
-    for i in range(len(xs)):
-        np.testing.assert_array_equal(out.features[i], feats[i])
-    xt, yt = sensor_data(60, 8)
-    assert (sim.predict(xt)[0] == yt).mean() >= 0.85
-    for i in range(8):
-        sim.learn_features(feats[i], int(y[i]))
+    feats = sim.features(calib[:6])
+    assert sorted(out.features) == list(range(6)) and 0 < out.buffer <= 6
+    for i in range(6):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of window {i}")
+    for i in range(out.buffer):  # the demo learns its first windows with labels 0, 1, 2, 0, ...
+        sim.learn_features(feats[i], i % 3)
     w = sim.classifier.layers[-1].weight
     assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    xt, yt = sensor_data(60, 8)
+    keras_pred = keras.saving.load_model(model).predict(xt, verbose=0).argmax(1)
+    assert (Simulator(dep).predict(xt)[0] == keras_pred).mean() >= 0.95
 
 
 def test_simulate_runs_on_the_sensor_gru(sensor_model, tmp_path: Path, capsys) -> None:
