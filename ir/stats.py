@@ -45,7 +45,8 @@ def op_macs(graph: Graph, op: Op) -> int:
 # Estimated instructions of tinycc's int8 C kernels per MAC (conv, depthwise, dense) and per output element (the
 # other ops), fitted to the instructions per call measured under QEMU Cortex-M4 (benchmarks/results/backends.md;
 # within about 10 % on the benchmark models, see plugins/applications/search/feasibility.py)
-INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24, OpKind.GRU: 11, OpKind.SIMPLE_RNN: 11}
+INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24,
+                 OpKind.GRU: 11, OpKind.SIMPLE_RNN: 11}  # recurrent: the sensor GRU of tests/test_recurrent.py
 INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
 OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
 

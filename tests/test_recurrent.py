@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from tinycc.config import CompileConfig, QuantConfig
+from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.recurrent import SIGMOID_LUT, TANH_LUT, lut_eval
+from tinycc.ir.tensor import DType, QuantParams
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.frontends.keras import graph_from_keras_model
 
@@ -197,7 +199,8 @@ def test_sensor_gru_compiles_and_learns_like_the_simulator(session, sensor_model
 
 def test_simulate_runs_on_the_sensor_gru(sensor_model, tmp_path: Path, capsys) -> None:
     model, d = sensor_model
-    r = _cli(capsys, "simulate", str(model), "--scenario", "concept-drift", "--data", str(d / "sensor.npz"), "--swap", "0,1",
+    r = _cli(capsys, "simulate", str(model), "--scenario", "concept-drift", "--data", str(d / "sensor.npz"),
+             "--swap", "0,1",
              "--at", "20", "--stream", "40", "--test", "30", "--runs", "1", "--buffer", "8", "--no-progress",
              "-o", str(tmp_path / "sim"))
     assert r.returncode == 0, r.stderr
@@ -209,7 +212,8 @@ def test_simulate_runs_on_the_sensor_gru(sensor_model, tmp_path: Path, capsys) -
 
 def test_tflm_refuses_in_one_line(sensor_model, tmp_path: Path, capsys) -> None:
     model, d = sensor_model
-    r = _cli(capsys, "compile", str(model), "--target", "tflm", "--calib", str(d / "calib.npy"), "-o", str(tmp_path / "t"))
+    r = _cli(capsys, "compile", str(model), "--target", "tflm", "--calib", str(d / "calib.npy"),
+             "-o", str(tmp_path / "t"))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "tinycc: error: layer 'gru' (GRU): TFLite Micro has no GRU kernel; use --target c or arduino (tinycc's "
@@ -283,12 +287,9 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path:
     assert dev.instructions["features"] > 0
 
 
-def _rnn_case(kind: str, rng: np.random.Generator) -> "Graph":
+def _rnn_case(kind: str, rng: np.random.Generator) -> Graph:
     """One quantized GRU/SimpleRNN op with random sizes and parameters, scales wide enough to saturate the gates,
     clamp the rescaled terms at 2^28 and the biases at 2^24."""
-    from tinycc.ir.graph import Graph
-    from tinycc.ir.tensor import DType, QuantParams
-
     steps, feats, units = (int(v) for v in rng.integers(1, 7, 3))
     lo, hi = (-3, 0.5) if rng.random() < 0.4 else (-4, -2)  # extreme (saturating) or moderate weight scales
     rows = units * (3 if kind == "gru" else 1)
@@ -365,4 +366,5 @@ def test_stack_estimate_holds_the_recurrent_state(session) -> None:
     x = np.random.default_rng(6).normal(size=(16, 4, 2)).astype(np.float32)
     dep = build_deployment(graph_from_keras_model(m), {"buffer": 4, "calib_data": x}, session, CBackend())
     item = stack_item(dep, arch="no-such-arch")
-    assert not item.measured and item.bytes == estimate(3 * 2 * 200, 4) > estimate(512, 4)  # 4: the pointer size of an unknown core
+    # 4: the pointer bytes of an unknown core
+    assert not item.measured and item.bytes == estimate(3 * 2 * 200, 4) > estimate(512, 4)

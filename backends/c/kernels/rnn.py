@@ -1,7 +1,8 @@
 """tinycc's integer GRU and SimpleRNN (ir/recurrent.py) as one generated function per layer: steps, features, units,
 zero points and the output requantization are literals; weights, per-row multipliers, biases and the two
 513-entry int16 sigmoid/tanh tables (one copy per model) are flash arrays. The int16 state (two or three vectors
-of ``H``) lives on the stack. Every target runs it (whatever ``--kernels``): there is no generic runtime kernel for it."""
+of ``H``) lives on the stack. Every target runs it (whatever ``--kernels``): there is no generic runtime kernel
+for it."""
 from __future__ import annotations
 
 from typing import Any
