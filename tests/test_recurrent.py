@@ -270,8 +270,10 @@ def test_arduino_mega_selftest_predicts_and_learns_like_the_simulator(session, s
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path: Path) -> None:
-    """-Os -Wall -Wextra -Werror for Cortex-M4 under QEMU: the sensor GRU's int8 features equal run_int8's."""
+@pytest.mark.parametrize("cpu", ["m4", "m0plus"])
+def test_cortex_m_qemu_features_equal_run_int8(session, sensor_model, tmp_path: Path, cpu: str) -> None:
+    """-Os -Wall -Wextra -Werror for Cortex-M4 (DSP) and M0+ (no 64-bit multiply: the requantization's 16-bit
+    products) under QEMU: the sensor GRU's int8 features equal run_int8's."""
     from tinycc.backends.c import CBackend
 
     model, d = sensor_model
@@ -279,11 +281,11 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, sensor_model, tmp_path:
     dep = build_deployment(graph_from_keras_model(keras.saving.load_model(model)), opts, session, CBackend())
     x, y = sensor_data(3, 10)
     render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
+    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", cpu)
     feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
     for i in range(len(x)):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
-    print(f"sensor Conv1D + GRU(16) over 64x6 on Cortex-M4: {dev.instructions['features']} instructions per inference")
+    print(f"sensor Conv1D + GRU(16) over 64x6 on {cpu}: {dev.instructions['features']} instructions per inference")
     assert dev.instructions["features"] > 0
 
 
