@@ -5,6 +5,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import recurrent
 from .graph import Graph, IRError, Op
 from .ops import OpKind, same_padding
 
@@ -212,6 +213,10 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return np.maximum(args[0], args[1]).astype(F32)
     if k == OpKind.MINIMUM:
         return np.minimum(args[0], args[1]).astype(F32)
+    if k == OpKind.GRU:
+        return recurrent.gru_float(*args, a)
+    if k == OpKind.SIMPLE_RNN:
+        return recurrent.simple_rnn_float(*args, a)
     if k == OpKind.CONCAT:
         n = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, _batch(x.shape, n)) for x in args], axis=a["axis"])

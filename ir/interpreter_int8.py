@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import interpreter as fl
+from . import recurrent
 from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
                          tanh_s8)
 from .graph import Graph, IRError, Op
@@ -26,7 +27,7 @@ INT8_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
-    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
+    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -126,6 +127,27 @@ def _dense(g: Graph, op: Op, x: Array, flavor: str) -> Array:
     if flavor == "tflite":  # TFLite's reference FULLY_CONNECTED rounds once (see quant.py)
         return _clamp(multiply_by_quantized_multiplier_int64(acc, p["mult"], p["shift"]) + p["out_zp"], *p["act"])
     return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
+
+
+def recurrent_params(g: Graph, op: Op) -> dict:
+    """Everything tinycc's integer GRU/SimpleRNN needs (ir/recurrent.py; shared with the C emitter)."""
+    x, w, r, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]))
+    in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
+    out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
+    if w.quant is None or r.quant is None or w.dtype != DType.INT8 or r.dtype != DType.INT8:
+        raise IRError(f"{op.describe()}: weights are not quantized")
+    p = recurrent.int_params(in_s, w.quant.scale, r.quant.scale, out_s)
+    if max(int(p["ex"].max()), int(p["eh"].max()), p["eo"]) > 30:  # a left shift of 31+ bits has no int32 meaning
+        raise IRError(f"{op.describe()}: input, weight or output scales too far apart for the integer form")
+    rb = g.tensors[op.inputs[4]].data if op.kind == OpKind.GRU else None
+    return {**p, "in_zp": in_zp, "out_zp": out_zp, "w": w.data, "r": r.data, "b": g.tensors[op.inputs[3]].data,
+            "rb": rb}
+
+
+def _recurrent(g: Graph, op: Op, x: Array) -> Array:
+    p = recurrent_params(g, op)
+    return recurrent.run_int(op.kind.value, x, p["in_zp"], p["w"], p["r"], p["b"], p["rb"], p, p["out_zp"],
+                             op.attrs["return_sequences"], op.attrs.get("reset_after", True))
 
 
 def _round_div(acc: Array, cnt: Array) -> Array:
@@ -266,6 +288,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
     if k == OpKind.DENSE:
         return _dense(g, op, args[0], flavor)
+    if k in (OpKind.GRU, OpKind.SIMPLE_RNN):
+        return _recurrent(g, op, args[0])
     if k in (OpKind.RELU, OpKind.RELU6):
         return _relu(g, op, args[0])
     if k in (OpKind.SIGMOID, OpKind.TANH):

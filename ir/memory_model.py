@@ -84,10 +84,12 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
                     weights += ten.nbytes
         if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
             tables += 8 * graph.tensors[op.outputs[0]].shape[-1]
+        elif op.kind in (OpKind.GRU, OpKind.SIMPLE_RNN):  # multiplier + shift per row, for the input and the state
+            tables += 16 * graph.tensors[op.inputs[1]].shape[0]
     return weights, biases, tables
 
 
-LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc)"
+LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc), int16 sigmoid/tanh per GRU/SimpleRNN"
 
 
 def code_estimate(graph: Graph, table: Mapping[str, int], learning: bool = True) -> int:

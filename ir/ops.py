@@ -6,6 +6,7 @@ Activations are separate ops after import; the ``fuse_activations`` pass folds
 ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
 ``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
 ``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
+``gru`` and ``simple_rnn`` are Keras's recurrent layers (layouts and integer form: ``recurrent.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
+
+from .recurrent import gru_shape, simple_rnn_shape
 
 Shape = tuple[int, ...]
 
@@ -52,6 +55,8 @@ class OpKind(str, Enum):
     RESCALE = "rescale"
     QUANTIZE = "quantize"
     DEQUANTIZE = "dequantize"
+    GRU = "gru"
+    SIMPLE_RNN = "simple_rnn"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
@@ -309,6 +314,8 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.RESCALE, 1, 1, _same, {"scale": 1.0, "offset": 0.0}),
         OpDef(OpKind.QUANTIZE, 1, 1, _same),
         OpDef(OpKind.DEQUANTIZE, 1, 1, _same),
+        OpDef(OpKind.GRU, 5, 5, gru_shape, {"return_sequences": False, "reset_after": True}, (1, 2, 3, 4)),
+        OpDef(OpKind.SIMPLE_RNN, 4, 4, simple_rnn_shape, {"return_sequences": False}, (1, 2, 3)),
     ]
 }
 

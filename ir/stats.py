@@ -36,13 +36,17 @@ def op_macs(graph: Graph, op: Op) -> int:
     if op.kind == OpKind.TRANSPOSE_CONV2D:  # every input pixel times the whole kernel
         x, w = graph.tensors[op.inputs[0]].shape, graph.tensors[op.inputs[1]].shape
         return math.prod(x[1:3]) * math.prod(w)
+    if op.kind in (OpKind.GRU, OpKind.SIMPLE_RNN):  # every step: the input and the state times their kernels
+        steps = graph.tensors[op.inputs[0]].shape[1]
+        return steps * (graph.tensors[op.inputs[1]].size + graph.tensors[op.inputs[2]].size)
     return 0
 
 
 # Estimated instructions of tinycc's int8 C kernels per MAC (conv, depthwise, dense) and per output element (the
 # other ops), fitted to the instructions per call measured under QEMU Cortex-M4 (benchmarks/results/backends.md;
 # within about 10 % on the benchmark models, see plugins/applications/search/feasibility.py)
-INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24}
+INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24,
+                 OpKind.GRU: 11, OpKind.SIMPLE_RNN: 11}  # recurrent: the sensor GRU of tests/test_recurrent.py
 INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
 OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
 

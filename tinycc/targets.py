@@ -49,7 +49,8 @@ M4_CODE_SIZE = _frozen({
     "base": 1200, "conv2d": 700, "depthwise_conv2d": 650, "dense": 350, "max_pool2d": 300, "avg_pool2d": 350,
     "global_avg_pool": 350, "global_max_pool": 300, "add": 450, "mul": 400, "concat": 200, "pad": 200,
     "relu": 150, "relu6": 150, "quantize": 200, "dequantize": 120, "sigmoid": 700, "tanh": 700,
-    "leaky_relu": 200, "learn": 2500, "buffer": 600, "other": 300})
+    "leaky_relu": 200, "learn": 2500, "buffer": 600, "other": 300,
+    "gru": 950, "simple_rnn": 650})  # recurrent: the layer function and its dot-product helpers
 
 
 @dataclass(frozen=True)

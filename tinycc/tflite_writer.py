@@ -201,6 +201,10 @@ class _Writer:
             self.emit("PAD", ins + [pads], outs, s.BuiltinOptions.PadOptions, s.PadOptionsT())
         elif k in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
             self.emit(k.name, ins, outs)
+        elif k in (OpKind.GRU, OpKind.SIMPLE_RNN):  # tinycc's integer form has no TFLite operator
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite (no TFLite "
+                                        "operator computes tinycc's integer GRU/SimpleRNN); compile it for --target c "
+                                        "or arduino")
         else:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
                                         "`tinycc ops` lists what can")

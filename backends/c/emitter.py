@@ -20,7 +20,7 @@ from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan
 from .. import names
 from . import cmsis_nn
-from .kernels import Kernel, specialize
+from .kernels import Kernel, rnn, specialize
 from .layout import c_float
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
@@ -28,7 +28,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
-           OpKind.TRANSPOSE_CONV2D}
+           OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -104,6 +104,7 @@ class _Builder:
         self.g: Graph = dep.extractor
         self.m = EmitModel(dep.name)
         self.names: dict[str, str] = {}
+        self.shared: dict[str, str] = {}  # tables of tinycc's own, one per model (the recurrent layers' sigmoid, tanh)
         self.taken: set[str] = set()
         self.layer: tuple[int, str] = (0, "layer")  # the current op's position in the schedule and kind
         self.op_now: Op | None = None
@@ -203,6 +204,10 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
+        if k in rnn.KINDS:  # tinycc's integer GRU/SimpleRNN: always a generated function
+            kern, args = rnn.kernel_call(g, op, self, self.m.kernels)
+            self.m.calls.append(Call(kern.fn, args, op.name, what="recurrent kernel"))
+            return
         spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
         if spec is not None:
             kern, args = spec

@@ -408,5 +408,9 @@ def stack_item(deployment: Any, arch: str | None = None) -> StackItem:
                                                   f"deepest {chain}{'; ' + where if where else ''}")
             except (StackError, RuntimeError, OSError) as e:
                 why = f"not measured ({str(e).splitlines()[0]})"
-    b = estimate(512, POINTER.get(core or "", 4))
+    from .kernels import rnn
+
+    g = deployment.extractor
+    arrays = [rnn.stack_bytes(g, op) for op in g.ops if op.kind in rnn.KINDS]  # a recurrent layer's state
+    b = estimate(max([512] + arrays), POINTER.get(core or "", 4))
     return StackItem(b, False, f"estimated: {why}")

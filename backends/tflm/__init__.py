@@ -14,6 +14,7 @@ from ... import __version__
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.deployment import Deployment
 from ...ir.graph import Graph
+from ...ir.ops import OpKind
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ...tflite_writer import operator_names, write_tflite
@@ -38,6 +39,18 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
             "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv"}
+
+
+_NO_TFLM = {OpKind.GRU: "GRU", OpKind.SIMPLE_RNN: "SimpleRNN"}
+
+
+def refuse_recurrent(graph: Graph) -> None:
+    """TFLite Micro has no GRU (and tinycc does not lower SimpleRNN to its ops): one line, before any file."""
+    for op in graph.ops:
+        if op.kind in _NO_TFLM:
+            raise UnsupportedLayerError(f"layer {op.origin or op.name!r} ({_NO_TFLM[op.kind]}): TFLite Micro has no "
+                                        f"{_NO_TFLM[op.kind]} kernel; use --target c or arduino (tinycc's integer "
+                                        "recurrent kernels)")
 
 
 def extractor_tflite(extractor: Graph) -> bytes:
@@ -126,6 +139,7 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment) -> None:
+        refuse_recurrent(deployment.extractor)
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
@@ -138,6 +152,8 @@ class TflmBackend(Backend):
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         """TFLite Micro's arena, measured on the .tflite of ``candidate.program`` (written and measured once)."""
         from ..c import runtime_descriptors
+
+        refuse_recurrent(candidate.program)
 
         data = write_tflite(candidate.program)
         m = measure_arena(data, what="the model" if candidate.classifier is None else "the feature extractor")

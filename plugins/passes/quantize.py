@@ -17,6 +17,7 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   AVERAGE_POOL_2D over the whole map;
 - softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0; pools/reshapes/pads after them inherit
   these; a concatenation mixing them with other tensors would need a requantize op and is refused;
+- GRU and SimpleRNN take tinycc's integer form (``quantize_recurrent``; docs/architecture.md, "Recurrent layers");
 - hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
 - a constant operand of add/sub/mul gets its own per-tensor asymmetric parameters, one of
   concat/maximum/minimum the output's;
@@ -59,6 +60,7 @@ from ...output import check_output_file, write_atomic
 from ...config import CompileConfig, QuantConfig
 from ...data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
 from ...passes import Pass, PassContext
+from .quantize_recurrent import quantize_recurrent
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
@@ -335,6 +337,8 @@ class QuantizeInt8(Pass):
                              QuantParams(bs, np.zeros(bs.size, np.int64), None if axis is None else 0))
                 graph.add_tensor(qbt)
                 op.inputs[2] = qbt.name
+        elif op.kind in (OpKind.GRU, OpKind.SIMPLE_RNN):
+            quantize_recurrent(graph, op)
         elif op.kind in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.CONCAT, OpKind.MAXIMUM, OpKind.MINIMUM):
             for i, t in enumerate(op.inputs):
                 c = graph.tensors[t]

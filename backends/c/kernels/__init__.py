@@ -28,6 +28,7 @@ class ArrayMaker(Protocol):
     def const(self, tensor: str) -> str: ...
     def ptr(self, tensor: str) -> str: ...
     def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
+    shared: dict[str, str]  # tables of tinycc's own made once per model, by role
 
 
 @dataclass
@@ -61,12 +62,14 @@ def _modules() -> list[Any]:
 
 
 def table_bytes(g: Graph, kernels: str) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
-    from . import lut
+    """Flash of the lookup tables that the generated kernels of `g` add (GRU/SimpleRNN's always, LOGISTIC/TANH's
+    with ``--kernels tinycc``)."""
+    from . import lut, rnn
 
+    tables = rnn.table_bytes(g)  # every --kernels
     if kernels != "tinycc":
-        return 0
-    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
+        return tables
+    return tables + sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -10,11 +10,13 @@
 /* Harvard MCU: constant tables live in program memory and need explicit reads. */
 #define TCC_WEIGHT PROGMEM
 #define TCC_READ_S8(p) ((int8_t)pgm_read_byte(p))
+#define TCC_READ_S16(p) ((int16_t)pgm_read_word(p))
 #define TCC_READ_S32(p) ((int32_t)pgm_read_dword(p))
 #define TCC_READ_F32(p) (pgm_read_float(p))
 #else
 #define TCC_WEIGHT
 #define TCC_READ_S8(p) (*(const int8_t *)(p))
+#define TCC_READ_S16(p) (*(const int16_t *)(p))
 #define TCC_READ_S32(p) (*(const int32_t *)(p))
 #define TCC_READ_F32(p) (*(const float *)(p))
 #endif
