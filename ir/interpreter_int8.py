@@ -12,6 +12,7 @@ from . import interpreter as fl
 from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
                          tanh_s8)
 from .graph import Graph, IRError, Op
+from .lstm import gate_scales, lstm_int8, lstm_params
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
                     multiply_by_quantized_multiplier_int64, quantize, quantize_multiplier,
@@ -26,7 +27,7 @@ INT8_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
-    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
+    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.LSTM,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -70,6 +71,18 @@ def _windows_padded(x: Array, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
 
 def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[int, int]) -> Array:
     return _clamp(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, *act)
+
+
+def lstm_op_params(g: Graph, op: Op) -> dict:
+    """Multipliers and shifts of an int8 ``lstm`` op (shared with the C emitter)."""
+    x, wi, wr, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]))
+    in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
+    out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
+    if wi.quant is None or wr.quant is None:
+        raise IRError(f"{op.describe()}: weights are not quantized")
+    units = wr.shape[1]
+    return lstm_params(in_s, in_zp, gate_scales(wi.quant.scale, units), gate_scales(wr.quant.scale, units), out_s,
+                       out_zp, op.attrs["cell_power"], op.attrs["cell_clip"])
 
 
 def conv_params(g: Graph, op: Op) -> dict:
@@ -266,6 +279,9 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
     if k == OpKind.DENSE:
         return _dense(g, op, args[0], flavor)
+    if k == OpKind.LSTM:
+        return lstm_int8(args[0], args[1], args[2], args[3] if len(args) > 3 else None, lstm_op_params(g, op),
+                         op.attrs["return_sequences"])
     if k in (OpKind.RELU, OpKind.RELU6):
         return _relu(g, op, args[0])
     if k in (OpKind.SIGMOID, OpKind.TANH):

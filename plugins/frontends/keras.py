@@ -24,6 +24,7 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.graph import Graph, IRError
 from ...ir.ops import OpKind
 from .keras_legacy import check_zip_sizes, repaired_copy
+from .keras_lstm import convert_lstm
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.keras")
@@ -505,6 +506,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "MaxPooling1D": _pool1d(OpKind.MAX_POOL2D), "AveragePooling1D": _pool1d(OpKind.AVG_POOL2D),
     "GlobalAveragePooling1D": _global1d(OpKind.GLOBAL_AVG_POOL),
     "GlobalMaxPooling1D": _global1d(OpKind.GLOBAL_MAX_POOL), "ZeroPadding1D": _zeropad1d,
+    "LSTM": convert_lstm,
 }
 SUPPORTED_LAYERS = tuple(sorted(_CONVERTERS))
 
