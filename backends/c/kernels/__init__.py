@@ -63,10 +63,10 @@ def _modules() -> list[Any]:
 def table_bytes(g: Graph, kernels: str) -> int:
     """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
     from . import lut
+    from . import lstm
 
-    if kernels != "tinycc":
-        return 0
-    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
+    return sum(lstm.TABLE_BYTES for op in g.ops if lstm.matches(g, op)) + \
+        (sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op)) if kernels == "tinycc" else 0)
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
@@ -74,9 +74,12 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
     ``mode`` is ``--kernels`` (only ``tinycc`` specializes)."""
-    if mode != "tinycc":
-        return None
-    for mod in _modules():
+    from . import lstm
+
+    mods = _modules() if mode == "tinycc" else []
+    if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
+        mods = [lstm]
+    for mod in mods:
         if mod.matches(g, op):
             code, args = mod.emit(g, op, arrays)
             code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
