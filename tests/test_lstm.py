@@ -1,0 +1,180 @@
+"""Keras LSTM end to end: the float IR equals Keras; the int8 form (TFLite Micro's integer LSTM, ir/lstm.py) written by
+tinycc's TFLite writer as UNIDIRECTIONAL_SEQUENCE_LSTM runs bit-exactly in TFLite Micro's Python interpreter, on
+random parameters and on tinycc's own quantization of a Keras model; the generated C (ASan/UBSan) equals run_int8;
+a keyword-spotting-style LSTM + Dense head learns on the device like the simulator; refusals are one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.errors import UnsupportedLayerError
+from tinycc.ir.graph import Graph
+from tinycc.ir.interpreter import run
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.ir.lstm import sigmoid_i16, tanh_i16
+from tinycc.ir.simulator import Simulator
+from tinycc.ir.tensor import DType, QuantParams
+from tinycc.passes import PassContext, run_pipeline
+from tinycc.plugins.frontends.keras import graph_from_keras_model
+from tinycc.tflite_writer import operator_names, write_tflite
+
+from . import c_harness
+from .deploy_util import build_deployment, render_project
+
+keras = pytest.importorskip("keras")
+
+
+def _tflm(data: bytes, x: np.ndarray) -> np.ndarray:
+    """TFLite Micro's Python interpreter, one sample per Invoke from a reset (zero) state."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    m = runtime.Interpreter.from_bytes(data)
+    outs = []
+    for i in range(len(x)):
+        m.reset()
+        m.set_input(x[i:i + 1], 0)
+        m.invoke()
+        outs.append(m.get_output(0))
+    return np.concatenate(outs)
+
+
+def _kws_model(steps: int = 49, feats: int = 10, units: int = 32, seed: int = 0):
+    """MFCC-like [49, 10] input -> LSTM(32) -> Dense(16) -> Dense(3) softmax."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((steps, feats))
+    x = keras.layers.LSTM(units, name="lstm")(inp)
+    x = keras.layers.Dense(16, activation="relu", name="fc")(x)
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(x), name="kws_lstm")
+
+
+def _kws_data(n: int, seed: int, steps: int = 49, feats: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Separable synthetic 'keywords': class k has a bump in feature band k moving over time, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 0.3, (n, steps, feats)).astype(np.float32)
+    t = np.arange(steps)
+    for i, k in enumerate(y):
+        x[i, :, 3 * k:3 * k + 3] += np.exp(-((t - 12 - 10 * k) / 6.0) ** 2)[:, None] * 3.0
+    return x, y
+
+
+def _clean(session, m) -> Graph:
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return g
+
+
+def test_float_stacked_lstm_equals_keras() -> None:
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((12, 5))
+    x = keras.layers.LSTM(8, return_sequences=True, name="l1")(inp)
+    x = keras.layers.LSTM(6, name="l2", use_bias=False)(x)
+    m = keras.Model(inp, keras.layers.Dense(3)(x))
+    rng = np.random.default_rng(1)
+    for w in m.weights:  # weights large enough to saturate gates
+        w.assign(rng.normal(0, 0.6, w.shape).astype(np.float32))
+    g = graph_from_keras_model(m)
+    assert [o.kind.value for o in g.ops][:2] == ["lstm", "lstm"]
+    x = rng.normal(0, 1.5, (5, 12, 5)).astype(np.float32)
+    ref = m.predict(x, verbose=0)
+    np.testing.assert_allclose(run(g, x)[g.outputs[0]], ref, atol=1e-5 * max(1.0, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("what", ["return_state", "go_backwards", "activation"])
+def test_unusual_lstm_is_refused_in_one_line(what: str) -> None:
+    kw = {"return_state": {"return_state": True}, "go_backwards": {"go_backwards": True},
+          "activation": {"activation": "relu"}}[what]
+    inp = keras.Input((4, 3))
+    out = keras.layers.LSTM(2, name="odd", **kw)(inp)
+    m = keras.Model(inp, out[0] if isinstance(out, (list, tuple)) else out)
+    with pytest.raises(UnsupportedLayerError) as e:
+        graph_from_keras_model(m)
+    assert "'odd'" in str(e.value) and "LSTM" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_int16_activations_match_float_within_table_error() -> None:
+    """TFLite's int16 sigmoid/tanh (the interpolated table) stay within 2^-10 of the real functions."""
+    q = np.arange(-32768, 32768, 7)
+    np.testing.assert_allclose(sigmoid_i16(q) / 32768.0, 1 / (1 + np.exp(-q / 4096.0)), atol=1e-3)
+    for p in (-12, -11, -9):
+        np.testing.assert_allclose(tanh_i16(q, p) / 32768.0, np.tanh(q * 2.0 ** p), atol=1e-3)
+
+
+def _random_int8_lstm(seed: int, return_sequences: bool, cell_power: int, steps: int = 7, feats: int = 5,
+                      units: int = 6) -> Graph:
+    r = np.random.default_rng(seed)
+    g = Graph("lstm")
+    g.add_input("x", (1, steps, feats), DType.INT8)
+    g.tensors["x"].quant = QuantParams([float(r.uniform(0.005, 0.05))], [int(r.integers(-20, 20))])
+    ws, rs = (np.repeat(r.uniform(0.002, 0.02, 4), units).astype(np.float32) for _ in range(2))
+    z = np.zeros(4 * units, np.int64)
+    g.add_const("wi", r.integers(-127, 128, (4 * units, feats)).astype(np.int8), DType.INT8, QuantParams(ws, z, 0))
+    g.add_const("wr", r.integers(-127, 128, (4 * units, units)).astype(np.int8), DType.INT8, QuantParams(rs, z, 0))
+    bs = (np.float32(g.tensors["x"].quant.scale[0]) * ws).astype(np.float32)
+    g.add_const("b", r.integers(-3000, 3000, 4 * units).astype(np.int32), DType.INT32, QuantParams(bs, z, 0))
+    op = g.add_op("lstm", ["x", "wi", "wr", "b"], "lstm", {"return_sequences": return_sequences,
+                                                          "cell_power": cell_power})
+    g.tensors[op.outputs[0]].quant = QuantParams([float(r.uniform(0.004, 0.01))], [int(r.integers(-5, 5))])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_int8_lstm_bit_exact_with_tflite_micro(seed: int) -> None:
+    pytest.importorskip("tflite_micro")
+    g = _random_int8_lstm(seed, seed % 2 == 0, (-13, -12, -11, -10, -9, -12)[seed])
+    data = write_tflite(g)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in operator_names(data)
+    x = np.random.default_rng(100 + seed).integers(-128, 128, (4,) + g.tensors["x"].shape[1:]).astype(np.int8)
+    ours = run_int8(g, x)[g.outputs[0]]
+    np.testing.assert_array_equal(ours, _tflm(data, x))
+    assert len(np.unique(ours)) > 8  # not saturated: the arithmetic is exercised
+
+
+def test_quantized_keras_lstm_bit_exact_with_tflite_micro_and_close_to_float(session) -> None:
+    pytest.importorskip("tflite_micro")
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((10, 6))
+    x = keras.layers.LSTM(8, return_sequences=True, name="l1")(inp)
+    m = keras.Model(inp, keras.layers.LSTM(7, name="l2")(x))
+    g = _clean(session, m)
+    f = g.copy()
+    rng = np.random.default_rng(3)
+    calib = rng.normal(0.2, 1, (64, 10, 6)).astype(np.float32)
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=calib))
+    lstms = [o for o in g.ops if o.kind.value == "lstm"]
+    assert len(lstms) == 2 and all(-12 <= o.attrs["cell_power"] < 0 for o in lstms)
+    x = rng.normal(0.2, 1, (6, 10, 6)).astype(np.float32)
+    ours = run_int8(g, x)[g.outputs[0]]
+    np.testing.assert_array_equal(ours, _tflm(write_tflite(g), x))
+    out_scale = float(g.tensors[g.ops[-1].inputs[0]].quant.scale[0])
+    assert np.abs(ours - run(f, x)[f.outputs[0]]).max() < 6 * out_scale  # int8 LSTM tracks the float one
+
+
+def test_kws_lstm_c_equals_run_int8_and_learns_like_the_simulator(session, tmp_path: Path) -> None:
+    m = _kws_model()
+    xt, yt = _kws_data(240, 0)
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.fit(xt, yt, epochs=10, batch_size=32, verbose=0)
+    xv, yv = _kws_data(60, 1)
+    assert m.evaluate(xv, yv, verbose=0)[1] > 0.9  # the fixture is a working keyword spotter
+    g = _clean(session, m)
+    opts = {"calib_data": xt[:64], "buffer": 4, "lr": 0.05, "cut": "fc"}
+    dep = build_deployment(g, opts, session, CBackend())
+    assert [o.kind.value for o in dep.extractor.ops] == ["quantize", "lstm", "dense"]
+    x, y = xv[:4], yv[:4]
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 4, "test_learn": 4}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    for i in range(len(x)):
+        sim.learn_features(feats[i], int(y[i]))
+    assert out.buffer == sim.buffer.count == 4
+    w = sim.classifier.layers[0].weight
+    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    assert not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
