@@ -178,3 +178,40 @@ def test_kws_lstm_c_equals_run_int8_and_learns_like_the_simulator(session, tmp_p
     w = sim.classifier.layers[0].weight
     assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
     assert not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_tflite_lstm_round_trip_int8_and_float(session, tmp_path: Path, return_sequences: bool) -> None:
+    """tinycc's .tflite (int8 and float) reads back into the same lstm op; the int8 file runs bit-exactly like
+    TFLite Micro, the float one like TFLite's float kernel and Keras."""
+    pytest.importorskip("tflite_micro")
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    from tinycc.plugins.frontends.tflite import read_tflite
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((9, 4))
+    m = keras.Model(inp, keras.layers.LSTM(5, return_sequences=return_sequences, name="lstm")(inp))
+    g = _clean(session, m)
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (3, 9, 4)).astype(np.float32)
+    fpath = tmp_path / "f.tflite"
+    fpath.write_bytes(write_tflite(g))
+    gf = read_tflite(str(fpath))
+    assert [o.kind.value for o in gf.ops][0] == "lstm"
+    it = litert.Interpreter(model_path=str(fpath), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    for i in range(len(x)):
+        it.reset_all_variables()
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        np.testing.assert_allclose(run(gf, x[i:i + 1])[gf.outputs[0]], it.get_tensor(it.get_output_details()[0]["index"]),
+                                   atol=1e-5)
+    np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], m.predict(x, verbose=0), atol=1e-5)
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=x))
+    qpath = tmp_path / "q.tflite"
+    qpath.write_bytes(write_tflite(g))
+    gq = read_tflite(str(qpath))
+    assert gq.meta.get("quantized") and [o.kind.value for o in gq.ops][:2] == ["quantize", "lstm"]
+    ours = run_int8(gq, x)[gq.outputs[0]]
+    np.testing.assert_array_equal(ours, run_int8(g, x)[g.outputs[0]])
+    np.testing.assert_array_equal(ours, _tflm(qpath.read_bytes(), x))

@@ -10,8 +10,8 @@ RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/
 RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
 size), concat -> CONCATENATION, pad -> PAD (const int32
-paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ SLICE and RESHAPE of
-the last step without ``return_sequences``). Operator versions are those the TF 2.21
+paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
+the last step without ``return_sequences``, as the converter writes it). Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
-                 "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1}
+                 "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
+                 "STRIDED_SLICE": 2}
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
@@ -283,12 +284,13 @@ class _Writer:
                  ("input_to_input", "input_to_forget", "input_to_cell", "input_to_output")] +
                 [self._raw_tensor(f"{op.name}/effective_hidden_scale_intermediate", (0,), i8, out_s, out_zp)],
                 np.int32)
-        if not a["return_sequences"]:
-            last = self._raw_tensor(f"{y.name}/last", (n, 1, units), i8 if int8 else f32,
-                                    *((out_s, out_zp) if int8 else (None, 0)))
-            b, sz = self.const_i32(f"{op.name}/begin", [0, steps - 1, 0]), self.const_i32(f"{op.name}/size", [n, 1, units])
-            self.emit("SLICE", [seq, b, sz], [last], self.s.BuiltinOptions.SliceOptions, self.s.SliceOptionsT())
-            self._reshape([last], outs, y.shape)
+        if not a["return_sequences"]:  # the converter's form: STRIDED_SLICE of the last step, time axis shrunk
+            b = self.const_i32(f"{op.name}/begin", [0, -1, 0])
+            e = self.const_i32(f"{op.name}/end", [0, 0, 0])
+            st = self.const_i32(f"{op.name}/strides", [1, 1, 1])
+            o = self.s.StridedSliceOptionsT()
+            o.beginMask, o.endMask, o.shrinkAxisMask = 5, 5, 2
+            self.emit("STRIDED_SLICE", [seq, b, e, st], outs, self.s.BuiltinOptions.StridedSliceOptions, o)
 
     def _zero_bias(self, op: Op) -> int:
         x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]
