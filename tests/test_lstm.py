@@ -215,3 +215,35 @@ def test_tflite_lstm_round_trip_int8_and_float(session, tmp_path: Path, return_s
     ours = run_int8(gq, x)[gq.outputs[0]]
     np.testing.assert_array_equal(ours, run_int8(g, x)[g.outputs[0]])
     np.testing.assert_array_equal(ours, _tflm(qpath.read_bytes(), x))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # may build TFLite Micro first (about 460 s of CPU, cached in ~/.cache/tinycc)
+def test_kws_lstm_tflm_project_equals_run_int8_and_learns(session, tmp_path: Path) -> None:
+    """The tflm target: TFLite Micro's own LSTM kernel (Reset() before each input) gives run_int8's features and
+    the Dense head trains like the simulator."""
+    from tinycc.backends.tflm import TflmBackend, build, vendor
+    from .deploy_util import emit
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not found (../shared/vendor; TINYCC_VENDOR)")
+    library = vendor.ensure_library(vendor_dir, "host")
+    m = _kws_model(units=12)
+    xt, yt = _kws_data(64, 3)
+    opts = {"calib_data": xt, "buffer": 4, "lr": 0.05, "cut": "fc"}
+    dep = build_deployment(_clean(session, m), opts, session, TflmBackend())
+    TflmBackend().check(dep)
+    x, y = xt[:3], yt[:3]
+    emit(TflmBackend(), dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 3}, tmp_path)
+    assert "interpreter->Reset()" in (tmp_path / "src" / "tinycc_tflm.cc").read_text()
+    out = c_harness.parse(build.run(build.build_host(tmp_path, sanitize=True, library=library)))
+    sim = Simulator(dep)
+    feats = sim.features(x)
+    for i in range(3):  # the same input three times in a row would differ here without the reset
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"TFLite Micro features of input {i}")
+    for i in range(3):
+        sim.learn_features(feats[i], int(y[i]))
+    assert out.buffer == sim.buffer.count == 3
+    w = sim.classifier.layers[0].weight
+    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
