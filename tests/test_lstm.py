@@ -167,7 +167,13 @@ def test_kws_lstm_c_equals_run_int8_and_learns_like_the_simulator(session, tmp_p
     assert [o.kind.value for o in dep.extractor.ops] == ["quantize", "lstm", "dense"]
     x, y = xv[:4], yv[:4]
     render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 4, "test_learn": 4}, tmp_path)
-    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    exe = c_harness.build_host(tmp_path, sanitize=True)
+    out = c_harness.run_host(exe)
+    import re
+
+    state = sum(n for s, n in c_harness.symbol_sizes(exe).items() if re.fullmatch(r"tcc_layer_\d+_(h|c|gate)", s))
+    assert state == 32 * 11 and f"runtime state {state:,}".replace(" ", "") in \
+        dep.memory["report"].replace(" ", "")  # the LSTM's static state is in the RAM report
     sim = Simulator(dep)
     feats = sim.features(x)
     for i in range(len(x)):
