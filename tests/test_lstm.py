@@ -1,6 +1,7 @@
-"""Keras LSTM end to end: the float IR equals Keras; the int8 form (TFLite Micro's integer LSTM, ir/lstm.py) written by
-tinycc's TFLite writer as UNIDIRECTIONAL_SEQUENCE_LSTM runs bit-exactly in TFLite Micro's Python interpreter, on
-random parameters and on tinycc's own quantization of a Keras model; the generated C (ASan/UBSan) equals run_int8;
+"""Keras LSTM end to end: the float IR equals Keras; the int8 form written by tinycc's TFLite writer as
+UNIDIRECTIONAL_SEQUENCE_LSTM runs bit-exactly like run_int8 in TFLite Micro's Python interpreter (flavor "tflm",
+ir/lstm.py) and in TFLite's BUILTIN_REF interpreter (flavor "tflite", ir/lstm_tflite.py), on random parameters and on
+tinycc's own quantization of a Keras model; .tflite files read back; the generated C (ASan/UBSan) equals run_int8;
 a keyword-spotting-style LSTM + Dense head learns on the device like the simulator; refusals are one line."""
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ from . import c_harness
 from .deploy_util import build_deployment, render_project
 
 keras = pytest.importorskip("keras")
+
+
+def _tflite(data: bytes, x: np.ndarray) -> np.ndarray:
+    """TFLite's interpreter with its reference kernels, one sample per Invoke from a reset (zero) state."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    outs = []
+    for i in range(len(x)):
+        it.reset_all_variables()
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    return np.concatenate(outs)
 
 
 def _tflm(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -96,11 +111,16 @@ def test_unusual_lstm_is_refused_in_one_line(what: str) -> None:
 
 
 def test_int16_activations_match_float_within_table_error() -> None:
-    """TFLite's int16 sigmoid/tanh (the interpolated table) stay within 2^-10 of the real functions."""
-    q = np.arange(-32768, 32768, 7)
-    np.testing.assert_allclose(sigmoid_i16(q) / 32768.0, 1 / (1 + np.exp(-q / 4096.0)), atol=1e-3)
-    for p in (-12, -11, -9):
+    """TFLite Micro's int16 sigmoid/tanh (the interpolated table) and TFLite's (gemmlowp) stay within 1e-3 of the
+    real functions over every input."""
+    from tinycc.ir import lstm_tflite
+
+    q = np.arange(-32768, 32768)
+    for sig in (sigmoid_i16, lstm_tflite.sigmoid_i16):
+        np.testing.assert_allclose(sig(q) / 32768.0, 1 / (1 + np.exp(-q / 4096.0)), atol=1e-3)
+    for p in (-13, -12, -11, -9):
         np.testing.assert_allclose(tanh_i16(q, p) / 32768.0, np.tanh(q * 2.0 ** p), atol=1e-3)
+        np.testing.assert_allclose(lstm_tflite.tanh_i16(q, 15 + p) / 32768.0, np.tanh(q * 2.0 ** p), atol=1e-3)
 
 
 def _random_int8_lstm(seed: int, return_sequences: bool, cell_power: int, steps: int = 7, feats: int = 5,
@@ -123,7 +143,7 @@ def _random_int8_lstm(seed: int, return_sequences: bool, cell_power: int, steps:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_int8_lstm_bit_exact_with_tflite_micro(seed: int) -> None:
+def test_random_int8_lstm_bit_exact_with_tflite_micro_and_tflite(seed: int) -> None:
     pytest.importorskip("tflite_micro")
     g = _random_int8_lstm(seed, seed % 2 == 0, (-13, -12, -11, -10, -9, -12)[seed])
     data = write_tflite(g)
@@ -132,6 +152,7 @@ def test_random_int8_lstm_bit_exact_with_tflite_micro(seed: int) -> None:
     ours = run_int8(g, x)[g.outputs[0]]
     np.testing.assert_array_equal(ours, _tflm(data, x))
     assert len(np.unique(ours)) > 8  # not saturated: the arithmetic is exercised
+    np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _tflite(data, x))
 
 
 def test_quantized_keras_lstm_bit_exact_with_tflite_micro_and_close_to_float(session) -> None:
@@ -146,10 +167,11 @@ def test_quantized_keras_lstm_bit_exact_with_tflite_micro_and_close_to_float(ses
     calib = rng.normal(0.2, 1, (64, 10, 6)).astype(np.float32)
     run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=calib))
     lstms = [o for o in g.ops if o.kind.value == "lstm"]
-    assert len(lstms) == 2 and all(-12 <= o.attrs["cell_power"] < 0 for o in lstms)
+    assert len(lstms) == 2 and all(-15 <= o.attrs["cell_power"] < 0 for o in lstms)
     x = rng.normal(0.2, 1, (6, 10, 6)).astype(np.float32)
     ours = run_int8(g, x)[g.outputs[0]]
     np.testing.assert_array_equal(ours, _tflm(write_tflite(g), x))
+    np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _tflite(write_tflite(g), x))
     out_scale = float(g.tensors[g.ops[-1].inputs[0]].quant.scale[0])
     assert np.abs(ours - run(f, x)[f.outputs[0]]).max() < 6 * out_scale  # int8 LSTM tracks the float one
 
@@ -221,6 +243,7 @@ def test_tflite_lstm_round_trip_int8_and_float(session, tmp_path: Path, return_s
     ours = run_int8(gq, x)[gq.outputs[0]]
     np.testing.assert_array_equal(ours, run_int8(g, x)[g.outputs[0]])
     np.testing.assert_array_equal(ours, _tflm(qpath.read_bytes(), x))
+    np.testing.assert_array_equal(run_int8(gq, x, flavor="tflite")[gq.outputs[0]], _tflite(qpath.read_bytes(), x))
 
 
 @pytest.mark.slow

@@ -3,9 +3,8 @@
 - weights: int8 symmetric, one scale per gate (max |w| of the gate's rows / 127), as the converter's per-tensor
   gate weights; bias int32 with scale input_scale * input-weight gate scale;
 - output (= hidden state): the calibrated range, asymmetric int8 like any activation;
-- cell state: int16 with a power-of-two scale 2**p holding the largest calibrated |cell| (TFLite's rule), with
-  p >= -12: at finer cell scales TFLite's own LSTM kernel rounds the cell tanh differently from TFLite Micro's,
-  from -12 up both agree bit for bit.
+- cell state: int16 with a power-of-two scale 2**p holding the largest calibrated |cell| (TFLite's rule),
+  -15 <= p <= -1 (TFLite's own kernel takes -15 <= p <= -9, a cell range up to 64; TFLite Micro's any).
 """
 from __future__ import annotations
 
@@ -17,8 +16,6 @@ from ...ir.lstm import cell_power_for, lstm_float
 from ...ir.ops import OpKind
 from ...ir.quant import quantize_bias, quantize_weights
 from ...ir.tensor import DType, QuantParams, Tensor
-
-MIN_CELL_POWER = -12
 
 
 def cell_maxima(graph: Graph, samples: np.ndarray, batch_size: int = 64) -> dict[str, float]:
@@ -59,4 +56,4 @@ def quantize_lstm(graph: Graph, op: Op, in_scale: float, cell_max: float | None)
                      QuantParams(bs, np.zeros(bs.size, np.int64), 0))
         graph.add_tensor(qbt)
         op.inputs[3] = qbt.name
-    op.attrs["cell_power"] = max(cell_power_for(cell_max if cell_max is not None else 8.0), MIN_CELL_POWER)
+    op.attrs["cell_power"] = cell_power_for(cell_max if cell_max is not None else 8.0)
