@@ -276,3 +276,22 @@ def test_kws_lstm_tflm_project_equals_run_int8_and_learns(session, tmp_path: Pat
     assert out.buffer == sim.buffer.count == 3
     w = sim.classifier.layers[0].weight
     assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_kws_lstm_under_qemu_m4(session, tmp_path: Path) -> None:
+    """The first vectors on a Cortex-M4 (QEMU): features bit-exact; instructions as ir.stats estimates (+-25 %)."""
+    from tinycc.ir.stats import op_instructions
+
+    m = _kws_model(units=32)
+    xt, yt = _kws_data(64, 0)
+    opts = {"calib_data": xt, "buffer": 4, "lr": 0.05, "cut": "fc"}
+    dep = build_deployment(_clean(session, m), opts, session, CBackend())
+    x, y = xt[:2], yt[:2]
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 2, "test_learn": 2}, tmp_path)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    feats = Simulator(dep).features(x)
+    for i in range(2):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    estimate = sum(op_instructions(dep.extractor, o) for o in dep.extractor.ops)
+    assert 0.75 < out.instructions["features"] / estimate < 1.25, (out.instructions, estimate)

@@ -65,7 +65,7 @@ def table_bytes(g: Graph, kernels: str) -> int:
     from . import lut
     from . import lstm
 
-    return sum(lstm.TABLE_BYTES for op in g.ops if lstm.matches(g, op)) + \
+    return sum(lstm.table_bytes(g, op) for op in g.ops if lstm.matches(g, op)) + \
         (sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op)) if kernels == "tinycc" else 0)
 
 
