@@ -20,10 +20,10 @@ TABLE_BYTES = 256 * 4  # the sigmoid table, int32
 
 
 def table_bytes(g: Graph, op: Op) -> int:
-    """Flash beyond the graph's own weights and bias: the sigmoid table, the recurrent bias (4H int32) and, for a
-    layer without bias, the input bias."""
+    """Flash beyond the graph's own weights and bias: the sigmoid table, the gates' multipliers and shifts, the
+    recurrent bias (4H int32) and, for a layer without bias, the input bias."""
     units = g.tensors[op.inputs[2]].shape[1]
-    return TABLE_BYTES + 16 * units * (1 if len(op.inputs) > 3 else 2)
+    return TABLE_BYTES + 64 + 16 * units * (1 if len(op.inputs) > 3 else 2)  # + 16 gate multipliers/shifts
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -41,7 +41,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     p = lstm_op_params(g, op)
     units = g.tensors[op.inputs[2]].shape[1]
     code = render("lstm.c.j2", fn="{fn}", T=x.shape[1], F=x.shape[2], H=units, SEQ=op.attrs["return_sequences"],
-                  CELL_POWER=p["cell_power"], GATES=p["gates"], OUT_ZP=p["out_zp"], FC=p["fc"],
+                  CELL_POWER=p["cell_power"], OUT_ZP=p["out_zp"], FC=p["fc"],
                   IC=p["ic"], HID=p["hidden"], TANH=tanh_params(p["cell_power"]), CLIP=p["cell_clip"])
     rows = np.zeros(4 * units, np.int64) if len(op.inputs) < 4 else g.tensors[op.inputs[3]].data.astype(np.int64)
     bias_in = rows - p["in_zp"] * g.tensors[op.inputs[1]].data.astype(np.int64).sum(axis=1)
@@ -49,5 +49,6 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]),
             arrays.const(op.inputs[2]), arrays.array("bias", "int32_t", bias_in),
             arrays.array("bias_rec", "int32_t", bias_rec),
+            arrays.array("mult", "int32_t", np.array([[gt[j] for gt in p["gates"]] for j in range(4)]).reshape(-1)),
             arrays.array("lut", "int32_t", np.array(SIGMOID_TABLE_U16, np.int32))]
     return code, args
