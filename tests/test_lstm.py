@@ -295,3 +295,36 @@ def test_kws_lstm_under_qemu_m4(session, tmp_path: Path) -> None:
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
     estimate = sum(op_instructions(dep.extractor, o) for o in dep.extractor.ops)
     assert 0.75 < out.instructions["features"] / estimate < 1.25, (out.instructions, estimate)
+
+
+def test_small_lstm_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
+    """The arduino target on an 8-bit AVR (16-bit int): the self-test's predictions before and after learning
+    equal the simulator's."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import report_predictions
+
+    from . import arduino_harness
+    from .deploy_util import emit
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((16, 6))
+    h = keras.layers.LSTM(8, name="lstm")(inp)
+    h = keras.layers.Dense(8, activation="relu", name="fc")(h)
+    m = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(h))
+    xt, yt = _kws_data(48, 4, steps=16, feats=6)
+    dep = build_deployment(_clean(session, m), {"calib_data": xt, "buffer": 8, "lr": 0.1, "cut": "fc"}, session,
+                           ArduinoBackend())
+    x, y = xt[:6], yt[:6].astype(np.int64)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 6, "test_learn": 12},
+         tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
+    lines = arduino_harness.run_simavr(elf)
+    report = lines[lines.index(next(line for line in lines if line.startswith("tinycc demo"))):]
+    rows = report_predictions("\n".join(report))
+    sim = Simulator(dep)
+    assert rows["before"] == list(sim.predict(x)[0])
+    for i in range(12):
+        sim.learn(x[i % 6], int(y[i % 6]))
+    assert rows["after"] == list(sim.predict(x)[0])
