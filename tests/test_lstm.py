@@ -328,3 +328,26 @@ def test_small_lstm_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
     for i in range(12):
         sim.learn(x[i % 6], int(y[i % 6]))
     assert rows["after"] == list(sim.predict(x)[0])
+
+
+def test_cli_compile_and_simulate_an_lstm_model(tmp_path: Path) -> None:
+    """`tinycc compile --target c` and `tinycc simulate` on a saved Keras LSTM model (subprocesses, clean exit)."""
+    import subprocess
+    import sys
+
+    m = _kws_model(steps=20, feats=6, units=8)
+    m.save(tmp_path / "kws.keras")
+    x, y = _kws_data(160, 2, steps=20, feats=6)
+    np.savez(tmp_path / "kws.npz", x_train=x, y_train=y, x_calib=x[:32])
+    run = [sys.executable, "-m", "tinycc.cli"]
+    r = subprocess.run(run + ["compile", str(tmp_path / "kws.keras"), "--target", "c", "--calib",
+                              str(tmp_path / "kws.npz"), "--cut", "fc", "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "lstm" in (tmp_path / "out" / "model.c").read_text().lower()
+    r = subprocess.run(run + ["simulate", str(tmp_path / "kws.keras"), "--scenario", "concept-drift", "--data",
+                              str(tmp_path / "kws.npz"), "--swap", "0,1", "--at", "40", "--stream", "80", "--test", "30",
+                              "--buffer", "8", "--runs", "1", "--cut", "fc", "--no-progress", "-o", str(tmp_path / "sim")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "final accuracy" in r.stdout and (tmp_path / "sim" / "concept-drift.csv").is_file()
