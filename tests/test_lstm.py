@@ -351,3 +351,32 @@ def test_cli_compile_and_simulate_an_lstm_model(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "final accuracy" in r.stdout and (tmp_path / "sim" / "concept-drift.csv").is_file()
+
+
+def test_tflite_lstm_variants_are_refused_in_one_line(session, tmp_path: Path) -> None:
+    """A time-major LSTM or one with peepholes (a cell-to-gate tensor) is refused naming the operator's output."""
+    import flatbuffers
+
+    from tinycc.plugins.frontends.tflite import read_tflite
+    from tinycc.tflite_schema import schema
+
+    inp = keras.Input((5, 3))
+    g = _clean(session, keras.Model(inp, keras.layers.LSTM(4, return_sequences=True, name="seq")(inp)))
+    s = schema()
+    for case in ("time_major", "peephole"):
+        m = s.ModelT.InitFromPackedBuf(write_tflite(g), 0)
+        op = next(o for o in m.subgraphs[0].operators if len(o.inputs) == 24)
+        if case == "time_major":
+            op.builtinOptions.timeMajor = True
+        else:
+            ins = np.array(op.inputs)
+            ins[9] = ins[12]  # a [H] tensor where the input gate's peephole weights go
+            op.inputs = ins
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        path = tmp_path / f"{case}.tflite"
+        path.write_bytes(bytes(b.Output()))
+        with pytest.raises(UnsupportedLayerError) as e:
+            read_tflite(str(path))
+        msg = str(e.value)
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in msg and "\n" not in msg and len(msg) < 200, msg
