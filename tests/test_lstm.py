@@ -380,3 +380,25 @@ def test_tflite_lstm_variants_are_refused_in_one_line(session, tmp_path: Path) -
             read_tflite(str(path))
         msg = str(e.value)
         assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in msg and "\n" not in msg and len(msg) < 200, msg
+
+
+PUBLISHED = ("trained_lstm_int8.tflite", "micro_speech_lstm.tflite")  # TFLite Micro's examples (converter output)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_converter_lstm_files(name: str) -> None:
+    """Converter-made int8 LSTM files (TFLite Micro's mnist_lstm and xtensa micro_speech_lstm examples, placed in
+    ../shared/models/tflm-lstm): imported, run_int8 equals TFLite Micro (flavor tflm) and TFLite (flavor tflite)."""
+    from .conftest import MLPERF_MODELS
+    from tinycc.plugins.frontends.tflite import read_tflite
+
+    path = MLPERF_MODELS.parent / "tflm-lstm" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found (copy it from tensorflow/tflite-micro)")
+    g = read_tflite(str(path))
+    assert [o.kind.value for o in g.ops][:2] == ["lstm", "reshape"]
+    shape = g.tensors[g.inputs[0]].shape
+    x = np.clip(np.random.default_rng(0).normal(-90, 40, (4,) + shape[1:]), -128, 127).astype(np.int8)
+    data = path.read_bytes()
+    np.testing.assert_array_equal(run_int8(g, x)[g.outputs[0]], _tflm(data, x))
+    np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _tflite(data, x))
