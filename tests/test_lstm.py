@@ -402,3 +402,26 @@ def test_published_converter_lstm_files(name: str) -> None:
     data = path.read_bytes()
     np.testing.assert_array_equal(run_int8(g, x)[g.outputs[0]], _tflm(data, x))
     np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _tflite(data, x))
+
+
+def test_stacked_sequence_lstms_without_bias_c_equals_run_int8(session, tmp_path: Path) -> None:
+    """return_sequences=True twice (the second without bias) -> Flatten -> Dense: the C kernels' sequence outputs and
+    the no-bias path equal run_int8 (ASan/UBSan), input zero point away from 0."""
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((7, 4))
+    h = keras.layers.LSTM(6, return_sequences=True, name="l1")(inp)
+    h = keras.layers.LSTM(5, return_sequences=True, use_bias=False, name="l2")(h)
+    h = keras.layers.Dense(6, name="fc")(keras.layers.Flatten(name="flat")(h))
+    m = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(h))
+    rng = np.random.default_rng(9)
+    calib = rng.normal(1.0, 1.0, (32, 7, 4)).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2, "cut": "fc"}
+    dep = build_deployment(_clean(session, m), opts, session, CBackend())
+    assert [o.kind.value for o in dep.extractor.ops if o.kind.value == "lstm"] == ["lstm", "lstm"]
+    x = rng.normal(1.0, 1.2, (4, 7, 4)).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(4, np.int64)), "test_count": 4, "test_learn": 1},
+                   tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
