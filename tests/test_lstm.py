@@ -232,8 +232,8 @@ def test_tflite_lstm_round_trip_int8_and_float(session, tmp_path: Path, return_s
         it.reset_all_variables()
         it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
         it.invoke()
-        np.testing.assert_allclose(run(gf, x[i:i + 1])[gf.outputs[0]], it.get_tensor(it.get_output_details()[0]["index"]),
-                                   atol=1e-5)
+        ref = it.get_tensor(it.get_output_details()[0]["index"])
+        np.testing.assert_allclose(run(gf, x[i:i + 1])[gf.outputs[0]], ref, atol=1e-5)
     np.testing.assert_allclose(run(gf, x)[gf.outputs[0]], m.predict(x, verbose=0), atol=1e-5)
     run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=x))
     qpath = tmp_path / "q.tflite"
@@ -346,8 +346,9 @@ def test_cli_compile_and_simulate_an_lstm_model(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "lstm" in (tmp_path / "out" / "model.c").read_text().lower()
     r = subprocess.run(run + ["simulate", str(tmp_path / "kws.keras"), "--scenario", "concept-drift", "--data",
-                              str(tmp_path / "kws.npz"), "--swap", "0,1", "--at", "40", "--stream", "80", "--test", "30",
-                              "--buffer", "8", "--runs", "1", "--cut", "fc", "--no-progress", "-o", str(tmp_path / "sim")],
+                              str(tmp_path / "kws.npz"), "--swap", "0,1", "--at", "40", "--stream", "80",
+                              "--test", "30", "--buffer", "8", "--runs", "1", "--cut", "fc", "--no-progress",
+                              "-o", str(tmp_path / "sim")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "final accuracy" in r.stdout and (tmp_path / "sim" / "concept-drift.csv").is_file()

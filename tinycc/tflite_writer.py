@@ -277,7 +277,8 @@ class _Writer:
         o.cellClip = float(a["cell_clip"])
         o.projClip = 0.0
         o.timeMajor = False
-        self.emit("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [seq], self.s.BuiltinOptions.UnidirectionalSequenceLSTMOptions, o)
+        self.emit("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [seq], self.s.BuiltinOptions.UnidirectionalSequenceLSTMOptions,
+                  o)
         if int8:
             self.operators[-1].intermediates = np.array(
                 [self._raw_tensor(f"{op.name}/{w}_intermediate", (0,), f32) for w in
