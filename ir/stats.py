@@ -46,7 +46,7 @@ def op_macs(graph: Graph, op: Op) -> int:
 # other ops), fitted to the instructions per call measured under QEMU Cortex-M4 (benchmarks/results/backends.md;
 # within about 10 % on the benchmark models, see plugins/applications/search/feasibility.py)
 INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24,
-                 OpKind.LSTM: 8}  # LSTM: 7.9 measured (49x10 -> LSTM(32), gates and cell included)
+                 OpKind.LSTM: 5}  # LSTM: 5.3 measured (49x10 -> LSTM(32), gates and cell included)
 INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
 OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
 
