@@ -426,3 +426,19 @@ def test_stacked_sequence_lstms_without_bias_c_equals_run_int8(session, tmp_path
     feats = Simulator(dep).features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_files_read_without_tensorflow_give_the_same_ir(tmp_path: Path, fmt: str) -> None:
+    """keras_direct reads LSTM layers (weights on the cell in .keras, by position in legacy .h5) into the IR the
+    Keras path gives, byte for byte: stacked, return_sequences both ways, with and without bias."""
+    from .test_keras_direct import _same_ir
+
+    keras.utils.set_random_seed(10)
+    inp = keras.Input((6, 3))
+    h = keras.layers.LSTM(4, return_sequences=True, use_bias=False, name="a")(inp)
+    h = keras.layers.LSTM(5, name="b")(h)
+    m = keras.Model(inp, keras.layers.Dense(2, name="head")(h))
+    path = tmp_path / f"m.{fmt}"
+    m.save(path)
+    _same_ir(path)

@@ -20,6 +20,10 @@ def _act_name(fn: Any) -> str:
     return fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
 
 
+def _array(v: Any) -> np.ndarray:
+    return np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32)
+
+
 def convert_lstm(b: Any, layer: Any, ins: list[str], name: str) -> str:
     """One Keras LSTM layer on ``ins[0]`` ([N, T, F]) into an ``lstm`` op; returns its output tensor."""
     x = b.g.tensors[ins[0]]
@@ -35,11 +39,11 @@ def convert_lstm(b: Any, layer: Any, ins: list[str], name: str) -> str:
     for ok, what in checks:
         if not ok:
             raise UnsupportedLayerError(f"layer {name!r} (LSTM) uses {what}; tinycc supports the standard LSTM")
-    cell = layer.cell
-    kernel = np.asarray(cell.kernel.numpy(), np.float32)  # [F, 4H]
-    rec = np.asarray(cell.recurrent_kernel.numpy(), np.float32)  # [H, 4H]
+    cell = layer.cell  # a Keras LSTM keeps its weights on its cell; keras_direct's layer object is its own cell
+    kernel = _array(cell.kernel)  # [F, 4H]
+    rec = _array(cell.recurrent_kernel)  # [H, 4H]
     w_in = b.const(f"{name}/kernel", np.ascontiguousarray(kernel.T))
     w_rec = b.const(f"{name}/recurrent_kernel", np.ascontiguousarray(rec.T))
-    bias = [b.const(f"{name}/bias", np.asarray(cell.bias.numpy(), np.float32))] if cell.use_bias else []
+    bias = [b.const(f"{name}/bias", _array(cell.bias))] if cell.use_bias else []
     return b.op(OpKind.LSTM, [ins[0], w_in, w_rec] + bias, name, name,
                 {"return_sequences": bool(layer.return_sequences)})
