@@ -191,7 +191,7 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
     k, a = op.kind, op.attrs
     if k in _UNARY:
         return _UNARY[k](args[0], a)
-    bias = args[2] if len(args) > 2 else None
+    bias = args[3] if k == OpKind.LSTM and len(args) > 3 else (args[2] if len(args) > 2 else None)
     if k == OpKind.CONV2D:
         return conv2d(args[0], args[1], bias, a)
     if k == OpKind.DEPTHWISE_CONV2D:
@@ -217,6 +217,10 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return recurrent.gru_float(*args, a)
     if k == OpKind.SIMPLE_RNN:
         return recurrent.simple_rnn_float(*args, a)
+    if k == OpKind.LSTM:
+        from .lstm import lstm_float
+
+        return lstm_float(args[0], args[1], args[2], bias if len(args) > 3 else None, a["return_sequences"])
     if k == OpKind.CONCAT:
         n = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, _batch(x.shape, n)) for x in args], axis=a["axis"])

@@ -6,6 +6,8 @@ Requantization parameters are derived from tensor scales exactly as TFLite's Pre
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from . import interpreter as fl
@@ -13,6 +15,8 @@ from . import recurrent
 from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
                          tanh_s8)
 from .graph import Graph, IRError, Op
+from .lstm import gate_scales, lstm_int8, lstm_params
+from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
                     multiply_by_quantized_multiplier_int64, quantize, quantize_multiplier,
@@ -28,6 +32,7 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
+    OpKind.LSTM,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -71,6 +76,18 @@ def _windows_padded(x: Array, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
 
 def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[int, int]) -> Array:
     return _clamp(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, *act)
+
+
+def lstm_op_params(g: Graph, op: Op, derive: Callable[..., dict] = lstm_params) -> dict:
+    """Multipliers and shifts of an int8 ``lstm`` op (shared with the C emitter)."""
+    x, wi, wr, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]))
+    in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
+    out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
+    if wi.quant is None or wr.quant is None:
+        raise IRError(f"{op.describe()}: weights are not quantized")
+    units = wr.shape[1]
+    return derive(in_s, in_zp, gate_scales(wi.quant.scale, units), gate_scales(wr.quant.scale, units), out_s,
+                  out_zp, op.attrs["cell_power"], op.attrs["cell_clip"])
 
 
 def conv_params(g: Graph, op: Op) -> dict:
@@ -290,6 +307,12 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return _dense(g, op, args[0], flavor)
     if k in (OpKind.GRU, OpKind.SIMPLE_RNN):
         return _recurrent(g, op, args[0])
+    if k == OpKind.LSTM:
+        bias = args[3] if len(args) > 3 else None
+        if flavor == "tflite":  # TFLite's own integer LSTM (gemmlowp sigmoid/tanh, single-rounding cell update)
+            return lstm_int8_tflite(args[0], args[1], args[2], bias, lstm_op_params(g, op, lstm_params_tflite),
+                                    op.attrs["return_sequences"])
+        return lstm_int8(args[0], args[1], args[2], bias, lstm_op_params(g, op), op.attrs["return_sequences"])
     if k in (OpKind.RELU, OpKind.RELU6):
         return _relu(g, op, args[0])
     if k in (OpKind.SIGMOID, OpKind.TANH):
@@ -332,7 +355,8 @@ def run_int8(graph: Graph, inputs: dict[str, Array] | Array, outputs: list[str] 
 
     ``flavor``: "tflm" (default) is bit-exact with TFLite Micro and tinycc's C runtime;
     "tflite" is bit-exact with TFLite's BUILTIN_REF kernels. They differ only in
-    FULLY_CONNECTED's final rounding (TFLite rounds once, TFLite Micro twice).
+    FULLY_CONNECTED's final rounding (TFLite rounds once, TFLite Micro twice) and in the integer LSTM
+    (ir/lstm.py is TFLite Micro's, ir/lstm_tflite.py TFLite's).
     """
     if not isinstance(inputs, dict):
         inputs = {graph.inputs[0]: inputs}

@@ -89,7 +89,8 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
-LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc), int16 sigmoid/tanh per GRU/SimpleRNN"
+LUT_DETAIL = ("int8 table per LOGISTIC/TANH layer (--kernels tinycc), int16 sigmoid/tanh per GRU/SimpleRNN, "
+              "int32 sigmoid table per LSTM layer")
 
 
 def code_estimate(graph: Graph, table: Mapping[str, int], learning: bool = True) -> int:

@@ -57,6 +57,7 @@ class OpKind(str, Enum):
     DEQUANTIZE = "dequantize"
     GRU = "gru"
     SIMPLE_RNN = "simple_rnn"
+    LSTM = "lstm"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
@@ -260,6 +261,15 @@ def _pad(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [(x[0], x[1] + t + b, x[2] + l + r, x[3])]
 
 
+def _lstm(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, wi, wr = shapes[0], shapes[1], shapes[2]
+    units = wr[1] if len(wr) == 2 else 0
+    if len(x) != 3 or len(wi) != 2 or len(wr) != 2 or wi != (4 * units, x[2]) or wr != (4 * units, units) \
+            or (len(shapes) > 3 and shapes[3] != (4 * units,)):
+        raise ShapeError(f"lstm weights {wi}, {wr} do not match input {x} (expected [4H, F], [4H, H], bias [4H])")
+    return [(x[0], x[1], units) if attrs["return_sequences"] else (x[0], units)]
+
+
 @dataclass(frozen=True)
 class OpDef:
     """Schema of one op kind."""
@@ -316,6 +326,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.DEQUANTIZE, 1, 1, _same),
         OpDef(OpKind.GRU, 5, 5, gru_shape, {"return_sequences": False, "reset_after": True}, (1, 2, 3, 4)),
         OpDef(OpKind.SIMPLE_RNN, 4, 4, simple_rnn_shape, {"return_sequences": False}, (1, 2, 3)),
+        OpDef(OpKind.LSTM, 3, 4, _lstm, {"return_sequences": False, "cell_power": 0, "cell_clip": 0.0}, (1, 2, 3)),
     ]
 }
 

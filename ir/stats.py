@@ -33,6 +33,9 @@ def op_macs(graph: Graph, op: Op) -> int:
         return n_out * w[1] * w[2]
     if op.kind == OpKind.DENSE:
         return n_out * graph.tensors[op.inputs[1]].shape[1]
+    if op.kind == OpKind.LSTM:  # per step: 4H gate rows over the input and the hidden state
+        x, w_rec = graph.tensors[op.inputs[0]].shape, graph.tensors[op.inputs[2]].shape
+        return x[1] * w_rec[0] * (x[2] + w_rec[1])
     if op.kind == OpKind.TRANSPOSE_CONV2D:  # every input pixel times the whole kernel
         x, w = graph.tensors[op.inputs[0]].shape, graph.tensors[op.inputs[1]].shape
         return math.prod(x[1:3]) * math.prod(w)
@@ -46,7 +49,8 @@ def op_macs(graph: Graph, op: Op) -> int:
 # other ops), fitted to the instructions per call measured under QEMU Cortex-M4 (benchmarks/results/backends.md;
 # within about 10 % on the benchmark models, see plugins/applications/search/feasibility.py)
 INSTR_PER_MAC = {OpKind.CONV2D: 24, OpKind.DEPTHWISE_CONV2D: 60, OpKind.DENSE: 24,
-                 OpKind.GRU: 11, OpKind.SIMPLE_RNN: 11}  # recurrent: the sensor GRU of tests/test_recurrent.py
+                 OpKind.GRU: 11, OpKind.SIMPLE_RNN: 11,  # recurrent: the sensor GRU of tests/test_recurrent.py
+                 OpKind.LSTM: 5}  # LSTM: 5.3 measured (49x10 -> LSTM(32), gates and cell included)
 INSTR_PER_ELEMENT = {OpKind.SIGMOID: 400, OpKind.TANH: 400, OpKind.MUL: 100, OpKind.ADD: 60}
 OTHER_PER_ELEMENT = 20  # quantize, pooling, relu, ... per output element
 

@@ -10,7 +10,8 @@ RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/
 RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
 size), concat -> CONCATENATION, pad -> PAD (const int32
-paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE. Operator versions are those the TF 2.21
+paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
+the last step without ``return_sequences``, as the converter writes it). Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
-                 "TRANSPOSE_CONV": 4}
+                 "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
+                 "STRIDED_SLICE": 2}
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
@@ -205,9 +207,95 @@ class _Writer:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite (no TFLite "
                                         "operator computes tinycc's integer GRU/SimpleRNN); compile it for --target c "
                                         "or arduino")
+        elif k == OpKind.LSTM:
+            self._lstm(op, ins, outs)
         else:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
                                         "`tinycc ops` lists what can")
+
+    def _raw_tensor(self, name: str, shape: tuple[int, ...], type_: int, scale: float | None = None,
+                    zero_point: int = 0, variable: bool = False) -> int:
+        """A tensor with no IR counterpart (LSTM states and intermediates), optionally quantized."""
+        tt = self.s.TensorT()
+        tt.name = name.encode()
+        tt.shape = np.array(shape, np.int32)
+        tt.type = type_
+        tt.buffer = 0
+        tt.isVariable = variable
+        if scale is not None:
+            q = self.s.QuantizationParametersT()
+            q.scale = np.array([scale], np.float32)
+            q.zeroPoint = np.array([zero_point], np.int64)
+            tt.quantization = q
+        self.tensors.append(tt)
+        return len(self.tensors) - 1
+
+    def _lstm(self, op: Op, ins: list[int], outs: list[int]) -> None:
+        """UNIDIRECTIONAL_SEQUENCE_LSTM (24 inputs, batch-major) as the converter writes it: one weight and bias
+        tensor per gate, zero-initialised variable state tensors, and for int8 an int16 cell state of scale
+        2**cell_power plus the five intermediates of TFLite's 8x8_16 kernel; ``return_sequences=False`` adds a
+        SLICE of the last step and a RESHAPE."""
+        from .ir.lstm import gate_scales
+
+        g, a = self.g, op.attrs
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        units = g.tensors[op.inputs[2]].shape[1]
+        n, steps = x.shape[0], x.shape[1]
+        int8 = x.dtype != DType.FLOAT32
+        gate_t: list[list[int]] = [[], [], []]
+        for j, t in enumerate(op.inputs[1:4] if len(op.inputs) > 3 else list(op.inputs[1:3]) + [None]):
+            for k in range(4):
+                name = f"{op.name}/{('w_in', 'w_rec', 'bias')[j]}_{'ifco'[k]}"
+                if t is None:
+                    src = None
+                    data = np.zeros(units, np.int32 if int8 else np.float32)
+                else:
+                    src = g.tensors[t]
+                    data = src.data[k * units:(k + 1) * units]
+                if int8 and j < 2:
+                    sc = float(gate_scales(src.quant.scale, units)[k])
+                    q = QuantParams([sc], [0])
+                elif int8:
+                    wsc = float(gate_scales(g.tensors[op.inputs[1]].quant.scale, units)[k])
+                    q = QuantParams([np.float32(np.float32(x.quant.scale[0]) * np.float32(wsc))], [0])
+                else:
+                    q = None
+                dt = DType.FLOAT32 if not int8 else (DType.INT8 if j < 2 else DType.INT32)
+                gate_t[j].append(self.tensor(Tensor(name, data.shape, dt, np.ascontiguousarray(data), q)))
+        f32, i8, i16 = _TYPES[DType.FLOAT32], _TYPES[DType.INT8], 7
+        yq = y.quant
+        if int8:
+            out_s, out_zp = float(yq.scale[0]), int(yq.zero_point[0])
+            h = self._raw_tensor(f"{op.name}/output_state", (n, units), i8, out_s, out_zp, True)
+            c = self._raw_tensor(f"{op.name}/cell_state", (n, units), i16, 2.0 ** a["cell_power"], 0, True)
+        else:
+            h = self._raw_tensor(f"{op.name}/output_state", (n, units), f32, variable=True)
+            c = self._raw_tensor(f"{op.name}/cell_state", (n, units), f32, variable=True)
+        inputs = [ins[0]] + gate_t[0] + gate_t[1] + [-1, -1, -1] + gate_t[2] + [-1, -1, h, c, -1, -1, -1, -1]
+        seq = outs[0]
+        if not a["return_sequences"]:
+            seq = self._raw_tensor(f"{y.name}/sequence", (n, steps, units), i8 if int8 else f32,
+                                   *((float(yq.scale[0]), int(yq.zero_point[0])) if int8 else (None, 0)))
+        o = self.s.UnidirectionalSequenceLSTMOptionsT()
+        o.fusedActivationFunction = 4  # tanh
+        o.cellClip = float(a["cell_clip"])
+        o.projClip = 0.0
+        o.timeMajor = False
+        self.emit("UNIDIRECTIONAL_SEQUENCE_LSTM", inputs, [seq], self.s.BuiltinOptions.UnidirectionalSequenceLSTMOptions,
+                  o)
+        if int8:
+            self.operators[-1].intermediates = np.array(
+                [self._raw_tensor(f"{op.name}/{w}_intermediate", (0,), f32) for w in
+                 ("input_to_input", "input_to_forget", "input_to_cell", "input_to_output")] +
+                [self._raw_tensor(f"{op.name}/effective_hidden_scale_intermediate", (0,), i8, out_s, out_zp)],
+                np.int32)
+        if not a["return_sequences"]:  # the converter's form: STRIDED_SLICE of the last step, time axis shrunk
+            b = self.const_i32(f"{op.name}/begin", [0, -1, 0])
+            e = self.const_i32(f"{op.name}/end", [0, 0, 0])
+            st = self.const_i32(f"{op.name}/strides", [1, 1, 1])
+            o = self.s.StridedSliceOptionsT()
+            o.beginMask, o.endMask, o.shrinkAxisMask = 5, 5, 2
+            self.emit("STRIDED_SLICE", [seq, b, e, st], outs, self.s.BuiltinOptions.StridedSliceOptions, o)
 
     def _zero_bias(self, op: Op) -> int:
         x, w = self.g.tensors[op.inputs[0]], self.g.tensors[op.inputs[1]]

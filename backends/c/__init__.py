@@ -385,10 +385,12 @@ class CBackend(Backend):
 
 
 def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) -> MemoryFigures:
-    """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables."""
-    from .kernels import table_bytes
+    """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables; the
+    runtime state includes each LSTM kernel's static hidden, cell and gate arrays."""
+    from .kernels import lstm, table_bytes
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
+    state += sum(lstm.state_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # LSTM states, static RAM
     detail = f"int8 activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),

@@ -38,7 +38,11 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "HARD_SWISH": "AddHardSwish", "SOFTMAX": "AddSoftmax", "LEAKY_RELU": "AddLeakyRelu", "MEAN": "AddMean",
             "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
-            "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv"}
+            "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv",
+            "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice"}
+# operators whose variable tensors (an LSTM's hidden and cell state) TFLite Micro keeps between Invoke calls:
+# the interpreter is Reset() before each inference so every input starts from a zero state, as in Keras
+STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})
 
 
 _NO_TFLM = {OpKind.GRU: "GRU", OpKind.SIMPLE_RNN: "SimpleRNN"}
@@ -196,7 +200,8 @@ class TflmBackend(Backend):
                "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
-               "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory}
+               "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
+               "reset_state": bool(STATEFUL & set(ops))}
         if infer:
             out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
                    "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",

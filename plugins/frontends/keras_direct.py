@@ -50,12 +50,16 @@ _ARGS: dict[str, set[str]] = {
     "ZeroPadding1D": {"padding", "data_format"}, "Dropout": {"rate", "noise_shape", "seed"},
     "SpatialDropout2D": {"rate", "data_format", "seed"}, "GaussianNoise": {"stddev", "seed"},
     "GaussianDropout": {"rate", "seed"}, "Rescaling": {"scale", "offset"},
+    "LSTM": {"units", "activation", "recurrent_activation", "use_bias", "unit_forget_bias", "dropout",
+             "recurrent_dropout", "seed", "return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+             "zero_output_for_mask", "use_cudnn", "implementation", "time_major"},
 }
 _COMMON = {"name", "trainable", "dtype", "batch_input_shape", "input_shape", "batch_size", "input_dim",
            "activity_regularizer"}
 # arguments that must have these values for the IR to mean what Keras computes
 _REQUIRED = {"renorm": (False,), "virtual_batch_size": (None,), "adjustment": (None,), "quantization_config": (None,),
-             "lora_rank": (None, 0)}
+             "lora_rank": (None, 0), "return_state": (False,), "go_backwards": (False,), "stateful": (False,),
+             "time_major": (False,)}
 _FLOAT_POLICIES = {"float32", "float64", "mixed_float16", "mixed_bfloat16"}
 _RANK = {"Conv1D": 1, "DepthwiseConv1D": 1, "MaxPooling1D": 1, "AveragePooling1D": 1}
 
@@ -204,6 +208,16 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.rate = _number(conf.get("rate", 0.0))
     elif cls == "Rescaling":
         layer.scale, layer.offset = _number(conf.get("scale")), _number(conf.get("offset", 0.0))
+    elif cls == "LSTM":  # the converter (keras_lstm) refuses activations other than tanh/sigmoid by name
+        layer.units = conf.get("units")
+        if not isinstance(layer.units, int) or isinstance(layer.units, bool) or layer.units < 1:
+            raise NotCovered(f"layer {name!r}: units")
+        layer.activation = conf.get("activation", "tanh")
+        layer.recurrent_activation = conf.get("recurrent_activation", "sigmoid")
+        layer.use_bias = bool(conf.get("use_bias", True))
+        layer.return_sequences = bool(conf.get("return_sequences", False))
+        layer.return_state = layer.go_backwards = layer.stateful = False
+        layer.cell = layer  # the weights are set on the layer (Keras keeps them on its cell)
     return layer
 
 
@@ -233,6 +247,10 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
         return out + ([("bias", (layer.filters,))] if layer.use_bias else [])
     if cls == "Dense":
         return [("kernel", (cin, layer.units))] + ([("bias", (layer.units,))] if layer.use_bias else [])
+    if cls == "LSTM":
+        u = layer.units
+        return [("kernel", (cin, 4 * u)), ("recurrent_kernel", (u, 4 * u))] + \
+            ([("bias", (4 * u,))] if layer.use_bias else [])
     if cls == "BatchNormalization":
         rank = len(in_shape)
         if not -rank <= layer.axis < rank:
@@ -244,7 +262,7 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
 
 
 _HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "Dense",
-                "BatchNormalization"}
+                "BatchNormalization", "LSTM"}
 
 
 def _snake(name: str) -> str:
@@ -291,6 +309,14 @@ class _Weights:
             key = base if base not in used else f"{base}_{used[base] + 1}"
             used[base] = used[base] + 1 if base in used else 0
             vars_ = f.get(f"layers/{key}/vars")
+            if cls_name == "LSTM":  # an RNN layer keeps its variables on its cell; its own vars hold none
+                if vars_ is None or len(vars_) or _text(vars_.attrs.get("name", name)) != name:
+                    raise NotCovered(f"weights of LSTM {name!r}")
+                vars_ = f.get(f"layers/{key}/cell/vars")
+                if vars_ is None:
+                    raise NotCovered(f"no weights for {name!r}")
+                out[name] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
+                continue
             if vars_ is None:
                 if cls_name in _HAS_WEIGHTS:
                     raise NotCovered(f"no weights for {name!r}")

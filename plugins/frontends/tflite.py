@@ -45,6 +45,7 @@ from ...ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
 from ...ir.ops import OpKind, same_padding
 from ...ir.tensor import DType, QuantParams, Tensor
 from ...tflite_schema import builtin_name, schema
+from .tflite_lstm import read_lstm
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 
@@ -56,7 +57,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 # operators the reader maps (see the module docstring); int32 shape arithmetic (SHAPE, ...) is dropped
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
-    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
@@ -442,6 +443,8 @@ class _Reader:
                 size = int(self.sg.tensors[i].shape[axis])
                 self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
                 begin += size
+        elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+            read_lstm(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
             self._strided_slice(o, x, out)
         elif code == "TRANSPOSE":
@@ -501,7 +504,8 @@ class _Reader:
         opt, shape = o.builtinOptions, self.g.tensors[x].shape
         begin, end, strides = (self._const(o.inputs[i], "STRIDED_SLICE " + w).reshape(-1)
                                for i, w in ((1, "begin"), (2, "end"), (3, "strides")))
-        if np.any(strides != 1) or opt.ellipsisMask or opt.newAxisMask or opt.shrinkAxisMask:
+        shrink = int(opt.shrinkAxisMask or 0)
+        if np.any(strides != 1) or opt.ellipsisMask or opt.newAxisMask or shrink & 1:
             raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r}: only a slice with stride 1 "
                                         "that keeps every axis is supported")
         cuts = []
@@ -509,6 +513,8 @@ class _Reader:
             b = 0 if opt.beginMask >> axis & 1 else int(begin[axis])
             e = dim if opt.endMask >> axis & 1 else int(end[axis]) + (b if getattr(opt, "offset", False) else 0)
             b, e = (min(max(v + dim if v < 0 else v, 0), dim) for v in (b, e))
+            if shrink >> axis & 1:  # one index, axis dropped (the last step after an LSTM): end is begin + 1
+                e = b + 1
             if (b, e) != (0, dim):
                 if axis == 0 or e <= b:
                     raise UnsupportedLayerError(f"STRIDED_SLICE writing {self._short(out)!r} slices the batch axis "
@@ -524,6 +530,13 @@ class _Reader:
                               origin=self._tname(out), output_name=name).outputs[0]
             self.g.tensors[x].dtype, self.g.tensors[x].quant = src.dtype, src.quant
         axis, b, n = cuts[-1]
+        if shrink:  # slice, then drop the shrunk axes
+            name = self.g.unique_tensor_name(f"{self._tname(out)}/sliced")
+            x = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(name), {"axis": axis, "begin": b, "length": n},
+                              origin=self._tname(out), output_name=name).outputs[0]
+            self.g.tensors[x].dtype, self.g.tensors[x].quant = src.dtype, src.quant
+            self.add(OpKind.RESHAPE, [x], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
+            return
         self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
 
     def _as_4d(self, x: str) -> str:

@@ -18,6 +18,8 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - softmax/sigmoid get 1/256 and -128, tanh 1/128 and 0; pools/reshapes/pads after them inherit
   these; a concatenation mixing them with other tensors would need a requantize op and is refused;
 - GRU and SimpleRNN take tinycc's integer form (``quantize_recurrent``; docs/architecture.md, "Recurrent layers");
+- lstm: per-gate int8 weights, int16 cell state of power-of-two scale from the calibrated cell range
+  (``quantize_lstm``), output parameters calibrated (TFLite's integer LSTM);
 - hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
 - a constant operand of add/sub/mul gets its own per-tensor asymmetric parameters, one of
   concat/maximum/minimum the output's;
@@ -61,6 +63,7 @@ from ...config import CompileConfig, QuantConfig
 from ...data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
 from ...passes import Pass, PassContext
 from .quantize_recurrent import quantize_recurrent
+from .quantize_lstm import cell_maxima, quantize_lstm
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
@@ -218,7 +221,8 @@ class Calibrate(Pass):
             ranges = calibrate(graph, x, OBSERVERS[kind](), ctx.config.quant.calib_batch_size, prog)
         except CalibrationDataError as e:
             raise TinyccError(str(e)) from None
-        ctx.results["calibrate"] = {"ranges": ranges, "samples": x, "observer": kind}
+        cells = cell_maxima(graph, x, ctx.config.quant.calib_batch_size)
+        ctx.results["calibrate"] = {"ranges": ranges, "samples": x, "observer": kind, "lstm_cells": cells}
         log.info("calibrated %d tensors on %d samples (%s)", len(ranges), sample_count(x), kind)
         return False
 
@@ -295,7 +299,10 @@ class QuantizeInt8(Pass):
             kept.append((op, graph.tensors[op.outputs[0]], pos))
         params = activation_params(graph, ctx.results["calibrate"]["ranges"])
         per_tensor_dense = ctx.config.quant.dense_per_tensor
+        cells = ctx.results["calibrate"].get("lstm_cells", {})
         for op in list(graph.ops):
+            if op.kind == OpKind.LSTM:
+                quantize_lstm(graph, op, float(params[op.inputs[0]].scale[0]), cells.get(op.name))
             self._quantize_consts(graph, op, params, per_tensor_dense)
         graph.prune_unused()
         for t in graph.activations():

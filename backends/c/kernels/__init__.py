@@ -62,11 +62,11 @@ def _modules() -> list[Any]:
 
 
 def table_bytes(g: Graph, kernels: str) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (GRU/SimpleRNN's always, LOGISTIC/TANH's
-    with ``--kernels tinycc``)."""
-    from . import lut, rnn
+    """Flash of the lookup tables that the generated kernels of `g` add (GRU/SimpleRNN's and LSTM's always,
+    LOGISTIC/TANH's with ``--kernels tinycc``)."""
+    from . import lstm, lut, rnn
 
-    tables = rnn.table_bytes(g)  # every --kernels
+    tables = rnn.table_bytes(g) + sum(lstm.table_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # every --kernels
     if kernels != "tinycc":
         return tables
     return tables + sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
@@ -77,9 +77,12 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
     ``mode`` is ``--kernels`` (only ``tinycc`` specializes)."""
-    if mode != "tinycc":
-        return None
-    for mod in _modules():
+    from . import lstm
+
+    mods = _modules() if mode == "tinycc" else []
+    if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
+        mods = [lstm]
+    for mod in mods:
         if mod.matches(g, op):
             code, args = mod.emit(g, op, arrays)
             code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
