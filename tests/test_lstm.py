@@ -388,14 +388,11 @@ PUBLISHED = ("trained_lstm_int8.tflite", "micro_speech_lstm.tflite")  # TFLite M
 
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_converter_lstm_files(name: str) -> None:
-    """Converter-made int8 LSTM files (TFLite Micro's mnist_lstm and xtensa micro_speech_lstm examples, placed in
-    ../shared/models/tflm-lstm): imported, run_int8 equals TFLite Micro (flavor tflm) and TFLite (flavor tflite)."""
-    from .conftest import MLPERF_MODELS
+    """Converter-made int8 LSTM files (TFLite Micro's mnist_lstm and xtensa micro_speech_lstm examples, kept in
+    tests/data/tflm-lstm): imported, run_int8 equals TFLite Micro (flavor tflm) and TFLite (flavor tflite)."""
     from tinycc.plugins.frontends.tflite import read_tflite
 
-    path = MLPERF_MODELS.parent / "tflm-lstm" / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found (copy it from tensorflow/tflite-micro)")
+    path = Path(__file__).parent / "data" / "tflm-lstm" / name
     g = read_tflite(str(path))
     assert [o.kind.value for o in g.ops][:2] == ["lstm", "reshape"]
     shape = g.tensors[g.inputs[0]].shape
