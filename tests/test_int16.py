@@ -1,0 +1,193 @@
+"""int16 activations (TFLite's 16x8): converter files imported and run bit-exactly like BUILTIN_REF and TFLite
+Micro, tinycc's own int16 quantization compared with the converter's, mixed int8/int16 models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.config import QuantConfig
+from tinycc.errors import UnsupportedLayerError
+from tinycc.ir.interpreter import run
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.ir.ops import OpKind
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.plugins.passes.quantize import quantize_model
+from tinycc.session import Session
+
+
+def audio_cnn():
+    """Every 16x8 op tinycc reads: conv (fused relu), depthwise (relu6), ADD, PAD, MAX/AVERAGE_POOL, LEAKY_RELU
+    (the converter requantizes its output for the CONCATENATION), RESHAPE, FULLY_CONNECTED; random biases."""
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(0)
+    inp = k.Input((8, 8, 2))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    y = L.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw")(x)
+    z = L.Add(name="add")([x, y])
+    z = L.ZeroPadding2D(1, name="pad")(z)
+    z = L.MaxPooling2D(2, name="mp")(z)
+    w = L.LeakyReLU(0.2, name="lr")(L.Conv2D(4, 1, name="c2")(z))
+    z = L.AveragePooling2D(2, name="ap")(L.Concatenate(name="cat")([z, w]))
+    z = L.Dense(6, activation="relu", name="d1")(L.Flatten(name="flat")(z))
+    m = k.Model(inp, L.Dense(3, name="head")(z), name="audio_cnn")
+    rng = np.random.default_rng(0)
+    for layer in m.layers:
+        ws = layer.get_weights()
+        if len(ws) == 2:
+            layer.set_weights([ws[0], rng.normal(0, 0.3, ws[1].shape).astype(np.float32)])
+    return m
+
+
+def with_softmax():
+    import keras as k
+    from keras import layers as L
+
+    inp = k.Input((6,))
+    return k.Model(inp, L.Dense(3, activation="softmax", name="probs")(L.Dense(4, name="d")(inp)))
+
+
+def convert_16x8(model, x: np.ndarray, io: str = "int16") -> bytes:
+    import tensorflow as tf
+
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
+    c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    c.inference_input_type = getattr(tf, io)
+    c.inference_output_type = getattr(tf, io)
+    return c.convert()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("int16")
+    m = audio_cnn()
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype(np.float32)
+    (out / "int16_io.tflite").write_bytes(convert_16x8(m, x))
+    (out / "float_io.tflite").write_bytes(convert_16x8(m, x, "float32"))
+    m.save(out / "audio_cnn.keras")
+    np.save(out / "calib.npy", x)
+    return {"int16_io": out / "int16_io.tflite", "float_io": out / "float_io.tflite",
+            "keras": out / "audio_cnn.keras", "calib": out / "calib.npy", "dir": out}
+
+
+def _inputs(g, n: int, seed: int = 1) -> np.ndarray:
+    t = g.tensors[g.inputs[0]]
+    rng = np.random.default_rng(seed)
+    if t.dtype.value == "int16":
+        return rng.integers(-32768, 32768, size=(n,) + t.shape[1:]).astype(np.int16)
+    return rng.normal(size=(n,) + t.shape[1:]).astype(np.float32)
+
+
+def assert_builtin_ref(g, path: Path, x: np.ndarray) -> int:
+    """Every IR activation that names a TFLite tensor equals BUILTIN_REF's; returns how many were compared."""
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                             experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    names = [t for t in g.activations() if t in index]
+    ours = run_int8(g, x, outputs=names, flavor="tflite")
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], x[i:i + 1])
+        it.invoke()
+        for t in names:
+            np.testing.assert_array_equal(ours[t][i].reshape(-1), it.get_tensor(index[t]).reshape(-1),
+                                          err_msg=f"{path.stem}: tensor {t!r}, input {i}")
+    return len(names)
+
+
+def assert_tflm(g, data: bytes, x: np.ndarray) -> None:
+    """TFLite Micro's output equals run_int8 (flavor tflm) on every input."""
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+    tm = runtime.Interpreter.from_bytes(data, arena_size=256 * 1024)
+    ref = run_int8(g, x)[g.outputs[0]]
+    for i in range(len(x)):
+        tm.set_input(x[i:i + 1], 0)
+        tm.invoke()
+        np.testing.assert_array_equal(tm.get_output(0).reshape(-1), ref[i].reshape(-1), err_msg=f"input {i}")
+
+
+@pytest.mark.parametrize("name", ["int16_io", "float_io"])
+def test_converter_16x8_bit_exact_with_builtin_ref_and_tflm(files, name: str) -> None:
+    g = read_tflite(str(files[name]))
+    kinds = {o.kind for o in g.ops}
+    assert {OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.ADD, OpKind.PAD, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
+            OpKind.LEAKY_RELU, OpKind.CONCAT, OpKind.DENSE, OpKind.QUANTIZE} <= kinds
+    acts = [t for t in g.activations() if g.tensors[t].dtype.value != "float32"]
+    assert acts and all(g.tensors[t].dtype.value == "int16" for t in acts)
+    assert all(int(g.tensors[t].quant.zero_point[0]) == 0 for t in acts)  # 16x8 is symmetric
+    biases = [g.tensors[o.inputs[2]] for o in g.ops if o.kind == OpKind.CONV2D and len(o.inputs) > 2]
+    assert biases and all(b.dtype.value == "int64" for b in biases)
+    requant = [o for o in g.ops if o.kind == OpKind.QUANTIZE and g.tensors[o.inputs[0]].dtype.value == "int16"]
+    assert len(requant) == 1  # the converter's int16 -> int16 requantize before the concatenation
+    x = _inputs(g, 60)
+    assert assert_builtin_ref(g, files[name], x) >= len(g.ops)
+    assert_tflm(g, files[name].read_bytes(), x)
+
+
+def test_int16_op_without_kernel_is_refused_by_name(tmp_path: Path) -> None:
+    m = with_softmax()
+    p = tmp_path / "softmax16.tflite"
+    p.write_bytes(convert_16x8(m, np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)))
+    with pytest.raises(UnsupportedLayerError, match=r"softmax writing .*int16 activations are not supported"):
+        read_tflite(str(p))
+
+
+def _quantize(files, **kw):
+    g, ctx = quantize_model(str(files["keras"]), QuantConfig(calib=str(files["calib"]), **kw), Session())
+    return g, ctx.results["quantize_int8"]["float_graph"]
+
+
+def _rel_err(fg, g, x: np.ndarray) -> float:
+    yf = run(fg, x)[fg.outputs[0]]
+    yq = run_int8(g, x)[g.outputs[0]]
+    return float(np.sqrt(np.mean((yf - yq) ** 2) / np.mean(yf ** 2)))
+
+
+def test_tinycc_int16_quantization_matches_the_converter(files) -> None:
+    ours, fg = _quantize(files, activations="int16")
+    conv = read_tflite(str(files["float_io"]))
+    assert ours.meta["activations"] == "int16"
+    assert all(ours.tensors[t].dtype.value in ("int16", "float32") for t in ours.activations())
+    weighted = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
+    mine = [o for o in ours.ops if o.kind in weighted]
+    theirs = [o for o in conv.ops if o.kind in weighted]
+    assert [o.kind for o in mine] == [o.kind for o in theirs]
+    for a, b in zip(mine, theirs):  # same int8 weights and scales; int64 biases within one step
+        np.testing.assert_array_equal(ours.tensors[a.inputs[1]].data, conv.tensors[b.inputs[1]].data)
+        np.testing.assert_allclose(ours.tensors[a.inputs[1]].quant.scale, conv.tensors[b.inputs[1]].quant.scale)
+        if len(a.inputs) > 2 and len(b.inputs) > 2:
+            qa, qb = ours.tensors[a.inputs[2]].data, conv.tensors[b.inputs[2]].data
+            assert qa.dtype == qb.dtype == np.int64 and np.abs(qa - qb).max() <= 1
+    # the input's parameters are the converter's exactly; every other scale within 1e-6 relative where the
+    # converter did not choose its own grouping (it gives ADD's inputs the output's scale, see the docs)
+    q_in = [o for o in ours.ops if o.kind == OpKind.QUANTIZE][0]
+    c_in = [o for o in conv.ops if o.kind == OpKind.QUANTIZE][0]
+    assert ours.tensors[q_in.outputs[0]].quant.equals(conv.tensors[c_in.outputs[0]].quant)
+    x = np.random.default_rng(3).normal(size=(40, 8, 8, 2)).astype(np.float32)
+    e16, e_conv = _rel_err(fg, ours, x), _rel_err(fg, conv, x)
+    int8, _ = _quantize(files)
+    e8 = _rel_err(fg, int8, x)
+    assert e16 < 0.5 * e8 and e16 < 1.5 * e_conv  # int16 is the gain; as good as the converter's
+
+
+def test_mixed_int8_int16_layers(files) -> None:
+    g, fg = _quantize(files, int16_layers=("first", "last"))
+    assert g.meta["activations"] == "mixed"
+    convs = [o for o in g.ops if o.kind in (OpKind.CONV2D, OpKind.DENSE)]
+    dt = {o.origin: g.tensors[o.outputs[0]].dtype.value for o in convs}
+    assert dt["c1"] == "int16" and dt["head"] == "int16" and dt["c2"] == "int8" and dt["d1"] == "int8"
+    bias = {o.origin: g.tensors[o.inputs[2]].dtype.value for o in convs}
+    assert bias["head"] == "int64" and bias["d1"] == "int32"
+    req = [(g.tensors[o.inputs[0]].dtype.value, g.tensors[o.outputs[0]].dtype.value) for o in g.ops
+           if o.kind == OpKind.QUANTIZE and g.tensors[o.inputs[0]].dtype.value != "float32"]
+    assert sorted(req) == [("int16", "int8"), ("int8", "int16")]  # after c1, before head
+    x = np.random.default_rng(4).normal(size=(20, 8, 8, 2)).astype(np.float32)
+    assert np.isfinite(_rel_err(fg, g, x))
