@@ -15,6 +15,7 @@ from tinycc.ir.ops import OpKind
 from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.plugins.passes.quantize import quantize_model
 from tinycc.session import Session
+from tinycc.tflite_writer import write_tflite
 
 
 def audio_cnn():
@@ -186,8 +187,26 @@ def test_mixed_int8_int16_layers(files) -> None:
     assert dt["c1"] == "int16" and dt["head"] == "int16" and dt["c2"] == "int8" and dt["d1"] == "int8"
     bias = {o.origin: g.tensors[o.inputs[2]].dtype.value for o in convs}
     assert bias["head"] == "int64" and bias["d1"] == "int32"
-    req = [(g.tensors[o.inputs[0]].dtype.value, g.tensors[o.outputs[0]].dtype.value) for o in g.ops
-           if o.kind == OpKind.QUANTIZE and g.tensors[o.inputs[0]].dtype.value != "float32"]
-    assert sorted(req) == [("int16", "int8"), ("int8", "int16")]  # after c1, before head
+    req = [(o.kind.value, g.tensors[o.inputs[0]].dtype.value, g.tensors[o.outputs[0]].dtype.value) for o in g.ops
+           if o.kind in (OpKind.QUANTIZE, OpKind.DEQUANTIZE)][1:-1]  # without the model's input and output
+    # int16 -> int8 after c1 (TFLite's Requantize); int8 -> int16 before head through float32 (TFLite's QUANTIZE
+    # has no int8 -> int16 form)
+    assert req == [("quantize", "int16", "int8"), ("dequantize", "int8", "float32"), ("quantize", "float32", "int16")]
     x = np.random.default_rng(4).normal(size=(20, 8, 8, 2)).astype(np.float32)
     assert np.isfinite(_rel_err(fg, g, x))
+
+
+@pytest.mark.parametrize("kw", [{"activations": "int16"}, {"int16_layers": ("first", "last")}],
+                         ids=["int16", "mixed"])
+def test_written_16x8_runs_in_tflite_and_tflm(files, tmp_path: Path, kw: dict) -> None:
+    """tinycc's own int16 (and mixed) quantization written as .tflite: BUILTIN_REF and TFLite Micro equal run_int8
+    on every tensor, and the file reads back into the same graph outputs."""
+    g, _ = _quantize(files, **kw)
+    data = write_tflite(g)
+    path = tmp_path / "ours.tflite"
+    path.write_bytes(data)
+    x = np.random.default_rng(5).normal(size=(30, 8, 8, 2)).astype(np.float32)
+    back = read_tflite(str(path))
+    assert assert_builtin_ref(back, path, x) >= len(g.ops) - 1
+    np.testing.assert_array_equal(run_int8(back, x)[back.outputs[0]], run_int8(g, x)[g.outputs[0]])
+    assert_tflm(g, data, x)

@@ -4,8 +4,10 @@ requantize (QUANTIZE) ops between int8 and int16 parts of a mixed model.
 ``QuantConfig.activations == "int16"`` makes every op int16; ``QuantConfig.int16_layers`` names layers (their
 origin or op name, or ``first``/``last``: the first/last layer with weights) kept in int16 in an int8 model.
 Ops that share their input's parameters (pooling, reshape, pad, concatenation, ...) follow their input's
-precision. Where a tensor meets an op of the other precision a QUANTIZE op requantizes it, as the TFLite converter
-writes mixed models; int16 tensors are symmetric (zero point 0, scale max|x| / 32767).
+precision. Where a tensor meets an op of the other precision it is requantized: int16 -> int8 by a QUANTIZE
+op (TFLite's Requantize), int8 -> int16 by DEQUANTIZE + QUANTIZE through float32 (TFLite's QUANTIZE refuses
+an int8 input with an int16 output; TFLite Micro would take it, but the file must run in both). int16 tensors
+are symmetric (zero point 0, scale max|x| / 32767, as the converter's 16x8 mode).
 """
 from __future__ import annotations
 
@@ -71,10 +73,11 @@ def tensor_precision(graph: Graph, wide: set[str]) -> set[str]:
     return out
 
 
-def insert_requantize(graph: Graph, wide: set[str], wide_t: set[str], ranges: dict) -> None:
-    """A QUANTIZE (requantize) op wherever a tensor is read by an op of the other precision; the new tensor
-    gets the source's calibrated range (its own parameters in its own type)."""
+def insert_requantize(graph: Graph, wide: set[str], wide_t: set[str], ranges: dict) -> set[str]:
+    """A requantization wherever a tensor is read by an op of the other precision; the new tensor gets the
+    source's calibrated range (its own parameters in its own type). Returns the float32 tensors it made."""
     made: dict[tuple[str, bool], str] = {}
+    floats: set[str] = set()
     for op in list(graph.ops):
         if op.kind in (OpKind.QUANTIZE, OpKind.DEQUANTIZE):
             continue
@@ -83,8 +86,16 @@ def insert_requantize(graph: Graph, wide: set[str], wide_t: set[str], ranges: di
                 continue
             key = (t, op.name in wide)
             if key not in made:
+                src = t
+                if key[1]:  # int8 -> float32 -> int16
+                    mid = graph.unique_tensor_name(f"{t}/float")
+                    d = graph.add_op(OpKind.DEQUANTIZE, [t], graph.unique_op_name(mid), {}, origin=op.origin,
+                                     output_name=mid, index=graph.ops.index(op))
+                    src = d.outputs[0]
+                    floats.add(src)
+                    ranges[src] = ranges[t]
                 new = graph.unique_tensor_name(f"{t}/{'int16' if key[1] else 'int8'}")
-                q = graph.add_op(OpKind.QUANTIZE, [t], graph.unique_op_name(new), {}, origin=op.origin,
+                q = graph.add_op(OpKind.QUANTIZE, [src], graph.unique_op_name(new), {}, origin=op.origin,
                                  output_name=new, index=graph.ops.index(op))
                 made[key] = q.outputs[0]
                 ranges[made[key]] = ranges[t]
@@ -92,6 +103,7 @@ def insert_requantize(graph: Graph, wide: set[str], wide_t: set[str], ranges: di
                     wide_t.add(made[key])
                     wide.add(q.name)
             op.inputs[i] = made[key]
+    return floats
 
 
 def int16_params(rmin: float, rmax: float) -> tuple[float, int]:
@@ -108,8 +120,10 @@ def quantize_bias64(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
     return np.clip(q, -lim, lim).astype(np.int64), scales
 
 
-def set_dtypes(graph: Graph, params: dict[str, QuantParams], wide_t: set[str]) -> None:
-    """Give every activation its integer type and parameters."""
+def set_dtypes(graph: Graph, params: dict[str, QuantParams], wide_t: set[str], floats: set[str]) -> None:
+    """Give every activation but ``floats`` its integer type and parameters."""
     for t in graph.activations():
+        if t in floats:
+            continue
         graph.tensors[t].quant = params[t]
         graph.tensors[t].dtype = DType.INT16 if t in wide_t else DType.INT8

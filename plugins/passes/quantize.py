@@ -302,13 +302,13 @@ class QuantizeInt8(Pass):
         check_int16_support(graph, wide)
         ranges = dict(ctx.results["calibrate"]["ranges"])
         wide_t = tensor_precision(graph, wide)
-        insert_requantize(graph, wide, wide_t, ranges)
+        floats = insert_requantize(graph, wide, wide_t, ranges)
         params = activation_params(graph, ranges, wide_t)
         per_tensor_dense = ctx.config.quant.dense_per_tensor
         for op in list(graph.ops):
             self._quantize_consts(graph, op, params, per_tensor_dense, op.name in wide)
         graph.prune_unused()
-        set_dtypes(graph, params, wide_t)
+        set_dtypes(graph, params, wide_t, floats)
         for op in graph.ops:
             if op.kind == OpKind.GLOBAL_AVG_POOL:  # TFLite's MEAN where the parameters differ
                 op.attrs["requantize"] = not params[op.inputs[0]].equals(params[op.outputs[0]])
