@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,9 @@ from ...ir.ops import OpKind
 from ...ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ...ir.tensor import DType, QuantParams, Tensor
-from ...options import path_text, positive_float, positive_int
+from ...options import layer_names, path_text, positive_float, positive_int
 from ...output import check_output_file, write_atomic
-from ...config import CompileConfig, QuantConfig
+from ...config import ACTIVATIONS, CompileConfig, QuantConfig
 from ...data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
 from ...passes import Pass, PassContext
 from .precision import (check_int16_support, insert_requantize, int16_ops, int16_params, quantize_bias64, set_dtypes,
@@ -426,7 +427,7 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
 
 
 def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
-    from .quant_report import build_report
+    from .quant_report import add_baseline, build_report
     from ...tflite_writer import write_tflite
 
     out = Path(args.output)
@@ -435,7 +436,8 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
         check_output_file(Path(args.report))  # never a device, folder or symlink; before any work
     quant = QuantConfig(calib=args.calib, observer=args.observer, int8_input=args.int8_io, int8_output=args.int8_io,
                         calib_scale=args.calib_scale, calib_limit=args.calib_limit,
-                        dense_per_tensor=args.dense_per_tensor)
+                        dense_per_tensor=args.dense_per_tensor, activations=args.activations or "int8",
+                        int16_layers=args.int16_layers or ())
     graph, ctx = quantize_model(args.model, quant, session, progress=sys.stderr.isatty())
     data = write_tflite(graph)  # raises for ops TFLite cannot run, before anything is written
     ex = ey = None
@@ -450,6 +452,10 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
             ex = ex * np.float32(args.calib_scale)
     report = build_report(ctx.results["quantize_int8"]["float_graph"], graph, ctx.results["calibrate"]["samples"],
                           ex, ey)
+    if graph.meta.get("activations"):  # int16 or mixed: the all-int8 quantization beside it shows the gain
+        base, bctx = quantize_model(args.model, replace(quant, activations="int8", int16_layers=()), session)
+        add_baseline(report, build_report(bctx.results["quantize_int8"]["float_graph"], base,
+                                          bctx.results["calibrate"]["samples"]))
     write_atomic(out, data)
     if args.report:
         write_atomic(Path(args.report), (json.dumps(report.to_dict(), indent=1) + "\n").encode())
@@ -460,7 +466,7 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser("quantize", help="int8-quantize a model into a .tflite file (with a report)")
+    p = subparsers.add_parser("quantize", help="int8- (or int16-) quantize a model into a .tflite file (with a report)")
     p.add_argument("model", help="model file (.h5/.keras or any registered frontend)")
     p.add_argument("--calib", required=True, help="calibration data: .npz/.npy, image folder, or SOURCE:ARG")
     p.add_argument("--observer", default="minmax", choices=sorted(OBSERVERS), help="range observer")
@@ -470,6 +476,10 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")
     p.add_argument("--dense-per-tensor", action="store_true", help="one weight scale per Dense layer")
+    p.add_argument("--activations", choices=ACTIVATIONS,
+                   help="activation type: int8 (default) or int16 (TFLite's 16x8: int8 weights, int64 bias)")
+    p.add_argument("--int16-layers", type=layer_names, metavar="NAME,NAME",
+                   help="keep these layers (or first, last) in int16 in an int8 model; the report shows the gain")
     p.add_argument("-o", "--output", type=path_text, required=True, help="the .tflite file to write (atomically)")
     p.add_argument("--report", type=path_text, help="also write the quantization report as JSON here")
     p.set_defaults(func=cmd_quantize)
