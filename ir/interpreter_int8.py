@@ -54,10 +54,12 @@ SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG
 def interpreter_only(g: Graph, op: Op) -> str | None:
     """Why ``op`` runs in :func:`run_int8` but has no kernel in tinycc's C runtime, or None.
 
-    Only a QUANTIZE between integer types other than int8 -> int8 (uint8 <-> int8 of uint8-IO models) is left.
+    Only a QUANTIZE between integer types other than int8 -> int8, int16 -> int16 and int16 -> int8 (uint8 <-> int8 of
+    uint8-IO models, int8 -> int16) is left.
     """
     src, dst = g.tensors[op.inputs[0]].dtype, g.tensors[op.outputs[0]].dtype
-    if op.kind == OpKind.QUANTIZE and src != DType.FLOAT32 and (src, dst) != (DType.INT8, DType.INT8):
+    ok = {(DType.INT8, DType.INT8), (DType.INT16, DType.INT16), (DType.INT16, DType.INT8)}
+    if op.kind == OpKind.QUANTIZE and src != DType.FLOAT32 and (src, dst) not in ok:
         return f"requantizing QUANTIZE ({src.value} -> {dst.value})"
     return None
 

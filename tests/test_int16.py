@@ -210,3 +210,44 @@ def test_written_16x8_runs_in_tflite_and_tflm(files, tmp_path: Path, kw: dict) -
     assert assert_builtin_ref(back, path, x) >= len(g.ops) - 1
     np.testing.assert_array_equal(run_int8(back, x)[back.outputs[0]], run_int8(g, x)[g.outputs[0]])
     assert_tflm(g, data, x)
+
+
+
+def _inference_dep(files, session, **kw):
+    from tinycc.api import load_cleaned
+    from tinycc.backends.c import CBackend
+
+    from .deploy_util import build_inference
+
+    g = load_cleaned(str(files["keras"]), session)
+    return build_inference(g, {"calib_data": np.load(files["calib"]), **kw}, session, CBackend())
+
+
+@pytest.mark.parametrize("kw", [{"activations": "int16"}, {"int16_layers": ("first", "last")}],
+                         ids=["int16", "mixed"])
+def test_c_inference_equals_run_int8_tflm_and_builtin_ref(files, tmp_path: Path, kw: dict) -> None:
+    """The C project of an int16 (or mixed) model, built with -Werror and ASan/UBSan, prints run_int8's outputs;
+    TFLite Micro and BUILTIN_REF run the tflm target's .tflite of the same deployment to the same values."""
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import render_project
+    from .test_inference import _tflite_runs
+
+    session = Session()
+    dep = _inference_dep(files, session, **kw)
+    CBackend().check(dep)
+    assert any(dep.extractor.tensors[t].dtype.value == "int16" for t in dep.extractor.activations())
+    x = np.random.default_rng(7).normal(size=(12, 8, 8, 2)).astype(np.float32)
+    render_project(dep, {"test_vectors": x, "test_count": len(x)}, tmp_path)
+    assert "tcc_conv2d_s16" in (tmp_path / "model.c").read_text()
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    full = full_graph(dep)
+    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
+    got = np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32)
+    np.testing.assert_array_equal(got, ref)
+    assert out.check == -2  # NaN input refused
+    micro, builtin = _tflite_runs(dep, x)
+    np.testing.assert_array_equal(micro, ref)
+    np.testing.assert_array_equal(builtin, run_int8(full, x, flavor="tflite")[full.outputs[0]].reshape(len(x), -1))

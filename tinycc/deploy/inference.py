@@ -73,7 +73,7 @@ def int8_model(graph: Graph, config: CompileConfig, session: Any,
         g, samples = quantize_extractor(g, config.with_quant(int8_input=False), session, calib)
     for name in g.outputs:
         out = g.tensors[name]
-        if out.dtype != DType.INT8 or out.quant is None:
+        if out.dtype not in (DType.INT8, DType.INT16) or out.quant is None:
             raise TinyccError(f"--inference-only: the model's output {name!r} is not int8 after quantization "
                               f"({out.dtype.value})")
     return g, samples

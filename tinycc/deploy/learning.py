@@ -47,8 +47,9 @@ from ..ir.deployment import BufferConfig, Deployment, TrainConfig
 from ..ir.graph import Graph, Op
 from ..ir.memory_model import MemoryReport, deployment_memory
 from ..ir.ops import OpKind
-from ..ir.quant import dequantize
-from ..ir.tensor import DType, Tensor
+from ..ir.interpreter_int8 import run_int8
+from ..ir.quant import choose_activation_params, dequantize
+from ..ir.tensor import DType, QuantParams, Tensor
 from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
 from ..passes import Pass, PassContext
 from ..stages import QUANTIZE_STAGES, run_stages
@@ -290,6 +291,26 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
     return ext, ctx.results["calibrate"]["samples"]
 
 
+def int8_features(ext: Graph, samples: np.ndarray) -> None:
+    """int16 features (an int16 last layer, TFLite's 16x8) requantized to int8 at the cut, so the buffer, the
+    feature dequantization and the classifier are those of every model: a QUANTIZE (int16 -> int8) with int8
+    parameters from the features' range on the calibration samples (without samples: the int16 range)."""
+    name = ext.outputs[0]
+    t = ext.tensors[name]
+    if t.dtype != DType.INT16:
+        return
+    s16 = float(t.quant.scale[0])
+    if len(samples):
+        f = dequantize(run_int8(ext, samples)[name], s16, int(t.quant.zero_point[0]))
+        s, zp = choose_activation_params(float(f.min()), float(f.max()))
+    else:
+        s, zp = float(np.float32(s16 * 256.0)), 0
+    out = ext.add_op(OpKind.QUANTIZE, [name], ext.unique_op_name(f"{name}/int8"), {}, origin=name,
+                     output_name=ext.unique_tensor_name(f"{name}/int8"), output_dtype=DType.INT8).outputs[0]
+    ext.tensors[out].quant = QuantParams([s], [zp])
+    ext.outputs[0] = out
+
+
 def _labels_for(spec: str | None, n: int, target_count: int = 0, n_classes: int = 0) -> np.ndarray | None:
     """Labels (or, for a regression head, float targets of ``target_count`` values) stored next to the
     calibration samples (y_calib / y_train / y), if any."""
@@ -378,6 +399,7 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
         ext, layers = split(graph, cut)
         try:
             ext, samples = quantize_extractor(ext, config, session, calib)
+            int8_features(ext, samples)
         except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
             first_error = first_error or e
             continue
