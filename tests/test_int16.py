@@ -251,3 +251,55 @@ def test_c_inference_equals_run_int8_tflm_and_builtin_ref(files, tmp_path: Path,
     micro, builtin = _tflite_runs(dep, x)
     np.testing.assert_array_equal(micro, ref)
     np.testing.assert_array_equal(builtin, run_int8(full, x, flavor="tflite")[full.outputs[0]].reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("name,kw", [("resnet_add", {"activations": "int16"}),
+                                     ("conv1d_sensor", {"int16_layers": ("first",), "storage": "float32"})])
+def test_int16_extractor_learns_on_the_device_like_the_simulator(name: str, kw: dict, tmp_path: Path) -> None:
+    """On-device learning over an int16 (or mixed) Φf: its int16 features are requantized to int8 at the cut, the
+    generated C (ASan/UBSan) computes the simulator's features bit for bit and learns like it."""
+    from tinycc.backends.c import CBackend
+    from tinycc.ir.simulator import Simulator
+
+    from . import c_harness
+    from .deploy_util import build_deployment, render_project
+    from .test_c_backend import _graph
+
+    session = Session()
+    g, x, y, calib = _graph(session, name)
+    opts = {"calib_data": calib, "buffer": 6, "lr": 0.05, "epochs": 1, **kw}
+    dep = build_deployment(g, opts, session, CBackend())
+    ext = dep.extractor
+    assert any(ext.tensors[t].dtype.value == "int16" for t in ext.activations())
+    assert ext.tensors[ext.outputs[0]].dtype.value == "int8"
+    render_project(dep, {**opts, "test_vectors": (x[:10], y[:10]), "test_count": 10, "test_learn": 10}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(x[:10])
+    for i in range(10):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+    for i in range(10):
+        sim.learn_features(feats[i], int(y[i]))
+    assert out.buffer == sim.buffer.count
+    for l, layer in enumerate(sim.classifier.layers):
+        scale = max(np.abs(layer.weight).max(), 1e-3)
+        assert np.abs(out.weights[l] - layer.weight.reshape(-1)).max() <= 1e-4 * scale
+
+
+def test_int16_inference_on_cortex_m4_in_qemu(files, tmp_path: Path) -> None:
+    """The int16 inference demo cross-built for Cortex-M4 prints run_int8's outputs under QEMU."""
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import render_project
+
+    if not c_harness.have_arm():
+        pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
+    dep = _inference_dep(files, Session(), activations="int16")
+    x = np.random.default_rng(8).normal(size=(4, 8, 8, 2)).astype(np.float32)
+    render_project(dep, {"test_vectors": x, "test_count": len(x)}, tmp_path)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    full = full_graph(dep)
+    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
+    assert out.instructions.get("invoke", 0) > 0
