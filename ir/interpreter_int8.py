@@ -34,11 +34,12 @@ INT8_KINDS = frozenset({
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
 })
-# ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels
+# ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
+# pooling only with shared parameters: TFLite's AVERAGE_POOL_2D, not its requantizing MEAN)
 INT16_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
-    OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD, OpKind.SUB, OpKind.MUL,
-    OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU, OpKind.MAXIMUM,
+    OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
+    OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU, OpKind.MAXIMUM,
     OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
@@ -287,6 +288,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return hard_swish_s8(args[0], zi, zo, hard_swish_params(si, so))
     if k == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
+        if g.tensors[op.inputs[0]].dtype == DType.INT16:
+            raise IRError(f"{op.describe()}: no int16 kernel for a requantizing MEAN")
         return _mean(g, op, args[0])
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
         return _conv(g, op, args[0])

@@ -394,7 +394,8 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
     from .kernels import table_bytes
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
-    detail = f"int8 activations, planned (lower bound {p.lower_bound:,} B"
+    kinds = sorted({g.tensors[t].dtype.value for t in g.activations()} & {"int8", "int16"}) or ["int8"]
+    detail = f"{'/'.join(kinds)} activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
                          tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),

@@ -21,7 +21,7 @@ from ...ir.tensor import DType
 
 INT16_C_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
-    OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU,
+    OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU,
     OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE,
 })
 LO, HI = -32768, 32767
@@ -75,10 +75,12 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
         call(fn, [src, x.size, b.float_lit(s), zp, out])
     elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
         _conv(b, g, op, src, out, call)
-    elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL):
+    elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
+        if a.get("requantize"):
+            raise UnsupportedLayerError(f"layer {op.origin!r}: int16 MEAN (own output parameters) has no C kernel")
         s, zp = _q(g, op.outputs[0])
         lo, hi = activation_range(a.get("activation", "none"), s, zp, LO, HI)
-        if k == OpKind.GLOBAL_MAX_POOL:
+        if k in (OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
             ph, pw, sh, sw, pt, pl, oh, ow = x.shape[1], x.shape[2], 1, 1, 0, 0, 1, 1
         else:
             (ph, pw), (sh, sw) = a["pool_size"], a["strides"]

@@ -179,7 +179,8 @@ class _Reader:
         g = self.g
         out = g.tensors[op.outputs[0]]
         src = g.tensors[op.inputs[0]].dtype
-        if src == DType.INT16 and op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE}:
+        if src == DType.INT16 and (op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE}
+                                   or op.attrs.get("requantize")):  # int16 MEAN
             raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 activations are "
                                         f"not supported for this operator; {OPS_HINT}")
         if out.dtype not in (DType.INT8, DType.INT16) or src != out.dtype:
