@@ -89,7 +89,8 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") 
 
 def dequantize(q: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray) -> np.ndarray:
     """TFLite DEQUANTIZE: scale * (q - zp) in float32."""
-    return (np.float32(scale) * (np.asarray(q, np.int32) - np.int32(zero_point)).astype(np.float32)).astype(np.float32)
+    diff = np.asarray(q).astype(np.int64) - np.asarray(zero_point, np.int64)  # int64: the biases of 16x8 layers
+    return (np.float32(scale) * diff.astype(np.float32)).astype(np.float32)
 
 
 def qrange(dtype: str) -> tuple[int, int]:

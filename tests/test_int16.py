@@ -43,14 +43,6 @@ def audio_cnn():
     return m
 
 
-def with_softmax():
-    import keras as k
-    from keras import layers as L
-
-    inp = k.Input((6,))
-    return k.Model(inp, L.Dense(3, activation="softmax", name="probs")(L.Dense(4, name="d")(inp)))
-
-
 def convert_16x8(model, x: np.ndarray, io: str = "int16") -> bytes:
     import tensorflow as tf
 
@@ -133,11 +125,61 @@ def test_converter_16x8_bit_exact_with_builtin_ref_and_tflm(files, name: str) ->
     assert_tflm(g, files[name].read_bytes(), x)
 
 
+def sensor_classifier():
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(1)
+    inp = k.Input((16, 3))
+    x = L.Conv1D(8, 3, activation="relu", name="c1")(inp)
+    x = L.Conv1D(8, 3, activation="relu", name="c2")(L.MaxPooling1D(2, name="p")(x))
+    x = L.Dense(12, activation="relu", name="d1")(L.Flatten(name="f")(x))
+    return k.Model(inp, L.Dense(4, activation="softmax", name="probs")(x), name="sensor16")
+
+
+def test_16x8_classifier_learns_on_the_device_and_its_softmax_is_refused_for_inference(tmp_path: Path) -> None:
+    """A converter 16x8 classifier ending in an int16 SOFTMAX (no int16 kernel in tinycc): on-device learning
+    replaces the softmax by the float head and the C equals the simulator; inference-only refuses it by name."""
+    from tinycc.backends.c import CBackend
+    from tinycc.ir.graph import IRError
+    from tinycc.ir.simulator import Simulator
+
+    from . import c_harness
+    from .deploy_util import build_deployment, build_inference, render_project
+
+    x = np.random.default_rng(0).normal(size=(64, 16, 3)).astype(np.float32)
+    y = np.arange(64) % 4
+    p = tmp_path / "sensor16.tflite"
+    p.write_bytes(convert_16x8(sensor_classifier(), x, "float32"))
+    g = read_tflite(str(p))
+    assert g.ops[-2].kind == OpKind.SOFTMAX and g.tensors[g.ops[-2].outputs[0]].dtype.value == "int16"
+    with pytest.raises(IRError, match="no int16 kernel for softmax"):
+        run_int8(g, x[:2])
+    session = Session()
+    with pytest.raises(UnsupportedLayerError, match=r"\(softmax\) has no int16 C kernel"):
+        build_inference(read_tflite(str(p)), {"calib_data": x}, session, CBackend())
+    dep = build_deployment(g, {"calib_data": x, "buffer": 8, "lr": 0.05, "epochs": 1}, session, CBackend())
+    assert any(dep.extractor.tensors[t].dtype.value == "int16" for t in dep.extractor.activations())
+    proj = tmp_path / "proj"
+    render_project(dep, {"test_vectors": (x[:10], y[:10]), "test_count": 10, "test_learn": 10}, proj)
+    out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    sim = Simulator(dep)
+    feats = sim.features(x[:10])
+    for i in range(10):
+        np.testing.assert_array_equal(out.features[i], feats[i])
+    _, probs = sim.predict_features(feats)
+    np.testing.assert_allclose(np.stack([out.before[i][1] for i in range(10)]), probs, atol=1e-5)
+
+
 def test_int16_op_without_kernel_is_refused_by_name(tmp_path: Path) -> None:
-    m = with_softmax()
-    p = tmp_path / "softmax16.tflite"
-    p.write_bytes(convert_16x8(m, np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)))
-    with pytest.raises(UnsupportedLayerError, match=r"softmax writing .*int16 activations are not supported"):
+    import keras as k
+    from keras import layers as L
+
+    inp = k.Input((6, 6, 2))
+    m = k.Model(inp, L.GlobalAveragePooling2D(name="gap")(L.Conv2D(3, 1, name="c")(inp)))
+    p = tmp_path / "mean16.tflite"
+    p.write_bytes(convert_16x8(m, np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype(np.float32)))
+    with pytest.raises(UnsupportedLayerError, match=r"global_avg_pool writing .*int16 activations are not supported"):
         read_tflite(str(p))
 
 

@@ -26,7 +26,9 @@ shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
 A 16x8 file reads like an int8 one with int16 activations; an operator without an int16 kernel in
-``interpreter_int8.INT16_KINDS`` (SOFTMAX, LOGISTIC, TANH, HARD_SWISH, MEAN in int16) is refused by name.
+``interpreter_int8.INT16_KINDS`` (HARD_SWISH, MEAN, ... in int16) is refused by name, except SOFTMAX, LOGISTIC
+and TANH, read so that a 16x8 classifier learns on the device (its float head replaces them); running them in
+int16 (inference-only, the interpreter) is refused by name.
 
 Not read (reported with the operator and tensor names): other operators (GATHER and the
 dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
@@ -81,6 +83,9 @@ def short_name(name: str, limit: int = 60) -> str:
         n = "/".join(parts[1:])
     return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
+# int16 ops read without a kernel: a classifier's final activation, replaced by the float head when the model
+# learns on the device (running them, in the interpreter or a backend, is refused by name)
+_HEAD_ONLY = frozenset({OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH})
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
@@ -179,7 +184,7 @@ class _Reader:
         g = self.g
         out = g.tensors[op.outputs[0]]
         src = g.tensors[op.inputs[0]].dtype
-        if src == DType.INT16 and (op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE}
+        if src == DType.INT16 and (op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE} | _HEAD_ONLY
                                    or op.attrs.get("requantize")):  # int16 MEAN
             raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 activations are "
                                         f"not supported for this operator; {OPS_HINT}")
