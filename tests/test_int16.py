@@ -376,3 +376,38 @@ def test_int16_selftest_on_the_mega2560_in_simavr(tmp_path: Path) -> None:
     for i in range(16):
         sim.learn(x[i % 8], int(y[i % 8]))
     assert rows["after"] == list(sim.predict(x)[0])
+
+
+@pytest.mark.timeout(1800)  # builds TFLite Micro once when no cached library exists
+def test_tflm_project_of_a_16x8_classifier_learns_like_the_simulator(tmp_path: Path) -> None:
+    """Target tflm: the 16x8 .tflite's extractor runs in TFLite Micro (int16 kernels, the int16 -> int8
+    requantization at the cut) with the features of run_int8, and the float head learns like the simulator."""
+    from tinycc.backends import c as c_backend
+    from tinycc.backends.tflm import build, vendor
+    from tinycc.ir.simulator import Simulator
+
+    from . import c_harness
+    from .deploy_util import compile_model, vectors
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not available")
+    library = vendor.ensure_library(vendor_dir, "host")
+    x = np.random.default_rng(0).normal(size=(64, 16, 3)).astype(np.float32)
+    path = tmp_path / "sensor16.tflite"
+    path.write_bytes(convert_16x8(sensor_classifier(), x, "float32"))
+    opts = {"calib_data": x, "buffer": 8, "lr": 0.05, "epochs": 1, "test_count": 8, "test_learn": 8}
+    res = compile_model(str(path), "tflm", str(tmp_path / "proj"), opts, Session())
+    dep = res.deployment
+    exe = build.build_host(res.output, sanitize=True, library=library)
+    out = c_harness.parse(build.run(exe))
+    xt, yt = c_backend.test_vectors(dep, vectors(opts))
+    ref = run_int8(dep.extractor, xt)[dep.extractor.outputs[0]].reshape(len(xt), -1)
+    for i in range(len(xt)):
+        np.testing.assert_array_equal(out.features[i], ref[i], err_msg=f"TFLite Micro features of input {i}")
+    sim = Simulator(dep)
+    _, p = sim.predict_features(ref)
+    np.testing.assert_allclose(np.stack([out.before[i][1] for i in range(len(xt))]), p, atol=1e-5)
+    for i in range(8):
+        sim.learn_features(ref[i % len(xt)], int(yt[i % len(xt)]))
+    assert out.buffer == sim.buffer.count > 0

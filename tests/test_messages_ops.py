@@ -24,7 +24,8 @@ def test_ops_lists_every_frontend_and_backend_with_dtypes() -> None:
     for title in ("keras frontend", "tflite frontend", "int8 quantization", "c backend", "arduino backend",
                   "tflm backend"):
         assert title in out
-    assert out.count("dtypes:") == 7 and "int16 activations are not read" in out
+    assert out.count("dtypes:") == 10 and "int16 activations (16x8: int8 weights, int64/int32 bias)" in out
+    assert "int16 quantization and interpreter" in out
     words = set(out.replace(",", " ").split())
     assert set(SUPPORTED_LAYERS) <= words
     assert (SUPPORTED_OPERATORS - {"SHAPE", "STRIDED_SLICE", "PACK", "TILE", "SPACE_TO_BATCH_ND",
