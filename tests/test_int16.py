@@ -63,8 +63,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (out / "int16_io.tflite").write_bytes(convert_16x8(m, x))
     (out / "float_io.tflite").write_bytes(convert_16x8(m, x, "float32"))
     m.save(out / "audio_cnn.keras")
+    x2 = np.random.default_rng(0).normal(size=(32, 6, 6, 3)).astype(np.float32)
+    (out / "mul_sub.tflite").write_bytes(convert_16x8(mul_sub_model(), x2, "float32"))
     np.save(out / "calib.npy", x)
-    return {"int16_io": out / "int16_io.tflite", "float_io": out / "float_io.tflite",
+    return {"int16_io": out / "int16_io.tflite", "float_io": out / "float_io.tflite", "mul_sub": out / "mul_sub.tflite",
             "keras": out / "audio_cnn.keras", "calib": out / "calib.npy", "dir": out}
 
 
@@ -125,6 +127,20 @@ def test_converter_16x8_bit_exact_with_builtin_ref_and_tflm(files, name: str) ->
     assert_tflm(g, files[name].read_bytes(), x)
 
 
+def mul_sub_model():
+    """MUL, SUB with a fused RELU6, strided conv + RELU, global max pooling (REDUCE_MAX), FULLY_CONNECTED."""
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(2)
+    inp = k.Input((6, 6, 3))
+    a = L.Conv2D(4, 3, padding="same", name="ca")(inp)
+    b = L.Conv2D(4, 1, name="cb")(inp)
+    s = L.Subtract(name="sub")([L.Multiply(name="mul")([a, b]), a])
+    r = L.ReLU(name="relu")(L.Conv2D(5, 3, strides=2, name="cc")(L.ReLU(max_value=6.0, name="relu6")(s)))
+    return k.Model(inp, L.Dense(3, name="head")(L.GlobalMaxPooling2D(name="gmp")(r)), name="mul_sub")
+
+
 def sensor_classifier():
     import keras as k
     from keras import layers as L
@@ -169,6 +185,33 @@ def test_16x8_classifier_learns_on_the_device_and_its_softmax_is_refused_for_inf
         np.testing.assert_array_equal(out.features[i], feats[i])
     _, probs = sim.predict_features(feats)
     np.testing.assert_allclose(np.stack([out.before[i][1] for i in range(10)]), probs, atol=1e-5)
+
+
+def test_converter_16x8_mul_sub_reduce_max_bit_exact_and_in_c(files, tmp_path: Path) -> None:
+    """MUL, SUB (fused RELU6), REDUCE_MAX of a converter file equal BUILTIN_REF on every tensor; compiled
+    inference-only, the C (ASan/UBSan) equals run_int8, and TFLite Micro runs tinycc's file of it (global max
+    pooling written as MAX_POOL_2D: TFLite Micro's REDUCE_MAX has no int16 kernel) to the same outputs."""
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import build_inference, render_project
+    from .test_inference import _tflite_runs
+
+    g = read_tflite(str(files["mul_sub"]))
+    assert {OpKind.MUL, OpKind.SUB, OpKind.GLOBAL_MAX_POOL} <= {o.kind for o in g.ops}
+    x = _inputs(g, 40)
+    assert assert_builtin_ref(g, files["mul_sub"], x) >= len(g.ops)
+    dep = build_inference(read_tflite(str(files["mul_sub"])), {"calib_data": x}, Session(), CBackend())
+    render_project(dep, {"test_vectors": x[:10], "test_count": 10}, tmp_path)
+    c = (tmp_path / "model.c").read_text()
+    assert "tcc_mul_s16" in c and "tcc_addsub_s16" in c
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    full = full_graph(dep)
+    ref = run_int8(full, x[:10])[full.outputs[0]].reshape(10, -1)
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(10)]).astype(np.float32), ref)
+    micro, _ = _tflite_runs(dep, x[:10], builtin_ref=False)
+    np.testing.assert_array_equal(micro, ref)
 
 
 def test_int16_op_without_kernel_is_refused_by_name(tmp_path: Path) -> None:
