@@ -454,3 +454,35 @@ def test_tflm_project_of_a_16x8_classifier_learns_like_the_simulator(tmp_path: P
     for i in range(8):
         sim.learn_features(ref[i % len(xt)], int(yt[i % len(xt)]))
     assert out.buffer == sim.buffer.count > 0
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_quantize_int16_report_shows_the_gain_and_bad_input_is_one_line(files, tmp_path: Path) -> None:
+    import json
+
+    out, rep = tmp_path / "q16.tflite", tmp_path / "r.json"
+    r = _cli("quantize", str(files["keras"]), "--calib", str(files["calib"]), "--activations", "int16", "-o", str(out),
+             "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(rep.read_text())
+    assert {t["dtype"] for t in d["tensors"]} == {"int16"}
+    assert all(t["int8_sqnr_db"] is not None for t in d["tensors"])
+    assert d["output_sqnr_db"] > d["baseline_output_sqnr_db"] + 3  # int16 activations: the measured gain
+    assert "all-int8 SQNR dB" in r.stdout
+    g = read_tflite(str(out))
+    assert {g.tensors[t].dtype.value for t in g.activations()} == {"float32", "int16"}
+    for bad, what in ((["--int16-layers", "nope"], "'nope' names no layer"),
+                      (["--int16-layers", "c1", "--activations", "int16"], "--activations int16 already"),
+                      (["--activations", "int4"], "invalid choice")):
+        r = _cli("quantize", str(files["keras"]), "--calib", str(files["calib"]), *bad, "-o", str(tmp_path / "x.tflite"))
+        assert r.returncode == 2 and what in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "x.tflite").exists()
+    r = _cli("compile", str(files["keras"]), "-t", "c", "--calib", str(files["calib"]), "--int16-layers", "nope",
+             "--inference-only", "-o", str(tmp_path / "proj"))
+    assert r.returncode == 2 and "'nope' names no layer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
