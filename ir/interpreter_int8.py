@@ -39,7 +39,8 @@ INT8_KINDS = frozenset({
 INT16_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
-    OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU, OpKind.MAXIMUM,
+    OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU,
+    OpKind.MAXIMUM,
     OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)

@@ -480,7 +480,8 @@ def test_cli_quantize_int16_report_shows_the_gain_and_bad_input_is_one_line(file
     for bad, what in ((["--int16-layers", "nope"], "'nope' names no layer"),
                       (["--int16-layers", "c1", "--activations", "int16"], "--activations int16 already"),
                       (["--activations", "int4"], "invalid choice")):
-        r = _cli("quantize", str(files["keras"]), "--calib", str(files["calib"]), *bad, "-o", str(tmp_path / "x.tflite"))
+        r = _cli("quantize", str(files["keras"]), "--calib", str(files["calib"]), *bad, "-o",
+                 str(tmp_path / "x.tflite"))
         assert r.returncode == 2 and what in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "x.tflite").exists()
     r = _cli("compile", str(files["keras"]), "-t", "c", "--calib", str(files["calib"]), "--int16-layers", "nope",

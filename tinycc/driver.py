@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig, DemoConfig,
-                     LearningConfig, TestVectors)
+from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
+                     DemoConfig, LearningConfig, TestVectors)
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify

@@ -21,7 +21,8 @@ from ...ir.tensor import DType
 
 INT16_C_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
-    OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU,
+    OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6,
+    OpKind.LEAKY_RELU,
     OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE,
 })
 LO, HI = -32768, 32767

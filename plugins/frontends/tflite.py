@@ -31,8 +31,9 @@ and TANH, read so that a 16x8 classifier learns on the device (its float head re
 int16 (inference-only, the interpreter) is refused by name.
 
 Not read (reported with the operator and tensor names): other operators (GATHER and the
-dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
-reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
+dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), several subgraphs. TFLite's int8
+parameter rules (same parameters through pooling, reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH
+outputs) are checked at import.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...config import QuantConfig
 from ...errors import TinyccError, UnsupportedLayerError
-from ...ir.graph import Graph, Op
+from ...ir.graph import Graph
 from ...ir.interpreter_int8 import INT16_KINDS
 from ...ir.ops import OpKind
 from ...ir.quant import INT32_MAX, round_half_away
