@@ -487,3 +487,115 @@ def test_cli_quantize_int16_report_shows_the_gain_and_bad_input_is_one_line(file
     r = _cli("compile", str(files["keras"]), "-t", "c", "--calib", str(files["calib"]), "--int16-layers", "nope",
              "--inference-only", "-o", str(tmp_path / "proj"))
     assert r.returncode == 2 and "'nope' names no layer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _g16(kind: str, shape: tuple, in_s: float, out_s: float, attrs: dict, consts: list | None = None,
+         out_dtype: str = "int16"):
+    from tinycc.ir.graph import Graph
+    from tinycc.ir.tensor import QuantParams
+
+    g = Graph(kind)
+    g.add_input("x", shape, "int16").quant = QuantParams([in_s], [0])
+    names = ["x"]
+    for i, (data, q) in enumerate(consts or []):
+        c = g.add_const(f"c{i}", data)
+        c.quant = q
+        names.append(c.name)
+    op = g.add_op(kind, names, "y", attrs, output_dtype=out_dtype)
+    g.tensors[op.outputs[0]].quant = QuantParams([out_s], [0 if out_dtype == "int16" else -5])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
+def _random_case16(kind: str, rng: np.random.Generator):
+    from tinycc.ir.tensor import QuantParams
+
+    s_in = float(np.float32(10 ** rng.uniform(-4, -1)))
+    s_out = float(np.float32(s_in * 10 ** rng.uniform(-1, 1.5)))
+    act = ["none", "relu", "relu6"][int(rng.integers(0, 3))]
+    if kind in ("conv2d", "depthwise_conv2d", "dense"):
+        ic, oc = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+        if kind == "dense":
+            shape, wshape, axis, attrs = (1, ic * 3), (oc, ic * 3), 0, {"activation": act}
+        elif kind == "conv2d":
+            k = int(rng.integers(1, 4))
+            shape, wshape, axis = (1, 5, 6, ic), (oc, k, k, ic), 0
+            attrs = {"strides": (int(rng.integers(1, 3)),) * 2, "padding": ["same", "valid"][int(rng.integers(0, 2))],
+                     "dilation": (1, 1), "groups": 1, "activation": act}
+        else:
+            m = int(rng.integers(1, 3))
+            oc = ic * m
+            shape, wshape, axis = (1, 5, 6, ic), (1, 3, 3, oc), 3
+            attrs = {"strides": (1, 1), "padding": "same", "dilation": (1, 1), "depth_multiplier": m,
+                     "activation": act}
+        ws = (10 ** rng.uniform(-3, -1, oc)).astype(np.float32)
+        w = rng.integers(-127, 128, wshape).astype(np.int8)
+        b = rng.integers(-(1 << 34), 1 << 34, oc).astype(np.int64)
+        consts = [(w, QuantParams(ws, np.zeros(oc, np.int64), axis)),
+                  (b, QuantParams((np.float32(s_in) * ws).astype(np.float32), np.zeros(oc, np.int64), 0))]
+        s_out = float(np.float32(s_in * float(ws.max()) * 10 ** rng.uniform(0.5, 3)))
+        return _g16(kind, shape, s_in, s_out, attrs, consts)
+    if kind in ("add", "sub", "mul"):
+        s2 = float(np.float32(s_in * 10 ** rng.uniform(-1, 1)))
+        other = rng.integers(-32768, 32768, (1, 1, 4)).astype(np.int16)  # a broadcast constant operand
+        return _g16(kind, (1, 3, 2, 4), s_in, s_out if kind != "mul" else float(np.float32(s_in * s2 * 3e3)),
+                    {"activation": act}, [(other, QuantParams([s2], [0]))])
+    if kind == "avg_pool2d":
+        return _g16(kind, (1, 5, 5, 3), s_in, s_in, {"pool_size": (2, 3), "strides": (2, 2), "padding": "same",
+                                                     "activation": act})
+    if kind == "leaky_relu":
+        return _g16(kind, (1, 2, 3, 4), s_in, s_out, {"alpha": float(np.float32(rng.uniform(0.01, 0.5)))})
+    if kind in ("relu", "relu6"):
+        return _g16(kind, (1, 2, 3, 4), s_in, s_out, {})
+    return _g16("quantize", (1, 2, 3, 4), s_in, s_out, {}, out_dtype=["int16", "int8"][int(rng.integers(0, 2))])
+
+
+def test_int16_c_kernels_equal_run_int8_over_random_parameters(tmp_path: Path) -> None:
+    """Every int16 runtime kernel, through the emitter, in one ASan/UBSan program: random weights, int64 biases
+    up to 2^34, scales, fused activations, broadcast constant operands; each output equals run_int8."""
+    from tinycc.backends.c.emitter import _Builder
+
+    from . import c_harness
+    from .test_c_kernels import _generic
+
+    rng = np.random.default_rng(16)
+    kinds = ["conv2d", "depthwise_conv2d", "dense", "add", "sub", "mul", "avg_pool2d", "leaky_relu", "relu",
+             "relu6", "quantize"]
+    body, want, decls, arena = [], [], [], 16
+    for i in range(len(kinds) * 25):
+        kind = kinds[i % len(kinds)]
+        g = _random_case16(kind, rng)
+        x = rng.integers(-32768, 32768, g.tensors["x"].shape).astype(np.int16)
+        b = _Builder(_generic(g))
+        em = b.build()
+        arena = max(arena, em.plan.arena)
+        for a in em.arrays:
+            decls.append(f"static const {a.ctype} {a.name}_{i}[{a.count}] = {{{', '.join(a.values)}}};")
+        calls = []
+        for c in em.calls:
+            args = [f"{v}_{i}" if any(v == a.name for a in em.arrays) else v for v in c.args]
+            calls.append(f"    {c.fn}({', '.join(args)});")
+        vals = ", ".join(str(int(v)) for v in x.reshape(-1))
+        y = g.outputs[0]
+        body += [f"    {{ static const int16_t in[{x.size}] = {{{vals}}};",
+                 f"      memcpy(tcc_arena + {em.plan.offsets['x']}, in, sizeof in); }}", *calls,
+                 f"    dump{16 if g.tensors[y].dtype.value == 'int16' else 8}({i}, tcc_arena + {em.plan.offsets[y]}, "
+                 f"{g.tensors[y].size});"]
+        ref = run_int8(g, x)[y]
+        want.append(f"case {i} " + " ".join(str(int(v)) for v in ref.reshape(-1)))
+    src = "\n".join([
+        "#include <stdio.h>", "#include <string.h>", '#include "tinycc_kernels.h"',
+        f"static int8_t tcc_arena[{arena}] __attribute__((aligned(16)));", *decls,
+        "static void dump16(int id, const int8_t *p, int32_t n) {",
+        "    int32_t i; int16_t v;", '    printf("case %d", id);',
+        '    for (i = 0; i < n; ++i) { memcpy(&v, p + 2 * i, 2); printf(" %d", v); }', '    printf("\\n");', "}",
+        "static void dump8(int id, const int8_t *p, int32_t n) {",
+        "    int32_t i;", '    printf("case %d", id);', '    for (i = 0; i < n; ++i) { printf(" %d", p[i]); }',
+        '    printf("\\n");', "}", "int main(void) {", *body, "    return 0;", "}", ""])
+    got = c_harness.run_runtime_program(src, tmp_path, "kernels16")
+    assert len(got) == len(want)
+    for line, ref, kind in zip(got, want, [kinds[i % len(kinds)] for i in range(len(want))]):
+        assert line == ref, kind
+    # not only saturation: the outputs spread over the int16 range
+    values = np.concatenate([np.array(w.split()[2:], int) for w in want])
+    assert len(np.unique(values)) > 1000
