@@ -540,6 +540,16 @@ def _random_case16(kind: str, rng: np.random.Generator):
         other = rng.integers(-32768, 32768, (1, 1, 4)).astype(np.int16)  # a broadcast constant operand
         return _g16(kind, (1, 3, 2, 4), s_in, s_out if kind != "mul" else float(np.float32(s_in * s2 * 3e3)),
                     {"activation": act}, [(other, QuantParams([s2], [0]))])
+    if kind in ("maximum", "minimum"):  # shared parameters
+        other = rng.integers(-32768, 32768, (1, 2, 1)).astype(np.int16)
+        return _g16(kind, (1, 3, 2, 4), s_in, s_in, {}, [(other, QuantParams([s_in], [0]))])
+    if kind == "slice":
+        return _g16(kind, (1, 3, 5, 4), s_in, s_in, {"axis": 2, "begin": 1, "length": 3})
+    if kind == "transpose":
+        return _g16(kind, (1, 3, 5, 4), s_in, s_in, {"perm": (0, 3, 1, 2)})
+    if kind == "resize_nearest":
+        return _g16(kind, (1, 3, 2, 4), s_in, s_in, {"size": (6, 5), "align_corners": False,
+                                                     "half_pixel_centers": True})
     if kind == "avg_pool2d":
         return _g16(kind, (1, 5, 5, 3), s_in, s_in, {"pool_size": (2, 3), "strides": (2, 2), "padding": "same",
                                                      "activation": act})
@@ -560,7 +570,7 @@ def test_int16_c_kernels_equal_run_int8_over_random_parameters(tmp_path: Path) -
 
     rng = np.random.default_rng(16)
     kinds = ["conv2d", "depthwise_conv2d", "dense", "add", "sub", "mul", "avg_pool2d", "leaky_relu", "relu",
-             "relu6", "quantize"]
+             "relu6", "quantize", "maximum", "minimum", "slice", "transpose", "resize_nearest"]
     body, want, decls, arena = [], [], [], 16
     for i in range(len(kinds) * 25):
         kind = kinds[i % len(kinds)]

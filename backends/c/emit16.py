@@ -14,6 +14,7 @@ import numpy as np
 from ...errors import UnsupportedLayerError
 from ...ir.fixedpoint import leaky_relu_params
 from ...ir.graph import Graph, Op
+from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
@@ -23,7 +24,8 @@ INT16_C_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
     OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6,
     OpKind.LEAKY_RELU,
-    OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE,
+    OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.MAXIMUM,
+    OpKind.MINIMUM, OpKind.SLICE, OpKind.TRANSPOSE, OpKind.RESIZE_NEAREST,
 })
 LO, HI = -32768, 32767
 
@@ -90,8 +92,22 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
             oh, ow = y.shape[1], y.shape[2]
         call("tcc_pool_s16", [src, *x.shape[1:4], ph, pw, sh, sw, pt, pl,
                               int(k in (OpKind.MAX_POOL2D, OpKind.GLOBAL_MAX_POOL)), lo, hi, out, oh, ow])
-    elif k in (OpKind.ADD, OpKind.SUB, OpKind.MUL):
+    elif k in (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM):
         _binary(b, g, op, out, call)
+    elif k == OpKind.SLICE:
+        ax = a["axis"]
+        inner = math.prod(x.shape[ax + 1:])
+        call("tcc_slice_s16", [src, math.prod(x.shape[1:ax]), x.shape[ax] * inner, a["length"] * inner,
+                               a["begin"] * inner, out])
+    elif k == OpKind.TRANSPOSE:
+        from .emitter import transpose_args
+
+        call("tcc_transpose_s16", [src, *transpose_args(x.shape, a["perm"]), out])
+    elif k == OpKind.RESIZE_NEAREST:
+        (oh, ow), ac, hp = a["size"], a["align_corners"], a["half_pixel_centers"]
+        ys = b.array("rows", "int32_t", nearest_index(oh, x.shape[1], ac, hp))
+        xs = b.array("cols", "int32_t", nearest_index(ow, x.shape[2], ac, hp))
+        call("tcc_resize_nearest_s16", [src, x.shape[2], x.shape[3], ys, xs, oh, ow, out])
     elif k in (OpKind.RELU, OpKind.RELU6):
         (si, zi), (so, zo) = _q(g, op.inputs[0]), _q(g, op.outputs[0])
         m, e = _mult(si, so)
@@ -157,6 +173,9 @@ def _binary(b: Any, g: Graph, op: Op, out: str, call: Any) -> None:
     for t in op.inputs:
         opnd += [b.ptr(t), int(g.tensors[t].is_const), *strides(t)]
     opnd += list(o3)
+    if op.kind in (OpKind.MAXIMUM, OpKind.MINIMUM):  # raw values (shared parameters)
+        call("tcc_maxmin_s16", opnd + [int(op.kind == OpKind.MAXIMUM), out])
+        return
     (s1, z1), (s2, z2), (so, zo) = _q(g, op.inputs[0]), _q(g, op.inputs[1]), _q(g, op.outputs[0])
     lo, hi = activation_range(op.attrs.get("activation", "none"), so, zo, LO, HI)
     if op.kind == OpKind.MUL:

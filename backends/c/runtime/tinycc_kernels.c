@@ -888,3 +888,54 @@ void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, f
         out[i] = scale * (float)((int32_t)in[i] - zp);
     }
 }
+
+void tcc_maxmin_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
+                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                    int32_t is_max, int16_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd16(a + y * ash + x * asw + c * asc, a_flash);
+                const int32_t vb = rd16(b + y * bsh + x * bsw + c * bsc, b_flash);
+                out[(y * ow + x) * oc + c] = (int16_t)(((va > vb) == (is_max != 0)) ? va : vb);
+            }
+        }
+    }
+}
+
+void tcc_resize_nearest_s16(const int16_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                            int32_t oh, int32_t ow, int16_t *out) {
+    int32_t y, x, ch;
+    for (y = 0; y < oh; ++y) {
+        const int32_t iy = TCC_READ_S32(ys + y);
+        for (x = 0; x < ow; ++x) {
+            const int16_t *src = in + (iy * iw + TCC_READ_S32(xs + x)) * c;
+            for (ch = 0; ch < c; ++ch) {
+                out[(y * ow + x) * c + ch] = src[ch];
+            }
+        }
+    }
+}
+
+void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1,
+                       int32_t st2, int16_t *out) {
+    int32_t a, b, c;
+    for (a = 0; a < o0; ++a) {
+        for (b = 0; b < o1; ++b) {
+            for (c = 0; c < o2; ++c) {
+                *out++ = in[a * st0 + b * st1 + c * st2];
+            }
+        }
+    }
+}
+
+void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
+                   int16_t *out) {
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            out[o * inner + i] = in[o * in_inner + offset + i];
+        }
+    }
+}

@@ -129,6 +129,16 @@ void tcc_pad_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t c, int32_t p
 /* Copy `outer` blocks of `inner` values into blocks of `out_inner` values at `offset` (concatenation). */
 void tcc_concat_s16(const int16_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                     int32_t offset, int16_t *out);
+/* Data movement of int16 tensors: as the _s8 kernels, counts and strides in elements. */
+void tcc_maxmin_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
+                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                    int32_t is_max, int16_t *out);
+void tcc_resize_nearest_s16(const int16_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                            int32_t oh, int32_t ow, int16_t *out);
+void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1,
+                       int32_t st2, int16_t *out);
+void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
+                   int16_t *out);
 void tcc_quantize_f32_s16(const float *in, int32_t n, float scale, int32_t zp, int16_t *out);
 void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, float *out);
 
