@@ -487,6 +487,9 @@ def test_cli_quantize_int16_report_shows_the_gain_and_bad_input_is_one_line(file
     r = _cli("compile", str(files["keras"]), "-t", "c", "--calib", str(files["calib"]), "--int16-layers", "nope",
              "--inference-only", "-o", str(tmp_path / "proj"))
     assert r.returncode == 2 and "'nope' names no layer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("compile", str(files["int16_io"]), "-t", "c", "--activations", "int16", "--inference-only", "-o",
+             str(tmp_path / "proj"))
+    assert r.returncode == 2 and "already quantized" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def _g16(kind: str, shape: tuple, in_s: float, out_s: float, attrs: dict, consts: list | None = None,

@@ -269,6 +269,9 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
                        calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
     """Quantize Φf in place (float input, int8 features out); return it and the calibration samples."""
     quantized = bool(ext.meta.get("quantized"))  # imported int8 model: the file's parameters stay
+    if quantized and (config.quant.activations != "int8" or config.quant.int16_layers):
+        raise TinyccError("--activations/--int16-layers: the model is already quantized; its file's types (int8 "
+                          "or int16) are used")
     if quantized:
         _float_input(ext)
         if calib is None and not config.quant.calib:
