@@ -40,7 +40,8 @@ def int16_ops(graph: Graph, quant: QuantConfig, shared: frozenset | set) -> set[
         if not hits:
             layers = list(dict.fromkeys(o.origin for o in graph.ops))
             more = f", ... ({len(layers)} layers)" if len(layers) > 8 else ""
-            raise TinyccError(f"--int16-layers: {name!r} names no layer; layers: {', '.join(layers[:8])}{more}")
+            raise TinyccError(f"--int16-layers: {name!r} names no layer of the quantized graph (the on-device "
+                              f"classifier is float); layers: {', '.join(layers[:8])}{more}")
         chosen |= {o.name for o in hits}
     wide_t: set[str] = set()
     for op in graph.ops:  # ops that copy their input's parameters follow its precision
