@@ -35,7 +35,7 @@ INT8_KINDS = frozenset({
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
-# pooling only with shared parameters: TFLite's AVERAGE_POOL_2D, not its requantizing MEAN)
+# pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
 INT16_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
@@ -202,7 +202,7 @@ def _mean(g: Graph, op: Op, x: Array) -> Array:
     n = x.shape[1] * x.shape[2]
     mult, shift = mean_params(si, so, n)
     total = x.astype(np.int64).sum(axis=(1, 2)) - zi * n
-    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift) + zo, -128, 127)
+    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift) + zo, *qrange(_odt(g, op)), _odt(g, op))
     return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
 
 
@@ -289,8 +289,6 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return hard_swish_s8(args[0], zi, zo, hard_swish_params(si, so))
     if k == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
-        if g.tensors[op.inputs[0]].dtype == DType.INT16:
-            raise IRError(f"{op.describe()}: no int16 kernel for a requantizing MEAN")
         return _mean(g, op, args[0])
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D):
         return _conv(g, op, args[0])

@@ -65,8 +65,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     m.save(out / "audio_cnn.keras")
     x2 = np.random.default_rng(0).normal(size=(32, 6, 6, 3)).astype(np.float32)
     (out / "mul_sub.tflite").write_bytes(convert_16x8(mul_sub_model(), x2, "float32"))
+    (out / "mean.tflite").write_bytes(convert_16x8(mean_model(), x2[..., :2], "float32"))
     np.save(out / "calib.npy", x)
     return {"int16_io": out / "int16_io.tflite", "float_io": out / "float_io.tflite", "mul_sub": out / "mul_sub.tflite",
+            "mean": out / "mean.tflite",
             "keras": out / "audio_cnn.keras", "calib": out / "calib.npy", "dir": out}
 
 
@@ -125,6 +127,17 @@ def test_converter_16x8_bit_exact_with_builtin_ref_and_tflm(files, name: str) ->
     x = _inputs(g, 60)
     assert assert_builtin_ref(g, files[name], x) >= len(g.ops)
     assert_tflm(g, files[name].read_bytes(), x)
+
+
+def mean_model():
+    """GlobalAveragePooling2D: the converter's int16 MEAN with its own output parameters."""
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(3)
+    inp = k.Input((6, 6, 2))
+    x = L.Conv2D(5, 3, name="c", activation="relu")(inp)
+    return k.Model(inp, L.Dense(3, name="d")(L.GlobalAveragePooling2D(name="gap")(x)), name="mean16")
 
 
 def mul_sub_model():
@@ -187,8 +200,12 @@ def test_16x8_classifier_learns_on_the_device_and_its_softmax_is_refused_for_inf
     np.testing.assert_allclose(np.stack([out.before[i][1] for i in range(10)]), probs, atol=1e-5)
 
 
-def test_converter_16x8_mul_sub_reduce_max_bit_exact_and_in_c(files, tmp_path: Path) -> None:
-    """MUL, SUB (fused RELU6), REDUCE_MAX of a converter file equal BUILTIN_REF on every tensor; compiled
+@pytest.mark.parametrize("name,kinds,fns", [
+    ("mul_sub", {OpKind.MUL, OpKind.SUB, OpKind.GLOBAL_MAX_POOL}, ("tcc_mul_s16", "tcc_addsub_s16")),
+    ("mean", {OpKind.GLOBAL_AVG_POOL}, ("tcc_mean_s16",))])
+def test_converter_16x8_mul_sub_reduce_max_mean_bit_exact_and_in_c(files, tmp_path: Path, name: str, kinds: set,
+                                                                   fns: tuple) -> None:
+    """MUL, SUB (fused RELU6), REDUCE_MAX, MEAN of converter files equal BUILTIN_REF on every tensor; compiled
     inference-only, the C (ASan/UBSan) equals run_int8, and TFLite Micro runs tinycc's file of it (global max
     pooling written as MAX_POOL_2D: TFLite Micro's REDUCE_MAX has no int16 kernel) to the same outputs."""
     from tinycc.backends.c import CBackend
@@ -198,14 +215,15 @@ def test_converter_16x8_mul_sub_reduce_max_bit_exact_and_in_c(files, tmp_path: P
     from .deploy_util import build_inference, render_project
     from .test_inference import _tflite_runs
 
-    g = read_tflite(str(files["mul_sub"]))
-    assert {OpKind.MUL, OpKind.SUB, OpKind.GLOBAL_MAX_POOL} <= {o.kind for o in g.ops}
+    g = read_tflite(str(files[name]))
+    assert kinds <= {o.kind for o in g.ops}
+    assert all(o.attrs["requantize"] for o in g.ops if o.kind == OpKind.GLOBAL_AVG_POOL)  # own parameters
     x = _inputs(g, 40)
-    assert assert_builtin_ref(g, files["mul_sub"], x) >= len(g.ops)
-    dep = build_inference(read_tflite(str(files["mul_sub"])), {"calib_data": x}, Session(), CBackend())
+    assert assert_builtin_ref(g, files[name], x) >= len(g.ops)
+    dep = build_inference(read_tflite(str(files[name])), {"calib_data": x}, Session(), CBackend())
     render_project(dep, {"test_vectors": x[:10], "test_count": 10}, tmp_path)
     c = (tmp_path / "model.c").read_text()
-    assert "tcc_mul_s16" in c and "tcc_addsub_s16" in c
+    assert all(f in c for f in fns)
     out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
     full = full_graph(dep)
     ref = run_int8(full, x[:10])[full.outputs[0]].reshape(10, -1)
@@ -218,11 +236,11 @@ def test_int16_op_without_kernel_is_refused_by_name(tmp_path: Path) -> None:
     import keras as k
     from keras import layers as L
 
-    inp = k.Input((6, 6, 2))
-    m = k.Model(inp, L.GlobalAveragePooling2D(name="gap")(L.Conv2D(3, 1, name="c")(inp)))
-    p = tmp_path / "mean16.tflite"
-    p.write_bytes(convert_16x8(m, np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype(np.float32)))
-    with pytest.raises(UnsupportedLayerError, match=r"global_avg_pool writing .*int16 activations are not supported"):
+    inp = k.Input((4, 4, 2))
+    m = k.Model(inp, L.Conv2DTranspose(3, 3, strides=2, padding="same", name="up")(L.Conv2D(3, 1, name="c")(inp)))
+    p = tmp_path / "tconv16.tflite"
+    p.write_bytes(convert_16x8(m, np.random.default_rng(0).normal(size=(16, 4, 4, 2)).astype(np.float32)))
+    with pytest.raises(UnsupportedLayerError, match=r"transpose_conv2d writing .*int16 activations are not supported"):
         read_tflite(str(p))
 
 
@@ -553,6 +571,8 @@ def _random_case16(kind: str, rng: np.random.Generator):
     if kind == "resize_nearest":
         return _g16(kind, (1, 3, 2, 4), s_in, s_in, {"size": (6, 5), "align_corners": False,
                                                      "half_pixel_centers": True})
+    if kind == "global_avg_pool":  # TFLite's requantizing MEAN
+        return _g16(kind, (1, 4, 3, 5), s_in, s_out, {"keepdims": bool(rng.integers(0, 2)), "requantize": True})
     if kind == "avg_pool2d":
         return _g16(kind, (1, 5, 5, 3), s_in, s_in, {"pool_size": (2, 3), "strides": (2, 2), "padding": "same",
                                                      "activation": act})
@@ -573,7 +593,8 @@ def test_int16_c_kernels_equal_run_int8_over_random_parameters(tmp_path: Path) -
 
     rng = np.random.default_rng(16)
     kinds = ["conv2d", "depthwise_conv2d", "dense", "add", "sub", "mul", "avg_pool2d", "leaky_relu", "relu",
-             "relu6", "quantize", "maximum", "minimum", "slice", "transpose", "resize_nearest"]
+             "relu6", "quantize", "maximum", "minimum", "slice", "transpose", "resize_nearest",
+             "global_avg_pool"]
     body, want, decls, arena = [], [], [], 16
     for i in range(len(kinds) * 25):
         kind = kinds[i % len(kinds)]

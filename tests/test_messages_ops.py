@@ -68,9 +68,9 @@ def test_refusals_are_one_short_line_naming_the_dtype_or_operator(tmp_path: Path
     p16.write_bytes(_convert_16x8(m, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
     r = _cli("inspect", str(p16))  # 16x8 files are read (tests/test_int16.py) ...
     assert r.returncode == 0 and "int16" in r.stdout, r.stderr
-    gap = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="gap")(x))  # ... but not an int16 MEAN
-    p16 = tmp_path / "mean16x8.tflite"
-    p16.write_bytes(_convert_16x8(gap, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
+    up = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(x))  # ... but no int16
+    p16 = tmp_path / "tconv16x8.tflite"  # TRANSPOSE_CONV
+    p16.write_bytes(_convert_16x8(up, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
     r = _cli("inspect", str(p16))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     err = r.stderr.strip()

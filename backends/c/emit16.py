@@ -15,7 +15,7 @@ from ...errors import UnsupportedLayerError
 from ...ir.fixedpoint import leaky_relu_params
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
-from ...ir.interpreter_int8 import add_params, conv_params
+from ...ir.interpreter_int8 import add_params, conv_params, mean_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
@@ -79,8 +79,11 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
     elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
         _conv(b, g, op, src, out, call)
     elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
-        if a.get("requantize"):
-            raise UnsupportedLayerError(f"layer {op.origin!r}: int16 MEAN (own output parameters) has no C kernel")
+        if a.get("requantize"):  # TFLite's MEAN: its own output parameters
+            (si, zi), (so, zo) = _q(g, op.inputs[0]), _q(g, op.outputs[0])
+            hw = x.shape[1] * x.shape[2]
+            call("tcc_mean_s16", [src, hw, x.shape[3], zi, *mean_params(si, so, hw), zo, out])
+            return
         s, zp = _q(g, op.outputs[0])
         lo, hi = activation_range(a.get("activation", "none"), s, zp, LO, HI)
         if k in (OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):

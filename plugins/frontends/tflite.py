@@ -26,7 +26,7 @@ shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
 A 16x8 file reads like an int8 one with int16 activations; an operator without an int16 kernel in
-``interpreter_int8.INT16_KINDS`` (HARD_SWISH, MEAN, ... in int16) is refused by name, except SOFTMAX, LOGISTIC
+``interpreter_int8.INT16_KINDS`` (TRANSPOSE_CONV, HARD_SWISH, ... in int16) is refused by name, except SOFTMAX, LOGISTIC
 and TANH, read so that a 16x8 classifier learns on the device (its float head replaces them); running them in
 int16 (inference-only, the interpreter) is refused by name.
 
@@ -185,8 +185,7 @@ class _Reader:
         g = self.g
         out = g.tensors[op.outputs[0]]
         src = g.tensors[op.inputs[0]].dtype
-        if src == DType.INT16 and (op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE} | _HEAD_ONLY
-                                   or op.attrs.get("requantize")):  # int16 MEAN
+        if src == DType.INT16 and op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE} | _HEAD_ONLY:
             raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 activations are "
                                         f"not supported for this operator; {OPS_HINT}")
         if out.dtype not in (DType.INT8, DType.INT16) or src != out.dtype:

@@ -249,8 +249,8 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
     the tensors in ``wide``."""
     uf = _UnionFind()
     producers = graph.producers_map()
-    for op in graph.ops:  # int16 global average pooling shares too: TFLite's int16 MEAN has no kernel here
-        if op.kind in SHARED_KINDS or (wide and op.kind == OpKind.GLOBAL_AVG_POOL and op.outputs[0] in wide):
+    for op in graph.ops:
+        if op.kind in SHARED_KINDS:
             for t in op.inputs:
                 if not graph.tensors[t].is_const:
                     uf.union(t, op.outputs[0])

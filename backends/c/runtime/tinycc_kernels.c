@@ -939,3 +939,15 @@ void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t i
         }
     }
 }
+
+void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
+                  int32_t out_zp, int16_t *out) {
+    int32_t ch, p;
+    for (ch = 0; ch < c; ++ch) {
+        int32_t sum = 0;
+        for (p = 0; p < hw; ++p) {
+            sum += in[p * c + ch];
+        }
+        out[ch] = clamp16(tcc_mbqm(sum - in_zp * hw, mult, shift) + out_zp, -32768, 32767);
+    }
+}

@@ -139,6 +139,9 @@ void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, in
                        int32_t st2, int16_t *out);
 void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
                    int16_t *out);
+/* TFLite's MEAN over the hw positions of an [hw][c] int16 input, requantized (tcc_mean_s8's arithmetic). */
+void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
+                  int32_t out_zp, int16_t *out);
 void tcc_quantize_f32_s16(const float *in, int32_t n, float scale, int32_t zp, int16_t *out);
 void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, float *out);
 
