@@ -168,12 +168,15 @@ def leaky_relu_params(input_scale: float, output_scale: float, alpha: float) -> 
     return mi, ei, ma, ea
 
 
-def leaky_relu_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int, int]) -> Array:
+def leaky_relu_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int, int],
+                  dt: type = np.int8) -> Array:
+    """TFLite's quantized LEAKY_RELU; ``dt`` np.int16 for the 16x8 form (same arithmetic, int16 clamp)."""
     mi, ei, ma, ea = params
     v = np.asarray(x, np.int64) - in_zp
     pos = multiply_by_quantized_multiplier(v, mi, ei)
     negv = multiply_by_quantized_multiplier(v, ma, ea)
-    return np.clip(np.where(v >= 0, pos, negv) + out_zp, -128, 127).astype(np.int8)
+    info = np.iinfo(dt)
+    return np.clip(np.where(v >= 0, pos, negv) + out_zp, info.min, info.max).astype(dt)
 
 
 def softmax_params(input_scale: float, beta: float) -> tuple[int, int, int]:

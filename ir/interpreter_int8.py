@@ -1,4 +1,9 @@
-"""int8 reference interpreter: numpy kernels bit-exact with TFLite's reference kernels.
+"""int8 (and int16, TFLite's 16x8) reference interpreter: numpy kernels bit-exact with TFLite's reference kernels.
+
+int16 activations (symmetric, zero point 0) with int8 weights and int64 (or int32) biases run the ops of
+``INT16_KINDS``: convolutions and FULLY_CONNECTED accumulate in int64 and requantize with TFLite's 16x8
+multiplier (:func:`quant.multiply_by_quantized_multiplier_wide`); ADD/SUB scale their operands with a left
+shift of 15 instead of 20; the others are the int8 arithmetic clamped to the int16 range.
 
 Runs a quantized graph (see docs/architecture.md, "Quantized IR"). Float ops after a
 DEQUANTIZE (the classifier of a combined graph) run on the float kernels.
@@ -19,7 +24,8 @@ from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
-                    multiply_by_quantized_multiplier_int64, quantize, quantize_multiplier,
+                    multiply_by_quantized_multiplier_int64, multiply_by_quantized_multiplier_wide, qrange, quantize,
+                    quantize_multiplier,
                     rounding_divide_by_pot, saturating_rounding_doubling_high_mul)
 from .tensor import DType, QuantParams
 
@@ -34,6 +40,15 @@ INT8_KINDS = frozenset({
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
     OpKind.LSTM,
 })
+# ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
+# pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
+INT16_KINDS = frozenset({
+    OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
+    OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
+    OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU,
+    OpKind.MAXIMUM,
+    OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST,
+})
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
                 OpKind.SOFTMAX: (1.0 / 256.0, -128)}
@@ -47,10 +62,12 @@ SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG
 def interpreter_only(g: Graph, op: Op) -> str | None:
     """Why ``op`` runs in :func:`run_int8` but has no kernel in tinycc's C runtime, or None.
 
-    Only a QUANTIZE between integer types other than int8 -> int8 (uint8 <-> int8 of uint8-IO models) is left.
+    Only a QUANTIZE between integer types other than int8 -> int8, int16 -> int16 and int16 -> int8 (uint8 <-> int8 of
+    uint8-IO models, int8 -> int16) is left.
     """
     src, dst = g.tensors[op.inputs[0]].dtype, g.tensors[op.outputs[0]].dtype
-    if op.kind == OpKind.QUANTIZE and src != DType.FLOAT32 and (src, dst) != (DType.INT8, DType.INT8):
+    ok = {(DType.INT8, DType.INT8), (DType.INT16, DType.INT16), (DType.INT16, DType.INT8)}
+    if op.kind == OpKind.QUANTIZE and src != DType.FLOAT32 and (src, dst) not in ok:
         return f"requantizing QUANTIZE ({src.value} -> {dst.value})"
     return None
 
@@ -61,8 +78,18 @@ def _qp(q: QuantParams | None, what: str) -> tuple[float, int]:
     return float(q.scale[0]), int(q.zero_point[0])
 
 
-def _clamp(x: Array, lo: int, hi: int) -> Array:
-    return np.clip(x, lo, hi).astype(np.int8)
+def _clamp(x: Array, lo: int, hi: int, dt: type = np.int8) -> Array:
+    return np.clip(x, lo, hi).astype(dt)
+
+
+def _odt(g: Graph, op: Op) -> np.dtype:
+    """The numpy type of ``op``'s integer output (int8, or int16 for 16x8 ops)."""
+    return g.tensors[op.outputs[0]].dtype.numpy
+
+
+def _act_range(g: Graph, op: Op, scale: float, zp: int) -> tuple[int, int]:
+    """The fused activation's clamp range in the output's integer type."""
+    return activation_range(op.attrs.get("activation", "none"), scale, zp, *qrange(_odt(g, op)))
 
 
 def _windows_padded(x: Array, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: str,
@@ -74,7 +101,10 @@ def _windows_padded(x: Array, kh: int, kw: int, sh: int, sw: int, dh: int, dw: i
     return fl._windows(np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw)
 
 
-def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[int, int]) -> Array:
+def _requant_out(acc: Array, mult: Array, shift: Array, out_zp: int, act: tuple[int, int], wide: bool = False) -> Array:
+    """Requantize accumulators to the output type: int8 (TFLite's int32 path) or int16 (``wide``: the 16x8 path)."""
+    if wide:
+        return _clamp(multiply_by_quantized_multiplier_wide(acc, mult, shift) + out_zp, *act, np.int16)
     return _clamp(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, *act)
 
 
@@ -105,7 +135,7 @@ def conv_params(g: Graph, op: Op) -> dict:
         mult, shift = conv_requant(in_s, ws, out_s)
     bias = g.tensors[op.inputs[2]].data.astype(np.int64) if len(op.inputs) > 2 else None
     return {"in_zp": in_zp, "out_zp": out_zp, "mult": mult, "shift": shift, "bias": bias,
-            "act": activation_range(op.attrs.get("activation", "none"), out_s, out_zp)}
+            "act": _act_range(g, op, out_s, out_zp), "wide": y.dtype == DType.INT16}
 
 
 def _conv(g: Graph, op: Op, x: Array) -> Array:
@@ -132,7 +162,7 @@ def _conv(g: Graph, op: Op, x: Array) -> Array:
                             w.reshape(gr, o // gr, kh, kw, ig)).reshape(n, oh, ow, o)
     if p["bias"] is not None:
         acc = acc + p["bias"]
-    return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
+    return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"], p["wide"])
 
 
 def _dense(g: Graph, op: Op, x: Array, flavor: str) -> Array:
@@ -141,8 +171,11 @@ def _dense(g: Graph, op: Op, x: Array, flavor: str) -> Array:
     acc = np.matmul(x.astype(np.int64) - p["in_zp"], w.T)
     if p["bias"] is not None:
         acc = acc + p["bias"]
+    if p["wide"] and flavor != "tflite":
+        return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"], True)
     if flavor == "tflite":  # TFLite's reference FULLY_CONNECTED rounds once (see quant.py)
-        return _clamp(multiply_by_quantized_multiplier_int64(acc, p["mult"], p["shift"]) + p["out_zp"], *p["act"])
+        return _clamp(multiply_by_quantized_multiplier_int64(acc, p["mult"], p["shift"]) + p["out_zp"], *p["act"],
+                      _odt(g, op))
     return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
 
 
@@ -177,7 +210,7 @@ def _pool(g: Graph, op: Op, x: Array) -> Array:
     a = op.attrs
     y = g.tensors[op.outputs[0]]
     s, zp = _qp(y.quant, f"{op.describe()} output")
-    act = activation_range(a.get("activation", "none"), s, zp)
+    act = _act_range(g, op, s, zp)
     if op.kind in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
         ph, pw, sh, sw, pad = x.shape[1], x.shape[2], 1, 1, "valid"
     else:
@@ -190,7 +223,7 @@ def _pool(g: Graph, op: Op, x: Array) -> Array:
         ones = np.ones((1,) + x.shape[1:3] + (1,), np.int64)
         cnt = _windows_padded(ones, ph, pw, sh, sw, 1, 1, pad, 0).sum(axis=(3, 4))
         out = _round_div(acc, cnt)
-    out = _clamp(out, *act)
+    out = _clamp(out, *act, _odt(g, op))
     return out.reshape((x.shape[0],) + y.shape[1:])
 
 
@@ -208,7 +241,7 @@ def _mean(g: Graph, op: Op, x: Array) -> Array:
     n = x.shape[1] * x.shape[2]
     mult, shift = mean_params(si, so, n)
     total = x.astype(np.int64).sum(axis=(1, 2)) - zi * n
-    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift) + zo, -128, 127)
+    out = _clamp(multiply_by_quantized_multiplier(total, mult, shift) + zo, *qrange(_odt(g, op)), _odt(g, op))
     return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
 
 
@@ -223,13 +256,13 @@ def _requantize(g: Graph, op: Op, x: Array) -> Array:
     return np.clip(y, info.min, info.max).astype(out.dtype.numpy)
 
 
-def add_params(s1: float, s2: float, so: float) -> dict:
-    """TFLite int8 ADD Prepare: left shift 20, inputs scaled to twice the larger input scale."""
+def add_params(s1: float, s2: float, so: float, left_shift: int = 20) -> dict:
+    """TFLite ADD Prepare: left shift 20 (int8) or 15 (int16), inputs scaled to twice the larger input scale."""
     twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
     m1, e1 = quantize_multiplier(float(np.float32(s1)) / twice_max)
     m2, e2 = quantize_multiplier(float(np.float32(s2)) / twice_max)
-    mo, eo = quantize_multiplier(twice_max / ((1 << 20) * float(np.float32(so))))
-    return {"left_shift": 20, "m1": m1, "e1": e1, "m2": m2, "e2": e2, "mo": mo, "eo": eo}
+    mo, eo = quantize_multiplier(twice_max / ((1 << left_shift) * float(np.float32(so))))
+    return {"left_shift": left_shift, "m1": m1, "e1": e1, "m2": m2, "e2": e2, "mo": mo, "eo": eo}
 
 
 def _scaled(v: Array, m: int, e: int) -> Array:
@@ -239,10 +272,10 @@ def _scaled(v: Array, m: int, e: int) -> Array:
 def _binary(g: Graph, op: Op, a: Array, b: Array) -> Array:
     (s1, z1), (s2, z2) = (_qp(g.tensors[t].quant, f"{op.describe()} input") for t in op.inputs)
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
-    act = activation_range(op.attrs["activation"], so, zo)
+    act = _act_range(g, op, so, zo)
     a64, b64 = a.astype(np.int64) - z1, b.astype(np.int64) - z2
     if op.kind in (OpKind.ADD, OpKind.SUB):  # TFLite's SUB: ADD's parameters, the scaled operands subtracted
-        p = add_params(s1, s2, so)
+        p = add_params(s1, s2, so, 15 if _odt(g, op) == np.int16 else 20)
         sa = _scaled(a64 * (1 << p["left_shift"]), p["m1"], p["e1"])
         sb = _scaled(b64 * (1 << p["left_shift"]), p["m2"], p["e2"])
         out = _scaled(sa + sb if op.kind == OpKind.ADD else sa - sb, p["mo"], p["eo"]) + zo
@@ -250,15 +283,15 @@ def _binary(g: Graph, op: Op, a: Array, b: Array) -> Array:
         real = np.float32(np.float32(s1) * np.float32(s2)) / np.float32(so)
         m, e = quantize_multiplier(float(np.float32(real)))
         out = multiply_by_quantized_multiplier(a64 * b64, m, e) + zo
-    return _clamp(out, *act)
+    return _clamp(out, *act, _odt(g, op))
 
 
 def _relu(g: Graph, op: Op, x: Array) -> Array:
     si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
     m, e = quantize_multiplier(float(np.float32(si)) / float(np.float32(so)))
-    act = activation_range("relu" if op.kind == OpKind.RELU else "relu6", so, zo)
-    return _clamp(multiply_by_quantized_multiplier(x.astype(np.int64) - zi, m, e) + zo, *act)
+    act = activation_range("relu" if op.kind == OpKind.RELU else "relu6", so, zo, *qrange(_odt(g, op)))
+    return _clamp(multiply_by_quantized_multiplier(x.astype(np.int64) - zi, m, e) + zo, *act, _odt(g, op))
 
 
 def _check_same(g: Graph, op: Op) -> None:
@@ -283,6 +316,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return fl.eval_op(op, args, g)
     if k not in INT8_KINDS:
         raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")
+    if g.tensors[op.inputs[0]].dtype == DType.INT16 and k not in INT16_KINDS:
+        raise IRError(f"{op.describe()}: no int16 kernel for {k.value}")
     if k == OpKind.SOFTMAX:
         s, _ = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         if _qp(g.tensors[op.outputs[0]].quant, "softmax output") != FIXED_OUTPUT[k]:
@@ -323,13 +358,13 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
     if k == OpKind.LEAKY_RELU:
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
-        return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]))
+        return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]), _odt(g, op))
     if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:
         _check_same(g, op)
     if k in (OpKind.MAXIMUM, OpKind.MINIMUM):  # TFLite compares the raw int8 values (shared parameters)
-        return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(np.int8)
+        return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(_odt(g, op))
     if k == OpKind.RESIZE_NEAREST:
         return fl.resize_nearest(args[0], op.attrs)
     if k == OpKind.SLICE:

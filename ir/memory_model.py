@@ -70,7 +70,7 @@ class MemoryReport:
 
 
 def extractor_flash(graph: Graph) -> tuple[int, int, int]:
-    """(int8 weight bytes, int32 bias bytes, requant table bytes) of a quantized extractor."""
+    """(int8 weight bytes, int32/int64 bias bytes, requant table bytes) of a quantized extractor."""
     weights = biases = tables = 0
     seen: set[str] = set()
     for op in graph.ops:
@@ -78,7 +78,7 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
             ten = graph.tensors[t]
             if ten.is_const and t not in seen:
                 seen.add(t)
-                if ten.dtype.value == "int32":
+                if ten.dtype.value in ("int32", "int64"):  # int64: biases of int16 (16x8) layers
                     biases += ten.nbytes
                 else:
                     weights += ten.nbytes

@@ -89,7 +89,14 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") 
 
 def dequantize(q: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray) -> np.ndarray:
     """TFLite DEQUANTIZE: scale * (q - zp) in float32."""
-    return (np.float32(scale) * (np.asarray(q, np.int32) - np.int32(zero_point)).astype(np.float32)).astype(np.float32)
+    diff = np.asarray(q).astype(np.int64) - np.asarray(zero_point, np.int64)  # int64: the biases of 16x8 layers
+    return (np.float32(scale) * diff.astype(np.float32)).astype(np.float32)
+
+
+def qrange(dtype: str) -> tuple[int, int]:
+    """The integer range of an activation type: (-128, 127) for int8, (-32768, 32767) for int16."""
+    info = np.iinfo(str(dtype))
+    return int(info.min), int(info.max)
 
 
 def activation_range(activation: str, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
@@ -202,3 +209,14 @@ def multiply_by_quantized_multiplier_int64(x: np.ndarray, m: np.ndarray | int, s
     # x * m can exceed int64 only for |x| > 2^32: not reachable from int8 kernels
     res = (x * m + (np.int64(1) << (total - 1))) >> total
     return np.clip(res, INT32_MIN, INT32_MAX)
+
+
+def multiply_by_quantized_multiplier_wide(x: np.ndarray, m: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """TFLite's int64-accumulator MultiplyByQuantizedMultiplier of the 16x8 kernels (CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED with int16 input): the multiplier reduced to 16 bits (rounded), one rounding right shift by
+    15 - shift, the result cast to int32. Valid for |x| < 2^47 (any int16 x int8 accumulation tinycc emits)."""
+    m = np.asarray(m, np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - np.asarray(shift, np.int64)
+    res = (np.asarray(x, np.int64) * reduced + (np.int64(1) << (total - 1))) >> total
+    return _wrap32(res)

@@ -13,7 +13,9 @@ class DType(str, Enum):
     FLOAT32 = "float32"
     INT8 = "int8"
     UINT8 = "uint8"
+    INT16 = "int16"  # activations of TFLite's 16x8 quantization (symmetric, zero point 0)
     INT32 = "int32"
+    INT64 = "int64"  # biases of 16x8 convolutions and FULLY_CONNECTED
 
     @property
     def numpy(self) -> np.dtype:

@@ -5,7 +5,7 @@ from .graph import Graph, IRError
 from .ops import OP_DEFS, OpKind
 from .tensor import DType
 
-_INT_KINDS = {DType.INT8, DType.UINT8}
+_INT_KINDS = {DType.INT8, DType.UINT8, DType.INT16}
 
 
 def verify(graph: Graph) -> None:
@@ -53,11 +53,11 @@ def _check_dtypes(graph: Graph, op) -> None:
     y = graph.tensors[op.outputs[0]]
     if op.kind == OpKind.QUANTIZE:
         if y.dtype not in _INT_KINDS or y.quant is None:
-            raise IRError(f"{op.describe()}: output must be int8/uint8 with quantization parameters")
+            raise IRError(f"{op.describe()}: output must be int8/uint8/int16 with quantization parameters")
         return
     if op.kind == OpKind.DEQUANTIZE:
         if x.dtype not in _INT_KINDS or x.quant is None or y.dtype != DType.FLOAT32:
-            raise IRError(f"{op.describe()}: must map a quantized int8/uint8 tensor to float32")
+            raise IRError(f"{op.describe()}: must map a quantized int8/uint8/int16 tensor to float32")
         return
     if x.dtype == DType.FLOAT32:
         for t in op.inputs[1:]:
@@ -65,11 +65,11 @@ def _check_dtypes(graph: Graph, op) -> None:
                 raise IRError(f"{op.describe()}: float op with {graph.tensors[t].dtype.value} input {t!r}")
         if y.dtype != DType.FLOAT32:
             raise IRError(f"{op.describe()}: float op with {y.dtype.value} output")
-    elif x.dtype == DType.INT8:
-        if y.dtype != DType.INT8:
-            raise IRError(f"{op.describe()}: int8 op with {y.dtype.value} output")
+    elif x.dtype in (DType.INT8, DType.INT16):
+        if y.dtype != x.dtype:
+            raise IRError(f"{op.describe()}: {x.dtype.value} op with {y.dtype.value} output")
         for t in [op.inputs[0], *op.outputs]:
             if graph.tensors[t].quant is None:
-                raise IRError(f"{op.describe()}: int8 tensor {t!r} has no quantization parameters")
+                raise IRError(f"{op.describe()}: {x.dtype.value} tensor {t!r} has no quantization parameters")
     else:
         raise IRError(f"{op.describe()}: unsupported input dtype {x.dtype.value}")

@@ -24,7 +24,8 @@ def test_ops_lists_every_frontend_and_backend_with_dtypes() -> None:
     for title in ("keras frontend", "tflite frontend", "int8 quantization", "c backend", "arduino backend",
                   "tflm backend"):
         assert title in out
-    assert out.count("dtypes:") == 7 and "int16 activations are not read" in out
+    assert out.count("dtypes:") == 10 and "(16x8: int8 weights, int64/int32 bias)" in " ".join(out.split())
+    assert "int16 quantization and interpreter" in out
     words = set(out.replace(",", " ").split())
     assert set(SUPPORTED_LAYERS) <= words
     assert (SUPPORTED_OPERATORS - {"SHAPE", "STRIDED_SLICE", "PACK", "TILE", "SPACE_TO_BATCH_ND",
@@ -65,6 +66,11 @@ def test_refusals_are_one_short_line_naming_the_dtype_or_operator(tmp_path: Path
     m = keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
     p16 = tmp_path / "m16x8.tflite"
     p16.write_bytes(_convert_16x8(m, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
+    r = _cli("inspect", str(p16))  # 16x8 files are read (tests/test_int16.py) ...
+    assert r.returncode == 0 and "int16" in r.stdout, r.stderr
+    up = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(x))  # ... but no int16
+    p16 = tmp_path / "tconv16x8.tflite"  # TRANSPOSE_CONV
+    p16.write_bytes(_convert_16x8(up, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
     r = _cli("inspect", str(p16))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     err = r.stderr.strip()

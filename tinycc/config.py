@@ -27,6 +27,7 @@ LOSSES = ("ce", "bce", "mse")
 TRAIN_MODES = ("all", "last", "bias")
 PLANNERS = ("best", "greedy")
 OBSERVERS = ("minmax", "percentile")
+ACTIVATIONS = ("int8", "int16")  # --activations
 KERNELS = ("tinycc", "generic", "cmsis-nn")  # --kernels (c/arduino int8 kernels)
 
 
@@ -90,9 +91,16 @@ class QuantConfig:
     int8_input: bool = False  # int8 input tensor (no input QUANTIZE)
     int8_output: bool = False  # int8 output tensor (no output DEQUANTIZE); the deploy stage sets it for Φf
     dense_per_tensor: bool = False
+    activations: str = "int8"  # int8 | int16 (TFLite's 16x8: int16 activations, int8 weights, int64 bias)
+    int16_layers: tuple[str, ...] = ()  # layers kept in int16 in an int8 model ("first"/"last" name those layers)
 
     def __post_init__(self) -> None:
         _choice("--observer", self.observer, OBSERVERS)
+        _choice("--activations", self.activations, ACTIVATIONS)
+        object.__setattr__(self, "int16_layers", tuple(self.int16_layers))
+        if self.int16_layers and self.activations == "int16":
+            raise TinyccError("--int16-layers picks int16 layers of an int8 model; --activations int16 already "
+                              "makes every layer int16")
         _positive("--calib-limit", self.calib_limit)
         _positive("calib_batch_size", self.calib_batch_size)
         if self.calib_scale is not None:

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import (KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig, DemoConfig,
-                     LearningConfig, TestVectors)
+from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
+                     DemoConfig, LearningConfig, TestVectors)
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
-from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, positive_float, positive_int
+from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, layer_names, positive_float, positive_int
 from .output import check_output_dir, install_dir, new_project_dir
 from .passes import PassContext, PassRecord, collect_records, summarize, timed
 from .stages import FRONT_STAGES, STAGES, parse_passes, resolve, run_stages
@@ -46,6 +46,10 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--cut", help="layer/tensor after which the trainable classifier starts (default: automatic)")
     g.add_argument("--calib", help="calibration data: .npz/.npy, image folder, or SOURCE:ARG from a plugin")
     g.add_argument("--observer", choices=OBSERVERS, help="calibration observer (default minmax)")
+    g.add_argument("--activations", choices=ACTIVATIONS,
+                   help="activation type of the quantized extractor: int8 (default) or int16 (TFLite's 16x8)")
+    g.add_argument("--int16-layers", type=layer_names, metavar="NAME,NAME",
+                   help="keep these layers (or first, last) in int16 in an int8 model (requantize ops between)")
     g.add_argument("--board", help="board preset (see `tinycc plugins`): sets the RAM/flash budget")
     g.add_argument("--ram", type=parse_bytes, help="RAM budget in bytes (suffix K/M allowed)")
     g.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")

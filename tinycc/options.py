@@ -193,3 +193,11 @@ def serial_timeout(text: object) -> float:
 
 
 serial_retries = int_range(0, MAX_RETRIES)
+
+
+def layer_names(text: object) -> tuple[str, ...]:
+    """``NAME,NAME`` (layer names, or ``first``/``last``): a non-empty list of non-empty names."""
+    names = tuple(n.strip() for n in str(text).split(","))
+    if not names or any(not n or len(n) > 200 for n in names):
+        raise argparse.ArgumentTypeError(f"expected NAME,NAME (layer names, first or last), got {str(text)[:60]!r}")
+    return names

@@ -12,7 +12,9 @@ RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 size), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
 the last step without ``return_sequences``, as the converter writes it). Operator versions are those the TF 2.21
-converter emits (int8 table below; float ops are version 1). Output bytes are deterministic.
+converter emits (int8 table below; float ops are version 1). int16 activations (TFLite's 16x8) are written as
+the converter writes them: int16 tensors, int64 biases, ADD/SUB with ``pot_scale_int16`` false (the general
+rescaling TFLite and TFLite Micro run). Output bytes are deterministic.
 """
 from __future__ import annotations
 
@@ -34,11 +36,12 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
                  "STRIDED_SLICE": 2}
+INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
-_TYPES = {DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT8: 9}
+_TYPES = {DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT64: 4, DType.INT16: 7, DType.INT8: 9}
 
 
 class _Writer:
@@ -83,7 +86,9 @@ class _Writer:
     def emit(self, code: str, inputs: list[int], outputs: list[int], opt_type: int = 0, opt: Any = None) -> None:
         data_in = inputs[2] if code == "TRANSPOSE_CONV" else inputs[0]  # after the output shape and weights
         int8 = self.tensors[data_in].type != _TYPES[DType.FLOAT32] or code == "QUANTIZE"
-        key = (code, INT8_VERSIONS.get(code, 1) if int8 else FLOAT_VERSIONS.get(code, 1))
+        wide = _TYPES[DType.INT16] in (self.tensors[data_in].type, self.tensors[outputs[0]].type)
+        table = INT16_VERSIONS if wide else INT8_VERSIONS
+        key = (code, table.get(code, 1) if int8 else FLOAT_VERSIONS.get(code, 1))
         if key not in self.opcodes:
             self.opcodes.append(key)
         o = self.s.OperatorT()
@@ -161,10 +166,13 @@ class _Writer:
         elif k in (OpKind.ADD, OpKind.MUL):
             o = (s.AddOptionsT if k == OpKind.ADD else s.MulOptionsT)()
             o.fusedActivationFunction = _ACT[a["activation"]]
+            if k == OpKind.ADD:
+                o.potScaleInt16 = False  # int16: TFLite's general rescaling (the schema's default is the POT one)
             self.emit(k.name, ins, outs, s.BuiltinOptions.AddOptions if k == OpKind.ADD else s.BuiltinOptions.MulOptions, o)
         elif k == OpKind.SUB:
             o = s.SubOptionsT()
             o.fusedActivationFunction = _ACT[a["activation"]]
+            o.potScaleInt16 = False
             self.emit("SUB", ins, outs, s.BuiltinOptions.SubOptions, o)
         elif k in (OpKind.MAXIMUM, OpKind.MINIMUM):
             self.emit(k.name, ins, outs, s.BuiltinOptions.MaximumMinimumOptions, s.MaximumMinimumOptionsT())
@@ -304,8 +312,8 @@ class _Writer:
         if w.quant is None:
             return self.tensor(Tensor(name, (n,), DType.FLOAT32, np.zeros(n, np.float32)))
         scale = (np.float32(x.quant.scale[0]) * np.broadcast_to(w.quant.scale, (n,))).astype(np.float32)
-        return self.tensor(Tensor(name, (n,), DType.INT32, np.zeros(n, np.int32),
-                                  QuantParams(scale, np.zeros(n, np.int64), 0)))
+        dt = DType.INT64 if x.dtype == DType.INT16 else DType.INT32  # 16x8: int64 bias
+        return self.tensor(Tensor(name, (n,), dt, np.zeros(n, dt.numpy), QuantParams(scale, np.zeros(n, np.int64), 0)))
 
     def _pool(self, code: str, ins: list[int], outs: list[int], size: Any, strides: Any, padding: str, act: str) -> None:
         o = self.s.Pool2DOptionsT()

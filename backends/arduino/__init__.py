@@ -80,8 +80,12 @@ class ArduinoBackend(Backend):
 
     @classmethod
     def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
+        from ..c.emit16 import INT16_C_KINDS
+
         return [("extractor ops (the c backend's kernels)", "int8 (the trainable classifier is float32)",
-                 sorted(k.value for k in C_KINDS))]
+                 sorted(k.value for k in C_KINDS)),
+                ("extractor ops (the c backend's kernels)", "int16 activations (TFLite's 16x8)",
+                 sorted(k.value for k in INT16_C_KINDS))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         name = names.c_identifier(deployment.name)

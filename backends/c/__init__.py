@@ -18,6 +18,7 @@ from ...backend_api import Candidate, MemoryFigures
 from ...config import DemoConfig, TestVectors
 from ...ir.calibration import test_vector_count
 from ...ir.interpreter_int8 import interpreter_only
+from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
 from .. import names
@@ -215,7 +216,9 @@ def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     oq = dep.feature_quant
     ctx = {"n_out": dep.feature_count, "int8_io": dep.int8_io,
            "output_scale": _c_float(oq.scale[0]), "output_zp": int(oq.zero_point[0]),
-           "output_ptr": em.consts["features_ptr"], "multi": is_multi_io(dep)}
+           "output_ptr": em.consts["features_ptr"], "multi": is_multi_io(dep),
+           "output_dequantize": "tcc_dequantize_s16" if dep.extractor.tensors[dep.extractor.outputs[0]].dtype.value
+           == "int16" else "tcc_dequantize_s8"}
     if ctx["multi"]:
         ctx["ins"], ctx["outs"] = _io_list(dep, em)
     return ctx
@@ -339,7 +342,9 @@ class CBackend(Backend):
 
     @classmethod
     def supported_ops(cls) -> list[tuple[str, str, list[str]]]:
-        return [("extractor ops", "int8 (the trainable classifier is float32)", sorted(k.value for k in C_KINDS))]
+        return [("extractor ops", "int8 (the trainable classifier is float32)", sorted(k.value for k in C_KINDS)),
+                ("extractor ops", "int16 activations (TFLite's 16x8: int8 weights, int64 bias; portable kernels)",
+                 sorted(k.value for k in INT16_C_KINDS))]
 
     def embed_test_vectors(self, project: Path, deployment: Deployment, x: np.ndarray, y: np.ndarray) -> None:
         if not (project / "main.c").is_file() or not (project / "Makefile").is_file():
@@ -362,6 +367,14 @@ class CBackend(Backend):
             if why is not None:
                 raise UnsupportedLayerError(f"layer {op.origin!r}: {why} has no C kernel (int8 reference "
                                             "interpreter only)")
+            if is_int16_op(g, op):
+                if op.kind not in INT16_C_KINDS:
+                    raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no int16 C kernel; "
+                                                "`tinycc ops` lists them")
+                if deployment.int8_io and op.inputs[0] in g.inputs:
+                    raise UnsupportedLayerError("--int8-io: the model's input is int16 (its first layer is int16); "
+                                                "use float I/O")
+                continue
             if op.kind not in C_KINDS:
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
                                             "`tinycc ops` lists them")
@@ -391,7 +404,8 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
     state += sum(lstm.state_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # LSTM states, static RAM
-    detail = f"int8 activations, planned (lower bound {p.lower_bound:,} B"
+    kinds = sorted({g.tensors[t].dtype.value for t in g.activations()} & {"int8", "int16"}) or ["int8"]
+    detail = f"{'/'.join(kinds)} activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
                          tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),

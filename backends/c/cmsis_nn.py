@@ -47,6 +47,8 @@ def _same_shape_operands(g: Graph, op: Op) -> bool:
 def supports(g: Graph, op: Op) -> bool:
     """True when the op runs on CMSIS-NN (bit-exact with TFLite Micro's reference kernels, as TFLM uses it)."""
     k = op.kind
+    if g.tensors[op.inputs[0]].dtype.value != "int8" or g.tensors[op.outputs[0]].dtype.value != "int8":
+        return False  # int16 activations: tinycc's own tcc_*_s16 kernels
     if k == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
         return False  # TFLite's requantizing MEAN: tinycc's tcc_mean_s8
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,

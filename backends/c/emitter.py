@@ -20,6 +20,7 @@ from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan
 from .. import names
 from . import cmsis_nn
+from .emit16 import emit_int16, is_int16_op
 from .kernels import Kernel, rnn, specialize
 from .layout import c_float
 
@@ -95,6 +96,8 @@ def _vals(a: np.ndarray, ctype: str) -> list[str]:
         return [_c_float(v) for v in flat]
     if ctype == "int32_t":
         return [f"{int(v)}" if int(v) != -2147483648 else "(-2147483647L - 1L)" for v in flat]
+    if ctype == "int64_t":  # int64 biases of int16 layers: |v| < 2^47
+        return [f"{int(v)}LL" for v in flat]
     return [str(int(v)) for v in flat]
 
 
@@ -141,7 +144,8 @@ class _Builder:
         its role there (``weights``, ``bias``, ``input1``, ...)."""
         if tensor not in self.names:
             t = self.g.tensors[tensor]
-            ctype = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}[t.dtype.value]
+            ctype = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+                     "float32": "float"}[t.dtype.value]
             self.names[tensor] = self.array(self.role(tensor), ctype, t.data)
         return self.names[tensor]
 
@@ -159,12 +163,30 @@ class _Builder:
         if tensor in self.g.inputs and t.dtype.value == "float32":
             return f"x[{self.g.inputs.index(tensor)}]" if self.multi_io else "x"
         off = self.m.plan.offsets[tensor]
-        return f"(tcc_arena + {off})" if off else "tcc_arena"
+        p = f"(tcc_arena + {off})" if off else "tcc_arena"
+        cast = {"int16": "int16_t", "float32": "float"}.get(t.dtype.value)  # 16-aligned arena buffers
+        return f"(({cast} *)(void *){p})" if cast else p
+
+    def add_call(self, fn: str, args: list[str], name: str) -> None:
+        """Append a runtime kernel call (int16 ops, ``emit16``)."""
+        self.m.calls.append(Call(fn, args, name))
+
+    @staticmethod
+    def float_lit(v: float) -> str:
+        return _c_float(v)
+
+    def input_quantize(self, op: Op, s: float, zp: int, fn: str) -> None:
+        """The QUANTIZE of the float model input (skipped when the caller passes quantized input)."""
+        out = self.ptr(op.outputs[0])
+        self.m.consts["input_scale"], self.m.consts["input_zp"] = s, zp
+        self.m.consts.setdefault("quantized_inputs", {})[op.inputs[0]] = (out, s, zp)
+        self.m.calls.append(Call(fn, [self.ptr(op.inputs[0]), str(self.g.tensors[op.outputs[0]].size), _c_float(s),
+                                      str(zp), out], op.name, skip_when_int8_input=True))
 
     def build(self) -> EmitModel:
         for pos, op in enumerate(self.g.ops):
             self.layer, self.op_now = (pos, op.kind.value), op
-            if op.kind not in C_KINDS:
+            if op.kind not in C_KINDS and not is_int16_op(self.g, op):
                 raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no C kernel; "
                                             "`tinycc ops` lists them")
             why = c_kernel_problem(self.g, op)
@@ -207,6 +229,9 @@ class _Builder:
         if k in rnn.KINDS:  # tinycc's integer GRU/SimpleRNN: always a generated function
             kern, args = rnn.kernel_call(g, op, self, self.m.kernels)
             self.m.calls.append(Call(kern.fn, args, op.name, what="recurrent kernel"))
+            return
+        if is_int16_op(g, op):
+            emit_int16(self, op, out)
             return
         spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
         if spec is not None:

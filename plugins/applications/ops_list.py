@@ -18,7 +18,7 @@ hookimpl = pluggy.HookimplMarker("tinycc")
 
 def sections(registry: Any) -> list[tuple[str, str, list[str]]]:
     """(component, dtypes, names) for every registered frontend, the IR interpreters and every backend."""
-    from ...ir.interpreter_int8 import INT8_KINDS
+    from ...ir.interpreter_int8 import INT8_KINDS, INT16_KINDS
     from ...ir.ops import OpKind
 
     out: list[tuple[str, str, list[str]]] = []
@@ -29,6 +29,8 @@ def sections(registry: Any) -> list[tuple[str, str, list[str]]]:
     out.append(("IR float interpreter: ops", "float32", sorted(k.value for k in OpKind)))
     out.append(("int8 quantization and interpreter: ops", "int8 activations, int8 weights, int32 bias",
                 sorted(k.value for k in INT8_KINDS)))
+    out.append(("int16 quantization and interpreter: ops", "int16 activations (TFLite's 16x8: symmetric), int8 "
+                "weights, int64 bias (--activations int16, --int16-layers)", sorted(k.value for k in INT16_KINDS)))
     for name, e in sorted(registry.backends.items()):
         for what, dtypes, names in getattr(e.obj, "supported_ops", lambda: [])():
             out.append((f"{name} backend: {what}", dtypes, list(names)))

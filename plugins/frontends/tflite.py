@@ -1,5 +1,5 @@
-"""Frontend for `.tflite` models made by the TFLite converter: full-integer int8 (post-training or QAT)
-and float32.
+"""Frontend for `.tflite` models made by the TFLite converter: full-integer int8 (post-training or QAT),
+16x8 (int16 activations, int8 weights, int64 or int32 biases) and float32.
 
 An int8 file is read with the flatbuffer schema bindings into the IR in the form the quantize pass
 produces: int8 activations with per-tensor parameters, int8 weights (per-axis for convolutions),
@@ -26,10 +26,15 @@ Flatten (SHAPE, STRIDED_SLICE, PACK, CONCATENATION on int32) is dropped: RESHAPE
 shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
+A 16x8 file reads like an int8 one with int16 activations; an operator without an int16 kernel in
+``interpreter_int8.INT16_KINDS`` (TRANSPOSE_CONV, HARD_SWISH, ... in int16) is refused by name, except SOFTMAX, LOGISTIC
+and TANH, read so that a 16x8 classifier learns on the device (its float head replaces them); running them in
+int16 (inference-only, the interpreter) is refused by name.
+
 Not read (reported with the operator and tensor names): other operators (GATHER and the
-dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), int16
-activations, several subgraphs. TFLite's int8 parameter rules (same parameters through pooling,
-reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH outputs) are checked at import.
+dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), several subgraphs. TFLite's int8
+parameter rules (same parameters through pooling, reshape, pad, concatenation; fixed SOFTMAX/LOGISTIC/TANH
+outputs) are checked at import.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ import pluggy
 
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.graph import Graph, IRError
-from ...ir.interpreter_int8 import FIXED_OUTPUT, SAME_PARAMS
+from ...ir.interpreter_int8 import FIXED_OUTPUT, INT16_KINDS, SAME_PARAMS
 from ...ir.ops import OpKind, same_padding
 from ...ir.tensor import DType, QuantParams, Tensor
 from ...tflite_schema import builtin_name, schema
@@ -49,7 +54,8 @@ from .tflite_lstm import read_lstm
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 
-_TYPES = {0: DType.FLOAT32, 2: DType.INT32, 3: DType.UINT8, 9: DType.INT8}
+_TYPES = {0: DType.FLOAT32, 2: DType.INT32, 3: DType.UINT8, 4: DType.INT64, 7: DType.INT16, 9: DType.INT8}
+_ACTIVATION_TYPES = (0, 3, 7, 9)  # float32, uint8, int16, int8
 # TFLite's TensorType numbers by name, for messages (schema.fbs)
 TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
               8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource",
@@ -80,6 +86,9 @@ def short_name(name: str, limit: int = 60) -> str:
         n = "/".join(parts[1:])
     return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
+# int16 ops read without a kernel: a classifier's final activation, replaced by the float head when the model
+# learns on the device (running them, in the interpreter or a backend, is refused by name)
+_HEAD_ONLY = frozenset({OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH})
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
@@ -165,9 +174,9 @@ class _Reader:
         """Give the IR op's output the TFLite tensor's name, dtype and quantization."""
         out = self.g.tensors[op.outputs[0]]
         t = self.sg.tensors[i]
-        if t.type not in _TYPES or t.type == 2:
+        if t.type not in _ACTIVATION_TYPES:
             raise UnsupportedLayerError(f"operator writing {short_name(out.name)!r}: {type_name(t.type)} activations "
-                                        "are not supported (int8, uint8 at the boundaries, or float32)")
+                                        "are not supported (int8, int16, uint8 at the boundaries, or float32)")
         out.dtype = _TYPES[t.type]
         out.quant = self._quant(i)
         self.names[i] = out.name
@@ -177,13 +186,17 @@ class _Reader:
         """TFLite's int8 parameter rules that the IR's kernels rely on, checked at import."""
         g = self.g
         out = g.tensors[op.outputs[0]]
-        if out.dtype != DType.INT8 or g.tensors[op.inputs[0]].dtype != DType.INT8:
+        src = g.tensors[op.inputs[0]].dtype
+        if src == DType.INT16 and op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE} | _HEAD_ONLY:
+            raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 activations are "
+                                        f"not supported for this operator; {OPS_HINT}")
+        if out.dtype not in (DType.INT8, DType.INT16) or src != out.dtype:
             return
         if out.quant is None:
             raise UnsupportedLayerError(f"int8 tensor {out.name!r} has no quantization parameters")
         qp = (float(out.quant.scale[0]), int(out.quant.zero_point[0]))
         fixed = {**FIXED_OUTPUT, OpKind.SOFTMAX: (1.0 / 256.0, -128)}
-        if op.kind in fixed and qp != fixed[op.kind]:
+        if op.kind in fixed and out.dtype == DType.INT8 and qp != fixed[op.kind]:
             raise UnsupportedLayerError(f"{op.kind.value} writing {out.name!r}: int8 output parameters {qp}, TFLite "
                                         f"requires {fixed[op.kind]}")
         if op.kind in SAME_PARAMS and not op.attrs.get("requantize"):
@@ -210,15 +223,15 @@ class _Reader:
         sg = self.sg
         for i in sg.inputs:
             t = sg.tensors[i]
-            if t.type not in _TYPES:
+            if t.type not in _ACTIVATION_TYPES:
                 raise UnsupportedLayerError(f"input {self._short(i)!r}: {type_name(t.type)} inputs are not supported "
-                                            f"(int8, uint8 or float32); {OPS_HINT}")
+                                            f"(int8, int16, uint8 or float32); {OPS_HINT}")
             inp = self.g.add_input(self._tname(i), tuple(int(d) for d in t.shape), _TYPES[t.type])
             inp.quant = self._quant(i)
             self.names[i] = inp.name
         ops = list(sg.operators or [])
         variable = [t for t in sg.tensors if self._is_activation(t)]
-        self.integer = any(t.type in (3, 9) for t in variable)
+        self.integer = any(t.type in (3, 7, 9) for t in variable)
         self._check_supported(ops)
         skip: set[int] = set()
         for k, o in enumerate(ops):
@@ -612,9 +625,10 @@ class TfliteFrontend:
         """What ``tinycc ops`` lists: (what, dtypes, names); the int32 shape arithmetic the reader drops is named
         by its pattern."""
         shape_only = {"SHAPE", "PACK", "TILE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+        int16 = sorted(k.value for k in INT16_KINDS)
         return [("operators", "int8 activations (uint8 or float32 at the inputs/outputs), int8 weights, int32 "
-                 "bias; or float32 (float16 and dynamic-range int8 weights become float32); int16 activations are "
-                 "not read",
+                 "bias; int16 activations (16x8: int8 weights, int64/int32 bias) for the kinds "
+                 f"{', '.join(int16)}; or float32 (float16 and dynamic-range int8 weights become float32)",
                  sorted(SUPPORTED_OPERATORS - shape_only) +
                  ["SPACE_TO_BATCH_ND + conv + BATCH_TO_SPACE_ND (dilated conv)",
                   "EXPAND_DIMS + TILE + RESHAPE (repeat)", "SHAPE/STRIDED_SLICE/PACK (int32 shape arithmetic, dropped)"])]

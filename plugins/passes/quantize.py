@@ -23,6 +23,9 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
 - hard_swish stays one int8 HARD_SWISH op (its own output parameters), as the converter emits it;
 - a constant operand of add/sub/mul gets its own per-tensor asymmetric parameters, one of
   concat/maximum/minimum the output's;
+- int16 activations (``QuantConfig.activations`` int16, or ``int16_layers`` of an int8 model; see
+  ``precision.py``): symmetric int16 (zero point 0, scale max|x|/32767), int8 weights as above, int64 biases
+  (TFLite's 16x8 as the converter writes it); requantizing QUANTIZE ops between int8 and int16 parts;
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (``QuantConfig.int8_input`` /
   ``int8_output`` keep int8 at the boundaries). A final softmax
   stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
@@ -42,6 +45,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +61,15 @@ from ...ir.ops import OpKind
 from ...ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
 from ...ir.tensor import DType, QuantParams, Tensor
-from ...options import path_text, positive_float, positive_int
+from ...options import layer_names, path_text, positive_float, positive_int
 from ...output import check_output_file, write_atomic
-from ...config import CompileConfig, QuantConfig
+from ...config import ACTIVATIONS, CompileConfig, QuantConfig
 from ...data import CALIB_KEYS, EVAL_KEYS, calibration_samples, load_data, load_samples  # noqa: F401
 from ...passes import Pass, PassContext
 from .quantize_recurrent import quantize_recurrent
 from .quantize_lstm import cell_maxima, quantize_lstm
+from .precision import (check_int16_support, insert_requantize, int16_ops, int16_params, quantize_bias64, set_dtypes,
+                        tensor_precision)
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 log = logging.getLogger("tinycc.quantize")
@@ -244,8 +250,10 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> dict[str, QuantParams]:
-    """Per-tensor int8 parameters of every activation (shared groups, fixed outputs)."""
+def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
+                      wide: set[str] | None = None) -> dict[str, QuantParams]:
+    """Per-tensor int8 parameters of every activation (shared groups, fixed outputs); symmetric int16 ones for
+    the tensors in ``wide``."""
     uf = _UnionFind()
     producers = graph.producers_map()
     for op in graph.ops:
@@ -272,7 +280,8 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]]) -> d
             missing = [t for t in members if t not in ranges]
             if missing:
                 raise TinyccError(f"no calibrated range for tensor {missing[0]!r} (run calibrate on this graph)")
-            s, zp = choose_activation_params(min(ranges[t][0] for t in members), max(ranges[t][1] for t in members))
+            lo, hi = min(ranges[t][0] for t in members), max(ranges[t][1] for t in members)
+            s, zp = int16_params(lo, hi) if wide and members[0] in wide else choose_activation_params(lo, hi)
         for t in members:
             params[t] = QuantParams([s], [zp])
     return params
@@ -297,17 +306,20 @@ class QuantizeInt8(Pass):
             pos = graph.outputs.index(op.outputs[0])
             graph.outputs[pos] = op.inputs[0]
             kept.append((op, graph.tensors[op.outputs[0]], pos))
-        params = activation_params(graph, ctx.results["calibrate"]["ranges"])
+        wide = int16_ops(graph, ctx.config.quant, SHARED_KINDS)
+        check_int16_support(graph, wide)
+        ranges = dict(ctx.results["calibrate"]["ranges"])
+        wide_t = tensor_precision(graph, wide)
+        floats = insert_requantize(graph, wide, wide_t, ranges)
+        params = activation_params(graph, ranges, wide_t)
         per_tensor_dense = ctx.config.quant.dense_per_tensor
         cells = ctx.results["calibrate"].get("lstm_cells", {})
         for op in list(graph.ops):
             if op.kind == OpKind.LSTM:
                 quantize_lstm(graph, op, float(params[op.inputs[0]].scale[0]), cells.get(op.name))
-            self._quantize_consts(graph, op, params, per_tensor_dense)
+            self._quantize_consts(graph, op, params, per_tensor_dense, op.name in wide)
         graph.prune_unused()
-        for t in graph.activations():
-            graph.tensors[t].quant = params[t]
-            graph.tensors[t].dtype = DType.INT8
+        set_dtypes(graph, params, wide_t, floats)
         for op in graph.ops:
             if op.kind == OpKind.GLOBAL_AVG_POOL:  # TFLite's MEAN where the parameters differ
                 op.attrs["requantize"] = not params[op.inputs[0]].equals(params[op.outputs[0]])
@@ -319,17 +331,20 @@ class QuantizeInt8(Pass):
             graph.ops.append(op)
             graph.outputs[pos] = out.name
         graph.meta["quantized"] = "int8"
+        if wide:
+            graph.meta["activations"] = "int16" if ctx.config.quant.activations == "int16" else "mixed"
         return True
 
     @staticmethod
-    def _quantize_consts(graph: Graph, op: Op, params: dict[str, QuantParams], per_tensor_dense: bool) -> None:
+    def _quantize_consts(graph: Graph, op: Op, params: dict[str, QuantParams], per_tensor_dense: bool,
+                         wide: bool = False) -> None:
         if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.TRANSPOSE_CONV2D):
             w = graph.tensors[op.inputs[1]]
             axis = {OpKind.CONV2D: 0, OpKind.DEPTHWISE_CONV2D: 3, OpKind.DENSE: 0, OpKind.TRANSPOSE_CONV2D: 0}[op.kind]
             if op.kind == OpKind.DENSE and per_tensor_dense:
                 axis = None
             scales = symmetric_weight_scales(w.data, axis)
-            if len(op.inputs) > 2:  # dead filters with a bias: the int32 bias must fit
+            if len(op.inputs) > 2 and not wide:  # dead filters with a bias: the int32 bias must fit
                 scales = bias_fitting_scales(graph.tensors[op.inputs[2]].data, float(params[op.inputs[0]].scale[0]),
                                              scales)
             qw = Tensor(graph.unique_tensor_name(f"{w.name}_int8"), w.shape, DType.INT8,
@@ -339,8 +354,9 @@ class QuantizeInt8(Pass):
             op.inputs[1] = qw.name
             if len(op.inputs) > 2:
                 b = graph.tensors[op.inputs[2]]
-                qb, bs = quantize_bias(b.data, float(params[op.inputs[0]].scale[0]), scales)
-                qbt = Tensor(graph.unique_tensor_name(f"{b.name}_int32"), b.shape, DType.INT32, qb,
+                qb, bs = (quantize_bias64 if wide else quantize_bias)(b.data, float(params[op.inputs[0]].scale[0]),
+                                                                      scales)
+                qbt = Tensor(graph.unique_tensor_name(f"{b.name}_{qb.dtype}"), b.shape, DType(str(qb.dtype)), qb,
                              QuantParams(bs, np.zeros(bs.size, np.int64), None if axis is None else 0))
                 graph.add_tensor(qbt)
                 op.inputs[2] = qbt.name
@@ -356,7 +372,10 @@ class QuantizeInt8(Pass):
                     s, zp = float(q.scale[0]), int(q.zero_point[0])
                 else:
                     s, zp = choose_activation_params(float(c.data.min()), float(c.data.max()))
-                qc = Tensor(graph.unique_tensor_name(f"{t}_int8"), c.shape, DType.INT8, quantize(c.data, s, zp),
+                dt = DType.INT16 if wide else DType.INT8
+                if wide and op.kind not in SHARED_KINDS:
+                    s, zp = int16_params(float(c.data.min()), float(c.data.max()))
+                qc = Tensor(graph.unique_tensor_name(f"{t}_{dt.value}"), c.shape, dt, quantize(c.data, s, zp, dt.value),
                             QuantParams([s], [zp]))
                 graph.add_tensor(qc)
                 op.inputs[i] = qc.name
@@ -366,7 +385,7 @@ class QuantizeInt8(Pass):
         if not int8_input:
             for name in list(graph.inputs):
                 t = graph.tensors[name]
-                q = graph.add_tensor(Tensor(graph.unique_tensor_name(f"{name}_int8"), t.shape, DType.INT8,
+                q = graph.add_tensor(Tensor(graph.unique_tensor_name(f"{name}_{t.dtype.value}"), t.shape, t.dtype,
                                             quant=t.quant))
                 graph.replace_uses(name, q.name)
                 graph.ops.insert(0, Op(graph.unique_op_name(f"{name}_quantize"), OpKind.QUANTIZE, [name], [q.name],
@@ -420,7 +439,7 @@ def quantize_model(model: str, quant: QuantConfig, session: Any, progress: bool 
 
 
 def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
-    from .quant_report import build_report
+    from .quant_report import add_baseline, build_report
     from ...tflite_writer import write_tflite
 
     out = Path(args.output)
@@ -429,7 +448,8 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
         check_output_file(Path(args.report))  # never a device, folder or symlink; before any work
     quant = QuantConfig(calib=args.calib, observer=args.observer, int8_input=args.int8_io, int8_output=args.int8_io,
                         calib_scale=args.calib_scale, calib_limit=args.calib_limit,
-                        dense_per_tensor=args.dense_per_tensor)
+                        dense_per_tensor=args.dense_per_tensor, activations=args.activations or "int8",
+                        int16_layers=args.int16_layers or ())
     graph, ctx = quantize_model(args.model, quant, session, progress=sys.stderr.isatty())
     data = write_tflite(graph)  # raises for ops TFLite cannot run, before anything is written
     ex = ey = None
@@ -444,6 +464,10 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
             ex = ex * np.float32(args.calib_scale)
     report = build_report(ctx.results["quantize_int8"]["float_graph"], graph, ctx.results["calibrate"]["samples"],
                           ex, ey)
+    if graph.meta.get("activations"):  # int16 or mixed: the all-int8 quantization beside it shows the gain
+        base, bctx = quantize_model(args.model, replace(quant, activations="int8", int16_layers=()), session)
+        add_baseline(report, build_report(bctx.results["quantize_int8"]["float_graph"], base,
+                                          bctx.results["calibrate"]["samples"]))
     write_atomic(out, data)
     if args.report:
         write_atomic(Path(args.report), (json.dumps(report.to_dict(), indent=1) + "\n").encode())
@@ -454,7 +478,7 @@ def cmd_quantize(args: argparse.Namespace, session: Any) -> int:
 
 @hookimpl
 def tinycc_add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser("quantize", help="int8-quantize a model into a .tflite file (with a report)")
+    p = subparsers.add_parser("quantize", help="int8- (or int16-) quantize a model into a .tflite file (with a report)")
     p.add_argument("model", help="model file (.h5/.keras or any registered frontend)")
     p.add_argument("--calib", required=True, help="calibration data: .npz/.npy, image folder, or SOURCE:ARG")
     p.add_argument("--observer", default="minmax", choices=sorted(OBSERVERS), help="range observer")
@@ -464,6 +488,10 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--eval", help="evaluation data (.npz with x/y or x_test/y_test) for float vs int8 accuracy")
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (no QUANTIZE/DEQUANTIZE)")
     p.add_argument("--dense-per-tensor", action="store_true", help="one weight scale per Dense layer")
+    p.add_argument("--activations", choices=ACTIVATIONS,
+                   help="activation type: int8 (default) or int16 (TFLite's 16x8: int8 weights, int64 bias)")
+    p.add_argument("--int16-layers", type=layer_names, metavar="NAME,NAME",
+                   help="keep these layers (or first, last) in int16 in an int8 model; the report shows the gain")
     p.add_argument("-o", "--output", type=path_text, required=True, help="the .tflite file to write (atomically)")
     p.add_argument("--report", type=path_text, help="also write the quantization report as JSON here")
     p.set_defaults(func=cmd_quantize)

@@ -74,7 +74,7 @@ def int8_model(graph: Graph, config: CompileConfig, session: Any,
             samples = [samples[t] for t in g.inputs]
     for name in g.outputs:
         out = g.tensors[name]
-        if out.dtype != DType.INT8 or out.quant is None:
+        if out.dtype not in (DType.INT8, DType.INT16) or out.quant is None:
             raise TinyccError(f"--inference-only: the model's output {name!r} is not int8 after quantization "
                               f"({out.dtype.value})")
     return g, samples

@@ -49,8 +49,9 @@ from ..ir.graph import Graph, Op
 from ..ir.head_rewrite import pool_before_pointwise
 from ..ir.memory_model import MemoryReport, deployment_memory
 from ..ir.ops import OpKind
-from ..ir.quant import dequantize
-from ..ir.tensor import DType, Tensor
+from ..ir.interpreter_int8 import run_int8
+from ..ir.quant import choose_activation_params, dequantize
+from ..ir.tensor import DType, QuantParams, Tensor
 from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
 from ..passes import Pass, PassContext
 from ..stages import QUANTIZE_STAGES, run_stages
@@ -280,6 +281,9 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
                        calib: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
     """Quantize Φf in place (float input, int8 features out); return it and the calibration samples."""
     quantized = bool(ext.meta.get("quantized"))  # imported int8 model: the file's parameters stay
+    if quantized and (config.quant.activations != "int8" or config.quant.int16_layers):
+        raise TinyccError("--activations/--int16-layers: the model is already quantized; its file's types (int8 "
+                          "or int16) are used")
     if quantized:
         _float_input(ext)
         if calib is None and not config.quant.calib:
@@ -300,6 +304,26 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
         raise TinyccError("int8 quantization needs the passes calibrate and quantize_int8 of the 'quantize' plugin, "
                           "which are blocked (-p no:quantize) or dropped (--passes)")
     return ext, ctx.results["calibrate"]["samples"]
+
+
+def int8_features(ext: Graph, samples: np.ndarray) -> None:
+    """int16 features (an int16 last layer, TFLite's 16x8) requantized to int8 at the cut, so the buffer, the
+    feature dequantization and the classifier are those of every model: a QUANTIZE (int16 -> int8) with int8
+    parameters from the features' range on the calibration samples (without samples: the int16 range)."""
+    name = ext.outputs[0]
+    t = ext.tensors[name]
+    if t.dtype != DType.INT16:
+        return
+    s16 = float(t.quant.scale[0])
+    if len(samples):
+        f = dequantize(run_int8(ext, samples)[name], s16, int(t.quant.zero_point[0]))
+        s, zp = choose_activation_params(float(f.min()), float(f.max()))
+    else:
+        s, zp = float(np.float32(s16 * 256.0)), 0
+    out = ext.add_op(OpKind.QUANTIZE, [name], ext.unique_op_name(f"{name}/int8"), {}, origin=name,
+                     output_name=ext.unique_tensor_name(f"{name}/int8"), output_dtype=DType.INT8).outputs[0]
+    ext.tensors[out].quant = QuantParams([s], [zp])
+    ext.outputs[0] = out
 
 
 def _labels_for(spec: str | None, n: int, target_count: int = 0, n_classes: int = 0) -> np.ndarray | None:
@@ -391,6 +415,7 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
         ext, layers = split(graph, cut)
         try:
             ext, samples = quantize_extractor(ext, config, session, calib)
+            int8_features(ext, samples)
         except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
             first_error = first_error or e
             continue

@@ -89,4 +89,60 @@ void tcc_mean_s8(const int8_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
 void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
 
+/* ---- int16 activations (TFLite's 16x8: int8 weights, int64 bias), bit-exact with TFLite's reference kernels.
+ * Convolutions and FULLY_CONNECTED accumulate in int64 and requantize with tcc_mbqm64; the others are the int8
+ * arithmetic clamped to [-32768, 32767]. */
+int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift);
+void tcc_conv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
+                    int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                    int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min,
+                    int32_t act_max, int16_t *out, int32_t oh, int32_t ow);
+void tcc_dwconv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
+                      int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                      int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max,
+                      int16_t *out, int32_t oh, int32_t ow);
+void tcc_fc_s16(const int16_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int64_t *bias, int32_t n_out,
+                const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t act_min, int32_t act_max,
+                int16_t *out);
+void tcc_pool_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t c, int32_t ph, int32_t pw, int32_t sh,
+                  int32_t sw, int32_t pt, int32_t pl, int32_t is_max, int32_t act_min, int32_t act_max,
+                  int16_t *out, int32_t oh, int32_t ow);
+/* ADD (is_sub=0) or SUB (is_sub=1): ADD's fixed-point steps with a left shift of 15. */
+void tcc_addsub_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
+                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                    int32_t is_sub, int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2,
+                    int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min, int32_t act_max, int16_t *out);
+void tcc_mul_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
+                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                 int32_t a_zp, int32_t b_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max,
+                 int16_t *out);
+/* RELU/RELU6 and int16 -> int16 QUANTIZE: (x - in_zp) * m, e + out_zp, clamped. */
+void tcc_requant_s16(const int16_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp,
+                     int32_t act_min, int32_t act_max, int16_t *out);
+/* int16 -> int8 QUANTIZE (TFLite's Requantize). */
+void tcc_requant_s16_s8(const int16_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp,
+                        int8_t *out);
+void tcc_leaky_relu_s16(const int16_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
+                        int32_t m_alpha, int32_t e_alpha, int16_t *out);
+void tcc_pad_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt, int32_t pb, int32_t pl,
+                 int32_t pr, int32_t zp, int16_t *out);
+/* Copy `outer` blocks of `inner` values into blocks of `out_inner` values at `offset` (concatenation). */
+void tcc_concat_s16(const int16_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
+                    int32_t offset, int16_t *out);
+/* Data movement of int16 tensors: as the _s8 kernels, counts and strides in elements. */
+void tcc_maxmin_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
+                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                    int32_t is_max, int16_t *out);
+void tcc_resize_nearest_s16(const int16_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
+                            int32_t oh, int32_t ow, int16_t *out);
+void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1,
+                       int32_t st2, int16_t *out);
+void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
+                   int16_t *out);
+/* TFLite's MEAN over the hw positions of an [hw][c] int16 input, requantized (tcc_mean_s8's arithmetic). */
+void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
+                  int32_t out_zp, int16_t *out);
+void tcc_quantize_f32_s16(const float *in, int32_t n, float scale, int32_t zp, int16_t *out);
+void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, float *out);
+
 #endif
