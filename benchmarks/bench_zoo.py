@@ -53,9 +53,11 @@ def one_line(e: BaseException) -> str:
 def export(name: str, cache: Path) -> tuple[Path | None, Path | None, str]:
     """(the .h5, the .tflite (int8, else float when the int8 conversion fails), a note on the conversion), made by
     ``python -m benchmarks.zoo_models`` in a child process and cached."""
+    from .zoo_models import BY_NAME
+
     cache.mkdir(parents=True, exist_ok=True)
     note = ""
-    for kind in ("int8", "float"):
+    for kind in (BY_NAME[name].activations, "float"):
         path, failed = cache / f"{name}_{kind}.tflite", cache / f"{name}_{kind}.failed"
         if failed.exists() and not path.exists():  # cached failure
             note += f"{kind} conversion failed ({failed.read_text()}); "
@@ -167,21 +169,20 @@ def builtin_ref_equal(model: Path, graph: Any, x: np.ndarray) -> bool | str | No
 
 
 def reference_outputs(model: str, x_path: str, out_path: str) -> None:
-    """(child process) BUILTIN_REF's int8 outputs for the inputs in ``x_path`` quantized with the file's input
-    parameters, saved with them as ``xq``/``ref`` in ``out_path`` (nothing for a file without int8 input)."""
+    """(child process) BUILTIN_REF's integer outputs for the inputs in ``x_path`` quantized with the file's input
+    parameters, saved with them as ``xq``/``ref`` in ``out_path`` (nothing for a file without int8/int16 input)."""
     from ai_edge_litert import interpreter as litert
-
-    from tinycc.ir.quant import quantize
 
     it = litert.Interpreter(model_path=model, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    if inp["dtype"] != np.int8:
+    if inp["dtype"] not in (np.int8, np.int16):
         np.savez(out_path)
         return
     x = np.load(x_path)
     s, zp = inp["quantization"]
-    xq = quantize(x, s, zp).astype(np.int8)
+    info = np.iinfo(inp["dtype"])
+    xq = np.clip(np.round(x / s) + zp, info.min, info.max).astype(inp["dtype"])
     ref = []
     for i in range(len(x)):
         it.set_tensor(inp["index"], xq[i:i + 1].reshape(inp["shape"]))
@@ -211,6 +212,12 @@ def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Pat
             row["error"] = one_line(e)
         except Exception as e:  # noqa: BLE001 - a bug: the row says so
             row["error"] = f"BUG {type(e).__name__}: {one_line(e)}"
+        if graph is None and h5 is not None and source != h5:  # the converter's file is refused: the Keras file
+            try:
+                graph, source = load_cleaned(str(h5), session), h5
+                row["source"] = "Keras .h5 (the .tflite is refused)"
+            except TinyccError as e:
+                row["error_h5"] = one_line(e)
         if graph is not None:
             st = totals(graph)
             row["params"], row["macs"] = st["params"], st["macs"]
@@ -276,7 +283,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         m4 = (r.get("c_run") or {}).get("m4_instructions")
         t = r["targets"]
-        lines.append(f"| {r['model']} | {r['domain']} | {r['tflite'] or '-'} | {_n(r.get('params'))} | "
+        file = (r['tflite'] or '-') + (" (refused: columns from the .h5)" if r.get("source") else "")
+        lines.append(f"| {r['model']} | {r['domain']} | {file} | {_n(r.get('params'))} | "
                      f"{_n(r.get('macs'))} | {_cell(t.get('c'))} | {_cell(t.get('tflm'))} | "
                      f"{_cell(t.get('arduino'))} | {_cell(r.get('keras_c'))} | {f'{m4:,}' if m4 else '-'} | "
                      f"{_exact(r)} |")

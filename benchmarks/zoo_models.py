@@ -24,6 +24,7 @@ class ZooModel:
     build: Callable[[], Any]
     input_range: tuple[float, float] = (-1.0, 1.0)
     classifier: bool = True  # ends in Dense + softmax: compiled for on-device learning, else inference-only
+    activations: str = "int8"  # the converter's full-integer file: "int8", or "int16" (TFLite's 16x8)
 
 
 def _layers() -> Any:
@@ -204,8 +205,10 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("resnet8", "images", resnet8, (0.0, 1.0)),
     ZooModel("squeezenet_tiny", "images", squeezenet, (0.0, 1.0)),
     ZooModel("ds_cnn_kws", "audio", ds_cnn),
+    ZooModel("ds_cnn_kws_16x8", "audio", ds_cnn, activations="int16"),
     ZooModel("tc_resnet_audio", "audio", tc_resnet),
     ZooModel("har_cnn1d", "sensors", har_cnn),
+    ZooModel("har_cnn1d_16x8", "sensors", har_cnn, activations="int16"),
     ZooModel("autoencoder_ad", "sensors", autoencoder, classifier=False),
     ZooModel("gru_har", "sensors", gru),
     ZooModel("lstm_kws", "sensors", lstm),
@@ -221,8 +224,9 @@ def inputs(model: Any, n: int, lo: float, hi: float, seed: int = 0) -> np.ndarra
     return np.random.default_rng(seed).uniform(lo, hi, (n, *shape)).astype(np.float32)
 
 
-def to_int8_tflite(model: Any, calib: np.ndarray) -> bytes:
-    """The TFLite converter's full-integer file (int8 inputs and outputs, batch 1), calibrated on ``calib``.
+def to_int8_tflite(model: Any, calib: np.ndarray, activations: str = "int8") -> bytes:
+    """The TFLite converter's full-integer file (int8 inputs and outputs, batch 1), calibrated on ``calib``;
+    ``activations="int16"``: its 16x8 file (int16 activations and I/O, int8 weights).
     A fixed batch of 1 (as published files have) lets the converter fold Keras 3's UpSampling2D shapes and
     lower LSTM/GRU loops, which it refuses with a dynamic batch."""
     import tensorflow as tf
@@ -233,13 +237,18 @@ def to_int8_tflite(model: Any, calib: np.ndarray) -> bytes:
     c = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, model(inp)))
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     c.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = c.inference_output_type = tf.int8
+    if activations == "int16":
+        c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        c.inference_input_type = c.inference_output_type = tf.int16
+    else:
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = c.inference_output_type = tf.int8
     return c.convert()
 
 
 def export(name: str, folder: str, int8: bool = True) -> None:
-    """Write NAME.h5 and NAME_int8.tflite (or NAME_float.tflite with ``int8`` False) into ``folder`` (atomically);
+    """Write NAME.h5 and NAME_int8.tflite (NAME_int16.tflite for a 16x8 entry; NAME_float.tflite with ``int8``
+    False) into ``folder`` (atomically);
     run in a child process by the benchmark: the converter crashes on some models (int8 LSTM/GRU)."""
     import os
     from pathlib import Path
@@ -252,14 +261,14 @@ def export(name: str, folder: str, int8: bool = True) -> None:
         model.save(str(out / f"{name}.tmp.h5"))
         os.replace(out / f"{name}.tmp.h5", h5)
     if int8:
-        data = to_int8_tflite(model, inputs(model, 32, *z.input_range, seed=1))
+        data = to_int8_tflite(model, inputs(model, 32, *z.input_range, seed=1), z.activations)
     else:
         import keras
         import tensorflow as tf
 
         inp = keras.Input(tuple(model.inputs[0].shape[1:]), batch_size=1)
         data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, model(inp))).convert()
-    path = out / f"{name}_{'int8' if int8 else 'float'}.tflite"
+    path = out / f"{name}_{z.activations if int8 else 'float'}.tflite"
     path.with_suffix(".tmp").write_bytes(data)
     os.replace(path.with_suffix(".tmp"), path)
 
