@@ -253,6 +253,69 @@ def tflm_library_makefile_levels(vendor: Path, cache: Path, cxx_root: Path | Non
     return lib
 
 
+M55_ARCH = "-mcpu=cortex-m55 -mthumb -mfloat-abi=hard"  # __ARM_FEATURE_MVE=3: CMSIS-NN sets ARM_MATH_MVEI
+# TFLite Micro kernel sources of the M55 library: the ops of the MLPerf Tiny models and what the core needs (the
+# M4 library's other 90 kernels are left out: this build has no use for them and takes long on 2 cores)
+M55_KERNELS = ("activations", "add", "conv", "depthwise_conv", "fully_connected", "pooling", "reshape", "softmax",
+               "quantize", "dequantize", "kernel_util", "micro_tensor_utils", "decompress", "decode", "pad", "mean",
+               "reduce", "logistic", "kernel_runner", "expand_dims", "squeeze", "concatenation", "mul", "sub")
+
+
+def tflm_library_m55(vendor: Path, cache: Path, cxx_root: Path | None = None) -> Path:
+    """TFLite Micro + CMSIS-NN for Cortex-M55 (Helium), -Os, the same sources and flags as the Cortex-M4 CMSIS-NN
+    build (``build_tflm.sh`` has no M55 build: its extracted tree and source list are reused) with
+    ``-mcpu=cortex-m55``, where CMSIS-NN's ``arm_nn_math_types.h`` turns on its MVE path (ARM_MATH_MVEI, checked by
+    `cmsis_mve_check`). Returns ``libtflm-m55-cmsis.a`` beside the M4 libraries."""
+    base = tflm_library(vendor, cache, "m4", "cmsis", cxx_root)
+    out = base.parent
+    lib = out / "libtflm-m55-cmsis.a"
+    done = Path(f"{lib}.done")
+    if done.exists() and lib.is_file():
+        return lib
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists() and lib.is_file():
+            return lib
+        t0 = time.perf_counter()
+        objs = out / "obj-m55-cmsis"
+        objs.mkdir(exist_ok=True)
+        extra = ("-ffunction-sections -fdata-sections -fno-threadsafe-statics -DCMSIS_NN -DARM_NN_ENABLE_F16=0 "
+                 "-DARM_NN_ENABLE_F32=0")
+        t = "tflite-micro"
+        inc = f"-I{t} -I{t}/fb/include -I{t}/gemmlowp -I{t}/ruyinc -Icmsis-nn -Icmsis-nn/Include"
+        cxx_inc = arm_cxx_flags(cxx_root)[0]
+        jobs = []
+        for src in (out / "srcs-m4-cmsis.txt").read_text().split():
+            obj = objs / (src.replace("/", "_") + ".o")
+            stem = Path(src).stem.removesuffix("_common")
+            if "/micro/kernels/" in src and not (stem in M55_KERNELS or stem.startswith("decode_state")):
+                continue
+            if obj.exists():
+                continue
+            if src.endswith(".c"):
+                cmd = f"arm-none-eabi-gcc {M55_ARCH} -std=c99 -Os {extra} -w {inc} -c {src} -o {obj}.tmp"
+            else:
+                cmd = (f"arm-none-eabi-g++ {M55_ARCH} -std=c++17 -Os -DTF_LITE_STATIC_MEMORY -fno-exceptions "
+                       f"-fno-rtti {extra} -w {cxx_inc} {inc} -c {src} -o {obj}.tmp")
+            jobs.append(subprocess.Popen(f"nice -n 10 {cmd} && mv {obj}.tmp {obj}", shell=True, cwd=out))
+            if len(jobs) >= int(os.environ.get("JOBS", "2")):
+                if jobs.pop(0).wait() != 0:
+                    raise RuntimeError(f"TFLite Micro M55: a compile failed in {objs}")
+        if any(j.wait() != 0 for j in jobs):
+            raise RuntimeError(f"TFLite Micro M55: a compile failed in {objs}")
+        lib.unlink(missing_ok=True)
+        _sh(f"arm-none-eabi-ar rcs {lib} {objs}/*.o", cwd=out)
+        done.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return lib
+
+
+def cmsis_mve_check(cmsis_include: Path) -> bool:
+    """Whether CMSIS-NN's headers, compiled with the M55 flags, define ARM_MATH_MVEI (its Helium kernels)."""
+    r = subprocess.run(["arm-none-eabi-gcc", *M55_ARCH.split(), f"-I{cmsis_include}", "-x", "c", "-E", "-dM", "-"],
+                       input="#include \"arm_nn_math_types.h\"\n", capture_output=True, text=True)
+    return r.returncode == 0 and "#define ARM_MATH_MVEI 1" in r.stdout
+
+
 def tflm_includes(lib: Path) -> str:
     d = lib.parent / "tflite-micro"
     return f"-I{d} -I{d}/fb/include -I{d}/gemmlowp -I{d}/ruyinc -DTF_LITE_STATIC_MEMORY"

@@ -20,6 +20,7 @@ from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan
 from .. import names
 from . import cmsis_nn
+from .kernels.mve import helium
 from .kernels import Kernel, specialize
 from .layout import c_float
 
@@ -203,7 +204,7 @@ class _Builder:
         g, k, a = self.g, op.kind, op.attrs
         x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
         out = self.ptr(op.outputs[0])
-        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
+        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode, helium(self.dep.config))
         if spec is not None:
             kern, args = spec
             self.m.calls.append(Call(kern.fn, args, op.name, what=f"{kern.family} kernel"))

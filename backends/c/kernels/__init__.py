@@ -54,10 +54,11 @@ def render(template: str, **ctx: Any) -> str:
     return _env().get_template(template).render(**ctx)
 
 
-def _modules() -> list[Any]:
-    from . import add, conv, depthwise, gemm, lut, pool
+def _modules(helium: bool = False) -> list[Any]:
+    from . import add, conv, depthwise, gemm, lut, mve, pool
 
-    return [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
+    first = [mve] if helium else []  # Cortex-M55: the Helium kernels of mve.py where they match
+    return first + [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
 def table_bytes(g: Graph, kernels: str) -> int:
@@ -70,13 +71,13 @@ def table_bytes(g: Graph, kernels: str) -> int:
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
-               mode: str) -> tuple[Kernel, list[str]] | None:
+               mode: str, helium: bool = False) -> tuple[Kernel, list[str]] | None:
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
-    ``mode`` is ``--kernels`` (only ``tinycc`` specializes)."""
+    ``mode`` is ``--kernels`` (only ``tinycc`` specializes); ``helium``: the target is a Cortex-M55 (mve.py)."""
     if mode != "tinycc":
         return None
-    for mod in _modules():
+    for mod in _modules(helium):
         if mod.matches(g, op):
             code, args = mod.emit(g, op, arrays)
             code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people

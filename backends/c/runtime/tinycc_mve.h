@@ -1,0 +1,103 @@
+/* tinycc Helium (M-profile Vector Extension, Cortex-M55/M85) helpers for the generated kernels of
+ * backends/c/kernels/mve.py. TCC_MVE is 1 only where the compiler targets MVE-I (__ARM_FEATURE_MVE bit 0); the
+ * generated functions keep their scalar/DSP version under #else, so one project builds for every core.
+ * Requantization (four lanes at once) is TFLite's MultiplyByQuantizedMultiplier, bit-exact: VQRDMULH is
+ * SaturatingRoundingDoublingHighMul (the multiplier is positive, so it never saturates) and RoundingDivideByPOT is
+ * VRSHL by the negated shift after subtracting 1 from negative lanes (round half away from zero instead of up). */
+#ifndef TINYCC_MVE_H
+#define TINYCC_MVE_H
+
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && defined(__GNUC__)
+#include <arm_mve.h>
+#define TCC_MVE 1
+
+/* acc * 2^left (wrapping, as tcc_requant), high multiply by m, rounding divide by 2^-rneg (rneg <= 0) */
+TCC_INLINE int32x4_t tcc_mve_requant(int32x4_t acc, int32x4_t m, int32x4_t left, int32x4_t rneg) {
+    const int32x4_t h = vqrdmulhq_s32(vshlq_s32(acc, left), m);
+    const int32x4_t fix = vshrq_n_s32(vandq_s32(h, rneg), 31); /* -1 where h < 0 and the shift is not 0 */
+    return vrshlq_s32(vqaddq_s32(h, fix), rneg);
+}
+
+/* the same for a layer whose shifts are all <= 0 (rneg = shift) */
+TCC_INLINE int32x4_t tcc_mve_requant_r(int32x4_t acc, int32x4_t m, int32x4_t rneg) {
+    const int32x4_t h = vqrdmulhq_s32(acc, m);
+    const int32x4_t fix = vshrq_n_s32(vandq_s32(h, rneg), 31);
+    return vrshlq_s32(vqaddq_s32(h, fix), rneg);
+}
+
+/* + output zero point, clamp to [lo, hi], store the low byte of the first `n` lanes (n <= 4) */
+TCC_INLINE void tcc_mve_store8(int8_t *y, int32x4_t v, int32_t ozp, int32_t lo, int32_t hi, int32_t n) {
+    v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, ozp), vdupq_n_s32(lo)), vdupq_n_s32(hi));
+    if (n >= 4) {
+        vstrbq_s32(y, v);
+    } else {
+        vstrbq_p_s32(y, v, vctp32q((uint32_t)n));
+    }
+}
+
+/* four int32 scalars as one vector */
+TCC_INLINE int32x4_t tcc_mve_vec4(int32_t a, int32_t b, int32_t c, int32_t d) {
+    int32x4_t v = vdupq_n_s32(a);
+    v = vsetq_lane_s32(b, v, 1);
+    v = vsetq_lane_s32(c, v, 2);
+    return vsetq_lane_s32(d, v, 3);
+}
+
+/* dot products of `np` (1 or 2) rows x0, x1 with `nch` (1..4) weight rows w + k * n, n int8 each (literals after
+ * inlining): 16 inputs per VLDRB, VMLADAVA into scalar accumulators, a predicated last step for n % 16 */
+TCC_INLINE void tcc_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t n, int32_t np,
+                               int32_t nch, int32_t *r) {
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0, i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const int8x16_t xa = vldrbq_s8(x0 + i);
+        const int8x16_t xb = np > 1 ? vldrbq_s8(x1 + i) : xa;
+        int8x16_t v = vldrbq_s8(w + i);
+        a0 = vmladavaq_s8(a0, xa, v);
+        if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
+        if (nch > 1) {
+            v = vldrbq_s8(w + n + i);
+            a1 = vmladavaq_s8(a1, xa, v);
+            if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
+        }
+        if (nch > 2) {
+            v = vldrbq_s8(w + 2 * n + i);
+            a2 = vmladavaq_s8(a2, xa, v);
+            if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
+        }
+        if (nch > 3) {
+            v = vldrbq_s8(w + 3 * n + i);
+            a3 = vmladavaq_s8(a3, xa, v);
+            if (np > 1) b3 = vmladavaq_s8(b3, xb, v);
+        }
+    }
+    if (n % 16) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(n % 16));
+        const int8x16_t xa = vldrbq_z_s8(x0 + i, pr);
+        const int8x16_t xb = np > 1 ? vldrbq_z_s8(x1 + i, pr) : xa;
+        int8x16_t v = vldrbq_z_s8(w + i, pr);
+        a0 = vmladavaq_s8(a0, xa, v);
+        if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
+        if (nch > 1) {
+            v = vldrbq_z_s8(w + n + i, pr);
+            a1 = vmladavaq_s8(a1, xa, v);
+            if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
+        }
+        if (nch > 2) {
+            v = vldrbq_z_s8(w + 2 * n + i, pr);
+            a2 = vmladavaq_s8(a2, xa, v);
+            if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
+        }
+        if (nch > 3) {
+            v = vldrbq_z_s8(w + 3 * n + i, pr);
+            a3 = vmladavaq_s8(a3, xa, v);
+            if (np > 1) b3 = vmladavaq_s8(b3, xb, v);
+        }
+    }
+    r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3;
+    r[4] = b0; r[5] = b1; r[6] = b2; r[7] = b3;
+}
+#else
+#define TCC_MVE 0
+#endif
+
+#endif

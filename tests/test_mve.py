@@ -1,0 +1,96 @@
+"""Helium (MVE) kernels (backends/c/kernels/mve.py) for Cortex-M55: chosen only for a Cortex-M55 board, and
+bit-exact with the int8 reference interpreter under QEMU mps3-an547 (the host cannot run MVE; there the same
+project runs the scalar version under #else)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.ir.simulator import Simulator
+
+from . import c_harness
+from .conftest import mlperf_model
+from .deploy_util import build_deployment, build_emit_model, render_project
+from .test_kernels import Layer, random_graph
+
+# pointwise layers: inputs 3 (the image: a predicated step only), 9 and 20 (16 + a tail), 32 (two full steps);
+# outputs 9, 20 and 32 (a partial block of 1 and of 4, whole blocks); 9x7 = 63 pixels (an odd last pixel); one
+# layer without bias; the generic convolution/depthwise of FIXED between them; and the dense feature layer
+POINTWISE: list[Layer] = [(2, 1, 1, 1, 1, False, 9, 1, True), (2, 1, 1, 1, 1, False, 20, 0, True),
+                          (0, 3, 3, 1, 1, True, 16, 2, True), (2, 1, 1, 1, 1, False, 32, 2, False),
+                          (1, 3, 3, 1, 1, True, 32, 1, True), (2, 1, 1, 1, 1, False, 7, 0, True)]
+
+
+def _project(session, tmp: Path, board: str | None, seed: int = 7):
+    g = random_graph(POINTWISE, seed=seed)
+    from tinycc.passes import PassContext, run_pipeline
+
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(seed)
+    shift = rng.uniform(-1.5, 1.5)  # the input zero point away from 0: folded into the bias
+    calib = rng.normal(shift, 1, (48, 9, 7, 3)).astype(np.float32)
+    x = rng.normal(shift, 1.3, (6, 9, 7, 3)).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2, "cut": "fc", **({"board": board} if board else {})}
+    dep = build_deployment(g, opts, session, CBackend())
+    em = build_emit_model(dep, opts)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp)
+    return dep, em, x
+
+
+def test_helium_kernels_only_for_cortex_m55(session, tmp_path: Path) -> None:
+    _, em, _ = _project(session, tmp_path / "m55", "mps3_an547")
+    fams = [k.family for k in em.kernels]
+    # pointwise layers and the dense feature layer; the one without bias keeps gemm (its input zero point has no
+    # bias to fold into)
+    assert fams == ["mve", "mve", "conv", "gemm", "depthwise", "mve", "mve"], fams
+    text = (tmp_path / "m55" / "model.c").read_text()
+    assert "#if TCC_MVE" in text and "tcc_mve_dot2x4(" in text and (tmp_path / "m55/runtime/tinycc_mve.h").exists()
+    _, em4, _ = _project(session, tmp_path / "m4", "mps2_an386")
+    assert "mve" not in [k.family for k in em4.kernels] and "TCC_MVE\n" not in (tmp_path / "m4/model.c").read_text()
+    _, em0, _ = _project(session, tmp_path / "any", None)
+    assert "mve" not in [k.family for k in em0.kernels]
+
+
+def test_helium_project_on_the_host_runs_its_scalar_version(session, tmp_path: Path) -> None:
+    """The M55 project built by host gcc (ASan/UBSan, -Werror): TCC_MVE is 0, the #else version runs."""
+    dep, _, x = _project(session, tmp_path, "mps3_an547")
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("seed", [7, 8])
+def test_helium_layers_equal_int8_interpreter_under_qemu(session, tmp_path: Path, seed: int) -> None:
+    dep, em, x = _project(session, tmp_path, "mps3_an547", seed)
+    assert "mve" in [k.family for k in em.kernels]
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m55")
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"m55 features of input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_mlperf_kws_first_vector_with_helium_under_qemu(session, tmp_path: Path) -> None:
+    """DS-CNN KWS (converter output, per-channel requantization) on the M55 board: the first test vector's
+    features equal run_int8 bit for bit with the Helium kernels."""
+    path = str(mlperf_model("kws_ref_model.tflite"))
+    g = session.registry.frontend_for(path).load(path)
+    opts = {"buffer": 2, "board": "mps3_an547"}
+    dep = build_deployment(g, opts, session, CBackend())
+    assert "mve" in [k.family for k in build_emit_model(dep, opts).kernels]
+    xin = dep.extractor.tensors[dep.extractor.inputs[0]]
+    q = next(op for op in dep.extractor.ops if op.kind.value == "quantize")
+    qp = dep.extractor.tensors[q.outputs[0]].quant
+    levels = np.random.default_rng(1).integers(-128, 128, (1, *xin.shape[1:]))
+    x = ((levels - int(qp.zero_point[0])) * float(qp.scale[0])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
+                   tmp_path)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m55")
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg="kws on m55")
