@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", nargs="+", default=list(kb.CPU_FLAGS))
     p.add_argument("--repeats", type=int, default=20, help="host: inferences per timing run")
     p.add_argument("--runs", type=int, default=5, help="host: timing runs (median)")
+    p.add_argument("--m55", action="store_true", help="only the Cortex-M55 comparison (MLPerf Tiny models): tinycc's "
+                                                      "Helium kernels against TFLite Micro + CMSIS-NN's MVE path "
+                                                      "(writes kernels-m55.md/json; benchmarks/kernels_m55.py)")
 
 
 def _session() -> Any:
@@ -185,6 +188,11 @@ def _fmt(v: Any, spec: str = ",") -> str:
 
 def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import cmsis_nn
+
+    if args.m55:
+        from .kernels_m55 import run_m55
+
+        return run_m55(args)
 
     cache = Path(args.cache) if args.cache else cmsis_nn.cache_root()
     vendor = Path(args.vendor)

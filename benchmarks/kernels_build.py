@@ -339,12 +339,14 @@ def cmsis_library(cmsis_dir: Path, work: Path, cpu: str) -> Path:
 
 # ---- programs ----
 
-def _link_script(project: Path, out: Path) -> Path:
-    """The project's MPS2 linker script plus C++ init arrays (the TFLite Micro runner calls __libc_init_array)."""
-    text = (project / "cortexm" / "link.ld").read_text()
+def _link_script(project: Path, out: Path, board: str = "mps2-an386") -> Path:
+    """The project's linker script for ``board`` plus C++ init arrays (the TFLite Micro runner calls
+    __libc_init_array), placed with the code."""
+    text = (project / cortexm.link_script(board)).read_text()
+    region = "CODE" if board == "mps3-an547" else "RAM"
     init = ("  .init_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array*)) "
             "PROVIDE_HIDDEN(__preinit_array_end = .); PROVIDE_HIDDEN(__init_array_start = .); "
-            "KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array*)) PROVIDE_HIDDEN(__init_array_end = .); } > RAM\n")
+            f"KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array*)) PROVIDE_HIDDEN(__init_array_end = .); }} > {region}\n")
     text = text.replace("  .ARM.exidx", init + "  .ARM.exidx")
     path = out / "link-bench.ld"
     path.write_text(text)
@@ -393,7 +395,8 @@ def printf_baseline(project: Path, work: Path, cpu: str) -> int:
     (out / "main.c").write_text(PRINTF_MAIN)
     elf = out / "printf.elf"
     if not elf.exists():
-        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} {LINK} -T {project}/cortexm/link.ld "
+        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} {LINK} "
+            f"-T {project}/{cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} "
             f"-o {elf} {project}/cortexm/startup.c main.c -lm", cwd=out)
     return code_bytes(elf)
 
@@ -408,7 +411,7 @@ def tinycc_m(project: Path, name: str, cpu: str, cmsis_lib: Path | None, cmsis_d
         extra = f"-isystem {cmsis_dir}/Include {cmsis_lib}"
     elf = project / f"bench-{cpu}.elf"
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
-        f"-T cortexm/link.ld -o {elf} {srcs} {extra} -lm", cwd=project)
+        f"-T {cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} -o {elf} {srcs} {extra} -lm", cwd=project)
     r = _run(elf, cortexm.DEFAULT_BOARD[cpu])
     return Measured(r["instructions"], code_bytes(elf), features=r.get("features"))
 
@@ -425,17 +428,20 @@ def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Pa
     return work
 
 
-def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None) -> Measured:
-    """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 in QEMU."""
+def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None,
+            cpu: str = "m4") -> Measured:
+    """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 (or
+    ``cpu``, e.g. m55 with `tflm_library_m55`) in QEMU."""
     w = _tflm_sources(work, tflite, ops, 1)
     inc, libdir = arm_cxx_flags(cxx_root)
-    cxx = (f"arm-none-eabi-g++ {CPU_FLAGS['m4']} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
+    board = cortexm.DEFAULT_BOARD[cpu]
+    cxx = (f"arm-none-eabi-g++ {CPU_FLAGS[cpu]} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
            f"{SECTIONS} {inc} {tflm_includes(lib)}")
-    _sh(f"arm-none-eabi-gcc {CPU_FLAGS['m4']} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
+    _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
         f"{cxx} -c runner.cc -o runner.o && {cxx} -c model_data.cc -o model_data.o && "
-        f"{cxx} {LINK} {libdir} -T {_link_script(project, w)} -o runner.elf startup.o runner.o model_data.o {lib} -lm",
-        cwd=w)
-    r = _run(w / "runner.elf", cortexm.DEFAULT_BOARD["m4"])
+        f"{cxx} {LINK} {libdir} -T {_link_script(project, w, board)} -o runner.elf startup.o runner.o model_data.o "
+        f"{lib} -lm", cwd=w)
+    r = _run(w / "runner.elf", board)
     return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0))
 
 

@@ -1,21 +1,25 @@
 """Helium (MVE) kernels for Cortex-M55: chosen only when the deployment targets a Cortex-M55 (`helium`); each
-generated function holds the Helium version under ``#if TCC_MVE`` (runtime/tinycc_mve.h) and the portable/DSP
-version of the scalar family under ``#else``, so the project still builds for any core.
+generated function holds the Helium version under ``#if TCC_MVE`` (runtime/tinycc_mve.h) and the scalar family's
+version (the DSP path of gemm/conv) under ``#else``, so the project still builds for any core. Both take the
+same arguments (the scalar family's tables).
 
-`gemm` (1x1 stride-1 convolution, dense): 2 pixels x 4 output channels per block, 16 inputs per VLDRB and
-VMLADAVA into scalar accumulators (a predicated last step when the inputs are not a multiple of 16), the input
-zero point folded into the bias at compile time, four outputs requantized at once (VQRDMULH + rounding shift,
-bit-exact). Only layers whose zero point folds (or is 0) are taken."""
+`gemm` layers (1x1 stride-1 convolution, dense) and other ungrouped convolutions (`conv`: per 2 pixels the
+windows are gathered on the stack, padding filled with the input zero point, windows up to `MAX_WINDOW` bytes):
+2 pixels x 4 output channels per block, 16 inputs per VLDRB and VMLADAVA into scalar accumulators (a predicated
+last step when the row is not a multiple of 16), the input zero point in the bias (folded at compile time where
+the scalar family folds it, else subtracted once per call: zp x each weight row's sum by VADDVA), four outputs
+requantized at once (VQRDMULH + rounding shift, bit-exact)."""
 from __future__ import annotations
 
 from typing import Any
 
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
-from . import gemm, render
-from .common import folded_bias, layer_context
+from . import conv, gemm, render
+from .common import layer_context
 
 HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
+MAX_WINDOW = 1024  # conv: at most this many int8 per pixel window (2 windows on the stack)
 
 
 def helium(config: Any) -> bool:
@@ -37,18 +41,28 @@ class _Names:
         return ""
 
 
+def _conv_window(g: Graph, op: Op) -> int:
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    return kh * kw * c
+
+
+def _conv_folds(g: Graph, op: Op) -> bool:
+    """Whether conv.emit passes the bias with the input zero point folded in (its im2col path)."""
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    return kw * c < conv.IM2COL_ROW and kh * kw * c <= conv.IM2COL_WINDOW
+
+
 def matches(g: Graph, op: Op) -> bool:
-    if not gemm.matches(g, op):
-        return False
-    zp = conv_params(g, op)["in_zp"]
-    return zp == 0 or folded_bias(g, op, zp) is not None
+    return gemm.matches(g, op) or (conv.matches(g, op) and _conv_window(g, op) <= MAX_WINDOW)
 
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The Helium function and the scalar family's under #if/#else (name left as `{fn}`), and the call's
-    arguments (the scalar family's: same tables, same order)."""
-    scalar, args = gemm.emit(g, op, arrays)
-    ctx, _ = layer_context(g, op, _Names(), fold=True)
+    arguments (the scalar family's)."""
+    is_gemm = gemm.matches(g, op)
+    scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
+    ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
     ctx["P"] = ctx["OH"] * ctx["OW"]
-    code = render("mve_gemm.c.j2", fn="{fn}", **ctx)
+    ctx["ZFIX"] = not ctx["FOLDED"] and conv_params(g, op)["in_zp"] != 0
+    code = render("mve_gemm.c.j2" if is_gemm else "mve_conv.c.j2", fn="{fn}", **ctx)
     return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args

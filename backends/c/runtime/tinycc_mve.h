@@ -96,6 +96,32 @@ TCC_INLINE void tcc_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t 
     r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3;
     r[4] = b0; r[5] = b1; r[6] = b2; r[7] = b3;
 }
+/* the sum of n int8 (VADDVA, 16 per step): a weight row's sum for the input zero point's share of the bias */
+TCC_INLINE int32_t tcc_mve_sum8(const int8_t *w, int32_t n) {
+    int32_t s = 0, i;
+    for (i = 0; i < n; i += 16) {
+        s = vaddvaq_p_s8(s, vldrbq_z_s8(w + i, vctp8q((uint32_t)(n - i))), vctp8q((uint32_t)(n - i)));
+    }
+    return s;
+}
+
+/* n bytes from src to dst, 16 per predicated VLDRB/VSTRB (the last one partial) */
+TCC_INLINE void tcc_mve_copy(int8_t *dst, const int8_t *src, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i += 16) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(n - i));
+        vstrbq_p_s8(dst + i, vldrbq_z_s8(src + i, pr), pr);
+    }
+}
+
+/* n bytes of dst set to v */
+TCC_INLINE void tcc_mve_fill(int8_t *dst, int8_t v, int32_t n) {
+    const int8x16_t d = vdupq_n_s8(v);
+    int32_t i;
+    for (i = 0; i < n; i += 16) {
+        vstrbq_p_s8(dst + i, d, vctp8q((uint32_t)(n - i)));
+    }
+}
 #else
 #define TCC_MVE 0
 #endif
