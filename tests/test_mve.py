@@ -14,7 +14,7 @@ from tinycc.ir.simulator import Simulator
 from . import c_harness
 from .conftest import mlperf_model
 from .deploy_util import build_deployment, build_emit_model, render_project
-from .test_kernels import Layer, random_graph
+from .test_kernels import FIXED, Layer, random_graph
 
 # pointwise layers: inputs 3 (the image: a predicated step only), 9 and 20 (16 + a tail), 32 (two full steps);
 # outputs 9, 20 and 32 (a partial block of 1 and of 4, whole blocks); 9x7 = 63 pixels (an odd last pixel); one
@@ -24,8 +24,15 @@ POINTWISE: list[Layer] = [(2, 1, 1, 1, 1, False, 9, 1, True), (2, 1, 1, 1, 1, Fa
                           (1, 3, 3, 1, 1, True, 32, 1, True), (2, 1, 1, 1, 1, False, 7, 0, True)]
 
 
-def _project(session, tmp: Path, board: str | None, seed: int = 7):
-    g = random_graph(POINTWISE, seed=seed)
+# depthwise with 5 and 13 channels (8-lane steps with a predicated tail of 5; 13 = 8 + 5), stride 2, dilation 2 and
+# 5x5, valid padding, no bias; FIXED (tests/test_kernels.py) adds odd kernels, stride 2 convolutions, no bias
+DEPTHWISE: list[Layer] = [(0, 3, 3, 1, 1, True, 5, 1, True), (1, 3, 3, 2, 1, True, 5, 2, True),
+                          (2, 1, 1, 1, 1, False, 13, 0, True), (1, 5, 5, 1, 2, True, 13, 1, False),
+                          (1, 3, 3, 1, 1, False, 13, 0, True)]
+
+
+def _project(session, tmp: Path, board: str | None, seed: int = 7, layers: list[Layer] = POINTWISE):
+    g = random_graph(layers, seed=seed)
     from tinycc.passes import PassContext, run_pipeline
 
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -45,8 +52,8 @@ def test_helium_kernels_only_for_cortex_m55(session, tmp_path: Path) -> None:
     _, em, _ = _project(session, tmp_path / "m55", "mps3_an547")
     fams = [k.family for k in em.kernels]
     # pointwise layers (the one without bias subtracts the zero point's share once per call), the 3x3 convolution
-    # and the dense feature layer; depthwise keeps its scalar family
-    assert fams == ["mve", "mve", "mve", "mve", "depthwise", "mve", "mve"], fams
+    # the depthwise layer and the dense feature layer
+    assert fams == ["mve"] * 7, fams
     text = (tmp_path / "m55" / "model.c").read_text()
     assert "#if TCC_MVE" in text and "tcc_mve_dot2x4(" in text and (tmp_path / "m55/runtime/tinycc_mve.h").exists()
     _, em4, _ = _project(session, tmp_path / "m4", "mps2_an386")
@@ -65,10 +72,10 @@ def test_helium_project_on_the_host_runs_its_scalar_version(session, tmp_path: P
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("seed", [7, 8])
-def test_helium_layers_equal_int8_interpreter_under_qemu(session, tmp_path: Path, seed: int) -> None:
-    dep, em, x = _project(session, tmp_path, "mps3_an547", seed)
-    assert "mve" in [k.family for k in em.kernels]
+@pytest.mark.parametrize("layers,seed", [(POINTWISE, 7), (DEPTHWISE, 8), (FIXED, 9)])
+def test_helium_layers_equal_int8_interpreter_under_qemu(session, tmp_path: Path, layers, seed: int) -> None:
+    dep, em, x = _project(session, tmp_path, "mps3_an547", seed, layers)
+    assert [k.family for k in em.kernels].count("mve") >= len(layers)
     out, _ = c_harness.build_and_run_qemu(tmp_path, "m55")
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)

@@ -8,18 +8,22 @@ windows are gathered on the stack, padding filled with the input zero point, win
 2 pixels x 4 output channels per block, 16 inputs per VLDRB and VMLADAVA into scalar accumulators (a predicated
 last step when the row is not a multiple of 16), the input zero point in the bias (folded at compile time where
 the scalar family folds it, else subtracted once per call: zp x each weight row's sum by VADDVA), four outputs
-requantized at once (VQRDMULH + rounding shift, bit-exact)."""
+requantized at once (VQRDMULH + rounding shift, bit-exact).
+
+`depthwise` (depth multiplier 1, up to `MAX_TAPS` taps): channels in lanes, 8 per step as int16 (x - zp), the
+even and odd lanes' products accumulated in int32 by VMULLB/VMULLT, interior pixels' taps unrolled."""
 from __future__ import annotations
 
 from typing import Any
 
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
-from . import conv, gemm, render
+from . import conv, depthwise, gemm, render
 from .common import layer_context
 
 HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
 MAX_WINDOW = 1024  # conv: at most this many int8 per pixel window (2 windows on the stack)
+MAX_TAPS = 25  # depthwise: kernels up to 5x5 (interior taps unrolled)
 
 
 def helium(config: Any) -> bool:
@@ -53,12 +57,19 @@ def _conv_folds(g: Graph, op: Op) -> bool:
 
 
 def matches(g: Graph, op: Op) -> bool:
+    if depthwise.matches(g, op):
+        kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+        return kh * kw <= MAX_TAPS
     return gemm.matches(g, op) or (conv.matches(g, op) and _conv_window(g, op) <= MAX_WINDOW)
 
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The Helium function and the scalar family's under #if/#else (name left as `{fn}`), and the call's
     arguments (the scalar family's)."""
+    if depthwise.matches(g, op):
+        scalar, args = depthwise.emit(g, op, arrays)
+        ctx, _ = layer_context(g, op, _Names())
+        return f"#if TCC_MVE\n{render('mve_dw.c.j2', fn='{fn}', **ctx)}#else\n{scalar}#endif\n", args
     is_gemm = gemm.matches(g, op)
     scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
     ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
