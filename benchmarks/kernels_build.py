@@ -545,7 +545,7 @@ def tinycc_profile(project: Path, name: str, cpu: str = "m4") -> list[int]:
     elf = project / f"prof-{cpu}.elf"
     srcs = "cortexm/startup.c bench_prof.c model_prof.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
-        f"-T cortexm/link.ld -o {elf} {srcs} -lm", cwd=project)
+        f"-T {cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} -o {elf} {srcs} -lm", cwd=project)
     board = cortexm.DEFAULT_BOARD[cpu]
     text = cortexm.run_qemu(elf, board, icount=True, timeout=1800)
     ticks = next(l.split()[1:] for l in text.splitlines() if l.startswith("prof"))

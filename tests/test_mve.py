@@ -55,7 +55,7 @@ def test_helium_kernels_only_for_cortex_m55(session, tmp_path: Path) -> None:
     # the depthwise layer and the dense feature layer
     assert fams == ["mve"] * 7, fams
     text = (tmp_path / "m55" / "model.c").read_text()
-    assert "#if TCC_MVE" in text and "tcc_mve_dot2x4(" in text and (tmp_path / "m55/runtime/tinycc_mve.h").exists()
+    assert "#if TCC_MVE" in text and "tcc_mve_dot2x3(" in text and (tmp_path / "m55/runtime/tinycc_mve.h").exists()
     _, em4, _ = _project(session, tmp_path / "m4", "mps2_an386")
     assert "mve" not in [k.family for k in em4.kernels] and "TCC_MVE\n" not in (tmp_path / "m4/model.c").read_text()
     _, em0, _ = _project(session, tmp_path / "any", None)
@@ -84,10 +84,12 @@ def test_helium_layers_equal_int8_interpreter_under_qemu(session, tmp_path: Path
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-def test_mlperf_kws_first_vector_with_helium_under_qemu(session, tmp_path: Path) -> None:
-    """DS-CNN KWS (converter output, per-channel requantization) on the M55 board: the first test vector's
-    features equal run_int8 bit for bit with the Helium kernels."""
-    path = str(mlperf_model("kws_ref_model.tflite"))
+@pytest.mark.parametrize("name", ["kws_ref_model", "pretrainedResnet_quant", "vww_96_int8"])
+def test_mlperf_first_vector_with_helium_under_qemu(session, tmp_path: Path, name: str) -> None:
+    """The MLPerf Tiny models (converter output, per-channel requantization; ResNet-8's residual ADDs, VWW's
+    strided depthwise) on the M55 board: the first test vector's features equal run_int8 bit for bit with the
+    Helium kernels."""
+    path = str(mlperf_model(f"{name}.tflite"))
     g = session.registry.frontend_for(path).load(path)
     opts = {"buffer": 2, "board": "mps3_an547"}
     dep = build_deployment(g, opts, session, CBackend())
@@ -100,4 +102,4 @@ def test_mlperf_kws_first_vector_with_helium_under_qemu(session, tmp_path: Path)
     render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
                    tmp_path)
     out, _ = c_harness.build_and_run_qemu(tmp_path, "m55")
-    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg="kws on m55")
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on m55")

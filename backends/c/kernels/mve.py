@@ -5,20 +5,22 @@ same arguments (the scalar family's tables).
 
 `gemm` layers (1x1 stride-1 convolution, dense) and other ungrouped convolutions (`conv`: per 2 pixels the
 windows are gathered on the stack, padding filled with the input zero point, windows up to `MAX_WINDOW` bytes):
-2 pixels x 4 output channels per block, 16 inputs per VLDRB and VMLADAVA into scalar accumulators (a predicated
+2 pixels x 3 output channels per block (VMLADAVA writes even registers: 6 accumulators), 16 inputs per VLDRB and VMLADAVA into scalar accumulators (a predicated
 last step when the row is not a multiple of 16), the input zero point in the bias (folded at compile time where
 the scalar family folds it, else subtracted once per call: zp x each weight row's sum by VADDVA), four outputs
 requantized at once (VQRDMULH + rounding shift, bit-exact).
 
 `depthwise` (depth multiplier 1, up to `MAX_TAPS` taps): channels in lanes, 8 per step as int16 (x - zp), the
-even and odd lanes' products accumulated in int32 by VMULLB/VMULLT, interior pixels' taps unrolled."""
+even and odd lanes' products accumulated in int32 by VMULLB/VMULLT, interior pixels' taps unrolled.
+
+`add` (same-shape int8 ADD): 4 elements per step in int32 lanes, TFLite's three requantizations vectorized."""
 from __future__ import annotations
 
 from typing import Any
 
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
-from . import conv, depthwise, gemm, render
+from . import add, conv, depthwise, gemm, render
 from .common import layer_context
 
 HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
@@ -57,6 +59,8 @@ def _conv_folds(g: Graph, op: Op) -> bool:
 
 
 def matches(g: Graph, op: Op) -> bool:
+    if add.matches(g, op):
+        return True
     if depthwise.matches(g, op):
         kh, kw = g.tensors[op.inputs[1]].shape[1:3]
         return kh * kw <= MAX_TAPS
@@ -66,6 +70,10 @@ def matches(g: Graph, op: Op) -> bool:
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The Helium function and the scalar family's under #if/#else (name left as `{fn}`), and the call's
     arguments (the scalar family's)."""
+    if add.matches(g, op):
+        scalar, args = add.emit(g, op, arrays)
+        n = g.tensors[op.outputs[0]].size
+        return f"#if TCC_MVE\n{render('mve_add.c.j2', fn='{fn}', N=n)}#else\n{scalar}#endif\n", args
     if depthwise.matches(g, op):
         scalar, args = depthwise.emit(g, op, arrays)
         ctx, _ = layer_context(g, op, _Names())

@@ -43,59 +43,57 @@ TCC_INLINE int32x4_t tcc_mve_vec4(int32_t a, int32_t b, int32_t c, int32_t d) {
     return vsetq_lane_s32(d, v, 3);
 }
 
-/* dot products of `np` (1 or 2) rows x0, x1 with `nch` (1..4) weight rows w + k * n, n int8 each (literals after
- * inlining): 16 inputs per VLDRB, VMLADAVA into scalar accumulators, a predicated last step for n % 16 */
-TCC_INLINE void tcc_mve_dot2x4(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t n, int32_t np,
+/* dot products of `np` (1 or 2) rows x0, x1 with `nch` (1..3) weight rows w + k * n, n int8 each (literals after
+ * inlining): 16 inputs per VLDRB (pointers post-incremented), VMLADAVA into scalar accumulators (at most 6: the
+ * instruction takes even registers only, seven of them), a predicated last step for n % 16; r[3 * pixel + k] */
+TCC_INLINE void tcc_mve_dot2x3(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t n, int32_t np,
                                int32_t nch, int32_t *r) {
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0, i;
+    int32_t a0 = 0, a1 = 0, a2 = 0, b0 = 0, b1 = 0, b2 = 0, i;
+    const int8_t *w0 = w, *w1 = w + n, *w2 = w + 2 * n;
     for (i = 0; i + 16 <= n; i += 16) {
-        const int8x16_t xa = vldrbq_s8(x0 + i);
-        const int8x16_t xb = np > 1 ? vldrbq_s8(x1 + i) : xa;
-        int8x16_t v = vldrbq_s8(w + i);
+        const int8x16_t xa = vldrbq_s8(x0);
+        const int8x16_t xb = np > 1 ? vldrbq_s8(x1) : xa;
+        int8x16_t v = vldrbq_s8(w0);
+        x0 += 16;
+        x1 += 16;
+        w0 += 16;
         a0 = vmladavaq_s8(a0, xa, v);
         if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
         if (nch > 1) {
-            v = vldrbq_s8(w + n + i);
+            v = vldrbq_s8(w1);
+            w1 += 16;
             a1 = vmladavaq_s8(a1, xa, v);
             if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
         }
         if (nch > 2) {
-            v = vldrbq_s8(w + 2 * n + i);
+            v = vldrbq_s8(w2);
+            w2 += 16;
             a2 = vmladavaq_s8(a2, xa, v);
             if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
-        }
-        if (nch > 3) {
-            v = vldrbq_s8(w + 3 * n + i);
-            a3 = vmladavaq_s8(a3, xa, v);
-            if (np > 1) b3 = vmladavaq_s8(b3, xb, v);
         }
     }
     if (n % 16) {
         const mve_pred16_t pr = vctp8q((uint32_t)(n % 16));
-        const int8x16_t xa = vldrbq_z_s8(x0 + i, pr);
-        const int8x16_t xb = np > 1 ? vldrbq_z_s8(x1 + i, pr) : xa;
-        int8x16_t v = vldrbq_z_s8(w + i, pr);
+        const int8x16_t xa = vldrbq_z_s8(x0, pr);
+        const int8x16_t xb = np > 1 ? vldrbq_z_s8(x1, pr) : xa;
+        int8x16_t v = vldrbq_z_s8(w0, pr);
         a0 = vmladavaq_s8(a0, xa, v);
         if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
         if (nch > 1) {
-            v = vldrbq_z_s8(w + n + i, pr);
+            v = vldrbq_z_s8(w1, pr);
             a1 = vmladavaq_s8(a1, xa, v);
             if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
         }
         if (nch > 2) {
-            v = vldrbq_z_s8(w + 2 * n + i, pr);
+            v = vldrbq_z_s8(w2, pr);
             a2 = vmladavaq_s8(a2, xa, v);
             if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
         }
-        if (nch > 3) {
-            v = vldrbq_z_s8(w + 3 * n + i, pr);
-            a3 = vmladavaq_s8(a3, xa, v);
-            if (np > 1) b3 = vmladavaq_s8(b3, xb, v);
-        }
     }
-    r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3;
-    r[4] = b0; r[5] = b1; r[6] = b2; r[7] = b3;
+    r[0] = a0; r[1] = a1; r[2] = a2;
+    r[3] = b0; r[4] = b1; r[5] = b2;
 }
+
 /* the sum of n int8 (VADDVA, 16 per step): a weight row's sum for the input zero point's share of the bias */
 TCC_INLINE int32_t tcc_mve_sum8(const int8_t *w, int32_t n) {
     int32_t s = 0, i;
