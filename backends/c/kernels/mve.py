@@ -25,6 +25,7 @@ from .common import layer_context
 
 HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
 MAX_WINDOW = 1024  # conv: at most this many int8 per pixel window (2 windows on the stack)
+MAX_OUTPUTS = 512  # gemm/conv: at most this many output channels (2 pixels' int32 sums on the stack)
 MAX_TAPS = 25  # depthwise: kernels up to 5x5 (interior taps unrolled)
 
 
@@ -64,6 +65,8 @@ def matches(g: Graph, op: Op) -> bool:
     if depthwise.matches(g, op):
         kh, kw = g.tensors[op.inputs[1]].shape[1:3]
         return kh * kw <= MAX_TAPS
+    if g.tensors[op.outputs[0]].shape[-1] > MAX_OUTPUTS:
+        return False
     return gemm.matches(g, op) or (conv.matches(g, op) and _conv_window(g, op) <= MAX_WINDOW)
 
 

@@ -45,9 +45,9 @@ TCC_INLINE int32x4_t tcc_mve_vec4(int32_t a, int32_t b, int32_t c, int32_t d) {
 
 /* dot products of `np` (1 or 2) rows x0, x1 with `nch` (1..3) weight rows w + k * n, n int8 each (literals after
  * inlining): 16 inputs per VLDRB (pointers post-incremented), VMLADAVA into scalar accumulators (at most 6: the
- * instruction takes even registers only, seven of them), a predicated last step for n % 16; r[3 * pixel + k] */
+ * instruction takes even registers only, seven of them), a predicated last step for n % 16; the sums into r0[k] (first row) and r1[k] */
 TCC_INLINE void tcc_mve_dot2x3(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t n, int32_t np,
-                               int32_t nch, int32_t *r) {
+                               int32_t nch, int32_t *r0, int32_t *r1) {
     int32_t a0 = 0, a1 = 0, a2 = 0, b0 = 0, b1 = 0, b2 = 0, i;
     const int8_t *w0 = w, *w1 = w + n, *w2 = w + 2 * n;
     for (i = 0; i + 16 <= n; i += 16) {
@@ -90,8 +90,14 @@ TCC_INLINE void tcc_mve_dot2x3(const int8_t *x0, const int8_t *x1, const int8_t 
             if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
         }
     }
-    r[0] = a0; r[1] = a1; r[2] = a2;
-    r[3] = b0; r[4] = b1; r[5] = b2;
+    r0[0] = a0;
+    if (nch > 1) r0[1] = a1;
+    if (nch > 2) r0[2] = a2;
+    if (np > 1) {
+        r1[0] = b0;
+        if (nch > 1) r1[1] = b1;
+        if (nch > 2) r1[2] = b2;
+    }
 }
 
 /* the sum of n int8 (VADDVA, 16 per step): a weight row's sum for the input zero point's share of the bias */
