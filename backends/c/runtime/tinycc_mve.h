@@ -11,6 +11,14 @@
 #include <arm_mve.h>
 #define TCC_MVE 1
 
+/* an empty statement that keeps the compiler from hoisting the loads of later steps above it: without it GCC
+ * schedules the loads of all unrolled taps first and spills them to the stack (8 vector registers) */
+#define TCC_MVE_SERIAL(a, b) __asm__ volatile("" : "+w"(a), "+w"(b) : : "memory")
+
+/* a pointer the compiler must treat as unknown: the taps address off it with literal offsets, instead of one
+ * induction variable per tap (which GCC creates, and spills, for an unrolled 3x3 window) */
+#define TCC_MVE_OPAQUE(p) __asm__("" : "+r"(p))
+
 /* acc * 2^left (wrapping, as tcc_requant), high multiply by m, rounding divide by 2^-rneg (rneg <= 0) */
 TCC_INLINE int32x4_t tcc_mve_requant(int32x4_t acc, int32x4_t m, int32x4_t left, int32x4_t rneg) {
     const int32x4_t h = vqrdmulhq_s32(vshlq_s32(acc, left), m);
