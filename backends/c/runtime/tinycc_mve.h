@@ -11,13 +11,14 @@
 #include <arm_mve.h>
 #define TCC_MVE 1
 
-/* an empty statement that keeps the compiler from hoisting the loads of later steps above it: without it GCC
- * schedules the loads of all unrolled taps first and spills them to the stack (8 vector registers) */
-#define TCC_MVE_SERIAL(a, b) __asm__ volatile("" : "+w"(a), "+w"(b) : : "memory")
-
 /* a pointer the compiler must treat as unknown: the taps address off it with literal offsets, instead of one
  * induction variable per tap (which GCC creates, and spills, for an unrolled 3x3 window) */
 #define TCC_MVE_OPAQUE(p) __asm__("" : "+r"(p))
+
+
+/* an empty statement that keeps the compiler from hoisting the loads of later steps above it: without it GCC
+ * schedules the loads of all unrolled taps first and spills them to the stack (8 vector registers) */
+#define TCC_MVE_SERIAL(a, b) __asm__ volatile("" : "+w"(a), "+w"(b) : : "memory")
 
 /* acc * 2^left (wrapping, as tcc_requant), high multiply by m, rounding divide by 2^-rneg (rneg <= 0) */
 TCC_INLINE int32x4_t tcc_mve_requant(int32x4_t acc, int32x4_t m, int32x4_t left, int32x4_t rneg) {
@@ -51,35 +52,81 @@ TCC_INLINE int32x4_t tcc_mve_vec4(int32_t a, int32_t b, int32_t c, int32_t d) {
     return vsetq_lane_s32(d, v, 3);
 }
 
+/* the full steps of tcc_mve_dot2x3 for 2 rows x 3 channels in fixed registers: accumulators in the even r0-r10
+ * (VMLADAVA takes no other), pointers in the odd r1, r3, r5, r9, r11 (r7 left to a Thumb frame pointer), advanced by the loads' writeback: 12 instructions per
+ * 96 MACs (GCC's own allocation adds moves and address arithmetic to every step) */
+#define TCC_MVE_LD(q, p) __asm__ volatile("vldrb.8 %q0, [%1], #16" : "=w"(q), "+r"(p) : : "memory")
+#define TCC_MVE_MLA(a, x, v) __asm__("vmladava.s8 %0, %q1, %q2" : "+r"(a) : "w"(x), "w"(v))
+TCC_INLINE void tcc_mve_dot2x3_steps(const int8_t **px0, const int8_t **px1, const int8_t **pw0,
+                                     const int8_t **pw1, const int8_t **pw2, int32_t steps, int32_t *acc) {
+    register int32_t a0 __asm__("r0") = 0;
+    register int32_t a1 __asm__("r2") = 0;
+    register int32_t a2 __asm__("r4") = 0;
+    register int32_t b0 __asm__("r6") = 0;
+    register int32_t b1 __asm__("r8") = 0;
+    register int32_t b2 __asm__("r10") = 0;
+    register const int8_t *x0 __asm__("r1") = *px0;
+    register const int8_t *x1 __asm__("r3") = *px1;
+    register const int8_t *w0 __asm__("r5") = *pw0;
+    register const int8_t *w1 __asm__("r11") = *pw1;
+    register const int8_t *w2 __asm__("r9") = *pw2;
+    int32_t i;
+    for (i = 0; i < steps; ++i) {
+        int8x16_t xa, xb, v;
+        TCC_MVE_LD(xa, x0);
+        TCC_MVE_LD(xb, x1);
+        TCC_MVE_LD(v, w0);
+        TCC_MVE_MLA(a0, xa, v);
+        TCC_MVE_MLA(b0, xb, v);
+        TCC_MVE_LD(v, w1);
+        TCC_MVE_MLA(a1, xa, v);
+        TCC_MVE_MLA(b1, xb, v);
+        TCC_MVE_LD(v, w2);
+        TCC_MVE_MLA(a2, xa, v);
+        TCC_MVE_MLA(b2, xb, v);
+    }
+    *px0 = x0; *px1 = x1; *pw0 = w0; *pw1 = w1; *pw2 = w2;
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = b0; acc[4] = b1; acc[5] = b2;
+}
+
 /* dot products of `np` (1 or 2) rows x0, x1 with `nch` (1..3) weight rows w + k * n, n int8 each (literals after
  * inlining): 16 inputs per VLDRB (pointers post-incremented), VMLADAVA into scalar accumulators (at most 6: the
- * instruction takes even registers only, seven of them), a predicated last step for n % 16; the sums into r0[k] (first row) and r1[k] */
+ * instruction takes even registers only, seven of them), a predicated last step for n % 16; the sums into r0[k]
+ * (first row) and r1[k] */
 TCC_INLINE void tcc_mve_dot2x3(const int8_t *x0, const int8_t *x1, const int8_t *w, int32_t n, int32_t np,
                                int32_t nch, int32_t *r0, int32_t *r1) {
     int32_t a0 = 0, a1 = 0, a2 = 0, b0 = 0, b1 = 0, b2 = 0, i;
     const int8_t *w0 = w, *w1 = w + n, *w2 = w + 2 * n;
-    for (i = 0; i + 16 <= n; i += 16) {
-        const int8x16_t xa = vldrbq_s8(x0);
-        const int8x16_t xb = np > 1 ? vldrbq_s8(x1) : xa;
-        int8x16_t v = vldrbq_s8(w0);
-        x0 += 16;
-        x1 += 16;
-        w0 += 16;
-        a0 = vmladavaq_s8(a0, xa, v);
-        if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
-        if (nch > 1) {
-            v = vldrbq_s8(w1);
-            w1 += 16;
-            a1 = vmladavaq_s8(a1, xa, v);
-            if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
-        }
-        if (nch > 2) {
-            v = vldrbq_s8(w2);
-            w2 += 16;
-            a2 = vmladavaq_s8(a2, xa, v);
-            if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
+    if (np > 1 && nch > 2 && n >= 16) {
+        int32_t acc[6];
+        tcc_mve_dot2x3_steps(&x0, &x1, &w0, &w1, &w2, n / 16, acc);
+        a0 = acc[0]; a1 = acc[1]; a2 = acc[2]; b0 = acc[3]; b1 = acc[4]; b2 = acc[5];
+        i = n - n % 16;
+    } else {
+        for (i = 0; i + 16 <= n; i += 16) {
+            const int8x16_t xa = vldrbq_s8(x0);
+            const int8x16_t xb = np > 1 ? vldrbq_s8(x1) : xa;
+            int8x16_t v = vldrbq_s8(w0);
+            x0 += 16;
+            x1 += 16;
+            w0 += 16;
+            a0 = vmladavaq_s8(a0, xa, v);
+            if (np > 1) b0 = vmladavaq_s8(b0, xb, v);
+            if (nch > 1) {
+                v = vldrbq_s8(w1);
+                w1 += 16;
+                a1 = vmladavaq_s8(a1, xa, v);
+                if (np > 1) b1 = vmladavaq_s8(b1, xb, v);
+            }
+            if (nch > 2) {
+                v = vldrbq_s8(w2);
+                w2 += 16;
+                a2 = vmladavaq_s8(a2, xa, v);
+                if (np > 1) b2 = vmladavaq_s8(b2, xb, v);
+            }
         }
     }
+    (void)i;
     if (n % 16) {
         const mve_pred16_t pr = vctp8q((uint32_t)(n % 16));
         const int8x16_t xa = vldrbq_z_s8(x0, pr);
