@@ -264,20 +264,21 @@ def _call_ops(dep: Any) -> list[tuple[Any, str]]:
 
     b = _Builder(dep)
     out: list[tuple[Any, str]] = []
-    for op in dep.extractor.ops:
+    for pos, op in enumerate(dep.extractor.ops):
         n = len(b.m.calls)
+        b.layer, b.op_now = (pos, op.kind.value), op  # as _Builder.build sets them (array names and roles)
         b.op(op)
         fams = {k.fn: k.family for k in b.m.kernels}
         out += [(op, fams.get(c.fn, "runtime")) for c in b.m.calls[n:]]
     return out
 
 
-def _profile(dep: Any, proj: Path) -> list[dict[str, Any]]:
+def _profile(dep: Any, proj: Path, cpu: str = "m4") -> list[dict[str, Any]]:
     """Per layer of the extractor: name, op kind, kernel (generated family or the generic runtime), MACs and
-    Cortex-M4 instructions (QEMU, one features() call, SysTick read between kernel calls)."""
+    Cortex-M4 (or ``cpu``) instructions (QEMU, one features() call, SysTick read between kernel calls)."""
     from tinycc.ir.stats import op_macs
 
-    counts = kb.tinycc_profile(proj, dep.name, "m4")
+    counts = kb.tinycc_profile(proj, dep.name, cpu)
     calls = _call_ops(dep)
     if len(calls) != len(counts):
         raise RuntimeError(f"profile: {len(counts)} calls in model.c, {len(calls)} from the emitter")

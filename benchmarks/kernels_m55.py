@@ -48,7 +48,7 @@ def run_m55(args: argparse.Namespace) -> Result:
     from tinycc.session import Session
     from tinycc.tflite_writer import operator_names
 
-    from .bench_kernels import _test_vectors
+    from .bench_kernels import _profile, _test_vectors
 
     cache = Path(args.cache) if args.cache else cmsis_nn.cache_root()
     vendor = Path(args.vendor)
@@ -73,6 +73,8 @@ def run_m55(args: argparse.Namespace) -> Result:
             row[f"tinycc {key} code"] = m.code - kb.printf_baseline(proj, work, "m55")
             row[f"tinycc {key} mve kernels"] = fams.count("mve")
             feats[key] = m.features
+            if key == "helium":
+                row["profile"] = _profile(dep, proj, "m55")
         row["helium equals scalar"] = feats["helium"] == feats["scalar"]
         ops = [RESOLVER[n] for n in operator_names(tflite) if n in RESOLVER]
         t = kb.tflm_m4(work / f"tflm-{name.replace(' ', '_')}", tflite, ops, lib, proj, cxx, cpu="m55")
@@ -105,4 +107,16 @@ def _result(rows: list[dict[str, Any]], mvei: bool) -> Result:
     code += [f"| {r['model']} | {r['tflm-cmsis-mve code']:,} B | {r['tinycc helium code']:,} B | "
              f"{r['tinycc scalar code']:,} B |" for r in rows]
     res.add("Code bytes (function symbols, net of a printf-only program):\n\n" + "\n".join(code))
+    kinds = ["| model | op kind (kernel) | layers | MACs | instructions | instr/MAC | share |", "|---|---|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        agg: dict[tuple[str, str], list[int]] = {}
+        for layer in r.get("profile", []):
+            a = agg.setdefault((layer["kind"], layer["kernel"]), [0, 0, 0])
+            a[0], a[1], a[2] = a[0] + 1, a[1] + layer["macs"], a[2] + layer["instructions"]
+        total = sum(a[2] for a in agg.values()) or 1
+        for (kind, kern), (n, macs, ins) in sorted(agg.items(), key=lambda kv: -kv[1][2]):
+            per = f"{ins / macs:.2f}" if macs else "—"
+            kinds.append(f"| {r['model']} | {kind} ({kern}) | {n} | {macs:,} | {ins:,} | {per} | {ins / total:.0%} |")
+    res.add("Where the Helium build's instructions go (per op kind, QEMU SysTick read between kernel calls):\n\n"
+            + "\n".join(kinds))
     return res
