@@ -1,13 +1,14 @@
 /* tinycc Helium (M-profile Vector Extension, Cortex-M55/M85) helpers for the generated kernels of
  * backends/c/kernels/mve.py. TCC_MVE is 1 only where the compiler targets MVE-I (__ARM_FEATURE_MVE bit 0); the
- * generated functions keep their scalar/DSP version under #else, so one project builds for every core.
+ * generated functions keep their scalar/DSP version under #else, so one project builds for every core (GCC only:
+ * the inner loops use GCC inline assembly with fixed registers; clang takes the #else code).
  * Requantization (four lanes at once) is TFLite's MultiplyByQuantizedMultiplier, bit-exact: VQRDMULH is
  * SaturatingRoundingDoublingHighMul (the multiplier is positive, so it never saturates) and RoundingDivideByPOT is
  * VRSHL by the negated shift after subtracting 1 from negative lanes (round half away from zero instead of up). */
 #ifndef TINYCC_MVE_H
 #define TINYCC_MVE_H
 
-#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && defined(__GNUC__)
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && defined(__GNUC__) && !defined(__clang__)
 #include <arm_mve.h>
 #define TCC_MVE 1
 
