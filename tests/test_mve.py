@@ -103,3 +103,65 @@ def test_mlperf_first_vector_with_helium_under_qemu(session, tmp_path: Path, nam
                    tmp_path)
     out, _ = c_harness.build_and_run_qemu(tmp_path, "m55")
     np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0], err_msg=f"{name} on m55")
+
+
+REQUANT_CHECK = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "tinycc_gen.h"
+int main(void) {
+    static const int32_t fixed[] = {INT32_MIN, INT32_MIN + 1, -1073741825, -65537, -257, -3, -2, -1, 0, 1, 2, 3,
+                                    255, 65536, 1073741823, INT32_MAX - 1, INT32_MAX};
+    static const int32_t mults[] = {1, 1073741824, 1073741825, 1518500250, 2147483646, 2147483647};
+    uint32_t seed = 12345u;
+    long checked = 0, bad = 0;
+    int i, j, s;
+    for (i = 0; i < 400; ++i) {
+        int32_t x;
+        if (i < (int)(sizeof(fixed) / sizeof(fixed[0]))) {
+            x = fixed[i];
+        } else {
+            seed = seed * 1664525u + 1013904223u;
+            x = (int32_t)seed >> (int)(seed % 24u); /* every magnitude */
+        }
+        for (j = 0; j < (int)(sizeof(mults) / sizeof(mults[0])) + 4; ++j) {
+            int32_t m = j < 6 ? mults[j] : (int32_t)((seed = seed * 1664525u + 1013904223u) >> 1);
+            for (s = -31; s <= 8; ++s) {
+                const int32x4_t sv = vdupq_n_s32(s);
+                const int32x4_t v = tcc_mve_requant(vdupq_n_s32(x), vdupq_n_s32(m),
+                                                    vmaxq_s32(sv, vdupq_n_s32(0)), vminq_s32(sv, vdupq_n_s32(0)));
+                bad += vgetq_lane_s32(v, 2) != tcc_requant(x, m, s);
+                if (s <= 0) {
+                    bad += vgetq_lane_s32(tcc_mve_requant_r(vdupq_n_s32(x), vdupq_n_s32(m), sv), 1) !=
+                           tcc_requant_r(x, m, -s);
+                }
+                ++checked;
+            }
+        }
+    }
+    printf("checked %ld bad %ld\ndone\n", checked, bad);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_vector_requantization_equals_scalar_under_qemu(session, tmp_path: Path) -> None:
+    """tcc_mve_requant (VQRDMULH, VRSHL after the sign fix-up) equals the scalar tcc_requant/tcc_requant_r (TFLite's
+    MultiplyByQuantizedMultiplier) for extreme and random accumulators, multipliers and every shift -31..8."""
+    import subprocess
+
+    from tinycc.backends.c import cortexm
+
+    _project(session, tmp_path, "mps3_an547")  # the runtime headers, startup code and linker script
+    (tmp_path / "requant_check.c").write_text(REQUANT_CHECK)
+    elf = tmp_path / "requant_check.elf"
+    cmd = ["arm-none-eabi-gcc", "-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard", "-O2", "-std=c99", "-Wall",
+           "-Wextra", "-Werror", "-I", str(tmp_path), "-I", str(tmp_path / "runtime"), "--specs=rdimon.specs",
+           "-nostartfiles", "-T", str(tmp_path / cortexm.link_script("mps3-an547")), "-o", str(elf),
+           str(tmp_path / "cortexm" / "startup.c"), str(tmp_path / "requant_check.c"), "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = cortexm.run_qemu(elf, "mps3-an547", icount=False, timeout=120)
+    counts = dict(zip(out.split()[::2], out.split()[1::2]))
+    assert counts["checked"] == str(400 * 10 * 40) and counts["bad"] == "0", out
