@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", nargs="+", default=list(kb.CPU_FLAGS))
     p.add_argument("--repeats", type=int, default=20, help="host: inferences per timing run")
     p.add_argument("--runs", type=int, default=5, help="host: timing runs (median)")
+    p.add_argument("--m55", action="store_true", help="only the Cortex-M55 comparison (MLPerf Tiny models): tinycc's "
+                                                      "Helium kernels against TFLite Micro + CMSIS-NN's MVE path "
+                                                      "(writes kernels-m55.md/json; benchmarks/kernels_m55.py)")
 
 
 def _session() -> Any:
@@ -186,6 +189,11 @@ def _fmt(v: Any, spec: str = ",") -> str:
 def run(args: argparse.Namespace) -> Result:
     from tinycc.backends.c import cmsis_nn
 
+    if args.m55:
+        from .kernels_m55 import run_m55
+
+        return run_m55(args)
+
     cache = Path(args.cache) if args.cache else cmsis_nn.cache_root()
     vendor = Path(args.vendor)
     archive = cmsis_nn.vendor_archive(vendor)
@@ -256,20 +264,21 @@ def _call_ops(dep: Any) -> list[tuple[Any, str]]:
 
     b = _Builder(dep)
     out: list[tuple[Any, str]] = []
-    for op in dep.extractor.ops:
+    for pos, op in enumerate(dep.extractor.ops):
         n = len(b.m.calls)
+        b.layer, b.op_now = (pos, op.kind.value), op  # as _Builder.build sets them (array names and roles)
         b.op(op)
         fams = {k.fn: k.family for k in b.m.kernels}
         out += [(op, fams.get(c.fn, "runtime")) for c in b.m.calls[n:]]
     return out
 
 
-def _profile(dep: Any, proj: Path) -> list[dict[str, Any]]:
+def _profile(dep: Any, proj: Path, cpu: str = "m4") -> list[dict[str, Any]]:
     """Per layer of the extractor: name, op kind, kernel (generated family or the generic runtime), MACs and
-    Cortex-M4 instructions (QEMU, one features() call, SysTick read between kernel calls)."""
+    Cortex-M4 (or ``cpu``) instructions (QEMU, one features() call, SysTick read between kernel calls)."""
     from tinycc.ir.stats import op_macs
 
-    counts = kb.tinycc_profile(proj, dep.name, "m4")
+    counts = kb.tinycc_profile(proj, dep.name, cpu)
     calls = _call_ops(dep)
     if len(calls) != len(counts):
         raise RuntimeError(f"profile: {len(counts)} calls in model.c, {len(calls)} from the emitter")

@@ -22,6 +22,9 @@ from tinycc.targets import BUILTIN_TARGETS, family
 
 CPU_FLAGS = {t.name: t.cflags for t in family(BUILTIN_TARGETS, "cortexm")}  # m4, m7, m0plus
 REF_NS = 1000  # ns per tick of the MPS2 reference clock (1 MHz)
+# QEMU's mps3-an547 clocks SysTick's reference input at the processor clock (32 MHz, measured: both counts equal),
+# so there both counts wrap after 2^24 ticks (524 M instructions): calls must stay shorter (every one measured is)
+REF_NS_BOARD = {"mps3-an547": 31.25}
 SECTIONS = "-ffunction-sections -fdata-sections"
 LINK = "--specs=rdimon.specs -nostartfiles -Wl,--gc-sections"
 
@@ -253,6 +256,69 @@ def tflm_library_makefile_levels(vendor: Path, cache: Path, cxx_root: Path | Non
     return lib
 
 
+M55_ARCH = "-mcpu=cortex-m55 -mthumb -mfloat-abi=hard"  # __ARM_FEATURE_MVE=3: CMSIS-NN sets ARM_MATH_MVEI
+# TFLite Micro kernel sources of the M55 library: the ops of the MLPerf Tiny models and what the core needs (the
+# M4 library's other 90 kernels are left out: this build has no use for them and takes long on 2 cores)
+M55_KERNELS = ("activations", "add", "conv", "depthwise_conv", "fully_connected", "pooling", "reshape", "softmax",
+               "quantize", "dequantize", "kernel_util", "micro_tensor_utils", "decompress", "decode", "pad", "mean",
+               "reduce", "logistic", "kernel_runner", "expand_dims", "squeeze", "concatenation", "mul", "sub")
+
+
+def tflm_library_m55(vendor: Path, cache: Path, cxx_root: Path | None = None) -> Path:
+    """TFLite Micro + CMSIS-NN for Cortex-M55 (Helium), -Os, the same sources and flags as the Cortex-M4 CMSIS-NN
+    build (``build_tflm.sh`` has no M55 build: its extracted tree and source list are reused) with
+    ``-mcpu=cortex-m55``, where CMSIS-NN's ``arm_nn_math_types.h`` turns on its MVE path (ARM_MATH_MVEI, checked by
+    `cmsis_mve_check`). Returns ``libtflm-m55-cmsis.a`` beside the M4 libraries."""
+    base = tflm_library(vendor, cache, "m4", "cmsis", cxx_root)
+    out = base.parent
+    lib = out / "libtflm-m55-cmsis.a"
+    done = Path(f"{lib}.done")
+    if done.exists() and lib.is_file():
+        return lib
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists() and lib.is_file():
+            return lib
+        t0 = time.perf_counter()
+        objs = out / "obj-m55-cmsis"
+        objs.mkdir(exist_ok=True)
+        extra = ("-ffunction-sections -fdata-sections -fno-threadsafe-statics -DCMSIS_NN -DARM_NN_ENABLE_F16=0 "
+                 "-DARM_NN_ENABLE_F32=0")
+        t = "tflite-micro"
+        inc = f"-I{t} -I{t}/fb/include -I{t}/gemmlowp -I{t}/ruyinc -Icmsis-nn -Icmsis-nn/Include"
+        cxx_inc = arm_cxx_flags(cxx_root)[0]
+        jobs = []
+        for src in (out / "srcs-m4-cmsis.txt").read_text().split():
+            obj = objs / (src.replace("/", "_") + ".o")
+            stem = Path(src).stem.removesuffix("_common")
+            if "/micro/kernels/" in src and not (stem in M55_KERNELS or stem.startswith("decode_state")):
+                continue
+            if obj.exists():
+                continue
+            if src.endswith(".c"):
+                cmd = f"arm-none-eabi-gcc {M55_ARCH} -std=c99 -Os {extra} -w {inc} -c {src} -o {obj}.tmp"
+            else:
+                cmd = (f"arm-none-eabi-g++ {M55_ARCH} -std=c++17 -Os -DTF_LITE_STATIC_MEMORY -fno-exceptions "
+                       f"-fno-rtti {extra} -w {cxx_inc} {inc} -c {src} -o {obj}.tmp")
+            jobs.append(subprocess.Popen(f"nice -n 10 {cmd} && mv {obj}.tmp {obj}", shell=True, cwd=out))
+            if len(jobs) >= int(os.environ.get("JOBS", "2")):
+                if jobs.pop(0).wait() != 0:
+                    raise RuntimeError(f"TFLite Micro M55: a compile failed in {objs}")
+        if any(j.wait() != 0 for j in jobs):
+            raise RuntimeError(f"TFLite Micro M55: a compile failed in {objs}")
+        lib.unlink(missing_ok=True)
+        _sh(f"arm-none-eabi-ar rcs {lib} {objs}/*.o", cwd=out)
+        done.write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return lib
+
+
+def cmsis_mve_check(cmsis_include: Path) -> bool:
+    """Whether CMSIS-NN's headers, compiled with the M55 flags, define ARM_MATH_MVEI (its Helium kernels)."""
+    r = subprocess.run(["arm-none-eabi-gcc", *M55_ARCH.split(), f"-I{cmsis_include}", "-x", "c", "-E", "-dM", "-"],
+                       input="#include \"arm_nn_math_types.h\"\n", capture_output=True, text=True)
+    return r.returncode == 0 and "#define ARM_MATH_MVEI 1" in r.stdout
+
+
 def tflm_includes(lib: Path) -> str:
     d = lib.parent / "tflite-micro"
     return f"-I{d} -I{d}/fb/include -I{d}/gemmlowp -I{d}/ruyinc -DTF_LITE_STATIC_MEMORY"
@@ -276,12 +342,14 @@ def cmsis_library(cmsis_dir: Path, work: Path, cpu: str) -> Path:
 
 # ---- programs ----
 
-def _link_script(project: Path, out: Path) -> Path:
-    """The project's MPS2 linker script plus C++ init arrays (the TFLite Micro runner calls __libc_init_array)."""
-    text = (project / "cortexm" / "link.ld").read_text()
+def _link_script(project: Path, out: Path, board: str = "mps2-an386") -> Path:
+    """The project's linker script for ``board`` plus C++ init arrays (the TFLite Micro runner calls
+    __libc_init_array), placed with the code."""
+    text = (project / cortexm.link_script(board)).read_text()
+    region = "CODE" if board == "mps3-an547" else "RAM"
     init = ("  .init_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array*)) "
             "PROVIDE_HIDDEN(__preinit_array_end = .); PROVIDE_HIDDEN(__init_array_start = .); "
-            "KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array*)) PROVIDE_HIDDEN(__init_array_end = .); } > RAM\n")
+            f"KEEP(*(SORT(.init_array.*))) KEEP(*(.init_array*)) PROVIDE_HIDDEN(__init_array_end = .); }} > {region}\n")
     text = text.replace("  .ARM.exidx", init + "  .ARM.exidx")
     path = out / "link-bench.ld"
     path.write_text(text)
@@ -318,7 +386,7 @@ def _run(elf: Path, board: str, timeout: float = 1800) -> dict:
         elif p[:1] == ["features"]:
             res["features"] = [int(v) for v in p[1:]]
     ns_cpu = 1e9 / cortexm.BOARD_CLOCK_HZ[board]
-    ref_instr = res["ref"] * REF_NS
+    ref_instr = res["ref"] * REF_NS_BOARD.get(board, REF_NS)
     res["instructions"] = round(res["cpu"] * ns_cpu) if ref_instr < 600_000_000 else ref_instr
     return res
 
@@ -330,7 +398,8 @@ def printf_baseline(project: Path, work: Path, cpu: str) -> int:
     (out / "main.c").write_text(PRINTF_MAIN)
     elf = out / "printf.elf"
     if not elf.exists():
-        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} {LINK} -T {project}/cortexm/link.ld "
+        _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} {LINK} "
+            f"-T {project}/{cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} "
             f"-o {elf} {project}/cortexm/startup.c main.c -lm", cwd=out)
     return code_bytes(elf)
 
@@ -345,7 +414,7 @@ def tinycc_m(project: Path, name: str, cpu: str, cmsis_lib: Path | None, cmsis_d
         extra = f"-isystem {cmsis_dir}/Include {cmsis_lib}"
     elf = project / f"bench-{cpu}.elf"
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
-        f"-T cortexm/link.ld -o {elf} {srcs} {extra} -lm", cwd=project)
+        f"-T {cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} -o {elf} {srcs} {extra} -lm", cwd=project)
     r = _run(elf, cortexm.DEFAULT_BOARD[cpu])
     return Measured(r["instructions"], code_bytes(elf), features=r.get("features"))
 
@@ -362,17 +431,20 @@ def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Pa
     return work
 
 
-def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None) -> Measured:
-    """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 in QEMU."""
+def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None,
+            cpu: str = "m4") -> Measured:
+    """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 (or
+    ``cpu``, e.g. m55 with `tflm_library_m55`) in QEMU."""
     w = _tflm_sources(work, tflite, ops, 1)
     inc, libdir = arm_cxx_flags(cxx_root)
-    cxx = (f"arm-none-eabi-g++ {CPU_FLAGS['m4']} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
+    board = cortexm.DEFAULT_BOARD[cpu]
+    cxx = (f"arm-none-eabi-g++ {CPU_FLAGS[cpu]} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
            f"{SECTIONS} {inc} {tflm_includes(lib)}")
-    _sh(f"arm-none-eabi-gcc {CPU_FLAGS['m4']} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
+    _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 {SECTIONS} -c {project}/cortexm/startup.c -o startup.o && "
         f"{cxx} -c runner.cc -o runner.o && {cxx} -c model_data.cc -o model_data.o && "
-        f"{cxx} {LINK} {libdir} -T {_link_script(project, w)} -o runner.elf startup.o runner.o model_data.o {lib} -lm",
-        cwd=w)
-    r = _run(w / "runner.elf", cortexm.DEFAULT_BOARD["m4"])
+        f"{cxx} {LINK} {libdir} -T {_link_script(project, w, board)} -o runner.elf startup.o runner.o model_data.o "
+        f"{lib} -lm", cwd=w)
+    r = _run(w / "runner.elf", board)
     return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0))
 
 
@@ -476,7 +548,7 @@ def tinycc_profile(project: Path, name: str, cpu: str = "m4") -> list[int]:
     elf = project / f"prof-{cpu}.elf"
     srcs = "cortexm/startup.c bench_prof.c model_prof.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
-        f"-T cortexm/link.ld -o {elf} {srcs} -lm", cwd=project)
+        f"-T {cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} -o {elf} {srcs} -lm", cwd=project)
     board = cortexm.DEFAULT_BOARD[cpu]
     text = cortexm.run_qemu(elf, board, icount=True, timeout=1800)
     ticks = next(l.split()[1:] for l in text.splitlines() if l.startswith("prof"))

@@ -21,6 +21,7 @@ from ...memory import MemoryPlan
 from .. import names
 from . import cmsis_nn
 from .emit16 import emit_int16, is_int16_op
+from .kernels.mve import helium
 from .kernels import Kernel, rnn, specialize
 from .layout import c_float
 
@@ -233,7 +234,7 @@ class _Builder:
         if is_int16_op(g, op):
             emit_int16(self, op, out)
             return
-        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode)
+        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode, helium(self.dep.config))
         if spec is not None:
             kern, args = spec
             self.m.calls.append(Call(kern.fn, args, op.name, what=f"{kern.family} kernel"))

@@ -55,10 +55,11 @@ def render(template: str, **ctx: Any) -> str:
     return _env().get_template(template).render(**ctx)
 
 
-def _modules() -> list[Any]:
-    from . import add, conv, depthwise, gemm, lut, pool
+def _modules(helium: bool = False) -> list[Any]:
+    from . import add, conv, depthwise, gemm, lut, mve, pool
 
-    return [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
+    first = [mve] if helium else []  # Cortex-M55: the Helium kernels of mve.py where they match
+    return first + [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
 def table_bytes(g: Graph, kernels: str) -> int:
@@ -73,13 +74,13 @@ def table_bytes(g: Graph, kernels: str) -> int:
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
-               mode: str) -> tuple[Kernel, list[str]] | None:
+               mode: str, helium: bool = False) -> tuple[Kernel, list[str]] | None:
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
-    ``mode`` is ``--kernels`` (only ``tinycc`` specializes)."""
+    ``mode`` is ``--kernels`` (only ``tinycc`` specializes); ``helium``: the target is a Cortex-M55 (mve.py)."""
     from . import lstm
 
-    mods = _modules() if mode == "tinycc" else []
+    mods = _modules(helium) if mode == "tinycc" else []
     if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
         mods = [lstm]
     for mod in mods:

@@ -560,4 +560,6 @@ TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32
 }
 #endif
 
+#include "tinycc_mve.h" /* Helium helpers (TCC_MVE) */
+
 #endif

@@ -1,0 +1,90 @@
+"""Helium (MVE) kernels for Cortex-M55: chosen only when the deployment targets a Cortex-M55 (`helium`); each
+generated function holds the Helium version under ``#if TCC_MVE`` (runtime/tinycc_mve.h) and the scalar family's
+version (the DSP path of gemm/conv) under ``#else``, so the project still builds for any core. Both take the
+same arguments (the scalar family's tables).
+
+`gemm` layers (1x1 stride-1 convolution, dense) and other ungrouped convolutions (`conv`: per 2 pixels the
+windows are gathered on the stack, padding filled with the input zero point, windows up to `MAX_WINDOW` bytes):
+2 pixels x 3 output channels per block (VMLADAVA writes even registers: 6 accumulators), 16 inputs per VLDRB and VMLADAVA into scalar accumulators (a predicated
+last step when the row is not a multiple of 16), the input zero point in the bias (folded at compile time where
+the scalar family folds it, else subtracted once per call: zp x each weight row's sum by VADDVA), four outputs
+requantized at once (VQRDMULH + rounding shift, bit-exact).
+
+`depthwise` (depth multiplier 1, up to `MAX_TAPS` taps): channels in lanes, 8 per step as int16 (x - zp), the
+even and odd lanes' products accumulated in int32 by VMULLB/VMULLT, interior pixels' taps unrolled.
+
+`add` (same-shape int8 ADD): 4 elements per step in int32 lanes, TFLite's three requantizations vectorized."""
+from __future__ import annotations
+
+from typing import Any
+
+from ....ir.graph import Graph, Op
+from ....ir.interpreter_int8 import conv_params
+from . import add, conv, depthwise, gemm, render
+from .common import layer_context
+
+HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
+MAX_WINDOW = 1024  # conv: at most this many int8 per pixel window (2 windows on the stack)
+MAX_OUTPUTS = 512  # gemm/conv: at most this many output channels (2 pixels' int32 sums on the stack)
+MAX_TAPS = 25  # depthwise: kernels up to 5x5 (interior taps unrolled)
+
+
+def helium(config: Any) -> bool:
+    """Whether a deployment's config targets a Helium core (its board's target, or the one validate runs)."""
+    targets = (getattr(config, "target", None), getattr(config, "demo_target", None))
+    return any(t is not None and t.name in HELIUM_CPUS for t in targets)
+
+
+class _Names:
+    """An ArrayMaker that only names: the template's literals without declaring the arrays twice."""
+
+    def const(self, tensor: str) -> str:
+        return ""
+
+    def ptr(self, tensor: str) -> str:
+        return ""
+
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str:
+        return ""
+
+
+def _conv_window(g: Graph, op: Op) -> int:
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    return kh * kw * c
+
+
+def _conv_folds(g: Graph, op: Op) -> bool:
+    """Whether conv.emit passes the bias with the input zero point folded in (its im2col path)."""
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    return kw * c < conv.IM2COL_ROW and kh * kw * c <= conv.IM2COL_WINDOW
+
+
+def matches(g: Graph, op: Op) -> bool:
+    if add.matches(g, op):
+        return True
+    if depthwise.matches(g, op):
+        kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+        return kh * kw <= MAX_TAPS
+    if g.tensors[op.outputs[0]].shape[-1] > MAX_OUTPUTS:
+        return False
+    return gemm.matches(g, op) or (conv.matches(g, op) and _conv_window(g, op) <= MAX_WINDOW)
+
+
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The Helium function and the scalar family's under #if/#else (name left as `{fn}`), and the call's
+    arguments (the scalar family's)."""
+    if add.matches(g, op):
+        scalar, args = add.emit(g, op, arrays)
+        n = g.tensors[op.outputs[0]].size
+        return f"#if TCC_MVE\n{render('mve_add.c.j2', fn='{fn}', N=n)}#else\n{scalar}#endif\n", args
+    if depthwise.matches(g, op):
+        scalar, args = depthwise.emit(g, op, arrays)
+        ctx, _ = layer_context(g, op, _Names())
+        return f"#if TCC_MVE\n{render('mve_dw.c.j2', fn='{fn}', **ctx)}#else\n{scalar}#endif\n", args
+    is_gemm = gemm.matches(g, op)
+    scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
+    ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
+    ctx["P"] = ctx["OH"] * ctx["OW"]
+    ctx["ZFIX"] = not ctx["FOLDED"] and conv_params(g, op)["in_zp"] != 0
+    code = render("mve_gemm.c.j2" if is_gemm else "mve_conv.c.j2", fn="{fn}", **ctx)
+    return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
