@@ -97,11 +97,11 @@ def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
     import keras
 
     inp = keras.Input((6, 4))
-    x = keras.layers.LSTM(3, name="my_lstm")(inp)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(3), name="my_bilstm")(inp)
     out = keras.layers.Dense(2, name="head")(x)
-    path = tmp_path / "lstm.keras"
+    path = tmp_path / "bilstm.keras"
     keras.Model(inp, out).save(path)
-    assert_clean_error(tinycc("inspect", str(path)), 2, "my_lstm", "LSTM")
+    assert_clean_error(tinycc("inspect", str(path)), 2, "my_bilstm", "Bidirectional")
 
 
 def test_single_sigmoid_output_trains_a_binary_head(tmp_path: Path) -> None:
