@@ -389,7 +389,7 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
         raise TinyccError("on-device learning deployment asked for an --inference-only config")
     if len(graph.inputs) != 1:
         raise TinyccError(f"on-device learning needs a model with one input; this one has {len(graph.inputs)} "
-                          f"({', '.join(graph.inputs)}): compile it with --inference-only")
+                          f"inputs ({', '.join(graph.inputs)}): compile it with --inference-only")
     graph = learnable(graph)
     if learn.cut:
         check_cut_name(graph, learn.cut)
