@@ -258,8 +258,9 @@ def _call_ops(dep: Any) -> list[tuple[Any, str]]:
 
     b = _Builder(dep)
     out: list[tuple[Any, str]] = []
-    for op in dep.extractor.ops:
+    for pos, op in enumerate(dep.extractor.ops):
         n = len(b.m.calls)
+        b.layer, b.op_now = (pos, op.kind.value), op  # as _Builder.build sets them (flash tables' names)
         b.op(op)
         fams = {k.fn: k.family for k in b.m.kernels}
         out += [(op, fams.get(c.fn, "runtime")) for c in b.m.calls[n:]]

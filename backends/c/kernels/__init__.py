@@ -5,8 +5,9 @@ into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that 
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
 `conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
-`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input),
-`lut` (LOGISTIC and TANH by a 256-entry flash table; `table_bytes` counts the tables for the memory report).
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined; the operands by flash tables), `pool` (average over the whole input),
+`lut` (LOGISTIC and TANH by a 256-entry flash table). `table_bytes` counts the lut and add tables for the memory
+report.
 """
 from __future__ import annotations
 
@@ -62,11 +63,11 @@ def _modules() -> list[Any]:
 
 def table_bytes(g: Graph, kernels: str) -> int:
     """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
-    from . import lut
+    from . import add, lut
 
     if kernels != "tinycc":
         return 0
-    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
+    return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op)) + sum(add.table_bytes(g, op) for op in g.ops)
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

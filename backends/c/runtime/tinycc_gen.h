@@ -118,6 +118,18 @@ TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
 #endif
 }
 
+/* (x * m + 2^31) >> 32 for an even x (a doubled operand, |x| < 2^31) and 0 <= m < 2^31: the high multiply
+ * (x / 2 * m + 2^30) >> 31 of the halved value, one smmulr on DSP cores */
+TCC_INLINE int32_t tcc_hmul_doubled(int32_t x, int32_t mult) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x), "r"(mult));
+    return h;
+#else
+    return tcc_hmul31(x / 2, mult);
+#endif
+}
+
 TCC_INLINE int8_t tcc_clamp8(int32_t v, int32_t lo, int32_t hi) {
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
