@@ -378,13 +378,14 @@ class CBackend(Backend):
 
 def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) -> MemoryFigures:
     """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables."""
-    from .kernels import table_bytes
+    from .kernels import dsp_target, table_bytes
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
     detail = f"int8 activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
-                         tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),
+                         tables=table_bytes(g, kernels, dsp_target(candidate.config.target)),
+                         descriptors=runtime_descriptors(candidate),
                          state_exact=state_exact, arena_detail=detail)
 
 

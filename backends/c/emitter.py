@@ -52,6 +52,7 @@ class CArray:
     values: list[str]
     flash: bool = True
     part: str = "extractor"  # or "classifier"
+    guard: str = ""  # a preprocessor condition the definition sits under (e.g. TCC_DSP_ASM), "" for none
 
     @property
     def count(self) -> int:
@@ -123,16 +124,16 @@ class _Builder:
             fn, args = "tcc_cmsis_" + fn[4:], (self.scratch_args if scratch else []) + args
         self.m.calls.append(Call(fn, args, op.name))
 
-    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
+    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True, guard: str = "") -> str:
         """A flash table of the current layer, named by its position and kind (``tcc_conv2d_3_mult``): never
-        by a name from the model file."""
+        by a name from the model file; ``guard``: defined only under that preprocessor condition."""
         pos, kind = self.layer
         name = stem = f"tcc_{kind}_{pos}_{ROLES.get(base, base)}"
         n = 2
         while name in self.taken:  # a second table of one role in a layer (none today): still unique
             name, n = f"{stem}_{n}", n + 1
         self.taken.add(name)
-        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash))
+        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash, guard=guard))
         return name
 
     def const(self, tensor: str) -> str:

@@ -28,7 +28,7 @@ class ArrayMaker(Protocol):
 
     def const(self, tensor: str) -> str: ...
     def ptr(self, tensor: str) -> str: ...
-    def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str: ...
 
 
 @dataclass
@@ -61,13 +61,40 @@ def _modules() -> list[Any]:
     return [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
-def table_bytes(g: Graph, kernels: str) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (none unless ``--kernels tinycc``)."""
-    from . import add, lut
+DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")  # __ARM_FEATURE_DSP
 
+
+def dsp_target(target: Any) -> bool:
+    """Whether the generated code's assembly loops (TCC_DSP_ASM) are built for ``target`` (a tinycc.targets.Target,
+    or None when the project's core is not known: counted as if, an upper bound)."""
+    if target is None:
+        return True
+    return getattr(target, "family", "") == "cortexm" and any(
+        f"-mcpu={c}" in getattr(target, "cflags", "").split() for c in DSP_CPUS)
+
+
+def table_bytes(g: Graph, kernels: str, dsp: bool = True) -> int:
+    """Flash of the tables that the generated kernels of `g` add (none unless ``--kernels tinycc``): lookup tables
+    and, where the assembly loops are built (``dsp``), the weights they read widened to int16."""
     if kernels != "tinycc":
         return 0
+    return _lut_add_bytes(g) + (widened_weight_bytes(g) if dsp else 0)
+
+
+def _lut_add_bytes(g: Graph) -> int:
+    from . import add, lut
+
     return sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op)) + sum(add.table_bytes(g, op) for op in g.ops)
+
+
+def widened_weight_bytes(g: Graph) -> int:
+    """Flash of the widened weight copies (defined under TCC_DSP_ASM) of the layers of `g` the kernel generator
+    specializes: the module that matches first, as `specialize` picks it."""
+    total = 0
+    for op in g.ops:
+        mod = next((m for m in _modules() if m.matches(g, op)), None)
+        total += mod.ww_bytes(g, op) if mod is not None and hasattr(mod, "ww_bytes") else 0
+    return total
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -70,3 +70,33 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
             arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
     return ctx, args
+
+
+WIDEN_GUARD = "TCC_DSP_ASM"  # the widened weights exist where the assembly loops run (Cortex-M4/M7 with GCC)
+
+
+def widened_pairs(w: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` (a multiple of 4) weights of each output channel of ``w`` (channels x inputs, int8) widened
+    to int16 pairs in the lane order of the widened inputs (tcc_widen2: inputs 0/2 in one word, 1/3 in the next),
+    for channel pairs: per pair and four inputs, channel 0's two words then channel 1's (TCC_DOT2X2_WW). An odd
+    last channel is left out (its dot product reads the int8 weights). int32 words, low half first."""
+    oc = w.shape[0] - w.shape[0] % 2
+    v = w[:oc, :n].astype(np.int64).reshape(oc // 2, 2, n // 4, 4)  # pair, channel, group, input
+    lo = np.stack([v[..., 0], v[..., 1]], axis=-1) & 0xFFFF  # (pair, channel, group, word): inputs 0 / 1
+    hi = np.stack([v[..., 2], v[..., 3]], axis=-1) & 0xFFFF  # inputs 2 / 3
+    words = (lo | (hi << 16)).astype(np.uint32).view(np.int32)
+    return words.transpose(0, 2, 1, 3).reshape(-1)  # pair, group, channel, word
+
+
+def widened_bytes(g: Graph, op: Op, n: int) -> int:
+    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights)."""
+    w = g.tensors[op.inputs[1]]
+    oc = w.shape[0] - w.shape[0] % 2
+    return oc * n * 2
+
+
+def widened_arg(g: Graph, op: Op, arrays: Any, n: int) -> str:
+    """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD)."""
+    w = g.tensors[op.inputs[1]].data
+    name = arrays.array("ww", "int32_t", widened_pairs(w.reshape(w.shape[0], -1), n), guard=WIDEN_GUARD)
+    return f"TCC_WW({name})"

@@ -483,6 +483,54 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     } while (0)
 #endif
 
+#if TCC_DSP_ASM
+/* acc[0..3] += the 2x2 block over nw words of tcc_widen2's interleaved inputs (nw / 4 steps of four inputs) and
+ * two channels' weights widened at compile time (kernels/common.py widened_pairs: per four inputs channel 0's
+ * words for inputs 0/2 and 1/3, then channel 1's): per step four ldrd and eight smlad, no weight widening in
+ * the loop (12 instructions per 16 multiply-accumulates; two or four steps per compare and branch). */
+#define TCC_DOT2X2_WW_STEP                                                                                         \
+    "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                              \
+    "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                             \
+    "ldrd %[t], %[v], [%[w]], #16\n\t"                                                                             \
+    "smlad %[a00], %[p], %[t], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[r], %[t], %[a10]\n\t"                                                                         \
+    "smlad %[a00], %[q], %[v], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[s], %[v], %[a10]\n\t"                                                                         \
+    "ldrd %[t], %[v], [%[w], #-8]\n\t"                                                                             \
+    "smlad %[a01], %[p], %[t], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
+    "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[s], %[v], %[a11]\n\t"
+#define TCC_DOT2X2_WW(xw, nw, ww, acc) TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP)
+#define TCC_DOT2X2_WW2(xw, nw, ww, acc) TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
+#define TCC_DOT2X2_WW4(xw, nw, ww, acc)                                                                            \
+    TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
+#define TCC_DOT2X2_WW_(xw, nw, ww, acc, STEPS)                                                                     \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
+        const int32_t *tcc_w_ = (ww);                                                                              \
+        int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__("1:\n\t" STEPS                                                                                     \
+                "cmp %[x], %[end]\n\t"                                                                             \
+                "bne 1b"                                                                                           \
+                : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
+                  [x] "+r"(tcc_x_), [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_),    \
+                  [s] "=&r"(tcc_s_), [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)                                          \
+                : [end] "r"(tcc_end_)                                                                              \
+                : "cc", "memory");                                                                                 \
+        (acc)[0] = tcc_a00_;                                                                                       \
+        (acc)[1] = tcc_a01_;                                                                                       \
+        (acc)[2] = tcc_a10_;                                                                                       \
+        (acc)[3] = tcc_a11_;                                                                                       \
+    } while (0)
+/* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
+ * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
+#define TCC_WW(a) (a)
+#else
+#define TCC_WW(a) NULL
+#endif
+
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
 TCC_INLINE void tcc_dot1x2(const int8_t *x0, const int8_t *w0, int32_t ws, int32_t n, int32_t zp, int32_t *acc) {
     int32_t a0, a1;
