@@ -107,6 +107,19 @@ TCC_INLINE int32_t tcc_requant_rf30(int32_t x, int32_t mult, int32_t right) {
 #endif
 }
 
+/* tcc_requant_r for 0 <= right <= 29 when the kernel generator has proved 2|x| + 2^right + 1 < 2^31 (so |x| < 2^30):
+ * RoundingDivideByPOT(h, right) equals RoundingDivideByPOT(2h, right + 1) (the same quotient, ties away from
+ * zero), whose shift is at least 1, so the short form applies even to channels that shift by 0 */
+TCC_INLINE int32_t tcc_requant_rf0(int32_t x, int32_t mult, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+#else
+    const int32_t h = tcc_hmul31(x, mult);
+#endif
+    return (h * 2 + ((int32_t)1 << right) - (int32_t)((uint32_t)h >> 31)) >> (right + 1);
+}
+
 /* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
 TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
 #if TCC_DSP && defined(__GNUC__)
