@@ -135,7 +135,10 @@ def widened_bytes(g: Graph, op: Op, n: int) -> int:
 
 
 def widened_arg(g: Graph, op: Op, arrays: Any, n: int) -> str:
-    """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD)."""
-    w = g.tensors[op.inputs[1]].data
-    name = arrays.array("ww", "int32_t", widened_pairs(w.reshape(w.shape[0], -1), n), guard=WIDEN_GUARD)
+    """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD); ``n`` past
+    the weights per channel pads them with zeros."""
+    w = g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1)
+    if n > w.shape[1]:  # a window padded to whole words: zero weights
+        w = np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], axis=1)
+    name = arrays.array("ww", "int32_t", widened_pairs(w, n), guard=WIDEN_GUARD)
     return f"TCC_WW({name})"

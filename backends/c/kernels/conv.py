@@ -48,7 +48,7 @@ def ww_inputs(g: Graph, op: Op) -> int:
     if kind == "wide":
         return kh * kw * c
     if kind == "im2col" and g.tensors[op.outputs[0]].shape[-1] >= 2:
-        return (kh * kw * c) // 4 * 4
+        return (kh * kw * c + 3) // 4 * 4  # the window padded to whole words (zero weights)
     return 0
 
 
