@@ -100,6 +100,11 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
     # some channel shifts by 0 (no rounding step): tcc_requant_rf0 rounds 2h by right + 1 >= 1, the same value
     ctx["ROUND_0"] = bool(ctx["RIGHT_ONLY"] and not ctx["ROUND_FAST"] and right.min() == 0 and right.max() <= 29
                           and 2 * bound + (1 << int(right.max())) + 1 < 2**31)
+    # Cortex-M4/M7 blocks read each channel pair's requantization from a header of the widened weights
+    # (rq_header): the short rounding form with the output zero point folded into its rounding constant
+    zp_ok = bool(ctx["ACC30"] and bound + (1 << int(right.max() - 1)) + 128 * (1 << int(right.max())) + 1 < 2**31)
+    ctx["RQ"] = bool(ctx["ACC30"] and ctx["PER_CHANNEL"] and zp_ok)
+    ctx["_rq"] = (bias_vals if has_bias else np.zeros(len(mult), np.int64), mult, right, p["out_zp"])
     weights = arrays.const(op.inputs[1])  # flash tables in the order of the arguments
     if folded is not None or (const is not None and has_bias):  # bias values of the kernel's own
         bias = arrays.array("bias", "int32_t", bias_vals)
@@ -127,18 +132,52 @@ def widened_pairs(w: np.ndarray, n: int) -> np.ndarray:
     return words.transpose(0, 2, 1, 3).reshape(-1)  # pair, group, channel, word
 
 
-def widened_bytes(g: Graph, op: Op, n: int) -> int:
-    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights)."""
+def widened_bytes(g: Graph, op: Op, n: int, rq: bool = False) -> int:
+    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights), with the rq_header of every pair."""
     w = g.tensors[op.inputs[1]]
     oc = w.shape[0] - w.shape[0] % 2
-    return oc * n * 2
+    return oc * n * 2 + (oc // 2 * RQ_WORDS * 4 if rq else 0)
 
 
-def widened_arg(g: Graph, op: Op, arrays: Any, n: int) -> str:
+class _NoArrays:
+    """An ArrayMaker that makes nothing: `layer_context`'s literals without emitting tables."""
+
+    def const(self, tensor: str) -> str:
+        return tensor
+
+    def ptr(self, tensor: str) -> str:
+        return tensor
+
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str:
+        return base
+
+
+def literals(g: Graph, op: Op, fold: bool = False) -> dict[str, Any]:
+    """`layer_context`'s template literals alone (no table is emitted)."""
+    return layer_context(g, op, _NoArrays(), fold)[0]
+
+
+RQ_WORDS = 8  # rq_header: bias, multiplier, rounding constant and right shift of both channels of a pair
+
+
+def rq_header(rq: tuple, pair: int) -> np.ndarray:
+    """The requantization of channel pair ``pair`` as the assembly blocks read it: b0 b1 m0 m1 c0 c1 r0 r1, where
+    c = 2^(r-1) + out_zp * 2^r (tcc_rq30: the zero point folded into the rounding constant)."""
+    bias, mult, right, ozp = rq
+    o = np.array([2 * pair, 2 * pair + 1])
+    c = (np.int64(1) << (right[o] - 1)) + np.int64(ozp) * (np.int64(1) << right[o])
+    return np.concatenate([bias[o], mult[o], c, right[o]]).astype(np.int64)
+
+
+def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None) -> str:
     """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD); ``n`` past
     the weights per channel pads them with zeros."""
     w = g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1)
     if n > w.shape[1]:  # a window padded to whole words: zero weights
         w = np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], axis=1)
-    name = arrays.array("ww", "int32_t", widened_pairs(w, n), guard=WIDEN_GUARD)
+    words = widened_pairs(w, n)
+    if rq is not None:  # each pair's rq_header before its weights
+        pairs = words.reshape(-1, n)
+        words = np.concatenate([np.concatenate([rq_header(rq, j), pairs[j]]) for j in range(len(pairs))])
+    name = arrays.array("ww", "int32_t", words, guard=WIDEN_GUARD)
     return f"TCC_WW({name})"

@@ -120,6 +120,19 @@ TCC_INLINE int32_t tcc_requant_rf0(int32_t x, int32_t mult, int32_t right) {
     return (h * 2 + ((int32_t)1 << right) - (int32_t)((uint32_t)h >> 31)) >> (right + 1);
 }
 
+/* tcc_requant_rf30(x, mult, right) + out_zp with c = 2^(right-1) + out_zp * 2^right (the zero point folded into
+ * the rounding constant: the kernel generator proved the sums stay in 32 bits); the parameters come from the
+ * header of a channel pair's widened weights */
+TCC_INLINE int32_t tcc_rq30(int32_t x, int32_t mult, int32_t c, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+#else
+    const int32_t h = tcc_hmul31(x, mult);
+#endif
+    return (h + c - (int32_t)((uint32_t)h >> 31)) >> right;
+}
+
 /* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
 TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
 #if TCC_DSP && defined(__GNUC__)
@@ -518,6 +531,9 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
 #define TCC_DOT2X2_WW2(xw, nw, ww, acc) TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
 #define TCC_DOT2X2_WW4(xw, nw, ww, acc)                                                                            \
     TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
+#define TCC_DOT2X2_WW8(xw, nw, ww, acc)                                                                            \
+    TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP    \
+                   TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
 #define TCC_DOT2X2_WW_(xw, nw, ww, acc, STEPS)                                                                     \
     do {                                                                                                           \
         const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
