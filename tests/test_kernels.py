@@ -145,8 +145,8 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
     model_c = (proj / "model.c").read_text()
     # weights widened at compile time: one, two and four steps per loop iteration, im2col, wide and pointwise
     assert {"TCC_DOT2X2_WW(colw", "TCC_DOT2X2_WW2(col", "TCC_DOT2X2_WW4(col", "TCC_DOT2X2_WW2(xw",
-            "TCC_DOT2X2_WW4(xw"} <= set(re.findall(r"TCC_DOT2X2_W[IW][0-9]*\(\w+", model_c))
-    assert "tcc_dw4_w(" in model_c
+            "TCC_DOT2X2_WW8(xw"} <= set(re.findall(r"TCC_DOT2X2_W[IW][0-9]*\(\w+", model_c))
+    assert "tcc_dw4_w(" in model_c and "tcc_rq30(" in model_c  # requantization from the widened weights' header
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)
