@@ -8,7 +8,7 @@ from typing import Any
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import layer_context, widened_arg, widened_bytes
+from .common import layer_context, literals, widened_arg, widened_bytes
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -26,8 +26,9 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     ctx, args = layer_context(g, op, arrays, fold=kind == "im2col")  # im2col: padded taps hold the zero point
     n = ww_inputs(g, op)
     ctx["WWARG"] = n > 0
+    ctx["RQH"] = n > 0 and ctx["RQ"]  # the widened weights carry each pair's requantization
     if n:
-        args.append(widened_arg(g, op, arrays, n))
+        args.append(widened_arg(g, op, arrays, n, ctx["_rq"] if ctx["RQH"] else None))
     return render({"im2col": "conv_im2col.c.j2", "wide": "conv_wide.c.j2", "plain": "conv.c.j2"}[kind],
                   fn="{fn}", **ctx), args  # conv_wide: conv.c.j2 where the assembly is not built
 
@@ -55,4 +56,4 @@ def ww_inputs(g: Graph, op: Op) -> int:
 def ww_bytes(g: Graph, op: Op) -> int:
     """Flash of the widened weights `emit` adds for `op` (0 without)."""
     n = ww_inputs(g, op)
-    return widened_bytes(g, op, n) if n else 0
+    return widened_bytes(g, op, n, literals(g, op, fold=_path(g, op) == "im2col")["RQ"]) if n else 0
