@@ -143,9 +143,11 @@ WIDE: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (0, 3, 3, 1, 2, True, 8,
 def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
     proj, dep, x = _project(session, tmp_path, WIDE, 11)
     model_c = (proj / "model.c").read_text()
-    # weights widened at compile time: one, two and four steps per loop iteration, im2col, wide and pointwise
-    assert {"TCC_DOT2X2_WW(colw", "TCC_DOT2X2_WW2(col", "TCC_DOT2X2_WW4(col", "TCC_DOT2X2_WW2(xw",
-            "TCC_DOT2X2_WW8(xw"} <= set(re.findall(r"TCC_DOT2X2_W[IW][0-9]*\(\w+", model_c))
+    # weights widened at compile time (im2col, wide and pointwise): fully unrolled and looping several times
+    calls = [(xw, int(n), steps.count("TCC_DOT2X2_WW_STEP"))
+             for xw, n, steps in re.findall(r"TCC_DOT2X2_WW_\((\w+), (\d+), [^,]+, acc, ([^)]*)\)", model_c)]
+    assert {xw for xw, _, _ in calls} == {"colw", "col", "xw"}, calls
+    assert any(k == n // 4 for _, n, k in calls) and any(k < n // 4 for _, n, k in calls), calls
     assert "tcc_dw4_w(" in model_c and "tcc_rq30(" in model_c  # requantization from the widened weights' header
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)

@@ -513,7 +513,8 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
 /* acc[0..3] += the 2x2 block over nw words of tcc_widen2's interleaved inputs (nw / 4 steps of four inputs) and
  * two channels' weights widened at compile time (kernels/common.py widened_pairs: per four inputs channel 0's
  * words for inputs 0/2 and 1/3, then channel 1's): per step four ldrd and eight smlad, no weight widening in
- * the loop (12 instructions per 16 multiply-accumulates; two or four steps per compare and branch). */
+ * the loop (12 instructions per 16 multiply-accumulates). STEPS: how many TCC_DOT2X2_WW_STEP per compare and
+ * branch (the kernel generator unrolls short dot products into a single pass). */
 #define TCC_DOT2X2_WW_STEP                                                                                         \
     "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                              \
     "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                             \
@@ -527,13 +528,6 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
     "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
     "smlad %[a11], %[s], %[v], %[a11]\n\t"
-#define TCC_DOT2X2_WW(xw, nw, ww, acc) TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP)
-#define TCC_DOT2X2_WW2(xw, nw, ww, acc) TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
-#define TCC_DOT2X2_WW4(xw, nw, ww, acc)                                                                            \
-    TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
-#define TCC_DOT2X2_WW8(xw, nw, ww, acc)                                                                            \
-    TCC_DOT2X2_WW_(xw, nw, ww, acc, TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP    \
-                   TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP TCC_DOT2X2_WW_STEP)
 #define TCC_DOT2X2_WW_(xw, nw, ww, acc, STEPS)                                                                     \
     do {                                                                                                           \
         const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
