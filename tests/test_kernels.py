@@ -148,7 +148,7 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
              for xw, n, steps in re.findall(r"TCC_DOT2X2_WW_\((\w+), (\d+), [^,]+, acc, ([^)]*)\)", model_c)]
     assert {xw for xw, _, _ in calls} == {"colw", "col", "xw"}, calls
     assert any(k == n // 4 for _, n, k in calls) and any(k < n // 4 for _, n, k in calls), calls
-    assert "tcc_dw4_w(" in model_c and "tcc_rq30(" in model_c  # requantization from the widened weights' header
+    assert "tcc_dw4_w(" in model_c and "tcc_rq30d(" in model_c  # requantization from the widened weights' header
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)

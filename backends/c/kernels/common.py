@@ -161,12 +161,13 @@ RQ_WORDS = 8  # rq_header: bias, multiplier, rounding constant and right shift o
 
 
 def rq_header(rq: tuple, pair: int) -> np.ndarray:
-    """The requantization of channel pair ``pair`` as the assembly blocks read it: b0 b1 m0 m1 c0 c1 r0 r1, where
-    c = 2^(r-1) + out_zp * 2^r (tcc_rq30: the zero point folded into the rounding constant)."""
+    """The requantization of channel pair ``pair`` as the assembly blocks read it: 2b0 2b1 m0 m1 c0 c1 r0 r1 (the
+    bias doubled, as the weights are), where c = 2^(r-1) + out_zp * 2^r (tcc_rq30d: the zero point folded into the
+    rounding constant)."""
     bias, mult, right, ozp = rq
     o = np.array([2 * pair, 2 * pair + 1])
     c = (np.int64(1) << (right[o] - 1)) + np.int64(ozp) * (np.int64(1) << right[o])
-    return np.concatenate([bias[o], mult[o], c, right[o]]).astype(np.int64)
+    return np.concatenate([2 * np.asarray(bias, np.int64)[o], mult[o], c, right[o]]).astype(np.int64)
 
 
 def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None) -> str:
@@ -175,7 +176,9 @@ def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None) 
     w = g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1)
     if n > w.shape[1]:  # a window padded to whole words: zero weights
         w = np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], axis=1)
-    words = widened_pairs(w, n)
+    # with the pair headers the accumulators are kept doubled (bias and weights, |2w| <= 256 fits int16), which
+    # the requantization's high multiply wants (tcc_rq30d: no doubling per output)
+    words = widened_pairs(w.astype(np.int64) * (2 if rq is not None else 1), n)
     if rq is not None:  # each pair's rq_header before its weights
         pairs = words.reshape(-1, n)
         words = np.concatenate([np.concatenate([rq_header(rq, j), pairs[j]]) for j in range(len(pairs))])

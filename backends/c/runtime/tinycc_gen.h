@@ -120,15 +120,15 @@ TCC_INLINE int32_t tcc_requant_rf0(int32_t x, int32_t mult, int32_t right) {
     return (h * 2 + ((int32_t)1 << right) - (int32_t)((uint32_t)h >> 31)) >> (right + 1);
 }
 
-/* tcc_requant_rf30(x, mult, right) + out_zp with c = 2^(right-1) + out_zp * 2^right (the zero point folded into
- * the rounding constant: the kernel generator proved the sums stay in 32 bits); the parameters come from the
- * header of a channel pair's widened weights */
-TCC_INLINE int32_t tcc_rq30(int32_t x, int32_t mult, int32_t c, int32_t right) {
+/* tcc_requant_rf30(x, mult, right) + out_zp of an accumulator kept doubled (x2 = 2x, |x| < 2^30), with
+ * c = 2^(right-1) + out_zp * 2^right (the zero point folded into the rounding constant: the kernel generator
+ * proved the sums stay in 32 bits); the parameters come from the header of a channel pair's widened weights */
+TCC_INLINE int32_t tcc_rq30d(int32_t x2, int32_t mult, int32_t c, int32_t right) {
 #if TCC_DSP && defined(__GNUC__)
     int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x2), "r"(mult));
 #else
-    const int32_t h = tcc_hmul31(x, mult);
+    const int32_t h = tcc_hmul31(x2 / 2, mult);
 #endif
     return (h + c - (int32_t)((uint32_t)h >> 31)) >> right;
 }
