@@ -87,7 +87,8 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
-LUT_DETAIL = "int8 table per LOGISTIC/TANH layer (--kernels tinycc)"
+LUT_DETAIL = ("generated kernels' tables (--kernels tinycc): LOGISTIC/TANH and ADD operand tables; for a DSP "
+              "Cortex-M board also the int16-widened convolution weights")
 
 
 def code_estimate(graph: Graph, table: Mapping[str, int], learning: bool = True) -> int:

@@ -352,3 +352,38 @@ def test_high_multiply_without_64_bit_product_is_exact(tmp_path: Path) -> None:
                     str(tmp_path / "hmul.c")], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["checked", str(16 * 9 + 2_000_000)] and out[3] == "0", out
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("board,cpu", [("mps2_an386", "-mcpu=cortex-m4"), (None, None)])
+def test_flash_report_counts_widened_weights_where_they_are_built(session, tmp_path: Path, board, cpu) -> None:
+    """The memory report's flash items against the constant arrays model.o defines: on a Cortex-M4 board the
+    widened weights (defined under TCC_DSP_ASM) are counted in the kernel tables item, and the report bounds the
+    image (GCC drops arrays only the portable path reads); without a board (host build) it is exact."""
+    import subprocess
+
+    g = random_graph(WIDE, seed=11)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(11)
+    opts = {"calib_data": rng.normal(0.3, 1, (48, 9, 7, 3)).astype(np.float32), "buffer": 2, "cut": "fc"}
+    if board:
+        opts.update(board=board, ram=10 ** 7, flash=10 ** 8)
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, opts, tmp_path)
+    cc, nm = ("arm-none-eabi-gcc", "arm-none-eabi-nm") if board else ("gcc", "nm")
+    flags = [cpu, "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os"] if board else ["-O1"]
+    obj = tmp_path / "model.o"
+    subprocess.run([cc, *c_harness.STRICT, *flags, "-c", "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
+                    str(tmp_path / "model.c"), "-o", str(obj)], check=True)
+    sizes = {p[3]: int(p[1], 16) for p in (l.split() for l in subprocess.run(
+        [nm, "-S", str(obj)], capture_output=True, text=True, check=True).stdout.splitlines())
+        if len(p) == 4 and p[2] in "rR" and p[3].startswith("tcc_")}
+    from tinycc.backends.c.kernels import widened_weight_bytes
+
+    flash = {i["name"]: i["bytes"] for i in dep.memory["items"] if i["section"] == "flash" and i["name"] != "code"}
+    widened = sum(n for k, n in sizes.items() if k.endswith("_ww"))
+    assert widened == (widened_weight_bytes(dep.extractor) if board else 0) and (widened > 0) == bool(board)
+    if board:  # GCC drops the int8 copies and requantization arrays only the portable path reads: an upper bound
+        assert sum(sizes.values()) <= sum(flash.values()), (sizes, flash)
+    else:
+        assert sum(sizes.values()) == sum(flash.values()), (sizes, flash)

@@ -65,10 +65,10 @@ DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55",
 
 
 def dsp_target(target: Any) -> bool:
-    """Whether the generated code's assembly loops (TCC_DSP_ASM) are built for ``target`` (a tinycc.targets.Target,
-    or None when the project's core is not known: counted as if, an upper bound)."""
+    """Whether the generated code's assembly loops (TCC_DSP_ASM) are built for ``target`` (a tinycc.targets.Target;
+    None, no board: the host's build, without them)."""
     if target is None:
-        return True
+        return False
     return getattr(target, "family", "") == "cortexm" and any(
         f"-mcpu={c}" in getattr(target, "cflags", "").split() for c in DSP_CPUS)
 
