@@ -547,6 +547,24 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
         (acc)[2] = tcc_a10_;                                                                                       \
         (acc)[3] = tcc_a11_;                                                                                       \
     } while (0)
+/* TCC_DOT2X2_WW_ for a dot product whose STEPS cover all nw / 4 steps: one pass, no loop */
+#define TCC_DOT2X2_WW1_(xw, ww, acc, STEPS)                                                                        \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw);                                                                             \
+        const int32_t *tcc_w_ = (ww);                                                                              \
+        int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__(STEPS                                                                                              \
+                : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
+                  [x] "+r"(tcc_x_), [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_),    \
+                  [s] "=&r"(tcc_s_), [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)                                          \
+                :                                                                                                  \
+                : "memory");                                                                                       \
+        (acc)[0] = tcc_a00_;                                                                                       \
+        (acc)[1] = tcc_a01_;                                                                                       \
+        (acc)[2] = tcc_a10_;                                                                                       \
+        (acc)[3] = tcc_a11_;                                                                                       \
+    } while (0)
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
