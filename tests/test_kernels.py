@@ -144,8 +144,8 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
     proj, dep, x = _project(session, tmp_path, WIDE, 11)
     model_c = (proj / "model.c").read_text()
     # weights widened at compile time (im2col, wide and pointwise): fully unrolled and looping several times
-    loops = [(xw, int(n), steps.count("TCC_DOT2X2_WW_STEP"))
-             for xw, n, steps in re.findall(r"TCC_DOT2X2_WW_\((\w+), (\d+), [^,]+, acc, ([^)]*)\)", model_c)]
+    loops = [(xw, int(n), int(k))
+             for xw, n, k in re.findall(r"TCC_DOT2X2_WW_\((\w+), (\d+), [^,]+, acc, TCC_WW_STEPS_(\d+)\)", model_c)]
     passes = re.findall(r"TCC_DOT2X2_WW1_\((\w+), [^,]+, acc, ", model_c)
     assert {xw for xw, _, _ in loops} | set(passes) == {"colw", "col", "xw"}, (loops, passes)
     assert passes and loops and all(k < n // 4 for _, n, k in loops), loops
@@ -382,7 +382,7 @@ def test_flash_report_counts_widened_weights_where_they_are_built(session, tmp_p
     from tinycc.backends.c.kernels import widened_weight_bytes
 
     flash = {i["name"]: i["bytes"] for i in dep.memory["items"] if i["section"] == "flash" and i["name"] != "code"}
-    widened = sum(n for k, n in sizes.items() if k.endswith("_ww"))
+    widened = sum(n for k, n in sizes.items() if k.endswith("_widened"))
     assert widened == (widened_weight_bytes(dep.extractor) if board else 0) and (widened > 0) == bool(board)
     if board:  # GCC drops the int8 copies and requantization arrays only the portable path reads: an upper bound
         assert sum(sizes.values()) <= sum(flash.values()), (sizes, flash)

@@ -33,7 +33,8 @@ ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 TRAIN_NAMES = ("TCC_TRAIN_NONE", "TCC_TRAIN_BIAS", "TCC_TRAIN_WEIGHTS", "TCC_TRAIN_BOTH")
-ROLES = {"lut": "table", "w": "weights"}  # a flash table's role in its layer's name
+# a flash table's role in its layer's name (ww: the weights widened for the Cortex-M4/M7 assembly; ta/tb: ADD's tables)
+ROLES = {"lut": "table", "w": "weights", "ww": "widened", "ta": "table", "tb": "table"}
 
 
 def c_kernel_problem(g: Graph, op: Op) -> str | None:

@@ -528,6 +528,23 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
     "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
     "smlad %[a11], %[s], %[v], %[a11]\n\t"
+/* n steps in a row (the kernel generator's STEPS argument: a short line in model.c) */
+#define TCC_WW_STEPS_1 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_2 TCC_WW_STEPS_1 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_3 TCC_WW_STEPS_2 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_4 TCC_WW_STEPS_3 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_5 TCC_WW_STEPS_4 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_6 TCC_WW_STEPS_5 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_7 TCC_WW_STEPS_6 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_8 TCC_WW_STEPS_7 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_9 TCC_WW_STEPS_8 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_10 TCC_WW_STEPS_9 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_11 TCC_WW_STEPS_10 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_12 TCC_WW_STEPS_11 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_13 TCC_WW_STEPS_12 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_14 TCC_WW_STEPS_13 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_15 TCC_WW_STEPS_14 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_16 TCC_WW_STEPS_15 TCC_DOT2X2_WW_STEP
 #define TCC_DOT2X2_WW_(xw, nw, ww, acc, STEPS)                                                                     \
     do {                                                                                                           \
         const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
