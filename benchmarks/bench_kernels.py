@@ -246,6 +246,8 @@ def _measure_tinycc(row: dict[str, Any], k: str, dep: Any, work: Path, lib: dict
     for cpu in args.cpus:
         m = kb.tinycc_m(proj, dep.name, cpu, lib[cpu] if lib else None, cmsis_dir if lib else None)
         row[f"{k} {cpu}"] = m.instructions
+        row[f"{k} {cpu} s8"] = m.instructions_s8  # features_s8(): the int8 input entry
+        row[f"{k} {cpu} s8 equal"] = m.s8_equal
         row[f"{k} {cpu} code"] = m.code - kb.printf_baseline(proj, work, cpu)
         feats[cpu] = m.features
     row[f"{k} bit-exact across cores"] = len({tuple(f or ()) for f in feats.values()}) == 1
@@ -372,23 +374,28 @@ def _ratio(a: Any, b: Any) -> str:
 def _result(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> Result:
     res = Result("kernels")
     res.data = {"rows": rows}
-    head = ["model", "MACs", "TFLM ref (M4)", "TFLM + CMSIS-NN (M4)", "tinycc kernels (M4)", "instr/MAC",
-            "tinycc + CMSIS-NN (M4)", "instr/MAC", "tinycc / TFLM+CMSIS-NN", "tinycc+CMSIS-NN / TFLM+CMSIS-NN"]
+    head = ["model", "MACs", "TFLM ref (M4)", "TFLM + CMSIS-NN (M4)", "tinycc kernels, float input (M4)",
+            "tinycc kernels, int8 input (M4)", "instr/MAC (int8 input)", "tinycc + CMSIS-NN, int8 input (M4)",
+            "instr/MAC", "tinycc / TFLM+CMSIS-NN", "tinycc+CMSIS-NN / TFLM+CMSIS-NN"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "--:|" * (len(head) - 1)]
     for r in rows:
         def cell(k: str) -> str:
             if f"{k} error" in r:
                 return r[f"{k} error"]
             return _fmt(r.get(f"{k} m4"))
-        per = [f"{r[k] / r['macs']:.2f}" if isinstance(r.get(k), int) and r["macs"] else "—"
-               for k in ("tinycc m4", "cmsis-nn m4")]
+        t8, c8 = _compared(r, "tinycc"), _compared(r, "cmsis-nn")
+        per = [f"{v / r['macs']:.2f}" if isinstance(v, int) and r["macs"] else "—" for v in (t8, c8)]
+        s8 = r.get("tinycc error") or _fmt(r.get("tinycc m4 s8"))
+        if r.get("tinycc m4 s8 equal") is False:
+            s8 += " (features differ from the float entry!)"
         lines.append(f"| {r['model']} | {r['macs'] / 1e6:.3f} M | {cell('tflm-ref')} | {cell('tflm-cmsis')} | "
-                     f"{cell('tinycc')} | {per[0]} | {cell('cmsis-nn')} | {per[1]} | "
-                     f"{_ratio(r.get('tinycc m4'), r.get('tflm-cmsis m4'))} | "
-                     f"{_ratio(r.get('cmsis-nn m4'), r.get('tflm-cmsis m4'))} |")
+                     f"{cell('tinycc')} | {s8} | {per[0]} | {r.get('cmsis-nn error') or _fmt(c8)} | {per[1]} | "
+                     f"{_ratio(t8, r.get('tflm-cmsis m4'))} | {_ratio(c8, r.get('tflm-cmsis m4'))} |")
     res.add("Instructions per inference on Cortex-M4 (QEMU mps2-an386, `-icount shift=0`, arm-none-eabi-gcc -Os, "
-            "wrap-safe SysTick timing: reference clock for calls over 600 M instructions). tinycc: one `features()` "
-            "call (the int8 feature extractor, float input quantized first); TFLite Micro: one `Invoke` of the "
+            "wrap-safe SysTick timing: reference clock for calls over 600 M instructions). tinycc: one call of the "
+            "int8 feature extractor, measured at both entries: `features()` (float input, quantized first) and "
+            "`features_s8()` (the same input already quantized with the model's input scale and zero point; the "
+            "same features, checked). " + COMPARED + " TFLite Micro: one `Invoke` of the "
             "MLPerf Tiny .tflite as published (its last Dense and softmax included, a negligible share) or, for the "
             "zoo, of tinycc's extractor written as .tflite. MACs: the extractor's. tinycc kernels: the default "
             "`--kernels tinycc`, layers specialized at compile time by the kernel generator (`backends/c/kernels/`).")
@@ -447,16 +454,29 @@ def _result(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> 
     return res
 
 
+COMPARED = ("Every comparison with TFLite Micro and STM32Cube.AI uses tinycc's int8 entry `features_s8()`: their "
+            "measured input tensor is int8 (the MLPerf Tiny models take int8 input, quantized by the caller before "
+            "`Invoke`), so the float entry's quantization step is work they are not timed for.")
+
+
+def _compared(r: dict[str, Any], k: str) -> Any:
+    """The Cortex-M4 instructions of kernels ``k`` that the comparisons use: the int8 entry (see COMPARED), the
+    float entry where a row has no int8 measurement."""
+    v = r.get(f"{k} m4 s8")
+    return v if isinstance(v, int) else r.get(f"{k} m4")
+
+
 def _add_comparison(res: Result, rows: list[dict[str, Any]]) -> None:
     """tinycc against TFLite Micro + CMSIS-NN at -Os and at its own Makefile levels, and STM32Cube.AI's
     published cycles (hardware, not QEMU), with issue #27's targets."""
-    head = ["model", "MACs", "TFLM + CMSIS-NN -Os (M4)", "TFLM + CMSIS-NN, Makefile levels (M4)", "tinycc (M4)",
+    head = ["model", "MACs", "TFLM + CMSIS-NN -Os (M4)", "TFLM + CMSIS-NN, Makefile levels (M4)",
+            "tinycc, int8 input (M4)",
             "instr/MAC", "tinycc / TFLM Makefile levels", f"target <= {TARGET_X_TFLM}x",
             "STM32Cube.AI 9, cycles on STM32L4R5 hardware (published)", "tinycc instr / Cube.AI cycles",
             f"target <= {TARGET_X_CUBE}x"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "--:|" * (len(head) - 1)]
     for r in rows:
-        t = r.get("tinycc m4")
+        t = _compared(r, "tinycc")
         o2 = r.get("tflm-cmsis-O2 m4")
         cube = CUBE_AI.get(r["model"])
         if not isinstance(t, int) or (o2 is None and cube is None):
@@ -474,7 +494,7 @@ def _add_comparison(res: Result, rows: list[dict[str, Any]]) -> None:
             "**STM32Cube.AI 9 is not measured here**: its column quotes the MLPerf Tiny inference v1.2 results "
             "(closed division, STM32L4R5, Cortex-M4 at 120 MHz), cycles on real hardware (flash wait states, "
             "two-cycle loads), while every other number is QEMU `-icount` instructions, which real cycles are "
-            "never fewer than. Targets: issue #27's acceptance.")
+            "never fewer than. Targets: issue #27's acceptance. " + COMPARED)
     res.add("\n".join(lines))
 
 
@@ -520,8 +540,8 @@ def _add_profile(res: Result, rows: list[dict[str, Any]]) -> None:
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    series = [("tflm-ref m4", "TFLM reference"), ("tflm-cmsis m4", "TFLM + CMSIS-NN"), ("tinycc m4", "tinycc"),
-              ("cmsis-nn m4", "tinycc + CMSIS-NN")]
+    series = [("tflm-ref m4", "TFLM reference"), ("tflm-cmsis m4", "TFLM + CMSIS-NN"),
+              ("tinycc m4 s8", "tinycc (int8 input)"), ("cmsis-nn m4 s8", "tinycc + CMSIS-NN (int8 input)")]
     names = [r["model"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.9), 4.5))
     width = 0.2

@@ -55,15 +55,23 @@ TINYCC_MAIN = r"""#include <stdio.h>
 #include "model.h"
 #include "test_vectors.h"
 %(timer)s
-static int8_t feats[%(NAME)s_FEATURES];
+#include "tinycc_kernels.h"
+static int8_t feats[%(NAME)s_FEATURES], feats8[%(NAME)s_FEATURES];
+static int8_t xq[%(NAME)s_INPUT_SIZE];
 static void run(void) { %(name)s_features(tcc_test_x[0], feats); }
+static void run8(void) { %(name)s_features_s8(xq, feats8); }
 int main(void) {
     int i;
-    uint32_t ref, cpu;
+    uint32_t ref, cpu, ref8, cpu8;
     %(name)s_init();
     ref = bench_ticks(run, 1u);
     cpu = bench_ticks(run, 5u);
-    printf("bench ref %%lu cpu %%lu\n", (unsigned long)ref, (unsigned long)cpu);
+    /* the int8 entry: the same input quantized beforehand, as TFLite Micro's int8 input tensor holds it */
+    tcc_quantize_f32(tcc_test_x[0], %(NAME)s_INPUT_SIZE, %(name)s_input_scale, %(name)s_input_zero_point, xq);
+    ref8 = bench_ticks(run8, 1u);
+    cpu8 = bench_ticks(run8, 5u);
+    printf("bench ref %%lu cpu %%lu ref8 %%lu cpu8 %%lu s8same %%d\n", (unsigned long)ref, (unsigned long)cpu,
+           (unsigned long)ref8, (unsigned long)cpu8, memcmp(feats, feats8, sizeof feats) == 0);
     printf("features");
     for (i = 0; i < %(NAME)s_FEATURES; ++i) printf(" %%d", feats[i]);
     printf("\ndone\n");
@@ -362,6 +370,8 @@ class Measured:
     code: int  # bytes of functions (nm t/T symbols)
     arena: int = 0
     features: list[int] | None = None
+    instructions_s8: int | None = None  # tinycc: features_s8() (int8 input), None for TFLite Micro
+    s8_equal: bool | None = None  # tinycc: features_s8() gave the same features as features()
 
 
 def code_bytes(elf: Path) -> int:
@@ -388,6 +398,9 @@ def _run(elf: Path, board: str, timeout: float = 1800) -> dict:
     ns_cpu = 1e9 / cortexm.BOARD_CLOCK_HZ[board]
     ref_instr = res["ref"] * REF_NS_BOARD.get(board, REF_NS)
     res["instructions"] = round(res["cpu"] * ns_cpu) if ref_instr < 600_000_000 else ref_instr
+    if "cpu8" in res:  # tinycc's int8-input entry, timed the same way
+        ref8 = res["ref8"] * REF_NS
+        res["instructions_s8"] = round(res["cpu8"] * ns_cpu) if ref8 < 600_000_000 else ref8
     return res
 
 
@@ -405,7 +418,8 @@ def printf_baseline(project: Path, work: Path, cpu: str) -> int:
 
 
 def tinycc_m(project: Path, name: str, cpu: str, cmsis_lib: Path | None, cmsis_dir: Path | None) -> Measured:
-    """features() of a generated project on ``cpu`` under QEMU (-Os, gc-sections)."""
+    """features() (float input) and features_s8() (the same input quantized beforehand) of a generated project on
+    ``cpu`` under QEMU (-Os, gc-sections)."""
     (project / "bench_m.c").write_text(TINYCC_MAIN % {"timer": TIMER_C, "name": name, "NAME": name.upper()})
     srcs = "cortexm/startup.c bench_m.c model.c runtime/tinycc_kernels.c runtime/tinycc_learn.c"
     extra = ""
@@ -416,7 +430,8 @@ def tinycc_m(project: Path, name: str, cpu: str, cmsis_lib: Path | None, cmsis_d
     _sh(f"arm-none-eabi-gcc {CPU_FLAGS[cpu]} -Os -std=c99 -Wall -Wextra -Werror {SECTIONS} -I. -Iruntime {LINK} "
         f"-T {cortexm.link_script(cortexm.DEFAULT_BOARD[cpu])} -o {elf} {srcs} {extra} -lm", cwd=project)
     r = _run(elf, cortexm.DEFAULT_BOARD[cpu])
-    return Measured(r["instructions"], code_bytes(elf), features=r.get("features"))
+    return Measured(r["instructions"], code_bytes(elf), features=r.get("features"),
+                    instructions_s8=r.get("instructions_s8"), s8_equal=bool(r["s8same"]) if "s8same" in r else None)
 
 
 def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Path:

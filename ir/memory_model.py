@@ -89,7 +89,8 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
     return weights, biases, tables
 
 
-LUT_DETAIL = ("int8 table per LOGISTIC/TANH layer (--kernels tinycc), int16 sigmoid/tanh per GRU/SimpleRNN, "
+LUT_DETAIL = ("generated kernels' tables (--kernels tinycc): LOGISTIC/TANH and ADD operand tables, for a DSP "
+              "Cortex-M board the int16-widened convolution weights; int16 sigmoid/tanh per GRU/SimpleRNN, "
               "int32 sigmoid table per LSTM layer")
 
 

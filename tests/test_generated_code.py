@@ -21,7 +21,7 @@ from .deploy_util import build_deployment, render_project
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = re.compile(r"static const (?:int8_t|int32_t|float) (\w+)\[\d+\] TCC_WEIGHT")
-TABLE_NAME = re.compile(r"tcc_(?:[a-z0-9_]+?)_\d+_(?:weights|bias|mult|shift|table|input\d+)(?:_\d+)?"
+TABLE_NAME = re.compile(r"tcc_(?:[a-z0-9_]+?)_\d+_(?:weights|bias|mult|shift|table|widened|input\d+)(?:_\d+)?"
                         r"|tcc_classifier_\d+_(?:weights|bias)_init")
 LEFTOVER = re.compile(r"(?<=[\w)\]]) (?:[*/] 1|[+-] 0)(?![\w.])")
 FLOAT = re.compile(r"(?<![\w.])-?(?:\d+\.\d*(?:e[+-]?\d+)?|\d+e[+-]?\d+)f\b")

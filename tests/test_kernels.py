@@ -3,6 +3,7 @@ bit for bit on random convolution, depthwise and dense layers (host gcc with ASa
 Cortex-M4 under QEMU: the DSP path; Cortex-M0+: the portable path on ARMv6-M)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,15 @@ def test_generic_option_keeps_the_runtime_loops(session) -> None:
     assert not em.kernels and {c.fn for c in em.calls} >= {"tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8"}
     em2 = build_emit_model(dep, {**opts, "kernels": "tinycc"})
     assert [k.family for k in em2.kernels] == ["conv", "depthwise", "gemm"]
-    # the same flash tables either way: the memory model holds for both
-    assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays)
+    # the same flash tables either way, plus (Cortex-M4/M7 only, under TCC_DSP_ASM) the weights widened at compile
+    # time for the assembly loops, which the memory report counts for such cores: the memory model holds for both
+    from tinycc.backends.c.kernels import table_bytes
+
+    assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays if not a.guard)
+    widened = [a for a in em2.arrays if a.guard]
+    assert widened and all(a.guard == "TCC_DSP_ASM" and a.ctype == "int32_t" for a in widened)
+    assert table_bytes(dep.extractor, "tinycc") == 4 * sum(a.count for a in widened)
+    assert table_bytes(dep.extractor, "tinycc", dsp=False) == table_bytes(dep.extractor, "generic") == 0
 
 
 # Cortex-M4/M7's assembly 2x2 block: convolutions on 4 and 8 input channels (windows widened, zeros for padding)
@@ -135,8 +143,13 @@ WIDE: list[Layer] = [(0, 3, 3, 1, 1, True, 8, 1, True), (0, 3, 3, 1, 2, True, 8,
 def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
     proj, dep, x = _project(session, tmp_path, WIDE, 11)
     model_c = (proj / "model.c").read_text()
-    # the paths under test are generated: one and two steps per loop iteration, depthwise with widened weights
-    assert "TCC_DOT2X2_WI(col" in model_c and "TCC_DOT2X2_WI2(" in model_c and "tcc_dw4_w(" in model_c
+    # weights widened at compile time (im2col, wide and pointwise): fully unrolled and looping several times
+    loops = [(xw, int(n), int(k))
+             for xw, n, k in re.findall(r"TCC_DOT2X2_WW_\((\w+), (\d+), [^,]+, acc, TCC_WW_STEPS_(\d+)\)", model_c)]
+    passes = re.findall(r"TCC_DOT2X2_WW1_\((\w+), [^,]+, acc, ", model_c)
+    assert {xw for xw, _, _ in loops} | set(passes) == {"colw", "col", "xw"}, (loops, passes)
+    assert passes and loops and all(k < n // 4 for _, n, k in loops), loops
+    assert "tcc_dw4_w(" in model_c and "tcc_rq30d(" in model_c  # requantization from the widened weights' header
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)
@@ -340,3 +353,38 @@ def test_high_multiply_without_64_bit_product_is_exact(tmp_path: Path) -> None:
                     str(tmp_path / "hmul.c")], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["checked", str(16 * 9 + 2_000_000)] and out[3] == "0", out
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("board,cpu", [("mps2_an386", "-mcpu=cortex-m4"), (None, None)])
+def test_flash_report_counts_widened_weights_where_they_are_built(session, tmp_path: Path, board, cpu) -> None:
+    """The memory report's flash items against the constant arrays model.o defines: on a Cortex-M4 board the
+    widened weights (defined under TCC_DSP_ASM) are counted in the kernel tables item, and the report bounds the
+    image (GCC drops arrays only the portable path reads); without a board (host build) it is exact."""
+    import subprocess
+
+    g = random_graph(WIDE, seed=11)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(11)
+    opts = {"calib_data": rng.normal(0.3, 1, (48, 9, 7, 3)).astype(np.float32), "buffer": 2, "cut": "fc"}
+    if board:
+        opts.update(board=board, ram=10 ** 7, flash=10 ** 8)
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, opts, tmp_path)
+    cc, nm = ("arm-none-eabi-gcc", "arm-none-eabi-nm") if board else ("gcc", "nm")
+    flags = [cpu, "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os"] if board else ["-O1"]
+    obj = tmp_path / "model.o"
+    subprocess.run([cc, *c_harness.STRICT, *flags, "-c", "-I", str(tmp_path), "-I", str(tmp_path / "runtime"),
+                    str(tmp_path / "model.c"), "-o", str(obj)], check=True)
+    sizes = {p[3]: int(p[1], 16) for p in (l.split() for l in subprocess.run(
+        [nm, "-S", str(obj)], capture_output=True, text=True, check=True).stdout.splitlines())
+        if len(p) == 4 and p[2] in "rR" and p[3].startswith("tcc_")}
+    from tinycc.backends.c.kernels import widened_weight_bytes
+
+    flash = {i["name"]: i["bytes"] for i in dep.memory["items"] if i["section"] == "flash" and i["name"] != "code"}
+    widened = sum(n for k, n in sizes.items() if k.endswith("_widened"))
+    assert widened == (widened_weight_bytes(dep.extractor) if board else 0) and (widened > 0) == bool(board)
+    if board:  # GCC drops the int8 copies and requantization arrays only the portable path reads: an upper bound
+        assert sum(sizes.values()) <= sum(flash.values()), (sizes, flash)
+    else:
+        assert sum(sizes.values()) == sum(flash.values()), (sizes, flash)

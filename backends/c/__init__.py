@@ -400,7 +400,8 @@ class CBackend(Backend):
 def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) -> MemoryFigures:
     """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables; the
     runtime state includes each LSTM kernel's static hidden, cell and gate arrays."""
-    from .kernels import lstm, table_bytes
+    from .kernels import dsp_target, lstm, table_bytes
+    from .kernels.mve import helium
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
     state += sum(lstm.state_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # LSTM states, static RAM
@@ -408,7 +409,9 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
     detail = f"{'/'.join(kinds)} activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
-                         tables=table_bytes(g, kernels), descriptors=runtime_descriptors(candidate),
+                         tables=table_bytes(g, kernels, dsp_target(candidate.config.target),
+                                            helium(candidate.config)),
+                         descriptors=runtime_descriptors(candidate),
                          state_exact=state_exact, arena_detail=detail)
 
 

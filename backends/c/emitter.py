@@ -35,7 +35,8 @@ ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 TRAIN_NAMES = ("TCC_TRAIN_NONE", "TCC_TRAIN_BIAS", "TCC_TRAIN_WEIGHTS", "TCC_TRAIN_BOTH")
-ROLES = {"lut": "table", "w": "weights"}  # a flash table's role in its layer's name
+# a flash table's role in its layer's name (ww: the weights widened for the Cortex-M4/M7 assembly; ta/tb: ADD's tables)
+ROLES = {"lut": "table", "w": "weights", "ww": "widened", "ta": "table", "tb": "table"}
 
 
 def c_kernel_problem(g: Graph, op: Op) -> str | None:
@@ -54,6 +55,7 @@ class CArray:
     values: list[str]
     flash: bool = True
     part: str = "extractor"  # or "classifier"
+    guard: str = ""  # a preprocessor condition the definition sits under (e.g. TCC_DSP_ASM), "" for none
 
     @property
     def count(self) -> int:
@@ -128,16 +130,16 @@ class _Builder:
             fn, args = "tcc_cmsis_" + fn[4:], (self.scratch_args if scratch else []) + args
         self.m.calls.append(Call(fn, args, op.name))
 
-    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True) -> str:
+    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True, guard: str = "") -> str:
         """A flash table of the current layer, named by its position and kind (``tcc_conv2d_3_mult``): never
-        by a name from the model file."""
+        by a name from the model file; ``guard``: defined only under that preprocessor condition."""
         pos, kind = self.layer
         name = stem = f"tcc_{kind}_{pos}_{ROLES.get(base, base)}"
         n = 2
         while name in self.taken:  # a second table of one role in a layer (none today): still unique
             name, n = f"{stem}_{n}", n + 1
         self.taken.add(name)
-        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash))
+        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash, guard=guard))
         return name
 
     def const(self, tensor: str) -> str:

@@ -5,8 +5,9 @@ into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that 
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
 `conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
-`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined), `pool` (average over the whole input),
-`lut` (LOGISTIC and TANH by a 256-entry flash table; `table_bytes` counts the tables for the memory report).
+`add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined; the operands by flash tables), `pool` (average over the whole input),
+`lut` (LOGISTIC and TANH by a 256-entry flash table). `table_bytes` counts the lut and add tables for the memory
+report.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class ArrayMaker(Protocol):
 
     def const(self, tensor: str) -> str: ...
     def ptr(self, tensor: str) -> str: ...
-    def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str: ...
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str: ...
     shared: dict[str, str]  # tables of tinycc's own made once per model, by role
 
 
@@ -62,15 +63,47 @@ def _modules(helium: bool = False) -> list[Any]:
     return first + [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
-def table_bytes(g: Graph, kernels: str) -> int:
-    """Flash of the lookup tables that the generated kernels of `g` add (GRU/SimpleRNN's and LSTM's always,
-    LOGISTIC/TANH's with ``--kernels tinycc``)."""
-    from . import lstm, lut, rnn
+DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")  # __ARM_FEATURE_DSP
+
+
+def dsp_target(target: Any) -> bool:
+    """Whether the generated code's assembly loops (TCC_DSP_ASM) are built for ``target`` (a tinycc.targets.Target;
+    None, no board: the host's build, without them)."""
+    if target is None:
+        return False
+    return getattr(target, "family", "") == "cortexm" and any(
+        f"-mcpu={c}" in getattr(target, "cflags", "").split() for c in DSP_CPUS)
+
+
+def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False) -> int:
+    """Flash of the tables that the generated kernels of `g` add: GRU/SimpleRNN's and LSTM's always; with
+    ``--kernels tinycc`` the LOGISTIC/TANH and ADD tables and, where the assembly loops are built (``dsp``), the
+    weights they read widened to int16 - of the kernel that `specialize` picks for each layer (``helium``: the
+    Cortex-M55's Helium kernels first, which need neither)."""
+    from . import add, lstm, lut, rnn
 
     tables = rnn.table_bytes(g) + sum(lstm.table_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # every --kernels
     if kernels != "tinycc":
         return tables
-    return tables + sum(lut.TABLE_BYTES for op in g.ops if lut.matches(g, op))
+    for op in g.ops:
+        mod = next((m for m in _modules(helium) if m.matches(g, op)), None)
+        if mod is lut:
+            tables += lut.TABLE_BYTES
+        elif mod is add:
+            tables += add.table_bytes(g, op)
+        elif mod is not None and dsp and hasattr(mod, "ww_bytes"):
+            tables += mod.ww_bytes(g, op)
+    return tables
+
+
+def widened_weight_bytes(g: Graph, helium: bool = False) -> int:
+    """Flash of the widened weight copies (defined under TCC_DSP_ASM) of the layers of `g` the kernel generator
+    specializes: the module that matches first, as `specialize` picks it."""
+    total = 0
+    for op in g.ops:
+        mod = next((m for m in _modules(helium) if m.matches(g, op)), None)
+        total += mod.ww_bytes(g, op) if mod is not None and hasattr(mod, "ww_bytes") else 0
+    return total
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -9,6 +9,7 @@ import numpy as np
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind, same_padding
+from ....ir.quant import multiply_by_quantized_multiplier
 
 
 def folded_bias(g: Graph, op: Op, in_zp: int) -> np.ndarray | None:
@@ -24,13 +25,42 @@ def folded_bias(g: Graph, op: Op, in_zp: int) -> np.ndarray | None:
     return folded if int(bound.max()) < 2**31 else None
 
 
-def accumulator_bound(g: Graph, op: Op) -> int:
-    """The largest |bias + sum((x - zp) * w)| any output channel can reach (|x - zp| <= 255)."""
+def _weight_sums(g: Graph, op: Op) -> np.ndarray:
+    """sum(|w|) per output channel."""
     w = np.abs(g.tensors[op.inputs[1]].data.astype(np.int64))
-    per_channel = w.reshape(-1, w.shape[-1]).sum(axis=0) if op.kind == OpKind.DEPTHWISE_CONV2D else \
+    return w.reshape(-1, w.shape[-1]).sum(axis=0) if op.kind == OpKind.DEPTHWISE_CONV2D else \
         w.reshape(w.shape[0], -1).sum(axis=1)
-    b = np.abs(g.tensors[op.inputs[2]].data.astype(np.int64)) if len(op.inputs) > 2 else 0
-    return int((b + 255 * per_channel).max())
+
+
+def accumulator_bound(g: Graph, op: Op, bias: np.ndarray | None = None) -> int:
+    """The largest |bias + sum((x - zp) * w)| any output channel can reach (|x - zp| <= 255); ``bias``: the
+    values the kernel adds instead of the bias tensor's."""
+    if bias is None and len(op.inputs) > 2:
+        bias = g.tensors[op.inputs[2]].data
+    b = np.abs(np.asarray(bias, np.int64)) if bias is not None else 0
+    return int((b + 255 * _weight_sums(g, op)).max())
+
+
+def constant_channels(g: Graph, op: Op, p: dict, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray | None] | None:
+    """Per-channel requantization where some output channels have all-zero weights (pruned filters: their output
+    is a constant, TFLite's requantization of the bias alone, often with a huge bias and shift that defeat the short
+    rounding forms): those channels get bias 4 (k - out_zp), multiplier 2^30 and shift -1, which give the same
+    constant k exactly (a high multiply by 2^30 halves an even value, the shift halves it again). Returns
+    (mult, shift, bias) rewritten, bias None when there is none (then k is the output zero point), or None when
+    no channel is constant or the requantization is per tensor."""
+    const = _weight_sums(g, op) == 0
+    if len(p["mult"]) <= 1 or not const.any():
+        return None
+    acc = np.asarray(bias, np.int64) if bias is not None else np.zeros(len(const), np.int64)
+    k = np.clip(multiply_by_quantized_multiplier(acc, p["mult"], p["shift"]) + p["out_zp"], *p["act"])
+    mult, shift = p["mult"].copy(), p["shift"].copy()
+    mult[const], shift[const] = 1 << 30, -1
+    if bias is None:
+        return (mult, shift, None) if (k[const] == p["out_zp"]).all() else None
+    new_bias = acc.copy()
+    new_bias[const] = 4 * (k[const] - p["out_zp"])
+    return mult, shift, new_bias
 
 
 def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -55,18 +85,102 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
                "PL": same_padding(x.shape[2], kw, sw, dw)[0] if same else 0}
     has_bias = len(op.inputs) > 2
     folded = folded_bias(g, op, p["in_zp"]) if fold else None
-    ctx = dict(geo, PER_CHANNEL=len(p["mult"]) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((p["shift"] <= 0).all()),
+    bias_vals = folded if folded is not None else (g.tensors[op.inputs[2]].data if has_bias else None)
+    const = constant_channels(g, op, p, bias_vals)
+    mult, shift = (const[0], const[1]) if const is not None else (p["mult"], p["shift"])
+    if const is not None and has_bias:
+        bias_vals = const[2]
+    ctx = dict(geo, PER_CHANNEL=len(mult) > 1, HAS_BIAS=has_bias, RIGHT_ONLY=bool((shift <= 0).all()),
                FOLDED=folded is not None, FULL_RANGE=tuple(p["act"]) == (-128, 127))
-    right = -p["shift"]
+    right = -shift
+    bound = accumulator_bound(g, op, bias_vals)
     ctx["ROUND_FAST"] = bool(ctx["RIGHT_ONLY"] and right.min() >= 1 and right.max() <= 30
-                             and accumulator_bound(g, op) + (1 << int(right.max() - 1)) + 1 < 2**31)
-    ctx["ACC30"] = bool(ctx["ROUND_FAST"] and accumulator_bound(g, op) < 2**30)  # tcc_requant_rf30 may double it
+                             and bound + (1 << int(right.max() - 1)) + 1 < 2**31)
+    ctx["ACC30"] = bool(ctx["ROUND_FAST"] and bound < 2**30)  # tcc_requant_rf30 may double it
+    # some channel shifts by 0 (no rounding step): tcc_requant_rf0 rounds 2h by right + 1 >= 1, the same value
+    ctx["ROUND_0"] = bool(ctx["RIGHT_ONLY"] and not ctx["ROUND_FAST"] and right.min() == 0 and right.max() <= 29
+                          and 2 * bound + (1 << int(right.max())) + 1 < 2**31)
+    # Cortex-M4/M7 blocks read each channel pair's requantization from a header of the widened weights
+    # (rq_header): the short rounding form with the output zero point folded into its rounding constant
+    zp_ok = bool(ctx["ACC30"] and bound + (1 << int(right.max() - 1)) + 128 * (1 << int(right.max())) + 1 < 2**31)
+    ctx["RQ"] = bool(ctx["ACC30"] and ctx["PER_CHANNEL"] and zp_ok)
+    ctx["_rq"] = (bias_vals if has_bias else np.zeros(len(mult), np.int64), mult, right, p["out_zp"])
     weights = arrays.const(op.inputs[1])  # flash tables in the order of the arguments
-    if folded is not None:
-        bias = arrays.array("bias", "int32_t", folded)
+    if folded is not None or (const is not None and has_bias):  # bias values of the kernel's own
+        bias = arrays.array("bias", "int32_t", bias_vals)
     else:
         bias = arrays.const(op.inputs[2]) if has_bias else "NULL"
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), weights, bias,
-            arrays.array("mult", "int32_t", p["mult"]), arrays.array("shift", "int32_t", p["shift"]),
+            arrays.array("mult", "int32_t", mult), arrays.array("shift", "int32_t", shift),
             str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
     return ctx, args
+
+
+WIDEN_GUARD = "TCC_DSP_ASM"  # the widened weights exist where the assembly loops run (Cortex-M4/M7 with GCC)
+
+
+def widened_pairs(w: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` (a multiple of 4) weights of each output channel of ``w`` (channels x inputs, int8) widened
+    to int16 pairs in the lane order of the widened inputs (tcc_widen2: inputs 0/2 in one word, 1/3 in the next),
+    for channel pairs: per pair and four inputs, channel 0's two words then channel 1's (TCC_DOT2X2_WW). An odd
+    last channel is left out (its dot product reads the int8 weights). int32 words, low half first."""
+    oc = w.shape[0] - w.shape[0] % 2
+    v = w[:oc, :n].astype(np.int64).reshape(oc // 2, 2, n // 4, 4)  # pair, channel, group, input
+    lo = np.stack([v[..., 0], v[..., 1]], axis=-1) & 0xFFFF  # (pair, channel, group, word): inputs 0 / 1
+    hi = np.stack([v[..., 2], v[..., 3]], axis=-1) & 0xFFFF  # inputs 2 / 3
+    words = (lo | (hi << 16)).astype(np.uint32).view(np.int32)
+    return words.transpose(0, 2, 1, 3).reshape(-1)  # pair, group, channel, word
+
+
+def widened_bytes(g: Graph, op: Op, n: int, rq: bool = False) -> int:
+    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights), with the rq_header of every pair."""
+    w = g.tensors[op.inputs[1]]
+    oc = w.shape[0] - w.shape[0] % 2
+    return oc * n * 2 + (oc // 2 * RQ_WORDS * 4 if rq else 0)
+
+
+class _NoArrays:
+    """An ArrayMaker that makes nothing: `layer_context`'s literals without emitting tables."""
+
+    def const(self, tensor: str) -> str:
+        return tensor
+
+    def ptr(self, tensor: str) -> str:
+        return tensor
+
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str:
+        return base
+
+
+def literals(g: Graph, op: Op, fold: bool = False) -> dict[str, Any]:
+    """`layer_context`'s template literals alone (no table is emitted)."""
+    return layer_context(g, op, _NoArrays(), fold)[0]
+
+
+RQ_WORDS = 8  # rq_header: bias, multiplier, rounding constant and right shift of both channels of a pair
+
+
+def rq_header(rq: tuple, pair: int) -> np.ndarray:
+    """The requantization of channel pair ``pair`` as the assembly blocks read it: 2b0 2b1 m0 m1 c0 c1 r0 r1 (the
+    bias doubled, as the weights are), where c = 2^(r-1) + out_zp * 2^r (tcc_rq30d: the zero point folded into the
+    rounding constant)."""
+    bias, mult, right, ozp = rq
+    o = np.array([2 * pair, 2 * pair + 1])
+    c = (np.int64(1) << (right[o] - 1)) + np.int64(ozp) * (np.int64(1) << right[o])
+    return np.concatenate([2 * np.asarray(bias, np.int64)[o], mult[o], c, right[o]]).astype(np.int64)
+
+
+def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None) -> str:
+    """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD); ``n`` past
+    the weights per channel pads them with zeros."""
+    w = g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1)
+    if n > w.shape[1]:  # a window padded to whole words: zero weights
+        w = np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], axis=1)
+    # with the pair headers the accumulators are kept doubled (bias and weights, |2w| <= 256 fits int16), which
+    # the requantization's high multiply wants (tcc_rq30d: no doubling per output)
+    words = widened_pairs(w.astype(np.int64) * (2 if rq is not None else 1), n)
+    if rq is not None:  # each pair's rq_header before its weights
+        pairs = words.reshape(-1, n)
+        words = np.concatenate([np.concatenate([rq_header(rq, j), pairs[j]]) for j in range(len(pairs))])
+    name = arrays.array("ww", "int32_t", words, guard=WIDEN_GUARD)
+    return f"TCC_WW({name})"

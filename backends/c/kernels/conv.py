@@ -8,7 +8,7 @@ from typing import Any
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import layer_context
+from .common import layer_context, literals, widened_arg, widened_bytes
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -22,11 +22,38 @@ WIDE_WINDOW = 576  # Cortex-M4/M7: windows up to this many int8 (3x3x64) are wid
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments."""
+    kind = _path(g, op)
+    ctx, args = layer_context(g, op, arrays, fold=kind == "im2col")  # im2col: padded taps hold the zero point
+    n = ww_inputs(g, op)
+    ctx["WWARG"] = n > 0
+    ctx["RQH"] = n > 0 and ctx["RQ"]  # the widened weights carry each pair's requantization
+    if n:
+        args.append(widened_arg(g, op, arrays, n, ctx["_rq"] if ctx["RQH"] else None))
+    return render({"im2col": "conv_im2col.c.j2", "wide": "conv_wide.c.j2", "plain": "conv.c.j2"}[kind],
+                  fn="{fn}", **ctx), args  # conv_wide: conv.c.j2 where the assembly is not built
+
+
+def _path(g: Graph, op: Op) -> str:
     kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
     if kw * c < IM2COL_ROW and kh * kw * c <= IM2COL_WINDOW:
-        ctx, args = layer_context(g, op, arrays, fold=True)  # padded taps hold the zero point: it folds
-        return render("conv_im2col.c.j2", fn="{fn}", **ctx), args
-    ctx, args = layer_context(g, op, arrays)
-    if c % 4 == 0 and kh * kw * c <= WIDE_WINDOW and ctx["OC"] % 2 == 0:  # the assembly 2x2 block's shapes
-        return render("conv_wide.c.j2", fn="{fn}", **ctx), args  # conv.c.j2 where the assembly is not built
-    return render("conv.c.j2", fn="{fn}", **ctx), args
+        return "im2col"
+    if c % 4 == 0 and kh * kw * c <= WIDE_WINDOW and g.tensors[op.outputs[0]].shape[-1] % 2 == 0:
+        return "wide"  # the assembly 2x2 block's shapes
+    return "plain"
+
+
+def ww_inputs(g: Graph, op: Op) -> int:
+    """How many weights per output channel the assembly loop reads widened at compile time (0: none)."""
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    kind = _path(g, op)
+    if kind == "wide":
+        return kh * kw * c
+    if kind == "im2col" and g.tensors[op.outputs[0]].shape[-1] >= 2:
+        return (kh * kw * c + 3) // 4 * 4  # the window padded to whole words (zero weights)
+    return 0
+
+
+def ww_bytes(g: Graph, op: Op) -> int:
+    """Flash of the widened weights `emit` adds for `op` (0 without)."""
+    n = ww_inputs(g, op)
+    return widened_bytes(g, op, n, literals(g, op, fold=_path(g, op) == "im2col")["RQ"]) if n else 0

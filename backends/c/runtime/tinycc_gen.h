@@ -107,6 +107,32 @@ TCC_INLINE int32_t tcc_requant_rf30(int32_t x, int32_t mult, int32_t right) {
 #endif
 }
 
+/* tcc_requant_r for 0 <= right <= 29 when the kernel generator has proved 2|x| + 2^right + 1 < 2^31 (so |x| < 2^30):
+ * RoundingDivideByPOT(h, right) equals RoundingDivideByPOT(2h, right + 1) (the same quotient, ties away from
+ * zero), whose shift is at least 1, so the short form applies even to channels that shift by 0 */
+TCC_INLINE int32_t tcc_requant_rf0(int32_t x, int32_t mult, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+#else
+    const int32_t h = tcc_hmul31(x, mult);
+#endif
+    return (h * 2 + ((int32_t)1 << right) - (int32_t)((uint32_t)h >> 31)) >> (right + 1);
+}
+
+/* tcc_requant_rf30(x, mult, right) + out_zp of an accumulator kept doubled (x2 = 2x, |x| < 2^30), with
+ * c = 2^(right-1) + out_zp * 2^right (the zero point folded into the rounding constant: the kernel generator
+ * proved the sums stay in 32 bits); the parameters come from the header of a channel pair's widened weights */
+TCC_INLINE int32_t tcc_rq30d(int32_t x2, int32_t mult, int32_t c, int32_t right) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x2), "r"(mult));
+#else
+    const int32_t h = tcc_hmul31(x2 / 2, mult);
+#endif
+    return (h + c - (int32_t)((uint32_t)h >> 31)) >> right;
+}
+
 /* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
 TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
 #if TCC_DSP && defined(__GNUC__)
@@ -115,6 +141,18 @@ TCC_INLINE int32_t tcc_requant_030(int32_t x, int32_t mult) {
     return h;
 #else
     return tcc_hmul31(x, mult);
+#endif
+}
+
+/* (x * m + 2^31) >> 32 for an even x (a doubled operand, |x| < 2^31) and 0 <= m < 2^31: the high multiply
+ * (x / 2 * m + 2^30) >> 31 of the halved value, one smmulr on DSP cores */
+TCC_INLINE int32_t tcc_hmul_doubled(int32_t x, int32_t mult) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x), "r"(mult));
+    return h;
+#else
+    return tcc_hmul31(x / 2, mult);
 #endif
 }
 
@@ -469,6 +507,86 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
         (acc)[2] = tcc_a10_;                                                                                       \
         (acc)[3] = tcc_a11_;                                                                                       \
     } while (0)
+#endif
+
+#if TCC_DSP_ASM
+/* acc[0..3] += the 2x2 block over nw words of tcc_widen2's interleaved inputs (nw / 4 steps of four inputs) and
+ * two channels' weights widened at compile time (kernels/common.py widened_pairs: per four inputs channel 0's
+ * words for inputs 0/2 and 1/3, then channel 1's): per step four ldrd and eight smlad, no weight widening in
+ * the loop (12 instructions per 16 multiply-accumulates). STEPS: how many TCC_DOT2X2_WW_STEP per compare and
+ * branch (the kernel generator unrolls short dot products into a single pass). */
+#define TCC_DOT2X2_WW_STEP                                                                                         \
+    "ldrd %[r], %[s], [%[x], #8]\n\t"                                                                              \
+    "ldrd %[p], %[q], [%[x]], #16\n\t"                                                                             \
+    "ldrd %[t], %[v], [%[w]], #16\n\t"                                                                             \
+    "smlad %[a00], %[p], %[t], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[r], %[t], %[a10]\n\t"                                                                         \
+    "smlad %[a00], %[q], %[v], %[a00]\n\t"                                                                         \
+    "smlad %[a10], %[s], %[v], %[a10]\n\t"                                                                         \
+    "ldrd %[t], %[v], [%[w], #-8]\n\t"                                                                             \
+    "smlad %[a01], %[p], %[t], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[r], %[t], %[a11]\n\t"                                                                         \
+    "smlad %[a01], %[q], %[v], %[a01]\n\t"                                                                         \
+    "smlad %[a11], %[s], %[v], %[a11]\n\t"
+/* n steps in a row (the kernel generator's STEPS argument: a short line in model.c) */
+#define TCC_WW_STEPS_1 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_2 TCC_WW_STEPS_1 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_3 TCC_WW_STEPS_2 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_4 TCC_WW_STEPS_3 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_5 TCC_WW_STEPS_4 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_6 TCC_WW_STEPS_5 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_7 TCC_WW_STEPS_6 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_8 TCC_WW_STEPS_7 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_9 TCC_WW_STEPS_8 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_10 TCC_WW_STEPS_9 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_11 TCC_WW_STEPS_10 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_12 TCC_WW_STEPS_11 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_13 TCC_WW_STEPS_12 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_14 TCC_WW_STEPS_13 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_15 TCC_WW_STEPS_14 TCC_DOT2X2_WW_STEP
+#define TCC_WW_STEPS_16 TCC_WW_STEPS_15 TCC_DOT2X2_WW_STEP
+#define TCC_DOT2X2_WW_(xw, nw, ww, acc, STEPS)                                                                     \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw), *tcc_end_ = (xw) + (nw);                                                    \
+        const int32_t *tcc_w_ = (ww);                                                                              \
+        int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__("1:\n\t" STEPS                                                                                     \
+                "cmp %[x], %[end]\n\t"                                                                             \
+                "bne 1b"                                                                                           \
+                : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
+                  [x] "+r"(tcc_x_), [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_),    \
+                  [s] "=&r"(tcc_s_), [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)                                          \
+                : [end] "r"(tcc_end_)                                                                              \
+                : "cc", "memory");                                                                                 \
+        (acc)[0] = tcc_a00_;                                                                                       \
+        (acc)[1] = tcc_a01_;                                                                                       \
+        (acc)[2] = tcc_a10_;                                                                                       \
+        (acc)[3] = tcc_a11_;                                                                                       \
+    } while (0)
+/* TCC_DOT2X2_WW_ for a dot product whose STEPS cover all nw / 4 steps: one pass, no loop */
+#define TCC_DOT2X2_WW1_(xw, ww, acc, STEPS)                                                                        \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw);                                                                             \
+        const int32_t *tcc_w_ = (ww);                                                                              \
+        int32_t tcc_a00_ = (acc)[0], tcc_a01_ = (acc)[1], tcc_a10_ = (acc)[2], tcc_a11_ = (acc)[3];                \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__(STEPS                                                                                              \
+                : [a00] "+r"(tcc_a00_), [a01] "+r"(tcc_a01_), [a10] "+r"(tcc_a10_), [a11] "+r"(tcc_a11_),          \
+                  [x] "+r"(tcc_x_), [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_),    \
+                  [s] "=&r"(tcc_s_), [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)                                          \
+                :                                                                                                  \
+                : "memory");                                                                                       \
+        (acc)[0] = tcc_a00_;                                                                                       \
+        (acc)[1] = tcc_a01_;                                                                                       \
+        (acc)[2] = tcc_a10_;                                                                                       \
+        (acc)[3] = tcc_a11_;                                                                                       \
+    } while (0)
+/* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
+ * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
+#define TCC_WW(a) (a)
+#else
+#define TCC_WW(a) NULL
 #endif
 
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
