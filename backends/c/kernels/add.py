@@ -64,14 +64,15 @@ def table_bytes(g: Graph, op: Op) -> int:
     return TABLE_BYTES if matches(g, op) and tables(g, op) is not None else 0
 
 
-def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments."""
+def emit(g: Graph, op: Op, arrays: Any, table: bool = True) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments (``table``: the operand-table form
+    where it applies, else always the parametric one)."""
     (s1, z1), (s2, z2), (so, zo) = (_q(g, t) for t in (*op.inputs, op.outputs[0]))
     p = add_params(s1, s2, so)
     lo, hi = activation_range(op.attrs.get("activation", "none"), so, zo)
     n = g.tensors[op.outputs[0]].size
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.inputs[1]), arrays.ptr(op.outputs[0])]
-    tabs = tables(g, op)
+    tabs = tables(g, op) if table else None
     if tabs is not None:
         ta, tb, c = tabs
         args += [arrays.array("ta", "int32_t", ta), arrays.array("tb", "int32_t", tb)]

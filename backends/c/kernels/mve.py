@@ -16,6 +16,8 @@ even and odd lanes' products accumulated in int32 by VMULLB/VMULLT, interior pix
 `add` (same-shape int8 ADD): 4 elements per step in int32 lanes, TFLite's three requantizations vectorized."""
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from ....ir.graph import Graph, Op
@@ -70,21 +72,49 @@ def matches(g: Graph, op: Op) -> bool:
     return gemm.matches(g, op) or (conv.matches(g, op) and _conv_window(g, op) <= MAX_WINDOW)
 
 
+_SIGNATURE = re.compile(r"(TCC_LAYER void \{fn\}\()(.*?)(\)\s*\{)", re.S)
+
+
+def _params(text: str) -> list[tuple[str, str]]:
+    """(declaration, name) of each parameter of a C parameter list."""
+    out = []
+    for decl in (d.strip() for d in text.split(",")):
+        out.append((decl, decl.replace("*", " ").split()[-1]))
+    return out
+
+
+def _align(helium: str, scalar: str) -> str:
+    """The Helium function with the scalar family's parameter list: one call serves both #if branches, so the
+    parameters the scalar form adds (e.g. the M4's widened weights) are taken and ignored here."""
+    mh, ms = _SIGNATURE.search(helium), _SIGNATURE.search(scalar)
+    if mh is None or ms is None:
+        raise ValueError("a kernel template without a `TCC_LAYER void {fn}(...) {` signature")
+    have = {name for _, name in _params(mh.group(2))}
+    extra = [(d, n) for d, n in _params(ms.group(2)) if n not in have]
+    if not extra:
+        return helium
+    unused = "".join(f"\n    (void){n};" for _, n in extra)
+    params = mh.group(2) + "".join(f", {d}" for d, _ in extra)
+    return helium[:mh.start()] + mh.group(1) + params + mh.group(3) + unused + helium[mh.end():]
+
+
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The Helium function and the scalar family's under #if/#else (name left as `{fn}`), and the call's
     arguments (the scalar family's)."""
     if add.matches(g, op):
-        scalar, args = add.emit(g, op, arrays)
+        scalar, args = add.emit(g, op, arrays, table=False)  # the Helium add takes the parametric form's arguments
         n = g.tensors[op.outputs[0]].size
-        return f"#if TCC_MVE\n{render('mve_add.c.j2', fn='{fn}', N=n)}#else\n{scalar}#endif\n", args
+        code = _align(render("mve_add.c.j2", fn="{fn}", N=n), scalar)
+        return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
     if depthwise.matches(g, op):
         scalar, args = depthwise.emit(g, op, arrays)
         ctx, _ = layer_context(g, op, _Names())
-        return f"#if TCC_MVE\n{render('mve_dw.c.j2', fn='{fn}', **ctx)}#else\n{scalar}#endif\n", args
+        code = _align(render("mve_dw.c.j2", fn="{fn}", **ctx), scalar)
+        return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
     is_gemm = gemm.matches(g, op)
     scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
     ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
     ctx["P"] = ctx["OH"] * ctx["OW"]
     ctx["ZFIX"] = not ctx["FOLDED"] and conv_params(g, op)["in_zp"] != 0
-    code = render("mve_gemm.c.j2" if is_gemm else "mve_conv.c.j2", fn="{fn}", **ctx)
+    code = _align(render("mve_gemm.c.j2" if is_gemm else "mve_conv.c.j2", fn="{fn}", **ctx), scalar)
     return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
