@@ -256,8 +256,9 @@ def _call_ops(dep: Any) -> list[tuple[Any, str]]:
 
     b = _Builder(dep)
     out: list[tuple[Any, str]] = []
-    for op in dep.extractor.ops:
+    for pos, op in enumerate(dep.extractor.ops):
         n = len(b.m.calls)
+        b.layer, b.op_now = (pos, op.kind.value), op  # what _Builder.build sets before each op
         b.op(op)
         fams = {k.fn: k.family for k in b.m.kernels}
         out += [(op, fams.get(c.fn, "runtime")) for c in b.m.calls[n:]]

@@ -33,11 +33,14 @@ def accumulator_bound(g: Graph, op: Op) -> int:
     return int((b + 255 * per_channel).max())
 
 
-def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[dict[str, Any], list[str]]:
+def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False,
+                  rq_tables: tuple[np.ndarray | None, np.ndarray] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
     and the requantization is per channel, whether the input zero point is folded into the bias: `fold` asks for
     it, for kernels without padding) and the call's arguments: input and output pointers, the flash arrays
-    (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range."""
+    (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range. ``rq_tables``
+    (a kernel's own bias and requantization tables, same element counts as the tables they replace): they are
+    passed as bias and multipliers, the shifts as NULL."""
     x, y, wt = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], g.tensors[op.inputs[1]]
     p = conv_params(g, op)
     a = op.attrs
@@ -62,6 +65,12 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
                              and accumulator_bound(g, op) + (1 << int(right.max() - 1)) + 1 < 2**31)
     ctx["ACC30"] = bool(ctx["ROUND_FAST"] and accumulator_bound(g, op) < 2**30)  # tcc_requant_rf30 may double it
     weights = arrays.const(op.inputs[1])  # flash tables in the order of the arguments
+    if rq_tables is not None:
+        args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), weights,
+                "NULL" if rq_tables[0] is None else arrays.array("bias", "int32_t", rq_tables[0]),
+                arrays.array("rq", "int32_t", rq_tables[1]), "NULL",
+                str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
+        return ctx, args
     if folded is not None:
         bias = arrays.array("bias", "int32_t", folded)
     else:
