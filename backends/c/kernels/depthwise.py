@@ -64,9 +64,10 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     far = ((x.kh - 1) * x.dh * x.iw + x.sw + (x.kw - 1) * x.dw) * x.ic  # the interior block's last word
     if x.ic % 4 == 0 and 2 * x.kh * x.kw * x.ic <= WIDE_WEIGHTS and x.kh * x.kw <= MAX_TAPS and far <= LDR_REACH:
         tables = fast_tables(g, op)
-        if tables is not None:
+        if tables is not None and tuple(conv_params(g, op)["act"]) == (-128, 127):  # the loops saturate only
             ctx, args = layer_context(g, op, arrays, rq_tables=tables)
-            return render("depthwise_fast.c.j2", fn="{fn}", **ctx, **fast_context(x)), args
+            return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
+                          **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"])), args
     ctx, args = layer_context(g, op, arrays)
     unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
     ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
@@ -77,6 +78,9 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
 
 
 MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's reach (8 bytes a tap, up to 1020)
+NARROW = 16  # output widths up to this: edge pixels of interior rows get their own assembly blocks
+# the state an assembly loop reads and advances, int32 words on the stack (``st`` in the template)
+ST_X, ST_W, ST_BIAS, ST_RQ, ST_Y, ST_END, ST_ZP = 0, 4, 8, 12, 16, 20, 24
 
 
 def _smla(a: str) -> list[str]:
@@ -85,30 +89,89 @@ def _smla(a: str) -> list[str]:
             f"smlabb %[{a}1], %[q], %[s], %[{a}1]", f"smlatt %[{a}3], %[q], %[s], %[{a}3]"]
 
 
-def pair_block(x: Geometry) -> list[str]:
-    """Two horizontally adjacent output pixels (accumulators a*, b*) x four channels, every tap inside the input:
-    per input word the block reads (literal offset from x), one load and two widenings shared by the taps of
-    both pixels that read it; per tap of a pixel one ldrd of its widened weights (8 bytes a tap from w)."""
+def _bias(pair: bool, has_bias: bool) -> list[str]:
+    """Accumulators from the (doubled, folded) bias of the group's four channels; the bias pointer advances."""
+    if has_bias:
+        out = [f"ldr %[u], [%[x], #{ST_BIAS}]", "ldrd %[a0], %[a1], [%[u]]", "ldrd %[a2], %[a3], [%[u], #8]",
+               "add %[u], %[u], #16", f"str %[u], [%[x], #{ST_BIAS}]"]
+    else:
+        out = [f"mov %[a{j}], #0" for j in range(4)]
+    return out + ([f"mov %[b{j}], %[a{j}]" for j in range(4)] if pair else [])
+
+
+def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str) -> list[str]:
+    """tcc_dwq on each accumulator (name, output byte offset from y) of the four channels, saturated to int8 and
+    stored: per channel (m, cr) by ldrd from rq (once for a per-tensor requantization), c = cr >> 8; per output
+    add, smmlar, asr, ssat, strb."""
     out: list[str] = []
+    for j in range(4):
+        if per_channel or j == 0:
+            out += [f"ldrd %[r], %[s], [%[{rq}], #{8 * j if per_channel else 0}]", "asr %[q], %[s], #8"]
+        for a, off in accs:
+            out += [f"add %[u], %[q], %[{a}{j}], asr #31", f"smmlar %[{a}{j}], %[{a}{j}], %[r], %[u]",
+                    f"asr %[{a}{j}], %[{a}{j}], %[s]", f"ssat %[{a}{j}], #8, %[{a}{j}]",
+                    f"strb %[{a}{j}], [%[{y}], #{off + j}]"]
+    return out
+
+
+def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_channel: bool) -> list[str]:
+    """The loop over the groups of four channels for one or two horizontally adjacent output pixels (valid: the
+    taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
+    one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
+    weights (8 bytes a tap); a padding tap multiplies the zero point (state word ST_ZP, both halves) without a
+    read. On entry x holds the state (kept on the stack while x walks the input); 14 registers."""
+    pair = len(valid) == 2
+    accs = ["a", "b"][:len(valid)]
+    taps = x.kh * x.kw
+    out = ["1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
+    if any(len(v) < taps for v in valid):
+        out += [f"ldr %[u], [%[x], #{ST_ZP}]", "mov %[q], %[u]"]
+        for a, v in zip(accs, valid):
+            for t in sorted(set(range(taps)) - v):
+                out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
+    out += [f"ldr %[u], [%[x], #{ST_X}]", "str %[x], [sp, #-8]!", "mov %[x], %[u]"]
     for ky in range(x.kh):
-        for col in sorted({p * x.sw + kx * x.dw for p in (0, 1) for kx in range(x.kw)}):
+        uses: dict[int, list[tuple[str, int]]] = {}
+        for p, (a, v) in enumerate(zip(accs, valid)):
+            for kx in range(x.kw):
+                if ky * x.kw + kx in v:
+                    uses.setdefault(p * x.sw + kx * x.dw, []).append((a, ky * x.kw + kx))
+        for col in sorted(uses):
             out += [f"ldr %[u], [%[x], #{(ky * x.dh * x.iw + col) * x.ic}]", "sxtb16 %[q], %[u], ror #8",
                     "sxtb16 %[u], %[u]"]
-            for p, acc in ((0, "a"), (1, "b")):
-                for kx in range(x.kw):
-                    if p * x.sw + kx * x.dw == col:
-                        out += [f"ldrd %[r], %[s], [%[w], #{8 * (ky * x.kw + kx)}]", *_smla(acc)]
+            for a, t in uses[col]:
+                out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
+    out += ["ldr %[u], [sp]", "add %[x], %[x], #4", f"add %[w], %[w], #{8 * taps}",
+            f"strd %[x], %[w], [%[u], #{ST_X}]", f"ldrd %[x], %[w], [%[u], #{ST_RQ}]"]
+    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w")
+    out += (["add %[x], %[x], #32"] if per_channel else []) + [
+        "add %[w], %[w], #4", "ldr %[u], [sp], #8", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
+        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
     return out
 
 
-def pointer_block(x: Geometry) -> list[str]:
-    """One output pixel x four channels through a table of tap pointers (tp; padding taps point at a buffer of
-    the zero point), the channel offset in c."""
-    out: list[str] = []
-    for t in range(x.kh * x.kw):
-        out += [f"ldr %[u], [%[tp], #{4 * t}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
+def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool) -> list[str]:
+    """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
+    word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
+    word; x holds the state."""
+    taps = x.kh * x.kw
+    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]"]
+    for t in range(taps):
+        out += [f"ldr %[u], [%[t], #{4 * t}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
                 "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla("a")]
+    out += ["add %[c], %[c], #4", f"add %[w], %[w], #{8 * taps}", f"strd %[c], %[w], [%[x], #{ST_X}]",
+            f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
+    out += _requant([("a", 0)], per_channel, "t", "c")
+    out += (["add %[t], %[t], #32"] if per_channel else []) + [
+        "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
+        "cmp %[c], %[u]", "bne 1b"]
     return out
+
+
+def _taps_inside(x: Geometry, ox: int) -> frozenset[int]:
+    """The taps of output column ox (any interior row) that lie inside the input."""
+    return frozenset(ky * x.kw + kx for ky in range(x.kh) for kx in range(x.kw)
+                     if 0 <= ox * x.sw - x.pl + kx * x.dw < x.iw)
 
 
 def _interior(n_out: int, size: int, k: int, stride: int, dil: int, pad: int) -> tuple[int, int]:
@@ -117,11 +180,35 @@ def _interior(n_out: int, size: int, k: int, stride: int, dil: int, pad: int) ->
     return (ok[0], ok[-1] + 1) if ok else (0, 0)
 
 
-def fast_context(x: Geometry) -> dict[str, Any]:
-    """The fast template's literals: interior rows [OYT, OYB) and columns [OXL, OXR), whether any tap pads, the
-    assembly blocks."""
+def fast_context(x: Geometry, has_bias: bool, per_channel: bool) -> dict[str, Any]:
+    """The fast template's literals: interior rows [OYT, OYB); for those rows the column schedule (blocks of one
+    or two pixels in row-major order, each with its assembly loop; a run of interior pairs as one C loop over
+    RUN = (first, end)); the pointer loop for every other pixel."""
     oyt, oyb = _interior(x.oh, x.ih, x.kh, x.sh, x.dh, x.pt)
     oxl, oxr = _interior(x.ow, x.iw, x.kw, x.sw, x.dw, x.pl)
-    pad = (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow)
-    return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "OXL": oxl, "OXR": oxr, "PAD": pad,
-            "PAIR": pair_block(x), "POINTER": pointer_block(x)}
+    full = frozenset(range(x.kh * x.kw))
+    loops: dict[tuple[frozenset[int], ...], int] = {}
+    blocks: list[tuple[int, int, int]] = []  # (first column, pixels, loop)
+    run = (0, 0)
+    ox = 0
+    while ox < x.ow and oyb > oyt:
+        n = 2 if ox + 1 < x.ow else 1
+        valid = tuple(_taps_inside(x, ox + p) for p in range(n))
+        if valid == (full, full) and ox >= oxl and run == (0, 0):
+            end = ox
+            while end + 1 < oxr:
+                end += 2
+            run = (ox, end)
+            blocks.append((ox, -1, loops.setdefault(valid, len(loops))))
+            ox = end
+            continue
+        if not all(valid) or (x.ow > NARROW and valid != (full, full)):
+            blocks.append((ox, 1, -2))  # a pixel without taps inside, or an edge of a wide layer: pointers
+            ox += 1
+            continue
+        blocks.append((ox, n, loops.setdefault(valid, len(loops))))
+        ox += n
+    return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
+            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel) for v in loops],
+            "PAIRS": [len(v) == 2 for v in loops],
+            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel)}
