@@ -28,13 +28,14 @@ def matches(g: Graph, op: Op) -> bool:
     return op.kind == OpKind.DEPTHWISE_CONV2D and op.attrs["depth_multiplier"] == 1
 
 
-def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray] | None:
+def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] | None:
     """The fast template's flash tables, or None where it does not apply: the bias with the input zero point
     folded in, doubled (the taps multiply by doubled weights, so that one ``smmlar`` is the high multiply), and per
     channel the pair (multiplier, (c << 8) | right) with c = 2^(right-1) + out_zp * 2^right: the rounding half
     and the output zero point added before the right shift (exact: a multiple of 2^right commutes with the
-    floor shift). Needs right shifts 1..30, c in 24 bits and every partial sum and ``c + high product`` inside
-    int32 (proved from the weights and bias)."""
+    floor shift); where some c needs more than 24 bits (``long_c``, the third item) the pair holds
+    ((1 + 2 out_zp) << 8) | right and the kernel shifts c into place. Needs right shifts 1..30 and every partial
+    sum and ``c + high product`` inside int32 (proved from the weights and bias)."""
     p = conv_params(g, op)
     w = g.tensors[op.inputs[1]].data.astype(np.int64)
     c_in = w.shape[-1]
@@ -48,14 +49,13 @@ def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray] | None
     if right.min() < 1 or right.max() > 30:
         return None
     c = (1 << (right - 1)) + int(p["out_zp"]) * (1 << right)
-    if np.abs(c).max() >= 2**23:
-        return None
-    acc = (0 if b is None else np.abs(b)) + 128 * np.abs(w).reshape(-1, c_in).sum(axis=0)  # |bias' + sum(x * w)|, x in [-128, 127]
-    if 2 * int(acc.max()) + 2**23 + 2 >= 2**31:
+    acc = (0 if b is None else np.abs(b)) + 128 * np.abs(w).reshape(-1, c_in).sum(axis=0)  # |bias' + sum(x * w)|
+    if 2 * int(acc.max()) + int(np.abs(c).max()) + 2 >= 2**31 or 255 << int(right.max()) >= 2**31:
         return None
     mult = np.broadcast_to(np.asarray(p["mult"], np.int64), right.shape)
-    rq = np.stack([mult, (c << 8) | right], axis=1).reshape(-1)
-    return (None if b is None else 2 * b), rq
+    long_c = bool(np.abs(c).max() >= 2**23)  # c = (1 + 2 out_zp) << (right - 1) made at run time from 9 bits
+    rq = np.stack([mult, ((2 * int(p["out_zp"]) + 1 if long_c else c) << 8) | right], axis=1).reshape(-1)
+    return (None if b is None else 2 * b), rq, long_c
 
 
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
@@ -65,9 +65,10 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     if x.ic % 4 == 0 and 2 * x.kh * x.kw * x.ic <= WIDE_WEIGHTS and x.kh * x.kw <= MAX_TAPS and far <= LDR_REACH:
         tables = fast_tables(g, op)
         if tables is not None and tuple(conv_params(g, op)["act"]) == (-128, 127):  # the loops saturate only
-            ctx, args = layer_context(g, op, arrays, rq_tables=tables)
+            ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
+            ctx["LONG_C"] = tables[2]
             return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
-                          **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"])), args
+                          **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
     ctx, args = layer_context(g, op, arrays)
     unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
     ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
@@ -99,14 +100,15 @@ def _bias(pair: bool, has_bias: bool) -> list[str]:
     return out + ([f"mov %[b{j}], %[a{j}]" for j in range(4)] if pair else [])
 
 
-def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str) -> list[str]:
+def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str, long_c: bool) -> list[str]:
     """tcc_dwq on each accumulator (name, output byte offset from y) of the four channels, saturated to int8 and
     stored: per channel (m, cr) by ldrd from rq (once for a per-tensor requantization), c = cr >> 8; per output
-    add, smmlar, asr, ssat, strb."""
+    add, smmlar, asr, ssat, strb (``long_c``: c = ((cr >> 8) << right) >> 1)."""
     out: list[str] = []
     for j in range(4):
         if per_channel or j == 0:
             out += [f"ldrd %[r], %[s], [%[{rq}], #{8 * j if per_channel else 0}]", "asr %[q], %[s], #8"]
+            out += ["lsl %[q], %[q], %[s]", "asr %[q], %[q], #1"] if long_c else []
         for a, off in accs:
             out += [f"add %[u], %[q], %[{a}{j}], asr #31", f"smmlar %[{a}{j}], %[{a}{j}], %[r], %[u]",
                     f"asr %[{a}{j}], %[{a}{j}], %[s]", f"ssat %[{a}{j}], #8, %[{a}{j}]",
@@ -114,7 +116,8 @@ def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str) ->
     return out
 
 
-def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_channel: bool) -> list[str]:
+def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_channel: bool,
+                 long_c: bool) -> list[str]:
     """The loop over the groups of four channels for one or two horizontally adjacent output pixels (valid: the
     taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
     one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
@@ -143,14 +146,14 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
                 out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
     out += ["ldr %[u], [sp]", "add %[x], %[x], #4", f"add %[w], %[w], #{8 * taps}",
             f"strd %[x], %[w], [%[u], #{ST_X}]", f"ldrd %[x], %[w], [%[u], #{ST_RQ}]"]
-    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w")
+    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w", long_c)
     out += (["add %[x], %[x], #32"] if per_channel else []) + [
         "add %[w], %[w], #4", "ldr %[u], [sp], #8", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
         f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
     return out
 
 
-def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool) -> list[str]:
+def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
     """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
     word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
     word; x holds the state."""
@@ -161,7 +164,7 @@ def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool) -> list[str]:
                 "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla("a")]
     out += ["add %[c], %[c], #4", f"add %[w], %[w], #{8 * taps}", f"strd %[c], %[w], [%[x], #{ST_X}]",
             f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
-    out += _requant([("a", 0)], per_channel, "t", "c")
+    out += _requant([("a", 0)], per_channel, "t", "c", long_c)
     out += (["add %[t], %[t], #32"] if per_channel else []) + [
         "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
         "cmp %[c], %[u]", "bne 1b"]
@@ -180,7 +183,7 @@ def _interior(n_out: int, size: int, k: int, stride: int, dil: int, pad: int) ->
     return (ok[0], ok[-1] + 1) if ok else (0, 0)
 
 
-def fast_context(x: Geometry, has_bias: bool, per_channel: bool) -> dict[str, Any]:
+def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> dict[str, Any]:
     """The fast template's literals: interior rows [OYT, OYB); for those rows the column schedule (blocks of one
     or two pixels in row-major order, each with its assembly loop; a run of interior pairs as one C loop over
     RUN = (first, end)); the pointer loop for every other pixel."""
@@ -209,6 +212,6 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool) -> dict[str, An
         blocks.append((ox, n, loops.setdefault(valid, len(loops))))
         ox += n
     return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
-            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel) for v in loops],
+            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
             "PAIRS": [len(v) == 2 for v in loops],
-            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel)}
+            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c)}

@@ -566,6 +566,9 @@ TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32
  * correction tests the high product's sign, which equals a's except where the product rounds to 0, and there
  * (0 + half - 1) >> right = (0 + half) >> right = 0; the output zero point times 2^right commutes with the floor
  * shift. On DSP cores: the high product and both additions in one smmlar, the shift by cr's low byte. */
+TCC_INLINE int32_t tcc_dwq_c(int32_t a, int32_t m, int32_t c, int32_t right) {
+    return (tcc_hmul31(a / 2, m) + c + (a < 0 ? -1 : 0)) >> right;
+}
 TCC_INLINE int32_t tcc_dwq(int32_t a, int32_t m, int32_t cr) {
 #if TCC_DSP && defined(__GNUC__)
     int32_t h;
@@ -573,7 +576,7 @@ TCC_INLINE int32_t tcc_dwq(int32_t a, int32_t m, int32_t cr) {
     __asm__("asr %0, %0, %1" : "+r"(h) : "r"(cr));
     return h;
 #else
-    return (tcc_hmul31(a / 2, m) + (cr >> 8) + (a < 0 ? -1 : 0)) >> (cr & 255);
+    return tcc_dwq_c(a, m, cr >> 8, cr & 255);
 #endif
 }
 
