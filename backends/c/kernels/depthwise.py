@@ -58,17 +58,28 @@ def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] 
     return (None if b is None else 2 * b), rq, long_c
 
 
-def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments."""
+def fast_tables_for(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] | None:
+    """`fast_tables` where the fast template runs the layer: channels a multiple of 4, the widened weights within
+    WIDE_WEIGHTS bytes of stack and MAX_TAPS taps, the interior block's offsets within a word load's reach, an
+    activation range of all of int8 (the loops saturate, they do not clamp); None elsewhere."""
     x = geometry(g, op)
     far = ((x.kh - 1) * x.dh * x.iw + x.sw + (x.kw - 1) * x.dw) * x.ic  # the interior block's last word
-    if x.ic % 4 == 0 and 2 * x.kh * x.kw * x.ic <= WIDE_WEIGHTS and x.kh * x.kw <= MAX_TAPS and far <= LDR_REACH:
-        tables = fast_tables(g, op)
-        if tables is not None and tuple(conv_params(g, op)["act"]) == (-128, 127):  # the loops saturate only
-            ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
-            ctx["LONG_C"] = tables[2]
-            return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
-                          **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
+    if x.ic % 4 or 2 * x.kh * x.kw * x.ic > WIDE_WEIGHTS or x.kh * x.kw > MAX_TAPS or far > LDR_REACH:
+        return None
+    if tuple(conv_params(g, op)["act"]) != (-128, 127):
+        return None
+    return fast_tables(g, op)
+
+
+def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments."""
+    tables = fast_tables_for(g, op)
+    if tables is not None:
+        x = geometry(g, op)
+        ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
+        ctx["LONG_C"] = tables[2]
+        return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
+                      **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
     ctx, args = layer_context(g, op, arrays)
     unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
     ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
