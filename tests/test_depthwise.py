@@ -1,0 +1,95 @@
+"""The fast depthwise kernel (backends/c/kernels/depthwise_fast.c.j2): bit-exact against the int8 interpreter on
+its three paths (Cortex-M4/M7 under QEMU: the assembly loops, literal pixel pairs, edge classes of narrow layers
+and tap pointers; the host with ASan/UBSan: the portable loops), for stride 1 and 2, dilation, 'same' and 'valid'
+padding, 3x3 and 5x5 windows, per-channel multipliers, and beside it the general kernel for channel counts that
+are not a multiple of 4; every plan overlaps the kernels' outputs with their inputs (the backward walk)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.backends.c.kernels import depthwise
+from tinycc.ir.simulator import Simulator
+from tinycc.passes import PassContext, run_pipeline
+
+from . import c_harness
+from .deploy_util import build_deployment, build_emit_model, render_project
+from .test_kernels import Layer, random_graph
+
+# (kind 0 conv / 1 depthwise / 2 pointwise, kh, kw, stride, dilation, same, channels, activation, bias): pointwise
+# layers set the channel count, the depthwise layers have activation none (the fast kernel saturates to int8)
+NARROW: list[Layer] = [(2, 1, 1, 1, 1, False, 8, 0, True), (1, 3, 3, 1, 1, True, 8, 0, True),
+                       (1, 3, 3, 2, 1, True, 8, 0, True), (2, 1, 1, 1, 1, False, 12, 0, True),
+                       (1, 3, 3, 1, 1, False, 12, 0, True), (1, 2, 2, 1, 2, True, 12, 0, True)]
+WIDE: list[Layer] = [(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4, 0, True),
+                     (1, 5, 5, 2, 1, True, 4, 0, True), (2, 1, 1, 1, 1, False, 5, 0, True),
+                     (1, 3, 3, 1, 1, True, 5, 0, True)]  # 5 channels: the general kernel
+CASES = {"narrow": (NARROW, (9, 7)), "wide": (WIDE, (11, 37))}
+
+
+def _project(session, tmp: Path, layers: list[Layer], hw: tuple[int, int], seed: int):
+    g = random_graph(layers, hw=hw, seed=seed)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(seed)
+    calib = rng.normal(0.7, 1, (48, *hw, 3)).astype(np.float32)  # the input zero point away from 0
+    x = rng.normal(0.7, 1.3, (6, *hw, 3)).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2, "cut": "fc", "kernels": "tinycc"}
+    dep = build_deployment(g, opts, session, CBackend())
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp)
+    return dep, opts, x
+
+
+def _fast_layers(dep) -> int:
+    g = dep.extractor
+    return sum(1 for op in g.ops if depthwise.matches(g, op) and depthwise.fast_tables_for(g, op) is not None)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_portable_loops_equal_int8_interpreter(session, tmp_path: Path, case: str) -> None:
+    layers, hw = CASES[case]
+    dep, opts, x = _project(session, tmp_path, layers, hw, 3)
+    dws = sum(1 for kind, *_ in layers if kind == 1)
+    assert _fast_layers(dep) == dws - (case == "wide")  # the 5-channel layer runs the general kernel
+    assert (tmp_path / "model.c").read_text().count("backward walk") >= 1
+    assert any(v < 0 for v in CBackend().overlaps(dep.extractor, dep.config).values())
+    assert dep.plan.overlaps
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{case} features of input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("case,cpu", [("narrow", "m4"), ("wide", "m4"), ("narrow", "m7")])
+def test_assembly_loops_under_qemu(session, tmp_path: Path, case: str, cpu: str) -> None:
+    layers, hw = CASES[case]
+    dep, opts, x = _project(session, tmp_path, layers, hw, 5)
+    code = (tmp_path / "model.c").read_text()
+    assert "smmlar %[a0]" in code and "ldr %[u], [%[u], %[c]]" in code  # the literal and the pointer loops
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
+    feats = Simulator(dep).features(x)
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{case} on {cpu}, input {i}")
+
+
+def test_column_schedule_covers_each_pixel_once() -> None:
+    """Interior rows: literal blocks and the pointer loop visit every output column exactly once, in order."""
+    from tinycc.backends.c.overlap import Geometry
+
+    for ow, iw, k, s, pad in ((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1), (1, 3, 3, 1, 0), (7, 9, 5, 1, 1),
+                              (33, 37, 5, 1, 0)):
+        x = Geometry(9, iw, 8, 9, ow, 8, k, k, 1, s, 1, 1, 1, pad)
+        ctx = depthwise.fast_context(x, True, True, False)
+        cols: list[int] = []
+        for ox, n, loop in ctx["BLOCKS"]:
+            if n == -1:
+                cols += list(range(ctx["RUN"][0], ctx["RUN"][1]))
+            else:
+                cols += list(range(ox, ox + n))
+        assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
+        assert all(len(loop) and loop[0] == "1:" for loop in ctx["LOOPS"])
