@@ -182,6 +182,33 @@ def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
     return out
 
 
+def v6m_single(taps: int) -> list[str]:
+    """`v6m_block` for one pixel (a row's first when its width is odd), its input pointers where pixel 0's
+    are: 6 instructions a MAC into a1."""
+    out = [".syntax unified"]
+    for t in range(taps):
+        out += [f"ldr %[w], [%[tp], #{4 * t}]", "ldrsb %[w], [%[w], %[i]]", f"ldr %[x], [%[tp], #{4 * (taps + t)}]",
+                "ldrsb %[x], [%[x], %[i]]", "muls %[x], %[w], %[x]", "adds %[a1], %[a1], %[x]"]
+    return out
+
+
+def v6m_block(taps: int) -> list[str]:
+    """ARMv6-M (Thumb-1): one channel (index i) of two output pixels, sum(x * w) into a0 and a1, from the table
+    tp of weight pointers (taps), then pixel 0's and pixel 1's input pointers (padding taps point at a buffer
+    of the zero point): per tap and pixel pair one weight load shared by both products, 10 instructions for
+    2 MACs in six low registers (r7 stays free for a frame pointer)."""
+    out = [".syntax unified"]
+    for t in range(taps):
+        out += [f"ldr %[w], [%[tp], #{4 * t}]", "ldrsb %[w], [%[w], %[i]]"]
+        for a, base in (("a0", taps), ("a1", 2 * taps)):
+            out += [f"ldr %[x], [%[tp], #{4 * (base + t)}]", "ldrsb %[x], [%[x], %[i]]", "muls %[x], %[w], %[x]",
+                    f"adds %[{a}], %[{a}], %[x]"]
+    return out
+
+
+V6M_TAPS = 10  # the tap table's 3 x taps words within a Thumb-1 ldr's reach (124 bytes)
+
+
 def _taps_inside(x: Geometry, ox: int) -> frozenset[int]:
     """The taps of output column ox (any interior row) that lie inside the input."""
     return frozenset(ky * x.kw + kx for ky in range(x.kh) for kx in range(x.kw)
@@ -225,4 +252,6 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
     return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
             "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
             "PAIRS": [len(v) == 2 for v in loops],
-            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c)}
+            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c),
+            "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
+            "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}
