@@ -104,11 +104,10 @@ def _smla(a: str) -> list[str]:
 def _bias(pair: bool, has_bias: bool) -> list[str]:
     """Accumulators from the (doubled, folded) bias of the group's four channels; the bias pointer advances."""
     if has_bias:
-        out = [f"ldr %[u], [%[x], #{ST_BIAS}]", "ldrd %[a0], %[a1], [%[u]]", "ldrd %[a2], %[a3], [%[u], #8]",
-               "add %[u], %[u], #16", f"str %[u], [%[x], #{ST_BIAS}]"]
-    else:
-        out = [f"mov %[a{j}], #0" for j in range(4)]
-    return out + ([f"mov %[b{j}], %[a{j}]" for j in range(4)] if pair else [])
+        return [f"ldr %[u], [%[x], #{ST_BIAS}]", "ldrd %[a0], %[a1], [%[u]]", "ldrd %[a2], %[a3], [%[u], #8]",
+                *(["ldrd %[b0], %[b1], [%[u]]", "ldrd %[b2], %[b3], [%[u], #8]"] if pair else []),
+                "add %[u], %[u], #16", f"str %[u], [%[x], #{ST_BIAS}]"]
+    return [f"mov %[{a}{j}], #0" for a in ("ab" if pair else "a") for j in range(4)]
 
 
 def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str, long_c: bool) -> list[str]:
