@@ -90,7 +90,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
 
 
 MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's reach (8 bytes a tap, up to 1020)
-NARROW = 16  # output widths up to this: edge pixels of interior rows get their own assembly blocks
+NARROW = 5  # output widths up to this: edge pixels of interior rows get their own assembly blocks (code size)
 # the state an assembly loop reads and advances, int32 words on the stack (``st`` in the template)
 ST_X, ST_W, ST_BIAS, ST_RQ, ST_Y, ST_END, ST_ZP = 0, 4, 8, 12, 16, 20, 24
 
@@ -166,14 +166,17 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
 def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
     """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
     word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
-    word; x holds the state."""
+    word, a loop over the window's rows (code is per layer, these pixels are few); x holds the state."""
     taps = x.kh * x.kw
-    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]"]
-    for t in range(taps):
-        out += [f"ldr %[u], [%[t], #{4 * t}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
-                "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla("a")]
-    out += ["add %[c], %[c], #4", f"add %[w], %[w], #{8 * taps}", f"strd %[c], %[w], [%[x], #{ST_X}]",
-            f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
+    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]",
+           f"add %[e], %[t], #{4 * taps}", "2:"]
+    for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
+        out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
+                "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
+                f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0 else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]",
+                *_smla("a")]
+    out += ["cmp %[t], %[e]", "bne 2b"]
+    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
     out += _requant([("a", 0)], per_channel, "t", "c", long_c)
     out += (["add %[t], %[t], #32"] if per_channel else []) + [
         "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
