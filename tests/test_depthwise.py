@@ -93,3 +93,20 @@ def test_column_schedule_covers_each_pixel_once() -> None:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
         assert all(len(loop) and loop[0] == "1:" for loop in ctx["LOOPS"])
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_blocks_build_with_a_frame_pointer_and_without_optimization(session, tmp_path: Path) -> None:
+    """The 14-register blocks leave no register to a frame pointer: the layer functions omit it themselves, so
+    model.c builds for Cortex-M4 with -fno-omit-frame-pointer and at -O0 (and for M0+, whose blocks use six
+    low registers)."""
+    import subprocess
+
+    (tmp_path / "p").mkdir()
+    _project(session, tmp_path / "p", NARROW, (9, 7), 2)
+    proj = tmp_path / "p"
+    for cpu in ("cortex-m4", "cortex-m0plus"):
+        for flags in (["-Os", "-fno-omit-frame-pointer"], ["-O0"], ["-Og", "-g"]):
+            subprocess.run(["arm-none-eabi-gcc", f"-mcpu={cpu}", "-mthumb", "-mfloat-abi=soft", *flags, "-std=c99",
+                            "-Wall", "-Wextra", "-Werror", "-I", str(proj), "-I", str(proj / "runtime"), "-c",
+                            str(proj / "model.c"), "-o", str(tmp_path / "model.o")], check=True)
