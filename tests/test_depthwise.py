@@ -1,6 +1,7 @@
 """The fast depthwise kernel (backends/c/kernels/depthwise_fast.c.j2): bit-exact against the int8 interpreter on
-its three paths (Cortex-M4/M7 under QEMU: the assembly loops, literal pixel pairs, edge classes of narrow layers
-and tap pointers; the host with ASan/UBSan: the portable loops), for stride 1 and 2, dilation, 'same' and 'valid'
+its paths (Cortex-M4/M7 under QEMU: the assembly loops, literal pixel pairs, edge classes of narrow layers and
+tap pointers; Cortex-M0+: the Thumb-1 blocks, and C for windows over 10 taps; the host with ASan/UBSan: the
+portable loops), for stride 1 and 2, dilation, 'same' and 'valid'
 padding, 3x3 and 5x5 windows, per-channel multipliers, and beside it the general kernel for channel counts that
 are not a multiple of 4; every plan overlaps the kernels' outputs with their inputs (the backward walk)."""
 from __future__ import annotations
@@ -64,12 +65,14 @@ def test_portable_loops_equal_int8_interpreter(session, tmp_path: Path, case: st
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("case,cpu", [("narrow", "m4"), ("wide", "m4"), ("narrow", "m7")])
+@pytest.mark.parametrize("case,cpu", [("narrow", "m4"), ("wide", "m4"), ("narrow", "m7"), ("narrow", "m0plus"),
+                                      ("wide", "m0plus")])
 def test_assembly_loops_under_qemu(session, tmp_path: Path, case: str, cpu: str) -> None:
     layers, hw = CASES[case]
     dep, opts, x = _project(session, tmp_path, layers, hw, 5)
     code = (tmp_path / "model.c").read_text()
     assert "smmlar %[a0]" in code and "ldr %[u], [%[u], %[c]]" in code  # the literal and the pointer loops
+    assert "ldrsb %[x], [%[x], %[i]]" in code  # ARMv6-M's blocks
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)
