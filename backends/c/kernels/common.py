@@ -68,7 +68,7 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False,
     if rq_tables is not None:
         args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), weights,
                 "NULL" if rq_tables[0] is None else arrays.array("bias", "int32_t", rq_tables[0]),
-                arrays.array("rq", "int32_t", rq_tables[1]), "NULL",
+                arrays.array("mult", "int32_t", rq_tables[1]), "NULL",
                 str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
         return ctx, args
     if folded is not None:
