@@ -118,3 +118,31 @@ def test_blocks_build_with_a_frame_pointer_and_without_optimization(session, tmp
         subprocess.run(["avr-gcc", "-mmcu=atmega2560", "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I",
                         str(proj), "-I", str(proj / "runtime"), "-c", str(proj / "model.c"), "-o",
                         str(tmp_path / "model_avr.o")], check=True)
+
+
+def _random_layers(seed: int) -> tuple[list[Layer], tuple[int, int]]:
+    """A pointwise layer setting 4..16 channels, then one or two depthwise layers of random window (1..5 each
+    way), stride, dilation and padding, on a random input size."""
+    rng = np.random.default_rng(seed)
+    ch = int(rng.choice([4, 8, 12, 16]))
+    layers: list[Layer] = [(2, 1, 1, 1, 1, False, ch, 0, True)]
+    for _ in range(int(rng.integers(1, 3))):
+        layers.append((1, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 3)),
+                       int(rng.integers(1, 3)), bool(rng.integers(0, 2)), ch, 0, True))
+    return layers, (int(rng.integers(3, 12)), int(rng.integers(3, 20)))
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("seed,cpu", [(s, "m4") for s in range(4)] + [(s, "m0plus") for s in (4, 5)])
+def test_random_layers_bit_exact(session, tmp_path: Path, seed: int, cpu: str) -> None:
+    """Random depthwise geometries (the fast kernel's every path) equal the interpreter under QEMU and on the
+    host with ASan/UBSan."""
+    layers, hw = _random_layers(seed)
+    dep, opts, x = _project(session, tmp_path, layers, hw, seed)
+    assert _fast_layers(dep) == len(layers) - 1
+    feats = Simulator(dep).features(x)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{layers} {hw} on {cpu}, input {i}")
+        np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"{layers} {hw} on the host, input {i}")
