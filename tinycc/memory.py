@@ -8,7 +8,8 @@ same shape whose last reader it is (not a graph input or output); every such C k
 element i before writing element i. Overlap: the backend may declare, per op output, a shift ``d`` in bytes
 (``overlap``: tensor -> d, from the kernel's proven read/write order): the output may then start ``d`` bytes (rounded
 up to the alignment) below its single activation input when the op is that input's last reader, so that it writes
-over input bytes the kernel has already consumed. ``check_placement`` verifies every plan: no two buffers live at
+over input bytes the kernel has already consumed; a negative ``-e`` declares a kernel that walks backward: its
+output may start ``e`` bytes (rounded up) above the input. ``check_placement`` verifies every plan: no two buffers live at
 the same step share a byte unless they are such a pair placed at least ``d`` apart. Strategies:
 - ``greedy``: greedy by size, TFLite Micro's GreedyMemoryPlanner: largest first, each placed at
   the lowest offset that does not overlap a time-overlapping, already placed buffer.
@@ -16,7 +17,8 @@ the same step share a byte unless they are such a pair placed at least ``d`` apa
   placement and keeps the smallest arena; never worse than ``greedy``.
 Float graph inputs are read from the caller's memory and are not planned.
 The lower bound is the largest total of simultaneously live bytes; no plan can be smaller. The overlap bound
-counts each declared pair at its op's step as its smallest footprint, max(d + input, output).
+counts each declared pair at its op's step as its smallest footprint, max(d + input, output) (backward:
+max(input, e + output)).
 """
 from __future__ import annotations
 
@@ -125,17 +127,21 @@ def lower_bound(bufs: list[Buffer]) -> int:
     return max((sum(b.size for b in bufs if b.start <= s <= b.end) for s in steps), default=0)
 
 
-Pairs = Mapping[tuple[str, str], int]  # (output buffer, input buffer) -> aligned shift d
+Pairs = Mapping[tuple[str, str], int]  # (output buffer, input buffer) -> aligned shift d (-e: e above, backward)
 
 
 def _forbidden(b: Buffer, p: Buffer, pairs: Pairs) -> tuple[int, int]:
     """The open interval of offsets ``b`` may not take next to the placed, time-overlapping ``p``."""
     d = pairs.get((b.name, p.name))
-    if d is not None:  # b writes over p's consumed bytes: b at least d below p, or disjoint
+    if d is not None and d >= 0:  # b writes over p's consumed bytes: b at least d below p, or disjoint
         return p.offset - d, p.offset + p.size
+    if d is not None:  # b walks backward over p: b at least -d above p, or disjoint
+        return p.offset - b.size, p.offset - d
     d = pairs.get((p.name, b.name))
-    if d is not None:  # p writes over b's: b at least d above p, or disjoint
+    if d is not None and d >= 0:  # p writes over b's: b at least d above p, or disjoint
         return p.offset - b.size, p.offset + d
+    if d is not None:  # p walks backward over b: b at least -d below p, or disjoint
+        return p.offset + d, p.offset + p.size
     return p.offset - b.size, p.offset + p.size
 
 
@@ -209,9 +215,11 @@ def overlap_pairs(graph: Graph, bufs: list[Buffer], alias: dict[str, str], overl
         src = alias.get(op.inputs[0], op.inputs[0])
         if src not in by or src in graph.inputs or by[src].end != i or by[out].start != i:
             continue
-        d = _align(max(int(overlap[out]), 0), alignment)
-        if d < by[out].size:
-            pairs[(out, src)] = d
+        v = int(overlap[out])
+        if v >= 0 and _align(v, alignment) < by[out].size:
+            pairs[(out, src)] = _align(v, alignment)
+        elif v < 0 and _align(-v, alignment) < by[src].size:
+            pairs[(out, src)] = -_align(-v, alignment)
     return pairs
 
 
@@ -225,14 +233,15 @@ def overlap_bound(bufs: list[Buffer], pairs: Pairs) -> int:
         for (o, i), d in pairs.items():
             if by[o].start == s:
                 both = by[o].size + by[i].size
-                live -= both - min(both, max(d + by[i].size, by[o].size))
+                foot = max(d + by[i].size, by[o].size) if d >= 0 else max(by[i].size, by[o].size - d)
+                live -= both - min(both, foot)
         best = max(best, live)
     return best
 
 
 def check_placement(bufs: list[Buffer], pairs: Pairs) -> None:
     """Raise AssertionError where two buffers live at the same step share a byte, unless they are a declared pair
-    with the output at least its shift below the input."""
+    with the output at least its shift below the input (a backward pair: at least -shift above it)."""
     for a in bufs:
         for b in bufs:
             if a.name >= b.name or not a.overlaps_time(b):
@@ -241,7 +250,7 @@ def check_placement(bufs: list[Buffer], pairs: Pairs) -> None:
                 continue
             for o, i in ((a, b), (b, a)):
                 d = pairs.get((o.name, i.name))
-                if d is not None and o.offset + d <= i.offset:
+                if d is not None and (o.offset + d <= i.offset if d >= 0 else o.offset >= i.offset - d):
                     break
             else:
                 raise AssertionError(f"memory plan: {a.name} and {b.name} share bytes while both live")

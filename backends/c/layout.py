@@ -109,7 +109,7 @@ def cdiv(expr: str, add: int, d: int) -> str:
 
 
 # x * 1, x / 1, x + 0, x - 0 after an operand (integers only: 10, 0x1, 1.5f are kept)
-_IDENTITY = re.compile(r"(?<=[\w)\]]) (?:[*/] 1|[+-] 0)(?![\w.])")
+_IDENTITY = re.compile(r"(?<=[\w)\]]) (?:[*/] 1|[+-] 0(?! [*/%]))(?![\w.])")  # a + 0 * b is not a
 # (-iy0) -> -iy0, (n) -> n where the parentheses follow "= ", "? ", ": ", ", ", "(" or "[" (a binary operator too
 # for a lone word): never after if/while/for, a cast's or a call's parenthesis, or a unary minus
 _LONE = re.compile(r"(?:(?<=[=?:,] )|(?<=[(\[]))\((-?\w+)\)(?![\w(])|(?<=[-+*/%<>] )\((\w+)\)(?![\w(])")

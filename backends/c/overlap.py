@@ -8,6 +8,13 @@ is safe when no pixel from w - 1 on reads it. With the output starting ``d`` byt
 for every w when ``d >= max_w (min(w + 2, P) * OC - R(w))``, R(w) being the lowest input byte any pixel from w on
 reads (``shift``). ``order_safe`` is the byte-level check of that rule (every written byte's last reader at least
 two pixels earlier), used on every declared shift. CMSIS-NN's kernels are not analysed: no overlap for them.
+
+Backward walks: the generated depthwise kernel of ``kernels/depthwise_fast.c.j2`` visits the same blocks in the
+reverse order (last row first, right to left). Read with every address negated, that is the forward walk of the
+geometry flipped upside down and left to right (``flip``: the bottom and right padding become top and left), so
+the same rule and check apply there: its output may start ``e = input bytes - output bytes + need(flip)`` bytes
+*above* its input (``backward_shift``; declared to the planner as the negative value ``-e``, at least 1), which
+lets a chain of equal-sized buffers alternate down and up instead of drifting down by every shift.
 """
 from __future__ import annotations
 
@@ -62,6 +69,11 @@ def _lowest(n_out: int, size: int, k: int, stride: int, dil: int, pad: int) -> n
 
 def shift(geo: Geometry, block: int = BLOCK) -> int:
     """The least d >= 0 such that the output may start d bytes below the input (see the module docstring)."""
+    return max(0, need(geo, block))
+
+
+def need(geo: Geometry, block: int = BLOCK) -> int:
+    """The least d, of any sign, such that the output may start d bytes below the input (-d above it)."""
     rows = _lowest(geo.oh, geo.ih, geo.kh, geo.sh, geo.dh, geo.pt)
     cols = _lowest(geo.ow, geo.iw, geo.kw, geo.sw, geo.dw, geo.pl)
     in_size = geo.ih * geo.iw * geo.ic
@@ -70,7 +82,7 @@ def shift(geo: Geometry, block: int = BLOCK) -> int:
     reach = np.minimum.accumulate(first[::-1])[::-1]  # lowest byte read from pixel w on
     p = first.size
     written = np.minimum(np.arange(p) + block, p) * geo.oc  # end of the bytes written up to the block from w
-    return max(0, int((written - reach).max()))
+    return int((written - reach).max())
 
 
 def order_safe(geo: Geometry, d: int, block: int = BLOCK) -> bool:
@@ -87,14 +99,39 @@ def order_safe(geo: Geometry, d: int, block: int = BLOCK) -> bool:
             np.maximum.at(last, iy[ok] * geo.iw + ix[ok], q[ok])
     last_byte = np.repeat(last, geo.ic)  # every channel of a pixel read when its window is (conservative)
     out_index = np.arange(last_byte.size) + d  # the output byte over each input byte
-    over = (out_index < geo.oh * geo.ow * geo.oc) & (last_byte >= 0)
+    over = (out_index >= 0) & (out_index < geo.oh * geo.ow * geo.oc) & (last_byte >= 0)
     writer = out_index[over] // geo.oc
     return bool(np.all(writer >= last_byte[over] + block))
 
 
+def flip(geo: Geometry) -> Geometry:
+    """The geometry upside down and left to right: what the padding after the last row / column was becomes the
+    top / left padding (possibly negative where a strided 'valid' window leaves input rows unread)."""
+    pb = (geo.oh - 1) * geo.sh + (geo.kh - 1) * geo.dh - (geo.ih - 1) - geo.pt
+    pr = (geo.ow - 1) * geo.sw + (geo.kw - 1) * geo.dw - (geo.iw - 1) - geo.pl
+    return Geometry(geo.ih, geo.iw, geo.ic, geo.oh, geo.ow, geo.oc, geo.kh, geo.kw, geo.sh, geo.sw, geo.dh, geo.dw,
+                    pb, pr)
+
+
+def backward_shift(geo: Geometry) -> int:
+    """The least e such that a backward-walking kernel's output may start e bytes above its input (see the
+    module docstring; negative where the output is larger than the input and may start below it)."""
+    return geo.ih * geo.iw * geo.ic - geo.oh * geo.ow * geo.oc + need(flip(geo))
+
+
+def walks_backward(g: Graph, op: Op, kernels: str) -> bool:
+    """Whether the C kernel of ``op`` under ``kernels`` visits its output pixels last first (the generated fast
+    depthwise kernel does)."""
+    from .kernels import depthwise
+
+    return kernels == "tinycc" and depthwise.matches(g, op) and depthwise.fast_tables_for(g, op) is not None
+
+
 def c_overlaps(g: Graph, kernels: str) -> dict[str, int]:
     """Output tensor -> shift for every convolution of ``g`` the C kernels of mode ``kernels`` run (none for
-    cmsis-nn); each shift is checked byte by byte (``order_safe``) before it is declared."""
+    cmsis-nn): d >= 0, the output may start d bytes below its input; -e (e >= 1), a backward walk whose output
+    may start e bytes above it. Each shift is checked byte by byte (``order_safe``, on the flipped geometry
+    for a backward walk) before it is declared."""
     if kernels == "cmsis-nn":
         return {}
     out: dict[str, int] = {}
@@ -102,8 +139,10 @@ def c_overlaps(g: Graph, kernels: str) -> dict[str, int]:
         if op.kind not in KINDS or g.tensors[op.inputs[0]].dtype.value != "int8":
             continue
         geo = geometry(g, op)
-        d = shift(geo)
-        if not order_safe(geo, d):
+        back = walks_backward(g, op, kernels)
+        walk = flip(geo) if back else geo
+        d = need(walk) if back else shift(walk)
+        if not order_safe(walk, d):
             raise AssertionError(f"overlap: shift {d} of {op.name!r} fails the byte-level order check")
-        out[op.outputs[0]] = d
+        out[op.outputs[0]] = -max(1, backward_shift(geo)) if back else d
     return out

@@ -126,11 +126,15 @@ def read_su(text: str) -> dict[str, int]:
 
 
 RED_ZONE = re.compile(r"-0x([0-9a-f]+)\(%rsp\)")
+# an Arm store that moves the stack pointer down inside a function's body (inline assembly keeping a register
+# there, backends/c/kernels/depthwise.py): bytes not in the .su frame (a prologue's such store counts twice: safe)
+ARM_PUSH = re.compile(r"\[sp, #-(\d+)\]!")
 
 
 def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str], dict[str, int]]:
     """Callees by function from ``objdump -dr`` of an object built with -ffunction-sections, the functions with an
-    indirect call, and the bytes each function addresses below its stack pointer (x86-64's red zone)."""
+    indirect call, and the bytes each function addresses below its stack pointer (x86-64's red zone; Arm: stores
+    that push below it, ``ARM_PUSH``)."""
     calls: dict[str, set[str]] = {}
     indirect: list[str] = []
     below: dict[str, int] = {}
@@ -138,6 +142,8 @@ def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str], dict[str, i
     for line in disasm.splitlines():
         for off in RED_ZONE.findall(line):
             below[fn] = max(below.get(fn, 0), int(off, 16))
+        for off in ARM_PUSH.findall(line):
+            below[fn] = max(below.get(fn, 0), int(off))
         m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
         if m:
             fn, last = re.sub(r"\.cold(\.\d+)?$", "", m.group(1)), ""  # a cold part runs in its function's frame
@@ -198,6 +204,8 @@ def depth(entries: list[str], frames: dict[str, int], calls: dict[str, set[str]]
                 deepest, chain = d + c.call_bytes, ch
         if not calls[fn] and c.red_zone:  # a leaf's data below its stack pointer (the red zone, at most 128 bytes)
             deepest = min((below or {}).get(fn, 0), 128)
+        elif not c.red_zone:  # pushed inside the body, between calls
+            deepest = max(deepest, (below or {}).get(fn, 0))
         memo[fn] = (own + deepest, [fn] + chain)
         return memo[fn]
 

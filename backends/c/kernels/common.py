@@ -63,11 +63,14 @@ def constant_channels(g: Graph, op: Op, p: dict, bias: np.ndarray | None) -> tup
     return mult, shift, new_bias
 
 
-def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[dict[str, Any], list[str]]:
+def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False,
+                  rq_tables: tuple[np.ndarray | None, np.ndarray] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The template's literals (shapes at batch 1, strides, dilation, top/left padding, whether the bias exists
     and the requantization is per channel, whether the input zero point is folded into the bias: `fold` asks for
     it, for kernels without padding) and the call's arguments: input and output pointers, the flash arrays
-    (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range."""
+    (weights, bias or NULL, multipliers, shifts), input and output zero points, activation range. ``rq_tables``
+    (a kernel's own bias and requantization tables, same element counts as the tables they replace): they are
+    passed as bias and multipliers, the shifts as NULL."""
     x, y, wt = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], g.tensors[op.inputs[1]]
     p = conv_params(g, op)
     a = op.attrs
@@ -106,6 +109,12 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False) -> tuple[di
     ctx["RQ"] = bool(ctx["ACC30"] and ctx["PER_CHANNEL"] and zp_ok)
     ctx["_rq"] = (bias_vals if has_bias else np.zeros(len(mult), np.int64), mult, right, p["out_zp"])
     weights = arrays.const(op.inputs[1])  # flash tables in the order of the arguments
+    if rq_tables is not None:
+        args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), weights,
+                "NULL" if rq_tables[0] is None else arrays.array("bias", "int32_t", rq_tables[0]),
+                arrays.array("mult", "int32_t", rq_tables[1]), "NULL",
+                str(p["in_zp"]), str(p["out_zp"]), str(p["act"][0]), str(p["act"][1])]
+        return ctx, args
     if folded is not None or (const is not None and has_bias):  # bias values of the kernel's own
         bias = arrays.array("bias", "int32_t", bias_vals)
     else:

@@ -1,23 +1,85 @@
-"""Depthwise convolutions with depth multiplier 1: the channel is the inner loop (four per step)."""
+"""Depthwise convolutions with depth multiplier 1: the channel is the inner loop (four per step).
+
+Two templates. ``depthwise_fast.c.j2`` (the common case: channels a multiple of 4, 3x3-sized windows, the input
+zero point folded into the bias, requantization parameters that pack, see `fast_tables`) runs on DSP cores as
+hand-scheduled blocks: two output pixels x four channels whose taps are all inside the input as one assembly
+block with literal offsets, every other pixel through a table of tap pointers (padding taps read a buffer of the
+zero point), and the requantization in five instructions per output. ``depthwise.c.j2`` runs the rest.
+"""
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ....ir.graph import Graph, Op
+from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind
+from ..overlap import Geometry, geometry
 from . import render
 from .common import layer_context
 
 MAX_UNROLLED_TAPS = 25  # interior pixels of kernels up to 5x5 run their taps unrolled
 WIDE_WEIGHTS = 2304  # DSP cores: weights up to this many stack bytes when widened (3x3x128) are widened once
+LDR_REACH = 4095  # the largest literal offset of a Thumb-2 word load
 
 
 def matches(g: Graph, op: Op) -> bool:
     return op.kind == OpKind.DEPTHWISE_CONV2D and op.attrs["depth_multiplier"] == 1
 
 
+def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] | None:
+    """The fast template's flash tables, or None where it does not apply: the bias with the input zero point
+    folded in, doubled (the taps multiply by doubled weights, so that one ``smmlar`` is the high multiply), and per
+    channel the pair (multiplier, (c << 8) | right) with c = 2^(right-1) + out_zp * 2^right: the rounding half
+    and the output zero point added before the right shift (exact: a multiple of 2^right commutes with the
+    floor shift); where some c needs more than 24 bits (``long_c``, the third item) the pair holds
+    ((1 + 2 out_zp) << 8) | right and the kernel shifts c into place. Needs right shifts 1..30 and every partial
+    sum and ``c + high product`` inside int32 (proved from the weights and bias)."""
+    p = conv_params(g, op)
+    w = g.tensors[op.inputs[1]].data.astype(np.int64)
+    c_in = w.shape[-1]
+    if len(op.inputs) > 2:  # per channel: bias - in_zp * (the channel's taps summed)
+        b = g.tensors[op.inputs[2]].data.astype(np.int64) - int(p["in_zp"]) * w.reshape(-1, c_in).sum(axis=0)
+    elif p["in_zp"] == 0:
+        b = None  # no bias: the accumulators start at 0
+    else:
+        return None  # no bias tensor to carry the folded zero point (flash stays as the memory model counts it)
+    right = -np.asarray(p["shift"], np.int64)
+    if right.min() < 1 or right.max() > 30:
+        return None
+    c = (1 << (right - 1)) + int(p["out_zp"]) * (1 << right)
+    acc = (0 if b is None else np.abs(b)) + 128 * np.abs(w).reshape(-1, c_in).sum(axis=0)  # |bias' + sum(x * w)|
+    if 2 * int(acc.max()) + int(np.abs(c).max()) + 2 >= 2**31 or 255 << int(right.max()) >= 2**31:
+        return None
+    mult = np.broadcast_to(np.asarray(p["mult"], np.int64), right.shape)
+    long_c = bool(np.abs(c).max() >= 2**23)  # c = (1 + 2 out_zp) << (right - 1) made at run time from 9 bits
+    rq = np.stack([mult, ((2 * int(p["out_zp"]) + 1 if long_c else c) << 8) | right], axis=1).reshape(-1)
+    return (None if b is None else 2 * b), rq, long_c
+
+
+def fast_tables_for(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] | None:
+    """`fast_tables` where the fast template runs the layer: channels a multiple of 4, the widened weights within
+    WIDE_WEIGHTS bytes of stack and MAX_TAPS taps, the interior block's offsets within a word load's reach, an
+    activation range of all of int8 (the loops saturate, they do not clamp); None elsewhere."""
+    x = geometry(g, op)
+    far = ((x.kh - 1) * x.dh * x.iw + x.sw + (x.kw - 1) * x.dw) * x.ic  # the interior block's last word
+    if x.ic % 4 or 2 * x.kh * x.kw * x.ic > WIDE_WEIGHTS or x.kh * x.kw > MAX_TAPS or far > LDR_REACH:
+        return None
+    if tuple(conv_params(g, op)["act"]) != (-128, 127):
+        return None
+    return fast_tables(g, op)
+
+
 def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments."""
+    tables = fast_tables_for(g, op)
+    if tables is not None:
+        x = geometry(g, op)
+        ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
+        ctx["LONG_C"] = tables[2]
+        return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
+                      **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
     ctx, args = layer_context(g, op, arrays)
     unroll = ctx["KH"] * ctx["KW"] <= MAX_UNROLLED_TAPS
     ww = unroll and ctx["IC"] % 4 == 0 and 2 * ctx["KH"] * ctx["KW"] * ctx["IC"] <= WIDE_WEIGHTS
@@ -25,3 +87,173 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
     last_x = ((c["KH"] - 1) * c["DH"] * c["IW"] + (c["KW"] - 1) * c["DW"]) * c["IC"]  # the last tap's offsets
     asm = ww and last_x <= 4095 and (c["KH"] * c["KW"] - 1) * c["IC"] * 2 + 4 <= 4095  # ldr's immediate range
     return render("depthwise.c.j2", fn="{fn}", UNROLL=unroll, WW=ww, ASM=asm, **ctx), args
+
+
+MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's reach (8 bytes a tap, up to 1020)
+NARROW = 5  # output widths up to this: edge pixels of interior rows get their own assembly blocks (code size)
+# the state an assembly loop reads and advances, int32 words on the stack (``st`` in the template)
+ST_X, ST_W, ST_BIAS, ST_RQ, ST_Y, ST_END, ST_ZP = 0, 4, 8, 12, 16, 20, 24
+
+
+def _smla(a: str) -> list[str]:
+    """Four multiply-accumulates: lanes 0/2 (u with r) and 1/3 (q with s) into accumulators a0..a3."""
+    return [f"smlabb %[{a}0], %[u], %[r], %[{a}0]", f"smlatt %[{a}2], %[u], %[r], %[{a}2]",
+            f"smlabb %[{a}1], %[q], %[s], %[{a}1]", f"smlatt %[{a}3], %[q], %[s], %[{a}3]"]
+
+
+def _bias(pair: bool, has_bias: bool) -> list[str]:
+    """Accumulators from the (doubled, folded) bias of the group's four channels; the bias pointer advances."""
+    if has_bias:
+        return [f"ldr %[u], [%[x], #{ST_BIAS}]", "ldrd %[a0], %[a1], [%[u]]", "ldrd %[a2], %[a3], [%[u], #8]",
+                *(["ldrd %[b0], %[b1], [%[u]]", "ldrd %[b2], %[b3], [%[u], #8]"] if pair else []),
+                "add %[u], %[u], #16", f"str %[u], [%[x], #{ST_BIAS}]"]
+    return [f"mov %[{a}{j}], #0" for a in ("ab" if pair else "a") for j in range(4)]
+
+
+def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str, long_c: bool) -> list[str]:
+    """tcc_dwq on each accumulator (name, output byte offset from y) of the four channels, saturated to int8 and
+    stored: per channel (m, cr) by ldrd from rq (once for a per-tensor requantization), c = cr >> 8; per output
+    add, smmlar, asr, ssat, strb (``long_c``: c = ((cr >> 8) << right) >> 1)."""
+    out: list[str] = []
+    for j in range(4):
+        if per_channel or j == 0:
+            out += [f"ldrd %[r], %[s], [%[{rq}], #{8 * j if per_channel else 0}]", "asr %[q], %[s], #8"]
+            out += ["lsl %[q], %[q], %[s]", "asr %[q], %[q], #1"] if long_c else []
+        for a, off in accs:
+            out += [f"add %[u], %[q], %[{a}{j}], asr #31", f"smmlar %[{a}{j}], %[{a}{j}], %[r], %[u]",
+                    f"asr %[{a}{j}], %[{a}{j}], %[s]", f"ssat %[{a}{j}], #8, %[{a}{j}]",
+                    f"strb %[{a}{j}], [%[{y}], #{off + j}]"]
+    return out
+
+
+def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_channel: bool,
+                 long_c: bool) -> list[str]:
+    """The loop over the groups of four channels for one or two horizontally adjacent output pixels (valid: the
+    taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
+    one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
+    weights (8 bytes a tap); a padding tap multiplies the zero point (state word ST_ZP, both halves) without a
+    read. On entry x holds the state (kept on the stack while x walks the input); 14 registers."""
+    pair = len(valid) == 2
+    accs = ["a", "b"][:len(valid)]
+    taps = x.kh * x.kw
+    out = ["1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
+    if any(len(v) < taps for v in valid):
+        out += [f"ldr %[u], [%[x], #{ST_ZP}]", "mov %[q], %[u]"]
+        for a, v in zip(accs, valid):
+            for t in sorted(set(range(taps)) - v):
+                out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
+    out += [f"ldr %[u], [%[x], #{ST_X}]", "str %[x], [sp, #-8]!", "mov %[x], %[u]"]
+    for ky in range(x.kh):
+        uses: dict[int, list[tuple[str, int]]] = {}
+        for p, (a, v) in enumerate(zip(accs, valid)):
+            for kx in range(x.kw):
+                if ky * x.kw + kx in v:
+                    uses.setdefault(p * x.sw + kx * x.dw, []).append((a, ky * x.kw + kx))
+        for col in sorted(uses):
+            out += [f"ldr %[u], [%[x], #{(ky * x.dh * x.iw + col) * x.ic}]", "sxtb16 %[q], %[u], ror #8",
+                    "sxtb16 %[u], %[u]"]
+            for a, t in uses[col]:
+                out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
+    out += ["ldr %[u], [sp]", "add %[x], %[x], #4", f"add %[w], %[w], #{8 * taps}",
+            f"strd %[x], %[w], [%[u], #{ST_X}]", f"ldrd %[x], %[w], [%[u], #{ST_RQ}]"]
+    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w", long_c)
+    out += (["add %[x], %[x], #32"] if per_channel else []) + [
+        "add %[w], %[w], #4", "ldr %[u], [sp], #8", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
+        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
+    return out
+
+
+def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
+    """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
+    word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
+    word, a loop over the window's rows (code is per layer, these pixels are few); x holds the state."""
+    taps = x.kh * x.kw
+    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]",
+           f"add %[e], %[t], #{4 * taps}", "2:"]
+    for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
+        out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
+                "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
+                f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0 else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]",
+                *_smla("a")]
+    out += ["cmp %[t], %[e]", "bne 2b"]
+    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
+    out += _requant([("a", 0)], per_channel, "t", "c", long_c)
+    out += (["add %[t], %[t], #32"] if per_channel else []) + [
+        "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
+        "cmp %[c], %[u]", "bne 1b"]
+    return out
+
+
+def v6m_single(taps: int) -> list[str]:
+    """`v6m_block` for one pixel (a row's first when its width is odd), its input pointers where pixel 0's
+    are: 6 instructions a MAC into a1."""
+    out = [".syntax unified"]
+    for t in range(taps):
+        out += [f"ldr %[w], [%[tp], #{4 * t}]", "ldrsb %[w], [%[w], %[i]]", f"ldr %[x], [%[tp], #{4 * (taps + t)}]",
+                "ldrsb %[x], [%[x], %[i]]", "muls %[x], %[w], %[x]", "adds %[a1], %[a1], %[x]"]
+    return out
+
+
+def v6m_block(taps: int) -> list[str]:
+    """ARMv6-M (Thumb-1): one channel (index i) of two output pixels, sum(x * w) into a0 and a1, from the table
+    tp of weight pointers (taps), then pixel 0's and pixel 1's input pointers (padding taps point at a buffer
+    of the zero point): per tap and pixel pair one weight load shared by both products, 10 instructions for
+    2 MACs in six low registers (r7 stays free for a frame pointer)."""
+    out = [".syntax unified"]
+    for t in range(taps):
+        out += [f"ldr %[w], [%[tp], #{4 * t}]", "ldrsb %[w], [%[w], %[i]]"]
+        for a, base in (("a0", taps), ("a1", 2 * taps)):
+            out += [f"ldr %[x], [%[tp], #{4 * (base + t)}]", "ldrsb %[x], [%[x], %[i]]", "muls %[x], %[w], %[x]",
+                    f"adds %[{a}], %[{a}], %[x]"]
+    return out
+
+
+V6M_TAPS = 10  # the tap table's 3 x taps words within a Thumb-1 ldr's reach (124 bytes)
+
+
+def _taps_inside(x: Geometry, ox: int) -> frozenset[int]:
+    """The taps of output column ox (any interior row) that lie inside the input."""
+    return frozenset(ky * x.kw + kx for ky in range(x.kh) for kx in range(x.kw)
+                     if 0 <= ox * x.sw - x.pl + kx * x.dw < x.iw)
+
+
+def _interior(n_out: int, size: int, k: int, stride: int, dil: int, pad: int) -> tuple[int, int]:
+    """The first and one past the last output row (or column) whose taps are all inside the input."""
+    ok = [o for o in range(n_out) if o * stride - pad >= 0 and o * stride - pad + (k - 1) * dil < size]
+    return (ok[0], ok[-1] + 1) if ok else (0, 0)
+
+
+def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> dict[str, Any]:
+    """The fast template's literals: interior rows [OYT, OYB); for those rows the column schedule (blocks of one
+    or two pixels in row-major order, each with its assembly loop; a run of interior pairs as one C loop over
+    RUN = (first, end)); the pointer loop for every other pixel."""
+    oyt, oyb = _interior(x.oh, x.ih, x.kh, x.sh, x.dh, x.pt)
+    oxl, oxr = _interior(x.ow, x.iw, x.kw, x.sw, x.dw, x.pl)
+    full = frozenset(range(x.kh * x.kw))
+    loops: dict[tuple[frozenset[int], ...], int] = {}
+    blocks: list[tuple[int, int, int]] = []  # (first column, pixels, loop)
+    run = (0, 0)
+    ox = 0
+    while ox < x.ow and oyb > oyt:
+        n = 2 if ox + 1 < x.ow else 1
+        valid = tuple(_taps_inside(x, ox + p) for p in range(n))
+        if valid == (full, full) and ox >= oxl and run == (0, 0):
+            end = ox
+            while end + 1 < oxr:
+                end += 2
+            run = (ox, end)
+            blocks.append((ox, -1, loops.setdefault(valid, len(loops))))
+            ox = end
+            continue
+        if not all(valid) or (x.ow > NARROW and valid != (full, full)):
+            blocks.append((ox, 1, -2))  # a pixel without taps inside, or an edge of a wide layer: pointers
+            ox += 1
+            continue
+        blocks.append((ox, n, loops.setdefault(valid, len(loops))))
+        ox += n
+    return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
+            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
+            "PAIRS": [len(v) == 2 for v in loops],
+            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c),
+            "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
+            "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}

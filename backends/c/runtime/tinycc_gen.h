@@ -17,9 +17,10 @@
 
 /* Layer functions: never inlined into the schedule (one register allocation per layer) and, with GCC on
  * 32-bit targets, optimized at -O2 whatever the project's flags: at -Os GCC spills the 2x2 block's
- * accumulators inside the inner loop (38 instead of 23 instructions per 16 MACs on Cortex-M4). */
+ * accumulators inside the inner loop (38 instead of 23 instructions per 16 MACs on Cortex-M4). Without a frame
+ * pointer whatever the project's flags: the depthwise blocks use 14 registers (r7 included). */
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__AVR__)
-#define TCC_LAYER static __attribute__((noinline, optimize("O2")))
+#define TCC_LAYER static __attribute__((noinline, optimize("O2", "omit-frame-pointer")))
 #elif defined(__GNUC__)
 #define TCC_LAYER static __attribute__((noinline))
 #else
@@ -677,6 +678,26 @@ TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32
     acc[3] = __smlatt(x13, w13, acc[3]);
 }
 #endif
+
+/* Depthwise (backends/c/kernels/depthwise_fast.c.j2): requantize the doubled accumulator a = 2 * (bias' + sum) with
+ * the channel's pair (m, cr), cr = (c << 8) | right and c = 2^(right-1) + out_zp * 2^right. TFLite's
+ * RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(a / 2, m), right) + out_zp for 1 <= right <= 30: its sign
+ * correction tests the high product's sign, which equals a's except where the product rounds to 0, and there
+ * (0 + half - 1) >> right = (0 + half) >> right = 0; the output zero point times 2^right commutes with the floor
+ * shift. On DSP cores: the high product and both additions in one smmlar, the shift by cr's low byte. */
+TCC_INLINE int32_t tcc_dwq_c(int32_t a, int32_t m, int32_t c, int32_t right) {
+    return (tcc_hmul31(a / 2, m) + c + (a < 0 ? -1 : 0)) >> right;
+}
+TCC_INLINE int32_t tcc_dwq(int32_t a, int32_t m, int32_t cr) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t h;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(a), "r"(m), "r"((cr >> 8) + (a >> 31)));
+    __asm__("asr %0, %0, %1" : "+r"(h) : "r"(cr));
+    return h;
+#else
+    return tcc_dwq_c(a, m, cr >> 8, cr & 255);
+#endif
+}
 
 #include "tinycc_mve.h" /* Helium helpers (TCC_MVE) */
 
