@@ -383,9 +383,10 @@ class CBackend(Backend):
         return c_figures(candidate)
 
     def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
+        from .kernels.mve import helium
         from .overlap import c_overlaps
 
-        return c_overlaps(graph, config.kernels)
+        return c_overlaps(graph, config.kernels, helium(config))
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
         return render_project(deployment, outdir, vectors)

@@ -119,15 +119,17 @@ def backward_shift(geo: Geometry) -> int:
     return geo.ih * geo.iw * geo.ic - geo.oh * geo.ow * geo.oc + need(flip(geo))
 
 
-def walks_backward(g: Graph, op: Op, kernels: str) -> bool:
+def walks_backward(g: Graph, op: Op, kernels: str, helium: bool = False) -> bool:
     """Whether the C kernel of ``op`` under ``kernels`` visits its output pixels last first (the generated fast
-    depthwise kernel does)."""
-    from .kernels import depthwise
+    depthwise kernel does; on a Cortex-M55 the Helium depthwise kernel runs instead, which walks forward)."""
+    from .kernels import depthwise, mve
 
-    return kernels == "tinycc" and depthwise.matches(g, op) and depthwise.fast_tables_for(g, op) is not None
+    if kernels != "tinycc" or not depthwise.matches(g, op) or (helium and mve.matches(g, op)):
+        return False
+    return depthwise.fast_tables_for(g, op) is not None
 
 
-def c_overlaps(g: Graph, kernels: str) -> dict[str, int]:
+def c_overlaps(g: Graph, kernels: str, helium: bool = False) -> dict[str, int]:
     """Output tensor -> shift for every convolution of ``g`` the C kernels of mode ``kernels`` run (none for
     cmsis-nn): d >= 0, the output may start d bytes below its input; -e (e >= 1), a backward walk whose output
     may start e bytes above it. Each shift is checked byte by byte (``order_safe``, on the flipped geometry
@@ -139,7 +141,7 @@ def c_overlaps(g: Graph, kernels: str) -> dict[str, int]:
         if op.kind not in KINDS or g.tensors[op.inputs[0]].dtype.value != "int8":
             continue
         geo = geometry(g, op)
-        back = walks_backward(g, op, kernels)
+        back = walks_backward(g, op, kernels, helium)
         walk = flip(geo) if back else geo
         d = need(walk) if back else shift(walk)
         if not order_safe(walk, d):

@@ -71,9 +71,10 @@ def fast_tables_for(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bo
     return fast_tables(g, op)
 
 
-def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments."""
-    tables = fast_tables_for(g, op)
+def emit(g: Graph, op: Op, arrays: Any, fast: bool = True) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments (``fast``: the fast template where it
+    applies, else always the general one, whose arguments are the plain bias/multiplier/shift tables)."""
+    tables = fast_tables_for(g, op) if fast else None
     if tables is not None:
         x = geometry(g, op)
         ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])

@@ -107,7 +107,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
         code = _align(render("mve_add.c.j2", fn="{fn}", N=n), scalar)
         return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
     if depthwise.matches(g, op):
-        scalar, args = depthwise.emit(g, op, arrays)
+        scalar, args = depthwise.emit(g, op, arrays, fast=False)  # the Helium form reads the plain tables
         ctx, _ = layer_context(g, op, _Names())
         code = _align(render("mve_dw.c.j2", fn="{fn}", **ctx), scalar)
         return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
