@@ -128,6 +128,10 @@ class DeepLearner:
         self.num_classes = int(dep.classifier[-1].n_out)
         self.last_refused = False
 
+    def known_tensors(self) -> tuple[str, ...]:
+        """The tensors the step takes as int8 (bias mode: every output of the int8 region; blocks: none)."""
+        return tuple(op.outputs[0] for op in self.region.ops) if self.mode == "bias" else ()
+
     # ---- inference ----
     def cut_of(self, x: np.ndarray) -> np.ndarray:
         """int8 cut tensors [N, ...] of float inputs (the frozen front)."""

@@ -11,6 +11,14 @@ void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int a
     }
 }
 
+void tcc_bp_act_q(float *dz, const float *dy, const int8_t *q, int32_t count, int act, float scale, int32_t zp) {
+    for (int32_t k = 0; k < count; ++k) {
+        float y = scale * (float)((int32_t)q[k] - zp);
+        int pass = act == 0 || (y > 0.0f && (act == 1 || y < 6.0f));
+        dz[k] = pass ? dy[k] : 0.0f;
+    }
+}
+
 static size_t at(const tcc_bp_conv_t *p, int32_t n, int32_t y, int32_t x) {
     return (((size_t)n * (size_t)p->h + (size_t)y) * (size_t)p->w + (size_t)x) * (size_t)p->c;
 }

@@ -20,6 +20,10 @@ typedef struct {
 /* dz := dy masked by the fused activation's derivative at the output y (0 none, 1 relu, 2 relu6). */
 void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act);
 
+/* The same mask at an int8 output q (value scale * (q - zp), as TFLite's DEQUANTIZE): the lean step keeps the
+ * int8 activations of the int8 backbone instead of float copies. */
+void tcc_bp_act_q(float *dz, const float *dy, const int8_t *q, int32_t count, int act, float scale, int32_t zp);
+
 /* dx[n][h][w][c] = sum over outputs and kernel positions of dz * W (old weights); dx is overwritten. */
 void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx);
 
