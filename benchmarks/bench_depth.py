@@ -29,7 +29,8 @@ from .common import Result
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
 DATA = MODEL.parents[2] / "data"
 NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
-         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)"}
+         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)",
+         "deep-bias-2level": "deep bias, two-level buffer (cut + features)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,19 +64,50 @@ def head_memory(dep: Any) -> dict[str, Any]:
 def deep_memory(prep: Any, mode: str, ram: int) -> dict[str, Any]:
     """A deep mode's exact step arrays (``step_memory``), its buffer of int8 cut tensors sized to ``ram`` and the
     total RAM with the deployment's fixed part; ``capacity`` 0: not even one entry fits."""
-    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.backprop import known_bytes, step_memory
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.plugins.applications.deep_modes import deep_learner
 
     dl = deep_learner(prep, mode, 0.0)
     req = tuple(op.name for op in dl.region_params) if mode == "bias" else ()
-    step = step_memory(dl.tail, dl.batch_size, req, learn=True)
+    step = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
+    step["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)  # the region's int8 activations
     fixed, size = _fixed_ram(prep.dep), dl.buffer.feature_count
     cap = 0
     while ReplayBuffer.bytes_for(cap + 1, size, "int8") + fixed + sum(step.values()) <= ram:
         cap += 1
     return {"capacity": cap, "step_memory": step, "step_bytes": sum(step.values()), "cut": prep.deep_cut,
             "cut_entry_bytes": size, "fixed_ram": fixed}
+
+
+HEAD_ENTRIES = 1000  # the two-level buffer's feature entries (fewer when the budget is short)
+
+
+def two_level_memory(prep: Any, bias: dict[str, Any], ram: int) -> dict[str, Any]:
+    """deep bias with a two-level buffer: ``HEAD_ENTRIES`` int8 feature entries (as head-only Ω stores them; halved
+    until a cut entry fits) + the most int8 cut tensors that fit, + Φc's own step over a feature row (its float
+    input, logits and their gradients: 4 * (features + 2 * classes) bytes per batch row, an estimate of the
+    head learner's arrays)."""
+    from tinycc.ir.buffer import ReplayBuffer
+
+    feat = int(np.prod(prep.dep.extractor.tensors[prep.dep.extractor.outputs[0]].shape[1:]))
+    classes = int(prep.dep.classifier[-1].n_out)
+    batch = prep.dep.train.batch_size
+    head_step = 4 * batch * (2 * feat + 2 * classes)
+    base = bias["fixed_ram"] + bias["step_bytes"] + head_step
+    h = HEAD_ENTRIES
+    while h and base + ReplayBuffer.bytes_for(h, feat, "int8") + ReplayBuffer.bytes_for(1, bias["cut_entry_bytes"],
+                                                                                           "int8") > ram:
+        h //= 2
+    cap = 0
+    while base + ReplayBuffer.bytes_for(h, feat, "int8") + ReplayBuffer.bytes_for(cap + 1, bias["cut_entry_bytes"],
+                                                                                  "int8") <= ram:
+        cap += 1
+    step = dict(bias["step_memory"], head_step=head_step)
+    buf = ReplayBuffer.bytes_for(cap, bias["cut_entry_bytes"], "int8") + ReplayBuffer.bytes_for(h, feat, "int8")
+    return {"capacity": cap, "run_capacity": max(cap, 1), "head_capacity": max(h, 1), "step_memory": step,
+            "step_bytes": sum(step.values()), "cut": prep.deep_cut, "cut_entry_bytes": bias["cut_entry_bytes"],
+            "fixed_ram": bias["fixed_ram"], "buffer_bytes": buf, "total_ram": base + buf}
 
 
 def _ticker(label: str, total: int) -> Callable[[], None]:
@@ -93,7 +125,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
-    from tinycc.ir.deep import DeepLearner
+    from tinycc.ir.deep import DeepLearner, TwoLevelLearner
     from tinycc.plugins.applications.scenarios import draw, learn, prepare, run_mode
     from tinycc.session import Session
 
@@ -110,10 +142,13 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         v["run_capacity"] = deep_buffer or v["capacity"] or fallback
         v["buffer_bytes"] = ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
         v["total_ram"] = v["fixed_ram"] + v["step_bytes"] + v["buffer_bytes"]
+    if "bias" in deep:
+        mem["deep-bias-2level"] = two_level_memory(prep, mem["deep-bias"], ram)
     for v in mem.values():
         v["fits"] = v["total_ram"] <= ram and v["capacity"] > 0
     head_only = type(prep)(**{**prep.__dict__, "deep": ()})  # learn() runs the head modes alone
-    curves: dict[str, list[np.ndarray]] = {m: [] for m in head_only.modes + tuple(f"deep-{m}" for m in deep)}
+    keys = tuple(f"deep-{m}" for m in deep) + (("deep-bias-2level",) if "bias" in deep else ())
+    curves: dict[str, list[np.ndarray]] = {m: [] for m in head_only.modes + keys}
     for r in range(runs):
         st, feats = draw(prep, r)
         print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
@@ -126,6 +161,14 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
             print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
             curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, n_stream))["all"])
+        if "bias" in deep:
+            v = mem["deep-bias-2level"]
+            learner = TwoLevelLearner(prep.dep, prep.deep_cut, "bias", capacity=v["run_capacity"],
+                                      head_capacity=v["head_capacity"], lr=lr, epochs=prep.dep.train.epochs)
+            print(f"run {r + 1}/{runs}: deep-bias-2level, buffers {v['run_capacity']} + {v['head_capacity']}",
+                  file=sys.stderr, flush=True)
+            f = feats["deep-bias"]
+            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", n_stream))["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
             "epochs": prep.dep.train.epochs, "prep": prep}
@@ -206,16 +249,18 @@ def run(args: argparse.Namespace) -> Result:
                "it fits." if args.deep_buffer else ""))
     res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
             "modes: the same report's fixed part (int8 arena, descriptors, the head learner's measured stack; the "
-            "deep step's own stack is not measured) + `step_memory(..., learn=True)` (the generated step's arrays, "
-            "exact) + a buffer of int8 cut tensors with the most entries that fit (the deploy stage does not size "
+            "deep step's own stack is not measured) + `step_memory(..., learn=True, known=...)` (the generated "
+            "step's arrays in the lean layout of `step_plan`, exact) + the region's int8 activations the bias step "
+            "reads (`kept_int8`, one row per batch row) + a buffer of int8 cut tensors with the most entries that fit (the deploy stage does not size "
             "deep modes yet). A mode over budget runs with the smallest buffer of the fitting deep modes.")
     res.add(markdown_table(["mode", "final accuracy", "learning state (B)", "buffer entries", "total RAM (B)",
                             f"fits {args.ram // 1024} kB"], rows))
     for m in (k for k in final if k.startswith("deep-")):
         f = final[m]
         parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
+        extra = f" + {f['head_capacity']:,} feature entries" if "head_capacity" in f else ""
         res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
-                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors).")
+                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
                 "lr": args.lr, "cut": out["cut"], "acceptance_met": met,

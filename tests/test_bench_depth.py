@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not (MODEL.exists() and (DATA / "cifar10.npz").e
 
 
 def test_depth_core_tiny() -> None:
-    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.backprop import known_bytes, step_memory
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner
 
@@ -30,7 +30,9 @@ def test_depth_core_tiny() -> None:
     for m in ("bias", "blocks"):
         dl = DeepLearner(prep.dep, prep.deep_cut, m, capacity=1)
         req = tuple(op.name for op in dl.region_params) if m == "bias" else ()
-        want = step_memory(dl.tail, dl.batch_size, req, learn=True)
+        want = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
+        want["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)
+        assert (want["kept_int8"] > 0) == (m == "bias")
         got = mem[f"deep-{m}"]
         assert got["step_memory"] == want and got["step_bytes"] == sum(want.values())
         buf = ReplayBuffer.bytes_for(got["run_capacity"], dl.buffer.feature_count, "int8")
