@@ -108,9 +108,10 @@ def _crop(dxp: np.ndarray, pads: tuple, shape: tuple) -> np.ndarray:
     return dxp[:, pt:pt + shape[1], pl:pl + shape[2], :]
 
 
-def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, depthwise: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dx, dW, db) of a Conv2D (groups 1) or DepthwiseConv2D from dz = dloss/d(pre-activation output)."""
+def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, depthwise: bool, need_w: bool = True,
+                  need_x: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """(dx, dW, db) of a Conv2D (groups 1) or DepthwiseConv2D from dz = dloss/d(pre-activation output); dW is None
+    unless ``need_w``, dx None unless ``need_x``."""
     (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
     kh, kw = w.shape[1], w.shape[2]
     pads = _pads(x.shape, kh, kw, sh, sw, dh, dw, attrs["padding"])
@@ -123,12 +124,16 @@ def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, dep
         m = attrs["depth_multiplier"]
         wr = w.reshape(kh, kw, c, m)
         dzr = dz.reshape(n, oh, ow, c, m)
-        dw_ = np.einsum("nhwijc,nhwcm->ijcm", win, dzr).reshape(1, kh, kw, c * m)
-        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.einsum("nhwcm,cm->nhwc", dzr, wr[i, j]))
+        dw_ = np.einsum("nhwijc,nhwcm->ijcm", win, dzr).reshape(1, kh, kw, c * m) if need_w else None
+        if need_x:
+            _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.einsum("nhwcm,cm->nhwc", dzr, wr[i, j]))
     else:
-        dw_ = np.tensordot(dz, win, axes=([0, 1, 2], [0, 1, 2]))  # o kh kw c
-        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.tensordot(dz, w[:, i, j, :], axes=([3], [0])))
-    return _crop(dxp, pads, x.shape), dw_.astype(F32), dz.sum(axis=(0, 1, 2), dtype=F32)
+        dw_ = np.tensordot(dz, win, axes=([0, 1, 2], [0, 1, 2])) if need_w else None  # o kh kw c
+        if need_x:
+            _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow,
+                     lambda i, j: np.tensordot(dz, w[:, i, j, :], axes=([3], [0])))
+    return (_crop(dxp, pads, x.shape) if need_x else None, None if dw_ is None else dw_.astype(F32),
+            dz.sum(axis=(0, 1, 2), dtype=F32))
 
 
 def pool_backward(x: np.ndarray, dy: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
@@ -257,9 +262,10 @@ class Tail:
                 x2 = x.reshape(x.shape[0], -1)
                 dx, dw, db = (dz @ w).reshape(x.shape), dz.T @ x2, dz.sum(axis=0, dtype=F32)
             else:
-                dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D)
+                dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D, self.trains(op.name)[0],
+                                           op.inputs[0] != self.cut)  # nothing learns below the cut
             out[op.name] = (dw.astype(F32) if self.trains(op.name)[0] else None, db.astype(F32))
-            return [(op.inputs[0], dx.astype(F32))]
+            return [] if dx is None else [(op.inputs[0], dx.astype(F32))]
         if k == OpKind.RELU:
             return [(op.inputs[0], np.where(env[op.outputs[0]] > 0, dy, F32(0)).astype(F32))]
         if k == OpKind.RELU6:
