@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .backprop import PARAM_KINDS, Tail
+from .backprop import PARAM_KINDS, Tail, known_bytes, step_memory
 from .buffer import ReplayBuffer
 from .graph import Graph, Op
 from .interpreter_int8 import run_int8
@@ -213,22 +213,16 @@ class DeepLearner:
 
     # ---- memory ----
     def state_bytes(self) -> dict[str, int]:
-        """What the deeper learning adds to the device's RAM (bytes, ``batch_size`` rows): trained float
-        parameters (bias mode: float master + int32 copy per bias), the region's activations kept for the
-        backward pass (int8 in bias mode, float32 in blocks mode) and two float32 gradient arrays of the
-        largest region tensor; a buffer entry is the int8 cut tensor."""
-        b = self.batch_size
-        tensors = [self.cut] + [op.outputs[0] for op in self.region.ops]
-        sizes = [int(np.prod(self.view.tensors[t].shape[1:])) for t in tensors]
-        if self.mode == "bias":
-            params = sum(8 * self.tail.params[op.name].bias.size for op in self.region_params)
-            kept = b * sum(sizes)
-        else:
-            params = sum(4 * (self.tail.params[op.name].weight.size + self.tail.params[op.name].bias.size)
-                         for op in self.region_params)
-            kept = 4 * b * sum(sizes)
-        return {"parameters": params, "activations": kept, "gradients": 2 * 4 * b * max(sizes),
-                "buffer_entry": sizes[0] + 1}
+        """What the deeper learning adds to the device's RAM (bytes, ``batch_size`` rows), exactly as the generated
+        step lays it out (``step_memory`` in the lean layout of ``step_plan``): its arrays (``step``: trained
+        float parameters, int32 biases of the int8 region, float values, gradient slots, scratch, descriptors,
+        labels), the region's int8 activations the bias step reads (``kept_int8``), and one buffer entry (the
+        int8 cut tensor and its label byte)."""
+        known = self.known_tensors()
+        req = tuple(op.name for op in self.region_params) if self.mode == "bias" else ()
+        step = step_memory(self.tail, self.batch_size, req, learn=True, known=known)
+        return {"step": sum(step.values()), "kept_int8": known_bytes(self.tail, known, self.batch_size),
+                "buffer_entry": self.buffer.feature_count + 1, **step}
 
 
 class TwoLevelLearner(DeepLearner):
