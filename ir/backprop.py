@@ -404,8 +404,28 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
     return out
 
 
-def step_flash(tail: Tail, requantized: tuple[str, ...] = ()) -> int:
-    """Flash of the generated step's constants, bytes: the float weights it does not train and the bias scales
-    of the ops in ``requantized``."""
-    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0])
-    return 4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
+def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Parameter op -> (int8 weight, float32 scale per output channel) of the frozen weights the step keeps as the
+    int8 backbone's own (dequantized on the fly in the backward): ops whose output is ``known`` (no float forward),
+    weight not trained, int8 with zero point 0."""
+    out = {}
+    for op in step_ops(tail):
+        if op.name not in tail.params or op.outputs[0] not in set(known) or tail.trains(op.name)[0]:
+            continue
+        w = tail.graph.tensors[op.inputs[1]]
+        if w.dtype != DType.INT8 or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
+            continue
+        n_out = tail.params[op.name].bias.size
+        scale = np.asarray(w.quant.scale, np.float32).reshape(-1)
+        out[op.name] = (np.asarray(w.data, np.int8), np.broadcast_to(scale, (n_out,)).astype(np.float32)
+                        if scale.size in (1, n_out) else None)
+    return {k: v for k, v in out.items() if v[1] is not None}
+
+
+def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, ...] = ()) -> int:
+    """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
+    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``."""
+    q = int8_weights(tail, known)
+    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0] and k not in q)
+    return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
+            + sum(w.size + 4 * s.size for w, s in q.values()))

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (DESCRIPTOR_KINDS, PARAM_KINDS, Tail, known_bytes, step_flash, step_memory,
-                             step_ops, step_plan)
+from ...ir.backprop import (DESCRIPTOR_KINDS, PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash,
+                             step_memory, step_ops, step_plan)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
@@ -90,10 +90,17 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
     classes = _size(tail, tail.logits)
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
+    qw = int8_weights(tail, tuple(known))
     for op in ops:
         if op.name in params:
             p, k = tail.params[op.name], params[op.name]
-            out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]) + _floats(f"tcc_db{k}", p.bias))
+            if op.name in qw:  # the int8 backbone's own weights and scales (dequantized in the backward)
+                wq, ws = qw[op.name]
+                out.append(f"const int8_t tcc_wq{k}[{wq.size}] = {{{', '.join(str(int(v)) for v in wq.reshape(-1))}}};\n"
+                           + _floats(f"tcc_ws{k}", ws, True))
+            else:
+                out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
+            out.append(_floats(f"tcc_db{k}", p.bias))
             if op.name in biases:
                 scale, q = biases[op.name]
                 out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) +
@@ -165,18 +172,24 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             xin = i if tw else "NULL"
             if act:
                 bwd.append(mask(go, go, op.outputs[0], cnt, act))
+            q8 = op.name in qw
             if op.kind == OpKind.DENSE:
                 nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
-                fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not q8:
+                    fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
-                    bwd.append(into(op, 0, lambda d: f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n",
-                                    cnt_in))
+                    bwd.append(into(op, 0, lambda d: (
+                        f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                        f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
                 upd[-1] = (f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
             else:
                 p = f"&tcc_p{pidx[op.name]}"
-                fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not q8:
+                    fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
-                    bwd.append(into(op, 0, lambda d: f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n", cnt_in))
+                    bwd.append(into(op, 0, lambda d: (
+                        f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                        f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
                 upd[-1] = (f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
         elif op.kind == OpKind.ADD:
             j = names[op.inputs[1]]
