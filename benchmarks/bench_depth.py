@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="transfer", choices=("transfer", "concept-drift"),
                    help="transfer CIFAR-10 -> Imagenette-32 (default) or concept drift on CIFAR-10 (classes 4 and 6 "
                    "swapped after 100 samples)")
+    p.add_argument("--head-modes", default="omega,tinyol,baseline",
+                   help="head-only modes to run beside the deep ones (omega alone saves time)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -129,12 +131,13 @@ def _ticker(label: str, total: int) -> Callable[[], None]:
 
 def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
-            scenario: str = "transfer") -> dict[str, Any]:
+            scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline")
+            ) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner, TwoLevelLearner
-    from tinycc.plugins.applications.scenarios import draw, learn, prepare, run_mode
+    from tinycc.plugins.applications.scenarios import _learner, draw, prepare, run_mode
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -154,21 +157,23 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem["deep-bias-2level"] = two_level_memory(prep, mem["deep-bias"], ram)
     for v in mem.values():
         v["fits"] = v["total_ram"] <= ram and v["capacity"] > 0
-    head_only = type(prep)(**{**prep.__dict__, "deep": ()})  # learn() runs the head modes alone
     keys = tuple(f"deep-{m}" for m in deep) + (("deep-bias-2level",) if "bias" in deep else ())
-    curves: dict[str, list[np.ndarray]] = {m: [] for m in head_only.modes + keys}
+    curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
+    dep, ep = prep.dep, prep.dep.train.epochs
+    made = {"omega": lambda: _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr, ep),
+            "tinyol": lambda: _learner(dep, 1, dep.buffer.storage, lr, ep),
+            "baseline": lambda: _learner(dep, dep.buffer.capacity, "float32", lr, ep)}
     for r in range(runs):
         st, feats = draw(prep, r)
         print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
-        for m, c in learn(head_only, st, feats, {m: lr for m in head_only.modes},
-                          _ticker("head modes", 3 * n_stream)).items():
-            curves[m].append(c["all"])
+        for m in head_modes:
+            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream))["all"])
         for m in deep:
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
             print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
-            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, n_stream))["all"])
+            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream))["all"])
         if "bias" in deep:
             v = mem["deep-bias-2level"]
             learner = TwoLevelLearner(prep.dep, prep.deep_cut, "bias", capacity=v["run_capacity"],
@@ -176,7 +181,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             print(f"run {r + 1}/{runs}: deep-bias-2level, buffers {v['run_capacity']} + {v['head_capacity']}",
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"]
-            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", n_stream))["all"])
+            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream))["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
             "epochs": prep.dep.train.epochs, "prep": prep}
@@ -227,7 +232,7 @@ def run(args: argparse.Namespace) -> Result:
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
-                  args.deep_buffer, args.scenario)
+                  args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m))
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
