@@ -1,8 +1,11 @@
-"""Learning beyond the head under a RAM budget: transfer CIFAR-10 -> Imagenette-32 with MLPerf Tiny's ResNet-8.
+"""Learning beyond the head under a RAM budget: transfer CIFAR-10 -> Imagenette-32 (or ``--scenario concept-drift``
+on CIFAR-10) with MLPerf Tiny's ResNet-8.
 
 Modes (host simulator, the functions `tinycc simulate --deep` uses): head-only Ω (int8 Φf + float Φc + int8
-feature buffer), ``--deep bias`` (the int8 biases of the last block and Φc train) and ``--deep blocks`` (the last
-block in float, every weight and bias trains). The cut of the deep modes is `simulate`'s default: the input of the
+feature buffer), ``--deep bias`` (the int8 biases of the last block and Φc train), ``deep-bias-2level`` (the same
+step, with a two-level buffer: a few int8 cut tensors for the backbone + ``HEAD_ENTRIES`` int8 feature entries
+retraining Φc, ``tinycc.ir.deep.TwoLevelLearner``) and ``--deep blocks`` (the last block in float, every weight and
+bias trains). The cut of the deep modes is `simulate`'s default: the input of the
 last block with a convolution.
 
 RAM per mode (bytes, ``--ram`` budget):
@@ -13,7 +16,7 @@ RAM per mode (bytes, ``--ram`` budget):
   generated step, exactly) and a buffer of int8 cut tensors (``ReplayBuffer.bytes_for``) with the most entries
   that fit. A mode that does not fit even one entry is run with the smallest capacity of the modes that fit and
   reported as over budget.
-One learning rate for every mode (no tuning); the test subset is Imagenette's test split, drawn per seed.
+One learning rate for every mode (no tuning); the test subset is the target's test split, drawn per seed.
 """
 from __future__ import annotations
 
@@ -29,20 +32,27 @@ from .common import Result
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
 DATA = MODEL.parents[2] / "data"
 NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
-         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)"}
+         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)",
+         "deep-bias-2level": "deep bias, two-level buffer (cut + features)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=str(MODEL), help="a CIFAR-10 model (default: MLPerf Tiny ResNet-8)")
     p.add_argument("--ram", type=int, default=256 * 1024, help="total RAM budget in bytes (default 256 kB)")
-    p.add_argument("--stream", type=int, default=300, help="Imagenette-32 stream samples per run")
-    p.add_argument("--test", type=int, default=100, help="held-out Imagenette-32 test samples per run")
-    p.add_argument("--runs", type=int, default=1, help="runs on seeds 0..runs-1")
+    p.add_argument("--stream", type=int, help="stream samples per run (default: the scenario's, 700 transfer, "
+                   "800 concept drift)")
+    p.add_argument("--test", type=int, help="held-out test samples per run (default: the scenario's, 200)")
+    p.add_argument("--runs", type=int, default=3, help="runs on seeds 0..runs-1")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every mode (not tuned)")
     p.add_argument("--scale", type=float, default=1.0, help="input scale (ResNet-8 reads 0..255 pixels: 1)")
     p.add_argument("--deep", default="bias,blocks", help="deep modes beside head-only")
     p.add_argument("--deep-buffer", type=int, help="diagnostic: this many cut tensors in every deep mode's buffer "
                    "instead of what the budget leaves (the RAM column then says whether it fits)")
+    p.add_argument("--scenario", default="transfer", choices=("transfer", "concept-drift"),
+                   help="transfer CIFAR-10 -> Imagenette-32 (default) or concept drift on CIFAR-10 (classes 4 and 6 "
+                   "swapped after 100 samples)")
+    p.add_argument("--head-modes", default="omega,tinyol,baseline",
+                   help="head-only modes to run beside the deep ones (omega alone saves time)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -63,19 +73,50 @@ def head_memory(dep: Any) -> dict[str, Any]:
 def deep_memory(prep: Any, mode: str, ram: int) -> dict[str, Any]:
     """A deep mode's exact step arrays (``step_memory``), its buffer of int8 cut tensors sized to ``ram`` and the
     total RAM with the deployment's fixed part; ``capacity`` 0: not even one entry fits."""
-    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.backprop import known_bytes, step_memory
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.plugins.applications.deep_modes import deep_learner
 
     dl = deep_learner(prep, mode, 0.0)
     req = tuple(op.name for op in dl.region_params) if mode == "bias" else ()
-    step = step_memory(dl.tail, dl.batch_size, req, learn=True)
+    step = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
+    step["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)  # the region's int8 activations
     fixed, size = _fixed_ram(prep.dep), dl.buffer.feature_count
     cap = 0
     while ReplayBuffer.bytes_for(cap + 1, size, "int8") + fixed + sum(step.values()) <= ram:
         cap += 1
     return {"capacity": cap, "step_memory": step, "step_bytes": sum(step.values()), "cut": prep.deep_cut,
             "cut_entry_bytes": size, "fixed_ram": fixed}
+
+
+HEAD_ENTRIES = 1000  # the two-level buffer's feature entries (fewer when the budget is short)
+
+
+def two_level_memory(prep: Any, bias: dict[str, Any], ram: int) -> dict[str, Any]:
+    """deep bias with a two-level buffer: ``HEAD_ENTRIES`` int8 feature entries (as head-only Ω stores them; halved
+    until a cut entry fits) + the most int8 cut tensors that fit, + Φc's own step over a feature row (its float
+    input, logits and their gradients: 4 * (features + 2 * classes) bytes per batch row, an estimate of the
+    head learner's arrays)."""
+    from tinycc.ir.buffer import ReplayBuffer
+
+    feat = int(np.prod(prep.dep.extractor.tensors[prep.dep.extractor.outputs[0]].shape[1:]))
+    classes = int(prep.dep.classifier[-1].n_out)
+    batch = prep.dep.train.batch_size
+    head_step = 4 * batch * (2 * feat + 2 * classes)
+    base = bias["fixed_ram"] + bias["step_bytes"] + head_step
+    h = HEAD_ENTRIES
+    while h and base + ReplayBuffer.bytes_for(h, feat, "int8") + ReplayBuffer.bytes_for(1, bias["cut_entry_bytes"],
+                                                                                           "int8") > ram:
+        h //= 2
+    cap = 0
+    while base + ReplayBuffer.bytes_for(h, feat, "int8") + ReplayBuffer.bytes_for(cap + 1, bias["cut_entry_bytes"],
+                                                                                  "int8") <= ram:
+        cap += 1
+    step = dict(bias["step_memory"], head_step=head_step)
+    buf = ReplayBuffer.bytes_for(cap, bias["cut_entry_bytes"], "int8") + ReplayBuffer.bytes_for(h, feat, "int8")
+    return {"capacity": cap, "run_capacity": max(cap, 1), "head_capacity": max(h, 1), "step_memory": step,
+            "step_bytes": sum(step.values()), "cut": prep.deep_cut, "cut_entry_bytes": bias["cut_entry_bytes"],
+            "fixed_ram": bias["fixed_ram"], "buffer_bytes": buf, "total_ram": base + buf}
 
 
 def _ticker(label: str, total: int) -> Callable[[], None]:
@@ -89,18 +130,20 @@ def _ticker(label: str, total: int) -> Callable[[], None]:
 
 
 def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
-            deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None) -> dict[str, Any]:
+            deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
+            scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline")
+            ) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
-    from tinycc.ir.deep import DeepLearner
-    from tinycc.plugins.applications.scenarios import draw, learn, prepare, run_mode
+    from tinycc.ir.deep import DeepLearner, TwoLevelLearner
+    from tinycc.plugins.applications.scenarios import _learner, draw, prepare, run_mode
     from tinycc.session import Session
 
     session = Session(autoload=False)
     g = load_cleaned(model, session)
     config = make_config(session, ram=ram, lr=lr, storage="int8", deep=deep)
-    prep = prepare(g, "transfer", data, config, session, n_stream, n_test, scale)
+    prep = prepare(g, scenario, data, config, session, n_stream, n_test, scale)
     mem: dict[str, dict[str, Any]] = {"omega": head_memory(prep.dep)}
     for m in deep:
         mem[f"deep-{m}"] = deep_memory(prep, m, ram)
@@ -110,28 +153,44 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         v["run_capacity"] = deep_buffer or v["capacity"] or fallback
         v["buffer_bytes"] = ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
         v["total_ram"] = v["fixed_ram"] + v["step_bytes"] + v["buffer_bytes"]
+    if "bias" in deep:
+        mem["deep-bias-2level"] = two_level_memory(prep, mem["deep-bias"], ram)
     for v in mem.values():
         v["fits"] = v["total_ram"] <= ram and v["capacity"] > 0
-    head_only = type(prep)(**{**prep.__dict__, "deep": ()})  # learn() runs the head modes alone
-    curves: dict[str, list[np.ndarray]] = {m: [] for m in head_only.modes + tuple(f"deep-{m}" for m in deep)}
+    keys = tuple(f"deep-{m}" for m in deep) + (("deep-bias-2level",) if "bias" in deep else ())
+    curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
+    dep, ep = prep.dep, prep.dep.train.epochs
+    made = {"omega": lambda: _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr, ep),
+            "tinyol": lambda: _learner(dep, 1, dep.buffer.storage, lr, ep),
+            "baseline": lambda: _learner(dep, dep.buffer.capacity, "float32", lr, ep)}
     for r in range(runs):
         st, feats = draw(prep, r)
         print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
-        for m, c in learn(head_only, st, feats, {m: lr for m in head_only.modes},
-                          _ticker("head modes", 3 * n_stream)).items():
-            curves[m].append(c["all"])
+        for m in head_modes:
+            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream))["all"])
         for m in deep:
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
             print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
-            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, n_stream))["all"])
+            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream))["all"])
+        if "bias" in deep:
+            v = mem["deep-bias-2level"]
+            learner = TwoLevelLearner(prep.dep, prep.deep_cut, "bias", capacity=v["run_capacity"],
+                                      head_capacity=v["head_capacity"], lr=lr, epochs=prep.dep.train.epochs)
+            print(f"run {r + 1}/{runs}: deep-bias-2level, buffers {v['run_capacity']} + {v['head_capacity']}",
+                  file=sys.stderr, flush=True)
+            f = feats["deep-bias"]
+            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream))["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
             "epochs": prep.dep.train.epochs, "prep": prep}
 
 
-def _plot(res: dict[str, Any], ram: int) -> bytes:
+TITLES = {"transfer": "transfer CIFAR-10 -> Imagenette-32", "concept-drift": "concept drift on CIFAR-10 (4 <-> 6)"}
+
+
+def _plot(res: dict[str, Any], ram: int, scenario: str = "transfer") -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +201,7 @@ def _plot(res: dict[str, Any], ram: int) -> bytes:
     for m, c in res["curves"].items():
         x = np.arange(1, c.shape[1] + 1)
         a.plot(x, c.mean(axis=0), label=NAMES.get(m, m))
-    a.set_xlabel("Imagenette-32 samples seen")
+    a.set_xlabel("stream samples seen")
     a.set_ylabel("test accuracy")
     a.set_ylim(0, 1)
     a.grid(alpha=0.3)
@@ -156,7 +215,7 @@ def _plot(res: dict[str, Any], ram: int) -> bytes:
     b.set_ylim(0, 1)
     b.grid(alpha=0.3)
     b.legend(fontsize=8)
-    fig.suptitle("ResNet-8, transfer CIFAR-10 -> Imagenette-32")
+    fig.suptitle(f"ResNet-8, {TITLES[scenario]}")
     return png_bytes(fig)
 
 
@@ -164,7 +223,8 @@ def run(args: argparse.Namespace) -> Result:
     from tinycc.output import write_atomic
     from tinycc.report import markdown_table
 
-    name = f"depth-{args.tag}" if args.tag else "depth"
+    tag = args.tag or ("drift" if args.scenario == "concept-drift" else "")
+    name = f"depth-{tag}" if tag else "depth"
     res = Result(name)
     data = Path(args.data) if args.data else DATA
     missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
@@ -172,7 +232,7 @@ def run(args: argparse.Namespace) -> Result:
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
-                  args.deep_buffer)
+                  args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m))
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -190,15 +250,16 @@ def run(args: argparse.Namespace) -> Result:
     fitting = {m: f["mean"] for m, f in final.items() if m.startswith("deep-") and f.get("fits")}
     best = max(fitting, key=fitting.get) if fitting else None
     gain = (fitting[best] - head) if best else None
-    met = gain is not None and gain >= 0.05
-    verdict = (f"Acceptance (≥ 5 points above head-only under {args.ram // 1024} kB): "
-               + ("**met**" if met else "**not met**")
+    drift = args.scenario == "concept-drift"
+    met = gain is not None and (gain >= -1e-9 if drift else gain >= 0.05)
+    rule = ("concept drift: no worse than head-only" if drift else "≥ 5 points above head-only")
+    verdict = (f"Acceptance ({rule} under {args.ram // 1024} kB): " + ("**met**" if met else "**not met**")
                + (f" at these sample counts: best fitting deep mode {NAMES[best]} {fitting[best]:.3f} vs head-only "
                   f"{head:.3f} ({100 * gain:+.1f} points)." if best else ": no deep mode fits the budget."))
     print(verdict)
-    res.add(f"Model `{Path(args.model).name}`, transfer CIFAR-10 -> Imagenette-32 (`tinycc simulate --scenario "
-            f"transfer --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
-            f"held-out Imagenette-32 test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
+    res.add(f"Model `{Path(args.model).name}`, {TITLES[args.scenario]} (`tinycc simulate --scenario "
+            f"{args.scenario} --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
+            f"held-out test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
             f"input scale {args.scale:g}, SGD lr {args.lr:g} for every mode (not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
             f"block). Budget: {args.ram:,} B of total RAM."
@@ -206,20 +267,22 @@ def run(args: argparse.Namespace) -> Result:
                "it fits." if args.deep_buffer else ""))
     res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
             "modes: the same report's fixed part (int8 arena, descriptors, the head learner's measured stack; the "
-            "deep step's own stack is not measured) + `step_memory(..., learn=True)` (the generated step's arrays, "
-            "exact) + a buffer of int8 cut tensors with the most entries that fit (the deploy stage does not size "
+            "deep step's own stack is not measured) + `step_memory(..., learn=True, known=...)` (the generated "
+            "step's arrays in the lean layout of `step_plan`, exact) + the region's int8 activations the bias step "
+            "reads (`kept_int8`, one row per batch row) + a buffer of int8 cut tensors with the most entries that fit (the deploy stage does not size "
             "deep modes yet). A mode over budget runs with the smallest buffer of the fitting deep modes.")
     res.add(markdown_table(["mode", "final accuracy", "learning state (B)", "buffer entries", "total RAM (B)",
                             f"fits {args.ram // 1024} kB"], rows))
     for m in (k for k in final if k.startswith("deep-")):
         f = final[m]
         parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
+        extra = f" + {f['head_capacity']:,} feature entries" if "head_capacity" in f else ""
         res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
-                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors).")
+                f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
                 "lr": args.lr, "cut": out["cut"], "acceptance_met": met,
                 "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}
-    write_atomic(Path(args.out) / f"{name}.png", _plot(out, args.ram))
+    write_atomic(Path(args.out) / f"{name}.png", _plot(out, args.ram, args.scenario))
     res.plots.append(f"{name}.png")
     return res

@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
          "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_startup", "compile_cpu", "mlperf",
-         "search", "memory", "zoo", "depth", "depth-buffer10"]
+         "search", "memory", "zoo", "depth", "depth-drift", "depth-offline", "depth-buffer10"]
 
 HEADER = """# tinycc benchmarks
 
@@ -58,8 +58,10 @@ python -m benchmarks memory --data ../shared/data --model resnet8=../shared/mode
     --model step1=step1_6.keras --budgets 48K,52K,56K,64K,80K,96K,128K,256K,830K --runs 5
 python -m benchmarks zoo   # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny; c, tflm, arduino; M4 in QEMU
 # depth: head-only vs --deep bias / blocks, transfer CIFAR-10 -> Imagenette-32, ResNet-8, 256 kB (defaults: ../shared)
-python -m benchmarks depth --stream 300 --test 100 --runs 1
+python -m benchmarks depth --stream 300 --test 200 --runs 3 --deep bias --head-modes omega
 python -m benchmarks depth --stream 300 --test 100 --runs 1 --deep-buffer 10 --tag buffer10   # diagnostic, over budget
+python -m benchmarks depth --scenario concept-drift --stream 400 --runs 3 --deep bias --head-modes omega
+python -m benchmarks.depth_offline --runs 3 --stream 700   # TensorFlow upper bound per trainable subset
 ```
 """
 

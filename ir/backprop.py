@@ -108,9 +108,10 @@ def _crop(dxp: np.ndarray, pads: tuple, shape: tuple) -> np.ndarray:
     return dxp[:, pt:pt + shape[1], pl:pl + shape[2], :]
 
 
-def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, depthwise: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dx, dW, db) of a Conv2D (groups 1) or DepthwiseConv2D from dz = dloss/d(pre-activation output)."""
+def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, depthwise: bool, need_w: bool = True,
+                  need_x: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """(dx, dW, db) of a Conv2D (groups 1) or DepthwiseConv2D from dz = dloss/d(pre-activation output); dW is None
+    unless ``need_w``, dx None unless ``need_x``."""
     (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
     kh, kw = w.shape[1], w.shape[2]
     pads = _pads(x.shape, kh, kw, sh, sw, dh, dw, attrs["padding"])
@@ -123,12 +124,16 @@ def conv_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, attrs: dict, dep
         m = attrs["depth_multiplier"]
         wr = w.reshape(kh, kw, c, m)
         dzr = dz.reshape(n, oh, ow, c, m)
-        dw_ = np.einsum("nhwijc,nhwcm->ijcm", win, dzr).reshape(1, kh, kw, c * m)
-        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.einsum("nhwcm,cm->nhwc", dzr, wr[i, j]))
+        dw_ = np.einsum("nhwijc,nhwcm->ijcm", win, dzr).reshape(1, kh, kw, c * m) if need_w else None
+        if need_x:
+            _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.einsum("nhwcm,cm->nhwc", dzr, wr[i, j]))
     else:
-        dw_ = np.tensordot(dz, win, axes=([0, 1, 2], [0, 1, 2]))  # o kh kw c
-        _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow, lambda i, j: np.tensordot(dz, w[:, i, j, :], axes=([3], [0])))
-    return _crop(dxp, pads, x.shape), dw_.astype(F32), dz.sum(axis=(0, 1, 2), dtype=F32)
+        dw_ = np.tensordot(dz, win, axes=([0, 1, 2], [0, 1, 2])) if need_w else None  # o kh kw c
+        if need_x:
+            _scatter(dxp, kh, kw, sh, sw, dh, dw, oh, ow,
+                     lambda i, j: np.tensordot(dz, w[:, i, j, :], axes=([3], [0])))
+    return (_crop(dxp, pads, x.shape) if need_x else None, None if dw_ is None else dw_.astype(F32),
+            dz.sum(axis=(0, 1, 2), dtype=F32))
 
 
 def pool_backward(x: np.ndarray, dy: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
@@ -257,9 +262,10 @@ class Tail:
                 x2 = x.reshape(x.shape[0], -1)
                 dx, dw, db = (dz @ w).reshape(x.shape), dz.T @ x2, dz.sum(axis=0, dtype=F32)
             else:
-                dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D)
+                dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D, self.trains(op.name)[0],
+                                           op.inputs[0] != self.cut)  # nothing learns below the cut
             out[op.name] = (dw.astype(F32) if self.trains(op.name)[0] else None, db.astype(F32))
-            return [(op.inputs[0], dx.astype(F32))]
+            return [] if dx is None else [(op.inputs[0], dx.astype(F32))]
         if k == OpKind.RELU:
             return [(op.inputs[0], np.where(env[op.outputs[0]] > 0, dy, F32(0)).astype(F32))]
         if k == OpKind.RELU6:
@@ -303,30 +309,123 @@ def step_ops(tail: Tail) -> list[Op]:
     return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
 
 
-def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn: bool = False) -> dict[str, int]:
+@dataclass
+class StepPlan:
+    """The lean memory layout of a generated SGD step (what ``step_memory`` counts and the C backend declares).
+
+    ``values``: the tensors with a float value array (every tensor computed in float; a cut or ``known`` tensor
+    only when a float op reads it, a trained weight's update reads it or a max pooling's backward does; the
+    masks of known tensors come from their int8 values). ``slot``: tensor -> gradient slot; the slots are
+    ``slots`` arrays of ``slot_size`` values per row, reused along the backward pass (a gradient lives from its
+    first contribution to its producer's backward). ``fresh``: (op name, input position) pairs whose
+    contribution is the gradient's first, written in place; the others accumulate through the scratch array of
+    ``scratch_size`` values per row (0: none)."""
+
+    values: list[str]
+    slot: dict[str, int]
+    slots: int
+    slot_size: int
+    fresh: set[tuple[str, int]]
+    scratch_size: int
+
+
+def _size(tail: Tail, t: str) -> int:
+    return int(np.prod(tail.graph.tensors[t].shape[1:]))
+
+
+def _kernel_dx(op: Op) -> bool:
+    """Whether the op's input gradient comes out of a kernel (else it is the output gradient itself)."""
+    return op.kind not in IDENTITY_KINDS and op.kind != OpKind.ADD
+
+
+def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
+    """The step's layout for a tail whose ``known`` tensors come as int8 (see ``StepPlan``)."""
+    ops, known = step_ops(tail), set(known)
+    is_tensor = lambda t: tail.graph.tensors[t].data is None
+    needed: set[str] = set()
+    for op in ops:
+        if op.outputs[0] not in known:
+            needed.add(op.outputs[0])
+            needed.update(t for t in op.inputs if is_tensor(t))  # a float op reads its inputs in float
+        if op.kind in PARAM_KINDS and tail.trains(op.name)[0]:
+            needed.add(op.inputs[0])
+        if op.kind == OpKind.MAX_POOL2D:
+            needed.add(op.inputs[0])
+    order = [tail.cut] + [op.outputs[0] for op in ops]
+    values = [t for t in order if t in needed]
+    slot: dict[str, int] = {tail.logits: 0}
+    free: list[int] = []
+    slots, fresh, scratch = 1, set(), 0
+    for op in reversed(ops):
+        if op.outputs[0] not in slot:
+            continue
+        for pos, t in enumerate(op.inputs):
+            if not is_tensor(t) or t == tail.cut or pos > (1 if op.kind == OpKind.ADD else 0):
+                continue
+            if t not in slot:
+                if free:
+                    slot[t] = free.pop()
+                else:
+                    slot[t], slots = slots, slots + 1
+                fresh.add((op.name, pos))
+            elif _kernel_dx(op):
+                scratch = max(scratch, _size(tail, t))
+        free.append(slot[op.outputs[0]])
+        free.sort(reverse=True)  # the lowest free slot first
+    size = max(_size(tail, t) for t in slot)
+    return StepPlan(values, slot, slots, size, fresh, scratch)
+
+
+def known_bytes(tail: Tail, known: tuple[str, ...], batch: int) -> int:
+    """Bytes of the int8 activations the caller keeps for ``known`` (``batch`` rows each)."""
+    return batch * sum(_size(tail, t) for t in known)
+
+
+def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn: bool = False,
+                known: tuple[str, ...] = ()) -> dict[str, int]:
     """RAM of the generated SGD step of ``tail`` for ``batch`` rows, bytes (the C backend's deep step declares
-    exactly these arrays): float parameters (every bias, the weights that train; a frozen weight is in flash,
-    ``step_flash``), kept values of every tensor, gradients of every tensor but the cut, one scratch gradient of
-    the largest tensor, the kernels' descriptors, the int32 biases of the ops in ``requantized`` (the int8
-    backbone's biases, recomputed from their float master after each step) and, with ``learn`` (the learn path
-    over a buffer of cut tensors), ``batch`` int32 labels."""
+    exactly these arrays, laid out by ``step_plan(tail, known)``): float parameters (every bias, the weights that
+    train; a frozen weight is in flash, ``step_flash``), the float values the plan keeps, its gradient slots and
+    scratch, the kernels' descriptors, the int32 biases of the ops in ``requantized`` (the int8 backbone's
+    biases, recomputed from their float master after each step) and, with ``learn`` (the learn path over a
+    buffer of cut tensors), ``batch`` int32 labels. The int8 ``known`` activations are the caller's
+    (``known_bytes``)."""
     ops = step_ops(tail)
+    plan = step_plan(tail, known)
     trained = sum((p.weight.size if tail.trains(k)[0] else 0) + p.bias.size for k, p in tail.params.items())
-    tensors = [tail.cut] + [op.outputs[0] for op in ops]
-    sizes = {t: int(np.prod(tail.graph.tensors[t].shape[1:])) for t in tensors}
     out = {"parameters": 4 * trained,
            "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
-           "values": 4 * batch * sum(sizes.values()),
-           "gradients": 4 * batch * sum(s for t, s in sizes.items() if t != tail.cut),
-           "scratch": 4 * batch * max(sizes.values()),
+           "values": 4 * batch * sum(_size(tail, t) for t in plan.values),
+           "gradients": 4 * batch * plan.slots * plan.slot_size,
+           "scratch": 4 * batch * plan.scratch_size,
            "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
     if learn:
         out["labels"] = 4 * batch
     return out
 
 
-def step_flash(tail: Tail, requantized: tuple[str, ...] = ()) -> int:
-    """Flash of the generated step's constants, bytes: the float weights it does not train and the bias scales
-    of the ops in ``requantized``."""
-    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0])
-    return 4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
+def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Parameter op -> (int8 weight, float32 scale per output channel) of the frozen weights the step keeps as the
+    int8 backbone's own (dequantized on the fly in the backward): ops whose output is ``known`` (no float forward),
+    weight not trained, int8 with zero point 0."""
+    out = {}
+    for op in step_ops(tail):
+        if op.name not in tail.params or op.outputs[0] not in set(known) or tail.trains(op.name)[0]:
+            continue
+        w = tail.graph.tensors[op.inputs[1]]
+        if w.dtype != DType.INT8 or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
+            continue
+        n_out = tail.params[op.name].bias.size
+        scale = np.asarray(w.quant.scale, np.float32).reshape(-1)
+        out[op.name] = (np.asarray(w.data, np.int8), np.broadcast_to(scale, (n_out,)).astype(np.float32)
+                        if scale.size in (1, n_out) else None)
+    return {k: v for k, v in out.items() if v[1] is not None}
+
+
+def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, ...] = ()) -> int:
+    """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
+    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``."""
+    q = int8_weights(tail, known)
+    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0] and k not in q)
+    return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
+            + sum(w.size + 4 * s.size for w, s in q.values()))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .backprop import PARAM_KINDS, Tail
+from .backprop import PARAM_KINDS, Tail, known_bytes, step_memory
 from .buffer import ReplayBuffer
 from .graph import Graph, Op
 from .interpreter_int8 import run_int8
@@ -128,6 +128,10 @@ class DeepLearner:
         self.num_classes = int(dep.classifier[-1].n_out)
         self.last_refused = False
 
+    def known_tensors(self) -> tuple[str, ...]:
+        """The tensors the step takes as int8 (bias mode: every output of the int8 region; blocks: none)."""
+        return tuple(op.outputs[0] for op in self.region.ops) if self.mode == "bias" else ()
+
     # ---- inference ----
     def cut_of(self, x: np.ndarray) -> np.ndarray:
         """int8 cut tensors [N, ...] of float inputs (the frozen front)."""
@@ -209,19 +213,58 @@ class DeepLearner:
 
     # ---- memory ----
     def state_bytes(self) -> dict[str, int]:
-        """What the deeper learning adds to the device's RAM (bytes, ``batch_size`` rows): trained float
-        parameters (bias mode: float master + int32 copy per bias), the region's activations kept for the
-        backward pass (int8 in bias mode, float32 in blocks mode) and two float32 gradient arrays of the
-        largest region tensor; a buffer entry is the int8 cut tensor."""
-        b = self.batch_size
-        tensors = [self.cut] + [op.outputs[0] for op in self.region.ops]
-        sizes = [int(np.prod(self.view.tensors[t].shape[1:])) for t in tensors]
-        if self.mode == "bias":
-            params = sum(8 * self.tail.params[op.name].bias.size for op in self.region_params)
-            kept = b * sum(sizes)
-        else:
-            params = sum(4 * (self.tail.params[op.name].weight.size + self.tail.params[op.name].bias.size)
-                         for op in self.region_params)
-            kept = 4 * b * sum(sizes)
-        return {"parameters": params, "activations": kept, "gradients": 2 * 4 * b * max(sizes),
-                "buffer_entry": sizes[0] + 1}
+        """What the deeper learning adds to the device's RAM (bytes, ``batch_size`` rows), exactly as the generated
+        step lays it out (``step_memory`` in the lean layout of ``step_plan``): its arrays (``step``: trained
+        float parameters, int32 biases of the int8 region, float values, gradient slots, scratch, descriptors,
+        labels), the region's int8 activations the bias step reads (``kept_int8``), and one buffer entry (the
+        int8 cut tensor and its label byte)."""
+        known = self.known_tensors()
+        req = tuple(op.name for op in self.region_params) if self.mode == "bias" else ()
+        step = step_memory(self.tail, self.batch_size, req, learn=True, known=known)
+        return {"step": sum(step.values()), "kept_int8": known_bytes(self.tail, known, self.batch_size),
+                "buffer_entry": self.buffer.feature_count + 1, **step}
+
+
+class TwoLevelLearner(DeepLearner):
+    """A deep learner with a two-level replay buffer (latent replay): beside the small buffer of int8 cut tensors
+    that trains the backbone (as ``DeepLearner``), a large buffer of the int8 features (Φf's output, as head-only
+    Ω stores them) retrains Φc alone. ``learn``: the sample's features (the int8 region with the current biases,
+    what the device computes at inference) go into the feature buffer, the cut tensor into the cut buffer; then
+    ``epochs`` epochs of the deep step over the cut buffer (``DeepLearner.learn``) and ``epochs`` epochs of Φc's
+    step over the feature buffer (its entries keep the features they had when stored)."""
+
+    def __init__(self, dep: Any, cut: str, mode: str = "bias", capacity: int | None = None,
+                 head_capacity: int | None = None, lr: float | None = None, epochs: int | None = None,
+                 batch_size: int | None = None) -> None:
+        super().__init__(dep, cut, mode, capacity, lr, epochs, batch_size)
+        feat = dep.extractor.outputs[0]
+        self.head = Tail(self.view, feat, "blocks")
+        for k in self.head.params:  # Φc's parameters are the deep learner's (one copy)
+            self.head.params[k] = self.tail.params[k]
+        q = self.view.tensors[feat].quant
+        self.feat_name, self.feat_scale, self.feat_zp = feat, float(q.scale[0]), int(q.zero_point[0])
+        self.feat_buffer = ReplayBuffer(head_capacity or dep.buffer.capacity,
+                                        int(np.prod(self.view.tensors[feat].shape[1:])), "int8", self.feat_scale,
+                                        self.feat_zp, dep.buffer.policy, dep.buffer.seed)
+
+    def features_of(self, q: np.ndarray) -> np.ndarray:
+        """int8 features [N, F] of int8 cut tensors (the int8 region with its current biases)."""
+        q = np.asarray(q, np.int8).reshape((-1,) + self.cut_shape)
+        return np.asarray(run_int8(self.region, {self.cut: q})[self.feat_name]).reshape(len(q), -1)
+
+    def learn(self, q: np.ndarray, label: int) -> int:
+        """Push the features and the cut tensor, retrain the backbone over the cut buffer and Φc over the features."""
+        q = np.asarray(q)
+        feats = self.features_of(q)[0] if q.dtype == np.int8 and q.size == self.buffer.feature_count else None
+        slot = super().learn(q, label)  # validates q and the label first
+        if self.last_refused or feats is None:
+            return slot
+        self.feat_buffer.push(feats, int(label))
+        n, b = self.feat_buffer.count, self.batch_size
+        for _ in range(self.epochs):
+            for s in range(0, n, b):
+                slots = [self.feat_buffer.slot(s + k) for k in range(min(b, n - s))]
+                x = dequantize(self.feat_buffer.data[slots], np.float32(self.feat_scale), self.feat_zp)
+                if not self.head.sgd_step(x.astype(F32), self.feat_buffer.labels[slots].astype(np.int64), self.lr):
+                    return slot
+        return slot

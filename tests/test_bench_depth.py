@@ -12,13 +12,13 @@ pytestmark = pytest.mark.skipif(not (MODEL.exists() and (DATA / "cifar10.npz").e
 
 
 def test_depth_core_tiny() -> None:
-    from tinycc.ir.backprop import step_memory
+    from tinycc.ir.backprop import known_bytes, step_memory
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner
 
     ram = 256 * 1024
     out = measure(str(MODEL), str(DATA), ram, n_stream=3, n_test=10, runs=1, lr=0.01, scale=1.0)
-    assert set(out["curves"]) == {"omega", "tinyol", "baseline", "deep-bias", "deep-blocks"}
+    assert set(out["curves"]) == {"omega", "tinyol", "baseline", "deep-bias", "deep-blocks", "deep-bias-2level"}
     for c in out["curves"].values():
         assert c.shape == (1, 3) and np.all((c >= 0) & (c <= 1))
     # the oracle: the memory figures recomputed from the deployment's report and fresh DeepLearners
@@ -30,7 +30,9 @@ def test_depth_core_tiny() -> None:
     for m in ("bias", "blocks"):
         dl = DeepLearner(prep.dep, prep.deep_cut, m, capacity=1)
         req = tuple(op.name for op in dl.region_params) if m == "bias" else ()
-        want = step_memory(dl.tail, dl.batch_size, req, learn=True)
+        want = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
+        want["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)
+        assert (want["kept_int8"] > 0) == (m == "bias")
         got = mem[f"deep-{m}"]
         assert got["step_memory"] == want and got["step_bytes"] == sum(want.values())
         buf = ReplayBuffer.bytes_for(got["run_capacity"], dl.buffer.feature_count, "int8")
@@ -38,3 +40,16 @@ def test_depth_core_tiny() -> None:
         assert got["fits"] == (got["total_ram"] <= ram and got["capacity"] > 0)
     # blocks keeps the last block's float weights in RAM: it cannot fit 256 kB; the biases can
     assert mem["deep-bias"]["fits"] and not mem["deep-blocks"]["fits"]
+    # the lean bias step leaves room for more than a handful of 8 kB cut tensors
+    assert mem["deep-bias"]["capacity"] >= 10
+    # two-level buffer: the bias step + Φc's step + both buffers, exactly, within the budget
+    two = mem["deep-bias-2level"]
+    feat = int(np.prod(prep.dep.extractor.tensors[prep.dep.extractor.outputs[0]].shape[1:]))
+    bufs = (ReplayBuffer.bytes_for(two["capacity"], two["cut_entry_bytes"], "int8")
+            + ReplayBuffer.bytes_for(two["head_capacity"], feat, "int8"))
+    assert two["buffer_bytes"] == bufs
+    assert two["total_ram"] == two["fixed_ram"] + mem["deep-bias"]["step_bytes"] + two["step_memory"]["head_step"] + bufs
+    assert two["fits"] and two["capacity"] >= 1 and two["head_capacity"] == 1000
+    cut_now = ReplayBuffer.bytes_for(two["capacity"], two["cut_entry_bytes"], "int8")
+    cut_more = ReplayBuffer.bytes_for(two["capacity"] + 1, two["cut_entry_bytes"], "int8")
+    assert two["total_ram"] - cut_now + cut_more > ram  # the most cut tensors that fit

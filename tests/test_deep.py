@@ -309,8 +309,11 @@ def test_generated_bias_step_equals_the_simulator(dep, tmp_path, where: str) -> 
         if len(parts) == 4 and parts[3].startswith("tcc_"):
             ram += int(parts[1], 16) if parts[2] in "bBdD" else 0
             flash += int(parts[1], 16) if parts[2] in "rR" else 0
-    assert ram == sum(step_memory(learner.tail, 2, tuple(names)).values())
-    assert flash == step_flash(learner.tail, tuple(names)) > 0
+    assert ram == sum(step_memory(learner.tail, 2, tuple(names), known=tuple(order)).values())
+    assert ram == sum(step_memory(learner.tail, 2, tuple(names), known=learner.known_tensors()).values())
+    assert flash == step_flash(learner.tail, tuple(names), known=tuple(order)) > 0
+    # the frozen region weights stay the int8 backbone's (1 byte each + a scale per channel), not float copies
+    assert "tcc_wq" in src and flash < step_flash(learner.tail, tuple(names))
 
 
 @pytest.mark.parametrize("where", WHERE)
@@ -384,3 +387,72 @@ def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str, w
     ram = sum(int(p[1], 16) for p in map(str.split, nm.splitlines()) if len(p) == 4 and p[2] in "bBdD")
     mem = step_memory(learner.tail, 2, learn=True)
     assert ram == sum(mem.values()) and mem["labels"] == 8
+
+
+def test_two_level_learner(dep) -> None:
+    """Two-level buffer (latent replay): each learn stores the int8 features the region gives with the biases of
+    that moment (oracle: run_int8 of the region) and the cut tensor; Φc is one copy shared by both steps; after
+    the deep step, Φc retrains over the feature buffer exactly as plain softmax cross-entropy SGD (numpy oracle);
+    bad input stores nothing in either buffer."""
+    import copy
+
+    from tinycc.ir.deep import TwoLevelLearner
+
+    cut = deep_cuts(dep.extractor, dep.classifier)[-1]
+    learner = TwoLevelLearner(dep, cut, "bias", capacity=2, head_capacity=6, lr=0.05, epochs=1)
+    assert all(learner.head.params[k] is learner.tail.params[k] for k in learner.head.params)
+    x, y = _data(8, 3)
+    q = learner.cut_of(x)
+    nan = q[0].astype(np.float32)
+    with pytest.raises(ValueError, match="int8 cut tensor"):
+        learner.learn(nan, 0)
+    with pytest.raises(ValueError, match="class"):
+        learner.learn(q[0], 9)
+    assert learner.buffer.count == 0 and learner.feat_buffer.count == 0
+    for i in range(7):
+        want_feat = run_int8(learner.region, {learner.cut: q[i:i + 1]})[learner.feat_name].reshape(-1)
+        ref = copy.deepcopy(learner)
+        DeepLearner.learn(ref, q[i], int(y[i]))  # the deep part alone
+        learner.learn(q[i], int(y[i]))
+        fb = learner.feat_buffer
+        stored = [fb.data[fb.slot(k)] for k in range(fb.count)]
+        assert any(np.array_equal(s, want_feat) for s in stored)
+        # oracle: numpy SGD of the Dense chain over the feature buffer in training order, batch 1
+        layers = [ref.tail.params[k] for k in learner.head.params]
+        for k in range(fb.count):
+            s = fb.slot(k)
+            h = [dequantize(fb.data[s], np.float32(learner.feat_scale), learner.feat_zp).astype(np.float32)[None]]
+            for j, p in enumerate(layers):
+                z = h[-1] @ p.weight.T + p.bias
+                h.append(np.maximum(z, 0) if j < len(layers) - 1 else z)
+            d = softmax(h[-1]).astype(np.float32)
+            d[0, fb.labels[s]] -= 1
+            for j in reversed(range(len(layers))):
+                p = layers[j]
+                dx = d @ p.weight
+                p.weight -= np.float32(0.05) * (d.T @ h[j])
+                p.bias -= np.float32(0.05) * d[0]
+                d = dx * (h[j] > 0) if j else dx
+        for k, p in zip(learner.head.params, layers):
+            np.testing.assert_allclose(learner.tail.params[k].weight, p.weight, atol=1e-5)
+            np.testing.assert_allclose(learner.tail.params[k].bias, p.bias, atol=1e-5)
+    assert learner.buffer.count == 2 and learner.feat_buffer.count == 6
+
+
+def test_lean_step_plan(dep) -> None:
+    """The lean layout of the bias step: a float value only for what a float op reads (the int8 region's
+    activations stay int8), gradient slots reused along the backward (fewer than one per tensor), every
+    gradient's first contribution written in place."""
+    from tinycc.ir.backprop import step_memory, step_ops, step_plan
+
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "bias", capacity=1)
+    known = learner.known_tensors()
+    plan = step_plan(learner.tail, known)
+    ops = step_ops(learner.tail)
+    float_readers = {t for op in ops if op.outputs[0] not in known for t in op.inputs}
+    assert plan.values and all(t in float_readers or t not in known for t in plan.values if t != learner.cut)
+    assert learner.cut not in plan.values  # the bias step never reads the cut in float
+    assert plan.slots < len(plan.slot)
+    full = step_memory(learner.tail, 1, known=())
+    lean = step_memory(learner.tail, 1, known=known)
+    assert lean["values"] < full["values"] and lean["gradients"] == full["gradients"]

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import DESCRIPTOR_KINDS, PARAM_KINDS, Tail, step_flash, step_memory, step_ops
+from ...ir.backprop import (DESCRIPTOR_KINDS, PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash,
+                             step_memory, step_ops, step_plan)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
@@ -76,40 +77,51 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
 
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
               biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
-    """The C step of ``tail`` for at most ``batch`` rows (see the module docstring)."""
+    """The C step of ``tail`` for at most ``batch`` rows, laid out by ``step_plan`` (see the module docstring)."""
     known, biases = known or {}, biases or {}
     order = known_order(tail, known)
     ops = step_ops(tail)
+    plan = step_plan(tail, tuple(known))
     names = {tail.cut: "tcc_t0"}
     for op in ops:
         names[op.outputs[0]] = f"tcc_t{len(names)}"
-    grads = {t: n.replace("tcc_t", "tcc_g") for t, n in names.items()}
+    floats = set(plan.values)
+    grads = {t: f"tcc_gs{k}" for t, k in plan.slot.items()}
     params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
-    biggest = max(_size(tail, t) for t in names)
     classes = _size(tail, tail.logits)
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
+    qw = int8_weights(tail, tuple(known))
     for op in ops:
         if op.name in params:
             p, k = tail.params[op.name], params[op.name]
-            out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]) + _floats(f"tcc_db{k}", p.bias))
+            if op.name in qw:  # the int8 backbone's own weights and scales (dequantized in the backward)
+                wq, ws = qw[op.name]
+                out.append(f"const int8_t tcc_wq{k}[{wq.size}] = {{{', '.join(str(int(v)) for v in wq.reshape(-1))}}};\n"
+                           + _floats(f"tcc_ws{k}", ws, True))
+            else:
+                out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
+            out.append(_floats(f"tcc_db{k}", p.bias))
             if op.name in biases:
                 scale, q = biases[op.name]
                 out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) +
                            f"int32_t tcc_bq{k}[{q.size}] = {{{', '.join(str(int(v)) for v in q)}}};\n")
-    for t, n in names.items():  # values; gradients of every tensor but the cut (nothing below it learns)
-        out.append(f"static float {n}[{batch * _size(tail, t)}];\n")
-        if t != tail.cut:
-            out.append(f"static float {grads[t]}[{batch * _size(tail, t)}];\n")
-    out.append(f"static float tcc_gx[{batch * biggest}];\n")
+    for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
+        out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
+    for k in range(plan.slots):  # gradient slots, reused along the backward pass
+        out.append(f"static float tcc_gs{k}[{batch * plan.slot_size}];\n")
+    if plan.scratch_size:
+        out.append(f"static float tcc_gx[{batch * plan.scratch_size}];\n")
     conv_ops = [op for op in ops if op.kind in DESCRIPTOR_KINDS]
     pidx = {op.name: i for i, op in enumerate(conv_ops)}
     for op in conv_ops:
         out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
-    if order:
-        out.append("\nstatic void tcc_dq(float *v, const int8_t *q, int32_t count, float scale, int32_t zp) {\n"
+    if any(t in floats for t in order):
+        out.append("\nstatic inline void tcc_dq(float *v, const int8_t *q, int32_t count, float scale, int32_t zp) {\n"
                    "    for (int32_t k = 0; k < count; ++k) v[k] = scale * (float)((int32_t)q[k] - zp);\n}\n")
-    out.append("\nstatic void tcc_acc(float *g, const float *d, int32_t count) {\n"
-               "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n\n")
+    out.append("\nstatic inline void tcc_acc(float *g, const float *d, int32_t count) {\n"
+                   "    for (int32_t k = 0; k < count; ++k) g[k] += d[k];\n}\n")
+    out.append("\nstatic inline void tcc_copy(float *g, const float *d, int32_t count) {\n"
+               "    for (int32_t k = 0; k < count; ++k) g[k] = d[k];\n}\n\n")
     head = len(out)  # the forward function goes here, before the step
     if order:
         out.append(f"int tcc_deep_step_known(const float *x, const int8_t *const *known, const int32_t *y, int32_t n, "
@@ -121,14 +133,33 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
     out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
     sets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in conv_ops)
-    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n")
+    cut_copy = (f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n"
+                if tail.cut in floats else "")
+    out.append(cut_copy)
     fwd, blocks, upd = [], [], []
+
+    def mask(dst: str, src: str, t: str, cnt: str, act: int) -> str:
+        """dst := src masked by the activation's derivative at t's value (float, or its int8 value)."""
+        if t in floats or t not in known:
+            return f"    tcc_bp_act({dst}, {src}, {names[t]}, {cnt}, {act});\n"
+        scale, zp = known[t]
+        return (f"    tcc_bp_act_q({dst}, {src}, known[{order.index(t)}], {cnt}, {act}, {_f(scale)}, "
+                f"{int(zp)});\n")
+
+    def into(op, pos: int, call, cnt_in: str) -> str:
+        """The gradient of input ``pos``: written by call(dst) in place when first, else through tcc_gx."""
+        g = grads[op.inputs[pos]]
+        if (op.name, pos) in plan.fresh:
+            return call(g)
+        return call("tcc_gx") + f"    tcc_acc({g}, tcc_gx, {cnt_in});\n"
+
     for op in ops:
         bwd: list[str] = []
         blocks.append(bwd)
+        upd.append("")
         f0 = len(fwd)
         i, o = names[op.inputs[0]], names[op.outputs[0]]
-        gi, go = grads[op.inputs[0]], grads[op.outputs[0]]
+        go = grads[op.outputs[0]]
         cnt = f"n * {_size(tail, op.outputs[0])}"
         cnt_in = f"n * {_size(tail, op.inputs[0])}"
         act = _ACT[op.attrs.get("activation", "none")] if op.kind != OpKind.RELU6 else 2
@@ -138,48 +169,59 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             k = params[op.name]
             tw = int(tail.trains(op.name)[0])
             wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
-            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
+            xin = i if tw else "NULL"
+            if act:
+                bwd.append(mask(go, go, op.outputs[0], cnt, act))
+            q8 = op.name in qw
             if op.kind == OpKind.DENSE:
                 nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
-                fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not q8:
+                    fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
-                    bwd.append(f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, tcc_gx);\n"
-                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
-                upd.append(f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+                    bwd.append(into(op, 0, lambda d: (
+                        f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                        f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
+                upd[-1] = (f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
             else:
                 p = f"&tcc_p{pidx[op.name]}"
-                fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not q8:
+                    fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not into_cut:
-                    bwd.append(f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, tcc_gx);\n"
-                               f"    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
-                upd.append(f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {i}, {go}, lr, {tw}, W)")
+                    bwd.append(into(op, 0, lambda d: (
+                        f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                        f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
+                upd[-1] = (f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
         elif op.kind == OpKind.ADD:
-            j, gj = names[op.inputs[1]], grads[op.inputs[1]]
+            j = names[op.inputs[1]]
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
                        f"    tcc_fp_act({o}, {cnt}, {act});\n")
-            bwd.append(f"    tcc_bp_act({go}, {go}, {o}, {cnt}, {act});\n")
-            for t, g in ((op.inputs[0], gi), (op.inputs[1], gj)):
+            if act:
+                bwd.append(mask(go, go, op.outputs[0], cnt, act))
+            for pos, t in enumerate(op.inputs[:2]):
                 if t != tail.cut:
-                    bwd.append(f"    tcc_acc({g}, {go}, {cnt});\n")
+                    g = grads[t]
+                    bwd.append(f"    tcc_{'copy' if (op.name, pos) in plan.fresh else 'acc'}({g}, {go}, {cnt});\n")
         elif op.kind in (OpKind.RELU, OpKind.RELU6):
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n"
                        f"    tcc_fp_act({o}, {cnt}, {act});\n")
             if not into_cut:
-                bwd.append(f"    tcc_bp_act(tcc_gx, {go}, {o}, {cnt}, {act});\n    tcc_acc({gi}, tcc_gx, {cnt});\n")
+                bwd.append(into(op, 0, lambda d: mask(d, go, op.outputs[0], cnt, act), cnt))
         elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
             p = f"&tcc_p{pidx[op.name]}"
             mx = op.kind == OpKind.MAX_POOL2D
             fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
             if not into_cut:
-                call = f"tcc_bp_maxpool_dx({p}, {i}, {go}, tcc_gx)" if mx else f"tcc_bp_avgpool_dx({p}, {go}, tcc_gx)"
-                bwd.append(f"    {call};\n    tcc_acc({gi}, tcc_gx, {cnt_in});\n")
+                bwd.append(into(op, 0, lambda d: f"    tcc_bp_maxpool_dx({p}, {i}, {go}, {d});\n" if mx else
+                                f"    tcc_bp_avgpool_dx({p}, {go}, {d});\n", cnt_in))
         else:  # flatten, reshape, dropout, (de)quantize: the identity
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
             if not into_cut:
-                bwd.append(f"    tcc_acc({gi}, {go}, {cnt});\n")
-        if op.outputs[0] in known:  # the int8 kernels' value, dequantized (the simulator's `known`)
+                bwd.append(f"    tcc_{'copy' if (op.name, 0) in plan.fresh else 'acc'}({grads[op.inputs[0]]}, "
+                           f"{go}, {cnt});\n")
+        if op.outputs[0] in known:  # the int8 kernels' value, dequantized where a float reader needs it
             scale, zp = known[op.outputs[0]]
-            fwd[f0:] = [f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
+            fwd[f0:] = ([f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
+                        if op.outputs[0] in floats else [])
     kargs, kcall = (", const int8_t *const *known", ", known") if order else ("", "")
     z = names[tail.logits]
     cut = _size(tail, tail.cut)
@@ -189,25 +231,25 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                + ("    if (!known) return -1;\n"
                   f"    for (int32_t j = 0; j < {len(order)}; ++j) if (!known[j]) return -1;\n" if order else "")
                + f"    for (int32_t k = 0; k < n * {cut}; ++k) if (!isfinite(x[k])) return -2;\n"
-               + f"    for (int32_t k = 0; k < n * {cut}; ++k) tcc_t0[k] = x[k];\n"
+               + cut_copy
                + f"    tcc_deep_forward(n{kcall});\n"
                + f"    for (int32_t k = 0; k < n * {classes}; ++k) z[k] = {z}[k];\n    return 0;\n}}\n\n")
     out.append(f"    tcc_deep_forward(n{kcall});\n")
-    z, gz = names[tail.logits], grads[tail.logits]
-    for t in names:
-        if t != tail.cut:
-            out.append(f"    for (int32_t k = 0; k < n * {_size(tail, t)}; ++k) {grads[t]}[k] = 0.0f;\n")
-    out.append(f"    for (int32_t r = 0; r < n; ++r) {{\n"
-               f"        const float *zr = {z} + r * {classes};\n        float *d = {gz} + r * {classes};\n"
-               f"        float m = zr[0], s = 0.0f;\n"
-               f"        for (int32_t c = 1; c < {classes}; ++c) if (zr[c] > m) m = zr[c];\n"
-               f"        for (int32_t c = 0; c < {classes}; ++c) s += (d[c] = expf(zr[c] - m));\n"
-               f"        for (int32_t c = 0; c < {classes}; ++c) d[c] = (d[c] / s - (c == y[r] ? 1.0f : 0.0f)) / "
-               f"(float)n;\n    }}\n")
-    out += ["".join(b) for b in reversed(blocks)]
-    checks = " &\n        ".join(u.replace(", W)", ", 0)") for u in upd)
-    out.append(f"    int ok = {checks};\n    if (!ok) return 0;\n")
-    out += [f"    {u.replace(', W)', ', 1)')};\n" for u in upd]
+    gz = grads[tail.logits]
+    start = (f"    for (int32_t r = 0; r < n; ++r) {{\n"
+             f"        const float *zr = {z} + r * {classes};\n        float *d = {gz} + r * {classes};\n"
+             f"        float m = zr[0], s = 0.0f;\n"
+             f"        for (int32_t c = 1; c < {classes}; ++c) if (zr[c] > m) m = zr[c];\n"
+             f"        for (int32_t c = 0; c < {classes}; ++c) s += (d[c] = expf(zr[c] - m));\n"
+             f"        for (int32_t c = 0; c < {classes}; ++c) d[c] = (d[c] / s - (c == y[r] ? 1.0f : 0.0f)) / "
+             f"(float)n;\n    }}\n")
+    # The gradient slots are reused, so each update runs right after its op's backward (which used the old
+    # weights). Two passes over the backward: the first only checks that every new value is finite (nothing is
+    # written; a refused step changes nothing), the second recomputes the same gradients and applies them.
+    def backward(write: int) -> str:
+        return start + "".join("".join(b) + (f"    {'' if write else 'ok &= '}{u.replace(', W)', f', {write})')};\n"
+                                            if u else "") for b, u in zip(reversed(blocks), reversed(upd)))
+    out.append("    int ok = 1;\n" + backward(0) + "    if (!ok) return 0;\n" + backward(1))
     for name, (scale, _) in biases.items():
         k = params[name]
         out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")

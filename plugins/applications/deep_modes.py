@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import TinyccError
-from ...ir.backprop import step_memory
 from ...ir.deep import DeepLearner, deep_cuts
 
 
@@ -69,11 +68,10 @@ def describe_deep(prep: Any) -> str:
         what = "biases of" if m == "bias" else "weights and biases of"
         layers = ", ".join(op.origin or op.name for op in dl.region_params)
         line = (f"deep-{m}: cut at {prep.deep_cut!r}; trains the {what} {layers} and the classifier; "
-                f"{dl.tail.parameter_count():,} trained parameters; RAM estimate: parameters {mem['parameters']:,} B, "
-                f"kept activations {mem['activations']:,} B, gradients {mem['gradients']:,} B, "
-                f"buffer entry {mem['buffer_entry']:,} B")
-        if m == "blocks":  # the generated float step's arrays, exactly (what backends/c/deep_emit declares)
-            line += f"; generated C step: {sum(step_memory(dl.tail, dl.batch_size).values()):,} B"
+                f"{dl.tail.parameter_count():,} trained parameters; generated C step: {mem['step']:,} B "
+                f"(parameters {mem['parameters']:,} B, float values {mem['values']:,} B, gradient slots "
+                f"{mem['gradients']:,} B) + kept int8 activations {mem['kept_int8']:,} B; buffer entry "
+                f"{mem['buffer_entry']:,} B")
         lines.append(line)
     return "\n".join(lines)
 

@@ -11,6 +11,14 @@ void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int a
     }
 }
 
+void tcc_bp_act_q(float *dz, const float *dy, const int8_t *q, int32_t count, int act, float scale, int32_t zp) {
+    for (int32_t k = 0; k < count; ++k) {
+        float y = scale * (float)((int32_t)q[k] - zp);
+        int pass = act == 0 || (y > 0.0f && (act == 1 || y < 6.0f));
+        dz[k] = pass ? dy[k] : 0.0f;
+    }
+}
+
 static size_t at(const tcc_bp_conv_t *p, int32_t n, int32_t y, int32_t x) {
     return (((size_t)n * (size_t)p->h + (size_t)y) * (size_t)p->w + (size_t)x) * (size_t)p->c;
 }
@@ -36,7 +44,13 @@ static size_t w_at(const tcc_bp_conv_t *p, int32_t o, int32_t i, int32_t j) {
     return (((size_t)o * (size_t)p->kh + (size_t)i) * (size_t)p->kw + (size_t)j) * (size_t)p->c;
 }
 
-void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx) {
+/* weight element idx of output channel o: the float weight, or the int8 one dequantized (scale ws[o]) */
+static float wval(const float *wt, const int8_t *wq, const float *ws, size_t idx, int32_t o) {
+    return wt ? wt[idx] : ws[o] * (float)wq[idx];
+}
+
+static void conv_dx(const tcc_bp_conv_t *p, const float *wt, const int8_t *wq, const float *ws, const float *dz,
+                    float *dx) {
     size_t total = (size_t)p->n * (size_t)p->h * (size_t)p->w * (size_t)p->c;
     for (size_t k = 0; k < total; ++k) dx[k] = 0.0f;
     for (int32_t n = 0; n < p->n; ++n)
@@ -53,16 +67,27 @@ void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, fl
                         for (int32_t c = 0; c < p->c; ++c) {
                             float s = 0.0f;
                             if (p->mult) {
-                                for (int32_t m = 0; m < p->mult; ++m)
-                                    s += d[c * p->mult + m] * wt[w_at(p, c * p->mult + m, i, j)];
+                                for (int32_t m = 0; m < p->mult; ++m) {
+                                    int32_t o = c * p->mult + m;
+                                    s += d[o] * wval(wt, wq, ws, w_at(p, o, i, j), o);
+                                }
                             } else {
-                                for (int32_t o = 0; o < p->o; ++o) s += d[o] * wt[w_at(p, o, i, j) + (size_t)c];
+                                for (int32_t o = 0; o < p->o; ++o)
+                                    s += d[o] * wval(wt, wq, ws, w_at(p, o, i, j) + (size_t)c, o);
                             }
                             g[c] += s;
                         }
                     }
                 }
             }
+}
+
+void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx) {
+    conv_dx(p, wt, NULL, NULL, dz, dx);
+}
+
+void tcc_bp_conv_dx_q(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *dz, float *dx) {
+    conv_dx(p, NULL, wq, ws, dz, dx);
 }
 
 /* gradient of the weight element (o, i, j, c) (depthwise: c is o's input channel) */
@@ -115,14 +140,24 @@ int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float 
     return ok;
 }
 
-void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx) {
+static void dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const int8_t *wq, const float *ws,
+                     const float *dz, float *dx) {
     for (int32_t r = 0; r < n; ++r)
         for (int32_t i = 0; i < in; ++i) {
             float s = 0.0f;
             for (int32_t o = 0; o < out; ++o)
-                s += dz[(size_t)r * (size_t)out + (size_t)o] * wt[(size_t)o * (size_t)in + (size_t)i];
+                s += dz[(size_t)r * (size_t)out + (size_t)o] * wval(wt, wq, ws, (size_t)o * (size_t)in + (size_t)i, o);
             dx[(size_t)r * (size_t)in + (size_t)i] = s;
         }
+}
+
+void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx) {
+    dense_dx(n, in, out, wt, NULL, NULL, dz, dx);
+}
+
+void tcc_bp_dense_dx_q(int32_t n, int32_t in, int32_t out, const int8_t *wq, const float *ws, const float *dz,
+                       float *dx) {
+    dense_dx(n, in, out, NULL, wq, ws, dz, dx);
 }
 
 int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,

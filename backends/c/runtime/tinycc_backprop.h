@@ -20,8 +20,16 @@ typedef struct {
 /* dz := dy masked by the fused activation's derivative at the output y (0 none, 1 relu, 2 relu6). */
 void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act);
 
+/* The same mask at an int8 output q (value scale * (q - zp), as TFLite's DEQUANTIZE): the lean step keeps the
+ * int8 activations of the int8 backbone instead of float copies. */
+void tcc_bp_act_q(float *dz, const float *dy, const int8_t *q, int32_t count, int act, float scale, int32_t zp);
+
 /* dx[n][h][w][c] = sum over outputs and kernel positions of dz * W (old weights); dx is overwritten. */
 void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx);
+
+/* The same with the frozen int8 weights of the int8 backbone, dequantized on the fly (w = ws[o] * q, zero point 0,
+ * as TFLite's per-channel weights): the bias step needs no float copy of them in flash. */
+void tcc_bp_conv_dx_q(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *dz, float *dx);
 
 /* Fused SGD on W and b: g = sum_{n,h,w} dz * x (rows in order), w -= lr * g.  write = 0 only checks that every
  * new value is finite (returns 0 when one is not), write = 1 applies the update (returns 1). */
@@ -30,6 +38,8 @@ int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float 
 
 /* Dense: dx [n][i] = dz [n][o] W; update like the convolution's. */
 void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx);
+void tcc_bp_dense_dx_q(int32_t n, int32_t in, int32_t out, const int8_t *wq, const float *ws, const float *dz,
+                       float *dx);
 int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,
                         float lr, int train_w, int write);
 
