@@ -143,10 +143,10 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment) -> None:
-        refuse_recurrent(deployment.extractor)
-        if cmsis_nn.enabled(deployment.config.kernels):
+        if cmsis_nn.enabled(deployment.config.kernels):  # the options first, then the model
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
+        refuse_recurrent(deployment.extractor)
         check_static_size(deployment)
         ops = operator_names(_artifact(deployment).data)
         missing = [n for n in ops if n not in RESOLVER]
