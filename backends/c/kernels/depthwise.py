@@ -70,15 +70,16 @@ def fast_tables_for(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bo
     return fast_tables(g, op)
 
 
-def emit(g: Graph, op: Op, arrays: Any, fast: bool = True) -> tuple[str, list[str]]:
+def emit(g: Graph, op: Op, arrays: Any, fast: bool = True, widen: bool = True) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments (``fast``: the fast template where it
-    applies, else always the general one, whose arguments are the plain bias/multiplier/shift tables)."""
+    applies, else always the general one, whose arguments are the plain bias/multiplier/shift tables; ``widen``
+    False: the fast template widens every layer's weights on its stack, none in flash)."""
     tables = fast_tables_for(g, op) if fast else None
     if tables is not None:
         x = geometry(g, op)
         ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
         ctx["LONG_C"] = tables[2]
-        ctx["WWARG"] = flash_ww(g, op)
+        ctx["WWARG"] = widen and flash_ww(g, op)
         if ctx["WWARG"]:
             name = arrays.array("ww", "int32_t", fast_widened(g, op), guard=WIDEN_GUARD)
             args.append(f"TCC_WW({name})")
@@ -110,9 +111,9 @@ def fast_widened(g: Graph, op: Op) -> np.ndarray:
     return words.astype(np.uint32).view(np.int32).reshape(-1)
 
 
-def ww_bytes(g: Graph, op: Op) -> int:
+def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     """Flash of the widened weights `emit` adds for `op` (0 without: widened on the stack, or not at all)."""
-    return 4 * len(fast_widened(g, op)) if flash_ww(g, op) else 0
+    return 4 * len(fast_widened(g, op)) if widen and flash_ww(g, op) else 0
 
 
 MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's reach (8 bytes a tap, up to 1020)
