@@ -29,6 +29,9 @@ WIDE: list[Layer] = [(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4
                      (1, 5, 5, 2, 1, True, 4, 0, True), (2, 1, 1, 1, 1, False, 5, 0, True),
                      (1, 3, 3, 1, 1, True, 5, 0, True)]  # 5 channels: the general kernel
 CASES = {"narrow": (NARROW, (9, 7)), "wide": (WIDE, (11, 37))}
+# 132 channels: widened on the stack they would take 2,376 B (> WIDE_WEIGHTS), so they are widened in flash
+FLASH: list[Layer] = [(2, 1, 1, 1, 1, False, 132, 0, True), (1, 3, 3, 1, 1, True, 132, 0, True),
+                      (1, 3, 3, 2, 1, False, 132, 0, True)]
 
 
 def _project(session, tmp: Path, layers: list[Layer], hw: tuple[int, int], seed: int):
@@ -146,3 +149,24 @@ def test_random_layers_bit_exact(session, tmp_path: Path, seed: int, cpu: str) -
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{layers} {hw} on {cpu}, input {i}")
         np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"{layers} {hw} on the host, input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("cpu", ["m4", "m0plus"])
+def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -> None:
+    """Layers whose widened weights exceed WIDE_WEIGHTS bytes of stack run the fast kernel with the weights
+    widened at compile time (a flash table under TCC_DSP_ASM, counted by ww_bytes): equal to the interpreter
+    under QEMU (M4: the assembly loops read the table; M0+: the int8 weights) and on the host (ASan/UBSan)."""
+    dep, opts, x = _project(session, tmp_path, FLASH, (7, 9), 7)
+    g = dep.extractor
+    dws = [op for op in g.ops if depthwise.matches(g, op)]
+    assert len(dws) == 2 and all(depthwise.flash_ww(g, op) for op in dws)
+    assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * 2 * 9 * 132
+    code = (tmp_path / "model.c").read_text()
+    assert code.count("widened at compile time (") >= 1 and "uint32_t ww[" not in code
+    feats = Simulator(dep).features(x)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu}, input {i}")
+        np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"host, input {i}")

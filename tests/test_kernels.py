@@ -388,3 +388,69 @@ def test_flash_report_counts_widened_weights_where_they_are_built(session, tmp_p
         assert sum(sizes.values()) <= sum(flash.values()), (sizes, flash)
     else:
         assert sum(sizes.values()) == sum(flash.values()), (sizes, flash)
+
+
+RQ30D_CHECK = r"""#include <stdio.h>
+#include <stdint.h>
+#include "tinycc_gen.h"
+static uint32_t s = 12345u;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; return s; }
+/* tcc_requant_rf30(x, m, r) + zp from the 64-bit product: round(x * m / 2^31) (half up), then round by r */
+static int32_t ref(int32_t x, int32_t m, int32_t r, int32_t zp) {
+    const int64_t h = ((int64_t)x * m + ((int64_t)1 << 30)) >> 31;
+    return (int32_t)((h + ((int64_t)1 << (r - 1)) - (h < 0)) >> r) + zp;
+}
+int main(void) {
+    long bad = 0, n = 0, k;
+    int32_t x, r, zp;
+    for (r = 1; r <= 30; ++r)  /* small |x| whose high product rounds to 0, both signs, every shift */
+        for (x = -300; x <= 300; ++x)
+            for (zp = -128; zp <= 127; zp += 85, ++n) {
+                const int32_t m = 0x40000000 + (int32_t)(rnd() & 0x3FFFFFFF);
+                const int32_t c = ((int32_t)1 << (r - 1)) + zp * ((int32_t)1 << r);
+                if ((int64_t)128 << r >= ((int64_t)1 << 31) - ((int64_t)1 << r)) continue;
+                bad += tcc_rq30d(2 * x, m, c, r) != ref(x, m, r, zp);
+            }
+    for (k = 0; k < 2000000; ++k, ++n) {
+        const int32_t rr = 1 + (int32_t)(rnd() % 22u), z = (int32_t)(rnd() & 255u) - 128;
+        const int32_t m = 0x40000000 + (int32_t)(rnd() & 0x3FFFFFFF);
+        const int32_t xx = (int32_t)(rnd() >> (2 + (rnd() & 31u) % 30u)) * ((rnd() & 1u) ? -1 : 1);
+        const int32_t c = ((int32_t)1 << (rr - 1)) + z * ((int32_t)1 << rr);
+        bad += tcc_rq30d(2 * xx, m, c, rr) != ref(xx, m, rr, z);
+    }
+    printf("checked %ld bad %ld\n", n, bad);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_doubled_requantization_by_one_smmlar_is_exact(tmp_path: Path) -> None:
+    """tcc_rq30d on Cortex-M4 (one smmlar with c plus the accumulator's sign) equals the 64-bit reference of
+    tcc_requant_rf30 + zero point: every shift 1..30 with small accumulators (high products rounding to 0, both
+    signs) and 2 M random cases, under QEMU; the same program on the host (portable path, UBSan)."""
+    import subprocess
+
+    from tinycc.targets import BUILTIN_TARGETS
+
+    m4 = next(t for t in BUILTIN_TARGETS if t.name == "m4")
+    runtime = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    templates = runtime.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
+    (tmp_path / "startup.c").write_text((templates / "startup.c.j2").read_text())
+    (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
+    (tmp_path / "rq.c").write_text(RQ30D_CHECK)
+    elf = tmp_path / "rq.elf"
+    subprocess.run(["arm-none-eabi-gcc", *m4.cflags.split(), "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                    f"-I{runtime}", "--specs=rdimon.specs", "-nostartfiles", "-T", str(tmp_path / "link.ld"),
+                    "-o", str(elf), str(tmp_path / "startup.c"), str(tmp_path / "rq.c"), "-lm"], check=True)
+    assert "smmlar" in subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True,
+                                      check=True).stdout
+    r = subprocess.run(["qemu-system-arm", "-M", m4.emulator.machine, "-nographic", "-semihosting-config",
+                        "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True, timeout=600)
+    out = r.stdout.split()
+    assert out[:1] == ["checked"] and int(out[1]) > 2_000_000 and out[3] == "0", r.stdout[-500:] + r.stderr[-500:]
+    exe = tmp_path / "rq_host"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", f"-I{runtime}", "-o", str(exe), str(tmp_path / "rq.c")], check=True)
+    host = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert host[:2] == out[:2] and host[3] == "0", host

@@ -116,6 +116,7 @@ class MemoryConfig:
     where: str = "--ram/--flash"  # how the budget is named in errors
     planner: str = "best"
     inplace: bool = True
+    widen: bool = True  # Cortex-M4/M7: weights widened to int16 at compile time (a second copy in flash)
 
     def __post_init__(self) -> None:
         _choice("planner", self.planner, PLANNERS)
@@ -196,6 +197,10 @@ class CompileConfig:
     def with_quant(self, **changes: Any) -> "CompileConfig":
         return replace(self, quant=replace(self.quant, **changes))
 
+    def without_widening(self) -> "CompileConfig":
+        """The same compile without the weights widened in flash (--no-widen)."""
+        return replace(self, memory=replace(self.memory, widen=False))
+
 
 @dataclass(frozen=True)
 class TestVectors:
@@ -246,7 +251,7 @@ def from_args(args: argparse.Namespace, registry: Any) -> CompileConfig:
     if board is not None:
         ram, flash, where = ram or board.ram, flash or board.flash, f"board {board.name}"
     memory = MemoryConfig(ram, flash, where, getattr(args, "planner", None) or MemoryConfig.planner,
-                          not getattr(args, "no_inplace", False))
+                          not getattr(args, "no_inplace", False), not getattr(args, "no_widen", False))
     compiler = CompilerConfig(force=bool(getattr(args, "force", False)),
                               dump_after=tuple(getattr(args, "dump_after", None) or ()),
                               verify_each=not getattr(args, "no_verify_each", False),

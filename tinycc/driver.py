@@ -96,6 +96,10 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--report", action="store_true", default=None,
                    help="also write report.html into the project: the memory plan, per-layer cost, RAM and flash "
                         "against the budget, the layer graph (one self-contained page)")
+    g.add_argument("--no-widen", action="store_true",
+                   help="c/arduino on Cortex-M4/M7: no int16 copy of the convolution and dense weights in flash "
+                        "(slower: the kernels widen the int8 weights as they run; the depthwise kernel on its stack). "
+                        "Without it a --flash budget (or the board's) that the copies would exceed drops them")
     g.add_argument("--no-inplace", action="store_true",
                    help="memory planner: give every element-wise op its own output buffer and never let a "
                         "convolution write over its input (default: both, where the backend's kernels allow)")

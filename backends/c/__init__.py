@@ -411,7 +411,7 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"
     return MemoryFigures(arena=max(p.arena, 16), state=state, scratch=cmsis_nn.scratch_bytes(g, kernels),
                          tables=table_bytes(g, kernels, dsp_target(candidate.config.target),
-                                            helium(candidate.config)),
+                                            helium(candidate.config), candidate.config.memory.widen),
                          descriptors=runtime_descriptors(candidate),
                          state_exact=state_exact, arena_detail=detail)
 

@@ -236,7 +236,8 @@ class _Builder:
         if is_int16_op(g, op):
             emit_int16(self, op, out)
             return
-        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode, helium(self.dep.config))
+        spec = specialize(g, op, self, self.m.kernels, self.kernels_mode, helium(self.dep.config),
+                          self.dep.config.memory.widen)
         if spec is not None:
             kern, args = spec
             self.m.calls.append(Call(kern.fn, args, op.name, what=f"{kern.family} kernel"))

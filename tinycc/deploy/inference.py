@@ -28,7 +28,7 @@ from ..ir.memory_model import MemoryReport, inference_memory
 from ..ir.ops import OpKind
 from ..ir.tensor import DType, Tensor
 from ..targets import code_table
-from .stage import c_name, candidate_figures, check_budget
+from .stage import c_name, candidate_figures, check_budget, with_widening_fallback
 
 
 def _strip_output_boundary(g: Graph, k: int = 0) -> None:
@@ -139,7 +139,12 @@ def _int8_io_advice(g: Graph, backend: Any, dep: Deployment, report: MemoryRepor
 
 def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
                     calib: np.ndarray | None = None) -> Deployment:
-    """Quantize the whole model, size it on ``backend`` and check the budget."""
+    """Quantize the whole model, size it on ``backend`` and check the budget (`with_widening_fallback`)."""
+    return with_widening_fallback(_build_inference, graph, config, session, backend, calib)
+
+
+def _build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
+                     calib: np.ndarray | None = None) -> Deployment:
     if (len(graph.inputs) > 1 or len(graph.outputs) > 1) and not getattr(backend, "multi_io", False):
         raise TinyccError(f"--inference-only: a model with {len(graph.inputs)} inputs and {len(graph.outputs)} "
                           f"outputs deploys to targets with a multi-input API (c), not {backend.name!r}")

@@ -56,7 +56,7 @@ from ..ir.train import TRAIN_MODES, Classifier, DenseLayer
 from ..passes import Pass, PassContext
 from ..stages import QUANTIZE_STAGES, run_stages
 from ..targets import code_table
-from .stage import c_name, candidate_figures, check_addressable, check_budget
+from .stage import c_name, candidate_figures, check_addressable, check_budget, with_widening_fallback
 
 log = logging.getLogger("tinycc.deploy")
 
@@ -381,9 +381,15 @@ def _fitting_capacity(ram: int, ext: Graph, clf: Classifier, learn: LearningConf
 
 def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend: Any,
                      calib: np.ndarray | None = None) -> Deployment:
-    """Cut, quantize Φf, build Φc and the buffer, size everything on ``backend``, and check the budget.
+    """Cut, quantize Φf, build Φc and the buffer, size everything on ``backend``, and check the budget (a flash
+    budget the widened weight copies would exceed drops them: `with_widening_fallback`).
 
     ``calib``: calibration samples as an array (else ``config.quant.calib`` is loaded)."""
+    return with_widening_fallback(_build_deployment, graph, config, session, backend, calib)
+
+
+def _build_deployment(graph: Graph, config: CompileConfig, session: Any, backend: Any,
+                      calib: np.ndarray | None = None) -> Deployment:
     learn = config.learning
     if learn is None:
         raise TinyccError("on-device learning deployment asked for an --inference-only config")

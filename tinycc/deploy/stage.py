@@ -5,7 +5,8 @@ a :class:`~tinycc.backend_api.Candidate` and answer one question, ``memory_figur
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Callable
 
 from ..backend_api import Candidate
 from ..config import CompileConfig
@@ -16,6 +17,7 @@ from ..memory import MemoryPlan, plan
 from ..names import c_identifier
 from ..options import MAX_BYTES
 
+log = logging.getLogger("tinycc.deploy")
 BUDGET_ADVICE = "Try a smaller --buffer, pruning (--ratio), a later --cut, or a bigger board"
 
 
@@ -63,4 +65,28 @@ def check_budget(report: MemoryReport, config: CompileConfig, advice: str = BUDG
             problems.append(f"{section.upper()} needs {total:,} bytes but {mem.where} allows {limit:,}: "
                             f"short by {total - limit:,} bytes (biggest: {big})")
     if problems:
-        raise BudgetError("; ".join(problems) + f". {advice}")
+        err = BudgetError("; ".join(problems) + f". {advice}")
+        err.sections = tuple(p.split()[0].lower() for p in problems)  # which budgets it exceeds: ram, flash
+        raise err
+
+
+def with_widening_fallback(build: Callable[..., Any], graph: Graph, config: CompileConfig, *args: Any,
+                           **kwargs: Any) -> Any:
+    """``build(graph, config, ...)``; where a flash budget refuses it while the weights widened in flash (the
+    Cortex-M4/M7 kernels' int16 copies) are on, once more as with --no-widen: that deployment if it fits (its
+    ``meta["widen_dropped"]`` set, a warning logged), else the first refusal."""
+    if config.memory.flash is None or not config.memory.widen:
+        return build(graph, config, *args, **kwargs)
+    try:
+        return build(graph.copy(), config, *args, **kwargs)
+    except BudgetError as first:
+        if "flash" not in getattr(first, "sections", ()):
+            raise
+        try:
+            dep = build(graph, config.without_widening(), *args, **kwargs)
+        except BudgetError:
+            raise first from None
+    log.warning("the flash budget (%s) leaves no room for the int16 copies of the weights: compiled as with "
+                "--no-widen (slower kernels)", config.memory.where)
+    dep.meta["widen_dropped"] = True
+    return dep

@@ -75,11 +75,11 @@ def dsp_target(target: Any) -> bool:
         f"-mcpu={c}" in getattr(target, "cflags", "").split() for c in DSP_CPUS)
 
 
-def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False) -> int:
+def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False, widen: bool = True) -> int:
     """Flash of the tables that the generated kernels of `g` add: GRU/SimpleRNN's and LSTM's always; with
     ``--kernels tinycc`` the LOGISTIC/TANH and ADD tables and, where the assembly loops are built (``dsp``), the
     weights they read widened to int16 - of the kernel that `specialize` picks for each layer (``helium``: the
-    Cortex-M55's Helium kernels first, which need neither)."""
+    Cortex-M55's Helium kernels first, which need neither; ``widen`` False: --no-widen, no widened weights)."""
     from . import add, lstm, lut, rnn
 
     tables = rnn.table_bytes(g) + sum(lstm.table_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # every --kernels
@@ -92,7 +92,7 @@ def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False) 
         elif mod is add:
             tables += add.table_bytes(g, op)
         elif mod is not None and dsp and hasattr(mod, "ww_bytes"):
-            tables += mod.ww_bytes(g, op)
+            tables += mod.ww_bytes(g, op, widen)
     return tables
 
 
@@ -107,10 +107,11 @@ def widened_weight_bytes(g: Graph, helium: bool = False) -> int:
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
-               mode: str, helium: bool = False) -> tuple[Kernel, list[str]] | None:
+               mode: str, helium: bool = False, widen: bool = True) -> tuple[Kernel, list[str]] | None:
     """The kernel that runs `op` and the call's arguments, or None when the generic runtime
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
-    ``mode`` is ``--kernels`` (only ``tinycc`` specializes); ``helium``: the target is a Cortex-M55 (mve.py)."""
+    ``mode`` is ``--kernels`` (only ``tinycc`` specializes); ``helium``: the target is a Cortex-M55 (mve.py);
+    ``widen`` False (--no-widen): no weights widened in flash."""
     from . import lstm
 
     mods = _modules(helium) if mode == "tinycc" else []
@@ -118,7 +119,7 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
         mods = [lstm]
     for mod in mods:
         if mod.matches(g, op):
-            code, args = mod.emit(g, op, arrays)
+            code, args = mod.emit(g, op, arrays, widen=widen) if hasattr(mod, "ww_bytes") else mod.emit(g, op, arrays)
             code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
             for k in kernels:
                 if k.code == code.replace("{fn}", k.fn):

@@ -20,11 +20,12 @@ IM2COL_WINDOW = 256  # at most this many bytes per pixel window: 2 windows on th
 WIDE_WINDOW = 576  # Cortex-M4/M7: windows up to this many int8 (3x3x64) are widened, 4x their size on the stack
 
 
-def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
-    """The function's C text (name left as `{fn}`) and the call's arguments."""
-    kind = _path(g, op)
+def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[str]]:
+    """The function's C text (name left as `{fn}`) and the call's arguments (``widen``: the weights widened in
+    flash where the assembly path reads them; without, the wide path is not taken and im2col widens as it runs)."""
+    kind = _path(g, op, widen)
     ctx, args = layer_context(g, op, arrays, fold=kind == "im2col")  # im2col: padded taps hold the zero point
-    n = ww_inputs(g, op)
+    n = ww_inputs(g, op, widen)
     ctx["WWARG"] = n > 0
     ctx["RQH"] = n > 0 and ctx["RQ"]  # the widened weights carry each pair's requantization
     if n:
@@ -33,17 +34,19 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
                   fn="{fn}", **ctx), args  # conv_wide: conv.c.j2 where the assembly is not built
 
 
-def _path(g: Graph, op: Op) -> str:
+def _path(g: Graph, op: Op, widen: bool = True) -> str:
     kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
     if kw * c < IM2COL_ROW and kh * kw * c <= IM2COL_WINDOW:
         return "im2col"
-    if c % 4 == 0 and kh * kw * c <= WIDE_WINDOW and g.tensors[op.outputs[0]].shape[-1] % 2 == 0:
+    if widen and c % 4 == 0 and kh * kw * c <= WIDE_WINDOW and g.tensors[op.outputs[0]].shape[-1] % 2 == 0:
         return "wide"  # the assembly 2x2 block's shapes
     return "plain"
 
 
-def ww_inputs(g: Graph, op: Op) -> int:
+def ww_inputs(g: Graph, op: Op, widen: bool = True) -> int:
     """How many weights per output channel the assembly loop reads widened at compile time (0: none)."""
+    if not widen:
+        return 0
     kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
     kind = _path(g, op)
     if kind == "wide":
@@ -53,7 +56,7 @@ def ww_inputs(g: Graph, op: Op) -> int:
     return 0
 
 
-def ww_bytes(g: Graph, op: Op) -> int:
+def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     """Flash of the widened weights `emit` adds for `op` (0 without)."""
-    n = ww_inputs(g, op)
+    n = ww_inputs(g, op, widen)
     return widened_bytes(g, op, n, literals(g, op, fold=_path(g, op) == "im2col")["RQ"]) if n else 0

@@ -17,7 +17,7 @@ from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind
 from ..overlap import Geometry, geometry
 from . import render
-from .common import layer_context
+from .common import WIDEN_GUARD, layer_context
 
 MAX_UNROLLED_TAPS = 25  # interior pixels of kernels up to 5x5 run their taps unrolled
 WIDE_WEIGHTS = 2304  # DSP cores: weights up to this many stack bytes when widened (3x3x128) are widened once
@@ -59,26 +59,30 @@ def fast_tables(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] 
 
 
 def fast_tables_for(g: Graph, op: Op) -> tuple[np.ndarray | None, np.ndarray, bool] | None:
-    """`fast_tables` where the fast template runs the layer: channels a multiple of 4, the widened weights within
-    WIDE_WEIGHTS bytes of stack and MAX_TAPS taps, the interior block's offsets within a word load's reach, an
+    """`fast_tables` where the fast template runs the layer: channels a multiple of 4, at most MAX_TAPS taps, the interior block's offsets within a word load's reach, an
     activation range of all of int8 (the loops saturate, they do not clamp); None elsewhere."""
     x = geometry(g, op)
     far = ((x.kh - 1) * x.dh * x.iw + x.sw + (x.kw - 1) * x.dw) * x.ic  # the interior block's last word
-    if x.ic % 4 or 2 * x.kh * x.kw * x.ic > WIDE_WEIGHTS or x.kh * x.kw > MAX_TAPS or far > LDR_REACH:
+    if x.ic % 4 or x.kh * x.kw > MAX_TAPS or far > LDR_REACH:
         return None
     if tuple(conv_params(g, op)["act"]) != (-128, 127):
         return None
     return fast_tables(g, op)
 
 
-def emit(g: Graph, op: Op, arrays: Any, fast: bool = True) -> tuple[str, list[str]]:
+def emit(g: Graph, op: Op, arrays: Any, fast: bool = True, widen: bool = True) -> tuple[str, list[str]]:
     """The function's C text (name left as `{fn}`) and the call's arguments (``fast``: the fast template where it
-    applies, else always the general one, whose arguments are the plain bias/multiplier/shift tables)."""
+    applies, else always the general one, whose arguments are the plain bias/multiplier/shift tables; ``widen``
+    False: the fast template widens every layer's weights on its stack, none in flash)."""
     tables = fast_tables_for(g, op) if fast else None
     if tables is not None:
         x = geometry(g, op)
         ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
         ctx["LONG_C"] = tables[2]
+        ctx["WWARG"] = widen and flash_ww(g, op)
+        if ctx["WWARG"]:
+            name = arrays.array("ww", "int32_t", fast_widened(g, op), guard=WIDEN_GUARD)
+            args.append(f"TCC_WW({name})")
         return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
                       **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
     ctx, args = layer_context(g, op, arrays)
@@ -88,6 +92,28 @@ def emit(g: Graph, op: Op, arrays: Any, fast: bool = True) -> tuple[str, list[st
     last_x = ((c["KH"] - 1) * c["DH"] * c["IW"] + (c["KW"] - 1) * c["DW"]) * c["IC"]  # the last tap's offsets
     asm = ww and last_x <= 4095 and (c["KH"] * c["KW"] - 1) * c["IC"] * 2 + 4 <= 4095  # ldr's immediate range
     return render("depthwise.c.j2", fn="{fn}", UNROLL=unroll, WW=ww, ASM=asm, **ctx), args
+
+
+def flash_ww(g: Graph, op: Op) -> bool:
+    """Whether the fast template reads its widened weights from flash (`fast_widened`, under WIDEN_GUARD): where
+    widening them on the stack at each call would take more than WIDE_WEIGHTS bytes (3x3x256 and up)."""
+    w = g.tensors[op.inputs[1]].shape
+    return 2 * int(np.prod(w)) > WIDE_WEIGHTS and fast_tables_for(g, op) is not None
+
+
+def fast_widened(g: Graph, op: Op) -> np.ndarray:
+    """The fast template's widened weights as it makes them on the stack: per group of four channels and per
+    tap, two words of doubled int16 weights, channels (0, 2) then (1, 3), low half first."""
+    w = g.tensors[op.inputs[1]].data.astype(np.int64)
+    v = 2 * w.reshape(-1, w.shape[-1] // 4, 4).transpose(1, 0, 2)  # group, tap, channel
+    words = np.stack([(v[..., 0] & 0xFFFF) | ((v[..., 2] & 0xFFFF) << 16),
+                      (v[..., 1] & 0xFFFF) | ((v[..., 3] & 0xFFFF) << 16)], axis=-1)
+    return words.astype(np.uint32).view(np.int32).reshape(-1)
+
+
+def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
+    """Flash of the widened weights `emit` adds for `op` (0 without: widened on the stack, or not at all)."""
+    return 4 * len(fast_widened(g, op)) if widen and flash_ww(g, op) else 0
 
 
 MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's reach (8 bytes a tap, up to 1020)

@@ -126,12 +126,16 @@ TCC_INLINE int32_t tcc_requant_rf0(int32_t x, int32_t mult, int32_t right) {
  * proved the sums stay in 32 bits); the parameters come from the header of a channel pair's widened weights */
 TCC_INLINE int32_t tcc_rq30d(int32_t x2, int32_t mult, int32_t c, int32_t right) {
 #if TCC_DSP && defined(__GNUC__)
+    /* one smmlar: c plus x2's sign accumulated under the rounded high product h (mult > 0, so h < 0 implies
+     * x2 < 0; where x2 < 0 and h = 0 the two differ by 1 below c, which the shift by right >= 1 drops: c - 1
+     * and c have the same quotient, c being 2^(right-1) modulo 2^right) */
     int32_t h;
-    __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x2), "r"(mult));
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(x2), "r"(mult), "r"(c + (x2 >> 31)));
+    return h >> right;
 #else
     const int32_t h = tcc_hmul31(x2 / 2, mult);
-#endif
     return (h + c - (int32_t)((uint32_t)h >> 31)) >> right;
+#endif
 }
 
 /* tcc_requant_r with a right shift of 0 for |x| < 2^30: the high multiply alone (smmulr on DSP cores) */
