@@ -19,7 +19,7 @@ from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ...tflite_writer import operator_names, write_tflite
 from .. import names
-from ..base import Backend, check_static_size
+from ..base import Backend, check_static_size, refuse_deep
 from ..c import cmsis_nn
 from .measure import measure_arena
 
@@ -143,6 +143,7 @@ class TflmBackend(Backend):
                        ".text+.rodata+.data+...", dict(out.time_us), "us")
 
     def check(self, deployment: Deployment) -> None:
+        refuse_deep(deployment, "tflm")
         refuse_recurrent(deployment.extractor)
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
