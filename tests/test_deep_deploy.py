@@ -80,34 +80,41 @@ def _deploy_head(graph):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_learn_step_lines_equal_the_generated_step_symbols(graph, tmp_path: Path) -> None:
-    """The report's learn-step RAM and flash equal the symbol sizes of the step the C backend generates for this
-    learner (backends/c/deep_emit.learner_step, batch 2), group by group (the labels: the learn path's array)."""
-    from tinycc.backends.c.deep_emit import learner_step
+def test_learn_lines_equal_the_generated_learner_symbols(graph, tmp_path: Path) -> None:
+    """The report's learn-step and kept-activation RAM and the learn-step flash equal the symbol sizes of the deep
+    bias learner the C backend generates for this deployment (backends/c/deep_learn.emit_bias_learn, batch 2),
+    group by group; its int8 region tables are the region's weights and requantization tables (the extractor's)."""
+    from tinycc.backends.c.deep_learn import emit_bias_learn
 
     dep = _deploy(graph, buffer=3, batch_size=2)
     assert dep.buffer.capacity == 3
     learner = DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=1, batch_size=2)
-    src, _ = learner_step(learner, 2)
-    (tmp_path / "step.c").write_text(src)
+    (tmp_path / "learn.c").write_text(emit_bias_learn(learner, 2))
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{RUNTIME}", "-c",
-                    str(tmp_path / "step.c"), "-o", str(tmp_path / "step.o")], check=True, capture_output=True)
-    nm = subprocess.run(["nm", "-S", str(tmp_path / "step.o")], check=True, capture_output=True, text=True).stdout
-    groups = {"tcc_dw": "parameters", "tcc_db": "parameters", "tcc_bq": "int32 biases", "tcc_t": "values",
-              "tcc_gx": "scratch", "tcc_gs": "gradients", "tcc_p": "descriptors"}
+                    str(tmp_path / "learn.c"), "-o", str(tmp_path / "learn.o")], check=True, capture_output=True)
+    nm = subprocess.run(["nm", "-S", str(tmp_path / "learn.o")], check=True, capture_output=True, text=True).stdout
+    groups = {"tcc_dw": "learn step: parameters", "tcc_db": "learn step: parameters",
+              "tcc_bq": "learn step: int32 biases", "tcc_t": "learn step: values", "tcc_gx": "learn step: scratch",
+              "tcc_gs": "learn step: gradients", "tcc_p": "learn step: descriptors", "tcc_y": "learn step: labels",
+              "tcc_k": "kept int8 activations"}
     ram = dict.fromkeys(set(groups.values()), 0)
-    flash = 0
+    flash = tables = 0
     for line in nm.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[2] in "bBdD":
             ram[next(g for p, g in groups.items() if parts[3].split(".")[0].startswith(p))] += int(parts[1], 16)
+        elif len(parts) == 4 and parts[2] in "rR" and parts[3].startswith("tcc_rg_"):
+            tables += int(parts[1], 16)
         elif len(parts) == 4 and parts[2] in "rR" and parts[3].startswith("tcc_"):
             flash += int(parts[1], 16)
     items = _items(dep)
-    assert ram == {g: items[f"learn step: {g}"] for g in ram}
-    assert items["learn step: labels"] == 4 * 2  # the learn path's int32 labels of a batch (deep_emit.emit_learn)
+    assert ram == {g: items[g] for g in ram} and ram["learn step: labels"] == 8
     assert flash == items["learn step constants"] > 0
-    assert items["learn step initial values"] == ram["parameters"] + ram["int32 biases"]
+    assert items["learn step initial values"] == ram["learn step: parameters"] + ram["learn step: int32 biases"]
+    ext = learner.region
+    weights = sum(ext.tensors[op.inputs[1]].data.size for op in learner.region_params)
+    channels = sum(learner.tail.params[op.name].bias.size for op in learner.region_params)
+    assert tables == weights + 8 * channels  # int8 weights, int32 multiplier and shift per output channel
 
 
 def test_too_little_ram_says_by_how_much(graph) -> None:
