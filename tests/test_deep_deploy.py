@@ -17,7 +17,7 @@ from tinycc.ir.deep import DeepLearner
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.frontends.keras import graph_from_keras_model
 
-from .deploy_util import build_deployment
+from .deploy_util import build_deployment, make_config
 from .zoo import resnet_add
 
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
@@ -37,10 +37,12 @@ def graph():
 
 
 def _deploy(graph, **opts):
+    from tinycc.deploy import build_deep_deployment
     from tinycc.session import Session
 
-    return build_deployment(graph.copy(), {"calib_data": CALIB, "deep": ("bias",), "lr": 0.05, **opts},
-                            Session(autoload=False), CBackend())
+    session = Session(autoload=False)
+    config = make_config(session, deep=("bias",), lr=0.05, **opts)
+    return build_deep_deployment(graph.copy(), config, session, CBackend(), CALIB)
 
 
 def _items(dep) -> dict[str, int]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
                      DemoConfig, LearningConfig, TestVectors)
+from .deploy.deep import build_deep_deployment
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
@@ -212,7 +213,10 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     run_stages(graph, reg, FRONT_STAGES, ctx, verify_each=cc.verify_each, dump_after=cc.dump_after,
                dump_dir=out.parent)
     with timed("cut, classifier, budget"):
-        deployment = build(graph, config, session, backend, calib=calib)
+        if config.learning is not None and config.learning.deep:  # beyond the head: on the head deployment
+            deployment = build_deep_deployment(graph, config, session, backend, calib, head=build)
+        else:
+            deployment = build(graph, config, session, backend, calib=calib)
         backend.check(deployment)
     tmp = new_project_dir(out)
     try:

@@ -23,7 +23,7 @@ are dropped: the step owns Φc. Targets without the deep runtime refuse the depl
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -110,9 +110,11 @@ def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
 
 
 def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backend: Any,
-                          calib: np.ndarray | None = None) -> Deployment:
+                          calib: np.ndarray | None = None, head: Callable[..., Deployment] | None = None) -> Deployment:
     """The ``--deep bias`` deployment (see the module docstring): sized exactly, its buffer of cut tensors as large
-    as ``--ram`` leaves room for (or ``--buffer``), checked against the budget."""
+    as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head deployment's
+    builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which itself ignores
+    ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
     from .learning import build_deployment
 
     learn = config.learning
@@ -124,7 +126,7 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         raise TinyccError("--deep bias stores int8 cut tensors and replays them: drop --tinyol / --storage float32")
     mem_cfg = replace(config.memory, ram=None, flash=None)
     head_cfg = replace(config, learning=replace(learn, deep=(), deep_cut=None, buffer=1), memory=mem_cfg)
-    dep = build_deployment(graph, head_cfg, session, backend, calib)
+    dep = (head or build_deployment)(graph, head_cfg, session, backend, calib=calib)
     if dep.loss != "ce":
         raise TinyccError(f"--deep bias needs the softmax cross-entropy head (ce); this model's head is {dep.loss}")
     cut = choose_deep_cut(dep, learn.deep_cut)

@@ -387,10 +387,6 @@ def build_deployment(graph: Graph, config: CompileConfig, session: Any, backend:
     learn = config.learning
     if learn is None:
         raise TinyccError("on-device learning deployment asked for an --inference-only config")
-    if learn.deep:  # learning beyond the head: tinycc/deploy/deep.py (builds on this function's head deployment)
-        from .deep import build_deep_deployment
-
-        return build_deep_deployment(graph, config, session, backend, calib)
     if len(graph.inputs) != 1:
         raise TinyccError(f"on-device learning needs a model with one input; this one has {len(graph.inputs)} "
                           f"inputs ({', '.join(graph.inputs)}): compile it with --inference-only")
