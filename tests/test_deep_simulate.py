@@ -108,7 +108,8 @@ def test_config_refuses_bad_deep_choices(kw: dict, words: str) -> None:
 
 
 def test_compile_refuses_deep_until_generated(setup: Path, tmp_path: Path) -> None:
-    """The config's learning.deep is the simulator's for now: compile says so in one line and writes nothing."""
+    """compile builds and sizes the --deep bias deployment (tinycc/deploy/deep.py), then the target refuses it in one
+    line (no generated deep project yet) and writes nothing; --deep blocks is refused before any work."""
     from tinycc.api import compile_model, make_config
     from tinycc.errors import TinyccError
     from tinycc.session import Session
@@ -116,6 +117,10 @@ def test_compile_refuses_deep_until_generated(setup: Path, tmp_path: Path) -> No
     session = Session(autoload=False)
     config = make_config(session, deep=("bias",))
     assert config.learning.deep == ("bias",) and config.learning.deep_cut is None
-    with pytest.raises(TinyccError, match="--deep: learning beyond the head runs in `tinycc simulate --deep` only"):
-        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), config, session)
+    calib = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(TinyccError, match="--deep bias: the c target does not generate the deep learner yet"):
+        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), config, session, calib=calib)
     assert not (tmp_path / "out").exists()
+    with pytest.raises(TinyccError, match="--deep blocks: trainable convolution blocks run in `tinycc simulate"):
+        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), make_config(session, deep=("blocks",)),
+                      session)

@@ -28,6 +28,7 @@ from .test_c_backend import _graph as _zoo_graph
 from .test_heads import _graph as _head_graph
 from .test_heads import autoencoder, binary_net
 from .test_tflm_project import library  # noqa: F401  (fixture: the host TFLite Micro library)
+from .test_deep import dep  # noqa: F401  (fixture: a small int8 residual deployment)
 
 CALLS = 4000
 
@@ -672,3 +673,40 @@ def test_deep_learn_path_under_random_calls(session, tmp_path: Path, policy: int
     assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
     bad_label, null, refused, learned = map(int, r.stdout.split())
     assert bad_label > 30 and null > 10 and refused > 10 and learned > 200  # every path was taken
+
+
+@pytest.mark.parametrize("policy", [0, 1])
+def test_deep_bias_learn_path_under_random_calls(dep, tmp_path: Path, policy: int) -> None:
+    """The deep bias learn path (backends/c/deep_learn.emit_bias_learn: the int8 region on the generic kernels
+    with RAM int32 biases, then the bias step) under the same random calls as the blocks learn path: -1 / -2
+    change nothing (float parameters and the int32 biases the int8 kernels read), -4 leaves the buffer as before
+    or one entry short, a success returns the count, every parameter stays finite; the sanitizers see no fault."""
+    from tinycc.backends.c.deep_learn import emit_bias_learn
+    from tinycc.ir.deep import DeepLearner, deep_cuts
+
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "bias", capacity=4, batch_size=2)
+    (tmp_path / "step.c").write_text(emit_bias_learn(learner, 2))
+    t = learner.tail
+    params = [(f"tcc_dw{k}", p.weight.size) for k, (n, p) in enumerate(t.params.items()) if t.trains(n)[0]] + \
+             [(f"tcc_db{k}", p.bias.size) for k, p in enumerate(t.params.values())]
+    names = list(t.params)
+    ints = [(f"tcc_bq{names.index(op.name)}", t.params[op.name].bias.size) for op in learner.region_params]
+    snap = "static void snapshot(float *to) {\n" + "".join(
+        f"    memcpy(to, {n}, sizeof {n}); to += {s};\n" for n, s in params) + "".join(
+        f"    for (int k = 0; k < {s}; ++k) *to++ = (float){n}[k]; /* the int32 biases: exact below 2^24 */\n"
+        for n, s in ints) + "}\n"
+    defs = (f"#define CAP 4\n#define CUT {learner.buffer.feature_count}\n#define CLASSES {learner.num_classes}\n"
+            f"#define PARAMS {sum(s for _, s in params + ints)}\n#define CALLS 400\n#define POLICY {policy}\n")
+    src = DEEP_LEARN_FUZZ_C.replace('#include "step.c"\n', '#include "step.c"\n' + snap, 1)
+    (tmp_path / "fuzz.c").write_text(defs + src)
+    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+    exe = tmp_path / "fuzz"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
+                    str(tmp_path / "fuzz.c"), *(str(rt / f) for f in ("tinycc_backprop.c", "tinycc_learn.c",
+                                                                      "tinycc_kernels.c")), "-lm",
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+    bad_label, null, refused, learned = map(int, r.stdout.split())
+    assert bad_label > 20 and null > 5 and refused > 5 and learned > 100  # every path was taken

@@ -21,10 +21,12 @@ import numpy as np
 
 from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
                      DemoConfig, LearningConfig, TestVectors)
+from .deploy.deep import build_deep_deployment
 from .errors import TinyccError
 from .ir.calibration import CalibrationDataError, check_weights
 from .ir.verify import verify
-from .options import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, int_range, layer_names, positive_float, positive_int
+from .options import (MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, byte_size, deep_mode, int_range, layer_names,
+                      positive_float, positive_int)
 from .output import check_output_dir, install_dir, new_project_dir
 from .passes import PassContext, PassRecord, collect_records, summarize, timed
 from .stages import FRONT_STAGES, STAGES, parse_passes, resolve, run_stages
@@ -70,6 +72,12 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--train", choices=TRAIN_MODES,
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
+    g.add_argument("--deep", type=deep_mode, metavar="bias",
+                   help="learn beyond the head: bias = the int8 backbone's biases after --deep-cut train on the "
+                        "device with the classifier (TinyTL); sized and checked against the budget")
+    g.add_argument("--deep-cut", metavar="TENSOR",
+                   help="--deep: where the trained backbone starts (default: the input of the last layer with "
+                        "weights before the classifier)")
     g.add_argument("--test-count", type=int_range(1, MAX_SAMPLES),
                    help=f"calibration samples embedded as demo/self-test vectors (default {DemoConfig.test_count})")
     g.add_argument("--selftest", action="store_true", default=None,
@@ -193,9 +201,9 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     kind, plugin = ("inference", "inference") if config.inference_only else ("ondevice", "ondevice")
     build = reg.deployer(kind, plugin)  # a blocked deployment plugin: one line, before any work
     _check_dump_after(cc.dump_after, reg)
-    if config.learning is not None and config.learning.deep:
-        raise TinyccError("--deep: learning beyond the head runs in `tinycc simulate --deep` only; generated "
-                          "projects train the classifier")
+    if config.learning is not None and config.learning.deep and config.learning.deep != ("bias",):
+        raise TinyccError("--deep blocks: trainable convolution blocks run in `tinycc simulate --deep` only; "
+                          "`tinycc compile` deploys --deep bias")
     for stage in STAGES:
         resolve(reg, stage, cc.passes)  # unknown --passes names: one line, before any work
     with timed("frontend"):
@@ -209,7 +217,10 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     run_stages(graph, reg, FRONT_STAGES, ctx, verify_each=cc.verify_each, dump_after=cc.dump_after,
                dump_dir=out.parent)
     with timed("cut, classifier, budget"):
-        deployment = build(graph, config, session, backend, calib=calib)
+        if config.learning is not None and config.learning.deep:  # beyond the head: on the head deployment
+            deployment = build_deep_deployment(graph, config, session, backend, calib, head=build)
+        else:
+            deployment = build(graph, config, session, backend, calib=calib)
         backend.check(deployment)
     tmp = new_project_dir(out)
     try:

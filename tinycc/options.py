@@ -201,3 +201,13 @@ def layer_names(text: object) -> tuple[str, ...]:
     if not names or any(not n or len(n) > 200 for n in names):
         raise argparse.ArgumentTypeError(f"expected NAME,NAME (layer names, first or last), got {str(text)[:60]!r}")
     return names
+
+
+def deep_mode(text: object) -> tuple[str, ...]:
+    """``--deep`` of ``tinycc compile``: one mode of learning beyond the head (``bias``), as the config's tuple."""
+    from .ir.deep import DEEP_MODES
+
+    mode = str(text).strip()
+    if mode not in DEEP_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DEEP_MODES)}, got {str(text)[:60]!r}")
+    return (mode,)

@@ -19,7 +19,7 @@ from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from .. import names
-from ..base import Backend
+from ..base import Backend, refuse_deep
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
@@ -104,6 +104,7 @@ class ArduinoBackend(Backend):
         return run_demo(project, platform)
 
     def check(self, deployment: Deployment) -> None:
+        refuse_deep(deployment, "arduino")
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]

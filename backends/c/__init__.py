@@ -22,7 +22,7 @@ from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
 from .. import names
-from ..base import Backend, check_static_size
+from ..base import Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
@@ -360,6 +360,7 @@ class CBackend(Backend):
         return run_demo(project, platform, target)
 
     def check(self, deployment: Deployment) -> None:
+        refuse_deep(deployment, "c")
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:

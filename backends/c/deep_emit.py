@@ -76,8 +76,10 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
 
 
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
-              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
-    """The C step of ``tail`` for at most ``batch`` rows, laid out by ``step_plan`` (see the module docstring)."""
+              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cut_input: bool = True) -> str:
+    """The C step of ``tail`` for at most ``batch`` rows, laid out by ``step_plan`` (see the module docstring).
+    ``cut_input`` False (a step that never reads the cut in float, as the bias step): the step and the forward take
+    no float cut (``tcc_deep_step_known(known, y, n, lr)``, ``tcc_deep_logits(known, n, z)``)."""
     known, biases = known or {}, biases or {}
     order = known_order(tail, known)
     ops = step_ops(tail)
@@ -89,6 +91,9 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     grads = {t: f"tcc_gs{k}" for t, k in plan.slot.items()}
     params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
     classes = _size(tail, tail.logits)
+    if not cut_input and (tail.cut in floats or not known):
+        raise ValueError("a step without the float cut input needs known tensors and no float read of the cut")
+    xarg, xnull = ("const float *x, ", "!x || ") if cut_input else ("", "")
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
     qw = int8_weights(tail, tuple(known))
     for op in ops:
@@ -124,14 +129,15 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                "    for (int32_t k = 0; k < count; ++k) g[k] = d[k];\n}\n\n")
     head = len(out)  # the forward function goes here, before the step
     if order:
-        out.append(f"int tcc_deep_step_known(const float *x, const int8_t *const *known, const int32_t *y, int32_t n, "
+        out.append(f"int tcc_deep_step_known({xarg}const int8_t *const *known, const int32_t *y, int32_t n, "
                    f"float lr) {{\n    if (!known) return -1;\n    for (int32_t j = 0; j < {len(order)}; ++j) "
                    f"if (!known[j]) return -1;\n")
     else:
         out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
-    out.append(f"    if (n < 1 || n > {batch} || !x || !y) return -1;\n")
+    out.append(f"    if (n < 1 || n > {batch} || {xnull}!y) return -1;\n")
     out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
-    out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
+    if cut_input:
+        out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
     sets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in conv_ops)
     cut_copy = (f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n"
                 if tail.cut in floats else "")
@@ -226,11 +232,11 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     z = names[tail.logits]
     cut = _size(tail, tail.cut)
     out.insert(head, f"static void tcc_deep_forward(int32_t n{kargs}) {{\n" + sets + "".join(fwd) + "}\n\n"
-               + f"int tcc_deep_logits(const float *x{kargs}, int32_t n, float *z) {{\n"
-               + f"    if (n < 1 || n > {batch} || !x || !z) return -1;\n"
+               + f"int tcc_deep_logits({xarg.rstrip(', ') if not kargs else xarg + kargs[2:]}, int32_t n, float *z) {{\n"
+               + f"    if (n < 1 || n > {batch} || {xnull}!z) return -1;\n"
                + ("    if (!known) return -1;\n"
                   f"    for (int32_t j = 0; j < {len(order)}; ++j) if (!known[j]) return -1;\n" if order else "")
-               + f"    for (int32_t k = 0; k < n * {cut}; ++k) if (!isfinite(x[k])) return -2;\n"
+               + (f"    for (int32_t k = 0; k < n * {cut}; ++k) if (!isfinite(x[k])) return -2;\n" if cut_input else "")
                + cut_copy
                + f"    tcc_deep_forward(n{kcall});\n"
                + f"    for (int32_t k = 0; k < n * {classes}; ++k) z[k] = {z}[k];\n    return 0;\n}}\n\n")

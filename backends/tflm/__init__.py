@@ -19,7 +19,7 @@ from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ...tflite_writer import operator_names, write_tflite
 from .. import names
-from ..base import Backend, check_static_size
+from ..base import Backend, check_static_size, refuse_deep
 from ..c import cmsis_nn
 from .measure import measure_arena
 
@@ -146,6 +146,7 @@ class TflmBackend(Backend):
         if cmsis_nn.enabled(deployment.config.kernels):  # the options first, then the model
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
+        refuse_deep(deployment, "tflm")
         refuse_recurrent(deployment.extractor)
         check_static_size(deployment)
         ops = operator_names(_artifact(deployment).data)

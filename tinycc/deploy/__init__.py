@@ -9,11 +9,12 @@ deployment kinds (``plugins/deployments/ondevice.py``, ``plugins/deployments/inf
 """
 from __future__ import annotations
 
+from .deep import build_deep_deployment
 from .inference import build_inference, full_graph, int8_model, quantize_inputs
 from .learning import (DEFAULT_BUFFER, Cut, CutPoint, build_deployment, choose_loss, cut_candidates,
                        is_autoencoder, make_classifier, quantize_extractor, split, target_quant)
 from .stage import BUDGET_ADVICE, c_name, check_budget, memory_plan
 
-__all__ = ["BUDGET_ADVICE", "DEFAULT_BUFFER", "Cut", "CutPoint", "build_deployment", "build_inference", "c_name",
+__all__ = ["BUDGET_ADVICE", "DEFAULT_BUFFER", "Cut", "CutPoint", "build_deep_deployment", "build_deployment", "build_inference", "c_name",
            "check_budget", "choose_loss", "cut_candidates", "full_graph", "int8_model", "is_autoencoder",
            "make_classifier", "memory_plan", "quantize_extractor", "quantize_inputs", "split", "target_quant"]

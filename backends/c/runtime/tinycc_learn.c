@@ -479,6 +479,8 @@ void tcc_buffer_unpush(tcc_buffer_t *b, int32_t slot, const uint32_t *before) {
     b->state[S_HEAD] = b->policy == TCC_POLICY_FIFO ? (uint32_t)(b->capacity - 1) : 0u;
 }
 
+int32_t tcc_buffer_slot(const tcc_buffer_t *b, int32_t k) { return entry_slot(b, k); }
+
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout) {
     const int32_t slot = entry_slot(b, k);
     int32_t i;

@@ -70,6 +70,8 @@ void tcc_buffer_save(const tcc_buffer_t *b, uint32_t *state);
  * the sample is removed; when it had replaced an entry (a full buffer) that entry is gone too, the others keep
  * their training order in slots 0..capacity-2 (tinycc.ir.buffer.ReplayBuffer.unpush) */
 void tcc_buffer_unpush(tcc_buffer_t *b, int32_t slot, const uint32_t *before);
+/* the slot of the k-th entry in training order (0 <= k < count): its int8 values are q[slot * features ...] */
+int32_t tcc_buffer_slot(const tcc_buffer_t *b, int32_t k);
 /* the k-th entry in training order, dequantized into out[features] (a regression target into
  * tout[targets]); returns its label (0 for regression) */
 uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *tout);

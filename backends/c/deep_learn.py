@@ -1,0 +1,132 @@
+"""C for the deep bias learner (``tinycc.ir.deep.DeepLearner`` mode ``bias``): the int8 region and its learn path.
+
+``emit_bias_learn(learner, batch)`` gives one C99 translation unit (compile with runtime/tinycc_backprop.c,
+tinycc_learn.c and tinycc_kernels.c) holding
+
+- the bias step of ``deep_emit.learner_step`` without a float cut input (``tcc_deep_step_known(known, y, n, lr)``):
+  Φc's float parameters, the float master copies of the region's biases and their int32 biases ``tcc_bq<k>`` (RAM);
+- the region's int8 forward on the runtime's generic kernels (``tcc_conv2d_s8``, ``tcc_dwconv2d_s8``,
+  ``tcc_fc_s8``, ``tcc_add_s8``, ...), whose bias pointers are those RAM int32 biases, so inference runs the int8
+  kernels with the learned biases; every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
+  the step's ``known`` tensors), which is the region's whole working memory (no arena);
+- ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs)``: push the
+  int8 cut tensor ``q`` and its label, then ``epochs`` epochs over the buffer in training order, batches of
+  ``batch`` consecutive entries (region forward per row, then one step), as ``DeepLearner.learn``. Returns the
+  buffer count; -1 a label out of range (or a buffer of another shape); -2 ``b`` or ``q`` NULL (nothing stored or
+  trained); -4 a step was refused: the retraining stopped there and the sample was removed again;
+- ``int32_t tcc_deep_predict(const int8_t *q, float *z)``: the logits of one int8 cut tensor (the region with the
+  current int32 biases, then Φc); returns the class, -1 for NULL.
+
+Identifiers come from positions only; nothing of the model's text reaches the C (comments: none).
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ...ir.deep import DeepLearner
+from ...ir.ops import OpKind
+from .deep_emit import emit_step, known_order, learner_step
+from .emitter import CArray, _Builder
+
+_IDENTITY = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT)
+
+
+class _Region(_Builder):
+    """The emitter's generic-kernel calls for the region's ops, pointers redirected: the cut is ``q``, every output
+    its kept array at row ``r``, a trained bias the step's int32 array."""
+
+    def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str]):
+        plan = SimpleNamespace(offsets={}, inplace=set(), overlaps={})
+        dep = SimpleNamespace(extractor=learner.region, name="deep", plan=plan,
+                              config=SimpleNamespace(kernels="generic", target=None), inference_only=False)
+        super().__init__(dep)  # type: ignore[arg-type]
+        self.cut, self.kept, self.sizes, self.biases = learner.cut, kept, sizes, biases
+        for t, name in biases.items():
+            self.names[t] = name  # the RAM int32 bias, defined by the step
+
+    def ptr(self, tensor: str) -> str:
+        if self.g.tensors[tensor].is_const:
+            return self.const(tensor)
+        if tensor == self.cut:
+            return "q"
+        return f"({self.kept[tensor]} + r * {self.sizes[tensor]})"
+
+    def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True, guard: str = "") -> str:
+        name = super().array(base, ctype, values, flash, guard)
+        self.m.arrays[-1].name = name = name.replace("tcc_", "tcc_rg_", 1)
+        return name
+
+
+def _tables(arrays: list[CArray]) -> str:
+    return "".join(f"static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};\n" for a in arrays)
+
+
+def emit_bias_learn(learner: DeepLearner, batch: int) -> str:
+    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``."""
+    if learner.mode != "bias":
+        raise ValueError("emit_bias_learn is for the bias mode")
+    _, order = learner_step(learner, batch)  # checks the bias scales
+    tensors = learner.view.tensors
+    known = {t: (float(tensors[t].quant.scale[0]), int(tensors[t].quant.zero_point[0])) for t in order}
+    biases = {}
+    for op in learner.region_params:
+        t = tensors[op.inputs[2]]
+        biases[op.name] = (np.asarray(t.quant.scale, np.float64).astype(np.float32), np.asarray(t.data, np.int32))
+    step = emit_step(learner.tail, batch, known, biases, cut_input=False)
+    assert known_order(learner.tail, known) == order
+    params = {name: k for k, name in enumerate(learner.tail.params)}
+    sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
+    kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
+    bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params}
+    region = _Region(learner, kept, sizes, bias_names)
+    calls: list[str] = []
+    for pos, op in enumerate(learner.region.ops):
+        region.layer, region.op_now = (pos, op.kind.value), op
+        if op.kind in _IDENTITY:
+            calls.append(f"    memcpy({region.ptr(op.outputs[0])}, {region.ptr(op.inputs[0])}, "
+                         f"{sizes[op.outputs[0]]});\n")
+            continue
+        n = len(region.m.calls)
+        region.op(op)
+        if len(region.m.calls) == n:
+            raise ValueError(f"{op.describe()}: no int8 kernel call for the deep region")
+        calls += [f"    {c.fn}({', '.join(c.args)});\n" for c in region.m.calls[n:]]
+    cut, classes = learner.buffer.feature_count, learner.num_classes
+    known_list = ", ".join(kept[t] for t in order)
+    src = step.replace('#include "tinycc_backprop.h"\n',
+                       '#include <string.h>\n#include "tinycc_backprop.h"\n#include "tinycc_kernels.h"\n'
+                       '#include "tinycc_learn.h"\n', 1)
+    return src + "\n" + _tables(region.m.arrays) + "".join(
+        f"static int8_t {kept[t]}[{batch * sizes[t]}];\n" for t in order) + (
+        f"static int32_t tcc_y[{batch}];\n\n"
+        "/* the region's int8 forward of one cut tensor q into row r of the kept arrays */\n"
+        "static void tcc_deep_region(const int8_t *q, int32_t r) {\n" + "".join(calls) + "}\n\n"
+        "int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs) {\n"
+        f"    const int8_t *const known[{len(order)}] = {{{known_list}}};\n"
+        "    uint32_t before[4];\n    int32_t slot, n;\n"
+        "    if (!b || !q) return -2;\n"
+        f"    if (label >= {classes} || b->features != {cut} || b->targets != 0 || !b->int8_storage) return -1;\n"
+        "    tcc_buffer_save(b, before);\n    slot = tcc_buffer_push(b, NULL, q, label, NULL);\n"
+        "    n = tcc_buffer_count(b);\n"
+        "    for (int32_t e = 0; e < epochs; ++e)\n"
+        f"        for (int32_t s = 0; s < n; s += {batch}) {{\n"
+        f"            const int32_t m = n - s < {batch} ? n - s : {batch};\n"
+        "            for (int32_t r = 0; r < m; ++r) {\n"
+        "                const int32_t k = tcc_buffer_slot(b, s + r);\n"
+        "                tcc_y[r] = b->labels[k];\n"
+        f"                tcc_deep_region(b->q + (size_t)k * {cut}, r);\n            }}\n"
+        "            if (tcc_deep_step_known(known, tcc_y, m, lr) != 1) {\n"
+        "                tcc_buffer_unpush(b, slot, before); /* refused: nothing of this step was written */\n"
+        "                return -4;\n            }\n        }\n"
+        "    return n;\n}\n\n"
+        "int32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
+        f"    const int8_t *const known[{len(order)}] = {{{known_list}}};\n"
+        "    int32_t best = 0;\n"
+        "    if (!q || !z) return -1;\n"
+        "    tcc_deep_region(q, 0);\n"
+        "    if (tcc_deep_logits(known, 1, z) != 0) return -1;\n"
+        f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
+        "    return best;\n}\n")
