@@ -41,7 +41,8 @@ class _Region(_Builder):
     def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str]):
         plan = SimpleNamespace(offsets={}, inplace=set(), overlaps={})
         dep = SimpleNamespace(extractor=learner.region, name="deep", plan=plan,
-                              config=SimpleNamespace(kernels="generic", target=None), inference_only=False)
+                              config=SimpleNamespace(kernels="generic", target=None, demo_target=None,
+                                                     memory=SimpleNamespace(widen=False)), inference_only=False)
         super().__init__(dep)  # type: ignore[arg-type]
         self.cut, self.kept, self.sizes, self.biases = learner.cut, kept, sizes, biases
         for t, name in biases.items():
