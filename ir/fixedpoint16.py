@@ -1,0 +1,168 @@
+"""int16 (TFLite's 16x8) LOGISTIC, TANH and SOFTMAX: table-driven integer kernels bit-exact with TFLite's
+reference kernels and TFLite Micro.
+
+Facts (from the public reference kernels; tables computed here by formula, nothing copied):
+
+* LOGISTIC / TANH: input and output zero point 0, output scale 1/32768. The input is rescaled so that 12288
+  (3 * 4096) is 1.0: with a power-of-two input scale 2^-12 (logistic) or 2^-12 / 2^-11 (tanh) the multiplier is
+  3 << left_shift and no shift, otherwise ``multiplier = scale * 12288`` doubled (left_shift + 1) while
+  <= 32767 / 2, truncated to an integer; ``x = (q * multiplier + round) >> left_shift``. A 256-entry table
+  ``round(65536 * sigmoid(i / 24))`` (at most 65535) is interpolated linearly on |x| (9 fraction bits for
+  logistic, 8 for tanh = 2 sigmoid(2x) - 1); the sign is restored by symmetry.
+* SOFTMAX: input zero point 0, output zero point 0 and scale 1/32768. ``input_diff = q - max`` is rescaled by
+  QuantizeMultiplier(scale * beta / (10 / 65535)) so that [-65535, 0] is [-10, 0], recentred by +32767 and looked
+  up in a 513-entry exp table over [-10, 0]; the int32 sum of the Q0.15 exps is normalised (count leading zeros),
+  its reciprocal looked up in a 513-entry 1/(1+x) table over [0, 1], and each exp rescaled by it.
+  A 513-entry table samples f at 512 equal steps, each entry biased by half the error of linear interpolation
+  at the step's midpoint; lookups interpolate with 7 fraction bits.
+
+TFLite and TFLite Micro differ only in SOFTMAX's multiplier: TFLite multiplies input scale and beta in float32
+before the division in double, TFLite Micro in double (equal when beta is 1, as in Keras' softmax).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from .quant import multiply_by_quantized_multiplier
+
+Array = np.ndarray
+
+OUT_SCALE = 1.0 / 32768.0  # every output of the three ops: Q0.15, zero point 0
+
+
+def sigmoid_table() -> Array:
+    """256 uint16 values of sigmoid(i / 24) in Q0.16 (65536 saturated to 65535)."""
+    i = np.arange(256, dtype=np.float64)
+    return np.minimum(np.floor(65536.0 / (1.0 + np.exp(-i / 24.0)) + 0.5), 65535).astype(np.int64)
+
+
+def _round(v: float) -> float:
+    """TfLiteRound: half away from zero."""
+    return math.copysign(math.floor(abs(v) + 0.5), v)
+
+
+def lut513(func: Callable[[float], float], lo: float, hi: float) -> Array:
+    """A 513-entry int16 table of ``func`` over [lo, hi] (outputs in [-1, 1] as Q0.15), interpolation-biased."""
+    step = (hi - lo) / 512
+    half, inv = step / 2, 32768.0
+    table = np.zeros(513, np.int64)
+    for i in range(512):
+        val, mid, nxt = func(lo + i * step), func(lo + i * step + half), func(lo + (i + 1) * step)
+        sample = _round(val * inv)
+        interp = _round((nxt * inv + _round(val * inv)) / 2)
+        bias = _round((interp - _round(mid * inv)) / 2)
+        table[i] = min(max(sample - bias, -32768), 32767)
+    table[512] = min(max(_round(func(hi) * inv), -32768), 32767)
+    return table
+
+
+def exp_table() -> Array:
+    """exp over [-10, 0] (513 entries)."""
+    return lut513(math.exp, -10.0, 0.0)
+
+
+def reciprocal_table() -> Array:
+    """1 / (1 + x) over [0, 1] (513 entries)."""
+    return lut513(lambda v: 1.0 / (1.0 + v), 0.0, 1.0)
+
+
+def lut_lookup(v: Array, table: Array) -> Array:
+    """Interpolated lookup of int16 values ``v`` in a 513-entry table."""
+    v = np.asarray(v, np.int64)
+    idx = 256 + (v >> 7)
+    base = table[idx]
+    return base + (((table[idx + 1] - base) * (v & 0x7F) + 64) >> 7)
+
+
+def _checked_log2(x: float) -> tuple[bool, int]:
+    """TFLite's CheckedLog2 in float32: (x is a power of two within 1e-3 in log2, the rounded log2)."""
+    f32 = np.float32
+    lg = f32(f32(np.log(f32(x))) * f32(f32(1.0) / f32(np.log(f32(2.0)))))
+    r = f32(_round(float(lg)))
+    return bool(abs(f32(lg - r)) < f32(1e-3)), int(r)
+
+
+def sigmoid_tanh_params(input_scale: float, tanh: bool) -> tuple[int, int]:
+    """(multiplier, left_shift) of an int16 LOGISTIC (``tanh`` False) or TANH; multiplier 0 = power-of-two case."""
+    pot, lg = _checked_log2(input_scale)
+    shift = 12 + lg
+    if pot and (shift == 0 or (tanh and shift == 1)):
+        return 0, shift
+    mult, shift = float(np.float32(input_scale)) * 4096.0 * 3.0, 0
+    while mult <= 32767.0 / 2.0 and shift <= 30:
+        shift, mult = shift + 1, mult * 2.0
+    return int(mult), shift
+
+
+def _scaled_input(q: Array, mult: int, shift: int) -> Array:
+    if mult == 0:
+        mult, shift = 3 << shift, 0
+    rnd = 1 << (shift - 1) if shift > 0 else 0
+    return (np.asarray(q, np.int64) * mult + rnd) >> shift
+
+
+def logistic_s16(q: Array, mult: int, shift: int, table: Array | None = None) -> Array:
+    """int16 LOGISTIC (output Q0.15)."""
+    t = sigmoid_table() if table is None else table
+    x = _scaled_input(q, mult, shift)
+    a = np.abs(x)
+    uh = np.minimum(a >> 9, 254)
+    ua, ub = t[uh], t[uh + 1]
+    r = np.where((a >> 9) >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
+    r = np.where(x >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+    return (r >> 10).astype(np.int16)
+
+
+def tanh_s16(q: Array, mult: int, shift: int, table: Array | None = None) -> Array:
+    """int16 TANH (output Q0.15): 2 sigmoid(2x) - 1 on the sigmoid table."""
+    t = sigmoid_table() if table is None else table
+    x = _scaled_input(q, mult, shift)
+    a = np.abs(x)
+    uh = np.minimum(a >> 8, 254)
+    ua, ub = t[uh], t[uh + 1]
+    r = np.where((a >> 8) >= 255, 0xFFFF << 8, (ua << 8) + (a & 0xFF) * (ub - ua))
+    r = np.where(x >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
+    return (r >> 8).astype(np.int16)
+
+
+def softmax_s16_params(input_scale: float, beta: float, flavor: str = "tflm") -> tuple[int, int]:
+    """(multiplier, shift) rescaling input differences so that [-65535, 0] is [-10, 0]."""
+    from .quant import quantize_multiplier
+
+    if flavor == "tflite":
+        prod = float(np.float32(np.float32(input_scale) * np.float32(beta)))
+    else:
+        prod = float(np.float32(input_scale)) * float(np.float32(beta))
+    return quantize_multiplier(prod / (10.0 / 65535.0))
+
+
+def _clz32(v: Array) -> Array:
+    v = np.asarray(v, np.int64)
+    bits = np.zeros(v.shape, np.int64)
+    nz = v > 0
+    bits[nz] = np.floor(np.log2(v[nz].astype(np.float64))).astype(np.int64)
+    # exact correction of the float log2 near powers of two
+    bits = np.where(nz & ((np.int64(1) << (bits + 1)) <= v), bits + 1, bits)
+    bits = np.where(nz & ((np.int64(1) << bits) > v), bits - 1, bits)
+    return np.where(nz, 31 - bits, 32)
+
+
+def softmax_s16(x: Array, mult: int, shift: int, exp_lut: Array | None = None,
+                recip_lut: Array | None = None) -> Array:
+    """int16 SOFTMAX over the last axis (output Q0.15)."""
+    el = exp_table() if exp_lut is None else exp_lut
+    rl = reciprocal_table() if recip_lut is None else recip_lut
+    x = np.asarray(x, np.int64)
+    diff = x - x.max(axis=-1, keepdims=True)
+    scaled = multiply_by_quantized_multiplier(diff, mult, shift)
+    e = lut_lookup(np.clip(scaled + 32767, -32768, 32767), el)
+    total = e.sum(axis=-1, keepdims=True)
+    h = _clz32(total)
+    shifted = ((total << (h - 1)) + (1 << 13)) >> 14
+    recip = lut_lookup(np.clip(shifted - ((1 << 15) + (1 << 16)), -32768, 32767), rl)
+    rs = 31 - h
+    out = (e * recip + (np.int64(1) << (rs - 1))) >> rs
+    return np.clip(out, 0, 32767).astype(np.int16)
