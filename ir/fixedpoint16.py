@@ -16,8 +16,14 @@ Facts (from the public reference kernels; tables computed here by formula, nothi
   A 513-entry table samples f at 512 equal steps, each entry biased by half the error of linear interpolation
   at the step's midpoint; lookups interpolate with 7 fraction bits.
 
-TFLite and TFLite Micro differ only in SOFTMAX's multiplier: TFLite multiplies input scale and beta in float32
+TFLite and TFLite Micro differ in SOFTMAX only: TFLite computes its two tables in double, TFLite Micro in float32
+(2 entries of the 1/(1+x) table differ by one, measured), and TFLite multiplies input scale and beta in float32
 before the division in double, TFLite Micro in double (equal when beta is 1, as in Keras' softmax).
+
+Not computed by formula: TFLite's 256-entry sigmoid table of LOGISTIC/TANH equals ``round(65536 sigmoid(i/24))``
+in 212 entries and is one larger in 43 (measured on every int16 input); no rule found reproduces those, so
+LOGISTIC/TANH here are within one output step of TFLite and TFLite Micro (identical on most inputs), not
+bit-exact.
 """
 from __future__ import annotations
 
@@ -44,28 +50,37 @@ def _round(v: float) -> float:
     return math.copysign(math.floor(abs(v) + 0.5), v)
 
 
-def lut513(func: Callable[[float], float], lo: float, hi: float) -> Array:
-    """A 513-entry int16 table of ``func`` over [lo, hi] (outputs in [-1, 1] as Q0.15), interpolation-biased."""
-    step = (hi - lo) / 512
-    half, inv = step / 2, 32768.0
+def lut513(func: Callable[[float], float], lo: float, hi: float, single: bool = False) -> Array:
+    """A 513-entry int16 table of ``func`` over [lo, hi] (outputs in [-1, 1] as Q0.15), interpolation-biased;
+    ``single``: every step in float32 (TFLite Micro) instead of double (TFLite)."""
+    t: Callable[[float], float] = (lambda v: float(np.float32(v))) if single else float
+    f = (lambda v: t(func(t(v)))) if single else func
+    lo, hi = t(lo), t(hi)
+    step = t(t(hi - lo) / 512)
+    half, inv = t(step / 2), 32768.0
     table = np.zeros(513, np.int64)
     for i in range(512):
-        val, mid, nxt = func(lo + i * step), func(lo + i * step + half), func(lo + (i + 1) * step)
-        sample = _round(val * inv)
-        interp = _round((nxt * inv + _round(val * inv)) / 2)
-        bias = _round((interp - _round(mid * inv)) / 2)
+        at = t(t(i * step) + lo)
+        val, mid, nxt = f(at), f(t(at + half)), f(t(t((i + 1) * step) + lo))
+        sample = _round(t(val * inv))
+        interp = _round(t(t(t(nxt * inv) + sample) / 2))
+        bias = _round(t(t(interp - _round(t(mid * inv))) / 2))
         table[i] = min(max(sample - bias, -32768), 32767)
-    table[512] = min(max(_round(func(hi) * inv), -32768), 32767)
+    table[512] = min(max(_round(t(f(hi) * inv)), -32768), 32767)
     return table
 
 
-def exp_table() -> Array:
-    """exp over [-10, 0] (513 entries)."""
-    return lut513(math.exp, -10.0, 0.0)
+def exp_table(flavor: str = "tflm") -> Array:
+    """exp over [-10, 0] (513 entries; float32 arithmetic for TFLite Micro, double for TFLite)."""
+    single = flavor != "tflite"
+    return lut513((lambda v: float(np.float32(math.exp(v)))) if single else math.exp, -10.0, 0.0, single)
 
 
-def reciprocal_table() -> Array:
-    """1 / (1 + x) over [0, 1] (513 entries)."""
+def reciprocal_table(flavor: str = "tflm") -> Array:
+    """1 / (1 + x) over [0, 1] (513 entries; float32 for TFLite Micro, double for TFLite)."""
+    single = flavor != "tflite"
+    if single:
+        return lut513(lambda v: float(np.float32(1.0) / (np.float32(1.0) + np.float32(v))), 0.0, 1.0, True)
     return lut513(lambda v: 1.0 / (1.0 + v), 0.0, 1.0)
 
 
@@ -151,10 +166,10 @@ def _clz32(v: Array) -> Array:
 
 
 def softmax_s16(x: Array, mult: int, shift: int, exp_lut: Array | None = None,
-                recip_lut: Array | None = None) -> Array:
-    """int16 SOFTMAX over the last axis (output Q0.15)."""
-    el = exp_table() if exp_lut is None else exp_lut
-    rl = reciprocal_table() if recip_lut is None else recip_lut
+                recip_lut: Array | None = None, flavor: str = "tflm") -> Array:
+    """int16 SOFTMAX over the last axis (output Q0.15); the tables default to ``flavor``'s."""
+    el = exp_table(flavor) if exp_lut is None else exp_lut
+    rl = reciprocal_table(flavor) if recip_lut is None else recip_lut
     x = np.asarray(x, np.int64)
     diff = x - x.max(axis=-1, keepdims=True)
     scaled = multiply_by_quantized_multiplier(diff, mult, shift)

@@ -317,15 +317,15 @@ def lut16_params(g: Graph, op: Op, flavor: str = "tflm") -> tuple[int, int]:
     if op.kind == OpKind.SOFTMAX:
         return softmax_s16_params(si, op.attrs["beta"], flavor)
     mult, shift = sigmoid_tanh_params(si, op.kind == OpKind.TANH)
-    if mult >= 1 << 16:
-        raise IRError(f"{op.describe()}: int16 {op.kind.value} input scale {si:g} is too large")
+    if mult >= 1 << 16 or shift > 30:  # TFLite's int32 products would overflow
+        raise IRError(f"{op.describe()}: int16 {op.kind.value} input scale {si:g} is out of range")
     return mult, shift
 
 
 def _lut16(g: Graph, op: Op, x: Array, flavor: str) -> Array:
     m, e = lut16_params(g, op, flavor)
     if op.kind == OpKind.SOFTMAX:
-        return softmax_s16(x, m, e)
+        return softmax_s16(x, m, e, flavor=flavor)
     return (logistic_s16 if op.kind == OpKind.SIGMOID else tanh_s16)(x, m, e)
 
 

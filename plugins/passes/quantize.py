@@ -56,7 +56,7 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.calibration import (OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples,
                                sample_count)
 from ...ir.graph import Graph, Op
-from ...ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
+from ...ir.interpreter_int8 import FIXED_OUTPUT, FIXED_OUTPUT16, INT8_KINDS, SAME_PARAMS
 from ...ir.ops import OpKind
 from ...ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
@@ -267,7 +267,8 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
     params: dict[str, QuantParams] = {}
     for members in groups.values():
         fixed_ops = [producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS]
-        fixed = {FIXED_PARAMS[o.kind] for o in fixed_ops}
+        table = {**FIXED_PARAMS, **FIXED_OUTPUT16} if wide and members[0] in wide else FIXED_PARAMS  # int16: Q0.15
+        fixed = {table[o.kind] for o in fixed_ops}
         free = [t for t in members if t not in producers or
                 (producers[t].kind not in SHARED_KINDS and producers[t].kind not in FIXED_PARAMS)]
         if len(fixed) > 1 or (fixed and free):

@@ -1,0 +1,218 @@
+"""int16 (16x8) SOFTMAX, LOGISTIC and TANH: the table kernels of ir/fixedpoint16.py against TFLite's BUILTIN_REF and
+TFLite Micro (every int16 input, several scales), converter files, tinycc's own quantization, the C runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.config import QuantConfig
+from tinycc.ir.interpreter_int8 import eval_int8, run_int8
+from tinycc.ir.ops import OpKind
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.plugins.passes.quantize import quantize_model
+from tinycc.session import Session
+from tinycc.tflite_writer import write_tflite
+
+from .test_int16 import _g16, assert_builtin_ref, convert_16x8, sensor_classifier
+
+ALL16 = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16)
+
+
+def _refs(data: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(BUILTIN_REF, TFLite Micro) outputs of a one-input model on one batch-1 input ``x``."""
+    import tensorflow as tf
+    from tflite_micro.python.tflite_micro import runtime
+
+    it = tf.lite.Interpreter(model_content=data,
+                             experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 20)
+    tm.set_input(x, 0)
+    tm.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]), tm.get_output(0)
+
+
+# power-of-two input scales (TFLite's multiplier-free case) and converter-like ones
+SCALES = [2.0 ** -12, 2.0 ** -11, 2.0 ** -10, 1.0 / 12288, 2.3804951e-4, 7.1219089e-05, 3.4345099e-05]
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "tanh"])
+def test_logistic_tanh_every_int16_input_against_builtin_ref_and_tflm(kind: str) -> None:
+    """All 65536 inputs at each scale: TFLite Micro equals BUILTIN_REF, and run_int8 is within one step of both.
+
+    Known gap: TFLite's 256-entry sigmoid table equals round(65536 sigmoid(i/24)) in 212 of its entries and is one
+    larger in 43 that no formula found here reproduces, so these two ops are not bit-exact (see the module docs)."""
+    worst, exact = 0, 0
+    for s in SCALES:
+        g = _g16(kind, (1, ALL16.size), float(np.float32(s)), 1.0 / 32768, {})
+        ref, micro = _refs(write_tflite(g), ALL16.reshape(1, -1))
+        np.testing.assert_array_equal(micro, ref)
+        ours = run_int8(g, ALL16.reshape(1, -1))["y"].astype(np.int64).reshape(-1)
+        d = np.abs(ours - ref.astype(np.int64).reshape(-1))
+        worst, exact = max(worst, int(d.max())), exact + int((d == 0).sum())
+        assert (np.diff(ours) >= 0).all()  # monotonic over the whole input range
+    assert worst == 1 and exact > 0.75 * len(SCALES) * ALL16.size
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.37])
+def test_softmax_bit_exact_with_builtin_ref_and_tflm(beta: float) -> None:
+    """Random and extreme rows (ties, the whole int16 range, constant rows) at several scales: bit-exact. With
+    beta != 1 the flavours differ by TFLite's float32 scale * beta product (flavor="tflite")."""
+    rng = np.random.default_rng(25)
+    for s in [2.0 ** -10, 3.05e-5, 1.7e-4, 9.3e-4, 4.1e-3]:
+        s = float(np.float32(s))
+        rows = np.concatenate([rng.integers(-32768, 32768, (200, 10)), rng.integers(-300, 300, (200, 10)),
+                               np.full((2, 10), 5), np.tile(np.array([-32768, 32767]), (2, 5))]).astype(np.int16)
+        g = _g16("softmax", rows.shape, s, 1.0 / 32768, {"beta": beta})
+        ref, micro = _refs(write_tflite(g), rows)
+        np.testing.assert_array_equal(run_int8(g, rows)["y"], micro)
+        np.testing.assert_array_equal(run_int8(g, rows, flavor="tflite")["y"], ref)
+    assert ref.max() > 30000 and ref.min() == 0
+
+
+def sig_tanh_model():
+    import keras as k
+    from keras import layers as L
+
+    k.utils.set_random_seed(2)
+    inp = k.Input((10,))
+    x = L.Dense(8, activation="tanh", name="t")(inp)
+    x = L.Dense(8, activation="sigmoid", name="s")(x)
+    x = L.Activation("tanh", name="t2")(L.Dense(6, name="d")(x))
+    return k.Model(inp, L.Dense(3, activation="softmax", name="head")(x), name="sigtanh16")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("lut16")
+    xc = np.random.default_rng(0).normal(size=(64, 16, 3)).astype(np.float32)
+    xs = (np.random.default_rng(0).normal(size=(64, 10)) * 2).astype(np.float32)
+    (out / "cls.tflite").write_bytes(convert_16x8(sensor_classifier(), xc, "float32"))
+    (out / "st.tflite").write_bytes(convert_16x8(sig_tanh_model(), xs, "float32"))
+    return {"cls": out / "cls.tflite", "st": out / "st.tflite", "xc": xc, "xs": xs, "dir": out}
+
+
+def test_converter_classifier_ending_in_int16_softmax_bit_exact(files) -> None:
+    """A converter 16x8 classifier ending in softmax: every tensor equals BUILTIN_REF, the output TFLite Micro."""
+    from .test_int16 import assert_tflm
+
+    g = read_tflite(str(files["cls"]))
+    sm = [o for o in g.ops if o.kind == OpKind.SOFTMAX]
+    assert sm and g.tensors[sm[0].outputs[0]].dtype.value == "int16"
+    x = (np.random.default_rng(1).normal(size=(100, 16, 3)) * 3).astype(np.float32)
+    assert assert_builtin_ref(g, files["cls"], x) >= len(g.ops) - 2
+    assert_tflm(g, files["cls"].read_bytes(), x)
+
+
+def test_converter_sigmoid_tanh_layers_within_one_step_per_op(files) -> None:
+    """The converter's int16 LOGISTIC/TANH: given BUILTIN_REF's own input tensor, each op's output is within one
+    step of BUILTIN_REF's (the sigmoid-table gap), and the model's softmax bit-exact on BUILTIN_REF's logits."""
+    import tensorflow as tf
+
+    g = read_tflite(str(files["st"]))
+    it = tf.lite.Interpreter(model_path=str(files["st"]), experimental_preserve_all_tensors=True,
+                             experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    ops = [o for o in g.ops if o.kind in (OpKind.SIGMOID, OpKind.TANH, OpKind.SOFTMAX)]
+    assert {o.kind for o in ops} == {OpKind.SIGMOID, OpKind.TANH, OpKind.SOFTMAX}
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        it.set_tensor(it.get_input_details()[0]["index"], (rng.normal(size=(1, 10)) * 3).astype(np.float32))
+        it.invoke()
+        for o in ops:
+            xin = it.get_tensor(index[o.inputs[0]])
+            ours = eval_int8(g, o, [xin], "tflite").astype(np.int64)
+            theirs = it.get_tensor(index[o.outputs[0]]).astype(np.int64)
+            assert np.abs(ours - theirs).max() <= (0 if o.kind == OpKind.SOFTMAX else 1), o.kind
+
+
+def _c_equals_run_int8(path: Path, x: np.ndarray, proj: Path, fns: tuple[str, ...]) -> None:
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import build_inference, render_project
+
+    dep = build_inference(read_tflite(str(path)), {"calib_data": x}, Session(), CBackend())
+    render_project(dep, {"test_vectors": x, "test_count": len(x)}, proj)
+    c = (proj / "model.c").read_text()
+    assert all(f in c for f in fns)
+    out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    full = full_graph(dep)
+    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
+
+
+def test_c_inference_of_converter_files_equals_run_int8(files, tmp_path: Path) -> None:
+    """Both converter files compiled inference-only: the C (-Werror, ASan/UBSan) prints run_int8's outputs."""
+    _c_equals_run_int8(files["cls"], files["xc"][:12] * 3, tmp_path / "cls", ("tcc_softmax_s16",))
+    _c_equals_run_int8(files["st"], files["xs"][:12] * 2, tmp_path / "st", ("tcc_sigmoid_tanh_s16",
+                                                                              "tcc_softmax_s16"))
+
+
+def test_c_kernels_every_input_equal_run_int8(tmp_path: Path) -> None:
+    """The runtime kernels on all 65536 inputs (logistic, tanh at pot and other scales) and on softmax rows,
+    in one ASan/UBSan program, equal run_int8."""
+    from tinycc.backends.c.emitter import _Builder
+
+    from . import c_harness
+    from .test_c_kernels import _generic
+
+    rng = np.random.default_rng(7)
+    cases = [("sigmoid", s, ALL16.reshape(1, -1), {}) for s in (2.0 ** -12, 2.3804951e-4)]
+    cases += [("tanh", s, ALL16.reshape(1, -1), {}) for s in (2.0 ** -11, 3.4345099e-05)]
+    cases += [("softmax", s, rng.integers(-32768, 32768, (40, 7)).astype(np.int16), {"beta": 1.0})
+              for s in (3.05e-5, 9.3e-4)]
+    decls, body, want = [], [], []
+    for i, (kind, s, x, attrs) in enumerate(cases):
+        g = _g16(kind, x.shape, float(np.float32(s)), 1.0 / 32768, attrs)
+        em = _Builder(_generic(g)).build()
+        for a in em.arrays:
+            decls.append(f"static const {a.ctype} {a.name}_{i}[{a.count}] = {{{', '.join(a.values)}}};")
+        decls.append(f"static const int16_t in_{i}[{x.size}] = {{{', '.join(str(int(v)) for v in x.reshape(-1))}}};")
+        decls.append(f"static int16_t out_{i}[{x.size}];")
+        for c in em.calls:
+            args = [f"{v}_{i}" if any(v == a.name for a in em.arrays) else v for v in c.args]
+            args[0], args[-1] = f"in_{i}", f"out_{i}"
+            body.append(f"    {c.fn}({', '.join(args)});")
+        body.append(f'    printf("case {i}"); for (j = 0; j < {x.size}; ++j) printf(" %d", out_{i}[j]); printf("\\n");')
+        want.append(f"case {i} " + " ".join(str(int(v)) for v in run_int8(g, x)["y"].reshape(-1)))
+    src = "\n".join(["#include <stdio.h>", '#include "tinycc_kernels.h"', *decls, "int main(void) {",
+                     "    int32_t j;", *body, "    return 0;", "}", ""])
+    got = c_harness.run_runtime_program(src, tmp_path, "lut16")
+    assert got == want
+
+
+def test_tinycc_int16_quantization_gives_fixed_outputs_and_runs_in_tflite(tmp_path: Path) -> None:
+    """tinycc's own int16 quantization of a Keras model with sigmoid/tanh layers: their outputs get TFLite's fixed
+    (1/32768, 0); the written .tflite runs in BUILTIN_REF and TFLite Micro (softmax exact, logistic/tanh within
+    the table gap); `compile --inference-only` of the classifier builds."""
+    import subprocess
+    import sys
+
+    m = sig_tanh_model()
+    m.save(tmp_path / "st.keras")
+    xs = (np.random.default_rng(0).normal(size=(64, 10)) * 2).astype(np.float32)
+    np.save(tmp_path / "calib.npy", xs)
+    g, _ = quantize_model(str(tmp_path / "st.keras"), QuantConfig(calib=str(tmp_path / "calib.npy"),
+                                                                  activations="int16"), Session())
+    acts = [o for o in g.ops if o.kind in (OpKind.SIGMOID, OpKind.TANH)]
+    assert len(acts) == 3
+    for o in acts:
+        q = g.tensors[o.outputs[0]].quant
+        assert g.tensors[o.outputs[0]].dtype.value == "int16" and (float(q.scale[0]), int(q.zero_point[0])) == (
+            1.0 / 32768, 0)
+    data = write_tflite(g)
+    ref, micro = _refs(data, xs[:1])
+    np.testing.assert_array_equal(micro, ref)
+    np.testing.assert_allclose(run_int8(g, xs[:1])[g.outputs[0]], ref, atol=0.02)
+    r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(tmp_path / "st.keras"), "-t", "c",
+                        "--calib", str(tmp_path / "calib.npy"), "--activations", "int16", "--inference-only",
+                        "-o", str(tmp_path / "proj")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "tcc_sigmoid_tanh_s16" in (tmp_path / "proj" / "model.c").read_text()
