@@ -1,14 +1,14 @@
 """int16 (TFLite's 16x8) LOGISTIC, TANH and SOFTMAX: table-driven integer kernels bit-exact with TFLite's
 reference kernels and TFLite Micro.
 
-Facts (from the public reference kernels; tables computed here by formula, nothing copied):
+Facts (from the public reference kernels; the softmax tables computed here by formula, the sigmoid table see below):
 
 * LOGISTIC / TANH: input and output zero point 0, output scale 1/32768. The input is rescaled so that 12288
   (3 * 4096) is 1.0: with a power-of-two input scale 2^-12 (logistic) or 2^-12 / 2^-11 (tanh) the multiplier is
   3 << left_shift and no shift, otherwise ``multiplier = scale * 12288`` doubled (left_shift + 1) while
-  <= 32767 / 2, truncated to an integer; ``x = (q * multiplier + round) >> left_shift``. A 256-entry table
-  ``round(65536 * sigmoid(i / 24))`` (at most 65535) is interpolated linearly on |x| (9 fraction bits for
-  logistic, 8 for tanh = 2 sigmoid(2x) - 1); the sign is restored by symmetry.
+  <= 32767 / 2, truncated to an integer; ``x = (q * multiplier + round) >> left_shift``. A 256-entry table of
+  sigmoid(i / 24) in Q0.16 is interpolated linearly on |x| (9 fraction bits for logistic, 8 for
+  tanh = 2 sigmoid(2x) - 1); the sign is restored by symmetry.
 * SOFTMAX: input zero point 0, output zero point 0 and scale 1/32768. ``input_diff = q - max`` is rescaled by
   QuantizeMultiplier(scale * beta / (10 / 65535)) so that [-65535, 0] is [-10, 0], recentred by +32767 and looked
   up in a 513-entry exp table over [-10, 0]; the int32 sum of the Q0.15 exps is normalised (count leading zeros),
@@ -21,9 +21,9 @@ TFLite and TFLite Micro differ in SOFTMAX only: TFLite computes its two tables i
 before the division in double, TFLite Micro in double (equal when beta is 1, as in Keras' softmax).
 
 Not computed by formula: TFLite's 256-entry sigmoid table of LOGISTIC/TANH equals ``round(65536 sigmoid(i/24))``
-in 212 entries and is one larger in 43 (measured on every int16 input); no rule found reproduces those, so
-LOGISTIC/TANH here are within one output step of TFLite and TFLite Micro (identical on most inputs), not
-bit-exact.
+in 212 entries and is one larger in 44 (tuned for the interpolation; measured here on every int16 input, the same
+values as ``ir/lstm_table.py``, which the integer LSTM already uses): the kernels read that table. With the
+formula's table (:func:`sigmoid_table_formula`) they would be within one output step, not bit-exact.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from .lstm_table import SIGMOID_TABLE_U16
 from .quant import multiply_by_quantized_multiplier
 
 Array = np.ndarray
@@ -40,7 +41,12 @@ OUT_SCALE = 1.0 / 32768.0  # every output of the three ops: Q0.15, zero point 0
 
 
 def sigmoid_table() -> Array:
-    """256 uint16 values of sigmoid(i / 24) in Q0.16 (65536 saturated to 65535)."""
+    """TFLite's 256 uint16 values of sigmoid(i / 24) in Q0.16 (``ir/lstm_table.py``, shared with the LSTM)."""
+    return np.array(SIGMOID_TABLE_U16, np.int64)
+
+
+def sigmoid_table_formula() -> Array:
+    """round(65536 sigmoid(i / 24)) saturated to 65535: what the formula gives (44 entries below TFLite's table)."""
     i = np.arange(256, dtype=np.float64)
     return np.minimum(np.floor(65536.0 / (1.0 + np.exp(-i / 24.0)) + 0.5), 65535).astype(np.int64)
 
