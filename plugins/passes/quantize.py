@@ -25,7 +25,8 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   concat/maximum/minimum the output's;
 - int16 activations (``QuantConfig.activations`` int16, or ``int16_layers`` of an int8 model; see
   ``precision.py``): symmetric int16 (zero point 0, scale max|x|/32767), int8 weights as above, int64 biases
-  (TFLite's 16x8 as the converter writes it); requantizing QUANTIZE ops between int8 and int16 parts;
+  (TFLite's 16x8 as the converter writes it); requantizing QUANTIZE ops between int8 and int16 parts; int16
+  SOFTMAX/LOGISTIC/TANH outputs get TFLite's fixed scale 1/32768, zero point 0 (``FIXED_OUTPUT16``);
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (``QuantConfig.int8_input`` /
   ``int8_output`` keep int8 at the boundaries). A final softmax
   stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
