@@ -32,6 +32,13 @@ INT16_C_KINDS = frozenset({
 LO, HI = -32768, 32767
 
 
+def lut16_table_bytes(g: Graph) -> int:
+    """Flash of the int16 LOGISTIC/TANH (256 uint16 sigmoid values) and SOFTMAX (two 513-entry int16) tables, one
+    copy per layer."""
+    sizes = {OpKind.SIGMOID: 512, OpKind.TANH: 512, OpKind.SOFTMAX: 2 * 513 * 2}
+    return sum(sizes[o.kind] for o in g.ops if o.kind in sizes and g.tensors[o.inputs[0]].dtype == DType.INT16)
+
+
 def is_int16_op(g: Graph, op: Op) -> bool:
     """An op this module emits: int16 input or output, or a DEQUANTIZE inside the graph (int8 -> float32 -> int16)."""
     dts = {g.tensors[t].dtype for t in [*op.inputs, *op.outputs]}
