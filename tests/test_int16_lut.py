@@ -269,3 +269,25 @@ def test_sigmoid_tanh_softmax_arduino_sketch_in_simavr(files, tmp_path: Path) ->
     full = full_graph(dep)
     ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
     np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
+
+
+def test_int16_table_ops_with_other_parameters_are_refused_by_the_c_backend() -> None:
+    """TFLite's parameter rules (output 1/32768 with zero point 0, input zero point 0) checked before emitting."""
+    from tinycc.backends.c import CBackend
+    from tinycc.errors import UnsupportedLayerError
+    from tinycc.ir.tensor import QuantParams
+
+    from .test_c_kernels import _generic
+
+    bad_out = _g16("softmax", (1, 5), 1e-3, 1.0 / 65536, {"beta": 1.0})
+    bad_in = _g16("tanh", (1, 5), 1e-3, 1.0 / 32768, {})
+    bad_in.tensors["x"].quant = QuantParams([1e-3], [3])
+    def dep(g):
+        d = _generic(g)
+        d.int8_io = False
+        return d
+
+    for g in (bad_out, bad_in):
+        with pytest.raises(UnsupportedLayerError, match=r"needs input zero point 0 and output scale 1/32768"):
+            CBackend().check(dep(g))
+    CBackend().check(dep(_g16("tanh", (1, 5), 1e-3, 1.0 / 32768, {})))  # TFLite's parameters pass
