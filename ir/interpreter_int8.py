@@ -19,6 +19,7 @@ from . import interpreter as fl
 from . import recurrent
 from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
                          tanh_s8)
+from .fixedpoint16 import logistic_s16, sigmoid_tanh_params, softmax_s16, softmax_s16_params, tanh_s16
 from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
@@ -47,11 +48,15 @@ INT16_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
     OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU,
     OpKind.MAXIMUM,
-    OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST,
+    OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST, OpKind.SOFTMAX, OpKind.SIGMOID,
+    OpKind.TANH,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
                 OpKind.SOFTMAX: (1.0 / 256.0, -128)}
+# the same for int16 (16x8): Q0.15, zero point 0
+FIXED_OUTPUT16 = {OpKind.SIGMOID: (1.0 / 32768.0, 0), OpKind.TANH: (1.0 / 32768.0, 0),
+                  OpKind.SOFTMAX: (1.0 / 32768.0, 0)}
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
@@ -301,6 +306,29 @@ def _check_same(g: Graph, op: Op) -> None:
             raise IRError(f"{op.describe()}: int8 input {t!r} must share the output's quantization parameters")
 
 
+def lut16_params(g: Graph, op: Op, flavor: str = "tflm") -> tuple[int, int]:
+    """(multiplier, shift) of an int16 SOFTMAX, LOGISTIC or TANH after TFLite's parameter checks (shared with the C
+    emitter): input zero point 0, output scale 1/32768 and zero point 0."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    if zi != 0 or (so, zo) != FIXED_OUTPUT16[op.kind]:
+        raise IRError(f"{op.describe()}: int16 {op.kind.value} needs input zero point 0 and output scale 1/32768, "
+                      f"zero point 0 (got input zero point {zi}, output {so:g}, {zo})")
+    if op.kind == OpKind.SOFTMAX:
+        return softmax_s16_params(si, op.attrs["beta"], flavor)
+    mult, shift = sigmoid_tanh_params(si, op.kind == OpKind.TANH)
+    if mult >= 1 << 16 or shift > 30:  # TFLite's int32 products would overflow
+        raise IRError(f"{op.describe()}: int16 {op.kind.value} input scale {si:g} is out of range")
+    return mult, shift
+
+
+def _lut16(g: Graph, op: Op, x: Array, flavor: str) -> Array:
+    m, e = lut16_params(g, op, flavor)
+    if op.kind == OpKind.SOFTMAX:
+        return softmax_s16(x, m, e, flavor=flavor)
+    return (logistic_s16 if op.kind == OpKind.SIGMOID else tanh_s16)(x, m, e)
+
+
 def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Array:
     k = op.kind
     if k == OpKind.QUANTIZE:
@@ -318,6 +346,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         raise IRError(f"{op.describe()}: no int8 kernel for {k.value}")
     if g.tensors[op.inputs[0]].dtype == DType.INT16 and k not in INT16_KINDS:
         raise IRError(f"{op.describe()}: no int16 kernel for {k.value}")
+    if k in FIXED_OUTPUT16 and g.tensors[op.inputs[0]].dtype == DType.INT16:
+        return _lut16(g, op, args[0], flavor)
     if k == OpKind.SOFTMAX:
         s, _ = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         if _qp(g.tensors[op.outputs[0]].quant, "softmax output") != FIXED_OUTPUT[k]:

@@ -17,7 +17,8 @@ from ...ir.deployment import Deployment
 from ...backend_api import Candidate, MemoryFigures
 from ...config import DemoConfig, TestVectors
 from ...ir.calibration import test_vector_count
-from ...ir.interpreter_int8 import interpreter_only
+from ...ir.graph import IRError
+from ...ir.interpreter_int8 import FIXED_OUTPUT16, interpreter_only, lut16_params
 from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
@@ -372,6 +373,11 @@ class CBackend(Backend):
                 if op.kind not in INT16_C_KINDS:
                     raise UnsupportedLayerError(f"layer {op.origin!r} ({op.kind.value}) has no int16 C kernel; "
                                                 "`tinycc ops` lists them")
+                if op.kind in FIXED_OUTPUT16:  # TFLite's parameter rules of the table kernels
+                    try:
+                        lut16_params(g, op)
+                    except IRError as e:
+                        raise UnsupportedLayerError(f"layer {op.origin!r}: {e}") from None
                 if deployment.int8_io and op.inputs[0] in g.inputs:
                     raise UnsupportedLayerError("--int8-io: the model's input is int16 (its first layer is int16); "
                                                 "use float I/O")

@@ -15,7 +15,8 @@ from ...errors import UnsupportedLayerError
 from ...ir.fixedpoint import leaky_relu_params
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
-from ...ir.interpreter_int8 import add_params, conv_params, mean_params
+from ...ir.fixedpoint16 import exp_table, reciprocal_table, sigmoid_table
+from ...ir.interpreter_int8 import add_params, conv_params, lut16_params, mean_params
 from ...ir.ops import OpKind, same_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
@@ -25,9 +26,17 @@ INT16_C_KINDS = frozenset({
     OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.RELU, OpKind.RELU6,
     OpKind.LEAKY_RELU,
     OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.MAXIMUM,
-    OpKind.MINIMUM, OpKind.SLICE, OpKind.TRANSPOSE, OpKind.RESIZE_NEAREST,
+    OpKind.MINIMUM, OpKind.SLICE, OpKind.TRANSPOSE, OpKind.RESIZE_NEAREST, OpKind.SOFTMAX, OpKind.SIGMOID,
+    OpKind.TANH,
 })
 LO, HI = -32768, 32767
+
+
+def lut16_table_bytes(g: Graph) -> int:
+    """Flash of the int16 LOGISTIC/TANH (256 uint16 sigmoid values) and SOFTMAX (two 513-entry int16) tables, one
+    copy per layer."""
+    sizes = {OpKind.SIGMOID: 512, OpKind.TANH: 512, OpKind.SOFTMAX: 2 * 513 * 2}
+    return sum(sizes[o.kind] for o in g.ops if o.kind in sizes and g.tensors[o.inputs[0]].dtype == DType.INT16)
 
 
 def is_int16_op(g: Graph, op: Op) -> bool:
@@ -111,6 +120,17 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
         ys = b.array("rows", "int32_t", nearest_index(oh, x.shape[1], ac, hp))
         xs = b.array("cols", "int32_t", nearest_index(ow, x.shape[2], ac, hp))
         call("tcc_resize_nearest_s16", [src, x.shape[2], x.shape[3], ys, xs, oh, ow, out])
+    elif k in (OpKind.SIGMOID, OpKind.TANH):
+        m, e = lut16_params(g, op)
+        if m == 0:  # power-of-two input scale: TFLite's multiplier 3 << shift, no shift
+            m, e = 3 << e, 0
+        call("tcc_sigmoid_tanh_s16", [src, x.size, m, e, int(k == OpKind.TANH),
+                                      b.array("lut", "uint16_t", sigmoid_table()), out])
+    elif k == OpKind.SOFTMAX:
+        m, e = lut16_params(g, op)
+        depth = x.shape[-1]
+        call("tcc_softmax_s16", [src, x.size // depth, depth, m, e, b.array("ta", "int16_t", exp_table()),
+                                 b.array("tb", "int16_t", reciprocal_table()), out])
     elif k in (OpKind.RELU, OpKind.RELU6):
         (si, zi), (so, zo) = _q(g, op.inputs[0]), _q(g, op.outputs[0])
         m, e = _mult(si, so)

@@ -27,9 +27,8 @@ shape. A uint8 <-> int8 QUANTIZE runs in the int8 reference interpreter only
 (``interpreter_int8.interpreter_only``); every other int8 op has a C kernel.
 
 A 16x8 file reads like an int8 one with int16 activations; an operator without an int16 kernel in
-``interpreter_int8.INT16_KINDS`` (TRANSPOSE_CONV, HARD_SWISH, ... in int16) is refused by name, except SOFTMAX, LOGISTIC
-and TANH, read so that a 16x8 classifier learns on the device (its float head replaces them); running them in
-int16 (inference-only, the interpreter) is refused by name.
+``interpreter_int8.INT16_KINDS`` (TRANSPOSE_CONV, HARD_SWISH, ... in int16) is refused by name. int16 SOFTMAX,
+LOGISTIC and TANH (ir/fixedpoint16.py) must have TFLite's fixed output parameters (scale 1/32768, zero point 0).
 
 Not read (reported with the operator and tensor names): other operators (GATHER and the
 dynamic-shape arithmetic of Dense on unbatched 3-D inputs, ...), several subgraphs. TFLite's int8
@@ -46,7 +45,7 @@ import pluggy
 
 from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.graph import Graph, IRError
-from ...ir.interpreter_int8 import FIXED_OUTPUT, INT16_KINDS, SAME_PARAMS
+from ...ir.interpreter_int8 import FIXED_OUTPUT, FIXED_OUTPUT16, INT16_KINDS, SAME_PARAMS
 from ...ir.ops import OpKind, same_padding
 from ...ir.tensor import DType, QuantParams, Tensor
 from ...tflite_schema import builtin_name, schema
@@ -86,9 +85,6 @@ def short_name(name: str, limit: int = 60) -> str:
         n = "/".join(parts[1:])
     return n if len(n) <= limit else "..." + n[-(limit - 3):]
 _ACT = {0: "none", 1: "relu", 3: "relu6"}
-# int16 ops read without a kernel: a classifier's final activation, replaced by the float head when the model
-# learns on the device (running them, in the interpreter or a backend, is refused by name)
-_HEAD_ONLY = frozenset({OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH})
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
@@ -187,7 +183,7 @@ class _Reader:
         g = self.g
         out = g.tensors[op.outputs[0]]
         src = g.tensors[op.inputs[0]].dtype
-        if src == DType.INT16 and op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE} | _HEAD_ONLY:
+        if src == DType.INT16 and op.kind not in INT16_KINDS | {OpKind.QUANTIZE, OpKind.DEQUANTIZE}:
             raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 activations are "
                                         f"not supported for this operator; {OPS_HINT}")
         if out.dtype not in (DType.INT8, DType.INT16) or src != out.dtype:
@@ -199,6 +195,9 @@ class _Reader:
         if op.kind in fixed and out.dtype == DType.INT8 and qp != fixed[op.kind]:
             raise UnsupportedLayerError(f"{op.kind.value} writing {out.name!r}: int8 output parameters {qp}, TFLite "
                                         f"requires {fixed[op.kind]}")
+        if op.kind in FIXED_OUTPUT16 and out.dtype == DType.INT16 and qp != FIXED_OUTPUT16[op.kind]:
+            raise UnsupportedLayerError(f"{op.kind.value} writing {short_name(out.name)!r}: int16 output parameters "
+                                        f"{qp}, TFLite requires (1/32768, 0)")
         if op.kind in SAME_PARAMS and not op.attrs.get("requantize"):
             for t in op.inputs:
                 if not g.tensors[t].is_const and not out.quant.equals(g.tensors[t].quant):

@@ -25,7 +25,8 @@ Rules (TFLite int8 specification, as the TF 2.21 converter applies it):
   concat/maximum/minimum the output's;
 - int16 activations (``QuantConfig.activations`` int16, or ``int16_layers`` of an int8 model; see
   ``precision.py``): symmetric int16 (zero point 0, scale max|x|/32767), int8 weights as above, int64 biases
-  (TFLite's 16x8 as the converter writes it); requantizing QUANTIZE ops between int8 and int16 parts;
+  (TFLite's 16x8 as the converter writes it); requantizing QUANTIZE ops between int8 and int16 parts; int16
+  SOFTMAX/LOGISTIC/TANH outputs get TFLite's fixed scale 1/32768, zero point 0 (``FIXED_OUTPUT16``);
 - a QUANTIZE op after each float input and a DEQUANTIZE op before each output (``QuantConfig.int8_input`` /
   ``int8_output`` keep int8 at the boundaries). A final softmax
   stays float after the DEQUANTIZE when the output is float; with an int8 output it is TFLite's int8
@@ -56,7 +57,7 @@ from ...errors import TinyccError, UnsupportedLayerError
 from ...ir.calibration import (OBSERVERS, CalibrationDataError, calibrate, check_sample_size, check_samples,
                                sample_count)
 from ...ir.graph import Graph, Op
-from ...ir.interpreter_int8 import FIXED_OUTPUT, INT8_KINDS, SAME_PARAMS
+from ...ir.interpreter_int8 import FIXED_OUTPUT, FIXED_OUTPUT16, INT8_KINDS, SAME_PARAMS
 from ...ir.ops import OpKind
 from ...ir.quant import (bias_fitting_scales, choose_activation_params, quantize, quantize_bias, quantize_weights,
                         symmetric_weight_scales)
@@ -267,7 +268,8 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
     params: dict[str, QuantParams] = {}
     for members in groups.values():
         fixed_ops = [producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS]
-        fixed = {FIXED_PARAMS[o.kind] for o in fixed_ops}
+        table = {**FIXED_PARAMS, **FIXED_OUTPUT16} if wide and members[0] in wide else FIXED_PARAMS  # int16: Q0.15
+        fixed = {table[o.kind] for o in fixed_ops}
         free = [t for t in members if t not in producers or
                 (producers[t].kind not in SHARED_KINDS and producers[t].kind not in FIXED_PARAMS)]
         if len(fixed) > 1 or (fixed and free):

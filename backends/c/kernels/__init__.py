@@ -76,13 +76,17 @@ def dsp_target(target: Any) -> bool:
 
 
 def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False, widen: bool = True) -> int:
-    """Flash of the tables that the generated kernels of `g` add: GRU/SimpleRNN's and LSTM's always; with
+    """Flash of the tables that the generated kernels of `g` add: GRU/SimpleRNN's, LSTM's and the int16
+    LOGISTIC/TANH/SOFTMAX ones always; with
     ``--kernels tinycc`` the LOGISTIC/TANH and ADD tables and, where the assembly loops are built (``dsp``), the
     weights they read widened to int16 - of the kernel that `specialize` picks for each layer (``helium``: the
     Cortex-M55's Helium kernels first, which need neither; ``widen`` False: --no-widen, no widened weights)."""
     from . import add, lstm, lut, rnn
 
+    from ..emit16 import lut16_table_bytes
+
     tables = rnn.table_bytes(g) + sum(lstm.table_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # every --kernels
+    tables += lut16_table_bytes(g)  # int16 LOGISTIC/TANH/SOFTMAX, every --kernels
     if kernels != "tinycc":
         return tables
     for op in g.ops:

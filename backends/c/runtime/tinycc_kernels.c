@@ -951,3 +951,75 @@ void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32
         out[ch] = clamp16(tcc_mbqm(sum - in_zp * hw, mult, shift) + out_zp, -32768, 32767);
     }
 }
+
+/* x >> n rounding toward minus infinity, also for negative x (no implementation-defined shift) */
+static int32_t tcc_floor_shift(int32_t x, int32_t n) {
+    return (x - (x & (((int32_t)1 << n) - 1))) / ((int32_t)1 << n);
+}
+
+/* TFLite's interpolated lookup in a 513-entry int16 table (512 steps, 7 fraction bits) */
+static int16_t tcc_lut513(int32_t v, const int16_t *lut) {
+    const int32_t idx = 256 + tcc_floor_shift(v, 7);
+    const int32_t base = TCC_READ_S16(lut + idx);
+    const int32_t slope = (int32_t)TCC_READ_S16(lut + idx + 1) - base;
+    return (int16_t)(base + tcc_floor_shift(slope * (v & 0x7F) + 64, 7));
+}
+
+void tcc_sigmoid_tanh_s16(const int16_t *in, int32_t n, int32_t mult, int32_t shift, int32_t is_tanh,
+                          const uint16_t *table, int16_t *out) {
+    const int32_t rnd = shift > 0 ? (int32_t)1 << (shift - 1) : 0;
+    const int32_t frac = is_tanh ? 8 : 9;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t x = tcc_floor_shift((int32_t)in[i] * mult + rnd, shift);
+        const uint32_t a = (uint32_t)(x < 0 ? -x : x);
+        const uint32_t uh = a >> frac;
+        uint32_t r;
+        if (uh >= 255UL) {
+            r = is_tanh ? (uint32_t)0xFFFFUL << 8 : (uint32_t)0x7FFFUL << 10;
+        } else {
+            const uint32_t ua = (uint16_t)TCC_READ_S16(table + uh);
+            const uint32_t ub = (uint16_t)TCC_READ_S16(table + uh + 1);
+            r = (ua << frac) + (a & (((uint32_t)1 << frac) - 1UL)) * (ub - ua);
+        }
+        if (is_tanh) {
+            const int32_t s = x >= 0 ? (int32_t)r - ((int32_t)1 << 23) + 128 : -(int32_t)r + ((int32_t)1 << 23) + 127;
+            out[i] = (int16_t)tcc_floor_shift(s, 8);
+        } else {
+            r = x >= 0 ? r + 512UL : ((uint32_t)1 << 25) - r + 511UL;
+            out[i] = (int16_t)(r >> 10);
+        }
+    }
+}
+
+void tcc_softmax_s16(const int16_t *in, int32_t rows, int32_t depth, int32_t mult, int32_t shift,
+                     const int16_t *exp_lut, const int16_t *recip_lut, int16_t *out) {
+    int32_t r, j;
+    for (r = 0; r < rows; ++r) {
+        const int16_t *x = in + r * depth;
+        int16_t *y = out + r * depth;
+        int16_t mx = -32768;
+        int32_t sum = 0, h = 0, shifted, recip, rs;
+        uint32_t s;
+        for (j = 0; j < depth; ++j) {
+            if (x[j] > mx) {
+                mx = x[j];
+            }
+        }
+        for (j = 0; j < depth; ++j) {  /* y holds exp(x - max) in Q0.15 until the rescale (in place is fine) */
+            const int32_t d = tcc_mbqm((int32_t)x[j] - mx, mult, shift) + 32767;
+            y[j] = tcc_lut513(d < -32768 ? -32768 : (d > 32767 ? 32767 : d), exp_lut);
+            sum += y[j];
+        }
+        for (s = (uint32_t)sum; s != 0UL && !(s & 0x80000000UL); s <<= 1) {
+            ++h;
+        }
+        shifted = (int32_t)((((int64_t)sum << (h - 1)) + ((int64_t)1 << 13)) >> 14) - (((int32_t)1 << 15) + ((int32_t)1 << 16));
+        recip = tcc_lut513(shifted < -32768 ? -32768 : (shifted > 32767 ? 32767 : shifted), recip_lut);
+        rs = 31 - h;
+        for (j = 0; j < depth; ++j) {
+            const int64_t v = ((int64_t)y[j] * recip + ((int64_t)1 << (rs - 1))) >> rs;
+            y[j] = (int16_t)(v < 0 ? 0 : (v > 32767 ? 32767 : v));
+        }
+    }
+}

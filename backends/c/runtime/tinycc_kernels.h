@@ -142,6 +142,11 @@ void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t i
 /* TFLite's MEAN over the hw positions of an [hw][c] int16 input, requantized (tcc_mean_s8's arithmetic). */
 void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
                   int32_t out_zp, int16_t *out);
+/* int16 LOGISTIC (is_tanh 0) / TANH (1) and SOFTMAX of TFLite's 16x8 (ir/fixedpoint16.py): table kernels */
+void tcc_sigmoid_tanh_s16(const int16_t *in, int32_t n, int32_t mult, int32_t shift, int32_t is_tanh,
+                          const uint16_t *table, int16_t *out);
+void tcc_softmax_s16(const int16_t *in, int32_t rows, int32_t depth, int32_t mult, int32_t shift,
+                     const int16_t *exp_lut, const int16_t *recip_lut, int16_t *out);
 void tcc_quantize_f32_s16(const float *in, int32_t n, float scale, int32_t zp, int16_t *out);
 void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, float *out);
 
