@@ -47,9 +47,8 @@ INT16_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.RELU, OpKind.RELU6, OpKind.MAX_POOL2D,
     OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
     OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU,
-    OpKind.MAXIMUM,
-    OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST, OpKind.SOFTMAX, OpKind.SIGMOID,
-    OpKind.TANH,
+    OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE_CONV2D,
+    OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -367,7 +366,7 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
             np.int64), op.attrs, np.int64)
         if p["bias"] is not None:
             acc = acc + p["bias"]
-        return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"])
+        return _requant_out(acc, p["mult"], p["shift"], p["out_zp"], p["act"], p["wide"])  # 16x8: int64 sums
     if k == OpKind.DENSE:
         return _dense(g, op, args[0], flavor)
     if k in (OpKind.GRU, OpKind.SIMPLE_RNN):

@@ -68,13 +68,11 @@ def test_refusals_are_one_short_line_naming_the_dtype_or_operator(tmp_path: Path
     p16.write_bytes(_convert_16x8(m, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
     r = _cli("inspect", str(p16))  # 16x8 files are read (tests/test_int16.py) ...
     assert r.returncode == 0 and "int16" in r.stdout, r.stderr
-    up = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(x))  # ... but no int16
-    p16 = tmp_path / "tconv16x8.tflite"  # TRANSPOSE_CONV
+    up = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(x))  # ... TRANSPOSE_CONV too
+    p16 = tmp_path / "tconv16x8.tflite"  # (an int16 op without a kernel: tests/test_int16.py)
     p16.write_bytes(_convert_16x8(up, np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype(np.float32)))
     r = _cli("inspect", str(p16))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    err = r.stderr.strip()
-    assert "int16" in err and "TFLite type" not in err and "None" not in err and len(err) < 260, err
+    assert r.returncode == 0 and "int16" in r.stdout and "transpose_conv2d" in r.stdout, r.stderr
     inp = keras.Input((4,))
     out = keras.ops.abs(keras.layers.Dense(3, name="dense_features")(inp))
     pabs = tmp_path / "abs.tflite"

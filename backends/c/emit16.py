@@ -17,7 +17,7 @@ from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
 from ...ir.fixedpoint16 import exp_table, reciprocal_table, sigmoid_table
 from ...ir.interpreter_int8 import add_params, conv_params, lut16_params, mean_params
-from ...ir.ops import OpKind, same_padding
+from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 
@@ -27,7 +27,7 @@ INT16_C_KINDS = frozenset({
     OpKind.LEAKY_RELU,
     OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.MAXIMUM,
     OpKind.MINIMUM, OpKind.SLICE, OpKind.TRANSPOSE, OpKind.RESIZE_NEAREST, OpKind.SOFTMAX, OpKind.SIGMOID,
-    OpKind.TANH,
+    OpKind.TANH, OpKind.TRANSPOSE_CONV2D,
 })
 LO, HI = -32768, 32767
 
@@ -85,6 +85,8 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
         s, zp = _q(g, op.inputs[0])
         fn = "tcc_dequantize_s16" if x.dtype == DType.INT16 else "tcc_dequantize_s8"
         call(fn, [src, x.size, b.float_lit(s), zp, out])
+    elif k == OpKind.TRANSPOSE_CONV2D:
+        _transpose_conv(b, g, op, src, out, call)
     elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
         _conv(b, g, op, src, out, call)
     elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
@@ -150,6 +152,22 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
             call("tcc_concat_s16", [b.ptr(t), int(ti.is_const), outer, inner, out_inner, off, out])
             off += inner
     # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
+
+
+def _transpose_conv(b: Any, g: Graph, op: Op, src: str, out: str, call: Any) -> None:
+    """TFLite's 16x8 TransposeConv: int64 sums of int16 inputs and int8 weights, int64 bias, the wide multiplier."""
+    p = conv_params(g, op)
+    if p["in_zp"] or p["out_zp"]:
+        raise UnsupportedLayerError(f"layer {op.origin!r}: int16 convolutions need zero points 0 (TFLite's 16x8)")
+    x, y, a = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], op.attrs
+    kh, kw = g.tensors[op.inputs[1]].shape[1:3]
+    (sh, sw), (oh, ow) = a["strides"], a["out_size"]
+    bias = b.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL"
+    call("tcc_transpose_conv_s16", [src, *x.shape[1:4], b.const(op.inputs[1]), bias, y.shape[3], kh, kw, sh, sw,
+                                    transpose_conv_padding(oh, kh, sh, a["padding"]),
+                                    transpose_conv_padding(ow, kw, sw, a["padding"]),
+                                    b.array("mult", "int32_t", p["mult"]), b.array("shift", "int32_t", p["shift"]),
+                                    *p["act"], out, oh, ow])
 
 
 def _conv(b: Any, g: Graph, op: Op, src: str, out: str, call: Any) -> None:

@@ -635,6 +635,48 @@ int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
     return (int32_t)(r >> total);
 }
 
+/* TFLite's 16x8 TransposeConv (reference_integer_ops::TransposeConv with int64 sums): every output pixel gathers
+ * the input pixels whose stride-spread taps land on it; zero points are 0 in 16x8. */
+void tcc_transpose_conv_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w,
+                            const int64_t *bias, int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                            int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max,
+                            int16_t *out, int32_t oh, int32_t ow) {
+    int32_t y, x, o, ky, kx, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                int64_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t ty = y + pt - ky;
+                    const int32_t iy = ty / sh;
+                    if (ty < 0 || ty % sh != 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t tx = x + pl - kx;
+                        const int32_t ix = tx / sw;
+                        const int16_t *px;
+                        const int8_t *pw;
+                        if (tx < 0 || tx % sw != 0 || ix >= iw) {
+                            continue;
+                        }
+                        px = in + (iy * iw + ix) * ic;
+                        pw = w + ((o * kh + ky) * kw + kx) * ic;
+                        for (c = 0; c < ic; ++c) {
+                            acc += (int64_t)((int32_t)px[c] * (int32_t)TCC_READ_S8(pw + c));
+                        }
+                    }
+                }
+                if (bias) {
+                    acc += rd64(bias + o);
+                }
+                out[(y * ow + x) * oc + o] =
+                    clamp16(tcc_mbqm64(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)), act_min, act_max);
+            }
+        }
+    }
+}
+
 void tcc_conv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
                     int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
                     int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min,

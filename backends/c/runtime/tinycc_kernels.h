@@ -93,6 +93,10 @@ void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, flo
  * Convolutions and FULLY_CONNECTED accumulate in int64 and requantize with tcc_mbqm64; the others are the int8
  * arithmetic clamped to [-32768, 32767]. */
 int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift);
+void tcc_transpose_conv_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w,
+                            const int64_t *bias, int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
+                            int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max,
+                            int16_t *out, int32_t oh, int32_t ow);
 void tcc_conv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
                     int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
                     int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min,

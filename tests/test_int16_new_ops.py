@@ -1,0 +1,93 @@
+"""The layers issue #25 added (Subtract/Maximum/Minimum, Permute/TRANSPOSE, keras.ops.split, Conv2DTranspose,
+Cropping2D) in TFLite's 16x8 form: the converter's int16 files import, tinycc's int16 interpreter equals TFLite's
+BUILTIN_REF kernels and TFLite Micro bit for bit, and the generated C (ASan/UBSan) equals the interpreter; tinycc's
+own int16 quantization of a Conv2DTranspose model writes a file BUILTIN_REF and TFLite Micro run like run_int8."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.deploy.inference import full_graph
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.plugins.frontends.tflite import read_tflite
+
+from . import c_harness
+from .deploy_util import build_inference, render_project
+from .test_int16 import convert_16x8
+from .test_layout_ops import _binary_model, _crop_model, _deconv_model, _float_ir, _split_model, _transpose_model, _x
+
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+MODELS = {"binary_ops": _binary_model, "transpose_ops": _transpose_model, "split_ops": _split_model,
+          "deconv_ops": _deconv_model, "crop_ops": _crop_model}
+TFLM_MISSING = {"split_ops"}  # TFLite Micro cannot invoke the converter's int16 SPLIT file
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_converter_16x8_new_ops_equal_builtin_ref_and_c(tmp_path: Path, name: str, session) -> None:
+    m = MODELS[name]()
+    p = tmp_path / f"{name}_16x8.tflite"
+    p.write_bytes(convert_16x8(m, _x(m, 16)))
+    g = read_tflite(str(p))
+    shape = tuple(g.tensors[g.inputs[0]].shape[1:])
+    x = np.random.default_rng(3).integers(-32768, 32768, (4,) + shape).astype(np.int16)
+    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
+    it = litert.Interpreter(model_path=str(p), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1],
+                                      err_msg=f"{name} input {i}")
+    if name not in TFLM_MISSING:
+        from tflite_micro.python.tflite_micro import runtime
+
+        tm = runtime.Interpreter.from_bytes(p.read_bytes(), arena_size=1 << 20)
+        mine = run_int8(g, x)[g.outputs[0]]
+        for i in range(len(x)):
+            tm.set_input(x[i:i + 1], 0)
+            tm.invoke()
+            np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"TFLM {name} input {i}")
+    dep = build_inference(g, {}, session, CBackend())  # float I/O: the C quantizes to int16 as the model says
+    s_in = float(g.tensors[g.inputs[0]].quant.scale[0])
+    xf = (x.astype(np.float32) * np.float32(s_in)).astype(np.float32)
+    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, tmp_path / "c")
+    run = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
+    fg = full_graph(dep)
+    mine = run_int8(fg, xf)[fg.outputs[0]].reshape(len(x), -1).astype(np.float32)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(np.asarray(run.outputs[i], np.float32).reshape(-1), mine[i],
+                                      err_msg=f"C {name} {i}")
+
+
+def test_tinycc_int16_transpose_conv_written_runs_in_builtin_ref_and_tflm(session, tmp_path: Path) -> None:
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinycc.ir.tensor import DType
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.tflite_writer import write_tflite
+
+    from .deploy_util import config
+
+    m = _deconv_model()
+    g = _float_ir(m, tmp_path)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    cfg = config(session, {"activations": "int16"})
+    run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, config=cfg, calib=_x(m, 32, 5)))
+    conv_t = [o for o in g.ops if o.kind.value == "transpose_conv2d"]
+    assert conv_t and all(g.tensors[o.outputs[0]].dtype == DType.INT16 for o in conv_t)
+    data = write_tflite(g)
+    x = _x(m, 4, 6)  # float input: the written file quantizes it to int16 as tinycc's QUANTIZE does
+    ours, mine = run_int8(g, x, flavor="tflite")[g.outputs[0]], run_int8(g, x)[g.outputs[0]]
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 20)
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1])
+        tm.set_input(x[i:i + 1], 0)
+        tm.invoke()
+        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1])
