@@ -1,7 +1,9 @@
 """The layers issue #25 added (Subtract/Maximum/Minimum, Permute/TRANSPOSE, keras.ops.split, Conv2DTranspose,
 Cropping2D) in TFLite's 16x8 form: the converter's int16 files import, tinycc's int16 interpreter equals TFLite's
 BUILTIN_REF kernels and TFLite Micro bit for bit, and the generated C (ASan/UBSan) equals the interpreter; tinycc's
-own int16 quantization of a Conv2DTranspose model writes a file BUILTIN_REF and TFLite Micro run like run_int8."""
+own int16 quantization of a Conv2DTranspose model writes a file BUILTIN_REF and TFLite Micro run like run_int8. The
+deployed graph written as .tflite (the tflm target's model) runs in TFLite Micro like run_int8, and the
+Conv2DTranspose project's first vectors equal it under QEMU Cortex-M4."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,6 +62,22 @@ def test_converter_16x8_new_ops_equal_builtin_ref_and_c(tmp_path: Path, name: st
     for i in range(len(x)):
         np.testing.assert_array_equal(np.asarray(run.outputs[i], np.float32).reshape(-1), mine[i],
                                       err_msg=f"C {name} {i}")
+    # what the tflm target ships: the deployed graph written as .tflite, run by TFLite Micro
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinycc.tflite_writer import write_tflite
+
+    tm = runtime.Interpreter.from_bytes(write_tflite(fg), arena_size=1 << 20)
+    for i in range(len(x)):
+        tm.set_input(xf[i:i + 1], 0)
+        tm.invoke()
+        np.testing.assert_array_equal(tm.get_output(0).reshape(-1).astype(np.float32), mine[i],
+                                      err_msg=f"TFLM on the written {name} {i}")
+    if name == "deconv_ops" and c_harness.have_arm():  # first vectors under QEMU Cortex-M4
+        dev, _ = c_harness.build_and_run_qemu(tmp_path / "c", "m4")
+        for i in range(len(x)):
+            np.testing.assert_array_equal(np.asarray(dev.outputs[i], np.float32).reshape(-1), mine[i],
+                                          err_msg=f"M4 {name} {i}")
 
 
 def test_tinycc_int16_transpose_conv_written_runs_in_builtin_ref_and_tflm(session, tmp_path: Path) -> None:
