@@ -3,7 +3,8 @@ Cropping2D) in TFLite's 16x8 form: the converter's int16 files import, tinycc's 
 BUILTIN_REF kernels and TFLite Micro bit for bit, and the generated C (ASan/UBSan) equals the interpreter; tinycc's
 own int16 quantization of a Conv2DTranspose model writes a file BUILTIN_REF and TFLite Micro run like run_int8. The
 deployed graph written as .tflite (the tflm target's model) runs in TFLite Micro like run_int8, and the
-Conv2DTranspose project's first vectors equal it under QEMU Cortex-M4."""
+Conv2DTranspose project's first vectors equal it under QEMU Cortex-M4, and its Arduino sketch learns like the
+simulator on the Mega 2560 (simavr)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -109,3 +110,37 @@ def test_tinycc_int16_transpose_conv_written_runs_in_builtin_ref_and_tflm(sessio
         tm.set_input(x[i:i + 1], 0)
         tm.invoke()
         np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1])
+
+
+def test_converter_16x8_transpose_conv_sketch_learns_like_the_simulator_on_the_mega2560(tmp_path: Path) -> None:
+    """The converter's 16x8 Conv2DTranspose classifier as an Arduino sketch (AVR: int16 kernels, int64 biases read
+    from flash), run in simavr: its predictions before and after learning equal the simulator's."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.ir.simulator import Simulator
+    from tinycc.session import Session
+
+    from . import arduino_harness
+    from .deploy_util import build_deployment, emit
+    from .test_arduino import report_predictions
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    m = _deconv_model()
+    p = tmp_path / "deconv_16x8.tflite"
+    p.write_bytes(convert_16x8(m, _x(m, 16)))
+    session = Session()
+    x = _x(m, 4, 8)
+    y = np.arange(4) % 2
+    dep = build_deployment(read_tflite(str(p)), {"calib_data": _x(m, 8, 9), "buffer": 4, "lr": 0.05,
+                                                 "board": "mega2560"}, session, ArduinoBackend())
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 4, "test_learn": 8},
+         tmp_path / "sketch")
+    elf, _, _ = arduino_harness.build(tmp_path / "sketch" / dep.name / f"{dep.name}.ino", tmp_path)
+    lines = arduino_harness.run_simavr(elf)
+    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
+    rows = report_predictions("\n".join(report))
+    sim = Simulator(dep)
+    assert rows["before"] == list(sim.predict(x)[0])
+    for i in range(8):
+        sim.learn(x[i % 4], int(y[i % 4]))
+    assert rows["after"] == list(sim.predict(x)[0])
