@@ -259,7 +259,11 @@ def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -
     p.write_bytes(data)
     g = read_tflite(str(p))
     assert [o.kind for o in g.ops].count(OpKind.RESIZE_NEAREST) == 3
-    x = np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8)
+    _equal_builtin(data, g, np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8))
+
+
+def _equal_builtin(data: bytes, g: Graph, x: np.ndarray) -> None:
+    """run_int8 (TFLite flavour) of ``g`` equals TFLite's builtin kernels on the file ``data``, input by input."""
     it = _interp(data, ref=False)
     ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
     for i in range(len(x)):
@@ -292,13 +296,7 @@ def test_converter_int8_upsampling_after_reshape_import(tmp_path: Path, batch: i
     kinds = [o.kind for o in g.ops]
     assert kinds.count(OpKind.RESIZE_NEAREST) == (1 if batch == 1 else 2)  # the fused run: rows and columns at once
     assert g.tensors[g.outputs[0]].shape == (1, 6, 6, 4)
-    x = np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8)
-    it = _interp(data, ref=False)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
+    _equal_builtin(data, g, np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8))
 
 
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])

@@ -58,18 +58,23 @@ def test_conv_head_is_a_dense_head(session, files, name: str) -> None:
     assert dep.classifier[-1].activation == "softmax" and (heads == 1 or dep.classifier[0].activation == "relu")
     if name.endswith("int8"):  # the float head starts as the file's int8 head: the same probabilities, near enough
         x = _inputs(20, 2)
-        it = litert.Interpreter(model_path=str(files[name]),
-                                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-        it.allocate_tensors()
-        inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-        (si, zi), (so, zo) = inp["quantization"], outp["quantization"]
-        ref = []
-        for i in range(len(x)):
-            it.set_tensor(inp["index"], np.clip(np.round(x[i:i + 1] / si) + zi, -128, 127).astype(np.int8))
-            it.invoke()
-            ref.append((it.get_tensor(outp["index"])[0].astype(np.float32) - zo) * so)
         _, probs = Simulator(dep).predict_features(Simulator(dep).features(x))
-        assert np.abs(probs - np.stack(ref)).max() < 0.03
+        assert np.abs(probs - file_probabilities(files[name], x)).max() < 0.03
+
+
+def file_probabilities(path: Path, x: np.ndarray) -> np.ndarray:
+    """BUILTIN_REF's dequantized outputs of the int8 file at ``path`` for float inputs ``x`` (quantized as the file
+    says)."""
+    it = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    (si, zi), (so, zo) = inp["quantization"], outp["quantization"]
+    ref = []
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], np.clip(np.round(x[i:i + 1] / si) + zi, -128, 127).astype(np.int8))
+        it.invoke()
+        ref.append((it.get_tensor(outp["index"])[0].astype(np.float32) - zo) * so)
+    return np.stack(ref)
 
 
 def test_int8_tflite_conv_head_learns_on_the_device_in_c(session, files, tmp_path: Path) -> None:
