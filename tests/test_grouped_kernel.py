@@ -1,6 +1,7 @@
 """Grouped convolutions (groups 2/4) specialized by the kernel generator (backends/c/kernels/grouped.py): random
 layers (stride 1/2, same/valid padding, with and without bias, odd and even per-group channel counts) give exactly
-the int8 interpreter's features on the host (ASan/UBSan) and under QEMU Cortex-M4 (the DSP dot products)."""
+the int8 interpreter's features on the host (ASan/UBSan) and under QEMU Cortex-M4 (the DSP dot
+products), Cortex-M0+ and Cortex-M55."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,10 +83,12 @@ def test_grouped_layers_equal_int8_interpreter(session, tmp_path: Path, seed: in
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-def test_grouped_layers_under_qemu_m4(session, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cpu", ["m4", "m0plus", "m55"])
+def test_grouped_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:
+    """M4: the DSP dot products; M0+: the Thumb-1 loops; M55: the same C (the Helium kernels leave groups out)."""
     proj, dep, x, _ = _project(session, tmp_path, 3)
-    out, _ = c_harness.build_and_run_qemu(proj, "m4")
+    out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)
     for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"m4 features of input {i}")
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
