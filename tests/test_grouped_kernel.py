@@ -1,7 +1,7 @@
 """Grouped convolutions (groups 2/4) specialized by the kernel generator (backends/c/kernels/grouped.py): random
-layers (stride 1/2, same/valid padding, with and without bias, odd and even per-group channel counts) give exactly
-the int8 interpreter's features on the host (ASan/UBSan) and under QEMU Cortex-M4 (the DSP dot
-products), Cortex-M0+ and Cortex-M55."""
+layers (stride 1/2, dilation 1/2, same/valid padding, with and without bias, odd and even per-group channel
+counts) give exactly the int8 interpreter's features on the host (ASan/UBSan) and under QEMU Cortex-M4 (the DSP
+dot products), Cortex-M0+ and Cortex-M55."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,9 +17,11 @@ from tinycc.passes import PassContext, run_pipeline
 from . import c_harness
 from .deploy_util import build_deployment, build_emit_model, render_project
 
-# (groups, kernel, stride, same padding, output channels, activation, bias); input 9x7x8 then each layer's output
-LAYERS = [(2, 3, 1, True, 8, "relu", True), (4, 3, 2, False, 12, "none", False), (2, 1, 1, False, 6, "relu6", True),
-          (2, 2, 2, True, 10, "none", True), (2, 2, 1, False, 6, "relu", False)]
+# (groups, kernel, stride, dilation, same padding, output channels, activation, bias); input 9x7x8 then each
+# layer's output
+LAYERS = [(2, 3, 1, 1, True, 8, "relu", True), (4, 3, 1, 2, True, 8, "relu6", True),
+          (4, 3, 2, 1, False, 12, "none", False), (2, 1, 1, 1, False, 6, "relu6", True),
+          (2, 2, 2, 1, True, 10, "none", True), (2, 2, 1, 1, False, 6, "relu", False)]
 
 
 def grouped_graph(layers: list[tuple], seed: int) -> Graph:
@@ -30,14 +32,14 @@ def grouped_graph(layers: list[tuple], seed: int) -> Graph:
     w0 = g.add_const("w_in", rng.normal(0, 0.5, (8, 1, 1, 3)).astype(np.float32))
     src = g.add_op("conv2d", ["x", w0.name], "pw", {"padding": "valid", "strides": (1, 1), "dilation": (1, 1),
                                                     "activation": "none"}).outputs[0]
-    for i, (groups, k, stride, same, oc, act, bias) in enumerate(layers):
+    for i, (groups, k, stride, dil, same, oc, act, bias) in enumerate(layers):
         c = g.tensors[src].shape[-1]
         wt = rng.normal(0, 0.5 / np.sqrt(k * k * c // groups), (oc, k, k, c // groups))
         wt[0] *= 0.05  # per-channel scales that differ a lot
         ins = [src, g.add_const(f"w{i}", wt.astype(np.float32)).name]
         if bias:
             ins.append(g.add_const(f"b{i}", rng.normal(0, 0.3, (oc,)).astype(np.float32)).name)
-        attrs = {"padding": "same" if same else "valid", "strides": (stride, stride), "dilation": (1, 1),
+        attrs = {"padding": "same" if same else "valid", "strides": (stride, stride), "dilation": (dil, dil),
                  "activation": act, "groups": groups}
         src = g.add_op("conv2d", ins, f"g{i}", attrs).outputs[0]
     flat = g.add_op("flatten", [src], "flat").outputs[0]
@@ -62,7 +64,7 @@ def _project(session, tmp: Path, seed: int) -> tuple[Path, object, np.ndarray, s
     dep = build_deployment(g, opts, session, CBackend())
     em = build_emit_model(dep, opts)
     fams = [k.family for k in em.kernels]
-    assert fams.count("grouped") >= 4, fams  # every grouped geometry runs a generated kernel, none the runtime's
+    assert fams.count("grouped") == len(LAYERS), fams  # every grouped geometry runs a generated kernel, none the runtime's
     assert not any(c.fn == "tcc_conv2d_s8" for c in em.calls), [c.fn for c in em.calls]
     render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
                          "test_learn": 1}, tmp)
