@@ -4,7 +4,7 @@ The emitter asks `specialize` for each int8 op; a kernel module that matches ren
 into one `static void tcc_layer_N(const int8_t *in, int8_t *out)` function that model.c defines and the
 schedule calls. Ops no module matches (or option ``kernels=generic``) run the generic loops of
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
-`conv` (any other ungrouped convolution), `depthwise` (depth multiplier 1),
+`conv` (any other ungrouped convolution), `grouped` (groups > 1), `depthwise` (depth multiplier 1),
 `add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined; the operands by flash tables), `pool` (average over the whole input),
 `lut` (LOGISTIC and TANH by a 256-entry flash table). `table_bytes` counts the lut and add tables for the memory
 report.
@@ -57,10 +57,10 @@ def render(template: str, **ctx: Any) -> str:
 
 
 def _modules(helium: bool = False) -> list[Any]:
-    from . import add, conv, depthwise, gemm, lut, mve, pool
+    from . import add, conv, depthwise, gemm, grouped, lut, mve, pool
 
     first = [mve] if helium else []  # Cortex-M55: the Helium kernels of mve.py where they match
-    return first + [gemm, conv, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
+    return first + [gemm, conv, grouped, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")  # __ARM_FEATURE_DSP
