@@ -186,3 +186,28 @@ def test_cli_rejects_unknown_kernels(tmp_path: Path, capsys) -> None:
         main(["compile", str(ROOT / "examples" / "digits_cnn.h5"), "--target", "c", "-o", str(tmp_path / "o"),
               "--kernels", "fast"])
     assert e.value.code == 2 and "--kernels" in capsys.readouterr().err
+
+
+def test_grouped_convolutions_with_cmsis_nn_equal_run_int8(session, cmsis_lib, tmp_path: Path) -> None:
+    """`--kernels cmsis-nn` on grouped convolutions: CMSIS-NN's convolution wrapper is not called for them (its
+    output differed from run_int8); tinycc's own grouped kernel runs them, the rest stays on CMSIS-NN."""
+    from tinycc.passes import PassContext, run_pipeline
+
+    from .test_grouped_kernel import LAYERS, grouped_graph
+
+    g = grouped_graph(LAYERS, 3)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    rng = np.random.default_rng(3)
+    calib = rng.normal(1.0, 1, (48, 9, 7, 3)).astype(np.float32)
+    x = rng.normal(1.0, 1.3, (6, 9, 7, 3)).astype(np.float32)
+    opts = {"calib_data": calib, "buffer": 2, "cut": "fc", **OPTS}
+    dep = build_deployment(g, opts, session, CBackend())
+    ext = dep.extractor
+    assert not any(cmsis_nn.supports(ext, op) for op in ext.ops if op.attrs.get("groups", 1) > 1)
+    assert any(cmsis_nn.supports(ext, op) for op in ext.ops)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(len(x), np.int64)), "test_count": len(x),
+                         "test_learn": 1}, tmp_path)
+    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True, cmsis=cmsis_lib))
+    feats = Simulator(dep).features(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")

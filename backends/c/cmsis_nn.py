@@ -51,6 +51,8 @@ def supports(g: Graph, op: Op) -> bool:
         return False  # int16 activations: tinycc's own tcc_*_s16 kernels
     if k == OpKind.GLOBAL_AVG_POOL and op.attrs.get("requantize"):
         return False  # TFLite's requantizing MEAN: tinycc's tcc_mean_s8
+    if k == OpKind.CONV2D and op.attrs.get("groups", 1) != 1:
+        return False  # grouped: tinycc's wrapper passes whole-channel filter dims (it crashed under ASan); ours run it
     if k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
              OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
         return True
