@@ -387,7 +387,7 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
     if k == OpKind.LEAKY_RELU:
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
-        return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"]), _odt(g, op))
+        return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"], flavor), _odt(g, op))
     if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:

@@ -207,8 +207,14 @@ def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[
     for k, t in enumerate(g.outputs):
         q = g.tensors[t].quant
         outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size,
-                     "ptr": em.consts["output_ptrs"][k], "scale": _c_float(q.scale[0]), "zp": int(q.zero_point[0])})
+                     "ptr": em.consts["output_ptrs"][k], "scale": _c_float(q.scale[0]), "zp": int(q.zero_point[0]),
+                     "dequantize": _dequantize_fn(g.tensors[t])})
     return ins, outs
+
+
+def _dequantize_fn(t: Any) -> str:
+    """The runtime kernel that dequantizes an output tensor of ``t``'s integer type."""
+    return "tcc_dequantize_s16" if t.dtype.value == "int16" else "tcc_dequantize_s8"
 
 
 def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
@@ -218,8 +224,7 @@ def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     ctx = {"n_out": dep.feature_count, "int8_io": dep.int8_io,
            "output_scale": _c_float(oq.scale[0]), "output_zp": int(oq.zero_point[0]),
            "output_ptr": em.consts["features_ptr"], "multi": is_multi_io(dep),
-           "output_dequantize": "tcc_dequantize_s16" if dep.extractor.tensors[dep.extractor.outputs[0]].dtype.value
-           == "int16" else "tcc_dequantize_s8"}
+           "output_dequantize": _dequantize_fn(dep.extractor.tensors[dep.extractor.outputs[0]])}
     if ctx["multi"]:
         ctx["ins"], ctx["outs"] = _io_list(dep, em)
     return ctx

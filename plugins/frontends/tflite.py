@@ -91,6 +91,9 @@ _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID
           "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH}
 
 
+_BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM)
+
+
 class _Reader:
     def __init__(self, data: bytes, name: str) -> None:
         s = schema()
@@ -255,6 +258,7 @@ class _Reader:
             raise TinyccError("a model output is not written by any operator")
         self.g.outputs = [n for n in outs if n is not None]
         self.g.prune_unused()
+        self._batch_broadcast_operands()
         self.g.meta["source"] = {"format": "tflite"}
         self.g.meta["io_names"] = self._io_names(sg)
         if self.integer:
@@ -275,6 +279,21 @@ class _Reader:
     def _is_activation(self, t: Any) -> bool:
         buf = self.m.buffers[t.buffer] if 0 <= t.buffer < len(self.m.buffers) else None
         return buf is None or buf.data is None or len(buf.data) == 0
+
+    def _batch_broadcast_operands(self) -> None:
+        """A graph input without the leading batch dimension of 1 (SEANet's SUB takes a [64] operand beside a
+        [1, 2, 12, 64] one) that only element-wise broadcasting ops read is given leading 1s up to their outputs'
+        rank: broadcasting aligns shapes from the right, so the results are unchanged, and the IR's rule
+        (activations lead with a batch of 1) holds for any batch."""
+        g = self.g
+        for name in g.inputs:
+            t = g.tensors[name]
+            readers = g.consumers(name)
+            if (t.shape and t.shape[0] == 1) or not readers or any(op.kind not in _BROADCASTING for op in readers):
+                continue
+            ranks = {len(g.tensors[o].shape) for op in readers for o in op.outputs}
+            if len(ranks) == 1 and min(ranks) > len(t.shape):
+                t.shape = (1,) * (min(ranks) - len(t.shape)) + t.shape
 
     def _check_supported(self, ops: list[Any]) -> None:
         known = set(SUPPORTED_OPERATORS)
