@@ -2,7 +2,8 @@
 (image, sensor vector) and two heads, converted to full-integer .tflite by the TFLite converter (float and int8
 I/O), and the float Keras model calibrated by tinycc on one array per input; the generated C (one pointer per
 input/output, named after the model's tensors; ASan/UBSan) equals TFLite's reference kernels (BUILTIN_REF) bit for
-bit. Targets without a multi-input API refuse on one line."""
+bit; the tflm target runs them in TFLite Micro behind the same API. The arduino target (one serial stream) refuses
+on one line."""
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,6 @@ import pytest
 
 from tinycc.backends.c import CBackend
 from tinycc.backends.tflm import TflmBackend
-from tinycc.errors import TinyccError
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.plugins.frontends.tflite import read_tflite
 
@@ -108,18 +108,53 @@ def test_two_inputs_two_outputs_c_equals_builtin_ref(session, files, tmp_path: P
                                       np.stack([np.concatenate(r) for r in ref]))
 
 
-def test_targets_without_a_multi_input_api_refuse(session, files, tmp_path: Path) -> None:
-    with pytest.raises(TinyccError, match=r"2 inputs and 2 outputs deploys to targets with a multi-input API \(c\), "
-                                          r"not 'tflm'"):
-        build_inference(read_tflite(str(files["int8"])), {}, session, TflmBackend())
-    r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(files["float"]), "--inference-only",
+def test_targets_without_a_multi_input_api_refuse(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(_float_file(tmp_path)), "--inference-only",
                         "-t", "arduino", "-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not 'arduino'" in r.stderr, r.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def _float_file(tmp_path: Path) -> Path:
+    m = _model()
+    p = tmp_path / "two_in.keras"
+    m.save(p)
+    return p
+
+
+def test_c_from_the_cli_without_samples(files, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "tinycc.cli", "compile", str(files["float"]), "--inference-only",
                         "-t", "c", "-o", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))  # zero inputs from the CLI
     assert len(run.outputs[0]) == 5 and run.check == -2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # may build TFLite Micro first (about 460 s of CPU, cached in ~/.cache/tinycc)
+@pytest.mark.parametrize("io", ["float", "int8"])
+def test_tflm_target_two_inputs_two_outputs_equal_builtin_ref(session, files, tmp_path: Path, io: str) -> None:
+    """The tflm target runs the converter's file in TFLite Micro behind the c target's multi-I/O API (the same
+    demo main.c): its outputs equal BUILTIN_REF; NaN inputs and NULL pointers are refused."""
+    from tinycc.backends.tflm import build, vendor
+    from tinycc.config import TestVectors
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not found (../shared/vendor; TINYCC_VENDOR)")
+    library = vendor.ensure_library(vendor_dir, "host")
+    dep = build_inference(read_tflite(str(files[io])), {"int8_io": io == "int8"}, session, TflmBackend())
+    x = _inputs(4, 5)
+    TflmBackend().emit(dep, tmp_path, TestVectors([x["sensor"], x["image"]], None, 4, None))
+    header = (tmp_path / "src" / "tinycc_tflm.h").read_text()
+    t = "int8_t" if io == "int8" else "float"
+    assert f"(const {t} *in_0, const {t} *in_1, {t} *out_0, {t} *out_1);" in header
+    run = c_harness.parse(build.run(build.build_host(tmp_path, sanitize=True, library=library)))
+    ref = _reference(files[io], x)
+    for i in range(4):
+        np.testing.assert_array_equal(run.outputs[i].astype(np.float32), np.concatenate(ref[i]).astype(np.float32),
+                                      err_msg=f"vector {i}")
+    assert run.check == (-1 if io == "int8" else -2)
 
 
 @pytest.mark.parametrize("int8_io", [False, True])

@@ -19,6 +19,7 @@ from ...config import DemoConfig, TestVectors
 from ...ir.calibration import test_vector_count
 from ...ir.graph import IRError
 from ...ir.interpreter_int8 import FIXED_OUTPUT16, interpreter_only, lut16_params
+from ...ir.ops import OpKind
 from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
@@ -191,24 +192,36 @@ def _short(label: str, n: int = 48) -> str:
     return label if len(label) <= n else label[:n - 3] + "..."
 
 
-def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per input and output of a multi-I/O model: C parameter name, size, int8 parameters and arena pointer."""
+def io_list(dep: Deployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per input and output of a multi-I/O model: C parameter name (positional), the model's name for comments,
+    size, and the int8 parameters (an input's: those of the QUANTIZE that reads it)."""
     g = dep.extractor
     in_names, out_names = dep.meta["io_names"]  # positional (tinycc.deploy.inference.io_names): no model text
     in_labels, out_labels = dep.meta["io_labels"]
-    in_labels, out_labels = [_short(n) for n in in_labels], [_short(n) for n in out_labels]
-    qin = em.consts.get("quantized_inputs", {})
-    ins = []
+    ins, outs = [], []
     for k, t in enumerate(g.inputs):
-        ptr, s, zp = qin[t]
-        ins.append({"k": k, "name": in_names[k], "label": in_labels[k], "size": g.tensors[t].size, "ptr": ptr,
-                    "zp": zp, "scale": _c_float(s)})
-    outs = []
+        readers = g.consumers(t)
+        q = g.tensors[readers[0].outputs[0]].quant if len(readers) == 1 and readers[0].kind == OpKind.QUANTIZE \
+            else g.tensors[t].quant
+        ins.append({"k": k, "name": in_names[k], "label": _short(in_labels[k]), "size": g.tensors[t].size,
+                    "zp": int(q.zero_point[0]), "scale": _c_float(q.scale[0])})
     for k, t in enumerate(g.outputs):
         q = g.tensors[t].quant
-        outs.append({"name": out_names[k], "label": out_labels[k], "size": g.tensors[t].size,
-                     "ptr": em.consts["output_ptrs"][k], "scale": _c_float(q.scale[0]), "zp": int(q.zero_point[0]),
+        outs.append({"name": out_names[k], "label": _short(out_labels[k]), "size": g.tensors[t].size,
+                     "scale": _c_float(q.scale[0]), "zp": int(q.zero_point[0]),
                      "dequantize": _dequantize_fn(g.tensors[t])})
+    return ins, outs
+
+
+def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``io_list`` with the arena pointers (and the input parameters) of the emitted model."""
+    ins, outs = io_list(dep)
+    qin = em.consts.get("quantized_inputs", {})
+    for i, t in zip(ins, dep.extractor.inputs):
+        ptr, s, zp = qin[t]
+        i.update(ptr=ptr, zp=zp, scale=_c_float(s))
+    for k, o in enumerate(outs):
+        o["ptr"] = em.consts["output_ptrs"][k]
     return ins, outs
 
 

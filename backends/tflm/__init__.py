@@ -102,6 +102,7 @@ def _artifact(dep: Deployment) -> TflmArtifact:
 class TflmBackend(Backend):
     name = "tflm"
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
+    multi_io = True  # inference-only models with several inputs/outputs: one pointer each, as the c target
 
     platforms = ("host",)
 
@@ -178,7 +179,7 @@ class TflmBackend(Backend):
         adjust(report, data, operator_names(data), code)
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
-        from ..c import render_project
+        from ..c import io_list, is_multi_io, render_project
 
         art = _artifact(deployment)
         data, m = art.data, art.arena
@@ -202,7 +203,11 @@ class TflmBackend(Backend):
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
-               "reset_state": bool(STATEFUL & set(ops))}
+               "reset_state": bool(STATEFUL & set(ops)), "multi": is_multi_io(deployment)}
+        if ctx["multi"]:
+            ctx["ins"], ctx["outs"] = io_list(deployment)
+        else:  # one input x and one output y
+            ctx["ins"], ctx["outs"] = [{"name": "x", "size": ctx["input_size"]}], [{"name": "y", "size": ctx["n_out"]}]
         if infer:
             out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
                    "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",
