@@ -14,7 +14,8 @@ CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, F
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
 SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
 axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
-from its output tensor), SPLIT/SPLIT_V (one slice op per output),
+from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output: the
+converter's unstacking of the steps of a Keras 3 recurrent layer with unroll=True),
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
@@ -63,7 +64,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
-    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
@@ -229,6 +230,7 @@ class _Reader:
             inp.quant = self._quant(i)
             self.names[i] = inp.name
         ops = list(sg.operators or [])
+        self.ops, self.time_major = ops, set()
         variable = [t for t in sg.tensors if self._is_activation(t)]
         self.integer = any(t.type in (3, 7, 9) for t in variable)
         self._check_supported(ops)
@@ -455,6 +457,8 @@ class _Reader:
                 size = int(self.sg.tensors[i].shape[axis])
                 self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
                 begin += size
+        elif code == "UNPACK":
+            self._unpack(o, x)
         elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             read_lstm(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
@@ -476,7 +480,10 @@ class _Reader:
                                       "activation": self._act(opt.fusedActivationFunction)})
         elif code in ("RESHAPE", "EXPAND_DIMS", "SQUEEZE"):  # Conv1D's [N, L, C] <-> [N, 1, L, C] too
             shape = tuple(int(d) for d in self.sg.tensors[out].shape)
-            self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
+            if shape and shape[0] != 1 and self.g.tensors[x].shape[0] == 1:
+                self._time_major(o, x, out, shape)
+            else:
+                self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
         elif code == "CONCATENATION":
             args = [self.tensor(i) for i in ins]
             axis = opt.axis % len(self.g.tensors[x].shape)
@@ -550,6 +557,37 @@ class _Reader:
             self.add(OpKind.RESHAPE, [x], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
             return
         self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
+
+    def _time_major(self, o: Any, x: str, out: int, shape: tuple[int, ...]) -> None:
+        """Batch-1 reshapes of an unrolled Keras 3 recurrent layer, kept with a batch axis of 1 in front: [1, T, F]
+        -> [T, 1, F] read only by UNPACK (the steps moved to the batch axis), and [1, K] -> [K] read only by
+        element-wise ADD/SUB/MUL (the batch axis dropped; they broadcast the same)."""
+        readers = {self.codes[r.opcodeIndex] for r in self.ops if out in list(r.inputs)}
+        dropped = shape == tuple(self.g.tensors[x].shape[1:])
+        if out in list(self.sg.outputs) or not readers or not readers <= ({"ADD", "SUB", "MUL"} if dropped
+                                                                          else {"UNPACK"}):
+            raise UnsupportedLayerError(f"{self.codes[o.opcodeIndex]} writing {self._short(out)!r} moves data into "
+                                        "the batch axis")
+        name = self._tname(out)
+        op = self.g.add_op(OpKind.RESHAPE, [x], name, {"shape": shape}, origin=name, output_name=name)
+        self._set_out(op, out)
+        if not dropped:
+            self.time_major.add(out)
+
+    def _unpack(self, o: Any, x: str) -> None:
+        """UNPACK along a non-batch axis (or any axis of a time-major tensor, whose batch axis the IR keeps in
+        front): output i is the length-1 slice at i with that axis dropped."""
+        src = self.g.tensors[x]
+        folded = o.inputs[0] in self.time_major
+        axis = int(o.builtinOptions.axis) % (len(src.shape) - folded) + folded
+        if axis == 0:
+            raise UnsupportedLayerError(f"UNPACK writing {self._short(o.outputs[0])!r} unstacks the batch axis")
+        for i, out in enumerate(o.outputs):
+            name = self.g.unique_tensor_name(f"{self._tname(out)}/sliced")
+            y = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(name), {"axis": axis, "begin": i, "length": 1},
+                              origin=self._tname(out), output_name=name).outputs[0]
+            self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
+            self.add(OpKind.RESHAPE, [y], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
 
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
