@@ -14,8 +14,9 @@ CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, F
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
 SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
 axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
-from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output: the
-converter's unstacking of the steps of a Keras 3 recurrent layer with unroll=True),
+from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output) and
+PACK of activations (reshapes + concatenation): the converter's unstacking and stacking of the steps of a Keras 3
+recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch axis of 1 in front in the IR,
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
@@ -247,6 +248,9 @@ class _Reader:
             if code == "SPACE_TO_BATCH_ND":
                 skip.update(self._dilated(ops, k))
                 continue
+            if code not in ("UNPACK", "RESHAPE") and any(i in self.time_major for i in o.inputs):
+                raise UnsupportedLayerError(f"TFLite operator {code} writing {self._short(o.outputs[0])!r} reads "
+                                            "steps stacked along the batch axis")
             try:
                 self._op(code, o)
             except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
@@ -284,7 +288,7 @@ class _Reader:
             code = self.codes[o.opcodeIndex]
             if self._int32_arithmetic(code, o):
                 continue
-            if code in _SHAPE_OPS - {"STRIDED_SLICE"}:  # only the int32 shape arithmetic of Flatten is dropped
+            if code == "SHAPE":  # only the int32 shape arithmetic of Flatten is dropped
                 known.discard(code)
             if code not in known:
                 outs = ", ".join(self._short(i) for i in o.outputs)
@@ -452,13 +456,26 @@ class _Reader:
             axis = int(self._const(axis_idx, f"{code} axis").reshape(-1)[0]) % rank
             if axis == 0:
                 raise UnsupportedLayerError(f"{code} writing {self._short(o.outputs[0])!r} splits the batch axis")
+            deq = self.g.producer(x)  # a float split of a dequantized tensor (the converter's float island in an
+            if deq is not None and deq.kind == OpKind.DEQUANTIZE:  # unrolled int8 LSTM): slice, then dequantize
+                x = deq.inputs[0]
             begin = 0
             for i in o.outputs:
                 size = int(self.sg.tensors[i].shape[axis])
-                self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
+                attrs = {"axis": axis, "begin": begin, "length": size}
+                if deq is None or deq.kind != OpKind.DEQUANTIZE:
+                    self.add(OpKind.SLICE, [x], i, attrs)
+                else:
+                    part = self.g.unique_tensor_name(f"{self._tname(i)}/quantized")
+                    y = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(part), attrs, origin=self._tname(i),
+                                      output_name=part).outputs[0]
+                    self.g.tensors[y].dtype, self.g.tensors[y].quant = self.g.tensors[x].dtype, self.g.tensors[x].quant
+                    self.add(OpKind.DEQUANTIZE, [y], i)
                 begin += size
         elif code == "UNPACK":
             self._unpack(o, x)
+        elif code == "PACK":
+            self._pack(o, out)
         elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             read_lstm(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
@@ -572,6 +589,31 @@ class _Reader:
         op = self.g.add_op(OpKind.RESHAPE, [x], name, {"shape": shape}, origin=name, output_name=name)
         self._set_out(op, out)
         if not dropped:
+            self.time_major.add(out)
+
+    def _pack(self, o: Any, out: int) -> None:
+        """PACK of activations (an unrolled Keras 3 recurrent layer's steps): each input reshaped with the new axis,
+        then concatenated along it; stacking along axis 0 gives a time-major tensor (batch axis of 1 kept in front)."""
+        axis = int(o.builtinOptions.axis) % (len(self.sg.tensors[o.inputs[0]].shape) + 1)
+        xs = [self.tensor(i) for i in o.inputs]
+        if any(i in self.time_major for i in o.inputs) or (axis == 0 and any(self.g.tensors[x].shape[0] != 1
+                                                                             for x in xs)):
+            raise UnsupportedLayerError(f"PACK writing {self._short(out)!r} stacks along the batch axis")
+        pos, name = axis + (axis == 0), self._tname(out)
+        parts = []
+        for k, x in enumerate(xs):
+            src = self.g.tensors[x]
+            shape = list(src.shape)
+            shape.insert(pos, 1)
+            part = self.g.unique_tensor_name(f"{name}/{k}")
+            y = self.g.add_op(OpKind.RESHAPE, [x], self.g.unique_op_name(part), {"shape": tuple(shape[1:])},
+                              origin=name, output_name=part).outputs[0]
+            self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
+            parts.append(y)
+        op = self.g.add_op(OpKind.CONCAT, parts, name, {"axis": pos, "activation": "none"}, origin=name,
+                           output_name=name)
+        self._set_out(op, out)
+        if axis == 0:
             self.time_major.add(out)
 
     def _unpack(self, o: Any, x: str) -> None:
