@@ -254,7 +254,7 @@ class _Reader:
             try:
                 self._op(code, o)
             except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
-                outs = ", ".join(self._short(i) for i in o.outputs)
+                outs = self._outs(o)
                 raise TinyccError(f"TFLite operator {code} (writing {outs!r}): {e}") from None
         outs = [self.names.get(i) for i in sg.outputs]
         if any(n is None for n in outs):
@@ -291,9 +291,14 @@ class _Reader:
             if code == "SHAPE":  # only the int32 shape arithmetic of Flatten is dropped
                 known.discard(code)
             if code not in known:
-                outs = ", ".join(self._short(i) for i in o.outputs)
+                outs = self._outs(o)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
                                             f"tinycc's reader; {OPS_HINT}")
+
+    def _outs(self, o: Any) -> str:
+        """An operator's output names for a message: at most two, then how many more (UNPACK writes one per step)."""
+        names = [self._short(i) for i in o.outputs]
+        return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
 
     def _int32_arithmetic(self, code: str, o: Any) -> bool:
         """int32 shape values (the converter's Flatten/UpSampling2D/Conv2DTranspose shape arithmetic): dropped."""
