@@ -20,34 +20,10 @@ from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, build_inference, emit, render_project
+from .test_lstm import _tflite, _tflm
 
 DATA = Path(__file__).parent / "data" / "keras-lstm"
 FILES = {"kws_lstm": 1, "seq_lstm": 1, "stacked_lstm": 2}  # file -> number of LSTM layers
-
-
-def _reference(data: bytes, x: np.ndarray, ref: str) -> np.ndarray:
-    """TFLite Micro ("tflm") or TFLite's BUILTIN_REF kernels ("tflite"), one sample per Invoke from a zero state."""
-    if ref == "tflm":
-        from tflite_micro.python.tflite_micro import runtime
-
-        m = runtime.Interpreter.from_bytes(data, arena_size=1 << 20)
-        outs = []
-        for i in range(len(x)):
-            m.reset()
-            m.set_input(x[i:i + 1], 0)
-            m.invoke()
-            outs.append(m.get_output(0))
-        return np.concatenate(outs)
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
-    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    outs = []
-    for i in range(len(x)):
-        it.reset_all_variables()
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
-    return np.concatenate(outs)
 
 
 def _float_inputs(g, n: int, seed: int) -> np.ndarray:
@@ -70,8 +46,8 @@ def test_converter_lstm_file_equals_tflm_and_builtin_ref(name: str) -> None:
     x = np.concatenate([rng.integers(-128, 128, (3,) + shape),  # full range, and values like the calibration's
                         np.clip(rng.normal(0, 30, (3,) + shape), -128, 127)]).astype(np.int8)
     data = path.read_bytes()
-    np.testing.assert_array_equal(run_int8(g, x)[g.outputs[0]], _reference(data, x, "tflm"))
-    np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _reference(data, x, "tflite"))
+    np.testing.assert_array_equal(run_int8(g, x)[g.outputs[0]], _tflm(data, x))
+    np.testing.assert_array_equal(run_int8(g, x, flavor="tflite")[g.outputs[0]], _tflite(data, x))
 
 
 @pytest.mark.parametrize("name", sorted(FILES))

@@ -20,6 +20,7 @@ from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, build_inference, emit, render_project
+from .test_lstm import _tflm
 
 keras = pytest.importorskip("keras")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -71,18 +72,6 @@ def files(tmp_path_factory) -> dict[tuple[str, str], Path]:
             paths[layer, mode] = out / f"{layer}_{mode}.tflite"
             paths[layer, mode].write_bytes(_convert(layer, mode))
     return paths
-
-
-def _tflm(data: bytes, x: np.ndarray) -> np.ndarray:
-    from tflite_micro.python.tflite_micro import runtime
-
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 20)
-    outs = []
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        outs.append(tm.get_output(0))
-    return np.concatenate(outs)
 
 
 @pytest.mark.parametrize("mode", ["int8", "16x8"])
