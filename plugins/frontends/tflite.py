@@ -14,7 +14,9 @@ CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, F
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
 SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
 axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
-from its output tensor), SPLIT/SPLIT_V (one slice op per output),
+from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output) and
+PACK of activations (reshapes + concatenation): the converter's unstacking and stacking of the steps of a Keras 3
+recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch axis of 1 in front in the IR,
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
@@ -63,7 +65,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
-    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
@@ -232,6 +234,7 @@ class _Reader:
             inp.quant = self._quant(i)
             self.names[i] = inp.name
         ops = list(sg.operators or [])
+        self.ops, self.time_major = ops, set()
         variable = [t for t in sg.tensors if self._is_activation(t)]
         self.integer = any(t.type in (3, 7, 9) for t in variable)
         self._check_supported(ops)
@@ -248,10 +251,13 @@ class _Reader:
             if code == "SPACE_TO_BATCH_ND":
                 skip.update(self._dilated(ops, k))
                 continue
+            if code not in ("UNPACK", "RESHAPE") and any(i in self.time_major for i in o.inputs):
+                raise UnsupportedLayerError(f"TFLite operator {code} writing {self._short(o.outputs[0])!r} reads "
+                                            "steps stacked along the batch axis")
             try:
                 self._op(code, o)
             except IRError as e:  # the file's shapes or attributes do not fit the IR's op definitions
-                outs = ", ".join(self._short(i) for i in o.outputs)
+                outs = self._outs(o)
                 raise TinyccError(f"TFLite operator {code} (writing {outs!r}): {e}") from None
         outs = [self.names.get(i) for i in sg.outputs]
         if any(n is None for n in outs):
@@ -301,12 +307,17 @@ class _Reader:
             code = self.codes[o.opcodeIndex]
             if self._int32_arithmetic(code, o):
                 continue
-            if code in _SHAPE_OPS - {"STRIDED_SLICE"}:  # only the int32 shape arithmetic of Flatten is dropped
+            if code == "SHAPE":  # only the int32 shape arithmetic of Flatten is dropped
                 known.discard(code)
             if code not in known:
-                outs = ", ".join(self._short(i) for i in o.outputs)
+                outs = self._outs(o)
                 raise UnsupportedLayerError(f"TFLite operator {code} (writing {outs!r}) is not supported by "
                                             f"tinycc's reader; {OPS_HINT}")
+
+    def _outs(self, o: Any) -> str:
+        """An operator's output names for a message: at most two, then how many more (UNPACK writes one per step)."""
+        names = [self._short(i) for i in o.outputs]
+        return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
 
     def _int32_arithmetic(self, code: str, o: Any) -> bool:
         """int32 shape values (the converter's Flatten/UpSampling2D/Conv2DTranspose shape arithmetic): dropped."""
@@ -469,11 +480,26 @@ class _Reader:
             axis = int(self._const(axis_idx, f"{code} axis").reshape(-1)[0]) % rank
             if axis == 0:
                 raise UnsupportedLayerError(f"{code} writing {self._short(o.outputs[0])!r} splits the batch axis")
+            deq = self.g.producer(x)  # a float split of a dequantized tensor (the converter's float island in an
+            if deq is not None and deq.kind == OpKind.DEQUANTIZE:  # unrolled int8 LSTM): slice, then dequantize
+                x = deq.inputs[0]
             begin = 0
             for i in o.outputs:
                 size = int(self.sg.tensors[i].shape[axis])
-                self.add(OpKind.SLICE, [x], i, {"axis": axis, "begin": begin, "length": size})
+                attrs = {"axis": axis, "begin": begin, "length": size}
+                if deq is None or deq.kind != OpKind.DEQUANTIZE:
+                    self.add(OpKind.SLICE, [x], i, attrs)
+                else:
+                    part = self.g.unique_tensor_name(f"{self._tname(i)}/quantized")
+                    y = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(part), attrs, origin=self._tname(i),
+                                      output_name=part).outputs[0]
+                    self.g.tensors[y].dtype, self.g.tensors[y].quant = self.g.tensors[x].dtype, self.g.tensors[x].quant
+                    self.add(OpKind.DEQUANTIZE, [y], i)
                 begin += size
+        elif code == "UNPACK":
+            self._unpack(o, x)
+        elif code == "PACK":
+            self._pack(o, out)
         elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             read_lstm(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
@@ -495,7 +521,10 @@ class _Reader:
                                       "activation": self._act(opt.fusedActivationFunction)})
         elif code in ("RESHAPE", "EXPAND_DIMS", "SQUEEZE"):  # Conv1D's [N, L, C] <-> [N, 1, L, C] too
             shape = tuple(int(d) for d in self.sg.tensors[out].shape)
-            self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
+            if shape and shape[0] != 1 and self.g.tensors[x].shape[0] == 1:
+                self._time_major(o, x, out, shape)
+            else:
+                self.add(OpKind.RESHAPE, [x], out, {"shape": shape[1:]})
         elif code == "CONCATENATION":
             args = [self.tensor(i) for i in ins]
             axis = opt.axis % len(self.g.tensors[x].shape)
@@ -569,6 +598,62 @@ class _Reader:
             self.add(OpKind.RESHAPE, [x], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
             return
         self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
+
+    def _time_major(self, o: Any, x: str, out: int, shape: tuple[int, ...]) -> None:
+        """Batch-1 reshapes of an unrolled Keras 3 recurrent layer, kept with a batch axis of 1 in front: [1, T, F]
+        -> [T, 1, F] read only by UNPACK (the steps moved to the batch axis), and [1, K] -> [K] read only by
+        element-wise ADD/SUB/MUL (the batch axis dropped; they broadcast the same)."""
+        readers = {self.codes[r.opcodeIndex] for r in self.ops if out in list(r.inputs)}
+        dropped = shape == tuple(self.g.tensors[x].shape[1:])
+        if out in list(self.sg.outputs) or not readers or not readers <= ({"ADD", "SUB", "MUL"} if dropped
+                                                                          else {"UNPACK"}):
+            raise UnsupportedLayerError(f"{self.codes[o.opcodeIndex]} writing {self._short(out)!r} moves data into "
+                                        "the batch axis")
+        name = self._tname(out)
+        op = self.g.add_op(OpKind.RESHAPE, [x], name, {"shape": shape}, origin=name, output_name=name)
+        self._set_out(op, out)
+        if not dropped:
+            self.time_major.add(out)
+
+    def _pack(self, o: Any, out: int) -> None:
+        """PACK of activations (an unrolled Keras 3 recurrent layer's steps): each input reshaped with the new axis,
+        then concatenated along it; stacking along axis 0 gives a time-major tensor (batch axis of 1 kept in front)."""
+        axis = int(o.builtinOptions.axis) % (len(self.sg.tensors[o.inputs[0]].shape) + 1)
+        xs = [self.tensor(i) for i in o.inputs]
+        if any(i in self.time_major for i in o.inputs) or (axis == 0 and any(self.g.tensors[x].shape[0] != 1
+                                                                             for x in xs)):
+            raise UnsupportedLayerError(f"PACK writing {self._short(out)!r} stacks along the batch axis")
+        pos, name = axis + (axis == 0), self._tname(out)
+        parts = []
+        for k, x in enumerate(xs):
+            src = self.g.tensors[x]
+            shape = list(src.shape)
+            shape.insert(pos, 1)
+            part = self.g.unique_tensor_name(f"{name}/{k}")
+            y = self.g.add_op(OpKind.RESHAPE, [x], self.g.unique_op_name(part), {"shape": tuple(shape[1:])},
+                              origin=name, output_name=part).outputs[0]
+            self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
+            parts.append(y)
+        op = self.g.add_op(OpKind.CONCAT, parts, name, {"axis": pos, "activation": "none"}, origin=name,
+                           output_name=name)
+        self._set_out(op, out)
+        if axis == 0:
+            self.time_major.add(out)
+
+    def _unpack(self, o: Any, x: str) -> None:
+        """UNPACK along a non-batch axis (or any axis of a time-major tensor, whose batch axis the IR keeps in
+        front): output i is the length-1 slice at i with that axis dropped."""
+        src = self.g.tensors[x]
+        folded = o.inputs[0] in self.time_major
+        axis = int(o.builtinOptions.axis) % (len(src.shape) - folded) + folded
+        if axis == 0:
+            raise UnsupportedLayerError(f"UNPACK writing {self._short(o.outputs[0])!r} unstacks the batch axis")
+        for i, out in enumerate(o.outputs):
+            name = self.g.unique_tensor_name(f"{self._tname(out)}/sliced")
+            y = self.g.add_op(OpKind.SLICE, [x], self.g.unique_op_name(name), {"axis": axis, "begin": i, "length": 1},
+                              origin=self._tname(out), output_name=name).outputs[0]
+            self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
+            self.add(OpKind.RESHAPE, [y], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
 
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
