@@ -98,6 +98,12 @@ class Backend(ABC):
         none: the host build) as (bytes, measured by the core's compiler, detail); None: no stack line."""
         return None
 
+    def deep_figures(self, candidate: Candidate) -> MemoryFigures | None:
+        """The memory of a ``--deep bias`` deployment's int8 front (``candidate.extractor``: input -> deep cut, no
+        classifier) where this target generates the deep learner; None (the default): it does not, and
+        :meth:`check` refuses the deployment (``refuse_deep``)."""
+        return None
+
     def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
         """Change the memory ``report`` of ``candidate`` (``ir.memory_model.MemoryReport``; ``figures``: what
         :meth:`memory_figures` answered for it) for what this target really deploys; the default keeps the C

@@ -21,14 +21,16 @@ Identifiers come from positions only; nothing of the model's text reaches the C 
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
+from ...config import CompileConfig
 from ...ir.deep import DeepLearner
+from ...ir.deployment import BufferConfig, Deployment
 from ...ir.ops import OpKind
 from .deep_emit import emit_step, known_order, learner_step
+from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
 
 _IDENTITY = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT)
@@ -38,12 +40,14 @@ class _Region(_Builder):
     """The emitter's generic-kernel calls for the region's ops, pointers redirected: the cut is ``q``, every output
     its kept array at row ``r``, a trained bias the step's int32 array."""
 
-    def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str]):
-        plan = SimpleNamespace(offsets={}, inplace=set(), overlaps={})
-        dep = SimpleNamespace(extractor=learner.region, name="deep", plan=plan,
-                              config=SimpleNamespace(kernels="generic", target=None, demo_target=None,
-                                                     memory=SimpleNamespace(widen=False)), inference_only=False)
-        super().__init__(dep)  # type: ignore[arg-type]
+    def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str],
+                 config: CompileConfig):
+        # the region as a deployment of its own: generic kernels (the specialised ones fold bias values into their
+        # tables), no arena (every tensor is the cut or a kept array), the board's config otherwise
+        cfg = replace(config, kernels="generic", memory=replace(config.memory, widen=False))
+        cut = learner.view.tensors[learner.cut]
+        super().__init__(Deployment("deep", learner.region, cut.quant, [], learner.num_classes,
+                                    BufferConfig(0, "fifo", "int8"), config=cfg, plan=MemoryPlan(0, 0, 0, "none")))
         self.cut, self.kept, self.sizes, self.biases = learner.cut, kept, sizes, biases
         for t, name in biases.items():
             self.names[t] = name  # the RAM int32 bias, defined by the step
@@ -65,8 +69,9 @@ def _tables(arrays: list[CArray]) -> str:
     return "".join(f"static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};\n" for a in arrays)
 
 
-def emit_bias_learn(learner: DeepLearner, batch: int) -> str:
-    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``."""
+def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | None = None) -> str:
+    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``;
+    ``config``: the deployment's compile config (default: a plain one; the region always uses generic kernels)."""
     if learner.mode != "bias":
         raise ValueError("emit_bias_learn is for the bias mode")
     _, order = learner_step(learner, batch)  # checks the bias scales
@@ -82,7 +87,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int) -> str:
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
     kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
     bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params}
-    region = _Region(learner, kept, sizes, bias_names)
+    region = _Region(learner, kept, sizes, bias_names, config or CompileConfig())
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):
         region.layer, region.op_now = (pos, op.kind.value), op
