@@ -104,7 +104,7 @@ class ArduinoBackend(Backend):
         return run_demo(project, platform)
 
     def check(self, deployment: Deployment) -> None:
-        refuse_deep(deployment, "arduino")
+        refuse_deep(deployment, "arduino", "the sketch, its serial protocol and self-test drive the head-only learn API")
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]

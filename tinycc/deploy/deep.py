@@ -113,6 +113,8 @@ def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: 
                   detail=f"the trained region's int8 outputs the bias step reads (x batch {b})")
             r.add("replay buffer", "ram", buffer_bytes(learner, capacity),
                   detail=f"{capacity} int8 cut tensors of {learner.buffer.feature_count} values + label + stamp")
+            if front:
+                r.add("outputs", "ram", 4 * learner.num_classes, detail="float32 probabilities of the last predict")
     known = learner.known_tensors()
     r.add("learn step constants", "flash", step_flash(learner.tail, names, known),
           detail="frozen int8 region weights + float scale per channel, bias scales")

@@ -1,0 +1,154 @@
+"""The `--deep bias` project of the c target (backends/c/deep_project.py, templates/model_deep.c.j2): model.c runs
+the int8 front up to the deep cut, the trained region on the int8 kernels with the learned int32 biases and the
+classifier; `<name>_learn_*` drives tcc_deep_learn over a replay buffer of int8 cut tensors.
+
+Oracles: the simulator (tinycc.ir.deep.DeepLearner, itself equal to TensorFlow's GradientTape in
+tests/test_backprop.py) sample after sample through the project's own demo (host ASan/UBSan; Cortex-M4 under QEMU),
+and the compiled objects' symbol sizes against the memory report (host and M4, group by group)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.backends.c import CBackend
+from tinycc.config import TestVectors
+from tinycc.ir.deep import DeepLearner
+from tinycc.ir.train import softmax
+
+from . import c_harness
+from .test_deep import _data
+from .test_deep_deploy import _cli, _deploy, graph, model_files  # noqa: F401  (module fixtures)
+
+WHERE = ["host", pytest.param("m4", marks=pytest.mark.skipif(not c_harness.have_arm(),
+                                                             reason="arm-none-eabi-gcc or qemu-system-arm missing"))]
+
+
+def _learner(dep) -> DeepLearner:
+    return DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str) -> None:  # noqa: F811
+    """The generated project's demo (its own main.c, --dump): the int8 cut tensors equal the front's run_int8,
+    then after 9 learn calls (buffer 3, batch 2, 2 epochs: fifo replacement and partial batches) the int32 biases
+    the int8 kernels read equal the simulator's bias by bias, the classifier's weights and biases to 1e-5, and
+    every vector's probabilities (before and after learning) to 1e-5 with the same class."""
+    dep = _deploy(graph, buffer=3, batch_size=2, epochs=2)
+    x, y = _data(6, 11)
+    CBackend().emit(dep, tmp_path, TestVectors(x, y, learn=9))
+    if where == "host":
+        out = c_harness.run_host(c_harness.build_host(tmp_path))
+    else:
+        out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    assert out.done
+    sim = _learner(dep)
+    q = sim.cut_of(x)
+    for i in range(6):
+        np.testing.assert_array_equal(out.features[i], q[i].reshape(-1))
+    cls, z = sim.predict(q)
+    for i in range(6):
+        assert out.before[i][0] == cls[i]
+        np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
+    start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
+    for i in range(9):
+        sim.learn_input(x[i % 6], int(y[i % 6]))
+        assert not sim.last_refused
+    assert out.buffer == sim.buffer.count == 3
+    moved = False
+    for j, op in enumerate(sim.region_params):  # what the int8 kernels read: exact
+        np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
+        moved |= bool((start[j] != out.backbone[j]).any())
+    assert moved and len(out.backbone) == len(sim.region_params) > 0
+    head = [op.name for op in sim.view.ops[len(dep.extractor.ops):]]
+    for i, name in enumerate(head):
+        np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(out.bias[i], sim.tail.params[name].bias, atol=1e-5)
+    cls, z = sim.predict(q)
+    for i in range(6):
+        assert out.after[i][0] == cls[i]
+        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+
+
+# target -> (compiler, nm, flags, board)
+TARGETS = {"host": ("gcc", "nm", ["-O1"], None),
+           "m4": ("arm-none-eabi-gcc", "arm-none-eabi-nm",
+                  ["-Os", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2_an386")}
+SOURCES = ("model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c", "runtime/tinycc_backprop.c")
+# the RAM symbols of the deep project -> the report's line (first match; tcc_probs before the step's tcc_p<k>)
+RAM_GROUPS = (("tcc_arena", "feature extractor arena"), ("tcc_buf_", "replay buffer"),
+              ("tcc_buf", "runtime descriptors"), ("tcc_probs", "outputs"), ("tcc_dw", "learn step: parameters"),
+              ("tcc_db", "learn step: parameters"), ("tcc_bq", "learn step: int32 biases"),
+              ("tcc_t", "learn step: values"), ("tcc_gx", "learn step: scratch"),
+              ("tcc_gs", "learn step: gradients"), ("tcc_p", "learn step: descriptors"),
+              ("tcc_y", "learn step: labels"), ("tcc_k", "kept int8 activations"))
+
+
+def _symbols(project: Path, cc: str, nm: str, flags: list[str]) -> list[tuple[str, str, int]]:
+    """(kind letter, name, bytes) of every sized symbol of the model and runtime objects built for one target."""
+    out = []
+    for src in SOURCES:
+        obj = project / (Path(src).stem + ".o")
+        r = subprocess.run([cc, *c_harness.STRICT, *flags, "-c", "-I", str(project), "-I", str(project / "runtime"),
+                            "-o", str(obj), str(project / src)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        text = subprocess.run([nm, "-S", str(obj)], capture_output=True, text=True, check=True).stdout
+        out += [(f[2], f[3], int(f[1], 16)) for f in map(str.split, text.splitlines()) if len(f) == 4]
+    return out
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> None:  # noqa: F811
+    """Every static RAM byte of the compiled project (model.c and the runtime) is a report line, line by line
+    (arena, buffer, its descriptor, outputs, each learn-step group, kept activations): the total is the report's
+    static RAM; the flash of the region's tables and of the step's constants equal their lines; the stack is
+    measured (with the board: for the Cortex-M4)."""
+    cc, nm, flags, board = TARGETS[target]
+    if not (shutil.which(cc) and shutil.which(nm)):
+        pytest.skip(f"{cc} is not installed")
+    opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
+    dep = _deploy(graph, buffer=5, batch_size=2, **opts)
+    CBackend().emit(dep, tmp_path)
+    syms = _symbols(tmp_path, cc, nm, flags)
+    items = {i["name"]: i for i in dep.memory["items"]}
+    ram: dict[str, int] = {}
+    for kind, name, size in syms:
+        if kind in "bBdD":
+            line = next(g for p, g in RAM_GROUPS if name.split(".")[0].startswith(p))
+            ram[line] = ram.get(line, 0) + size
+    assert sum(ram.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
+    assert ram == {k: items[k]["bytes"] for k in ram} and set(ram) == {g for _, g in RAM_GROUPS if items[g]["bytes"]}
+    # exact: every line; the buffer's descriptor only where a board names the ABI (else the host's, flagged)
+    assert all(items[k]["exact"] for k in ram if k != "runtime descriptors")
+    assert items["runtime descriptors"]["exact"] == (board is not None)
+    learner = _learner(dep)
+    assert items["replay buffer"]["bytes"] == 5 * (learner.buffer.feature_count + 1 + 4) + 16
+    flash = {"learn step region tables": 0, "learn step constants": 0}
+    for kind, name, size in syms:
+        if kind in "rR" and name.startswith("tcc_rg_"):
+            flash["learn step region tables"] += size
+        elif kind in "rR" and re.fullmatch(r"tcc_(?:wq|ws|bs|dw|db)\d+", name):  # the step's own constants
+            flash["learn step constants"] += size
+    assert flash == {k: items[k]["bytes"] for k in flash}
+    assert items["stack"]["exact"] and items["stack"]["detail"].startswith(
+        "measured: Cortex-M4" if board else "measured: host")
+    assert "learn" in items["stack"]["detail"] or "predict" in items["stack"]["detail"]
+
+
+def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    """`tinycc compile -t c --deep bias --ram N`: a project whose memory file is the deep report within N, whose
+    model.h declares the deep API, and which builds with -Werror."""
+    rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", "c", "--calib", str(model_files / "c.npz"),
+                    "--deep", "bias", "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    mem = json.loads((tmp_path / "o" / "tinycc_memory.json").read_text())
+    names = {i["name"] for i in mem["items"]}
+    assert mem["ram"] <= 60_000 and {"learn step: parameters", "kept int8 activations", "outputs"} <= names
+    assert "backbone_bias" in (tmp_path / "o" / "model.h").read_text()
+    r = subprocess.run(["make", "-C", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
