@@ -128,6 +128,13 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> 
     assert items["runtime descriptors"]["exact"] == (board is not None)
     learner = _learner(dep)
     assert items["replay buffer"]["bytes"] == 5 * (learner.buffer.feature_count + 1 + 4) + 16
+    # per trained parameter: the float parameters are one float32 each (Φc's weights and biases, the master biases)
+    state = dep.memory["deep"]
+    trained = sum(layer.weight.size + layer.bias.size for layer in dep.classifier) + sum(
+        learner.tail.params[op.name].bias.size for op in learner.region_params)
+    assert state["trained_parameters"] == trained and items["learn step: parameters"]["bytes"] == 4 * trained
+    assert state["state_bytes"] == sum(ram[k] for k in ram if k.startswith("learn step") or k.startswith("kept"))
+    assert state["buffer_entry_bytes"] == learner.buffer.feature_count + 5
     flash = {"learn step region tables": 0, "learn step constants": 0}
     for kind, name, size in syms:
         if kind in "rR" and name.startswith("tcc_rg_"):
@@ -150,6 +157,8 @@ def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, caps
     names = {i["name"] for i in mem["items"]}
     assert mem["ram"] <= 60_000 and {"learn step: parameters", "kept int8 activations", "outputs"} <= names
     assert "backbone_bias" in (tmp_path / "o" / "model.h").read_text()
+    state = mem["deep"]
+    assert state["bytes_per_parameter"] == round(state["state_bytes"] / state["trained_parameters"], 2)
     r = subprocess.run(["make", "-C", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 

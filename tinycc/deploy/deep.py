@@ -198,8 +198,19 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
     check_addressable(report)
     dep.buffer = BufferConfig(cap, learn.policy, "int8", learn.seed)
     dep.memory = {"report": report.table(), **report.to_dict(), "cut": dep.meta["cut"], "deep_cut": cut,
-                  "buffer_capacity": cap}
+                  "buffer_capacity": cap, "deep": learning_state(report, learner)}
     return dep
+
+
+def learning_state(report: MemoryReport, learner: DeepLearner) -> dict[str, Any]:
+    """The learning state of ``report`` (the learn step's RAM lines and the kept int8 activations: what training
+    holds besides the replay buffer), the trained parameters (Φc's weights and biases, the region's biases) and the
+    state's bytes per trained parameter."""
+    state = sum(it.bytes for it in report.items if it.name.startswith("learn step: ") or
+                it.name == "kept int8 activations")
+    n = int(learner.tail.parameter_count())
+    return {"trained_parameters": n, "state_bytes": state, "bytes_per_parameter": round(state / n, 2),
+            "buffer_entry_bytes": buffer_bytes(learner, 2) - buffer_bytes(learner, 1)}
 
 
 def _front_reports(dep: Deployment, learner: DeepLearner, config: CompileConfig,
