@@ -86,7 +86,7 @@ def _deploy_head(graph):
 def test_learn_lines_equal_the_generated_learner_symbols(graph, tmp_path: Path) -> None:
     """The report's learn-step and kept-activation RAM and the learn-step flash equal the symbol sizes of the deep
     bias learner the C backend generates for this deployment (backends/c/deep_learn.emit_bias_learn, batch 2),
-    group by group; its int8 region tables are the region's weights and requantization tables (the extractor's)."""
+    group by group; its int8 region tables are the requantization tables and the weights the step does not share."""
     from tinycc.backends.c.deep_learn import emit_bias_learn
 
     dep = _deploy(graph, buffer=3, batch_size=2)
@@ -117,7 +117,13 @@ def test_learn_lines_equal_the_generated_learner_symbols(graph, tmp_path: Path) 
     ext = learner.region
     weights = sum(ext.tensors[op.inputs[1]].data.size for op in learner.region_params)
     channels = sum(learner.tail.params[op.name].bias.size for op in learner.region_params)
-    assert tables == weights + 8 * channels  # int8 weights, int32 multiplier and shift per output channel
+    # int32 multiplier and shift per output channel, and the int8 weights the step does not keep itself (those it
+    # keeps, tcc_wq<k>, the forward reads too: one copy)
+    from tinycc.ir.backprop import int8_weights
+
+    shared = sum(w.size for w, _ in int8_weights(learner.tail, learner.known_tensors()).values())
+    assert shared > 0 and tables == weights - shared + 8 * channels
+    assert items["learn step region tables"] == tables
 
 
 def test_too_little_ram_says_by_how_much(graph) -> None:

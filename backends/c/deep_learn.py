@@ -8,7 +8,8 @@ tinycc_learn.c and tinycc_kernels.c) holding
 - the region's int8 forward on the runtime's generic kernels (``tcc_conv2d_s8``, ``tcc_dwconv2d_s8``,
   ``tcc_fc_s8``, ``tcc_add_s8``, ...), whose bias pointers are those RAM int32 biases, so inference runs the int8
   kernels with the learned biases; every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
-  the step's ``known`` tensors), which is the region's whole working memory (no arena);
+  the step's ``known`` tensors), which is the region's whole working memory (no arena); a weight the step keeps as
+  int8 for its backward (``tcc_wq<k>``, ``ir.backprop.int8_weights``) is the forward's too (one copy in flash);
 - ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs)``: push the
   int8 cut tensor ``q`` and its label, then ``epochs`` epochs over the buffer in training order, batches of
   ``batch`` consecutive entries (region forward per row, then one step), as ``DeepLearner.learn``. Returns the
@@ -26,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from ...config import CompileConfig
+from ...ir.backprop import int8_weights
 from ...ir.deep import DeepLearner
 from ...ir.deployment import BufferConfig, Deployment
 from ...ir.ops import OpKind
@@ -87,6 +89,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
     kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
     bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params}
+    shared = int8_weights(learner.tail, tuple(order))  # the step's int8 weights: the forward reads the same array
+    bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
     region = _Region(learner, kept, sizes, bias_names, config or CompileConfig())
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):

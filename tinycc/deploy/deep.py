@@ -38,7 +38,7 @@ import numpy as np
 from ..backend_api import Candidate
 from ..config import CompileConfig
 from ..errors import BudgetError, TinyccError
-from ..ir.backprop import step_flash
+from ..ir.backprop import int8_weights, step_flash
 from ..ir.buffer import ReplayBuffer
 from ..ir.deep import DeepLearner, deep_cuts
 from ..ir.deployment import BufferConfig, Deployment
@@ -120,10 +120,13 @@ def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: 
           detail="frozen int8 region weights + float scale per channel, bias scales")
     r.add("learn step initial values", "flash", mem["parameters"] + mem["int32_biases"],
           detail="load image of the trained parameters and int32 biases")
-    if front:
+    if front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
         w, _, t = extractor_flash(learner.region)
-        r.add("learn step region tables", "flash", w + t,
-              detail="the trained region's int8 weights + int32 multiplier and shift per channel (its int8 kernels)")
+        shared = sum(wq.size for wq, _ in int8_weights(learner.tail, known).values())
+        r.add("learn step region tables", "flash", w - shared + t,
+              detail="the trained region's int32 multiplier and shift per channel (its int8 kernels; the int8 "
+                     "weights are the learn step's)" if w == shared else
+              "the trained region's int8 weights the step does not keep + int32 multiplier and shift per channel")
     return r
 
 
