@@ -180,3 +180,66 @@ def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -
     fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", core, dep.buffer.policy)
     used = stack_harness.painted(tmp_path, dep.name, _learner(dep).buffer.feature_count, core)
     assert used <= fig.bytes <= 1.25 * used, (core, fig.bytes, used, fig.path)
+
+
+def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None:  # noqa: F811
+    """The arduino target's --deep bias sketch (the c backend's deep model.c under the same serial protocol),
+    built for the host with ASan/UBSan (extras/host_main.c): 'P' predictions equal the simulator's probabilities,
+    'L' learns (the buffer count), 'l' learns from an int8 cut tensor and 'F' predicts from one, predictions after
+    learning equal the simulator's (1e-5), a label out of range is refused; an AVR board is refused in one line."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.errors import TinyccError
+    from tinycc.session import Session
+
+    from . import arduino_harness
+    from .deploy_util import make_config
+    from .test_arduino import frame, read_reply
+    from .test_deep_deploy import CALIB
+
+    session = Session(autoload=False)
+    config = make_config(session, deep=("bias",), lr=0.05, buffer=3, batch_size=2)
+    dep = build_deep_deployment(graph.copy(), config, session, ArduinoBackend(), CALIB)
+    items = {i["name"]: i for i in dep.memory["items"]}
+    assert not items["runtime state"]["exact"] and items["runtime state"]["bytes"] > 0  # the core's allowance
+    ArduinoBackend().check(dep)
+    ArduinoBackend().emit(dep, tmp_path)
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
+    sim = _learner(dep)
+    x, y = _data(5, 7)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        def ask(data: bytes) -> tuple[bytes, bytes]:
+            p.stdin.write(data)
+            p.stdin.flush()
+            return read_reply(p.stdout)
+
+        def predict_equal(i: int) -> None:
+            cmd, pl = ask(frame(b"P", x[i].tobytes()))
+            cls, z = sim.predict(sim.cut_of(x[i:i + 1]))
+            assert cmd == b"P" and pl[0] == cls[0]
+            np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), softmax(z)[0], atol=1e-5)
+
+        predict_equal(0)
+        for i in range(3):
+            cmd, pl = ask(frame(b"L", x[i].tobytes() + bytes([int(y[i])])))
+            sim.learn_input(x[i], int(y[i]))
+            assert cmd == b"L" and int.from_bytes(pl[:4], "little") == sim.buffer.count
+        q = sim.cut_of(x[3:4])[0]
+        cmd, pl = ask(frame(b"l", q.tobytes() + bytes([int(y[3])])))
+        sim.learn(q.reshape(-1), int(y[3]))
+        assert cmd == b"l" and int.from_bytes(pl[:4], "little") == sim.buffer.count == 3
+        cmd, pl = ask(frame(b"F", q.tobytes()))  # predict from the int8 cut tensor
+        cls, z = sim.predict(q[None])
+        assert cmd == b"P" and pl[0] == cls[0]  # the predict reply
+        np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), softmax(z)[0], atol=1e-5)
+        assert ask(frame(b"L", x[4].tobytes() + bytes([sim.num_classes])))[0] == b"E"  # label out of range
+        for i in range(5):
+            predict_equal(i)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0
+    avr = make_config(session, deep=("bias",), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
+    with pytest.raises(TinyccError, match=r"arduino target does not generate the deep learner \(on AVR"):
+        ArduinoBackend().check(build_deep_deployment(graph.copy(), avr, session, ArduinoBackend(), CALIB))
