@@ -39,15 +39,15 @@ def check_static_size(deployment: Deployment) -> None:
                       f"build addresses its static data within 2 GiB); {advice}")
 
 
-def refuse_deep(deployment: Deployment, target: str) -> None:
-    """Refuse a ``--deep bias`` deployment (``tinycc.deploy.deep``): no target generates its learn entry yet (the
-    deploy stage sizes it and checks the budget; the C step and its learn path exist in backends/c/deep_emit.py)."""
+def refuse_deep(deployment: Deployment, target: str, why: str) -> None:
+    """Refuse a ``--deep bias`` deployment (``tinycc.deploy.deep``) on a target that does not generate its learner
+    (``why``: the reason, a few words), in one line with what it would take."""
     deep = (getattr(deployment, "meta", None) or {}).get("deep")
     if deep:
         mem = deployment.memory
-        raise TinyccError(f"--deep {deep['mode']}: the {target} target does not generate the deep learner yet (it "
-                          f"would take RAM {int(mem.get('ram', 0)):,} B, flash {int(mem.get('flash', 0)):,} B; "
-                          "`tinycc simulate --deep bias` runs it on the host)")
+        raise TinyccError(f"--deep {deep['mode']}: the {target} target does not generate the deep learner ({why}; "
+                          f"it would take RAM {int(mem.get('ram', 0)):,} B, flash {int(mem.get('flash', 0)):,} B); "
+                          "`tinycc compile -t c --deep bias` generates it")
 
 
 class Backend(ABC):
@@ -96,6 +96,12 @@ class Backend(ABC):
     def stack_bytes(self, deployment: Deployment) -> tuple[int, bool, str] | None:
         """Worst-case stack of the generated code's API on the deployment's board (``deployment.config.target``;
         none: the host build) as (bytes, measured by the core's compiler, detail); None: no stack line."""
+        return None
+
+    def deep_figures(self, candidate: Candidate) -> MemoryFigures | None:
+        """The memory of a ``--deep bias`` deployment's int8 front (``candidate.extractor``: input -> deep cut, no
+        classifier) where this target generates the deep learner; None (the default): it does not, and
+        :meth:`check` refuses the deployment (``refuse_deep``)."""
         return None
 
     def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:

@@ -26,6 +26,8 @@ def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = 
     if main is not None:
         (project / "test_main.c").write_text(main)
         exe, base = project / "test_main", ["test_main.c", *SOURCES[1:]]
+    deep = ["runtime/tinycc_backprop.c"] if (project / "runtime" / "tinycc_backprop.c").exists() else []  # --deep
+    base = base + deep
     sources = base + (["runtime/tinycc_cmsis.c"] if (project / "runtime" / "tinycc_cmsis.c").exists() else [])
     extra: list[str] = []
     if len(sources) > len(base):

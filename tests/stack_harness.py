@@ -25,6 +25,8 @@ def painted(project: Path, name: str, n_features: int, core: str) -> int:
     """Bytes of stack the API calls used below their caller (the painted high-water mark)."""
     src = [str(project / "model.c"), str(project / "runtime" / "tinycc_kernels.c"),
            str(project / "runtime" / "tinycc_learn.c")]
+    if (project / "runtime" / "tinycc_backprop.c").is_file():  # a --deep bias project
+        src.append(str(project / "runtime" / "tinycc_backprop.c"))
     inc = ["-I", str(project), "-I", str(project / "runtime")]
     defs = [f"-DMODEL={name}", f"-DNFEAT={n_features}"]
     out = _build_run(core, PAINT_MAIN, src, inc, defs, project / f"stack-{core}.elf", project)

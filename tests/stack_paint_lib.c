@@ -24,7 +24,7 @@ extern char __heap_start;
 #endif
 
 static const char *const names[] = {"expf", "tanhf", "roundf", "memcpy", "memset", "fmul", "fadd", "fdiv", "fcmp",
-                                    "i2f", "f2i"};
+                                    "i2f", "f2i", "rint"};
 #define N_CASES (sizeof names / sizeof names[0])
 static volatile uintptr_t sp_call;
 static uint8_t *volatile paint_lo; /* AVR, Cortex-M: probe paints [paint_lo, its stack pointer) itself */
@@ -32,6 +32,7 @@ static volatile uint32_t used;
 static volatile int which;
 static volatile float a = 0.731f, b = -2.25f, out;
 static volatile int32_t iv = 12345, io;
+static volatile double dout; /* rint: the deep learn step's bias requantization (tinycc_backprop.c) */
 static uint8_t src[200], dst[200];
 static const float args[] = {-100.0f, -3.5f, -0.4f, 0.0f, 0.6f, 2.7f, 40.0f, 1e-30f};
 
@@ -61,7 +62,12 @@ static __attribute__((noinline, optimize("no-shrink-wrap"))) void probe(void) {
         case 7: out = a / b; break;
         case 8: io = a > b; break;
         case 9: out = (float)iv; break;
-        default: io = (int32_t)a; break;
+        case 10: io = (int32_t)a; break;
+#if defined(__AVR__) /* avr-libc has no rint (tinycc refuses --deep bias on AVR): its round */
+        default: dout = round((double)a * 1e3); break;
+#else
+        default: dout = rint((double)a * 1e3 / 0.37); break;
+#endif
         }
     }
 #if defined(__AVR__) || defined(__arm__)

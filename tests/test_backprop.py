@@ -126,3 +126,29 @@ def test_known_values_replace_the_forward(session) -> None:
             assert got[k][0] is None
         else:
             np.testing.assert_array_equal(got[k][0], dw)
+
+
+def test_deep_bias_subset_equals_gradient_tape(session) -> None:
+    """The subset `--deep bias` trains (DeepLearner: every bias after the cut and every weight of the Dense chain,
+    ``train_weights``; the convolution weights frozen) equals GradientTape + SGD on the float model with exactly
+    those variables trainable, step after step (batches of 1, 3 and 7 rows)."""
+    m = _tail_model("avg", 5)
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    dense = {op.name for op in g.ops if op.origin in ("d1", "d2")}
+    t = Tail(g, g.inputs[0], "bias", dense)
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (7, 6, 6, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    frozen = {k: p.weight.copy() for k, p in t.params.items() if k not in dense}
+    assert frozen and all(not t.trains(k)[0] for k in frozen) and all(t.trains(k)[0] for k in dense)
+    trained = [v for layer in m.layers for v in layer.weights if layer.name in ("d1", "d2") or "bias" in v.path]
+    for s, e in ((0, 1), (1, 4), (4, 7), (0, 7)):
+        assert t.sgd_step(x[s:e], y[s:e], 0.05)
+        with tf.GradientTape() as tape:
+            loss = tf.keras.losses.SparseCategoricalCrossentropy()(tf.constant(y[s:e]),
+                                                                    m(tf.constant(x[s:e]), training=True))
+        tf.keras.optimizers.SGD(learning_rate=0.05).apply_gradients(zip(tape.gradient(loss, trained), trained))
+        _params_equal(t, m)
+    for k, w in frozen.items():
+        np.testing.assert_array_equal(t.params[k].weight, w)

@@ -1,5 +1,6 @@
 """`--deep bias` in the deploy stage (tinycc/deploy/deep.py): the deep deployment sized exactly, its buffer of cut
-tensors fitted to --ram, the budget checked, and every target refusing it in one line until one generates it."""
+tensors fitted to --ram, the budget checked; tflm and AVR boards refuse it in one line (the c and arduino targets
+generate it: tests/test_deep_project.py)."""
 from __future__ import annotations
 
 import shutil
@@ -85,7 +86,7 @@ def _deploy_head(graph):
 def test_learn_lines_equal_the_generated_learner_symbols(graph, tmp_path: Path) -> None:
     """The report's learn-step and kept-activation RAM and the learn-step flash equal the symbol sizes of the deep
     bias learner the C backend generates for this deployment (backends/c/deep_learn.emit_bias_learn, batch 2),
-    group by group; its int8 region tables are the region's weights and requantization tables (the extractor's)."""
+    group by group; its int8 region tables are the requantization tables and the weights the step does not share."""
     from tinycc.backends.c.deep_learn import emit_bias_learn
 
     dep = _deploy(graph, buffer=3, batch_size=2)
@@ -116,7 +117,13 @@ def test_learn_lines_equal_the_generated_learner_symbols(graph, tmp_path: Path) 
     ext = learner.region
     weights = sum(ext.tensors[op.inputs[1]].data.size for op in learner.region_params)
     channels = sum(learner.tail.params[op.name].bias.size for op in learner.region_params)
-    assert tables == weights + 8 * channels  # int8 weights, int32 multiplier and shift per output channel
+    # int32 multiplier and shift per output channel, and the int8 weights the step does not keep itself (those it
+    # keeps, tcc_wq<k>, the forward reads too: one copy)
+    from tinycc.ir.backprop import int8_weights
+
+    shared = sum(w.size for w, _ in int8_weights(learner.tail, learner.known_tensors()).values())
+    assert shared > 0 and tables == weights - shared + 8 * channels
+    assert items["learn step region tables"] == tables
 
 
 def test_too_little_ram_says_by_how_much(graph) -> None:
@@ -166,13 +173,18 @@ def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("target", ["c", "tflm", "arduino"])
-def test_targets_refuse_deep_bias_in_one_line(model_files: Path, tmp_path: Path, target: str, capsys) -> None:
+@pytest.mark.parametrize("target, why, extra", [
+    ("tflm", "TFLite Micro runs inference only", ["--ram", "60000"]),
+    ("arduino", "on AVR: the learn step's bias requantization", ["--board", "mega2560", "--ram", "1000000"])])
+def test_targets_refuse_deep_bias_in_one_line(model_files: Path, tmp_path: Path, target: str, why: str, extra,
+                                              capsys) -> None:
+    """tflm does not generate the deep learner, nor does any target for an AVR board (the c and arduino targets do
+    elsewhere: tests/test_deep_project.py): one line with the reason and what it would take, nothing written."""
     rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", target, "--calib", str(model_files / "c.npz"),
-                    "--deep", "bias", "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
+                    "--deep", "bias", *extra, "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and len(err) == 1, err
-    assert f"the {target} target does not generate the deep learner yet" in err[0]
-    assert int(err[0].split("RAM ")[1].split(" B")[0].replace(",", "")) <= 60_000  # sized to the budget first
+    assert f"the {target} target does not generate the deep learner ({why}" in err[0]
+    assert int(err[0].split("RAM ")[1].split(" B")[0].replace(",", "")) <= int(extra[-1])  # sized to the budget first
     assert not (tmp_path / "o").exists()
 
 

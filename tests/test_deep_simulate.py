@@ -107,9 +107,9 @@ def test_config_refuses_bad_deep_choices(kw: dict, words: str) -> None:
         make_config(Session(autoload=False), **kw)
 
 
-def test_compile_refuses_deep_until_generated(setup: Path, tmp_path: Path) -> None:
-    """compile builds and sizes the --deep bias deployment (tinycc/deploy/deep.py), then the target refuses it in one
-    line (no generated deep project yet) and writes nothing; --deep blocks is refused before any work."""
+def test_compile_generates_deep_bias_and_refuses_blocks(setup: Path, tmp_path: Path) -> None:
+    """compile builds, sizes and generates the --deep bias deployment (tinycc/deploy/deep.py, the c target's deep
+    project: tests/test_deep_project.py); --deep blocks is refused before any work."""
     from tinycc.api import compile_model, make_config
     from tinycc.errors import TinyccError
     from tinycc.session import Session
@@ -118,9 +118,8 @@ def test_compile_refuses_deep_until_generated(setup: Path, tmp_path: Path) -> No
     config = make_config(session, deep=("bias",))
     assert config.learning.deep == ("bias",) and config.learning.deep_cut is None
     calib = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
-    with pytest.raises(TinyccError, match="--deep bias: the c target does not generate the deep learner yet"):
-        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), config, session, calib=calib)
-    assert not (tmp_path / "out").exists()
+    result = compile_model(str(setup / "model.keras"), "c", str(tmp_path / "bias"), config, session, calib=calib)
+    assert result.deployment.meta["deep"]["trains"] and "tcc_deep_learn" in (tmp_path / "bias" / "model.c").read_text()
     with pytest.raises(TinyccError, match="--deep blocks: trainable convolution blocks run in `tinycc simulate"):
         compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), make_config(session, deep=("blocks",)),
                       session)

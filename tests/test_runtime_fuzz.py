@@ -101,6 +101,13 @@ static int32_t snapshot(float *out) {
         memcpy(out + n, b, sizeof(float) * (size_t)no);
         n += no;
     }
+#ifdef NAME_DEEP
+    for (l = 0; l < NAME_BACKBONE_LAYERS; ++l) { /* --deep bias: the int32 biases the int8 kernels read (bits) */
+        const int32_t *q = name_backbone_bias(l, &no);
+        memcpy(out + n, q, sizeof(int32_t) * (size_t)no);
+        n += no;
+    }
+#endif
     return n;
 }
 
@@ -235,9 +242,16 @@ int main(void) {
                 fail("a layer index out of range gives NULL", layer);
             }
         } else if (rnd() % 4 == 0) {
+#ifdef NAME_DEEP /* no reset (the initial parameters are the load image): the backbone accessor's range instead */
+            int32_t nb = 1;
+            const int32_t layer = rnd() % 2 ? -1 - (int32_t)(rnd() % 1000) : NAME_BACKBONE_LAYERS + (int32_t)(rnd() % 9);
+            if (name_backbone_bias(layer, &nb) != NULL || nb != 0) fail("a backbone index out of range gives NULL", layer);
+            (void)snap_init;
+#else
             name_reset_classifier();
             (void)snapshot(snap_a);
             if (memcmp(snap_a, snap_init, sizeof snap_a) != 0) fail("reset_classifier restores the weights", 0);
+#endif
         }
 #if HEAD == 2
         if (op == 15) {
@@ -307,6 +321,33 @@ def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> No
         assert stats["label"] == 0, stats  # every uint8 label is a class
 
 
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+def test_deep_project_api_under_random_calls(tmp_path: Path) -> None:
+    """The --deep bias project's API (backends/c/deep_project.py) under the same random calls as the head projects
+    (ASan/UBSan): NaN / infinity inputs -2, labels out of range -1, NULL -1/-2, nothing stored or trained then
+    (classifier weights and the int32 backbone biases compared bit for bit), out-of-range layer indices NULL, the
+    buffer count within capacity, predictions finite and in range; every path taken."""
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+    from .test_deep_deploy import CALIB, graph_from_keras_model, resnet_add
+
+    import keras
+
+    session = Session(autoload=False)
+    keras.utils.set_random_seed(0)
+    g = graph_from_keras_model(resnet_add())
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    config = make_config(session, deep=("bias",), lr=0.05, buffer=4, batch_size=2, policy="reservoir")
+    dep = build_deep_deployment(g, config, session, CBackend(), CALIB)
+    CBackend().emit(dep, tmp_path)
+    src = _fuzz_source(dep, 1500)
+    r = c_harness.run_clean(c_harness.build_host(tmp_path, main=src), timeout=600)
+    stats = dict(zip(r.stdout.split()[::2], map(int, r.stdout.split()[1::2])))
+    assert stats["ok"] > 150 and stats["full"] > 50 and stats["nan"] > 30 and stats["label"] > 100, stats
+
+
 def test_more_classes_than_one_byte_labels_is_refused(session) -> None:
     """uint8 labels (buffer, C API, serial protocol) cannot name class 256 and above: refused by layer name."""
     g, calib = _wide_graph(session, 300)
@@ -346,10 +387,15 @@ def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
     assert p.returncode == 0 and b"runtime error" not in p.stderr.read()
 
 
-def _fuzz_source(dep) -> str:
+def _fuzz_source(dep, calls: int = CALLS) -> str:
     weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
+    if dep.meta.get("deep"):  # --deep bias: the trained backbone biases are snapshot too
+        from tinycc.backends.c.deep_project import deep_learner
+
+        learner = deep_learner(dep)
+        weights += sum(int(learner.tail.params[op.name].bias.size) for op in learner.region_params)
     return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
-            .replace("NAME_CALLS", str(CALLS)).replace("NAME_", f"{dep.name.upper()}_")
+            .replace("NAME_CALLS", str(calls)).replace("NAME_", f"{dep.name.upper()}_")
             .replace("name_", f"{dep.name}_"))
 
 

@@ -135,6 +135,7 @@ def test_validate_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     _one_error_line(tinycc("validate", str(MODEL), "-t", "tflm", "--data", str(DATA), "--on", "qemu-m4"),
                     "target tflm runs on host")
     _one_error_line(tinycc(*base, "--data", str(DATA), "--project", str(tmp_path)), "not a tinycc project")
+    _one_error_line(tinycc(*base, "--data", str(DATA), "--deep", "bias"), "validate --deep", "simulate --deep")
 
 
 def test_validate_project_made_with_other_options_is_refused(session, tmp_path: Path) -> None:

@@ -160,6 +160,12 @@ def deployment_summary(d: Any) -> str:
     lines += [f"cut at {d.meta.get('cut')!r}: {d.feature_count} int8 features -> {len(d.classifier)} trainable "
               f"Dense layer(s), {_head_text(d)}; replay buffer {d.buffer.capacity} entries "
               f"({d.buffer.policy}, {d.buffer.storage})"]
+    deep, state = d.meta.get("deep"), mem.get("deep")
+    if deep and state:  # --deep bias: what trains beyond the head and what its learning state costs
+        lines.append(f"--deep {deep['mode']}: cut at {deep['cut']!r} (the buffer stores it), the biases of "
+                     f"{len(deep['trains'])} int8 layer(s) and the classifier train: {state['trained_parameters']:,} "
+                     f"parameters, learning state {state['state_bytes']:,} B of RAM ({state['bytes_per_parameter']} "
+                     f"B per trained parameter) + {state['buffer_entry_bytes']:,} B per buffer entry")
     default = d.meta.get("default_buffer")
     if default:  # no --board/--ram/--buffer: say which default was used and what it costs
         lines.append(f"no RAM budget (--board, --ram) or --buffer: the default replay buffer of "

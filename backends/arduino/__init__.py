@@ -7,6 +7,7 @@ stack (measured) and a reserve of CORE_RESERVE bytes for the Arduino core's glob
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from pathlib import Path
@@ -104,7 +105,13 @@ class ArduinoBackend(Backend):
         return run_demo(project, platform)
 
     def check(self, deployment: Deployment) -> None:
-        refuse_deep(deployment, "arduino")
+        if deployment.meta.get("deep"):  # --deep bias: the c backend's deep model.c under the same sketch
+            target = deployment.config.target if deployment.config is not None else None
+            if "deep_front" not in deployment.meta:
+                refuse_deep(deployment, "arduino", "the deployment was not sized by the arduino backend")
+            if target is not None and target.family == "avr":
+                refuse_deep(deployment, "arduino", "on AVR: the learn step's bias requantization needs the C "
+                                                   "library's double rint, which avr-libc lacks")
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]
@@ -112,7 +119,7 @@ class ArduinoBackend(Backend):
         if deployment.inference_only:
             payload, what = (1 if deployment.int8_io else 4) * insize, "input"
         else:
-            payload = max_payload(insize, deployment.feature_count, deployment.target_count)
+            payload = max_payload(insize, _features(deployment), deployment.target_count)
             what = "float32 input (+ label or target)"
         if payload > MAX_FRAME:
             raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes (32-bit length), but "
@@ -133,6 +140,13 @@ class ArduinoBackend(Backend):
             state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
 
+    def deep_figures(self, candidate: Candidate) -> MemoryFigures:
+        """--deep bias: the C backend's figures of the int8 front, plus the serial protocol (its learn request
+        carries the int8 cut tensor, the front's output) and the Arduino core's allowance (not exact)."""
+        g = candidate.extractor
+        state = CORE_RESERVE + proto_bytes(g.tensors[g.inputs[0]].size, g.tensors[g.outputs[0]].size)
+        return replace(CBackend().deep_figures(candidate), state=state, state_exact=False)
+
     def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
         return CBackend().overlaps(graph, config)  # the sketch's kernels are the C backend's
 
@@ -149,10 +163,11 @@ class ArduinoBackend(Backend):
         board = deployment.board.name if deployment.board is not None else "generic"
         fqbn = deployment.board.fqbn if deployment.board is not None else ""
         insize = deployment.extractor.tensors[deployment.extractor.inputs[0]].size
+        n_features = _features(deployment)
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
-               "input_size": insize, "n_features": deployment.feature_count, "n_classes": deployment.num_classes,
+               "input_size": insize, "n_features": n_features, "n_classes": deployment.num_classes,
                "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
-               "max_payload": max_payload(insize, deployment.feature_count, deployment.target_count), "dep": deployment,
+               "max_payload": max_payload(insize, n_features, deployment.target_count), "dep": deployment,
                "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION,
                "mem_table": deployment.memory.get("report", ""),
                "inference_only": deployment.inference_only, "int8_io": deployment.int8_io,
@@ -181,6 +196,16 @@ class ArduinoBackend(Backend):
 
         files += write_library(sk, name, outdir, deployment.inference_only)  # the same code as a library
         return files
+
+
+def _features(deployment: Deployment) -> int:
+    """What the protocol's learn-from-features request carries: the int8 features, or (--deep bias) the int8
+    tensor at the deep cut (the front's output, what the replay buffer stores)."""
+    front = deployment.meta.get("deep_front")
+    if front is not None:
+        g = front["graph"]
+        return int(g.tensors[g.outputs[0]].size)
+    return deployment.feature_count
 
 
 @hookimpl

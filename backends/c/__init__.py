@@ -27,6 +27,7 @@ from .. import names
 from ..base import Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
+from .deep_project import deep_context, deep_figures, front_deployment
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -34,6 +35,7 @@ HERE = Path(__file__).parent
 BUILTIN_FAMILIES = ("host", "cortexm", "avr", "xtensa")  # the Makefile's own sections (or none)
 RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_mve.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
+DEEP_FILES = ("tinycc_backprop.h", "tinycc_backprop.c")  # --deep bias only
 
 
 def new_env() -> Any:
@@ -296,7 +298,8 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
     ``demo_dir``: write the demo (main.c, test_vectors.h, cortexm/ startup and linker script) there, without the
     C target's build files (the tflm target brings its own). ``arena``: the arena bytes to declare in
     tinycc_config.h when the extractor is not tinycc's (TFLite Micro's measured arena)."""
-    em = build_emit_model(dep)
+    deep = deep_context(dep) if dep.meta.get("deep") else None  # --deep bias: model.c holds the int8 front
+    em = build_emit_model(front_deployment(dep) if deep else dep)
     env = _env()
     name = names.c_identifier(dep.name)
     c = em.consts if arena is None else {**em.consts, "arena": arena}
@@ -313,6 +316,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "has_quantize": bool(quant_call), "input_ptr": quant_call[0].args[-1] if quant_call else "NULL",
         "n_layers": len(dep.classifier), "classifier_only": classifier_only,
         "cmsis": cmsis_nn.enabled(dep.config.kernels) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
+        "deep": deep,
     }
     ctx.update(target_context(dep.config))
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
@@ -320,7 +324,8 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         ctx.update(inference_context(dep, em))
         infer = "_multi" if ctx["multi"] else infer  # several inputs/outputs: one pointer each
     config_tpl = "tinycc_config_infer.h.j2" if dep.inference_only else "tinycc_config.h.j2"
-    files = {outdir / k: v for k, v in {"model.c": f"model{infer}.c.j2", "model.h": f"model{infer}.h.j2",
+    model = "_deep" if deep else infer  # --deep bias: its own model.c/.h; the head's demo, build files, README
+    files = {outdir / k: v for k, v in {"model.c": f"model{model}.c.j2", "model.h": f"model{model}.h.j2",
                                          "tinycc_config.h": config_tpl}.items()}
     demo = demo_dir if demo_dir is not None else outdir if with_main else None
     if demo is not None:
@@ -347,7 +352,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
                                           env))
     rt = outdir / runtime_dir
     rt.mkdir(exist_ok=True)
-    for f in RUNTIME_FILES + (CMSIS_FILES if ctx["cmsis"] else ()):
+    for f in RUNTIME_FILES + (CMSIS_FILES if ctx["cmsis"] else ()) + (DEEP_FILES if deep else ()):
         shutil.copyfile(HERE / "runtime" / f, rt / f)
         written.append(rt / f)
     return written
@@ -379,7 +384,12 @@ class CBackend(Backend):
         return run_demo(project, platform, target)
 
     def check(self, deployment: Deployment) -> None:
-        refuse_deep(deployment, "c")
+        if "deep_front" not in deployment.meta:  # sized without deep_figures (not by this backend)
+            refuse_deep(deployment, "c", "the deployment was not sized by the c backend")
+        target = deployment.config.target if deployment.config is not None else None
+        if target is not None and target.family == "avr":
+            refuse_deep(deployment, "c", "on AVR: the learn step's bias requantization needs the C library's double "
+                                         "rint, which avr-libc lacks")
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
@@ -406,6 +416,9 @@ class CBackend(Backend):
 
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         return c_figures(candidate)
+
+    def deep_figures(self, candidate: Candidate) -> MemoryFigures:
+        return deep_figures(candidate, c_figures(candidate))
 
     def overlaps(self, graph: Any, config: Any) -> dict[str, int]:
         from .kernels.mve import helium

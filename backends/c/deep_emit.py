@@ -18,7 +18,7 @@ The tensors of ``known`` (tensor -> (scale, zero point)) are not computed: the s
 from the int8 kernels. ``biases`` (parameter op name -> (bias scale s_in * s_w[c], int32 bias)) adds each op's
 int32 bias ``tcc_bq<k>`` (RAM), recomputed from the float master bias after every applied step
 (``tcc_bp_requantize_bias``) so that inference stays on the int8 kernels.
-Not yet wired into generated projects (see docs/architecture.md, learning beyond the head).
+Wired into generated projects by backends/c/deep_learn.py and deep_project.py (`--deep bias`, c target).
 Its RAM: ``step_memory`` (``tinycc.ir.backprop``, re-exported here).
 """
 from __future__ import annotations

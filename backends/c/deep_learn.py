@@ -8,7 +8,8 @@ tinycc_learn.c and tinycc_kernels.c) holding
 - the region's int8 forward on the runtime's generic kernels (``tcc_conv2d_s8``, ``tcc_dwconv2d_s8``,
   ``tcc_fc_s8``, ``tcc_add_s8``, ...), whose bias pointers are those RAM int32 biases, so inference runs the int8
   kernels with the learned biases; every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
-  the step's ``known`` tensors), which is the region's whole working memory (no arena);
+  the step's ``known`` tensors), which is the region's whole working memory (no arena); a weight the step keeps as
+  int8 for its backward (``tcc_wq<k>``, ``ir.backprop.int8_weights``) is the forward's too (one copy in flash);
 - ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs)``: push the
   int8 cut tensor ``q`` and its label, then ``epochs`` epochs over the buffer in training order, batches of
   ``batch`` consecutive entries (region forward per row, then one step), as ``DeepLearner.learn``. Returns the
@@ -21,14 +22,17 @@ Identifiers come from positions only; nothing of the model's text reaches the C 
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
+from ...config import CompileConfig
+from ...ir.backprop import int8_weights
 from ...ir.deep import DeepLearner
+from ...ir.deployment import BufferConfig, Deployment
 from ...ir.ops import OpKind
 from .deep_emit import emit_step, known_order, learner_step
+from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
 
 _IDENTITY = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT)
@@ -38,12 +42,14 @@ class _Region(_Builder):
     """The emitter's generic-kernel calls for the region's ops, pointers redirected: the cut is ``q``, every output
     its kept array at row ``r``, a trained bias the step's int32 array."""
 
-    def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str]):
-        plan = SimpleNamespace(offsets={}, inplace=set(), overlaps={})
-        dep = SimpleNamespace(extractor=learner.region, name="deep", plan=plan,
-                              config=SimpleNamespace(kernels="generic", target=None, demo_target=None,
-                                                     memory=SimpleNamespace(widen=False)), inference_only=False)
-        super().__init__(dep)  # type: ignore[arg-type]
+    def __init__(self, learner: DeepLearner, kept: dict[str, str], sizes: dict[str, int], biases: dict[str, str],
+                 config: CompileConfig):
+        # the region as a deployment of its own: generic kernels (the specialised ones fold bias values into their
+        # tables), no arena (every tensor is the cut or a kept array), the board's config otherwise
+        cfg = replace(config, kernels="generic", memory=replace(config.memory, widen=False))
+        cut = learner.view.tensors[learner.cut]
+        super().__init__(Deployment("deep", learner.region, cut.quant, [], learner.num_classes,
+                                    BufferConfig(0, "fifo", "int8"), config=cfg, plan=MemoryPlan(0, 0, 0, "none")))
         self.cut, self.kept, self.sizes, self.biases = learner.cut, kept, sizes, biases
         for t, name in biases.items():
             self.names[t] = name  # the RAM int32 bias, defined by the step
@@ -65,8 +71,9 @@ def _tables(arrays: list[CArray]) -> str:
     return "".join(f"static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};\n" for a in arrays)
 
 
-def emit_bias_learn(learner: DeepLearner, batch: int) -> str:
-    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``."""
+def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | None = None) -> str:
+    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``;
+    ``config``: the deployment's compile config (default: a plain one; the region always uses generic kernels)."""
     if learner.mode != "bias":
         raise ValueError("emit_bias_learn is for the bias mode")
     _, order = learner_step(learner, batch)  # checks the bias scales
@@ -82,7 +89,9 @@ def emit_bias_learn(learner: DeepLearner, batch: int) -> str:
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
     kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
     bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params}
-    region = _Region(learner, kept, sizes, bias_names)
+    shared = int8_weights(learner.tail, tuple(order))  # the step's int8 weights: the forward reads the same array
+    bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
+    region = _Region(learner, kept, sizes, bias_names, config or CompileConfig())
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):
         region.layer, region.op_now = (pos, op.kind.value), op

@@ -73,11 +73,11 @@ ARCH_CORE = {None: "host", "cortex-m0plus": "cortex-m0plus", "cortex-m4": "corte
 # which paints the stack and calls each function (several arguments) under the core's emulator or on the host.
 LIBRARY_STACK: dict[str, dict[str, int]] = {  # "__*": any other libgcc helper (integer and float arithmetic)
     "host": {"memcpy": 16, "memset": 16, "memmove": 16, "expf": 16, "tanhf": 32, "roundf": 16, "logf": 32,
-             "sqrtf": 16, "fabsf": 16},
+             "sqrtf": 16, "fabsf": 16, "rint": 16},
     "arm-hard": {"__*": 16, "memcpy": 16, "memset": 24, "memmove": 24, "expf": 24, "tanhf": 24, "roundf": 8,
-                 "logf": 32, "sqrtf": 16},
+                 "logf": 32, "sqrtf": 16, "rint": 56},
     "arm-soft": {"__*": 40, "memcpy": 24, "memset": 24, "memmove": 24, "expf": 88, "tanhf": 88, "roundf": 16,
-                 "logf": 96, "sqrtf": 48},
+                 "logf": 96, "sqrtf": 48, "rint": 104},
     "avr": {"__*": 16, "exp": 32, "tanh": 48, "round": 16, "log": 32, "sqrt": 24, "fabs": 4, "memcpy": 4,
             "memset": 4, "memmove": 4},
 }
@@ -86,7 +86,7 @@ LIBRARY_STACK: dict[str, dict[str, int]] = {  # "__*": any other libgcc helper (
 PROBES = {"expf": {"avr": "exp"}, "tanhf": {"avr": "tanh"}, "roundf": {"avr": "round"}, "memcpy": {}, "memset": {},
           "fmul": {"arm-soft": "__*", "avr": "__*"}, "fadd": {"arm-soft": "__*", "avr": "__*"},
           "fdiv": {"arm-soft": "__*", "avr": "__*"}, "fcmp": {"arm-soft": "__*", "avr": "__*"},
-          "i2f": {"arm-soft": "__*", "avr": "__*"}, "f2i": {"arm-soft": "__*", "avr": "__*"}}
+          "i2f": {"arm-soft": "__*", "avr": "__*"}, "f2i": {"arm-soft": "__*", "avr": "__*"}, "rint": {"avr": "round"}}
 
 CALL_MNEMONICS = {"call", "callq", "bl", "rcall"}
 TAIL_MNEMONICS = {"jmp", "jmpq", "b.w", "b", "rjmp"}
@@ -363,6 +363,8 @@ def project_stack(project: Path, runtime: Path, prefix: str, core: str, policy: 
     """The worst-case stack of a generated project's API (every ``prefix*`` function of ``project/model.c``, whose
     runtime sources are in ``runtime``) on ``core``, for a replay buffer with ``policy``."""
     srcs = [project / "model.c", runtime / "tinycc_kernels.c", runtime / "tinycc_learn.c"]
+    if (runtime / "tinycc_backprop.c").is_file():  # --deep bias: the learn step's float kernels
+        srcs.append(runtime / "tinycc_backprop.c")
     return measure(srcs, [project, runtime], prefix, core, exclude=unreachable(policy))
 
 

@@ -147,7 +147,7 @@ class TflmBackend(Backend):
         if cmsis_nn.enabled(deployment.config.kernels):  # the options first, then the model
             raise TinyccError("--kernels cmsis-nn is for --target c; TFLite Micro picks its kernels when it is built "
                               "(OPTIMIZED_KERNEL_DIR=cmsis_nn)")
-        refuse_deep(deployment, "tflm")
+        refuse_deep(deployment, "tflm", "TFLite Micro runs inference only: no training")
         refuse_recurrent(deployment.extractor)
         check_static_size(deployment)
         ops = operator_names(_artifact(deployment).data)

@@ -292,6 +292,9 @@ def validate(model: str, target: str, data: str, platform: str | None, n: int, p
     """The whole command; returns the exit code (0 equal, 1 not equal); TinyccError on bad input. ``stream``:
     where the report goes (default: the current ``sys.stdout``, looked up at call time)."""
     stream = stream if stream is not None else sys.stdout
+    if config.learning is not None and config.learning.deep:  # its reference is the head-only simulator
+        raise TinyccError("validate --deep: the deep learner's project is not validated against its simulator here "
+                          "yet (tinycc simulate --deep runs it on the host); validate the head-only project")
     from ...backends.demo import DemoFailed
     from ...api import compile_model
 

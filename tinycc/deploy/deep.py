@@ -18,7 +18,15 @@ declares it (``tinycc.ir.backprop.step_memory`` / ``step_flash``, the arrays of
   arrays (parameters and int32 biases); the region's int32 biases leave ``extractor biases``.
 
 The head's ``classifier weights``, ``training state``, ``classifier initial weights`` and its buffer of features
-are dropped: the step owns Φc. Targets without the deep runtime refuse the deployment (``backends.base.refuse_deep``).
+are dropped: the step owns Φc.
+
+A target that generates the deep learner (``Backend.deep_figures`` answers) emits the int8 *front* (input -> deep
+cut, ``front_graph``) as its feature extractor and the region after the cut in the learn unit: the report's
+extractor lines are then the front's (its own arena plan, weights, biases, tables; ``runtime descriptors`` the
+replay buffer's struct alone), flash ``learn step region tables`` holds the region's int8 weights and
+requantization tables, and the ``stack`` line is the generated deep API's, measured. ``meta["deep_front"]`` keeps
+the front graph, its plan and figures for the backend. Other targets refuse the deployment
+(``backends.base.refuse_deep``); their report keeps the whole extractor.
 """
 from __future__ import annotations
 
@@ -27,14 +35,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend_api import Candidate
 from ..config import CompileConfig
 from ..errors import BudgetError, TinyccError
-from ..ir.backprop import step_flash
+from ..ir.backprop import int8_weights, step_flash
 from ..ir.buffer import ReplayBuffer
 from ..ir.deep import DeepLearner, deep_cuts
 from ..ir.deployment import BufferConfig, Deployment
-from ..ir.memory_model import MemoryReport
-from .stage import check_addressable, check_budget
+from ..ir.graph import Graph
+from ..ir.memory_model import MemoryReport, deployment_memory, extractor_flash
+from ..ir.train import Classifier
+from ..targets import code_table
+from .stage import check_addressable, check_budget, memory_plan
 
 COMPILE_DEEP_MODES = ("bias",)  # what `tinycc compile --deep` deploys (blocks: simulator only, so far)
 _HEAD_ONLY = ("classifier weights", "training state", "replay buffer", "staging vectors", "classifier initial weights")
@@ -64,19 +76,31 @@ def choose_deep_cut(dep: Deployment, name: str | None) -> str:
     raise TinyccError("--deep bias: no convolution or Dense layer with a bias after a possible deep cut")
 
 
-def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int) -> MemoryReport:
+def front_graph(ext: Graph, cut: str) -> Graph:
+    """The int8 front of ``ext``: its ops up to the one computing ``cut`` (a deep cut: every later op depends on the
+    input only through it), ``cut`` its output, unused tensors dropped (a copy)."""
+    g = ext.copy()
+    g.ops = g.ops[:g.ops.index(g.producers_map()[cut]) + 1]
+    g.outputs = [cut]
+    g.prune_unused()
+    return g
+
+
+def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: bool = False) -> MemoryReport:
     """The head deployment's report with the deep bias learner's lines in place of the head's training lines
-    (see the module docstring); ``capacity`` cut tensors in the buffer."""
+    (see the module docstring); ``capacity`` cut tensors in the buffer. ``front``: ``head`` is the report of the
+    int8 front alone (the target generates the learner): the region's flash tables get their own line and the stack
+    line is kept as measured."""
     mem = learner.state_bytes()
     names = tuple(op.name for op in learner.region_params)
-    region_biases = sum(4 * learner.tail.params[n].bias.size for n in names)
+    region_biases = 0 if front else sum(4 * learner.tail.params[n].bias.size for n in names)
     r = MemoryReport()
     for it in head.items:
         if it.name in _HEAD_ONLY:
             continue
         nbytes = it.bytes - (region_biases if it.name == "extractor biases" else 0)
         detail = it.detail + (" (the trained region's: RAM, learn step)" if it.name == "extractor biases" else "")
-        if it.name == "stack":  # measured on the head-only API; the deep learn entry's is not measured yet
+        if it.name == "stack" and not front:  # measured on the head-only API, not the deep learn entry
             r.add(it.name, it.section, nbytes, False, detail + " (head-only API; deep learn entry not measured)")
             continue
         r.add(it.name, it.section, nbytes, it.exact, detail)
@@ -89,11 +113,20 @@ def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int) -> Memo
                   detail=f"the trained region's int8 outputs the bias step reads (x batch {b})")
             r.add("replay buffer", "ram", buffer_bytes(learner, capacity),
                   detail=f"{capacity} int8 cut tensors of {learner.buffer.feature_count} values + label + stamp")
+            if front:
+                r.add("outputs", "ram", 4 * learner.num_classes, detail="float32 probabilities of the last predict")
     known = learner.known_tensors()
     r.add("learn step constants", "flash", step_flash(learner.tail, names, known),
           detail="frozen int8 region weights + float scale per channel, bias scales")
     r.add("learn step initial values", "flash", mem["parameters"] + mem["int32_biases"],
           detail="load image of the trained parameters and int32 biases")
+    if front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
+        w, _, t = extractor_flash(learner.region)
+        shared = sum(wq.size for wq, _ in int8_weights(learner.tail, known).values())
+        r.add("learn step region tables", "flash", w - shared + t,
+              detail="the trained region's int32 multiplier and shift per channel (its int8 kernels; the int8 "
+                     "weights are the learn step's)" if w == shared else
+              "the trained region's int8 weights the step does not keep + int32 multiplier and shift per channel")
     return r
 
 
@@ -134,14 +167,24 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         learner = DeepLearner(dep, cut, "bias", capacity=1)
     except ValueError as e:
         raise TinyccError(f"--deep bias: {e}") from None
-    head = MemoryReport()
-    for it in dep.memory["items"]:
-        head.add(it["name"], it["section"], it["bytes"], it["exact"], it["detail"])
+    dep.config = config
+    trains = [op.origin or op.name for op in learner.region_params]
+    dep.meta["deep"] = {"mode": "bias", "cut": cut, "trains": trains,
+                        "parameters": int(learner.tail.parameter_count())}
+    dep.buffer = BufferConfig(1, learn.policy, "int8", learn.seed)
+    report_for = _front_reports(dep, learner, config, backend)
+    if report_for is None:  # the target does not generate the learner (it refuses): the head's extractor lines
+        head = MemoryReport()
+        for it in dep.memory["items"]:
+            head.add(it["name"], it["section"], it["bytes"], it["exact"], it["detail"])
+
+        def report_for(capacity: int) -> MemoryReport:
+            return deep_report(head, learner, capacity)
     ram = config.memory.ram
     if learn.buffer:
         cap = int(learn.buffer)
     elif ram:
-        fixed = deep_report(head, learner, 1).total("ram") - buffer_bytes(learner, 1)
+        fixed = report_for(1).total("ram") - buffer_bytes(learner, 1)
         per = buffer_bytes(learner, 2) - buffer_bytes(learner, 1)
         cap = (ram - fixed - (buffer_bytes(learner, 1) - per)) // per
         if cap < 1:
@@ -153,14 +196,44 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         from .learning import DEFAULT_BUFFER
 
         cap = DEFAULT_BUFFER
-    report = deep_report(head, learner, cap)
+    report = report_for(cap)
     check_budget(report, config)
     check_addressable(report)
-    dep.config = config
     dep.buffer = BufferConfig(cap, learn.policy, "int8", learn.seed)
-    trains = [op.origin or op.name for op in learner.region_params]
-    dep.meta["deep"] = {"mode": "bias", "cut": cut, "trains": trains,
-                        "parameters": int(learner.tail.parameter_count())}
     dep.memory = {"report": report.table(), **report.to_dict(), "cut": dep.meta["cut"], "deep_cut": cut,
-                  "buffer_capacity": cap}
+                  "buffer_capacity": cap, "deep": learning_state(report, learner)}
     return dep
+
+
+def learning_state(report: MemoryReport, learner: DeepLearner) -> dict[str, Any]:
+    """The learning state of ``report`` (the learn step's RAM lines and the kept int8 activations: what training
+    holds besides the replay buffer), the trained parameters (Φc's weights and biases, the region's biases) and the
+    state's bytes per trained parameter."""
+    state = sum(it.bytes for it in report.items if it.name.startswith("learn step: ") or
+                it.name == "kept int8 activations")
+    n = int(learner.tail.parameter_count())
+    return {"trained_parameters": n, "state_bytes": state, "bytes_per_parameter": round(state / n, 2),
+            "buffer_entry_bytes": buffer_bytes(learner, 2) - buffer_bytes(learner, 1)}
+
+
+def _front_reports(dep: Deployment, learner: DeepLearner, config: CompileConfig,
+                   backend: Any) -> Callable[[int], MemoryReport] | None:
+    """Where ``backend`` generates the deep learner (``deep_figures``): the report of ``dep`` with ``capacity``
+    buffer entries, from its int8 front's figures and the measured stack of the deep API (``dep.meta["deep_front"]``
+    set for the backend); None where it does not."""
+    front = front_graph(dep.extractor, learner.cut)
+    cand = Candidate(front, None, config, memory_plan(front, config, backend), front)
+    figures = backend.deep_figures(cand)
+    if figures is None:
+        return None
+    dep.meta["deep_front"] = {"graph": front, "plan": cand.plan, "figures": figures}
+    stack = backend.stack_bytes(dep)
+    clf = Classifier(dep.classifier, dep.train.batch_size, dep.loss, dep.train.mode)
+    head = deployment_memory(front, clf, 0, dep.train.batch_size, figures.arena, figures.state,
+                             figures.arena_detail, figures.scratch, figures.descriptors, figures.state_exact,
+                             figures.tables, stack, code_table=code_table(config.target))
+    backend.adjust_report(head, cand, figures)
+
+    def report_for(capacity: int) -> MemoryReport:
+        return deep_report(head, learner, capacity, front=True)
+    return report_for

@@ -1,0 +1,53 @@
+"""The ``--deep bias`` project of the c target (``tinycc.deploy.deep``): model.c runs the int8 front (input -> deep
+cut) with the emitter's kernels over its own arena, then the learn unit of ``deep_learn.emit_bias_learn`` (the
+trained region on the int8 kernels reading the RAM int32 biases, the bias step, ``tcc_deep_learn`` /
+``tcc_deep_predict``), and the project's API (templates/model_deep.c.j2, model_deep.h.j2) over a replay buffer of
+int8 cut tensors. The demo, build files and README are the head project's (``deep`` in their context)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ...backend_api import Candidate, MemoryFigures
+from ...ir.deep import DeepLearner
+from ...ir.deployment import Deployment
+from ...ir.memory_model import Descriptors
+from .. import names
+from .deep_learn import emit_bias_learn
+
+
+def deep_learner(dep: Deployment) -> DeepLearner:
+    """The learner the project runs (the deployment's deep cut, bias mode, its training settings)."""
+    return DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+
+
+def front_deployment(dep: Deployment) -> Deployment:
+    """``dep`` with its int8 front as the extractor (the graph, plan and figures the deploy stage sized)."""
+    front = dep.meta["deep_front"]
+    g = front["graph"]
+    return replace(dep, extractor=g, plan=front["plan"], figures=front["figures"],
+                   feature_quant=g.tensors[g.outputs[0]].quant)
+
+
+def deep_context(dep: Deployment) -> dict[str, Any]:
+    """Template values of the deep project: the learn unit (tinycc's own C: identifiers from positions only), the
+    classifier's layers (``k``: the step's parameter index, sizes) and the trained backbone layers (``k``, biases)."""
+    learner = deep_learner(dep)
+    params = list(learner.tail.params)
+    head_ops = learner.view.ops[len(dep.extractor.ops):]
+    head = [{"k": params.index(op.name), "n_out": int(layer.n_out), "n_in": int(layer.n_in)}
+            for op, layer in zip(head_ops, dep.classifier)]
+    backbone = [{"k": params.index(op.name), "n": int(learner.tail.params[op.name].bias.size)}
+                for op in learner.region_params]
+    unit = emit_bias_learn(learner, dep.train.batch_size, dep.config)
+    return {"unit": names.Escaped(unit), "head": head, "backbone": backbone}
+
+
+def deep_figures(candidate: Candidate, figures: MemoryFigures) -> MemoryFigures:
+    """The front's ``figures`` (no classifier: no ``tcc_layers``/``tcc_clf``) with the one descriptor the deep
+    project declares, the replay buffer's ``tcc_buf``, sized for the board's ABI."""
+    from ..runtime_layout import descriptors
+
+    target = candidate.config.target
+    d = descriptors(0, target.abi if target is not None else None)
+    return replace(figures, descriptors=Descriptors({"tcc_buf": d.sizes["tcc_buf"]}, d.exact, d.where))
