@@ -211,6 +211,16 @@ def _io_list(dep: Deployment, em: Any) -> tuple[list[dict[str, Any]], list[dict[
     return ins, outs
 
 
+def feature_context(dep: Deployment) -> dict[str, Any]:
+    """Template values of the features' C type: ``ft`` (int8_t, or int16_t for a 16x8 extractor's features kept
+    native), ``fs`` (the API suffix s8/s16), ``fsize`` (bytes a value), and the replay buffer's entry type
+    ``buf_ctype`` with ``storage``."""
+    s16 = not dep.inference_only and dep.feature_dtype == "int16"
+    storage = dep.buffer.storage
+    return {"ft": "int16_t" if s16 else "int8_t", "fs": "s16" if s16 else "s8", "fsize": 2 if s16 else 1,
+            "storage": storage, "buf_ctype": {"int8": "int8_t", "int16": "int16_t"}.get(storage, "float")}
+
+
 def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     """Template values of an inference-only project: output size and quantization, I/O types (and, for a model
     with several inputs or outputs, ``ins``/``outs``)."""
@@ -297,6 +307,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "cmsis": cmsis_nn.enabled(dep.config.kernels) and not classifier_only, "cmsis_dirs": cmsis_nn.SOURCE_DIRS,
     }
     ctx.update(target_context(dep.config))
+    ctx.update(feature_context(dep))
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
     if dep.inference_only:
         ctx.update(inference_context(dep, em))

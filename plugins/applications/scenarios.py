@@ -454,7 +454,7 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
         raise TinyccError(f"{args.model}: no such file")
     g = load_cleaned(args.model, session)
     config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
-                         cut=args.cut, storage="int8", deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
+                         cut=args.cut, deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
     prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
     updates = check_work(prep, args.runs, args.buffer, args.epochs)
     print(_describe(prep, args.runs, data.source.path) + f"; about {updates:,} classifier updates", flush=True)
