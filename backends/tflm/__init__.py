@@ -178,7 +178,7 @@ class TflmBackend(Backend):
         adjust(report, data, operator_names(data), code)
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
-        from ..c import render_project
+        from ..c import feature_context, render_project
 
         art = _artifact(deployment)
         data, m = art.data, art.arena
@@ -202,7 +202,7 @@ class TflmBackend(Backend):
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
-               "reset_state": bool(STATEFUL & set(ops))}
+               "reset_state": bool(STATEFUL & set(ops)), **feature_context(deployment)}
         if infer:
             out = {"src/tinycc_tflm.h": "tinycc_tflm_infer.h.j2", "src/tinycc_tflm.cc": "tinycc_tflm_infer.cc.j2",
                    "src/model_data.h": "model_data.h.j2", "src/model_data.cc": "model_data.cc.j2",

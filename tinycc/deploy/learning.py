@@ -379,6 +379,23 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, storage: str, tq: Any) -
     return ReplayBuffer.bytes_for(cap, feat, storage, clf.target_count, "int8" if tq is not None else "float32")
 
 
+def _requantized(ext: Graph) -> bool:
+    """The features are a 16x8 Φf's int16 output requantized to int8 at the cut (``int8_features``)."""
+    p = ext.producer(ext.outputs[0])
+    return p is not None and p.kind == OpKind.QUANTIZE and ext.tensors[p.inputs[0]].dtype == DType.INT16
+
+
+def _buffer_detail(ext: Graph, cap: int, clf: Classifier, storage: str, tq: Any) -> str:
+    """The report's buffer line: entries and their type; for int16 features, what int8 entries would cost."""
+    text = f"{cap} entries x {clf.n_in} {storage} features"
+    if storage == "int16":
+        text += (f"; --features int8 (requantized at the cut): "
+                 f"{_buffer_bytes(cap, clf.n_in, clf, 'int8', tq):,} bytes")
+    elif _requantized(ext):
+        text += " (int16 features requantized at the cut: --features int8)"
+    return text
+
+
 def _report(ext: Graph, clf: Classifier, cap: int, learn: LearningConfig, backend: Any, cand: Any,
             figures: MemoryFigures, tq: Any = None, stack: tuple[int, bool, str] | None = None,
             storage: str = "int8") -> MemoryReport:
@@ -386,7 +403,8 @@ def _report(ext: Graph, clf: Classifier, cap: int, learn: LearningConfig, backen
     counted), as the backend adjusts it for what it deploys."""
     r = deployment_memory(ext, clf, _buffer_bytes(cap, clf.n_in, clf, storage, tq), learn.batch_size,
                           figures.arena, figures.state, figures.arena_detail, figures.scratch, figures.descriptors,
-                          figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target))
+                          figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target),
+                          buffer_detail=_buffer_detail(ext, cap, clf, storage, tq))
     backend.adjust_report(r, cand, figures)
     return r
 
