@@ -182,7 +182,7 @@ def test_cli_activations_int16_on_a_float_keras_model_features_choice_and_its_co
     `--features int8` halves the buffer (each report names what the other costs); a quantized storage that is not the
     features' type is one line, exit 2."""
     common = [str(files["keras"]), "-t", "c", "--calib", str(files["calib"]), "--activations", "int16",
-              "--buffer", "20", "-q"]
+              "--buffer", "20"]
     buffers = {}
     for name, extra in (("native", []), ("int8", ["--features", "int8"])):
         out = tmp_path / name
@@ -195,7 +195,8 @@ def test_cli_activations_int16_on_a_float_keras_model_features_choice_and_its_co
         assert item["bytes"] == _buffer_symbols(exe)
         feat = "int16_t" if name == "native" else "int8_t"
         assert f"static {feat} tcc_buf_data[" in (out / "model.c").read_text()
-    n = 48  # the Flatten of the sensor classifier
+    n = 5 * 8  # the Flatten of the sensor classifier: 16 steps -> conv 14 -> pool 7 -> conv 5, 8 channels
+    assert f"_FEATURES {n}\n" in (tmp_path / "native" / "tinycc_config.h").read_text()
     assert buffers["native"]["bytes"] == ReplayBuffer.bytes_for(20, n, "int16")
     assert buffers["int8"]["bytes"] == ReplayBuffer.bytes_for(20, n, "int8")
     assert f"{buffers['int8']['bytes']:,} bytes" in buffers["native"]["detail"]
@@ -240,7 +241,7 @@ def test_arduino_protocol_exchanges_int16_features(files, tmp_path: Path) -> Non
             cmd, body = ask(b"F", feats[i].astype("<i2").tobytes(), seq)
             seq += 1
             k, probs = sim.predict_features(feats[i:i + 1])
-            assert cmd == b"F" and body[0] == k[0]
+            assert cmd == b"P" and body[0] == k[0]  # a predict reply
             np.testing.assert_allclose(np.frombuffer(body[1:], np.float32), probs[0], atol=1e-5)
         assert ask(b"F", feats[0].astype(np.int8).tobytes(), seq) == (b"E", b"\x03")
         seq += 1
