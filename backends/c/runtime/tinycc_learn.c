@@ -89,27 +89,28 @@ static int32_t entry_slot(const tcc_buffer_t *b, int32_t k) {
     return k;
 }
 
-/* row r of the source, where it is stored */
-static row_t src_row(const src_t *s, int32_t r, int32_t n_in) {
-    row_t row = {NULL, NULL, NULL};
+/* row r of the source, where it is stored, into *row */
+static void src_row(const src_t *s, int32_t r, int32_t n_in, row_t *row) {
+    row->f = NULL;
+    row->q = NULL;
+    row->q16 = NULL;
     if (s->buf) {
         const tcc_buffer_t *b = s->buf;
         const int32_t at = entry_slot(b, s->first + r) * b->features;
         if (b->int8_storage) {
-            row.q = b->q + at;
+            row->q = b->q + at;
         } else if (b->q16) {
-            row.q16 = b->q16 + at;
+            row->q16 = b->q16 + at;
         } else {
-            row.f = b->f + at;
+            row->f = b->f + at;
         }
     } else if (s->x) {
-        row.f = s->x + r * n_in;
+        row->f = s->x + r * n_in;
     } else if (s->q16) {
-        row.q16 = s->q16 + r * n_in;
+        row->q16 = s->q16 + r * n_in;
     } else {
-        row.q = s->q + r * n_in;
+        row->q = s->q + r * n_in;
     }
-    return row;
 }
 
 static float src_x(const row_t *row, float scale, int32_t zp, int32_t i) {
@@ -142,7 +143,7 @@ static void forward(tcc_classifier_t *c, const src_t *s, int32_t n) {
             row_t row = {NULL, NULL, NULL};
             const float *f;
             if (l == 0) {
-                row = src_row(s, r, d->n_in);
+                src_row(s, r, d->n_in, &row);
             } else {
                 row.f = c->layers[l - 1].a + r * d->n_in;
             }
@@ -265,7 +266,7 @@ static int32_t update(tcc_classifier_t *c, const src_t *s, int32_t n, float lr, 
         tcc_dense_t *dl = &c->layers[l];
         row_t row0 = {NULL, NULL, NULL};
         if (l == 0) {
-            row0 = src_row(s, 0, dl->n_in);
+            src_row(s, 0, dl->n_in, &row0);
         }
         for (o = 0; (dl->train & TCC_TRAIN_WEIGHTS) && o < dl->n_out; ++o) {
             for (i = 0; i < dl->n_in; ++i) {
@@ -277,7 +278,8 @@ static int32_t update(tcc_classifier_t *c, const src_t *s, int32_t n, float lr, 
                     } else if (r == 0) {
                         a = src_x(&row0, s->scale, s->zp, i);
                     } else {
-                        const row_t row = src_row(s, r, dl->n_in);
+                        row_t row;
+                        src_row(s, r, dl->n_in, &row);
                         a = src_x(&row, s->scale, s->zp, i);
                     }
                     g += dl->d[r * dl->n_out + o] * a;
