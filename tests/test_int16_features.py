@@ -275,3 +275,21 @@ def test_buffer_int16_storage_quantizes_and_refuses_mixed_types() -> None:
     x, y = b.entries()
     np.testing.assert_array_equal(x[0], np.float32(0.01) * np.array([1000, -32768, 32767, 0], np.float32))
     assert list(y) == [1, 2] and b.nbytes() == ReplayBuffer.bytes_for(3, 4, "int16") == 3 * (8 + 1 + 4) + 16
+
+
+def test_simulate_runs_on_int16_features(files, tmp_path: Path) -> None:
+    """`tinycc simulate --activations int16` on the float Keras model: the omega learner replays int16 entries of the
+    int16 features (`--features int8`: int8 ones); both runs finish and write their curves."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16, 3)).astype(np.float32)
+    y = (np.arange(200) % 4).astype(np.int64)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=x[:150], y_train=y[:150], x_test=x[150:], y_test=y[150:])
+    for extra, says in (([], "int16 features, int16 buffer entries"),
+                        (["--features", "int8"], "int8 features, int8 buffer entries")):
+        out = tmp_path / f"sim{len(extra)}"
+        r = _cli("simulate", str(files["keras"]), "--scenario", "concept-drift", "--swap", "0,1", "--at", "30",
+                 "--data", str(data), "--runs", "1", "--stream", "60", "--test", "20", "--buffer", "8",
+                 "--activations", "int16", "--no-progress", "-o", str(out), *extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert says in r.stdout and (out / "concept-drift.csv").exists()
