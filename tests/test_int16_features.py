@@ -106,6 +106,10 @@ def test_converter_16x8_features_stay_int16_in_c_equal_builtin_ref_and_learn_lik
     header = (res.output / "model.h").read_text()
     assert "_predict_features_s16(const int16_t *features" in header and "_learn_features_s16(" in header
     assert "_FEATURE_BITS 16" in (res.output / "tinycc_config.h").read_text()
+    from tinycc.backends.c.layout import MAX_COLUMNS
+
+    for name in ("model.c", "model.h"):
+        assert max(len(l) for l in (res.output / name).read_text().splitlines()) <= MAX_COLUMNS, name
     exe = c_harness.build_host(res.output, sanitize=True)
     out = c_harness.run_host(exe)
     xt, yt = _test_vectors(dep, opts)
