@@ -8,10 +8,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinycc.memory
 from tinycc.backends.c import CBackend
 from tinycc.backends.c.overlap import c_overlaps, walks_backward
+from tinycc.memory import Buffer, check_placement, lower_bound, plan_buffers
 from tinycc.passes import PassContext, run_pipeline
 
 from . import arena_check
@@ -127,3 +130,25 @@ def test_checker_refuses_an_element_wise_op_written_beside_its_input(session) ->
     check_plan(g, p, c_overlaps(g, "tinycc"))
     with pytest.raises(PlanError, match=f"writes {out} over bytes of {src}"):
         check_plan(g, _moved(p, g, **{out: p.offsets[src] + 16}), c_overlaps(g, "tinycc"))
+
+
+chain_sizes = st.lists(st.integers(1, 60), min_size=2, max_size=14)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=chain_sizes)
+def test_a_chain_of_buffers_is_planned_at_its_separate_buffer_bound(sizes: list[int]) -> None:
+    """Each buffer live with the next only (a sequential model without in-place ops): the planner reaches the
+    bound, the largest adjacent pair (lowest-offset orders alone left holes: conv1d_sensor with int16 activations
+    needed 1,696 B for a 1,376 B bound)."""
+    bufs = [Buffer(f"t{i}", 16 * s, i, i + 1) for i, s in enumerate(sizes)]
+    arena, _, placed = plan_buffers(bufs, "best")
+    check_placement(placed, {})
+    assert arena == lower_bound(bufs) == max(16 * (a + b) for a, b in zip(sizes, sizes[1:]))
+
+
+def test_the_int16_sensor_chain_fits_its_bound() -> None:
+    sizes = [240, 272, 640, 320, 640, 736, 272, 144, 144, 32, 32, 16]  # conv1d_sensor, int16 activations, AVR
+    bufs = [Buffer(f"t{i}", s, i, i + 1) for i, s in enumerate(sizes)]
+    assert plan_buffers(bufs, "greedy")[0] > lower_bound(bufs) == 1376
+    assert plan_buffers(bufs, "best")[0] == 1376
