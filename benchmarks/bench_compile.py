@@ -93,6 +93,12 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _model_label(model: str) -> str:
+    """The model's file name, and where it is the trained thesis CNAS, that."""
+    name = f"`{Path(model).name}`"
+    return f"{name} (the trained thesis CNAS, ../shared)" if Path(model) == TRAINED_CNAS else name
+
+
 def kernel_cost(model: str, calib: Path, repeat: int, out: Path) -> tuple[str, dict]:
     """`--target c` with `--kernels tinycc` and with `--kernels generic`, one warm-up compile of each (imports,
     jinja2 templates) then ``repeat`` rounds of both, alternating which goes first; every compile starts with an
@@ -141,7 +147,7 @@ def kernel_cost(model: str, calib: Path, repeat: int, out: Path) -> tuple[str, d
         if max(a, b) >= 0.05:
             rows.append([f"{name} (wall)", f"{b:.2f}", f"{a:.2f}", f"{a / b:.2f}x" if b else "—"])
     text = ("### kernel generator cost: `--target c --kernels tinycc` (default) against `--kernels generic`\n\n"
-            f"Model `{Path(model).name}`, median of {repeat} compiles of each kind in one process after a warm-up "
+            f"Model {_model_label(model)}, median of {repeat} compiles of each kind in one process after a warm-up "
             "compile of each, alternating which goes first; every compile with an empty stack-measurement cache. "
             f"Bound (issue 27): at most {KERNELS_BOUND}x. **Measured: {ratio:.2f}x CPU time ({verdict}).** "
             "`cut, classifier, budget` includes the stack measurement (gcc on the rendered project); `emit` renders "
