@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> Result:
         res.add(f"Issue 27: arena at most {OVERLAP_GOAL}x the overlap bound on each model: "
                 f"{'met' if worst <= OVERLAP_GOAL else 'NOT met'} (worst {worst:.3f}x); arena never above the "
                 f"separate-buffer bound: {'met' if not above else 'NOT met (' + ', '.join(above) + ')'}. Every plan "
-                "the tests make passes the byte-level overlap checker (tests/arena_check.py, run from tests/conftest.py).")
+                "the tests make passes the byte-level overlap checker (tests/arena_check.py, run from "
+                "tests/conftest.py).")
         print(res.sections[-1], flush=True)
     res.add(markdown_table(["model", "separate-buffer bound", "arena before", "overlap bound", "arena",
                             "arena / overlap bound", "ops overlapping", "bytes shared", "plan ms"], rows))
