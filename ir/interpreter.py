@@ -209,6 +209,8 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return _act((args[0] * args[1]).astype(F32), a["activation"])
     if k == OpKind.SUB:
         return _act((args[0] - args[1]).astype(F32), a["activation"])
+    if k == OpKind.PRELU:
+        return np.where(args[0] >= 0, args[0], args[0] * args[1]).astype(F32)
     if k == OpKind.MAXIMUM:
         return np.maximum(args[0], args[1]).astype(F32)
     if k == OpKind.MINIMUM:

@@ -218,6 +218,15 @@ def _leaky(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.LEAKY_RELU, ins, name, name, {"alpha": float(alpha)})
 
 
+def _prelu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """PReLU: alpha has the input's shape without the batch axis, 1 on ``shared_axes`` (as Keras stores it)."""
+    alpha = _w(l.alpha)
+    want = tuple(b.g.tensors[ins[0]].shape[1:])
+    if alpha.ndim > len(want):
+        alpha = alpha.reshape(alpha.shape[alpha.ndim - len(want):])
+    return b.op(OpKind.PRELU, [ins[0], b.const(f"{name}/alpha", alpha)], name, name)
+
+
 def _activation(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     out = b.activation(ins[0], l.activation, l, name, name)
     if out == ins[0]:  # linear: keep the layer as an identity so its name survives
@@ -494,7 +503,7 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
 
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
-    "ReLU": _relu, "LeakyReLU": _leaky, "Activation": _activation, "Softmax": _softmax,
+    "ReLU": _relu, "LeakyReLU": _leaky, "PReLU": _prelu, "Activation": _activation, "Softmax": _softmax,
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),

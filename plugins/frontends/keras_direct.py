@@ -42,6 +42,7 @@ _ARGS: dict[str, set[str]] = {
     "BatchNormalization": {"axis", "momentum", "epsilon", "center", "scale", "synchronized", "renorm",
                            "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size", "adjustment"},
     "ReLU": {"max_value", "negative_slope", "threshold"}, "LeakyReLU": {"negative_slope", "alpha"},
+    "PReLU": {"shared_axes"},
     "Activation": {"activation"}, "Softmax": {"axis"},
     "MaxPooling2D": _POOL, "AveragePooling2D": _POOL, "MaxPooling1D": _POOL, "AveragePooling1D": _POOL,
     "GlobalAveragePooling2D": _GLOBAL, "GlobalMaxPooling2D": _GLOBAL, "GlobalAveragePooling1D": _GLOBAL,
@@ -178,6 +179,13 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.threshold = _number(conf.get("threshold", 0.0) or 0.0)
     elif cls == "LeakyReLU":
         layer.negative_slope = _number(conf.get("negative_slope", conf.get("alpha", 0.3)))
+    elif cls == "PReLU":
+        axes = conf.get("shared_axes")
+        axes = [axes] if isinstance(axes, int) and not isinstance(axes, bool) else (axes or [])
+        if not isinstance(axes, list) or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
+                                                 for a in axes):
+            raise NotCovered(f"layer {name!r}: shared_axes {axes!r}")
+        layer.shared_axes = axes
     elif cls == "Softmax":
         axis = conf.get("axis", -1)
         if not (isinstance(axis, int) or (isinstance(axis, list) and all(isinstance(a, int) for a in axis))):
@@ -251,6 +259,13 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
         u = layer.units
         return [("kernel", (cin, 4 * u)), ("recurrent_kernel", (u, 4 * u))] + \
             ([("bias", (4 * u,))] if layer.use_bias else [])
+    if cls == "PReLU":
+        shape = list(in_shape[1:])
+        for a in layer.shared_axes:
+            if a > len(shape):
+                raise NotCovered(f"layer {layer.name!r}: shared axis {a}")
+            shape[a - 1] = 1
+        return [("alpha", tuple(int(d) for d in shape))]
     if cls == "BatchNormalization":
         rank = len(in_shape)
         if not -rank <= layer.axis < rank:
@@ -262,7 +277,7 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
 
 
 _HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "Dense",
-                "BatchNormalization", "LSTM"}
+                "BatchNormalization", "LSTM", "PReLU"}
 
 
 def _snake(name: str) -> str:

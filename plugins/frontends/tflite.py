@@ -65,7 +65,7 @@ SUPPORTED_OPERATORS = frozenset({
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -433,6 +433,8 @@ class _Reader:
             self.add(_UNARY[code], [x], out)
         elif code == "LEAKY_RELU":
             self.add(OpKind.LEAKY_RELU, [x], out, {"alpha": float(np.float32(opt.alpha))})
+        elif code == "PRELU":
+            self._prelu(x, ins[1], out)
         elif code == "SOFTMAX":
             self.add(OpKind.SOFTMAX, [x], out, {"beta": float(np.float32(opt.beta))})
         elif code in ("ADD", "MUL", "SUB"):
@@ -550,6 +552,25 @@ class _Reader:
             self.add(OpKind.RESHAPE, [x], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
             return
         self.add(OpKind.SLICE, [x], out, {"axis": axis, "begin": b, "length": n})
+
+    def _prelu(self, x: str, alpha_idx: int, out: int) -> None:
+        """PRELU: alpha shaped like the input without its batch axis (leading 1s dropped), one int8 scale."""
+        alpha = self.tensor(alpha_idx)
+        t = self.g.tensors[alpha]
+        if not t.is_const:
+            raise UnsupportedLayerError(f"PRELU writing {self._short(out)!r}: alpha must be a constant")
+        rank = len(self.g.tensors[x].shape) - 1
+        shape = tuple(t.shape)
+        while len(shape) > rank and shape[0] == 1:
+            shape = shape[1:]
+        if t.quant is not None and t.quant.scale.size > 1:
+            raise UnsupportedLayerError(f"PRELU writing {self._short(out)!r}: per-channel alpha scales are not "
+                                        "supported (TFLite's PRELU takes one)")
+        if shape != tuple(t.shape):
+            name = self.g.unique_tensor_name(f"{t.name}_alpha")
+            self.g.add_tensor(Tensor(name, shape, t.dtype, t.data.reshape(shape), t.quant))
+            alpha = name
+        self.add(OpKind.PRELU, [x, alpha], out)
 
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
