@@ -2,7 +2,7 @@
 
 Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
 relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
-HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
+HARD_SWISH/SOFTMAX, prelu -> PRELU (alpha as stored: the input's shape without the batch axis), max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
 over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
@@ -35,7 +35,7 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
-                 "STRIDED_SLICE": 2}
+                 "STRIDED_SLICE": 2, "PRELU": 1}
 INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
@@ -139,6 +139,8 @@ class _Writer:
             o = s.LeakyReluOptionsT()
             o.alpha = float(a["alpha"])
             self.emit("LEAKY_RELU", ins, outs, s.BuiltinOptions.LeakyReluOptions, o)
+        elif k == OpKind.PRELU:
+            self.emit("PRELU", ins, outs)
         elif k == OpKind.SOFTMAX:
             o = s.SoftmaxOptionsT()
             o.beta = float(a["beta"])

@@ -39,7 +39,8 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
             "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv",
-            "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice"}
+            "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice",
+            "PRELU": "AddPrelu"}
 # operators whose variable tensors (an LSTM's hidden and cell state) TFLite Micro keeps between Invoke calls:
 # the interpreter is Reset() before each inference so every input starts from a zero state, as in Keras
 STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})
