@@ -7,6 +7,8 @@ ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add
 ``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
 ``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
 ``prelu`` takes ``x`` and a constant ``alpha`` shaped like ``x`` without its batch axis (1 on Keras's shared axes).
+``elu``/``gelu`` run in int8 as a 256-entry table (``lut.py``; ``float_path``: the converter's DEQUANTIZE, float ELU,
+QUANTIZE).
 ``gru`` and ``simple_rnn`` are Keras's recurrent layers (layouts and integer form: ``recurrent.py``).
 """
 from __future__ import annotations
@@ -60,12 +62,14 @@ class OpKind(str, Enum):
     SIMPLE_RNN = "simple_rnn"
     LSTM = "lstm"
     PRELU = "prelu"
+    ELU = "elu"
+    GELU = "gelu"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
 ELEMENTWISE_UNARY = {
     OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID,
-    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE,
+    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.ELU, OpKind.GELU,
 }
 
 
@@ -338,6 +342,8 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.GRU, 5, 5, gru_shape, {"return_sequences": False, "reset_after": True}, (1, 2, 3, 4)),
         OpDef(OpKind.SIMPLE_RNN, 4, 4, simple_rnn_shape, {"return_sequences": False}, (1, 2, 3)),
         OpDef(OpKind.PRELU, 2, 2, _prelu, {}, (1,)),
+        OpDef(OpKind.ELU, 1, 1, _same, {"alpha": 1.0, "float_path": False}),
+        OpDef(OpKind.GELU, 1, 1, _same, {"approximate": False}),
         OpDef(OpKind.LSTM, 3, 4, _lstm, {"return_sequences": False, "cell_power": 0, "cell_clip": 0.0}, (1, 2, 3)),
     ]
 }

@@ -34,7 +34,7 @@ _ACTIVATIONS = {
     "linear": None, "relu": OpKind.RELU, "relu6": OpKind.RELU6, "sigmoid": OpKind.SIGMOID,
     "hard_sigmoid": OpKind.HARD_SIGMOID, "tanh": OpKind.TANH, "swish": OpKind.SWISH, "silu": OpKind.SWISH,
     "hard_swish": OpKind.HARD_SWISH, "hard_silu": OpKind.HARD_SWISH, "softmax": OpKind.SOFTMAX,
-    "leaky_relu": OpKind.LEAKY_RELU,
+    "leaky_relu": OpKind.LEAKY_RELU, "elu": OpKind.ELU, "gelu": OpKind.GELU,
 }
 
 
@@ -216,6 +216,10 @@ def _leaky(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     alpha = getattr(l, "negative_slope", None)
     alpha = getattr(l, "alpha", 0.3) if alpha is None else alpha
     return b.op(OpKind.LEAKY_RELU, ins, name, name, {"alpha": float(alpha)})
+
+
+def _elu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.ELU, ins, name, name, {"alpha": float(getattr(l, "alpha", 1.0))})
 
 
 def _prelu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
@@ -503,7 +507,7 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
 
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
-    "ReLU": _relu, "LeakyReLU": _leaky, "PReLU": _prelu, "Activation": _activation, "Softmax": _softmax,
+    "ReLU": _relu, "LeakyReLU": _leaky, "PReLU": _prelu, "ELU": _elu, "Activation": _activation, "Softmax": _softmax,
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),

@@ -42,7 +42,7 @@ _ARGS: dict[str, set[str]] = {
     "BatchNormalization": {"axis", "momentum", "epsilon", "center", "scale", "synchronized", "renorm",
                            "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size", "adjustment"},
     "ReLU": {"max_value", "negative_slope", "threshold"}, "LeakyReLU": {"negative_slope", "alpha"},
-    "PReLU": {"shared_axes"},
+    "PReLU": {"shared_axes"}, "ELU": {"alpha"},
     "Activation": {"activation"}, "Softmax": {"axis"},
     "MaxPooling2D": _POOL, "AveragePooling2D": _POOL, "MaxPooling1D": _POOL, "AveragePooling1D": _POOL,
     "GlobalAveragePooling2D": _GLOBAL, "GlobalMaxPooling2D": _GLOBAL, "GlobalAveragePooling1D": _GLOBAL,
@@ -179,6 +179,8 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.threshold = _number(conf.get("threshold", 0.0) or 0.0)
     elif cls == "LeakyReLU":
         layer.negative_slope = _number(conf.get("negative_slope", conf.get("alpha", 0.3)))
+    elif cls == "ELU":
+        layer.alpha = _number(conf.get("alpha", 1.0))
     elif cls == "PReLU":
         axes = conf.get("shared_axes")
         axes = [axes] if isinstance(axes, int) and not isinstance(axes, bool) else (axes or [])

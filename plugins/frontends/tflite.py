@@ -65,7 +65,7 @@ SUPPORTED_OPERATORS = frozenset({
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU"})
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -88,7 +88,8 @@ _ACT = {0: "none", 1: "relu", 3: "relu6"}
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
-          "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH}
+          "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH,
+          "ELU": OpKind.ELU}
 
 
 class _Reader:
@@ -254,6 +255,8 @@ class _Reader:
         if any(n is None for n in outs):
             raise TinyccError("a model output is not written by any operator")
         self.g.outputs = [n for n in outs if n is not None]
+        if self.integer:
+            fold_float_elu(self.g)
         self.g.prune_unused()
         self.g.meta["source"] = {"format": "tflite"}
         self.g.meta["io_names"] = self._io_names(sg)
@@ -435,6 +438,8 @@ class _Reader:
             self.add(OpKind.LEAKY_RELU, [x], out, {"alpha": float(np.float32(opt.alpha))})
         elif code == "PRELU":
             self._prelu(x, ins[1], out)
+        elif code == "GELU":
+            self.add(OpKind.GELU, [x], out, {"approximate": bool(opt.approximate) if opt is not None else False})
         elif code == "SOFTMAX":
             self.add(OpKind.SOFTMAX, [x], out, {"beta": float(np.float32(opt.beta))})
         elif code in ("ADD", "MUL", "SUB"):
@@ -617,6 +622,31 @@ class _Reader:
         self.names[s2b.outputs[0]] = self.tensor(s2b.inputs[0])
         self._op(code, ops[conv], dilation=block, padding=padding, out_idx=ops[b2s].outputs[0])
         return conv, b2s
+
+
+def fold_float_elu(g: Graph) -> None:
+    """The converter keeps ELU in float: integer DEQUANTIZE -> ELU -> QUANTIZE becomes one integer ``elu`` whose
+    table repeats that float path (``float_path``)."""
+    cons = g.consumers_map()
+    prod = g.producers_map()
+    for op in [o for o in g.ops if o.kind == OpKind.ELU]:
+        deq = prod.get(op.inputs[0])
+        users = cons.get(op.outputs[0], [])
+        if deq is None or deq.kind != OpKind.DEQUANTIZE or len(users) != 1 or users[0].kind != OpKind.QUANTIZE:
+            continue
+        q = users[0]
+        src, dst = g.tensors[deq.inputs[0]], g.tensors[q.outputs[0]]
+        if src.dtype != DType.INT8 or dst.dtype != DType.INT8 or len(cons.get(op.inputs[0], [])) != 1 \
+                or op.outputs[0] in g.outputs or op.inputs[0] in g.outputs:
+            continue
+        op.inputs, op.outputs = [deq.inputs[0]], [q.outputs[0]]
+        op.attrs["float_path"] = True
+        g.ops.remove(deq)
+        g.ops.remove(q)
+    for op in g.ops:
+        if op.kind in (OpKind.ELU, OpKind.GELU) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+            raise UnsupportedLayerError(f"{op.kind.value.upper()} writing {short_name(op.outputs[0])!r} runs in float "
+                                        "inside an integer model: only DEQUANTIZE -> one ELU -> QUANTIZE is read")
 
 
 def read_tflite(path: str) -> Graph:

@@ -62,6 +62,10 @@ def _layer(op: Op, graph: Graph) -> Any:
               OpKind.HARD_SWISH: "hard_swish", OpKind.SOFTMAX: "softmax"}
     if k in simple:
         return L.Activation(simple[k], name=name)
+    if k == OpKind.ELU:
+        return L.ELU(alpha=a["alpha"], name=name)
+    if k == OpKind.GELU and not a["approximate"]:
+        return L.Activation("gelu", name=name)
     if k == OpKind.LEAKY_RELU:
         return L.LeakyReLU(negative_slope=a["alpha"], name=name)
     if k == OpKind.MAX_POOL2D:

@@ -566,6 +566,13 @@ void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
     }
 }
 
+void tcc_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = TCC_READ_S8(table + ((int32_t)in[i] + 128));
+    }
+}
+
 void tcc_prelu_s8(const int8_t *in, const int8_t *alpha, int32_t d0, int32_t d1, int32_t d2, int32_t a0, int32_t a1,
                   int32_t a2, int32_t in_zp, int32_t alpha_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
                   int32_t m_alpha, int32_t e_alpha, int8_t *out) {
