@@ -430,6 +430,22 @@ def _depthwise1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
 
 
+def _separable1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """SeparableConv1D = the depthwise 1-D convolution (no bias) then a 1x1 convolution with the layer's bias."""
+    dk, pk = _w(l.depthwise_kernel), _w(l.pointwise_kernel)  # K C M, 1 C*M F
+    kk, c, m = dk.shape
+    x, padding = _causal_pad(b, l, _as_2d(b, ins[0], name, "SeparableConv1D"), name, kk)
+    dw = b.const(f"{name}/depthwise_kernel", dk.reshape(1, 1, kk, c * m))
+    x = b.op(OpKind.DEPTHWISE_CONV2D, [x, dw], f"{name}_dw", name,
+             {"strides": (1, int(l.strides[0])), "padding": padding, "dilation": (1, int(l.dilation_rate[0])),
+              "depth_multiplier": int(m)})
+    pw = b.const(f"{name}/pointwise_kernel", pk.transpose(2, 0, 1)[:, None])  # F 1 1 C*M
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.CONV2D, [x, pw] + bias, f"{name}_conv", name,
+             {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "groups": 1})
+    return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
+
+
 def _pool1d(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
     def conv(b: _Builder, l: Any, ins: list[str], name: str) -> str:
         x = _as_2d(b, ins[0], name, type(l).__name__)
@@ -516,7 +532,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2DTranspose": _conv2d_transpose, "Cropping2D": _cropping, "Cropping1D": _cropping,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
-    "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
+    "SeparableConv2D": _separable, "SeparableConv1D": _separable1d, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
     "MaxPooling1D": _pool1d(OpKind.MAX_POOL2D), "AveragePooling1D": _pool1d(OpKind.AVG_POOL2D),
     "GlobalAveragePooling1D": _global1d(OpKind.GLOBAL_AVG_POOL),
     "GlobalMaxPooling1D": _global1d(OpKind.GLOBAL_MAX_POOL), "ZeroPadding1D": _zeropad1d,
