@@ -352,3 +352,19 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, file
     for i in range(8):
         sim.learn(x[i], int(y[i]))
     assert rows["after"] == list(sim.predict(x)[0])
+
+
+def test_tinycc_ops_lists_the_new_layers(session) -> None:
+    """`tinycc ops`: the Keras layers, the TFLite operators, the IR/int8 kinds, the c and tflm backends."""
+    from tinycc.plugins.applications.ops_list import sections
+
+    got = sections(session.registry)
+
+    def find(prefix: str) -> set[str]:  # the first (int8) section of that title
+        return next(set(names) for title, _, names in got if title.startswith(prefix))
+    assert {"PReLU", "ELU", "SeparableConv1D"} <= find("keras frontend")
+    assert {"PRELU", "ELU", "GELU"} <= find("tflite frontend")
+    assert {"prelu", "elu", "gelu"} <= find("int8 quantization")
+    assert {"prelu", "elu", "gelu"} <= find("c backend")
+    tflm = find("tflm backend")
+    assert {"PRELU", "ELU"} <= tflm and "GELU" not in tflm
