@@ -368,3 +368,16 @@ def test_tinycc_ops_lists_the_new_layers(session) -> None:
     assert {"prelu", "elu", "gelu"} <= find("c backend")
     tflm = find("tflm backend")
     assert {"PRELU", "ELU"} <= tflm and "GELU" not in tflm
+
+
+@pytest.mark.parametrize("name", ["elu", "gelu"])
+def test_keras_export_round_trip(models, name: str) -> None:
+    """Pruning's fine-tuning exports the graph to Keras: ELU/GELU come back as the same ops and outputs."""
+    from tinycc.plugins.passes.keras_export import graph_to_keras
+
+    g = graph_from_keras_model(models[name])
+    km = graph_to_keras(g)
+    x = _x(models[name], 8, 2)
+    np.testing.assert_allclose(np.asarray(km(x)), run(g, x)[g.outputs[0]], rtol=1e-5, atol=1e-5)
+    back = graph_from_keras_model(km)
+    assert [(o.kind, o.attrs) for o in back.ops] == [(o.kind, o.attrs) for o in g.ops]

@@ -288,3 +288,22 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, model, int8_
     for i in range(8):
         sim.learn(x[i], int(y[i]))
     assert rows["after"] == list(sim.predict(x)[0])
+
+
+def test_keras_export_round_trip(session, model) -> None:
+    """Pruning's fine-tuning exports the graph to Keras: PReLU layers come back with the same alphas and outputs."""
+    from tinycc.plugins.passes.keras_export import graph_to_keras, update_graph_weights
+
+    g = graph_from_keras_model(model)
+    km = graph_to_keras(g)
+    x = _x(model, 8, 2)
+    np.testing.assert_allclose(np.asarray(km(x)), run(g, x)[g.outputs[0]], rtol=1e-5, atol=1e-5)
+    back = graph_from_keras_model(km)
+    for a, b in zip([o for o in g.ops if o.kind == OpKind.PRELU], [o for o in back.ops if o.kind == OpKind.PRELU]):
+        np.testing.assert_array_equal(g.tensors[a.inputs[1]].data, back.tensors[b.inputs[1]].data)
+    layer = next(l for l in km.layers if type(l).__name__ == "PReLU")
+    layer.set_weights([w * 0.5 for w in layer.get_weights()])
+    g2 = g.copy()
+    update_graph_weights(g2, km)
+    op = next(o for o in g2.ops if o.kind == OpKind.PRELU and o.name.replace("/", "__") == layer.name)
+    np.testing.assert_allclose(g2.tensors[op.inputs[1]].data, g.tensors[op.inputs[1]].data * 0.5)
