@@ -307,3 +307,39 @@ def test_keras_export_round_trip(session, model) -> None:
     update_graph_weights(g2, km)
     op = next(o for o in g2.ops if o.kind == OpKind.PRELU and o.name.replace("/", "__") == layer.name)
     np.testing.assert_allclose(g2.tensors[op.inputs[1]].data, g.tensors[op.inputs[1]].data * 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # may build TFLite Micro once (cached)
+def test_tflm_project_built_and_run(session, tmp_path: Path) -> None:
+    """The tflm target's project (PRELU and ELU through TFLite Micro's AddPrelu/AddElu) built against the vendored
+    TFLite Micro with ASan/UBSan: its features equal run_int8."""
+    import keras
+    from keras import layers as L
+
+    from tinycc.backends import c as c_backend
+    from tinycc.backends.tflm import build, vendor
+
+    from .deploy_util import compile_model, vectors
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not available")
+    library = vendor.ensure_library(vendor_dir, "host")
+    keras.utils.set_random_seed(12)
+    inp = keras.Input((8, 8, 3))
+    x = L.PReLU(shared_axes=[1, 2], name="p0")(L.Conv2D(6, 3, name="c1")(inp))
+    x = L.ELU(name="e1")(L.Conv2D(6, 3, name="c2")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x))
+    path = tmp_path / "pe.keras"
+    m.save(path)
+    opts = {"calib_data": _x(m, 64, 1), "buffer": 6, "test_count": 8, "test_learn": 4}
+    res = compile_model(str(path), "tflm", str(tmp_path / "proj"), opts, session)
+    dep = res.deployment
+    assert {OpKind.PRELU, OpKind.ELU} <= {o.kind for o in dep.extractor.ops}
+    out = c_harness.parse(build.run(build.build_host(res.output, sanitize=True, library=library)))
+    xs, _ = c_backend.test_vectors(dep, vectors(opts))
+    ref = run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(len(xs), -1)
+    for i in range(len(xs)):
+        np.testing.assert_array_equal(out.features[i], ref[i], err_msg=f"TFLite Micro features of input {i}")
