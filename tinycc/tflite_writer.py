@@ -3,7 +3,8 @@
 Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
 relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
 HARD_SWISH/SOFTMAX, prelu -> PRELU (alpha as stored: the input's shape without the batch axis),
-elu/gelu -> ELU/GELU (an imported ``float_path`` ELU as DEQUANTIZE + float ELU + QUANTIZE), max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
+elu/gelu -> ELU/GELU (an imported ``float_path`` ELU as DEQUANTIZE + float ELU + QUANTIZE),
+max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
 over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->

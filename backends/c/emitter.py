@@ -376,7 +376,8 @@ class _Builder:
             self.m.calls.append(Call("tcc_lut_s8", [self.ptr(op.inputs[0]), str(x.size), table, out], op.name))
         elif k == OpKind.PRELU:
             p = prelu_op_params(self.g, op)
-            args = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), *prelu_dims(x.shape, self.g.tensors[op.inputs[1]].shape)]
+            dims = prelu_dims(x.shape, self.g.tensors[op.inputs[1]].shape)
+            args = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), *dims]
             self.m.calls.append(Call("tcc_prelu_s8", args + [str(v) for v in (p["in_zp"], p["alpha_zp"], p["out_zp"],
                                                                               *p["mult"])] + [out], op.name))
         # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
