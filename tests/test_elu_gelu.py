@@ -104,6 +104,8 @@ def _single(kind: str, rng: np.random.Generator, float_path: bool = False, appro
     qi, qo = _q(rng), _q(rng)
     g.add_input("x", (1, 256), DType.INT8).quant = QuantParams([qi[0]], [qi[1]])
     attrs = {"float_path": float_path} if kind == "elu" else {"approximate": approximate}
+    if kind == "elu" and not float_path and rng.random() < 0.3:  # Keras's ELU(alpha): tinycc's table only
+        attrs["alpha"] = 0.5
     op = g.add_op(kind, ["x"], "out", attrs, output_dtype=DType.INT8)
     g.tensors[op.outputs[0]].quant = QuantParams([qo[0]], [qo[1]])
     g.outputs = [op.outputs[0]]
@@ -159,12 +161,27 @@ def test_converter_tables_equal_tflite_on_every_input(tmp_path: Path) -> None:
     assert checked == 9
 
 
+def test_keras_elu_alpha(tmp_path: Path) -> None:
+    """ELU(alpha) (TFLite's ELU has none): float IR equals Keras, int8 is the table of alpha * expm1."""
+    import keras
+    from keras import layers as L
+
+    inp = keras.Input((6, 5))
+    m = keras.Model(inp, L.ELU(alpha=0.7, name="e")(inp))
+    g = graph_from_keras_model(m)
+    x = _x(m, 4)
+    np.testing.assert_allclose(run(g, x)[g.outputs[0]], np.asarray(m(x)), rtol=1e-6, atol=1e-6)
+    assert g.ops[0].attrs["alpha"] == pytest.approx(0.7)
+
+
 def test_tinycc_written_tables_equal_tflite_on_every_input() -> None:
     """tinycc's own int8 ELU (TFLite's int8 ELU kernel), float-path ELU and GELU (both forms), written to .tflite."""
     rng = np.random.default_rng(4)
     for i in range(24):
         kind = ("elu", "gelu")[i % 2]
         g = _single(kind, rng, float_path=i % 4 == 2, approximate=i % 4 == 3)
+        if kind == "elu":
+            g.ops[0].attrs["alpha"] = 1.0  # TFLite's ELU has no alpha
         data = write_tflite(g)
         ours = run_int8(g, ALL)[g.outputs[0]]
         if kind == "elu":
