@@ -13,7 +13,7 @@ keeps the last dimension, as 1-D layers lowered to 2-D ops use, joins channel c 
 
 Removing a unit slices every constant indexed by its positions: producer filters and biases,
 consumer input channels (Conv2D) and columns (Dense), depthwise filters, BatchNorm statistics,
-per-channel Rescaling and per-channel constant operands of Add/Sub/Mul/Maximum/Minimum.
+PReLU alphas, per-channel Rescaling and per-channel constant operands of Add/Sub/Mul/Maximum/Minimum.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ Pos = tuple[str, int]
 _PASS = {OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
          OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.BATCH_NORM, OpKind.PAD,
          OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
-         OpKind.RESIZE_NEAREST}
+         OpKind.RESIZE_NEAREST, OpKind.ELU, OpKind.GELU}
 _BINARY = (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
 
 
@@ -106,6 +106,9 @@ def analyse(graph: Graph) -> list[Unit]:
                                                                                    OpKind.GLOBAL_MAX_POOL):
                 for c in range(n_out):
                     uf.union((x, c), (out, c))
+        elif k == OpKind.PRELU:  # alpha is sliced with the channels (or shared across them)
+            for c in range(n_out):
+                uf.union((x, c), (out, c))
         elif k in _BINARY:
             for t in op.inputs:
                 if _act(graph, t) and _channels(graph, t) == n_out:
@@ -202,6 +205,8 @@ def unit_params(graph: Graph, units: list[Unit]) -> np.ndarray:
                     n += (w.shape[1] * w.shape[2] + (1 if len(op.inputs) > 2 else 0)) * op.attrs["depth_multiplier"]
                 elif op.kind == OpKind.BATCH_NORM:
                     n += 4
+                elif op.kind == OpKind.PRELU and w.shape and w.shape[-1] > 1:
+                    n += w.size // w.shape[-1]
         out[i] = n
     return out
 
@@ -239,6 +244,10 @@ def remove(graph: Graph, units: list[Unit], drop: list[int]) -> None:
         elif k == OpKind.BATCH_NORM:
             for i in range(1, 5):
                 _set(graph, op, i, graph.tensors[op.inputs[i]].data[ko])
+        elif k == OpKind.PRELU:
+            al = graph.tensors[op.inputs[1]]
+            if al.shape and al.shape[-1] == len(ko) > 1:
+                _set(graph, op, 1, al.data[..., ko])
         elif k == OpKind.RESCALE:
             for a in ("scale", "offset"):
                 if isinstance(op.attrs[a], tuple):

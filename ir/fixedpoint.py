@@ -188,6 +188,29 @@ def leaky_relu_s8(x: Array, in_zp: int, out_zp: int, params: tuple[int, int, int
     return np.clip(np.where(v >= 0, pos, negv) + out_zp, info.min, info.max).astype(dt)
 
 
+def prelu_params(input_scale: float, alpha_scale: float, output_scale: float) -> tuple[int, int, int, int]:
+    """(identity multiplier, shift, alpha multiplier, shift) as TFLite's PRELU Prepare: in/out and in*alpha/out."""
+    from .quant import quantize_multiplier
+
+    s_in, s_al, s_out = (float(np.float32(v)) for v in (input_scale, alpha_scale, output_scale))
+    m1, e1 = quantize_multiplier(s_in / s_out)
+    m2, e2 = quantize_multiplier(s_in * s_al / s_out)
+    return m1, e1, m2, e2
+
+
+def prelu_s8(x: Array, alpha: Array, in_zp: int, alpha_zp: int, out_zp: int,
+             params: tuple[int, int, int, int]) -> Array:
+    """TFLite's int8 PRELU: x - zp >= 0 scaled by in/out, else (x - zp) * (alpha - alpha_zp) by in*alpha/out.
+
+    ``alpha`` broadcasts against ``x`` from the trailing axes (no batch axis)."""
+    m1, e1, m2, e2 = params
+    v = np.asarray(x, np.int64) - in_zp
+    a = np.broadcast_to(np.asarray(alpha, np.int64) - alpha_zp, v.shape[1:])
+    pos = multiply_by_quantized_multiplier(v, m1, e1)
+    negv = multiply_by_quantized_multiplier(v * a, m2, e2)
+    return np.clip(np.where(v >= 0, pos, negv) + out_zp, -128, 127).astype(np.int8)
+
+
 def softmax_params(input_scale: float, beta: float) -> tuple[int, int, int]:
     """(input multiplier, left shift, diff_min) as TFLite's int8 SOFTMAX Prepare computes them (Q5.26 input)."""
     from .quant import quantize_multiplier

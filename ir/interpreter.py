@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import recurrent
+from . import lut, recurrent
 from .graph import Graph, IRError, Op
 from .ops import OpKind, same_padding
 
@@ -179,6 +179,8 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.SLICE: lambda x, a: np.ascontiguousarray(np.take(x, range(a["begin"], a["begin"] + a["length"]), a["axis"])),
     OpKind.TRANSPOSE: lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])),
     OpKind.RESCALE: _rescale,
+    OpKind.ELU: lambda x, a: lut.elu(x, a["alpha"]),
+    OpKind.GELU: lambda x, a: lut.gelu(x, a["approximate"]),
 }
 
 
@@ -209,6 +211,8 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return _act((args[0] * args[1]).astype(F32), a["activation"])
     if k == OpKind.SUB:
         return _act((args[0] - args[1]).astype(F32), a["activation"])
+    if k == OpKind.PRELU:
+        return np.where(args[0] >= 0, args[0], args[0] * args[1]).astype(F32)
     if k == OpKind.MAXIMUM:
         return np.maximum(args[0], args[1]).astype(F32)
     if k == OpKind.MINIMUM:

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 
 from . import interpreter as fl
-from . import recurrent
-from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, softmax_s8,
-                         tanh_s8)
+from . import lut, recurrent
+from .fixedpoint import (hard_swish_params, hard_swish_s8, leaky_relu_params, leaky_relu_s8, logistic_s8, prelu_params,
+                         prelu_s8, softmax_s8, tanh_s8)
 from .fixedpoint16 import logistic_s16, sigmoid_tanh_params, softmax_s16, softmax_s16_params, tanh_s16
 from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
@@ -39,7 +39,7 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
-    OpKind.LSTM,
+    OpKind.LSTM, OpKind.PRELU, OpKind.ELU, OpKind.GELU,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
 # pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
@@ -305,6 +305,21 @@ def _check_same(g: Graph, op: Op) -> None:
             raise IRError(f"{op.describe()}: int8 input {t!r} must share the output's quantization parameters")
 
 
+def lut_table(g: Graph, op: Op) -> Array:
+    """The int8 table of an ``elu``/``gelu`` op (shared with the C emitter and the TFLite writer's checks)."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    return lut.table_s8(op.kind.value, op.attrs, si, zi, so, zo)
+
+
+def prelu_op_params(g: Graph, op: Op) -> dict:
+    """Zero points and TFLite's two multipliers of an int8 ``prelu`` (shared with the C emitter)."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    sa, za = _qp(g.tensors[op.inputs[1]].quant, f"{op.describe()} alpha")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    return {"in_zp": zi, "alpha_zp": za, "out_zp": zo, "mult": prelu_params(si, sa, so)}
+
+
 def lut16_params(g: Graph, op: Op, flavor: str = "tflm") -> tuple[int, int]:
     """(multiplier, shift) of an int16 SOFTMAX, LOGISTIC or TANH after TFLite's parameter checks (shared with the C
     emitter): input zero point 0, output scale 1/32768 and zero point 0."""
@@ -388,6 +403,11 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"], flavor), _odt(g, op))
+    if k in (OpKind.ELU, OpKind.GELU):
+        return lut.lookup_s8(args[0], lut_table(g, op))
+    if k == OpKind.PRELU:
+        p = prelu_op_params(g, op)
+        return prelu_s8(args[0], args[1], p["in_zp"], p["alpha_zp"], p["out_zp"], p["mult"])
     if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
     if k in SAME_PARAMS:

@@ -6,6 +6,9 @@ Activations are separate ops after import; the ``fuse_activations`` pass folds
 ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
 ``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
 ``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
+``prelu`` takes ``x`` and a constant ``alpha`` shaped like ``x`` without its batch axis (1 on Keras's shared axes).
+``elu``/``gelu`` run in int8 as a 256-entry table (``lut.py``; ``float_path``: the converter's DEQUANTIZE, float ELU,
+QUANTIZE).
 ``gru`` and ``simple_rnn`` are Keras's recurrent layers (layouts and integer form: ``recurrent.py``).
 """
 from __future__ import annotations
@@ -58,12 +61,15 @@ class OpKind(str, Enum):
     GRU = "gru"
     SIMPLE_RNN = "simple_rnn"
     LSTM = "lstm"
+    PRELU = "prelu"
+    ELU = "elu"
+    GELU = "gelu"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
 ELEMENTWISE_UNARY = {
     OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID,
-    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE,
+    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.ELU, OpKind.GELU,
 }
 
 
@@ -270,6 +276,15 @@ def _lstm(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [(x[0], x[1], units) if attrs["return_sequences"] else (x[0], units)]
 
 
+def _prelu(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    """``alpha`` has the input's shape without the batch axis, 1 on shared axes (leading axes may be dropped)."""
+    x, al = shapes[0], shapes[1]
+    tail = tuple(x[1:])
+    if len(al) > len(tail) or any(a not in (1, d) for a, d in zip(al[::-1], tail[::-1])):
+        raise ShapeError(f"prelu alpha {al} does not broadcast to the input {x} without its batch axis")
+    return [x]
+
+
 @dataclass(frozen=True)
 class OpDef:
     """Schema of one op kind."""
@@ -326,6 +341,9 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.DEQUANTIZE, 1, 1, _same),
         OpDef(OpKind.GRU, 5, 5, gru_shape, {"return_sequences": False, "reset_after": True}, (1, 2, 3, 4)),
         OpDef(OpKind.SIMPLE_RNN, 4, 4, simple_rnn_shape, {"return_sequences": False}, (1, 2, 3)),
+        OpDef(OpKind.PRELU, 2, 2, _prelu, {}, (1,)),
+        OpDef(OpKind.ELU, 1, 1, _same, {"alpha": 1.0, "float_path": False}),
+        OpDef(OpKind.GELU, 1, 1, _same, {"approximate": False}),
         OpDef(OpKind.LSTM, 3, 4, _lstm, {"return_sequences": False, "cell_power": 0, "cell_clip": 0.0}, (1, 2, 3)),
     ]
 }

@@ -48,7 +48,7 @@ def test_tflm_flash_counts_model_data_and_code(tmp_path: Path, extra: list[str])
 
 @pytest.mark.slow
 def test_kernel_table_matches_the_vendored_snapshot(tmp_path: Path) -> None:
-    """Two operators' objects compiled as footprint.py says (Cortex-M4F, -Os): their .text is the table's."""
+    """Some operators' objects compiled as footprint.py says (Cortex-M4F, -Os): their .text is the table's."""
     archive = sorted(VENDOR.glob("tflite-micro-*.tar.xz"))
     if not archive or not shutil.which("arm-none-eabi-g++"):
         pytest.skip("vendored TFLite Micro or arm-none-eabi-g++ missing")
@@ -60,8 +60,9 @@ def test_kernel_table_matches_the_vendored_snapshot(tmp_path: Path) -> None:
              "-DTF_LITE_STATIC_MEMORY", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections",
              "-fno-threadsafe-statics", "-w", f"-I{t}", f"-I{t / 'fb' / 'include'}", f"-I{t / 'gemmlowp'}",
              f"-I{t / 'ruyinc'}"]
-    for op, files in {"DEQUANTIZE": ["dequantize.cc", "dequantize_common.cc"], "LEAKY_RELU": ["leaky_relu.cc",
-                                                                                            "leaky_relu_common.cc"]}.items():
+    for op, files in {"DEQUANTIZE": ["dequantize.cc", "dequantize_common.cc"],
+                      "LEAKY_RELU": ["leaky_relu.cc", "leaky_relu_common.cc"],
+                      "PRELU": ["prelu.cc", "prelu_common.cc"], "ELU": ["elu.cc"]}.items():
         text = 0
         for f in files:
             obj = tmp_path / (f + ".o")

@@ -3,8 +3,8 @@
 Lifetimes: a tensor lives from the op that produces it (graph inputs: step 0) to its last
 reader (graph outputs: to the end). Reshape/flatten outputs are aliases of their input (same
 bytes, no copy) and extend its lifetime. In-place (default): the output of an element-wise int8
-op (relu, relu6, leaky relu, logistic, tanh, add, sub, mul, maximum, minimum) takes over the buffer of an input of the
-same shape whose last reader it is (not a graph input or output); every such C kernel reads
+op (relu, relu6, leaky relu, prelu, elu, gelu, logistic, tanh, add, sub, mul, maximum, minimum) takes over the
+buffer of an input of the same shape whose last reader it is (not a graph input or output); every such C kernel reads
 element i before writing element i. Overlap: the backend may declare, per op output, a shift ``d`` in bytes
 (``overlap``: tensor -> d, from the kernel's proven read/write order): the output may then start ``d`` bytes (rounded
 up to the alignment) below its single activation input when the op is that input's last reader, so that it writes
@@ -30,7 +30,8 @@ from .ir.ops import OpKind
 
 ALIAS_KINDS = (OpKind.RESHAPE, OpKind.FLATTEN)
 INPLACE_KINDS = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.HARD_SWISH,
-                 OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
+                 OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.PRELU,
+                 OpKind.ELU, OpKind.GELU)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Op mapping: conv2d -> CONV_2D, depthwise_conv2d -> DEPTHWISE_CONV_2D, dense -> FULLY_CONNECTED,
 relu/relu6/leaky_relu/sigmoid/tanh/hard_swish/softmax -> RELU/RELU6/LEAKY_RELU/LOGISTIC/TANH/
-HARD_SWISH/SOFTMAX, max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
+HARD_SWISH/SOFTMAX, prelu -> PRELU (alpha as stored: the input's shape without the batch axis),
+elu/gelu -> ELU/GELU (an imported ``float_path`` ELU as DEQUANTIZE + float ELU + QUANTIZE),
+max/avg_pool2d -> MAX/AVERAGE_POOL_2D, global_avg_pool -> AVERAGE_POOL_2D
 over the whole map (+ RESHAPE without keepdims; input and output share parameters, and MEAN's
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
@@ -35,7 +37,7 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
-                 "STRIDED_SLICE": 2}
+                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2}
 INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
@@ -139,6 +141,14 @@ class _Writer:
             o = s.LeakyReluOptionsT()
             o.alpha = float(a["alpha"])
             self.emit("LEAKY_RELU", ins, outs, s.BuiltinOptions.LeakyReluOptions, o)
+        elif k == OpKind.PRELU:
+            self.emit("PRELU", ins, outs)
+        elif k == OpKind.ELU:
+            self._elu(op, ins, outs)
+        elif k == OpKind.GELU:
+            o = s.GeluOptionsT()
+            o.approximate = bool(a["approximate"])
+            self.emit("GELU", ins, outs, s.BuiltinOptions.GeluOptions, o)
         elif k == OpKind.SOFTMAX:
             o = s.SoftmaxOptionsT()
             o.beta = float(a["beta"])
@@ -322,6 +332,19 @@ class _Writer:
         o.strideH, o.strideW = int(strides[0]), int(strides[1])
         o.fusedActivationFunction = _ACT[act]
         self.emit(code, ins, outs, self.s.BuiltinOptions.Pool2DOptions, o)
+
+    def _elu(self, op: Op, ins: list[int], outs: list[int]) -> None:
+        """ELU (TFLite's has no alpha); ``float_path``: DEQUANTIZE, float ELU, QUANTIZE, as the converter wrote it."""
+        if op.attrs["alpha"] != 1.0:
+            raise UnsupportedLayerError(f"{op.describe()}: TFLite's ELU has no alpha (got {op.attrs['alpha']:g})")
+        if not op.attrs["float_path"] or self.g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+            self.emit("ELU", ins, outs)
+            return
+        shape = self.g.tensors[op.outputs[0]].shape
+        mid = [self.tensor(Tensor(f"{op.name}/{n}", shape, DType.FLOAT32)) for n in ("dequantized", "elu")]
+        self.emit("DEQUANTIZE", ins, mid[:1])
+        self.emit("ELU", mid[:1], mid[1:])
+        self.emit("QUANTIZE", mid[1:], outs)
 
     def _reshape(self, ins: list[int], outs: list[int], shape: tuple[int, ...]) -> None:
         name = f"{self.tensors[outs[0]].name.decode()}/shape"

@@ -12,7 +12,7 @@ from ...ir.deployment import Deployment
 from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
-from ...ir.interpreter_int8 import add_params, conv_params, mean_params
+from ...ir.interpreter_int8 import add_params, conv_params, lut_table, mean_params, prelu_op_params
 from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
@@ -30,7 +30,8 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
-           OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM}
+           OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.ELU,
+           OpKind.GELU}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -45,6 +46,8 @@ def c_kernel_problem(g: Graph, op: Op) -> str | None:
         si, so = (float(g.tensors[t].quant.scale[0]) for t in (op.inputs[0], op.outputs[0]))
         if hard_swish_params(si, so)[1] > 0:
             return "int8 hard_swish with an output scale below 1/128 of the input scale"
+    if op.kind == OpKind.PRELU and len(g.tensors[op.inputs[0]].shape) > 4:
+        return "prelu on a tensor of rank above 4"
     return None
 
 
@@ -158,6 +161,8 @@ class _Builder:
         i = self.op_now.inputs.index(tensor) if tensor in self.op_now.inputs else 0
         if self.op_now.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE) and i in (1, 2):
             return ("weights", "bias")[i - 1]
+        if self.op_now.kind == OpKind.PRELU and i == 1:
+            return "alpha"
         return f"input{i}"
 
     def ptr(self, tensor: str) -> str:
@@ -367,6 +372,15 @@ class _Builder:
             p = leaky_relu_params(si, so, a["alpha"])
             self.m.calls.append(Call("tcc_leaky_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
                                                            *map(str, p), out], op.name))
+        elif k in (OpKind.ELU, OpKind.GELU):  # TFLite's table, computed here (TFLite Micro computes it in Prepare)
+            table = self.array("lut", "int8_t", lut_table(self.g, op))
+            self.m.calls.append(Call("tcc_lut_s8", [self.ptr(op.inputs[0]), str(x.size), table, out], op.name))
+        elif k == OpKind.PRELU:
+            p = prelu_op_params(self.g, op)
+            dims = prelu_dims(x.shape, self.g.tensors[op.inputs[1]].shape)
+            args = [self.ptr(op.inputs[0]), self.ptr(op.inputs[1]), *dims]
+            self.m.calls.append(Call("tcc_prelu_s8", args + [str(v) for v in (p["in_zp"], p["alpha_zp"], p["out_zp"],
+                                                                              *p["mult"])] + [out], op.name))
         # FLATTEN/RESHAPE: aliases of their input in the memory plan, no code
 
     def _requantize(self, op: Op, out: str, lo: int, hi: int) -> None:
@@ -414,6 +428,20 @@ class _Builder:
             m, e = quantize_multiplier(float(np.float32(real)))
             q = [str(v) for v in (z1, z2, m, e, zo, lo, hi)]
             self.call(op, "tcc_mul_s8", opnd + q + [out], scratch=False)
+
+
+def prelu_dims(shape: tuple[int, ...], alpha: tuple[int, ...]) -> list[str]:
+    """The input's sizes without the batch axis as three (rank <= 4, ``c_kernel_problem``) and alpha's strides
+    (0 on a shared axis)."""
+    dims = list(shape[1:])
+    al = [1] * (len(dims) - len(alpha)) + list(alpha)
+    dims = [1] * (3 - len(dims)) + dims
+    al = [1] * (3 - len(al)) + al
+    strides, acc = [0, 0, 0], 1
+    for d in (2, 1, 0):
+        strides[d] = 0 if al[d] == 1 and dims[d] != 1 else acc
+        acc *= al[d]
+    return [str(v) for v in dims + strides]
 
 
 def transpose_args(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[str]:

@@ -39,7 +39,8 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "SUB": "AddSub", "MAXIMUM": "AddMaximum", "MINIMUM": "AddMinimum",
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
             "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv",
-            "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice"}
+            "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice",
+            "PRELU": "AddPrelu", "ELU": "AddElu"}
 # operators whose variable tensors (an LSTM's hidden and cell state) TFLite Micro keeps between Invoke calls:
 # the interpreter is Reset() before each inference so every input starts from a zero state, as in Keras
 STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})
@@ -99,6 +100,13 @@ def _artifact(dep: Deployment) -> TflmArtifact:
     return TflmArtifact(data, measure_arena(data, what=what))
 
 
+def refuse_missing(data: bytes) -> None:
+    """One line naming the operators TFLite Micro has no kernel for (GELU, for one), before anything is measured."""
+    missing = [n for n in operator_names(data) if n not in RESOLVER]
+    if missing:
+        raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}; use --target c or arduino")
+
+
 class TflmBackend(Backend):
     name = "tflm"
     description = "TFLite Micro C++: extractor in TFLite Micro (measured arena), tinycc runtime for learning"
@@ -150,10 +158,7 @@ class TflmBackend(Backend):
         refuse_deep(deployment, "tflm", "TFLite Micro runs inference only: no training")
         refuse_recurrent(deployment.extractor)
         check_static_size(deployment)
-        ops = operator_names(_artifact(deployment).data)
-        missing = [n for n in ops if n not in RESOLVER]
-        if missing:
-            raise UnsupportedLayerError(f"TFLite Micro has no kernel for {', '.join(missing)}")
+        refuse_missing(_artifact(deployment).data)
 
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         """TFLite Micro's arena, measured on the .tflite of ``candidate.program`` (written and measured once)."""
@@ -162,6 +167,7 @@ class TflmBackend(Backend):
         refuse_recurrent(candidate.program)
 
         data = write_tflite(candidate.program)
+        refuse_missing(data)
         m = measure_arena(data, what="the model" if candidate.classifier is None else "the feature extractor")
         return MemoryFigures(arena=m.arena, arena_detail=ARENA_DETAIL, descriptors=runtime_descriptors(candidate),
                              artifact=TflmArtifact(data, m))

@@ -34,7 +34,7 @@ _ACTIVATIONS = {
     "linear": None, "relu": OpKind.RELU, "relu6": OpKind.RELU6, "sigmoid": OpKind.SIGMOID,
     "hard_sigmoid": OpKind.HARD_SIGMOID, "tanh": OpKind.TANH, "swish": OpKind.SWISH, "silu": OpKind.SWISH,
     "hard_swish": OpKind.HARD_SWISH, "hard_silu": OpKind.HARD_SWISH, "softmax": OpKind.SOFTMAX,
-    "leaky_relu": OpKind.LEAKY_RELU,
+    "leaky_relu": OpKind.LEAKY_RELU, "elu": OpKind.ELU, "gelu": OpKind.GELU,
 }
 
 
@@ -216,6 +216,19 @@ def _leaky(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     alpha = getattr(l, "negative_slope", None)
     alpha = getattr(l, "alpha", 0.3) if alpha is None else alpha
     return b.op(OpKind.LEAKY_RELU, ins, name, name, {"alpha": float(alpha)})
+
+
+def _elu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    return b.op(OpKind.ELU, ins, name, name, {"alpha": float(getattr(l, "alpha", 1.0))})
+
+
+def _prelu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """PReLU: alpha has the input's shape without the batch axis, 1 on ``shared_axes`` (as Keras stores it)."""
+    alpha = _w(l.alpha)
+    want = tuple(b.g.tensors[ins[0]].shape[1:])
+    if alpha.ndim > len(want):
+        alpha = alpha.reshape(alpha.shape[alpha.ndim - len(want):])
+    return b.op(OpKind.PRELU, [ins[0], b.const(f"{name}/alpha", alpha)], name, name)
 
 
 def _activation(b: _Builder, l: Any, ins: list[str], name: str) -> str:
@@ -417,6 +430,22 @@ def _depthwise1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
 
 
+def _separable1d(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """SeparableConv1D = the depthwise 1-D convolution (no bias) then a 1x1 convolution with the layer's bias."""
+    dk, pk = _w(l.depthwise_kernel), _w(l.pointwise_kernel)  # K C M, 1 C*M F
+    kk, c, m = dk.shape
+    x, padding = _causal_pad(b, l, _as_2d(b, ins[0], name, "SeparableConv1D"), name, kk)
+    dw = b.const(f"{name}/depthwise_kernel", dk.reshape(1, 1, kk, c * m))
+    x = b.op(OpKind.DEPTHWISE_CONV2D, [x, dw], f"{name}_dw", name,
+             {"strides": (1, int(l.strides[0])), "padding": padding, "dilation": (1, int(l.dilation_rate[0])),
+              "depth_multiplier": int(m)})
+    pw = b.const(f"{name}/pointwise_kernel", pk.transpose(2, 0, 1)[:, None])  # F 1 1 C*M
+    bias = [b.const(f"{name}/bias", _w(l.bias))] if l.use_bias else []
+    x = b.op(OpKind.CONV2D, [x, pw] + bias, f"{name}_conv", name,
+             {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), "groups": 1})
+    return _as_1d(b, b.activation(x, l.activation, l, f"{name}_act", name), name)
+
+
 def _pool1d(kind: OpKind) -> Callable[[_Builder, Any, list[str], str], str]:
     def conv(b: _Builder, l: Any, ins: list[str], name: str) -> str:
         x = _as_2d(b, ins[0], name, type(l).__name__)
@@ -494,7 +523,7 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
 
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
-    "ReLU": _relu, "LeakyReLU": _leaky, "Activation": _activation, "Softmax": _softmax,
+    "ReLU": _relu, "LeakyReLU": _leaky, "PReLU": _prelu, "ELU": _elu, "Activation": _activation, "Softmax": _softmax,
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),
     "Flatten": _flatten, "Reshape": _reshape, "Add": _binary(OpKind.ADD), "Multiply": _binary(OpKind.MUL),
@@ -503,7 +532,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2DTranspose": _conv2d_transpose, "Cropping2D": _cropping, "Cropping1D": _cropping,
     "Concatenate": _concat, "ZeroPadding2D": _zeropad, "Dropout": _dropout, "SpatialDropout2D": _dropout,
     "GaussianNoise": _dropout, "GaussianDropout": _dropout, "Rescaling": _rescaling, "InputLayer": _dropout,
-    "SeparableConv2D": _separable, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
+    "SeparableConv2D": _separable, "SeparableConv1D": _separable1d, "Conv1D": _conv1d, "DepthwiseConv1D": _depthwise1d,
     "MaxPooling1D": _pool1d(OpKind.MAX_POOL2D), "AveragePooling1D": _pool1d(OpKind.AVG_POOL2D),
     "GlobalAveragePooling1D": _global1d(OpKind.GLOBAL_AVG_POOL),
     "GlobalMaxPooling1D": _global1d(OpKind.GLOBAL_MAX_POOL), "ZeroPadding1D": _zeropad1d,

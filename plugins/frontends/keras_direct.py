@@ -37,11 +37,12 @@ _POOL = {"pool_size", "strides", "padding", "data_format"}
 _GLOBAL = {"data_format", "keepdims"}
 _ARGS: dict[str, set[str]] = {
     "Conv2D": _CONV, "Conv1D": _CONV, "DepthwiseConv2D": _DW, "DepthwiseConv1D": _DW,
-    "SeparableConv2D": _DW | {"filters"}, "Dense": {"units", "activation", "use_bias", "quantization_config",
-                                                   "lora_rank", "lora_alpha"},
+    "SeparableConv2D": _DW | {"filters"}, "SeparableConv1D": _DW | {"filters"},
+    "Dense": {"units", "activation", "use_bias", "quantization_config", "lora_rank", "lora_alpha"},
     "BatchNormalization": {"axis", "momentum", "epsilon", "center", "scale", "synchronized", "renorm",
                            "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size", "adjustment"},
     "ReLU": {"max_value", "negative_slope", "threshold"}, "LeakyReLU": {"negative_slope", "alpha"},
+    "PReLU": {"shared_axes"}, "ELU": {"alpha"},
     "Activation": {"activation"}, "Softmax": {"axis"},
     "MaxPooling2D": _POOL, "AveragePooling2D": _POOL, "MaxPooling1D": _POOL, "AveragePooling1D": _POOL,
     "GlobalAveragePooling2D": _GLOBAL, "GlobalMaxPooling2D": _GLOBAL, "GlobalAveragePooling1D": _GLOBAL,
@@ -61,7 +62,7 @@ _REQUIRED = {"renorm": (False,), "virtual_batch_size": (None,), "adjustment": (N
              "lora_rank": (None, 0), "return_state": (False,), "go_backwards": (False,), "stateful": (False,),
              "time_major": (False,)}
 _FLOAT_POLICIES = {"float32", "float64", "mixed_float16", "mixed_bfloat16"}
-_RANK = {"Conv1D": 1, "DepthwiseConv1D": 1, "MaxPooling1D": 1, "AveragePooling1D": 1}
+_RANK = {"Conv1D": 1, "DepthwiseConv1D": 1, "SeparableConv1D": 1, "MaxPooling1D": 1, "AveragePooling1D": 1}
 
 
 def _policy(dtype: Any) -> str | None:
@@ -83,7 +84,8 @@ def _check_args(cls: str, conf: dict, name: str) -> None:
             raise NotCovered(f"layer {name!r} ({cls}): argument {key}")
         if key in _REQUIRED and value not in _REQUIRED[key]:
             raise NotCovered(f"layer {name!r} ({cls}): {key}={value!r}")
-    if cls in ("DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D") and conf.get("groups", 1) != 1:
+    if cls in ("DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D") and \
+            conf.get("groups", 1) != 1:
         raise NotCovered(f"layer {name!r} ({cls}): groups")
     policy = _policy(conf.get("dtype"))
     if policy is not None and policy not in _FLOAT_POLICIES:
@@ -133,7 +135,7 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
     layer = _layer_class(cls)()
     layer.name = name
     rank = _RANK.get(cls, 1 if cls.endswith("1D") else 2)
-    if cls in ("Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D"):
+    if cls in ("Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D"):
         layer.kernel_size = _tuple(conf.get("kernel_size"), rank, "kernel_size")
         layer.strides = _tuple(conf.get("strides", 1), rank, "strides")
         layer.dilation_rate = _tuple(conf.get("dilation_rate", 1), rank, "dilation_rate")
@@ -142,14 +144,15 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.use_bias = bool(conf.get("use_bias", True))
         if cls.startswith(("Depthwise", "Separable")):
             layer.depth_multiplier = conf.get("depth_multiplier", 1)
-        if cls in ("Conv2D", "Conv1D", "SeparableConv2D"):
+        if cls in ("Conv2D", "Conv1D", "SeparableConv2D", "SeparableConv1D"):
             layer.filters = conf.get("filters")
         if any(s > 1 for s in layer.strides) and any(d > 1 for d in layer.dilation_rate):
             raise NotCovered(f"layer {name!r}: strides and dilation")
         for v in (layer.groups, getattr(layer, "depth_multiplier", 1), getattr(layer, "filters", 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise NotCovered(f"layer {name!r}: {v!r}")
-    if cls in ("Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "Dense", "Activation"):
+    if cls in ("Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D", "Dense",
+               "Activation"):
         act = conf.get("activation", "linear")
         from .keras import _ACTIVATIONS
 
@@ -178,6 +181,15 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.threshold = _number(conf.get("threshold", 0.0) or 0.0)
     elif cls == "LeakyReLU":
         layer.negative_slope = _number(conf.get("negative_slope", conf.get("alpha", 0.3)))
+    elif cls == "ELU":
+        layer.alpha = _number(conf.get("alpha", 1.0))
+    elif cls == "PReLU":
+        axes = conf.get("shared_axes")
+        axes = [axes] if isinstance(axes, int) and not isinstance(axes, bool) else (axes or [])
+        if not isinstance(axes, list) or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1
+                                                 for a in axes):
+            raise NotCovered(f"layer {name!r}: shared_axes {axes!r}")
+        layer.shared_axes = axes
     elif cls == "Softmax":
         axis = conf.get("axis", -1)
         if not (isinstance(axis, int) or (isinstance(axis, list) and all(isinstance(a, int) for a in axis))):
@@ -240,10 +252,10 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
     if cls in ("DepthwiseConv2D", "DepthwiseConv1D"):
         m = layer.depth_multiplier
         return [("kernel", layer.kernel_size + (cin, m))] + ([("bias", (cin * m,))] if layer.use_bias else [])
-    if cls == "SeparableConv2D":
+    if cls in ("SeparableConv2D", "SeparableConv1D"):
         m = layer.depth_multiplier
         out = [("depthwise_kernel", layer.kernel_size + (cin, m)),
-               ("pointwise_kernel", (1, 1, cin * m, layer.filters))]
+               ("pointwise_kernel", (1,) * len(layer.kernel_size) + (cin * m, layer.filters))]
         return out + ([("bias", (layer.filters,))] if layer.use_bias else [])
     if cls == "Dense":
         return [("kernel", (cin, layer.units))] + ([("bias", (layer.units,))] if layer.use_bias else [])
@@ -251,6 +263,13 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
         u = layer.units
         return [("kernel", (cin, 4 * u)), ("recurrent_kernel", (u, 4 * u))] + \
             ([("bias", (4 * u,))] if layer.use_bias else [])
+    if cls == "PReLU":
+        shape = list(in_shape[1:])
+        for a in layer.shared_axes:
+            if a > len(shape):
+                raise NotCovered(f"layer {layer.name!r}: shared axis {a}")
+            shape[a - 1] = 1
+        return [("alpha", tuple(int(d) for d in shape))]
     if cls == "BatchNormalization":
         rank = len(in_shape)
         if not -rank <= layer.axis < rank:
@@ -261,8 +280,9 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
     return []
 
 
-_HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "Dense",
-                "BatchNormalization", "LSTM"}
+_HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D",
+                "Dense",
+                "BatchNormalization", "LSTM", "PReLU"}
 
 
 def _snake(name: str) -> str:

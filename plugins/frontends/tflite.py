@@ -67,7 +67,7 @@ SUPPORTED_OPERATORS = frozenset({
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV"})
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -90,7 +90,8 @@ _ACT = {0: "none", 1: "relu", 3: "relu6"}
 _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
-          "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH}
+          "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH,
+          "ELU": OpKind.ELU}
 
 
 _BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM)
@@ -263,6 +264,8 @@ class _Reader:
         if any(n is None for n in outs):
             raise TinyccError("a model output is not written by any operator")
         self.g.outputs = [n for n in outs if n is not None]
+        if self.integer:
+            fold_float_elu(self.g)
         self.g.prune_unused()
         self._batch_broadcast_operands()
         self.g.meta["source"] = {"format": "tflite"}
@@ -463,6 +466,10 @@ class _Reader:
             self.add(_UNARY[code], [x], out)
         elif code == "LEAKY_RELU":
             self.add(OpKind.LEAKY_RELU, [x], out, {"alpha": float(np.float32(opt.alpha))})
+        elif code == "PRELU":
+            self._prelu(x, ins[1], out)
+        elif code == "GELU":
+            self.add(OpKind.GELU, [x], out, {"approximate": bool(opt.approximate) if opt is not None else False})
         elif code == "SOFTMAX":
             self.add(OpKind.SOFTMAX, [x], out, {"beta": float(np.float32(opt.beta))})
         elif code in ("ADD", "MUL", "SUB"):
@@ -655,6 +662,25 @@ class _Reader:
             self.g.tensors[y].dtype, self.g.tensors[y].quant = src.dtype, src.quant
             self.add(OpKind.RESHAPE, [y], out, {"shape": tuple(int(d) for d in self.sg.tensors[out].shape[1:])})
 
+    def _prelu(self, x: str, alpha_idx: int, out: int) -> None:
+        """PRELU: alpha shaped like the input without its batch axis (leading 1s dropped), one int8 scale."""
+        alpha = self.tensor(alpha_idx)
+        t = self.g.tensors[alpha]
+        if not t.is_const:
+            raise UnsupportedLayerError(f"PRELU writing {self._short(out)!r}: alpha must be a constant")
+        rank = len(self.g.tensors[x].shape) - 1
+        shape = tuple(t.shape)
+        while len(shape) > rank and shape[0] == 1:
+            shape = shape[1:]
+        if t.quant is not None and t.quant.scale.size > 1:
+            raise UnsupportedLayerError(f"PRELU writing {self._short(out)!r}: per-channel alpha scales are not "
+                                        "supported (TFLite's PRELU takes one)")
+        if shape != tuple(t.shape):
+            name = self.g.unique_tensor_name(f"{t.name}_alpha")
+            self.g.add_tensor(Tensor(name, shape, t.dtype, t.data.reshape(shape), t.quant))
+            alpha = name
+        self.add(OpKind.PRELU, [x, alpha], out)
+
     def _as_4d(self, x: str) -> str:
         """[N, L, C] -> [N, 1, L, C] (same dtype and quantization), for 1-D ops run as 2-D ones."""
         src = self.g.tensors[x]
@@ -700,6 +726,31 @@ class _Reader:
         self.names[s2b.outputs[0]] = self.tensor(s2b.inputs[0])
         self._op(code, ops[conv], dilation=block, padding=padding, out_idx=ops[b2s].outputs[0])
         return conv, b2s
+
+
+def fold_float_elu(g: Graph) -> None:
+    """The converter keeps ELU in float: integer DEQUANTIZE -> ELU -> QUANTIZE becomes one integer ``elu`` whose
+    table repeats that float path (``float_path``)."""
+    cons = g.consumers_map()
+    prod = g.producers_map()
+    for op in [o for o in g.ops if o.kind == OpKind.ELU]:
+        deq = prod.get(op.inputs[0])
+        users = cons.get(op.outputs[0], [])
+        if deq is None or deq.kind != OpKind.DEQUANTIZE or len(users) != 1 or users[0].kind != OpKind.QUANTIZE:
+            continue
+        q = users[0]
+        src, dst = g.tensors[deq.inputs[0]], g.tensors[q.outputs[0]]
+        if src.dtype != DType.INT8 or dst.dtype != DType.INT8 or len(cons.get(op.inputs[0], [])) != 1 \
+                or op.outputs[0] in g.outputs or op.inputs[0] in g.outputs:
+            continue
+        op.inputs, op.outputs = [deq.inputs[0]], [q.outputs[0]]
+        op.attrs["float_path"] = True
+        g.ops.remove(deq)
+        g.ops.remove(q)
+    for op in g.ops:
+        if op.kind in (OpKind.ELU, OpKind.GELU) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+            raise UnsupportedLayerError(f"{op.kind.value.upper()} writing {short_name(op.outputs[0])!r} runs in float "
+                                        "inside an integer model: only DEQUANTIZE -> one ELU -> QUANTIZE is read")
 
 
 def read_tflite(path: str) -> Graph:

@@ -94,7 +94,7 @@ class RemoveDropout(Pass):
 
 
 _PER_CHANNEL = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
-                OpKind.SWISH, OpKind.HARD_SWISH, OpKind.BATCH_NORM, OpKind.RESCALE)
+                OpKind.SWISH, OpKind.HARD_SWISH, OpKind.BATCH_NORM, OpKind.RESCALE, OpKind.ELU, OpKind.GELU)
 
 
 def _keeps_channels(graph: Graph, op: Op) -> bool:

@@ -19,7 +19,16 @@ def _lname(op: Op) -> str:
     return op.name.replace("/", "__")
 
 
+def _alpha_shape(graph: Graph, op: Op) -> tuple[int, ...]:
+    """A prelu's alpha at Keras's rank (the input's shape without the batch axis, 1 on shared axes)."""
+    rank = len(graph.tensors[op.inputs[0]].shape) - 1
+    al = graph.tensors[op.inputs[1]].shape
+    return (1,) * (rank - len(al)) + tuple(al)
+
+
 def _weights(graph: Graph, op: Op) -> list[np.ndarray]:
+    if op.kind == OpKind.PRELU:
+        return [graph.tensors[op.inputs[1]].data.reshape(_alpha_shape(graph, op))]
     if op.kind == OpKind.BATCH_NORM:
         return [graph.tensors[t].data for t in op.inputs[1:5]]
     if op.kind not in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
@@ -62,6 +71,14 @@ def _layer(op: Op, graph: Graph) -> Any:
               OpKind.HARD_SWISH: "hard_swish", OpKind.SOFTMAX: "softmax"}
     if k in simple:
         return L.Activation(simple[k], name=name)
+    if k == OpKind.PRELU:
+        xs = graph.tensors[op.inputs[0]].shape[1:]
+        shared = [i + 1 for i, (a, d) in enumerate(zip(_alpha_shape(graph, op), xs)) if a == 1 and d != 1]
+        return L.PReLU(shared_axes=shared or None, name=name)
+    if k == OpKind.ELU:
+        return L.ELU(alpha=a["alpha"], name=name)
+    if k == OpKind.GELU and not a["approximate"]:
+        return L.Activation("gelu", name=name)
     if k == OpKind.LEAKY_RELU:
         return L.LeakyReLU(negative_slope=a["alpha"], name=name)
     if k == OpKind.MAX_POOL2D:
@@ -121,9 +138,11 @@ def graph_to_keras(graph: Graph) -> Any:
 def update_graph_weights(graph: Graph, model: Any) -> None:
     """Copy (trained) weights of ``model`` (made by graph_to_keras) back into ``graph``."""
     for op in graph.ops:
-        if op.kind not in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.BATCH_NORM):
+        if op.kind not in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.BATCH_NORM, OpKind.PRELU):
             continue
         ws = [np.asarray(w, np.float32) for w in model.get_layer(_lname(op)).get_weights()]
+        if op.kind == OpKind.PRELU:
+            ws[0] = ws[0].reshape(graph.tensors[op.inputs[1]].shape)
         if op.kind == OpKind.CONV2D:
             ws[0] = ws[0].transpose(3, 0, 1, 2)
         elif op.kind == OpKind.DEPTHWISE_CONV2D:

@@ -364,6 +364,13 @@ class QuantizeInt8(Pass):
                 op.inputs[2] = qbt.name
         elif op.kind in (OpKind.GRU, OpKind.SIMPLE_RNN):
             quantize_recurrent(graph, op)
+        elif op.kind == OpKind.PRELU:  # alpha: one symmetric int8 scale, as the converter writes it
+            a = graph.tensors[op.inputs[1]]
+            scales = symmetric_weight_scales(a.data, None)
+            qa = Tensor(graph.unique_tensor_name(f"{a.name}_int8"), a.shape, DType.INT8,
+                        quantize_weights(a.data, scales, None), QuantParams(scales, np.zeros(1, np.int64)))
+            graph.add_tensor(qa)
+            op.inputs[1] = qa.name
         elif op.kind in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.CONCAT, OpKind.MAXIMUM, OpKind.MINIMUM):
             for i, t in enumerate(op.inputs):
                 c = graph.tensors[t]

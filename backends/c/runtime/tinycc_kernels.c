@@ -566,6 +566,35 @@ void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
     }
 }
 
+void tcc_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = TCC_READ_S8(table + ((int32_t)in[i] + 128));
+    }
+}
+
+void tcc_prelu_s8(const int8_t *in, const int8_t *alpha, int32_t d0, int32_t d1, int32_t d2, int32_t a0, int32_t a1,
+                  int32_t a2, int32_t in_zp, int32_t alpha_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
+                  int32_t m_alpha, int32_t e_alpha, int8_t *out) {
+    int32_t i, j, k;
+    for (i = 0; i < d0; ++i) {
+        for (j = 0; j < d1; ++j) {
+            for (k = 0; k < d2; ++k) {
+                const int32_t at = (i * d1 + j) * d2 + k;
+                const int32_t v = (int32_t)in[at] - in_zp;
+                int32_t r;
+                if (v >= 0) {
+                    r = tcc_mbqm(v, m_id, e_id);
+                } else {
+                    const int32_t al = (int32_t)TCC_READ_S8(alpha + i * a0 + j * a1 + k * a2) - alpha_zp;
+                    r = tcc_mbqm(v * al, m_alpha, e_alpha);
+                }
+                out[at] = clamp8(r + out_zp, -128, 127);
+            }
+        }
+    }
+}
+
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {

@@ -76,6 +76,14 @@ void tcc_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32
 /* LEAKY_RELU: identity multiplier for x >= zp, alpha multiplier below. */
 void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
                        int32_t m_alpha, int32_t e_alpha, int8_t *out);
+/* ELU, GELU: a 256-entry table (flash) indexed by in + 128, computed by tinycc as TFLite's Prepare computes it. */
+void tcc_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out);
+/* PRELU (TFLite's int8 arithmetic): x - in_zp >= 0 times the identity multiplier, else (x - in_zp) * (alpha -
+ * alpha_zp) times the alpha multiplier. The input is [d0, d1, d2] (batch 1); alpha (flash) is read at
+ * i * a0 + j * a1 + k * a2 (stride 0 on a shared axis). */
+void tcc_prelu_s8(const int8_t *in, const int8_t *alpha, int32_t d0, int32_t d1, int32_t d2, int32_t a0, int32_t a1,
+                  int32_t a2, int32_t in_zp, int32_t alpha_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
+                  int32_t m_alpha, int32_t e_alpha, int8_t *out);
 /* SOFTMAX over the last axis (output scale 1/256, zero point -128): TFLite's fixed-point algorithm;
  * mult/shift/diff_min as its Prepare computes them (tinycc.ir.fixedpoint.softmax_params). */
 void tcc_softmax_s8(const int8_t *in, int32_t rows, int32_t depth, int32_t mult, int32_t shift,

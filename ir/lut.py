@@ -1,0 +1,73 @@
+"""int8 ELU and GELU as TFLite runs them: a 256-entry table computed from the float function at Prepare time.
+
+TFLite's ``LUTPopulate`` (int8 ELU and GELU kernels, LiteRT and TFLite Micro): for every int8 value ``q``,
+``x = s_in * (q - zp_in)`` (float32), ``y = f(x)`` (float32), ``round(y * (1 / s_out)) + zp_out`` clamped. tinycc
+computes the same table at compile time; the C kernel only looks it up.
+
+The float functions follow TFLite's float32 code: ELU ``x < 0 ? expm1(x) : x`` (times ``alpha``, 1 in TFLite);
+GELU exact ``0.5 * x * erfc(x * -sqrt(1/2))`` (LiteRT's reference ``GeluTransform``; the older form
+``0.5 * x * (1 + erf(x * sqrt(1/2)))`` gave the same table on 768,000 random entries), approximate
+``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``. erfc is evaluated in float64 and rounded to float32; the
+tests compare whole tables with BUILTIN_REF. TFLite Micro has no GELU kernel (the ``tflm`` target refuses it).
+
+A converter file keeps ELU in float between DEQUANTIZE and QUANTIZE; such an ``elu`` has ``float_path`` set and its
+table repeats that path instead: DEQUANTIZE, the float ELU, QUANTIZE (float32 division by the output scale).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .quant import dequantize, quantize, round_half_away
+
+F32 = np.float32
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Keras/TFLite ELU in float32."""
+    x = np.asarray(x, F32)
+    with np.errstate(over="ignore"):
+        neg = np.expm1(np.minimum(x, F32(0)))
+    if alpha != 1.0:
+        neg = (neg * F32(alpha)).astype(F32)
+    return np.where(x < 0, neg, x).astype(F32)
+
+
+def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
+    """GELU in float32, as LiteRT's reference kernel computes it."""
+    x = np.asarray(x, F32)
+    half_x = (F32(0.5) * x).astype(F32)
+    if approximate:
+        k = F32(math.sqrt(2.0 / math.pi))
+        cube = (((F32(0.044715) * x).astype(F32) * x).astype(F32) * x).astype(F32)
+        inner = (k * (x + cube).astype(F32)).astype(F32)
+        return (half_x * (F32(1) + np.tanh(inner)).astype(F32)).astype(F32)
+    arg = (x * F32(-math.sqrt(0.5))).astype(F32)
+    return (half_x * _erfc(arg.astype(np.float64)).astype(np.float64).astype(F32)).astype(F32)
+
+
+def float_fn(kind: str, attrs: dict):
+    """The float32 function of an ``elu`` or ``gelu`` op."""
+    if kind == "elu":
+        return lambda x: elu(x, attrs.get("alpha", 1.0))
+    return lambda x: gelu(x, attrs.get("approximate", False))
+
+
+def table_s8(kind: str, attrs: dict, in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
+    """The 256 int8 outputs for the inputs -128..127 (index ``q + 128``)."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    fn = float_fn(kind, attrs)
+    if attrs.get("float_path"):
+        return quantize(fn(dequantize(q, in_scale, in_zp)), out_scale, out_zp)
+    x = (F32(in_scale) * (q - in_zp).astype(F32)).astype(F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = (fn(x) * (F32(1) / F32(out_scale))).astype(F32)
+    r = np.clip(round_half_away(np.nan_to_num(y)), -1e9, 1e9).astype(np.int64) + int(out_zp)
+    return np.clip(r, -128, 127).astype(np.int8)
+
+
+def lookup_s8(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Apply a table from :func:`table_s8` to int8 values."""
+    return table[np.asarray(x, np.int64) + 128]
