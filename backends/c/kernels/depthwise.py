@@ -211,6 +211,13 @@ def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
     return out
 
 
+def pointer_fn(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> str:
+    """The name of the function that runs `pointer_loop` (defined once in model.c, shared by every layer whose
+    loop text is the same: it depends on the window and the requantization form only)."""
+    return (f"tcc_dwp_{x.kh}x{x.kw}_{'b' if has_bias else 'n'}{'c' if per_channel else 't'}"
+            f"{'l' if long_c else 's'}")
+
+
 def v6m_single(taps: int) -> list[str]:
     """`v6m_block` for one pixel (a row's first when its width is odd), its input pointers where pixel 0's
     are: 6 instructions a MAC into a1."""
@@ -282,5 +289,6 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
             "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
             "PAIRS": [len(v) == 2 for v in loops],
             "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c),
+            "PFN": pointer_fn(x, has_bias, per_channel, long_c),
             "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
             "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}
