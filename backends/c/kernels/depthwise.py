@@ -192,23 +192,33 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
 
 def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
     """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
-    word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
-    word, a loop over the window's rows (code is per layer, these pixels are few); x holds the state."""
+    word ST_ZP, in t for the whole loop; padding taps point at a buffer of the zero point), the channel offset
+    in the state's first word; windows up to UNROLLED_POINTER_TAPS taps unrolled, larger ones a loop over the
+    window's rows; x holds the state."""
     taps = x.kh * x.kw
-    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]",
-           f"add %[e], %[t], #{4 * taps}", "2:"]
-    for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
-        out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
-                "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
-                f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0 else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]",
-                *_smla("a")]
-    out += ["cmp %[t], %[e]", "bne 2b"]
-    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
-    out += _requant([("a", 0)], per_channel, "t", "c", long_c)
-    out += (["add %[t], %[t], #32"] if per_channel else []) + [
-        "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
+    out = [f"ldr %[t], [%[x], #{ST_ZP}]", "1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]"]
+    if taps <= UNROLLED_POINTER_TAPS:
+        for k in range(taps):
+            out += [f"ldr %[u], [%[t], #{4 * k}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
+                    "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{8 * k}]", *_smla("a")]
+        out += [f"add %[w], %[w], #{8 * taps}"]
+    else:
+        out += [f"add %[e], %[t], #{4 * taps}", "2:"]
+        for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
+            out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
+                    "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
+                    f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0
+                    else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]", *_smla("a")]
+        out += ["cmp %[t], %[e]", "bne 2b", f"sub %[t], %[t], #{4 * taps}"]
+    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[e], %[c], [%[x], #{ST_RQ}]"]
+    out += _requant([("a", 0)], per_channel, "e", "c", long_c)
+    out += (["add %[e], %[e], #32"] if per_channel else []) + [
+        "add %[c], %[c], #4", f"strd %[e], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
         "cmp %[c], %[u]", "bne 1b"]
     return out
+
+
+UNROLLED_POINTER_TAPS = 9  # the pointer loop's taps unrolled up to 3x3 (one function per window: little code)
 
 
 def pointer_fn(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> str:
