@@ -159,17 +159,18 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
     taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
     one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
     weights (8 bytes a tap); a padding tap multiplies the zero point (state word ST_ZP, both halves) without a
-    read. On entry x holds the state (kept on the stack while x walks the input); 14 registers."""
+    read. On entry x holds the state (pushed below the stack pointer for the whole loop while x walks the input);
+    14 registers."""
     pair = len(valid) == 2
     accs = ["a", "b"][:len(valid)]
     taps = x.kh * x.kw
-    out = ["1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
+    out = ["str %[x], [sp, #-8]!", "1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
     if any(len(v) < taps for v in valid):
         out += [f"ldr %[u], [%[x], #{ST_ZP}]", "mov %[q], %[u]"]
         for a, v in zip(accs, valid):
             for t in sorted(set(range(taps)) - v):
                 out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
-    out += [f"ldr %[u], [%[x], #{ST_X}]", "str %[x], [sp, #-8]!", "mov %[x], %[u]"]
+    out += [f"ldr %[x], [%[x], #{ST_X}]"]
     for ky in range(x.kh):
         uses: dict[int, list[tuple[str, int]]] = {}
         for p, (a, v) in enumerate(zip(accs, valid)):
@@ -185,8 +186,8 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
             f"strd %[x], %[w], [%[u], #{ST_X}]", f"ldrd %[x], %[w], [%[u], #{ST_RQ}]"]
     out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w", long_c)
     out += (["add %[x], %[x], #32"] if per_channel else []) + [
-        "add %[w], %[w], #4", "ldr %[u], [sp], #8", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
-        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
+        "add %[w], %[w], #4", "ldr %[u], [sp]", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
+        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b", "add sp, sp, #8"]
     return out
 
 
