@@ -98,7 +98,11 @@ def test_column_schedule_covers_each_pixel_once() -> None:
             else:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
-        assert all(len(loop) and loop[0] == "1:" for loop in ctx["LOOPS"])
+        # one loop label each, and the state pushed below the stack pointer once, before the loop (and popped
+        # after it): backends/c/stack.py counts such pushes
+        assert all(loop.count("1:") == 1 and loop.index("str %[x], [sp, #-8]!") < loop.index("1:")
+                   and loop.count("str %[x], [sp, #-8]!") == 1 and loop[-1] == "add sp, sp, #8"
+                   for loop in ctx["LOOPS"])
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")

@@ -179,12 +179,17 @@ def rq_header(rq: tuple, pair: int) -> np.ndarray:
     return np.concatenate([2 * np.asarray(bias, np.int64)[o], mult[o], c, right[o]]).astype(np.int64)
 
 
-def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None) -> str:
+def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None,
+                order: list[int] | None = None) -> str:
     """The call's argument for the layer's widened weights (a flash table defined under WIDEN_GUARD); ``n`` past
-    the weights per channel pads them with zeros."""
+    the weights per channel pads them with zeros; ``order`` (n entries): the weight (index in the channel's
+    window) at each position, -1 for a zero weight."""
     w = g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1)
     if n > w.shape[1]:  # a window padded to whole words: zero weights
         w = np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], axis=1)
+    if order is not None:  # the last column is a zero weight where the window was padded (else appended)
+        zero = np.zeros((w.shape[0], 1), w.dtype)
+        w = np.concatenate([w, zero], axis=1)[:, [i if i >= 0 else w.shape[1] for i in order]]
     # with the pair headers the accumulators are kept doubled (bias and weights, |2w| <= 256 fits int16), which
     # the requantization's high multiply wants (tcc_rq30d: no doubling per output)
     words = widened_pairs(w.astype(np.int64) * (2 if rq is not None else 1), n)

@@ -28,10 +28,31 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     n = ww_inputs(g, op, widen)
     ctx["WWARG"] = n > 0
     ctx["RQH"] = n > 0 and ctx["RQ"]  # the widened weights carry each pair's requantization
+    if kind == "im2col":
+        ctx["LEFT"] = leftover_bytes(g, op)
     if n:
-        args.append(widened_arg(g, op, arrays, n, ctx["_rq"] if ctx["RQH"] else None))
+        order = window_order(g, op) if kind == "im2col" else None
+        args.append(widened_arg(g, op, arrays, n, ctx["_rq"] if ctx["RQH"] else None, order))
     return render({"im2col": "conv_im2col.c.j2", "wide": "conv_wide.c.j2", "plain": "conv.c.j2"}[kind],
                   fn="{fn}", **ctx), args  # conv_wide: conv.c.j2 where the assembly is not built
+
+
+def leftover_bytes(g: Graph, op: Op) -> list[tuple[int, int]]:
+    """im2col: (kernel row, byte in the row) of the bytes past each kernel row's whole words, row by row."""
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    row = kw * c
+    return [(ky, row - row % 4 + b) for ky in range(kh) for b in range(row % 4)]
+
+
+def window_order(g: Graph, op: Op) -> list[int]:
+    """im2col on Cortex-M4/M7: the window position (ky * KW * C + byte) of each widened input, as the template
+    widens a window straight from the input: each kernel row's whole words, then the rows' leftover bytes
+    (`leftover_bytes`), then -1 (zero weights) to a whole number of words."""
+    kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
+    row = kw * c
+    order = [ky * row + b for ky in range(kh) for b in range(row - row % 4)]
+    order += [ky * row + b for ky, b in leftover_bytes(g, op)]
+    return order + [-1] * ((kh * row + 3) // 4 * 4 - len(order))
 
 
 def _path(g: Graph, op: Op, widen: bool = True) -> str:

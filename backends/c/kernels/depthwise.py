@@ -159,17 +159,18 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
     taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
     one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
     weights (8 bytes a tap); a padding tap multiplies the zero point (state word ST_ZP, both halves) without a
-    read. On entry x holds the state (kept on the stack while x walks the input); 14 registers."""
+    read. On entry x holds the state (pushed below the stack pointer for the whole loop while x walks the input);
+    14 registers."""
     pair = len(valid) == 2
     accs = ["a", "b"][:len(valid)]
     taps = x.kh * x.kw
-    out = ["1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
+    out = ["str %[x], [sp, #-8]!", "1:", *_bias(pair, has_bias), f"ldr %[w], [%[x], #{ST_W}]"]
     if any(len(v) < taps for v in valid):
         out += [f"ldr %[u], [%[x], #{ST_ZP}]", "mov %[q], %[u]"]
         for a, v in zip(accs, valid):
             for t in sorted(set(range(taps)) - v):
                 out += [f"ldrd %[r], %[s], [%[w], #{8 * t}]", *_smla(a)]
-    out += [f"ldr %[u], [%[x], #{ST_X}]", "str %[x], [sp, #-8]!", "mov %[x], %[u]"]
+    out += [f"ldr %[x], [%[x], #{ST_X}]"]
     for ky in range(x.kh):
         uses: dict[int, list[tuple[str, int]]] = {}
         for p, (a, v) in enumerate(zip(accs, valid)):
@@ -185,30 +186,47 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
             f"strd %[x], %[w], [%[u], #{ST_X}]", f"ldrd %[x], %[w], [%[u], #{ST_RQ}]"]
     out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w", long_c)
     out += (["add %[x], %[x], #32"] if per_channel else []) + [
-        "add %[w], %[w], #4", "ldr %[u], [sp], #8", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
-        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
+        "add %[w], %[w], #4", "ldr %[u], [sp]", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
+        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b", "add sp, sp, #8"]
     return out
 
 
 def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
     """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
-    word ST_ZP; padding taps point at a buffer of the zero point), the channel offset in the state's first
-    word, a loop over the window's rows (code is per layer, these pixels are few); x holds the state."""
+    word ST_ZP, in t for the whole loop; padding taps point at a buffer of the zero point), the channel offset
+    in the state's first word; windows up to UNROLLED_POINTER_TAPS taps unrolled, larger ones a loop over the
+    window's rows; x holds the state."""
     taps = x.kh * x.kw
-    out = ["1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]", f"ldr %[t], [%[x], #{ST_ZP}]",
-           f"add %[e], %[t], #{4 * taps}", "2:"]
-    for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
-        out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
-                "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
-                f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0 else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]",
-                *_smla("a")]
-    out += ["cmp %[t], %[e]", "bne 2b"]
-    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[t], %[c], [%[x], #{ST_RQ}]"]
-    out += _requant([("a", 0)], per_channel, "t", "c", long_c)
-    out += (["add %[t], %[t], #32"] if per_channel else []) + [
-        "add %[c], %[c], #4", f"strd %[t], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
+    out = [f"ldr %[t], [%[x], #{ST_ZP}]", "1:", *_bias(False, has_bias), f"ldrd %[c], %[w], [%[x], #{ST_X}]"]
+    if taps <= UNROLLED_POINTER_TAPS:
+        for k in range(taps):
+            out += [f"ldr %[u], [%[t], #{4 * k}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
+                    "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{8 * k}]", *_smla("a")]
+        out += [f"add %[w], %[w], #{8 * taps}"]
+    else:
+        out += [f"add %[e], %[t], #{4 * taps}", "2:"]
+        for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
+            out += [f"ldr %[u], [%[t]], #{4 * x.kw}" if j == 0 else f"ldr %[u], [%[t], #{4 * (j - x.kw)}]",
+                    "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
+                    f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0
+                    else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]", *_smla("a")]
+        out += ["cmp %[t], %[e]", "bne 2b", f"sub %[t], %[t], #{4 * taps}"]
+    out += ["add %[c], %[c], #4", f"strd %[c], %[w], [%[x], #{ST_X}]", f"ldrd %[e], %[c], [%[x], #{ST_RQ}]"]
+    out += _requant([("a", 0)], per_channel, "e", "c", long_c)
+    out += (["add %[e], %[e], #32"] if per_channel else []) + [
+        "add %[c], %[c], #4", f"strd %[e], %[c], [%[x], #{ST_RQ}]", f"ldr %[u], [%[x], #{ST_END}]",
         "cmp %[c], %[u]", "bne 1b"]
     return out
+
+
+UNROLLED_POINTER_TAPS = 9  # the pointer loop's taps unrolled up to 3x3 (one function per window: little code)
+
+
+def pointer_fn(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> str:
+    """The name of the function that runs `pointer_loop` (defined once in model.c, shared by every layer whose
+    loop text is the same: it depends on the window and the requantization form only)."""
+    return (f"tcc_dwp_{x.kh}x{x.kw}_{'b' if has_bias else 'n'}{'c' if per_channel else 't'}"
+            f"{'l' if long_c else 's'}")
 
 
 def v6m_single(taps: int) -> list[str]:
@@ -282,5 +300,6 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
             "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
             "PAIRS": [len(v) == 2 for v in loops],
             "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c),
+            "PFN": pointer_fn(x, has_bias, per_channel, long_c),
             "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
             "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}

@@ -587,6 +587,58 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
         (acc)[2] = tcc_a10_;                                                                                       \
         (acc)[3] = tcc_a11_;                                                                                       \
     } while (0)
+/* TCC_DOT2X2_WW(1)_ with the pair's rq_header (2b0 2b1 m0 m1 c0 c1 r0 r1, then the widened weights at q + 8) and
+ * the requantization in the same assembly block (GCC's register allocation around a separate block spilled):
+ * the accumulators from the doubled bias, the steps, then per output add, smmlar, asr, ssat, strb of
+ * tcc_sat8(tcc_rq30d(...)) stored at y (pixel 0, channels 0/1) and y + OC (pixel 1; OC a literal). ``nw`` words
+ * of inputs (the looping form, STEPS per compare and branch; the single pass covers them all). */
+#define TCC_RQ_OUT_(a, m, c, r, off)                                                                               \
+    "add %[t], %[" #c "], %[" #a "], asr #31\n\t"                                                                   \
+    "smmlar %[" #a "], %[" #a "], %[" #m "], %[t]\n\t"                                                              \
+    "asr %[" #a "], %[" #a "], %[" #r "]\n\t"                                                                       \
+    "ssat %[" #a "], #8, %[" #a "]\n\t"                                                                             \
+    "strb %[" #a "], [%[y], #" off "]\n\t"
+/* the six parameters from the header at %[x] (free after the steps) into p q r s v w, then the four outputs */
+#define TCC_RQ2X2_TAIL_(OC)                                                                                        \
+    "ldrd %[p], %[q], [%[x], #8]\n\t"                                                                               \
+    "ldrd %[r], %[s], [%[x], #16]\n\t"                                                                              \
+    "ldrd %[v], %[w], [%[x], #24]\n\t"                                                                              \
+    TCC_RQ_OUT_(a00, p, r, v, "0") TCC_RQ_OUT_(a10, p, r, v, #OC)                                                  \
+    TCC_RQ_OUT_(a01, q, s, w, "1") TCC_RQ_OUT_(a11, q, s, w, #OC "+1")
+#define TCC_DOT2X2_RQ_HEAD_                                                                                        \
+    "ldrd %[a00], %[a01], [%[w]], #32\n\t"                                                                          \
+    "mov %[a10], %[a00]\n\t"                                                                                       \
+    "mov %[a11], %[a01]\n\t"
+#define TCC_DOT2X2_RQ_OPERANDS_                                                                                    \
+    : [a00] "=&r"(tcc_a00_), [a01] "=&r"(tcc_a01_), [a10] "=&r"(tcc_a10_), [a11] "=&r"(tcc_a11_), [x] "+r"(tcc_x_),   \
+      [w] "+r"(tcc_w_), [p] "=&r"(tcc_p_), [q] "=&r"(tcc_q_), [r] "=&r"(tcc_r_), [s] "=&r"(tcc_s_),                \
+      [v] "=&r"(tcc_v_), [t] "=&r"(tcc_t_)
+#define TCC_DOT2X2_RQ1_(xw, qp, yp, OC, NSTEPS, STEPS)                                                             \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw);                                                                             \
+        const int32_t *tcc_w_ = (qp);                                                                              \
+        int32_t tcc_a00_, tcc_a01_, tcc_a10_, tcc_a11_;                                                            \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__ volatile(TCC_DOT2X2_RQ_HEAD_ STEPS                                                                 \
+                         "sub %[x], %[w], #32 + 16 * " #NSTEPS "\n\t" TCC_RQ2X2_TAIL_(OC)                          \
+                         TCC_DOT2X2_RQ_OPERANDS_                                                                   \
+                         : [y] "r"(yp)                                                                             \
+                         : "memory");                                                                              \
+    } while (0)
+#define TCC_DOT2X2_RQ_(xw, nw, qp, yp, OC, STEPS)                                                                  \
+    do {                                                                                                           \
+        const uint32_t *tcc_x_ = (xw);                                                                             \
+        const int32_t *tcc_w_ = (qp);                                                                              \
+        int32_t tcc_a00_, tcc_a01_, tcc_a10_, tcc_a11_;                                                            \
+        uint32_t tcc_p_, tcc_q_, tcc_r_, tcc_s_, tcc_v_, tcc_t_;                                                   \
+        __asm__ volatile(TCC_DOT2X2_RQ_HEAD_ "1:\n\t" STEPS                                                        \
+                         "cmp %[x], %[end]\n\t"                                                                     \
+                         "bne 1b\n\t"                                                                               \
+                         "sub %[x], %[w], #32 + 4 * " #nw "\n\t" TCC_RQ2X2_TAIL_(OC)                               \
+                         TCC_DOT2X2_RQ_OPERANDS_                                                                   \
+                         : [y] "r"(yp), [end] "r"((xw) + (nw))                                                     \
+                         : "cc", "memory");                                                                        \
+    } while (0)
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
