@@ -122,11 +122,9 @@ def backward_shift(geo: Geometry) -> int:
 def walks_backward(g: Graph, op: Op, kernels: str, helium: bool = False) -> bool:
     """Whether the C kernel of ``op`` under ``kernels`` visits its output pixels last first (the generated fast
     depthwise kernel does; on a Cortex-M55 the Helium depthwise kernel runs instead, which walks forward)."""
-    from .kernels import depthwise, mve
+    from .kernels import choose, depthwise
 
-    if kernels != "tinycc" or not depthwise.matches(g, op) or (helium and mve.matches(g, op)):
-        return False
-    return depthwise.fast_tables_for(g, op) is not None
+    return choose(g, op, kernels, helium) is depthwise and depthwise.fast_tables_for(g, op) is not None
 
 
 def c_overlaps(g: Graph, kernels: str, helium: bool = False) -> dict[str, int]:

@@ -63,6 +63,19 @@ def _modules(helium: bool = False) -> list[Any]:
     return first + [gemm, conv, grouped, depthwise, add, pool, lut]  # first match wins: gemm before the general convolution
 
 
+def choose(g: Graph, op: Op, mode: str = "tinycc", helium: bool = False) -> Any | None:
+    """The kernel module that generates ``op``'s function (the first that matches; an LSTM's whatever ``mode``),
+    or None when the generic runtime kernel runs it: the one choice `specialize`, the memory report
+    (`table_bytes`, `widened_weight_bytes`) and the overlap planner (`overlap.walks_backward`) all read."""
+    from . import lstm
+
+    if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
+        return lstm
+    if mode != "tinycc":
+        return None
+    return next((m for m in _modules(helium) if m.matches(g, op)), None)
+
+
 DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")  # __ARM_FEATURE_DSP
 
 
@@ -90,7 +103,7 @@ def table_bytes(g: Graph, kernels: str, dsp: bool = True, helium: bool = False, 
     if kernels != "tinycc":
         return tables
     for op in g.ops:
-        mod = next((m for m in _modules(helium) if m.matches(g, op)), None)
+        mod = choose(g, op, kernels, helium)
         if mod is lut:
             tables += lut.TABLE_BYTES
         elif mod is add:
@@ -105,7 +118,7 @@ def widened_weight_bytes(g: Graph, helium: bool = False) -> int:
     specializes: the module that matches first, as `specialize` picks it."""
     total = 0
     for op in g.ops:
-        mod = next((m for m in _modules(helium) if m.matches(g, op)), None)
+        mod = choose(g, op, "tinycc", helium)
         total += mod.ww_bytes(g, op) if mod is not None and hasattr(mod, "ww_bytes") else 0
     return total
 
@@ -116,21 +129,16 @@ def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],
     kernel must run it. Layers of the same geometry share one function (`kernels` is extended in place);
     ``mode`` is ``--kernels`` (only ``tinycc`` specializes); ``helium``: the target is a Cortex-M55 (mve.py);
     ``widen`` False (--no-widen): no weights widened in flash."""
-    from . import lstm
-
-    mods = _modules(helium) if mode == "tinycc" else []
-    if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
-        mods = [lstm]
-    for mod in mods:
-        if mod.matches(g, op):
-            code, args = mod.emit(g, op, arrays, widen=widen) if hasattr(mod, "ww_bytes") else mod.emit(g, op, arrays)
-            code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
-            for k in kernels:
-                if k.code == code.replace("{fn}", k.fn):
-                    k.layers.append(op.name)
-                    return k, args
-            fn = f"tcc_layer_{len(kernels)}"
-            kernels.append(Kernel(fn, code.replace("{fn}", fn), mod.__name__.rsplit(".", 1)[-1], [op.name]))
-            return kernels[-1], args
-    return None
+    mod = choose(g, op, mode, helium)
+    if mod is None:
+        return None
+    code, args = mod.emit(g, op, arrays, widen=widen) if hasattr(mod, "ww_bytes") else mod.emit(g, op, arrays)
+    code = fold_constants(code)  # `oy * 1 - 0` -> `oy`: the same compiled code, read by people
+    for k in kernels:
+        if k.code == code.replace("{fn}", k.fn):
+            k.layers.append(op.name)
+            return k, args
+    fn = f"tcc_layer_{len(kernels)}"
+    kernels.append(Kernel(fn, code.replace("{fn}", fn), mod.__name__.rsplit(".", 1)[-1], [op.name]))
+    return kernels[-1], args
 
