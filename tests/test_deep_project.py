@@ -23,23 +23,39 @@ from tinycc.ir.train import softmax
 
 from . import c_harness
 from .test_deep import _data
-from .test_deep_deploy import _cli, _deploy, graph, model_files  # noqa: F401  (module fixtures)
+from .test_deep_deploy import CALIB, _cli, graph, model_files  # noqa: F401  (module fixtures)
 
 WHERE = ["host", pytest.param("m4", marks=pytest.mark.skipif(not c_harness.have_arm(),
                                                              reason="arm-none-eabi-gcc or qemu-system-arm missing"))]
 
 
+MODES = ["bias", "blocks"]
+
+
+def _deploy(graph, mode: str = "bias", **opts):  # noqa: F811
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    session = Session(autoload=False)
+    config = make_config(session, deep=(mode,), lr=0.05, **opts)
+    return build_deep_deployment(graph.copy(), config, session, CBackend(), CALIB)
+
+
 def _learner(dep) -> DeepLearner:
-    return DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+    return DeepLearner(dep, dep.meta["deep"]["cut"], dep.meta["deep"]["mode"], capacity=dep.buffer.capacity)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("where", WHERE)
-def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str) -> None:  # noqa: F811
+def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str, mode: str) -> None:  # noqa: F811
     """The generated project's demo (its own main.c, --dump): the int8 cut tensors equal the front's run_int8,
-    then after 9 learn calls (buffer 3, batch 2, 2 epochs: fifo replacement and partial batches) the int32 biases
-    the int8 kernels read equal the simulator's bias by bias, the classifier's weights and biases to 1e-5, and
-    every vector's probabilities (before and after learning) to 1e-5 with the same class."""
-    dep = _deploy(graph, buffer=3, batch_size=2, epochs=2)
+    then after 9 learn calls (buffer 3, batch 2, 2 epochs: fifo replacement and partial batches) the classifier's
+    weights and biases equal the simulator's to 1e-5, and every vector's probabilities (before and after learning)
+    to 1e-5 with the same class. bias: the int32 biases the int8 kernels read equal the simulator's bias by bias;
+    blocks: the float region's weights and biases (moved from their dequantized int8 start) to 1e-5 relative."""
+    dep = _deploy(graph, mode, buffer=3, batch_size=2, epochs=2)
     x, y = _data(6, 11)
     CBackend().emit(dep, tmp_path, TestVectors(x, y, learn=9))
     if where == "host":
@@ -56,15 +72,25 @@ def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str)
         assert out.before[i][0] == cls[i]
         np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
     start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
+    start_w = [sim.tail.params[op.name].weight.copy() for op in sim.region_params]
     for i in range(9):
         sim.learn_input(x[i % 6], int(y[i % 6]))
         assert not sim.last_refused
     assert out.buffer == sim.buffer.count == 3
     moved = False
-    for j, op in enumerate(sim.region_params):  # what the int8 kernels read: exact
-        np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
-        moved |= bool((start[j] != out.backbone[j]).any())
-    assert moved and len(out.backbone) == len(sim.region_params) > 0
+    if mode == "blocks":  # the float region: every weight and bias trained, in RAM
+        assert not out.backbone and len(out.backbone_w) == len(sim.region_params) > 0
+        for j, op in enumerate(sim.region_params):
+            p = sim.tail.params[op.name]
+            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
+            moved |= bool(np.abs(out.backbone_w[j] - start_w[j].reshape(-1)).max() > 1e-4)
+        assert moved
+    else:
+        for j, op in enumerate(sim.region_params):  # what the int8 kernels read: exact
+            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
+            moved |= bool((start[j] != out.backbone[j]).any())
+        assert moved and len(out.backbone) == len(sim.region_params) > 0
     head = [op.name for op in sim.view.ops[len(dep.extractor.ops):]]
     for i, name in enumerate(head):
         np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
@@ -102,17 +128,19 @@ def _symbols(project: Path, cc: str, nm: str, flags: list[str]) -> list[tuple[st
     return out
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> None:  # noqa: F811
+def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mode: str) -> None:  # noqa: F811
     """Every static RAM byte of the compiled project (model.c and the runtime) is a report line, line by line
     (arena, buffer, its descriptor, outputs, each learn-step group, kept activations): the total is the report's
     static RAM; the flash of the region's tables and of the step's constants equal their lines; the stack is
-    measured (with the board: for the Cortex-M4)."""
+    measured (with the board: for the Cortex-M4). blocks: the region's float weights and biases are the parameters
+    line (RAM), no int32 biases, kept activations, region tables or step constants."""
     cc, nm, flags, board = TARGETS[target]
     if not (shutil.which(cc) and shutil.which(nm)):
         pytest.skip(f"{cc} is not installed")
     opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
-    dep = _deploy(graph, buffer=5, batch_size=2, **opts)
+    dep = _deploy(graph, mode, buffer=5, batch_size=2, **opts)
     CBackend().emit(dep, tmp_path)
     syms = _symbols(tmp_path, cc, nm, flags)
     items = {i["name"]: i for i in dep.memory["items"]}
@@ -131,7 +159,12 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> 
     # per trained parameter: the float parameters are one float32 each (Φc's weights and biases, the master biases)
     state = dep.memory["deep"]
     trained = sum(layer.weight.size + layer.bias.size for layer in dep.classifier) + sum(
-        learner.tail.params[op.name].bias.size for op in learner.region_params)
+        learner.tail.params[op.name].bias.size + (learner.tail.params[op.name].weight.size if mode == "blocks" else 0)
+        for op in learner.region_params)
+    if mode == "blocks":  # the float region: nothing int8 after the cut
+        assert all(items[k]["bytes"] == 0 for k in ("learn step: int32 biases", "kept int8 activations",
+                                                     "learn step region tables", "learn step constants"))
+        assert items["learn step initial values"]["bytes"] == 4 * trained
     assert state["trained_parameters"] == trained and items["learn step: parameters"]["bytes"] == 4 * trained
     assert state["state_bytes"] == sum(ram[k] for k in ram if k.startswith("learn step") or k.startswith("kept"))
     assert state["buffer_entry_bytes"] == learner.buffer.feature_count + 5
