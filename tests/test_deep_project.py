@@ -180,16 +180,18 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mod
     assert "learn" in items["stack"]["detail"] or "predict" in items["stack"]["detail"]
 
 
-def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
-    """`tinycc compile -t c --deep bias --ram N`: a project whose memory file is the deep report within N, whose
-    model.h declares the deep API, and which builds with -Werror."""
+@pytest.mark.parametrize("mode", MODES)
+def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, capsys, mode: str) -> None:  # noqa: F811
+    """`tinycc compile -t c --deep bias|blocks --ram N`: a project whose memory file is the deep report within N,
+    whose model.h declares the deep API (blocks: the float backbone accessors), and which builds with -Werror."""
     rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", "c", "--calib", str(model_files / "c.npz"),
-                    "--deep", "bias", "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
+                    "--deep", mode, "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
     assert rc == 0, err
     mem = json.loads((tmp_path / "o" / "tinycc_memory.json").read_text())
     names = {i["name"] for i in mem["items"]}
     assert mem["ram"] <= 60_000 and {"learn step: parameters", "kept int8 activations", "outputs"} <= names
-    assert "backbone_bias" in (tmp_path / "o" / "model.h").read_text()
+    header = (tmp_path / "o" / "model.h").read_text()
+    assert ("backbone_weights" in header) == (mode == "blocks") and ("backbone_bias(" in header) == (mode == "bias")
     state = mem["deep"]
     assert state["bytes_per_parameter"] == round(state["state_bytes"] / state["trained_parameters"], 2)
     r = subprocess.run(["make", "-C", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
@@ -276,3 +278,26 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None: 
     avr = make_config(session, deep=("bias",), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
     with pytest.raises(TinyccError, match=r"arduino target does not generate the deep learner \(on AVR"):
         ArduinoBackend().check(build_deep_deployment(graph.copy(), avr, session, ArduinoBackend(), CALIB))
+
+
+def test_deep_blocks_budget(graph) -> None:  # noqa: F811
+    """--deep blocks under --ram: the buffer of cut tensors is the largest that fits (one more entry would not);
+    too little RAM is refused in one line saying by how much and what to change, and exactly the bytes it names
+    fit one entry; an earlier --deep-cut trains more layers and costs more (float weights in RAM, values)."""
+    from tinycc.errors import BudgetError
+
+    dep = _deploy(graph, "blocks", ram=60_000)
+    per = dep.memory["deep"]["buffer_entry_bytes"]
+    assert dep.memory["ram"] <= 60_000 < dep.memory["ram"] + per and dep.buffer.capacity > 1
+    with pytest.raises(BudgetError, match=r"^--deep blocks: RAM [\d,]+ bytes .*above --ram/--flash 15,000.*"
+                                          r"later --deep-cut") as e:
+        _deploy(graph, "blocks", ram=15_000)
+    assert "\n" not in str(e.value)
+    need = int(str(e.value).split("RAM ")[1].split(" bytes")[0].replace(",", ""))
+    one = _deploy(graph, "blocks", ram=need)
+    assert one.buffer.capacity == 1 and one.memory["ram"] == need
+    deeper = _deploy(graph, "blocks", deep_cut="stem", buffer=2)
+    shallow = _deploy(graph, "blocks", buffer=2)
+    assert deeper.meta["deep"]["trains"] == ["r1", "r2", "r3"] and shallow.meta["deep"]["trains"] == ["r3"]
+    assert deeper.memory["deep"]["trained_parameters"] > shallow.memory["deep"]["trained_parameters"]
+    assert deeper.memory["ram"] > shallow.memory["ram"]
