@@ -198,8 +198,9 @@ def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, caps
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("core", ["host", "cortex-m4"])
-def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -> None:  # noqa: F811
+def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str, mode: str) -> None:  # noqa: F811
     """The measured stack of the deep API (backends/c/stack.py over model.c and the runtime with
     tinycc_backprop.c) bounds a painted run of every entry point, learn included (tests/stack_paint_main.c), within
     25% (host: 704 B against 584 painted; the x86-64 leaves' red zone is counted whole)."""
@@ -209,7 +210,7 @@ def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -
 
     if not (toolchain(core) and stack_harness.available(core)):
         pytest.skip(f"{core}: compiler or emulator not installed")
-    dep = _deploy(graph, buffer=3, batch_size=2)
+    dep = _deploy(graph, mode, buffer=3, batch_size=2)
     x, y = _data(4, 3)
     CBackend().emit(dep, tmp_path, TestVectors(x, y))
     fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", core, dep.buffer.policy)
@@ -217,8 +218,9 @@ def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -
     assert used <= fig.bytes <= 1.25 * used, (core, fig.bytes, used, fig.path)
 
 
-def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None:  # noqa: F811
-    """The arduino target's --deep bias sketch (the c backend's deep model.c under the same serial protocol),
+@pytest.mark.parametrize("mode", MODES)
+def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path, mode: str) -> None:  # noqa: F811
+    """The arduino target's --deep bias / blocks sketch (the c backend's deep model.c under the same serial protocol),
     built for the host with ASan/UBSan (extras/host_main.c): 'P' predictions equal the simulator's probabilities,
     'L' learns (the buffer count), 'l' learns from an int8 cut tensor and 'F' predicts from one, predictions after
     learning equal the simulator's (1e-5), a label out of range is refused; an AVR board is refused in one line."""
@@ -233,7 +235,7 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None: 
     from .test_deep_deploy import CALIB
 
     session = Session(autoload=False)
-    config = make_config(session, deep=("bias",), lr=0.05, buffer=3, batch_size=2)
+    config = make_config(session, deep=(mode,), lr=0.05, buffer=3, batch_size=2)
     dep = build_deep_deployment(graph.copy(), config, session, ArduinoBackend(), CALIB)
     items = {i["name"]: i for i in dep.memory["items"]}
     assert not items["runtime state"]["exact"] and items["runtime state"]["bytes"] > 0  # the core's allowance
@@ -275,7 +277,7 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None: 
         p.stdin.close()
         p.wait(timeout=30)
     assert p.returncode == 0
-    avr = make_config(session, deep=("bias",), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
+    avr = make_config(session, deep=(mode,), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
     with pytest.raises(TinyccError, match=r"arduino target does not generate the deep learner \(on AVR"):
         ArduinoBackend().check(build_deep_deployment(graph.copy(), avr, session, ArduinoBackend(), CALIB))
 
