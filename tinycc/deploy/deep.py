@@ -1,4 +1,5 @@
-"""The deep bias deployment (``--deep bias``): the int8 backbone's biases after a deep cut learn with the head.
+"""The deep deployments (``--deep bias`` / ``--deep blocks``): the int8 backbone's biases after a deep cut learn
+with the head (bias), or the layers after the cut run in float and all their weights learn with it (blocks).
 
 Built on the head-only deployment (the cut before the Dense chain, no budget, one buffer entry): the deep cut
 (``--deep-cut``, default the latest cut tensor with a convolution or Dense layer after it) splits the int8
@@ -19,6 +20,11 @@ declares it (``tinycc.ir.backprop.step_memory`` / ``step_flash``, the arrays of
 
 The head's ``classifier weights``, ``training state``, ``classifier initial weights`` and its buffer of features
 are dropped: the step owns Φc.
+
+``--deep blocks`` (``DeepLearner`` mode ``blocks``): ``learn step: parameters`` holds the region's float32 weights
+and biases (every one trains, in RAM; initial values in flash) with Φc's; ``int32 biases``, ``kept int8
+activations``, ``learn step constants`` and ``learn step region tables`` are 0 (the region runs in float); on a
+target that refuses, the region's int8 weights, biases and tables leave the extractor's flash lines.
 
 A target that generates the deep learner (``Backend.deep_figures`` answers) emits the int8 *front* (input -> deep
 cut, ``front_graph``) as its feature extractor and the region after the cut in the learn unit: the report's
@@ -161,7 +167,7 @@ def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
 
 def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backend: Any,
                           calib: np.ndarray | None = None, head: Callable[..., Deployment] | None = None) -> Deployment:
-    """The ``--deep bias`` deployment (see the module docstring): sized exactly, its buffer of cut tensors as large
+    """The ``--deep bias`` / ``--deep blocks`` deployment (see the module docstring): sized exactly, its buffer of cut tensors as large
     as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head deployment's
     builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which itself ignores
     ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
