@@ -151,12 +151,12 @@ def emit_blocks_learn(learner: DeepLearner, batch: int) -> str:
     if learner.mode != "blocks":
         raise ValueError("emit_blocks_learn is for the blocks mode")
     cut, classes = learner.buffer.feature_count, learner.num_classes
+    scale = float(np.float32(learner.cut_scale))  # the buffer's scale, as tcc_buffer_entry dequantizes
     return emit_learn(learner.tail, batch) + (
         "\nint32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
         "    int32_t best = 0;\n"
         "    if (!q || !z) return -1;\n"
-        f"    for (int32_t k = 0; k < {cut}; ++k) tcc_t0[k] = {float(np.float32(learner.cut_scale)):.9e}f * (float)((int32_t)q[k] - "
-        f"{learner.cut_zp});\n"
+        f"    for (int32_t k = 0; k < {cut}; ++k) tcc_t0[k] = {scale:.9e}f * (float)((int32_t)q[k] - {learner.cut_zp});\n"
         "    if (tcc_deep_logits(tcc_t0, 1, z) != 0) return -1;\n"
         f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
         "    return best;\n}\n")
