@@ -45,8 +45,8 @@ AVR_DEEP = {"bias": "on AVR: the learn step's bias requantization needs the C li
 
 
 def refuse_deep(deployment: Deployment, target: str, why: str) -> None:
-    """Refuse a ``--deep bias`` / ``blocks`` deployment (``tinycc.deploy.deep``) on a target that does not generate its learner
-    (``why``: the reason, a few words), in one line with what it would take."""
+    """Refuse a ``--deep bias`` / ``blocks`` deployment (``tinycc.deploy.deep``) on a target that does not generate
+    its learner (``why``: the reason, a few words), in one line with what it would take."""
     deep = (getattr(deployment, "meta", None) or {}).get("deep")
     if deep:
         mem = deployment.memory

@@ -156,7 +156,8 @@ def emit_blocks_learn(learner: DeepLearner, batch: int) -> str:
         "\nint32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
         "    int32_t best = 0;\n"
         "    if (!q || !z) return -1;\n"
-        f"    for (int32_t k = 0; k < {cut}; ++k) tcc_t0[k] = {scale:.9e}f * (float)((int32_t)q[k] - {learner.cut_zp});\n"
+        f"    for (int32_t k = 0; k < {cut}; ++k)\n"
+        f"        tcc_t0[k] = {scale:.9e}f * (float)((int32_t)q[k] - {learner.cut_zp});\n"
         "    if (tcc_deep_logits(tcc_t0, 1, z) != 0) return -1;\n"
         f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
         "    return best;\n}\n")
