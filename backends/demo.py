@@ -1,7 +1,8 @@
 """The generated demo programs' output: the machine-readable dump (``--dump`` / ``TCC_DEMO_DUMP=1``), the short
 report, and what running a demo on a platform gives back (``Backend.run_demo``, used by ``tinycc validate``).
 
-Dump lines (one per item, numbers separated by spaces): ``memory arena A ram R flash F``, ``features I v...``,
+Dump lines (one per item, numbers separated by spaces): ``memory arena A ram R flash F``, ``features I v...``
+(``features16 I v...``: int16 features of a 16x8 extractor),
 ``predict I K p...`` (first time for vector I: before learning; second time: after), ``ticks features T predict
 T learn T`` (SysTick, one call each; 0 off ARM), ``time_us features U predict U learn U`` (mean per call, where a
 clock is available), ``buffer N``, ``weights L w...`` and ``bias L b...`` (classifier after learning), ``done``.
@@ -50,8 +51,9 @@ def parse(text: str) -> DemoOutput:
         try:
             if p[0] == "memory" and len(p) > 2 and p[1] == "arena":
                 out.memory = _pairs(p, int)
-            elif p[0] == "features":
-                out.features[int(p[1])] = np.array([int(v) for v in p[2:]], np.int8)
+            elif p[0] in ("features", "features16"):
+                out.features[int(p[1])] = np.array([int(v) for v in p[2:]],
+                                                   np.int16 if p[0] == "features16" else np.int8)
             elif p[0] == "output":
                 out.outputs[int(p[1])] = np.array([float(v) for v in p[2:]], np.float64)
             elif p[0] == "check" and len(p) == 2:

@@ -5,7 +5,8 @@ A buffer holds ``capacity`` entries: features + a uint8 label (so at most 256 cl
 target vector of ``target_count`` floats. Its arrays, all allocated once (``nbytes`` counts
 exactly these)::
 
-    data    [capacity, features]      int8 (storage "int8") or float32 (storage "float32")
+    data    [capacity, features]      int8 (storage "int8"), int16 (storage "int16": the int16 features of a
+                                      16x8 extractor, 2 bytes a value) or float32 (storage "float32")
     labels  [capacity]                uint8   (label heads; [0] for regression)
     targets [capacity, target_count]  float32, or int8 quantized with (target_scale,
                                       target_zero_point) when a target scale is given (an
@@ -43,13 +44,14 @@ The chosen slot gets the features, the label (or target) and stamp = seen. ``pus
 slot; ``unpush(slot, state before the push)`` removes the sample again (a refused learn step; see its docstring). ``class_balanced`` needs labels: a regression buffer refuses it. Targets must be finite
 (checked before anything is written); int8 targets are quantized and dequantized like features.
 
-Features: an int8 array is taken as already quantized with (scale, zero_point) — the int8
-feature extractor's output — and stored as is (float32 storage: dequantized). Any float array is
+Features: an int8 (int16) array is taken as already quantized with (scale, zero_point) — the int8
+(int16) feature extractor's output — and stored as is in int8 (int16) storage, dequantized in float32
+storage; int8 features into int16 storage (or the reverse) are refused. Any float array is
 stored as float32, or, with int8 storage, quantized like TFLite QUANTIZE:
 q = clamp(round(x / scale) + zero_point, -128, 127), with x / scale a float32 division and round()
-= C ``roundf`` (to nearest, ties away from zero; the quotient is clamped to +-1e9 first).
-NaN features are rejected. Training reads int8 entries dequantized as
-scale * (float)(q - zero_point) in float32; float32 entries as they are.
+= C ``roundf`` (to nearest, ties away from zero; the quotient is clamped to +-1e9 first); int16
+storage clamps to -32768..32767 instead. NaN features are rejected. Training reads int8 and int16
+entries dequantized as scale * (float)(q - zero_point) in float32; float32 entries as they are.
 """
 from __future__ import annotations
 
@@ -59,7 +61,9 @@ from .deployment import TrainConfig
 from .train import F32, Classifier
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
-STORAGES = ("int8", "float32")
+STORAGES = ("int8", "int16", "float32")
+_QTYPES = {"int8": np.int8, "int16": np.int16}  # quantized storages
+_ELEM = {"int8": 1, "int16": 2, "float32": 4}
 MAX_CLASSES = 256
 STATE_WORDS = 4  # count, head, seen, rng
 _COUNT, _HEAD, _SEEN, _RNG = range(STATE_WORDS)
@@ -81,13 +85,14 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
     return np.copysign(np.floor(np.abs(v) + 0.5), v)
 
 
-def quantize_features(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """TFLite QUANTIZE to int8: clamp(roundf(x / scale) + zero_point, -128, 127)."""
+def quantize_features(x: np.ndarray, scale: float, zero_point: int, dtype: type = np.int8) -> np.ndarray:
+    """TFLite QUANTIZE to int8: clamp(roundf(x / scale) + zero_point, -128, 127) (``dtype`` np.int16: to int16)."""
     q = np.asarray(x, F32) / F32(scale)
     if np.isnan(q).any():
         raise ValueError("features must not be NaN")
     r = np.clip(round_half_away(q), -1e9, 1e9).astype(np.int64) + int(zero_point)
-    return np.clip(r, -128, 127).astype(np.int8)
+    info = np.iinfo(dtype)
+    return np.clip(r, info.min, info.max).astype(dtype)
 
 
 def dequantize_features(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -111,11 +116,12 @@ class ReplayBuffer:
             raise ValueError(f"buffer storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         if scale is not None and not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, got {scale}")
-        if storage == "int8" and scale is None:
-            raise ValueError("int8 storage needs the features' scale (and zero point)")
+        if storage in _QTYPES and scale is None:
+            raise ValueError(f"{storage} storage needs the features' scale (and zero point)")
         zp = 0 if zero_point is None else int(zero_point)
-        if not -128 <= zp <= 127:
-            raise ValueError(f"int8 zero point must be in -128..127, got {zp}")
+        zinfo = np.iinfo(np.int16 if storage == "int16" else np.int8)
+        if not zinfo.min <= zp <= zinfo.max:
+            raise ValueError(f"{zinfo.dtype} zero point must be in {zinfo.min}..{zinfo.max}, got {zp}")
         if not 0 <= int(seed) <= _MASK:
             raise ValueError("seed must be a uint32")
         if target_count < 0:
@@ -136,7 +142,7 @@ class ReplayBuffer:
         self.scale = None if scale is None else float(F32(scale))
         self.zero_point = zp
         self.seed = int(seed)
-        self.data = np.zeros((self.capacity, self.feature_count), np.int8 if storage == "int8" else F32)
+        self.data = np.zeros((self.capacity, self.feature_count), _QTYPES.get(storage, F32))
         self.labels = np.zeros(0 if self.target_count else self.capacity, np.uint8)
         t_rows = self.capacity if self.target_count else 0
         self.targets = np.zeros((t_rows, self.target_count), np.int8 if self.target_scale is not None else F32)
@@ -179,7 +185,7 @@ class ReplayBuffer:
     def bytes_for(capacity: int, feature_count: int, storage: str = "int8", target_count: int = 0,
                   target_storage: str = "float32") -> int:
         """capacity * (features * elem + (1 label | targets * target elem) + 4 stamp) + 16 state bytes."""
-        elem = 1 if storage == "int8" else 4
+        elem = _ELEM[storage]
         label = target_count * (1 if target_storage == "int8" else 4) if target_count else 1
         return capacity * (feature_count * elem + label + 4) + 4 * STATE_WORDS
 
@@ -188,16 +194,18 @@ class ReplayBuffer:
         f = np.asarray(features).reshape(-1)
         if f.size != self.feature_count:
             raise ValueError(f"expected {self.feature_count} features, got {f.size}")
-        if f.dtype == np.int8:
-            if self.storage == "int8":
+        if f.dtype in (np.int8, np.int16):
+            if self.storage == f.dtype.name:
                 return f
+            if self.storage != "float32":
+                raise TypeError(f"{f.dtype.name} features cannot be stored in a buffer of {self.storage} entries")
             if self.scale is None:
-                raise ValueError("int8 features need the buffer's scale to be stored as float32")
+                raise ValueError(f"{f.dtype.name} features need the buffer's scale to be stored as float32")
             return dequantize_features(f, self.scale, self.zero_point)
         if not np.issubdtype(f.dtype, np.floating):
-            raise TypeError(f"features must be int8 (quantized) or floating point, got {f.dtype}")
-        if self.storage == "int8":
-            return quantize_features(f, self.scale, self.zero_point)
+            raise TypeError(f"features must be int8 or int16 (quantized) or floating point, got {f.dtype}")
+        if self.storage in _QTYPES:
+            return quantize_features(f, self.scale, self.zero_point, _QTYPES[self.storage])
         f32 = f.astype(F32)
         if np.isnan(f32).any():
             raise ValueError("features must not be NaN")
@@ -305,7 +313,7 @@ class ReplayBuffer:
         regression buffer gives (features, float32 target), the target written into ``target_out``."""
         s = self.slot(k)
         out = np.empty(self.feature_count, F32) if out is None else out
-        if self.storage == "int8":
+        if self.storage in _QTYPES:
             out[:] = dequantize_features(self.data[s], self.scale, self.zero_point)
         else:
             out[:] = self.data[s]
@@ -320,7 +328,7 @@ class ReplayBuffer:
         valid entry, training order."""
         idx = self.order()
         d = self.data[idx]
-        x = dequantize_features(d, self.scale, self.zero_point) if self.storage == "int8" else d.astype(F32)
+        x = dequantize_features(d, self.scale, self.zero_point) if self.storage in _QTYPES else d.astype(F32)
         if self.target_count:
             return x, self._target_f32(self.targets[idx])
         return x, self.labels[idx].astype(np.int64)
@@ -424,11 +432,11 @@ class OnlineLearner:
         return slot
 
     def features_float(self, features: np.ndarray) -> np.ndarray:
-        """float32 features: int8 ones dequantized with the buffer's (scale, zero point)."""
+        """float32 features: int8 (int16) ones dequantized with the buffer's (scale, zero point)."""
         f = np.asarray(features)
-        if f.dtype == np.int8:
+        if f.dtype in (np.int8, np.int16):
             if self.buffer.scale is None:
-                raise ValueError("int8 features need the buffer's scale")
+                raise ValueError(f"{f.dtype.name} features need the buffer's scale")
             return dequantize_features(f, self.buffer.scale, self.buffer.zero_point)
         return f.astype(F32)
 

@@ -236,13 +236,15 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FEATURE_HEADROOM = 2.0 ** 40  # growth left for SGD: weight updates lr * x make later dot products lr * F * M^2
 
 
-def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: float) -> None:
-    """Raise CalibrationDataError when int8 features of this scale would overflow the float classifier.
+def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: float, bits: int = 8) -> None:
+    """Raise CalibrationDataError when int8 (``bits`` 16: int16) features of this scale would overflow the float
+    classifier.
 
-    A feature's largest magnitude is M = max(|-128 - zp|, |127 - zp|) * scale. One SGD step adds lr * delta * x
+    A feature's largest magnitude is M = max(|qmin - zp|, |qmax - zp|) * scale (int8: -128, 127). One SGD step adds lr * delta * x
     to the weights, so the next dot product holds lr * F * M^2: it must stay FEATURE_HEADROOM below float32's
     maximum, or learning turns the classifier's outputs into Inf/NaN after a few steps."""
-    m = max(abs(-128 - zero_point), abs(127 - zero_point)) * float(scale)
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    m = max(abs(qmin - zero_point), abs(qmax - zero_point)) * float(scale)
     worst = max(float(lr), 1.0) * n_features * m * m
     if not math.isfinite(worst) or worst > FLOAT32_MAX / FEATURE_HEADROOM:
         if lr > 1.0 and n_features * m * m <= FLOAT32_MAX / FEATURE_HEADROOM:
@@ -251,7 +253,7 @@ def check_feature_scale(scale: float, zero_point: int, n_features: int, lr: floa
                 f"products about {worst:.3g}, which overflows float32 arithmetic; give a learning rate of at most "
                 f"{FLOAT32_MAX / FEATURE_HEADROOM / (n_features * m * m):.3g}")
         raise CalibrationDataError(
-            f"calibration data: the features reach {m:.3g} (int8 scale {float(scale):.3g}), too large for the float "
+            f"calibration data: the features reach {m:.3g} (int{bits} scale {float(scale):.3g}), too large for the float "
             f"classifier: {n_features} features x {m:.3g}^2 overflows float32 arithmetic once it learns; give calibration "
             f"data in the range the model was trained on")
 

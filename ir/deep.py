@@ -244,7 +244,9 @@ class TwoLevelLearner(DeepLearner):
         q = self.view.tensors[feat].quant
         self.feat_name, self.feat_scale, self.feat_zp = feat, float(q.scale[0]), int(q.zero_point[0])
         self.feat_buffer = ReplayBuffer(head_capacity or dep.buffer.capacity,
-                                        int(np.prod(self.view.tensors[feat].shape[1:])), "int8", self.feat_scale,
+                                        int(np.prod(self.view.tensors[feat].shape[1:])),
+                                        "int16" if self.view.tensors[feat].dtype.value == "int16" else "int8",
+                                        self.feat_scale,
                                         self.feat_zp, dep.buffer.policy, dep.buffer.seed)
 
     def features_of(self, q: np.ndarray) -> np.ndarray:

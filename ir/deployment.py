@@ -26,7 +26,7 @@ class BufferConfig:
 
     capacity: int
     policy: str = "fifo"  # fifo | reservoir | class_balanced
-    storage: str = "int8"  # int8 (features in the extractor's output quantization) | float32
+    storage: str = "int8"  # int8 | int16 (features in the extractor's output quantization) | float32
     seed: int = 1
 
 
@@ -34,8 +34,8 @@ class BufferConfig:
 class Deployment:
     """The program a backend emits.
 
-    ``extractor`` is a quantized graph whose single output is the int8 feature tensor
-    (before dequantization); ``feature_quant`` is that tensor's quantization, used to
+    ``extractor`` is a quantized graph whose single output is the int8 (or, for a 16x8 extractor, int16)
+    feature tensor (before dequantization); ``feature_quant`` is that tensor's quantization, used to
     dequantize features and buffer entries before the float classifier.
     ``classifier`` is a list of ``tinycc.ir.train.DenseLayer`` (weights ``[O, I]``).
     ``memory`` is filled by the memory model (sections in bytes) and is what the
@@ -90,6 +90,11 @@ class Deployment:
     @property
     def target_storage(self) -> str:
         return "int8" if self.target_quant is not None else "float32"
+
+    @property
+    def feature_dtype(self) -> str:
+        """The features' type at the cut: "int8", or "int16" (a 16x8 extractor's features kept as they are)."""
+        return "int16" if self.extractor.tensors[self.extractor.outputs[0]].dtype.value == "int16" else "int8"
 
     @property
     def feature_count(self) -> int:

@@ -130,7 +130,8 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
                       runtime_state: int, arena_detail: str = "int8 activations, planned",
                       scratch: int = 0, descriptors: Descriptors | None = None,
                       runtime_state_exact: bool = True, tables: int = 0,
-                      stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int]) -> MemoryReport:
+                      stack: tuple[int, bool, str] | None = None, *, code_table: Mapping[str, int],
+                      buffer_detail: str = "") -> MemoryReport:
     """The report for a deployment (``classifier``: ir.train.Classifier). ``descriptors``: the runtime's
     descriptor structs the target's code declares (None: none); ``stack``: (bytes, exact, detail) of the
     API's worst-case stack (None: not counted); ``code_table``: the target's code-size estimate per kernel."""
@@ -143,7 +144,7 @@ def deployment_memory(extractor: Graph, classifier, buffer_bytes: int, batch_siz
     r.add("training state", "ram", sum(st.values()),
           detail=", ".join(f"{k} {v}" for k, v in st.items()) + f" (x batch {batch_size}; fused SGD: no gradient "
                  f"array, --train {classifier.train_mode})")
-    r.add("replay buffer", "ram", buffer_bytes)
+    r.add("replay buffer", "ram", buffer_bytes, detail=buffer_detail)
     r.add("staging vectors", "ram", 0,
           detail=f"none: {'probabilities' if classifier.loss_name != 'mse' else 'outputs'} are computed in the last "
                  "layer's activations, features, labels and targets read where they are stored")

@@ -15,6 +15,35 @@ SHARED_DATA = Path(os.environ.get("TINYCC_DATA", ROOT.parent / "shared" / "data"
 MLPERF_MODELS = Path(os.environ.get("TINYCC_MODELS", ROOT.parent / "shared" / "models")) / "mlperf-tiny"
 
 
+def _check_every_plan() -> None:
+    """Wrap tinycc.memory.plan (and the names it is imported under) so that every memory plan made in this test
+    process passes the overlap checker (tests/arena_check.py) and lies between its bounds: at least the overlap
+    bound, which is at most the separate-buffer bound."""
+    import functools
+
+    import tinycc.deploy.stage
+    import tinycc.memory
+
+    from . import arena_check
+
+    original = tinycc.memory.plan
+
+    @functools.wraps(original)
+    def checked(graph, strategy: str = "best", alignment: int = 16, inplace: bool = True, overlap=None):
+        p = original(graph, strategy, alignment, inplace, overlap)
+        arena_check.check_plan(graph, p, overlap)
+        if not p.overlap_bound <= p.arena or not p.overlap_bound <= p.lower_bound:
+            raise arena_check.PlanError(f"arena {p.arena} B below the overlap bound {p.overlap_bound} B, or that "
+                                        f"above the separate-buffer bound {p.lower_bound} B")
+        return p
+
+    tinycc.memory.plan = checked
+    tinycc.deploy.stage.plan = checked
+
+
+_check_every_plan()
+
+
 @pytest.fixture()
 def session():
     """A fresh plugin session without third-party autoload (tests never leak registries)."""

@@ -1,5 +1,6 @@
 """Issue #29: a refused learn step removes its sample. `ReplayBuffer.unpush` (numpy) and `tcc_buffer_unpush` (C runtime,
-ASan/UBSan) agree entry for entry on random push/unpush sequences, every policy and storage, full buffers included;
+ASan/UBSan) agree entry for entry on random push/unpush sequences, every policy and storage (int16 entries of a 16x8
+extractor included), full buffers included;
 the learner removes the sample of a refused step in both."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ DRIVER = r"""
 
 #define CAP_MAX 8
 static int8_t q[CAP_MAX * 3];
+static int16_t q16[CAP_MAX * 3];
 static float f[CAP_MAX * 3];
 static uint8_t labels[CAP_MAX];
 static uint32_t stamp[CAP_MAX], state[4];
@@ -33,8 +35,9 @@ int main(void) {
     char op;
     uint32_t before[4];
     int32_t slot = -1;
-    if (scanf("%d %d %d", &cap, &policy, &int8s) != 3) return 2;
-    b.capacity = cap; b.features = 3; b.policy = policy; b.int8_storage = int8s; b.scale = 0.5f; b.zero_point = 0;
+    if (scanf("%d %d %d", &cap, &policy, &int8s) != 3) return 2; /* int8s: 0 float32, 1 int8, 2 int16 */
+    b.capacity = cap; b.features = 3; b.policy = policy; b.int8_storage = int8s == 1; b.scale = 0.5f;
+    b.zero_point = 0; b.q16 = int8s == 2 ? q16 : NULL;
     b.q = q; b.f = f; b.labels = labels; b.stamp = stamp; b.state = state; b.seed = 7; b.targets = 0;
     b.tq = NULL; b.tf = NULL; b.t_scale = 1.0f; b.t_zp = 0;
     tcc_buffer_reset(&b);
@@ -42,11 +45,16 @@ int main(void) {
         if (op == 'p') {
             int lab, v[3];
             int8_t qv[3];
+            int16_t qv16[3];
             float fv[3];
             if (scanf("%d %d %d %d", &lab, &v[0], &v[1], &v[2]) != 4) return 2;
-            for (i = 0; i < 3; ++i) { qv[i] = (int8_t)v[i]; fv[i] = 0.5f * (float)v[i]; }
+            for (i = 0; i < 3; ++i) { qv[i] = (int8_t)v[i]; qv16[i] = (int16_t)v[i]; fv[i] = 0.5f * (float)v[i]; }
             tcc_buffer_save(&b, before);
-            slot = tcc_buffer_push(&b, int8s ? NULL : fv, int8s ? qv : NULL, (uint8_t)lab, NULL);
+            if (int8s == 2) {
+                slot = tcc_buffer_push_s16(&b, qv16, (uint8_t)lab, NULL);
+            } else {
+                slot = tcc_buffer_push(&b, int8s ? NULL : fv, int8s ? qv : NULL, (uint8_t)lab, NULL);
+            }
         } else {
             tcc_buffer_unpush(&b, slot, before);
         }
@@ -55,7 +63,10 @@ int main(void) {
         for (i = 0; i < (int)state[0]; ++i) {
             int k;
             printf(" |%u %lu", labels[i], (unsigned long)stamp[i]);
-            for (k = 0; k < 3; ++k) printf(" %g", int8s ? (double)q[i * 3 + k] : (double)f[i * 3 + k]);
+            for (k = 0; k < 3; ++k) {
+                const int j = i * 3 + k;
+                printf(" %g", int8s == 2 ? (double)q16[j] : int8s ? (double)q[j] : (double)f[j]);
+            }
         }
         printf("\n");
     }
@@ -84,23 +95,23 @@ def _line(b: ReplayBuffer) -> str:
     return " |".join(parts)
 
 
-@pytest.mark.parametrize("storage", ["int8", "float32"])
+@pytest.mark.parametrize("storage", ["int8", "int16", "float32"])
 @pytest.mark.parametrize("policy", list(POLICIES))
 @pytest.mark.parametrize("cap", [1, 3, 5])
 def test_c_and_numpy_unpush_agree(driver: Path, policy: str, storage: str, cap: int) -> None:
     rng = np.random.default_rng(cap * 7 + len(policy))
     b = ReplayBuffer(cap, F, storage, 0.5, 0, policy, seed=7)
-    script, expect = [f"{cap} {POLICIES[policy]} {int(storage == 'int8')}"], []
+    script, expect = [f"{cap} {POLICIES[policy]} {['float32', 'int8', 'int16'].index(storage)}"], []
     before, slot = b.state.copy(), -1
     for step in range(60):
         if step and rng.random() < 0.3 and script[-1].startswith("p"):
             script.append("u")
             b.unpush(slot, before)
         else:
-            lab, v = int(rng.integers(3)), rng.integers(-20, 20, F)
+            lab, v = int(rng.integers(3)), rng.integers(-20, 20, F) * (1000 if storage == "int16" else 1)
             script.append(f"p {lab} " + " ".join(map(str, v)))
             before = b.state.copy()
-            feats = v.astype(np.int8) if storage == "int8" else (0.5 * v).astype(np.float32)
+            feats = v.astype(storage) if storage != "float32" else (0.5 * v).astype(np.float32)
             slot = b.push(feats, lab)
         expect.append(_line(b))
     r = subprocess.run([str(driver)], input="\n".join(script) + "\n", capture_output=True, text=True, timeout=60)

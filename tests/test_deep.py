@@ -342,7 +342,7 @@ def test_generated_learn_path_equals_the_simulator(dep, tmp_path, policy: str, w
             + _c_ints("ys", y, "uint8_t")
             + f"static int8_t bq[{3 * n}];\nstatic uint8_t bl[3];\nstatic uint32_t bst[3], bstate[4];\n"
             f"static tcc_buffer_t buf = {{3, {n}, {pol}, 1, {float(b.scale):.9e}f, {int(b.zero_point)}, bq, NULL, bl, "
-            "bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0};\n"
+            "bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0, NULL};\n"
             "static void out(const float *a, int n) { for (int k = 0; k < n; ++k) printf(\"%.9g \", a[k]); "
             "printf(\"\\n\"); }\n"
             "static void dump(void) {\n"

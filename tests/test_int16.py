@@ -361,11 +361,15 @@ def test_c_inference_equals_run_int8_tflm_and_builtin_ref(files, tmp_path: Path,
     np.testing.assert_array_equal(builtin, run_int8(full, x, flavor="tflite")[full.outputs[0]].reshape(len(x), -1))
 
 
-@pytest.mark.parametrize("name,kw", [("resnet_add", {"activations": "int16"}),
-                                     ("conv1d_sensor", {"int16_layers": ("first",), "storage": "float32"})])
-def test_int16_extractor_learns_on_the_device_like_the_simulator(name: str, kw: dict, tmp_path: Path) -> None:
-    """On-device learning over an int16 (or mixed) Φf: its int16 features are requantized to int8 at the cut, the
-    generated C (ASan/UBSan) computes the simulator's features bit for bit and learns like it."""
+@pytest.mark.parametrize("name,kw,feature", [("resnet_add", {"activations": "int16"}, "int16"),
+                                             ("resnet_add", {"activations": "int16", "features": "int8"}, "int8"),
+                                             ("conv1d_sensor", {"int16_layers": ("first",), "storage": "float32"},
+                                              "int8")])
+def test_int16_extractor_learns_on_the_device_like_the_simulator(name: str, kw: dict, feature: str,
+                                                                 tmp_path: Path) -> None:
+    """On-device learning over an int16 (or mixed) Φf: its int16 features are kept (int16 entries), or with
+    --features int8 requantized to int8 at the cut; the generated C (ASan/UBSan) computes the simulator's features
+    bit for bit and learns like it."""
     from tinycc.backends.c import CBackend
     from tinycc.ir.simulator import Simulator
 
@@ -379,7 +383,8 @@ def test_int16_extractor_learns_on_the_device_like_the_simulator(name: str, kw: 
     dep = build_deployment(g, opts, session, CBackend())
     ext = dep.extractor
     assert any(ext.tensors[t].dtype.value == "int16" for t in ext.activations())
-    assert ext.tensors[ext.outputs[0]].dtype.value == "int8"
+    assert ext.tensors[ext.outputs[0]].dtype.value == feature
+    assert dep.buffer.storage == kw.get("storage", feature)
     render_project(dep, {**opts, "test_vectors": (x[:10], y[:10]), "test_count": 10, "test_learn": 10}, tmp_path)
     out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
     sim = Simulator(dep)
@@ -446,8 +451,8 @@ def test_int16_selftest_on_the_mega2560_in_simavr(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(1800)  # builds TFLite Micro once when no cached library exists
 def test_tflm_project_of_a_16x8_classifier_learns_like_the_simulator(tmp_path: Path) -> None:
-    """Target tflm: the 16x8 .tflite's extractor runs in TFLite Micro (int16 kernels, the int16 -> int8
-    requantization at the cut) with the features of run_int8, and the float head learns like the simulator."""
+    """Target tflm: the 16x8 .tflite's extractor runs in TFLite Micro (int16 kernels, its int16 output read as the
+    features) with the features of run_int8, and the float head learns like the simulator."""
     from tinycc.backends import c as c_backend
     from tinycc.backends.tflm import build, vendor
     from tinycc.ir.simulator import Simulator
@@ -469,6 +474,7 @@ def test_tflm_project_of_a_16x8_classifier_learns_like_the_simulator(tmp_path: P
     out = c_harness.parse(build.run(exe))
     xt, yt = c_backend.test_vectors(dep, vectors(opts))
     ref = run_int8(dep.extractor, xt)[dep.extractor.outputs[0]].reshape(len(xt), -1)
+    assert ref.dtype == np.int16 and dep.buffer.storage == "int16"
     for i in range(len(xt)):
         np.testing.assert_array_equal(out.features[i], ref[i], err_msg=f"TFLite Micro features of input {i}")
     sim = Simulator(dep)
@@ -477,6 +483,9 @@ def test_tflm_project_of_a_16x8_classifier_learns_like_the_simulator(tmp_path: P
     for i in range(8):
         sim.learn_features(ref[i % len(xt)], int(yt[i % len(xt)]))
     assert out.buffer == sim.buffer.count > 0
+    for l, layer in enumerate(sim.classifier.layers):  # head weights after learning from int16 entries
+        scale = max(np.abs(layer.weight).max(), 1e-3)
+        assert np.abs(out.weights[l] - layer.weight.reshape(-1)).max() <= 1e-4 * scale
 
 
 def _cli(*args: str):

@@ -663,7 +663,7 @@ static uint32_t next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5
 static int8_t bq[CAP * CUT], q[CUT];
 static uint8_t bl[CAP];
 static uint32_t bst[CAP], bstate[4];
-static tcc_buffer_t buf = {CAP, CUT, POLICY, 1, 0.05f, -3, bq, NULL, bl, bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0};
+static tcc_buffer_t buf = {CAP, CUT, POLICY, 1, 0.05f, -3, bq, NULL, bl, bst, bstate, 5u, 0, NULL, NULL, 0.0f, 0, NULL};
 static float before[PARAMS], after[PARAMS];
 static int8_t bq_before[CAP * CUT];
 

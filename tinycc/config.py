@@ -22,7 +22,8 @@ from .ir.deep import DEEP_MODES  # learning beyond the head: int8 backbone biase
 from .ir.deployment import BufferConfig, TrainConfig
 
 POLICIES = ("fifo", "reservoir", "class_balanced")
-STORAGES = ("int8", "float32")
+STORAGES = ("int8", "int16", "float32")  # --storage (None: the features' own type)
+FEATURES = ("native", "int8")  # --features: int16 features kept (native) or requantized to int8 at the cut
 LOSSES = ("ce", "bce", "mse")
 TRAIN_MODES = ("all", "last", "bias")
 PLANNERS = ("best", "greedy")
@@ -51,7 +52,8 @@ class LearningConfig:
     tinyol: bool = False
     loss: str | None = None  # None: from the model's last activation and shapes
     policy: str = "fifo"
-    storage: str = "int8"
+    storage: str | None = None  # None: the features' type (int8, or int16 for a 16x8 extractor); or float32
+    features: str = "native"  # int16 features kept as they are, or requantized to int8 at the cut ("int8")
     lr: float = TrainConfig.lr  # the one default learning rate (ir/deployment.py)
     epochs: int = TrainConfig.epochs
     batch_size: int = TrainConfig.batch_size
@@ -68,7 +70,9 @@ class LearningConfig:
             _choice("--deep", m, DEEP_MODES)
         if self.deep_cut is not None and not self.deep:
             raise TinyccError("--deep-cut needs --deep")
-        _choice("--storage", self.storage, STORAGES)
+        if self.storage is not None:
+            _choice("--storage", self.storage, STORAGES)
+        _choice("--features", self.features, FEATURES)
         _choice("--train", self.train, TRAIN_MODES)
         if self.loss is not None:
             _choice("--loss", self.loss, LOSSES)

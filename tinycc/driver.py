@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import (ACTIVATIONS, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
+from .config import (ACTIVATIONS, FEATURES, KERNELS, LOSSES, OBSERVERS, POLICIES, STORAGES, TRAIN_MODES, CompileConfig,
                      DemoConfig, LearningConfig, TestVectors)
 from .deploy.deep import build_deep_deployment
 from .errors import TinyccError
@@ -57,7 +57,11 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--flash", type=parse_bytes, help="flash budget in bytes (suffix K/M allowed)")
     g.add_argument("--buffer", type=positive_int, help="replay buffer capacity (default: the largest that fits)")
     g.add_argument("--policy", choices=POLICIES, help=f"replay buffer policy (default {LearningConfig.policy})")
-    g.add_argument("--storage", choices=STORAGES, help=f"buffer entry storage (default {LearningConfig.storage})")
+    g.add_argument("--storage", choices=STORAGES,
+                   help="buffer entry storage (default: the features' type, int8 or int16; float32 stores floats)")
+    g.add_argument("--features", choices=FEATURES,
+                   help="int16 features (16x8 extractor): native keeps them int16 (default), int8 requantizes them "
+                        "at the cut (half the buffer)")
     g.add_argument("--tinyol", action="store_true", default=None, help="TinyOL mode: train on the latest sample only")
     g.add_argument("--loss", choices=LOSSES,
                    help="on-device head: ce softmax cross-entropy, bce sigmoid binary cross-entropy (labels 0/1), mse "

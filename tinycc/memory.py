@@ -159,6 +159,26 @@ def _place(bufs: list[Buffer], order: list[Buffer], pairs: Pairs | None = None) 
     return top
 
 
+def _place_ends(order: list[Buffer], ceiling: int, pairs: Pairs | None = None) -> int:
+    """Placement of ``order`` (by start step) at alternate ends of ``ceiling`` bytes: each buffer at the highest
+    offset that ends by the ceiling when the one before it went low, at the lowest offset otherwise (or where the
+    preferred end has no room). A chain of buffers each live with the next fits in the largest adjacent pair this way,
+    where lowest-offset placement can leave holes. Returns the arena size."""
+    placed: list[Buffer] = []
+    top, high = 0, False
+    pairs = pairs or {}
+    for b in order:
+        spans = [_forbidden(b, p, pairs) for p in placed if p.overlaps_time(b)]
+        ok = [c for c in {0, ceiling - b.size, *(hi for _, hi in spans), *(lo for lo, _ in spans)}
+              if c >= 0 and not any(lo < c < hi for lo, hi in spans)]
+        up = [c for c in ok if c + b.size <= ceiling] if high else []
+        b.offset = max(up) if up else min(ok)
+        high = not high
+        placed.append(b)
+        top = max(top, b.offset + b.size)
+    return top
+
+
 def _copy(bufs: list[Buffer]) -> list[Buffer]:
     return [Buffer(b.name, b.size, b.start, b.end) for b in bufs]
 
@@ -180,6 +200,12 @@ def plan_buffers(bufs: list[Buffer], strategy: str = "best",
             top = _place(c, _outputs_first(order, pairs, first) if first else order, pairs)
             if top < best:
                 best, best_bufs = top, c
+    floor = overlap_bound(bufs, pairs) if pairs else lower_bound(bufs)
+    if best > floor:  # a chain the orders above leave holes in
+        c = _copy(bufs)
+        top = _place_ends(sorted(c, key=lambda b: (b.start, b.end)), floor, pairs)
+        if top < best:
+            best, best_bufs = top, c
     return best, greedy, best_bufs
 
 

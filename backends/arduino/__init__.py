@@ -23,8 +23,8 @@ from .. import names
 from ..base import AVR_DEEP, Backend, refuse_deep
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
-from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, render_project, test_inputs,
-                 test_vectors, write_inference_vectors, write_test_vectors)
+from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, render_project,
+                 test_inputs, test_vectors, write_inference_vectors, write_test_vectors)
 from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
@@ -51,7 +51,8 @@ MAX_FRAME = 0xFFFFFFFF  # the serial frame's 32-bit length field; the board refu
 
 
 def max_payload(input_size: int, n_features: int, targets: int = 0) -> int:
-    """Largest request payload: input or features + a label byte, or + a float32 target vector (regression)."""
+    """Largest request payload: input or features + a label byte, or + a float32 target vector (regression).
+    ``n_features``: the features' bytes (int16 features of a 16x8 extractor: 2 a value)."""
     return max(4 * input_size, n_features) + (4 * targets if targets else 1)
 
 
@@ -61,6 +62,11 @@ PROTO_VERSION = 2
 # the reply callback), the last learn/reset request and its reply (command, SEQ, CRC, reply code, size, 4 bytes)
 # and the sketch's time of the last byte received, rounded up for a 32-bit core
 PROTO_STATE = 40
+
+
+def _feature_bytes(deployment: Deployment) -> int:
+    """Bytes of one feature vector in a serial request ('F', 'l'): int16 features take 2 a value."""
+    return feature_context(deployment)["fsize"] * _features(deployment)
 
 
 def inference_proto_bytes(in_bytes: int, out_bytes: int) -> int:
@@ -118,7 +124,7 @@ class ArduinoBackend(Backend):
         if deployment.inference_only:
             payload, what = (1 if deployment.int8_io else 4) * insize, "input"
         else:
-            payload = max_payload(insize, _features(deployment), deployment.target_count)
+            payload = max_payload(insize, _feature_bytes(deployment), deployment.target_count)
             what = "float32 input (+ label or target)"
         if payload > MAX_FRAME:
             raise TinyccError(f"the serial protocol's frames carry at most {MAX_FRAME:,} bytes (32-bit length), but "
@@ -136,7 +142,8 @@ class ArduinoBackend(Backend):
             state = CORE_RESERVE + inference_proto_bytes(elem * insize, elem * g.tensors[g.outputs[0]].size)
         else:
             clf = candidate.classifier
-            state = CORE_RESERVE + proto_bytes(insize, clf.n_in, clf.target_count)
+            fsize = 2 if g.tensors[g.outputs[0]].dtype.value == "int16" else 1  # int16 features: 2 bytes a value
+            state = CORE_RESERVE + proto_bytes(insize, fsize * clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
 
     def deep_figures(self, candidate: Candidate) -> MemoryFigures:
@@ -166,7 +173,8 @@ class ArduinoBackend(Backend):
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "board": board, "fqbn": fqbn or "BOARD",
                "input_size": insize, "n_features": n_features, "n_classes": deployment.num_classes,
                "n_outputs": deployment.num_outputs, "targets": deployment.target_count,
-               "max_payload": max_payload(insize, n_features, deployment.target_count), "dep": deployment,
+               "max_payload": max_payload(insize, _feature_bytes(deployment), deployment.target_count),
+               "dep": deployment, **feature_context(deployment),
                "reserve": CORE_RESERVE, "proto_version": PROTO_VERSION,
                "mem_table": deployment.memory.get("report", ""),
                "inference_only": deployment.inference_only, "int8_io": deployment.int8_io,

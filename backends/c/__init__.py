@@ -232,6 +232,16 @@ def _dequantize_fn(t: Any) -> str:
     return "tcc_dequantize_s16" if t.dtype.value == "int16" else "tcc_dequantize_s8"
 
 
+def feature_context(dep: Deployment) -> dict[str, Any]:
+    """Template values of the features' C type: ``ft`` (int8_t, or int16_t for a 16x8 extractor's features kept
+    native), ``fs`` (the API suffix s8/s16), ``fsize`` (bytes a value), and the replay buffer's entry type
+    ``buf_ctype`` with ``storage``."""
+    s16 = not dep.inference_only and dep.feature_dtype == "int16"
+    storage = dep.buffer.storage
+    return {"ft": "int16_t" if s16 else "int8_t", "fs": "s16" if s16 else "s8", "fsize": 2 if s16 else 1,
+            "storage": storage, "buf_ctype": {"int8": "int8_t", "int16": "int16_t"}.get(storage, "float")}
+
+
 def inference_context(dep: Deployment, em: Any) -> dict[str, Any]:
     """Template values of an inference-only project: output size and quantization, I/O types (and, for a model
     with several inputs or outputs, ``ins``/``outs``)."""
@@ -319,6 +329,7 @@ def render_project(dep: Deployment, outdir: Path, vectors: TestVectors | None = 
         "deep": deep,
     }
     ctx.update(target_context(dep.config))
+    ctx.update(feature_context(dep))
     infer = "_infer" if dep.inference_only else ""  # --inference-only: the whole int8 model, no learning
     if dep.inference_only:
         ctx.update(inference_context(dep, em))

@@ -97,11 +97,12 @@ def _vals(a: np.ndarray, ctype: str) -> list[str]:
     flat = np.asarray(a).reshape(-1)
     if ctype == "float":
         return [_c_float(v) for v in flat]
+    ints = flat.astype(np.int64).tolist() if flat.dtype.kind in "iub" else [int(v) for v in flat]
     if ctype == "int32_t":
-        return [f"{int(v)}" if int(v) != -2147483648 else "(-2147483647L - 1L)" for v in flat]
+        return [str(v) if v != -2147483648 else "(-2147483647L - 1L)" for v in ints]
     if ctype == "int64_t":  # int64 biases of int16 layers: |v| < 2^47
-        return [f"{int(v)}LL" for v in flat]
-    return [str(int(v)) for v in flat]
+        return [f"{v}LL" for v in ints]
+    return list(map(str, ints))
 
 
 class _Builder:

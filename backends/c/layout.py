@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from bisect import bisect_right
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,18 +30,19 @@ def c_float(v: float) -> str:
 
 
 def wrap_values(values: list[str], indent: str = "    ", width: int = MAX_COLUMNS) -> str:
-    """C initializer values (tinycc's own literals), as many a line as fit in ``width`` columns."""
+    """C initializer values (tinycc's own literals), as many a line as fit in ``width`` columns (at least one)."""
+    # values j..k-1 make a line of ends[k] - ends[j] - 1 columns (each value and ", ", less the last space; the
+    # last value of all has no comma): each line's end is found by bisection, not value by value
+    ends = [0, *np.cumsum(np.fromiter(map(len, values), np.int64, len(values)) + 2).tolist()]
+    room, n = width - len(indent) + 1, len(values)
     lines: list[str] = []
-    line = ""
-    for i, v in enumerate(values):
-        item = v + ("," if i + 1 < len(values) else "")
-        if line and len(indent) + len(line) + 1 + len(item) > width:
-            lines.append(indent + line)
-            line = item
-        else:
-            line = f"{line} {item}" if line else item
-    if line:
-        lines.append(indent + line)
+    j = 0
+    while j < n:
+        k = max(j + 1, bisect_right(ends, ends[j] + room) - 1)
+        if k == n - 1 and ends[n] - ends[j] <= room + 1:
+            k = n
+        lines.append(indent + ", ".join(values[j:k]) + ("," if k < n else ""))
+        j = k
     return "\n".join(lines)
 
 

@@ -179,7 +179,7 @@ class TflmBackend(Backend):
         adjust(report, data, operator_names(data), code)
 
     def emit(self, deployment: Deployment, outdir: Path, vectors: TestVectors | None = None) -> list[Path]:
-        from ..c import io_list, is_multi_io, render_project
+        from ..c import feature_context, io_list, is_multi_io, render_project
 
         art = _artifact(deployment)
         data, m = art.data, art.arena
@@ -203,7 +203,8 @@ class TflmBackend(Backend):
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
-               "reset_state": bool(STATEFUL & set(ops)), "multi": is_multi_io(deployment)}
+               "reset_state": bool(STATEFUL & set(ops)), "multi": is_multi_io(deployment),
+               **feature_context(deployment)}
         if ctx["multi"]:
             ctx["ins"], ctx["outs"] = io_list(deployment)
         else:  # one input x and one output y

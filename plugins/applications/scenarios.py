@@ -438,8 +438,10 @@ def _describe(prep: Prepared, runs: int, source: str) -> str:
         what = f"; classes {','.join(map(str, p.new_classes))} held out of the first {prep.at} samples"
     elif prep.scenario == "transfer":
         what = f"; model calibrated on {source}"
+    buf = prep.dep.buffer
     return (f"{prep.scenario} on {prep.data.path}: {prep.n_stream} stream samples, {prep.n_test} test samples, "
-            f"{runs} run(s), input scale {prep.scale:g}{what}")
+            f"{runs} run(s), input scale {prep.scale:g}{what}; {prep.dep.feature_dtype} features, "
+            f"{buf.storage} buffer entries")
 
 
 def _cmd(args: argparse.Namespace, session: Any) -> int:
@@ -454,7 +456,7 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
         raise TinyccError(f"{args.model}: no such file")
     g = load_cleaned(args.model, session)
     config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
-                         cut=args.cut, storage="int8", deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
+                         cut=args.cut, activations=args.activations, features=args.features, deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
     prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
     updates = check_work(prep, args.runs, args.buffer, args.epochs)
     print(_describe(prep, args.runs, data.source.path) + f"; about {updates:,} classifier updates", flush=True)
@@ -505,6 +507,10 @@ def tinycc_add_commands(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int_range(1, MAX_EPOCHS), default=1,
                    help=f"epochs over the buffer per learned sample (at most {MAX_EPOCHS})")
     p.add_argument("--cut", help="cut layer (default: automatic)")
+    p.add_argument("--activations", default="int8", choices=["int8", "int16"],
+                   help="Φf's activations: int8, or int16 (TFLite's 16x8) for a float model")
+    p.add_argument("--features", default="native", choices=["native", "int8"],
+                   help="int16 features: kept int16 in the buffer (native) or requantized to int8 at the cut")
     p.add_argument("--deep", type=_deep_modes, metavar="MODE,...",
                    help="also learn beyond the head, side by side: bias (int8 backbone biases), blocks (float "
                         "convolution blocks)")

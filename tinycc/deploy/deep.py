@@ -178,10 +178,10 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         raise TinyccError(f"--deep {','.join(learn.deep)}: `tinycc compile` deploys one of "
                           f"{', '.join(COMPILE_DEEP_MODES)}")
     mode = learn.deep[0]
-    if learn.tinyol or learn.storage != "int8":
+    if learn.tinyol or learn.storage not in (None, "int8"):
         raise TinyccError(f"--deep {mode} stores int8 cut tensors and replays them: drop --tinyol / --storage float32")
     mem_cfg = replace(config.memory, ram=None, flash=None)
-    head_cfg = replace(config, learning=replace(learn, deep=(), deep_cut=None, buffer=1), memory=mem_cfg)
+    head_cfg = replace(config, learning=replace(learn, deep=(), deep_cut=None, buffer=1, features="int8"), memory=mem_cfg)
     dep = (head or build_deployment)(graph, head_cfg, session, backend, calib=calib)
     if dep.loss != "ce":
         raise TinyccError(f"--deep {mode} needs the softmax cross-entropy head (ce); this model's head is {dep.loss}")

@@ -14,7 +14,10 @@ the earliest cut (more trainable layers). Without a budget: the earliest candida
 TyBox-like cut at the Flatten/GAP output) and a default buffer of 64 entries.
 
 Φf is quantized (int8 in, int8 features out; a float input goes through a QUANTIZE op);
-features and int8 buffer entries are dequantized with Φf's output parameters before Φc.
+features and int8 buffer entries are dequantized with Φf's output parameters before Φc. An int16 (16x8) Φf keeps
+its int16 features (``--features native``, the default: int16 buffer entries, 2 bytes a value, dequantized with
+the features' scale, zero point 0) or requantizes them to int8 at the cut (``--features int8``: half the buffer).
+``--storage`` defaults to the features' type (``buffer_storage``); float32 stores dequantized floats.
 
 The head (``--loss``, see ``tinycc.ir.train``): ``ce`` (softmax cross-entropy), ``bce`` (sigmoid
 binary cross-entropy, labels 0/1) or ``mse`` (regression, float target vectors). Without
@@ -307,8 +310,8 @@ def quantize_extractor(ext: Graph, config: CompileConfig, session: Any,
 
 
 def int8_features(ext: Graph, samples: np.ndarray) -> None:
-    """int16 features (an int16 last layer, TFLite's 16x8) requantized to int8 at the cut, so the buffer, the
-    feature dequantization and the classifier are those of every model: a QUANTIZE (int16 -> int8) with int8
+    """``--features int8``: int16 features (an int16 last layer, TFLite's 16x8) requantized to int8 at the cut
+    (int8 buffer entries: half the bytes of int16 ones, less precision): a QUANTIZE (int16 -> int8) with int8
     parameters from the features' range on the calibration samples (without samples: the int16 range)."""
     name = ext.outputs[0]
     t = ext.tensors[name]
@@ -324,6 +327,23 @@ def int8_features(ext: Graph, samples: np.ndarray) -> None:
                      output_name=ext.unique_tensor_name(f"{name}/int8"), output_dtype=DType.INT8).outputs[0]
     ext.tensors[out].quant = QuantParams([s], [zp])
     ext.outputs[0] = out
+
+
+def feature_type(ext: Graph) -> str:
+    """The features' type at the cut: "int8" or "int16" (a 16x8 Φf with ``--features native``)."""
+    return "int16" if ext.tensors[ext.outputs[0]].dtype == DType.INT16 else "int8"
+
+
+def buffer_storage(requested: str | None, ext: Graph) -> str:
+    """The buffer's entry type: ``--storage`` as given, or (None) the features' type; a quantized storage other
+    than the features' type is refused in one line."""
+    ftype = feature_type(ext)
+    if requested is None or requested == "float32" or requested == ftype:
+        return requested or ftype
+    if ftype == "int16":
+        raise TinyccError(f"--storage {requested}: the features are int16 (a 16x8 extractor); store them as int16 or "
+                          "float32, or requantize them to int8 at the cut with --features int8")
+    raise TinyccError(f"--storage {requested}: the features are int8; store them as int8 or float32")
 
 
 def _labels_for(spec: str | None, n: int, target_count: int = 0, n_classes: int = 0) -> np.ndarray | None:
@@ -359,23 +379,43 @@ def _buffer_bytes(cap: int, feat: int, clf: Classifier, storage: str, tq: Any) -
     return ReplayBuffer.bytes_for(cap, feat, storage, clf.target_count, "int8" if tq is not None else "float32")
 
 
+def _requantized(ext: Graph) -> bool:
+    """The features are a 16x8 Φf's int16 output requantized to int8 at the cut (``int8_features``)."""
+    p = ext.producer(ext.outputs[0])
+    return p is not None and p.kind == OpKind.QUANTIZE and ext.tensors[p.inputs[0]].dtype == DType.INT16
+
+
+def _buffer_detail(ext: Graph, cap: int, clf: Classifier, storage: str, tq: Any) -> str:
+    """The report's buffer line: entries and their type; for int16 features, what int8 entries would cost."""
+    text = f"{cap} entries x {clf.n_in} {storage} features"
+    if storage == "int16":
+        text += (f"; --features int8 (requantized at the cut): "
+                 f"{_buffer_bytes(cap, clf.n_in, clf, 'int8', tq):,} bytes")
+    elif _requantized(ext):
+        text += " (int16 features requantized at the cut: --features int8)"
+    return text
+
+
 def _report(ext: Graph, clf: Classifier, cap: int, learn: LearningConfig, backend: Any, cand: Any,
-            figures: MemoryFigures, tq: Any = None, stack: tuple[int, bool, str] | None = None) -> MemoryReport:
+            figures: MemoryFigures, tq: Any = None, stack: tuple[int, bool, str] | None = None,
+            storage: str = "int8") -> MemoryReport:
     """The memory report of ``cand`` with a buffer of ``cap`` entries (``stack``: the stack line, None: not
     counted), as the backend adjusts it for what it deploys."""
-    r = deployment_memory(ext, clf, _buffer_bytes(cap, clf.n_in, clf, learn.storage, tq), learn.batch_size,
+    r = deployment_memory(ext, clf, _buffer_bytes(cap, clf.n_in, clf, storage, tq), learn.batch_size,
                           figures.arena, figures.state, figures.arena_detail, figures.scratch, figures.descriptors,
-                          figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target))
+                          figures.state_exact, figures.tables, stack, code_table=code_table(cand.config.target),
+                          buffer_detail=_buffer_detail(ext, cap, clf, storage, tq))
     backend.adjust_report(r, cand, figures)
     return r
 
 
 def _fitting_capacity(ram: int, ext: Graph, clf: Classifier, learn: LearningConfig, backend: Any, cand: Any,
-                      figures: MemoryFigures, tq: Any, stack: tuple[int, bool, str] | None = None) -> int:
+                      figures: MemoryFigures, tq: Any, stack: tuple[int, bool, str] | None = None,
+                      storage: str = "int8") -> int:
     """The largest buffer the RAM budget leaves room for (at least 1)."""
-    one = _buffer_bytes(1, clf.n_in, clf, learn.storage, tq)
-    fixed = _report(ext, clf, 1, learn, backend, cand, figures, tq, stack).total("ram") - one
-    per = _buffer_bytes(2, clf.n_in, clf, learn.storage, tq) - one
+    one = _buffer_bytes(1, clf.n_in, clf, storage, tq)
+    fixed = _report(ext, clf, 1, learn, backend, cand, figures, tq, stack, storage).total("ram") - one
+    per = _buffer_bytes(2, clf.n_in, clf, storage, tq) - one
     return max((ram - fixed - 16) // per, 1)
 
 
@@ -407,7 +447,6 @@ def _build_deployment(graph: Graph, config: CompileConfig, session: Any, backend
     explicit = 1 if learn.tinyol else learn.buffer
     if not (ram or flash):
         cands = cands[:1]
-    storage = learn.storage
     first_layers = split(graph, cands[0])[1]
     loss = choose_loss(graph, first_layers, learn.loss)
     mode = learn.train
@@ -424,35 +463,38 @@ def _build_deployment(graph: Graph, config: CompileConfig, session: Any, backend
         ext, layers = split(graph, cut)
         try:
             ext, samples = quantize_extractor(ext, config, session, calib)
-            int8_features(ext, samples)
+            if learn.features == "int8":
+                int8_features(ext, samples)
         except UnsupportedLayerError as e:  # a later cut may put the unsupported op into Φf
             first_error = first_error or e
             continue
+        storage = buffer_storage(learn.storage, ext)
         clf = make_classifier(graph, layers, loss, batch, mode)
         tq = target_quant(ext, loss, target, storage)
         cand, figures = candidate_figures(backend, ext, clf, config)
         if explicit:
             cap = int(explicit)
         elif ram:
-            cap = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq)
+            cap = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq, storage=storage)
         else:
             cap = DEFAULT_BUFFER
-        report = _report(ext, clf, cap, learn, backend, cand, figures, tq)
+        report = _report(ext, clf, cap, learn, backend, cand, figures, tq, storage=storage)
         fits = (ram is None or report.total("ram") <= ram) and (flash is None or report.total("flash") <= flash)
         key = (fits, cap if fits else -report.total("ram"))
         if best is None or key > best[0]:
-            best = (key, cut, ext, clf, cap, report, samples, tq, cand, figures)
+            best = (key, cut, ext, clf, cap, report, samples, tq, cand, figures, storage)
     if best is None:
         raise first_error  # type: ignore[misc]
-    _, cut, ext, clf, cap, report, samples, tq, cand, figures = best
+    _, cut, ext, clf, cap, report, samples, tq, cand, figures, storage = best
     fq = ext.tensors[ext.outputs[0]].quant
     try:
-        check_feature_scale(float(np.max(fq.scale)), int(np.max(np.abs(fq.zero_point))), clf.n_in, learn.lr)
+        check_feature_scale(float(np.max(fq.scale)), int(np.max(np.abs(fq.zero_point))), clf.n_in, learn.lr,
+                            16 if feature_type(ext) == "int16" else 8)
     except CalibrationDataError as e:
         raise TinyccError(str(e)) from None
     dep = Deployment(
         name=c_name(graph.name), extractor=ext, feature_quant=fq, classifier=clf.layers, num_classes=clf.n_classes,
-        buffer=BufferConfig(cap, learn.policy, learn.storage, learn.seed),
+        buffer=BufferConfig(cap, learn.policy, storage, learn.seed),
         train=TrainConfig(learn.lr, learn.epochs, batch, mode),
         memory={"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap},
         meta={"cut": cut.tensor, "source": graph.meta.get("source", {}), "samples": samples[:16]},
@@ -461,8 +503,9 @@ def _build_deployment(graph: Graph, config: CompileConfig, session: Any, backend
     stack = backend.stack_bytes(dep)
     if stack is not None:  # the stack counts against the RAM budget: a buffer sized to fit gives up its bytes
         if ram and not explicit:
-            cap = dep.buffer.capacity = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq, stack)
-        report = _report(ext, clf, cap, learn, backend, cand, figures, tq, stack)
+            cap = dep.buffer.capacity = _fitting_capacity(ram, ext, clf, learn, backend, cand, figures, tq, stack,
+                                                          storage)
+        report = _report(ext, clf, cap, learn, backend, cand, figures, tq, stack, storage)
     check_budget(report, config)
     check_addressable(report)
     dep.memory = {"report": report.table(), **report.to_dict(), "cut": cut.tensor, "buffer_capacity": cap}
@@ -470,7 +513,7 @@ def _build_deployment(graph: Graph, config: CompileConfig, session: Any, backend
     if labels is not None:
         dep.meta["labels"] = labels
     if not explicit and not ram:  # no budget: the compile summary names the default and its cost
-        dep.meta["default_buffer"] = {"entries": cap, "bytes": _buffer_bytes(cap, clf.n_in, clf, learn.storage, tq)}
+        dep.meta["default_buffer"] = {"entries": cap, "bytes": _buffer_bytes(cap, clf.n_in, clf, storage, tq)}
     return dep
 
 

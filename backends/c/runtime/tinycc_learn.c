@@ -71,7 +71,15 @@ typedef struct {
     const float *t;       /* targets [n*k] (arrays) */
     const tcc_buffer_t *buf; /* or buffer entries first.. (x, q, y, t unused) */
     int32_t first;
+    const int16_t *q16;   /* int16 rows [n*n_in] (x, q NULL): a 16x8 extractor's features */
 } src_t;
+
+/* one row of features: exactly one of f (float), q (int8), q16 (int16) is set */
+typedef struct {
+    const float *f;
+    const int8_t *q;
+    const int16_t *q16;
+} row_t;
 
 static int32_t entry_slot(const tcc_buffer_t *b, int32_t k) {
     if (b->policy == TCC_POLICY_FIFO && (int32_t)b->state[S_COUNT] == b->capacity) {
@@ -81,21 +89,35 @@ static int32_t entry_slot(const tcc_buffer_t *b, int32_t k) {
     return k;
 }
 
-/* row r of the source: a float pointer (*f) or an int8 one (*q) */
-static void src_row(const src_t *s, int32_t r, int32_t n_in, const float **f, const int8_t **q) {
+/* row r of the source, where it is stored, into *row */
+static void src_row(const src_t *s, int32_t r, int32_t n_in, row_t *row) {
+    row->f = NULL;
+    row->q = NULL;
+    row->q16 = NULL;
     if (s->buf) {
         const tcc_buffer_t *b = s->buf;
-        const int32_t slot = entry_slot(b, s->first + r);
-        *f = b->int8_storage ? NULL : b->f + slot * b->features;
-        *q = b->int8_storage ? b->q + slot * b->features : NULL;
+        const int32_t at = entry_slot(b, s->first + r) * b->features;
+        if (b->int8_storage) {
+            row->q = b->q + at;
+        } else if (b->q16) {
+            row->q16 = b->q16 + at;
+        } else {
+            row->f = b->f + at;
+        }
+    } else if (s->x) {
+        row->f = s->x + r * n_in;
+    } else if (s->q16) {
+        row->q16 = s->q16 + r * n_in;
     } else {
-        *f = s->x ? s->x + r * n_in : NULL;
-        *q = s->x ? NULL : s->q + r * n_in;
+        row->q = s->q + r * n_in;
     }
 }
 
-static float src_x(const float *f, const int8_t *q, float scale, int32_t zp, int32_t i) {
-    return q ? scale * (float)((int32_t)q[i] - zp) : f[i];
+static float src_x(const row_t *row, float scale, int32_t zp, int32_t i) {
+    if (row->q) {
+        return scale * (float)((int32_t)row->q[i] - zp);
+    }
+    return row->q16 ? scale * (float)((int32_t)row->q16[i] - zp) : row->f[i];
 }
 
 static uint8_t src_label(const src_t *s, int32_t r) {
@@ -118,17 +140,26 @@ static void forward(tcc_classifier_t *c, const src_t *s, int32_t n) {
         tcc_dense_t *d = &c->layers[l];
         const int32_t last = l == c->n_layers - 1 && c->loss != TCC_LOSS_MSE; /* logits kept as they are */
         for (r = 0; r < n; ++r) {
-            const float *f = l > 0 ? c->layers[l - 1].a + r * d->n_in : NULL;
-            const int8_t *q = NULL;
+            row_t row = {NULL, NULL, NULL};
+            const float *f;
             if (l == 0) {
-                src_row(s, r, d->n_in, &f, &q);
+                src_row(s, r, d->n_in, &row);
+            } else {
+                row.f = c->layers[l - 1].a + r * d->n_in;
             }
+            f = row.f;
             for (o = 0; o < d->n_out; ++o) {
                 const float *w = d->w + o * d->n_in;
                 float z = 0.0f;
-                if (q) {
+                if (row.q) {
+                    const int8_t *q = row.q;
                     for (i = 0; i < d->n_in; ++i) {
                         z += (s->scale * (float)((int32_t)q[i] - s->zp)) * w[i];
+                    }
+                } else if (row.q16) {
+                    const int16_t *q16 = row.q16;
+                    for (i = 0; i < d->n_in; ++i) {
+                        z += (s->scale * (float)((int32_t)q16[i] - s->zp)) * w[i];
                     }
                 } else {
                     for (i = 0; i < d->n_in; ++i) {
@@ -152,16 +183,30 @@ int32_t tcc_all_finite(const float *v, int32_t n) {
     return 1;
 }
 
+static int32_t predict(tcc_classifier_t *c, const src_t *s, float *probs);
+
 int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, const int8_t *q, float scale, int32_t zp,
                                float *probs) {
-    const tcc_dense_t *last = &c->layers[c->n_layers - 1];
-    int32_t i, best = 0;
-    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0, NULL};
     s.x = x;
     s.q = q;
     s.scale = scale;
     s.zp = zp;
-    forward(c, &s, 1);
+    return predict(c, &s, probs);
+}
+
+int32_t tcc_classifier_predict_s16(tcc_classifier_t *c, const int16_t *q16, float scale, int32_t zp, float *probs) {
+    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0, NULL};
+    s.q16 = q16;
+    s.scale = scale;
+    s.zp = zp;
+    return predict(c, &s, probs);
+}
+
+static int32_t predict(tcc_classifier_t *c, const src_t *s, float *probs) {
+    const tcc_dense_t *last = &c->layers[c->n_layers - 1];
+    int32_t i, best = 0;
+    forward(c, s, 1);
     if (c->loss == TCC_LOSS_BCE) {
         probs[0] = act_f(last->a[0], TCC_ACT_SIGMOID);
         return probs[0] > 0.5f ? 1 : 0;
@@ -219,10 +264,9 @@ static int32_t update(tcc_classifier_t *c, const src_t *s, int32_t n, float lr, 
     int32_t l, r, o, i;
     for (l = 0; l < c->n_layers; ++l) {
         tcc_dense_t *dl = &c->layers[l];
-        const float *f0 = NULL;
-        const int8_t *q0 = NULL;
+        row_t row0 = {NULL, NULL, NULL};
         if (l == 0) {
-            src_row(s, 0, dl->n_in, &f0, &q0);
+            src_row(s, 0, dl->n_in, &row0);
         }
         for (o = 0; (dl->train & TCC_TRAIN_WEIGHTS) && o < dl->n_out; ++o) {
             for (i = 0; i < dl->n_in; ++i) {
@@ -232,12 +276,11 @@ static int32_t update(tcc_classifier_t *c, const src_t *s, int32_t n, float lr, 
                     if (l > 0) {
                         a = c->layers[l - 1].a[r * dl->n_in + i];
                     } else if (r == 0) {
-                        a = src_x(f0, q0, s->scale, s->zp, i);
+                        a = src_x(&row0, s->scale, s->zp, i);
                     } else {
-                        const float *f;
-                        const int8_t *q;
-                        src_row(s, r, dl->n_in, &f, &q);
-                        a = src_x(f, q, s->scale, s->zp, i);
+                        row_t row;
+                        src_row(s, r, dl->n_in, &row);
+                        a = src_x(&row, s->scale, s->zp, i);
                     }
                     g += dl->d[r * dl->n_out + o] * a;
                 }
@@ -293,7 +336,7 @@ static int32_t sgd(tcc_classifier_t *c, const src_t *s, int32_t n, float lr) {
 
 int32_t tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n,
                            float lr) {
-    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    src_t s = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0, NULL};
     s.x = x;
     s.y = y;
     s.t = t;
@@ -325,6 +368,13 @@ static int8_t quant1(float v, float scale, int32_t zp) {
     int32_t q = !(r == r) ? 0 : (r > 1e9f ? 1000000000L : (r < -1e9f ? -1000000000L : (int32_t)r)); /* NaN: zp */
     q += zp;
     return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
+}
+
+static int16_t quant16(float v, float scale, int32_t zp) { /* quant1 clamped to the int16 range */
+    const float r = roundf(v / scale);
+    int32_t q = !(r == r) ? 0 : (r > 1e9f ? 1000000000L : (r < -1e9f ? -1000000000L : (int32_t)r));
+    q += zp;
+    return (int16_t)(q < -32768 ? -32768 : (q > 32767 ? 32767 : q));
 }
 
 static int32_t balanced_slot(const tcc_buffer_t *b, uint8_t label) {
@@ -362,7 +412,27 @@ static int32_t balanced_slot(const tcc_buffer_t *b, uint8_t label) {
     return slot < 0 ? 0 : slot;
 }
 
+static int32_t push(tcc_buffer_t *b, const float *x, const int8_t *q, const int16_t *q16, uint8_t label,
+                    const float *target);
+
 int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label, const float *target) {
+    return push(b, x, q, NULL, label, target);
+}
+
+int32_t tcc_buffer_push_s16(tcc_buffer_t *b, const int16_t *q16, uint8_t label, const float *target) {
+    return push(b, NULL, NULL, q16, label, target);
+}
+
+/* one feature: float x[i], int8 q[i] or int16 q16[i] (the one that is not NULL) as a float */
+static float feature_f(const tcc_buffer_t *b, const float *x, const int8_t *q, const int16_t *q16, int32_t i) {
+    if (q) {
+        return b->scale * (float)((int32_t)q[i] - b->zero_point);
+    }
+    return q16 ? b->scale * (float)((int32_t)q16[i] - b->zero_point) : x[i];
+}
+
+static int32_t push(tcc_buffer_t *b, const float *x, const int8_t *q, const int16_t *q16, uint8_t label,
+                    const float *target) {
     int32_t slot, i;
     b->state[S_SEEN] += 1u;
     if (b->policy == TCC_POLICY_FIFO) {
@@ -388,9 +458,11 @@ int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_
     for (i = 0; i < b->features; ++i) {
         const int32_t k = slot * b->features + i;
         if (b->int8_storage) {
-            b->q[k] = q ? q[i] : quant1(x[i], b->scale, b->zero_point);
+            b->q[k] = q ? q[i] : quant1(feature_f(b, x, NULL, q16, i), b->scale, b->zero_point);
+        } else if (b->q16) {
+            b->q16[k] = q16 ? q16[i] : quant16(feature_f(b, x, q, NULL, i), b->scale, b->zero_point);
         } else {
-            b->f[k] = q ? b->scale * (float)((int32_t)q[i] - b->zero_point) : x[i];
+            b->f[k] = feature_f(b, x, q, q16, i);
         }
     }
     for (i = 0; i < b->targets; ++i) {
@@ -416,6 +488,10 @@ static void swap_rows(tcc_buffer_t *b, int32_t i, int32_t j) {
             const int8_t t = b->q[u];
             b->q[u] = b->q[v];
             b->q[v] = t;
+        } else if (b->q16) {
+            const int16_t t = b->q16[u];
+            b->q16[u] = b->q16[v];
+            b->q16[v] = t;
         } else {
             const float t = b->f[u];
             b->f[u] = b->f[v];
@@ -486,7 +562,11 @@ uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *to
     int32_t i;
     for (i = 0; i < b->features; ++i) {
         const int32_t j = slot * b->features + i;
-        out[i] = b->int8_storage ? b->scale * (float)((int32_t)b->q[j] - b->zero_point) : b->f[j];
+        if (b->int8_storage) {
+            out[i] = b->scale * (float)((int32_t)b->q[j] - b->zero_point);
+        } else {
+            out[i] = b->q16 ? b->scale * (float)((int32_t)b->q16[j] - b->zero_point) : b->f[j];
+        }
     }
     for (i = 0; i < b->targets; ++i) {
         const int32_t j = slot * b->targets + i;
@@ -498,7 +578,7 @@ uint8_t tcc_buffer_entry(const tcc_buffer_t *b, int32_t k, float *out, float *to
 int32_t tcc_train(tcc_classifier_t *c, const tcc_buffer_t *b, float lr, int32_t epochs, int32_t batch) {
     const int32_t n = tcc_buffer_count(b);
     int32_t e, s;
-    src_t src = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0};
+    src_t src = {NULL, NULL, 0.0f, 0, NULL, NULL, NULL, 0, NULL};
     src.buf = b;
     src.scale = b->scale;
     src.zp = b->zero_point;

@@ -34,7 +34,7 @@ typedef struct {
     float scale;
     int32_t zero_point;
     int8_t *q;          /* [capacity*features] when int8 storage */
-    float *f;           /* [capacity*features] when float storage */
+    float *f;           /* [capacity*features] when float storage (q16 NULL) */
     uint8_t *labels;    /* [capacity] (label heads; NULL for regression) */
     uint32_t *stamp;    /* [capacity] */
     uint32_t *state;    /* [4]: count, head, seen, rng */
@@ -44,6 +44,7 @@ typedef struct {
     float *tf;          /* [capacity*targets] float32 targets, or NULL */
     float t_scale;
     int32_t t_zp;
+    int16_t *q16;       /* [capacity*features] when int16 storage (int8_storage 0, f NULL), else NULL */
 } tcc_buffer_t;
 
 void tcc_classifier_reset(tcc_classifier_t *c);
@@ -52,6 +53,8 @@ void tcc_classifier_reset(tcc_classifier_t *c);
  * sigmoid probability (returns 1 when it is > 0.5, else 0) or the regression outputs (returns 0) */
 int32_t tcc_classifier_predict(tcc_classifier_t *c, const float *x, const int8_t *q, float scale, int32_t zp,
                                float *out);
+/* the same for int16 features q16 (a 16x8 extractor's), dequantized as scale * (q16 - zp) */
+int32_t tcc_classifier_predict_s16(tcc_classifier_t *c, const int16_t *q16, float scale, int32_t zp, float *out);
 /* one fused SGD step on n rows of x [n*n_in]: labels y [n] (ce, bce) or targets t [n*n_out] (mse).
  * Returns 0, or TCC_REFUSED (nothing changed) when a weight or bias would become non-finite */
 int32_t tcc_classifier_sgd(tcc_classifier_t *c, const float *x, const uint8_t *y, const float *t, int32_t n,
@@ -64,13 +67,16 @@ int32_t tcc_buffer_count(const tcc_buffer_t *b);
 /* store float features (quantized if int8 storage) or int8 features (q != NULL) with a label, or with a
  * target [targets] (regression buffer; must be finite, checked by the caller); returns slot or -1 */
 int32_t tcc_buffer_push(tcc_buffer_t *b, const float *x, const int8_t *q, uint8_t label, const float *target);
+/* the same for int16 features q16 (int16 storage: stored as they are; float storage: dequantized) */
+int32_t tcc_buffer_push_s16(tcc_buffer_t *b, const int16_t *q16, uint8_t label, const float *target);
 /* the 4 state words (count, head, seen, rng) into state[4], to undo a push with tcc_buffer_unpush */
 void tcc_buffer_save(const tcc_buffer_t *b, uint32_t *state);
 /* undo the push that returned `slot` (-1: nothing was written), `before` being the state saved just before it:
  * the sample is removed; when it had replaced an entry (a full buffer) that entry is gone too, the others keep
  * their training order in slots 0..capacity-2 (tinycc.ir.buffer.ReplayBuffer.unpush) */
 void tcc_buffer_unpush(tcc_buffer_t *b, int32_t slot, const uint32_t *before);
-/* the slot of the k-th entry in training order (0 <= k < count): its int8 values are q[slot * features ...] */
+/* the slot of the k-th entry in training order (0 <= k < count): its int8 values are q[slot * features ...]
+ * (int16 storage: q16[...]) */
 int32_t tcc_buffer_slot(const tcc_buffer_t *b, int32_t k);
 /* the k-th entry in training order, dequantized into out[features] (a regression target into
  * tout[targets]); returns its label (0 for regression) */
