@@ -168,9 +168,9 @@ def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
 def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backend: Any,
                           calib: np.ndarray | None = None, head: Callable[..., Deployment] | None = None) -> Deployment:
     """The ``--deep bias`` / ``blocks`` deployment (see the module docstring): sized exactly, its buffer of cut
-    tensors as large as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head deployment's
-    builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which itself ignores
-    ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
+    tensors as large as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head
+    deployment's builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which
+    itself ignores ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
     from .learning import build_deployment
 
     learn = config.learning
