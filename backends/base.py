@@ -39,15 +39,20 @@ def check_static_size(deployment: Deployment) -> None:
                       f"build addresses its static data within 2 GiB); {advice}")
 
 
+AVR_DEEP = {"bias": "on AVR: the learn step's bias requantization needs the C library's double rint, which avr-libc "
+                    "lacks",
+            "blocks": "on AVR: the float region and its step are built and tested for 32-bit cores only"}
+
+
 def refuse_deep(deployment: Deployment, target: str, why: str) -> None:
-    """Refuse a ``--deep bias`` deployment (``tinycc.deploy.deep``) on a target that does not generate its learner
-    (``why``: the reason, a few words), in one line with what it would take."""
+    """Refuse a ``--deep bias`` / ``blocks`` deployment (``tinycc.deploy.deep``) on a target that does not generate
+    its learner (``why``: the reason, a few words), in one line with what it would take."""
     deep = (getattr(deployment, "meta", None) or {}).get("deep")
     if deep:
         mem = deployment.memory
         raise TinyccError(f"--deep {deep['mode']}: the {target} target does not generate the deep learner ({why}; "
                           f"it would take RAM {int(mem.get('ram', 0)):,} B, flash {int(mem.get('flash', 0)):,} B); "
-                          "`tinycc compile -t c --deep bias` generates it")
+                          f"`tinycc compile -t c --deep {deep['mode']}` generates it")
 
 
 class Backend(ABC):

@@ -23,23 +23,39 @@ from tinycc.ir.train import softmax
 
 from . import c_harness
 from .test_deep import _data
-from .test_deep_deploy import _cli, _deploy, graph, model_files  # noqa: F401  (module fixtures)
+from .test_deep_deploy import CALIB, _cli, graph, model_files  # noqa: F401  (module fixtures)
 
 WHERE = ["host", pytest.param("m4", marks=pytest.mark.skipif(not c_harness.have_arm(),
                                                              reason="arm-none-eabi-gcc or qemu-system-arm missing"))]
 
 
+MODES = ["bias", "blocks"]
+
+
+def _deploy(graph, mode: str = "bias", **opts):  # noqa: F811
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    session = Session(autoload=False)
+    config = make_config(session, deep=(mode,), lr=0.05, **opts)
+    return build_deep_deployment(graph.copy(), config, session, CBackend(), CALIB)
+
+
 def _learner(dep) -> DeepLearner:
-    return DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+    return DeepLearner(dep, dep.meta["deep"]["cut"], dep.meta["deep"]["mode"], capacity=dep.buffer.capacity)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("where", WHERE)
-def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str) -> None:  # noqa: F811
+def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str, mode: str) -> None:  # noqa: F811
     """The generated project's demo (its own main.c, --dump): the int8 cut tensors equal the front's run_int8,
-    then after 9 learn calls (buffer 3, batch 2, 2 epochs: fifo replacement and partial batches) the int32 biases
-    the int8 kernels read equal the simulator's bias by bias, the classifier's weights and biases to 1e-5, and
-    every vector's probabilities (before and after learning) to 1e-5 with the same class."""
-    dep = _deploy(graph, buffer=3, batch_size=2, epochs=2)
+    then after 9 learn calls (buffer 3, batch 2, 2 epochs: fifo replacement and partial batches) the classifier's
+    weights and biases equal the simulator's to 1e-5, and every vector's probabilities (before and after learning)
+    to 1e-5 with the same class. bias: the int32 biases the int8 kernels read equal the simulator's bias by bias;
+    blocks: the float region's weights and biases (moved from their dequantized int8 start) to 1e-5 relative."""
+    dep = _deploy(graph, mode, buffer=3, batch_size=2, epochs=2)
     x, y = _data(6, 11)
     CBackend().emit(dep, tmp_path, TestVectors(x, y, learn=9))
     if where == "host":
@@ -56,15 +72,25 @@ def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str)
         assert out.before[i][0] == cls[i]
         np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
     start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
+    start_w = [sim.tail.params[op.name].weight.copy() for op in sim.region_params]
     for i in range(9):
         sim.learn_input(x[i % 6], int(y[i % 6]))
         assert not sim.last_refused
     assert out.buffer == sim.buffer.count == 3
     moved = False
-    for j, op in enumerate(sim.region_params):  # what the int8 kernels read: exact
-        np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
-        moved |= bool((start[j] != out.backbone[j]).any())
-    assert moved and len(out.backbone) == len(sim.region_params) > 0
+    if mode == "blocks":  # the float region: every weight and bias trained, in RAM
+        assert not out.backbone and len(out.backbone_w) == len(sim.region_params) > 0
+        for j, op in enumerate(sim.region_params):
+            p = sim.tail.params[op.name]
+            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
+            moved |= bool(np.abs(out.backbone_w[j] - start_w[j].reshape(-1)).max() > 1e-4)
+        assert moved
+    else:
+        for j, op in enumerate(sim.region_params):  # what the int8 kernels read: exact
+            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
+            moved |= bool((start[j] != out.backbone[j]).any())
+        assert moved and len(out.backbone) == len(sim.region_params) > 0
     head = [op.name for op in sim.view.ops[len(dep.extractor.ops):]]
     for i, name in enumerate(head):
         np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
@@ -102,17 +128,19 @@ def _symbols(project: Path, cc: str, nm: str, flags: list[str]) -> list[tuple[st
     return out
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> None:  # noqa: F811
+def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mode: str) -> None:  # noqa: F811
     """Every static RAM byte of the compiled project (model.c and the runtime) is a report line, line by line
     (arena, buffer, its descriptor, outputs, each learn-step group, kept activations): the total is the report's
     static RAM; the flash of the region's tables and of the step's constants equal their lines; the stack is
-    measured (with the board: for the Cortex-M4)."""
+    measured (with the board: for the Cortex-M4). blocks: the region's float weights and biases are the parameters
+    line (RAM), no int32 biases, kept activations, region tables or step constants."""
     cc, nm, flags, board = TARGETS[target]
     if not (shutil.which(cc) and shutil.which(nm)):
         pytest.skip(f"{cc} is not installed")
     opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
-    dep = _deploy(graph, buffer=5, batch_size=2, **opts)
+    dep = _deploy(graph, mode, buffer=5, batch_size=2, **opts)
     CBackend().emit(dep, tmp_path)
     syms = _symbols(tmp_path, cc, nm, flags)
     items = {i["name"]: i for i in dep.memory["items"]}
@@ -131,7 +159,12 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> 
     # per trained parameter: the float parameters are one float32 each (Φc's weights and biases, the master biases)
     state = dep.memory["deep"]
     trained = sum(layer.weight.size + layer.bias.size for layer in dep.classifier) + sum(
-        learner.tail.params[op.name].bias.size for op in learner.region_params)
+        learner.tail.params[op.name].bias.size + (learner.tail.params[op.name].weight.size if mode == "blocks" else 0)
+        for op in learner.region_params)
+    if mode == "blocks":  # the float region: nothing int8 after the cut
+        assert all(items[k]["bytes"] == 0 for k in ("learn step: int32 biases", "kept int8 activations",
+                                                     "learn step region tables", "learn step constants"))
+        assert items["learn step initial values"]["bytes"] == 4 * trained
     assert state["trained_parameters"] == trained and items["learn step: parameters"]["bytes"] == 4 * trained
     assert state["state_bytes"] == sum(ram[k] for k in ram if k.startswith("learn step") or k.startswith("kept"))
     assert state["buffer_entry_bytes"] == learner.buffer.feature_count + 5
@@ -147,24 +180,27 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -> 
     assert "learn" in items["stack"]["detail"] or "predict" in items["stack"]["detail"]
 
 
-def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
-    """`tinycc compile -t c --deep bias --ram N`: a project whose memory file is the deep report within N, whose
-    model.h declares the deep API, and which builds with -Werror."""
+@pytest.mark.parametrize("mode", MODES)
+def test_compile_writes_the_deep_project(model_files: Path, tmp_path: Path, capsys, mode: str) -> None:  # noqa: F811
+    """`tinycc compile -t c --deep bias|blocks --ram N`: a project whose memory file is the deep report within N,
+    whose model.h declares the deep API (blocks: the float backbone accessors), and which builds with -Werror."""
     rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", "c", "--calib", str(model_files / "c.npz"),
-                    "--deep", "bias", "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
+                    "--deep", mode, "--ram", "60000", "-o", str(tmp_path / "o")], capsys)
     assert rc == 0, err
     mem = json.loads((tmp_path / "o" / "tinycc_memory.json").read_text())
     names = {i["name"] for i in mem["items"]}
     assert mem["ram"] <= 60_000 and {"learn step: parameters", "kept int8 activations", "outputs"} <= names
-    assert "backbone_bias" in (tmp_path / "o" / "model.h").read_text()
+    header = (tmp_path / "o" / "model.h").read_text()
+    assert ("backbone_weights" in header) == (mode == "blocks") and ("backbone_bias(" in header) == (mode == "bias")
     state = mem["deep"]
     assert state["bytes_per_parameter"] == round(state["state_bytes"] / state["trained_parameters"], 2)
     r = subprocess.run(["make", "-C", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("core", ["host", "cortex-m4"])
-def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -> None:  # noqa: F811
+def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str, mode: str) -> None:  # noqa: F811
     """The measured stack of the deep API (backends/c/stack.py over model.c and the runtime with
     tinycc_backprop.c) bounds a painted run of every entry point, learn included (tests/stack_paint_main.c), within
     25% (host: 704 B against 584 painted; the x86-64 leaves' red zone is counted whole)."""
@@ -174,7 +210,7 @@ def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -
 
     if not (toolchain(core) and stack_harness.available(core)):
         pytest.skip(f"{core}: compiler or emulator not installed")
-    dep = _deploy(graph, buffer=3, batch_size=2)
+    dep = _deploy(graph, mode, buffer=3, batch_size=2)
     x, y = _data(4, 3)
     CBackend().emit(dep, tmp_path, TestVectors(x, y))
     fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", core, dep.buffer.policy)
@@ -182,8 +218,9 @@ def test_deep_stack_bounds_the_painted_stack(graph, tmp_path: Path, core: str) -
     assert used <= fig.bytes <= 1.25 * used, (core, fig.bytes, used, fig.path)
 
 
-def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None:  # noqa: F811
-    """The arduino target's --deep bias sketch (the c backend's deep model.c under the same serial protocol),
+@pytest.mark.parametrize("mode", MODES)
+def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path, mode: str) -> None:  # noqa: F811
+    """The arduino target's --deep bias / blocks sketch (the c backend's deep model.c under the same serial protocol),
     built for the host with ASan/UBSan (extras/host_main.c): 'P' predictions equal the simulator's probabilities,
     'L' learns (the buffer count), 'l' learns from an int8 cut tensor and 'F' predicts from one, predictions after
     learning equal the simulator's (1e-5), a label out of range is refused; an AVR board is refused in one line."""
@@ -198,7 +235,7 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None: 
     from .test_deep_deploy import CALIB
 
     session = Session(autoload=False)
-    config = make_config(session, deep=("bias",), lr=0.05, buffer=3, batch_size=2)
+    config = make_config(session, deep=(mode,), lr=0.05, buffer=3, batch_size=2)
     dep = build_deep_deployment(graph.copy(), config, session, ArduinoBackend(), CALIB)
     items = {i["name"]: i for i in dep.memory["items"]}
     assert not items["runtime state"]["exact"] and items["runtime state"]["bytes"] > 0  # the core's allowance
@@ -240,6 +277,29 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None: 
         p.stdin.close()
         p.wait(timeout=30)
     assert p.returncode == 0
-    avr = make_config(session, deep=("bias",), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
+    avr = make_config(session, deep=(mode,), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
     with pytest.raises(TinyccError, match=r"arduino target does not generate the deep learner \(on AVR"):
         ArduinoBackend().check(build_deep_deployment(graph.copy(), avr, session, ArduinoBackend(), CALIB))
+
+
+def test_deep_blocks_budget(graph) -> None:  # noqa: F811
+    """--deep blocks under --ram: the buffer of cut tensors is the largest that fits (one more entry would not);
+    too little RAM is refused in one line saying by how much and what to change, and exactly the bytes it names
+    fit one entry; an earlier --deep-cut trains more layers and costs more (float weights in RAM, values)."""
+    from tinycc.errors import BudgetError
+
+    dep = _deploy(graph, "blocks", ram=60_000)
+    per = dep.memory["deep"]["buffer_entry_bytes"]
+    assert dep.memory["ram"] <= 60_000 < dep.memory["ram"] + per and dep.buffer.capacity > 1
+    with pytest.raises(BudgetError, match=r"^--deep blocks: RAM [\d,]+ bytes .*above --ram/--flash 15,000.*"
+                                          r"later --deep-cut") as e:
+        _deploy(graph, "blocks", ram=15_000)
+    assert "\n" not in str(e.value)
+    need = int(str(e.value).split("RAM ")[1].split(" bytes")[0].replace(",", ""))
+    one = _deploy(graph, "blocks", ram=need)
+    assert one.buffer.capacity == 1 and one.memory["ram"] == need
+    deeper = _deploy(graph, "blocks", deep_cut="stem", buffer=2)
+    shallow = _deploy(graph, "blocks", buffer=2)
+    assert deeper.meta["deep"]["trains"] == ["r1", "r2", "r3"] and shallow.meta["deep"]["trains"] == ["r3"]
+    assert deeper.memory["deep"]["trained_parameters"] > shallow.memory["deep"]["trained_parameters"]
+    assert deeper.memory["ram"] > shallow.memory["ram"]

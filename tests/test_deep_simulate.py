@@ -107,11 +107,10 @@ def test_config_refuses_bad_deep_choices(kw: dict, words: str) -> None:
         make_config(Session(autoload=False), **kw)
 
 
-def test_compile_generates_deep_bias_and_refuses_blocks(setup: Path, tmp_path: Path) -> None:
-    """compile builds, sizes and generates the --deep bias deployment (tinycc/deploy/deep.py, the c target's deep
-    project: tests/test_deep_project.py); --deep blocks is refused before any work."""
+def test_compile_generates_deep_bias_and_blocks(setup: Path, tmp_path: Path) -> None:
+    """compile builds, sizes and generates the --deep bias and --deep blocks deployments (tinycc/deploy/deep.py, the
+    c target's deep project: tests/test_deep_project.py)."""
     from tinycc.api import compile_model, make_config
-    from tinycc.errors import TinyccError
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -120,6 +119,7 @@ def test_compile_generates_deep_bias_and_refuses_blocks(setup: Path, tmp_path: P
     calib = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
     result = compile_model(str(setup / "model.keras"), "c", str(tmp_path / "bias"), config, session, calib=calib)
     assert result.deployment.meta["deep"]["trains"] and "tcc_deep_learn" in (tmp_path / "bias" / "model.c").read_text()
-    with pytest.raises(TinyccError, match="--deep blocks: trainable convolution blocks run in `tinycc simulate"):
-        compile_model(str(setup / "model.keras"), "c", str(tmp_path / "out"), make_config(session, deep=("blocks",)),
-                      session)
+    result = compile_model(str(setup / "model.keras"), "c", str(tmp_path / "blocks"),
+                           make_config(session, deep=("blocks",)), session, calib=calib)
+    assert result.deployment.meta["deep"]["mode"] == "blocks"
+    assert "backbone_weights" in (tmp_path / "blocks" / "model.c").read_text()

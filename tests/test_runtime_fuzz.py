@@ -101,7 +101,16 @@ static int32_t snapshot(float *out) {
         memcpy(out + n, b, sizeof(float) * (size_t)no);
         n += no;
     }
-#ifdef NAME_DEEP
+#if defined(NAME_DEEP_BLOCKS)
+    for (l = 0; l < NAME_BACKBONE_LAYERS; ++l) { /* --deep blocks: the float region's weights and biases */
+        const float *w = name_backbone_weights(l, &no);
+        memcpy(out + n, w, sizeof(float) * (size_t)no);
+        n += no;
+        w = name_backbone_bias_f32(l, &no);
+        memcpy(out + n, w, sizeof(float) * (size_t)no);
+        n += no;
+    }
+#elif defined(NAME_DEEP)
     for (l = 0; l < NAME_BACKBONE_LAYERS; ++l) { /* --deep bias: the int32 biases the int8 kernels read (bits) */
         const int32_t *q = name_backbone_bias(l, &no);
         memcpy(out + n, q, sizeof(int32_t) * (size_t)no);
@@ -245,7 +254,13 @@ int main(void) {
 #ifdef NAME_DEEP /* no reset (the initial parameters are the load image): the backbone accessor's range instead */
             int32_t nb = 1;
             const int32_t layer = rnd() % 2 ? -1 - (int32_t)(rnd() % 1000) : NAME_BACKBONE_LAYERS + (int32_t)(rnd() % 9);
+#ifdef NAME_DEEP_BLOCKS
+            if (name_backbone_weights(layer, &nb) != NULL || nb != 0) fail("a backbone index out of range gives NULL", layer);
+            nb = 1;
+            if (name_backbone_bias_f32(layer, &nb) != NULL || nb != 0) fail("a backbone index out of range gives NULL", layer);
+#else
             if (name_backbone_bias(layer, &nb) != NULL || nb != 0) fail("a backbone index out of range gives NULL", layer);
+#endif
             (void)snap_init;
 #else
             name_reset_classifier();
@@ -322,11 +337,13 @@ def test_public_api_under_random_calls(session, tmp_path: Path, case: str) -> No
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
-def test_deep_project_api_under_random_calls(tmp_path: Path) -> None:
-    """The --deep bias project's API (backends/c/deep_project.py) under the same random calls as the head projects
-    (ASan/UBSan): NaN / infinity inputs -2, labels out of range -1, NULL -1/-2, nothing stored or trained then
-    (classifier weights and the int32 backbone biases compared bit for bit), out-of-range layer indices NULL, the
-    buffer count within capacity, predictions finite and in range; every path taken."""
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_deep_project_api_under_random_calls(tmp_path: Path, mode: str) -> None:
+    """The --deep bias / blocks project's API (backends/c/deep_project.py) under the same random calls as the head
+    projects (ASan/UBSan): NaN / infinity inputs -2, labels out of range -1, NULL -1/-2, nothing stored or trained
+    then (classifier weights and the int32 backbone biases, blocks: the float region's weights and biases, compared
+    bit for bit), out-of-range layer indices NULL, the buffer count within capacity, predictions finite and in
+    range; every path taken."""
     from tinycc.deploy import build_deep_deployment
     from tinycc.session import Session
 
@@ -339,7 +356,7 @@ def test_deep_project_api_under_random_calls(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
     g = graph_from_keras_model(resnet_add())
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    config = make_config(session, deep=("bias",), lr=0.05, buffer=4, batch_size=2, policy="reservoir")
+    config = make_config(session, deep=(mode,), lr=0.05, buffer=4, batch_size=2, policy="reservoir")
     dep = build_deep_deployment(g, config, session, CBackend(), CALIB)
     CBackend().emit(dep, tmp_path)
     src = _fuzz_source(dep, 1500)
@@ -389,11 +406,13 @@ def test_arduino_protocol_of_a_256_class_model(session, tmp_path: Path) -> None:
 
 def _fuzz_source(dep, calls: int = CALLS) -> str:
     weights = sum(layer.weight.size + layer.bias.size for layer in dep.classifier)
-    if dep.meta.get("deep"):  # --deep bias: the trained backbone biases are snapshot too
+    if dep.meta.get("deep"):  # --deep: the trained backbone parameters are snapshot too
         from tinycc.backends.c.deep_project import deep_learner
 
         learner = deep_learner(dep)
         weights += sum(int(learner.tail.params[op.name].bias.size) for op in learner.region_params)
+        if learner.mode == "blocks":  # the float region's weights too
+            weights += sum(int(learner.tail.params[op.name].weight.size) for op in learner.region_params)
     return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))
             .replace("NAME_CALLS", str(calls)).replace("NAME_", f"{dep.name.upper()}_")
             .replace("name_", f"{dep.name}_"))

@@ -76,9 +76,10 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--train", choices=TRAIN_MODES,
                    help="what the device trains: all classifier layers (default), the last layer only, or every "
                         "bias plus the last layer's weights (TinyTL); less training state for last")
-    g.add_argument("--deep", type=deep_mode, metavar="bias",
+    g.add_argument("--deep", type=deep_mode, metavar="bias|blocks",
                    help="learn beyond the head: bias = the int8 backbone's biases after --deep-cut train on the "
-                        "device with the classifier (TinyTL); sized and checked against the budget")
+                        "device with the classifier (TinyTL); blocks = the layers after --deep-cut run in float "
+                        "and all their weights train; sized and checked against the budget")
     g.add_argument("--deep-cut", metavar="TENSOR",
                    help="--deep: where the trained backbone starts (default: the input of the last layer with "
                         "weights before the classifier)")
@@ -166,8 +167,9 @@ def deployment_summary(d: Any) -> str:
               f"({d.buffer.policy}, {d.buffer.storage})"]
     deep, state = d.meta.get("deep"), mem.get("deep")
     if deep and state:  # --deep bias: what trains beyond the head and what its learning state costs
-        lines.append(f"--deep {deep['mode']}: cut at {deep['cut']!r} (the buffer stores it), the biases of "
-                     f"{len(deep['trains'])} int8 layer(s) and the classifier train: {state['trained_parameters']:,} "
+        what = "the biases of" if deep["mode"] == "bias" else "the float weights and biases of"
+        lines.append(f"--deep {deep['mode']}: cut at {deep['cut']!r} (the buffer stores it), {what} "
+                     f"{len(deep['trains'])} layer(s) and the classifier train: {state['trained_parameters']:,} "
                      f"parameters, learning state {state['state_bytes']:,} B of RAM ({state['bytes_per_parameter']} "
                      f"B per trained parameter) + {state['buffer_entry_bytes']:,} B per buffer entry")
     default = d.meta.get("default_buffer")
@@ -211,9 +213,6 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     kind, plugin = ("inference", "inference") if config.inference_only else ("ondevice", "ondevice")
     build = reg.deployer(kind, plugin)  # a blocked deployment plugin: one line, before any work
     _check_dump_after(cc.dump_after, reg)
-    if config.learning is not None and config.learning.deep and config.learning.deep != ("bias",):
-        raise TinyccError("--deep blocks: trainable convolution blocks run in `tinycc simulate --deep` only; "
-                          "`tinycc compile` deploys --deep bias")
     for stage in STAGES:
         resolve(reg, stage, cc.passes)  # unknown --passes names: one line, before any work
     with timed("frontend"):

@@ -204,7 +204,7 @@ def layer_names(text: object) -> tuple[str, ...]:
 
 
 def deep_mode(text: object) -> tuple[str, ...]:
-    """``--deep`` of ``tinycc compile``: one mode of learning beyond the head (``bias``), as the config's tuple."""
+    """``--deep`` of ``tinycc compile``: one mode of learning beyond the head (``bias`` or ``blocks``), as the config's tuple."""
     from .ir.deep import DEEP_MODES
 
     mode = str(text).strip()

@@ -20,7 +20,7 @@ from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from .. import names
-from ..base import Backend, refuse_deep
+from ..base import AVR_DEEP, Backend, refuse_deep
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, render_project,
@@ -116,8 +116,7 @@ class ArduinoBackend(Backend):
             if "deep_front" not in deployment.meta:
                 refuse_deep(deployment, "arduino", "the deployment was not sized by the arduino backend")
             if target is not None and target.family == "avr":
-                refuse_deep(deployment, "arduino", "on AVR: the learn step's bias requantization needs the C "
-                                                   "library's double rint, which avr-libc lacks")
+                refuse_deep(deployment, "arduino", AVR_DEEP[deployment.meta["deep"]["mode"]])
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]

@@ -24,7 +24,7 @@ from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
 from .. import names
-from ..base import Backend, check_static_size, refuse_deep
+from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
 from .deep_project import deep_context, deep_figures, front_deployment
@@ -35,7 +35,7 @@ HERE = Path(__file__).parent
 BUILTIN_FAMILIES = ("host", "cortexm", "avr", "xtensa")  # the Makefile's own sections (or none)
 RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_mve.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
-DEEP_FILES = ("tinycc_backprop.h", "tinycc_backprop.c")  # --deep bias only
+DEEP_FILES = ("tinycc_backprop.h", "tinycc_backprop.c")  # --deep bias / blocks only
 
 
 def new_env() -> Any:
@@ -399,8 +399,7 @@ class CBackend(Backend):
             refuse_deep(deployment, "c", "the deployment was not sized by the c backend")
         target = deployment.config.target if deployment.config is not None else None
         if target is not None and target.family == "avr":
-            refuse_deep(deployment, "c", "on AVR: the learn step's bias requantization needs the C library's double "
-                                         "rint, which avr-libc lacks")
+            refuse_deep(deployment, "c", AVR_DEEP[(deployment.meta.get("deep") or {}).get("mode", "bias")])
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:

@@ -31,7 +31,7 @@ from ...ir.backprop import int8_weights
 from ...ir.deep import DeepLearner
 from ...ir.deployment import BufferConfig, Deployment
 from ...ir.ops import OpKind
-from .deep_emit import emit_step, known_order, learner_step
+from .deep_emit import emit_learn, emit_step, known_order, learner_step
 from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
 
@@ -138,5 +138,26 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         "    if (!q || !z) return -1;\n"
         "    tcc_deep_region(q, 0);\n"
         "    if (tcc_deep_logits(known, 1, z) != 0) return -1;\n"
+        f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
+        "    return best;\n}\n")
+
+
+def emit_blocks_learn(learner: DeepLearner, batch: int) -> str:
+    """The learn unit of mode ``blocks`` (compile with runtime/tinycc_backprop.c and tinycc_learn.c): the float
+    step and learn path of ``deep_emit.emit_learn`` (the region's weights and biases and Φc's in RAM, float32,
+    updated element by element in place; ``tcc_deep_learn`` over the buffer of int8 cut tensors) and
+    ``int32_t tcc_deep_predict(const int8_t *q, float *z)``: the logits of one int8 cut tensor, dequantized into
+    row 0 of the step's cut values, through the trained float region and Φc; returns the class, -1 for NULL."""
+    if learner.mode != "blocks":
+        raise ValueError("emit_blocks_learn is for the blocks mode")
+    cut, classes = learner.buffer.feature_count, learner.num_classes
+    scale = float(np.float32(learner.cut_scale))  # the buffer's scale, as tcc_buffer_entry dequantizes
+    return emit_learn(learner.tail, batch) + (
+        "\nint32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
+        "    int32_t best = 0;\n"
+        "    if (!q || !z) return -1;\n"
+        f"    for (int32_t k = 0; k < {cut}; ++k)\n"
+        f"        tcc_t0[k] = {scale:.9e}f * (float)((int32_t)q[k] - {learner.cut_zp});\n"
+        "    if (tcc_deep_logits(tcc_t0, 1, z) != 0) return -1;\n"
         f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
         "    return best;\n}\n")

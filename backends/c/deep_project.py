@@ -1,7 +1,8 @@
-"""The ``--deep bias`` project of the c target (``tinycc.deploy.deep``): model.c runs the int8 front (input -> deep
-cut) with the emitter's kernels over its own arena, then the learn unit of ``deep_learn.emit_bias_learn`` (the
-trained region on the int8 kernels reading the RAM int32 biases, the bias step, ``tcc_deep_learn`` /
-``tcc_deep_predict``), and the project's API (templates/model_deep.c.j2, model_deep.h.j2) over a replay buffer of
+"""The ``--deep bias`` / ``--deep blocks`` project of the c target (``tinycc.deploy.deep``): model.c runs the int8
+front (input -> deep cut) with the emitter's kernels over its own arena, then the learn unit of
+``deep_learn.emit_bias_learn`` (the trained region on the int8 kernels reading the RAM int32 biases, the bias step,
+``tcc_deep_learn`` / ``tcc_deep_predict``; ``--deep blocks``: ``deep_learn.emit_blocks_learn``, the region in float
+with its weights in RAM), and the project's API (templates/model_deep.c.j2, model_deep.h.j2) over a replay buffer of
 int8 cut tensors. The demo, build files and README are the head project's (``deep`` in their context)."""
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from ...ir.deep import DeepLearner
 from ...ir.deployment import Deployment
 from ...ir.memory_model import Descriptors
 from .. import names
-from .deep_learn import emit_bias_learn
+from .deep_learn import emit_bias_learn, emit_blocks_learn
 
 
 def deep_learner(dep: Deployment) -> DeepLearner:
-    """The learner the project runs (the deployment's deep cut, bias mode, its training settings)."""
-    return DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+    """The learner the project runs (the deployment's deep cut and mode, its training settings)."""
+    return DeepLearner(dep, dep.meta["deep"]["cut"], dep.meta["deep"]["mode"], capacity=dep.buffer.capacity)
 
 
 def front_deployment(dep: Deployment) -> Deployment:
@@ -30,17 +31,21 @@ def front_deployment(dep: Deployment) -> Deployment:
 
 
 def deep_context(dep: Deployment) -> dict[str, Any]:
-    """Template values of the deep project: the learn unit (tinycc's own C: identifiers from positions only), the
-    classifier's layers (``k``: the step's parameter index, sizes) and the trained backbone layers (``k``, biases)."""
+    """Template values of the deep project: the mode, the learn unit (tinycc's own C: identifiers from positions
+    only), the classifier's layers (``k``: the step's parameter index, sizes) and the trained backbone layers (``k``,
+    ``n`` biases, ``w`` weights: the float weights of mode blocks)."""
     learner = deep_learner(dep)
     params = list(learner.tail.params)
     head_ops = learner.view.ops[len(dep.extractor.ops):]
     head = [{"k": params.index(op.name), "n_out": int(layer.n_out), "n_in": int(layer.n_in)}
             for op, layer in zip(head_ops, dep.classifier)]
-    backbone = [{"k": params.index(op.name), "n": int(learner.tail.params[op.name].bias.size)}
-                for op in learner.region_params]
-    unit = emit_bias_learn(learner, dep.train.batch_size, dep.config)
-    return {"unit": names.Escaped(unit), "head": head, "backbone": backbone}
+    backbone = [{"k": params.index(op.name), "n": int(learner.tail.params[op.name].bias.size),
+                 "w": int(learner.tail.params[op.name].weight.size)} for op in learner.region_params]
+    if learner.mode == "blocks":
+        unit = emit_blocks_learn(learner, dep.train.batch_size)
+    else:
+        unit = emit_bias_learn(learner, dep.train.batch_size, dep.config)
+    return {"mode": learner.mode, "unit": names.Escaped(unit), "head": head, "backbone": backbone}
 
 
 def deep_figures(candidate: Candidate, figures: MemoryFigures) -> MemoryFigures:

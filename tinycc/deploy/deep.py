@@ -1,4 +1,5 @@
-"""The deep bias deployment (``--deep bias``): the int8 backbone's biases after a deep cut learn with the head.
+"""The deep deployments (``--deep bias`` / ``--deep blocks``): the int8 backbone's biases after a deep cut learn
+with the head (bias), or the layers after the cut run in float and all their weights learn with it (blocks).
 
 Built on the head-only deployment (the cut before the Dense chain, no budget, one buffer entry): the deep cut
 (``--deep-cut``, default the latest cut tensor with a convolution or Dense layer after it) splits the int8
@@ -19,6 +20,11 @@ declares it (``tinycc.ir.backprop.step_memory`` / ``step_flash``, the arrays of
 
 The head's ``classifier weights``, ``training state``, ``classifier initial weights`` and its buffer of features
 are dropped: the step owns Φc.
+
+``--deep blocks`` (``DeepLearner`` mode ``blocks``): ``learn step: parameters`` holds the region's float32 weights
+and biases (every one trains, in RAM; initial values in flash) with Φc's; ``int32 biases``, ``kept int8
+activations``, ``learn step constants`` and ``learn step region tables`` are 0 (the region runs in float); on a
+target that refuses, the region's int8 weights, biases and tables leave the extractor's flash lines.
 
 A target that generates the deep learner (``Backend.deep_figures`` answers) emits the int8 *front* (input -> deep
 cut, ``front_graph``) as its feature extractor and the region after the cut in the learn unit: the report's
@@ -48,13 +54,13 @@ from ..ir.train import Classifier
 from ..targets import code_table
 from .stage import check_addressable, check_budget, memory_plan
 
-COMPILE_DEEP_MODES = ("bias",)  # what `tinycc compile --deep` deploys (blocks: simulator only, so far)
+COMPILE_DEEP_MODES = ("bias", "blocks")  # what `tinycc compile --deep` deploys
 _HEAD_ONLY = ("classifier weights", "training state", "replay buffer", "staging vectors", "classifier initial weights")
 
 
-def choose_deep_cut(dep: Deployment, name: str | None) -> str:
+def choose_deep_cut(dep: Deployment, name: str | None, mode: str = "bias") -> str:
     """The deep cut: ``name`` (a tensor, or a layer whose output it is), else the latest cut with a parameter layer
-    (convolution, depthwise or Dense) between it and the features."""
+    (convolution, depthwise or Dense) between it and the features (``mode`` ``bias``: one with a bias)."""
     try:
         cuts = deep_cuts(dep.extractor, dep.classifier)
     except ValueError as e:
@@ -69,11 +75,12 @@ def choose_deep_cut(dep: Deployment, name: str | None) -> str:
         return chosen[0]
     for cut in cuts:
         try:
-            if DeepLearner(dep, cut, "bias", capacity=1).region_params:
+            if DeepLearner(dep, cut, mode, capacity=1).region_params:
                 return cut
         except ValueError:
             continue
-    raise TinyccError("--deep bias: no convolution or Dense layer with a bias after a possible deep cut")
+    what = "with a bias " if mode == "bias" else ""
+    raise TinyccError(f"--deep {mode}: no convolution or Dense layer {what}after a possible deep cut")
 
 
 def front_graph(ext: Graph, cut: str) -> Graph:
@@ -87,40 +94,53 @@ def front_graph(ext: Graph, cut: str) -> Graph:
 
 
 def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: bool = False) -> MemoryReport:
-    """The head deployment's report with the deep bias learner's lines in place of the head's training lines
+    """The head deployment's report with the deep learner's lines in place of the head's training lines
     (see the module docstring); ``capacity`` cut tensors in the buffer. ``front``: ``head`` is the report of the
     int8 front alone (the target generates the learner): the region's flash tables get their own line and the stack
     line is kept as measured."""
     mem = learner.state_bytes()
-    names = tuple(op.name for op in learner.region_params)
-    region_biases = 0 if front else sum(4 * learner.tail.params[n].bias.size for n in names)
+    blocks = learner.mode == "blocks"
+    names = tuple(op.name for op in learner.region_params) if not blocks else ()
+    moved = {}  # the region's int8 flash lines the whole-extractor report (not front) holds but the learner owns
+    if not front:
+        w, b, t = extractor_flash(learner.region)
+        moved = ({"extractor weights": w, "extractor biases": b, "requantization tables": t} if blocks else
+                 {"extractor biases": sum(4 * learner.tail.params[n].bias.size for n in names)})
     r = MemoryReport()
     for it in head.items:
         if it.name in _HEAD_ONLY:
             continue
-        nbytes = it.bytes - (region_biases if it.name == "extractor biases" else 0)
-        detail = it.detail + (" (the trained region's: RAM, learn step)" if it.name == "extractor biases" else "")
+        nbytes = it.bytes - moved.get(it.name, 0)
+        where = "float32 in RAM" if blocks else "RAM"
+        detail = it.detail + (f" (the trained region's: {where}, learn step)" if it.name in moved else "")
         if it.name == "stack" and not front:  # measured on the head-only API, not the deep learn entry
             r.add(it.name, it.section, nbytes, False, detail + " (head-only API; deep learn entry not measured)")
             continue
         r.add(it.name, it.section, nbytes, it.exact, detail)
         if it.name == "feature extractor arena":
             b = learner.batch_size
+            details = _BLOCKS_DETAIL if blocks else _DETAIL
             for group in ("parameters", "int32_biases", "values", "gradients", "scratch", "descriptors", "labels"):
-                r.add(f"learn step: {group.replace('_', ' ')}", "ram", mem[group], detail=_DETAIL[group] + f" (x {b})"
-                      if group in ("values", "gradients", "scratch", "labels") else _DETAIL[group])
+                r.add(f"learn step: {group.replace('_', ' ')}", "ram", mem[group], detail=details[group] + f" (x {b})"
+                      if group in ("values", "gradients", "scratch", "labels") else details[group])
             r.add("kept int8 activations", "ram", mem["kept_int8"],
-                  detail=f"the trained region's int8 outputs the bias step reads (x batch {b})")
+                  detail="none: the float region keeps its float values (learn step: values)" if blocks else
+                  f"the trained region's int8 outputs the bias step reads (x batch {b})")
             r.add("replay buffer", "ram", buffer_bytes(learner, capacity),
                   detail=f"{capacity} int8 cut tensors of {learner.buffer.feature_count} values + label + stamp")
             if front:
                 r.add("outputs", "ram", 4 * learner.num_classes, detail="float32 probabilities of the last predict")
     known = learner.known_tensors()
     r.add("learn step constants", "flash", step_flash(learner.tail, names, known),
-          detail="frozen int8 region weights + float scale per channel, bias scales")
+          detail="none: every weight of the float region trains (RAM)" if blocks else
+          "frozen int8 region weights + float scale per channel, bias scales")
     r.add("learn step initial values", "flash", mem["parameters"] + mem["int32_biases"],
-          detail="load image of the trained parameters and int32 biases")
-    if front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
+          detail="load image of the trained float32 parameters" if blocks else
+          "load image of the trained parameters and int32 biases")
+    if front and blocks:
+        r.add("learn step region tables", "flash", 0, detail="none: the trained region runs in float (its "
+              "weights are the learn step's parameters)")
+    elif front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
         w, _, t = extractor_flash(learner.region)
         shared = sum(wq.size for wq, _ in int8_weights(learner.tail, known).values())
         r.add("learn step region tables", "flash", w - shared + t,
@@ -135,6 +155,9 @@ _DETAIL = {"parameters": "float32: classifier weights and biases, float master c
            "values": "float activations the float ops read", "gradients": "reused gradient slots",
            "scratch": "gradient accumulation", "descriptors": "convolution / pooling descriptors",
            "labels": "int32 labels of a batch"}
+_BLOCKS_DETAIL = {**_DETAIL, "parameters": "float32: the region's weights and biases (from the dequantized int8 "
+                  "ones) and the classifier's, updated in place", "int32_biases": "none: the region runs in float",
+                  "values": "float activations of the region and classifier (the cut dequantized)"}
 
 
 def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
@@ -144,32 +167,32 @@ def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
 
 def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backend: Any,
                           calib: np.ndarray | None = None, head: Callable[..., Deployment] | None = None) -> Deployment:
-    """The ``--deep bias`` deployment (see the module docstring): sized exactly, its buffer of cut tensors as large
-    as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head deployment's
-    builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which itself ignores
-    ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
+    """The ``--deep bias`` / ``blocks`` deployment (see the module docstring): sized exactly, its buffer of cut
+    tensors as large as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head
+    deployment's builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which
+    itself ignores ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
     from .learning import build_deployment
 
     learn = config.learning
-    if learn.deep != ("bias",):
-        modes = ", ".join(m for m in learn.deep if m not in COMPILE_DEEP_MODES)
-        raise TinyccError(f"--deep {modes}: `tinycc compile` deploys --deep bias only; the other modes run in "
-                          "`tinycc simulate --deep`")
+    if len(learn.deep) != 1 or learn.deep[0] not in COMPILE_DEEP_MODES:
+        raise TinyccError(f"--deep {','.join(learn.deep)}: `tinycc compile` deploys one of "
+                          f"{', '.join(COMPILE_DEEP_MODES)}")
+    mode = learn.deep[0]
     if learn.tinyol or learn.storage not in (None, "int8"):
-        raise TinyccError("--deep bias stores int8 cut tensors and replays them: drop --tinyol / --storage float32")
+        raise TinyccError(f"--deep {mode} stores int8 cut tensors and replays them: drop --tinyol / --storage float32")
     mem_cfg = replace(config.memory, ram=None, flash=None)
     head_cfg = replace(config, learning=replace(learn, deep=(), deep_cut=None, buffer=1, features="int8"), memory=mem_cfg)
     dep = (head or build_deployment)(graph, head_cfg, session, backend, calib=calib)
     if dep.loss != "ce":
-        raise TinyccError(f"--deep bias needs the softmax cross-entropy head (ce); this model's head is {dep.loss}")
-    cut = choose_deep_cut(dep, learn.deep_cut)
+        raise TinyccError(f"--deep {mode} needs the softmax cross-entropy head (ce); this model's head is {dep.loss}")
+    cut = choose_deep_cut(dep, learn.deep_cut, mode)
     try:
-        learner = DeepLearner(dep, cut, "bias", capacity=1)
+        learner = DeepLearner(dep, cut, mode, capacity=1)
     except ValueError as e:
-        raise TinyccError(f"--deep bias: {e}") from None
+        raise TinyccError(f"--deep {mode}: {e}") from None
     dep.config = config
     trains = [op.origin or op.name for op in learner.region_params]
-    dep.meta["deep"] = {"mode": "bias", "cut": cut, "trains": trains,
+    dep.meta["deep"] = {"mode": mode, "cut": cut, "trains": trains,
                         "parameters": int(learner.tail.parameter_count())}
     dep.buffer = BufferConfig(1, learn.policy, "int8", learn.seed)
     report_for = _front_reports(dep, learner, config, backend)
@@ -189,7 +212,7 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         cap = (ram - fixed - (buffer_bytes(learner, 1) - per)) // per
         if cap < 1:
             need = fixed + buffer_bytes(learner, 1)
-            raise BudgetError(f"--deep bias: RAM {need:,} bytes with one buffer entry of cut tensors "
+            raise BudgetError(f"--deep {mode}: RAM {need:,} bytes with one buffer entry of cut tensors "
                               f"({need - ram:,} above {config.memory.where} {ram:,}); give more RAM or a later "
                               f"--deep-cut (one entry holds {per:,} bytes)")
     else:
