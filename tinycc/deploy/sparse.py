@@ -1,0 +1,192 @@
+"""Sparse backbone updates under a RAM budget (``--train sparse --ram N``, the Tiny Training Engine's idea).
+
+Decided at compile time, from labelled data (the contribution analysis):
+
+1. Candidates after the deep cut (``choose_deep_cut``: the input of the last block): the bias of each
+   convolution / Dense layer of the region, each whole layer (weight + bias), and output-channel subsets (1/8,
+   1/4, 1/2 of the channels, ranked by the norm of their weight gradient over the data) of the region's last
+   two convolutions. A channel subset holds only those channels' weights in float in RAM (and their int8 copy
+   the kernels read), updated in place; the rest of the layer stays the int8 weights of flash. The region runs
+   on the int8 kernels (``DeepLearner`` mode ``sparse``).
+2. Each candidate's contribution: a ``TwoLevelLearner`` (mode ``sparse``, Φc learning from its feature buffer
+   exactly as head-only Ω, the backbone step at ``deep_lr`` over a small buffer of cut tensors) learns the first
+   part of the data with that candidate alone; its accuracy on the rest minus head-only's (the same learner
+   with nothing in the backbone) is the gain.
+3. The exact cost: the RAM of the step for the subset (``step_parts``: ``step_memory``'s arrays in the lean
+   layout, the int8 channel copies, the kept int8 activations) minus the head's alone; the greedy choice adds the candidates of positive gain by gain per byte while the whole
+   learning state (fixed part + step + ``CUT_ENTRIES`` cut tensors + at least ``MIN_FEATURES`` int8 features)
+   fits the budget; the feature buffer then takes what is left, as head-only Ω's does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import TinyccError
+from ..ir.backprop import Trained, known_bytes, step_memory
+from ..ir.buffer import ReplayBuffer
+from ..ir.deep import DeepLearner, TwoLevelLearner
+from ..ir.ops import OpKind
+
+CUT_ENTRIES = 8  # int8 cut tensors the backbone step replays
+MIN_FEATURES = 256  # int8 feature entries reserved for Φc before the step is chosen
+FRACTIONS = (8, 4, 2)  # channel subsets: 1/8, 1/4, 1/2 of a convolution's output channels
+HEAD_ITEMS = ("classifier weights", "training state", "replay buffer", "staging vectors",
+              "classifier initial weights")
+
+
+@dataclass
+class Candidate:
+    """One thing the backbone may train: ``op``'s bias and/or some output channels; its measured gain and cost."""
+
+    label: str
+    op: str
+    trained: Trained
+    cost: int = 0
+    gain: float = 0.0
+
+
+@dataclass
+class SparseChoice:
+    """The chosen subset, what it costs and the analysis behind it."""
+
+    cut: str
+    subset: dict[str, Trained]
+    chosen: list[Candidate]
+    candidates: list[Candidate]
+    memory: dict[str, int] = field(default_factory=dict)
+    head_accuracy: float = 0.0
+
+    def describe(self) -> str:
+        """What ``tinycc compile --train sparse`` prints: the choice, its memory, every candidate measured."""
+        m = self.memory
+        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: head-only)"
+        lines = [f"sparse: cut at {self.cut!r}; trains {what} + the classifier; step {m['step']:,} B, "
+                 f"{m['cut_entries']} cut tensors {m['cut_buffer']:,} B, {m['features']:,} feature entries "
+                 f"{m['feature_buffer']:,} B, fixed {m['fixed']:,} B; total RAM {m['total']:,} B of "
+                 f"{m['budget']:,} B",
+                 f"  contribution analysis (head-only accuracy {self.head_accuracy:.3f}):"]
+        for c in sorted(self.candidates, key=lambda c: -c.gain / max(c.cost, 1)):
+            mark = "*" if c in self.chosen else " "
+            lines.append(f"  {mark} {c.label:<40} gain {100 * c.gain:+5.1f} points, cost {c.cost:>8,} B")
+        return "\n".join(lines)
+
+
+def merge(subset: dict[str, Trained], t_op: str, t: Trained) -> dict[str, Trained]:
+    """``subset`` with ``t`` added to ``t_op``'s entry (union of the bias flag and of the channels)."""
+    out = dict(subset)
+    old = out.get(t_op, Trained(False, ()))
+    if old.channels is None or t.channels is None:
+        ch = None
+    else:
+        ch = tuple(sorted(set(old.channels) | set(t.channels)))
+    out[t_op] = Trained(old.bias or t.bias, ch)
+    return out
+
+
+def step_parts(dep: Any, cut: str, subset: dict[str, Trained]) -> dict[str, int]:
+    """RAM of the sparse step, bytes: the arrays of ``step_memory`` (learn path, ``batch`` rows; float masters of
+    the trained biases and channels, the int32 biases of the ops whose bias trains), the int8 copies of the
+    trained channels the kernels read, and the region's int8 activations the step reads (``kept_int8``)."""
+    dl = DeepLearner(dep, cut, "sparse", capacity=1, subset=subset)
+    req = tuple(op.name for op in dl.region_params if dl.tail.trains(op.name)[1])
+    known = dl.known_tensors()
+    parts = step_memory(dl.tail, dl.batch_size, req, learn=True, known=known)
+    parts.update(dl.sparse_ram(), kept_int8=known_bytes(dl.tail, known, dl.batch_size))
+    return parts
+
+
+def step_bytes(dep: Any, cut: str, subset: dict[str, Trained]) -> int:
+    """The total of ``step_parts``."""
+    return sum(step_parts(dep, cut, subset).values())
+
+
+def fixed_ram(dep: Any) -> int:
+    """The head deployment's RAM without what head-only learning adds (Φc, its training state, its buffer)."""
+    return int(dep.memory["ram"]) - sum(i["bytes"] for i in dep.memory["items"]
+                                        if i["section"] == "ram" and i["name"] in HEAD_ITEMS)
+
+
+def channel_ranking(dep: Any, cut: str, q: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per region convolution: its output channels, largest weight-gradient norm over the data first."""
+    ops = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).region_params
+    full = {op.name: Trained(True, None) for op in ops}
+    dl = DeepLearner(dep, cut, "sparse", capacity=1, subset=full)
+    norm = {op.name: np.zeros(dl.tail.params[op.name].bias.size) for op in ops}
+    for s in range(0, len(q), 16):
+        g = dl.tail.grads(dl._float_cut(q[s:s + 16]), np.asarray(y[s:s + 16], np.int64))
+        for k in norm:
+            dw = g[k][0]
+            ax = dl.tail.axis[k]
+            norm[k] += np.square(np.moveaxis(dw, ax, 0).reshape(dw.shape[ax], -1)).sum(axis=1)
+    return {k: np.argsort(-v, kind="stable") for k, v in norm.items()}
+
+
+def candidates(dep: Any, cut: str, q: np.ndarray, y: np.ndarray) -> list[Candidate]:
+    """Biases, whole layers and channel subsets of the last two convolutions after ``cut`` (module docstring)."""
+    ops = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).region_params
+    out = [Candidate(f"bias of {op.origin or op.name}", op.name, Trained(True, ())) for op in ops]
+    out += [Candidate(f"layer {op.origin or op.name}", op.name, Trained(True, None)) for op in ops]
+    convs = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D)][-2:]
+    rank = channel_ranking(dep, cut, q, y) if convs else {}
+    for op in convs:
+        n = len(rank[op.name])
+        for f in FRACTIONS:
+            k = max(n // f, 1)
+            out.append(Candidate(f"{k}/{n} channels of {op.origin or op.name}", op.name,
+                                 Trained(False, tuple(sorted(int(c) for c in rank[op.name][:k])))))
+    return out
+
+
+def accuracy(dep: Any, cut: str, subset: dict[str, Trained], q: np.ndarray, y: np.ndarray, n_train: int,
+             lr: float, deep_lr: float) -> float:
+    """Test accuracy on ``q[n_train:]`` after learning ``q[:n_train]`` one sample at a time (sparse two-level
+    learner, backbone-only deep step)."""
+    dl = TwoLevelLearner(dep, cut, "sparse", capacity=CUT_ENTRIES, head_capacity=max(n_train, 1), lr=lr,
+                         deep_lr=deep_lr, subset=subset, backbone_only=True)
+    for i in range(n_train):
+        dl.learn(q[i], int(y[i]))
+    return float((dl.predict(q[n_train:])[0] == y[n_train:]).mean())
+
+
+def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr: float, deep_lr: float,
+                  n_train: int | None = None) -> SparseChoice:
+    """The subset to train under ``ram`` bytes of total RAM (see the module docstring); ``x``, ``y``: labelled
+    float inputs (the first ``n_train``, default 3/4, learn; the rest measure)."""
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    if len(x) != len(y) or len(x) < 8:
+        raise TinyccError(f"--train sparse: the contribution analysis needs at least 8 labelled samples, "
+                          f"got {len(x)} inputs and {len(y)} labels")
+    n_train = int(n_train or (3 * len(x)) // 4)
+    probe = DeepLearner(dep, cut, "sparse", capacity=1, subset={})
+    q = probe.cut_of(x)
+    feat = int(np.prod(dep.extractor.tensors[dep.extractor.outputs[0]].shape[1:]))
+    fixed = fixed_ram(dep)
+    cut_buf = ReplayBuffer.bytes_for(CUT_ENTRIES, probe.buffer.feature_count, "int8")
+    base_step = step_bytes(dep, cut, {})
+    room = ram - fixed - cut_buf - ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8")
+    if room < base_step:
+        raise TinyccError(f"--train sparse: {ram:,} B of RAM leave {room:,} B for the learn step after the fixed "
+                          f"part and the buffers; the classifier alone needs {base_step:,} B")
+    head = accuracy(dep, cut, {}, q, y, n_train, lr, deep_lr)
+    cands = candidates(dep, cut, q[:n_train], y[:n_train])
+    for c in cands:
+        c.cost = step_bytes(dep, cut, {c.op: c.trained}) - base_step
+        c.gain = accuracy(dep, cut, {c.op: c.trained}, q, y, n_train, lr, deep_lr) - head
+    subset: dict[str, Trained] = {}
+    chosen: list[Candidate] = []
+    for c in sorted((c for c in cands if c.gain > 0), key=lambda c: (-c.gain / max(c.cost, 1), c.label)):
+        trial = merge(subset, c.op, c.trained)
+        if trial != subset and step_bytes(dep, cut, trial) <= room:
+            subset = trial
+            chosen.append(c)
+    step = step_bytes(dep, cut, subset)
+    per = ReplayBuffer.bytes_for(2, feat, "int8") - ReplayBuffer.bytes_for(1, feat, "int8")
+    left = ram - fixed - step - cut_buf
+    h = (left - ReplayBuffer.bytes_for(0, feat, "int8")) // per
+    feat_buf = ReplayBuffer.bytes_for(h, feat, "int8")
+    mem = {"fixed": fixed, "step": step, "cut_entries": CUT_ENTRIES, "cut_buffer": cut_buf, "features": int(h),
+           "feature_buffer": feat_buf, "total": fixed + step + cut_buf + feat_buf, "budget": int(ram)}
+    return SparseChoice(cut, subset, chosen, cands, mem, head)
