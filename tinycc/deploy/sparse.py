@@ -109,6 +109,15 @@ def fixed_ram(dep: Any) -> int:
                                         if i["section"] == "ram" and i["name"] in HEAD_ITEMS)
 
 
+def minimum_ram(dep: Any, cut: str) -> int:
+    """The least RAM ``choose_sparse`` accepts: the fixed part, the classifier's step, ``CUT_ENTRIES`` cut
+    tensors and ``MIN_FEATURES`` feature entries (bytes)."""
+    probe = DeepLearner(dep, cut, "sparse", capacity=1, subset={})
+    feat = int(np.prod(dep.extractor.tensors[dep.extractor.outputs[0]].shape[1:]))
+    return (fixed_ram(dep) + step_bytes(dep, cut, {}) + ReplayBuffer.bytes_for(CUT_ENTRIES, probe.buffer.feature_count)
+            + ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8"))
+
+
 def channel_ranking(dep: Any, cut: str, q: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """Per region convolution: its output channels, largest weight-gradient norm over the data first."""
     ops = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).region_params
@@ -169,7 +178,8 @@ def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr
     room = ram - fixed - cut_buf - ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8")
     if room < base_step:
         raise TinyccError(f"--train sparse: {ram:,} B of RAM leave {room:,} B for the learn step after the fixed "
-                          f"part and the buffers; the classifier alone needs {base_step:,} B")
+                          f"part and the buffers; the classifier alone needs {base_step:,} B (give at least "
+                          f"{minimum_ram(dep, cut):,} B)")
     head = accuracy(dep, cut, {}, q, y, n_train, lr, deep_lr)
     cands = candidates(dep, cut, q[:n_train], y[:n_train])
     for c in cands:
@@ -190,3 +200,52 @@ def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr
     mem = {"fixed": fixed, "step": step, "cut_entries": CUT_ENTRIES, "cut_buffer": cut_buf, "features": int(h),
            "feature_buffer": feat_buf, "total": fixed + step + cut_buf + feat_buf, "budget": int(ram)}
     return SparseChoice(cut, subset, chosen, cands, mem, head)
+
+
+def labelled_data(graph: Any, config: Any, session: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The contribution analysis's labelled samples: ``--calib`` (an .npz storing labels), scaled as calibration
+    scales them, at most ``--calib-limit``."""
+    from ..data import load_data
+
+    spec = config.quant.calib
+    if spec is None:
+        raise TinyccError("--train sparse: the contribution analysis needs labelled data: give --calib an .npz "
+                          "with the samples and their labels (x and y, or x_train and y_train)")
+    shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    x, y = load_data(spec, session.registry, shape)
+    if y is None:
+        raise TinyccError(f"--train sparse: {spec} stores no labels; the contribution analysis needs an .npz with "
+                          "the samples and their labels (x and y)")
+    n = min(len(x), config.quant.calib_limit)
+    x = np.asarray(x[:n], np.float32) * np.float32(config.quant.calib_scale or 1.0)
+    if x.shape[1:] != shape:
+        raise TinyccError(f"--train sparse: {spec} holds samples of shape {x.shape[1:]}, the model reads {shape}")
+    y = np.asarray(y[:n]).reshape(-1)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TinyccError(f"--train sparse: the labels of {spec} must be integers")
+    return x, y
+
+
+def build_sparse_choice(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
+                        head: Any) -> SparseChoice:
+    """``tinycc compile --train sparse``: the head deployment (``head``, the registry's deployer) without a budget,
+    the deep cut, then ``choose_sparse`` under ``--ram`` on the labelled ``--calib`` data."""
+    from dataclasses import replace
+
+    from .deep import choose_deep_cut
+
+    learn, ram = config.learning, config.memory.ram
+    if not ram:
+        raise TinyccError("--train sparse needs a RAM budget (--ram or --board): it chooses what trains under it")
+    x, y = labelled_data(graph, config, session)
+    mem_cfg = replace(config.memory, ram=None, flash=None)
+    head_cfg = replace(config, learning=replace(learn, train="all", deep_cut=None, deep_lr=None, buffer=1),
+                       memory=mem_cfg)
+    dep = head(graph, head_cfg, session, backend, calib=calib)
+    if dep.loss != "ce":
+        raise TinyccError(f"--train sparse needs the softmax cross-entropy head (ce); this model's head is {dep.loss}")
+    n_classes = int(dep.classifier[-1].n_out)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise TinyccError(f"--train sparse: labels must be classes in 0..{n_classes - 1}")
+    cut = choose_deep_cut(dep, learn.deep_cut)
+    return choose_sparse(dep, cut, x, y, int(ram), learn.lr, learn.backbone_lr)
