@@ -13,9 +13,10 @@ Decided at compile time, from labelled data (the contribution analysis):
    part of the data with that candidate alone; its accuracy on the rest minus head-only's (the same learner
    with nothing in the backbone) is the gain.
 3. The exact cost: the RAM of the step for the subset (``step_parts``: ``step_memory``'s arrays in the lean
-   layout, the int8 channel copies, the kept int8 activations) minus the head's alone; the greedy choice adds the candidates of positive gain by gain per byte while the whole
-   learning state (fixed part + step + ``CUT_ENTRIES`` cut tensors + at least ``MIN_FEATURES`` int8 features)
-   fits the budget; the feature buffer then takes what is left, as head-only Ω's does.
+   layout, the int8 channel copies, the kept int8 activations) minus the head's alone. The greedy choice adds
+   the candidates of positive gain by gain per byte while the whole learning state (fixed part + step +
+   ``CUT_ENTRIES`` cut tensors, fewer down to one when the budget is short, + at least ``MIN_FEATURES`` int8
+   features) fits the budget; the feature buffer then takes what is left, as head-only Ω's does.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class SparseChoice:
     candidates: list[Candidate]
     memory: dict[str, int] = field(default_factory=dict)
     head_accuracy: float = 0.0
+    parts: dict[str, int] = field(default_factory=dict)  # the step's arrays (``step_parts``)
 
     def describe(self) -> str:
         """What ``tinycc compile --train sparse`` prints: the choice, its memory, every candidate measured."""
@@ -110,11 +112,11 @@ def fixed_ram(dep: Any) -> int:
 
 
 def minimum_ram(dep: Any, cut: str) -> int:
-    """The least RAM ``choose_sparse`` accepts: the fixed part, the classifier's step, ``CUT_ENTRIES`` cut
-    tensors and ``MIN_FEATURES`` feature entries (bytes)."""
+    """The least RAM ``choose_sparse`` accepts: the fixed part, the classifier's step, one cut tensor and
+    ``MIN_FEATURES`` feature entries (bytes)."""
     probe = DeepLearner(dep, cut, "sparse", capacity=1, subset={})
     feat = int(np.prod(dep.extractor.tensors[dep.extractor.outputs[0]].shape[1:]))
-    return (fixed_ram(dep) + step_bytes(dep, cut, {}) + ReplayBuffer.bytes_for(CUT_ENTRIES, probe.buffer.feature_count)
+    return (fixed_ram(dep) + step_bytes(dep, cut, {}) + ReplayBuffer.bytes_for(1, probe.buffer.feature_count)
             + ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8"))
 
 
@@ -160,31 +162,40 @@ def accuracy(dep: Any, cut: str, subset: dict[str, Trained], q: np.ndarray, y: n
     return float((dl.predict(q[n_train:])[0] == y[n_train:]).mean())
 
 
-def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr: float, deep_lr: float,
-                  n_train: int | None = None) -> SparseChoice:
-    """The subset to train under ``ram`` bytes of total RAM (see the module docstring); ``x``, ``y``: labelled
-    float inputs (the first ``n_train``, default 3/4, learn; the rest measure)."""
+def analyse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, lr: float, deep_lr: float,
+            n_train: int | None = None) -> tuple[float, list[Candidate]]:
+    """The contribution analysis: head-only accuracy and every candidate with its gain and exact cost (see the
+    module docstring); ``x``, ``y``: labelled float inputs (the first ``n_train``, default 3/4, learn)."""
     y = np.asarray(y).reshape(-1).astype(np.int64)
     if len(x) != len(y) or len(x) < 8:
         raise TinyccError(f"--train sparse: the contribution analysis needs at least 8 labelled samples, "
                           f"got {len(x)} inputs and {len(y)} labels")
     n_train = int(n_train or (3 * len(x)) // 4)
-    probe = DeepLearner(dep, cut, "sparse", capacity=1, subset={})
-    q = probe.cut_of(x)
-    feat = int(np.prod(dep.extractor.tensors[dep.extractor.outputs[0]].shape[1:]))
-    fixed = fixed_ram(dep)
-    cut_buf = ReplayBuffer.bytes_for(CUT_ENTRIES, probe.buffer.feature_count, "int8")
+    q = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).cut_of(x)
     base_step = step_bytes(dep, cut, {})
-    room = ram - fixed - cut_buf - ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8")
-    if room < base_step:
-        raise TinyccError(f"--train sparse: {ram:,} B of RAM leave {room:,} B for the learn step after the fixed "
-                          f"part and the buffers; the classifier alone needs {base_step:,} B (give at least "
-                          f"{minimum_ram(dep, cut):,} B)")
     head = accuracy(dep, cut, {}, q, y, n_train, lr, deep_lr)
     cands = candidates(dep, cut, q[:n_train], y[:n_train])
     for c in cands:
         c.cost = step_bytes(dep, cut, {c.op: c.trained}) - base_step
         c.gain = accuracy(dep, cut, {c.op: c.trained}, q, y, n_train, lr, deep_lr) - head
+    return head, cands
+
+
+def select(dep: Any, cut: str, head: float, cands: list[Candidate], ram: int) -> SparseChoice:
+    """The greedy choice under ``ram`` bytes of total RAM from analysed candidates (see the module docstring)."""
+    probe = DeepLearner(dep, cut, "sparse", capacity=1, subset={})
+    feat = int(np.prod(dep.extractor.tensors[dep.extractor.outputs[0]].shape[1:]))
+    fixed = fixed_ram(dep)
+    base_step = step_bytes(dep, cut, {})
+    for entries in range(CUT_ENTRIES, 0, -1):  # fewer cut tensors when the budget is short
+        cut_buf = ReplayBuffer.bytes_for(entries, probe.buffer.feature_count, "int8")
+        room = ram - fixed - cut_buf - ReplayBuffer.bytes_for(MIN_FEATURES, feat, "int8")
+        if room >= base_step:
+            break
+    if room < base_step:
+        raise TinyccError(f"--train sparse: {ram:,} B of RAM leave {room:,} B for the learn step after the fixed "
+                          f"part and the buffers; the classifier alone needs {base_step:,} B (give at least "
+                          f"{minimum_ram(dep, cut):,} B)")
     subset: dict[str, Trained] = {}
     chosen: list[Candidate] = []
     for c in sorted((c for c in cands if c.gain > 0), key=lambda c: (-c.gain / max(c.cost, 1), c.label)):
@@ -192,15 +203,25 @@ def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr
         if trial != subset and step_bytes(dep, cut, trial) <= room:
             subset = trial
             chosen.append(c)
-    step = step_bytes(dep, cut, subset)
+    parts = step_parts(dep, cut, subset)
+    step = sum(parts.values())
     per = ReplayBuffer.bytes_for(2, feat, "int8") - ReplayBuffer.bytes_for(1, feat, "int8")
-    left = ram - fixed - step - cut_buf
-    h = (left - ReplayBuffer.bytes_for(0, feat, "int8")) // per
+    h = (ram - fixed - step - cut_buf - ReplayBuffer.bytes_for(0, feat, "int8")) // per
     feat_buf = ReplayBuffer.bytes_for(h, feat, "int8")
-    mem = {"fixed": fixed, "step": step, "cut_entries": CUT_ENTRIES, "cut_buffer": cut_buf, "features": int(h),
-           "feature_buffer": feat_buf, "total": fixed + step + cut_buf + feat_buf, "budget": int(ram)}
-    return SparseChoice(cut, subset, chosen, cands, mem, head)
+    mem = {"fixed": fixed, "step": step, "cut_entries": entries, "cut_buffer": cut_buf, "features": int(h),
+           "feature_buffer": feat_buf, "total": fixed + step + cut_buf + feat_buf, "budget": int(ram),
+           "cut_entry": probe.buffer.feature_count}
+    return SparseChoice(cut, subset, chosen, cands, mem, head, parts)
 
+
+def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr: float, deep_lr: float,
+                  n_train: int | None = None) -> SparseChoice:
+    """The subset to train under ``ram`` bytes of total RAM: ``analyse`` then ``select``. A budget below
+    ``minimum_ram`` is refused before the analysis."""
+    if ram < minimum_ram(dep, cut):
+        select(dep, cut, 0.0, [], ram)  # raises, saying why
+    head, cands = analyse(dep, cut, x, y, lr, deep_lr, n_train)
+    return select(dep, cut, head, cands, ram)
 
 def labelled_data(graph: Any, config: Any, session: Any) -> tuple[np.ndarray, np.ndarray]:
     """The contribution analysis's labelled samples: ``--calib`` (an .npz storing labels), scaled as calibration
