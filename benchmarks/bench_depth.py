@@ -33,7 +33,8 @@ MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlpe
 DATA = MODEL.parents[2] / "data"
 NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
          "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)",
-         "deep-bias-2level": "deep bias, two-level buffer (cut + features)"}
+         "deep-bias-2level": "deep bias, two-level buffer (cut + features)",
+         "deep-bias-frozen": "diagnostic: deep bias at backbone rate 0 (Φc on the cut buffer)"}
 for _k in (64, 128, 256):
     NAMES[f"sparse-{_k}k"] = f"sparse under {_k} kB (two-level)"
 
@@ -60,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--analysis", type=int, default=120,
                    help="labelled target samples of the contribution analysis (3/4 learn, 1/4 measure; drawn "
                    "with a seed apart from the runs')")
+    p.add_argument("--every", type=int, default=10, help="test accuracy after every N-th stream sample (and the last)")
+    p.add_argument("--no-diagnose", action="store_true",
+                   help="skip deep bias with a zero backbone rate (Φc alone on the small buffer of cut tensors)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -126,6 +130,22 @@ def two_level_memory(prep: Any, bias: dict[str, Any], ram: int) -> dict[str, Any
             "fixed_ram": bias["fixed_ram"], "buffer_bytes": buf, "total_ram": base + buf}
 
 
+def run_mode(learner: Any, f_stream: np.ndarray, f_test: np.ndarray, st: Any, tick: Callable[[], None],
+             every: int = 10) -> dict[str, np.ndarray]:
+    """Learn the stream one sample at a time; test accuracy after every ``every``-th sample and the last (held
+    in between: the curve is a step function; the final value is exact)."""
+    n = len(f_stream)
+    acc = np.zeros(n)
+    for i in range(n):
+        learner.learn(f_stream[i], int(st.label[i]))
+        if (i + 1) % every == 0 or i == n - 1:
+            acc[i] = (learner.predict(f_test)[0] == st.test_labels(i)).mean()
+        elif i:
+            acc[i] = acc[i - 1]
+        tick()
+    return {"all": acc}
+
+
 def _ticker(label: str, total: int) -> Callable[[], None]:
     done = [0]
 
@@ -139,12 +159,13 @@ def _ticker(label: str, total: int) -> Callable[[], None]:
 def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
-            deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120) -> dict[str, Any]:
+            deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
+            diagnose: bool = True) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner, TwoLevelLearner
-    from tinycc.plugins.applications.scenarios import _learner, draw, prepare, run_mode
+    from tinycc.plugins.applications.scenarios import _learner, draw, prepare
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -168,7 +189,10 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
     choices, analysis_log = sparse_choices(prep, sparse, lr, deep_lr, analysis)
     for k, c in choices.items():
         mem[f"sparse-{k}k"] = sparse_memory(c)
-    keys = (tuple(f"deep-{m}" for m in deep) + (("deep-bias-2level",) if "bias" in deep else ())
+    if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
+        mem["deep-bias-frozen"] = dict(mem["deep-bias"])
+    keys = (tuple(f"deep-{m}" for m in deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
+            + (("deep-bias-2level",) if "bias" in deep else ())
             + tuple(f"sparse-{k}k" for k in choices))
     curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
     dep, ep = prep.dep, prep.dep.train.epochs
@@ -179,13 +203,22 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         st, feats = draw(prep, r)
         print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
         for m in head_modes:
-            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream))["all"])
+            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream),
+                                      every)["all"])
         for m in deep:
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
             print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
-            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream))["all"])
+            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream),
+                                        every)["all"])
+        if "deep-bias-frozen" in mem:
+            learner = DeepLearner(prep.dep, prep.deep_cut, "bias", capacity=mem["deep-bias"]["run_capacity"], lr=lr,
+                                  epochs=prep.dep.train.epochs, deep_lr=0.0)
+            print(f"run {r + 1}/{runs}: deep-bias-frozen", file=sys.stderr, flush=True)
+            f = feats["deep-bias"]
+            curves["deep-bias-frozen"].append(run_mode(learner, f[0], f[1], st, _ticker("frozen", prep.n_stream),
+                                                       every)["all"])
         if "bias" in deep:
             v = mem["deep-bias-2level"]
             learner = TwoLevelLearner(prep.dep, prep.deep_cut, "bias", capacity=v["run_capacity"],
@@ -194,7 +227,8 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             print(f"run {r + 1}/{runs}: deep-bias-2level, buffers {v['run_capacity']} + {v['head_capacity']}",
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"]
-            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream))["all"])
+            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream),
+                                                       every)["all"])
         for k, c in choices.items():
             key, v = f"sparse-{k}k", mem[f"sparse-{k}k"]
             learner = TwoLevelLearner(prep.dep, c.cut, "sparse", capacity=v["run_capacity"],
@@ -203,27 +237,29 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             print(f"run {r + 1}/{runs}: {key}: {', '.join(x.label for x in c.chosen) or 'head only'}",
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"] if "bias" in deep else (learner.cut_of(st.x), learner.cut_of(st.x_test))
-            curves[key].append(run_mode(learner, f[0], f[1], st, _ticker(key, prep.n_stream))["all"])
+            curves[key].append(run_mode(learner, f[0], f[1], st, _ticker(key, prep.n_stream), every)["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
-            "epochs": prep.dep.train.epochs, "prep": prep, "deep_lr": deep_lr, "analysis": analysis_log}
+            "epochs": prep.dep.train.epochs, "prep": prep, "deep_lr": deep_lr, "analysis": analysis_log,
+            "choices": choices}
 
 
 def sparse_choices(prep: Any, budgets_kb: tuple[int, ...], lr: float, deep_lr: float, n: int
                    ) -> tuple[dict[int, Any], list[str]]:
-    """``--train sparse``'s contribution analysis once (``n`` labelled target samples drawn with seed 1000, apart
-    from the runs' seeds 0..2: the device's own labelled data), then the greedy choice per budget; a budget below
-    ``minimum_ram`` is reported, not run."""
+    """``--train sparse``'s contribution analysis once (``n`` labelled training samples of the stream's dataset
+    drawn with seed 1000: labelled data of the target domain, as a developer would hold; the runs draw their
+    streams from the same training split, their test sets from the test split), then the greedy choice per budget;
+    a budget below ``minimum_ram`` is reported, not run."""
     from tinycc.deploy.sparse import analyse, minimum_ram, select
     from tinycc.errors import TinyccError
-    from tinycc.plugins.applications.scenarios import stream_of
-
     if not budgets_kb:
         return {}, []
-    st = stream_of(prep, 1000)
-    n = min(n, len(st.x))
+    ds = prep.data
+    n = min(n, len(ds.x_train))
+    idx = np.random.default_rng(1000).choice(len(ds.x_train), n, replace=False)
+    x, y = ds.x_train[idx].astype(np.float32) * np.float32(prep.scale), ds.y_train[idx]
     print(f"sparse: contribution analysis on {n} samples", file=sys.stderr, flush=True)
-    head, cands = analyse(prep.dep, prep.deep_cut, st.x[:n], st.label[:n], lr, deep_lr)
+    head, cands = analyse(prep.dep, prep.deep_cut, x, y, lr, deep_lr)
     out, log = {}, []
     for kb in budgets_kb:
         try:
@@ -313,7 +349,7 @@ def run(args: argparse.Namespace) -> Result:
     deep = tuple(m for m in args.deep.split(",") if m)
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
-                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis)
+                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose)
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -363,9 +399,11 @@ def run(args: argparse.Namespace) -> Result:
                             f"fits {args.ram // 1024} kB"], rows))
     res.add("deep bias, two-level buffer: the backbone step leaves Φc alone (Φc learns from the feature buffer "
             "exactly as head-only Ω; with a zero backbone rate it is head-only Ω, tests/test_sparse.py). sparse: "
-            "`--train sparse` (tinycc.deploy.sparse): the contribution analysis once, on labelled target samples "
-            "drawn with seed 1000, then the greedy choice per budget; its learner is the same two-level learner "
-            "training the chosen subset on the int8 region.")
+            "`--train sparse` (tinycc.deploy.sparse): the contribution analysis once, on labelled training samples "
+            f"of the target drawn with seed 1000 ({args.analysis}: 3/4 learn, 1/4 measure), then the greedy choice "
+            "per budget (sparse RAM: `select`'s exact memory: fixed part + `step_parts` + cut tensors + features); "
+            "its learner is the same two-level learner training the chosen subset on the int8 region. "
+            f"Accuracy measured after every {args.every}th stream sample and the last.")
     if out["analysis"]:
         res.add("```\n" + "\n".join(out["analysis"]) + "\n```")
     for m in (k for k in final if k.startswith(("deep-", "sparse-"))):
