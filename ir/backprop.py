@@ -23,8 +23,9 @@ Backward (reverse op order; a tensor read by several ops sums their gradients)::
 
 What trains (``mode``): ``blocks`` every weight and bias of the tail; ``bias`` every bias of the tail plus the
 last Dense layer's weights (TinyTL); ``subset`` (a ``Trained`` per op, the sparse updates of ``--train sparse``)
-overrides both: an op absent from it trains nothing, a channel subset updates only those rows of the weight. The SGD step ``p = p - lr * dp`` uses the gradients of the old parameters
-and is refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
+overrides both: an op absent from it trains nothing, a channel subset updates only those rows of the weight.
+The SGD step ``p = p - lr * dp`` (``rates``: a rate per op) uses the gradients of the old parameters and is
+refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
 
 Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values.
 

@@ -22,8 +22,8 @@ activation every later op depends on only through it) into the *front* (input ->
     to [-127, 127] (the channel's own scale, zero point 0), as its bias becomes ``requantize_bias``; the
     backward stops below the earliest trained op.
 
-Learning rates: Φc learns at ``lr``; the region's parameters at ``deep_lr`` (default ``lr``): a backbone usually
-needs a much smaller rate than a freshly adapting head.
+Learning rates: Φc learns at ``lr``; the region's parameters at ``deep_lr`` (default here ``lr``; the typed
+config's ``backbone_lr`` defaults to a tenth of it): a backbone usually needs a smaller rate than a fresh head.
 
 Φc's hidden activations must be ``relu`` or ``linear`` (the Tail's fused activations); the head is ``ce``.
 Training: ``learn`` pushes the cut tensor and its label, then ``epochs`` epochs over the buffer in its
@@ -121,8 +121,7 @@ class DeepLearner:
         n_ext = len(dep.extractor.ops)
         head = {op.name for op in v.ops[n_ext:]}
         if subset is not None:  # Φc trains whole; the region: what the subset names (region op names)
-            wanted = {k: tr for k, tr in subset.items()}
-            subset = dict(wanted, **{k: Trained(True, None) for k in head})
+            subset = dict(subset, **{k: Trained(True, None) for k in head})
         self.tail = Tail(v, cut, "blocks", None if mode == "blocks" else head, subset=subset)
         region = [op for op in self.tail.ops if op.name not in head]
         front = v.ops[:v.ops.index(producers[cut]) + 1]
@@ -154,7 +153,7 @@ class DeepLearner:
         self.last_refused = False
 
     def known_tensors(self) -> tuple[str, ...]:
-        """The tensors the step takes as int8 (bias mode: every output of the int8 region; blocks, sparse: none)."""
+        """The tensors the step takes as int8 (bias, sparse: every output of the int8 region; blocks: none)."""
         return tuple(op.outputs[0] for op in self.region.ops) if self.mode != "blocks" else ()
 
     # ---- inference ----

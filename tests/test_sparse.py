@@ -194,3 +194,25 @@ def test_cli_refuses(tmp_path, args, msg) -> None:
     resnet_add().save(model)
     r = _cli("compile", str(model), "-t", "c", "-o", str(tmp_path / "out"), *args)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_compile_prints_the_choice(tmp_path) -> None:
+    """`tinycc compile --train sparse --ram N --calib LABELLED.npz`: the analysis and the choice within --ram on
+    stdout, then one line (no C for sparse updates yet, exit 2, nothing written); an .npz without labels: one
+    line."""
+    model = tmp_path / "m.keras"
+    tf.keras.utils.set_random_seed(0)
+    resnet_add().save(model)
+    x, y = _data(40, 3)
+    np.savez(tmp_path / "calib.npz", x=x, y=y)
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    out = tmp_path / "out"
+    r = _cli("compile", str(model), "-t", "c", "-o", str(out), "--train", "sparse", "--ram", "400000",
+             "--calib", str(tmp_path / "calib.npz"), "--deep-lr", "0.01")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not emitted yet" in r.stderr, r.stderr
+    assert "sparse: cut at" in r.stdout and "contribution analysis" in r.stdout and "bias of" in r.stdout
+    total = int(r.stdout.split("total RAM ")[1].split(" B")[0].replace(",", ""))
+    assert total <= 400_000 and not out.exists()
+    r = _cli("compile", str(model), "-t", "c", "-o", str(out), "--train", "sparse", "--ram", "400000",
+             "--calib", str(tmp_path / "nolabels.npz"))
+    assert r.returncode == 2 and "stores no labels" in r.stderr and len(r.stderr.strip().splitlines()) == 1
