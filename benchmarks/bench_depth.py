@@ -32,7 +32,7 @@ from .common import Result
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
 DATA = MODEL.parents[2] / "data"
 NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
-         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)",
+         "deep-bias": "deep bias (int8 backbone biases, one rate --lr, cut buffer only)", "deep-blocks": "deep blocks (last block in float)",
          "deep-bias-2level": "deep bias, two-level buffer (cut + features)",
          "deep-bias-frozen": "diagnostic: deep bias at backbone rate 0 (Φc on the cut buffer)"}
 for _k in (64, 128, 256):
