@@ -32,8 +32,11 @@ from .common import Result
 MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
 DATA = MODEL.parents[2] / "data"
 NAMES = {"omega": "head-only Ω", "tinyol": "TinyOL (head, buffer 1)", "baseline": "float baseline (head)",
-         "deep-bias": "deep bias (int8 backbone biases)", "deep-blocks": "deep blocks (last block in float)",
-         "deep-bias-2level": "deep bias, two-level buffer (cut + features)"}
+         "deep-bias": "deep bias (int8 backbone biases, one rate --lr, cut buffer only)", "deep-blocks": "deep blocks (last block in float)",
+         "deep-bias-2level": "deep bias, two-level buffer (cut + features)",
+         "deep-bias-frozen": "diagnostic: deep bias at backbone rate 0 (Φc on the cut buffer)"}
+for _k in (64, 128, 256):
+    NAMES[f"sparse-{_k}k"] = f"sparse under {_k} kB (two-level)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "swapped after 100 samples)")
     p.add_argument("--head-modes", default="omega,tinyol,baseline",
                    help="head-only modes to run beside the deep ones (omega alone saves time)")
+    p.add_argument("--deep-lr", type=float, help="the backbone's SGD rate (default: the config's, a tenth of --lr)")
+    p.add_argument("--sparse", default="64,128,256", help="--train sparse budgets in kB ('' for none)")
+    p.add_argument("--analysis", type=int, default=120,
+                   help="labelled target samples of the contribution analysis (3/4 learn, 1/4 measure; drawn "
+                   "with a seed apart from the runs')")
+    p.add_argument("--every", type=int, default=10, help="test accuracy after every N-th stream sample (and the last)")
+    p.add_argument("--no-diagnose", action="store_true",
+                   help="skip deep bias with a zero backbone rate (Φc alone on the small buffer of cut tensors)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -119,6 +130,22 @@ def two_level_memory(prep: Any, bias: dict[str, Any], ram: int) -> dict[str, Any
             "fixed_ram": bias["fixed_ram"], "buffer_bytes": buf, "total_ram": base + buf}
 
 
+def run_mode(learner: Any, f_stream: np.ndarray, f_test: np.ndarray, st: Any, tick: Callable[[], None],
+             every: int = 10) -> dict[str, np.ndarray]:
+    """Learn the stream one sample at a time; test accuracy after every ``every``-th sample and the last (held
+    in between: the curve is a step function; the final value is exact)."""
+    n = len(f_stream)
+    acc = np.zeros(n)
+    for i in range(n):
+        learner.learn(f_stream[i], int(st.label[i]))
+        if (i + 1) % every == 0 or i == n - 1:
+            acc[i] = (learner.predict(f_test)[0] == st.test_labels(i)).mean()
+        elif i:
+            acc[i] = acc[i - 1]
+        tick()
+    return {"all": acc}
+
+
 def _ticker(label: str, total: int) -> Callable[[], None]:
     done = [0]
 
@@ -131,19 +158,21 @@ def _ticker(label: str, total: int) -> Callable[[], None]:
 
 def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: int, lr: float, scale: float,
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
-            scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline")
-            ) -> dict[str, Any]:
+            scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
+            deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
+            diagnose: bool = True) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner, TwoLevelLearner
-    from tinycc.plugins.applications.scenarios import _learner, draw, prepare, run_mode
+    from tinycc.plugins.applications.scenarios import _learner, draw, prepare
     from tinycc.session import Session
 
     session = Session(autoload=False)
     g = load_cleaned(model, session)
-    config = make_config(session, ram=ram, lr=lr, storage="int8", deep=deep)
+    config = make_config(session, ram=ram, lr=lr, storage="int8", deep=deep, deep_lr=deep_lr)
     prep = prepare(g, scenario, data, config, session, n_stream, n_test, scale)
+    deep_lr = config.learning.backbone_lr
     mem: dict[str, dict[str, Any]] = {"omega": head_memory(prep.dep)}
     for m in deep:
         mem[f"deep-{m}"] = deep_memory(prep, m, ram)
@@ -157,7 +186,14 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem["deep-bias-2level"] = two_level_memory(prep, mem["deep-bias"], ram)
     for v in mem.values():
         v["fits"] = v["total_ram"] <= ram and v["capacity"] > 0
-    keys = tuple(f"deep-{m}" for m in deep) + (("deep-bias-2level",) if "bias" in deep else ())
+    choices, analysis_log = sparse_choices(prep, sparse, lr, deep_lr, analysis)
+    for k, c in choices.items():
+        mem[f"sparse-{k}k"] = sparse_memory(c)
+    if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
+        mem["deep-bias-frozen"] = dict(mem["deep-bias"])
+    keys = (tuple(f"deep-{m}" for m in deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
+            + (("deep-bias-2level",) if "bias" in deep else ())
+            + tuple(f"sparse-{k}k" for k in choices))
     curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
     dep, ep = prep.dep, prep.dep.train.epochs
     made = {"omega": lambda: _learner(dep, dep.buffer.capacity, dep.buffer.storage, lr, ep),
@@ -167,24 +203,82 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         st, feats = draw(prep, r)
         print(f"run {r + 1}/{runs} (seed {r}): head-only modes", file=sys.stderr, flush=True)
         for m in head_modes:
-            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream))["all"])
+            curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream),
+                                      every)["all"])
         for m in deep:
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
             print(f"run {r + 1}/{runs}: {key}, buffer {cap}", file=sys.stderr, flush=True)
-            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream))["all"])
+            curves[key].append(run_mode(learner, feats[key][0], feats[key][1], st, _ticker(key, prep.n_stream),
+                                        every)["all"])
+        if "deep-bias-frozen" in mem:
+            learner = DeepLearner(prep.dep, prep.deep_cut, "bias", capacity=mem["deep-bias"]["run_capacity"], lr=lr,
+                                  epochs=prep.dep.train.epochs, deep_lr=0.0)
+            print(f"run {r + 1}/{runs}: deep-bias-frozen", file=sys.stderr, flush=True)
+            f = feats["deep-bias"]
+            curves["deep-bias-frozen"].append(run_mode(learner, f[0], f[1], st, _ticker("frozen", prep.n_stream),
+                                                       every)["all"])
         if "bias" in deep:
             v = mem["deep-bias-2level"]
             learner = TwoLevelLearner(prep.dep, prep.deep_cut, "bias", capacity=v["run_capacity"],
-                                      head_capacity=v["head_capacity"], lr=lr, epochs=prep.dep.train.epochs)
+                                      head_capacity=v["head_capacity"], lr=lr, epochs=prep.dep.train.epochs,
+                                      deep_lr=deep_lr, backbone_only=True)
             print(f"run {r + 1}/{runs}: deep-bias-2level, buffers {v['run_capacity']} + {v['head_capacity']}",
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"]
-            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream))["all"])
+            curves["deep-bias-2level"].append(run_mode(learner, f[0], f[1], st, _ticker("2level", prep.n_stream),
+                                                       every)["all"])
+        for k, c in choices.items():
+            key, v = f"sparse-{k}k", mem[f"sparse-{k}k"]
+            learner = TwoLevelLearner(prep.dep, c.cut, "sparse", capacity=v["run_capacity"],
+                                      head_capacity=v["head_capacity"], lr=lr, epochs=prep.dep.train.epochs,
+                                      deep_lr=deep_lr, subset=c.subset, backbone_only=True)
+            print(f"run {r + 1}/{runs}: {key}: {', '.join(x.label for x in c.chosen) or 'head only'}",
+                  file=sys.stderr, flush=True)
+            f = feats["deep-bias"] if "bias" in deep else (learner.cut_of(st.x), learner.cut_of(st.x_test))
+            curves[key].append(run_mode(learner, f[0], f[1], st, _ticker(key, prep.n_stream), every)["all"])
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
-            "epochs": prep.dep.train.epochs, "prep": prep}
+            "epochs": prep.dep.train.epochs, "prep": prep, "deep_lr": deep_lr, "analysis": analysis_log,
+            "choices": choices}
+
+
+def sparse_choices(prep: Any, budgets_kb: tuple[int, ...], lr: float, deep_lr: float, n: int
+                   ) -> tuple[dict[int, Any], list[str]]:
+    """``--train sparse``'s contribution analysis once (``n`` labelled training samples of the stream's dataset
+    drawn with seed 1000: labelled data of the target domain, as a developer would hold; the runs draw their
+    streams from the same training split, their test sets from the test split), then the greedy choice per budget;
+    a budget below ``minimum_ram`` is reported, not run."""
+    from tinycc.deploy.sparse import analyse, minimum_ram, select
+    from tinycc.errors import TinyccError
+    if not budgets_kb:
+        return {}, []
+    ds = prep.data
+    n = min(n, len(ds.x_train))
+    idx = np.random.default_rng(1000).choice(len(ds.x_train), n, replace=False)
+    x, y = ds.x_train[idx].astype(np.float32) * np.float32(prep.scale), ds.y_train[idx]
+    print(f"sparse: contribution analysis on {n} samples", file=sys.stderr, flush=True)
+    head, cands = analyse(prep.dep, prep.deep_cut, x, y, lr, deep_lr)
+    out, log = {}, []
+    for kb in budgets_kb:
+        try:
+            out[kb] = select(prep.dep, prep.deep_cut, head, cands, kb * 1024)
+            log.append(f"{kb} kB: " + out[kb].describe())
+        except TinyccError as e:
+            log.append(f"{kb} kB: does not fit: {e} (minimum {minimum_ram(prep.dep, prep.deep_cut):,} B)")
+    return out, log
+
+
+def sparse_memory(choice: Any) -> dict[str, Any]:
+    """A sparse choice's memory in the benchmark's columns."""
+    m = choice.memory
+    return {"capacity": m["cut_entries"], "run_capacity": m["cut_entries"], "head_capacity": m["features"],
+            "step_memory": dict(choice.parts),
+            "step_bytes": m["step"], "fixed_ram": m["fixed"], "buffer_bytes": m["cut_buffer"] + m["feature_buffer"],
+            "cut_entry_bytes": m["cut_entry"], "total_ram": m["total"],
+            "fits": m["total"] <= m["budget"], "cut": choice.cut,
+            "trains": [c.label for c in choice.chosen]}
 
 
 TITLES = {"transfer": "transfer CIFAR-10 -> Imagenette-32", "concept-drift": "concept drift on CIFAR-10 (4 <-> 6)"}
@@ -219,6 +313,28 @@ def _plot(res: dict[str, Any], ram: int, scenario: str = "transfer") -> bytes:
     return png_bytes(fig)
 
 
+def offline_bound(out: Path) -> str:
+    """The offline upper bound recorded by ``python -m benchmarks.depth_offline`` (depth-offline.md): the best
+    subset of each section, or a note that it was not measured."""
+    import re
+
+    path = next((d / "depth-offline.md" for d in (out, Path(__file__).parent / "results")
+                 if (d / "depth-offline.md").exists()), out / "depth-offline.md")
+    if not path.exists():
+        return "Offline upper bound: not measured here (run `python -m benchmarks.depth_offline`)."
+    parts, section = [], None
+    best: dict[str, tuple[float, str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        m = re.match(r"\|\s*(\w+)\s*\|\s*[\d.]+ ± [\d.]+\s*\|\s*([+-][\d.]+)\s*\|", line)
+        if m and section and (section not in best or float(m.group(2)) > best[section][0]):
+            best[section] = (float(m.group(2)), m.group(1))
+    for sec, (gain, name) in best.items():
+        parts.append(f"{sec}: {name} {gain:+.1f} points")
+    return "Offline upper bound (float TF, unlimited buffer, depth-offline.md): " + "; ".join(parts) + "."
+
+
 def run(args: argparse.Namespace) -> Result:
     from tinycc.output import write_atomic
     from tinycc.report import markdown_table
@@ -232,7 +348,8 @@ def run(args: argparse.Namespace) -> Result:
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
-                  args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m))
+                  args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
+                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose)
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -247,7 +364,8 @@ def run(args: argparse.Namespace) -> Result:
         rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
                      f"{mem['total_ram']:,}", "yes" if mem["fits"] else "**no**"])
     head = final["omega"]["mean"]
-    fitting = {m: f["mean"] for m, f in final.items() if m.startswith("deep-") and f.get("fits")}
+    fitting = {m: f["mean"] for m, f in final.items() if m.startswith(("deep-", "sparse-")) and f.get("fits")
+               and f["total_ram"] <= args.ram}
     best = max(fitting, key=fitting.get) if fitting else None
     gain = (fitting[best] - head) if best else None
     drift = args.scenario == "concept-drift"
@@ -256,11 +374,17 @@ def run(args: argparse.Namespace) -> Result:
     verdict = (f"Acceptance ({rule} under {args.ram // 1024} kB): " + ("**met**" if met else "**not met**")
                + (f" at these sample counts: best fitting deep mode {NAMES[best]} {fitting[best]:.3f} vs head-only "
                   f"{head:.3f} ({100 * gain:+.1f} points)." if best else ": no deep mode fits the budget."))
+    measured = max((m for m in final if m != "omega"), key=lambda m: final[m]["mean"], default=None)
+    if not met and not drift:
+        verdict += (f" Best measured (any RAM): {NAMES.get(measured, measured)} "
+                    f"{final[measured]['mean']:.3f} ({100 * (final[measured]['mean'] - head):+.1f} points). "
+                    if measured else " ") + offline_bound(Path(args.out))
     print(verdict)
     res.add(f"Model `{Path(args.model).name}`, {TITLES[args.scenario]} (`tinycc simulate --scenario "
             f"{args.scenario} --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
             f"held-out test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
-            f"input scale {args.scale:g}, SGD lr {args.lr:g} for every mode (not tuned), batch {out['batch']}, "
+            f"input scale {args.scale:g}, SGD lr {args.lr:g} for the classifier, {out['deep_lr']:g} for the "
+            f"backbone (`--deep-lr`; not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
             f"block). Budget: {args.ram:,} B of total RAM."
             + (f" Diagnostic: every deep mode runs with a buffer of {args.deep_buffer} cut tensors, whether or not "
@@ -273,7 +397,16 @@ def run(args: argparse.Namespace) -> Result:
             "deep modes yet). A mode over budget runs with the smallest buffer of the fitting deep modes.")
     res.add(markdown_table(["mode", "final accuracy", "learning state (B)", "buffer entries", "total RAM (B)",
                             f"fits {args.ram // 1024} kB"], rows))
-    for m in (k for k in final if k.startswith("deep-")):
+    res.add("deep bias, two-level buffer: the backbone step leaves Φc alone (Φc learns from the feature buffer "
+            "exactly as head-only Ω; with a zero backbone rate it is head-only Ω, tests/test_sparse.py). sparse: "
+            "`--train sparse` (tinycc.deploy.sparse): the contribution analysis once, on labelled training samples "
+            f"of the target drawn with seed 1000 ({args.analysis}: 3/4 learn, 1/4 measure), then the greedy choice "
+            "per budget (sparse RAM: `select`'s exact memory: fixed part + `step_parts` + cut tensors + features); "
+            "its learner is the same two-level learner training the chosen subset on the int8 region. "
+            f"Accuracy measured after every {args.every}th stream sample and the last.")
+    if out["analysis"]:
+        res.add("```\n" + "\n".join(out["analysis"]) + "\n```")
+    for m in (k for k in final if k.startswith(("deep-", "sparse-"))):
         f = final[m]
         parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
         extra = f" + {f['head_capacity']:,} feature entries" if "head_capacity" in f else ""
@@ -281,7 +414,8 @@ def run(args: argparse.Namespace) -> Result:
                 f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
-                "lr": args.lr, "cut": out["cut"], "acceptance_met": met,
+                "lr": args.lr, "deep_lr": out["deep_lr"], "cut": out["cut"], "acceptance_met": met,
+                "analysis": out["analysis"],
                 "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}
     write_atomic(Path(args.out) / f"{name}.png", _plot(out, args.ram, args.scenario))
     res.plots.append(f"{name}.png")

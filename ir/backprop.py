@@ -22,8 +22,10 @@ Backward (reverse op order; a tensor read by several ops sums their gradients)::
     max pool: dz to the window's first maximum (row-major), as TensorFlow's MaxPoolGrad
 
 What trains (``mode``): ``blocks`` every weight and bias of the tail; ``bias`` every bias of the tail plus the
-last Dense layer's weights (TinyTL). The SGD step ``p = p - lr * dp`` uses the gradients of the old parameters
-and is refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
+last Dense layer's weights (TinyTL); ``subset`` (a ``Trained`` per op, the sparse updates of ``--train sparse``)
+overrides both: an op absent from it trains nothing, a channel subset updates only those rows of the weight.
+The SGD step ``p = p - lr * dp`` (``rates``: a rate per op) uses the gradients of the old parameters and is
+refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
 
 Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values.
 
@@ -50,6 +52,20 @@ TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.A
                                   OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
                                   OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE}
 IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What of one parameter op trains in a sparse subset: its bias, and the output channels of its weight
+    (``None``: every channel, ``()``: the weight is frozen). The other channels keep their values."""
+
+    bias: bool = True
+    channels: tuple[int, ...] | None = ()
+
+
+def out_axis(op: Op) -> int:
+    """The output-channel axis of a parameter op's weight (TFLite layouts)."""
+    return 3 if op.kind == OpKind.DEPTHWISE_CONV2D else 0
 
 
 @dataclass
@@ -159,12 +175,14 @@ def pool_backward(x: np.ndarray, dy: np.ndarray, attrs: dict, kind: str) -> np.n
 class Tail:
     """The float ops of a graph after a cut tensor, trainable with SGD (see the module docstring)."""
 
-    def __init__(self, graph: Graph, cut: str, mode: str = "blocks", train_weights: set[str] | None = None) -> None:
+    def __init__(self, graph: Graph, cut: str, mode: str = "blocks", train_weights: set[str] | None = None,
+                 subset: dict[str, Trained] | None = None) -> None:
         if mode not in TAIL_MODES:
             raise ValueError(f"unknown tail training mode {mode!r}; known: {', '.join(TAIL_MODES)}")
         if len(graph.outputs) != 1:
             raise ValueError("the tail needs a graph with exactly one output")
         self.graph, self.cut, self.mode, self.train_weights = graph, cut, mode, train_weights
+        self.subset = None if subset is None else dict(subset)
         needed = {graph.outputs[0]}
         ops: list[Op] = []
         for op in reversed(graph.ops):  # the ops between the cut and the output
@@ -189,17 +207,51 @@ class Tail:
             raise ValueError("the tail must end with a Dense layer giving the logits")
         self.last = dense[-1].name
         self.params = {op.name: float_params(graph, op) for op in dense}
+        self.axis = {op.name: out_axis(op) for op in dense}
+        self.need_grad = self._need_grad()
+        for k, tr in (self.subset or {}).items():
+            if k not in self.params:
+                raise ValueError(f"{k!r} is not a parameter op of the tail")
+            n = self.params[k].bias.size
+            if tr.channels and (len(set(tr.channels)) != len(tr.channels) or min(tr.channels) < 0
+                                or max(tr.channels) >= n):
+                raise ValueError(f"{k}: channels must be distinct in 0..{n - 1}")
+
+    def _need_grad(self) -> set[str]:
+        """The tensors whose gradient a step needs: those computed from a trained op's output (with a sparse
+        subset, the backward stops below the earliest trained op)."""
+        need: set[str] = set()
+        for op in self.ops:
+            if (op.name in self.params and any(self.trains(op.name))) or any(t in need for t in op.inputs):
+                need.add(op.outputs[0])
+        return need
 
     def trains(self, name: str) -> tuple[bool, bool]:
-        """(weight trained, bias trained) of the parameter op ``name`` (``train_weights``, when given, names the
-        ops whose weights train, in place of the mode's choice)."""
+        """(weight trained, bias trained) of the parameter op ``name`` (``subset``, when given, else
+        ``train_weights``, naming the ops whose weights train, else the mode's choice)."""
+        if self.subset is not None:
+            tr = self.subset.get(name, Trained(False, ()))
+            return tr.channels is None or len(tr.channels) > 0, tr.bias
         if self.train_weights is not None:
             return name in self.train_weights, True
         return self.mode == "blocks" or name == self.last, True
 
+    def channels(self, name: str) -> np.ndarray | None:
+        """The output channels whose weights train (None: all of them, when the weight trains)."""
+        tr = (self.subset or {}).get(name)
+        return None if tr is None or tr.channels is None else np.asarray(tr.channels, np.int64)
+
+    def trained_sizes(self, name: str) -> tuple[int, int]:
+        """(weight values, bias values) of ``name`` that train."""
+        p = self.params[name]
+        w, b = self.trains(name)
+        ch = self.channels(name)
+        nw = 0 if not w else p.weight.size if ch is None else p.weight.size // p.bias.size * len(ch)
+        return nw, p.bias.size if b else 0
+
     def parameter_count(self) -> int:
         """Trained float parameters."""
-        return sum((p.weight.size if self.trains(k)[0] else 0) + p.bias.size for k, p in self.params.items())
+        return sum(sum(self.trained_sizes(k)) for k in self.params)
 
     # ---- forward ----
     def forward(self, x: np.ndarray, known: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -247,7 +299,7 @@ class Tail:
                 continue
             dy = grad.pop(op.outputs[0])
             for t, g in self._op_backward(op, env, dy, out):
-                if self.graph.tensors[t].data is None:
+                if self.graph.tensors[t].data is None and t in self.need_grad:
                     grad[t] = grad[t] + g if t in grad else g
         return out
 
@@ -263,7 +315,7 @@ class Tail:
                 dx, dw, db = (dz @ w).reshape(x.shape), dz.T @ x2, dz.sum(axis=0, dtype=F32)
             else:
                 dx, dw, db = conv_backward(x, w, dz, a, k == OpKind.DEPTHWISE_CONV2D, self.trains(op.name)[0],
-                                           op.inputs[0] != self.cut)  # nothing learns below the cut
+                                           op.inputs[0] in self.need_grad)  # nothing learns below the cut
             out[op.name] = (dw.astype(F32) if self.trains(op.name)[0] else None, db.astype(F32))
             return [] if dx is None else [(op.inputs[0], dx.astype(F32))]
         if k == OpKind.RELU:
@@ -283,19 +335,31 @@ class Tail:
         return [(op.inputs[0], dy.reshape(x.shape))]  # flatten, reshape, dropout, (de)quantize: identity
 
     # ---- SGD ----
-    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, known: dict[str, np.ndarray] | None = None) -> bool:
-        """One SGD step on the trained parameters; False, changing nothing, when a result is not finite."""
-        rate = F32(lr)
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, known: dict[str, np.ndarray] | None = None,
+                 rates: dict[str, float] | None = None) -> bool:
+        """One SGD step on the trained parameters (``rates``: a learning rate per op instead of ``lr``); False,
+        changing nothing, when a result is not finite. A channel subset updates only those rows, in place."""
+        new = {}
         with np.errstate(over="ignore", invalid="ignore"):
             g = self.grads(x, y, known)
-            new = {k: (None if dw is None else self.params[k].weight - rate * dw, self.params[k].bias - rate * db)
-                   for k, (dw, db) in g.items()}
-        if any((w is not None and not np.isfinite(w).all()) or not np.isfinite(b).all() for w, b in new.values()):
+            for k, (dw, db) in g.items():
+                rate, p = F32(lr if rates is None else rates.get(k, lr)), self.params[k]
+                w, ch = None, self.channels(k)
+                if dw is not None and ch is None:
+                    w = p.weight - rate * dw
+                elif dw is not None:
+                    w = p.weight.copy()
+                    sel = (slice(None),) * self.axis[k] + (ch,)
+                    w[sel] = p.weight[sel] - rate * dw[sel]
+                new[k] = (w, p.bias - rate * db if self.trains(k)[1] else None)
+        if any((w is not None and not np.isfinite(w).all()) or (b is not None and not np.isfinite(b).all())
+               for w, b in new.values()):
             return False
         for k, (w, b) in new.items():
             if w is not None:
                 self.params[k].weight[...] = w
-            self.params[k].bias[...] = b
+            if b is not None:
+                self.params[k].bias[...] = b
         return True
 
 
@@ -360,7 +424,8 @@ def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
         if op.outputs[0] not in slot:
             continue
         for pos, t in enumerate(op.inputs):
-            if not is_tensor(t) or t == tail.cut or pos > (1 if op.kind == OpKind.ADD else 0):
+            if (not is_tensor(t) or t == tail.cut or pos > (1 if op.kind == OpKind.ADD else 0)
+                    or t not in tail.need_grad):
                 continue
             if t not in slot:
                 if free:
@@ -392,8 +457,7 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
     (``known_bytes``)."""
     ops = step_ops(tail)
     plan = step_plan(tail, known)
-    trained = sum((p.weight.size if tail.trains(k)[0] else 0) + p.bias.size for k, p in tail.params.items())
-    out = {"parameters": 4 * trained,
+    out = {"parameters": 4 * tail.parameter_count(),
            "int32_biases": 4 * sum(tail.params[k].bias.size for k in requantized),
            "values": 4 * batch * sum(_size(tail, t) for t in plan.values),
            "gradients": 4 * batch * plan.slots * plan.slot_size,
@@ -426,6 +490,8 @@ def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, 
     """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
     float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``."""
     q = int8_weights(tail, known)
-    frozen = sum(p.weight.size for k, p in tail.params.items() if not tail.trains(k)[0] and k not in q)
+    frozen = sum(p.weight.size - tail.trained_sizes(k)[0] for k, p in tail.params.items() if k not in q)
+    if tail.subset is not None:  # a sparse subset: the biases that do not train are the step's constants too
+        frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items())
     return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
             + sum(w.size + 4 * s.size for w, s in q.values()))

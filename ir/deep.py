@@ -15,6 +15,15 @@ activation every later op depends on only through it) into the *front* (input ->
 ``blocks``: the region runs in float (weights initialised from the dequantized int8 weights, as
     ``Classifier`` starts from the dequantized Dense layers) and every weight and bias of the region and of
     Φc trains (``Tail`` mode ``blocks``).
+``sparse`` (``--train sparse``, the Tiny Training Engine's idea): the region stays int8 and runs on the int8
+    kernels as in ``bias``, but only ``subset`` trains (a ``Trained`` per region op: its bias and/or some
+    output channels of its weight; ``tinycc.deploy.sparse`` picks it under a budget). A trained channel keeps
+    a float master copy of its weights; after each step its int8 weights become ``rint(w / s_w[c])`` clamped
+    to [-127, 127] (the channel's own scale, zero point 0), as its bias becomes ``requantize_bias``; the
+    backward stops below the earliest trained op.
+
+Learning rates: Φc learns at ``lr``; the region's parameters at ``deep_lr`` (default here ``lr``; the typed
+config's ``backbone_lr`` defaults to a tenth of it): a backbone usually needs a smaller rate than a fresh head.
 
 Φc's hidden activations must be ``relu`` or ``linear`` (the Tail's fused activations); the head is ``ce``.
 Training: ``learn`` pushes the cut tensor and its label, then ``epochs`` epochs over the buffer in its
@@ -27,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .backprop import PARAM_KINDS, Tail, known_bytes, step_memory
+from .backprop import PARAM_KINDS, Tail, Trained, known_bytes, step_memory
 from .buffer import ReplayBuffer
 from .graph import Graph, Op
 from .interpreter_int8 import run_int8
@@ -36,7 +45,8 @@ from .quant import dequantize
 from .tensor import DType, Tensor
 
 F32 = np.float32
-DEEP_MODES = ("bias", "blocks")
+DEEP_MODES = ("bias", "blocks")  # `--deep`; "sparse" is `--train sparse` (a subset chosen under a budget)
+LEARNER_MODES = DEEP_MODES + ("sparse",)
 INT32 = np.iinfo(np.int32)
 
 
@@ -94,9 +104,12 @@ class DeepLearner:
     """A deployment learning beyond its head (see the module docstring)."""
 
     def __init__(self, dep: Any, cut: str, mode: str = "bias", capacity: int | None = None,
-                 lr: float | None = None, epochs: int | None = None, batch_size: int | None = None) -> None:
-        if mode not in DEEP_MODES:
-            raise ValueError(f"unknown deep training mode {mode!r}; known: {', '.join(DEEP_MODES)}")
+                 lr: float | None = None, epochs: int | None = None, batch_size: int | None = None,
+                 deep_lr: float | None = None, subset: dict[str, Trained] | None = None) -> None:
+        if mode not in LEARNER_MODES:
+            raise ValueError(f"unknown deep training mode {mode!r}; known: {', '.join(LEARNER_MODES)}")
+        if (mode == "sparse") != (subset is not None):
+            raise ValueError("a subset of trained parameters goes with (and only with) the sparse mode")
         if dep.loss != "ce":
             raise ValueError("learning beyond the head needs the ce head")
         self.mode = mode
@@ -107,20 +120,31 @@ class DeepLearner:
             raise ValueError(f"no int8 activation {cut!r} in the feature extractor")
         n_ext = len(dep.extractor.ops)
         head = {op.name for op in v.ops[n_ext:]}
-        self.tail = Tail(v, cut, "blocks", None if mode == "blocks" else head)
+        if subset is not None:  # Φc trains whole; the region: what the subset names (region op names)
+            subset = dict(subset, **{k: Trained(True, None) for k in head})
+        self.tail = Tail(v, cut, "blocks", None if mode == "blocks" else head, subset=subset)
         region = [op for op in self.tail.ops if op.name not in head]
         front = v.ops[:v.ops.index(producers[cut]) + 1]
         self.front = _subgraph(v, front, list(v.inputs), [cut])
         self.region = _subgraph(v, region, [cut], [dep.extractor.outputs[0]])
         self.region_params = [op for op in region if op.kind in PARAM_KINDS]
-        if mode == "bias":
-            for op in self.region_params:
+        if mode in ("bias", "sparse"):
+            for op in self.region_params if mode == "bias" else [o for o in self.region_params
+                                                                 if self.tail.trains(o.name)[1]]:
                 if len(op.inputs) < 3:
                     raise ValueError(f"{op.describe()} has no bias to train")
+        for op in self.region_params if mode == "sparse" else []:
+            w = v.tensors[op.inputs[1]]
+            if self.tail.trains(op.name)[0] and (w.dtype != DType.INT8 or w.quant is None
+                                                 or np.any(np.asarray(w.quant.zero_point) != 0)):
+                raise ValueError(f"{op.describe()}: sparse weight updates need int8 weights with zero point 0")
         q = v.tensors[cut].quant
         self.cut, self.cut_scale, self.cut_zp = cut, float(q.scale[0]), int(q.zero_point[0])
         self.cut_shape = tuple(v.tensors[cut].shape[1:])
         self.lr = dep.train.lr if lr is None else float(lr)
+        self.deep_lr = self.lr if deep_lr is None else float(deep_lr)
+        self.head_ops = head
+        self.rates = {op.name: self.deep_lr for op in self.region_params}
         self.epochs = dep.train.epochs if epochs is None else int(epochs)
         self.batch_size = int(batch_size or dep.train.batch_size)
         self.buffer = ReplayBuffer(capacity or dep.buffer.capacity, int(np.prod(self.cut_shape)), "int8",
@@ -129,8 +153,8 @@ class DeepLearner:
         self.last_refused = False
 
     def known_tensors(self) -> tuple[str, ...]:
-        """The tensors the step takes as int8 (bias mode: every output of the int8 region; blocks: none)."""
-        return tuple(op.outputs[0] for op in self.region.ops) if self.mode == "bias" else ()
+        """The tensors the step takes as int8 (bias, sparse: every output of the int8 region; blocks: none)."""
+        return tuple(op.outputs[0] for op in self.region.ops) if self.mode != "blocks" else ()
 
     # ---- inference ----
     def cut_of(self, x: np.ndarray) -> np.ndarray:
@@ -169,13 +193,40 @@ class DeepLearner:
     # ---- training ----
     def step(self, q: np.ndarray, y: np.ndarray) -> bool:
         """One SGD step on int8 cut tensors ``q`` [N, ...] with labels ``y``; False (nothing changed) when refused."""
-        if not self.tail.sgd_step(self._float_cut(q), y, self.lr, self._known(q)):
+        if not self.tail.sgd_step(self._float_cut(q), y, self.lr, self._known(q), self.rates):
             return False
         if self.mode == "bias":
             for op in self.region_params:
                 t = self.view.tensors[op.inputs[2]]
                 t.data = requantize_bias(self.tail.params[op.name].bias, t.quant.scale)
+        if self.mode == "sparse":
+            self._requantize_subset()
         return True
+
+    def _requantize_subset(self) -> None:
+        """sparse: the int8 region takes the trained biases and channels (see the module docstring)."""
+        for op in self.region_params:
+            w_on, b_on = self.tail.trains(op.name)
+            p = self.tail.params[op.name]
+            if b_on:
+                t = self.view.tensors[op.inputs[2]]
+                t.data = requantize_bias(p.bias, t.quant.scale)
+            if w_on:
+                t = self.view.tensors[op.inputs[1]]
+                ax, ch = self.tail.axis[op.name], self.tail.channels(op.name)
+                ch = np.arange(p.bias.size) if ch is None else ch
+                shape = [1] * p.weight.ndim
+                shape[ax] = -1
+                scale = np.broadcast_to(np.asarray(t.quant.scale, np.float64).reshape(-1), (p.bias.size,))
+                q = np.clip(np.rint(p.weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+                data = np.array(t.data, np.int8)
+                sel = (slice(None),) * ax + (ch,)
+                data[sel] = q[sel]
+                t.data = data
+
+    def sparse_ram(self) -> dict[str, int]:
+        """sparse: the int8 copies of the trained channels the int8 kernels read from RAM (bytes)."""
+        return {"int8_channels": sum(self.tail.trained_sizes(op.name)[0] for op in self.region_params)}
 
     def learn_input(self, x: np.ndarray, label: int) -> int:
         """``learn`` from one float input (through the frozen front)."""
@@ -235,8 +286,11 @@ class TwoLevelLearner(DeepLearner):
 
     def __init__(self, dep: Any, cut: str, mode: str = "bias", capacity: int | None = None,
                  head_capacity: int | None = None, lr: float | None = None, epochs: int | None = None,
-                 batch_size: int | None = None) -> None:
-        super().__init__(dep, cut, mode, capacity, lr, epochs, batch_size)
+                 batch_size: int | None = None, deep_lr: float | None = None,
+                 subset: dict[str, Trained] | None = None, backbone_only: bool = False) -> None:
+        super().__init__(dep, cut, mode, capacity, lr, epochs, batch_size, deep_lr, subset)
+        if backbone_only:  # the deep step leaves Φc alone: it learns from the feature buffer only, as head-only Ω
+            self.rates.update({k: 0.0 for k in self.head_ops})
         feat = dep.extractor.outputs[0]
         self.head = Tail(self.view, feat, "blocks")
         for k in self.head.params:  # Φc's parameters are the deep learner's (one copy)
@@ -250,8 +304,12 @@ class TwoLevelLearner(DeepLearner):
                                         self.feat_zp, dep.buffer.policy, dep.buffer.seed)
 
     def features_of(self, q: np.ndarray) -> np.ndarray:
-        """int8 features [N, F] of int8 cut tensors (the int8 region with its current biases)."""
+        """int8 features [N, F] of int8 cut tensors: the int8 region with its current biases and weights, or the
+        float region of ``blocks`` quantized to the features' scale (what the device computes with float weights)."""
         q = np.asarray(q, np.int8).reshape((-1,) + self.cut_shape)
+        if self.mode == "blocks":
+            v = self.tail.forward(self._float_cut(q))[self.feat_name].reshape(len(q), -1)
+            return np.clip(np.rint(v / np.float32(self.feat_scale)) + self.feat_zp, -128, 127).astype(np.int8)
         return np.asarray(run_int8(self.region, {self.cut: q})[self.feat_name]).reshape(len(q), -1)
 
     def learn(self, q: np.ndarray, label: int) -> int:

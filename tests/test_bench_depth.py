@@ -17,8 +17,11 @@ def test_depth_core_tiny() -> None:
     from tinycc.ir.deep import DeepLearner
 
     ram = 256 * 1024
-    out = measure(str(MODEL), str(DATA), ram, n_stream=3, n_test=10, runs=1, lr=0.01, scale=1.0)
-    assert set(out["curves"]) == {"omega", "tinyol", "baseline", "deep-bias", "deep-blocks", "deep-bias-2level"}
+    out = measure(str(MODEL), str(DATA), ram, n_stream=3, n_test=10, runs=1, lr=0.01, scale=1.0, sparse=(64, 256),
+                  analysis=12, every=2)
+    assert set(out["curves"]) == {"omega", "tinyol", "baseline", "deep-bias", "deep-blocks", "deep-bias-2level",
+                                  "deep-bias-frozen", "sparse-256k"}  # 64 kB: no room for one cut tensor
+    assert out["deep_lr"] == 0.001 and "64 kB: does not fit" in out["analysis"][0]
     for c in out["curves"].values():
         assert c.shape == (1, 3) and np.all((c >= 0) & (c <= 1))
     # the oracle: the memory figures recomputed from the deployment's report and fresh DeepLearners
@@ -53,3 +56,12 @@ def test_depth_core_tiny() -> None:
     cut_now = ReplayBuffer.bytes_for(two["capacity"], two["cut_entry_bytes"], "int8")
     cut_more = ReplayBuffer.bytes_for(two["capacity"] + 1, two["cut_entry_bytes"], "int8")
     assert two["total_ram"] - cut_now + cut_more > ram  # the most cut tensors that fit
+    # sparse under 256 kB: the step of its subset (step_parts) + its two buffers, exactly, within the budget
+    from tinycc.deploy.sparse import step_parts
+
+    sp = mem["sparse-256k"]
+    parts = step_parts(prep.dep, prep.deep_cut, out["choices"][256].subset)
+    assert sp["step_memory"] == parts and sp["step_bytes"] == sum(parts.values())
+    bufs = (ReplayBuffer.bytes_for(sp["run_capacity"], sp["cut_entry_bytes"], "int8")
+            + ReplayBuffer.bytes_for(sp["head_capacity"], feat, "int8"))
+    assert sp["total_ram"] == sp["fixed_ram"] + sp["step_bytes"] + bufs <= ram and sp["fits"]

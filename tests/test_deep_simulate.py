@@ -49,7 +49,8 @@ def test_deep_modes_side_by_side(setup: Path) -> None:
     st, feats = draw(prep, 0)
     curves = learn(prep, st, feats, {m: 0.05 for m in prep.modes})
     for mode in ("bias", "blocks"):
-        dl = DeepLearner(prep.dep, prep.deep_cut, mode, capacity=4, lr=0.05, epochs=1)
+        dl = DeepLearner(prep.dep, prep.deep_cut, mode, capacity=4, lr=0.05, epochs=1,
+                         deep_lr=0.005)  # the backbone's default rate: a tenth of --lr
         assert [op.origin for op in dl.region_params] == ["c2"]
         acc = []
         for x, y in zip(st.x, st.label):

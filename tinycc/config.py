@@ -25,7 +25,8 @@ POLICIES = ("fifo", "reservoir", "class_balanced")
 STORAGES = ("int8", "int16", "float32")  # --storage (None: the features' own type)
 FEATURES = ("native", "int8")  # --features: int16 features kept (native) or requantized to int8 at the cut
 LOSSES = ("ce", "bce", "mse")
-TRAIN_MODES = ("all", "last", "bias")
+TRAIN_MODES = ("all", "last", "bias", "sparse")  # sparse: the backbone subset chosen under --ram (deploy/sparse.py)
+DEEP_LR_FACTOR = 0.1  # --deep-lr default: the backbone learns at a tenth of the head's rate
 PLANNERS = ("best", "greedy")
 OBSERVERS = ("minmax", "percentile")
 ACTIVATIONS = ("int8", "int16")  # --activations
@@ -61,6 +62,7 @@ class LearningConfig:
     seed: int = BufferConfig.seed
     deep: tuple[str, ...] = ()  # beyond the head, side by side (simulate --deep): DEEP_MODES, each once
     deep_cut: str | None = None  # where the trained backbone starts (None: the input of the last conv block)
+    deep_lr: float | None = None  # the backbone's SGD rate (None: lr * DEEP_LR_FACTOR); the head learns at lr
 
     def __post_init__(self) -> None:
         _choice("--policy", self.policy, POLICIES)
@@ -68,8 +70,14 @@ class LearningConfig:
             raise TinyccError(f"--deep: expected distinct modes among {', '.join(DEEP_MODES)}, got {self.deep!r}")
         for m in self.deep:
             _choice("--deep", m, DEEP_MODES)
-        if self.deep_cut is not None and not self.deep:
-            raise TinyccError("--deep-cut needs --deep")
+        if self.deep_cut is not None and not self.deep and self.train != "sparse":
+            raise TinyccError("--deep-cut needs --deep or --train sparse")
+        if self.deep_lr is not None:
+            _positive("--deep-lr", self.deep_lr, float)
+            if not self.deep and self.train != "sparse":
+                raise TinyccError("--deep-lr needs --deep or --train sparse (the head learns at --lr)")
+        if self.deep and self.train == "sparse":
+            raise TinyccError("--train sparse chooses what of the backbone trains: drop --deep")
         if self.storage is not None:
             _choice("--storage", self.storage, STORAGES)
         _choice("--features", self.features, FEATURES)
@@ -81,6 +89,11 @@ class LearningConfig:
         _positive("--lr", self.lr, float)
         _positive("--epochs", self.epochs)
         _positive("--batch-size", self.batch_size)
+
+    @property
+    def backbone_lr(self) -> float:
+        """The backbone's learning rate: ``deep_lr``, else a tenth of the head's (``DEEP_LR_FACTOR``)."""
+        return float(self.deep_lr) if self.deep_lr is not None else float(self.lr) * DEEP_LR_FACTOR
 
 
 @dataclass(frozen=True)
@@ -278,7 +291,7 @@ def make_config(session: Any, **options: Any) -> CompileConfig:
     parser = compile_parser(session)
     args = parser.parse_args(["MODEL", "-t", "c", "-o", "OUT"])
     known = set(vars(args)) | {"seed", "calib_scale", "calib_limit", "calib_batch_size", "int8_input",
-                                "int8_output", "dense_per_tensor", "planner", "progress", "deep", "deep_cut"}
+                                "int8_output", "dense_per_tensor", "planner", "progress", "deep", "deep_cut", "deep_lr"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TinyccError(f"unknown compile option(s): {', '.join(unknown)}")

@@ -74,12 +74,16 @@ def add_compile_arguments(p: argparse.ArgumentParser, session: Any = None) -> No
     g.add_argument("--batch-size", type=int_range(1, MAX_BATCH),
                    help=f"on-device minibatch size (default {LearningConfig.batch_size} = per-sample SGD)")
     g.add_argument("--train", choices=TRAIN_MODES,
-                   help="what the device trains: all classifier layers (default), the last layer only, or every "
-                        "bias plus the last layer's weights (TinyTL); less training state for last")
+                   help="what the device trains: all classifier layers (default), the last layer only, every "
+                        "bias plus the last layer's weights (TinyTL); less training state for last; sparse: the "
+                        "classifier + the backbone biases, layers and output channels after --deep-cut that a "
+                        "contribution analysis on the labelled --calib data picks under --ram")
     g.add_argument("--deep", type=deep_mode, metavar="bias|blocks",
                    help="learn beyond the head: bias = the int8 backbone's biases after --deep-cut train on the "
                         "device with the classifier (TinyTL); blocks = the layers after --deep-cut run in float "
                         "and all their weights train; sized and checked against the budget")
+    g.add_argument("--deep-lr", type=positive_float,
+                   help="--deep / --train sparse: the backbone's SGD learning rate (default: a tenth of --lr)")
     g.add_argument("--deep-cut", metavar="TENSOR",
                    help="--deep: where the trained backbone starts (default: the input of the last layer with "
                         "weights before the classifier)")
@@ -226,6 +230,14 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     run_stages(graph, reg, FRONT_STAGES, ctx, verify_each=cc.verify_each, dump_after=cc.dump_after,
                dump_dir=out.parent)
     with timed("cut, classifier, budget"):
+        if config.learning is not None and config.learning.train == "sparse":  # chosen, printed, not emitted yet
+            from .deploy.sparse import build_sparse_choice
+
+            choice = build_sparse_choice(graph, config, session, backend, calib, head=build)
+            print(choice.describe(), flush=True)
+            raise TinyccError("--train sparse: the choice above is what the device would train; its generated C "
+                              "(sparse channel and bias updates) is not emitted yet: deploy --deep bias, or use "
+                              "the choice in `python -m benchmarks depth`")
         if config.learning is not None and config.learning.deep:  # beyond the head: on the head deployment
             deployment = build_deep_deployment(graph, config, session, backend, calib, head=build)
         else:

@@ -45,9 +45,11 @@ def choose_deep_cut(dep: Any, modes: tuple[str, ...], name: str | None) -> str:
 
 
 def deep_learner(prep: Any, mode: str, lr: float) -> DeepLearner:
-    """A fresh deep learner with the deployment's buffer capacity, epochs and ``lr``."""
+    """A fresh deep learner with the deployment's buffer capacity, epochs, ``lr`` (Φc) and the backbone's rate
+    (``prep.deep_lr``, the config's ``backbone_lr``)."""
     dep = prep.dep
-    return DeepLearner(dep, prep.deep_cut, mode, capacity=dep.buffer.capacity, lr=lr, epochs=dep.train.epochs)
+    return DeepLearner(dep, prep.deep_cut, mode, capacity=dep.buffer.capacity, lr=lr, epochs=dep.train.epochs,
+                       deep_lr=prep.deep_lr)
 
 
 def deep_buffer_bytes(prep: Any, capacity: int) -> int:

@@ -119,6 +119,7 @@ class Prepared:
     at: int  # concept drift: labels swapped from this step on; incremental: old classes only before it
     deep: tuple[str, ...] = ()  # DeepLearner modes run beside the head-only ones (config.learning.deep)
     deep_cut: str | None = None  # their cut tensor, resolved
+    deep_lr: float | None = None  # their backbone's rate (config.learning.backbone_lr)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -166,6 +167,7 @@ def prepare(graph: Any, scenario: str, data: str | ScenarioData, config: Compile
         from .deep_modes import choose_deep_cut
 
         prep.deep, prep.deep_cut = deep, choose_deep_cut(dep, deep, config.learning.deep_cut)
+        prep.deep_lr = config.learning.backbone_lr
     return prep
 
 
@@ -456,7 +458,9 @@ def _cmd(args: argparse.Namespace, session: Any) -> int:
         raise TinyccError(f"{args.model}: no such file")
     g = load_cleaned(args.model, session)
     config = make_config(session, buffer=args.buffer, policy=args.policy, lr=args.lr, epochs=args.epochs,
-                         cut=args.cut, activations=args.activations, features=args.features, deep=tuple(args.deep or ()), deep_cut=args.deep_cut)
+                         cut=args.cut, activations=args.activations, features=args.features, deep=tuple(args.deep or ()),
+                         deep_cut=args.deep_cut,
+                         deep_lr=args.deep_lr)
     prep = prepare(g, args.scenario, data, config, session, args.stream, args.test, args.scale, protocol)
     updates = check_work(prep, args.runs, args.buffer, args.epochs)
     print(_describe(prep, args.runs, data.source.path) + f"; about {updates:,} classifier updates", flush=True)
@@ -516,6 +520,8 @@ def tinycc_add_commands(subparsers: Any) -> None:
                         "convolution blocks)")
     p.add_argument("--deep-cut", metavar="TENSOR", help="--deep: where the trained blocks start (default: the "
                    "input of the last block with a convolution)")
+    p.add_argument("--deep-lr", type=positive_float, help="--deep: the backbone's learning rate (default: a tenth "
+                   "of --lr; the classifier learns at --lr)")
     p.add_argument("--scale", type=positive_float,
                    help="multiply samples by this (default: 1/255 for the thesis's folder, 1 = as stored for a file)")
     p.add_argument("--no-progress", action="store_true",
