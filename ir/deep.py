@@ -22,8 +22,9 @@ activation every later op depends on only through it) into the *front* (input ->
     to [-127, 127] (the channel's own scale, zero point 0), as its bias becomes ``requantize_bias``; the
     backward stops below the earliest trained op.
 
-Learning rates: Φc learns at ``lr``; the region's parameters at ``deep_lr`` (default here ``lr``; the typed
-config's ``backbone_lr`` defaults to a tenth of it): a backbone usually needs a smaller rate than a fresh head.
+Learning rates: Φc learns at ``lr``; the region's parameters at ``deep_lr`` (default: the compiled deployment's
+``meta["deep"]["deep_lr"]``, the typed config's ``backbone_lr``, a tenth of ``--lr`` unless ``--deep-lr``; else
+``lr``): a backbone usually needs a smaller rate than a fresh head.
 
 Φc's hidden activations must be ``relu`` or ``linear`` (the Tail's fused activations); the head is ``ce``.
 Training: ``learn`` pushes the cut tensor and its label, then ``epochs`` epochs over the buffer in its
@@ -142,7 +143,9 @@ class DeepLearner:
         self.cut, self.cut_scale, self.cut_zp = cut, float(q.scale[0]), int(q.zero_point[0])
         self.cut_shape = tuple(v.tensors[cut].shape[1:])
         self.lr = dep.train.lr if lr is None else float(lr)
-        self.deep_lr = self.lr if deep_lr is None else float(deep_lr)
+        if deep_lr is None:  # the deployment's backbone rate (--deep-lr, as compiled), else the head's
+            deep_lr = dep.meta.get("deep", {}).get("deep_lr", self.lr) if lr is None else self.lr
+        self.deep_lr = float(deep_lr)
         self.head_ops = head
         self.rates = {op.name: self.deep_lr for op in self.region_params}
         self.epochs = dep.train.epochs if epochs is None else int(epochs)

@@ -76,11 +76,14 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
 
 
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
-              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cut_input: bool = True) -> str:
+              biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cut_input: bool = True,
+              rates: dict[str, float] | None = None) -> str:
     """The C step of ``tail`` for at most ``batch`` rows, laid out by ``step_plan`` (see the module docstring).
     ``cut_input`` False (a step that never reads the cut in float, as the bias step): the step and the forward take
-    no float cut (``tcc_deep_step_known(known, y, n, lr)``, ``tcc_deep_logits(known, n, z)``)."""
-    known, biases = known or {}, biases or {}
+    no float cut (``tcc_deep_step_known(known, y, n, lr)``, ``tcc_deep_logits(known, n, z)``). ``rates``: the
+    backbone ops' own learning rates (``DeepLearner.rates``, float32 literals fixed at compile time); the other
+    parameters learn at the step's ``lr`` argument."""
+    known, biases, rates = known or {}, biases or {}, rates or {}
     order = known_order(tail, known)
     ops = step_ops(tail)
     plan = step_plan(tail, tuple(known))
@@ -176,6 +179,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             tw = int(tail.trains(op.name)[0])
             wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
             xin = i if tw else "NULL"
+            rate = _f(rates[op.name]) if op.name in rates else "lr"  # a backbone op's compiled rate
             if act:
                 bwd.append(mask(go, go, op.outputs[0], cnt, act))
             q8 = op.name in qw
@@ -187,7 +191,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                     bwd.append(into(op, 0, lambda d: (
                         f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
                         f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                upd[-1] = (f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
+                upd[-1] = (f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {xin}, {go}, {rate}, {tw}, W)")
             else:
                 p = f"&tcc_p{pidx[op.name]}"
                 if not q8:
@@ -196,7 +200,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                     bwd.append(into(op, 0, lambda d: (
                         f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
                         f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                upd[-1] = (f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {xin}, {go}, lr, {tw}, W)")
+                upd[-1] = (f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {xin}, {go}, {rate}, {tw}, W)")
         elif op.kind == OpKind.ADD:
             j = names[op.inputs[1]]
             fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
@@ -268,7 +272,7 @@ def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
     ``tcc_deep_step`` for mode ``blocks``; mode ``bias``: ``tcc_deep_step_known`` taking the int8 activations of
     the region (the int8 kernels' values) and requantizing every region bias into ``tcc_bq<k>``."""
     if learner.mode == "blocks":
-        return emit_step(learner.tail, batch), []
+        return emit_step(learner.tail, batch, rates=learner.rates), []
     tensors = learner.view.tensors
     known = {}
     for op in learner.region.ops:
@@ -281,10 +285,10 @@ def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
         if not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
             raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
         biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
-    return emit_step(learner.tail, batch, known, biases), known_order(learner.tail, known)
+    return emit_step(learner.tail, batch, known, biases, rates=learner.rates), known_order(learner.tail, known)
 
 
-def emit_learn(tail: Tail, batch: int) -> str:
+def emit_learn(tail: Tail, batch: int, rates: dict[str, float] | None = None) -> str:
     """``emit_step(tail, batch)`` plus the learn path of a buffer of int8 cut tensors (compile with
     runtime/tinycc_learn.c): ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr,
     int32_t epochs)`` pushes ``q`` (one int8 cut tensor, the buffer's quantization) and its label, then trains
@@ -294,7 +298,7 @@ def emit_learn(tail: Tail, batch: int) -> str:
     trained); -4 a step was refused: the retraining stopped there and the sample was removed again
     (``tcc_buffer_unpush``), the steps before it stay applied. Adds ``tcc_y`` (``batch`` int32 labels)."""
     classes, cut = _size(tail, tail.logits), _size(tail, tail.cut)
-    src = emit_step(tail, batch).replace('#include "tinycc_backprop.h"\n',
+    src = emit_step(tail, batch, rates=rates).replace('#include "tinycc_backprop.h"\n',
                                          '#include "tinycc_backprop.h"\n#include "tinycc_learn.h"\n', 1)
     return src + (
         f"\nstatic int32_t tcc_y[{batch}];\n\n"

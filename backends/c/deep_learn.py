@@ -83,7 +83,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     for op in learner.region_params:
         t = tensors[op.inputs[2]]
         biases[op.name] = (np.asarray(t.quant.scale, np.float64).astype(np.float32), np.asarray(t.data, np.int32))
-    step = emit_step(learner.tail, batch, known, biases, cut_input=False)
+    step = emit_step(learner.tail, batch, known, biases, cut_input=False, rates=learner.rates)
     assert known_order(learner.tail, known) == order
     params = {name: k for k, name in enumerate(learner.tail.params)}
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
@@ -152,7 +152,7 @@ def emit_blocks_learn(learner: DeepLearner, batch: int) -> str:
         raise ValueError("emit_blocks_learn is for the blocks mode")
     cut, classes = learner.buffer.feature_count, learner.num_classes
     scale = float(np.float32(learner.cut_scale))  # the buffer's scale, as tcc_buffer_entry dequantizes
-    return emit_learn(learner.tail, batch) + (
+    return emit_learn(learner.tail, batch, learner.rates) + (
         "\nint32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
         "    int32_t best = 0;\n"
         "    if (!q || !z) return -1;\n"

@@ -192,7 +192,7 @@ def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backe
         raise TinyccError(f"--deep {mode}: {e}") from None
     dep.config = config
     trains = [op.origin or op.name for op in learner.region_params]
-    dep.meta["deep"] = {"mode": mode, "cut": cut, "trains": trains,
+    dep.meta["deep"] = {"mode": mode, "cut": cut, "trains": trains, "deep_lr": learn.backbone_lr,
                         "parameters": int(learner.tail.parameter_count())}
     dep.buffer = BufferConfig(1, learn.policy, "int8", learn.seed)
     report_for = _front_reports(dep, learner, config, backend)
