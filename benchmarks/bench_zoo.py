@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -281,10 +282,11 @@ def runtime_outputs(kind: str, model: str, x_path: str, out_path: str) -> None:
 
 def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Path | None, classifier: bool,
               input_range: tuple[float, float] | None, n: int = 3, note: str = "",
-              origin: str = "") -> dict[str, Any]:
+              origin: str = "", keras_tflm: bool = False) -> dict[str, Any]:
     """One model through every target: compile status/RAM/flash per target (the .tflite; the .h5 for c), the c
     project on the host and the M4, agreement with BUILTIN_REF and TensorFlow Lite Micro; ``error``: why nothing
-    was compiled. ``input_range`` None: the float range of the file's integer input (published files)."""
+    was compiled. ``input_range`` None: the float range of the file's integer input (published files).
+    ``keras_tflm``: the .h5 is compiled for tflm too (recurrent Keras layers, which the converter's file unrolls)."""
     from tinycc.api import load_cleaned
     from tinycc.errors import TinyccError
     from tinycc.ir.stats import totals
@@ -327,6 +329,8 @@ def model_row(session: Any, name: str, domain: str, tflite: Path | None, h5: Pat
         if h5 is not None:
             calib_h5 = np.random.default_rng(1).uniform(*input_range, (32, *_h5_shape(graph, h5))).astype(np.float32)
             row["keras_c"] = compile_one(session, h5, "c", classifier, calib_h5, tmp)
+            if keras_tflm:
+                row["keras_tflm"] = compile_one(session, h5, "tflm", classifier, calib_h5, tmp)
     row["seconds"] = round(time.time() - t0, 1)
     return row
 
@@ -365,7 +369,8 @@ def _cell(t: dict[str, Any] | None) -> str:
     if not t["ok"]:
         if t["error"].startswith("BUG"):
             return "BUG"
-        return "refused (no GRU in TFLite Micro)" if "TFLite Micro has no GRU" in t["error"] else "refused"
+        missing = re.search(r"TFLite Micro has no (\w+) kernel", t["error"])
+        return f"refused (no {missing.group(1)} in TFLite Micro)" if missing else "refused"
     mode = "L" if t["mode"] == "learning" else ("I*" if t.get("learning_error") else "I")
     return f"{mode} {_k(t['ram'])} / {_k(t['flash'])}"
 
@@ -391,6 +396,11 @@ def _exact(r: dict[str, Any]) -> str:
             + _agree("TFLM", r.get("tflm")))
 
 
+def _keras_cell(r: dict[str, Any]) -> str:
+    """The Keras file's c compile; with ``; tflm ...`` where the .h5 was compiled for tflm too."""
+    return _cell(r.get("keras_c")) + (f"; tflm {_cell(r['keras_tflm'])}" if r.get("keras_tflm") else "")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| model | domain | file | params | MACs | c | tflm | arduino | Keras .h5 -> c | M4 instructions "
             "| bit-exact (host, M4, BUILTIN_REF, TFLM) |\n|---|---|---|--:|--:|---|---|---|---|--:|---|")
@@ -402,7 +412,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         file += " (published)" if r.get("origin") else ""
         lines.append(f"| {r['model']} | {r['domain']} | {file} | {_n(r.get('params'))} | "
                      f"{_n(r.get('macs'))} | {_cell(t.get('c'))} | {_cell(t.get('tflm'))} | "
-                     f"{_cell(t.get('arduino'))} | {_cell(r.get('keras_c'))} | {f'{m4:,}' if m4 else '-'} | "
+                     f"{_cell(t.get('arduino'))} | {_keras_cell(r)} | {f'{m4:,}' if m4 else '-'} | "
                      f"{_exact(r)} |")
     return "\n".join(lines)
 
@@ -414,8 +424,9 @@ RUNTIME_NOTES = {
     "CONV_2D -> RESHAPE -> SOFTMAX); the same network as MLPerf Tiny's vww_96_int8 file (head AVERAGE_POOL_2D -> "
     "FULLY_CONNECTED), which both load and which is bit-exact here. Not isolated further: a small Keras model "
     "with the same head loads in both.",
-    "upsampling_decoder": "the converter writes Keras 3's UpSampling2D/Resizing as TILE (version 3), which "
-    "TFLite's BUILTIN_REF resolver does not have and TensorFlow Lite Micro has no kernel for.",
+    "upsampling_decoder": "the converter writes Keras 3's UpSampling2D/Resizing with TILE version 3, which "
+    "TFLite's BUILTIN_REF resolver does not have; TensorFlow Lite Micro's interpreter fails to allocate its "
+    "tensors.",
     "person_detect": "TFLite rejects the file's quantization parameters (quantized_dimension 3 on a tensor of "
     "rank 1); TensorFlow Lite Micro loads it and is the check.",
 }
@@ -441,7 +452,8 @@ def errors(rows: list[dict[str, Any]]) -> str:
             seen.setdefault(r["note"], []).append("converter")
         if r.get("error"):
             seen.setdefault(r["error"], []).append("import")
-        for tgt, t in [*r["targets"].items(), ("Keras .h5 -> c", r.get("keras_c"))]:
+        for tgt, t in [*r["targets"].items(), ("Keras .h5 -> c", r.get("keras_c")),
+                       ("Keras .h5 -> tflm", r.get("keras_tflm"))]:
             if t and not t["ok"]:
                 seen.setdefault(t["error"], []).append(tgt)
             if t and t.get("learning_error"):
@@ -505,7 +517,8 @@ def run(args: argparse.Namespace) -> Result:
             continue
         print(f"zoo: {z.name}: exporting ...", flush=True)
         h5, tfl, note = export(z.name, cache)
-        row = model_row(session, z.name, z.domain, tfl, h5, z.classifier, z.input_range, args.n, note)
+        row = model_row(session, z.name, z.domain, tfl, h5, z.classifier, z.input_range, args.n, note,
+                        keras_tflm=z.recurrent)
         rows.append(row)
         print(f"zoo: {z.name}: {_exact(row)}, {row['seconds']} s", flush=True)
     for p in PUBLISHED + tuple(extras):
@@ -531,7 +544,9 @@ def run(args: argparse.Namespace) -> Result:
             "weights**: what compiles and what it costs, not accuracy), the MLPerf Tiny files and published files "
             "(listed below). Each zoo file: the TFLite converter's int8 .tflite (batch 1, 32 random calibration "
             "inputs; the recurrent layers with `unroll=True`, the only form in which the converter takes a Keras 3 "
-            "LSTM/GRU/SimpleRNN); where the converter fails on it, the float .tflite. Cells: `L`/`I` = compiled for on-device learning / inference-only (`I*`: "
+            "LSTM/GRU/SimpleRNN, so that the tflm cell of a recurrent row is its plain per-step operators; the "
+            "Keras .h5 column then shows the Keras layer compiled for tflm too); where the converter fails on it, "
+            "the float .tflite. Cells: `L`/`I` = compiled for on-device learning / inference-only (`I*`: "
             "learning refused, see below), RAM / flash from the compile report; `refused` = a one-line error, listed below. M4 instructions: the "
             "inference-only c project, `-Os`, under QEMU mps2-an386 `-icount` (one `tinycc_invoke`). bit-exact: "
             f"the c program's outputs on {args.n} random inputs equal run_int8 on the host (`-O2`) and on the M4 "

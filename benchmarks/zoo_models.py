@@ -27,6 +27,7 @@ class ZooModel:
     input_range: tuple[float, float] = (-1.0, 1.0)
     classifier: bool = True  # ends in Dense + softmax: compiled for on-device learning, else inference-only
     activations: str = "int8"  # the converter's full-integer file: "int8", or "int16" (TFLite's 16x8)
+    recurrent: bool = False  # has a Keras LSTM/GRU/SimpleRNN layer: its .h5 is compiled for tflm too
 
 
 def _layers() -> Any:
@@ -223,9 +224,9 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("har_cnn1d", "sensors", har_cnn),
     ZooModel("har_cnn1d_16x8", "sensors", har_cnn, activations="int16"),
     ZooModel("autoencoder_ad", "sensors", autoencoder, classifier=False),
-    ZooModel("gru_har", "sensors", gru),
-    ZooModel("lstm_kws", "audio", lstm),
-    ZooModel("rnn_imu", "sensors", simple_rnn),
+    ZooModel("gru_har", "sensors", gru, recurrent=True),
+    ZooModel("lstm_kws", "audio", lstm, recurrent=True),
+    ZooModel("rnn_imu", "sensors", simple_rnn, recurrent=True),
     ZooModel("unet_tiny", "decoders", unet, (0.0, 1.0), classifier=False),
     ZooModel("upsampling_decoder", "decoders", upsampler, classifier=False),
 )
