@@ -409,7 +409,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         m4 = (r.get("c_run") or {}).get("m4_instructions")
         t = r["targets"]
         file = (r['tflite'] or '-') + (" (refused: columns from the .h5)" if r.get("source") else "")
-        file += " (published)" if r.get("origin") else ""
+        file += (" (committed)" if r["origin"].startswith("tests/") else " (published)") if r.get("origin") else ""
         lines.append(f"| {r['model']} | {r['domain']} | {file} | {_n(r.get('params'))} | "
                      f"{_n(r.get('macs'))} | {_cell(t.get('c'))} | {_cell(t.get('tflm'))} | "
                      f"{_cell(t.get('arduino'))} | {_keras_cell(r)} | {f'{m4:,}' if m4 else '-'} | "
@@ -555,8 +555,9 @@ def run(args: argparse.Namespace) -> Result:
             "(its Python interpreter), same integer inputs; `<runtime> cannot load the file`: that runtime refuses "
             "or aborts before it has prepared the file (why: below), the other runtime still checks it. "
             + skipped + "\n\n" + table(rows))
-    res.add("Published files (nobody here wrote them; compiled learning when they end in a classifier, "
-            "inputs: random values over the file's whole integer input range):\n\n" + origins(rows))
+    res.add("Files from elsewhere (`published`: written by nobody here; `committed`: made here with tf_keras, in "
+            "tests/data; compiled learning when they end in a classifier, inputs: random values over the file's "
+            "whole integer input range):\n\n" + origins(rows))
     notes = runtime_notes(rows)
     if notes:
         res.add("Why a runtime check gave no outputs:\n\n" + notes)

@@ -69,7 +69,7 @@ def test_published_fused_lstm_file_gets_every_column(session) -> None:
     assert run["host"]["bit_exact"] is True and run["qemu-m4"]["bit_exact"] is True, run
     assert run["m4_instructions"] > row["macs"] > 0
     assert row["builtin_ref"] is True and row["tflm"] is True
-    assert "kws_lstm.tflite (published)" in bench_zoo.table([row]) and "tf_keras" in bench_zoo.origins([row])
+    assert "kws_lstm.tflite (committed)" in bench_zoo.table([row]) and "tf_keras" in bench_zoo.origins([row])
 
 
 def test_a_runtime_that_cannot_load_a_file_says_so(session, tmp_path: Path) -> None:
