@@ -57,7 +57,11 @@ nice -n 5 python -m benchmarks search --data ../shared/data --trials 10 --epochs
 # --epochs 6 --limit 20000 (39.6% test accuracy), step1_6.keras: its step-1 pruning as above (fine-tuned 1 epoch)
 python -m benchmarks memory --data ../shared/data --model resnet8=../shared/models/mlperf-tiny/pretrainedResnet.h5:1 \
     --model step1=step1_6.keras --budgets 48K,52K,56K,64K,80K,96K,128K,256K,830K --runs 5
-python -m benchmarks zoo   # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny; c, tflm, arduino; M4 in QEMU
+python -m benchmarks zoo \\
+    --extra "person_detect.tflite=tflite-micro tensorflow/lite/micro/models/person_detect.tflite (downloaded, not in this repository)" \\
+    "dtln_noise_suppression.tflite=tflite-micro tensorflow/lite/micro/examples/dtln/dtln_noise_suppression.tflite (downloaded, not in this repository)"
+    # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny + the published files in tests/data
+    # (+ --extra FILE[=ORIGIN] files); c, tflm, arduino; M4 in QEMU; BUILTIN_REF and TFLite Micro checks
 # depth: head-only vs --deep bias / blocks, transfer CIFAR-10 -> Imagenette-32, ResNet-8, 256 kB (defaults: ../shared)
 python -m benchmarks depth --stream 300 --test 200 --runs 3 --deep bias --head-modes omega
 python -m benchmarks depth --stream 300 --test 100 --runs 1 --deep-buffer 10 --tag buffer10   # diagnostic, over budget

@@ -4,7 +4,9 @@ benchmark measures what compiles and what it costs, not accuracy).
 Images: MobileNetV1 0.25 at 96x96 (keras.applications, its 1x1-convolution head), a ResNet-8 like MLPerf Tiny's,
 a SqueezeNet-style net of Fire modules (concatenation). Audio: DS-CNN keyword spotting on 49x10 MFCCs, a
 TC-ResNet-style 1D-convolution model on 98x40 log-mel frames. Sensors: a 1D-convolution activity recognizer on
-128x3 accelerometer windows, an MLP autoencoder like MLPerf Tiny's ad01, a GRU and an LSTM classifier. Decoders:
+128x3 accelerometer windows, an MLP autoencoder like MLPerf Tiny's ad01, a GRU and a SimpleRNN classifier; an
+LSTM keyword spotter. The recurrent layers use ``unroll=True``: with Keras 3 the TFLite converter converts them only
+unrolled (plain per-step operators; tests/data/keras-lstm/README.md). Decoders:
 a small U-Net (Conv2DTranspose, skip concatenations) and an upsampling decoder (UpSampling2D, Resizing).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ZooModel:
     input_range: tuple[float, float] = (-1.0, 1.0)
     classifier: bool = True  # ends in Dense + softmax: compiled for on-device learning, else inference-only
     activations: str = "int8"  # the converter's full-integer file: "int8", or "int16" (TFLite's 16x8)
+    recurrent: bool = False  # has a Keras LSTM/GRU/SimpleRNN layer: its .h5 is compiled for tflm too
 
 
 def _layers() -> Any:
@@ -148,23 +151,34 @@ def autoencoder() -> Any:
 
 
 def gru() -> Any:
-    """A sensor GRU: 128 x 3 accelerometer windows, GRU(32), 6 classes."""
+    """A sensor GRU: 128 x 3 accelerometer windows, GRU(32, unroll=True), 6 classes."""
     import keras
 
     L = _layers()
     keras.utils.set_random_seed(8)
     inp = keras.Input((128, 3))
-    return keras.Model(inp, L.Dense(6, activation="softmax")(L.GRU(32)(inp)), name="gru_har")
+    return keras.Model(inp, L.Dense(6, activation="softmax")(L.GRU(32, unroll=True)(inp)), name="gru_har")
 
 
 def lstm() -> Any:
-    """A keyword-spotting LSTM: 49 frames x 10 MFCCs, LSTM(64), 12 classes."""
+    """A keyword-spotting LSTM: 49 frames x 10 MFCCs, LSTM(64, unroll=True), 12 classes."""
     import keras
 
     L = _layers()
     keras.utils.set_random_seed(9)
     inp = keras.Input((49, 10))
-    return keras.Model(inp, L.Dense(12, activation="softmax")(L.LSTM(64)(inp)), name="lstm_kws")
+    return keras.Model(inp, L.Dense(12, activation="softmax")(L.LSTM(64, unroll=True)(inp)), name="lstm_kws")
+
+
+def simple_rnn() -> Any:
+    """A sensor SimpleRNN: 64 x 6 IMU windows (accelerometer + gyroscope), SimpleRNN(32, unroll=True), 6 classes."""
+    import keras
+
+    L = _layers()
+    keras.utils.set_random_seed(12)
+    inp = keras.Input((64, 6))
+    return keras.Model(inp, L.Dense(6, activation="softmax")(L.SimpleRNN(32, unroll=True)(inp)),
+                       name="rnn_imu")
 
 
 def unet() -> Any:
@@ -210,8 +224,9 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("har_cnn1d", "sensors", har_cnn),
     ZooModel("har_cnn1d_16x8", "sensors", har_cnn, activations="int16"),
     ZooModel("autoencoder_ad", "sensors", autoencoder, classifier=False),
-    ZooModel("gru_har", "sensors", gru),
-    ZooModel("lstm_kws", "sensors", lstm),
+    ZooModel("gru_har", "sensors", gru, recurrent=True),
+    ZooModel("lstm_kws", "audio", lstm, recurrent=True),
+    ZooModel("rnn_imu", "sensors", simple_rnn, recurrent=True),
     ZooModel("unet_tiny", "decoders", unet, (0.0, 1.0), classifier=False),
     ZooModel("upsampling_decoder", "decoders", upsampler, classifier=False),
 )
