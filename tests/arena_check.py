@@ -25,7 +25,8 @@ from tinycc.ir.ops import OpKind, same_padding
 BLOCK = 2
 VIEWS = (OpKind.RESHAPE, OpKind.FLATTEN)
 ELEMENTWISE = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.HARD_SWISH,
-               OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
+               OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.PRELU,
+               OpKind.ELU, OpKind.GELU)  # each output byte from the input bytes at its own position
 CONVS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D)
 
 checked = {"plans": 0, "overlapping_ops": 0}  # what the checker has seen in this test process

@@ -88,3 +88,14 @@ def compile_model(model: str, target: str, output: str, opts: dict[str, Any], se
 
     return _compile(model, target, output, config(session, opts), session, calib=opts.get("calib_data"),
                     vectors=vectors(opts))
+
+
+def whole_model(graph: Any, kernels: str = "generic") -> Any:
+    """A real inference-only Deployment of an int8 ``graph`` as it stands (no deploy stage): what a backend's
+    ``check`` or the emitter reads, for tests of a single op."""
+    from tinycc.ir.deployment import BufferConfig, Deployment
+
+    out = graph.tensors[graph.outputs[0]]
+    return Deployment(name=graph.name, extractor=graph, feature_quant=out.quant, classifier=[], num_classes=0,
+                      buffer=BufferConfig(1), inference_only=True, config=CompileConfig(kernels=kernels),
+                      plan=plan(graph))

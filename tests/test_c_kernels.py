@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.tensor import DType, QuantParams
 
 from . import c_harness
+from .deploy_util import whole_model
 
 CASES_PER_KIND = 60
 
@@ -68,12 +69,9 @@ def _data(g: Graph, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.int8)
 
 
-def _generic(g: Graph) -> SimpleNamespace:
-    """What the emitter reads of a deployment, for one op graph with the runtime's generic kernels."""
-    from tinycc.config import CompileConfig
-    from tinycc.memory import plan
-
-    return SimpleNamespace(extractor=g, name=g.name, config=CompileConfig(kernels="generic"), plan=plan(g))
+def _generic(g: Graph) -> Any:
+    """A deployment of one op graph with the runtime's generic kernels (what the emitter reads)."""
+    return whole_model(g)
 
 
 def _c_program(cases: list[tuple[Graph, np.ndarray]]) -> tuple[str, list[str]]:
@@ -131,9 +129,9 @@ def test_hard_swish_outside_the_kernels_range_is_refused_by_name() -> None:
 
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 300, 3))  # output multiplier exponent > 0
     with pytest.raises(UnsupportedLayerError, match="layer 'y': int8 hard_swish with an output scale below"):
-        CBackend().check(SimpleNamespace(extractor=g))
+        CBackend().check(whole_model(g))
     g = _graph("hard_swish", (1, 2, 2, 4), (0.5, 0), (0.5 / 100, 3))
-    CBackend().check(SimpleNamespace(extractor=g))
+    CBackend().check(whole_model(g))
 
 
 def test_logistic_and_tanh_with_input_radius_zero_follow_tflite_micro() -> None:

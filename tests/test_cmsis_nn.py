@@ -7,7 +7,6 @@ import os
 import subprocess
 from pathlib import Path
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -173,9 +172,19 @@ def test_kernels_option_refused_where_cmsis_nn_cannot_run() -> None:
     from tinycc.backends.arduino import ArduinoBackend
     from tinycc.backends.tflm import TflmBackend
 
+    from tinycc.ir.graph import Graph
+    from tinycc.ir.tensor import QuantParams
+
+    from .deploy_util import whole_model
+
+    g = Graph("relu")
+    g.add_input("x", (1, 4), "int8").quant = QuantParams([0.1], [0])
+    g.add_op("relu", ["x"], "y", {}, output_dtype="int8")
+    g.tensors["y"].quant = QuantParams([0.1], [0])
+    g.outputs = ["y"]
     for backend in (ArduinoBackend(), TflmBackend()):
         with pytest.raises(TinyccError, match="cmsis-nn"):
-            backend.check(SimpleNamespace(config=CompileConfig(kernels="cmsis-nn")))
+            backend.check(whole_model(g, kernels="cmsis-nn"))
     assert cmsis_nn.enabled("cmsis-nn") and not cmsis_nn.enabled("generic") and not cmsis_nn.enabled("tinycc")
 
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend
-from .deploy_util import render_project
+from .deploy_util import render_project, whole_model
 from tinycc.errors import TinyccError, UnsupportedLayerError
 from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter_int8 import run_int8
@@ -383,9 +382,9 @@ def test_c_backend_rejects_interpreter_only_kernels(converted) -> None:
     g = read_tflite(str(converted["uint8_io"]))
     why = "requantizing QUANTIZE \\(uint8 -> int8\\) has no C kernel"
     with pytest.raises(UnsupportedLayerError, match=f"layer '.+': {why}"):
-        CBackend().check(SimpleNamespace(extractor=g))
+        CBackend().check(whole_model(g))
     for name in ("mlp", "mobilenet_v2", "mobilenet_v3"):
-        CBackend().check(SimpleNamespace(extractor=read_tflite(str(converted[name]))))
+        CBackend().check(whole_model(read_tflite(str(converted[name]))))
 
 
 def test_cleanup_and_int8_pipelines_leave_an_imported_model_alone(converted) -> None:
