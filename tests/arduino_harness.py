@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tinycc.backends.arduino.simavr import FQBN_MEGA, HARDWARE, available, patched_hardware, run_simavr  # noqa: F401
 from tinycc.backends.arduino.simavr import build as _build
@@ -35,3 +36,26 @@ def build_host_proto(project: Path, name: str, exe: Path, main: Path | None = No
                         *map(str, srcs), "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     return exe
+
+
+def assert_sketch_learns_like_the_simulator(dep: Any, x: Any, y: Any, work: Path, learn: int | None = None) -> None:
+    """Build ``dep``'s self-test sketch (``x``, ``y`` embedded; ``learn`` learn steps, default one per vector, over
+    the vectors in turn), run it in simavr and compare its predictions before and after learning with the host
+    simulator's (tinycc.ir.simulator.Simulator) on the same samples."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import report_predictions
+    from tinycc.ir.simulator import Simulator
+
+    from .deploy_util import emit
+
+    n = len(x)
+    learn = n if learn is None else learn
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": n, "test_learn": learn}, work)
+    elf, _, _ = build(work / dep.name / f"{dep.name}.ino", work)
+    lines = run_simavr(elf)
+    rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
+    sim = Simulator(dep)
+    assert rows["before"] == list(sim.predict(x)[0])
+    for i in range(learn):
+        sim.learn(x[i % n], int(y[i % n]))
+    assert rows["after"] == list(sim.predict(x)[0])

@@ -13,7 +13,6 @@ import pytest
 
 from tinycc.backends.c import CBackend, cmsis_nn
 from .deploy_util import render_project
-from tinycc.config import CompileConfig
 from tinycc.errors import TinyccError
 from tinycc.ir.simulator import Simulator
 from .deploy_util import build_deployment

@@ -27,7 +27,7 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
-from .deploy_util import build_deployment, emit, render_project
+from .deploy_util import build_deployment, render_project
 from .test_layout_ops import _convert, _interp, _program, _q, _x
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -349,8 +349,6 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, files, tmp_path
 def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, files, tmp_path: Path) -> None:
     """The tables in PROGMEM, read through the port macro, on an ATmega2560 (simavr)."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
-    from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
 
@@ -359,16 +357,7 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, file
     dep, _ = _deploy(session, files["elu"], ArduinoBackend(), board="mega2560", buffer=8)
     x = _x(models["elu"], 8, 3)
     y = np.arange(8) % dep.num_classes
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
-    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(8):
-        sim.learn(x[i], int(y[i]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path, 8)
 
 
 def test_tinycc_ops_lists_the_new_layers(session) -> None:

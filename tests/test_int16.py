@@ -422,11 +422,9 @@ def test_int16_selftest_on_the_mega2560_in_simavr(tmp_path: Path) -> None:
     """The Arduino sketch (AVR: int64 biases and int16 constants read from flash) predicts like the simulator before
     and after learning over an int16 Φf."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
-    from .deploy_util import build_deployment, emit
-    from .test_arduino import report_predictions
+    from .deploy_util import build_deployment
     from .test_c_backend import _graph
 
     if not arduino_harness.available():
@@ -436,17 +434,7 @@ def test_int16_selftest_on_the_mega2560_in_simavr(tmp_path: Path) -> None:
     dep = build_deployment(g, {"calib_data": calib, "buffer": 8, "lr": 0.1, "epochs": 1, "activations": "int16",
                                "board": "mega2560"}, session, ArduinoBackend())
     x, y = x[:8], y[:8]
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 16},
-         tmp_path)
-    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(16):
-        sim.learn(x[i % 8], int(y[i % 8]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path, 16)
 
 
 @pytest.mark.timeout(1800)  # builds TFLite Micro once when no cached library exists

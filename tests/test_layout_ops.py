@@ -26,7 +26,7 @@ from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
 from .test_c_kernels import _generic
-from .deploy_util import build_deployment, emit, render_project
+from .deploy_util import build_deployment, render_project
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
@@ -181,6 +181,29 @@ def _interp(data: bytes, ref: bool = True):
     it.allocate_tensors()
     return it
 
+def assert_written_runs_like_run_int8(g, data: bytes, x: np.ndarray, fg, arena: int = 1 << 19) -> None:
+    """tinycc's int8 ``g`` written as ``data``: every int8 activation TFLite's BUILTIN_REF shows equals run_int8
+    ("tflite" flavor), TFLite Micro's output equals run_int8, and both stay near the float graph ``fg``."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    it = _interp(data)
+    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
+    names = [t for t in g.activations() if g.tensors[t].dtype == DType.INT8 and t in index]
+    ours = run_int8(g, x, outputs=names + g.outputs, flavor="tflite")
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        for t in names + g.outputs:
+            np.testing.assert_array_equal(it.get_tensor(index[t]), ours[t][i:i + 1], err_msg=f"{t} input {i}")
+    tm = runtime.Interpreter.from_bytes(data, arena_size=arena)
+    mine = run_int8(g, x)[g.outputs[0]]
+    for i in range(len(x)):
+        tm.set_input(x[i:i + 1], 0)
+        tm.invoke()
+        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+    ref = run(fg, x)[fg.outputs[0]]
+    assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
+
 
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -> None:
@@ -302,8 +325,7 @@ def test_converter_int8_upsampling_after_reshape_import(tmp_path: Path, batch: i
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, models, tmp_path: Path,
                                                                     name: str) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
+    pytest.importorskip("tflite_micro")
     m = models[name]
     g = _float_ir(m, tmp_path)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -316,24 +338,7 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
     data = write_tflite(g)
     assert write_tflite(g) == data
     assert WRITTEN[name] <= set(operator_names(data))
-    x = _x(m, 40, 9)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if g.tensors[t].dtype == DType.INT8 and t in index]
-    ours = run_int8(g, x, outputs=names + g.outputs, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names + g.outputs:
-            np.testing.assert_array_equal(it.get_tensor(index[t]), ours[t][i:i + 1], err_msg=f"{t} input {i}")
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 19)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
-    ref = run(fg, x)[fg.outputs[0]]
-    assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
+    assert_written_runs_like_run_int8(g, data, _x(m, 40, 9), fg)
 
 
 def test_channels_through_the_new_ops_prune_like_masking(session, models, tmp_path: Path) -> None:
@@ -605,8 +610,6 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, tmp_
     resize's index tables) read through the port macros; predictions before and after learning equal the
     simulator's."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
-    from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
 
@@ -617,13 +620,4 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, tmp_
     dep = build_deployment(graph(), {**opts, "board": "mega2560", "buffer": 8}, session, ArduinoBackend())
     x = _x(m, 8, 3)
     y = np.arange(8) % dep.num_classes
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
-    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(8):
-        sim.learn(x[i], int(y[i]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path, 8)

@@ -24,8 +24,8 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
-from .deploy_util import build_deployment, emit, render_project
-from .test_layout_ops import _convert, _interp, _program, _q, _x
+from .deploy_util import build_deployment, render_project
+from .test_layout_ops import _convert, _interp, _program, _q, _x, assert_written_runs_like_run_int8
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -116,8 +116,7 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(int8_file: Path) -> 
 
 
 def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, model) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
+    pytest.importorskip("tflite_micro")
     g = graph_from_keras_model(model)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     fg = g.copy()
@@ -130,24 +129,7 @@ def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, mod
         assert np.abs(a.data).max() == 127
     data = write_tflite(g)
     assert write_tflite(g) == data and "PRELU" in operator_names(data)
-    x = _x(model, 40, 9)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if g.tensors[t].dtype == DType.INT8 and t in index]
-    ours = run_int8(g, x, outputs=names + g.outputs, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names + g.outputs:
-            np.testing.assert_array_equal(it.get_tensor(index[t]), ours[t][i:i + 1], err_msg=f"{t} input {i}")
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
-    ref = run(fg, x)[fg.outputs[0]]
-    assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
+    assert_written_runs_like_run_int8(g, data, _x(model, 40, 9), fg, 1 << 18)
 
 
 def test_alpha_is_pruned_with_its_channels(session, model) -> None:
@@ -268,8 +250,6 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, model, int8_file: Path,
 def test_arduino_mega_selftest_predicts_like_the_simulator(session, model, int8_file: Path, tmp_path: Path) -> None:
     """alpha in PROGMEM, read through the port macro, on an ATmega2560 (simavr)."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
-    from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
 
@@ -278,16 +258,7 @@ def test_arduino_mega_selftest_predicts_like_the_simulator(session, model, int8_
     dep, _ = _deploy(session, int8_file, ArduinoBackend(), board="mega2560", buffer=8)
     x = _x(model, 8, 3)
     y = np.arange(8) % dep.num_classes
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 8, "test_learn": 8}, tmp_path)
-    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(8):
-        sim.learn(x[i], int(y[i]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path, 8)
 
 
 def test_keras_export_round_trip(session, model) -> None:
