@@ -146,8 +146,11 @@ def build_inference(graph: Graph, config: CompileConfig, session: Any, backend: 
 def _build_inference(graph: Graph, config: CompileConfig, session: Any, backend: Any,
                      calib: np.ndarray | None = None) -> Deployment:
     if (len(graph.inputs) > 1 or len(graph.outputs) > 1) and not getattr(backend, "multi_io", False):
+        reg = session.registry if session else None
+        able = sorted(n for n, e in reg.backends.items() if getattr(e.obj, "multi_io", False)) if reg else []
         raise TinyccError(f"--inference-only: a model with {len(graph.inputs)} inputs and {len(graph.outputs)} "
-                          f"outputs deploys to targets with a multi-input API (c, tflm), not {backend.name!r}")
+                          f"outputs deploys to targets with a multi-input API ({', '.join(able) or 'none'}), "
+                          f"not {backend.name!r}")
     g, samples = int8_model(graph, config, session, calib)
     dep = Deployment(name=c_name(graph.name), extractor=g, feature_quant=g.tensors[g.outputs[0]].quant,
                      classifier=[], num_classes=0, buffer=BufferConfig(0), inference_only=True,
