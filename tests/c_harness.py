@@ -45,18 +45,21 @@ def build_host(project: Path, sanitize: bool = True, cmsis: "CmsisLib | None" = 
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
 
 
-def run_runtime_program(src: str, workdir: Path, name: str, timeout: int = 120) -> list[str]:
-    """Compile ``src`` with the C runtime's kernels (strict warnings, ASan/UBSan), run it, return its stdout
-    lines; fails the test on a compiler error, a non-zero exit or a sanitizer report."""
+def run_runtime_program(src: str, workdir: Path, name: str, timeout: int = 120,
+                        runtime: tuple[str, ...] = ("tinycc_kernels.c",), quiet: bool = False) -> list[str]:
+    """Compile ``src`` (written to ``workdir/name.c``, which may include files of ``workdir``) with the C runtime's
+    ``runtime`` sources (strict warnings, ASan/UBSan), run it, return its stdout lines; fails the test on a compiler
+    error, a non-zero exit or a sanitizer report (``quiet``: on any stderr output at all)."""
     c = workdir / f"{name}.c"
     c.write_text(src)
     exe = workdir / name
-    cmd = ["gcc", *STRICT, *SANITIZE, "-I", str(RUNTIME), "-o", str(exe), str(c), str(RUNTIME / "tinycc_kernels.c"),
-           "-lm"]
+    cmd = ["gcc", *STRICT, *SANITIZE, "-I", str(RUNTIME), "-I", str(workdir), "-o", str(exe), str(c),
+           *(str(RUNTIME / f) for f in runtime), "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0 and "runtime error" not in r.stderr and not (quiet and r.stderr), \
+        (r.stdout[-2000:], r.stderr[-3000:])
     return r.stdout.splitlines()
 
 

@@ -558,16 +558,9 @@ def test_deep_step_under_random_calls(session, tmp_path: Path) -> None:
     defs = (f"#define BATCH 3\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
             f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 1500\n")
     src = DEEP_FUZZ_C.replace('#include "step.c"\n', '#include <string.h>\n#include "step.c"\n' + snap, 1)
-    (tmp_path / "fuzz.c").write_text(defs + src)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    exe = tmp_path / "fuzz"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
-                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
-                   capture_output=True, text=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
-    rejected, refused, trained = map(int, r.stdout.split())
+    out = c_harness.run_runtime_program(defs + src, tmp_path, "fuzz", timeout=300,
+                                        runtime=("tinycc_backprop.c",), quiet=True)
+    rejected, refused, trained = map(int, " ".join(out).split())
     assert rejected > 100 and refused > 50 and trained > 100  # every path was taken
 
 
@@ -639,16 +632,9 @@ def test_deep_bias_step_under_random_calls(session, tmp_path: Path) -> None:
     src = src.replace("int r = tcc_deep_step(", "int r = step_known(", 1)
     src = src.replace("if (!bad && !null && nonfinite", "if (!bad && !null && !last_null && nonfinite", 1)
     assert src.count("int r = step_known(") == 1 and "!last_null" in src
-    (tmp_path / "fuzz.c").write_text(defs + src)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    exe = tmp_path / "fuzz"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
-                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), "-lm", "-o", str(exe)], check=True,
-                   capture_output=True, text=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
-    rejected, refused, trained = map(int, r.stdout.split())
+    out = c_harness.run_runtime_program(defs + src, tmp_path, "fuzz", timeout=300,
+                                        runtime=("tinycc_backprop.c",), quiet=True)
+    rejected, refused, trained = map(int, " ".join(out).split())
     assert rejected > 100 and refused > 20 and trained > 100  # every path was taken
 
 
@@ -727,16 +713,9 @@ def test_deep_learn_path_under_random_calls(session, tmp_path: Path, policy: int
     defs = (f"#define CAP 4\n#define CUT {int(np.prod(t.graph.tensors[t.cut].shape[1:]))}\n#define CLASSES 3\n"
             f"#define PARAMS {sum(s for _, s in params)}\n#define CALLS 600\n#define POLICY {policy}\n")
     src = DEEP_LEARN_FUZZ_C.replace('#include "step.c"\n', '#include "step.c"\n' + snap, 1)
-    (tmp_path / "fuzz.c").write_text(defs + src)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    exe = tmp_path / "fuzz"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
-                    str(tmp_path / "fuzz.c"), str(rt / "tinycc_backprop.c"), str(rt / "tinycc_learn.c"), "-lm",
-                    "-o", str(exe)], check=True, capture_output=True, text=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
-    bad_label, null, refused, learned = map(int, r.stdout.split())
+    out = c_harness.run_runtime_program(defs + src, tmp_path, "fuzz", timeout=300,
+                                        runtime=("tinycc_backprop.c", "tinycc_learn.c"), quiet=True)
+    bad_label, null, refused, learned = map(int, " ".join(out).split())
     assert bad_label > 30 and null > 10 and refused > 10 and learned > 200  # every path was taken
 
 
@@ -763,15 +742,8 @@ def test_deep_bias_learn_path_under_random_calls(dep, tmp_path: Path, policy: in
     defs = (f"#define CAP 4\n#define CUT {learner.buffer.feature_count}\n#define CLASSES {learner.num_classes}\n"
             f"#define PARAMS {sum(s for _, s in params + ints)}\n#define CALLS 400\n#define POLICY {policy}\n")
     src = DEEP_LEARN_FUZZ_C.replace('#include "step.c"\n', '#include "step.c"\n' + snap, 1)
-    (tmp_path / "fuzz.c").write_text(defs + src)
-    rt = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
-    exe = tmp_path / "fuzz"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-                    "-fsanitize=float-cast-overflow", "-fno-sanitize-recover=all", f"-I{rt}", f"-I{tmp_path}",
-                    str(tmp_path / "fuzz.c"), *(str(rt / f) for f in ("tinycc_backprop.c", "tinycc_learn.c",
-                                                                      "tinycc_kernels.c")), "-lm",
-                    "-o", str(exe)], check=True, capture_output=True, text=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
-    bad_label, null, refused, learned = map(int, r.stdout.split())
+    out = c_harness.run_runtime_program(defs + src, tmp_path, "fuzz", timeout=300,
+                                        runtime=("tinycc_backprop.c", "tinycc_learn.c", "tinycc_kernels.c"),
+                                        quiet=True)
+    bad_label, null, refused, learned = map(int, " ".join(out).split())
     assert bad_label > 20 and null > 5 and refused > 5 and learned > 100  # every path was taken
