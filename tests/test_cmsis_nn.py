@@ -167,6 +167,32 @@ def test_cli_project_builds_with_its_makefile(tmp_path: Path, cmsis_dir: Path) -
                                            for i in outs["tinycc"].features)
 
 
+@pytest.mark.parametrize("deep", ["bias", "blocks"])
+def test_deep_project_builds_with_cmsis_nn(tmp_path: Path, cmsis_dir: Path, deep: str) -> None:
+    """`--deep bias|blocks --kernels cmsis-nn`: the front runs on CMSIS-NN (its scratch declared, as the report
+    counts it), the project builds with -Werror and prints the same features, probabilities and trained
+    parameters before and after learning as the default kernels' deep project."""
+    from tinycc.cli import main
+
+    outs = {}
+    for kernels in ("tinycc", "cmsis-nn"):
+        proj = tmp_path / kernels
+        assert main(["compile", str(ROOT / "examples" / "digits_cnn.h5"), "--target", "c", "--calib",
+                     str(ROOT / "examples" / "digits_data.npz"), "-o", str(proj), "--kernels", kernels,
+                     "--deep", deep]) == 0
+        r = subprocess.run(["make", "-s", "-C", str(proj), "run", "DUMP=1", f"CMSIS_NN_DIR={cmsis_dir}"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[kernels] = r.stdout
+    assert _cmsis_calls(tmp_path / "cmsis-nn") > 0 and _cmsis_calls(tmp_path / "tinycc") == 0
+    ref, got = c_harness.parse(outs["tinycc"]), c_harness.parse(outs["cmsis-nn"])
+    assert ref.features and all(np.array_equal(ref.features[i], got.features[i]) for i in ref.features)
+    def dump(text: str) -> list[str]:  # every printed value but the host timings
+        return [line for line in text.splitlines()[2:] if not line.startswith("time_us")]
+
+    assert len(dump(outs["tinycc"])) > 10 and dump(outs["tinycc"]) == dump(outs["cmsis-nn"])
+
+
 def test_kernels_option_refused_where_cmsis_nn_cannot_run() -> None:
     from tinycc.backends.arduino import ArduinoBackend
     from tinycc.backends.tflm import TflmBackend
