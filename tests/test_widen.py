@@ -96,3 +96,27 @@ def test_flash_budget_drops_the_copies_by_itself(session) -> None:
     assert _flash(fallback) == _flash(narrow)
     with pytest.raises(BudgetError, match=f"FLASH needs {_flash(wide):,} bytes"):
         _deploy(session, flash=_flash(narrow) - 1)
+
+
+def test_deep_deployment_drops_the_copies_by_itself(session) -> None:
+    """`--deep bias` under a --flash budget only the widened copies exceed: compiled without them (meta says so),
+    the same flash as with --no-widen; a budget below both is refused with the widened build's shortfall."""
+    from tinycc.deploy import build_deep_deployment
+
+    from .deploy_util import make_config
+
+    g = random_graph(LAYERS, hw=HW, seed=21)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    calib = np.random.default_rng(21).normal(0.5, 1, (32, *HW, 3)).astype(np.float32)
+
+    def deep(**opts):
+        config = make_config(session, deep=("bias",), board="mps2_an386", ram=10 ** 7, buffer=2, **opts)
+        return build_deep_deployment(g.copy(), config, session, CBackend(), calib)
+
+    wide, narrow = deep(flash=10 ** 8), deep(flash=10 ** 8, no_widen=True)
+    assert _flash(narrow) < _flash(wide)
+    fallback = deep(flash=_flash(wide) - 1)
+    assert fallback.config.memory.widen is False and fallback.meta.get("widen_dropped") is True
+    assert _flash(fallback) == _flash(narrow) and fallback.meta["deep"]["mode"] == "bias"
+    with pytest.raises(BudgetError, match=f"FLASH needs {_flash(wide):,} bytes"):
+        deep(flash=_flash(narrow) - 1)

@@ -52,7 +52,7 @@ from ..ir.graph import Graph
 from ..ir.memory_model import MemoryReport, deployment_memory, extractor_flash
 from ..ir.train import Classifier
 from ..targets import code_table
-from .stage import check_addressable, check_budget, memory_plan
+from .stage import check_addressable, check_budget, memory_plan, with_widening_fallback
 
 COMPILE_DEEP_MODES = ("bias", "blocks")  # what `tinycc compile --deep` deploys
 _HEAD_ONLY = ("classifier weights", "training state", "replay buffer", "staging vectors", "classifier initial weights")
@@ -168,9 +168,16 @@ def buffer_bytes(learner: DeepLearner, capacity: int) -> int:
 def build_deep_deployment(graph: Any, config: CompileConfig, session: Any, backend: Any,
                           calib: np.ndarray | None = None, head: Callable[..., Deployment] | None = None) -> Deployment:
     """The ``--deep bias`` / ``blocks`` deployment (see the module docstring): sized exactly, its buffer of cut
-    tensors as large as ``--ram`` leaves room for (or ``--buffer``), checked against the budget. ``head``: the head
-    deployment's builder (the registry's ``ondevice`` deployer; default ``tinycc.deploy.build_deployment``, which
-    itself ignores ``learning.deep``: the simulator deploys the head and runs the deep learners beside it)."""
+    tensors as large as ``--ram`` leaves room for (or ``--buffer``), checked against the budget; a flash budget
+    that only the widened weight copies exceed drops them, as the head's deployment does
+    (`with_widening_fallback`). ``head``: the head deployment's builder (the registry's ``ondevice`` deployer;
+    default ``tinycc.deploy.build_deployment``, which itself ignores ``learning.deep``: the simulator deploys the
+    head and runs the deep learners beside it)."""
+    return with_widening_fallback(_build_deep, graph, config, session, backend, calib, head)
+
+
+def _build_deep(graph: Any, config: CompileConfig, session: Any, backend: Any, calib: np.ndarray | None,
+                head: Callable[..., Deployment] | None) -> Deployment:
     from .learning import build_deployment
 
     learn = config.learning
