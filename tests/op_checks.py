@@ -91,3 +91,16 @@ def assert_c_project_learns_like_the_simulator(dep: Any, opts: dict[str, Any], x
         sim.learn_features(feats[i], int(y[i]))
     w = sim.classifier.layers[-1].weight
     assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+
+
+def assert_qemu_features_equal_run_int8(dep: Any, opts: dict[str, Any], x: np.ndarray, outdir: Path,
+                                        cpu: str = "m4") -> Any:
+    """The C project of ``dep`` built for ``cpu`` (-Werror) and run under QEMU: its int8 features of every input
+    of ``x`` equal run_int8's. Returns the device's parsed output."""
+    render_project(dep, {**opts, "test_vectors": (x, np.arange(len(x)) % dep.num_classes), "test_count": len(x),
+                         "test_learn": 0}, outdir)
+    dev, _ = c_harness.build_and_run_qemu(outdir, cpu)
+    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"{cpu.upper()} features of input {i}")
+    return dev

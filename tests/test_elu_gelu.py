@@ -27,9 +27,10 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
-from .deploy_util import build_deployment, render_project
+from .deploy_util import build_deployment
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
-                        assert_tflm_equals_run_int8, interpreter as _interp)
+                        assert_qemu_features_equal_run_int8, assert_tflm_equals_run_int8,
+                        interpreter as _interp)
 from .test_layout_ops import _convert, _program, _q, _x
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -297,12 +298,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, files, tmp_path
 
     dep, opts = _deploy(session, files["gelu"], CBackend())
     x = _x(models["gelu"], 4, 3)
-    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
-                         "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
-    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    assert_qemu_features_equal_run_int8(dep, opts, x, tmp_path / "m4")
 
 
 def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, files, tmp_path: Path) -> None:

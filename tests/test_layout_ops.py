@@ -26,9 +26,10 @@ from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
 from .test_c_kernels import _generic
-from .deploy_util import build_deployment, render_project
+from .deploy_util import build_deployment
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
-                        assert_tflm_equals_run_int8, assert_written_runs_like_run_int8, interpreter as _interp)
+                        assert_qemu_features_equal_run_int8, assert_tflm_equals_run_int8,
+                        assert_written_runs_like_run_int8, interpreter as _interp)
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
@@ -498,12 +499,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, tmp_path: Path,
     graph, opts = _source(session, m, tmp_path)
     dep = build_deployment(graph(), opts, session, CBackend())
     x = _x(m, 4, 3)
-    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
-                         "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
-    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    dev = assert_qemu_features_equal_run_int8(dep, opts, x, tmp_path / "m4")
     assert dev.instructions["features"] > 0
 
 
