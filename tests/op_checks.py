@@ -54,6 +54,18 @@ def assert_builtin_ref_equals_run_int8(g: Graph, data: bytes, x: np.ndarray, wri
     return names, ours
 
 
+def assert_output_equals_run_int8(g: Graph, data: bytes, x: np.ndarray, ref: bool = True, what: str = "") -> None:
+    """TFLite running ``data`` (BUILTIN_REF, or with ``ref`` False the optimized builtin kernels) gives run_int8's
+    ("tflite" flavor) output of ``g`` on every input of ``x``."""
+    it = interpreter(data, ref)
+    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1],
+                                      err_msg=f"{what} input {i}")
+
+
 def assert_tflm_equals_run_int8(g: Graph, data: bytes, x: np.ndarray, arena: int = 1 << 18) -> np.ndarray:
     """TFLite Micro running ``data`` (``arena`` bytes) gives run_int8's output of ``g`` on every input of ``x``;
     returns that output."""
@@ -77,20 +89,30 @@ def assert_written_runs_like_run_int8(g: Graph, data: bytes, x: np.ndarray, fg: 
     assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
 
 
-def assert_c_project_learns_like_the_simulator(dep: Any, opts: dict[str, Any], x: np.ndarray, y: np.ndarray,
-                                               outdir: Path, learn: int = 4) -> None:
-    """The C project of ``dep`` (host build, ASan/UBSan) computes the simulator's features of every input of ``x``
-    and, after learning the first ``learn`` of them (labels ``y``), the simulator's last classifier weights."""
-    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": len(x), "test_learn": learn}, outdir)
-    out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
+def assert_learned_like_the_simulator(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, learn: int,
+                                      layer: int = -1) -> Simulator:
+    """``out``, the parsed demo run of ``dep``'s C project on ``x`` that learned the first ``learn`` inputs (labels
+    ``y``): its features equal the simulator's and, once the simulator learned the same, so do the weights of
+    classifier layer ``layer`` (relative 1e-4). Returns the simulator."""
     sim = Simulator(dep)
     feats = sim.features(x)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
     for i in range(learn):
         sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    k = layer % len(dep.classifier)
+    w = sim.classifier.layers[k].weight
+    assert np.abs(out.weights[k] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    return sim
+
+
+def assert_c_project_learns_like_the_simulator(dep: Any, opts: dict[str, Any], x: np.ndarray, y: np.ndarray,
+                                               outdir: Path, learn: int = 4, layer: int = -1) -> tuple[Any, Simulator]:
+    """The C project of ``dep`` (host build, ASan/UBSan) with test vectors ``x``, ``y`` learns like the simulator
+    (assert_learned_like_the_simulator). Returns the parsed run and the simulator."""
+    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": len(x), "test_learn": learn}, outdir)
+    out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
+    return out, assert_learned_like_the_simulator(dep, out, x, y, learn, layer)
 
 
 def assert_qemu_features_equal_run_int8(dep: Any, opts: dict[str, Any], x: np.ndarray, outdir: Path,
@@ -104,3 +126,18 @@ def assert_qemu_features_equal_run_int8(dep: Any, opts: dict[str, Any], x: np.nd
     for i in range(len(x)):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"{cpu.upper()} features of input {i}")
     return dev
+
+
+def assert_qemu_outputs_equal_run_int8(dep: Any, x: np.ndarray, outdir: Path, cpu: str = "m4") -> Any:
+    """The inference project of ``dep`` (test vectors ``x``) built for ``cpu`` and run under QEMU: its outputs equal
+    run_int8's of the whole deployed graph, and it counted the inference's instructions. Returns the device's parsed
+    output."""
+    from tinycc.deploy.inference import full_graph
+
+    render_project(dep, {"test_vectors": x, "test_count": len(x)}, outdir)
+    out, _ = c_harness.build_and_run_qemu(outdir, cpu)
+    full = full_graph(dep)
+    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
+    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
+    assert out.instructions.get("invoke", 0) > 0
+    return out

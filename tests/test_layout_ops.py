@@ -28,8 +28,8 @@ from . import c_harness
 from .test_c_kernels import _generic
 from .deploy_util import build_deployment
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
-                        assert_qemu_features_equal_run_int8, assert_tflm_equals_run_int8,
-                        assert_written_runs_like_run_int8, interpreter as _interp)
+                        assert_output_equals_run_int8, assert_qemu_features_equal_run_int8,
+                        assert_tflm_equals_run_int8, assert_written_runs_like_run_int8)
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
@@ -238,17 +238,8 @@ def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -
     p.write_bytes(data)
     g = read_tflite(str(p))
     assert [o.kind for o in g.ops].count(OpKind.RESIZE_NEAREST) == 3
-    _equal_builtin(data, g, np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8))
-
-
-def _equal_builtin(data: bytes, g: Graph, x: np.ndarray) -> None:
-    """run_int8 (TFLite flavour) of ``g`` equals TFLite's builtin kernels on the file ``data``, input by input."""
-    it = _interp(data, ref=False)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
+    x = np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8)
+    assert_output_equals_run_int8(g, data, x, ref=False)
 
 
 @pytest.mark.parametrize("batch", [None, 1])
@@ -275,7 +266,8 @@ def test_converter_int8_upsampling_after_reshape_import(tmp_path: Path, batch: i
     kinds = [o.kind for o in g.ops]
     assert kinds.count(OpKind.RESIZE_NEAREST) == (1 if batch == 1 else 2)  # the fused run: rows and columns at once
     assert g.tensors[g.outputs[0]].shape == (1, 6, 6, 4)
-    _equal_builtin(data, g, np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8))
+    assert_output_equals_run_int8(g, data, np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8),
+                                  ref=False)
 
 
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])

@@ -20,6 +20,7 @@ from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, build_inference, emit, render_project
+from .op_checks import assert_output_equals_run_int8
 from .test_lstm import _tflm
 
 keras = pytest.importorskip("keras")
@@ -103,14 +104,7 @@ def _check(path: Path, layer: str, mode: str, tmp_path: Path, session) -> None:
     info = np.iinfo(np.int8 if mode == "int8" else np.int16)
     rng = np.random.default_rng(2)
     x = rng.integers(info.min, info.max + 1, (4, STEPS, FEATS)).astype(info.dtype)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    it = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1],
-                                      err_msg=f"BUILTIN_REF {layer} {mode} input {i}")
+    assert_output_equals_run_int8(g, path.read_bytes(), x, what=f"BUILTIN_REF {layer} {mode}")
     if (layer, mode) not in TFLM_CANNOT:
         np.testing.assert_array_equal(_tflm(path.read_bytes(), x), run_int8(g, x)[g.outputs[0]])
     dep = build_inference(g, {}, session, CBackend())  # float I/O: the C quantizes as the file says
