@@ -90,14 +90,14 @@ def assert_written_runs_like_run_int8(g: Graph, data: bytes, x: np.ndarray, fg: 
 
 
 def assert_learned_like_the_simulator(dep: Any, out: Any, x: np.ndarray, y: np.ndarray, learn: int,
-                                      layer: int = -1) -> Simulator:
-    """``out``, the parsed demo run of ``dep``'s C project on ``x`` that learned the first ``learn`` inputs (labels
-    ``y``): its features equal the simulator's and, once the simulator learned the same, so do the weights of
-    classifier layer ``layer`` (relative 1e-4). Returns the simulator."""
+                                      layer: int = -1, what: str = "C") -> Simulator:
+    """``out``, the parsed demo run of ``dep``'s project (``what`` runs it) on ``x`` that learned the first
+    ``learn`` inputs (labels ``y``): its features equal the simulator's and, once the simulator learned the same, so
+    do the weights of classifier layer ``layer`` (relative 1e-4). Returns the simulator."""
     sim = Simulator(dep)
     feats = sim.features(x)
     for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{what} features of input {i}")
     for i in range(learn):
         sim.learn_features(feats[i], int(y[i]))
     k = layer % len(dep.classifier)
@@ -126,6 +126,25 @@ def assert_qemu_features_equal_run_int8(dep: Any, opts: dict[str, Any], x: np.nd
     for i in range(len(x)):
         np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"{cpu.upper()} features of input {i}")
     return dev
+
+
+def assert_c_inference_equals_run_int8(dep: Any, g: Graph, x: np.ndarray, outdir: Path, what: str = ""
+                                       ) -> tuple[np.ndarray, Graph, np.ndarray]:
+    """The integer inputs ``x`` of the file ``g`` as floats (times its input scale) through the C inference project
+    of ``dep`` (float I/O: the C quantizes as the file says; ASan/UBSan): its outputs equal run_int8's of the whole
+    deployed graph. Returns (the float inputs, that graph, its outputs as float32 rows)."""
+    from tinycc.deploy.inference import full_graph
+
+    s_in = float(g.tensors[g.inputs[0]].quant.scale[0])
+    xf = (x.astype(np.float32) * np.float32(s_in)).astype(np.float32)
+    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, outdir)
+    out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
+    fg = full_graph(dep)
+    mine = run_int8(fg, xf)[fg.outputs[0]].reshape(len(x), -1).astype(np.float32)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(np.asarray(out.outputs[i], np.float32).reshape(-1), mine[i],
+                                      err_msg=f"C {what} {i}")
+    return xf, fg, mine
 
 
 def assert_qemu_outputs_equal_run_int8(dep: Any, x: np.ndarray, outdir: Path, cpu: str = "m4") -> Any:

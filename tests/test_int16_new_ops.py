@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend
-from tinycc.deploy.inference import full_graph
-from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
-from .deploy_util import build_inference, render_project
-from .op_checks import assert_output_equals_run_int8, assert_tflm_equals_run_int8
+from .deploy_util import build_inference
+from .op_checks import (assert_c_inference_equals_run_int8, assert_output_equals_run_int8,
+                        assert_tflm_equals_run_int8)
 from .test_int16 import convert_16x8
 from .test_layout_ops import _binary_model, _crop_model, _deconv_model, _float_ir, _split_model, _transpose_model, _x
 
@@ -41,15 +40,7 @@ def test_converter_16x8_new_ops_equal_builtin_ref_and_c(tmp_path: Path, name: st
     if name not in TFLM_MISSING:
         assert_tflm_equals_run_int8(g, p.read_bytes(), x, 1 << 20)
     dep = build_inference(g, {}, session, CBackend())  # float I/O: the C quantizes to int16 as the model says
-    s_in = float(g.tensors[g.inputs[0]].quant.scale[0])
-    xf = (x.astype(np.float32) * np.float32(s_in)).astype(np.float32)
-    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, tmp_path / "c")
-    run = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    fg = full_graph(dep)
-    mine = run_int8(fg, xf)[fg.outputs[0]].reshape(len(x), -1).astype(np.float32)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(np.asarray(run.outputs[i], np.float32).reshape(-1), mine[i],
-                                      err_msg=f"C {name} {i}")
+    xf, fg, mine = assert_c_inference_equals_run_int8(dep, g, x, tmp_path / "c", name)
     # what the tflm target ships: the deployed graph written as .tflite, run by TFLite Micro
     from tflite_micro.python.tflite_micro import runtime
 
