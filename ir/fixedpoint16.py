@@ -125,26 +125,28 @@ def _scaled_input(q: Array, mult: int, shift: int) -> Array:
     return (np.asarray(q, np.int64) * mult + rnd) >> shift
 
 
-def logistic_s16(q: Array, mult: int, shift: int, table: Array | None = None) -> Array:
-    """int16 LOGISTIC (output Q0.15)."""
+def _table_lookup(q: Array, mult: int, shift: int, table: Array | None, frac: int, saturated: int
+                  ) -> tuple[Array, Array]:
+    """(x, r): the scaled input x and |x| looked up in the sigmoid table with ``frac`` fraction bits, linearly
+    interpolated (``saturated`` from step 255 on), as tcc_sigmoid_tanh_s16 does."""
     t = sigmoid_table() if table is None else table
     x = _scaled_input(q, mult, shift)
     a = np.abs(x)
-    uh = np.minimum(a >> 9, 254)
+    uh = np.minimum(a >> frac, 254)
     ua, ub = t[uh], t[uh + 1]
-    r = np.where((a >> 9) >= 255, 0x7FFF << 10, (ua << 9) + (a & 0x1FF) * (ub - ua))
+    return x, np.where((a >> frac) >= 255, saturated, (ua << frac) + (a & ((1 << frac) - 1)) * (ub - ua))
+
+
+def logistic_s16(q: Array, mult: int, shift: int, table: Array | None = None) -> Array:
+    """int16 LOGISTIC (output Q0.15)."""
+    x, r = _table_lookup(q, mult, shift, table, 9, 0x7FFF << 10)
     r = np.where(x >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
     return (r >> 10).astype(np.int16)
 
 
 def tanh_s16(q: Array, mult: int, shift: int, table: Array | None = None) -> Array:
     """int16 TANH (output Q0.15): 2 sigmoid(2x) - 1 on the sigmoid table."""
-    t = sigmoid_table() if table is None else table
-    x = _scaled_input(q, mult, shift)
-    a = np.abs(x)
-    uh = np.minimum(a >> 8, 254)
-    ua, ub = t[uh], t[uh + 1]
-    r = np.where((a >> 8) >= 255, 0xFFFF << 8, (ua << 8) + (a & 0xFF) * (ub - ua))
+    x, r = _table_lookup(q, mult, shift, table, 8, 0xFFFF << 8)
     r = np.where(x >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1)
     return (r >> 8).astype(np.int16)
 

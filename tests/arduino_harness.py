@@ -43,8 +43,6 @@ def assert_sketch_learns_like_the_simulator(dep: Any, x: Any, y: Any, work: Path
     the vectors in turn), run it in simavr and compare its predictions before and after learning with the host
     simulator's (tinycc.ir.simulator.Simulator) on the same samples."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
-    from tinycc.ir.simulator import Simulator
 
     from .deploy_util import emit
 
@@ -52,6 +50,16 @@ def assert_sketch_learns_like_the_simulator(dep: Any, x: Any, y: Any, work: Path
     learn = n if learn is None else learn
     emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": n, "test_learn": learn}, work)
     elf, _, _ = build(work / dep.name / f"{dep.name}.ino", work)
+    assert_simavr_predicts_like_the_simulator(elf, dep, x, y, learn)
+
+
+def assert_simavr_predicts_like_the_simulator(elf: Path, dep: Any, x: Any, y: Any, learn: int) -> None:
+    """Run the self-test sketch ``elf`` (``dep``'s, with ``x``, ``y`` embedded and ``learn`` learn steps over the
+    vectors in turn) in simavr: its predictions before and after learning equal the host simulator's."""
+    from tinycc.backends.demo import report_predictions
+    from tinycc.ir.simulator import Simulator
+
+    n = len(x)
     lines = run_simavr(elf)
     rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
     sim = Simulator(dep)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import struct
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,30 @@ def read_reply(stream) -> tuple[bytes, bytes]:
     return head[:1], payload
 
 
+def asker(p: subprocess.Popen) -> Callable[[bytes], tuple[bytes, bytes]]:
+    """``ask`` over the running host build ``p`` of the serial protocol: write one request frame, read its reply
+    (command, payload)."""
+    def ask(data: bytes) -> tuple[bytes, bytes]:
+        p.stdin.write(data)
+        p.stdin.flush()
+        return read_reply(p.stdout)
+
+    return ask
+
+
+@contextmanager
+def protocol_host(exe: Path) -> Iterator[Callable[[bytes], tuple[bytes, bytes]]]:
+    """Run ``exe`` (a host build of the serial protocol, arduino_harness.build_host_proto) and give its ``asker``.
+    On leaving, stdin closes and ``exe`` must exit 0 (30 s)."""
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        yield asker(p)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0
+
+
 def status_of(payload: bytes) -> tuple[int, int, int, int]:
     """(version, classes, count, capacity) of a status reply."""
     return struct.unpack("<BBII", payload)
@@ -95,13 +121,7 @@ def test_sketch_readme_names_the_boards_fqbn(host_proto, session_module) -> None
 def test_protocol_end_to_end(host_proto) -> None:
     dep, d, exe = host_proto
     sim = Simulator(dep)
-    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        def ask(data: bytes) -> tuple[bytes, bytes]:
-            p.stdin.write(data)
-            p.stdin.flush()
-            return read_reply(p.stdout)
-
+    with protocol_host(exe) as ask:
         x = d["x_test"][:5].astype(np.float32)
         for i in range(5):
             cmd, pl = ask(frame(b"P", x[i].tobytes()))
@@ -128,10 +148,6 @@ def test_protocol_end_to_end(host_proto) -> None:
         mem = struct.unpack("<III", ask(frame(b"M"))[1])
         assert mem[1] == dep.memory["ram"] and mem[2] == dep.memory["flash"]
         assert ask(frame(b"R")) == (b"R", b"\x00\x00\x00\x00")
-    finally:
-        p.stdin.close()
-        p.wait(timeout=30)
-    assert p.returncode == 0
 
 
 @pytest.mark.skipif(not arduino_harness.available(), reason="arduino-builder/simavr/avr-gcc not installed")

@@ -256,7 +256,7 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
     from tinycc.ir.simulator import Simulator
 
     from . import arduino_harness
-    from .test_arduino import frame, read_reply
+    from .test_arduino import asker, frame
 
     m = _model("mobilenet")
     g = _clean(session, m)
@@ -285,12 +285,7 @@ def test_mobilenet_arduino_on_nano33ble(session, tmp_path: Path) -> None:
     x = _inputs(m, 3, 9)
     sim = Simulator(dep)
     p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(data: bytes) -> tuple[bytes, bytes]:
-        p.stdin.write(data)
-        p.stdin.flush()
-        return read_reply(p.stdout)
-
+    ask = asker(p)
     try:
         for i in range(2):
             cmd, pl = ask(frame(b"P", x[i].tobytes()))

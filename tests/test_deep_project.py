@@ -231,7 +231,7 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path, mode: str
 
     from . import arduino_harness
     from .deploy_util import make_config
-    from .test_arduino import frame, read_reply
+    from .test_arduino import frame, protocol_host
     from .test_deep_deploy import CALIB
 
     session = Session(autoload=False)
@@ -244,13 +244,7 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path, mode: str
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     sim = _learner(dep)
     x, y = _data(5, 7)
-    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        def ask(data: bytes) -> tuple[bytes, bytes]:
-            p.stdin.write(data)
-            p.stdin.flush()
-            return read_reply(p.stdout)
-
+    with protocol_host(exe) as ask:
         def predict_equal(i: int) -> None:
             cmd, pl = ask(frame(b"P", x[i].tobytes()))
             cls, z = sim.predict(sim.cut_of(x[i:i + 1]))
@@ -273,10 +267,6 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path, mode: str
         assert ask(frame(b"L", x[4].tobytes() + bytes([sim.num_classes])))[0] == b"E"  # label out of range
         for i in range(5):
             predict_equal(i)
-    finally:
-        p.stdin.close()
-        p.wait(timeout=30)
-    assert p.returncode == 0
     avr = make_config(session, deep=(mode,), lr=0.05, buffer=2, board="mega2560", ram=10 ** 6)
     with pytest.raises(TinyccError, match=r"arduino target does not generate the deep learner \(on AVR"):
         ArduinoBackend().check(build_deep_deployment(graph.copy(), avr, session, ArduinoBackend(), CALIB))

@@ -27,8 +27,11 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
-from .deploy_util import build_deployment, render_project
-from .test_layout_ops import _convert, _interp, _program, _q, _x
+from .deploy_util import build_deployment
+from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
+                        assert_qemu_features_equal_run_int8, assert_tflm_equals_run_int8,
+                        interpreter as _interp)
+from .test_layout_ops import _convert, _program, _q, _x
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 ALL = np.arange(-128, 128, dtype=np.int8)[None]
@@ -195,34 +198,16 @@ def test_tinycc_written_tables_equal_tflite_on_every_input() -> None:
 def test_converter_models_bit_exact(files) -> None:
     """Whole converter models with convolutions: the GELU model against BUILTIN_REF tensor by tensor, the ELU model
     (no BUILTIN_REF ELU kernel) against TFLite Micro."""
-    from tflite_micro.python.tflite_micro import runtime
-
     g = read_tflite(str(files["gelu"]))
     assert [o.kind for o in g.ops].count(OpKind.GELU) == 3
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
-    data = files["gelu"].read_bytes()
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if t in index]
+    names, _ = assert_builtin_ref_equals_run_int8(g, files["gelu"].read_bytes(), x)
     assert all(o.outputs[0] in names for o in g.ops if o.kind == OpKind.GELU)
-    ours = run_int8(g, x, outputs=names, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names:
-            np.testing.assert_array_equal(ours[t][i].reshape(-1), it.get_tensor(index[t]).reshape(-1),
-                                          err_msg=f"tensor {t!r}, input {i}")
     g = read_tflite(str(files["elu"]))
     elus = [o for o in g.ops if o.kind == OpKind.ELU]
     assert len(elus) == 3 and all(o.attrs["float_path"] for o in elus)
     assert OpKind.DEQUANTIZE not in [o.kind for o in g.ops[:-1]]
-    data = files["elu"].read_bytes()
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+    assert_tflm_equals_run_int8(g, files["elu"].read_bytes(), x)
 
 
 def test_float_elu_chain_refused_in_one_line(tmp_path: Path) -> None:
@@ -253,8 +238,6 @@ def test_c_kernel_equals_run_int8(tmp_path: Path) -> None:
 
 def test_tinycc_quantized_model_runs_in_tflm(session, models) -> None:
     """tinycc's own quantization of the ELU model, written (int8 ELU): TFLite Micro equals run_int8."""
-    from tflite_micro.python.tflite_micro import runtime
-
     m = models["elu"]
     g = graph_from_keras_model(m)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -264,12 +247,7 @@ def test_tinycc_quantized_model_runs_in_tflm(session, models) -> None:
     data = write_tflite(g)
     assert "ELU" in operator_names(data) and "DEQUANTIZE" not in operator_names(data)[1:-1]
     x = _x(m, 30, 9)
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+    mine = assert_tflm_equals_run_int8(g, data, x)
     ref = run(fg, x)[fg.outputs[0]]
     assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
 
@@ -290,7 +268,6 @@ def _deploy(session, path: Path, backend, **extra):
 def test_converter_file_compiles_for_c(session, models, files, tmp_path: Path, name: str) -> None:
     """Host build with ASan/UBSan: features equal run_int8, learning equals the simulator."""
     from tinycc.backends.c import CBackend
-    from tinycc.ir.simulator import Simulator
 
     dep, opts = _deploy(session, files[name], CBackend())
     CBackend().check(dep)
@@ -298,22 +275,11 @@ def test_converter_file_compiles_for_c(session, models, files, tmp_path: Path, n
     assert [o.kind for o in dep.extractor.ops].count(kind) >= 2
     x = _x(models[name], 8, 3)
     y = np.arange(8) % dep.num_classes
-    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
+    assert_c_project_learns_like_the_simulator(dep, opts, x, y, tmp_path / "c")
     assert "tcc_lut_s8" in (tmp_path / "c" / "model.c").read_text()
-    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    for i in range(4):
-        sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
 
 
 def test_tflm_target_runs_elu_and_refuses_gelu(session, models, files) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
 
@@ -321,13 +287,7 @@ def test_tflm_target_runs_elu_and_refuses_gelu(session, models, files) -> None:
     TflmBackend().check(dep)
     data = extractor_tflite(dep.extractor)
     assert "ELU" in operator_names(data)
-    tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
-    x = _x(models["elu"], 8, 3)
-    ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
+    assert_tflm_equals_run_int8(dep.extractor, data, _x(models["elu"], 8, 3), measure_arena(data).arena)
     with pytest.raises(UnsupportedLayerError, match="TFLite Micro has no kernel for GELU"):
         _deploy(session, files["gelu"], TflmBackend())
 
@@ -338,12 +298,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, files, tmp_path
 
     dep, opts = _deploy(session, files["gelu"], CBackend())
     x = _x(models["gelu"], 4, 3)
-    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
-                         "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
-    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    assert_qemu_features_equal_run_int8(dep, opts, x, tmp_path / "m4")
 
 
 def test_arduino_mega_selftest_predicts_like_the_simulator(session, models, files, tmp_path: Path) -> None:

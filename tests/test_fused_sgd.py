@@ -15,7 +15,6 @@ from tinycc.backends.arduino import CORE_RESERVE, ArduinoBackend
 from tinycc.backends.c import CBackend
 from tinycc.errors import TinyccError
 from .deploy_util import emit, render_project
-from tinycc.backends.demo import report_predictions
 from tinycc.errors import BudgetError
 from tinycc.ir.simulator import Simulator
 from tinycc.passes import PassContext, run_pipeline
@@ -131,13 +130,7 @@ def test_mega2560_tinyol_144x10_fits_and_largest_buffer(session, digits, tmp_pat
     # documented 600-byte tolerance), inside the 8 kB
     assert 0 <= ram - (dep.memory["static_ram"] - CORE_RESERVE) <= 600 and ram <= 8192
     # and it learns on the AVR as the simulator does (TinyOL: the latest sample only)
-    lines = arduino_harness.run_simavr(elf)
-    rows = report_predictions("\n".join(lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(16):
-        sim.learn(x[i % 8], int(y[i % 8]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_simavr_predicts_like_the_simulator(elf, dep, x, y, 16)
 
 
 CASES = {"all_b1_fifo": {"train": "all", "buffer": 6},

@@ -298,7 +298,7 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
 
     from tinycc.backends.arduino import ArduinoBackend
 
-    from .test_arduino import frame, read_reply
+    from .test_arduino import frame, protocol_host
 
     model, opts, _, loss, target = CASES[case]
     g, x, calib = _graph(session, MODELS[model])
@@ -307,13 +307,7 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
     exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
     sim = Simulator(dep)
     y = _labels(dep, x)
-    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        def ask(data: bytes) -> tuple[bytes, bytes]:
-            p.stdin.write(data)
-            p.stdin.flush()
-            return read_reply(p.stdout)
-
+    with protocol_host(exe) as ask:
         nan = x[0].copy().reshape(-1)
         nan[2] = np.nan
         assert ask(frame(b"P", nan.tobytes())) == (b"E", b"\x06")
@@ -350,10 +344,6 @@ def test_arduino_protocol_carries_targets(session, tmp_path: Path, case: str) ->
             ks, ps = sim.predict(x[i:i + 1])
             assert pl[0] == ks[0]
             np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), ps[0], rtol=1e-5, atol=1e-6)
-    finally:
-        p.stdin.close()
-        p.wait(timeout=30)
-    assert p.returncode == 0
 
 
 def test_autoencoder_selftest_on_mega2560_in_simavr(session, tmp_path: Path) -> None:

@@ -401,21 +401,14 @@ def test_int16_extractor_learns_on_the_device_like_the_simulator(name: str, kw: 
 
 def test_int16_inference_on_cortex_m4_in_qemu(files, tmp_path: Path) -> None:
     """The int16 inference demo cross-built for Cortex-M4 prints run_int8's outputs under QEMU."""
-    from tinycc.deploy.inference import full_graph
-
     from . import c_harness
-    from .deploy_util import render_project
+    from .op_checks import assert_qemu_outputs_equal_run_int8
 
     if not c_harness.have_arm():
         pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
     dep = _inference_dep(files, Session(), activations="int16")
     x = np.random.default_rng(8).normal(size=(4, 8, 8, 2)).astype(np.float32)
-    render_project(dep, {"test_vectors": x, "test_count": len(x)}, tmp_path)
-    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
-    full = full_graph(dep)
-    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
-    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
-    assert out.instructions.get("invoke", 0) > 0
+    assert_qemu_outputs_equal_run_int8(dep, x, tmp_path)
 
 
 def test_int16_selftest_on_the_mega2560_in_simavr(tmp_path: Path) -> None:

@@ -164,21 +164,16 @@ def test_sigmoid_tanh_softmax_inference_on_cortex_m4_in_qemu(files, tmp_path: Pa
     """The converter model with int16 tanh/sigmoid/softmax cross-built for Cortex-M4 prints run_int8's outputs
     under QEMU."""
     from tinycc.backends.c import CBackend
-    from tinycc.deploy.inference import full_graph
 
     from . import c_harness
-    from .deploy_util import build_inference, render_project
+    from .deploy_util import build_inference
+    from .op_checks import assert_qemu_outputs_equal_run_int8
 
     if not c_harness.have_arm():
         pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
     x = files["xs"][:4] * 2
     dep = build_inference(read_tflite(str(files["st"])), {"calib_data": x}, Session(), CBackend())
-    render_project(dep, {"test_vectors": x, "test_count": len(x)}, tmp_path)
-    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
-    full = full_graph(dep)
-    ref = run_int8(full, x)[full.outputs[0]].reshape(len(x), -1)
-    np.testing.assert_array_equal(np.stack([out.outputs[i] for i in range(len(x))]).astype(np.float32), ref)
-    assert out.instructions.get("invoke", 0) > 0
+    out = assert_qemu_outputs_equal_run_int8(dep, x, tmp_path)
     print(f"M4 instructions per inference: {out.instructions['invoke']}")
 
 

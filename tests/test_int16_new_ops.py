@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend
-from tinycc.deploy.inference import full_graph
-from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
-from .deploy_util import build_inference, render_project
+from .deploy_util import build_inference
+from .op_checks import (assert_c_inference_equals_run_int8, assert_output_equals_run_int8,
+                        assert_tflm_equals_run_int8)
 from .test_int16 import convert_16x8
 from .test_layout_ops import _binary_model, _crop_model, _deconv_model, _float_ir, _split_model, _transpose_model, _x
 
@@ -36,33 +36,11 @@ def test_converter_16x8_new_ops_equal_builtin_ref_and_c(tmp_path: Path, name: st
     g = read_tflite(str(p))
     shape = tuple(g.tensors[g.inputs[0]].shape[1:])
     x = np.random.default_rng(3).integers(-32768, 32768, (4,) + shape).astype(np.int16)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    it = litert.Interpreter(model_path=str(p), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1],
-                                      err_msg=f"{name} input {i}")
+    assert_output_equals_run_int8(g, p.read_bytes(), x, what=name)
     if name not in TFLM_MISSING:
-        from tflite_micro.python.tflite_micro import runtime
-
-        tm = runtime.Interpreter.from_bytes(p.read_bytes(), arena_size=1 << 20)
-        mine = run_int8(g, x)[g.outputs[0]]
-        for i in range(len(x)):
-            tm.set_input(x[i:i + 1], 0)
-            tm.invoke()
-            np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"TFLM {name} input {i}")
+        assert_tflm_equals_run_int8(g, p.read_bytes(), x, 1 << 20)
     dep = build_inference(g, {}, session, CBackend())  # float I/O: the C quantizes to int16 as the model says
-    s_in = float(g.tensors[g.inputs[0]].quant.scale[0])
-    xf = (x.astype(np.float32) * np.float32(s_in)).astype(np.float32)
-    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, tmp_path / "c")
-    run = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    fg = full_graph(dep)
-    mine = run_int8(fg, xf)[fg.outputs[0]].reshape(len(x), -1).astype(np.float32)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(np.asarray(run.outputs[i], np.float32).reshape(-1), mine[i],
-                                      err_msg=f"C {name} {i}")
+    xf, fg, mine = assert_c_inference_equals_run_int8(dep, g, x, tmp_path / "c", name)
     # what the tflm target ships: the deployed graph written as .tflite, run by TFLite Micro
     from tflite_micro.python.tflite_micro import runtime
 
@@ -82,8 +60,6 @@ def test_converter_16x8_new_ops_equal_builtin_ref_and_c(tmp_path: Path, name: st
 
 
 def test_tinycc_int16_transpose_conv_written_runs_in_builtin_ref_and_tflm(session, tmp_path: Path) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     from tinycc.ir.tensor import DType
     from tinycc.passes import PassContext, run_pipeline
     from tinycc.tflite_writer import write_tflite
@@ -99,29 +75,18 @@ def test_tinycc_int16_transpose_conv_written_runs_in_builtin_ref_and_tflm(sessio
     assert conv_t and all(g.tensors[o.outputs[0]].dtype == DType.INT16 for o in conv_t)
     data = write_tflite(g)
     x = _x(m, 4, 6)  # float input: the written file quantizes it to int16 as tinycc's QUANTIZE does
-    ours, mine = run_int8(g, x, flavor="tflite")[g.outputs[0]], run_int8(g, x)[g.outputs[0]]
-    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 20)
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1])
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1])
+    assert_output_equals_run_int8(g, data, x)
+    assert_tflm_equals_run_int8(g, data, x, 1 << 20)
 
 
 def test_converter_16x8_transpose_conv_sketch_learns_like_the_simulator_on_the_mega2560(tmp_path: Path) -> None:
     """The converter's 16x8 Conv2DTranspose classifier as an Arduino sketch (AVR: int16 kernels, int64 biases read
     from flash), run in simavr: its predictions before and after learning equal the simulator's."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.ir.simulator import Simulator
     from tinycc.session import Session
 
     from . import arduino_harness
-    from .deploy_util import build_deployment, emit
-    from .test_arduino import report_predictions
+    from .deploy_util import build_deployment
 
     if not arduino_harness.available():
         pytest.skip("arduino-builder/simavr/avr-gcc not installed")
@@ -133,14 +98,4 @@ def test_converter_16x8_transpose_conv_sketch_learns_like_the_simulator_on_the_m
     y = np.arange(4) % 2
     dep = build_deployment(read_tflite(str(p)), {"calib_data": _x(m, 8, 9), "buffer": 4, "lr": 0.05,
                                                  "board": "mega2560"}, session, ArduinoBackend())
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 4, "test_learn": 8},
-         tmp_path / "sketch")
-    elf, _, _ = arduino_harness.build(tmp_path / "sketch" / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(l for l in lines if l.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(8):
-        sim.learn(x[i % 4], int(y[i % 4]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path / "sketch", 8)

@@ -26,7 +26,10 @@ from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
 from .test_c_kernels import _generic
-from .deploy_util import build_deployment, render_project
+from .deploy_util import build_deployment
+from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
+                        assert_output_equals_run_int8, assert_qemu_features_equal_run_int8,
+                        assert_tflm_equals_run_int8, assert_written_runs_like_run_int8)
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 NEW = {OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
@@ -174,37 +177,6 @@ def _float_ir(m, tmp_path: Path):
     return read_tflite(str(p))
 
 
-def _interp(data: bytes, ref: bool = True):
-    kind = litert.OpResolverType.BUILTIN_REF if ref else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    it = litert.Interpreter(model_content=data, experimental_preserve_all_tensors=True,
-                            experimental_op_resolver_type=kind)
-    it.allocate_tensors()
-    return it
-
-def assert_written_runs_like_run_int8(g, data: bytes, x: np.ndarray, fg, arena: int = 1 << 19) -> None:
-    """tinycc's int8 ``g`` written as ``data``: every int8 activation TFLite's BUILTIN_REF shows equals run_int8
-    ("tflite" flavor), TFLite Micro's output equals run_int8, and both stay near the float graph ``fg``."""
-    from tflite_micro.python.tflite_micro import runtime
-
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if g.tensors[t].dtype == DType.INT8 and t in index]
-    ours = run_int8(g, x, outputs=names + g.outputs, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names + g.outputs:
-            np.testing.assert_array_equal(it.get_tensor(index[t]), ours[t][i:i + 1], err_msg=f"{t} input {i}")
-    tm = runtime.Interpreter.from_bytes(data, arena_size=arena)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
-    ref = run(fg, x)[fg.outputs[0]]
-    assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
-
-
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
 def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -> None:
     m = models[name]
@@ -226,8 +198,6 @@ def test_keras_and_float_tflite_equal_keras(models, tmp_path: Path, name: str) -
 
 @pytest.mark.parametrize("name", ["binary_ops", "transpose_ops", "split_ops", "deconv_ops", "crop_ops"])
 def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Path, name: str) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     m = models[name]
     data = _convert(m, _x(m, 32))
     p = tmp_path / f"{name}_int8.tflite"
@@ -246,23 +216,9 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(models, tmp_path: Pa
     else:
         assert kinds.count(OpKind.SLICE) == 4
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if t in index]
+    names, _ = assert_builtin_ref_equals_run_int8(g, data, x)
     assert len(names) >= 6
-    ours = run_int8(g, x, outputs=names, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names:
-            np.testing.assert_array_equal(ours[t][i].reshape(-1), it.get_tensor(index[t]).reshape(-1),
-                                          err_msg=f"tensor {t!r}, input {i}")
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+    assert_tflm_equals_run_int8(g, data, x)
 
 
 def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -> None:
@@ -282,17 +238,8 @@ def test_converter_int8_upsampling_and_resizing_import(models, tmp_path: Path) -
     p.write_bytes(data)
     g = read_tflite(str(p))
     assert [o.kind for o in g.ops].count(OpKind.RESIZE_NEAREST) == 3
-    _equal_builtin(data, g, np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8))
-
-
-def _equal_builtin(data: bytes, g: Graph, x: np.ndarray) -> None:
-    """run_int8 (TFLite flavour) of ``g`` equals TFLite's builtin kernels on the file ``data``, input by input."""
-    it = _interp(data, ref=False)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(ours[i:i + 1], it.get_tensor(it.get_output_details()[0]["index"]))
+    x = np.random.default_rng(2).integers(-128, 128, (10, 5, 4, 3)).astype(np.int8)
+    assert_output_equals_run_int8(g, data, x, ref=False)
 
 
 @pytest.mark.parametrize("batch", [None, 1])
@@ -319,7 +266,8 @@ def test_converter_int8_upsampling_after_reshape_import(tmp_path: Path, batch: i
     kinds = [o.kind for o in g.ops]
     assert kinds.count(OpKind.RESIZE_NEAREST) == (1 if batch == 1 else 2)  # the fused run: rows and columns at once
     assert g.tensors[g.outputs[0]].shape == (1, 6, 6, 4)
-    _equal_builtin(data, g, np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8))
+    assert_output_equals_run_int8(g, data, np.random.default_rng(4).integers(-128, 128, (10, 24)).astype(np.int8),
+                                  ref=False)
 
 
 @pytest.mark.parametrize("name", [*MODELS, "split_ops"])
@@ -543,12 +491,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, tmp_path: Path,
     graph, opts = _source(session, m, tmp_path)
     dep = build_deployment(graph(), opts, session, CBackend())
     x = _x(m, 4, 3)
-    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
-                         "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
-    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    dev = assert_qemu_features_equal_run_int8(dep, opts, x, tmp_path / "m4")
     assert dev.instructions["features"] > 0
 
 
@@ -557,12 +500,9 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     """Converter int8 files (binary_ops, split_ops) and tinycc-quantized Keras models (the others) with the new ops
     in Φf: the C project (ASan/UBSan) computes run_int8's features and learns like the simulator; TFLite Micro
     runs the tflm target's extractor .tflite bit-exactly like run_int8."""
-    from tflite_micro.python.tflite_micro import runtime
-
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
-    from tinycc.ir.simulator import Simulator
 
     m = models[name]
     graph, opts = _source(session, m, tmp_path)
@@ -571,26 +511,12 @@ def test_model_compiles_for_c_and_tflm(session, models, tmp_path: Path, name: st
     assert NEW & {o.kind for o in dep.extractor.ops}
     x = _x(m, 8, 3)
     y = np.arange(8) % dep.num_classes
-    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
-    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    for i in range(4):
-        sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    assert_c_project_learns_like_the_simulator(dep, opts, x, y, tmp_path / "c")
     dep = build_deployment(graph(), opts, session, TflmBackend())
     TflmBackend().check(dep)
     data = extractor_tflite(dep.extractor)
     assert WRITTEN[name] <= set(operator_names(data))
-    tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
-    ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
+    assert_tflm_equals_run_int8(dep.extractor, data, x, measure_arena(data).arena)
 
 
 def test_transpose_before_flatten_folds_into_the_dense(session, models) -> None:

@@ -24,6 +24,7 @@ from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, render_project
+from .op_checks import assert_learned_like_the_simulator
 
 keras = pytest.importorskip("keras")
 
@@ -196,15 +197,8 @@ def test_kws_lstm_c_equals_run_int8_and_learns_like_the_simulator(session, tmp_p
     state = sum(n for s, n in c_harness.symbol_sizes(exe).items() if re.fullmatch(r"tcc_layer_\d+_(h|c|gate)", s))
     assert state == 32 * 11 and f"runtime state {state:,}".replace(" ", "") in \
         dep.memory["report"].replace(" ", "")  # the LSTM's static state is in the RAM report
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
-    for i in range(len(x)):
-        sim.learn_features(feats[i], int(y[i]))
+    sim = assert_learned_like_the_simulator(dep, out, x, y, len(x), layer=0)
     assert out.buffer == sim.buffer.count == 4
-    w = sim.classifier.layers[0].weight
-    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
     assert not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
 
 
@@ -267,15 +261,9 @@ def test_kws_lstm_tflm_project_equals_run_int8_and_learns(session, tmp_path: Pat
     emit(TflmBackend(), dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 3}, tmp_path)
     assert "interpreter->Reset()" in (tmp_path / "src" / "tinycc_tflm.cc").read_text()
     out = c_harness.parse(build.run(build.build_host(tmp_path, sanitize=True, library=library)))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(3):  # the same input three times in a row would differ here without the reset
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"TFLite Micro features of input {i}")
-    for i in range(3):
-        sim.learn_features(feats[i], int(y[i]))
+    # the same input three times in a row would differ here without the reset
+    sim = assert_learned_like_the_simulator(dep, out, x, y, 3, layer=0, what="TFLite Micro")
     assert out.buffer == sim.buffer.count == 3
-    w = sim.classifier.layers[0].weight
-    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
@@ -301,10 +289,8 @@ def test_small_lstm_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
     """The arduino target on an 8-bit AVR (16-bit int): the self-test's predictions before and after learning
     equal the simulator's."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
 
     from . import arduino_harness
-    from .deploy_util import emit
 
     if not arduino_harness.available():
         pytest.skip("arduino-builder/simavr/avr-gcc not installed")
@@ -317,17 +303,7 @@ def test_small_lstm_on_mega2560_in_simavr(session, tmp_path: Path) -> None:
     dep = build_deployment(_clean(session, m), {"calib_data": xt, "buffer": 8, "lr": 0.1, "cut": "fc"}, session,
                            ArduinoBackend())
     x, y = xt[:6], yt[:6].astype(np.int64)
-    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": (x, y), "test_count": 6, "test_learn": 12},
-         tmp_path)
-    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path)
-    lines = arduino_harness.run_simavr(elf)
-    report = lines[lines.index(next(line for line in lines if line.startswith("tinycc demo"))):]
-    rows = report_predictions("\n".join(report))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(12):
-        sim.learn(x[i % 6], int(y[i % 6]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, y, tmp_path, 12)
 
 
 def test_cli_compile_and_simulate_an_lstm_model(tmp_path: Path) -> None:

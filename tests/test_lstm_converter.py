@@ -20,6 +20,7 @@ from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, build_inference, emit, render_project
+from .op_checks import assert_c_project_learns_like_the_simulator, assert_learned_like_the_simulator
 from .test_lstm import _tflite, _tflm
 
 DATA = Path(__file__).parent / "data" / "keras-lstm"
@@ -88,17 +89,8 @@ def _learning(session, backend, name: str = "kws_lstm", n: int = 4):
 def test_converter_kws_lstm_learns_on_the_device_like_the_simulator(session, tmp_path: Path) -> None:
     """The c target with on-device learning (ASan/UBSan): features equal the simulator's, the head trains like it."""
     dep, opts, x, y = _learning(session, CBackend())
-    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": len(x), "test_learn": len(x)}, tmp_path)
-    out = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"features of input {i}")
-    for i in range(len(x)):
-        sim.learn_features(feats[i], int(y[i]))
+    out, sim = assert_c_project_learns_like_the_simulator(dep, opts, x, y, tmp_path, len(x), layer=0)
     assert out.buffer == sim.buffer.count == len(x)
-    w = sim.classifier.layers[0].weight
-    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
     assert not np.array_equal(out.weights[0], dep.classifier[0].weight.reshape(-1))
 
 
@@ -128,15 +120,8 @@ def test_converter_kws_lstm_tflm_project_learns(session, tmp_path: Path) -> None
     TflmBackend().check(dep)
     emit(TflmBackend(), dep, {**opts, "test_vectors": (x, y), "test_count": 3, "test_learn": 3}, tmp_path)
     out = c_harness.parse(build.run(build.build_host(tmp_path, sanitize=True, library=library)))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(3):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"TFLite Micro features of input {i}")
-    for i in range(3):
-        sim.learn_features(feats[i], int(y[i]))
+    sim = assert_learned_like_the_simulator(dep, out, x, y, 3, layer=0, what="TFLite Micro")
     assert out.buffer == sim.buffer.count == 3
-    w = sim.classifier.layers[0].weight
-    assert np.abs(out.weights[0] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
 
 
 @pytest.mark.parametrize("name", ["kws_lstm", "stacked_lstm"])
@@ -144,7 +129,6 @@ def test_converter_lstm_arduino_sketch_builds(session, tmp_path: Path, name: str
     """The arduino target's sketch for the Mega 2560 builds with arduino-builder (the tool of the other arduino
     tests); the small stacked model also runs in simavr and learns like the simulator."""
     from tinycc.backends.arduino import ArduinoBackend
-    from tinycc.backends.demo import report_predictions
 
     from . import arduino_harness
 
@@ -161,10 +145,4 @@ def test_converter_lstm_arduino_sketch_builds(session, tmp_path: Path, name: str
     assert elf.is_file() and flash > 0 and 0 < ram <= 8192
     if name != "stacked_lstm":
         return
-    lines = arduino_harness.run_simavr(elf)
-    rows = report_predictions("\n".join(lines[lines.index(next(s for s in lines if s.startswith("tinycc demo"))):]))
-    sim = Simulator(dep)
-    assert rows["before"] == list(sim.predict(x)[0])
-    for i in range(6):
-        sim.learn(x[i % 3], int(y[i % 3]))
-    assert rows["after"] == list(sim.predict(x)[0])
+    arduino_harness.assert_simavr_predicts_like_the_simulator(elf, dep, x, y, 6)

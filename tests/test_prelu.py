@@ -24,8 +24,11 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
-from .deploy_util import build_deployment, render_project
-from .test_layout_ops import _convert, _interp, _program, _q, _x, assert_written_runs_like_run_int8
+from .deploy_util import build_deployment
+from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
+                        assert_qemu_features_equal_run_int8, assert_tflm_equals_run_int8,
+                        assert_written_runs_like_run_int8)
+from .test_layout_ops import _convert, _program, _q, _x
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -82,8 +85,6 @@ def test_keras_direct_and_float_tflite_equal_keras(model, tmp_path: Path) -> Non
 
 
 def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(int8_file: Path) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     data = int8_file.read_bytes()
     assert "PRELU" in operator_names(data)
     g = read_tflite(str(int8_file))
@@ -91,28 +92,14 @@ def test_converter_int8_bit_exact_with_builtin_ref_and_tflm(int8_file: Path) -> 
     assert len(prelus) == 4
     assert all(g.tensors[o.inputs[1]].dtype == DType.INT8 for o in prelus)
     x = np.random.default_rng(1).integers(-128, 128, (80,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if t in index]
+    names, ours = assert_builtin_ref_equals_run_int8(g, data, x)
     assert all(o.outputs[0] in names for o in prelus)
-    ours = run_int8(g, x, outputs=names, flavor="tflite")
     negative = 0
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names:
-            np.testing.assert_array_equal(ours[t][i].reshape(-1), it.get_tensor(index[t]).reshape(-1),
-                                          err_msg=f"tensor {t!r}, input {i}")
     for o in prelus:  # both branches taken
         v = ours[o.inputs[0]].astype(int) - int(g.tensors[o.inputs[0]].quant.zero_point[0])
         negative += int((v < 0).any() and (v > 0).any())
     assert negative == len(prelus)
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+    assert_tflm_equals_run_int8(g, data, x)
 
 
 def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, model) -> None:
@@ -199,38 +186,21 @@ def _deploy(session, path: Path, backend, **extra):
 def test_converter_file_compiles_for_c_and_tflm(session, model, int8_file: Path, tmp_path: Path) -> None:
     """The C project (ASan/UBSan) computes run_int8's features and learns like the simulator; TFLite Micro runs the
     tflm target's extractor .tflite like run_int8."""
-    from tflite_micro.python.tflite_micro import runtime
-
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
-    from tinycc.ir.simulator import Simulator
 
     dep, opts = _deploy(session, int8_file, CBackend())
     CBackend().check(dep)
     assert [o.kind for o in dep.extractor.ops].count(OpKind.PRELU) >= 3
     x = _x(model, 8, 3)
     y = np.arange(8) % dep.num_classes
-    render_project(dep, {**opts, "test_vectors": (x, y), "test_count": 8, "test_learn": 4}, tmp_path / "c")
-    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    sim = Simulator(dep)
-    feats = sim.features(x)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    for i in range(4):
-        sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    assert_c_project_learns_like_the_simulator(dep, opts, x, y, tmp_path / "c")
     dep = _deploy(session, int8_file, TflmBackend())[0]
     TflmBackend().check(dep)
     data = extractor_tflite(dep.extractor)
     assert "PRELU" in operator_names(data)
-    tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
-    ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
+    assert_tflm_equals_run_int8(dep.extractor, data, x, measure_arena(data).arena)
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
@@ -239,12 +209,7 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, model, int8_file: Path,
 
     dep, opts = _deploy(session, int8_file, CBackend())
     x = _x(model, 4, 3)
-    render_project(dep, {**opts, "test_vectors": (x, np.arange(4) % dep.num_classes), "test_count": 4,
-                         "test_learn": 0}, tmp_path / "m4")
-    dev, _ = c_harness.build_and_run_qemu(tmp_path / "m4", "m4")
-    feats = run_int8(dep.extractor, x)[dep.extractor.outputs[0]].reshape(len(x), -1)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(dev.features[i], feats[i], err_msg=f"M4 features of input {i}")
+    assert_qemu_features_equal_run_int8(dep, opts, x, tmp_path / "m4")
 
 
 def test_arduino_mega_selftest_predicts_like_the_simulator(session, model, int8_file: Path, tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend
-from tinycc.deploy.inference import full_graph
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.simulator import Simulator
 from tinycc.plugins.frontends.tflite import read_tflite
 
 from . import c_harness
 from .deploy_util import build_deployment, build_inference, emit, render_project
+from .op_checks import assert_c_inference_equals_run_int8, assert_output_equals_run_int8
 from .test_lstm import _tflm
 
 keras = pytest.importorskip("keras")
@@ -103,27 +103,13 @@ def _check(path: Path, layer: str, mode: str, tmp_path: Path, session) -> None:
     info = np.iinfo(np.int8 if mode == "int8" else np.int16)
     rng = np.random.default_rng(2)
     x = rng.integers(info.min, info.max + 1, (4, STEPS, FEATS)).astype(info.dtype)
-    ours = run_int8(g, x, flavor="tflite")[g.outputs[0]]
-    it = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        np.testing.assert_array_equal(it.get_tensor(it.get_output_details()[0]["index"]), ours[i:i + 1],
-                                      err_msg=f"BUILTIN_REF {layer} {mode} input {i}")
+    assert_output_equals_run_int8(g, path.read_bytes(), x, what=f"BUILTIN_REF {layer} {mode}")
     if (layer, mode) not in TFLM_CANNOT:
         np.testing.assert_array_equal(_tflm(path.read_bytes(), x), run_int8(g, x)[g.outputs[0]])
     dep = build_inference(g, {}, session, CBackend())  # float I/O: the C quantizes as the file says
-    s_in = float(g.tensors[g.inputs[0]].quant.scale[0])
-    xf = (x.astype(np.float32) * np.float32(s_in)).astype(np.float32)
-    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, tmp_path / "c")
-    out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
-    fg = full_graph(dep)
-    mine = run_int8(fg, xf)[fg.outputs[0]].reshape(len(x), -1).astype(np.float32)
+    xf, fg, mine = assert_c_inference_equals_run_int8(dep, g, x, tmp_path / "c", f"{layer} {mode}")
     written = _tflm(write_tflite(fg), xf).reshape(len(x), -1).astype(np.float32)
     for i in range(len(x)):
-        np.testing.assert_array_equal(np.asarray(out.outputs[i], np.float32).reshape(-1), mine[i],
-                                      err_msg=f"C {layer} {mode} {i}")
         np.testing.assert_array_equal(written[i], mine[i], err_msg=f"TFLite Micro on the written {layer} {mode} {i}")
 
 

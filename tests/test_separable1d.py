@@ -13,7 +13,6 @@ import pytest
 from tinycc.ir.interpreter import run
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.ops import OpKind
-from tinycc.ir.tensor import DType
 from tinycc.passes import PassContext, run_pipeline
 from tinycc.plugins.frontends.keras import graph_from_keras_model
 from tinycc.plugins.frontends.tflite import read_tflite
@@ -22,7 +21,9 @@ from tinycc.tflite_writer import write_tflite
 from . import c_harness
 from .deploy_util import build_deployment, render_project
 from .test_keras_direct import _same_ir
-from .test_layout_ops import _convert, _interp, _x
+from .op_checks import (assert_builtin_ref_equals_run_int8, assert_tflm_equals_run_int8,
+                        assert_written_runs_like_run_int8)
+from .test_layout_ops import _convert, _x
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -66,8 +67,6 @@ def test_float_ir_equals_keras_both_readers(models, tmp_path: Path, dilated: boo
 def test_converter_int8_bit_exact(models, tmp_path: Path, dilated: bool) -> None:
     """BUILTIN_REF on every tensor; TFLite Micro on the output where the file has no SPACE_TO_BATCH_ND (for the
     converter's dilated form TFLite Micro differs from BUILTIN_REF itself)."""
-    from tflite_micro.python.tflite_micro import runtime
-
     m = models[dilated]
     data = _convert(m, _x(m, 48))
     p = tmp_path / "sep_int8.tflite"
@@ -77,58 +76,23 @@ def test_converter_int8_bit_exact(models, tmp_path: Path, dilated: bool) -> None
     assert len(dws) == (3 if dilated else 2)
     assert [o.attrs["dilation"] for o in dws][-1] == ((1, 2) if dilated else (1, 1))
     x = np.random.default_rng(1).integers(-128, 128, (60,) + g.tensors[g.inputs[0]].shape[1:]).astype(np.int8)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if t in index]
+    names, _ = assert_builtin_ref_equals_run_int8(g, data, x)
     assert len(names) >= 8
-    ours = run_int8(g, x, outputs=names, flavor="tflite")
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names:
-            np.testing.assert_array_equal(ours[t][i].reshape(-1), it.get_tensor(index[t]).reshape(-1),
-                                          err_msg=f"tensor {t!r}, input {i}")
     if not dilated:
-        tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-        mine = run_int8(g, x)[g.outputs[0]]
-        for i in range(len(x)):
-            tm.set_input(x[i:i + 1], 0)
-            tm.invoke()
-            np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
+        assert_tflm_equals_run_int8(g, data, x)
 
 
 def test_tinycc_int8_written_runs_bit_exact_in_builtin_ref_and_tflm(session, models) -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     m = models[True]
     g = graph_from_keras_model(m)
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     fg = g.copy()
     run_pipeline(g, session.registry.pipeline("int8"), PassContext(session=session, calib=_x(m, 64, 7)))
-    data = write_tflite(g)
-    x = _x(m, 30, 9)
-    it = _interp(data)
-    index = {d["name"]: d["index"] for d in it.get_tensor_details()}
-    names = [t for t in g.activations() if g.tensors[t].dtype == DType.INT8 and t in index]
-    ours = run_int8(g, x, outputs=names + g.outputs, flavor="tflite")
-    tm = runtime.Interpreter.from_bytes(data, arena_size=1 << 18)
-    mine = run_int8(g, x)[g.outputs[0]]
-    for i in range(len(x)):
-        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
-        it.invoke()
-        for t in names + g.outputs:
-            np.testing.assert_array_equal(it.get_tensor(index[t]), ours[t][i:i + 1], err_msg=f"{t} input {i}")
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), mine[i:i + 1], err_msg=f"tflm input {i}")
-    ref = run(fg, x)[fg.outputs[0]]
-    assert np.abs(mine - ref).mean() <= 0.05 * np.abs(ref).max() + 1e-3
+    assert_written_runs_like_run_int8(g, write_tflite(g), _x(m, 30, 9), fg, 1 << 18)
 
 
 def test_compiles_for_c_and_tflm(session, models, tmp_path: Path) -> None:
     """The Keras model with --calib: C features (ASan/UBSan) and TFLite Micro's extractor equal run_int8."""
-    from tflite_micro.python.tflite_micro import runtime
-
     from tinycc.backends.c import CBackend
     from tinycc.backends.tflm import TflmBackend, extractor_tflite
     from tinycc.backends.tflm.measure import measure_arena
@@ -152,9 +116,4 @@ def test_compiles_for_c_and_tflm(session, models, tmp_path: Path) -> None:
     dep = build_deployment(graph(), opts, session, TflmBackend())
     TflmBackend().check(dep)
     data = extractor_tflite(dep.extractor)
-    tm = runtime.Interpreter.from_bytes(data, arena_size=measure_arena(data).arena)
-    ref = run_int8(dep.extractor, x)[dep.extractor.outputs[0]]
-    for i in range(len(x)):
-        tm.set_input(x[i:i + 1], 0)
-        tm.invoke()
-        np.testing.assert_array_equal(tm.get_output(0), ref[i:i + 1])
+    assert_tflm_equals_run_int8(dep.extractor, data, x, measure_arena(data).arena)

@@ -33,7 +33,8 @@ from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 hookimpl = pluggy.HookimplMarker("tinycc")
 HERE = Path(__file__).parent
 BUILTIN_FAMILIES = ("host", "cortexm", "avr", "xtensa")  # the Makefile's own sections (or none)
-RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_mve.h", "tinycc_kernels.h", "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
+RUNTIME_FILES = ("tinycc_port.h", "tinycc_gen.h", "tinycc_mve.h", "tinycc_kernels.h", "tinycc_kernels_tpl.h",
+                 "tinycc_kernels.c", "tinycc_learn.h", "tinycc_learn.c")
 CMSIS_FILES = ("tinycc_cmsis.h", "tinycc_cmsis.c")  # --kernels cmsis-nn only
 DEEP_FILES = ("tinycc_backprop.h", "tinycc_backprop.c")  # --deep bias / blocks only
 

@@ -1,4 +1,5 @@
-/* tinycc int8 kernels (C99, no heap, no VLAs). Arithmetic follows TFLite Micro's reference kernels. */
+/* tinycc int8 and int16 kernels (C99, no heap, no VLAs). Arithmetic follows TFLite Micro's reference kernels.
+ * The kernels both types share are written once in tinycc_kernels_tpl.h, included here for each. */
 #include "tinycc_kernels.h"
 
 #include <math.h>
@@ -31,331 +32,103 @@ int32_t tcc_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
     return rdbpot(srdhm(shifted, multiplier), right);
 }
 
-static int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
+static int32_t clamp32(int32_t v, int32_t lo, int32_t hi) {
     if (v < lo) {
         v = lo;
     }
     if (v > hi) {
         v = hi;
     }
-    return (int8_t)v;
+    return v;
 }
 
-void tcc_conv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
-                   int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
-                   int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
-                   int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
-    const int32_t icg = ic / groups;
-    const int32_t ocg = oc / groups;
-    int32_t y, x, o, ky, kx, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c0 = (o / ocg) * icg;
-                int32_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        const int8_t *px;
-                        const int8_t *pw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        px = in + ((int32_t)iy * iw + ix) * ic + c0;
-                        pw = w + ((o * kh + ky) * kw + kx) * icg;
-                        for (c = 0; c < icg; ++c) {
-                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
-                        }
-                    }
-                }
-                if (bias) {
-                    acc += TCC_READ_S32(bias + o);
-                }
-                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
-                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
-                           int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt, int32_t pl,
-                           const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min,
-                           int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
-    int32_t y, x, o, ky, kx, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                int32_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t ty = y + pt - ky;
-                    const int32_t iy = ty / sh;
-                    if (ty < 0 || ty % sh != 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t tx = x + pl - kx;
-                        const int32_t ix = tx / sw;
-                        const int8_t *px;
-                        const int8_t *pw;
-                        if (tx < 0 || tx % sw != 0 || ix >= iw) {
-                            continue;
-                        }
-                        px = in + (iy * iw + ix) * ic;
-                        pw = w + ((o * kh + ky) * kw + kx) * ic;
-                        for (c = 0; c < ic; ++c) {
-                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
-                        }
-                    }
-                }
-                if (bias) {
-                    acc += TCC_READ_S32(bias + o);
-                }
-                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
-                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_dwconv2d_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
-                     int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
-                     int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
-                     int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
-    const int32_t oc = ic * m;
-    int32_t y, x, o, ky, kx;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c = o / m;
-                int32_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        acc += ((int32_t)in[(iy * iw + ix) * ic + c] - in_zp) *
-                               (int32_t)TCC_READ_S8(w + (ky * kw + kx) * oc + o);
-                    }
-                }
-                if (bias) {
-                    acc += TCC_READ_S32(bias + o);
-                }
-                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
-                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_fc_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int32_t *bias, int32_t n_out,
-               const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
-               int32_t act_min, int32_t act_max, int8_t *out) {
-    int32_t r, o, i;
-    for (r = 0; r < rows; ++r) {
-        for (o = 0; o < n_out; ++o) {
-            const int32_t q = per_channel ? o : 0;
-            int32_t acc = 0;
-            for (i = 0; i < n_in; ++i) {
-                acc += ((int32_t)in[r * n_in + i] - in_zp) * (int32_t)TCC_READ_S8(w + o * n_in + i);
-            }
-            if (bias) {
-                acc += TCC_READ_S32(bias + o);
-            }
-            acc = tcc_mbqm(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)) + out_zp;
-            out[r * n_out + o] = clamp8(acc, act_min, act_max);
-        }
-    }
-}
-
-void tcc_pool_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t ph, int32_t pw, int32_t sh,
-                 int32_t sw, int32_t pt, int32_t pl, int32_t is_max, int32_t act_min, int32_t act_max, int8_t *out,
-                 int32_t oh, int32_t ow) {
-    int32_t y, x, ch, ky, kx;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (ch = 0; ch < c; ++ch) {
-                int32_t acc = is_max ? -128 : 0;
-                int32_t count = 0;
-                for (ky = 0; ky < ph; ++ky) {
-                    const int32_t iy = y * sh - pt + ky;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < pw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx;
-                        int32_t v;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        v = in[(iy * iw + ix) * c + ch];
-                        if (is_max) {
-                            acc = v > acc ? v : acc;
-                        } else {
-                            acc += v;
-                        }
-                        ++count;
-                    }
-                }
-                if (!is_max) {
-                    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-                }
-                out[(y * ow + x) * c + ch] = clamp8(acc, act_min, act_max);
-            }
-        }
-    }
+static int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)clamp32(v, lo, hi);
 }
 
 static int32_t rd8(const int8_t *p, int32_t flash) {
     return flash ? (int32_t)TCC_READ_S8(p) : (int32_t)*p;
 }
 
-void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
-                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m1,
-                int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min,
-                int32_t act_max, int8_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
-                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
-                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 20), m1), -e1);
-                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 20), m2), -e2);
-                const int32_t r = rdbpot(srdhm(sa + sb, mo), -eo) + out_zp;
-                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
-            }
-        }
-    }
+static int16_t clamp16(int32_t v, int32_t lo, int32_t hi) {
+    return (int16_t)clamp32(v, lo, hi);
 }
 
-void tcc_mul_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
-                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc, int32_t a_zp, int32_t b_zp, int32_t m,
-                int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
-                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
-                const int32_t r = tcc_mbqm(va * vb, m, e) + out_zp;
-                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
-            }
-        }
+/* A little-endian int16/int64 constant, read byte- or word-wise (flash on Harvard MCUs). */
+static int32_t rd16(const int16_t *p, int32_t flash) {
+    const int8_t *b = (const int8_t *)(const void *)p;
+    if (!flash) {
+        return (int32_t)*p;
     }
+    return (int32_t)(int16_t)(uint16_t)((uint16_t)(uint8_t)TCC_READ_S8(b) |
+                                        (uint16_t)((uint16_t)(uint8_t)TCC_READ_S8(b + 1) << 8));
+}
+
+static int64_t rd64(const int64_t *p) {
+    const int32_t *w = (const int32_t *)(const void *)p;
+    const uint64_t lo = (uint64_t)(uint32_t)TCC_READ_S32(w);
+    const uint64_t hi = (uint64_t)(uint32_t)TCC_READ_S32(w + 1);
+    return (int64_t)(lo | (hi << 32));
+}
+
+/* TFLite's int64 MultiplyByQuantizedMultiplier: the multiplier rounded to 16 bits, one rounding shift. */
+int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
+    const int32_t reduced = multiplier < 0x7FFF0000L ? (int32_t)((multiplier + ((int32_t)1 << 15)) >> 16) : 0x7FFF;
+    const int32_t total = 15 - shift;
+    const int64_t r = x * (int64_t)reduced + ((int64_t)1 << (total - 1));
+    return (int32_t)(r >> total);
+}
+
+/* ---- the kernels int8 and int16 share (tinycc_kernels_tpl.h), instantiated for each ---- */
+
+#define TCC_T int8_t
+#define TCC_MIN (-128)
+#define TCC_MAX 127
+#define TCC_FN(name) name##_s8
+#define TCC_ACC int32_t
+#define TCC_BIAS_T int32_t
+#define TCC_RD_BIAS(p) TCC_READ_S32(p)
+#define TCC_MBQM tcc_mbqm
+#define TCC_ZP_PARAMS int32_t in_zp, int32_t out_zp,
+#define TCC_IN_ZP in_zp
+#define TCC_OUT_ZP out_zp
+#define TCC_ADD_LSHIFT 20
+#define TCC_CLAMP clamp8
+#define TCC_RD rd8
+#define TCC_REQUANT_FN tcc_relu_s8
+#include "tinycc_kernels_tpl.h"
+
+#define TCC_T int16_t
+#define TCC_MIN (-32768)
+#define TCC_MAX 32767
+#define TCC_FN(name) name##_s16
+#define TCC_ACC int64_t
+#define TCC_BIAS_T int64_t
+#define TCC_RD_BIAS(p) rd64(p)
+#define TCC_MBQM tcc_mbqm64
+#define TCC_ZP_PARAMS /* 16x8: zero points are 0 */
+#define TCC_IN_ZP 0
+#define TCC_OUT_ZP 0
+#define TCC_ADD_LSHIFT 15
+#define TCC_CLAMP clamp16
+#define TCC_RD rd16
+#define TCC_REQUANT_FN tcc_requant_s16
+#include "tinycc_kernels_tpl.h"
+
+void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
+    tcc_addsub_s8(a, a_flash, ash, asw, asc, b, b_flash, bsh, bsw, bsc, oh, ow, oc, 0, a_zp, b_zp, m1, e1, m2, e2,
+                  mo, eo, out_zp, act_min, act_max, out);
 }
 
 void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
                 int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
                 int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
-                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
-                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 20), m1), -e1);
-                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 20), m2), -e2);
-                const int32_t r = rdbpot(srdhm(sa - sb, mo), -eo) + out_zp;
-                out[(y * ow + x) * oc + c] = clamp8(r, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
-                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
-                   int32_t is_max, int8_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash);
-                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash);
-                out[(y * ow + x) * oc + c] = (int8_t)(((va > vb) == (is_max != 0)) ? va : vb);
-            }
-        }
-    }
-}
-
-void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
-                           int32_t oh, int32_t ow, int8_t *out) {
-    int32_t y, x, ch;
-    for (y = 0; y < oh; ++y) {
-        const int32_t iy = TCC_READ_S32(ys + y);
-        for (x = 0; x < ow; ++x) {
-            const int8_t *src = in + (iy * iw + TCC_READ_S32(xs + x)) * c;
-            for (ch = 0; ch < c; ++ch) {
-                out[(y * ow + x) * c + ch] = src[ch];
-            }
-        }
-    }
-}
-
-void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
-                      int8_t *out) {
-    int32_t a, b, c;
-    for (a = 0; a < o0; ++a) {
-        for (b = 0; b < o1; ++b) {
-            for (c = 0; c < o2; ++c) {
-                *out++ = in[a * st0 + b * st1 + c * st2];
-            }
-        }
-    }
-}
-
-void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out) {
-    int32_t o, i;
-    for (o = 0; o < outer; ++o) {
-        for (i = 0; i < inner; ++i) {
-            out[o * inner + i] = in[o * in_inner + offset + i];
-        }
-    }
-}
-
-void tcc_concat_s8(const int8_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
-                   int32_t offset, int8_t *out) {
-    int32_t o, i;
-    for (o = 0; o < outer; ++o) {
-        for (i = 0; i < inner; ++i) {
-            out[o * out_inner + offset + i] = (int8_t)rd8(in + o * inner + i, in_flash);
-        }
-    }
-}
-
-void tcc_pad_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt, int32_t pb, int32_t pl, int32_t pr,
-                int32_t zp, int8_t *out) {
-    const int32_t oh = ih + pt + pb;
-    const int32_t ow = iw + pl + pr;
-    int32_t y, x, ch;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            const int32_t iy = y - pt;
-            const int32_t ix = x - pl;
-            const int32_t inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
-            for (ch = 0; ch < c; ++ch) {
-                out[(y * ow + x) * c + ch] = inside ? in[(iy * iw + ix) * c + ch] : (int8_t)zp;
-            }
-        }
-    }
-}
-
-void tcc_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min,
-                 int32_t act_max, int8_t *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        out[i] = clamp8(tcc_mbqm((int32_t)in[i] - in_zp, m, e) + out_zp, act_min, act_max);
-    }
+    tcc_addsub_s8(a, a_flash, ash, asw, asc, b, b_flash, bsh, bsw, bsc, oh, ow, oc, 1, a_zp, b_zp, m1, e1, m2, e2,
+                  mo, eo, out_zp, act_min, act_max, out);
 }
 
 /* ---- gemmlowp-style fixed point for LOGISTIC ---- */
@@ -544,28 +317,6 @@ void tcc_hard_swish_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
     }
 }
 
-void tcc_mean_s8(const int8_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
-                 int32_t out_zp, int8_t *out) {
-    int32_t ch, p;
-    for (ch = 0; ch < c; ++ch) {
-        int32_t sum = 0;
-        for (p = 0; p < hw; ++p) {
-            sum += in[p * c + ch];
-        }
-        out[ch] = clamp8(tcc_mbqm(sum - in_zp * hw, mult, shift) + out_zp, -128, 127);
-    }
-}
-
-void tcc_leaky_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
-                       int32_t m_alpha, int32_t e_alpha, int8_t *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t v = (int32_t)in[i] - in_zp;
-        const int32_t r = v >= 0 ? tcc_mbqm(v, m_id, e_id) : tcc_mbqm(v, m_alpha, e_alpha);
-        out[i] = clamp8(r + out_zp, -128, 127);
-    }
-}
-
 void tcc_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {
@@ -595,293 +346,37 @@ void tcc_prelu_s8(const int8_t *in, const int8_t *alpha, int32_t d0, int32_t d1,
     }
 }
 
+/* in[i] / scale rounded to an integer (before the zero point and the clamp), as tinycc.ir.quant.quantize. */
+static int32_t quantize_steps(float in, float scale) {
+    const float v = in / scale;
+    int32_t q;
+    if (!(v == v)) { /* NaN (also 0/0): the zero point; no float->int UB */
+        q = 0;
+    } else if (v > 1e9f) { /* +-infinity and huge values saturate */
+        q = 1000000000L;
+    } else if (v < -1e9f) {
+        q = -1000000000L;
+    } else { /* roundf (half away from zero) inline: v - trunc(v) is exact (Sterbenz) */
+        float frac;
+        q = (int32_t)v;
+        frac = v - (float)q;
+        if (frac >= 0.5f) {
+            ++q;
+        } else if (frac <= -0.5f) {
+            --q;
+        }
+    }
+    return q;
+}
+
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {
-        const float v = in[i] / scale;
-        int32_t q;
-        if (!(v == v)) { /* NaN (also 0/0): the zero point, as tinycc.ir.quant.quantize; no float->int UB */
-            q = 0;
-        } else if (v > 1e9f) { /* +-infinity and huge values saturate */
-            q = 1000000000L;
-        } else if (v < -1e9f) {
-            q = -1000000000L;
-        } else { /* roundf (half away from zero) inline: v - trunc(v) is exact (Sterbenz) */
-            float frac;
-            q = (int32_t)v;
-            frac = v - (float)q;
-            if (frac >= 0.5f) {
-                ++q;
-            } else if (frac <= -0.5f) {
-                --q;
-            }
-        }
-        out[i] = clamp8(q + zp, -128, 127);
-    }
-}
-
-void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        out[i] = scale * (float)((int32_t)in[i] - zp);
+        out[i] = clamp8(quantize_steps(in[i], scale) + zp, -128, 127);
     }
 }
 
 /* ---- int16 activations (TFLite's 16x8) ---- */
-
-static int16_t clamp16(int32_t v, int32_t lo, int32_t hi) {
-    if (v < lo) {
-        v = lo;
-    }
-    if (v > hi) {
-        v = hi;
-    }
-    return (int16_t)v;
-}
-
-/* A little-endian int16/int64 constant, read byte- or word-wise (flash on Harvard MCUs). */
-static int32_t rd16(const int16_t *p, int32_t flash) {
-    const int8_t *b = (const int8_t *)(const void *)p;
-    if (!flash) {
-        return (int32_t)*p;
-    }
-    return (int32_t)(int16_t)(uint16_t)((uint16_t)(uint8_t)TCC_READ_S8(b) |
-                                        (uint16_t)((uint16_t)(uint8_t)TCC_READ_S8(b + 1) << 8));
-}
-
-static int64_t rd64(const int64_t *p) {
-    const int32_t *w = (const int32_t *)(const void *)p;
-    const uint64_t lo = (uint64_t)(uint32_t)TCC_READ_S32(w);
-    const uint64_t hi = (uint64_t)(uint32_t)TCC_READ_S32(w + 1);
-    return (int64_t)(lo | (hi << 32));
-}
-
-/* TFLite's int64 MultiplyByQuantizedMultiplier: the multiplier rounded to 16 bits, one rounding shift. */
-int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
-    const int32_t reduced = multiplier < 0x7FFF0000L ? (int32_t)((multiplier + ((int32_t)1 << 15)) >> 16) : 0x7FFF;
-    const int32_t total = 15 - shift;
-    const int64_t r = x * (int64_t)reduced + ((int64_t)1 << (total - 1));
-    return (int32_t)(r >> total);
-}
-
-/* TFLite's 16x8 TransposeConv (reference_integer_ops::TransposeConv with int64 sums): every output pixel gathers
- * the input pixels whose stride-spread taps land on it; zero points are 0 in 16x8. */
-void tcc_transpose_conv_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w,
-                            const int64_t *bias, int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t pt,
-                            int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max,
-                            int16_t *out, int32_t oh, int32_t ow) {
-    int32_t y, x, o, ky, kx, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                int64_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t ty = y + pt - ky;
-                    const int32_t iy = ty / sh;
-                    if (ty < 0 || ty % sh != 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t tx = x + pl - kx;
-                        const int32_t ix = tx / sw;
-                        const int16_t *px;
-                        const int8_t *pw;
-                        if (tx < 0 || tx % sw != 0 || ix >= iw) {
-                            continue;
-                        }
-                        px = in + (iy * iw + ix) * ic;
-                        pw = w + ((o * kh + ky) * kw + kx) * ic;
-                        for (c = 0; c < ic; ++c) {
-                            acc += (int64_t)((int32_t)px[c] * (int32_t)TCC_READ_S8(pw + c));
-                        }
-                    }
-                }
-                if (bias) {
-                    acc += rd64(bias + o);
-                }
-                out[(y * ow + x) * oc + o] =
-                    clamp16(tcc_mbqm64(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)), act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_conv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
-                    int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
-                    int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min,
-                    int32_t act_max, int16_t *out, int32_t oh, int32_t ow) {
-    const int32_t icg = ic / groups;
-    const int32_t ocg = oc / groups;
-    int32_t y, x, o, ky, kx, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c0 = (o / ocg) * icg;
-                int64_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        const int16_t *px;
-                        const int8_t *pw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        px = in + ((int32_t)iy * iw + ix) * ic + c0;
-                        pw = w + ((o * kh + ky) * kw + kx) * icg;
-                        for (c = 0; c < icg; ++c) {
-                            acc += (int64_t)((int32_t)px[c] * (int32_t)TCC_READ_S8(pw + c));
-                        }
-                    }
-                }
-                if (bias) {
-                    acc += rd64(bias + o);
-                }
-                out[(y * ow + x) * oc + o] =
-                    clamp16(tcc_mbqm64(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)), act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_dwconv2d_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int64_t *bias,
-                      int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
-                      int32_t pl, const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max,
-                      int16_t *out, int32_t oh, int32_t ow) {
-    const int32_t oc = ic * m;
-    int32_t y, x, o, ky, kx;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c = o / m;
-                int64_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        acc += (int64_t)((int32_t)in[(iy * iw + ix) * ic + c] *
-                                         (int32_t)TCC_READ_S8(w + (ky * kw + kx) * oc + o));
-                    }
-                }
-                if (bias) {
-                    acc += rd64(bias + o);
-                }
-                out[(y * ow + x) * oc + o] =
-                    clamp16(tcc_mbqm64(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)), act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_fc_s16(const int16_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int64_t *bias, int32_t n_out,
-                const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t act_min, int32_t act_max,
-                int16_t *out) {
-    int32_t r, o, i;
-    for (r = 0; r < rows; ++r) {
-        for (o = 0; o < n_out; ++o) {
-            const int32_t q = per_channel ? o : 0;
-            int64_t acc = 0;
-            for (i = 0; i < n_in; ++i) {
-                acc += (int64_t)((int32_t)in[r * n_in + i] * (int32_t)TCC_READ_S8(w + o * n_in + i));
-            }
-            if (bias) {
-                acc += rd64(bias + o);
-            }
-            out[r * n_out + o] =
-                clamp16(tcc_mbqm64(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)), act_min, act_max);
-        }
-    }
-}
-
-void tcc_pool_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t c, int32_t ph, int32_t pw, int32_t sh,
-                  int32_t sw, int32_t pt, int32_t pl, int32_t is_max, int32_t act_min, int32_t act_max,
-                  int16_t *out, int32_t oh, int32_t ow) {
-    int32_t y, x, ch, ky, kx;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (ch = 0; ch < c; ++ch) {
-                int32_t acc = is_max ? -32768 : 0;
-                int32_t count = 0;
-                for (ky = 0; ky < ph; ++ky) {
-                    const int32_t iy = y * sh - pt + ky;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < pw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx;
-                        int32_t v;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        v = in[(iy * iw + ix) * c + ch];
-                        if (is_max) {
-                            acc = v > acc ? v : acc;
-                        } else {
-                            acc += v;
-                        }
-                        ++count;
-                    }
-                }
-                if (!is_max && count > 0) {
-                    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-                }
-                out[(y * ow + x) * c + ch] = clamp16(acc, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_addsub_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
-                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
-                    int32_t is_sub, int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2,
-                    int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min, int32_t act_max, int16_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd16(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
-                const int32_t vb = rd16(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
-                const int32_t sa = rdbpot(srdhm(va * ((int32_t)1 << 15), m1), -e1);
-                const int32_t sb = rdbpot(srdhm(vb * ((int32_t)1 << 15), m2), -e2);
-                const int32_t r = rdbpot(srdhm(is_sub ? sa - sb : sa + sb, mo), -eo) + out_zp;
-                out[(y * ow + x) * oc + c] = clamp16(r, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_mul_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
-                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
-                 int32_t a_zp, int32_t b_zp, int32_t m, int32_t e, int32_t out_zp, int32_t act_min, int32_t act_max,
-                 int16_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd16(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
-                const int32_t vb = rd16(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
-                out[(y * ow + x) * oc + c] = clamp16(tcc_mbqm(va * vb, m, e) + out_zp, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_requant_s16(const int16_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp,
-                     int32_t act_min, int32_t act_max, int16_t *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        out[i] = clamp16(tcc_mbqm((int32_t)in[i] - in_zp, m, e) + out_zp, act_min, act_max);
-    }
-}
 
 void tcc_requant_s16_s8(const int16_t *in, int32_t n, int32_t in_zp, int32_t m, int32_t e, int32_t out_zp,
                         int8_t *out) {
@@ -891,135 +386,10 @@ void tcc_requant_s16_s8(const int16_t *in, int32_t n, int32_t in_zp, int32_t m, 
     }
 }
 
-void tcc_leaky_relu_s16(const int16_t *in, int32_t n, int32_t in_zp, int32_t out_zp, int32_t m_id, int32_t e_id,
-                        int32_t m_alpha, int32_t e_alpha, int16_t *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t v = (int32_t)in[i] - in_zp;
-        const int32_t r = v >= 0 ? tcc_mbqm(v, m_id, e_id) : tcc_mbqm(v, m_alpha, e_alpha);
-        out[i] = clamp16(r + out_zp, -32768, 32767);
-    }
-}
-
-void tcc_pad_s16(const int16_t *in, int32_t ih, int32_t iw, int32_t c, int32_t pt, int32_t pb, int32_t pl,
-                 int32_t pr, int32_t zp, int16_t *out) {
-    const int32_t oh = ih + pt + pb;
-    const int32_t ow = iw + pl + pr;
-    int32_t y, x, ch;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            const int32_t iy = y - pt;
-            const int32_t ix = x - pl;
-            const int32_t inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
-            for (ch = 0; ch < c; ++ch) {
-                out[(y * ow + x) * c + ch] = inside ? in[(iy * iw + ix) * c + ch] : (int16_t)zp;
-            }
-        }
-    }
-}
-
-void tcc_concat_s16(const int16_t *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
-                    int32_t offset, int16_t *out) {
-    int32_t o, i;
-    for (o = 0; o < outer; ++o) {
-        for (i = 0; i < inner; ++i) {
-            out[o * out_inner + offset + i] = (int16_t)rd16(in + o * inner + i, in_flash);
-        }
-    }
-}
-
 void tcc_quantize_f32_s16(const float *in, int32_t n, float scale, int32_t zp, int16_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {
-        const float v = in[i] / scale;
-        int32_t q;
-        if (!(v == v)) { /* NaN: the zero point, as tinycc.ir.quant.quantize */
-            q = 0;
-        } else if (v > 1e9f) {
-            q = 1000000000L;
-        } else if (v < -1e9f) {
-            q = -1000000000L;
-        } else { /* round half away from zero */
-            float frac;
-            q = (int32_t)v;
-            frac = v - (float)q;
-            if (frac >= 0.5f) {
-                ++q;
-            } else if (frac <= -0.5f) {
-                --q;
-            }
-        }
-        out[i] = clamp16(q + zp, -32768, 32767);
-    }
-}
-
-void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, float *out) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        out[i] = scale * (float)((int32_t)in[i] - zp);
-    }
-}
-
-void tcc_maxmin_s16(const int16_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int16_t *b,
-                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
-                    int32_t is_max, int16_t *out) {
-    int32_t y, x, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (c = 0; c < oc; ++c) {
-                const int32_t va = rd16(a + y * ash + x * asw + c * asc, a_flash);
-                const int32_t vb = rd16(b + y * bsh + x * bsw + c * bsc, b_flash);
-                out[(y * ow + x) * oc + c] = (int16_t)(((va > vb) == (is_max != 0)) ? va : vb);
-            }
-        }
-    }
-}
-
-void tcc_resize_nearest_s16(const int16_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
-                            int32_t oh, int32_t ow, int16_t *out) {
-    int32_t y, x, ch;
-    for (y = 0; y < oh; ++y) {
-        const int32_t iy = TCC_READ_S32(ys + y);
-        for (x = 0; x < ow; ++x) {
-            const int16_t *src = in + (iy * iw + TCC_READ_S32(xs + x)) * c;
-            for (ch = 0; ch < c; ++ch) {
-                out[(y * ow + x) * c + ch] = src[ch];
-            }
-        }
-    }
-}
-
-void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1,
-                       int32_t st2, int16_t *out) {
-    int32_t a, b, c;
-    for (a = 0; a < o0; ++a) {
-        for (b = 0; b < o1; ++b) {
-            for (c = 0; c < o2; ++c) {
-                *out++ = in[a * st0 + b * st1 + c * st2];
-            }
-        }
-    }
-}
-
-void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
-                   int16_t *out) {
-    int32_t o, i;
-    for (o = 0; o < outer; ++o) {
-        for (i = 0; i < inner; ++i) {
-            out[o * inner + i] = in[o * in_inner + offset + i];
-        }
-    }
-}
-
-void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
-                  int32_t out_zp, int16_t *out) {
-    int32_t ch, p;
-    for (ch = 0; ch < c; ++ch) {
-        int32_t sum = 0;
-        for (p = 0; p < hw; ++p) {
-            sum += in[p * c + ch];
-        }
-        out[ch] = clamp16(tcc_mbqm(sum - in_zp * hw, mult, shift) + out_zp, -32768, 32767);
+        out[i] = clamp16(quantize_steps(in[i], scale) + zp, -32768, 32767);
     }
 }
 

@@ -40,6 +40,11 @@ void tcc_sub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int3
                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
                 int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
                 int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
+/* ADD (is_sub=0) or SUB (is_sub=1) in one: what tcc_add_s8 and tcc_sub_s8 call. */
+void tcc_addsub_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t is_sub, int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2,
+                   int32_t mo, int32_t eo, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);
 /* MAXIMUM (is_max=1) / MINIMUM of the raw int8 values (operands and output share parameters). */
 void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
                    int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
