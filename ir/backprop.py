@@ -471,10 +471,12 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
 def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Parameter op -> (int8 weight, float32 scale per output channel) of the frozen weights the step keeps as the
     int8 backbone's own (dequantized on the fly in the backward): ops whose output is ``known`` (no float forward),
-    weight not trained, int8 with zero point 0."""
+    weight not trained (a sparse subset: trained channels too, the others stay these int8 weights), int8 with zero
+    point 0."""
     out = {}
     for op in step_ops(tail):
-        if op.name not in tail.params or op.outputs[0] not in set(known) or tail.trains(op.name)[0]:
+        if (op.name not in tail.params or op.outputs[0] not in set(known)
+                or (tail.trains(op.name)[0] and tail.subset is None)):
             continue
         w = tail.graph.tensors[op.inputs[1]]
         if w.dtype != DType.INT8 or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
@@ -488,10 +490,15 @@ def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str
 
 def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, ...] = ()) -> int:
     """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
-    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``."""
+    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``; a
+    sparse subset: the frozen biases of the ops computed in float, and an int32 row index per output channel of each
+    op whose channels train (``backends/c/deep_emit``'s ``tcc_row<k>``)."""
     q = int8_weights(tail, known)
     frozen = sum(p.weight.size - tail.trained_sizes(k)[0] for k, p in tail.params.items() if k not in q)
-    if tail.subset is not None:  # a sparse subset: the biases that do not train are the step's constants too
-        frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items())
+    if tail.subset is not None:
+        outs = {op.name: op.outputs[0] for op in step_ops(tail)}
+        frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items()
+                      if outs[k] not in set(known))
+        frozen += sum(tail.params[k].bias.size for k in q if tail.trains(k)[0])
     return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
             + sum(w.size + 4 * s.size for w, s in q.values()))
