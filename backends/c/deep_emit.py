@@ -352,11 +352,18 @@ def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
         known[op.outputs[0]] = (float(q.scale[0]), int(q.zero_point[0]))
     biases = {}
     for op in learner.region_params:
+        if not learner.tail.trains(op.name)[1]:  # sparse: a frozen bias stays the int8 kernels' own
+            continue
         t = tensors[op.inputs[2]]
         scale = np.asarray(t.quant.scale, np.float64)
         if not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
             raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
         biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
+    for op in learner.region_params:  # sparse: the trained channels requantize with their weight scales
+        w = tensors[op.inputs[1]]
+        scale = np.asarray(w.quant.scale, np.float64) if w.quant is not None else np.zeros(0)
+        if learner.tail.trains(op.name)[0] and not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
+            raise ValueError(f"{op.describe()}: a weight scale that is not a float32 value")
     return emit_step(learner.tail, batch, known, biases, rates=learner.rates), known_order(learner.tail, known)
 
 
