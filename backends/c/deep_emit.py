@@ -318,7 +318,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     def backward(blocks: list[list[str]], upd: list[str], write: int) -> str:
         return start + "".join("".join(b) + (f"    {'' if write else 'ok &= '}{u.replace(', W)', f', {write})')};\n"
                                             if u else "") for b, u in zip(reversed(blocks), reversed(upd)))
-    out.append("    int ok = 1;\n" + backward(blocks, upd, 0) + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
+    out.append("    int ok = 1;\n    (void)lr; /* every rate may be compiled in */\n" + backward(blocks, upd, 0) + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
     for name, (scale, _) in biases.items():
         k = params[name]
         out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
