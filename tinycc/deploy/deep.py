@@ -152,11 +152,13 @@ def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: 
         r.add("learn step region tables", "flash", 0, detail="none: the trained region runs in float (its "
               "weights are the learn step's parameters)")
     elif front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
-        w, _, t = extractor_flash(learner.region)
+        w, b, t = extractor_flash(learner.region)
         shared = sum(wq.size for wq, _ in int8_weights(learner.tail, known).values())
+        t += b - sum(4 * learner.tail.params[n].bias.size for n in names)  # sparse: the frozen int32 biases
         r.add("learn step region tables", "flash", w - shared + t,
               detail="the trained region's int32 multiplier and shift per channel (its int8 kernels; the int8 "
-                     "weights are the learn step's)" if w == shared else
+                     "weights are the learn step's" + ("; its frozen int32 biases" if learner.mode == "sparse" else "")
+                     + ")" if w == shared else
               "the trained region's int8 weights the step does not keep + int32 multiplier and shift per channel")
     return r
 
