@@ -320,6 +320,7 @@ def sparse_deployment(dep: Any, cut: str, subset: dict[str, Trained], entries: i
     dep.meta["deep"]["parameters"] = int(learner.tail.parameter_count())
     report_for = front_reports(dep, learner, config, backend)
     if report_for is None:
+        backend.check(dep)  # the target's own refusal of a deep learner, in one line naming why
         raise TinyccError(f"--train sparse: the {getattr(backend, 'name', 'chosen')} target does not generate the "
                           "sparse learner; `tinycc compile -t c --train sparse` generates it")
     n = learner.feat_buffer.feature_count
