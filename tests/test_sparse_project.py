@@ -193,3 +193,21 @@ def test_compile_emits_the_sparse_project(tmp_path: Path) -> None:
         r = _cli("compile", str(model), "-t", target, "-o", str(tmp_path / target), *args, *extra)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and why in r.stderr, r.stderr
         assert r.stderr.startswith("error: --train sparse") or "--train sparse" in r.stderr, r.stderr
+
+
+def test_nothing_gained_is_the_head_only_project(tmp_path: Path) -> None:
+    """A backbone rate too small to move any int8 bias or weight: no candidate gains, the printed choice says the
+    head-only project, the project is the head-only one (no sparse API) and the printed total is its report's."""
+    model = tmp_path / "m.keras"
+    tiny_cnn().save(model)
+    x, y = data(24, 5)
+    np.savez(tmp_path / "calib.npz", x=x, y=y)
+    out = tmp_path / "out"
+    r = _cli("compile", str(model), "-t", "c", "-o", str(out), "--train", "sparse", "--ram", "60000", "--calib",
+             str(tmp_path / "calib.npz"), "--deep-cut", "stem", "--deep-lr", "1e-12")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trains nothing (no candidate gained: the head-only project)" in r.stdout
+    total = int(r.stdout.split("total RAM ")[1].split(" B")[0].replace(",", ""))
+    mem = json.loads((out / "tinycc_memory.json").read_text())
+    assert total == mem["ram"] <= 60_000 and "deep" not in mem
+    assert "backbone" not in (out / "model.h").read_text()

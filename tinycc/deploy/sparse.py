@@ -64,7 +64,7 @@ class SparseChoice:
     def describe(self) -> str:
         """What ``tinycc compile --train sparse`` prints: the choice, its memory, every candidate measured."""
         m = self.memory
-        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: head-only)"
+        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: the head-only project)"
         lines = [f"sparse: cut at {self.cut!r}; trains {what} + the classifier; step {m['step']:,} B, "
                  f"{m['cut_entries']} cut tensors {m['cut_buffer']:,} B, {m['features']:,} feature entries "
                  f"{m['feature_buffer']:,} B, fixed {m['fixed']:,} B; total RAM {m['total']:,} B of "
@@ -284,9 +284,21 @@ def build_sparse_deployment(graph: Any, config: Any, session: Any, backend: Any,
     """The ``--train sparse`` deployment and its choice: ``choose_sparse`` picks the subset, ``sparse_deployment``
     sizes what the target generates; the choice's memory is then the report's (its total equals the report's RAM).
     The choice nothing (no candidate gained) is the head-only step inside the same two-level project."""
+    from dataclasses import replace
+
     dep, cut, x, y = _head_and_data(graph, config, session, backend, calib, head)
     learn = config.learning
     choice = choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr)
+    if not choice.subset:  # nothing gained: the head-only project under the same budget
+        dep = head(graph, replace(config, learning=replace(learn, train="all", deep_cut=None, deep_lr=None)),
+                   session, backend, calib=calib)
+        items = {i["name"]: int(i["bytes"]) for i in dep.memory["items"] if i["section"] == "ram"}
+        feat_buf = items.get("replay buffer", 0)
+        step = sum(items.get(k, 0) for k in HEAD_ITEMS) - feat_buf
+        total = int(dep.memory["ram"])
+        choice.memory.update(step=step, cut_entries=0, cut_buffer=0, features=int(dep.buffer.capacity),
+                             feature_buffer=feat_buf, total=total, fixed=total - step - feat_buf)
+        return dep, choice
     dep = sparse_deployment(dep, cut, choice.subset, int(choice.memory["cut_entries"]), config, backend,
                             [c.label for c in choice.chosen])
     choice.memory.update(dep.memory["sparse"])
