@@ -211,3 +211,45 @@ def test_nothing_gained_is_the_head_only_project(tmp_path: Path) -> None:
     mem = json.loads((out / "tinycc_memory.json").read_text())
     assert total == mem["ram"] <= 60_000 and "deep" not in mem
     assert "backbone" not in (out / "model.h").read_text()
+
+
+def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None:
+    """The arduino target's --train sparse sketch (the c backend's sparse model.c under the serial protocol), built
+    for the host with ASan/UBSan: 'L' learns (the feature count), 'l' learns from an int8 cut tensor, 'P' predictions
+    after learning equal the simulator's probabilities (1e-5), a label out of range is refused."""
+    from tinycc.backends.arduino import ArduinoBackend
+
+    from . import arduino_harness
+    from .test_arduino import frame, read_reply
+
+    dep = sparse_dep(graph, SPECS["bias+channels"], entries=2, buffer=3, backend=ArduinoBackend())
+    ArduinoBackend().check(dep)
+    ArduinoBackend().emit(dep, tmp_path)
+    exe = arduino_harness.build_host_proto(tmp_path, dep.name, tmp_path / "proto_host")
+    sim = deep_learner(dep)
+    x, y = data(5, 7)
+    p = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        def ask(payload: bytes) -> tuple[bytes, bytes]:
+            p.stdin.write(payload)
+            p.stdin.flush()
+            return read_reply(p.stdout)
+
+        for i in range(4):
+            cmd, pl = ask(frame(b"L", x[i].tobytes() + bytes([int(y[i])])))
+            sim.learn(sim.cut_of(x[i:i + 1])[0], int(y[i]))
+            assert cmd == b"L" and int.from_bytes(pl[:4], "little") == sim.feat_buffer.count
+        q = sim.cut_of(x[4:5])[0]
+        cmd, pl = ask(frame(b"l", q.tobytes() + bytes([int(y[4])])))
+        sim.learn(q, int(y[4]))
+        assert cmd == b"l" and int.from_bytes(pl[:4], "little") == sim.feat_buffer.count == 3
+        assert ask(frame(b"L", x[0].tobytes() + bytes([sim.num_classes])))[0] == b"E"  # label out of range
+        for i in range(5):
+            cmd, pl = ask(frame(b"P", x[i].tobytes()))
+            cls, z = sim.predict(sim.cut_of(x[i:i + 1]))
+            assert cmd == b"P" and pl[0] == cls[0]
+            np.testing.assert_allclose(np.frombuffer(pl[1:], np.float32), softmax(z)[0], atol=1e-5)
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0
