@@ -151,7 +151,8 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                 out.append(_floats(f"tcc_db{k}", p.bias, not tail.trains(op.name)[1]))
             if op.name in biases:
                 scale, q = biases[op.name]
-                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) + _ints("int32_t", f"tcc_bq{k}", q))
+                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True)
+                           + _ints("int32_t", f"tcc_bq{k}", q))
     for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
         out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
     for k in range(plan.slots):  # gradient slots, reused along the backward pass
@@ -318,7 +319,8 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     def backward(blocks: list[list[str]], upd: list[str], write: int) -> str:
         return start + "".join("".join(b) + (f"    {'' if write else 'ok &= '}{u.replace(', W)', f', {write})')};\n"
                                             if u else "") for b, u in zip(reversed(blocks), reversed(upd)))
-    out.append("    int ok = 1;\n    (void)lr; /* every rate may be compiled in */\n" + backward(blocks, upd, 0) + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
+    out.append("    int ok = 1;\n    (void)lr; /* every rate may be compiled in */\n" + backward(blocks, upd, 0)
+               + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
     for name, (scale, _) in biases.items():
         k = params[name]
         out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
