@@ -368,6 +368,18 @@ DESCRIPTOR_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D, O
 DESCRIPTOR_BYTES = 16 * 4  # one tcc_bp_conv_t of the C runtime: 16 int32 fields
 
 
+def uses_descriptor(tail: Tail, op: Op, known: tuple[str, ...] | set[str] = ()) -> bool:
+    """Whether the generated step reads the descriptor of ``op`` (a convolution or pooling): for its float forward
+    (output not ``known``), its update (a trained parameter op the gradient reaches) or its input gradient."""
+    if op.kind not in DESCRIPTOR_KINDS:
+        return False
+    if op.outputs[0] not in set(known):
+        return True
+    if op.outputs[0] not in tail.need_grad:
+        return False
+    return (op.name in tail.params and any(tail.trains(op.name))) or op.inputs[0] in tail.need_grad
+
+
 def step_ops(tail: Tail) -> list[Op]:
     """The ops a generated SGD step computes (a final softmax is left to the loss)."""
     return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
@@ -462,7 +474,7 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
            "values": 4 * batch * sum(_size(tail, t) for t in plan.values),
            "gradients": 4 * batch * plan.slots * plan.slot_size,
            "scratch": 4 * batch * plan.scratch_size,
-           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if uses_descriptor(tail, op, known)])}
     if learn:
         out["labels"] = 4 * batch
     return out

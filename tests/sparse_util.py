@@ -46,8 +46,9 @@ def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def head_and_cut(graph: Any, backend: Any = None, **opts: Any) -> tuple[Any, str, Any]:
-    """(head deployment, deep cut after ``stem``, the sparse config) as `tinycc compile --train sparse` builds them."""
+def head_and_cut(graph: Any, backend: Any = None, calib: np.ndarray = CALIB, **opts: Any) -> tuple[Any, str, Any]:
+    """(head deployment, deep cut (``--deep-cut``, default ``stem``), the sparse config) as `tinycc compile --train
+    sparse` builds them."""
     from tinycc.config import make_config
     from tinycc.deploy import build_deployment
     from tinycc.deploy.deep import choose_deep_cut
@@ -59,8 +60,8 @@ def head_and_cut(graph: Any, backend: Any = None, **opts: Any) -> tuple[Any, str
     learn = config.learning
     head_cfg = replace(config, learning=replace(learn, train="all", deep_cut=None, deep_lr=None, buffer=1),
                        memory=replace(config.memory, ram=None, flash=None))
-    dep = build_deployment(graph.copy(), head_cfg, session, backend or CBackend(), calib=CALIB)
-    return dep, choose_deep_cut(dep, "stem"), config
+    dep = build_deployment(graph.copy(), head_cfg, session, backend or CBackend(), calib=calib)
+    return dep, choose_deep_cut(dep, learn.deep_cut), config
 
 
 def subset_of(dep: Any, cut: str, spec: dict[str, Trained]) -> dict[str, Trained]:
@@ -71,10 +72,11 @@ def subset_of(dep: Any, cut: str, spec: dict[str, Trained]) -> dict[str, Trained
     return {op.name: spec[op.origin] for op in ops if op.origin in spec}
 
 
-def sparse_dep(graph: Any, spec: dict[str, Trained], entries: int = 3, backend: Any = None, **opts: Any) -> Any:
+def sparse_dep(graph: Any, spec: dict[str, Trained], entries: int = 3, backend: Any = None,
+               calib: np.ndarray = CALIB, **opts: Any) -> Any:
     """The --train sparse deployment of the layers' subset ``spec`` with ``entries`` cut tensors."""
     from tinycc.deploy.sparse import sparse_deployment
 
     backend = backend or CBackend()
-    dep, cut, config = head_and_cut(graph, backend, **opts)
+    dep, cut, config = head_and_cut(graph, backend, calib, **opts)
     return sparse_deployment(dep, cut, subset_of(dep, cut, spec), entries, config, backend)

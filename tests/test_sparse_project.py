@@ -253,3 +253,37 @@ def test_arduino_sketch_learns_as_the_simulator(graph, tmp_path: Path) -> None:
         p.stdin.close()
         p.wait(timeout=30)
     assert p.returncode == 0
+
+
+RESNET8 = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.h5"
+
+
+@pytest.mark.skipif(not RESNET8.is_file(), reason="../shared/models/mlperf-tiny/pretrainedResnet.h5 missing")
+def test_resnet8_sparse_project_report_equals_symbols(tmp_path: Path) -> None:
+    """MLPerf Tiny's ResNet-8 under 256 kB with the bias and 8 of the 64 output channels of conv2d_8 (the last
+    block's shortcut; the default deep cut): the project compiles with -Werror, its static RAM symbols equal the report line by line
+    within the budget, and the feature buffer takes what the budget leaves."""
+    from tinycc.passes import PassContext, run_pipeline
+    from tinycc.plugins.frontends.keras import load_keras_file
+    from tinycc.session import Session
+
+    g = load_keras_file(str(RESNET8))
+    run_pipeline(g, Session(autoload=False).registry.pipeline("cleanup"), PassContext(session=Session(autoload=False)))
+    calib = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    last = "conv2d_8"
+    dep = sparse_dep(g, {last: Trained(True, tuple(range(0, 64, 8)))}, entries=2, calib=calib, deep_cut=None,
+                     ram=256_000)
+    CBackend().emit(dep, tmp_path)
+    syms = _symbols(tmp_path, *TARGETS["host"][:3])
+    items = {i["name"]: i["bytes"] for i in dep.memory["items"]}
+    ram: dict[str, int] = {}
+    for kind, name, size in syms:
+        if kind in "bBdD":
+            line = next(g for p, g in SPARSE_RAM if name.split(".")[0].startswith(p))
+            ram[line] = ram.get(line, 0) + size
+    assert ram == {k: items[k] for k in ram} and sum(ram.values()) == dep.memory["static_ram"]
+    per = deep_learner(dep).feat_buffer.feature_count + 5  # one more feature entry would not fit
+    assert dep.memory["ram"] <= 256_000 < dep.memory["ram"] + per
+    sim = deep_learner(dep)
+    op = next(o for o in sim.region_params if o.origin == last)
+    assert items["learn step: int8 channels"] == 8 * sim.tail.params[op.name].weight.size // 64 > 0

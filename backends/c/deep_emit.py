@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (DESCRIPTOR_KINDS, PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash,
-                             step_memory, step_ops, step_plan)
+from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash, step_memory, step_ops,
+                             step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
@@ -159,7 +159,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         out.append(f"static float tcc_gs{k}[{batch * plan.slot_size}];\n")
     if plan.scratch_size:
         out.append(f"static float tcc_gx[{batch * plan.scratch_size}];\n")
-    conv_ops = [op for op in ops if op.kind in DESCRIPTOR_KINDS]
+    conv_ops = [op for op in ops if uses_descriptor(tail, op, tuple(known))]  # what the step reads
     pidx = {op.name: i for i, op in enumerate(conv_ops)}
     for op in conv_ops:
         out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
@@ -243,7 +243,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                                f"{go}, {rate}, W)" if row else
                                f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 else:
-                    p = f"&tcc_p{pidx[op.name]}"
+                    p = f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"  # unused: no line reads it
                     if not q8:
                         fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                     if not no_dx:
@@ -273,7 +273,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                 if not no_dx:
                     bwd.append(into(op, 0, lambda d: mask(d, go, op.outputs[0], cnt, act), cnt))
             elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
-                p = f"&tcc_p{pidx[op.name]}"
+                p = f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"  # unused: no line reads it
                 mx = op.kind == OpKind.MAX_POOL2D
                 fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
                 if not no_dx:
