@@ -134,6 +134,10 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
     qw = int8_weights(tail, tuple(known))
     rows = {op.name for op in ops if op.name in qw and tail.trains(op.name)[0]}  # sparse: trained channels
+    for op in ops:
+        if op.name in params and op.name not in rows and tail.trains(op.name)[0] and tail.channels(op.name) is not None:
+            raise ValueError(f"{op.describe()}: a channel subset trains only on int8 weights with zero point 0 "
+                             "whose output comes from the int8 kernels")
     fbias = {op.name for op in ops if op.name in params and (tail.trains(op.name)[1] or op.outputs[0] not in known)}
     for op in ops:
         if op.name in params:
