@@ -41,18 +41,27 @@ def check_static_size(deployment: Deployment) -> None:
 
 AVR_DEEP = {"bias": "on AVR: the learn step's bias requantization needs the C library's double rint, which avr-libc "
                     "lacks",
-            "blocks": "on AVR: the float region and its step are built and tested for 32-bit cores only"}
+            "blocks": "on AVR: the float region and its step are built and tested for 32-bit cores only",
+            "sparse": "on AVR: the requantization of the trained biases and channels needs the C library's double "
+                      "rint, which avr-libc lacks"}
+
+
+def deep_flag(mode: str) -> str:
+    """The option that asks for a deep learner of ``mode`` (``--deep bias|blocks``, ``--train sparse``)."""
+    return "--train sparse" if mode == "sparse" else f"--deep {mode}"
 
 
 def refuse_deep(deployment: Deployment, target: str, why: str) -> None:
-    """Refuse a ``--deep bias`` / ``blocks`` deployment (``tinycc.deploy.deep``) on a target that does not generate
-    its learner (``why``: the reason, a few words), in one line with what it would take."""
+    """Refuse a ``--deep bias`` / ``blocks`` / ``--train sparse`` deployment (``tinycc.deploy.deep``, ``sparse``) on a
+    target that does not generate its learner (``why``: the reason, a few words), in one line with what it would
+    take."""
     deep = (getattr(deployment, "meta", None) or {}).get("deep")
     if deep:
         mem = deployment.memory
-        raise TinyccError(f"--deep {deep['mode']}: the {target} target does not generate the deep learner ({why}; "
+        flag = deep_flag(deep["mode"])
+        raise TinyccError(f"{flag}: the {target} target does not generate the deep learner ({why}; "
                           f"it would take RAM {int(mem.get('ram', 0)):,} B, flash {int(mem.get('flash', 0)):,} B); "
-                          f"`tinycc compile -t c --deep {deep['mode']}` generates it")
+                          f"`tinycc compile -t c {flag}` generates it")
 
 
 class Backend(ABC):

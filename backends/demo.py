@@ -27,6 +27,7 @@ class DemoOutput:
     backbone: dict[int, np.ndarray] = field(default_factory=dict)  # --deep bias: the learned int32 biases per layer
     backbone_w: dict[int, np.ndarray] = field(default_factory=dict)  # --deep blocks: float weights per layer
     backbone_b: dict[int, np.ndarray] = field(default_factory=dict)  # --deep blocks: float biases per layer
+    backbone_q: dict[int, np.ndarray] = field(default_factory=dict)  # --train sparse: trained int8 channels per layer
     buffer: int = -1
     memory: dict[str, int] = field(default_factory=dict)
     ticks: dict[str, int] = field(default_factory=dict)
@@ -68,6 +69,8 @@ def parse(text: str) -> DemoOutput:
                 out.bias[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
             elif p[0] in ("backbone_w", "backbone_b"):
                 getattr(out, p[0])[int(p[1])] = np.array([float(v) for v in p[2:]], np.float32)
+            elif p[0] == "backbone_q":
+                out.backbone_q[int(p[1])] = np.array([int(v) for v in p[2:]], np.int64)
             elif p[0] == "backbone":
                 out.backbone[int(p[1])] = np.array([int(v) for v in p[2:]], np.int64)
             elif p[0] == "buffer":

@@ -368,6 +368,18 @@ DESCRIPTOR_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.AVG_POOL2D, O
 DESCRIPTOR_BYTES = 16 * 4  # one tcc_bp_conv_t of the C runtime: 16 int32 fields
 
 
+def uses_descriptor(tail: Tail, op: Op, known: tuple[str, ...] | set[str] = ()) -> bool:
+    """Whether the generated step reads the descriptor of ``op`` (a convolution or pooling): for its float forward
+    (output not ``known``), its update (a trained parameter op the gradient reaches) or its input gradient."""
+    if op.kind not in DESCRIPTOR_KINDS:
+        return False
+    if op.outputs[0] not in set(known):
+        return True
+    if op.outputs[0] not in tail.need_grad:
+        return False
+    return (op.name in tail.params and any(tail.trains(op.name))) or op.inputs[0] in tail.need_grad
+
+
 def step_ops(tail: Tail) -> list[Op]:
     """The ops a generated SGD step computes (a final softmax is left to the loss)."""
     return [op for op in tail.ops if not (op.kind == OpKind.SOFTMAX and op is tail.ops[-1])]
@@ -462,7 +474,7 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
            "values": 4 * batch * sum(_size(tail, t) for t in plan.values),
            "gradients": 4 * batch * plan.slots * plan.slot_size,
            "scratch": 4 * batch * plan.scratch_size,
-           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if op.kind in DESCRIPTOR_KINDS])}
+           "descriptors": DESCRIPTOR_BYTES * len([op for op in ops if uses_descriptor(tail, op, known)])}
     if learn:
         out["labels"] = 4 * batch
     return out
@@ -471,10 +483,12 @@ def step_memory(tail: Tail, batch: int, requantized: tuple[str, ...] = (), learn
 def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Parameter op -> (int8 weight, float32 scale per output channel) of the frozen weights the step keeps as the
     int8 backbone's own (dequantized on the fly in the backward): ops whose output is ``known`` (no float forward),
-    weight not trained, int8 with zero point 0."""
+    weight not trained (a sparse subset: trained channels too, the others stay these int8 weights), int8 with zero
+    point 0."""
     out = {}
     for op in step_ops(tail):
-        if op.name not in tail.params or op.outputs[0] not in set(known) or tail.trains(op.name)[0]:
+        if (op.name not in tail.params or op.outputs[0] not in set(known)
+                or (tail.trains(op.name)[0] and tail.subset is None)):
             continue
         w = tail.graph.tensors[op.inputs[1]]
         if w.dtype != DType.INT8 or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
@@ -488,10 +502,15 @@ def int8_weights(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> dict[str
 
 def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, ...] = ()) -> int:
     """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
-    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``."""
+    float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``; a
+    sparse subset: the frozen biases of the ops computed in float, and an int32 row index per output channel of each
+    op whose channels train (``backends/c/deep_emit``'s ``tcc_row<k>``)."""
     q = int8_weights(tail, known)
     frozen = sum(p.weight.size - tail.trained_sizes(k)[0] for k, p in tail.params.items() if k not in q)
-    if tail.subset is not None:  # a sparse subset: the biases that do not train are the step's constants too
-        frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items())
+    if tail.subset is not None:
+        outs = {op.name: op.outputs[0] for op in step_ops(tail)}
+        frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items()
+                      if outs[k] not in set(known))
+        frozen += sum(tail.params[k].bias.size for k in q if tail.trains(k)[0])
     return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
             + sum(w.size + 4 * s.size for w, s in q.values()))

@@ -273,7 +273,7 @@ class DeepLearner:
         labels), the region's int8 activations the bias step reads (``kept_int8``), and one buffer entry (the
         int8 cut tensor and its label byte)."""
         known = self.known_tensors()
-        req = tuple(op.name for op in self.region_params) if self.mode == "bias" else ()
+        req = tuple(op.name for op in self.region_params if self.mode != "blocks" and self.tail.trains(op.name)[1])
         step = step_memory(self.tail, self.batch_size, req, learn=True, known=known)
         return {"step": sum(step.values()), "kept_int8": known_bytes(self.tail, known, self.batch_size),
                 "buffer_entry": self.buffer.feature_count + 1, **step}

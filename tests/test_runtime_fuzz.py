@@ -43,7 +43,11 @@ FUZZ_C = r"""
 #define IN NAME_INPUT_SIZE
 #define FEAT NAME_FEATURES
 #define OUTS NAME_OUTPUTS
+#ifdef NAME_DEEP_SPARSE /* --train sparse: buffer_count is the classifier's buffer of features */
+#define CAP NAME_FEATURE_BUFFER_CAPACITY
+#else
 #define CAP NAME_BUFFER_CAPACITY
+#endif
 #define HEAD NAME_HEAD
 
 static uint32_t rng = 0x9E3779B9u;
@@ -108,6 +112,16 @@ static int32_t snapshot(float *out) {
         n += no;
         w = name_backbone_bias_f32(l, &no);
         memcpy(out + n, w, sizeof(float) * (size_t)no);
+        n += no;
+    }
+#elif defined(NAME_DEEP_SPARSE)
+    for (l = 0; l < NAME_BACKBONE_LAYERS; ++l) { /* --train sparse: the trained int32 biases and channel masters */
+        const int32_t *q = name_backbone_bias(l, &no);
+        const float *w;
+        if (q) memcpy(out + n, q, sizeof(int32_t) * (size_t)no);
+        n += no;
+        w = name_backbone_weights(l, &no);
+        if (w) memcpy(out + n, w, sizeof(float) * (size_t)no);
         n += no;
     }
 #elif defined(NAME_DEEP)
@@ -410,7 +424,10 @@ def _fuzz_source(dep, calls: int = CALLS) -> str:
         from tinycc.backends.c.deep_project import deep_learner
 
         learner = deep_learner(dep)
-        weights += sum(int(learner.tail.params[op.name].bias.size) for op in learner.region_params)
+        if learner.mode == "sparse":  # the trained biases and channel masters
+            weights += sum(sum(learner.tail.trained_sizes(op.name)) for op in learner.region_params)
+        else:
+            weights += sum(int(learner.tail.params[op.name].bias.size) for op in learner.region_params)
         if learner.mode == "blocks":  # the float region's weights too
             weights += sum(int(learner.tail.params[op.name].weight.size) for op in learner.region_params)
     return (FUZZ_C.replace("NAME_WEIGHTS", str(weights)).replace("NAME_LAYERS", str(len(dep.classifier)))

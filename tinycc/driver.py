@@ -230,15 +230,12 @@ def _compile(model: str, target: str, output: str, config: CompileConfig, sessio
     run_stages(graph, reg, FRONT_STAGES, ctx, verify_each=cc.verify_each, dump_after=cc.dump_after,
                dump_dir=out.parent)
     with timed("cut, classifier, budget"):
-        if config.learning is not None and config.learning.train == "sparse":  # chosen, printed, not emitted yet
-            from .deploy.sparse import build_sparse_choice
+        if config.learning is not None and config.learning.train == "sparse":  # the subset chosen, then emitted
+            from .deploy.sparse import build_sparse_deployment
 
-            choice = build_sparse_choice(graph, config, session, backend, calib, head=build)
+            deployment, choice = build_sparse_deployment(graph, config, session, backend, calib, head=build)
             print(choice.describe(), flush=True)
-            raise TinyccError("--train sparse: the choice above is what the device would train; its generated C "
-                              "(sparse channel and bias updates) is not emitted yet: deploy --deep bias, or use "
-                              "the choice in `python -m benchmarks depth`")
-        if config.learning is not None and config.learning.deep:  # beyond the head: on the head deployment
+        elif config.learning is not None and config.learning.deep:  # beyond the head: on the head deployment
             deployment = build_deep_deployment(graph, config, session, backend, calib, head=build)
         else:
             deployment = build(graph, config, session, backend, calib=calib)

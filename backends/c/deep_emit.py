@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (DESCRIPTOR_KINDS, PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash,
-                             step_memory, step_ops, step_plan)
+from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash, step_memory, step_ops,
+                             step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
@@ -75,21 +75,55 @@ def _conv_params(tail: Tail, op, batch: int) -> str:
             f"{oh}, {ow}, {mult}}}")
 
 
+def value_name(tail: Tail, t: str) -> str:
+    """The C name of tensor ``t``'s float value array in the step (``tcc_t<position>``; the cut is ``tcc_t0``)."""
+    order = [tail.cut] + [op.outputs[0] for op in step_ops(tail)]
+    return f"tcc_t{order.index(t)}"
+
+
+def rows_of(tail: Tail, name: str) -> np.ndarray:
+    """Sparse: output channel -> its row among the op's trained channels (-1: frozen), int32."""
+    n = tail.params[name].bias.size
+    ch = tail.channels(name)
+    row = np.full(n, -1, np.int32)
+    ch = np.arange(n) if ch is None else ch
+    row[ch] = np.arange(len(ch), dtype=np.int32)
+    return row
+
+
+def channel_rows(tail: Tail, name: str, weight: np.ndarray) -> np.ndarray:
+    """The trained channels' rows of ``weight`` (the op's layout): [nch, weights per channel]."""
+    row = rows_of(tail, name)
+    ch = np.flatnonzero(row >= 0)
+    return np.moveaxis(np.asarray(weight), tail.axis[name], 0)[ch].reshape(len(ch), -1)
+
+
+def _ints(ctype: str, name: str, a: np.ndarray, const: bool = False) -> str:
+    vals = ", ".join(str(int(v)) for v in np.asarray(a).reshape(-1))
+    return f"{'const ' if const else ''}{ctype} {name}[{np.asarray(a).size}] = {{{vals}}};\n"
+
+
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
               biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cut_input: bool = True,
-              rates: dict[str, float] | None = None) -> str:
+              rates: dict[str, float] | None = None, head_from: str | None = None) -> str:
     """The C step of ``tail`` for at most ``batch`` rows, laid out by ``step_plan`` (see the module docstring).
     ``cut_input`` False (a step that never reads the cut in float, as the bias step): the step and the forward take
     no float cut (``tcc_deep_step_known(known, y, n, lr)``, ``tcc_deep_logits(known, n, z)``). ``rates``: the
     backbone ops' own learning rates (``DeepLearner.rates``, float32 literals fixed at compile time); the other
-    parameters learn at the step's ``lr`` argument."""
+    parameters learn at the step's ``lr`` argument.
+
+    A sparse subset (``tail.subset``, ``--train sparse``): a region op's frozen bias is the int8 kernels' alone (no
+    float copy); an op whose weight trains keeps the int8 weights ``tcc_wq<k>`` / scales ``tcc_ws<k>`` (flash), the
+    float masters of its trained channels ``tcc_dw<k>`` [nch][per] and their int8 copy ``tcc_w8<k>`` (RAM, what the
+    int8 kernels read, ``tcc_bp_requantize_rows`` after each applied step), ``tcc_row<k>`` mapping each output channel
+    to its row (-1: frozen). The backward stops below the earliest trained op. ``head_from`` (a tensor after the
+    cut, the features): also ``int tcc_head_step(const int32_t *y, int32_t n, float lr)``, the step of the ops after
+    it alone, at ``lr``, on the values its caller wrote into that tensor's array (``value_name``)."""
     known, biases, rates = known or {}, biases or {}, rates or {}
     order = known_order(tail, known)
     ops = step_ops(tail)
     plan = step_plan(tail, tuple(known))
-    names = {tail.cut: "tcc_t0"}
-    for op in ops:
-        names[op.outputs[0]] = f"tcc_t{len(names)}"
+    names = {t: value_name(tail, t) for t in [tail.cut] + [op.outputs[0] for op in ops]}
     floats = set(plan.values)
     grads = {t: f"tcc_gs{k}" for t, k in plan.slot.items()}
     params = {op.name: k for k, op in enumerate(o for o in ops if o.kind in PARAM_KINDS)}
@@ -99,27 +133,37 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     xarg, xnull = ("const float *x, ", "!x || ") if cut_input else ("", "")
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
     qw = int8_weights(tail, tuple(known))
+    rows = {op.name for op in ops if op.name in qw and tail.trains(op.name)[0]}  # sparse: trained channels
+    for op in ops:
+        if op.name in params and op.name not in rows and tail.trains(op.name)[0] and tail.channels(op.name) is not None:
+            raise ValueError(f"{op.describe()}: a channel subset trains only on int8 weights with zero point 0 "
+                             "whose output comes from the int8 kernels")
+    fbias = {op.name for op in ops if op.name in params and (tail.trains(op.name)[1] or op.outputs[0] not in known)}
     for op in ops:
         if op.name in params:
             p, k = tail.params[op.name], params[op.name]
             if op.name in qw:  # the int8 backbone's own weights and scales (dequantized in the backward)
                 wq, ws = qw[op.name]
-                out.append(f"const int8_t tcc_wq{k}[{wq.size}] = {{{', '.join(str(int(v)) for v in wq.reshape(-1))}}};\n"
-                           + _floats(f"tcc_ws{k}", ws, True))
+                out.append(_ints("int8_t", f"tcc_wq{k}", wq, True) + _floats(f"tcc_ws{k}", ws, True))
             else:
                 out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
-            out.append(_floats(f"tcc_db{k}", p.bias))
+            if op.name in rows:
+                out.append(_floats(f"tcc_dw{k}", channel_rows(tail, op.name, p.weight))
+                           + _ints("int8_t", f"tcc_w8{k}", channel_rows(tail, op.name, qw[op.name][0]))
+                           + _ints("int32_t", f"tcc_row{k}", rows_of(tail, op.name), True))
+            if op.name in fbias:
+                out.append(_floats(f"tcc_db{k}", p.bias, not tail.trains(op.name)[1]))
             if op.name in biases:
                 scale, q = biases[op.name]
-                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True) +
-                           f"int32_t tcc_bq{k}[{q.size}] = {{{', '.join(str(int(v)) for v in q)}}};\n")
+                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True)
+                           + _ints("int32_t", f"tcc_bq{k}", q))
     for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
         out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
     for k in range(plan.slots):  # gradient slots, reused along the backward pass
         out.append(f"static float tcc_gs{k}[{batch * plan.slot_size}];\n")
     if plan.scratch_size:
         out.append(f"static float tcc_gx[{batch * plan.scratch_size}];\n")
-    conv_ops = [op for op in ops if op.kind in DESCRIPTOR_KINDS]
+    conv_ops = [op for op in ops if uses_descriptor(tail, op, tuple(known))]  # what the step reads
     pidx = {op.name: i for i, op in enumerate(conv_ops)}
     for op in conv_ops:
         out.append(f"static tcc_bp_conv_t tcc_p{pidx[op.name]} = {_conv_params(tail, op, batch)};\n")
@@ -137,15 +181,14 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                    f"if (!known[j]) return -1;\n")
     else:
         out.append("int tcc_deep_step(const float *x, const int32_t *y, int32_t n, float lr) {\n")
-    out.append(f"    if (n < 1 || n > {batch} || {xnull}!y) return -1;\n")
-    out.append(f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n")
+    labels = f"    for (int32_t r = 0; r < n; ++r) if (y[r] < 0 || y[r] >= {classes}) return -1;\n"
+    out.append(f"    if (n < 1 || n > {batch} || {xnull}!y) return -1;\n" + labels)
     if cut_input:
         out.append(f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) if (!isfinite(x[k])) return -2;\n")
     sets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in conv_ops)
     cut_copy = (f"    for (int32_t k = 0; k < n * {_size(tail, tail.cut)}; ++k) tcc_t0[k] = x[k];\n"
                 if tail.cut in floats else "")
     out.append(cut_copy)
-    fwd, blocks, upd = [], [], []
 
     def mask(dst: str, src: str, t: str, cnt: str, act: int) -> str:
         """dst := src masked by the activation's derivative at t's value (float, or its int8 value)."""
@@ -162,76 +205,96 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             return call(g)
         return call("tcc_gx") + f"    tcc_acc({g}, tcc_gx, {cnt_in});\n"
 
-    for op in ops:
-        bwd: list[str] = []
-        blocks.append(bwd)
-        upd.append("")
-        f0 = len(fwd)
-        i, o = names[op.inputs[0]], names[op.outputs[0]]
-        go = grads[op.outputs[0]]
-        cnt = f"n * {_size(tail, op.outputs[0])}"
-        cnt_in = f"n * {_size(tail, op.inputs[0])}"
-        act = _ACT[op.attrs.get("activation", "none")] if op.kind != OpKind.RELU6 else 2
-        act = 1 if op.kind == OpKind.RELU else act
-        into_cut = op.inputs[0] == tail.cut
-        if op.name in params:
-            k = params[op.name]
-            tw = int(tail.trains(op.name)[0])
-            wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
-            xin = i if tw else "NULL"
-            rate = _f(rates[op.name]) if op.name in rates else "lr"  # a backbone op's compiled rate
-            if act:
-                bwd.append(mask(go, go, op.outputs[0], cnt, act))
-            q8 = op.name in qw
-            if op.kind == OpKind.DENSE:
-                nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
-                if not q8:
-                    fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
-                if not into_cut:
-                    bwd.append(into(op, 0, lambda d: (
-                        f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
-                        f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                upd[-1] = (f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, tcc_db{k}, {xin}, {go}, {rate}, {tw}, W)")
-            else:
-                p = f"&tcc_p{pidx[op.name]}"
-                if not q8:
-                    fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
-                if not into_cut:
-                    bwd.append(into(op, 0, lambda d: (
-                        f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
-                        f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                upd[-1] = (f"tcc_bp_conv_update({p}, {wt}, tcc_db{k}, {xin}, {go}, {rate}, {tw}, W)")
-        elif op.kind == OpKind.ADD:
-            j = names[op.inputs[1]]
-            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
-                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
-            if act:
-                bwd.append(mask(go, go, op.outputs[0], cnt, act))
-            for pos, t in enumerate(op.inputs[:2]):
-                if t != tail.cut:
-                    g = grads[t]
-                    bwd.append(f"    tcc_{'copy' if (op.name, pos) in plan.fresh else 'acc'}({g}, {go}, {cnt});\n")
-        elif op.kind in (OpKind.RELU, OpKind.RELU6):
-            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n"
-                       f"    tcc_fp_act({o}, {cnt}, {act});\n")
-            if not into_cut:
-                bwd.append(into(op, 0, lambda d: mask(d, go, op.outputs[0], cnt, act), cnt))
-        elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
-            p = f"&tcc_p{pidx[op.name]}"
-            mx = op.kind == OpKind.MAX_POOL2D
-            fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
-            if not into_cut:
-                bwd.append(into(op, 0, lambda d: f"    tcc_bp_maxpool_dx({p}, {i}, {go}, {d});\n" if mx else
-                                f"    tcc_bp_avgpool_dx({p}, {go}, {d});\n", cnt_in))
-        else:  # flatten, reshape, dropout, (de)quantize: the identity
-            fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
-            if not into_cut:
-                bwd.append(f"    tcc_{'copy' if (op.name, 0) in plan.fresh else 'acc'}({grads[op.inputs[0]]}, "
-                           f"{go}, {cnt});\n")
-        if op.outputs[0] in known:  # the int8 kernels' value, dequantized where a float reader needs it
-            scale, zp = known[op.outputs[0]]
-            fwd[f0:] = ([f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
-                        if op.outputs[0] in floats else [])
+    def gen(some: list, stop: str, rate_of) -> tuple[list[str], list[list[str]], list[str]]:
+        """Forward lines, backward blocks and updates of ``some`` ops; no gradient flows into ``stop``."""
+        fwd: list[str] = []
+        blocks: list[list[str]] = []
+        upd: list[str] = []
+        for op in some:
+            bwd: list[str] = []
+            blocks.append(bwd)
+            upd.append("")
+            f0 = len(fwd)
+            i, o = names[op.inputs[0]], names[op.outputs[0]]
+            go = grads.get(op.outputs[0])  # None: no gradient reaches the op (below the earliest trained op)
+            cnt = f"n * {_size(tail, op.outputs[0])}"
+            cnt_in = f"n * {_size(tail, op.inputs[0])}"
+            act = _ACT[op.attrs.get("activation", "none")] if op.kind != OpKind.RELU6 else 2
+            act = 1 if op.kind == OpKind.RELU else act
+            no_dx = go is None or op.inputs[0] == stop or op.inputs[0] not in grads
+            if op.name in params:
+                k = params[op.name]
+                tw, tb = (int(v) for v in tail.trains(op.name))
+                row = op.name in rows
+                wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
+                xin = i if tw else "NULL"
+                bias = f"tcc_db{k}" if tb else "NULL"
+                rate = rate_of(op)
+                if act and go:
+                    bwd.append(mask(go, go, op.outputs[0], cnt, act))
+                q8 = op.name in qw
+                if op.kind == OpKind.DENSE:
+                    nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
+                    if not q8:
+                        fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                    if not no_dx:
+                        bwd.append(into(op, 0, lambda d: (
+                            f"    tcc_bp_dense_dx_rows(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, "
+                            f"tcc_row{k}, {go}, {d});\n" if row else
+                            f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                            f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
+                    upd[-1] = (f"tcc_bp_dense_update_rows(n, {nin}, {nout}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, "
+                               f"{go}, {rate}, W)" if row else
+                               f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
+                else:
+                    p = f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"  # unused: no line reads it
+                    if not q8:
+                        fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                    if not no_dx:
+                        bwd.append(into(op, 0, lambda d: (
+                            f"    tcc_bp_conv_dx_rows({p}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, tcc_row{k}, {go}, "
+                            f"{d});\n" if row else
+                            f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                            f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
+                    upd[-1] = (f"tcc_bp_conv_update_rows({p}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, {go}, {rate}, W)"
+                               if row else
+                               f"tcc_bp_conv_update({p}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
+                if go is None or not (tw or tb):
+                    upd[-1] = ""
+            elif op.kind == OpKind.ADD:
+                j = names[op.inputs[1]]
+                fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"
+                           f"    tcc_fp_act({o}, {cnt}, {act});\n")
+                if act and go:
+                    bwd.append(mask(go, go, op.outputs[0], cnt, act))
+                for pos, t in enumerate(op.inputs[:2]):
+                    if go and t != stop and t in grads:
+                        g = grads[t]
+                        bwd.append(f"    tcc_{'copy' if (op.name, pos) in plan.fresh else 'acc'}({g}, {go}, {cnt});\n")
+            elif op.kind in (OpKind.RELU, OpKind.RELU6):
+                fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n"
+                           f"    tcc_fp_act({o}, {cnt}, {act});\n")
+                if not no_dx:
+                    bwd.append(into(op, 0, lambda d: mask(d, go, op.outputs[0], cnt, act), cnt))
+            elif op.kind in (OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.MAX_POOL2D):
+                p = f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"  # unused: no line reads it
+                mx = op.kind == OpKind.MAX_POOL2D
+                fwd.append(f"    tcc_fp_{'max' if mx else 'avg'}pool({p}, {i}, {o});\n")
+                if not no_dx:
+                    bwd.append(into(op, 0, lambda d: f"    tcc_bp_maxpool_dx({p}, {i}, {go}, {d});\n" if mx else
+                                    f"    tcc_bp_avgpool_dx({p}, {go}, {d});\n", cnt_in))
+            else:  # flatten, reshape, dropout, (de)quantize: the identity
+                fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k];\n")
+                if not no_dx:
+                    bwd.append(f"    tcc_{'copy' if (op.name, 0) in plan.fresh else 'acc'}({grads[op.inputs[0]]}, "
+                               f"{go}, {cnt});\n")
+            if op.outputs[0] in known:  # the int8 kernels' value, dequantized where a float reader needs it
+                scale, zp = known[op.outputs[0]]
+                fwd[f0:] = ([f"    tcc_dq({o}, known[{order.index(op.outputs[0])}], {cnt}, {_f(scale)}, {int(zp)});\n"]
+                            if op.outputs[0] in floats else [])
+        return fwd, blocks, upd
+
+    fwd, blocks, upd = gen(ops, tail.cut, lambda op: _f(rates[op.name]) if op.name in rates else "lr")
     kargs, kcall = (", const int8_t *const *known", ", known") if order else ("", "")
     z = names[tail.logits]
     cut = _size(tail, tail.cut)
@@ -253,17 +316,32 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
              f"        for (int32_t c = 0; c < {classes}; ++c) s += (d[c] = expf(zr[c] - m));\n"
              f"        for (int32_t c = 0; c < {classes}; ++c) d[c] = (d[c] / s - (c == y[r] ? 1.0f : 0.0f)) / "
              f"(float)n;\n    }}\n")
+
     # The gradient slots are reused, so each update runs right after its op's backward (which used the old
     # weights). Two passes over the backward: the first only checks that every new value is finite (nothing is
     # written; a refused step changes nothing), the second recomputes the same gradients and applies them.
-    def backward(write: int) -> str:
+    def backward(blocks: list[list[str]], upd: list[str], write: int) -> str:
         return start + "".join("".join(b) + (f"    {'' if write else 'ok &= '}{u.replace(', W)', f', {write})')};\n"
                                             if u else "") for b, u in zip(reversed(blocks), reversed(upd)))
-    out.append("    int ok = 1;\n" + backward(0) + "    if (!ok) return 0;\n" + backward(1))
+    out.append("    int ok = 1;\n    (void)lr; /* every rate may be compiled in */\n" + backward(blocks, upd, 0)
+               + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
     for name, (scale, _) in biases.items():
         k = params[name]
         out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
+    for op in ops:
+        if op.name in rows:
+            k, n_out = params[op.name], tail.params[op.name].bias.size
+            per = tail.params[op.name].weight.size // n_out
+            out.append(f"    tcc_bp_requantize_rows(tcc_dw{k}, tcc_ws{k}, tcc_row{k}, {n_out}, {per}, tcc_w8{k});\n")
     out.append("    return 1;\n}\n")
+    if head_from is not None:  # the ops after the features, on the values the caller wrote there
+        later = ops[[op.outputs[0] for op in ops].index(head_from) + 1:]
+        hf, hb, hu = gen(later, head_from, lambda op: "lr")
+        hsets = "".join(f"    tcc_p{pidx[op.name]}.n = n;\n" for op in later if op.name in pidx)
+        out.append("\nint tcc_head_step(const int32_t *y, int32_t n, float lr) {\n"
+                   + f"    if (n < 1 || n > {batch} || !y) return -1;\n" + labels + "    int ok = 1;\n"
+                   + hsets + "".join(hf) + backward(hb, hu, 0) + "    if (!ok) return 0;\n" + backward(hb, hu, 1)
+                   + "    return 1;\n}\n")
     return "".join(out)
 
 
@@ -280,11 +358,18 @@ def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:
         known[op.outputs[0]] = (float(q.scale[0]), int(q.zero_point[0]))
     biases = {}
     for op in learner.region_params:
+        if not learner.tail.trains(op.name)[1]:  # sparse: a frozen bias stays the int8 kernels' own
+            continue
         t = tensors[op.inputs[2]]
         scale = np.asarray(t.quant.scale, np.float64)
         if not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
             raise ValueError(f"{op.describe()}: a bias scale that is not a float32 value")
         biases[op.name] = (scale.astype(np.float32), np.asarray(t.data, np.int32))
+    for op in learner.region_params:  # sparse: the trained channels requantize with their weight scales
+        w = tensors[op.inputs[1]]
+        scale = np.asarray(w.quant.scale, np.float64) if w.quant is not None else np.zeros(0)
+        if learner.tail.trains(op.name)[0] and not np.array_equal(scale.astype(np.float32).astype(np.float64), scale):
+            raise ValueError(f"{op.describe()}: a weight scale that is not a float32 value")
     return emit_step(learner.tail, batch, known, biases, rates=learner.rates), known_order(learner.tail, known)
 
 

@@ -27,11 +27,11 @@ from dataclasses import replace
 import numpy as np
 
 from ...config import CompileConfig
-from ...ir.backprop import int8_weights
+from ...ir.backprop import int8_weights, step_plan
 from ...ir.deep import DeepLearner
 from ...ir.deployment import BufferConfig, Deployment
 from ...ir.ops import OpKind
-from .deep_emit import emit_learn, emit_step, known_order, learner_step
+from .deep_emit import emit_learn, emit_step, known_order, learner_step, value_name
 from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
 
@@ -71,25 +71,35 @@ def _tables(arrays: list[CArray]) -> str:
     return "".join(f"static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};\n" for a in arrays)
 
 
+_ROWS = {"tcc_conv2d_s8": ("tcc_conv2d_rows_s8", 4), "tcc_dwconv2d_s8": ("tcc_dwconv2d_rows_s8", 4),
+         "tcc_fc_s8": ("tcc_fc_rows_s8", 3)}  # layer kernel -> its trained-channel kernel, weight argument
+
+
 def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | None = None) -> str:
-    """The translation unit of the module docstring for ``learner`` (mode ``bias``) and batches of ``batch``;
-    ``config``: the deployment's compile config (default: a plain one; the region always uses generic kernels)."""
-    if learner.mode != "bias":
-        raise ValueError("emit_bias_learn is for the bias mode")
+    """The translation unit of the module docstring for ``learner`` (mode ``bias``, or ``sparse``: see
+    ``emit_sparse_learn``) and batches of ``batch``; ``config``: the deployment's compile config (default: a plain
+    one; the region always uses generic kernels)."""
+    if learner.mode not in ("bias", "sparse"):
+        raise ValueError("emit_bias_learn is for the bias and sparse modes")
     _, order = learner_step(learner, batch)  # checks the bias scales
-    tensors = learner.view.tensors
+    tail, tensors = learner.tail, learner.view.tensors
     known = {t: (float(tensors[t].quant.scale[0]), int(tensors[t].quant.zero_point[0])) for t in order}
     biases = {}
     for op in learner.region_params:
         t = tensors[op.inputs[2]]
-        biases[op.name] = (np.asarray(t.quant.scale, np.float64).astype(np.float32), np.asarray(t.data, np.int32))
-    step = emit_step(learner.tail, batch, known, biases, cut_input=False, rates=learner.rates)
-    assert known_order(learner.tail, known) == order
-    params = {name: k for k, name in enumerate(learner.tail.params)}
+        if tail.trains(op.name)[1]:
+            biases[op.name] = (np.asarray(t.quant.scale, np.float64).astype(np.float32), np.asarray(t.data, np.int32))
+    floats = step_plan(tail, tuple(known)).values
+    cut_input = tail.cut in floats  # sparse: the first op's channels train (their update reads the cut in float)
+    feat = learner.region.outputs[0]
+    step = emit_step(tail, batch, known, biases, cut_input=cut_input, rates=learner.rates,
+                     head_from=feat if learner.mode == "sparse" else None)
+    assert known_order(tail, known) == order
+    params = {name: k for k, name in enumerate(tail.params)}
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
     kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
-    bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params}
-    shared = int8_weights(learner.tail, tuple(order))  # the step's int8 weights: the forward reads the same array
+    bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params if op.name in biases}
+    shared = int8_weights(tail, tuple(order))  # the step's int8 weights: the forward reads the same array
     bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
     region = _Region(learner, kept, sizes, bias_names, config or CompileConfig())
     calls: list[str] = []
@@ -104,12 +114,25 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         if len(region.m.calls) == n:
             raise ValueError(f"{op.describe()}: no int8 kernel call for the deep region")
         calls += [f"    {c.fn}({', '.join(c.args)});\n" for c in region.m.calls[n:]]
+        if op.name in shared and tail.trains(op.name)[0]:  # sparse: then its trained channels from RAM
+            c = region.m.calls[-1]
+            if len(region.m.calls) != n + 1 or c.fn not in _ROWS:
+                raise ValueError(f"{op.describe()}: no trained-channel kernel for its int8 kernel")
+            fn, at = _ROWS[c.fn]
+            k = params[op.name]
+            args = c.args[:at] + [f"tcc_w8{k}"] + c.args[at + 1:] + [f"tcc_row{k}"]
+            calls.append(f"    {fn}({', '.join(args)});\n")
     cut, classes = learner.buffer.feature_count, learner.num_classes
     known_list = ", ".join(kept[t] for t in order)
     src = step.replace('#include "tinycc_backprop.h"\n',
                        '#include <string.h>\n#include "tinycc_backprop.h"\n#include "tinycc_kernels.h"\n'
                        '#include "tinycc_learn.h"\n', 1)
-    return src + "\n" + _tables(region.m.arrays) + "".join(
+    xcall = "tcc_t0, " if cut_input else ""
+    fill = (f"                (void)tcc_buffer_entry(b, s + r, tcc_t0 + r * {cut}, NULL);\n" if cut_input else "")
+    dq_q = (f"    for (int32_t k = 0; k < {cut}; ++k)\n"
+            f"        tcc_t0[k] = {float(np.float32(learner.cut_scale)):.9e}f * (float)((int32_t)q[k] - "
+            f"{learner.cut_zp});\n" if cut_input else "")
+    out = src + "\n" + _tables(region.m.arrays) + "".join(
         f"static int8_t {kept[t]}[{batch * sizes[t]}];\n" for t in order) + (
         f"static int32_t tcc_y[{batch}];\n\n"
         "/* the region's int8 forward of one cut tensor q into row r of the kept arrays */\n"
@@ -126,20 +149,64 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         f"            const int32_t m = n - s < {batch} ? n - s : {batch};\n"
         "            for (int32_t r = 0; r < m; ++r) {\n"
         "                const int32_t k = tcc_buffer_slot(b, s + r);\n"
-        "                tcc_y[r] = b->labels[k];\n"
+        "                tcc_y[r] = b->labels[k];\n" + fill +
         f"                tcc_deep_region(b->q + (size_t)k * {cut}, r);\n            }}\n"
-        "            if (tcc_deep_step_known(known, tcc_y, m, lr) != 1) {\n"
+        f"            if (tcc_deep_step_known({xcall}known, tcc_y, m, lr) != 1) {{\n"
         "                tcc_buffer_unpush(b, slot, before); /* refused: nothing of this step was written */\n"
         "                return -4;\n            }\n        }\n"
         "    return n;\n}\n\n"
         "int32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
         f"    const int8_t *const known[{len(order)}] = {{{known_list}}};\n"
         "    int32_t best = 0;\n"
-        "    if (!q || !z) return -1;\n"
+        "    if (!q || !z) return -1;\n" + dq_q +
         "    tcc_deep_region(q, 0);\n"
-        "    if (tcc_deep_logits(known, 1, z) != 0) return -1;\n"
+        f"    if (tcc_deep_logits({xcall}known, 1, z) != 0) return -1;\n"
         f"    for (int32_t c = 1; c < {classes}; ++c) if (z[c] > z[best]) best = c;\n"
         "    return best;\n}\n")
+    if learner.mode == "sparse":
+        out += _two_level(learner, batch, kept[feat], value_name(tail, feat), sizes[feat])
+    return out
+
+
+def _two_level(learner: DeepLearner, batch: int, kept: str, values: str, size: int) -> str:
+    """``tcc_sparse_learn``: the two-level learn of ``TwoLevelLearner`` (see ``emit_sparse_learn``)."""
+    classes = learner.num_classes
+    return (
+        "\nint32_t tcc_sparse_learn(tcc_buffer_t *b, tcc_buffer_t *fb, const int8_t *q, uint8_t label, float lr,\n"
+        "                         int32_t epochs) {\n"
+        "    uint32_t before[4];\n    int32_t slot, n, got;\n"
+        "    if (!b || !fb || !q) return -2;\n"
+        f"    if (label >= {classes} || fb->features != {size} || fb->targets != 0 || !fb->int8_storage) return -1;\n"
+        f"    if (b->features != {learner.buffer.feature_count} || b->targets != 0 || !b->int8_storage) return -1;\n"
+        "    tcc_deep_region(q, 0); /* the sample's features with the backbone as it is now */\n"
+        f"    tcc_buffer_save(fb, before);\n    slot = tcc_buffer_push(fb, NULL, {kept}, label, NULL);\n"
+        "    got = tcc_deep_learn(b, q, label, lr, epochs);\n"
+        "    if (got < 0) {\n        tcc_buffer_unpush(fb, slot, before);\n        return got;\n    }\n"
+        "    n = tcc_buffer_count(fb);\n"
+        "    for (int32_t e = 0; e < epochs; ++e)\n"
+        f"        for (int32_t s = 0; s < n; s += {batch}) {{\n"
+        f"            const int32_t m = n - s < {batch} ? n - s : {batch};\n"
+        "            for (int32_t r = 0; r < m; ++r)\n"
+        f"                tcc_y[r] = tcc_buffer_entry(fb, s + r, {values} + r * {size}, NULL);\n"
+        "            if (tcc_head_step(tcc_y, m, lr) != 1) return n; /* refused: the classifier stops there */\n"
+        "        }\n"
+        "    return n;\n}\n")
+
+
+def emit_sparse_learn(learner: DeepLearner, batch: int, config: CompileConfig | None = None) -> str:
+    """The learn unit of ``--train sparse`` (``TwoLevelLearner`` mode ``sparse``, ``backbone_only``): the bias
+    unit's pieces for the chosen subset (the int8 region on the generic kernels reading the RAM int32 biases of the
+    ops whose bias trains and, after each layer whose channels train, ``tcc_*_rows_s8`` recomputing those channels
+    from their RAM int8 copy; the step of the subset, Φc at rate 0; ``tcc_deep_learn`` over the buffer of int8 cut
+    tensors; ``tcc_deep_predict``) and ``int32_t tcc_sparse_learn(tcc_buffer_t *b, tcc_buffer_t *fb, const int8_t
+    *q, uint8_t label, float lr, int32_t epochs)``: the features of ``q`` (the region as it is) go into ``fb`` (int8
+    features), ``q`` into ``b`` with ``epochs`` epochs of the backbone step over ``b``, then ``epochs`` epochs of
+    Φc's step (``tcc_head_step``, at ``lr``) over ``fb``. Returns the feature count; -1 a label out of range or a
+    buffer of another shape; -2 a NULL; -4 a backbone step was refused (both entries removed again: an entry of a
+    full buffer it replaced is gone, as the head-only API's); a refused classifier step ends Φc's retraining."""
+    if learner.mode != "sparse":
+        raise ValueError("emit_sparse_learn is for the sparse mode")
+    return emit_bias_learn(learner, batch, config)
 
 
 def emit_blocks_learn(learner: DeepLearner, batch: int) -> str:

@@ -1,25 +1,34 @@
-"""The ``--deep bias`` / ``--deep blocks`` project of the c target (``tinycc.deploy.deep``): model.c runs the int8
-front (input -> deep cut) with the emitter's kernels over its own arena, then the learn unit of
-``deep_learn.emit_bias_learn`` (the trained region on the int8 kernels reading the RAM int32 biases, the bias step,
-``tcc_deep_learn`` / ``tcc_deep_predict``; ``--deep blocks``: ``deep_learn.emit_blocks_learn``, the region in float
-with its weights in RAM), and the project's API (templates/model_deep.c.j2, model_deep.h.j2) over a replay buffer of
-int8 cut tensors. The demo, build files and README are the head project's (``deep`` in their context)."""
+"""The ``--deep bias`` / ``--deep blocks`` / ``--train sparse`` project of the c target (``tinycc.deploy.deep``,
+``sparse``): model.c runs the int8 front (input -> deep cut) with the emitter's kernels over its own arena, then the
+learn unit of ``deep_learn.emit_bias_learn`` (the trained region on the int8 kernels reading the RAM int32 biases,
+the bias step, ``tcc_deep_learn`` / ``tcc_deep_predict``; ``--deep blocks``: ``deep_learn.emit_blocks_learn``, the
+region in float with its weights in RAM; ``--train sparse``: ``deep_learn.emit_sparse_learn`` and a second buffer,
+of int8 features, for the classifier), and the project's API (templates/model_deep.c.j2, model_deep.h.j2) over a
+replay buffer of int8 cut tensors. The demo, build files and README are the head project's (``deep`` in their
+context)."""
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
 from ...backend_api import Candidate, MemoryFigures
-from ...ir.deep import DeepLearner
+import numpy as np
+
+from ...ir.deep import DeepLearner, TwoLevelLearner
 from ...ir.deployment import Deployment
 from ...ir.memory_model import Descriptors
 from .. import names
-from .deep_learn import emit_bias_learn, emit_blocks_learn
+from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
 
 
 def deep_learner(dep: Deployment) -> DeepLearner:
-    """The learner the project runs (the deployment's deep cut and mode, its training settings)."""
-    return DeepLearner(dep, dep.meta["deep"]["cut"], dep.meta["deep"]["mode"], capacity=dep.buffer.capacity)
+    """The learner the project runs (the deployment's deep cut and mode, its training settings; ``--train sparse``:
+    the two-level learner of the chosen subset, ``meta["deep"]["features"]`` int8 feature entries)."""
+    deep = dep.meta["deep"]
+    if deep["mode"] == "sparse":
+        return TwoLevelLearner(dep, deep["cut"], "sparse", capacity=dep.buffer.capacity,
+                               head_capacity=deep["features"], subset=deep["subset"], backbone_only=True)
+    return DeepLearner(dep, deep["cut"], deep["mode"], capacity=dep.buffer.capacity)
 
 
 def front_deployment(dep: Deployment) -> Deployment:
@@ -40,12 +49,20 @@ def deep_context(dep: Deployment) -> dict[str, Any]:
     head = [{"k": params.index(op.name), "n_out": int(layer.n_out), "n_in": int(layer.n_in)}
             for op, layer in zip(head_ops, dep.classifier)]
     backbone = [{"k": params.index(op.name), "n": int(learner.tail.params[op.name].bias.size),
-                 "w": int(learner.tail.params[op.name].weight.size)} for op in learner.region_params]
+                 "w": int(learner.tail.params[op.name].weight.size), "tb": learner.tail.trains(op.name)[1],
+                 "tw": int(learner.tail.trained_sizes(op.name)[0])}
+                for op in learner.region_params if any(learner.tail.trains(op.name))]
+    ctx: dict[str, Any] = {"mode": learner.mode, "head": head, "backbone": backbone}
     if learner.mode == "blocks":
         unit = emit_blocks_learn(learner, dep.train.batch_size)
+    elif learner.mode == "sparse":
+        unit = emit_sparse_learn(learner, dep.train.batch_size, dep.config)
+        fq = learner.view.tensors[learner.feat_name].quant
+        ctx["features"] = {"capacity": learner.feat_buffer.capacity, "n": learner.feat_buffer.feature_count,
+                           "scale": f"{float(np.float32(fq.scale[0])):.9e}f", "zp": int(fq.zero_point[0])}
     else:
         unit = emit_bias_learn(learner, dep.train.batch_size, dep.config)
-    return {"mode": learner.mode, "unit": names.Escaped(unit), "head": head, "backbone": backbone}
+    return {**ctx, "unit": names.Escaped(unit)}
 
 
 def deep_figures(candidate: Candidate, figures: MemoryFigures) -> MemoryFigures:
@@ -55,4 +72,7 @@ def deep_figures(candidate: Candidate, figures: MemoryFigures) -> MemoryFigures:
 
     target = candidate.config.target
     d = descriptors(0, target.abi if target is not None else None)
-    return replace(figures, descriptors=Descriptors({"tcc_buf": d.sizes["tcc_buf"]}, d.exact, d.where))
+    learning = candidate.config.learning
+    two = learning is not None and learning.train == "sparse"  # --train sparse: the feature buffer's too
+    sizes = {"tcc_buf": d.sizes["tcc_buf"], **({"tcc_fbuf": d.sizes["tcc_buf"]} if two else {})}
+    return replace(figures, descriptors=Descriptors(sizes, d.exact, d.where))

@@ -93,14 +93,18 @@ def front_graph(ext: Graph, cut: str) -> Graph:
     return g
 
 
-def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: bool = False) -> MemoryReport:
+def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: bool = False,
+                features: int | None = None) -> MemoryReport:
     """The head deployment's report with the deep learner's lines in place of the head's training lines
     (see the module docstring); ``capacity`` cut tensors in the buffer. ``front``: ``head`` is the report of the
     int8 front alone (the target generates the learner): the region's flash tables get their own line and the stack
-    line is kept as measured."""
+    line is kept as measured. ``features`` (``--train sparse``, a two-level learner): the capacity of its buffer of
+    int8 features (``feature buffer``); its step's ``learn step: int8 channels`` are the int8 copies of the trained
+    channels the kernels read."""
     mem = learner.state_bytes()
     blocks = learner.mode == "blocks"
-    names = tuple(op.name for op in learner.region_params) if not blocks else ()
+    names = tuple(op.name for op in learner.region_params if not blocks and learner.tail.trains(op.name)[1])
+    channels = learner.sparse_ram()["int8_channels"] if learner.mode == "sparse" else 0
     moved = {}  # the region's int8 flash lines the whole-extractor report (not front) holds but the learner owns
     if not front:
         w, b, t = extractor_flash(learner.region)
@@ -123,29 +127,38 @@ def deep_report(head: MemoryReport, learner: DeepLearner, capacity: int, front: 
             for group in ("parameters", "int32_biases", "values", "gradients", "scratch", "descriptors", "labels"):
                 r.add(f"learn step: {group.replace('_', ' ')}", "ram", mem[group], detail=details[group] + f" (x {b})"
                       if group in ("values", "gradients", "scratch", "labels") else details[group])
+            if learner.mode == "sparse":
+                r.add("learn step: int8 channels", "ram", channels, detail="int8 copy of the trained output "
+                      "channels the int8 kernels read, requantized after each step")
             r.add("kept int8 activations", "ram", mem["kept_int8"],
                   detail="none: the float region keeps its float values (learn step: values)" if blocks else
                   f"the trained region's int8 outputs the bias step reads (x batch {b})")
             r.add("replay buffer", "ram", buffer_bytes(learner, capacity),
                   detail=f"{capacity} int8 cut tensors of {learner.buffer.feature_count} values + label + stamp")
+            if features is not None:
+                n = learner.feat_buffer.feature_count
+                r.add("feature buffer", "ram", ReplayBuffer.bytes_for(features, n, "int8"),
+                      detail=f"{features} int8 features of {n} values + label + stamp (the classifier's replay)")
             if front:
                 r.add("outputs", "ram", 4 * learner.num_classes, detail="float32 probabilities of the last predict")
     known = learner.known_tensors()
     r.add("learn step constants", "flash", step_flash(learner.tail, names, known),
           detail="none: every weight of the float region trains (RAM)" if blocks else
           "frozen int8 region weights + float scale per channel, bias scales")
-    r.add("learn step initial values", "flash", mem["parameters"] + mem["int32_biases"],
+    r.add("learn step initial values", "flash", mem["parameters"] + mem["int32_biases"] + channels,
           detail="load image of the trained float32 parameters" if blocks else
           "load image of the trained parameters and int32 biases")
     if front and blocks:
         r.add("learn step region tables", "flash", 0, detail="none: the trained region runs in float (its "
               "weights are the learn step's parameters)")
     elif front:  # the region's int8 forward: its weights (those the step keeps as int8 are shared) and tables
-        w, _, t = extractor_flash(learner.region)
+        w, b, t = extractor_flash(learner.region)
         shared = sum(wq.size for wq, _ in int8_weights(learner.tail, known).values())
+        t += b - sum(4 * learner.tail.params[n].bias.size for n in names)  # sparse: the frozen int32 biases
         r.add("learn step region tables", "flash", w - shared + t,
               detail="the trained region's int32 multiplier and shift per channel (its int8 kernels; the int8 "
-                     "weights are the learn step's)" if w == shared else
+                     "weights are the learn step's" + ("; its frozen int32 biases" if learner.mode == "sparse" else "")
+                     + ")" if w == shared else
               "the trained region's int8 weights the step does not keep + int32 multiplier and shift per channel")
     return r
 
@@ -202,7 +215,7 @@ def _build_deep(graph: Any, config: CompileConfig, session: Any, backend: Any, c
     dep.meta["deep"] = {"mode": mode, "cut": cut, "trains": trains, "deep_lr": learn.backbone_lr,
                         "parameters": int(learner.tail.parameter_count())}
     dep.buffer = BufferConfig(1, learn.policy, "int8", learn.seed)
-    report_for = _front_reports(dep, learner, config, backend)
+    report_for = front_reports(dep, learner, config, backend)
     if report_for is None:  # the target does not generate the learner (it refuses): the head's extractor lines
         head = MemoryReport()
         for it in dep.memory["items"]:
@@ -246,7 +259,7 @@ def learning_state(report: MemoryReport, learner: DeepLearner) -> dict[str, Any]
             "buffer_entry_bytes": buffer_bytes(learner, 2) - buffer_bytes(learner, 1)}
 
 
-def _front_reports(dep: Deployment, learner: DeepLearner, config: CompileConfig,
+def front_reports(dep: Deployment, learner: DeepLearner, config: CompileConfig,
                    backend: Any) -> Callable[[int], MemoryReport] | None:
     """Where ``backend`` generates the deep learner (``deep_figures``): the report of ``dep`` with ``capacity``
     buffer entries, from its int8 front's figures and the measured stack of the deep API (``dep.meta["deep_front"]``
@@ -264,6 +277,6 @@ def _front_reports(dep: Deployment, learner: DeepLearner, config: CompileConfig,
                              figures.tables, stack, code_table=code_table(config.target))
     backend.adjust_report(head, cand, figures)
 
-    def report_for(capacity: int) -> MemoryReport:
-        return deep_report(head, learner, capacity, front=True)
+    def report_for(capacity: int, features: int | None = None) -> MemoryReport:
+        return deep_report(head, learner, capacity, front=True, features=features)
     return report_for

@@ -64,7 +64,7 @@ class SparseChoice:
     def describe(self) -> str:
         """What ``tinycc compile --train sparse`` prints: the choice, its memory, every candidate measured."""
         m = self.memory
-        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: head-only)"
+        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: the head-only project)"
         lines = [f"sparse: cut at {self.cut!r}; trains {what} + the classifier; step {m['step']:,} B, "
                  f"{m['cut_entries']} cut tensors {m['cut_buffer']:,} B, {m['features']:,} feature entries "
                  f"{m['feature_buffer']:,} B, fixed {m['fixed']:,} B; total RAM {m['total']:,} B of "
@@ -247,10 +247,9 @@ def labelled_data(graph: Any, config: Any, session: Any) -> tuple[np.ndarray, np
     return x, y
 
 
-def build_sparse_choice(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
-                        head: Any) -> SparseChoice:
-    """``tinycc compile --train sparse``: the head deployment (``head``, the registry's deployer) without a budget,
-    the deep cut, then ``choose_sparse`` under ``--ram`` on the labelled ``--calib`` data."""
+def _head_and_data(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
+                   head: Any) -> tuple[Any, str, np.ndarray, np.ndarray]:
+    """The head deployment (``head``, the registry's deployer) without a budget, the deep cut and the labelled data."""
     from dataclasses import replace
 
     from .deep import choose_deep_cut
@@ -268,5 +267,101 @@ def build_sparse_choice(graph: Any, config: Any, session: Any, backend: Any, cal
     n_classes = int(dep.classifier[-1].n_out)
     if y.min() < 0 or y.max() >= n_classes:
         raise TinyccError(f"--train sparse: labels must be classes in 0..{n_classes - 1}")
-    cut = choose_deep_cut(dep, learn.deep_cut)
-    return choose_sparse(dep, cut, x, y, int(ram), learn.lr, learn.backbone_lr)
+    return dep, choose_deep_cut(dep, learn.deep_cut), x, y
+
+
+def build_sparse_choice(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
+                        head: Any) -> SparseChoice:
+    """``tinycc compile --train sparse``'s analysis: the head deployment without a budget, the deep cut, then
+    ``choose_sparse`` under ``--ram`` on the labelled ``--calib`` data."""
+    dep, cut, x, y = _head_and_data(graph, config, session, backend, calib, head)
+    learn = config.learning
+    return choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr)
+
+
+def build_sparse_deployment(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
+                            head: Any) -> tuple[Any, SparseChoice]:
+    """The ``--train sparse`` deployment and its choice: ``choose_sparse`` picks the subset, ``sparse_deployment``
+    sizes what the target generates; the choice's memory is then the report's (its total equals the report's RAM).
+    The choice nothing (no candidate gained) is the head-only step inside the same two-level project."""
+    from dataclasses import replace
+
+    dep, cut, x, y = _head_and_data(graph, config, session, backend, calib, head)
+    learn = config.learning
+    choice = choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr)
+    if not choice.subset:  # nothing gained: the head-only project under the same budget
+        dep = head(graph, replace(config, learning=replace(learn, train="all", deep_cut=None, deep_lr=None)),
+                   session, backend, calib=calib)
+        items = {i["name"]: int(i["bytes"]) for i in dep.memory["items"] if i["section"] == "ram"}
+        feat_buf = items.get("replay buffer", 0)
+        step = sum(items.get(k, 0) for k in HEAD_ITEMS) - feat_buf
+        total = int(dep.memory["ram"])
+        choice.memory.update(step=step, cut_entries=0, cut_buffer=0, features=int(dep.buffer.capacity),
+                             feature_buffer=feat_buf, total=total, fixed=total - step - feat_buf)
+        return dep, choice
+    dep = sparse_deployment(dep, cut, choice.subset, int(choice.memory["cut_entries"]), config, backend,
+                            [c.label for c in choice.chosen])
+    choice.memory.update(dep.memory["sparse"])
+    return dep, choice
+
+
+def sparse_deployment(dep: Any, cut: str, subset: dict[str, Trained], entries: int, config: Any, backend: Any,
+                      trains: list[str] | None = None) -> Any:
+    """``dep`` (the head deployment) made the deployment of ``subset`` for the target (``TwoLevelLearner`` mode
+    ``sparse``, backbone-only deep step; ``meta["deep"]``: mode ``sparse``, the cut, the subset, the feature
+    entries), sized exactly as ``--deep bias``'s: the int8 front's figures, the step's lines, ``learn step: int8
+    channels``, the ``replay buffer`` of ``entries`` cut tensors and a ``feature buffer`` as large as ``--ram`` leaves
+    room for (or ``--buffer``; else the default). ``memory["sparse"]``: the choice's figures from the report. A target
+    that does not generate the learner refuses in one line."""
+    from ..errors import BudgetError
+    from ..ir.deployment import BufferConfig
+    from .deep import buffer_bytes, front_reports, learning_state
+    from .learning import DEFAULT_BUFFER
+    from .stage import check_addressable, check_budget
+
+    learn, ram = config.learning, config.memory.ram
+    dep.config = config
+    dep.meta["deep"] = {"mode": "sparse", "cut": cut, "trains": list(trains or []), "deep_lr": learn.backbone_lr,
+                        "subset": dict(subset), "features": 1}
+    dep.buffer = BufferConfig(entries, learn.policy, "int8", learn.seed)
+    try:
+        learner = TwoLevelLearner(dep, cut, "sparse", capacity=entries, head_capacity=1, subset=subset,
+                                  backbone_only=True)
+    except ValueError as e:
+        raise TinyccError(f"--train sparse: {e}") from None
+    dep.meta["deep"]["parameters"] = int(learner.tail.parameter_count())
+    report_for = front_reports(dep, learner, config, backend)
+    if report_for is None:
+        backend.check(dep)  # the target's own refusal of a deep learner, in one line naming why
+        raise TinyccError(f"--train sparse: the {getattr(backend, 'name', 'chosen')} target does not generate the "
+                          "sparse learner; `tinycc compile -t c --train sparse` generates it")
+    n = learner.feat_buffer.feature_count
+
+    def fb(h: int) -> int:
+        return ReplayBuffer.bytes_for(h, n, "int8")
+    if learn.buffer:
+        h = int(learn.buffer)
+    elif ram:
+        fixed = report_for(entries, 1).total("ram") - fb(1)
+        per = fb(2) - fb(1)
+        h = (int(ram) - fixed - (fb(1) - per)) // per
+        if h < 1:
+            need = fixed + fb(1)
+            raise BudgetError(f"--train sparse: RAM {need:,} bytes with one feature entry ({need - ram:,} above "
+                              f"{config.memory.where} {ram:,}); give more RAM")
+    else:
+        h = DEFAULT_BUFFER
+    report = report_for(entries, int(h))
+    check_budget(report, config)
+    check_addressable(report)
+    dep.meta["deep"]["features"] = int(h)
+    items = {it.name: it.bytes for it in report.items}
+    step = sum(b for k, b in items.items() if k.startswith("learn step: ") or k == "kept int8 activations")
+    total = report.total("ram")
+    cut_buf, feat_buf = buffer_bytes(learner, entries), fb(int(h))
+    figures = {"step": step, "cut_entries": entries, "cut_buffer": cut_buf, "features": int(h),
+               "feature_buffer": feat_buf, "total": total, "fixed": total - step - cut_buf - feat_buf}
+    dep.memory = {"report": report.table(), **report.to_dict(), "cut": dep.meta["cut"], "deep_cut": cut,
+                  "buffer_capacity": entries, "feature_capacity": int(h), "deep": learning_state(report, learner),
+                  "sparse": figures}
+    return dep

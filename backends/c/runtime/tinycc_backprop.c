@@ -44,13 +44,25 @@ static size_t w_at(const tcc_bp_conv_t *p, int32_t o, int32_t i, int32_t j) {
     return (((size_t)o * (size_t)p->kh + (size_t)i) * (size_t)p->kw + (size_t)j) * (size_t)p->c;
 }
 
-/* weight element idx of output channel o: the float weight, or the int8 one dequantized (scale ws[o]) */
-static float wval(const float *wt, const int8_t *wq, const float *ws, size_t idx, int32_t o) {
-    return wt ? wt[idx] : ws[o] * (float)wq[idx];
+/* where a layer's weights are: float wt (every channel), or int8 wq (zero point 0, scale ws[o]) with, where row is
+ * not NULL, the float masters wm [nch][per] of the channels o with row[o] >= 0 (--train sparse) */
+typedef struct {
+    const float *wt;
+    const int8_t *wq;
+    const float *ws;
+    const float *wm;
+    const int32_t *row;
+    int32_t per;
+} wsrc_t;
+
+/* weight element idx of output channel o (off: its place in the channel's row) */
+static float wval(const wsrc_t *s, size_t idx, int32_t o, size_t off) {
+    if (s->wt) return s->wt[idx];
+    if (s->row && s->row[o] >= 0) return s->wm[(size_t)s->row[o] * (size_t)s->per + off];
+    return s->ws[o] * (float)s->wq[idx];
 }
 
-static void conv_dx(const tcc_bp_conv_t *p, const float *wt, const int8_t *wq, const float *ws, const float *dz,
-                    float *dx) {
+static void conv_dx(const tcc_bp_conv_t *p, const wsrc_t *ws, const float *dz, float *dx) {
     size_t total = (size_t)p->n * (size_t)p->h * (size_t)p->w * (size_t)p->c;
     for (size_t k = 0; k < total; ++k) dx[k] = 0.0f;
     for (int32_t n = 0; n < p->n; ++n)
@@ -69,11 +81,12 @@ static void conv_dx(const tcc_bp_conv_t *p, const float *wt, const int8_t *wq, c
                             if (p->mult) {
                                 for (int32_t m = 0; m < p->mult; ++m) {
                                     int32_t o = c * p->mult + m;
-                                    s += d[o] * wval(wt, wq, ws, w_at(p, o, i, j), o);
+                                    s += d[o] * wval(ws, w_at(p, o, i, j), o, (size_t)i * (size_t)p->kw + (size_t)j);
                                 }
                             } else {
                                 for (int32_t o = 0; o < p->o; ++o)
-                                    s += d[o] * wval(wt, wq, ws, w_at(p, o, i, j) + (size_t)c, o);
+                                    s += d[o] * wval(ws, w_at(p, o, i, j) + (size_t)c, o,
+                                                     ((size_t)i * (size_t)p->kw + (size_t)j) * (size_t)p->c + (size_t)c);
                             }
                             g[c] += s;
                         }
@@ -82,12 +95,24 @@ static void conv_dx(const tcc_bp_conv_t *p, const float *wt, const int8_t *wq, c
             }
 }
 
+static int32_t per_channel(const tcc_bp_conv_t *p) {
+    return p->mult ? p->kh * p->kw : p->kh * p->kw * p->c;
+}
+
 void tcc_bp_conv_dx(const tcc_bp_conv_t *p, const float *wt, const float *dz, float *dx) {
-    conv_dx(p, wt, NULL, NULL, dz, dx);
+    const wsrc_t s = {wt, NULL, NULL, NULL, NULL, 0};
+    conv_dx(p, &s, dz, dx);
 }
 
 void tcc_bp_conv_dx_q(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *dz, float *dx) {
-    conv_dx(p, NULL, wq, ws, dz, dx);
+    const wsrc_t s = {NULL, wq, ws, NULL, NULL, 0};
+    conv_dx(p, &s, dz, dx);
+}
+
+void tcc_bp_conv_dx_rows(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *wm,
+                         const int32_t *row, const float *dz, float *dx) {
+    const wsrc_t s = {NULL, wq, ws, wm, row, per_channel(p)};
+    conv_dx(p, &s, dz, dx);
 }
 
 /* gradient of the weight element (o, i, j, c) (depthwise: c is o's input channel) */
@@ -121,59 +146,93 @@ static int apply(float *w, float g, float lr, int write) {
     return 1;
 }
 
-int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float *x, const float *dz, float lr,
-                       int train_w, int write) {
+/* the weight element (o, i, j, c) to update: in wt (layout of the layer), or with row in the masters wm; NULL when
+ * channel o is frozen */
+static float *wslot(const tcc_bp_conv_t *p, float *wt, const int32_t *row, int32_t o, int32_t i, int32_t j, int32_t c) {
+    size_t off = (size_t)i * (size_t)p->kw + (size_t)j;
+    if (!row) return &wt[w_at(p, o, i, j) + (p->mult ? 0 : (size_t)c)];
+    if (row[o] < 0) return NULL;
+    return &wt[(size_t)row[o] * (size_t)per_channel(p) + (p->mult ? off : off * (size_t)p->c + (size_t)c)];
+}
+
+static int conv_update(const tcc_bp_conv_t *p, float *wt, const int32_t *row, float *b, const float *x,
+                       const float *dz, float lr, int train_w, int write) {
     int ok = 1;
     if (train_w)
-        for (int32_t o = 0; o < p->o; ++o)
+        for (int32_t o = 0; o < p->o; ++o) {
+            if (row && row[o] < 0) continue;
             for (int32_t i = 0; i < p->kh; ++i)
-                for (int32_t j = 0; j < p->kw; ++j) {
-                    if (p->mult) {
-                        ok &= apply(&wt[w_at(p, o, i, j)], conv_grad(p, x, dz, o, i, j, o / p->mult), lr, write);
-                        continue;
-                    }
-                    for (int32_t c = 0; c < p->c; ++c)
-                        ok &= apply(&wt[w_at(p, o, i, j) + (size_t)c], conv_grad(p, x, dz, o, i, j, c), lr, write);
-                }
-    for (int32_t o = 0; o < p->o; ++o)
+                for (int32_t j = 0; j < p->kw; ++j)
+                    for (int32_t c = 0; c < (p->mult ? 1 : p->c); ++c)
+                        ok &= apply(wslot(p, wt, row, o, i, j, c),
+                                    conv_grad(p, x, dz, o, i, j, p->mult ? o / p->mult : c), lr, write);
+        }
+    for (int32_t o = 0; o < p->o && b; ++o)
         ok &= apply(&b[o], bias_grad(p->n * p->oh * p->ow, p->o, dz, o), lr, write);
     return ok;
 }
 
-static void dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const int8_t *wq, const float *ws,
-                     const float *dz, float *dx) {
+int tcc_bp_conv_update(const tcc_bp_conv_t *p, float *wt, float *b, const float *x, const float *dz, float lr,
+                       int train_w, int write) {
+    return conv_update(p, wt, NULL, b, x, dz, lr, train_w, write);
+}
+
+int tcc_bp_conv_update_rows(const tcc_bp_conv_t *p, float *wm, const int32_t *row, float *b, const float *x,
+                            const float *dz, float lr, int write) {
+    return conv_update(p, wm, row, b, x, dz, lr, 1, write);
+}
+
+static void dense_dx(int32_t n, int32_t in, int32_t out, const wsrc_t *ws, const float *dz, float *dx) {
     for (int32_t r = 0; r < n; ++r)
         for (int32_t i = 0; i < in; ++i) {
             float s = 0.0f;
             for (int32_t o = 0; o < out; ++o)
-                s += dz[(size_t)r * (size_t)out + (size_t)o] * wval(wt, wq, ws, (size_t)o * (size_t)in + (size_t)i, o);
+                s += dz[(size_t)r * (size_t)out + (size_t)o] * wval(ws, (size_t)o * (size_t)in + (size_t)i, o, (size_t)i);
             dx[(size_t)r * (size_t)in + (size_t)i] = s;
         }
 }
 
 void tcc_bp_dense_dx(int32_t n, int32_t in, int32_t out, const float *wt, const float *dz, float *dx) {
-    dense_dx(n, in, out, wt, NULL, NULL, dz, dx);
+    const wsrc_t s = {wt, NULL, NULL, NULL, NULL, 0};
+    dense_dx(n, in, out, &s, dz, dx);
 }
 
 void tcc_bp_dense_dx_q(int32_t n, int32_t in, int32_t out, const int8_t *wq, const float *ws, const float *dz,
                        float *dx) {
-    dense_dx(n, in, out, NULL, wq, ws, dz, dx);
+    const wsrc_t s = {NULL, wq, ws, NULL, NULL, 0};
+    dense_dx(n, in, out, &s, dz, dx);
 }
 
-int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,
-                        float lr, int train_w, int write) {
+void tcc_bp_dense_dx_rows(int32_t n, int32_t in, int32_t out, const int8_t *wq, const float *ws, const float *wm,
+                          const int32_t *row, const float *dz, float *dx) {
+    const wsrc_t s = {NULL, wq, ws, wm, row, in};
+    dense_dx(n, in, out, &s, dz, dx);
+}
+
+static int dense_update(int32_t n, int32_t in, int32_t out, float *wt, const int32_t *row, float *b, const float *x,
+                        const float *dz, float lr, int train_w, int write) {
     int ok = 1;
     for (int32_t o = 0; o < out; ++o) {
-        if (train_w)
+        if (train_w && !(row && row[o] < 0))
             for (int32_t i = 0; i < in; ++i) {
                 float g = 0.0f;
                 for (int32_t r = 0; r < n; ++r)
                     g += dz[(size_t)r * (size_t)out + (size_t)o] * x[(size_t)r * (size_t)in + (size_t)i];
-                ok &= apply(&wt[(size_t)o * (size_t)in + (size_t)i], g, lr, write);
+                ok &= apply(&wt[(size_t)(row ? row[o] : o) * (size_t)in + (size_t)i], g, lr, write);
             }
-        ok &= apply(&b[o], bias_grad(n, out, dz, o), lr, write);
+        if (b) ok &= apply(&b[o], bias_grad(n, out, dz, o), lr, write);
     }
     return ok;
+}
+
+int tcc_bp_dense_update(int32_t n, int32_t in, int32_t out, float *wt, float *b, const float *x, const float *dz,
+                        float lr, int train_w, int write) {
+    return dense_update(n, in, out, wt, NULL, b, x, dz, lr, train_w, write);
+}
+
+int tcc_bp_dense_update_rows(int32_t n, int32_t in, int32_t out, float *wm, const int32_t *row, float *b,
+                             const float *x, const float *dz, float lr, int write) {
+    return dense_update(n, in, out, wm, row, b, x, dz, lr, 1, write);
 }
 
 static void zero_input(const tcc_bp_conv_t *p, float *dx) {
@@ -312,5 +371,16 @@ void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int3
     for (int32_t k = 0; k < count; ++k) {
         double v = rint((double)b[k] / (double)scale[k]);
         q[k] = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
+    }
+}
+
+void tcc_bp_requantize_rows(const float *wm, const float *ws, const int32_t *row, int32_t out, int32_t per, int8_t *w8) {
+    for (int32_t o = 0; o < out; ++o) {
+        if (row[o] < 0) continue;
+        for (int32_t k = 0; k < per; ++k) {
+            size_t at_k = (size_t)row[o] * (size_t)per + (size_t)k;
+            double v = rint((double)wm[at_k] / (double)ws[o]);
+            w8[at_k] = (int8_t)(v > 127.0 ? 127 : v < -127.0 ? -127 : (int32_t)v);
+        }
     }
 }

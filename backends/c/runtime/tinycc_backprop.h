@@ -1,5 +1,4 @@
 /* tinycc: float backward kernels for learning beyond the head (reference: tinycc.ir.backprop).
- * Not yet part of generated projects: the building blocks of trainable convolution blocks.
  * Layout NHWC; Conv2D weights [O][KH][KW][C]; depthwise [KH][KW][C*M]; Dense [O][I].
  * The weight update is fused (Tiny Training Engine): every gradient element is computed and applied in
  * place, no weight-sized gradient array; a check pass refuses the step before anything is written. */
@@ -60,5 +59,20 @@ void tcc_fp_act(float *y, int32_t count, int act);
 /* int8 backbone bias learning: q[c] = rint(b[c] / scale[c]) in double (half to even), clamped to int32; the
  * int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
 void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count);
+
+/* --train sparse: a layer whose trained output channels o (row[o] >= 0) keep float masters wm [nch][per] (per:
+ * weights per output channel, kh*kw*c; depthwise kh*kw; Dense in), the others their int8 weights wq (zero point 0,
+ * scale ws[o]). dx with the old weights of both kinds; the fused update of the masters (b NULL: a frozen bias); the
+ * int8 copy w8 [nch][per] the int8 kernels read: rint(wm / ws[o]) in double (half to even), clamped to [-127, 127]
+ * (reference: tinycc.ir.deep.DeepLearner mode sparse). */
+void tcc_bp_conv_dx_rows(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *wm,
+                         const int32_t *row, const float *dz, float *dx);
+void tcc_bp_dense_dx_rows(int32_t n, int32_t in, int32_t out, const int8_t *wq, const float *ws, const float *wm,
+                          const int32_t *row, const float *dz, float *dx);
+int tcc_bp_conv_update_rows(const tcc_bp_conv_t *p, float *wm, const int32_t *row, float *b, const float *x,
+                            const float *dz, float lr, int write);
+int tcc_bp_dense_update_rows(int32_t n, int32_t in, int32_t out, float *wm, const int32_t *row, float *b,
+                             const float *x, const float *dz, float lr, int write);
+void tcc_bp_requantize_rows(const float *wm, const float *ws, const int32_t *row, int32_t out, int32_t per, int8_t *w8);
 
 #endif

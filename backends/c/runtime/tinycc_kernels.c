@@ -115,6 +115,100 @@ int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
 #define TCC_REQUANT_FN tcc_requant_s16
 #include "tinycc_kernels_tpl.h"
 
+/* one output pixel of channel o of a convolution (m 0) or depthwise (multiplier m) from its weight row wr */
+static int32_t conv_row_acc(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *wr, int32_t m,
+                            int32_t kh, int32_t kw, int32_t y, int32_t x, int32_t sh, int32_t sw, int32_t dh,
+                            int32_t dw, int32_t pt, int32_t pl, int32_t in_zp, int32_t o) {
+    int32_t acc = 0, ky, kx, c;
+    for (ky = 0; ky < kh; ++ky) {
+        const int32_t iy = y * sh - pt + ky * dh;
+        if (iy < 0 || iy >= ih) {
+            continue;
+        }
+        for (kx = 0; kx < kw; ++kx) {
+            const int32_t ix = x * sw - pl + kx * dw;
+            const int8_t *px = in + ((int32_t)iy * iw + ix) * ic;
+            if (ix < 0 || ix >= iw) {
+                continue;
+            }
+            if (m) {
+                acc += ((int32_t)px[o / m] - in_zp) * (int32_t)wr[ky * kw + kx];
+                continue;
+            }
+            for (c = 0; c < ic; ++c) {
+                acc += ((int32_t)px[c] - in_zp) * (int32_t)wr[(ky * kw + kx) * ic + c];
+            }
+        }
+    }
+    return acc;
+}
+
+static void conv_rows(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8, const int32_t *bias,
+                      int32_t oc, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw,
+                      int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                      int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow,
+                      const int32_t *row) {
+    const int32_t per = m ? kh * kw : kh * kw * ic;
+    int32_t y, x, o;
+    for (o = 0; o < oc; ++o) {
+        if (row[o] < 0) {
+            continue;
+        }
+        for (y = 0; y < oh; ++y) {
+            for (x = 0; x < ow; ++x) {
+                int32_t acc = conv_row_acc(in, ih, iw, ic, w8 + row[o] * per, m, kh, kw, y, x, sh, sw, dh, dw, pt,
+                                           pl, in_zp, o);
+                if (bias) {
+                    acc += TCC_READ_S32(bias + o);
+                }
+                acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
+                out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
+            }
+        }
+    }
+}
+
+void tcc_conv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8, const int32_t *bias,
+                        int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                        int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                        int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow,
+                        const int32_t *row) {
+    (void)groups; /* 1: the trainable convolutions */
+    conv_rows(in, ih, iw, ic, w8, bias, oc, 0, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp, act_min,
+              act_max, out, oh, ow, row);
+}
+
+void tcc_dwconv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8, const int32_t *bias,
+                          int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                          int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
+                          int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow, const int32_t *row) {
+    conv_rows(in, ih, iw, ic, w8, bias, ic * m, m, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp,
+              act_min, act_max, out, oh, ow, row);
+}
+
+void tcc_fc_rows_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w8, const int32_t *bias, int32_t n_out,
+                    const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
+                    int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row) {
+    int32_t r, o, i;
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < n_out; ++o) {
+            const int32_t q = per_channel ? o : 0;
+            int32_t acc = 0;
+            if (row[o] < 0) {
+                continue;
+            }
+            for (i = 0; i < n_in; ++i) {
+                acc += ((int32_t)in[r * n_in + i] - in_zp) * (int32_t)w8[row[o] * n_in + i];
+            }
+            if (bias) {
+                acc += TCC_READ_S32(bias + o);
+            }
+            acc = tcc_mbqm(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)) + out_zp;
+            out[r * n_out + o] = clamp8(acc, act_min, act_max);
+        }
+    }
+}
+
 void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
                 int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
                 int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
