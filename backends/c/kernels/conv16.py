@@ -24,7 +24,7 @@ from . import render
 from .common import WIDEN_GUARD
 
 KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
-QUAD = 4  # output channels per block of the convolution and dense loops
+UNROLL_TAPS = 25  # depthwise windows up to this many taps: an interior pixel's taps unrolled (literal offsets)
 
 
 def is_int16(g: Graph, op: Op) -> bool:
@@ -43,6 +43,20 @@ def requant_tables(mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.
     s = np.maximum(0, 33 - total)
     t = total + s - 32
     return (reduced << s).astype(np.int64), t.astype(np.int64)
+
+
+def uniform_tables(mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """`requant_tables` with one t for every channel (the multipliers scaled to fit): (m per channel, t), or None
+    where the channels' total shifts spread too far (each m = reduced << s needs 0 <= s <= 16)."""
+    mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+    if requant_tables(mult, shift) is None:
+        return None
+    reduced = np.where(mult < 0x7FFF0000, (mult + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - shift
+    t = max(1, int(total.max()) - 32)
+    if t > int(total.min()) - 16:
+        return None
+    return (reduced << (t + 32 - total)).astype(np.int64), t
 
 
 def _sum_bound(g: Graph, op: Op) -> np.ndarray:
@@ -103,11 +117,15 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     geo = _geometry(g, op)
     p = conv_params(g, op)
     m, t = requant_tables(p["mult"], p["shift"])
+    uni = uniform_tables(p["mult"], p["shift"])
+    if uni is not None:  # one literal shift: the multipliers scaled to it (the shift table then holds t alone)
+        m, t = uni[0], np.full(len(m), uni[1], np.int64)
     ctx = dict(geo, KIND={OpKind.CONV2D: "conv", OpKind.DENSE: "conv", OpKind.DEPTHWISE_CONV2D: "dw"}[op.kind],
                OP=op.kind.value, PER_CHANNEL=len(m) > 1, HAS_BIAS=len(op.inputs) > 2, WIDE=widen,
                LO=int(p["act"][0]), HI=int(p["act"][1]),
                CLIP_Y=_clipped(geo["OH"], geo["SH"], geo["PT"], geo["KH"], geo["IH"]),
-               CLIP_X=_clipped(geo["OW"], geo["SW"], geo["PL"], geo["KW"], geo["IW"]))
+               CLIP_X=_clipped(geo["OW"], geo["SW"], geo["PL"], geo["KW"], geo["IW"]),
+               UNROLL=geo["KH"] * geo["KW"] <= UNROLL_TAPS, T=uni[1] if uni is not None else 0)
     w = g.tensors[op.inputs[1]]
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]),
             arrays.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL",

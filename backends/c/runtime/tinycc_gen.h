@@ -772,10 +772,14 @@ TCC_INLINE int32_t tcc16_bias(const int64_t *b, int32_t o) { /* an int64 bias th
     return TCC_READ_S32((const int32_t *)(const void *)(b + o));
 }
 #if TCC_DSP
+#define tcc16_ssat(v) __ssat((v), 16)            /* clamp to [-32768, 32767] */
+#define tcc16_usat(v) ((int32_t)__usat((v), 15)) /* clamp to [0, 32767] */
 #define tcc16_smlad(x, w, a) ((int32_t)__smlad((uint32_t)(x), (uint32_t)(w), (a)))
 #define tcc16_smlabb(x, w, a) __smlabb((x), (w), (a))
 #define tcc16_smlatt(x, w, a) __smlatt((x), (w), (a))
 #else
+TCC_INLINE int32_t tcc16_ssat(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
+TCC_INLINE int32_t tcc16_usat(int32_t v) { return v < 0 ? 0 : v > 32767 ? 32767 : v; }
 TCC_INLINE int32_t tcc16_smlad(int32_t x, int32_t w, int32_t a) {
     return a + (int32_t)(int16_t)x * (int16_t)w + (x >> 16) * (w >> 16);
 }
