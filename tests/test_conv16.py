@@ -24,9 +24,10 @@ KINDS = ("conv2d", "depthwise_conv2d", "dense")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
 
 
-def _case(kind: str, rng: np.random.Generator, big_bias: bool = False):
+def _case(kind: str, rng: np.random.Generator, big_bias: bool = False, spread: bool = False):
     """A one-op int16 graph: random geometry, weights, int64 bias (``big_bias``: beyond int32 sums, the portable
-    fallback), per-channel scales (per tensor for some dense layers), a fused activation."""
+    fallback), per-channel scales (per tensor for some dense layers; ``spread``: over 6 decades, too far for one
+    shift), a fused activation."""
     s_in = float(np.float32(10 ** rng.uniform(-4, -2)))
     act = ["none", "relu", "relu6"][int(rng.integers(0, 3))]
     ic, oc = int(rng.integers(1, 10)), int(rng.integers(1, 10))
@@ -50,7 +51,7 @@ def _case(kind: str, rng: np.random.Generator, big_bias: bool = False):
                  "activation": act}
     per_tensor = kind == "dense" and rng.integers(0, 2) == 1
     ws = np.full(oc, np.float32(10 ** rng.uniform(-3, -1))) if per_tensor else \
-        (10 ** rng.uniform(-3, -1, oc)).astype(np.float32)
+        (10 ** rng.uniform(-7 if spread else -3, -1, oc)).astype(np.float32)
     wt = rng.integers(-127, 128, wshape).astype(np.int8)
     b = rng.integers(-(1 << (34 if big_bias else 22)), 1 << (34 if big_bias else 22), oc).astype(np.int64)
     wq = QuantParams(ws[:1], np.zeros(1, np.int64)) if per_tensor else QuantParams(ws, np.zeros(oc, np.int64), axis)
@@ -64,15 +65,15 @@ def _cases(n: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        g = _case(KINDS[i % 3], rng, big_bias=i % 10 == 9)
+        g = _case(KINDS[i % 3], rng, big_bias=i % 10 == 9, spread=i % 10 in (3, 4, 5))
         out.append((g, rng.integers(-32768, 32768, g.tensors["x"].shape).astype(np.int16)))
     return out
 
 
-def _program(cases: list) -> tuple[str, list[str], int]:
+def _program(cases: list) -> tuple[str, list[str], list[str]]:
     """One C program: each case's tables, its generated function (renamed per case) or portable call, a dump of
-    its output; the expected lines (run_int8) and how many cases ran a generated function."""
-    decls, body, want, arena, generated = [], [], [], 16, 0
+    its output; the expected lines (run_int8) and the generated functions' code."""
+    decls, body, want, arena, generated = [], [], [], 16, []
     for i, (g, x) in enumerate(cases):
         em = _Builder(whole_model(g, "tinycc")).build()
         arena = max(arena, em.plan.arena)
@@ -81,7 +82,7 @@ def _program(cases: list) -> tuple[str, list[str], int]:
             d = f"static const {a.ctype} {names[a.name]}[{a.count}] = {{{', '.join(a.values)}}};"
             decls += [f"#if {a.guard}", d, "#endif"] if a.guard else [d]
         for k in em.kernels:
-            generated += 1
+            generated.append(k.code)
             decls.append(k.code.replace(k.fn, f"{k.fn}_c{i}"))
         vals = ", ".join(str(int(v)) for v in x.reshape(-1))
         body += [f"    {{ static const int16_t in[{x.size}] = {{{vals}}};",
@@ -111,7 +112,10 @@ def test_generated_int16_kernels_equal_run_int8_on_the_host(tmp_path: Path) -> N
     chosen = [choose(g, g.ops[0], "tinycc") is conv16 for g, _ in cases]
     assert sum(chosen) == 81 and not any(chosen[9::10])  # the int64-sum layers are left to tcc_*_s16
     src, want, generated = _program(cases)
-    assert generated == 81
+    assert len(generated) == 81
+    for path in ("two pixels, the same taps", "every tap: unrolled", "one shift for every channel",
+                 "tcc16_usat", "tcc16_ssat", "tcc16_rq("):  # each form of the template runs here
+        assert any(path in code for code in generated), path
     got = c_harness.run_runtime_program(src, tmp_path, "conv16")
     assert got[-1] == "done" and len(got) == len(want) + 1
     for line, ref, (g, _) in zip(got, want, cases):
@@ -128,7 +132,7 @@ def test_generated_int16_kernels_equal_run_int8_on_cortex_m4(tmp_path: Path) -> 
 
     m4 = next(t for t in BUILTIN_TARGETS if t.name == "m4")
     src, want, generated = _program(_cases(45, 161))
-    assert generated > 35
+    assert len(generated) > 35
     templates = RUNTIME.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
     (tmp_path / "startup.c").write_text((templates / "startup.c.j2").read_text())
     (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
