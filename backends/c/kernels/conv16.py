@@ -126,7 +126,7 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
                CLIP_Y=_clipped(geo["OH"], geo["SH"], geo["PT"], geo["KH"], geo["IH"]),
                CLIP_X=_clipped(geo["OW"], geo["SW"], geo["PL"], geo["KW"], geo["IW"]),
                UNROLL=geo["KH"] * geo["KW"] <= UNROLL_TAPS, T=uni[1] if uni is not None else 0)
-    ctx["PAIR"] = ctx["KIND"] == "conv" and geo["OW"] > 1 and not ctx["CLIP_X"]  # pixel pairs share their taps
+    ctx["PAIR"] = ctx["KIND"] == "conv" and geo["OW"] > 1  # neighbouring pixels with the same taps: one block
     w = g.tensors[op.inputs[1]]
     args = [arrays.ptr(op.inputs[0]), arrays.ptr(op.outputs[0]), arrays.const(op.inputs[1]),
             arrays.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL",
