@@ -125,12 +125,13 @@ def test_generated_int16_kernels_equal_run_int8_on_the_host(tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-def test_generated_int16_kernels_equal_run_int8_on_cortex_m4(tmp_path: Path) -> None:
-    """The same kind of program for the Cortex-M4 (QEMU): the widened-weight smlad/smlabb loops run (TCC_DSP_ASM)
-    and every output equals run_int8."""
+@pytest.mark.parametrize("cpu", ["m4", "m7"])
+def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, cpu: str) -> None:
+    """The same kind of program for the Cortex-M4 and M7 (QEMU): the widened-weight smlad/smlabb loops run
+    (TCC_DSP_ASM) and every output equals run_int8."""
     from tinycc.targets import BUILTIN_TARGETS
 
-    m4 = next(t for t in BUILTIN_TARGETS if t.name == "m4")
+    m4 = next(t for t in BUILTIN_TARGETS if t.name == cpu)
     src, want, generated = _program(_cases(45, 161))
     assert len(generated) > 35
     templates = RUNTIME.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
