@@ -1,8 +1,9 @@
-"""Generated int16 (16x8) convolution, depthwise and dense kernels (backends/c/kernels/conv16.py): random shapes,
-strides, padding, odd channel counts, per-channel and per-tensor multipliers, through the emitter into one C
-program whose every output equals run_int8 (TFLite's reference arithmetic, which the portable tcc_*_s16 kernels
-also equal): on the host with ASan/UBSan (int8 weights) and on the Cortex-M4 under QEMU (weights widened to
-int16, smlad); layers the form cannot take keep the portable call; the widened copies are counted exactly."""
+"""Generated int16 (16x8) convolution, depthwise and dense kernels (backends/c/kernels/conv16.py) and max pooling
+(pool16.py): random shapes, strides, padding, odd channel counts, per-channel and per-tensor multipliers, through
+the emitter into one C program whose every output equals run_int8 (TFLite's reference arithmetic, which the
+portable tcc_*_s16 kernels also equal): on the host with ASan/UBSan (int8 weights) and on the Cortex-M4/M7 under
+QEMU (weights widened to int16, smlad); layers the form cannot take keep the portable call; the widened copies
+are counted exactly."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c.emitter import _Builder
-from tinycc.backends.c.kernels import choose, conv16, table_bytes
+from tinycc.backends.c.kernels import choose, conv16, pool16, table_bytes
 from tinycc.ir.interpreter_int8 import run_int8
 from tinycc.ir.tensor import QuantParams
 
@@ -22,6 +23,17 @@ from .test_int16 import _g16
 
 KINDS = ("conv2d", "depthwise_conv2d", "dense")
 RUNTIME = Path(__file__).resolve().parents[1] / "backends" / "c" / "runtime"
+
+
+def _pool_case(rng: np.random.Generator):
+    """An int16 MAX_POOL_2D: random window, strides, padding, odd channel counts, a fused activation."""
+    s = float(np.float32(10 ** rng.uniform(-4, -2)))
+    h, w, c = int(rng.integers(2, 9)), int(rng.integers(2, 9)), int(rng.integers(1, 8))
+    attrs = {"pool_size": (int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, min(w, 4) + 1))),
+             "strides": (int(rng.integers(1, 3)), int(rng.integers(1, 4))),
+             "padding": ["same", "valid"][int(rng.integers(0, 2))],
+             "activation": ["none", "relu", "relu6"][int(rng.integers(0, 3))]}
+    return _g16("max_pool2d", (1, h, w, c), s, s, attrs)
 
 
 def _case(kind: str, rng: np.random.Generator, big_bias: bool = False, spread: bool = False):
@@ -61,11 +73,11 @@ def _case(kind: str, rng: np.random.Generator, big_bias: bool = False, spread: b
     return _g16(kind, shape, s_in, s_out, attrs, consts)
 
 
-def _cases(n: int, seed: int) -> list:
+def _cases(n: int, seed: int, pools: int = 0) -> list:
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
-        g = _case(KINDS[i % 3], rng, big_bias=i % 10 == 9, spread=i % 10 in (3, 4, 5))
+    for i in range(n + pools):
+        g = _case(KINDS[i % 3], rng, big_bias=i % 10 == 9, spread=i % 10 in (3, 4, 5)) if i < n else _pool_case(rng)
         out.append((g, rng.integers(-32768, 32768, g.tensors["x"].shape).astype(np.int16)))
     return out
 
@@ -107,12 +119,14 @@ def _program(cases: list) -> tuple[str, list[str], list[str]]:
 
 def test_generated_int16_kernels_equal_run_int8_on_the_host(tmp_path: Path) -> None:
     """90 random layers (conv incl. pointwise and single-input-channel first layers, depthwise, dense with rows and
-    per-tensor scales), ASan/UBSan: every output equals run_int8; the large-bias ones keep the portable call."""
-    cases = _cases(90, 160)
-    chosen = [choose(g, g.ops[0], "tinycc") is conv16 for g, _ in cases]
+    per-tensor scales) and 20 max pools, ASan/UBSan: every output equals run_int8; the large-bias layers keep the
+    portable call."""
+    cases = _cases(90, 160, pools=20)
+    chosen = [choose(g, g.ops[0], "tinycc") is conv16 for g, _ in cases[:90]]
     assert sum(chosen) == 81 and not any(chosen[9::10])  # the int64-sum layers are left to tcc_*_s16
+    assert all(choose(g, g.ops[0], "tinycc") is pool16 for g, _ in cases[90:])
     src, want, generated = _program(cases)
-    assert len(generated) == 81
+    assert len(generated) == 101
     for path in ("two pixels, the same taps", "every tap: unrolled", "one shift for every channel",
                  "tcc16_usat", "tcc16_ssat", "tcc16_rq("):  # each form of the template runs here
         assert any(path in code for code in generated), path
@@ -132,8 +146,8 @@ def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, 
     from tinycc.targets import BUILTIN_TARGETS
 
     m4 = next(t for t in BUILTIN_TARGETS if t.name == cpu)
-    src, want, generated = _program(_cases(45, 161))
-    assert len(generated) > 35
+    src, want, generated = _program(_cases(45, 161, pools=10))
+    assert len(generated) > 45
     templates = RUNTIME.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
     (tmp_path / "startup.c").write_text((templates / "startup.c.j2").read_text())
     (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
@@ -144,7 +158,7 @@ def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, 
                     "-o", str(elf), str(tmp_path / "startup.c"), str(tmp_path / "conv16.c"),
                     str(RUNTIME / "tinycc_kernels.c"), "-lm"], check=True)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
-    assert "smlad" in dis and "smlabb" in dis and "smlatt" in dis
+    assert all(i in dis for i in ("smlad", "smlabb", "smlatt", "ssub16", "sel"))
     r = subprocess.run(["qemu-system-arm", "-M", m4.emulator.machine, "-nographic", "-semihosting-config",
                         "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True, timeout=300)
     got = r.stdout.splitlines()

@@ -1,7 +1,8 @@
 """Kernel calls of int16-activation ops (TFLite's 16x8) and of the int8 <-> int16 boundaries of mixed models.
 
 The portable runtime kernels ``tcc_*_s16`` of ``runtime/tinycc_kernels.c`` run them, except the convolution,
-depthwise and dense layers that ``kernels/conv16.py`` generates (``--kernels tinycc``); arguments are computed here exactly as ``ir.interpreter_int8`` computes them, so
+depthwise and dense layers and the max pooling that ``kernels/conv16.py`` and ``kernels/pool16.py`` generate
+(``--kernels tinycc``); arguments are computed here exactly as ``ir.interpreter_int8`` computes them, so
 the C equals ``run_int8`` bit for bit.
 """
 from __future__ import annotations
@@ -91,6 +92,10 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
     elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
         _conv(b, g, op, src, out, call)
     elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
+        spec = specialize(g, op, b, b.m.kernels, b.kernels_mode, False, b.dep.config.memory.widen)
+        if spec is not None:  # kernels/pool16.py
+            b.add_call(spec[0].fn, spec[1], op.name)
+            return
         if a.get("requantize"):  # TFLite's MEAN: its own output parameters
             (si, zi), (so, zo) = _q(g, op.inputs[0]), _q(g, op.outputs[0])
             hw = x.shape[1] * x.shape[2]

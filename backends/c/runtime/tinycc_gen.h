@@ -771,6 +771,18 @@ TCC_INLINE int32_t tcc16_rq(int32_t a, int32_t m, int32_t t) {
 TCC_INLINE int32_t tcc16_bias(const int64_t *b, int32_t o) { /* an int64 bias that fits int32: its low word */
     return TCC_READ_S32((const int32_t *)(const void *)(b + o));
 }
+/* the larger of each 16-bit half of two pairs (ssub16 + sel on DSP cores) */
+TCC_INLINE int32_t tcc16_max2(int32_t a, int32_t b) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t t;
+    __asm__("ssub16 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(a), "r"(b) : "cc");
+    return t;
+#else
+    const int32_t lo = (int16_t)a > (int16_t)b ? (int16_t)a : (int16_t)b;
+    const int32_t hi = (a >> 16) > (b >> 16) ? (a >> 16) : (b >> 16);
+    return (int32_t)(((uint32_t)hi << 16) | ((uint32_t)lo & 0xFFFFu));
+#endif
+}
 #if TCC_DSP
 #define tcc16_ssat(v) __ssat((v), 16)            /* clamp to [-32768, 32767] */
 #define tcc16_usat(v) ((int32_t)__usat((v), 15)) /* clamp to [0, 32767] */
