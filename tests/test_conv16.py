@@ -82,12 +82,20 @@ def _cases(n: int, seed: int, pools: int = 0) -> list:
     return out
 
 
-def _program(cases: list) -> tuple[str, list[str], list[str]]:
+def _deployment(g, widen: bool = True):
+    dep = whole_model(g, "tinycc")
+    if not widen:  # --no-widen
+        dep.config = type(dep.config)(kernels="tinycc", memory=type(dep.config.memory)(widen=False))
+    return dep
+
+
+def _program(cases: list, widen: bool = True) -> tuple[str, list[str], list[str]]:
     """One C program: each case's tables, its generated function (renamed per case) or portable call, a dump of
-    its output; the expected lines (run_int8) and the generated functions' code."""
+    its output; the expected lines (run_int8) and the generated functions' code (``widen``: --no-widen if
+    False)."""
     decls, body, want, arena, generated = [], [], [], 16, []
     for i, (g, x) in enumerate(cases):
-        em = _Builder(whole_model(g, "tinycc")).build()
+        em = _Builder(_deployment(g, widen)).build()
         arena = max(arena, em.plan.arena)
         names = {a.name: f"{a.name}_{i}" for a in em.arrays}
         for a in em.arrays:
@@ -139,15 +147,15 @@ def test_generated_int16_kernels_equal_run_int8_on_the_host(tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
-@pytest.mark.parametrize("cpu", ["m4", "m7"])
-def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, cpu: str) -> None:
+@pytest.mark.parametrize("cpu,widen", [("m4", True), ("m7", True), ("m4", False)])
+def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, cpu: str, widen: bool) -> None:
     """The same kind of program for the Cortex-M4 and M7 (QEMU): the widened-weight smlad/smlabb loops run
-    (TCC_DSP_ASM) and every output equals run_int8."""
+    (TCC_DSP_ASM; with --no-widen the int8-weight loops) and every output equals run_int8."""
     from tinycc.targets import BUILTIN_TARGETS
 
     m4 = next(t for t in BUILTIN_TARGETS if t.name == cpu)
-    src, want, generated = _program(_cases(45, 161, pools=10))
-    assert len(generated) > 45
+    src, want, generated = _program(_cases(45, 161, pools=10), widen)
+    assert len(generated) > 45 and ("TCC_WW(" in src) == widen
     templates = RUNTIME.parent / "templates" / "cortexm"  # plain C and linker script (no template tags)
     (tmp_path / "startup.c").write_text((templates / "startup.c.j2").read_text())
     (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
@@ -158,7 +166,7 @@ def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, 
                     "-o", str(elf), str(tmp_path / "startup.c"), str(tmp_path / "conv16.c"),
                     str(RUNTIME / "tinycc_kernels.c"), "-lm"], check=True)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
-    assert all(i in dis for i in ("smlad", "smlabb", "smlatt", "ssub16", "sel"))
+    assert all(i in dis for i in ("smlad", "smlabb", "smlatt", "ssub16", "sel")) == widen
     r = subprocess.run(["qemu-system-arm", "-M", m4.emulator.machine, "-nographic", "-semihosting-config",
                         "enable=on,target=native", "-kernel", str(elf)], capture_output=True, text=True, timeout=300)
     got = r.stdout.splitlines()
@@ -210,9 +218,7 @@ def test_widened_copies_are_counted_exactly_and_no_widen_drops_them(tmp_path: Pa
         wide = [int(p[1], 16) for p in (ln.split() for ln in syms.splitlines()) if len(p) == 4 and
                 p[3] == ww[0].name]
         assert wide == [copies]
-        narrow = _Builder(whole_model(g, "tinycc"))
-        narrow.dep.config = type(dep.config)(kernels="tinycc", memory=type(dep.config.memory)(widen=False))
-        em2 = narrow.build()
+        em2 = _Builder(_deployment(g, widen=False)).build()
         assert not any(a.guard for a in em2.arrays) and em2.calls[-1].args[-1] == "NULL"
         generic = _Builder(whole_model(g, "generic")).build()
         assert not generic.kernels and generic.calls[-1].fn.startswith("tcc_") and \
