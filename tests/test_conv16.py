@@ -161,8 +161,8 @@ def test_generated_int16_kernels_equal_run_int8_on_cortex_m4_m7(tmp_path: Path, 
     (tmp_path / "link.ld").write_text((templates / "link.ld.j2").read_text())
     (tmp_path / "conv16.c").write_text(src)
     elf = tmp_path / "conv16.elf"
-    subprocess.run(["arm-none-eabi-gcc", *m4.cflags.split(), "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow",
-                    f"-I{RUNTIME}", "--specs=rdimon.specs", "-nostartfiles", "-T", str(tmp_path / "link.ld"),
+    subprocess.run(["arm-none-eabi-gcc", *m4.cflags.split(), "-Os", "-std=c99", "-Wall", "-Wextra", "-Werror",
+                    "-Wshadow", f"-I{RUNTIME}", "--specs=rdimon.specs", "-nostartfiles", "-T", str(tmp_path / "link.ld"),
                     "-o", str(elf), str(tmp_path / "startup.c"), str(tmp_path / "conv16.c"),
                     str(RUNTIME / "tinycc_kernels.c"), "-lm"], check=True)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
