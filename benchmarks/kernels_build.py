@@ -372,6 +372,7 @@ class Measured:
     features: list[int] | None = None
     instructions_s8: int | None = None  # tinycc: features_s8() (int8 input), None for TFLite Micro
     s8_equal: bool | None = None  # tinycc: features_s8() gave the same features as features()
+    stdout: str = ""  # the program's output
 
 
 def code_bytes(elf: Path) -> int:
@@ -388,7 +389,7 @@ def code_bytes(elf: Path) -> int:
 
 def _run(elf: Path, board: str, timeout: float = 1800) -> dict:
     text = cortexm.run_qemu(elf, board, icount=True, timeout=timeout)
-    res: dict = {}
+    res: dict = {"stdout": text}
     for line in text.splitlines():
         p = line.split()
         if p[:1] == ["bench"]:
@@ -447,10 +448,11 @@ def _tflm_sources(work: Path, tflite: bytes, ops: list[str], repeats: int) -> Pa
 
 
 def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path, cxx_root: Path | None,
-            cpu: str = "m4") -> Measured:
+            cpu: str = "m4", write_sources: bool = True) -> Measured:
     """One Invoke of a .tflite with TFLite Micro (``lib``: reference kernels or CMSIS-NN) on Cortex-M4 (or
-    ``cpu``, e.g. m55 with `tflm_library_m55`) in QEMU."""
-    w = _tflm_sources(work, tflite, ops, 1)
+    ``cpu``, e.g. m55 with `tflm_library_m55`) in QEMU (``write_sources`` False: the runner written in ``work``
+    beforehand, e.g. with a profiler; its output in ``stdout``)."""
+    w = _tflm_sources(work, tflite, ops, 1) if write_sources else work
     inc, libdir = arm_cxx_flags(cxx_root)
     board = cortexm.DEFAULT_BOARD[cpu]
     cxx = (f"arm-none-eabi-g++ {CPU_FLAGS[cpu]} -Os -std=c++17 -fno-exceptions -fno-rtti -fno-threadsafe-statics "
@@ -460,7 +462,7 @@ def tflm_m4(work: Path, tflite: bytes, ops: list[str], lib: Path, project: Path,
         f"{cxx} {LINK} {libdir} -T {_link_script(project, w, board)} -o runner.elf startup.o runner.o model_data.o "
         f"{lib} -lm", cwd=w)
     r = _run(w / "runner.elf", board)
-    return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0))
+    return Measured(r["instructions"], code_bytes(w / "runner.elf"), r.get("arena", 0), stdout=r["stdout"])
 
 
 def tflm_host(work: Path, tflite: bytes, ops: list[str], lib: Path, repeats: int, runs: int) -> float:
@@ -533,11 +535,12 @@ int main(void) {
 """
 
 
-def profile_source(model_c: str) -> tuple[str, int]:
+def profile_source(model_c: str, function: str = "static const int8_t *run_extractor(") -> tuple[str, int]:
     """model.c with a SysTick read before the extractor's first kernel call and after each one (per
-    call in ``run_extractor``, after the line that ends it); returns the text and the number of calls."""
+    call in ``run_extractor``, or the function whose definition starts with ``function``, after the line that
+    ends it); returns the text and the number of calls."""
     lines = model_c.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("static const int8_t *run_extractor("))
+    start = next(i for i, l in enumerate(lines) if l.startswith(function))
     end = next(i for i in range(start, len(lines)) if lines[i].strip() == "(void)x;")
     out = lines[:start] + ["#define TCC_PROF_CVR (*(volatile uint32_t *)0xE000E018u)",
                            "uint32_t tcc_prof_t[%d];", lines[start], "    tcc_prof_t[0] = TCC_PROF_CVR;"]

@@ -239,9 +239,11 @@ def inputs(model: Any, n: int, lo: float, hi: float, seed: int = 0) -> np.ndarra
     return np.random.default_rng(seed).uniform(lo, hi, (n, *shape)).astype(np.float32)
 
 
-def to_int8_tflite(model: Any, calib: np.ndarray, activations: str = "int8") -> bytes:
+def to_int8_tflite(model: Any, calib: np.ndarray, activations: str = "int8", per_tensor_dense: bool = False) -> bytes:
     """The TFLite converter's full-integer file (int8 inputs and outputs, batch 1), calibrated on ``calib``;
-    ``activations="int16"``: its 16x8 file (int16 activations and I/O, int8 weights).
+    ``activations="int16"``: its 16x8 file (int16 activations and I/O, int8 weights); ``per_tensor_dense``: dense
+    layers quantized per tensor (the converter's experimental switch; CMSIS-NN's int16 FULLY_CONNECTED refuses
+    per-channel weights).
     A fixed batch of 1 (as published files have) lets the converter fold Keras 3's UpSampling2D shapes and
     lower LSTM/GRU loops, which it refuses with a dynamic batch."""
     import tensorflow as tf
@@ -252,6 +254,8 @@ def to_int8_tflite(model: Any, calib: np.ndarray, activations: str = "int8") -> 
     c = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, model(inp)))
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     c.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+    if per_tensor_dense:
+        c._experimental_disable_per_channel_quantization_for_dense_layers = True
     if activations == "int16":
         c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         c.inference_input_type = c.inference_output_type = tf.int16
@@ -288,9 +292,28 @@ def export(name: str, folder: str, int8: bool = True) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
+def export_per_tensor_dense(name: str, folder: str) -> None:
+    """Write NAME_int16_dense_pt.tflite: the 16x8 file of NAME.h5 (in ``folder``; the same calibration as
+    `export`) with per-tensor dense layers, which TFLite Micro + CMSIS-NN can run (atomically)."""
+    import os
+    from pathlib import Path
+
+    import keras
+
+    z = BY_NAME[name]
+    model = keras.models.load_model(str(Path(folder) / f"{name}.h5"), compile=False)
+    data = to_int8_tflite(model, inputs(model, 32, *z.input_range, seed=1), z.activations, per_tensor_dense=True)
+    path = Path(folder) / f"{name}_int16_dense_pt.tflite"
+    path.with_suffix(".tmp").write_bytes(data)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
 if __name__ == "__main__":
     import os
     import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    export(sys.argv[1], sys.argv[2], int8=sys.argv[3:] != ["--float"])
+    if sys.argv[3:] == ["--dense-per-tensor"]:
+        export_per_tensor_dense(sys.argv[1], sys.argv[2])
+    else:
+        export(sys.argv[1], sys.argv[2], int8=sys.argv[3:] != ["--float"])

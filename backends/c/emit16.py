@@ -1,7 +1,8 @@
 """Kernel calls of int16-activation ops (TFLite's 16x8) and of the int8 <-> int16 boundaries of mixed models.
 
-The portable runtime kernels ``tcc_*_s16`` of ``runtime/tinycc_kernels.c`` run them (the kernel generator
-specializes int8 ops only); arguments are computed here exactly as ``ir.interpreter_int8`` computes them, so
+The portable runtime kernels ``tcc_*_s16`` of ``runtime/tinycc_kernels.c`` run them, except the convolution,
+depthwise and dense layers and the max pooling that ``kernels/conv16.py`` and ``kernels/pool16.py`` generate
+(``--kernels tinycc``); arguments are computed here exactly as ``ir.interpreter_int8`` computes them, so
 the C equals ``run_int8`` bit for bit.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...ir.interpreter_int8 import add_params, conv_params, lut16_params, mean_p
 from ...ir.ops import OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
+from .kernels import specialize
 
 INT16_C_KINDS = frozenset({
     OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D, OpKind.AVG_POOL2D,
@@ -90,6 +92,10 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
     elif k in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
         _conv(b, g, op, src, out, call)
     elif k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL):
+        spec = specialize(g, op, b, b.m.kernels, b.kernels_mode, False, b.dep.config.memory.widen)
+        if spec is not None:  # kernels/pool16.py
+            b.add_call(spec[0].fn, spec[1], op.name)
+            return
         if a.get("requantize"):  # TFLite's MEAN: its own output parameters
             (si, zi), (so, zo) = _q(g, op.inputs[0]), _q(g, op.outputs[0])
             hw = x.shape[1] * x.shape[2]
@@ -174,6 +180,11 @@ def _conv(b: Any, g: Graph, op: Op, src: str, out: str, call: Any) -> None:
     p = conv_params(g, op)
     if p["in_zp"] or p["out_zp"]:
         raise UnsupportedLayerError(f"layer {op.origin!r}: int16 convolutions need zero points 0 (TFLite's 16x8)")
+    spec = specialize(g, op, b, b.m.kernels, b.kernels_mode, False, b.dep.config.memory.widen)
+    if spec is not None:  # kernels/conv16.py: the layer's generated function
+        kern, args = spec
+        b.add_call(kern.fn, args, op.name)
+        return
     x, y, a = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]], op.attrs
     w = b.const(op.inputs[1])
     bias = b.const(op.inputs[2]) if len(op.inputs) > 2 else "NULL"

@@ -6,7 +6,8 @@ schedule calls. Ops no module matches (or option ``kernels=generic``) run the ge
 `runtime/tinycc_kernels.c`. Modules: `gemm` (1x1 stride-1 convolution and dense as a matrix product),
 `conv` (any other ungrouped convolution), `grouped` (groups > 1), `depthwise` (depth multiplier 1),
 `add` (same-shape int8 ADD, TFLite's fixed-point arithmetic inlined; the operands by flash tables), `pool` (average over the whole input),
-`lut` (LOGISTIC and TANH by a 256-entry flash table). `table_bytes` counts the lut and add tables for the memory
+`lut` (LOGISTIC and TANH by a 256-entry flash table), `conv16` (int16-activation convolution, depthwise and
+dense) and `pool16` (int16 max pooling): the only modules for int16 ops. `table_bytes` counts the lut and add tables for the memory
 report.
 """
 from __future__ import annotations
@@ -67,8 +68,12 @@ def choose(g: Graph, op: Op, mode: str = "tinycc", helium: bool = False) -> Any 
     """The kernel module that generates ``op``'s function (the first that matches; an LSTM's whatever ``mode``),
     or None when the generic runtime kernel runs it: the one choice `specialize`, the memory report
     (`table_bytes`, `widened_weight_bytes`) and the overlap planner (`overlap.walks_backward`) all read."""
-    from . import lstm
+    from . import conv16, lstm, pool16
 
+    if conv16.is_int16(g, op):  # the int16 path (emit16.py): conv16, pool16 or the portable runtime kernel
+        if mode != "tinycc":
+            return None
+        return next((m for m in (conv16, pool16) if m.matches(g, op)), None)
     if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
         return lstm
     if mode != "tinycc":

@@ -755,6 +755,50 @@ TCC_INLINE int32_t tcc_dwq(int32_t a, int32_t m, int32_t cr) {
 #endif
 }
 
+/* int16-activation (16x8) layers (backends/c/kernels/conv16.py). Sums of int16 x int8 products stay in int32
+ * (the generator checks |bias| + 32768 * sum|w| < 2^31 per channel, so every partial sum is exact); TFLite's
+ * int64 requantization (MultiplyByQuantizedMultiplier with the multiplier reduced to 16 bits, one rounding shift
+ * by total = 15 - shift >= 17) becomes (high word of a * m << s, + 2^(t-1)) >> t with s = max(0, 33 - total),
+ * t = total + s - 32 >= 1: the same floor, since scaling both terms by 2^s leaves it unchanged. */
+TCC_INLINE int32_t tcc16_pair(const int16_t *p) { /* two int16 from any even address, the first in the low half */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+TCC_INLINE int32_t tcc16_rq(int32_t a, int32_t m, int32_t t) {
+    return ((int32_t)(((int64_t)a * m) >> 32) + ((int32_t)1 << (t - 1))) >> t;
+}
+TCC_INLINE int32_t tcc16_bias(const int64_t *b, int32_t o) { /* an int64 bias that fits int32: its low word */
+    return TCC_READ_S32((const int32_t *)(const void *)(b + o));
+}
+/* the larger of each 16-bit half of two pairs (ssub16 + sel on DSP cores) */
+TCC_INLINE int32_t tcc16_max2(int32_t a, int32_t b) {
+#if TCC_DSP && defined(__GNUC__)
+    int32_t t;
+    __asm__("ssub16 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(t) : "r"(a), "r"(b) : "cc");
+    return t;
+#else
+    const int32_t lo = (int16_t)a > (int16_t)b ? (int16_t)a : (int16_t)b;
+    const int32_t hi = (a >> 16) > (b >> 16) ? (a >> 16) : (b >> 16);
+    return (int32_t)(((uint32_t)hi << 16) | ((uint32_t)lo & 0xFFFFu));
+#endif
+}
+#if TCC_DSP
+#define tcc16_ssat(v) __ssat((v), 16)            /* clamp to [-32768, 32767] */
+#define tcc16_usat(v) ((int32_t)__usat((v), 15)) /* clamp to [0, 32767] */
+#define tcc16_smlad(x, w, a) ((int32_t)__smlad((uint32_t)(x), (uint32_t)(w), (a)))
+#define tcc16_smlabb(x, w, a) __smlabb((x), (w), (a))
+#define tcc16_smlatt(x, w, a) __smlatt((x), (w), (a))
+#else
+TCC_INLINE int32_t tcc16_ssat(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
+TCC_INLINE int32_t tcc16_usat(int32_t v) { return v < 0 ? 0 : v > 32767 ? 32767 : v; }
+TCC_INLINE int32_t tcc16_smlad(int32_t x, int32_t w, int32_t a) {
+    return a + (int32_t)(int16_t)x * (int16_t)w + (x >> 16) * (w >> 16);
+}
+TCC_INLINE int32_t tcc16_smlabb(int32_t x, int32_t w, int32_t a) { return a + (int32_t)(int16_t)x * (int16_t)w; }
+TCC_INLINE int32_t tcc16_smlatt(int32_t x, int32_t w, int32_t a) { return a + (x >> 16) * (w >> 16); }
+#endif
+
 #include "tinycc_mve.h" /* Helium helpers (TCC_MVE) */
 
 #endif
