@@ -177,11 +177,15 @@ def test_pointwise_assembly_block(session, tmp_path: Path, cpu: str) -> None:
         pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
     proj, dep, x = _project(session, tmp_path, POINTWISE, 7)
     model_c = (proj / "model.c").read_text()
-    blocks = re.findall(r"TCC_GEMM2_\(xw, (\d+), wwp, (\d+), y, (\d+),\s+TCC_GS_(ONE|LOOP)_\(TCC_GS_(\d+)\)", model_c)
+    blocks = re.findall(r"TCC_GEMM2_\(xw, (\d+), wwp, (\d+), y, (\d+), TCC_GS_(ONE|LOOP)_\(TCC_GS_(\d+)\(TCC_G2_",
+                        model_c)
     assert {(int(n), int(oc)) for n, _, oc, _, _ in blocks} == {(72, 128), (128, 12), (12, 16), (16, 8), (8, 10),
                                                                  (8, 7), (8, 6)}, blocks
     assert {(int(n), kind, int(k)) for n, _, _, kind, k in blocks} >= {(72, "LOOP", 2), (128, "LOOP", 8),
                                                                        (12, "ONE", 3), (8, "ONE", 2)}, blocks
+    # the odd last pixel of the 63-pixel layers runs alone; the 20-pixel layers have none
+    singles = re.findall(r"TCC_GEMM1_\(xw, (\d+), wwp, (\d+), y, TCC_GS_(ONE|LOOP)_\(TCC_GS_\d+\(TCC_G1_", model_c)
+    assert {int(n) for n, _, _ in singles} == {72, 128, 12, 16, 8} and len(singles) == 5, singles
     if cpu == "host":
         out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
     else:

@@ -647,9 +647,11 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
  * words (r4-r7): per step of four inputs two ldm and eight smlad (10 instructions per 16 multiply-accumulates);
  * accumulators r8-r11, inputs r12, weights lr. The output pointer, the records' end and the inputs' end live in
  * three words the block pushes (every register is busy in the steps). Outputs: sat8 of tcc_rq30d, pixel 0 at y
- * and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS: TCC_GS_ONE_(TCC_GS_n) (all nw / 4 steps in one
- * pass) or TCC_GS_LOOP_(TCC_GS_n) (n steps per compare and branch). */
-#define TCC_GS_ \
+ * and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS: TCC_GS_ONE_(TCC_GS_n(TCC_G2_)) (all nw / 4 steps
+ * in one pass) or TCC_GS_LOOP_(TCC_GS_n(TCC_G2_)) (n steps per compare and branch). TCC_GEMM1_: the same for
+ * one pixel (an odd last one) widened by tcc_widen_il (its words 0 and 1 of every four), TCC_G1_ steps of one
+ * ldrd, one ldm and four smlad. */
+#define TCC_G2_ \
     "ldm r12!, {r0-r3}\n\t" \
     "ldm lr!, {r4-r7}\n\t" \
     "smlad r8, r0, r4, r8\n\t" \
@@ -660,22 +662,29 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     "smlad r10, r3, r5, r10\n\t" \
     "smlad r9, r1, r7, r9\n\t" \
     "smlad r11, r3, r7, r11\n\t"
-#define TCC_GS_1 TCC_GS_
-#define TCC_GS_2 TCC_GS_1 TCC_GS_
-#define TCC_GS_4 TCC_GS_2 TCC_GS_2
-#define TCC_GS_8 TCC_GS_4 TCC_GS_4
-#define TCC_GS_16 TCC_GS_8 TCC_GS_8
-#define TCC_GS_3 TCC_GS_2 TCC_GS_
-#define TCC_GS_5 TCC_GS_4 TCC_GS_
-#define TCC_GS_6 TCC_GS_4 TCC_GS_2
-#define TCC_GS_7 TCC_GS_4 TCC_GS_3
-#define TCC_GS_9 TCC_GS_8 TCC_GS_
-#define TCC_GS_10 TCC_GS_8 TCC_GS_2
-#define TCC_GS_11 TCC_GS_8 TCC_GS_3
-#define TCC_GS_12 TCC_GS_8 TCC_GS_4
-#define TCC_GS_13 TCC_GS_8 TCC_GS_5
-#define TCC_GS_14 TCC_GS_8 TCC_GS_6
-#define TCC_GS_15 TCC_GS_8 TCC_GS_7
+#define TCC_G1_ \
+    "ldrd r0, r1, [r12], #16\n\t" \
+    "ldm lr!, {r4-r7}\n\t" \
+    "smlad r8, r0, r4, r8\n\t" \
+    "smlad r9, r0, r6, r9\n\t" \
+    "smlad r8, r1, r5, r8\n\t" \
+    "smlad r9, r1, r7, r9\n\t"
+#define TCC_GS_1(S) S
+#define TCC_GS_2(S) S S
+#define TCC_GS_3(S) S S S
+#define TCC_GS_4(S) TCC_GS_2(S) TCC_GS_2(S)
+#define TCC_GS_5(S) TCC_GS_4(S) S
+#define TCC_GS_6(S) TCC_GS_4(S) TCC_GS_2(S)
+#define TCC_GS_7(S) TCC_GS_4(S) TCC_GS_3(S)
+#define TCC_GS_8(S) TCC_GS_4(S) TCC_GS_4(S)
+#define TCC_GS_9(S) TCC_GS_8(S) S
+#define TCC_GS_10(S) TCC_GS_8(S) TCC_GS_2(S)
+#define TCC_GS_11(S) TCC_GS_8(S) TCC_GS_3(S)
+#define TCC_GS_12(S) TCC_GS_8(S) TCC_GS_4(S)
+#define TCC_GS_13(S) TCC_GS_8(S) TCC_GS_5(S)
+#define TCC_GS_14(S) TCC_GS_8(S) TCC_GS_6(S)
+#define TCC_GS_15(S) TCC_GS_8(S) TCC_GS_7(S)
+#define TCC_GS_16(S) TCC_GS_8(S) TCC_GS_8(S)
 #define TCC_GS_ONE_(S) S
 #define TCC_GS_LOOP_(S) "2:\n\t" S "ldr r0, [sp, #8]\n\tcmp r12, r0\n\tbne 2b\n\t"
 /* one output: r<a> = sat8(tcc_rq30d(r<a>, r<m>, r<c>, r<s>)) (r7 scratch) */
@@ -684,7 +693,9 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     "smmlar " a ", " a ", " m ", r7\n\t" \
     "asr " a ", " a ", " s "\n\t" \
     "ssat " a ", #8, " a "\n\t"
-#define TCC_GEMM2_(xw, nw, ww, npairs, yp, OC, STEPS) \
+/* the block's frame: y, the records' end and the inputs' end pushed, per channel pair the biases, the steps,
+ * the requantization parameters, OUT (outputs stored at [r0], r0 advanced by 2), the next pair */
+#define TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, OUT) \
     do { \
         register const uint32_t *tcc_x_ __asm__("r12") = (xw); \
         register const int32_t *tcc_w_ __asm__("lr") = (ww); \
@@ -695,13 +706,7 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
                          "1:\n\t" \
                          "ldm lr!, {r8-r11}\n\t" STEPS \
                          "ldm lr!, {r1-r6}\n\t" \
-                         "ldr r0, [sp]\n\t" \
-                         TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r10", "r1", "r3", "r5") \
-                         TCC_GQ_("r9", "r2", "r4", "r6") TCC_GQ_("r11", "r2", "r4", "r6") \
-                         "strb r10, [r0, #" #OC "]\n\t" \
-                         "strb r11, [r0, #" #OC " + 1]\n\t" \
-                         "strb r9, [r0, #1]\n\t" \
-                         "strb r8, [r0], #2\n\t" \
+                         "ldr r0, [sp]\n\t" OUT \
                          "str r0, [sp]\n\t" \
                          "sub r12, r12, #4 * " #nw "\n\t" \
                          "ldr r1, [sp, #4]\n\t" \
@@ -712,6 +717,19 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
                          : \
                          : "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
     } while (0)
+#define TCC_GEMM2_(xw, nw, ww, npairs, yp, OC, STEPS) \
+    TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, \
+              TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r10", "r1", "r3", "r5") \
+              TCC_GQ_("r9", "r2", "r4", "r6") TCC_GQ_("r11", "r2", "r4", "r6") \
+              "strb r10, [r0, #" #OC "]\n\t" \
+              "strb r11, [r0, #" #OC " + 1]\n\t" \
+              "strb r9, [r0, #1]\n\t" \
+              "strb r8, [r0], #2\n\t")
+#define TCC_GEMM1_(xw, nw, ww, npairs, yp, STEPS) \
+    TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, \
+              TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r9", "r2", "r4", "r6") \
+              "strb r9, [r0, #1]\n\t" \
+              "strb r8, [r0], #2\n\t")
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
