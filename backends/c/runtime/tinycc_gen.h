@@ -646,11 +646,11 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
  * right shift). Registers are fixed so that one ldm loads four widened inputs (r0-r3) and one ldm four weight
  * words (r4-r7): per step of four inputs two ldm and eight smlad (10 instructions per 16 multiply-accumulates);
  * accumulators r8-r11, inputs r12, weights lr. The output pointer, the records' end and the inputs' end live in
- * three words the block pushes (every register is busy in the steps). Outputs: sat8 of tcc_rq30d, pixel 0 at y
- * and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS: TCC_GS_ONE_(TCC_GS_n(TCC_G2_)) (all nw / 4 steps
- * in one pass) or TCC_GS_LOOP_(TCC_GS_n(TCC_G2_)) (n steps per compare and branch). TCC_GEMM1_: the same for
- * one pixel (an odd last one) widened by tcc_widen_il (its words 0 and 1 of every four), TCC_G1_ steps of one
- * ldrd, one ldm and four smlad. */
+ * three words the block stores below the stack pointer (every register is busy in the steps). Outputs: sat8 of
+ * tcc_rq30d, pixel 0 at y and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS:
+ * TCC_GS_ONE_(TCC_GS_n(TCC_G2_)) (all nw / 4 steps in one pass) or TCC_GS_LOOP_(TCC_GS_n(TCC_G2_)) (n steps per
+ * compare and branch). TCC_GEMM1_: the same for one pixel (an odd last one) widened by tcc_widen_il (its words 0
+ * and 1 of every four), TCC_G1_ steps of one ldrd, one ldm and four smlad. */
 #define TCC_G2_ \
     "ldm r12!, {r0-r3}\n\t" \
     "ldm lr!, {r4-r7}\n\t" \
@@ -702,7 +702,8 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
         register int8_t *tcc_y_ __asm__("r0") = (yp); \
         register const int32_t *tcc_we_ __asm__("r1") = (ww) + (npairs) * (10 + (nw)); \
         register const uint32_t *tcc_xe_ __asm__("r2") = (xw) + (nw); \
-        __asm__ volatile("push {r0, r1, r2}\n" \
+        __asm__ volatile("str r0, [sp, #-12]!\n\t" /* a pre-indexed store: backends/c/stack.py counts it */ \
+                         "strd r1, r2, [sp, #4]\n" \
                          "1:\n\t" \
                          "ldm lr!, {r8-r11}\n\t" STEPS \
                          "ldm lr!, {r1-r6}\n\t" \
