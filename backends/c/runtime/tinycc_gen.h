@@ -650,7 +650,9 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
  * tcc_rq30d, pixel 0 at y and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS:
  * TCC_GS_ONE_(TCC_GS_n(TCC_G2_)) (all nw / 4 steps in one pass) or TCC_GS_LOOP_(TCC_GS_n(TCC_G2_)) (n steps per
  * compare and branch). TCC_GEMM1_: the same for one pixel (an odd last one) widened by tcc_widen_il (its words 0
- * and 1 of every four), TCC_G1_ steps of one ldrd, one ldm and four smlad. */
+ * and 1 of every four), TCC_G1_ steps of one ldrd, one ldm and four smlad. WIDEN: the inputs at x (r3, int8,
+ * any alignment) widened into xw first (TCC_GW_ONE_/TCC_GW_LOOP_ of TCC_GW2_(IC) or TCC_GW1_: a zero point of
+ * 0; the pair's second pixel IC bytes on), or "" where the caller widened them. */
 #define TCC_G2_ \
     "ldm r12!, {r0-r3}\n\t" \
     "ldm lr!, {r4-r7}\n\t" \
@@ -687,6 +689,23 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
 #define TCC_GS_16(S) TCC_GS_8(S) TCC_GS_8(S)
 #define TCC_GS_ONE_(S) S
 #define TCC_GS_LOOP_(S) "2:\n\t" S "ldr r0, [sp, #8]\n\tcmp r12, r0\n\tbne 2b\n\t"
+/* four inputs of both pixels widened: a's bytes 0/2 and 1/3 then b's (tcc_widen2's layout) */
+#define TCC_GW2_(IC) \
+    "ldr r4, [r3, #" #IC "]\n\t" \
+    "ldr r5, [r3], #4\n\t" \
+    "sxtb16 r6, r5\n\t" \
+    "sxtb16 r7, r5, ror #8\n\t" \
+    "sxtb16 r8, r4\n\t" \
+    "sxtb16 r9, r4, ror #8\n\t" \
+    "stm r12!, {r6-r9}\n\t"
+/* four inputs of one pixel widened into the first two words of four (tcc_widen_il's layout) */
+#define TCC_GW1_ \
+    "ldr r5, [r3], #4\n\t" \
+    "sxtb16 r6, r5\n\t" \
+    "sxtb16 r7, r5, ror #8\n\t" \
+    "strd r6, r7, [r12], #16\n\t"
+#define TCC_GW_ONE_(S, nw) S "sub r12, r12, #4 * " #nw "\n\t"
+#define TCC_GW_LOOP_(S, nw) "3:\n\t" S "cmp r12, r2\n\tbne 3b\n\tsub r12, r12, #4 * " #nw "\n\t"
 /* one output: r<a> = sat8(tcc_rq30d(r<a>, r<m>, r<c>, r<s>)) (r7 scratch) */
 #define TCC_GQ_(a, m, c, s) \
     "add r7, " c ", " a ", asr #31\n\t" \
@@ -695,15 +714,16 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
     "ssat " a ", #8, " a "\n\t"
 /* the block's frame: y, the records' end and the inputs' end pushed, per channel pair the biases, the steps,
  * the requantization parameters, OUT (outputs stored at [r0], r0 advanced by 2), the next pair */
-#define TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, OUT) \
+#define TCC_GEMM_(x, xw, nw, ww, npairs, yp, WIDEN, STEPS, OUT) \
     do { \
-        register const uint32_t *tcc_x_ __asm__("r12") = (xw); \
+        register const int8_t *tcc_i_ __asm__("r3") = (x); \
+        register uint32_t *tcc_x_ __asm__("r12") = (xw); \
         register const int32_t *tcc_w_ __asm__("lr") = (ww); \
         register int8_t *tcc_y_ __asm__("r0") = (yp); \
         register const int32_t *tcc_we_ __asm__("r1") = (ww) + (npairs) * (10 + (nw)); \
         register const uint32_t *tcc_xe_ __asm__("r2") = (xw) + (nw); \
         __asm__ volatile("str r0, [sp, #-12]!\n\t" /* a pre-indexed store: backends/c/stack.py counts it */ \
-                         "strd r1, r2, [sp, #4]\n" \
+                         "strd r1, r2, [sp, #4]\n\t" WIDEN \
                          "1:\n\t" \
                          "ldm lr!, {r8-r11}\n\t" STEPS \
                          "ldm lr!, {r1-r6}\n\t" \
@@ -714,20 +734,20 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
                          "cmp lr, r1\n\t" \
                          "bne 1b\n\t" \
                          "add sp, sp, #12" \
-                         : "+r"(tcc_x_), "+r"(tcc_w_), "+r"(tcc_y_), "+r"(tcc_we_), "+r"(tcc_xe_) \
+                         : "+r"(tcc_x_), "+r"(tcc_w_), "+r"(tcc_y_), "+r"(tcc_we_), "+r"(tcc_xe_), "+r"(tcc_i_) \
                          : \
-                         : "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
+                         : "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
     } while (0)
-#define TCC_GEMM2_(xw, nw, ww, npairs, yp, OC, STEPS) \
-    TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, \
+#define TCC_GEMM2_(x, xw, nw, ww, npairs, yp, OC, WIDEN, STEPS) \
+    TCC_GEMM_(x, xw, nw, ww, npairs, yp, WIDEN, STEPS, \
               TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r10", "r1", "r3", "r5") \
               TCC_GQ_("r9", "r2", "r4", "r6") TCC_GQ_("r11", "r2", "r4", "r6") \
               "strb r10, [r0, #" #OC "]\n\t" \
               "strb r11, [r0, #" #OC " + 1]\n\t" \
               "strb r9, [r0, #1]\n\t" \
               "strb r8, [r0], #2\n\t")
-#define TCC_GEMM1_(xw, nw, ww, npairs, yp, STEPS) \
-    TCC_GEMM_(xw, nw, ww, npairs, yp, STEPS, \
+#define TCC_GEMM1_(x, xw, nw, ww, npairs, yp, WIDEN, STEPS) \
+    TCC_GEMM_(x, xw, nw, ww, npairs, yp, WIDEN, STEPS, \
               TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r9", "r2", "r4", "r6") \
               "strb r9, [r0, #1]\n\t" \
               "strb r8, [r0], #2\n\t")
