@@ -34,7 +34,11 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     ctx["WWARG"] = widen and ww_used(g, op)
     ctx["RQH"] = ctx["WWARG"] and ctx["RQ"]  # the widened weights carry each pair's requantization
     ctx["FAST"] = ctx["RQH"] and _fast(ctx)
-    if ctx["FAST"]:  # TCC_GEMM2_: one assembly block per pixel pair
+    ctx["G8"] = ctx["FAST"] and ctx["IC"] == 8 and ctx["FOLDED"]
+    if ctx["G8"]:  # TCC_GEMM8_: the whole layer in one assembly block
+        name = arrays.array("ww", "int32_t", gemm8_words(g, op, ctx["_rq"]), guard=WIDEN_GUARD)
+        args.append(f"TCC_WW({name})")
+    elif ctx["FAST"]:  # TCC_GEMM2_: one assembly block per pixel pair
         ic = ctx["IC"]
         ctx["NSTEPS"] = ic // 4
         ctx["PER"] = _steps_per_pass(ic // 4)
@@ -71,6 +75,20 @@ def gemm_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
     return np.concatenate(recs).astype(np.int64)
 
 
+def gemm8_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
+    """TCC_GEMM8_'s flash table (8 inputs): per output channel its doubled bias, its four words of doubled weights
+    widened (inputs 0/2, 1/3, 4/6, 5/7), its multiplier, rounding constant and right shift."""
+    bias, mult, right, ozp = rq
+    w = 2 * g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1).astype(np.int64)
+    lanes = w[:, [0, 2, 1, 3, 4, 6, 5, 7]] & 0xFFFF  # low and high half of each word
+    words = (lanes[:, 0::2] | (lanes[:, 1::2] << 16)).astype(np.uint32).view(np.int32).astype(np.int64)
+    right = np.asarray(right, np.int64)
+    c = (np.int64(1) << (right - 1)) + np.int64(ozp) * (np.int64(1) << right)
+    recs = np.concatenate([2 * np.asarray(bias, np.int64)[:, None], words, np.asarray(mult, np.int64)[:, None],
+                           c[:, None], right[:, None]], axis=1)
+    return recs.reshape(-1)
+
+
 def ww_used(g: Graph, op: Op) -> bool:
     """Whether the assembly path reads weights widened at compile time (it widens the inputs, and there is a
     pair of output channels)."""
@@ -85,5 +103,7 @@ def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     lit = literals(g, op, fold=True)
     lit["P"] = lit["OH"] * lit["OW"]
     if lit["RQ"] and _fast(lit):
+        if lit["IC"] == 8 and lit["FOLDED"]:
+            return lit["OC"] * 8 * 4
         return (lit["OC"] // 2) * (REC_WORDS + lit["IC"]) * 4
     return widened_bytes(g, op, g.tensors[op.inputs[0]].shape[-1], lit["RQ"])

@@ -751,6 +751,54 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
               TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r9", "r2", "r4", "r6") \
               "strb r9, [r0, #1]\n\t" \
               "strb r8, [r0], #2\n\t")
+/* The 1x1 GEMM on 8 inputs, the whole layer in one assembly block (kernels/gemm.py gemm8_words): per pixel its
+ * 8 inputs widened into r0-r3 and kept there for every output channel; per channel one ldm of its record
+ * (2b, the four words of its doubled weights widened, m, c, r: r4-r11), four smlad, the requantization of
+ * TCC_GQ_ and one strb: 10 instructions per output (8 multiply-accumulates). The input pointer and the ends live
+ * in four words below the stack pointer. CH: TCC_GS_n(TCC_G8_CH_), n channels per compare and branch. */
+#define TCC_G8_CH_ \
+    "ldm lr!, {r4-r11}\n\t" \
+    "smlad r4, r0, r5, r4\n\t" \
+    "smlad r4, r1, r6, r4\n\t" \
+    "smlad r4, r2, r7, r4\n\t" \
+    "smlad r4, r3, r8, r4\n\t" \
+    "add r5, r10, r4, asr #31\n\t" \
+    "smmlar r4, r4, r9, r5\n\t" \
+    "asr r4, r4, r11\n\t" \
+    "ssat r4, #8, r4\n\t" \
+    "strb r4, [r12], #1\n\t"
+#define TCC_GEMM8_(x, ww, nch, yp, npix, CH) \
+    do { \
+        register const int8_t *tcc_i_ __asm__("r3") = (x); \
+        register const int32_t *tcc_w_ __asm__("lr") = (ww); \
+        register int8_t *tcc_y_ __asm__("r12") = (yp); \
+        register const int32_t *tcc_we_ __asm__("r1") = (ww) + 8 * (nch); \
+        register int8_t *tcc_ye_ __asm__("r2") = (yp) + (npix) * (nch); \
+        __asm__ volatile("str r3, [sp, #-16]!\n\t" /* a pre-indexed store: backends/c/stack.py counts it */ \
+                         "strd r1, lr, [sp, #4]\n\t" \
+                         "str r2, [sp, #12]\n" \
+                         "4:\n\t" \
+                         "ldr r4, [sp]\n\t" \
+                         "ldr r5, [r4, #4]\n\t" \
+                         "ldr r6, [r4], #8\n\t" \
+                         "str r4, [sp]\n\t" \
+                         "sxtb16 r0, r6\n\t" \
+                         "sxtb16 r1, r6, ror #8\n\t" \
+                         "sxtb16 r2, r5\n\t" \
+                         "sxtb16 r3, r5, ror #8\n\t" \
+                         "ldr lr, [sp, #8]\n" \
+                         "5:\n\t" CH \
+                         "ldr r4, [sp, #4]\n\t" \
+                         "cmp lr, r4\n\t" \
+                         "bne 5b\n\t" \
+                         "ldr r4, [sp, #12]\n\t" \
+                         "cmp r12, r4\n\t" \
+                         "bne 4b\n\t" \
+                         "add sp, sp, #16" \
+                         : "+r"(tcc_i_), "+r"(tcc_w_), "+r"(tcc_y_), "+r"(tcc_we_), "+r"(tcc_ye_) \
+                         : \
+                         : "r0", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
+    } while (0)
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
