@@ -161,13 +161,13 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
 # 8 inputs held in registers, one channel at a time). Two short chains (a long one of random layers loses the
 # input: its features stop depending on it): inputs 72 (18 steps, looping by 2), 128 (looping by 8), 12 (and
 # the layer without a bias keeps its zero point: widened by the caller), 16 and 8 (one pass; 8 with a folded zero
-# point: TCC_GEMM8_ by 2, 1 and 4 channels per compare); channel counts 10 and 6 (not multiples of 4) and 7
-# (odd: the last channel in C); 63 pixels (odd: the last runs alone, TCC_GEMM1_) and, after a stride-2
+# point: TCC_GEMM8_ by 2, 1 and 4 channels per compare); channel counts 10 and 6 (not multiples of 4), 9 and 7
+# (odd: TCC_GEMM2_'s last channel in C); 63 pixels (odd: the last runs alone, TCC_GEMM1_) and, after a stride-2
 # convolution, 20; activations none and ReLU.
 POINTWISE: dict[str, list[Layer]] = {
     "deep": [(0, 3, 3, 1, 1, True, 72, 0, True), (2, 1, 1, 1, 1, False, 128, 0, True),
              (2, 1, 1, 1, 1, False, 12, 1, True), (2, 1, 1, 1, 1, False, 16, 0, False),
-             (2, 1, 1, 1, 1, False, 8, 0, True)],
+             (2, 1, 1, 1, 1, False, 9, 0, True)],
     "narrow": [(0, 3, 3, 1, 1, True, 8, 0, True), (2, 1, 1, 1, 1, False, 10, 1, True),
                (0, 3, 3, 2, 1, True, 8, 0, True), (2, 1, 1, 1, 1, False, 7, 0, True),
                (0, 1, 1, 1, 1, False, 8, 0, True), (2, 1, 1, 1, 1, False, 12, 0, True),
@@ -176,7 +176,7 @@ POINTWISE: dict[str, list[Layer]] = {
 # the single-pixel blocks; (outputs, pixels, channels per compare) of the 8-input blocks
 POINTWISE_BLOCKS = {
     "deep": ({(72, 128, True, 2, True), (128, 12, True, 8, True), (12, 16, False, 3, False),
-              (16, 8, True, 4, False)}, [72, 128, 12, 16], set()),
+              (16, 9, True, 4, False)}, [72, 128, 12, 16], set()),
     "narrow": ({(12, 8, True, 3, False), (8, 6, False, 2, False)}, [],
                {(10, 63, 2), (7, 20, 1), (12, 20, 4)})}
 
