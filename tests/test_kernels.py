@@ -192,13 +192,13 @@ def test_pointwise_assembly_block(session, tmp_path: Path, chain: str, cpu: str)
     proj, dep, x = _project(session, tmp_path, POINTWISE[chain], 7)
     model_c = (proj / "model.c").read_text()
     widen = r'(""|TCC_GW_(?:ONE|LOOP)_\(TCC_GS_\d+\(TCC_GW[12]_[^)]*\)+, \d+\)),\s+TCC_GS_(ONE|LOOP)_\(TCC_GS_(\d+)'
-    pairs = re.findall(r"TCC_GEMM2_\(x, xw, (\d+), wwp, \d+, y, (\d+), " + widen + r"\(TCC_G2_", model_c)
-    singles = re.findall(r"TCC_GEMM1_\(x, xw, (\d+), wwp, \d+, y, " + widen + r"\(TCC_G1_", model_c)
+    pairs = re.findall(r"TCC_GEMM2_\(x, xw, (\d+), wwp, y, (\d+), " + widen + r"\(TCC_G2_", model_c)
+    singles = re.findall(r"TCC_GEMM1_\(x, xw, (\d+), wwp, y, " + widen + r"\(TCC_G1_", model_c)
     assert {(int(n), int(oc), w != '""', int(k), kind == "LOOP") for n, oc, w, kind, k in pairs} == \
         POINTWISE_BLOCKS[chain][0], pairs
     assert sorted(int(n) for n, *_ in singles) == sorted(POINTWISE_BLOCKS[chain][1]), singles
-    whole = re.findall(r"TCC_GEMM8_\(in, wwp, (\d+), out, (\d+), TCC_GS_(\d+)\(TCC_G8_CH_\)\);", model_c)
-    assert {tuple(map(int, t)) for t in whole} == POINTWISE_BLOCKS[chain][2], whole
+    whole = re.findall(r"TCC_GEMM8_\(in, wwp, out, (\d+), (\d+), TCC_GS_(\d+)\(TCC_G8_CH_\)\);", model_c)
+    assert {(int(oc), int(p), int(k)) for p, oc, k in whole} == POINTWISE_BLOCKS[chain][2], whole
     if cpu == "host":
         out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
     else:

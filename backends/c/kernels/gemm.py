@@ -13,6 +13,7 @@ from .common import WIDEN_GUARD, layer_context, literals, rq_header, widened_arg
 
 WIDEN_MAX_INPUTS = 256  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 1 KiB)
 REC_WORDS = 10  # TCC_GEMM2_'s record per channel pair besides the weights: 2b0 2b1 2b0 2b1, m0 m1 c0 c1 r0 r1
+LAST_FLAG = 0x100  # set in the last record's right shift (asr by a register reads its low byte only)
 MAX_STRB_OC = 4094  # the second pixel's outputs are stored at a literal offset OC + 1 (strb imm12)
 
 
@@ -72,6 +73,7 @@ def gemm_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
     for j in range(len(pairs)):
         h = rq_header(rq, j)  # 2b0 2b1 m0 m1 c0 c1 r0 r1
         recs.append(np.concatenate([h[:2], h[:2], pairs[j], h[2:]]))
+    recs[-1][-1] |= LAST_FLAG  # the last pair's r1: the block's loop ends there
     return np.concatenate(recs).astype(np.int64)
 
 
@@ -86,6 +88,7 @@ def gemm8_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
     c = (np.int64(1) << (right - 1)) + np.int64(ozp) * (np.int64(1) << right)
     recs = np.concatenate([2 * np.asarray(bias, np.int64)[:, None], words, np.asarray(mult, np.int64)[:, None],
                            c[:, None], right[:, None]], axis=1)
+    recs[-1, -1] |= LAST_FLAG
     return recs.reshape(-1)
 
 
