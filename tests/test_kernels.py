@@ -157,6 +157,59 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
 
 
+# Cortex-M4/M7's pointwise assembly blocks (TCC_GEMM2_: a pixel pair against every channel pair; TCC_GEMM8_:
+# 8 inputs held in registers, one channel at a time). Two short chains (a long one of random layers loses the
+# input: its features stop depending on it): inputs 72 (18 steps, looping by 2), 128 (looping by 8), 12 (and
+# the layer without a bias keeps its zero point: widened by the caller), 16 and 8 (one pass; 8 with a folded zero
+# point: TCC_GEMM8_ by 2, 1 and 4 channels per compare); channel counts 10 and 6 (not multiples of 4), 9 and 7
+# (odd: TCC_GEMM2_'s last channel in C); 63 pixels (odd: the last runs alone, TCC_GEMM1_) and, after a stride-2
+# convolution, 20; activations none and ReLU.
+POINTWISE: dict[str, list[Layer]] = {
+    "deep": [(0, 3, 3, 1, 1, True, 72, 0, True), (2, 1, 1, 1, 1, False, 128, 0, True),
+             (2, 1, 1, 1, 1, False, 12, 1, True), (2, 1, 1, 1, 1, False, 16, 0, False),
+             (2, 1, 1, 1, 1, False, 9, 0, True)],
+    "narrow": [(0, 3, 3, 1, 1, True, 8, 0, True), (2, 1, 1, 1, 1, False, 10, 1, True),
+               (0, 3, 3, 2, 1, True, 8, 0, True), (2, 1, 1, 1, 1, False, 7, 0, True),
+               (0, 1, 1, 1, 1, False, 8, 0, True), (2, 1, 1, 1, 1, False, 12, 0, True),
+               (2, 1, 1, 1, 1, False, 8, 0, True), (2, 1, 1, 1, 1, False, 6, 0, False)]}
+# per chain: (inputs, outputs, widened in the block, steps per pass, looping) of every pair block; the inputs of
+# the single-pixel blocks; (outputs, pixels, channels per compare) of the 8-input blocks
+POINTWISE_BLOCKS = {
+    "deep": ({(72, 128, True, 2, True), (128, 12, True, 8, True), (12, 16, False, 3, False),
+              (16, 9, True, 4, False)}, [72, 128, 12, 16], set()),
+    "narrow": ({(12, 8, True, 3, False), (8, 6, False, 2, False)}, [],
+               {(10, 63, 2), (7, 20, 1), (12, 20, 4)})}
+
+
+@pytest.mark.parametrize("chain", list(POINTWISE))
+@pytest.mark.parametrize("cpu", ["host", "m4", "m7"])
+def test_pointwise_assembly_block(session, tmp_path: Path, chain: str, cpu: str) -> None:
+    """Each chain equals the int8 interpreter: on the host (the portable path, ASan/UBSan) and under QEMU on
+    Cortex-M4/M7, where every pointwise layer with a multiple of 4 inputs runs TCC_GEMM2_ / TCC_GEMM1_ as
+    listed. The features depend on the input (a wrong block would show)."""
+    if cpu != "host" and not c_harness.have_arm():
+        pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
+    proj, dep, x = _project(session, tmp_path, POINTWISE[chain], 7)
+    model_c = (proj / "model.c").read_text()
+    widen = r'(""|TCC_GW_(?:ONE|LOOP)_\(TCC_GS_\d+\(TCC_GW[12]_[^)]*\)+, \d+\)),\s+TCC_GS_(ONE|LOOP)_\(TCC_GS_(\d+)'
+    pairs = re.findall(r"TCC_GEMM2_\(x, xw, (\d+), wwp, y, (\d+), " + widen + r"\(TCC_G2_", model_c)
+    singles = re.findall(r"TCC_GEMM1_\(x, xw, (\d+), wwp, y, " + widen + r"\(TCC_G1_", model_c)
+    assert {(int(n), int(oc), w != '""', int(k), kind == "LOOP") for n, oc, w, kind, k in pairs} == \
+        POINTWISE_BLOCKS[chain][0], pairs
+    assert sorted(int(n) for n, *_ in singles) == sorted(POINTWISE_BLOCKS[chain][1]), singles
+    whole = re.findall(r"TCC_GEMM8_\(in, wwp, out, (\d+), (\d+), TCC_GS_(\d+)\(TCC_G8_CH_\)\);", model_c)
+    assert {(int(oc), int(p), int(k)) for p, oc, k in whole} == POINTWISE_BLOCKS[chain][2], whole
+    if cpu == "host":
+        out = c_harness.run_host(c_harness.build_host(proj, sanitize=True))
+    else:
+        out, _ = c_harness.build_and_run_qemu(proj, cpu)
+    feats = Simulator(dep).features(x)
+    assert len({tuple(f) for f in feats}) == len(x)  # the features depend on the input
+    assert len(out.features) == len(x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu} features of input {i}")
+
+
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("cpu", ["m4", "m7", "m0plus"])
 def test_specialized_layers_under_qemu(session, tmp_path: Path, cpu: str) -> None:

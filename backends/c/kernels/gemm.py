@@ -3,13 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import layer_context, literals, widened_arg, widened_bytes
+from .common import WIDEN_GUARD, layer_context, literals, rq_header, widened_arg, widened_bytes, widened_pairs
 
 
 WIDEN_MAX_INPUTS = 256  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 1 KiB)
+REC_WORDS = 10  # TCC_GEMM2_'s record per channel pair besides the weights: 2b0 2b1 2b0 2b1, m0 m1 c0 c1 r0 r1
+LAST_FLAG = 0x100  # set in the last record's right shift (asr by a register reads its low byte only)
+MAX_STRB_OC = 4094  # the second pixel's outputs are stored at a literal offset OC + 1 (strb imm12)
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -29,9 +34,62 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     ctx["WIDEN"] = ctx["IC"] % 4 == 0 and ctx["IC"] <= WIDEN_MAX_INPUTS
     ctx["WWARG"] = widen and ww_used(g, op)
     ctx["RQH"] = ctx["WWARG"] and ctx["RQ"]  # the widened weights carry each pair's requantization
-    if ctx["WWARG"]:
+    ctx["FAST"] = ctx["RQH"] and _fast(ctx)
+    ctx["G8"] = ctx["FAST"] and ctx["IC"] == 8 and ctx["FOLDED"]
+    if ctx["G8"]:  # TCC_GEMM8_: the whole layer in one assembly block
+        name = arrays.array("ww", "int32_t", gemm8_words(g, op, ctx["_rq"]), guard=WIDEN_GUARD)
+        args.append(f"TCC_WW({name})")
+    elif ctx["FAST"]:  # TCC_GEMM2_: one assembly block per pixel pair
+        ic = ctx["IC"]
+        ctx["NSTEPS"] = ic // 4
+        ctx["PER"] = _steps_per_pass(ic // 4)
+        name = arrays.array("ww", "int32_t", gemm_words(g, op, ctx["_rq"]), guard=WIDEN_GUARD)
+        args.append(f"TCC_WW({name})")
+    elif ctx["WWARG"]:
         args.append(widened_arg(g, op, arrays, ctx["IC"], ctx["_rq"] if ctx["RQH"] else None))
     return render("gemm.c.j2", fn="{fn}", **ctx), args
+
+
+def _fast(ctx: dict[str, Any]) -> bool:
+    """Whether the layer runs TCC_GEMM2_ (Cortex-M4/M7): the pair requantization with the full int8 range, at
+    least two pixels (an odd last one runs with the pixel before it) and the second pixel's outputs at a literal
+    store offset."""
+    return bool(ctx["FULL_RANGE"] and ctx["P"] >= 2 and ctx["OC"] <= MAX_STRB_OC)
+
+
+def _steps_per_pass(s: int) -> int:
+    """TCC_GEMM2_'s steps per compare and branch: all of them up to 16, else 8/4/2/1."""
+    return s if s <= 16 else (8 if s % 8 == 0 else (4 if s % 4 == 0 else (2 if s % 2 == 0 else 1)))
+
+
+def gemm_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
+    """TCC_GEMM2_'s flash table: per output channel pair the doubled biases twice (the four accumulators), the
+    doubled weights widened (`widened_pairs`), then the pair's multipliers, rounding constants and shifts."""
+    w = g.tensors[op.inputs[1]].data
+    w = w.reshape(w.shape[0], -1).astype(np.int64)
+    n = w.shape[1]
+    pairs = widened_pairs(2 * w, n).reshape(-1, n)
+    recs = []
+    for j in range(len(pairs)):
+        h = rq_header(rq, j)  # 2b0 2b1 m0 m1 c0 c1 r0 r1
+        recs.append(np.concatenate([h[:2], h[:2], pairs[j], h[2:]]))
+    recs[-1][-1] |= LAST_FLAG  # the last pair's r1: the block's loop ends there
+    return np.concatenate(recs).astype(np.int64)
+
+
+def gemm8_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
+    """TCC_GEMM8_'s flash table (8 inputs): per output channel its doubled bias, its four words of doubled weights
+    widened (inputs 0/2, 1/3, 4/6, 5/7), its multiplier, rounding constant and right shift."""
+    bias, mult, right, ozp = rq
+    w = 2 * g.tensors[op.inputs[1]].data.reshape(g.tensors[op.inputs[1]].shape[0], -1).astype(np.int64)
+    lanes = w[:, [0, 2, 1, 3, 4, 6, 5, 7]] & 0xFFFF  # low and high half of each word
+    words = (lanes[:, 0::2] | (lanes[:, 1::2] << 16)).astype(np.uint32).view(np.int32).astype(np.int64)
+    right = np.asarray(right, np.int64)
+    c = (np.int64(1) << (right - 1)) + np.int64(ozp) * (np.int64(1) << right)
+    recs = np.concatenate([2 * np.asarray(bias, np.int64)[:, None], words, np.asarray(mult, np.int64)[:, None],
+                           c[:, None], right[:, None]], axis=1)
+    recs[-1, -1] |= LAST_FLAG
+    return recs.reshape(-1)
 
 
 def ww_used(g: Graph, op: Op) -> bool:
@@ -45,4 +103,10 @@ def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     """Flash of the widened weights `emit` adds for `op` (0 without)."""
     if not widen or not ww_used(g, op):
         return 0
-    return widened_bytes(g, op, g.tensors[op.inputs[0]].shape[-1], literals(g, op, fold=True)["RQ"])
+    lit = literals(g, op, fold=True)
+    lit["P"] = lit["OH"] * lit["OW"]
+    if lit["RQ"] and _fast(lit):
+        if lit["IC"] == 8 and lit["FOLDED"]:
+            return lit["OC"] * 8 * 4
+        return (lit["OC"] // 2) * (REC_WORDS + lit["IC"]) * 4
+    return widened_bytes(g, op, g.tensors[op.inputs[0]].shape[-1], lit["RQ"])

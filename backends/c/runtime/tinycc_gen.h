@@ -639,6 +639,163 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
                          : [y] "r"(yp), [end] "r"((xw) + (nw))                                                     \
                          : "cc", "memory");                                                                        \
     } while (0)
+/* The 1x1 GEMM's pixel pair against every channel pair in one assembly block (kernels/gemm.py gemm_words):
+ * per pair of output channels a record 2b0 2b1 2b0 2b1 (the doubled biases, loaded straight into the four
+ * accumulators), the weights widened at compile time (per four inputs channel 0's words for inputs 0/2 and 1/3,
+ * then channel 1's) and m0 m1 c0 c1 r0 r1 (tcc_rq30d's multiplier, rounding constant with the output zero point,
+ * right shift). Registers are fixed so that one ldm loads four widened inputs (r0-r3) and one ldm four weight
+ * words (r4-r7): per step of four inputs two ldm and eight smlad (10 instructions per 16 multiply-accumulates);
+ * accumulators r8-r11, inputs r12, weights lr. The output pointer and the inputs' end live in two words the
+ * block stores below the stack pointer (every register is busy in the steps); the last record's r1 carries bit 8
+ * (asr reads a register shift's low byte only), which ends the loop over the records (tst, beq). Outputs: sat8 of
+ * tcc_rq30d, pixel 0 at y and y + 1, pixel 1 at y + OC (OC a literal <= 4094). STEPS:
+ * TCC_GS_ONE_(TCC_GS_n(TCC_G2_)) (all nw / 4 steps in one pass) or TCC_GS_LOOP_(TCC_GS_n(TCC_G2_)) (n steps per
+ * compare and branch). TCC_GEMM1_: the same for one pixel (an odd last one) widened by tcc_widen_il (its words 0
+ * and 1 of every four), TCC_G1_ steps of one ldrd, one ldm and four smlad. WIDEN: the inputs at x (r3, int8,
+ * any alignment) widened into xw first (TCC_GW_ONE_/TCC_GW_LOOP_ of TCC_GW2_(IC) or TCC_GW1_: a zero point of
+ * 0; the pair's second pixel IC bytes on), or "" where the caller widened them. */
+#define TCC_G2_ \
+    "ldm r12!, {r0-r3}\n\t" \
+    "ldm lr!, {r4-r7}\n\t" \
+    "smlad r8, r0, r4, r8\n\t" \
+    "smlad r10, r2, r4, r10\n\t" \
+    "smlad r9, r0, r6, r9\n\t" \
+    "smlad r11, r2, r6, r11\n\t" \
+    "smlad r8, r1, r5, r8\n\t" \
+    "smlad r10, r3, r5, r10\n\t" \
+    "smlad r9, r1, r7, r9\n\t" \
+    "smlad r11, r3, r7, r11\n\t"
+#define TCC_G1_ \
+    "ldrd r0, r1, [r12], #16\n\t" \
+    "ldm lr!, {r4-r7}\n\t" \
+    "smlad r8, r0, r4, r8\n\t" \
+    "smlad r9, r0, r6, r9\n\t" \
+    "smlad r8, r1, r5, r8\n\t" \
+    "smlad r9, r1, r7, r9\n\t"
+#define TCC_GS_1(S) S
+#define TCC_GS_2(S) S S
+#define TCC_GS_3(S) S S S
+#define TCC_GS_4(S) TCC_GS_2(S) TCC_GS_2(S)
+#define TCC_GS_5(S) TCC_GS_4(S) S
+#define TCC_GS_6(S) TCC_GS_4(S) TCC_GS_2(S)
+#define TCC_GS_7(S) TCC_GS_4(S) TCC_GS_3(S)
+#define TCC_GS_8(S) TCC_GS_4(S) TCC_GS_4(S)
+#define TCC_GS_9(S) TCC_GS_8(S) S
+#define TCC_GS_10(S) TCC_GS_8(S) TCC_GS_2(S)
+#define TCC_GS_11(S) TCC_GS_8(S) TCC_GS_3(S)
+#define TCC_GS_12(S) TCC_GS_8(S) TCC_GS_4(S)
+#define TCC_GS_13(S) TCC_GS_8(S) TCC_GS_5(S)
+#define TCC_GS_14(S) TCC_GS_8(S) TCC_GS_6(S)
+#define TCC_GS_15(S) TCC_GS_8(S) TCC_GS_7(S)
+#define TCC_GS_16(S) TCC_GS_8(S) TCC_GS_8(S)
+#define TCC_GS_ONE_(S) S
+#define TCC_GS_LOOP_(S) "2:\n\t" S "ldr r0, [sp, #4]\n\tcmp r12, r0\n\tbne 2b\n\t"
+/* four inputs of both pixels widened: a's bytes 0/2 and 1/3 then b's (tcc_widen2's layout) */
+#define TCC_GW2_(IC) \
+    "ldr r4, [r3, #" #IC "]\n\t" \
+    "ldr r5, [r3], #4\n\t" \
+    "sxtb16 r6, r5\n\t" \
+    "sxtb16 r7, r5, ror #8\n\t" \
+    "sxtb16 r8, r4\n\t" \
+    "sxtb16 r9, r4, ror #8\n\t" \
+    "stm r12!, {r6-r9}\n\t"
+/* four inputs of one pixel widened into the first two words of four (tcc_widen_il's layout) */
+#define TCC_GW1_ \
+    "ldr r5, [r3], #4\n\t" \
+    "sxtb16 r6, r5\n\t" \
+    "sxtb16 r7, r5, ror #8\n\t" \
+    "strd r6, r7, [r12], #16\n\t"
+#define TCC_GW_ONE_(S, nw) S "sub r12, r12, #4 * " #nw "\n\t"
+#define TCC_GW_LOOP_(S, nw) "3:\n\t" S "cmp r12, r2\n\tbne 3b\n\tsub r12, r12, #4 * " #nw "\n\t"
+/* one output: r<a> = sat8(tcc_rq30d(r<a>, r<m>, r<c>, r<s>)) (r7 scratch) */
+#define TCC_GQ_(a, m, c, s) \
+    "add r7, " c ", " a ", asr #31\n\t" \
+    "smmlar " a ", " a ", " m ", r7\n\t" \
+    "asr " a ", " a ", " s "\n\t" \
+    "ssat " a ", #8, " a "\n\t"
+/* the block's frame: y, the records' end and the inputs' end pushed, per channel pair the biases, the steps,
+ * the requantization parameters, OUT (outputs stored at [r0], r0 advanced by 2), the next pair */
+#define TCC_GEMM_(x, xw, nw, ww, yp, WIDEN, STEPS, OUT) \
+    do { \
+        register const int8_t *tcc_i_ __asm__("r3") = (x); \
+        register uint32_t *tcc_x_ __asm__("r12") = (xw); \
+        register const int32_t *tcc_w_ __asm__("lr") = (ww); \
+        register int8_t *tcc_y_ __asm__("r0") = (yp); \
+        register const uint32_t *tcc_xe_ __asm__("r2") = (xw) + (nw); \
+        __asm__ volatile("str r0, [sp, #-8]!\n\t" /* a pre-indexed store: backends/c/stack.py counts it */ \
+                         "str r2, [sp, #4]\n\t" WIDEN \
+                         "1:\n\t" \
+                         "ldm lr!, {r8-r11}\n\t" STEPS \
+                         "ldm lr!, {r1-r6}\n\t" \
+                         "ldr r0, [sp]\n\t" OUT \
+                         "str r0, [sp]\n\t" \
+                         "sub r12, r12, #4 * " #nw "\n\t" \
+                         "tst r6, #256\n\t" \
+                         "beq 1b\n\t" \
+                         "add sp, sp, #8" \
+                         : "+r"(tcc_x_), "+r"(tcc_w_), "+r"(tcc_y_), "+r"(tcc_xe_), "+r"(tcc_i_) \
+                         : \
+                         : "r1", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
+    } while (0)
+#define TCC_GEMM2_(x, xw, nw, ww, yp, OC, WIDEN, STEPS) \
+    TCC_GEMM_(x, xw, nw, ww, yp, WIDEN, STEPS, \
+              TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r10", "r1", "r3", "r5") \
+              TCC_GQ_("r9", "r2", "r4", "r6") TCC_GQ_("r11", "r2", "r4", "r6") \
+              "strb r10, [r0, #" #OC "]\n\t" \
+              "strb r11, [r0, #" #OC " + 1]\n\t" \
+              "strb r9, [r0, #1]\n\t" \
+              "strb r8, [r0], #2\n\t")
+#define TCC_GEMM1_(x, xw, nw, ww, yp, WIDEN, STEPS) \
+    TCC_GEMM_(x, xw, nw, ww, yp, WIDEN, STEPS, \
+              TCC_GQ_("r8", "r1", "r3", "r5") TCC_GQ_("r9", "r2", "r4", "r6") \
+              "strb r9, [r0, #1]\n\t" \
+              "strb r8, [r0], #2\n\t")
+/* The 1x1 GEMM on 8 inputs, the whole layer in one assembly block (kernels/gemm.py gemm8_words): per pixel its
+ * 8 inputs widened into r0-r3 and kept there for every output channel; per channel one ldm of its record
+ * (2b, the four words of its doubled weights widened, m, c, r: r4-r11), four smlad, the requantization of
+ * TCC_GQ_ and one strb: 10 instructions per output (8 multiply-accumulates). The input pointer, the records'
+ * start and the outputs' end live in three words below the stack pointer; the last record's shift carries bit 8
+ * (as in TCC_GEMM2_). CH: TCC_GS_n(TCC_G8_CH_), n channels per test and branch. */
+#define TCC_G8_CH_ \
+    "ldm lr!, {r4-r11}\n\t" \
+    "smlad r4, r0, r5, r4\n\t" \
+    "smlad r4, r1, r6, r4\n\t" \
+    "smlad r4, r2, r7, r4\n\t" \
+    "smlad r4, r3, r8, r4\n\t" \
+    "add r5, r10, r4, asr #31\n\t" \
+    "smmlar r4, r4, r9, r5\n\t" \
+    "asr r4, r4, r11\n\t" \
+    "ssat r4, #8, r4\n\t" \
+    "strb r4, [r12], #1\n\t"
+#define TCC_GEMM8_(x, ww, yp, npix, nch, CH) \
+    do { \
+        register const int8_t *tcc_i_ __asm__("r3") = (x); \
+        register const int32_t *tcc_w_ __asm__("lr") = (ww); \
+        register int8_t *tcc_y_ __asm__("r12") = (yp); \
+        register int8_t *tcc_ye_ __asm__("r2") = (yp) + (npix) * (nch); \
+        __asm__ volatile("str r3, [sp, #-12]!\n\t" /* a pre-indexed store: backends/c/stack.py counts it */ \
+                         "strd lr, r2, [sp, #4]\n" \
+                         "4:\n\t" \
+                         "ldr r4, [sp]\n\t" \
+                         "ldr r5, [r4, #4]\n\t" \
+                         "ldr r6, [r4], #8\n\t" \
+                         "str r4, [sp]\n\t" \
+                         "sxtb16 r0, r6\n\t" \
+                         "sxtb16 r1, r6, ror #8\n\t" \
+                         "sxtb16 r2, r5\n\t" \
+                         "sxtb16 r3, r5, ror #8\n\t" \
+                         "ldr lr, [sp, #4]\n" \
+                         "5:\n\t" CH \
+                         "tst r11, #256\n\t" \
+                         "beq 5b\n\t" \
+                         "ldr r4, [sp, #8]\n\t" \
+                         "cmp r12, r4\n\t" \
+                         "bne 4b\n\t" \
+                         "add sp, sp, #12" \
+                         : "+r"(tcc_i_), "+r"(tcc_w_), "+r"(tcc_y_), "+r"(tcc_ye_) \
+                         : \
+                         : "r0", "r1", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "cc", "memory"); \
+    } while (0)
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
