@@ -120,6 +120,22 @@ MAX_TAPS = 128  # the widened weights of one group of channels within ldrd's rea
 NARROW = 5  # output widths up to this: edge pixels of interior rows get their own assembly blocks (code size)
 # the state an assembly loop reads and advances, int32 words on the stack (``st`` in the template)
 ST_X, ST_W, ST_BIAS, ST_RQ, ST_Y, ST_END, ST_ZP = 0, 4, 8, 12, 16, 20, 24
+# a run of interior pairs (`literal_loop` with ``run``): the y end of its last pair, then the bases of the
+# weights, bias and requantization tables that each pair starts from
+ST_STOP, ST_BASE = 28, 32
+# the pointer loop of windows up to UNROLLED_POINTER_TAPS taps builds its own tap table (`fast_context` TT): from
+# the input, the window's top-left input pixel, the layer's geometry table and the zero point's buffer
+ST_IN, ST_IY, ST_IX, ST_GEO, ST_ZB = 28, 32, 36, 40, 44
+ST_WORDS = 12
+
+
+def _sub(reg: str, v: int) -> list[str]:
+    """reg -= v (v >= 0) in 12-bit immediate steps."""
+    out: list[str] = []
+    while v > 0:
+        out.append(f"subw %[{reg}], %[{reg}], #{min(v, 4095)}")
+        v -= min(v, 4095)
+    return out
 
 
 def _smla(a: str) -> list[str]:
@@ -154,13 +170,15 @@ def _requant(accs: list[tuple[str, int]], per_channel: bool, rq: str, y: str, lo
 
 
 def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_channel: bool,
-                 long_c: bool) -> list[str]:
+                 long_c: bool, run: bool = False) -> list[str]:
     """The loop over the groups of four channels for one or two horizontally adjacent output pixels (valid: the
     taps inside the input, per pixel) with every input offset a literal from the state's x: per input word read,
     one load and two widenings shared by the taps of both pixels that read it, per tap one ldrd of its widened
     weights (8 bytes a tap); a padding tap multiplies the zero point (state word ST_ZP, both halves) without a
     read. On entry x holds the state (pushed below the stack pointer for the whole loop while x walks the input);
-    14 registers."""
+    14 registers. ``run`` (a pair): after the channel groups the loop steps to the pair on the left itself,
+    rewinding the table pointers to their bases (state words ST_BASE..), until the pair whose output ends at
+    state word ST_STOP is done: a run of interior pairs in one call, no C between its pairs."""
     pair = len(valid) == 2
     accs = ["a", "b"][:len(valid)]
     taps = x.kh * x.kw
@@ -187,8 +205,15 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], has_bias: bool, per_c
     out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], per_channel, "x", "w", long_c)
     out += (["add %[x], %[x], #32"] if per_channel else []) + [
         "add %[w], %[w], #4", "ldr %[u], [sp]", f"strd %[x], %[w], [%[u], #{ST_RQ}]",
-        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b", "add sp, sp, #8"]
-    return out
+        f"ldr %[q], [%[u], #{ST_END}]", "cmp %[w], %[q]", "mov %[x], %[u]", "bne 1b"]
+    if run:  # x: the state, w: this pair's output end; the next pair is 2 pixels to the left
+        out += [f"ldr %[q], [%[x], #{ST_STOP}]", "cmp %[w], %[q]", "beq 2f",
+                *_sub("w", 2 * x.oc), f"sub %[q], %[w], #{x.ic}", f"strd %[q], %[w], [%[x], #{ST_Y}]",
+                f"ldr %[u], [%[x], #{ST_BASE}]", f"str %[u], [%[x], #{ST_W}]",
+                f"ldrd %[u], %[q], [%[x], #{ST_BASE + 4}]", f"strd %[u], %[q], [%[x], #{ST_BIAS}]",
+                f"ldr %[u], [%[x], #{ST_X}]", *_sub("u", x.ic + 2 * x.sw * x.ic), f"str %[u], [%[x], #{ST_X}]",
+                "b 1b", "2:"]
+    return out + ["add sp, sp, #8"]
 
 
 def pointer_loop(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -> list[str]:
@@ -275,7 +300,7 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
     oyt, oyb = _interior(x.oh, x.ih, x.kh, x.sh, x.dh, x.pt)
     oxl, oxr = _interior(x.ow, x.iw, x.kw, x.sw, x.dw, x.pl)
     full = frozenset(range(x.kh * x.kw))
-    loops: dict[tuple[frozenset[int], ...], int] = {}
+    loops: dict[tuple[tuple[frozenset[int], ...], bool], int] = {}
     blocks: list[tuple[int, int, int]] = []  # (first column, pixels, loop)
     run = (0, 0)
     ox = 0
@@ -287,19 +312,19 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
             while end + 1 < oxr:
                 end += 2
             run = (ox, end)
-            blocks.append((ox, -1, loops.setdefault(valid, len(loops))))
+            blocks.append((ox, -1, loops.setdefault((valid, True), len(loops))))
             ox = end
             continue
         if not all(valid) or (x.ow > NARROW and valid != (full, full)):
             blocks.append((ox, 1, -2))  # a pixel without taps inside, or an edge of a wide layer: pointers
             ox += 1
             continue
-        blocks.append((ox, n, loops.setdefault(valid, len(loops))))
+        blocks.append((ox, n, loops.setdefault((valid, False), len(loops))))
         ox += n
     return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
-            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c) for v in loops],
-            "PAIRS": [len(v) == 2 for v in loops],
+            "LOOPS": [literal_loop(x, list(v), has_bias, per_channel, long_c, r) for v, r in loops],
+            "PAIRS": [len(v) == 2 for v, _ in loops], "ST_WORDS": ST_WORDS,
             "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, has_bias, per_channel, long_c),
-            "PFN": pointer_fn(x, has_bias, per_channel, long_c),
+            "PFN": pointer_fn(x, has_bias, per_channel, long_c), "TT": x.kh * x.kw <= UNROLLED_POINTER_TAPS,
             "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
             "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}
