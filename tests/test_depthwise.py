@@ -98,10 +98,11 @@ def test_column_schedule_covers_each_pixel_once() -> None:
             else:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
-        # one loop label each, and the state pushed below the stack pointer once, before the loop (and popped
+        # one loop label each, and the frame pushed below the stack pointer once, before the loop (and popped
         # after it): backends/c/stack.py counts such pushes
-        assert all(loop.count("1:") == 1 and loop.index("str %[x], [sp, #-8]!") < loop.index("1:")
-                   and loop.count("str %[x], [sp, #-8]!") == 1 and loop[-1] == "add sp, sp, #8"
+        push = f"strd %[u], %[q], [sp, #-{depthwise.FRAME}]!"
+        assert all(loop.count("1:") == 1 and loop.index(push) < loop.index("1:") and loop.count(push) == 1
+                   and sum("[sp, #-" in line for line in loop) == 1 and loop[-1] == f"add sp, sp, #{depthwise.FRAME}"
                    for loop in ctx["LOOPS"])
 
 
@@ -158,16 +159,21 @@ def test_random_layers_bit_exact(session, tmp_path: Path, seed: int, cpu: str) -
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("cpu", ["m4", "m0plus"])
 def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -> None:
-    """Layers whose widened weights exceed WIDE_WEIGHTS bytes of stack run the fast kernel with the weights
-    widened at compile time (a flash table under TCC_DSP_ASM, counted by ww_bytes): equal to the interpreter
-    under QEMU (M4: the assembly loops read the table; M0+: the int8 weights) and on the host (ASan/UBSan)."""
+    """The fast kernel reads per group of four channels a record made at compile time (bias, requantization
+    pairs, weights widened: a flash table under TCC_DSP_ASM, counted by ww_bytes): equal to the interpreter
+    under QEMU (M4: the assembly loops read the records; M0+: the int8 weights) and on the host (ASan/UBSan).
+    tests/test_widen.py runs the records made on the stack (--no-widen)."""
     dep, opts, x = _project(session, tmp_path, FLASH, (7, 9), 7)
     g = dep.extractor
     dws = [op for op in g.ops if depthwise.matches(g, op)]
     assert len(dws) == 2 and all(depthwise.flash_ww(g, op) for op in dws)
-    assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * 2 * 9 * 132
+    assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * (132 // 4) * (depthwise.REC_HEAD + 2 * 4 * 9)
+    rec = depthwise.fast_widened(g, dws[0]).reshape(132 // 4, -1)
+    bias, rq, _ = depthwise.fast_tables(g, dws[0])
+    np.testing.assert_array_equal(rec[:, :4].reshape(-1), bias)  # the records hold fast_tables' values
+    np.testing.assert_array_equal(rec[:, 4:12].reshape(-1), rq)
     code = (tmp_path / "model.c").read_text()
-    assert code.count("widened at compile time (") >= 1 and "uint32_t ww[" not in code
+    assert code.count("per group: bias, requantization, weights */") >= 1 and "uint32_t rec[" not in code
     feats = Simulator(dep).features(x)
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
