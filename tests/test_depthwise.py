@@ -180,3 +180,33 @@ def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu}, input {i}")
         np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"host, input {i}")
+
+
+# runs of interior pairs the assembly walks by itself (stride 1: the output - input distance is fixed; stride 2:
+# it grows by 2 * ic a pair), odd widths (a single pixel left of a run), dilation, even windows (padding on one
+# side), 5x5 (the pointer loop over window rows, its requantization pairs behind the record pointer), and maps
+# one pixel wide (the window shrinks to 3x1: no pair, every pixel a single)
+RUNS: dict[str, tuple[list[Layer], tuple[int, int]]] = {
+    "stride2_odd": ([(2, 1, 1, 1, 1, False, 8, 0, True), (1, 3, 3, 2, 1, True, 8, 0, True),
+                     (1, 3, 3, 1, 2, True, 8, 0, True)], (9, 23)),
+    "even_5x5": ([(2, 1, 1, 1, 1, False, 12, 0, True), (1, 2, 2, 1, 1, True, 12, 0, True),
+                  (1, 5, 5, 1, 1, True, 12, 0, True), (1, 3, 3, 1, 1, False, 12, 0, True)], (8, 17)),
+    "one_wide": ([(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4, 0, True),
+                  (1, 3, 3, 2, 1, True, 4, 0, True)], (11, 1)),
+}
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("case,cpu", [(c, "m4") for c in RUNS] + [("stride2_odd", "m7")])
+def test_runs_edges_and_one_pixel_maps_bit_exact(session, tmp_path: Path, case: str, cpu: str) -> None:
+    """Every depthwise layer of the case on the fast kernel; features equal the interpreter under QEMU and on
+    the host with ASan/UBSan."""
+    layers, hw = RUNS[case]
+    dep, opts, x = _project(session, tmp_path, layers, hw, 11)
+    assert _fast_layers(dep) == sum(1 for kind, *_ in layers if kind == 1)
+    feats = Simulator(dep).features(x)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{case} on {cpu}, input {i}")
+        np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"{case} on the host, input {i}")
