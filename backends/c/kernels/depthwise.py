@@ -188,27 +188,39 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], long_c: bool, run: bo
     out = [f"ldrd %[u], %[q], [%[x], #{ST_D}]", f"strd %[u], %[q], [sp, #-{FRAME}]!",
            f"ldrd %[u], %[q], [%[x], #{ST_END}]", f"strd %[u], %[q], [sp, #{F_END}]"]
     out += [f"ldr %[u], [%[x], #{ST_STOP}]", f"str %[u], [sp, #{F_STOP}]"] if run else []
-    out += [f"ldr %[w], [%[x], #{ST_W}]", f"ldr %[x], [%[x], #{ST_X}]", "1:", *_bias(accs)]
-    if any(len(v) < taps for v in valid):
+    padded = any(len(v) < taps for v in valid)
+    # a pair without padding taps loads the bias into a only: b's first multiply-accumulates (their column
+    # first, before a's) add to a's bias instead of b's own value
+    seed = pair and not padded
+    out += [f"ldr %[w], [%[x], #{ST_W}]", f"ldr %[x], [%[x], #{ST_X}]", "1:", *_bias(accs[:1] if seed else accs)]
+    if padded:
         out += [f"ldr %[u], [sp, #{F_ZP}]", "mov %[q], %[u]"]
         for a, v in zip(accs, valid):
             for t in sorted(set(range(taps)) - v):
                 out += [f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * t}]", *_smla(a)]
+    reads: list[tuple[int, list[tuple[str, int]]]] = []  # (input offset, the taps that multiply it)
     for ky in range(x.kh):
         uses: dict[int, list[tuple[str, int]]] = {}
         for p, (a, v) in enumerate(zip(accs, valid)):
             for kx in range(x.kw):
                 if ky * x.kw + kx in v:
                     uses.setdefault(p * x.sw + kx * x.dw, []).append((a, ky * x.kw + kx))
-        for col in sorted(uses):
-            out += [f"ldr %[u], [%[x], #{(ky * x.dh * x.iw + col) * x.ic}]", "sxtb16 %[q], %[u], ror #8",
-                    "sxtb16 %[u], %[u]"]
-            for a, t in uses[col]:
-                out += [f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * t}]", *_smla(a)]
+        reads += [((ky * x.dh * x.iw + col) * x.ic, uses[col]) for col in sorted(uses)]
+    if seed:
+        first = next(i for i, (_, u) in enumerate(reads) if any(a == "b" for a, _ in u))
+        off, u = reads.pop(first)
+        reads.insert(0, (off, sorted(u, key=lambda at: at[0] != "b")))
+    for i, (off, uses_) in enumerate(reads):
+        out += [f"ldr %[u], [%[x], #{off}]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]"]
+        for j, (a, t) in enumerate(uses_):
+            mac = _smla(a)
+            if seed and i == 0 and j == 0:  # b = a's bias + the first product
+                mac = [m[:m.rindex("%[")] + m[m.rindex("%["):].replace("b", "a") for m in mac]
+            out += [f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * t}]", *mac]
     out += [f"ldr %[u], [sp, #{F_D}]", "add %[x], %[x], %[u]"]
     out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], 16, "x", long_c)
-    out += [f"ldr %[u], [sp, #{F_D4}]", "sub %[x], %[x], %[u]", f"add %[w], %[w], #{rec}",
-            f"ldr %[u], [sp, #{F_END}]", "cmp %[w], %[u]", "bne 1b"]
+    out += [f"ldrd %[u], %[q], [sp, #{F_D4}]", "sub %[x], %[x], %[u]", f"add %[w], %[w], #{rec}",
+            "cmp %[w], %[q]", "bne 1b"]  # the distance less 4 and the records' end (F_END = F_D4 + 4)
     if run:  # x: this pair's window + ic; the next pair is 2 pixels to the left, its output 2 * oc lower
         delta = 2 * x.sw * x.ic - 2 * x.oc  # the distance's change (>= 0: oc == ic)
         out += [f"ldr %[u], [sp, #{F_STOP}]", "cmp %[x], %[u]", "beq 2f",
