@@ -169,9 +169,14 @@ def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -
     assert len(dws) == 2 and all(depthwise.flash_ww(g, op) for op in dws)
     assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * (132 // 4) * (depthwise.REC_HEAD + 2 * 4 * 9)
     rec = depthwise.fast_widened(g, dws[0]).reshape(132 // 4, -1)
-    bias, rq, _ = depthwise.fast_tables(g, dws[0])
+    bias, rq, long_c = depthwise.fast_tables(g, dws[0])
     np.testing.assert_array_equal(rec[:, :4].reshape(-1), bias)  # the records hold fast_tables' values
-    np.testing.assert_array_equal(rec[:, 4:12].reshape(-1), rq)
+    m, cr = rq.reshape(-1, 2).T
+    right = cr & 255
+    trip = rec[:, 4:16].reshape(-1, 3)
+    np.testing.assert_array_equal(trip[:, 0], m)
+    np.testing.assert_array_equal(trip[:, 1], right)
+    np.testing.assert_array_equal(trip[:, 2], (cr >> 8) << (right - 1) if long_c else cr >> 8)
     code = (tmp_path / "model.c").read_text()
     assert code.count("per group: bias, requantization, weights */") >= 1 and "uint32_t rec[" not in code
     feats = Simulator(dep).features(x)
@@ -210,3 +215,25 @@ def test_runs_edges_and_one_pixel_maps_bit_exact(session, tmp_path: Path, case: 
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{case} on {cpu}, input {i}")
         np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"{case} on the host, input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_vww_records_made_on_the_stack_bit_exact(session, tmp_path: Path) -> None:
+    """--no-widen: MobileNetV1 VWW's depthwise layers make their records on the stack at each call (one of them
+    with c wider than 24 bits, made from the packed pair at run time): its features under QEMU M4 equal the
+    interpreter's, as the flash records' do (tests/test_kernels.py)."""
+    from .conftest import mlperf_model
+
+    path = str(mlperf_model("vww_96_int8.tflite"))
+    g = session.registry.frontend_for(path).load(path)
+    opts = {"buffer": 2, "kernels": "tinycc", "no_widen": True}
+    dep = build_deployment(g, opts, session, CBackend())
+    ext = dep.extractor
+    assert any(depthwise.fast_tables_for(ext, op)[2] for op in ext.ops if depthwise.matches(ext, op))  # long c
+    x = np.random.default_rng(2).uniform(-1, 1, (1, *ext.tensors[ext.inputs[0]].shape[1:])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
+                   tmp_path)
+    code = (tmp_path / "model.c").read_text()
+    assert "uint32_t rec[" in code and "TCC_WW(" not in code
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0])

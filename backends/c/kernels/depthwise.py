@@ -102,18 +102,21 @@ def flash_ww(g: Graph, op: Op) -> bool:
 
 def fast_widened(g: Graph, op: Op) -> np.ndarray:
     """The fast template's records, one per group of four channels (REC_HEAD + 8 bytes a tap, int32 words): the
-    group's doubled folded bias (0 without one), its four requantization pairs (m, cr) as `fast_tables` makes
-    them (a per-tensor pair repeated), then per tap two words of doubled int16 weights, channels (0, 2) then
-    (1, 3), low half first."""
+    group's doubled folded bias (0 without one), per channel (m, right, c) of `fast_tables` (c = 2^(right-1) +
+    out_zp * 2^right in full, whatever its width; a per-tensor requantization repeated), then per tap two words
+    of doubled int16 weights, channels (0, 2) then (1, 3), low half first."""
     w = g.tensors[op.inputs[1]].data.astype(np.int64)
-    bias, rq, _ = fast_tables(g, op)
+    bias, _, _ = fast_tables(g, op)
+    p = conv_params(g, op)
     c = w.shape[-1]
     v = 2 * w.reshape(-1, c // 4, 4).transpose(1, 0, 2)  # group, tap, channel
     words = np.stack([(v[..., 0] & 0xFFFF) | ((v[..., 2] & 0xFFFF) << 16),
                       (v[..., 1] & 0xFFFF) | ((v[..., 3] & 0xFFFF) << 16)], axis=-1).reshape(c // 4, -1)
     b = np.zeros(c, np.int64) if bias is None else np.asarray(bias, np.int64)
-    pairs = np.broadcast_to(np.asarray(rq, np.int64).reshape(-1, 2), (c, 2)).reshape(c // 4, 8)
-    rec = np.concatenate([b.reshape(c // 4, 4) & 0xFFFFFFFF, pairs & 0xFFFFFFFF, words], axis=1)
+    right = np.broadcast_to(-np.asarray(p["shift"], np.int64), (c,))
+    mult = np.broadcast_to(np.asarray(p["mult"], np.int64), (c,))
+    rq = np.stack([mult, right, (1 << (right - 1)) + int(p["out_zp"]) * (1 << right)], axis=1).reshape(c // 4, 12)
+    rec = np.concatenate([b.reshape(c // 4, 4) & 0xFFFFFFFF, rq & 0xFFFFFFFF, words], axis=1)
     return rec.astype(np.uint32).view(np.int32).reshape(-1)
 
 
@@ -122,9 +125,9 @@ def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     return 4 * len(fast_widened(g, op)) if widen and flash_ww(g, op) else 0
 
 
-MAX_TAPS = 121  # a group's record within ldrd's reach (REC_HEAD + 8 bytes a tap, offsets up to 1020)
+MAX_TAPS = 120  # a group's record within ldrd's reach (REC_HEAD + 8 bytes a tap, offsets up to 1020)
 NARROW = 5  # output widths up to this: edge pixels of interior rows get their own assembly blocks (code size)
-REC_HEAD = 48  # a record's bias (16 bytes) and requantization pairs (32) before its widened weights
+REC_HEAD = 64  # a record's bias (16 bytes) and requantization triples (48) before its widened weights
 # the state the assembly loops read (``st`` in the template, int32 words; the loops never write it): the literal
 # loops' window (first word), records, output - input distance (and it less 4), records' end, zero point (both
 # halves), a run's stop; the pointer loop's output pixel (ST_D), tap table and what it is built from
@@ -155,14 +158,13 @@ def _bias(accs: list[str]) -> list[str]:
     return [f"ldrd %[{a}{j}], %[{a}{j + 1}], [%[w], #{4 * j}]" for a in accs for j in (0, 2)]
 
 
-def _requant(accs: list[tuple[str, int]], rq: int, y: str, long_c: bool) -> list[str]:
+def _requant(accs: list[tuple[str, int]], rq: int, y: str) -> list[str]:
     """tcc_dwq on each accumulator (name, output byte offset from y) of the four channels, saturated to int8 and
-    stored: per channel (m, cr) by ldrd from the record (w, offset rq), c = cr >> 8; per output add, smmlar,
-    asr, ssat, strb (``long_c``: c = ((cr >> 8) << right) >> 1)."""
+    stored: per channel (m, right) by ldrd and c by ldr from the record (w, offset rq); per output add, smmlar,
+    asr, ssat, strb."""
     out: list[str] = []
     for j in range(4):
-        out += [f"ldrd %[r], %[s], [%[w], #{rq + 8 * j}]", "asr %[q], %[s], #8"]
-        out += ["lsl %[q], %[q], %[s]", "asr %[q], %[q], #1"] if long_c else []
+        out += [f"ldrd %[r], %[s], [%[w], #{rq + 12 * j}]", f"ldr %[q], [%[w], #{rq + 12 * j + 8}]"]
         for a, off in accs:
             out += [f"add %[u], %[q], %[{a}{j}], asr #31", f"smmlar %[{a}{j}], %[{a}{j}], %[r], %[u]",
                     f"asr %[{a}{j}], %[{a}{j}], %[s]", f"ssat %[{a}{j}], #8, %[{a}{j}]",
@@ -170,7 +172,7 @@ def _requant(accs: list[tuple[str, int]], rq: int, y: str, long_c: bool) -> list
     return out
 
 
-def literal_loop(x: Geometry, valid: list[frozenset[int]], long_c: bool, run: bool = False) -> list[str]:
+def literal_loop(x: Geometry, valid: list[frozenset[int]], run: bool = False) -> list[str]:
     """The loop over the groups of four channels for one or two horizontally adjacent output pixels (valid: the
     taps inside the input, per pixel) with every input offset a literal from x (the window's first word of the
     group): per input word read, one load and two widenings shared by the taps of both pixels that read it, per
@@ -218,7 +220,7 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], long_c: bool, run: bo
                 mac = [m[:m.rindex("%[")] + m[m.rindex("%["):].replace("b", "a") for m in mac]
             out += [f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * t}]", *mac]
     out += [f"ldr %[u], [sp, #{F_D}]", "add %[x], %[x], %[u]"]
-    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], 16, "x", long_c)
+    out += _requant([(a, p * x.oc) for p, a in enumerate(accs)], 16, "x")
     out += [f"ldrd %[u], %[q], [sp, #{F_D4}]", "sub %[x], %[x], %[u]", f"add %[w], %[w], #{rec}",
             "cmp %[w], %[q]", "bne 1b"]  # the distance less 4 and the records' end (F_END = F_D4 + 4)
     if run:  # x: this pair's window + ic; the next pair is 2 pixels to the left, its output 2 * oc lower
@@ -232,19 +234,24 @@ def literal_loop(x: Geometry, valid: list[frozenset[int]], long_c: bool, run: bo
     return out + [f"add sp, sp, #{FRAME}"]
 
 
-def pointer_loop(x: Geometry, long_c: bool) -> list[str]:
+def pointer_loop(x: Geometry) -> list[str]:
     """The loop over the groups of four channels for one output pixel through its table of tap pointers (state
     word ST_TP, in t for the whole loop; padding taps point at a buffer of the zero point), c the channel offset,
-    w the group's record; windows up to UNROLLED_POINTER_TAPS taps unrolled, larger ones a loop over the
+    w the group's record, n the records' end; windows up to UNROLLED_POINTER_TAPS taps unrolled, larger ones a loop over the
     window's rows; x holds the state."""
     taps = x.kh * x.kw
     rec = REC_HEAD + 8 * taps
-    out = [f"ldr %[t], [%[x], #{ST_TP}]", f"ldr %[w], [%[x], #{ST_W}]", "mov %[c], #0", "1:", *_bias(["a"])]
-    if taps <= UNROLLED_POINTER_TAPS:
+    unrolled = taps <= UNROLLED_POINTER_TAPS
+    # unrolled: e holds the group's output pointer for the whole loop (the rows' loop needs it as its end)
+    out = [f"ldr %[t], [%[x], #{ST_TP}]", f"ldr %[w], [%[x], #{ST_W}]", f"ldr %[n], [%[x], #{ST_END}]",
+           "mov %[c], #0"]
+    out += [f"ldr %[e], [%[x], #{ST_D}]"] if unrolled else []
+    out += ["1:", *_bias(["a"])]
+    if unrolled:
         for k in range(taps):
             out += [f"ldr %[u], [%[t], #{4 * k}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
                     "sxtb16 %[u], %[u]", f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * k}]", *_smla("a")]
-        rq, step = 16, [f"add %[w], %[w], #{rec}"]
+        rq, step = 16, [f"add %[w], %[w], #{rec}", "add %[e], %[e], #4"]
     else:
         out += [f"add %[w], %[w], #{REC_HEAD}", f"add %[e], %[t], #{4 * taps}", "2:"]
         for j in range(x.kw):  # one window row per iteration (the first tap's loads advance the pointers)
@@ -252,21 +259,21 @@ def pointer_loop(x: Geometry, long_c: bool) -> list[str]:
                     "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8", "sxtb16 %[u], %[u]",
                     f"ldrd %[r], %[s], [%[w]], #{8 * x.kw}" if j == 0
                     else f"ldrd %[r], %[s], [%[w], #{8 * (j - x.kw)}]", *_smla("a")]
-        out += ["cmp %[t], %[e]", "bne 2b", f"sub %[t], %[t], #{4 * taps}"]
+        out += ["cmp %[t], %[e]", "bne 2b", f"sub %[t], %[t], #{4 * taps}", f"ldr %[e], [%[x], #{ST_D}]",
+                "add %[e], %[e], %[c]"]
         rq, step = 16 - rec, []  # w is at the next record already
-    out += [f"ldr %[e], [%[x], #{ST_D}]", "add %[e], %[e], %[c]"]
-    out += _requant([("a", 0)], rq, "e", long_c)
-    out += ["add %[c], %[c], #4", *step, f"ldr %[u], [%[x], #{ST_END}]", "cmp %[w], %[u]", "bne 1b"]
+    out += _requant([("a", 0)], rq, "e")
+    out += ["add %[c], %[c], #4", *step, "cmp %[w], %[n]", "bne 1b"]
     return out
 
 
 UNROLLED_POINTER_TAPS = 9  # the pointer loop's taps unrolled up to 3x3 (one function per window: little code)
 
 
-def pointer_fn(x: Geometry, long_c: bool) -> str:
+def pointer_fn(x: Geometry) -> str:
     """The name of the function that runs `pointer_loop` (defined once in model.c, shared by every layer whose
-    loop text is the same: it depends on the window and the requantization form only)."""
-    return f"tcc_dwp_{x.kh}x{x.kw}_{'l' if long_c else 's'}"
+    loop text is the same: it depends on the window only)."""
+    return f"tcc_dwp_{x.kh}x{x.kw}"
 
 
 def v6m_single(taps: int) -> list[str]:
@@ -337,9 +344,9 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
         blocks.append((ox, n, loops.setdefault((valid, False), len(loops))))
         ox += n
     return {"T": x.kh * x.kw, "OYT": oyt, "OYB": oyb, "RUN": run, "BLOCKS": blocks,
-            "LOOPS": [literal_loop(x, list(v), long_c, r) for v, r in loops], "REC": REC_HEAD + 8 * x.kh * x.kw,
+            "LOOPS": [literal_loop(x, list(v), r) for v, r in loops], "REC": REC_HEAD + 8 * x.kh * x.kw,
             "PAIRS": [len(v) == 2 for v, _ in loops], "ST_WORDS": ST_WORDS,
-            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x, long_c),
-            "PFN": pointer_fn(x, long_c), "TT": x.kh * x.kw <= UNROLLED_POINTER_TAPS,
+            "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x),
+            "PFN": pointer_fn(x), "TT": x.kh * x.kw <= UNROLLED_POINTER_TAPS,
             "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
             "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}
