@@ -133,7 +133,8 @@ REC_HEAD = 64  # a record's bias (16 bytes) and requantization triples (48) befo
 # halves), a run's stop; the pointer loop's output pixel (ST_D), tap table and what it is built from
 ST_X, ST_W, ST_D, ST_D4, ST_END, ST_ZP, ST_STOP = 0, 4, 8, 12, 16, 20, 24
 ST_TP, ST_IN, ST_IY, ST_IX, ST_GEO, ST_ZB = 28, 32, 36, 40, 44, 48
-ST_WORDS = 13
+ST_DY = 52  # the pair pointer loop: the second pixel's output less the first's, less 1 (oc - 1)
+ST_WORDS = 14
 # the literal loops' frame below the stack pointer: distance, distance less 4, records' end, zero point, stop
 F_D, F_D4, F_END, F_ZP, F_STOP, FRAME = 0, 4, 8, 12, 16, 24
 
@@ -267,6 +268,75 @@ def pointer_loop(x: Geometry) -> list[str]:
     return out
 
 
+def pair_cols(x: Geometry) -> list[int]:
+    """The input columns (from the first pixel's window corner) that two horizontally adjacent pixels read."""
+    return sorted({kx * x.dw for kx in range(x.kw)} | {x.sw + kx * x.dw for kx in range(x.kw)})
+
+
+def pair_pointer_loop(x: Geometry) -> list[str]:
+    """`pointer_loop` for two horizontally adjacent output pixels through one table of the pair's window (rows x
+    `pair_cols`, copied into a frame below the stack pointer with the first pixel's output, oc - 1 and the
+    records' end): per table entry one pointer load, one input load and two widenings shared by both pixels'
+    taps, the second pixel's accumulators seeded from the first's bias; c (the state on entry) the channel
+    offset, turned into the output pointer for the requantization (the second pixel's bytes at oc - 1 past the
+    first's, post-incremented). 14 registers."""
+    cols = pair_cols(x)
+    n = x.kh * len(cols)
+    rec = REC_HEAD + 8 * x.kh * x.kw
+    p = 4 * n  # frame: table, first output, oc - 1, records' end
+    frame = 4 * (n + 3 + (n + 3) % 2)
+    out = [f"ldr %[u], [%[c], #{ST_TP}]"]
+    for k in range(0, n - 1, 2):
+        out += [f"ldrd %[r], %[s], [%[u], #{4 * k}]",
+                f"strd %[r], %[s], [sp, #-{frame}]!" if k == 0 else f"strd %[r], %[s], [sp, #{4 * k}]"]
+    if n % 2:
+        out += [f"ldr %[r], [%[u], #{4 * (n - 1)}]", f"str %[r], [sp, #{4 * (n - 1)}]"]
+    out += [f"ldr %[r], [%[c], #{ST_D}]", f"ldr %[s], [%[c], #{ST_DY}]", f"strd %[r], %[s], [sp, #{p}]",
+            f"ldr %[r], [%[c], #{ST_END}]", f"str %[r], [sp, #{p + 8}]", f"ldr %[w], [%[c], #{ST_W}]",
+            "mov %[c], #0", "1:", *_bias(["a"])]
+    reads: list[tuple[int, list[tuple[str, int]]]] = []
+    for ky in range(x.kh):
+        for j, col in enumerate(cols):
+            uses = [(a, ky * x.kw + kx) for a, base in (("a", 0), ("b", x.sw)) for kx in range(x.kw)
+                    if base + kx * x.dw == col]
+            reads.append((ky * len(cols) + j, uses))
+    first = next(i for i, (_, u) in enumerate(reads) if any(a == "b" for a, _ in u))
+    e0, u0 = reads.pop(first)
+    reads.insert(0, (e0, sorted(u0, key=lambda at: at[0] != "b")))
+    for i, (e, uses) in enumerate(reads):
+        out += [f"ldr %[u], [sp, #{4 * e}]", "ldr %[u], [%[u], %[c]]", "sxtb16 %[q], %[u], ror #8",
+                "sxtb16 %[u], %[u]"]
+        for j, (a, t) in enumerate(uses):
+            mac = _smla(a)
+            if i == 0 and j == 0:  # b = a's bias + the first product
+                mac = [m[:m.rindex("%[")] + m[m.rindex("%["):].replace("b", "a") for m in mac]
+            out += [f"ldrd %[r], %[s], [%[w], #{REC_HEAD + 8 * t}]", *mac]
+    out += [f"ldr %[u], [sp, #{p}]", "add %[c], %[c], %[u]"]
+    for j in range(4):
+        out += [f"ldrd %[r], %[s], [%[w], #{16 + 12 * j}]", f"ldr %[q], [%[w], #{24 + 12 * j}]"]
+        for a in "ab":
+            out += [f"add %[u], %[q], %[{a}{j}], asr #31", f"smmlar %[{a}{j}], %[{a}{j}], %[r], %[u]",
+                    f"asr %[{a}{j}], %[{a}{j}], %[s]", f"ssat %[{a}{j}], #8, %[{a}{j}]"]
+        out += [f"strb %[a{j}], [%[c]], #1"]
+        out += [f"ldr %[a0], [sp, #{p + 4}]"] if j == 0 else []
+        out += [f"strb %[b{j}], [%[c], %[a0]]"]
+    out += [f"ldr %[u], [sp, #{p}]", "sub %[c], %[c], %[u]", f"add %[w], %[w], #{rec}",
+            f"ldr %[u], [sp, #{p + 8}]", "cmp %[w], %[u]", "bne 1b", f"add sp, sp, #{frame}"]
+    return out
+
+
+def pair_pointer(x: Geometry) -> bool:
+    """Whether rows of padding run `pair_pointer_loop` (windows up to 3x3, stride and dilation across 1: one such
+    function per window in a model, about 1.3 kB; strided layers pad one bottom row at most)."""
+    return x.kh * x.kw <= UNROLLED_POINTER_TAPS and x.ow > 1 and x.sw == 1 and x.dw == 1
+
+
+def pair_pointer_fn(x: Geometry) -> str:
+    """The name of the function that runs `pair_pointer_loop` (shared like `pointer_fn`'s; the stride and the
+    dilation across set the pair's columns)."""
+    return f"tcc_dwpp_{x.kh}x{x.kw}_s{x.sw}d{x.dw}"
+
+
 UNROLLED_POINTER_TAPS = 9  # the pointer loop's taps unrolled up to 3x3 (one function per window: little code)
 
 
@@ -348,5 +418,7 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
             "PAIRS": [len(v) == 2 for v, _ in loops], "ST_WORDS": ST_WORDS,
             "PAD": (oyt, oyb, oxl, oxr) != (0, x.oh, 0, x.ow), "POINTER": pointer_loop(x),
             "PFN": pointer_fn(x), "TT": x.kh * x.kw <= UNROLLED_POINTER_TAPS,
+            "PP": pair_pointer_loop(x) if pair_pointer(x) else [],
+            "PPFN": pair_pointer_fn(x), "PCOLS": pair_cols(x),
             "V6M": v6m_block(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else [],
             "V6M1": v6m_single(x.kh * x.kw) if x.kh * x.kw <= V6M_TAPS else []}
