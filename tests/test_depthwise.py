@@ -75,6 +75,7 @@ def test_assembly_loops_under_qemu(session, tmp_path: Path, case: str, cpu: str)
     dep, opts, x = _project(session, tmp_path, layers, hw, 5)
     code = (tmp_path / "model.c").read_text()
     assert "smmlar %[a0]" in code and "ldr %[u], [%[u], %[c]]" in code  # the literal and the pointer loops
+    assert "tcc_dwpp_3x3_s1d1(st);" in code  # rows of padding two pixels at a time (3x3 stride 1 'same')
     assert "ldrsb %[x], [%[x], %[i]]" in code  # ARMv6-M's blocks
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     feats = Simulator(dep).features(x)
