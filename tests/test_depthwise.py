@@ -6,6 +6,7 @@ padding, 3x3 and 5x5 windows, per-channel multipliers, and beside it the general
 are not a multiple of 4; every plan overlaps the kernels' outputs with their inputs (the backward walk)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,10 @@ def test_column_schedule_covers_each_pixel_once() -> None:
     """Interior rows: literal blocks and the pointer loop visit every output column exactly once, in order."""
     from tinycc.backends.c.overlap import Geometry
 
-    for ow, iw, k, s, pad in ((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1), (1, 3, 3, 1, 0), (7, 9, 5, 1, 1),
-                              (33, 37, 5, 1, 0)):
-        x = Geometry(9, iw, 8, 9, ow, 8, k, k, 1, s, 1, 1, 1, pad)
+    for (ow, iw, k, s, pad), ic in itertools.product(((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1),
+                                                       (1, 3, 3, 1, 0), (7, 9, 5, 1, 1), (33, 37, 5, 1, 0),
+                                                       (7, 7, 3, 1, 1)), (8, 32)):
+        x = Geometry(9, iw, ic, 9, ow, ic, k, k, 1, s, 1, 1, 1, pad)
         ctx = depthwise.fast_context(x, True, True, False)
         cols: list[int] = []
         for ox, n, loop in ctx["BLOCKS"]:
@@ -99,6 +101,10 @@ def test_column_schedule_covers_each_pixel_once() -> None:
             else:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
+        # 32 channels, 3x3 stride 1, 'same', wider than NARROW: the edge pairs of interior rows run the pair
+        # pointer loop (block loop -3; an odd width leaves the right edge pixel to the single pointer loop)
+        edge_pairs = [b for b in ctx["BLOCKS"] if b[2] == -3]
+        assert len(edge_pairs) == ((2 - ow % 2) if (ic, k, s, pad) == (32, 3, 1, 1) and ow > depthwise.NARROW else 0)
         # one loop label each, and the frame pushed below the stack pointer once, before the loop (and popped
         # after it): backends/c/stack.py counts such pushes
         push = f"strd %[u], %[q], [sp, #-{depthwise.FRAME}]!"

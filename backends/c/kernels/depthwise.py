@@ -331,6 +331,11 @@ def pair_pointer(x: Geometry) -> bool:
     return x.kh * x.kw <= UNROLLED_POINTER_TAPS and x.ow > 1 and x.sw == 1 and x.dw == 1
 
 
+EDGE_PAIR_GROUPS = 8  # from this many channel groups the edge pairs of interior rows run the pair pointer loop
+# (its table and frame cost more per call than a single pixel's; with fewer groups they run one pointer pixel
+# and one pixel of the run's literal pairs)
+
+
 def pair_pointer_fn(x: Geometry) -> str:
     """The name of the function that runs `pair_pointer_loop` (shared like `pointer_fn`'s; the stride and the
     dilation across set the pair's columns)."""
@@ -396,6 +401,7 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
     blocks: list[tuple[int, int, int]] = []  # (first column, pixels, loop)
     run = (0, 0)
     ox = 0
+    pp = pair_pointer(x) and x.ic >= 4 * EDGE_PAIR_GROUPS
     while ox < x.ow and oyb > oyt:
         n = 2 if ox + 1 < x.ow else 1
         valid = tuple(_taps_inside(x, ox + p) for p in range(n))
@@ -406,6 +412,10 @@ def fast_context(x: Geometry, has_bias: bool, per_channel: bool, long_c: bool) -
             run = (ox, end)
             blocks.append((ox, -1, loops.setdefault((valid, True), len(loops))))
             ox = end
+            continue
+        if pp and n == 2 and all(valid) and x.ow > NARROW and valid != (full, full):
+            blocks.append((ox, 2, -3))  # an edge pair of a wide layer: the pair pointer loop
+            ox += 2
             continue
         if not all(valid) or (x.ow > NARROW and valid != (full, full)):
             blocks.append((ox, 1, -2))  # a pixel without taps inside, or an edge of a wide layer: pointers
