@@ -197,7 +197,7 @@ def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -
 # runs of interior pairs the assembly walks by itself (stride 1: the output - input distance is fixed; stride 2:
 # it grows by 2 * ic a pair), odd widths (a single pixel left of a run), dilation, even windows (padding on one
 # side), 5x5 (the pointer loop over window rows, its requantization pairs behind the record pointer), and maps
-# one pixel wide (the window shrinks to 3x1: no pair, every pixel a single)
+# one pixel wide (the window shrinks to 3x1: no pair, every pixel a single), the pair pointer loop
 RUNS: dict[str, tuple[list[Layer], tuple[int, int]]] = {
     "stride2_odd": ([(2, 1, 1, 1, 1, False, 8, 0, True), (1, 3, 3, 2, 1, True, 8, 0, True),
                      (1, 3, 3, 1, 2, True, 8, 0, True)], (9, 23)),
@@ -205,6 +205,8 @@ RUNS: dict[str, tuple[list[Layer], tuple[int, int]]] = {
                   (1, 5, 5, 1, 1, True, 12, 0, True), (1, 3, 3, 1, 1, False, 12, 0, True)], (8, 17)),
     "one_wide": ([(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4, 0, True),
                   (1, 3, 3, 2, 1, True, 4, 0, True)], (11, 1)),
+    # 32 channels (8 groups): the edge pairs of interior rows and the padding rows run the pair pointer loop
+    "edge_pairs": ([(2, 1, 1, 1, 1, False, 32, 0, True), (1, 3, 3, 1, 1, True, 32, 0, True)], (6, 10)),
 }
 
 
