@@ -76,7 +76,6 @@ def test_assembly_loops_under_qemu(session, tmp_path: Path, case: str, cpu: str)
     dep, opts, x = _project(session, tmp_path, layers, hw, 5)
     code = (tmp_path / "model.c").read_text()
     assert "smmlar %[a0]" in code and "ldr %[u], [%[u], %[c]]" in code  # the literal and the pointer loops
-    assert "tcc_dwpp_3x3_s1d1(st);" in code  # rows of padding two pixels at a time (3x3 stride 1 'same')
     assert "ldrsb %[x], [%[x], %[i]]" in code  # ARMv6-M's blocks
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     feats = Simulator(dep).features(x)
@@ -91,7 +90,8 @@ def test_column_schedule_covers_each_pixel_once() -> None:
 
     for (ow, iw, k, s, pad), ic in itertools.product(((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1),
                                                        (1, 3, 3, 1, 0), (7, 9, 5, 1, 1), (33, 37, 5, 1, 0),
-                                                       (7, 7, 3, 1, 1)), (8, 32)):
+                                                       (7, 7, 3, 1, 1), (16, 16, 3, 1, 1), (17, 17, 3, 1, 1)),
+                                                      (8, 32)):
         x = Geometry(9, iw, ic, 9, ow, ic, k, k, 1, s, 1, 1, 1, pad)
         ctx = depthwise.fast_context(x, True, True, False)
         cols: list[int] = []
@@ -101,10 +101,11 @@ def test_column_schedule_covers_each_pixel_once() -> None:
             else:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
-        # 32 channels, 3x3 stride 1, 'same', wider than NARROW: the edge pairs of interior rows run the pair
+        # 32 channels, 3x3 stride 1, 'same', 16+ wide: the edge pairs of interior rows run the pair
         # pointer loop (block loop -3; an odd width leaves the right edge pixel to the single pointer loop)
         edge_pairs = [b for b in ctx["BLOCKS"] if b[2] == -3]
-        assert len(edge_pairs) == ((2 - ow % 2) if (ic, k, s, pad) == (32, 3, 1, 1) and ow > depthwise.NARROW else 0)
+        pairs = (ic, k, s, pad) == (32, 3, 1, 1) and ow * ic // 4 >= depthwise.PAIR_ROW_WORK
+        assert len(edge_pairs) == ((2 - ow % 2) if pairs else 0)
         # one loop label each, and the frame pushed below the stack pointer once, before the loop (and popped
         # after it): backends/c/stack.py counts such pushes
         push = f"strd %[u], %[q], [sp, #-{depthwise.FRAME}]!"
@@ -205,8 +206,9 @@ RUNS: dict[str, tuple[list[Layer], tuple[int, int]]] = {
                   (1, 5, 5, 1, 1, True, 12, 0, True), (1, 3, 3, 1, 1, False, 12, 0, True)], (8, 17)),
     "one_wide": ([(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4, 0, True),
                   (1, 3, 3, 2, 1, True, 4, 0, True)], (11, 1)),
-    # 32 channels (8 groups): the edge pairs of interior rows and the padding rows run the pair pointer loop
-    "edge_pairs": ([(2, 1, 1, 1, 1, False, 32, 0, True), (1, 3, 3, 1, 1, True, 32, 0, True)], (6, 10)),
+    # 32 channels (8 groups) 16 wide: the edge pairs of interior rows and the padding rows run the pair pointer
+    # loop
+    "edge_pairs": ([(2, 1, 1, 1, 1, False, 32, 0, True), (1, 3, 3, 1, 1, True, 32, 0, True)], (5, 16)),
 }
 
 
@@ -218,6 +220,8 @@ def test_runs_edges_and_one_pixel_maps_bit_exact(session, tmp_path: Path, case: 
     layers, hw = RUNS[case]
     dep, opts, x = _project(session, tmp_path, layers, hw, 11)
     assert _fast_layers(dep) == sum(1 for kind, *_ in layers if kind == 1)
+    if case == "edge_pairs":  # rows of padding and the interior rows' edges two pixels at a time
+        assert (tmp_path / "model.c").read_text().count("tcc_dwpp_3x3_s1d1(st);") == 2
     feats = Simulator(dep).features(x)
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))

@@ -326,9 +326,15 @@ def pair_pointer_loop(x: Geometry) -> list[str]:
 
 
 def pair_pointer(x: Geometry) -> bool:
-    """Whether rows of padding run `pair_pointer_loop` (windows up to 3x3, stride and dilation across 1: one such
-    function per window in a model, about 1.3 kB; strided layers pad one bottom row at most)."""
-    return x.kh * x.kw <= UNROLLED_POINTER_TAPS and x.ow > 1 and x.sw == 1 and x.dw == 1
+    """Whether rows of padding run `pair_pointer_loop` (windows up to 3x3, stride and dilation across 1, rows of
+    at least PAIR_ROW_WORK pixel-groups: one such function per window in a model, about 1.3 kB; strided layers
+    pad one bottom row at most)."""
+    return (x.kh * x.kw <= UNROLLED_POINTER_TAPS and x.ow > 1 and x.sw == 1 and x.dw == 1
+            and x.ow * x.ic // 4 >= PAIR_ROW_WORK)
+
+
+PAIR_ROW_WORK = 128  # pixel x channel groups a row from which a layer uses the pair pointer function (its code,
+# about 1.3 kB once per model, pays where padding rows are long: VWW from 24x24x32 on, not KWS's 25x5x64)
 
 
 EDGE_PAIR_GROUPS = 8  # from this many channel groups the edge pairs of interior rows run the pair pointer loop
