@@ -6,6 +6,7 @@ padding, 3x3 and 5x5 windows, per-channel multipliers, and beside it the general
 are not a multiple of 4; every plan overlaps the kernels' outputs with their inputs (the backward walk)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,11 @@ def test_column_schedule_covers_each_pixel_once() -> None:
     """Interior rows: literal blocks and the pointer loop visit every output column exactly once, in order."""
     from tinycc.backends.c.overlap import Geometry
 
-    for ow, iw, k, s, pad in ((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1), (1, 3, 3, 1, 0), (7, 9, 5, 1, 1),
-                              (33, 37, 5, 1, 0)):
-        x = Geometry(9, iw, 8, 9, ow, 8, k, k, 1, s, 1, 1, 1, pad)
+    for (ow, iw, k, s, pad), ic in itertools.product(((5, 5, 3, 1, 1), (24, 48, 3, 2, 0), (6, 6, 3, 1, 1),
+                                                       (1, 3, 3, 1, 0), (7, 9, 5, 1, 1), (33, 37, 5, 1, 0),
+                                                       (7, 7, 3, 1, 1), (16, 16, 3, 1, 1), (17, 17, 3, 1, 1)),
+                                                      (8, 32)):
+        x = Geometry(9, iw, ic, 9, ow, ic, k, k, 1, s, 1, 1, 1, pad)
         ctx = depthwise.fast_context(x, True, True, False)
         cols: list[int] = []
         for ox, n, loop in ctx["BLOCKS"]:
@@ -98,10 +101,16 @@ def test_column_schedule_covers_each_pixel_once() -> None:
             else:
                 cols += list(range(ox, ox + n))
         assert cols == list(range(ow)), (ow, ctx["BLOCKS"])
-        # one loop label each, and the state pushed below the stack pointer once, before the loop (and popped
+        # 32 channels, 3x3 stride 1, 'same', 16+ wide: the edge pairs of interior rows run the pair
+        # pointer loop (block loop -3; an odd width leaves the right edge pixel to the single pointer loop)
+        edge_pairs = [b for b in ctx["BLOCKS"] if b[2] == -3]
+        pairs = (ic, k, s, pad) == (32, 3, 1, 1) and ow * ic // 4 >= depthwise.PAIR_ROW_WORK
+        assert len(edge_pairs) == ((2 - ow % 2) if pairs else 0)
+        # one loop label each, and the frame pushed below the stack pointer once, before the loop (and popped
         # after it): backends/c/stack.py counts such pushes
-        assert all(loop.count("1:") == 1 and loop.index("str %[x], [sp, #-8]!") < loop.index("1:")
-                   and loop.count("str %[x], [sp, #-8]!") == 1 and loop[-1] == "add sp, sp, #8"
+        push = f"strd %[u], %[q], [sp, #-{depthwise.FRAME}]!"
+        assert all(loop.count("1:") == 1 and loop.index(push) < loop.index("1:") and loop.count(push) == 1
+                   and sum("[sp, #-" in line for line in loop) == 1 and loop[-1] == f"add sp, sp, #{depthwise.FRAME}"
                    for loop in ctx["LOOPS"])
 
 
@@ -158,19 +167,86 @@ def test_random_layers_bit_exact(session, tmp_path: Path, seed: int, cpu: str) -
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 @pytest.mark.parametrize("cpu", ["m4", "m0plus"])
 def test_weights_widened_in_flash_bit_exact(session, tmp_path: Path, cpu: str) -> None:
-    """Layers whose widened weights exceed WIDE_WEIGHTS bytes of stack run the fast kernel with the weights
-    widened at compile time (a flash table under TCC_DSP_ASM, counted by ww_bytes): equal to the interpreter
-    under QEMU (M4: the assembly loops read the table; M0+: the int8 weights) and on the host (ASan/UBSan)."""
+    """The fast kernel reads per group of four channels a record made at compile time (bias, requantization
+    pairs, weights widened: a flash table under TCC_DSP_ASM, counted by ww_bytes): equal to the interpreter
+    under QEMU (M4: the assembly loops read the records; M0+: the int8 weights) and on the host (ASan/UBSan).
+    tests/test_widen.py runs the records made on the stack (--no-widen)."""
     dep, opts, x = _project(session, tmp_path, FLASH, (7, 9), 7)
     g = dep.extractor
     dws = [op for op in g.ops if depthwise.matches(g, op)]
     assert len(dws) == 2 and all(depthwise.flash_ww(g, op) for op in dws)
-    assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * 2 * 9 * 132
+    assert sum(depthwise.ww_bytes(g, op) for op in dws) == 2 * (132 // 4) * (depthwise.REC_HEAD + 2 * 4 * 9)
+    rec = depthwise.fast_widened(g, dws[0]).reshape(132 // 4, -1)
+    bias, rq, long_c = depthwise.fast_tables(g, dws[0])
+    np.testing.assert_array_equal(rec[:, :4].reshape(-1), bias)  # the records hold fast_tables' values
+    m, cr = rq.reshape(-1, 2).T
+    right = cr & 255
+    trip = rec[:, 4:16].reshape(-1, 3)
+    np.testing.assert_array_equal(trip[:, 0], m)
+    np.testing.assert_array_equal(trip[:, 1], right)
+    np.testing.assert_array_equal(trip[:, 2], (cr >> 8) << (right - 1) if long_c else cr >> 8)
     code = (tmp_path / "model.c").read_text()
-    assert code.count("widened at compile time (") >= 1 and "uint32_t ww[" not in code
+    assert code.count("per group: bias, requantization, weights */") >= 1 and "uint32_t rec[" not in code
     feats = Simulator(dep).features(x)
     out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
     host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{cpu}, input {i}")
         np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"host, input {i}")
+
+
+# runs of interior pairs the assembly walks by itself (stride 1: the output - input distance is fixed; stride 2:
+# it grows by 2 * ic a pair), odd widths (a single pixel left of a run), dilation, even windows (padding on one
+# side), 5x5 (the pointer loop over window rows, its requantization pairs behind the record pointer), and maps
+# one pixel wide (the window shrinks to 3x1: no pair, every pixel a single), the pair pointer loop
+RUNS: dict[str, tuple[list[Layer], tuple[int, int]]] = {
+    "stride2_odd": ([(2, 1, 1, 1, 1, False, 8, 0, True), (1, 3, 3, 2, 1, True, 8, 0, True),
+                     (1, 3, 3, 1, 2, True, 8, 0, True)], (9, 23)),
+    "even_5x5": ([(2, 1, 1, 1, 1, False, 12, 0, True), (1, 2, 2, 1, 1, True, 12, 0, True),
+                  (1, 5, 5, 1, 1, True, 12, 0, True), (1, 3, 3, 1, 1, False, 12, 0, True)], (8, 17)),
+    "one_wide": ([(2, 1, 1, 1, 1, False, 4, 0, True), (1, 3, 3, 1, 1, True, 4, 0, True),
+                  (1, 3, 3, 2, 1, True, 4, 0, True)], (11, 1)),
+    # 32 channels (8 groups) 16 wide: the edge pairs of interior rows and the padding rows run the pair pointer
+    # loop
+    "edge_pairs": ([(2, 1, 1, 1, 1, False, 32, 0, True), (1, 3, 3, 1, 1, True, 32, 0, True)], (5, 16)),
+}
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+@pytest.mark.parametrize("case,cpu", [(c, "m4") for c in RUNS] + [("stride2_odd", "m7")])
+def test_runs_edges_and_one_pixel_maps_bit_exact(session, tmp_path: Path, case: str, cpu: str) -> None:
+    """Every depthwise layer of the case on the fast kernel; features equal the interpreter under QEMU and on
+    the host with ASan/UBSan."""
+    layers, hw = RUNS[case]
+    dep, opts, x = _project(session, tmp_path, layers, hw, 11)
+    assert _fast_layers(dep) == sum(1 for kind, *_ in layers if kind == 1)
+    if case == "edge_pairs":  # rows of padding and the interior rows' edges two pixels at a time
+        assert (tmp_path / "model.c").read_text().count("tcc_dwpp_3x3_s1d1(st);") == 3  # rows, left, right
+    feats = Simulator(dep).features(x)
+    out, _ = c_harness.build_and_run_qemu(tmp_path, cpu)
+    host = c_harness.run_host(c_harness.build_host(tmp_path, sanitize=True))
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"{case} on {cpu}, input {i}")
+        np.testing.assert_array_equal(host.features[i], feats[i], err_msg=f"{case} on the host, input {i}")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_vww_records_made_on_the_stack_bit_exact(session, tmp_path: Path) -> None:
+    """--no-widen: MobileNetV1 VWW's depthwise layers make their records on the stack at each call (one of them
+    with c wider than 24 bits, made from the packed pair at run time): its features under QEMU M4 equal the
+    interpreter's, as the flash records' do (tests/test_kernels.py)."""
+    from .conftest import mlperf_model
+
+    path = str(mlperf_model("vww_96_int8.tflite"))
+    g = session.registry.frontend_for(path).load(path)
+    opts = {"buffer": 2, "kernels": "tinycc", "no_widen": True}
+    dep = build_deployment(g, opts, session, CBackend())
+    ext = dep.extractor
+    assert any(depthwise.fast_tables_for(ext, op)[2] for op in ext.ops if depthwise.matches(ext, op))  # long c
+    x = np.random.default_rng(2).uniform(-1, 1, (1, *ext.tensors[ext.inputs[0]].shape[1:])).astype(np.float32)
+    render_project(dep, {**opts, "test_vectors": (x, np.zeros(1, np.int64)), "test_count": 1, "test_learn": 1},
+                   tmp_path)
+    code = (tmp_path / "model.c").read_text()
+    assert "uint32_t rec[" in code and "TCC_WW(" not in code
+    out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
+    np.testing.assert_array_equal(out.features[0], Simulator(dep).features(x)[0])
