@@ -52,6 +52,7 @@ from ...ir.ops import OpKind, same_padding
 from ...ir.tensor import DType, QuantParams, Tensor
 from ...tflite_schema import builtin_name, schema
 from .tflite_lstm import read_lstm
+from .tflite_svdf import read_svdf
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 
@@ -64,7 +65,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 # operators the reader maps (see the module docstring); int32 shape arithmetic (SHAPE, ...) is dropped
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU"})
@@ -509,6 +510,8 @@ class _Reader:
             self._pack(o, out)
         elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             read_lstm(self, o, x, out)
+        elif code == "SVDF":
+            read_svdf(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
             self._strided_slice(o, x, out)
         elif code == "TRANSPOSE":
