@@ -1,0 +1,162 @@
+"""SVDF (TFLite's builtin 27) end to end: the int8 core of TFLite Micro's published keyword_scrambled model and
+random-parameter SVDF files written by tinycc's TFLite writer run bit-exactly like run_int8 in TFLite's BUILTIN_REF
+interpreter and TFLite Micro over consecutive invokes (the state persists; tinycc's rows are those invokes, from a
+zero state); the float op equals TFLite's float kernel; unsupported variants are refused in one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinycc.errors import UnsupportedLayerError
+from tinycc.ir.graph import Graph
+from tinycc.ir.interpreter import run
+from tinycc.ir.interpreter_int8 import run_int8
+from tinycc.ir.tensor import DType, QuantParams
+from tinycc.plugins.frontends.tflite import read_tflite
+from tinycc.tflite_writer import operator_names, write_tflite
+
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+DATA = Path(__file__).parent / "data" / "tflm-svdf"
+SVDF_OUTS = [5, 13, 21, 29, 37, 42, 47, 50]  # every SVDF output of keyword_scrambled, then the last FC's
+
+
+def keyword_core(tmp_path: Path) -> Path:
+    """keyword_scrambled.tflite without its int16 input QUANTIZE and int16 SOFTMAX -> int32 QUANTIZE tail (which
+    tinycc does not read): int8 input tensor 0, every SVDF output and the last FULLY_CONNECTED's as outputs."""
+    import flatbuffers
+
+    from tinycc.tflite_schema import schema
+
+    m = schema().ModelT.InitFromPackedBuf((DATA / "keyword_scrambled.tflite").read_bytes(), 0)
+    sg = m.subgraphs[0]
+    sg.operators = sg.operators[1:-2]
+    sg.inputs = np.array([0], np.int32)
+    sg.outputs = np.array(SVDF_OUTS, np.int32)
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path / "keyword_core.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def stream_builtin_ref(data: bytes, x: np.ndarray) -> list[np.ndarray]:
+    """TFLite's reference kernels, one row of ``x`` per Invoke without a reset between them; every output."""
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    outs: list[list[np.ndarray]] = [[] for _ in it.get_output_details()]
+    for i in range(len(x)):
+        it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+        it.invoke()
+        for k, d in enumerate(it.get_output_details()):
+            outs[k].append(it.get_tensor(d["index"]))
+    return [np.concatenate(o) for o in outs]
+
+
+def stream_tflm(data: bytes, x: np.ndarray, n_out: int) -> list[np.ndarray]:
+    """TFLite Micro's Python interpreter, one row per Invoke without a reset between them; every output."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    m = runtime.Interpreter.from_bytes(data)
+    outs: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    for i in range(len(x)):
+        m.set_input(x[i:i + 1], 0)
+        m.invoke()
+        for k in range(n_out):
+            outs[k].append(m.get_output(k))
+    return [np.concatenate(o) for o in outs]
+
+
+def random_svdf(seed: int, rank: int, bias: bool, integer: bool, feats: int = 11, units: int = 5,
+                memory: int = 6) -> Graph:
+    """One SVDF layer with random weights (int8: random scales chosen so that neither requantization saturates)."""
+    r = np.random.default_rng(seed)
+    filters = units * rank
+    g = Graph("svdf")
+    g.add_input("x", (1, feats), DType.INT8 if integer else DType.FLOAT32)
+    if not integer:
+        g.add_const("wf", r.normal(0, 0.5, (filters, feats)).astype(np.float32), DType.FLOAT32)
+        g.add_const("wt", r.normal(0, 0.5, (filters, memory)).astype(np.float32), DType.FLOAT32)
+        ins = ["x", "wf", "wt"]
+        if bias:
+            g.add_const("b", r.normal(0, 0.5, units).astype(np.float32), DType.FLOAT32)
+            ins.append("b")
+        op = g.add_op("svdf", ins, "svdf", {"rank": rank, "activation": ("none", "relu", "relu6")[seed % 3]})
+        g.outputs = [op.outputs[0]]
+        return g
+    in_s, wf_s, wt_s = (float(r.uniform(0.005, 0.05)) for _ in range(3))
+    g.tensors["x"].quant = QuantParams([in_s], [int(r.integers(-20, 20))])
+    state_s = in_s * wf_s * 127 * 64 * np.sqrt(feats) / 6000.0
+    z = np.zeros(1, np.int64)
+    g.add_const("wf", r.integers(-127, 128, (filters, feats)).astype(np.int8), DType.INT8, QuantParams([wf_s], z))
+    g.add_const("wt", r.integers(-32767, 32768, (filters, memory)).astype(np.int16), DType.INT16,
+                QuantParams([wt_s], z))
+    ins = ["x", "wf", "wt"]
+    if bias:
+        bs = float(np.float32(np.float32(state_s) * np.float32(wt_s)))
+        g.add_const("b", r.integers(-20000000, 20000000, units).astype(np.int32), DType.INT32, QuantParams([bs], z))
+        ins.append("b")
+    op = g.add_op("svdf", ins, "svdf", {"rank": rank, "activation": "relu", "state_scale": float(state_s)})
+    out_s = state_s * wt_s * 6000 * 18000 * np.sqrt(memory * rank) / 40.0
+    g.tensors[op.outputs[0]].quant = QuantParams([float(out_s)], [int(r.integers(-10, 10))])
+    g.outputs = [op.outputs[0]]
+    return g
+
+
+def test_published_keyword_model_core_equals_builtin_ref_and_tflm(tmp_path: Path) -> None:
+    pytest.importorskip("tflite_micro")
+    path = keyword_core(tmp_path)
+    g = read_tflite(str(path))
+    assert [o.kind.value for o in g.ops].count("svdf") == 7 and len(g.outputs) == len(SVDF_OUTS)
+    x = np.random.default_rng(0).integers(-128, 128, (12, 96)).astype(np.int8)  # 12 consecutive frames
+    ours = run_int8(g, {g.inputs[0]: x})
+    data = path.read_bytes()
+    for name, ref, micro in zip(g.outputs, stream_builtin_ref(data, x), stream_tflm(data, x, len(g.outputs))):
+        np.testing.assert_array_equal(ours[name], ref.reshape(ours[name].shape), err_msg=f"BUILTIN_REF {name}")
+        np.testing.assert_array_equal(ours[name], micro.reshape(ours[name].shape), err_msg=f"TFLM {name}")
+    assert len(np.unique(ours[g.outputs[0]])) > 2  # the first SVDF's output moves over the frames
+
+
+@pytest.mark.parametrize("seed,rank,bias", [(0, 1, True), (1, 2, True), (2, 3, False), (3, 1, False)])
+def test_random_int8_svdf_bit_exact_with_builtin_ref_and_tflm(seed: int, rank: int, bias: bool) -> None:
+    pytest.importorskip("tflite_micro")
+    g = random_svdf(seed, rank, bias, integer=True)
+    data = write_tflite(g)
+    assert "SVDF" in operator_names(data)
+    x = np.random.default_rng(100 + seed).integers(-128, 128, (15, 11)).astype(np.int8)  # 15 invokes > memory 6
+    ours = run_int8(g, {"x": x})[g.outputs[0]]
+    assert len(np.unique(ours)) > 8  # neither saturated nor constant
+    np.testing.assert_array_equal(ours, stream_builtin_ref(data, x)[0])
+    np.testing.assert_array_equal(ours, stream_tflm(data, x, 1)[0])
+    back = read_tflite_bytes(data, "svdf.tflite")  # the written file reads back to the same op
+    np.testing.assert_array_equal(run_int8(back, {back.inputs[0]: x})[back.outputs[0]], ours)
+
+
+def read_tflite_bytes(data: bytes, name: str) -> Graph:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_bytes(data)
+        return read_tflite(str(p))
+
+
+@pytest.mark.parametrize("seed,rank,bias", [(0, 1, True), (1, 2, False), (2, 2, True)])
+def test_float_svdf_equals_tflite_float_kernel(seed: int, rank: int, bias: bool) -> None:
+    g = random_svdf(seed, rank, bias, integer=False)
+    data = write_tflite(g)
+    x = np.random.default_rng(7 + seed).normal(0, 1, (10, 11)).astype(np.float32)
+    ours = run(g, {"x": x})[g.outputs[0]]
+    ref = stream_builtin_ref(data, x)[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(ref).max() > 0.5
+    back = read_tflite_bytes(data, "svdf_float.tflite")
+    np.testing.assert_allclose(run(back, {back.inputs[0]: x})[back.outputs[0]], ours, rtol=1e-6, atol=1e-6)
+
+
+def test_int8_state_svdf_is_refused_in_one_line() -> None:
+    with pytest.raises(UnsupportedLayerError) as e:
+        read_tflite(str(DATA / "keyword_scrambled_8bit.tflite"))
+    msg = str(e.value)
+    assert "SVDF" in msg and "int16" in msg and "\n" not in msg
