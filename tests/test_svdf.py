@@ -87,6 +87,7 @@ def random_svdf(seed: int, rank: int, bias: bool, integer: bool, feats: int = 11
         return g
     in_s, wf_s, wt_s = (float(r.uniform(0.005, 0.05)) for _ in range(3))
     g.tensors["x"].quant = QuantParams([in_s], [int(r.integers(-20, 20))])
+    g.meta["quantized"] = True
     state_s = in_s * wf_s * 127 * 64 * np.sqrt(feats) / 6000.0
     z = np.zeros(1, np.int64)
     g.add_const("wf", r.integers(-127, 128, (filters, feats)).astype(np.int8), DType.INT8, QuantParams([wf_s], z))
@@ -160,3 +161,47 @@ def test_int8_state_svdf_is_refused_in_one_line() -> None:
         read_tflite(str(DATA / "keyword_scrambled_8bit.tflite"))
     msg = str(e.value)
     assert "SVDF" in msg and "int16" in msg and "\n" not in msg
+
+
+def c_outputs(session, g: Graph, x: np.ndarray, outdir: Path) -> tuple[np.ndarray, np.ndarray, object]:
+    """The generated C (inference-only, ASan/UBSan) on the rows of int8 ``x`` as consecutive calls of one program
+    (float vectors that quantize back to exactly those integers), against run_int8 of the emitted graph."""
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import build_inference, render_project
+
+    dep = build_inference(g, {}, session, CBackend())
+    fg = full_graph(dep)
+    q = g.tensors[g.inputs[0]].quant
+    xf = ((x.astype(np.float32) - int(q.zero_point[0])) * np.float32(q.scale[0])).astype(np.float32)
+    render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, outdir)
+    out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
+    want = run_int8(fg, {fg.inputs[0]: xf})
+    want = np.concatenate([np.asarray(want[o], np.float32).reshape(len(x), -1) for o in fg.outputs], axis=1)
+    got = np.stack([np.asarray(out.outputs[i], np.float32).reshape(-1) for i in range(len(x))])
+    return got, want, dep
+
+
+def test_keyword_model_core_c_equals_run_int8(session, tmp_path: Path) -> None:
+    """Seven SVDF layers in C: the state persists over 10 calls (frames) and equals run_int8 on every output; the
+    memory report counts each layer's int16 state."""
+    g = read_tflite(str(keyword_core(tmp_path)))
+    x = np.random.default_rng(1).integers(-128, 128, (10, 96)).astype(np.int8)
+    got, want, dep = c_outputs(session, g, x, tmp_path / "c")
+    np.testing.assert_array_equal(got, want)
+    src = (tmp_path / "c" / "model.c").read_text()
+    state = sum(2 * g.tensors[o.inputs[2]].size for o in g.ops if o.kind.value == "svdf")
+    assert state == 2 * (4 * 64 * 8 + 32 * 32 * 3)
+    assert f"runtime state {state:,}".replace(" ", "") in dep.memory["report"].replace(" ", ""), dep.memory["report"]
+    assert src.count("_reset();") == 7 and "_reset_state(void)" in src  # one state per layer, one reset API
+
+
+@pytest.mark.parametrize("seed,rank,bias", [(4, 1, True), (5, 2, False), (6, 3, True)])
+def test_random_int8_svdf_c_equals_run_int8(session, tmp_path: Path, seed: int, rank: int, bias: bool) -> None:
+    g = random_svdf(seed, rank, bias, integer=True)
+    x = np.random.default_rng(seed).integers(-128, 128, (14, 11)).astype(np.int8)
+    got, want, _ = c_outputs(session, g, x, tmp_path / "c")
+    assert len(np.unique(want)) > 8
+    np.testing.assert_array_equal(got, want)

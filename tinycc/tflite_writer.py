@@ -252,7 +252,8 @@ class _Writer:
 
     def _svdf(self, op: Op, ins: list[int], outs: list[int]) -> None:
         """SVDF with its zero-initialised variable state tensor ``[batch, filters * memory]`` (int16 of scale
-        ``state_scale`` in int8; the fused activation is written as read, though TFLite's int8 kernels ignore it; a zero bias where the op has none)."""
+        ``state_scale`` in int8; the fused activation is written as read, though TFLite's int8 kernels ignore it;
+        a zero bias where the op has none)."""
         g, a = self.g, op.attrs
         x = g.tensors[op.inputs[0]]
         filters, memory = g.tensors[op.inputs[2]].shape
