@@ -205,3 +205,34 @@ def test_random_int8_svdf_c_equals_run_int8(session, tmp_path: Path, seed: int, 
     got, want, _ = c_outputs(session, g, x, tmp_path / "c")
     assert len(np.unique(want)) > 8
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.timeout(1800)  # may build TFLite Micro first (about 460 s of CPU, cached in ~/.cache/tinycc)
+def test_keyword_model_core_tflm_project_equals_run_int8(session, tmp_path: Path) -> None:
+    """The tflm target (inference only): TFLite Micro's own SVDF kernel keeps its state between the demo's calls
+    (no Reset() before each, a `_reset_state()` after the timed call) and gives run_int8's outputs frame by frame."""
+    from tinycc.backends.tflm import TflmBackend, build, vendor
+    from tinycc.deploy.inference import full_graph
+
+    from . import c_harness
+    from .deploy_util import build_inference, emit
+
+    vendor_dir = vendor.default_vendor_dir()
+    if vendor_dir is None or vendor.missing_toolchain("host"):
+        pytest.skip("TensorFlow Lite Micro snapshot or host toolchain not found (../shared/vendor; TINYCC_VENDOR)")
+    library = vendor.ensure_library(vendor_dir, "host")
+    g = read_tflite(str(keyword_core(tmp_path)))
+    dep = build_inference(g, {}, session, TflmBackend())
+    TflmBackend().check(dep)
+    x = np.random.default_rng(2).integers(-128, 128, (10, 96)).astype(np.int8)
+    q = g.tensors[g.inputs[0]].quant
+    xf = ((x.astype(np.float32) - int(q.zero_point[0])) * np.float32(q.scale[0])).astype(np.float32)
+    emit(TflmBackend(), dep, {"test_vectors": (xf, None), "test_count": len(x)}, tmp_path / "p")
+    glue = (tmp_path / "p" / "src" / "tinycc_tflm.cc").read_text()
+    assert "AddSvdf" in glue and "_tflm_reset_state" in glue
+    out = c_harness.parse(build.run(build.build_host(tmp_path / "p", sanitize=True, library=library)))
+    fg = full_graph(dep)
+    want = run_int8(fg, {fg.inputs[0]: xf})
+    want = np.concatenate([np.asarray(want[o], np.float32).reshape(len(x), -1) for o in fg.outputs], axis=1)
+    got = np.stack([np.asarray(out.outputs[i], np.float32).reshape(-1) for i in range(len(x))])
+    np.testing.assert_array_equal(got, want)
