@@ -163,9 +163,11 @@ def test_int8_state_svdf_is_refused_in_one_line() -> None:
     assert "SVDF" in msg and "int16" in msg and "\n" not in msg
 
 
-def c_outputs(session, g: Graph, x: np.ndarray, outdir: Path) -> tuple[np.ndarray, np.ndarray, object]:
-    """The generated C (inference-only, ASan/UBSan) on the rows of int8 ``x`` as consecutive calls of one program
-    (float vectors that quantize back to exactly those integers), against run_int8 of the emitted graph."""
+def c_outputs(session, g: Graph, x: np.ndarray, outdir: Path, qemu: bool = False) -> tuple[np.ndarray, np.ndarray,
+                                                                                          object]:
+    """The generated C (inference-only; host with ASan/UBSan, or ``qemu``: Cortex-M4 under QEMU) on the rows of
+    int8 ``x`` as consecutive calls of one program (float vectors that quantize back to exactly those integers),
+    against run_int8 of the emitted graph; the third value: the deployment (host) or the demo's output (QEMU)."""
     from tinycc.backends.c import CBackend
     from tinycc.deploy.inference import full_graph
 
@@ -177,11 +179,14 @@ def c_outputs(session, g: Graph, x: np.ndarray, outdir: Path) -> tuple[np.ndarra
     q = g.tensors[g.inputs[0]].quant
     xf = ((x.astype(np.float32) - int(q.zero_point[0])) * np.float32(q.scale[0])).astype(np.float32)
     render_project(dep, {"test_vectors": (xf, None), "test_count": len(x)}, outdir)
-    out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
+    if qemu:
+        out, _ = c_harness.build_and_run_qemu(outdir, "m4")
+    else:
+        out = c_harness.run_host(c_harness.build_host(outdir, sanitize=True))
     want = run_int8(fg, {fg.inputs[0]: xf})
     want = np.concatenate([np.asarray(want[o], np.float32).reshape(len(x), -1) for o in fg.outputs], axis=1)
     got = np.stack([np.asarray(out.outputs[i], np.float32).reshape(-1) for i in range(len(x))])
-    return got, want, dep
+    return got, want, (out if qemu else dep)
 
 
 def test_keyword_model_core_c_equals_run_int8(session, tmp_path: Path) -> None:
@@ -236,3 +241,17 @@ def test_keyword_model_core_tflm_project_equals_run_int8(session, tmp_path: Path
     want = np.concatenate([np.asarray(want[o], np.float32).reshape(len(x), -1) for o in fg.outputs], axis=1)
     got = np.stack([np.asarray(out.outputs[i], np.float32).reshape(-1) for i in range(len(x))])
     np.testing.assert_array_equal(got, want)
+
+
+def test_keyword_model_core_under_qemu_m4(session, tmp_path: Path) -> None:
+    """The same seven SVDF layers on a Cortex-M4 (QEMU): bit-exact with run_int8 over 4 consecutive frames."""
+    from . import c_harness
+
+    if not c_harness.have_arm():
+        pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
+    g = read_tflite(str(keyword_core(tmp_path)))
+    x = np.random.default_rng(3).integers(-128, 128, (4, 96)).astype(np.int8)
+    got, want, out = c_outputs(session, g, x, tmp_path / "c", qemu=True)
+    np.testing.assert_array_equal(got, want)
+    assert out.instructions.get("invoke", 0) > 0
+    print("instructions per invoke (QEMU M4):", out.instructions)
