@@ -255,3 +255,31 @@ def test_keyword_model_core_under_qemu_m4(session, tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, want)
     assert out.instructions.get("invoke", 0) > 0
     print("instructions per invoke (QEMU M4):", out.instructions)
+
+
+def test_arduino_inference_sketch_streams_like_run_int8(session, tmp_path: Path) -> None:
+    """The arduino target (the same generated C, 16-bit int): the Mega 2560 sketch built by arduino-builder runs in
+    simavr and its outputs over 6 consecutive frames equal run_int8."""
+    from tinycc.backends.arduino import ArduinoBackend
+    from tinycc.backends.demo import parse
+    from tinycc.deploy.inference import full_graph
+
+    from . import arduino_harness
+    from .deploy_util import build_inference, emit
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder/simavr/avr-gcc not installed")
+    g = random_svdf(8, 2, True, integer=True)
+    dep = build_inference(g, {"board": "mega2560"}, session, ArduinoBackend())
+    x = np.random.default_rng(8).integers(-128, 128, (6, 11)).astype(np.int8)
+    q = g.tensors["x"].quant
+    xf = ((x.astype(np.float32) - int(q.zero_point[0])) * np.float32(q.scale[0])).astype(np.float32)
+    emit(ArduinoBackend(), dep, {"selftest": True, "test_vectors": xf, "test_count": len(x)}, tmp_path)
+    elf, _, _ = arduino_harness.build(tmp_path / dep.name / f"{dep.name}.ino", tmp_path,
+                                      defines=("TINYCC_DEMO_DUMP=1",))
+    out = parse("\n".join(arduino_harness.run_simavr(elf)))
+    fg = full_graph(dep)
+    want = run_int8(fg, {fg.inputs[0]: xf})[fg.outputs[0]].reshape(len(x), -1)
+    assert out.done and len(np.unique(want)) > 8
+    got = np.stack([out.outputs[i] for i in range(len(x))])
+    np.testing.assert_allclose(got, want, rtol=1e-6)  # the sketch prints floats with 9 digits
