@@ -13,7 +13,8 @@ RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
 size), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
-the last step without ``return_sequences``, as the converter writes it). Operator versions are those the TF 2.21
+the last step without ``return_sequences``, as the converter writes it), svdf -> SVDF (+ its variable state
+tensor). Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). int16 activations (TFLite's 16x8) are written as
 the converter writes them: int16 tensors, int64 biases, ADD/SUB with ``pot_scale_int16`` false (the general
 rescaling TFLite and TFLite Micro run). Output bytes are deterministic.
