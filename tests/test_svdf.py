@@ -285,7 +285,7 @@ def test_arduino_inference_sketch_streams_like_run_int8(session, tmp_path: Path)
     np.testing.assert_allclose(got, want, rtol=1e-6)  # the sketch prints floats with 9 digits
 
 
-def test_keyword_model_learning_project_builds_and_streams(session, tmp_path: Path) -> None:
+def test_keyword_model_learning_project_builds_and_runs_clean(session, tmp_path: Path) -> None:
     """The on-device learning project (C, ASan/UBSan) of the keyword core with its last FULLY_CONNECTED as the
     trainable head compiles with -Werror, declares `_reset_state()` and runs clean under ASan/UBSan. (Its demo calls
     the extractor several times per vector, each call a frame, so its features are not compared: a known gap.)"""
