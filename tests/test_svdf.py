@@ -304,3 +304,17 @@ def test_keyword_model_learning_project_builds_and_runs_clean(session, tmp_path:
     assert "_reset_state(void);" in (tmp_path / "c" / "model.h").read_text()
     out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
     assert out.done and len(out.features) == 3
+
+
+def test_float_svdf_quantization_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """tinycc does not calibrate an SVDF's int16 state itself: compiling a float SVDF file is one line, exit 2."""
+    from tinycc.cli import main
+
+    path = tmp_path / "svdf_float.tflite"
+    path.write_bytes(write_tflite(random_svdf(0, 1, True, integer=False)))
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).normal(0, 1, (8, 11)).astype(np.float32))
+    rc = main(["compile", str(path), "--target", "c", "--inference-only", "--calib", str(calib), "-o",
+               str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "does not quantize SVDF" in err and "\n" not in err
