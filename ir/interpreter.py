@@ -225,6 +225,10 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         from .lstm import lstm_float
 
         return lstm_float(args[0], args[1], args[2], bias if len(args) > 3 else None, a["return_sequences"])
+    if k == OpKind.SVDF:  # the rows are consecutive frames of one stream from a zero state (ir/svdf.py)
+        from .svdf import svdf_float
+
+        return svdf_float(args[0], args[1], args[2], args[3] if len(args) > 3 else None, a["rank"], a["activation"])
     if k == OpKind.CONCAT:
         n = max(x.shape[0] for x in args)
         return np.concatenate([np.broadcast_to(x, _batch(x.shape, n)) for x in args], axis=a["axis"])

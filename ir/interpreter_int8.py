@@ -23,6 +23,7 @@ from .fixedpoint16 import logistic_s16, sigmoid_tanh_params, softmax_s16, softma
 from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
+from .svdf import svdf_int8, svdf_params
 from .ops import OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
                     multiply_by_quantized_multiplier_int64, multiply_by_quantized_multiplier_wide, qrange, quantize,
@@ -39,7 +40,7 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
-    OpKind.LSTM, OpKind.PRELU, OpKind.ELU, OpKind.GELU,
+    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.ELU, OpKind.GELU,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
 # pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
@@ -122,6 +123,18 @@ def lstm_op_params(g: Graph, op: Op, derive: Callable[..., dict] = lstm_params) 
     units = wr.shape[1]
     return derive(in_s, in_zp, gate_scales(wi.quant.scale, units), gate_scales(wr.quant.scale, units), out_s,
                   out_zp, op.attrs["cell_power"], op.attrs["cell_clip"])
+
+
+def svdf_op_params(g: Graph, op: Op) -> dict:
+    """The zero points and two multipliers of an int8 ``svdf`` op (shared with the C emitter)."""
+    x, wf, wt, y = (g.tensors[t] for t in (op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]))
+    in_s, in_zp = _qp(x.quant, f"{op.describe()} input")
+    out_s, out_zp = _qp(y.quant, f"{op.describe()} output")
+    if wf.quant is None or wt.quant is None or wf.quant.scale.size != 1 or wt.quant.scale.size != 1 \
+            or not op.attrs["state_scale"] > 0:
+        raise IRError(f"{op.describe()}: needs per-tensor weight scales and a state scale")
+    return svdf_params(in_s, in_zp, float(wf.quant.scale[0]), float(wt.quant.scale[0]), op.attrs["state_scale"],
+                       out_s, out_zp)
 
 
 def conv_params(g: Graph, op: Op) -> dict:
@@ -392,6 +405,9 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
             return lstm_int8_tflite(args[0], args[1], args[2], bias, lstm_op_params(g, op, lstm_params_tflite),
                                     op.attrs["return_sequences"])
         return lstm_int8(args[0], args[1], args[2], bias, lstm_op_params(g, op), op.attrs["return_sequences"])
+    if k == OpKind.SVDF:  # the rows are consecutive frames of one stream from a zero state (ir/svdf.py)
+        return svdf_int8(args[0], args[1], args[2], args[3] if len(args) > 3 else None, op.attrs["rank"],
+                         svdf_op_params(g, op))
     if k in (OpKind.RELU, OpKind.RELU6):
         return _relu(g, op, args[0])
     if k in (OpKind.SIGMOID, OpKind.TANH):

@@ -61,6 +61,7 @@ class OpKind(str, Enum):
     GRU = "gru"
     SIMPLE_RNN = "simple_rnn"
     LSTM = "lstm"
+    SVDF = "svdf"
     PRELU = "prelu"
     ELU = "elu"
     GELU = "gelu"
@@ -276,6 +277,18 @@ def _lstm(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [(x[0], x[1], units) if attrs["return_sequences"] else (x[0], units)]
 
 
+def _svdf(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, wf, wt = shapes[0], shapes[1], shapes[2]
+    rank = int(attrs["rank"])
+    filters = wf[0] if len(wf) == 2 else 0
+    units = filters // rank if rank > 0 else 0
+    if len(x) != 2 or len(wf) != 2 or len(wt) != 2 or rank < 1 or filters % rank or wf[1] != x[1] \
+            or wt[0] != filters or (len(shapes) > 3 and shapes[3] != (units,)):
+        raise ShapeError(f"svdf weights {wf}, {wt} (rank {rank}) do not match input {x} "
+                         "(expected [filters, F], [filters, memory], bias [filters / rank])")
+    return [(x[0], units)]
+
+
 def _prelu(shapes: list[Shape], attrs: dict) -> list[Shape]:
     """``alpha`` has the input's shape without the batch axis, 1 on shared axes (leading axes may be dropped)."""
     x, al = shapes[0], shapes[1]
@@ -345,6 +358,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.ELU, 1, 1, _same, {"alpha": 1.0, "float_path": False}),
         OpDef(OpKind.GELU, 1, 1, _same, {"approximate": False}),
         OpDef(OpKind.LSTM, 3, 4, _lstm, {"return_sequences": False, "cell_power": 0, "cell_clip": 0.0}, (1, 2, 3)),
+        OpDef(OpKind.SVDF, 3, 4, _svdf, {"rank": 1, "activation": "none", "state_scale": 0.0}, (1, 2, 3)),
     ]
 }
 

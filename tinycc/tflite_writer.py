@@ -13,7 +13,8 @@ RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
 size), concat -> CONCATENATION, pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
-the last step without ``return_sequences``, as the converter writes it). Operator versions are those the TF 2.21
+the last step without ``return_sequences``, as the converter writes it), svdf -> SVDF (+ its variable state
+tensor). Operator versions are those the TF 2.21
 converter emits (int8 table below; float ops are version 1). int16 activations (TFLite's 16x8) are written as
 the converter writes them: int16 tensors, int64 biases, ADD/SUB with ``pot_scale_int16`` false (the general
 rescaling TFLite and TFLite Micro run). Output bytes are deterministic.
@@ -37,7 +38,7 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
-                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2}
+                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3}
 INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
@@ -227,6 +228,8 @@ class _Writer:
                                         "or arduino")
         elif k == OpKind.LSTM:
             self._lstm(op, ins, outs)
+        elif k == OpKind.SVDF:
+            self._svdf(op, ins, outs)
         else:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite; "
                                         "`tinycc ops` lists what can")
@@ -247,6 +250,34 @@ class _Writer:
             tt.quantization = q
         self.tensors.append(tt)
         return len(self.tensors) - 1
+
+    def _svdf(self, op: Op, ins: list[int], outs: list[int]) -> None:
+        """SVDF with its zero-initialised variable state tensor ``[batch, filters * memory]`` (int16 of scale
+        ``state_scale`` in int8; the fused activation is written as read, though TFLite's int8 kernels ignore it;
+        a zero bias where the op has none)."""
+        g, a = self.g, op.attrs
+        x = g.tensors[op.inputs[0]]
+        filters, memory = g.tensors[op.inputs[2]].shape
+        int8 = x.dtype != DType.FLOAT32
+        if int8:
+            state = self._raw_tensor(f"{op.name}/state", (x.shape[0], filters * memory), 7, float(a["state_scale"]),
+                                     0, True)
+        else:
+            state = self._raw_tensor(f"{op.name}/state", (x.shape[0], filters * memory), _TYPES[DType.FLOAT32],
+                                     variable=True)
+        o = self.s.SVDFOptionsT()
+        o.rank = int(a["rank"])
+        o.fusedActivationFunction = _ACT[a["activation"]]
+        bias = ins[3] if len(ins) > 3 else -1
+        if bias < 0:  # TFLite Micro's SVDF reads the bias's scale unconditionally: a zero bias instead of none
+            units = filters // int(a["rank"])
+            q = None
+            if int8:
+                wt_s = np.float32(g.tensors[op.inputs[2]].quant.scale[0])
+                q = QuantParams([float(np.float32(np.float32(a["state_scale"]) * wt_s))], [0])
+            bias = self.tensor(Tensor(f"{op.name}/bias", (units,), DType.INT32 if int8 else DType.FLOAT32,
+                                      np.zeros(units, np.int32 if int8 else np.float32), q))
+        self.emit("SVDF", ins[:3] + [bias, state], outs, self.s.BuiltinOptions.SVDFOptions, o)
 
     def _lstm(self, op: Op, ins: list[int], outs: list[int]) -> None:
         """UNIDIRECTIONAL_SEQUENCE_LSTM (24 inputs, batch-major) as the converter writes it: one weight and bias

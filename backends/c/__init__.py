@@ -450,11 +450,12 @@ class CBackend(Backend):
 def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) -> MemoryFigures:
     """The C runtime's memory: tinycc's planned arena (at least 16 bytes), CMSIS-NN scratch, kernel tables; the
     runtime state includes each LSTM kernel's static hidden, cell and gate arrays."""
-    from .kernels import dsp_target, lstm, table_bytes
+    from .kernels import dsp_target, lstm, svdf, table_bytes
     from .kernels.mve import helium
 
     g, kernels, p = candidate.extractor, candidate.config.kernels, candidate.plan
     state += sum(lstm.state_bytes(g, op) for op in g.ops if lstm.matches(g, op))  # LSTM states, static RAM
+    state += sum(svdf.state_bytes(g, op) for op in g.ops if svdf.matches(g, op))  # SVDF states, static RAM
     kinds = sorted({g.tensors[t].dtype.value for t in g.activations()} & {"int8", "int16"}) or ["int8"]
     detail = f"{'/'.join(kinds)} activations, planned (lower bound {p.lower_bound:,} B"
     detail += f", {p.overlap_bound:,} B with {len(p.overlaps)} overlapping convolutions)" if p.overlaps else ")"

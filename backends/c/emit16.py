@@ -44,7 +44,7 @@ def lut16_table_bytes(g: Graph) -> int:
 def is_int16_op(g: Graph, op: Op) -> bool:
     """An op this module emits: int16 input or output, or a DEQUANTIZE inside the graph (int8 -> float32 -> int16)."""
     dts = {g.tensors[t].dtype for t in [*op.inputs, *op.outputs]}
-    return DType.INT16 in dts or (op.kind == OpKind.DEQUANTIZE and op.outputs[0] not in g.outputs)
+    return op.kind != OpKind.SVDF and DType.INT16 in dts or (op.kind == OpKind.DEQUANTIZE and op.outputs[0] not in g.outputs)
 
 
 def _q(g: Graph, t: str) -> tuple[float, int]:

@@ -31,7 +31,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
            OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.ELU,
-           OpKind.GELU}
+           OpKind.GELU, OpKind.SVDF}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}

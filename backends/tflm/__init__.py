@@ -40,10 +40,12 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "TRANSPOSE": "AddTranspose",
             "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv",
             "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice",
-            "PRELU": "AddPrelu", "ELU": "AddElu"}
+            "PRELU": "AddPrelu", "ELU": "AddElu", "SVDF": "AddSvdf"}
 # operators whose variable tensors (an LSTM's hidden and cell state) TFLite Micro keeps between Invoke calls:
 # the interpreter is Reset() before each inference so every input starts from a zero state, as in Keras
 STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})
+# SVDF's state is kept between Invoke calls on purpose (one call is one frame of a stream, ir/svdf.py): no Reset()
+# before each inference; `<name>_reset_state()` calls Reset(). A model with both would zero the SVDF state: refused.
 
 
 _NO_TFLM = {OpKind.GRU: "GRU", OpKind.SIMPLE_RNN: "SimpleRNN"}
@@ -51,6 +53,10 @@ _NO_TFLM = {OpKind.GRU: "GRU", OpKind.SIMPLE_RNN: "SimpleRNN"}
 
 def refuse_recurrent(graph: Graph) -> None:
     """TFLite Micro has no GRU (and tinycc does not lower SimpleRNN to its ops): one line, before any file."""
+    kinds = {op.kind for op in graph.ops}
+    if OpKind.SVDF in kinds and OpKind.LSTM in kinds:
+        raise UnsupportedLayerError("an LSTM and an SVDF in one model: TFLite Micro's Reset() before each inference "
+                                    "(the LSTM's zero state) would also zero the SVDF's stream state; use --target c")
     for op in graph.ops:
         if op.kind in _NO_TFLM:
             raise UnsupportedLayerError(f"layer {op.origin or op.name!r} ({_NO_TFLM[op.kind]}): TFLite Micro has no "
@@ -209,7 +215,7 @@ class TflmBackend(Backend):
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
-               "reset_state": bool(STATEFUL & set(ops)), "multi": is_multi_io(deployment),
+               "reset_state": bool(STATEFUL & set(ops)), "svdf_state": "SVDF" in ops, "multi": is_multi_io(deployment),
                **feature_context(deployment)}
         if ctx["multi"]:
             ctx["ins"], ctx["outs"] = io_list(deployment)

@@ -19,7 +19,8 @@ PACK of activations (reshapes + concatenation): the converter's unstacking and s
 recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch axis of 1 in front in the IR,
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
-DEQUANTIZE, SOFTMAX, MEAN over H,W (global average pooling with TFLite's requantizing MEAN
+DEQUANTIZE, SVDF (``tflite_svdf.py``: int16 state, kept between frames; ir/svdf.py), SOFTMAX,
+MEAN over H,W (global average pooling with TFLite's requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
 BATCH_TO_SPACE_ND (the converter's dilated convolution), runs of RESHAPE/EXPAND_DIMS/TILE that repeat rows and
 columns of a map (Keras 3 UpSampling2D, also fused with a preceding Reshape; recognised by their index map and read
@@ -52,6 +53,7 @@ from ...ir.ops import OpKind, same_padding
 from ...ir.tensor import DType, QuantParams, Tensor
 from ...tflite_schema import builtin_name, schema
 from .tflite_lstm import read_lstm
+from .tflite_svdf import read_svdf
 
 hookimpl = pluggy.HookimplMarker("tinycc")
 
@@ -64,7 +66,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 # operators the reader maps (see the module docstring); int32 shape arithmetic (SHAPE, ...) is dropped
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU"})
@@ -509,6 +511,8 @@ class _Reader:
             self._pack(o, out)
         elif code == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             read_lstm(self, o, x, out)
+        elif code == "SVDF":
+            read_svdf(self, o, x, out)
         elif code == "STRIDED_SLICE":  # of activations (Cropping2D/1D): one slice op per cropped axis
             self._strided_slice(o, x, out)
         elif code == "TRANSPOSE":

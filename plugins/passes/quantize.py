@@ -109,6 +109,10 @@ def int8_unsupported(graph: Graph) -> list[Op]:
 
 def check_int8_support(graph: Graph) -> None:
     """Raise UnsupportedLayerError naming the first layer that int8 cannot run."""
+    svdf = next((op for op in graph.ops if op.kind == OpKind.SVDF), None)
+    if svdf is not None:  # its int16 state scale would need calibrating: only converter/published int8 files run
+        raise UnsupportedLayerError(f"layer {svdf.origin!r} (svdf): tinycc does not quantize SVDF itself; compile "
+                                    "an int8 .tflite file with the SVDF already quantized (int16 state)")
     bad = int8_unsupported(graph)
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

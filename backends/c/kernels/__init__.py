@@ -68,7 +68,7 @@ def choose(g: Graph, op: Op, mode: str = "tinycc", helium: bool = False) -> Any 
     """The kernel module that generates ``op``'s function (the first that matches; an LSTM's whatever ``mode``),
     or None when the generic runtime kernel runs it: the one choice `specialize`, the memory report
     (`table_bytes`, `widened_weight_bytes`) and the overlap planner (`overlap.walks_backward`) all read."""
-    from . import conv16, lstm, pool16
+    from . import conv16, lstm, pool16, svdf
 
     if conv16.is_int16(g, op):  # the int16 path (emit16.py): conv16, pool16 or the portable runtime kernel
         if mode != "tinycc":
@@ -76,6 +76,8 @@ def choose(g: Graph, op: Op, mode: str = "tinycc", helium: bool = False) -> Any 
         return next((m for m in (conv16, pool16) if m.matches(g, op)), None)
     if lstm.matches(g, op):  # the only C form of an LSTM, whatever --kernels says
         return lstm
+    if svdf.matches(g, op):  # the only C form of an SVDF, whatever --kernels says
+        return svdf
     if mode != "tinycc":
         return None
     return next((m for m in _modules(helium) if m.matches(g, op)), None)

@@ -28,8 +28,8 @@ UNROLL_TAPS = 25  # depthwise windows up to this many taps: an interior pixel's 
 
 
 def is_int16(g: Graph, op: Op) -> bool:
-    """An op of the int16 path (backends/c/emit16.py): int16 input or output."""
-    return any(g.tensors[t].dtype == DType.INT16 for t in [*op.inputs, *op.outputs])
+    """An op of the int16 path (backends/c/emit16.py): int16 input or output (not an int8 SVDF's int16 weights)."""
+    return op.kind != OpKind.SVDF and any(g.tensors[t].dtype == DType.INT16 for t in [*op.inputs, *op.outputs])
 
 
 def requant_tables(mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
