@@ -39,11 +39,13 @@ def check_static_size(deployment: Deployment) -> None:
                       f"build addresses its static data within 2 GiB); {advice}")
 
 
-AVR_DEEP = {"bias": "on AVR: the learn step's bias requantization needs the C library's double rint, which avr-libc "
-                    "lacks",
-            "blocks": "on AVR: the float region and its step are built and tested for 32-bit cores only",
-            "sparse": "on AVR: the requantization of the trained biases and channels needs the C library's double "
-                      "rint, which avr-libc lacks"}
+_AVR_FLASH = ("on AVR: the int8 kernels read their weights, biases and requantization constants from flash "
+              "(PROGMEM), but the trained int8 region's learned {} live in RAM")
+AVR_DEEP = {"bias": _AVR_FLASH.format("int32 biases"),
+            "sparse": _AVR_FLASH.format("int32 biases and int8 channels")}
+"""The deep modes an AVR board refuses (mode -> why). ``blocks`` runs there (its region is float, in RAM; float is
+32-bit as on the Cortex-M). The requantization itself is no obstacle: ``tcc_bp_round_div`` is integer arithmetic
+(no double, which avr-libc has as 32 bits only)."""
 
 
 def deep_flag(mode: str) -> str:

@@ -10,15 +10,16 @@ activation every later op depends on only through it) into the *front* (input ->
     one of ``tinycc.ir.backprop.Tail`` over the dequantized region, evaluated at the dequantized int8
     activations (``known``: ReLU masks, max positions and inputs of the gradients from the int8 values). A
     float master copy of each trained bias is kept; after each step the int32 bias becomes
-    ``q = rint(b / (s_in * s_w[c]))`` (float64 arithmetic, half to even; clamped to int32), the scale its
-    tensor has in TFLite's scheme, so inference remains the int8 kernels.
+    ``q = round(b / (s_in * s_w[c]))`` (the exact quotient of the two float32, half to even, in integer
+    arithmetic: ``tinycc.ir.exact_div``, as the C on every core; clamped to int32), the scale its tensor has in
+    TFLite's scheme, so inference remains the int8 kernels.
 ``blocks``: the region runs in float (weights initialised from the dequantized int8 weights, as
     ``Classifier`` starts from the dequantized Dense layers) and every weight and bias of the region and of
     Φc trains (``Tail`` mode ``blocks``).
 ``sparse`` (``--train sparse``, the Tiny Training Engine's idea): the region stays int8 and runs on the int8
     kernels as in ``bias``, but only ``subset`` trains (a ``Trained`` per region op: its bias and/or some
     output channels of its weight; ``tinycc.deploy.sparse`` picks it under a budget). A trained channel keeps
-    a float master copy of its weights; after each step its int8 weights become ``rint(w / s_w[c])`` clamped
+    a float master copy of its weights; after each step its int8 weights become ``round(w / s_w[c])`` (exact) clamped
     to [-127, 127] (the channel's own scale, zero point 0), as its bias becomes ``requantize_bias``; the
     backward stops below the earliest trained op.
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from .backprop import PARAM_KINDS, Tail, Trained, known_bytes, step_memory
 from .buffer import ReplayBuffer
+from .exact_div import round_div
 from .graph import Graph, Op
 from .interpreter_int8 import run_int8
 from .ops import OpKind
@@ -52,9 +54,9 @@ INT32 = np.iinfo(np.int32)
 
 
 def requantize_bias(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """int32 bias of float ``b`` at the bias scale s_in * s_w[c]: rint(b / scale), clamped to int32."""
-    q = np.rint(np.asarray(b, np.float64) / np.asarray(scale, np.float64))
-    return np.clip(q, INT32.min, INT32.max).astype(np.int32)
+    """int32 bias of float ``b`` at the bias scale s_in * s_w[c]: the exact b / scale (float32 operands) rounded
+    half to even, clamped to int32."""
+    return round_div(b, scale, int(INT32.min), int(INT32.max)).astype(np.int32)
 
 
 def _view(ext: Graph, classifier: list[Any]) -> Graph:
@@ -220,8 +222,8 @@ class DeepLearner:
                 ch = np.arange(p.bias.size) if ch is None else ch
                 shape = [1] * p.weight.ndim
                 shape[ax] = -1
-                scale = np.broadcast_to(np.asarray(t.quant.scale, np.float64).reshape(-1), (p.bias.size,))
-                q = np.clip(np.rint(p.weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+                scale = np.broadcast_to(np.asarray(t.quant.scale, np.float32).reshape(-1), (p.bias.size,))
+                q = round_div(p.weight, scale.reshape(shape), -127, 127).astype(np.int8)
                 data = np.array(t.data, np.int8)
                 sel = (slice(None),) * ax + (ch,)
                 data[sel] = q[sel]

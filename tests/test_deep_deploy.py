@@ -175,17 +175,14 @@ def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize("target, why, extra", [
     ("tflm", "TFLite Micro runs inference only", ["--ram", "60000"]),
-    ("arduino", "on AVR: the learn step's bias requantization", ["--board", "mega2560", "--ram", "1000000"]),
-    ("arduino", "on AVR: the float region and its step", ["--deep", "blocks", "--board", "mega2560", "--ram",
-                                                           "1000000"])])
+    ("arduino", "on AVR: the int8 kernels read their weights", ["--board", "mega2560", "--ram", "1000000"])])
 def test_targets_refuse_deep_bias_in_one_line(model_files: Path, tmp_path: Path, target: str, why: str, extra,
                                               capsys) -> None:
-    """tflm does not generate the deep learner, nor does any target for an AVR board (the c and arduino targets do
-    elsewhere: tests/test_deep_project.py): one line with the reason and what it would take, nothing written."""
+    """tflm does not generate the deep learner, nor does any target for an AVR board in --deep bias (the c and
+    arduino targets do elsewhere: tests/test_deep_project.py; --deep blocks runs on AVR: tests/test_deep_avr.py):
+    one line with the reason and what it would take, nothing written."""
     rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", target, "--calib", str(model_files / "c.npz"),
                     "--deep", "bias", *extra, "-o", str(tmp_path / "o")], capsys)
-    if "blocks" in extra:
-        assert "error: --deep blocks: the arduino target" in err[0]
     assert rc == 2 and len(err) == 1, err
     assert f"the {target} target does not generate the deep learner ({why}" in err[0]
     assert int(err[0].split("RAM ")[1].split(" B")[0].replace(",", "")) <= int(extra[-1])  # sized to the budget first

@@ -115,8 +115,9 @@ class ArduinoBackend(Backend):
             target = deployment.config.target if deployment.config is not None else None
             if "deep_front" not in deployment.meta:
                 refuse_deep(deployment, "arduino", "the deployment was not sized by the arduino backend")
-            if target is not None and target.family == "avr":
-                refuse_deep(deployment, "arduino", AVR_DEEP[deployment.meta["deep"]["mode"]])
+            mode = deployment.meta["deep"]["mode"]
+            if target is not None and target.family == "avr" and mode in AVR_DEEP:
+                refuse_deep(deployment, "arduino", AVR_DEEP[mode])
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]

@@ -399,8 +399,9 @@ class CBackend(Backend):
         if "deep_front" not in deployment.meta:  # sized without deep_figures (not by this backend)
             refuse_deep(deployment, "c", "the deployment was not sized by the c backend")
         target = deployment.config.target if deployment.config is not None else None
-        if target is not None and target.family == "avr":
-            refuse_deep(deployment, "c", AVR_DEEP[(deployment.meta.get("deep") or {}).get("mode", "bias")])
+        mode = (deployment.meta.get("deep") or {}).get("mode", "bias")
+        if target is not None and target.family == "avr" and mode in AVR_DEEP:
+            refuse_deep(deployment, "c", AVR_DEEP[mode])
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act) {
     for (int32_t k = 0; k < count; ++k) {
@@ -367,11 +368,50 @@ void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y) {
                 }
 }
 
-void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count) {
-    for (int32_t k = 0; k < count; ++k) {
-        double v = rint((double)b[k] / (double)scale[k]);
-        q[k] = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
+/* the float's sign (bit 31), and its magnitude as m * 2^e with m < 2^24 (subnormals included); 0: finite, 1: infinite,
+ * 2: NaN */
+static int split_float(float f, uint32_t *sign, uint32_t *m, int32_t *e) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t field = (u >> 23) & 0xffu;
+    *sign = u >> 31;
+    *m = (u & 0x7fffffu) | (field ? 0x800000u : 0u);
+    *e = (field ? (int32_t)field : 1) - 150;
+    return field < 255u ? 0 : (u & 0x7fffffu) ? 2 : 1;
+}
+
+int32_t tcc_bp_round_div(float b, float s, int32_t lo, int32_t hi) {
+    uint32_t sb, ss, mb, ms;
+    int32_t eb, es;
+    int kb = split_float(b, &sb, &mb, &eb), ks = split_float(s, &ss, &ms, &es);
+    int32_t big = (sb ^ ss) ? lo : hi;
+    if (kb == 2 || ks == 2 || (kb == 1 && ks == 1) || (mb == 0 && ms == 0)) return 0;
+    if (kb == 1 || ms == 0) return big;
+    if (mb == 0 || ks == 1) return 0;
+    while (mb < 0x800000u) mb <<= 1, --eb;  /* both mantissas in [2^23, 2^24): mb / ms in (1/2, 2) */
+    while (ms < 0x800000u) ms <<= 1, --es;
+    int32_t d = eb - es;      /* |b / s| = mb / ms * 2^d, in (2^(d-1), 2^(d+1)) */
+    if (d >= 33) return big;  /* above 2^32: past every int32 */
+    if (d <= -2) return 0;    /* below 1/2 */
+    /* 2 |b / s| = q + r / ms: long division of mb * 2^(d+1) by ms, one quotient bit at a time (no 64-bit divide) */
+    uint64_t q = mb / ms;
+    uint32_t r = mb % ms;
+    for (int32_t k = 0; k <= d; ++k) {
+        r <<= 1;
+        q <<= 1;
+        if (r >= ms) r -= ms, q |= 1u;
     }
+    /* |b / s| = n + (odd * ms + r) / (2 ms), n = q / 2 and odd the low bit of q: half to even against ms */
+    uint32_t odd = (uint32_t)(q & 1u);
+    uint64_t n = q >> 1;
+    uint64_t twice = (uint64_t)odd * ms + r;
+    if (twice > ms || (twice == ms && (n & 1u))) ++n;
+    if (sb ^ ss) return n >= (uint64_t)(-(int64_t)lo) ? lo : -(int32_t)n;
+    return n >= (uint64_t)hi ? hi : (int32_t)n;
+}
+
+void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) q[k] = tcc_bp_round_div(b[k], scale[k], INT32_MIN, INT32_MAX);
 }
 
 void tcc_bp_requantize_rows(const float *wm, const float *ws, const int32_t *row, int32_t out, int32_t per, int8_t *w8) {
@@ -379,8 +419,7 @@ void tcc_bp_requantize_rows(const float *wm, const float *ws, const int32_t *row
         if (row[o] < 0) continue;
         for (int32_t k = 0; k < per; ++k) {
             size_t at_k = (size_t)row[o] * (size_t)per + (size_t)k;
-            double v = rint((double)wm[at_k] / (double)ws[o]);
-            w8[at_k] = (int8_t)(v > 127.0 ? 127 : v < -127.0 ? -127 : (int32_t)v);
+            w8[at_k] = (int8_t)tcc_bp_round_div(wm[at_k], ws[o], -127, 127);
         }
     }
 }

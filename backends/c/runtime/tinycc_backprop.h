@@ -56,14 +56,20 @@ void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_act(float *y, int32_t count, int act);
 
-/* int8 backbone bias learning: q[c] = rint(b[c] / scale[c]) in double (half to even), clamped to int32; the
- * int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
+/* The exact b / s of two floats rounded half to even, clamped to [lo, hi] (lo < 0 < hi), in integer arithmetic on
+ * the floats' bits (no double: identical on every core, AVR included). NaN in either, inf / inf and 0 / 0 give 0; an
+ * infinite b or a zero s (b nonzero) the bound of the quotient's sign; a zero b or an infinite s 0
+ * (reference: tinycc.ir.deep.round_div). */
+int32_t tcc_bp_round_div(float b, float s, int32_t lo, int32_t hi);
+
+/* int8 backbone bias learning: q[c] = tcc_bp_round_div(b[c], scale[c]) clamped to int32 (the exact quotient, half
+ * to even); the int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
 void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count);
 
 /* --train sparse: a layer whose trained output channels o (row[o] >= 0) keep float masters wm [nch][per] (per:
  * weights per output channel, kh*kw*c; depthwise kh*kw; Dense in), the others their int8 weights wq (zero point 0,
  * scale ws[o]). dx with the old weights of both kinds; the fused update of the masters (b NULL: a frozen bias); the
- * int8 copy w8 [nch][per] the int8 kernels read: rint(wm / ws[o]) in double (half to even), clamped to [-127, 127]
+ * int8 copy w8 [nch][per] the int8 kernels read: tcc_bp_round_div(wm, ws[o], -127, 127) (exact, half to even)
  * (reference: tinycc.ir.deep.DeepLearner mode sparse). */
 void tcc_bp_conv_dx_rows(const tcc_bp_conv_t *p, const int8_t *wq, const float *ws, const float *wm,
                          const int32_t *row, const float *dz, float *dx);
