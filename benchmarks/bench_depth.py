@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=10, help="test accuracy after every N-th stream sample (and the last)")
     p.add_argument("--no-diagnose", action="store_true",
                    help="skip deep bias with a zero backbone rate (Φc alone on the small buffer of cut tensors)")
+    p.add_argument("--head-grid", type=int, default=1,
+                   help="the head reads the last pooling as a N x N grid (benchmarks.head_grid: 2 = 256 features "
+                   "on ResNet-8) instead of 1x1; same outputs before learning")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -347,6 +350,17 @@ def run(args: argparse.Namespace) -> Result:
     if missing:  # no result files: the recorded ones stay
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
+    if args.head_grid > 1:
+        import tempfile
+
+        from .head_grid import widen
+        tmp = tempfile.mkdtemp(prefix="tinycc-depth-")
+        check = np.load(data / "cifar10.npz")["x_test"][:64].astype(np.float32) * np.float32(args.scale)
+        path = str(Path(tmp) / f"{Path(args.model).stem}-grid{args.head_grid}.keras")
+        diff = widen(args.model, args.head_grid, path, check)
+        print(f"head grid {args.head_grid}: {path} (max |output difference| before learning {diff:.2g})",
+              file=sys.stderr, flush=True)
+        args.model = path
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
                   tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose)
