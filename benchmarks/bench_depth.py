@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=10, help="test accuracy after every N-th stream sample (and the last)")
     p.add_argument("--no-diagnose", action="store_true",
                    help="skip deep bias with a zero backbone rate (Φc alone on the small buffer of cut tensors)")
+    p.add_argument("--no-cut-only", action="store_true",
+                   help="skip the runs of the --deep modes on their cut buffer alone (deep bias's two-level and "
+                   "sparse modes still run; saves time)")
     p.add_argument("--head-grid", type=int, default=1,
                    help="the head reads the last pooling as a N x N grid (benchmarks.head_grid: 2 = 256 features "
                    "on ResNet-8) instead of 1x1; same outputs before learning")
@@ -163,7 +166,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
             deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
-            diagnose: bool = True) -> dict[str, Any]:
+            diagnose: bool = True, run_deep: bool = True) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
@@ -194,7 +197,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem[f"sparse-{k}k"] = sparse_memory(c)
     if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
         mem["deep-bias-frozen"] = dict(mem["deep-bias"])
-    keys = (tuple(f"deep-{m}" for m in deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
+    keys = (tuple(f"deep-{m}" for m in deep if run_deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
             + (("deep-bias-2level",) if "bias" in deep else ())
             + tuple(f"sparse-{k}k" for k in choices))
     curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
@@ -208,7 +211,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         for m in head_modes:
             curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream),
                                       every)["all"])
-        for m in deep:
+        for m in deep if run_deep else ():
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
@@ -304,6 +307,8 @@ def _plot(res: dict[str, Any], ram: int, scenario: str = "transfer") -> bytes:
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     for m, v in res["memory"].items():
+        if m not in res["curves"]:
+            continue
         acc = res["curves"][m][:, -1].mean()
         b.scatter(v["total_ram"] / 1024, acc, label=NAMES.get(m, m))
     b.axvline(ram / 1024, color="k", ls="--", lw=1, label=f"budget {ram // 1024} kB")
@@ -363,7 +368,8 @@ def run(args: argparse.Namespace) -> Result:
         args.model = path
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
-                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose)
+                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose,
+                  not args.no_cut_only)
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]

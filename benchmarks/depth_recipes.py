@@ -56,6 +56,7 @@ RECIPES = {
     "adabn-all-affine": ("all", False, "affine", False),
     "pool2-head": ("source", False, "head", True),
     "pool2-affine": ("source", False, "affine", True),
+    "pool2-conv7": ("source", False, "conv7", True),
     "aug-pool2-head": ("source", True, "head", True),
     "aug-pool2-affine": ("source", True, "affine", True),
     "adabn-all-pool2-head": ("all", False, "head", True),
