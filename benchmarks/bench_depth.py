@@ -166,8 +166,10 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
             deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
-            diagnose: bool = True, run_deep: bool = True) -> dict[str, Any]:
-    """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
+            diagnose: bool = True, run_deep: bool = True,
+            on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring); ``on_run`` gets the same
+    dict after every run but the last (the runs so far: partial results can be written)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner, TwoLevelLearner
@@ -244,6 +246,13 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"] if "bias" in deep else (learner.cut_of(st.x), learner.cut_of(st.x_test))
             curves[key].append(run_mode(learner, f[0], f[1], st, _ticker(key, prep.n_stream), every)["all"])
+        if on_run is not None and r < runs - 1:
+            on_run(_outcome(curves, mem, prep, deep_lr, analysis_log, choices))
+    return _outcome(curves, mem, prep, deep_lr, analysis_log, choices)
+
+
+def _outcome(curves: dict[str, list[np.ndarray]], mem: dict[str, Any], prep: Any, deep_lr: float,
+             analysis_log: list[str], choices: dict[int, Any]) -> dict[str, Any]:
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
             "epochs": prep.dep.train.epochs, "prep": prep, "deep_lr": deep_lr, "analysis": analysis_log,
@@ -344,12 +353,8 @@ def offline_bound(out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.output import write_atomic
-    from tinycc.report import markdown_table
-
     tag = args.tag or ("drift" if args.scenario == "concept-drift" else "")
     name = f"depth-{tag}" if tag else "depth"
-    res = Result(name)
     data = Path(args.data) if args.data else DATA
     missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
     if missing:  # no result files: the recorded ones stay
@@ -369,7 +374,17 @@ def run(args: argparse.Namespace) -> Result:
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
                   tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose,
-                  not args.no_cut_only)
+                  not args.no_cut_only, on_run=lambda o: report(args, o, name).write(Path(args.out)))
+    return report(args, out, name)
+
+
+def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
+    """The result page of ``measure``'s outcome (the runs it holds; a partial one says so)."""
+    from tinycc.output import write_atomic
+    from tinycc.report import markdown_table
+
+    res = Result(name)
+    runs = next(iter(out["curves"].values())).shape[0]
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -402,7 +417,8 @@ def run(args: argparse.Namespace) -> Result:
     print(verdict)
     res.add(f"Model `{Path(args.model).name}`, {TITLES[args.scenario]} (`tinycc simulate --scenario "
             f"{args.scenario} --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
-            f"held-out test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
+            f"held-out test samples per run, {runs} run(s) on seed(s) 0..{runs - 1}"
+            f"{' (PARTIAL: ' + str(args.runs) + ' runs asked, the rest still running)' if runs < args.runs else ''}, "
             f"input scale {args.scale:g}, SGD lr {args.lr:g} for the classifier, {out['deep_lr']:g} for the "
             f"backbone (`--deep-lr`; not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
@@ -433,7 +449,7 @@ def run(args: argparse.Namespace) -> Result:
         res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
                 f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
-    res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
+    res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": runs,
                 "lr": args.lr, "deep_lr": out["deep_lr"], "cut": out["cut"], "acceptance_met": met,
                 "analysis": out["analysis"],
                 "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}
