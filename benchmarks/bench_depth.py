@@ -349,7 +349,25 @@ def offline_bound(out: Path) -> str:
             best[section] = (float(m.group(2)), m.group(1))
     for sec, (gain, name) in best.items():
         parts.append(f"{sec}: {name} {gain:+.1f} points")
-    return "Offline upper bound (float TF, unlimited buffer, depth-offline.md): " + "; ".join(parts) + "."
+    return ("Offline upper bound (float TF, unlimited buffer, depth-offline.md): " + "; ".join(parts) + "."
+            + offline_recipes(path.parent / "depth-recipes.md"))
+
+
+def offline_recipes(path: Path) -> str:
+    """The best recipe of ``python -m benchmarks.depth_recipes``'s first table against the tuned head, or ''."""
+    import re
+
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    section = text.split("\n## ")[1] if "\n## " in text else ""
+    rows = re.findall(r"^\|\s*([\w-]+)\s*\|[^|]+\|[^|]+\|\s*([+-][\d.]+) ± ([\d.]+)\s*\|", section, re.M)
+    rows = [(float(g), n, s) for n, g, s in rows if n != "head"]
+    if not rows:
+        return ""
+    gain, name, std = max(rows)
+    return (f" Recipes (depth-recipes.md, {section.splitlines()[0].strip()}): best {name} {gain:+.1f} ± {std} "
+            "points over the tuned head.")
 
 
 def run(args: argparse.Namespace) -> Result:
