@@ -432,6 +432,8 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         verdict += (f" Best measured (any RAM): {NAMES.get(measured, measured)} "
                     f"{final[measured]['mean']:.3f} ({100 * (final[measured]['mean'] - head):+.1f} points). "
                     if measured else " ") + offline_bound(Path(args.out))
+    if not any(m.startswith(("deep-", "sparse-")) for m in final):
+        verdict = "Acceptance: not applicable (head-only modes only: no deep or sparse mode ran)."
     print(verdict)
     res.add(f"Model `{Path(args.model).name}`, {TITLES[args.scenario]} (`tinycc simulate --scenario "
             f"{args.scenario} --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
