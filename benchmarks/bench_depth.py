@@ -64,6 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=10, help="test accuracy after every N-th stream sample (and the last)")
     p.add_argument("--no-diagnose", action="store_true",
                    help="skip deep bias with a zero backbone rate (Φc alone on the small buffer of cut tensors)")
+    p.add_argument("--no-cut-only", action="store_true",
+                   help="skip the runs of the --deep modes on their cut buffer alone (deep bias's two-level and "
+                   "sparse modes still run; saves time)")
+    p.add_argument("--head-grid", type=int, default=1,
+                   help="the head reads the last pooling as a N x N grid (benchmarks.head_grid: 2 = 256 features "
+                   "on ResNet-8) instead of 1x1; same outputs before learning")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -160,8 +166,10 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
             deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
-            diagnose: bool = True) -> dict[str, Any]:
-    """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring)."""
+            diagnose: bool = True, run_deep: bool = True,
+            on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring); ``on_run`` gets the same
+    dict after every run but the last (the runs so far: partial results can be written)."""
     from tinycc.api import load_cleaned, make_config
     from tinycc.ir.buffer import ReplayBuffer
     from tinycc.ir.deep import DeepLearner, TwoLevelLearner
@@ -191,7 +199,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem[f"sparse-{k}k"] = sparse_memory(c)
     if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
         mem["deep-bias-frozen"] = dict(mem["deep-bias"])
-    keys = (tuple(f"deep-{m}" for m in deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
+    keys = (tuple(f"deep-{m}" for m in deep if run_deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
             + (("deep-bias-2level",) if "bias" in deep else ())
             + tuple(f"sparse-{k}k" for k in choices))
     curves: dict[str, list[np.ndarray]] = {m: [] for m in tuple(head_modes) + keys}
@@ -205,7 +213,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         for m in head_modes:
             curves[m].append(run_mode(made[m](), feats[m][0], feats[m][1], st, _ticker(m, prep.n_stream),
                                       every)["all"])
-        for m in deep:
+        for m in deep if run_deep else ():
             key = f"deep-{m}"
             cap = mem[key]["run_capacity"]
             learner = DeepLearner(prep.dep, prep.deep_cut, m, capacity=cap, lr=lr, epochs=prep.dep.train.epochs)
@@ -238,6 +246,13 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
                   file=sys.stderr, flush=True)
             f = feats["deep-bias"] if "bias" in deep else (learner.cut_of(st.x), learner.cut_of(st.x_test))
             curves[key].append(run_mode(learner, f[0], f[1], st, _ticker(key, prep.n_stream), every)["all"])
+        if on_run is not None and r < runs - 1:
+            on_run(_outcome(curves, mem, prep, deep_lr, analysis_log, choices))
+    return _outcome(curves, mem, prep, deep_lr, analysis_log, choices)
+
+
+def _outcome(curves: dict[str, list[np.ndarray]], mem: dict[str, Any], prep: Any, deep_lr: float,
+             analysis_log: list[str], choices: dict[int, Any]) -> dict[str, Any]:
     return {"curves": {m: np.stack(v) for m, v in curves.items()}, "memory": mem, "cut": prep.deep_cut,
             "n_stream": prep.n_stream, "n_test": prep.n_test, "batch": prep.dep.train.batch_size,
             "epochs": prep.dep.train.epochs, "prep": prep, "deep_lr": deep_lr, "analysis": analysis_log,
@@ -301,6 +316,8 @@ def _plot(res: dict[str, Any], ram: int, scenario: str = "transfer") -> bytes:
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     for m, v in res["memory"].items():
+        if m not in res["curves"]:
+            continue
         acc = res["curves"][m][:, -1].mean()
         b.scatter(v["total_ram"] / 1024, acc, label=NAMES.get(m, m))
     b.axvline(ram / 1024, color="k", ls="--", lw=1, label=f"budget {ram // 1024} kB")
@@ -332,24 +349,60 @@ def offline_bound(out: Path) -> str:
             best[section] = (float(m.group(2)), m.group(1))
     for sec, (gain, name) in best.items():
         parts.append(f"{sec}: {name} {gain:+.1f} points")
-    return "Offline upper bound (float TF, unlimited buffer, depth-offline.md): " + "; ".join(parts) + "."
+    return ("Offline upper bound (float TF, unlimited buffer, depth-offline.md): " + "; ".join(parts) + "."
+            + offline_recipes(path.parent / "depth-recipes.md"))
+
+
+def offline_recipes(path: Path) -> str:
+    """The best recipe of ``python -m benchmarks.depth_recipes``'s first table against the tuned head, or ''."""
+    import re
+
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    section = text.split("\n## ")[1] if "\n## " in text else ""
+    rows = re.findall(r"^\|\s*([\w-]+)\s*\|[^|]+\|[^|]+\|\s*([+-][\d.]+) ± ([\d.]+)\s*\|", section, re.M)
+    rows = [(float(g), n, s) for n, g, s in rows if n != "head"]
+    if not rows:
+        return ""
+    gain, name, std = max(rows)
+    return (f" Recipes (depth-recipes.md, {section.splitlines()[0].strip()}): best {name} {gain:+.1f} ± {std} "
+            "points over the tuned head.")
 
 
 def run(args: argparse.Namespace) -> Result:
-    from tinycc.output import write_atomic
-    from tinycc.report import markdown_table
-
     tag = args.tag or ("drift" if args.scenario == "concept-drift" else "")
     name = f"depth-{tag}" if tag else "depth"
-    res = Result(name)
     data = Path(args.data) if args.data else DATA
     missing = [p for p in (Path(args.model), data / "cifar10.npz", data / "imagenette-32.npz") if not p.exists()]
     if missing:  # no result files: the recorded ones stay
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
+    if args.head_grid > 1:
+        import tempfile
+
+        from .head_grid import widen
+        tmp = tempfile.mkdtemp(prefix="tinycc-depth-")
+        check = np.load(data / "cifar10.npz")["x_test"][:64].astype(np.float32) * np.float32(args.scale)
+        path = str(Path(tmp) / f"{Path(args.model).stem}-grid{args.head_grid}.keras")
+        diff = widen(args.model, args.head_grid, path, check)
+        print(f"head grid {args.head_grid}: {path} (max |output difference| before learning {diff:.2g})",
+              file=sys.stderr, flush=True)
+        args.model = path
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
-                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose)
+                  tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose,
+                  not args.no_cut_only, on_run=lambda o: report(args, o, name).write(Path(args.out)))
+    return report(args, out, name)
+
+
+def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
+    """The result page of ``measure``'s outcome (the runs it holds; a partial one says so)."""
+    from tinycc.output import write_atomic
+    from tinycc.report import markdown_table
+
+    res = Result(name)
+    runs = next(iter(out["curves"].values())).shape[0]
     rows, final = [], {}
     for m, c in out["curves"].items():
         v = c[:, -1]
@@ -379,10 +432,13 @@ def run(args: argparse.Namespace) -> Result:
         verdict += (f" Best measured (any RAM): {NAMES.get(measured, measured)} "
                     f"{final[measured]['mean']:.3f} ({100 * (final[measured]['mean'] - head):+.1f} points). "
                     if measured else " ") + offline_bound(Path(args.out))
+    if not any(m.startswith(("deep-", "sparse-")) for m in final):
+        verdict = "Acceptance: not applicable (head-only modes only: no deep or sparse mode ran)."
     print(verdict)
     res.add(f"Model `{Path(args.model).name}`, {TITLES[args.scenario]} (`tinycc simulate --scenario "
             f"{args.scenario} --deep {args.deep}` machinery), {out['n_stream']} stream samples and {out['n_test']} "
-            f"held-out test samples per run, {args.runs} run(s) on seed(s) 0..{args.runs - 1}, "
+            f"held-out test samples per run, {runs} run(s) on seed(s) 0..{runs - 1}"
+            f"{' (PARTIAL: ' + str(args.runs) + ' runs asked, the rest still running)' if runs < args.runs else ''}, "
             f"input scale {args.scale:g}, SGD lr {args.lr:g} for the classifier, {out['deep_lr']:g} for the "
             f"backbone (`--deep-lr`; not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
@@ -413,7 +469,7 @@ def run(args: argparse.Namespace) -> Result:
         res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
                 f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
-    res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": args.runs,
+    res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": runs,
                 "lr": args.lr, "deep_lr": out["deep_lr"], "cut": out["cut"], "acceptance_met": met,
                 "analysis": out["analysis"],
                 "mean_curves": {m: c.mean(axis=0).round(4).tolist() for m, c in out["curves"].items()}}

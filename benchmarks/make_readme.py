@@ -7,7 +7,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
          "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_kernels", "compile_startup",
-         "compile_cpu", "mlperf", "search", "memory", "zoo", "depth", "depth-drift", "depth-offline", "depth-buffer10"]
+         "compile_cpu", "mlperf", "search", "memory", "zoo", "depth", "depth-drift", "depth-pool2", "depth-drift-pool2", "depth-recipes", "depth-offline",
+         "depth-buffer10"]
 
 HEADER = """# tinycc benchmarks
 
@@ -63,10 +64,15 @@ python -m benchmarks zoo \\
     # benchmarks/zoo_models.py (random weights) + ../shared/models/mlperf-tiny + the published files in tests/data
     # (+ --extra FILE[=ORIGIN] files); c, tflm, arduino; M4 in QEMU; BUILTIN_REF and TFLite Micro checks
 # depth: head-only vs --deep bias / blocks, transfer CIFAR-10 -> Imagenette-32, ResNet-8, 256 kB (defaults: ../shared)
-python -m benchmarks depth --stream 300 --test 200 --runs 3 --deep bias --head-modes omega
+python -m benchmarks depth --runs 3 --head-modes omega --deep bias --no-cut-only --no-diagnose --every 50
+python -m benchmarks depth --scenario concept-drift --runs 3 --head-modes omega --deep bias --no-cut-only \\
+    --no-diagnose --every 50
+python -m benchmarks depth --head-grid 2 --runs 3 --head-modes omega --deep '' --sparse '' --no-diagnose \\
+    --every 50 --tag pool2          # head-only with the 2x2-pooled head (256 features); --scenario concept-drift too
 python -m benchmarks depth --stream 300 --test 100 --runs 1 --deep-buffer 10 --tag buffer10   # diagnostic, over budget
-python -m benchmarks depth --scenario concept-drift --stream 400 --runs 3 --deep bias --head-modes omega
 python -m benchmarks.depth_offline --runs 3 --stream 700   # TensorFlow upper bound per trainable subset
+python -m benchmarks.depth_recipes --runs 3 --epochs 60 > r60.log   # recipes (augmentation, affine, AdaBN, 2x2 head)
+python -m benchmarks.depth_recipes --summarize r60.log              # the table of depth-recipes.md
 ```
 """
 

@@ -65,3 +65,16 @@ def test_depth_core_tiny() -> None:
     bufs = (ReplayBuffer.bytes_for(sp["run_capacity"], sp["cut_entry_bytes"], "int8")
             + ReplayBuffer.bytes_for(sp["head_capacity"], feat, "int8"))
     assert sp["total_ram"] == sp["fixed_ram"] + sp["step_bytes"] + bufs <= ram and sp["fits"]
+
+
+def test_offline_recipes_best_row(tmp_path) -> None:
+    from benchmarks.bench_depth import offline_recipes
+
+    (tmp_path / "r.md").write_text(
+        "# t\n\n## 60 epochs, 3 seeds\n\n| recipe | a | b | vs head (tuned) | c |\n|---|---|---|---|---|\n"
+        "| head | 0.5 ± 0.1 | 0.5 ± 0.1 | +0.0 ± 0.0 |  |\n| conv7 | 0.6 ± 0.1 | 0.6 ± 0.1 | +3.3 ± 0.8 | x |\n"
+        "| pool2-head | 0.6 ± 0.1 | 0.6 ± 0.1 | +2.1 ± 0.6 |  |\n\n## 20 epochs\n\n"
+        "| big | 0.9 ± 0.1 | 0.9 ± 0.1 | +9.0 ± 0.1 |  |\n", encoding="utf-8")
+    assert offline_recipes(tmp_path / "r.md") == (" Recipes (depth-recipes.md, 60 epochs, 3 seeds): best conv7 "
+                                                  "+3.3 ± 0.8 points over the tuned head.")
+    assert offline_recipes(tmp_path / "missing.md") == ""
