@@ -4,6 +4,13 @@
 
 #include <math.h>
 
+/* small helpers of the per-element loops: inlined even at -Os (a call per element costs more than the body) */
+#if defined(__GNUC__)
+#define TCC_KINLINE static inline __attribute__((always_inline))
+#else
+#define TCC_KINLINE static inline
+#endif
+
 #define TCC_I32_MIN ((int32_t)(-2147483647L - 1L))
 #define TCC_I32_MAX ((int32_t)2147483647L)
 
@@ -32,7 +39,7 @@ int32_t tcc_mbqm(int32_t x, int32_t multiplier, int32_t shift) {
     return rdbpot(srdhm(shifted, multiplier), right);
 }
 
-static int32_t clamp32(int32_t v, int32_t lo, int32_t hi) {
+TCC_KINLINE int32_t clamp32(int32_t v, int32_t lo, int32_t hi) {
     if (v < lo) {
         v = lo;
     }
@@ -42,20 +49,20 @@ static int32_t clamp32(int32_t v, int32_t lo, int32_t hi) {
     return v;
 }
 
-static int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
+TCC_KINLINE int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)clamp32(v, lo, hi);
 }
 
-static int32_t rd8(const int8_t *p, int32_t flash) {
+TCC_KINLINE int32_t rd8(const int8_t *p, int32_t flash) {
     return flash ? (int32_t)TCC_READ_S8(p) : (int32_t)*p;
 }
 
-static int16_t clamp16(int32_t v, int32_t lo, int32_t hi) {
+TCC_KINLINE int16_t clamp16(int32_t v, int32_t lo, int32_t hi) {
     return (int16_t)clamp32(v, lo, hi);
 }
 
 /* A little-endian int16/int64 constant, read byte- or word-wise (flash on Harvard MCUs). */
-static int32_t rd16(const int16_t *p, int32_t flash) {
+TCC_KINLINE int32_t rd16(const int16_t *p, int32_t flash) {
     const int8_t *b = (const int8_t *)(const void *)p;
     if (!flash) {
         return (int32_t)*p;
@@ -441,7 +448,7 @@ void tcc_prelu_s8(const int8_t *in, const int8_t *alpha, int32_t d0, int32_t d1,
 }
 
 /* in[i] / scale rounded to an integer (before the zero point and the clamp), as tinycc.ir.quant.quantize. */
-static int32_t quantize_steps(float in, float scale) {
+TCC_KINLINE int32_t quantize_steps(float in, float scale) {
     const float v = in / scale;
     int32_t q;
     if (!(v == v)) { /* NaN (also 0/0): the zero point; no float->int UB */
