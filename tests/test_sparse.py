@@ -180,6 +180,26 @@ def test_choose_sparse_fits_the_budget(dep) -> None:
         choose_sparse(dep, cut, x, y, base - 1, 0.05, 0.05)
 
 
+def test_select_says_why_nothing_was_chosen(dep) -> None:
+    """`select` with candidates whose gains are set: none gained -> "no candidate gained"; one gained but its step
+    does not fit the room the budget leaves -> nothing chosen, and the printed choice names it and its cost."""
+    from tinycc.deploy.sparse import candidates, select
+
+    cut = deep_cuts(dep.extractor, dep.classifier)[-1]
+    x, y = _data(8, 3)
+    cands = candidates(dep, cut, DeepLearner(dep, cut, "sparse", capacity=1, subset={}).cut_of(x), y)
+    ram = minimum_ram(dep, cut)  # room for the classifier's step only
+    for c in cands:
+        c.gain, c.cost = 0.0, 1
+    assert "nothing (no candidate gained" in select(dep, cut, 0.5, cands, ram).describe()
+    cands[0].gain, cands[0].cost = 0.1, 12_345
+    ch = select(dep, cut, 0.5, cands, ram)
+    assert not ch.chosen and not ch.subset
+    text = ch.describe()
+    assert "1 candidate(s) gained but none fits the budget" in text and cands[0].label in text
+    assert "+10.0 points" in text and "12,345 B" in text
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tinycc.cli", *args], capture_output=True, text=True, timeout=300)
 

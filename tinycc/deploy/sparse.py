@@ -61,10 +61,19 @@ class SparseChoice:
     head_accuracy: float = 0.0
     parts: dict[str, int] = field(default_factory=dict)  # the step's arrays (``step_parts``)
 
+    def _why_nothing(self) -> str:
+        """Why nothing was chosen: no candidate gained, or those that gained do not fit the step's room."""
+        gained = [c for c in self.candidates if c.gain > 0]
+        if not gained:
+            return "no candidate gained"
+        best = max(gained, key=lambda c: c.gain)
+        return (f"{len(gained)} candidate(s) gained but none fits the budget: the best, {best.label} "
+                f"({100 * best.gain:+.1f} points), needs {best.cost:,} B more than the head's step; give more RAM")
+
     def describe(self) -> str:
         """What ``tinycc compile --train sparse`` prints: the choice, its memory, every candidate measured."""
         m = self.memory
-        what = ", ".join(c.label for c in self.chosen) or "nothing (no candidate gained: the head-only project)"
+        what = ", ".join(c.label for c in self.chosen) or f"nothing ({self._why_nothing()}: the head-only project)"
         lines = [f"sparse: cut at {self.cut!r}; trains {what} + the classifier; step {m['step']:,} B, "
                  f"{m['cut_entries']} cut tensors {m['cut_buffer']:,} B, {m['features']:,} feature entries "
                  f"{m['feature_buffer']:,} B, fixed {m['fixed']:,} B; total RAM {m['total']:,} B of "
