@@ -57,20 +57,8 @@ def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str,
     blocks: the float region's weights and biases (moved from their dequantized int8 start) to 1e-5 relative."""
     dep = _deploy(graph, mode, buffer=3, batch_size=2, epochs=2)
     x, y = _data(6, 11)
-    CBackend().emit(dep, tmp_path, TestVectors(x, y, learn=9))
-    if where == "host":
-        out = c_harness.run_host(c_harness.build_host(tmp_path))
-    else:
-        out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
-    assert out.done
     sim = _learner(dep)
-    q = sim.cut_of(x)
-    for i in range(6):
-        np.testing.assert_array_equal(out.features[i], q[i].reshape(-1))
-    cls, z = sim.predict(q)
-    for i in range(6):
-        assert out.before[i][0] == cls[i]
-        np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, where)
     start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
     start_w = [sim.tail.params[op.name].weight.copy() for op in sim.region_params]
     for i in range(9):

@@ -20,7 +20,6 @@ import pytest
 
 from tinycc.backends.c import CBackend
 from tinycc.backends.c.deep_project import deep_learner
-from tinycc.config import TestVectors
 from tinycc.ir.backprop import Trained
 from tinycc.ir.train import softmax
 
@@ -50,20 +49,8 @@ def test_sparse_project_learns_as_the_simulator(graph, tmp_path: Path, where: st
     relative, every vector's probabilities before and after learning to 1e-5 with the same class; the backbone moved."""
     dep = sparse_dep(graph, SPECS[spec], entries=3, buffer=4)
     x, y = data(6, 11)
-    CBackend().emit(dep, tmp_path, TestVectors(x, y, learn=9))
-    if where == "host":
-        out = c_harness.run_host(c_harness.build_host(tmp_path))
-    else:
-        out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
-    assert out.done
     sim = deep_learner(dep)
-    q = sim.cut_of(x)
-    for i in range(6):
-        np.testing.assert_array_equal(out.features[i], q[i].reshape(-1))
-    cls, z = sim.predict(q)
-    for i in range(6):
-        assert out.before[i][0] == cls[i]
-        np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, where)
     trained = [op for op in sim.region_params if any(sim.tail.trains(op.name))]
     start = {op.name: sim.view.tensors[op.inputs[2]].data.copy() for op in trained}
     start_w = {op.name: sim.view.tensors[op.inputs[1]].data.copy() for op in trained}
