@@ -41,7 +41,7 @@ def graph():
 
 
 @pytest.mark.parametrize("where, spec", [("host", "bias+channels"), ("host", "layer+bias"),
-                                         (WHERE[1], "bias+channels")])
+                                         pytest.param("m4", "bias+channels", marks=WHERE[1].marks)])
 def test_sparse_project_learns_as_the_simulator(graph, tmp_path: Path, where: str, spec: str) -> None:
     """After 9 learn calls (3 cut tensors, 4 features, batch 2, 2 epochs: fifo replacement in both buffers and
     partial batches) the generated project equals the simulator's sparse learner: the int32 biases the int8 kernels

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, known_bytes, step_flash, step_memory, step_ops,
+from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, step_flash, step_memory, step_ops,
                              step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
@@ -234,31 +234,19 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                     bwd.append(mask(go, go, op.outputs[0], cnt, act))
                 q8 = op.name in qw
                 if op.kind == OpKind.DENSE:
-                    nin, nout = _size(tail, op.inputs[0]), _size(tail, op.outputs[0])
-                    if not q8:
-                        fwd.append(f"    tcc_fp_dense(n, {nin}, {nout}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
-                    if not no_dx:
-                        bwd.append(into(op, 0, lambda d: (
-                            f"    tcc_bp_dense_dx_rows(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, "
-                            f"tcc_row{k}, {go}, {d});\n" if row else
-                            f"    tcc_bp_dense_dx_q(n, {nin}, {nout}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
-                            f"    tcc_bp_dense_dx(n, {nin}, {nout}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                    upd[-1] = (f"tcc_bp_dense_update_rows(n, {nin}, {nout}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, "
-                               f"{go}, {rate}, W)" if row else
-                               f"tcc_bp_dense_update(n, {nin}, {nout}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
-                else:
-                    p = f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"  # unused: no line reads it
-                    if not q8:
-                        fwd.append(f"    tcc_fp_conv({p}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
-                    if not no_dx:
-                        bwd.append(into(op, 0, lambda d: (
-                            f"    tcc_bp_conv_dx_rows({p}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, tcc_row{k}, {go}, "
-                            f"{d});\n" if row else
-                            f"    tcc_bp_conv_dx_q({p}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
-                            f"    tcc_bp_conv_dx({p}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                    upd[-1] = (f"tcc_bp_conv_update_rows({p}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, {go}, {rate}, W)"
-                               if row else
-                               f"tcc_bp_conv_update({p}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
+                    kind, geo = "dense", f"n, {_size(tail, op.inputs[0])}, {_size(tail, op.outputs[0])}"
+                else:  # tcc_p_unused: no line reads it
+                    kind, geo = "conv", f"&tcc_p{pidx[op.name]}" if op.name in pidx else "&tcc_p_unused"
+                if not q8:
+                    fwd.append(f"    tcc_fp_{kind}({geo}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
+                if not no_dx:
+                    bwd.append(into(op, 0, lambda d, kind=kind, geo=geo: (
+                        f"    tcc_bp_{kind}_dx_rows({geo}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, tcc_row{k}, {go}, "
+                        f"{d});\n" if row else
+                        f"    tcc_bp_{kind}_dx_q({geo}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
+                        f"    tcc_bp_{kind}_dx({geo}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
+                upd[-1] = (f"tcc_bp_{kind}_update_rows({geo}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, {go}, {rate}, W)"
+                           if row else f"tcc_bp_{kind}_update({geo}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 if go is None or not (tw or tb):
                     upd[-1] = ""
             elif op.kind == OpKind.ADD:
