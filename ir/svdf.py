@@ -19,18 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .interpreter import _act  # the float fused activations (relu, relu6), as every float op
 from .quant import multiply_by_quantized_multiplier, quantize_multiplier
 
 Array = np.ndarray
 F32 = np.float32
-
-
-def _act(y: Array, activation: str) -> Array:
-    if activation == "relu":
-        return np.maximum(y, F32(0))
-    if activation == "relu6":
-        return np.clip(y, F32(0), F32(6))
-    return y
 
 
 def svdf_float(x: Array, wf: Array, wt: Array, bias: Array | None, rank: int, activation: str) -> Array:
