@@ -134,10 +134,11 @@ static int32_t conv_row_acc(const int8_t *in, int32_t ih, int32_t iw, int32_t ic
         }
         for (kx = 0; kx < kw; ++kx) {
             const int32_t ix = x * sw - pl + kx * dw;
-            const int8_t *px = in + ((int32_t)iy * iw + ix) * ic;
+            const int8_t *px;
             if (ix < 0 || ix >= iw) {
                 continue;
             }
+            px = in + ((int32_t)iy * iw + ix) * ic; /* formed only in bounds */
             if (m) {
                 acc += ((int32_t)px[o / m] - in_zp) * (int32_t)wr[ky * kw + kx];
                 continue;
