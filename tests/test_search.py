@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -176,9 +177,12 @@ def test_trials_on_a_ray_cluster_drift_objective(tmp_path: Path) -> None:
     assert ray, "the ray command is installed with the ray package"
     port = _free_port()
     env = {**clean_env(), "RAY_AUTH_MODE": "disabled"}  # a throw-away local cluster: no token to share
+    # its own short temp dir (Ray's socket paths): the head's ray_current_cluster file stays out of /tmp/ray, where
+    # a concurrent local search would read it, and only this head's processes (named by the dir) are stopped
+    temp = tempfile.mkdtemp(prefix="tcc-ray-", dir="/tmp")
     start = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-                            "--include-dashboard=false", "--disable-usage-stats"], capture_output=True, text=True,
-                           env=env, timeout=300)
+                            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                           capture_output=True, text=True, env=env, timeout=300)
     try:
         assert start.returncode == 0, start.stderr
         out = tmp_path / "s"
@@ -192,8 +196,9 @@ def test_trials_on_a_ray_cluster_drift_objective(tmp_path: Path) -> None:
         assert any(t["feasible"] == "True" for t in table) and (out / "best.keras").exists()
         # --objective drift: Ω's final accuracy on a concept-drift stream (classes 0 and 1 swapped)
         assert all(0.0 < float(t["accuracy"]) <= 1.0 for t in table if t["feasible"] == "True")
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    finally:  # not `ray stop`: that ends every Ray process of the machine, a concurrent test's local search too
+        subprocess.run(["pkill", "-9", "-f", temp], capture_output=True, timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow

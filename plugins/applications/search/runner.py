@@ -165,7 +165,9 @@ def start_ray(address: str | None, workers: int) -> None:
     if address:
         _init_within(address, kw, RAY_INIT_TIMEOUT_S)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, **kw)
+        # "local": always a new local instance - never a cluster that RAY_ADDRESS or `ray start`'s
+        # /tmp/ray/ray_current_cluster names (Ray would take that and then refuse num_cpus)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, **kw)
 
 
 def _init_within(address: str, kw: dict[str, Any], timeout: float) -> None:
