@@ -103,6 +103,24 @@ RAM_GROUPS = (("tcc_arena", "feature extractor arena"), ("tcc_buf_", "replay buf
               ("tcc_y", "learn step: labels"), ("tcc_k", "kept int8 activations"))
 
 
+def static_ram_by_line(dep, project: Path, target: str, groups) -> tuple[dict[str, int], dict, list]:
+    """Emit ``dep``'s project, compile it for ``target`` and sum its static RAM symbols by report line (``groups``:
+    (symbol prefix, line) pairs, first match wins); asserts the sum is the report's static RAM and every line with
+    bytes equals its symbols. Returns those sums, the report's items by name and the symbols."""
+    cc, nm, flags, _ = TARGETS[target]
+    CBackend().emit(dep, project)
+    syms = _symbols(project, cc, nm, flags)
+    items = {i["name"]: i for i in dep.memory["items"]}
+    ram: dict[str, int] = {}
+    for kind, name, size in syms:
+        if kind in "bBdD":
+            line = next(g for p, g in groups if name.split(".")[0].startswith(p))
+            ram[line] = ram.get(line, 0) + size
+    assert sum(ram.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
+    assert ram == {k: items[k]["bytes"] for k in ram} and set(ram) == {g for _, g in groups if items[g]["bytes"]}
+    return ram, items, syms
+
+
 def _symbols(project: Path, cc: str, nm: str, flags: list[str]) -> list[tuple[str, str, int]]:
     """(kind letter, name, bytes) of every sized symbol of the model and runtime objects built for one target."""
     out = []
@@ -129,16 +147,7 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mod
         pytest.skip(f"{cc} is not installed")
     opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
     dep = _deploy(graph, mode, buffer=5, batch_size=2, **opts)
-    CBackend().emit(dep, tmp_path)
-    syms = _symbols(tmp_path, cc, nm, flags)
-    items = {i["name"]: i for i in dep.memory["items"]}
-    ram: dict[str, int] = {}
-    for kind, name, size in syms:
-        if kind in "bBdD":
-            line = next(g for p, g in RAM_GROUPS if name.split(".")[0].startswith(p))
-            ram[line] = ram.get(line, 0) + size
-    assert sum(ram.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
-    assert ram == {k: items[k]["bytes"] for k in ram} and set(ram) == {g for _, g in RAM_GROUPS if items[g]["bytes"]}
+    ram, items, syms = static_ram_by_line(dep, tmp_path, target, RAM_GROUPS)
     # exact: every line; the buffer's descriptor only where a board names the ABI (else the host's, flagged)
     assert all(items[k]["exact"] for k in ram if k != "runtime descriptors")
     assert items["runtime descriptors"]["exact"] == (board is not None)

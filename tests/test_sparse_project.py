@@ -25,7 +25,7 @@ from tinycc.ir.train import softmax
 
 from . import c_harness
 from .sparse_util import data, sparse_dep, tiny_cnn, tiny_graph
-from .test_deep_project import TARGETS, _symbols
+from .test_deep_project import TARGETS, _symbols, static_ram_by_line
 
 WHERE = ["host", pytest.param("m4", marks=pytest.mark.skipif(not c_harness.have_arm(),
                                                              reason="arm-none-eabi-gcc or qemu-system-arm missing"))]
@@ -107,17 +107,7 @@ def test_sparse_report_equals_symbol_sizes(graph, tmp_path: Path, target: str) -
         pytest.skip(f"{cc} is not installed")
     opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
     dep = sparse_dep(graph, SPECS["bias+channels"], entries=2, buffer=5, **opts)
-    CBackend().emit(dep, tmp_path)
-    syms = _symbols(tmp_path, cc, nm, flags)
-    items = {i["name"]: i for i in dep.memory["items"]}
-    ram: dict[str, int] = {}
-    for kind, name, size in syms:
-        if kind in "bBdD":
-            line = next(g for p, g in SPARSE_RAM if name.split(".")[0].startswith(p))
-            ram[line] = ram.get(line, 0) + size
-    assert sum(ram.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
-    assert ram == {k: items[k]["bytes"] for k in ram}
-    assert set(ram) == {g for _, g in SPARSE_RAM if items[g]["bytes"]}
+    ram, items, syms = static_ram_by_line(dep, tmp_path, target, SPARSE_RAM)
     learner = deep_learner(dep)
     assert items["learn step: int8 channels"]["bytes"] == 3 * 3 * 3 * 6  # 3 channels of c2, 3x3x6 weights each
     assert items["feature buffer"]["bytes"] == 5 * (learner.feat_buffer.feature_count + 5) + 16
