@@ -161,14 +161,16 @@ def test_backbone_only_two_level_with_a_frozen_backbone_is_head_only(dep) -> Non
     np.testing.assert_array_equal(two.predict(two.cut_of(x))[0], omega.predict(feats)[0])
 
 
-def test_choose_sparse_fits_the_budget(dep) -> None:
+def test_choose_sparse_fits_the_budget(dep, capsys) -> None:
     """The greedy choice: only candidates that gained, the whole learning state within the budget (recomputed
-    from its parts), the feature buffer filling the rest; a budget below the classifier's step is refused."""
+    from its parts), the feature buffer filling the rest; a budget below the classifier's step is refused. The
+    analysis shows its progress on stderr when asked."""
     cut = deep_cuts(dep.extractor, dep.classifier)[-1]
     x, y = _data(40, 7)
     base = minimum_ram(dep, cut)
     ram = base + 20_000
-    ch = choose_sparse(dep, cut, x, y, ram, 0.05, 0.05, n_train=28)
+    ch = choose_sparse(dep, cut, x, y, ram, 0.05, 0.05, n_train=28, progress=True)
+    assert "sparse: contribution analysis" in capsys.readouterr().err
     assert all(c.gain > 0 for c in ch.chosen)
     m = ch.memory
     assert m["step"] == sum(step_parts(dep, cut, ch.subset).values())

@@ -172,9 +172,10 @@ def accuracy(dep: Any, cut: str, subset: dict[str, Trained], q: np.ndarray, y: n
 
 
 def analyse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, lr: float, deep_lr: float,
-            n_train: int | None = None) -> tuple[float, list[Candidate]]:
+            n_train: int | None = None, progress: bool = False) -> tuple[float, list[Candidate]]:
     """The contribution analysis: head-only accuracy and every candidate with its gain and exact cost (see the
-    module docstring); ``x``, ``y``: labelled float inputs (the first ``n_train``, default 3/4, learn)."""
+    module docstring); ``x``, ``y``: labelled float inputs (the first ``n_train``, default 3/4, learn);
+    ``progress``: a bar on stderr, one step per learner run (minutes on a big model)."""
     y = np.asarray(y).reshape(-1).astype(np.int64)
     if len(x) != len(y) or len(x) < 8:
         raise TinyccError(f"--train sparse: the contribution analysis needs at least 8 labelled samples, "
@@ -182,11 +183,21 @@ def analyse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, lr: float, deep_lr
     n_train = int(n_train or (3 * len(x)) // 4)
     q = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).cut_of(x)
     base_step = step_bytes(dep, cut, {})
-    head = accuracy(dep, cut, {}, q, y, n_train, lr, deep_lr)
     cands = candidates(dep, cut, q[:n_train], y[:n_train])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(cands) + 1, desc="sparse: contribution analysis", unit="run", leave=False)
+    head = accuracy(dep, cut, {}, q, y, n_train, lr, deep_lr)
     for c in cands:
+        if bar is not None:
+            bar.update()
         c.cost = step_bytes(dep, cut, {c.op: c.trained}) - base_step
         c.gain = accuracy(dep, cut, {c.op: c.trained}, q, y, n_train, lr, deep_lr) - head
+    if bar is not None:
+        bar.update()
+        bar.close()
     return head, cands
 
 
@@ -224,12 +235,12 @@ def select(dep: Any, cut: str, head: float, cands: list[Candidate], ram: int) ->
 
 
 def choose_sparse(dep: Any, cut: str, x: np.ndarray, y: np.ndarray, ram: int, lr: float, deep_lr: float,
-                  n_train: int | None = None) -> SparseChoice:
+                  n_train: int | None = None, progress: bool = False) -> SparseChoice:
     """The subset to train under ``ram`` bytes of total RAM: ``analyse`` then ``select``. A budget below
     ``minimum_ram`` is refused before the analysis."""
     if ram < minimum_ram(dep, cut):
         select(dep, cut, 0.0, [], ram)  # raises, saying why
-    head, cands = analyse(dep, cut, x, y, lr, deep_lr, n_train)
+    head, cands = analyse(dep, cut, x, y, lr, deep_lr, n_train, progress)
     return select(dep, cut, head, cands, ram)
 
 def labelled_data(graph: Any, config: Any, session: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -279,13 +290,21 @@ def _head_and_data(graph: Any, config: Any, session: Any, backend: Any, calib: n
     return dep, choose_deep_cut(dep, learn.deep_cut), x, y
 
 
+def _progress(config: Any) -> bool:
+    """The analysis shows a bar where asked (``compiler.progress``) or where stderr is a terminal."""
+    import sys
+
+    return bool(config.compiler.progress) or sys.stderr.isatty()
+
+
 def build_sparse_choice(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
                         head: Any) -> SparseChoice:
     """``tinycc compile --train sparse``'s analysis: the head deployment without a budget, the deep cut, then
     ``choose_sparse`` under ``--ram`` on the labelled ``--calib`` data."""
     dep, cut, x, y = _head_and_data(graph, config, session, backend, calib, head)
     learn = config.learning
-    return choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr)
+    return choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr,
+                         progress=_progress(config))
 
 
 def build_sparse_deployment(graph: Any, config: Any, session: Any, backend: Any, calib: np.ndarray | None,
@@ -297,7 +316,8 @@ def build_sparse_deployment(graph: Any, config: Any, session: Any, backend: Any,
 
     dep, cut, x, y = _head_and_data(graph, config, session, backend, calib, head)
     learn = config.learning
-    choice = choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr)
+    choice = choose_sparse(dep, cut, x, y, int(config.memory.ram), learn.lr, learn.backbone_lr,
+                           progress=_progress(config))
     if not choice.subset:  # nothing gained: the head-only project under the same budget
         dep = head(graph, replace(config, learning=replace(learn, train="all", deep_cut=None, deep_lr=None)),
                    session, backend, calib=calib)
