@@ -27,7 +27,8 @@ from .. import names
 from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
-from .deep_project import deep_context, deep_figures, front_deployment
+from .deep_emit import c_step_problem
+from .deep_project import deep_context, deep_figures, deep_learner, front_deployment
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -402,6 +403,13 @@ class CBackend(Backend):
         mode = (deployment.meta.get("deep") or {}).get("mode", "bias")
         if target is not None and target.family == "avr" and mode in AVR_DEEP:
             refuse_deep(deployment, "c", AVR_DEEP[mode])
+        if deployment.meta.get("deep"):
+            problem = c_step_problem(deep_learner(deployment).tail)
+            if problem is not None:
+                flag = "--train sparse" if deployment.meta["deep"]["mode"] == "sparse" else \
+                    f"--deep {deployment.meta['deep']['mode']}"
+                raise UnsupportedLayerError(f"{flag}: {problem}; `tinycc simulate --deep` trains it on the host, "
+                                            "or compile the head-only learner")
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
