@@ -95,7 +95,7 @@ def deep_memory(prep: Any, mode: str, ram: int) -> dict[str, Any]:
     from tinycc.plugins.applications.deep_modes import deep_learner
 
     dl = deep_learner(prep, mode, 0.0)
-    req = tuple(op.name for op in dl.region_params) if mode == "bias" else ()
+    req = tuple(op.name for op in dl.region_params if dl.tail.trains(op.name)[1]) if mode == "bias" else ()
     step = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
     step["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)  # the region's int8 activations
     fixed, size = _fixed_ram(prep.dep), dl.buffer.feature_count

@@ -220,6 +220,7 @@ class Tail:
         if not dense or dense[-1].kind != OpKind.DENSE or dense[-1].outputs[0] != self.logits:
             raise ValueError("the tail must end with a Dense layer giving the logits")
         self.last = dense[-1].name
+        self.biased = {op.name for op in dense if len(op.inputs) > 2}  # a layer without a bias trains none
         self.params = {op.name: float_params(graph, op) for op in dense}
         self.axis = {op.name: out_axis(op) for op in dense}
         self.need_grad = self._need_grad()
@@ -242,13 +243,15 @@ class Tail:
 
     def trains(self, name: str) -> tuple[bool, bool]:
         """(weight trained, bias trained) of the parameter op ``name`` (``subset``, when given, else
-        ``train_weights``, naming the ops whose weights train, else the mode's choice)."""
+        ``train_weights``, naming the ops whose weights train, else the mode's choice); a layer without a bias trains
+        none."""
+        has_bias = name in self.biased
         if self.subset is not None:
             tr = self.subset.get(name, Trained(False, ()))
-            return tr.channels is None or len(tr.channels) > 0, tr.bias
+            return tr.channels is None or len(tr.channels) > 0, tr.bias and has_bias
         if self.train_weights is not None:
-            return name in self.train_weights, True
-        return self.mode == "blocks" or name == self.last, True
+            return name in self.train_weights, has_bias
+        return self.mode == "blocks" or name == self.last, has_bias
 
     def channels(self, name: str) -> np.ndarray | None:
         """The output channels whose weights train (None: all of them, when the weight trains)."""

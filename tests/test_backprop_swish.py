@@ -22,12 +22,27 @@ from tinycc.passes import PassContext, run_pipeline  # noqa: E402
 from tinycc.plugins.frontends.keras import graph_from_keras_model  # noqa: E402
 
 from .deploy_util import build_deployment  # noqa: E402
-from .test_backprop import TOL, _params_equal, _tf_step  # noqa: E402
+from .test_backprop import TOL, _ir_layout, _tf_step  # noqa: E402
+
+
+def _params_equal(t: Tail, m: tf.keras.Model) -> None:
+    """Every layer's weight (and bias, where it has one) equals the tail's."""
+    ops = {op.origin: op.name for op in t.ops if op.name in t.params}
+    for layer in m.layers:
+        if not layer.weights:
+            continue
+        p = t.params[ops[layer.name]]
+        np.testing.assert_allclose(p.weight, _ir_layout(layer, layer.weights[0].numpy()), atol=TOL, rtol=0)
+        if len(layer.weights) > 1:
+            np.testing.assert_allclose(p.bias, layer.weights[1].numpy(), atol=TOL, rtol=0)
+        else:  # no bias: none trains (the zero the forward adds stays zero)
+            assert not t.trains(ops[layer.name])[1] and not p.bias.any()
 
 
 def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
     """Conv + swish, depthwise + swish, GAP, an SE block (Dense relu, Dense hard sigmoid, Multiply), Dense + swish
-    (or x * sigmoid(x) as two layers when ``decomposed``, the int8 graph's form), a sigmoid Dense, the logits."""
+    without a bias (or x * sigmoid(x) as two layers when ``decomposed``, the int8 graph's form), a sigmoid Dense, the
+    logits."""
     L = tf.keras.layers
     tf.keras.utils.set_random_seed(seed)
 
@@ -43,7 +58,7 @@ def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
     e = L.Dense(3, activation="relu", name="se1")(g)
     e = L.Dense(4, activation="hard_sigmoid", name="se2")(e)
     x = L.Multiply(name="se")([e, g])
-    x = swish(L.Dense(6, name="d1")(x), "sw3")
+    x = swish(L.Dense(6, use_bias=False, name="d1")(x), "sw3")  # as CNAS's last convolution
     x = L.Dense(5, activation="sigmoid", name="d2")(x)
     out = L.Dense(3, activation="softmax", name="d3")(x)
     m = tf.keras.Model(inp, out)
@@ -103,7 +118,7 @@ def dep():
     x = L.Conv2D(6, 3, padding="same", activation="swish", name="c1")(inp)
     x = L.Conv2D(8, 3, strides=2, padding="same", activation="swish", name="c2")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
-    x = L.Dense(8, activation="swish", name="d1")(x)
+    x = L.Dense(8, activation="swish", use_bias=False, name="d1")(x)  # as CNAS's last convolution
     out = L.Dense(4, activation="softmax", name="head")(x)
     g = graph_from_keras_model(tf.keras.Model(inp, out))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
@@ -136,7 +151,8 @@ def test_int8_swish_region_learns_its_biases(dep) -> None:
         learner.learn_input(xi, int(yi))
         assert not learner.last_refused
     assert loss() < before
-    for op in learner.region_params:
+    assert any(len(op.inputs) < 3 for op in learner.region_params)  # the bias-less layer: its weights stay
+    for op in (o for o in learner.region_params if len(o.inputs) > 2):
         t = learner.view.tensors[op.inputs[2]]
         np.testing.assert_array_equal(t.data, requantize_bias(learner.tail.params[op.name].bias, t.quant.scale))
         assert not np.array_equal(t.data, dep.extractor.tensors[op.inputs[2]].data)
@@ -146,3 +162,18 @@ def test_int8_swish_region_learns_its_biases(dep) -> None:
     assert why is not None and "no backward pass in the generated C step" in why and "\n" not in why
     with pytest.raises(ValueError, match="no backward pass in the generated C step"):
         learner_step(learner, 4)
+
+
+def test_simulate_cut_skips_a_region_without_biases(dep) -> None:
+    """`simulate --deep bias`'s default cut: the latest where the region has a bias to train (not the input of the
+    bias-less last layer alone, which only ``blocks`` can train)."""
+    from tinycc.plugins.applications.deep_modes import choose_deep_cut
+
+    cuts = deep_cuts(dep.extractor, dep.classifier)
+    last = next(c for c in cuts if DeepLearner(dep, c, "blocks", capacity=1).region_params)  # before d1 alone
+    assert [len(op.inputs) for op in DeepLearner(dep, last, "blocks", capacity=1).region_params] == [2]
+    with pytest.raises(ValueError, match="no layer after the cut has a bias"):
+        DeepLearner(dep, last, "bias", capacity=1)
+    cut = choose_deep_cut(dep, ("bias",), None)
+    assert cuts.index(cut) > cuts.index(last) and DeepLearner(dep, cut, "bias", capacity=1).region_params
+    assert choose_deep_cut(dep, ("blocks",), None) == last
