@@ -107,8 +107,11 @@ def test_known_values_replace_the_forward(session) -> None:
         assert (dw is None and got[k][0] is None) or np.array_equal(got[k][0], dw)
 
 
+CALIB = np.random.default_rng(0).uniform(-1, 1, (32, 6, 6, 3)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
-def dep():
+def graph():
     from tinycc.session import Session
 
     session = Session(autoload=False)
@@ -122,8 +125,15 @@ def dep():
     out = L.Dense(4, activation="softmax", name="head")(x)
     g = graph_from_keras_model(tf.keras.Model(inp, out))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    calib = np.random.default_rng(0).uniform(-1, 1, (32, 6, 6, 3)).astype(np.float32)
-    return build_deployment(g, {"calib_data": calib, "buffer": 8, "lr": 0.05}, session, CBackend())
+    return g
+
+
+@pytest.fixture(scope="module")
+def dep(graph):
+    from tinycc.session import Session
+
+    return build_deployment(graph.copy(), {"calib_data": CALIB, "buffer": 8, "lr": 0.05}, Session(autoload=False),
+                            CBackend())
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,3 +187,19 @@ def test_simulate_cut_skips_a_region_without_biases(dep) -> None:
     cut = choose_deep_cut(dep, ("bias",), None)
     assert cuts.index(cut) > cuts.index(last) and DeepLearner(dep, cut, "bias", capacity=1).region_params
     assert choose_deep_cut(dep, ("blocks",), None) == last
+
+
+def test_c_backend_refuses_the_swish_region_in_one_line(graph) -> None:
+    """`tinycc compile -t c --deep bias` on such a model: the c backend refuses it naming the layer, in one line."""
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.errors import UnsupportedLayerError
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    session = Session(autoload=False)
+    with pytest.raises(UnsupportedLayerError) as e:  # the deploy stage renders the project to measure its stack
+        build_deep_deployment(graph.copy(), make_config(session, deep=("bias",), lr=0.05), session, CBackend(), CALIB)
+    msg = str(e.value)
+    assert msg.startswith("--deep bias: layer ") and "no backward pass in the generated C step" in msg
+    assert "\n" not in msg

@@ -27,8 +27,7 @@ from .. import names
 from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
-from .deep_emit import c_step_problem
-from .deep_project import deep_context, deep_figures, deep_learner, front_deployment
+from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -404,12 +403,7 @@ class CBackend(Backend):
         if target is not None and target.family == "avr" and mode in AVR_DEEP:
             refuse_deep(deployment, "c", AVR_DEEP[mode])
         if deployment.meta.get("deep"):
-            problem = c_step_problem(deep_learner(deployment).tail)
-            if problem is not None:
-                flag = "--train sparse" if deployment.meta["deep"]["mode"] == "sparse" else \
-                    f"--deep {deployment.meta['deep']['mode']}"
-                raise UnsupportedLayerError(f"{flag}: {problem}; `tinycc simulate --deep` trains it on the host, "
-                                            "or compile the head-only learner")
+            refuse_c_step(deployment, deep_learner(deployment))
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:
