@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-grid", type=int, default=1,
                    help="the head reads the last pooling as a N x N grid (benchmarks.head_grid: 2 = 256 features "
                    "on ResNet-8) instead of 1x1; same outputs before learning")
+    p.add_argument("--max-cut-entries", type=int,
+                   help="time: at most this many cut tensors in the two-level and sparse modes' buffers (their RAM "
+                   "columns count the capped buffer)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -166,7 +169,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
             deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
-            diagnose: bool = True, run_deep: bool = True,
+            diagnose: bool = True, run_deep: bool = True, max_cut: int | None = None,
             on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring); ``on_run`` gets the same
     dict after every run but the last (the runs so far: partial results can be written)."""
@@ -199,6 +202,13 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem[f"sparse-{k}k"] = sparse_memory(c)
     if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
         mem["deep-bias-frozen"] = dict(mem["deep-bias"])
+    for k, v in mem.items():  # --max-cut-entries: the capped cut buffer, counted as such
+        if max_cut and (k == "deep-bias-2level" or k.startswith("sparse-")) and v["run_capacity"] > max_cut:
+            less = (ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
+                    - ReplayBuffer.bytes_for(max_cut, v["cut_entry_bytes"], "int8"))
+            v["run_capacity"] = v["capacity"] = max_cut
+            v["buffer_bytes"] -= less
+            v["total_ram"] -= less
     keys = (tuple(f"deep-{m}" for m in deep if run_deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
             + (("deep-bias-2level",) if "bias" in deep else ())
             + tuple(f"sparse-{k}k" for k in choices))
@@ -392,7 +402,7 @@ def run(args: argparse.Namespace) -> Result:
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
                   tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose,
-                  not args.no_cut_only, on_run=lambda o: report(args, o, name).write(Path(args.out)))
+                  not args.no_cut_only, max_cut=args.max_cut_entries, on_run=lambda o: report(args, o, name).write(Path(args.out)))
     return report(args, out, name)
 
 
@@ -443,6 +453,8 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
             f"backbone (`--deep-lr`; not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
             f"block). Budget: {args.ram:,} B of total RAM."
+            + (f" Two-level and sparse cut buffers capped at {args.max_cut_entries} entries (`--max-cut-entries`, "
+               "run time; RAM counts the capped buffer)." if args.max_cut_entries else "")
             + (f" Diagnostic: every deep mode runs with a buffer of {args.deep_buffer} cut tensors, whether or not "
                "it fits." if args.deep_buffer else ""))
     res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
