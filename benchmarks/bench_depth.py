@@ -388,6 +388,8 @@ def run(args: argparse.Namespace) -> Result:
     if missing:  # no result files: the recorded ones stay
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
+    if args.max_cut_entries is not None and args.max_cut_entries < 1:
+        raise SystemExit(f"depth: --max-cut-entries {args.max_cut_entries}: at least 1")
     if args.head_grid > 1:
         import tempfile
 
