@@ -14,13 +14,13 @@ from typing import Any
 from ...backend_api import Candidate, MemoryFigures
 import numpy as np
 
+from ...errors import UnsupportedLayerError
 from ...ir.deep import DeepLearner, TwoLevelLearner
 from ...ir.deployment import Deployment
 from ...ir.memory_model import Descriptors
 from .. import names
-from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
 from .deep_emit import c_step_problem
-from ...errors import UnsupportedLayerError
+from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
 
 
 def deep_learner(dep: Deployment) -> DeepLearner:
