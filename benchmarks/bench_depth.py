@@ -39,6 +39,13 @@ for _k in (64, 128, 256):
     NAMES[f"sparse-{_k}k"] = f"sparse under {_k} kB (two-level)"
 
 
+def _name(mode: str) -> str:
+    """The page's name of a mode (a sparse budget outside ``NAMES`` too)."""
+    if mode.startswith("sparse-") and mode not in NAMES:
+        return f"sparse under {mode[7:-1]} kB (two-level)"
+    return NAMES[mode]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=str(MODEL), help="a CIFAR-10 model (default: MLPerf Tiny ResNet-8)")
     p.add_argument("--ram", type=int, default=256 * 1024, help="total RAM budget in bytes (default 256 kB)")
@@ -421,12 +428,12 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         mem = out["memory"].get(m)
         final[m] = {"mean": float(v.mean()), "std": float(v.std()), "runs": v.tolist()}
         if mem is None:
-            rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", "reference (not sized)", "", "", ""])
+            rows.append([_name(m), f"{v.mean():.3f} ± {v.std():.3f}", "reference (not sized)", "", "", ""])
             continue
         final[m].update(mem)
         learning = mem.get("learning_state", mem.get("step_bytes", 0) + mem.get("buffer_bytes", 0))
         cap = mem.get("run_capacity", mem["capacity"])
-        rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
+        rows.append([_name(m), f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
                      f"{mem['total_ram']:,}", "yes" if mem["fits"] else "**no**"])
     head = final["omega"]["mean"]
     fitting = {m: f["mean"] for m, f in final.items() if m.startswith(("deep-", "sparse-")) and f.get("fits")
@@ -437,7 +444,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
     met = gain is not None and (gain >= -1e-9 if drift else gain >= 0.05)
     rule = ("concept drift: no worse than head-only" if drift else "≥ 5 points above head-only")
     verdict = (f"Acceptance ({rule} under {args.ram // 1024} kB): " + ("**met**" if met else "**not met**")
-               + (f" at these sample counts: best fitting deep mode {NAMES[best]} {fitting[best]:.3f} vs head-only "
+               + (f" at these sample counts: best fitting deep mode {_name(best)} {fitting[best]:.3f} vs head-only "
                   f"{head:.3f} ({100 * gain:+.1f} points)." if best else ": no deep mode fits the budget."))
     measured = max((m for m in final if m != "omega"), key=lambda m: final[m]["mean"], default=None)
     if not met and not drift:
@@ -480,7 +487,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         f = final[m]
         parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
         extra = f" + {f['head_capacity']:,} feature entries" if "head_capacity" in f else ""
-        res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
+        res.add(f"{_name(m)}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
                 f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": runs,
