@@ -434,7 +434,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         learning = mem.get("learning_state", mem.get("step_bytes", 0) + mem.get("buffer_bytes", 0))
         cap = mem.get("run_capacity", mem["capacity"])
         rows.append([_name(m), f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
-                     f"{mem['total_ram']:,}", "yes" if mem["fits"] else "**no**"])
+                     f"{mem['total_ram']:,}", "yes" if mem["fits"] and mem["total_ram"] <= args.ram else "**no**"])
     head = final["omega"]["mean"]
     fitting = {m: f["mean"] for m, f in final.items() if m.startswith(("deep-", "sparse-")) and f.get("fits")
                and f["total_ram"] <= args.ram}
