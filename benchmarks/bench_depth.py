@@ -39,6 +39,13 @@ for _k in (64, 128, 256):
     NAMES[f"sparse-{_k}k"] = f"sparse under {_k} kB (two-level)"
 
 
+def _name(mode: str) -> str:
+    """The page's name of a mode (a sparse budget outside ``NAMES`` too)."""
+    if mode.startswith("sparse-") and mode not in NAMES:
+        return f"sparse under {mode[7:-1]} kB (two-level)"
+    return NAMES[mode]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=str(MODEL), help="a CIFAR-10 model (default: MLPerf Tiny ResNet-8)")
     p.add_argument("--ram", type=int, default=256 * 1024, help="total RAM budget in bytes (default 256 kB)")
@@ -70,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-grid", type=int, default=1,
                    help="the head reads the last pooling as a N x N grid (benchmarks.head_grid: 2 = 256 features "
                    "on ResNet-8) instead of 1x1; same outputs before learning")
+    p.add_argument("--max-cut-entries", type=int,
+                   help="time: at most this many cut tensors in the two-level and sparse modes' buffers (their RAM "
+                   "columns count the capped buffer)")
     p.add_argument("--tag", default="", help="suffix of the result names (depth-TAG.md, .json, .png)")
 
 
@@ -95,7 +105,7 @@ def deep_memory(prep: Any, mode: str, ram: int) -> dict[str, Any]:
     from tinycc.plugins.applications.deep_modes import deep_learner
 
     dl = deep_learner(prep, mode, 0.0)
-    req = tuple(op.name for op in dl.region_params) if mode == "bias" else ()
+    req = tuple(op.name for op in dl.region_params if dl.tail.trains(op.name)[1]) if mode == "bias" else ()
     step = step_memory(dl.tail, dl.batch_size, req, learn=True, known=dl.known_tensors())
     step["kept_int8"] = known_bytes(dl.tail, dl.known_tensors(), dl.batch_size)  # the region's int8 activations
     fixed, size = _fixed_ram(prep.dep), dl.buffer.feature_count
@@ -166,7 +176,7 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
             deep: tuple[str, ...] = ("bias", "blocks"), deep_buffer: int | None = None,
             scenario: str = "transfer", head_modes: tuple[str, ...] = ("omega", "tinyol", "baseline"),
             deep_lr: float | None = None, sparse: tuple[int, ...] = (), analysis: int = 120, every: int = 10,
-            diagnose: bool = True, run_deep: bool = True,
+            diagnose: bool = True, run_deep: bool = True, max_cut: int | None = None,
             on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Accuracy curves [runs, n_stream] and RAM per mode (see the module docstring); ``on_run`` gets the same
     dict after every run but the last (the runs so far: partial results can be written)."""
@@ -199,6 +209,13 @@ def measure(model: str, data: str, ram: int, n_stream: int, n_test: int, runs: i
         mem[f"sparse-{k}k"] = sparse_memory(c)
     if "bias" in deep and diagnose:  # deep bias with a zero backbone rate: Φc alone on the small cut buffer
         mem["deep-bias-frozen"] = dict(mem["deep-bias"])
+    for k, v in mem.items():  # --max-cut-entries: the capped cut buffer, counted as such
+        if max_cut and (k == "deep-bias-2level" or k.startswith("sparse-")) and v["run_capacity"] > max_cut:
+            less = (ReplayBuffer.bytes_for(v["run_capacity"], v["cut_entry_bytes"], "int8")
+                    - ReplayBuffer.bytes_for(max_cut, v["cut_entry_bytes"], "int8"))
+            v["run_capacity"] = v["capacity"] = max_cut
+            v["buffer_bytes"] -= less
+            v["total_ram"] -= less
     keys = (tuple(f"deep-{m}" for m in deep if run_deep) + (("deep-bias-frozen",) if "deep-bias-frozen" in mem else ())
             + (("deep-bias-2level",) if "bias" in deep else ())
             + tuple(f"sparse-{k}k" for k in choices))
@@ -378,6 +395,8 @@ def run(args: argparse.Namespace) -> Result:
     if missing:  # no result files: the recorded ones stay
         raise SystemExit(f"depth: skipped, {', '.join(map(str, missing))} not found (see ../shared/data/README.md)")
     deep = tuple(m for m in args.deep.split(",") if m)
+    if args.max_cut_entries is not None and args.max_cut_entries < 1:
+        raise SystemExit(f"depth: --max-cut-entries {args.max_cut_entries}: at least 1")
     if args.head_grid > 1:
         import tempfile
 
@@ -392,7 +411,7 @@ def run(args: argparse.Namespace) -> Result:
     out = measure(args.model, str(data), args.ram, args.stream, args.test, args.runs, args.lr, args.scale, deep,
                   args.deep_buffer, args.scenario, tuple(m for m in args.head_modes.split(",") if m), args.deep_lr,
                   tuple(int(k) for k in args.sparse.split(",") if k), args.analysis, args.every, not args.no_diagnose,
-                  not args.no_cut_only, on_run=lambda o: report(args, o, name).write(Path(args.out)))
+                  not args.no_cut_only, max_cut=args.max_cut_entries, on_run=lambda o: report(args, o, name).write(Path(args.out)))
     return report(args, out, name)
 
 
@@ -409,13 +428,13 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         mem = out["memory"].get(m)
         final[m] = {"mean": float(v.mean()), "std": float(v.std()), "runs": v.tolist()}
         if mem is None:
-            rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", "reference (not sized)", "", "", ""])
+            rows.append([_name(m), f"{v.mean():.3f} ± {v.std():.3f}", "reference (not sized)", "", "", ""])
             continue
         final[m].update(mem)
         learning = mem.get("learning_state", mem.get("step_bytes", 0) + mem.get("buffer_bytes", 0))
         cap = mem.get("run_capacity", mem["capacity"])
-        rows.append([NAMES[m], f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
-                     f"{mem['total_ram']:,}", "yes" if mem["fits"] else "**no**"])
+        rows.append([_name(m), f"{v.mean():.3f} ± {v.std():.3f}", f"{learning:,}", f"{cap:,}",
+                     f"{mem['total_ram']:,}", "yes" if mem["fits"] and mem["total_ram"] <= args.ram else "**no**"])
     head = final["omega"]["mean"]
     fitting = {m: f["mean"] for m, f in final.items() if m.startswith(("deep-", "sparse-")) and f.get("fits")
                and f["total_ram"] <= args.ram}
@@ -425,7 +444,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
     met = gain is not None and (gain >= -1e-9 if drift else gain >= 0.05)
     rule = ("concept drift: no worse than head-only" if drift else "≥ 5 points above head-only")
     verdict = (f"Acceptance ({rule} under {args.ram // 1024} kB): " + ("**met**" if met else "**not met**")
-               + (f" at these sample counts: best fitting deep mode {NAMES[best]} {fitting[best]:.3f} vs head-only "
+               + (f" at these sample counts: best fitting deep mode {_name(best)} {fitting[best]:.3f} vs head-only "
                   f"{head:.3f} ({100 * gain:+.1f} points)." if best else ": no deep mode fits the budget."))
     measured = max((m for m in final if m != "omega"), key=lambda m: final[m]["mean"], default=None)
     if not met and not drift:
@@ -443,6 +462,8 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
             f"backbone (`--deep-lr`; not tuned), batch {out['batch']}, "
             f"{out['epochs']} epoch(s) over the buffer per sample. Deep cut: `{out['cut']}` (the input of the last "
             f"block). Budget: {args.ram:,} B of total RAM."
+            + (f" Two-level and sparse cut buffers capped at {args.max_cut_entries} entries (`--max-cut-entries`, "
+               "run time; RAM counts the capped buffer)." if args.max_cut_entries else "")
             + (f" Diagnostic: every deep mode runs with a buffer of {args.deep_buffer} cut tensors, whether or not "
                "it fits." if args.deep_buffer else ""))
     res.add("RAM: head-only from the deploy stage's exact memory report with `--ram` (buffer sized by it). Deep "
@@ -466,7 +487,7 @@ def report(args: argparse.Namespace, out: dict[str, Any], name: str) -> Result:
         f = final[m]
         parts = ", ".join(f"{k} {v:,}" for k, v in f["step_memory"].items())
         extra = f" + {f['head_capacity']:,} feature entries" if "head_capacity" in f else ""
-        res.add(f"{NAMES[m]}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
+        res.add(f"{_name(m)}: fixed {f['fixed_ram']:,} B + step arrays {f['step_bytes']:,} B ({parts}) + buffer "
                 f"{f['buffer_bytes']:,} B ({f['run_capacity']} x {f['cut_entry_bytes']:,}-byte cut tensors{extra}).")
     res.add(verdict)
     res.data = {"final": final, "ram": args.ram, "stream": out["n_stream"], "test": out["n_test"], "runs": runs,

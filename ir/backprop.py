@@ -1,7 +1,8 @@
 """Training beyond the head: a float tail of the network (convolution blocks + the Dense chain) trained with SGD.
 
 The tail is the part of a graph after a cut tensor: Conv2D (groups 1), DepthwiseConv2D, Dense (each with a
-fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Add (same shapes, fused activation), AvgPool2D,
+fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Sigmoid, Swish, HardSigmoid, Mul (element-wise, a
+constant or broadcast operand allowed), Add (same shapes or a constant operand, fused activation), AvgPool2D,
 MaxPool2D, GlobalAveragePooling, Flatten, Reshape, Dropout (identity) and a final Softmax (ignored: the last
 Dense gives the logits). Every value is float32, NHWC, in TFLite layouts (Conv2D ``[O, KH, KW, I]``,
 Depthwise ``[1, KH, KW, C*M]``, Dense ``[O, I]``); the parameters start from the graph's float weights or the
@@ -17,7 +18,10 @@ Backward (reverse op order; a tensor read by several ops sums their gradients)::
             dx_pad[n, h*sh + i*dh, w*sw + j*dw, c] += sum_o dz[n,h,w,o] W[o, i, j, c]   (padding cropped)
     depthwise: the same per channel (W[0, i, j, c*M + m] reads input channel c)
     dense:  dW = dz^T x;  db = sum_n dz;  dx = dz W
-    add:    both inputs receive dz
+    add:    both inputs receive dz (a constant operand, e.g. of a quantized hard sigmoid, receives nothing)
+    mul:    dx0 = dz * x1, dx1 = dz * x0 (summed over the axes a constant or a broadcast input spans)
+    sigmoid: dx = dy * y * (1 - y);  swish (x * sigmoid(x)): dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x)
+    hard sigmoid (clip(x + 3, 0, 6) / 6): dx = dy / 6 where -3 < x < 3
     avg pool: each window's dz / (valid pixels of the window) to each valid pixel; GAP: dz / (H*W)
     max pool: dz to the window's first maximum (row-major), as TensorFlow's MaxPoolGrad
 
@@ -50,7 +54,8 @@ TAIL_MODES = ("blocks", "bias")
 PARAM_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
 TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
                                   OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
-                                  OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE}
+                                  OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.SWISH,
+                                  OpKind.HARD_SIGMOID, OpKind.MUL}
 IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
 
 
@@ -103,6 +108,15 @@ def _mask(y: np.ndarray, act: str) -> np.ndarray | None:
     if act == "relu6":
         return (y > 0) & (y < 6)
     return None
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """``g`` summed over the axes an operand of ``shape`` was broadcast along (numpy rules), float32."""
+    g = np.asarray(g, F32)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0, dtype=F32)
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return (g.sum(axis=axes, keepdims=True, dtype=F32) if axes else g).astype(F32)
 
 
 def _pads(x_shape: tuple, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: str) -> tuple:
@@ -206,6 +220,7 @@ class Tail:
         if not dense or dense[-1].kind != OpKind.DENSE or dense[-1].outputs[0] != self.logits:
             raise ValueError("the tail must end with a Dense layer giving the logits")
         self.last = dense[-1].name
+        self.biased = {op.name for op in dense if len(op.inputs) > 2}  # a layer without a bias trains none
         self.params = {op.name: float_params(graph, op) for op in dense}
         self.axis = {op.name: out_axis(op) for op in dense}
         self.need_grad = self._need_grad()
@@ -228,13 +243,15 @@ class Tail:
 
     def trains(self, name: str) -> tuple[bool, bool]:
         """(weight trained, bias trained) of the parameter op ``name`` (``subset``, when given, else
-        ``train_weights``, naming the ops whose weights train, else the mode's choice)."""
+        ``train_weights``, naming the ops whose weights train, else the mode's choice); a layer without a bias trains
+        none."""
+        has_bias = name in self.biased
         if self.subset is not None:
             tr = self.subset.get(name, Trained(False, ()))
-            return tr.channels is None or len(tr.channels) > 0, tr.bias
+            return tr.channels is None or len(tr.channels) > 0, tr.bias and has_bias
         if self.train_weights is not None:
-            return name in self.train_weights, True
-        return self.mode == "blocks" or name == self.last, True
+            return name in self.train_weights, has_bias
+        return self.mode == "blocks" or name == self.last, has_bias
 
     def channels(self, name: str) -> np.ndarray | None:
         """The output channels whose weights train (None: all of them, when the weight trains)."""
@@ -305,7 +322,7 @@ class Tail:
 
     def _op_backward(self, op: Op, env: dict, dy: np.ndarray, out: dict) -> list[tuple[str, np.ndarray]]:
         """Gradients of the op's tensor inputs; the parameter gradients go into ``out``."""
-        k, a, x = op.kind, op.attrs, env[op.inputs[0]]
+        k, a, x = op.kind, op.attrs, env.get(op.inputs[0])
         mask = _mask(env[op.outputs[0]], a.get("activation", "none"))
         dz = dy if mask is None else np.where(mask, dy, F32(0)).astype(F32)
         if k in PARAM_KINDS:
@@ -324,9 +341,23 @@ class Tail:
             y = env[op.outputs[0]]
             return [(op.inputs[0], np.where((y > 0) & (y < 6), dy, F32(0)).astype(F32))]
         if k == OpKind.ADD:
-            if env[op.inputs[0]].shape != env[op.inputs[1]].shape:
+            tensors = [t for t in op.inputs[:2] if t in env]
+            if len(tensors) == 2 and env[tensors[0]].shape != env[tensors[1]].shape:
                 raise ValueError(f"{op.describe()}: a broadcasting add has no backward pass")
-            return [(op.inputs[0], dz), (op.inputs[1], dz)]
+            return [(t, _unbroadcast(dz, env[t].shape)) for t in tensors]
+        if k == OpKind.MUL:
+            vals = [env[t] if t in env else np.asarray(self.graph.tensors[t].data, F32) for t in op.inputs[:2]]
+            return [(t, _unbroadcast(dz * vals[1 - i], env[t].shape))
+                    for i, t in enumerate(op.inputs[:2]) if t in env]
+        if k == OpKind.SIGMOID:
+            y = env[op.outputs[0]]
+            return [(op.inputs[0], (dy * y * (F32(1) - y)).astype(F32))]
+        if k == OpKind.SWISH:
+            with np.errstate(over="ignore"):
+                s = (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+            return [(op.inputs[0], (dy * s * (F32(1) + x * (F32(1) - s))).astype(F32))]
+        if k == OpKind.HARD_SIGMOID:
+            return [(op.inputs[0], np.where((x > -3) & (x < 3), dy / F32(6), F32(0)).astype(F32))]
         if k in (OpKind.AVG_POOL2D, OpKind.MAX_POOL2D):
             return [(op.inputs[0], pool_backward(x, dz, a, "avg" if k == OpKind.AVG_POOL2D else "max"))]
         if k == OpKind.GLOBAL_AVG_POOL:
@@ -436,7 +467,7 @@ def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
         if op.outputs[0] not in slot:
             continue
         for pos, t in enumerate(op.inputs):
-            if (not is_tensor(t) or t == tail.cut or pos > (1 if op.kind == OpKind.ADD else 0)
+            if (not is_tensor(t) or t == tail.cut or pos > (1 if op.kind in (OpKind.ADD, OpKind.MUL) else 0)
                     or t not in tail.need_grad):
                 continue
             if t not in slot:

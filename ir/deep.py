@@ -131,11 +131,8 @@ class DeepLearner:
         self.front = _subgraph(v, front, list(v.inputs), [cut])
         self.region = _subgraph(v, region, [cut], [dep.extractor.outputs[0]])
         self.region_params = [op for op in region if op.kind in PARAM_KINDS]
-        if mode in ("bias", "sparse"):
-            for op in self.region_params if mode == "bias" else [o for o in self.region_params
-                                                                 if self.tail.trains(o.name)[1]]:
-                if len(op.inputs) < 3:
-                    raise ValueError(f"{op.describe()} has no bias to train")
+        if mode == "bias" and self.region_params and not any(len(op.inputs) > 2 for op in self.region_params):
+            raise ValueError("no layer after the cut has a bias to train")
         for op in self.region_params if mode == "sparse" else []:
             w = v.tensors[op.inputs[1]]
             if self.tail.trains(op.name)[0] and (w.dtype != DType.INT8 or w.quant is None
@@ -202,6 +199,8 @@ class DeepLearner:
             return False
         if self.mode == "bias":
             for op in self.region_params:
+                if not self.tail.trains(op.name)[1]:  # a layer without a bias
+                    continue
                 t = self.view.tensors[op.inputs[2]]
                 t.data = requantize_bias(self.tail.params[op.name].bias, t.quant.scale)
         if self.mode == "sparse":

@@ -27,7 +27,7 @@ from .. import names
 from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout
-from .deep_project import deep_context, deep_figures, front_deployment
+from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -402,6 +402,8 @@ class CBackend(Backend):
         mode = (deployment.meta.get("deep") or {}).get("mode", "bias")
         if target is not None and target.family == "avr" and mode in AVR_DEEP:
             refuse_deep(deployment, "c", AVR_DEEP[mode])
+        if deployment.meta.get("deep"):
+            refuse_c_step(deployment, deep_learner(deployment))
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:

@@ -31,7 +31,7 @@ from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, step_flash, step_me
                              step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
-__all__ = ["emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
+__all__ = ["c_step_problem", "emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
@@ -43,6 +43,20 @@ def _f(v: float) -> str:
 def _floats(name: str, a: np.ndarray, const: bool = False) -> str:
     vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
     return f"{'const ' if const else ''}float {name}[{a.size}] = {{{vals}}};\n"
+
+
+NO_C_BACKWARD = (OpKind.SIGMOID, OpKind.SWISH, OpKind.HARD_SIGMOID, OpKind.MUL)  # the simulator's backward only
+
+
+def c_step_problem(tail: Tail) -> str | None:
+    """Why the generated step cannot train ``tail`` (an op whose backward the C runtime lacks), or None."""
+    for op in step_ops(tail):
+        const_add = op.kind == OpKind.ADD and any(tail.graph.tensors[t].data is not None for t in op.inputs[:2])
+        if op.kind in NO_C_BACKWARD or const_add:
+            what = "add of a constant" if const_add else op.kind.value
+            return (f"layer {op.origin or op.name!r} ({what}) has no backward pass in the generated C step "
+                    "(the simulator's only)")
+    return None
 
 
 def known_order(tail: Tail, known: dict[str, tuple[float, int]]) -> list[str]:
@@ -119,6 +133,9 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     to its row (-1: frozen). The backward stops below the earliest trained op. ``head_from`` (a tensor after the
     cut, the features): also ``int tcc_head_step(const int32_t *y, int32_t n, float lr)``, the step of the ops after
     it alone, at ``lr``, on the values its caller wrote into that tensor's array (``value_name``)."""
+    problem = c_step_problem(tail)
+    if problem is not None:
+        raise ValueError(problem)
     known, biases, rates = known or {}, biases or {}, rates or {}
     order = known_order(tail, known)
     ops = step_ops(tail)

@@ -14,10 +14,12 @@ from typing import Any
 from ...backend_api import Candidate, MemoryFigures
 import numpy as np
 
+from ...errors import UnsupportedLayerError
 from ...ir.deep import DeepLearner, TwoLevelLearner
 from ...ir.deployment import Deployment
 from ...ir.memory_model import Descriptors
 from .. import names
+from .deep_emit import c_step_problem
 from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
 
 
@@ -29,6 +31,17 @@ def deep_learner(dep: Deployment) -> DeepLearner:
         return TwoLevelLearner(dep, deep["cut"], "sparse", capacity=dep.buffer.capacity,
                                head_capacity=deep["features"], subset=deep["subset"], backbone_only=True)
     return DeepLearner(dep, deep["cut"], deep["mode"], capacity=dep.buffer.capacity)
+
+
+def refuse_c_step(dep: Deployment, learner: DeepLearner) -> None:
+    """One line (``UnsupportedLayerError``) when the generated step cannot train the learner's region (a layer
+    whose backward the C runtime lacks: sigmoid, swish, mul, ...)."""
+    problem = c_step_problem(learner.tail)
+    if problem is not None:
+        mode = dep.meta["deep"]["mode"]
+        flag = "--train sparse" if mode == "sparse" else f"--deep {mode}"
+        raise UnsupportedLayerError(f"{flag}: {problem}; `tinycc simulate --deep` trains it on the host, or "
+                                    "compile the head-only learner")
 
 
 def front_deployment(dep: Deployment) -> Deployment:
@@ -44,6 +57,7 @@ def deep_context(dep: Deployment) -> dict[str, Any]:
     only), the classifier's layers (``k``: the step's parameter index, sizes) and the trained backbone layers (``k``,
     ``n`` biases, ``w`` weights: the float weights of mode blocks)."""
     learner = deep_learner(dep)
+    refuse_c_step(dep, learner)
     params = list(learner.tail.params)
     head_ops = learner.view.ops[len(dep.extractor.ops):]
     head = [{"k": params.index(op.name), "n_out": int(layer.n_out), "n_in": int(layer.n_in)}

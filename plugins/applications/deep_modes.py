@@ -16,7 +16,8 @@ def _region_params(dep: Any, cut: str) -> int:
 
 
 def choose_deep_cut(dep: Any, modes: tuple[str, ...], name: str | None) -> str:
-    """The deep cut: ``name`` (a tensor, or a layer whose output it is), else the latest cut with a
+    """The deep cut: ``name`` (a tensor, or a layer whose output it is), else the latest cut (where every mode can
+    learn, bias: every layer after it has a bias, when one is) with a
     convolution after it (the input of the last block)."""
     try:
         cuts = deep_cuts(dep.extractor, dep.classifier)
@@ -35,13 +36,24 @@ def choose_deep_cut(dep: Any, modes: tuple[str, ...], name: str | None) -> str:
         with_conv = [c for c in cuts if _region_params(dep, c)]
         if not with_conv:
             raise TinyccError("--deep: no convolution or Dense layer of the feature extractor can learn")
-        cut = with_conv[0]
+        fits = [c for c in with_conv if _learns(dep, c, modes)]  # e.g. bias: skip a region whose layer has none
+        cut = (fits or with_conv)[0]
     for m in modes:
         try:
             DeepLearner(dep, cut, m, capacity=1)
         except ValueError as e:
             raise TinyccError(f"--deep {m}: {e}") from None
     return cut
+
+
+def _learns(dep: Any, cut: str, modes: Any) -> bool:
+    """Whether every mode of ``modes`` can learn the region after ``cut``."""
+    try:
+        for m in modes:
+            DeepLearner(dep, cut, m, capacity=1)
+    except ValueError:
+        return False
+    return True
 
 
 def deep_learner(prep: Any, mode: str, lr: float) -> DeepLearner:

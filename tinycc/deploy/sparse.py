@@ -147,7 +147,8 @@ def channel_ranking(dep: Any, cut: str, q: np.ndarray, y: np.ndarray) -> dict[st
 def candidates(dep: Any, cut: str, q: np.ndarray, y: np.ndarray) -> list[Candidate]:
     """Biases, whole layers and channel subsets of the last two convolutions after ``cut`` (module docstring)."""
     ops = DeepLearner(dep, cut, "sparse", capacity=1, subset={}).region_params
-    out = [Candidate(f"bias of {op.origin or op.name}", op.name, Trained(True, ())) for op in ops]
+    out = [Candidate(f"bias of {op.origin or op.name}", op.name, Trained(True, ())) for op in ops
+           if len(op.inputs) > 2]  # a layer without a bias: its channels only
     out += [Candidate(f"layer {op.origin or op.name}", op.name, Trained(True, None)) for op in ops]
     convs = [op for op in ops if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D)][-2:]
     rank = channel_ranking(dep, cut, q, y) if convs else {}

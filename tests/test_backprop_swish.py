@@ -1,0 +1,205 @@
+"""The backward through swish, sigmoid, hard sigmoid and element-wise mul (the thesis's CNAS tail: swish
+activations and a squeeze-and-excitation block) equals TensorFlow's GradientTape + SGD; the int8 region (swish as
+the int8 LOGISTIC + MUL kernels) learns its biases; the generated C step refuses such a region in one line."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tinycc.backends.c import CBackend  # noqa: E402
+from tinycc.backends.c.deep_emit import c_step_problem, learner_step  # noqa: E402
+from tinycc.ir.backprop import Tail  # noqa: E402
+from tinycc.ir.deep import DeepLearner, deep_cuts, requantize_bias  # noqa: E402
+from tinycc.ir.interpreter import run  # noqa: E402
+from tinycc.ir.ops import OpKind  # noqa: E402
+from tinycc.ir.train import softmax  # noqa: E402
+from tinycc.passes import PassContext, run_pipeline  # noqa: E402
+from tinycc.plugins.frontends.keras import graph_from_keras_model  # noqa: E402
+
+from .deploy_util import build_deployment  # noqa: E402
+from .test_backprop import TOL, _ir_layout, _tf_step  # noqa: E402
+
+
+def _params_equal(t: Tail, m: tf.keras.Model) -> None:
+    """Every layer's weight (and bias, where it has one) equals the tail's."""
+    ops = {op.origin: op.name for op in t.ops if op.name in t.params}
+    for layer in m.layers:
+        if not layer.weights:
+            continue
+        p = t.params[ops[layer.name]]
+        np.testing.assert_allclose(p.weight, _ir_layout(layer, layer.weights[0].numpy()), atol=TOL, rtol=0)
+        if len(layer.weights) > 1:
+            np.testing.assert_allclose(p.bias, layer.weights[1].numpy(), atol=TOL, rtol=0)
+        else:  # no bias: none trains (the zero the forward adds stays zero)
+            assert not t.trains(ops[layer.name])[1] and not p.bias.any()
+
+
+def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
+    """Conv + swish, depthwise + swish, GAP, an SE block (Dense relu, Dense hard sigmoid, Multiply), Dense + swish
+    without a bias (or x * sigmoid(x) as two layers when ``decomposed``, the int8 graph's form), a sigmoid Dense, the
+    logits."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(seed)
+
+    def swish(x, name):
+        if not decomposed:
+            return L.Activation("swish", name=name)(x)
+        return L.Multiply(name=name)([x, L.Activation("sigmoid", name=name + "_s")(x)])
+
+    inp = tf.keras.Input((5, 5, 3))
+    x = swish(L.Conv2D(4, 3, padding="same", name="c1")(inp), "sw1")
+    x = swish(L.DepthwiseConv2D(3, padding="same", name="dw")(x), "sw2")
+    g = L.GlobalAveragePooling2D(name="gap")(x)
+    e = L.Dense(3, activation="relu", name="se1")(g)
+    e = L.Dense(4, activation="hard_sigmoid", name="se2")(e)
+    x = L.Multiply(name="se")([e, g])
+    x = swish(L.Dense(6, use_bias=False, name="d1")(x), "sw3")  # as CNAS's last convolution
+    x = L.Dense(5, activation="sigmoid", name="d2")(x)
+    out = L.Dense(3, activation="softmax", name="d3")(x)
+    m = tf.keras.Model(inp, out)
+    rng = np.random.default_rng(seed)
+    m.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in m.get_weights()])
+    return m
+
+
+def _tail(session, m: tf.keras.Model, mode: str) -> Tail:
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return Tail(g, g.inputs[0], mode)
+
+
+@pytest.mark.parametrize("decomposed", [False, True])
+@pytest.mark.parametrize("mode", ["blocks", "bias"])
+def test_swish_tail_equals_gradient_tape(session, mode: str, decomposed: bool) -> None:
+    m = _swish_model(decomposed, 3)
+    t = _tail(session, m, mode)
+    kinds = {op.kind for op in t.ops}
+    assert {OpKind.MUL, OpKind.SIGMOID} <= kinds and (OpKind.SWISH in kinds) != decomposed
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1.5, (7, 5, 5, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    np.testing.assert_allclose(t.forward(x)[t.logits], run(t.graph, x, [t.logits])[t.logits], atol=TOL)
+    frozen = {k: p.weight.copy() for k, p in t.params.items() if not t.trains(k)[0]}
+    for s, e in ((0, 1), (1, 4), (4, 7), (0, 7)):  # batches of 1, 3 and 7 rows
+        assert t.sgd_step(x[s:e], y[s:e], 0.1)
+        _tf_step(m, x[s:e], y[s:e], 0.1, mode)
+        _params_equal(t, m)
+    for k, w in frozen.items():
+        np.testing.assert_array_equal(t.params[k].weight, w)
+    assert (mode == "bias") == bool(frozen)
+
+
+def test_known_values_replace_the_forward(session) -> None:
+    """Gradients at given activations (the int8 path's ``known``) equal those of the float forward at them."""
+    t = _tail(session, _swish_model(True, 4), "bias")
+    x = np.random.default_rng(2).normal(0, 1, (3, 5, 5, 3)).astype(np.float32)
+    y = np.array([2, 0, 1])
+    env = t.forward(x)
+    ref = t.grads(x, y)
+    got = t.grads(np.zeros_like(x), y, {k: v for k, v in env.items() if k not in (t.cut, t.logits)})
+    for k, (dw, db) in ref.items():
+        np.testing.assert_array_equal(got[k][1], db)
+        assert (dw is None and got[k][0] is None) or np.array_equal(got[k][0], dw)
+
+
+CALIB = np.random.default_rng(0).uniform(-1, 1, (32, 6, 6, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((6, 6, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="swish", name="c1")(inp)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="swish", name="c2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(8, activation="swish", use_bias=False, name="d1")(x)  # as CNAS's last convolution
+    out = L.Dense(4, activation="softmax", name="head")(x)
+    g = graph_from_keras_model(tf.keras.Model(inp, out))
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    return g
+
+
+@pytest.fixture(scope="module")
+def dep(graph):
+    from tinycc.session import Session
+
+    return build_deployment(graph.copy(), {"calib_data": CALIB, "buffer": 8, "lr": 0.05}, Session(autoload=False),
+                            CBackend())
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    shift = np.array([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [-0.5, -0.5, -0.5]], np.float32)
+    return rng.uniform(-0.5, 0.5, (n, 6, 6, 3)).astype(np.float32) + shift[y][:, None, None, :], y
+
+
+def test_int8_swish_region_learns_its_biases(dep) -> None:
+    """bias mode through the int8 LOGISTIC + MUL kernels: a cut before them exists, learning lowers the loss, the
+    int32 biases are the requantized float masters, the int8 weights stay; the C step refuses in one line."""
+    cut = deep_cuts(dep.extractor, dep.classifier)[-1]  # the earliest: both swish convolutions after it
+    learner = DeepLearner(dep, cut, "bias", capacity=8, lr=0.05, epochs=1, deep_lr=0.05)
+    kinds = [op.kind for op in learner.region.ops]
+    assert OpKind.SIGMOID in kinds and OpKind.MUL in kinds and len(learner.region_params) >= 2
+    x, y = _data(48, 1)
+
+    def loss() -> float:
+        p = softmax(learner.logits_cut(learner.cut_of(x)))
+        return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+    before = loss()
+    for xi, yi in zip(x, y):
+        learner.learn_input(xi, int(yi))
+        assert not learner.last_refused
+    assert loss() < before
+    assert any(len(op.inputs) < 3 for op in learner.region_params)  # the bias-less layer: its weights stay
+    for op in (o for o in learner.region_params if len(o.inputs) > 2):
+        t = learner.view.tensors[op.inputs[2]]
+        np.testing.assert_array_equal(t.data, requantize_bias(learner.tail.params[op.name].bias, t.quant.scale))
+        assert not np.array_equal(t.data, dep.extractor.tensors[op.inputs[2]].data)
+        np.testing.assert_array_equal(learner.view.tensors[op.inputs[1]].data,
+                                      dep.extractor.tensors[op.inputs[1]].data)
+    why = c_step_problem(learner.tail)
+    assert why is not None and "no backward pass in the generated C step" in why and "\n" not in why
+    with pytest.raises(ValueError, match="no backward pass in the generated C step"):
+        learner_step(learner, 4)
+
+
+def test_simulate_cut_skips_a_region_without_biases(dep) -> None:
+    """`simulate --deep bias`'s default cut: the latest where the region has a bias to train (not the input of the
+    bias-less last layer alone, which only ``blocks`` can train)."""
+    from tinycc.plugins.applications.deep_modes import choose_deep_cut
+
+    cuts = deep_cuts(dep.extractor, dep.classifier)
+    last = next(c for c in cuts if DeepLearner(dep, c, "blocks", capacity=1).region_params)  # before d1 alone
+    assert [len(op.inputs) for op in DeepLearner(dep, last, "blocks", capacity=1).region_params] == [2]
+    with pytest.raises(ValueError, match="no layer after the cut has a bias"):
+        DeepLearner(dep, last, "bias", capacity=1)
+    cut = choose_deep_cut(dep, ("bias",), None)
+    assert cuts.index(cut) > cuts.index(last) and DeepLearner(dep, cut, "bias", capacity=1).region_params
+    assert choose_deep_cut(dep, ("blocks",), None) == last
+
+
+def test_c_backend_refuses_the_swish_region_in_one_line(graph) -> None:
+    """`tinycc compile -t c --deep bias` on such a model: the c backend refuses it naming the layer, in one line."""
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.errors import UnsupportedLayerError
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    session = Session(autoload=False)
+    with pytest.raises(UnsupportedLayerError) as e:  # the deploy stage renders the project to measure its stack
+        build_deep_deployment(graph.copy(), make_config(session, deep=("bias",), lr=0.05), session, CBackend(), CALIB)
+    msg = str(e.value)
+    assert msg.startswith("--deep bias: layer ") and "no backward pass in the generated C step" in msg
+    assert "\n" not in msg
