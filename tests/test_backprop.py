@@ -59,13 +59,17 @@ def _ir_layout(layer: tf.keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
 
 
 def _params_equal(t: Tail, m: tf.keras.Model) -> None:
+    """Every layer's weight (and bias, where it has one) equals the tail's."""
     ops = {op.origin: op.name for op in t.ops if op.name in t.params}
     for layer in m.layers:
         if not layer.weights:
             continue
         p = t.params[ops[layer.name]]
         np.testing.assert_allclose(p.weight, _ir_layout(layer, layer.weights[0].numpy()), atol=TOL, rtol=0)
-        np.testing.assert_allclose(p.bias, layer.weights[1].numpy(), atol=TOL, rtol=0)
+        if len(layer.weights) > 1:
+            np.testing.assert_allclose(p.bias, layer.weights[1].numpy(), atol=TOL, rtol=0)
+        else:  # no bias: none trains (the zero the forward adds stays zero)
+            assert not t.trains(ops[layer.name])[1] and not p.bias.any()
 
 
 def _tf_step(m: tf.keras.Model, x: np.ndarray, y: np.ndarray, lr: float, mode: str) -> None:

@@ -13,7 +13,6 @@ import tensorflow as tf  # noqa: E402
 
 from tinycc.backends.c import CBackend  # noqa: E402
 from tinycc.backends.c.deep_emit import c_step_problem, learner_step  # noqa: E402
-from tinycc.ir.backprop import Tail  # noqa: E402
 from tinycc.ir.deep import DeepLearner, deep_cuts, requantize_bias  # noqa: E402
 from tinycc.ir.interpreter import run  # noqa: E402
 from tinycc.ir.ops import OpKind  # noqa: E402
@@ -22,21 +21,7 @@ from tinycc.passes import PassContext, run_pipeline  # noqa: E402
 from tinycc.plugins.frontends.keras import graph_from_keras_model  # noqa: E402
 
 from .deploy_util import build_deployment  # noqa: E402
-from .test_backprop import TOL, _ir_layout, _tf_step  # noqa: E402
-
-
-def _params_equal(t: Tail, m: tf.keras.Model) -> None:
-    """Every layer's weight (and bias, where it has one) equals the tail's."""
-    ops = {op.origin: op.name for op in t.ops if op.name in t.params}
-    for layer in m.layers:
-        if not layer.weights:
-            continue
-        p = t.params[ops[layer.name]]
-        np.testing.assert_allclose(p.weight, _ir_layout(layer, layer.weights[0].numpy()), atol=TOL, rtol=0)
-        if len(layer.weights) > 1:
-            np.testing.assert_allclose(p.bias, layer.weights[1].numpy(), atol=TOL, rtol=0)
-        else:  # no bias: none trains (the zero the forward adds stays zero)
-            assert not t.trains(ops[layer.name])[1] and not p.bias.any()
+from .test_backprop import TOL, _params_equal, _tail, _tf_step  # noqa: E402
 
 
 def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
@@ -65,12 +50,6 @@ def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
     rng = np.random.default_rng(seed)
     m.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in m.get_weights()])
     return m
-
-
-def _tail(session, m: tf.keras.Model, mode: str) -> Tail:
-    g = graph_from_keras_model(m)
-    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
-    return Tail(g, g.inputs[0], mode)
 
 
 @pytest.mark.parametrize("decomposed", [False, True])
