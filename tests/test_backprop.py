@@ -87,13 +87,17 @@ def test_tail_equals_gradient_tape(session, pool: str, mode: str) -> None:
     m = _tail_model(pool, 3)
     t = _tail(session, m, mode)
     rng = np.random.default_rng(1)
-    x = rng.normal(0, 1, (7, 6, 6, 3)).astype(np.float32)
-    y = rng.integers(0, 3, 7)
+    steps_equal_tape(t, m, mode, rng.normal(0, 1, (7, 6, 6, 3)).astype(np.float32), rng.integers(0, 3, 7), 0.05)
+
+
+def steps_equal_tape(t: Tail, m: tf.keras.Model, mode: str, x: np.ndarray, y: np.ndarray, lr: float) -> None:
+    """The tail's forward equals the interpreter's; SGD steps on batches of 1, 3 and 7 rows equal GradientTape +
+    SGD on the Keras model after each; bias mode never moves a frozen weight."""
     np.testing.assert_allclose(t.forward(x)[t.logits], run(t.graph, x, [t.logits])[t.logits], atol=TOL)
     frozen = {k: p.weight.copy() for k, p in t.params.items() if not t.trains(k)[0]}
     for s, e in ((0, 1), (1, 4), (4, 7), (0, 7)):  # batches of 1, 3 and 7 rows
-        assert t.sgd_step(x[s:e], y[s:e], 0.05)
-        _tf_step(m, x[s:e], y[s:e], 0.05, mode)
+        assert t.sgd_step(x[s:e], y[s:e], lr)
+        _tf_step(m, x[s:e], y[s:e], lr, mode)
         _params_equal(t, m)
     for k, w in frozen.items():  # bias mode: the frozen weights never move
         np.testing.assert_array_equal(t.params[k].weight, w)

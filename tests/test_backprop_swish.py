@@ -14,14 +14,13 @@ import tensorflow as tf  # noqa: E402
 from tinycc.backends.c import CBackend  # noqa: E402
 from tinycc.backends.c.deep_emit import c_step_problem, learner_step  # noqa: E402
 from tinycc.ir.deep import DeepLearner, deep_cuts, requantize_bias  # noqa: E402
-from tinycc.ir.interpreter import run  # noqa: E402
 from tinycc.ir.ops import OpKind  # noqa: E402
 from tinycc.ir.train import softmax  # noqa: E402
 from tinycc.passes import PassContext, run_pipeline  # noqa: E402
 from tinycc.plugins.frontends.keras import graph_from_keras_model  # noqa: E402
 
 from .deploy_util import build_deployment  # noqa: E402
-from .test_backprop import TOL, _params_equal, _tail, _tf_step  # noqa: E402
+from .test_backprop import _tail, steps_equal_tape  # noqa: E402
 
 
 def _swish_model(decomposed: bool, seed: int) -> tf.keras.Model:
@@ -60,17 +59,7 @@ def test_swish_tail_equals_gradient_tape(session, mode: str, decomposed: bool) -
     kinds = {op.kind for op in t.ops}
     assert {OpKind.MUL, OpKind.SIGMOID} <= kinds and (OpKind.SWISH in kinds) != decomposed
     rng = np.random.default_rng(1)
-    x = rng.normal(0, 1.5, (7, 5, 5, 3)).astype(np.float32)
-    y = rng.integers(0, 3, 7)
-    np.testing.assert_allclose(t.forward(x)[t.logits], run(t.graph, x, [t.logits])[t.logits], atol=TOL)
-    frozen = {k: p.weight.copy() for k, p in t.params.items() if not t.trains(k)[0]}
-    for s, e in ((0, 1), (1, 4), (4, 7), (0, 7)):  # batches of 1, 3 and 7 rows
-        assert t.sgd_step(x[s:e], y[s:e], 0.1)
-        _tf_step(m, x[s:e], y[s:e], 0.1, mode)
-        _params_equal(t, m)
-    for k, w in frozen.items():
-        np.testing.assert_array_equal(t.params[k].weight, w)
-    assert (mode == "bias") == bool(frozen)
+    steps_equal_tape(t, m, mode, rng.normal(0, 1.5, (7, 5, 5, 3)).astype(np.float32), rng.integers(0, 3, 7), 0.1)
 
 
 def test_known_values_replace_the_forward(session) -> None:
