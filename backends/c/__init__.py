@@ -26,7 +26,7 @@ from ...targets import platforms as target_platforms
 from .. import names
 from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
-from . import cmsis_nn, layout
+from . import cmsis_nn, layout, tables
 from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
@@ -63,7 +63,11 @@ def new_env() -> Any:
         what, _, name = str(use).partition(": ")
         return names.Escaped(layout.comment_lines(what, name, "", "- "))
 
-    env.filters.update({"wrap": wrap, "c_call": c_call, "c_call_comment": c_call_comment, "c_comment": c_comment})
+    def c_tables(arrays: Any) -> str:
+        """The constant tables' C definitions (tinycc's own names and numbers; tables.py)."""
+        return names.Escaped(tables.definitions(list(arrays)).rstrip("\n"))
+
+    env.filters.update({"wrap": wrap, "c_tables": c_tables, "c_call": c_call, "c_call_comment": c_call_comment, "c_comment": c_comment})
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 

@@ -34,6 +34,7 @@ from ...ir.ops import OpKind
 from .deep_emit import emit_learn, emit_step, known_order, learner_step, value_name
 from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
+from .tables import definitions
 
 _IDENTITY = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT)
 
@@ -62,13 +63,14 @@ class _Region(_Builder):
         return f"({self.kept[tensor]} + r * {self.sizes[tensor]})"
 
     def array(self, base: str, ctype: str, values: np.ndarray, flash: bool = True, guard: str = "") -> str:
-        name = super().array(base, ctype, values, flash, guard)
-        self.m.arrays[-1].name = name = name.replace("tcc_", "tcc_rg_", 1)
-        return name
+        super().array(base, ctype, values, flash, guard)
+        a = self.m.arrays[-1]
+        a.name = a.name.replace("tcc_", "tcc_rg_", 1)
+        return a.ref
 
 
 def _tables(arrays: list[CArray]) -> str:
-    return "".join(f"static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};\n" for a in arrays)
+    return definitions(arrays, storage="")
 
 
 _ROWS = {"tcc_conv2d_s8": ("tcc_conv2d_rows_s8", 4), "tcc_dwconv2d_s8": ("tcc_dwconv2d_rows_s8", 4),

@@ -24,6 +24,7 @@ from .emit16 import emit_int16, is_int16_op
 from .kernels.mve import helium
 from .kernels import Kernel, rnn, specialize
 from .layout import c_float
+from .tables import CArray
 
 C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE, OpKind.MAX_POOL2D,
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
@@ -49,20 +50,6 @@ def c_kernel_problem(g: Graph, op: Op) -> str | None:
     if op.kind == OpKind.PRELU and len(g.tensors[op.inputs[0]].shape) > 4:
         return "prelu on a tensor of rank above 4"
     return None
-
-
-@dataclass
-class CArray:
-    name: str
-    ctype: str
-    values: list[str]
-    flash: bool = True
-    part: str = "extractor"  # or "classifier"
-    guard: str = ""  # a preprocessor condition the definition sits under (e.g. TCC_DSP_ASM), "" for none
-
-    @property
-    def count(self) -> int:
-        return len(self.values)
 
 
 NAME_LIMIT = 64  # characters of a layer's name (from the model file) in a comment (wrapped under 100 columns)
@@ -94,18 +81,6 @@ class EmitModel:
 
 
 _c_float = c_float  # the name the backends import
-
-
-def _vals(a: np.ndarray, ctype: str) -> list[str]:
-    flat = np.asarray(a).reshape(-1)
-    if ctype == "float":
-        return [_c_float(v) for v in flat]
-    ints = flat.astype(np.int64).tolist() if flat.dtype.kind in "iub" else [int(v) for v in flat]
-    if ctype == "int32_t":
-        return [str(v) if v != -2147483648 else "(-2147483647L - 1L)" for v in ints]
-    if ctype == "int64_t":  # int64 biases of int16 layers: |v| < 2^47
-        return [f"{v}LL" for v in ints]
-    return list(map(str, ints))
 
 
 class _Builder:
@@ -143,8 +118,8 @@ class _Builder:
         while name in self.taken:  # a second table of one role in a layer (none today): still unique
             name, n = f"{stem}_{n}", n + 1
         self.taken.add(name)
-        self.m.arrays.append(CArray(name, ctype, _vals(values, ctype), flash, guard=guard))
-        return name
+        self.m.arrays.append(CArray(name, ctype, np.asarray(values).reshape(-1), flash, guard=guard))
+        return self.m.arrays[-1].ref
 
     def const(self, tensor: str) -> str:
         """The flash table of a constant tensor (one per tensor), named after the first layer that reads it and
@@ -471,9 +446,9 @@ def build_emit_model(dep: Deployment) -> EmitModel:
         "output_ptrs": [b.ptr(t) for t in dep.extractor.outputs],
     })
     for i, l in enumerate(dep.classifier):
-        m.arrays.append(CArray(f"tcc_classifier_{i}_weights_init", "float", _vals(l.weight, "float"), True,
+        m.arrays.append(CArray(f"tcc_classifier_{i}_weights_init", "float", l.weight.reshape(-1), True,
                                "classifier"))
-        m.arrays.append(CArray(f"tcc_classifier_{i}_bias_init", "float", _vals(l.bias, "float"), True,
+        m.arrays.append(CArray(f"tcc_classifier_{i}_bias_init", "float", l.bias.reshape(-1), True,
                                "classifier"))
     n, mode = len(dep.classifier), dep.train.mode
     m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation],

@@ -21,4 +21,15 @@
 #define TCC_READ_F32(p) (*(const float *)(p))
 #endif
 
+/* A table written as a string literal of its bytes (the large ones of model.c) fills its array exactly, without a
+ * terminating NUL: say so where the compiler knows the attribute (GCC 15's -Wextra warns otherwise). */
+#if defined(__has_attribute)
+#if __has_attribute(nonstring)
+#define TCC_BYTES __attribute__((nonstring))
+#endif
+#endif
+#ifndef TCC_BYTES
+#define TCC_BYTES
+#endif
+
 #endif
