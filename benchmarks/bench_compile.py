@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip --target c with --kernels generic (the kernel generator's compile-time cost)")
     p.add_argument("--startup-only", action="store_true",
                    help="only the start-up measure: `tinycc compile` of examples/digits_cnn.h5 in fresh processes")
+    p.add_argument("--baseline", help="--kernels-only: also compile the CNAS model with another checkout's python "
+                                      "(its venv, e.g. before a change), alternating with this one's, CPU seconds")
+    p.add_argument("--baseline-label", default="baseline", help="what the baseline is (e.g. a commit)")
     p.add_argument("--kernels-only", action="store_true",
                    help="only the kernel generator's cost (result compile_kernels): CPU seconds of --target c with "
                         "--kernels tinycc against --kernels generic on the CNAS model, median of --repeat each")
@@ -279,7 +282,42 @@ def _kernels_only(args: argparse.Namespace, load: float) -> Result:
             + ("" if args.model or TRAINED_CNAS.exists() else " Model: cnas_cifar10() with random weights."))
     res.add(text)
     res.data = {**data, "calib_count": args.calib_count, "load": load}
+    if args.baseline:
+        base_text, res.data["baseline"] = against_baseline(model, _calibration(args, tmp), args)
+        res.add(base_text)
     return res
+
+
+def against_baseline(model: str, calib: Path, args: argparse.Namespace) -> tuple[str, dict]:
+    """`tinycc compile MODEL --target c` (default kernels) in this checkout and in ``args.baseline``'s interpreter,
+    each a fresh process (a warm-up compile, then ``repeat`` compiles with empty stack-measurement caches), two
+    rounds alternating which goes first: median CPU seconds of each."""
+    from types import SimpleNamespace
+
+    from .bench_compile_cpu import _measure
+
+    probe = SimpleNamespace(model=model, calib=str(calib), repeat=args.repeat or 3)
+    cwd = Path(tempfile.mkdtemp())  # not a checkout: each interpreter imports its own installed tinycc
+    runs: dict[str, list[float]] = {"this": [], "base": []}
+    for i in range(2):
+        for who in (("base", "this") if i == 0 else ("this", "base")):
+            r = _measure(sys.executable if who == "this" else args.baseline, probe, True, cwd, ("c",))
+            runs[who].append(r["c"][0])
+            print(f"compile --target c ({who}) round {i + 1}: {r['c'][0]:.2f} s CPU (median)", flush=True)
+    this, base = statistics.median(runs["this"]), statistics.median(runs["base"])
+    text = (f"### this checkout against {args.baseline_label}: `tinycc compile` of the same model, `--target c`
+
+"
+            f"Each a fresh process per round (warm-up compile, then {probe.repeat} cold compiles: empty "
+            "stack-measurement cache), two rounds alternating which goes first; median CPU seconds (process + "
+            "compilers).
+
+" +
+            _table(["", args.baseline_label, "this checkout", "this / baseline"],
+                   [["CPU seconds", f"{base:.2f}", f"{this:.2f}", f"{this / base:.2f}x"]]))
+    print(f"against {args.baseline_label}: {this:.2f} s vs {base:.2f} s CPU ({this / base:.2f}x)", flush=True)
+    return text, {"label": args.baseline_label, "this_cpu_seconds": runs["this"], "baseline_cpu_seconds": runs["base"],
+                  "ratio": this / base}
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:

@@ -25,12 +25,13 @@ PROBE = r'''
 import contextlib, io, json, os, statistics, sys, tempfile, time
 from tinycc.cli import main
 model, calib, repeat, cold = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "cold"
+targets = sys.argv[5].split(",") if len(sys.argv) > 5 else ["c", "tflm", "arduino"]
 out = tempfile.mkdtemp()
 def cpu():
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 res = {}
-for target in ("c", "tflm", "arduino"):
+for target in targets:
     xs, ws = [], []
     for i in range(repeat + 1):
         if cold:
@@ -61,14 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-label", default="baseline", help="what the baseline is (e.g. a commit)")
 
 
-def _measure(python: str, args: argparse.Namespace, cold: bool, cwd: Path) -> dict[str, float]:
+def _measure(python: str, args: argparse.Namespace, cold: bool, cwd: Path,
+             targets: tuple[str, ...] = TARGETS) -> dict[str, list[float]]:
+    """Median CPU and wall seconds per target of ``args.repeat`` compiles of ``args.model`` in one process of
+    interpreter ``python`` (this checkout's or another's)."""
     import os
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if cold:
         env["TINYCC_CACHE_DIR"] = ""
-    r = subprocess.run([python, "-c", PROBE, args.model, args.calib, str(args.repeat), "cold" if cold else "warm"],
-                       capture_output=True, text=True, env=env, cwd=cwd, check=True)
+    r = subprocess.run([python, "-c", PROBE, args.model, args.calib, str(args.repeat), "cold" if cold else "warm",
+                        ",".join(targets)], capture_output=True, text=True, env=env, cwd=cwd, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

@@ -2,11 +2,15 @@
 the demos run with their dump on (``--dump`` on the host, ``DUMP=1`` builds for QEMU)."""
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from tinycc.backends.demo import DemoOutput, parse  # noqa: F401  (the dump format lives in the package)
 
@@ -170,3 +174,40 @@ def run_deep_demo(dep, sim, project: Path, x, y, where: str, learn: int = 9):
         assert out.before[i][0] == cls[i]
         np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
     return out, q
+
+
+@contextlib.contextmanager
+def listed_tables() -> Iterator[None]:
+    """Build emit models whose constant tables are lists of numbers (never packed as strings of bytes): for tests
+    that declare the tables themselves from ``CArray.values`` (tests/test_tables.py checks both forms compile to
+    the same object)."""
+    from tinycc.backends.c import tables
+
+    saved = tables.PACK_BYTES
+    tables.PACK_BYTES = 1 << 62
+    try:
+        yield
+    finally:
+        tables.PACK_BYTES = saved
+
+
+_LISTED = re.compile(r"static const (\w+) (\w+)\[\d+\] TCC_WEIGHT = \{\n(.*?)\n\};", re.S)
+_PACKED = re.compile(r"static const (int8_t) (\w+)\[\d+\] TCC_BYTES TCC_WEIGHT =\n(.*?);\n"
+                     r"|static const union \{ int8_t b\[\d+\] TCC_BYTES; (\w+) v\[\d+\]; \}\n    (\w+) TCC_WEIGHT = "
+                     r"\{\n(.*?)\n\};", re.S)
+_NUMPY = {"int8_t": "<i1", "int16_t": "<i2", "int32_t": "<i4", "int64_t": "<i8"}
+
+
+def model_tables(text: str) -> dict[str, np.ndarray]:
+    """The constant tables of a generated model.c by name (numpy arrays of their C type), read back from either
+    form (a list of numbers, or a string of little-endian bytes: backends/c/tables.py)."""
+    out: dict[str, np.ndarray] = {}
+    for ctype, name, body in _LISTED.findall(text):
+        vals = body.replace("(-2147483647L - 1L)", "-2147483648").replace("LL", "").replace("\n", " ").split(",")
+        out[name] = np.array([float(v.strip()[:-1]) if ctype == "float" else int(v) for v in vals if v.strip()],
+                             np.dtype(_NUMPY.get(ctype, "<f4")))
+    for m in _PACKED.finditer(text):
+        ctype, name, body = (m.group(1), m.group(2), m.group(3)) if m.group(1) else m.group(4, 5, 6)
+        raw = bytes.fromhex(re.sub(r'[\s"]|\\x', "", body))
+        out[name] = np.frombuffer(raw, _NUMPY[ctype]).copy()
+    return out

@@ -95,7 +95,8 @@ def _program(cases: list, widen: bool = True) -> tuple[str, list[str], list[str]
     False)."""
     decls, body, want, arena, generated = [], [], [], 16, []
     for i, (g, x) in enumerate(cases):
-        em = _Builder(_deployment(g, widen)).build()
+        with c_harness.listed_tables():
+            em = _Builder(_deployment(g, widen)).build()
         arena = max(arena, em.plan.arena)
         names = {a.name: f"{a.name}_{i}" for a in em.arrays}
         for a in em.arrays:
@@ -200,7 +201,8 @@ def test_widened_copies_are_counted_exactly_and_no_widen_drops_them(tmp_path: Pa
     for g, _ in cases:
         op = g.ops[0]
         dep = whole_model(g, "tinycc")
-        em = _Builder(dep).build()
+        with c_harness.listed_tables():
+            em = _Builder(dep).build()
         ww = [a for a in em.arrays if a.guard == "TCC_DSP_ASM"]
         assert len(ww) == 1 and ww[0].ctype == "int16_t" and ww[0].count == g.tensors[op.inputs[1]].size
         copies = table_bytes(g, "tinycc", dsp=True) - table_bytes(g, "tinycc", dsp=True, widen=False)

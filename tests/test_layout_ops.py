@@ -412,7 +412,8 @@ def _deconv_case(rng: np.random.Generator) -> Graph:
 def _program(cases: list[tuple[Graph, dict]]) -> tuple[str, list[str]]:
     body, want, arena = [], [], 16
     for i, (g, feed) in enumerate(cases):
-        em = _Builder(_generic(g)).build()
+        with c_harness.listed_tables():
+            em = _Builder(_generic(g)).build()
         arena = max(arena, em.plan.arena)
         body.append("    {")
         for a in em.arrays:

@@ -15,6 +15,8 @@ from tinycc.ir.graph import Graph
 from tinycc.passes import Pass, PassContext, run_pipeline
 from tinycc.session import DEFAULT_PLUGINS, Session
 
+from . import c_harness
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,12 +68,9 @@ def test_example_plugin_pass_runs_in_pipeline(installed_example: Path) -> None:
 
 def _int8_weights(model_c: Path) -> list[int]:
     """Every value of the int8 weight arrays of a generated model.c."""
-    text = model_c.read_text()
-    values: list[int] = []
-    for body in re.findall(r"static const int8_t tcc_\w+_(?:weights|input\d+)\[\d+\] TCC_WEIGHT = \{(.*?)\}",
-                           text, re.S):
-        values += [int(v) for v in body.replace("\n", " ").split(",") if v.strip()]
-    return values
+    tables = c_harness.model_tables(model_c.read_text())
+    return [int(v) for name, t in sorted(tables.items())
+            if t.dtype == np.int8 and re.fullmatch(r"tcc_\w+_(?:weights|input\d+)", name) for v in t]
 
 
 def test_example_plugin_runs_inside_compile(installed_example: Path, tmp_path: Path) -> None:

@@ -89,10 +89,15 @@ def test_validate_tflm_on_host_passes(session) -> None:
 def _corrupt_first_weight(model_c: Path) -> None:
     """Change the first value of the first int8 weight array (the first convolution's) in model.c."""
     text = model_c.read_text()
-    m = re.search(r"static const int8_t tcc_\w+_weights\[\d+\] TCC_WEIGHT = \{\s*(-?\d+)", text)
+    m = re.search(r"static const int8_t tcc_\w+_weights\[\d+\] (?:TCC_WEIGHT = \{\s*(-?\d+)|TCC_BYTES TCC_WEIGHT =\s*"
+                  r"\"\\x([0-9a-f]{2}))", text)  # a list of numbers, or a string of bytes (backends/c/tables.py)
     assert m is not None, "no int8 weight array in model.c"
-    value = int(m.group(1))
-    model_c.write_text(text[:m.start(1)] + str(-127 if value > 0 else 127) + text[m.end(1):])
+    if m.group(1) is not None:
+        value = int(m.group(1))
+        model_c.write_text(text[:m.start(1)] + str(-127 if value > 0 else 127) + text[m.end(1):])
+    else:
+        value = int(m.group(2), 16)
+        model_c.write_text(text[:m.start(2)] + ("81" if value < 0x80 else "7f") + text[m.end(2):])
 
 
 def test_validate_fails_on_a_corrupted_weight_and_leaves_the_project_alone(session, tmp_path: Path) -> None:
