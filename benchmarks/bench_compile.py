@@ -305,14 +305,10 @@ def against_baseline(model: str, calib: Path, args: argparse.Namespace) -> tuple
             runs[who].append(r["c"][0])
             print(f"compile --target c ({who}) round {i + 1}: {r['c'][0]:.2f} s CPU (median)", flush=True)
     this, base = statistics.median(runs["this"]), statistics.median(runs["base"])
-    text = (f"### this checkout against {args.baseline_label}: `tinycc compile` of the same model, `--target c`
-
-"
+    text = (f"### this checkout against {args.baseline_label}: `tinycc compile` of the same model, `--target c`\n\n"
             f"Each a fresh process per round (warm-up compile, then {probe.repeat} cold compiles: empty "
             "stack-measurement cache), two rounds alternating which goes first; median CPU seconds (process + "
-            "compilers).
-
-" +
+            "compilers).\n\n" +
             _table(["", args.baseline_label, "this checkout", "this / baseline"],
                    [["CPU seconds", f"{base:.2f}", f"{this:.2f}", f"{this / base:.2f}x"]]))
     print(f"against {args.baseline_label}: {this:.2f} s vs {base:.2f} s CPU ({this / base:.2f}x)", flush=True)
