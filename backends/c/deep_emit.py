@@ -276,8 +276,8 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         g = tail.graph
         out_shape = tuple(g.tensors[op.outputs[0]].shape)
         ins = op.inputs[:2]
-        src = [consts.get(t, names.get(t)) for t in ins]
-        geo = [_row_strides(tuple(g.tensors[t].shape), out_shape, t not in consts) for t in ins]
+        src = [consts.get(t, names.get(t)) for t in ins]  # a constant outside step_consts: never read
+        geo = [_row_strides(tuple(g.tensors[t].shape), out_shape, g.tensors[t].data is None) for t in ins]
         sym = "*" if op.kind == OpKind.MUL else "+"
         o = names[op.outputs[0]]
         fwd.append(_loops(out_shape, geo, lambda k, ix: f"{o}[{k}] = {src[0]}[{ix[0]}] {sym} {src[1]}[{ix[1]}];"))
@@ -347,7 +347,8 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                            if row else f"tcc_bp_{kind}_update({geo}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 if go is None or not (tw or tb):
                     upd[-1] = ""
-            elif op.kind == OpKind.MUL or (op.kind == OpKind.ADD and any(t in consts for t in op.inputs[:2])):
+            elif op.kind == OpKind.MUL or (op.kind == OpKind.ADD and any(
+                    tail.graph.tensors[t].data is not None for t in op.inputs[:2])):
                 binary(op, fwd, bwd, go, cnt, act, stop)
             elif op.kind in _UNARY:
                 fn = _UNARY[op.kind]
