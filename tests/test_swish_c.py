@@ -196,3 +196,31 @@ def test_swish_project_report_equals_symbols(se_graph, tmp_path: Path, mode: str
     assert consts == items["learn step constants"]["bytes"]
     assert any(re.fullmatch(r"tcc_cv\d+", name) for _, name, _ in syms)  # the lowered hard sigmoid's constants
     assert items["stack"]["exact"] and items["stack"]["detail"].startswith("measured: host")
+
+
+CNAS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "cnas-cifar10" / "cnas_cifar10.keras"
+
+
+@pytest.mark.skipif(not CNAS.exists(), reason=f"the thesis's CNAS model is not at {CNAS}")
+def test_cnas_deep_bias_compiles(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """`tinycc compile cnas_cifar10.keras -t c --deep bias --deep-cut swish_13` (the region: the last SE block with
+    its hard sigmoid, swish, the 1280-channel convolution without bias): the project is written within its RAM report
+    and builds with its Makefile (-Wall -Wextra -Werror -pedantic); the step holds the sigmoid backward and the
+    lowered hard sigmoid's constants."""
+    import json
+    import subprocess
+
+    from .test_deep_deploy import _cli
+
+    with np.load(shared_data / "cifar10.npz", allow_pickle=False) as z:
+        np.savez(tmp_path / "calib.npz", x=z["x_train"][:32].astype(F32) / 255)
+    out = tmp_path / "o"
+    rc, err = _cli(["compile", str(CNAS), "-t", "c", "--calib", str(tmp_path / "calib.npz"), "--deep", "bias",
+                    "--deep-cut", "swish_13", "--ram", "200000", "-o", str(out)], capsys)
+    assert rc == 0, err
+    mem = json.loads((out / "tinycc_memory.json").read_text())
+    assert mem["ram"] <= 200_000 and mem["deep"]["trained_parameters"] > 0
+    src = (out / "model.c").read_text()
+    assert "tcc_bp_sigmoid_dx(" in src and "tcc_cv0" in src
+    r = subprocess.run(["make", "-C", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
