@@ -141,12 +141,16 @@ def _deploy(graph, mode: str, **opts):
     return build_deep_deployment(graph.copy(), config, session, CBackend(), CALIB)
 
 
-@pytest.mark.parametrize("mode", ["bias", "blocks"])
-def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: str) -> None:
+M4 = pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm missing")
+
+
+@pytest.mark.parametrize("mode, where", [("bias", "host"), ("blocks", "host"),
+                                         pytest.param("blocks", "m4", marks=M4)])
+def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: str, where: str) -> None:
     """`--deep bias|blocks` after the stem of the swish + SE model (int8: LOGISTIC + MUL, the SE's broadcast MUL, hard
-    sigmoid as ADD/MUL of constants): the project's demo (host, ASan/UBSan) learns 9 samples (buffer 3, batch 2,
-    2 epochs) as the simulator: bias: the int32 biases bit for bit; blocks: the float region's weights and biases
-    (1e-5 relative); the classifier and every prediction after learning to 1e-5."""
+    sigmoid as ADD/MUL of constants): the project's demo (host ASan/UBSan; blocks also on a Cortex-M4 under QEMU)
+    learns 9 samples (buffer 3, batch 2, 2 epochs) as the simulator: bias: the int32 biases bit for bit; blocks: the
+    float region's weights and biases (1e-5 relative); the classifier and every prediction after learning to 1e-5."""
     from tinycc.ir.deep import DeepLearner
     from tinycc.ir.train import softmax
 
@@ -155,7 +159,7 @@ def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: s
     kinds = [op.kind for op in sim.region.ops]
     assert kinds.count(OpKind.SIGMOID) >= 3 and kinds.count(OpKind.MUL) >= 4 and OpKind.ADD in kinds
     x, y = _data(6, 11)
-    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, "host")
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, where)
     start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
     for i in range(9):
         sim.learn_input(x[i % 6], int(y[i % 6]))
