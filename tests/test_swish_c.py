@@ -185,22 +185,49 @@ def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: s
 
 
 @pytest.mark.parametrize("mode", ["bias", "blocks"])
-def test_swish_project_report_equals_symbols(se_graph, tmp_path: Path, mode: str) -> None:
-    """The swish + SE project compiles with -Wall -Wextra -Werror; every static RAM byte is a report line, line by
-    line; the step's constants (the hard sigmoid's 3 and 1/6 among them) are its flash line; the stack is measured."""
+@pytest.mark.parametrize("target", ["host", "m4"])
+def test_swish_project_report_equals_symbols(se_graph, tmp_path: Path, target: str, mode: str) -> None:
+    """The swish + SE project compiles with -Wall -Wextra -Werror (host, and the Cortex-M4 with its board); every
+    static RAM byte is a report line, line by line; the step's constants (the hard sigmoid's 3 and 1/6 among them)
+    are its flash line; the stack is measured."""
     import re
 
-    from .test_deep_project import RAM_GROUPS, static_ram_by_line
+    from .test_deep_project import RAM_GROUPS, TARGETS, static_ram_by_line
 
-    dep = _deploy(se_graph, mode, buffer=4, batch_size=2)
-    ram, items, syms = static_ram_by_line(dep, tmp_path, "host", RAM_GROUPS)
+    cc, nm, _, board = TARGETS[target]
+    if not (shutil.which(cc) and shutil.which(nm)):
+        pytest.skip(f"{cc} is not installed")
+    opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
+    dep = _deploy(se_graph, mode, buffer=4, batch_size=2, **opts)
+    ram, items, syms = static_ram_by_line(dep, tmp_path, target, RAM_GROUPS)
     assert ram["learn step: values"] > 0 and ram["learn step: gradients"] > 0
     consts = sum(size for kind, name, size in syms if kind in "rR" and re.fullmatch(r"tcc_(?:wq|ws|bs|dw|db|cv)\d+",
                                                                                    name))
     assert consts == items["learn step constants"]["bytes"]
     assert any(re.fullmatch(r"tcc_cv\d+", name) for _, name, _ in syms)  # the lowered hard sigmoid's constants
-    assert items["stack"]["exact"] and items["stack"]["detail"].startswith("measured: host")
+    assert items["stack"]["exact"] and items["stack"]["detail"].startswith(
+        "measured: Cortex-M4" if board else "measured: host")
 
+
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_swish_stack_bounds_the_painted_stack(se_graph, tmp_path: Path, mode: str) -> None:
+    """The measured stack of the swish + SE project's API (learn included) bounds a painted run of every entry
+    point on the host within 25%, as tests/test_deep_project.py's."""
+    from tinycc.backends.c.stack import project_stack, toolchain
+    from tinycc.config import TestVectors
+    from tinycc.ir.deep import DeepLearner
+
+    from . import stack_harness
+
+    if not (toolchain("host") and stack_harness.available("host")):
+        pytest.skip("host: compiler not installed")
+    dep = _deploy(se_graph, mode, buffer=3, batch_size=2)
+    x, y = _data(4, 3)
+    CBackend().emit(dep, tmp_path, TestVectors(x, y))
+    fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", "host", dep.buffer.policy)
+    sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
+    used = stack_harness.painted(tmp_path, dep.name, sim.buffer.feature_count, "host")
+    assert used <= fig.bytes <= 1.25 * used, (fig.bytes, used, fig.path)
 
 CNAS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "cnas-cifar10" / "cnas_cifar10.keras"
 
