@@ -100,7 +100,7 @@ def test_generated_swish_step_equals_tail(session, tmp_path: Path, mode: str) ->
             "int r3 = tcc_deep_step(xs, ys, 1, 1.0f / 0.0f);\nprintf(\"%d %d %d %d\\n\", r0, r1, r2, r3);\n")
     for k, p in enumerate(t.params.values()):
         body += f"out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
-    body += f"static float z[12];\ntcc_deep_logits(xs, 3, z); out(z, 12);\n"
+    body += "static float z[12];\ntcc_deep_logits(xs, 3, z); out(z, 12);\n"
     start = {k: p.weight.copy() for k, p in t.params.items()}
     for s, e in ((0, 1), (1, 4), (4, 6)):
         assert t.sgd_step(x[s:e], y[s:e], 0.1)

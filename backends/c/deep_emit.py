@@ -7,7 +7,9 @@ gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const
 lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
 tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
-only: nothing of the model's text reaches the C.
+only: nothing of the model's text reaches the C. Sigmoid, swish and hard sigmoid call the runtime's ``tcc_fp_*`` /
+``tcc_bp_*_dx``; an element-wise Mul and an Add of a constant are loops emitted per op (numpy broadcasting, the
+constants ``tcc_cv<j>`` of ``step_consts`` in flash); ``c_step_problem`` names what the step cannot run.
 
 ``tcc_deep_logits(x, n, z)`` (bias mode: ``(x, known, n, z)``) is the forward alone: the logits of n rows (0; -1 for
 a bad n or NULL; -2 for a non-finite input).
