@@ -255,3 +255,21 @@ def test_cnas_deep_bias_compiles(shared_data: Path, tmp_path: Path, capsys) -> N
     assert "tcc_bp_sigmoid_dx(" in src and "tcc_cv0" in src
     r = subprocess.run(["make", "-C", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_int8_constants_are_dequantized(se_graph) -> None:
+    """The float region of `--deep blocks` reads an int8 graph's Add/Mul constants dequantized (the lowered hard
+    sigmoid's 3 and 1/6, not their int8 codes): its logits follow the int8 kernels' (bias mode) closely."""
+    from tinycc.ir.backprop import const_value
+    from tinycc.ir.deep import DeepLearner
+
+    dep = _deploy(se_graph, "blocks", buffer=2, batch_size=2)
+    blocks = DeepLearner(dep, dep.meta["deep"]["cut"], "blocks", capacity=2)
+    bias = DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=2)
+    g = blocks.tail.graph
+    consts = sorted(float(const_value(g, t)[0]) for op in blocks.tail.ops if op.kind in (OpKind.ADD, OpKind.MUL)
+                    for t in op.inputs[:2] if g.tensors[t].data is not None)
+    np.testing.assert_allclose(consts, [1 / 6, 3.0], rtol=1e-2)
+    q = blocks.cut_of(_data(8, 5)[0])
+    zf, zq = blocks.predict(q)[1], bias.predict(q)[1]
+    assert np.abs(zf - zq).max() <= 0.05 * np.abs(zq).max()
