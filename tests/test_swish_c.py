@@ -257,6 +257,58 @@ def test_cnas_deep_bias_compiles(shared_data: Path, tmp_path: Path, capsys) -> N
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+
+@pytest.fixture(scope="module")
+def cnas_graph():
+    from tinycc.api import load_cleaned
+    from tinycc.session import Session
+
+    if not CNAS.exists():
+        pytest.skip(f"the thesis's CNAS model is not at {CNAS}")
+    return load_cleaned(str(CNAS), Session(autoload=False))
+
+
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_cnas_swish_region_learns_as_the_simulator(cnas_graph, shared_data: Path, tmp_path: Path, mode: str) -> None:
+    """The trained CNAS after --deep-cut swish_13 (the last SE block: GAP, 1x1 convolutions, the hard sigmoid as int8
+    ADD/MUL of constants, the SE Mul; swish as LOGISTIC + MUL; the 1280-channel convolution without bias): the
+    project's demo (host, ASan/UBSan) learns 4 CIFAR-10 test images (buffer 3, batch 2) as the simulator: bias: the
+    int32 biases bit for bit; blocks: every float region weight and bias (1e-5 relative); the predictions after
+    learning (class and probabilities to 1e-5)."""
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.ir.deep import DeepLearner
+    from tinycc.ir.train import softmax
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    with np.load(shared_data / "cifar10.npz", allow_pickle=False) as z:
+        calib = z["x_train"][:32].astype(F32) / 255
+        x, y = z["x_test"][:4].astype(F32) / 255, z["y_test"][:4].reshape(-1).astype(np.int64)
+    session = Session(autoload=False)
+    cfg = make_config(session, deep=(mode,), deep_cut="swish_13", lr=0.05, buffer=3, batch_size=2, epochs=1)
+    dep = build_deep_deployment(cnas_graph.copy(), cfg, session, CBackend(), calib)
+    sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
+    kinds = [op.kind for op in sim.region.ops]
+    assert OpKind.SIGMOID in kinds and kinds.count(OpKind.MUL) >= 3 and OpKind.ADD in kinds
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, "host", learn=4)
+    for i in range(4):
+        sim.learn_input(x[i], int(y[i]))
+        assert not sim.last_refused
+    trained = [op for op in sim.region_params if any(sim.tail.trains(op.name))]
+    assert len(trained) == (5 if mode == "blocks" else 4)  # bias: the last convolution has none
+    for j, op in enumerate(trained):
+        if mode == "blocks":
+            p = sim.tail.params[op.name]
+            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
+    cls, z = sim.predict(q)
+    for i in range(4):
+        assert out.after[i][0] == cls[i]
+        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+
 def test_int8_constants_are_dequantized(se_graph) -> None:
     """The float region of `--deep blocks` reads an int8 graph's Add/Mul constants dequantized (the lowered hard
     sigmoid's 3 and 1/6, not their int8 codes): its logits follow the int8 kernels' (bias mode) closely."""
