@@ -31,7 +31,8 @@ overrides both: an op absent from it trains nothing, a channel subset updates on
 The SGD step ``p = p - lr * dp`` (``rates``: a rate per op) uses the gradients of the old parameters and is
 refused, changing nothing, when any updated value would not be finite (as ``Classifier.sgd_step``).
 
-Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values.
+Quantize/Dequantize ops (of an int8 graph viewed in float) are the identity on values; an Add/Mul constant of
+an int8 graph is its dequantized value (``const_value``).
 
 ``known``: tensors whose values are given instead of computed in float (e.g. the dequantized outputs of the
 int8 kernels, when the weights stay int8 and only biases learn): the forward pass takes them as they are and
@@ -100,6 +101,20 @@ def float_params(graph: Graph, op: Op) -> Param:
     if b.dtype == DType.FLOAT32:
         return Param(wf, np.array(b.data, F32))
     return Param(wf, dequantize(b.data, b.quant.scale, b.quant.zero_point).astype(F32))
+
+
+def const_value(graph: Graph, t: str) -> np.ndarray:
+    """A constant operand's float32 value (an Add/Mul constant of an int8 graph, e.g. a lowered hard sigmoid's 3
+    and 1/6, dequantized: per tensor, or per axis along ``quant.axis``)."""
+    c = graph.tensors[t]
+    if c.dtype == DType.FLOAT32 or c.quant is None:
+        return np.asarray(c.data, F32)
+    scale, zp = c.quant.scale, c.quant.zero_point
+    if c.quant.axis is not None and scale.size > 1:
+        shape = [1] * np.ndim(c.data)
+        shape[c.quant.axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return dequantize(c.data, scale, zp).astype(F32)
 
 
 def _mask(y: np.ndarray, act: str) -> np.ndarray | None:
@@ -281,7 +296,8 @@ class Tail:
             if op.outputs[0] in known:
                 env[op.outputs[0]] = np.asarray(known[op.outputs[0]], F32)
                 continue
-            args = [env[t] if t in env else self.graph.tensors[t].data for t in op.inputs]
+            args = [env[t] if t in env else self.graph.tensors[t].data if op.kind in PARAM_KINDS
+                    else const_value(self.graph, t) for t in op.inputs]
             if op.kind in IDENTITY_KINDS:  # values: a quantize/dequantize is the identity in float
                 env[op.outputs[0]] = np.ascontiguousarray(args[0], F32).reshape(
                     (args[0].shape[0],) + tuple(self.graph.tensors[op.outputs[0]].shape[1:]))
@@ -346,7 +362,7 @@ class Tail:
                 raise ValueError(f"{op.describe()}: a broadcasting add has no backward pass")
             return [(t, _unbroadcast(dz, env[t].shape)) for t in tensors]
         if k == OpKind.MUL:
-            vals = [env[t] if t in env else np.asarray(self.graph.tensors[t].data, F32) for t in op.inputs[:2]]
+            vals = [env[t] if t in env else const_value(self.graph, t) for t in op.inputs[:2]]
             return [(t, _unbroadcast(dz * vals[1 - i], env[t].shape))
                     for i, t in enumerate(op.inputs[:2]) if t in env]
         if k == OpKind.SIGMOID:
@@ -445,6 +461,35 @@ def _kernel_dx(op: Op) -> bool:
     return op.kind not in IDENTITY_KINDS and op.kind != OpKind.ADD
 
 
+def backward_reads(tail: Tail, op: Op) -> set[str]:
+    """The tensor values the backward of a Sigmoid (its output), Swish or HardSigmoid (its input) or Mul (the other
+    operand of each input the gradient reaches) reads; none when no gradient goes through the op."""
+    ins = [t for t in op.inputs[:2] if tail.graph.tensors[t].data is None]
+    reach = [t for t in ins if t != tail.cut and t in tail.need_grad]
+    if not reach or op.kind not in (OpKind.SIGMOID, OpKind.SWISH, OpKind.HARD_SIGMOID, OpKind.MUL):
+        return set()
+    if op.kind == OpKind.SIGMOID:
+        return {op.outputs[0]}
+    if op.kind != OpKind.MUL:
+        return {op.inputs[0]}
+    other = {op.inputs[1 - i] for i, t in enumerate(op.inputs[:2]) if t in reach}
+    return {t for t in other if tail.graph.tensors[t].data is None}
+
+
+def step_consts(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> list[str]:
+    """The Add/Mul constant operands the generated step reads (float32, flash): those of a float forward (output
+    not ``known``) and a Mul's whose tensor operand the gradient reaches."""
+    out: list[str] = []
+    for op in step_ops(tail):
+        if op.kind not in (OpKind.ADD, OpKind.MUL):
+            continue
+        consts = [t for t in op.inputs[:2] if tail.graph.tensors[t].data is not None]
+        grad = op.kind == OpKind.MUL and any(t != tail.cut and t in tail.need_grad for t in op.inputs[:2])
+        if consts and (op.outputs[0] not in set(known) or grad):
+            out += [t for t in consts if t not in out]
+    return out
+
+
 def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
     """The step's layout for a tail whose ``known`` tensors come as int8 (see ``StepPlan``)."""
     ops, known = step_ops(tail), set(known)
@@ -458,6 +503,7 @@ def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
             needed.add(op.inputs[0])
         if op.kind == OpKind.MAX_POOL2D:
             needed.add(op.inputs[0])
+        needed.update(backward_reads(tail, op))
     order = [tail.cut] + [op.outputs[0] for op in ops]
     values = [t for t in order if t in needed]
     slot: dict[str, int] = {tail.logits: 0}
@@ -535,7 +581,8 @@ def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, 
     """Flash of the generated step's constants, bytes: the weights it does not train (float32, or int8 with a
     float32 scale per output channel for ``int8_weights``) and the bias scales of the ops in ``requantized``; a
     sparse subset: the frozen biases of the ops computed in float, and an int32 row index per output channel of each
-    op whose channels train (``backends/c/deep_emit``'s ``tcc_row<k>``)."""
+    op whose channels train (``backends/c/deep_emit``'s ``tcc_row<k>``); the Add/Mul constants it reads
+    (``step_consts``, float32)."""
     q = int8_weights(tail, known)
     frozen = sum(p.weight.size - tail.trained_sizes(k)[0] for k, p in tail.params.items() if k not in q)
     if tail.subset is not None:
@@ -543,5 +590,6 @@ def step_flash(tail: Tail, requantized: tuple[str, ...] = (), known: tuple[str, 
         frozen += sum(p.bias.size - tail.trained_sizes(k)[1] for k, p in tail.params.items()
                       if outs[k] not in set(known))
         frozen += sum(tail.params[k].bias.size for k in q if tail.trains(k)[0])
-    return (4 * (frozen + sum(tail.params[k].bias.size for k in requantized))
+    consts = sum(tail.graph.tensors[t].data.size for t in step_consts(tail, known))
+    return (4 * (frozen + consts + sum(tail.params[k].bias.size for k in requantized))
             + sum(w.size + 4 * s.size for w, s in q.values()))

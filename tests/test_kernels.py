@@ -149,7 +149,7 @@ def test_assembly_block_layers_under_qemu(session, tmp_path: Path, cpu: str) -> 
     passes = re.findall(r"TCC_DOT2X2_WW1_\((\w+), [^,]+, acc, ", model_c)
     assert {xw for xw, _, _ in loops} | set(passes) == {"colw", "col", "xw"}, (loops, passes)
     assert passes and loops and all(k < n // 4 for _, n, k in loops), loops
-    assert "tcc_dw4_w(" in model_c and "tcc_rq30d(" in model_c  # requantization from the widened weights' header
+    assert "tcc_dwmac4_w(" in model_c and "tcc_rq30d(" in model_c  # requantization from the widened weights' header
     out, _ = c_harness.build_and_run_qemu(proj, cpu)
     feats = Simulator(dep).features(x)
     assert len(out.features) == len(x)

@@ -7,7 +7,9 @@ gradient array for ``batch`` rows, and ``int tcc_deep_step(const float *x, const
 lr)``: forward in float, softmax cross-entropy, backward with the old weights, then the fused update of what the
 tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
-only: nothing of the model's text reaches the C.
+only: nothing of the model's text reaches the C. Sigmoid, swish and hard sigmoid call the runtime's ``tcc_fp_*`` /
+``tcc_bp_*_dx``; an element-wise Mul and an Add of a constant are loops emitted per op (numpy broadcasting, the
+constants ``tcc_cv<j>`` of ``step_consts`` in flash); ``c_step_problem`` names what the step cannot run.
 
 ``tcc_deep_logits(x, n, z)`` (bias mode: ``(x, known, n, z)``) is the forward alone: the logits of n rows (0; -1 for
 a bad n or NULL; -2 for a non-finite input).
@@ -27,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (PARAM_KINDS, Tail, int8_weights, step_flash, step_memory, step_ops,
-                             step_plan, uses_descriptor)
+from ...ir.backprop import (PARAM_KINDS, Tail, const_value, int8_weights, step_consts, step_flash, step_memory,
+                             step_ops, step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["c_step_problem", "emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
@@ -45,18 +47,62 @@ def _floats(name: str, a: np.ndarray, const: bool = False) -> str:
     return f"{'const ' if const else ''}float {name}[{a.size}] = {{{vals}}};\n"
 
 
-NO_C_BACKWARD = (OpKind.SIGMOID, OpKind.SWISH, OpKind.HARD_SIGMOID, OpKind.MUL)  # the simulator's backward only
+_UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID: "hard_sigmoid"}
+
+
+def _binary_problem(tail: Tail, op) -> str | None:
+    """What of an Add/Mul the step cannot run: a tensor operand of another rank than the output, or not the
+    output's shape where its gradient is a plain copy (an Add) or where both operands are tensors of an Add."""
+    g = tail.graph
+    out = tuple(g.tensors[op.outputs[0]].shape)
+    tensors = [t for t in op.inputs[:2] if g.tensors[t].data is None]
+    for t in op.inputs[:2]:
+        shape = tuple(g.tensors[t].shape)
+        if t in tensors and (len(shape) != len(out) or (op.kind == OpKind.ADD and shape != out)):
+            return "add of a broadcast operand" if op.kind == OpKind.ADD else "mul of a tensor of another rank"
+        if t not in tensors and (len(shape) > len(out) or any(
+                a not in (1, b) for a, b in zip(shape[::-1], out[::-1])) or (len(shape) == len(out) and shape[0] != 1)):
+            return f"{op.kind.value} of a constant that does not broadcast"
+    return None if tensors else f"{op.kind.value} of two constants"
 
 
 def c_step_problem(tail: Tail) -> str | None:
     """Why the generated step cannot train ``tail`` (an op whose backward the C runtime lacks), or None."""
     for op in step_ops(tail):
-        const_add = op.kind == OpKind.ADD and any(tail.graph.tensors[t].data is not None for t in op.inputs[:2])
-        if op.kind in NO_C_BACKWARD or const_add:
-            what = "add of a constant" if const_add else op.kind.value
+        what = _binary_problem(tail, op) if op.kind in (OpKind.ADD, OpKind.MUL) else None
+        if what is not None:
             return (f"layer {op.origin or op.name!r} ({what}) has no backward pass in the generated C step "
                     "(the simulator's only)")
     return None
+
+
+def _row_strides(shape: tuple, out: tuple, tensor: bool) -> tuple[int, list[int]]:
+    """(row stride, stride per output axis after the batch; 0 along a broadcast axis) of an Add/Mul operand of graph
+    shape ``shape`` (a tensor: with the batch axis; a constant: numpy-aligned to the right, no batch rows)."""
+    full = (1,) * (len(out) - len(shape)) + tuple(shape)
+    row = full[1:]
+    strides, acc = [0] * len(row), 1
+    for ax in range(len(row) - 1, -1, -1):
+        strides[ax] = acc if row[ax] != 1 else 0
+        acc *= row[ax]
+    return (acc if tensor else 0), strides
+
+
+def _loops(out: tuple, operands: list[tuple[int, list[int]]], body) -> str:
+    """C loops over n rows of the output (per-row axes ``out[1:]``), ``k`` its element; ``body(k, idx)`` gets the
+    element index of each operand (``operands``: ``_row_strides``)."""
+    dims = [(ax, d) for ax, d in enumerate(out[1:]) if d != 1]
+    lines = "    {\n        int32_t k = 0;\n        for (int32_t r = 0; r < n; ++r)\n"
+    ind = "            "
+    for ax, d in dims:
+        lines += f"{ind}for (int32_t i{ax} = 0; i{ax} < {d}; ++i{ax})\n"
+        ind += "    "
+    idx = []
+    for rs, st in operands:
+        terms = ([f"r * {rs}"] if rs else []) + [f"i{ax} * {st[ax]}" if st[ax] != 1 else f"i{ax}"
+                                                 for ax, _ in dims if st[ax]]
+        idx.append(" + ".join(terms) or "0")
+    return lines + f"{ind}{{\n{ind}    {body('k', idx)}\n{ind}    ++k;\n{ind}}}\n    }}\n"
 
 
 def known_order(tail: Tail, known: dict[str, tuple[float, int]]) -> list[str]:
@@ -174,6 +220,9 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                 scale, q = biases[op.name]
                 out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True)
                            + _ints("int32_t", f"tcc_bq{k}", q))
+    consts = {t: f"tcc_cv{j}" for j, t in enumerate(step_consts(tail, tuple(known)))}
+    for t, name in consts.items():  # the Add/Mul constants the step reads (float32, flash)
+        out.append(_floats(name, const_value(tail.graph, t), True))
     for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
         out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
     for k in range(plan.slots):  # gradient slots, reused along the backward pass
@@ -222,6 +271,40 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             return call(g)
         return call("tcc_gx") + f"    tcc_acc({g}, tcc_gx, {cnt_in});\n"
 
+    def binary(op, fwd: list[str], bwd: list[str], go: str | None, cnt: str, act: int, stop: str) -> None:
+        """An element-wise Mul (or an Add of a constant) with numpy broadcasting: the forward, then the gradient of
+        each tensor operand it reaches (Mul: dz times the other operand, summed over the axes it was broadcast
+        along; Add: dz)."""
+        g = tail.graph
+        out_shape = tuple(g.tensors[op.outputs[0]].shape)
+        ins = op.inputs[:2]
+        src = [consts.get(t, names.get(t)) for t in ins]  # a constant outside step_consts: never read
+        geo = [_row_strides(tuple(g.tensors[t].shape), out_shape, g.tensors[t].data is None) for t in ins]
+        sym = "*" if op.kind == OpKind.MUL else "+"
+        o = names[op.outputs[0]]
+        fwd.append(_loops(out_shape, geo, lambda k, ix: f"{o}[{k}] = {src[0]}[{ix[0]}] {sym} {src[1]}[{ix[1]}];"))
+        if act:
+            fwd.append(f"    tcc_fp_act({o}, {cnt}, {act});\n")
+        if act and go:
+            bwd.append(mask(go, go, op.outputs[0], cnt, act))
+        for pos, t in enumerate(ins):
+            if not go or t == stop or t not in grads:
+                continue
+            if op.kind == OpKind.ADD:  # the tensor operand has the output's shape (c_step_problem)
+                bwd.append(f"    tcc_{'copy' if (op.name, pos) in plan.fresh else 'acc'}({grads[t]}, {go}, {cnt});\n")
+                continue
+            size = _size(tail, t)
+            whole = size == int(np.prod(out_shape[1:]))  # a tensor operand of the output's rank: its shape
+
+            def call(d: str, pos: int = pos, whole: bool = whole, size: int = size) -> str:
+                other = src[1 - pos]
+                if whole:  # the operand has the output's shape: element k
+                    return _loops(out_shape, geo, lambda k, ix: f"{d}[{k}] = {go}[{k}] * {other}[{ix[1 - pos]}];")
+                return (f"    for (int32_t k = 0; k < n * {size}; ++k) {d}[k] = 0.0f;\n"
+                        + _loops(out_shape, geo,
+                                 lambda k, ix: f"{d}[{ix[pos]}] += {go}[{k}] * {other}[{ix[1 - pos]}];"))
+            bwd.append(into(op, pos, call, f"n * {size}"))
+
     def gen(some: list, stop: str, rate_of) -> tuple[list[str], list[list[str]], list[str]]:
         """Forward lines, backward blocks and updates of ``some`` ops; no gradient flows into ``stop``."""
         fwd: list[str] = []
@@ -232,7 +315,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             blocks.append(bwd)
             upd.append("")
             f0 = len(fwd)
-            i, o = names[op.inputs[0]], names[op.outputs[0]]
+            i, o = names.get(op.inputs[0], ""), names[op.outputs[0]]  # "": a constant first operand
             go = grads.get(op.outputs[0])  # None: no gradient reaches the op (below the earliest trained op)
             cnt = f"n * {_size(tail, op.outputs[0])}"
             cnt_in = f"n * {_size(tail, op.inputs[0])}"
@@ -266,6 +349,16 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                            if row else f"tcc_bp_{kind}_update({geo}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 if go is None or not (tw or tb):
                     upd[-1] = ""
+            elif op.kind == OpKind.MUL or (op.kind == OpKind.ADD and any(
+                    tail.graph.tensors[t].data is not None for t in op.inputs[:2])):
+                binary(op, fwd, bwd, go, cnt, act, stop)
+            elif op.kind in _UNARY:
+                fn = _UNARY[op.kind]
+                fwd.append(f"    tcc_fp_{fn}({i}, {o}, {cnt});\n")
+                at = o if op.kind == OpKind.SIGMOID else i  # the value its derivative reads
+                if not no_dx:
+                    bwd.append(into(op, 0, lambda d, fn=fn, at=at: f"    tcc_bp_{fn}_dx({at}, {go}, {d}, {cnt});\n",
+                                    cnt))
             elif op.kind == OpKind.ADD:
                 j = names[op.inputs[1]]
                 fwd.append(f"    for (int32_t k = 0; k < {cnt}; ++k) {o}[k] = {i}[k] + {j}[k];\n"

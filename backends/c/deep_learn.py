@@ -88,8 +88,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     known = {t: (float(tensors[t].quant.scale[0]), int(tensors[t].quant.zero_point[0])) for t in order}
     biases = {}
     for op in learner.region_params:
-        t = tensors[op.inputs[2]]
-        if tail.trains(op.name)[1]:
+        if tail.trains(op.name)[1]:  # a layer without a bias trains none
+            t = tensors[op.inputs[2]]
             biases[op.name] = (np.asarray(t.quant.scale, np.float64).astype(np.float32), np.asarray(t.data, np.int32))
     floats = step_plan(tail, tuple(known)).values
     cut_input = tail.cut in floats  # sparse: the first op's channels train (their update reads the cut in float)

@@ -289,6 +289,41 @@ void tcc_fp_act(float *y, int32_t count, int act) {
     }
 }
 
+static float sigmoid(float x) {
+    return 1.0f / (1.0f + expf(-x)); /* exp overflow: inf, and a correct 0 */
+}
+
+void tcc_fp_sigmoid(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = sigmoid(x[k]);
+}
+
+void tcc_fp_swish(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = x[k] * sigmoid(x[k]);
+}
+
+void tcc_fp_hard_sigmoid(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        float v = x[k] + 3.0f;
+        v = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+        y[k] = v / 6.0f;
+    }
+}
+
+void tcc_bp_sigmoid_dx(const float *y, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) dx[k] = dy[k] * y[k] * (1.0f - y[k]);
+}
+
+void tcc_bp_swish_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        const float s = sigmoid(x[k]);
+        dx[k] = dy[k] * s * (1.0f + x[k] * (1.0f - s));
+    }
+}
+
+void tcc_bp_hard_sigmoid_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) dx[k] = x[k] > -3.0f && x[k] < 3.0f ? dy[k] / 6.0f : 0.0f;
+}
+
 void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act) {
     for (int32_t n = 0; n < p->n; ++n)
         for (int32_t oy = 0; oy < p->oh; ++oy)

@@ -56,6 +56,17 @@ void tcc_fp_avgpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_maxpool(const tcc_bp_conv_t *p, const float *x, float *y);
 void tcc_fp_act(float *y, int32_t count, int act);
 
+/* Activation layers of the trainable blocks, element by element (y may be x): sigmoid 1 / (1 + exp(-x)), swish
+ * x * sigmoid(x), hard sigmoid clip(x + 3, 0, 6) / 6. Their backward (dx overwritten, may be dy): sigmoid
+ * dy * y * (1 - y) at its output y; swish dy * s * (1 + x * (1 - s)), s = sigmoid(x), at its input x; hard sigmoid
+ * dy / 6 where -3 < x < 3, else 0 (reference: tinycc.ir.backprop, the same float32 operations in the same order). */
+void tcc_fp_sigmoid(const float *x, float *y, int32_t count);
+void tcc_fp_swish(const float *x, float *y, int32_t count);
+void tcc_fp_hard_sigmoid(const float *x, float *y, int32_t count);
+void tcc_bp_sigmoid_dx(const float *y, const float *dy, float *dx, int32_t count);
+void tcc_bp_swish_dx(const float *x, const float *dy, float *dx, int32_t count);
+void tcc_bp_hard_sigmoid_dx(const float *x, const float *dy, float *dx, int32_t count);
+
 /* The exact b / s of two floats rounded half to even, clamped to [lo, hi] (lo < 0 < hi), in integer arithmetic on
  * the floats' bits (no double: identical on every core, AVR included). NaN in either, inf / inf and 0 / 0 give 0; an
  * infinite b or a zero s (b nonzero) the bound of the quotient's sign; a zero b or an infinite s 0

@@ -859,7 +859,7 @@ TCC_INLINE int32_t tcc_dot1x1(const int8_t *x0, const int8_t *w0, int32_t n, int
 }
 
 /* Depthwise: acc[0..3] += (x[c] - zp) * w[c] for four consecutive channels (one tap). */
-TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *acc) {
+TCC_INLINE void tcc_dwmac4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *acc) {
 #if TCC_DSP
     const uint32_t off = tcc_offset2(zp);
     const uint32_t xa = tcc_word(x), wa = tcc_word(w);
@@ -878,9 +878,9 @@ TCC_INLINE void tcc_dw4(const int8_t *x, const int8_t *w, int32_t zp, int32_t *a
 }
 
 #if TCC_DSP
-/* tcc_dw4 with the four weights already widened (tcc_widen of the layer's weights: bytes 0/2 in ww[0], 1/3 in
+/* tcc_dwmac4 with the four weights already widened (tcc_widen of the layer's weights: bytes 0/2 in ww[0], 1/3 in
  * ww[1]), once per layer call instead of once per tap of every pixel */
-TCC_INLINE void tcc_dw4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32_t *acc) {
+TCC_INLINE void tcc_dwmac4_w(const int8_t *x, const uint32_t *ww, int32_t zp, int32_t *acc) {
     const uint32_t off = tcc_offset2(zp);
     const uint32_t xa = tcc_word(x);
     const uint32_t x02 = tcc_x02(off, xa, zp), x13 = tcc_x13(off, xa, zp);
