@@ -197,3 +197,29 @@ def test_bad_deep_options_one_line(model_files: Path, tmp_path: Path, args, word
                     "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and words in err[-1], err
     assert not any("Traceback" in line for line in err)
+
+
+def test_deep_bias_names_only_the_layers_with_a_bias() -> None:
+    """--deep bias: a layer of the region without a bias trains nothing and is not listed as trained (the compile
+    summary's count)."""
+    import keras
+
+    from tinycc.session import Session
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(x)
+    y = keras.layers.Conv2D(4, 3, activation="relu", use_bias=False, name="nobias")(y)
+    y = keras.layers.Conv2D(4, 3, activation="relu", name="c3")(y)
+    y = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Flatten()(y))
+    g = graph_from_keras_model(keras.Model(x, y))
+    run_pipeline(g, Session(autoload=False).registry.pipeline("cleanup"), PassContext(session=Session(autoload=False)))
+    calib = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    session = Session(autoload=False)
+    from tinycc.deploy import build_deep_deployment
+
+    dep = build_deep_deployment(g, make_config(session, deep=("bias",), lr=0.05, deep_cut="c1"), session, CBackend(),
+                                calib)
+    learner = DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=1)
+    region = [op.origin for op in learner.region_params]
+    assert "nobias" in region and dep.meta["deep"]["trains"] == [o for o in region if o != "nobias"]

@@ -211,7 +211,8 @@ def _build_deep(graph: Any, config: CompileConfig, session: Any, backend: Any, c
     except ValueError as e:
         raise TinyccError(f"--deep {mode}: {e}") from None
     dep.config = config
-    trains = [op.origin or op.name for op in learner.region_params]
+    trains = [op.origin or op.name for op in learner.region_params  # --deep bias: a layer without a bias trains none
+              if mode != "bias" or len(op.inputs) > 2]
     dep.meta["deep"] = {"mode": mode, "cut": cut, "trains": trains, "deep_lr": learn.backbone_lr,
                         "parameters": int(learner.tail.parameter_count())}
     dep.buffer = BufferConfig(1, learn.policy, "int8", learn.seed)
