@@ -176,6 +176,28 @@ def run_deep_demo(dep, sim, project: Path, x, y, where: str, learn: int = 9):
     return out, q
 
 
+def check_learned(out, sim, dep, q, trained, mode: str) -> None:
+    """After learning, the demo's ``out`` equals the simulator's learner ``sim``: each ``trained`` region layer's
+    parameters (bias mode: the int32 biases the int8 kernels read, bit for bit; blocks: the float weights and biases,
+    1e-5 relative), the classifier (1e-5) and the class and probabilities of every cut tensor in ``q`` (1e-5)."""
+    from tinycc.ir.train import softmax
+
+    for j, op in enumerate(trained):
+        if mode == "blocks":
+            p = sim.tail.params[op.name]
+            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
+    for i, name in enumerate(op.name for op in sim.view.ops[len(dep.extractor.ops):]):
+        np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(out.bias[i], sim.tail.params[name].bias, atol=1e-5)
+    cls, z = sim.predict(q)
+    for i in range(len(q)):
+        assert out.after[i][0] == cls[i]
+        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+
+
 @contextlib.contextmanager
 def listed_tables() -> Iterator[None]:
     """Build emit models whose constant tables are lists of numbers (never packed as strings of bytes): for tests

@@ -79,14 +79,7 @@ def test_deep_project_learns_as_the_simulator(graph, tmp_path: Path, where: str,
             np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
             moved |= bool((start[j] != out.backbone[j]).any())
         assert moved and len(out.backbone) == len(sim.region_params) > 0
-    head = [op.name for op in sim.view.ops[len(dep.extractor.ops):]]
-    for i, name in enumerate(head):
-        np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
-        np.testing.assert_allclose(out.bias[i], sim.tail.params[name].bias, atol=1e-5)
-    cls, z = sim.predict(q)
-    for i in range(6):
-        assert out.after[i][0] == cls[i]
-        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+    c_harness.check_learned(out, sim, dep, q, [], mode)  # the head and the predictions
 
 
 # target -> (compiler, nm, flags, board)

@@ -152,7 +152,6 @@ def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: s
     learns 9 samples (buffer 3, batch 2, 2 epochs) as the simulator: bias: the int32 biases bit for bit; blocks: the
     float region's weights and biases (1e-5 relative); the classifier and every prediction after learning to 1e-5."""
     from tinycc.ir.deep import DeepLearner
-    from tinycc.ir.train import softmax
 
     dep = _deploy(se_graph, mode, buffer=3, batch_size=2, epochs=2)
     sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
@@ -165,23 +164,8 @@ def test_swish_project_learns_as_the_simulator(se_graph, tmp_path: Path, mode: s
         sim.learn_input(x[i % 6], int(y[i % 6]))
         assert not sim.last_refused
     assert out.buffer == sim.buffer.count == 3
-    moved = False
-    for j, op in enumerate(sim.region_params):
-        if mode == "blocks":
-            p = sim.tail.params[op.name]
-            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
-        else:
-            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
-            moved |= bool((start[j] != out.backbone[j]).any())
-    assert moved or mode == "blocks"
-    for i, name in enumerate(op.name for op in sim.view.ops[len(dep.extractor.ops):]):
-        np.testing.assert_allclose(out.weights[i], sim.tail.params[name].weight.reshape(-1), atol=1e-5)
-        np.testing.assert_allclose(out.bias[i], sim.tail.params[name].bias, atol=1e-5)
-    cls, z = sim.predict(q)
-    for i in range(6):
-        assert out.after[i][0] == cls[i]
-        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+    c_harness.check_learned(out, sim, dep, q, sim.region_params, mode)
+    assert mode == "blocks" or any((s != b).any() for s, b in zip(start, out.backbone))  # the biases moved
 
 
 @pytest.mark.parametrize("mode", ["bias", "blocks"])
@@ -277,7 +261,6 @@ def test_cnas_swish_region_learns_as_the_simulator(cnas_graph, shared_data: Path
     learning (class and probabilities to 1e-5)."""
     from tinycc.deploy import build_deep_deployment
     from tinycc.ir.deep import DeepLearner
-    from tinycc.ir.train import softmax
     from tinycc.session import Session
 
     from .deploy_util import make_config
@@ -297,17 +280,7 @@ def test_cnas_swish_region_learns_as_the_simulator(cnas_graph, shared_data: Path
         assert not sim.last_refused
     trained = [op for op in sim.region_params if any(sim.tail.trains(op.name))]
     assert len(trained) == (5 if mode == "blocks" else 4)  # bias: the last convolution has none
-    for j, op in enumerate(trained):
-        if mode == "blocks":
-            p = sim.tail.params[op.name]
-            np.testing.assert_allclose(out.backbone_w[j], p.weight.reshape(-1), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(out.backbone_b[j], p.bias, rtol=1e-5, atol=1e-6)
-        else:
-            np.testing.assert_array_equal(out.backbone[j], sim.view.tensors[op.inputs[2]].data)
-    cls, z = sim.predict(q)
-    for i in range(4):
-        assert out.after[i][0] == cls[i]
-        np.testing.assert_allclose(out.after[i][1], softmax(z)[i], atol=1e-5)
+    c_harness.check_learned(out, sim, dep, q, trained, mode)
 
 def test_int8_constants_are_dequantized(se_graph) -> None:
     """The float region of `--deep blocks` reads an int8 graph's Add/Mul constants dequantized (the lowered hard

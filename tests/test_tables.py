@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from tinycc.backends.c import CBackend, tables
-from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.session import Session
 
-from .conftest import mlperf_model
 from .deploy_util import build_deployment, render_project
+from .test_generated_code import _digits, _kws
 
 ROOT = Path(__file__).resolve().parents[1]
 WARN = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
@@ -28,16 +27,6 @@ CORES = {
                   "-std=c99", "-Os"],
     "avr": ["avr-gcc", "-mmcu=atmega2560", "-std=gnu11", "-Os"],
 }
-
-
-def _digits(session: Session):
-    g = session.registry.frontend_for("m.h5").load(str(ROOT / "examples" / "digits_cnn.h5"))
-    d = np.load(ROOT / "examples" / "digits_data.npz")
-    return g, {"buffer": 4, "calib_data": d["x_train"][:32], "test_count": 1}
-
-
-def _kws(session: Session):
-    return read_tflite(str(mlperf_model("kws_ref_model.tflite"))), {"buffer": 2, "test_count": 1}
 
 
 def _object(project: Path, flags: list[str]) -> bytes:
@@ -51,7 +40,7 @@ def _object(project: Path, flags: list[str]) -> bytes:
 def test_packed_tables_compile_to_the_same_objects(tmp_path: Path, model: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     session = Session(autoload=False)
-    g, opts = (_digits if model == "digits" else _kws)(session)
+    g, opts = (_digits if model == "digits" else _kws)(session)  # the generated-code tests' two models
     dep = build_deployment(g, opts, session, CBackend())
     packed, listed = tmp_path / "packed", tmp_path / "listed"
     render_project(dep, opts, packed, with_main=False)
