@@ -127,6 +127,15 @@ def _symbols(project: Path, cc: str, nm: str, flags: list[str]) -> list[tuple[st
     return out
 
 
+def deploy_for(target: str, build):
+    """``build(**budget)``'s deployment for ``target`` of TARGETS (skips where its compiler is missing): with the
+    board and a generous budget, or none for the host; and the board."""
+    cc, nm, _, board = TARGETS[target]
+    if not (shutil.which(cc) and shutil.which(nm)):
+        pytest.skip(f"{cc} is not installed")
+    return build(**({"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {})), board
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mode: str) -> None:  # noqa: F811
@@ -135,11 +144,7 @@ def test_deep_report_equals_symbol_sizes(graph, tmp_path: Path, target: str, mod
     static RAM; the flash of the region's tables and of the step's constants equal their lines; the stack is
     measured (with the board: for the Cortex-M4). blocks: the region's float weights and biases are the parameters
     line (RAM), no int32 biases, kept activations, region tables or step constants."""
-    cc, nm, flags, board = TARGETS[target]
-    if not (shutil.which(cc) and shutil.which(nm)):
-        pytest.skip(f"{cc} is not installed")
-    opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
-    dep = _deploy(graph, mode, buffer=5, batch_size=2, **opts)
+    dep, board = deploy_for(target, lambda **o: _deploy(graph, mode, buffer=5, batch_size=2, **o))
     ram, items, syms = static_ram_by_line(dep, tmp_path, target, RAM_GROUPS)
     # exact: every line; the buffer's descriptor only where a board names the ABI (else the host's, flagged)
     assert all(items[k]["exact"] for k in ram if k != "runtime descriptors")

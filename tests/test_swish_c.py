@@ -176,13 +176,9 @@ def test_swish_project_report_equals_symbols(se_graph, tmp_path: Path, target: s
     are its flash line; the stack is measured."""
     import re
 
-    from .test_deep_project import RAM_GROUPS, TARGETS, static_ram_by_line
+    from .test_deep_project import RAM_GROUPS, deploy_for, static_ram_by_line
 
-    cc, nm, _, board = TARGETS[target]
-    if not (shutil.which(cc) and shutil.which(nm)):
-        pytest.skip(f"{cc} is not installed")
-    opts = {"board": board, "ram": 10 ** 7, "flash": 10 ** 8} if board else {}
-    dep = _deploy(se_graph, mode, buffer=4, batch_size=2, **opts)
+    dep, board = deploy_for(target, lambda **o: _deploy(se_graph, mode, buffer=4, batch_size=2, **o))
     ram, items, syms = static_ram_by_line(dep, tmp_path, target, RAM_GROUPS)
     assert ram["learn step: values"] > 0 and ram["learn step: gradients"] > 0
     consts = sum(size for kind, name, size in syms if kind in "rR" and re.fullmatch(r"tcc_(?:wq|ws|bs|dw|db|cv)\d+",
