@@ -50,6 +50,20 @@ class _Names:
         return ""
 
 
+class _Shared:
+    """The emitter's ArrayMaker for the scalar family beside a Helium function: every table the scalar form
+    marks as read only by its portable path is passed as is (the Helium function reads it)."""
+
+    def __init__(self, arrays: Any) -> None:
+        self.arrays = arrays
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.arrays, name)
+
+    def portable(self, name: str) -> str:
+        return name
+
+
 def _conv_window(g: Graph, op: Op) -> int:
     kh, kw, c = g.tensors[op.inputs[1]].shape[1:]
     return kh * kw * c
@@ -112,7 +126,7 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
         code = _align(render("mve_dw.c.j2", fn="{fn}", **ctx), scalar)
         return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
     is_gemm = gemm.matches(g, op)
-    scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
+    scalar, args = (gemm if is_gemm else conv).emit(g, op, _Shared(arrays))
     ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
     ctx["P"] = ctx["OH"] * ctx["OW"]
     ctx["ZFIX"] = not ctx["FOLDED"] and conv_params(g, op)["in_zp"] != 0
