@@ -119,12 +119,14 @@ def test_generic_option_keeps_the_runtime_loops(session) -> None:
     assert not em.kernels and {c.fn for c in em.calls} >= {"tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8"}
     em2 = build_emit_model(dep, {**opts, "kernels": "tinycc"})
     assert [k.family for k in em2.kernels] == ["conv", "depthwise", "gemm"]
-    # the same flash tables either way, plus (Cortex-M4/M7 only, under TCC_DSP_ASM) the weights widened at compile
-    # time for the assembly loops, which the memory report counts for such cores: the memory model holds for both
+    # the same flash tables either way (some only where the assembly loops are not built, under !TCC_DSP_ASM), plus
+    # (Cortex-M4/M7 only, under TCC_DSP_ASM) the weights widened at compile time for the assembly loops, which the
+    # memory report counts for such cores: the memory model holds for both
     from tinycc.backends.c.kernels import table_bytes
 
-    assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays if not a.guard)
-    widened = [a for a in em2.arrays if a.guard]
+    assert sum(a.count for a in em.arrays) == sum(a.count for a in em2.arrays if a.guard != "TCC_DSP_ASM")
+    assert {a.guard for a in em2.arrays} == {"", "TCC_DSP_ASM", "!TCC_DSP_ASM"}
+    widened = [a for a in em2.arrays if a.guard == "TCC_DSP_ASM"]
     assert widened and all(a.guard == "TCC_DSP_ASM" and a.ctype == "int32_t" for a in widened)
     assert table_bytes(dep.extractor, "tinycc") == 4 * sum(a.count for a in widened)
     assert table_bytes(dep.extractor, "tinycc", dsp=False) == table_bytes(dep.extractor, "generic") == 0

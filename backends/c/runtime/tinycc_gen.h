@@ -962,4 +962,12 @@ TCC_INLINE int32_t tcc16_smlatt(int32_t x, int32_t w, int32_t a) { return a + (x
 
 #include "tinycc_mve.h" /* Helium helpers (TCC_MVE) */
 
+/* the widened copy of a layer that has a Helium function (kernels/mve.py): only its scalar form under #else reads
+ * it, so it is defined (under TCC_DSP_ASM && !TCC_MVE) and passed only where that form is built */
+#if TCC_MVE
+#define TCC_WW_SCALAR(a) NULL
+#else
+#define TCC_WW_SCALAR(a) TCC_WW(a)
+#endif
+
 #endif
