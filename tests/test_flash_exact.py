@@ -47,12 +47,12 @@ def _make_var(makefile: str, name: str) -> str:
     return m.group(1)
 
 
-def compile_model(project: Path, arm: bool) -> Path:
-    """model.o as the generated Makefile builds the demo: CFLAGS for the host, the Cortex-M4's ARM_FLAGS."""
+def compile_model(project: Path, arm: bool, cpu: str = "m4") -> Path:
+    """model.o as the generated Makefile builds the demo: CFLAGS for the host, ARM_FLAGS for ``cpu``."""
     mk = (project / "Makefile").read_text()
     if arm:
         cc = "arm-none-eabi-gcc"
-        flags = _make_var(mk, "CPU_FLAGS_m4").split() + \
+        flags = _make_var(mk, f"CPU_FLAGS_{cpu}").split() + \
             _make_var(mk, "ARM_FLAGS").replace("$(CPU_FLAGS_$(CPU))", "").split()
     else:
         cc, flags = "gcc", _make_var(mk, "CFLAGS").split()
@@ -97,11 +97,12 @@ def test_flash_figure_equals_the_compiled_tables(session, tmp_path: Path, build:
 
 
 @pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc not installed")
-@pytest.mark.parametrize("board", [None, "mps2_an386"])
-def test_inference_report_with_a_per_tensor_dense_equals_the_object(session, tmp_path: Path,
-                                                                     board: str | None) -> None:
+@pytest.mark.parametrize("board,cpu", [(None, None), ("mps2_an386", "m4"), ("mps3_an547", "m55")])
+def test_inference_report_with_a_per_tensor_dense_equals_the_object(session, tmp_path: Path, board: str | None,
+                                                                     cpu: str | None) -> None:
     """The KWS model whole (--inference-only): its dense layer's requantization is per tensor (one multiplier and
-    shift), the depthwise-separable blocks have widened copies on the Cortex-M4."""
+    shift), the depthwise-separable blocks have widened copies on the Cortex-M4; the Cortex-M55 runs Helium
+    functions, whose scalar form's widened copies its image does not carry."""
     from .conftest import mlperf_model
     from .deploy_util import compile_model as compile_cli
 
@@ -109,7 +110,7 @@ def test_inference_report_with_a_per_tensor_dense_equals_the_object(session, tmp
     opts = {"inference_only": True, **({"board": board} if board else {})}
     compile_cli(str(model), "c", str(tmp_path), opts, session)
     arm = board is not None
-    syms = table_symbols(compile_model(tmp_path, arm), arm)
+    syms = table_symbols(compile_model(tmp_path, arm, cpu or "m4"), arm)
     flash = flash_tables(json.loads((tmp_path / "tinycc_memory.json").read_text())["items"])
     assert sum(syms.values()) == sum(flash.values()), (flash, syms)
-    assert any(k.endswith("_widened") for k in syms) == arm
+    assert any(k.endswith("_widened") for k in syms) == (cpu == "m4")
