@@ -83,7 +83,9 @@ def extractor_flash(graph: Graph) -> tuple[int, int, int]:
                 else:
                     weights += ten.nbytes
         if op.kind in (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE):
-            tables += 8 * graph.tensors[op.outputs[0]].shape[-1]
+            q = graph.tensors[op.inputs[1]].quant
+            per_tensor = op.kind == OpKind.DENSE and q is not None and not q.per_axis  # one multiplier and shift
+            tables += 8 * (1 if per_tensor else graph.tensors[op.outputs[0]].shape[-1])
         elif op.kind in (OpKind.GRU, OpKind.SIMPLE_RNN):  # multiplier + shift per row, for the input and the state
             tables += 16 * graph.tensors[op.inputs[1]].shape[0]
     return weights, biases, tables

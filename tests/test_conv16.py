@@ -6,6 +6,7 @@ QEMU (weights widened to int16, smlad); layers the form cannot take keep the por
 are counted exactly."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def _program(cases: list, widen: bool = True) -> tuple[str, list[str], list[str]
         for c in em.calls:
             fn = f"{c.fn}_c{i}" if any(k.fn == c.fn for k in em.kernels) else c.fn
             args = [names.get(v, v) for v in c.args]
-            args = [f"TCC_WW({names[v[7:-1]]})" if v.startswith("TCC_WW(") else v for v in args]
+            args = [re.sub(r"^(TCC_WW|TCC_PORTABLE)\((\w+)\)$", lambda m: f"{m[1]}({names[m[2]]})", v) for v in args]
             body.append(f"    {fn}({', '.join(args)});")
         y = g.outputs[0]
         body.append(f"    dump({i}, tcc_arena + {em.plan.offsets[y]}, {g.tensors[y].size});")

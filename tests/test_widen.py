@@ -54,7 +54,7 @@ def test_no_widen_option_reaches_the_config(session) -> None:
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
 def test_no_widen_drops_the_copies_bit_exact(session, tmp_path: Path) -> None:
     """--no-widen: no `_widened` array in model.o, the kernel tables item smaller by exactly the copies' bytes,
-    the report's flash arrays bounding model.o's, features equal to the interpreter under QEMU on the
+    the report's flash arrays equal to model.o's, features equal to the interpreter under QEMU on the
     Cortex-M4."""
     from tinycc.backends.c.kernels import table_bytes
 
@@ -77,7 +77,7 @@ def test_no_widen_drops_the_copies_bit_exact(session, tmp_path: Path) -> None:
     sizes = [int(p[1], 16) for p in (line.split() for line in syms.splitlines())
              if len(p) == 4 and p[2] in "rR" and p[3].startswith("tcc_")]
     flash = sum(i["bytes"] for i in narrow.memory["items"] if i["section"] == "flash" and i["name"] != "code")
-    assert 0 < sum(sizes) <= flash  # GCC drops arrays only the portable path reads: the report bounds the image
+    assert 0 < sum(sizes) == flash  # exact: one copy of every table, the int8 ones
     out, _ = c_harness.build_and_run_qemu(tmp_path, "m4")
     feats = Simulator(narrow).features(x)
     for i in range(len(x)):

@@ -23,8 +23,8 @@ from .. import names
 from ..base import AVR_DEEP, Backend, refuse_deep
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
-from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, render_project,
-                 test_inputs, test_vectors, write_inference_vectors, write_test_vectors)
+from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, portable_adjust,
+                 render_project, test_inputs, test_vectors, write_inference_vectors, write_test_vectors)
 from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
@@ -146,6 +146,9 @@ class ArduinoBackend(Backend):
             fsize = 2 if g.tensors[g.outputs[0]].dtype.value == "int16" else 1  # int16 features: 2 bytes a value
             state = CORE_RESERVE + proto_bytes(insize, fsize * clf.n_in, clf.target_count)
         return c_figures(candidate, state, state_exact=False)
+
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        portable_adjust(report, candidate)  # the sketch's model.c is the C backend's
 
     def deep_figures(self, candidate: Candidate) -> MemoryFigures:
         """--deep bias: the C backend's figures of the int8 front, plus the serial protocol (its learn request

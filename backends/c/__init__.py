@@ -435,6 +435,9 @@ class CBackend(Backend):
     def memory_figures(self, candidate: Candidate) -> MemoryFigures:
         return c_figures(candidate)
 
+    def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
+        portable_adjust(report, candidate)
+
     def deep_figures(self, candidate: Candidate) -> MemoryFigures:
         return deep_figures(candidate, c_figures(candidate))
 
@@ -471,6 +474,29 @@ def c_figures(candidate: Candidate, state: int = 0, state_exact: bool = True) ->
                                             helium(candidate.config), candidate.config.memory.widen),
                          descriptors=runtime_descriptors(candidate),
                          state_exact=state_exact, arena_detail=detail)
+
+
+REPORT_ITEMS = {"weights": ("extractor weights", "weights"), "biases": ("extractor biases", "biases"),
+                "requantization tables": ("requantization tables",)}
+
+
+def portable_adjust(report: Any, candidate: Candidate) -> None:
+    """On a core where the assembly loops are built (`dsp_target`), take out of the report's flash items the
+    int8 weights, biases and requantization tables that only the portable kernels read: the generated code defines
+    them only where the loops are not built (their widened copies, in the kernel tables item, replace them), so
+    the flash figure is exact for the board's core."""
+    from .kernels import dsp_target, portable_bytes
+    from .kernels.mve import helium
+
+    config = candidate.config
+    if not dsp_target(config.target):
+        return
+    left = portable_bytes(candidate.extractor, config.kernels, helium(config), config.memory.widen)
+    for item in report.items:
+        for kind, n in left.items():
+            if n and item.section == "flash" and item.name in REPORT_ITEMS[kind]:
+                item.bytes -= n
+                item.detail += f" (without {n:,} B that only the portable kernels read: this core reads their widened copies)"
 
 
 def runtime_descriptors(candidate: Candidate) -> Any:

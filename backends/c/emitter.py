@@ -23,6 +23,7 @@ from . import cmsis_nn
 from .emit16 import emit_int16, is_int16_op
 from .kernels.mve import helium
 from .kernels import Kernel, rnn, specialize
+from .kernels.common import PORTABLE_GUARD
 from .layout import c_float
 from .tables import CArray
 
@@ -91,6 +92,8 @@ class _Builder:
         self.names: dict[str, str] = {}
         self.shared: dict[str, str] = {}  # tables of tinycc's own, one per model (the recurrent layers' sigmoid, tanh)
         self.taken: set[str] = set()
+        self.uses: dict[str, int] = {}  # flash table -> the call arguments that name it
+        self.portable_uses: dict[str, int] = {}  # of those, the ones only a kernel's portable path reads
         self.layer: tuple[int, str] = (0, "layer")  # the current op's position in the schedule and kind
         self.op_now: Op | None = None
         self.kernels_mode = dep.config.kernels
@@ -119,7 +122,23 @@ class _Builder:
             name, n = f"{stem}_{n}", n + 1
         self.taken.add(name)
         self.m.arrays.append(CArray(name, ctype, np.asarray(values).reshape(-1), flash, guard=guard))
-        return self.m.arrays[-1].ref
+        ref = self.m.arrays[-1].ref  # what code names it by (a packed wide table: name.v)
+        self.uses[ref] = 1
+        return ref
+
+    def portable(self, name: str) -> str:
+        """The argument for a table that only the kernel's portable path reads (``kernels.common.portable_args``):
+        NULL where the assembly loops are built; a table no other argument names is defined only where they are
+        not (`guard_portable`)."""
+        self.portable_uses[name] = self.portable_uses.get(name, 0) + 1
+        return f"TCC_PORTABLE({name})"
+
+    def guard_portable(self) -> None:
+        """Put every flash table that only portable paths read under PORTABLE_GUARD (one copy per core)."""
+        for a in self.m.arrays:
+            n = self.portable_uses.get(a.ref, 0)
+            if n and n == self.uses.get(a.ref) and not a.guard:
+                a.guard = PORTABLE_GUARD
 
     def const(self, tensor: str) -> str:
         """The flash table of a constant tensor (one per tensor), named after the first layer that reads it and
@@ -129,6 +148,8 @@ class _Builder:
             ctype = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
                      "float32": "float"}[t.dtype.value]
             self.names[tensor] = self.array(self.role(tensor), ctype, t.data)
+        else:
+            self.uses[self.names[tensor]] = self.uses.get(self.names[tensor], 0) + 1
         return self.names[tensor]
 
     def role(self, tensor: str) -> str:
@@ -193,6 +214,7 @@ class _Builder:
                     raise TinyccError("internal: a memory plan with overlapping buffers for the CMSIS-NN kernels")
                 for c in self.m.calls[n:]:
                     c.what += f", over {shared} bytes of its input"
+        self.guard_portable()
         return self.m
 
     def shapes(self, op: Op) -> str:

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from ....config import KERNELS as KERNEL_CHOICES  # noqa: F401  (--kernels; cmsis-nn is backends/c/cmsis_nn.py)
 from ....ir.graph import Graph, Op
 from ..layout import fold_constants
@@ -30,6 +32,7 @@ class ArrayMaker(Protocol):
     def const(self, tensor: str) -> str: ...
     def ptr(self, tensor: str) -> str: ...
     def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str: ...
+    def portable(self, name: str) -> str: ...  # the argument for a table only the portable path reads
     shared: dict[str, str]  # tables of tinycc's own made once per model, by role
 
 
@@ -128,6 +131,76 @@ def widened_weight_bytes(g: Graph, helium: bool = False) -> int:
         mod = choose(g, op, "tinycc", helium)
         total += mod.ww_bytes(g, op) if mod is not None and hasattr(mod, "ww_bytes") else 0
     return total
+
+
+CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4, "int64_t": 8,
+               "float": 4}
+REPORT_KINDS = {"bias": "biases", "mult": "requantization tables", "shift": "requantization tables"}
+
+
+class _Tally:
+    """An ArrayMaker that defines nothing: per table the kernels name, its bytes, its report item ("weights",
+    "biases", "requantization tables"), how many call arguments name it and how many of those only a portable path
+    reads (the emitter's `guard_portable` rule)."""
+
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.shared: dict[str, str] = {}
+        self.bytes: dict[str, int] = {}
+        self.kind: dict[str, str] = {}
+        self.uses: dict[str, int] = {}
+        self.portable_uses: dict[str, int] = {}
+
+    def const(self, tensor: str) -> str:
+        t = self.g.tensors[tensor]
+        key = "t:" + tensor
+        self.bytes[key] = t.nbytes
+        self.kind[key] = "biases" if t.dtype.value in ("int32", "int64") else "weights"  # as extractor_flash
+        self.uses[key] = self.uses.get(key, 0) + 1
+        return key
+
+    def ptr(self, tensor: str) -> str:
+        return self.const(tensor) if self.g.tensors[tensor].is_const else tensor
+
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str:
+        key = f"a:{len(self.bytes)}"
+        self.bytes[key] = int(np.asarray(values).size) * CTYPE_BYTES[ctype]
+        self.kind[key] = REPORT_KINDS.get(base, "tables")
+        self.uses[key] = 1
+        return key
+
+    def portable(self, name: str) -> str:
+        self.portable_uses[name] = self.portable_uses.get(name, 0) + 1
+        return name
+
+    def portable_only(self) -> dict[str, int]:
+        """Bytes per report item of the tables that only portable paths read."""
+        out: dict[str, int] = {}
+        for key, n in self.portable_uses.items():
+            if n == self.uses[key]:
+                out[self.kind[key]] = out.get(self.kind[key], 0) + self.bytes[key]
+        return out
+
+
+def portable_bytes(g: Graph, kernels: str, helium: bool = False, widen: bool = True) -> dict[str, int]:
+    """Where the assembly loops are built: the flash per report item ("weights", "biases", "requantization
+    tables") of the tables that only the portable path of their kernels reads, which the generated code defines
+    only where the loops are not built (``common.PORTABLE_GUARD``: the widened copies replace them); {} without
+    widened weights (--no-widen, ``kernels`` other than tinycc)."""
+    from . import conv, conv16, depthwise, gemm
+
+    if kernels != "tinycc" or not widen:
+        return {}
+    tally = _Tally(g)
+    for op in g.ops:
+        mod = choose(g, op, kernels, helium)
+        if mod in (conv, conv16, depthwise, gemm):
+            mod.emit(g, op, tally, widen=True)
+        else:  # the generic kernels and the other modules read their constants on every core
+            for t in op.inputs:
+                if g.tensors[t].is_const:
+                    tally.const(t)
+    return tally.portable_only()
 
 
 def specialize(g: Graph, op: Op, arrays: ArrayMaker, kernels: list[Kernel],

@@ -126,6 +126,22 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False,
 
 
 WIDEN_GUARD = "TCC_DSP_ASM"  # the widened weights exist where the assembly loops run (Cortex-M4/M7 with GCC)
+# a table only the portable path of its kernel reads (the assembly path reads the widened copy instead): defined
+# where the assembly loops are not built, so that every core compiles exactly one copy (the memory report's figure)
+PORTABLE_GUARD = f"!{WIDEN_GUARD}"
+ROLE_ARGS = {"w": 2, "bias": 3, "mult": 4, "shift": 5}  # `layer_context`'s call arguments by role
+
+
+def portable_args(arrays: Any, args: list[str], roles: tuple[str, ...]) -> list[str]:
+    """``args`` (`layer_context`'s order) with the tables of ``roles`` (of "w", "bias", "mult", "shift": those the
+    assembly path does not read) passed by ``arrays.portable``: TCC_PORTABLE(name), NULL where the assembly loops
+    are built, the table itself defined only where they are not."""
+    out = list(args)
+    for role in roles:
+        i = ROLE_ARGS[role]
+        if out[i] != "NULL":
+            out[i] = arrays.portable(out[i])
+    return out
 
 
 def widened_pairs(w: np.ndarray, n: int) -> np.ndarray:
@@ -159,6 +175,9 @@ class _NoArrays:
 
     def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str:
         return base
+
+    def portable(self, name: str) -> str:
+        return name
 
 
 def literals(g: Graph, op: Op, fold: bool = False) -> dict[str, Any]:

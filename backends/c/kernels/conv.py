@@ -8,7 +8,7 @@ from typing import Any
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import layer_context, literals, widened_arg, widened_bytes
+from .common import layer_context, literals, portable_args, widened_arg, widened_bytes
 
 
 def matches(g: Graph, op: Op) -> bool:
@@ -33,8 +33,18 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     if n:
         order = window_order(g, op) if kind == "im2col" else None
         args.append(widened_arg(g, op, arrays, n, ctx["_rq"] if ctx["RQH"] else None, order))
+        args = portable_args(arrays, args, portable_roles(kind, ctx))
     return render({"im2col": "conv_im2col.c.j2", "wide": "conv_wide.c.j2", "plain": "conv.c.j2"}[kind],
                   fn="{fn}", **ctx), args  # conv_wide: conv.c.j2 where the assembly is not built
+
+
+def portable_roles(kind: str, ctx: dict[str, Any]) -> tuple[str, ...]:
+    """The tables (`common.ROLE_ARGS`) that only the portable path reads where the layer has widened weights: the
+    int8 weights (the assembly path reads the widened copy) and, where each pair's requantization heads its widened
+    weights (RQH), bias, multipliers and shifts; im2col's odd last channel reads them all."""
+    if kind == "im2col" and ctx["OC"] % 2:
+        return ()
+    return ("w", "bias", "mult", "shift") if ctx["RQH"] else ("w",)
 
 
 def leftover_bytes(g: Graph, op: Op) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind, same_padding
 from ....ir.tensor import DType
 from . import render
-from .common import WIDEN_GUARD
+from .common import WIDEN_GUARD, portable_args
 
 KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
 UNROLL_TAPS = 25  # depthwise windows up to this many taps: an interior pixel's taps unrolled (literal offsets)
@@ -133,6 +133,8 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
             arrays.array("mult", "int32_t", m), arrays.array("shift", "int32_t", t)]
     if widen:
         name = arrays.array("ww", "int16_t", w.data.reshape(-1).astype(np.int16), guard=WIDEN_GUARD)
+        # the assembly path reads the int16 copy alone, but for a depthwise layer's last channels (not 4)
+        args = portable_args(arrays, args, ("w",) if ctx["KIND"] == "conv" or ctx["OC"] % 4 == 0 else ())
         args.append(f"TCC_WW({name})")
     else:
         args.append("NULL")

@@ -17,7 +17,7 @@ from ....ir.interpreter_int8 import conv_params
 from ....ir.ops import OpKind
 from ..overlap import Geometry, geometry
 from . import render
-from .common import WIDEN_GUARD, layer_context
+from .common import WIDEN_GUARD, layer_context, portable_args
 
 MAX_UNROLLED_TAPS = 25  # interior pixels of kernels up to 5x5 run their taps unrolled
 WIDE_WEIGHTS = 2304  # DSP cores: weights up to this many stack bytes when widened (3x3x128) are widened once
@@ -80,9 +80,9 @@ def emit(g: Graph, op: Op, arrays: Any, fast: bool = True, widen: bool = True) -
         ctx, args = layer_context(g, op, arrays, rq_tables=tables[:2])
         ctx["LONG_C"] = tables[2]
         ctx["WWARG"] = widen
-        if widen:
+        if widen:  # the assembly path reads the records alone: weights, bias and requantization for the portable
             name = arrays.array("ww", "int32_t", fast_widened(g, op), guard=WIDEN_GUARD)
-            args.append(f"TCC_WW({name})")
+            args = portable_args(arrays, args, ("w", "bias", "mult")) + [f"TCC_WW({name})"]
         return render("depthwise_fast.c.j2", fn="{fn}", **ctx,
                       **fast_context(x, ctx["HAS_BIAS"], ctx["PER_CHANNEL"], tables[2])), args
     ctx, args = layer_context(g, op, arrays)

@@ -8,7 +8,8 @@ import numpy as np
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import WIDEN_GUARD, layer_context, literals, rq_header, widened_arg, widened_bytes, widened_pairs
+from .common import (WIDEN_GUARD, layer_context, literals, portable_args, rq_header, widened_arg, widened_bytes,
+                     widened_pairs)
 
 
 WIDEN_MAX_INPUTS = 256  # DSP path: two pixels widened once into 4 x inputs bytes of stack (at most 1 KiB)
@@ -32,7 +33,7 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
     ctx, args = layer_context(g, op, arrays, fold=True)  # no padding: the zero point folds into the bias
     ctx["P"] = ctx["OH"] * ctx["OW"]
     ctx["WIDEN"] = ctx["IC"] % 4 == 0 and ctx["IC"] <= WIDEN_MAX_INPUTS
-    ctx["WWARG"] = widen and ww_used(g, op)
+    ctx["WWARG"] = widen and ww_used(g, op, ctx)
     ctx["RQH"] = ctx["WWARG"] and ctx["RQ"]  # the widened weights carry each pair's requantization
     ctx["FAST"] = ctx["RQH"] and _fast(ctx)
     ctx["G8"] = ctx["FAST"] and ctx["IC"] == 8 and ctx["FOLDED"]
@@ -47,7 +48,22 @@ def emit(g: Graph, op: Op, arrays: Any, widen: bool = True) -> tuple[str, list[s
         args.append(f"TCC_WW({name})")
     elif ctx["WWARG"]:
         args.append(widened_arg(g, op, arrays, ctx["IC"], ctx["_rq"] if ctx["RQH"] else None))
+    if ctx["WWARG"]:
+        args = portable_args(arrays, args, portable_roles(ctx))
     return render("gemm.c.j2", fn="{fn}", **ctx), args
+
+
+def portable_roles(ctx: dict[str, Any]) -> tuple[str, ...]:
+    """The tables (`common.ROLE_ARGS`) that only the portable path reads where the layer has widened weights: all
+    four for TCC_GEMM8_; with an even channel count (no odd last channel, which reads them all) all four for
+    TCC_GEMM2_, bias, multipliers and shifts where the pairs' requantization heads the widened weights (RQH), the
+    int8 weights where every pixel has a partner (a last odd pixel reads them)."""
+    if ctx["G8"]:
+        return ("w", "bias", "mult", "shift")
+    if ctx["OC"] % 2:
+        return ()
+    rq = ("bias", "mult", "shift") if ctx["RQH"] else ()
+    return (("w",) if ctx["FAST"] or ctx["P"] % 2 == 0 else ()) + rq
 
 
 def _fast(ctx: dict[str, Any]) -> bool:
@@ -92,18 +108,22 @@ def gemm8_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
     return recs.reshape(-1)
 
 
-def ww_used(g: Graph, op: Op) -> bool:
-    """Whether the assembly path reads weights widened at compile time (it widens the inputs, and there is a
-    pair of output channels)."""
+def ww_used(g: Graph, op: Op, lit: dict[str, Any]) -> bool:
+    """Whether the assembly path reads weights widened at compile time (``lit``: the layer's `literals`): it
+    widens the inputs, there is a pair of output channels, and a pair of pixels or the pairs' requantization
+    heading the widened weights (a lone pixel without it reads the int8 weights only)."""
     ic = g.tensors[op.inputs[0]].shape[-1]
-    return ic % 4 == 0 and ic <= WIDEN_MAX_INPUTS and g.tensors[op.inputs[1]].shape[0] >= 2  # a channel pair
+    pairs = lit["RQ"] or lit["OH"] * lit["OW"] >= 2
+    return ic % 4 == 0 and ic <= WIDEN_MAX_INPUTS and g.tensors[op.inputs[1]].shape[0] >= 2 and pairs
 
 
 def ww_bytes(g: Graph, op: Op, widen: bool = True) -> int:
     """Flash of the widened weights `emit` adds for `op` (0 without)."""
-    if not widen or not ww_used(g, op):
+    if not widen:
         return 0
     lit = literals(g, op, fold=True)
+    if not ww_used(g, op, lit):
+        return 0
     lit["P"] = lit["OH"] * lit["OW"]
     if lit["RQ"] and _fast(lit):
         if lit["IC"] == 8 and lit["FOLDED"]:

@@ -23,7 +23,7 @@ from typing import Any
 from ....ir.graph import Graph, Op
 from ....ir.interpreter_int8 import conv_params
 from . import add, conv, depthwise, gemm, render
-from .common import layer_context
+from .common import WIDEN_GUARD, layer_context
 
 HELIUM_CPUS = ("m55",)  # built-in targets with MVE-I
 MAX_WINDOW = 1024  # conv: at most this many int8 per pixel window (2 windows on the stack)
@@ -48,6 +48,25 @@ class _Names:
 
     def array(self, base: str, ctype: str, values: Any, flash: bool = True) -> str:
         return ""
+
+
+class _Shared:
+    """The emitter's ArrayMaker for the scalar family beside a Helium function: every table the scalar form
+    marks as read only by its portable path is passed as is (the Helium function reads it)."""
+
+    def __init__(self, arrays: Any) -> None:
+        self.arrays = arrays
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.arrays, name)
+
+    def array(self, base: str, ctype: str, values: Any, flash: bool = True, guard: str = "") -> str:
+        if guard == WIDEN_GUARD:  # the widened copy: the scalar form's alone (TCC_WW_SCALAR)
+            guard = f"{WIDEN_GUARD} && !TCC_MVE"
+        return self.arrays.array(base, ctype, values, flash, guard)
+
+    def portable(self, name: str) -> str:
+        return name
 
 
 def _conv_window(g: Graph, op: Op) -> int:
@@ -112,7 +131,8 @@ def emit(g: Graph, op: Op, arrays: Any) -> tuple[str, list[str]]:
         code = _align(render("mve_dw.c.j2", fn="{fn}", **ctx), scalar)
         return f"#if TCC_MVE\n{code}#else\n{scalar}#endif\n", args
     is_gemm = gemm.matches(g, op)
-    scalar, args = (gemm if is_gemm else conv).emit(g, op, arrays)
+    scalar, args = (gemm if is_gemm else conv).emit(g, op, _Shared(arrays))
+    args = [a.replace("TCC_WW(", "TCC_WW_SCALAR(") for a in args]
     ctx, _ = layer_context(g, op, _Names(), fold=True if is_gemm else _conv_folds(g, op))
     ctx["P"] = ctx["OH"] * ctx["OW"]
     ctx["ZFIX"] = not ctx["FOLDED"] and conv_params(g, op)["in_zp"] != 0

@@ -799,8 +799,12 @@ TCC_INLINE void tcc_widen_il(const int8_t *a, uint32_t *dst, int32_t n, int32_t 
 /* a layer's compile-time widened weights: passed where the assembly loops are built, NULL elsewhere (the table
  * itself is only defined under TCC_DSP_ASM, so other targets' images do not carry it) */
 #define TCC_WW(a) (a)
+/* a layer's table that only the portable loops read (the assembly loops read the widened copy): NULL here, the
+ * table itself defined only under !TCC_DSP_ASM, so every core's image carries exactly one copy */
+#define TCC_PORTABLE(a) NULL
 #else
 #define TCC_WW(a) NULL
+#define TCC_PORTABLE(a) (a)
 #endif
 
 /* acc[0..1] += dot(x0, w0), dot(x0, w0 + ws) over n int8 (one pixel, two output channels). */
@@ -957,5 +961,13 @@ TCC_INLINE int32_t tcc16_smlatt(int32_t x, int32_t w, int32_t a) { return a + (x
 #endif
 
 #include "tinycc_mve.h" /* Helium helpers (TCC_MVE) */
+
+/* the widened copy of a layer that has a Helium function (kernels/mve.py): only its scalar form under #else reads
+ * it, so it is defined (under TCC_DSP_ASM && !TCC_MVE) and passed only where that form is built */
+#if TCC_MVE
+#define TCC_WW_SCALAR(a) NULL
+#else
+#define TCC_WW_SCALAR(a) TCC_WW(a)
+#endif
 
 #endif

@@ -13,6 +13,14 @@
 #define TCC_READ_S16(p) ((int16_t)pgm_read_word(p))
 #define TCC_READ_S32(p) ((int32_t)pgm_read_dword(p))
 #define TCC_READ_F32(p) (pgm_read_float(p))
+#elif defined(__GNUC__)
+/* used: every table the generated code defines is in the object, also where the compiler folds its reads into
+ * the code (a small layer's fully unrolled loops), so the memory report's flash figure is the image's */
+#define TCC_WEIGHT __attribute__((used))
+#define TCC_READ_S8(p) (*(const int8_t *)(p))
+#define TCC_READ_S16(p) (*(const int16_t *)(p))
+#define TCC_READ_S32(p) (*(const int32_t *)(p))
+#define TCC_READ_F32(p) (*(const float *)(p))
 #else
 #define TCC_WEIGHT
 #define TCC_READ_S8(p) (*(const int8_t *)(p))
