@@ -285,7 +285,34 @@ def _kernels_only(args: argparse.Namespace, load: float) -> Result:
     if args.baseline:
         base_text, res.data["baseline"] = against_baseline(model, _calibration(args, tmp), args)
         res.add(base_text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot_kernels(res.data, args.baseline_label, out / "compile_kernels.png")
+    res.plots.append("compile_kernels.png")
     return res
+
+
+def _plot_kernels(data: dict, label: str, path: Path) -> None:
+    """Median CPU seconds of each kind of compile (and of the baseline checkout's, when measured), with every run
+    as a dot: how far apart the kinds are, and how noisy."""
+    import matplotlib.pyplot as plt
+
+    cpu = data["cpu_seconds"]
+    runs = {"--kernels generic": cpu["generic"], "--kernels tinycc\n(default)": cpu["tinycc"]}
+    if "baseline" in data:
+        runs = {f"{label}\n(default kernels)": data["baseline"]["baseline_cpu_seconds"],
+                **runs, "this checkout\n(default kernels, fresh process)": data["baseline"]["this_cpu_seconds"]}
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for i, (name, xs) in enumerate(runs.items()):
+        ax.bar(i, statistics.median(xs), 0.6, color="tab:blue" if "generic" in name or "tinycc" in name else "tab:gray")
+        ax.plot([i] * len(xs), xs, "k.", ms=4)
+        ax.text(i, statistics.median(xs), f"{statistics.median(xs):.2f} s", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(runs)), list(runs), fontsize=8)
+    ax.set_ylabel("CPU seconds per compile (process + gcc)")
+    ax.set_title(f"tinycc compile of the CNAS model: kernel generator {data['ratio']:.2f}x the generic kernels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def against_baseline(model: str, calib: Path, args: argparse.Namespace) -> tuple[str, dict]:
