@@ -33,7 +33,8 @@ from ...ir.backprop import (PARAM_KINDS, Tail, const_value, int8_weights, step_c
                              step_ops, step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
-__all__ = ["c_step_problem", "emit_learn", "flash_problem", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
+__all__ = ["c_step_problem", "emit_learn", "emit_step", "flash_problem", "known_order", "learner_step", "step_flash",
+           "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 

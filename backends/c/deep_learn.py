@@ -75,9 +75,8 @@ def _tables(arrays: list[CArray]) -> str:
 
 # layer kernel -> its variant reading the learned int32 biases from RAM (bias argument at the same place): on a
 # Harvard core (AVR) the layer kernels read every table from flash, the trained region's biases live in RAM
-_BRAM = {"tcc_conv2d_s8": "tcc_conv2d_bram_s8", "tcc_dwconv2d_s8": "tcc_dwconv2d_bram_s8", "tcc_fc_s8": "tcc_fc_bram_s8",
-         "tcc_conv2d_rows_s8": "tcc_conv2d_rows_bram_s8", "tcc_dwconv2d_rows_s8": "tcc_dwconv2d_rows_bram_s8",
-         "tcc_fc_rows_s8": "tcc_fc_rows_bram_s8"}
+_BRAM = {fn: fn.replace("_s8", "_bram_s8") for fn in ("tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8",
+                                                       "tcc_conv2d_rows_s8", "tcc_dwconv2d_rows_s8", "tcc_fc_rows_s8")}
 
 
 def _ram_bias(fn: str, args: list[str], ram: set[str], harvard: bool) -> str:
