@@ -280,3 +280,25 @@ def test_mega2560_refusals(graph) -> None:
     with pytest.raises(BudgetError, match=r"^RAM needs [\d,]+ bytes but board mega2560 allows 8,192") as e:
         _deploy(graph, "blocks", "stem")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("mode", ["bias", "sparse"])
+def test_mega2560_measured_stack_bounds_the_painted_stack(graph, tmp_path: Path, mode: str) -> None:
+    """The measured AVR stack of the deep API (avr-gcc -fstack-usage + call graph, the RAM-bias kernels' `rcall .+0`
+    argument space not read as recursion) bounds a painted simavr run of every entry point, learn included, within
+    25%."""
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.c.deep_project import deep_learner
+    from tinycc.backends.c.stack import project_stack, toolchain
+    from tinycc.config import TestVectors
+
+    from . import stack_harness
+
+    if not (toolchain("avr") and stack_harness.available("avr")):
+        pytest.skip("avr: compiler or simavr not installed")
+    dep = _sparse(graph, CBackend()) if mode == "sparse" else _deploy(graph, "bias", "stem", CBackend())
+    x, y = data(4, 3)
+    CBackend().emit(dep, tmp_path, TestVectors(x, y))
+    fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", "avr", dep.buffer.policy)
+    used = stack_harness.painted(tmp_path, dep.name, deep_learner(dep).buffer.feature_count, "avr")
+    assert used <= fig.bytes <= 1.25 * used, (fig.bytes, used, fig.path)
