@@ -302,3 +302,15 @@ def test_mega2560_measured_stack_bounds_the_painted_stack(graph, tmp_path: Path,
     fig = project_stack(tmp_path, tmp_path / "runtime", dep.name + "_", "avr", dep.buffer.policy)
     used = stack_harness.painted(tmp_path, dep.name, deep_learner(dep).buffer.feature_count, "avr")
     assert used <= fig.bytes <= 1.25 * used, (fig.bytes, used, fig.path)
+
+
+def test_flash_problem_names_frozen_float_constants(graph) -> None:
+    """What AVR still refuses (deep_emit.flash_problem): a step that keeps a frozen float weight (the float kernels
+    read it with plain loads, so it cannot be a flash table). The bias learner's region, computed by the int8 kernels,
+    has none (its weights are the int8 flash tables); the same tail computed in float keeps c1's float weights."""
+    from tinycc.backends.c.deep_emit import flash_problem
+
+    dep = _deploy(graph, "bias", "stem")
+    sim = DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
+    assert flash_problem(sim.tail, {op.outputs[0] for op in sim.region.ops}) is None
+    assert flash_problem(sim.tail, set()) == "layer 'c1' keeps frozen float weights"
