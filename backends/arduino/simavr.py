@@ -62,7 +62,7 @@ def run_simavr(elf: Path, mcu: str = "atmega2560", timeout: float = 900) -> list
             lines[-1] += l
         else:
             lines.append(l)
-        cont = len(l) == UART_LINE  # simavr's UART log breaks a longer line there
+        cont = len(l) == UART_LINE and not l.endswith("..")  # simavr breaks a longer line there (".." ends one)
     return [l.strip().rstrip(".").strip() for l in lines if l.strip()]
 
 
