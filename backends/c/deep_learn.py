@@ -7,7 +7,9 @@ tinycc_learn.c and tinycc_kernels.c) holding
   Φc's float parameters, the float master copies of the region's biases and their int32 biases ``tcc_bq<k>`` (RAM);
 - the region's int8 forward on the runtime's generic kernels (``tcc_conv2d_s8``, ``tcc_dwconv2d_s8``,
   ``tcc_fc_s8``, ``tcc_add_s8``, ...), whose bias pointers are those RAM int32 biases, so inference runs the int8
-  kernels with the learned biases; every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
+  kernels with the learned biases (on AVR, where the kernels read their tables from flash, a layer with a RAM bias
+  calls the kernel's ``_bram_`` variant, which reads that bias with a plain load; the region's tables are
+  ``TCC_WEIGHT``); every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
   the step's ``known`` tensors), which is the region's whole working memory (no arena); a weight the step keeps as
   int8 for its backward (``tcc_wq<k>``, ``ir.backprop.int8_weights``) is the forward's too (one copy in flash);
 - ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs)``: push the
