@@ -314,3 +314,71 @@ def test_flash_problem_names_frozen_float_constants(graph) -> None:
     sim = DeepLearner(dep, dep.meta["deep"]["cut"], "bias", capacity=dep.buffer.capacity)
     assert flash_problem(sim.tail, {op.outputs[0] for op in sim.region.ops}) is None
     assert flash_problem(sim.tail, set()) == "layer 'c1' keeps frozen float weights"
+
+
+AVR_MAIN = Path(__file__).with_name("avr_deep_main.c")
+
+
+def _avr_learned(dep, project: Path, x, y, learn: int) -> tuple[dict, int]:
+    """Build ``dep``'s c project with tests/avr_deep_main.c for the ATmega2560 (avr-gcc -Os -Werror), run it in simavr:
+    ({(what, layer): values}, the last learn call's return)."""
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.c.stack import CORES
+    from tinycc.config import TestVectors
+
+    CBackend().emit(dep, project, TestVectors(x, y))
+    n_layers = int(re.search(r"#define \w+_BACKBONE_LAYERS (\d+)", (project / "tinycc_config.h").read_text())[1])
+    srcs = [str(project / "model.c")] + [str(project / "runtime" / f) for f in
+                                         ("tinycc_kernels.c", "tinycc_learn.c", "tinycc_backprop.c")]
+    defs = [f"-DMODEL={dep.name}", f"-DLAYERS={n_layers}", f"-DLEARN={learn}"]
+    defs += ["-DSPARSE=1"] if dep.meta["deep"]["mode"] == "sparse" else []
+    c = CORES["avr"]
+    exe = project / "learned.elf"
+    r = subprocess.run([c.cc, *c.flags, "-Wall", "-Wextra", "-Werror", "-I", str(project), "-I",
+                        str(project / "runtime"), *defs, "-o", str(exe), str(AVR_MAIN), *srcs, "-lm"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = arduino_harness.run_simavr(exe)
+    assert "done" in lines, lines[-20:]
+    got: dict = {}
+    for what, layer, _, v in (l.split() for l in lines if l.startswith(("bias ", "w8 "))):
+        got.setdefault((what, int(layer)), []).append(int(v))
+    ret = int(next(l for l in lines if l.startswith("learn "))[6:])
+    return got, ret
+
+
+@pytest.mark.skipif(not arduino_harness.available(), reason="avr-gcc/simavr not installed")
+@pytest.mark.parametrize("mode", ["bias", "sparse"])
+def test_mega2560_learned_state_equals_the_simulator(graph, tmp_path: Path, mode: str) -> None:
+    """The c project for the Mega 2560 on the ATmega2560 itself (simavr), 6 learn calls over 3 vectors: the int32
+    biases the RAM-bias kernels read and (sparse) the int8 copy of the trained channels equal the simulator's bit for
+    bit, and moved."""
+    from tinycc.backends.c import CBackend
+    from tinycc.backends.c.deep_emit import channel_rows
+    from tinycc.backends.c.deep_project import deep_learner
+
+    dep = _sparse(graph, CBackend()) if mode == "sparse" else _deploy(graph, "bias", "stem", CBackend())
+    x, y = data(3, 7)
+    got, ret = _avr_learned(dep, tmp_path, x, y, 6)
+    sim = deep_learner(dep)
+    trained = [op for op in sim.region_params if any(sim.tail.trains(op.name))]
+    start = {op.name: (sim.view.tensors[op.inputs[2]].data.copy(), sim.view.tensors[op.inputs[1]].data.copy())
+             for op in trained}
+    for i in range(6):
+        if mode == "sparse":
+            sim.learn(sim.cut_of(x[i % 3:i % 3 + 1])[0].reshape(-1), int(y[i % 3]))
+        else:
+            sim.learn_input(x[i % 3], int(y[i % 3]))
+        assert not sim.last_refused
+    assert ret == (sim.feat_buffer.count if mode == "sparse" else sim.buffer.count)
+    moved = False
+    for j, op in enumerate(trained):
+        w_on, b_on = sim.tail.trains(op.name)
+        bias = sim.view.tensors[op.inputs[2]].data
+        assert got.get(("bias", j), []) == (bias.tolist() if b_on else [])
+        moved |= bool(b_on and (bias != start[op.name][0]).any())
+        if mode == "sparse" and w_on:
+            w8 = sim.view.tensors[op.inputs[1]].data
+            assert got[("w8", j)] == channel_rows(sim.tail, op.name, w8).reshape(-1).tolist()
+            moved |= bool((w8 != start[op.name][1]).any())
+    assert moved and len(trained) == 2
