@@ -1,9 +1,10 @@
 """Deep learners on an AVR board (Arduino Mega 2560, 8 kB RAM) in simavr: `--deep blocks` (a float region, in RAM),
 `--deep bias` and `--train sparse` (the int8 region: its kernels read the learned int32 biases and trained int8
 channels from RAM, every table from flash) learn there as the host simulator (tinycc.ir.deep.DeepLearner, the sparse
-TwoLevelLearner); the same projects built on the host (ASan/UBSan) equal it bit for bit; their memory report equals
-the avr-gcc build's symbols (RAM: .data/.bss, flash: .progmem.data); a project too big for the board is refused (the
-usual budget line)."""
+TwoLevelLearner); on the ATmega2560 (simavr) and on the host (ASan/UBSan) the learned int32 biases and int8 channels
+equal it bit for bit; their memory report equals the avr-gcc build's symbols (RAM: .data/.bss, flash: .progmem.data)
+and their measured AVR stack bounds a painted run; a project too big for the board is refused (the usual budget
+line)."""
 from __future__ import annotations
 
 import re
