@@ -39,15 +39,6 @@ def check_static_size(deployment: Deployment) -> None:
                       f"build addresses its static data within 2 GiB); {advice}")
 
 
-_AVR_FLASH = ("on AVR: the int8 kernels read their weights, biases and requantization constants from flash "
-              "(PROGMEM), but the trained int8 region's learned {} live in RAM")
-AVR_DEEP = {"bias": _AVR_FLASH.format("int32 biases"),
-            "sparse": _AVR_FLASH.format("int32 biases and int8 channels")}
-"""The deep modes an AVR board refuses (mode -> why). ``blocks`` runs there (its region is float, in RAM; float is
-32-bit as on the Cortex-M). The requantization itself is no obstacle: ``tcc_bp_round_div`` is integer arithmetic
-(no double, which avr-libc has as 32 bits only)."""
-
-
 def deep_flag(mode: str) -> str:
     """The option that asks for a deep learner of ``mode`` (``--deep bias|blocks``, ``--train sparse``)."""
     return "--train sparse" if mode == "sparse" else f"--deep {mode}"

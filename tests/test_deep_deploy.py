@@ -3,6 +3,7 @@ tensors fitted to --ram, the budget checked; tflm and AVR boards refuse it in on
 generate it: tests/test_deep_project.py)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import warnings
@@ -173,20 +174,29 @@ def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("target, why, extra", [
-    ("tflm", "TFLite Micro runs inference only", ["--ram", "60000"]),
-    ("arduino", "on AVR: the int8 kernels read their weights", ["--board", "mega2560", "--ram", "1000000"])])
+@pytest.mark.parametrize("target, why, extra", [("tflm", "TFLite Micro runs inference only", ["--ram", "60000"])])
 def test_targets_refuse_deep_bias_in_one_line(model_files: Path, tmp_path: Path, target: str, why: str, extra,
                                               capsys) -> None:
-    """tflm does not generate the deep learner, nor does any target for an AVR board in --deep bias (the c and
-    arduino targets do elsewhere: tests/test_deep_project.py; --deep blocks runs on AVR: tests/test_deep_avr.py):
-    one line with the reason and what it would take, nothing written."""
+    """tflm does not generate the deep learner (the c and arduino targets do: tests/test_deep_project.py, on AVR
+    too: tests/test_deep_avr.py): one line with the reason and what it would take, nothing written."""
     rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", target, "--calib", str(model_files / "c.npz"),
                     "--deep", "bias", *extra, "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and len(err) == 1, err
     assert f"the {target} target does not generate the deep learner ({why}" in err[0]
     assert int(err[0].split("RAM ")[1].split(" B")[0].replace(",", "")) <= int(extra[-1])  # sized to the budget first
     assert not (tmp_path / "o").exists()
+
+
+def test_arduino_avr_compiles_deep_bias(model_files: Path, tmp_path: Path, capsys) -> None:
+    """`tinycc compile -t arduino --board mega2560 --deep bias`: the sketch is written, its trained region on the
+    kernels that read the learned int32 biases from RAM (tcc_*_bram_s8), every table in flash (TCC_WEIGHT)."""
+    rc, err = _cli(["compile", str(model_files / "m.keras"), "-t", "arduino", "--calib", str(model_files / "c.npz"),
+                    "--deep", "bias", "--board", "mega2560", "--ram", "1000000", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 0, err
+    model_c = next((tmp_path / "o").glob("*/src/model.c")).read_text()
+    region = model_c.split("static void tcc_deep_region")[1].split("\n}\n")[0]
+    assert "_bram_s8(" in region and "tcc_bq" in region
+    assert re.search(r"const int8_t tcc_wq\d+\[\d+\] TCC_WEIGHT", model_c)
 
 
 @pytest.mark.parametrize("args, words", [(["--deep", "blocks", "--storage", "float32"], "stores int8 cut tensors"),

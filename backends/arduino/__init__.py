@@ -20,11 +20,12 @@ from ... import __version__
 from ...errors import TinyccError
 from ...ir.deployment import Deployment
 from .. import names
-from ..base import AVR_DEEP, Backend, refuse_deep
+from ..base import Backend, refuse_deep
 from ...backend_api import Candidate, MemoryFigures
 from ...config import TestVectors
 from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, portable_adjust,
                  render_project, test_inputs, test_vectors, write_inference_vectors, write_test_vectors)
+from ..c.deep_project import deep_learner, refuse_harvard
 from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
@@ -112,12 +113,9 @@ class ArduinoBackend(Backend):
 
     def check(self, deployment: Deployment) -> None:
         if deployment.meta.get("deep"):  # --deep bias: the c backend's deep model.c under the same sketch
-            target = deployment.config.target if deployment.config is not None else None
             if "deep_front" not in deployment.meta:
                 refuse_deep(deployment, "arduino", "the deployment was not sized by the arduino backend")
-            mode = deployment.meta["deep"]["mode"]
-            if target is not None and target.family == "avr" and mode in AVR_DEEP:
-                refuse_deep(deployment, "arduino", AVR_DEEP[mode])
+            refuse_harvard(deployment, deep_learner(deployment), "arduino")
         if cmsis_nn.enabled(deployment.config.kernels):
             raise TinyccError("--kernels cmsis-nn needs an Arm Cortex-M core: use it with --target c")
         inp = deployment.extractor.tensors[deployment.extractor.inputs[0]]

@@ -12,6 +12,7 @@ from ..demo import DemoFailed, DemoRun, parse
 
 HARDWARE = Path("/usr/share/arduino/hardware")
 FQBN_MEGA = "arduino:avr:mega:cpu=atmega2560"
+UART_LINE = 256  # simavr logs the UART in lines of at most this many characters
 
 
 def available() -> bool:
@@ -54,7 +55,15 @@ def run_simavr(elf: Path, mcu: str = "atmega2560", timeout: float = 900) -> list
     r = subprocess.run(["simavr", "-m", mcu, "-f", "16000000", str(elf)], capture_output=True, text=True,
                        timeout=timeout)
     clean = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
-    return [l.strip().rstrip(".").strip() for l in clean.replace("\r", "").splitlines() if l.strip()]
+    lines: list[str] = []
+    cont = False
+    for l in clean.replace("\r", "").splitlines():
+        if cont and lines:
+            lines[-1] += l
+        else:
+            lines.append(l)
+        cont = len(l) == UART_LINE and not l.endswith("..")  # simavr breaks a longer line there (".." ends one)
+    return [l.strip().rstrip(".").strip() for l in lines if l.strip()]
 
 
 def run_demo(project: Path, platform: str) -> DemoRun:

@@ -24,10 +24,10 @@ from .emit16 import INT16_C_KINDS, is_int16_op
 from ...targets import BUILTIN_TARGETS, family
 from ...targets import platforms as target_platforms
 from .. import names
-from ..base import AVR_DEEP, Backend, check_static_size, refuse_deep
+from ..base import Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout, tables
-from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step
+from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step, refuse_harvard
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -402,12 +402,10 @@ class CBackend(Backend):
     def check(self, deployment: Deployment) -> None:
         if "deep_front" not in deployment.meta:  # sized without deep_figures (not by this backend)
             refuse_deep(deployment, "c", "the deployment was not sized by the c backend")
-        target = deployment.config.target if deployment.config is not None else None
-        mode = (deployment.meta.get("deep") or {}).get("mode", "bias")
-        if target is not None and target.family == "avr" and mode in AVR_DEEP:
-            refuse_deep(deployment, "c", AVR_DEEP[mode])
         if deployment.meta.get("deep"):
-            refuse_c_step(deployment, deep_learner(deployment))
+            learner = deep_learner(deployment)
+            refuse_c_step(deployment, learner)
+            refuse_harvard(deployment, learner, "c")
         check_static_size(deployment)
         g = deployment.extractor
         for op in g.ops:

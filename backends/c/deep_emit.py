@@ -33,7 +33,8 @@ from ...ir.backprop import (PARAM_KINDS, Tail, const_value, int8_weights, step_c
                              step_ops, step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
-__all__ = ["c_step_problem", "emit_learn", "emit_step", "known_order", "learner_step", "step_flash", "step_memory"]
+__all__ = ["c_step_problem", "emit_learn", "emit_step", "flash_problem", "known_order", "learner_step", "step_flash",
+           "step_memory"]
 
 _ACT = {"none": 0, "relu": 1, "relu6": 2}
 
@@ -42,9 +43,11 @@ def _f(v: float) -> str:
     return f"{float(v):.9e}f"
 
 
-def _floats(name: str, a: np.ndarray, const: bool = False) -> str:
+def _floats(name: str, a: np.ndarray, const: bool = False, flash: bool = False) -> str:
+    """A float array; ``flash``: a constant table the runtime reads through TCC_READ_* (PROGMEM on AVR)."""
     vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
-    return f"{'const ' if const else ''}float {name}[{a.size}] = {{{vals}}};\n"
+    at = " TCC_WEIGHT" if flash else ""
+    return f"{'const ' if const or flash else ''}float {name}[{a.size}]{at} = {{{vals}}};\n"
 
 
 _UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID: "hard_sigmoid"}
@@ -73,6 +76,23 @@ def c_step_problem(tail: Tail) -> str | None:
         if what is not None:
             return (f"layer {op.origin or op.name!r} ({what}) has no backward pass in the generated C step "
                     "(the simulator's only)")
+    return None
+
+
+def flash_problem(tail: Tail, known: set[str] | tuple[str, ...]) -> str | None:
+    """Why the step of ``tail`` (``known``: the tensors the int8 kernels compute) keeps a constant that is not a flash
+    table read through ``TCC_READ_*`` (a Harvard core, AVR: its plain ``const`` arrays would be RAM): a frozen float
+    weight or bias, read by the float kernels; None when every constant is (int8 weights and their scales, bias
+    scales, channel rows, Add/Mul constants)."""
+    qw = int8_weights(tail, tuple(known))
+    for op in step_ops(tail):
+        if op.name not in tail.params:
+            continue
+        tw, tb = tail.trains(op.name)
+        if op.name not in qw and not tw:
+            return f"layer {op.origin or op.name!r} keeps frozen float weights"
+        if not tb and op.outputs[0] not in set(known):
+            return f"layer {op.origin or op.name!r} keeps a frozen float bias"
     return None
 
 
@@ -158,9 +178,10 @@ def channel_rows(tail: Tail, name: str, weight: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.asarray(weight), tail.axis[name], 0)[ch].reshape(len(ch), -1)
 
 
-def _ints(ctype: str, name: str, a: np.ndarray, const: bool = False) -> str:
+def _ints(ctype: str, name: str, a: np.ndarray, const: bool = False, flash: bool = False) -> str:
     vals = ", ".join(str(int(v)) for v in np.asarray(a).reshape(-1))
-    return f"{'const ' if const else ''}{ctype} {name}[{np.asarray(a).size}] = {{{vals}}};\n"
+    at = " TCC_WEIGHT" if flash else ""
+    return f"{'const ' if const or flash else ''}{ctype} {name}[{np.asarray(a).size}]{at} = {{{vals}}};\n"
 
 
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
@@ -207,22 +228,22 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             p, k = tail.params[op.name], params[op.name]
             if op.name in qw:  # the int8 backbone's own weights and scales (dequantized in the backward)
                 wq, ws = qw[op.name]
-                out.append(_ints("int8_t", f"tcc_wq{k}", wq, True) + _floats(f"tcc_ws{k}", ws, True))
+                out.append(_ints("int8_t", f"tcc_wq{k}", wq, flash=True) + _floats(f"tcc_ws{k}", ws, flash=True))
             else:
                 out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
             if op.name in rows:
                 out.append(_floats(f"tcc_dw{k}", channel_rows(tail, op.name, p.weight))
                            + _ints("int8_t", f"tcc_w8{k}", channel_rows(tail, op.name, qw[op.name][0]))
-                           + _ints("int32_t", f"tcc_row{k}", rows_of(tail, op.name), True))
+                           + _ints("int32_t", f"tcc_row{k}", rows_of(tail, op.name), flash=True))
             if op.name in fbias:
                 out.append(_floats(f"tcc_db{k}", p.bias, not tail.trains(op.name)[1]))
             if op.name in biases:
                 scale, q = biases[op.name]
-                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), True)
+                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), flash=True)
                            + _ints("int32_t", f"tcc_bq{k}", q))
     consts = {t: f"tcc_cv{j}" for j, t in enumerate(step_consts(tail, tuple(known)))}
     for t, name in consts.items():  # the Add/Mul constants the step reads (float32, flash)
-        out.append(_floats(name, const_value(tail.graph, t), True))
+        out.append(_floats(name, const_value(tail.graph, t), flash=True))
     for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
         out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
     for k in range(plan.slots):  # gradient slots, reused along the backward pass
@@ -279,10 +300,14 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         out_shape = tuple(g.tensors[op.outputs[0]].shape)
         ins = op.inputs[:2]
         src = [consts.get(t, names.get(t)) for t in ins]  # a constant outside step_consts: never read
+
+        def el(j: int, ix: str) -> str:
+            """Element ``ix`` of operand ``j``: a constant is a flash table (TCC_READ_F32)."""
+            return f"TCC_READ_F32({src[j]} + ({ix}))" if ins[j] in consts else f"{src[j]}[{ix}]"
         geo = [_row_strides(tuple(g.tensors[t].shape), out_shape, g.tensors[t].data is None) for t in ins]
         sym = "*" if op.kind == OpKind.MUL else "+"
         o = names[op.outputs[0]]
-        fwd.append(_loops(out_shape, geo, lambda k, ix: f"{o}[{k}] = {src[0]}[{ix[0]}] {sym} {src[1]}[{ix[1]}];"))
+        fwd.append(_loops(out_shape, geo, lambda k, ix: f"{o}[{k}] = {el(0, ix[0])} {sym} {el(1, ix[1])};"))
         if act:
             fwd.append(f"    tcc_fp_act({o}, {cnt}, {act});\n")
         if act and go:
@@ -297,12 +322,11 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             whole = size == int(np.prod(out_shape[1:]))  # a tensor operand of the output's rank: its shape
 
             def call(d: str, pos: int = pos, whole: bool = whole, size: int = size) -> str:
-                other = src[1 - pos]
                 if whole:  # the operand has the output's shape: element k
-                    return _loops(out_shape, geo, lambda k, ix: f"{d}[{k}] = {go}[{k}] * {other}[{ix[1 - pos]}];")
+                    return _loops(out_shape, geo, lambda k, ix: f"{d}[{k}] = {go}[{k}] * {el(1 - pos, ix[1 - pos])};")
                 return (f"    for (int32_t k = 0; k < n * {size}; ++k) {d}[k] = 0.0f;\n"
                         + _loops(out_shape, geo,
-                                 lambda k, ix: f"{d}[{ix[pos]}] += {go}[{k}] * {other}[{ix[1 - pos]}];"))
+                                 lambda k, ix: f"{d}[{ix[pos]}] += {go}[{k}] * {el(1 - pos, ix[1 - pos])};"))
             bwd.append(into(op, pos, call, f"n * {size}"))
 
     def gen(some: list, stop: str, rate_of) -> tuple[list[str], list[list[str]], list[str]]:

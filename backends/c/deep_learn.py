@@ -7,7 +7,9 @@ tinycc_learn.c and tinycc_kernels.c) holding
   Φc's float parameters, the float master copies of the region's biases and their int32 biases ``tcc_bq<k>`` (RAM);
 - the region's int8 forward on the runtime's generic kernels (``tcc_conv2d_s8``, ``tcc_dwconv2d_s8``,
   ``tcc_fc_s8``, ``tcc_add_s8``, ...), whose bias pointers are those RAM int32 biases, so inference runs the int8
-  kernels with the learned biases; every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
+  kernels with the learned biases (on AVR, where the kernels read their tables from flash, a layer with a RAM bias
+  calls the kernel's ``_bram_`` variant, which reads that bias with a plain load; the region's tables are
+  ``TCC_WEIGHT``); every region output is written into its kept array ``tcc_k<j>`` (``batch`` rows,
   the step's ``known`` tensors), which is the region's whole working memory (no arena); a weight the step keeps as
   int8 for its backward (``tcc_wq<k>``, ``ir.backprop.int8_weights``) is the forward's too (one copy in flash);
 - ``int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs)``: push the
@@ -70,7 +72,23 @@ class _Region(_Builder):
 
 
 def _tables(arrays: list[CArray]) -> str:
-    return definitions(arrays, storage="")
+    return definitions(arrays)  # flash tables (PROGMEM on AVR), read by the kernels through TCC_READ_*
+
+
+# layer kernel -> its variant reading the learned int32 biases from RAM (bias argument at the same place): on a
+# Harvard core (AVR) the layer kernels read every table from flash, the trained region's biases live in RAM
+_BRAM = {fn: fn.replace("_s8", "_bram_s8") for fn in ("tcc_conv2d_s8", "tcc_dwconv2d_s8", "tcc_fc_s8",
+                                                       "tcc_conv2d_rows_s8", "tcc_dwconv2d_rows_s8", "tcc_fc_rows_s8")}
+
+
+def _ram_bias(fn: str, args: list[str], ram: set[str], harvard: bool) -> str:
+    """The kernel to call for ``fn(args)``: on a Harvard core, its RAM-bias variant where an argument is one of the
+    ``ram`` int32 biases (ValueError: a kernel without one)."""
+    if not harvard or not ram.intersection(args):
+        return fn
+    if fn not in _BRAM:
+        raise ValueError(f"{fn} reads a learned RAM bias but has no RAM-bias variant for a Harvard core")
+    return _BRAM[fn]
 
 
 _ROWS = {"tcc_conv2d_s8": ("tcc_conv2d_rows_s8", 4), "tcc_dwconv2d_s8": ("tcc_dwconv2d_rows_s8", 4),
@@ -103,7 +121,10 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params if op.name in biases}
     shared = int8_weights(tail, tuple(order))  # the step's int8 weights: the forward reads the same array
     bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
-    region = _Region(learner, kept, sizes, bias_names, config or CompileConfig())
+    config = config or CompileConfig()
+    region = _Region(learner, kept, sizes, bias_names, config)
+    harvard = config.target is not None and config.target.family == "avr"  # tables in flash, biases in RAM
+    ram = {name for name in bias_names.values() if name.startswith("tcc_bq")}
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):
         region.layer, region.op_now = (pos, op.kind.value), op
@@ -115,7 +136,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         region.op(op)
         if len(region.m.calls) == n:
             raise ValueError(f"{op.describe()}: no int8 kernel call for the deep region")
-        calls += [f"    {c.fn}({', '.join(c.args)});\n" for c in region.m.calls[n:]]
+        calls += [f"    {_ram_bias(c.fn, c.args, ram, harvard)}({', '.join(c.args)});\n" for c in region.m.calls[n:]]
         if op.name in shared and tail.trains(op.name)[0]:  # sparse: then its trained channels from RAM
             c = region.m.calls[-1]
             if len(region.m.calls) != n + 1 or c.fn not in _ROWS:
@@ -123,7 +144,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
             fn, at = _ROWS[c.fn]
             k = params[op.name]
             args = c.args[:at] + [f"tcc_w8{k}"] + c.args[at + 1:] + [f"tcc_row{k}"]
-            calls.append(f"    {fn}({', '.join(args)});\n")
+            calls.append(f"    {_ram_bias(fn, args, ram, harvard)}({', '.join(args)});\n")
     cut, classes = learner.buffer.feature_count, learner.num_classes
     known_list = ", ".join(kept[t] for t in order)
     src = step.replace('#include "tinycc_backprop.h"\n',

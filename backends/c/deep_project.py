@@ -19,7 +19,8 @@ from ...ir.deep import DeepLearner, TwoLevelLearner
 from ...ir.deployment import Deployment
 from ...ir.memory_model import Descriptors
 from .. import names
-from .deep_emit import c_step_problem
+from ..base import refuse_deep
+from .deep_emit import c_step_problem, flash_problem
 from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
 
 
@@ -42,6 +43,19 @@ def refuse_c_step(dep: Deployment, learner: DeepLearner) -> None:
         flag = "--train sparse" if mode == "sparse" else f"--deep {mode}"
         raise UnsupportedLayerError(f"{flag}: {problem}; `tinycc simulate --deep` trains it on the host, or "
                                     "compile the head-only learner")
+
+
+def refuse_harvard(dep: Deployment, learner: DeepLearner, target: str) -> None:
+    """On AVR (Harvard: constant tables in flash, read through ``TCC_READ_*``), refuse in one line a ``--deep bias`` /
+    ``--train sparse`` learner whose step keeps a constant that is not a flash table (``deep_emit.flash_problem``).
+    The rest runs there: the region's kernels read the learned int32 biases (``tcc_*_bram_s8``) and the trained int8
+    channels from RAM, every table from flash."""
+    cfg = dep.config.target if dep.config is not None else None
+    if cfg is None or cfg.family != "avr" or learner.mode not in ("bias", "sparse"):
+        return
+    problem = flash_problem(learner.tail, {op.outputs[0] for op in learner.region.ops})
+    if problem is not None:
+        refuse_deep(dep, target, f"on AVR the step's constants are flash tables, but {problem}")
 
 
 def front_deployment(dep: Deployment) -> Deployment:

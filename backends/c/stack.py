@@ -157,6 +157,8 @@ def read_calls(disasm: str) -> tuple[dict[str, set[str]], list[str], dict[str, i
             continue
         rel = re.match(r"^\s*[0-9a-f]+: (R_\S+)\s+(\S+)", line)
         if rel and fn and (last in CALL_MNEMONICS or last in TAIL_MNEMONICS):
+            if re.fullmatch(rf"\.text\.{re.escape(fn)}\+0x0*[1-9a-f][0-9a-f]*", rel.group(2)):
+                continue  # into its own body (AVR's `rcall .+0`, which reserves stack for outgoing arguments)
             target = re.sub(r"[+-]0x[0-9a-f]+$", "", rel.group(2))
             if target.startswith(".text."):
                 target = re.sub(r"^(unlikely|hot|startup|exit)\.", "", target[len(".text."):])

@@ -5,6 +5,12 @@
 #include <stddef.h>
 #include <string.h>
 
+/* the int8 backbone's constants the step reads (tcc_wq/tcc_ws/tcc_bs weights and scales, tcc_row channel rows)
+ * are flash tables (TCC_WEIGHT: PROGMEM on AVR), read through TCC_READ_* */
+static int32_t row_of(const int32_t *row, int32_t o) {
+    return TCC_READ_S32(row + o);
+}
+
 void tcc_bp_act(float *dz, const float *dy, const float *y, int32_t count, int act) {
     for (int32_t k = 0; k < count; ++k) {
         int pass = act == 0 || (y[k] > 0.0f && (act == 1 || y[k] < 6.0f));
@@ -59,8 +65,8 @@ typedef struct {
 /* weight element idx of output channel o (off: its place in the channel's row) */
 static float wval(const wsrc_t *s, size_t idx, int32_t o, size_t off) {
     if (s->wt) return s->wt[idx];
-    if (s->row && s->row[o] >= 0) return s->wm[(size_t)s->row[o] * (size_t)s->per + off];
-    return s->ws[o] * (float)s->wq[idx];
+    if (s->row && row_of(s->row, o) >= 0) return s->wm[(size_t)row_of(s->row, o) * (size_t)s->per + off];
+    return TCC_READ_F32(s->ws + o) * (float)TCC_READ_S8(s->wq + idx);
 }
 
 static void conv_dx(const tcc_bp_conv_t *p, const wsrc_t *ws, const float *dz, float *dx) {
@@ -152,8 +158,8 @@ static int apply(float *w, float g, float lr, int write) {
 static float *wslot(const tcc_bp_conv_t *p, float *wt, const int32_t *row, int32_t o, int32_t i, int32_t j, int32_t c) {
     size_t off = (size_t)i * (size_t)p->kw + (size_t)j;
     if (!row) return &wt[w_at(p, o, i, j) + (p->mult ? 0 : (size_t)c)];
-    if (row[o] < 0) return NULL;
-    return &wt[(size_t)row[o] * (size_t)per_channel(p) + (p->mult ? off : off * (size_t)p->c + (size_t)c)];
+    if (row_of(row, o) < 0) return NULL;
+    return &wt[(size_t)row_of(row, o) * (size_t)per_channel(p) + (p->mult ? off : off * (size_t)p->c + (size_t)c)];
 }
 
 static int conv_update(const tcc_bp_conv_t *p, float *wt, const int32_t *row, float *b, const float *x,
@@ -161,7 +167,7 @@ static int conv_update(const tcc_bp_conv_t *p, float *wt, const int32_t *row, fl
     int ok = 1;
     if (train_w)
         for (int32_t o = 0; o < p->o; ++o) {
-            if (row && row[o] < 0) continue;
+            if (row && row_of(row, o) < 0) continue;
             for (int32_t i = 0; i < p->kh; ++i)
                 for (int32_t j = 0; j < p->kw; ++j)
                     for (int32_t c = 0; c < (p->mult ? 1 : p->c); ++c)
@@ -214,12 +220,12 @@ static int dense_update(int32_t n, int32_t in, int32_t out, float *wt, const int
                         const float *dz, float lr, int train_w, int write) {
     int ok = 1;
     for (int32_t o = 0; o < out; ++o) {
-        if (train_w && !(row && row[o] < 0))
+        if (train_w && !(row && row_of(row, o) < 0))
             for (int32_t i = 0; i < in; ++i) {
                 float g = 0.0f;
                 for (int32_t r = 0; r < n; ++r)
                     g += dz[(size_t)r * (size_t)out + (size_t)o] * x[(size_t)r * (size_t)in + (size_t)i];
-                ok &= apply(&wt[(size_t)(row ? row[o] : o) * (size_t)in + (size_t)i], g, lr, write);
+                ok &= apply(&wt[(size_t)(row ? row_of(row, o) : o) * (size_t)in + (size_t)i], g, lr, write);
             }
         if (b) ok &= apply(&b[o], bias_grad(n, out, dz, o), lr, write);
     }
@@ -446,15 +452,15 @@ int32_t tcc_bp_round_div(float b, float s, int32_t lo, int32_t hi) {
 }
 
 void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count) {
-    for (int32_t k = 0; k < count; ++k) q[k] = tcc_bp_round_div(b[k], scale[k], INT32_MIN, INT32_MAX);
+    for (int32_t k = 0; k < count; ++k) q[k] = tcc_bp_round_div(b[k], TCC_READ_F32(scale + k), INT32_MIN, INT32_MAX);
 }
 
 void tcc_bp_requantize_rows(const float *wm, const float *ws, const int32_t *row, int32_t out, int32_t per, int8_t *w8) {
     for (int32_t o = 0; o < out; ++o) {
-        if (row[o] < 0) continue;
+        if (row_of(row, o) < 0) continue;
         for (int32_t k = 0; k < per; ++k) {
-            size_t at_k = (size_t)row[o] * (size_t)per + (size_t)k;
-            w8[at_k] = (int8_t)tcc_bp_round_div(wm[at_k], ws[o], -127, 127);
+            size_t at_k = (size_t)row_of(row, o) * (size_t)per + (size_t)k;
+            w8[at_k] = (int8_t)tcc_bp_round_div(wm[at_k], TCC_READ_F32(ws + o), -127, 127);
         }
     }
 }

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "tinycc_port.h"
+
 typedef struct {
     int32_t n, h, w, c;        /* input [n][h][w][c] */
     int32_t o, kh, kw;         /* outputs (conv; depthwise: c * mult), kernel */
@@ -73,7 +75,8 @@ void tcc_bp_hard_sigmoid_dx(const float *x, const float *dy, float *dx, int32_t 
  * (reference: tinycc.ir.deep.round_div). */
 int32_t tcc_bp_round_div(float b, float s, int32_t lo, int32_t hi);
 
-/* int8 backbone bias learning: q[c] = tcc_bp_round_div(b[c], scale[c]) clamped to int32 (the exact quotient, half
+/* The int8 backbone's constants (wq, ws, scale, row below) are flash tables (TCC_WEIGHT), read through TCC_READ_*.
+ * int8 backbone bias learning: q[c] = tcc_bp_round_div(b[c], scale[c]) clamped to int32 (the exact quotient, half
  * to even); the int32 bias at TFLite's bias scale s_in * s_w[c] (reference: tinycc.ir.deep.requantize_bias). */
 void tcc_bp_requantize_bias(const float *b, const float *scale, int32_t *q, int32_t count);
 

@@ -151,24 +151,31 @@ static int32_t conv_row_acc(const int8_t *in, int32_t ih, int32_t iw, int32_t ic
     return acc;
 }
 
+/* bias element o of a layer: a flash table (TCC_READ_S32) or, b_ram, the learned int32 biases in RAM */
+TCC_KINLINE int32_t bias_at(const int32_t *bias, int32_t o, int32_t b_ram) {
+    if (!bias) {
+        return 0;
+    }
+    return b_ram ? bias[o] : TCC_READ_S32(bias + o);
+}
+
 static void conv_rows(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8, const int32_t *bias,
-                      int32_t oc, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw,
-                      int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
-                      int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow,
-                      const int32_t *row) {
+                      int32_t b_ram, int32_t oc, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
+                      int32_t dh, int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift,
+                      int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh,
+                      int32_t ow, const int32_t *row) {
     const int32_t per = m ? kh * kw : kh * kw * ic;
     int32_t y, x, o;
     for (o = 0; o < oc; ++o) {
-        if (row[o] < 0) {
+        const int32_t at = TCC_READ_S32(row + o); /* the channel rows are a flash table */
+        if (at < 0) {
             continue;
         }
         for (y = 0; y < oh; ++y) {
             for (x = 0; x < ow; ++x) {
-                int32_t acc = conv_row_acc(in, ih, iw, ic, w8 + row[o] * per, m, kh, kw, y, x, sh, sw, dh, dw, pt,
+                int32_t acc = conv_row_acc(in, ih, iw, ic, w8 + at * per, m, kh, kw, y, x, sh, sw, dh, dw, pt,
                                            pl, in_zp, o);
-                if (bias) {
-                    acc += TCC_READ_S32(bias + o);
-                }
+                acc += bias_at(bias, o, b_ram);
                 acc = tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp;
                 out[(y * ow + x) * oc + o] = clamp8(acc, act_min, act_max);
             }
@@ -182,7 +189,17 @@ void tcc_conv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, co
                         int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow,
                         const int32_t *row) {
     (void)groups; /* 1: the trainable convolutions */
-    conv_rows(in, ih, iw, ic, w8, bias, oc, 0, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp, act_min,
+    conv_rows(in, ih, iw, ic, w8, bias, 0, oc, 0, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp, act_min,
+              act_max, out, oh, ow, row);
+}
+
+void tcc_conv2d_rows_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8,
+                             const int32_t *bias, int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh,
+                             int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl, const int32_t *mult,
+                             const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max,
+                             int8_t *out, int32_t oh, int32_t ow, const int32_t *row) {
+    (void)groups;
+    conv_rows(in, ih, iw, ic, w8, bias, 1, oc, 0, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp, act_min,
               act_max, out, oh, ow, row);
 }
 
@@ -190,29 +207,128 @@ void tcc_dwconv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, 
                           int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
                           int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
                           int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow, const int32_t *row) {
-    conv_rows(in, ih, iw, ic, w8, bias, ic * m, m, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp,
+    conv_rows(in, ih, iw, ic, w8, bias, 0, ic * m, m, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp,
               act_min, act_max, out, oh, ow, row);
+}
+
+void tcc_dwconv2d_rows_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8,
+                               const int32_t *bias, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
+                               int32_t dh, int32_t dw, int32_t pt, int32_t pl, const int32_t *mult,
+                               const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max,
+                               int8_t *out, int32_t oh, int32_t ow, const int32_t *row) {
+    conv_rows(in, ih, iw, ic, w8, bias, 1, ic * m, m, kh, kw, sh, sw, dh, dw, pt, pl, mult, shift, in_zp, out_zp,
+              act_min, act_max, out, oh, ow, row);
+}
+
+/* a fully connected layer: weights w (flash, or w_ram) [n_out][n_in], or with row the rows of the trained outputs */
+static void fc_any(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, int32_t w_ram, const int32_t *bias,
+                   int32_t b_ram, int32_t n_out, const int32_t *mult, const int32_t *shift, int32_t per_channel,
+                   int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row) {
+    int32_t r, o, i;
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < n_out; ++o) {
+            const int32_t q = per_channel ? o : 0;
+            const int32_t at = row ? TCC_READ_S32(row + o) : o;
+            int32_t acc = 0;
+            if (at < 0) {
+                continue;
+            }
+            for (i = 0; i < n_in; ++i) {
+                acc += ((int32_t)in[r * n_in + i] - in_zp) * rd8(w + at * n_in + i, !w_ram);
+            }
+            acc += bias_at(bias, o, b_ram);
+            acc = tcc_mbqm(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)) + out_zp;
+            out[r * n_out + o] = clamp8(acc, act_min, act_max);
+        }
+    }
 }
 
 void tcc_fc_rows_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w8, const int32_t *bias, int32_t n_out,
                     const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
                     int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row) {
-    int32_t r, o, i;
-    for (r = 0; r < rows; ++r) {
-        for (o = 0; o < n_out; ++o) {
-            const int32_t q = per_channel ? o : 0;
-            int32_t acc = 0;
-            if (row[o] < 0) {
-                continue;
+    fc_any(in, rows, n_in, w8, 1, bias, 0, n_out, mult, shift, per_channel, in_zp, out_zp, act_min, act_max, out, row);
+}
+
+void tcc_fc_rows_bram_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w8, const int32_t *bias,
+                         int32_t n_out, const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp,
+                         int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row) {
+    fc_any(in, rows, n_in, w8, 1, bias, 1, n_out, mult, shift, per_channel, in_zp, out_zp, act_min, act_max, out, row);
+}
+
+void tcc_fc_bram_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int32_t *bias, int32_t n_out,
+                    const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
+                    int32_t act_min, int32_t act_max, int8_t *out) {
+    fc_any(in, rows, n_in, w, 0, bias, 1, n_out, mult, shift, per_channel, in_zp, out_zp, act_min, act_max, out, NULL);
+}
+
+void tcc_conv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                        int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                        int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                        int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    const int32_t icg = ic / groups;
+    const int32_t ocg = oc / groups;
+    int32_t y, x, o, ky, kx, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                const int32_t c0 = (o / ocg) * icg;
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t iy = y * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t ix = x * sw - pl + kx * dw;
+                        const int8_t *px;
+                        const int8_t *pw;
+                        if (ix < 0 || ix >= iw) {
+                            continue;
+                        }
+                        px = in + ((int32_t)iy * iw + ix) * ic + c0;
+                        pw = w + ((o * kh + ky) * kw + kx) * icg;
+                        for (c = 0; c < icg; ++c) {
+                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
+                        }
+                    }
+                }
+                acc += bias_at(bias, o, 1);
+                out[(y * ow + x) * oc + o] =
+                    clamp8(tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp, act_min, act_max);
             }
-            for (i = 0; i < n_in; ++i) {
-                acc += ((int32_t)in[r * n_in + i] - in_zp) * (int32_t)w8[row[o] * n_in + i];
+        }
+    }
+}
+
+void tcc_dwconv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                          int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                          int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
+                          int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
+    const int32_t oc = ic * m;
+    int32_t y, x, o, ky, kx;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (o = 0; o < oc; ++o) {
+                const int32_t c = o / m;
+                int32_t acc = 0;
+                for (ky = 0; ky < kh; ++ky) {
+                    const int32_t iy = y * sh - pt + ky * dh;
+                    if (iy < 0 || iy >= ih) {
+                        continue;
+                    }
+                    for (kx = 0; kx < kw; ++kx) {
+                        const int32_t ix = x * sw - pl + kx * dw;
+                        if (ix < 0 || ix >= iw) {
+                            continue;
+                        }
+                        acc += ((int32_t)in[(iy * iw + ix) * ic + c] - in_zp) *
+                               (int32_t)TCC_READ_S8(w + (ky * kw + kx) * oc + o);
+                    }
+                }
+                acc += bias_at(bias, o, 1);
+                out[(y * ow + x) * oc + o] =
+                    clamp8(tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp, act_min, act_max);
             }
-            if (bias) {
-                acc += TCC_READ_S32(bias + o);
-            }
-            acc = tcc_mbqm(acc, TCC_READ_S32(mult + q), TCC_READ_S32(shift + q)) + out_zp;
-            out[r * n_out + o] = clamp8(acc, act_min, act_max);
         }
     }
 }

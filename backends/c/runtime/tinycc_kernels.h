@@ -170,7 +170,7 @@ void tcc_dequantize_s16(const int16_t *in, int32_t n, float scale, int32_t zp, f
 /* Sparse backbone updates (--train sparse): recompute the output channels o with row[o] >= 0 of a Conv2D (groups 1),
  * DepthwiseConv2D or fully connected layer from their int8 weights in RAM, w8 [nch][kh*kw*ic] (depthwise [nch][kh*kw],
  * fc [nch][n_in]) at row row[o], after the whole layer ran on its flash weights; the other arguments are the layer
- * kernel's (bias, mult and shift read as it reads them), the arithmetic is the same. */
+ * kernel's (bias, mult and shift read as it reads them; row: a flash table), the arithmetic is the same. */
 void tcc_conv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8, const int32_t *bias,
                         int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
                         int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
@@ -183,5 +183,33 @@ void tcc_dwconv2d_rows_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, 
 void tcc_fc_rows_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w8, const int32_t *bias, int32_t n_out,
                     const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
                     int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row);
+
+/* The layer kernels of the trained region of --deep bias / --train sparse on a Harvard core (AVR): the same
+ * arguments and arithmetic as tcc_conv2d_s8 / tcc_dwconv2d_s8 / tcc_fc_s8 and their _rows_ variants, but bias is
+ * the learned int32 biases in RAM (plain loads); weights, mult and shift stay flash tables. */
+void tcc_conv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                        int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
+                        int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
+                        int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
+void tcc_dwconv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
+                          int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
+                          int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
+                          int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow);
+void tcc_fc_bram_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w, const int32_t *bias, int32_t n_out,
+                    const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
+                    int32_t act_min, int32_t act_max, int8_t *out);
+void tcc_conv2d_rows_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8,
+                             const int32_t *bias, int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh,
+                             int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl, const int32_t *mult,
+                             const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max,
+                             int8_t *out, int32_t oh, int32_t ow, const int32_t *row);
+void tcc_dwconv2d_rows_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w8,
+                               const int32_t *bias, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
+                               int32_t dh, int32_t dw, int32_t pt, int32_t pl, const int32_t *mult,
+                               const int32_t *shift, int32_t in_zp, int32_t out_zp, int32_t act_min, int32_t act_max,
+                               int8_t *out, int32_t oh, int32_t ow, const int32_t *row);
+void tcc_fc_rows_bram_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *w8, const int32_t *bias,
+                         int32_t n_out, const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp,
+                         int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, const int32_t *row);
 
 #endif
