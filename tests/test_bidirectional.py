@@ -215,3 +215,51 @@ def test_return_state_is_refused_naming_the_layer() -> None:
     with pytest.raises(UnsupportedLayerError) as e:
         graph_from_keras_model(m)
     assert "'stateful_bi' (Bidirectional) uses return_state=True" in str(e.value) and "\n" not in str(e.value)
+
+
+def _reverse_tflite(int8: bool) -> bytes:
+    """A converter-made file: FULLY_CONNECTED + RELU over 7 steps, REVERSE_V2 of the steps, RESHAPE."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    w = tf.constant(rng.normal(size=(3, 5)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 7, 3], tf.float32)])
+    def f(x):
+        h = tf.nn.relu(tf.matmul(tf.reshape(x, [7, 3]), w))
+        return tf.reshape(tf.reverse(tf.reshape(h, [1, 7, 5]), [1]), [1, 35])
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    if int8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([rng.normal(size=(1, 7, 3)).astype(np.float32)] for _ in range(32))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_tflite_reverse_v2_reads_as_reverse(tmp_path: Path, int8: bool) -> None:
+    """REVERSE_V2 of a converter-made file becomes ``reverse``: the float IR equals TFLite, the int8 IR's run_int8
+    equals TFLite's reference kernels bit for bit."""
+    from tinycc.plugins.frontends.tflite import read_tflite
+    from tinycc.tflite_writer import operator_names
+
+    from .op_checks import assert_output_equals_run_int8, interpreter
+
+    data = _reverse_tflite(int8)
+    assert "REVERSE_V2" in operator_names(data)
+    (tmp_path / "rev.tflite").write_bytes(data)
+    g = read_tflite(str(tmp_path / "rev.tflite"))
+    rev = [o for o in g.ops if o.kind.value == "reverse"]
+    assert len(rev) == 1 and rev[0].attrs["axis"] == 1
+    rng = np.random.default_rng(1)
+    if int8:
+        assert_output_equals_run_int8(g, data, rng.integers(-128, 128, (6, 7, 3)).astype(np.int8), what="int8")
+        return
+    it = interpreter(data)
+    for _ in range(4):
+        x = rng.normal(size=(1, 7, 3)).astype(np.float32)
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        np.testing.assert_allclose(run(g, x)[g.outputs[0]], it.get_tensor(it.get_output_details()[0]["index"]),
+                                   atol=1e-5, rtol=0)
