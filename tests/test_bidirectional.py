@@ -154,14 +154,17 @@ def lstm_file(tmp_path_factory) -> Path:
     m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x), name="bilstm")
     d = tmp_path_factory.mktemp("bilstm")
     m.save(d / "bilstm.keras")
+    m.save(d / "bilstm.h5")
     np.save(d / "calib.npy", np.random.default_rng(6).normal(size=(32, 9, 4)).astype(np.float32))
     return d / "bilstm.keras"
 
 
-def test_keras_file_read_directly_equals_the_keras_path(lstm_file: Path) -> None:
-    direct = load_direct(lstm_file, lstm_file.stem)  # NotCovered would fail the test
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_file_read_directly_equals_the_keras_path(lstm_file: Path, fmt: str) -> None:
+    path = lstm_file.with_suffix(f".{fmt}")
+    direct = load_direct(path, lstm_file.stem)  # NotCovered would fail the test
     assert [o.kind.value for o in direct.ops].count("reverse") == 4 + 3 + 1
-    a, b = _canonical(direct), _canonical(load_keras_file(str(lstm_file), direct=False))
+    a, b = _canonical(direct), _canonical(load_keras_file(str(path), direct=False))
     assert a[0] == b[0] and a[1] == b[1]
     m = keras.saving.load_model(lstm_file)
     x = np.random.default_rng(2).normal(size=(4, 9, 4)).astype(np.float32)
