@@ -159,14 +159,31 @@ def lstm_file(tmp_path_factory) -> Path:
     return d / "bilstm.keras"
 
 
+@pytest.fixture(scope="module")
+def gru_file(lstm_file: Path) -> Path:
+    """Bidirectional GRU (sum) and SimpleRNN (concat), a go_backwards GRU (reset_after False), a SimpleRNN."""
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((9, 4))
+    x = L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="sum", name="bi_gru")(inp)
+    x = L.GRU(4, go_backwards=True, return_sequences=True, reset_after=False, name="g_back")(x)
+    x = L.SimpleRNN(4, return_sequences=True, use_bias=False, name="s1")(x)
+    x = L.Bidirectional(L.SimpleRNN(3), name="bi_rnn")(x)
+    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x), name="birnn")
+    for fmt in ("keras", "h5"):
+        m.save(lstm_file.parent / f"birnn.{fmt}")
+    return lstm_file.parent / "birnn.keras"
+
+
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
-def test_keras_file_read_directly_equals_the_keras_path(lstm_file: Path, fmt: str) -> None:
-    path = lstm_file.with_suffix(f".{fmt}")
-    direct = load_direct(path, lstm_file.stem)  # NotCovered would fail the test
-    assert [o.kind.value for o in direct.ops].count("reverse") == 4 + 3 + 1
+@pytest.mark.parametrize("which,reverses", [("lstm", 4 + 3 + 1), ("gru", 2 + 1 + 1)])
+def test_keras_file_read_directly_equals_the_keras_path(lstm_file: Path, gru_file: Path, fmt: str, which: str,
+                                                        reverses: int) -> None:
+    path = {"lstm": lstm_file, "gru": gru_file}[which].with_suffix(f".{fmt}")
+    direct = load_direct(path, path.stem)  # NotCovered would fail the test
+    assert [o.kind.value for o in direct.ops].count("reverse") == reverses
     a, b = _canonical(direct), _canonical(load_keras_file(str(path), direct=False))
     assert a[0] == b[0] and a[1] == b[1]
-    m = keras.saving.load_model(lstm_file)
+    m = keras.saving.load_model(path)
     x = np.random.default_rng(2).normal(size=(4, 9, 4)).astype(np.float32)
     np.testing.assert_allclose(run(direct, x)[direct.outputs[0]], m.predict(x, verbose=0), atol=2e-6, rtol=0)
 

@@ -56,7 +56,12 @@ _ARGS: dict[str, set[str]] = {
              "zero_output_for_mask", "use_cudnn", "implementation", "time_major"},
     "Bidirectional": {"layer", "backward_layer", "merge_mode"},
 }
-_WRAPPED = ("LSTM",)  # the layers a Bidirectional read here may wrap
+_RNN_ARGS = {"units", "activation", "use_bias", "dropout", "recurrent_dropout", "seed", "return_sequences",
+             "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "use_cudnn",
+             "implementation", "time_major"}
+_ARGS["GRU"] = _RNN_ARGS | {"recurrent_activation", "reset_after"}
+_ARGS["SimpleRNN"] = set(_RNN_ARGS)
+_RECURRENT = ("LSTM", "GRU", "SimpleRNN")  # their weights are on their cell; a Bidirectional read here wraps one
 _COMMON = {"name", "trainable", "dtype", "batch_input_shape", "input_shape", "batch_size", "input_dim",
            "activity_regularizer"}
 # arguments that must have these values for the IR to mean what Keras computes
@@ -108,7 +113,7 @@ def _wrapped(conf: dict, key: str, name: str) -> tuple[str, dict, str]:
         if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
             flipped = not inner["config"].get("go_backwards", False)
             inner = {**inner, "config": {**inner["config"], "go_backwards": flipped}}
-    if not isinstance(inner, dict) or inner.get("class_name") not in _WRAPPED or \
+    if not isinstance(inner, dict) or inner.get("class_name") not in _RECURRENT or \
             not isinstance(inner.get("config"), dict) or \
             inner.get("registered_name") not in (None, inner.get("class_name")) or \
             not str(inner.get("module", "keras.layers")).startswith("keras.layers"):
@@ -242,12 +247,13 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.rate = _number(conf.get("rate", 0.0))
     elif cls == "Rescaling":
         layer.scale, layer.offset = _number(conf.get("scale")), _number(conf.get("offset", 0.0))
-    elif cls == "LSTM":  # the converter (keras_lstm) refuses activations other than tanh/sigmoid by name
+    elif cls in _RECURRENT:  # the converters (keras_lstm, keras_recurrent) refuse other activations by name
         layer.units = conf.get("units")
         if not isinstance(layer.units, int) or isinstance(layer.units, bool) or layer.units < 1:
             raise NotCovered(f"layer {name!r}: units")
         layer.activation = conf.get("activation", "tanh")
         layer.recurrent_activation = conf.get("recurrent_activation", "sigmoid")
+        layer.reset_after = bool(conf.get("reset_after", True))
         layer.use_bias = bool(conf.get("use_bias", True))
         layer.return_sequences = bool(conf.get("return_sequences", False))
         layer.go_backwards = bool(conf.get("go_backwards", False))
@@ -290,10 +296,11 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
         return out + ([("bias", (layer.filters,))] if layer.use_bias else [])
     if cls == "Dense":
         return [("kernel", (cin, layer.units))] + ([("bias", (layer.units,))] if layer.use_bias else [])
-    if cls == "LSTM":
+    if cls in _RECURRENT:
         u = layer.units
-        return [("kernel", (cin, 4 * u)), ("recurrent_kernel", (u, 4 * u))] + \
-            ([("bias", (4 * u,))] if layer.use_bias else [])
+        g = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cls] * u
+        bias = (2, g) if cls == "GRU" and layer.reset_after else (g,)
+        return [("kernel", (cin, g)), ("recurrent_kernel", (u, g))] + ([("bias", bias)] if layer.use_bias else [])
     if cls == "Bidirectional":
         return [(f"{side}/{key}", shape) for side, inner in (("forward_layer", layer.forward_layer),
                                                              ("backward_layer", layer.backward_layer))
@@ -317,7 +324,7 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
 
 _HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D",
                 "Dense",
-                "BatchNormalization", "LSTM", "PReLU", "Bidirectional"}
+                "BatchNormalization", "LSTM", "GRU", "SimpleRNN", "PReLU", "Bidirectional"}
 
 
 def _snake(name: str) -> str:
@@ -364,9 +371,9 @@ class _Weights:
             key = base if base not in used else f"{base}_{used[base] + 1}"
             used[base] = used[base] + 1 if base in used else 0
             vars_ = f.get(f"layers/{key}/vars")
-            if cls_name == "LSTM":  # an RNN layer keeps its variables on its cell; its own vars hold none
+            if cls_name in _RECURRENT:  # an RNN layer keeps its variables on its cell; its own vars hold none
                 if vars_ is None or len(vars_) or _text(vars_.attrs.get("name", name)) != name:
-                    raise NotCovered(f"weights of LSTM {name!r}")
+                    raise NotCovered(f"weights of {cls_name} {name!r}")
                 out[name] = _cell_vars(f, f"layers/{key}", name)
                 continue
             if cls_name == "Bidirectional":  # the forward then the backward layer's cell variables
