@@ -133,7 +133,7 @@ def analyse(graph: Graph) -> list[Unit]:
             for c in range(cin):
                 for s in range(spatial):
                     uf.union((x, c), (out, s * cin + c))
-        elif k == OpKind.SLICE and op.attrs["axis"] != len(graph.tensors[x].shape) - 1:  # rows/columns only
+        elif k in (OpKind.SLICE, OpKind.REVERSE) and op.attrs["axis"] != len(graph.tensors[x].shape) - 1:
             for c in range(n_out):
                 uf.union((x, c), (out, c))
         elif k == OpKind.TRANSPOSE and op.attrs["perm"][-1] == len(op.attrs["perm"]) - 1:  # channels stay last

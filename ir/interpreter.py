@@ -178,6 +178,7 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.RESIZE_NEAREST: resize_nearest,
     OpKind.SLICE: lambda x, a: np.ascontiguousarray(np.take(x, range(a["begin"], a["begin"] + a["length"]), a["axis"])),
     OpKind.TRANSPOSE: lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])),
+    OpKind.REVERSE: lambda x, a: np.ascontiguousarray(np.flip(x, a["axis"])),
     OpKind.RESCALE: _rescale,
     OpKind.ELU: lambda x, a: lut.elu(x, a["alpha"]),
     OpKind.GELU: lambda x, a: lut.gelu(x, a["approximate"]),

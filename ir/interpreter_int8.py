@@ -40,7 +40,7 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
-    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.ELU, OpKind.GELU,
+    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.ELU, OpKind.GELU, OpKind.REVERSE,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
 # pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
@@ -49,7 +49,7 @@ INT16_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_MAX_POOL, OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.ADD,
     OpKind.SUB, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.LEAKY_RELU,
     OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE_CONV2D,
-    OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH,
+    OpKind.SOFTMAX, OpKind.SIGMOID, OpKind.TANH, OpKind.REVERSE,
 })
 # ops whose int8 output parameters are fixed by TFLite: (scale, zero point)
 FIXED_OUTPUT = {OpKind.SIGMOID: (1.0 / 256.0, -128), OpKind.TANH: (1.0 / 128.0, 0),
@@ -61,7 +61,7 @@ FIXED_OUTPUT16 = {OpKind.SIGMOID: (1.0 / 32768.0, 0), OpKind.TANH: (1.0 / 32768.
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
                          OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE,
-                         OpKind.SLICE})
+                         OpKind.SLICE, OpKind.REVERSE})
 
 
 def interpreter_only(g: Graph, op: Op) -> str | None:
@@ -436,6 +436,8 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return fl.eval_op(op, args, g)
     if k == OpKind.TRANSPOSE:
         return np.ascontiguousarray(np.transpose(args[0], op.attrs["perm"]))
+    if k == OpKind.REVERSE:  # data movement: the input's parameters (SAME_PARAMS)
+        return np.ascontiguousarray(np.flip(args[0], op.attrs["axis"]))
     if k in (OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
         return _pool(g, op, args[0])
     if k in (OpKind.FLATTEN, OpKind.RESHAPE):

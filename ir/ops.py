@@ -65,6 +65,7 @@ class OpKind(str, Enum):
     PRELU = "prelu"
     ELU = "elu"
     GELU = "gelu"
+    REVERSE = "reverse"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
@@ -241,6 +242,13 @@ def _slice(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [tuple(size if i == axis else d for i, d in enumerate(x))]
 
 
+def _reverse(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x, axis = shapes[0], attrs["axis"]
+    if not 0 < axis < len(x):
+        raise ShapeError(f"reverse along axis {axis} of a rank-{len(x)} tensor (not the batch axis)")
+    return [tuple(x)]
+
+
 def transpose_conv_padding(out_size: int, k: int, stride: int, padding: str) -> int:
     """Rows (columns) TFLite's TRANSPOSE_CONV crops before the output: 'same' padding of a conv from the output."""
     if padding == "valid":
@@ -346,6 +354,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.TRANSPOSE_CONV2D, 2, 3, _transpose_conv,
               {"strides": (1, 1), "padding": "valid", "activation": "none", "out_size": (1, 1)}, (1, 2)),
         OpDef(OpKind.SLICE, 1, 1, _slice, {"axis": 1, "begin": 0, "length": 1}),
+        OpDef(OpKind.REVERSE, 1, 1, _reverse, {"axis": 1}),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),

@@ -97,8 +97,8 @@ def test_unsupported_layer_names_layer(tmp_path: Path) -> None:
     import keras
 
     inp = keras.Input((6, 4))
-    x = keras.layers.Bidirectional(keras.layers.LSTM(3), name="my_bilstm")(inp)
-    out = keras.layers.Dense(2, name="head")(x)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(3), merge_mode=None, name="my_bilstm")(inp)  # two outputs
+    out = keras.layers.Dense(2, name="head")(keras.layers.Concatenate()(x))
     path = tmp_path / "bilstm.keras"
     keras.Model(inp, out).save(path)
     assert_clean_error(tinycc("inspect", str(path)), 2, "my_bilstm", "Bidirectional")

@@ -564,6 +564,8 @@ def _random_case16(kind: str, rng: np.random.Generator):
         return _g16(kind, (1, 3, 5, 4), s_in, s_in, {"axis": 2, "begin": 1, "length": 3})
     if kind == "transpose":
         return _g16(kind, (1, 3, 5, 4), s_in, s_in, {"perm": (0, 3, 1, 2)})
+    if kind == "reverse":  # time reversal of a Bidirectional layer (any non-batch axis)
+        return _g16(kind, (1, 3, 5, 4), s_in, s_in, {"axis": int(rng.integers(1, 4))})
     if kind == "resize_nearest":
         return _g16(kind, (1, 3, 2, 4), s_in, s_in, {"size": (6, 5), "align_corners": False,
                                                      "half_pixel_centers": True})
@@ -590,7 +592,7 @@ def test_int16_c_kernels_equal_run_int8_over_random_parameters(tmp_path: Path) -
     rng = np.random.default_rng(16)
     kinds = ["conv2d", "depthwise_conv2d", "dense", "add", "sub", "mul", "avg_pool2d", "leaky_relu", "relu",
              "relu6", "quantize", "maximum", "minimum", "slice", "transpose", "resize_nearest",
-             "global_avg_pool"]
+             "global_avg_pool", "reverse"]
     body, want, decls, arena = [], [], [], 16
     for i in range(len(kinds) * 25):
         kind = kinds[i % len(kinds)]

@@ -99,10 +99,9 @@ def test_float_stacked_lstm_equals_keras() -> None:
     np.testing.assert_allclose(run(g, x)[g.outputs[0]], ref, atol=1e-5 * max(1.0, np.abs(ref).max()))
 
 
-@pytest.mark.parametrize("what", ["return_state", "go_backwards", "activation"])
+@pytest.mark.parametrize("what", ["return_state", "activation"])  # go_backwards: tests/test_bidirectional.py
 def test_unusual_lstm_is_refused_in_one_line(what: str) -> None:
-    kw = {"return_state": {"return_state": True}, "go_backwards": {"go_backwards": True},
-          "activation": {"activation": "relu"}}[what]
+    kw = {"return_state": {"return_state": True}, "activation": {"activation": "relu"}}[what]
     inp = keras.Input((4, 3))
     out = keras.layers.LSTM(2, name="odd", **kw)(inp)
     m = keras.Model(inp, out[0] if isinstance(out, (list, tuple)) else out)

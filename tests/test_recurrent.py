@@ -228,7 +228,6 @@ def test_tflm_refuses_in_one_line(sensor_model, tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("make,message", [
     (lambda: L.GRU(4, activation="relu", name="odd"), "layer 'odd' (GRU) uses activation 'relu' (tanh only)"),
-    (lambda: L.GRU(4, go_backwards=True, name="odd"), "layer 'odd' (GRU) uses go_backwards=True"),
     (lambda: L.GRU(4, recurrent_activation="hard_sigmoid", name="odd"),
      "layer 'odd' (GRU) uses recurrent_activation 'hard_sigmoid' (sigmoid only)"),
     (lambda: L.SimpleRNN(4, activation="relu", name="odd"), "layer 'odd' (SimpleRNN) uses activation 'relu'"),

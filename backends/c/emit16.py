@@ -29,7 +29,7 @@ INT16_C_KINDS = frozenset({
     OpKind.LEAKY_RELU,
     OpKind.PAD, OpKind.CONCAT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.MAXIMUM,
     OpKind.MINIMUM, OpKind.SLICE, OpKind.TRANSPOSE, OpKind.RESIZE_NEAREST, OpKind.SOFTMAX, OpKind.SIGMOID,
-    OpKind.TANH, OpKind.TRANSPOSE_CONV2D,
+    OpKind.TANH, OpKind.TRANSPOSE_CONV2D, OpKind.REVERSE,
 })
 LO, HI = -32768, 32767
 
@@ -119,6 +119,10 @@ def emit_int16(b: Any, op: Op, out: str) -> None:
         inner = math.prod(x.shape[ax + 1:])
         call("tcc_slice_s16", [src, math.prod(x.shape[1:ax]), x.shape[ax] * inner, a["length"] * inner,
                                a["begin"] * inner, out])
+    elif k == OpKind.REVERSE:
+        from .emitter import reverse_args
+
+        call("tcc_reverse_s16", [src, *reverse_args(x.shape, a["axis"]), out])
     elif k == OpKind.TRANSPOSE:
         from .emitter import transpose_args
 

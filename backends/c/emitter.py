@@ -33,7 +33,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
            OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.ELU,
-           OpKind.GELU, OpKind.SVDF}
+           OpKind.GELU, OpKind.SVDF, OpKind.REVERSE}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -319,6 +319,9 @@ class _Builder:
             args = [str(v) for v in (math.prod(x.shape[1:ax]), x.shape[ax] * inner, a["length"] * inner,
                                      a["begin"] * inner)]
             self.m.calls.append(Call("tcc_slice_s8", [self.ptr(op.inputs[0]), *args, out], op.name))
+        elif k == OpKind.REVERSE:
+            self.m.calls.append(Call("tcc_reverse_s8", [self.ptr(op.inputs[0]), *reverse_args(x.shape, a["axis"]),
+                                                        out], op.name))
         elif k == OpKind.TRANSPOSE:
             self.m.calls.append(Call("tcc_transpose_s8", [self.ptr(op.inputs[0]), *transpose_args(x.shape, a["perm"]),
                                                           out], op.name))
@@ -452,6 +455,11 @@ def transpose_args(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[str]:
     st = [strides[i] for i in p]
     pad = 3 - len(dims)
     return [str(v) for v in [1] * pad + out] + [str(v) for v in [0] * pad + st]
+
+
+def reverse_args(shape: tuple[int, ...], axis: int) -> list[str]:
+    """Blocks before the axis, its length and the elements after it, of a batch-1 reverse."""
+    return [str(v) for v in (math.prod(shape[1:axis]), shape[axis], math.prod(shape[axis + 1:]))]
 
 
 def build_emit_model(dep: Deployment) -> EmitModel:

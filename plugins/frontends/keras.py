@@ -25,6 +25,7 @@ from ...ir.graph import Graph, IRError
 from ...ir.ops import OpKind
 from .keras_legacy import check_zip_sizes, repaired_copy
 from .keras_recurrent import CONVERTERS as RECURRENT_CONVERTERS
+from .keras_bidir import bidirectional
 from .keras_lstm import convert_lstm
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -537,7 +538,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "GlobalAveragePooling1D": _global1d(OpKind.GLOBAL_AVG_POOL),
     "GlobalMaxPooling1D": _global1d(OpKind.GLOBAL_MAX_POOL), "ZeroPadding1D": _zeropad1d,
     **RECURRENT_CONVERTERS,
-    "LSTM": convert_lstm,
+    "LSTM": convert_lstm, "Bidirectional": bidirectional,
 }
 SUPPORTED_LAYERS = tuple(sorted(_CONVERTERS))
 

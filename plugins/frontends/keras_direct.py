@@ -54,12 +54,19 @@ _ARGS: dict[str, set[str]] = {
     "LSTM": {"units", "activation", "recurrent_activation", "use_bias", "unit_forget_bias", "dropout",
              "recurrent_dropout", "seed", "return_sequences", "return_state", "go_backwards", "stateful", "unroll",
              "zero_output_for_mask", "use_cudnn", "implementation", "time_major"},
+    "Bidirectional": {"layer", "backward_layer", "merge_mode"},
 }
+_RNN_ARGS = {"units", "activation", "use_bias", "dropout", "recurrent_dropout", "seed", "return_sequences",
+             "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "use_cudnn",
+             "implementation", "time_major"}
+_ARGS["GRU"] = _RNN_ARGS | {"recurrent_activation", "reset_after"}
+_ARGS["SimpleRNN"] = set(_RNN_ARGS)
+_RECURRENT = ("LSTM", "GRU", "SimpleRNN")  # their weights are on their cell; a Bidirectional read here wraps one
 _COMMON = {"name", "trainable", "dtype", "batch_input_shape", "input_shape", "batch_size", "input_dim",
            "activity_regularizer"}
 # arguments that must have these values for the IR to mean what Keras computes
 _REQUIRED = {"renorm": (False,), "virtual_batch_size": (None,), "adjustment": (None,), "quantization_config": (None,),
-             "lora_rank": (None, 0), "return_state": (False,), "go_backwards": (False,), "stateful": (False,),
+             "lora_rank": (None, 0), "return_state": (False,), "go_backwards": (False, True), "stateful": (False,),
              "time_major": (False,)}
 _FLOAT_POLICIES = {"float32", "float64", "mixed_float16", "mixed_bfloat16"}
 _RANK = {"Conv1D": 1, "DepthwiseConv1D": 1, "SeparableConv1D": 1, "MaxPooling1D": 1, "AveragePooling1D": 1}
@@ -92,6 +99,26 @@ def _check_args(cls: str, conf: dict, name: str) -> None:
         raise NotCovered(f"layer {name!r} ({cls}): dtype {policy}")
     if "data_format" in conf and conf["data_format"] != "channels_last":  # None: keras.json decides
         raise NotCovered(f"layer {name!r} ({cls}): data_format {conf['data_format']!r}")
+    if cls == "Bidirectional":
+        for key in ("layer", "backward_layer"):
+            _check_args(*_wrapped(conf, key, name))
+
+
+def _wrapped(conf: dict, key: str, name: str) -> tuple[str, dict, str]:
+    """(class, config, name) of a Bidirectional's ``layer`` or ``backward_layer`` (Keras derives a missing
+    backward layer from ``layer``: the same config, ``go_backwards`` flipped)."""
+    inner = conf.get(key)
+    if key == "backward_layer" and inner is None:
+        inner = conf.get("layer")
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            flipped = not inner["config"].get("go_backwards", False)
+            inner = {**inner, "config": {**inner["config"], "go_backwards": flipped}}
+    if not isinstance(inner, dict) or inner.get("class_name") not in _RECURRENT or \
+            not isinstance(inner.get("config"), dict) or \
+            inner.get("registered_name") not in (None, inner.get("class_name")) or \
+            not str(inner.get("module", "keras.layers")).startswith("keras.layers"):
+        raise NotCovered(f"layer {name!r} (Bidirectional): {key}")
+    return inner["class_name"], inner["config"], f"{name}/{key}"
 
 
 # ---- Keras's normalisation of arguments ------------------------------------------------------------
@@ -220,16 +247,26 @@ def _attributes(cls: str, conf: dict, name: str) -> Any:
         layer.rate = _number(conf.get("rate", 0.0))
     elif cls == "Rescaling":
         layer.scale, layer.offset = _number(conf.get("scale")), _number(conf.get("offset", 0.0))
-    elif cls == "LSTM":  # the converter (keras_lstm) refuses activations other than tanh/sigmoid by name
+    elif cls in _RECURRENT:  # the converters (keras_lstm, keras_recurrent) refuse other activations by name
         layer.units = conf.get("units")
         if not isinstance(layer.units, int) or isinstance(layer.units, bool) or layer.units < 1:
             raise NotCovered(f"layer {name!r}: units")
         layer.activation = conf.get("activation", "tanh")
         layer.recurrent_activation = conf.get("recurrent_activation", "sigmoid")
+        layer.reset_after = bool(conf.get("reset_after", True))
         layer.use_bias = bool(conf.get("use_bias", True))
         layer.return_sequences = bool(conf.get("return_sequences", False))
-        layer.return_state = layer.go_backwards = layer.stateful = False
+        layer.go_backwards = bool(conf.get("go_backwards", False))
+        layer.return_state = layer.stateful = False
         layer.cell = layer  # the weights are set on the layer (Keras keeps them on its cell)
+    elif cls == "Bidirectional":  # the converter (keras_bidir) refuses merge_mode None by name
+        layer.forward_layer = _attributes(*_wrapped(conf, "layer", name))
+        layer.backward_layer = _attributes(*_wrapped(conf, "backward_layer", name))
+        layer.merge_mode = conf.get("merge_mode", "concat")
+        layer.return_sequences = layer.forward_layer.return_sequences
+        if layer.backward_layer.return_sequences != layer.return_sequences:
+            raise NotCovered(f"layer {name!r}: return_sequences differ")
+        layer.return_state = False
     return layer
 
 
@@ -259,10 +296,15 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
         return out + ([("bias", (layer.filters,))] if layer.use_bias else [])
     if cls == "Dense":
         return [("kernel", (cin, layer.units))] + ([("bias", (layer.units,))] if layer.use_bias else [])
-    if cls == "LSTM":
+    if cls in _RECURRENT:
         u = layer.units
-        return [("kernel", (cin, 4 * u)), ("recurrent_kernel", (u, 4 * u))] + \
-            ([("bias", (4 * u,))] if layer.use_bias else [])
+        g = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cls] * u
+        bias = (2, g) if cls == "GRU" and layer.reset_after else (g,)
+        return [("kernel", (cin, g)), ("recurrent_kernel", (u, g))] + ([("bias", bias)] if layer.use_bias else [])
+    if cls == "Bidirectional":
+        return [(f"{side}/{key}", shape) for side, inner in (("forward_layer", layer.forward_layer),
+                                                             ("backward_layer", layer.backward_layer))
+                for key, shape in _expected(type(inner).__name__, inner, in_shape)]
     if cls == "PReLU":
         shape = list(in_shape[1:])
         for a in layer.shared_axes:
@@ -282,7 +324,7 @@ def _expected(cls: str, layer: Any, in_shape: tuple[int, ...]) -> list[tuple[str
 
 _HAS_WEIGHTS = {"Conv2D", "Conv1D", "DepthwiseConv2D", "DepthwiseConv1D", "SeparableConv2D", "SeparableConv1D",
                 "Dense",
-                "BatchNormalization", "LSTM", "PReLU"}
+                "BatchNormalization", "LSTM", "GRU", "SimpleRNN", "PReLU", "Bidirectional"}
 
 
 def _snake(name: str) -> str:
@@ -329,13 +371,16 @@ class _Weights:
             key = base if base not in used else f"{base}_{used[base] + 1}"
             used[base] = used[base] + 1 if base in used else 0
             vars_ = f.get(f"layers/{key}/vars")
-            if cls_name == "LSTM":  # an RNN layer keeps its variables on its cell; its own vars hold none
+            if cls_name in _RECURRENT:  # an RNN layer keeps its variables on its cell; its own vars hold none
                 if vars_ is None or len(vars_) or _text(vars_.attrs.get("name", name)) != name:
-                    raise NotCovered(f"weights of LSTM {name!r}")
-                vars_ = f.get(f"layers/{key}/cell/vars")
-                if vars_ is None:
-                    raise NotCovered(f"no weights for {name!r}")
-                out[name] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
+                    raise NotCovered(f"weights of {cls_name} {name!r}")
+                out[name] = _cell_vars(f, f"layers/{key}", name)
+                continue
+            if cls_name == "Bidirectional":  # the forward then the backward layer's cell variables
+                if vars_ is None or len(vars_) or _text(vars_.attrs.get("name", name)) != name:
+                    raise NotCovered(f"weights of Bidirectional {name!r}")
+                out[name] = [a for side in ("forward_layer", "backward_layer")
+                             for a in _cell_vars(f, f"layers/{key}/{side}", name)]
                 continue
             if vars_ is None:
                 if cls_name in _HAS_WEIGHTS:
@@ -359,6 +404,15 @@ class _Weights:
                 raise NotCovered(f"layer {name!r}: {key} of shape {a.shape}, expected {shape}")
             out[key] = np.asarray(a, dtype=np.float32)
         return out
+
+
+def _cell_vars(f: Any, path: str, name: str) -> list[np.ndarray]:
+    """The variables of an RNN layer stored at ``path`` (on its cell; the layer's own vars hold none)."""
+    own = f.get(f"{path}/vars")
+    vars_ = f.get(f"{path}/cell/vars")
+    if own is None or len(own) or vars_ is None or any(not hasattr(vars_[k], "shape") for k in vars_):
+        raise NotCovered(f"no weights for {name!r}")
+    return [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
 
 
 def _text(v: Any) -> str:
@@ -588,7 +642,8 @@ def load_direct(path: str | Path, name: str) -> Graph:
         if not ins:
             raise NotCovered(f"layer {n!r} has no input")
         for key, value in weights.take(n, _expected(cls, layer, g.tensors[ins[0]].shape)).items():
-            setattr(layer, key, value)
+            side, _, attr = key.rpartition("/")  # a Bidirectional's: forward_layer/kernel, ...
+            setattr(getattr(layer, side) if side else layer, attr, value)
         if cls == "BatchNormalization":
             layer.gamma = getattr(layer, "gamma", None)
             layer.beta = getattr(layer, "beta", None)

@@ -1,8 +1,8 @@
 """Keras ``LSTM`` -> the IR ``lstm`` op (weights transposed to ``[4H, F]``/``[4H, H]``, gate order i, f, c, o kept).
 
 Only the standard layer is taken: tanh activation, sigmoid recurrent activation, no returned state, not
-backwards, not stateful; dropout settings are ignored (inference). Anything else is refused in one line
-naming the layer.
+stateful (``go_backwards``: a time reversal in front, ``keras_bidir``); dropout settings are ignored
+(inference). Anything else is refused in one line naming the layer.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayerError
 from ...ir.ops import OpKind
+from .keras_bidir import time_input
 
 
 def _act_name(fn: Any) -> str:
@@ -32,7 +33,6 @@ def convert_lstm(b: Any, layer: Any, ins: list[str], name: str) -> str:
         (_act_name(layer.recurrent_activation) == "sigmoid",
          f"recurrent_activation {_act_name(layer.recurrent_activation)!r} (only sigmoid)"),
         (not getattr(layer, "return_state", False), "return_state=True"),
-        (not getattr(layer, "go_backwards", False), "go_backwards=True"),
         (not getattr(layer, "stateful", False), "stateful=True"),
         (len(x.shape) == 3, f"an input of rank {len(x.shape)} (expected [batch, steps, features])"),
     ]
@@ -45,5 +45,5 @@ def convert_lstm(b: Any, layer: Any, ins: list[str], name: str) -> str:
     w_in = b.const(f"{name}/kernel", np.ascontiguousarray(kernel.T))
     w_rec = b.const(f"{name}/recurrent_kernel", np.ascontiguousarray(rec.T))
     bias = [b.const(f"{name}/bias", _array(cell.bias))] if cell.use_bias else []
-    return b.op(OpKind.LSTM, [ins[0], w_in, w_rec] + bias, name, name,
+    return b.op(OpKind.LSTM, [time_input(b, layer, ins[0], name), w_in, w_rec] + bias, name, name,
                 {"return_sequences": bool(layer.return_sequences)})

@@ -1,8 +1,9 @@
 """Keras ``GRU`` and ``SimpleRNN`` into the IR's ``gru``/``simple_rnn`` ops (ir/recurrent.py).
 
 Supported: tanh activation, sigmoid recurrent activation (GRU), ``reset_after`` either way, ``return_sequences``
-either way, with or without bias; dropout only trains. Anything else (``return_state``, ``go_backwards``,
-``stateful``, other activations, more than ``MAX_UNITS`` units) is refused in one line naming the layer.
+either way, with or without bias, ``go_backwards`` (a time reversal in front, ``keras_bidir``); dropout only
+trains. Anything else (``return_state``, ``stateful``, other activations, more than ``MAX_UNITS`` units) is
+refused in one line naming the layer.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from ...errors import UnsupportedLayerError
 from ...ir.ops import OpKind
 from ...ir.recurrent import MAX_UNITS
+from .keras_bidir import time_input
 
 
 def _name(fn: Any) -> str:
@@ -24,7 +26,7 @@ def _w(v: Any) -> np.ndarray:
 
 
 def _check(l: Any, name: str, cls: str, shape: tuple[int, ...]) -> None:
-    problems = [f"{flag}=True" for flag in ("return_state", "go_backwards", "stateful") if getattr(l, flag, False)]
+    problems = [f"{flag}=True" for flag in ("return_state", "stateful") if getattr(l, flag, False)]
     if _name(l.activation) != "tanh":
         problems.append(f"activation {_name(l.activation)!r} (tanh only)")
     if cls == "GRU" and _name(l.recurrent_activation) != "sigmoid":
@@ -47,7 +49,7 @@ def gru(b: Any, l: Any, ins: list[str], name: str) -> str:
     consts = [b.const(f"{name}/kernel", _w(cell.kernel).T), b.const(f"{name}/recurrent_kernel",
                                                                    _w(cell.recurrent_kernel).T),
               b.const(f"{name}/bias", b_in), b.const(f"{name}/recurrent_bias", b_rec)]
-    return b.op(OpKind.GRU, [ins[0], *consts], name, name,
+    return b.op(OpKind.GRU, [time_input(b, l, ins[0], name), *consts], name, name,
                 {"return_sequences": bool(l.return_sequences), "reset_after": bool(l.reset_after)})
 
 
@@ -58,7 +60,8 @@ def simple_rnn(b: Any, l: Any, ins: list[str], name: str) -> str:
     bias = _w(cell.bias) if l.use_bias else np.zeros(l.units, np.float32)
     consts = [b.const(f"{name}/kernel", _w(cell.kernel).T),
               b.const(f"{name}/recurrent_kernel", _w(cell.recurrent_kernel).T), b.const(f"{name}/bias", bias)]
-    return b.op(OpKind.SIMPLE_RNN, [ins[0], *consts], name, name, {"return_sequences": bool(l.return_sequences)})
+    return b.op(OpKind.SIMPLE_RNN, [time_input(b, l, ins[0], name), *consts], name, name,
+                {"return_sequences": bool(l.return_sequences)})
 
 
 CONVERTERS = {"GRU": gru, "SimpleRNN": simple_rnn}

@@ -13,7 +13,8 @@ widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
 SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
-axis), TRANSPOSE (batch axis kept), TRANSPOSE_CONV (output size
+axis), TRANSPOSE (batch axis kept), REVERSE_V2 (one non-batch axis; a Bidirectional layer's time reversal),
+TRANSPOSE_CONV (output size
 from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output) and
 PACK of activations (reshapes + concatenation): the converter's unstacking and stacking of the steps of a Keras 3
 recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch axis of 1 in front in the IR,
@@ -69,7 +70,8 @@ SUPPORTED_OPERATORS = frozenset({
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
     "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
-    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU"})
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU",
+    "REVERSE_V2"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -520,6 +522,13 @@ class _Reader:
             if not perm or perm[0] != 0:
                 raise UnsupportedLayerError(f"TRANSPOSE writing {self._short(out)!r} moves the batch axis {perm}")
             self.add(OpKind.TRANSPOSE, [x], out, {"perm": perm})
+        elif code == "REVERSE_V2":
+            rank = len(self.g.tensors[x].shape)
+            axes = [int(v) % rank for v in self._const(ins[1], "REVERSE_V2 axis").reshape(-1)]
+            if len(axes) != 1 or axes[0] == 0:
+                raise UnsupportedLayerError(f"REVERSE_V2 writing {self._short(out)!r} reverses axes {axes} "
+                                            "(one non-batch axis only)")
+            self.add(OpKind.REVERSE, [x], out, {"axis": axes[0]})
         elif code == "RESIZE_NEAREST_NEIGHBOR":
             size = tuple(int(v) for v in self._const(ins[1], "RESIZE_NEAREST_NEIGHBOR size").reshape(-1))
             self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "align_corners": bool(opt.alignCorners),

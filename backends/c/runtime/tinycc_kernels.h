@@ -57,6 +57,8 @@ void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int3
                       int8_t *out);
 /* SLICE along one axis: `outer` blocks of `inner` bytes taken at `offset` in blocks of `in_inner` bytes. */
 void tcc_slice_s8(const int8_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset, int8_t *out);
+/* REVERSE along one axis (time reversal): `outer` blocks of `n` rows of `inner` bytes, rows in reverse order. */
+void tcc_reverse_s8(const int8_t *in, int32_t outer, int32_t n, int32_t inner, int8_t *out);
 /* TRANSPOSE_CONV: w (flash) [oc][kh][kw][ic], bias (flash, may be NULL); output pixel (y, x) sums input pixel
  * ((y + pt - ky) / sh, (x + pl - kx) / sw) where that divides evenly (TFLite's scatter, gathered). */
 void tcc_transpose_conv_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
@@ -156,6 +158,7 @@ void tcc_transpose_s16(const int16_t *in, int32_t o0, int32_t o1, int32_t o2, in
                        int32_t st2, int16_t *out);
 void tcc_slice_s16(const int16_t *in, int32_t outer, int32_t in_inner, int32_t inner, int32_t offset,
                    int16_t *out);
+void tcc_reverse_s16(const int16_t *in, int32_t outer, int32_t n, int32_t inner, int16_t *out);
 /* TFLite's MEAN over the hw positions of an [hw][c] int16 input, requantized (tcc_mean_s8's arithmetic). */
 void tcc_mean_s16(const int16_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
                   int32_t out_zp, int16_t *out);

@@ -274,6 +274,19 @@ void TCC_FN(tcc_slice)(const TCC_T *in, int32_t outer, int32_t in_inner, int32_t
     }
 }
 
+void TCC_FN(tcc_reverse)(const TCC_T *in, int32_t outer, int32_t n, int32_t inner, TCC_T *out) {
+    int32_t o, t, i;
+    for (o = 0; o < outer; ++o) {
+        const TCC_T *block = in + o * n * inner;
+        for (t = 0; t < n; ++t) {
+            const TCC_T *src = block + (n - 1 - t) * inner;
+            for (i = 0; i < inner; ++i) {
+                *out++ = src[i];
+            }
+        }
+    }
+}
+
 void TCC_FN(tcc_concat)(const TCC_T *in, int32_t in_flash, int32_t outer, int32_t inner, int32_t out_inner,
                         int32_t offset, TCC_T *out) {
     int32_t o, i;
