@@ -122,6 +122,27 @@ int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
 #define TCC_REQUANT_FN tcc_requant_s16
 #include "tinycc_kernels_tpl.h"
 
+/* int8 convolution and depthwise whose biases are in RAM (a trained region's learned biases on a Harvard MCU,
+ * where TCC_READ_S32 reads program memory): the same bodies, the bias a plain load */
+#define TCC_TPL_BIAS_RAM 1
+#define TCC_T int8_t
+#define TCC_MIN (-128)
+#define TCC_MAX 127
+#define TCC_FN(name) name##_bram_s8
+#define TCC_ACC int32_t
+#define TCC_BIAS_T int32_t
+#define TCC_RD_BIAS(p) (*(p))
+#define TCC_MBQM tcc_mbqm
+#define TCC_ZP_PARAMS int32_t in_zp, int32_t out_zp,
+#define TCC_IN_ZP in_zp
+#define TCC_OUT_ZP out_zp
+#define TCC_ADD_LSHIFT 20
+#define TCC_CLAMP clamp8
+#define TCC_RD rd8
+#define TCC_REQUANT_FN tcc_relu_s8
+#include "tinycc_kernels_tpl.h"
+#undef TCC_TPL_BIAS_RAM
+
 /* one output pixel of channel o of a convolution (m 0) or depthwise (multiplier m) from its weight row wr */
 static int32_t conv_row_acc(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *wr, int32_t m,
                             int32_t kh, int32_t kw, int32_t y, int32_t x, int32_t sh, int32_t sw, int32_t dh,
@@ -259,78 +280,6 @@ void tcc_fc_bram_s8(const int8_t *in, int32_t rows, int32_t n_in, const int8_t *
                     const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t in_zp, int32_t out_zp,
                     int32_t act_min, int32_t act_max, int8_t *out) {
     fc_any(in, rows, n_in, w, 0, bias, 1, n_out, mult, shift, per_channel, in_zp, out_zp, act_min, act_max, out, NULL);
-}
-
-void tcc_conv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
-                        int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
-                        int32_t dw, int32_t pt, int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp,
-                        int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
-    const int32_t icg = ic / groups;
-    const int32_t ocg = oc / groups;
-    int32_t y, x, o, ky, kx, c;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c0 = (o / ocg) * icg;
-                int32_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        const int8_t *px;
-                        const int8_t *pw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        px = in + ((int32_t)iy * iw + ix) * ic + c0;
-                        pw = w + ((o * kh + ky) * kw + kx) * icg;
-                        for (c = 0; c < icg; ++c) {
-                            acc += ((int32_t)px[c] - in_zp) * (int32_t)TCC_READ_S8(pw + c);
-                        }
-                    }
-                }
-                acc += bias_at(bias, o, 1);
-                out[(y * ow + x) * oc + o] =
-                    clamp8(tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp, act_min, act_max);
-            }
-        }
-    }
-}
-
-void tcc_dwconv2d_bram_s8(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const int32_t *bias,
-                          int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt,
-                          int32_t pl, const int32_t *mult, const int32_t *shift, int32_t in_zp, int32_t out_zp,
-                          int32_t act_min, int32_t act_max, int8_t *out, int32_t oh, int32_t ow) {
-    const int32_t oc = ic * m;
-    int32_t y, x, o, ky, kx;
-    for (y = 0; y < oh; ++y) {
-        for (x = 0; x < ow; ++x) {
-            for (o = 0; o < oc; ++o) {
-                const int32_t c = o / m;
-                int32_t acc = 0;
-                for (ky = 0; ky < kh; ++ky) {
-                    const int32_t iy = y * sh - pt + ky * dh;
-                    if (iy < 0 || iy >= ih) {
-                        continue;
-                    }
-                    for (kx = 0; kx < kw; ++kx) {
-                        const int32_t ix = x * sw - pl + kx * dw;
-                        if (ix < 0 || ix >= iw) {
-                            continue;
-                        }
-                        acc += ((int32_t)in[(iy * iw + ix) * ic + c] - in_zp) *
-                               (int32_t)TCC_READ_S8(w + (ky * kw + kx) * oc + o);
-                    }
-                }
-                acc += bias_at(bias, o, 1);
-                out[(y * ow + x) * oc + o] =
-                    clamp8(tcc_mbqm(acc, TCC_READ_S32(mult + o), TCC_READ_S32(shift + o)) + out_zp, act_min, act_max);
-            }
-        }
-    }
 }
 
 void tcc_add_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,

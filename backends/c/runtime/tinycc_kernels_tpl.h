@@ -10,7 +10,9 @@
  *   TCC_ADD_LSHIFT    ADD/SUB's left shift of the operands before scaling (TFLite: 20 for int8, 15 for int16)
  *   TCC_CLAMP(v, lo, hi), TCC_RD(p, flash)  the type's clamp and flash-aware element read
  *   TCC_REQUANT_FN    the element-wise requantization's name (int8: tcc_relu_s8, int16: tcc_requant_s16)
- * The prototypes in tinycc_kernels.h are the reference: each definition here must match both of its instances. */
+ * The prototypes in tinycc_kernels.h are the reference: each definition here must match both of its instances.
+ * With TCC_TPL_BIAS_RAM defined, only the convolution and the depthwise convolution are defined (the int8 kernels
+ * of a trained region whose learned biases are in RAM on a Harvard MCU: TCC_RD_BIAS a plain load). */
 
 void TCC_FN(tcc_conv2d)(const TCC_T *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w, const TCC_BIAS_T *bias,
                         int32_t oc, int32_t kh, int32_t kw, int32_t groups, int32_t sh, int32_t sw, int32_t dh,
@@ -53,6 +55,7 @@ void TCC_FN(tcc_conv2d)(const TCC_T *in, int32_t ih, int32_t iw, int32_t ic, con
     }
 }
 
+#ifndef TCC_TPL_BIAS_RAM
 /* Every output pixel gathers the input pixels whose stride-spread taps land on it (TFLite's scatter). */
 void TCC_FN(tcc_transpose_conv)(const TCC_T *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w,
                                 const TCC_BIAS_T *bias, int32_t oc, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
@@ -93,6 +96,7 @@ void TCC_FN(tcc_transpose_conv)(const TCC_T *in, int32_t ih, int32_t iw, int32_t
         }
     }
 }
+#endif
 
 void TCC_FN(tcc_dwconv2d)(const TCC_T *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *w,
                           const TCC_BIAS_T *bias, int32_t m, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
@@ -129,6 +133,7 @@ void TCC_FN(tcc_dwconv2d)(const TCC_T *in, int32_t ih, int32_t iw, int32_t ic, c
     }
 }
 
+#ifndef TCC_TPL_BIAS_RAM
 void TCC_FN(tcc_fc)(const TCC_T *in, int32_t rows, int32_t n_in, const int8_t *w, const TCC_BIAS_T *bias,
                     int32_t n_out, const int32_t *mult, const int32_t *shift, int32_t per_channel,
                     TCC_ZP_PARAMS int32_t act_min, int32_t act_max, TCC_T *out) {
@@ -351,7 +356,10 @@ void TCC_FN(tcc_dequantize)(const TCC_T *in, int32_t n, float scale, int32_t zp,
     }
 }
 
+#endif /* TCC_TPL_BIAS_RAM */
+
 /* this instance is done: its parameters are free for the next */
+
 #undef TCC_T
 #undef TCC_MIN
 #undef TCC_MAX
