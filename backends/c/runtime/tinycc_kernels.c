@@ -103,7 +103,19 @@ int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
 #define TCC_CLAMP clamp8
 #define TCC_RD rd8
 #define TCC_REQUANT_FN tcc_relu_s8
+#define TCC_TPL_KEEP 1 /* the parameters stay for the RAM-bias instance below */
 #include "tinycc_kernels_tpl.h"
+#undef TCC_TPL_KEEP
+
+/* int8 convolution and depthwise whose biases are in RAM (a trained region's learned biases on a Harvard MCU,
+ * where TCC_READ_S32 reads program memory): the same bodies, the bias a plain load */
+#undef TCC_FN
+#define TCC_FN(name) name##_bram_s8
+#undef TCC_RD_BIAS
+#define TCC_RD_BIAS(p) (*(p))
+#define TCC_TPL_BIAS_RAM 1
+#include "tinycc_kernels_tpl.h"
+#undef TCC_TPL_BIAS_RAM
 
 #define TCC_T int16_t
 #define TCC_MIN (-32768)
@@ -121,27 +133,6 @@ int32_t tcc_mbqm64(int64_t x, int32_t multiplier, int32_t shift) {
 #define TCC_RD rd16
 #define TCC_REQUANT_FN tcc_requant_s16
 #include "tinycc_kernels_tpl.h"
-
-/* int8 convolution and depthwise whose biases are in RAM (a trained region's learned biases on a Harvard MCU,
- * where TCC_READ_S32 reads program memory): the same bodies, the bias a plain load */
-#define TCC_TPL_BIAS_RAM 1
-#define TCC_T int8_t
-#define TCC_MIN (-128)
-#define TCC_MAX 127
-#define TCC_FN(name) name##_bram_s8
-#define TCC_ACC int32_t
-#define TCC_BIAS_T int32_t
-#define TCC_RD_BIAS(p) (*(p))
-#define TCC_MBQM tcc_mbqm
-#define TCC_ZP_PARAMS int32_t in_zp, int32_t out_zp,
-#define TCC_IN_ZP in_zp
-#define TCC_OUT_ZP out_zp
-#define TCC_ADD_LSHIFT 20
-#define TCC_CLAMP clamp8
-#define TCC_RD rd8
-#define TCC_REQUANT_FN tcc_relu_s8
-#include "tinycc_kernels_tpl.h"
-#undef TCC_TPL_BIAS_RAM
 
 /* one output pixel of channel o of a convolution (m 0) or depthwise (multiplier m) from its weight row wr */
 static int32_t conv_row_acc(const int8_t *in, int32_t ih, int32_t iw, int32_t ic, const int8_t *wr, int32_t m,

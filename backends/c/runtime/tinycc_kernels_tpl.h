@@ -358,8 +358,8 @@ void TCC_FN(tcc_dequantize)(const TCC_T *in, int32_t n, float scale, int32_t zp,
 
 #endif /* TCC_TPL_BIAS_RAM */
 
-/* this instance is done: its parameters are free for the next */
-
+/* this instance is done: its parameters are free for the next (unless TCC_TPL_KEEP) */
+#ifndef TCC_TPL_KEEP
 #undef TCC_T
 #undef TCC_MIN
 #undef TCC_MAX
@@ -375,3 +375,4 @@ void TCC_FN(tcc_dequantize)(const TCC_T *in, int32_t n, float scale, int32_t zp,
 #undef TCC_CLAMP
 #undef TCC_RD
 #undef TCC_REQUANT_FN
+#endif
