@@ -158,22 +158,27 @@ def run_deep_demo(dep, sim, project: Path, x, y, where: str, learn: int = 9):
     on the host (ASan/UBSan) or under QEMU (``where`` a cpu such as "m4"), and check what precedes learning against
     the simulator's learner ``sim``: the int8 cut tensors bit for bit, every vector's class and probabilities (1e-5).
     Returns the demo's output and the cut tensors."""
-    import numpy as np
-
     from tinycc.backends.c import CBackend
     from tinycc.config import TestVectors
-    from tinycc.ir.train import softmax
 
     CBackend().emit(dep, project, TestVectors(x, y, learn=learn))
     out = run_host(build_host(project)) if where == "host" else build_and_run_qemu(project, where)[0]
     assert out.done
+    return out, check_before(out, sim, x)
+
+
+def check_before(out, sim, x):
+    """Before learning, the demo's ``out`` equals the simulator's learner ``sim`` on inputs ``x``: the int8 cut
+    tensors bit for bit, every vector's class and probabilities (1e-5). Returns the cut tensors."""
+    from tinycc.ir.train import softmax
+
     q = sim.cut_of(x)
     cls, z = sim.predict(q)
     for i in range(len(x)):
         np.testing.assert_array_equal(out.features[i], q[i].reshape(-1))
         assert out.before[i][0] == cls[i]
         np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
-    return out, q
+    return q
 
 
 def check_learned(out, sim, dep, q, trained, mode: str) -> None:

@@ -125,15 +125,10 @@ def test_c_project_equals_run_int8_and_learns_like_the_simulator(session, tmp_pa
     assert code.count("tcc_reverse_s8(") == 8
     out = c_harness.run_host(c_harness.build_host(tmp_path / "c", sanitize=True))
     sim = Simulator(dep)
-    feats = sim.features(xs)
-    np.testing.assert_array_equal(feats, run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(8, -1))
+    from .test_recurrent import check_features_and_learning
+
+    feats = check_features_and_learning(out, sim, dep, xs, y)
     assert len(np.unique(feats)) > 4  # not a constant
-    for i in range(len(xs)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    for i in range(4):
-        sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
 
 
 def _canonical(g: Graph) -> tuple[str, dict]:

@@ -83,13 +83,7 @@ def _simavr_run(dep, sim, x, y, project: Path, learn: int):
     ArduinoBackend().check(dep)
     ArduinoBackend().emit(dep, project, TestVectors(x, y, learn=learn))
     out = ArduinoBackend().run_demo(project, "simavr").output
-    q = sim.cut_of(x)
-    cls, z = sim.predict(q)
-    for i in range(len(x)):
-        np.testing.assert_array_equal(out.features[i], q[i].reshape(-1))
-        assert out.before[i][0] == cls[i]
-        np.testing.assert_allclose(out.before[i][1], softmax(z)[i], atol=1e-5)
-    return out, q
+    return out, c_harness.check_before(out, sim, x)
 
 
 def _after(out, sim, q) -> None:

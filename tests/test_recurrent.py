@@ -112,14 +112,7 @@ def test_c_kernels_equal_run_int8_and_learn_like_the_simulator(session, tmp_path
     assert len(int16) == 2  # one sigmoid and one tanh table for the three layers
     assert code.count("recurrent kernel") == 3 and table_bytes(dep.extractor, "generic") == 2 * 2 * 513
     sim = Simulator(dep)
-    feats = sim.features(xs)
-    np.testing.assert_array_equal(feats, run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(8, -1))
-    for i in range(len(xs)):
-        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
-    for i in range(4):
-        sim.learn_features(feats[i], int(y[i]))
-    w = sim.classifier.layers[-1].weight
-    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    check_features_and_learning(out, sim, dep, xs, y)
 
 
 # ---- a sensor GRU on synthetic accelerometer-like windows ------------------------------------------------------
@@ -371,3 +364,17 @@ def test_stack_estimate_holds_the_recurrent_state(session) -> None:
     item = stack_item(dep, arch="no-such-arch")
     # 4: the pointer bytes of an unknown core
     assert not item.measured and item.bytes == estimate(3 * 2 * 200, 4) > estimate(512, 4)
+
+
+def check_features_and_learning(out, sim, dep, xs, y, learned: int = 4) -> np.ndarray:
+    """The demo's features equal the simulator's and tinycc's int8 interpreter's bit for bit; after ``learned`` learn
+    calls its last classifier layer equals the simulator's (1e-4 relative). Returns the features."""
+    feats = sim.features(xs)
+    np.testing.assert_array_equal(feats, run_int8(dep.extractor, xs)[dep.extractor.outputs[0]].reshape(len(xs), -1))
+    for i in range(len(xs)):
+        np.testing.assert_array_equal(out.features[i], feats[i], err_msg=f"C features of input {i}")
+    for i in range(learned):
+        sim.learn_features(feats[i], int(y[i]))
+    w = sim.classifier.layers[-1].weight
+    assert np.abs(out.weights[len(dep.classifier) - 1] - w.reshape(-1)).max() <= 1e-4 * max(np.abs(w).max(), 1e-3)
+    return feats
