@@ -75,19 +75,16 @@ def test_bad_input_one_line(capsys, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
+def searched(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     _extra()
     out = tmp_path_factory.mktemp("search") / "out"
-    t0 = time.perf_counter()
-    r = search(out, "--trials", "3", "--workers", "2")
-    return out, r, time.perf_counter() - t0
+    return out, search(out, "--trials", "3", "--workers", "2")
 
 
 @pytest.mark.slow
 def test_three_trials_outputs(searched) -> None:
-    out, r, seconds = searched
+    out, r = searched  # its speed is benchmarks/bench_search.py's (no timed unit test)
     assert r.returncode == 0, r.stderr
-    assert seconds < 180, f"3-trial search took {seconds:.0f} s"
     assert [l for l in r.stderr.splitlines() if l.strip()] == [], r.stderr  # only tinycc's words, on stdout
     table = rows(out / "trials.csv")
     assert len(table) == 3 and all(t["state"] == "COMPLETE" for t in table)
@@ -113,7 +110,7 @@ def test_three_trials_outputs(searched) -> None:
 def test_reported_memory_equals_compile(searched, capsys) -> None:
     from tinycc.cli import main
 
-    out, r, _ = searched
+    out, r = searched
     assert r.returncode == 0, r.stderr
     feasible = [t for t in rows(out / "trials.csv") if t["feasible"] == "True"]
     assert feasible
@@ -134,7 +131,7 @@ def test_reported_memory_equals_compile(searched, capsys) -> None:
 def test_best_compiles_and_validates_under_the_budget(searched, capsys) -> None:
     from tinycc.cli import main
 
-    out, r, _ = searched
+    out, r = searched
     assert r.returncode == 0, r.stderr
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
