@@ -62,7 +62,8 @@ def test_kernel_table_matches_the_vendored_snapshot(tmp_path: Path) -> None:
              f"-I{t / 'ruyinc'}"]
     for op, files in {"DEQUANTIZE": ["dequantize.cc", "dequantize_common.cc"],
                       "LEAKY_RELU": ["leaky_relu.cc", "leaky_relu_common.cc"],
-                      "PRELU": ["prelu.cc", "prelu_common.cc"], "ELU": ["elu.cc"]}.items():
+                      "PRELU": ["prelu.cc", "prelu_common.cc"], "ELU": ["elu.cc"],
+                      "REVERSE_V2": ["reverse.cc"]}.items():
         text = 0
         for f in files:
             obj = tmp_path / (f + ".o")

@@ -11,7 +11,8 @@ tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average po
 RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
 RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
-size), concat -> CONCATENATION, pad -> PAD (const int32
+size), concat -> CONCATENATION, reverse -> REVERSE_V2 (const int32 axis, one non-batch axis; a Bidirectional or
+``go_backwards`` layer's time reversal), pad -> PAD (const int32
 paddings), quantize/dequantize -> QUANTIZE/DEQUANTIZE, lstm -> UNIDIRECTIONAL_SEQUENCE_LSTM (+ a STRIDED_SLICE of
 the last step without ``return_sequences``, as the converter writes it), svdf -> SVDF (+ its variable state
 tensor). Operator versions are those the TF 2.21
@@ -38,8 +39,8 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
-                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3}
-INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2}  # what the TF 2.21 converter writes for 16x8
+                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3, "REVERSE_V2": 3}
+INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2, "REVERSE_V2": 1}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
@@ -210,6 +211,9 @@ class _Writer:
         elif k == OpKind.TRANSPOSE:
             perm = self.const_i32(f"{op.name}/perm", list(a["perm"]))
             self.emit("TRANSPOSE", ins + [perm], outs, s.BuiltinOptions.TransposeOptions, s.TransposeOptionsT())
+        elif k == OpKind.REVERSE:  # data movement: the output keeps the input's parameters
+            axis = self.const_i32(f"{op.name}/axis", [int(a["axis"])])
+            self.emit("REVERSE_V2", ins + [axis], outs, s.BuiltinOptions.ReverseV2Options, s.ReverseV2OptionsT())
         elif k == OpKind.CONCAT:
             o = s.ConcatenationOptionsT()
             o.axis = a["axis"]

@@ -21,6 +21,7 @@ KERNEL_TEXT = {  # TFLite builtin operator -> bytes of .text (Cortex-M4F, -Os, r
     "ADD": 5110 + 652, "MUL": 212 + 5498, "CONCATENATION": 3524, "PAD": 2088 + 960, "QUANTIZE": 58 + 1738,
     "DEQUANTIZE": 440 + 272, "LOGISTIC": 1528 + 590, "TANH": 2044, "HARD_SWISH": 698 + 408, "LEAKY_RELU": 634 + 368,
     "SOFTMAX": 2592 + 1604, "RESHAPE": 102 + 536, "MEAN": 270 + 5530, "PRELU": 2060 + 1086, "ELU": 690,
+    "REVERSE_V2": 2458,
 }
 KERNEL_SHARED = {"RELU": "activations", "RELU6": "activations", "MAX_POOL_2D": "pooling", "AVERAGE_POOL_2D": "pooling"}
 FRAMEWORK_TEXT = 28612
