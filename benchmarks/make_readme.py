@@ -48,7 +48,7 @@ python -m benchmarks kernels   # MLPerf Tiny, CNAS (unpruned, step 1), the zoo; 
 # the current kernels section (issue #27; TFLM + CMSIS-NN at -Os and at its Makefile levels, per-layer profile):
 python -m benchmarks kernels --models ResNet-8 "DS-CNN KWS" "MobileNetV1 VWW" --no-tflm-ref
 python -m benchmarks compile --data ../shared/data   # also --target c with --kernels generic
-python -m benchmarks compile --kernels-only --data ../shared/data   # compile_kernels: issue 27, CPU, <= 1.2x
+python -m benchmarks compile --kernels-only --data ../shared/data   # compile_kernels: issue 27, CPU, <= 1.2x (--baseline PY: another checkout beside)
 python -m benchmarks compile --startup-only   # compile_startup: the digits .h5 in fresh processes
 # compile_cpu: a checkout of bef8cde^1 in /work/wt/before with its own venv as the baseline
 python -m benchmarks compile_cpu --baseline /work/wt/before/.venv/bin/python --baseline-label "bef8cde^1 (...)"
