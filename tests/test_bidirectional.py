@@ -280,16 +280,16 @@ def test_tflite_reverse_v2_reads_as_reverse(tmp_path: Path, int8: bool) -> None:
                                    atol=1e-5, rtol=0)
 
 
-def _dense_reverse_dense(axis_last: bool) -> Graph:
-    """x [1, 5, 4] -> dense(6) -> reverse (time, or the channel axis) -> dense(3)."""
-    rng = np.random.default_rng(9)
-    g = Graph("rev_channels")
-    g.add_input("x", (1, 5, 4))
+def dense_reverse_dense(axis: int, steps: int = 5, relu: bool = False, seed: int = 9) -> Graph:
+    """x [1, steps, 4] -> dense(6, relu or none) -> reverse (axis 1: time, 2: channels) -> dense(3)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("rev")
+    g.add_input("x", (1, steps, 4))
     g.add_const("w1", rng.normal(size=(6, 4)).astype(np.float32))
     g.add_const("b1", rng.normal(size=6).astype(np.float32))
     g.add_const("w2", rng.normal(size=(3, 6)).astype(np.float32))
-    h = g.add_op("dense", ["x", "w1", "b1"], "d1").outputs[0]
-    r = g.add_op("reverse", [h], "rev", {"axis": 2 if axis_last else 1}).outputs[0]
+    h = g.add_op("dense", ["x", "w1", "b1"], "d1", {"activation": "relu"} if relu else {}).outputs[0]
+    r = g.add_op("reverse", [h], "rev", {"axis": axis}).outputs[0]
     g.outputs = g.add_op("dense", [r, "w2"], "d2").outputs
     return g
 
@@ -299,7 +299,7 @@ def test_channels_pass_a_time_reversal_and_prune_like_masking() -> None:
     itself keeps them whole (not prunable)."""
     from tinycc.ir.channels import analyse, remove
 
-    g = _dense_reverse_dense(False)
+    g = dense_reverse_dense(1)
     units = analyse(g)
     crossing = [i for i, u in enumerate(units) if u.prunable and any(t == "rev" for t, _ in u.positions)]
     assert len(crossing) == 6
@@ -316,5 +316,5 @@ def test_channels_pass_a_time_reversal_and_prune_like_masking() -> None:
     np.testing.assert_allclose(run(pruned, x)[pruned.outputs[0]], run(ref, x)[ref.outputs[0]], atol=1e-5)
     d1 = next(o for o in pruned.ops if o.name == "d1")
     assert pruned.tensors[d1.inputs[1]].shape == (5, 4) and pruned.tensors["rev"].shape == (1, 5, 5)
-    whole = _dense_reverse_dense(True)
+    whole = dense_reverse_dense(2)
     assert not any(u.prunable and any(t == "rev" for t, _ in u.positions) for u in analyse(whole))

@@ -24,6 +24,8 @@ from tinycc.passes import PassContext, run_pipeline
 from tinycc.tflite_writer import operator_versions, write_tflite
 
 from .deploy_util import config
+from .test_bidirectional import dense_reverse_dense
+from .test_tflm_project import library  # noqa: F401 (the fixture: TFLite Micro's host library)
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_output_equals_run_int8,
                         assert_tflm_equals_run_int8, interpreter)
 
@@ -32,17 +34,8 @@ pytest.importorskip("ai_edge_litert.interpreter")
 
 
 def _dense_reverse_dense(axis: int) -> Graph:
-    """x [1, 6, 4] -> dense(5, relu) -> reverse (axis 1: time, 2: channels) -> dense(3)."""
-    rng = np.random.default_rng(21)
-    g = Graph("rev")
-    g.add_input("x", (1, 6, 4))
-    g.add_const("w1", rng.normal(size=(5, 4)).astype(np.float32))
-    g.add_const("b1", rng.normal(size=5).astype(np.float32))
-    g.add_const("w2", rng.normal(size=(3, 5)).astype(np.float32))
-    h = g.add_op("dense", ["x", "w1", "b1"], "d1", {"activation": "relu"}).outputs[0]
-    r = g.add_op("reverse", [h], "rev", {"axis": axis}).outputs[0]
-    g.outputs = g.add_op("dense", [r, "w2"], "d2").outputs
-    return g
+    """x [1, 6, 4] -> dense(6, relu) -> reverse (axis 1: time, 2: channels) -> dense(3)."""
+    return dense_reverse_dense(axis, steps=6, relu=True, seed=21)
 
 
 def _x(n: int, seed: int) -> np.ndarray:
@@ -176,21 +169,8 @@ def test_quantize_cli_writes_a_bidirectional_lstm_that_round_trips(bidir_lstm: P
     assert len({row.tobytes() for row in tflm}) == len(x)  # the outputs depend on the input
 
 
-@pytest.fixture(scope="module")
-def library():
-    from tinycc.backends.tflm import vendor
-
-    vendor_dir = vendor.default_vendor_dir()
-    if vendor_dir is None:
-        pytest.skip("TensorFlow Lite Micro snapshot not found (../shared/vendor beside the checkout; set TINYCC_VENDOR)")
-    why = vendor.missing_toolchain("host")
-    if why:
-        pytest.skip(why)
-    return vendor.ensure_library(vendor_dir, "host")
-
-
 @pytest.mark.timeout(1800)  # the first use may build TFLite Micro (cached after)
-def test_tflm_project_of_bidirectional_lstm_runs_like_run_int8(session, library, bidir_lstm: Path,
+def test_tflm_project_of_bidirectional_lstm_runs_like_run_int8(session, library, bidir_lstm: Path,  # noqa: F811
                                                                 tmp_path: Path) -> None:
     from tinycc.backends import c as c_backend
     from tinycc.backends.tflm import RESOLVER, build
