@@ -13,26 +13,28 @@ from tinycc.ir.backprop import Trained
 CALIB = np.random.default_rng(0).uniform(-1, 1, (32, 10, 10, 3)).astype(np.float32)
 
 
-def tiny_cnn() -> Any:
-    """stem conv -> c1 conv -> c2 conv (stride 2) -> global average pooling -> Dense(4, softmax)."""
+def tiny_cnn(side: int = 10, widths: tuple[int, int, int] = (4, 6, 8)) -> Any:
+    """stem conv -> c1 conv -> c2 conv (stride 2) -> global average pooling -> Dense(4, softmax), on side x side x 3
+    with ``widths`` output channels."""
     import keras
 
     keras.utils.set_random_seed(0)
-    x = inp = keras.Input((10, 10, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(x)
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c2")(x)
+    x = inp = keras.Input((side, side, 3))
+    x = keras.layers.Conv2D(widths[0], 3, padding="same", activation="relu", name="stem")(x)
+    x = keras.layers.Conv2D(widths[1], 3, padding="same", activation="relu", name="c1")(x)
+    x = keras.layers.Conv2D(widths[2], 3, strides=2, padding="same", activation="relu", name="c2")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(4, activation="softmax", name="d")(x)
     return keras.Model(inp, out)
 
 
-def tiny_graph() -> Any:
+def tiny_graph(side: int = 10, widths: tuple[int, int, int] = (4, 6, 8)) -> Any:
+    """``tiny_cnn`` as an IR graph after the cleanup passes."""
     from tinycc.passes import PassContext, run_pipeline
     from tinycc.plugins.frontends.keras import graph_from_keras_model
     from tinycc.session import Session
 
-    g = graph_from_keras_model(tiny_cnn())
+    g = graph_from_keras_model(tiny_cnn(side, widths))
     run_pipeline(g, Session(autoload=False).registry.pipeline("cleanup"), PassContext(session=Session(autoload=False)))
     return g
 

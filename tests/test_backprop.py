@@ -122,8 +122,13 @@ def test_refused_step_changes_nothing(session) -> None:
 
 def test_known_values_replace_the_forward(session) -> None:
     """Gradients at given activations (the int8 path's ``known``) equal those of the float forward at them."""
-    t = _tail(session, _tail_model("max", 5), "bias")
-    x = np.random.default_rng(2).normal(0, 1, (3, 6, 6, 3)).astype(np.float32)
+    known_values_replace_the_forward(_tail(session, _tail_model("max", 5), "bias"), (3, 6, 6, 3))
+
+
+def known_values_replace_the_forward(t, shape: tuple[int, ...]) -> None:
+    """``t.grads`` at the forward's own activations given as known values (an all-zero input) equal its gradients
+    from the input: weights and biases bit for bit, None where a layer has none."""
+    x = np.random.default_rng(2).normal(0, 1, shape).astype(np.float32)
     y = np.array([2, 0, 1])
     env = t.forward(x)
     ref = t.grads(x, y)

@@ -34,21 +34,9 @@ def data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def graph():
     """6x6x3 -> conv stem (3) -> conv c1 (4) -> conv c2 (6, stride 2) -> mean -> Dense(4, softmax)."""
-    import keras
+    from .sparse_util import tiny_graph
 
-    from tinycc.passes import PassContext, run_pipeline
-    from tinycc.plugins.frontends.keras import graph_from_keras_model
-    from tinycc.session import Session
-
-    keras.utils.set_random_seed(0)
-    x = inp = keras.Input((6, 6, 3))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="stem")(x)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="c2")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    g = graph_from_keras_model(keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="d")(x)))
-    run_pipeline(g, Session(autoload=False).registry.pipeline("cleanup"), PassContext(session=Session(autoload=False)))
-    return g
+    return tiny_graph(6, (3, 4, 6))
 
 
 def _deploy(graph, mode: str, cut: str, backend=None):
