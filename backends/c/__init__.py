@@ -67,7 +67,8 @@ def new_env() -> Any:
         """The constant tables' C definitions (tinycc's own names and numbers; tables.py)."""
         return names.Escaped(tables.definitions(list(arrays)).rstrip("\n"))
 
-    env.filters.update({"wrap": wrap, "c_tables": c_tables, "c_call": c_call, "c_call_comment": c_call_comment, "c_comment": c_comment})
+    env.filters.update({"wrap": wrap, "c_tables": c_tables, "c_call": c_call, "c_call_comment": c_call_comment,
+                        "c_comment": c_comment})
     return names.install(env)  # model text reaches templates only escaped (names.finalize refuses the rest)
 
 

@@ -16,7 +16,9 @@ import numpy as np
 from .layout import MAX_COLUMNS, c_float, wrap_values
 
 PACK_BYTES = 256  # integer tables of this many bytes or more are written as a string literal of their bytes
-WIDTH = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4, "int64_t": 8,
+               "float": 4}  # bytes of an element of a table of each C type
+WIDTH = {k: CTYPE_BYTES[k] for k in ("int8_t", "uint8_t", "int16_t", "int32_t", "int64_t")}  # the packable types
 _DTYPE = {"int8_t": "<i1", "uint8_t": "<u1", "int16_t": "<i2", "int32_t": "<i4", "int64_t": "<i8"}
 _ESCAPES = np.array([f"\\x{i:02x}".encode() for i in range(256)], dtype="S4")  # every byte as \xHH (4 chars)
 _INDENT = "    "

@@ -22,6 +22,7 @@ import numpy as np
 from ....config import KERNELS as KERNEL_CHOICES  # noqa: F401  (--kernels; cmsis-nn is backends/c/cmsis_nn.py)
 from ....ir.graph import Graph, Op
 from ..layout import fold_constants
+from ..tables import CTYPE_BYTES
 
 HERE = Path(__file__).parent
 
@@ -133,8 +134,6 @@ def widened_weight_bytes(g: Graph, helium: bool = False) -> int:
     return total
 
 
-CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4, "int64_t": 8,
-               "float": 4}
 REPORT_KINDS = {"bias": "biases", "mult": "requantization tables", "shift": "requantization tables"}
 
 
