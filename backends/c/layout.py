@@ -127,13 +127,19 @@ def fold_constants(code: str) -> str:
         if line.rstrip().endswith("\\") or line.lstrip().startswith(("#", "/*", "*")):
             out.append(line)
             continue
-        prev = None
-        while prev != line:
-            prev = line
-            line = _LONE.sub(lambda m: m.group(1) or m.group(2), _IDENTITY.sub("", line))
-            line = _drop_double_parens(line)
+        while True:
+            new = _LONE.sub(_lone_word, _IDENTITY.sub("", line))
+            if "((" in new:  # _drop_double_parens changes only a line with an opening pair of pairs
+                new = _drop_double_parens(new)
+            if new == line:
+                break
+            line = new
         out.append(line)
     return "\n".join(out)
+
+
+def _lone_word(m: re.Match) -> str:
+    return m.group(1) or m.group(2)
 
 
 def _drop_double_parens(line: str) -> str:
