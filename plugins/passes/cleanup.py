@@ -26,6 +26,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -103,13 +104,18 @@ def _keeps_channels(graph: Graph, op: Op) -> bool:
 
 
 def _hoist(graph: Graph, reshape: Op, op: Op) -> None:
-    """Run the per-channel ``op`` before ``reshape`` (same values: it acts on the last axis only)."""
+    """Run the per-channel ``op`` before ``reshape`` (same values: it acts on the last axis only). The op's output
+    in the reshape's input shape is a new tensor with the op's output type and parameters (a quantized file: the
+    op's own); the reshape's old output, read only by the op, goes."""
     src, mid, dst = reshape.inputs[0], reshape.outputs[0], op.outputs[0]
-    op.inputs[0], op.outputs = src, [mid]
-    reshape.inputs, reshape.outputs = [mid], [dst]
+    out = graph.tensors[dst]
+    new = graph.add_tensor(replace(out, name=graph.unique_tensor_name(f"{dst}/unreshaped"),
+                                   shape=graph.tensors[src].shape, meta=dict(out.meta)))
+    op.inputs[0], op.outputs = src, [new.name]
+    reshape.inputs, reshape.outputs = [new.name], [dst]
     graph.ops.remove(op)
     graph.ops.insert(graph.ops.index(reshape), op)
-    graph.tensors[mid].shape = graph.tensors[src].shape
+    del graph.tensors[mid]
 
 
 def _pointwise_on_1x1(graph: Graph, op: Op) -> bool:

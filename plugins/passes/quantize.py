@@ -255,12 +255,9 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
-                      wide: set[str] | None = None) -> dict[str, QuantParams]:
-    """Per-tensor int8 parameters of every activation (shared groups, fixed outputs); symmetric int16 ones for
-    the tensors in ``wide``."""
+def _shared_groups(graph: Graph) -> list[list[str]]:
+    """The activations that must share one set of parameters (joined through the ops of SHARED_KINDS)."""
     uf = _UnionFind()
-    producers = graph.producers_map()
     for op in graph.ops:
         if op.kind in SHARED_KINDS:
             for t in op.inputs:
@@ -269,8 +266,48 @@ def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
     groups: dict[str, list[str]] = {}
     for t in graph.activations():
         groups.setdefault(uf.find(t), []).append(t)
+    return list(groups.values())
+
+
+def requantize_fixed_outputs(graph: Graph, ranges: dict[str, tuple[float, float]],
+                             wide: set[str] | None = None) -> int:
+    """Where the output of a fixed-parameter op (sigmoid, tanh, softmax: TFLite's int8 specification fixes their
+    output scale and zero point) would have to share its parameters with tensors of other parameters (a
+    concatenation with another branch, through pads and reshapes), a requantizing QUANTIZE (int8 -> int8) after
+    it, as TFLite's converter writes: the op keeps its fixed output, the branch gets the group's calibrated ones.
+    Returns how many were inserted (int16 groups are left to ``activation_params``, which refuses them)."""
+    producers = graph.producers_map()
+    inserted = 0
+    for members in _shared_groups(graph):
+        if wide and members[0] in wide:
+            continue
+        fixed = [t for t in members if t in producers and producers[t].kind in FIXED_PARAMS]
+        free = [t for t in members if t not in producers or
+                (producers[t].kind not in SHARED_KINDS and producers[t].kind not in FIXED_PARAMS)]
+        if len({FIXED_PARAMS[producers[t].kind] for t in fixed}) < 2 and not (fixed and free):
+            continue
+        for t in fixed:
+            readers = graph.consumers(t)
+            if not readers:  # a graph output read by nothing: nothing shares it
+                continue
+            op = producers[t]
+            new = graph.unique_tensor_name(f"{t}/requantized")
+            q = graph.add_op(OpKind.QUANTIZE, [t], graph.unique_op_name(new), {}, origin=op.origin,
+                             output_name=new, index=graph.ops.index(op) + 1)
+            for r in readers:
+                r.inputs = [new if i == t else i for i in r.inputs]
+            ranges[q.outputs[0]] = ranges[t]
+            inserted += 1
+    return inserted
+
+
+def activation_params(graph: Graph, ranges: dict[str, tuple[float, float]],
+                      wide: set[str] | None = None) -> dict[str, QuantParams]:
+    """Per-tensor int8 parameters of every activation (shared groups, fixed outputs); symmetric int16 ones for
+    the tensors in ``wide``."""
+    producers = graph.producers_map()
     params: dict[str, QuantParams] = {}
-    for members in groups.values():
+    for members in _shared_groups(graph):
         fixed_ops = [producers[t] for t in members if t in producers and producers[t].kind in FIXED_PARAMS]
         table = {**FIXED_PARAMS, **FIXED_OUTPUT16} if wide and members[0] in wide else FIXED_PARAMS  # int16: Q0.15
         fixed = {table[o.kind] for o in fixed_ops}
@@ -317,6 +354,7 @@ class QuantizeInt8(Pass):
         ranges = dict(ctx.results["calibrate"]["ranges"])
         wide_t = tensor_precision(graph, wide)
         floats = insert_requantize(graph, wide, wide_t, ranges)
+        requantize_fixed_outputs(graph, ranges, wide_t)
         params = activation_params(graph, ranges, wide_t)
         per_tensor_dense = ctx.config.quant.dense_per_tensor
         cells = ctx.results["calibrate"].get("lstm_cells", {})
