@@ -64,6 +64,10 @@ BINARY_KINDS = (OpKind.ADD, OpKind.SUB, OpKind.MUL)
 IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
 
 
+class NoBackward(ValueError):
+    """An op after the cut has no backward pass (the message names the op and the layer it came from)."""
+
+
 @dataclass(frozen=True)
 class Trained:
     """What of one parameter op trains in a sparse subset: its bias, and the output channels of its weight
@@ -227,13 +231,13 @@ class Tail:
             raise ValueError(f"the output does not depend on the cut tensor {cut!r}")
         for op in self.ops:
             if op.kind not in TAIL_KINDS or (op.kind == OpKind.CONV2D and op.attrs["groups"] != 1):
-                raise ValueError(f"{op.describe()} is not trainable on the device (no backward pass)")
+                raise NoBackward(f"{op.describe()} is not trainable on the device (no backward pass)")
             if op.kind in BINARY_KINDS and len({len(graph.tensors[t].shape) for t in op.inputs[:2]
                                                 if graph.tensors[t].data is None}) > 1:
-                raise ValueError(f"{op.describe()}: a broadcast between tensors of different ranks has no backward "
+                raise NoBackward(f"{op.describe()}: a broadcast between tensors of different ranks has no backward "
                                  "pass (the batch axis would not align)")
             if op.kind == OpKind.SOFTMAX and op is not self.ops[-1]:
-                raise ValueError(f"{op.describe()}: softmax only as the last op")
+                raise NoBackward(f"{op.describe()}: softmax only as the last op")
             extern = [t for t in op.inputs if graph.tensors[t].data is None and t != cut and
                       all(t not in o.outputs for o in self.ops)]
             if extern:

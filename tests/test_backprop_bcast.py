@@ -171,3 +171,23 @@ def test_broadcast_of_another_rank_is_refused_naming_the_layer(session) -> None:
                                          r"has no backward pass") as e:
         Tail(g, g.inputs[0], "blocks")
     assert "\n" not in str(e.value)
+
+
+def test_cli_names_the_layer_without_a_backward(tmp_path: Path, capsys) -> None:
+    """`tinycc compile --deep blocks --deep-cut stem` on a model whose region holds a layer without a backward pass
+    (Maximum): exit 2, one line naming that Keras layer, nothing written."""
+    from .test_deep_deploy import _cli
+
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((10, 10, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inp)
+    x = L.Maximum(name="mx")([x, L.Conv2D(4, 1, name="c1")(x)])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    tf.keras.Model(inp, L.Dense(4, activation="softmax", name="head")(x)).save(tmp_path / "m.keras")
+    np.savez(tmp_path / "c.npz", x=CALIB)
+    rc, err = _cli(["compile", str(tmp_path / "m.keras"), "-t", "c", "--calib", str(tmp_path / "c.npz"), "--deep",
+                    "blocks", "--deep-cut", "stem", "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "--deep-cut 'stem': op 'mx' [maximum] is not trainable on the device (no backward pass); valid: " in err[0]
+    assert not (tmp_path / "o").exists()
