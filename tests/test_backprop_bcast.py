@@ -129,21 +129,26 @@ def bcast_graph():
     return g
 
 
+def _deploy(graph, mode: str, **opts):
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.session import Session
+
+    from .deploy_util import make_config
+
+    session = Session(autoload=False)
+    cfg = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, **opts)
+    return build_deep_deployment(graph.copy(), cfg, session, CBackend(), CALIB)
+
+
 @GCC
 @pytest.mark.parametrize("mode", ["bias", "blocks"])
 def test_broadcast_project_learns_as_the_simulator(bcast_graph, tmp_path: Path, mode: str) -> None:
     """`--deep bias|blocks --deep-cut stem` (the region: the broadcast Add/Sub/Mul, int8 ADD/SUB/MUL kernels): the
     project's demo (host, ASan/UBSan) learns 5 samples (buffer 3, batch 2) as the simulator: bias: the int32 biases
     bit for bit; blocks: the float region's weights and biases (1e-5 relative); the classifier and predictions."""
-    from tinycc.deploy import build_deep_deployment
     from tinycc.ir.deep import DeepLearner
-    from tinycc.session import Session
 
-    from .deploy_util import make_config
-
-    session = Session(autoload=False)
-    cfg = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, buffer=3, batch_size=2, epochs=1)
-    dep = build_deep_deployment(bcast_graph.copy(), cfg, session, CBackend(), CALIB)
+    dep = _deploy(bcast_graph, mode, buffer=3, batch_size=2, epochs=1)
     sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
     kinds = [op.kind for op in sim.region.ops]
     assert kinds.count(OpKind.SUB) == 2 and kinds.count(OpKind.ADD) >= 2 and OpKind.MUL in kinds
@@ -155,6 +160,18 @@ def test_broadcast_project_learns_as_the_simulator(bcast_graph, tmp_path: Path, 
         assert not sim.last_refused
     c_harness.check_learned(out, sim, dep, q, sim.region_params, mode)
     assert mode == "blocks" or any((s != b).any() for s, b in zip(start, out.backbone))  # the biases moved
+
+
+@GCC
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_broadcast_project_report_equals_symbols(bcast_graph, tmp_path: Path, mode: str) -> None:
+    """The project (host, -Wall -Wextra -Werror) declares exactly the RAM its report counts, line by line (the
+    broadcast operands' gradients in the step's slots)."""
+    from .test_deep_project import RAM_GROUPS, static_ram_by_line
+
+    ram, items, _ = static_ram_by_line(_deploy(bcast_graph, mode, buffer=3, batch_size=2), tmp_path, "host",
+                                       RAM_GROUPS)
+    assert ram["learn step: values"] > 0 and ram["learn step: gradients"] > 0 and items["stack"]["exact"]
 
 
 def test_broadcast_of_another_rank_is_refused_naming_the_layer(session) -> None:
