@@ -140,11 +140,14 @@ def _deploy(graph, mode: str, **opts):
     return build_deep_deployment(graph.copy(), cfg, session, CBackend(), CALIB)
 
 
+M4 = pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm missing")
+
+
 @GCC
-@pytest.mark.parametrize("mode", ["bias", "blocks"])
-def test_broadcast_project_learns_as_the_simulator(bcast_graph, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode, where", [("bias", "host"), ("blocks", "host"), pytest.param("blocks", "m4", marks=M4)])
+def test_broadcast_project_learns_as_the_simulator(bcast_graph, tmp_path: Path, mode: str, where: str) -> None:
     """`--deep bias|blocks --deep-cut stem` (the region: the broadcast Add/Sub/Mul, int8 ADD/SUB/MUL kernels): the
-    project's demo (host, ASan/UBSan) learns 5 samples (buffer 3, batch 2) as the simulator: bias: the int32 biases
+    project's demo (host, ASan/UBSan; blocks also on a Cortex-M4 under QEMU) learns 5 samples (buffer 3, batch 2) as the simulator: bias: the int32 biases
     bit for bit; blocks: the float region's weights and biases (1e-5 relative); the classifier and predictions."""
     from tinycc.ir.deep import DeepLearner
 
@@ -153,7 +156,7 @@ def test_broadcast_project_learns_as_the_simulator(bcast_graph, tmp_path: Path, 
     kinds = [op.kind for op in sim.region.ops]
     assert kinds.count(OpKind.SUB) == 2 and kinds.count(OpKind.ADD) >= 2 and OpKind.MUL in kinds
     x, y = _data(5, 11)
-    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, "host", learn=5)
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, where, learn=5)
     start = [sim.view.tensors[op.inputs[2]].data.copy() for op in sim.region_params]
     for i in range(5):
         sim.learn_input(x[i], int(y[i]))
