@@ -1,8 +1,9 @@
 """Training beyond the head: a float tail of the network (convolution blocks + the Dense chain) trained with SGD.
 
 The tail is the part of a graph after a cut tensor: Conv2D (groups 1), DepthwiseConv2D, Dense (each with a
-fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Sigmoid, Swish, HardSigmoid, Mul (element-wise, a
-constant or broadcast operand allowed), Add (same shapes or a constant operand, fused activation), AvgPool2D,
+fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Sigmoid, Swish, HardSigmoid, and Add, Sub and Mul
+(element-wise with numpy broadcasting: a constant operand, or two tensors of one rank, e.g. ``[N,H,W,C] +
+[N,1,1,C]``; fused activation), AvgPool2D,
 MaxPool2D, GlobalAveragePooling, Flatten, Reshape, Dropout (identity) and a final Softmax (ignored: the last
 Dense gives the logits). Every value is float32, NHWC, in TFLite layouts (Conv2D ``[O, KH, KW, I]``,
 Depthwise ``[1, KH, KW, C*M]``, Dense ``[O, I]``); the parameters start from the graph's float weights or the
@@ -18,8 +19,10 @@ Backward (reverse op order; a tensor read by several ops sums their gradients)::
             dx_pad[n, h*sh + i*dh, w*sw + j*dw, c] += sum_o dz[n,h,w,o] W[o, i, j, c]   (padding cropped)
     depthwise: the same per channel (W[0, i, j, c*M + m] reads input channel c)
     dense:  dW = dz^T x;  db = sum_n dz;  dx = dz W
-    add:    both inputs receive dz (a constant operand, e.g. of a quantized hard sigmoid, receives nothing)
-    mul:    dx0 = dz * x1, dx1 = dz * x0 (summed over the axes a constant or a broadcast input spans)
+    add:    both inputs receive dz; sub: dx0 = dz, dx1 = -dz (a constant operand, e.g. of a quantized hard
+            sigmoid, receives nothing)
+    mul:    dx0 = dz * x1, dx1 = dz * x0
+            (add, sub, mul: a broadcast input's gradient summed over the axes it was broadcast along)
     sigmoid: dx = dy * y * (1 - y);  swish (x * sigmoid(x)): dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x)
     hard sigmoid (clip(x + 3, 0, 6) / 6): dx = dy / 6 where -3 < x < 3
     avg pool: each window's dz / (valid pixels of the window) to each valid pixel; GAP: dz / (H*W)
@@ -56,8 +59,13 @@ PARAM_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
 TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
                                   OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
                                   OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.SWISH,
-                                  OpKind.HARD_SIGMOID, OpKind.MUL}
+                                  OpKind.HARD_SIGMOID, OpKind.MUL, OpKind.SUB}
+BINARY_KINDS = (OpKind.ADD, OpKind.SUB, OpKind.MUL)
 IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
+
+
+class NoBackward(ValueError):
+    """An op after the cut has no backward pass (the message names the op and the layer it came from)."""
 
 
 @dataclass(frozen=True)
@@ -223,9 +231,13 @@ class Tail:
             raise ValueError(f"the output does not depend on the cut tensor {cut!r}")
         for op in self.ops:
             if op.kind not in TAIL_KINDS or (op.kind == OpKind.CONV2D and op.attrs["groups"] != 1):
-                raise ValueError(f"{op.describe()} is not trainable on the device (no backward pass)")
+                raise NoBackward(f"{op.describe()} is not trainable on the device (no backward pass)")
+            if op.kind in BINARY_KINDS and len({len(graph.tensors[t].shape) for t in op.inputs[:2]
+                                                if graph.tensors[t].data is None}) > 1:
+                raise NoBackward(f"{op.describe()}: a broadcast between tensors of different ranks has no backward "
+                                 "pass (the batch axis would not align)")
             if op.kind == OpKind.SOFTMAX and op is not self.ops[-1]:
-                raise ValueError(f"{op.describe()}: softmax only as the last op")
+                raise NoBackward(f"{op.describe()}: softmax only as the last op")
             extern = [t for t in op.inputs if graph.tensors[t].data is None and t != cut and
                       all(t not in o.outputs for o in self.ops)]
             if extern:
@@ -356,11 +368,9 @@ class Tail:
         if k == OpKind.RELU6:
             y = env[op.outputs[0]]
             return [(op.inputs[0], np.where((y > 0) & (y < 6), dy, F32(0)).astype(F32))]
-        if k == OpKind.ADD:
-            tensors = [t for t in op.inputs[:2] if t in env]
-            if len(tensors) == 2 and env[tensors[0]].shape != env[tensors[1]].shape:
-                raise ValueError(f"{op.describe()}: a broadcasting add has no backward pass")
-            return [(t, _unbroadcast(dz, env[t].shape)) for t in tensors]
+        if k in (OpKind.ADD, OpKind.SUB):  # sub: the second operand's gradient negated
+            return [(t, _unbroadcast(-dz if i == 1 and k == OpKind.SUB else dz, env[t].shape))
+                    for i, t in enumerate(op.inputs[:2]) if t in env]
         if k == OpKind.MUL:
             vals = [env[t] if t in env else const_value(self.graph, t) for t in op.inputs[:2]]
             return [(t, _unbroadcast(dz * vals[1 - i], env[t].shape))
@@ -457,8 +467,9 @@ def _size(tail: Tail, t: str) -> int:
 
 
 def _kernel_dx(op: Op) -> bool:
-    """Whether the op's input gradient comes out of a kernel (else it is the output gradient itself)."""
-    return op.kind not in IDENTITY_KINDS and op.kind != OpKind.ADD
+    """Whether the op's input gradient comes out of a kernel (else it is the output gradient itself, for an Add or
+    Sub negated or summed over a broadcast operand's axes straight into the gradient's slot: no scratch)."""
+    return op.kind not in IDENTITY_KINDS and op.kind not in (OpKind.ADD, OpKind.SUB)
 
 
 def backward_reads(tail: Tail, op: Op) -> set[str]:
@@ -477,11 +488,11 @@ def backward_reads(tail: Tail, op: Op) -> set[str]:
 
 
 def step_consts(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> list[str]:
-    """The Add/Mul constant operands the generated step reads (float32, flash): those of a float forward (output
+    """The Add/Sub/Mul constant operands the generated step reads (float32, flash): those of a float forward (output
     not ``known``) and a Mul's whose tensor operand the gradient reaches."""
     out: list[str] = []
     for op in step_ops(tail):
-        if op.kind not in (OpKind.ADD, OpKind.MUL):
+        if op.kind not in BINARY_KINDS:
             continue
         consts = [t for t in op.inputs[:2] if tail.graph.tensors[t].data is not None]
         grad = op.kind == OpKind.MUL and any(t != tail.cut and t in tail.need_grad for t in op.inputs[:2])
@@ -513,7 +524,7 @@ def step_plan(tail: Tail, known: tuple[str, ...] | set[str] = ()) -> StepPlan:
         if op.outputs[0] not in slot:
             continue
         for pos, t in enumerate(op.inputs):
-            if (not is_tensor(t) or t == tail.cut or pos > (1 if op.kind in (OpKind.ADD, OpKind.MUL) else 0)
+            if (not is_tensor(t) or t == tail.cut or pos > (1 if op.kind in BINARY_KINDS else 0)
                     or t not in tail.need_grad):
                 continue
             if t not in slot:

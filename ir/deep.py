@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .backprop import PARAM_KINDS, Tail, Trained, known_bytes, step_memory
+from .backprop import PARAM_KINDS, NoBackward, Tail, Trained, known_bytes, step_memory
 from .buffer import ReplayBuffer
 from .exact_div import round_div
 from .graph import Graph, Op
@@ -94,6 +94,18 @@ def deep_cuts(ext: Graph, classifier: list[Any]) -> list[str]:
             continue
         out.append(t)
     return out
+
+
+def cut_refusal(ext: Graph, classifier: list[Any], t: str) -> str | None:
+    """Why tensor ``t`` of Φf is no deep cut because a later op has no backward pass (the message names the op and
+    its layer), or None (a valid cut, or refused for another reason such as a later op reading an earlier tensor)."""
+    try:
+        Tail(_view(ext, classifier), t, "blocks")
+    except NoBackward as e:
+        return str(e)
+    except ValueError:
+        return None
+    return None
 
 
 def _subgraph(g: Graph, ops: list[Op], inputs: list[str], outputs: list[str]) -> Graph:

@@ -165,10 +165,12 @@ def test_c_backend_builds_the_swish_region(graph) -> None:
 
 
 def test_c_backend_refuses_a_broadcast_add_in_one_line(session) -> None:
-    """What the C step still lacks (an Add of two tensors of different shapes: the simulator has no backward for it
-    either) is refused in one line naming the layer."""
+    """An Add of two tensors of different shapes ([N,H,W,C] + [N,1,1,C]) has a C step now (tests/test_backprop_bcast.py
+    checks its values); what the step still refuses (here a hand-made constant of a higher rank than the output) is
+    one line naming the layer."""
     from tinycc.backends.c.deep_emit import emit_step
     from tinycc.ir.backprop import Tail
+    from tinycc.ir.tensor import DType
 
     L = tf.keras.layers
     inp = tf.keras.Input((4, 4, 3))
@@ -178,8 +180,11 @@ def test_c_backend_refuses_a_broadcast_add_in_one_line(session) -> None:
     g = graph_from_keras_model(tf.keras.Model(inp, L.Dense(3, name="d")(x)))
     run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
     t = Tail(g, g.inputs[0], "blocks")
-    why = c_step_problem(t)
-    assert why == ("layer 'badd' (add of a broadcast operand) has no backward pass in the generated C step "
-                   "(the simulator's only)")
+    assert c_step_problem(t) is None and "tcc_deep_step(" in emit_step(t, 2)
+    add = next(op for op in g.ops if op.kind == OpKind.ADD)
+    add.inputs[1] = g.add_const("k5", np.ones((1, 1, 1, 1, 4), np.float32), DType.FLOAT32).name
+    why = c_step_problem(Tail(g, g.inputs[0], "blocks"))
+    assert why == ("layer 'badd' (add of a constant that does not broadcast) has no backward pass in the generated C "
+                   "step (the simulator's only)")
     with pytest.raises(ValueError, match="^layer 'badd' "):
-        emit_step(t, 2)
+        emit_step(Tail(g, g.inputs[0], "blocks"), 2)

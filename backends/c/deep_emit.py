@@ -8,8 +8,9 @@ lr)``: forward in float, softmax cross-entropy, backward with the old weights, t
 tail trains, checked first (returns 0, nothing written, when a new value would not be finite; -1 for a bad n,
 label or NULL; -2 for a NaN or infinite input, as the project's learn API). Identifiers are made from positions
 only: nothing of the model's text reaches the C. Sigmoid, swish and hard sigmoid call the runtime's ``tcc_fp_*`` /
-``tcc_bp_*_dx``; an element-wise Mul and an Add of a constant are loops emitted per op (numpy broadcasting, the
-constants ``tcc_cv<j>`` of ``step_consts`` in flash); ``c_step_problem`` names what the step cannot run.
+``tcc_bp_*_dx``; an element-wise Mul, Sub and an Add of a constant or of a broadcast tensor (``[N,H,W,C] +
+[N,1,1,C]``) are loops emitted per op (numpy broadcasting, a broadcast operand's gradient summed over its broadcast
+axes, the constants ``tcc_cv<j>`` of ``step_consts`` in flash); ``c_step_problem`` names what the step cannot run.
 
 ``tcc_deep_logits(x, n, z)`` (bias mode: ``(x, known, n, z)``) is the forward alone: the logits of n rows (0; -1 for
 a bad n or NULL; -2 for a non-finite input).
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.backprop import (PARAM_KINDS, Tail, const_value, int8_weights, step_consts, step_flash, step_memory,
-                             step_ops, step_plan, uses_descriptor)
+from ...ir.backprop import (BINARY_KINDS, PARAM_KINDS, Tail, const_value, int8_weights, step_consts, step_flash,
+                             step_memory, step_ops, step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
 
 __all__ = ["c_step_problem", "emit_learn", "emit_step", "flash_problem", "known_order", "learner_step", "step_flash",
@@ -54,15 +55,15 @@ _UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID:
 
 
 def _binary_problem(tail: Tail, op) -> str | None:
-    """What of an Add/Mul the step cannot run: a tensor operand of another rank than the output, or not the
-    output's shape where its gradient is a plain copy (an Add) or where both operands are tensors of an Add."""
+    """What of an Add/Sub/Mul the step cannot run: a tensor operand of another rank than the output or that does not
+    broadcast to it, a constant that does not broadcast, two constants."""
     g = tail.graph
     out = tuple(g.tensors[op.outputs[0]].shape)
     tensors = [t for t in op.inputs[:2] if g.tensors[t].data is None]
     for t in op.inputs[:2]:
         shape = tuple(g.tensors[t].shape)
-        if t in tensors and (len(shape) != len(out) or (op.kind == OpKind.ADD and shape != out)):
-            return "add of a broadcast operand" if op.kind == OpKind.ADD else "mul of a tensor of another rank"
+        if t in tensors and (len(shape) != len(out) or any(a not in (1, b) for a, b in zip(shape, out))):
+            return f"{op.kind.value} of a tensor of another rank or shape"
         if t not in tensors and (len(shape) > len(out) or any(
                 a not in (1, b) for a, b in zip(shape[::-1], out[::-1])) or (len(shape) == len(out) and shape[0] != 1)):
             return f"{op.kind.value} of a constant that does not broadcast"
@@ -72,7 +73,7 @@ def _binary_problem(tail: Tail, op) -> str | None:
 def c_step_problem(tail: Tail) -> str | None:
     """Why the generated step cannot train ``tail`` (an op whose backward the C runtime lacks), or None."""
     for op in step_ops(tail):
-        what = _binary_problem(tail, op) if op.kind in (OpKind.ADD, OpKind.MUL) else None
+        what = _binary_problem(tail, op) if op.kind in BINARY_KINDS else None
         if what is not None:
             return (f"layer {op.origin or op.name!r} ({what}) has no backward pass in the generated C step "
                     "(the simulator's only)")
@@ -293,9 +294,9 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         return call("tcc_gx") + f"    tcc_acc({g}, tcc_gx, {cnt_in});\n"
 
     def binary(op, fwd: list[str], bwd: list[str], go: str | None, cnt: str, act: int, stop: str) -> None:
-        """An element-wise Mul (or an Add of a constant) with numpy broadcasting: the forward, then the gradient of
-        each tensor operand it reaches (Mul: dz times the other operand, summed over the axes it was broadcast
-        along; Add: dz)."""
+        """An element-wise Mul, Sub (or an Add of a constant or a broadcast tensor) with numpy broadcasting: the
+        forward, then the gradient of each tensor operand it reaches, summed over the axes it was broadcast along
+        (Mul: dz times the other operand; Add: dz; Sub: dz, -dz for the second operand)."""
         g = tail.graph
         out_shape = tuple(g.tensors[op.outputs[0]].shape)
         ins = op.inputs[:2]
@@ -305,7 +306,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             """Element ``ix`` of operand ``j``: a constant is a flash table (TCC_READ_F32)."""
             return f"TCC_READ_F32({src[j]} + ({ix}))" if ins[j] in consts else f"{src[j]}[{ix}]"
         geo = [_row_strides(tuple(g.tensors[t].shape), out_shape, g.tensors[t].data is None) for t in ins]
-        sym = "*" if op.kind == OpKind.MUL else "+"
+        sym = {OpKind.MUL: "*", OpKind.ADD: "+", OpKind.SUB: "-"}[op.kind]
         o = names[op.outputs[0]]
         fwd.append(_loops(out_shape, geo, lambda k, ix: f"{o}[{k}] = {el(0, ix[0])} {sym} {el(1, ix[1])};"))
         if act:
@@ -315,10 +316,18 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
         for pos, t in enumerate(ins):
             if not go or t == stop or t not in grads:
                 continue
-            if op.kind == OpKind.ADD:  # the tensor operand has the output's shape (c_step_problem)
-                bwd.append(f"    tcc_{'copy' if (op.name, pos) in plan.fresh else 'acc'}({grads[t]}, {go}, {cnt});\n")
-                continue
             size = _size(tail, t)
+            if op.kind != OpKind.MUL:  # add, sub: dz (-dz: sub's second operand), straight into the gradient's slot
+                d, neg, fresh = grads[t], op.kind == OpKind.SUB and pos == 1, (op.name, pos) in plan.fresh
+                if tuple(g.tensors[t].shape) == out_shape and not neg:
+                    bwd.append(f"    tcc_{'copy' if fresh else 'acc'}({d}, {go}, {cnt});\n")
+                    continue
+                if fresh:
+                    bwd.append(f"    for (int32_t k = 0; k < n * {size}; ++k) {d}[k] = 0.0f;\n")
+                sign = "-" if neg else "+"
+                bwd.append(_loops(out_shape, geo, lambda k, ix, d=d, pos=pos, sign=sign:
+                                  f"{d}[{ix[pos]}] {sign}= {go}[{k}];"))
+                continue
             whole = size == int(np.prod(out_shape[1:]))  # a tensor operand of the output's rank: its shape
 
             def call(d: str, pos: int = pos, whole: bool = whole, size: int = size) -> str:
@@ -373,8 +382,9 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                            if row else f"tcc_bp_{kind}_update({geo}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 if go is None or not (tw or tb):
                     upd[-1] = ""
-            elif op.kind == OpKind.MUL or (op.kind == OpKind.ADD and any(
-                    tail.graph.tensors[t].data is not None for t in op.inputs[:2])):
+            elif op.kind in (OpKind.MUL, OpKind.SUB) or (op.kind == OpKind.ADD and any(
+                    tuple(tail.graph.tensors[t].shape) != tuple(tail.graph.tensors[op.outputs[0]].shape)
+                    or tail.graph.tensors[t].data is not None for t in op.inputs[:2])):
                 binary(op, fwd, bwd, go, cnt, act, stop)
             elif op.kind in _UNARY:
                 fn = _UNARY[op.kind]

@@ -36,7 +36,7 @@ def deep_learner(dep: Deployment) -> DeepLearner:
 
 def refuse_c_step(dep: Deployment, learner: DeepLearner) -> None:
     """One line (``UnsupportedLayerError``) when the generated step cannot train the learner's region (a layer
-    whose backward the C runtime lacks: sigmoid, swish, mul, ...)."""
+    whose backward the C step lacks, ``deep_emit.c_step_problem``)."""
     problem = c_step_problem(learner.tail)
     if problem is not None:
         mode = dep.meta["deep"]["mode"]

@@ -46,7 +46,7 @@ from ..config import CompileConfig
 from ..errors import BudgetError, TinyccError
 from ..ir.backprop import int8_weights, step_flash
 from ..ir.buffer import ReplayBuffer
-from ..ir.deep import DeepLearner, deep_cuts
+from ..ir.deep import DeepLearner, cut_refusal, deep_cuts
 from ..ir.deployment import BufferConfig, Deployment
 from ..ir.graph import Graph
 from ..ir.memory_model import MemoryReport, deployment_memory, extractor_flash
@@ -70,8 +70,10 @@ def choose_deep_cut(dep: Deployment, name: str | None, mode: str = "bias") -> st
         names = {name} | {t for op in ext.ops if name in (op.name, op.origin) for t in op.outputs}
         chosen = [c for c in cuts if c in names]
         if not chosen:
-            raise TinyccError(f"--deep-cut {name!r}: not a tensor every later layer depends on only through it; "
-                              f"valid: {', '.join(cuts[:12]) or 'none'}")
+            why = next((w for w in (cut_refusal(ext, dep.classifier, t) for t in sorted(names) if t in ext.tensors)
+                        if w), None)  # a later layer without a backward pass, named
+            why = why or "not a tensor every later layer depends on only through it"
+            raise TinyccError(f"--deep-cut {name!r}: {why}; valid: {', '.join(cuts[:12]) or 'none'}")
         return chosen[0]
     for cut in cuts:
         try:
