@@ -223,7 +223,8 @@ class TflmBackend(Backend):
         declared, body = model_bytes(data)
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
                "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
-               "data": body, "declared": declared, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
+               "data": body, "declared": declared, "size": len(data), "dep": deployment,
+               "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
