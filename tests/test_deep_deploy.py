@@ -196,7 +196,7 @@ def test_arduino_avr_compiles_deep_bias(model_files: Path, tmp_path: Path, capsy
     model_c = next((tmp_path / "o").glob("*/src/model.c")).read_text()
     region = model_c.split("static void tcc_deep_region")[1].split("\n}\n")[0]
     assert "_bram_s8(" in region and "tcc_bq" in region
-    assert re.search(r"const int8_t tcc_wq\d+\[\d+\] TCC_WEIGHT", model_c)
+    assert re.search(r"const int8_t tcc_wq\d+\[\d+\](?: TCC_BYTES)? TCC_WEIGHT", model_c)
 
 
 @pytest.mark.parametrize("args, words", [(["--deep", "blocks", "--storage", "float32"], "stores int8 cut tensors"),

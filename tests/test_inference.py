@@ -23,6 +23,7 @@ from .deploy_util import build_inference
 
 from . import c_harness
 from .test_c_backend import _graph
+from .test_tflm_model_data import embedded_bytes
 from .test_heads import _graph as _head_graph, autoencoder, regressor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_tflm_inference_project(session, tmp_path: Path) -> None:
     data = (tmp_path / f"{dep.name}.tflite").read_bytes()
     assert data == deployment_tflite(dep)
     cc = (tmp_path / "src" / "model_data.cc").read_text()
-    assert bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", cc)) == data
+    assert embedded_bytes(cc) == data
     glue = (tmp_path / "src" / "tinycc_tflm.cc").read_text()
     assert "tinycc_tflm_invoke_f32" in glue.replace(dep.name + "_", "tinycc_") and "learn" not in glue
     assert not (tmp_path / "src" / "model.c").exists()  # TFLite Micro runs the model; the demo is the c target's

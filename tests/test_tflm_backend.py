@@ -15,6 +15,7 @@ from .deploy_util import emit, build_deployment
 from tinycc.tflite_writer import operator_names
 
 from .test_c_backend import CASES, _graph
+from .test_tflm_model_data import embedded_bytes
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
@@ -30,8 +31,7 @@ def test_tflm_project(session, tmp_path: Path, name: str) -> None:
     data = (tmp_path / f"{dep.name}_extractor.tflite").read_bytes()
     # embedded bytes equal the .tflite file
     cc = (tmp_path / "src" / "model_data.cc").read_text()
-    embedded = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", cc))
-    assert embedded == data and "alignas(16)" in cc
+    assert embedded_bytes(cc) == data and "alignas(16)" in cc
     # TFLite Micro runs it bit-exactly like the int8 interpreter, on 100 inputs
     m = measure_arena(data)
     tm = runtime.Interpreter.from_bytes(data, arena_size=m.arena)

@@ -33,6 +33,7 @@ import numpy as np
 from ...ir.backprop import (BINARY_KINDS, PARAM_KINDS, Tail, const_value, int8_weights, step_consts, step_flash,
                              step_memory, step_ops, step_plan, uses_descriptor)
 from ...ir.ops import OpKind, same_padding
+from .tables import CArray, element_ref, prologue
 
 __all__ = ["c_step_problem", "emit_learn", "emit_step", "flash_problem", "known_order", "learner_step", "step_flash",
            "step_memory"]
@@ -44,11 +45,24 @@ def _f(v: float) -> str:
     return f"{float(v):.9e}f"
 
 
-def _floats(name: str, a: np.ndarray, const: bool = False, flash: bool = False) -> str:
-    """A float array; ``flash``: a constant table the runtime reads through TCC_READ_* (PROGMEM on AVR)."""
-    vals = ", ".join(_f(v) for v in np.asarray(a, np.float32).reshape(-1))
-    at = " TCC_WEIGHT" if flash else ""
-    return f"{'const ' if const or flash else ''}float {name}[{a.size}]{at} = {{{vals}}};\n"
+class _Tables:
+    """The step's arrays, each defined by tables.py (an integer table of ``PACK_BYTES`` or more as a string of its
+    bytes, floats as their shortest literals), remembered for the prologue the packed ones need."""
+
+    def __init__(self) -> None:
+        self.arrays: list[CArray] = []
+
+    def define(self, ctype: str, name: str, a: np.ndarray, const: bool = False, flash: bool = False) -> str:
+        """The C definition of array ``name`` (external linkage); ``const``: read-only; ``flash``: a constant table
+        the runtime reads through TCC_READ_* (TCC_WEIGHT: PROGMEM on AVR)."""
+        data = np.asarray(a, np.float32 if ctype == "float" else None).reshape(-1)
+        arr = CArray(name, ctype, data, qualifiers="const" if const or flash else "")
+        self.arrays.append(arr)
+        return arr.definition("TCC_WEIGHT" if flash else "") + "\n"
+
+    def ref(self, name: str) -> str:
+        """How code names the elements of the defined array ``name`` (``name.v``: a packed union)."""
+        return next(a.ref for a in self.arrays if a.name == name)
 
 
 _UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID: "hard_sigmoid"}
@@ -179,12 +193,6 @@ def channel_rows(tail: Tail, name: str, weight: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.asarray(weight), tail.axis[name], 0)[ch].reshape(len(ch), -1)
 
 
-def _ints(ctype: str, name: str, a: np.ndarray, const: bool = False, flash: bool = False) -> str:
-    vals = ", ".join(str(int(v)) for v in np.asarray(a).reshape(-1))
-    at = " TCC_WEIGHT" if flash else ""
-    return f"{'const ' if const or flash else ''}{ctype} {name}[{np.asarray(a).size}]{at} = {{{vals}}};\n"
-
-
 def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None = None,
               biases: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cut_input: bool = True,
               rates: dict[str, float] | None = None, head_from: str | None = None) -> str:
@@ -218,6 +226,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
     xarg, xnull = ("const float *x, ", "!x || ") if cut_input else ("", "")
     out = ['#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include "tinycc_backprop.h"\n\n']
     qw = int8_weights(tail, tuple(known))
+    tabs = _Tables()
     rows = {op.name for op in ops if op.name in qw and tail.trains(op.name)[0]}  # sparse: trained channels
     for op in ops:
         if op.name in params and op.name not in rows and tail.trains(op.name)[0] and tail.channels(op.name) is not None:
@@ -229,22 +238,23 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
             p, k = tail.params[op.name], params[op.name]
             if op.name in qw:  # the int8 backbone's own weights and scales (dequantized in the backward)
                 wq, ws = qw[op.name]
-                out.append(_ints("int8_t", f"tcc_wq{k}", wq, flash=True) + _floats(f"tcc_ws{k}", ws, flash=True))
+                out.append(tabs.define("int8_t", f"tcc_wq{k}", wq, flash=True)
+                           + tabs.define("float", f"tcc_ws{k}", ws, flash=True))
             else:
-                out.append(_floats(f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
+                out.append(tabs.define("float", f"tcc_dw{k}", p.weight, not tail.trains(op.name)[0]))
             if op.name in rows:
-                out.append(_floats(f"tcc_dw{k}", channel_rows(tail, op.name, p.weight))
-                           + _ints("int8_t", f"tcc_w8{k}", channel_rows(tail, op.name, qw[op.name][0]))
-                           + _ints("int32_t", f"tcc_row{k}", rows_of(tail, op.name), flash=True))
+                out.append(tabs.define("float", f"tcc_dw{k}", channel_rows(tail, op.name, p.weight))
+                           + tabs.define("int8_t", f"tcc_w8{k}", channel_rows(tail, op.name, qw[op.name][0]))
+                           + tabs.define("int32_t", f"tcc_row{k}", rows_of(tail, op.name), flash=True))
             if op.name in fbias:
-                out.append(_floats(f"tcc_db{k}", p.bias, not tail.trains(op.name)[1]))
+                out.append(tabs.define("float", f"tcc_db{k}", p.bias, not tail.trains(op.name)[1]))
             if op.name in biases:
                 scale, q = biases[op.name]
-                out.append(_floats(f"tcc_bs{k}", np.asarray(scale, np.float32), flash=True)
-                           + _ints("int32_t", f"tcc_bq{k}", q))
+                out.append(tabs.define("float", f"tcc_bs{k}", np.asarray(scale, np.float32), flash=True)
+                           + tabs.define("int32_t", f"tcc_bq{k}", q))
     consts = {t: f"tcc_cv{j}" for j, t in enumerate(step_consts(tail, tuple(known)))}
     for t, name in consts.items():  # the Add/Mul constants the step reads (float32, flash)
-        out.append(_floats(name, const_value(tail.graph, t), flash=True))
+        out.append(tabs.define("float", name, const_value(tail.graph, t), flash=True))
     for t in plan.values:  # float values: what a float op, an update or a max pooling's backward reads
         out.append(f"static float {names[t]}[{batch * _size(tail, t)}];\n")
     for k in range(plan.slots):  # gradient slots, reused along the backward pass
@@ -359,6 +369,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                 k = params[op.name]
                 tw, tb = (int(v) for v in tail.trains(op.name))
                 row = op.name in rows
+                rix = tabs.ref(f"tcc_row{k}") if row else ""  # its channels' rows (sparse)
                 wt = f"tcc_dw{k}" if tw else "NULL"  # a frozen weight is const: the update reads only the bias
                 xin = i if tw else "NULL"
                 bias = f"tcc_db{k}" if tb else "NULL"
@@ -374,11 +385,11 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                     fwd.append(f"    tcc_fp_{kind}({geo}, {i}, tcc_dw{k}, tcc_db{k}, {o}, {act});\n")
                 if not no_dx:
                     bwd.append(into(op, 0, lambda d, kind=kind, geo=geo: (
-                        f"    tcc_bp_{kind}_dx_rows({geo}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, tcc_row{k}, {go}, "
+                        f"    tcc_bp_{kind}_dx_rows({geo}, tcc_wq{k}, tcc_ws{k}, tcc_dw{k}, {rix}, {go}, "
                         f"{d});\n" if row else
                         f"    tcc_bp_{kind}_dx_q({geo}, tcc_wq{k}, tcc_ws{k}, {go}, {d});\n" if q8 else
                         f"    tcc_bp_{kind}_dx({geo}, tcc_dw{k}, {go}, {d});\n"), cnt_in))
-                upd[-1] = (f"tcc_bp_{kind}_update_rows({geo}, tcc_dw{k}, tcc_row{k}, {bias}, {i}, {go}, {rate}, W)"
+                upd[-1] = (f"tcc_bp_{kind}_update_rows({geo}, tcc_dw{k}, {rix}, {bias}, {i}, {go}, {rate}, W)"
                            if row else f"tcc_bp_{kind}_update({geo}, {wt}, {bias}, {xin}, {go}, {rate}, {tw}, W)")
                 if go is None or not (tw or tb):
                     upd[-1] = ""
@@ -459,12 +470,14 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                + "    if (!ok) return 0;\n" + backward(blocks, upd, 1))
     for name, (scale, _) in biases.items():
         k = params[name]
-        out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, tcc_bq{k}, {np.asarray(scale).size});\n")
+        out.append(f"    tcc_bp_requantize_bias(tcc_db{k}, tcc_bs{k}, {tabs.ref(f'tcc_bq{k}')}, "
+                   f"{np.asarray(scale).size});\n")
     for op in ops:
         if op.name in rows:
             k, n_out = params[op.name], tail.params[op.name].bias.size
             per = tail.params[op.name].weight.size // n_out
-            out.append(f"    tcc_bp_requantize_rows(tcc_dw{k}, tcc_ws{k}, tcc_row{k}, {n_out}, {per}, tcc_w8{k});\n")
+            out.append(f"    tcc_bp_requantize_rows(tcc_dw{k}, tcc_ws{k}, {tabs.ref(f'tcc_row{k}')}, {n_out}, {per}, "
+                       f"tcc_w8{k});\n")
     out.append("    return 1;\n}\n")
     if head_from is not None:  # the ops after the features, on the values the caller wrote there
         later = ops[[op.outputs[0] for op in ops].index(head_from) + 1:]
@@ -474,7 +487,7 @@ def emit_step(tail: Tail, batch: int, known: dict[str, tuple[float, int]] | None
                    + f"    if (n < 1 || n > {batch} || !y) return -1;\n" + labels + "    int ok = 1;\n"
                    + hsets + "".join(hf) + backward(hb, hu, 0) + "    if (!ok) return 0;\n" + backward(hb, hu, 1)
                    + "    return 1;\n}\n")
-    return "".join(out)
+    return out[0] + prologue(tabs.arrays) + "".join(out[1:])  # the pragma and byte order check for packed tables
 
 
 def learner_step(learner: Any, batch: int) -> tuple[str, list[str]]:

@@ -36,7 +36,7 @@ from ...ir.ops import OpKind
 from .deep_emit import emit_learn, emit_step, known_order, learner_step, value_name
 from ...memory import MemoryPlan
 from .emitter import CArray, _Builder
-from .tables import definitions
+from .tables import definitions, element_ref
 
 _IDENTITY = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT)
 
@@ -118,7 +118,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     params = {name: k for k, name in enumerate(tail.params)}
     sizes = {t: int(np.prod(tensors[t].shape[1:])) for t in order}
     kept = {t: f"tcc_k{j}" for j, t in enumerate(order)}
-    bias_names = {op.inputs[2]: f"tcc_bq{params[op.name]}" for op in learner.region_params if op.name in biases}
+    bias_names = {op.inputs[2]: element_ref(f"tcc_bq{params[op.name]}", "int32_t", biases[op.name][1].size)
+                  for op in learner.region_params if op.name in biases}  # ``.v``: a packed table (tables.py)
     shared = int8_weights(tail, tuple(order))  # the step's int8 weights: the forward reads the same array
     bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
     config = config or CompileConfig()
@@ -143,7 +144,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
                 raise ValueError(f"{op.describe()}: no trained-channel kernel for its int8 kernel")
             fn, at = _ROWS[c.fn]
             k = params[op.name]
-            args = c.args[:at] + [f"tcc_w8{k}"] + c.args[at + 1:] + [f"tcc_row{k}"]
+            rix = element_ref(f"tcc_row{k}", "int32_t", int(tail.params[op.name].bias.size))
+            args = c.args[:at] + [f"tcc_w8{k}"] + c.args[at + 1:] + [rix]
             calls.append(f"    {_ram_bias(fn, args, ram, harvard)}({', '.join(args)});\n")
     cut, classes = learner.buffer.feature_count, learner.num_classes
     known_list = ", ".join(kept[t] for t in order)

@@ -22,6 +22,7 @@ from .. import names
 from ..base import refuse_deep
 from .deep_emit import c_step_problem, flash_problem
 from .deep_learn import emit_bias_learn, emit_blocks_learn, emit_sparse_learn
+from .tables import element_ref
 
 
 def deep_learner(dep: Deployment) -> DeepLearner:
@@ -69,7 +70,7 @@ def front_deployment(dep: Deployment) -> Deployment:
 def deep_context(dep: Deployment) -> dict[str, Any]:
     """Template values of the deep project: the mode, the learn unit (tinycc's own C: identifiers from positions
     only), the classifier's layers (``k``: the step's parameter index, sizes) and the trained backbone layers (``k``,
-    ``n`` biases, ``w`` weights: the float weights of mode blocks)."""
+    ``n`` biases, ``w`` weights: the float weights of mode blocks, ``bq``: how C names the int32 biases)."""
     learner = deep_learner(dep)
     refuse_c_step(dep, learner)
     params = list(learner.tail.params)
@@ -78,7 +79,9 @@ def deep_context(dep: Deployment) -> dict[str, Any]:
             for op, layer in zip(head_ops, dep.classifier)]
     backbone = [{"k": params.index(op.name), "n": int(learner.tail.params[op.name].bias.size),
                  "w": int(learner.tail.params[op.name].weight.size), "tb": learner.tail.trains(op.name)[1],
-                 "tw": int(learner.tail.trained_sizes(op.name)[0])}
+                 "tw": int(learner.tail.trained_sizes(op.name)[0]),
+                 "bq": element_ref(f"tcc_bq{params.index(op.name)}", "int32_t",
+                                   int(learner.tail.params[op.name].bias.size))}
                 for op in learner.region_params if any(learner.tail.trains(op.name))]
     ctx: dict[str, Any] = {"mode": learner.mode, "head": head, "backbone": backbone}
     if learner.mode == "blocks":

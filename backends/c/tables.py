@@ -54,6 +54,12 @@ def packs(ctype: str, count: int) -> bool:
     return ctype in WIDTH and WIDTH[ctype] * count >= PACK_BYTES
 
 
+def element_ref(name: str, ctype: str, count: int) -> str:
+    """How code names the elements of table ``name`` of ``count`` ``ctype`` values: ``name``, or ``name.v`` where
+    it is packed into a union (wider than a byte)."""
+    return f"{name}.v" if packs(ctype, count) and WIDTH[ctype] > 1 else name
+
+
 def table_bytes(data: np.ndarray, ctype: str) -> bytes:
     """The table's little-endian bytes (ValueError: a value outside ``ctype``'s range)."""
     flat = np.asarray(data).reshape(-1)
@@ -81,6 +87,7 @@ class CArray:
     flash: bool = True
     part: str = "extractor"  # or "classifier"
     guard: str = ""  # a preprocessor condition the definition sits under (e.g. TCC_DSP_ASM), "" for none
+    qualifiers: str = "static const"  # before the type: "const" (an external constant), "" (an external RAM table)
 
     @property
     def count(self) -> int:
@@ -98,27 +105,33 @@ class CArray:
     @property
     def ref(self) -> str:
         """How code names the table's elements: ``name``, or ``name.v`` for a packed table wider than a byte."""
-        return f"{self.name}.v" if self.packed and WIDTH[self.ctype] > 1 else self.name
+        return element_ref(self.name, self.ctype, self.count)
 
     def definition(self, storage: str = "TCC_WEIGHT") -> str:
         """The C definition (``storage``: the attribute macro after the declarator, "" for none), under its
         guard."""
         at = f" {storage}" if storage else ""
+        lead = f"{self.qualifiers} " if self.qualifiers else ""
         if not self.packed:
-            text = (f"static const {self.ctype} {self.name}[{self.count}]{at} = {{\n"
+            text = (f"{lead}{self.ctype} {self.name}[{self.count}]{at} = {{\n"
                     f"{wrap_values(self.values)}\n}};")
         elif WIDTH[self.ctype] == 1:
-            text = (f"static const {self.ctype} {self.name}[{self.count}] TCC_BYTES{at} =\n"
+            text = (f"{lead}{self.ctype} {self.name}[{self.count}] TCC_BYTES{at} =\n"
                     f"{string_lines(table_bytes(self.data, self.ctype))};")
         else:
             n = self.count * WIDTH[self.ctype]
-            text = (f"static const union {{ int8_t b[{n}] TCC_BYTES; {self.ctype} v[{self.count}]; }}\n"
+            text = (f"{lead}union {{ int8_t b[{n}] TCC_BYTES; {self.ctype} v[{self.count}]; }}\n"
                     f"    {self.name}{at} = {{\n{string_lines(table_bytes(self.data, self.ctype))}\n}};")
         return f"#if {self.guard}\n{text}\n#endif" if self.guard else text
 
 
+def prologue(arrays: list[CArray]) -> str:
+    """What goes before the definitions of ``arrays``: the pragma where one is packed, the byte order check where a
+    wider one is."""
+    head = PROLOGUE if any(a.packed for a in arrays) else ""
+    return head + (ENDIAN if any(a.packed and WIDTH[a.ctype] > 1 for a in arrays) else "")
+
+
 def definitions(arrays: list[CArray], storage: str = "TCC_WEIGHT") -> str:
     """The definitions of ``arrays``, after the prologue where one of them is packed."""
-    head = PROLOGUE if any(a.packed for a in arrays) else ""
-    head += ENDIAN if any(a.packed and WIDTH[a.ctype] > 1 for a in arrays) else ""
-    return head + "".join(a.definition(storage) + "\n" for a in arrays)
+    return prologue(arrays) + "".join(a.definition(storage) + "\n" for a in arrays)

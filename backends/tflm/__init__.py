@@ -21,6 +21,7 @@ from ...tflite_writer import operator_names, write_tflite
 from .. import names
 from ..base import Backend, check_static_size, refuse_deep
 from ..c import cmsis_nn
+from ..c.tables import string_lines
 from .measure import measure_arena
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -85,6 +86,17 @@ def _env() -> Any:
     return names.install(jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), trim_blocks=True,
                                             lstrip_blocks=True, keep_trailing_newline=True,
                                             undefined=jinja2.StrictUndefined))
+
+
+def model_bytes(data: bytes) -> tuple[int, names.Escaped]:
+    """(declared size, initializer) of the C++ array holding ``data``: one string literal of its bytes
+    (tables.string_lines), which g++ parses many times faster than a list of numbers. C++ counts a string's NUL
+    among the initializers, so the array is ``len(data)`` long when the last byte is 0 (that byte is the NUL, left
+    out of the text), else one longer (a NUL after the flatbuffer, outside ``_len``). Only tinycc's escapes: no
+    model text reaches the file as such."""
+    if data[-1:] == b"\0":
+        return len(data), names.Escaped(string_lines(data[:-1]) or '    ""')
+    return len(data) + 1, names.Escaped(string_lines(data))
 
 
 @dataclass(frozen=True)
@@ -208,11 +220,11 @@ class TflmBackend(Backend):
             files = render_project(deployment, src, vectors, with_main=False, classifier_only=True,
                                    runtime_dir=".", demo_dir=outdir, arena=m.arena)
         env = _env()
-        hexes = [f"0x{b:02x}" for b in data]
-        body = names.Escaped(",\n".join("    " + ", ".join(hexes[i:i + 16]) for i in range(0, len(hexes), 16)))
+        declared, body = model_bytes(data)
         ctx = {"version": __version__, "name": name, "NAME": name.upper(), "ops": [RESOLVER[n] for n in ops],
                "op_names": ops, "arena": m.arena, "recorded": m.recorded, "minimum": m.minimum, "margin": m.margin,
-               "data": body, "size": len(data), "dep": deployment, "n_features": deployment.feature_count,
+               "data": body, "declared": declared, "size": len(data), "dep": deployment,
+               "n_features": deployment.feature_count,
                "input_size": deployment.extractor.tensors[deployment.extractor.inputs[0]].size,
                "mem_table": deployment.memory.get("report", ""), "int8_io": deployment.int8_io,
                "n_out": deployment.feature_count, "infer": bool(infer), "mem": deployment.memory,
