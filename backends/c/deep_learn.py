@@ -123,7 +123,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
     config = config or CompileConfig()
     region = _Region(learner, kept, sizes, bias_names, config)
-    harvard = config.target is not None and config.target.family == "avr"  # tables in flash, biases in RAM
+    harvard = config.target is not None and config.target.harvard  # tables in program memory, biases in RAM
     ram = {name for name in bias_names.values() if name.startswith("tcc_bq")}
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):

@@ -5,7 +5,13 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#if defined(__AVR__)
+#if defined(TCC_READ_S8)
+/* the target's own reads (a plugin's Harvard core, tinycc.targets.Target.harvard: a header of the target's files,
+ * force-included by its cflags, defines TCC_WEIGHT and every TCC_READ_*) */
+#if !defined(TCC_WEIGHT) || !defined(TCC_READ_S16) || !defined(TCC_READ_S32) || !defined(TCC_READ_F32)
+#error "a target that defines TCC_READ_S8 defines TCC_WEIGHT, TCC_READ_S16, TCC_READ_S32 and TCC_READ_F32 too"
+#endif
+#elif defined(__AVR__)
 #include <avr/pgmspace.h>
 /* Harvard MCU: constant tables live in program memory and need explicit reads. */
 #define TCC_WEIGHT PROGMEM
