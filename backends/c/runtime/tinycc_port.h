@@ -35,6 +35,17 @@
 #define TCC_READ_F32(p) (*(const float *)(p))
 #endif
 
+/* The arena's and the CMSIS-NN scratch's alignment: 16 bytes (int16/float buffers and vector loads in the arena),
+ * none on the 8-bit AVR, which has no alignment rule: the padding would be RAM that no array (and no line of the
+ * memory report) holds. A target's own header may define it first. */
+#ifndef TCC_ALIGN16
+#if defined(__AVR__)
+#define TCC_ALIGN16
+#else
+#define TCC_ALIGN16 __attribute__((aligned(16)))
+#endif
+#endif
+
 /* A table written as a string literal of its bytes (the large ones of model.c) fills its array exactly, without a
  * terminating NUL: say so where the compiler knows the attribute (GCC 15's -Wextra warns otherwise). */
 #if defined(__has_attribute)
