@@ -174,7 +174,8 @@ AVR_RAM = (("tcc_arena", "feature extractor arena"), ("tcc_buf_", "replay buffer
 
 def _avr_sections(project: Path) -> list[tuple[str, str, int]]:
     """(section, name, bytes) of every object symbol of model.c and the runtime built with avr-gcc for the
-    ATmega2560 (-Os, -Werror)."""
+    ATmega2560 (-Os, -Werror), and (section, "(anonymous)", bytes) for the bytes of a RAM section (.data, .bss,
+    .rodata: avr-gcc links .rodata into RAM) that no symbol holds (an automatic array's initializer image, ...)."""
     from .test_deep_project import SOURCES
 
     out = []
@@ -185,7 +186,13 @@ def _avr_sections(project: Path) -> list[tuple[str, str, int]]:
                            text=True)
         assert r.returncode == 0, r.stderr[-3000:]
         text = subprocess.run(["avr-objdump", "-t", str(obj)], capture_output=True, text=True, check=True).stdout
-        out += [(m[1], m[3], int(m[2], 16)) for m in map(_OBJ.match, text.splitlines()) if m and " O " in m[0]]
+        syms = [(m[1], m[3], int(m[2], 16)) for m in map(_OBJ.match, text.splitlines()) if m and " O " in m[0]]
+        heads = subprocess.run(["avr-objdump", "-h", str(obj)], capture_output=True, text=True, check=True).stdout
+        for sec, size in re.findall(r"^\s*\d+ (\.data|\.bss|\.rodata)\s+([0-9a-f]+) ", heads, re.M):
+            left = int(size, 16) - sum(n for s, _, n in syms if s == sec)
+            if left:
+                syms.append((sec, "(anonymous)", left))
+        out += syms
     return out
 
 
@@ -195,7 +202,9 @@ def test_mega2560_report_equals_avr_symbols(graph, tmp_path: Path, mode: str) ->
     """The c project of --deep bias / --train sparse for the Mega 2560, built with avr-gcc: every .data/.bss byte
     of the learner is its report line, line by line, the total the report's static RAM; the step's constants and
     the region's tables are .progmem.data (flash, read through TCC_READ_*) and equal their flash lines; the stack is
-    measured on the AVR core. Only the model's two public input-quantization constants are plain .rodata."""
+    measured on the AVR core. No RAM byte is anonymous, and the only .rodata (RAM on AVR: the start-up copies it
+    from flash) is the model's two public input-quantization constants, the report's "public constants" lines
+    (RAM and their load image in flash): static RAM is .data + .bss + .rodata."""
     from tinycc.backends.c import CBackend
 
     dep = _sparse(graph, CBackend()) if mode == "sparse" else _deploy(graph, "bias", "stem", CBackend())
@@ -205,7 +214,8 @@ def test_mega2560_report_equals_avr_symbols(graph, tmp_path: Path, mode: str) ->
     items = {i["name"]: i for i in dep.memory["items"]}
     ram: dict[str, int] = {}
     flash = {"learn step region tables": 0, "learn step constants": 0}
-    rodata = []
+    rodata: dict[str, int] = {}
+    assert not [s for s in syms if s[1] == "(anonymous)"], syms
     for section, name, size in syms:
         if section in (".data", ".bss"):
             line = next(g for p, g in AVR_RAM if name.split(".")[0].startswith(p))
@@ -215,12 +225,14 @@ def test_mega2560_report_equals_avr_symbols(graph, tmp_path: Path, mode: str) ->
         elif section == ".progmem.data" and re.fullmatch(r"tcc_(?:wq|ws|bs|row|cv)\d+", name):
             flash["learn step constants"] += size
         elif section == ".rodata":
-            rodata.append(name)
-    assert sum(ram.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
+            rodata[name] = size
+    assert sorted(rodata) == ["functional_input_scale", "functional_input_zero_point"], rodata
+    assert sum(rodata.values()) == items["public constants"]["bytes"] == 8
+    assert items["public constants load image"]["bytes"] == 8 and items["public constants load image"]["section"] == "flash"
+    assert sum(ram.values()) + sum(rodata.values()) == dep.memory["static_ram"], (ram, dep.memory["report"])
     assert ram == {k: items[k]["bytes"] for k in ram}
     assert set(ram) == {g for _, g in AVR_RAM if g in items and items[g]["bytes"]}
     assert flash == {k: items[k]["bytes"] for k in flash} and all(flash.values())
-    assert all(n.endswith(("_input_scale", "_input_zero_point")) or n.startswith("mults.") for n in rodata), rodata
     assert items["stack"]["exact"] and items["stack"]["detail"].startswith("measured: AVR")
 
 

@@ -31,8 +31,9 @@ MODELS = {"digits": {"buffer": 16, "lr": 0.05},
 SOURCES = ("model.c", "runtime/tinycc_kernels.c", "runtime/tinycc_learn.c")
 
 
-def _static_ram(project: Path, cc: str, nm: str, flags: list[str]) -> dict[str, int]:
-    """Bytes of every data/bss symbol of the model and runtime objects built for one target."""
+def _static_ram(project: Path, cc: str, nm: str, flags: list[str], harvard: bool = False) -> dict[str, int]:
+    """Bytes of every data/bss symbol of the model and runtime objects built for one target; ``harvard``
+    (Target.harvard: avr-gcc links .rodata into RAM) and its read-only data symbols."""
     sizes: dict[str, int] = {}
     for src in SOURCES:
         obj = project / (Path(src).stem + f"-{cc}.o")
@@ -44,6 +45,13 @@ def _static_ram(project: Path, cc: str, nm: str, flags: list[str]) -> dict[str, 
             f = line.split()
             if len(f) == 4 and f[2] in "bBdDgGsS":
                 sizes[f[3]] = int(f[1], 16)
+        if harvard:  # nm calls program-memory tables read-only data too: the section tells .rodata apart
+            out = subprocess.run([nm[:-2] + "objdump", "-t", str(obj)], capture_output=True, text=True,
+                                 check=True).stdout
+            for line in out.splitlines():
+                f = line.split()
+                if len(f) >= 6 and f[-3] == ".rodata" and "O" in f[1:-3]:
+                    sizes[f[-1]] = int(f[-2], 16)
     return sizes
 
 
@@ -61,7 +69,8 @@ def test_memory_report_equals_symbol_sizes(session, tmp_path: Path, target: str)
         proj = tmp_path / name
         proj.mkdir()
         render_project(dep, opts, proj)
-        sizes = _static_ram(proj, cc, nm, flags)
+        harvard = board is not None and session.registry.target_of(session.registry.board(board)).harvard
+        sizes = _static_ram(proj, cc, nm, flags, harvard)
         assert sum(sizes.values()) == dep.memory["static_ram"], (name, sizes, dep.memory["report"])
         want = descriptor_bytes(len(dep.classifier), abi)
         assert {k: sizes[k] for k in want} == want, name
@@ -69,6 +78,11 @@ def test_memory_report_equals_symbol_sizes(session, tmp_path: Path, target: str)
         assert items["runtime descriptors"]["bytes"] == sum(want.values())
         # exact: every RAM item with a board; without one the descriptors are the host's sizes, flagged not exact
         assert all(i["exact"] for n, i in items.items() if n != "runtime descriptors")
+        # a Harvard core's only plain const data: model.h's input scale and zero point, its "public constants"
+        assert harvard == ("public constants" in items), name
+        if harvard:
+            assert items["public constants"]["bytes"] == sizes[f"{dep.name}_input_scale"] + \
+                sizes[f"{dep.name}_input_zero_point"] == 8
         assert items["runtime descriptors"]["exact"] == (board is not None), name
 
 

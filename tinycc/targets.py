@@ -83,7 +83,13 @@ class Target:
     path -> text written into a C project for a board of this target (start-up code, linker script);
     ``sources``: which of them are compiled with the demo. ``clock``: C code defining the demo's tick counter
     (``TCC_SYSTICK``, ``tcc_ticks``, ``tcc_ticks_start``) under the preprocessor condition ``clock_if``.
-    ``runs``: backends whose demo runs on ``emulator``."""
+    ``runs``: backends whose demo runs on ``emulator``. ``harvard``: a Harvard core, whose constant tables live in
+    program memory and are read through ``TCC_READ_*`` (AVR's PROGMEM): a learned region's biases and trained
+    channels then stay in RAM and its kernels are the ``tcc_*_bram_s8`` variants, and a step that would keep a
+    plain ``const`` float table is refused. The C runtime (``runtime/tinycc_port.h``) picks its reads from the
+    compiler: program-memory reads under ``__AVR__``; any other Harvard core's target must define ``TCC_WEIGHT``
+    and ``TCC_READ_S8/S16/S32/F32`` itself before the runtime's headers (a header of its ``files`` that its
+    ``cflags`` force-include, ``-include``). A target whose compiler defines ``__AVR__`` must set it."""
 
     name: str
     arch: str
@@ -104,6 +110,7 @@ class Target:
     code_size: Mapping[str, int] = field(default_factory=lambda: M4_CODE_SIZE)
     arduino_core: str = ""
     tools: tuple[str, ...] = ()  # programs a demo run needs besides the emulator
+    harvard: bool = False  # constant tables in program memory, read through TCC_READ_* (see above)
 
     @property
     def platform(self) -> str:
@@ -161,7 +168,7 @@ CORTEX_M0PLUS = _cortexm("m0plus", "Cortex-M0+, ARMv6-M: no divide instruction, 
                          "-mcpu=cortex-m0plus -mthumb -mfloat-abi=soft", "mps2-an385")
 AVR = Target("avr", "avr", "avr", AVR_ABI, "8-bit AVR (ATmega)", "avr-gcc", size_tool="avr-size",
              emulator=Emulator("simavr", ("simavr",), 1.0, "cycles"), runs=("arduino",), arduino_core="arduino:avr",
-             tools=("avr-gcc", "simavr"))
+             tools=("avr-gcc", "simavr"), harvard=True)
 XTENSA = Target("xtensa", "xtensa", "xtensa", ILP32, "Xtensa LX6 (ESP32)", arduino_core="esp32:esp32")
 
 BUILTIN_TARGETS: tuple[Target, ...] = (HOST, CORTEX_M4, CORTEX_M7, CORTEX_M0PLUS, CORTEX_M55, AVR, XTENSA)

@@ -26,6 +26,7 @@ from ...config import TestVectors
 from ..c import (CBackend, new_env as c_env, c_figures, cmsis_nn, embedded_labels, feature_context, portable_adjust,
                  render_project, test_inputs, test_vectors, write_inference_vectors, write_test_vectors)
 from ..c.deep_project import deep_learner, refuse_harvard
+from ..c.harvard import harvard_adjust
 from ..c.emitter import C_KINDS
 from ..demo import DemoRun
 
@@ -147,6 +148,7 @@ class ArduinoBackend(Backend):
 
     def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
         portable_adjust(report, candidate)  # the sketch's model.c is the C backend's
+        harvard_adjust(report, candidate)
 
     def deep_figures(self, candidate: Candidate) -> MemoryFigures:
         """--deep bias: the C backend's figures of the int8 front, plus the serial protocol (its learn request

@@ -27,6 +27,7 @@ from .. import names
 from ..base import Backend, check_static_size, refuse_deep
 from ..demo import DemoRun
 from . import cmsis_nn, layout, tables
+from .harvard import harvard_adjust
 from .deep_project import deep_context, deep_figures, deep_learner, front_deployment, refuse_c_step, refuse_harvard
 from .emitter import C_KINDS, _c_float, build_emit_model, c_kernel_problem
 
@@ -436,6 +437,7 @@ class CBackend(Backend):
 
     def adjust_report(self, report: Any, candidate: Candidate, figures: MemoryFigures) -> None:
         portable_adjust(report, candidate)
+        harvard_adjust(report, candidate)
 
     def deep_figures(self, candidate: Candidate) -> MemoryFigures:
         return deep_figures(candidate, c_figures(candidate))

@@ -124,7 +124,7 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
     bias_names.update({op.inputs[1]: f"tcc_wq{params[op.name]}" for op in learner.region_params if op.name in shared})
     config = config or CompileConfig()
     region = _Region(learner, kept, sizes, bias_names, config)
-    harvard = config.target is not None and config.target.family == "avr"  # tables in flash, biases in RAM
+    harvard = config.target is not None and config.target.harvard  # tables in program memory, biases in RAM
     ram = {name for name in bias_names.values() if name.startswith("tcc_bq")}
     calls: list[str] = []
     for pos, op in enumerate(learner.region.ops):
@@ -148,7 +148,9 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
             args = c.args[:at] + [f"tcc_w8{k}"] + c.args[at + 1:] + [rix]
             calls.append(f"    {_ram_bias(fn, args, ram, harvard)}({', '.join(args)});\n")
     cut, classes = learner.buffer.feature_count, learner.num_classes
-    known_list = ", ".join(kept[t] for t in order)
+    # set one by one: an initialized automatic array would be a constant image (.rodata: RAM on a Harvard core)
+    known_decl = f"    const int8_t *known[{len(order)}];\n"
+    known_set = "".join(f"    known[{j}] = {kept[t]};\n" for j, t in enumerate(order))
     src = step.replace('#include "tinycc_backprop.h"\n',
                        '#include <string.h>\n#include "tinycc_backprop.h"\n#include "tinycc_kernels.h"\n'
                        '#include "tinycc_learn.h"\n', 1)
@@ -163,8 +165,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         "/* the region's int8 forward of one cut tensor q into row r of the kept arrays */\n"
         "static void tcc_deep_region(const int8_t *q, int32_t r) {\n" + "".join(calls) + "}\n\n"
         "int32_t tcc_deep_learn(tcc_buffer_t *b, const int8_t *q, uint8_t label, float lr, int32_t epochs) {\n"
-        f"    const int8_t *const known[{len(order)}] = {{{known_list}}};\n"
-        "    uint32_t before[4];\n    int32_t slot, n;\n"
+        f"{known_decl}"
+        "    uint32_t before[4];\n    int32_t slot, n;\n" + known_set +
         "    if (!b || !q) return -2;\n"
         f"    if (label >= {classes} || b->features != {cut} || b->targets != 0 || !b->int8_storage) return -1;\n"
         "    tcc_buffer_save(b, before);\n    slot = tcc_buffer_push(b, NULL, q, label, NULL);\n"
@@ -181,8 +183,8 @@ def emit_bias_learn(learner: DeepLearner, batch: int, config: CompileConfig | No
         "                return -4;\n            }\n        }\n"
         "    return n;\n}\n\n"
         "int32_t tcc_deep_predict(const int8_t *q, float *z) {\n"
-        f"    const int8_t *const known[{len(order)}] = {{{known_list}}};\n"
-        "    int32_t best = 0;\n"
+        f"{known_decl}"
+        "    int32_t best = 0;\n" + known_set +
         "    if (!q || !z) return -1;\n" + dq_q +
         "    tcc_deep_region(q, 0);\n"
         f"    if (tcc_deep_logits({xcall}known, 1, z) != 0) return -1;\n"

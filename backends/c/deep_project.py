@@ -47,16 +47,17 @@ def refuse_c_step(dep: Deployment, learner: DeepLearner) -> None:
 
 
 def refuse_harvard(dep: Deployment, learner: DeepLearner, target: str) -> None:
-    """On AVR (Harvard: constant tables in flash, read through ``TCC_READ_*``), refuse in one line a ``--deep bias`` /
+    """On a Harvard core (``Target.harvard``, AVR: constant tables in flash, read through ``TCC_READ_*``), refuse in one line a ``--deep bias`` /
     ``--train sparse`` learner whose step keeps a constant that is not a flash table (``deep_emit.flash_problem``).
     The rest runs there: the region's kernels read the learned int32 biases (``tcc_*_bram_s8``) and the trained int8
     channels from RAM, every table from flash."""
     cfg = dep.config.target if dep.config is not None else None
-    if cfg is None or cfg.family != "avr" or learner.mode not in ("bias", "sparse"):
+    if cfg is None or not cfg.harvard or learner.mode not in ("bias", "sparse"):
         return
     problem = flash_problem(learner.tail, {op.outputs[0] for op in learner.region.ops})
     if problem is not None:
-        refuse_deep(dep, target, f"on AVR the step's constants are flash tables, but {problem}")
+        refuse_deep(dep, target, f"on {cfg.name} (a Harvard core) the step's constants are flash tables, but "
+                                 f"{problem}")
 
 
 def front_deployment(dep: Deployment) -> Deployment:

@@ -321,7 +321,9 @@ static int32_t exp_quarter(int32_t a) {
 
 /* exp(a) for a <= 0 in Q(integer_bits).(31 - integer_bits), integer_bits 4 or 5; result Q0.31 */
 static int32_t exp_neg(int32_t a, int32_t integer_bits) {
-    static const int32_t mults[7] = {1672461947L, 1302514674L, 790015084L, 290630308L, 39332535L, 720401L, 242L};
+    /* a flash table (TCC_WEIGHT): a Harvard core's plain const data would be RAM */
+    static const int32_t mults[7] TCC_WEIGHT = {1672461947L, 1302514674L, 790015084L, 290630308L, 39332535L, 720401L,
+                                                242L};
     const int32_t frac = 31 - integer_bits;
     const int32_t quarter = (int32_t)1 << (frac - 2);
     const int32_t a_mod = wsub(a & (quarter - 1), quarter);
@@ -330,7 +332,7 @@ static int32_t exp_neg(int32_t a, int32_t integer_bits) {
     int32_t e;
     for (e = -2; e <= 4 && e < integer_bits; ++e) { /* barrel shifter of exp(-2^e) */
         if (remainder & ((int32_t)1 << (frac + e))) {
-            result = srdhm(result, mults[e + 2]);
+            result = srdhm(result, TCC_READ_S32(&mults[e + 2]));
         }
     }
     return a == 0 ? TCC_I32_MAX : result;
