@@ -4,7 +4,8 @@
 rule) against Keras's own float32 functions; the C kernel ``tcc_lut_s8`` (ASan/UBSan) against run_int8; a C project
 learning like the simulator; an Arduino Mega sketch in simavr. Refusals, one line each: the ``tflm`` target (no
 TFLite builtin runs them in int8), the converter's .tflite files (EXP/LOG/ABS/GREATER... chains tinycc's reader does
-not read), and ``--deep`` with one of them in the trainable tail (no backward pass)."""
+not read). ``--deep``: their backward (float tail, generated C step) against TensorFlow's GradientTape, the
+simulator and a learning C project."""
 from __future__ import annotations
 
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinycc.errors import TinyccError, UnsupportedLayerError
+from tinycc.errors import UnsupportedLayerError
 from tinycc.ir import lut
 from tinycc.ir.graph import Graph
 from tinycc.ir.interpreter import run
@@ -229,35 +230,121 @@ def test_converter_files_refused_in_one_line(tmp_path: Path, act: str, op: str) 
     assert not (tmp_path / "out").exists()
 
 
-def test_deep_tail_refuses_them(tmp_path: Path) -> None:
-    """--deep: no backward pass for these; a cut before one is refused naming it, the automatic cut lies after it."""
-    import keras
-    from keras import layers as L
+def _tail_model(seed: int, stem: bool = False):
+    """(A relu stem,) Conv2D + softplus, Conv2D + mish, SELU, GAP, Dense + softsign, Dense + exponential, the logits."""
+    import tensorflow as tf
 
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inp) if stem else inp
+    x = L.Conv2D(4, 3, padding="same", activation="softplus", name="c1")(x)
+    x = L.Activation("selu", name="se")(L.Conv2D(4, 1, activation="mish", name="c2")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(5, activation="exponential", name="d2")(L.Dense(6, activation="softsign", name="d1")(x))
+    m = tf.keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x))
+    rng = np.random.default_rng(seed)
+    m.set_weights([rng.normal(0, 0.5, w.shape).astype(F32) for w in m.get_weights()])
+    return m
+
+
+@pytest.mark.parametrize("mode", ["blocks", "bias"])
+def test_tail_backward_equals_gradient_tape(session, mode: str) -> None:
+    """--deep's float tail through all five (tinycc.ir.backprop.act_derivative): its forward equals the interpreter,
+    SGD steps on batches of 1, 3 and 7 rows equal TensorFlow's GradientTape + SGD."""
+    from .test_backprop import _tail, steps_equal_tape
+
+    m = _tail_model(3)
+    t = _tail(session, m, mode)
+    assert set(MORE_LUT_KINDS) <= {op.kind for op in t.ops}
+    rng = np.random.default_rng(1)
+    steps_equal_tape(t, m, mode, rng.normal(0, 1, (7, 6, 6, 3)).astype(F32), rng.integers(0, 3, 7), 0.1)
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+def test_c_activation_kernels_equal_reference(tmp_path: Path) -> None:
+    """tcc_fp_/tcc_bp_ of the five (ASan/UBSan) against the float interpreter and act_derivative: a few ulps (the
+    backward: 1e-6 of dy where mish's two terms cancel)."""
+    from tinycc.ir.backprop import act_derivative
+
+    from .test_backprop_c import _arr, _run
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0, 3, 80), [0, -0.0, 1e-6, -1e-6, 20, -20, 60, -60, 80]]).astype(F32)
+    dy = rng.normal(0, 1, x.size).astype(F32)
+    n = x.size
+    calls = [f"tcc_fp_{a}(x, o, {n})" for a in ACTS] + [f"tcc_bp_{a}_dx(x, dy, o, {n})" for a in ACTS]
+    got = _run(tmp_path, _arr("x", x) + _arr("dy", dy) + f"static float o[{n}];\n",
+               "".join(f"{c}; out(o, {n});\n" for c in calls))
+    for i, a in enumerate(ACTS):
+        kind = OpKind(a)
+        np.testing.assert_allclose(got[i], lut.FUNCTIONS[a](x), rtol=2e-6, atol=1e-30, err_msg=f"forward {a}")
+        want = (dy * act_derivative(kind, x)).astype(F32)  # mish's two terms may cancel: 1e-6 of dy beside
+        bad = np.abs(got[len(ACTS) + i] - want) > 2e-6 * np.abs(want) + 1e-6 * np.abs(dy)
+        assert not bad.any(), (a, x[bad], got[len(ACTS) + i][bad], want[bad])
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+@pytest.mark.parametrize("mode", ["blocks", "bias"])
+def test_generated_step_equals_tail(session, tmp_path: Path, mode: str) -> None:
+    """The generated C SGD step (tcc_deep_step, ASan/UBSan) equals Tail.sgd_step on batches of 1, 3 and 2 rows,
+    parameter by parameter (1e-5, the deep C tests' tolerance), and its logits the tail's forward."""
+    from tinycc.backends.c.deep_emit import c_step_problem, emit_step
+
+    from .test_backprop import _tail
+    from .test_backprop_c import TOL, _arr, _run
+
+    t = _tail(session, _tail_model(2), mode)
+    assert c_step_problem(t) is None
+    src = emit_step(t, 3)
+    assert all(f"tcc_bp_{a}_dx(" in src for a in ACTS)
+    (tmp_path / "step.c").write_text(src)
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (6, 6, 6, 3)).astype(F32)
+    y = rng.integers(0, 3, 6)
+    per = 6 * 6 * 3
+    decls = _arr("xs", x) + "static const int32_t ys[6] = {" + ", ".join(map(str, y)) + '};\n#include "step.c"\n'
+    body = (f"int r0 = tcc_deep_step(xs, ys, 1, 0.1f);\nint r1 = tcc_deep_step(xs + {per}, ys + 1, 3, 0.1f);\n"
+            f"int r2 = tcc_deep_step(xs + {4 * per}, ys + 4, 2, 0.1f);\nprintf(\"%d %d %d\\n\", r0, r1, r2);\n")
+    for k, p in enumerate(t.params.values()):
+        body += f"out(tcc_dw{k}, {p.weight.size}); out(tcc_db{k}, {p.bias.size});\n"
+    body += "static float z[9];\ntcc_deep_logits(xs, 3, z); out(z, 9);\n"
+    for s, e in ((0, 1), (1, 4), (4, 6)):
+        assert t.sgd_step(x[s:e], y[s:e], 0.1)
+    got = _run(tmp_path, decls, body)
+    assert list(got[0]) == [1, 1, 1]
+    for k, p in enumerate(t.params.values()):
+        np.testing.assert_allclose(got[1 + 2 * k], p.weight.reshape(-1), atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(got[2 + 2 * k], p.bias, atol=TOL, rtol=TOL)
+    np.testing.assert_allclose(got[-1], t.forward(x[:3])[t.logits].reshape(-1), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_deep_project_learns_as_the_simulator(session, tmp_path: Path, mode: str) -> None:
+    """`--deep bias|blocks` after the stem (the int8 region: the five as tables): the C project's demo (host
+    ASan/UBSan) learns as the simulator (bias: the int32 biases bit for bit; blocks: the float region to 1e-5)."""
     from tinycc.backends.c import CBackend
     from tinycc.deploy import build_deep_deployment
-    from tinycc.session import Session
+    from tinycc.ir.deep import DeepLearner
+    from tinycc.passes import PassContext, run_pipeline
 
     from .deploy_util import make_config
 
-    keras.utils.set_random_seed(5)
-    inp = keras.Input((6, 6, 2))
-    x = L.Conv2D(4, 3, name="c1")(inp)
-    x = L.Conv2D(4, 1, activation="selu", name="c2")(x)
-    x = L.GlobalAveragePooling2D(name="gap")(L.Conv2D(4, 1, activation="relu", name="c3")(x))
-    m = keras.Model(inp, L.Dense(3, name="head")(x))
-    session = Session(autoload=False)
-    calib = _x((6, 6, 2), 16)
-
-    def deploy(**kw):
-        cfg = make_config(session, deep=("bias",), lr=0.05, buffer=2, **kw)
-        return build_deep_deployment(graph_from_keras_model(m), cfg, session, CBackend(), calib)
-    with pytest.raises(TinyccError, match=r"--deep-cut 'c1': .*c2_act.*selu.* is not trainable on the device "
-                                          r"\(no backward pass\)") as e:
-        deploy(deep_cut="c1")
-    assert "\n" not in str(e.value)
-    dep = deploy()
-    assert dep.meta["deep"]["trains"] == ["c3"]
+    g = graph_from_keras_model(_tail_model(0, stem=True))
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    calib = np.random.default_rng(0).uniform(-1, 1, (32, 6, 6, 3)).astype(F32)
+    cfg = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, buffer=3, batch_size=2, epochs=2)
+    dep = build_deep_deployment(g, cfg, session, CBackend(), calib)
+    sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
+    assert set(MORE_LUT_KINDS) <= {op.kind for op in sim.region.ops}
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(-1, 1, (6, 6, 6, 3)).astype(F32), rng.integers(0, dep.num_classes, 6)
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, "host")
+    for i in range(9):
+        sim.learn_input(x[i % 6], int(y[i % 6]))
+        assert not sim.last_refused
+    c_harness.check_learned(out, sim, dep, q, sim.region_params, mode)
 
 
 def test_tinycc_ops_and_keras_export(session) -> None:
