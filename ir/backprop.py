@@ -1,7 +1,8 @@
 """Training beyond the head: a float tail of the network (convolution blocks + the Dense chain) trained with SGD.
 
 The tail is the part of a graph after a cut tensor: Conv2D (groups 1), DepthwiseConv2D, Dense (each with a
-fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Sigmoid, Swish, HardSigmoid, and Add, Sub and Mul
+fused ``none``/``relu``/``relu6`` activation), ReLU, ReLU6, Sigmoid, Swish, HardSigmoid, Softplus, Softsign, SELU,
+Mish, Exponential, and Add, Sub and Mul
 (element-wise with numpy broadcasting: a constant operand, or two tensors of one rank, e.g. ``[N,H,W,C] +
 [N,1,1,C]``; fused activation), AvgPool2D,
 MaxPool2D, GlobalAveragePooling, Flatten, Reshape, Dropout (identity) and a final Softmax (ignored: the last
@@ -25,6 +26,8 @@ Backward (reverse op order; a tensor read by several ops sums their gradients)::
             (add, sub, mul: a broadcast input's gradient summed over the axes it was broadcast along)
     sigmoid: dx = dy * y * (1 - y);  swish (x * sigmoid(x)): dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x)
     hard sigmoid (clip(x + 3, 0, 6) / 6): dx = dy / 6 where -3 < x < 3
+    softplus: dx = dy * sigmoid(x);  softsign: dy / (1 + |x|)^2;  selu: dy * scale * (x < 0 ? alpha * exp(x) : 1)
+    mish: dx = dy * (t + x * sigmoid(x) * (1 - t^2)), t = tanh(softplus(x));  exponential: dy * exp(x)
     avg pool: each window's dz / (valid pixels of the window) to each valid pixel; GAP: dz / (H*W)
     max pool: dz to the window's first maximum (row-major), as TensorFlow's MaxPoolGrad
 
@@ -49,7 +52,8 @@ import numpy as np
 
 from .graph import Graph, Op
 from .interpreter import _pad_input, _windows, eval_op
-from .ops import OpKind, same_padding
+from .lut import SELU_ALPHA, SELU_SCALE
+from .ops import MORE_LUT_KINDS, OpKind, same_padding
 from .quant import dequantize
 from .tensor import DType
 
@@ -59,9 +63,29 @@ PARAM_KINDS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE)
 TAIL_KINDS = set(PARAM_KINDS) | {OpKind.RELU, OpKind.RELU6, OpKind.ADD, OpKind.AVG_POOL2D, OpKind.MAX_POOL2D,
                                   OpKind.GLOBAL_AVG_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT,
                                   OpKind.SOFTMAX, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.SWISH,
-                                  OpKind.HARD_SIGMOID, OpKind.MUL, OpKind.SUB}
+                                  OpKind.HARD_SIGMOID, OpKind.MUL, OpKind.SUB, *MORE_LUT_KINDS}
 BINARY_KINDS = (OpKind.ADD, OpKind.SUB, OpKind.MUL)
 IDENTITY_KINDS = (OpKind.FLATTEN, OpKind.RESHAPE, OpKind.DROPOUT, OpKind.QUANTIZE, OpKind.DEQUANTIZE)
+
+
+def act_derivative(kind: OpKind, x: np.ndarray) -> np.ndarray:
+    """The derivative of a softplus/softsign/selu/mish/exponential at its input ``x``, in float32 (TensorFlow's
+    gradients; SELU's at 0 is ``scale``, as TensorFlow's)."""
+    x = np.asarray(x, F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+        if kind == OpKind.SOFTPLUS:
+            return s
+        if kind == OpKind.SOFTSIGN:
+            d = (F32(1) / (F32(1) + np.abs(x))).astype(F32)
+            return (d * d).astype(F32)
+        if kind == OpKind.SELU:
+            return np.where(x < 0, F32(SELU_SCALE * SELU_ALPHA) * np.exp(np.minimum(x, F32(0))),
+                            F32(SELU_SCALE)).astype(F32)
+        if kind == OpKind.MISH:
+            t = np.tanh(np.logaddexp(F32(0), x)).astype(F32)
+            return (t + x * s * (F32(1) - t * t)).astype(F32)
+        return np.exp(x).astype(F32)  # exponential
 
 
 class NoBackward(ValueError):
@@ -384,6 +408,8 @@ class Tail:
             return [(op.inputs[0], (dy * s * (F32(1) + x * (F32(1) - s))).astype(F32))]
         if k == OpKind.HARD_SIGMOID:
             return [(op.inputs[0], np.where((x > -3) & (x < 3), dy / F32(6), F32(0)).astype(F32))]
+        if k in MORE_LUT_KINDS:
+            return [(op.inputs[0], (dy * act_derivative(k, x)).astype(F32))]
         if k in (OpKind.AVG_POOL2D, OpKind.MAX_POOL2D):
             return [(op.inputs[0], pool_backward(x, dz, a, "avg" if k == OpKind.AVG_POOL2D else "max"))]
         if k == OpKind.GLOBAL_AVG_POOL:
@@ -473,11 +499,12 @@ def _kernel_dx(op: Op) -> bool:
 
 
 def backward_reads(tail: Tail, op: Op) -> set[str]:
-    """The tensor values the backward of a Sigmoid (its output), Swish or HardSigmoid (its input) or Mul (the other
+    """The tensor values the backward of a Sigmoid (its output), Swish, HardSigmoid or a table activation (its input)
+    or Mul (the other
     operand of each input the gradient reaches) reads; none when no gradient goes through the op."""
     ins = [t for t in op.inputs[:2] if tail.graph.tensors[t].data is None]
     reach = [t for t in ins if t != tail.cut and t in tail.need_grad]
-    if not reach or op.kind not in (OpKind.SIGMOID, OpKind.SWISH, OpKind.HARD_SIGMOID, OpKind.MUL):
+    if not reach or op.kind not in (OpKind.SIGMOID, OpKind.SWISH, OpKind.HARD_SIGMOID, OpKind.MUL, *MORE_LUT_KINDS):
         return set()
     if op.kind == OpKind.SIGMOID:
         return {op.outputs[0]}

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import lut, recurrent
 from .graph import Graph, IRError, Op
-from .ops import OpKind, same_padding
+from .ops import MORE_LUT_KINDS, OpKind, same_padding
 
 Array = np.ndarray
 F32 = np.float32
@@ -182,6 +182,7 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.RESCALE: _rescale,
     OpKind.ELU: lambda x, a: lut.elu(x, a["alpha"]),
     OpKind.GELU: lambda x, a: lut.gelu(x, a["approximate"]),
+    **{k: (lambda x, a, f=lut.FUNCTIONS[k.value]: f(x)) for k in MORE_LUT_KINDS},
 }
 
 

@@ -24,7 +24,7 @@ from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
 from .svdf import svdf_int8, svdf_params
-from .ops import OpKind, same_padding
+from .ops import LUT_KINDS, OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
                     multiply_by_quantized_multiplier_int64, multiply_by_quantized_multiplier_wide, qrange, quantize,
                     quantize_multiplier,
@@ -40,7 +40,7 @@ INT8_KINDS = frozenset({
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
-    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.ELU, OpKind.GELU, OpKind.REVERSE,
+    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.REVERSE, *LUT_KINDS,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
 # pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
@@ -319,7 +319,7 @@ def _check_same(g: Graph, op: Op) -> None:
 
 
 def lut_table(g: Graph, op: Op) -> Array:
-    """The int8 table of an ``elu``/``gelu`` op (shared with the C emitter and the TFLite writer's checks)."""
+    """The int8 table of a ``LUT_KINDS`` op (shared with the C emitter and the TFLite writer's checks)."""
     si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
     so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
     return lut.table_s8(op.kind.value, op.attrs, si, zi, so, zo)
@@ -419,7 +419,7 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
         so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
         return leaky_relu_s8(args[0], zi, zo, leaky_relu_params(si, so, op.attrs["alpha"], flavor), _odt(g, op))
-    if k in (OpKind.ELU, OpKind.GELU):
+    if k in LUT_KINDS:
         return lut.lookup_s8(args[0], lut_table(g, op))
     if k == OpKind.PRELU:
         p = prelu_op_params(g, op)

@@ -1,4 +1,4 @@
-"""int8 ELU and GELU as TFLite runs them: a 256-entry table computed from the float function at Prepare time.
+"""int8 ELU, GELU and the other table activations: a 256-entry table computed from the float function.
 
 TFLite's ``LUTPopulate`` (int8 ELU and GELU kernels, LiteRT and TFLite Micro): for every int8 value ``q``,
 ``x = s_in * (q - zp_in)`` (float32), ``y = f(x)`` (float32), ``round(y * (1 / s_out)) + zp_out`` clamped. tinycc
@@ -9,6 +9,12 @@ GELU exact ``0.5 * x * erfc(x * -sqrt(1/2))`` (LiteRT's reference ``GeluTransfor
 ``0.5 * x * (1 + erf(x * sqrt(1/2)))`` gave the same table on 768,000 random entries), approximate
 ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``. erfc is evaluated in float64 and rounded to float32; the
 tests compare whole tables with BUILTIN_REF. TFLite Micro has no GELU kernel (the ``tflm`` target refuses it).
+
+Softplus, softsign, SELU, mish and exponential (Keras's ``activation=`` names; no TFLite builtin runs them in int8,
+the converter writes them as EXP/LOG/ABS/DIV/... chains) use the same table and the same rounding rule on tinycc's
+calibrated input/output parameters. Their float functions are evaluated in float64 and rounded to float32 (within
+an ulp or two of Keras's float32). Exponential's output range is the calibrated one, bounded because its int8 input
+is: as with TFLite's int8 EXP table, inputs far below the calibrated maximum all land on the lowest steps.
 
 A converter file keeps ELU in float between DEQUANTIZE and QUANTIZE; such an ``elu`` has ``float_path`` set and its
 table repeats that path instead: DEQUANTIZE, the float ELU, QUANTIZE (float32 division by the output scale).
@@ -48,11 +54,39 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     return (half_x * _erfc(arg.astype(np.float64)).astype(np.float64).astype(F32)).astype(F32)
 
 
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _f64(fn):
+    """``fn`` evaluated in float64 on float32 input, rounded to float32."""
+    def run(x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(np.asarray(x, F32).astype(np.float64)).astype(F32)
+    return run
+
+
+def _selu(x: np.ndarray) -> np.ndarray:
+    return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+# Keras's float functions of the table activations other than ELU/GELU (op kind value -> float32 function)
+FUNCTIONS = {
+    "softplus": _f64(lambda x: np.logaddexp(0.0, x)),
+    "softsign": _f64(lambda x: x / (1.0 + np.abs(x))),
+    "selu": _f64(_selu),
+    "mish": _f64(lambda x: x * np.tanh(np.logaddexp(0.0, x))),
+    "exponential": _f64(np.exp),
+}
+
+
 def float_fn(kind: str, attrs: dict):
-    """The float32 function of an ``elu`` or ``gelu`` op."""
+    """The float32 function of a table op (``elu``, ``gelu``, or one of :data:`FUNCTIONS`)."""
     if kind == "elu":
         return lambda x: elu(x, attrs.get("alpha", 1.0))
-    return lambda x: gelu(x, attrs.get("approximate", False))
+    if kind == "gelu":
+        return lambda x: gelu(x, attrs.get("approximate", False))
+    return FUNCTIONS[kind]
 
 
 def table_s8(kind: str, attrs: dict, in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:

@@ -8,7 +8,7 @@ ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add
 ``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
 ``prelu`` takes ``x`` and a constant ``alpha`` shaped like ``x`` without its batch axis (1 on Keras's shared axes).
 ``elu``/``gelu`` run in int8 as a 256-entry table (``lut.py``; ``float_path``: the converter's DEQUANTIZE, float ELU,
-QUANTIZE).
+QUANTIZE); so do ``softplus``, ``softsign``, ``selu``, ``mish`` and ``exponential`` (``LUT_KINDS``).
 ``gru`` and ``simple_rnn`` are Keras's recurrent layers (layouts and integer form: ``recurrent.py``).
 """
 from __future__ import annotations
@@ -65,13 +65,21 @@ class OpKind(str, Enum):
     PRELU = "prelu"
     ELU = "elu"
     GELU = "gelu"
+    SOFTPLUS = "softplus"
+    SOFTSIGN = "softsign"
+    SELU = "selu"
+    MISH = "mish"
+    EXPONENTIAL = "exponential"
     REVERSE = "reverse"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
+# activations without a TFLite int8 builtin that tinycc runs as a 256-entry int8 table (lut.py), like ELU/GELU
+MORE_LUT_KINDS = (OpKind.SOFTPLUS, OpKind.SOFTSIGN, OpKind.SELU, OpKind.MISH, OpKind.EXPONENTIAL)
+LUT_KINDS = (OpKind.ELU, OpKind.GELU) + MORE_LUT_KINDS
 ELEMENTWISE_UNARY = {
     OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID,
-    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.ELU, OpKind.GELU,
+    OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, *LUT_KINDS,
 }
 
 
@@ -366,6 +374,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.PRELU, 2, 2, _prelu, {}, (1,)),
         OpDef(OpKind.ELU, 1, 1, _same, {"alpha": 1.0, "float_path": False}),
         OpDef(OpKind.GELU, 1, 1, _same, {"approximate": False}),
+        *(OpDef(k, 1, 1, _same) for k in MORE_LUT_KINDS),
         OpDef(OpKind.LSTM, 3, 4, _lstm, {"return_sequences": False, "cell_power": 0, "cell_clip": 0.0}, (1, 2, 3)),
         OpDef(OpKind.SVDF, 3, 4, _svdf, {"rank": 1, "activation": "none", "state_scale": 0.0}, (1, 2, 3)),
     ]

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from tinycc.ir.graph import Graph, Op
-from tinycc.ir.ops import OpKind, same_padding
+from tinycc.ir.ops import LUT_KINDS, OpKind, same_padding
 
 BLOCK = 2
 VIEWS = (OpKind.RESHAPE, OpKind.FLATTEN)
 ELEMENTWISE = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.HARD_SWISH,
                OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.PRELU,
-               OpKind.ELU, OpKind.GELU)  # each output byte from the input bytes at its own position
+               *LUT_KINDS)  # each output byte from the input bytes at its own position
 CONVS = (OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D)
 
 checked = {"plans": 0, "overlapping_ops": 0}  # what the checker has seen in this test process

@@ -24,13 +24,14 @@ def test_ops_lists_every_frontend_and_backend_with_dtypes() -> None:
     for title in ("keras frontend", "tflite frontend", "int8 quantization", "c backend", "arduino backend",
                   "tflm backend"):
         assert title in out
-    assert out.count("dtypes:") == 10 and "(16x8: int8 weights, int64/int32 bias)" in " ".join(out.split())
+    assert out.count("dtypes:") == 11 and "(16x8: int8 weights, int64/int32 bias)" in " ".join(out.split())
     assert "int16 quantization and interpreter" in out
     words = set(out.replace(",", " ").split())
     assert set(SUPPORTED_LAYERS) <= words
     assert (SUPPORTED_OPERATORS - {"SHAPE", "STRIDED_SLICE", "PACK", "TILE", "SPACE_TO_BATCH_ND",
                                    "BATCH_TO_SPACE_ND"}) <= words
     assert {"SUB", "MAXIMUM", "TRANSPOSE", "SLICE", "RESIZE_NEAREST_NEIGHBOR"} <= words
+    assert {"softplus", "softsign", "selu", "mish", "exponential", "gelu"} <= words  # the Keras activations
     assert max(len(line) for line in out.splitlines()) <= 100
     assert _cli("ops").stdout == out  # deterministic
 

@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .ir.graph import Graph
-from .ir.ops import OpKind
+from .ir.ops import LUT_KINDS, OpKind
 
 ALIAS_KINDS = (OpKind.RESHAPE, OpKind.FLATTEN)
 INPLACE_KINDS = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.TANH, OpKind.HARD_SWISH,
                  OpKind.SOFTMAX, OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.PRELU,
-                 OpKind.ELU, OpKind.GELU)
+                 *LUT_KINDS)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import UnsupportedLayerError
 from .ir.graph import Graph, Op
-from .ir.ops import OpKind
+from .ir.ops import MORE_LUT_KINDS, OpKind
 from .ir.tensor import DType, QuantParams, Tensor
 from .tflite_schema import schema
 
@@ -230,6 +230,10 @@ class _Writer:
             raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite (no TFLite "
                                         "operator computes tinycc's integer GRU/SimpleRNN); compile it for --target c "
                                         "or arduino")
+        elif k in MORE_LUT_KINDS:  # tinycc's int8 table; the converter writes a float/EXP-LOG chain instead
+            raise UnsupportedLayerError(f"layer {op.origin!r} ({k.value}) cannot be written to TFLite (no TFLite "
+                                        f"builtin runs {k.value} in int8; tinycc runs it as a 256-entry table); "
+                                        "compile it for --target c or arduino")
         elif k == OpKind.LSTM:
             self._lstm(op, ins, outs)
         elif k == OpKind.SVDF:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ...ir.backprop import (BINARY_KINDS, PARAM_KINDS, Tail, const_value, int8_weights, step_consts, step_flash,
                              step_memory, step_ops, step_plan, uses_descriptor)
-from ...ir.ops import OpKind, same_padding
+from ...ir.ops import MORE_LUT_KINDS, OpKind, same_padding
 from .tables import CArray, element_ref, prologue
 
 __all__ = ["c_step_problem", "emit_learn", "emit_step", "flash_problem", "known_order", "learner_step", "step_flash",
@@ -65,7 +65,8 @@ class _Tables:
         return next(a.ref for a in self.arrays if a.name == name)
 
 
-_UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID: "hard_sigmoid"}
+_UNARY = {OpKind.SIGMOID: "sigmoid", OpKind.SWISH: "swish", OpKind.HARD_SIGMOID: "hard_sigmoid",
+          **{k: k.value for k in MORE_LUT_KINDS}}
 
 
 def _binary_problem(tail: Tail, op) -> str | None:

@@ -13,7 +13,7 @@ from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_para
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params, lut_table, mean_params, prelu_op_params
-from ...ir.ops import OpKind, same_padding, transpose_conv_padding
+from ...ir.ops import LUT_KINDS, OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
@@ -32,8 +32,8 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
-           OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.ELU,
-           OpKind.GELU, OpKind.SVDF, OpKind.REVERSE}
+           OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.SVDF,
+           OpKind.REVERSE, *LUT_KINDS}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -372,7 +372,7 @@ class _Builder:
             p = leaky_relu_params(si, so, a["alpha"])
             self.m.calls.append(Call("tcc_leaky_relu_s8", [self.ptr(op.inputs[0]), str(x.size), str(zi), str(zo),
                                                            *map(str, p), out], op.name))
-        elif k in (OpKind.ELU, OpKind.GELU):  # TFLite's table, computed here (TFLite Micro computes it in Prepare)
+        elif k in LUT_KINDS:  # TFLite's table, computed here (TFLite Micro computes it in Prepare)
             table = self.array("lut", "int8_t", lut_table(self.g, op))
             self.m.calls.append(Call("tcc_lut_s8", [self.ptr(op.inputs[0]), str(x.size), table, out], op.name))
         elif k == OpKind.PRELU:

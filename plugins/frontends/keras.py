@@ -35,7 +35,8 @@ _ACTIVATIONS = {
     "linear": None, "relu": OpKind.RELU, "relu6": OpKind.RELU6, "sigmoid": OpKind.SIGMOID,
     "hard_sigmoid": OpKind.HARD_SIGMOID, "tanh": OpKind.TANH, "swish": OpKind.SWISH, "silu": OpKind.SWISH,
     "hard_swish": OpKind.HARD_SWISH, "hard_silu": OpKind.HARD_SWISH, "softmax": OpKind.SOFTMAX,
-    "leaky_relu": OpKind.LEAKY_RELU, "elu": OpKind.ELU, "gelu": OpKind.GELU,
+    "leaky_relu": OpKind.LEAKY_RELU, "elu": OpKind.ELU, "gelu": OpKind.GELU, "softplus": OpKind.SOFTPLUS,
+    "softsign": OpKind.SOFTSIGN, "selu": OpKind.SELU, "mish": OpKind.MISH, "exponential": OpKind.EXPONENTIAL,
 }
 
 
@@ -677,7 +678,8 @@ class KerasFrontend:
 
     def supported_ops(self) -> list[tuple[str, str, list[str]]]:
         """What ``tinycc ops`` lists: (what, dtypes, names)."""
-        return [("layers", "float32", list(SUPPORTED_LAYERS))]
+        return [("layers", "float32", list(SUPPORTED_LAYERS)),
+                ("activations (activation= and Activation layers)", "float32", sorted(_ACTIVATIONS))]
 
     def load(self, path: str) -> Graph:
         g = load_keras_file(path)

@@ -34,7 +34,7 @@ import pluggy
 
 from ...ir.graph import Graph, Op
 from ...ir.head_rewrite import pool_before_pointwise
-from ...ir.ops import OpKind
+from ...ir.ops import LUT_KINDS, OpKind
 from ...passes import Pass, PassContext
 
 hookimpl = pluggy.HookimplMarker("tinycc")
@@ -95,7 +95,7 @@ class RemoveDropout(Pass):
 
 
 _PER_CHANNEL = (OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
-                OpKind.SWISH, OpKind.HARD_SWISH, OpKind.BATCH_NORM, OpKind.RESCALE, OpKind.ELU, OpKind.GELU)
+                OpKind.SWISH, OpKind.HARD_SWISH, OpKind.BATCH_NORM, OpKind.RESCALE, *LUT_KINDS)
 
 
 def _keeps_channels(graph: Graph, op: Op) -> bool:

@@ -68,7 +68,9 @@ def _layer(op: Op, graph: Graph) -> Any:
         return L.BatchNormalization(epsilon=a["epsilon"], name=name)
     simple = {OpKind.RELU: "relu", OpKind.RELU6: "relu6", OpKind.SIGMOID: "sigmoid",
               OpKind.HARD_SIGMOID: "hard_sigmoid", OpKind.TANH: "tanh", OpKind.SWISH: "swish",
-              OpKind.HARD_SWISH: "hard_swish", OpKind.SOFTMAX: "softmax"}
+              OpKind.HARD_SWISH: "hard_swish", OpKind.SOFTMAX: "softmax", OpKind.SOFTPLUS: "softplus",
+              OpKind.SOFTSIGN: "softsign", OpKind.SELU: "selu", OpKind.MISH: "mish",
+              OpKind.EXPONENTIAL: "exponential"}
     if k in simple:
         return L.Activation(simple[k], name=name)
     if k == OpKind.PRELU:

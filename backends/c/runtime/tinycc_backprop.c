@@ -330,6 +330,75 @@ void tcc_bp_hard_sigmoid_dx(const float *x, const float *dy, float *dx, int32_t 
     for (int32_t k = 0; k < count; ++k) dx[k] = x[k] > -3.0f && x[k] < 3.0f ? dy[k] / 6.0f : 0.0f;
 }
 
+#define TCC_SELU_ALPHA 1.6732632423543772f
+#define TCC_SELU_SCALE 1.0507009873554805f
+
+/* log(1 + u) and exp(x) - 1 to a few ulps with logf/expf only (AVR's libm has neither log1pf nor expm1f): the
+ * rounding error of 1 + u (of exp(x)) cancels in the ratio (Goldberg's method). */
+static float log1p_f(float u) {
+    const float w = 1.0f + u;
+    return w == 1.0f ? u : logf(w) * u / (w - 1.0f);
+}
+
+static float expm1_f(float x) {
+    const float w = expf(x);
+    if (w == 1.0f) return x;
+    if (w - 1.0f == -1.0f) return -1.0f;
+    return (w - 1.0f) * x / logf(w);
+}
+
+static float softplus(float x) {
+    return (x > 0.0f ? x : 0.0f) + log1p_f(expf(-fabsf(x)));
+}
+
+void tcc_fp_softplus(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = softplus(x[k]);
+}
+
+void tcc_fp_softsign(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = x[k] / (1.0f + fabsf(x[k]));
+}
+
+void tcc_fp_selu(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k)
+        y[k] = x[k] > 0.0f ? TCC_SELU_SCALE * x[k] : TCC_SELU_SCALE * TCC_SELU_ALPHA * expm1_f(x[k]);
+}
+
+void tcc_fp_mish(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = x[k] * tanhf(softplus(x[k]));
+}
+
+void tcc_fp_exponential(const float *x, float *y, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) y[k] = expf(x[k]);
+}
+
+void tcc_bp_softplus_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) dx[k] = dy[k] * sigmoid(x[k]);
+}
+
+void tcc_bp_softsign_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        const float d = 1.0f / (1.0f + fabsf(x[k]));
+        dx[k] = dy[k] * (d * d);
+    }
+}
+
+void tcc_bp_selu_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k)
+        dx[k] = dy[k] * (x[k] < 0.0f ? TCC_SELU_SCALE * TCC_SELU_ALPHA * expf(x[k]) : TCC_SELU_SCALE);
+}
+
+void tcc_bp_mish_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) {
+        const float t = tanhf(softplus(x[k]));
+        dx[k] = dy[k] * (t + x[k] * sigmoid(x[k]) * (1.0f - t * t));
+    }
+}
+
+void tcc_bp_exponential_dx(const float *x, const float *dy, float *dx, int32_t count) {
+    for (int32_t k = 0; k < count; ++k) dx[k] = dy[k] * expf(x[k]);
+}
+
 void tcc_fp_conv(const tcc_bp_conv_t *p, const float *x, const float *wt, const float *b, float *y, int act) {
     for (int32_t n = 0; n < p->n; ++n)
         for (int32_t oy = 0; oy < p->oh; ++oy)

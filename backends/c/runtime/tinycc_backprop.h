@@ -69,6 +69,22 @@ void tcc_bp_sigmoid_dx(const float *y, const float *dy, float *dx, int32_t count
 void tcc_bp_swish_dx(const float *x, const float *dy, float *dx, int32_t count);
 void tcc_bp_hard_sigmoid_dx(const float *x, const float *dy, float *dx, int32_t count);
 
+/* Softplus log(1 + exp(x)), softsign x / (1 + |x|), SELU scale * (x > 0 ? x : alpha * (exp(x) - 1)), mish
+ * x * tanh(softplus(x)), exponential exp(x) (int8: tables; these are the float tail's), element by element (y may be
+ * x), and their backward at the input x (dx overwritten, may be dy): dy * sigmoid(x), dy / (1 + |x|)^2,
+ * dy * scale * (x < 0 ? alpha * exp(x) : 1), dy * (t + x * sigmoid(x) * (1 - t^2)) with t = tanh(softplus(x)),
+ * dy * exp(x) (reference: tinycc.ir.backprop.act_derivative; expf/logf/tanhf only, within a few ulps). */
+void tcc_fp_softplus(const float *x, float *y, int32_t count);
+void tcc_fp_softsign(const float *x, float *y, int32_t count);
+void tcc_fp_selu(const float *x, float *y, int32_t count);
+void tcc_fp_mish(const float *x, float *y, int32_t count);
+void tcc_fp_exponential(const float *x, float *y, int32_t count);
+void tcc_bp_softplus_dx(const float *x, const float *dy, float *dx, int32_t count);
+void tcc_bp_softsign_dx(const float *x, const float *dy, float *dx, int32_t count);
+void tcc_bp_selu_dx(const float *x, const float *dy, float *dx, int32_t count);
+void tcc_bp_mish_dx(const float *x, const float *dy, float *dx, int32_t count);
+void tcc_bp_exponential_dx(const float *x, const float *dy, float *dx, int32_t count);
+
 /* The exact b / s of two floats rounded half to even, clamped to [lo, hi] (lo < 0 < hi), in integer arithmetic on
  * the floats' bits (no double: identical on every core, AVR included). NaN in either, inf / inf and 0 / 0 give 0; an
  * infinite b or a zero s (b nonzero) the bound of the quotient's sign; a zero b or an infinite s 0
