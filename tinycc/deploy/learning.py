@@ -119,7 +119,9 @@ def cut_candidates(graph: Graph) -> list[CutPoint]:
     for op in chain:
         if is_dense_head(graph, op):
             if op.kind == OpKind.DENSE and len(graph.tensors[op.inputs[0]].shape) != 2:
-                break
+                cands.clear()  # a Dense on a feature map (its last axis) stays in the extractor, as all before it
+                seen_dense = False
+                continue
             cands.append(CutPoint(op.inputs[0], index[op.name]))
             seen_dense = True
         elif op.kind in (OpKind.FLATTEN, OpKind.RESHAPE) and seen_dense:

@@ -1,10 +1,12 @@
-"""Two wrong-parameter cases random models found (tests/random_models.py; tests/test_random_models.py sweeps them):
+"""What random Keras models found (every layer kind tinycc reads, random shapes, through every target):
 
 - fold_reshapes hoisted a per-channel activation above a channel-keeping reshape (a Conv1D's squeeze) and left the
   moved activation's output with the reshape's old parameters: in a converter file the activation's own output
   parameters were lost, the generated C computed the activation into the wrong scale (silently), run_int8 refused.
 - tinycc's own quantization refused a fixed-parameter output (sigmoid, tanh) that meets another branch in a
   concatenation; it now inserts the requantizing QUANTIZE that TFLite's converter writes.
+- a Dense applied to a feature map (Keras Dense on its last axis) before the Flatten -> Dense head left no cut point:
+  the search for the head stopped at it instead of starting after it.
 
 Oracles: TFLite's BUILTIN_REF tensor by tensor (the converter's file and tinycc's written file), TFLite Micro, the
 float graph, and the generated C (host, ASan/UBSan) against the simulator."""
@@ -137,3 +139,26 @@ def test_sigmoid_concat_c_project_equals_the_simulator(session, tmp_path: Path) 
     assert any(o.kind == OpKind.QUANTIZE and o.inputs[0] not in dep.extractor.inputs for o in dep.extractor.ops)
     x = _x(m, 6, 3)
     assert_c_project_learns_like_the_simulator(dep, opts, x, np.arange(6) % dep.num_classes, tmp_path / "c")
+
+
+def test_dense_on_a_feature_map_stays_in_the_extractor(session) -> None:
+    import keras
+    from keras import layers as L
+
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy.learning import cut_candidates
+
+    keras.utils.set_random_seed(107)
+    inp = keras.Input((6, 8, 2))
+    x = L.Conv2D(6, 3, padding="same", name="c1")(inp)
+    x = L.Dense(6, activation="tanh", name="fmap_dense")(x)  # per pixel, on the channel axis
+    x = L.Flatten(name="flat")(x)
+    x = L.Dense(8, activation="relu", name="hidden")(x)
+    m = keras.Model(inp, L.Dense(3, activation="softmax", name="head")(x))
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    cands = cut_candidates(g)
+    assert len(cands) == 2  # before `hidden` and before `head`; never before the feature map's Dense
+    dep = build_deployment(g, {"buffer": 4, "calib_data": _x(m, 32, 1)}, session, CBackend())
+    assert dep.feature_count == 6 * 8 * 6 and [l.n_out for l in dep.classifier] == [8, 3]
+    assert any(o.origin == "fmap_dense" for o in dep.extractor.ops)
