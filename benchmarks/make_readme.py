@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = ["thesis", "prune", "quant", "scenarios", "scenarios-pruned", "scenarios-budget2", "scenarios-incremental-cnas",
          "scenarios-incremental-pruned", "backends", "kernels", "compile", "compile_kernels", "compile_startup",
-         "compile_cpu", "mlperf", "search", "memory", "zoo", "depth", "depth-drift", "depth-pool2", "depth-drift-pool2", "depth-recipes", "depth-offline",
+         "compile_cpu", "mlperf", "search", "memory", "zoo", "random", "depth", "depth-drift", "depth-pool2", "depth-drift-pool2", "depth-recipes", "depth-offline",
          "depth-buffer10"]
 
 HEADER = """# tinycc benchmarks
@@ -44,6 +44,7 @@ python -m benchmarks backends
 # TFLite Micro libraries are built into ~/.cache/tinycc from ../shared/vendor; an arm-none-eabi-g++ without C++
 # headers (Debian without libstdc++-arm-none-eabi-*) uses those packages extracted into ~/.cache/tinycc/arm-libstdcxx/root:
 #   apt-get download libstdc++-arm-none-eabi-dev libstdc++-arm-none-eabi-newlib; dpkg -x EACH.deb ~/.cache/tinycc/arm-libstdcxx/root
+python -m benchmarks random --count 80 --seed 100   # random Keras models through every target and oracle
 python -m benchmarks kernels   # MLPerf Tiny, CNAS (unpruned, step 1), the zoo; Cortex-M4, M7, M0+ and the host
 # the current kernels section (issue #27; TFLM + CMSIS-NN at -Os and at its Makefile levels, per-layer profile):
 python -m benchmarks kernels --models ResNet-8 "DS-CNN KWS" "MobileNetV1 VWW" --no-tflm-ref
