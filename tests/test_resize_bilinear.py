@@ -5,6 +5,7 @@ down-sizing, odd sizes) and with TFLite Micro on the written file; the C kernel 
 quantizer shares the input's parameters; the tflm backend writes and resolves the operator."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -331,6 +332,10 @@ def test_compiles_for_c_and_tflm(session, models, tmp_path: Path) -> None:
     data = extractor_tflite(dep.extractor)
     assert "RESIZE_BILINEAR" in operator_names(data) and RESOLVER["RESIZE_BILINEAR"] == "AddResizeBilinear"
     assert_tflm_equals_run_int8(dep.extractor, data, x)
+    TflmBackend().emit(dep, tmp_path / "tflm")
+    glue = next((tmp_path / "tflm").rglob("tinycc_tflm.cc")).read_text()
+    listed = re.findall(r"resolver->(Add\w+)\(\)", glue)
+    assert "AddResizeBilinear" in listed
 
 
 @pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
