@@ -68,8 +68,8 @@ def int_positions(out_size: int, in_size: int, align_corners: bool, half_pixel: 
     lo = np.maximum(_trunc_div(pos, ONE), 0)
     hi = np.minimum(_trunc_div(pos + ONE - 1, ONE), in_size - 1)
     if (lo > in_size - 1).any():
-        raise ValueError(f"int8 bilinear resize of {in_size} to {out_size}: TFLite's integer kernel reads past the "
-                         "input (its rounded scale overshoots)")
+        raise ValueError(f"int8 bilinear resize of {in_size} to {out_size} (TFLite's integer kernel reads past the "
+                         "input: its rounded scale overshoots)")
     return lo, hi, pos - ONE * lo
 
 

@@ -353,3 +353,33 @@ def test_cortex_m4_qemu_features_equal_run_int8(session, models, tmp_path: Path)
     assert BL in {o.kind for o in dep.extractor.ops}
     dev = assert_qemu_features_equal_run_int8(dep, opts, _x(m, 4, 3), tmp_path / "m4")
     assert dev.instructions["features"] > 0
+
+
+def test_channels_pass_through_and_prune_like_masking(session, models) -> None:
+    """A bilinear resize keeps each channel to itself: removing a unit whose channels cross it equals zeroing the
+    unit's filters."""
+    from tinycc.ir.channels import analyse, remove
+    from tinycc.ir.stats import totals
+
+    m = models["decoder"]
+    g = graph_from_keras_model(m)
+    run_pipeline(g, session.registry.pipeline("cleanup"), PassContext(session=session))
+    units = analyse(g)
+    outs = {o.outputs[0] for o in g.ops if o.kind == BL}
+    touched = [u for u in units if u.prunable and any(t in outs for t, _ in u.positions)]
+    assert len(touched) >= 2
+    gone: dict[str, set[int]] = {}
+    for t, c in touched[0].positions:
+        gone.setdefault(t, set()).add(c)
+    ref = g.copy()
+    for op in ref.ops:
+        if op.kind == OpKind.CONV2D and op.outputs[0] in gone:
+            for i in (1, 2):
+                d = ref.tensors[op.inputs[i]].data.copy()
+                d[sorted(gone[op.outputs[0]])] = 0
+                ref.tensors[op.inputs[i]].data = d
+    pruned = g.copy()
+    remove(pruned, units, [units.index(touched[0])])
+    x = _x(m, 6, 5)
+    np.testing.assert_allclose(run(pruned, x)[pruned.outputs[0]], run(ref, x)[ref.outputs[0]], atol=1e-5)
+    assert totals(pruned)["params"] < totals(g)["params"]

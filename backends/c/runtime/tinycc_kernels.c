@@ -643,7 +643,8 @@ void tcc_resize_bilinear_s8(const int8_t *in, int32_t iw, int32_t c, const int32
             int8_t *dst = out + (y * ow + x) * c;
             for (ch = 0; ch < c; ++ch) {
                 const int32_t acc = p00[ch] * w00 + p10[ch] * w10 + p01[ch] * w01 + p11[ch] * w11;
-                dst[ch] = (int8_t)((acc + (acc > 0 ? (1 << 19) : -(1 << 19))) / (1 << 20));
+                /* int32 constants: int is 16 bits on AVR */
+                dst[ch] = (int8_t)((acc + (acc > 0 ? (int32_t)524288L : -(int32_t)524288L)) / (int32_t)1048576L);
             }
         }
     }
