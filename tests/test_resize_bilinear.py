@@ -151,11 +151,11 @@ def _case(rng: np.random.Generator, flags: tuple[bool, bool] | None = None) -> G
 
 
 def test_random_single_op_graphs_bit_exact_with_builtin_ref_and_tflm() -> None:
-    """60 random graphs (every flag combination TFLite allows), 24 inputs each: the file tinycc writes runs in
+    """150 random graphs (every flag combination TFLite allows), 24 inputs each: the file tinycc writes runs in
     BUILTIN_REF and in TFLite Micro exactly like run_int8."""
     rng = np.random.default_rng(2031)
     seen = set()
-    for i in range(60):
+    for i in range(150):
         g = _case(rng, [(False, False), (True, False), (False, True)][i % 3])
         a = g.ops[0].attrs
         x = rng.integers(-128, 128, (24,) + g.tensors["x"].shape[1:]).astype(np.int8)
@@ -383,3 +383,23 @@ def test_channels_pass_through_and_prune_like_masking(session, models) -> None:
     x = _x(m, 6, 5)
     np.testing.assert_allclose(run(pruned, x)[pruned.outputs[0]], run(ref, x)[ref.outputs[0]], atol=1e-5)
     assert totals(pruned)["params"] < totals(g)["params"]
+
+
+def test_every_small_size_pair_bit_exact_with_builtin_ref() -> None:
+    """Every input height 1..8 to every output height 1..20 (columns 3 -> 5), each flag combination: BUILTIN_REF
+    runs the written file exactly like run_int8 (rounded scales, clamped edges, odd ratios)."""
+    rng = np.random.default_rng(2033)
+    n = 0
+    for ih in range(1, 9):
+        for oh in range(1, 21):
+            for ac, hp in ((False, False), (True, False), (False, True)):
+                g = Graph("sweep")
+                g.add_input("x", (1, ih, 3, 2), DType.INT8).quant = QuantParams([0.05], [-7])
+                op = g.add_op("resize_bilinear", ["x"], "out", {"size": (oh, 5), "align_corners": ac,
+                                                                 "half_pixel_centers": hp}, output_dtype=DType.INT8)
+                g.tensors[op.outputs[0]].quant = QuantParams([0.05], [-7])
+                g.outputs = [op.outputs[0]]
+                x = rng.integers(-128, 128, (3, ih, 3, 2)).astype(np.int8)
+                assert_output_equals_run_int8(g, write_tflite(g), x, what=f"{ih} -> {oh} {ac} {hp}")
+                n += 1
+    assert n == 480
