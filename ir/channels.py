@@ -29,7 +29,7 @@ Pos = tuple[str, int]
 _PASS = {OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID, OpKind.TANH,
          OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, OpKind.BATCH_NORM, OpKind.PAD,
          OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
-         OpKind.RESIZE_NEAREST, *LUT_KINDS}
+         OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, *LUT_KINDS}
 _BINARY = (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from . import lut, recurrent
 from .graph import Graph, IRError, Op
 from .ops import MORE_LUT_KINDS, OpKind, same_padding
+from .resize_bilinear import resize_bilinear_float
 
 Array = np.ndarray
 F32 = np.float32
@@ -176,6 +177,7 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.PAD: lambda x, a: np.pad(x, ((0, 0), tuple(a["paddings"][0]), tuple(a["paddings"][1]), (0, 0))),
     OpKind.DROPOUT: lambda x, a: x,
     OpKind.RESIZE_NEAREST: resize_nearest,
+    OpKind.RESIZE_BILINEAR: resize_bilinear_float,
     OpKind.SLICE: lambda x, a: np.ascontiguousarray(np.take(x, range(a["begin"], a["begin"] + a["length"]), a["axis"])),
     OpKind.TRANSPOSE: lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])),
     OpKind.REVERSE: lambda x, a: np.ascontiguousarray(np.flip(x, a["axis"])),

@@ -23,6 +23,7 @@ from .fixedpoint16 import logistic_s16, sigmoid_tanh_params, softmax_s16, softma
 from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
+from .resize_bilinear import resize_bilinear_s8
 from .svdf import svdf_int8, svdf_params
 from .ops import LUT_KINDS, OpKind, same_padding
 from .quant import (activation_range, conv_requant, dequantize, fc_requant, multiply_by_quantized_multiplier,
@@ -39,7 +40,8 @@ INT8_KINDS = frozenset({
     OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE,
     OpKind.ADD, OpKind.MUL, OpKind.CONCAT, OpKind.PAD, OpKind.QUANTIZE, OpKind.DEQUANTIZE, OpKind.SIGMOID, OpKind.TANH,
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
-    OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN,
+    OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
+    OpKind.GRU, OpKind.SIMPLE_RNN,
     OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.REVERSE, *LUT_KINDS,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
@@ -60,7 +62,7 @@ FIXED_OUTPUT16 = {OpKind.SIGMOID: (1.0 / 32768.0, 0), OpKind.TANH: (1.0 / 32768.
 # ops whose int8 output must carry the input's quantization parameters (TFLite rules)
 SAME_PARAMS = frozenset({OpKind.MAX_POOL2D, OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL,
                          OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.CONCAT, OpKind.MAXIMUM,
-                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE,
+                         OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE,
                          OpKind.SLICE, OpKind.REVERSE})
 
 
@@ -432,6 +434,13 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return (np.maximum if k == OpKind.MAXIMUM else np.minimum)(args[0], args[1]).astype(_odt(g, op))
     if k == OpKind.RESIZE_NEAREST:
         return fl.resize_nearest(args[0], op.attrs)
+    if k == OpKind.RESIZE_BILINEAR:  # int8 only (TFLite's integer kernel; shared parameters)
+        if args[0].dtype != np.int8:
+            raise IRError(f"{op.describe()}: bilinear resize runs on int8 activations only")
+        try:
+            return resize_bilinear_s8(args[0], op.attrs)
+        except ValueError as e:
+            raise IRError(f"{op.describe()}: {e}") from None
     if k == OpKind.SLICE:
         return fl.eval_op(op, args, g)
     if k == OpKind.TRANSPOSE:

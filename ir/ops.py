@@ -5,7 +5,8 @@ DepthwiseConv2D weights ``[1, KH, KW, C*M]``; Dense weights ``[O, I]``; biases `
 Activations are separate ops after import; the ``fuse_activations`` pass folds
 ReLU/ReLU6 into the ``activation`` attribute of Conv2D/DepthwiseConv2D/Dense/Add/Mul/Sub.
 ``slice`` takes ``length`` elements from ``begin`` along one ``axis`` (one output of TFLite's SPLIT/SPLIT_V).
-``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width).
+``resize_nearest`` is TFLite's RESIZE_NEAREST_NEIGHBOR (``size`` = output height, width); ``resize_bilinear`` its
+RESIZE_BILINEAR (same attributes; ``align_corners`` and ``half_pixel_centers`` not both, as TFLite requires).
 ``prelu`` takes ``x`` and a constant ``alpha`` shaped like ``x`` without its batch axis (1 on Keras's shared axes).
 ``elu``/``gelu`` run in int8 as a 256-entry table (``lut.py``; ``float_path``: the converter's DEQUANTIZE, float ELU,
 QUANTIZE); so do ``softplus``, ``softsign``, ``selu``, ``mish`` and ``exponential`` (``LUT_KINDS``).
@@ -49,6 +50,7 @@ class OpKind(str, Enum):
     MAXIMUM = "maximum"
     MINIMUM = "minimum"
     RESIZE_NEAREST = "resize_nearest"
+    RESIZE_BILINEAR = "resize_bilinear"
     TRANSPOSE = "transpose"
     SLICE = "slice"
     TRANSPOSE_CONV2D = "transpose_conv2d"
@@ -229,11 +231,17 @@ def _concat(shapes: list[Shape], attrs: dict) -> list[Shape]:
 def _resize(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     if len(x) != 4:
-        raise ShapeError(f"nearest-neighbour resize needs a 4-D input, got {x}")
+        raise ShapeError(f"resize needs a 4-D input, got {x}")
     oh, ow = attrs["size"]
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"resize to {oh}x{ow}")
     return [(x[0], oh, ow, x[3])]
+
+
+def _resize_bilinear(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    if attrs["align_corners"] and attrs["half_pixel_centers"]:
+        raise ShapeError("bilinear resize with both align_corners and half_pixel_centers (TFLite allows one)")
+    return _resize(shapes, attrs)
 
 
 def _transpose(shapes: list[Shape], attrs: dict) -> list[Shape]:
@@ -357,6 +365,8 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.MAXIMUM, 2, 2, _broadcast),
         OpDef(OpKind.MINIMUM, 2, 2, _broadcast),
         OpDef(OpKind.RESIZE_NEAREST, 1, 1, _resize,
+              {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
+        OpDef(OpKind.RESIZE_BILINEAR, 1, 1, _resize_bilinear,
               {"size": (1, 1), "align_corners": False, "half_pixel_centers": False}),
         OpDef(OpKind.TRANSPOSE, 1, 1, _transpose, {"perm": (0,)}),
         OpDef(OpKind.TRANSPOSE_CONV2D, 2, 3, _transpose_conv,

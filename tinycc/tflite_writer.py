@@ -9,7 +9,7 @@ over the whole map (+ RESHAPE without keepdims; input and output share parameter
 arithmetic would differ) or, with ``requantize`` (own output parameters: imported, or quantized by
 tinycc), MEAN over axes 1, 2; global_max_pool -> MAX_POOL_2D like the average pool, flatten/reshape ->
 RESHAPE (const int32 shape), add/mul/sub/maximum/minimum -> ADD/MUL/SUB/MAXIMUM/MINIMUM, resize_nearest ->
-RESIZE_NEAREST_NEIGHBOR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
+RESIZE_NEAREST_NEIGHBOR (const int32 size), resize_bilinear -> RESIZE_BILINEAR (const int32 size), transpose_conv2d -> TRANSPOSE_CONV
 (const int32 output shape; version 4, bias and fused activation), transpose -> TRANSPOSE (const int32 permutation), slice -> SLICE (const int32 begin and
 size), concat -> CONCATENATION, reverse -> REVERSE_V2 (const int32 axis, one non-batch axis; a Bidirectional or
 ``go_backwards`` layer's time reversal), pad -> PAD (const int32
@@ -37,11 +37,12 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "MAX_POOL_2D": 2, "AVERAGE_POOL_2D": 2, "RESHAPE": 1, "ADD": 2, "MUL": 2, "CONCATENATION": 2,
                  "PAD": 2, "QUANTIZE": 1, "DEQUANTIZE": 2, "LOGISTIC": 2, "TANH": 2, "SOFTMAX": 2,
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
-                 "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE": 2, "SLICE": 2,
+                 "RESIZE_NEAREST_NEIGHBOR": 2, "RESIZE_BILINEAR": 3, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
                  "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3, "REVERSE_V2": 3}
 INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2, "REVERSE_V2": 1}  # what the TF 2.21 converter writes for 16x8
-FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4}  # bias input and fused activation
+FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4,  # bias input and fused activation
+                  "RESIZE_BILINEAR": 3}  # half_pixel_centers (the converter's version)
 _UNARY = {OpKind.RELU: "RELU", OpKind.RELU6: "RELU6", OpKind.SIGMOID: "LOGISTIC", OpKind.TANH: "TANH",
           OpKind.HARD_SWISH: "HARD_SWISH"}
 _ACT = {"none": 0, "relu": 1, "relu6": 3}
@@ -193,6 +194,11 @@ class _Writer:
             o = s.ResizeNearestNeighborOptionsT()
             o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
             self.emit("RESIZE_NEAREST_NEIGHBOR", ins + [size], outs, s.BuiltinOptions.ResizeNearestNeighborOptions, o)
+        elif k == OpKind.RESIZE_BILINEAR:
+            size = self.const_i32(f"{op.name}/size", list(a["size"]))
+            o = s.ResizeBilinearOptionsT()
+            o.alignCorners, o.halfPixelCenters = bool(a["align_corners"]), bool(a["half_pixel_centers"])
+            self.emit("RESIZE_BILINEAR", ins + [size], outs, s.BuiltinOptions.ResizeBilinearOptions, o)
         elif k == OpKind.TRANSPOSE_CONV2D:
             y = g.tensors[op.outputs[0]]
             shape = self.const_i32(f"{op.name}/output_shape", list(y.shape))

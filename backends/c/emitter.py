@@ -15,6 +15,7 @@ from ...ir.interpreter import nearest_index
 from ...ir.interpreter_int8 import add_params, conv_params, lut_table, mean_params, prelu_op_params
 from ...ir.ops import LUT_KINDS, OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
+from ...ir.resize_bilinear import int_positions
 from ...ir.tensor import DType
 from ...ir.train import layer_has_delta, layer_trains
 from ...memory import MemoryPlan
@@ -31,7 +32,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.AVG_POOL2D, OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
            OpKind.PAD, OpKind.RELU, OpKind.RELU6, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.SIGMOID,
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
-           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.TRANSPOSE, OpKind.SLICE,
+           OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE, OpKind.SLICE,
            OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.SVDF,
            OpKind.REVERSE, *LUT_KINDS}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
@@ -50,6 +51,15 @@ def c_kernel_problem(g: Graph, op: Op) -> str | None:
             return "int8 hard_swish with an output scale below 1/128 of the input scale"
     if op.kind == OpKind.PRELU and len(g.tensors[op.inputs[0]].shape) > 4:
         return "prelu on a tensor of rank above 4"
+    if op.kind == OpKind.RESIZE_BILINEAR:
+        x, (oh, ow) = g.tensors[op.inputs[0]], op.attrs["size"]
+        if x.dtype != DType.INT8:
+            return "bilinear resize of non-int8 activations"
+        try:
+            int_positions(oh, x.shape[1], op.attrs["align_corners"], op.attrs["half_pixel_centers"])
+            int_positions(ow, x.shape[2], op.attrs["align_corners"], op.attrs["half_pixel_centers"])
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -331,6 +341,13 @@ class _Builder:
             xs = self.array("cols", "int32_t", nearest_index(ow, x.shape[2], ac, hp))
             self.m.calls.append(Call("tcc_resize_nearest_s8", [self.ptr(op.inputs[0]), str(x.shape[2]),
                                                                str(x.shape[3]), ys, xs, str(oh), str(ow), out],
+                                     op.name))
+        elif k == OpKind.RESIZE_BILINEAR:
+            (oh, ow), ac, hp = a["size"], a["align_corners"], a["half_pixel_centers"]
+            ry = self.array("rows", "int32_t", np.stack(int_positions(oh, x.shape[1], ac, hp), axis=1))
+            rx = self.array("cols", "int32_t", np.stack(int_positions(ow, x.shape[2], ac, hp), axis=1))
+            self.m.calls.append(Call("tcc_resize_bilinear_s8", [self.ptr(op.inputs[0]), str(x.shape[2]),
+                                                                str(x.shape[3]), ry, rx, str(oh), str(ow), out],
                                      op.name))
         elif k == OpKind.CONCAT:
             ax = a["axis"]

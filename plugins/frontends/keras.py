@@ -283,23 +283,28 @@ def _subtract(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.SUB, ins, name, name)
 
 
+_RESIZE_KINDS = {"nearest": OpKind.RESIZE_NEAREST, "bilinear": OpKind.RESIZE_BILINEAR}
+
+
 def _upsampling(b: _Builder, l: Any, ins: list[str], name: str) -> str:
-    if getattr(l, "interpolation", "nearest") != "nearest":
+    """UpSampling2D: TF's resize (half-pixel centres), nearest or bilinear (RESIZE_BILINEAR, as the converter)."""
+    kind = _RESIZE_KINDS.get(getattr(l, "interpolation", "nearest"))
+    if kind is None:
         raise UnsupportedLayerError(f"layer {name!r} (UpSampling2D) uses interpolation {l.interpolation!r}; "
-                                    "only 'nearest' is supported")
+                                    "only 'nearest' and 'bilinear' are supported")
     _, h, w, _ = b.g.tensors[ins[0]].shape
     fh, fw = (int(v) for v in l.size)
-    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (h * fh, w * fw), "half_pixel_centers": True})
+    return b.op(kind, ins, name, name, {"size": (h * fh, w * fw), "half_pixel_centers": True})
 
 
 def _resizing(b: _Builder, l: Any, ins: list[str], name: str) -> str:
-    """Keras Resizing with nearest interpolation: TF's resize (half-pixel centres), no crop or pad."""
-    if l.interpolation != "nearest" or getattr(l, "crop_to_aspect_ratio", False) \
-            or getattr(l, "pad_to_aspect_ratio", False):
-        raise UnsupportedLayerError(f"layer {name!r} (Resizing): only interpolation 'nearest' without cropping or "
-                                    "padding is supported")
-    return b.op(OpKind.RESIZE_NEAREST, ins, name, name, {"size": (int(l.height), int(l.width)),
-                                                         "half_pixel_centers": True})
+    """Keras Resizing, nearest or bilinear (no antialiasing): TF's resize (half-pixel centres), no crop or pad."""
+    kind = _RESIZE_KINDS.get(l.interpolation)
+    if kind is None or getattr(l, "crop_to_aspect_ratio", False) or getattr(l, "pad_to_aspect_ratio", False) \
+            or getattr(l, "antialias", False):
+        raise UnsupportedLayerError(f"layer {name!r} (Resizing): only interpolation 'nearest' or 'bilinear' without "
+                                    "cropping, padding or antialiasing is supported")
+    return b.op(kind, ins, name, name, {"size": (int(l.height), int(l.width)), "half_pixel_centers": True})
 
 
 def _normalization(b: _Builder, l: Any, ins: list[str], name: str) -> str:

@@ -12,7 +12,7 @@ the values TFLite's hybrid kernels multiply with) and float16 weights (DEQUANTIZ
 widened to float32. Op mapping:
 CONV_2D (grouped when the filter has fewer input channels), DEPTHWISE_CONV_2D, FULLY_CONNECTED (a
 rank > 2 input is reshaped to [1, I], or kept with keep_num_dims), ADD, MUL, RELU, RELU6, LEAKY_RELU,
-SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
+SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, STRIDED_SLICE of activations with stride 1 (Cropping2D; one slice op per cut
 axis), TRANSPOSE (batch axis kept), REVERSE_V2 (one non-batch axis; a Bidirectional layer's time reversal),
 TRANSPOSE_CONV (output size
 from its output tensor), SPLIT/SPLIT_V (one slice op per output), UNPACK (one slice + reshape per output) and
@@ -68,7 +68,7 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
 SUPPORTED_OPERATORS = frozenset({
     "RELU", "RELU6", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "SHAPE", "STRIDED_SLICE", "PACK",
     "UNIDIRECTIONAL_SEQUENCE_LSTM", "SVDF", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM",
-    "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU",
     "REVERSE_V2"})
@@ -529,9 +529,10 @@ class _Reader:
                 raise UnsupportedLayerError(f"REVERSE_V2 writing {self._short(out)!r} reverses axes {axes} "
                                             "(one non-batch axis only)")
             self.add(OpKind.REVERSE, [x], out, {"axis": axes[0]})
-        elif code == "RESIZE_NEAREST_NEIGHBOR":
-            size = tuple(int(v) for v in self._const(ins[1], "RESIZE_NEAREST_NEIGHBOR size").reshape(-1))
-            self.add(OpKind.RESIZE_NEAREST, [x], out, {"size": size, "align_corners": bool(opt.alignCorners),
+        elif code in ("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"):
+            size = tuple(int(v) for v in self._const(ins[1], f"{code} size").reshape(-1))
+            kind = OpKind.RESIZE_NEAREST if code == "RESIZE_NEAREST_NEIGHBOR" else OpKind.RESIZE_BILINEAR
+            self.add(kind, [x], out, {"size": size, "align_corners": bool(opt.alignCorners),
                                                        "half_pixel_centers": bool(opt.halfPixelCenters)})
         elif code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
             kind = OpKind.MAX_POOL2D if code == "MAX_POOL_2D" else OpKind.AVG_POOL2D

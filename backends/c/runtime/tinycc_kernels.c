@@ -624,3 +624,28 @@ void tcc_softmax_s16(const int16_t *in, int32_t rows, int32_t depth, int32_t mul
         }
     }
 }
+
+/* RESIZE_BILINEAR, TFLite's integer arithmetic: four neighbours weighted in 1/1024 units each way, the sum
+ * (|sum| < 2^30: weights |1024 - w| + |w| <= 2048 each way) divided by 2^20 rounding half away from zero. */
+void tcc_resize_bilinear_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ry, const int32_t *rx,
+                            int32_t oh, int32_t ow, int8_t *out) {
+    int32_t y, x, ch;
+    for (y = 0; y < oh; ++y) {
+        const int32_t y0 = TCC_READ_S32(ry + 3 * y), y1 = TCC_READ_S32(ry + 3 * y + 1);
+        const int32_t wy = TCC_READ_S32(ry + 3 * y + 2);
+        for (x = 0; x < ow; ++x) {
+            const int32_t x0 = TCC_READ_S32(rx + 3 * x), x1 = TCC_READ_S32(rx + 3 * x + 1);
+            const int32_t wx = TCC_READ_S32(rx + 3 * x + 2);
+            const int8_t *p00 = in + (y0 * iw + x0) * c, *p10 = in + (y1 * iw + x0) * c;
+            const int8_t *p01 = in + (y0 * iw + x1) * c, *p11 = in + (y1 * iw + x1) * c;
+            const int32_t w00 = (1024 - wy) * (1024 - wx), w10 = wy * (1024 - wx);
+            const int32_t w01 = (1024 - wy) * wx, w11 = wy * wx;
+            int8_t *dst = out + (y * ow + x) * c;
+            for (ch = 0; ch < c; ++ch) {
+                const int32_t acc = p00[ch] * w00 + p10[ch] * w10 + p01[ch] * w01 + p11[ch] * w11;
+                /* int32 constants: int is 16 bits on AVR */
+                dst[ch] = (int8_t)((acc + (acc > 0 ? (int32_t)524288L : -(int32_t)524288L)) / (int32_t)1048576L);
+            }
+        }
+    }
+}

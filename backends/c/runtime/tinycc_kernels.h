@@ -52,6 +52,10 @@ void tcc_maxmin_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, i
 /* RESIZE_NEAREST_NEIGHBOR: output row y copies input row ys[y], column x input column xs[x] (flash tables). */
 void tcc_resize_nearest_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ys, const int32_t *xs,
                            int32_t oh, int32_t ow, int8_t *out);
+/* RESIZE_BILINEAR (input and output share parameters): output row y blends input rows ry[3y] and ry[3y + 1], the
+ * second weighted ry[3y + 2] / 1024 (columns likewise from rx; flash tables); TFLite's integer kernel. */
+void tcc_resize_bilinear_s8(const int8_t *in, int32_t iw, int32_t c, const int32_t *ry, const int32_t *rx,
+                            int32_t oh, int32_t ow, int8_t *out);
 /* TRANSPOSE of a tensor of up to 3 non-batch axes: out[i0][i1][i2] = in[i0 * st0 + i1 * st1 + i2 * st2]. */
 void tcc_transpose_s8(const int8_t *in, int32_t o0, int32_t o1, int32_t o2, int32_t st0, int32_t st1, int32_t st2,
                       int8_t *out);
