@@ -2,7 +2,7 @@
 
 ``build(seed)`` returns a model (random weights, BatchNormalization statistics set away from the identity) and a
 short description of its blocks. Four families: 2-D CNNs (convolutions of every kind, depthwise, separable,
-transposed and grouped ones, pooling, padding, cropping, resizing, residual and concatenated branches,
+transposed and grouped ones, pooling, padding, cropping, nearest and bilinear resizing, residual and concatenated branches,
 squeeze-and-excitation, element-wise Sub/Max/Min, a Dense on a feature map, Rescaling, Permute, PReLU, reshapes,
 every activation tinycc reads), 1-D CNNs, recurrent models (LSTM, GRU, SimpleRNN, bidirectional) and MLPs, each
 ending in a Flatten or global pooling and a Dense classifier. Used by tests/test_random_models.py and
@@ -79,7 +79,8 @@ def _block(rng: random.Random, x: Any) -> tuple[Any, str]:
     if op == "crop" and small >= 5:
         return L.Cropping2D(rng.choice([1, ((1, 0), (0, 2))]))(x), op
     if op == "up" and h * w <= 100:
-        return L.UpSampling2D(2)(x), op
+        how = rng.choice(["nearest", "bilinear"])
+        return L.UpSampling2D(2, interpolation=how)(x), op if how == "nearest" else "up_bilinear"
     if op == "tconv" and h <= 10:
         t = L.Conv2DTranspose(f, rng.choice([2, 3]), strides=rng.choice([1, 2]), padding=rng.choice(["same", "valid"]))
         return _act(rng, t(x)), op
