@@ -220,36 +220,19 @@ def test_keras_refuses_other_interpolations_in_one_line() -> None:
 
 
 def _program(cases: list[tuple[Graph, np.ndarray]]) -> tuple[str, list[str]]:
-    """One C program running the emitter's calls (flash position tables included) for every case."""
+    """One C program running the emitter's calls (flash position tables included) for every case (the layout ops'
+    program builder); each case is one bilinear call, never written over its input."""
     from tinycc.backends.c.emitter import _Builder
 
     from .test_c_kernels import _generic
+    from .test_layout_ops import _program as program
 
-    body, want, arena = [], [], 16
-    for i, (g, x) in enumerate(cases):
+    for g, _ in cases:
         with c_harness.listed_tables():
             em = _Builder(_generic(g)).build()
         assert [c.fn for c in em.calls] == ["tcc_resize_bilinear_s8"]
-        arena = max(arena, em.plan.arena)
-        body.append("    {")
-        for a in em.arrays:
-            body.append(f"      static const {a.ctype} {a.name}[{a.count}] = {{{', '.join(a.values)}}};")
-        vals = ", ".join(str(int(v)) for v in x.reshape(-1))
-        body.append(f"      {{ static const int8_t in[{x.size}] = {{{vals}}};")
-        body.append(f"        memcpy(tcc_arena + {em.plan.offsets['x']}, in, sizeof in); }}")
-        body += [f"      {c.fn}({', '.join(c.args)});" for c in em.calls]
-        y = g.outputs[0]
-        body.append(f"      dump({i}, tcc_arena + {em.plan.offsets[y]}, {g.tensors[y].size});")
-        body.append("    }")
-        assert y not in em.plan.inplace and not em.plan.overlaps  # never written over its input
-        want.append(f"case {i} " + " ".join(str(int(v)) for v in run_int8(g, {"x": x})[y].reshape(-1)))
-    src = "\n".join([
-        "#include <stdio.h>", "#include <string.h>", '#include "tinycc_kernels.h"',
-        f"static int8_t tcc_arena[{arena}];",
-        "static void dump(int id, const int8_t *p, int32_t n) {",
-        "    int32_t i;", '    printf("case %d", id);', '    for (i = 0; i < n; ++i) { printf(" %d", p[i]); }',
-        '    printf("\\n");', "}", "int main(void) {", *body, "    return 0;", "}", ""])
-    return src, want
+        assert g.outputs[0] not in em.plan.inplace and not em.plan.overlaps
+    return program([(g, {"x": x}) for g, x in cases])
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed")
