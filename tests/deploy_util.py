@@ -99,3 +99,15 @@ def whole_model(graph: Any, kernels: str = "generic") -> Any:
     return Deployment(name=graph.name, extractor=graph, feature_quant=out.quant, classifier=[], num_classes=0,
                       buffer=BufferConfig(1), inference_only=True, config=CompileConfig(kernels=kernels),
                       plan=plan(graph))
+
+
+def deep_deployment(graph: Any, mode: str, calib: np.ndarray, **opts: Any) -> Any:
+    """A ``--deep MODE`` deployment of a copy of ``graph`` for the c backend: cut at tensor ``stem``, lr 0.05,
+    calibrated on ``calib``; ``opts``: more config options."""
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.session import Session
+
+    session = Session(autoload=False)
+    config = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, **opts)
+    return build_deep_deployment(graph.copy(), config, session, CBackend(), calib)

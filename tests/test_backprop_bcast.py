@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tinycc.backends.c import CBackend  # noqa: E402
 from tinycc.ir.backprop import Tail  # noqa: E402
 from tinycc.ir.ops import OpKind  # noqa: E402
 from tinycc.passes import PassContext, run_pipeline  # noqa: E402
@@ -130,14 +129,9 @@ def bcast_graph():
 
 
 def _deploy(graph, mode: str, **opts):
-    from tinycc.deploy import build_deep_deployment
-    from tinycc.session import Session
+    from .deploy_util import deep_deployment
 
-    from .deploy_util import make_config
-
-    session = Session(autoload=False)
-    cfg = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, **opts)
-    return build_deep_deployment(graph.copy(), cfg, session, CBackend(), CALIB)
+    return deep_deployment(graph, mode, CALIB, **opts)
 
 
 M4 = pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm missing")

@@ -131,14 +131,9 @@ def se_graph():
 
 
 def _deploy(graph, mode: str, **opts):
-    from tinycc.deploy import build_deep_deployment
-    from tinycc.session import Session
+    from .deploy_util import deep_deployment
 
-    from .deploy_util import make_config
-
-    session = Session(autoload=False)
-    config = make_config(session, deep=(mode,), deep_cut="stem", lr=0.05, **opts)
-    return build_deep_deployment(graph.copy(), config, session, CBackend(), CALIB)
+    return deep_deployment(graph, mode, CALIB, **opts)
 
 
 M4 = pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm missing")
