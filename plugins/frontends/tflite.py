@@ -71,7 +71,7 @@ SUPPORTED_OPERATORS = frozenset({
     "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU",
-    "REVERSE_V2"})
+    "REVERSE_V2", "SQUARED_DIFFERENCE", "RSQRT", "NEG"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -95,10 +95,10 @@ _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
           "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH,
-          "ELU": OpKind.ELU}
+          "ELU": OpKind.ELU, "RSQRT": OpKind.RSQRT, "NEG": OpKind.NEG}
 
 
-_BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM)
+_BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.SQUARED_DIFFERENCE)
 
 
 class _Reader:
@@ -480,6 +480,8 @@ class _Reader:
             act = self._act(opt.fusedActivationFunction) if opt is not None else "none"
             kind = {"ADD": OpKind.ADD, "MUL": OpKind.MUL, "SUB": OpKind.SUB}[code]
             self.add(kind, [x, self.tensor(ins[1])], out, {"activation": act})
+        elif code == "SQUARED_DIFFERENCE":
+            self.add(OpKind.SQUARED_DIFFERENCE, [x, self.tensor(ins[1])], out)
         elif code in ("MAXIMUM", "MINIMUM"):
             self.add(OpKind.MAXIMUM if code == "MAXIMUM" else OpKind.MINIMUM, [x, self.tensor(ins[1])], out)
         elif code in ("SPLIT", "SPLIT_V"):  # one slice op per output
@@ -571,6 +573,9 @@ class _Reader:
             axes = sorted(int(a) % rank for a in self._const(ins[1], f"{code} axes").reshape(-1))
             if rank == 3 and axes == [1] and not (opt is not None and opt.keepDims):  # GlobalPooling1D
                 x, rank, axes = self._as_4d(x), 4, [1, 2]
+            if code == "MEAN" and axes == [rank - 1] and rank >= 2 and opt is not None and opt.keepDims:
+                self.add(OpKind.MEAN, [x], out)  # over the last axis (a layer normalization's mean)
+                return
             if axes != [1, 2] or rank != 4:
                 raise UnsupportedLayerError(f"{code} writing {self._short(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
@@ -743,11 +748,11 @@ class _Reader:
 
 
 def fold_float_elu(g: Graph) -> None:
-    """The converter keeps ELU in float: integer DEQUANTIZE -> ELU -> QUANTIZE becomes one integer ``elu`` whose
-    table repeats that float path (``float_path``)."""
+    """The converter keeps ELU (and a layer normalization's NEG) in float: integer DEQUANTIZE -> ELU -> QUANTIZE
+    becomes one integer ``elu`` (``neg``) whose table repeats that float path (``float_path``)."""
     cons = g.consumers_map()
     prod = g.producers_map()
-    for op in [o for o in g.ops if o.kind == OpKind.ELU]:
+    for op in [o for o in g.ops if o.kind in (OpKind.ELU, OpKind.NEG)]:
         deq = prod.get(op.inputs[0])
         users = cons.get(op.outputs[0], [])
         if deq is None or deq.kind != OpKind.DEQUANTIZE or len(users) != 1 or users[0].kind != OpKind.QUANTIZE:
@@ -762,9 +767,9 @@ def fold_float_elu(g: Graph) -> None:
         g.ops.remove(deq)
         g.ops.remove(q)
     for op in g.ops:
-        if op.kind in (OpKind.ELU, OpKind.GELU) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+        if op.kind in (OpKind.ELU, OpKind.GELU, OpKind.NEG) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
             raise UnsupportedLayerError(f"{op.kind.value.upper()} writing {short_name(op.outputs[0])!r} runs in float "
-                                        "inside an integer model: only DEQUANTIZE -> one ELU -> QUANTIZE is read")
+                                        "inside an integer model: only DEQUANTIZE -> one ELU or NEG -> QUANTIZE is read")
 
 
 def read_tflite(path: str) -> Graph:
