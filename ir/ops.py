@@ -389,7 +389,7 @@ OP_DEFS: dict[OpKind, OpDef] = {
         OpDef(OpKind.MEAN, 1, 1, _mean_last),
         OpDef(OpKind.SQUARED_DIFFERENCE, 2, 2, _broadcast),
         OpDef(OpKind.RSQRT, 1, 1, _same),
-        OpDef(OpKind.NEG, 1, 1, _same, {"float_path": False}),
+        OpDef(OpKind.NEG, 1, 1, _same),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),

@@ -763,7 +763,8 @@ def fold_float_elu(g: Graph) -> None:
                 or op.outputs[0] in g.outputs or op.inputs[0] in g.outputs:
             continue
         op.inputs, op.outputs = [deq.inputs[0]], [q.outputs[0]]
-        op.attrs["float_path"] = True
+        if op.kind == OpKind.ELU:
+            op.attrs["float_path"] = True
         g.ops.remove(deq)
         g.ops.remove(q)
     for op in g.ops:
