@@ -28,7 +28,9 @@ from . import c_harness
 from .deploy_util import build_deployment
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
                         assert_output_equals_run_int8, assert_tflm_equals_run_int8, assert_written_runs_like_run_int8)
-from .test_layout_ops import _convert, _program
+from benchmarks.zoo_models import to_int8_tflite
+
+from .test_layout_ops import _program
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 CHAIN = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT", "NEG"]
@@ -86,7 +88,7 @@ def files(models, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, m in models.items():
         out[name] = d / f"{name}_int8.tflite"
-        out[name].write_bytes(_convert(m, _x(m, 48)))
+        out[name].write_bytes(to_int8_tflite(m, _x(m, 48)))  # batch 1, as published files are
     return out
 
 
@@ -167,7 +169,8 @@ def _single(kind: str, rng: np.random.Generator) -> tuple[Graph, int]:
             other = m.outputs[0]
         else:
             c = shape[-1] if rng.random() < 0.7 else 1
-            g.add_const("y", rng.integers(-128, 128, (c,)).astype(np.int8), DType.INT8).quant = \
+            cshape = (c,) if rng.random() < 0.5 else (1,) * (len(shape) - 1) + (c,)  # the converter's [1, 1, 1, C]
+            g.add_const("y", rng.integers(-128, 128, cshape).astype(np.int8), DType.INT8).quant = \
                 QuantParams(*([v] for v in _q(rng)))
             other = "y"
         operands = ["x", other] if rng.random() < 0.7 or other != "y" else [other, "x"]

@@ -421,8 +421,9 @@ class _Builder:
 
         def strides(t: str) -> list[str]:
             ten = g.tensors[t]
-            shp = ten.shape if ten.is_const else ten.shape[1:]
-            s3 = (1,) * (3 - len(shp)) + tuple(shp)
+            shp = tuple(ten.shape if ten.is_const else ten.shape[1:])
+            shp = shp[len(shp) - 3:] if len(shp) > 3 and math.prod(shp[:len(shp) - 3]) == 1 else shp  # [1, 1, 1, C]
+            s3 = (1,) * (3 - len(shp)) + shp
             res, acc = [], 1
             for d in (2, 1, 0):
                 res.append(0 if s3[d] == 1 and o3[d] != 1 else acc)
