@@ -298,3 +298,18 @@ def test_tflm_target_compiles_the_converter_file(session, files) -> None:
     assert all(c in operator_names(data) for c in CHAIN)
     x = np.random.default_rng(4).normal(0.5, 1.5, (6, 6, 8)).astype(np.float32)
     assert_tflm_equals_run_int8(dep.extractor, data, x, measure_arena(data).arena)
+
+
+def test_cli_refuses_other_axes_in_one_line(tmp_path: Path) -> None:
+    """`tinycc inspect` of a LayerNormalization over axis 1: one line on stderr naming the layer, exit 2."""
+    import keras
+
+    from .test_messages_ops import _cli
+
+    inp = keras.Input((4, 6))
+    p = tmp_path / "ln_axis1.keras"
+    keras.Model(inp, keras.layers.LayerNormalization(axis=1, name="ln_time")(inp)).save(p)
+    r = _cli("inspect", str(p))
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "'ln_time' (LayerNormalization) normalises axis [1]" in err

@@ -21,7 +21,9 @@ recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch a
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SVDF (``tflite_svdf.py``: int16 state, kept between frames; ir/svdf.py), SOFTMAX,
-MEAN over H,W (global average pooling with TFLite's requantizing MEAN
+MEAN over the last axis with SQUARED_DIFFERENCE, RSQRT and NEG (a layer normalization; the converter's float NEG
+between DEQUANTIZE and QUANTIZE becomes one integer ``neg``), MEAN over H,W (global average pooling with TFLite's
+requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
 BATCH_TO_SPACE_ND (the converter's dilated convolution), runs of RESHAPE/EXPAND_DIMS/TILE that repeat rows and
 columns of a map (Keras 3 UpSampling2D, also fused with a preceding Reshape; recognised by their index map and read
