@@ -27,7 +27,8 @@ from tinycc.tflite_writer import operator_names, write_tflite
 from . import c_harness
 from .deploy_util import build_deployment
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_c_project_learns_like_the_simulator,
-                        assert_output_equals_run_int8, assert_tflm_equals_run_int8, assert_written_runs_like_run_int8)
+                        assert_output_equals_run_int8, assert_qemu_features_equal_run_int8,
+                        assert_tflm_equals_run_int8, assert_written_runs_like_run_int8)
 from benchmarks.zoo_models import to_int8_tflite
 
 from .test_layout_ops import _program
@@ -107,6 +108,21 @@ def test_float_lowering_equals_keras(models, tmp_path: Path) -> None:
     g = load_keras_file(str(path))
     x = _x(models["seq"], 10, 2)
     np.testing.assert_allclose(run(g, x)[g.outputs[0]], np.asarray(models["seq"](x)), rtol=1e-5, atol=1e-5)
+
+
+def test_float_converter_file_equals_keras(models, tmp_path: Path) -> None:
+    """The converter's float file (float MEAN, SQUARED_DIFFERENCE, RSQRT, NEG) read and run: Keras within 1e-5."""
+    import tensorflow as tf
+    import keras
+
+    m = models["seq"]
+    inp = keras.Input(m.inputs[0].shape[1:], batch_size=1)
+    p = tmp_path / "seq_float.tflite"
+    p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, m(inp))).convert())
+    assert all(c in operator_names(p.read_bytes()) for c in CHAIN)
+    g = read_tflite(str(p))
+    x = _x(m, 20, 4)
+    np.testing.assert_allclose(run(g, x)[g.outputs[0]], np.asarray(m(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_other_axes_and_rms_scaling_refused_in_one_line() -> None:
@@ -272,6 +288,15 @@ def test_keras_model_compiles_for_c(session, models, tmp_path: Path, name: str) 
     x = _x(m, 8, 3)
     y = np.arange(8) % dep.num_classes
     assert_c_project_learns_like_the_simulator(dep, opts, x, y, tmp_path / "c")
+
+
+@pytest.mark.skipif(not c_harness.have_arm(), reason="arm-none-eabi-gcc or qemu-system-arm not installed")
+def test_cortex_m4_qemu_features_equal_run_int8(session, models, files, tmp_path: Path) -> None:
+    """The converter's conv file built for a Cortex-M4 (-Werror) under QEMU: features equal run_int8."""
+    from tinycc.backends.c import CBackend
+
+    dep, opts = _deploy(session, read_tflite(str(files["conv"])), CBackend())
+    assert_qemu_features_equal_run_int8(dep, opts, _x(models["conv"], 3, 3), tmp_path / "m4")
 
 
 def test_tinycc_quantized_model_runs_in_builtin_ref_and_tflm(session, models) -> None:
