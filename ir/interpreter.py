@@ -8,6 +8,7 @@ import numpy as np
 from . import lut, recurrent
 from .graph import Graph, IRError, Op
 from .ops import MORE_LUT_KINDS, OpKind, same_padding
+from .layernorm import rsqrt_float
 from .resize_bilinear import resize_bilinear_float
 
 Array = np.ndarray
@@ -184,6 +185,9 @@ _UNARY: dict[OpKind, Callable[[Array, dict], Array]] = {
     OpKind.RESCALE: _rescale,
     OpKind.ELU: lambda x, a: lut.elu(x, a["alpha"]),
     OpKind.GELU: lambda x, a: lut.gelu(x, a["approximate"]),
+    OpKind.MEAN: lambda x, a: x.mean(axis=-1, keepdims=True, dtype=F32),
+    OpKind.RSQRT: lambda x, a: rsqrt_float(x),
+    OpKind.NEG: lambda x, a: (-x).astype(F32),
     **{k: (lambda x, a, f=lut.FUNCTIONS[k.value]: f(x)) for k in MORE_LUT_KINDS},
 }
 
@@ -215,6 +219,8 @@ def eval_op(op: Op, args: list[Array], graph: Graph) -> Array:
         return _act((args[0] * args[1]).astype(F32), a["activation"])
     if k == OpKind.SUB:
         return _act((args[0] - args[1]).astype(F32), a["activation"])
+    if k == OpKind.SQUARED_DIFFERENCE:
+        return np.square((args[0] - args[1]).astype(F32)).astype(F32)
     if k == OpKind.PRELU:
         return np.where(args[0] >= 0, args[0], args[0] * args[1]).astype(F32)
     if k == OpKind.MAXIMUM:

@@ -23,6 +23,7 @@ from .fixedpoint16 import logistic_s16, sigmoid_tanh_params, softmax_s16, softma
 from .graph import Graph, IRError, Op
 from .lstm import gate_scales, lstm_int8, lstm_params
 from .lstm_tflite import lstm_int8_tflite, lstm_params_tflite
+from .layernorm import mean_last_s8, sqdiff_params, squared_difference_s8
 from .resize_bilinear import resize_bilinear_s8
 from .svdf import svdf_int8, svdf_params
 from .ops import LUT_KINDS, OpKind, same_padding
@@ -42,7 +43,7 @@ INT8_KINDS = frozenset({
     OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM,
     OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.TRANSPOSE_CONV2D,
     OpKind.GRU, OpKind.SIMPLE_RNN,
-    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.REVERSE, *LUT_KINDS,
+    OpKind.LSTM, OpKind.SVDF, OpKind.PRELU, OpKind.REVERSE, OpKind.MEAN, OpKind.SQUARED_DIFFERENCE, *LUT_KINDS,
 })
 # ops with an int16-activation (16x8) kernel here, bit-exact with TFLite's reference kernels (global average
 # pooling as AVERAGE_POOL_2D or as the requantizing MEAN, whose int16 form is the int8 arithmetic)
@@ -264,6 +265,21 @@ def _mean(g: Graph, op: Op, x: Array) -> Array:
     return out.reshape((x.shape[0],) + g.tensors[op.outputs[0]].shape[1:])
 
 
+def mean_last_params(g: Graph, op: Op) -> dict:
+    """Zero points and (multiplier, shift) of an int8 ``mean`` over the last axis (shared with the C emitter)."""
+    si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    mult, shift = mean_params(si, so, g.tensors[op.inputs[0]].shape[-1])
+    return {"in_zp": zi, "out_zp": zo, "mult": mult, "shift": shift}
+
+
+def sqdiff_op_params(g: Graph, op: Op) -> dict:
+    """Zero points and multipliers of an int8 ``squared_difference`` (shared with the C emitter)."""
+    (s1, z1), (s2, z2) = (_qp(g.tensors[t].quant, f"{op.describe()} input") for t in op.inputs)
+    so, zo = _qp(g.tensors[op.outputs[0]].quant, f"{op.describe()} output")
+    return {"z1": z1, "z2": z2, "zo": zo, **sqdiff_params(s1, s2, so)}
+
+
 def _requantize(g: Graph, op: Op, x: Array) -> Array:
     """TFLite's QUANTIZE between integer types (reference Requantize): multiplier in/out scale."""
     si, zi = _qp(g.tensors[op.inputs[0]].quant, f"{op.describe()} input")
@@ -428,6 +444,14 @@ def eval_int8(g: Graph, op: Op, args: list[Array], flavor: str = "tflm") -> Arra
         return prelu_s8(args[0], args[1], p["in_zp"], p["alpha_zp"], p["out_zp"], p["mult"])
     if k in (OpKind.ADD, OpKind.MUL, OpKind.SUB):
         return _binary(g, op, args[0], args[1])
+    if k in (OpKind.MEAN, OpKind.SQUARED_DIFFERENCE) and args[0].dtype != np.int8:
+        raise IRError(f"{op.describe()}: {k.value} runs on int8 activations only")
+    if k == OpKind.MEAN:
+        p = mean_last_params(g, op)
+        return mean_last_s8(args[0], p["in_zp"], p["mult"], p["shift"], p["out_zp"])
+    if k == OpKind.SQUARED_DIFFERENCE:
+        p = sqdiff_op_params(g, op)
+        return squared_difference_s8(args[0], args[1], p["z1"], p["z2"], p["zo"], p)
     if k in SAME_PARAMS:
         _check_same(g, op)
     if k in (OpKind.MAXIMUM, OpKind.MINIMUM):  # TFLite compares the raw int8 values (shared parameters)

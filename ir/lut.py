@@ -16,6 +16,9 @@ calibrated input/output parameters. Their float functions are evaluated in float
 an ulp or two of Keras's float32). Exponential's output range is the calibrated one, bounded because its int8 input
 is: as with TFLite's int8 EXP table, inputs far below the calibrated maximum all land on the lowest steps.
 
+``rsqrt`` is TFLite's integer RSQRT tabulated (``layernorm.py``); ``neg`` is ``-x`` always on the float path (the converter keeps
+NEG in float: DEQUANTIZE, NEG, QUANTIZE; TFLite Micro's NEG is float-only, so tinycc writes it the same way).
+
 A converter file keeps ELU in float between DEQUANTIZE and QUANTIZE; such an ``elu`` has ``float_path`` set and its
 table repeats that path instead: DEQUANTIZE, the float ELU, QUANTIZE (float32 division by the output scale).
 """
@@ -25,6 +28,7 @@ import math
 
 import numpy as np
 
+from .layernorm import rsqrt_table_s8
 from .quant import dequantize, quantize, round_half_away
 
 F32 = np.float32
@@ -86,14 +90,18 @@ def float_fn(kind: str, attrs: dict):
         return lambda x: elu(x, attrs.get("alpha", 1.0))
     if kind == "gelu":
         return lambda x: gelu(x, attrs.get("approximate", False))
+    if kind == "neg":
+        return lambda x: (-np.asarray(x, F32)).astype(F32)
     return FUNCTIONS[kind]
 
 
 def table_s8(kind: str, attrs: dict, in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
     """The 256 int8 outputs for the inputs -128..127 (index ``q + 128``)."""
+    if kind == "rsqrt":  # TFLite's integer RSQRT, not a float table (layernorm.py)
+        return rsqrt_table_s8(in_scale, in_zp, out_scale, out_zp)
     q = np.arange(-128, 128, dtype=np.int64)
     fn = float_fn(kind, attrs)
-    if attrs.get("float_path"):
+    if attrs.get("float_path") or kind == "neg":
         return quantize(fn(dequantize(q, in_scale, in_zp)), out_scale, out_zp)
     x = (F32(in_scale) * (q - in_zp).astype(F32)).astype(F32)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -10,6 +10,8 @@ RESIZE_BILINEAR (same attributes; ``align_corners`` and ``half_pixel_centers`` n
 ``prelu`` takes ``x`` and a constant ``alpha`` shaped like ``x`` without its batch axis (1 on Keras's shared axes).
 ``elu``/``gelu`` run in int8 as a 256-entry table (``lut.py``; ``float_path``: the converter's DEQUANTIZE, float ELU,
 QUANTIZE); so do ``softplus``, ``softsign``, ``selu``, ``mish`` and ``exponential`` (``LUT_KINDS``).
+``mean`` is TFLite's MEAN over the last axis (keepdims); with ``squared_difference``, ``rsqrt`` and ``neg`` (int8 as
+256-entry tables) it forms a layer normalization (``layernorm.py``).
 ``gru`` and ``simple_rnn`` are Keras's recurrent layers (layouts and integer form: ``recurrent.py``).
 """
 from __future__ import annotations
@@ -73,12 +75,16 @@ class OpKind(str, Enum):
     MISH = "mish"
     EXPONENTIAL = "exponential"
     REVERSE = "reverse"
+    MEAN = "mean"
+    SQUARED_DIFFERENCE = "squared_difference"
+    RSQRT = "rsqrt"
+    NEG = "neg"
 
 
 FUSABLE_ACTIVATIONS = ("none", "relu", "relu6")
 # activations without a TFLite int8 builtin that tinycc runs as a 256-entry int8 table (lut.py), like ELU/GELU
 MORE_LUT_KINDS = (OpKind.SOFTPLUS, OpKind.SOFTSIGN, OpKind.SELU, OpKind.MISH, OpKind.EXPONENTIAL)
-LUT_KINDS = (OpKind.ELU, OpKind.GELU) + MORE_LUT_KINDS
+LUT_KINDS = (OpKind.ELU, OpKind.GELU, OpKind.RSQRT, OpKind.NEG) + MORE_LUT_KINDS
 ELEMENTWISE_UNARY = {
     OpKind.RELU, OpKind.RELU6, OpKind.LEAKY_RELU, OpKind.SIGMOID, OpKind.HARD_SIGMOID,
     OpKind.TANH, OpKind.SWISH, OpKind.HARD_SWISH, OpKind.DROPOUT, OpKind.RESCALE, *LUT_KINDS,
@@ -228,6 +234,13 @@ def _concat(shapes: list[Shape], attrs: dict) -> list[Shape]:
     return [tuple(out)]
 
 
+def _mean_last(shapes: list[Shape], attrs: dict) -> list[Shape]:
+    x = shapes[0]
+    if len(x) < 2:
+        raise ShapeError(f"mean over the last axis needs a rank-2 or higher input, got {x}")
+    return [tuple(x[:-1]) + (1,)]
+
+
 def _resize(shapes: list[Shape], attrs: dict) -> list[Shape]:
     x = shapes[0]
     if len(x) != 4:
@@ -373,6 +386,10 @@ OP_DEFS: dict[OpKind, OpDef] = {
               {"strides": (1, 1), "padding": "valid", "activation": "none", "out_size": (1, 1)}, (1, 2)),
         OpDef(OpKind.SLICE, 1, 1, _slice, {"axis": 1, "begin": 0, "length": 1}),
         OpDef(OpKind.REVERSE, 1, 1, _reverse, {"axis": 1}),
+        OpDef(OpKind.MEAN, 1, 1, _mean_last),
+        OpDef(OpKind.SQUARED_DIFFERENCE, 2, 2, _broadcast),
+        OpDef(OpKind.RSQRT, 1, 1, _same),
+        OpDef(OpKind.NEG, 1, 1, _same),
         OpDef(OpKind.CONCAT, 1, 64, _concat, {"axis": -1, "activation": "none"}),
         OpDef(OpKind.PAD, 1, 1, _pad, {"paddings": ((0, 0), (0, 0))}),
         OpDef(OpKind.DROPOUT, 1, 1, _same, {"rate": 0.0}),

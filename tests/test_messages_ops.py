@@ -83,10 +83,10 @@ def test_refusals_are_one_short_line_naming_the_dtype_or_operator(tmp_path: Path
     assert r.returncode == 2 and len(err.splitlines()) == 1 and len(err) < 260, err
     assert "TFLite operator ABS" in err and "`tinycc ops`" in err and "CONV_2D" not in err
     inp = keras.Input((8, 8, 1))
-    ln = keras.layers.LayerNormalization(name="ln")(inp)
+    ln = keras.layers.UnitNormalization(name="ln")(inp)  # (LayerNormalization is read: tests/test_layernorm.py)
     pk = tmp_path / "ln.keras"
     keras.Model(inp, ln).save(pk)
     r = _cli("inspect", str(pk))
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1 and len(err) < 260, err
-    assert "'ln' of class LayerNormalization" in err and "`tinycc ops`" in err and "Conv1D" not in err
+    assert "'ln' of class UnitNormalization" in err and "`tinycc ops`" in err and "Conv1D" not in err

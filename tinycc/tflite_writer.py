@@ -39,7 +39,8 @@ INT8_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "RE
                  "HARD_SWISH": 1, "LEAKY_RELU": 1, "MEAN": 2, "SUB": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "RESIZE_NEAREST_NEIGHBOR": 2, "RESIZE_BILINEAR": 3, "TRANSPOSE": 2, "SLICE": 2,
                  "TRANSPOSE_CONV": 4, "UNIDIRECTIONAL_SEQUENCE_LSTM": 1,
-                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3, "REVERSE_V2": 3}
+                 "STRIDED_SLICE": 2, "PRELU": 1, "ELU": 1, "GELU": 2, "SVDF": 3, "REVERSE_V2": 3,
+                 "SQUARED_DIFFERENCE": 2, "RSQRT": 2}
 INT16_VERSIONS = {**INT8_VERSIONS, "LEAKY_RELU": 2, "QUANTIZE": 2, "REVERSE_V2": 1}  # what the TF 2.21 converter writes for 16x8
 FLOAT_VERSIONS = {"TRANSPOSE_CONV": 4,  # bias input and fused activation
                   "RESIZE_BILINEAR": 3}  # half_pixel_centers (the converter's version)
@@ -164,6 +165,19 @@ class _Writer:
             o = s.ReducerOptionsT()
             o.keepDims = bool(a["keepdims"])
             self.emit("MEAN", ins + [axes], outs, s.BuiltinOptions.ReducerOptions, o)
+        elif k == OpKind.MEAN:  # over the last axis, kept
+            last = len(g.tensors[op.inputs[0]].shape) - 1
+            axes = self.tensor(Tensor(f"{op.name}/axes", (1,), DType.INT32, np.array([last], np.int32)))
+            o = s.ReducerOptionsT()
+            o.keepDims = True
+            self.emit("MEAN", ins + [axes], outs, s.BuiltinOptions.ReducerOptions, o)
+        elif k == OpKind.SQUARED_DIFFERENCE:
+            self.emit("SQUARED_DIFFERENCE", ins, outs, s.BuiltinOptions.SquaredDifferenceOptions,
+                      s.SquaredDifferenceOptionsT())
+        elif k == OpKind.RSQRT:
+            self.emit("RSQRT", ins, outs)
+        elif k == OpKind.NEG:
+            self._neg(op, ins, outs)
         elif k in (OpKind.GLOBAL_AVG_POOL, OpKind.GLOBAL_MAX_POOL):
             x = g.tensors[op.inputs[0]]
             y = g.tensors[op.outputs[0]]
@@ -389,6 +403,17 @@ class _Writer:
         mid = [self.tensor(Tensor(f"{op.name}/{n}", shape, DType.FLOAT32)) for n in ("dequantized", "elu")]
         self.emit("DEQUANTIZE", ins, mid[:1])
         self.emit("ELU", mid[:1], mid[1:])
+        self.emit("QUANTIZE", mid[1:], outs)
+
+    def _neg(self, op: Op, ins: list[int], outs: list[int]) -> None:
+        """NEG; int8 as the converter writes it (TFLite Micro's NEG is float-only): DEQUANTIZE, NEG, QUANTIZE."""
+        if self.g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+            self.emit("NEG", ins, outs, self.s.BuiltinOptions.NegOptions, self.s.NegOptionsT())
+            return
+        shape = self.g.tensors[op.outputs[0]].shape
+        mid = [self.tensor(Tensor(f"{op.name}/{n}", shape, DType.FLOAT32)) for n in ("dequantized", "neg")]
+        self.emit("DEQUANTIZE", ins, mid[:1])
+        self.emit("NEG", mid[:1], mid[1:], self.s.BuiltinOptions.NegOptions, self.s.NegOptionsT())
         self.emit("QUANTIZE", mid[1:], outs)
 
     def _reshape(self, ins: list[int], outs: list[int], shape: tuple[int, ...]) -> None:

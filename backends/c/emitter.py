@@ -12,7 +12,8 @@ from ...ir.deployment import Deployment
 from ...ir.fixedpoint import hard_swish_params, leaky_relu_params, logistic_params, softmax_params
 from ...ir.graph import Graph, Op
 from ...ir.interpreter import nearest_index
-from ...ir.interpreter_int8 import add_params, conv_params, lut_table, mean_params, prelu_op_params
+from ...ir.interpreter_int8 import (add_params, conv_params, lut_table, mean_last_params, mean_params, prelu_op_params,
+                                   sqdiff_op_params)
 from ...ir.ops import LUT_KINDS, OpKind, same_padding, transpose_conv_padding
 from ...ir.quant import activation_range, quantize_multiplier
 from ...ir.resize_bilinear import int_positions
@@ -34,7 +35,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.TANH, OpKind.LEAKY_RELU, OpKind.SOFTMAX, OpKind.HARD_SWISH, OpKind.SUB, OpKind.MAXIMUM,
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE, OpKind.SLICE,
            OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.SVDF,
-           OpKind.REVERSE, *LUT_KINDS}
+           OpKind.REVERSE, OpKind.MEAN, OpKind.SQUARED_DIFFERENCE, *LUT_KINDS}
 ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
@@ -321,8 +322,13 @@ class _Builder:
             args = [self.ptr(op.inputs[0]), *map(str, x.shape[1:4]), *map(str, (ph, pw, sh, sw, pt, pl)), is_max,
                     str(lo), str(hi), out, str(oh), str(ow)]
             self.call(op, "tcc_pool_s8", args)
-        elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM):
+        elif k in (OpKind.ADD, OpKind.MUL, OpKind.SUB, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.SQUARED_DIFFERENCE):
             self._binary(op, out)
+        elif k == OpKind.MEAN:  # over the last axis (a layer normalization's mean and variance)
+            p = mean_last_params(g, op)
+            args = [self.ptr(op.inputs[0]), str(x.size // x.shape[-1]), str(x.shape[-1]),
+                    *map(str, (p["in_zp"], p["mult"], p["shift"], p["out_zp"])), out]
+            self.m.calls.append(Call("tcc_mean_last_s8", args, op.name))
         elif k == OpKind.SLICE:
             ax = a["axis"]
             inner = math.prod(x.shape[ax + 1:])
@@ -415,8 +421,9 @@ class _Builder:
 
         def strides(t: str) -> list[str]:
             ten = g.tensors[t]
-            shp = ten.shape if ten.is_const else ten.shape[1:]
-            s3 = (1,) * (3 - len(shp)) + tuple(shp)
+            shp = tuple(ten.shape if ten.is_const else ten.shape[1:])
+            shp = shp[len(shp) - 3:] if len(shp) > 3 and math.prod(shp[:len(shp) - 3]) == 1 else shp  # [1, 1, 1, C]
+            s3 = (1,) * (3 - len(shp)) + shp
             res, acc = [], 1
             for d in (2, 1, 0):
                 res.append(0 if s3[d] == 1 and o3[d] != 1 else acc)
@@ -433,7 +440,11 @@ class _Builder:
             for t in op.inputs:
                 opnd += [self.ptr(t), "1" if g.tensors[t].is_const else "0", *strides(t)]
             opnd += [str(v) for v in o3]
-        if op.kind in (OpKind.MAXIMUM, OpKind.MINIMUM):
+        if op.kind == OpKind.SQUARED_DIFFERENCE:
+            p = sqdiff_op_params(g, op)
+            q = [str(p[v]) for v in ("z1", "z2", "m1", "e1", "m2", "e2", "mo", "eo", "zo")]
+            self.m.calls.append(Call("tcc_sqdiff_s8", opnd + q + [out], op.name))
+        elif op.kind in (OpKind.MAXIMUM, OpKind.MINIMUM):
             self.m.calls.append(Call("tcc_maxmin_s8", opnd + ["1" if op.kind == OpKind.MAXIMUM else "0", out],
                                      op.name))
         elif op.kind in (OpKind.ADD, OpKind.SUB):

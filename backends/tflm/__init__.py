@@ -43,7 +43,8 @@ RESOLVER = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "
             "SLICE": "AddSlice", "TRANSPOSE_CONV": "AddTransposeConv",
             "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "STRIDED_SLICE": "AddStridedSlice",
             "PRELU": "AddPrelu", "ELU": "AddElu", "SVDF": "AddSvdf",
-            "REVERSE_V2": "AddReverseV2"}
+            "REVERSE_V2": "AddReverseV2", "SQUARED_DIFFERENCE": "AddSquaredDifference", "RSQRT": "AddRsqrt",
+            "NEG": "AddNeg"}
 # operators whose variable tensors (an LSTM's hidden and cell state) TFLite Micro keeps between Invoke calls:
 # the interpreter is Reset() before each inference so every input starts from a zero state, as in Keras
 STATEFUL = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM"})

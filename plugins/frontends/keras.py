@@ -200,6 +200,30 @@ def _batchnorm(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     return b.op(OpKind.BATCH_NORM, [ins[0]] + consts, name, name, {"epsilon": float(l.epsilon)})
 
 
+def _layernorm(b: _Builder, l: Any, ins: list[str], name: str) -> str:
+    """LayerNormalization over the last axis, lowered into the op chain TFLite's converter writes (MEAN,
+    SQUARED_DIFFERENCE, MEAN, ADD epsilon, RSQRT, MUL gamma, NEG, MUL, ADD beta, MUL, ADD; ir/layernorm.py)."""
+    x = ins[0]
+    rank = len(b.g.tensors[x].shape)
+    axes = l.axis if isinstance(l.axis, (list, tuple)) else [l.axis]
+    if [int(a) % rank for a in axes] != [rank - 1]:
+        raise UnsupportedLayerError(f"layer {name!r} (LayerNormalization) normalises axis {l.axis}; "
+                                    "only the last axis is supported")
+    if getattr(l, "rms_scaling", False):
+        raise UnsupportedLayerError(f"layer {name!r} (LayerNormalization) uses rms_scaling=True; not supported")
+    mean = b.op(OpKind.MEAN, [x], f"{name}/mean", name)
+    sq = b.op(OpKind.SQUARED_DIFFERENCE, [x, mean], f"{name}/squared_difference", name)
+    var = b.op(OpKind.MEAN, [sq], f"{name}/variance", name)
+    eps = b.const(f"{name}/epsilon", np.array([l.epsilon], np.float32))
+    r = b.op(OpKind.RSQRT, [b.op(OpKind.ADD, [var, eps], f"{name}/add", name)], f"{name}/rsqrt", name)
+    if l.gamma is not None:
+        r = b.op(OpKind.MUL, [r, b.const(f"{name}/gamma", _w(l.gamma))], f"{name}/mul", name)
+    shift = b.op(OpKind.MUL, [b.op(OpKind.NEG, [mean], f"{name}/neg", name), r], f"{name}/mul_1", name)
+    if l.beta is not None:
+        shift = b.op(OpKind.ADD, [shift, b.const(f"{name}/beta", _w(l.beta))], f"{name}/add_1", name)
+    return b.op(OpKind.ADD, [b.op(OpKind.MUL, [x, r], f"{name}/mul_2", name), shift], name, name)
+
+
 def _relu(b: _Builder, l: Any, ins: list[str], name: str) -> str:
     mx = None if l.max_value is None else float(l.max_value)
     slope = float(getattr(l, "negative_slope", 0.0) or 0.0)
@@ -530,6 +554,7 @@ def _operation(b: _Builder, node: Any, name: str) -> str:
 
 _CONVERTERS: dict[str, Callable[[_Builder, Any, list[str], str], str]] = {
     "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "Dense": _dense, "BatchNormalization": _batchnorm,
+    "LayerNormalization": _layernorm,
     "ReLU": _relu, "LeakyReLU": _leaky, "PReLU": _prelu, "ELU": _elu, "Activation": _activation, "Softmax": _softmax,
     "MaxPooling2D": _pool(OpKind.MAX_POOL2D), "AveragePooling2D": _pool(OpKind.AVG_POOL2D),
     "GlobalAveragePooling2D": _global(OpKind.GLOBAL_AVG_POOL), "GlobalMaxPooling2D": _global(OpKind.GLOBAL_MAX_POOL),

@@ -21,7 +21,9 @@ recurrent layer with unroll=True, whose batch-1 [T, 1, F] tensors keep a batch a
 LOGISTIC, TANH, HARD_SWISH, MAX/AVERAGE_POOL_2D, RESHAPE (+ EXPAND_DIMS, SQUEEZE), CONCATENATION, PAD (spatial), QUANTIZE
 (float -> int8, and integer -> integer requantization such as the uint8 <-> int8 of uint8-IO models),
 DEQUANTIZE, SVDF (``tflite_svdf.py``: int16 state, kept between frames; ir/svdf.py), SOFTMAX,
-MEAN over H,W (global average pooling with TFLite's requantizing MEAN
+MEAN over the last axis with SQUARED_DIFFERENCE, RSQRT and NEG (a layer normalization; the converter's float NEG
+between DEQUANTIZE and QUANTIZE becomes one integer ``neg``), MEAN over H,W (global average pooling with TFLite's
+requantizing MEAN
 arithmetic), REDUCE_MAX over H,W (global max pooling; both also over the steps of [N, L, C]), SPACE_TO_BATCH_ND + CONV_2D/DEPTHWISE_CONV_2D +
 BATCH_TO_SPACE_ND (the converter's dilated convolution), runs of RESHAPE/EXPAND_DIMS/TILE that repeat rows and
 columns of a map (Keras 3 UpSampling2D, also fused with a preceding Reshape; recognised by their index map and read
@@ -71,7 +73,7 @@ SUPPORTED_OPERATORS = frozenset({
     "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "LEAKY_RELU", "MAX_POOL_2D", "AVERAGE_POOL_2D",
     "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "CONCATENATION", "PAD", "SOFTMAX", "MEAN", "REDUCE_MAX",
     "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TILE", "TRANSPOSE_CONV", "PRELU", "ELU", "GELU",
-    "REVERSE_V2"})
+    "REVERSE_V2", "SQUARED_DIFFERENCE", "RSQRT", "NEG"})
 OPS_HINT = "`tinycc ops` lists what each frontend and backend supports"
 
 
@@ -95,10 +97,10 @@ _SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
 _CALL_NAMES = {"StatefulPartitionedCall", "PartitionedCall"}  # converter names of a signature's outputs
 _UNARY = {"RELU": OpKind.RELU, "RELU6": OpKind.RELU6, "LOGISTIC": OpKind.SIGMOID, "TANH": OpKind.TANH,
           "QUANTIZE": OpKind.QUANTIZE, "DEQUANTIZE": OpKind.DEQUANTIZE, "HARD_SWISH": OpKind.HARD_SWISH,
-          "ELU": OpKind.ELU}
+          "ELU": OpKind.ELU, "RSQRT": OpKind.RSQRT, "NEG": OpKind.NEG}
 
 
-_BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM)
+_BROADCASTING = (OpKind.ADD, OpKind.SUB, OpKind.MUL, OpKind.MAXIMUM, OpKind.MINIMUM, OpKind.SQUARED_DIFFERENCE)
 
 
 class _Reader:
@@ -480,6 +482,8 @@ class _Reader:
             act = self._act(opt.fusedActivationFunction) if opt is not None else "none"
             kind = {"ADD": OpKind.ADD, "MUL": OpKind.MUL, "SUB": OpKind.SUB}[code]
             self.add(kind, [x, self.tensor(ins[1])], out, {"activation": act})
+        elif code == "SQUARED_DIFFERENCE":
+            self.add(OpKind.SQUARED_DIFFERENCE, [x, self.tensor(ins[1])], out)
         elif code in ("MAXIMUM", "MINIMUM"):
             self.add(OpKind.MAXIMUM if code == "MAXIMUM" else OpKind.MINIMUM, [x, self.tensor(ins[1])], out)
         elif code in ("SPLIT", "SPLIT_V"):  # one slice op per output
@@ -571,6 +575,9 @@ class _Reader:
             axes = sorted(int(a) % rank for a in self._const(ins[1], f"{code} axes").reshape(-1))
             if rank == 3 and axes == [1] and not (opt is not None and opt.keepDims):  # GlobalPooling1D
                 x, rank, axes = self._as_4d(x), 4, [1, 2]
+            if code == "MEAN" and axes == [rank - 1] and rank >= 2 and opt is not None and opt.keepDims:
+                self.add(OpKind.MEAN, [x], out)  # over the last axis (a layer normalization's mean)
+                return
             if axes != [1, 2] or rank != 4:
                 raise UnsupportedLayerError(f"{code} writing {self._short(out)!r}: only the mean/max over height "
                                             "and width of a 4-D tensor is supported")
@@ -743,11 +750,11 @@ class _Reader:
 
 
 def fold_float_elu(g: Graph) -> None:
-    """The converter keeps ELU in float: integer DEQUANTIZE -> ELU -> QUANTIZE becomes one integer ``elu`` whose
-    table repeats that float path (``float_path``)."""
+    """The converter keeps ELU (and a layer normalization's NEG) in float: integer DEQUANTIZE -> ELU -> QUANTIZE
+    becomes one integer ``elu`` (``neg``) whose table repeats that float path (``float_path``)."""
     cons = g.consumers_map()
     prod = g.producers_map()
-    for op in [o for o in g.ops if o.kind == OpKind.ELU]:
+    for op in [o for o in g.ops if o.kind in (OpKind.ELU, OpKind.NEG)]:
         deq = prod.get(op.inputs[0])
         users = cons.get(op.outputs[0], [])
         if deq is None or deq.kind != OpKind.DEQUANTIZE or len(users) != 1 or users[0].kind != OpKind.QUANTIZE:
@@ -758,13 +765,14 @@ def fold_float_elu(g: Graph) -> None:
                 or op.outputs[0] in g.outputs or op.inputs[0] in g.outputs:
             continue
         op.inputs, op.outputs = [deq.inputs[0]], [q.outputs[0]]
-        op.attrs["float_path"] = True
+        if op.kind == OpKind.ELU:
+            op.attrs["float_path"] = True
         g.ops.remove(deq)
         g.ops.remove(q)
     for op in g.ops:
-        if op.kind in (OpKind.ELU, OpKind.GELU) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
+        if op.kind in (OpKind.ELU, OpKind.GELU, OpKind.NEG) and g.tensors[op.inputs[0]].dtype == DType.FLOAT32:
             raise UnsupportedLayerError(f"{op.kind.value.upper()} writing {short_name(op.outputs[0])!r} runs in float "
-                                        "inside an integer model: only DEQUANTIZE -> one ELU -> QUANTIZE is read")
+                                        "inside an integer model: only DEQUANTIZE -> one ELU or NEG -> QUANTIZE is read")
 
 
 def read_tflite(path: str) -> Graph:

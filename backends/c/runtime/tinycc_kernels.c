@@ -477,6 +477,35 @@ void tcc_hard_swish_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
     }
 }
 
+void tcc_mean_last_s8(const int8_t *in, int32_t rows, int32_t depth, int32_t in_zp, int32_t mult, int32_t shift,
+                      int32_t out_zp, int8_t *out) {
+    int32_t r, d;
+    for (r = 0; r < rows; ++r) {
+        int32_t sum = 0;
+        for (d = 0; d < depth; ++d) {
+            sum += (int32_t)in[r * depth + d];
+        }
+        out[r] = clamp8(tcc_mbqm(sum - in_zp * depth, mult, shift) + out_zp, -128, 127);
+    }
+}
+
+void tcc_sqdiff_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                   int32_t out_zp, int8_t *out) {
+    int32_t y, x, c;
+    for (y = 0; y < oh; ++y) {
+        for (x = 0; x < ow; ++x) {
+            for (c = 0; c < oc; ++c) {
+                const int32_t va = rd8(a + y * ash + x * asw + c * asc, a_flash) - a_zp;
+                const int32_t vb = rd8(b + y * bsh + x * bsw + c * bsc, b_flash) - b_zp;
+                const int32_t d = tcc_mbqm(va * (int32_t)128, m1, e1) - tcc_mbqm(vb * (int32_t)128, m2, e2);
+                out[(y * ow + x) * oc + c] = clamp8(tcc_mbqm(d * d, mo, eo) + out_zp, -128, 127);
+            }
+        }
+    }
+}
+
 void tcc_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out) {
     int32_t i;
     for (i = 0; i < n; ++i) {

@@ -105,6 +105,15 @@ void tcc_hard_swish_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t out_z
 /* TFLite's int8 MEAN over the hw positions of an [hw][c] input, requantized (tinycc.ir.interpreter_int8.mean_params). */
 void tcc_mean_s8(const int8_t *in, int32_t hw, int32_t c, int32_t in_zp, int32_t mult, int32_t shift,
                  int32_t out_zp, int8_t *out);
+/* TFLite's int8 MEAN over the last axis of [rows][depth] (keepdims), requantized like tcc_mean_s8. */
+void tcc_mean_last_s8(const int8_t *in, int32_t rows, int32_t depth, int32_t in_zp, int32_t mult, int32_t shift,
+                      int32_t out_zp, int8_t *out);
+/* TFLite's int8 SQUARED_DIFFERENCE (operands shifted left 7, scaled, difference squared, requantized), broadcast
+ * through strides like tcc_add_s8 (tinycc.ir.layernorm.sqdiff_params). */
+void tcc_sqdiff_s8(const int8_t *a, int32_t a_flash, int32_t ash, int32_t asw, int32_t asc, const int8_t *b,
+                   int32_t b_flash, int32_t bsh, int32_t bsw, int32_t bsc, int32_t oh, int32_t ow, int32_t oc,
+                   int32_t a_zp, int32_t b_zp, int32_t m1, int32_t e1, int32_t m2, int32_t e2, int32_t mo, int32_t eo,
+                   int32_t out_zp, int8_t *out);
 void tcc_quantize_f32(const float *in, int32_t n, float scale, int32_t zp, int8_t *out);
 void tcc_dequantize_s8(const int8_t *in, int32_t n, float scale, int32_t zp, float *out);
 
