@@ -3,7 +3,7 @@
 ``build(seed)`` returns a model (random weights, BatchNormalization statistics set away from the identity) and a
 short description of its blocks. Four families: 2-D CNNs (convolutions of every kind, depthwise, separable,
 transposed and grouped ones, pooling, padding, cropping, nearest and bilinear resizing, residual and concatenated branches,
-squeeze-and-excitation, element-wise Sub/Max/Min, a Dense on a feature map, Rescaling, Permute, PReLU, reshapes,
+squeeze-and-excitation, LayerNormalization, element-wise Sub/Max/Min, a Dense on a feature map, Rescaling, Permute, PReLU, reshapes,
 every activation tinycc reads), 1-D CNNs, recurrent models (LSTM, GRU, SimpleRNN, bidirectional) and MLPs, each
 ending in a Flatten or global pooling and a Dense classifier. Used by tests/test_random_models.py and
 ``python -m benchmarks random``."""
@@ -56,6 +56,8 @@ def _block(rng: random.Random, x: Any) -> tuple[Any, str]:
     if op == "sep" and small >= 3:
         return _act(rng, L.SeparableConv2D(f, 3, padding="same")(x)), op
     if op == "bn":
+        if rng.random() < 0.25:
+            return L.LayerNormalization()(x), "layernorm"
         return L.BatchNormalization()(x), op
     if op == "act":
         return _act(rng, x), op
