@@ -114,10 +114,10 @@ def _keras_head(act: str) -> tf.keras.Model:
     inp = tf.keras.Input((6, 6, 1))
     x = tf.keras.layers.Flatten()(tf.keras.layers.Conv2D(3, 3, activation="relu")(inp))
     if act == "relu6":
-        x = tf.keras.layers.Dense(10, activation="relu6", name="dense_1")(x)
+        x = tf.keras.layers.Dense(10, activation="relu6", name="hidden")(x)
     else:
-        x = tf.keras.layers.LeakyReLU(negative_slope=ALPHA)(tf.keras.layers.Dense(10, name="dense_1")(x))
-    return tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax")(x))
+        x = tf.keras.layers.LeakyReLU(negative_slope=ALPHA)(tf.keras.layers.Dense(10, name="hidden")(x))
+    return tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="out")(x))
 
 
 def _cleaned(session, model: tf.keras.Model):
@@ -148,7 +148,7 @@ def test_c_project_learns_like_the_simulator(session, tmp_path: Path, act: str) 
 
 
 def test_compile_of_a_relu6_head_is_a_learning_project(session, tmp_path: Path) -> None:
-    """compile of a .keras whose head has Dense(relu6): the cut is before dense_1 (both Dense layers train), and the
+    """compile of a .keras whose head has Dense(relu6): the cut is before the hidden layer (both Dense layers train), and the
     project is a learning one (classifier, SGD), not inference-only."""
     from tinycc.api import compile_model, make_config
 
