@@ -161,3 +161,21 @@ def test_compile_of_a_relu6_head_is_a_learning_project(session, tmp_path: Path) 
     text = (tmp_path / "out" / "model.c").read_text()
     assert "tcc_classifier_sgd" in text or "tcc_train(" in text
     assert ".act = TCC_ACT_RELU6" in text
+
+
+def test_arduino_sketch_learns_like_the_simulator(session, tmp_path: Path) -> None:
+    """The leaky relu head (its slope in the grown layer descriptor) on the Mega 2560 (AVR: 2-byte pointers, byte
+    alignment) in simavr: predictions before and after learning equal the simulator's."""
+    from tinycc.backends.arduino import ArduinoBackend
+
+    from . import arduino_harness
+
+    if not arduino_harness.available():
+        pytest.skip("arduino-builder / simavr not installed")
+    rng = np.random.default_rng(7)
+    opts = {"buffer": 6, "lr": 0.5, "calib_data": rng.normal(1, 2, (32, 6, 6, 1)).astype(np.float32)}
+    dep = build_deployment(_cleaned(session, _keras_head("leaky_relu")), opts, session, ArduinoBackend())
+    x = rng.normal(1, 2, (12, 6, 6, 1)).astype(np.float32)
+    arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, np.arange(12) % 3, tmp_path)
+    text = (tmp_path / dep.name / "src" / "model.c").read_text()
+    assert ".act = TCC_ACT_LEAKY_RELU" in text and ".alpha = 0.3f" in text
