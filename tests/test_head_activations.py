@@ -161,6 +161,9 @@ def test_compile_of_a_relu6_head_is_a_learning_project(session, tmp_path: Path) 
     text = (tmp_path / "out" / "model.c").read_text()
     assert "tcc_classifier_sgd" in text or "tcc_train(" in text
     assert ".act = TCC_ACT_RELU6" in text
+    result = compile_model(str(path), "tflm", str(tmp_path / "tflm"), make_config(session), session, calib=calib)
+    assert [l.activation for l in result.deployment.classifier] == ["relu6", "softmax"]
+    assert ".act = TCC_ACT_RELU6" in (tmp_path / "tflm" / "src" / "model.c").read_text()
 
 
 def test_arduino_sketch_learns_like_the_simulator(session, tmp_path: Path) -> None:
