@@ -182,3 +182,60 @@ def test_arduino_sketch_learns_like_the_simulator(session, tmp_path: Path) -> No
     arduino_harness.assert_sketch_learns_like_the_simulator(dep, x, np.arange(12) % 3, tmp_path)
     text = (tmp_path / dep.name / "src" / "model.c").read_text()
     assert ".act = TCC_ACT_LEAKY_RELU" in text and ".alpha = 0.3f" in text
+
+
+def _deep_model() -> tf.keras.Model:
+    """Two convolutions (a deep cut between them) and a Dense(relu6) -> Dense(softmax) head."""
+    tf.keras.utils.set_random_seed(8)
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = tf.keras.layers.Flatten()(tf.keras.layers.Conv2D(4, 3, activation="relu")(x))
+    x = tf.keras.layers.Dense(10, activation="relu6", name="hidden")(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+def test_deep_tail_trains_the_relu6_head_like_the_classifier(session) -> None:
+    """--deep: the tail's Dense chain keeps the hidden relu6 (fused), and its logits and head gradients equal the
+    classifier's (tinycc.ir.train) on the same features, 1e-5."""
+    from tinycc.backends.c import CBackend
+    from tinycc.ir.deep import DeepLearner, deep_cuts
+    from tinycc.ir.simulator import Simulator
+    from tinycc.ir.train import Classifier
+
+    rng = np.random.default_rng(9)
+    opts = {"buffer": 6, "lr": 0.05, "calib_data": rng.normal(1, 2, (32, 8, 8, 1)).astype(np.float32)}
+    dep = build_deployment(_cleaned(session, _deep_model()), opts, session, CBackend())
+    learner = DeepLearner(dep, deep_cuts(dep.extractor, dep.classifier)[-1], "bias")
+    head = [op for op in learner.view.ops if op.name in learner.head_ops]
+    assert [op.attrs["activation"] for op in head] == ["relu6", "none"]
+    x = rng.normal(1, 2, (6, 8, 8, 1)).astype(np.float32)
+    y = np.arange(6) % 3
+    q = learner.cut_of(x)
+    sim = Simulator(dep)
+    feats = sim.features(x).astype(np.float32)
+    fq = dep.feature_quant
+    f = ((feats - np.float32(fq.zero_point[0])) * np.float32(fq.scale[0])).astype(np.float32)
+    clf = Classifier([l.copy() for l in dep.classifier], max_batch=6)
+    np.testing.assert_allclose(learner.logits_cut(q), clf.logits(f), rtol=1e-5, atol=1e-5)
+    tail = learner.tail.grads(learner._float_cut(q), y, learner._known(q))
+    for op, (dw, db) in zip(head, clf.grads(f, y)):
+        np.testing.assert_allclose(tail[op.name][0], dw, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tail[op.name][1], db, rtol=1e-5, atol=1e-6)
+
+
+def test_deep_refuses_a_leaky_relu_head(session, tmp_path: Path) -> None:
+    """--deep has no leaky relu backward: the compile is refused with one message naming the layer."""
+    from tinycc.api import compile_model, make_config
+    from tinycc.errors import TinyccError
+
+    tf.keras.utils.set_random_seed(8)
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = tf.keras.layers.Flatten()(tf.keras.layers.Conv2D(4, 3, activation="relu")(x))
+    x = tf.keras.layers.LeakyReLU(negative_slope=ALPHA)(tf.keras.layers.Dense(10, name="hidden")(x))
+    path = tmp_path / "m.keras"
+    tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="out")(x)).save(path)
+    calib = np.random.default_rng(0).normal(1, 2, (16, 8, 8, 1)).astype(np.float32)
+    with pytest.raises(TinyccError, match="classifier layer 0: a leaky_relu hidden layer has no deep backward pass"):
+        compile_model(str(path), "c", str(tmp_path / "out"), make_config(session, deep=("bias",)), session,
+                      calib=calib)
