@@ -148,8 +148,8 @@ def test_c_project_learns_like_the_simulator(session, tmp_path: Path, act: str) 
 
 
 def test_compile_of_a_relu6_head_is_a_learning_project(session, tmp_path: Path) -> None:
-    """compile of a .keras whose head has Dense(relu6): the cut is before the hidden layer (both Dense layers train), and the
-    project is a learning one (classifier, SGD), not inference-only."""
+    """compile of a .keras whose head has Dense(relu6): the cut is before the hidden layer (both Dense layers
+    train), and the project is a learning one (classifier, SGD), not inference-only; the tflm target too."""
     from tinycc.api import compile_model, make_config
 
     path = tmp_path / "m.keras"
