@@ -239,3 +239,23 @@ def test_deep_refuses_a_leaky_relu_head(session, tmp_path: Path) -> None:
     with pytest.raises(TinyccError, match="classifier layer 0: a leaky_relu hidden layer has no deep backward pass"):
         compile_model(str(path), "c", str(tmp_path / "out"), make_config(session, deep=("bias",)), session,
                       calib=calib)
+
+
+@pytest.mark.parametrize("act", NEW)
+def test_converter_int8_file_gives_the_activation(session, tmp_path: Path, act: str) -> None:
+    """The TFLite converter's int8 file: relu6 fused into FULLY_CONNECTED, leaky relu a LEAKY_RELU op with its alpha;
+    both become the hidden layer's trainable activation (the file's alpha as float32)."""
+    from tinycc.backends.c import CBackend
+    from tinycc.plugins.frontends.tflite import read_tflite
+
+    model = _keras_head(act)
+    x = np.random.default_rng(10).normal(1, 2, (32, 6, 6, 1)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path = tmp_path / "m.tflite"
+    path.write_bytes(conv.convert())
+    dep = build_deployment(read_tflite(str(path)), {"buffer": 4}, session, CBackend())
+    assert [l.activation for l in dep.classifier] == [act, "softmax"]
+    assert dep.classifier[0].alpha == (float(np.float32(ALPHA)) if act == "leaky_relu" else 0.0)
