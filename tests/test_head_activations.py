@@ -259,3 +259,29 @@ def test_converter_int8_file_gives_the_activation(session, tmp_path: Path, act: 
     dep = build_deployment(read_tflite(str(path)), {"buffer": 4}, session, CBackend())
     assert [l.activation for l in dep.classifier] == [act, "softmax"]
     assert dep.classifier[0].alpha == (float(np.float32(ALPHA)) if act == "leaky_relu" else 0.0)
+
+
+@pytest.mark.parametrize("mode", ["bias", "blocks"])
+def test_deep_c_project_with_a_relu6_head_learns_as_the_simulator(session, tmp_path: Path, mode: str) -> None:
+    """The --deep project (host, ASan/UBSan) of the relu6 head: after 6 learn calls the classifier, the trained
+    region and every vector's probabilities equal the deep simulator's (tests/c_harness.check_learned)."""
+    from tinycc.backends.c import CBackend
+    from tinycc.deploy import build_deep_deployment
+    from tinycc.ir.deep import DeepLearner
+
+    from . import c_harness
+    from .deploy_util import make_config
+
+    rng = np.random.default_rng(11)
+    config = make_config(session, deep=(mode,), lr=0.05, buffer=3, batch_size=2, epochs=2)
+    calib = rng.normal(1, 2, (32, 8, 8, 1)).astype(np.float32)
+    dep = build_deep_deployment(_cleaned(session, _deep_model()), config, session, CBackend(), calib)
+    assert [l.activation for l in dep.classifier] == ["relu6", "softmax"]
+    sim = DeepLearner(dep, dep.meta["deep"]["cut"], mode, capacity=dep.buffer.capacity)
+    x = rng.normal(1, 2, (6, 8, 8, 1)).astype(np.float32)
+    y = np.arange(6) % 3
+    out, q = c_harness.run_deep_demo(dep, sim, tmp_path, x, y, "host", learn=6)
+    for i in range(6):
+        sim.learn_input(x[i], int(y[i]))
+        assert not sim.last_refused
+    c_harness.check_learned(out, sim, dep, q, sim.region_params, mode)
