@@ -10,7 +10,7 @@ from ..ir.memory_model import Descriptors
 from ..targets import Abi, host_abi
 
 # fields in declaration order: "i" a 4-byte int or float, "p" a pointer
-DESCRIPTOR_FIELDS = {"tcc_dense_t": "iiii" + "p" * 6, "tcc_classifier_t": "piii",
+DESCRIPTOR_FIELDS = {"tcc_dense_t": "iiiii" + "p" * 6, "tcc_classifier_t": "piii",
                      "tcc_buffer_t": "iiiiii" + "ppppp" + "ii" + "pp" + "ii" + "p"}
 
 

@@ -66,11 +66,11 @@ def _view(ext: Graph, classifier: list[Any]) -> Graph:
     if len(g.tensors[x].shape) != 2:
         raise ValueError("the features must be a flat vector")
     for i, layer in enumerate(classifier):
-        if i < len(classifier) - 1 and layer.activation not in ("relu", "linear"):
+        if i < len(classifier) - 1 and layer.activation not in ("relu", "relu6", "linear"):
             raise ValueError(f"classifier layer {i}: a {layer.activation} hidden layer has no deep backward pass")
         w = g.add_const(g.unique_tensor_name(f"head{i}/w"), layer.weight.copy(), DType.FLOAT32).name
         b = g.add_const(g.unique_tensor_name(f"head{i}/b"), layer.bias.copy(), DType.FLOAT32).name
-        act = "relu" if layer.activation == "relu" and i < len(classifier) - 1 else "none"
+        act = layer.activation if layer.activation in ("relu", "relu6") and i < len(classifier) - 1 else "none"
         y = g.unique_tensor_name(f"head{i}/out")
         g.add_tensor(Tensor(y, (1, layer.n_out), DType.FLOAT32))
         g.ops.append(Op(g.unique_op_name(f"head{i}"), OpKind.DENSE, [x, w, b], [y], {"activation": act}, f"head{i}"))

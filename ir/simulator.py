@@ -6,14 +6,14 @@ import numpy as np
 from .buffer import OnlineLearner, ReplayBuffer
 from .deployment import Deployment
 from .interpreter_int8 import run_int8
-from .train import Classifier, DenseLayer
+from .train import Classifier
 
 
 def learner_for(dep: Deployment, capacity: int | None = None, storage: str | None = None, lr: float | None = None,
                 epochs: int | None = None) -> OnlineLearner:
     """A fresh learner with the deployment's classifier, head and buffer (settings overridable)."""
     q, tq = dep.feature_quant, dep.target_quant
-    layers = [DenseLayer(l.weight.copy(), l.bias.copy(), l.activation) for l in dep.classifier]
+    layers = [l.copy() for l in dep.classifier]
     clf = Classifier(layers, max_batch=dep.train.batch_size, loss=dep.loss, train=dep.train.mode)
     storage = storage or dep.buffer.storage
     int8_targets = tq is not None and storage == "int8"

@@ -15,7 +15,8 @@ Forward, for the rows r of a batch X [N, I] (used by training and by prediction)
     p[r] = softmax(z_L[r]):  m = max_o z_L[r, o];  e_o = exp(z_L[r, o] - m);  s = sum_o e_o;
                              p[r, o] = e_o / s
 
-    act: relu max(z, 0); sigmoid 1 / (1 + exp(-z)); tanh tanh(z); linear z.
+    act: relu max(z, 0); relu6 min(max(z, 0), 6); leaky_relu z > 0 ? z : alpha * z (alpha >= 0, the layer's
+    float32 negative slope); sigmoid 1 / (1 + exp(-z)); tanh tanh(z); linear z.
 
 Heads (``loss``), what ``forward`` returns and the loss trained on (each exactly the Keras loss,
 mean over the batch):
@@ -45,8 +46,10 @@ then, for every head, the deltas of the lower layers, all from the *old* weights
     for l = L..2 (while a lower layer is trained, see "What is trained"):
         d_{l-1}[r, i] = (sum_o d_l[r, o] * W_l[o, i]) * act'_{l-1}(a_{l-1}[r, i])
 
-    act' from the activation output a: relu (a > 0 ? 1 : 0); sigmoid a * (1 - a);
-    tanh 1 - a * a; linear 1.
+    act' from the activation output a: relu (a > 0 ? 1 : 0); relu6 (0 < a < 6 ? 1 : 0); leaky_relu
+    (a > 0 ? 1 : alpha: the sign of a is the sign of z for alpha >= 0); sigmoid a * (1 - a); tanh 1 - a * a;
+    linear 1. At the kinks these are TensorFlow's gradients: relu6 0 at z = 0 and z = 6 (Relu6Grad:
+    0 < z < 6), leaky_relu alpha at z = 0 (LeakyReluGrad: z > 0 ? 1 : alpha).
 
 Fused SGD update (the Tiny Training Engine's reordering): once every delta is known, each trained
 parameter is updated in place with its gradient computed element by element, and nothing
@@ -89,7 +92,7 @@ from dataclasses import dataclass
 import numpy as np
 
 F32 = np.float32
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "relu6", "leaky_relu")
 LOSSES = ("ce", "bce", "mse")  # softmax cross-entropy, sigmoid binary cross-entropy, mean squared error
 TRAIN_MODES = ("all", "last", "bias")  # what the device trains (see the module docstring)
 FLOAT_BYTES = 4
@@ -97,11 +100,13 @@ FLOAT_BYTES = 4
 
 @dataclass
 class DenseLayer:
-    """One trainable Dense layer: weight [out, in] (TFLite layout), bias [out], activation name."""
+    """One trainable Dense layer: weight [out, in] (TFLite layout), bias [out], activation name, and ``alpha``
+    the negative slope of ``leaky_relu`` (float32, >= 0; 0 for the other activations)."""
 
     weight: np.ndarray
     bias: np.ndarray
     activation: str = "linear"
+    alpha: float = 0.0
 
     def __post_init__(self) -> None:
         self.weight = np.array(self.weight, dtype=F32, order="C")
@@ -109,6 +114,9 @@ class DenseLayer:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unsupported classifier activation {self.activation!r}; "
                              f"supported: {', '.join(ACTIVATIONS)}")
+        self.alpha = float(F32(self.alpha)) if self.activation == "leaky_relu" else 0.0
+        if not (np.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"leaky_relu needs a finite negative slope >= 0, got {self.alpha}")
         if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
             raise ValueError(f"dense layer needs weight [out, in] and bias [out], got {self.weight.shape} "
                              f"and {self.bias.shape}")
@@ -122,7 +130,7 @@ class DenseLayer:
         return int(self.weight.shape[0])
 
     def copy(self) -> DenseLayer:
-        return DenseLayer(self.weight.copy(), self.bias.copy(), self.activation)
+        return DenseLayer(self.weight.copy(), self.bias.copy(), self.activation, self.alpha)
 
 
 def _exp(x: np.ndarray) -> np.ndarray:
@@ -138,10 +146,14 @@ def _dot_(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def activate_(z: np.ndarray, name: str) -> np.ndarray:
-    """Apply a hidden activation to float32 ``z`` in place; returns ``z``."""
+def activate_(z: np.ndarray, name: str, alpha: float = 0.0) -> np.ndarray:
+    """Apply a hidden activation to float32 ``z`` in place (``alpha``: leaky_relu's slope); returns ``z``."""
     if name == "relu":
         np.maximum(z, F32(0), out=z)
+    elif name == "relu6":
+        np.minimum(np.maximum(z, F32(0), out=z), F32(6), out=z)
+    elif name == "leaky_relu":
+        np.copyto(z, z * F32(alpha), where=~(z > F32(0)))
     elif name == "sigmoid":
         z[...] = F32(1) / (F32(1) + _exp(-z))
     elif name == "tanh":
@@ -149,10 +161,14 @@ def activate_(z: np.ndarray, name: str) -> np.ndarray:
     return z
 
 
-def activation_derivative(a: np.ndarray, name: str) -> np.ndarray:
-    """act' expressed with the activation output ``a`` (float32)."""
+def activation_derivative(a: np.ndarray, name: str, alpha: float = 0.0) -> np.ndarray:
+    """act' expressed with the activation output ``a`` (float32; ``alpha``: leaky_relu's slope)."""
     if name == "relu":
         return (a > F32(0)).astype(F32)
+    if name == "relu6":
+        return ((a > F32(0)) & (a < F32(6))).astype(F32)
+    if name == "leaky_relu":
+        return np.where(a > F32(0), F32(1), F32(alpha)).astype(F32)
     if name == "sigmoid":
         return a * (F32(1) - a)
     if name == "tanh":
@@ -292,14 +308,16 @@ class Classifier:
         for i, l in enumerate(self.layers):
             z = _dot_(a, l.weight, np.empty((a.shape[0], l.n_out), F32))
             z += l.bias
-            a = z if i == last else activate_(z, l.activation)
+            a = z if i == last else activate_(z, l.activation, l.alpha)
         return a
 
     def _head_(self, z: np.ndarray) -> np.ndarray:
         """The head applied in place to z_L: softmax (ce), sigmoid (bce), the last activation (mse)."""
         if self.loss_name == "ce":
             return softmax_(z, z)
-        return activate_(z, "sigmoid" if self.loss_name == "bce" else self.layers[-1].activation)
+        if self.loss_name == "bce":
+            return activate_(z, "sigmoid")
+        return activate_(z, self.layers[-1].activation, self.layers[-1].alpha)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Probabilities softmax(z_L) [N, classes] (ce), sigmoid(z_L) [N, 1] (bce), outputs [N, K] (mse)."""
@@ -364,7 +382,7 @@ class Classifier:
             np.subtract(z, t, out=d)
             d *= F32(2)
             d /= F32(n * self.n_out)
-            d *= activation_derivative(z, self.layers[last].activation)
+            d *= activation_derivative(z, self.layers[last].activation, self.layers[last].alpha)
 
     def _backward(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Forward + deltas into the work arrays (see the module docstring); returns x as float32 [N, in]."""
@@ -383,7 +401,7 @@ class Classifier:
             _dot_(a, l.weight, z)
             z += l.bias
             if i < last or self.loss_name == "mse":
-                activate_(z, l.activation)
+                activate_(z, l.activation, l.alpha)
             a = z
         self._output_delta(n, t)
         for i in range(last, 0, -1):
@@ -392,7 +410,7 @@ class Classifier:
             d, dp = self._delta[i][:n], self._delta[i - 1][:n]
             w = self.layers[i].weight
             dp[...] = np.cumsum(d[:, :, None] * w[None, :, :], axis=1, dtype=F32)[:, -1, :]
-            dp *= activation_derivative(self._act[i - 1][:n], self.layers[i - 1].activation)
+            dp *= activation_derivative(self._act[i - 1][:n], self.layers[i - 1].activation, self.layers[i - 1].alpha)
         return x
 
     def _layer_grads(self, x: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:

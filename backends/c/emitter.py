@@ -36,7 +36,7 @@ C_KINDS = {OpKind.QUANTIZE, OpKind.CONV2D, OpKind.DEPTHWISE_CONV2D, OpKind.DENSE
            OpKind.MINIMUM, OpKind.RESIZE_NEAREST, OpKind.RESIZE_BILINEAR, OpKind.TRANSPOSE, OpKind.SLICE,
            OpKind.TRANSPOSE_CONV2D, OpKind.GRU, OpKind.SIMPLE_RNN, OpKind.LSTM, OpKind.PRELU, OpKind.SVDF,
            OpKind.REVERSE, OpKind.MEAN, OpKind.SQUARED_DIFFERENCE, *LUT_KINDS}
-ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+ACT_CODES = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "relu6": 5, "leaky_relu": 6}
 LOSS_CODES = {"ce": 0, "bce": 1, "mse": 2}
 POLICY_CODES = {"fifo": 0, "reservoir": 1, "class_balanced": 2}
 TRAIN_NAMES = ("TCC_TRAIN_NONE", "TCC_TRAIN_BIAS", "TCC_TRAIN_WEIGHTS", "TCC_TRAIN_BOTH")
@@ -510,6 +510,7 @@ def build_emit_model(dep: Deployment) -> EmitModel:
                                "classifier"))
     n, mode = len(dep.classifier), dep.train.mode
     m.consts["layers"] = [{"i": i, "n_in": l.n_in, "n_out": l.n_out, "act": ACT_CODES[l.activation],
+                           "alpha": _c_float(l.alpha),
                            "train": 2 * layer_trains(i, n, mode)[0] + layer_trains(i, n, mode)[1],  # TCC_TRAIN_*
                            "delta": layer_has_delta(i, n, mode)} for i, l in enumerate(dep.classifier)]
     for l in m.consts["layers"]:  # the runtime's names of the codes (tinycc_learn.h)

@@ -1,6 +1,6 @@
 """Incremental on-device learning: the cut, the deployment (int8 Φf + float Φc + buffer), budgets.
 
-Cut candidates are the tensors after which only a chain of Dense layers (with ReLU, sigmoid,
+Cut candidates are the tensors after which only a chain of Dense layers (with ReLU, ReLU6, LeakyReLU, sigmoid,
 tanh, linear activations and a final softmax; Dropout ignored; a Flatten/Reshape right after
 the cut is part of Φf) leads to the output: the Flatten or GlobalAveragePooling output, and the
 input of each later Dense layer. A 1x1 Conv2D on a 1x1 map counts as a Dense layer (``is_dense_head``:
@@ -63,7 +63,8 @@ from .stage import c_name, candidate_figures, check_addressable, check_budget, w
 
 log = logging.getLogger("tinycc.deploy")
 
-_HEAD_ACT = {OpKind.RELU: "relu", OpKind.SIGMOID: "sigmoid", OpKind.TANH: "tanh", OpKind.SOFTMAX: "softmax"}
+_HEAD_ACT = {OpKind.RELU: "relu", OpKind.SIGMOID: "sigmoid", OpKind.TANH: "tanh", OpKind.SOFTMAX: "softmax",
+             OpKind.RELU6: "relu6", OpKind.LEAKY_RELU: "leaky_relu"}
 # QUANTIZE/DEQUANTIZE: the output boundary of an imported int8 model (Φc is float)
 _HEAD_KINDS = set(_HEAD_ACT) | {OpKind.DENSE, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.QUANTIZE,
                                 OpKind.DEQUANTIZE}
@@ -232,13 +233,16 @@ def split(graph: Graph, cut: CutPoint) -> tuple[Graph, list[DenseLayer]]:
         if is_dense_head(graph, op):
             w, b = _float_dense(graph, op)
             act = op.attrs["activation"]
-            if act == "relu6":
-                raise TinyccError(f"classifier layer {op.origin!r}: relu6 is not trainable on the device")
             layers.append(DenseLayer(w.copy(), b.copy(), "linear" if act == "none" else act))
         elif op.kind in _HEAD_ACT:
             if layers[-1].activation != "linear":
                 raise TinyccError(f"classifier layer {op.origin!r}: two activations in a row")
-            layers[-1].activation = _HEAD_ACT[op.kind]
+            last = layers[-1]
+            alpha = float(op.attrs.get("alpha", 0.0)) if op.kind == OpKind.LEAKY_RELU else 0.0
+            if not (np.isfinite(alpha) and alpha >= 0):
+                raise TinyccError(f"classifier layer {op.origin!r}: a leaky relu with negative slope {alpha} is "
+                                  "not trainable on the device (it needs a slope >= 0)")
+            layers[-1] = DenseLayer(last.weight, last.bias, _HEAD_ACT[op.kind], alpha)
     return ext, layers
 
 

@@ -3,9 +3,16 @@
 
 #include <math.h>
 
-static float act_f(float z, int32_t act) {
+/* alpha: the negative slope of TCC_ACT_LEAKY_RELU (>= 0), unused by the others */
+static float act_f(float z, int32_t act, float alpha) {
     if (act == TCC_ACT_RELU) {
         return z > 0.0f ? z : 0.0f;
+    }
+    if (act == TCC_ACT_RELU6) {
+        return z > 0.0f ? (z < 6.0f ? z : 6.0f) : 0.0f;
+    }
+    if (act == TCC_ACT_LEAKY_RELU) {
+        return z > 0.0f ? z : alpha * z;
     }
     if (act == TCC_ACT_SIGMOID) {
         return 1.0f / (1.0f + expf(-z));
@@ -16,9 +23,17 @@ static float act_f(float z, int32_t act) {
     return z;
 }
 
-static float dact_f(float a, int32_t act) {
+/* the derivative from the activation output a (TensorFlow's gradients at the kinks: relu6 0 at 0 and 6,
+ * leaky relu alpha at 0; with alpha >= 0 the sign of a is the sign of the pre-activation) */
+static float dact_f(float a, int32_t act, float alpha) {
     if (act == TCC_ACT_RELU) {
         return a > 0.0f ? 1.0f : 0.0f;
+    }
+    if (act == TCC_ACT_RELU6) {
+        return a > 0.0f && a < 6.0f ? 1.0f : 0.0f;
+    }
+    if (act == TCC_ACT_LEAKY_RELU) {
+        return a > 0.0f ? 1.0f : alpha;
     }
     if (act == TCC_ACT_SIGMOID) {
         return a * (1.0f - a);
@@ -167,7 +182,7 @@ static void forward(tcc_classifier_t *c, const src_t *s, int32_t n) {
                     }
                 }
                 z += d->b[o];
-                d->a[r * d->n_out + o] = last ? z : act_f(z, d->act);
+                d->a[r * d->n_out + o] = last ? z : act_f(z, d->act, d->alpha);
             }
         }
     }
@@ -208,7 +223,7 @@ static int32_t predict(tcc_classifier_t *c, const src_t *s, float *probs) {
     int32_t i, best = 0;
     forward(c, s, 1);
     if (c->loss == TCC_LOSS_BCE) {
-        probs[0] = act_f(last->a[0], TCC_ACT_SIGMOID);
+        probs[0] = act_f(last->a[0], TCC_ACT_SIGMOID, 0.0f);
         return probs[0] > 0.5f ? 1 : 0;
     }
     if (c->loss == TCC_LOSS_MSE) {
@@ -238,12 +253,12 @@ static void output_delta(const tcc_classifier_t *c, const src_t *s, int32_t r, i
             d[o] = a[o] - src_target(s, r, k, o);
             d[o] *= 2.0f;
             d[o] /= (float)(n * k);
-            d[o] *= dact_f(a[o], last->act);
+            d[o] *= dact_f(a[o], last->act, last->alpha);
         }
         return;
     }
     if (c->loss == TCC_LOSS_BCE) {
-        d[0] = act_f(a[0], TCC_ACT_SIGMOID);
+        d[0] = act_f(a[0], TCC_ACT_SIGMOID, 0.0f);
         d[0] -= (float)src_label(s, r);
     } else {
         softmax_row(a, k, d);
@@ -324,7 +339,7 @@ static int32_t sgd(tcc_classifier_t *c, const src_t *s, int32_t n, float lr) {
                 for (o = 0; o < dl->n_out; ++o) {
                     sum += dl->d[r * dl->n_out + o] * dl->w[o * dl->n_in + i];
                 }
-                pl->d[r * pl->n_out + i] = sum * dact_f(pl->a[r * pl->n_out + i], pl->act);
+                pl->d[r * pl->n_out + i] = sum * dact_f(pl->a[r * pl->n_out + i], pl->act, pl->alpha);
             }
         }
     }

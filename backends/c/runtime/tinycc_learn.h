@@ -7,7 +7,8 @@
 
 #include "tinycc_port.h"
 
-enum { TCC_ACT_LINEAR = 0, TCC_ACT_RELU = 1, TCC_ACT_SIGMOID = 2, TCC_ACT_TANH = 3, TCC_ACT_SOFTMAX = 4 };
+enum { TCC_ACT_LINEAR = 0, TCC_ACT_RELU = 1, TCC_ACT_SIGMOID = 2, TCC_ACT_TANH = 3, TCC_ACT_SOFTMAX = 4,
+       TCC_ACT_RELU6 = 5, TCC_ACT_LEAKY_RELU = 6 };
 enum { TCC_LOSS_CE = 0, TCC_LOSS_BCE = 1, TCC_LOSS_MSE = 2 };
 enum { TCC_POLICY_FIFO = 0, TCC_POLICY_RESERVOIR = 1, TCC_POLICY_CLASS_BALANCED = 2 };
 
@@ -19,6 +20,7 @@ enum { TCC_REFUSED = -1 };
 typedef struct {
     int32_t n_in, n_out, act;
     int32_t train;                /* TCC_TRAIN_*: the parameters the step updates */
+    float alpha;                  /* TCC_ACT_LEAKY_RELU's negative slope (>= 0); 0 otherwise */
     float *w, *b;                 /* [n_out*n_in], [n_out]: RAM, trainable */
     const float *w_init, *b_init; /* flash copies for reset */
     float *a, *d;                 /* [batch*n_out]: kept activations, deltas (d NULL: no delta needed) */
