@@ -115,6 +115,8 @@ _IDENTITY = re.compile(r"(?<=[\w)\]]) (?:[*/] 1|[+-] 0(?! [*/%]))(?![\w.])")  # 
 # (-iy0) -> -iy0, (n) -> n where the parentheses follow "= ", "? ", ": ", ", ", "(" or "[" (a binary operator too
 # for a lone word): never after if/while/for, a cast's or a call's parenthesis, or a unary minus
 _LONE = re.compile(r"(?:(?<=[=?:,] )|(?<=[(\[]))\((-?\w+)\)(?![\w(])|(?<=[-+*/%<>] )\((\w+)\)(?![\w(])")
+# a line neither rule nor the double-parenthesis rule can change has none of these (a superset of their matches)
+_MAYBE = re.compile(r"[*/] 1(?![\w.])|[+-] 0(?![\w.])|\(-?\w+\)|\(\(")
 
 
 def fold_constants(code: str) -> str:
@@ -124,7 +126,7 @@ def fold_constants(code: str) -> str:
     arithmetic), so the compiled code is the same; only lines outside preprocessor macros are touched."""
     out = []
     for line in code.split("\n"):
-        if line.rstrip().endswith("\\") or line.lstrip().startswith(("#", "/*", "*")):
+        if not _MAYBE.search(line) or line.rstrip().endswith("\\") or line.lstrip().startswith(("#", "/*", "*")):
             out.append(line)
             continue
         while True:

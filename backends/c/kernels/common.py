@@ -104,7 +104,7 @@ def layer_context(g: Graph, op: Op, arrays: Any, fold: bool = False,
     ctx["ROUND_0"] = bool(ctx["RIGHT_ONLY"] and not ctx["ROUND_FAST"] and right.min() == 0 and right.max() <= 29
                           and 2 * bound + (1 << int(right.max())) + 1 < 2**31)
     # Cortex-M4/M7 blocks read each channel pair's requantization from a header of the widened weights
-    # (rq_header): the short rounding form with the output zero point folded into its rounding constant
+    # (rq_headers): the short rounding form with the output zero point folded into its rounding constant
     zp_ok = bool(ctx["ACC30"] and bound + (1 << int(right.max() - 1)) + 128 * (1 << int(right.max())) + 1 < 2**31)
     ctx["RQ"] = bool(ctx["ACC30"] and ctx["PER_CHANNEL"] and zp_ok)
     ctx["_rq"] = (bias_vals if has_bias else np.zeros(len(mult), np.int64), mult, right, p["out_zp"])
@@ -158,7 +158,7 @@ def widened_pairs(w: np.ndarray, n: int) -> np.ndarray:
 
 
 def widened_bytes(g: Graph, op: Op, n: int, rq: bool = False) -> int:
-    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights), with the rq_header of every pair."""
+    """Flash of `widened_pairs` for `op`'s weights (4 bytes per two weights), with the rq_headers row of every pair."""
     w = g.tensors[op.inputs[1]]
     oc = w.shape[0] - w.shape[0] % 2
     return oc * n * 2 + (oc // 2 * RQ_WORDS * 4 if rq else 0)
@@ -185,17 +185,19 @@ def literals(g: Graph, op: Op, fold: bool = False) -> dict[str, Any]:
     return layer_context(g, op, _NoArrays(), fold)[0]
 
 
-RQ_WORDS = 8  # rq_header: bias, multiplier, rounding constant and right shift of both channels of a pair
+RQ_WORDS = 8  # rq_headers: bias, multiplier, rounding constant and right shift of both channels of a pair
 
 
-def rq_header(rq: tuple, pair: int) -> np.ndarray:
-    """The requantization of channel pair ``pair`` as the assembly blocks read it: 2b0 2b1 m0 m1 c0 c1 r0 r1 (the
-    bias doubled, as the weights are), where c = 2^(r-1) + out_zp * 2^r (tcc_rq30d: the zero point folded into the
-    rounding constant)."""
+def rq_headers(rq: tuple, pairs: int) -> np.ndarray:
+    """The requantization of channel pairs 0..pairs-1 as the assembly blocks read it, one row of RQ_WORDS each:
+    2b0 2b1 m0 m1 c0 c1 r0 r1 (the bias doubled, as the weights are), where c = 2^(r-1) + out_zp * 2^r (tcc_rq30d:
+    the zero point folded into the rounding constant)."""
     bias, mult, right, ozp = rq
-    o = np.array([2 * pair, 2 * pair + 1])
-    c = (np.int64(1) << (right[o] - 1)) + np.int64(ozp) * (np.int64(1) << right[o])
-    return np.concatenate([2 * np.asarray(bias, np.int64)[o], mult[o], c, right[o]]).astype(np.int64)
+    n = 2 * pairs
+    r = np.asarray(right, np.int64)[:n]
+    c = (np.int64(1) << (r - 1)) + np.int64(ozp) * (np.int64(1) << r)
+    cols = [2 * np.asarray(bias, np.int64)[:n], np.asarray(mult, np.int64)[:n], c, r]
+    return np.concatenate([v.reshape(pairs, 2) for v in cols], axis=1)
 
 
 def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None,
@@ -212,8 +214,8 @@ def widened_arg(g: Graph, op: Op, arrays: Any, n: int, rq: tuple | None = None,
     # with the pair headers the accumulators are kept doubled (bias and weights, |2w| <= 256 fits int16), which
     # the requantization's high multiply wants (tcc_rq30d: no doubling per output)
     words = widened_pairs(w.astype(np.int64) * (2 if rq is not None else 1), n)
-    if rq is not None:  # each pair's rq_header before its weights
+    if rq is not None:  # each pair's rq_headers row before its weights
         pairs = words.reshape(-1, n)
-        words = np.concatenate([np.concatenate([rq_header(rq, j), pairs[j]]) for j in range(len(pairs))])
+        words = np.concatenate([rq_headers(rq, len(pairs)), pairs], axis=1).reshape(-1)
     name = arrays.array("ww", "int32_t", words, guard=WIDEN_GUARD)
     return f"TCC_WW({name})"

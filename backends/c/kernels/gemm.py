@@ -8,7 +8,7 @@ import numpy as np
 from ....ir.graph import Graph, Op
 from ....ir.ops import OpKind
 from . import render
-from .common import (WIDEN_GUARD, layer_context, literals, portable_args, rq_header, widened_arg, widened_bytes,
+from .common import (WIDEN_GUARD, layer_context, literals, portable_args, rq_headers, widened_arg, widened_bytes,
                      widened_pairs)
 
 
@@ -85,12 +85,10 @@ def gemm_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
     w = w.reshape(w.shape[0], -1).astype(np.int64)
     n = w.shape[1]
     pairs = widened_pairs(2 * w, n).reshape(-1, n)
-    recs = []
-    for j in range(len(pairs)):
-        h = rq_header(rq, j)  # 2b0 2b1 m0 m1 c0 c1 r0 r1
-        recs.append(np.concatenate([h[:2], h[:2], pairs[j], h[2:]]))
-    recs[-1][-1] |= LAST_FLAG  # the last pair's r1: the block's loop ends there
-    return np.concatenate(recs).astype(np.int64)
+    h = rq_headers(rq, len(pairs))  # 2b0 2b1 m0 m1 c0 c1 r0 r1 per pair
+    recs = np.concatenate([h[:, :2], h[:, :2], pairs, h[:, 2:]], axis=1).astype(np.int64)
+    recs[-1, -1] |= LAST_FLAG  # the last pair's r1: the block's loop ends there
+    return recs.reshape(-1)
 
 
 def gemm8_words(g: Graph, op: Op, rq: tuple) -> np.ndarray:
