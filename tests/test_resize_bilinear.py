@@ -27,6 +27,7 @@ from tinycc.plugins.frontends.tflite import read_tflite
 from tinycc.tflite_writer import operator_names, write_tflite
 
 from . import c_harness
+from .test_layout_ops import _convert
 from .op_checks import (assert_builtin_ref_equals_run_int8, assert_output_equals_run_int8,
                         assert_tflm_equals_run_int8, assert_written_runs_like_run_int8, interpreter)
 
@@ -69,18 +70,6 @@ def models() -> dict:
 
 def _x(model, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(1.0, 2.0, (n,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
-
-
-def _convert(model, x: np.ndarray | None) -> bytes:
-    import tensorflow as tf
-
-    c = tf.lite.TFLiteConverter.from_keras_model(model)
-    if x is not None:
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        c.inference_input_type = c.inference_output_type = tf.int8
-    return c.convert()
 
 
 def _read(tmp_path: Path, data: bytes, name: str) -> Graph:
