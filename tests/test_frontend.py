@@ -102,9 +102,9 @@ def test_unsupported_layer_message() -> None:
     from tinycc.plugins.frontends.keras import graph_from_keras_model
 
     inp = keras.Input((8, 8, 2))
-    x = keras.layers.LayerNormalization(name="ln")(inp)
+    x = keras.layers.UnitNormalization(name="un")(inp)
     with pytest.raises(UnsupportedLayerError,
-                       match=r"'ln' of class LayerNormalization is not supported; `tinycc ops` lists"):
+                       match=r"'un' of class UnitNormalization is not supported; `tinycc ops` lists"):
         graph_from_keras_model(keras.Model(inp, x))
 
 
