@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quant import (multiply_by_quantized_multiplier, quantize_multiplier, rounding_divide_by_pot,
-                    saturating_rounding_doubling_high_mul)
+from . import fixedpoint
+from .quant import multiply_by_quantized_multiplier, quantize_multiplier
 
 F32 = np.float32
-I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+I32_MAX = (1 << 31) - 1
 SQDIFF_LEFT_SHIFT = 7
 
 
@@ -33,19 +33,12 @@ def _wrap(v: int) -> int:
 
 
 def _srdhm(a: int, b: int) -> int:
-    return int(saturating_rounding_doubling_high_mul(np.int64(a), np.int64(b)))
+    return int(fixedpoint.mul(a, b))
 
 
 def _mul_pot(x: int, e: int) -> int:
-    """gemmlowp SaturatingRoundingMultiplyByPOT on one int32."""
-    if e < 0:
-        return int(rounding_divide_by_pot(np.int64(x), -e))
-    threshold = (1 << (31 - e)) - 1
-    if x > threshold:
-        return I32_MAX
-    if x < -threshold:
-        return I32_MIN
-    return _wrap(x << e)
+    """gemmlowp SaturatingRoundingMultiplyByPOT on one int32 (fixedpoint.sat_mul_pot)."""
+    return int(fixedpoint.sat_mul_pot(x, e))
 
 
 def inv_sqrt_multiplier(value: int) -> tuple[int, int]:
